@@ -1,1 +1,33 @@
-//! placeholder
+//! Shoal's sans-IO core.
+//!
+//! Everything that decides what Shoal does lives here, free of IO: causality (dotted
+//! version vectors), objects and siblings, wire messages, and the replication
+//! [`Engine`] — coordinators for puts, gets and deletes, the replica side, read repair,
+//! hinted handoff, membership and failure detection.
+//!
+//! Nothing in this crate opens a socket, touches a disk, reads a clock or draws an
+//! unseeded random number. Time arrives as an argument ([`Time`]), randomness from a seed,
+//! and the engine answers with [`Command`]s for its driver to carry out — the tokio node
+//! in `shoal-node`, or the deterministic simulator in `shoal-tests`.
+#![warn(missing_docs)]
+
+mod causality;
+mod config;
+mod engine;
+mod error;
+mod membership;
+mod object;
+mod storage_ops;
+mod time;
+pub mod wire;
+
+pub use causality::{Actor, CausalContext, Dot, VersionVector, MAX_DOT_COUNTER};
+pub use config::{ConfigError, EngineConfig, MAX_KEY_BYTES};
+pub use engine::{
+    Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
+};
+pub use error::{CodecError, RequestError};
+pub use membership::{GossipDigest, GossipEntry, MemberView, Membership, StateChange};
+pub use object::{Object, Sibling, SiblingValue, UpdateError, OBJECT_FORMAT_VERSION};
+pub use storage_ops::{HintRecord, HintRejection, HintTotals, StorageOp, StorageReply};
+pub use time::Time;

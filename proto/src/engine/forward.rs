@@ -1,0 +1,143 @@
+//! Forwarding: a node that is not a replica of a key hands the request to one that is.
+
+use std::collections::VecDeque;
+
+use shoal_ring::NodeId;
+
+use super::{Engine, InboundId, RequestId, SendError, Waiter};
+use crate::error::RequestError;
+use crate::time::Time;
+use crate::wire::{ClientRequest, ClientResponse, PeerRequest, PeerResponse};
+
+/// A request handed to a replica.
+#[derive(Debug)]
+pub(super) struct ForwardOp {
+    inbound: InboundId,
+    request: ClientRequest,
+    candidates: VecDeque<NodeId>,
+    deadline: Time,
+}
+
+fn quorum_of(req: &ClientRequest, cfg: &crate::config::EngineConfig) -> usize {
+    match req {
+        ClientRequest::Get { options, .. } => usize::from(options.r.unwrap_or(cfg.r)),
+        ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. } => {
+            usize::from(options.w.unwrap_or(cfg.w))
+        }
+        _ => 1,
+    }
+}
+
+fn timeout_of(req: &ClientRequest, cfg: &crate::config::EngineConfig) -> std::time::Duration {
+    match req {
+        ClientRequest::Get { options, .. } => options.timeout,
+        ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. } => {
+            options.timeout
+        }
+        _ => None,
+    }
+    .unwrap_or(cfg.request_timeout)
+}
+
+impl Engine {
+    pub(super) fn start_forward(
+        &mut self,
+        inbound: InboundId,
+        request: ClientRequest,
+        primaries: Vec<NodeId>,
+    ) {
+        let candidates: VecDeque<NodeId> = primaries
+            .into_iter()
+            .filter(|p| self.membership.is_up(p))
+            .collect();
+        if candidates.is_empty() {
+            let needed = quorum_of(&request, &self.cfg);
+            metrics::counter!("shoal_coordinator_requests_total", "op" => request.op_name(), "result" => "unavailable")
+                .increment(1);
+            self.respond_client(
+                inbound,
+                ClientResponse::Error(RequestError::Unavailable { needed, alive: 0 }),
+            );
+            return;
+        }
+        let id = self.next_request_id();
+        // The replica answers within the request's own timeout; the hop gets a margin.
+        // No timer: each send has its own timeout and always reports back.
+        let deadline = self.now + timeout_of(&request, &self.cfg) + self.cfg.rpc_timeout;
+        self.forwards.insert(
+            id,
+            ForwardOp {
+                inbound,
+                request,
+                candidates,
+                deadline,
+            },
+        );
+        self.forward_next(id);
+    }
+
+    fn forward_next(&mut self, id: RequestId) {
+        let Some(op) = self.forwards.get_mut(&id) else {
+            return;
+        };
+        let Some(to) = op.candidates.pop_front() else {
+            let needed = quorum_of(&op.request, &self.cfg);
+            self.end_forward(
+                id,
+                ClientResponse::Error(RequestError::Unavailable { needed, alive: 0 }),
+            );
+            return;
+        };
+        metrics::counter!("shoal_forwards_total").increment(1);
+        let timeout = op.deadline.saturating_since(self.now);
+        let request = PeerRequest::Forward(op.request.clone());
+        self.send(to, request, timeout, Waiter::Forward(id));
+    }
+
+    pub(super) fn on_forward(&mut self, id: RequestId, result: Result<PeerResponse, SendError>) {
+        match result {
+            Ok(PeerResponse::Client(resp)) => self.end_forward(id, resp),
+            Ok(PeerResponse::Error(e)) => self.end_forward(id, ClientResponse::Error(e)),
+            // Could not reach that replica: try the next one.
+            Err(SendError::Unreachable(_)) => self.forward_next(id),
+            Err(SendError::Timeout) => {
+                let needed = self
+                    .forwards
+                    .get(&id)
+                    .map(|op| quorum_of(&op.request, &self.cfg))
+                    .unwrap_or(1);
+                self.end_forward(
+                    id,
+                    ClientResponse::Error(RequestError::Timeout { acks: 0, needed }),
+                )
+            }
+            Ok(other) => self.end_forward(
+                id,
+                ClientResponse::Error(RequestError::Internal(format!(
+                    "unexpected answer to a forwarded request: {other:?}"
+                ))),
+            ),
+            Err(SendError::Invalid(e)) => self.end_forward(
+                id,
+                ClientResponse::Error(RequestError::Internal(format!(
+                    "invalid answer to a forwarded request: {e}"
+                ))),
+            ),
+        }
+    }
+
+    fn end_forward(&mut self, id: RequestId, response: ClientResponse) {
+        let Some(op) = self.forwards.remove(&id) else {
+            return;
+        };
+        let result = match &response {
+            ClientResponse::Error(RequestError::Unavailable { .. }) => "unavailable",
+            ClientResponse::Error(RequestError::Timeout { .. }) => "timeout",
+            ClientResponse::Error(_) => "error",
+            _ => "ok",
+        };
+        metrics::counter!("shoal_forwarded_requests_total", "op" => op.request.op_name(), "result" => result)
+            .increment(1);
+        self.respond_client(op.inbound, response);
+    }
+}

@@ -1,0 +1,783 @@
+//! The replication engine: one node's coordinator, replica, handoff and membership logic
+//! as a deterministic state machine.
+//!
+//! # Driving an engine
+//!
+//! The engine does no IO and reads no clock. Its driver (the tokio node, or the
+//! simulator) feeds it inputs, each with the current time:
+//!
+//! - [`Engine::handle_request`]: a request arrived from a client or a peer;
+//! - [`Engine::handle_response`]: the outcome of a [`Command::Send`];
+//! - [`Engine::handle_storage`]: the outcome of a [`Command::Storage`];
+//! - [`Engine::handle_timeout`]: the time given by [`Engine::poll_timeout`] has come.
+//!
+//! After each input the driver drains [`Engine::poll_command`] and carries the commands
+//! out, in order: answer a request, send a node-to-node request, run a storage operation.
+//! Every `Send` and `Storage` command gets exactly one matching input back (a failure or
+//! timeout counts), so that no operation waits forever.
+
+mod forward;
+mod handoff;
+mod read;
+mod replica;
+mod write;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shoal_ring::{NodeId, PartitionId, Ring};
+
+use crate::config::{EngineConfig, MAX_KEY_BYTES};
+use crate::error::RequestError;
+use crate::membership::{Membership, StateChange};
+use crate::storage_ops::{HintTotals, StorageOp, StorageReply};
+use crate::time::Time;
+use crate::wire::{
+    ClientRequest, ClientResponse, ClusterInfo, MemberAddress, MemberState, MemberStatus,
+    PeerRequest, PeerResponse, Request, Response, StatusReport,
+};
+
+pub use handoff::HandoffStats;
+
+use forward::ForwardOp;
+use handoff::Handoff;
+use read::ReadOp;
+use write::WriteOp;
+
+/// Names one request that arrived at this node (chosen by the driver, unique among the
+/// requests it has not yet seen answered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InboundId(pub u64);
+
+/// Names one `Send` or `Storage` command of this engine (chosen by the engine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// Who sent a request, as authenticated by the transport's certificate check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// A client certificate with this name.
+    Client(String),
+    /// A node certificate with this id.
+    Node(NodeId),
+}
+
+/// Why a `Send` produced no response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The peer could not be reached (connect, handshake, or connection lost).
+    Unreachable(String),
+    /// No response within the command's timeout.
+    Timeout,
+    /// The peer answered something that is not a valid response.
+    Invalid(String),
+}
+
+/// What the engine asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Answer the request `id`.
+    Respond {
+        /// The request being answered.
+        id: InboundId,
+        /// The answer.
+        response: Response,
+    },
+    /// Send a request to a peer; feed the outcome back with [`Engine::handle_response`].
+    Send {
+        /// Echo this back.
+        id: RequestId,
+        /// The peer.
+        to: NodeId,
+        /// What to send.
+        request: PeerRequest,
+        /// Give up after this long and report [`SendError::Timeout`].
+        timeout: Duration,
+    },
+    /// Run a storage operation; feed the outcome back with [`Engine::handle_storage`].
+    Storage {
+        /// Echo this back.
+        id: RequestId,
+        /// What to run.
+        op: StorageOp,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Deadline(RequestId),
+    RepairWindow(RequestId),
+    Gossip,
+    Probe,
+    Handoff,
+}
+
+/// What a `Send` or `Storage` command is for.
+#[derive(Clone, Debug)]
+enum Waiter {
+    WriteLocal(RequestId),
+    WriteReplica {
+        op: RequestId,
+        slot: usize,
+    },
+    ReadLocal {
+        op: RequestId,
+        slot: usize,
+    },
+    ReadReplica {
+        op: RequestId,
+        slot: usize,
+    },
+    Forward(RequestId),
+    Replica {
+        inbound: InboundId,
+        kind: replica::ReplicaKind,
+    },
+    Repair,
+    LocalHint,
+    Gossip,
+    Probe,
+    Status(InboundId),
+    Handoff(handoff::HandoffStep),
+}
+
+/// A pending `Send` or `Storage` command.
+#[derive(Clone, Debug)]
+struct Pending {
+    to: Option<NodeId>,
+    waiter: Waiter,
+}
+
+/// One node's replication state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    me: NodeId,
+    ring: Ring,
+    membership: Membership,
+    rng: ChaCha8Rng,
+    next_id: u64,
+    now: Time,
+    pending: BTreeMap<RequestId, Pending>,
+    writes: BTreeMap<RequestId, WriteOp>,
+    reads: BTreeMap<RequestId, ReadOp>,
+    forwards: BTreeMap<RequestId, ForwardOp>,
+    timers: BTreeSet<(Time, Timer)>,
+    out: VecDeque<Command>,
+    probing: BTreeSet<NodeId>,
+    handoff: Handoff,
+    hint_totals: BTreeMap<NodeId, HintTotals>,
+}
+
+/// Why an engine could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The local node is not in the ring.
+    #[error("node {0} is not a member of the ring")]
+    NotAMember(NodeId),
+    /// A ring member has no address, or an address names a non-member.
+    #[error("member addresses do not match the ring: {0}")]
+    Addresses(String),
+    /// The settings are invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+impl Engine {
+    /// An engine for node `me` of `ring`, whose members listen at `addresses`. `seed`
+    /// decides every random choice (gossip peers); `now` is the start time.
+    pub fn new(
+        cfg: EngineConfig,
+        me: NodeId,
+        ring: Ring,
+        addresses: Vec<(NodeId, SocketAddr)>,
+        seed: u64,
+        now: Time,
+    ) -> Result<Engine, EngineError> {
+        cfg.validate(ring.members().len())?;
+        if ring.member(&me).is_none() {
+            return Err(EngineError::NotAMember(me));
+        }
+        let addressed: BTreeSet<&NodeId> = addresses.iter().map(|(id, _)| id).collect();
+        for m in ring.members() {
+            if !addressed.contains(&m.id) {
+                return Err(EngineError::Addresses(format!("{} has no address", m.id)));
+            }
+        }
+        if let Some((id, _)) = addresses.iter().find(|(id, _)| ring.member(id).is_none()) {
+            return Err(EngineError::Addresses(format!("{id} is not in the ring")));
+        }
+        let membership = Membership::new(me.clone(), ring.version(), addresses, now);
+        let mut engine = Engine {
+            cfg,
+            me,
+            ring,
+            membership,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            next_id: 1,
+            now,
+            pending: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            forwards: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            out: VecDeque::new(),
+            probing: BTreeSet::new(),
+            handoff: Handoff::default(),
+            hint_totals: BTreeMap::new(),
+        };
+        // Spread the periodic work over its first interval so nodes started together
+        // do not act in lock-step.
+        let gossip_at = now + engine.jitter(engine.cfg.gossip_interval);
+        let probe_at = now + engine.jitter(engine.cfg.probe_interval);
+        let handoff_at = now + engine.jitter(engine.cfg.handoff_interval);
+        engine.timers.insert((gossip_at, Timer::Gossip));
+        engine.timers.insert((probe_at, Timer::Probe));
+        engine.timers.insert((handoff_at, Timer::Handoff));
+        engine.publish_member_gauges();
+        Ok(engine)
+    }
+
+    /// This node.
+    pub fn id(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The ring in use.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The membership view and failure detector.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Requests this node is coordinating or forwarding.
+    pub fn inflight(&self) -> usize {
+        self.writes.len() + self.reads.len() + self.forwards.len()
+    }
+
+    /// Commands not yet carried out plus operations waiting on them; zero when idle.
+    pub fn pending_commands(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Hint delivery statistics.
+    pub fn handoff_stats(&self) -> HandoffStats {
+        self.handoff.stats()
+    }
+
+    /// The hint totals per target as last read from storage.
+    pub fn hint_totals(&self) -> &BTreeMap<NodeId, HintTotals> {
+        &self.hint_totals
+    }
+
+    /// The next command to carry out.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.iter().next().map(|(t, _)| *t)
+    }
+
+    /// A request arrived.
+    pub fn handle_request(&mut self, now: Time, id: InboundId, from: Sender, request: Request) {
+        self.advance(now);
+        match (request, from) {
+            (Request::Client(req), _) => self.handle_client(id, req, false),
+            (Request::Peer(_), Sender::Client(name)) => {
+                metrics::counter!("shoal_refused_requests_total", "reason" => "client_role_peer_message")
+                    .increment(1);
+                self.respond_error(
+                    id,
+                    RequestError::NotAllowed(format!(
+                        "client certificate {name:?} may not send node-to-node messages"
+                    )),
+                )
+            }
+            (Request::Peer(req), Sender::Node(node)) => {
+                if !self.membership.contains(&node) {
+                    metrics::counter!("shoal_refused_requests_total", "reason" => "unknown_node")
+                        .increment(1);
+                    self.respond_error(id, RequestError::UnknownNode(node.to_string()));
+                    return;
+                }
+                // A request from a peer is direct evidence that it is alive.
+                let change = self.membership.report_success(&node, now);
+                self.on_state_change(change);
+                self.handle_peer(id, node, req);
+            }
+        }
+    }
+
+    /// The outcome of the `Send` command `id`.
+    pub fn handle_response(
+        &mut self,
+        now: Time,
+        id: RequestId,
+        result: Result<PeerResponse, SendError>,
+    ) {
+        self.advance(now);
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        if let Some(to) = &p.to {
+            let change = match &result {
+                Ok(_) | Err(SendError::Invalid(_)) => self.membership.report_success(to, now),
+                Err(_) => self.membership.report_failure(to, now),
+            };
+            self.on_state_change(change);
+        }
+        let to = p.to.clone();
+        match p.waiter {
+            Waiter::WriteReplica { op, slot } => self.on_write_replica(op, slot, result),
+            Waiter::ReadReplica { op, slot } => self.on_read_replica(op, slot, result),
+            Waiter::Forward(op) => self.on_forward(op, result),
+            Waiter::Repair => {
+                let ok = matches!(result, Ok(PeerResponse::Ack));
+                metrics::counter!("shoal_read_repairs_total", "result" => if ok { "ok" } else { "failed" })
+                    .increment(1);
+            }
+            Waiter::Gossip => {
+                if let Ok(PeerResponse::Gossip(d)) = result {
+                    self.membership.merge(&d, now);
+                }
+            }
+            Waiter::Probe => {
+                if let Some(to) = to {
+                    self.probing.remove(&to);
+                }
+            }
+            Waiter::Handoff(step) => self.on_handoff_send(step, result),
+            other => {
+                debug_assert!(false, "send result for a storage waiter {other:?}");
+            }
+        }
+    }
+
+    /// The outcome of the `Storage` command `id`.
+    pub fn handle_storage(
+        &mut self,
+        now: Time,
+        id: RequestId,
+        result: Result<StorageReply, String>,
+    ) {
+        self.advance(now);
+        let Some(p) = self.pending.remove(&id) else {
+            return;
+        };
+        if result.is_err() {
+            metrics::counter!("shoal_engine_storage_failures_total").increment(1);
+        }
+        match p.waiter {
+            Waiter::WriteLocal(op) => self.on_write_local(op, result),
+            Waiter::ReadLocal { op, slot } => self.on_read_local(op, slot, result),
+            Waiter::Replica { inbound, kind } => self.on_replica_storage(inbound, kind, result),
+            Waiter::Status(inbound) => {
+                if let Ok(StorageReply::HintSummary(totals)) = &result {
+                    self.set_hint_totals(totals);
+                }
+                let report = self.status_report();
+                self.respond_client(inbound, ClientResponse::Status(report));
+            }
+            Waiter::Handoff(step) => self.on_handoff_storage(step, result),
+            Waiter::LocalHint => {
+                let label = match &result {
+                    Ok(StorageReply::HintStored) => "stored",
+                    _ => "dropped",
+                };
+                metrics::counter!("shoal_hints_total", "event" => label).increment(1);
+            }
+            Waiter::Repair => {}
+            other => {
+                debug_assert!(false, "storage result for a send waiter {other:?}");
+            }
+        }
+    }
+
+    /// Time has passed; run every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.advance(now);
+        while let Some(&(at, timer)) = self.timers.iter().next() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, timer));
+            match timer {
+                Timer::Deadline(op) => self.on_deadline(op),
+                Timer::RepairWindow(op) => self.on_repair_window(op),
+                Timer::Gossip => {
+                    self.gossip_round();
+                    self.timers
+                        .insert((now + self.cfg.gossip_interval, Timer::Gossip));
+                }
+                Timer::Probe => {
+                    self.probe_round();
+                    self.timers
+                        .insert((now + self.cfg.probe_interval, Timer::Probe));
+                }
+                Timer::Handoff => {
+                    self.handoff_round();
+                    self.timers
+                        .insert((now + self.cfg.handoff_interval, Timer::Handoff));
+                }
+            }
+        }
+    }
+
+    // ---- plumbing shared by the sub-modules ----
+
+    fn advance(&mut self, now: Time) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    fn jitter(&mut self, interval: Duration) -> Duration {
+        let max = u64::try_from(interval.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Duration::from_micros(self.rng.random_range(0..max))
+    }
+
+    fn send(&mut self, to: NodeId, request: PeerRequest, timeout: Duration, waiter: Waiter) {
+        let id = self.next_request_id();
+        metrics::counter!("shoal_peer_requests_sent_total", "op" => request.op_name()).increment(1);
+        self.pending.insert(
+            id,
+            Pending {
+                to: Some(to.clone()),
+                waiter,
+            },
+        );
+        self.out.push_back(Command::Send {
+            id,
+            to,
+            request,
+            timeout,
+        });
+    }
+
+    fn storage(&mut self, op: StorageOp, waiter: Waiter) {
+        let id = self.next_request_id();
+        self.pending.insert(id, Pending { to: None, waiter });
+        self.out.push_back(Command::Storage { id, op });
+    }
+
+    fn respond(&mut self, id: InboundId, response: Response) {
+        self.out.push_back(Command::Respond { id, response });
+    }
+
+    fn respond_client(&mut self, id: InboundId, response: ClientResponse) {
+        self.respond(id, Response::Client(response));
+    }
+
+    fn respond_peer(&mut self, id: InboundId, response: PeerResponse) {
+        self.respond(id, Response::Peer(response));
+    }
+
+    fn respond_error(&mut self, id: InboundId, err: RequestError) {
+        self.respond(id, Response::Error(err));
+    }
+
+    fn on_state_change(&mut self, change: Option<StateChange>) {
+        if let Some(c) = change {
+            metrics::counter!("shoal_member_state_changes_total", "state" => c.state.as_str())
+                .increment(1);
+            self.publish_member_gauges();
+        }
+    }
+
+    fn publish_member_gauges(&self) {
+        for state in [MemberState::Up, MemberState::Down] {
+            metrics::gauge!("shoal_members", "state" => state.as_str())
+                .set(self.membership.count(state) as f64);
+        }
+    }
+
+    fn set_hint_totals(&mut self, totals: &[(NodeId, HintTotals)]) {
+        // Targets that drained to zero disappear from the summary: report them as zero.
+        for (id, _) in std::mem::take(&mut self.hint_totals) {
+            metrics::gauge!("shoal_hints_pending", "target" => id.to_string()).set(0.0);
+        }
+        for (id, t) in totals {
+            metrics::gauge!("shoal_hints_pending", "target" => id.to_string()).set(t.count as f64);
+            metrics::gauge!("shoal_hints_pending_bytes", "target" => id.to_string())
+                .set(t.bytes as f64);
+            self.hint_totals.insert(id.clone(), *t);
+        }
+    }
+
+    fn status_report(&self) -> StatusReport {
+        let members = self
+            .membership
+            .iter()
+            .map(|(id, view)| {
+                let totals = self.hint_totals.get(id).copied().unwrap_or_default();
+                MemberStatus {
+                    id: id.clone(),
+                    addr: view.addr,
+                    state: if self.membership.is_up(id) {
+                        MemberState::Up
+                    } else {
+                        MemberState::Down
+                    },
+                    partitions_owned: self.ring.owned_count(id),
+                    pending_hints: totals.count,
+                    pending_hint_bytes: totals.bytes,
+                }
+            })
+            .collect();
+        StatusReport {
+            node: self.me.clone(),
+            ring_version: self.ring.version(),
+            members,
+        }
+    }
+
+    fn cluster_info(&self) -> ClusterInfo {
+        ClusterInfo {
+            ring: self.ring.clone(),
+            members: self
+                .membership
+                .iter()
+                .map(|(id, v)| MemberAddress {
+                    id: id.clone(),
+                    addr: v.addr,
+                })
+                .collect(),
+            n: self.cfg.n,
+            r: self.cfg.r,
+            w: self.cfg.w,
+        }
+    }
+
+    /// The primaries of `partition`, in preference order.
+    fn primaries(&self, partition: PartitionId) -> Vec<NodeId> {
+        self.ring
+            .preference_list(partition, usize::from(self.cfg.n))
+            .nodes
+    }
+
+    /// The fallbacks of `partition` that are up, in walk order.
+    fn live_fallbacks(&self, partition: PartitionId) -> VecDeque<NodeId> {
+        self.ring
+            .fallbacks(partition, usize::from(self.cfg.n))
+            .into_iter()
+            .filter(|n| *n != self.me && self.membership.is_up(n))
+            .collect()
+    }
+
+    // ---- client requests ----
+
+    fn handle_client(&mut self, id: InboundId, req: ClientRequest, forwarded: bool) {
+        metrics::counter!("shoal_coordinator_requests_received_total", "op" => req.op_name())
+            .increment(1);
+        match req {
+            ClientRequest::ClusterInfo => {
+                let info = self.cluster_info();
+                self.respond_client(id, ClientResponse::ClusterInfo(info));
+            }
+            ClientRequest::Status => {
+                self.storage(StorageOp::HintSummary, Waiter::Status(id));
+            }
+            req @ (ClientRequest::Get { .. }
+            | ClientRequest::Put { .. }
+            | ClientRequest::Delete { .. }) => self.handle_keyed(id, req, forwarded),
+        }
+    }
+
+    fn handle_keyed(&mut self, id: InboundId, req: ClientRequest, forwarded: bool) {
+        if let Err(e) = self.validate_keyed(&req) {
+            metrics::counter!("shoal_coordinator_requests_total", "op" => req.op_name(), "result" => "invalid")
+                .increment(1);
+            self.respond_client(id, ClientResponse::Error(e));
+            return;
+        }
+        if self.inflight() >= self.cfg.max_inflight_requests {
+            metrics::counter!("shoal_coordinator_requests_total", "op" => req.op_name(), "result" => "overloaded")
+                .increment(1);
+            self.respond_client(id, ClientResponse::Error(RequestError::Overloaded));
+            return;
+        }
+        let Some(key) = req.key() else {
+            return;
+        };
+        let partition = self.ring.partition_of(key);
+        let primaries = self.primaries(partition);
+        if !primaries.contains(&self.me) {
+            if forwarded {
+                // The sender's ring says we are a replica and ours disagrees: refuse
+                // rather than forward again (no forwarding loops).
+                self.respond_client(
+                    id,
+                    ClientResponse::Error(RequestError::Internal(format!(
+                        "node {} is not a replica of partition {partition}",
+                        self.me
+                    ))),
+                );
+                return;
+            }
+            self.start_forward(id, req, primaries);
+            return;
+        }
+        match req {
+            ClientRequest::Get { key, options } => {
+                self.start_read(id, partition, primaries, key, options)
+            }
+            ClientRequest::Put {
+                key,
+                value,
+                context,
+                options,
+            } => self.start_write(
+                id,
+                partition,
+                primaries,
+                key,
+                crate::object::SiblingValue::Data(value),
+                context.unwrap_or_default(),
+                options,
+            ),
+            ClientRequest::Delete {
+                key,
+                context,
+                options,
+            } => self.start_write(
+                id,
+                partition,
+                primaries,
+                key,
+                crate::object::SiblingValue::Tombstone,
+                context.unwrap_or_default(),
+                options,
+            ),
+            ClientRequest::ClusterInfo | ClientRequest::Status => {}
+        }
+    }
+
+    fn validate_keyed(&self, req: &ClientRequest) -> Result<(), RequestError> {
+        let n = self.cfg.n;
+        let check = |what: &str, v: Option<u8>, lo: u8, hi: u8| -> Result<(), RequestError> {
+            match v {
+                Some(x) if x < lo || x > hi => Err(RequestError::InvalidOptions(format!(
+                    "{what} must be in {lo}..={hi}, got {x}"
+                ))),
+                _ => Ok(()),
+            }
+        };
+        let key = req.key().unwrap_or_default();
+        if key.is_empty() {
+            return Err(RequestError::EmptyKey);
+        }
+        if key.len() > MAX_KEY_BYTES {
+            return Err(RequestError::KeyTooLarge {
+                len: key.len(),
+                max: MAX_KEY_BYTES,
+            });
+        }
+        if let ClientRequest::Put {
+            context: Some(ctx), ..
+        }
+        | ClientRequest::Delete {
+            context: Some(ctx), ..
+        } = req
+        {
+            if ctx.highest_counter() > crate::causality::MAX_DOT_COUNTER {
+                return Err(RequestError::InvalidContext(
+                    "a counter in the context is beyond any this cluster can mint".into(),
+                ));
+            }
+        }
+        match req {
+            ClientRequest::Get { options, .. } => {
+                check("r", options.r, 1, n)?;
+                let r = options.r.unwrap_or(self.cfg.r);
+                check("pr", options.pr, 0, r)?;
+            }
+            ClientRequest::Put { options, value, .. } => {
+                if value.len() > self.cfg.max_value_bytes {
+                    return Err(RequestError::ValueTooLarge {
+                        len: value.len(),
+                        max: self.cfg.max_value_bytes,
+                    });
+                }
+                check("w", options.w, 1, n)?;
+                let w = options.w.unwrap_or(self.cfg.w);
+                check("pw", options.pw, 0, w)?;
+            }
+            ClientRequest::Delete { options, .. } => {
+                check("w", options.w, 1, n)?;
+                let w = options.w.unwrap_or(self.cfg.w);
+                check("pw", options.pw, 0, w)?;
+            }
+            ClientRequest::ClusterInfo | ClientRequest::Status => {}
+        }
+        Ok(())
+    }
+
+    fn on_deadline(&mut self, op: RequestId) {
+        if self.writes.contains_key(&op) {
+            self.write_deadline(op);
+        } else if self.reads.contains_key(&op) {
+            self.read_deadline(op);
+        }
+    }
+
+    fn gossip_round(&mut self) {
+        let digest = self.membership.next_round(self.now);
+        metrics::counter!("shoal_gossip_rounds_total").increment(1);
+        let peers: Vec<NodeId> = self.membership.peers().cloned().collect();
+        if peers.is_empty() {
+            return;
+        }
+        let to = peers[self.rng.random_range(0..peers.len())].clone();
+        let timeout = self.cfg.probe_timeout;
+        self.send(to, PeerRequest::Gossip(digest), timeout, Waiter::Gossip);
+    }
+
+    fn probe_round(&mut self) {
+        let peers: Vec<NodeId> = self
+            .membership
+            .peers()
+            .filter(|p| !self.probing.contains(*p))
+            .cloned()
+            .collect();
+        let timeout = self.cfg.probe_timeout;
+        for p in peers {
+            self.probing.insert(p.clone());
+            self.send(p, PeerRequest::Ping, timeout, Waiter::Probe);
+        }
+    }
+}
+
+fn storage_error(e: String) -> RequestError {
+    RequestError::Storage(e)
+}
+
+fn outcome_label(result: &Result<(), RequestError>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(RequestError::Unavailable { .. }) => "unavailable",
+        Err(RequestError::Timeout { .. }) => "timeout",
+        Err(RequestError::Overloaded) => "overloaded",
+        Err(_) => "error",
+    }
+}

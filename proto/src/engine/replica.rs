@@ -1,0 +1,191 @@
+//! The replica side: what a node does with requests from its peers.
+
+use shoal_ring::NodeId;
+
+use super::{storage_error, Engine, InboundId, Waiter};
+use crate::error::RequestError;
+use crate::storage_ops::{HintRejection, StorageOp, StorageReply};
+use crate::wire::{PeerRequest, PeerResponse};
+
+/// What a replica-side storage command answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReplicaKind {
+    Merge,
+    StoreHint,
+    Read,
+}
+
+impl ReplicaKind {
+    fn name(self) -> &'static str {
+        match self {
+            ReplicaKind::Merge => "replicate",
+            ReplicaKind::StoreHint => "replicate_hint",
+            ReplicaKind::Read => "read",
+        }
+    }
+}
+
+impl Engine {
+    pub(super) fn handle_peer(&mut self, id: InboundId, _from: NodeId, req: PeerRequest) {
+        metrics::counter!("shoal_replica_requests_total", "op" => req.op_name()).increment(1);
+        match req {
+            PeerRequest::Forward(client) => self.handle_client(id, client, true),
+            PeerRequest::Replicate {
+                partition,
+                key,
+                object,
+                hint_for,
+            } => {
+                if let Err(e) = self.check_replica_request(partition, &key, hint_for.as_ref()) {
+                    self.respond_peer(id, PeerResponse::Error(e));
+                    return;
+                }
+                let max_object_bytes = self.cfg.max_object_bytes;
+                match hint_for {
+                    None => self.storage(
+                        StorageOp::Merge {
+                            partition,
+                            key,
+                            object,
+                            max_object_bytes,
+                        },
+                        Waiter::Replica {
+                            inbound: id,
+                            kind: ReplicaKind::Merge,
+                        },
+                    ),
+                    Some(target) => {
+                        if !self.cfg.hinted_handoff {
+                            self.respond_peer(
+                                id,
+                                PeerResponse::Error(RequestError::NotAllowed(
+                                    "hinted handoff is disabled on this node".into(),
+                                )),
+                            );
+                            return;
+                        }
+                        let now = self.now;
+                        let (max_hints, max_bytes) = (
+                            self.cfg.max_hints_per_target,
+                            self.cfg.max_hint_bytes_per_target,
+                        );
+                        self.storage(
+                            StorageOp::StoreHint {
+                                target,
+                                partition,
+                                key,
+                                object,
+                                now,
+                                max_hints,
+                                max_bytes,
+                            },
+                            Waiter::Replica {
+                                inbound: id,
+                                kind: ReplicaKind::StoreHint,
+                            },
+                        )
+                    }
+                }
+            }
+            PeerRequest::Read {
+                partition,
+                key,
+                hint_for,
+            } => {
+                if let Err(e) = self.check_replica_request(partition, &key, hint_for.as_ref()) {
+                    self.respond_peer(id, PeerResponse::Error(e));
+                    return;
+                }
+                let op = match hint_for {
+                    None => StorageOp::Read { partition, key },
+                    Some(target) => StorageOp::ReadHint {
+                        target,
+                        partition,
+                        key,
+                    },
+                };
+                self.storage(
+                    op,
+                    Waiter::Replica {
+                        inbound: id,
+                        kind: ReplicaKind::Read,
+                    },
+                );
+            }
+            PeerRequest::Gossip(digest) => {
+                let now = self.now;
+                self.membership.merge(&digest, now);
+                let mine = self.membership.digest();
+                self.respond_peer(id, PeerResponse::Gossip(mine));
+            }
+            PeerRequest::Ping => self.respond_peer(id, PeerResponse::Pong),
+        }
+    }
+
+    /// A replica request must name the key's own partition, and this node must be a
+    /// primary of it (or, for a hint, the target must be).
+    fn check_replica_request(
+        &self,
+        partition: shoal_ring::PartitionId,
+        key: &[u8],
+        hint_for: Option<&NodeId>,
+    ) -> Result<(), RequestError> {
+        if key.is_empty() || key.len() > crate::config::MAX_KEY_BYTES {
+            return Err(RequestError::Malformed(format!(
+                "key of {} bytes in a replica request",
+                key.len()
+            )));
+        }
+        if self.ring.partition_of(key) != partition {
+            return Err(RequestError::Malformed(format!(
+                "key does not belong to partition {partition}"
+            )));
+        }
+        let primaries = self.primaries(partition);
+        match hint_for {
+            None if !primaries.contains(&self.me) => Err(RequestError::Internal(format!(
+                "node {} is not a replica of partition {partition}",
+                self.me
+            ))),
+            Some(t) if !primaries.contains(t) => Err(RequestError::Internal(format!(
+                "hint target {t} is not a replica of partition {partition}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn on_replica_storage(
+        &mut self,
+        inbound: InboundId,
+        kind: ReplicaKind,
+        result: Result<StorageReply, String>,
+    ) {
+        let response = match (kind, result) {
+            (ReplicaKind::Merge, Ok(StorageReply::Merged { .. })) => PeerResponse::Ack,
+            (ReplicaKind::StoreHint, Ok(StorageReply::HintStored)) => {
+                metrics::counter!("shoal_hints_total", "event" => "stored").increment(1);
+                PeerResponse::Ack
+            }
+            (ReplicaKind::StoreHint, Ok(StorageReply::HintRejected(why))) => {
+                metrics::counter!("shoal_hints_total", "event" => "dropped").increment(1);
+                let what = match why {
+                    HintRejection::TooMany => "count",
+                    HintRejection::TooLarge => "bytes",
+                };
+                PeerResponse::Error(RequestError::NotAllowed(format!(
+                    "hint store for the target is full ({what} bound reached)"
+                )))
+            }
+            (ReplicaKind::Read, Ok(StorageReply::Object(obj))) => PeerResponse::Object(obj),
+            (_, Ok(StorageReply::TooLarge { len, max })) => {
+                PeerResponse::Error(RequestError::ObjectTooLarge { len, max })
+            }
+            (k, Ok(other)) => PeerResponse::Error(RequestError::Internal(format!(
+                "unexpected storage reply to {}: {other:?}",
+                k.name()
+            ))),
+            (_, Err(e)) => PeerResponse::Error(storage_error(e)),
+        };
+        self.respond_peer(inbound, response);
+    }
+}

@@ -1,0 +1,122 @@
+//! Errors of the wire codec and of requests, as clients and peers see them.
+
+use serde::{Deserialize, Serialize};
+
+/// Why bytes could not be decoded. Decoders return this for any input; they never panic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// No bytes at all.
+    #[error("empty input")]
+    Empty,
+    /// The frame or object was written by a format version this build does not speak.
+    #[error("unsupported format version {found} (this build speaks {supported})")]
+    UnsupportedVersion {
+        /// Version found in the input.
+        found: u16,
+        /// Version this build speaks.
+        supported: u16,
+    },
+    /// The bytes do not decode as the expected message.
+    #[error("malformed input: {0}")]
+    Malformed(String),
+}
+
+/// Why a request failed, as carried back to the client (or a forwarding node).
+///
+/// Every variant says what happened so that the client can decide: retry elsewhere, back
+/// off, or fix its request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RequestError {
+    /// Keys must be at least one byte long.
+    #[error("key is empty")]
+    EmptyKey,
+    /// The key is longer than the limit.
+    #[error("key is {len} bytes, the limit is {max}")]
+    KeyTooLarge {
+        /// Key length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// The value is larger than the node's configured maximum.
+    #[error("value is {len} bytes, the limit is {max}")]
+    ValueTooLarge {
+        /// Value length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Storing the write would make the key's object (all siblings) larger than the
+    /// limit: read the key and write with its context to resolve the siblings.
+    #[error("the key's object would be {len} bytes with its siblings, the limit is {max}; resolve siblings by writing with a read's context")]
+    ObjectTooLarge {
+        /// Resulting object size.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// A quorum option is out of range (e.g. R > N or R = 0).
+    #[error("invalid request options: {0}")]
+    InvalidOptions(String),
+    /// The context is not one this cluster produced.
+    #[error("invalid context: {0}")]
+    InvalidContext(String),
+    /// Too few nodes are reachable to meet the quorum; nothing was written.
+    #[error("unavailable: {needed} replicas needed, {alive} reachable")]
+    Unavailable {
+        /// Replies needed (R, W, PR or PW).
+        needed: usize,
+        /// Replicas this coordinator believes reachable.
+        alive: usize,
+    },
+    /// The quorum did not answer in time. For a write, it may still have landed on some
+    /// replicas (and will spread from them): retry with the same context or read first.
+    #[error("timeout: {acks} of {needed} replies arrived in time")]
+    Timeout {
+        /// Replies that did arrive.
+        acks: usize,
+        /// Replies needed.
+        needed: usize,
+    },
+    /// The node is at its bound of in-flight requests; retry with back-off.
+    #[error("node overloaded: too many requests in flight")]
+    Overloaded,
+    /// The peer's certificate role may not make this request (e.g. a client certificate
+    /// sending node-to-node messages).
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    /// The request came from a node that is not a member of this cluster.
+    #[error("unknown node {0}")]
+    UnknownNode(String),
+    /// The node's storage failed; the node keeps serving other requests.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The request could not be decoded.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// The request was written by a protocol version this node does not speak.
+    #[error("unsupported protocol version {found} (node speaks {supported})")]
+    UnsupportedVersion {
+        /// Version of the request.
+        found: u16,
+        /// Version the node speaks.
+        supported: u16,
+    },
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// An internal invariant failed; the message says which.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CodecError> for RequestError {
+    fn from(e: CodecError) -> RequestError {
+        match e {
+            CodecError::UnsupportedVersion { found, supported } => {
+                RequestError::UnsupportedVersion { found, supported }
+            }
+            other => RequestError::Malformed(other.to_string()),
+        }
+    }
+}

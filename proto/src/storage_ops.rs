@@ -1,0 +1,195 @@
+//! The storage operations the engine asks its driver to carry out, and their results.
+//!
+//! The engine never touches the disk: it emits a [`StorageOp`] and later receives the
+//! matching [`StorageReply`]. Each op is atomic per key (the driver holds the key's lock
+//! across its read-modify-write); the object logic it runs is this crate's
+//! ([`crate::Object::update`], [`crate::Object::merge`]), so the driver holds no
+//! replication logic of its own.
+
+use shoal_ring::{NodeId, PartitionId};
+
+use crate::causality::CausalContext;
+use crate::object::{Object, SiblingValue};
+use crate::time::Time;
+
+/// One storage operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageOp {
+    /// Read the local copy of a key.
+    Read {
+        /// Partition of the key.
+        partition: PartitionId,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Read the hint kept for `target` of a key.
+    ReadHint {
+        /// The primary the hint is for.
+        target: NodeId,
+        /// Partition of the key.
+        partition: PartitionId,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Coordinate a client write: mint the next dot of this node's actor, apply
+    /// [`Object::update`] to the local copy, store it. Replies [`StorageReply::Coordinated`].
+    Coordinate {
+        /// Partition of the key.
+        partition: PartitionId,
+        /// The key.
+        key: Vec<u8>,
+        /// The client's context.
+        context: CausalContext,
+        /// The value or tombstone.
+        value: SiblingValue,
+        /// The coordinator's time (the sibling's timestamp).
+        now: Time,
+        /// Refuse the write if the object would grow past this.
+        max_object_bytes: usize,
+    },
+    /// Merge an object into the local copy. Replies [`StorageReply::Merged`].
+    Merge {
+        /// Partition of the key.
+        partition: PartitionId,
+        /// The key.
+        key: Vec<u8>,
+        /// The object to merge.
+        object: Object,
+        /// Refuse if the merged object would grow past this.
+        max_object_bytes: usize,
+    },
+    /// Merge an object into the hint kept for `target`, within the per-target bounds.
+    /// Replies [`StorageReply::HintStored`] or [`StorageReply::HintRejected`].
+    StoreHint {
+        /// The primary the hint is for.
+        target: NodeId,
+        /// Partition of the key.
+        partition: PartitionId,
+        /// The key.
+        key: Vec<u8>,
+        /// The object.
+        object: Object,
+        /// Stored-at time (kept from the first store of this hint).
+        now: Time,
+        /// Bound on hints for this target.
+        max_hints: u64,
+        /// Bound on hint bytes for this target.
+        max_bytes: u64,
+    },
+    /// Up to `limit` hints for `target`. Replies [`StorageReply::Hints`].
+    ListHints {
+        /// The primary.
+        target: NodeId,
+        /// Most hints to return.
+        limit: usize,
+    },
+    /// Delete a delivered hint, unless it changed since it was read: it is deleted only
+    /// if `delivered` includes everything the stored hint holds now.
+    DeleteHint {
+        /// The primary.
+        target: NodeId,
+        /// Partition of the key.
+        partition: PartitionId,
+        /// The key.
+        key: Vec<u8>,
+        /// What was delivered.
+        delivered: Object,
+    },
+    /// Drop a hint regardless of content (expired). Replies [`StorageReply::HintDeleted`].
+    DropHint {
+        /// The primary.
+        target: NodeId,
+        /// Partition of the key.
+        partition: PartitionId,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Count and size of hints per target. Replies [`StorageReply::HintSummary`].
+    HintSummary,
+}
+
+impl StorageOp {
+    /// A short name for metrics and logs.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            StorageOp::Read { .. } => "read",
+            StorageOp::ReadHint { .. } => "read_hint",
+            StorageOp::Coordinate { .. } => "coordinate",
+            StorageOp::Merge { .. } => "merge",
+            StorageOp::StoreHint { .. } => "store_hint",
+            StorageOp::ListHints { .. } => "list_hints",
+            StorageOp::DeleteHint { .. } => "delete_hint",
+            StorageOp::DropHint { .. } => "drop_hint",
+            StorageOp::HintSummary => "hint_summary",
+        }
+    }
+}
+
+/// One stored hint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HintRecord {
+    /// Partition of the key.
+    pub partition: PartitionId,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The object to hand to the primary.
+    pub object: Object,
+    /// When the hint was first stored.
+    pub stored_at: Time,
+}
+
+/// Hints kept for one target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HintTotals {
+    /// Number of hints.
+    pub count: u64,
+    /// Their encoded size.
+    pub bytes: u64,
+}
+
+/// Why a hint was not stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HintRejection {
+    /// The target already has `max_hints` hints.
+    TooMany,
+    /// The target's hints would exceed `max_bytes`.
+    TooLarge,
+}
+
+/// The result of a [`StorageOp`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageReply {
+    /// The local copy (or hint), if any.
+    Object(Option<Object>),
+    /// The write was applied: the stored object and the context for the client.
+    Coordinated {
+        /// The object as stored.
+        object: Object,
+        /// The client's new context.
+        context: CausalContext,
+    },
+    /// The merge was applied.
+    Merged {
+        /// The object as stored.
+        object: Object,
+        /// Whether the stored copy changed.
+        changed: bool,
+    },
+    /// The object would exceed `max_object_bytes`; nothing was stored.
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The hint was stored.
+    HintStored,
+    /// The hint was not stored: the target's bound is reached.
+    HintRejected(HintRejection),
+    /// Hints for a target.
+    Hints(Vec<HintRecord>),
+    /// Whether a hint was deleted.
+    HintDeleted(bool),
+    /// Hint totals for every target that has hints.
+    HintSummary(Vec<(NodeId, HintTotals)>),
+}

@@ -1,0 +1,83 @@
+//! Time as the state machines see it: a value handed in by the driver, never read here.
+
+use std::fmt;
+use std::ops::{Add, Sub};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A point in time: the duration since the Unix epoch.
+///
+/// The node driver passes wall-clock time (clamped to never go backwards); the simulator
+/// passes its virtual clock. It is stored in tombstones and hints, so it must mean the
+/// same across restarts, hence wall-clock rather than a process-local monotonic instant.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Time(#[serde(with = "micros")] Duration);
+
+impl Time {
+    /// The epoch itself.
+    pub const ZERO: Time = Time(Duration::ZERO);
+
+    /// A time `since_epoch` after the Unix epoch, truncated to whole microseconds (the
+    /// precision it is stored with, so that a time survives encoding unchanged).
+    pub const fn from_duration(since_epoch: Duration) -> Time {
+        Time(Duration::new(
+            since_epoch.as_secs(),
+            since_epoch.subsec_micros() * 1000,
+        ))
+    }
+
+    /// A time in microseconds since the epoch.
+    pub const fn from_micros(micros: u64) -> Time {
+        Time(Duration::from_micros(micros))
+    }
+
+    /// The duration since the epoch.
+    pub const fn since_epoch(self) -> Duration {
+        self.0
+    }
+
+    /// Microseconds since the epoch (saturating).
+    pub fn as_micros(self) -> u64 {
+        u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// `self - earlier`, or zero if `earlier` is later.
+    pub fn saturating_since(self, earlier: Time) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl Add<Duration> for Time {
+    type Output = Time;
+    fn add(self, rhs: Duration) -> Time {
+        Time::from_duration(self.0.saturating_add(rhs))
+    }
+}
+
+impl Sub<Duration> for Time {
+    type Output = Time;
+    fn sub(self, rhs: Duration) -> Time {
+        Time::from_duration(self.0.saturating_sub(rhs))
+    }
+}
+
+impl fmt::Debug for Time {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:06}s", self.0.as_secs(), self.0.subsec_micros())
+    }
+}
+
+mod micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_micros(u64::deserialize(d)?))
+    }
+}

@@ -1,0 +1,369 @@
+//! Wire messages between clients and nodes and between nodes, and their codec.
+//!
+//! Every frame starts with a 2-byte big-endian protocol version, then a postcard body.
+//! [`decode_request`] and [`decode_response`] accept arbitrary bytes and return a typed
+//! [`CodecError`]; they never panic (a property test feeds them random bytes).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_ring::{NodeId, PartitionId, Ring};
+
+use crate::causality::CausalContext;
+use crate::error::{CodecError, RequestError};
+use crate::membership::GossipDigest;
+use crate::object::Object;
+
+/// The protocol version this build speaks.
+pub const WIRE_VERSION: u16 = 1;
+
+/// Per-request read options; `None` takes the cluster default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadOptions {
+    /// Replies to wait for (1..=N).
+    pub r: Option<u8>,
+    /// How many of those replies must come from primary replicas (0..=R).
+    pub pr: Option<u8>,
+    /// How long the coordinator may take before answering `Timeout`.
+    pub timeout: Option<Duration>,
+}
+
+/// Per-request write options; `None` takes the cluster default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOptions {
+    /// Acknowledgements to wait for, the coordinator's own included (1..=N).
+    pub w: Option<u8>,
+    /// How many of those must come from primary replicas rather than fallbacks (0..=W).
+    pub pw: Option<u8>,
+    /// How long the coordinator may take before answering `Timeout`.
+    pub timeout: Option<Duration>,
+}
+
+/// What a client can ask of any node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Read a key: its sibling values and a context.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+        /// Quorum and timeout.
+        options: ReadOptions,
+    },
+    /// Write a value; the context (from a read or an earlier write) names what it replaces.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+        /// What this write has seen; `None` makes it concurrent with everything.
+        context: Option<CausalContext>,
+        /// Quorum and timeout.
+        options: WriteOptions,
+    },
+    /// Delete a key: a tombstone that replaces what the context names.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+        /// What this delete has seen.
+        context: Option<CausalContext>,
+        /// Quorum and timeout.
+        options: WriteOptions,
+    },
+    /// The ring and member addresses, so that a client can route by key.
+    ClusterInfo,
+    /// Members and their state as this node sees them, and its pending hints.
+    Status,
+}
+
+impl ClientRequest {
+    /// A short name for metrics and logs.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            ClientRequest::Get { .. } => "get",
+            ClientRequest::Put { .. } => "put",
+            ClientRequest::Delete { .. } => "delete",
+            ClientRequest::ClusterInfo => "cluster_info",
+            ClientRequest::Status => "status",
+        }
+    }
+
+    /// The key, for keyed requests.
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            ClientRequest::Get { key, .. }
+            | ClientRequest::Put { key, .. }
+            | ClientRequest::Delete { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetReply {
+    /// Whether any value exists (a key whose siblings are all tombstones is not found).
+    pub found: bool,
+    /// The sibling values, in a stable order.
+    pub values: Vec<Vec<u8>>,
+    /// Hand this back on the next write to replace these values.
+    pub context: CausalContext,
+}
+
+/// The answer to a put or delete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteReply {
+    /// The context of this write: the request's context plus the new write. A next write
+    /// with it replaces this write and what the request's context covered, nothing else.
+    pub context: CausalContext,
+}
+
+/// One member, as a client needs it to route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddress {
+    /// The node.
+    pub id: NodeId,
+    /// Where it listens for QUIC.
+    pub addr: SocketAddr,
+}
+
+/// The cluster's shape for client-side routing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The ring (versioned).
+    pub ring: Ring,
+    /// Every member's address.
+    pub members: Vec<MemberAddress>,
+    /// Replicas per key.
+    pub n: u8,
+    /// Default read quorum.
+    pub r: u8,
+    /// Default write quorum.
+    pub w: u8,
+}
+
+/// A member's liveness as one node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Answering.
+    Up,
+    /// Not answering; routed around.
+    Down,
+}
+
+impl MemberState {
+    /// Lower-case name for output and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Up => "up",
+            MemberState::Down => "down",
+        }
+    }
+}
+
+/// One row of [`StatusReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The member.
+    pub id: NodeId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its state as the reporting node sees it.
+    pub state: MemberState,
+    /// Partitions it owns (primary owner).
+    pub partitions_owned: usize,
+    /// Hints the reporting node holds for it.
+    pub pending_hints: u64,
+    /// Bytes of those hints.
+    pub pending_hint_bytes: u64,
+}
+
+/// The answer to [`ClientRequest::Status`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The reporting node.
+    pub node: NodeId,
+    /// The ring version it uses.
+    pub ring_version: u64,
+    /// Every member.
+    pub members: Vec<MemberStatus>,
+}
+
+/// What a node answers a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// A read's result.
+    Get(GetReply),
+    /// A put's result.
+    Put(WriteReply),
+    /// A delete's result.
+    Delete(WriteReply),
+    /// The cluster's shape.
+    ClusterInfo(ClusterInfo),
+    /// Membership status.
+    Status(StatusReport),
+    /// The request failed.
+    Error(RequestError),
+}
+
+/// Messages one node sends another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// A client request forwarded to a replica of its key, which coordinates it.
+    Forward(ClientRequest),
+    /// Store (merge) this object. With `hint_for`, the receiver is a fallback and keeps
+    /// it as a hint for that primary.
+    Replicate {
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Vec<u8>,
+        /// The object to merge.
+        object: Object,
+        /// The primary this copy stands in for, on a sloppy write.
+        hint_for: Option<NodeId>,
+    },
+    /// Read the receiver's copy of a key (its hint for `hint_for`, on a sloppy read).
+    Read {
+        /// The key's partition.
+        partition: PartitionId,
+        /// The key.
+        key: Vec<u8>,
+        /// The primary the receiver stands in for.
+        hint_for: Option<NodeId>,
+    },
+    /// Membership gossip: the sender's view; the answer is the receiver's.
+    Gossip(GossipDigest),
+    /// A liveness probe of the failure detector.
+    Ping,
+}
+
+impl PeerRequest {
+    /// A short name for metrics and logs.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            PeerRequest::Forward(_) => "forward",
+            PeerRequest::Replicate { hint_for: None, .. } => "replicate",
+            PeerRequest::Replicate { .. } => "replicate_hint",
+            PeerRequest::Read { .. } => "read",
+            PeerRequest::Gossip(_) => "gossip",
+            PeerRequest::Ping => "ping",
+        }
+    }
+}
+
+/// Answers to [`PeerRequest`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// The answer to a forwarded client request.
+    Client(ClientResponse),
+    /// The replicate landed (durably, per the receiver's durability setting).
+    Ack,
+    /// The receiver's copy (`None`: it has nothing for the key).
+    Object(Option<Object>),
+    /// The receiver's membership view.
+    Gossip(GossipDigest),
+    /// The answer to a probe.
+    Pong,
+    /// The request failed.
+    Error(RequestError),
+}
+
+/// Everything that travels client→node or node→node on one stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// From a client (or a CLI).
+    Client(ClientRequest),
+    /// From another node.
+    Peer(PeerRequest),
+}
+
+/// Everything that travels back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// To a client.
+    Client(ClientResponse),
+    /// To a node.
+    Peer(PeerResponse),
+    /// The request could not even be decoded or dispatched.
+    Error(RequestError),
+}
+
+fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = WIRE_VERSION.to_be_bytes().to_vec();
+    // Serialising plain data into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(msg).unwrap_or_default());
+    out
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
+    if bytes.is_empty() {
+        return Err(CodecError::Empty);
+    }
+    let (version, body) = bytes
+        .split_first_chunk::<2>()
+        .ok_or_else(|| CodecError::Malformed("frame shorter than its version".into()))?;
+    let version = u16::from_be_bytes(*version);
+    if version != WIRE_VERSION {
+        return Err(CodecError::UnsupportedVersion {
+            found: version,
+            supported: WIRE_VERSION,
+        });
+    }
+    let (msg, rest) =
+        postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed(format!(
+            "{} trailing bytes after the message",
+            rest.len()
+        )));
+    }
+    Ok(msg)
+}
+
+/// Encode a request frame body (version + message).
+pub fn encode_request(req: &Request) -> Vec<u8> {
+    encode(req)
+}
+
+/// Decode a request frame body; any bytes give a value or a typed error.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, CodecError> {
+    decode(bytes)
+}
+
+/// Encode a response frame body.
+pub fn encode_response(resp: &Response) -> Vec<u8> {
+    encode(resp)
+}
+
+/// Decode a response frame body; any bytes give a value or a typed error.
+pub fn decode_response(bytes: &[u8]) -> Result<Response, CodecError> {
+    decode(bytes)
+}
+
+/// Encode a causal context for a client to keep (version byte + postcard).
+pub fn encode_context(ctx: &CausalContext) -> Vec<u8> {
+    let mut out = vec![1u8];
+    out.extend(postcard::to_stdvec(ctx).unwrap_or_default());
+    out
+}
+
+/// Decode a context made by [`encode_context`].
+pub fn decode_context(bytes: &[u8]) -> Result<CausalContext, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != 1 {
+        return Err(CodecError::UnsupportedVersion {
+            found: u16::from(version),
+            supported: 1,
+        });
+    }
+    let (mut ctx, rest): (CausalContext, &[u8]) =
+        postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed(
+            "trailing bytes after the context".into(),
+        ));
+    }
+    ctx.compact();
+    Ok(ctx)
+}

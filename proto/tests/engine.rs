@@ -1,0 +1,823 @@
+//! The replication engine driven by hand: each test feeds inputs one at a time and asserts
+//! the exact commands the engine emits (as openraft's engine tests do), or pumps messages
+//! between several engines and checks the outcome.
+
+mod engine_handoff;
+mod engine_harness;
+
+use std::time::Duration;
+
+use engine_harness::*;
+use shoal_proto::wire::{
+    ClientRequest, ClientResponse, GetReply, PeerRequest, PeerResponse, ReadOptions, Request,
+    Response, WriteOptions, WriteReply,
+};
+use shoal_proto::{
+    CausalContext, Command, Dot, EngineConfig, Object, RequestError, SendError, Sender,
+    SiblingValue, StorageOp, Time, MAX_KEY_BYTES,
+};
+use shoal_ring::NodeId;
+
+fn a() -> NodeId {
+    id("a")
+}
+
+fn five() -> Cluster {
+    Cluster::new(5, 16, quiet_config(), 7)
+}
+
+fn unreachable() -> Result<PeerResponse, SendError> {
+    Err(SendError::Unreachable("connection refused".into()))
+}
+
+fn client_answer(inbound: u64, response: ClientResponse) -> Command {
+    respond(inbound, Response::Client(response))
+}
+
+fn client_error(inbound: u64, err: RequestError) -> Command {
+    client_answer(inbound, ClientResponse::Error(err))
+}
+
+/// An object holding `value` written by `actor`'s `counter`-th write, with `ctx`.
+fn written(base: &Object, ctx: &CausalContext, value: &str, dot: Dot) -> Object {
+    let mut o = base.clone();
+    o.update(ctx, SiblingValue::Data(value.as_bytes().to_vec()), dot, T0)
+        .expect("fresh dot");
+    o
+}
+
+/// The single `Storage` command of `cmds`, checked to run `expected`.
+fn expect_storage(cmds: &[Command], expected: StorageOp) -> Command {
+    assert_eq!(without_ids(cmds), vec![storage(expected)]);
+    cmds[0].clone()
+}
+
+// ---------------------------------------------------------------------------------------
+// Writes
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_put_at_a_primary_stores_locally_replicates_and_answers_after_w_acks() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let (part, prefs) = (c.partition(&key), c.prefs(&key));
+    let cfg = c.cfg.clone();
+
+    // 1. The coordinator stores the write locally first, minting the dot there.
+    let cmds = c.client(&a(), 1, put(&key, "v1", None));
+    let local = expect_storage(
+        &cmds,
+        StorageOp::Coordinate {
+            partition: part,
+            key: key.clone(),
+            context: CausalContext::new(),
+            value: SiblingValue::Data(b"v1".to_vec()),
+            now: c.now,
+            max_object_bytes: cfg.max_object_bytes,
+        },
+    );
+
+    // 2. Then it sends the stored object to the other N-1 primaries, in preference order.
+    let sends = c.run_storage(&a(), &local);
+    let object = c.stored(&a(), &key).expect("stored locally");
+    assert_eq!(
+        without_ids(&sends),
+        vec![
+            send(
+                &prefs[1],
+                replicate(part, &key, &object, None),
+                cfg.rpc_timeout
+            ),
+            send(
+                &prefs[2],
+                replicate(part, &key, &object, None),
+                cfg.rpc_timeout
+            ),
+        ]
+    );
+
+    // 3. W=2: the local store plus one peer ack answers; the context names the new dot.
+    let answer = c.reply(&a(), &sends[1], Ok(PeerResponse::Ack));
+    let mut context = CausalContext::new();
+    context.insert(Dot::new(c.actor(&a()), 1));
+    assert_eq!(
+        answer,
+        vec![client_answer(
+            1,
+            ClientResponse::Put(WriteReply { context })
+        )]
+    );
+
+    // 4. The last ack finishes the write without a second answer.
+    assert_eq!(c.reply(&a(), &sends[0], Ok(PeerResponse::Ack)), vec![]);
+    assert_eq!(c.engine(&a()).inflight(), 0);
+    assert_eq!(c.engine(&a()).pending_commands(), 0);
+}
+
+#[test]
+fn a_put_with_w3_waits_for_both_peers() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let cmds = c.client(&a(), 1, put_w(&key, "v1", 3));
+    let sends = c.run_storage(&a(), &cmds[0]);
+    assert_eq!(sends.len(), 2);
+    assert_eq!(c.reply(&a(), &sends[0], Ok(PeerResponse::Ack)), vec![]);
+    let answer = c.reply(&a(), &sends[1], Ok(PeerResponse::Ack));
+    assert!(
+        matches!(
+            answer.as_slice(),
+            [Command::Respond {
+                response: Response::Client(ClientResponse::Put(_)),
+                ..
+            }]
+        ),
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn a_put_with_w1_answers_as_soon_as_it_is_stored_locally() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let cmds = c.client(&a(), 1, put_w(&key, "v", 1));
+    let after_local = c.run_storage(&a(), &cmds[0]);
+    assert!(
+        matches!(
+            after_local.as_slice(),
+            [
+                Command::Send { .. },
+                Command::Send { .. },
+                Command::Respond {
+                    response: Response::Client(ClientResponse::Put(_)),
+                    ..
+                }
+            ]
+        ),
+        "{after_local:?}"
+    );
+}
+
+#[test]
+fn a_delete_writes_a_tombstone_with_the_context() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let mut ctx = CausalContext::new();
+    ctx.insert(Dot::new(c.actor(&id("b")), 4));
+    let req = ClientRequest::Delete {
+        key: key.clone(),
+        context: Some(ctx.clone()),
+        options: WriteOptions::default(),
+    };
+    let cmds = c.client(&a(), 1, req);
+    expect_storage(
+        &cmds,
+        StorageOp::Coordinate {
+            partition: c.partition(&key),
+            key: key.clone(),
+            context: ctx,
+            value: SiblingValue::Tombstone,
+            now: c.now,
+            max_object_bytes: c.cfg.max_object_bytes,
+        },
+    );
+    let sends = c.run_storage(&a(), &cmds[0]);
+    let answer = c.reply(&a(), &sends[0], Ok(PeerResponse::Ack));
+    assert!(
+        matches!(
+            answer.as_slice(),
+            [Command::Respond {
+                response: Response::Client(ClientResponse::Delete(_)),
+                ..
+            }]
+        ),
+        "{answer:?}"
+    );
+    assert!(c.stored(&a(), &key).unwrap().is_tombstoned());
+}
+
+#[test]
+fn a_replica_merges_a_replicate_and_acks() {
+    let mut c = five();
+    let key = c.key_where(|p| p[1] == a());
+    let part = c.partition(&key);
+    let object = written(
+        &Object::new(),
+        &CausalContext::new(),
+        "v",
+        Dot::new(c.actor(&id("b")), 1),
+    );
+    let cmds = c.peer(&a(), 9, &id("b"), replicate(part, &key, &object, None));
+    let merge = expect_storage(
+        &cmds,
+        StorageOp::Merge {
+            partition: part,
+            key: key.clone(),
+            object: object.clone(),
+            max_object_bytes: c.cfg.max_object_bytes,
+        },
+    );
+    assert_eq!(
+        c.run_storage(&a(), &merge),
+        vec![respond(9, Response::Peer(PeerResponse::Ack))]
+    );
+    assert_eq!(c.stored(&a(), &key), Some(object));
+}
+
+#[test]
+fn a_replicate_for_the_wrong_partition_is_refused() {
+    let mut c = five();
+    let key = c.key_where(|p| p[1] == a());
+    let wrong = shoal_ring::PartitionId((c.partition(&key).0 + 1) % 16);
+    let cmds = c.peer(
+        &a(),
+        9,
+        &id("b"),
+        replicate(wrong, &key, &Object::new(), None),
+    );
+    assert!(
+        matches!(
+            cmds.as_slice(),
+            [Command::Respond {
+                response: Response::Peer(PeerResponse::Error(RequestError::Malformed(_))),
+                ..
+            }]
+        ),
+        "{cmds:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Reads and read repair
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_get_answers_after_r_replies_and_repairs_a_stale_replica_afterwards() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let (part, prefs) = (c.partition(&key), c.prefs(&key));
+    let dot = |n: u64| Dot::new(c.actor(&a()), n);
+    let old = written(&Object::new(), &CausalContext::new(), "old", dot(1));
+    let new = written(&old, &old.context(), "new", dot(2));
+    c.preload(&a(), &key, &new);
+
+    // The coordinator reads locally and asks the other primaries.
+    let cmds = c.client(&a(), 1, get(&key));
+    let rpc = c.cfg.rpc_timeout;
+    let read = |to: &NodeId| {
+        send(
+            to,
+            PeerRequest::Read {
+                partition: part,
+                key: key.clone(),
+                hint_for: None,
+            },
+            rpc,
+        )
+    };
+    assert_eq!(
+        without_ids(&cmds),
+        vec![
+            storage(StorageOp::Read {
+                partition: part,
+                key: key.clone()
+            }),
+            read(&prefs[1]),
+            read(&prefs[2]),
+        ]
+    );
+    assert_eq!(
+        c.run_storage(&a(), &cmds[0]),
+        vec![],
+        "R=2: one reply is not enough"
+    );
+
+    // The second reply (up to date) answers the client.
+    let answer = c.reply(&a(), &cmds[1], Ok(PeerResponse::Object(Some(new.clone()))));
+    let reply = GetReply {
+        found: true,
+        values: vec![b"new".to_vec()],
+        context: new.context(),
+    };
+    assert_eq!(answer, vec![client_answer(1, ClientResponse::Get(reply))]);
+
+    // The stale replica's later reply earns it the merged object, and only it.
+    let repair = c.reply(&a(), &cmds[2], Ok(PeerResponse::Object(Some(old))));
+    assert_eq!(
+        without_ids(&repair),
+        vec![send(&prefs[2], replicate(part, &key, &new, None), rpc)]
+    );
+    assert_eq!(c.engine(&a()).inflight(), 0);
+}
+
+#[test]
+fn a_get_merges_concurrent_siblings_and_repairs_every_replica_missing_some() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let (part, prefs) = (c.partition(&key), c.prefs(&key));
+    let none = CausalContext::new();
+    let x = written(&Object::new(), &none, "x", Dot::new(c.actor(&a()), 1));
+    let y = written(&Object::new(), &none, "y", Dot::new(c.actor(&prefs[1]), 1));
+    let merged = Object::merged(&x, &y);
+    c.preload(&a(), &key, &x);
+
+    let cmds = c.client(&a(), 1, get(&key));
+    assert_eq!(c.run_storage(&a(), &cmds[0]), vec![]);
+    let answer = c.reply(&a(), &cmds[1], Ok(PeerResponse::Object(Some(y))));
+    let reply = GetReply {
+        found: true,
+        values: vec![b"x".to_vec(), b"y".to_vec()],
+        context: merged.context(),
+    };
+    assert_eq!(answer, vec![client_answer(1, ClientResponse::Get(reply))]);
+
+    // The third primary has nothing: everyone lacks something of the merge.
+    let repair = c.reply(&a(), &cmds[2], Ok(PeerResponse::Object(None)));
+    let rpc = c.cfg.rpc_timeout;
+    assert_eq!(
+        without_ids(&repair),
+        vec![
+            storage(StorageOp::Merge {
+                partition: part,
+                key: key.clone(),
+                object: merged.clone(),
+                max_object_bytes: c.cfg.max_object_bytes,
+            }),
+            send(&prefs[1], replicate(part, &key, &merged, None), rpc),
+            send(&prefs[2], replicate(part, &key, &merged, None), rpc),
+        ]
+    );
+}
+
+#[test]
+fn read_repair_stops_waiting_at_the_end_of_the_repair_window() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let (part, prefs) = (c.partition(&key), c.prefs(&key));
+    let x = written(
+        &Object::new(),
+        &CausalContext::new(),
+        "x",
+        Dot::new(c.actor(&a()), 1),
+    );
+    c.preload(&a(), &key, &x);
+    let cmds = c.client(&a(), 1, get(&key));
+    c.run_storage(&a(), &cmds[0]);
+    let answer = c.reply(&a(), &cmds[1], Ok(PeerResponse::Object(None)));
+    assert_eq!(answer.len(), 1, "answered: {answer:?}");
+
+    let window_end = c.now + c.cfg.read_repair_window;
+    assert_eq!(
+        c.timeout(&a(), window_end - Duration::from_micros(1)),
+        vec![]
+    );
+    let repair = c.timeout(&a(), window_end);
+    assert_eq!(
+        without_ids(&repair),
+        vec![send(
+            &prefs[1],
+            replicate(part, &key, &x, None),
+            c.cfg.rpc_timeout
+        )]
+    );
+    // The silent replica's late reply changes nothing.
+    assert_eq!(
+        c.reply(&a(), &cmds[2], Ok(PeerResponse::Object(None))),
+        vec![]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Deadlines
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_put_whose_replicas_never_answer_times_out_at_its_deadline() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let cmds = c.client(&a(), 1, put(&key, "v", None));
+    let sends = c.run_storage(&a(), &cmds[0]);
+    let deadline = c.now + c.cfg.request_timeout;
+
+    assert_eq!(c.timeout(&a(), deadline - Duration::from_micros(1)), vec![]);
+    assert_eq!(
+        c.timeout(&a(), deadline),
+        vec![client_error(
+            1,
+            RequestError::Timeout { acks: 1, needed: 2 }
+        )]
+    );
+    // A late ack does not answer twice; the copy that timed out still goes to a
+    // fallback after the answer, and the write ends when every copy is placed.
+    assert_eq!(c.reply(&a(), &sends[0], Ok(PeerResponse::Ack)), vec![]);
+    let resend = c.reply(&a(), &sends[1], Err(SendError::Timeout));
+    let (part, prefs, fallbacks) = (c.partition(&key), c.prefs(&key), c.fallbacks(&key));
+    let object = c.stored(&a(), &key).unwrap();
+    assert_eq!(
+        without_ids(&resend),
+        vec![send(
+            &fallbacks[0],
+            replicate(part, &key, &object, Some(&prefs[2])),
+            c.cfg.rpc_timeout
+        )]
+    );
+    assert_eq!(c.reply(&a(), &resend[0], Ok(PeerResponse::Ack)), vec![]);
+    assert_eq!(c.engine(&a()).inflight(), 0);
+}
+
+#[test]
+fn a_get_whose_replicas_never_answer_times_out_at_its_deadline() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let options = ReadOptions {
+        timeout: Some(Duration::from_millis(300)),
+        ..ReadOptions::default()
+    };
+    let cmds = c.client(&a(), 1, ClientRequest::Get { key, options });
+    assert_eq!(c.run_storage(&a(), &cmds[0]), vec![]);
+    let deadline = c.now + Duration::from_millis(300);
+    assert_eq!(
+        c.timeout(&a(), deadline),
+        vec![client_error(
+            1,
+            RequestError::Timeout { acks: 1, needed: 2 }
+        )]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Forwarding
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_non_replica_forwards_to_the_first_primary_and_relays_its_answer() {
+    let mut c = five();
+    let key = c.key_where(|p| !p.contains(&a()));
+    let prefs = c.prefs(&key);
+    let hop = c.cfg.request_timeout + c.cfg.rpc_timeout;
+    let cmds = c.client(&a(), 1, get(&key));
+    assert_eq!(
+        without_ids(&cmds),
+        vec![send(&prefs[0], PeerRequest::Forward(get(&key)), hop)]
+    );
+    let reply = ClientResponse::Get(GetReply {
+        found: false,
+        values: vec![],
+        context: CausalContext::new(),
+    });
+    let relayed = c.reply(&a(), &cmds[0], Ok(PeerResponse::Client(reply.clone())));
+    assert_eq!(relayed, vec![client_answer(1, reply)]);
+    assert_eq!(c.engine(&a()).inflight(), 0);
+}
+
+#[test]
+fn a_forward_to_an_unreachable_primary_tries_the_next_one() {
+    let mut c = five();
+    let key = c.key_where(|p| !p.contains(&a()));
+    let prefs = c.prefs(&key);
+    let hop = c.cfg.request_timeout + c.cfg.rpc_timeout;
+    let cmds = c.client(&a(), 1, put(&key, "v", None));
+    let next = c.reply(&a(), &cmds[0], unreachable());
+    assert_eq!(
+        without_ids(&next),
+        vec![send(
+            &prefs[1],
+            PeerRequest::Forward(put(&key, "v", None)),
+            hop
+        )]
+    );
+    let err = ClientResponse::Error(RequestError::Overloaded);
+    assert_eq!(
+        c.reply(&a(), &next[0], Ok(PeerResponse::Client(err.clone()))),
+        vec![client_answer(1, err)]
+    );
+}
+
+#[test]
+fn a_forwarded_request_at_a_non_replica_is_refused_not_forwarded_again() {
+    let mut c = five();
+    let key = c.key_where(|p| !p.contains(&a()));
+    let cmds = c.peer(&a(), 3, &id("b"), PeerRequest::Forward(get(&key)));
+    assert!(
+        matches!(
+            cmds.as_slice(),
+            [Command::Respond {
+                response: Response::Client(ClientResponse::Error(RequestError::Internal(_))),
+                ..
+            }]
+        ),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn a_put_and_a_get_through_non_replicas_reach_the_replicas() {
+    let mut c = five();
+    let key = c.key_where(|p| !p.contains(&a()) && !p.contains(&id("b")));
+    let prefs = c.prefs(&key);
+    let put_at = c.submit(&a(), put(&key, "hello", None));
+    c.pump(None, 0.0, |c| c.answers.contains_key(&put_at));
+    assert!(
+        matches!(c.answers[&put_at], Response::Client(ClientResponse::Put(_))),
+        "{:?}",
+        c.answers[&put_at]
+    );
+    let get_at = c.submit(&id("b"), get(&key));
+    c.pump(None, 0.0, |c| c.answers.contains_key(&get_at));
+    match &c.answers[&get_at] {
+        Response::Client(ClientResponse::Get(reply)) => {
+            assert!(reply.found);
+            assert_eq!(reply.values, vec![b"hello".to_vec()]);
+        }
+        other => panic!("unexpected answer {other:?}"),
+    }
+    for p in &prefs {
+        let o = c.stored(p, &key).expect("every primary has the write");
+        assert_eq!(o.values().collect::<Vec<_>>(), vec![b"hello".as_slice()]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Who may ask what
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_peer_message_from_a_client_certificate_is_not_allowed() {
+    let mut c = five();
+    let cmds = c.request(
+        &a(),
+        1,
+        Sender::Client("mallory".into()),
+        Request::Peer(PeerRequest::Ping),
+    );
+    assert!(
+        matches!(
+            cmds.as_slice(),
+            [Command::Respond {
+                response: Response::Error(RequestError::NotAllowed(_)),
+                ..
+            }]
+        ),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn a_peer_message_from_an_unknown_node_is_refused() {
+    let mut c = five();
+    let cmds = c.peer(&a(), 1, &id("zz"), PeerRequest::Ping);
+    assert_eq!(
+        cmds,
+        vec![respond(
+            1,
+            Response::Error(RequestError::UnknownNode("zz".into()))
+        )]
+    );
+}
+
+#[test]
+fn a_ping_from_a_member_is_answered() {
+    let mut c = five();
+    assert_eq!(
+        c.peer(&a(), 1, &id("b"), PeerRequest::Ping),
+        vec![respond(1, Response::Peer(PeerResponse::Pong))]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Request validation and limits
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn keys_must_be_non_empty_and_at_most_the_limit() {
+    let mut c = five();
+    let long = vec![b'k'; MAX_KEY_BYTES + 1];
+    let too_large = RequestError::KeyTooLarge {
+        len: MAX_KEY_BYTES + 1,
+        max: MAX_KEY_BYTES,
+    };
+    assert_eq!(
+        c.client(&a(), 1, get(&long)),
+        vec![client_error(1, too_large.clone())]
+    );
+    assert_eq!(
+        c.client(&a(), 2, put(&long, "v", None)),
+        vec![client_error(2, too_large)]
+    );
+    assert_eq!(
+        c.client(&a(), 3, get(b"")),
+        vec![client_error(3, RequestError::EmptyKey)]
+    );
+    let delete = ClientRequest::Delete {
+        key: vec![],
+        context: None,
+        options: WriteOptions::default(),
+    };
+    assert_eq!(
+        c.client(&a(), 4, delete),
+        vec![client_error(4, RequestError::EmptyKey)]
+    );
+}
+
+#[test]
+fn values_larger_than_the_limit_are_refused() {
+    let mut c = five();
+    let max = c.cfg.max_value_bytes;
+    let key = c.key_where(|p| p[0] == a());
+    let value = "v".repeat(max + 1);
+    assert_eq!(
+        c.client(&a(), 1, put(&key, &value, None)),
+        vec![client_error(
+            1,
+            RequestError::ValueTooLarge { len: max + 1, max }
+        )]
+    );
+    // Exactly the limit is fine.
+    let cmds = c.client(&a(), 2, put(&key, &"v".repeat(max), None));
+    assert!(
+        matches!(cmds.as_slice(), [Command::Storage { .. }]),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn quorums_outside_one_to_n_are_invalid_options() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let bad_reads = [
+        ReadOptions {
+            r: Some(4),
+            ..ReadOptions::default()
+        },
+        ReadOptions {
+            r: Some(0),
+            ..ReadOptions::default()
+        },
+        ReadOptions {
+            r: Some(2),
+            pr: Some(3),
+            ..ReadOptions::default()
+        },
+    ];
+    for (i, options) in bad_reads.into_iter().enumerate() {
+        let cmds = c.client(
+            &a(),
+            i as u64,
+            ClientRequest::Get {
+                key: key.clone(),
+                options,
+            },
+        );
+        assert!(
+            matches!(
+                cmds.as_slice(),
+                [Command::Respond {
+                    response: Response::Client(ClientResponse::Error(
+                        RequestError::InvalidOptions(_)
+                    )),
+                    ..
+                }]
+            ),
+            "{cmds:?}"
+        );
+    }
+    for w in [0, 4] {
+        let cmds = c.client(&a(), 10, put_w(&key, "v", w));
+        assert!(
+            matches!(
+                cmds.as_slice(),
+                [Command::Respond {
+                    response: Response::Client(ClientResponse::Error(
+                        RequestError::InvalidOptions(_)
+                    )),
+                    ..
+                }]
+            ),
+            "w={w}: {cmds:?}"
+        );
+    }
+}
+
+#[test]
+fn requests_beyond_the_inflight_bound_are_refused_as_overloaded() {
+    let cfg = EngineConfig {
+        max_inflight_requests: 1,
+        ..quiet_config()
+    };
+    let mut c = Cluster::new(5, 16, cfg, 7);
+    let key = c.key_where(|p| p[0] == a());
+    let first = c.client(&a(), 1, put(&key, "v", None));
+    assert!(matches!(first.as_slice(), [Command::Storage { .. }]));
+    assert_eq!(
+        c.client(&a(), 2, get(&key)),
+        vec![client_error(2, RequestError::Overloaded)]
+    );
+}
+
+#[test]
+fn cluster_info_and_status_describe_the_cluster() {
+    let mut c = five();
+    let cmds = c.client(&a(), 1, ClientRequest::ClusterInfo);
+    match cmds.as_slice() {
+        [Command::Respond {
+            response: Response::Client(ClientResponse::ClusterInfo(info)),
+            ..
+        }] => {
+            assert_eq!(info.ring, c.ring);
+            assert_eq!(info.members.len(), 5);
+            assert_eq!((info.n, info.r, info.w), (3, 2, 2));
+        }
+        other => panic!("{other:?}"),
+    }
+    let cmds = c.client(&a(), 2, ClientRequest::Status);
+    let summary = expect_storage(&cmds, StorageOp::HintSummary);
+    match c.run_storage(&a(), &summary).as_slice() {
+        [Command::Respond {
+            response: Response::Client(ClientResponse::Status(report)),
+            ..
+        }] => {
+            assert_eq!(report.node, a());
+            assert_eq!(report.members.len(), 5);
+            assert!(report.members.iter().all(|m| m.pending_hints == 0));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Untrusted contexts
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_forged_context_cannot_block_a_coordinator_for_a_key() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a() && p[1] == id("b"));
+    // A (buggy or hostile) client sends a context claiming node a's counter is at its end.
+    let mut forged = CausalContext::new();
+    forged.raise(c.actor(&a()), u64::MAX);
+    let first = c.submit(&id("b"), put(&key, "x", Some(forged)));
+    c.pump(None, 0.0, |c| c.answers.contains_key(&first));
+    let later = c.submit(&a(), put(&key, "y", None));
+    c.pump(None, 0.0, |c| c.answers.contains_key(&later));
+    let refused = matches!(
+        c.answers[&first],
+        Response::Client(ClientResponse::Error(RequestError::InvalidContext(_)))
+    );
+    let written = matches!(c.answers[&later], Response::Client(ClientResponse::Put(_)));
+    assert!(
+        refused || written,
+        "the forged context was accepted ({:?}) and now a cannot write the key: {:?}",
+        c.answers[&first],
+        c.answers[&later]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Determinism
+// ---------------------------------------------------------------------------------------
+
+/// Puts then gets on random keys at random nodes, messages delivered in a random order
+/// with 10% lost, all decided by `seed`. Returns every command emitted and every answer.
+fn scenario(seed: u64) -> (Vec<(Time, NodeId, Command)>, Vec<Response>) {
+    let mut c = Cluster::new(5, 16, quiet_config(), seed);
+    let mut r = rng(seed);
+    let nodes: Vec<NodeId> = c.nodes.keys().cloned().collect();
+    let mut submitted = Vec::new();
+    for i in 0..8 {
+        let at = nodes[i % nodes.len()].clone();
+        submitted.push(c.submit(
+            &at,
+            put(format!("k{}", i % 3).as_bytes(), &format!("v{i}"), None),
+        ));
+    }
+    let all = submitted.clone();
+    c.pump(Some(&mut r), 0.1, move |c| {
+        all.iter().all(|k| c.answers.contains_key(k))
+    });
+    for i in 0..3 {
+        let at = nodes[(i + 2) % nodes.len()].clone();
+        submitted.push(c.submit(&at, get(format!("k{i}").as_bytes())));
+    }
+    let all = submitted.clone();
+    c.pump(Some(&mut r), 0.1, move |c| {
+        all.iter().all(|k| c.answers.contains_key(k))
+    });
+    let answers = submitted.iter().map(|k| c.answers[k].clone()).collect();
+    (c.log, answers)
+}
+
+#[test]
+fn the_same_seed_gives_the_same_commands() {
+    for seed in [1, 2, 3] {
+        let (log1, answers1) = scenario(seed);
+        let (log2, answers2) = scenario(seed);
+        assert!(
+            log1.len() > 50,
+            "the scenario did something: {} commands",
+            log1.len()
+        );
+        assert_eq!(answers1.len(), 11);
+        assert_eq!(log1, log2, "seed {seed}");
+        assert_eq!(answers1, answers2, "seed {seed}");
+    }
+    assert_ne!(scenario(1).0, scenario(2).0, "the seed decides the run");
+}

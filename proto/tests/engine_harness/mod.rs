@@ -1,0 +1,759 @@
+//! A test harness for [`Engine`]s: a cluster of engines with in-memory stores, driven by
+//! hand (a test feeds one input and asserts the exact commands that come out) or pumped
+//! (messages delivered between engines in an order a seeded generator picks).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shoal_proto::wire::{
+    ClientRequest, PeerRequest, PeerResponse, ReadOptions, Request, Response, WriteOptions,
+};
+use shoal_proto::{
+    Actor, CausalContext, Command, Dot, Engine, EngineConfig, HintRecord, HintRejection,
+    HintTotals, InboundId, Object, RequestId, SendError, Sender, StorageOp, StorageReply, Time,
+};
+use shoal_ring::{Member, NodeId, PartitionId, Ring};
+
+/// When the engines start.
+pub const T0: Time = Time::from_micros(1_700_000_000_000_000);
+
+/// The interval of gossip, probes and hint delivery in [`quiet_config`].
+pub const PERIOD: Duration = Duration::from_secs(3600);
+
+/// Replicas per key in the tests.
+pub const N: usize = 3;
+
+/// Settings whose periodic work (gossip, probes, handoff) runs only hourly, so that a test
+/// sees it only when it fires those timers itself ([`Cluster::tick`]).
+pub fn quiet_config() -> EngineConfig {
+    EngineConfig {
+        gossip_interval: PERIOD,
+        probe_interval: PERIOD,
+        handoff_interval: PERIOD,
+        max_value_bytes: 1024,
+        max_object_bytes: 64 * 1024,
+        ..EngineConfig::default()
+    }
+}
+
+pub fn id(s: &str) -> NodeId {
+    NodeId::new(s).expect("valid node id")
+}
+
+// ---------------------------------------------------------------------------------------
+// Message and command builders
+// ---------------------------------------------------------------------------------------
+
+pub fn put(key: &[u8], value: &str, context: Option<CausalContext>) -> ClientRequest {
+    ClientRequest::Put {
+        key: key.to_vec(),
+        value: value.as_bytes().to_vec(),
+        context,
+        options: WriteOptions::default(),
+    }
+}
+
+pub fn put_w(key: &[u8], value: &str, w: u8) -> ClientRequest {
+    ClientRequest::Put {
+        key: key.to_vec(),
+        value: value.as_bytes().to_vec(),
+        context: None,
+        options: WriteOptions {
+            w: Some(w),
+            ..WriteOptions::default()
+        },
+    }
+}
+
+pub fn get(key: &[u8]) -> ClientRequest {
+    ClientRequest::Get {
+        key: key.to_vec(),
+        options: ReadOptions::default(),
+    }
+}
+
+pub fn replicate(
+    partition: PartitionId,
+    key: &[u8],
+    object: &Object,
+    hint_for: Option<&NodeId>,
+) -> PeerRequest {
+    PeerRequest::Replicate {
+        partition,
+        key: key.to_vec(),
+        object: object.clone(),
+        hint_for: hint_for.cloned(),
+    }
+}
+
+/// A `Send` command as [`without_ids`] shows it.
+pub fn send(to: &NodeId, request: PeerRequest, timeout: Duration) -> Command {
+    Command::Send {
+        id: RequestId(0),
+        to: to.clone(),
+        request,
+        timeout,
+    }
+}
+
+/// A `Storage` command as [`without_ids`] shows it.
+pub fn storage(op: StorageOp) -> Command {
+    Command::Storage {
+        id: RequestId(0),
+        op,
+    }
+}
+
+pub fn respond(inbound: u64, response: Response) -> Command {
+    Command::Respond {
+        id: InboundId(inbound),
+        response,
+    }
+}
+
+/// The commands with every engine-chosen id replaced by 0, to compare with expectations.
+pub fn without_ids(cmds: &[Command]) -> Vec<Command> {
+    cmds.iter()
+        .cloned()
+        .map(|c| match c {
+            Command::Send {
+                to,
+                request,
+                timeout,
+                ..
+            } => send(&to, request, timeout),
+            Command::Storage { op, .. } => storage(op),
+            other => other,
+        })
+        .collect()
+}
+
+/// The id of a `Send` or `Storage` command.
+pub fn id_of(cmd: &Command) -> RequestId {
+    match cmd {
+        Command::Send { id, .. } | Command::Storage { id, .. } => *id,
+        Command::Respond { .. } => panic!("a Respond has no request id: {cmd:?}"),
+    }
+}
+
+/// How the driver hands a node's answer back to the node that sent the request.
+pub fn as_peer_response(response: Response) -> PeerResponse {
+    match response {
+        Response::Peer(p) => p,
+        Response::Client(c) => PeerResponse::Client(c),
+        Response::Error(e) => PeerResponse::Error(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The storage model
+// ---------------------------------------------------------------------------------------
+
+/// One node's storage: objects and hints in maps, the object logic of `shoal-proto`.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub actor: Actor,
+    pub counter: u64,
+    pub objects: BTreeMap<(PartitionId, Vec<u8>), Object>,
+    pub hints: BTreeMap<(NodeId, PartitionId, Vec<u8>), (Object, Time)>,
+}
+
+impl Store {
+    pub fn new(actor: Actor) -> Store {
+        Store {
+            actor,
+            counter: 0,
+            objects: BTreeMap::new(),
+            hints: BTreeMap::new(),
+        }
+    }
+
+    fn hint_totals(&self, target: &NodeId) -> HintTotals {
+        let mut t = HintTotals::default();
+        for ((n, _, _), (o, _)) in &self.hints {
+            if n == target {
+                t.count += 1;
+                t.bytes += o.encode().len() as u64;
+            }
+        }
+        t
+    }
+
+    /// Run one storage operation, atomically, as a driver would.
+    pub fn apply(&mut self, op: &StorageOp) -> Result<StorageReply, String> {
+        Ok(match op {
+            StorageOp::Read { partition, key } => {
+                StorageReply::Object(self.objects.get(&(*partition, key.clone())).cloned())
+            }
+            StorageOp::ReadHint {
+                target,
+                partition,
+                key,
+            } => StorageReply::Object(
+                self.hints
+                    .get(&(target.clone(), *partition, key.clone()))
+                    .map(|(o, _)| o.clone()),
+            ),
+            StorageOp::Coordinate {
+                partition,
+                key,
+                context,
+                value,
+                now,
+                max_object_bytes,
+            } => {
+                let slot = (*partition, key.clone());
+                let mut object = self.objects.get(&slot).cloned().unwrap_or_default();
+                self.counter += 1;
+                let dot = Dot::new(self.actor, self.counter);
+                let context = object
+                    .update(context, value.clone(), dot, *now)
+                    .map_err(|e| e.to_string())?;
+                if object.data_bytes() > *max_object_bytes {
+                    return Ok(StorageReply::TooLarge {
+                        len: object.data_bytes(),
+                        max: *max_object_bytes,
+                    });
+                }
+                self.objects.insert(slot, object.clone());
+                StorageReply::Coordinated { object, context }
+            }
+            StorageOp::Merge {
+                partition,
+                key,
+                object,
+                max_object_bytes,
+            } => {
+                let slot = (*partition, key.clone());
+                let mut stored = self.objects.get(&slot).cloned().unwrap_or_default();
+                let changed = stored.merge(object);
+                if stored.data_bytes() > *max_object_bytes {
+                    return Ok(StorageReply::TooLarge {
+                        len: stored.data_bytes(),
+                        max: *max_object_bytes,
+                    });
+                }
+                self.objects.insert(slot, stored.clone());
+                StorageReply::Merged {
+                    object: stored,
+                    changed,
+                }
+            }
+            StorageOp::StoreHint {
+                target,
+                partition,
+                key,
+                object,
+                now,
+                max_hints,
+                max_bytes,
+            } => {
+                let slot = (target.clone(), *partition, key.clone());
+                let totals = self.hint_totals(target);
+                if !self.hints.contains_key(&slot) && totals.count >= *max_hints {
+                    return Ok(StorageReply::HintRejected(HintRejection::TooMany));
+                }
+                if totals.bytes + object.encode().len() as u64 > *max_bytes {
+                    return Ok(StorageReply::HintRejected(HintRejection::TooLarge));
+                }
+                let entry = self
+                    .hints
+                    .entry(slot)
+                    .or_insert_with(|| (Object::new(), *now));
+                entry.0.merge(object);
+                StorageReply::HintStored
+            }
+            StorageOp::ListHints { target, limit } => StorageReply::Hints(
+                self.hints
+                    .iter()
+                    .filter(|((n, _, _), _)| n == target)
+                    .take(*limit)
+                    .map(|((_, partition, key), (object, stored_at))| HintRecord {
+                        partition: *partition,
+                        key: key.clone(),
+                        object: object.clone(),
+                        stored_at: *stored_at,
+                    })
+                    .collect(),
+            ),
+            StorageOp::DeleteHint {
+                target,
+                partition,
+                key,
+                delivered,
+            } => {
+                let slot = (target.clone(), *partition, key.clone());
+                let covered = self
+                    .hints
+                    .get(&slot)
+                    .is_some_and(|(stored, _)| delivered.includes(stored));
+                if covered {
+                    self.hints.remove(&slot);
+                }
+                StorageReply::HintDeleted(covered)
+            }
+            StorageOp::DropHint {
+                target,
+                partition,
+                key,
+            } => StorageReply::HintDeleted(
+                self.hints
+                    .remove(&(target.clone(), *partition, key.clone()))
+                    .is_some(),
+            ),
+            StorageOp::HintSummary => {
+                let mut targets: Vec<NodeId> =
+                    self.hints.keys().map(|(n, _, _)| n.clone()).collect();
+                targets.dedup();
+                StorageReply::HintSummary(
+                    targets
+                        .into_iter()
+                        .map(|t| {
+                            let totals = self.hint_totals(&t);
+                            (t, totals)
+                        })
+                        .collect(),
+                )
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster
+// ---------------------------------------------------------------------------------------
+
+pub struct TestNode {
+    pub engine: Engine,
+    pub store: Store,
+}
+
+impl TestNode {
+    pub fn drain(&mut self) -> Vec<Command> {
+        std::iter::from_fn(|| self.engine.poll_command()).collect()
+    }
+}
+
+/// Who is waiting for the answer to a request a node received (pump mode).
+#[derive(Clone, Debug)]
+enum Origin {
+    Client,
+    Peer { from: NodeId, id: RequestId },
+}
+
+/// A message in flight between engines (pump mode).
+#[derive(Clone, Debug)]
+enum Msg {
+    Request {
+        to: NodeId,
+        from: NodeId,
+        id: RequestId,
+        request: PeerRequest,
+    },
+    Response {
+        to: NodeId,
+        id: RequestId,
+        result: Result<PeerResponse, SendError>,
+    },
+}
+
+/// Engines `a`, `b`, ... of one ring, with their stores and a virtual clock.
+pub struct Cluster {
+    pub cfg: EngineConfig,
+    pub ring: Ring,
+    pub nodes: BTreeMap<NodeId, TestNode>,
+    pub now: Time,
+    queue: VecDeque<Msg>,
+    origins: BTreeMap<(NodeId, InboundId), Origin>,
+    next_inbound: u64,
+    /// Answers to client requests submitted with [`Cluster::submit`].
+    pub answers: BTreeMap<(NodeId, InboundId), Response>,
+    /// Every command every engine emitted in pump mode, in order.
+    pub log: Vec<(Time, NodeId, Command)>,
+}
+
+impl Cluster {
+    /// `nodes` engines on a ring of `q` partitions, all with `cfg` and engine seed `seed`,
+    /// past their first round of periodic work (everyone up, nothing to hand off).
+    pub fn new(nodes: usize, q: u32, cfg: EngineConfig, seed: u64) -> Cluster {
+        Cluster::with_configs(nodes, q, |_| cfg.clone(), seed)
+    }
+
+    /// Like [`Cluster::new`], with a config per node.
+    pub fn with_configs(
+        nodes: usize,
+        q: u32,
+        cfg_of: impl Fn(&NodeId) -> EngineConfig,
+        seed: u64,
+    ) -> Cluster {
+        let ids: Vec<NodeId> = (0..nodes)
+            .map(|i| id(&char::from(b'a' + i as u8).to_string()))
+            .collect();
+        let ring = Ring::new(q, ids.iter().cloned().map(Member::new).collect()).expect("ring");
+        let addresses: Vec<(NodeId, SocketAddr)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.clone(),
+                    SocketAddr::from(([127, 0, 0, 1], 7000 + i as u16)),
+                )
+            })
+            .collect();
+        let mut map = BTreeMap::new();
+        for (i, n) in ids.iter().enumerate() {
+            let engine = Engine::new(
+                cfg_of(n),
+                n.clone(),
+                ring.clone(),
+                addresses.clone(),
+                seed.wrapping_add(i as u64),
+                T0,
+            )
+            .expect("engine");
+            let store = Store::new(Actor(i as u64 + 1));
+            map.insert(n.clone(), TestNode { engine, store });
+        }
+        let mut c = Cluster {
+            cfg: cfg_of(&ids[0]),
+            ring,
+            nodes: map,
+            now: T0,
+            queue: VecDeque::new(),
+            origins: BTreeMap::new(),
+            next_inbound: 1,
+            answers: BTreeMap::new(),
+            log: Vec::new(),
+        };
+        // The first periodic timers are jittered within their first interval: fire them
+        // all at once, so that the next ones are a whole interval away.
+        c.now = T0 + PERIOD;
+        for n in ids {
+            let rest = c.tick(&n, &[]);
+            for cmd in rest {
+                let more = c.run_storage(&n, &cmd);
+                assert!(more.is_empty(), "nothing to hand off at start: {more:?}");
+            }
+        }
+        c
+    }
+
+    pub fn node(&mut self, n: &NodeId) -> &mut TestNode {
+        self.nodes.get_mut(n).expect("a node of the cluster")
+    }
+
+    pub fn engine(&self, n: &NodeId) -> &Engine {
+        &self.nodes[n].engine
+    }
+
+    pub fn actor(&self, n: &NodeId) -> Actor {
+        self.nodes[n].store.actor
+    }
+
+    /// The preference list of `key`.
+    pub fn prefs(&self, key: &[u8]) -> Vec<NodeId> {
+        self.ring.preference_list_for_key(key, N).nodes
+    }
+
+    /// The fallbacks of `key`, in walk order.
+    pub fn fallbacks(&self, key: &[u8]) -> Vec<NodeId> {
+        self.ring.fallbacks(self.ring.partition_of(key), N)
+    }
+
+    pub fn partition(&self, key: &[u8]) -> PartitionId {
+        self.ring.partition_of(key)
+    }
+
+    /// The first key `key-<i>` whose preference list satisfies `pred`.
+    pub fn key_where(&self, pred: impl Fn(&[NodeId]) -> bool) -> Vec<u8> {
+        (0..100_000)
+            .map(|i| format!("key-{i}").into_bytes())
+            .find(|k| pred(&self.prefs(k)))
+            .expect("some key matches")
+    }
+
+    /// The object `n` stores for `key`.
+    pub fn stored(&self, n: &NodeId, key: &[u8]) -> Option<Object> {
+        let p = self.partition(key);
+        self.nodes[n].store.objects.get(&(p, key.to_vec())).cloned()
+    }
+
+    /// Store `object` for `key` on `n` directly (a replica's state before a test).
+    pub fn preload(&mut self, n: &NodeId, key: &[u8], object: &Object) {
+        let p = self.partition(key);
+        self.node(n)
+            .store
+            .objects
+            .insert((p, key.to_vec()), object.clone());
+    }
+
+    // ---- hand-driven ----
+
+    /// A client request arrives at `n` as inbound `inbound`; the commands it emits.
+    pub fn client(&mut self, n: &NodeId, inbound: u64, req: ClientRequest) -> Vec<Command> {
+        let now = self.now;
+        let node = self.node(n);
+        node.engine.handle_request(
+            now,
+            InboundId(inbound),
+            Sender::Client("alice".into()),
+            Request::Client(req),
+        );
+        node.drain()
+    }
+
+    /// A request from `from` (any sender) arrives at `n`; the commands it emits.
+    pub fn request(
+        &mut self,
+        n: &NodeId,
+        inbound: u64,
+        from: Sender,
+        req: Request,
+    ) -> Vec<Command> {
+        let now = self.now;
+        let node = self.node(n);
+        node.engine
+            .handle_request(now, InboundId(inbound), from, req);
+        node.drain()
+    }
+
+    /// A peer request from node `from` arrives at `n`.
+    pub fn peer(
+        &mut self,
+        n: &NodeId,
+        inbound: u64,
+        from: &NodeId,
+        req: PeerRequest,
+    ) -> Vec<Command> {
+        self.request(n, inbound, Sender::Node(from.clone()), Request::Peer(req))
+    }
+
+    /// Run the `Storage` command `cmd` of `n` on its store and feed the reply back.
+    pub fn run_storage(&mut self, n: &NodeId, cmd: &Command) -> Vec<Command> {
+        let Command::Storage { id, op } = cmd else {
+            panic!("not a storage command: {cmd:?}");
+        };
+        let now = self.now;
+        let node = self.node(n);
+        let reply = node.store.apply(op);
+        node.engine.handle_storage(now, *id, reply);
+        node.drain()
+    }
+
+    /// The outcome of `n`'s `Send` command `cmd` arrives.
+    pub fn reply(
+        &mut self,
+        n: &NodeId,
+        cmd: &Command,
+        result: Result<PeerResponse, SendError>,
+    ) -> Vec<Command> {
+        let now = self.now;
+        let node = self.node(n);
+        node.engine.handle_response(now, id_of(cmd), result);
+        node.drain()
+    }
+
+    /// Advance the clock to `at` and run `n`'s timers due then.
+    pub fn timeout(&mut self, n: &NodeId, at: Time) -> Vec<Command> {
+        self.now = at;
+        let node = self.node(n);
+        node.engine.handle_timeout(at);
+        node.drain()
+    }
+
+    /// Fire `n`'s next timers (its periodic work), answer its pings and gossip (nodes in
+    /// `down` are unreachable, the others answer), and return its other commands.
+    pub fn tick(&mut self, n: &NodeId, down: &[NodeId]) -> Vec<Command> {
+        let at = self
+            .engine(n)
+            .poll_timeout()
+            .expect("periodic timers are always armed");
+        self.now = self.now.max(at);
+        let now = self.now;
+        self.node(n).engine.handle_timeout(now);
+        let cmds = self.node(n).drain();
+        let mut rest = Vec::new();
+        for cmd in cmds {
+            let result = match &cmd {
+                Command::Send {
+                    to,
+                    request: PeerRequest::Ping | PeerRequest::Gossip(_),
+                    ..
+                } if down.contains(to) => Err(SendError::Unreachable("connection refused".into())),
+                Command::Send {
+                    request: PeerRequest::Ping,
+                    ..
+                } => Ok(PeerResponse::Pong),
+                Command::Send {
+                    to,
+                    request: PeerRequest::Gossip(_),
+                    ..
+                } => Ok(PeerResponse::Gossip(self.engine(to).membership().digest())),
+                _ => {
+                    rest.push(cmd);
+                    continue;
+                }
+            };
+            rest.extend(self.reply(n, &cmd, result));
+        }
+        rest
+    }
+
+    // ---- pumped ----
+
+    /// Submit a client request at `n`; its answer lands in [`Cluster::answers`].
+    pub fn submit(&mut self, n: &NodeId, req: ClientRequest) -> (NodeId, InboundId) {
+        let inbound = InboundId(self.next_inbound);
+        self.next_inbound += 1;
+        self.origins.insert((n.clone(), inbound), Origin::Client);
+        let now = self.now;
+        self.node(n).engine.handle_request(
+            now,
+            inbound,
+            Sender::Client("alice".into()),
+            Request::Client(req),
+        );
+        self.absorb(n);
+        (n.clone(), inbound)
+    }
+
+    /// Carry out `n`'s commands: storage at once, sends into the network, answers back
+    /// to whoever asked.
+    fn absorb(&mut self, n: &NodeId) {
+        loop {
+            let cmds = self.node(n).drain();
+            if cmds.is_empty() {
+                return;
+            }
+            for cmd in cmds {
+                self.log.push((self.now, n.clone(), cmd.clone()));
+                match cmd {
+                    Command::Storage { id, op } => {
+                        let now = self.now;
+                        let node = self.node(n);
+                        let reply = node.store.apply(&op);
+                        node.engine.handle_storage(now, id, reply);
+                    }
+                    Command::Send {
+                        id, to, request, ..
+                    } => self.queue.push_back(Msg::Request {
+                        to,
+                        from: n.clone(),
+                        id,
+                        request,
+                    }),
+                    Command::Respond { id, response } => {
+                        match self.origins.remove(&(n.clone(), id)) {
+                            Some(Origin::Client) => {
+                                self.answers.insert((n.clone(), id), response);
+                            }
+                            Some(Origin::Peer { from, id }) => {
+                                self.queue.push_back(Msg::Response {
+                                    to: from,
+                                    id,
+                                    result: Ok(as_peer_response(response)),
+                                })
+                            }
+                            None => panic!("{n} answered unknown request {id:?}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deliver messages until `done` holds and the network is empty. With `rng`, the next
+    /// message is a random one in flight and a request is lost with probability
+    /// `loss`; without, messages go in order. Idle time jumps to the next timer.
+    pub fn pump(
+        &mut self,
+        mut rng: Option<&mut ChaCha8Rng>,
+        loss: f64,
+        done: impl Fn(&Cluster) -> bool,
+    ) {
+        for _ in 0..1_000_000 {
+            if self.queue.is_empty() {
+                if done(self) {
+                    return;
+                }
+                let next = self
+                    .nodes
+                    .values()
+                    .filter_map(|n| n.engine.poll_timeout())
+                    .min()
+                    .expect("timers are always armed");
+                self.now = self.now.max(next);
+            } else {
+                let i = match rng.as_deref_mut() {
+                    Some(r) => r.random_range(0..self.queue.len()),
+                    None => 0,
+                };
+                let msg = self.queue.remove(i).expect("index in range");
+                let lost = match rng.as_deref_mut() {
+                    Some(r) => r.random_bool(loss),
+                    None => false,
+                };
+                self.now = self.now + Duration::from_micros(100);
+                self.deliver(msg, lost);
+            }
+            let now = self.now;
+            let due: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.engine.poll_timeout().is_some_and(|t| t <= now))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for n in due {
+                self.node(&n).engine.handle_timeout(now);
+                self.absorb(&n);
+            }
+        }
+        panic!("the cluster did not settle");
+    }
+
+    fn deliver(&mut self, msg: Msg, lost: bool) {
+        let now = self.now;
+        match msg {
+            Msg::Request { to, from, id, .. } if lost => self.queue.push_back(Msg::Response {
+                to: from,
+                id,
+                result: Err(SendError::Unreachable(format!("{to} lost the message"))),
+            }),
+            Msg::Request {
+                to,
+                from,
+                id,
+                request,
+            } => {
+                let inbound = InboundId(self.next_inbound);
+                self.next_inbound += 1;
+                self.origins.insert(
+                    (to.clone(), inbound),
+                    Origin::Peer {
+                        from: from.clone(),
+                        id,
+                    },
+                );
+                self.node(&to).engine.handle_request(
+                    now,
+                    inbound,
+                    Sender::Node(from),
+                    Request::Peer(request),
+                );
+                self.absorb(&to);
+            }
+            Msg::Response { to, id, result } => {
+                self.node(&to).engine.handle_response(now, id, result);
+                self.absorb(&to);
+            }
+        }
+    }
+}
+
+/// A generator for [`Cluster::pump`].
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}

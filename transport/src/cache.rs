@@ -1,0 +1,212 @@
+//! The outgoing connection cache: at most one live connection per peer address, a bounded
+//! number of addresses, single-flight dialing.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+};
+
+use crate::{error::TransportError, role::PeerRole};
+
+/// Application close code for a connection evicted from the cache.
+pub(crate) const CLOSE_EVICTED: u32 = 3;
+
+/// A live outgoing connection and the authenticated role of the server behind it.
+#[derive(Clone)]
+pub(crate) struct Cached {
+    pub(crate) connection: quinn::Connection,
+    pub(crate) role: PeerRole,
+}
+
+impl Cached {
+    fn is_live(&self) -> bool {
+        self.connection.close_reason().is_none()
+    }
+}
+
+/// The state for one peer address.
+pub(crate) struct Slot {
+    /// The cached connection, if any (it may have closed since).
+    connection: Mutex<Option<Cached>>,
+    /// Held while dialing, so concurrent requests to one address share one connection.
+    pub(crate) dial: tokio::sync::Mutex<()>,
+    /// Number of failed dials so far, to tell a failure that happened while waiting for
+    /// the dial lock from an older one.
+    failures: AtomicU64,
+    /// The last dial failure, handed to the requests that waited for that dial.
+    last_failure: Mutex<Option<TransportError>>,
+    /// Logical time of the last use, for least-recently-used eviction.
+    last_used: AtomicU64,
+}
+
+impl Slot {
+    fn new(now: u64) -> Slot {
+        Slot {
+            connection: Mutex::new(None),
+            dial: tokio::sync::Mutex::new(()),
+            failures: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+            last_used: AtomicU64::new(now),
+        }
+    }
+
+    /// The cached connection if it is still open.
+    pub(crate) fn live(&self) -> Option<Cached> {
+        lock(&self.connection)
+            .as_ref()
+            .filter(|c| c.is_live())
+            .cloned()
+    }
+
+    /// Stores a freshly dialed connection.
+    pub(crate) fn store(&self, cached: Cached) {
+        *lock(&self.connection) = Some(cached);
+    }
+
+    /// Number of failed dials so far.
+    pub(crate) fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Acquire)
+    }
+
+    /// Records a failed dial, keeping a copy of the error for waiters when it can be
+    /// shared (errors that say something about the peer, not about one request).
+    pub(crate) fn record_failure(&self, error: &TransportError) {
+        *lock(&self.last_failure) = shareable(error);
+        self.failures.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The last dial failure, if shareable.
+    pub(crate) fn last_failure(&self) -> Option<TransportError> {
+        lock(&self.last_failure).as_ref().and_then(shareable)
+    }
+
+    /// Closes and forgets the cached connection.
+    fn close(&self, code: u32, reason: &[u8]) {
+        if let Some(cached) = lock(&self.connection).take() {
+            cached
+                .connection
+                .close(quinn::VarInt::from_u32(code), reason);
+        }
+    }
+}
+
+/// A copy of a dial error that can be handed to other requests for the same address.
+fn shareable(error: &TransportError) -> Option<TransportError> {
+    match error {
+        TransportError::Connect { addr, reason } => Some(TransportError::Connect {
+            addr: *addr,
+            reason: reason.clone(),
+        }),
+        TransportError::Handshake { addr, reason } => Some(TransportError::Handshake {
+            addr: *addr,
+            reason: reason.clone(),
+        }),
+        TransportError::PeerRole {
+            addr,
+            expected,
+            found,
+        } => Some(TransportError::PeerRole {
+            addr: *addr,
+            expected: expected.clone(),
+            found: found.clone(),
+        }),
+        TransportError::EndpointClosed => Some(TransportError::EndpointClosed),
+        _ => None,
+    }
+}
+
+/// Locks a std mutex, recovering from poisoning (the data stays consistent: every
+/// critical section is a single assignment or read).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Bounded map from peer address to [`Slot`].
+pub(crate) struct ConnectionCache {
+    slots: Mutex<HashMap<SocketAddr, Arc<Slot>>>,
+    max: usize,
+    clock: AtomicU64,
+}
+
+impl ConnectionCache {
+    pub(crate) fn new(max: usize) -> ConnectionCache {
+        ConnectionCache {
+            slots: Mutex::new(HashMap::new()),
+            max,
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    /// The slot for `addr`, created if needed. When the cache is full, a slot whose
+    /// connection is closed or missing goes first, else the least recently used one; its
+    /// connection is closed. Slots being dialed are never evicted, so the cache can exceed
+    /// its bound by the number of dials in progress.
+    pub(crate) fn slot(&self, addr: SocketAddr) -> Arc<Slot> {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        let mut slots = lock(&self.slots);
+        if let Some(slot) = slots.get(&addr) {
+            slot.last_used.store(now, Ordering::Relaxed);
+            return slot.clone();
+        }
+        if slots.len() >= self.max {
+            Self::evict_one(&mut slots);
+        }
+        let slot = Arc::new(Slot::new(now));
+        slots.insert(addr, slot.clone());
+        slot
+    }
+
+    fn evict_one(slots: &mut HashMap<SocketAddr, Arc<Slot>>) {
+        let mut victim: Option<(SocketAddr, u64, bool)> = None;
+        for (addr, slot) in slots.iter() {
+            // A slot being dialed is busy; leave it.
+            if slot.dial.try_lock().is_err() {
+                continue;
+            }
+            let dead = slot.live().is_none();
+            let used = slot.last_used.load(Ordering::Relaxed);
+            let better = match victim {
+                None => true,
+                Some((_, best_used, best_dead)) => {
+                    (dead && !best_dead) || (dead == best_dead && used < best_used)
+                }
+            };
+            if better {
+                victim = Some((*addr, used, dead));
+            }
+        }
+        if let Some((addr, _, _)) = victim {
+            if let Some(slot) = slots.remove(&addr) {
+                slot.close(CLOSE_EVICTED, b"evicted from connection cache");
+            }
+        }
+    }
+
+    /// Number of cached connections that are still open.
+    pub(crate) fn live_connections(&self) -> usize {
+        lock(&self.slots)
+            .values()
+            .filter(|slot| slot.live().is_some())
+            .count()
+    }
+
+    /// Number of peer addresses with a slot.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.slots).len()
+    }
+
+    /// Closes every cached connection and empties the cache.
+    pub(crate) fn clear(&self, code: u32, reason: &[u8]) {
+        let drained: Vec<Arc<Slot>> = lock(&self.slots).drain().map(|(_, s)| s).collect();
+        for slot in drained {
+            slot.close(code, reason);
+        }
+    }
+}

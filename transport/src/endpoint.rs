@@ -1,0 +1,530 @@
+//! [`Endpoint`]: one quinn endpoint that dials (always) and serves (when bound as a
+//! server), with the outgoing connection cache.
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use tokio::{sync::Semaphore, task::JoinHandle, time::Instant};
+use tracing::{debug, warn};
+
+use shoal_ring::NodeId;
+
+use crate::{
+    cache::{Cached, ConnectionCache},
+    certs::NODE_SERVER_NAME,
+    config::TransportConfig,
+    error::{StreamErrorCode, TransportError},
+    frame::{read_frame, write_frame, ReadFrameError, WriteFrameError},
+    identity::TlsIdentity,
+    metrics::{self, OpenConnection},
+    role::PeerRole,
+    server::{
+        accept_loop, frame_kind, handshake_reason, is_crypto, Handler, ServeContext,
+        CLOSE_PEER_ROLE, CLOSE_PROTOCOL,
+    },
+    tls,
+};
+
+/// Application close code of an endpoint shutting down.
+const CLOSE_SHUTDOWN: u32 = 0;
+/// Longest wait in [`Endpoint::close`] for connections to finish closing. The close
+/// frames go out at once; this only bounds the QUIC draining period (three probe
+/// timeouts, seconds for a handshake that never got an answer), which carries on in the
+/// background while the runtime lives.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// A QUIC endpoint speaking Shoal's framing over mutual TLS.
+///
+/// Cheap to clone (an `Arc` inside). One UDP socket serves incoming connections (when
+/// created with [`Endpoint::server`] and [`Endpoint::serve`] is running) and carries
+/// outgoing requests through a cache of connections, one per peer address. Serving stops
+/// and every connection closes on [`Endpoint::close`] or when the last handle is dropped.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    config: TransportConfig,
+    cache: ConnectionCache,
+    serving: AtomicBool,
+    connection_permits: Arc<Semaphore>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.endpoint
+            .close(quinn::VarInt::from_u32(CLOSE_SHUTDOWN), b"endpoint dropped");
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("local_addr", &self.inner.local_addr)
+            .field("open_connections", &self.inner.endpoint.open_connections())
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// A server-and-client endpoint for a node, bound to `addr` (use port 0 for any).
+    /// Call [`Endpoint::serve`] to start answering requests. The identity must be a node
+    /// certificate, since every dialer refuses a server that is not a node.
+    pub fn server(
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+        config: TransportConfig,
+    ) -> Result<Endpoint, TransportError> {
+        if !matches!(identity.role(), PeerRole::Node(_)) {
+            return Err(TransportError::LocalRole {
+                needed: "node",
+                found: identity.role().clone(),
+            });
+        }
+        Self::bind_server(addr, identity, config)
+    }
+
+    /// Builds a serving endpoint without checking the identity's role (tests of the
+    /// dialer's role check need a server with a client certificate).
+    pub(crate) fn bind_server(
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+        config: TransportConfig,
+    ) -> Result<Endpoint, TransportError> {
+        config.validate()?;
+        let mut server_config = tls::server_config(identity, &config)?;
+        server_config.max_incoming(config.max_incoming_connections);
+        let client_config = tls::client_config(identity, &config)?;
+        require_runtime()?;
+        let endpoint =
+            quinn::Endpoint::server(server_config, addr).map_err(|source| TransportError::Io {
+                context: "binding the server UDP socket",
+                source,
+            })?;
+        Self::finish(endpoint, client_config, config)
+    }
+
+    /// A client-only endpoint (it serves nothing), bound to an ephemeral port on all
+    /// interfaces: dual-stack `[::]:0` where IPv6 is available, else `0.0.0.0:0`.
+    pub fn client(
+        identity: &TlsIdentity,
+        config: TransportConfig,
+    ) -> Result<Endpoint, TransportError> {
+        let any_v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0));
+        match Self::client_on(any_v6, identity, config.clone()) {
+            Err(TransportError::Io { .. }) => Self::client_on(
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+                identity,
+                config,
+            ),
+            other => other,
+        }
+    }
+
+    /// A client-only endpoint bound to `bind` (for example `127.0.0.1:0`).
+    pub fn client_on(
+        bind: SocketAddr,
+        identity: &TlsIdentity,
+        config: TransportConfig,
+    ) -> Result<Endpoint, TransportError> {
+        config.validate()?;
+        let client_config = tls::client_config(identity, &config)?;
+        require_runtime()?;
+        let endpoint = quinn::Endpoint::client(bind).map_err(|source| TransportError::Io {
+            context: "binding the client UDP socket",
+            source,
+        })?;
+        Self::finish(endpoint, client_config, config)
+    }
+
+    fn finish(
+        mut endpoint: quinn::Endpoint,
+        client_config: quinn::ClientConfig,
+        config: TransportConfig,
+    ) -> Result<Endpoint, TransportError> {
+        let local_addr = endpoint.local_addr().map_err(|source| TransportError::Io {
+            context: "reading the bound address",
+            source,
+        })?;
+        endpoint.set_default_client_config(client_config);
+        Ok(Endpoint {
+            inner: Arc::new(Inner {
+                endpoint,
+                local_addr,
+                cache: ConnectionCache::new(config.max_cached_connections),
+                connection_permits: Arc::new(Semaphore::new(config.max_incoming_connections)),
+                serving: AtomicBool::new(false),
+                config,
+            }),
+        })
+    }
+
+    /// The bound socket address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The transport settings of this endpoint.
+    pub fn config(&self) -> &TransportConfig {
+        &self.inner.config
+    }
+
+    /// Starts serving incoming connections with `handler` until [`Endpoint::close`] (or
+    /// the last handle is dropped). Each request stream runs in its own task that calls
+    /// [`Handler::handle`] with the peer's authenticated role and writes the response.
+    ///
+    /// Only the first call serves; a second call logs a warning and returns a task that
+    /// ends at once. On a client-only endpoint the task just waits for the close.
+    pub fn serve<H: Handler>(&self, handler: Arc<H>) -> JoinHandle<()> {
+        if self.inner.serving.swap(true, Ordering::AcqRel) {
+            warn!("Endpoint::serve called twice; the second call does nothing");
+            return tokio::spawn(async {});
+        }
+        let context = ServeContext {
+            max_frame_bytes: self.inner.config.max_frame_bytes,
+            handshake_timeout: self.inner.config.connect_timeout,
+            connection_permits: self.inner.connection_permits.clone(),
+        };
+        // The task holds the quinn endpoint, not `Inner`, so dropping every `Endpoint`
+        // handle still closes it and ends the loop.
+        tokio::spawn(accept_loop(self.inner.endpoint.clone(), context, handler))
+    }
+
+    /// Sends one request frame to the node at `addr` on a new stream and waits for its
+    /// response frame.
+    ///
+    /// The whole call is bounded by `timeout`, and connecting also by the configured
+    /// `connect_timeout`. A live cached connection to `addr` is reused, a closed one is
+    /// replaced. The server must present a node certificate, for node `expected` when
+    /// given. See [`TransportError`] for which errors mean "not delivered".
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        let start = Instant::now();
+        let result = self
+            .request_inner(addr, expected, &payload, start + timeout, timeout)
+            .await;
+        metrics::request_duration(start.elapsed());
+        match &result {
+            Ok(_) => metrics::request("out", "ok"),
+            Err(e) => metrics::request("out", e.label()),
+        }
+        result
+    }
+
+    async fn request_inner(
+        &self,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+        payload: &[u8],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        let max = self.inner.config.max_frame_bytes;
+        if payload.len() > max {
+            return Err(TransportError::FrameTooLarge {
+                len: payload.len() as u64,
+                max,
+            });
+        }
+        let cached = self.connection(addr, deadline).await?;
+        check_expected(addr, &cached.role, expected)?;
+
+        let mut streams: Option<(quinn::SendStream, quinn::RecvStream)> = None;
+        let exchange = async {
+            let (send, recv) = streams.insert(
+                cached
+                    .connection
+                    .open_bi()
+                    .await
+                    .map_err(|e| request_connection_error(addr, e))?,
+            );
+            write_frame(send, payload).await.map_err(|e| match e {
+                WriteFrameError::Stopped(code) => TransportError::StreamAborted {
+                    addr,
+                    code: StreamErrorCode::from_code(code.into_inner()),
+                },
+                WriteFrameError::Connection(e) => request_connection_error(addr, e),
+                WriteFrameError::Stream(reason) => TransportError::Closed { addr, reason },
+            })?;
+            metrics::bytes("out", payload.len());
+            match read_frame(recv, max).await {
+                Ok(response) => {
+                    metrics::bytes("in", response.len());
+                    Ok(response)
+                }
+                Err(e) => {
+                    if let Some(code) = e.abort_code() {
+                        let _ = recv.stop(code.varint());
+                    }
+                    Err(match e {
+                        ReadFrameError::Frame(e) => {
+                            metrics::frame_error(frame_kind(e.label()));
+                            e
+                        }
+                        ReadFrameError::Reset(code) => TransportError::StreamAborted {
+                            addr,
+                            code: StreamErrorCode::from_code(code.into_inner()),
+                        },
+                        ReadFrameError::Connection(e) => request_connection_error(addr, e),
+                        ReadFrameError::Stream(reason) => TransportError::Closed { addr, reason },
+                    })
+                }
+            }
+        };
+        let outcome = tokio::time::timeout_at(deadline, exchange).await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                if let Some((send, recv)) = streams.as_mut() {
+                    let _ = send.reset(StreamErrorCode::Cancelled.varint());
+                    let _ = recv.stop(StreamErrorCode::Cancelled.varint());
+                }
+                Err(TransportError::Timeout {
+                    addr,
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    /// A live connection to `addr`: the cached one, or a new one dialed once for all the
+    /// requests waiting for it.
+    async fn connection(
+        &self,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> Result<Cached, TransportError> {
+        let slot = self.inner.cache.slot(addr);
+        if let Some(cached) = slot.live() {
+            return Ok(cached);
+        }
+        let failures_before = slot.failures();
+        let dial_guard = tokio::time::timeout_at(deadline, slot.dial.lock())
+            .await
+            .map_err(|_| TransportError::Connect {
+                addr,
+                reason: "timed out waiting for a connection attempt in progress".to_owned(),
+            })?;
+        if let Some(cached) = slot.live() {
+            return Ok(cached);
+        }
+        if slot.failures() != failures_before {
+            // The dial this request waited for failed: share its error rather than
+            // dialing again for every waiting request.
+            if let Some(error) = slot.last_failure() {
+                return Err(error);
+            }
+        }
+        let dialed = self.dial(addr, deadline).await;
+        match &dialed {
+            Ok(cached) => slot.store(cached.clone()),
+            Err(error) => slot.record_failure(error),
+        }
+        drop(dial_guard);
+        dialed
+    }
+
+    /// Connects to `addr`, checks ALPN and that the server is a node.
+    async fn dial(&self, addr: SocketAddr, deadline: Instant) -> Result<Cached, TransportError> {
+        let connect_deadline = deadline.min(Instant::now() + self.inner.config.connect_timeout);
+        let connecting = self
+            .inner
+            .endpoint
+            .connect(addr, NODE_SERVER_NAME)
+            .map_err(|e| match e {
+                quinn::ConnectError::EndpointStopping => TransportError::EndpointClosed,
+                other => TransportError::Connect {
+                    addr,
+                    reason: other.to_string(),
+                },
+            })?;
+        let connection = match tokio::time::timeout_at(connect_deadline, connecting).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => {
+                metrics::handshake_failure(handshake_reason(&e));
+                return Err(connect_error(addr, e));
+            }
+            Err(_) => {
+                metrics::handshake_failure("timeout");
+                return Err(TransportError::Connect {
+                    addr,
+                    reason: "no connection established before the deadline".to_owned(),
+                });
+            }
+        };
+        if let Err(reason) = tls::check_alpn(&connection) {
+            metrics::handshake_failure("alpn");
+            connection.close(
+                quinn::VarInt::from_u32(CLOSE_PROTOCOL),
+                b"ALPN shoal/1 required",
+            );
+            return Err(TransportError::Handshake { addr, reason });
+        }
+        let role = match tls::peer_role(&connection) {
+            Ok(role) => role,
+            Err(reason) => {
+                metrics::handshake_failure("peer_role");
+                connection.close(quinn::VarInt::from_u32(CLOSE_PEER_ROLE), b"no Shoal role");
+                return Err(TransportError::Handshake { addr, reason });
+            }
+        };
+        if !matches!(role, PeerRole::Node(_)) {
+            metrics::handshake_failure("peer_role");
+            connection.close(
+                quinn::VarInt::from_u32(CLOSE_PEER_ROLE),
+                b"server certificate is not a node certificate",
+            );
+            return Err(TransportError::PeerRole {
+                addr,
+                expected: "a node".to_owned(),
+                found: role,
+            });
+        }
+        debug!(%addr, %role, "connected");
+        // Count the connection as open until it closes (the cache closes it explicitly
+        // when evicting it, and the endpoint closes all on shutdown).
+        let watched = connection.clone();
+        tokio::spawn(async move {
+            let _open = OpenConnection::new();
+            watched.closed().await;
+        });
+        Ok(Cached { connection, role })
+    }
+
+    /// Outgoing connections in the cache that are still open.
+    pub fn cached_connections(&self) -> usize {
+        self.inner.cache.live_connections()
+    }
+
+    /// All open QUIC connections of this endpoint, incoming and outgoing.
+    pub fn open_connections(&self) -> usize {
+        self.inner.endpoint.open_connections()
+    }
+
+    /// Closes every connection and the endpoint, and waits (at most half a second) for
+    /// the connections to finish closing. Serving stops; later requests fail with
+    /// [`TransportError::EndpointClosed`].
+    pub async fn close(&self) {
+        self.inner
+            .endpoint
+            .close(quinn::VarInt::from_u32(CLOSE_SHUTDOWN), b"shutdown");
+        self.inner.cache.clear(CLOSE_SHUTDOWN, b"shutdown");
+        if tokio::time::timeout(CLOSE_GRACE, self.inner.endpoint.wait_idle())
+            .await
+            .is_err()
+        {
+            debug!("connections still draining after {CLOSE_GRACE:?}; not waiting longer");
+        }
+    }
+
+    /// A raw connection for tests that write malformed frames.
+    #[cfg(test)]
+    pub(crate) async fn raw_connection(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<quinn::Connection, TransportError> {
+        let deadline = Instant::now() + self.inner.config.connect_timeout;
+        Ok(self.connection(addr, deadline).await?.connection)
+    }
+
+    /// Number of failed dials to `addr` (tests of single-flight dialing).
+    #[cfg(test)]
+    pub(crate) fn dial_failures(&self, addr: SocketAddr) -> u64 {
+        self.inner.cache.slot(addr).failures()
+    }
+
+    /// Number of peer addresses in the cache (tests of eviction).
+    #[cfg(test)]
+    pub(crate) fn cache_len(&self) -> usize {
+        self.inner.cache.len()
+    }
+}
+
+/// Refuses a node whose id is not the one the caller expects.
+fn check_expected(
+    addr: SocketAddr,
+    role: &PeerRole,
+    expected: Option<&NodeId>,
+) -> Result<(), TransportError> {
+    match (role, expected) {
+        (PeerRole::Node(id), Some(want)) if id != want => {
+            metrics::handshake_failure("peer_role");
+            Err(TransportError::PeerRole {
+                addr,
+                expected: format!("node {want}"),
+                found: role.clone(),
+            })
+        }
+        (PeerRole::Node(_), _) => Ok(()),
+        (PeerRole::Client(_), _) => Err(TransportError::PeerRole {
+            addr,
+            expected: "a node".to_owned(),
+            found: role.clone(),
+        }),
+    }
+}
+
+fn require_runtime() -> Result<(), TransportError> {
+    tokio::runtime::Handle::try_current()
+        .map(|_| ())
+        .map_err(|_| TransportError::NoRuntime)
+}
+
+/// Maps a connection error while connecting: nothing was sent yet.
+fn connect_error(addr: SocketAddr, error: quinn::ConnectionError) -> TransportError {
+    use quinn::ConnectionError as E;
+    let reason = error.to_string();
+    match error {
+        E::TransportError(e) if is_crypto(e.code) => TransportError::Handshake { addr, reason },
+        E::ConnectionClosed(close) if is_crypto(close.error_code) => {
+            TransportError::Handshake { addr, reason }
+        }
+        E::ApplicationClosed(close)
+            if close.error_code.into_inner() == u64::from(CLOSE_PEER_ROLE) =>
+        {
+            TransportError::Handshake { addr, reason }
+        }
+        E::LocallyClosed => TransportError::EndpointClosed,
+        _ => TransportError::Connect { addr, reason },
+    }
+}
+
+/// Maps a connection error once the request may have been sent. A TLS failure still
+/// means the server refused us before serving anything (TLS 1.3 lets the client finish
+/// its handshake before the server has checked the client certificate).
+fn request_connection_error(addr: SocketAddr, error: quinn::ConnectionError) -> TransportError {
+    use quinn::ConnectionError as E;
+    let reason = error.to_string();
+    let mapped = match error {
+        E::TransportError(e) if is_crypto(e.code) => TransportError::Handshake { addr, reason },
+        E::ConnectionClosed(close) if is_crypto(close.error_code) => {
+            TransportError::Handshake { addr, reason }
+        }
+        E::ApplicationClosed(close)
+            if close.error_code.into_inner() == u64::from(CLOSE_PEER_ROLE)
+                || close.error_code.into_inner() == u64::from(CLOSE_PROTOCOL) =>
+        {
+            TransportError::Handshake { addr, reason }
+        }
+        _ => TransportError::Closed { addr, reason },
+    };
+    if let TransportError::Handshake { .. } = mapped {
+        metrics::handshake_failure("tls");
+    }
+    mapped
+}

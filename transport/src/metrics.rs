@@ -1,0 +1,89 @@
+//! Transport metrics, recorded through the `metrics` facade (a no-op until the binary
+//! installs a recorder).
+
+use std::time::Duration;
+
+/// Requests, by `direction` (`out`: sent by us, `in`: served) and `result` (`ok` or an
+/// error label).
+pub const REQUESTS_TOTAL: &str = "shoal_transport_requests_total";
+/// Duration of outgoing requests, connect included, in seconds.
+pub const REQUEST_DURATION_SECONDS: &str = "shoal_transport_request_duration_seconds";
+/// Open QUIC connections, both directions.
+pub const CONNECTIONS: &str = "shoal_transport_connections";
+/// Failed handshakes, by `reason` (`tls`, `timeout`, `peer_role`, `alpn`, `refused`,
+/// `other`).
+pub const HANDSHAKE_FAILURES_TOTAL: &str = "shoal_transport_handshake_failures_total";
+/// Invalid frames, by `kind` (`too_large`, `truncated`, `trailing_data`).
+pub const FRAME_ERRORS_TOTAL: &str = "shoal_transport_frame_errors_total";
+/// Frame bytes (prefix included), by `direction` (`out`: written, `in`: read).
+pub const BYTES_TOTAL: &str = "shoal_transport_bytes_total";
+
+/// Registers descriptions of the transport metrics with the installed recorder; call
+/// once at startup, after installing the recorder.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        REQUESTS_TOTAL,
+        "Transport requests by direction (out = sent, in = served) and result"
+    );
+    metrics::describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Duration of outgoing transport requests, connection setup included"
+    );
+    metrics::describe_gauge!(CONNECTIONS, "Open QUIC connections, both directions");
+    metrics::describe_counter!(
+        HANDSHAKE_FAILURES_TOTAL,
+        "Failed QUIC/TLS handshakes and refused peers by reason"
+    );
+    metrics::describe_counter!(FRAME_ERRORS_TOTAL, "Invalid frames received by kind");
+    metrics::describe_counter!(
+        BYTES_TOTAL,
+        metrics::Unit::Bytes,
+        "Frame bytes written (out) and read (in)"
+    );
+}
+
+pub(crate) fn request(direction: &'static str, result: &'static str) {
+    metrics::counter!(REQUESTS_TOTAL, "direction" => direction, "result" => result).increment(1);
+}
+
+pub(crate) fn request_duration(elapsed: Duration) {
+    metrics::histogram!(REQUEST_DURATION_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn connection_opened() {
+    metrics::gauge!(CONNECTIONS).increment(1.0);
+}
+
+pub(crate) fn connection_closed() {
+    metrics::gauge!(CONNECTIONS).decrement(1.0);
+}
+
+pub(crate) fn handshake_failure(reason: &'static str) {
+    metrics::counter!(HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(1);
+}
+
+pub(crate) fn frame_error(kind: &'static str) {
+    metrics::counter!(FRAME_ERRORS_TOTAL, "kind" => kind).increment(1);
+}
+
+pub(crate) fn bytes(direction: &'static str, frame_payload_len: usize) {
+    let total = (frame_payload_len + crate::frame::PREFIX_BYTES) as u64;
+    metrics::counter!(BYTES_TOTAL, "direction" => direction).increment(total);
+}
+
+/// Guard that keeps a connection counted in [`CONNECTIONS`] until dropped.
+pub(crate) struct OpenConnection(());
+
+impl OpenConnection {
+    pub(crate) fn new() -> Self {
+        connection_opened();
+        OpenConnection(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        connection_closed();
+    }
+}

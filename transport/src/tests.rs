@@ -1,0 +1,413 @@
+//! Crate-internal tests that need private hooks: raw streams with malformed frames,
+//! certificates no public API would make, cache internals.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rcgen::{
+    CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use shoal_ring::NodeId;
+
+use crate::{
+    certs::{self, CaPem, NODE_SERVER_NAME},
+    Endpoint, Handler, PeerRole, StreamErrorCode, TlsIdentity, TransportConfig, TransportError,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Echo;
+
+impl Handler for Echo {
+    async fn handle(&self, peer: PeerRole, request: Vec<u8>) -> Vec<u8> {
+        let mut response = format!("{peer}|").into_bytes();
+        response.extend_from_slice(&request);
+        response
+    }
+}
+
+fn node_id(id: &str) -> NodeId {
+    NodeId::new(id).unwrap()
+}
+
+fn node_identity(ca: &CaPem, id: &str) -> TlsIdentity {
+    let leaf = certs::issue_node_cert_pem(ca, &node_id(id)).unwrap();
+    TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem).unwrap()
+}
+
+fn client_identity(ca: &CaPem, name: &str) -> TlsIdentity {
+    let leaf = certs::issue_client_cert_pem(ca, name).unwrap();
+    TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem).unwrap()
+}
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// A served node endpoint and its address.
+async fn start_server(ca: &CaPem, config: TransportConfig) -> (Endpoint, SocketAddr) {
+    let server = Endpoint::server(localhost(), &node_identity(ca, "n1"), config).unwrap();
+    server.serve(Arc::new(Echo));
+    let addr = server.local_addr();
+    (server, addr)
+}
+
+/// Writes raw bytes on a new stream, finishes it, and returns how the server answered.
+async fn raw_exchange(client: &Endpoint, addr: SocketAddr, bytes: &[u8]) -> quinn::ReadError {
+    let connection = client.raw_connection(addr).await.unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    // The server may stop the stream before we finish writing; that is fine.
+    let _ = send.write_all(bytes).await;
+    let _ = send.finish();
+    let mut buf = [0u8; 64];
+    loop {
+        match recv.read(&mut buf).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("server answered a malformed frame instead of aborting"),
+            Err(e) => return e,
+        }
+    }
+}
+
+fn reset_code(error: quinn::ReadError) -> StreamErrorCode {
+    match error {
+        quinn::ReadError::Reset(code) => StreamErrorCode::from_code(code.into_inner()),
+        other => panic!("expected a stream reset, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn truncated_frame_closes_only_that_stream() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let (server, addr) = start_server(&ca, TransportConfig::default()).await;
+    let client = Endpoint::client_on(
+        localhost(),
+        &client_identity(&ca, "c"),
+        TransportConfig::default(),
+    )
+    .unwrap();
+
+    // Two bytes of a four-byte length prefix, then the end of the stream.
+    let code = reset_code(raw_exchange(&client, addr, &[0, 0]).await);
+    assert_eq!(code, StreamErrorCode::Truncated);
+    // A prefix announcing 10 bytes followed by 3.
+    let code = reset_code(raw_exchange(&client, addr, &[0, 0, 0, 10, 1, 2, 3]).await);
+    assert_eq!(code, StreamErrorCode::Truncated);
+
+    // The same connection still serves requests.
+    let response = client
+        .request(addr, None, b"ok".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(response, b"client c|ok");
+    assert_eq!(client.open_connections(), 1);
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn oversized_length_prefix_and_trailing_data_abort_the_stream() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let config = TransportConfig {
+        max_frame_bytes: 16,
+        ..TransportConfig::default()
+    };
+    let (server, addr) = start_server(&ca, config).await;
+    let client = Endpoint::client_on(
+        localhost(),
+        &client_identity(&ca, "c"),
+        TransportConfig::default(),
+    )
+    .unwrap();
+
+    // Announces 4 GiB - 1 but sends nothing more: refused from the prefix alone.
+    let code = reset_code(raw_exchange(&client, addr, &u32::MAX.to_be_bytes()).await);
+    assert_eq!(code, StreamErrorCode::FrameTooLarge);
+    // A complete 1-byte frame followed by an extra byte.
+    let code = reset_code(raw_exchange(&client, addr, &[0, 0, 0, 1, 7, 8]).await);
+    assert_eq!(code, StreamErrorCode::TrailingData);
+
+    let response = client
+        .request(addr, None, b"x".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(response, b"client c|x");
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn client_certificate_from_another_ca_is_refused_by_the_server() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let other = certs::generate_ca_pem().unwrap();
+    let (server, addr) = start_server(&ca, TransportConfig::default()).await;
+
+    // Trusts the right CA (so it accepts the server) but presents a foreign certificate:
+    // only the server's client verification can refuse it.
+    let foreign_leaf = certs::issue_client_cert_pem(&other, "intruder").unwrap();
+    let intruder_identity = TlsIdentity::from_pem_unchecked(
+        &ca.cert_pem,
+        &foreign_leaf.cert_chain_pem,
+        &foreign_leaf.key_pem,
+    );
+    let intruder =
+        Endpoint::client_on(localhost(), &intruder_identity, TransportConfig::default()).unwrap();
+    let error = intruder
+        .request(addr, None, b"let me in".to_vec(), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, TransportError::Handshake { .. }),
+        "{error:?}"
+    );
+    assert!(error.is_not_delivered());
+
+    let good = Endpoint::client_on(
+        localhost(),
+        &client_identity(&ca, "good"),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    let response = good
+        .request(addr, None, b"hi".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(response, b"client good|hi");
+    intruder.close().await;
+    good.close().await;
+    server.close().await;
+}
+
+/// A certificate with a client role that is nevertheless valid as a TLS server
+/// certificate (server EKU and the node server name), as a misbehaving CA could issue.
+fn rogue_server_identity(ca: &CaPem) -> TlsIdentity {
+    let ca_key = KeyPair::from_pem(&ca.key_pem).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "rogue");
+    params.subject_alt_names = vec![
+        SanType::URI("shoal://client/rogue".to_owned().try_into().unwrap()),
+        SanType::DnsName(NODE_SERVER_NAME.to_owned().try_into().unwrap()),
+    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    TlsIdentity::from_pem(&ca.cert_pem, &cert.pem(), &key.serialize_pem()).unwrap()
+}
+
+#[tokio::test]
+async fn server_with_a_client_role_is_refused_by_the_dialer() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let rogue = Endpoint::bind_server(
+        localhost(),
+        &rogue_server_identity(&ca),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    rogue.serve(Arc::new(Echo));
+    let addr = rogue.local_addr();
+
+    let client = Endpoint::client_on(
+        localhost(),
+        &node_identity(&ca, "n2"),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    let error = client
+        .request(addr, None, b"secret".to_vec(), TIMEOUT)
+        .await
+        .unwrap_err();
+    match &error {
+        TransportError::PeerRole { found, .. } => {
+            assert_eq!(found, &PeerRole::Client("rogue".to_owned()));
+        }
+        other => panic!("expected PeerRole, got {other:?}"),
+    }
+    assert!(error.is_not_delivered());
+    assert_eq!(client.cached_connections(), 0);
+    client.close().await;
+    rogue.close().await;
+}
+
+#[tokio::test]
+async fn server_with_a_plain_client_certificate_fails_tls_verification() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let server = Endpoint::bind_server(
+        localhost(),
+        &client_identity(&ca, "c"),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    server.serve(Arc::new(Echo));
+    let addr = server.local_addr();
+    let client = Endpoint::client_on(
+        localhost(),
+        &node_identity(&ca, "n2"),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    let error = client
+        .request(addr, None, b"x".to_vec(), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, TransportError::Handshake { .. }),
+        "{error:?}"
+    );
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn closed_cached_connection_is_replaced() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let (server, addr) = start_server(&ca, TransportConfig::default()).await;
+    let client = Endpoint::client_on(
+        localhost(),
+        &client_identity(&ca, "c"),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    client
+        .request(addr, None, b"1".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    let first = client.raw_connection(addr).await.unwrap();
+    first.close(quinn::VarInt::from_u32(0), b"test");
+    assert_eq!(client.cached_connections(), 0);
+
+    let response = client
+        .request(addr, None, b"2".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(response, b"client c|2");
+    let second = client.raw_connection(addr).await.unwrap();
+    assert_ne!(first.stable_id(), second.stable_id());
+    assert_eq!(client.cached_connections(), 1);
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn cache_evicts_the_least_recently_used_connection_when_full() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let (server_a, addr_a) = start_server(&ca, TransportConfig::default()).await;
+    let (server_b, addr_b) = start_server(&ca, TransportConfig::default()).await;
+    let config = TransportConfig {
+        max_cached_connections: 1,
+        ..TransportConfig::default()
+    };
+    let client = Endpoint::client_on(localhost(), &client_identity(&ca, "c"), config).unwrap();
+    client
+        .request(addr_a, None, b"a".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    let to_a = client.raw_connection(addr_a).await.unwrap();
+    client
+        .request(addr_b, None, b"b".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+
+    assert_eq!(client.cache_len(), 1);
+    assert_eq!(client.cached_connections(), 1);
+    assert!(
+        to_a.close_reason().is_some(),
+        "evicted connection must be closed"
+    );
+    client.close().await;
+    server_a.close().await;
+    server_b.close().await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_to_an_unreachable_peer_share_one_dial() {
+    let ca = certs::generate_ca_pem().unwrap();
+    // A UDP socket that never answers: the handshake can only time out.
+    let silent = std::net::UdpSocket::bind(localhost()).unwrap();
+    let addr = silent.local_addr().unwrap();
+    let config = TransportConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..TransportConfig::default()
+    };
+    let client = Endpoint::client_on(localhost(), &client_identity(&ca, "c"), config).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let client = client.clone();
+        tasks.spawn(async move { client.request(addr, None, b"x".to_vec(), TIMEOUT).await });
+    }
+    let started = Instant::now();
+    while let Some(result) = tasks.join_next().await {
+        let error = result.unwrap().unwrap_err();
+        assert!(matches!(error, TransportError::Connect { .. }), "{error:?}");
+        assert!(error.is_not_delivered());
+    }
+    let failures = client.dial_failures(addr);
+    assert_eq!(
+        failures,
+        1,
+        "one dial for all waiting requests (took {:?})",
+        started.elapsed()
+    );
+    client.close().await;
+}
+
+/// Dials `addr` with our client identity but the given ALPN list, bypassing `Endpoint`.
+async fn dial_with_alpn(
+    ca: &CaPem,
+    addr: SocketAddr,
+    alpn: Vec<Vec<u8>>,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let mut tls = crate::tls::client_tls(&client_identity(ca, "c")).unwrap();
+    tls.alpn_protocols = alpn;
+    let config = crate::tls::quic_client_config(tls, &TransportConfig::default()).unwrap();
+    let endpoint = quinn::Endpoint::client(localhost()).unwrap();
+    let connection = endpoint
+        .connect_with(config, addr, NODE_SERVER_NAME)
+        .unwrap()
+        .await?;
+    // Refused after the handshake, if not during it.
+    Err(connection.closed().await)
+}
+
+#[tokio::test]
+async fn other_alpn_protocols_are_refused() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let (server, addr) = start_server(&ca, TransportConfig::default()).await;
+
+    let error = dial_with_alpn(&ca, addr, vec![b"shoal/2".to_vec()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, quinn::ConnectionError::ConnectionClosed(c) if crate::server::is_crypto(c.error_code)),
+        "{error:?}"
+    );
+    // No ALPN at all: rustls refuses it too (QUIC requires ALPN).
+    let error = dial_with_alpn(&ca, addr, Vec::new()).await.unwrap_err();
+    assert!(
+        matches!(&error, quinn::ConnectionError::ConnectionClosed(c) if crate::server::is_crypto(c.error_code)),
+        "{error:?}"
+    );
+
+    // The right protocol still works.
+    let client = Endpoint::client_on(
+        localhost(),
+        &client_identity(&ca, "c"),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    client
+        .request(addr, None, b"x".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    client.close().await;
+    server.close().await;
+}
