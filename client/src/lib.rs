@@ -1,1 +1,87 @@
-//! placeholder
+//! The Rust SDK of Shoal, a Dynamo-style leaderless replicated key-value store.
+//!
+//! A [`Client`] connects to any member of a cluster (the seeds of its [`ClientConfig`]),
+//! learns the ring from it, and sends each request to a replica of its key. Keys and
+//! values are bytes. Reads return every concurrent value (*siblings*) and a [`Context`];
+//! hand the context back on the next write of the key so that the write replaces what the
+//! read saw instead of adding another sibling.
+//!
+//! ```no_run
+//! use shoal_client::{Client, ClientConfig, ReadOptions, WriteOptions};
+//!
+//! # async fn example() -> Result<(), shoal_client::ClientError> {
+//! let config = ClientConfig::load("shoal-dev/client.toml".as_ref())?;
+//! let client = Client::connect(config).await?;
+//!
+//! // A first write, without a context.
+//! let ctx = client.put("user:42", "Ada", None, WriteOptions::default()).await?;
+//!
+//! // Read it back: the values and the context to write with next.
+//! let read = client.get("user:42", ReadOptions::default().r(2)).await?;
+//! assert!(read.found);
+//! for value in &read.values {
+//!     println!("{}", String::from_utf8_lossy(value));
+//! }
+//!
+//! // Replace what the read saw (resolving any siblings) ...
+//! let ctx = client
+//!     .put("user:42", "Ada Lovelace", Some(&read.context), WriteOptions::default().w(2))
+//!     .await?;
+//! // ... and delete it with the context of that write.
+//! client.delete("user:42", Some(&ctx), WriteOptions::default()).await?;
+//!
+//! // Contexts travel as strings, for example through a web form or a CLI.
+//! let text = ctx.to_string();
+//! let _same: shoal_client::Context = text.parse()?;
+//! client.close().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Routing and retries
+//!
+//! A keyed request goes to the first node of the key's preference list that this client
+//! has not recently failed to reach; when a node cannot be reached (the request certainly
+//! had no effect there) it is marked down for two seconds and the next node is tried: the
+//! rest of the preference list, then every other member (any node forwards). When every
+//! known node fails, the client re-reads the cluster info once, from members and seeds,
+//! and tries the nodes it has not tried yet. A request whose outcome is unknown (sent,
+//! then no answer in time, or the connection lost) is never retried automatically — a
+//! write may have landed — and is returned as [`ClientError::Transport`].
+//!
+//! # Timeouts
+//!
+//! The nodes answer [`ClientError::Timeout`] when the quorum does not answer within the
+//! request's timeout ([`ReadOptions::timeout`], [`WriteOptions::timeout`], or the nodes'
+//! default). The client waits that long plus [`RESPONSE_MARGIN`] (or
+//! [`ClientConfig::request_timeout`] plus the margin, when the request sets none), so the
+//! nodes' answer, which says how many replicas did reply, normally arrives first.
+//!
+//! # Metrics
+//!
+//! `shoal_client_requests_total{op,result}` counts calls by operation (`get`, `put`,
+//! `delete`, `status`, `cluster_info`) and outcome (`ok` or [`ClientError::label`]);
+//! `shoal_client_request_duration_seconds{op}` is their latency. They go to whatever
+//! recorder the application installs with the `metrics` crate.
+#![warn(missing_docs)]
+
+mod client;
+mod config;
+mod context;
+mod error;
+mod options;
+mod routing;
+
+pub use client::{Client, GetResult, MAX_ATTEMPTS_PER_CALL, RESPONSE_MARGIN};
+pub use config::{
+    ClientConfig, ConfigError, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+    MAX_SEEDS,
+};
+pub use context::{Context, MAX_CONTEXT_CHARS};
+pub use error::ClientError;
+pub use options::{ReadOptions, WriteOptions};
+
+pub use shoal_proto::wire::{ClusterInfo, MemberAddress, MemberState, MemberStatus, StatusReport};
+pub use shoal_proto::{RequestError, MAX_KEY_BYTES};
+pub use shoal_ring::NodeId;
+pub use shoal_transport::{CertificateError, TransportError};

@@ -1,1 +1,15 @@
-//! placeholder
+//! The Shoal node: configuration, the storage executor, and the tokio driver that runs
+//! the replication engine of `shoal-proto` over QUIC and RocksDB. The `shoal` binary
+//! (CLI) is built on this library; integration tests start nodes through it too.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod cli_client;
+pub mod config;
+pub mod dev;
+pub mod executor;
+pub mod metrics;
+pub mod server;
+
+pub use config::NodeConfig;
+pub use server::{start, RunningNode};

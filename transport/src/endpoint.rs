@@ -244,6 +244,11 @@ impl Endpoint {
         let cached = self.connection(addr, deadline).await?;
         check_expected(addr, &cached.role, expected)?;
 
+        // A peer that was killed and restarted on the same address never answers on the
+        // old connection (its stateless resets use another key), so a connection that
+        // received nothing at all during a timed-out request is presumed dead and closed:
+        // the next request dials again. A slow but live peer still ACKs our packets.
+        let received_before = cached.connection.stats().udp_rx.datagrams;
         let mut streams: Option<(quinn::SendStream, quinn::RecvStream)> = None;
         let exchange = async {
             let (send, recv) = streams.insert(
@@ -293,6 +298,10 @@ impl Endpoint {
                 if let Some((send, recv)) = streams.as_mut() {
                     let _ = send.reset(StreamErrorCode::Cancelled.varint());
                     let _ = recv.stop(StreamErrorCode::Cancelled.varint());
+                }
+                if cached.connection.stats().udp_rx.datagrams == received_before {
+                    metrics::unresponsive_connection();
+                    cached.connection.close(0u32.into(), b"peer unresponsive");
                 }
                 Err(TransportError::Timeout {
                     addr,

@@ -15,6 +15,9 @@ pub const CONNECTIONS: &str = "shoal_transport_connections";
 pub const HANDSHAKE_FAILURES_TOTAL: &str = "shoal_transport_handshake_failures_total";
 /// Invalid frames, by `kind` (`too_large`, `truncated`, `trailing_data`).
 pub const FRAME_ERRORS_TOTAL: &str = "shoal_transport_frame_errors_total";
+/// Cached connections closed because the peer sent nothing during a timed-out request
+/// (killed, stopped or partitioned away); the next request dials again.
+pub const UNRESPONSIVE_CONNECTIONS_TOTAL: &str = "shoal_transport_unresponsive_connections_total";
 /// Frame bytes (prefix included), by `direction` (`out`: written, `in`: read).
 pub const BYTES_TOTAL: &str = "shoal_transport_bytes_total";
 
@@ -36,6 +39,10 @@ pub fn describe_metrics() {
         "Failed QUIC/TLS handshakes and refused peers by reason"
     );
     metrics::describe_counter!(FRAME_ERRORS_TOTAL, "Invalid frames received by kind");
+    metrics::describe_counter!(
+        UNRESPONSIVE_CONNECTIONS_TOTAL,
+        "Cached connections closed because the peer sent nothing during a timed-out request"
+    );
     metrics::describe_counter!(
         BYTES_TOTAL,
         metrics::Unit::Bytes,
@@ -61,6 +68,10 @@ pub(crate) fn connection_closed() {
 
 pub(crate) fn handshake_failure(reason: &'static str) {
     metrics::counter!(HANDSHAKE_FAILURES_TOTAL, "reason" => reason).increment(1);
+}
+
+pub(crate) fn unresponsive_connection() {
+    metrics::counter!(UNRESPONSIVE_CONNECTIONS_TOTAL).increment(1);
 }
 
 pub(crate) fn frame_error(kind: &'static str) {

@@ -1,0 +1,600 @@
+//! [`Client`]: connects to a cluster, routes each request to a replica of its key, and
+//! turns answers into typed results.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use shoal_proto::wire::{
+    decode_response, encode_request, ClientRequest, ClientResponse, ClusterInfo, Request, Response,
+    StatusReport,
+};
+use shoal_proto::RequestError;
+use shoal_ring::NodeId;
+use shoal_transport::{Endpoint, TlsIdentity, TransportConfig, TransportError};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::config::ClientConfig;
+use crate::context::Context;
+use crate::error::ClientError;
+use crate::options::{ReadOptions, WriteOptions};
+use crate::routing::{validate_key, DownList, Target, View};
+
+/// Extra time the client waits beyond a request's own timeout, so that the coordinator's
+/// `Timeout` answer (with its ack count) arrives before the client gives up. It covers a
+/// forwarding hop, which nodes bound by their `rpc_timeout` (2 s by default).
+pub const RESPONSE_MARGIN: Duration = Duration::from_secs(3);
+
+/// Most nodes one call tries (cluster-info refresh included) before it reports
+/// [`ClientError::Unreachable`].
+pub const MAX_ATTEMPTS_PER_CALL: usize = 16;
+
+/// The answer to [`Client::get`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetResult {
+    /// Whether the key has a value (a key whose only versions are deletes is not found).
+    pub found: bool,
+    /// The sibling values: one normally, several after concurrent writes, none when not
+    /// found.
+    pub values: Vec<Vec<u8>>,
+    /// Hand this to the next put or delete of the key to replace exactly these values
+    /// (and resolve the siblings). Meaningful even when the key is not found.
+    pub context: Context,
+}
+
+/// A connection to a Shoal cluster.
+///
+/// Cheap to clone (an `Arc` inside) and safe to share between tasks. It knows the ring,
+/// so each keyed request goes straight to a replica of its key; nodes it cannot reach are
+/// routed around (any node accepts any request and forwards it). A request whose outcome
+/// is unknown (sent, then no answer) is never retried behind the caller's back.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    config: ClientConfig,
+    view: RwLock<Arc<View>>,
+    down: DownList,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let view = self.view();
+        f.debug_struct("Client")
+            .field("seeds", &self.inner.config.seeds)
+            .field("ring_version", &view.info.ring.version())
+            .field("members", &view.info.members.len())
+            .finish()
+    }
+}
+
+/// How a request picks its nodes.
+enum Route<'a> {
+    /// The key's preference list, then every other member.
+    Key(&'a [u8]),
+    /// Any member.
+    Any,
+    /// Only this node.
+    Node(&'a NodeId),
+}
+
+/// What [`Client::attempt`] made of one try.
+enum Attempt {
+    /// A node answered (possibly with an error).
+    Answer(ClientResponse),
+    /// The request certainly had no effect there; try another node.
+    NotDelivered(String),
+}
+
+impl Client {
+    /// Loads the TLS files, creates a QUIC endpoint and learns the cluster's shape from the
+    /// first seed that answers (each is tried in order).
+    ///
+    /// Must be called inside a tokio runtime.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        config.validate()?;
+        let identity = TlsIdentity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        let transport = TransportConfig {
+            connect_timeout: config.connect_timeout,
+            ..TransportConfig::default()
+        };
+        let endpoint = Endpoint::client(&identity, transport)?;
+        let seeds: Vec<Target> = config
+            .seeds
+            .iter()
+            .map(|&addr| Target { id: None, addr })
+            .collect();
+        let down = DownList::default();
+        let (mut tried, mut last) = (Vec::new(), None);
+        let info = match fetch_cluster_info(
+            &endpoint,
+            &down,
+            seeds,
+            config.request_timeout,
+            &mut tried,
+            &mut last,
+        )
+        .await
+        {
+            Ok(info) => info,
+            Err(e) => {
+                endpoint.close().await;
+                return Err(e);
+            }
+        };
+        debug!(
+            ring_version = info.ring.version(),
+            members = info.members.len(),
+            "connected to the cluster"
+        );
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoint,
+                config,
+                view: RwLock::new(Arc::new(View::new(info))),
+                down,
+            }),
+        })
+    }
+
+    /// Reads `key`: its sibling values and the context to write with next.
+    pub async fn get(
+        &self,
+        key: impl AsRef<[u8]>,
+        opts: ReadOptions,
+    ) -> Result<GetResult, ClientError> {
+        let key = key.as_ref();
+        let start = Instant::now();
+        let result = async {
+            validate_key(key)?;
+            let request = ClientRequest::Get {
+                key: key.to_vec(),
+                options: opts.to_wire(),
+            };
+            match self
+                .call(request, Route::Key(key), self.wait(opts.timeout))
+                .await?
+            {
+                ClientResponse::Get(reply) => Ok(GetResult {
+                    found: reply.found,
+                    values: reply.values,
+                    context: Context::from(reply.context),
+                }),
+                other => Err(unexpected("get", &other)),
+            }
+        }
+        .await;
+        record("get", start, &result);
+        result
+    }
+
+    /// Writes `value` under `key`, replacing the values `context` covers (pass the context
+    /// of a read of the key, or of the previous write; `None` adds a sibling). Returns the
+    /// new context.
+    pub async fn put(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Vec<u8>>,
+        context: Option<&Context>,
+        opts: WriteOptions,
+    ) -> Result<Context, ClientError> {
+        let key = key.as_ref();
+        let start = Instant::now();
+        let result = async {
+            validate_key(key)?;
+            let request = ClientRequest::Put {
+                key: key.to_vec(),
+                value: value.into(),
+                context: context.map(|c| c.as_causal().clone()),
+                options: opts.to_wire(),
+            };
+            match self
+                .call(request, Route::Key(key), self.wait(opts.timeout))
+                .await?
+            {
+                ClientResponse::Put(reply) => Ok(Context::from(reply.context)),
+                other => Err(unexpected("put", &other)),
+            }
+        }
+        .await;
+        record("put", start, &result);
+        result
+    }
+
+    /// Deletes `key`: writes a tombstone replacing the values `context` covers. Returns the
+    /// new context.
+    pub async fn delete(
+        &self,
+        key: impl AsRef<[u8]>,
+        context: Option<&Context>,
+        opts: WriteOptions,
+    ) -> Result<Context, ClientError> {
+        let key = key.as_ref();
+        let start = Instant::now();
+        let result = async {
+            validate_key(key)?;
+            let request = ClientRequest::Delete {
+                key: key.to_vec(),
+                context: context.map(|c| c.as_causal().clone()),
+                options: opts.to_wire(),
+            };
+            match self
+                .call(request, Route::Key(key), self.wait(opts.timeout))
+                .await?
+            {
+                ClientResponse::Delete(reply) => Ok(Context::from(reply.context)),
+                other => Err(unexpected("delete", &other)),
+            }
+        }
+        .await;
+        record("delete", start, &result);
+        result
+    }
+
+    /// Members, their state, partitions owned and pending hints, as `node` sees them (or
+    /// the first node that answers, when `None`).
+    pub async fn status(&self, node: Option<&NodeId>) -> Result<StatusReport, ClientError> {
+        let start = Instant::now();
+        let result = async {
+            let route = match node {
+                Some(id) => Route::Node(id),
+                None => Route::Any,
+            };
+            let wait = self.inner.config.request_timeout;
+            match self.call(ClientRequest::Status, route, wait).await? {
+                ClientResponse::Status(report) => Ok(report),
+                other => Err(unexpected("status", &other)),
+            }
+        }
+        .await;
+        record("status", start, &result);
+        result
+    }
+
+    /// The cluster's shape as this client last learned it (ring, member addresses, N and
+    /// the default quorums).
+    pub async fn cluster_info(&self) -> ClusterInfo {
+        self.view().info.clone()
+    }
+
+    /// Asks the cluster for its current shape (the members first, then the seeds) and
+    /// routes by it from now on. A ring older than the one known is not taken.
+    pub async fn refresh(&self) -> Result<(), ClientError> {
+        let start = Instant::now();
+        let (mut tried, mut last) = (Vec::new(), None);
+        let result = self.refresh_skipping(&mut tried, &mut last).await;
+        record("cluster_info", start, &result);
+        result
+    }
+
+    /// Closes every connection. Calls made afterwards fail.
+    pub async fn close(&self) {
+        self.inner.endpoint.close().await;
+    }
+
+    fn view(&self) -> Arc<View> {
+        self.inner
+            .view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How long to wait for a keyed request's answer.
+    fn wait(&self, timeout: Option<Duration>) -> Duration {
+        timeout
+            .unwrap_or(self.inner.config.request_timeout)
+            .saturating_add(RESPONSE_MARGIN)
+    }
+
+    /// Re-reads the cluster info from the members and seeds not in `tried` (adding those
+    /// it tries, and the last transport failure to `last`), and installs it unless its
+    /// ring is older than the current one.
+    async fn refresh_skipping(
+        &self,
+        tried: &mut Vec<SocketAddr>,
+        last: &mut Option<String>,
+    ) -> Result<(), ClientError> {
+        let current = self.view();
+        let mut targets = current.any_order();
+        for &addr in &self.inner.config.seeds {
+            if !targets.iter().any(|t| t.addr == addr) {
+                targets.push(Target { id: None, addr });
+            }
+        }
+        let skip = tried.clone();
+        let targets = self.inner.down.order(targets, &skip, Instant::now());
+        let info = fetch_cluster_info(
+            &self.inner.endpoint,
+            &self.inner.down,
+            targets,
+            self.inner.config.request_timeout,
+            tried,
+            last,
+        )
+        .await?;
+        let mut view = self.inner.view.write().unwrap_or_else(|e| e.into_inner());
+        if info.ring.version() >= view.info.ring.version() {
+            debug!(ring_version = info.ring.version(), "cluster info refreshed");
+            *view = Arc::new(View::new(info));
+        }
+        Ok(())
+    }
+
+    /// Sends `request` along `route` until a node answers.
+    ///
+    /// A node that certainly did not get the request (connection refused, handshake
+    /// failed, wrong node at that address) is marked down for a moment and the next one is
+    /// tried; when every known node failed, the cluster info is refreshed once and the
+    /// nodes not yet tried are. A request that may have reached a node (timeout, connection
+    /// lost) ends the call with [`ClientError::Transport`].
+    async fn call(
+        &self,
+        request: ClientRequest,
+        route: Route<'_>,
+        wait: Duration,
+    ) -> Result<ClientResponse, ClientError> {
+        // Reads change nothing, so a node that says it is shutting down (and may have
+        // dropped the request) can be skipped; a write there has an unknown outcome.
+        let read_only = !matches!(
+            request,
+            ClientRequest::Put { .. } | ClientRequest::Delete { .. }
+        );
+        let value_len = match &request {
+            ClientRequest::Put { value, .. } => Some(value.len()),
+            _ => None,
+        };
+        let payload = encode_request(&Request::Client(request));
+        check_frame(
+            payload.len(),
+            self.inner.endpoint.config().max_frame_bytes,
+            value_len,
+        )?;
+        if let Route::Node(id) = route {
+            if self.view().addr_of(id).is_none() {
+                self.refresh().await?;
+                if self.view().addr_of(id).is_none() {
+                    return Err(ClientError::UnknownNode(id.clone()));
+                }
+            }
+        }
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut last: Option<String> = None;
+        let mut refreshed = false;
+        loop {
+            let view = self.view();
+            let targets = match &route {
+                Route::Key(key) => view.keyed_order(key),
+                Route::Any => view.any_order(),
+                Route::Node(id) => view
+                    .addr_of(id)
+                    .map(|addr| {
+                        vec![Target {
+                            id: Some((*id).clone()),
+                            addr,
+                        }]
+                    })
+                    .unwrap_or_default(),
+            };
+            let targets = self.inner.down.order(targets, &tried, Instant::now());
+            for target in targets {
+                if tried.len() >= MAX_ATTEMPTS_PER_CALL {
+                    break;
+                }
+                tried.push(target.addr);
+                match self.attempt(&target, &payload, wait).await? {
+                    Attempt::Answer(ClientResponse::Error(RequestError::ShuttingDown))
+                        if read_only =>
+                    {
+                        self.inner.down.mark(target.addr, Instant::now());
+                        last = Some(format!("{} is shutting down", target.addr));
+                    }
+                    Attempt::Answer(ClientResponse::Error(e)) => return Err(e.into()),
+                    Attempt::Answer(response) => return Ok(response),
+                    Attempt::NotDelivered(reason) => last = Some(reason),
+                }
+            }
+            if refreshed || tried.len() >= MAX_ATTEMPTS_PER_CALL {
+                break;
+            }
+            refreshed = true;
+            if let Err(e) = self.refresh_skipping(&mut tried, &mut last).await {
+                debug!(error = %e, "refreshing cluster info failed");
+                break;
+            }
+        }
+        Err(unreachable(tried, last))
+    }
+
+    /// One try of one node.
+    async fn attempt(
+        &self,
+        target: &Target,
+        payload: &[u8],
+        wait: Duration,
+    ) -> Result<Attempt, ClientError> {
+        match send(&self.inner.endpoint, target, payload, wait).await {
+            Ok(response) => {
+                self.inner.down.clear(target.addr);
+                Ok(Attempt::Answer(response))
+            }
+            Err(SendError::Transport(e)) if e.is_not_delivered() => {
+                debug!(addr = %target.addr, error = %e, "node unreachable; trying the next");
+                self.inner.down.mark(target.addr, Instant::now());
+                Ok(Attempt::NotDelivered(e.to_string()))
+            }
+            Err(SendError::Transport(e)) => Err(ClientError::Transport(e)),
+            Err(SendError::Protocol(m)) => Err(ClientError::Protocol(m)),
+        }
+    }
+}
+
+/// Why one request to one node failed.
+enum SendError {
+    Transport(TransportError),
+    Protocol(String),
+}
+
+/// Sends one encoded request to `target` and decodes its answer. Node-level errors
+/// ([`Response::Error`]) come back as [`ClientResponse::Error`].
+async fn send(
+    endpoint: &Endpoint,
+    target: &Target,
+    payload: &[u8],
+    wait: Duration,
+) -> Result<ClientResponse, SendError> {
+    let bytes = endpoint
+        .request(target.addr, target.id.as_ref(), payload.to_vec(), wait)
+        .await
+        .map_err(SendError::Transport)?;
+    match decode_response(&bytes) {
+        Ok(Response::Client(response)) => Ok(response),
+        Ok(Response::Error(e)) => Ok(ClientResponse::Error(e)),
+        Ok(Response::Peer(p)) => Err(SendError::Protocol(format!(
+            "{} answered with a node-to-node message: {p:?}",
+            target.addr
+        ))),
+        Err(e) => Err(SendError::Protocol(format!(
+            "undecodable answer from {}: {e}",
+            target.addr
+        ))),
+    }
+}
+
+/// Asks `targets` in order for the cluster info; the first answer wins. Every address
+/// that fails is appended to `tried`, and each transport failure replaces `last`. With no
+/// answer, the error is the last one a node answered with, or
+/// [`ClientError::Unreachable`] when none answered at all.
+async fn fetch_cluster_info(
+    endpoint: &Endpoint,
+    down: &DownList,
+    targets: Vec<Target>,
+    wait: Duration,
+    tried: &mut Vec<SocketAddr>,
+    last: &mut Option<String>,
+) -> Result<ClusterInfo, ClientError> {
+    let payload = encode_request(&Request::Client(ClientRequest::ClusterInfo));
+    let mut answered: Option<ClientError> = None;
+    for target in targets {
+        if tried.len() >= MAX_ATTEMPTS_PER_CALL {
+            break;
+        }
+        tried.push(target.addr);
+        match send(endpoint, &target, &payload, wait).await {
+            Ok(ClientResponse::ClusterInfo(info)) => match check_info(&info) {
+                Ok(()) => {
+                    // It answered: it is not a failed address, and may serve the retry.
+                    tried.pop();
+                    down.clear(target.addr);
+                    return Ok(info);
+                }
+                Err(problem) => {
+                    answered = Some(ClientError::Protocol(format!(
+                        "{} sent unusable cluster info: {problem}",
+                        target.addr
+                    )))
+                }
+            },
+            Ok(ClientResponse::Error(e)) => answered = Some(e.into()),
+            Ok(other) => answered = Some(unexpected("cluster_info", &other)),
+            Err(SendError::Transport(e)) => {
+                // Asking for the cluster info changes nothing, so any failure moves on.
+                debug!(addr = %target.addr, error = %e, "cluster info not available there");
+                if e.is_not_delivered() {
+                    down.mark(target.addr, Instant::now());
+                }
+                *last = Some(e.to_string());
+            }
+            Err(SendError::Protocol(m)) => answered = Some(ClientError::Protocol(m)),
+        }
+    }
+    Err(answered.unwrap_or_else(|| unreachable(tried.clone(), last.clone())))
+}
+
+fn unreachable(tried: Vec<SocketAddr>, last: Option<String>) -> ClientError {
+    ClientError::Unreachable {
+        tried,
+        last: last.unwrap_or_else(|| "no node to try".to_owned()),
+    }
+}
+
+/// Cluster info the client can route by: N positive and every ring member addressable.
+fn check_info(info: &ClusterInfo) -> Result<(), String> {
+    if info.n == 0 {
+        return Err("n is 0".into());
+    }
+    if info.members.is_empty() {
+        return Err("no member addresses".into());
+    }
+    Ok(())
+}
+
+/// Refuses a request larger than one frame before anything is sent: for a put the value
+/// is too large (the limit given is what fits with this key and context), for anything
+/// else the context is.
+fn check_frame(len: usize, max: usize, value_len: Option<usize>) -> Result<(), ClientError> {
+    if len <= max {
+        return Ok(());
+    }
+    Err(match value_len {
+        Some(value) => ClientError::ValueTooLarge {
+            len: value,
+            max: value.saturating_sub(len - max),
+        },
+        None => ClientError::InvalidContext(format!(
+            "the request is {len} bytes with its context, more than the {max}-byte frame limit"
+        )),
+    })
+}
+
+fn unexpected(op: &str, response: &ClientResponse) -> ClientError {
+    let kind = match response {
+        ClientResponse::Get(_) => "get",
+        ClientResponse::Put(_) => "put",
+        ClientResponse::Delete(_) => "delete",
+        ClientResponse::ClusterInfo(_) => "cluster_info",
+        ClientResponse::Status(_) => "status",
+        ClientResponse::Error(_) => "error",
+    };
+    ClientError::Protocol(format!("expected a {op} answer, got a {kind} answer"))
+}
+
+/// Counts a finished call and its duration.
+fn record<T>(op: &'static str, start: Instant, result: &Result<T, ClientError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.label(),
+    };
+    metrics::counter!("shoal_client_requests_total", "op" => op, "result" => outcome).increment(1);
+    metrics::histogram!("shoal_client_request_duration_seconds", "op" => op)
+        .record(start.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_put_reports_the_value_size_that_would_fit() {
+        assert!(check_frame(100, 100, Some(90)).is_ok());
+        match check_frame(110, 100, Some(95)) {
+            Err(ClientError::ValueTooLarge { len: 95, max: 85 }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            check_frame(110, 100, None),
+            Err(ClientError::InvalidContext(_))
+        ));
+    }
+
+    #[test]
+    fn client_is_send_sync_and_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Client>();
+    }
+}

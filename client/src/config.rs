@@ -1,0 +1,274 @@
+//! [`ClientConfig`]: where the cluster is and which certificate to present, from a TOML
+//! file or built in code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How long a call waits for its answer when neither the request nor the file says.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to one node (QUIC + TLS handshake) may take before the client
+/// tries the next one, when the file does not say.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most seeds a configuration may list (each is tried in turn when connecting).
+pub const MAX_SEEDS: usize = 64;
+
+/// Why a client configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read client config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown field, wrong type, missing
+    /// section, ...).
+    #[error("invalid client config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser says, with the line.
+        message: String,
+    },
+    /// A field is out of range.
+    #[error("invalid client config: {field}: {problem}")]
+    Field {
+        /// The field, as written in the file.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// The client's TLS files: the cluster CA and a client certificate issued by it (URI SAN
+/// `shoal://client/<name>`), as `shoal cert` writes them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// The client certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// The client certificate's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Everything [`Client::connect`](crate::Client::connect) needs.
+///
+/// ```toml
+/// # Nodes to contact first (any member works; the client learns the ring from them).
+/// seeds = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+/// request_timeout = "10s"     # optional, default 10s
+/// connect_timeout = "3s"      # optional, default 3s
+/// [tls]
+/// ca = "ca.pem"
+/// cert = "client/client.pem"
+/// key = "client/client.key"
+/// ```
+///
+/// Relative TLS paths in a file are relative to the file's directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Nodes to ask for the cluster's shape, in order; any member works.
+    pub seeds: Vec<SocketAddr>,
+    /// How long a call waits for its answer when the request sets no timeout of its own.
+    /// Keep it at or above the nodes' `replication.request_timeout`, so that their
+    /// `Timeout` answer (with its ack count) arrives before the client gives up.
+    #[serde(with = "humantime_serde", default = "default_request_timeout")]
+    pub request_timeout: Duration,
+    /// How long connecting to one node may take before it counts as unreachable and the
+    /// next one is tried.
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Certificate files for mutual TLS.
+    pub tls: TlsFiles,
+}
+
+fn default_request_timeout() -> Duration {
+    DEFAULT_REQUEST_TIMEOUT
+}
+
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+
+impl ClientConfig {
+    /// A configuration with default timeouts.
+    pub fn new(seeds: Vec<SocketAddr>, tls: TlsFiles) -> ClientConfig {
+        ClientConfig {
+            seeds,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls,
+        }
+    }
+
+    /// Reads, parses and validates a TOML file; relative TLS paths are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<ClientConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new(""));
+        Self::parse(&text, base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text; relative TLS paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<ClientConfig, ConfigError> {
+        let mut config: ClientConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        for file in [
+            &mut config.tls.ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+        ] {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field: at least one seed (at most [`MAX_SEEDS`]), positive timeouts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.seeds.is_empty() {
+            return Err(ConfigError::Field {
+                field: "seeds",
+                problem: "list at least one node address".into(),
+            });
+        }
+        if self.seeds.len() > MAX_SEEDS {
+            return Err(ConfigError::Field {
+                field: "seeds",
+                problem: format!("at most {MAX_SEEDS} seeds, found {}", self.seeds.len()),
+            });
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::Field {
+                field: "request_timeout",
+                problem: "must be positive".into(),
+            });
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::Field {
+                field: "connect_timeout",
+                problem: "must be positive".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+# Nodes to contact first.
+seeds = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+request_timeout = "2s 500ms"
+[tls]
+ca = "ca.pem"
+cert = "client/client.pem"
+key = "/etc/shoal/client.key"
+"#;
+
+    #[test]
+    fn good_file_parses_and_resolves_relative_paths_against_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let config = ClientConfig::load(&path).unwrap();
+        assert_eq!(config.seeds.len(), 3);
+        assert_eq!(config.seeds[1], "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(config.request_timeout, Duration::from_millis(2500));
+        assert_eq!(config.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(config.tls.ca, dir.path().join("ca.pem"));
+        assert_eq!(
+            config.tls.cert,
+            dir.path().join("client").join("client.pem")
+        );
+        assert_eq!(config.tls.key, PathBuf::from("/etc/shoal/client.key"));
+    }
+
+    #[test]
+    fn request_timeout_defaults_to_ten_seconds() {
+        let text = "seeds = [\"127.0.0.1:7001\"]\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let config = ClientConfig::parse(text, Path::new("/base")).unwrap();
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.tls.key, PathBuf::from("/base/c"));
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_name() {
+        for (text, name) in [
+            (GOOD.replace("[tls]", "colour = \"red\"\n[tls]"), "colour"),
+            (format!("{GOOD}password = \"x\"\n"), "password"),
+        ] {
+            match ClientConfig::parse(&text, Path::new(".")).unwrap_err() {
+                ConfigError::Parse { message, .. } => assert!(message.contains(name), "{message}"),
+                other => panic!("expected a parse error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_tls_section_is_refused() {
+        let err =
+            ClientConfig::parse("seeds = [\"127.0.0.1:7001\"]\n", Path::new(".")).unwrap_err();
+        match err {
+            ConfigError::Parse { message, .. } => assert!(message.contains("tls"), "{message}"),
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_seed_list_and_zero_timeout_are_refused() {
+        let text = "seeds = []\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        assert!(matches!(
+            ClientConfig::parse(text, Path::new(".")),
+            Err(ConfigError::Field { field: "seeds", .. })
+        ));
+        let text = "seeds = [\"127.0.0.1:1\"]\nrequest_timeout = \"0s\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        assert!(matches!(
+            ClientConfig::parse(text, Path::new(".")),
+            Err(ConfigError::Field {
+                field: "request_timeout",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error_naming_it() {
+        let err = ClientConfig::load(Path::new("/nonexistent/shoal/client.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("/nonexistent/shoal/client.toml"));
+    }
+
+    #[test]
+    fn bad_seed_address_is_a_parse_error() {
+        let text = "seeds = [\"localhost\"]\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        assert!(matches!(
+            ClientConfig::parse(text, Path::new(".")),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

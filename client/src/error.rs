@@ -1,0 +1,243 @@
+//! [`ClientError`]: everything that can go wrong in a client call, typed so that the
+//! caller can decide to retry, back off, resolve siblings or fix its request.
+
+use std::net::SocketAddr;
+
+use shoal_proto::RequestError;
+use shoal_ring::NodeId;
+use shoal_transport::{CertificateError, TransportError};
+
+use crate::config::ConfigError;
+
+/// Why a client call failed.
+///
+/// The first group mirrors the node's [`RequestError`]s that a caller acts on; the rest
+/// ([`ClientError::Server`]) carry the node's error unchanged. The second group is the
+/// client's own: no node reachable, transport failures whose outcome is unknown, answers
+/// that make no sense, and configuration problems.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Too few replicas of the key are reachable to meet the quorum (R, W, PR or PW);
+    /// nothing was written. Retry later or with a smaller quorum.
+    #[error("unavailable: {needed} replicas needed, {alive} reachable")]
+    Unavailable {
+        /// Replies the quorum needs.
+        needed: usize,
+        /// Replicas the coordinator believed reachable.
+        alive: usize,
+    },
+    /// The quorum did not answer within the request's timeout. For a put or delete the
+    /// write **may still have landed** on some replicas (and will spread from them). Read
+    /// the key before writing again: a retry with the same context is concurrent with the
+    /// first attempt, so if both landed they come back as two siblings.
+    #[error("timeout: {acks} of {needed} replies arrived in time")]
+    Timeout {
+        /// Replies that arrived in time.
+        acks: usize,
+        /// Replies needed.
+        needed: usize,
+    },
+    /// The key is longer than [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES) bytes.
+    #[error("key is {len} bytes, the limit is {max}")]
+    KeyTooLarge {
+        /// Key length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Keys must be at least one byte long.
+    #[error("key is empty")]
+    EmptyKey,
+    /// The value is larger than the cluster accepts (the nodes' `max_value_bytes`, or what
+    /// fits in one frame with this key and context).
+    #[error("value is {len} bytes, the limit is {max}")]
+    ValueTooLarge {
+        /// Value length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The write would make the key's object (all its siblings together) larger than the
+    /// nodes allow: read the key and write with the read's context to resolve siblings.
+    #[error("the key's object would be {len} bytes with its siblings, the limit is {max}; resolve siblings by writing with a read's context")]
+    ObjectTooLarge {
+        /// The resulting object size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A request option is out of range (for example R greater than N, or R = 0).
+    #[error("invalid request options: {0}")]
+    InvalidOptions(String),
+    /// A context string does not decode, or the cluster did not produce it.
+    #[error("invalid context: {0}")]
+    InvalidContext(String),
+    /// The node is at its bound of requests in flight; retry with back-off.
+    #[error("node overloaded: too many requests in flight")]
+    Overloaded,
+    /// The cluster refused this client's certificate for the request.
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    /// [`Client::status`](crate::Client::status) was asked about a node that is not a member
+    /// of the cluster as this client knows it (even after a refresh).
+    #[error("unknown node {0}")]
+    UnknownNode(NodeId),
+    /// Any other error a node answered (storage failure, shutting down, protocol version
+    /// mismatch, internal error).
+    #[error("server error: {0}")]
+    Server(RequestError),
+    /// No node could be reached: every address tried refused or never answered the
+    /// connection. The request was delivered nowhere, so nothing was written.
+    #[error("no node reachable (tried {}): {last}", fmt_addrs(tried))]
+    Unreachable {
+        /// The addresses tried, in order.
+        tried: Vec<SocketAddr>,
+        /// The last transport error.
+        last: String,
+    },
+    /// The transport failed after the request may have been sent (no answer in time, the
+    /// connection closed or the stream was aborted). The outcome is unknown: a write may
+    /// have landed. It is never retried automatically.
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    /// A node answered something this client cannot decode, or an answer of the wrong kind.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The client configuration is missing, unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The TLS files named in the configuration could not be loaded (missing file, bad
+    /// PEM, a certificate not issued by the CA).
+    #[error("TLS: {0}")]
+    Tls(#[from] CertificateError),
+}
+
+fn fmt_addrs(addrs: &[SocketAddr]) -> String {
+    if addrs.is_empty() {
+        return "no address".to_owned();
+    }
+    addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ClientError {
+    /// A short stable label for the `result` label of the client metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ClientError::Unavailable { .. } => "unavailable",
+            ClientError::Timeout { .. } => "timeout",
+            ClientError::KeyTooLarge { .. }
+            | ClientError::EmptyKey
+            | ClientError::ValueTooLarge { .. }
+            | ClientError::ObjectTooLarge { .. }
+            | ClientError::InvalidOptions(_)
+            | ClientError::InvalidContext(_)
+            | ClientError::UnknownNode(_) => "invalid",
+            ClientError::Overloaded => "overloaded",
+            ClientError::NotAllowed(_) => "refused",
+            ClientError::Server(_) => "server_error",
+            ClientError::Unreachable { .. } => "unreachable",
+            ClientError::Transport(_) => "transport_error",
+            ClientError::Protocol(_) => "protocol_error",
+            ClientError::Config(_) | ClientError::Tls(_) => "config",
+        }
+    }
+
+    /// True for errors of the client's own configuration (config file, TLS files), as
+    /// opposed to a request that failed.
+    pub fn is_config(&self) -> bool {
+        matches!(self, ClientError::Config(_) | ClientError::Tls(_))
+    }
+}
+
+impl From<RequestError> for ClientError {
+    fn from(e: RequestError) -> ClientError {
+        match e {
+            RequestError::Unavailable { needed, alive } => {
+                ClientError::Unavailable { needed, alive }
+            }
+            RequestError::Timeout { acks, needed } => ClientError::Timeout { acks, needed },
+            RequestError::KeyTooLarge { len, max } => ClientError::KeyTooLarge { len, max },
+            RequestError::EmptyKey => ClientError::EmptyKey,
+            RequestError::ValueTooLarge { len, max } => ClientError::ValueTooLarge { len, max },
+            RequestError::ObjectTooLarge { len, max } => ClientError::ObjectTooLarge { len, max },
+            RequestError::InvalidOptions(m) => ClientError::InvalidOptions(m),
+            RequestError::InvalidContext(m) => ClientError::InvalidContext(m),
+            RequestError::Overloaded => ClientError::Overloaded,
+            RequestError::NotAllowed(m) => ClientError::NotAllowed(m),
+            other => ClientError::Server(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_errors_map_to_specific_variants_with_the_same_text() {
+        let cases = [
+            RequestError::Unavailable {
+                needed: 2,
+                alive: 1,
+            },
+            RequestError::Timeout { acks: 1, needed: 2 },
+            RequestError::KeyTooLarge {
+                len: 5000,
+                max: 4096,
+            },
+            RequestError::EmptyKey,
+            RequestError::ValueTooLarge { len: 10, max: 5 },
+            RequestError::ObjectTooLarge { len: 10, max: 5 },
+            RequestError::InvalidOptions("r must be in 1..=3, got 4".into()),
+            RequestError::InvalidContext("bad".into()),
+            RequestError::Overloaded,
+            RequestError::NotAllowed("client".into()),
+        ];
+        for e in cases {
+            let text = e.to_string();
+            let mapped = ClientError::from(e);
+            assert!(!matches!(mapped, ClientError::Server(_)), "{mapped:?}");
+            assert_eq!(mapped.to_string(), text);
+        }
+        assert_eq!(
+            ClientError::from(RequestError::Unavailable {
+                needed: 2,
+                alive: 1
+            })
+            .to_string(),
+            "unavailable: 2 replicas needed, 1 reachable"
+        );
+    }
+
+    #[test]
+    fn other_request_errors_are_server_errors() {
+        assert!(matches!(
+            ClientError::from(RequestError::ShuttingDown),
+            ClientError::Server(RequestError::ShuttingDown)
+        ));
+        assert!(matches!(
+            ClientError::from(RequestError::Storage("disk".into())),
+            ClientError::Server(RequestError::Storage(_))
+        ));
+    }
+
+    #[test]
+    fn unreachable_lists_the_addresses_tried() {
+        let e = ClientError::Unreachable {
+            tried: vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            ],
+            last: "refused".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "no node reachable (tried 127.0.0.1:1, 127.0.0.1:2): refused"
+        );
+    }
+}

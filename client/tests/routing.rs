@@ -1,0 +1,507 @@
+//! The client against fake nodes over real QUIC on loopback: seeds, routing by the ring,
+//! routing around unreachable nodes, no automatic retry of requests whose outcome is
+//! unknown, and the mapping of node errors. Each fake node is a transport server whose
+//! answers the test scripts; every server binds 127.0.0.1:0 and is closed at the end.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_client::{Client, ClientConfig, ClientError, ReadOptions, TlsFiles, WriteOptions};
+use shoal_proto::wire::{
+    decode_request, encode_response, ClientRequest, ClientResponse, ClusterInfo, GetReply,
+    MemberAddress, MemberState, MemberStatus, Request, Response, StatusReport, WriteReply,
+};
+use shoal_proto::{Actor, CausalContext, Dot, RequestError};
+use shoal_ring::{Member, NodeId, Ring};
+use shoal_transport::{certs, Endpoint, Handler, PeerRole, TlsIdentity, TransportConfig};
+
+/// How a fake node answers.
+#[derive(Clone, Debug)]
+enum Mode {
+    /// Like a healthy node.
+    Normal,
+    /// Every client request (but cluster info) gets this error.
+    Fail(RequestError),
+    /// Never answers puts (a write whose outcome the client cannot know).
+    SilentOnWrites,
+}
+
+/// What the fake nodes share: the cluster info, each node's mode, and a log of
+/// `(node, op)` for every client request received.
+#[derive(Default)]
+struct Shared {
+    info: Mutex<Option<ClusterInfo>>,
+    log: Mutex<Vec<(String, &'static str)>>,
+}
+
+struct FakeNode {
+    id: NodeId,
+    actor: u64,
+    mode: Mutex<Mode>,
+    shared: Arc<Shared>,
+}
+
+impl FakeNode {
+    fn answer(&self, request: ClientRequest) -> Option<ClientResponse> {
+        self.shared
+            .log
+            .lock()
+            .unwrap()
+            .push((self.id.to_string(), request.op_name()));
+        let mode = self.mode.lock().unwrap().clone();
+        if let ClientRequest::ClusterInfo = request {
+            return Some(ClientResponse::ClusterInfo(
+                self.shared.info.lock().unwrap().clone().unwrap(),
+            ));
+        }
+        match mode {
+            Mode::Fail(e) => return Some(ClientResponse::Error(e)),
+            Mode::SilentOnWrites if matches!(request, ClientRequest::Put { .. }) => return None,
+            _ => {}
+        }
+        let mut context = CausalContext::new();
+        context.insert(Dot::new(Actor(self.actor), 1));
+        Some(match request {
+            ClientRequest::Get { .. } => ClientResponse::Get(GetReply {
+                found: true,
+                values: vec![self.id.as_str().as_bytes().to_vec()],
+                context,
+            }),
+            ClientRequest::Put { .. } => ClientResponse::Put(WriteReply { context }),
+            ClientRequest::Delete { .. } => ClientResponse::Delete(WriteReply { context }),
+            ClientRequest::Status => {
+                let info = self.shared.info.lock().unwrap().clone().unwrap();
+                ClientResponse::Status(StatusReport {
+                    node: self.id.clone(),
+                    ring_version: info.ring.version(),
+                    members: info
+                        .members
+                        .iter()
+                        .map(|m| MemberStatus {
+                            id: m.id.clone(),
+                            addr: m.addr,
+                            state: MemberState::Up,
+                            partitions_owned: info.ring.owned_count(&m.id),
+                            pending_hints: 0,
+                            pending_hint_bytes: 0,
+                        })
+                        .collect(),
+                })
+            }
+            ClientRequest::ClusterInfo => unreachable!("answered above"),
+        })
+    }
+}
+
+struct NodeHandler(Arc<FakeNode>);
+
+impl Handler for NodeHandler {
+    async fn handle(&self, _peer: PeerRole, request: Vec<u8>) -> Vec<u8> {
+        let request = match decode_request(&request) {
+            Ok(Request::Client(c)) => c,
+            other => panic!("fake node got {other:?}"),
+        };
+        match self.0.answer(request) {
+            Some(response) => encode_response(&Response::Client(response)),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A cluster of fake nodes, some live and some whose address answers nothing.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    tls: TlsFiles,
+    shared: Arc<Shared>,
+    nodes: Vec<Arc<FakeNode>>,
+    servers: Vec<Endpoint>,
+    /// Every member's address, live or dead, in id order.
+    addrs: Vec<SocketAddr>,
+}
+
+/// A loopback UDP port nobody listens on.
+fn dead_addr() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap()
+}
+
+impl Cluster {
+    /// `live[i]` says whether member `n{i+1}` runs; dead members are in the ring with an
+    /// address where nothing listens.
+    async fn start(live: &[bool]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        certs::generate_ca(dir.path()).unwrap();
+        certs::issue_client_cert(dir.path(), "tester", dir.path()).unwrap();
+        let ca = certs::read_ca(dir.path()).unwrap();
+        let shared = Arc::new(Shared::default());
+        let (mut nodes, mut servers, mut addrs, mut ids) = (vec![], vec![], vec![], vec![]);
+        for (i, &up) in live.iter().enumerate() {
+            let id = NodeId::new(format!("n{}", i + 1)).unwrap();
+            ids.push(id.clone());
+            if !up {
+                addrs.push(dead_addr());
+                continue;
+            }
+            let leaf = certs::issue_node_cert_pem(&ca, &id).unwrap();
+            let identity =
+                TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem).unwrap();
+            let server = Endpoint::server(
+                "127.0.0.1:0".parse().unwrap(),
+                &identity,
+                TransportConfig::default(),
+            )
+            .unwrap();
+            let node = Arc::new(FakeNode {
+                id,
+                actor: i as u64 + 1,
+                mode: Mutex::new(Mode::Normal),
+                shared: shared.clone(),
+            });
+            server.serve(Arc::new(NodeHandler(node.clone())));
+            addrs.push(server.local_addr());
+            nodes.push(node);
+            servers.push(server);
+        }
+        let ring = Ring::new(64, ids.iter().cloned().map(Member::new).collect()).unwrap();
+        let members = ids
+            .iter()
+            .zip(&addrs)
+            .map(|(id, &addr)| MemberAddress {
+                id: id.clone(),
+                addr,
+            })
+            .collect();
+        *shared.info.lock().unwrap() = Some(ClusterInfo {
+            ring,
+            members,
+            n: 3,
+            r: 2,
+            w: 2,
+        });
+        let tls = TlsFiles {
+            ca: dir.path().join(certs::CA_CERT_FILE),
+            cert: dir.path().join(certs::CLIENT_CERT_FILE),
+            key: dir.path().join(certs::CLIENT_KEY_FILE),
+        };
+        Cluster {
+            _dir: dir,
+            tls,
+            shared,
+            nodes,
+            servers,
+            addrs,
+        }
+    }
+
+    fn config(&self, seeds: Vec<SocketAddr>) -> ClientConfig {
+        let mut config = ClientConfig::new(seeds, self.tls.clone());
+        config.connect_timeout = Duration::from_millis(500);
+        config
+    }
+
+    fn node(&self, id: &str) -> &Arc<FakeNode> {
+        self.nodes.iter().find(|n| n.id.as_str() == id).unwrap()
+    }
+
+    fn ring(&self) -> Ring {
+        self.shared
+            .info
+            .lock()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .ring
+            .clone()
+    }
+
+    /// The log of client requests, minus cluster-info requests, then cleared.
+    fn take_log(&self) -> Vec<(String, &'static str)> {
+        let mut log = self.shared.log.lock().unwrap();
+        let out = log
+            .iter()
+            .filter(|(_, op)| *op != "cluster_info")
+            .cloned()
+            .collect();
+        log.clear();
+        out
+    }
+
+    /// A key whose preference list starts with `first`.
+    fn key_led_by(&self, first: &str) -> Vec<u8> {
+        let ring = self.ring();
+        (0..10_000)
+            .map(|i| format!("key-{i}").into_bytes())
+            .find(|k| ring.preference_list_for_key(k, 3).nodes[0].as_str() == first)
+            .unwrap()
+    }
+
+    async fn stop(self, client: Client) {
+        client.close().await;
+        for server in &self.servers {
+            server.close().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn connect_skips_dead_seeds_and_learns_the_cluster() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = Client::connect(cluster.config(vec![dead_addr(), cluster.addrs[1]]))
+        .await
+        .unwrap();
+    let info = client.cluster_info().await;
+    assert_eq!(info.members.len(), 3);
+    assert_eq!(info.n, 3);
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn connect_with_no_live_seed_is_unreachable_listing_the_seeds() {
+    let cluster = Cluster::start(&[true]).await;
+    let seeds = vec![dead_addr(), dead_addr()];
+    match Client::connect(cluster.config(seeds.clone())).await {
+        Err(ClientError::Unreachable { tried, .. }) => assert_eq!(tried, seeds),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    for server in &cluster.servers {
+        server.close().await;
+    }
+}
+
+#[tokio::test]
+async fn missing_tls_files_are_a_tls_error() {
+    let cluster = Cluster::start(&[true]).await;
+    let mut config = cluster.config(vec![cluster.addrs[0]]);
+    config.tls.cert = Path::new("/nonexistent/client.pem").to_owned();
+    let err = Client::connect(config).await.unwrap_err();
+    assert!(matches!(err, ClientError::Tls(_)), "{err:?}");
+    assert!(err.is_config());
+    for server in &cluster.servers {
+        server.close().await;
+    }
+}
+
+#[tokio::test]
+async fn keyed_requests_go_to_the_first_replica_of_their_key() {
+    let cluster = Cluster::start(&[true, true, true, true]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    cluster.take_log();
+    let ring = cluster.ring();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        let first = ring.preference_list_for_key(key.as_bytes(), 3).nodes[0].to_string();
+        client
+            .put(&key, "v", None, WriteOptions::default())
+            .await
+            .unwrap();
+        let read = client.get(&key, ReadOptions::default()).await.unwrap();
+        assert_eq!(read.values, vec![first.as_bytes().to_vec()]);
+        client
+            .delete(&key, Some(&read.context), WriteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            cluster.take_log(),
+            vec![
+                (first.clone(), "put"),
+                (first.clone(), "get"),
+                (first, "delete")
+            ]
+        );
+    }
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn unreachable_primary_is_routed_around() {
+    // n2 is in the ring but nothing listens at its address.
+    let cluster = Cluster::start(&[true, false, true, true]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    let key = cluster.key_led_by("n2");
+    let second = cluster.ring().preference_list_for_key(&key, 3).nodes[1].to_string();
+    cluster.take_log();
+    for _ in 0..2 {
+        let ctx = client
+            .put(&key, "v", None, WriteOptions::default())
+            .await
+            .unwrap();
+        assert!(!ctx.is_empty());
+    }
+    assert_eq!(
+        cluster.take_log(),
+        vec![(second.clone(), "put"), (second, "put")]
+    );
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn write_with_unknown_outcome_is_not_retried() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    let key = cluster.key_led_by("n1");
+    *cluster.node("n1").mode.lock().unwrap() = Mode::SilentOnWrites;
+    cluster.take_log();
+    let err = client
+        .put(
+            &key,
+            "v",
+            None,
+            WriteOptions::default().timeout(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Transport(ref e) if !e.is_not_delivered()),
+        "{err:?}"
+    );
+    assert_eq!(cluster.take_log(), vec![("n1".to_owned(), "put")]);
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn read_skips_a_node_shutting_down_but_write_reports_it() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    let key = cluster.key_led_by("n1");
+    let second = cluster.ring().preference_list_for_key(&key, 3).nodes[1].to_string();
+    *cluster.node("n1").mode.lock().unwrap() = Mode::Fail(RequestError::ShuttingDown);
+    cluster.take_log();
+    let read = client.get(&key, ReadOptions::default()).await.unwrap();
+    assert_eq!(read.values, vec![second.as_bytes().to_vec()]);
+    assert_eq!(
+        cluster.take_log(),
+        vec![("n1".to_owned(), "get"), (second, "get")]
+    );
+
+    // n1 is now marked down for reads and writes alike; bring it back and let the mark
+    // lapse by clearing it through a successful status call to n1.
+    *cluster.node("n1").mode.lock().unwrap() = Mode::Normal;
+    client
+        .status(Some(&NodeId::new("n1").unwrap()))
+        .await
+        .unwrap();
+    *cluster.node("n1").mode.lock().unwrap() = Mode::Fail(RequestError::ShuttingDown);
+    cluster.take_log();
+    let err = client
+        .put(&key, "v", None, WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Server(RequestError::ShuttingDown)),
+        "{err:?}"
+    );
+    assert_eq!(cluster.take_log(), vec![("n1".to_owned(), "put")]);
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn node_errors_come_back_typed() {
+    let cluster = Cluster::start(&[true]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    *cluster.node("n1").mode.lock().unwrap() = Mode::Fail(RequestError::Unavailable {
+        needed: 2,
+        alive: 1,
+    });
+    let err = client
+        .put("k", "v", None, WriteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ClientError::Unavailable {
+            needed: 2,
+            alive: 1
+        }
+    ));
+    assert_eq!(
+        err.to_string(),
+        "unavailable: 2 replicas needed, 1 reachable"
+    );
+    *cluster.node("n1").mode.lock().unwrap() =
+        Mode::Fail(RequestError::Timeout { acks: 1, needed: 2 });
+    let err = client.get("k", ReadOptions::default()).await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { acks: 1, needed: 2 }));
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn bad_keys_are_refused_before_sending() {
+    let cluster = Cluster::start(&[true]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    cluster.take_log();
+    assert!(matches!(
+        client.get("", ReadOptions::default()).await,
+        Err(ClientError::EmptyKey)
+    ));
+    assert!(matches!(
+        client
+            .put(vec![b'k'; 4097], "v", None, WriteOptions::default())
+            .await,
+        Err(ClientError::KeyTooLarge {
+            len: 4097,
+            max: 4096
+        })
+    ));
+    assert!(cluster.take_log().is_empty());
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn status_asks_the_named_node_and_refuses_unknown_ones() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    let n3 = NodeId::new("n3").unwrap();
+    let report = client.status(Some(&n3)).await.unwrap();
+    assert_eq!(report.node, n3);
+    assert_eq!(report.members.len(), 3);
+    let any = client.status(None).await.unwrap();
+    assert_eq!(any.members.len(), 3);
+    let err = client
+        .status(Some(&NodeId::new("ghost").unwrap()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::UnknownNode(ref id) if id.as_str() == "ghost"));
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn every_node_down_is_unreachable_listing_each_once() {
+    let cluster = Cluster::start(&[true, false, false]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    // Take the one live node away too.
+    for server in &cluster.servers {
+        server.close().await;
+    }
+    let err = client
+        .put("k", "v", None, WriteOptions::default())
+        .await
+        .unwrap_err();
+    match err {
+        ClientError::Unreachable { mut tried, .. } => {
+            tried.sort();
+            let mut all = cluster.addrs.clone();
+            all.sort();
+            assert_eq!(tried, all);
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    client.close().await;
+}

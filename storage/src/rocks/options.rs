@@ -1,0 +1,198 @@
+//! Tuning of the RocksDB engine.
+
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Durability, Space};
+use crate::error::StorageError;
+
+/// How SST files are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// No compression anywhere.
+    None,
+    /// LZ4 on every level below L1; L0 and L1 stay uncompressed because they are
+    /// rewritten soon and small, so compressing them costs CPU for little space.
+    #[default]
+    Lz4,
+}
+
+/// Settings of [`crate::RocksStorage`]. `Default` suits a node with a few GiB of RAM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RocksOptions {
+    /// When a write is acknowledged (see [`Durability`]); default `buffered`.
+    pub durability: Durability,
+    /// Capacity of the LRU block cache shared by all column families (data, index and
+    /// filter blocks). Default 256 MiB.
+    pub block_cache_bytes: usize,
+    /// Size of one memtable per column family before it is flushed to an SST. Default
+    /// 64 MiB.
+    pub write_buffer_bytes: usize,
+    /// SST compression. Default LZ4 below L1.
+    pub compression: Compression,
+    /// Bits per key of the objects column family's bloom filter (0 disables it); point
+    /// reads of absent keys skip SSTs with it. Default 10 (about 1% false positives).
+    pub bloom_bits_per_key: f64,
+    /// Background flush and compaction threads. Default 4.
+    pub max_background_jobs: u32,
+    /// SST files kept open at once; bounds file descriptors. Default 1024.
+    pub max_open_files: u32,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Buffered,
+            block_cache_bytes: 256 * 1024 * 1024,
+            write_buffer_bytes: 64 * 1024 * 1024,
+            compression: Compression::Lz4,
+            bloom_bits_per_key: 10.0,
+            max_background_jobs: 4,
+            max_open_files: 1024,
+        }
+    }
+}
+
+/// Smallest accepted memtable: RocksDB itself rejects tiny write buffers.
+const MIN_WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Largest accepted memtable; beyond it flushes stall for too long.
+const MAX_WRITE_BUFFER_BYTES: usize = 4 * 1024 * 1024 * 1024;
+/// Fewest open files that leave room for the WAL, manifest and a few SSTs.
+const MIN_OPEN_FILES: u32 = 16;
+/// Most bloom bits per key worth paying for.
+const MAX_BLOOM_BITS_PER_KEY: f64 = 32.0;
+/// Most background jobs: more only contend for cores and disk.
+const MAX_BACKGROUND_JOBS: u32 = 64;
+/// Informational LOG files kept, and the size at which one rolls over: bounds the disk
+/// the engine's own logging can take.
+const KEEP_LOG_FILES: usize = 5;
+const MAX_LOG_FILE_BYTES: usize = 16 * 1024 * 1024;
+
+impl RocksOptions {
+    /// Checks each setting's range; [`crate::RocksStorage::open`] calls it first.
+    pub fn validate(&self) -> Result<(), StorageError> {
+        let invalid = |message: String| Err(StorageError::InvalidOptions(message));
+        if !(MIN_WRITE_BUFFER_BYTES..=MAX_WRITE_BUFFER_BYTES).contains(&self.write_buffer_bytes) {
+            return invalid(format!(
+                "write_buffer_bytes {} is outside [{MIN_WRITE_BUFFER_BYTES}, {MAX_WRITE_BUFFER_BYTES}]",
+                self.write_buffer_bytes
+            ));
+        }
+        if !(self.bloom_bits_per_key.is_finite()
+            && (0.0..=MAX_BLOOM_BITS_PER_KEY).contains(&self.bloom_bits_per_key))
+        {
+            return invalid(format!(
+                "bloom_bits_per_key {} is outside [0, {MAX_BLOOM_BITS_PER_KEY}]",
+                self.bloom_bits_per_key
+            ));
+        }
+        if !(1..=MAX_BACKGROUND_JOBS).contains(&self.max_background_jobs) {
+            return invalid(format!(
+                "max_background_jobs {} is outside [1, {MAX_BACKGROUND_JOBS}]",
+                self.max_background_jobs
+            ));
+        }
+        if self.max_open_files < MIN_OPEN_FILES {
+            return invalid(format!(
+                "max_open_files {} is below {MIN_OPEN_FILES}",
+                self.max_open_files
+            ));
+        }
+        Ok(())
+    }
+
+    /// Database-wide options (not per column family).
+    pub(crate) fn db_options(&self, create: bool) -> Options {
+        let mut opts = Options::default();
+        opts.create_if_missing(create);
+        opts.create_missing_column_families(create);
+        // validate() bounds both to well under i32::MAX.
+        opts.set_max_background_jobs(clamp_i32(self.max_background_jobs));
+        opts.set_max_open_files(clamp_i32(self.max_open_files));
+        opts.set_keep_log_file_num(KEEP_LOG_FILES);
+        opts.set_max_log_file_size(MAX_LOG_FILE_BYTES);
+        // Smooth writeback instead of large bursts of dirty pages.
+        opts.set_bytes_per_sync(1024 * 1024);
+        opts
+    }
+
+    /// Options of one space's column family, sharing `cache`.
+    pub(crate) fn column_family_options(&self, space: Option<Space>, cache: &Cache) -> Options {
+        let mut opts = Options::default();
+        opts.set_write_buffer_size(self.write_buffer_bytes);
+        opts.set_level_compaction_dynamic_level_bytes(true);
+        match self.compression {
+            Compression::None => opts.set_compression_type(DBCompressionType::None),
+            Compression::Lz4 => {
+                let mut levels = [DBCompressionType::Lz4; 7];
+                levels[0] = DBCompressionType::None;
+                levels[1] = DBCompressionType::None;
+                opts.set_compression_per_level(&levels);
+            }
+        }
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(cache);
+        // Index and filter blocks count against the cache, so memory stays bounded by it.
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        if space == Some(Space::Objects) && self.bloom_bits_per_key > 0.0 {
+            table.set_bloom_filter(self.bloom_bits_per_key, false);
+            table.set_whole_key_filtering(true);
+        }
+        opts.set_block_based_table_factory(&table);
+        opts
+    }
+}
+
+fn clamp_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let opts = RocksOptions::default();
+        assert!(opts.validate().is_ok());
+        assert_eq!(opts.durability, Durability::Buffered);
+        assert_eq!(opts.block_cache_bytes, 256 << 20);
+        assert_eq!(opts.write_buffer_bytes, 64 << 20);
+        assert_eq!(opts.compression, Compression::Lz4);
+    }
+
+    #[test]
+    fn out_of_range_settings_are_rejected() {
+        let bad = [
+            RocksOptions {
+                write_buffer_bytes: 1024,
+                ..RocksOptions::default()
+            },
+            RocksOptions {
+                bloom_bits_per_key: f64::NAN,
+                ..RocksOptions::default()
+            },
+            RocksOptions {
+                bloom_bits_per_key: -1.0,
+                ..RocksOptions::default()
+            },
+            RocksOptions {
+                max_background_jobs: 0,
+                ..RocksOptions::default()
+            },
+            RocksOptions {
+                max_open_files: 2,
+                ..RocksOptions::default()
+            },
+        ];
+        for opts in bad {
+            assert!(
+                matches!(opts.validate(), Err(StorageError::InvalidOptions(_))),
+                "{opts:?} accepted"
+            );
+        }
+    }
+}

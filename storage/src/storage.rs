@@ -1,0 +1,217 @@
+//! The [`Storage`] trait: what the node needs from a local engine.
+
+use std::sync::Arc;
+
+use crate::PartitionId;
+
+use crate::batch::{Space, StorageStats, WriteBatch};
+use crate::error::StorageError;
+use crate::keys::{object_key, partition_bounds, split_object_key, successor};
+
+/// Rows of a scan: `(key, value)` pairs in ascending key order.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Operations per page when [`Storage::delete_partition`] deletes key by key.
+const DELETE_PAGE_KEYS: usize = 1024;
+
+/// A local, ordered, byte-oriented key-value engine with three independent [`Space`]s.
+///
+/// The engine stores opaque bytes; it knows nothing of the object format. Engines
+/// implement the five required methods (and [`Storage::close`]); everything else is built
+/// on them so that every engine behaves the same, which the [`crate::conformance`] suite
+/// checks. All methods take `&self`: an engine is shared between threads behind an `Arc`.
+pub trait Storage: Send + Sync + 'static {
+    /// The value of `key` in `space`, if any.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Applies `batch` atomically (all operations land or none) and in order (the last
+    /// operation on a key wins), with the engine's [`crate::Durability`].
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError>;
+
+    /// At most `limit` entries of `space` with keys in `[start, end)` (`end` `None`: to
+    /// the end of the space), ascending. An empty or inverted range gives no rows.
+    ///
+    /// `limit` bounds the rows, not their bytes: callers that page through large values
+    /// choose a limit that fits their memory budget.
+    fn scan(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Rows, StorageError>;
+
+    /// Engine statistics for metrics; the in-memory engine reports what it can.
+    fn stats(&self) -> StorageStats;
+
+    /// Makes every acknowledged write durable on disk (WAL fsync, memtable flush); used on
+    /// shutdown. A no-op in memory.
+    fn flush(&self) -> Result<(), StorageError>;
+
+    /// Flushes, then releases the engine (files, locks): every later call on this handle
+    /// (and its clones) fails with [`StorageError::Closed`]. Lets a node shut down
+    /// deterministically even while a background task still holds a reference. Closing
+    /// twice is not an error.
+    fn close(&self) -> Result<(), StorageError>;
+
+    /// Sets `key` to `value` in `space`.
+    fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::with_capacity(1);
+        batch.put(space, key, value);
+        self.write(batch)
+    }
+
+    /// Removes `key` from `space`; absent keys are not an error.
+    fn delete(&self, space: Space, key: &[u8]) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::with_capacity(1);
+        batch.delete(space, key);
+        self.write(batch)
+    }
+
+    /// The stored (encoded) object `key` of partition `p`, if any.
+    fn get_object(&self, p: PartitionId, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.get(Space::Objects, &object_key(p, key))
+    }
+
+    /// Stores the encoded object `key` of partition `p`.
+    fn put_object(&self, p: PartitionId, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.put(Space::Objects, &object_key(p, key), value)
+    }
+
+    /// Removes the object `key` of partition `p`.
+    fn delete_object(&self, p: PartitionId, key: &[u8]) -> Result<(), StorageError> {
+        self.delete(Space::Objects, &object_key(p, key))
+    }
+
+    /// A page of partition `p`'s objects in key order, starting strictly after `after`
+    /// (`None`: from the start), at most `limit` rows of `(user key without prefix,
+    /// value)`. Pass the last key of a page as `after` to get the next one; an empty page
+    /// is the end. Anti-entropy, handoff and transfer stream whole partitions this way
+    /// without loading them into memory.
+    fn scan_partition(
+        &self,
+        p: PartitionId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Rows, StorageError> {
+        let (first, end) = partition_bounds(p);
+        let start = match after {
+            Some(after) => successor(&object_key(p, after)),
+            None => first,
+        };
+        let rows = self.scan(Space::Objects, &start, end.as_deref(), limit)?;
+        rows.into_iter()
+            .map(|(raw, value)| match split_object_key(&raw) {
+                Some((found, key)) if found == p => Ok((key.to_vec(), value)),
+                _ => Err(StorageError::Corrupt(format!(
+                    "scan of partition {} returned a key outside it",
+                    p.0
+                ))),
+            })
+            .collect()
+    }
+
+    /// Deletes every object of partition `p` (after a transfer moved it elsewhere).
+    ///
+    /// The provided version deletes page by page, each page atomically; engines with a
+    /// range delete override it and delete the whole partition at once.
+    fn delete_partition(&self, p: PartitionId) -> Result<(), StorageError> {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let mut page = self.scan_partition(p, after.as_deref(), DELETE_PAGE_KEYS)?;
+            let full = page.len() == DELETE_PAGE_KEYS;
+            if page.is_empty() {
+                return Ok(());
+            }
+            let mut batch = WriteBatch::with_capacity(page.len());
+            for (key, _) in &page {
+                batch.delete(Space::Objects, object_key(p, key));
+            }
+            self.write(batch)?;
+            if !full {
+                return Ok(());
+            }
+            after = page.pop().map(|(key, _)| key);
+        }
+    }
+
+    /// The metadata entry `name`, if any.
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.get(Space::Meta, name.as_bytes())
+    }
+
+    /// Sets the metadata entry `name`.
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.put(Space::Meta, name.as_bytes(), value)
+    }
+
+    /// Removes the metadata entry `name`.
+    fn delete_meta(&self, name: &str) -> Result<(), StorageError> {
+        self.delete(Space::Meta, name.as_bytes())
+    }
+}
+
+/// A shared engine is an engine: `Arc<dyn Storage>` and `Arc<RocksStorage>` can be passed
+/// wherever a `Storage` is expected. Every method forwards, so engine overrides (such as
+/// a range delete) are kept.
+impl<S: Storage + ?Sized> Storage for Arc<S> {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        (**self).get(space, key)
+    }
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        (**self).write(batch)
+    }
+    fn scan(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Rows, StorageError> {
+        (**self).scan(space, start, end, limit)
+    }
+    fn stats(&self) -> StorageStats {
+        (**self).stats()
+    }
+    fn flush(&self) -> Result<(), StorageError> {
+        (**self).flush()
+    }
+    fn close(&self) -> Result<(), StorageError> {
+        (**self).close()
+    }
+    fn put(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        (**self).put(space, key, value)
+    }
+    fn delete(&self, space: Space, key: &[u8]) -> Result<(), StorageError> {
+        (**self).delete(space, key)
+    }
+    fn get_object(&self, p: PartitionId, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        (**self).get_object(p, key)
+    }
+    fn put_object(&self, p: PartitionId, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        (**self).put_object(p, key, value)
+    }
+    fn delete_object(&self, p: PartitionId, key: &[u8]) -> Result<(), StorageError> {
+        (**self).delete_object(p, key)
+    }
+    fn scan_partition(
+        &self,
+        p: PartitionId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Rows, StorageError> {
+        (**self).scan_partition(p, after, limit)
+    }
+    fn delete_partition(&self, p: PartitionId) -> Result<(), StorageError> {
+        (**self).delete_partition(p)
+    }
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        (**self).get_meta(name)
+    }
+    fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StorageError> {
+        (**self).put_meta(name, value)
+    }
+    fn delete_meta(&self, name: &str) -> Result<(), StorageError> {
+        (**self).delete_meta(name)
+    }
+}

@@ -1,0 +1,357 @@
+//! RocksDB-specific behaviour: reopening, the format marker, refusing foreign directories,
+//! closing.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use shoal_storage::{
+    object_key, Durability, PartitionId, RocksOptions, RocksStorage, Space, Storage, StorageError,
+    WriteBatch, FORMAT_VERSION,
+};
+
+const MARKER_KEY: &[u8] = b"shoal.format_version";
+
+fn options(durability: Durability) -> RocksOptions {
+    RocksOptions {
+        durability,
+        block_cache_bytes: 8 << 20,
+        write_buffer_bytes: 4 << 20,
+        ..RocksOptions::default()
+    }
+}
+
+fn open(path: &Path) -> Result<RocksStorage, StorageError> {
+    RocksStorage::open(path, options(Durability::Buffered))
+}
+
+/// A RocksDB database written by "someone else", with the given column families.
+fn raw_db(path: &Path, families: &[&str]) -> rocksdb::DB {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    rocksdb::DB::open_cf(&opts, path, families).unwrap()
+}
+
+fn file_names(path: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn write_sample(storage: &RocksStorage) {
+    for i in 0..500u32 {
+        storage
+            .put_object(
+                PartitionId(i % 8),
+                &i.to_be_bytes(),
+                format!("value-{i}").as_bytes(),
+            )
+            .unwrap();
+    }
+    storage.put(Space::Hints, b"hint", b"h").unwrap();
+    storage.put_meta("node_id", b"n1").unwrap();
+}
+
+fn assert_sample(storage: &RocksStorage) {
+    for i in 0..500u32 {
+        assert_eq!(
+            storage
+                .get_object(PartitionId(i % 8), &i.to_be_bytes())
+                .unwrap(),
+            Some(format!("value-{i}").into_bytes()),
+            "object {i} lost"
+        );
+    }
+    assert_eq!(
+        storage.get(Space::Hints, b"hint").unwrap().as_deref(),
+        Some(&b"h"[..])
+    );
+    assert_eq!(
+        storage.get_meta("node_id").unwrap().as_deref(),
+        Some(&b"n1"[..])
+    );
+}
+
+fn reopen_keeps_data(durability: Durability) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = RocksStorage::open(dir.path(), options(durability)).unwrap();
+        assert_eq!(storage.durability(), durability);
+        write_sample(&storage);
+        // Dropped without flush: the data comes back from the WAL.
+    }
+    {
+        let storage = RocksStorage::open(dir.path(), options(durability)).unwrap();
+        assert_sample(&storage);
+        storage.flush().unwrap();
+    }
+    // And from SST files after a flush.
+    let storage = RocksStorage::open(dir.path(), options(durability)).unwrap();
+    assert_sample(&storage);
+}
+
+#[test]
+fn reopen_keeps_data_with_buffered_durability() {
+    reopen_keeps_data(Durability::Buffered);
+}
+
+#[test]
+fn reopen_keeps_data_with_sync_durability() {
+    reopen_keeps_data(Durability::Sync);
+}
+
+#[test]
+fn reopen_with_other_durability_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(&RocksStorage::open(dir.path(), options(Durability::Sync)).unwrap());
+    assert_sample(&RocksStorage::open(dir.path(), options(Durability::Buffered)).unwrap());
+}
+
+#[test]
+fn new_store_is_created_in_a_missing_nested_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a").join("b");
+    let storage = open(&path).unwrap();
+    assert_eq!(storage.path(), path);
+    storage.put_meta("x", b"y").unwrap();
+    assert!(path.join("CURRENT").is_file());
+}
+
+#[test]
+fn newer_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path()).unwrap().close().unwrap();
+    {
+        let db = raw_db(dir.path(), &["objects", "hints", "meta"]);
+        assert_eq!(
+            db.get(MARKER_KEY).unwrap(),
+            Some(FORMAT_VERSION.to_be_bytes().to_vec())
+        );
+        db.put(MARKER_KEY, 2u32.to_be_bytes()).unwrap();
+    }
+    let error = open(dir.path()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StorageError::FormatVersion {
+                found: 2,
+                expected: FORMAT_VERSION
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("format version 2"), "{error}");
+}
+
+#[test]
+fn older_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path()).unwrap().close().unwrap();
+    raw_db(dir.path(), &["objects", "hints", "meta"])
+        .put(MARKER_KEY, 0u32.to_be_bytes())
+        .unwrap();
+    assert!(matches!(
+        open(dir.path()),
+        Err(StorageError::FormatVersion {
+            found: 0,
+            expected: FORMAT_VERSION
+        })
+    ));
+}
+
+#[test]
+fn malformed_format_marker_is_reported_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path()).unwrap().close().unwrap();
+    raw_db(dir.path(), &["objects", "hints", "meta"])
+        .put(MARKER_KEY, b"v1")
+        .unwrap();
+    assert!(matches!(open(dir.path()), Err(StorageError::Corrupt(_))));
+}
+
+#[test]
+fn directory_with_other_files_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"not a database").unwrap();
+    let error = open(dir.path()).unwrap_err();
+    assert!(matches!(error, StorageError::NotAStore { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("not a Shoal data directory"),
+        "{error}"
+    );
+    assert_eq!(file_names(dir.path()), ["notes.txt"]);
+}
+
+#[test]
+fn a_regular_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(matches!(open(&file), Err(StorageError::NotAStore { .. })));
+}
+
+#[test]
+fn foreign_rocksdb_database_is_refused_unmodified() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = raw_db(dir.path(), &["default"]);
+        db.put(b"their-key", b"their-value").unwrap();
+        db.flush().unwrap();
+    }
+    let before = file_names(dir.path());
+    let error = open(dir.path()).unwrap_err();
+    assert!(
+        matches!(&error, StorageError::NotAStore { reason, .. } if reason.contains("column families")),
+        "{error:?}"
+    );
+    assert_eq!(
+        file_names(dir.path()),
+        before,
+        "the foreign database was modified"
+    );
+    let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    assert_eq!(families, ["default"]);
+}
+
+#[test]
+fn database_with_shoal_families_and_data_but_no_marker_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = raw_db(dir.path(), &["objects", "hints", "meta"]);
+        let objects = db.cf_handle("objects").unwrap();
+        db.put_cf(objects, b"k", b"v").unwrap();
+    }
+    assert!(matches!(
+        open(dir.path()),
+        Err(StorageError::NotAStore { .. })
+    ));
+}
+
+#[test]
+fn creation_interrupted_before_the_marker_is_completed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(raw_db(dir.path(), &["objects", "hints", "meta"]));
+    open(dir.path()).unwrap().close().unwrap();
+    let db = raw_db(dir.path(), &["objects", "hints", "meta"]);
+    assert_eq!(
+        db.get(MARKER_KEY).unwrap(),
+        Some(FORMAT_VERSION.to_be_bytes().to_vec())
+    );
+}
+
+#[test]
+fn extra_column_families_are_kept_open() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path()).unwrap().close().unwrap();
+    drop(raw_db(dir.path(), &["objects", "hints", "meta", "future"]));
+    let storage = open(dir.path()).unwrap();
+    storage.put_meta("k", b"v").unwrap();
+}
+
+#[test]
+fn invalid_options_are_refused_before_touching_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let bad = RocksOptions {
+        max_open_files: 1,
+        ..RocksOptions::default()
+    };
+    assert!(matches!(
+        RocksStorage::open(&path, bad),
+        Err(StorageError::InvalidOptions(_))
+    ));
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_store_open_in_this_process_cannot_be_opened_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path()).unwrap();
+    assert!(matches!(open(dir.path()), Err(StorageError::Rocks(_))));
+}
+
+#[test]
+fn close_releases_the_store_while_other_handles_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Arc::new(open(dir.path()).unwrap());
+    let background_task_handle = Arc::clone(&storage);
+    write_sample(&storage);
+    storage.close().unwrap();
+    assert!(matches!(
+        background_task_handle.put_meta("late", b"x"),
+        Err(StorageError::Closed)
+    ));
+    let reopened = open(dir.path()).unwrap();
+    assert_sample(&reopened);
+    assert_eq!(reopened.get_meta("late").unwrap(), None);
+}
+
+#[test]
+fn flush_moves_memtables_to_sst_files_and_stats_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path()).unwrap();
+    let mut batch = WriteBatch::new();
+    for i in 0..10_000u32 {
+        batch.put(
+            Space::Objects,
+            object_key(PartitionId(i % 16), &i.to_be_bytes()),
+            vec![7u8; 100],
+        );
+    }
+    storage.write(batch).unwrap();
+    let before = storage.stats();
+    assert!(before.memtable_bytes > 0, "{before:?}");
+    assert!(before.estimated_keys > 0, "{before:?}");
+    storage.flush().unwrap();
+    let after = storage.stats();
+    assert!(
+        after.live_data_bytes > 0,
+        "no live data after flush: {after:?}"
+    );
+    assert!(
+        after.memtable_bytes < before.memtable_bytes,
+        "{before:?} -> {after:?}"
+    );
+    assert!(after.estimated_keys >= 5_000, "{after:?}");
+    // Reading warms the block cache.
+    assert!(storage
+        .get_object(PartitionId(1), &1u32.to_be_bytes())
+        .unwrap()
+        .is_some());
+    assert!(storage.stats().block_cache_usage_bytes > 0);
+}
+
+#[test]
+fn closed_store_reports_empty_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path()).unwrap();
+    write_sample(&storage);
+    storage.close().unwrap();
+    assert_eq!(storage.stats(), shoal_storage::StorageStats::default());
+}
+
+#[test]
+fn delete_partition_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = open(dir.path()).unwrap();
+        write_sample(&storage);
+        storage.flush().unwrap();
+        storage.delete_partition(PartitionId(3)).unwrap();
+    }
+    let storage = open(dir.path()).unwrap();
+    assert!(storage
+        .scan_partition(PartitionId(3), None, 10)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        storage
+            .scan_partition(PartitionId(4), None, 1000)
+            .unwrap()
+            .len(),
+        500 / 8
+    );
+}
