@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use shoal_proto::wire::{
-    decode_response, encode_request, ClientRequest, ClientResponse, ClusterInfo, Request, Response,
-    StatusReport,
+    decode_response, encode_request, AaeReport, ClientRequest, ClientResponse, ClusterInfo,
+    Request, Response, StatusReport,
 };
 use shoal_proto::RequestError;
 use shoal_ring::NodeId;
@@ -256,6 +256,26 @@ impl Client {
         result
     }
 
+    /// Anti-entropy state of the partitions one node replicates (its tree roots, key
+    /// counts and last exchanges), from `node` or the first reachable one.
+    pub async fn aae_status(&self, node: Option<&NodeId>) -> Result<AaeReport, ClientError> {
+        let start = Instant::now();
+        let result = async {
+            let route = match node {
+                Some(id) => Route::Node(id),
+                None => Route::Any,
+            };
+            let wait = self.inner.config.request_timeout;
+            match self.call(ClientRequest::AaeStatus, route, wait).await? {
+                ClientResponse::AaeStatus(report) => Ok(report),
+                other => Err(unexpected("aae_status", &other)),
+            }
+        }
+        .await;
+        record("aae_status", start, &result);
+        result
+    }
+
     /// The cluster's shape as this client last learned it (ring, member addresses, N and
     /// the default quorums).
     pub async fn cluster_info(&self) -> ClusterInfo {
@@ -387,7 +407,7 @@ impl Client {
                     break;
                 }
                 tried.push(target.addr);
-                match self.attempt(&target, &payload, wait).await? {
+                match self.attempt(&target, &payload, wait, read_only).await? {
                     Attempt::Answer(ClientResponse::Error(RequestError::ShuttingDown))
                         if read_only =>
                     {
@@ -411,19 +431,22 @@ impl Client {
         Err(unreachable(tried, last))
     }
 
-    /// One try of one node.
+    /// One try of one node. A read whose outcome is unknown (the node may be dead with
+    /// the connection not yet closed) is safe to send elsewhere, so it counts as not
+    /// delivered; a write's never is.
     async fn attempt(
         &self,
         target: &Target,
         payload: &[u8],
         wait: Duration,
+        read_only: bool,
     ) -> Result<Attempt, ClientError> {
         match send(&self.inner.endpoint, target, payload, wait).await {
             Ok(response) => {
                 self.inner.down.clear(target.addr);
                 Ok(Attempt::Answer(response))
             }
-            Err(SendError::Transport(e)) if e.is_not_delivered() => {
+            Err(SendError::Transport(e)) if e.is_not_delivered() || read_only => {
                 debug!(addr = %target.addr, error = %e, "node unreachable; trying the next");
                 self.inner.down.mark(target.addr, Instant::now());
                 Ok(Attempt::NotDelivered(e.to_string()))
@@ -559,6 +582,7 @@ fn unexpected(op: &str, response: &ClientResponse) -> ClientError {
         ClientResponse::Delete(_) => "delete",
         ClientResponse::ClusterInfo(_) => "cluster_info",
         ClientResponse::Status(_) => "status",
+        ClientResponse::AaeStatus(_) => "aae_status",
         ClientResponse::Error(_) => "error",
     };
     ClientError::Protocol(format!("expected a {op} answer, got a {kind} answer"))

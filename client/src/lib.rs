@@ -81,7 +81,10 @@ pub use context::{Context, MAX_CONTEXT_CHARS};
 pub use error::ClientError;
 pub use options::{ReadOptions, WriteOptions};
 
-pub use shoal_proto::wire::{ClusterInfo, MemberAddress, MemberState, MemberStatus, StatusReport};
+pub use shoal_proto::wire::{
+    AaeExchangeStatus, AaePartitionStatus, AaeReport, ClusterInfo, MemberAddress, MemberState,
+    MemberStatus, StatusReport,
+};
 pub use shoal_proto::{RequestError, MAX_KEY_BYTES};
 pub use shoal_ring::NodeId;
 pub use shoal_transport::{CertificateError, TransportError};

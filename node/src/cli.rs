@@ -41,6 +41,12 @@ pub enum Command {
     },
     /// A local development cluster: `init` writes it, `up` runs it; with neither, both.
     Dev(dev::DevArgs),
+    /// Anti-entropy: Merkle tree state of every partition's replicas.
+    Aae {
+        /// What to show.
+        #[command(subcommand)]
+        what: crate::cli_aae::AaeCommand,
+    },
     /// Client commands.
     #[command(flatten)]
     Client(ClientCommand),
@@ -84,6 +90,14 @@ pub enum CertCommand {
 /// Entry point of the `shoal` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Node { .. } | Command::Dev(_)) {
+        // Output commands behave like other Unix tools when their reader goes away
+        // (`shoal get k | head`): end quietly instead of panicking on a broken pipe.
+        // SAFETY: resetting a signal disposition to its default before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_tracing();
     let code = match cli.command {
         Command::Node {
@@ -104,6 +118,19 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Dev(args) => dev::run(args),
+        Command::Aae { what } => match runtime() {
+            Ok(rt) => match rt.block_on(crate::cli_aae::run(what, cli.config)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    1
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
         Command::Client(cmd) => match runtime() {
             Ok(rt) => match rt.block_on(cli_client::run(cmd, cli.config)) {
                 Ok(code) => code,

@@ -183,6 +183,57 @@ impl Default for MembershipConfig {
     }
 }
 
+/// Anti-entropy and tombstone reaping.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AaeConfig {
+    /// Run Merkle-tree exchanges and tombstone reaping.
+    pub enabled: bool,
+    /// Each pair of replicas of a partition compares trees at least this often.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How often the scheduler looks for due work.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// Most exchanges this node runs at once.
+    pub max_concurrent_exchanges: usize,
+    /// Repair budget in keys per second (scaled down while foreground latency is high).
+    pub repair_keys_per_second: u64,
+    /// Repair budget in bytes per second (scaled down likewise).
+    pub repair_bytes_per_second: u64,
+    /// Keys or segments per anti-entropy message (1..=1024).
+    pub batch: usize,
+    /// Background work backs off while the moving average of client request latency at
+    /// this node is above this.
+    #[serde(with = "humantime_serde")]
+    pub latency_target: Duration,
+    /// Each partition is scanned for reapable tombstones at least this often.
+    #[serde(with = "humantime_serde")]
+    pub reap_interval: Duration,
+    /// Each Merkle tree is rebuilt from storage and checked against the incremental one
+    /// this often.
+    #[serde(with = "humantime_serde")]
+    pub verify_interval: Duration,
+}
+
+impl Default for AaeConfig {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        AaeConfig {
+            enabled: e.aae_enabled,
+            interval: e.aae_interval,
+            tick: e.aae_tick,
+            max_concurrent_exchanges: e.aae_max_concurrent_exchanges,
+            repair_keys_per_second: e.aae_repair_keys_per_second,
+            repair_bytes_per_second: e.aae_repair_bytes_per_second,
+            batch: e.aae_batch,
+            latency_target: e.aae_latency_target,
+            reap_interval: e.reap_interval,
+            verify_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Size limits and bounds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -264,6 +315,9 @@ pub struct NodeConfig {
     /// Membership and failure detection.
     #[serde(default)]
     pub membership: MembershipConfig,
+    /// Anti-entropy and tombstone reaping.
+    #[serde(default)]
+    pub aae: AaeConfig,
     /// Limits.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -341,6 +395,15 @@ impl NodeConfig {
             max_value_bytes: self.limits.max_value_bytes,
             max_object_bytes: self.limits.max_object_bytes,
             max_inflight_requests: self.limits.max_inflight_requests,
+            aae_enabled: self.aae.enabled,
+            aae_interval: self.aae.interval,
+            aae_tick: self.aae.tick,
+            aae_max_concurrent_exchanges: self.aae.max_concurrent_exchanges,
+            aae_repair_keys_per_second: self.aae.repair_keys_per_second,
+            aae_repair_bytes_per_second: self.aae.repair_bytes_per_second,
+            aae_batch: self.aae.batch,
+            aae_latency_target: self.aae.latency_target,
+            reap_interval: self.aae.reap_interval,
         }
     }
 
@@ -441,6 +504,12 @@ impl NodeConfig {
         if self.limits.storage_threads == 0 || self.limits.storage_threads > 256 {
             return Err(field_err("limits.storage_threads", "must be in 1..=256"));
         }
+        if self.aae.verify_interval.is_zero() {
+            return Err(field_err(
+                "aae.verify_interval",
+                "must be greater than zero",
+            ));
+        }
         if self.storage.block_cache_bytes < (1 << 20) {
             return Err(field_err(
                 "storage.block_cache_bytes",
@@ -471,6 +540,9 @@ fn engine_field(field: &str) -> String {
         "handoff_batch" => return "handoff.batch".into(),
         "hint_ttl" => return "handoff.ttl".into(),
         "max_hints_per_target" | "max_hint_bytes_per_target" => "handoff",
+        "aae_enabled" => return "aae.enabled".into(),
+        "reap_interval" => return "aae.reap_interval".into(),
+        f if f.starts_with("aae_") => return format!("aae.{}", &f[4..]),
         _ => "limits",
     };
     format!("{section}.{field}")

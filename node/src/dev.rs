@@ -110,7 +110,9 @@ pub fn init(args: &DevArgs) -> anyhow::Result<Vec<NodeId>> {
              id = \"{id}\"\nlisten = \"{addr}\"\ndata_dir = \"data\"\n\
              metrics_listen = \"127.0.0.1:{metrics}\"\npartitions = 64\n\
              {seeds}\n[tls]\nca = \"../ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n\n\
-             [replication]\nn = {n}\nr = {r}\nw = {w}\n",
+             [replication]\nn = {n}\nr = {r}\nw = {w}\n\n\
+             # A dev cluster converges fast: exchanges every 10 s.\n\
+             [aae]\ninterval = \"10s\"\n",
             addr = addrs[i],
         );
         std::fs::write(node_dir.join("node.toml"), toml)?;

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod cli_aae;
 pub mod cli_client;
 pub mod config;
 pub mod dev;

@@ -56,6 +56,25 @@ pub struct EngineConfig {
     pub max_object_bytes: usize,
     /// Most requests this node coordinates or forwards at once.
     pub max_inflight_requests: usize,
+    /// Whether this node runs anti-entropy exchanges and tombstone reaping.
+    pub aae_enabled: bool,
+    /// Each pair of replicas of a partition compares trees at least this often.
+    pub aae_interval: Duration,
+    /// How often the anti-entropy scheduler looks for due work.
+    pub aae_tick: Duration,
+    /// Most exchanges this node runs at once.
+    pub aae_max_concurrent_exchanges: usize,
+    /// Repair budget: keys fetched or pushed per second (before back-off).
+    pub aae_repair_keys_per_second: u64,
+    /// Repair budget: object bytes fetched or pushed per second (before back-off).
+    pub aae_repair_bytes_per_second: u64,
+    /// Keys or segments per anti-entropy message (at most 1024).
+    pub aae_batch: usize,
+    /// Background work backs off while the foreground coordinator latency (moving
+    /// average) is above this.
+    pub aae_latency_target: Duration,
+    /// Each partition's tombstones are scanned for reaping at least this often.
+    pub reap_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +101,15 @@ impl Default for EngineConfig {
             max_value_bytes: 4 << 20,
             max_object_bytes: 16 << 20,
             max_inflight_requests: 10_000,
+            aae_enabled: true,
+            aae_interval: Duration::from_secs(300),
+            aae_tick: Duration::from_secs(1),
+            aae_max_concurrent_exchanges: 2,
+            aae_repair_keys_per_second: 20_000,
+            aae_repair_bytes_per_second: 64 << 20,
+            aae_batch: 256,
+            aae_latency_target: Duration::from_millis(50),
+            reap_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -178,6 +206,31 @@ impl EngineConfig {
         }
         if self.max_inflight_requests == 0 {
             return Err(err("max_inflight_requests", "must be at least 1"));
+        }
+        for (field, d) in [
+            ("aae_interval", self.aae_interval),
+            ("aae_tick", self.aae_tick),
+            ("aae_latency_target", self.aae_latency_target),
+            ("reap_interval", self.reap_interval),
+        ] {
+            if d.is_zero() {
+                return Err(err(field, "must be greater than zero"));
+            }
+        }
+        if self.aae_max_concurrent_exchanges == 0 {
+            return Err(err("aae_max_concurrent_exchanges", "must be at least 1"));
+        }
+        if self.aae_repair_keys_per_second == 0 || self.aae_repair_bytes_per_second == 0 {
+            return Err(err(
+                "aae_repair_keys_per_second",
+                "repair budgets must be greater than zero",
+            ));
+        }
+        if self.aae_batch == 0 || self.aae_batch > crate::wire::MAX_AAE_BATCH {
+            return Err(err(
+                "aae_batch",
+                format!("must be in 1..={}", crate::wire::MAX_AAE_BATCH),
+            ));
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ mod config;
 mod engine;
 mod error;
 mod membership;
+pub mod merkle;
 mod object;
 mod storage_ops;
 mod time;
@@ -24,10 +25,16 @@ pub mod wire;
 pub use causality::{Actor, CausalContext, Dot, VersionVector, MAX_DOT_COUNTER};
 pub use config::{ConfigError, EngineConfig, MAX_KEY_BYTES};
 pub use engine::{
-    Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
+    aae_children, aae_level_sizes, AaeStats, Command, Engine, EngineError, HandoffStats, InboundId,
+    RequestId, SendError, Sender, AAE_FANOUT, AAE_SEGMENTS,
 };
 pub use error::{CodecError, RequestError};
 pub use membership::{GossipDigest, GossipEntry, MemberView, Membership, StateChange};
+pub use merkle::{
+    diff_segment, ChildrenHashes, ChildrenRequest, Descent, DescentStep, MerkleError, MerkleShape,
+    MerkleTree, SegmentDiff, SegmentDigest, DEFAULT_FANOUT, DEFAULT_MAX_DIFFERING,
+    DEFAULT_SEGMENTS, MAX_SEGMENTS, MERKLE_FORMAT_VERSION, PAIR_HASH_SEED, SEGMENT_HASH_SEED,
+};
 pub use object::{Object, Sibling, SiblingValue, UpdateError, OBJECT_FORMAT_VERSION};
 pub use storage_ops::{HintRecord, HintRejection, HintTotals, StorageOp, StorageReply};
 pub use time::Time;

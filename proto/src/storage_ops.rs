@@ -106,6 +106,73 @@ pub enum StorageOp {
     },
     /// Count and size of hints per target. Replies [`StorageReply::HintSummary`].
     HintSummary,
+    /// Hashes of Merkle tree nodes of a partition. Replies [`StorageReply::TreeNodes`].
+    TreeNodes {
+        /// The partition.
+        partition: PartitionId,
+        /// Level, 0 at the root.
+        level: u8,
+        /// Indices within the level.
+        indices: Vec<u32>,
+    },
+    /// (key, digest) pairs of leaf segments. Replies [`StorageReply::Segments`].
+    Segments {
+        /// The partition.
+        partition: PartitionId,
+        /// Segment indices.
+        segments: Vec<u32>,
+    },
+    /// Read several keys. Replies [`StorageReply::Objects`].
+    ReadMany {
+        /// The partition.
+        partition: PartitionId,
+        /// The keys.
+        keys: Vec<Vec<u8>>,
+    },
+    /// Merge several objects. Replies [`StorageReply::MergedMany`].
+    MergeMany {
+        /// The partition.
+        partition: PartitionId,
+        /// Keys and objects.
+        objects: Vec<(Vec<u8>, Object)>,
+        /// Objects that would grow past this are skipped.
+        max_object_bytes: usize,
+    },
+    /// Digests of several keys. Replies [`StorageReply::Digests`].
+    Digests {
+        /// The partition.
+        partition: PartitionId,
+        /// The keys.
+        keys: Vec<Vec<u8>>,
+    },
+    /// Up to `limit` keys of a partition, in key order after `after`, whose objects are
+    /// tombstones older than `older_than`. Replies [`StorageReply::ReapCandidates`].
+    ReapCandidates {
+        /// The partition.
+        partition: PartitionId,
+        /// Tombstones written before this are candidates.
+        older_than: Time,
+        /// Resume after this stored key (from the previous page).
+        after: Option<Vec<u8>>,
+        /// Most candidates to return.
+        limit: usize,
+        /// Most objects to look at in this call (bounds the work of one call).
+        scan_limit: usize,
+    },
+    /// Delete keys whose object digest is still the one given. Replies
+    /// [`StorageReply::Reaped`].
+    Reap {
+        /// The partition.
+        partition: PartitionId,
+        /// Keys and expected digests.
+        keys: Vec<(Vec<u8>, u64)>,
+    },
+    /// Root and key count of the Merkle trees of these partitions. Replies
+    /// [`StorageReply::TreeSummaries`].
+    TreeSummaries {
+        /// The partitions.
+        partitions: Vec<PartitionId>,
+    },
 }
 
 impl StorageOp {
@@ -121,6 +188,14 @@ impl StorageOp {
             StorageOp::DeleteHint { .. } => "delete_hint",
             StorageOp::DropHint { .. } => "drop_hint",
             StorageOp::HintSummary => "hint_summary",
+            StorageOp::TreeNodes { .. } => "tree_nodes",
+            StorageOp::Segments { .. } => "segments",
+            StorageOp::ReadMany { .. } => "read_many",
+            StorageOp::MergeMany { .. } => "merge_many",
+            StorageOp::Digests { .. } => "digests",
+            StorageOp::ReapCandidates { .. } => "reap_candidates",
+            StorageOp::Reap { .. } => "reap",
+            StorageOp::TreeSummaries { .. } => "tree_summaries",
         }
     }
 }
@@ -192,4 +267,30 @@ pub enum StorageReply {
     HintDeleted(bool),
     /// Hint totals for every target that has hints.
     HintSummary(Vec<(NodeId, HintTotals)>),
+    /// Tree node hashes, in the order asked.
+    TreeNodes(Vec<u64>),
+    /// Per segment, its (key, digest) pairs in key order.
+    Segments(Vec<(u32, crate::wire::KeyDigests)>),
+    /// Per key, its object if any.
+    Objects(Vec<(Vec<u8>, Option<Object>)>),
+    /// How many merged objects changed the local copy, and their bytes.
+    MergedMany {
+        /// Objects that changed.
+        changed: u64,
+        /// Encoded bytes of the merged objects.
+        bytes: u64,
+    },
+    /// Per key, its digest if any.
+    Digests(Vec<Option<u64>>),
+    /// Tombstone candidates and where to resume (`None`: the scan reached the end).
+    ReapCandidates {
+        /// Keys and digests.
+        keys: Vec<(Vec<u8>, u64)>,
+        /// Resume point.
+        next: Option<Vec<u8>>,
+    },
+    /// How many keys were deleted.
+    Reaped(u64),
+    /// Per partition: root hash and key count.
+    TreeSummaries(Vec<(PartitionId, u64, u64)>),
 }

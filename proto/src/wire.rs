@@ -74,6 +74,8 @@ pub enum ClientRequest {
     ClusterInfo,
     /// Members and their state as this node sees them, and its pending hints.
     Status,
+    /// Anti-entropy state of the partitions this node replicates.
+    AaeStatus,
 }
 
 impl ClientRequest {
@@ -85,6 +87,7 @@ impl ClientRequest {
             ClientRequest::Delete { .. } => "delete",
             ClientRequest::ClusterInfo => "cluster_info",
             ClientRequest::Status => "status",
+            ClientRequest::AaeStatus => "aae_status",
         }
     }
 
@@ -189,6 +192,41 @@ pub struct StatusReport {
     pub members: Vec<MemberStatus>,
 }
 
+/// One partition of [`AaeReport`]: the reporting node's own replica of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AaePartitionStatus {
+    /// The partition.
+    pub partition: PartitionId,
+    /// Root hash of the reporting node's Merkle tree for it.
+    pub root: u64,
+    /// Keys in that tree.
+    pub keys: u64,
+    /// The last exchange with each other replica: peer, when it ended, how.
+    pub exchanges: Vec<AaeExchangeStatus>,
+}
+
+/// The outcome of the last exchange between the reporting node and one peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AaeExchangeStatus {
+    /// The other replica.
+    pub peer: NodeId,
+    /// When the exchange ended.
+    pub at: crate::time::Time,
+    /// `ok` (with the keys repaired) or `failed: <why>`.
+    pub result: String,
+    /// Keys repaired, both directions.
+    pub keys_repaired: u64,
+}
+
+/// The answer to [`ClientRequest::AaeStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AaeReport {
+    /// The reporting node.
+    pub node: NodeId,
+    /// The partitions it replicates, in order.
+    pub partitions: Vec<AaePartitionStatus>,
+}
+
 /// What a node answers a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientResponse {
@@ -202,6 +240,8 @@ pub enum ClientResponse {
     ClusterInfo(ClusterInfo),
     /// Membership status.
     Status(StatusReport),
+    /// Anti-entropy status.
+    AaeStatus(AaeReport),
     /// The request failed.
     Error(RequestError),
 }
@@ -236,6 +276,8 @@ pub enum PeerRequest {
     Gossip(GossipDigest),
     /// A liveness probe of the failure detector.
     Ping,
+    /// A step of an anti-entropy exchange or of tombstone reaping.
+    Aae(AaeRequest),
 }
 
 impl PeerRequest {
@@ -248,6 +290,7 @@ impl PeerRequest {
             PeerRequest::Read { .. } => "read",
             PeerRequest::Gossip(_) => "gossip",
             PeerRequest::Ping => "ping",
+            PeerRequest::Aae(a) => a.op_name(),
         }
     }
 }
@@ -265,8 +308,120 @@ pub enum PeerResponse {
     Gossip(GossipDigest),
     /// The answer to a probe.
     Pong,
+    /// The answer to an anti-entropy step.
+    Aae(AaeResponse),
     /// The request failed.
     Error(RequestError),
+}
+
+/// The most keys, segments or objects one anti-entropy message carries.
+pub const MAX_AAE_BATCH: usize = 1024;
+
+/// Keys with the digests of their objects (see [`Object::digest`]).
+pub type KeyDigests = Vec<(Vec<u8>, u64)>;
+
+/// One step of an anti-entropy exchange, asked of the other replica of a partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AaeRequest {
+    /// Hashes of Merkle tree nodes at `level` (0 = root).
+    Nodes {
+        /// The partition.
+        partition: PartitionId,
+        /// Tree level, 0 at the root.
+        level: u8,
+        /// Node indices within the level.
+        indices: Vec<u32>,
+    },
+    /// The (key, digest) pairs of leaf segments.
+    Segments {
+        /// The partition.
+        partition: PartitionId,
+        /// Segment indices.
+        segments: Vec<u32>,
+    },
+    /// The objects of these keys.
+    Fetch {
+        /// The partition.
+        partition: PartitionId,
+        /// The keys.
+        keys: Vec<Vec<u8>>,
+    },
+    /// Merge these objects.
+    Push {
+        /// The partition.
+        partition: PartitionId,
+        /// Keys and objects.
+        objects: Vec<(Vec<u8>, Object)>,
+    },
+    /// The digests of these keys (reaping checks that every replica holds the same
+    /// tombstone).
+    Digests {
+        /// The partition.
+        partition: PartitionId,
+        /// The keys.
+        keys: Vec<Vec<u8>>,
+    },
+    /// Delete these keys if their object's digest is still the given one.
+    Reap {
+        /// The partition.
+        partition: PartitionId,
+        /// Keys and the digest of the tombstone object confirmed on every replica.
+        keys: KeyDigests,
+    },
+}
+
+impl AaeRequest {
+    /// A short name for metrics and logs.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            AaeRequest::Nodes { .. } => "aae_nodes",
+            AaeRequest::Segments { .. } => "aae_segments",
+            AaeRequest::Fetch { .. } => "aae_fetch",
+            AaeRequest::Push { .. } => "aae_push",
+            AaeRequest::Digests { .. } => "aae_digests",
+            AaeRequest::Reap { .. } => "aae_reap",
+        }
+    }
+
+    /// The partition the step is about.
+    pub fn partition(&self) -> PartitionId {
+        match self {
+            AaeRequest::Nodes { partition, .. }
+            | AaeRequest::Segments { partition, .. }
+            | AaeRequest::Fetch { partition, .. }
+            | AaeRequest::Push { partition, .. }
+            | AaeRequest::Digests { partition, .. }
+            | AaeRequest::Reap { partition, .. } => *partition,
+        }
+    }
+
+    /// How many items (indices, segments, keys, objects) it carries.
+    pub fn batch_len(&self) -> usize {
+        match self {
+            AaeRequest::Nodes { indices, .. } => indices.len(),
+            AaeRequest::Segments { segments, .. } => segments.len(),
+            AaeRequest::Fetch { keys, .. } | AaeRequest::Digests { keys, .. } => keys.len(),
+            AaeRequest::Push { objects, .. } => objects.len(),
+            AaeRequest::Reap { keys, .. } => keys.len(),
+        }
+    }
+}
+
+/// Answers to [`AaeRequest`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AaeResponse {
+    /// Node hashes, in the order asked.
+    Nodes(Vec<u64>),
+    /// Per segment asked, its (key, digest) pairs in key order.
+    Segments(Vec<(u32, KeyDigests)>),
+    /// Per key asked, its object if any.
+    Objects(Vec<(Vec<u8>, Option<Object>)>),
+    /// How many pushed objects changed the receiver's copy.
+    Pushed(u64),
+    /// Per key asked, the digest of its object if any.
+    Digests(Vec<Option<u64>>),
+    /// How many keys were deleted.
+    Reaped(u64),
 }
 
 /// Everything that travels client→node or node→node on one stream.

@@ -35,8 +35,12 @@ impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            idle_timeout: Duration::from_secs(30),
-            keep_alive: Duration::from_secs(5),
+            // A dead peer (killed, stopped, partitioned) sends no acknowledgements: its
+            // connection closes after `idle_timeout`, failing the requests waiting on it
+            // and letting the next request dial again. Keep-alives keep a live idle
+            // connection open.
+            idle_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             max_concurrent_streams: 1024,
             max_cached_connections: 1024,

@@ -105,7 +105,18 @@ impl Engine {
                 let ttl = self.cfg.hint_ttl;
                 let timeout = self.cfg.rpc_timeout;
                 for h in records {
-                    if self.now.saturating_since(h.stored_at) >= ttl {
+                    // A hint expires by the age of its content: the newest write it holds.
+                    // Nothing older than the TTL is ever delivered, and the TTL is shorter
+                    // than the tombstone grace period, so a hint can never bring back a key
+                    // whose tombstone was reaped.
+                    let newest = h
+                        .object
+                        .siblings()
+                        .iter()
+                        .map(|s| s.timestamp)
+                        .max()
+                        .unwrap_or(h.stored_at);
+                    if self.now.saturating_since(newest) >= ttl {
                         self.storage(
                             StorageOp::DropHint {
                                 target: target.clone(),

@@ -16,6 +16,7 @@
 //! Every `Send` and `Storage` command gets exactly one matching input back (a failure or
 //! timeout counts), so that no operation waits forever.
 
+mod aae;
 mod forward;
 mod handoff;
 mod read;
@@ -40,7 +41,12 @@ use crate::wire::{
     PeerRequest, PeerResponse, Request, Response, StatusReport,
 };
 
+pub use aae::{
+    children as aae_children, level_sizes as aae_level_sizes, AaeStats, AAE_FANOUT, AAE_SEGMENTS,
+};
 pub use handoff::HandoffStats;
+
+use aae::{Aae, AaePart, ReapPart};
 
 use forward::ForwardOp;
 use handoff::Handoff;
@@ -113,6 +119,8 @@ enum Timer {
     Gossip,
     Probe,
     Handoff,
+    Aae,
+    AaeResume(u64),
 }
 
 /// What a `Send` or `Storage` command is for.
@@ -142,6 +150,12 @@ enum Waiter {
     Probe,
     Status(InboundId),
     Handoff(handoff::HandoffStep),
+    Aae {
+        exchange: u64,
+        part: AaePart,
+    },
+    Reap(ReapPart),
+    AaeStatus(InboundId),
 }
 
 /// A pending `Send` or `Storage` command.
@@ -170,6 +184,7 @@ pub struct Engine {
     probing: BTreeSet<NodeId>,
     handoff: Handoff,
     hint_totals: BTreeMap<NodeId, HintTotals>,
+    aae: Aae,
 }
 
 /// Why an engine could not be built.
@@ -211,6 +226,10 @@ impl Engine {
             return Err(EngineError::Addresses(format!("{id} is not in the ring")));
         }
         let membership = Membership::new(me.clone(), ring.version(), addresses, now);
+        let (keys_rate, bytes_rate) = (
+            cfg.aae_repair_keys_per_second,
+            cfg.aae_repair_bytes_per_second,
+        );
         let mut engine = Engine {
             cfg,
             me,
@@ -228,12 +247,15 @@ impl Engine {
             probing: BTreeSet::new(),
             handoff: Handoff::default(),
             hint_totals: BTreeMap::new(),
+            aae: Aae::new(keys_rate, bytes_rate, now),
         };
         // Spread the periodic work over its first interval so nodes started together
         // do not act in lock-step.
         let gossip_at = now + engine.jitter(engine.cfg.gossip_interval);
         let probe_at = now + engine.jitter(engine.cfg.probe_interval);
         let handoff_at = now + engine.jitter(engine.cfg.handoff_interval);
+        let aae_at = now + engine.jitter(engine.cfg.aae_tick);
+        engine.timers.insert((aae_at, Timer::Aae));
         engine.timers.insert((gossip_at, Timer::Gossip));
         engine.timers.insert((probe_at, Timer::Probe));
         engine.timers.insert((handoff_at, Timer::Handoff));
@@ -345,9 +367,9 @@ impl Engine {
             Waiter::ReadReplica { op, slot } => self.on_read_replica(op, slot, result),
             Waiter::Forward(op) => self.on_forward(op, result),
             Waiter::Repair => {
-                let ok = matches!(result, Ok(PeerResponse::Ack));
-                metrics::counter!("shoal_read_repairs_total", "result" => if ok { "ok" } else { "failed" })
-                    .increment(1);
+                if !matches!(result, Ok(PeerResponse::Ack)) {
+                    metrics::counter!("shoal_read_repair_failures_total").increment(1);
+                }
             }
             Waiter::Gossip => {
                 if let Ok(PeerResponse::Gossip(d)) = result {
@@ -360,6 +382,8 @@ impl Engine {
                 }
             }
             Waiter::Handoff(step) => self.on_handoff_send(step, result),
+            Waiter::Aae { exchange, part } => self.on_aae_send(exchange, part, result),
+            Waiter::Reap(part) => self.on_reap_send(part, result),
             other => {
                 debug_assert!(false, "send result for a storage waiter {other:?}");
             }
@@ -400,6 +424,9 @@ impl Engine {
                 metrics::counter!("shoal_hints_total", "event" => label).increment(1);
             }
             Waiter::Repair => {}
+            Waiter::Aae { exchange, part } => self.on_aae_storage(exchange, part, result),
+            Waiter::Reap(part) => self.on_reap_storage(part, result),
+            Waiter::AaeStatus(inbound) => self.on_aae_status(inbound, result),
             other => {
                 debug_assert!(false, "storage result for a send waiter {other:?}");
             }
@@ -432,6 +459,11 @@ impl Engine {
                     self.timers
                         .insert((now + self.cfg.handoff_interval, Timer::Handoff));
                 }
+                Timer::Aae => {
+                    self.aae_tick();
+                    self.timers.insert((now + self.cfg.aae_tick, Timer::Aae));
+                }
+                Timer::AaeResume(exchange) => self.on_aae_resume(exchange),
             }
         }
     }
@@ -598,6 +630,7 @@ impl Engine {
             ClientRequest::Status => {
                 self.storage(StorageOp::HintSummary, Waiter::Status(id));
             }
+            ClientRequest::AaeStatus => self.aae_status(id),
             req @ (ClientRequest::Get { .. }
             | ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }) => self.handle_keyed(id, req, forwarded),
@@ -669,7 +702,7 @@ impl Engine {
                 context.unwrap_or_default(),
                 options,
             ),
-            ClientRequest::ClusterInfo | ClientRequest::Status => {}
+            ClientRequest::ClusterInfo | ClientRequest::Status | ClientRequest::AaeStatus => {}
         }
     }
 
@@ -728,7 +761,7 @@ impl Engine {
                 let w = options.w.unwrap_or(self.cfg.w);
                 check("pw", options.pw, 0, w)?;
             }
-            ClientRequest::ClusterInfo | ClientRequest::Status => {}
+            ClientRequest::ClusterInfo | ClientRequest::Status | ClientRequest::AaeStatus => {}
         }
         Ok(())
     }

@@ -277,6 +277,7 @@ impl Engine {
                     .increment(1);
                 metrics::histogram!("shoal_coordinator_duration_seconds", "op" => "get")
                     .record(elapsed.as_secs_f64());
+                self.aae.observe_foreground(elapsed);
                 self.respond_client(inbound, ClientResponse::Get(reply));
             } else {
                 let possible = op.replies + op.pending() + op.spare.len();
@@ -361,7 +362,7 @@ impl Engine {
             if !stale || (slot.hint_for.is_some() && !self.cfg.hinted_handoff) {
                 continue;
             }
-            metrics::counter!("shoal_read_repairs_sent_total").increment(1);
+            metrics::counter!("shoal_read_repairs_total").increment(1);
             if slot.node == self.me {
                 let max_object_bytes = self.cfg.max_object_bytes;
                 self.storage(

@@ -5,7 +5,7 @@ use shoal_ring::NodeId;
 use super::{storage_error, Engine, InboundId, Waiter};
 use crate::error::RequestError;
 use crate::storage_ops::{HintRejection, StorageOp, StorageReply};
-use crate::wire::{PeerRequest, PeerResponse};
+use crate::wire::{AaeResponse, PeerRequest, PeerResponse};
 
 /// What a replica-side storage command answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +13,7 @@ pub(super) enum ReplicaKind {
     Merge,
     StoreHint,
     Read,
+    Aae,
 }
 
 impl ReplicaKind {
@@ -21,6 +22,7 @@ impl ReplicaKind {
             ReplicaKind::Merge => "replicate",
             ReplicaKind::StoreHint => "replicate_hint",
             ReplicaKind::Read => "read",
+            ReplicaKind::Aae => "aae",
         }
     }
 }
@@ -119,6 +121,16 @@ impl Engine {
                 self.respond_peer(id, PeerResponse::Gossip(mine));
             }
             PeerRequest::Ping => self.respond_peer(id, PeerResponse::Pong),
+            PeerRequest::Aae(req) => match self.aae_storage_op(req) {
+                Ok(op) => self.storage(
+                    op,
+                    Waiter::Replica {
+                        inbound: id,
+                        kind: ReplicaKind::Aae,
+                    },
+                ),
+                Err(e) => self.respond_peer(id, PeerResponse::Error(e)),
+            },
         }
     }
 
@@ -177,6 +189,24 @@ impl Engine {
                 )))
             }
             (ReplicaKind::Read, Ok(StorageReply::Object(obj))) => PeerResponse::Object(obj),
+            (ReplicaKind::Aae, Ok(StorageReply::TreeNodes(h))) => {
+                PeerResponse::Aae(AaeResponse::Nodes(h))
+            }
+            (ReplicaKind::Aae, Ok(StorageReply::Segments(s))) => {
+                PeerResponse::Aae(AaeResponse::Segments(s))
+            }
+            (ReplicaKind::Aae, Ok(StorageReply::Objects(o))) => {
+                PeerResponse::Aae(AaeResponse::Objects(o))
+            }
+            (ReplicaKind::Aae, Ok(StorageReply::MergedMany { changed, .. })) => {
+                PeerResponse::Aae(AaeResponse::Pushed(changed))
+            }
+            (ReplicaKind::Aae, Ok(StorageReply::Digests(d))) => {
+                PeerResponse::Aae(AaeResponse::Digests(d))
+            }
+            (ReplicaKind::Aae, Ok(StorageReply::Reaped(n))) => {
+                PeerResponse::Aae(AaeResponse::Reaped(n))
+            }
             (_, Ok(StorageReply::TooLarge { len, max })) => {
                 PeerResponse::Error(RequestError::ObjectTooLarge { len, max })
             }

@@ -320,6 +320,7 @@ impl Engine {
                     .increment(1);
                 metrics::histogram!("shoal_coordinator_duration_seconds", "op" => op_name)
                     .record(elapsed.as_secs_f64());
+                self.aae.observe_foreground(elapsed);
                 if let Some(r) = response {
                     self.respond_client(inbound, r);
                 }

@@ -1,1 +1,143 @@
-fn main() {}
+//! `sim`: run Shoal's deterministic simulator.
+//!
+//! - `sim --seed S` runs one seed and prints its summary and digest (the same seed always
+//!   prints the same output); `--log` prints the event log too.
+//! - `sim --seeds K` runs seeds 0..K (from `--first`), one line each, and stops at the
+//!   first failure with the command that replays it. `--seeds 100000` is the nightly
+//!   long mode.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use shoal_tests::sim::{self, FaultMix, Quorum, SimConfig};
+
+/// Parses `N/R/W`.
+fn parse_quorum(s: &str) -> Result<Quorum, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let [n, r, w] = parts.as_slice() else {
+        return Err(format!("expected N/R/W, got {s:?}"));
+    };
+    let num = |x: &str| x.parse::<u8>().map_err(|e| format!("{x:?}: {e}"));
+    Ok(Quorum {
+        n: num(n)?,
+        r: num(r)?,
+        w: num(w)?,
+    })
+}
+
+/// Run Shoal's deterministic simulator.
+#[derive(Debug, Parser)]
+#[command(name = "sim", version, about)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["seed", "seeds"])))]
+struct Args {
+    /// Run this one seed and print its summary.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run this many seeds, from --first on, one line each; stop at the first failure.
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// The first seed of --seeds.
+    #[arg(long, default_value_t = 0)]
+    first: u64,
+    /// Cluster size, 3 to 7 (default: drawn from each seed).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(3..=7))]
+    nodes: Option<u8>,
+    /// Replicas and default quorums as N/R/W, e.g. 3/2/2 (default: drawn from each seed,
+    /// N = 3).
+    #[arg(long, value_parser = parse_quorum)]
+    quorum: Option<Quorum>,
+    /// Client operations in the safety phase.
+    #[arg(long, default_value_t = 200)]
+    ops: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Fault intensity from 0 (no faults, default quorums on every request) to 1 (the
+    /// strongest mix); each seed draws which faults it injects.
+    #[arg(long, default_value_t = 1.0)]
+    faults: f64,
+    /// Print the event log (with --seed).
+    #[arg(long)]
+    log: bool,
+}
+
+impl Args {
+    fn config(&self, seed: u64) -> SimConfig {
+        let mut cfg = SimConfig::from_seed(seed);
+        cfg.nodes = self.nodes.map(usize::from);
+        cfg.quorum = self.quorum;
+        cfg.ops = self.ops;
+        cfg.clients = self.clients;
+        // A clean run keeps the default quorums, so that read-your-writes is checked
+        // whenever they overlap.
+        cfg.vary_quorums = self.faults > 0.0;
+        cfg.faults = if self.faults <= 0.0 {
+            FaultMix::None
+        } else {
+            FaultMix::FromSeed {
+                intensity: self.faults.min(1.0),
+            }
+        };
+        cfg.keep_log = self.log;
+        cfg
+    }
+}
+
+fn run_one(args: &Args, seed: u64) -> anyhow::Result<sim::RunReport> {
+    let cfg = args.config(seed);
+    match std::panic::catch_unwind(|| sim::run(&cfg)) {
+        Ok(result) => result.with_context(|| format!("seed {seed} could not run")),
+        Err(_) => anyhow::bail!("seed {seed} panicked (message above)"),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(seed) = args.seed {
+        return match run_one(&args, seed) {
+            Ok(report) => {
+                if args.log {
+                    for line in &report.log {
+                        println!("{line}");
+                    }
+                    println!();
+                }
+                println!("{report}");
+                if report.violations.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                println!("error: {e:#}");
+                println!("replay: {}", sim::replay_command(&args.config(seed)));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let count = args.seeds.unwrap_or(0);
+    for seed in args.first..args.first.saturating_add(count) {
+        match run_one(&args, seed) {
+            Ok(report) => {
+                println!("{}", report.one_line());
+                if let Err(failure) = report.check() {
+                    // The failure names the seed and the command that replays it.
+                    println!("{failure}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            Err(e) => {
+                println!("error: {e:#}");
+                println!(
+                    "failing seed {seed}; replay: {}",
+                    sim::replay_command(&args.config(seed))
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("{count} seeds passed");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,196 @@
+//! Hints: objects kept for a primary that was down, one per (target, key), bounded per
+//! target in count and bytes.
+//!
+//! Layout in the hints space: `len(target) ‖ target ‖ be32(partition) ‖ key`, so one
+//! target's hints are one range; value `version ‖ be64(stored_at µs) ‖ object`.
+
+use shoal_proto::{HintRecord, HintRejection, Object, StorageReply, Time};
+use shoal_ring::{NodeId, PartitionId};
+use shoal_storage::{Space, Storage, WriteBatch};
+
+use super::{ExecError, Executor};
+
+/// Version byte of an encoded hint.
+const HINT_FORMAT_VERSION: u8 = 1;
+
+/// The hints-space key of a hint.
+pub fn hint_key(target: &NodeId, partition: PartitionId, key: &[u8]) -> Vec<u8> {
+    let mut out = hint_prefix(target);
+    out.extend_from_slice(&partition.0.to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+pub(super) fn hint_prefix(target: &NodeId) -> Vec<u8> {
+    let t = target.as_str().as_bytes();
+    let mut out = Vec::with_capacity(1 + t.len() + 4);
+    // Node ids are at most 64 bytes, so the length fits a byte.
+    out.push(u8::try_from(t.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(t);
+    out
+}
+
+/// The first key after every key that starts with `prefix`.
+pub(super) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+pub(super) fn split_hint_key(raw: &[u8]) -> Option<(NodeId, PartitionId, &[u8])> {
+    let (&len, rest) = raw.split_first()?;
+    let len = usize::from(len);
+    if rest.len() < len + 4 {
+        return None;
+    }
+    let target = std::str::from_utf8(&rest[..len]).ok()?;
+    let target = NodeId::new(target).ok()?;
+    let p = u32::from_be_bytes(rest[len..len + 4].try_into().ok()?);
+    Some((target, PartitionId(p), &rest[len + 4..]))
+}
+
+fn encode_hint(stored_at: Time, object: &Object) -> Vec<u8> {
+    let mut out = vec![HINT_FORMAT_VERSION];
+    out.extend_from_slice(&stored_at.as_micros().to_be_bytes());
+    out.extend(object.encode());
+    out
+}
+
+pub(super) fn decode_hint(bytes: &[u8]) -> Result<(Time, Object), ExecError> {
+    let corrupt = |detail: String| ExecError::Corrupt {
+        what: "hint",
+        detail,
+    };
+    let (&version, rest) = bytes.split_first().ok_or_else(|| corrupt("empty".into()))?;
+    if version != HINT_FORMAT_VERSION {
+        return Err(corrupt(format!("unknown hint format {version}")));
+    }
+    let (at, obj) = rest
+        .split_first_chunk::<8>()
+        .ok_or_else(|| corrupt("truncated".into()))?;
+    let object = Object::decode(obj).map_err(|e| corrupt(e.to_string()))?;
+    Ok((Time::from_micros(u64::from_be_bytes(*at)), object))
+}
+
+impl<S: Storage> Executor<S> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store_hint(
+        &self,
+        target: &NodeId,
+        partition: PartitionId,
+        key: &[u8],
+        object: &Object,
+        now: Time,
+        max_hints: u64,
+        max_bytes: u64,
+    ) -> Result<StorageReply, ExecError> {
+        let _guard = self.locks.lock(partition, key);
+        let hk = hint_key(target, partition, key);
+        let existing = self.storage.get(Space::Hints, &hk)?;
+        let old_len = existing.as_ref().map(|b| b.len() as u64);
+        let (stored_at, mut merged) = match existing {
+            Some(b) => match decode_hint(&b) {
+                Ok(h) => h,
+                // A corrupt hint is replaced: what it held is also on other replicas.
+                Err(_) => (now, Object::new()),
+            },
+            None => (now, Object::new()),
+        };
+        merged.merge(object);
+        let bytes = encode_hint(stored_at, &merged);
+        let new_len = bytes.len() as u64;
+        {
+            let totals = self.hints.lock().unwrap_or_else(|e| e.into_inner());
+            let t = totals.get(target).copied().unwrap_or_default();
+            if old_len.is_none() && t.count >= max_hints {
+                return Ok(StorageReply::HintRejected(HintRejection::TooMany));
+            }
+            if t.bytes - old_len.unwrap_or(0).min(t.bytes) + new_len > max_bytes {
+                return Ok(StorageReply::HintRejected(HintRejection::TooLarge));
+            }
+        }
+        self.storage.put(Space::Hints, &hk, &bytes)?;
+        let mut totals = self.hints.lock().unwrap_or_else(|e| e.into_inner());
+        let t = totals.entry(target.clone()).or_default();
+        match old_len {
+            Some(old) => t.bytes = t.bytes.saturating_sub(old) + new_len,
+            None => {
+                t.count += 1;
+                t.bytes += new_len;
+            }
+        }
+        Ok(StorageReply::HintStored)
+    }
+
+    pub(super) fn list_hints(
+        &self,
+        target: &NodeId,
+        limit: usize,
+    ) -> Result<StorageReply, ExecError> {
+        let prefix = hint_prefix(target);
+        let end = prefix_end(&prefix);
+        let rows = self
+            .storage
+            .scan(Space::Hints, &prefix, end.as_deref(), limit)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (k, v) in rows {
+            let Some((_, partition, key)) = split_hint_key(&k) else {
+                continue;
+            };
+            match decode_hint(&v) {
+                Ok((stored_at, object)) => out.push(HintRecord {
+                    partition,
+                    key: key.to_vec(),
+                    object,
+                    stored_at,
+                }),
+                Err(_) => {
+                    // Undecodable: drop it so that it cannot block delivery forever.
+                    metrics::counter!("shoal_hints_total", "event" => "corrupt").increment(1);
+                    let key = key.to_vec();
+                    self.delete_hint(target, partition, &key, None)?;
+                }
+            }
+        }
+        Ok(StorageReply::Hints(out))
+    }
+
+    pub(super) fn delete_hint(
+        &self,
+        target: &NodeId,
+        partition: PartitionId,
+        key: &[u8],
+        delivered: Option<&Object>,
+    ) -> Result<StorageReply, ExecError> {
+        let _guard = self.locks.lock(partition, key);
+        let hk = hint_key(target, partition, key);
+        let Some(bytes) = self.storage.get(Space::Hints, &hk)? else {
+            return Ok(StorageReply::HintDeleted(false));
+        };
+        if let Some(delivered) = delivered {
+            if let Ok((_, stored)) = decode_hint(&bytes) {
+                if !delivered.includes(&stored) {
+                    // The hint grew after it was read: keep it for the next round.
+                    return Ok(StorageReply::HintDeleted(false));
+                }
+            }
+        }
+        let mut batch = WriteBatch::with_capacity(1);
+        batch.delete(Space::Hints, hk);
+        self.storage.write(batch)?;
+        let mut totals = self.hints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = totals.get_mut(target) {
+            t.count = t.count.saturating_sub(1);
+            t.bytes = t.bytes.saturating_sub(bytes.len() as u64);
+            if t.count == 0 {
+                totals.remove(target);
+            }
+        }
+        Ok(StorageReply::HintDeleted(true))
+    }
+}

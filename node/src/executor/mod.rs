@@ -1,0 +1,490 @@
+//! Carries out the engine's [`StorageOp`]s against a [`Storage`] engine.
+//!
+//! Each op is an atomic read-modify-write of one key: the key's stripe lock is held
+//! across read, object logic (always `shoal_proto`'s) and write. The executor also owns
+//! the per-node state that lives next to the data:
+//!
+//! - the node's [`Actor`] (its incarnation id), created at random with the data directory;
+//! - the dot counter, a node-wide increasing sequence. Counter blocks are reserved in
+//!   metadata before use (hi-lo), so a restart never reuses a counter: at most the rest
+//!   of one block is skipped;
+//! - one Merkle tree per partition ([`trees`]), updated with every object write under the
+//!   partition's tree lock, rebuilt from storage at open;
+//! - per-target hint totals ([`hints`]), rebuilt by a scan at open.
+//!
+//! Objects are stored under `be32(partition) ‖ be16(segment) ‖ key` (the storage crate
+//! adds the partition; the executor the segment), so the keys of one Merkle segment are
+//! one range: anti-entropy reads a differing segment without scanning its partition.
+
+mod hints;
+#[cfg(test)]
+mod tests;
+mod trees;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use shoal_proto::{
+    Actor, CausalContext, Dot, HintTotals, Object, SiblingValue, StorageOp, StorageReply, Time,
+};
+use shoal_ring::{NodeId, PartitionId};
+use shoal_storage::{Space, Storage, StorageError};
+
+pub use hints::hint_key;
+pub use trees::TreeMismatch;
+
+use trees::Trees;
+
+/// Counters reserved per metadata write.
+const DOT_BLOCK: u64 = 1 << 20;
+/// Metadata entry: the node's actor id (u64, big-endian).
+const META_ACTOR: &str = "actor";
+/// Metadata entry: the highest dot counter reserved (u64, big-endian).
+const META_DOT_RESERVED: &str = "dot_counter_reserved";
+/// Metadata entry: the segment count of the object key layout (u32, big-endian).
+const META_SEGMENTS: &str = "object_layout_segments";
+/// Rows per page when scanning at open.
+const SCAN_PAGE: usize = 4096;
+
+/// Why the executor could not open or run an op.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The storage engine failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Stored bytes did not decode.
+    #[error("corrupt {what}: {detail}")]
+    Corrupt {
+        /// What was being decoded.
+        what: &'static str,
+        /// The decoder's complaint.
+        detail: String,
+    },
+    /// The data directory was written with another object layout.
+    #[error(
+        "the data directory uses {found} Merkle segments per partition, this build {expected}"
+    )]
+    Layout {
+        /// Segments recorded in the store.
+        found: u32,
+        /// Segments this build uses.
+        expected: u32,
+    },
+}
+
+struct DotCounter {
+    next: u64,
+    reserved: u64,
+}
+
+/// Runs storage ops for one node. Shared between the driver's storage worker threads.
+pub struct Executor<S: Storage> {
+    storage: S,
+    locks: shoal_storage::KeyLocks,
+    actor: Actor,
+    dots: Mutex<DotCounter>,
+    hints: Mutex<BTreeMap<NodeId, HintTotals>>,
+    trees: Trees,
+}
+
+impl<S: Storage> std::fmt::Debug for Executor<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_u64(storage: &impl Storage, name: &str) -> Result<Option<u64>, ExecError> {
+    match storage.get_meta(name)? {
+        None => Ok(None),
+        Some(bytes) => {
+            let arr: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| ExecError::Corrupt {
+                    what: "metadata",
+                    detail: format!("{name} is {} bytes, expected 8", bytes.len()),
+                })?;
+            Ok(Some(u64::from_be_bytes(arr)))
+        }
+    }
+}
+
+fn decode_object(bytes: &[u8]) -> Result<Object, ExecError> {
+    Object::decode(bytes).map_err(|e| ExecError::Corrupt {
+        what: "object",
+        detail: e.to_string(),
+    })
+}
+
+/// The version digest of a stored object: its bytes are its canonical encoding, so this
+/// equals [`Object::digest`].
+pub fn raw_digest(raw: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(raw)
+}
+
+impl<S: Storage> Executor<S> {
+    /// Open on `storage`: load (or create, with `new_actor()`) the actor, reserve a block
+    /// of dot counters, and rebuild the hint totals and Merkle trees from a scan.
+    pub fn open(storage: S, new_actor: impl FnOnce() -> u64) -> Result<Executor<S>, ExecError> {
+        let expected = shoal_proto::AAE_SEGMENTS;
+        match storage.get_meta(META_SEGMENTS)? {
+            Some(b) => {
+                let found = u32::from_be_bytes(b.as_slice().try_into().map_err(|_| {
+                    ExecError::Corrupt {
+                        what: "metadata",
+                        detail: format!("{META_SEGMENTS} is {} bytes, expected 4", b.len()),
+                    }
+                })?);
+                if found != expected {
+                    return Err(ExecError::Layout { found, expected });
+                }
+            }
+            None => storage.put_meta(META_SEGMENTS, &expected.to_be_bytes())?,
+        }
+        let actor = match read_u64(&storage, META_ACTOR)? {
+            Some(a) => Actor(a),
+            None => {
+                let a = new_actor();
+                storage.put_meta(META_ACTOR, &a.to_be_bytes())?;
+                Actor(a)
+            }
+        };
+        let reserved = read_u64(&storage, META_DOT_RESERVED)?.unwrap_or(0);
+        // Counters up to `reserved` may have been used by an earlier run: start above.
+        let next = reserved + 1;
+        let reserved = reserved + DOT_BLOCK;
+        storage.put_meta(META_DOT_RESERVED, &reserved.to_be_bytes())?;
+        let exec = Executor {
+            storage,
+            locks: shoal_storage::KeyLocks::default(),
+            actor,
+            dots: Mutex::new(DotCounter { next, reserved }),
+            hints: Mutex::new(BTreeMap::new()),
+            trees: Trees::new(),
+        };
+        exec.rebuild_hint_totals()?;
+        exec.rebuild_trees()?;
+        Ok(exec)
+    }
+
+    /// This node's actor.
+    pub fn actor(&self) -> Actor {
+        self.actor
+    }
+
+    /// The storage engine.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    fn rebuild_hint_totals(&self) -> Result<(), ExecError> {
+        let mut totals: BTreeMap<NodeId, HintTotals> = BTreeMap::new();
+        let mut start: Vec<u8> = Vec::new();
+        loop {
+            let rows = self.storage.scan(Space::Hints, &start, None, SCAN_PAGE)?;
+            let full = rows.len() == SCAN_PAGE;
+            for (k, v) in &rows {
+                if let Some((target, _, _)) = hints::split_hint_key(k) {
+                    let t = totals.entry(target).or_default();
+                    t.count += 1;
+                    t.bytes += v.len() as u64;
+                }
+            }
+            match rows.last() {
+                Some((k, _)) if full => {
+                    start = k.clone();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        *self.hints.lock().unwrap_or_else(|e| e.into_inner()) = totals;
+        Ok(())
+    }
+
+    fn mint(&self, at_least: u64) -> Result<Dot, ExecError> {
+        let mut d = self.dots.lock().unwrap_or_else(|e| e.into_inner());
+        if d.next < at_least {
+            d.next = at_least;
+        }
+        if d.next > d.reserved {
+            let reserved = d.next + DOT_BLOCK;
+            self.storage
+                .put_meta(META_DOT_RESERVED, &reserved.to_be_bytes())?;
+            d.reserved = reserved;
+        }
+        let dot = Dot::new(self.actor, d.next);
+        d.next += 1;
+        Ok(dot)
+    }
+
+    /// The stored key of `key` (segment prefix; the storage adds the partition).
+    fn stored_key(&self, key: &[u8]) -> Vec<u8> {
+        let seg = self.trees.segment_of(key);
+        // Segments are < 2^16 (1,024 by default), so two bytes hold them.
+        let mut out = Vec::with_capacity(2 + key.len());
+        out.extend_from_slice(&u16::try_from(seg).unwrap_or(u16::MAX).to_be_bytes());
+        out.extend_from_slice(key);
+        out
+    }
+
+    /// The raw stored bytes of a key's object.
+    fn get_raw(&self, partition: PartitionId, key: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
+        Ok(self.storage.get_object(partition, &self.stored_key(key))?)
+    }
+
+    /// Write (or delete, with `None`) a key's object and update its partition's tree, as
+    /// one step under the tree lock. The caller holds the key's lock and read `old`.
+    fn put_raw(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<(), ExecError> {
+        let stored = self.stored_key(key);
+        let tree = self.trees.get(partition);
+        let mut tree = tree.lock().unwrap_or_else(|e| e.into_inner());
+        match new {
+            Some(bytes) => self.storage.put_object(partition, &stored, bytes)?,
+            None => self.storage.delete_object(partition, &stored)?,
+        }
+        tree.update(key, old.map(raw_digest), new.map(raw_digest));
+        Ok(())
+    }
+
+    /// Run one op. Errors are reported as text to the engine, which turns them into a
+    /// typed `Storage` error for the requester.
+    pub fn execute(&self, op: StorageOp) -> Result<StorageReply, ExecError> {
+        match op {
+            StorageOp::Read { partition, key } => {
+                let obj = self
+                    .get_raw(partition, &key)?
+                    .map(|b| decode_object(&b))
+                    .transpose()?;
+                Ok(StorageReply::Object(obj))
+            }
+            StorageOp::ReadHint {
+                target,
+                partition,
+                key,
+            } => {
+                let raw = self
+                    .storage
+                    .get(Space::Hints, &hint_key(&target, partition, &key))?;
+                let obj = raw
+                    .map(|b| hints::decode_hint(&b))
+                    .transpose()?
+                    .map(|(_, o)| o);
+                Ok(StorageReply::Object(obj))
+            }
+            StorageOp::Coordinate {
+                partition,
+                key,
+                context,
+                value,
+                now,
+                max_object_bytes,
+            } => self.coordinate(partition, &key, &context, value, now, max_object_bytes),
+            StorageOp::Merge {
+                partition,
+                key,
+                object,
+                max_object_bytes,
+            } => match self.merge(partition, &key, &object, max_object_bytes)? {
+                Merged::Stored { object, changed } => Ok(StorageReply::Merged { object, changed }),
+                Merged::TooLarge { len } => Ok(StorageReply::TooLarge {
+                    len,
+                    max: max_object_bytes,
+                }),
+            },
+            StorageOp::StoreHint {
+                target,
+                partition,
+                key,
+                object,
+                now,
+                max_hints,
+                max_bytes,
+            } => self.store_hint(&target, partition, &key, &object, now, max_hints, max_bytes),
+            StorageOp::ListHints { target, limit } => self.list_hints(&target, limit),
+            StorageOp::DeleteHint {
+                target,
+                partition,
+                key,
+                delivered,
+            } => self.delete_hint(&target, partition, &key, Some(&delivered)),
+            StorageOp::DropHint {
+                target,
+                partition,
+                key,
+            } => self.delete_hint(&target, partition, &key, None),
+            StorageOp::HintSummary => {
+                let totals = self.hints.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(StorageReply::HintSummary(
+                    totals
+                        .iter()
+                        .filter(|(_, t)| t.count > 0)
+                        .map(|(id, t)| (id.clone(), *t))
+                        .collect(),
+                ))
+            }
+            StorageOp::TreeNodes {
+                partition,
+                level,
+                indices,
+            } => self.tree_nodes(partition, level, &indices),
+            StorageOp::Segments {
+                partition,
+                segments,
+            } => self.segments(partition, &segments),
+            StorageOp::ReadMany { partition, keys } => {
+                let mut out = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let obj = self
+                        .get_raw(partition, &key)?
+                        .map(|b| decode_object(&b))
+                        .transpose()?;
+                    out.push((key, obj));
+                }
+                Ok(StorageReply::Objects(out))
+            }
+            StorageOp::MergeMany {
+                partition,
+                objects,
+                max_object_bytes,
+            } => {
+                let (mut changed, mut bytes) = (0u64, 0u64);
+                for (key, object) in objects {
+                    match self.merge(partition, &key, &object, max_object_bytes)? {
+                        Merged::Stored { object, changed: c } => {
+                            if c {
+                                changed += 1;
+                                bytes += object.data_bytes() as u64;
+                            }
+                        }
+                        Merged::TooLarge { .. } => {
+                            metrics::counter!("shoal_aae_objects_too_large_total").increment(1);
+                        }
+                    }
+                }
+                Ok(StorageReply::MergedMany { changed, bytes })
+            }
+            StorageOp::Digests { partition, keys } => {
+                let mut out = Vec::with_capacity(keys.len());
+                for key in keys {
+                    out.push(self.get_raw(partition, &key)?.map(|b| raw_digest(&b)));
+                }
+                Ok(StorageReply::Digests(out))
+            }
+            StorageOp::ReapCandidates {
+                partition,
+                older_than,
+                after,
+                limit,
+                scan_limit,
+            } => self.reap_candidates(partition, older_than, after, limit, scan_limit),
+            StorageOp::Reap { partition, keys } => {
+                let mut reaped = 0;
+                for (key, digest) in keys {
+                    let _guard = self.locks.lock(partition, &key);
+                    let Some(raw) = self.get_raw(partition, &key)? else {
+                        continue;
+                    };
+                    // Only the tombstone every replica confirmed: a write since then wins.
+                    if raw_digest(&raw) == digest {
+                        self.put_raw(partition, &key, Some(&raw), None)?;
+                        reaped += 1;
+                    }
+                }
+                Ok(StorageReply::Reaped(reaped))
+            }
+            StorageOp::TreeSummaries { partitions } => Ok(StorageReply::TreeSummaries(
+                partitions
+                    .into_iter()
+                    .map(|p| {
+                        let (root, keys) = self.trees.summary(p);
+                        (p, root, keys)
+                    })
+                    .collect(),
+            )),
+        }
+    }
+
+    fn coordinate(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        context: &CausalContext,
+        value: SiblingValue,
+        now: Time,
+        max_object_bytes: usize,
+    ) -> Result<StorageReply, ExecError> {
+        let _guard = self.locks.lock(partition, key);
+        let old = self.get_raw(partition, key)?;
+        let mut object = match &old {
+            Some(b) => decode_object(b)?,
+            None => Object::new(),
+        };
+        // The counter is node-wide and only grows, so it is above anything this actor
+        // minted; a context claiming more (only possible from a forged or foreign
+        // context, refused above 2^62 by the engine) lifts the counter above it.
+        let known = object
+            .clock()
+            .max_counter(self.actor)
+            .max(context.max_counter(self.actor));
+        let dot = self.mint(known.saturating_add(1))?;
+        let reply = object
+            .update(context, value, dot, now)
+            .map_err(|e| ExecError::Corrupt {
+                what: "dot counter",
+                detail: e.to_string(),
+            })?;
+        let bytes = object.encode();
+        if bytes.len() > max_object_bytes {
+            return Ok(StorageReply::TooLarge {
+                len: bytes.len(),
+                max: max_object_bytes,
+            });
+        }
+        self.put_raw(partition, key, old.as_deref(), Some(&bytes))?;
+        Ok(StorageReply::Coordinated {
+            object,
+            context: reply,
+        })
+    }
+
+    fn merge(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        incoming: &Object,
+        max_object_bytes: usize,
+    ) -> Result<Merged, ExecError> {
+        let _guard = self.locks.lock(partition, key);
+        let old = self.get_raw(partition, key)?;
+        let mut current = match &old {
+            Some(b) => decode_object(b)?,
+            None => Object::new(),
+        };
+        let changed = current.merge(incoming);
+        if changed {
+            let bytes = current.encode();
+            if bytes.len() > max_object_bytes {
+                return Ok(Merged::TooLarge { len: bytes.len() });
+            }
+            self.put_raw(partition, key, old.as_deref(), Some(&bytes))?;
+        }
+        Ok(Merged::Stored {
+            object: current,
+            changed,
+        })
+    }
+}
+
+enum Merged {
+    Stored { object: Object, changed: bool },
+    TooLarge { len: usize },
+}

@@ -1,0 +1,394 @@
+
+use super::*;
+use shoal_proto::HintRejection;
+use shoal_storage::MemStorage;
+
+fn exec(storage: &MemStorage) -> Executor<MemStorage> {
+    Executor::open(storage.clone(), || 42).unwrap()
+}
+
+fn put(e: &Executor<MemStorage>, key: &[u8], v: &str, ctx: CausalContext) -> StorageReply {
+    e.execute(StorageOp::Coordinate {
+        partition: PartitionId(1),
+        key: key.to_vec(),
+        context: ctx,
+        value: SiblingValue::Data(v.as_bytes().to_vec()),
+        now: Time::ZERO,
+        max_object_bytes: 1 << 20,
+    })
+    .unwrap()
+}
+
+#[test]
+fn actor_survives_reopen_and_dots_never_repeat() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    let StorageReply::Coordinated { object, .. } = put(&e, b"k", "a", CausalContext::new()) else {
+        panic!("not coordinated")
+    };
+    let first = object.siblings()[0].dot;
+    drop(e);
+    let e = Executor::open(storage.clone(), || 7).unwrap();
+    assert_eq!(e.actor(), Actor(42));
+    let StorageReply::Coordinated { object, .. } = put(&e, b"other", "b", CausalContext::new())
+    else {
+        panic!("not coordinated")
+    };
+    assert!(object.siblings()[0].dot.counter > first.counter);
+}
+
+#[test]
+fn hints_are_bounded_per_target_and_totals_survive_reopen() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    let target = NodeId::new("b").unwrap();
+    let StorageReply::Coordinated { object, .. } = put(&e, b"k", "a", CausalContext::new()) else {
+        panic!()
+    };
+    let store = |key: &[u8]| {
+        e.execute(StorageOp::StoreHint {
+            target: target.clone(),
+            partition: PartitionId(1),
+            key: key.to_vec(),
+            object: object.clone(),
+            now: Time::ZERO,
+            max_hints: 2,
+            max_bytes: 1 << 20,
+        })
+        .unwrap()
+    };
+    assert_eq!(store(b"k1"), StorageReply::HintStored);
+    assert_eq!(store(b"k2"), StorageReply::HintStored);
+    // Updating an existing hint is not a new hint.
+    assert_eq!(store(b"k1"), StorageReply::HintStored);
+    assert_eq!(
+        store(b"k3"),
+        StorageReply::HintRejected(HintRejection::TooMany)
+    );
+    drop(e);
+    let e = exec(&storage);
+    let StorageReply::HintSummary(s) = e.execute(StorageOp::HintSummary).unwrap() else {
+        panic!()
+    };
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].1.count, 2);
+    let StorageReply::Hints(list) = e
+        .execute(StorageOp::ListHints {
+            target: target.clone(),
+            limit: 10,
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(list.len(), 2);
+    let r = e
+        .execute(StorageOp::DeleteHint {
+            target: target.clone(),
+            partition: PartitionId(1),
+            key: b"k1".to_vec(),
+            delivered: list[0].object.clone(),
+        })
+        .unwrap();
+    assert_eq!(r, StorageReply::HintDeleted(true));
+}
+
+#[test]
+fn a_hint_that_grew_after_delivery_is_kept() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    let target = NodeId::new("b").unwrap();
+    let StorageReply::Coordinated { object: v1, .. } = put(&e, b"k", "a", CausalContext::new())
+    else {
+        panic!()
+    };
+    let StorageReply::Coordinated { object: v2, .. } = put(&e, b"k", "b", CausalContext::new())
+    else {
+        panic!()
+    };
+    for obj in [&v1, &v2] {
+        e.execute(StorageOp::StoreHint {
+            target: target.clone(),
+            partition: PartitionId(1),
+            key: b"k".to_vec(),
+            object: obj.clone(),
+            now: Time::ZERO,
+            max_hints: 10,
+            max_bytes: 1 << 20,
+        })
+        .unwrap();
+    }
+    let r = e
+        .execute(StorageOp::DeleteHint {
+            target,
+            partition: PartitionId(1),
+            key: b"k".to_vec(),
+            delivered: v1,
+        })
+        .unwrap();
+    assert_eq!(r, StorageReply::HintDeleted(false));
+}
+
+fn merge_op(key: &[u8], object: Object) -> StorageOp {
+    StorageOp::Merge {
+        partition: PartitionId(1),
+        key: key.to_vec(),
+        object,
+        max_object_bytes: 1 << 20,
+    }
+}
+
+fn tree_nodes(e: &Executor<MemStorage>, p: PartitionId) -> Vec<Vec<u64>> {
+    (0..shoal_proto::aae_level_sizes().len())
+        .map(|level| {
+            let width = shoal_proto::aae_level_sizes()[level];
+            let StorageReply::TreeNodes(h) = e
+                .execute(StorageOp::TreeNodes {
+                    partition: p,
+                    level: level as u8,
+                    indices: (0..width).collect(),
+                })
+                .unwrap()
+            else {
+                panic!("not tree nodes")
+            };
+            h
+        })
+        .collect()
+}
+
+#[test]
+fn incremental_trees_match_a_rebuild_after_random_writes_deletes_and_restarts() {
+    use rand::{Rng, SeedableRng};
+    let storage = MemStorage::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut e = exec(&storage);
+    let mut contexts: std::collections::BTreeMap<Vec<u8>, CausalContext> = Default::default();
+    for round in 0..2000u32 {
+        let key = format!("key-{}", rng.random_range(0..300u32)).into_bytes();
+        match rng.random_range(0..10u32) {
+            // Puts, with or without the key's last context.
+            0..=5 => {
+                let ctx = if rng.random_bool(0.5) {
+                    contexts.get(&key).cloned().unwrap_or_default()
+                } else {
+                    CausalContext::new()
+                };
+                if let StorageReply::Coordinated { object, .. } =
+                    put(&e, &key, &format!("v{round}"), ctx)
+                {
+                    contexts.insert(key, object.context());
+                }
+            }
+            // Deletes (tombstones).
+            6 => {
+                let ctx = contexts.get(&key).cloned().unwrap_or_default();
+                e.execute(StorageOp::Coordinate {
+                    partition: PartitionId(1),
+                    key: key.clone(),
+                    context: ctx,
+                    value: SiblingValue::Tombstone,
+                    now: Time::ZERO,
+                    max_object_bytes: 1 << 20,
+                })
+                .unwrap();
+            }
+            // Merges from another replica.
+            7 => {
+                let mut other = Object::new();
+                other
+                    .update(
+                        &CausalContext::new(),
+                        SiblingValue::Data(b"remote".to_vec()),
+                        Dot::new(Actor(99), u64::from(round) + 1),
+                        Time::ZERO,
+                    )
+                    .unwrap();
+                e.execute(merge_op(&key, other)).unwrap();
+            }
+            // Reaps of whatever the key holds now.
+            8 => {
+                if let StorageReply::Digests(d) = e
+                    .execute(StorageOp::Digests {
+                        partition: PartitionId(1),
+                        keys: vec![key.clone()],
+                    })
+                    .unwrap()
+                {
+                    if let Some(digest) = d[0] {
+                        e.execute(StorageOp::Reap {
+                            partition: PartitionId(1),
+                            keys: vec![(key.clone(), digest)],
+                        })
+                        .unwrap();
+                    }
+                }
+            }
+            // Restarts: the tree is rebuilt from storage.
+            _ => {
+                let before = tree_nodes(&e, PartitionId(1));
+                drop(e);
+                e = exec(&storage);
+                assert_eq!(tree_nodes(&e, PartitionId(1)), before, "round {round}");
+            }
+        }
+        if round % 250 == 0 {
+            assert_eq!(e.verify_trees().unwrap(), vec![], "round {round}");
+        }
+    }
+    assert_eq!(e.verify_trees().unwrap(), vec![]);
+    let (root, keys) = e.tree_summary(PartitionId(1));
+    assert_ne!(root, 0);
+    assert!(keys > 0);
+}
+
+#[test]
+fn a_tree_that_drifted_from_storage_is_detected_and_replaced() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    put(&e, b"a", "1", CausalContext::new());
+    put(&e, b"b", "2", CausalContext::new());
+    // Write behind the executor's back: the tree no longer matches the data.
+    let stored = e.stored_key(b"c");
+    storage
+        .put_object(PartitionId(1), &stored, &Object::new().encode())
+        .unwrap();
+    let mismatches = e.verify_trees().unwrap();
+    assert_eq!(mismatches.len(), 1);
+    assert_eq!(mismatches[0].partition, PartitionId(1));
+    assert_eq!(e.verify_trees().unwrap(), vec![], "replaced by the rebuild");
+}
+
+#[test]
+fn segments_list_exactly_the_keys_of_each_segment() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    let mut expected: std::collections::BTreeMap<u32, Vec<Vec<u8>>> = Default::default();
+    for i in 0..500 {
+        let key = format!("k{i}").into_bytes();
+        put(&e, &key, "v", CausalContext::new());
+        expected
+            .entry(e.trees.segment_of(&key))
+            .or_default()
+            .push(key);
+    }
+    let segments: Vec<u32> = expected.keys().copied().take(20).collect();
+    let StorageReply::Segments(got) = e
+        .execute(StorageOp::Segments {
+            partition: PartitionId(1),
+            segments: segments.clone(),
+        })
+        .unwrap()
+    else {
+        panic!("not segments")
+    };
+    for (seg, pairs) in got {
+        let mut keys: Vec<Vec<u8>> = pairs.into_iter().map(|(k, _)| k).collect();
+        keys.sort();
+        let mut want = expected[&seg].clone();
+        want.sort();
+        assert_eq!(keys, want, "segment {seg}");
+    }
+}
+
+#[test]
+fn reap_deletes_only_keys_whose_digest_is_unchanged() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    let StorageReply::Coordinated { object, .. } = put(&e, b"k", "v", CausalContext::new()) else {
+        panic!()
+    };
+    let stale_digest = object.digest();
+    put(&e, b"k", "newer", CausalContext::new());
+    let r = e
+        .execute(StorageOp::Reap {
+            partition: PartitionId(1),
+            keys: vec![(b"k".to_vec(), stale_digest)],
+        })
+        .unwrap();
+    assert_eq!(r, StorageReply::Reaped(0));
+    let StorageReply::Digests(d) = e
+        .execute(StorageOp::Digests {
+            partition: PartitionId(1),
+            keys: vec![b"k".to_vec()],
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    let r = e
+        .execute(StorageOp::Reap {
+            partition: PartitionId(1),
+            keys: vec![(b"k".to_vec(), d[0].unwrap())],
+        })
+        .unwrap();
+    assert_eq!(r, StorageReply::Reaped(1));
+    assert_eq!(
+        e.execute(StorageOp::Read {
+            partition: PartitionId(1),
+            key: b"k".to_vec()
+        })
+        .unwrap(),
+        StorageReply::Object(None)
+    );
+}
+
+#[test]
+fn reap_candidates_are_old_tombstones_only_and_the_scan_resumes() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    for i in 0..50 {
+        let key = format!("k{i}").into_bytes();
+        let StorageReply::Coordinated { object, .. } = put(&e, &key, "v", CausalContext::new())
+        else {
+            panic!()
+        };
+        if i % 2 == 0 {
+            e.execute(StorageOp::Coordinate {
+                partition: PartitionId(1),
+                key,
+                context: object.context(),
+                value: SiblingValue::Tombstone,
+                now: Time::from_micros(10),
+                max_object_bytes: 1 << 20,
+            })
+            .unwrap();
+        }
+    }
+    let mut found = 0;
+    let mut after = None;
+    for _ in 0..100 {
+        let StorageReply::ReapCandidates { keys, next } = e
+            .execute(StorageOp::ReapCandidates {
+                partition: PartitionId(1),
+                older_than: Time::from_micros(11),
+                after: after.clone(),
+                limit: 4,
+                scan_limit: 7,
+            })
+            .unwrap()
+        else {
+            panic!()
+        };
+        found += keys.len();
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(found, 25);
+    // Tombstones newer than the cut-off are not candidates.
+    let StorageReply::ReapCandidates { keys, .. } = e
+        .execute(StorageOp::ReapCandidates {
+            partition: PartitionId(1),
+            older_than: Time::from_micros(10),
+            after: None,
+            limit: 100,
+            scan_limit: 1000,
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(keys.is_empty());
+}

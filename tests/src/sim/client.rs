@@ -1,0 +1,356 @@
+//! Simulated clients and their workload.
+//!
+//! Each client runs one operation at a time against a random node (or a replica of the
+//! key), with a client-side timeout, and thinks for a random while between operations:
+//!
+//! - on plain keys: gets, puts and deletes, with no context or with the context of the
+//!   client's own last read or write of the key;
+//! - on set keys: set-adds, a read-modify-write through contexts — get, union the
+//!   elements of the siblings, add a new element, put with the read's context.
+//!
+//! Every put writes a value no other put writes (`<key>=w<op id>`, plus `:<elements>` on
+//! set keys), so that a value names one write.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use shoal_proto::wire::{ClientRequest, ClientResponse, ReadOptions, Response, WriteOptions};
+use shoal_proto::CausalContext;
+
+use super::config::CLIENT_TIMEOUT;
+use super::event::Event;
+use super::{Phase, Sim, SimError};
+use crate::checkers;
+use crate::history::{set_elements, OpId, OpKind, Outcome};
+
+/// What a client does once its current operation ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// Think, then start another.
+    Nothing,
+    /// The get half of a set-add: on success, put the union plus `element`.
+    AddToSet { element: String },
+    /// A put: on success, sometimes read the key back at once (read your writes).
+    MaybeReadBack,
+}
+
+/// The operation a client waits for.
+#[derive(Clone, Debug)]
+pub(crate) struct InFlight {
+    pub op: OpId,
+    pub then: Then,
+}
+
+/// One client's state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Client {
+    /// The operation in flight.
+    pub current: Option<InFlight>,
+    /// The context of the client's last successful read or write, per key.
+    pub contexts: BTreeMap<String, CausalContext>,
+}
+
+/// How long a client waits before its next operation.
+pub(crate) fn think_time(rng: &mut ChaCha8Rng) -> Duration {
+    Duration::from_millis(rng.random_range(10..=250))
+}
+
+/// What a client asks for.
+struct Ask {
+    key: String,
+    kind: OpKind,
+    context: Option<CausalContext>,
+    quorum: Option<u8>,
+    then: Then,
+    /// Send to this node (by index) instead of choosing one.
+    node: Option<usize>,
+}
+
+impl Sim {
+    pub(super) fn client_wake(&mut self, c: usize) {
+        if self.clients[c].current.is_some()
+            || self.phase != Phase::Safety
+            || self.ops_issued >= self.cfg.ops
+        {
+            return;
+        }
+        let plain = self.cfg.keys;
+        let sets = self.cfg.set_keys;
+        let use_set = sets > 0 && (plain == 0 || self.rng.random_bool(0.3));
+        let quorum = self.pick_quorum();
+        if use_set {
+            let key = format!("s{}", self.rng.random_range(0..sets));
+            let element = format!("x{}", self.history.ops.len());
+            self.issue(
+                c,
+                Ask {
+                    key,
+                    kind: OpKind::Get { r: quorum },
+                    context: None,
+                    quorum,
+                    then: Then::AddToSet { element },
+                    node: None,
+                },
+            );
+            return;
+        }
+        let key = format!("k{}", self.rng.random_range(0..plain));
+        let own = self.clients[c].contexts.get(&key).cloned();
+        let roll: f64 = self.rng.random();
+        let (kind, context, then) = if roll < 0.40 {
+            (OpKind::Get { r: quorum }, None, Then::Nothing)
+        } else if roll < 0.85 {
+            let value = format!("{key}=w{}", self.history.ops.len());
+            let context = if self.rng.random_bool(0.7) { own } else { None };
+            (
+                OpKind::Put {
+                    value,
+                    set_element: None,
+                },
+                context,
+                Then::MaybeReadBack,
+            )
+        } else {
+            let context = if self.rng.random_bool(0.8) { own } else { None };
+            (OpKind::Delete, context, Then::Nothing)
+        };
+        self.issue(
+            c,
+            Ask {
+                key,
+                kind,
+                context,
+                quorum,
+                then,
+                node: None,
+            },
+        );
+    }
+
+    /// A per-request R or W, sometimes, when the run varies quorums.
+    fn pick_quorum(&mut self) -> Option<u8> {
+        if self.cfg.vary_quorums && self.rng.random_bool(0.2) {
+            Some(self.rng.random_range(1..=self.setup.quorum.n))
+        } else {
+            None
+        }
+    }
+
+    fn issue(&mut self, c: usize, ask: Ask) {
+        let n = usize::from(self.setup.quorum.n);
+        let node = match ask.node {
+            Some(i) => i,
+            None if self.rng.random_bool(0.5) => self.rng.random_range(0..self.nodes.len()),
+            None => {
+                let prefs = self
+                    .ring
+                    .preference_list_for_key(ask.key.as_bytes(), n)
+                    .nodes;
+                let pick = &prefs[self.rng.random_range(0..prefs.len())];
+                self.index.get(pick).copied().unwrap_or(0)
+            }
+        };
+        let key = ask.key.as_bytes().to_vec();
+        let request = match &ask.kind {
+            OpKind::Get { r } => ClientRequest::Get {
+                key,
+                options: ReadOptions {
+                    r: *r,
+                    ..ReadOptions::default()
+                },
+            },
+            OpKind::Put { value, .. } => ClientRequest::Put {
+                key,
+                value: value.as_bytes().to_vec(),
+                context: ask.context.clone(),
+                options: WriteOptions {
+                    w: ask.quorum,
+                    ..WriteOptions::default()
+                },
+            },
+            OpKind::Delete => ClientRequest::Delete {
+                key,
+                context: ask.context.clone(),
+                options: WriteOptions {
+                    w: ask.quorum,
+                    ..WriteOptions::default()
+                },
+            },
+        };
+        let now = self.now;
+        let op = self.history.invoke(
+            c,
+            self.nodes[node].id.to_string(),
+            ask.key,
+            ask.kind,
+            ask.context,
+            now,
+        );
+        if c < self.cfg.clients {
+            self.ops_issued += 1;
+        }
+        self.clients[c].current = Some(InFlight { op, then: ask.then });
+        self.send_client_request(c, op, node, request, now);
+        self.queue
+            .push(now + CLIENT_TIMEOUT, Event::ClientTimeout { client: c, op });
+    }
+
+    pub(super) fn client_timeout(&mut self, c: usize, op: OpId) {
+        if self.clients[c].current.as_ref().is_some_and(|f| f.op == op) {
+            self.log
+                .line(self.now, "cli", &format!("client {c} op {op} TIMED OUT"));
+            self.end_op(c, op, Outcome::TimedOut);
+        }
+    }
+
+    pub(super) fn client_response(&mut self, c: usize, op: OpId, result: Result<Response, String>) {
+        if self.clients[c].current.as_ref().is_none_or(|f| f.op != op) {
+            return;
+        }
+        let outcome = match result {
+            Err(why) => Outcome::Failed(why),
+            Ok(Response::Client(ClientResponse::Get(r))) => Outcome::Read {
+                found: r.found,
+                values: r
+                    .values
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect(),
+                context: r.context,
+            },
+            Ok(Response::Client(ClientResponse::Put(r) | ClientResponse::Delete(r))) => {
+                Outcome::Written { context: r.context }
+            }
+            Ok(Response::Client(ClientResponse::Error(e)) | Response::Error(e)) => {
+                Outcome::Failed(e.to_string())
+            }
+            Ok(other) => Outcome::Failed(format!("unexpected answer {other:?}")),
+        };
+        let line = format!("client {c} op {op} ended: {}", describe(&outcome));
+        self.log.line(self.now, "cli", &line);
+        self.end_op(c, op, outcome);
+    }
+
+    fn end_op(&mut self, c: usize, op: OpId, outcome: Outcome) {
+        let Some(flight) = self.clients[c].current.take() else {
+            return;
+        };
+        let key = self.history.ops[op].key.clone();
+        match &outcome {
+            Outcome::Read { context, .. } | Outcome::Written { context } => {
+                self.clients[c]
+                    .contexts
+                    .insert(key.clone(), context.clone());
+            }
+            _ => {}
+        }
+        let next = match (&flight.then, &outcome) {
+            (
+                Then::AddToSet { element },
+                Outcome::Read {
+                    values, context, ..
+                },
+            ) => {
+                let mut set: BTreeSet<String> =
+                    values.iter().flat_map(|v| set_elements(v)).collect();
+                set.insert(element.clone());
+                let elems: Vec<String> = set.into_iter().collect();
+                let value = format!("{key}=w{}:{}", self.history.ops.len(), elems.join(","));
+                let quorum = self.pick_quorum();
+                Some(Ask {
+                    key: key.clone(),
+                    kind: OpKind::Put {
+                        value,
+                        set_element: Some(element.clone()),
+                    },
+                    context: Some(context.clone()),
+                    quorum,
+                    then: Then::Nothing,
+                    node: None,
+                })
+            }
+            (Then::MaybeReadBack, Outcome::Written { .. }) if self.rng.random_bool(0.3) => {
+                let quorum = self.pick_quorum();
+                Some(Ask {
+                    key: key.clone(),
+                    kind: OpKind::Get { r: quorum },
+                    context: None,
+                    quorum,
+                    then: Then::Nothing,
+                    node: None,
+                })
+            }
+            _ => None,
+        };
+        self.history.complete(op, outcome, self.now);
+        let found = checkers::check_completed(&self.history, op, self.ryw);
+        self.add_violations(found);
+        match next {
+            Some(ask) => self.issue(c, ask),
+            None => {
+                let at = self.now + think_time(&mut self.rng);
+                self.queue.push(at, Event::ClientWake { client: c });
+            }
+        }
+    }
+
+    /// Read every key once with R = N through one of its primaries (retrying on another
+    /// primary if a read fails), as the liveness phase's repair pass.
+    pub(super) fn final_reads(&mut self) -> Result<(), SimError> {
+        let reader = self.cfg.clients;
+        let n = self.setup.quorum.n;
+        for key in self.keys.clone() {
+            let prefs = self
+                .ring
+                .preference_list_for_key(key.as_bytes(), usize::from(n))
+                .nodes;
+            let mut ok = false;
+            for attempt in 0..prefs.len() * 2 {
+                let node = self.index.get(&prefs[attempt % prefs.len()]).copied();
+                self.issue(
+                    reader,
+                    Ask {
+                        key: key.clone(),
+                        kind: OpKind::Get { r: Some(n) },
+                        context: None,
+                        quorum: Some(n),
+                        then: Then::Nothing,
+                        node,
+                    },
+                );
+                let deadline = self.now + CLIENT_TIMEOUT + Duration::from_millis(100);
+                while self.clients[reader].current.is_some() && self.now < deadline {
+                    let until = self.now + Duration::from_millis(10);
+                    self.step_until(until)?;
+                }
+                let last = self.history.ops.len() - 1;
+                if matches!(self.history.ops[last].outcome, Outcome::Read { .. }) {
+                    ok = true;
+                    break;
+                }
+            }
+            if !ok {
+                self.add_violations(vec![checkers::Violation::new(
+                    "liveness",
+                    &key,
+                    "no read with R = N succeeded after the faults stopped",
+                )]);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Pending => "pending".into(),
+        Outcome::Read { found, values, .. } => format!("read found={found} {values:?}"),
+        Outcome::Written { context } => {
+            format!("written ctx={}", crate::history::show_context(context))
+        }
+        Outcome::Failed(why) => format!("failed: {why}"),
+        Outcome::TimedOut => "timed out".into(),
+    }
+}

@@ -1,0 +1,110 @@
+//! Reads the engine's own counters during a run: a [`metrics`] recorder, installed for
+//! the simulating thread only, that keeps the counters the report shows (hints stored
+//! and delivered, read repairs, forwards) and ignores everything else.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use metrics::{
+    Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
+
+/// Counter names (prefixes) the report keeps.
+const KEPT: &[&str] = &[
+    "shoal_hints_total",
+    "shoal_read_repairs",
+    "shoal_forwards_total",
+    "shoal_member_state_changes_total",
+];
+
+type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// Counts the kept counters, by `name{label=value,...}`.
+#[derive(Debug, Default)]
+pub(crate) struct CountingRecorder {
+    counts: Counts,
+}
+
+struct Cell {
+    counts: Counts,
+    key: String,
+}
+
+impl CounterFn for Cell {
+    fn increment(&self, value: u64) {
+        let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        *c.entry(self.key.clone()).or_insert(0) += value;
+    }
+
+    fn absolute(&self, value: u64) {
+        let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let e = c.entry(self.key.clone()).or_insert(0);
+        *e = (*e).max(value);
+    }
+}
+
+impl CountingRecorder {
+    /// The counts so far.
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The name of a counter with its labels, as the report shows it.
+fn render(key: &Key) -> String {
+    let mut labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    if labels.is_empty() {
+        return key.name().to_owned();
+    }
+    labels.sort();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
+
+impl Recorder for CountingRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        if KEPT.iter().any(|p| key.name().starts_with(p)) {
+            Counter::from_arc(Arc::new(Cell {
+                counts: Arc::clone(&self.counts),
+                key: render(key),
+            }))
+        } else {
+            Counter::noop()
+        }
+    }
+
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_counters_are_counted_with_their_labels() {
+        let rec = CountingRecorder::default();
+        metrics::with_local_recorder(&rec, || {
+            metrics::counter!("shoal_hints_total", "event" => "stored").increment(2);
+            metrics::counter!("shoal_hints_total", "event" => "stored").increment(1);
+            metrics::counter!("shoal_storage_ops_total").increment(5);
+        });
+        let snap = rec.snapshot();
+        assert_eq!(snap.get("shoal_hints_total{event=stored}"), Some(&3));
+        assert_eq!(snap.len(), 1);
+    }
+}

@@ -1,0 +1,633 @@
+//! How the simulator carries out events: delivering messages to engines, draining the
+//! engines' commands into the network and storage, engine timers, crashes, restarts and
+//! partitions.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use shoal_proto::wire::{ClientRequest, PeerRequest, PeerResponse, Request, Response};
+use shoal_proto::{
+    Command, Dot, InboundId, RequestId, SendError, Sender, StorageOp, StorageReply, Time,
+};
+use shoal_ring::NodeId;
+
+use super::config::StorageTiming;
+use super::event::{Event, StorageWork};
+use super::log;
+use super::network::{refusal_delay, storage_delay, Fate, Partition, RpcKey};
+use super::node::ReplyTo;
+use super::{Phase, Sim, SimError};
+use crate::history::{Coordination, OpId};
+
+impl Sim {
+    /// Carry out one event.
+    pub(super) fn handle(&mut self, event: Event) -> Result<(), SimError> {
+        match event {
+            Event::PeerRequest {
+                rpc,
+                to,
+                to_incarnation,
+                request,
+                copy,
+            } => self.deliver_peer_request(rpc, to, to_incarnation, request, copy),
+            Event::PeerResponse { rpc, result } => self.finish_rpc(rpc, result),
+            Event::RpcTimeout { rpc } => self.finish_rpc(rpc, Err(SendError::Timeout)),
+            Event::StorageDone {
+                node,
+                incarnation,
+                id,
+                work,
+            } => self.storage_done(node, incarnation, id, work),
+            Event::Timer { node, incarnation } => self.timer(node, incarnation),
+            Event::ClientRequest {
+                client,
+                op,
+                node,
+                request,
+            } => self.deliver_client_request(client, op, node, request),
+            Event::ClientResponse { client, op, result } => {
+                self.client_response(client, op, result)
+            }
+            Event::ClientTimeout { client, op } => self.client_timeout(client, op),
+            Event::ClientWake { client } => self.client_wake(client),
+            Event::FaultTick => self.fault_tick()?,
+            Event::Partition {
+                side,
+                one_way,
+                length,
+            } => self.start_partition(side, one_way, length),
+            Event::Heal { id } => self.heal(id),
+            Event::Restart { node } => {
+                if !self.nodes[node].is_up() {
+                    self.start_node(node)?;
+                    self.faults.restarts += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn name(&self, node: usize) -> String {
+        self.nodes[node].id.to_string()
+    }
+
+    pub(super) fn note(&mut self, node: usize, what: &str) {
+        let who = self.name(node);
+        self.log.line(self.now, &who, what);
+    }
+
+    /// Start (or restart) node `i` on its storage: a new engine seed and, for a node that
+    /// never ran, an actor id, both from the run's RNG.
+    pub(super) fn start_node(&mut self, i: usize) -> Result<(), SimError> {
+        let seed: u64 = self.rng.random();
+        let actor: u64 = self.rng.random();
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        node.start(
+            &self.engine_cfg,
+            &self.ring,
+            &self.addresses,
+            seed,
+            actor,
+            now,
+        )
+        .map_err(|source| SimError::Start {
+            node: node.id.to_string(),
+            source,
+        })?;
+        let what = format!(
+            "START incarnation {} actor {}",
+            node.incarnation,
+            node.running
+                .as_ref()
+                .map(|r| crate::history::short_actor(r.executor.actor()))
+                .unwrap_or_default()
+        );
+        self.note(i, &what);
+        self.arm_timer(i);
+        Ok(())
+    }
+
+    /// Crash node `i`: its engine, its pending storage completions and the requests it
+    /// was serving are gone; its peers' sends to it time out.
+    pub(super) fn crash(&mut self, i: usize) {
+        if self.nodes[i].crash().is_none() {
+            return;
+        }
+        self.net.forget_sender(i);
+        // Peers with requests in flight to it see the connection drop (or, half the
+        // time, hear nothing until their timeout).
+        for rpc in self.net.sent_to(i) {
+            if self.rng.random_bool(0.5) {
+                let at = self.now + refusal_delay(&mut self.rng);
+                let result = Err(SendError::Unreachable("connection lost".into()));
+                self.queue.push(at, Event::PeerResponse { rpc, result });
+            }
+        }
+        self.faults.crashes += 1;
+        self.note(i, "CRASH");
+        let down = Duration::from_millis(self.rng.random_range(100..=3_000));
+        self.queue.push(self.now + down, Event::Restart { node: i });
+    }
+
+    fn fault_tick(&mut self) -> Result<(), SimError> {
+        if self.phase != Phase::Safety {
+            return Ok(());
+        }
+        let k = self.nodes.len();
+        let f = self.net.faults;
+        if f.crash > 0.0 && self.rng.random_bool(f.crash) {
+            let up: Vec<usize> = (0..k).filter(|&i| self.nodes[i].is_up()).collect();
+            // At most two nodes down at once (one in a 3-node cluster).
+            let max_down = (k - 1).min(2);
+            if k - up.len() < max_down && !up.is_empty() {
+                let victim = up[self.rng.random_range(0..up.len())];
+                self.crash(victim);
+            }
+        }
+        if f.partition > 0.0 && self.net.partition.is_none() && self.rng.random_bool(f.partition) {
+            let mut all: Vec<usize> = (0..k).collect();
+            all.shuffle(&mut self.rng);
+            let size = self.rng.random_range(1..=k / 2);
+            let side: BTreeSet<usize> = all.into_iter().take(size).collect();
+            let length = Duration::from_millis(self.rng.random_range(200..=3_000));
+            let one_way = self.rng.random_bool(0.25);
+            self.start_partition(side, one_way, length);
+        }
+        self.queue
+            .push(self.now + super::config::FAULT_TICK, Event::FaultTick);
+        Ok(())
+    }
+
+    fn start_partition(&mut self, side: BTreeSet<usize>, one_way: bool, length: Duration) {
+        if self.phase != Phase::Safety {
+            return;
+        }
+        self.net.partitions_started += 1;
+        let id = self.net.partitions_started;
+        let names: Vec<String> = side.iter().map(|&i| self.name(i)).collect();
+        self.log.line(
+            self.now,
+            "net",
+            &format!(
+                "PARTITION #{id} {names:?} {} rest for {length:?}",
+                if one_way { "->X" } else { "|" }
+            ),
+        );
+        self.net.partition = Some(Partition { id, side, one_way });
+        self.faults.partitions += 1;
+        self.queue.push(self.now + length, Event::Heal { id });
+    }
+
+    fn heal(&mut self, id: u64) {
+        if self.net.partition.as_ref().is_some_and(|p| p.id == id) {
+            self.net.partition = None;
+            self.log.line(self.now, "net", &format!("HEAL #{id}"));
+        }
+    }
+
+    /// Schedule the node's next engine timer, if it is earlier than the one scheduled.
+    fn arm_timer(&mut self, i: usize) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let incarnation = node.incarnation;
+        let Some(r) = node.running.as_mut() else {
+            return;
+        };
+        let Some(t) = r.engine.poll_timeout() else {
+            return;
+        };
+        if r.timer_at.is_none_or(|at| t < at) {
+            let at = t.max(now);
+            r.timer_at = Some(at);
+            self.queue.push(
+                at,
+                Event::Timer {
+                    node: i,
+                    incarnation,
+                },
+            );
+        }
+    }
+
+    fn timer(&mut self, i: usize, incarnation: u32) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        if node.incarnation != incarnation {
+            return;
+        }
+        let Some(r) = node.running.as_mut() else {
+            return;
+        };
+        if r.timer_at == Some(now) {
+            r.timer_at = None;
+        }
+        if r.engine.poll_timeout().is_some_and(|t| t <= now) {
+            r.engine.handle_timeout(now);
+            self.drain(i);
+        } else {
+            self.arm_timer(i);
+        }
+    }
+
+    /// Carry out every command the engine of node `i` has queued.
+    pub(super) fn drain(&mut self, i: usize) {
+        while let Some(cmd) = self.nodes[i]
+            .running
+            .as_mut()
+            .and_then(|r| r.engine.poll_command())
+        {
+            match cmd {
+                Command::Respond { id, response } => {
+                    let reply_to = self.nodes[i]
+                        .running
+                        .as_mut()
+                        .and_then(|r| r.inbound.remove(&id.0));
+                    self.note(
+                        i,
+                        &format!("respond #{} {}", id.0, log::response(&response)),
+                    );
+                    match reply_to {
+                        Some(ReplyTo::Peer(rpc)) => self.respond_peer(i, rpc, response),
+                        Some(ReplyTo::Client { client, op }) => {
+                            self.respond_client(client, op, response)
+                        }
+                        None => self.note(i, &format!("respond to unknown request #{}", id.0)),
+                    }
+                }
+                Command::Send {
+                    id,
+                    to,
+                    request,
+                    timeout,
+                } => self.send(i, id, &to, request, timeout),
+                Command::Storage { id, op } => self.run_storage(i, id, op),
+            }
+        }
+        self.arm_timer(i);
+    }
+
+    fn send(
+        &mut self,
+        from: usize,
+        id: RequestId,
+        to: &NodeId,
+        request: PeerRequest,
+        timeout: Duration,
+    ) {
+        let rpc = RpcKey {
+            from,
+            incarnation: self.nodes[from].incarnation,
+            id,
+        };
+        let desc = log::peer_request(&request);
+        let Some(target) = self.index.get(to).copied() else {
+            self.note(from, &format!("send #{} -> {to} unknown: {desc}", id.0));
+            let at = self.now + refusal_delay(&mut self.rng);
+            self.net.rpcs.insert(rpc, None);
+            let result = Err(SendError::Unreachable(format!("no such node {to}")));
+            self.queue.push(at, Event::PeerResponse { rpc, result });
+            return;
+        };
+        self.net.rpcs.insert(rpc, Some(target));
+        self.queue
+            .push(self.now + timeout, Event::RpcTimeout { rpc });
+        if !self.nodes[target].is_up() {
+            self.faults.refused += 1;
+            self.note(
+                from,
+                &format!("send #{} -> {to} REFUSED (down): {desc}", id.0),
+            );
+            let at = self.now + refusal_delay(&mut self.rng);
+            let result = Err(SendError::Unreachable(format!(
+                "{to} refused the connection"
+            )));
+            self.queue.push(at, Event::PeerResponse { rpc, result });
+            return;
+        }
+        if !self.net.connected(from, target) {
+            self.faults.dropped += 1;
+            self.note(
+                from,
+                &format!("send #{} -> {to} CUT (partition): {desc}", id.0),
+            );
+            return;
+        }
+        let to_incarnation = self.nodes[target].incarnation;
+        let copies = if self.net.duplicates(&mut self.rng) {
+            self.faults.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for copy in 0..copies {
+            let (fate, slow) = self.net.fate(&mut self.rng);
+            if slow {
+                self.faults.slowed += 1;
+            }
+            match fate {
+                Fate::Drop => {
+                    self.faults.dropped += 1;
+                    self.note(from, &format!("send #{} -> {to} DROPPED: {desc}", id.0));
+                }
+                Fate::Deliver(delay) => {
+                    self.note(
+                        from,
+                        &format!("send #{} -> {to} in {}us: {desc}", id.0, delay.as_micros()),
+                    );
+                    self.queue.push(
+                        self.now + delay,
+                        Event::PeerRequest {
+                            rpc,
+                            to: target,
+                            to_incarnation,
+                            request: request.clone(),
+                            copy,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn deliver_peer_request(
+        &mut self,
+        rpc: RpcKey,
+        to: usize,
+        to_incarnation: u32,
+        request: PeerRequest,
+        copy: u8,
+    ) {
+        let desc = log::peer_request(&request);
+        let from = self.name(rpc.from);
+        if self.nodes[to].incarnation != to_incarnation || !self.nodes[to].is_up() {
+            self.faults.dropped += 1;
+            self.note(
+                to,
+                &format!("lost (receiver restarted or down) from {from}: {desc}"),
+            );
+            return;
+        }
+        if !self.net.connected(rpc.from, to) {
+            self.faults.dropped += 1;
+            self.note(to, &format!("CUT in flight from {from}: {desc}"));
+            return;
+        }
+        let now = self.now;
+        let sender = self.nodes[rpc.from].id.clone();
+        let Some(r) = self.nodes[to].running.as_mut() else {
+            return;
+        };
+        let inbound = r.next_inbound;
+        r.next_inbound += 1;
+        r.inbound.insert(inbound, ReplyTo::Peer(rpc));
+        let dup = if copy > 0 { " (duplicate)" } else { "" };
+        self.note(to, &format!("recv #{inbound} from {from}{dup}: {desc}"));
+        if let Some(r) = self.nodes[to].running.as_mut() {
+            r.engine.handle_request(
+                now,
+                InboundId(inbound),
+                Sender::Node(sender),
+                Request::Peer(request),
+            );
+        }
+        self.drain(to);
+    }
+
+    /// A node answered a peer's request: the answer travels back (or is lost).
+    fn respond_peer(&mut self, responder: usize, rpc: RpcKey, response: Response) {
+        let result = match response {
+            Response::Peer(p) => Ok(p),
+            Response::Error(e) => Ok(PeerResponse::Error(e)),
+            // The answer to a forwarded client request.
+            Response::Client(c) => Ok(PeerResponse::Client(c)),
+        };
+        if !self.net.connected(responder, rpc.from) {
+            self.faults.dropped += 1;
+            self.note(responder, "response CUT (partition)");
+            return;
+        }
+        let (fate, slow) = self.net.fate(&mut self.rng);
+        if slow {
+            self.faults.slowed += 1;
+        }
+        match fate {
+            Fate::Drop => {
+                self.faults.dropped += 1;
+                self.note(responder, "response DROPPED");
+            }
+            Fate::Deliver(delay) => {
+                self.queue
+                    .push(self.now + delay, Event::PeerResponse { rpc, result });
+            }
+        }
+    }
+
+    /// The one outcome of a send reaches its sender; later ones are ignored.
+    fn finish_rpc(&mut self, rpc: RpcKey, result: Result<PeerResponse, SendError>) {
+        if self.net.rpcs.remove(&rpc).is_none() {
+            return;
+        }
+        let node = &self.nodes[rpc.from];
+        if node.incarnation != rpc.incarnation || !node.is_up() {
+            return;
+        }
+        let what = format!("outcome #{}: {}", rpc.id.0, log::send_result(&result));
+        self.note(rpc.from, &what);
+        let now = self.now;
+        if let Some(r) = self.nodes[rpc.from].running.as_mut() {
+            r.engine.handle_response(now, rpc.id, result);
+        }
+        self.drain(rpc.from);
+    }
+
+    /// A storage op: applied now or when it completes (per the run's
+    /// [`StorageTiming`]); its completion arrives after a small random delay.
+    fn run_storage(&mut self, i: usize, id: RequestId, op: StorageOp) {
+        let incarnation = self.nodes[i].incarnation;
+        let fail = self.net.faults.storage_failure;
+        let work = if fail > 0.0 && self.rng.random_bool(fail) {
+            self.faults.storage_failures += 1;
+            let what = format!(
+                "storage #{} FAILED (injected) {}",
+                id.0,
+                log::storage_op(&op)
+            );
+            self.note(i, &what);
+            StorageWork::Applied(Err("injected storage failure".into()))
+        } else {
+            match self.setup.storage_timing {
+                StorageTiming::AtIssue => StorageWork::Applied(self.apply_storage(i, id, op)),
+                StorageTiming::AtCompletion => {
+                    let what = format!("storage #{} queued {}", id.0, log::storage_op(&op));
+                    self.note(i, &what);
+                    StorageWork::Due(op)
+                }
+            }
+        };
+        let stall = self.net.faults.slow;
+        let at = self.now + storage_delay(&mut self.rng, stall);
+        self.queue.push(
+            at,
+            Event::StorageDone {
+                node: i,
+                incarnation,
+                id,
+                work,
+            },
+        );
+    }
+
+    /// Run a storage op through node `i`'s executor, recording coordinated writes.
+    fn apply_storage(
+        &mut self,
+        i: usize,
+        id: RequestId,
+        op: StorageOp,
+    ) -> Result<StorageReply, String> {
+        let now = self.now;
+        let desc = log::storage_op(&op);
+        let coordinate = match &op {
+            StorageOp::Coordinate {
+                key,
+                context,
+                value,
+                ..
+            } => Some((key.clone(), context.clone(), value.clone())),
+            _ => None,
+        };
+        let Some(r) = self.nodes[i].running.as_ref() else {
+            return Err("node is down".into());
+        };
+        let actor = r.executor.actor();
+        let result = r.executor.execute(op).map_err(|e| e.to_string());
+        if let (Some((key, context, value)), Ok(StorageReply::Coordinated { context: reply, .. })) =
+            (coordinate, &result)
+        {
+            self.history.coordinations.push(Coordination {
+                node: self.name(i),
+                key: String::from_utf8_lossy(&key).into_owned(),
+                dot: Dot::new(actor, reply.max_counter(actor)),
+                value,
+                context,
+                at: now,
+            });
+        }
+        let what = format!(
+            "storage #{} {desc} -> {}",
+            id.0,
+            log::storage_reply(&result)
+        );
+        self.note(i, &what);
+        result
+    }
+
+    fn storage_done(&mut self, i: usize, incarnation: u32, id: RequestId, work: StorageWork) {
+        if self.nodes[i].incarnation != incarnation || !self.nodes[i].is_up() {
+            return;
+        }
+        let result = match work {
+            StorageWork::Applied(result) => result,
+            StorageWork::Due(op) => self.apply_storage(i, id, op),
+        };
+        let now = self.now;
+        if let Some(r) = self.nodes[i].running.as_mut() {
+            r.engine.handle_storage(now, id, result);
+        }
+        self.drain(i);
+    }
+
+    fn deliver_client_request(&mut self, client: usize, op: OpId, i: usize, req: ClientRequest) {
+        let desc = log::client_request(&req);
+        if !self.nodes[i].is_up() {
+            self.note(i, &format!("client {client} REFUSED (down): {desc}"));
+            let at = self.now + refusal_delay(&mut self.rng);
+            let result = Err(format!("{} refused the connection", self.name(i)));
+            self.queue
+                .push(at, Event::ClientResponse { client, op, result });
+            return;
+        }
+        let now = self.now;
+        let Some(r) = self.nodes[i].running.as_mut() else {
+            return;
+        };
+        let inbound = r.next_inbound;
+        r.next_inbound += 1;
+        r.inbound.insert(inbound, ReplyTo::Client { client, op });
+        self.note(
+            i,
+            &format!("recv #{inbound} from client {client} op {op}: {desc}"),
+        );
+        if let Some(r) = self.nodes[i].running.as_mut() {
+            r.engine.handle_request(
+                now,
+                InboundId(inbound),
+                Sender::Client(format!("client{client}")),
+                Request::Client(req),
+            );
+        }
+        self.drain(i);
+    }
+
+    /// A node answered a client: the answer travels back (or is lost).
+    fn respond_client(&mut self, client: usize, op: OpId, response: Response) {
+        let (fate, slow) = self.net.fate(&mut self.rng);
+        if slow {
+            self.faults.slowed += 1;
+        }
+        match fate {
+            Fate::Drop => {
+                self.faults.dropped += 1;
+                self.log.line(
+                    self.now,
+                    "net",
+                    &format!("answer to client {client} op {op} DROPPED"),
+                );
+            }
+            Fate::Deliver(delay) => self.queue.push(
+                self.now + delay,
+                Event::ClientResponse {
+                    client,
+                    op,
+                    result: Ok(response),
+                },
+            ),
+        }
+    }
+
+    /// Send a client's request to node `i` (or lose it on the way).
+    pub(super) fn send_client_request(
+        &mut self,
+        client: usize,
+        op: OpId,
+        i: usize,
+        request: ClientRequest,
+        now: Time,
+    ) {
+        let (fate, slow) = self.net.fate(&mut self.rng);
+        if slow {
+            self.faults.slowed += 1;
+        }
+        match fate {
+            Fate::Drop => {
+                self.faults.dropped += 1;
+                self.log.line(
+                    now,
+                    "net",
+                    &format!("request of client {client} op {op} DROPPED"),
+                );
+            }
+            Fate::Deliver(delay) => self.queue.push(
+                now + delay,
+                Event::ClientRequest {
+                    client,
+                    op,
+                    node: i,
+                    request,
+                },
+            ),
+        }
+    }
+}

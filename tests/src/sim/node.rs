@@ -1,0 +1,117 @@
+//! One simulated node: the real [`Engine`] and the real storage [`Executor`] on a
+//! [`MemStorage`] that outlives crashes.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use shoal_node::executor::{ExecError, Executor};
+use shoal_proto::{Engine, EngineConfig, EngineError, Time};
+use shoal_ring::{NodeId, Ring};
+use shoal_storage::{MemStorage, Storage};
+
+use super::network::RpcKey;
+use crate::history::OpId;
+
+/// Who is waiting for the answer to a request a node received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplyTo {
+    /// A peer's `Send`.
+    Peer(RpcKey),
+    /// A client's operation.
+    Client { client: usize, op: OpId },
+}
+
+/// A running incarnation of a node.
+pub(crate) struct Running {
+    pub engine: Engine,
+    pub executor: Executor<MemStorage>,
+    /// Requests received and not answered yet, by inbound id.
+    pub inbound: BTreeMap<u64, ReplyTo>,
+    pub next_inbound: u64,
+    /// The earliest engine timer event scheduled, if any.
+    pub timer_at: Option<Time>,
+}
+
+/// A node: its data (kept across crashes) and, while it runs, its engine and executor.
+pub(crate) struct SimNode {
+    pub id: NodeId,
+    /// The node's data: every incarnation opens a new handle on it.
+    data: MemStorage,
+    pub running: Option<Running>,
+    /// Bumped at every start, so that events meant for an older incarnation are dropped.
+    pub incarnation: u32,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine refused its settings or ring.
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    /// The executor could not open the storage.
+    #[error("executor: {0}")]
+    Executor(#[from] ExecError),
+}
+
+/// The nominal address of node `i` (never dialled: the simulator routes by id).
+pub(crate) fn address(i: usize) -> SocketAddr {
+    let port = u16::try_from(7000 + i).unwrap_or(u16::MAX);
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+impl SimNode {
+    /// A node that has never run, with empty storage.
+    pub(crate) fn new(id: NodeId) -> SimNode {
+        SimNode {
+            id,
+            data: MemStorage::new(),
+            running: None,
+            incarnation: 0,
+        }
+    }
+
+    /// Start a new incarnation on the node's data. `actor` is used only if the storage
+    /// has no actor yet (the first start); `seed` seeds the engine.
+    pub(crate) fn start(
+        &mut self,
+        cfg: &EngineConfig,
+        ring: &Ring,
+        addresses: &[(NodeId, SocketAddr)],
+        seed: u64,
+        actor: u64,
+        now: Time,
+    ) -> Result<(), StartError> {
+        let executor = Executor::open(self.data.reopen(), || actor)?;
+        let engine = Engine::new(
+            cfg.clone(),
+            self.id.clone(),
+            ring.clone(),
+            addresses.to_vec(),
+            seed,
+            now,
+        )?;
+        self.incarnation += 1;
+        self.running = Some(Running {
+            engine,
+            executor,
+            inbound: BTreeMap::new(),
+            next_inbound: 1,
+            timer_at: None,
+        });
+        Ok(())
+    }
+
+    /// Kill the running incarnation: its engine and everything in flight are gone, its
+    /// storage handle is closed; the data stays for the next start.
+    pub(crate) fn crash(&mut self) -> Option<Running> {
+        let running = self.running.take()?;
+        // Closing fences off the dead incarnation's handle; the data is untouched.
+        let _ = running.executor.storage().close();
+        Some(running)
+    }
+
+    /// Whether an incarnation is running.
+    pub(crate) fn is_up(&self) -> bool {
+        self.running.is_some()
+    }
+}

@@ -1,0 +1,272 @@
+//! What a run reports: its setup, what happened, what the checkers found, and the digest
+//! of its event log. Nothing in it depends on the machine or the wall clock, so the same
+//! seed prints the same report.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use super::config::{FaultMix, Setup, SimConfig};
+use crate::checkers::{FinalState, Violation};
+use crate::history::History;
+
+/// Faults the simulator injected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Node crashes.
+    pub crashes: u64,
+    /// Node restarts (after a crash).
+    pub restarts: u64,
+    /// Network partitions started.
+    pub partitions: u64,
+    /// Messages dropped (randomly, or by a partition).
+    pub dropped: u64,
+    /// Requests delivered twice.
+    pub duplicated: u64,
+    /// Messages slowed down.
+    pub slowed: u64,
+    /// Sends refused because the target was down.
+    pub refused: u64,
+    /// Storage operations failed on purpose.
+    pub storage_failures: u64,
+}
+
+/// The result of one run.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// The command that replays this run.
+    pub replay: String,
+    /// What the seed decided (cluster size, quorums, faults).
+    pub setup: Setup,
+    /// Faults injected.
+    pub faults: FaultCounts,
+    /// Client operations by `(kind, outcome)`.
+    pub ops: BTreeMap<(String, String), u64>,
+    /// The engine's counters (hints, read repairs, forwards), by name and labels.
+    pub counters: BTreeMap<String, u64>,
+    /// Keys the workload used, and how many are found at the end.
+    pub keys: usize,
+    /// Keys found (some data sibling) at the end.
+    pub keys_found: usize,
+    /// Events processed.
+    pub events: u64,
+    /// Virtual time the run took.
+    pub duration: Duration,
+    /// Virtual time the safety phase took.
+    pub safety_duration: Duration,
+    /// xxh3 of the event log.
+    pub digest: u64,
+    /// The event log's lines, when kept.
+    pub log: Vec<String>,
+    /// Every broken invariant.
+    pub violations: Vec<Violation>,
+    /// The operations and coordinated writes.
+    pub history: History,
+    /// Every replica's state at the end.
+    pub final_state: FinalState,
+}
+
+/// A run that broke an invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunFailure {
+    /// The seed that found it.
+    pub seed: u64,
+    /// What broke.
+    pub violations: Vec<Violation>,
+    /// The command that replays the run.
+    pub replay: String,
+}
+
+impl fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seed = self.seed;
+        write!(
+            f,
+            "seed {seed} failed with {} violation(s):",
+            self.violations.len()
+        )?;
+        for v in self.violations.iter().take(10) {
+            write!(f, "\n  seed {seed}: {v}")?;
+        }
+        if self.violations.len() > 10 {
+            write!(f, "\n  ... and {} more", self.violations.len() - 10)?;
+        }
+        write!(f, "\nreplay: {}", self.replay)
+    }
+}
+
+impl std::error::Error for RunFailure {}
+
+/// The `sim` command that replays the run of `cfg`. Settings the command line cannot
+/// express (scripted partitions, fixed fault mixes, storage timing or handoff limits)
+/// are named, so that the failure is replayed through the test that set them.
+pub fn replay_command(cfg: &SimConfig) -> String {
+    let mut cmd = format!("cargo run -p shoal-tests --bin sim -- --seed {}", cfg.seed);
+    let base = SimConfig::from_seed(cfg.seed);
+    if let Some(n) = cfg.nodes {
+        cmd.push_str(&format!(" --nodes {n}"));
+    }
+    if let Some(q) = cfg.quorum {
+        cmd.push_str(&format!(" --quorum {}/{}/{}", q.n, q.r, q.w));
+    }
+    if cfg.ops != base.ops {
+        cmd.push_str(&format!(" --ops {}", cfg.ops));
+    }
+    if cfg.clients != base.clients {
+        cmd.push_str(&format!(" --clients {}", cfg.clients));
+    }
+    let mut inexpressible = Vec::new();
+    match (cfg.faults, cfg.vary_quorums) {
+        (FaultMix::None, false) => cmd.push_str(" --faults 0"),
+        (FaultMix::FromSeed { intensity }, true) => {
+            if intensity != 1.0 {
+                cmd.push_str(&format!(" --faults {intensity}"));
+            }
+        }
+        _ => inexpressible.push("fault mix"),
+    }
+    if cfg.keys != base.keys || cfg.set_keys != base.set_keys {
+        inexpressible.push("key counts");
+    }
+    if cfg.storage_timing.is_some() {
+        inexpressible.push("storage timing");
+    }
+    if cfg.handoff.is_some() {
+        inexpressible.push("handoff limits");
+    }
+    if cfg.scripted_partition.is_some() {
+        inexpressible.push("scripted partition");
+    }
+    if !inexpressible.is_empty() {
+        cmd.push_str(&format!(
+            " (approximately: the run also fixed its {}; rerun its test)",
+            inexpressible.join(", ")
+        ));
+    }
+    cmd
+}
+
+impl RunReport {
+    /// `Ok` if no invariant broke, otherwise the violations with the seed.
+    pub fn check(&self) -> Result<(), RunFailure> {
+        if self.violations.is_empty() {
+            Ok(())
+        } else {
+            Err(RunFailure {
+                seed: self.seed,
+                violations: self.violations.clone(),
+                replay: self.replay.clone(),
+            })
+        }
+    }
+
+    /// A counter of the engine, 0 if it never moved.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+
+    /// Operations of `kind` (any outcome).
+    pub fn ops_of(&self, kind: &str) -> u64 {
+        self.ops
+            .iter()
+            .filter(|((k, _), _)| k == kind)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// One line: seed, size, ops, faults, result, digest.
+    pub fn one_line(&self) -> String {
+        let ok: u64 = self
+            .ops
+            .iter()
+            .filter(|((_, o), _)| o == "ok")
+            .map(|(_, n)| n)
+            .sum();
+        let total: u64 = self.ops.values().sum();
+        format!(
+            "seed {:>6}  nodes {}  n/r/w {}/{}/{}  ops {ok}/{total} ok  crashes {}  partitions {}  dropped {}  hints {}  {}  digest {:016x}",
+            self.seed,
+            self.setup.nodes,
+            self.setup.quorum.n,
+            self.setup.quorum.r,
+            self.setup.quorum.w,
+            self.faults.crashes,
+            self.faults.partitions,
+            self.faults.dropped,
+            self.counter("shoal_hints_total{event=stored}"),
+            if self.violations.is_empty() { "ok" } else { "FAILED" },
+            self.digest
+        )
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let q = self.setup.quorum;
+        writeln!(f, "seed        {}", self.seed)?;
+        writeln!(
+            f,
+            "nodes       {} (N={} R={} W={})",
+            self.setup.nodes, q.n, q.r, q.w
+        )?;
+        writeln!(f, "fault mix   {}", self.setup.faults)?;
+        writeln!(f, "storage     applied {:?}", self.setup.storage_timing)?;
+        let h = self.setup.handoff;
+        writeln!(
+            f,
+            "handoff     batch {} max hints {} ttl {:?}",
+            h.batch, h.max_hints, h.ttl
+        )?;
+        writeln!(
+            f,
+            "virtual     {:?} total, {:?} safety phase, {} events",
+            self.duration, self.safety_duration, self.events
+        )?;
+        writeln!(f, "operations")?;
+        for ((kind, outcome), n) in &self.ops {
+            writeln!(f, "  {kind:<8} {outcome:<8} {n}")?;
+        }
+        let c = &self.faults;
+        writeln!(
+            f,
+            "faults      crashes {} restarts {} partitions {} dropped {} duplicated {} slowed {} refused {} storage failures {}",
+            c.crashes,
+            c.restarts,
+            c.partitions,
+            c.dropped,
+            c.duplicated,
+            c.slowed,
+            c.refused,
+            c.storage_failures
+        )?;
+        writeln!(
+            f,
+            "hints       stored {} delivered {} dropped {} delivery failures {}",
+            self.counter("shoal_hints_total{event=stored}"),
+            self.counter("shoal_hints_total{event=delivered}"),
+            self.counter("shoal_hints_total{event=dropped}"),
+            self.counter("shoal_hints_total{event=delivery_failed}")
+        )?;
+        writeln!(
+            f,
+            "read repair sent {} (ok {} failed {})",
+            self.counter("shoal_read_repairs_total"),
+            self.counter("shoal_read_repairs_total{result=ok}"),
+            self.counter("shoal_read_repairs_total{result=failed}")
+        )?;
+        writeln!(f, "forwards    {}", self.counter("shoal_forwards_total"))?;
+        writeln!(f, "final keys  {} of {} found", self.keys_found, self.keys)?;
+        if self.violations.is_empty() {
+            writeln!(f, "result      ok")?;
+        } else {
+            writeln!(f, "result      FAILED")?;
+            for v in &self.violations {
+                writeln!(f, "  {v}")?;
+            }
+            writeln!(f, "replay      {}", self.replay)?;
+        }
+        write!(f, "digest      {:016x}", self.digest)
+    }
+}

@@ -1,0 +1,418 @@
+//! One real node process (`shoal node`), talked to through the SDK and through raw QUIC:
+//! round trips with siblings and contexts, mutual TLS roles, hostile input, size limits.
+//! After every refused or malformed request the node must keep serving.
+
+mod common;
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+use common::Cluster;
+use rand::{Rng, SeedableRng};
+use shoal_client::{
+    Client, ClientConfig, ClientError, ReadOptions, TlsFiles, WriteOptions, MAX_KEY_BYTES,
+};
+use shoal_proto::wire::{
+    decode_response, encode_request, PeerRequest, Request, Response, WIRE_VERSION,
+};
+use shoal_proto::{Actor, CausalContext, Dot, Object, RequestError, SiblingValue, Time};
+use shoal_transport::{
+    certs, Endpoint, StreamErrorCode, TlsIdentity, TransportConfig, TransportError,
+};
+
+/// Small limits, so that the oversized value and frame cases stay cheap: values up to
+/// 64 KiB, objects up to 1 MiB, hence a frame limit of 1 MiB + 64 KiB.
+const SMALL_LIMITS: &str = "[limits]\nmax_value_bytes = 65536\nmax_object_bytes = 1048576\n";
+const MAX_VALUE_BYTES: usize = 65536;
+/// Timeout of raw transport requests.
+const RAW_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn start_node() -> Cluster {
+    Cluster::start(1, SMALL_LIMITS).await
+}
+
+/// The node process is alive, and a put then a get of a fresh key through `client`
+/// succeed: the node still serves.
+async fn assert_serving(node: &mut Cluster, client: &Client, key: &str) {
+    assert!(node.is_running(0), "the node process exited");
+    client
+        .put(key, "still here", None, WriteOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("put {key} after the bad input: {e}"));
+    let read = client
+        .get(key, ReadOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("get {key} after the bad input: {e}"));
+    assert_eq!(read.values, vec![b"still here".to_vec()], "{key}");
+}
+
+/// A raw QUIC endpoint holding the dev cluster's client certificate.
+fn raw_client_endpoint(dir: &Path, config: TransportConfig) -> Endpoint {
+    let identity = TlsIdentity::load(
+        &dir.join("ca.pem"),
+        &dir.join("client").join("client.pem"),
+        &dir.join("client").join("client.key"),
+    )
+    .expect("loading the dev client identity");
+    Endpoint::client(&identity, config).expect("creating a client endpoint")
+}
+
+fn values_of(read: &shoal_client::GetResult) -> Vec<String> {
+    let mut values: Vec<String> = read
+        .values
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    values.sort();
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_round_trips_keep_siblings_until_a_write_with_context_resolves_them() {
+    let node = start_node().await;
+    let client = node.client().await;
+    let (r, w) = (ReadOptions::default(), WriteOptions::default());
+
+    // A missing key: not found, no values.
+    let missing = client.get("never-written", r).await.unwrap();
+    assert!(!missing.found);
+    assert!(missing.values.is_empty());
+
+    // Put, get, put with the read's context: one value, the newer one.
+    client.put("greeting", "hello", None, w).await.unwrap();
+    let read = client.get("greeting", r).await.unwrap();
+    assert!(read.found);
+    assert_eq!(values_of(&read), ["hello"]);
+    let ctx = client
+        .put("greeting", "hi", Some(&read.context), w)
+        .await
+        .unwrap();
+    assert_eq!(values_of(&client.get("greeting", r).await.unwrap()), ["hi"]);
+    // The context a put returns also replaces what it wrote.
+    client.put("greeting", "hey", Some(&ctx), w).await.unwrap();
+    assert_eq!(
+        values_of(&client.get("greeting", r).await.unwrap()),
+        ["hey"]
+    );
+
+    // Two puts without context are concurrent: both come back as siblings.
+    client.put("pair", "left", None, w).await.unwrap();
+    client.put("pair", "right", None, w).await.unwrap();
+    let siblings = client.get("pair", r).await.unwrap();
+    assert_eq!(values_of(&siblings), ["left", "right"]);
+    // A write with the read's context replaces both.
+    client
+        .put("pair", "merged", Some(&siblings.context), w)
+        .await
+        .unwrap();
+    let merged = client.get("pair", r).await.unwrap();
+    assert_eq!(values_of(&merged), ["merged"]);
+
+    // Delete with the context, then the key is not found.
+    client
+        .delete("pair", Some(&merged.context), w)
+        .await
+        .unwrap();
+    let gone = client.get("pair", r).await.unwrap();
+    assert!(!gone.found, "{gone:?}");
+    assert!(gone.values.is_empty(), "{gone:?}");
+
+    // Contexts survive the trip through a string.
+    let text = merged.context.to_string();
+    let parsed: shoal_client::Context = text.parse().unwrap();
+    assert_eq!(parsed, merged.context);
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_from_another_ca_is_refused_at_the_handshake() {
+    let mut node = start_node().await;
+    let other = tempfile::tempdir().unwrap();
+    certs::generate_ca(other.path()).unwrap();
+    let intruder_dir = other.path().join("intruder");
+    certs::issue_client_cert(other.path(), "intruder", &intruder_dir).unwrap();
+    let files = TlsFiles {
+        ca: other.path().join("ca.pem"),
+        cert: intruder_dir.join("client.pem"),
+        key: intruder_dir.join("client.key"),
+    };
+    let addr = node.node(0).addr;
+
+    // Through the SDK: no node accepts the handshake, so the cluster is unreachable.
+    let mut config = ClientConfig::new(vec![addr], files.clone());
+    config.connect_timeout = Duration::from_secs(5);
+    match Client::connect(config).await {
+        Err(ClientError::Unreachable { last, .. }) => {
+            assert!(last.contains("TLS handshake"), "{last}")
+        }
+        other => panic!("expected the handshake to be refused, got {other:?}"),
+    }
+
+    // Raw: the request fails with a handshake error (never reaching the handler).
+    let identity = TlsIdentity::load(&files.ca, &files.cert, &files.key).unwrap();
+    let endpoint = Endpoint::client(&identity, TransportConfig::default()).unwrap();
+    let payload = encode_request(&Request::Client(
+        shoal_proto::wire::ClientRequest::ClusterInfo,
+    ));
+    let error = endpoint
+        .request(addr, None, payload, RAW_TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, TransportError::Handshake { .. }),
+        "{error:?}"
+    );
+    endpoint.close().await;
+
+    // The node keeps serving a client of its own cluster.
+    let client = node.client().await;
+    assert_serving(&mut node, &client, "after-intruder").await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_may_not_send_node_to_node_messages() {
+    let mut node = start_node().await;
+    let client = node.client().await;
+    let ring = client.cluster_info().await.ring;
+    let addr = node.node(0).addr;
+    let endpoint = raw_client_endpoint(node.dir(), TransportConfig::default());
+
+    // A forged replica write: an object holding a value nobody put through the API.
+    let key = b"injected".to_vec();
+    let mut object = Object::new();
+    object
+        .update(
+            &CausalContext::new(),
+            SiblingValue::Data(b"forged".to_vec()),
+            Dot::new(Actor(0xbad), 1),
+            Time::ZERO,
+        )
+        .unwrap();
+    let partition = ring.partition_of(&key);
+    let peer_messages = [
+        PeerRequest::Ping,
+        PeerRequest::Replicate {
+            partition,
+            key: key.clone(),
+            object,
+            hint_for: None,
+        },
+        PeerRequest::Read {
+            partition,
+            key: key.clone(),
+            hint_for: None,
+        },
+    ];
+    for message in peer_messages {
+        let name = message.op_name();
+        let bytes = endpoint
+            .request(
+                addr,
+                None,
+                encode_request(&Request::Peer(message)),
+                RAW_TIMEOUT,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        match decode_response(&bytes).unwrap() {
+            Response::Error(RequestError::NotAllowed(why)) => {
+                assert!(why.contains("client"), "{name}: {why}")
+            }
+            other => panic!("{name}: expected NotAllowed, got {other:?}"),
+        }
+    }
+
+    // The forged write was not stored, and the node keeps serving.
+    let read = client.get(&key, ReadOptions::default()).await.unwrap();
+    assert!(!read.found, "a refused Replicate was stored: {read:?}");
+    assert_serving(&mut node, &client, "after-peer-messages").await;
+    endpoint.close().await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_leave_the_node_serving() {
+    let mut node = start_node().await;
+    let addr = node.node(0).addr;
+    let junk = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut sent = 0;
+    // Shapes a QUIC server must look at: empty, tiny, short headers, long headers with
+    // our version and junk connection ids (Initial-sized), and random bytes.
+    let mut long_header = vec![0xc0, 0, 0, 0, 1, 8];
+    long_header.extend_from_slice(&[0xab; 1300]);
+    for datagram in [
+        &b""[..],
+        b"\x00",
+        b"GET / HTTP/1.1\r\n\r\n",
+        &[0xff; 1200],
+        &long_header,
+        &[0x40; 64],
+    ] {
+        junk.send_to(datagram, addr).unwrap();
+        sent += 1;
+    }
+    for _ in 0..300 {
+        let len = rng.random_range(1..1400);
+        let mut datagram: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        if rng.random_bool(0.5) {
+            // A long header with QUIC version 1, so the server parses further.
+            datagram[0] |= 0xc0;
+            if datagram.len() > 5 {
+                datagram[1..5].copy_from_slice(&1u32.to_be_bytes());
+            }
+        }
+        junk.send_to(&datagram, addr).unwrap();
+        sent += 1;
+    }
+    assert_eq!(sent, 306);
+
+    let client = node.client().await;
+    assert_serving(&mut node, &client, "after-garbage-datagrams").await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving() {
+    let mut node = start_node().await;
+    let addr = node.node(0).addr;
+    let client = node.client().await;
+
+    // Well-formed QUIC and TLS, nonsense payloads: typed errors, not a crash.
+    let endpoint = raw_client_endpoint(node.dir(), TransportConfig::default());
+    let mut garbage = WIRE_VERSION.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[0xff, 0xfe, 0xfd, 0x00, 0x17, 0x42]);
+    let mut truncated = encode_request(&Request::Client(shoal_proto::wire::ClientRequest::Get {
+        key: b"k".to_vec(),
+        options: Default::default(),
+    }));
+    truncated.truncate(truncated.len() - 1);
+    let mut trailing = encode_request(&Request::Peer(PeerRequest::Ping));
+    trailing.push(0);
+    for (name, payload) in [
+        ("empty", Vec::new()),
+        ("one byte", vec![0]),
+        ("garbage body", garbage),
+        ("truncated message", truncated),
+        ("trailing bytes", trailing),
+    ] {
+        let bytes = endpoint
+            .request(addr, None, payload, RAW_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        match decode_response(&bytes).unwrap() {
+            Response::Error(RequestError::Malformed(_)) => {}
+            other => panic!("{name}: expected Malformed, got {other:?}"),
+        }
+    }
+    let mut future_version = (WIRE_VERSION + 1).to_be_bytes().to_vec();
+    future_version.extend_from_slice(&[1, 2, 3]);
+    let bytes = endpoint
+        .request(addr, None, future_version, RAW_TIMEOUT)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            decode_response(&bytes).unwrap(),
+            Response::Error(RequestError::UnsupportedVersion { .. })
+        ),
+        "{:?}",
+        decode_response(&bytes)
+    );
+    assert_serving(&mut node, &client, "after-malformed-frames").await;
+
+    // A frame over the node's limit (1 MiB + 64 KiB here), from a sender whose own limit
+    // lets it through: the node aborts that stream.
+    let big_sender = raw_client_endpoint(
+        node.dir(),
+        TransportConfig {
+            max_frame_bytes: 4 << 20,
+            ..TransportConfig::default()
+        },
+    );
+    let error = big_sender
+        .request(addr, None, vec![0x5a; 2 << 20], RAW_TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            TransportError::StreamAborted {
+                code: StreamErrorCode::FrameTooLarge,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    // The same connection goes on serving the next request.
+    let bytes = big_sender
+        .request(
+            addr,
+            None,
+            encode_request(&Request::Client(shoal_proto::wire::ClientRequest::Status)),
+            RAW_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            decode_response(&bytes).unwrap(),
+            Response::Client(shoal_proto::wire::ClientResponse::Status(_))
+        ),
+        "{:?}",
+        decode_response(&bytes)
+    );
+    assert_serving(&mut node, &client, "after-oversized-frame").await;
+    endpoint.close().await;
+    big_sender.close().await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_key_and_value_are_typed_errors_and_the_node_keeps_serving() {
+    let mut node = start_node().await;
+    let client = node.client().await;
+    let w = WriteOptions::default();
+
+    let long_key = vec![b'k'; MAX_KEY_BYTES + 1];
+    match client.put(&long_key, "v", None, w).await {
+        Err(ClientError::KeyTooLarge { len, max }) => {
+            assert_eq!((len, max), (MAX_KEY_BYTES + 1, MAX_KEY_BYTES))
+        }
+        other => panic!("expected KeyTooLarge, got {other:?}"),
+    }
+    match client.get(&long_key, ReadOptions::default()).await {
+        Err(ClientError::KeyTooLarge { .. }) => {}
+        other => panic!("expected KeyTooLarge, got {other:?}"),
+    }
+    match client.put("", "v", None, w).await {
+        Err(ClientError::EmptyKey) => {}
+        other => panic!("expected EmptyKey, got {other:?}"),
+    }
+    // The largest key is accepted.
+    let max_key = vec![b'm'; MAX_KEY_BYTES];
+    client.put(&max_key, "v", None, w).await.unwrap();
+
+    // The value limit is the node's (`limits.max_value_bytes`), checked by the node.
+    let big_value = vec![0x61; MAX_VALUE_BYTES + 1];
+    match client.put("big", big_value, None, w).await {
+        Err(ClientError::ValueTooLarge { len, max }) => {
+            assert_eq!((len, max), (MAX_VALUE_BYTES + 1, MAX_VALUE_BYTES))
+        }
+        other => panic!("expected ValueTooLarge, got {other:?}"),
+    }
+    let read = client.get("big", ReadOptions::default()).await.unwrap();
+    assert!(!read.found, "a refused value was stored");
+    // Exactly the limit is accepted.
+    client
+        .put("big", vec![0x62; MAX_VALUE_BYTES], None, w)
+        .await
+        .unwrap();
+    let read = client.get("big", ReadOptions::default()).await.unwrap();
+    assert_eq!(read.values, vec![vec![0x62; MAX_VALUE_BYTES]]);
+
+    assert_serving(&mut node, &client, "after-oversized").await;
+    client.close().await;
+}
