@@ -1,0 +1,107 @@
+//! Any node takes any request: a node that is not a replica of a key forwards it to one
+//! that is, over real QUIC between real node processes, and relays the answer.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::Cluster;
+use shoal_proto::wire::{
+    decode_response, encode_request, ClientRequest, ClientResponse, ReadOptions, Request, Response,
+    WriteOptions,
+};
+use shoal_transport::{Endpoint, TlsIdentity, TransportConfig};
+
+/// A raw QUIC endpoint holding the dev cluster's client certificate, to send a request to
+/// one chosen node (the SDK would route it to a replica itself).
+fn raw_client(dir: &Path) -> Endpoint {
+    let identity = TlsIdentity::load(
+        &dir.join("ca.pem"),
+        &dir.join("client").join("client.pem"),
+        &dir.join("client").join("client.key"),
+    )
+    .expect("loading the dev client identity");
+    Endpoint::client(&identity, TransportConfig::default()).expect("creating a client endpoint")
+}
+
+async fn ask(
+    endpoint: &Endpoint,
+    addr: std::net::SocketAddr,
+    req: ClientRequest,
+) -> ClientResponse {
+    let bytes = endpoint
+        .request(
+            addr,
+            None,
+            encode_request(&Request::Client(req)),
+            Duration::from_secs(15),
+        )
+        .await
+        .expect("the node answers");
+    match decode_response(&bytes).expect("a valid response") {
+        Response::Client(c) => c,
+        other => panic!("expected a client response, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_not_a_replica_forwards_and_relays_the_answer() {
+    // 5 nodes with N = 3: every key has two nodes that are not its replicas.
+    let cluster = Cluster::start(5, "").await;
+    let client = cluster.client().await;
+    let info = client.cluster_info().await;
+    let endpoint = raw_client(cluster.dir());
+    let mut forwarded = 0;
+    for i in 0..20 {
+        let key = format!("forward-{i}").into_bytes();
+        let replicas = info.ring.preference_list_for_key(&key, 3).nodes;
+        let outsider = info
+            .members
+            .iter()
+            .find(|m| !replicas.contains(&m.id))
+            .expect("5 nodes, 3 replicas: some node is not a replica");
+        let put = ask(
+            &endpoint,
+            outsider.addr,
+            ClientRequest::Put {
+                key: key.clone(),
+                value: format!("value-{i}").into_bytes(),
+                context: None,
+                options: WriteOptions::default(),
+            },
+        )
+        .await;
+        assert!(
+            matches!(put, ClientResponse::Put(_)),
+            "put via non-replica {}: {put:?}",
+            outsider.id
+        );
+        let get = ask(
+            &endpoint,
+            outsider.addr,
+            ClientRequest::Get {
+                key: key.clone(),
+                options: ReadOptions::default(),
+            },
+        )
+        .await;
+        match get {
+            ClientResponse::Get(reply) => {
+                assert!(reply.found);
+                assert_eq!(reply.values, vec![format!("value-{i}").into_bytes()]);
+            }
+            other => panic!("get via non-replica {}: {other:?}", outsider.id),
+        }
+        forwarded += 1;
+    }
+    assert_eq!(forwarded, 20);
+    // The SDK, routing by ring, sees the same data.
+    let read = client
+        .get("forward-7", shoal_client::ReadOptions::default())
+        .await
+        .expect("SDK get");
+    assert_eq!(read.values, vec![b"value-7".to_vec()]);
+    endpoint.close().await;
+    client.close().await;
+}
