@@ -1,4 +1,3 @@
-
 use super::*;
 use shoal_proto::HintRejection;
 use shoal_storage::MemStorage;

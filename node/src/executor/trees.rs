@@ -190,27 +190,45 @@ impl<S: Storage> Executor<S> {
         Ok(StorageReply::TreeNodes(out))
     }
 
-    /// The (key, digest) pairs of each segment: one range scan per segment.
+    /// The (key, digest) pairs of each segment. Runs of adjacent segments are read with
+    /// one range scan (segments are contiguous in the key layout).
     pub(super) fn segments(
         &self,
         p: PartitionId,
         segments: &[u32],
     ) -> Result<StorageReply, ExecError> {
-        let mut out = Vec::with_capacity(segments.len());
-        for &seg in segments {
-            let seg16 = u16::try_from(seg).map_err(|_| ExecError::Corrupt {
-                what: "segment request",
-                detail: format!("segment {seg} out of range"),
-            })?;
-            let start = object_key(p, &seg16.to_be_bytes());
-            let end = match seg16.checked_add(1) {
+        let mut wanted: Vec<u16> = segments
+            .iter()
+            .map(|&seg| {
+                u16::try_from(seg)
+                    .ok()
+                    .filter(|s| u32::from(*s) < AAE_SEGMENTS)
+                    .ok_or_else(|| ExecError::Corrupt {
+                        what: "segment request",
+                        detail: format!("segment {seg} out of range"),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut found: BTreeMap<u16, Vec<(Vec<u8>, u64)>> =
+            wanted.iter().map(|s| (*s, Vec::new())).collect();
+        let mut i = 0;
+        while i < wanted.len() {
+            // The run wanted[i..j] of consecutive segments.
+            let mut j = i + 1;
+            while j < wanted.len() && wanted[j] == wanted[j - 1] + 1 {
+                j += 1;
+            }
+            let (first, last) = (wanted[i], wanted[j - 1]);
+            let start = object_key(p, &first.to_be_bytes());
+            let end = match last.checked_add(1) {
                 Some(next) if u32::from(next) < AAE_SEGMENTS => {
                     Some(object_key(p, &next.to_be_bytes()))
                 }
                 // The last segment ends where the partition ends.
                 _ => shoal_storage::partition_bounds(p).1,
             };
-            let mut pairs = Vec::new();
             let mut from = start;
             loop {
                 let rows = self
@@ -218,8 +236,15 @@ impl<S: Storage> Executor<S> {
                     .scan(Space::Objects, &from, end.as_deref(), SCAN_PAGE)?;
                 let full = rows.len() == SCAN_PAGE;
                 for (raw_key, value) in &rows {
-                    if let Some(key) = split_object_key(raw_key).and_then(|(_, s)| s.get(2..)) {
-                        pairs.push((key.to_vec(), raw_digest(value)));
+                    let Some((_, stored)) = split_object_key(raw_key) else {
+                        continue;
+                    };
+                    let (Some(prefix), Some(key)) = (stored.get(..2), stored.get(2..)) else {
+                        continue;
+                    };
+                    let seg = u16::from_be_bytes([prefix[0], prefix[1]]);
+                    if let Some(list) = found.get_mut(&seg) {
+                        list.push((key.to_vec(), raw_digest(value)));
                     }
                 }
                 match rows.last() {
@@ -230,8 +255,18 @@ impl<S: Storage> Executor<S> {
                     _ => break,
                 }
             }
-            out.push((seg, pairs));
+            i = j;
         }
+        let out = segments
+            .iter()
+            .map(|&seg| {
+                let list = u16::try_from(seg)
+                    .ok()
+                    .and_then(|s| found.get(&s).cloned())
+                    .unwrap_or_default();
+                (seg, list)
+            })
+            .collect();
         Ok(StorageReply::Segments(out))
     }
 

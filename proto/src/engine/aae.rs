@@ -40,15 +40,12 @@ use std::time::Duration;
 
 use shoal_ring::{NodeId, PartitionId};
 
-use super::{Engine, InboundId, SendError, Timer, Waiter};
+use super::{Engine, SendError, Timer, Waiter};
 use crate::merkle::MerkleShape;
 use crate::object::Object;
 use crate::storage_ops::{StorageOp, StorageReply};
 use crate::time::Time;
-use crate::wire::{
-    AaeExchangeStatus, AaePartitionStatus, AaeReport, AaeRequest, AaeResponse, ClientResponse,
-    KeyDigests, PeerRequest, PeerResponse,
-};
+use crate::wire::{AaeRequest, AaeResponse, KeyDigests, PeerRequest, PeerResponse};
 
 /// Leaf segments of every partition's Merkle tree (part of the on-disk key layout).
 pub const AAE_SEGMENTS: u32 = crate::merkle::DEFAULT_SEGMENTS;
@@ -57,9 +54,9 @@ pub const AAE_FANOUT: u32 = crate::merkle::DEFAULT_FANOUT;
 /// Segments whose key lists travel in one exchange step.
 const SEGMENTS_PER_STEP: usize = 32;
 /// Objects looked at per reap scan call.
-const REAP_SCAN_LIMIT: usize = 4096;
+pub(super) const REAP_SCAN_LIMIT: usize = 4096;
 /// Lowest budget multiplier; also the threshold (x 2.5) below which nothing new starts.
-const MIN_MULTIPLIER: f64 = 0.1;
+pub(super) const MIN_MULTIPLIER: f64 = 0.1;
 
 /// The shape of every partition's tree.
 pub fn aae_shape() -> MerkleShape {
@@ -123,10 +120,10 @@ impl Bucket {
 
 /// What the last exchange of a (partition, peer) pair did.
 #[derive(Debug, Clone)]
-struct ExchangeRecord {
-    at: Time,
-    result: String,
-    keys_repaired: u64,
+pub(super) struct ExchangeRecord {
+    pub(super) at: Time,
+    pub(super) result: String,
+    pub(super) keys_repaired: u64,
 }
 
 #[derive(Debug)]
@@ -176,49 +173,19 @@ pub(super) enum AaePart {
     Pushed,
 }
 
-#[derive(Debug)]
-enum ReapStep {
-    Scan,
-    Confirm {
-        keys: KeyDigests,
-        agreed: Vec<bool>,
-        waiting: usize,
-        failed: bool,
-    },
-    Delete {
-        waiting: usize,
-    },
-}
-
-#[derive(Debug)]
-struct Reap {
-    partition: PartitionId,
-    peers: Vec<NodeId>,
-    next: Option<Vec<u8>>,
-    step: ReapStep,
-}
-
-/// Which step of a reap a command answers.
-#[derive(Clone, Debug)]
-pub(super) enum ReapPart {
-    Scan,
-    Digests,
-    Deleted,
-}
-
 /// Anti-entropy state of one engine.
 #[derive(Debug)]
 pub(super) struct Aae {
     exchanges: BTreeMap<u64, Exchange>,
     next_exchange: u64,
-    last: BTreeMap<PartitionId, BTreeMap<NodeId, ExchangeRecord>>,
+    pub(super) last: BTreeMap<PartitionId, BTreeMap<NodeId, ExchangeRecord>>,
     keys: Bucket,
     bytes: Bucket,
     multiplier: f64,
     fg_latency: f64,
-    reap: Option<Reap>,
-    reap_cursor: BTreeMap<PartitionId, Vec<u8>>,
-    reap_last: BTreeMap<PartitionId, Time>,
+    pub(super) reap: Option<super::reap::Reap>,
+    pub(super) reap_cursor: BTreeMap<PartitionId, Vec<u8>>,
+    pub(super) reap_last: BTreeMap<PartitionId, Time>,
     cursor: usize,
 }
 
@@ -304,8 +271,7 @@ impl Engine {
     }
 
     fn start_due_exchanges(&mut self) {
-        let n = usize::from(self.cfg.n);
-        let partitions = self.ring.replica_partitions(&self.me, n);
+        let partitions = self.replica_partitions.clone();
         if partitions.is_empty() {
             return;
         }
@@ -845,350 +811,5 @@ impl Engine {
         if self.cfg.aae_enabled && self.aae.multiplier >= MIN_MULTIPLIER * 2.5 {
             self.start_due_exchanges();
         }
-    }
-
-    // ---- reaping ----
-
-    fn start_due_reap(&mut self) {
-        if self.aae.reap.is_some() {
-            return;
-        }
-        let n = usize::from(self.cfg.n);
-        let grace = self.cfg.tombstone_grace;
-        let interval = self.cfg.reap_interval;
-        let now = self.now;
-        for p in self.ring.replica_partitions(&self.me, n) {
-            let primaries = self.primaries(p);
-            if primaries.first() != Some(&self.me) {
-                continue;
-            }
-            let resuming = self.aae.reap_cursor.contains_key(&p);
-            let due = resuming
-                || self
-                    .aae
-                    .reap_last
-                    .get(&p)
-                    .is_none_or(|t| now.saturating_since(*t) >= interval);
-            if !due || !primaries.iter().all(|q| self.membership.is_up(q)) {
-                continue;
-            }
-            let after = self.aae.reap_cursor.remove(&p);
-            let peers = primaries.into_iter().filter(|q| *q != self.me).collect();
-            self.aae.reap = Some(Reap {
-                partition: p,
-                peers,
-                next: None,
-                step: ReapStep::Scan,
-            });
-            let batch = self.cfg.aae_batch;
-            self.storage(
-                StorageOp::ReapCandidates {
-                    partition: p,
-                    older_than: now - grace,
-                    after,
-                    limit: batch,
-                    scan_limit: REAP_SCAN_LIMIT,
-                },
-                Waiter::Reap(ReapPart::Scan),
-            );
-            return;
-        }
-    }
-
-    fn end_reap_page(&mut self) {
-        let Some(reap) = self.aae.reap.take() else {
-            return;
-        };
-        match reap.next {
-            Some(next) => {
-                self.aae.reap_cursor.insert(reap.partition, next);
-            }
-            None => {
-                self.aae.reap_last.insert(reap.partition, self.now);
-            }
-        }
-    }
-
-    pub(super) fn on_reap_storage(&mut self, part: ReapPart, result: Result<StorageReply, String>) {
-        match (part, result) {
-            (ReapPart::Scan, Ok(StorageReply::ReapCandidates { keys, next })) => {
-                let Some(reap) = self.aae.reap.as_mut() else {
-                    return;
-                };
-                reap.next = next;
-                if keys.is_empty() {
-                    self.end_reap_page();
-                    return;
-                }
-                let partition = reap.partition;
-                let peers = reap.peers.clone();
-                let wanted: Vec<Vec<u8>> = keys.iter().map(|(k, _)| k.clone()).collect();
-                reap.step = ReapStep::Confirm {
-                    agreed: vec![true; keys.len()],
-                    keys,
-                    waiting: peers.len(),
-                    failed: false,
-                };
-                if peers.is_empty() {
-                    self.reap_confirmed();
-                    return;
-                }
-                let timeout = self.cfg.rpc_timeout;
-                for q in peers {
-                    self.send(
-                        q,
-                        PeerRequest::Aae(AaeRequest::Digests {
-                            partition,
-                            keys: wanted.clone(),
-                        }),
-                        timeout,
-                        Waiter::Reap(ReapPart::Digests),
-                    );
-                }
-            }
-            (ReapPart::Deleted, Ok(StorageReply::Reaped(count))) => {
-                metrics::counter!("shoal_tombstones_reaped_total").increment(count);
-                self.reap_delete_done();
-            }
-            _ => {
-                // A storage failure ends this page; the scan resumes on a later tick.
-                if matches!(
-                    self.aae.reap.as_ref().map(|r| &r.step),
-                    Some(ReapStep::Delete { .. })
-                ) {
-                    self.reap_delete_done();
-                } else {
-                    self.end_reap_page();
-                }
-            }
-        }
-    }
-
-    pub(super) fn on_reap_send(&mut self, part: ReapPart, result: Result<PeerResponse, SendError>) {
-        match part {
-            ReapPart::Digests => {
-                let Some(Reap {
-                    step:
-                        ReapStep::Confirm {
-                            keys,
-                            agreed,
-                            waiting,
-                            failed,
-                        },
-                    ..
-                }) = self.aae.reap.as_mut()
-                else {
-                    return;
-                };
-                match result {
-                    Ok(PeerResponse::Aae(AaeResponse::Digests(d))) if d.len() == keys.len() => {
-                        for (i, theirs) in d.iter().enumerate() {
-                            if *theirs != Some(keys[i].1) {
-                                agreed[i] = false;
-                            }
-                        }
-                    }
-                    _ => *failed = true,
-                }
-                *waiting -= 1;
-                if *waiting == 0 {
-                    if *failed {
-                        // A replica could not confirm: nothing is reaped from this page.
-                        self.end_reap_page();
-                    } else {
-                        self.reap_confirmed();
-                    }
-                }
-            }
-            ReapPart::Deleted => {
-                if let Ok(PeerResponse::Aae(AaeResponse::Reaped(count))) = result {
-                    metrics::counter!("shoal_tombstones_reaped_total").increment(count);
-                }
-                self.reap_delete_done();
-            }
-            ReapPart::Scan => {}
-        }
-    }
-
-    /// Every replica answered: delete the keys whose tombstone is identical everywhere.
-    fn reap_confirmed(&mut self) {
-        let Some(reap) = self.aae.reap.as_mut() else {
-            return;
-        };
-        let ReapStep::Confirm { keys, agreed, .. } = &reap.step else {
-            return;
-        };
-        let confirmed: KeyDigests = keys
-            .iter()
-            .zip(agreed.iter())
-            .filter(|(_, ok)| **ok)
-            .map(|(kd, _)| kd.clone())
-            .collect();
-        if confirmed.is_empty() {
-            self.end_reap_page();
-            return;
-        }
-        let partition = reap.partition;
-        let peers = reap.peers.clone();
-        reap.step = ReapStep::Delete {
-            waiting: peers.len() + 1,
-        };
-        self.storage(
-            StorageOp::Reap {
-                partition,
-                keys: confirmed.clone(),
-            },
-            Waiter::Reap(ReapPart::Deleted),
-        );
-        let timeout = self.cfg.rpc_timeout;
-        for q in peers {
-            self.send(
-                q,
-                PeerRequest::Aae(AaeRequest::Reap {
-                    partition,
-                    keys: confirmed.clone(),
-                }),
-                timeout,
-                Waiter::Reap(ReapPart::Deleted),
-            );
-        }
-    }
-
-    fn reap_delete_done(&mut self) {
-        let Some(Reap {
-            step: ReapStep::Delete { waiting },
-            ..
-        }) = self.aae.reap.as_mut()
-        else {
-            return;
-        };
-        *waiting -= 1;
-        if *waiting == 0 {
-            self.end_reap_page();
-        }
-    }
-
-    // ---- serving peers and status ----
-
-    /// Map a peer's anti-entropy request to a storage op, after checking it.
-    pub(super) fn aae_storage_op(&self, req: AaeRequest) -> Result<StorageOp, crate::RequestError> {
-        use crate::RequestError;
-        let partition = req.partition();
-        if partition.0 >= self.ring.partition_count() {
-            return Err(RequestError::Malformed(format!("no partition {partition}")));
-        }
-        if !self.primaries(partition).contains(&self.me) {
-            return Err(RequestError::Internal(format!(
-                "node {} is not a replica of partition {partition}",
-                self.me
-            )));
-        }
-        if req.batch_len() > crate::wire::MAX_AAE_BATCH {
-            return Err(RequestError::Malformed(format!(
-                "{} items in one anti-entropy message (limit {})",
-                req.batch_len(),
-                crate::wire::MAX_AAE_BATCH
-            )));
-        }
-        Ok(match req {
-            AaeRequest::Nodes {
-                partition,
-                level,
-                indices,
-            } => {
-                let sizes = level_sizes();
-                let size = sizes
-                    .get(usize::from(level))
-                    .copied()
-                    .ok_or_else(|| RequestError::Malformed(format!("no tree level {level}")))?;
-                if indices.iter().any(|i| *i >= size) {
-                    return Err(RequestError::Malformed("tree index out of range".into()));
-                }
-                StorageOp::TreeNodes {
-                    partition,
-                    level,
-                    indices,
-                }
-            }
-            AaeRequest::Segments {
-                partition,
-                segments,
-            } => {
-                if segments.iter().any(|s| *s >= AAE_SEGMENTS) {
-                    return Err(RequestError::Malformed("segment out of range".into()));
-                }
-                StorageOp::Segments {
-                    partition,
-                    segments,
-                }
-            }
-            AaeRequest::Fetch { partition, keys } => StorageOp::ReadMany { partition, keys },
-            AaeRequest::Push { partition, objects } => StorageOp::MergeMany {
-                partition,
-                objects,
-                max_object_bytes: self.cfg.max_object_bytes,
-            },
-            AaeRequest::Digests { partition, keys } => StorageOp::Digests { partition, keys },
-            AaeRequest::Reap { partition, keys } => StorageOp::Reap { partition, keys },
-        })
-    }
-
-    pub(super) fn aae_status(&mut self, inbound: InboundId) {
-        let partitions = self
-            .ring
-            .replica_partitions(&self.me, usize::from(self.cfg.n));
-        self.storage(
-            StorageOp::TreeSummaries { partitions },
-            Waiter::AaeStatus(inbound),
-        );
-    }
-
-    pub(super) fn on_aae_status(
-        &mut self,
-        inbound: InboundId,
-        result: Result<StorageReply, String>,
-    ) {
-        let summaries = match result {
-            Ok(StorageReply::TreeSummaries(s)) => s,
-            Ok(other) => {
-                self.respond_client(
-                    inbound,
-                    ClientResponse::Error(crate::RequestError::Internal(format!(
-                        "unexpected storage reply {other:?}"
-                    ))),
-                );
-                return;
-            }
-            Err(e) => {
-                self.respond_client(inbound, ClientResponse::Error(super::storage_error(e)));
-                return;
-            }
-        };
-        let partitions = summaries
-            .into_iter()
-            .map(|(partition, root, keys)| AaePartitionStatus {
-                partition,
-                root,
-                keys,
-                exchanges: self
-                    .aae
-                    .last
-                    .get(&partition)
-                    .into_iter()
-                    .flatten()
-                    .map(|(peer, r)| AaeExchangeStatus {
-                        peer: peer.clone(),
-                        at: r.at,
-                        result: r.result.clone(),
-                        keys_repaired: r.keys_repaired,
-                    })
-                    .collect(),
-            })
-            .collect();
-        let report = AaeReport {
-            node: self.me.clone(),
-            partitions,
-        };
-        self.respond_client(inbound, ClientResponse::AaeStatus(report));
     }
 }

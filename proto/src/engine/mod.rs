@@ -17,9 +17,11 @@
 //! timeout counts), so that no operation waits forever.
 
 mod aae;
+mod aae_peer;
 mod forward;
 mod handoff;
 mod read;
+mod reap;
 mod replica;
 mod write;
 
@@ -46,7 +48,8 @@ pub use aae::{
 };
 pub use handoff::HandoffStats;
 
-use aae::{Aae, AaePart, ReapPart};
+use aae::{Aae, AaePart};
+use reap::ReapPart;
 
 use forward::ForwardOp;
 use handoff::Handoff;
@@ -185,6 +188,8 @@ pub struct Engine {
     handoff: Handoff,
     hint_totals: BTreeMap<NodeId, HintTotals>,
     aae: Aae,
+    /// Partitions this node is a primary of (the ring is fixed for the engine's life).
+    replica_partitions: Vec<PartitionId>,
 }
 
 /// Why an engine could not be built.
@@ -226,6 +231,7 @@ impl Engine {
             return Err(EngineError::Addresses(format!("{id} is not in the ring")));
         }
         let membership = Membership::new(me.clone(), ring.version(), addresses, now);
+        let replica_partitions = ring.replica_partitions(&me, usize::from(cfg.n));
         let (keys_rate, bytes_rate) = (
             cfg.aae_repair_keys_per_second,
             cfg.aae_repair_bytes_per_second,
@@ -248,6 +254,7 @@ impl Engine {
             handoff: Handoff::default(),
             hint_totals: BTreeMap::new(),
             aae: Aae::new(keys_rate, bytes_rate, now),
+            replica_partitions,
         };
         // Spread the periodic work over its first interval so nodes started together
         // do not act in lock-step.
@@ -260,6 +267,12 @@ impl Engine {
         engine.timers.insert((probe_at, Timer::Probe));
         engine.timers.insert((handoff_at, Timer::Handoff));
         engine.publish_member_gauges();
+        // Every member's hint gauges exist from the start (at zero until hints are stored).
+        let peers: Vec<NodeId> = engine.membership.peers().cloned().collect();
+        for p in peers {
+            metrics::gauge!("shoal_hints_pending", "target" => p.to_string()).set(0.0);
+            metrics::gauge!("shoal_hints_pending_bytes", "target" => p.to_string()).set(0.0);
+        }
         Ok(engine)
     }
 

@@ -1,0 +1,262 @@
+//! Tombstone reaping: the first primary of a partition deletes tombstones that every
+//! replica holds identically and that are older than the grace period (see the
+//! invariant in docs/ARCHITECTURE.md).
+
+use shoal_ring::{NodeId, PartitionId};
+
+use super::aae::REAP_SCAN_LIMIT;
+use super::{Engine, SendError, Waiter};
+use crate::storage_ops::{StorageOp, StorageReply};
+use crate::wire::{AaeRequest, AaeResponse, KeyDigests, PeerRequest, PeerResponse};
+
+#[derive(Debug)]
+pub(super) enum ReapStep {
+    Scan,
+    Confirm {
+        keys: KeyDigests,
+        agreed: Vec<bool>,
+        waiting: usize,
+        failed: bool,
+    },
+    Delete {
+        waiting: usize,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct Reap {
+    partition: PartitionId,
+    peers: Vec<NodeId>,
+    next: Option<Vec<u8>>,
+    step: ReapStep,
+}
+
+/// Which step of a reap a command answers.
+#[derive(Clone, Debug)]
+pub(super) enum ReapPart {
+    Scan,
+    Digests,
+    Deleted,
+}
+
+impl Engine {
+    // ---- reaping ----
+
+    pub(super) fn start_due_reap(&mut self) {
+        if self.aae.reap.is_some() {
+            return;
+        }
+        let grace = self.cfg.tombstone_grace;
+        let interval = self.cfg.reap_interval;
+        let now = self.now;
+        for p in self.replica_partitions.clone() {
+            let primaries = self.primaries(p);
+            if primaries.first() != Some(&self.me) {
+                continue;
+            }
+            let resuming = self.aae.reap_cursor.contains_key(&p);
+            let due = resuming
+                || self
+                    .aae
+                    .reap_last
+                    .get(&p)
+                    .is_none_or(|t| now.saturating_since(*t) >= interval);
+            if !due || !primaries.iter().all(|q| self.membership.is_up(q)) {
+                continue;
+            }
+            let after = self.aae.reap_cursor.remove(&p);
+            let peers = primaries.into_iter().filter(|q| *q != self.me).collect();
+            self.aae.reap = Some(Reap {
+                partition: p,
+                peers,
+                next: None,
+                step: ReapStep::Scan,
+            });
+            let batch = self.cfg.aae_batch;
+            self.storage(
+                StorageOp::ReapCandidates {
+                    partition: p,
+                    older_than: now - grace,
+                    after,
+                    limit: batch,
+                    scan_limit: REAP_SCAN_LIMIT,
+                },
+                Waiter::Reap(ReapPart::Scan),
+            );
+            return;
+        }
+    }
+
+    fn end_reap_page(&mut self) {
+        let Some(reap) = self.aae.reap.take() else {
+            return;
+        };
+        match reap.next {
+            Some(next) => {
+                self.aae.reap_cursor.insert(reap.partition, next);
+            }
+            None => {
+                self.aae.reap_last.insert(reap.partition, self.now);
+            }
+        }
+    }
+
+    pub(super) fn on_reap_storage(&mut self, part: ReapPart, result: Result<StorageReply, String>) {
+        match (part, result) {
+            (ReapPart::Scan, Ok(StorageReply::ReapCandidates { keys, next })) => {
+                let Some(reap) = self.aae.reap.as_mut() else {
+                    return;
+                };
+                reap.next = next;
+                if keys.is_empty() {
+                    self.end_reap_page();
+                    return;
+                }
+                let partition = reap.partition;
+                let peers = reap.peers.clone();
+                let wanted: Vec<Vec<u8>> = keys.iter().map(|(k, _)| k.clone()).collect();
+                reap.step = ReapStep::Confirm {
+                    agreed: vec![true; keys.len()],
+                    keys,
+                    waiting: peers.len(),
+                    failed: false,
+                };
+                if peers.is_empty() {
+                    self.reap_confirmed();
+                    return;
+                }
+                let timeout = self.cfg.rpc_timeout;
+                for q in peers {
+                    self.send(
+                        q,
+                        PeerRequest::Aae(AaeRequest::Digests {
+                            partition,
+                            keys: wanted.clone(),
+                        }),
+                        timeout,
+                        Waiter::Reap(ReapPart::Digests),
+                    );
+                }
+            }
+            (ReapPart::Deleted, Ok(StorageReply::Reaped(count))) => {
+                metrics::counter!("shoal_tombstones_reaped_total").increment(count);
+                self.reap_delete_done();
+            }
+            _ => {
+                // A storage failure ends this page; the scan resumes on a later tick.
+                if matches!(
+                    self.aae.reap.as_ref().map(|r| &r.step),
+                    Some(ReapStep::Delete { .. })
+                ) {
+                    self.reap_delete_done();
+                } else {
+                    self.end_reap_page();
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_reap_send(&mut self, part: ReapPart, result: Result<PeerResponse, SendError>) {
+        match part {
+            ReapPart::Digests => {
+                let Some(Reap {
+                    step:
+                        ReapStep::Confirm {
+                            keys,
+                            agreed,
+                            waiting,
+                            failed,
+                        },
+                    ..
+                }) = self.aae.reap.as_mut()
+                else {
+                    return;
+                };
+                match result {
+                    Ok(PeerResponse::Aae(AaeResponse::Digests(d))) if d.len() == keys.len() => {
+                        for (i, theirs) in d.iter().enumerate() {
+                            if *theirs != Some(keys[i].1) {
+                                agreed[i] = false;
+                            }
+                        }
+                    }
+                    _ => *failed = true,
+                }
+                *waiting -= 1;
+                if *waiting == 0 {
+                    if *failed {
+                        // A replica could not confirm: nothing is reaped from this page.
+                        self.end_reap_page();
+                    } else {
+                        self.reap_confirmed();
+                    }
+                }
+            }
+            ReapPart::Deleted => {
+                if let Ok(PeerResponse::Aae(AaeResponse::Reaped(count))) = result {
+                    metrics::counter!("shoal_tombstones_reaped_total").increment(count);
+                }
+                self.reap_delete_done();
+            }
+            ReapPart::Scan => {}
+        }
+    }
+
+    /// Every replica answered: delete the keys whose tombstone is identical everywhere.
+    fn reap_confirmed(&mut self) {
+        let Some(reap) = self.aae.reap.as_mut() else {
+            return;
+        };
+        let ReapStep::Confirm { keys, agreed, .. } = &reap.step else {
+            return;
+        };
+        let confirmed: KeyDigests = keys
+            .iter()
+            .zip(agreed.iter())
+            .filter(|(_, ok)| **ok)
+            .map(|(kd, _)| kd.clone())
+            .collect();
+        if confirmed.is_empty() {
+            self.end_reap_page();
+            return;
+        }
+        let partition = reap.partition;
+        let peers = reap.peers.clone();
+        reap.step = ReapStep::Delete {
+            waiting: peers.len() + 1,
+        };
+        self.storage(
+            StorageOp::Reap {
+                partition,
+                keys: confirmed.clone(),
+            },
+            Waiter::Reap(ReapPart::Deleted),
+        );
+        let timeout = self.cfg.rpc_timeout;
+        for q in peers {
+            self.send(
+                q,
+                PeerRequest::Aae(AaeRequest::Reap {
+                    partition,
+                    keys: confirmed.clone(),
+                }),
+                timeout,
+                Waiter::Reap(ReapPart::Deleted),
+            );
+        }
+    }
+
+    fn reap_delete_done(&mut self) {
+        let Some(Reap {
+            step: ReapStep::Delete { waiting },
+            ..
+        }) = self.aae.reap.as_mut()
+        else {
+            return;
+        };
+        *waiting -= 1;
+        if *waiting == 0 {
+            self.end_reap_page();
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The fault workload: a paused node and a killed node, so that the nodes emit every
+//! catalogued metric except the fault-only ones.
+
+use std::time::Duration;
+
+use shoal_client::{Client, ClientError, Context, MemberState, ReadOptions, WriteOptions};
+use shoal_proto::wire::{decode_response, encode_request, PeerRequest, Request, Response};
+use shoal_proto::RequestError;
+use shoal_transport::{Endpoint, TlsIdentity, TransportConfig};
+use tokio::time::Instant;
+
+use super::cluster::CLIENT_REQUEST_TIMEOUT;
+use super::{ObsCluster, POLL_INTERVAL};
+
+/// Partitions of the workload cluster: few, so anti-entropy's first round is short.
+pub const WORKLOAD_PARTITIONS: usize = 16;
+/// Hints a node keeps per target in the workload cluster: small, so that some are
+/// dropped and only anti-entropy can repair those keys.
+const WORKLOAD_MAX_HINTS: usize = 10;
+/// Hint TTL of the workload cluster.
+const WORKLOAD_HINT_TTL: Duration = Duration::from_secs(5);
+
+/// Node settings of the workload cluster (section, key, TOML value).
+///
+/// - Anti-entropy exchanges are due only once an hour, so each pair of nodes runs one
+///   first round when the initiator (the smaller id) starts and no other: a repair the
+///   workload expects from a read or from a restarted node's first round cannot be done
+///   first by a periodic exchange. The latency target is high so that a loaded test
+///   machine does not throttle anti-entropy.
+/// - Tombstones are reapable after 8 s, hints expire after 5 s (shorter, as the config
+///   requires) and are bounded to [`WORKLOAD_MAX_HINTS`] per target.
+/// - Probes and handoff run every 250 ms, so state changes and deliveries are quick.
+pub fn workload_settings() -> Vec<(&'static str, &'static str, String)> {
+    let quoted = |s: &str| format!("\"{s}\"");
+    vec![
+        ("", "partitions", WORKLOAD_PARTITIONS.to_string()),
+        ("replication", "tombstone_grace", quoted("8s")),
+        (
+            "handoff",
+            "ttl",
+            quoted(&format!("{}s", WORKLOAD_HINT_TTL.as_secs())),
+        ),
+        ("handoff", "interval", quoted("250ms")),
+        (
+            "handoff",
+            "max_hints_per_target",
+            WORKLOAD_MAX_HINTS.to_string(),
+        ),
+        ("membership", "probe_interval", quoted("250ms")),
+        ("membership", "probe_timeout", quoted("1s")),
+        ("aae", "interval", quoted("1h")),
+        ("aae", "tick", quoted("100ms")),
+        ("aae", "max_concurrent_exchanges", "8".to_owned()),
+        ("aae", "reap_interval", quoted("1s")),
+        ("aae", "latency_target", quoted("10s")),
+    ]
+}
+
+/// What [`run_fault_workload`] did.
+#[derive(Debug, Default)]
+pub struct WorkloadReport {
+    /// Acknowledged puts.
+    pub puts: usize,
+    /// Successful gets.
+    pub gets: usize,
+    /// Acknowledged deletes.
+    pub deletes: usize,
+    /// Requests refused with Unavailable, as intended.
+    pub unavailable: usize,
+}
+
+const N1: usize = 0;
+const N2: usize = 1;
+const N3: usize = 2;
+
+async fn put(
+    client: &Client,
+    key: &str,
+    ctx: Option<&Context>,
+    w: u8,
+    report: &mut WorkloadReport,
+) -> Context {
+    let ctx = client
+        .put(
+            key,
+            format!("value of {key}"),
+            ctx,
+            WriteOptions::default().w(w),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("put {key} with W={w}: {e}"));
+    report.puts += 1;
+    ctx
+}
+
+async fn get(client: &Client, key: &str, r: u8, report: &mut WorkloadReport) -> Context {
+    let got = client
+        .get(key, ReadOptions::default().r(r))
+        .await
+        .unwrap_or_else(|e| panic!("get {key} with R={r}: {e}"));
+    report.gets += 1;
+    got.context
+}
+
+fn keys(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
+}
+
+/// Drives a cluster started with [`workload_settings`] through faults, so that its nodes
+/// emit every metric of the catalogue except the fault-only ones. Each phase waits for
+/// its effect (a member seen down, hints drained, a repair counted) with a deadline.
+///
+/// 1. Healthy: puts, gets, overwrites with context, deletes (tombstones), status; a client
+///    certificate sending a node-to-node message (refused) and a client of another CA
+///    (failed handshake). First waits for anti-entropy's first round to end.
+/// 2. n3 paused (SIGSTOP): a W=3 put and an R=3 get are Unavailable; keys E are written
+///    (hinted) and left until their hints outlive the TTL, then keys F (hinted), then n3
+///    resumes: E's hints expire, F's are delivered. Half of E is read with R=3: n3 lacks
+///    them, so each read repairs it.
+/// 3. n1 killed (SIGKILL): a W=3 put and an R=3 get are Unavailable again (n1's counters
+///    restart from zero, these are counted by n2 or n3); 40 keys G are written, and as
+///    at most 10 hints per coordinator are kept, at least 20 are dropped.
+/// 4. n1 restarts: its first anti-entropy round fetches the G keys nobody hinted and
+///    pushes to n3 the half of E no read repaired; the tombstones of phase 1, now past
+///    their grace period on every replica, are reaped.
+pub async fn run_fault_workload(cluster: &mut ObsCluster) -> WorkloadReport {
+    let mut report = WorkloadReport::default();
+    let all = [N1, N2, N3];
+    let p = WORKLOAD_PARTITIONS as f64;
+    // Anti-entropy's first round: n1 with n2 and n3, n2 with n3, every partition.
+    cluster
+        .wait_metric(&[N1], "shoal_aae_exchanges_total", &[], 2.0 * p)
+        .await;
+    cluster
+        .wait_metric(&[N2], "shoal_aae_exchanges_total", &[], p)
+        .await;
+
+    // Phase 1: healthy.
+    let client = cluster.client().await;
+    for key in keys("healthy", 20) {
+        let ctx = put(&client, &key, None, 2, &mut report).await;
+        let read = get(&client, &key, 2, &mut report).await;
+        assert!(
+            !read.is_empty() && !ctx.is_empty(),
+            "contexts of a written key are not empty"
+        );
+        put(&client, &key, Some(&read), 2, &mut report).await;
+    }
+    for key in keys("deleted", 8) {
+        put(&client, &key, None, 3, &mut report).await;
+        let ctx = get(&client, &key, 3, &mut report).await;
+        client
+            .delete(&key, Some(&ctx), WriteOptions::default().w(3))
+            .await
+            .unwrap_or_else(|e| panic!("delete {key}: {e}"));
+        report.deletes += 1;
+    }
+    client.status(None).await.expect("status");
+    client.aae_status(None).await.expect("aae status");
+    refused_peer_message(cluster, N2).await;
+    foreign_ca_handshake(cluster, N2).await;
+    client.close().await;
+
+    // Phase 2: n3 paused.
+    cluster.pause(N3);
+    let client = cluster.client().await;
+    cluster
+        .wait_views(&client, &[N1, N2], &[N3], MemberState::Down)
+        .await;
+    expect_unavailable(&client, "while-n3-paused", &mut report).await;
+    let expiring = keys("expiring", 6);
+    for key in &expiring {
+        put(&client, key, None, 2, &mut report).await;
+    }
+    let written = Instant::now();
+    // The E hints must outlive the TTL before n3 is back: wait for the clock, serving
+    // reads meanwhile (nothing else to wait for: expiry is by the content's age).
+    let mut i = 0;
+    while written.elapsed() < WORKLOAD_HINT_TTL + Duration::from_millis(500) {
+        get(&client, &format!("healthy-{:03}", i % 20), 2, &mut report).await;
+        i += 1;
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    for key in keys("delivered", 4) {
+        put(&client, &key, None, 2, &mut report).await;
+    }
+    cluster.resume(N3);
+    cluster
+        .wait_views(&client, &all, &all, MemberState::Up)
+        .await;
+    cluster.wait_hints_drained(&client, &all).await;
+    cluster
+        .wait_metric(&all, "shoal_hints_total", &[("event", "expired")], 1.0)
+        .await;
+    for key in &expiring[..expiring.len() / 2] {
+        get(&client, key, 3, &mut report).await;
+    }
+    cluster
+        .wait_metric(
+            &all,
+            "shoal_read_repairs_total",
+            &[],
+            (expiring.len() / 2) as f64,
+        )
+        .await;
+    client.close().await;
+
+    // Phase 3: n1 killed.
+    cluster.kill(N1);
+    let client = cluster.client().await;
+    cluster
+        .wait_views(&client, &[N2, N3], &[N1], MemberState::Down)
+        .await;
+    // Again with n1 down: n1's counters start from zero when it restarts, so these keep
+    // the quorum-failure series on the nodes that stay up.
+    expect_unavailable(&client, "while-n1-down", &mut report).await;
+    let unhinted = keys("unhinted", 4 * WORKLOAD_MAX_HINTS);
+    for key in &unhinted {
+        put(&client, key, None, 2, &mut report).await;
+        get(&client, key, 2, &mut report).await;
+    }
+    cluster
+        .wait_metric(&[N2, N3], "shoal_hints_total", &[("event", "dropped")], 1.0)
+        .await;
+    client.close().await;
+
+    // Phase 4: n1 back.
+    cluster.restart(N1).await;
+    let client = cluster.client().await;
+    cluster
+        .wait_metric(
+            &[N1],
+            "shoal_aae_keys_repaired_total",
+            &[("direction", "fetched")],
+            1.0,
+        )
+        .await;
+    cluster
+        .wait_metric(
+            &[N1],
+            "shoal_aae_keys_repaired_total",
+            &[("direction", "pushed")],
+            1.0,
+        )
+        .await;
+    cluster
+        .wait_metric(&all, "shoal_tombstones_reaped_total", &[], 1.0)
+        .await;
+    cluster.wait_hints_drained(&client, &all).await;
+    for key in unhinted.iter().take(5) {
+        get(&client, key, 3, &mut report).await;
+    }
+    client.close().await;
+    report
+}
+
+/// A W=3 put and an R=3 get with a node down: both must be Unavailable.
+async fn expect_unavailable(client: &Client, key: &str, report: &mut WorkloadReport) {
+    let put = client
+        .put(key, "x", None, WriteOptions::default().w(3))
+        .await;
+    assert!(
+        matches!(put, Err(ClientError::Unavailable { .. })),
+        "a W=3 put with a node down must be Unavailable, got {put:?}"
+    );
+    let get = client.get(key, ReadOptions::default().r(3)).await;
+    assert!(
+        matches!(get, Err(ClientError::Unavailable { .. })),
+        "an R=3 get with a node down must be Unavailable, got {get:?}"
+    );
+    report.unavailable += 2;
+}
+
+/// Sends a node-to-node message with the dev client certificate to node `i`: the node
+/// must refuse it (`NotAllowed`).
+async fn refused_peer_message(cluster: &ObsCluster, i: usize) {
+    let dir = cluster.dir();
+    let identity = TlsIdentity::load(
+        &dir.join("ca.pem"),
+        &dir.join("client/client.pem"),
+        &dir.join("client/client.key"),
+    )
+    .expect("loading the dev client identity");
+    let endpoint =
+        Endpoint::client(&identity, TransportConfig::default()).expect("a client endpoint");
+    let node = &cluster.nodes[i];
+    let answer = endpoint
+        .request(
+            node.addr,
+            Some(&node.id),
+            encode_request(&Request::Peer(PeerRequest::Ping)),
+            CLIENT_REQUEST_TIMEOUT,
+        )
+        .await
+        .expect("a node answers a client's peer message");
+    endpoint.close().await;
+    let response = decode_response(&answer).expect("a decodable answer");
+    assert!(
+        matches!(response, Response::Error(RequestError::NotAllowed(_))),
+        "a client certificate's peer message must be refused, got {response:?}"
+    );
+}
+
+/// Connects to node `i` with a certificate of another CA: the handshake must fail.
+async fn foreign_ca_handshake(cluster: &ObsCluster, i: usize) {
+    let foreign = tempfile::tempdir().expect("a temporary directory");
+    shoal_transport::certs::generate_ca(foreign.path()).expect("a foreign CA");
+    let client_dir = foreign.path().join("client");
+    shoal_transport::certs::issue_client_cert(foreign.path(), "intruder", &client_dir)
+        .expect("a client certificate of the foreign CA");
+    let identity = TlsIdentity::load(
+        &foreign.path().join("ca.pem"),
+        &client_dir.join("client.pem"),
+        &client_dir.join("client.key"),
+    )
+    .expect("loading the foreign identity");
+    let endpoint =
+        Endpoint::client(&identity, TransportConfig::default()).expect("a client endpoint");
+    let node = &cluster.nodes[i];
+    let result = endpoint
+        .request(
+            node.addr,
+            None,
+            encode_request(&Request::Peer(PeerRequest::Ping)),
+            CLIENT_REQUEST_TIMEOUT,
+        )
+        .await;
+    endpoint.close().await;
+    assert!(
+        result.is_err(),
+        "a certificate of another CA must not get an answer"
+    );
+    cluster
+        .wait_metric(&[i], "shoal_transport_handshake_failures_total", &[], 1.0)
+        .await;
+}
