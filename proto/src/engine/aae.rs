@@ -183,6 +183,11 @@ pub(super) struct Aae {
     bytes: Bucket,
     multiplier: f64,
     fg_latency: f64,
+    /// Foreground latencies (sum, count) since the last tick.
+    window_sum: f64,
+    window_count: u64,
+    /// Where the next reap scan starts looking in the partition list (round robin).
+    pub(super) reap_next: usize,
     pub(super) reap: Option<super::reap::Reap>,
     pub(super) reap_cursor: BTreeMap<PartitionId, Vec<u8>>,
     pub(super) reap_last: BTreeMap<PartitionId, Time>,
@@ -199,6 +204,9 @@ impl Aae {
             bytes: Bucket::new(bytes_per_second, now),
             multiplier: 1.0,
             fg_latency: 0.0,
+            window_sum: 0.0,
+            window_count: 0,
+            reap_next: 0,
             reap: None,
             reap_cursor: BTreeMap::new(),
             reap_last: BTreeMap::new(),
@@ -208,8 +216,23 @@ impl Aae {
 
     /// Record the latency of an answered foreground request.
     pub(super) fn observe_foreground(&mut self, latency: Duration) {
-        const ALPHA: f64 = 0.05;
-        self.fg_latency = self.fg_latency * (1.0 - ALPHA) + latency.as_secs_f64() * ALPHA;
+        self.window_sum += latency.as_secs_f64();
+        self.window_count += 1;
+    }
+
+    /// Fold the foreground latencies seen since the last tick into the moving average.
+    /// A tick with no foreground request pulls the average halfway to zero: an idle node
+    /// is not a loaded one, however slow its last requests were.
+    fn end_window(&mut self) {
+        const ALPHA: f64 = 0.3;
+        if self.window_count > 0 {
+            let mean = self.window_sum / self.window_count as f64;
+            self.fg_latency = self.fg_latency * (1.0 - ALPHA) + mean * ALPHA;
+        } else {
+            self.fg_latency /= 2.0;
+        }
+        self.window_sum = 0.0;
+        self.window_count = 0;
     }
 
     /// The current background budget multiplier (1.0 = full budget).
@@ -251,6 +274,7 @@ impl Engine {
     pub(super) fn aae_tick(&mut self) {
         let now = self.now;
         // Admission control: AIMD on the foreground latency and load.
+        self.aae.end_window();
         let loaded = self.inflight() * 2 >= self.cfg.max_inflight_requests;
         let slow = self.aae.fg_latency > self.cfg.aae_latency_target.as_secs_f64();
         self.aae.multiplier = if slow || loaded {

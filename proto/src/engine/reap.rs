@@ -49,7 +49,11 @@ impl Engine {
         let grace = self.cfg.tombstone_grace;
         let interval = self.cfg.reap_interval;
         let now = self.now;
-        for p in self.replica_partitions.clone() {
+        let total = self.replica_partitions.len();
+        // Round robin from where the last scan started, so that every partition gets its
+        // turn however many this node leads.
+        for i in 0..total {
+            let p = self.replica_partitions[(self.aae.reap_next + i) % total];
             let primaries = self.primaries(p);
             if primaries.first() != Some(&self.me) {
                 continue;
@@ -64,6 +68,7 @@ impl Engine {
             if !due || !primaries.iter().all(|q| self.membership.is_up(q)) {
                 continue;
             }
+            self.aae.reap_next = (self.aae.reap_next + i + 1) % total;
             let after = self.aae.reap_cursor.remove(&p);
             let peers = primaries.into_iter().filter(|q| *q != self.me).collect();
             self.aae.reap = Some(Reap {
