@@ -3,11 +3,13 @@
 //!
 //! Client operations are what the outside world saw; coordinations are the simulator's
 //! god's-eye view of the writes that landed (including those whose answer was lost), so
-//! that a checker can tell "superseded by a later write" from "lost".
+//! that a checker can tell "superseded by a later write" from "lost"; reapings are the
+//! tombstones that nodes deleted, so that a checker can tell "came back after its
+//! tombstone was reaped" from "was never deleted".
 
 use std::fmt;
 
-use shoal_proto::{Actor, CausalContext, Dot, SiblingValue, Time};
+use shoal_proto::{Actor, CausalContext, Dot, Object, SiblingValue, Time};
 
 /// Index of an operation in [`History::ops`].
 pub type OpId = usize;
@@ -158,6 +160,19 @@ impl Coordination {
     }
 }
 
+/// A tombstoned key that a node deleted from its storage (`StorageOp::Reap`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reaping {
+    /// The node.
+    pub node: String,
+    /// The key.
+    pub key: String,
+    /// The object deleted: tombstones only; its clock is every write it had seen.
+    pub object: Object,
+    /// When it was deleted.
+    pub at: Time,
+}
+
 /// Everything the checkers need to know about what happened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
@@ -165,6 +180,8 @@ pub struct History {
     pub ops: Vec<Operation>,
     /// Writes applied by coordinators, in the order they were applied.
     pub coordinations: Vec<Coordination>,
+    /// Tombstones reaped, in the order they were deleted.
+    pub reaps: Vec<Reaping>,
 }
 
 impl History {
@@ -227,6 +244,20 @@ impl History {
         self.coordinations
             .iter()
             .find(|c| c.key == key && c.context.covers(dot) && by.is_none_or(|t| c.at <= t))
+    }
+
+    /// The dots of every coordinated write of `value` (a data value) to `key`: usually
+    /// one; more if a forwarded put was coordinated twice; none if it never landed.
+    pub fn dots_of_value(&self, key: &str, value: &str) -> Vec<Dot> {
+        self.coordinations_on(key)
+            .filter(|c| matches!(&c.value, SiblingValue::Data(v) if v == value.as_bytes()))
+            .map(|c| c.dot)
+            .collect()
+    }
+
+    /// The reapings of `key`.
+    pub fn reaps_of<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Reaping> + 'a {
+        self.reaps.iter().filter(move |r| r.key == key)
     }
 
     /// Every put ever attempted on `key` whose value is `value`.

@@ -163,12 +163,12 @@ fn a_long_partition_stores_hints_that_are_all_delivered_afterwards() {
         faults: FaultMix::None,
         handoff: Some(HandoffLimits::ROOMY),
         vary_quorums: false,
-        scripted_partition: Some(ScriptedPartition {
+        scripted_partitions: vec![ScriptedPartition {
             side,
             one_way: false,
             start: Duration::from_millis(300),
             length: Duration::from_secs(8),
-        }),
+        }],
         ..SimConfig::from_seed(11)
     };
     let report = run_ok(&cfg);

@@ -5,12 +5,20 @@
 //! - `sim --seeds K` runs seeds 0..K (from `--first`), one line each, and stops at the
 //!   first failure with the command that replays it. `--seeds 100000` is the nightly
 //!   long mode.
+//! - Background work: `--no-handoff` turns hinted handoff off; `--aae-only-liveness`
+//!   makes the liveness phase rely on anti-entropy alone (no read repair; with
+//!   `--canary-reads`, a trickle of reads of keys that nothing writes);
+//!   `--tombstone-grace S` and `--aae-interval S` set those periods. Any of the last three
+//!   switches the engines to intervals scaled to a run of seconds (exchanges every 3 s,
+//!   reaping every second, a 6 s grace period), so that tombstones are reaped.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use shoal_tests::sim::{self, FaultMix, Quorum, SimConfig};
+use std::time::Duration;
+
+use shoal_tests::sim::{self, Background, FaultMix, Liveness, Quorum, SimConfig};
 
 /// Parses `N/R/W`.
 fn parse_quorum(s: &str) -> Result<Quorum, String> {
@@ -24,6 +32,24 @@ fn parse_quorum(s: &str) -> Result<Quorum, String> {
         r: num(r)?,
         w: num(w)?,
     })
+}
+
+/// Parses a positive number of seconds.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!("{s:?}: expected seconds in (0, 86400]"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a fraction in 0..=0.6.
+fn parse_deletes(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(0.0..=0.6).contains(&x) {
+        return Err(format!("{s:?}: expected a fraction in 0..=0.6"));
+    }
+    Ok(x)
 }
 
 /// Run Shoal's deterministic simulator.
@@ -53,6 +79,29 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Plain keys of the workload.
+    #[arg(long, default_value_t = 6)]
+    keys: usize,
+    /// Share of the operations on plain keys that are deletes (0 to 0.6).
+    #[arg(long, default_value_t = 0.15, value_parser = parse_deletes)]
+    deletes: f64,
+    /// Turn hinted handoff off: writes for unreachable primaries keep no hints.
+    #[arg(long)]
+    no_handoff: bool,
+    /// Liveness by anti-entropy alone: no read-repair pass; time passes until every
+    /// partition's Merkle roots are equal on its primaries.
+    #[arg(long)]
+    aae_only_liveness: bool,
+    /// With --aae-only-liveness: a canary client keeps reading keys that nothing writes
+    /// (foreground traffic that repairs nothing).
+    #[arg(long, requires = "aae_only_liveness")]
+    canary_reads: bool,
+    /// Tombstone grace period in seconds (hint TTLs are cut below it).
+    #[arg(long, value_parser = parse_seconds)]
+    tombstone_grace: Option<Duration>,
+    /// Anti-entropy interval in seconds.
+    #[arg(long, value_parser = parse_seconds)]
+    aae_interval: Option<Duration>,
     /// Fault intensity from 0 (no faults, default quorums on every request) to 1 (the
     /// strongest mix); each seed draws which faults it injects.
     #[arg(long, default_value_t = 1.0)]
@@ -69,6 +118,28 @@ impl Args {
         cfg.quorum = self.quorum;
         cfg.ops = self.ops;
         cfg.clients = self.clients;
+        cfg.keys = self.keys;
+        cfg.delete_fraction = self.deletes;
+        let fast =
+            self.aae_only_liveness || self.tombstone_grace.is_some() || self.aae_interval.is_some();
+        let mut bg = if fast {
+            Background::fast()
+        } else {
+            Background::engine_defaults()
+        };
+        bg.hinted_handoff = !self.no_handoff;
+        if let Some(g) = self.tombstone_grace {
+            bg.tombstone_grace = g;
+        }
+        if let Some(i) = self.aae_interval {
+            bg.aae_interval = i;
+        }
+        cfg.background = bg;
+        if self.aae_only_liveness {
+            cfg.liveness = Liveness::AntiEntropyOnly {
+                canary_reads: self.canary_reads,
+            };
+        }
         // A clean run keeps the default quorums, so that read-your-writes is checked
         // whenever they overlap.
         cfg.vary_quorums = self.faults > 0.0;

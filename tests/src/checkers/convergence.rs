@@ -1,5 +1,6 @@
-//! After faults stop, all replicas converge: no node holds hints any more, and for every
-//! key all N primary replicas store equal objects.
+//! After faults stop, all replicas converge: no node holds hints any more, for every key
+//! all N primary replicas store equal objects, and for every partition all its primaries
+//! have equal Merkle trees (root and key count), each equal to a rebuild from storage.
 
 use super::{show_object, FinalState, Violation};
 
@@ -15,6 +16,35 @@ pub fn check(state: &FinalState) -> Vec<Violation> {
                 NAME,
                 "*",
                 format!("node {node} still holds {count} hints after the liveness phase"),
+            ));
+        }
+    }
+    for m in &state.tree_mismatches {
+        out.push(Violation::new(
+            NAME,
+            "*",
+            format!("an incremental Merkle tree disagrees with its storage: {m}"),
+        ));
+    }
+    for (partition, trees) in &state.trees {
+        let Some(first) = trees.first() else {
+            continue;
+        };
+        if trees
+            .iter()
+            .any(|t| t.root != first.root || t.keys != first.keys)
+        {
+            let shown: Vec<String> = trees
+                .iter()
+                .map(|t| format!("{}: root {:016x} keys {}", t.node, t.root, t.keys))
+                .collect();
+            out.push(Violation::new(
+                NAME,
+                "*",
+                format!(
+                    "partition {partition}: Merkle trees of the primaries differ: {}",
+                    shown.join("; ")
+                ),
             ));
         }
     }
@@ -68,6 +98,27 @@ mod tests {
         assert_eq!(check(&s).len(), 1);
         let s = state("k", vec![Some(a.clone()), Some(a.clone()), Some(a)]);
         assert_eq!(check(&s), vec![]);
+    }
+
+    #[test]
+    fn differing_merkle_roots_are_reported() {
+        use crate::checkers::TreeCopy;
+        let tree = |node: &str, root: u64| TreeCopy {
+            node: node.into(),
+            root,
+            keys: 1,
+        };
+        let mut s = state("k", vec![None, None, None]);
+        s.trees
+            .insert(3, vec![tree("n0", 7), tree("n1", 7), tree("n2", 7)]);
+        assert_eq!(check(&s), vec![]);
+        s.trees
+            .insert(4, vec![tree("n0", 7), tree("n1", 8), tree("n2", 7)]);
+        let v = check(&s);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].detail.contains("partition 4"), "{}", v[0].detail);
+        s.tree_mismatches.push("n1 partition 4".into());
+        assert_eq!(check(&s).len(), 2);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod convergence;
 pub mod no_lost_writes;
 pub mod no_phantoms;
+pub mod no_resurrection;
 pub mod read_your_writes;
 
 use std::collections::BTreeMap;
@@ -75,6 +76,17 @@ impl KeyState {
     }
 }
 
+/// One primary's Merkle tree of one partition at the end of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeCopy {
+    /// The node's name.
+    pub node: String,
+    /// The root hash.
+    pub root: u64,
+    /// Keys in the tree.
+    pub keys: u64,
+}
+
 /// The end state of every replica, read from each node's storage after the liveness
 /// phase.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -83,6 +95,11 @@ pub struct FinalState {
     pub keys: BTreeMap<String, KeyState>,
     /// Hints still stored, per node name (count over all targets).
     pub pending_hints: BTreeMap<String, u64>,
+    /// Per partition, the Merkle tree of each of its primaries (empty when the state was
+    /// not read from executors).
+    pub trees: BTreeMap<u32, Vec<TreeCopy>>,
+    /// Trees whose incremental form differed from a rebuild from storage, described.
+    pub tree_mismatches: Vec<String>,
 }
 
 /// The checks that can run as soon as operation `op` ends (during the safety phase).
@@ -90,6 +107,7 @@ pub struct FinalState {
 /// quorums overlap (R + W > N).
 pub fn check_completed(history: &History, op: OpId, ryw: bool) -> Vec<Violation> {
     let mut out = no_phantoms::check_read(history, op);
+    out.extend(no_resurrection::check_read(history, op));
     if ryw {
         out.extend(read_your_writes::check_read(history, op));
     }
@@ -102,6 +120,7 @@ pub fn check_final(history: &History, state: &FinalState, ryw: bool) -> Vec<Viol
     let mut out = Vec::new();
     out.extend(no_lost_writes::check(history, state));
     out.extend(no_phantoms::check(history, state));
+    out.extend(no_resurrection::check(history, state));
     if ryw {
         out.extend(read_your_writes::check(history));
     }

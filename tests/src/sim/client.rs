@@ -21,6 +21,7 @@ use shoal_proto::CausalContext;
 
 use super::config::CLIENT_TIMEOUT;
 use super::event::Event;
+use super::scenario::ScriptedAction;
 use super::{Phase, Sim, SimError};
 use crate::checkers;
 use crate::history::{set_elements, OpId, OpKind, Outcome};
@@ -70,10 +71,14 @@ struct Ask {
 
 impl Sim {
     pub(super) fn client_wake(&mut self, c: usize) {
-        if self.clients[c].current.is_some()
-            || self.phase != Phase::Safety
-            || self.ops_issued >= self.cfg.ops
-        {
+        if self.clients[c].current.is_some() || self.phase != Phase::Safety {
+            return;
+        }
+        if self.is_burst_client(c) {
+            self.burst_wake(c);
+            return;
+        }
+        if c >= self.cfg.clients || self.ops_issued >= self.cfg.ops {
             return;
         }
         let plain = self.cfg.keys;
@@ -101,7 +106,7 @@ impl Sim {
         let roll: f64 = self.rng.random();
         let (kind, context, then) = if roll < 0.40 {
             (OpKind::Get { r: quorum }, None, Then::Nothing)
-        } else if roll < 0.85 {
+        } else if roll < 1.0 - self.cfg.delete_fraction {
             let value = format!("{key}=w{}", self.history.ops.len());
             let context = if self.rng.random_bool(0.7) { own } else { None };
             (
@@ -125,6 +130,88 @@ impl Sim {
                 quorum,
                 then,
                 node: None,
+            },
+        );
+    }
+
+    /// A burst client's next operation: a get or a put (with its last context for the
+    /// key) on one of the burst's keys, until the burst ends.
+    fn burst_wake(&mut self, c: usize) {
+        let Some(keys) = self.cfg.burst.as_ref().map(|b| b.keys) else {
+            return;
+        };
+        if keys == 0 || self.burst_end().is_none_or(|end| self.now >= end) {
+            return;
+        }
+        let key = super::scenario::Burst::key(self.rng.random_range(0..keys));
+        let (kind, context) = if self.rng.random_bool(0.5) {
+            (OpKind::Get { r: None }, None)
+        } else {
+            let value = format!("{key}=w{}", self.history.ops.len());
+            let own = self.clients[c].contexts.get(&key).cloned();
+            (
+                OpKind::Put {
+                    value,
+                    set_element: None,
+                },
+                own,
+            )
+        };
+        self.issue(
+            c,
+            Ask {
+                key,
+                kind,
+                context,
+                quorum: None,
+                then: Then::Nothing,
+                node: None,
+            },
+        );
+    }
+
+    /// Scripted operation `index` is due: the scripted client runs it now, or once its
+    /// previous operation has ended.
+    pub(super) fn scripted_op(&mut self, index: usize) {
+        let c = self.scripted_client();
+        if self.phase != Phase::Safety {
+            return;
+        }
+        if self.clients[c].current.is_some() {
+            self.queue.push(
+                self.now + Duration::from_millis(10),
+                Event::ScriptedOp { index },
+            );
+            return;
+        }
+        let Some(op) = self.cfg.scripted_ops.get(index).cloned() else {
+            return;
+        };
+        self.scripted_issued += 1;
+        let own = self.clients[c].contexts.get(&op.key).cloned();
+        let (kind, context, quorum) = match op.action {
+            ScriptedAction::Get { r } => (OpKind::Get { r }, None, r),
+            ScriptedAction::Put { with_context } => (
+                OpKind::Put {
+                    value: format!("{}=w{}", op.key, self.history.ops.len()),
+                    set_element: None,
+                },
+                own.filter(|_| with_context),
+                None,
+            ),
+            ScriptedAction::Delete { with_context } => {
+                (OpKind::Delete, own.filter(|_| with_context), None)
+            }
+        };
+        self.issue(
+            c,
+            Ask {
+                key: op.key,
+                kind,
+                context,
+                quorum,
+                then: Then::Nothing,
+                node: Some(op.node),
             },
         );
     }
@@ -289,6 +376,19 @@ impl Sim {
         self.add_violations(found);
         match next {
             Some(ask) => self.issue(c, ask),
+            // The scripted client acts only when its script says so.
+            None if c == self.scripted_client() => {}
+            None if self.is_burst_client(c) => {
+                let max = self
+                    .cfg
+                    .burst
+                    .as_ref()
+                    .map(|b| b.think_max)
+                    .unwrap_or_default();
+                let max_us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
+                let at = self.now + Duration::from_micros(self.rng.random_range(0..=max_us));
+                self.queue.push(at, Event::ClientWake { client: c });
+            }
             None => {
                 let at = self.now + think_time(&mut self.rng);
                 self.queue.push(at, Event::ClientWake { client: c });
@@ -296,10 +396,31 @@ impl Sim {
         }
     }
 
+    /// Send a canary read of `key` to node `node` from the reader client, if the reader is
+    /// idle; `false` if it was busy.
+    pub(super) fn canary_read(&mut self, node: usize, key: String) -> bool {
+        let reader = self.reader();
+        if self.clients[reader].current.is_some() {
+            return false;
+        }
+        self.issue(
+            reader,
+            Ask {
+                key,
+                kind: OpKind::Get { r: None },
+                context: None,
+                quorum: None,
+                then: Then::Nothing,
+                node: Some(node),
+            },
+        );
+        true
+    }
+
     /// Read every key once with R = N through one of its primaries (retrying on another
     /// primary if a read fails), as the liveness phase's repair pass.
     pub(super) fn final_reads(&mut self) -> Result<(), SimError> {
-        let reader = self.cfg.clients;
+        let reader = self.reader();
         let n = self.setup.quorum.n;
         for key in self.keys.clone() {
             let prefs = self

@@ -1,13 +1,14 @@
 //! How a simulated run is set up: what the caller fixes ([`SimConfig`]) and what the
 //! seed decides ([`Setup`]), plus the virtual-time constants of the simulated world.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use shoal_proto::{EngineConfig, Time};
+
+use super::scenario::{Burst, ScriptedCrash, ScriptedOp, ScriptedPartition};
 
 /// When every run starts on the virtual clock (2023-11-14, an arbitrary fixed instant).
 pub const EPOCH: Time = Time::from_micros(1_700_000_000_000_000);
@@ -69,9 +70,93 @@ impl HandoffLimits {
     }
 }
 
+/// The engine's background work in a run: hinted handoff, anti-entropy and tombstone
+/// reaping. [`Background::engine_defaults`] is what a node runs with out of the box (its
+/// intervals are minutes and hours, so a run sees one exchange round at start and no
+/// reaping); [`Background::fast`] scales them to a run of seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Background {
+    /// Whether writes for unreachable primaries are kept as hints on fallbacks.
+    pub hinted_handoff: bool,
+    /// Whether anti-entropy exchanges and tombstone reaping run.
+    pub aae_enabled: bool,
+    /// Each pair of replicas of a partition compares trees at least this often.
+    pub aae_interval: Duration,
+    /// How often the anti-entropy scheduler looks for due work.
+    pub aae_tick: Duration,
+    /// Most exchanges one node runs at once.
+    pub aae_max_concurrent_exchanges: usize,
+    /// Repair budget in keys per second, before admission control scales it.
+    pub aae_repair_keys_per_second: u64,
+    /// Keys or segments per anti-entropy message.
+    pub aae_batch: usize,
+    /// Background work backs off while foreground latency is above this.
+    pub aae_latency_target: Duration,
+    /// Each partition's tombstones are scanned for reaping at least this often.
+    pub reap_interval: Duration,
+    /// Tombstones are kept at least this long before they may be reaped.
+    pub tombstone_grace: Duration,
+}
+
+impl Background {
+    /// The engine's own defaults ([`EngineConfig::default`]).
+    pub fn engine_defaults() -> Background {
+        let d = EngineConfig::default();
+        Background {
+            hinted_handoff: d.hinted_handoff,
+            aae_enabled: d.aae_enabled,
+            aae_interval: d.aae_interval,
+            aae_tick: d.aae_tick,
+            aae_max_concurrent_exchanges: d.aae_max_concurrent_exchanges,
+            aae_repair_keys_per_second: d.aae_repair_keys_per_second,
+            aae_batch: d.aae_batch,
+            aae_latency_target: d.aae_latency_target,
+            reap_interval: d.reap_interval,
+            tombstone_grace: d.tombstone_grace,
+        }
+    }
+
+    /// Intervals scaled to virtual seconds, so that a run sees many exchange rounds and
+    /// reaps tombstones: exchanges every 3 s (scheduler tick 100 ms), reaping scans every
+    /// 3 s, a 6 s tombstone grace period. Budgets and bounds stay the engine's.
+    ///
+    /// A node starts at most one reap scan per tick and takes its partitions round robin,
+    /// so with 64 partitions, 3 nodes and a 100 ms tick each is scanned about every 2.2 s
+    /// at the most: within the reap interval.
+    pub fn fast() -> Background {
+        Background {
+            aae_interval: Duration::from_secs(3),
+            aae_tick: Duration::from_millis(100),
+            reap_interval: Duration::from_secs(3),
+            tombstone_grace: Duration::from_secs(6),
+            ..Background::engine_defaults()
+        }
+    }
+}
+
+impl fmt::Display for Background {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "handoff {}, aae {} every {:?} (tick {:?}, {} at once, {} keys/s, batch {}, latency target {:?}), reap every {:?}, grace {:?}",
+            if self.hinted_handoff { "on" } else { "off" },
+            if self.aae_enabled { "on" } else { "off" },
+            self.aae_interval,
+            self.aae_tick,
+            self.aae_max_concurrent_exchanges,
+            self.aae_repair_keys_per_second,
+            self.aae_batch,
+            self.aae_latency_target,
+            self.reap_interval,
+            self.tombstone_grace
+        )
+    }
+}
+
 /// The engine settings every simulated node runs with: the defaults, with timeouts and
-/// intervals scaled down so that a run covers many of them in a few virtual seconds.
-pub fn engine_config(q: Quorum, handoff: HandoffLimits) -> EngineConfig {
+/// intervals scaled down so that a run covers many of them in a few virtual seconds, and
+/// the run's handoff limits and background work.
+pub fn engine_config(q: Quorum, handoff: HandoffLimits, bg: &Background) -> EngineConfig {
     EngineConfig {
         n: q.n,
         r: q.r,
@@ -82,15 +167,51 @@ pub fn engine_config(q: Quorum, handoff: HandoffLimits) -> EngineConfig {
         gossip_interval: Duration::from_secs(1),
         probe_interval: Duration::from_millis(500),
         probe_timeout: Duration::from_millis(300),
+        hinted_handoff: bg.hinted_handoff,
         handoff_interval: Duration::from_millis(500),
         handoff_batch: handoff.batch,
         max_hints_per_target: handoff.max_hints,
         hint_ttl: handoff.ttl,
+        tombstone_grace: bg.tombstone_grace,
         max_value_bytes: 64 << 10,
         max_object_bytes: 1 << 20,
+        aae_enabled: bg.aae_enabled,
+        aae_interval: bg.aae_interval,
+        aae_tick: bg.aae_tick,
+        aae_max_concurrent_exchanges: bg.aae_max_concurrent_exchanges,
+        aae_repair_keys_per_second: bg.aae_repair_keys_per_second,
+        aae_batch: bg.aae_batch,
+        aae_latency_target: bg.aae_latency_target,
+        reap_interval: bg.reap_interval,
         ..EngineConfig::default()
     }
 }
+
+/// How the liveness phase brings the replicas together before convergence is required.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Read every key once with R = N (read repair fixes the replicas), then require
+    /// convergence.
+    ReadRepair,
+    /// No client touches the workload's keys: let virtual time pass (at least
+    /// [`ANTI_ENTROPY_MIN_INTERVALS`] anti-entropy intervals, and long enough for the
+    /// tombstones of the run to become reapable) until anti-entropy alone has made every
+    /// partition's Merkle roots equal on all its primaries, then require convergence.
+    AntiEntropyOnly {
+        /// Keep a trickle of foreground traffic that repairs nothing: every 100 ms a
+        /// canary client reads a key that nothing writes, coordinated by each node in
+        /// turn — as a live cluster always has some traffic. Without it the phase has no
+        /// client request at all.
+        canary_reads: bool,
+    },
+}
+
+/// The least anti-entropy intervals an [`Liveness::AntiEntropyOnly`] phase lasts.
+pub const ANTI_ENTROPY_MIN_INTERVALS: u32 = 3;
+
+/// Anti-entropy intervals within which, after the cluster is quiet, an
+/// [`Liveness::AntiEntropyOnly`] phase must converge (past its minimum length).
+pub const ANTI_ENTROPY_CONVERGENCE_INTERVALS: u32 = 10;
 
 /// The faults a run injects during its safety phase.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -209,20 +330,6 @@ pub struct Quorum {
     pub w: u8,
 }
 
-/// A scripted partition that cuts some nodes off from the rest for a long while, on top
-/// of the random faults (for the hinted-handoff scenario).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScriptedPartition {
-    /// The nodes (by index) on one side.
-    pub side: BTreeSet<usize>,
-    /// Only messages leaving `side` are lost.
-    pub one_way: bool,
-    /// When it starts, from the beginning of the run.
-    pub start: Duration,
-    /// How long it lasts.
-    pub length: Duration,
-}
-
 /// When a storage operation takes effect. The engine must not depend on either: the real
 /// node runs storage ops on worker threads, where an op may land long before its
 /// completion is seen, or ops issued in one order may land in another.
@@ -260,8 +367,26 @@ pub struct SimConfig {
     pub handoff: Option<HandoffLimits>,
     /// Whether clients vary R and W per request (off keeps the defaults everywhere).
     pub vary_quorums: bool,
-    /// An extra partition scripted on top of the random faults.
-    pub scripted_partition: Option<ScriptedPartition>,
+    /// Of the workload's operations on plain keys, the share that are deletes (the rest
+    /// splits into 40% gets and puts).
+    pub delete_fraction: f64,
+    /// Hinted handoff, anti-entropy and reaping settings of the engines.
+    pub background: Background,
+    /// How the liveness phase brings the replicas together.
+    pub liveness: Liveness,
+    /// The safety phase lasts at least this long (faults go on after the workload ends).
+    pub min_safety_time: Duration,
+    /// Partitions scripted on top of the random faults.
+    pub scripted_partitions: Vec<ScriptedPartition>,
+    /// Crashes scripted on top of the random faults.
+    pub scripted_crashes: Vec<ScriptedCrash>,
+    /// Client operations scripted on top of the workload.
+    pub scripted_ops: Vec<ScriptedOp>,
+    /// A burst of foreground load on keys of its own.
+    pub burst: Option<Burst>,
+    /// Each node's storage serves one operation at a time, each taking this long (on top
+    /// of the random completion delay), so that load queues up; zero: no queueing.
+    pub storage_service_time: Duration,
     /// Keep the event log's lines (the digest is computed either way).
     pub keep_log: bool,
 }
@@ -281,7 +406,15 @@ impl SimConfig {
             storage_timing: None,
             handoff: None,
             vary_quorums: true,
-            scripted_partition: None,
+            delete_fraction: 0.15,
+            background: Background::engine_defaults(),
+            liveness: Liveness::ReadRepair,
+            min_safety_time: Duration::ZERO,
+            scripted_partitions: Vec::new(),
+            scripted_crashes: Vec::new(),
+            scripted_ops: Vec::new(),
+            burst: None,
+            storage_service_time: Duration::ZERO,
             keep_log: false,
         }
     }
@@ -309,8 +442,12 @@ pub struct Setup {
     pub faults: Faults,
     /// When storage ops take effect.
     pub storage_timing: StorageTiming,
-    /// Hinted-handoff limits.
+    /// Hinted-handoff limits (the TTL cut below the tombstone grace period if needed).
     pub handoff: HandoffLimits,
+    /// Hinted handoff, anti-entropy and reaping settings.
+    pub background: Background,
+    /// How the liveness phase brings the replicas together.
+    pub liveness: Liveness,
 }
 
 impl Setup {
@@ -334,20 +471,30 @@ impl Setup {
                 StorageTiming::AtCompletion
             }
         });
-        let handoff = cfg.handoff.unwrap_or_else(|| HandoffLimits::draw(rng));
+        let mut handoff = cfg.handoff.unwrap_or_else(|| HandoffLimits::draw(rng));
+        // The engine requires hints to expire before tombstones may be reaped.
+        if handoff.ttl >= cfg.background.tombstone_grace {
+            handoff.ttl = cfg.background.tombstone_grace / 2;
+        }
         Setup {
             nodes,
             quorum,
             faults,
             storage_timing,
             handoff,
+            background: cfg.background,
+            liveness: cfg.liveness,
         }
     }
 
-    /// Whether read-your-writes must hold: no faults and R + W > N.
+    /// Whether read-your-writes must hold: no faults (random or scripted), no storage
+    /// queueing (slow storage makes replicas miss timeouts, so writes go sloppy) and
+    /// R + W > N.
     pub fn read_your_writes(&self, cfg: &SimConfig) -> bool {
         !self.faults.any()
-            && cfg.scripted_partition.is_none()
+            && cfg.scripted_partitions.is_empty()
+            && cfg.scripted_crashes.is_empty()
+            && cfg.storage_service_time.is_zero()
             && !cfg.vary_quorums
             && self.quorum.r + self.quorum.w > self.quorum.n
     }

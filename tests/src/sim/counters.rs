@@ -1,6 +1,7 @@
 //! Reads the engine's own counters during a run: a [`metrics`] recorder, installed for
 //! the simulating thread only, that keeps the counters the report shows (hints stored
-//! and delivered, read repairs, forwards) and ignores everything else.
+//! and delivered, read repairs, forwards, anti-entropy repairs and exchanges, tombstones
+//! reaped) and ignores everything else.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,6 +16,9 @@ const KEPT: &[&str] = &[
     "shoal_read_repairs",
     "shoal_forwards_total",
     "shoal_member_state_changes_total",
+    "shoal_aae_keys_repaired_total",
+    "shoal_aae_exchanges_total",
+    "shoal_tombstones_reaped_total",
 ];
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
@@ -46,10 +50,42 @@ impl CounterFn for Cell {
 impl CountingRecorder {
     /// The counts so far.
     pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.reader().snapshot()
+    }
+
+    /// A handle that reads the counts while the recorder is installed.
+    pub(crate) fn reader(&self) -> CounterReader {
+        CounterReader {
+            counts: Arc::clone(&self.counts),
+        }
+    }
+}
+
+/// Reads the counts of a [`CountingRecorder`] (the simulator samples them as it runs).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CounterReader {
+    counts: Counts,
+}
+
+impl CounterReader {
+    /// The counts so far.
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
         self.counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The sum of every counter whose rendered name starts with `prefix` (all its label
+    /// sets).
+    pub(crate) fn sum(&self, prefix: &str) -> u64 {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| *v)
+            .sum()
     }
 }
 

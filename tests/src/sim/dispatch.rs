@@ -9,9 +9,9 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use shoal_proto::wire::{ClientRequest, PeerRequest, PeerResponse, Request, Response};
 use shoal_proto::{
-    Command, Dot, InboundId, RequestId, SendError, Sender, StorageOp, StorageReply, Time,
+    Command, Dot, InboundId, Object, RequestId, SendError, Sender, StorageOp, StorageReply, Time,
 };
-use shoal_ring::NodeId;
+use shoal_ring::{NodeId, PartitionId};
 
 use super::config::StorageTiming;
 use super::event::{Event, StorageWork};
@@ -19,7 +19,7 @@ use super::log;
 use super::network::{refusal_delay, storage_delay, Fate, Partition, RpcKey};
 use super::node::ReplyTo;
 use super::{Phase, Sim, SimError};
-use crate::history::{Coordination, OpId};
+use crate::history::{Coordination, OpId, Reaping};
 
 impl Sim {
     /// Carry out one event.
@@ -65,6 +65,12 @@ impl Sim {
                     self.faults.restarts += 1;
                 }
             }
+            Event::Crash { node, length } => {
+                if self.phase == Phase::Safety {
+                    self.crash(node, Some(length));
+                }
+            }
+            Event::ScriptedOp { index } => self.scripted_op(index),
         }
         Ok(())
     }
@@ -111,8 +117,9 @@ impl Sim {
     }
 
     /// Crash node `i`: its engine, its pending storage completions and the requests it
-    /// was serving are gone; its peers' sends to it time out.
-    pub(super) fn crash(&mut self, i: usize) {
+    /// was serving are gone; its peers' sends to it time out. It restarts after `down`
+    /// (`None`: a random while).
+    pub(super) fn crash(&mut self, i: usize, down: Option<Duration>) {
         if self.nodes[i].crash().is_none() {
             return;
         }
@@ -128,7 +135,8 @@ impl Sim {
         }
         self.faults.crashes += 1;
         self.note(i, "CRASH");
-        let down = Duration::from_millis(self.rng.random_range(100..=3_000));
+        let down =
+            down.unwrap_or_else(|| Duration::from_millis(self.rng.random_range(100..=3_000)));
         self.queue.push(self.now + down, Event::Restart { node: i });
     }
 
@@ -144,7 +152,7 @@ impl Sim {
             let max_down = (k - 1).min(2);
             if k - up.len() < max_down && !up.is_empty() {
                 let victim = up[self.rng.random_range(0..up.len())];
-                self.crash(victim);
+                self.crash(victim, None);
             }
         }
         if f.partition > 0.0 && self.net.partition.is_none() && self.rng.random_bool(f.partition) {
@@ -468,7 +476,15 @@ impl Sim {
             }
         };
         let stall = self.net.faults.slow;
-        let at = self.now + storage_delay(&mut self.rng, stall);
+        let mut at = self.now + storage_delay(&mut self.rng, stall);
+        let service = self.cfg.storage_service_time;
+        if !service.is_zero() {
+            // One operation at a time: this one waits for those before it.
+            let node = &mut self.nodes[i];
+            let start = node.disk_free_at.max(self.now);
+            node.disk_free_at = start + service;
+            at = at + node.disk_free_at.saturating_since(self.now);
+        }
         self.queue.push(
             at,
             Event::StorageDone {
@@ -501,8 +517,45 @@ impl Sim {
         let Some(r) = self.nodes[i].running.as_ref() else {
             return Err("node is down".into());
         };
+        // What a reap is about to delete, to record what it did delete.
+        let reaping: Vec<(PartitionId, Vec<u8>, Object)> = match &op {
+            StorageOp::Reap { partition, keys } => keys
+                .iter()
+                .filter_map(|(key, _)| {
+                    let read = StorageOp::Read {
+                        partition: *partition,
+                        key: key.clone(),
+                    };
+                    match r.executor.execute(read) {
+                        Ok(StorageReply::Object(Some(o))) => Some((*partition, key.clone(), o)),
+                        _ => None,
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         let actor = r.executor.actor();
         let result = r.executor.execute(op).map_err(|e| e.to_string());
+        for (partition, key, object) in reaping {
+            let read = StorageOp::Read {
+                partition,
+                key: key.clone(),
+            };
+            if matches!(r.executor.execute(read), Ok(StorageReply::Object(None))) {
+                let key = String::from_utf8_lossy(&key).into_owned();
+                self.log.line(
+                    now,
+                    self.nodes[i].id.as_ref(),
+                    &format!("REAPED {key} {}", log::object(&object)),
+                );
+                self.history.reaps.push(Reaping {
+                    node: self.nodes[i].id.to_string(),
+                    key,
+                    object,
+                    at: now,
+                });
+            }
+        }
         if let (Some((key, context, value)), Ok(StorageReply::Coordinated { context: reply, .. })) =
             (coordinate, &result)
         {

@@ -67,6 +67,10 @@ pub(crate) enum Event {
     Heal { id: u64 },
     /// Restart a crashed node.
     Restart { node: usize },
+    /// A scripted crash: crash `node` (if up) and restart it after `length`.
+    Crash { node: usize, length: Duration },
+    /// Scripted client operation number `index` is due.
+    ScriptedOp { index: usize },
 }
 
 /// A storage operation on its way to completion.

@@ -1,7 +1,9 @@
 //! The event log: one line per event, in virtual time, decoded enough to read. Its
 //! xxh3 digest fingerprints a run: the same seed must give the same digest.
 
-use shoal_proto::wire::{ClientRequest, ClientResponse, PeerRequest, PeerResponse, Response};
+use shoal_proto::wire::{
+    AaeRequest, AaeResponse, ClientRequest, ClientResponse, PeerRequest, PeerResponse, Response,
+};
 use shoal_proto::{Object, SendError, SiblingValue, StorageOp, StorageReply, Time};
 use xxhash_rust::xxh3::Xxh3Default;
 
@@ -157,8 +159,73 @@ pub(crate) fn peer_request(req: &PeerRequest) -> String {
                 .map(|h| format!(" hint_for={h}"))
                 .unwrap_or_default()
         ),
+        PeerRequest::Aae(a) => aae_request(a),
         // Gossip, probes and whatever the protocol adds: the name says enough.
         other => other.op_name().to_owned(),
+    }
+}
+
+fn keys(keys: &[Vec<u8>]) -> String {
+    let names: Vec<String> = keys.iter().map(|k| text(k)).collect();
+    names.join(",")
+}
+
+/// An anti-entropy request: partition and what it asks for.
+fn aae_request(req: &AaeRequest) -> String {
+    match req {
+        AaeRequest::Nodes {
+            partition,
+            level,
+            indices,
+        } => format!(
+            "aae_nodes p{} level {level} ({} nodes)",
+            partition.0,
+            indices.len()
+        ),
+        AaeRequest::Segments {
+            partition,
+            segments,
+        } => format!(
+            "aae_segments p{} ({} segments)",
+            partition.0,
+            segments.len()
+        ),
+        AaeRequest::Fetch { partition, keys: k } => {
+            format!("aae_fetch p{} [{}]", partition.0, keys(k))
+        }
+        AaeRequest::Push { partition, objects } => {
+            let shown: Vec<String> = objects
+                .iter()
+                .map(|(k, o)| format!("{} {}", text(k), object(o)))
+                .collect();
+            format!("aae_push p{} [{}]", partition.0, shown.join(", "))
+        }
+        AaeRequest::Digests { partition, keys: k } => {
+            format!("aae_digests p{} [{}]", partition.0, keys(k))
+        }
+        AaeRequest::Reap { partition, keys: k } => {
+            let names: Vec<Vec<u8>> = k.iter().map(|(key, _)| key.clone()).collect();
+            format!("aae_reap p{} [{}]", partition.0, keys(&names))
+        }
+    }
+}
+
+/// An anti-entropy response, in brief.
+fn aae_response(resp: &AaeResponse) -> String {
+    match resp {
+        AaeResponse::Nodes(h) => format!("{} node hashes", h.len()),
+        AaeResponse::Segments(s) => {
+            let pairs: usize = s.iter().map(|(_, l)| l.len()).sum();
+            format!("{} segments, {pairs} keys", s.len())
+        }
+        AaeResponse::Objects(o) => format!(
+            "{} objects ({} present)",
+            o.len(),
+            o.iter().filter(|(_, x)| x.is_some()).count()
+        ),
+        AaeResponse::Pushed(n) => format!("pushed, {n} changed"),
+        AaeResponse::Digests(d) => format!("{} digests", d.len()),
+        AaeResponse::Reaped(n) => format!("reaped {n}"),
     }
 }
 
@@ -170,6 +237,7 @@ pub(crate) fn peer_response(resp: &PeerResponse) -> String {
         PeerResponse::Object(o) => format!("object {}", opt_object(o)),
         PeerResponse::Error(e) => format!("error: {e}"),
         PeerResponse::Pong => "pong".into(),
+        PeerResponse::Aae(a) => aae_response(a),
         // Gossip views and whatever the protocol adds.
         other => short_debug(other),
     }
@@ -245,6 +313,32 @@ pub(crate) fn storage_op(op: &StorageOp) -> String {
             partition,
             key,
         } => format!("drop_hint {target} p{} {}", partition.0, text(key)),
+        StorageOp::TreeNodes {
+            partition, level, ..
+        } => format!("tree_nodes p{} level {level}", partition.0),
+        StorageOp::Segments {
+            partition,
+            segments,
+        } => format!("segments p{} ({})", partition.0, segments.len()),
+        StorageOp::ReadMany { partition, keys: k } => {
+            format!("read_many p{} [{}]", partition.0, keys(k))
+        }
+        StorageOp::MergeMany {
+            partition, objects, ..
+        } => {
+            let names: Vec<Vec<u8>> = objects.iter().map(|(k, _)| k.clone()).collect();
+            format!("merge_many p{} [{}]", partition.0, keys(&names))
+        }
+        StorageOp::Digests { partition, keys: k } => {
+            format!("digests p{} [{}]", partition.0, keys(k))
+        }
+        StorageOp::ReapCandidates { partition, .. } => {
+            format!("reap_candidates p{}", partition.0)
+        }
+        StorageOp::Reap { partition, keys: k } => {
+            let names: Vec<Vec<u8>> = k.iter().map(|(key, _)| key.clone()).collect();
+            format!("reap p{} [{}]", partition.0, keys(&names))
+        }
         // The hint summary and whatever the protocol adds: the name says enough.
         other => other.op_name().to_owned(),
     }

@@ -16,10 +16,22 @@
 //!    injected. Reads are checked as they complete ([`crate::checkers::check_completed`]).
 //! 2. **Liveness**: every fault is removed (partitions healed, crashed nodes restarted, a
 //!    clean network); the run waits until every node sees every peer up, nothing is in
-//!    flight and every hint is delivered; reads every key with R = N (which repairs the
-//!    replicas), waits again, and then requires convergence and checks every invariant
-//!    over the whole history and every replica's stored state
-//!    ([`crate::checkers::check_final`]).
+//!    flight and every hint is delivered or expired. Then, per [`Liveness`]:
+//!    - [`Liveness::ReadRepair`]: it reads every key with R = N (which repairs the
+//!      replicas) and waits again;
+//!    - [`Liveness::AntiEntropyOnly`]: no client touches the workload's keys (at most a
+//!      canary reads keys nothing writes); virtual time passes (a few anti-entropy
+//!      intervals, and long enough for the run's tombstones to be reaped) until
+//!      anti-entropy alone has made every partition's Merkle roots equal on all its
+//!      primaries, with nothing in flight.
+//!
+//!    It then requires convergence (equal objects and Merkle trees on every primary, no
+//!    hints) and checks every invariant over the whole history and every replica's stored
+//!    state ([`crate::checkers::check_final`]).
+//!
+//! Tests can script partitions, crashes and client operations at fixed instants
+//! ([`scenario`]), add a burst of foreground load, make storage a queue, and read the
+//! run's anti-entropy [`Timeline`].
 //!
 //! # Storage timing
 //!
@@ -43,10 +55,13 @@ mod config;
 mod counters;
 mod dispatch;
 mod event;
+mod liveness;
 mod log;
 mod network;
 mod node;
 mod report;
+pub mod scenario;
+mod timeline;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -58,16 +73,22 @@ use shoal_proto::{EngineConfig, StorageOp, StorageReply, Time};
 use shoal_ring::{Member, NodeId, Ring, RingError};
 
 pub use config::{
-    engine_config, FaultMix, Faults, HandoffLimits, Quorum, ScriptedPartition, Setup, SimConfig,
-    StorageTiming, CLIENT_TIMEOUT, EPOCH, PARTITIONS,
+    engine_config, Background, FaultMix, Faults, HandoffLimits, Liveness, Quorum, Setup, SimConfig,
+    StorageTiming, ANTI_ENTROPY_CONVERGENCE_INTERVALS, ANTI_ENTROPY_MIN_INTERVALS, CLIENT_TIMEOUT,
+    EPOCH, PARTITIONS,
 };
 pub use node::StartError;
 pub use report::{replay_command, FaultCounts, RunFailure, RunReport};
+pub use scenario::{
+    replicas_of, Burst, ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition,
+};
+pub use timeline::{NodeSample, Sample, Timeline, SAMPLE_INTERVAL};
 
-use crate::checkers::{self, FinalState, KeyState, ReplicaCopy, Violation};
+use crate::checkers::{self, FinalState, KeyState, ReplicaCopy, TreeCopy, Violation};
 use crate::history::History;
 use client::Client;
-use config::{MAX_EVENTS, MAX_QUEUED_EVENTS, MAX_QUIESCE_TIME, MAX_SAFETY_TIME};
+use config::{MAX_EVENTS, MAX_QUEUED_EVENTS, MAX_SAFETY_TIME};
+use counters::CounterReader;
 use event::{Event, EventQueue};
 use log::EventLog;
 use network::Network;
@@ -105,7 +126,8 @@ pub enum SimError {
 /// [`RunReport::check`].
 pub fn run(cfg: &SimConfig) -> Result<RunReport, SimError> {
     let recorder = counters::CountingRecorder::default();
-    let mut report = metrics::with_local_recorder(&recorder, || Sim::new(cfg)?.run())?;
+    let reader = recorder.reader();
+    let mut report = metrics::with_local_recorder(&recorder, || Sim::new(cfg, reader)?.run())?;
     report.counters = recorder.snapshot();
     Ok(report)
 }
@@ -140,13 +162,19 @@ pub(crate) struct Sim {
     ryw: bool,
     violations: Vec<Violation>,
     events: u64,
+    /// Scripted client operations started so far.
+    scripted_issued: usize,
+    /// Reads the engines' counters while the run goes on.
+    counters: CounterReader,
+    timeline: Timeline,
+    next_sample: Time,
 }
 
 /// Most violations a run keeps (the first ones are the interesting ones).
 const MAX_VIOLATIONS: usize = 100;
 
 impl Sim {
-    fn new(cfg: &SimConfig) -> Result<Sim, SimError> {
+    fn new(cfg: &SimConfig, counters: CounterReader) -> Result<Sim, SimError> {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let setup = Setup::draw(cfg, &mut rng);
         if !(3..=7).contains(&setup.nodes) {
@@ -160,8 +188,31 @@ impl Sim {
                 "at least one client and one key are needed".into(),
             ));
         }
+        if !(0.0..=0.6).contains(&cfg.delete_fraction) {
+            return Err(SimError::Config(format!(
+                "delete_fraction must be in 0..=0.6, got {}",
+                cfg.delete_fraction
+            )));
+        }
+        if cfg.min_safety_time >= MAX_SAFETY_TIME {
+            return Err(SimError::Config(format!(
+                "min_safety_time must be under {MAX_SAFETY_TIME:?}"
+            )));
+        }
+        let scripted_nodes = cfg
+            .scripted_partitions
+            .iter()
+            .flat_map(|p| p.side.iter().copied())
+            .chain(cfg.scripted_crashes.iter().map(|c| c.node))
+            .chain(cfg.scripted_ops.iter().map(|o| o.node));
+        if let Some(bad) = scripted_nodes.filter(|&i| i >= setup.nodes).max() {
+            return Err(SimError::Config(format!(
+                "a scripted event names node {bad} of a {}-node cluster",
+                setup.nodes
+            )));
+        }
         let q = setup.quorum;
-        let engine_cfg = engine_config(q, setup.handoff);
+        let engine_cfg = engine_config(q, setup.handoff, &setup.background);
         engine_cfg
             .validate(setup.nodes)
             .map_err(|e| SimError::Config(e.to_string()))?;
@@ -180,10 +231,19 @@ impl Sim {
             .enumerate()
             .map(|(i, id)| (id, i))
             .collect();
-        let keys = (0..cfg.keys)
+        let burst_keys = cfg.burst.as_ref().map(|b| b.keys).unwrap_or(0);
+        let keys: Vec<String> = (0..cfg.keys)
             .map(|i| format!("k{i}"))
             .chain((0..cfg.set_keys).map(|i| format!("s{i}")))
+            .chain((0..burst_keys).map(scenario::Burst::key))
             .collect();
+        if let Some(bad) = cfg.scripted_ops.iter().find(|o| !keys.contains(&o.key)) {
+            return Err(SimError::Config(format!(
+                "scripted operation on {:?}, which is not one of the run's keys",
+                bad.key
+            )));
+        }
+        let burst_clients = cfg.burst.as_ref().map(|b| b.clients).unwrap_or(0);
         let ryw = setup.read_your_writes(cfg);
         Ok(Sim {
             net: Network::new(setup.faults),
@@ -197,8 +257,11 @@ impl Sim {
             addresses,
             index,
             nodes: ids.into_iter().map(SimNode::new).collect(),
-            // One more client than the workload's: the liveness phase's reader.
-            clients: (0..=cfg.clients).map(|_| Client::default()).collect(),
+            // After the workload's clients: the liveness phase's reader, the scripted
+            // client, then the burst's clients.
+            clients: (0..cfg.clients + 2 + burst_clients)
+                .map(|_| Client::default())
+                .collect(),
             keys,
             history: History::new(),
             log: EventLog::new(cfg.keep_log),
@@ -208,7 +271,32 @@ impl Sim {
             ryw,
             violations: Vec::new(),
             events: 0,
+            scripted_issued: 0,
+            counters,
+            timeline: Timeline::default(),
+            next_sample: EPOCH,
         })
+    }
+
+    /// The client that reads every key in the [`Liveness::ReadRepair`] phase (or the
+    /// canary keys in the [`Liveness::AntiEntropyOnly`] one).
+    fn reader(&self) -> usize {
+        self.cfg.clients
+    }
+
+    /// The client that runs the scripted operations.
+    fn scripted_client(&self) -> usize {
+        self.cfg.clients + 1
+    }
+
+    /// Whether client `c` is one of the burst's.
+    fn is_burst_client(&self, c: usize) -> bool {
+        c >= self.cfg.clients + 2
+    }
+
+    /// When the burst ends, if there is one.
+    fn burst_end(&self) -> Option<Time> {
+        self.cfg.burst.as_ref().map(|b| EPOCH + b.start + b.length)
     }
 
     fn run(mut self) -> Result<RunReport, SimError> {
@@ -220,13 +308,11 @@ impl Sim {
         }
         let safety_duration = self.now.saturating_since(EPOCH);
         self.begin_liveness()?;
-        if self.quiesce()? {
-            self.final_reads()?;
-            if !self.quiesce()? {
-                self.liveness_failure("after the final reads");
+        match self.cfg.liveness {
+            Liveness::ReadRepair => self.read_repair_liveness()?,
+            Liveness::AntiEntropyOnly { canary_reads } => {
+                self.anti_entropy_liveness(canary_reads)?
             }
-        } else {
-            self.liveness_failure("after the faults stopped");
         }
         let state = self.final_state();
         let found = checkers::check_final(&self.history, &state, self.ryw);
@@ -248,6 +334,17 @@ impl Sim {
             self.setup.faults
         );
         self.log.line(self.now, "sim", &line);
+        // Runs with the engine's own background settings log exactly what they always
+        // did, so that their digests stay comparable.
+        if self.setup.background != Background::engine_defaults()
+            || self.setup.liveness != Liveness::ReadRepair
+        {
+            let line = format!(
+                "background: {}; liveness {:?}",
+                self.setup.background, self.setup.liveness
+            );
+            self.log.line(self.now, "sim", &line);
+        }
         for i in 0..self.nodes.len() {
             self.start_node(i)?;
         }
@@ -259,7 +356,7 @@ impl Sim {
             self.queue
                 .push(self.now + config::FAULT_TICK, Event::FaultTick);
         }
-        if let Some(p) = self.cfg.scripted_partition.clone() {
+        for p in self.cfg.scripted_partitions.clone() {
             self.queue.push(
                 EPOCH + p.start,
                 Event::Partition {
@@ -268,6 +365,26 @@ impl Sim {
                     length: p.length,
                 },
             );
+        }
+        for c in self.cfg.scripted_crashes.clone() {
+            self.queue.push(
+                EPOCH + c.at,
+                Event::Crash {
+                    node: c.node,
+                    length: c.length,
+                },
+            );
+        }
+        for (index, op) in self.cfg.scripted_ops.iter().enumerate() {
+            self.queue.push(EPOCH + op.at, Event::ScriptedOp { index });
+        }
+        if let Some(b) = &self.cfg.burst {
+            let first = self.cfg.clients + 2;
+            for (i, c) in (first..first + b.clients).enumerate() {
+                // Spread the burst's first operations over its first milliseconds.
+                let at = EPOCH + b.start + Duration::from_micros(100 * i as u64);
+                self.queue.push(at, Event::ClientWake { client: c });
+            }
         }
         Ok(())
     }
@@ -292,104 +409,18 @@ impl Sim {
             }
         }
         self.now = self.now.max(until);
+        self.sample_if_due();
         Ok(())
     }
 
+    /// The workload and the scripted operations are done and answered, the burst is
+    /// over, and the safety phase has lasted its minimum.
     fn safety_done(&self) -> bool {
-        self.ops_issued >= self.cfg.ops && self.clients.iter().all(|c| c.current.is_none())
-    }
-
-    /// Remove every fault: clean network, partitions healed, crashed nodes restarted.
-    fn begin_liveness(&mut self) -> Result<(), SimError> {
-        self.phase = Phase::Liveness;
-        self.net.faults = Faults::NONE;
-        self.net.partition = None;
-        self.log
-            .line(self.now, "sim", "liveness: faults off, partitions healed");
-        for i in 0..self.nodes.len() {
-            if !self.nodes[i].is_up() {
-                self.start_node(i)?;
-                self.faults.restarts += 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// Let time pass until the cluster is quiet (see [`Sim::quiet`]); `false` if it is
-    /// not within the bound.
-    fn quiesce(&mut self) -> Result<bool, SimError> {
-        let deadline = self.now + MAX_QUIESCE_TIME;
-        loop {
-            let until = self.now + Duration::from_millis(100);
-            self.step_until(until)?;
-            if self.quiet() {
-                // Let the last read repairs and acknowledgements land.
-                let until = self.now + self.engine_cfg.request_timeout;
-                self.step_until(until)?;
-                return Ok(true);
-            }
-            if self.now >= deadline {
-                return Ok(false);
-            }
-        }
-    }
-
-    /// Every node up and seeing every peer up, nothing coordinated in flight, no client
-    /// operation pending, and no hints stored anywhere.
-    fn quiet(&self) -> bool {
-        self.clients.iter().all(|c| c.current.is_none())
-            && self.nodes.iter().all(|n| {
-                let Some(r) = &n.running else { return false };
-                r.engine.inflight() == 0
-                    && r.engine
-                        .membership()
-                        .iter()
-                        .all(|(id, _)| r.engine.membership().is_up(id))
-                    && hint_count(r) == 0
-            })
-    }
-
-    fn liveness_failure(&mut self, when: &str) {
-        let mut why = Vec::new();
-        for n in &self.nodes {
-            let Some(r) = &n.running else {
-                why.push(format!("{} is down", n.id));
-                continue;
-            };
-            let down: Vec<String> = r
-                .engine
-                .membership()
-                .iter()
-                .filter(|(id, _)| !r.engine.membership().is_up(id))
-                .map(|(id, _)| id.to_string())
-                .collect();
-            if !down.is_empty() {
-                why.push(format!("{} sees {down:?} down", n.id));
-            }
-            if r.engine.inflight() > 0 {
-                why.push(format!(
-                    "{} has {} requests in flight",
-                    n.id,
-                    r.engine.inflight()
-                ));
-            }
-            let hints = hint_count(r);
-            if hints > 0 {
-                why.push(format!("{} holds {hints} hints", n.id));
-            }
-        }
-        let busy = self.clients.iter().filter(|c| c.current.is_some()).count();
-        if busy > 0 {
-            why.push(format!("{busy} client operations pending"));
-        }
-        self.add_violations(vec![Violation::new(
-            "liveness",
-            "*",
-            format!(
-                "the cluster did not become quiet within {MAX_QUIESCE_TIME:?} {when}: {}",
-                why.join("; ")
-            ),
-        )]);
+        self.ops_issued >= self.cfg.ops
+            && self.scripted_issued >= self.cfg.scripted_ops.len()
+            && self.clients.iter().all(|c| c.current.is_none())
+            && self.now >= EPOCH + self.cfg.min_safety_time
+            && self.burst_end().is_none_or(|end| self.now >= end)
     }
 
     fn add_violations(&mut self, found: Vec<Violation>) {
@@ -443,17 +474,48 @@ impl Sim {
             let count = node.running.as_ref().map(hint_count).unwrap_or(0);
             state.pending_hints.insert(node.id.to_string(), count);
         }
+        for p in self.ring.partitions() {
+            let trees = self
+                .ring
+                .preference_list(p, n)
+                .nodes
+                .iter()
+                .filter_map(|id| self.index.get(id).map(|&i| &self.nodes[i]))
+                .filter_map(|node| {
+                    let (root, keys) = node.running.as_ref()?.executor.tree_summary(p);
+                    Some(TreeCopy {
+                        node: node.id.to_string(),
+                        root,
+                        keys,
+                    })
+                })
+                .collect();
+            state.trees.insert(p.0, trees);
+        }
+        for node in &self.nodes {
+            let Some(r) = &node.running else { continue };
+            match r.executor.verify_trees() {
+                Ok(mismatches) => state
+                    .tree_mismatches
+                    .extend(mismatches.into_iter().map(|m| {
+                        format!(
+                            "node {} partition {}: incremental root {:016x}, rebuilt {:016x}",
+                            node.id, m.partition, m.incremental_root, m.rebuilt_root
+                        )
+                    })),
+                Err(e) => state.tree_mismatches.push(format!(
+                    "node {}: trees could not be verified: {e}",
+                    node.id
+                )),
+            }
+        }
         state
     }
 
     fn report(mut self, state: FinalState, safety_duration: Duration) -> RunReport {
         let mut ops = BTreeMap::new();
-        for op in self
-            .history
-            .ops
-            .iter()
-            .filter(|o| o.client < self.cfg.clients)
-        {
+        let reader = self.reader();
+        for op in self.history.ops.iter().filter(|o| o.client != reader) {
             *ops.entry((op.kind.name().to_owned(), op.outcome.name().to_owned()))
                 .or_insert(0) += 1;
         }
@@ -478,6 +540,11 @@ impl Sim {
             counters: BTreeMap::new(),
             keys: state.keys.len(),
             keys_found,
+            keys_tombstoned: state
+                .keys
+                .values()
+                .filter(|k| k.merged().is_tombstoned())
+                .count(),
             events: self.events,
             duration: self.now.saturating_since(EPOCH),
             safety_duration,
@@ -486,6 +553,7 @@ impl Sim {
             violations: self.violations,
             history: self.history,
             final_state: state,
+            timeline: self.timeline,
         }
     }
 }

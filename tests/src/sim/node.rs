@@ -40,6 +40,9 @@ pub(crate) struct SimNode {
     pub running: Option<Running>,
     /// Bumped at every start, so that events meant for an older incarnation are dropped.
     pub incarnation: u32,
+    /// When the node's storage is free to serve its next operation (when the run makes
+    /// storage a queue).
+    pub disk_free_at: Time,
 }
 
 /// Why a node could not start.
@@ -67,6 +70,7 @@ impl SimNode {
             data: MemStorage::new(),
             running: None,
             incarnation: 0,
+            disk_free_at: Time::ZERO,
         }
     }
 

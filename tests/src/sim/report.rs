@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use super::config::{FaultMix, Setup, SimConfig};
+use super::config::{Background, FaultMix, Liveness, Setup, SimConfig};
+use super::timeline::Timeline;
 use crate::checkers::{FinalState, Violation};
 use crate::history::History;
 
@@ -50,6 +51,8 @@ pub struct RunReport {
     pub keys: usize,
     /// Keys found (some data sibling) at the end.
     pub keys_found: usize,
+    /// Keys whose tombstone is still stored at the end (not reaped).
+    pub keys_tombstoned: usize,
     /// Events processed.
     pub events: u64,
     /// Virtual time the run took.
@@ -66,6 +69,8 @@ pub struct RunReport {
     pub history: History,
     /// Every replica's state at the end.
     pub final_state: FinalState,
+    /// Anti-entropy counters and admission-control state, sampled over the run.
+    pub timeline: Timeline,
 }
 
 /// A run that broke an invariant.
@@ -99,8 +104,60 @@ impl fmt::Display for RunFailure {
 
 impl std::error::Error for RunFailure {}
 
+/// The `sim` command-line flags that give `bg` and `liveness`, if flags can express them:
+/// `--no-handoff`, `--aae-only-liveness` (with `--canary-reads`), `--tombstone-grace S`
+/// and `--aae-interval S` on top of [`Background::engine_defaults`] or, when any of the
+/// last three is given, [`Background::fast`].
+pub fn background_flags(bg: &Background, liveness: Liveness) -> Option<String> {
+    let (aae_only, canary) = match liveness {
+        Liveness::ReadRepair => (false, false),
+        Liveness::AntiEntropyOnly { canary_reads } => (true, canary_reads),
+    };
+    for fast in [false, true] {
+        let base = if fast {
+            Background::fast()
+        } else {
+            Background::engine_defaults()
+        };
+        let mut flags = String::new();
+        let mut rebuilt = base;
+        if !bg.hinted_handoff {
+            flags.push_str(" --no-handoff");
+            rebuilt.hinted_handoff = false;
+        }
+        if aae_only {
+            flags.push_str(" --aae-only-liveness");
+        }
+        if canary {
+            flags.push_str(" --canary-reads");
+        }
+        // The fast base needs a flag that selects it; the grace period says it plainly.
+        if bg.tombstone_grace != base.tombstone_grace || (fast && !aae_only) {
+            flags.push_str(&format!(
+                " --tombstone-grace {}",
+                bg.tombstone_grace.as_secs_f64()
+            ));
+            rebuilt.tombstone_grace = bg.tombstone_grace;
+        }
+        if bg.aae_interval != base.aae_interval {
+            flags.push_str(&format!(
+                " --aae-interval {}",
+                bg.aae_interval.as_secs_f64()
+            ));
+            rebuilt.aae_interval = bg.aae_interval;
+        }
+        let selects_fast = flags.contains("--aae-only-liveness")
+            || flags.contains("--tombstone-grace")
+            || flags.contains("--aae-interval");
+        if rebuilt == *bg && selects_fast == fast {
+            return Some(flags);
+        }
+    }
+    None
+}
+
 /// The `sim` command that replays the run of `cfg`. Settings the command line cannot
-/// express (scripted partitions, fixed fault mixes, storage timing or handoff limits)
+/// express (scripted events, fixed fault mixes, storage timing or handoff limits, ...)
 /// are named, so that the failure is replayed through the test that set them.
 pub fn replay_command(cfg: &SimConfig) -> String {
     let mut cmd = format!("cargo run -p shoal-tests --bin sim -- --seed {}", cfg.seed);
@@ -117,7 +174,17 @@ pub fn replay_command(cfg: &SimConfig) -> String {
     if cfg.clients != base.clients {
         cmd.push_str(&format!(" --clients {}", cfg.clients));
     }
+    if cfg.keys != base.keys {
+        cmd.push_str(&format!(" --keys {}", cfg.keys));
+    }
+    if cfg.delete_fraction != base.delete_fraction {
+        cmd.push_str(&format!(" --deletes {}", cfg.delete_fraction));
+    }
     let mut inexpressible = Vec::new();
+    match background_flags(&cfg.background, cfg.liveness) {
+        Some(flags) => cmd.push_str(&flags),
+        None => inexpressible.push("background settings"),
+    }
     match (cfg.faults, cfg.vary_quorums) {
         (FaultMix::None, false) => cmd.push_str(" --faults 0"),
         (FaultMix::FromSeed { intensity }, true) => {
@@ -127,8 +194,8 @@ pub fn replay_command(cfg: &SimConfig) -> String {
         }
         _ => inexpressible.push("fault mix"),
     }
-    if cfg.keys != base.keys || cfg.set_keys != base.set_keys {
-        inexpressible.push("key counts");
+    if cfg.set_keys != base.set_keys {
+        inexpressible.push("set key count");
     }
     if cfg.storage_timing.is_some() {
         inexpressible.push("storage timing");
@@ -136,8 +203,20 @@ pub fn replay_command(cfg: &SimConfig) -> String {
     if cfg.handoff.is_some() {
         inexpressible.push("handoff limits");
     }
-    if cfg.scripted_partition.is_some() {
-        inexpressible.push("scripted partition");
+    if !cfg.scripted_partitions.is_empty()
+        || !cfg.scripted_crashes.is_empty()
+        || !cfg.scripted_ops.is_empty()
+    {
+        inexpressible.push("scripted events");
+    }
+    if cfg.burst.is_some() {
+        inexpressible.push("load burst");
+    }
+    if cfg.min_safety_time != base.min_safety_time {
+        inexpressible.push("minimum safety time");
+    }
+    if cfg.storage_service_time != base.storage_service_time {
+        inexpressible.push("storage service time");
     }
     if !inexpressible.is_empty() {
         cmd.push_str(&format!(
@@ -186,7 +265,7 @@ impl RunReport {
             .sum();
         let total: u64 = self.ops.values().sum();
         format!(
-            "seed {:>6}  nodes {}  n/r/w {}/{}/{}  ops {ok}/{total} ok  crashes {}  partitions {}  dropped {}  hints {}  {}  digest {:016x}",
+            "seed {:>6}  nodes {}  n/r/w {}/{}/{}  ops {ok}/{total} ok  crashes {}  partitions {}  dropped {}  hints {}  aae repaired {}  reaped {}  {}  digest {:016x}",
             self.seed,
             self.setup.nodes,
             self.setup.quorum.n,
@@ -196,6 +275,9 @@ impl RunReport {
             self.faults.partitions,
             self.faults.dropped,
             self.counter("shoal_hints_total{event=stored}"),
+            self.counter("shoal_aae_keys_repaired_total{direction=fetched}")
+                + self.counter("shoal_aae_keys_repaired_total{direction=pushed}"),
+            self.counter("shoal_tombstones_reaped_total"),
             if self.violations.is_empty() { "ok" } else { "FAILED" },
             self.digest
         )
@@ -219,6 +301,8 @@ impl fmt::Display for RunReport {
             "handoff     batch {} max hints {} ttl {:?}",
             h.batch, h.max_hints, h.ttl
         )?;
+        writeln!(f, "background  {}", self.setup.background)?;
+        writeln!(f, "liveness    {:?}", self.setup.liveness)?;
         writeln!(
             f,
             "virtual     {:?} total, {:?} safety phase, {} events",
@@ -257,7 +341,23 @@ impl fmt::Display for RunReport {
             self.counter("shoal_read_repairs_total{result=failed}")
         )?;
         writeln!(f, "forwards    {}", self.counter("shoal_forwards_total"))?;
-        writeln!(f, "final keys  {} of {} found", self.keys_found, self.keys)?;
+        writeln!(
+            f,
+            "anti-entropy exchanges ok {} failed {}, keys repaired {} (fetched {} pushed {}), tombstones reaped {} ({} keys)",
+            self.counter("shoal_aae_exchanges_total{result=ok}"),
+            self.counter("shoal_aae_exchanges_total{result=failed}"),
+            self.counter("shoal_aae_keys_repaired_total{direction=fetched}")
+                + self.counter("shoal_aae_keys_repaired_total{direction=pushed}"),
+            self.counter("shoal_aae_keys_repaired_total{direction=fetched}"),
+            self.counter("shoal_aae_keys_repaired_total{direction=pushed}"),
+            self.counter("shoal_tombstones_reaped_total"),
+            self.history.reaps.len()
+        )?;
+        writeln!(
+            f,
+            "final keys  {} of {} found, {} tombstoned",
+            self.keys_found, self.keys, self.keys_tombstoned
+        )?;
         if self.violations.is_empty() {
             writeln!(f, "result      ok")?;
         } else {

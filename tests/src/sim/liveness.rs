@@ -1,0 +1,310 @@
+//! The liveness phase: faults stop, then the replicas must come together — through read
+//! repair ([`Liveness::ReadRepair`](super::Liveness::ReadRepair)) or through anti-entropy alone
+//! ([`Liveness::AntiEntropyOnly`](super::Liveness::AntiEntropyOnly)) — within bounds of virtual time.
+
+use std::time::Duration;
+
+use shoal_proto::{Object, StorageOp, StorageReply};
+use shoal_ring::PartitionId;
+
+use super::config::{
+    Faults, ANTI_ENTROPY_CONVERGENCE_INTERVALS, ANTI_ENTROPY_MIN_INTERVALS, MAX_QUIESCE_TIME,
+};
+use super::{hint_count, Phase, Sim, SimError};
+use crate::checkers::Violation;
+
+/// How often the anti-entropy phase looks whether it is done.
+const CONVERGENCE_CHECK: Duration = Duration::from_millis(100);
+
+/// The longest the anti-entropy phase waits for the run's tombstones to become
+/// reapable: with the engine's default grace period (a day) it does not wait for them.
+const MAX_REAP_WAIT: Duration = Duration::from_secs(60);
+
+impl Sim {
+    /// Remove every fault: clean network, partitions healed, crashed nodes restarted.
+    pub(super) fn begin_liveness(&mut self) -> Result<(), SimError> {
+        self.phase = Phase::Liveness;
+        self.net.faults = Faults::NONE;
+        self.net.partition = None;
+        self.log
+            .line(self.now, "sim", "liveness: faults off, partitions healed");
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].is_up() {
+                self.start_node(i)?;
+                self.faults.restarts += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Let time pass until the cluster is quiet (see [`Sim::quiet`]); `false` if it is
+    /// not within the bound.
+    pub(super) fn quiesce(&mut self) -> Result<bool, SimError> {
+        let deadline = self.now + MAX_QUIESCE_TIME;
+        loop {
+            let until = self.now + Duration::from_millis(100);
+            self.step_until(until)?;
+            if self.quiet() {
+                // Let the last read repairs and acknowledgements land.
+                let until = self.now + self.engine_cfg.request_timeout;
+                self.step_until(until)?;
+                return Ok(true);
+            }
+            if self.now >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Every node up and seeing every peer up, nothing coordinated in flight, no client
+    /// operation pending, and no hints stored anywhere.
+    pub(super) fn quiet(&self) -> bool {
+        self.clients.iter().all(|c| c.current.is_none())
+            && self.nodes.iter().all(|n| {
+                let Some(r) = &n.running else { return false };
+                r.engine.inflight() == 0
+                    && r.engine
+                        .membership()
+                        .iter()
+                        .all(|(id, _)| r.engine.membership().is_up(id))
+                    && hint_count(r) == 0
+            })
+    }
+
+    pub(super) fn liveness_failure(&mut self, when: &str) {
+        let mut why = Vec::new();
+        for n in &self.nodes {
+            let Some(r) = &n.running else {
+                why.push(format!("{} is down", n.id));
+                continue;
+            };
+            let down: Vec<String> = r
+                .engine
+                .membership()
+                .iter()
+                .filter(|(id, _)| !r.engine.membership().is_up(id))
+                .map(|(id, _)| id.to_string())
+                .collect();
+            if !down.is_empty() {
+                why.push(format!("{} sees {down:?} down", n.id));
+            }
+            if r.engine.inflight() > 0 {
+                why.push(format!(
+                    "{} has {} requests in flight",
+                    n.id,
+                    r.engine.inflight()
+                ));
+            }
+            let hints = hint_count(r);
+            if hints > 0 {
+                why.push(format!("{} holds {hints} hints", n.id));
+            }
+        }
+        let busy = self.clients.iter().filter(|c| c.current.is_some()).count();
+        if busy > 0 {
+            why.push(format!("{busy} client operations pending"));
+        }
+        self.add_violations(vec![Violation::new(
+            "liveness",
+            "*",
+            format!(
+                "the cluster did not become quiet within {MAX_QUIESCE_TIME:?} {when}: {}",
+                why.join("; ")
+            ),
+        )]);
+    }
+
+    /// [`Liveness::ReadRepair`](super::Liveness::ReadRepair): quiet, read every key with R = N, quiet again.
+    pub(super) fn read_repair_liveness(&mut self) -> Result<(), SimError> {
+        if self.quiesce()? {
+            self.final_reads()?;
+            if !self.quiesce()? {
+                self.liveness_failure("after the final reads");
+            }
+        } else {
+            self.liveness_failure("after the faults stopped");
+        }
+        Ok(())
+    }
+
+    /// [`Liveness::AntiEntropyOnly`](super::Liveness::AntiEntropyOnly): quiet, then no
+    /// client request on the workload's keys; time passes until anti-entropy has
+    /// converged every partition (see [`Sim::background_done`]), but at least
+    /// [`ANTI_ENTROPY_MIN_INTERVALS`] intervals and, when the grace period is short (at
+    /// most a minute with two reap intervals), until every tombstone of the run has been
+    /// reaped (see [`Sim::overdue_tombstones`]). Failing that within
+    /// [`ANTI_ENTROPY_CONVERGENCE_INTERVALS`] more intervals is a liveness violation.
+    pub(super) fn anti_entropy_liveness(&mut self, canary_reads: bool) -> Result<(), SimError> {
+        let started = self.now;
+        let canaries = if canary_reads {
+            self.canary_keys()
+        } else {
+            Vec::new()
+        };
+        let mut next_canary = 0;
+        if !self.quiesce()? {
+            self.liveness_failure("after the faults stopped");
+            return Ok(());
+        }
+        let bg = self.setup.background;
+        let mut hold = bg.aae_interval * ANTI_ENTROPY_MIN_INTERVALS;
+        let reap_wait = bg.tombstone_grace + bg.reap_interval * 2;
+        let reaping = bg.aae_enabled && reap_wait <= MAX_REAP_WAIT;
+        if reaping {
+            // Every delete happened before the liveness phase started.
+            hold = hold.max(reap_wait);
+        }
+        let earliest = started + hold;
+        let deadline =
+            earliest.max(self.now) + bg.aae_interval * ANTI_ENTROPY_CONVERGENCE_INTERVALS;
+        self.log.line(
+            self.now,
+            "sim",
+            &format!(
+                "liveness: anti-entropy only, until {:?} at the earliest",
+                earliest.saturating_since(super::EPOCH)
+            ),
+        );
+        loop {
+            if let Some(key) = canaries.get(next_canary % canaries.len().max(1)) {
+                let node = next_canary % canaries.len();
+                if self.canary_read(node, key.clone()) {
+                    next_canary += 1;
+                }
+            }
+            let until = self.now + CONVERGENCE_CHECK;
+            self.step_until(until)?;
+            if self.now >= earliest
+                && self.quiet()
+                && self.background_done()
+                && (!reaping || self.overdue_tombstones().is_empty())
+            {
+                self.log
+                    .line(self.now, "sim", "liveness: anti-entropy converged");
+                return Ok(());
+            }
+            if self.now >= deadline {
+                let differing = self.differing_partitions();
+                let shown: Vec<String> = differing
+                    .iter()
+                    .take(8)
+                    .map(|p| format!("{}", p.0))
+                    .collect();
+                let stats: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| {
+                        let r = n.running.as_ref()?;
+                        let s = r.engine.aae_stats();
+                        Some(format!(
+                            "{} budget {:.2} latency {:.3}s running {} pending {}",
+                            n.id,
+                            s.budget_multiplier,
+                            s.foreground_latency_seconds,
+                            s.running,
+                            r.engine.pending_commands()
+                        ))
+                    })
+                    .collect();
+                let overdue = if reaping {
+                    self.overdue_tombstones()
+                } else {
+                    Vec::new()
+                };
+                self.add_violations(vec![Violation::new(
+                    "liveness",
+                    "*",
+                    format!(
+                        "anti-entropy did not converge (and reap) within {:?} of quiet: {} \
+                         partitions differ (first: {}); tombstones overdue for reaping: {overdue:?}; {}",
+                        deadline.saturating_since(started),
+                        differing.len(),
+                        shown.join(", "),
+                        stats.join("; ")
+                    ),
+                )]);
+                return Ok(());
+            }
+        }
+    }
+
+    /// For each node (by index), a key it is a primary of that no workload writes, so that
+    /// a read of it makes the node coordinate without repairing anything.
+    fn canary_keys(&self) -> Vec<String> {
+        let n = usize::from(self.setup.quorum.n);
+        self.nodes
+            .iter()
+            .map(|node| {
+                (0u32..)
+                    .map(|j| format!("~canary{j}"))
+                    .find(|k| {
+                        self.ring
+                            .preference_list_for_key(k.as_bytes(), n)
+                            .contains(&node.id)
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Workload keys whose copies, merged, are tombstones only, the newest older than the
+    /// grace period plus a reap interval plus two anti-entropy intervals (time for every
+    /// primary to hold the same tombstone and for its partition to be scanned): with
+    /// every node up, reaping should have removed them. Each with its tombstone's age.
+    fn overdue_tombstones(&self) -> Vec<(String, Duration)> {
+        let bg = self.setup.background;
+        let due = bg.tombstone_grace + bg.reap_interval + bg.aae_interval * 2;
+        let mut out = Vec::new();
+        for key in &self.keys {
+            let partition = self.ring.partition_of(key.as_bytes());
+            let mut merged = Object::new();
+            for r in self.nodes.iter().filter_map(|n| n.running.as_ref()) {
+                let read = StorageOp::Read {
+                    partition,
+                    key: key.as_bytes().to_vec(),
+                };
+                if let Ok(StorageReply::Object(Some(o))) = r.executor.execute(read) {
+                    merged.merge(&o);
+                }
+            }
+            if let Some(t) = merged.tombstone_time() {
+                let age = self.now.saturating_since(t);
+                if age > due {
+                    out.push((key.clone(), age));
+                }
+            }
+        }
+        out
+    }
+
+    /// Anti-entropy has nothing left to do: no engine waits on a command (no exchange or
+    /// reap step in flight) and every partition's primaries have equal Merkle trees.
+    fn background_done(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            n.running.as_ref().is_some_and(|r| {
+                r.engine.pending_commands() == 0 && r.engine.aae_stats().running == 0
+            })
+        }) && self.differing_partitions().is_empty()
+    }
+
+    /// Partitions whose running primaries do not all have the same Merkle tree (root and
+    /// key count), or that have a primary down.
+    fn differing_partitions(&self) -> Vec<PartitionId> {
+        let n = usize::from(self.setup.quorum.n);
+        self.ring
+            .partitions()
+            .filter(|&p| {
+                let mut summaries = self.ring.preference_list(p, n).nodes.into_iter().map(|id| {
+                    self.index
+                        .get(&id)
+                        .and_then(|&i| self.nodes[i].running.as_ref())
+                        .map(|r| r.executor.tree_summary(p))
+                });
+                let Some(first) = summaries.next() else {
+                    return false;
+                };
+                first.is_none() || summaries.any(|s| s != first)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,340 @@
+//! The simulator's tests of background work: anti-entropy alone converging replicas after
+//! long partitions with hinted handoff off or its hints dropped, tombstones reaped under
+//! partitions and crashes without any deleted value coming back (also when a hint older
+//! than the reap is replayed), and admission control holding repairs back while
+//! foreground load is high.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use shoal_tests::sim::{
+    self, replicas_of, Background, Burst, FaultMix, HandoffLimits, Liveness, Quorum, RunReport,
+    ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, SimConfig,
+};
+
+fn run_ok(cfg: &SimConfig) -> RunReport {
+    let report = sim::run(cfg).unwrap_or_else(|e| panic!("seed {} could not run: {e}", cfg.seed));
+    if let Err(failure) = report.check() {
+        panic!("{failure}\n{report}");
+    }
+    report
+}
+
+/// The sum of a counter over all its label sets.
+fn counter_sum(report: &RunReport, name: &str) -> u64 {
+    report
+        .counters
+        .iter()
+        .filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{")))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn side(nodes: &[usize]) -> BTreeSet<usize> {
+    nodes.iter().copied().collect()
+}
+
+/// Two long partitions one after the other, each cutting off a different part of a
+/// 5-node cluster, with hinted handoff off: the replicas that missed writes get them
+/// only from anti-entropy (the liveness phase reads nothing and waits for equal roots).
+#[test]
+fn long_partitions_without_hints_converge_by_anti_entropy_alone() {
+    for seed in 0..4 {
+        let cfg = SimConfig {
+            nodes: Some(5),
+            quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
+            ops: 300,
+            faults: FaultMix::None,
+            vary_quorums: false,
+            delete_fraction: 0.3,
+            handoff: Some(HandoffLimits::ROOMY),
+            background: Background {
+                hinted_handoff: false,
+                ..Background::fast()
+            },
+            liveness: Liveness::AntiEntropyOnly {
+                canary_reads: seed % 2 == 0,
+            },
+            scripted_partitions: vec![
+                ScriptedPartition {
+                    side: side(&[0]),
+                    one_way: false,
+                    start: Duration::from_millis(200),
+                    length: Duration::from_secs(6),
+                },
+                ScriptedPartition {
+                    side: side(&[1, 2]),
+                    one_way: false,
+                    start: Duration::from_millis(6_400),
+                    length: Duration::from_secs(6),
+                },
+            ],
+            min_safety_time: Duration::from_secs(13),
+            ..SimConfig::from_seed(seed)
+        };
+        let report = run_ok(&cfg);
+        assert_eq!(report.faults.partitions, 2, "{report}");
+        assert_eq!(
+            counter_sum(&report, "shoal_hints_total"),
+            0,
+            "handoff is off: no hint was stored or delivered\n{report}"
+        );
+        assert!(
+            counter_sum(&report, "shoal_aae_keys_repaired_total") > 0,
+            "the cut-off replicas missed writes that anti-entropy repaired\n{report}"
+        );
+    }
+}
+
+/// Hinted handoff on, but with room for only two hints per target that expire within a
+/// second: most writes for the cut-off node are dropped or expire, and anti-entropy
+/// brings it level.
+#[test]
+fn dropped_and_expired_hints_are_made_up_by_anti_entropy() {
+    let cfg = SimConfig {
+        nodes: Some(4),
+        quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
+        ops: 300,
+        faults: FaultMix::None,
+        vary_quorums: false,
+        handoff: Some(HandoffLimits {
+            batch: 1,
+            max_hints: 2,
+            ttl: Duration::from_secs(1),
+        }),
+        background: Background::fast(),
+        liveness: Liveness::AntiEntropyOnly {
+            canary_reads: false,
+        },
+        scripted_partitions: vec![ScriptedPartition {
+            side: side(&[3]),
+            one_way: false,
+            start: Duration::from_millis(200),
+            length: Duration::from_secs(10),
+        }],
+        ..SimConfig::from_seed(21)
+    };
+    let report = run_ok(&cfg);
+    let lost = report.counter("shoal_hints_total{event=dropped}")
+        + report.counter("shoal_hints_total{event=expired}");
+    assert!(lost > 0, "some hints were dropped or expired\n{report}");
+    assert!(
+        counter_sum(&report, "shoal_aae_keys_repaired_total") > 0,
+        "anti-entropy repaired what the lost hints carried\n{report}"
+    );
+    assert!(
+        report.final_state.pending_hints.values().all(|&n| n == 0),
+        "{:?}",
+        report.final_state.pending_hints
+    );
+}
+
+/// Deletes under random partitions, crashes, drops and slow storage, with tombstones
+/// reaped a few seconds after they are everywhere: across the seeds tombstones are
+/// reaped, and every checker — no lost write, no phantom, no resurrection (also of
+/// reads made after a reap), convergence — holds. Half the runs have handoff off and
+/// converge by anti-entropy alone.
+#[test]
+fn reaping_under_faults_never_resurrects_a_deleted_value() {
+    let mut reaped = 0;
+    for seed in 0..40u64 {
+        let aae_only = seed % 2 == 1;
+        let cfg = SimConfig {
+            nodes: Some(3 + (seed % 3) as usize),
+            ops: 200,
+            delete_fraction: 0.4,
+            background: Background {
+                hinted_handoff: !aae_only,
+                ..Background::fast()
+            },
+            liveness: if aae_only {
+                Liveness::AntiEntropyOnly { canary_reads: true }
+            } else {
+                Liveness::ReadRepair
+            },
+            // Faults go on after the workload, so that tombstones are reaped while
+            // nodes crash and partitions come and go.
+            min_safety_time: Duration::from_secs(15),
+            ..SimConfig::from_seed(1_000 + seed)
+        };
+        let report = run_ok(&cfg);
+        reaped += report.history.reaps.len();
+    }
+    assert!(reaped > 0, "no run reaped a tombstone");
+}
+
+/// The hint-replay-after-reap case, scripted: key `k0` is put while one primary is cut
+/// off, so the first fallback keeps a hint of the put for it; that fallback crashes
+/// before delivering it, and the key is deleted (the tombstone's hint goes to the next
+/// fallback). The fallback stays down while the cut-off primary heals, the tombstone
+/// reaches every primary and every primary reaps it. When the fallback comes back, its
+/// hint of the put is older than the grace period and is dropped, not replayed: the
+/// deleted value does not come back (replaying it would hand the put to one primary with
+/// no tombstone left to cover it, and anti-entropy would spread it).
+#[test]
+fn a_hint_older_than_the_reap_does_not_bring_the_key_back() {
+    let nodes = 5;
+    let q = Quorum { n: 3, r: 2, w: 2 };
+    let (primaries, fallbacks) = replicas_of(nodes, "k0", q.n).expect("ring");
+    let (a, c, d) = (primaries[0], primaries[2], fallbacks[0]);
+    let op = |at_ms: u64, action| ScriptedOp {
+        at: Duration::from_millis(at_ms),
+        node: a,
+        key: "k0".to_owned(),
+        action,
+    };
+    let crash_at = Duration::from_millis(1_000);
+    let crash_length = Duration::from_secs(16);
+    let cfg = SimConfig {
+        nodes: Some(nodes),
+        quorum: Some(q),
+        // No workload: `k0` is the scripted client's alone.
+        clients: 1,
+        ops: 0,
+        keys: 1,
+        set_keys: 0,
+        delete_fraction: 0.0,
+        faults: FaultMix::None,
+        vary_quorums: false,
+        handoff: Some(HandoffLimits::ROOMY),
+        background: Background::fast(),
+        scripted_partitions: vec![ScriptedPartition {
+            side: side(&[c]),
+            one_way: false,
+            start: Duration::from_millis(300),
+            length: Duration::from_secs(2),
+        }],
+        scripted_crashes: vec![ScriptedCrash {
+            node: d,
+            at: crash_at,
+            length: crash_length,
+        }],
+        scripted_ops: vec![
+            op(
+                500,
+                ScriptedAction::Put {
+                    with_context: false,
+                },
+            ),
+            op(1_100, ScriptedAction::Get { r: None }),
+            op(1_400, ScriptedAction::Delete { with_context: true }),
+        ],
+        min_safety_time: crash_at + crash_length + Duration::from_secs(4),
+        keep_log: true,
+        ..SimConfig::from_seed(7)
+    };
+    let report = run_ok(&cfg);
+    let hint_log: Vec<&str> = report
+        .log
+        .iter()
+        .filter(|l| l.to_lowercase().contains("hint"))
+        .map(String::as_str)
+        .collect();
+    let hint_log = hint_log.join("\n");
+    let restart = crash_at + crash_length;
+    let reaped_before: BTreeSet<&str> = report
+        .history
+        .reaps_of("k0")
+        .filter(|r| r.at.saturating_since(sim::EPOCH) < restart)
+        .map(|r| r.node.as_str())
+        .collect();
+    let primary_ids: BTreeSet<String> = primaries.iter().map(|i| format!("n{i}")).collect();
+    for p in &primary_ids {
+        assert!(
+            reaped_before.contains(p.as_str()),
+            "primary {p} reaped k0 before the fallback came back (reaped on {reaped_before:?})\n{report}"
+        );
+    }
+    assert!(
+        report.counter("shoal_hints_total{event=stored}") >= 2,
+        "the put and the delete left hints for the cut-off primary\n{report}\n{hint_log}"
+    );
+    assert!(
+        report.counter("shoal_hints_total{event=expired}") >= 1,
+        "the stale hint was dropped when the fallback came back\n{report}\n{hint_log}"
+    );
+    if let Some(k0) = report.final_state.keys.get("k0") {
+        for s in k0.merged().siblings() {
+            assert!(s.is_tombstone(), "k0 stays deleted\n{report}");
+        }
+    }
+}
+
+/// Admission control: the same partition and heal, once with a burst of foreground load
+/// (on keys of its own) right after the heal and once without. Under the burst the
+/// coordinators' latency rises above the target, the repair budget is cut, and anti-entropy
+/// repairs fewer keys during the burst than in the quiet run; once the burst is over it
+/// catches up and the replicas converge.
+#[test]
+fn anti_entropy_yields_to_foreground_load() {
+    let heal = Duration::from_secs(6);
+    let burst = Duration::from_secs(3);
+    let run = |load: bool| {
+        let cfg = SimConfig {
+            nodes: Some(4),
+            quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
+            clients: 4,
+            ops: 200,
+            keys: 120,
+            set_keys: 0,
+            delete_fraction: 0.0,
+            faults: FaultMix::None,
+            vary_quorums: false,
+            handoff: Some(HandoffLimits::ROOMY),
+            background: Background {
+                hinted_handoff: false,
+                aae_repair_keys_per_second: 20,
+                aae_batch: 4,
+                aae_latency_target: Duration::from_millis(20),
+                ..Background::fast()
+            },
+            scripted_partitions: vec![ScriptedPartition {
+                side: side(&[0]),
+                one_way: false,
+                start: Duration::from_millis(200),
+                length: heal - Duration::from_millis(200),
+            }],
+            burst: load.then_some(Burst {
+                start: heal,
+                length: burst,
+                clients: 16,
+                keys: 16,
+                think_max: Duration::from_millis(5),
+            }),
+            min_safety_time: heal + burst + Duration::from_secs(2),
+            storage_service_time: Duration::from_millis(2),
+            liveness: Liveness::AntiEntropyOnly {
+                canary_reads: false,
+            },
+            ..SimConfig::from_seed(3)
+        };
+        run_ok(&cfg)
+    };
+    let quiet = run(false);
+    let loaded = run(true);
+    let (from, to) = (heal, heal + burst);
+    let quiet_repaired = quiet.timeline.keys_repaired_between(from, to);
+    let loaded_repaired = loaded.timeline.keys_repaired_between(from, to);
+    let quiet_min = quiet.timeline.min_budget_multiplier_between(from, to);
+    let loaded_min = loaded.timeline.min_budget_multiplier_between(from, to);
+    let loaded_latency = loaded.timeline.max_foreground_latency_between(from, to);
+    let summary = format!(
+        "repaired during the burst window: quiet {quiet_repaired}, loaded {loaded_repaired}; \
+         least budget multiplier: quiet {quiet_min:.3}, loaded {loaded_min:.3}; \
+         loaded foreground latency up to {loaded_latency:?}"
+    );
+    println!("{summary}");
+    assert!(quiet_repaired > 0, "{summary}\n{quiet}");
+    assert!(
+        loaded_latency > Duration::from_millis(20),
+        "the burst pushed foreground latency above the target: {summary}"
+    );
+    assert!(
+        loaded_min < 0.5 && quiet_min > loaded_min,
+        "the burst cut the repair budget: {summary}"
+    );
+    assert!(
+        loaded_repaired < quiet_repaired,
+        "anti-entropy repaired less while the burst ran: {summary}"
+    );
+}
