@@ -340,7 +340,18 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        let info = find_node_process(&config).unwrap();
+        // Between fork and exec the child still shows the test's own command line: wait
+        // (with a deadline) until it shows its own.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let info = loop {
+            match find_node_process(&config) {
+                Ok(info) => break info,
+                Err(FaultError::NotFound(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("the stand-in node was not found: {e}"),
+            }
+        };
         assert_eq!(info.pid, pid);
         assert!(is_alive(pid));
         kill(pid).unwrap();

@@ -27,8 +27,9 @@ use crate::time::Time;
 /// The payload of one sibling.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SiblingValue {
-    /// A value written by a put.
-    Data(Vec<u8>),
+    /// A value written by a put. Encoded as a byte string (`serde_bytes`): the same
+    /// postcard bytes as a sequence of `u8`, without visiting each byte.
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A delete marker. Kept until every replica has it and the grace period has passed.
     Tombstone,
 }

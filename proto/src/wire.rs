@@ -46,6 +46,7 @@ pub enum ClientRequest {
     /// Read a key: its sibling values and a context.
     Get {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// Quorum and timeout.
         options: ReadOptions,
@@ -53,8 +54,10 @@ pub enum ClientRequest {
     /// Write a value; the context (from a read or an earlier write) names what it replaces.
     Put {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         /// What this write has seen; `None` makes it concurrent with everything.
         context: Option<CausalContext>,
@@ -64,6 +67,7 @@ pub enum ClientRequest {
     /// Delete a key: a tombstone that replaces what the context names.
     Delete {
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// What this delete has seen.
         context: Option<CausalContext>,
@@ -108,6 +112,7 @@ pub struct GetReply {
     /// Whether any value exists (a key whose siblings are all tombstones is not found).
     pub found: bool,
     /// The sibling values, in a stable order.
+    #[serde(with = "byte_strings")]
     pub values: Vec<Vec<u8>>,
     /// Hand this back on the next write to replace these values.
     pub context: CausalContext,
@@ -257,6 +262,7 @@ pub enum PeerRequest {
         /// The key's partition.
         partition: PartitionId,
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The object to merge.
         object: Object,
@@ -268,6 +274,7 @@ pub enum PeerRequest {
         /// The key's partition.
         partition: PartitionId,
         /// The key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The primary the receiver stands in for.
         hint_for: Option<NodeId>,
@@ -442,6 +449,27 @@ pub enum Response {
     Peer(PeerResponse),
     /// The request could not even be decoded or dispatched.
     Error(RequestError),
+}
+
+/// `Vec<Vec<u8>>` as a sequence of byte strings: the same postcard bytes as nested
+/// sequences of `u8`, without visiting each byte.
+mod byte_strings {
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(values: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(values.len()))?;
+        for v in values {
+            seq.serialize_element(Bytes::new(v))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let values = Vec::<ByteBuf>::deserialize(d)?;
+        Ok(values.into_iter().map(ByteBuf::into_vec).collect())
+    }
 }
 
 fn encode<T: Serialize>(msg: &T) -> Vec<u8> {

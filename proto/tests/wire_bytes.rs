@@ -1,0 +1,100 @@
+//! Keys and values are encoded as byte strings (`serde_bytes`) for speed. Postcard writes a
+//! byte string exactly as it writes a sequence of `u8` (a varint length, then the bytes),
+//! so the wire and storage format did not change: these tests hold the real types to the
+//! encoding of mirror types that use plain `Vec<u8>`, both ways.
+
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+use shoal_proto::wire::{ClientRequest, GetReply, ReadOptions, WriteOptions};
+use shoal_proto::{CausalContext, SiblingValue};
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum PlainSibling {
+    Data(Vec<u8>),
+    Tombstone,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct PlainGetReply {
+    found: bool,
+    values: Vec<Vec<u8>>,
+    context: CausalContext,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum PlainClientRequest {
+    Get {
+        key: Vec<u8>,
+        options: ReadOptions,
+    },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        context: Option<CausalContext>,
+        options: WriteOptions,
+    },
+    Delete {
+        key: Vec<u8>,
+        context: Option<CausalContext>,
+        options: WriteOptions,
+    },
+}
+
+fn bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..2_000)
+}
+
+fn same_encoding<A, B>(real: &A, plain: &B) -> Result<(), TestCaseError>
+where
+    A: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    B: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+{
+    let a = postcard::to_stdvec(real).expect("encode");
+    let b = postcard::to_stdvec(plain).expect("encode");
+    prop_assert_eq!(&a, &b);
+    prop_assert_eq!(&postcard::from_bytes::<A>(&b).expect("decode"), real);
+    prop_assert_eq!(&postcard::from_bytes::<B>(&a).expect("decode"), plain);
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn a_data_sibling_encodes_as_before(v in bytes()) {
+        same_encoding(&SiblingValue::Data(v.clone()), &PlainSibling::Data(v))?;
+        same_encoding(&SiblingValue::Tombstone, &PlainSibling::Tombstone)?;
+    }
+
+    #[test]
+    fn a_get_reply_encodes_as_before(values in prop::collection::vec(bytes(), 0..4), found: bool) {
+        let real = GetReply { found, values: values.clone(), context: CausalContext::default() };
+        let plain = PlainGetReply { found, values, context: CausalContext::default() };
+        same_encoding(&real, &plain)?;
+    }
+
+    #[test]
+    fn client_requests_encode_as_before(key in bytes(), value in bytes(), w in any::<Option<u8>>()) {
+        let options = WriteOptions { w, ..WriteOptions::default() };
+        same_encoding(
+            &ClientRequest::Put {
+                key: key.clone(),
+                value: value.clone(),
+                context: Some(CausalContext::default()),
+                options: options.clone(),
+            },
+            &PlainClientRequest::Put {
+                key: key.clone(),
+                value,
+                context: Some(CausalContext::default()),
+                options: options.clone(),
+            },
+        )?;
+        same_encoding(
+            &ClientRequest::Get { key: key.clone(), options: ReadOptions::default() },
+            &PlainClientRequest::Get { key: key.clone(), options: ReadOptions::default() },
+        )?;
+        same_encoding(
+            &ClientRequest::Delete { key: key.clone(), context: None, options: options.clone() },
+            &PlainClientRequest::Delete { key, context: None, options },
+        )?;
+    }
+}
