@@ -239,40 +239,40 @@ impl Client {
     /// Members, their state, partitions owned and pending hints, as `node` sees them (or
     /// the first node that answers, when `None`).
     pub async fn status(&self, node: Option<&NodeId>) -> Result<StatusReport, ClientError> {
-        let start = Instant::now();
-        let result = async {
-            let route = match node {
-                Some(id) => Route::Node(id),
-                None => Route::Any,
-            };
-            let wait = self.inner.config.request_timeout;
-            match self.call(ClientRequest::Status, route, wait).await? {
-                ClientResponse::Status(report) => Ok(report),
-                other => Err(unexpected("status", &other)),
-            }
-        }
-        .await;
-        record("status", start, &result);
-        result
+        self.node_query("status", ClientRequest::Status, node, |r| match r {
+            ClientResponse::Status(report) => Ok(report),
+            other => Err(unexpected("status", &other)),
+        })
+        .await
     }
 
     /// Anti-entropy state of the partitions one node replicates (its tree roots, key
     /// counts and last exchanges), from `node` or the first reachable one.
     pub async fn aae_status(&self, node: Option<&NodeId>) -> Result<AaeReport, ClientError> {
+        self.node_query("aae_status", ClientRequest::AaeStatus, node, |r| match r {
+            ClientResponse::AaeStatus(report) => Ok(report),
+            other => Err(unexpected("aae_status", &other)),
+        })
+        .await
+    }
+
+    /// Sends an unkeyed request to `node` (or the first node that answers), turns the
+    /// answer into a result with `pick`, and records the call under `op`.
+    async fn node_query<T>(
+        &self,
+        op: &'static str,
+        request: ClientRequest,
+        node: Option<&NodeId>,
+        pick: impl FnOnce(ClientResponse) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
         let start = Instant::now();
-        let result = async {
-            let route = match node {
-                Some(id) => Route::Node(id),
-                None => Route::Any,
-            };
-            let wait = self.inner.config.request_timeout;
-            match self.call(ClientRequest::AaeStatus, route, wait).await? {
-                ClientResponse::AaeStatus(report) => Ok(report),
-                other => Err(unexpected("aae_status", &other)),
-            }
-        }
-        .await;
-        record("aae_status", start, &result);
+        let route = match node {
+            Some(id) => Route::Node(id),
+            None => Route::Any,
+        };
+        let wait = self.inner.config.request_timeout;
+        let result = self.call(request, route, wait).await.and_then(pick);
+        record(op, start, &result);
         result
     }
 
