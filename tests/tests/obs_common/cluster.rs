@@ -14,7 +14,7 @@ use rand::Rng as _;
 use shoal_client::{Client, ClientConfig, MemberState, NodeId};
 use tokio::time::Instant;
 
-use super::{scrape, wait_until, BIN, NODES, POLL_INTERVAL, START_TIMEOUT, STEP_TIMEOUT};
+use super::{scrape, set_toml, wait_until, BIN, NODES, POLL_INTERVAL, START_TIMEOUT, STEP_TIMEOUT};
 
 /// Connect timeout of the test clients: a dead or stopped node costs this much once.
 const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -49,37 +49,6 @@ pub fn free_port_block(count: u16) -> u16 {
         }
     }
     panic!("no block of {count} free ports in {PORT_RANGE:?} after {PORT_ATTEMPTS} attempts");
-}
-
-/// Sets `key = value` (`value` as TOML source) in `[section]` of a TOML text (`""`: the
-/// top level), replacing the key if the section has it, adding the section if missing.
-pub fn set_toml(text: &str, section: &str, key: &str, value: &str) -> String {
-    let line_of = |l: &str| l.split('=').next().map(str::trim) == Some(key) && l.contains('=');
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    let mut current = String::new();
-    let mut header_at = if section.is_empty() { Some(0) } else { None };
-    for (i, l) in lines.iter().enumerate() {
-        let t = l.trim();
-        if t.starts_with('[') {
-            current = t.trim_matches(|c| c == '[' || c == ']').to_owned();
-            if current == section && !t.starts_with("[[") {
-                header_at = Some(i + 1);
-            }
-            continue;
-        }
-        if current == section && line_of(t) {
-            lines[i] = format!("{key} = {value}");
-            return lines.join("\n") + "\n";
-        }
-    }
-    match header_at {
-        Some(at) => lines.insert(at, format!("{key} = {value}")),
-        None => {
-            lines.push(format!("\n[{section}]"));
-            lines.push(format!("{key} = {value}"));
-        }
-    }
-    lines.join("\n") + "\n"
 }
 
 /// One node process of an [`ObsCluster`].

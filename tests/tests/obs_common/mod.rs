@@ -9,30 +9,28 @@
 //! - [`run_fault_workload`]: a scripted workload with a paused node and a killed node
 //!   that makes the nodes emit every metric except the fault-only ones.
 //!
-//! Waiting is always polling a condition with a deadline ([`wait_until`]).
+//! Waiting is always polling a condition with a deadline ([`wait_until`]). TOML editing
+//! and polling come from the process tests' shared helpers (`../common/mod.rs`).
 // Each test binary includes this module and uses a part of it.
 #![allow(dead_code, unused_imports)]
+
+#[path = "../common/mod.rs"]
+mod common;
 
 mod catalogue;
 mod cluster;
 mod exposition;
 mod workload;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 pub use catalogue::{Catalogue, MetricKind, CATALOGUE_HEADER};
-pub use cluster::{set_toml, ObsCluster};
+pub use cluster::ObsCluster;
+pub use common::{set_toml, wait_until, BIN, POLL_INTERVAL};
 pub use exposition::{http_get, scrape, url_encode, Exposition};
 pub use workload::{run_fault_workload, workload_settings};
 
-/// The `shoal` CLI built into this package.
-pub const BIN: &str = env!("CARGO_BIN_EXE_shoal-node-under-test");
-/// Pause between two polls of a condition.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a cluster or a restarted node may take to be ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a condition of the workload (a member seen down, hints drained, a repair
@@ -49,24 +47,4 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("tests/ has a parent directory")
         .to_path_buf()
-}
-
-/// Polls `probe` every [`POLL_INTERVAL`] until it returns `Ok`; panics after `timeout`
-/// with `what` and the last `Err` (what the probe saw).
-pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match probe().await {
-            Ok(value) => return value,
-            Err(seen) => seen,
-        };
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
 }
