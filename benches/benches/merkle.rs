@@ -7,7 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shoal_proto::{diff_segment, Descent, DescentStep, MerkleShape, MerkleTree};
+use shoal_proto::merkle::{Answer, Exchange, Question, Side, Step};
+use shoal_proto::{diff_segment, MerkleShape, MerkleTree};
 
 /// Keys per tree: a large partition.
 const KEYS: u32 = 1_000_000;
@@ -103,11 +104,34 @@ fn rebuild(c: &mut Criterion) {
     group.finish();
 }
 
+/// A tree's answer to a node question (segment questions are answered with empty
+/// lists: the benchmark measures finding the differing segments, not comparing keys).
+fn answer(tree: &MerkleTree, question: &Question) -> Answer {
+    match question {
+        Question::Nodes { level, indices } => Answer::Nodes(
+            indices
+                .iter()
+                .flat_map(|&i| {
+                    tree.node_hashes(usize::from(*level), i..i + 1)
+                        .expect("a valid question")
+                })
+                .collect(),
+        ),
+        Question::Segments(segments) => {
+            Answer::Segments(segments.iter().map(|&s| (s, Vec::new())).collect())
+        }
+    }
+}
+
 /// A whole descent between two 1M-key trees that differ in `n` keys, both trees in memory
-/// (no network): the CPU cost of finding the differing segments.
+/// (no network), driving the exchange state machine the engine runs: the CPU cost of
+/// finding the differing segments.
 fn descent(c: &mut Criterion) {
     let keys = keys();
     let ours = tree(&keys);
+    let shape = ours.shape();
+    let leaf = shape.level_count() - 1;
+    let all = 0..shape.segments();
     let mut group = c.benchmark_group("merkle/descent");
     for differences in [0u32, 10, 1000] {
         let mut theirs = ours.clone();
@@ -117,27 +141,36 @@ fn descent(c: &mut Criterion) {
             let i = j * stride;
             theirs.update(&keys[i as usize], Some(digest(i, 0)), Some(digest(i, 1)));
         }
-        let expected = ours.differing_segments(&theirs).expect("same shape").len();
-        // Follow every differing node, so that all differences are found in one descent.
-        let max_differing = MerkleShape::DEFAULT.segments() as usize;
+        let (a, b) = (
+            ours.node_hashes(leaf, all.clone()).expect("leaf level"),
+            theirs.node_hashes(leaf, all.clone()).expect("leaf level"),
+        );
+        let expected = a.iter().zip(&b).filter(|(x, y)| x != y).count();
         group.bench_with_input(
             BenchmarkId::from_parameter(format!("{differences}_differences")),
             &theirs,
-            |b, theirs| {
-                b.iter(|| {
-                    let (mut descent, mut step) =
-                        Descent::start(&ours, theirs.shape(), theirs.root(), max_differing)
-                            .expect("same shape");
+            |bench, theirs| {
+                bench.iter(|| {
+                    let (mut exchange, mut step) = Exchange::start(shape);
+                    let mut segments = 0;
                     loop {
                         match step {
-                            DescentStep::Done(segments) => {
-                                assert_eq!(segments.len(), expected);
+                            Step::Ask(question) => {
+                                if let Question::Segments(s) = &question {
+                                    segments += s.len();
+                                }
+                                exchange
+                                    .answer(Side::Ours, answer(&ours, &question))
+                                    .expect("a fitting answer");
+                                step = exchange
+                                    .answer(Side::Theirs, answer(theirs, &question))
+                                    .expect("a fitting answer");
+                            }
+                            Step::Done => {
+                                assert_eq!(segments, expected);
                                 break black_box(segments);
                             }
-                            DescentStep::Request(request) => {
-                                let reply = theirs.answer(&request).expect("valid request");
-                                step = descent.step(&ours, &reply).expect("valid reply");
-                            }
+                            Step::Wait | Step::Repair => unreachable!("empty key lists agree"),
                         }
                     }
                 });

@@ -25,15 +25,14 @@ pub mod wire;
 pub use causality::{Actor, CausalContext, Dot, VersionVector, MAX_DOT_COUNTER};
 pub use config::{ConfigError, EngineConfig, MAX_KEY_BYTES};
 pub use engine::{
-    aae_children, aae_level_sizes, AaeStats, Command, Engine, EngineError, HandoffStats, InboundId,
-    RequestId, SendError, Sender, AAE_FANOUT, AAE_SEGMENTS,
+    AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
+    AAE_SEGMENTS, AAE_SHAPE,
 };
 pub use error::{CodecError, RequestError};
 pub use membership::{GossipDigest, GossipEntry, MemberView, Membership, StateChange};
 pub use merkle::{
-    diff_segment, ChildrenHashes, ChildrenRequest, Descent, DescentStep, MerkleError, MerkleShape,
-    MerkleTree, SegmentDiff, SegmentDigest, DEFAULT_FANOUT, DEFAULT_MAX_DIFFERING,
-    DEFAULT_SEGMENTS, MAX_SEGMENTS, MERKLE_FORMAT_VERSION, PAIR_HASH_SEED, SEGMENT_HASH_SEED,
+    diff_segment, MerkleError, MerkleShape, MerkleTree, SegmentDiff, DEFAULT_FANOUT,
+    DEFAULT_SEGMENTS, MAX_SEGMENTS, PAIR_HASH_SEED, SEGMENT_HASH_SEED,
 };
 pub use object::{Object, Sibling, SiblingValue, UpdateError, OBJECT_FORMAT_VERSION};
 pub use storage_ops::{HintRecord, HintRejection, HintTotals, StorageOp, StorageReply};

@@ -1,17 +1,15 @@
 //! Merkle tree for anti-entropy: the incremental tree equals a rebuild, equal sets give
-//! equal trees, one difference changes exactly one path, key counts follow the writes, and
-//! the codec round-trips and never panics. The exchange (descent, segment diffs) is tested in
-//! `merkle_exchange/`.
+//! equal trees, one difference changes exactly one path, and key counts follow the writes.
+//! The exchange state machine is tested in `merkle_exchange/`.
 
 mod merkle_exchange;
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use serde::Serialize;
 use shoal_proto::{
-    ChildrenRequest, MerkleError, MerkleShape, MerkleTree, DEFAULT_FANOUT, DEFAULT_SEGMENTS,
-    MAX_SEGMENTS, MERKLE_FORMAT_VERSION, PAIR_HASH_SEED, SEGMENT_HASH_SEED,
+    MerkleError, MerkleShape, MerkleTree, DEFAULT_FANOUT, DEFAULT_SEGMENTS, MAX_SEGMENTS,
+    PAIR_HASH_SEED, SEGMENT_HASH_SEED,
 };
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -39,6 +37,16 @@ fn all_levels(tree: &MerkleTree) -> Vec<Vec<u64>> {
             let width = tree.level_width(l).unwrap();
             tree.node_hashes(l, 0..width).unwrap()
         })
+        .collect()
+}
+
+/// The segments whose hashes differ between two trees of one shape, read off both trees
+/// at once: the model an exchange's descent is checked against.
+fn differing_segments(a: &MerkleTree, b: &MerkleTree) -> Vec<u32> {
+    let (a, b) = (all_levels(a), all_levels(b));
+    let (a, b) = (a.last().unwrap(), b.last().unwrap());
+    (0..a.len() as u32)
+        .filter(|&i| a[i as usize] != b[i as usize])
         .collect()
 }
 
@@ -146,47 +154,24 @@ fn root_takes_the_remainder_when_segments_are_not_a_power_of_the_fanout() {
 #[test]
 fn children_ranges_tile_each_level_below() {
     for (segments, fanout) in [(1024, 32), (2048, 32), (64, 2), (32, 32), (512, 8)] {
-        let tree = MerkleTree::new(segments, fanout).unwrap();
-        for level in 0..tree.level_count() - 1 {
+        let shape = MerkleShape::new(segments, fanout).unwrap();
+        for level in 0..shape.level_count() - 1 {
             let mut next = 0;
-            for index in 0..tree.level_width(level).unwrap() {
-                let children = tree.children_of(level, index).unwrap();
+            for index in 0..shape.level_width(level).unwrap() {
+                let children = shape.children(level, index);
                 assert_eq!(children.start, next, "gap under level {level} node {index}");
                 assert!(children.end > children.start);
                 next = children.end;
             }
-            assert_eq!(next, tree.level_width(level + 1).unwrap());
+            assert_eq!(next, shape.level_width(level + 1).unwrap());
         }
-        let leaf = tree.level_count() - 1;
-        assert!(matches!(
-            tree.children_of(leaf, 0),
-            Err(MerkleError::LevelOutOfRange { .. })
-        ));
-        assert!(matches!(
-            tree.children_of(0, 1),
-            Err(MerkleError::IndexOutOfRange { .. })
-        ));
+        let leaf = shape.level_count() - 1;
+        assert!(
+            shape.children(leaf, 0).is_empty(),
+            "segments have no children"
+        );
+        assert!(shape.children(0, 1).is_empty(), "there is one root");
     }
-}
-
-#[test]
-fn shape_decodes_only_when_valid() {
-    #[derive(Serialize)]
-    struct RawShape {
-        segments: u32,
-        fanout: u32,
-    }
-    let good = postcard::to_stdvec(&MerkleShape::DEFAULT).unwrap();
-    assert_eq!(
-        postcard::from_bytes::<MerkleShape>(&good).unwrap(),
-        MerkleShape::DEFAULT
-    );
-    let bad = postcard::to_stdvec(&RawShape {
-        segments: 1000,
-        fanout: 32,
-    })
-    .unwrap();
-    assert!(postcard::from_bytes::<MerkleShape>(&bad).is_err());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -209,11 +194,11 @@ fn segment_and_pair_hashes_match_their_documented_definitions() {
 }
 
 #[test]
-fn hash_seeds_and_values_are_pinned_because_they_are_persisted() {
-    // Changing any of these changes every persisted tree: bump MERKLE_FORMAT_VERSION.
+fn hash_seeds_and_values_are_pinned_because_replicas_and_storage_depend_on_them() {
+    // Changing the segment hash moves every stored key to another segment (the storage key
+    // layout); changing either makes trees of two builds disagree everywhere.
     assert_eq!(SEGMENT_HASH_SEED, u64::from_be_bytes(*b"shoalseg"));
     assert_eq!(PAIR_HASH_SEED, u64::from_be_bytes(*b"shoalpar"));
-    assert_eq!(MERKLE_FORMAT_VERSION, 1);
     let tree = MerkleTree::default();
     assert_eq!(tree.segment_of(b"user:42"), PINNED_SEGMENT);
     assert_eq!(MerkleTree::pair_hash(b"user:42", 42), PINNED_PAIR_HASH);
@@ -270,7 +255,7 @@ fn swapping_versions_between_two_keys_of_one_segment_changes_the_root() {
     let one = MerkleTree::from_pairs(1024, 32, [(a.clone(), x), (b.clone(), y)]).unwrap();
     let swapped = MerkleTree::from_pairs(1024, 32, [(a, y), (b, x)]).unwrap();
     assert_ne!(one.root(), swapped.root());
-    assert_eq!(one.differing_segments(&swapped).unwrap(), [segment]);
+    assert_eq!(differing_segments(&one, &swapped), [segment]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -396,7 +381,7 @@ fn one_differing_key_changes_the_root_and_exactly_one_path() {
             assert_eq!(differing, [expected], "level {level}");
             if level > 0 {
                 let parent = (0..ours.level_width(level - 1).unwrap())
-                    .find(|&p| ours.children_of(level - 1, p).unwrap().contains(&expected))
+                    .find(|&p| ours.shape().children(level - 1, p).contains(&expected))
                     .unwrap();
                 expected = parent;
             }
@@ -470,205 +455,9 @@ fn node_queries_reject_out_of_range_levels_and_indices() {
             levels: 3
         })
     ));
-    let tree = MerkleTree::from_pairs(1024, 32, (0..300).map(|i| (key(i), 1))).unwrap();
-    let level1 = tree.node_hashes(1, 0..32).unwrap();
-    assert_eq!(
-        tree.node_hashes_at(1, &[5, 2, 5]).unwrap(),
-        [level1[5], level1[2], level1[5]]
-    );
-    assert!(matches!(
-        tree.node_hashes_at(1, &[2, 32]),
-        Err(MerkleError::IndexOutOfRange { index: 32, .. })
-    ));
-    assert!(tree.node_hashes_at(3, &[]).is_err());
     let tree = MerkleTree::default();
     assert_eq!(tree.segment_hash(1023), Some(0));
     assert_eq!(tree.segment_hash(1024), None);
-}
-
-#[test]
-fn diff_level_returns_the_indices_whose_hashes_differ() {
-    let tree = MerkleTree::from_pairs(1024, 32, (0..500).map(|i| (key(i), 1))).unwrap();
-    let indices = [0, 3, 7, 31];
-    let mut theirs = tree.node_hashes(1, 0..32).unwrap();
-    let mut given: Vec<u64> = indices.iter().map(|&i| theirs[i as usize]).collect();
-    assert_eq!(
-        tree.diff_level(1, &indices, &given).unwrap(),
-        Vec::<u32>::new()
-    );
-    given[1] ^= 1;
-    given[3] ^= 1;
-    assert_eq!(tree.diff_level(1, &indices, &given).unwrap(), [3, 31]);
-    theirs.truncate(3);
-    assert!(matches!(
-        tree.diff_level(1, &indices, &theirs),
-        Err(MerkleError::LengthMismatch { .. })
-    ));
-    assert_eq!(
-        tree.diff_level(1, &[3, 3], &[0, 0]),
-        Err(MerkleError::UnsortedIndices { level: 1 })
-    );
-    assert!(matches!(
-        tree.diff_level(1, &[32], &[0]),
-        Err(MerkleError::IndexOutOfRange { index: 32, .. })
-    ));
-    assert!(tree.diff_level(9, &[], &[]).is_err());
-}
-
-proptest! {
-    #[test]
-    fn answering_any_request_never_panics(
-        level in 0usize..6,
-        parents in prop::collection::vec(any::<u32>(), 0..40),
-        small in prop::collection::vec(0u32..64, 0..40),
-    ) {
-        let tree = MerkleTree::from_pairs(1024, 32, (0..100).map(|i| (key(i), 1))).unwrap();
-        for parents in [parents, small] {
-            let request = ChildrenRequest { level, parents };
-            if let Ok(reply) = tree.answer(&request) {
-                // Both inner levels of the default shape fan out by 32.
-                prop_assert_eq!(reply.hashes.len(), request.parents.len() * 32);
-                prop_assert!(level < tree.level_count() - 1);
-            }
-            let _ = tree.diff_level(level, &request.parents, &vec![0; request.parents.len()]);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Persistence
-
-#[derive(Serialize)]
-struct RawTree {
-    version: u8,
-    segments: u32,
-    fanout: u32,
-    leaves: Vec<u64>,
-    counts: Vec<u64>,
-}
-
-proptest! {
-    #[test]
-    fn encode_then_decode_gives_the_same_tree(
-        shape in shapes(),
-        pairs in prop::collection::btree_map(0u32..10_000, any::<u64>(), 0..300),
-    ) {
-        let tree = MerkleTree::from_pairs(
-            shape.segments(),
-            shape.fanout(),
-            pairs.iter().map(|(i, d)| (key(*i), *d)),
-        )
-        .unwrap();
-        let bytes = tree.encode();
-        prop_assert_eq!(bytes[0], MERKLE_FORMAT_VERSION);
-        let decoded = MerkleTree::decode(&bytes).unwrap();
-        prop_assert_eq!(&decoded, &tree);
-        prop_assert_eq!(decoded.key_count(), pairs.len() as u64);
-        // The serde form is the same bytes.
-        prop_assert_eq!(postcard::to_stdvec(&tree).unwrap(), bytes.clone());
-        prop_assert_eq!(postcard::from_bytes::<MerkleTree>(&bytes).unwrap(), tree);
-    }
-
-    #[test]
-    fn decoding_random_bytes_never_panics(
-        bytes in prop::collection::vec(any::<u8>(), 0..600),
-        versioned in any::<bool>(),
-    ) {
-        let mut bytes = bytes;
-        if versioned && !bytes.is_empty() {
-            bytes[0] = MERKLE_FORMAT_VERSION;
-        }
-        let _ = MerkleTree::decode(&bytes);
-        let _ = postcard::from_bytes::<MerkleTree>(&bytes);
-    }
-
-    #[test]
-    fn decoding_a_damaged_encoding_never_panics(
-        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
-        cut in any::<prop::sample::Index>(),
-    ) {
-        let tree = MerkleTree::from_pairs(64, 4, (0..100).map(|i| (key(i), digest(i, 0)))).unwrap();
-        let mut bytes = tree.encode();
-        for (at, value) in flips {
-            let i = at.index(bytes.len());
-            bytes[i] = value;
-        }
-        if let Ok(decoded) = MerkleTree::decode(&bytes) {
-            // Whatever decodes is a consistent tree (varints may be overlong, so compare
-            // trees rather than bytes).
-            prop_assert_eq!(MerkleTree::decode(&decoded.encode()).unwrap(), decoded);
-        }
-        let truncated = &bytes[..cut.index(bytes.len())];
-        let _ = MerkleTree::decode(truncated);
-    }
-}
-
-#[test]
-fn decode_rejects_wrong_versions_shapes_lengths_and_trailing_bytes() {
-    assert_eq!(MerkleTree::decode(&[]), Err(MerkleError::Empty));
-
-    let tree = MerkleTree::from_pairs(8, 2, [(key(1), 1)]).unwrap();
-    let mut bytes = tree.encode();
-    bytes[0] = MERKLE_FORMAT_VERSION + 1;
-    assert_eq!(
-        MerkleTree::decode(&bytes),
-        Err(MerkleError::UnsupportedVersion {
-            found: MERKLE_FORMAT_VERSION + 1,
-            supported: MERKLE_FORMAT_VERSION
-        })
-    );
-
-    let mut trailing = tree.encode();
-    trailing.push(0);
-    assert!(matches!(
-        MerkleTree::decode(&trailing),
-        Err(MerkleError::Malformed(_))
-    ));
-
-    let raw = |segments, fanout, leaves: usize, counts: usize| {
-        postcard::to_stdvec(&RawTree {
-            version: MERKLE_FORMAT_VERSION,
-            segments,
-            fanout,
-            leaves: vec![7; leaves],
-            counts: vec![1; counts],
-        })
-        .unwrap()
-    };
-    // The test's own RawTree matches the format.
-    let good = MerkleTree::decode(&raw(8, 2, 8, 8)).unwrap();
-    assert_eq!(good.key_count(), 8);
-    assert_eq!(good.root(), 0, "eight equal leaf hashes cancel in pairs");
-    assert_eq!(
-        MerkleTree::decode(&raw(12, 2, 12, 12)),
-        Err(MerkleError::SegmentsNotPowerOfTwo(12))
-    );
-    assert_eq!(
-        MerkleTree::decode(&raw(8, 2, 7, 8)),
-        Err(MerkleError::LengthMismatch {
-            expected: 8,
-            found: 7
-        })
-    );
-    assert_eq!(
-        MerkleTree::decode(&raw(8, 2, 8, 9)),
-        Err(MerkleError::LengthMismatch {
-            expected: 8,
-            found: 9
-        })
-    );
-    let overflow = postcard::to_stdvec(&RawTree {
-        version: MERKLE_FORMAT_VERSION,
-        segments: 2,
-        fanout: 2,
-        leaves: vec![0, 0],
-        counts: vec![u64::MAX, 1],
-    })
-    .unwrap();
-    assert!(matches!(
-        MerkleTree::decode(&overflow),
-        Err(MerkleError::Malformed(_))
-    ));
 }
 
 #[test]

@@ -138,9 +138,10 @@ fn merge_op(key: &[u8], object: Object) -> StorageOp {
 }
 
 fn tree_nodes(e: &Executor<MemStorage>, p: PartitionId) -> Vec<Vec<u64>> {
-    (0..shoal_proto::aae_level_sizes().len())
+    let shape = shoal_proto::AAE_SHAPE;
+    (0..shape.level_count())
         .map(|level| {
-            let width = shoal_proto::aae_level_sizes()[level];
+            let width = shape.level_width(level).unwrap();
             let StorageReply::TreeNodes(h) = e
                 .execute(StorageOp::TreeNodes {
                     partition: p,

@@ -34,55 +34,48 @@
 //! refilled at the configured rates times the multiplier; below a quarter, no new
 //! exchange or reap starts.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::ops::Range;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::time::Duration;
 
 use shoal_ring::{NodeId, PartitionId};
 
 use super::{Engine, SendError, Timer, Waiter};
-use crate::merkle::MerkleShape;
+use crate::error::RequestError;
+use crate::merkle::{Answer, Exchange, ExchangeError, MerkleShape, Question, Side, Step};
 use crate::object::Object;
-use crate::storage_ops::{StorageOp, StorageReply};
+use crate::storage_ops::StorageReply;
 use crate::time::Time;
-use crate::wire::{AaeRequest, AaeResponse, KeyDigests, PeerRequest, PeerResponse};
+use crate::wire::{AaeRequest, AaeResponse, PeerRequest, PeerResponse};
 
-/// Leaf segments of every partition's Merkle tree (part of the on-disk key layout).
-pub const AAE_SEGMENTS: u32 = crate::merkle::DEFAULT_SEGMENTS;
-/// Children per inner node of the Merkle tree.
-pub const AAE_FANOUT: u32 = crate::merkle::DEFAULT_FANOUT;
-/// Segments whose key lists travel in one exchange step.
-const SEGMENTS_PER_STEP: usize = 32;
+/// The shape of every partition's Merkle tree (its segment count is part of the on-disk
+/// key layout).
+pub const AAE_SHAPE: MerkleShape = MerkleShape::DEFAULT;
+/// Leaf segments of every partition's Merkle tree.
+pub const AAE_SEGMENTS: u32 = AAE_SHAPE.segments();
 /// Objects looked at per reap scan call.
 pub(super) const REAP_SCAN_LIMIT: usize = 4096;
-/// Lowest budget multiplier; also the threshold (x 2.5) below which nothing new starts.
-pub(super) const MIN_MULTIPLIER: f64 = 0.1;
 
-/// The shape of every partition's tree.
-pub fn aae_shape() -> MerkleShape {
-    MerkleShape::DEFAULT
-}
+// Admission control (see the module documentation).
 
-/// Node counts per level, root (level 0) first.
-pub fn level_sizes() -> Vec<u32> {
-    let shape = aae_shape();
-    (0..shape.level_count())
-        .filter_map(|l| shape.level_width(l))
-        .collect()
-}
+/// Lowest budget multiplier: background work slows down but never stops for good.
+const MIN_MULTIPLIER: f64 = 0.1;
+/// Below this multiplier no new exchange or reap starts.
+const START_THRESHOLD: f64 = 0.25;
+/// Added to the multiplier on a tick that is neither slow nor loaded (up to 1.0).
+const ADDITIVE_INCREASE: f64 = 0.1;
+/// The multiplier is multiplied by this on a slow or loaded tick.
+const MULTIPLICATIVE_DECREASE: f64 = 0.5;
+/// Weight of a tick's mean latency in the moving average of foreground latency.
+const LATENCY_SMOOTHING: f64 = 0.3;
+/// A node with at least this fraction of `max_inflight_requests` in flight is loaded.
+const LOADED_FRACTION: f64 = 0.5;
+/// The longest an exchange waits for its repair budget before looking again.
+const MAX_BUDGET_WAIT: Duration = Duration::from_secs(60);
 
-/// The children (at `level + 1`) of node `index` at `level`.
-pub fn children(level: usize, index: u32) -> Range<u32> {
-    let sizes = level_sizes();
-    let (Some(&here), Some(&below)) = (sizes.get(level), sizes.get(level + 1)) else {
-        return 0..0;
-    };
-    if index >= here {
-        return 0..0;
-    }
-    let per = below / here;
-    index * per..(index + 1) * per
-}
+/// Names one exchange of this engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct ExchangeId(u64);
 
 /// A token bucket on the engine's clock.
 #[derive(Debug, Clone)]
@@ -114,70 +107,83 @@ impl Bucket {
             return Duration::ZERO;
         }
         let rate = (self.rate * multiplier).max(1.0);
-        Duration::from_secs_f64(((n - self.tokens) / rate).min(60.0))
+        Duration::from_secs_f64(((n - self.tokens) / rate).min(MAX_BUDGET_WAIT.as_secs_f64()))
     }
+}
+
+/// Why an exchange ended before it was through.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum ExchangeFailure {
+    /// Our own storage failed a step.
+    #[error("local storage: {0}")]
+    LocalStorage(String),
+    /// The peer answered a step with an error.
+    #[error("peer: {0}")]
+    Peer(RequestError),
+    /// The peer did not answer.
+    #[error("peer unreachable: {0:?}")]
+    Unreachable(SendError),
+    /// An answer of a kind the step does not take.
+    #[error("unexpected answer to {part:?}: {answer}")]
+    UnexpectedAnswer {
+        /// The step.
+        part: AaePart,
+        /// The answer, as debug text.
+        answer: String,
+    },
+    /// An answer that does not fit the exchange's question.
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
 }
 
 /// What the last exchange of a (partition, peer) pair did.
 #[derive(Debug, Clone)]
 pub(super) struct ExchangeRecord {
     pub(super) at: Time,
-    pub(super) result: String,
+    pub(super) outcome: Result<(), ExchangeFailure>,
     pub(super) keys_repaired: u64,
 }
 
-#[derive(Debug)]
-enum Step {
-    Nodes {
-        level: u8,
-        indices: Vec<u32>,
-        ours: Option<Vec<u64>>,
-        theirs: Option<Vec<u64>>,
-    },
-    Segments {
-        batch: Vec<u32>,
-        ours: Option<Vec<(u32, KeyDigests)>>,
-        theirs: Option<Vec<(u32, KeyDigests)>>,
-    },
-    Repair {
-        fetch: VecDeque<Vec<u8>>,
-        push: VecDeque<Vec<u8>>,
-        inflight: usize,
-    },
+impl fmt::Display for ExchangeRecord {
+    /// `ok: N keys repaired` or `failed: why`, as `shoal aae status` shows it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.outcome {
+            Ok(()) => write!(f, "ok: {} keys repaired", self.keys_repaired),
+            Err(e) => write!(f, "failed: {e}"),
+        }
+    }
 }
 
+/// An exchange in progress: the state machine and what the engine keeps around it.
 #[derive(Debug)]
-struct Exchange {
+struct RunningExchange {
     partition: PartitionId,
     peer: NodeId,
     started: Time,
-    step: Step,
-    /// Differing segments not yet compared key by key.
-    segments_left: Vec<u32>,
+    exchange: Exchange,
     keys_repaired: u64,
-    leaves_compared: u64,
-    bytes: u64,
+    /// When a repair batch waiting for budget is looked at again.
     resume_at: Option<Time>,
 }
 
-/// Which half of an exchange step a command answers.
-#[derive(Clone, Debug)]
+/// Which message of an exchange a command answers. Both replicas are asked the same
+/// [`AaeRequest`]s — our own storage through the op that serves a peer's request
+/// ([`Engine::aae_op`]) — so a part names only the step and the replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum AaePart {
-    OursNodes,
-    TheirsNodes,
-    OursSegments,
-    TheirsSegments,
-    Fetched,
-    MergedLocal,
-    ReadLocal,
-    Pushed,
+    /// An answer to the exchange's current [`Question`].
+    Answer(Side),
+    /// The objects of keys to copy, read from this replica.
+    Read(Side),
+    /// Copied objects merged into this replica.
+    Merged(Side),
 }
 
 /// Anti-entropy state of one engine.
 #[derive(Debug)]
 pub(super) struct Aae {
-    exchanges: BTreeMap<u64, Exchange>,
-    next_exchange: u64,
+    exchanges: BTreeMap<ExchangeId, RunningExchange>,
+    next_exchange: ExchangeId,
     pub(super) last: BTreeMap<PartitionId, BTreeMap<NodeId, ExchangeRecord>>,
     keys: Bucket,
     bytes: Bucket,
@@ -198,7 +204,7 @@ impl Aae {
     pub(super) fn new(keys_per_second: u64, bytes_per_second: u64, now: Time) -> Aae {
         Aae {
             exchanges: BTreeMap::new(),
-            next_exchange: 1,
+            next_exchange: ExchangeId(1),
             last: BTreeMap::new(),
             keys: Bucket::new(keys_per_second, now),
             bytes: Bucket::new(bytes_per_second, now),
@@ -224,10 +230,10 @@ impl Aae {
     /// A tick with no foreground request pulls the average halfway to zero: an idle node
     /// is not a loaded one, however slow its last requests were.
     fn end_window(&mut self) {
-        const ALPHA: f64 = 0.3;
         if self.window_count > 0 {
             let mean = self.window_sum / self.window_count as f64;
-            self.fg_latency = self.fg_latency * (1.0 - ALPHA) + mean * ALPHA;
+            self.fg_latency =
+                self.fg_latency * (1.0 - LATENCY_SMOOTHING) + mean * LATENCY_SMOOTHING;
         } else {
             self.fg_latency /= 2.0;
         }
@@ -244,6 +250,11 @@ impl Aae {
     pub(super) fn running(&self) -> usize {
         self.exchanges.len()
     }
+
+    /// Whether the budget allows starting new background work.
+    fn may_start(&self) -> bool {
+        self.multiplier >= START_THRESHOLD
+    }
 }
 
 /// Anti-entropy counters an engine exposes (for tests and the simulator).
@@ -255,10 +266,6 @@ pub struct AaeStats {
     pub budget_multiplier: f64,
     /// Moving average of foreground coordinator latency, in seconds.
     pub foreground_latency_seconds: f64,
-}
-
-fn digest_map(list: &KeyDigests) -> BTreeMap<&[u8], u64> {
-    list.iter().map(|(k, d)| (k.as_slice(), *d)).collect()
 }
 
 impl Engine {
@@ -275,19 +282,20 @@ impl Engine {
         let now = self.now;
         // Admission control: AIMD on the foreground latency and load.
         self.aae.end_window();
-        let loaded = self.inflight() * 2 >= self.cfg.max_inflight_requests;
+        let loaded =
+            self.inflight() as f64 >= self.cfg.max_inflight_requests as f64 * LOADED_FRACTION;
         let slow = self.aae.fg_latency > self.cfg.aae_latency_target.as_secs_f64();
         self.aae.multiplier = if slow || loaded {
-            (self.aae.multiplier / 2.0).max(MIN_MULTIPLIER)
+            (self.aae.multiplier * MULTIPLICATIVE_DECREASE).max(MIN_MULTIPLIER)
         } else {
-            (self.aae.multiplier + 0.1).min(1.0)
+            (self.aae.multiplier + ADDITIVE_INCREASE).min(1.0)
         };
         let m = self.aae.multiplier;
         self.aae.keys.refill(now, m);
         self.aae.bytes.refill(now, m);
         metrics::gauge!("shoal_aae_budget_ratio").set(m);
         metrics::gauge!("shoal_aae_exchanges_running").set(self.aae.running() as f64);
-        if !self.cfg.aae_enabled || m < MIN_MULTIPLIER * 2.5 {
+        if !self.cfg.aae_enabled || !self.aae.may_start() {
             return;
         }
         self.start_due_exchanges();
@@ -331,396 +339,203 @@ impl Engine {
 
     fn start_exchange(&mut self, partition: PartitionId, peer: NodeId) {
         let id = self.aae.next_exchange;
-        self.aae.next_exchange += 1;
+        self.aae.next_exchange = ExchangeId(id.0 + 1);
+        let (exchange, step) = Exchange::start(AAE_SHAPE);
         self.aae.exchanges.insert(
             id,
-            Exchange {
+            RunningExchange {
                 partition,
                 peer,
                 started: self.now,
-                step: Step::Nodes {
-                    level: 0,
-                    indices: vec![0],
-                    ours: None,
-                    theirs: None,
-                },
-                segments_left: Vec::new(),
+                exchange,
                 keys_repaired: 0,
-                leaves_compared: 0,
-                bytes: 0,
                 resume_at: None,
             },
         );
-        self.issue_nodes(id, 0, vec![0]);
+        self.drive_exchange(id, step);
     }
 
-    fn issue_nodes(&mut self, id: u64, level: u8, indices: Vec<u32>) {
+    /// Carry out what the exchange asks for next.
+    fn drive_exchange(&mut self, id: ExchangeId, step: Step) {
+        match step {
+            Step::Ask(question) => {
+                for side in [Side::Ours, Side::Theirs] {
+                    let question = question.clone();
+                    self.ask(id, AaePart::Answer(side), |partition| match question {
+                        Question::Nodes { level, indices } => AaeRequest::Nodes {
+                            partition,
+                            level,
+                            indices,
+                        },
+                        Question::Segments(segments) => AaeRequest::Segments {
+                            partition,
+                            segments,
+                        },
+                    });
+                }
+            }
+            Step::Wait => {}
+            Step::Repair => self.repair_progress(id),
+            Step::Done => self.finish_exchange(id, Ok(())),
+        }
+    }
+
+    /// Ask the replica `part` names the `request` made for the exchange's partition: our
+    /// own storage runs the op that serves the same request from a peer.
+    fn ask(
+        &mut self,
+        id: ExchangeId,
+        part: AaePart,
+        request: impl FnOnce(PartitionId) -> AaeRequest,
+    ) {
         let Some(ex) = self.aae.exchanges.get(&id) else {
             return;
         };
         let (partition, peer) = (ex.partition, ex.peer.clone());
-        self.storage(
-            StorageOp::TreeNodes {
-                partition,
-                level,
-                indices: indices.clone(),
-            },
-            Waiter::Aae {
-                exchange: id,
-                part: AaePart::OursNodes,
-            },
-        );
-        let timeout = self.cfg.rpc_timeout;
-        self.send(
-            peer,
-            PeerRequest::Aae(AaeRequest::Nodes {
-                partition,
-                level,
-                indices,
-            }),
-            timeout,
-            Waiter::Aae {
-                exchange: id,
-                part: AaePart::TheirsNodes,
-            },
-        );
-    }
-
-    fn issue_segments(&mut self, id: u64) {
-        let Some(ex) = self.aae.exchanges.get_mut(&id) else {
-            return;
+        let request = request(partition);
+        let side = match part {
+            AaePart::Answer(side) | AaePart::Read(side) | AaePart::Merged(side) => side,
         };
-        if ex.segments_left.is_empty() {
-            self.finish_exchange(id, Ok(()));
-            return;
+        let waiter = Waiter::Aae { exchange: id, part };
+        match side {
+            Side::Ours => {
+                let op = self.aae_op(request);
+                self.storage(op, waiter);
+            }
+            Side::Theirs => {
+                let timeout = self.cfg.rpc_timeout;
+                self.send(peer, PeerRequest::Aae(request), timeout, waiter);
+            }
         }
-        let take = ex.segments_left.len().min(SEGMENTS_PER_STEP);
-        let batch: Vec<u32> = ex.segments_left.drain(..take).collect();
-        ex.leaves_compared += batch.len() as u64;
-        ex.step = Step::Segments {
-            batch: batch.clone(),
-            ours: None,
-            theirs: None,
-        };
-        let (partition, peer) = (ex.partition, ex.peer.clone());
-        self.storage(
-            StorageOp::Segments {
-                partition,
-                segments: batch.clone(),
-            },
-            Waiter::Aae {
-                exchange: id,
-                part: AaePart::OursSegments,
-            },
-        );
-        let timeout = self.cfg.rpc_timeout;
-        self.send(
-            peer,
-            PeerRequest::Aae(AaeRequest::Segments {
-                partition,
-                segments: batch,
-            }),
-            timeout,
-            Waiter::Aae {
-                exchange: id,
-                part: AaePart::TheirsSegments,
-            },
-        );
     }
 
+    /// The outcome of a step asked of our own storage.
     pub(super) fn on_aae_storage(
         &mut self,
-        id: u64,
+        id: ExchangeId,
         part: AaePart,
         result: Result<StorageReply, String>,
     ) {
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => {
-                self.finish_exchange(id, Err(format!("local storage: {e}")));
+        let answer = match result {
+            Ok(reply) => {
+                AaeResponse::try_from(reply).map_err(|other| ExchangeFailure::UnexpectedAnswer {
+                    part,
+                    answer: format!("{other:?}"),
+                })
+            }
+            Err(e) => Err(ExchangeFailure::LocalStorage(e)),
+        };
+        self.on_aae_answer(id, part, answer);
+    }
+
+    /// The outcome of a step asked of the peer.
+    pub(super) fn on_aae_send(
+        &mut self,
+        id: ExchangeId,
+        part: AaePart,
+        result: Result<PeerResponse, SendError>,
+    ) {
+        let answer = match result {
+            Ok(PeerResponse::Aae(r)) => Ok(r),
+            Ok(PeerResponse::Error(e)) => Err(ExchangeFailure::Peer(e)),
+            Ok(other) => Err(ExchangeFailure::UnexpectedAnswer {
+                part,
+                answer: format!("{other:?}"),
+            }),
+            Err(e) => Err(ExchangeFailure::Unreachable(e)),
+        };
+        self.on_aae_answer(id, part, answer);
+    }
+
+    /// One replica's answer to one step, whichever replica it was.
+    fn on_aae_answer(
+        &mut self,
+        id: ExchangeId,
+        part: AaePart,
+        answer: Result<AaeResponse, ExchangeFailure>,
+    ) {
+        let Some(ex) = self.aae.exchanges.get_mut(&id) else {
+            // Results of commands still in flight for a finished exchange are dropped.
+            return;
+        };
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(failure) => {
+                self.finish_exchange(id, Err(failure));
                 return;
             }
         };
-        match (part, result) {
-            (AaePart::OursNodes, StorageReply::TreeNodes(h)) => {
-                if let Some(Exchange {
-                    step: Step::Nodes { ours, .. },
-                    ..
-                }) = self.aae.exchanges.get_mut(&id)
-                {
-                    *ours = Some(h);
-                }
-                self.nodes_progress(id);
+        match (part, answer) {
+            (AaePart::Answer(side), AaeResponse::Nodes(hashes)) => {
+                let step = ex.exchange.answer(side, Answer::Nodes(hashes));
+                self.exchange_step(id, step);
             }
-            (AaePart::OursSegments, StorageReply::Segments(s)) => {
-                if let Some(Exchange {
-                    step: Step::Segments { ours, .. },
-                    ..
-                }) = self.aae.exchanges.get_mut(&id)
-                {
-                    *ours = Some(s);
-                }
-                self.segments_progress(id);
+            (AaePart::Answer(side), AaeResponse::Segments(lists)) => {
+                let answer = Answer::Segments(lists);
+                metrics::counter!("shoal_aae_bytes_total", "direction" => "digests")
+                    .increment(answer.digest_bytes());
+                let step = ex.exchange.answer(side, answer);
+                self.exchange_step(id, step);
             }
-            (AaePart::MergedLocal, StorageReply::MergedMany { changed, bytes }) => {
-                if let Some(ex) = self.aae.exchanges.get_mut(&id) {
-                    ex.keys_repaired += changed;
-                    ex.bytes += bytes;
-                    metrics::counter!("shoal_aae_keys_repaired_total", "direction" => "fetched")
-                        .increment(changed);
-                    if let Step::Repair { inflight, .. } = &mut ex.step {
-                        *inflight = inflight.saturating_sub(1);
-                    }
-                }
-                self.repair_progress(id);
-            }
-            (AaePart::ReadLocal, StorageReply::Objects(objects)) => {
+            (AaePart::Read(from), AaeResponse::Objects(objects)) => {
                 let present: Vec<(Vec<u8>, Object)> = objects
                     .into_iter()
                     .filter_map(|(k, o)| o.map(|o| (k, o)))
                     .collect();
-                let Some(ex) = self.aae.exchanges.get_mut(&id) else {
-                    return;
-                };
                 if present.is_empty() {
-                    if let Step::Repair { inflight, .. } = &mut ex.step {
-                        *inflight = inflight.saturating_sub(1);
-                    }
-                    self.repair_progress(id);
+                    let step = ex.exchange.repaired();
+                    self.drive_exchange(id, step);
                     return;
                 }
                 let size: u64 = present
                     .iter()
                     .map(|(k, o)| (k.len() + o.data_bytes()) as u64)
                     .sum();
-                ex.bytes += size;
                 self.aae.bytes.tokens -= size as f64;
-                metrics::counter!("shoal_aae_bytes_total", "direction" => "sent").increment(size);
-                let (partition, peer) = (ex.partition, ex.peer.clone());
-                let timeout = self.cfg.rpc_timeout;
-                self.send(
-                    peer,
-                    PeerRequest::Aae(AaeRequest::Push {
+                let direction = match from {
+                    Side::Ours => "sent",
+                    Side::Theirs => "received",
+                };
+                metrics::counter!("shoal_aae_bytes_total", "direction" => direction)
+                    .increment(size);
+                self.ask(id, AaePart::Merged(from.other()), |partition| {
+                    AaeRequest::Push {
                         partition,
                         objects: present,
-                    }),
-                    timeout,
-                    Waiter::Aae {
-                        exchange: id,
-                        part: AaePart::Pushed,
-                    },
-                );
+                    }
+                });
+            }
+            (AaePart::Merged(into), AaeResponse::Pushed(changed)) => {
+                ex.keys_repaired += changed;
+                let direction = match into {
+                    Side::Ours => "fetched",
+                    Side::Theirs => "pushed",
+                };
+                metrics::counter!("shoal_aae_keys_repaired_total", "direction" => direction)
+                    .increment(changed);
+                let step = ex.exchange.repaired();
+                self.drive_exchange(id, step);
             }
             (part, other) => self.finish_exchange(
                 id,
-                Err(format!("unexpected storage reply to {part:?}: {other:?}")),
+                Err(ExchangeFailure::UnexpectedAnswer {
+                    part,
+                    answer: format!("{other:?}"),
+                }),
             ),
         }
     }
 
-    pub(super) fn on_aae_send(
-        &mut self,
-        id: u64,
-        part: AaePart,
-        result: Result<PeerResponse, SendError>,
-    ) {
-        let response = match result {
-            Ok(PeerResponse::Aae(r)) => r,
-            Ok(PeerResponse::Error(e)) => {
-                self.finish_exchange(id, Err(format!("peer: {e}")));
-                return;
-            }
-            Ok(other) => {
-                self.finish_exchange(id, Err(format!("unexpected answer {other:?}")));
-                return;
-            }
-            Err(e) => {
-                self.finish_exchange(id, Err(format!("peer unreachable: {e:?}")));
-                return;
-            }
-        };
-        match (part, response) {
-            (AaePart::TheirsNodes, AaeResponse::Nodes(h)) => {
-                if let Some(Exchange {
-                    step: Step::Nodes { theirs, .. },
-                    ..
-                }) = self.aae.exchanges.get_mut(&id)
-                {
-                    *theirs = Some(h);
-                }
-                self.nodes_progress(id);
-            }
-            (AaePart::TheirsSegments, AaeResponse::Segments(s)) => {
-                if let Some(Exchange {
-                    step: Step::Segments { theirs, .. },
-                    ..
-                }) = self.aae.exchanges.get_mut(&id)
-                {
-                    *theirs = Some(s);
-                }
-                self.segments_progress(id);
-            }
-            (AaePart::Fetched, AaeResponse::Objects(objects)) => {
-                let present: Vec<(Vec<u8>, Object)> = objects
-                    .into_iter()
-                    .filter_map(|(k, o)| o.map(|o| (k, o)))
-                    .collect();
-                let Some(ex) = self.aae.exchanges.get_mut(&id) else {
-                    return;
-                };
-                let size: u64 = present
-                    .iter()
-                    .map(|(k, o)| (k.len() + o.data_bytes()) as u64)
-                    .sum();
-                ex.bytes += size;
-                self.aae.bytes.tokens -= size as f64;
-                metrics::counter!("shoal_aae_bytes_total", "direction" => "received")
-                    .increment(size);
-                if present.is_empty() {
-                    if let Step::Repair { inflight, .. } = &mut ex.step {
-                        *inflight = inflight.saturating_sub(1);
-                    }
-                    self.repair_progress(id);
-                    return;
-                }
-                let partition = ex.partition;
-                let max_object_bytes = self.cfg.max_object_bytes;
-                self.storage(
-                    StorageOp::MergeMany {
-                        partition,
-                        objects: present,
-                        max_object_bytes,
-                    },
-                    Waiter::Aae {
-                        exchange: id,
-                        part: AaePart::MergedLocal,
-                    },
-                );
-            }
-            (AaePart::Pushed, AaeResponse::Pushed(changed)) => {
-                if let Some(ex) = self.aae.exchanges.get_mut(&id) {
-                    ex.keys_repaired += changed;
-                    metrics::counter!("shoal_aae_keys_repaired_total", "direction" => "pushed")
-                        .increment(changed);
-                    if let Step::Repair { inflight, .. } = &mut ex.step {
-                        *inflight = inflight.saturating_sub(1);
-                    }
-                }
-                self.repair_progress(id);
-            }
-            (part, other) => {
-                self.finish_exchange(id, Err(format!("unexpected answer to {part:?}: {other:?}")))
-            }
+    fn exchange_step(&mut self, id: ExchangeId, step: Result<Step, ExchangeError>) {
+        match step {
+            Ok(step) => self.drive_exchange(id, step),
+            Err(e) => self.finish_exchange(id, Err(e.into())),
         }
     }
 
-    fn nodes_progress(&mut self, id: u64) {
-        let Some(ex) = self.aae.exchanges.get_mut(&id) else {
-            return;
-        };
-        let Step::Nodes {
-            level,
-            indices,
-            ours: Some(ours),
-            theirs: Some(theirs),
-        } = &ex.step
-        else {
-            return;
-        };
-        if ours.len() != indices.len() || theirs.len() != indices.len() {
-            self.finish_exchange(id, Err("tree node counts do not match".into()));
-            return;
-        }
-        let level = *level;
-        let differing: Vec<u32> = indices
-            .iter()
-            .zip(ours.iter().zip(theirs.iter()))
-            .filter(|(_, (a, b))| a != b)
-            .map(|(i, _)| *i)
-            .collect();
-        if differing.is_empty() {
-            // Equal roots (or the difference vanished under concurrent writes).
-            self.finish_exchange(id, Ok(()));
-            return;
-        }
-        let leaf_level = level_sizes().len() - 1;
-        if usize::from(level) == leaf_level {
-            ex.segments_left = differing;
-            self.issue_segments(id);
-        } else {
-            let next: Vec<u32> = differing
-                .iter()
-                .flat_map(|&i| children(usize::from(level), i))
-                .collect();
-            ex.step = Step::Nodes {
-                level: level + 1,
-                indices: next.clone(),
-                ours: None,
-                theirs: None,
-            };
-            self.issue_nodes(id, level + 1, next);
-        }
-    }
-
-    fn segments_progress(&mut self, id: u64) {
-        let Some(ex) = self.aae.exchanges.get_mut(&id) else {
-            return;
-        };
-        let Step::Segments {
-            batch,
-            ours: Some(ours),
-            theirs: Some(theirs),
-        } = &ex.step
-        else {
-            return;
-        };
-        if theirs.iter().any(|(s, _)| !batch.contains(s)) {
-            self.finish_exchange(id, Err("peer sent segments that were not asked for".into()));
-            return;
-        }
-        let mut fetch = VecDeque::new();
-        let mut push = VecDeque::new();
-        let theirs_by_seg: BTreeMap<u32, &KeyDigests> =
-            theirs.iter().map(|(s, l)| (*s, l)).collect();
-        let empty = Vec::new();
-        for (seg, our_list) in ours {
-            let their_list = theirs_by_seg.get(seg).copied().unwrap_or(&empty);
-            let mine = digest_map(our_list);
-            let other = digest_map(their_list);
-            for (k, d) in &other {
-                match mine.get(k) {
-                    Some(m) if m == d => {}
-                    Some(_) => {
-                        fetch.push_back(k.to_vec());
-                        push.push_back(k.to_vec());
-                    }
-                    None => fetch.push_back(k.to_vec()),
-                }
-            }
-            for k in mine.keys() {
-                if !other.contains_key(k) {
-                    push.push_back(k.to_vec());
-                }
-            }
-        }
-        let digest_bytes: u64 = ours
-            .iter()
-            .chain(theirs.iter())
-            .flat_map(|(_, l)| l.iter())
-            .map(|(k, _)| k.len() as u64 + 8)
-            .sum();
-        ex.bytes += digest_bytes;
-        metrics::counter!("shoal_aae_bytes_total", "direction" => "digests")
-            .increment(digest_bytes);
-        ex.step = Step::Repair {
-            fetch,
-            push,
-            inflight: 0,
-        };
-        self.repair_progress(id);
-    }
-
-    fn repair_progress(&mut self, id: u64) {
+    /// Start the next repair batch if none is in flight and the budget allows; otherwise
+    /// look again when it will.
+    fn repair_progress(&mut self, id: ExchangeId) {
         let batch = self.cfg.aae_batch;
         let multiplier = self.aae.multiplier;
         let now = self.now;
@@ -729,29 +544,17 @@ impl Engine {
         let Some(ex) = self.aae.exchanges.get_mut(&id) else {
             return;
         };
-        let Step::Repair {
-            fetch,
-            push,
-            inflight,
-        } = &mut ex.step
-        else {
+        if ex.resume_at.is_some() {
+            return;
+        }
+        let Some(want) = ex.exchange.next_repair_size(batch) else {
             return;
         };
-        if fetch.is_empty() && push.is_empty() {
-            if *inflight == 0 {
-                self.issue_segments(id);
-            }
-            return;
-        }
-        if *inflight > 0 || ex.resume_at.is_some() {
-            return;
-        }
         // Budget: wait until a batch's worth of keys (and a positive byte balance) is there.
-        let want = fetch.len().max(push.len()).min(batch) as f64;
         let wait = self
             .aae
             .keys
-            .wait_for(want, multiplier)
+            .wait_for(want as f64, multiplier)
             .max(self.aae.bytes.wait_for(0.0, multiplier));
         if !wait.is_zero() {
             let at = now + wait;
@@ -759,80 +562,50 @@ impl Engine {
             self.timers.insert((at, Timer::AaeResume(id)));
             return;
         }
-        let fetch_keys: Vec<Vec<u8>> = (0..batch).map_while(|_| fetch.pop_front()).collect();
-        let push_keys: Vec<Vec<u8>> = (0..batch).map_while(|_| push.pop_front()).collect();
-        self.aae.keys.tokens -= (fetch_keys.len() + push_keys.len()) as f64;
-        let (partition, peer) = (ex.partition, ex.peer.clone());
-        if !fetch_keys.is_empty() {
-            *inflight += 1;
-        }
-        if !push_keys.is_empty() {
-            *inflight += 1;
-        }
-        let timeout = self.cfg.rpc_timeout;
-        if !fetch_keys.is_empty() {
-            self.send(
-                peer,
-                PeerRequest::Aae(AaeRequest::Fetch {
+        let repairs = ex.exchange.take_repairs(batch);
+        self.aae.keys.tokens -= (repairs.fetch.len() + repairs.push.len()) as f64;
+        for (from, keys) in [(Side::Theirs, repairs.fetch), (Side::Ours, repairs.push)] {
+            if !keys.is_empty() {
+                self.ask(id, AaePart::Read(from), |partition| AaeRequest::Fetch {
                     partition,
-                    keys: fetch_keys,
-                }),
-                timeout,
-                Waiter::Aae {
-                    exchange: id,
-                    part: AaePart::Fetched,
-                },
-            );
-        }
-        if !push_keys.is_empty() {
-            self.storage(
-                StorageOp::ReadMany {
-                    partition,
-                    keys: push_keys,
-                },
-                Waiter::Aae {
-                    exchange: id,
-                    part: AaePart::ReadLocal,
-                },
-            );
+                    keys,
+                });
+            }
         }
     }
 
-    pub(super) fn on_aae_resume(&mut self, id: u64) {
+    pub(super) fn on_aae_resume(&mut self, id: ExchangeId) {
         if let Some(ex) = self.aae.exchanges.get_mut(&id) {
             ex.resume_at = None;
         }
         self.repair_progress(id);
     }
 
-    fn finish_exchange(&mut self, id: u64, result: Result<(), String>) {
+    fn finish_exchange(&mut self, id: ExchangeId, outcome: Result<(), ExchangeFailure>) {
         let Some(ex) = self.aae.exchanges.remove(&id) else {
             return;
         };
         if let Some(at) = ex.resume_at {
             self.timers.remove(&(at, Timer::AaeResume(id)));
         }
-        let label = if result.is_ok() { "ok" } else { "failed" };
+        let label = if outcome.is_ok() { "ok" } else { "failed" };
         metrics::counter!("shoal_aae_exchanges_total", "result" => label).increment(1);
-        metrics::counter!("shoal_aae_leaves_compared_total").increment(ex.leaves_compared);
+        metrics::counter!("shoal_aae_leaves_compared_total")
+            .increment(ex.exchange.segments_compared());
         metrics::histogram!("shoal_aae_exchange_duration_seconds")
             .record(self.now.saturating_since(ex.started).as_secs_f64());
-        let text = match &result {
-            Ok(()) => format!("ok: {} keys repaired", ex.keys_repaired),
-            Err(e) => format!("failed: {e}"),
-        };
         self.aae.last.entry(ex.partition).or_default().insert(
-            ex.peer.clone(),
+            ex.peer,
             ExchangeRecord {
                 at: self.now,
-                result: text,
+                outcome,
                 keys_repaired: ex.keys_repaired,
             },
         );
         // Results of commands still in flight for this exchange find no exchange and are
         // dropped. Start the next due exchange now rather than at the next tick, so that
         // a node catches up on all its partitions within one interval.
-        if self.cfg.aae_enabled && self.aae.multiplier >= MIN_MULTIPLIER * 2.5 {
+        if self.cfg.aae_enabled && self.aae.may_start() {
             self.start_due_exchanges();
         }
     }

@@ -1,9 +1,29 @@
 //! The anti-entropy requests a node serves for its peers, and `AaeStatus`.
 
-use super::aae::{level_sizes, AAE_SEGMENTS};
+use super::aae::{AAE_SEGMENTS, AAE_SHAPE};
 use super::{Engine, InboundId, Waiter};
 use crate::storage_ops::{StorageOp, StorageReply};
-use crate::wire::{AaeExchangeStatus, AaePartitionStatus, AaeReport, AaeRequest, ClientResponse};
+use crate::wire::{
+    AaeExchangeStatus, AaePartitionStatus, AaeReport, AaeRequest, AaeResponse, ClientResponse,
+};
+
+/// The answer to an [`AaeRequest`] from the reply of the op [`Engine::aae_op`] runs for
+/// it; any other reply is handed back.
+impl TryFrom<StorageReply> for AaeResponse {
+    type Error = StorageReply;
+
+    fn try_from(reply: StorageReply) -> Result<AaeResponse, StorageReply> {
+        Ok(match reply {
+            StorageReply::TreeNodes(h) => AaeResponse::Nodes(h),
+            StorageReply::Segments(s) => AaeResponse::Segments(s),
+            StorageReply::Objects(o) => AaeResponse::Objects(o),
+            StorageReply::MergedMany { changed, .. } => AaeResponse::Pushed(changed),
+            StorageReply::Digests(d) => AaeResponse::Digests(d),
+            StorageReply::Reaped(n) => AaeResponse::Reaped(n),
+            other => return Err(other),
+        })
+    }
+}
 
 impl Engine {
     // ---- serving peers and status ----
@@ -28,38 +48,46 @@ impl Engine {
                 crate::wire::MAX_AAE_BATCH
             )));
         }
-        Ok(match req {
-            AaeRequest::Nodes {
-                partition,
-                level,
-                indices,
-            } => {
-                let sizes = level_sizes();
-                let size = sizes
-                    .get(usize::from(level))
-                    .copied()
+        match &req {
+            AaeRequest::Nodes { level, indices, .. } => {
+                let size = AAE_SHAPE
+                    .level_width(usize::from(*level))
                     .ok_or_else(|| RequestError::Malformed(format!("no tree level {level}")))?;
                 if indices.iter().any(|i| *i >= size) {
                     return Err(RequestError::Malformed("tree index out of range".into()));
                 }
-                StorageOp::TreeNodes {
-                    partition,
-                    level,
-                    indices,
-                }
             }
+            AaeRequest::Segments { segments, .. }
+                if segments.iter().any(|s| *s >= AAE_SEGMENTS) =>
+            {
+                return Err(RequestError::Malformed("segment out of range".into()));
+            }
+            _ => {}
+        }
+        Ok(self.aae_op(req))
+    }
+
+    /// The storage op that answers an anti-entropy request, whether a peer asks it or
+    /// this node's own exchange asks its local replica (unchecked: see
+    /// [`Engine::aae_storage_op`] for a peer's).
+    pub(super) fn aae_op(&self, req: AaeRequest) -> StorageOp {
+        match req {
+            AaeRequest::Nodes {
+                partition,
+                level,
+                indices,
+            } => StorageOp::TreeNodes {
+                partition,
+                level,
+                indices,
+            },
             AaeRequest::Segments {
                 partition,
                 segments,
-            } => {
-                if segments.iter().any(|s| *s >= AAE_SEGMENTS) {
-                    return Err(RequestError::Malformed("segment out of range".into()));
-                }
-                StorageOp::Segments {
-                    partition,
-                    segments,
-                }
-            }
+            } => StorageOp::Segments {
+                partition,
+                segments,
+            },
             AaeRequest::Fetch { partition, keys } => StorageOp::ReadMany { partition, keys },
             AaeRequest::Push { partition, objects } => StorageOp::MergeMany {
                 partition,
@@ -68,7 +96,7 @@ impl Engine {
             },
             AaeRequest::Digests { partition, keys } => StorageOp::Digests { partition, keys },
             AaeRequest::Reap { partition, keys } => StorageOp::Reap { partition, keys },
-        })
+        }
     }
 
     pub(super) fn aae_status(&mut self, inbound: InboundId) {
@@ -115,7 +143,7 @@ impl Engine {
                     .map(|(peer, r)| AaeExchangeStatus {
                         peer: peer.clone(),
                         at: r.at,
-                        result: r.result.clone(),
+                        result: r.to_string(),
                         keys_repaired: r.keys_repaired,
                     })
                     .collect(),

@@ -43,12 +43,10 @@ use crate::wire::{
     PeerRequest, PeerResponse, Request, Response, StatusReport,
 };
 
-pub use aae::{
-    children as aae_children, level_sizes as aae_level_sizes, AaeStats, AAE_FANOUT, AAE_SEGMENTS,
-};
+pub use aae::{AaeStats, AAE_SEGMENTS, AAE_SHAPE};
 pub use handoff::HandoffStats;
 
-use aae::{Aae, AaePart};
+use aae::{Aae, AaePart, ExchangeId};
 use reap::ReapPart;
 
 use forward::ForwardOp;
@@ -123,7 +121,7 @@ enum Timer {
     Probe,
     Handoff,
     Aae,
-    AaeResume(u64),
+    AaeResume(ExchangeId),
 }
 
 /// What a `Send` or `Storage` command is for.
@@ -154,7 +152,7 @@ enum Waiter {
     Status(InboundId),
     Handoff(handoff::HandoffStep),
     Aae {
-        exchange: u64,
+        exchange: ExchangeId,
         part: AaePart,
     },
     Reap(ReapPart),

@@ -27,6 +27,14 @@ impl ReplicaKind {
     }
 }
 
+/// The answer to a peer whose request got a storage reply of the wrong kind.
+fn unexpected_reply(kind: ReplicaKind, reply: StorageReply) -> PeerResponse {
+    PeerResponse::Error(RequestError::Internal(format!(
+        "unexpected storage reply to {}: {reply:?}",
+        kind.name()
+    )))
+}
+
 impl Engine {
     pub(super) fn handle_peer(&mut self, id: InboundId, _from: NodeId, req: PeerRequest) {
         metrics::counter!("shoal_replica_requests_total", "op" => req.op_name()).increment(1);
@@ -189,31 +197,14 @@ impl Engine {
                 )))
             }
             (ReplicaKind::Read, Ok(StorageReply::Object(obj))) => PeerResponse::Object(obj),
-            (ReplicaKind::Aae, Ok(StorageReply::TreeNodes(h))) => {
-                PeerResponse::Aae(AaeResponse::Nodes(h))
-            }
-            (ReplicaKind::Aae, Ok(StorageReply::Segments(s))) => {
-                PeerResponse::Aae(AaeResponse::Segments(s))
-            }
-            (ReplicaKind::Aae, Ok(StorageReply::Objects(o))) => {
-                PeerResponse::Aae(AaeResponse::Objects(o))
-            }
-            (ReplicaKind::Aae, Ok(StorageReply::MergedMany { changed, .. })) => {
-                PeerResponse::Aae(AaeResponse::Pushed(changed))
-            }
-            (ReplicaKind::Aae, Ok(StorageReply::Digests(d))) => {
-                PeerResponse::Aae(AaeResponse::Digests(d))
-            }
-            (ReplicaKind::Aae, Ok(StorageReply::Reaped(n))) => {
-                PeerResponse::Aae(AaeResponse::Reaped(n))
-            }
             (_, Ok(StorageReply::TooLarge { len, max })) => {
                 PeerResponse::Error(RequestError::ObjectTooLarge { len, max })
             }
-            (k, Ok(other)) => PeerResponse::Error(RequestError::Internal(format!(
-                "unexpected storage reply to {}: {other:?}",
-                k.name()
-            ))),
+            (ReplicaKind::Aae, Ok(reply)) => match AaeResponse::try_from(reply) {
+                Ok(answer) => PeerResponse::Aae(answer),
+                Err(other) => unexpected_reply(ReplicaKind::Aae, other),
+            },
+            (k, Ok(other)) => unexpected_reply(k, other),
             (_, Err(e)) => PeerResponse::Error(storage_error(e)),
         };
         self.respond_peer(inbound, response);

@@ -1,258 +1,440 @@
-//! The exchange between two replicas: a descent through the differing subtrees, then a
-//! comparison of the (key, digest) lists of the differing segments.
+//! The exchange between two replicas of a partition, as a state machine without IO: it
+//! names the question to ask both replicas next, compares their answers, and queues the
+//! keys to copy each way. `engine/aae.rs` drives it against local storage and a peer; the
+//! tests in `proto/tests/merkle_exchange/` drive it against two trees in memory.
 
 use std::cmp::Ordering;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use super::MerkleShape;
+use crate::wire::KeyDigests;
 
-use super::{MerkleError, MerkleShape, MerkleTree};
+/// Differing segments whose key lists are compared in one step: bounds the size of one
+/// segment question and its answers.
+pub const SEGMENTS_PER_STEP: usize = 32;
 
-/// How many differing nodes a descent follows per level when nothing else is configured.
-///
-/// Bounds every request to this many parents and every reply to this many times the
-/// fan-out hashes (256 × 32 × 8 B = 64 KiB with the defaults); differences beyond it are
-/// found by the next exchange.
-pub const DEFAULT_MAX_DIFFERING: usize = 256;
-
-/// A request in a descent: "send me the hashes of the children of `parents` at `level`".
-///
-/// Answered by [`MerkleTree::answer`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChildrenRequest {
-    /// Level of the parents (0 = root).
-    pub level: usize,
-    /// Parent indices at `level`, strictly ascending.
-    pub parents: Vec<u32>,
+/// One of the two replicas of an exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Side {
+    /// The replica that runs the exchange.
+    Ours,
+    /// The other replica.
+    Theirs,
 }
 
-/// The answer to a [`ChildrenRequest`]: for each parent in order, the hashes of its
-/// children in order (so `hashes.len()` is the number of parents times the level's
-/// fan-out).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChildrenHashes {
-    /// Level of the parents, as in the request.
-    pub level: usize,
-    /// Parent indices, as in the request.
-    pub parents: Vec<u32>,
-    /// The children's hashes, parent by parent.
-    pub hashes: Vec<u64>,
+impl Side {
+    /// The other replica.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Ours => Side::Theirs,
+            Side::Theirs => Side::Ours,
+        }
+    }
 }
 
-impl MerkleTree {
-    /// Answer a peer's descent request from this tree. The request is checked (level,
-    /// range, order), so a malformed one is an error, never a panic; the reply holds at
-    /// most one hash per node of the child level.
-    pub fn answer(&self, request: &ChildrenRequest) -> Result<ChildrenHashes, MerkleError> {
-        let hashes = self.children_hashes(request.level, &request.parents)?;
-        Ok(ChildrenHashes {
-            level: request.level,
-            parents: request.parents.clone(),
-            hashes,
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Ours => "local storage",
+            Side::Theirs => "peer",
         })
     }
-
-    /// From a scan of the partition (any order), the [`SegmentDigest`]s of `segments`
-    /// (strictly ascending): each lists the pairs whose key falls in that segment, sorted
-    /// by key. One scan serves every differing segment of an exchange.
-    pub fn segment_digests<K, I>(
-        &self,
-        segments: &[u32],
-        pairs: I,
-    ) -> Result<Vec<SegmentDigest>, MerkleError>
-    where
-        K: Into<Vec<u8>> + AsRef<[u8]>,
-        I: IntoIterator<Item = (K, u64)>,
-    {
-        let leaf = self.level_count() - 1;
-        self.check_indices(leaf, segments)?;
-        let mut digests: Vec<SegmentDigest> = segments
-            .iter()
-            .map(|&segment| SegmentDigest {
-                segment,
-                entries: Vec::new(),
-            })
-            .collect();
-        for (key, digest) in pairs {
-            let segment = self.segment_of(key.as_ref());
-            if let Ok(slot) = segments.binary_search(&segment) {
-                digests[slot].entries.push((key.into(), digest));
-            }
-        }
-        for d in &mut digests {
-            d.entries.sort_unstable();
-        }
-        Ok(digests)
-    }
 }
 
-/// One step of a [`Descent`]: what to do next.
+/// A question the exchange asks of both replicas, the same to each.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DescentStep {
-    /// Send this request to the peer and feed its [`ChildrenHashes`] to [`Descent::step`].
-    Request(ChildrenRequest),
-    /// The descent is over: these segments differ (strictly ascending; empty when the
-    /// trees agree). Exchange their [`SegmentDigest`]s next.
-    Done(Vec<u32>),
+pub enum Question {
+    /// The hashes of these nodes at `level` (0 = root), in the order named.
+    Nodes {
+        /// Tree level, 0 at the root.
+        level: u8,
+        /// Node indices within the level, ascending.
+        indices: Vec<u32>,
+    },
+    /// The (key, digest) lists of these segments (ascending).
+    Segments(Vec<u32>),
 }
 
-/// The initiator's side of a descent through two trees of the same shape, which visits only
-/// the subtrees whose hashes differ.
-///
-/// It holds no tree: each call takes our current tree, so writes may land between the
-/// steps (the descent is then best-effort: a difference that appears or vanishes meanwhile
-/// is found or dropped by a later exchange). Per level it follows at most `max_differing`
-/// nodes, the lowest indices first.
+/// One replica's answer to a [`Question`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Node hashes, in the order asked.
+    Nodes(Vec<u64>),
+    /// Per segment asked, its (key, digest) pairs.
+    Segments(Vec<(u32, KeyDigests)>),
+}
+
+/// What the driver of an [`Exchange`] does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Ask both replicas this question and feed each answer to [`Exchange::answer`].
+    Ask(Question),
+    /// Nothing to do until the other answer arrives or the repairs in flight end.
+    Wait,
+    /// Keys to copy are queued: take a batch with [`Exchange::take_repairs`] when the
+    /// budget allows ([`Exchange::next_repair_size`] says how many keys it will move).
+    Repair,
+    /// Nothing left to compare: the exchange is over.
+    Done,
+}
+
+/// The keys of one repair batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// Copy these from the peer into our replica (read theirs, merge into ours).
+    pub fetch: Vec<Vec<u8>>,
+    /// Copy these from our replica to the peer (read ours, merge into theirs).
+    pub push: Vec<Vec<u8>>,
+}
+
+/// Why an exchange cannot go on: an answer that does not answer the question.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeError {
+    /// A list of node hashes without one hash per node asked.
+    #[error("tree node counts do not match")]
+    NodeCountMismatch,
+    /// A segment answer listing a segment that was not asked for.
+    #[error("{0} sent segments that were not asked for")]
+    UnaskedSegments(Side),
+    /// A second answer from one replica to one question.
+    #[error("{0} answered the same question twice")]
+    AnsweredTwice(Side),
+    /// An answer of the wrong kind, or one that nothing asked for.
+    #[error("{side} answered {answer} to {question}")]
+    Unexpected {
+        /// Who answered.
+        side: Side,
+        /// What the exchange was doing.
+        question: &'static str,
+        /// What came.
+        answer: &'static str,
+    },
+}
+
+/// The two answers to one question, as they come in.
 #[derive(Clone, Debug)]
-pub struct Descent {
+struct Answers<T> {
+    ours: Option<T>,
+    theirs: Option<T>,
+}
+
+impl<T> Answers<T> {
+    fn new() -> Answers<T> {
+        Answers {
+            ours: None,
+            theirs: None,
+        }
+    }
+
+    /// Record `side`'s answer; both answers once both are in. `Err` if `side` had answered.
+    fn fill(&mut self, side: Side, answer: T) -> Result<Option<(T, T)>, ()> {
+        let slot = match side {
+            Side::Ours => &mut self.ours,
+            Side::Theirs => &mut self.theirs,
+        };
+        if slot.is_some() {
+            return Err(());
+        }
+        *slot = Some(answer);
+        match (self.ours.take(), self.theirs.take()) {
+            (Some(ours), Some(theirs)) => Ok(Some((ours, theirs))),
+            (ours, theirs) => {
+                *self = Answers { ours, theirs };
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    /// Node hashes asked of both replicas.
+    Nodes {
+        level: u8,
+        indices: Vec<u32>,
+        answers: Answers<Vec<u64>>,
+    },
+    /// Segment lists asked of both replicas.
+    Segments {
+        asked: Vec<u32>,
+        answers: Answers<Vec<(u32, KeyDigests)>>,
+    },
+    /// Copying the keys the last segment comparison found.
+    Repairing {
+        fetch: VecDeque<Vec<u8>>,
+        push: VecDeque<Vec<u8>>,
+        in_flight: usize,
+    },
+    Done,
+}
+
+/// One exchange between two replicas whose trees have the same shape. Its cost grows with
+/// the differences, not with the data:
+///
+/// 1. ask both for the root; equal roots end the exchange;
+/// 2. descend level by level, asking only for the children of the nodes that differ;
+/// 3. at the segments, compare the key lists of the differing segments,
+///    [`SEGMENTS_PER_STEP`] at a time ([`diff_segment`]);
+/// 4. after each such step, copy what only the peer has or holds differently into our
+///    replica and what only we have or hold differently into theirs (object merge is
+///    commutative and idempotent, so both ends converge), then go on with the next step.
+///
+/// Writes may land between the steps: the exchange is best-effort (a difference that
+/// appears or vanishes meanwhile is found or dropped by a later exchange).
+#[derive(Clone, Debug)]
+pub struct Exchange {
     shape: MerkleShape,
-    max_differing: usize,
-    /// The request awaiting its reply; `None` once done.
-    pending: Option<ChildrenRequest>,
-    hashes_compared: u64,
-    round_trips: u32,
+    phase: Phase,
+    /// Differing segments whose key lists are not yet compared.
+    segments_left: VecDeque<u32>,
+    segments_compared: u64,
 }
 
-impl Descent {
-    /// Start a descent against a peer whose tree has `their_shape` and root `their_root`.
-    /// Returns the descent and its first step: `Done(vec![])` if the roots agree.
-    pub fn start(
-        ours: &MerkleTree,
-        their_shape: MerkleShape,
-        their_root: u64,
-        max_differing: usize,
-    ) -> Result<(Descent, DescentStep), MerkleError> {
-        if ours.shape() != their_shape {
-            return Err(MerkleError::ShapeMismatch {
-                ours: ours.shape(),
-                theirs: their_shape,
-            });
-        }
-        let mut descent = Descent {
-            shape: their_shape,
-            max_differing: max_differing.max(1),
-            pending: None,
-            hashes_compared: 1,
-            round_trips: 0,
+impl Exchange {
+    /// An exchange between trees of `shape`, and its first step: ask for the root.
+    pub fn start(shape: MerkleShape) -> (Exchange, Step) {
+        let mut exchange = Exchange {
+            shape,
+            phase: Phase::Done,
+            segments_left: VecDeque::new(),
+            segments_compared: 0,
         };
-        if ours.root() == their_root {
-            return Ok((descent, DescentStep::Done(Vec::new())));
-        }
-        let request = ChildrenRequest {
-            level: 0,
-            parents: vec![0],
-        };
-        descent.pending = Some(request.clone());
-        Ok((descent, DescentStep::Request(request)))
+        let step = exchange.ask_nodes(0, vec![0]);
+        (exchange, step)
     }
 
-    /// Take the peer's reply to the last request: compare its hashes with ours, and either
-    /// ask for the children of the nodes that differ or, at the segments, finish. A reply
-    /// that does not answer the request is an error, after which the descent is over.
-    pub fn step(
-        &mut self,
-        ours: &MerkleTree,
-        reply: &ChildrenHashes,
-    ) -> Result<DescentStep, MerkleError> {
-        let request = self.pending.take().ok_or(MerkleError::DescentFinished)?;
-        if ours.shape() != self.shape {
-            return Err(MerkleError::ShapeMismatch {
-                ours: ours.shape(),
-                theirs: self.shape,
-            });
-        }
-        if reply.level != request.level {
-            return Err(MerkleError::UnexpectedReply("wrong level"));
-        }
-        if reply.parents != request.parents {
-            return Err(MerkleError::UnexpectedReply("wrong parents"));
-        }
-        let our_hashes = ours.children_hashes(request.level, &request.parents)?;
-        if reply.hashes.len() != our_hashes.len() {
-            return Err(MerkleError::LengthMismatch {
-                expected: our_hashes.len(),
-                found: reply.hashes.len(),
-            });
-        }
-        self.round_trips += 1;
-        self.hashes_compared += our_hashes.len() as u64;
-        let per_parent = our_hashes.len() / request.parents.len().max(1);
-        let child_level = request.level + 1;
-        let mut differing = Vec::new();
-        for (slot, (a, b)) in our_hashes.iter().zip(&reply.hashes).enumerate() {
-            if a != b {
-                if differing.len() == self.max_differing {
-                    break;
+    /// Take one replica's answer to the question out. Once both are in, compare them and
+    /// say what to do next. An answer that does not fit the question is an error, after
+    /// which the exchange should be dropped.
+    pub fn answer(&mut self, side: Side, answer: Answer) -> Result<Step, ExchangeError> {
+        let question = self.phase.question();
+        let unexpected = |answer: &Answer| ExchangeError::Unexpected {
+            side,
+            question,
+            answer: answer.name(),
+        };
+        match (&mut self.phase, answer) {
+            (
+                Phase::Nodes {
+                    level,
+                    indices,
+                    answers,
+                },
+                Answer::Nodes(hashes),
+            ) => match answers.fill(side, hashes) {
+                Err(()) => Err(ExchangeError::AnsweredTwice(side)),
+                Ok(None) => Ok(Step::Wait),
+                Ok(Some((ours, theirs))) => {
+                    let (level, indices) = (*level, std::mem::take(indices));
+                    self.compare_nodes(level, &indices, &ours, &theirs)
                 }
-                let parent = request.parents[slot / per_parent];
-                let offset = (slot % per_parent) as u32;
-                differing.push(parent * per_parent as u32 + offset);
+            },
+            (Phase::Segments { asked, answers }, Answer::Segments(lists)) => {
+                match answers.fill(side, lists) {
+                    Err(()) => Err(ExchangeError::AnsweredTwice(side)),
+                    Ok(None) => Ok(Step::Wait),
+                    Ok(Some((ours, theirs))) => {
+                        let asked = std::mem::take(asked);
+                        self.compare_segments(&asked, ours, theirs)
+                    }
+                }
             }
+            (_, answer) => Err(unexpected(&answer)),
         }
-        if child_level + 1 == ours.level_count() || differing.is_empty() {
-            return Ok(DescentStep::Done(differing));
+    }
+
+    /// Keys the next repair batch of at most `batch` keys per direction will move (the
+    /// larger direction), or `None` if no batch may start now: none queued, or one still
+    /// in flight (batches go one at a time).
+    pub fn next_repair_size(&self, batch: usize) -> Option<usize> {
+        match &self.phase {
+            Phase::Repairing {
+                fetch,
+                push,
+                in_flight: 0,
+            } if !(fetch.is_empty() && push.is_empty()) => {
+                Some(fetch.len().max(push.len()).min(batch))
+            }
+            _ => None,
         }
-        let next = ChildrenRequest {
-            level: child_level,
-            parents: differing,
+    }
+
+    /// Take the next repair batch, at most `batch` keys each way (empty unless
+    /// [`Exchange::next_repair_size`] is `Some`). Report the end of each non-empty
+    /// direction with [`Exchange::repaired`].
+    pub fn take_repairs(&mut self, batch: usize) -> Repairs {
+        let Phase::Repairing {
+            fetch,
+            push,
+            in_flight: 0,
+        } = &mut self.phase
+        else {
+            return Repairs::default();
         };
-        self.pending = Some(next.clone());
-        Ok(DescentStep::Request(next))
+        let fetch: Vec<Vec<u8>> = (0..batch).map_while(|_| fetch.pop_front()).collect();
+        let push: Vec<Vec<u8>> = (0..batch).map_while(|_| push.pop_front()).collect();
+        if let Phase::Repairing { in_flight, .. } = &mut self.phase {
+            *in_flight = usize::from(!fetch.is_empty()) + usize::from(!push.is_empty());
+        }
+        Repairs { fetch, push }
     }
 
-    /// Whether the descent is over (no reply awaited).
+    /// One direction of the repair batch in flight is over (copied, or nothing to copy):
+    /// what to do next.
+    pub fn repaired(&mut self) -> Step {
+        if let Phase::Repairing { in_flight, .. } = &mut self.phase {
+            *in_flight = in_flight.saturating_sub(1);
+        }
+        self.after_repairs()
+    }
+
+    /// Segments whose key lists were asked for so far.
+    pub fn segments_compared(&self) -> u64 {
+        self.segments_compared
+    }
+
+    /// Whether the exchange is over.
     pub fn is_done(&self) -> bool {
-        self.pending.is_none()
+        matches!(self.phase, Phase::Done)
     }
 
-    /// Node hashes compared so far (the root included): the descent's cost, which grows
-    /// with the differences (at most `differing × fan-out` per level), not with the keys.
-    pub fn hashes_compared(&self) -> u64 {
-        self.hashes_compared
+    fn compare_nodes(
+        &mut self,
+        level: u8,
+        indices: &[u32],
+        ours: &[u64],
+        theirs: &[u64],
+    ) -> Result<Step, ExchangeError> {
+        if ours.len() != indices.len() || theirs.len() != indices.len() {
+            return Err(ExchangeError::NodeCountMismatch);
+        }
+        let differing = indices
+            .iter()
+            .zip(ours.iter().zip(theirs))
+            .filter(|(_, (a, b))| a != b)
+            .map(|(i, _)| *i);
+        let (level, shape) = (usize::from(level), self.shape);
+        if level + 1 >= shape.level_count() {
+            self.segments_left = differing.collect();
+            return Ok(self.next_segments());
+        }
+        let children: Vec<u32> = differing.flat_map(|i| shape.children(level, i)).collect();
+        if children.is_empty() {
+            // Equal roots, or the difference vanished under concurrent writes.
+            self.phase = Phase::Done;
+            return Ok(Step::Done);
+        }
+        // `level + 1` is below the leaf level, and a shape has at most 21 levels.
+        Ok(self.ask_nodes((level + 1) as u8, children))
     }
 
-    /// Replies taken so far (at most the number of levels below the root).
-    pub fn round_trips(&self) -> u32 {
-        self.round_trips
-    }
-}
-
-/// The (key, version digest) pairs of one segment on one replica, sorted by key, as built
-/// by [`MerkleTree::segment_digests`] from a storage scan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SegmentDigest {
-    /// The segment.
-    pub segment: u32,
-    /// Its keys and their objects' digests ([`Object::digest`](crate::Object::digest)).
-    pub entries: Vec<(Vec<u8>, u64)>,
-}
-
-impl SegmentDigest {
-    /// The XOR of the entries' pair hashes: what the segment's hash in a tree holding
-    /// exactly these pairs is. When our own scan's digest disagrees with our tree's
-    /// [`MerkleTree::segment_hash`], the tree has drifted from storage; fix it with
-    /// [`MerkleTree::rebuild_segment`].
-    pub fn hash(&self) -> u64 {
-        self.entries.iter().fold(0, |h, (key, digest)| {
-            h ^ MerkleTree::pair_hash(key, *digest)
-        })
+    fn ask_nodes(&mut self, level: u8, indices: Vec<u32>) -> Step {
+        self.phase = Phase::Nodes {
+            level,
+            indices: indices.clone(),
+            answers: Answers::new(),
+        };
+        Step::Ask(Question::Nodes { level, indices })
     }
 
-    /// Check a peer's digest against our tree: the segment exists and every key hashes
-    /// into it, so a peer cannot steer a repair to keys outside the segment it was asked
-    /// about.
-    pub fn validate(&self, tree: &MerkleTree) -> Result<(), MerkleError> {
-        let leaf = tree.level_count() - 1;
-        tree.check_indices(leaf, &[self.segment])?;
-        for (key, _) in &self.entries {
-            let actual = tree.segment_of(key);
-            if actual != self.segment {
-                return Err(MerkleError::KeyOutsideSegment {
-                    segment: self.segment,
-                    actual,
-                });
+    fn compare_segments(
+        &mut self,
+        asked: &[u32],
+        ours: Vec<(u32, KeyDigests)>,
+        theirs: Vec<(u32, KeyDigests)>,
+    ) -> Result<Step, ExchangeError> {
+        for (side, lists) in [(Side::Ours, &ours), (Side::Theirs, &theirs)] {
+            if lists.iter().any(|(s, _)| !asked.contains(s)) {
+                return Err(ExchangeError::UnaskedSegments(side));
             }
         }
-        Ok(())
+        let theirs: BTreeMap<u32, KeyDigests> = theirs.into_iter().collect();
+        let mut fetch = VecDeque::new();
+        let mut push = VecDeque::new();
+        for (segment, our_list) in &ours {
+            let their_list = theirs.get(segment).map_or(&[][..], Vec::as_slice);
+            let diff = diff_segment(our_list, their_list);
+            // Fetch in key order; push the keys held differently, then the ones they lack.
+            let mut wanted: Vec<Vec<u8>> = diff
+                .different
+                .iter()
+                .chain(&diff.only_theirs)
+                .cloned()
+                .collect();
+            wanted.sort_unstable();
+            fetch.extend(wanted);
+            push.extend(diff.different);
+            push.extend(diff.only_ours);
+        }
+        self.phase = Phase::Repairing {
+            fetch,
+            push,
+            in_flight: 0,
+        };
+        Ok(self.after_repairs())
+    }
+
+    fn after_repairs(&mut self) -> Step {
+        match &self.phase {
+            Phase::Repairing { in_flight, .. } if *in_flight > 0 => Step::Wait,
+            Phase::Repairing { fetch, push, .. } if !(fetch.is_empty() && push.is_empty()) => {
+                Step::Repair
+            }
+            Phase::Repairing { .. } => self.next_segments(),
+            Phase::Nodes { .. } | Phase::Segments { .. } => Step::Wait,
+            Phase::Done => Step::Done,
+        }
+    }
+
+    /// Ask for the next [`SEGMENTS_PER_STEP`] differing segments, or finish.
+    fn next_segments(&mut self) -> Step {
+        if self.segments_left.is_empty() {
+            self.phase = Phase::Done;
+            return Step::Done;
+        }
+        let take = self.segments_left.len().min(SEGMENTS_PER_STEP);
+        let batch: Vec<u32> = self.segments_left.drain(..take).collect();
+        self.segments_compared += batch.len() as u64;
+        self.phase = Phase::Segments {
+            asked: batch.clone(),
+            answers: Answers::new(),
+        };
+        Step::Ask(Question::Segments(batch))
+    }
+}
+
+impl Phase {
+    /// What the exchange is waiting for, for errors.
+    fn question(&self) -> &'static str {
+        match self {
+            Phase::Nodes { .. } => "a node question",
+            Phase::Segments { .. } => "a segment question",
+            Phase::Repairing { .. } => "no question (repairing)",
+            Phase::Done => "no question (done)",
+        }
+    }
+}
+
+impl Answer {
+    fn name(&self) -> &'static str {
+        match self {
+            Answer::Nodes(_) => "node hashes",
+            Answer::Segments(_) => "segment lists",
+        }
+    }
+
+    /// Bytes of the keys and digests in a segment answer (0 for node hashes): the digest
+    /// traffic of an exchange.
+    pub fn digest_bytes(&self) -> u64 {
+        match self {
+            Answer::Nodes(_) => 0,
+            Answer::Segments(lists) => lists
+                .iter()
+                .flat_map(|(_, list)| list)
+                .map(|(key, _)| key.len() as u64 + 8)
+                .sum(),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Merkle trees for anti-entropy, kept up to date on every write (like Riak's TicTac AAE),
-//! and the pure steps of the exchange that compares two of them.
+//! and the exchange — a state machine without IO — that compares two of them.
 //!
 //! # Shape
 //!
@@ -37,39 +37,30 @@
 //! tree (property tests check both).
 //!
 //! The tree trusts its caller to report each write once, with the right old digest. If it
-//! drifts anyway (a bug, a crash between the storage write and the tree update), the
-//! exchange notices: a segment whose kept hash differs from the hash of a fresh scan
-//! ([`SegmentDigest::hash`]) is repaired with [`MerkleTree::rebuild_segment`], and a tree
-//! not saved at a clean shutdown is rebuilt from a full scan at start-up.
+//! drifts anyway (a bug, a crash between the storage write and the tree update), a rebuild
+//! from a scan repairs it: trees are rebuilt at start-up and checked against a rebuild
+//! periodically (`shoal_node::executor`).
 //!
 //! # Exchange protocol
 //!
 //! Two replicas A (initiator) and B of a partition, trees of equal shape; its cost grows with
-//! the number of differences, not with the data:
+//! the number of differences, not with the data. [`Exchange`] is the state machine, without
+//! IO; each [`Question`] goes to both replicas at once (A's own storage and B), and the two
+//! [`Answer`]s are compared:
 //!
-//! 1. A sends its shape and root; B answers with its own ([`Descent::start`]). Equal roots:
-//!    done, one round trip.
-//! 2. Otherwise A asks B for the hashes of the root's children ([`ChildrenRequest`]); B
-//!    answers from its tree ([`MerkleTree::answer`]); A compares them with its own
-//!    ([`Descent::step`], which uses [`MerkleTree::diff_level`]'s rule) and asks next for
-//!    the children of only the nodes that differ, level by level, down to the segments:
-//!    [`DescentStep::Done`] lists the differing segments. A node whose hashes agree is
-//!    never descended into.
-//! 3. For the differing segments, both sides list their (key, digest) pairs
-//!    ([`SegmentDigest`]). A node finds a segment's keys either with one scan of the
-//!    partition per exchange, keeping the keys whose [`MerkleTree::segment_of`] is wanted
-//!    ([`MerkleTree::segment_digests`] does this for all differing segments at once), or
-//!    from an index of keys by (partition, segment) that it keeps itself. A checks B's list
-//!    ([`SegmentDigest::validate`]) and computes [`diff_segment`]: keys only A has (A
-//!    pushes them), only B has (A fetches them) and keys with different digests (exchanged
-//!    and merged both ways; object merge is commutative and idempotent, so either order
-//!    converges).
+//! 1. Both roots. Equal roots: done, one round trip.
+//! 2. Otherwise the hashes of the children of the nodes that differ, level by level, down
+//!    to the segments. A node whose hashes agree is never descended into.
+//! 3. The (key, digest) lists of the differing segments, [`SEGMENTS_PER_STEP`] at a time.
+//!    [`diff_segment`] splits each segment's keys into those only A has (A pushes them),
+//!    only B has (A fetches them) and those with different digests (copied both ways and
+//!    merged; object merge is commutative and idempotent, so either order converges).
+//!    The copies of one step ([`Repairs`]) go in batches before the next step's lists are
+//!    asked for.
 //!
-//! Every message is bounded: a descent follows at most `max_differing` nodes per level
-//! (default [`DEFAULT_MAX_DIFFERING`]), so a request lists at most that many parents and a
-//! reply at most `max_differing × fanout` hashes; differences beyond the bound are found by
-//! the next exchange. Writes may land during an exchange: the descent is best-effort and
-//! the next exchange catches what it missed.
+//! A node question names at most one level's nodes (1,024 hashes with the default shape),
+//! a segment question [`SEGMENTS_PER_STEP`] segments. Writes may land during an exchange:
+//! it is best-effort and the next exchange catches what it missed.
 //!
 //! # Collision argument
 //!
@@ -100,21 +91,20 @@
 //! With `S` segments, fan-out `F`, `L = 1 + ⌈log_F S⌉` levels and `n` keys:
 //! an update is O(L) (3 XORs with the defaults) plus two XXH3 hashes; a rebuild is
 //! O(n + S); memory is O(S) (≈ 17 KiB per tree with the defaults). An exchange with `k`
-//! differing segments costs one round trip when in sync, and otherwise `L − 1` round trips
-//! carrying at most `min(k, max_differing) × F` hashes each, plus the keys of the
-//! differing segments (about `n / S` each) — independent of `n` beyond that.
+//! differing segments costs one round trip when in sync, and otherwise `L` round trips of
+//! node hashes (the root's, then at most `k × F` per level), plus one per [`SEGMENTS_PER_STEP`]
+//! differing segments carrying their keys (about `n / S` each) — independent of `n` beyond
+//! that.
 
-mod codec;
 mod error;
 mod exchange;
 mod shape;
 mod tree;
 
-pub use codec::MERKLE_FORMAT_VERSION;
 pub use error::MerkleError;
 pub use exchange::{
-    diff_segment, ChildrenHashes, ChildrenRequest, Descent, DescentStep, SegmentDiff,
-    SegmentDigest, DEFAULT_MAX_DIFFERING,
+    diff_segment, Answer, Exchange, ExchangeError, Question, Repairs, SegmentDiff, Side, Step,
+    SEGMENTS_PER_STEP,
 };
 pub use shape::{MerkleShape, DEFAULT_FANOUT, DEFAULT_SEGMENTS, MAX_SEGMENTS};
 pub use tree::{MerkleTree, PAIR_HASH_SEED, SEGMENT_HASH_SEED};

@@ -1,8 +1,7 @@
 //! The shape of a Merkle tree: how many segments (leaves) and how wide each level fans out.
 
 use std::fmt;
-
-use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -14,7 +13,7 @@ pub const DEFAULT_SEGMENTS: u32 = 1024;
 /// the leaves — two round trips below the root.
 pub const DEFAULT_FANOUT: u32 = 32;
 /// The largest segment count: bounds one tree to at most 24 MiB (hashes and key counts of
-/// 2^20 leaves, plus at most as many ancestors' hashes), whatever a file or a peer says.
+/// 2^20 leaves, plus at most as many ancestors' hashes), whatever a caller asks.
 pub const MAX_SEGMENTS: u32 = 1 << 20;
 
 /// The shape of a [`MerkleTree`](super::MerkleTree): `segments` leaves under a tree whose
@@ -25,26 +24,10 @@ pub const MAX_SEGMENTS: u32 = 1 << 20;
 /// is `fanout` times wider than its parent's level; when `segments` is not a power of
 /// `fanout`, the root takes the remainder (e.g. 2,048 segments with fan-out 32 give widths
 /// 1, 2, 64, 2,048). Two trees can only be compared if their shapes are equal.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
-#[serde(try_from = "RawShape")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct MerkleShape {
     segments: u32,
     fanout: u32,
-}
-
-/// A shape as read from bytes, before validation.
-#[derive(Deserialize)]
-struct RawShape {
-    segments: u32,
-    fanout: u32,
-}
-
-impl TryFrom<RawShape> for MerkleShape {
-    type Error = MerkleError;
-
-    fn try_from(raw: RawShape) -> Result<MerkleShape, MerkleError> {
-        MerkleShape::new(raw.segments, raw.fanout)
-    }
 }
 
 impl MerkleShape {
@@ -78,12 +61,12 @@ impl MerkleShape {
     }
 
     /// Number of segments (leaves).
-    pub fn segments(self) -> u32 {
+    pub const fn segments(self) -> u32 {
         self.segments
     }
 
     /// Children per inner node (the root may have fewer).
-    pub fn fanout(self) -> u32 {
+    pub const fn fanout(self) -> u32 {
         self.fanout
     }
 
@@ -123,6 +106,20 @@ impl MerkleShape {
         // Every level below level 1 is `fanout` times wider than the one above it.
         let below = (depth - level) as u32 * self.fanout.trailing_zeros();
         Some(1 << (self.segment_bits() - below))
+    }
+
+    /// The indices, at `level + 1`, of the children of node `index` at `level`; empty for
+    /// a node that does not exist or is a segment.
+    pub fn children(self, level: usize, index: u32) -> Range<u32> {
+        let (Some(here), Some(below)) = (self.level_width(level), self.level_width(level + 1))
+        else {
+            return 0..0;
+        };
+        if index >= here {
+            return 0..0;
+        }
+        let per = below / here;
+        index * per..(index + 1) * per
     }
 }
 

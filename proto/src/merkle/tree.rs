@@ -11,12 +11,12 @@ use super::{MerkleError, MerkleShape};
 ///
 /// The ring picks a key's partition from the top bits of the *unseeded* XXH3-64 of the key,
 /// so every key of a partition shares those bits; a different seed gives an independent
-/// hash, and a partition's keys spread over all its segments. Part of the persistent
-/// format: changing it means a new [`MERKLE_FORMAT_VERSION`](super::MERKLE_FORMAT_VERSION).
+/// hash, and a partition's keys spread over all its segments. Part of the storage key
+/// layout: changing it moves every stored key to another segment.
 pub const SEGMENT_HASH_SEED: u64 = u64::from_be_bytes(*b"shoalseg");
 
 /// Seed of the XXH3-64 hash of a (key, version digest) pair, see [`MerkleTree::pair_hash`].
-/// Part of the persistent format, like [`SEGMENT_HASH_SEED`].
+/// Replicas compare hashes made with it, so all of them must use the same.
 pub const PAIR_HASH_SEED: u64 = u64::from_be_bytes(*b"shoalpar");
 
 /// Keys up to this length are hashed from a small stack buffer.
@@ -102,35 +102,6 @@ impl MerkleTree {
         Ok(tree)
     }
 
-    /// Assemble a tree from its segment hashes and key counts (as persisted), recomputing
-    /// every inner node.
-    pub(crate) fn from_segments(
-        shape: MerkleShape,
-        leaves: Vec<u64>,
-        counts: Vec<u64>,
-    ) -> Result<MerkleTree, MerkleError> {
-        let segments = shape.segments() as usize;
-        for list in [&leaves, &counts] {
-            if list.len() != segments {
-                return Err(MerkleError::LengthMismatch {
-                    expected: segments,
-                    found: list.len(),
-                });
-            }
-        }
-        let key_count = counts
-            .iter()
-            .try_fold(0u64, |sum, &c| sum.checked_add(c))
-            .ok_or_else(|| MerkleError::Malformed("key counts overflow u64".into()))?;
-        let mut tree = MerkleTree::with_shape(shape);
-        let leaf = tree.leaf_level();
-        tree.levels[leaf] = leaves;
-        tree.segment_counts = counts;
-        tree.key_count = key_count;
-        tree.recompute_inner_levels();
-        Ok(tree)
-    }
-
     /// The tree's shape.
     pub fn shape(&self) -> MerkleShape {
         self.shape
@@ -139,9 +110,8 @@ impl MerkleTree {
     /// The segment (leaf) that holds `key`: the top `log2(segments)` bits of XXH3-64 of
     /// the key seeded with [`SEGMENT_HASH_SEED`], independent of the partition bits.
     ///
-    /// Anti-entropy needs the keys of a differing segment: a node finds them by scanning
-    /// the partition and keeping the keys for which this returns the segment (see
-    /// [`MerkleTree::segment_digests`]).
+    /// Storage keeps a key under its segment (`be16(segment) ‖ key` within the partition),
+    /// so the keys of a differing segment are one range scan.
     pub fn segment_of(&self, key: &[u8]) -> u32 {
         self.shape.segment_of(key)
     }
@@ -198,38 +168,6 @@ impl MerkleTree {
         }
     }
 
-    /// Replace one segment with the pairs of a scan of it, e.g. when an exchange found that
-    /// a segment's kept hash no longer matches the storage (see
-    /// [`SegmentDigest::hash`](super::SegmentDigest::hash)). Every key must belong to the
-    /// segment; nothing changes on error.
-    pub fn rebuild_segment<K, I>(&mut self, segment: u32, pairs: I) -> Result<(), MerkleError>
-    where
-        K: AsRef<[u8]>,
-        I: IntoIterator<Item = (K, u64)>,
-    {
-        self.check_index(self.leaf_level(), segment)?;
-        let mut hash = 0u64;
-        let mut count = 0u64;
-        for (key, digest) in pairs {
-            let key = key.as_ref();
-            let actual = self.segment_of(key);
-            if actual != segment {
-                return Err(MerkleError::KeyOutsideSegment { segment, actual });
-            }
-            hash ^= MerkleTree::pair_hash(key, digest);
-            count += 1;
-        }
-        let leaf = self.leaf_level();
-        let delta = self.levels[leaf][segment as usize] ^ hash;
-        self.apply(segment, delta);
-        let old_count = std::mem::replace(&mut self.segment_counts[segment as usize], count);
-        self.key_count = self
-            .key_count
-            .saturating_sub(old_count)
-            .saturating_add(count);
-        Ok(())
-    }
-
     /// The root hash: equal sets of pairs give equal roots.
     pub fn root(&self) -> u64 {
         self.levels[0][0]
@@ -259,25 +197,6 @@ impl MerkleTree {
         Ok(nodes[range.start as usize..range.end as usize].to_vec())
     }
 
-    /// Hashes of the nodes `indices` (any order, repeats allowed) at `level`, in the order
-    /// asked, for a peer that names nodes one by one.
-    pub fn node_hashes_at(&self, level: usize, indices: &[u32]) -> Result<Vec<u64>, MerkleError> {
-        let nodes = self.level(level)?;
-        indices
-            .iter()
-            .map(|&index| {
-                nodes
-                    .get(index as usize)
-                    .copied()
-                    .ok_or(MerkleError::IndexOutOfRange {
-                        level,
-                        index,
-                        width: nodes.len() as u32,
-                    })
-            })
-            .collect()
-    }
-
     /// Hash of one segment, or `None` if there is no such segment.
     pub fn segment_hash(&self, segment: u32) -> Option<u64> {
         self.levels[self.leaf_level()]
@@ -290,89 +209,9 @@ impl MerkleTree {
         self.segment_counts.get(segment as usize).copied()
     }
 
-    /// The indices, at `level + 1`, of the children of node `index` at `level`.
-    pub fn children_of(&self, level: usize, index: u32) -> Result<Range<u32>, MerkleError> {
-        self.check_index(level, index)?;
-        let shift = *self.shifts.get(level).ok_or(MerkleError::LevelOutOfRange {
-            level: level + 1,
-            levels: self.levels.len(),
-        })?;
-        Ok(index << shift..(index + 1) << shift)
-    }
-
-    /// Of the nodes `indices` at `level` (strictly ascending), whose hashes the other side
-    /// reports as `theirs` (same order), those whose hash differs from ours.
-    pub fn diff_level(
-        &self,
-        level: usize,
-        indices: &[u32],
-        theirs: &[u64],
-    ) -> Result<Vec<u32>, MerkleError> {
-        if indices.len() != theirs.len() {
-            return Err(MerkleError::LengthMismatch {
-                expected: indices.len(),
-                found: theirs.len(),
-            });
-        }
-        self.check_indices(level, indices)?;
-        let nodes = self.level(level)?;
-        Ok(indices
-            .iter()
-            .zip(theirs)
-            .filter(|(&i, &h)| nodes[i as usize] != h)
-            .map(|(&i, _)| i)
-            .collect())
-    }
-
-    /// The hashes of the children of `parents` (strictly ascending) at `level`: for each
-    /// parent in order, its children's hashes in order. What a peer answers in a descent.
-    pub fn children_hashes(&self, level: usize, parents: &[u32]) -> Result<Vec<u64>, MerkleError> {
-        self.check_indices(level, parents)?;
-        let shift = *self.shifts.get(level).ok_or(MerkleError::LevelOutOfRange {
-            level: level + 1,
-            levels: self.levels.len(),
-        })?;
-        let children = &self.levels[level + 1];
-        let mut out = Vec::with_capacity(parents.len() << shift);
-        for &p in parents {
-            let start = (p as usize) << shift;
-            out.extend_from_slice(&children[start..start + (1 << shift)]);
-        }
-        Ok(out)
-    }
-
-    /// The segments whose hashes differ between two trees held in one place (a test, a
-    /// simulator's convergence check). Peers use a [`Descent`](super::Descent) instead.
-    pub fn differing_segments(&self, other: &MerkleTree) -> Result<Vec<u32>, MerkleError> {
-        if self.shape != other.shape {
-            return Err(MerkleError::ShapeMismatch {
-                ours: self.shape,
-                theirs: other.shape,
-            });
-        }
-        let leaf = self.leaf_level();
-        Ok(self.levels[leaf]
-            .iter()
-            .zip(&other.levels[leaf])
-            .enumerate()
-            .filter(|(_, (a, b))| a != b)
-            .map(|(i, _)| i as u32)
-            .collect())
-    }
-
     /// Keys in the tree, kept on every insert (+1) and remove (-1).
     pub fn key_count(&self) -> u64 {
         self.key_count
-    }
-
-    /// The segment hashes (the last level), for persistence.
-    pub(crate) fn leaves(&self) -> &[u64] {
-        &self.levels[self.leaf_level()]
-    }
-
-    /// Keys per segment, for persistence.
-    pub(crate) fn segment_counts(&self) -> &[u64] {
-        &self.segment_counts
     }
 
     fn leaf_level(&self) -> usize {
@@ -387,35 +226,6 @@ impl MerkleTree {
                 level,
                 levels: self.levels.len(),
             })
-    }
-
-    fn check_index(&self, level: usize, index: u32) -> Result<(), MerkleError> {
-        let width = self.level(level)?.len() as u32;
-        if index >= width {
-            return Err(MerkleError::IndexOutOfRange {
-                level,
-                index,
-                width,
-            });
-        }
-        Ok(())
-    }
-
-    /// Indices at `level` must be in range and strictly ascending.
-    pub(crate) fn check_indices(&self, level: usize, indices: &[u32]) -> Result<(), MerkleError> {
-        let width = self.level(level)?.len() as u32;
-        if indices.windows(2).any(|pair| pair[0] >= pair[1]) {
-            return Err(MerkleError::UnsortedIndices { level });
-        }
-        // Ascending, so only the last can be the largest.
-        match indices.last() {
-            Some(&index) if index >= width => Err(MerkleError::IndexOutOfRange {
-                level,
-                index,
-                width,
-            }),
-            _ => Ok(()),
-        }
     }
 
     /// XOR `delta` into `segment` and each of its ancestors.

@@ -1,49 +1,161 @@
-//! The anti-entropy exchange: the descent finds exactly the differing segments at a cost
-//! bounded by the differences, segment diffs match a map model, and a full exchange makes
-//! two replicas converge.
+//! The exchange state machine the engine drives (`shoal_proto::merkle::Exchange`), driven
+//! here against two replicas in memory: it makes them converge, descends only into
+//! differing children, compares the differing segments 32 per step with their repairs in
+//! between, sends repairs in bounded batches one at a time, and refuses answers that do
+//! not fit its question. Segment diffs match a map model.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use shoal_proto::{
-    diff_segment, ChildrenHashes, ChildrenRequest, Descent, DescentStep, MerkleError, MerkleShape,
-    MerkleTree, SegmentDigest, DEFAULT_MAX_DIFFERING,
+use shoal_proto::merkle::{
+    Answer, Exchange, ExchangeError, Question, Repairs, Side, Step, SEGMENTS_PER_STEP,
 };
+use shoal_proto::{diff_segment, MerkleShape, MerkleTree};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::{digest, key, shapes, tree_of};
+use super::{all_levels, differing_segments, digest, key, shapes, tree_of};
 
-/// Drive a descent of `ours` against `theirs` to the end; returns the differing segments
-/// and every request sent.
-fn descend(
-    ours: &MerkleTree,
-    theirs: &MerkleTree,
-    max_differing: usize,
-) -> (Vec<u32>, Vec<ChildrenRequest>, Descent) {
-    let (mut descent, mut step) =
-        Descent::start(ours, theirs.shape(), theirs.root(), max_differing).unwrap();
-    let mut requests = Vec::new();
-    // A descent takes at most one request per level below the root.
-    for _ in 0..ours.level_count() {
+/// One replica: its (key, digest) pairs and its tree, kept together.
+#[derive(Clone, Debug)]
+struct Replica {
+    map: BTreeMap<Vec<u8>, u64>,
+    tree: MerkleTree,
+}
+
+impl Replica {
+    fn new(shape: MerkleShape, map: BTreeMap<Vec<u8>, u64>) -> Replica {
+        let tree = tree_of(shape, &map);
+        Replica { map, tree }
+    }
+
+    /// What the executor answers: node hashes in the order asked, or each segment's pairs
+    /// in key order.
+    fn answer(&self, question: &Question) -> Answer {
+        match question {
+            Question::Nodes { level, indices } => Answer::Nodes(
+                indices
+                    .iter()
+                    .flat_map(|&i| {
+                        self.tree
+                            .node_hashes(usize::from(*level), i..i + 1)
+                            .unwrap()
+                    })
+                    .collect(),
+            ),
+            Question::Segments(segments) => Answer::Segments(
+                segments
+                    .iter()
+                    .map(|&s| {
+                        let list = self
+                            .map
+                            .iter()
+                            .filter(|(k, _)| self.tree.segment_of(k) == s)
+                            .map(|(k, d)| (k.clone(), *d))
+                            .collect();
+                        (s, list)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Merge `from`'s copy of `keys` into this replica; the larger digest stands in for an
+    /// object merge (commutative and idempotent, like the real one).
+    fn merge_from(&mut self, from: &Replica, keys: &[Vec<u8>]) {
+        for k in keys {
+            let Some(&theirs) = from.map.get(k) else {
+                continue;
+            };
+            let old = self.map.get(k).copied();
+            let merged = old.map_or(theirs, |o| o.max(theirs));
+            self.tree.update(k, old, Some(merged));
+            self.map.insert(k.clone(), merged);
+        }
+    }
+}
+
+/// What happened during one exchange, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Event {
+    Asked(Question),
+    Repaired(Repairs),
+}
+
+/// Drive one exchange between `ours` and `theirs` to the end, answering each question
+/// from both (in the order `theirs_first` says) and carrying out every repair batch of at
+/// most `batch` keys per direction. Returns the events and the segments compared.
+fn run(
+    ours: &mut Replica,
+    theirs: &mut Replica,
+    batch: usize,
+    theirs_first: bool,
+) -> (Vec<Event>, u64) {
+    let (mut exchange, mut step) = Exchange::start(ours.tree.shape());
+    let mut events = Vec::new();
+    for _ in 0..100_000 {
         match step {
-            DescentStep::Done(segments) => {
-                assert!(descent.is_done());
-                return (segments, requests, descent);
+            Step::Ask(question) => {
+                let answers = [
+                    (Side::Ours, ours.answer(&question)),
+                    (Side::Theirs, theirs.answer(&question)),
+                ];
+                let [first, second] = if theirs_first {
+                    let [a, b] = answers;
+                    [b, a]
+                } else {
+                    answers
+                };
+                events.push(Event::Asked(question));
+                assert_eq!(exchange.answer(first.0, first.1), Ok(Step::Wait));
+                step = exchange.answer(second.0, second.1).unwrap();
             }
-            DescentStep::Request(request) => {
-                let reply = theirs.answer(&request).unwrap();
-                requests.push(request);
-                step = descent.step(ours, &reply).unwrap();
+            Step::Repair => {
+                let size = exchange.next_repair_size(batch).expect("a batch may start");
+                let repairs = exchange.take_repairs(batch);
+                assert_eq!(size, repairs.fetch.len().max(repairs.push.len()));
+                assert!(repairs.fetch.len() <= batch && repairs.push.len() <= batch);
+                assert_eq!(
+                    exchange.next_repair_size(batch),
+                    None,
+                    "one batch at a time"
+                );
+                let mut directions = 0;
+                if !repairs.fetch.is_empty() {
+                    ours.merge_from(theirs, &repairs.fetch);
+                    directions += 1;
+                }
+                if !repairs.push.is_empty() {
+                    theirs.merge_from(ours, &repairs.push);
+                    directions += 1;
+                }
+                assert!(directions > 0, "a repair step has keys to copy");
+                for _ in 1..directions {
+                    assert_eq!(exchange.repaired(), Step::Wait);
+                }
+                step = exchange.repaired();
+                events.push(Event::Repaired(repairs));
+            }
+            Step::Wait => panic!("nothing is outstanding, yet the exchange waits"),
+            Step::Done => {
+                assert!(exchange.is_done());
+                return (events, exchange.segments_compared());
             }
         }
     }
-    panic!("descent did not finish within the tree's depth");
+    panic!("the exchange did not finish");
 }
 
-// ---------------------------------------------------------------------------------------
-// Descent
+fn questions(events: &[Event]) -> Vec<&Question> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Asked(q) => Some(q),
+            Event::Repaired(_) => None,
+        })
+        .collect()
+}
 
-/// `base` for key indices `0..n`, and a copy with `k` changes: a third updated, a third
+/// `base` for key indices `0..n`, and a copy with changes: a third updated, a third
 /// removed, a third new keys.
 fn with_changes(n: u32, changes: &[u32]) -> (BTreeMap<Vec<u8>, u64>, BTreeMap<Vec<u8>, u64>) {
     let base: BTreeMap<Vec<u8>, u64> = (0..n).map(|i| (key(i), digest(i, 0))).collect();
@@ -64,140 +176,401 @@ fn with_changes(n: u32, changes: &[u32]) -> (BTreeMap<Vec<u8>, u64>, BTreeMap<Ve
     (base, changed)
 }
 
+// ---------------------------------------------------------------------------------------
+// Convergence and cost
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn descent_finds_exactly_the_differing_segments_visiting_at_most_k_paths(
+    fn an_exchange_makes_two_replicas_converge(
         shape in shapes(),
-        changes in prop::collection::btree_set(0u32..100_000, 0..24),
+        changes in prop::collection::btree_set(0u32..100_000, 0..80),
+        batch in 1usize..40,
+        theirs_first in any::<bool>(),
     ) {
         let changes: Vec<u32> = changes.into_iter().collect();
-        let (base, changed) = with_changes(3000, &changes);
-        let ours = tree_of(shape, &base);
-        let theirs = tree_of(shape, &changed);
-
-        // The segments of the changed keys, from the model.
-        let changed_keys: BTreeSet<&Vec<u8>> = base
-            .keys()
-            .chain(changed.keys())
-            .filter(|k| base.get(*k) != changed.get(*k))
-            .collect();
-        let k = changed_keys.len();
-        let expected: BTreeSet<u32> = changed_keys.iter().map(|key| ours.segment_of(key)).collect();
-
-        let (segments, requests, descent) = descend(&ours, &theirs, DEFAULT_MAX_DIFFERING);
-        prop_assert_eq!(segments.iter().copied().collect::<BTreeSet<_>>(), expected);
-        prop_assert_eq!(&segments, &ours.differing_segments(&theirs).unwrap());
-        prop_assert!(segments.windows(2).all(|w| w[0] < w[1]));
-        if k == 0 {
-            prop_assert!(requests.is_empty());
-            prop_assert_eq!(descent.hashes_compared(), 1);
-        } else {
-            prop_assert_eq!(requests.len(), ours.level_count() - 1);
-        }
-        // Every level follows at most k paths, so the cost is bounded by the differences.
-        for request in &requests {
-            prop_assert!(request.parents.len() <= k.max(1));
-        }
-        let bound = 1 + (k as u64) * u64::from(shape.fanout()) * (ours.level_count() as u64 - 1);
-        prop_assert!(descent.hashes_compared() <= bound);
-        prop_assert_eq!(descent.round_trips() as usize, requests.len());
+        let (base, changed) = with_changes(2000, &changes);
+        let mut ours = Replica::new(shape, base);
+        let mut theirs = Replica::new(shape, changed);
+        run(&mut ours, &mut theirs, batch, theirs_first);
+        prop_assert_eq!(&ours.map, &theirs.map);
+        prop_assert_eq!(&ours.tree, &theirs.tree);
+        // Agreeing replicas: the next exchange asks for the roots and stops.
+        let (events, compared) = run(&mut ours, &mut theirs, batch, theirs_first);
+        prop_assert_eq!(events.len(), 1);
+        prop_assert_eq!(compared, 0);
     }
 
     #[test]
-    fn descent_follows_at_most_max_differing_nodes_per_level(
-        changes in prop::collection::btree_set(0u32..100_000, 10..60),
-        max in 1usize..8,
+    fn the_descent_asks_only_for_the_children_of_differing_nodes(
+        shape in shapes(),
+        changes in prop::collection::btree_set(0u32..100_000, 0..40),
     ) {
         let changes: Vec<u32> = changes.into_iter().collect();
         let (base, changed) = with_changes(3000, &changes);
-        let ours = tree_of(MerkleShape::DEFAULT, &base);
-        let theirs = tree_of(MerkleShape::DEFAULT, &changed);
-        let all = ours.differing_segments(&theirs).unwrap();
-        let (segments, requests, _) = descend(&ours, &theirs, max);
-        prop_assert!(!segments.is_empty());
-        prop_assert!(segments.len() <= max);
-        prop_assert!(segments.iter().all(|s| all.contains(s)));
-        for request in &requests {
-            prop_assert!(request.parents.len() <= max);
+        let mut ours = Replica::new(shape, base);
+        let mut theirs = Replica::new(shape, changed);
+        let (a, b) = (all_levels(&ours.tree), all_levels(&theirs.tree));
+        let expected_segments = differing_segments(&ours.tree, &theirs.tree);
+        let (events, compared) = run(&mut ours, &mut theirs, 64, false);
+        let asked = questions(&events);
+
+        // The node questions: the root, then per level the children of exactly the nodes
+        // whose hashes differed one level up, down to the segments.
+        let mut want = vec![0u32];
+        let mut levels_asked = 0;
+        for (level, question) in asked.iter().enumerate() {
+            let Question::Nodes { level: l, indices } = question else {
+                break;
+            };
+            prop_assert_eq!(usize::from(*l), level);
+            prop_assert_eq!(indices, &want);
+            levels_asked += 1;
+            want = indices
+                .iter()
+                .filter(|&&i| a[level][i as usize] != b[level][i as usize])
+                .flat_map(|&i| shape.children(level, i))
+                .collect();
+            if want.is_empty() {
+                break;
+            }
         }
+        if a[0] == b[0] {
+            prop_assert_eq!(asked.len(), 1);
+        } else {
+            prop_assert_eq!(levels_asked, shape.level_count());
+        }
+        // Every node asked below the root has a differing parent, so the cost is bounded
+        // by the differences: at most k × fan-out nodes per level.
+        let k = expected_segments.len();
+        for q in &asked {
+            if let Question::Nodes { indices, .. } = q {
+                prop_assert!(indices.len() <= (k * shape.fanout() as usize).max(1));
+            }
+        }
+
+        // The segment questions: exactly the differing segments, ascending, 32 at a time.
+        let segments: Vec<&Vec<u32>> = asked
+            .iter()
+            .filter_map(|q| match q {
+                Question::Segments(s) => Some(s),
+                Question::Nodes { .. } => None,
+            })
+            .collect();
+        let all: Vec<u32> = segments.iter().flat_map(|s| s.iter().copied()).collect();
+        prop_assert_eq!(&all, &expected_segments);
+        prop_assert_eq!(compared, expected_segments.len() as u64);
+        prop_assert_eq!(segments.len(), expected_segments.len().div_ceil(SEGMENTS_PER_STEP));
+        prop_assert!(segments.iter().all(|s| !s.is_empty() && s.len() <= SEGMENTS_PER_STEP));
     }
 }
 
 #[test]
-fn descent_of_equal_trees_ends_at_the_root() {
-    let tree = MerkleTree::from_pairs(1024, 32, (0..100).map(|i| (key(i), 1))).unwrap();
-    let (descent, step) = Descent::start(&tree, tree.shape(), tree.root(), 16).unwrap();
-    assert_eq!(step, DescentStep::Done(Vec::new()));
-    assert!(descent.is_done());
-    assert_eq!(descent.round_trips(), 0);
+fn equal_trees_take_one_question() {
+    let map: BTreeMap<Vec<u8>, u64> = (0..500).map(|i| (key(i), digest(i, 0))).collect();
+    let mut ours = Replica::new(MerkleShape::DEFAULT, map.clone());
+    let mut theirs = Replica::new(MerkleShape::DEFAULT, map);
+    let (events, compared) = run(&mut ours, &mut theirs, 8, false);
+    assert_eq!(
+        events,
+        [Event::Asked(Question::Nodes {
+            level: 0,
+            indices: vec![0]
+        })]
+    );
+    assert_eq!(compared, 0);
 }
 
 #[test]
-fn descent_rejects_a_peer_of_another_shape() {
-    let ours = MerkleTree::default();
-    let theirs = MerkleShape::new(2048, 32).unwrap();
-    assert_eq!(
-        Descent::start(&ours, theirs, 0, 16).unwrap_err(),
-        MerkleError::ShapeMismatch {
-            ours: MerkleShape::DEFAULT,
-            theirs
+fn segments_go_32_per_step_each_step_repaired_before_the_next() {
+    // One changed key in each of 100 distinct segments.
+    let shape = MerkleShape::DEFAULT;
+    let base: BTreeMap<Vec<u8>, u64> = (0..5000).map(|i| (key(i), digest(i, 0))).collect();
+    let mut changed = base.clone();
+    let mut seen = BTreeSet::new();
+    for i in 0..5000 {
+        if seen.len() == 100 {
+            break;
         }
-    );
+        if seen.insert(shape.segment_of(&key(i))) {
+            changed.insert(key(i), digest(i, 1));
+        }
+    }
+    let mut ours = Replica::new(shape, base);
+    let mut theirs = Replica::new(shape, changed);
+    let (events, compared) = run(&mut ours, &mut theirs, 1000, false);
+    assert_eq!(compared, 100);
+    let steps: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Asked(Question::Segments(s)) => Some(s.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, [32, 32, 32, 4]);
+    // Segment question, its repairs (one batch: every key fits), the next question...
+    let after_descent: Vec<&Event> = events
+        .iter()
+        .skip_while(|e| matches!(e, Event::Asked(Question::Nodes { .. })))
+        .collect();
+    assert_eq!(after_descent.len(), 8);
+    for pair in after_descent.chunks(2) {
+        let (Event::Asked(Question::Segments(asked)), Event::Repaired(repairs)) =
+            (pair[0], pair[1])
+        else {
+            panic!("expected a segment question then its repairs: {pair:?}");
+        };
+        // Every key of the step differs in its digest: fetched and pushed.
+        assert_eq!(repairs.fetch.len(), asked.len());
+        assert_eq!(repairs.push, repairs.fetch);
+    }
+    assert_eq!(ours.map, theirs.map);
+}
+
+/// `n` keys of segment `segment` in trees of `shape`, in key order.
+fn keys_in_segment(shape: MerkleShape, segment: u32, n: usize) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = (0..)
+        .map(key)
+        .filter(|k| shape.segment_of(k) == segment)
+        .take(n)
+        .collect();
+    keys.sort();
+    keys
 }
 
 #[test]
-fn descent_rejects_replies_that_do_not_answer_the_request() {
-    let ours = MerkleTree::from_pairs(1024, 32, (0..100).map(|i| (key(i), 1))).unwrap();
-    let theirs = MerkleTree::from_pairs(1024, 32, (0..100).map(|i| (key(i), 2))).unwrap();
-    let start = || {
-        let (descent, step) = Descent::start(&ours, theirs.shape(), theirs.root(), 16).unwrap();
-        let DescentStep::Request(request) = step else {
-            panic!("roots differ, so the descent must ask for children");
-        };
-        (descent, theirs.answer(&request).unwrap())
-    };
-
-    let (mut descent, mut reply) = start();
-    reply.level = 1;
-    assert_eq!(
-        descent.step(&ours, &reply),
-        Err(MerkleError::UnexpectedReply("wrong level"))
-    );
-    assert!(descent.is_done());
-    assert_eq!(
-        descent.step(&ours, &reply),
-        Err(MerkleError::DescentFinished)
-    );
-
-    let (mut descent, mut reply) = start();
-    reply.parents = vec![1];
-    assert_eq!(
-        descent.step(&ours, &reply),
-        Err(MerkleError::UnexpectedReply("wrong parents"))
-    );
-
-    let (mut descent, mut reply) = start();
-    reply.hashes.pop();
-    assert_eq!(
-        descent.step(&ours, &reply),
-        Err(MerkleError::LengthMismatch {
-            expected: 32,
-            found: 31
+fn repairs_fetch_in_key_order_and_push_the_different_keys_first() {
+    let shape = MerkleShape::new(64, 4).unwrap();
+    let k = keys_in_segment(shape, 5, 4);
+    let ours: BTreeMap<Vec<u8>, u64> =
+        [(k[0].clone(), 1), (k[1].clone(), 1), (k[2].clone(), 1)].into();
+    let theirs: BTreeMap<Vec<u8>, u64> =
+        [(k[1].clone(), 2), (k[2].clone(), 1), (k[3].clone(), 1)].into();
+    let mut ours = Replica::new(shape, ours);
+    let mut theirs = Replica::new(shape, theirs);
+    let (events, compared) = run(&mut ours, &mut theirs, 10, false);
+    assert_eq!(compared, 1);
+    let repairs: Vec<&Repairs> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Repaired(r) => Some(r),
+            Event::Asked(_) => None,
         })
+        .collect();
+    assert_eq!(
+        repairs,
+        [&Repairs {
+            // k1 differs, k3 only theirs: fetched in key order.
+            fetch: vec![k[1].clone(), k[3].clone()],
+            // k1 differs, then k0 only ours.
+            push: vec![k[1].clone(), k[0].clone()],
+        }]
     );
+    assert_eq!(ours.map, theirs.map);
+}
 
-    let (mut descent, reply) = start();
-    let other_shape = MerkleTree::new(2048, 32).unwrap();
-    assert!(matches!(
-        descent.step(&other_shape, &reply),
-        Err(MerkleError::ShapeMismatch { .. })
-    ));
+#[test]
+fn repairs_go_in_batches_of_at_most_the_batch_size() {
+    let shape = MerkleShape::new(64, 4).unwrap();
+    let k = keys_in_segment(shape, 9, 10);
+    let ours: BTreeMap<Vec<u8>, u64> = k[..7].iter().map(|k| (k.clone(), 1)).collect();
+    let theirs: BTreeMap<Vec<u8>, u64> = k[7..].iter().map(|k| (k.clone(), 1)).collect();
+    let mut ours = Replica::new(shape, ours);
+    let mut theirs = Replica::new(shape, theirs);
+    let (events, _) = run(&mut ours, &mut theirs, 3, false);
+    let sizes: Vec<(usize, usize)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Repaired(r) => Some((r.fetch.len(), r.push.len())),
+            Event::Asked(_) => None,
+        })
+        .collect();
+    assert_eq!(sizes, [(3, 3), (0, 3), (0, 1)]);
+    assert_eq!(ours.map, theirs.map);
 }
 
 // ---------------------------------------------------------------------------------------
-// Segment exchange
+// Answers that change or do not fit
+
+fn root_question() -> Question {
+    Question::Nodes {
+        level: 0,
+        indices: vec![0],
+    }
+}
+
+#[test]
+fn a_difference_that_vanishes_during_the_descent_ends_the_exchange() {
+    let (mut exchange, step) = Exchange::start(MerkleShape::DEFAULT);
+    assert_eq!(step, Step::Ask(root_question()));
+    exchange.answer(Side::Ours, Answer::Nodes(vec![1])).unwrap();
+    let Step::Ask(Question::Nodes { level: 1, indices }) = exchange
+        .answer(Side::Theirs, Answer::Nodes(vec![2]))
+        .unwrap()
+    else {
+        panic!("differing roots: ask for the root's children");
+    };
+    assert_eq!(indices, (0..32).collect::<Vec<u32>>());
+    // Writes landed meanwhile and the children now agree.
+    exchange
+        .answer(Side::Theirs, Answer::Nodes(vec![7; 32]))
+        .unwrap();
+    assert_eq!(
+        exchange.answer(Side::Ours, Answer::Nodes(vec![7; 32])),
+        Ok(Step::Done)
+    );
+    assert_eq!(exchange.segments_compared(), 0);
+}
+
+#[test]
+fn segment_lists_that_agree_despite_their_hashes_need_no_repair() {
+    let shape = MerkleShape::new(8, 2).unwrap();
+    let (mut exchange, _) = Exchange::start(shape);
+    let mut step = Step::Wait;
+    // Descend through one differing path to segment 3.
+    for (ours, theirs) in [
+        (vec![1], vec![2]),
+        (vec![1, 0], vec![2, 0]),
+        (vec![0, 1], vec![0, 2]),
+    ] {
+        exchange.answer(Side::Ours, Answer::Nodes(ours)).unwrap();
+        step = exchange
+            .answer(Side::Theirs, Answer::Nodes(theirs))
+            .unwrap();
+    }
+    assert_eq!(
+        step,
+        Step::Ask(Question::Nodes {
+            level: 3,
+            indices: vec![2, 3]
+        })
+    );
+    exchange
+        .answer(Side::Ours, Answer::Nodes(vec![5, 1]))
+        .unwrap();
+    let step = exchange
+        .answer(Side::Theirs, Answer::Nodes(vec![5, 2]))
+        .unwrap();
+    assert_eq!(step, Step::Ask(Question::Segments(vec![3])));
+    let list = vec![(b"k".to_vec(), 4)];
+    exchange
+        .answer(Side::Theirs, Answer::Segments(vec![(3, list.clone())]))
+        .unwrap();
+    assert_eq!(
+        exchange.answer(Side::Ours, Answer::Segments(vec![(3, list)])),
+        Ok(Step::Done)
+    );
+    assert_eq!(exchange.next_repair_size(10), None);
+    assert_eq!(exchange.take_repairs(10), Repairs::default());
+}
+
+#[test]
+fn answers_that_do_not_fit_the_question_are_refused() {
+    let start = || {
+        let (mut exchange, _) = Exchange::start(MerkleShape::DEFAULT);
+        exchange.answer(Side::Ours, Answer::Nodes(vec![1])).unwrap();
+        exchange
+    };
+
+    // Too few or too many hashes.
+    let mut exchange = start();
+    assert_eq!(
+        exchange.answer(Side::Theirs, Answer::Nodes(vec![1, 2])),
+        Err(ExchangeError::NodeCountMismatch)
+    );
+    // The wrong kind of answer.
+    let mut exchange = start();
+    assert!(matches!(
+        exchange.answer(Side::Theirs, Answer::Segments(Vec::new())),
+        Err(ExchangeError::Unexpected {
+            side: Side::Theirs,
+            ..
+        })
+    ));
+    // Two answers from one replica.
+    let mut exchange = start();
+    assert_eq!(
+        exchange.answer(Side::Ours, Answer::Nodes(vec![1])),
+        Err(ExchangeError::AnsweredTwice(Side::Ours))
+    );
+
+    // Segments that were not asked for.
+    let shape = MerkleShape::new(2, 2).unwrap();
+    let (mut exchange, _) = Exchange::start(shape);
+    exchange.answer(Side::Ours, Answer::Nodes(vec![1])).unwrap();
+    let step = exchange
+        .answer(Side::Theirs, Answer::Nodes(vec![2]))
+        .unwrap();
+    assert_eq!(
+        step,
+        Step::Ask(Question::Nodes {
+            level: 1,
+            indices: vec![0, 1]
+        })
+    );
+    exchange
+        .answer(Side::Ours, Answer::Nodes(vec![1, 0]))
+        .unwrap();
+    let step = exchange
+        .answer(Side::Theirs, Answer::Nodes(vec![2, 0]))
+        .unwrap();
+    assert_eq!(step, Step::Ask(Question::Segments(vec![0])));
+    exchange
+        .answer(Side::Ours, Answer::Segments(vec![(0, Vec::new())]))
+        .unwrap();
+    let refused = exchange
+        .answer(Side::Theirs, Answer::Segments(vec![(1, Vec::new())]))
+        .unwrap_err();
+    assert_eq!(refused, ExchangeError::UnaskedSegments(Side::Theirs));
+    // The text `shoal aae status` shows for it.
+    assert_eq!(
+        refused.to_string(),
+        "peer sent segments that were not asked for"
+    );
+}
+
+#[test]
+fn an_answer_while_repairing_is_refused() {
+    let shape = MerkleShape::new(2, 2).unwrap();
+    let k = keys_in_segment(shape, 0, 1);
+    let (mut exchange, _) = Exchange::start(shape);
+    exchange.answer(Side::Ours, Answer::Nodes(vec![1])).unwrap();
+    exchange
+        .answer(Side::Theirs, Answer::Nodes(vec![2]))
+        .unwrap();
+    exchange
+        .answer(Side::Ours, Answer::Nodes(vec![1, 0]))
+        .unwrap();
+    exchange
+        .answer(Side::Theirs, Answer::Nodes(vec![2, 0]))
+        .unwrap();
+    exchange
+        .answer(
+            Side::Ours,
+            Answer::Segments(vec![(0, vec![(k[0].clone(), 1)])]),
+        )
+        .unwrap();
+    let step = exchange
+        .answer(Side::Theirs, Answer::Segments(vec![(0, Vec::new())]))
+        .unwrap();
+    assert_eq!(step, Step::Repair);
+    assert!(matches!(
+        exchange.answer(Side::Theirs, Answer::Nodes(vec![0])),
+        Err(ExchangeError::Unexpected { .. })
+    ));
+    assert_eq!(
+        exchange.take_repairs(5),
+        Repairs {
+            fetch: Vec::new(),
+            push: vec![k[0].clone()]
+        }
+    );
+    assert_eq!(exchange.repaired(), Step::Done);
+}
+
+// ---------------------------------------------------------------------------------------
+// Segment diffs
 
 fn entries() -> impl Strategy<Value = BTreeMap<Vec<u8>, u64>> {
     prop::collection::btree_map(prop::collection::vec(0u8..4, 0..4), 0u64..3, 0..30)
@@ -241,162 +614,4 @@ fn a_key_listed_twice_with_conflicting_digests_counts_as_different() {
     let diff = diff_segment(&ours, &theirs);
     assert_eq!(diff.different, [b"k".to_vec()]);
     assert!(diff.only_ours.is_empty() && diff.only_theirs.is_empty());
-}
-
-#[test]
-fn segment_digests_group_a_scan_by_segment_and_hash_like_the_tree() {
-    let pairs: Vec<(Vec<u8>, u64)> = (0..5000).map(|i| (key(i), digest(i, 0))).collect();
-    let tree = MerkleTree::from_pairs(1024, 32, pairs.clone()).unwrap();
-    let wanted = [3, 100, 1023];
-    let digests = tree.segment_digests(&wanted, pairs.clone()).unwrap();
-    assert_eq!(digests.len(), 3);
-    for (d, &segment) in digests.iter().zip(&wanted) {
-        assert_eq!(d.segment, segment);
-        let expected: Vec<(Vec<u8>, u64)> = pairs
-            .iter()
-            .filter(|(k, _)| tree.segment_of(k) == segment)
-            .cloned()
-            .collect();
-        assert_eq!(d.entries, expected, "sorted by key, as the keys were");
-        assert_eq!(Some(d.hash()), tree.segment_hash(segment));
-        assert_eq!(d.validate(&tree), Ok(()));
-    }
-    assert_eq!(
-        tree.segment_digests(&[5, 4], pairs.clone()).unwrap_err(),
-        MerkleError::UnsortedIndices { level: 2 }
-    );
-    assert!(tree.segment_digests(&[1024], pairs).is_err());
-}
-
-#[test]
-fn validate_rejects_keys_outside_the_segment_and_unknown_segments() {
-    let tree = MerkleTree::default();
-    let k = key(1);
-    let home = tree.segment_of(&k);
-    let elsewhere = (home + 1) % 1024;
-    let digest = SegmentDigest {
-        segment: elsewhere,
-        entries: vec![(k, 1)],
-    };
-    assert_eq!(
-        digest.validate(&tree),
-        Err(MerkleError::KeyOutsideSegment {
-            segment: elsewhere,
-            actual: home
-        })
-    );
-    let unknown = SegmentDigest {
-        segment: 1024,
-        entries: Vec::new(),
-    };
-    assert!(unknown.validate(&tree).is_err());
-}
-
-#[test]
-fn rebuild_segment_heals_a_tree_that_drifted_from_storage() {
-    let pairs: Vec<(Vec<u8>, u64)> = (0..2000).map(|i| (key(i), digest(i, 0))).collect();
-    let truth = MerkleTree::from_pairs(1024, 32, pairs.clone()).unwrap();
-    let mut drifted = truth.clone();
-    // A caller bug: the same write reported twice cancels the key out of the tree.
-    let (k, d) = pairs[17].clone();
-    drifted.insert(&k, d);
-    let segment = drifted.segment_of(&k);
-    assert_ne!(drifted, truth);
-
-    // The exchange's own scan shows the drift, and rebuilding the segment fixes it.
-    let scan = drifted.segment_digests(&[segment], pairs.clone()).unwrap();
-    assert_ne!(Some(scan[0].hash()), drifted.segment_hash(segment));
-    drifted
-        .rebuild_segment(segment, scan[0].entries.iter().map(|(k, d)| (k, *d)))
-        .unwrap();
-    assert_eq!(drifted, truth);
-
-    // A key from another segment is refused and nothing changes.
-    let before = drifted.clone();
-    let foreign = pairs
-        .iter()
-        .find(|(k, _)| drifted.segment_of(k) != segment)
-        .unwrap();
-    assert!(matches!(
-        drifted.rebuild_segment(segment, [(foreign.0.clone(), 1)]),
-        Err(MerkleError::KeyOutsideSegment { .. })
-    ));
-    assert!(drifted
-        .rebuild_segment(1024, Vec::<(Vec<u8>, u64)>::new())
-        .is_err());
-    assert_eq!(drifted, before);
-}
-
-#[test]
-fn a_full_exchange_makes_two_replicas_converge() {
-    let changes: Vec<u32> = (0..30).map(|i| i * 977).collect();
-    let (a_map, b_map) = with_changes(4000, &changes);
-    let mut a_map = a_map;
-    let mut b_map = b_map;
-    let mut a = tree_of(MerkleShape::DEFAULT, &a_map);
-    let mut b = tree_of(MerkleShape::DEFAULT, &b_map);
-    assert_ne!(a.root(), b.root());
-
-    let (segments, _, _) = descend(&a, &b, DEFAULT_MAX_DIFFERING);
-    let scan =
-        |m: &BTreeMap<Vec<u8>, u64>| m.iter().map(|(k, d)| (k.clone(), *d)).collect::<Vec<_>>();
-    let ours = a.segment_digests(&segments, scan(&a_map)).unwrap();
-    let theirs = b.segment_digests(&segments, scan(&b_map)).unwrap();
-    for (o, t) in ours.iter().zip(&theirs) {
-        t.validate(&a).unwrap();
-        let diff = diff_segment(&o.entries, &t.entries);
-        assert!(!diff.is_empty());
-        // Stand-in for an object merge: the larger digest wins on both sides.
-        for k in diff.only_ours {
-            let d = a_map[&k];
-            b.update(&k, None, Some(d));
-            b_map.insert(k, d);
-        }
-        for k in diff.only_theirs {
-            let d = b_map[&k];
-            a.update(&k, None, Some(d));
-            a_map.insert(k, d);
-        }
-        for k in diff.different {
-            let (da, db) = (a_map[&k], b_map[&k]);
-            let merged = da.max(db);
-            a.update(&k, Some(da), Some(merged));
-            b.update(&k, Some(db), Some(merged));
-            a_map.insert(k.clone(), merged);
-            b_map.insert(k, merged);
-        }
-    }
-    assert_eq!(a_map, b_map);
-    assert_eq!(a.root(), b.root());
-    assert_eq!(a, b);
-}
-
-#[test]
-fn exchange_messages_round_trip_through_postcard() {
-    let tree = MerkleTree::from_pairs(1024, 32, (0..100).map(|i| (key(i), 1))).unwrap();
-    let request = ChildrenRequest {
-        level: 1,
-        parents: vec![2, 5],
-    };
-    let reply: ChildrenHashes = tree.answer(&request).unwrap();
-    assert_eq!(reply.hashes.len(), 64);
-    let bytes = postcard::to_stdvec(&reply).unwrap();
-    assert_eq!(
-        postcard::from_bytes::<ChildrenHashes>(&bytes).unwrap(),
-        reply
-    );
-    let bytes = postcard::to_stdvec(&request).unwrap();
-    assert_eq!(
-        postcard::from_bytes::<ChildrenRequest>(&bytes).unwrap(),
-        request
-    );
-    let digest = SegmentDigest {
-        segment: 3,
-        entries: vec![(b"k".to_vec(), 9)],
-    };
-    let bytes = postcard::to_stdvec(&digest).unwrap();
-    assert_eq!(
-        postcard::from_bytes::<SegmentDigest>(&bytes).unwrap(),
-        digest
-    );
 }
