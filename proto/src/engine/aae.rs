@@ -14,7 +14,11 @@
 //! 4. fetch what the peer has that we lack or hold differently, merge it locally; push
 //!    what we have that the peer lacks or holds differently; both sides end equal.
 //!
-//! The cost is proportional to the number of differing segments, not to the data.
+//! The cost is proportional to the number of differing segments, not to the data. The
+//! steps are [`crate::merkle::Exchange`]'s; this module asks each of its questions of both
+//! replicas as one [`AaeRequest`] (the peer over the network, our own storage through
+//! [`Engine::aae_op`], the op that serves the same request from a peer), feeds the answers
+//! back, and meters the repairs it queues.
 //!
 //! # Reaping
 //!
@@ -30,9 +34,9 @@
 //! Background work yields to foreground requests (Dynamo §6.5): a moving average of the
 //! coordinator latency of client requests drives a budget multiplier (AIMD: halved while
 //! the average is above `aae_latency_target` or the node is near its in-flight bound,
-//! raised by a tenth otherwise). Repair traffic draws from key and byte token buckets
-//! refilled at the configured rates times the multiplier; below a quarter, no new
-//! exchange or reap starts.
+//! raised by a tenth otherwise; [`MIN_MULTIPLIER`] to 1). Repair traffic draws from key and
+//! byte token buckets refilled at the configured rates times the multiplier; below
+//! [`START_THRESHOLD`], no new exchange or reap starts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

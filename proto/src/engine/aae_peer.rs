@@ -7,8 +7,8 @@ use crate::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, AaeRequest, AaeResponse, ClientResponse,
 };
 
-/// The answer to an [`AaeRequest`] from the reply of the op [`Engine::aae_op`] runs for
-/// it; any other reply is handed back.
+/// The answer to an [`AaeRequest`] from the reply of the storage op that serves it, whoever
+/// asked; any other reply is handed back.
 impl TryFrom<StorageReply> for AaeResponse {
     type Error = StorageReply;
 

@@ -423,22 +423,30 @@ fn a_difference_that_vanishes_during_the_descent_ends_the_exchange() {
     assert_eq!(exchange.segments_compared(), 0);
 }
 
+/// Answer the node questions of a descent with these (ours, theirs) hashes, level by
+/// level; the step after the last.
+fn descend(exchange: &mut Exchange, levels: &[(&[u64], &[u64])]) -> Step {
+    let mut step = Step::Wait;
+    for (ours, theirs) in levels {
+        exchange
+            .answer(Side::Ours, Answer::Nodes(ours.to_vec()))
+            .unwrap();
+        step = exchange
+            .answer(Side::Theirs, Answer::Nodes(theirs.to_vec()))
+            .unwrap();
+    }
+    step
+}
+
 #[test]
 fn segment_lists_that_agree_despite_their_hashes_need_no_repair() {
     let shape = MerkleShape::new(8, 2).unwrap();
     let (mut exchange, _) = Exchange::start(shape);
-    let mut step = Step::Wait;
     // Descend through one differing path to segment 3.
-    for (ours, theirs) in [
-        (vec![1], vec![2]),
-        (vec![1, 0], vec![2, 0]),
-        (vec![0, 1], vec![0, 2]),
-    ] {
-        exchange.answer(Side::Ours, Answer::Nodes(ours)).unwrap();
-        step = exchange
-            .answer(Side::Theirs, Answer::Nodes(theirs))
-            .unwrap();
-    }
+    let step = descend(
+        &mut exchange,
+        &[(&[1], &[2]), (&[1, 0], &[2, 0]), (&[0, 1], &[0, 2])],
+    );
     assert_eq!(
         step,
         Step::Ask(Question::Nodes {
@@ -446,12 +454,7 @@ fn segment_lists_that_agree_despite_their_hashes_need_no_repair() {
             indices: vec![2, 3]
         })
     );
-    exchange
-        .answer(Side::Ours, Answer::Nodes(vec![5, 1]))
-        .unwrap();
-    let step = exchange
-        .answer(Side::Theirs, Answer::Nodes(vec![5, 2]))
-        .unwrap();
+    let step = descend(&mut exchange, &[(&[5, 1], &[5, 2])]);
     assert_eq!(step, Step::Ask(Question::Segments(vec![3])));
     let list = vec![(b"k".to_vec(), 4)];
     exchange
@@ -498,10 +501,7 @@ fn answers_that_do_not_fit_the_question_are_refused() {
     // Segments that were not asked for.
     let shape = MerkleShape::new(2, 2).unwrap();
     let (mut exchange, _) = Exchange::start(shape);
-    exchange.answer(Side::Ours, Answer::Nodes(vec![1])).unwrap();
-    let step = exchange
-        .answer(Side::Theirs, Answer::Nodes(vec![2]))
-        .unwrap();
+    let step = descend(&mut exchange, &[(&[1], &[2])]);
     assert_eq!(
         step,
         Step::Ask(Question::Nodes {
@@ -509,12 +509,7 @@ fn answers_that_do_not_fit_the_question_are_refused() {
             indices: vec![0, 1]
         })
     );
-    exchange
-        .answer(Side::Ours, Answer::Nodes(vec![1, 0]))
-        .unwrap();
-    let step = exchange
-        .answer(Side::Theirs, Answer::Nodes(vec![2, 0]))
-        .unwrap();
+    let step = descend(&mut exchange, &[(&[1, 0], &[2, 0])]);
     assert_eq!(step, Step::Ask(Question::Segments(vec![0])));
     exchange
         .answer(Side::Ours, Answer::Segments(vec![(0, Vec::new())]))
@@ -535,16 +530,8 @@ fn an_answer_while_repairing_is_refused() {
     let shape = MerkleShape::new(2, 2).unwrap();
     let k = keys_in_segment(shape, 0, 1);
     let (mut exchange, _) = Exchange::start(shape);
-    exchange.answer(Side::Ours, Answer::Nodes(vec![1])).unwrap();
-    exchange
-        .answer(Side::Theirs, Answer::Nodes(vec![2]))
-        .unwrap();
-    exchange
-        .answer(Side::Ours, Answer::Nodes(vec![1, 0]))
-        .unwrap();
-    exchange
-        .answer(Side::Theirs, Answer::Nodes(vec![2, 0]))
-        .unwrap();
+    let step = descend(&mut exchange, &[(&[1], &[2]), (&[1, 0], &[2, 0])]);
+    assert_eq!(step, Step::Ask(Question::Segments(vec![0])));
     exchange
         .answer(
             Side::Ours,
