@@ -20,6 +20,7 @@ mod aae;
 mod aae_peer;
 mod forward;
 mod handoff;
+mod quorum;
 mod read;
 mod reap;
 mod replica;

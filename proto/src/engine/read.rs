@@ -2,10 +2,9 @@
 //! siblings and context, then repair replicas that are missing or behind, from the
 //! replies that arrive within the read-repair window.
 
-use std::collections::VecDeque;
-
 use shoal_ring::{NodeId, PartitionId};
 
+use super::quorum::{Needed, Quorum, Status, Target, LOCAL};
 use super::{outcome_label, Engine, InboundId, RequestId, SendError, Timer, Waiter};
 use crate::error::RequestError;
 use crate::object::Object;
@@ -13,53 +12,20 @@ use crate::storage_ops::{StorageOp, StorageReply};
 use crate::time::Time;
 use crate::wire::{ClientResponse, GetReply, PeerRequest, PeerResponse, ReadOptions};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum SlotState {
-    Pending,
-    Replied(Option<Object>),
-    Failed,
-}
-
-#[derive(Clone, Debug)]
-struct Slot {
-    node: NodeId,
-    hint_for: Option<NodeId>,
-    state: SlotState,
-}
-
 /// A read this node coordinates.
 #[derive(Debug)]
 pub(super) struct ReadOp {
     inbound: InboundId,
     partition: PartitionId,
     key: Vec<u8>,
-    r: usize,
-    pr: usize,
     started: Time,
     deadline: Time,
     answered: bool,
-    slots: Vec<Slot>,
-    spare: VecDeque<NodeId>,
+    /// Who was asked; each answer keeps the replica's copy (`None`: it has none), to
+    /// compare with the merge for read repair.
+    quorum: Quorum<Option<Object>>,
     merged: Object,
-    replies: usize,
-    primary_replies: usize,
     repair_at: Option<Time>,
-}
-
-impl ReadOp {
-    fn pending(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.state == SlotState::Pending)
-            .count()
-    }
-
-    fn pending_primaries(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.state == SlotState::Pending && s.hint_for.is_none())
-            .count()
-    }
 }
 
 impl Engine {
@@ -74,70 +40,29 @@ impl Engine {
         let r = usize::from(options.r.unwrap_or(self.cfg.r));
         let pr = usize::from(options.pr.unwrap_or(self.cfg.pr));
         let timeout = options.timeout.unwrap_or(self.cfg.request_timeout);
-        let mut spare = self.live_fallbacks(partition);
-        let mut slots = vec![Slot {
-            node: self.me.clone(),
-            hint_for: None,
-            state: SlotState::Pending,
-        }];
-        for p in primaries.iter().filter(|p| **p != self.me) {
-            if self.membership.is_up(p) {
-                slots.push(Slot {
-                    node: p.clone(),
-                    hint_for: None,
-                    state: SlotState::Pending,
-                });
-            } else if let Some(f) = spare.pop_front() {
-                // A fallback may hold hinted writes for the primary it stands in for.
-                slots.push(Slot {
-                    node: f,
-                    hint_for: Some(p.clone()),
-                    state: SlotState::Pending,
-                });
-            }
-        }
-        let reachable = slots.len();
-        let reachable_primaries = slots.iter().filter(|s| s.hint_for.is_none()).count();
-        if reachable < r || reachable_primaries < pr {
-            let (needed, alive) = if reachable < r {
-                (r, reachable)
-            } else {
-                (pr, reachable_primaries)
-            };
-            metrics::counter!("shoal_coordinator_requests_total", "op" => "get", "result" => "unavailable")
-                .increment(1);
-            metrics::counter!("shoal_quorum_failures_total", "op" => "get", "kind" => "unavailable")
-                .increment(1);
-            self.respond_client(
-                inbound,
-                ClientResponse::Error(RequestError::Unavailable { needed, alive }),
-            );
+        let needed = Needed {
+            all: r,
+            primaries: pr,
+        };
+        // A fallback may hold hinted writes for the primary it stands in for.
+        let fallbacks = Some(self.live_fallbacks(partition));
+        let Some(quorum) = self.place_quorum(inbound, "get", &primaries, needed, fallbacks) else {
             return;
-        }
+        };
         let id = self.next_request_id();
         let deadline = self.now + timeout;
-        let sends: Vec<(usize, NodeId, Option<NodeId>)> = slots
-            .iter()
-            .enumerate()
-            .skip(1)
-            .map(|(i, s)| (i, s.node.clone(), s.hint_for.clone()))
-            .collect();
+        let sends = quorum.remote_targets();
         self.reads.insert(
             id,
             ReadOp {
                 inbound,
                 partition,
                 key: key.clone(),
-                r,
-                pr,
                 started: self.now,
                 deadline,
                 answered: false,
-                slots,
-                spare,
+                quorum,
                 merged: Object::new(),
-                replies: 0,
-                primary_replies: 0,
                 repair_at: None,
             },
         );
@@ -147,32 +72,30 @@ impl Engine {
                 partition,
                 key: key.clone(),
             },
-            Waiter::ReadLocal { op: id, slot: 0 },
+            Waiter::ReadLocal {
+                op: id,
+                slot: LOCAL,
+            },
         );
-        for (slot, node, hint_for) in sends {
-            self.send_read(id, slot, node, partition, key.clone(), hint_for);
+        for target in sends {
+            self.send_read(id, partition, key.clone(), target);
         }
     }
 
-    fn send_read(
-        &mut self,
-        op: RequestId,
-        slot: usize,
-        node: NodeId,
-        partition: PartitionId,
-        key: Vec<u8>,
-        hint_for: Option<NodeId>,
-    ) {
+    fn send_read(&mut self, op: RequestId, partition: PartitionId, key: Vec<u8>, target: Target) {
         let timeout = self.cfg.rpc_timeout;
         self.send(
-            node,
+            target.node,
             PeerRequest::Read {
                 partition,
                 key,
-                hint_for,
+                hint_for: target.hint_for,
             },
             timeout,
-            Waiter::ReadReplica { op, slot },
+            Waiter::ReadReplica {
+                op,
+                slot: target.slot,
+            },
         );
     }
 
@@ -208,21 +131,14 @@ impl Engine {
         let Some(op) = self.reads.get_mut(&id) else {
             return;
         };
-        let Some(s) = op.slots.get_mut(slot) else {
-            return;
-        };
-        if s.state != SlotState::Pending {
+        if !op.quorum.is_pending(slot) {
             return;
         }
         let obj = obj.unwrap_or_default();
         if let Some(o) = &obj {
             op.merged.merge(o);
         }
-        op.replies += 1;
-        if s.hint_for.is_none() {
-            op.primary_replies += 1;
-        }
-        s.state = SlotState::Replied(obj);
+        op.quorum.record(slot, obj);
         self.read_progress(id);
     }
 
@@ -230,30 +146,13 @@ impl Engine {
         let Some(op) = self.reads.get_mut(&id) else {
             return;
         };
-        let Some(s) = op.slots.get_mut(slot) else {
-            return;
-        };
-        if s.state != SlotState::Pending {
+        if !op.quorum.is_pending(slot) {
             return;
         }
-        s.state = SlotState::Failed;
-        let primary = s.hint_for.clone().unwrap_or_else(|| s.node.clone());
-        let replacement = loop {
-            match op.spare.pop_front() {
-                Some(f) if self.membership.is_up(&f) => break Some(f),
-                Some(_) => continue,
-                None => break None,
-            }
-        };
-        if let Some(f) = replacement {
-            op.slots.push(Slot {
-                node: f.clone(),
-                hint_for: Some(primary.clone()),
-                state: SlotState::Pending,
-            });
-            let new_slot = op.slots.len() - 1;
+        let membership = &self.membership;
+        if let Some(target) = op.quorum.fail(slot, |n| membership.is_up(n)) {
             let (partition, key) = (op.partition, op.key.clone());
-            self.send_read(id, new_slot, f, partition, key, Some(primary));
+            self.send_read(id, partition, key, target);
         }
         self.read_progress(id);
     }
@@ -264,38 +163,31 @@ impl Engine {
             return;
         };
         if !op.answered {
-            if op.replies >= op.r && op.primary_replies >= op.pr {
-                op.answered = true;
-                let reply = GetReply {
-                    found: op.merged.is_found(),
-                    values: op.merged.values().map(<[u8]>::to_vec).collect(),
-                    context: op.merged.context(),
-                };
-                let inbound = op.inbound;
-                let elapsed = self.now.saturating_since(op.started);
-                metrics::counter!("shoal_coordinator_requests_total", "op" => "get", "result" => outcome_label(&Ok(())))
-                    .increment(1);
-                metrics::histogram!("shoal_coordinator_duration_seconds", "op" => "get")
-                    .record(elapsed.as_secs_f64());
-                self.aae.observe_foreground(elapsed);
-                self.respond_client(inbound, ClientResponse::Get(reply));
-            } else {
-                let possible = op.replies + op.pending() + op.spare.len();
-                let possible_primaries = op.primary_replies + op.pending_primaries();
-                if possible < op.r || possible_primaries < op.pr {
-                    let (needed, alive) = if possible < op.r {
-                        (op.r, possible)
-                    } else {
-                        (op.pr, possible_primaries)
+            match op.quorum.status() {
+                Status::Met => {
+                    op.answered = true;
+                    let reply = GetReply {
+                        found: op.merged.is_found(),
+                        values: op.merged.values().map(<[u8]>::to_vec).collect(),
+                        context: op.merged.context(),
                     };
-                    self.answer_read_error(id, RequestError::Unavailable { needed, alive });
+                    let inbound = op.inbound;
+                    let elapsed = self.now.saturating_since(op.started);
+                    metrics::counter!("shoal_coordinator_requests_total", "op" => "get", "result" => outcome_label(&Ok(())))
+                        .increment(1);
+                    metrics::histogram!("shoal_coordinator_duration_seconds", "op" => "get")
+                        .record(elapsed.as_secs_f64());
+                    self.aae.observe_foreground(elapsed);
+                    self.respond_client(inbound, ClientResponse::Get(reply));
                 }
+                Status::Impossible(short) => self.answer_read_error(id, short.into()),
+                Status::Waiting => {}
             }
         }
         let Some(op) = self.reads.get_mut(&id) else {
             return;
         };
-        if op.pending() == 0 {
+        if op.quorum.pending() == 0 {
             self.finish_read(id);
         } else if op.answered && op.repair_at.is_none() {
             let at = self.now + read_repair_window;
@@ -326,8 +218,8 @@ impl Engine {
             return;
         };
         let err = RequestError::Timeout {
-            acks: op.replies,
-            needed: op.r,
+            acks: op.quorum.answers(),
+            needed: op.quorum.needed().all,
         };
         self.answer_read_error(id, err);
         self.finish_read(id);
@@ -350,20 +242,17 @@ impl Engine {
         if op.merged.is_empty() {
             return;
         }
-        for slot in op.slots {
-            let SlotState::Replied(copy) = slot.state else {
-                continue;
-            };
+        for (node, hint_for, copy) in op.quorum.into_answers() {
             let stale = match &copy {
                 None => true,
                 Some(c) => *c != op.merged,
             };
             // Without hinted handoff a fallback refuses hints: repair primaries only.
-            if !stale || (slot.hint_for.is_some() && !self.cfg.hinted_handoff) {
+            if !stale || (hint_for.is_some() && !self.cfg.hinted_handoff) {
                 continue;
             }
             metrics::counter!("shoal_read_repairs_total").increment(1);
-            if slot.node == self.me {
+            if node == self.me {
                 let max_object_bytes = self.cfg.max_object_bytes;
                 self.storage(
                     StorageOp::Merge {
@@ -377,12 +266,12 @@ impl Engine {
             } else {
                 let timeout = self.cfg.rpc_timeout;
                 self.send(
-                    slot.node,
+                    node,
                     PeerRequest::Replicate {
                         partition: op.partition,
                         key: op.key.clone(),
                         object: op.merged.clone(),
-                        hint_for: slot.hint_for,
+                        hint_for,
                     },
                     timeout,
                     Waiter::Repair,

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use shoal_ring::{NodeId, PartitionId};
 
+use super::quorum::{Needed, Quorum, Status, Target, LOCAL};
 use super::{outcome_label, storage_error, Engine, RequestId, SendError, Timer, Waiter};
 use crate::causality::CausalContext;
 use crate::error::RequestError;
@@ -16,22 +17,6 @@ use crate::wire::{ClientResponse, PeerRequest, PeerResponse, WriteOptions, Write
 
 use super::InboundId;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SlotState {
-    Pending,
-    Acked,
-    Failed,
-}
-
-/// One copy of the write being delivered.
-#[derive(Clone, Debug)]
-struct Slot {
-    node: NodeId,
-    /// The primary this copy stands in for (a sloppy write), if any.
-    hint_for: Option<NodeId>,
-    state: SlotState,
-}
-
 /// A write this node coordinates.
 #[derive(Debug)]
 pub(super) struct WriteOp {
@@ -39,37 +24,18 @@ pub(super) struct WriteOp {
     delete: bool,
     partition: PartitionId,
     key: Vec<u8>,
-    w: usize,
-    pw: usize,
     started: Time,
     deadline: Time,
     answered: bool,
     object: Option<Object>,
     /// The success answer, ready once the local store is done.
     reply: Option<ClientResponse>,
-    slots: Vec<Slot>,
-    spare: VecDeque<NodeId>,
-    /// Primaries no copy could be placed for: hinted locally once delivery ends.
-    unplaced: Vec<NodeId>,
-    acks: usize,
-    primary_acks: usize,
+    /// The copies being delivered; its unplaced primaries are hinted locally once
+    /// delivery ends.
+    quorum: Quorum<()>,
 }
 
 impl WriteOp {
-    fn pending(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.state == SlotState::Pending)
-            .count()
-    }
-
-    fn pending_primaries(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.state == SlotState::Pending && s.hint_for.is_none())
-            .count()
-    }
-
     fn op_name(&self) -> &'static str {
         if self.delete {
             "delete"
@@ -95,64 +61,32 @@ impl Engine {
         let w = usize::from(options.w.unwrap_or(self.cfg.w));
         let pw = usize::from(options.pw.unwrap_or(self.cfg.pw));
         let timeout = options.timeout.unwrap_or(self.cfg.request_timeout);
-        let mut spare = self.live_fallbacks(partition);
-        let mut slots = Vec::new();
-        let mut unplaced = Vec::new();
-        for p in primaries.iter().filter(|p| **p != self.me) {
-            if self.membership.is_up(p) {
-                slots.push(Slot {
-                    node: p.clone(),
-                    hint_for: None,
-                    state: SlotState::Pending,
-                });
-            } else if self.cfg.hinted_handoff {
-                match spare.pop_front() {
-                    Some(f) => slots.push(Slot {
-                        node: f,
-                        hint_for: Some(p.clone()),
-                        state: SlotState::Pending,
-                    }),
-                    None => unplaced.push(p.clone()),
-                }
-            }
-        }
-        let reachable = 1 + slots.len();
-        let reachable_primaries = 1 + slots.iter().filter(|s| s.hint_for.is_none()).count();
+        let needed = Needed {
+            all: w,
+            primaries: pw,
+        };
+        // Without hinted handoff no fallback stands in for a down primary.
+        let fallbacks = self
+            .cfg
+            .hinted_handoff
+            .then(|| self.live_fallbacks(partition));
         let op_name = if delete { "delete" } else { "put" };
-        if reachable < w || reachable_primaries < pw {
-            let (needed, alive) = if reachable < w {
-                (w, reachable)
-            } else {
-                (pw, reachable_primaries)
-            };
-            metrics::counter!("shoal_coordinator_requests_total", "op" => op_name, "result" => "unavailable")
-                .increment(1);
-            metrics::counter!("shoal_quorum_failures_total", "op" => op_name, "kind" => "unavailable")
-                .increment(1);
-            self.respond_client(
-                inbound,
-                ClientResponse::Error(RequestError::Unavailable { needed, alive }),
-            );
+        let Some(quorum) = self.place_quorum(inbound, op_name, &primaries, needed, fallbacks)
+        else {
             return;
-        }
+        };
         let id = self.next_request_id();
         let op = WriteOp {
             inbound,
             delete,
             partition,
             key: key.clone(),
-            w,
-            pw,
             started: self.now,
             deadline: self.now + timeout,
             answered: false,
             object: None,
             reply: None,
-            slots,
-            spare,
-            unplaced,
-            acks: 0,
-            primary_acks: 0,
+            quorum,
         };
         self.writes.insert(id, op);
         self.timers
@@ -170,6 +104,33 @@ impl Engine {
             },
             Waiter::WriteLocal(id),
         );
+    }
+
+    /// Places a read's or write's quorum (see [`Quorum::place`]) with this node's view
+    /// of who is up. When the placed targets cannot meet it, answers `Unavailable`
+    /// before anything is asked or written, and returns `None`.
+    pub(super) fn place_quorum<R>(
+        &mut self,
+        inbound: InboundId,
+        op_name: &'static str,
+        primaries: &[NodeId],
+        needed: Needed,
+        fallbacks: Option<VecDeque<NodeId>>,
+    ) -> Option<Quorum<R>> {
+        let membership = &self.membership;
+        match Quorum::place(&self.me, primaries, needed, fallbacks, |n| {
+            membership.is_up(n)
+        }) {
+            Ok(quorum) => Some(quorum),
+            Err(short) => {
+                metrics::counter!("shoal_coordinator_requests_total", "op" => op_name, "result" => "unavailable")
+                    .increment(1);
+                metrics::counter!("shoal_quorum_failures_total", "op" => op_name, "kind" => "unavailable")
+                    .increment(1);
+                self.respond_client(inbound, ClientResponse::Error(short.into()));
+                None
+            }
+        }
     }
 
     pub(super) fn on_write_local(&mut self, id: RequestId, result: Result<StorageReply, String>) {
@@ -194,15 +155,9 @@ impl Engine {
                 return;
             }
         };
-        op.acks = 1;
-        op.primary_acks = 1;
+        op.quorum.record(LOCAL, ());
         op.object = Some(object.clone());
-        let sends: Vec<(usize, NodeId, Option<NodeId>)> = op
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i, s.node.clone(), s.hint_for.clone()))
-            .collect();
+        let sends = op.quorum.remote_targets();
         let (partition, key) = (op.partition, op.key.clone());
         let reply = WriteReply { context };
         let response = if op.delete {
@@ -211,19 +166,8 @@ impl Engine {
             ClientResponse::Put(reply)
         };
         op.reply = Some(response);
-        for (slot, node, hint_for) in sends {
-            let timeout = self.cfg.rpc_timeout;
-            self.send(
-                node,
-                PeerRequest::Replicate {
-                    partition,
-                    key: key.clone(),
-                    object: object.clone(),
-                    hint_for,
-                },
-                timeout,
-                Waiter::WriteReplica { op: id, slot },
-            );
+        for target in sends {
+            self.send_replicate(id, partition, key.clone(), object.clone(), target);
         }
         self.write_progress(id);
     }
@@ -234,73 +178,55 @@ impl Engine {
         slot: usize,
         result: Result<PeerResponse, SendError>,
     ) {
-        let hinted_handoff = self.cfg.hinted_handoff;
         let Some(op) = self.writes.get_mut(&id) else {
             return;
         };
-        let Some(s) = op.slots.get_mut(slot) else {
+        if !op.quorum.is_pending(slot) {
             return;
-        };
+        }
         if matches!(result, Ok(PeerResponse::Ack)) {
-            s.state = SlotState::Acked;
-            op.acks += 1;
-            if s.hint_for.is_none() {
-                op.primary_acks += 1;
-            }
+            op.quorum.record(slot, ());
         } else if matches!(
             result,
             Ok(PeerResponse::Error(RequestError::ObjectTooLarge { .. }))
         ) {
             // Another node would refuse it for the same reason: no fallback, no hint.
-            s.state = SlotState::Failed;
+            op.quorum.refuse(slot);
         } else {
-            s.state = SlotState::Failed;
-            let primary = s.hint_for.clone().unwrap_or_else(|| s.node.clone());
             // Sloppy quorum: the copy goes to the next healthy fallback instead.
-            let replacement = if hinted_handoff {
-                loop {
-                    match op.spare.pop_front() {
-                        Some(f) if self.membership.is_up(&f) => break Some(f),
-                        Some(_) => continue,
-                        None => break None,
-                    }
-                }
-            } else {
-                None
-            };
-            match replacement {
-                Some(f) => {
-                    op.slots.push(Slot {
-                        node: f.clone(),
-                        hint_for: Some(primary.clone()),
-                        state: SlotState::Pending,
-                    });
-                    let new_slot = op.slots.len() - 1;
-                    let request = PeerRequest::Replicate {
-                        partition: op.partition,
-                        key: op.key.clone(),
-                        object: op.object.clone().unwrap_or_default(),
-                        hint_for: Some(primary),
-                    };
-                    let timeout = self.cfg.rpc_timeout;
-                    self.send(
-                        f,
-                        request,
-                        timeout,
-                        Waiter::WriteReplica {
-                            op: id,
-                            slot: new_slot,
-                        },
-                    );
-                }
-                None => {
-                    if hinted_handoff && !op.unplaced.contains(&primary) {
-                        op.unplaced.push(primary);
-                    }
-                }
+            let membership = &self.membership;
+            if let Some(target) = op.quorum.fail(slot, |n| membership.is_up(n)) {
+                let (partition, key) = (op.partition, op.key.clone());
+                let object = op.object.clone().unwrap_or_default();
+                self.send_replicate(id, partition, key, object, target);
             }
         }
         self.write_progress(id);
+    }
+
+    fn send_replicate(
+        &mut self,
+        id: RequestId,
+        partition: PartitionId,
+        key: Vec<u8>,
+        object: Object,
+        target: Target,
+    ) {
+        let timeout = self.cfg.rpc_timeout;
+        self.send(
+            target.node,
+            PeerRequest::Replicate {
+                partition,
+                key,
+                object,
+                hint_for: target.hint_for,
+            },
+            timeout,
+            Waiter::WriteReplica {
+                op: id,
+                slot: target.slot,
+            },
+        );
     }
 
     /// Answer once the quorum is met (or can no longer be), finish once every copy is
@@ -310,42 +236,30 @@ impl Engine {
             return;
         };
         if !op.answered && op.object.is_some() {
-            if op.acks >= op.w && op.primary_acks >= op.pw {
-                op.answered = true;
-                let op_name = op.op_name();
-                let inbound = op.inbound;
-                let elapsed = self.now.saturating_since(op.started);
-                let response = op.reply.take();
-                metrics::counter!("shoal_coordinator_requests_total", "op" => op_name, "result" => outcome_label(&Ok(())))
-                    .increment(1);
-                metrics::histogram!("shoal_coordinator_duration_seconds", "op" => op_name)
-                    .record(elapsed.as_secs_f64());
-                self.aae.observe_foreground(elapsed);
-                if let Some(r) = response {
-                    self.respond_client(inbound, r);
+            match op.quorum.status() {
+                Status::Met => {
+                    op.answered = true;
+                    let op_name = op.op_name();
+                    let inbound = op.inbound;
+                    let elapsed = self.now.saturating_since(op.started);
+                    let response = op.reply.take();
+                    metrics::counter!("shoal_coordinator_requests_total", "op" => op_name, "result" => outcome_label(&Ok(())))
+                        .increment(1);
+                    metrics::histogram!("shoal_coordinator_duration_seconds", "op" => op_name)
+                        .record(elapsed.as_secs_f64());
+                    self.aae.observe_foreground(elapsed);
+                    if let Some(r) = response {
+                        self.respond_client(inbound, r);
+                    }
                 }
-            } else {
-                let spare = if self.cfg.hinted_handoff {
-                    op.spare.len()
-                } else {
-                    0
-                };
-                let possible = op.acks + op.pending() + spare;
-                let possible_primaries = op.primary_acks + op.pending_primaries();
-                if possible < op.w || possible_primaries < op.pw {
-                    let (needed, alive) = if possible < op.w {
-                        (op.w, possible)
-                    } else {
-                        (op.pw, possible_primaries)
-                    };
-                    self.answer_write_error(id, RequestError::Unavailable { needed, alive });
-                }
+                Status::Impossible(short) => self.answer_write_error(id, short.into()),
+                Status::Waiting => {}
             }
         }
         let Some(op) = self.writes.get(&id) else {
             return;
         };
-        if op.object.is_some() && op.pending() == 0 {
+        if op.object.is_some() && op.quorum.pending() == 0 {
             self.finish_write(id);
         }
     }
@@ -387,7 +301,7 @@ impl Engine {
         // Primaries that got no copy anywhere get a hint here, so that nothing
         // acknowledged depends on anti-entropy alone.
         if let Some(object) = op.object {
-            for target in op.unplaced {
+            for target in op.quorum.unplaced().iter().cloned() {
                 let now = self.now;
                 let (max_hints, max_bytes) = (
                     self.cfg.max_hints_per_target,
@@ -414,8 +328,8 @@ impl Engine {
             return;
         };
         let err = RequestError::Timeout {
-            acks: op.acks,
-            needed: op.w,
+            acks: op.quorum.answers(),
+            needed: op.quorum.needed().all,
         };
         let local_done = op.object.is_some();
         self.answer_write_error(id, err);

@@ -1,0 +1,296 @@
+//! The quorum arithmetic that reads and writes share: which node answers for which
+//! primary, who has answered, and whether R/W (and PR/PW from primaries) is met, still
+//! possible, or out of reach.
+//!
+//! A coordinator places one slot for itself (slot [`LOCAL`], counted as a primary, since
+//! its own store answers like any replica's) and one per other primary: the primary when
+//! it is up, else the next fallback standing in for it (the slot is "hinted" for that
+//! primary). A slot is pending until it is answered or fails; a failed slot is replaced by
+//! the next healthy fallback, hinted for the same primary, so that a sloppy quorum can
+//! still be reached. The type is pure bookkeeping: the engine sends the requests and
+//! feeds the outcomes back.
+
+use std::collections::VecDeque;
+
+use shoal_ring::NodeId;
+
+use crate::error::RequestError;
+
+/// The slot of the coordinator's own store.
+pub(super) const LOCAL: usize = 0;
+
+/// How many answers an operation needs: in all (R or W), and how many of them must come
+/// from primaries (PR or PW).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Needed {
+    /// R or W.
+    pub(super) all: usize,
+    /// PR or PW.
+    pub(super) primaries: usize,
+}
+
+/// Fewer answers can come than are needed. When both counts fall short, the total is
+/// the one reported, so that the client sees R/W before PR/PW.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Shortfall {
+    /// R/W, or PR/PW when only the primaries fall short.
+    pub(super) needed: usize,
+    /// How many answers (of that kind) can still be had at most.
+    pub(super) alive: usize,
+}
+
+impl From<Shortfall> for RequestError {
+    fn from(s: Shortfall) -> Self {
+        RequestError::Unavailable {
+            needed: s.needed,
+            alive: s.alive,
+        }
+    }
+}
+
+/// Where an operation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Status {
+    /// Enough answers, and enough of them from primaries.
+    Met,
+    /// Not yet met, but the pending slots and the unused fallbacks could still meet it.
+    Waiting,
+    /// Can no longer be met.
+    Impossible(Shortfall),
+}
+
+/// A node to send the operation's request to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Target {
+    /// The slot its answer is recorded in.
+    pub(super) slot: usize,
+    /// The node to ask.
+    pub(super) node: NodeId,
+    /// The primary this node stands in for, if it is a fallback.
+    pub(super) hint_for: Option<NodeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SlotState<R> {
+    Pending,
+    Answered(R),
+    Failed,
+}
+
+#[derive(Clone, Debug)]
+struct Slot<R> {
+    node: NodeId,
+    hint_for: Option<NodeId>,
+    state: SlotState<R>,
+}
+
+impl<R> Slot<R> {
+    fn new(node: NodeId, hint_for: Option<NodeId>) -> Self {
+        Slot {
+            node,
+            hint_for,
+            state: SlotState::Pending,
+        }
+    }
+
+    fn is_pending(&self) -> bool {
+        matches!(self.state, SlotState::Pending)
+    }
+
+    fn is_primary(&self) -> bool {
+        self.hint_for.is_none()
+    }
+}
+
+/// One read's or write's slots and counts; `R` is what an answer carries (a read keeps
+/// each replica's copy for read repair, a write nothing).
+#[derive(Clone, Debug)]
+pub(super) struct Quorum<R> {
+    needed: Needed,
+    slots: Vec<Slot<R>>,
+    /// Fallbacks not used yet, in ring order; `None` when fallbacks may not stand in for
+    /// primaries at all (writes without hinted handoff).
+    spare: Option<VecDeque<NodeId>>,
+    /// Primaries that no slot could be placed for, once each.
+    unplaced: Vec<NodeId>,
+    answers: usize,
+    primary_answers: usize,
+}
+
+impl<R> Quorum<R> {
+    /// Places the slots: [`LOCAL`] for `me`, then one per other primary in `primaries`
+    /// order, the next of `fallbacks` standing in for each primary that `is_up` says is
+    /// down. With `fallbacks` `None` a down primary gets no slot and is not recorded as
+    /// unplaced.
+    ///
+    /// # Errors
+    /// A [`Shortfall`] when the placed slots alone (unused fallbacks do not count here)
+    /// could not meet `needed`: the operation is refused before anything is done.
+    pub(super) fn place(
+        me: &NodeId,
+        primaries: &[NodeId],
+        needed: Needed,
+        mut fallbacks: Option<VecDeque<NodeId>>,
+        is_up: impl Fn(&NodeId) -> bool,
+    ) -> Result<Self, Shortfall> {
+        let mut slots = vec![Slot::new(me.clone(), None)];
+        let mut unplaced = Vec::new();
+        for p in primaries.iter().filter(|p| *p != me) {
+            if is_up(p) {
+                slots.push(Slot::new(p.clone(), None));
+            } else if let Some(spare) = fallbacks.as_mut() {
+                match spare.pop_front() {
+                    Some(f) => slots.push(Slot::new(f, Some(p.clone()))),
+                    None => unplaced.push(p.clone()),
+                }
+            }
+        }
+        let reachable = slots.len();
+        let reachable_primaries = slots.iter().filter(|s| s.is_primary()).count();
+        if let Some(short) = shortfall(needed, reachable, reachable_primaries) {
+            return Err(short);
+        }
+        Ok(Quorum {
+            needed,
+            slots,
+            spare: fallbacks,
+            unplaced,
+            answers: 0,
+            primary_answers: 0,
+        })
+    }
+
+    /// The slots other than [`LOCAL`], in slot order: the requests to send at the start.
+    pub(super) fn remote_targets(&self) -> Vec<Target> {
+        self.slots
+            .iter()
+            .enumerate()
+            .skip(LOCAL + 1)
+            .map(|(slot, s)| Target {
+                slot,
+                node: s.node.clone(),
+                hint_for: s.hint_for.clone(),
+            })
+            .collect()
+    }
+
+    /// Whether `slot` exists and still waits for its outcome; outcomes for any other slot
+    /// are ignored.
+    pub(super) fn is_pending(&self, slot: usize) -> bool {
+        self.slots.get(slot).is_some_and(Slot::is_pending)
+    }
+
+    /// `slot` answered with `answer`.
+    pub(super) fn record(&mut self, slot: usize, answer: R) {
+        let Some(s) = self.slots.get_mut(slot).filter(|s| s.is_pending()) else {
+            return;
+        };
+        self.answers += 1;
+        if s.is_primary() {
+            self.primary_answers += 1;
+        }
+        s.state = SlotState::Answered(answer);
+    }
+
+    /// `slot` failed: its primary gets the next fallback that `is_up` (down ones are
+    /// dropped on the way), returned as the request to send. `None` when no fallback is
+    /// left (the primary is then recorded as unplaced) or fallbacks may not stand in.
+    pub(super) fn fail(&mut self, slot: usize, is_up: impl Fn(&NodeId) -> bool) -> Option<Target> {
+        let s = self.slots.get_mut(slot).filter(|s| s.is_pending())?;
+        s.state = SlotState::Failed;
+        let primary = s.hint_for.clone().unwrap_or_else(|| s.node.clone());
+        let spare = self.spare.as_mut()?;
+        let Some(node) = std::iter::from_fn(|| spare.pop_front()).find(|f| is_up(f)) else {
+            if !self.unplaced.contains(&primary) {
+                self.unplaced.push(primary);
+            }
+            return None;
+        };
+        self.slots
+            .push(Slot::new(node.clone(), Some(primary.clone())));
+        Some(Target {
+            slot: self.slots.len() - 1,
+            node,
+            hint_for: Some(primary),
+        })
+    }
+
+    /// `slot` failed for a reason any other node would share too (the object is too
+    /// large): no fallback is tried and nothing is recorded as unplaced.
+    pub(super) fn refuse(&mut self, slot: usize) {
+        if let Some(s) = self.slots.get_mut(slot).filter(|s| s.is_pending()) {
+            s.state = SlotState::Failed;
+        }
+    }
+
+    /// Met, waiting, or impossible: what can still come is the answers so far, the
+    /// pending slots and the unused fallbacks (each could replace a failed slot); from
+    /// primaries, only the answers and the pending primary slots.
+    pub(super) fn status(&self) -> Status {
+        if self.answers >= self.needed.all && self.primary_answers >= self.needed.primaries {
+            return Status::Met;
+        }
+        let spare = self.spare.as_ref().map_or(0, VecDeque::len);
+        let possible = self.answers + self.pending() + spare;
+        let possible_primaries = self.primary_answers
+            + self
+                .slots
+                .iter()
+                .filter(|s| s.is_pending() && s.is_primary())
+                .count();
+        match shortfall(self.needed, possible, possible_primaries) {
+            Some(short) => Status::Impossible(short),
+            None => Status::Waiting,
+        }
+    }
+
+    /// How many slots still wait for their outcome.
+    pub(super) fn pending(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_pending()).count()
+    }
+
+    /// How many slots answered.
+    pub(super) fn answers(&self) -> usize {
+        self.answers
+    }
+
+    /// What the operation needs.
+    pub(super) fn needed(&self) -> Needed {
+        self.needed
+    }
+
+    /// Primaries that got no slot (at placement, or when their slot failed and no
+    /// fallback was left), in the order that happened.
+    pub(super) fn unplaced(&self) -> &[NodeId] {
+        &self.unplaced
+    }
+
+    /// The answered slots in slot order: the node, the primary it stands in for, and its
+    /// answer.
+    pub(super) fn into_answers(self) -> impl Iterator<Item = (NodeId, Option<NodeId>, R)> {
+        self.slots.into_iter().filter_map(|s| match s.state {
+            SlotState::Answered(answer) => Some((s.node, s.hint_for, answer)),
+            SlotState::Pending | SlotState::Failed => None,
+        })
+    }
+}
+
+/// The first count that falls short of `needed`, the total before the primaries.
+fn shortfall(needed: Needed, all: usize, primaries: usize) -> Option<Shortfall> {
+    if all < needed.all {
+        Some(Shortfall {
+            needed: needed.all,
+            alive: all,
+        })
+    } else if primaries < needed.primaries {
+        Some(Shortfall {
+            needed: needed.primaries,
+            alive: primaries,
+        })
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;
