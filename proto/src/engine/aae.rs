@@ -43,7 +43,7 @@ use shoal_ring::{NodeId, PartitionId};
 use super::{Engine, SendError, Timer, Waiter};
 use crate::merkle::MerkleShape;
 use crate::object::Object;
-use crate::storage_ops::{StorageOp, StorageReply};
+use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::time::Time;
 use crate::wire::{AaeRequest, AaeResponse, KeyDigests, PeerRequest, PeerResponse};
 
@@ -428,12 +428,7 @@ impl Engine {
         );
     }
 
-    pub(super) fn on_aae_storage(
-        &mut self,
-        id: u64,
-        part: AaePart,
-        result: Result<StorageReply, String>,
-    ) {
+    pub(super) fn on_aae_storage(&mut self, id: u64, part: AaePart, result: StorageResult) {
         let result = match result {
             Ok(r) => r,
             Err(e) => {
