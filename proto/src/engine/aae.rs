@@ -4,7 +4,7 @@
 //! # Exchanges
 //!
 //! Every replica keeps one Merkle tree per partition it replicates (in its executor,
-//! updated on every write; see `shoal_node::executor`). For each pair of primaries of a
+//! updated on every write; see `shoal_executor`). For each pair of primaries of a
 //! partition, the one with the smaller node id starts an exchange at least every
 //! `aae_interval`:
 //!
