@@ -1,5 +1,5 @@
-//! The Shoal node: configuration, the storage executor, and the tokio driver that runs
-//! the replication engine of `shoal-proto` over QUIC and RocksDB. The `shoal` binary
+//! The Shoal node: configuration and the tokio driver that runs the replication engine
+//! of `shoal-proto` over QUIC and RocksDB (storage ops through `shoal-executor`). The `shoal` binary
 //! (CLI) is built on this library; integration tests start nodes through it too.
 #![warn(missing_docs)]
 
@@ -8,7 +8,6 @@ pub mod cli_aae;
 pub mod cli_client;
 pub mod config;
 pub mod dev;
-pub mod executor;
 pub mod metrics;
 pub mod server;
 

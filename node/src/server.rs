@@ -21,14 +21,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
+use shoal_executor::Executor;
 use shoal_proto::wire::PeerResponse;
 use shoal_proto::wire::{
     decode_request, decode_response, encode_request, encode_response, ClientRequest,
     ClientResponse, PeerRequest, Request, Response,
 };
 use shoal_proto::{
-    Command, Engine, InboundId, RequestError, RequestId, SendError, Sender, StorageOp,
-    StorageReply, Time,
+    Command, Engine, InboundId, RequestError, RequestId, SendError, Sender, StorageFailure,
+    StorageOp, StorageResult, Time,
 };
 use shoal_ring::NodeId;
 use shoal_storage::{RocksOptions, RocksStorage, Storage};
@@ -38,7 +39,6 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::NodeConfig;
-use crate::executor::Executor;
 
 /// Extra frame room beyond the largest object, for the message around it.
 const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -75,7 +75,7 @@ enum Completion {
     },
     Storage {
         id: RequestId,
-        result: Result<StorageReply, String>,
+        result: StorageResult,
     },
 }
 
@@ -307,7 +307,7 @@ fn storage_worker<S: Storage>(
     while let Ok((id, op)) = rx.recv() {
         let name = op.op_name();
         let start = Instant::now();
-        let result = exec.execute(op).map_err(|e| e.to_string());
+        let result = exec.execute(op);
         metrics::histogram!("shoal_executor_op_duration_seconds", "op" => name)
             .record(start.elapsed().as_secs_f64());
         if result.is_err() {
@@ -391,7 +391,7 @@ impl Driver {
                         let (id, _) = e.into_inner();
                         let _ = self.done_tx.send(Completion::Storage {
                             id,
-                            result: Err("storage workers stopped".into()),
+                            result: Err(StorageFailure::Engine("storage workers stopped".into())),
                         });
                     }
                 }
@@ -425,12 +425,7 @@ impl Driver {
                             Err(TransportError::Timeout { .. }) => Err(SendError::Timeout),
                             Err(e) => Err(SendError::Unreachable(e.to_string())),
                         };
-                        let label = match &result {
-                            Ok(_) => "ok",
-                            Err(SendError::Timeout) => "timeout",
-                            Err(SendError::Unreachable(_)) => "unreachable",
-                            Err(SendError::Invalid(_)) => "invalid",
-                        };
+                        let label = result.as_ref().map_or_else(SendError::label, |_| "ok");
                         metrics::counter!("shoal_peer_requests_total", "op" => op, "result" => label)
                             .increment(1);
                         let _ = done.send(Completion::Response { id, result });
@@ -473,29 +468,10 @@ impl NodeHandler {
 
 fn result_label(resp: &Response) -> &'static str {
     match resp {
-        Response::Client(ClientResponse::Error(e)) | Response::Error(e) => error_label(e),
-        Response::Peer(PeerResponse::Error(e)) => error_label(e),
+        Response::Client(ClientResponse::Error(e))
+        | Response::Error(e)
+        | Response::Peer(PeerResponse::Error(e)) => e.label(),
         _ => "ok",
-    }
-}
-
-fn error_label(e: &RequestError) -> &'static str {
-    match e {
-        RequestError::Unavailable { .. } => "unavailable",
-        RequestError::Timeout { .. } => "timeout",
-        RequestError::Overloaded => "overloaded",
-        RequestError::EmptyKey
-        | RequestError::KeyTooLarge { .. }
-        | RequestError::ValueTooLarge { .. }
-        | RequestError::ObjectTooLarge { .. }
-        | RequestError::InvalidOptions(_)
-        | RequestError::InvalidContext(_)
-        | RequestError::Malformed(_)
-        | RequestError::UnsupportedVersion { .. } => "invalid",
-        RequestError::NotAllowed(_) | RequestError::UnknownNode(_) => "refused",
-        RequestError::Storage(_) => "storage_error",
-        RequestError::ShuttingDown => "shutting_down",
-        RequestError::Internal(_) => "internal_error",
     }
 }
 

@@ -110,6 +110,31 @@ pub enum RequestError {
     Internal(String),
 }
 
+impl RequestError {
+    /// The metric label of this error (the `result` of `shoal_requests_total`,
+    /// `shoal_coordinator_requests_total`, `shoal_forwarded_requests_total`): what the
+    /// caller can do about it, not which check failed.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RequestError::Unavailable { .. } => "unavailable",
+            RequestError::Timeout { .. } => "timeout",
+            RequestError::Overloaded => "overloaded",
+            RequestError::EmptyKey
+            | RequestError::KeyTooLarge { .. }
+            | RequestError::ValueTooLarge { .. }
+            | RequestError::ObjectTooLarge { .. }
+            | RequestError::InvalidOptions(_)
+            | RequestError::InvalidContext(_)
+            | RequestError::Malformed(_)
+            | RequestError::UnsupportedVersion { .. } => "invalid",
+            RequestError::NotAllowed(_) | RequestError::UnknownNode(_) => "refused",
+            RequestError::Storage(_) => "storage_error",
+            RequestError::ShuttingDown => "shutting_down",
+            RequestError::Internal(_) => "internal_error",
+        }
+    }
+}
+
 impl From<CodecError> for RequestError {
     fn from(e: CodecError) -> RequestError {
         match e {

@@ -35,5 +35,7 @@ pub use merkle::{
     DEFAULT_SEGMENTS, MAX_SEGMENTS, PAIR_HASH_SEED, SEGMENT_HASH_SEED,
 };
 pub use object::{Object, Sibling, SiblingValue, UpdateError, OBJECT_FORMAT_VERSION};
-pub use storage_ops::{HintRecord, HintRejection, HintTotals, StorageOp, StorageReply};
+pub use storage_ops::{
+    HintRecord, HintRejection, HintTotals, StorageFailure, StorageOp, StorageReply, StorageResult,
+};
 pub use time::Time;

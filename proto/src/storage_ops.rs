@@ -1,7 +1,8 @@
 //! The storage operations the engine asks its driver to carry out, and their results.
 //!
 //! The engine never touches the disk: it emits a [`StorageOp`] and later receives the
-//! matching [`StorageReply`]. Each op is atomic per key (the driver holds the key's lock
+//! matching [`StorageResult`]: a [`StorageReply`], or a [`StorageFailure`] saying why the
+//! op could not run. Each op is atomic per key (the driver holds the key's lock
 //! across its read-modify-write); the object logic it runs is this crate's
 //! ([`crate::Object::update`], [`crate::Object::merge`]), so the driver holds no
 //! replication logic of its own.
@@ -9,7 +10,7 @@
 use shoal_ring::{NodeId, PartitionId};
 
 use crate::causality::CausalContext;
-use crate::object::{Object, SiblingValue};
+use crate::object::{Object, SiblingValue, UpdateError};
 use crate::time::Time;
 
 /// One storage operation.
@@ -293,4 +294,42 @@ pub enum StorageReply {
     Reaped(u64),
     /// Per partition: root hash and key count.
     TreeSummaries(Vec<(PartitionId, u64, u64)>),
+}
+
+/// The outcome of a [`StorageOp`], as the driver hands it back to the engine.
+pub type StorageResult = Result<StorageReply, StorageFailure>;
+
+/// Why a [`StorageOp`] could not run. Refusals that are part of an op's answer (an object
+/// or hint over its bound) are [`StorageReply`]s, not failures.
+///
+/// The engine counts failures, fails the request that waited for the op, and passes the
+/// message on to the requester ([`crate::RequestError::Storage`]); the variants keep the
+/// cause typed up to that point so that drivers and tests can tell them apart.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StorageFailure {
+    /// The storage engine failed (an I/O error, a full disk, a closed store, ...), or the
+    /// driver could not hand it the op (its storage workers stopped). The string is the
+    /// engine's or driver's message: the engine's error type lives below this crate.
+    #[error("{0}")]
+    Engine(String),
+    /// Stored bytes (an object or a hint) do not decode.
+    #[error("corrupt {what}: {detail}")]
+    Corrupt {
+        /// What was being decoded.
+        what: &'static str,
+        /// The decoder's complaint.
+        detail: String,
+    },
+    /// The dot minted for a write is not newer than what the key's object already holds
+    /// for this node's actor: the stored dot counter is behind the stored data.
+    #[error("corrupt dot counter: {0}")]
+    StaleDot(#[from] UpdateError),
+    /// An anti-entropy op named a Merkle tree node or segment the tree does not have.
+    #[error("invalid {what}: {detail}")]
+    OutOfRange {
+        /// What was asked for (a tree request, a segment request).
+        what: &'static str,
+        /// Which index was out of range.
+        detail: String,
+    },
 }

@@ -246,6 +246,41 @@ fn a_replicate_for_the_wrong_partition_is_refused() {
     );
 }
 
+#[test]
+fn the_object_limit_counts_the_stored_object_not_only_its_values() {
+    // Concurrent writes of the largest value pile up siblings until the stored object
+    // would pass `max_object_bytes`. The limit is on the object as stored (clock, dots and
+    // timestamps included), so the write that is refused is one whose values alone would
+    // still fit.
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let value = "v".repeat(c.cfg.max_value_bytes);
+    let mut inbound = 0;
+    let (len, max) = loop {
+        inbound += 1;
+        assert!(inbound <= 100, "a write was refused before the 100th");
+        let cmds = c.client(&a(), inbound, put(&key, &value, None));
+        let cmds = c.run_storage(&a(), &cmds[0]);
+        if let [Command::Respond {
+            response:
+                Response::Client(ClientResponse::Error(RequestError::ObjectTooLarge { len, max })),
+            ..
+        }] = cmds.as_slice()
+        {
+            break (*len, *max);
+        }
+    };
+    assert_eq!(max, c.cfg.max_object_bytes);
+    assert!(len > max, "{len} > {max}");
+    let stored = c.stored(&a(), &key).expect("the earlier writes are stored");
+    assert_eq!(
+        stored.siblings().len() as u64,
+        inbound - 1,
+        "nothing of the refused one"
+    );
+    assert!(stored.data_bytes() + value.len() <= max);
+}
+
 // ---------------------------------------------------------------------------------------
 // Reads and read repair
 // ---------------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ pub enum StorageError {
     Closed,
 }
 
+#[cfg(feature = "rocksdb")]
 impl From<rocksdb::Error> for StorageError {
     fn from(error: rocksdb::Error) -> Self {
         StorageError::Rocks(error.into_string())

@@ -1,6 +1,7 @@
 //! Shoal's local storage: the [`Storage`] trait every engine implements, its
 //! [`conformance`] suite, an in-memory engine ([`MemStorage`]) for tests and the
-//! simulator, and the production engine on RocksDB ([`RocksStorage`]).
+//! simulator, and the production engine on RocksDB (`RocksStorage`, behind the default
+//! `rocksdb` feature: builds that need only the in-memory engine skip RocksDB's C++).
 //!
 //! The storage layer stores opaque bytes. It does not know the object format (causal
 //! contexts, siblings, tombstones): `shoal-proto` encodes objects and the node decides
@@ -73,6 +74,7 @@ mod keys;
 mod locks;
 mod mem;
 mod metrics;
+#[cfg(feature = "rocksdb")]
 mod rocks;
 mod storage;
 
@@ -84,6 +86,7 @@ pub use crate::error::StorageError;
 pub use crate::keys::{object_key, partition_bounds, split_object_key, PARTITION_PREFIX_BYTES};
 pub use crate::locks::{KeyLockGuard, KeyLocks, DEFAULT_LOCK_STRIPES};
 pub use crate::mem::MemStorage;
+#[cfg(feature = "rocksdb")]
 pub use crate::rocks::{Compression, RocksOptions, RocksStorage};
 pub use crate::storage::{Rows, Storage};
 

@@ -4,7 +4,7 @@
 //! # Exchanges
 //!
 //! Every replica keeps one Merkle tree per partition it replicates (in its executor,
-//! updated on every write; see `shoal_node::executor`). For each pair of primaries of a
+//! updated on every write; see `shoal_executor`). For each pair of primaries of a
 //! partition, the one with the smaller node id starts an exchange at least every
 //! `aae_interval`:
 //!
@@ -48,7 +48,7 @@ use super::{Engine, SendError, Timer, Waiter};
 use crate::error::RequestError;
 use crate::merkle::{Answer, Exchange, ExchangeError, MerkleShape, Question, Side, Step};
 use crate::object::Object;
-use crate::storage_ops::StorageReply;
+use crate::storage_ops::StorageResult;
 use crate::time::Time;
 use crate::wire::{AaeRequest, AaeResponse, PeerRequest, PeerResponse};
 
@@ -418,7 +418,7 @@ impl Engine {
         &mut self,
         id: ExchangeId,
         part: AaePart,
-        result: Result<StorageReply, String>,
+        result: StorageResult,
     ) {
         let answer = match result {
             Ok(reply) => {
@@ -427,7 +427,7 @@ impl Engine {
                     answer: format!("{other:?}"),
                 })
             }
-            Err(e) => Err(ExchangeFailure::LocalStorage(e)),
+            Err(e) => Err(ExchangeFailure::LocalStorage(e.to_string())),
         };
         self.on_aae_answer(id, part, answer);
     }

@@ -2,7 +2,7 @@
 
 use super::aae::{AAE_SEGMENTS, AAE_SHAPE};
 use super::{Engine, InboundId, Waiter};
-use crate::storage_ops::{StorageOp, StorageReply};
+use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, AaeRequest, AaeResponse, ClientResponse,
 };
@@ -107,11 +107,7 @@ impl Engine {
         );
     }
 
-    pub(super) fn on_aae_status(
-        &mut self,
-        inbound: InboundId,
-        result: Result<StorageReply, String>,
-    ) {
+    pub(super) fn on_aae_status(&mut self, inbound: InboundId, result: StorageResult) {
         let summaries = match result {
             Ok(StorageReply::TreeSummaries(s)) => s,
             Ok(other) => {

@@ -131,9 +131,7 @@ impl Engine {
             return;
         };
         let result = match &response {
-            ClientResponse::Error(RequestError::Unavailable { .. }) => "unavailable",
-            ClientResponse::Error(RequestError::Timeout { .. }) => "timeout",
-            ClientResponse::Error(_) => "error",
+            ClientResponse::Error(e) => e.label(),
             _ => "ok",
         };
         metrics::counter!("shoal_forwarded_requests_total", "op" => op.request.op_name(), "result" => result)

@@ -8,7 +8,7 @@ use shoal_ring::{NodeId, PartitionId};
 
 use super::{Engine, SendError, Waiter};
 use crate::object::Object;
-use crate::storage_ops::{StorageOp, StorageReply};
+use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::wire::{PeerRequest, PeerResponse};
 
 /// Counts of hint delivery since the engine started.
@@ -63,11 +63,7 @@ impl Engine {
         );
     }
 
-    pub(super) fn on_handoff_storage(
-        &mut self,
-        step: HandoffStep,
-        result: Result<StorageReply, String>,
-    ) {
+    pub(super) fn on_handoff_storage(&mut self, step: HandoffStep, result: StorageResult) {
         match step {
             HandoffStep::Summary => {
                 self.handoff.summary_pending = false;

@@ -37,7 +37,7 @@ use shoal_ring::{NodeId, PartitionId, Ring};
 use crate::config::{EngineConfig, MAX_KEY_BYTES};
 use crate::error::RequestError;
 use crate::membership::{Membership, StateChange};
-use crate::storage_ops::{HintTotals, StorageOp, StorageReply};
+use crate::storage_ops::{HintTotals, StorageFailure, StorageOp, StorageReply, StorageResult};
 use crate::time::Time;
 use crate::wire::{
     ClientRequest, ClientResponse, ClusterInfo, MemberAddress, MemberState, MemberStatus,
@@ -82,6 +82,17 @@ pub enum SendError {
     Timeout,
     /// The peer answered something that is not a valid response.
     Invalid(String),
+}
+
+impl SendError {
+    /// The metric label of this error (the `result` of `shoal_peer_requests_total`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            SendError::Unreachable(_) => "unreachable",
+            SendError::Timeout => "timeout",
+            SendError::Invalid(_) => "invalid",
+        }
+    }
 }
 
 /// What the engine asks its driver to do.
@@ -403,12 +414,7 @@ impl Engine {
     }
 
     /// The outcome of the `Storage` command `id`.
-    pub fn handle_storage(
-        &mut self,
-        now: Time,
-        id: RequestId,
-        result: Result<StorageReply, String>,
-    ) {
+    pub fn handle_storage(&mut self, now: Time, id: RequestId, result: StorageResult) {
         self.advance(now);
         let Some(p) = self.pending.remove(&id) else {
             return;
@@ -813,16 +819,14 @@ impl Engine {
     }
 }
 
-fn storage_error(e: String) -> RequestError {
-    RequestError::Storage(e)
+/// A failed storage op as the requester sees it.
+fn storage_error(e: StorageFailure) -> RequestError {
+    RequestError::Storage(e.to_string())
 }
 
 fn outcome_label(result: &Result<(), RequestError>) -> &'static str {
     match result {
         Ok(()) => "ok",
-        Err(RequestError::Unavailable { .. }) => "unavailable",
-        Err(RequestError::Timeout { .. }) => "timeout",
-        Err(RequestError::Overloaded) => "overloaded",
-        Err(_) => "error",
+        Err(e) => e.label(),
     }
 }

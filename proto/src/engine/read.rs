@@ -8,7 +8,7 @@ use super::quorum::{Needed, Quorum, Status, Target, LOCAL};
 use super::{outcome_label, Engine, InboundId, RequestId, SendError, Timer, Waiter};
 use crate::error::RequestError;
 use crate::object::Object;
-use crate::storage_ops::{StorageOp, StorageReply};
+use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::time::Time;
 use crate::wire::{ClientResponse, GetReply, PeerRequest, PeerResponse, ReadOptions};
 
@@ -99,12 +99,7 @@ impl Engine {
         );
     }
 
-    pub(super) fn on_read_local(
-        &mut self,
-        id: RequestId,
-        slot: usize,
-        result: Result<StorageReply, String>,
-    ) {
+    pub(super) fn on_read_local(&mut self, id: RequestId, slot: usize, result: StorageResult) {
         match result {
             Ok(StorageReply::Object(obj)) => self.read_reply(id, slot, Some(obj)),
             // The local store failed: the other replicas may still make the quorum.

@@ -6,7 +6,7 @@ use shoal_ring::{NodeId, PartitionId};
 
 use super::aae::REAP_SCAN_LIMIT;
 use super::{Engine, SendError, Waiter};
-use crate::storage_ops::{StorageOp, StorageReply};
+use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::wire::{AaeRequest, AaeResponse, KeyDigests, PeerRequest, PeerResponse};
 
 #[derive(Debug)]
@@ -106,7 +106,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_reap_storage(&mut self, part: ReapPart, result: Result<StorageReply, String>) {
+    pub(super) fn on_reap_storage(&mut self, part: ReapPart, result: StorageResult) {
         match (part, result) {
             (ReapPart::Scan, Ok(StorageReply::ReapCandidates { keys, next })) => {
                 let Some(reap) = self.aae.reap.as_mut() else {

@@ -4,7 +4,7 @@ use shoal_ring::NodeId;
 
 use super::{storage_error, Engine, InboundId, Waiter};
 use crate::error::RequestError;
-use crate::storage_ops::{HintRejection, StorageOp, StorageReply};
+use crate::storage_ops::{HintRejection, StorageOp, StorageReply, StorageResult};
 use crate::wire::{AaeResponse, PeerRequest, PeerResponse};
 
 /// What a replica-side storage command answers.
@@ -178,7 +178,7 @@ impl Engine {
         &mut self,
         inbound: InboundId,
         kind: ReplicaKind,
-        result: Result<StorageReply, String>,
+        result: StorageResult,
     ) {
         let response = match (kind, result) {
             (ReplicaKind::Merge, Ok(StorageReply::Merged { .. })) => PeerResponse::Ack,

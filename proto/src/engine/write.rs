@@ -11,7 +11,7 @@ use super::{outcome_label, storage_error, Engine, RequestId, SendError, Timer, W
 use crate::causality::CausalContext;
 use crate::error::RequestError;
 use crate::object::{Object, SiblingValue};
-use crate::storage_ops::{StorageOp, StorageReply};
+use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::time::Time;
 use crate::wire::{ClientResponse, PeerRequest, PeerResponse, WriteOptions, WriteReply};
 
@@ -133,7 +133,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_write_local(&mut self, id: RequestId, result: Result<StorageReply, String>) {
+    pub(super) fn on_write_local(&mut self, id: RequestId, result: StorageResult) {
         let Some(op) = self.writes.get_mut(&id) else {
             return;
         };

@@ -168,7 +168,7 @@ fn with_no_fallback_left_the_coordinator_keeps_the_hint_itself() {
         ]
     );
     assert_eq!(c.run_storage(&a(), &done[1]), vec![]);
-    assert_eq!(c.node(&a()).store.hints.len(), 1);
+    assert_eq!(c.hint_count(&a()), 1);
 }
 
 #[test]
@@ -244,7 +244,7 @@ fn hints_older_than_the_ttl_are_dropped_instead_of_delivered() {
         },
     );
     assert_eq!(c.run_storage(&a(), &drop[0]), vec![]);
-    assert!(c.node(&a()).store.hints.is_empty());
+    assert_eq!(c.hint_count(&a()), 0);
     assert_eq!(c.engine(&a()).handoff_stats().expired, 1);
     assert_eq!(c.engine(&a()).handoff_stats().delivered, 0);
 }
@@ -327,7 +327,7 @@ fn hints_are_handed_to_their_primary_once_it_is_back_and_then_deleted() {
         },
     );
     assert_eq!(c.run_storage(&a(), &delete), vec![]);
-    assert!(c.node(&a()).store.hints.is_empty());
+    assert_eq!(c.hint_count(&a()), 0);
     assert_eq!(c.engine(&a()).handoff_stats().delivered, 1);
 }
 
@@ -354,6 +354,6 @@ fn a_failed_hint_delivery_keeps_the_hint() {
     let list = c.run_storage(&a(), &rest[0]);
     let deliver = c.run_storage(&a(), &list[0]);
     assert_eq!(c.reply(&a(), &deliver[0], Err(SendError::Timeout)), vec![]);
-    assert_eq!(c.node(&a()).store.hints.len(), 1);
+    assert_eq!(c.hint_count(&a()), 1);
     assert_eq!(c.engine(&a()).handoff_stats().failed, 1);
 }

@@ -1,6 +1,8 @@
-//! A test harness for [`Engine`]s: a cluster of engines with in-memory stores, driven by
-//! hand (a test feeds one input and asserts the exact commands that come out) or pumped
-//! (messages delivered between engines in an order a seeded generator picks).
+//! A test harness for [`Engine`]s: a cluster of engines, each running its storage ops on
+//! the node's own executor (`shoal-executor`, the one the node runs) over an in-memory
+//! store, driven by hand (a test feeds one input and asserts the exact commands that come
+//! out) or pumped (messages delivered between engines in an order a seeded generator
+//! picks).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -8,14 +10,16 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use shoal_executor::Executor;
 use shoal_proto::wire::{
     ClientRequest, PeerRequest, PeerResponse, ReadOptions, Request, Response, WriteOptions,
 };
 use shoal_proto::{
-    Actor, CausalContext, Command, Dot, Engine, EngineConfig, HintRecord, HintRejection,
-    HintTotals, InboundId, Object, RequestId, SendError, Sender, StorageOp, StorageReply, Time,
+    Actor, CausalContext, Command, Engine, EngineConfig, InboundId, Object, RequestId, SendError,
+    Sender, StorageOp, StorageReply, Time,
 };
 use shoal_ring::{Member, NodeId, PartitionId, Ring};
+use shoal_storage::MemStorage;
 
 /// When the engines start.
 pub const T0: Time = Time::from_micros(1_700_000_000_000_000);
@@ -154,193 +158,22 @@ pub fn as_peer_response(response: Response) -> PeerResponse {
 }
 
 // ---------------------------------------------------------------------------------------
-// The storage model
-// ---------------------------------------------------------------------------------------
-
-/// One node's storage: objects and hints in maps, the object logic of `shoal-proto`.
-#[derive(Clone, Debug)]
-pub struct Store {
-    pub actor: Actor,
-    pub counter: u64,
-    pub objects: BTreeMap<(PartitionId, Vec<u8>), Object>,
-    pub hints: BTreeMap<(NodeId, PartitionId, Vec<u8>), (Object, Time)>,
-}
-
-impl Store {
-    pub fn new(actor: Actor) -> Store {
-        Store {
-            actor,
-            counter: 0,
-            objects: BTreeMap::new(),
-            hints: BTreeMap::new(),
-        }
-    }
-
-    fn hint_totals(&self, target: &NodeId) -> HintTotals {
-        let mut t = HintTotals::default();
-        for ((n, _, _), (o, _)) in &self.hints {
-            if n == target {
-                t.count += 1;
-                t.bytes += o.encode().len() as u64;
-            }
-        }
-        t
-    }
-
-    /// Run one storage operation, atomically, as a driver would.
-    pub fn apply(&mut self, op: &StorageOp) -> Result<StorageReply, String> {
-        Ok(match op {
-            StorageOp::Read { partition, key } => {
-                StorageReply::Object(self.objects.get(&(*partition, key.clone())).cloned())
-            }
-            StorageOp::ReadHint {
-                target,
-                partition,
-                key,
-            } => StorageReply::Object(
-                self.hints
-                    .get(&(target.clone(), *partition, key.clone()))
-                    .map(|(o, _)| o.clone()),
-            ),
-            StorageOp::Coordinate {
-                partition,
-                key,
-                context,
-                value,
-                now,
-                max_object_bytes,
-            } => {
-                let slot = (*partition, key.clone());
-                let mut object = self.objects.get(&slot).cloned().unwrap_or_default();
-                self.counter += 1;
-                let dot = Dot::new(self.actor, self.counter);
-                let context = object
-                    .update(context, value.clone(), dot, *now)
-                    .map_err(|e| e.to_string())?;
-                if object.data_bytes() > *max_object_bytes {
-                    return Ok(StorageReply::TooLarge {
-                        len: object.data_bytes(),
-                        max: *max_object_bytes,
-                    });
-                }
-                self.objects.insert(slot, object.clone());
-                StorageReply::Coordinated { object, context }
-            }
-            StorageOp::Merge {
-                partition,
-                key,
-                object,
-                max_object_bytes,
-            } => {
-                let slot = (*partition, key.clone());
-                let mut stored = self.objects.get(&slot).cloned().unwrap_or_default();
-                let changed = stored.merge(object);
-                if stored.data_bytes() > *max_object_bytes {
-                    return Ok(StorageReply::TooLarge {
-                        len: stored.data_bytes(),
-                        max: *max_object_bytes,
-                    });
-                }
-                self.objects.insert(slot, stored.clone());
-                StorageReply::Merged {
-                    object: stored,
-                    changed,
-                }
-            }
-            StorageOp::StoreHint {
-                target,
-                partition,
-                key,
-                object,
-                now,
-                max_hints,
-                max_bytes,
-            } => {
-                let slot = (target.clone(), *partition, key.clone());
-                let totals = self.hint_totals(target);
-                if !self.hints.contains_key(&slot) && totals.count >= *max_hints {
-                    return Ok(StorageReply::HintRejected(HintRejection::TooMany));
-                }
-                if totals.bytes + object.encode().len() as u64 > *max_bytes {
-                    return Ok(StorageReply::HintRejected(HintRejection::TooLarge));
-                }
-                let entry = self
-                    .hints
-                    .entry(slot)
-                    .or_insert_with(|| (Object::new(), *now));
-                entry.0.merge(object);
-                StorageReply::HintStored
-            }
-            StorageOp::ListHints { target, limit } => StorageReply::Hints(
-                self.hints
-                    .iter()
-                    .filter(|((n, _, _), _)| n == target)
-                    .take(*limit)
-                    .map(|((_, partition, key), (object, stored_at))| HintRecord {
-                        partition: *partition,
-                        key: key.clone(),
-                        object: object.clone(),
-                        stored_at: *stored_at,
-                    })
-                    .collect(),
-            ),
-            StorageOp::DeleteHint {
-                target,
-                partition,
-                key,
-                delivered,
-            } => {
-                let slot = (target.clone(), *partition, key.clone());
-                let covered = self
-                    .hints
-                    .get(&slot)
-                    .is_some_and(|(stored, _)| delivered.includes(stored));
-                if covered {
-                    self.hints.remove(&slot);
-                }
-                StorageReply::HintDeleted(covered)
-            }
-            StorageOp::DropHint {
-                target,
-                partition,
-                key,
-            } => StorageReply::HintDeleted(
-                self.hints
-                    .remove(&(target.clone(), *partition, key.clone()))
-                    .is_some(),
-            ),
-            StorageOp::HintSummary => {
-                let mut targets: Vec<NodeId> =
-                    self.hints.keys().map(|(n, _, _)| n.clone()).collect();
-                targets.dedup();
-                StorageReply::HintSummary(
-                    targets
-                        .into_iter()
-                        .map(|t| {
-                            let totals = self.hint_totals(&t);
-                            (t, totals)
-                        })
-                        .collect(),
-                )
-            }
-            // Anti-entropy keeps Merkle trees in the real executor; this model has none.
-            // The engine tests here run with anti-entropy off (see `config`), and
-            // anti-entropy is exercised by the simulator over the real executor.
-            other => return Err(format!("{} is not modelled", other.op_name())),
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // The cluster
 // ---------------------------------------------------------------------------------------
 
 pub struct TestNode {
     pub engine: Engine,
-    pub store: Store,
+    pub executor: Executor<MemStorage>,
 }
 
 impl TestNode {
+    /// Run one storage op, as the node's storage workers do.
+    fn execute(&self, op: StorageOp) -> StorageReply {
+        self.executor
+            .execute(op)
+            .expect("the in-memory store does not fail")
+    }
+
     pub fn drain(&mut self) -> Vec<Command> {
         std::iter::from_fn(|| self.engine.poll_command()).collect()
     }
@@ -423,8 +256,9 @@ impl Cluster {
                 T0,
             )
             .expect("engine");
-            let store = Store::new(Actor(i as u64 + 1));
-            map.insert(n.clone(), TestNode { engine, store });
+            let executor =
+                Executor::open(MemStorage::new(), || i as u64 + 1).expect("executor opens");
+            map.insert(n.clone(), TestNode { engine, executor });
         }
         let mut c = Cluster {
             cfg: cfg_of(&ids[0]),
@@ -459,7 +293,7 @@ impl Cluster {
     }
 
     pub fn actor(&self, n: &NodeId) -> Actor {
-        self.nodes[n].store.actor
+        self.nodes[n].executor.actor()
     }
 
     /// The preference list of `key`.
@@ -486,17 +320,33 @@ impl Cluster {
 
     /// The object `n` stores for `key`.
     pub fn stored(&self, n: &NodeId, key: &[u8]) -> Option<Object> {
-        let p = self.partition(key);
-        self.nodes[n].store.objects.get(&(p, key.to_vec())).cloned()
+        let partition = self.partition(key);
+        let key = key.to_vec();
+        match self.nodes[n].execute(StorageOp::Read { partition, key }) {
+            StorageReply::Object(object) => object,
+            other => panic!("a read answers an object: {other:?}"),
+        }
     }
 
-    /// Store `object` for `key` on `n` directly (a replica's state before a test).
+    /// Store `object` for `key` on `n` directly, bypassing its engine (a replica's state
+    /// before a test). Merged into what `n` stores: on a fresh key, that is `object`.
     pub fn preload(&mut self, n: &NodeId, key: &[u8], object: &Object) {
-        let p = self.partition(key);
-        self.node(n)
-            .store
-            .objects
-            .insert((p, key.to_vec()), object.clone());
+        let op = StorageOp::Merge {
+            partition: self.partition(key),
+            key: key.to_vec(),
+            object: object.clone(),
+            max_object_bytes: usize::MAX,
+        };
+        let reply = self.nodes[n].execute(op);
+        assert!(matches!(reply, StorageReply::Merged { .. }), "{reply:?}");
+    }
+
+    /// How many hints `n` keeps, for every target.
+    pub fn hint_count(&self, n: &NodeId) -> u64 {
+        match self.nodes[n].execute(StorageOp::HintSummary) {
+            StorageReply::HintSummary(totals) => totals.iter().map(|(_, t)| t.count).sum(),
+            other => panic!("a hint summary answers totals: {other:?}"),
+        }
     }
 
     // ---- hand-driven ----
@@ -547,7 +397,7 @@ impl Cluster {
         };
         let now = self.now;
         let node = self.node(n);
-        let reply = node.store.apply(op);
+        let reply = node.executor.execute(op.clone());
         node.engine.handle_storage(now, *id, reply);
         node.drain()
     }
@@ -643,7 +493,7 @@ impl Cluster {
                     Command::Storage { id, op } => {
                         let now = self.now;
                         let node = self.node(n);
-                        let reply = node.store.apply(&op);
+                        let reply = node.executor.execute(op);
                         node.engine.handle_storage(now, id, reply);
                     }
                     Command::Send {

@@ -9,7 +9,8 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use shoal_proto::wire::{ClientRequest, PeerRequest, PeerResponse, Request, Response};
 use shoal_proto::{
-    Command, Dot, InboundId, Object, RequestId, SendError, Sender, StorageOp, StorageReply, Time,
+    Command, Dot, InboundId, Object, RequestId, SendError, Sender, StorageFailure, StorageOp,
+    StorageReply, StorageResult, Time,
 };
 use shoal_ring::{NodeId, PartitionId};
 
@@ -464,7 +465,9 @@ impl Sim {
                 log::storage_op(&op)
             );
             self.note(i, &what);
-            StorageWork::Applied(Err("injected storage failure".into()))
+            StorageWork::Applied(Err(StorageFailure::Engine(
+                "injected storage failure".into(),
+            )))
         } else {
             match self.setup.storage_timing {
                 StorageTiming::AtIssue => StorageWork::Applied(self.apply_storage(i, id, op)),
@@ -497,12 +500,7 @@ impl Sim {
     }
 
     /// Run a storage op through node `i`'s executor, recording coordinated writes.
-    fn apply_storage(
-        &mut self,
-        i: usize,
-        id: RequestId,
-        op: StorageOp,
-    ) -> Result<StorageReply, String> {
+    fn apply_storage(&mut self, i: usize, id: RequestId, op: StorageOp) -> StorageResult {
         let now = self.now;
         let desc = log::storage_op(&op);
         let coordinate = match &op {
@@ -515,7 +513,7 @@ impl Sim {
             _ => None,
         };
         let Some(r) = self.nodes[i].running.as_ref() else {
-            return Err("node is down".into());
+            return Err(StorageFailure::Engine("node is down".into()));
         };
         // What a reap is about to delete, to record what it did delete.
         let reaping: Vec<(PartitionId, Vec<u8>, Object)> = match &op {
@@ -535,7 +533,7 @@ impl Sim {
             _ => Vec::new(),
         };
         let actor = r.executor.actor();
-        let result = r.executor.execute(op).map_err(|e| e.to_string());
+        let result = r.executor.execute(op);
         for (partition, key, object) in reaping {
             let read = StorageOp::Read {
                 partition,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use shoal_proto::wire::{ClientRequest, PeerRequest, PeerResponse, Response};
-use shoal_proto::{RequestId, SendError, StorageOp, StorageReply, Time};
+use shoal_proto::{RequestId, SendError, StorageOp, StorageResult, Time};
 
 use super::network::RpcKey;
 use crate::history::OpId;
@@ -77,7 +77,7 @@ pub(crate) enum Event {
 #[derive(Debug)]
 pub(crate) enum StorageWork {
     /// Already applied, with this result.
-    Applied(Result<StorageReply, String>),
+    Applied(StorageResult),
     /// To apply when it completes.
     Due(StorageOp),
 }

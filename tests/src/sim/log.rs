@@ -4,7 +4,7 @@
 use shoal_proto::wire::{
     AaeRequest, AaeResponse, ClientRequest, ClientResponse, PeerRequest, PeerResponse, Response,
 };
-use shoal_proto::{Object, SendError, SiblingValue, StorageOp, StorageReply, Time};
+use shoal_proto::{Object, SendError, SiblingValue, StorageOp, StorageReply, StorageResult, Time};
 use xxhash_rust::xxh3::Xxh3Default;
 
 use super::config::EPOCH;
@@ -345,7 +345,7 @@ pub(crate) fn storage_op(op: &StorageOp) -> String {
 }
 
 /// A storage reply.
-pub(crate) fn storage_reply(reply: &Result<StorageReply, String>) -> String {
+pub(crate) fn storage_reply(reply: &StorageResult) -> String {
     match reply {
         Err(e) => format!("error: {e}"),
         Ok(StorageReply::Object(o)) => format!("object {}", opt_object(o)),

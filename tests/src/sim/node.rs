@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use shoal_node::executor::{ExecError, Executor};
+use shoal_executor::{ExecError, Executor};
 use shoal_proto::{Engine, EngineConfig, EngineError, Time};
 use shoal_ring::{NodeId, Ring};
 use shoal_storage::{MemStorage, Storage};

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use shoal_client::{Client, ClientConfig, MemberState, NodeId, StatusReport, WriteOptions};
-use shoal_node::executor::Executor;
+use shoal_executor::Executor;
 use shoal_proto::{Object, StorageOp, StorageReply};
 use shoal_ring::Ring;
 use shoal_storage::{RocksOptions, RocksStorage, Storage};

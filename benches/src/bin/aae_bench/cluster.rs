@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use serde::Serialize;
-use shoal_node::executor::Executor;
+use shoal_executor::Executor;
 use shoal_proto::wire::{
     decode_request, decode_response, encode_request, encode_response, AaeRequest, PeerRequest,
     PeerResponse, Request, Response,
@@ -389,10 +389,7 @@ impl Cluster {
                 }
                 let name = op.op_name();
                 let started = Instant::now();
-                let result = self.nodes[i]
-                    .executor
-                    .execute(op)
-                    .map_err(|e| e.to_string());
+                let result = self.nodes[i].executor.execute(op);
                 let spent = self.storage.entry(name.to_string()).or_default();
                 spent.ops += 1;
                 spent.seconds += started.elapsed().as_secs_f64();

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
-use shoal_node::executor::{raw_digest, Executor};
+use shoal_executor::{raw_digest, Executor};
 use shoal_proto::{Actor, CausalContext, Dot, Object, SiblingValue, StorageOp, StorageReply, Time};
 use shoal_ring::{PartitionId, Ring};
 use shoal_storage::{RocksStorage, Storage};

@@ -10,11 +10,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use shoal_proto::{MerkleShape, MerkleTree, StorageReply, Time, AAE_SEGMENTS};
+use shoal_proto::{
+    MerkleShape, MerkleTree, StorageFailure, StorageReply, StorageResult, Time, AAE_SEGMENTS,
+};
 use shoal_ring::PartitionId;
 use shoal_storage::{object_key, split_object_key, Space, Storage};
 
-use super::{decode_object, raw_digest, ExecError, Executor, SCAN_PAGE};
+use super::{decode_object, engine_failure, raw_digest, ExecError, Executor, SCAN_PAGE};
 
 /// The trees of one executor.
 pub(super) struct Trees {
@@ -168,19 +170,14 @@ impl<S: Storage> Executor<S> {
         self.trees.summary(p)
     }
 
-    pub(super) fn tree_nodes(
-        &self,
-        p: PartitionId,
-        level: u8,
-        indices: &[u32],
-    ) -> Result<StorageReply, ExecError> {
+    pub(super) fn tree_nodes(&self, p: PartitionId, level: u8, indices: &[u32]) -> StorageResult {
         let tree = self.trees.get(p);
         let tree = tree.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(indices.len());
         for &i in indices {
             let h = tree
                 .node_hashes(usize::from(level), i..i.saturating_add(1))
-                .map_err(|e| ExecError::Corrupt {
+                .map_err(|e| StorageFailure::OutOfRange {
                     what: "tree request",
                     detail: e.to_string(),
                 })?;
@@ -192,18 +189,14 @@ impl<S: Storage> Executor<S> {
 
     /// The (key, digest) pairs of each segment. Runs of adjacent segments are read with
     /// one range scan (segments are contiguous in the key layout).
-    pub(super) fn segments(
-        &self,
-        p: PartitionId,
-        segments: &[u32],
-    ) -> Result<StorageReply, ExecError> {
+    pub(super) fn segments(&self, p: PartitionId, segments: &[u32]) -> StorageResult {
         let mut wanted: Vec<u16> = segments
             .iter()
             .map(|&seg| {
                 u16::try_from(seg)
                     .ok()
                     .filter(|s| u32::from(*s) < AAE_SEGMENTS)
-                    .ok_or_else(|| ExecError::Corrupt {
+                    .ok_or_else(|| StorageFailure::OutOfRange {
                         what: "segment request",
                         detail: format!("segment {seg} out of range"),
                     })
@@ -233,7 +226,8 @@ impl<S: Storage> Executor<S> {
             loop {
                 let rows = self
                     .storage
-                    .scan(Space::Objects, &from, end.as_deref(), SCAN_PAGE)?;
+                    .scan(Space::Objects, &from, end.as_deref(), SCAN_PAGE)
+                    .map_err(engine_failure)?;
                 let full = rows.len() == SCAN_PAGE;
                 for (raw_key, value) in &rows {
                     let Some((_, stored)) = split_object_key(raw_key) else {
@@ -278,10 +272,11 @@ impl<S: Storage> Executor<S> {
         after: Option<Vec<u8>>,
         limit: usize,
         scan_limit: usize,
-    ) -> Result<StorageReply, ExecError> {
+    ) -> StorageResult {
         let rows = self
             .storage
-            .scan_partition(p, after.as_deref(), scan_limit.max(1))?;
+            .scan_partition(p, after.as_deref(), scan_limit.max(1))
+            .map_err(engine_failure)?;
         let complete = rows.len() < scan_limit.max(1);
         let mut keys = Vec::new();
         let mut next = None;

@@ -4,11 +4,13 @@
 //! Layout in the hints space: `len(target) ‖ target ‖ be32(partition) ‖ key`, so one
 //! target's hints are one range; value `version ‖ be64(stored_at µs) ‖ object`.
 
-use shoal_proto::{HintRecord, HintRejection, Object, StorageReply, Time};
+use shoal_proto::{
+    HintRecord, HintRejection, Object, StorageFailure, StorageReply, StorageResult, Time,
+};
 use shoal_ring::{NodeId, PartitionId};
 use shoal_storage::{Space, Storage, WriteBatch};
 
-use super::{ExecError, Executor};
+use super::{engine_failure, Executor};
 
 /// Version byte of an encoded hint.
 const HINT_FORMAT_VERSION: u8 = 1;
@@ -61,8 +63,8 @@ fn encode_hint(stored_at: Time, object: &Object) -> Vec<u8> {
     out
 }
 
-pub(super) fn decode_hint(bytes: &[u8]) -> Result<(Time, Object), ExecError> {
-    let corrupt = |detail: String| ExecError::Corrupt {
+pub(super) fn decode_hint(bytes: &[u8]) -> Result<(Time, Object), StorageFailure> {
+    let corrupt = |detail: String| StorageFailure::Corrupt {
         what: "hint",
         detail,
     };
@@ -88,10 +90,13 @@ impl<S: Storage> Executor<S> {
         now: Time,
         max_hints: u64,
         max_bytes: u64,
-    ) -> Result<StorageReply, ExecError> {
+    ) -> StorageResult {
         let _guard = self.locks.lock(partition, key);
         let hk = hint_key(target, partition, key);
-        let existing = self.storage.get(Space::Hints, &hk)?;
+        let existing = self
+            .storage
+            .get(Space::Hints, &hk)
+            .map_err(engine_failure)?;
         let old_len = existing.as_ref().map(|b| b.len() as u64);
         let (stored_at, mut merged) = match existing {
             Some(b) => match decode_hint(&b) {
@@ -114,7 +119,9 @@ impl<S: Storage> Executor<S> {
                 return Ok(StorageReply::HintRejected(HintRejection::TooLarge));
             }
         }
-        self.storage.put(Space::Hints, &hk, &bytes)?;
+        self.storage
+            .put(Space::Hints, &hk, &bytes)
+            .map_err(engine_failure)?;
         let mut totals = self.hints.lock().unwrap_or_else(|e| e.into_inner());
         let t = totals.entry(target.clone()).or_default();
         match old_len {
@@ -127,16 +134,13 @@ impl<S: Storage> Executor<S> {
         Ok(StorageReply::HintStored)
     }
 
-    pub(super) fn list_hints(
-        &self,
-        target: &NodeId,
-        limit: usize,
-    ) -> Result<StorageReply, ExecError> {
+    pub(super) fn list_hints(&self, target: &NodeId, limit: usize) -> StorageResult {
         let prefix = hint_prefix(target);
         let end = prefix_end(&prefix);
         let rows = self
             .storage
-            .scan(Space::Hints, &prefix, end.as_deref(), limit)?;
+            .scan(Space::Hints, &prefix, end.as_deref(), limit)
+            .map_err(engine_failure)?;
         let mut out = Vec::with_capacity(rows.len());
         for (k, v) in rows {
             let Some((_, partition, key)) = split_hint_key(&k) else {
@@ -166,10 +170,14 @@ impl<S: Storage> Executor<S> {
         partition: PartitionId,
         key: &[u8],
         delivered: Option<&Object>,
-    ) -> Result<StorageReply, ExecError> {
+    ) -> StorageResult {
         let _guard = self.locks.lock(partition, key);
         let hk = hint_key(target, partition, key);
-        let Some(bytes) = self.storage.get(Space::Hints, &hk)? else {
+        let Some(bytes) = self
+            .storage
+            .get(Space::Hints, &hk)
+            .map_err(engine_failure)?
+        else {
             return Ok(StorageReply::HintDeleted(false));
         };
         if let Some(delivered) = delivered {
@@ -182,7 +190,7 @@ impl<S: Storage> Executor<S> {
         }
         let mut batch = WriteBatch::with_capacity(1);
         batch.delete(Space::Hints, hk);
-        self.storage.write(batch)?;
+        self.storage.write(batch).map_err(engine_failure)?;
         let mut totals = self.hints.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = totals.get_mut(target) {
             t.count = t.count.saturating_sub(1);

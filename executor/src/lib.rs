@@ -1,5 +1,10 @@
 //! Carries out the engine's [`StorageOp`]s against a [`Storage`] engine.
 //!
+//! The one executor: the node's storage workers, the simulator, the anti-entropy
+//! benchmark and `shoal-proto`'s engine tests all run this code, so what is tested is
+//! what runs. It is synchronous and does no IO of its own beyond the [`Storage`] calls;
+//! each op's outcome is a [`StorageResult`] the driver hands straight back to the engine.
+//!
 //! Each op is an atomic read-modify-write of one key: the key's stripe lock is held
 //! across read, object logic (always `shoal_proto`'s) and write. The executor also owns
 //! the per-node state that lives next to the data:
@@ -16,6 +21,8 @@
 //! adds the partition; the executor the segment), so the keys of one Merkle segment are
 //! one range: anti-entropy reads a differing segment without scanning its partition.
 
+#![warn(missing_docs)]
+
 mod hints;
 #[cfg(test)]
 mod tests;
@@ -25,7 +32,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use shoal_proto::{
-    Actor, CausalContext, Dot, HintTotals, Object, SiblingValue, StorageOp, StorageReply, Time,
+    Actor, CausalContext, Dot, HintTotals, Object, SiblingValue, StorageFailure, StorageOp,
+    StorageReply, StorageResult, Time,
 };
 use shoal_ring::{NodeId, PartitionId};
 use shoal_storage::{Space, Storage, StorageError};
@@ -46,13 +54,14 @@ const META_SEGMENTS: &str = "object_layout_segments";
 /// Rows per page when scanning at open.
 const SCAN_PAGE: usize = 4096;
 
-/// Why the executor could not open or run an op.
+/// Why the executor could not open its store or verify its trees. (Why an op failed is a
+/// [`StorageFailure`]: it goes back to the engine.)
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The storage engine failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// Stored bytes did not decode.
+    /// Stored metadata did not decode.
     #[error("corrupt {what}: {detail}")]
     Corrupt {
         /// What was being decoded.
@@ -111,8 +120,13 @@ fn read_u64(storage: &impl Storage, name: &str) -> Result<Option<u64>, ExecError
     }
 }
 
-fn decode_object(bytes: &[u8]) -> Result<Object, ExecError> {
-    Object::decode(bytes).map_err(|e| ExecError::Corrupt {
+/// A storage engine error as the engine receives it.
+fn engine_failure(e: StorageError) -> StorageFailure {
+    StorageFailure::Engine(e.to_string())
+}
+
+fn decode_object(bytes: &[u8]) -> Result<Object, StorageFailure> {
+    Object::decode(bytes).map_err(|e| StorageFailure::Corrupt {
         what: "object",
         detail: e.to_string(),
     })
@@ -204,7 +218,7 @@ impl<S: Storage> Executor<S> {
         Ok(())
     }
 
-    fn mint(&self, at_least: u64) -> Result<Dot, ExecError> {
+    fn mint(&self, at_least: u64) -> Result<Dot, StorageFailure> {
         let mut d = self.dots.lock().unwrap_or_else(|e| e.into_inner());
         if d.next < at_least {
             d.next = at_least;
@@ -212,7 +226,8 @@ impl<S: Storage> Executor<S> {
         if d.next > d.reserved {
             let reserved = d.next + DOT_BLOCK;
             self.storage
-                .put_meta(META_DOT_RESERVED, &reserved.to_be_bytes())?;
+                .put_meta(META_DOT_RESERVED, &reserved.to_be_bytes())
+                .map_err(engine_failure)?;
             d.reserved = reserved;
         }
         let dot = Dot::new(self.actor, d.next);
@@ -231,8 +246,14 @@ impl<S: Storage> Executor<S> {
     }
 
     /// The raw stored bytes of a key's object.
-    fn get_raw(&self, partition: PartitionId, key: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
-        Ok(self.storage.get_object(partition, &self.stored_key(key))?)
+    fn get_raw(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageFailure> {
+        self.storage
+            .get_object(partition, &self.stored_key(key))
+            .map_err(engine_failure)
     }
 
     /// Write (or delete, with `None`) a key's object and update its partition's tree, as
@@ -243,21 +264,22 @@ impl<S: Storage> Executor<S> {
         key: &[u8],
         old: Option<&[u8]>,
         new: Option<&[u8]>,
-    ) -> Result<(), ExecError> {
+    ) -> Result<(), StorageFailure> {
         let stored = self.stored_key(key);
         let tree = self.trees.get(partition);
         let mut tree = tree.lock().unwrap_or_else(|e| e.into_inner());
         match new {
-            Some(bytes) => self.storage.put_object(partition, &stored, bytes)?,
-            None => self.storage.delete_object(partition, &stored)?,
+            Some(bytes) => self.storage.put_object(partition, &stored, bytes),
+            None => self.storage.delete_object(partition, &stored),
         }
+        .map_err(engine_failure)?;
         tree.update(key, old.map(raw_digest), new.map(raw_digest));
         Ok(())
     }
 
-    /// Run one op. Errors are reported as text to the engine, which turns them into a
-    /// typed `Storage` error for the requester.
-    pub fn execute(&self, op: StorageOp) -> Result<StorageReply, ExecError> {
+    /// Run one op. A failure goes back to the engine as it is, which fails the request
+    /// that waited for it with a `Storage` error.
+    pub fn execute(&self, op: StorageOp) -> StorageResult {
         match op {
             StorageOp::Read { partition, key } => {
                 let obj = self
@@ -273,7 +295,8 @@ impl<S: Storage> Executor<S> {
             } => {
                 let raw = self
                     .storage
-                    .get(Space::Hints, &hint_key(&target, partition, &key))?;
+                    .get(Space::Hints, &hint_key(&target, partition, &key))
+                    .map_err(engine_failure)?;
                 let obj = raw
                     .map(|b| hints::decode_hint(&b))
                     .transpose()?
@@ -421,7 +444,7 @@ impl<S: Storage> Executor<S> {
         value: SiblingValue,
         now: Time,
         max_object_bytes: usize,
-    ) -> Result<StorageReply, ExecError> {
+    ) -> StorageResult {
         let _guard = self.locks.lock(partition, key);
         let old = self.get_raw(partition, key)?;
         let mut object = match &old {
@@ -436,12 +459,7 @@ impl<S: Storage> Executor<S> {
             .max_counter(self.actor)
             .max(context.max_counter(self.actor));
         let dot = self.mint(known.saturating_add(1))?;
-        let reply = object
-            .update(context, value, dot, now)
-            .map_err(|e| ExecError::Corrupt {
-                what: "dot counter",
-                detail: e.to_string(),
-            })?;
+        let reply = object.update(context, value, dot, now)?;
         let bytes = object.encode();
         if bytes.len() > max_object_bytes {
             return Ok(StorageReply::TooLarge {
@@ -462,7 +480,7 @@ impl<S: Storage> Executor<S> {
         key: &[u8],
         incoming: &Object,
         max_object_bytes: usize,
-    ) -> Result<Merged, ExecError> {
+    ) -> Result<Merged, StorageFailure> {
         let _guard = self.locks.lock(partition, key);
         let old = self.get_raw(partition, key)?;
         let mut current = match &old {
