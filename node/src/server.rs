@@ -219,8 +219,8 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     let engine_cfg = cfg.engine_config();
     let handler = Arc::new(NodeHandler {
         input: input_tx,
-        default_timeout: engine_cfg.request_timeout,
-        margin: engine_cfg.rpc_timeout * 3,
+        default_timeout: engine_cfg.replication.request_timeout,
+        margin: engine_cfg.replication.rpc_timeout * 3,
     });
     let serve = endpoint.serve(handler);
     tokio::spawn(report_storage_stats(

@@ -275,8 +275,8 @@ impl Engine {
         let now = self.now;
         // Admission control: AIMD on the foreground latency and load.
         self.aae.end_window();
-        let loaded = self.inflight() * 2 >= self.cfg.max_inflight_requests;
-        let slow = self.aae.fg_latency > self.cfg.aae_latency_target.as_secs_f64();
+        let loaded = self.inflight() * 2 >= self.cfg.limits.max_inflight_requests;
+        let slow = self.aae.fg_latency > self.cfg.aae.latency_target.as_secs_f64();
         self.aae.multiplier = if slow || loaded {
             (self.aae.multiplier / 2.0).max(MIN_MULTIPLIER)
         } else {
@@ -287,7 +287,7 @@ impl Engine {
         self.aae.bytes.refill(now, m);
         metrics::gauge!("shoal_aae_budget_ratio").set(m);
         metrics::gauge!("shoal_aae_exchanges_running").set(self.aae.running() as f64);
-        if !self.cfg.aae_enabled || m < MIN_MULTIPLIER * 2.5 {
+        if !self.cfg.aae.enabled || m < MIN_MULTIPLIER * 2.5 {
             return;
         }
         self.start_due_exchanges();
@@ -307,7 +307,7 @@ impl Engine {
             .collect();
         let total = partitions.len();
         let mut looked = 0;
-        while self.aae.running() < self.cfg.aae_max_concurrent_exchanges && looked < total {
+        while self.aae.running() < self.cfg.aae.max_concurrent_exchanges && looked < total {
             let p = partitions[self.aae.cursor % total];
             self.aae.cursor = (self.aae.cursor + 1) % total;
             looked += 1;
@@ -320,9 +320,9 @@ impl Engine {
                 }
                 let due = match self.aae.last.get(&p).and_then(|m| m.get(&peer)) {
                     None => true,
-                    Some(r) => self.now.saturating_since(r.at) >= self.cfg.aae_interval,
+                    Some(r) => self.now.saturating_since(r.at) >= self.cfg.aae.interval,
                 };
-                if due && self.aae.running() < self.cfg.aae_max_concurrent_exchanges {
+                if due && self.aae.running() < self.cfg.aae.max_concurrent_exchanges {
                     self.start_exchange(p, peer);
                 }
             }
@@ -370,7 +370,7 @@ impl Engine {
                 part: AaePart::OursNodes,
             },
         );
-        let timeout = self.cfg.rpc_timeout;
+        let timeout = self.cfg.replication.rpc_timeout;
         self.send(
             peer,
             PeerRequest::Aae(AaeRequest::Nodes {
@@ -413,7 +413,7 @@ impl Engine {
                 part: AaePart::OursSegments,
             },
         );
-        let timeout = self.cfg.rpc_timeout;
+        let timeout = self.cfg.replication.rpc_timeout;
         self.send(
             peer,
             PeerRequest::Aae(AaeRequest::Segments {
@@ -497,7 +497,7 @@ impl Engine {
                 self.aae.bytes.tokens -= size as f64;
                 metrics::counter!("shoal_aae_bytes_total", "direction" => "sent").increment(size);
                 let (partition, peer) = (ex.partition, ex.peer.clone());
-                let timeout = self.cfg.rpc_timeout;
+                let timeout = self.cfg.replication.rpc_timeout;
                 self.send(
                     peer,
                     PeerRequest::Aae(AaeRequest::Push {
@@ -584,7 +584,7 @@ impl Engine {
                     return;
                 }
                 let partition = ex.partition;
-                let max_object_bytes = self.cfg.max_object_bytes;
+                let max_object_bytes = self.cfg.limits.max_object_bytes;
                 self.storage(
                     StorageOp::MergeMany {
                         partition,
@@ -721,7 +721,7 @@ impl Engine {
     }
 
     fn repair_progress(&mut self, id: u64) {
-        let batch = self.cfg.aae_batch;
+        let batch = self.cfg.aae.batch;
         let multiplier = self.aae.multiplier;
         let now = self.now;
         self.aae.keys.refill(now, multiplier);
@@ -769,7 +769,7 @@ impl Engine {
         if !push_keys.is_empty() {
             *inflight += 1;
         }
-        let timeout = self.cfg.rpc_timeout;
+        let timeout = self.cfg.replication.rpc_timeout;
         if !fetch_keys.is_empty() {
             self.send(
                 peer,
@@ -832,7 +832,7 @@ impl Engine {
         // Results of commands still in flight for this exchange find no exchange and are
         // dropped. Start the next due exchange now rather than at the next tick, so that
         // a node catches up on all its partitions within one interval.
-        if self.cfg.aae_enabled && self.aae.multiplier >= MIN_MULTIPLIER * 2.5 {
+        if self.cfg.aae.enabled && self.aae.multiplier >= MIN_MULTIPLIER * 2.5 {
             self.start_due_exchanges();
         }
     }

@@ -71,9 +71,11 @@ impl Engine {
         key: Vec<u8>,
         options: ReadOptions,
     ) {
-        let r = usize::from(options.r.unwrap_or(self.cfg.r));
-        let pr = usize::from(options.pr.unwrap_or(self.cfg.pr));
-        let timeout = options.timeout.unwrap_or(self.cfg.request_timeout);
+        let r = usize::from(options.r.unwrap_or(self.cfg.replication.r));
+        let pr = usize::from(options.pr.unwrap_or(self.cfg.replication.pr));
+        let timeout = options
+            .timeout
+            .unwrap_or(self.cfg.replication.request_timeout);
         let mut spare = self.live_fallbacks(partition);
         let mut slots = vec![Slot {
             node: self.me.clone(),
@@ -163,7 +165,7 @@ impl Engine {
         key: Vec<u8>,
         hint_for: Option<NodeId>,
     ) {
-        let timeout = self.cfg.rpc_timeout;
+        let timeout = self.cfg.replication.rpc_timeout;
         self.send(
             node,
             PeerRequest::Read {
@@ -259,7 +261,7 @@ impl Engine {
     }
 
     fn read_progress(&mut self, id: RequestId) {
-        let read_repair_window = self.cfg.read_repair_window;
+        let read_repair_window = self.cfg.replication.read_repair_window;
         let Some(op) = self.reads.get_mut(&id) else {
             return;
         };
@@ -359,12 +361,12 @@ impl Engine {
                 Some(c) => *c != op.merged,
             };
             // Without hinted handoff a fallback refuses hints: repair primaries only.
-            if !stale || (slot.hint_for.is_some() && !self.cfg.hinted_handoff) {
+            if !stale || (slot.hint_for.is_some() && !self.cfg.handoff.enabled) {
                 continue;
             }
             metrics::counter!("shoal_read_repairs_total").increment(1);
             if slot.node == self.me {
-                let max_object_bytes = self.cfg.max_object_bytes;
+                let max_object_bytes = self.cfg.limits.max_object_bytes;
                 self.storage(
                     StorageOp::Merge {
                         partition: op.partition,
@@ -375,7 +377,7 @@ impl Engine {
                     Waiter::Repair,
                 );
             } else {
-                let timeout = self.cfg.rpc_timeout;
+                let timeout = self.cfg.replication.rpc_timeout;
                 self.send(
                     slot.node,
                     PeerRequest::Replicate {

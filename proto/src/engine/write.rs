@@ -92,9 +92,11 @@ impl Engine {
         options: WriteOptions,
     ) {
         let delete = matches!(value, SiblingValue::Tombstone);
-        let w = usize::from(options.w.unwrap_or(self.cfg.w));
-        let pw = usize::from(options.pw.unwrap_or(self.cfg.pw));
-        let timeout = options.timeout.unwrap_or(self.cfg.request_timeout);
+        let w = usize::from(options.w.unwrap_or(self.cfg.replication.w));
+        let pw = usize::from(options.pw.unwrap_or(self.cfg.replication.pw));
+        let timeout = options
+            .timeout
+            .unwrap_or(self.cfg.replication.request_timeout);
         let mut spare = self.live_fallbacks(partition);
         let mut slots = Vec::new();
         let mut unplaced = Vec::new();
@@ -105,7 +107,7 @@ impl Engine {
                     hint_for: None,
                     state: SlotState::Pending,
                 });
-            } else if self.cfg.hinted_handoff {
+            } else if self.cfg.handoff.enabled {
                 match spare.pop_front() {
                     Some(f) => slots.push(Slot {
                         node: f,
@@ -157,7 +159,7 @@ impl Engine {
         self.writes.insert(id, op);
         self.timers
             .insert((self.now + timeout, Timer::Deadline(id)));
-        let max_object_bytes = self.cfg.max_object_bytes;
+        let max_object_bytes = self.cfg.limits.max_object_bytes;
         let now = self.now;
         self.storage(
             StorageOp::Coordinate {
@@ -212,7 +214,7 @@ impl Engine {
         };
         op.reply = Some(response);
         for (slot, node, hint_for) in sends {
-            let timeout = self.cfg.rpc_timeout;
+            let timeout = self.cfg.replication.rpc_timeout;
             self.send(
                 node,
                 PeerRequest::Replicate {
@@ -234,7 +236,7 @@ impl Engine {
         slot: usize,
         result: Result<PeerResponse, SendError>,
     ) {
-        let hinted_handoff = self.cfg.hinted_handoff;
+        let hinted_handoff = self.cfg.handoff.enabled;
         let Some(op) = self.writes.get_mut(&id) else {
             return;
         };
@@ -282,7 +284,7 @@ impl Engine {
                         object: op.object.clone().unwrap_or_default(),
                         hint_for: Some(primary),
                     };
-                    let timeout = self.cfg.rpc_timeout;
+                    let timeout = self.cfg.replication.rpc_timeout;
                     self.send(
                         f,
                         request,
@@ -325,7 +327,7 @@ impl Engine {
                     self.respond_client(inbound, r);
                 }
             } else {
-                let spare = if self.cfg.hinted_handoff {
+                let spare = if self.cfg.handoff.enabled {
                     op.spare.len()
                 } else {
                     0
@@ -390,8 +392,8 @@ impl Engine {
             for target in op.unplaced {
                 let now = self.now;
                 let (max_hints, max_bytes) = (
-                    self.cfg.max_hints_per_target,
-                    self.cfg.max_hint_bytes_per_target,
+                    self.cfg.handoff.max_hints_per_target,
+                    self.cfg.handoff.max_hint_bytes_per_target,
                 );
                 self.storage(
                     StorageOp::StoreHint {
