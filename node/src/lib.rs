@@ -1,16 +1,19 @@
 //! The Shoal node: configuration, the storage executor, and the tokio driver that runs
-//! the replication engine of `shoal-proto` over QUIC and RocksDB. The `shoal` binary
-//! (CLI) is built on this library; integration tests start nodes through it too.
+//! the replication engine of `shoal-proto` over QUIC and RocksDB. The `shoal` binary is
+//! [`main`]; the process tests run the same function in their own binary.
+//!
+//! The modules are private; what other crates use is exported here: the CLI entry point,
+//! the configuration file's types, and [`start`] to run a node inside a process.
 #![warn(missing_docs)]
 
-pub mod cli;
-pub mod cli_aae;
-pub mod cli_client;
-pub mod config;
-pub mod dev;
+mod cli;
+mod config;
 pub mod executor;
-pub mod metrics;
-pub mod server;
+mod metrics;
+mod server;
 
-pub use config::NodeConfig;
+pub use cli::main;
+pub use config::{
+    ConfigError, NodeConfig, SeedConfig, StorageConfig, TlsConfig, DEFAULT_CONFIG_TOML,
+};
 pub use server::{start, RunningNode};
