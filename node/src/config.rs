@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoal_proto::EngineConfig;
-use shoal_ring::{Member, NodeId, Ring};
+use shoal_proto::{
+    AaeConfig, EngineConfig, HandoffConfig, LimitsConfig, MembershipConfig, ReplicationConfig,
+};
+use shoal_ring::{Member, NodeId, Ring, MAX_PARTITIONS, MIN_PARTITIONS};
 use shoal_storage::Durability;
 
 /// Why a configuration was refused.
@@ -78,191 +79,6 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-/// Replication defaults and timeouts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReplicationConfig {
-    /// Replicas per key (N).
-    pub n: u8,
-    /// Default read quorum (R), overridable per request.
-    pub r: u8,
-    /// Default write quorum (W), overridable per request.
-    pub w: u8,
-    /// Default primary replies required among R (PR).
-    pub pr: u8,
-    /// Default primary acks required among W (PW).
-    pub pw: u8,
-    /// A coordinator answers `Timeout` after this long without its quorum.
-    #[serde(with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Timeout of one node-to-node request.
-    #[serde(with = "humantime_serde")]
-    pub rpc_timeout: Duration,
-    /// Replies arriving this long after a read was answered still feed read repair.
-    #[serde(with = "humantime_serde")]
-    pub read_repair_window: Duration,
-    /// Deletes stay as tombstones at least this long before they may be reaped.
-    #[serde(with = "humantime_serde")]
-    pub tombstone_grace: Duration,
-}
-
-impl Default for ReplicationConfig {
-    fn default() -> Self {
-        let e = EngineConfig::default();
-        ReplicationConfig {
-            n: e.n,
-            r: e.r,
-            w: e.w,
-            pr: e.pr,
-            pw: e.pw,
-            request_timeout: e.request_timeout,
-            rpc_timeout: e.rpc_timeout,
-            read_repair_window: e.read_repair_window,
-            tombstone_grace: e.tombstone_grace,
-        }
-    }
-}
-
-/// Hinted handoff.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HandoffConfig {
-    /// Keep writes for down primaries as hints on fallbacks. Off: no new hints.
-    pub enabled: bool,
-    /// How often hints are delivered.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// Hints delivered per target per interval (the delivery rate limit).
-    pub batch: usize,
-    /// Hints older than this are dropped (anti-entropy repairs the rest).
-    #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
-    /// Most hints kept per target node.
-    pub max_hints_per_target: u64,
-    /// Most hint bytes kept per target node.
-    pub max_hint_bytes_per_target: u64,
-}
-
-impl Default for HandoffConfig {
-    fn default() -> Self {
-        let e = EngineConfig::default();
-        HandoffConfig {
-            enabled: e.hinted_handoff,
-            interval: e.handoff_interval,
-            batch: e.handoff_batch,
-            ttl: e.hint_ttl,
-            max_hints_per_target: e.max_hints_per_target,
-            max_hint_bytes_per_target: e.max_hint_bytes_per_target,
-        }
-    }
-}
-
-/// Membership and failure detection.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MembershipConfig {
-    /// Gossip to one random peer this often.
-    #[serde(with = "humantime_serde")]
-    pub gossip_interval: Duration,
-    /// Probe every peer this often.
-    #[serde(with = "humantime_serde")]
-    pub probe_interval: Duration,
-    /// A probe unanswered after this long marks the peer down.
-    #[serde(with = "humantime_serde")]
-    pub probe_timeout: Duration,
-}
-
-impl Default for MembershipConfig {
-    fn default() -> Self {
-        let e = EngineConfig::default();
-        MembershipConfig {
-            gossip_interval: e.gossip_interval,
-            probe_interval: e.probe_interval,
-            probe_timeout: e.probe_timeout,
-        }
-    }
-}
-
-/// Anti-entropy and tombstone reaping.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AaeConfig {
-    /// Run Merkle-tree exchanges and tombstone reaping.
-    pub enabled: bool,
-    /// Each pair of replicas of a partition compares trees at least this often.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// How often the scheduler looks for due work.
-    #[serde(with = "humantime_serde")]
-    pub tick: Duration,
-    /// Most exchanges this node runs at once.
-    pub max_concurrent_exchanges: usize,
-    /// Repair budget in keys per second (scaled down while foreground latency is high).
-    pub repair_keys_per_second: u64,
-    /// Repair budget in bytes per second (scaled down likewise).
-    pub repair_bytes_per_second: u64,
-    /// Keys or segments per anti-entropy message (1..=1024).
-    pub batch: usize,
-    /// Background work backs off while the moving average of client request latency at
-    /// this node is above this.
-    #[serde(with = "humantime_serde")]
-    pub latency_target: Duration,
-    /// Each partition is scanned for reapable tombstones at least this often.
-    #[serde(with = "humantime_serde")]
-    pub reap_interval: Duration,
-    /// Each Merkle tree is rebuilt from storage and checked against the incremental one
-    /// this often.
-    #[serde(with = "humantime_serde")]
-    pub verify_interval: Duration,
-}
-
-impl Default for AaeConfig {
-    fn default() -> Self {
-        let e = EngineConfig::default();
-        AaeConfig {
-            enabled: e.aae_enabled,
-            interval: e.aae_interval,
-            tick: e.aae_tick,
-            max_concurrent_exchanges: e.aae_max_concurrent_exchanges,
-            repair_keys_per_second: e.aae_repair_keys_per_second,
-            repair_bytes_per_second: e.aae_repair_bytes_per_second,
-            batch: e.aae_batch,
-            latency_target: e.aae_latency_target,
-            reap_interval: e.reap_interval,
-            verify_interval: Duration::from_secs(3600),
-        }
-    }
-}
-
-/// Size limits and bounds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Largest value a put may carry, in bytes.
-    pub max_value_bytes: usize,
-    /// Largest a key's object (all siblings together) may grow, in bytes.
-    pub max_object_bytes: usize,
-    /// Most requests this node coordinates at once; more get `Overloaded`.
-    pub max_inflight_requests: usize,
-    /// Most requests queued for the engine; more get `Overloaded`.
-    pub max_queued_requests: usize,
-    /// Threads running storage operations.
-    pub storage_threads: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        let e = EngineConfig::default();
-        LimitsConfig {
-            max_value_bytes: e.max_value_bytes,
-            max_object_bytes: e.max_object_bytes,
-            max_inflight_requests: e.max_inflight_requests,
-            max_queued_requests: 10_000,
-            storage_threads: 4,
-        }
-    }
-}
-
 /// RocksDB settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -299,7 +115,8 @@ pub struct NodeConfig {
     /// Prometheus metrics over HTTP on this address (`/metrics`); absent: no exporter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Partitions of the ring (a power of two, 8..=65536); the same on every node.
+    /// Partitions of the ring (a power of two, [`MIN_PARTITIONS`]..=[`MAX_PARTITIONS`]);
+    /// the same on every node.
     #[serde(default = "default_partitions")]
     pub partitions: u32,
     /// Every member of the cluster, this node included; the ring is computed from them.
@@ -370,40 +187,14 @@ impl NodeConfig {
         }
     }
 
-    /// The engine settings this config describes.
+    /// The engine settings this config describes: its engine sections, as written.
     pub fn engine_config(&self) -> EngineConfig {
-        let r = &self.replication;
         EngineConfig {
-            n: r.n,
-            r: r.r,
-            w: r.w,
-            pr: r.pr,
-            pw: r.pw,
-            request_timeout: r.request_timeout,
-            rpc_timeout: r.rpc_timeout,
-            read_repair_window: r.read_repair_window,
-            gossip_interval: self.membership.gossip_interval,
-            probe_interval: self.membership.probe_interval,
-            probe_timeout: self.membership.probe_timeout,
-            hinted_handoff: self.handoff.enabled,
-            handoff_interval: self.handoff.interval,
-            handoff_batch: self.handoff.batch,
-            hint_ttl: self.handoff.ttl,
-            max_hints_per_target: self.handoff.max_hints_per_target,
-            max_hint_bytes_per_target: self.handoff.max_hint_bytes_per_target,
-            tombstone_grace: r.tombstone_grace,
-            max_value_bytes: self.limits.max_value_bytes,
-            max_object_bytes: self.limits.max_object_bytes,
-            max_inflight_requests: self.limits.max_inflight_requests,
-            aae_enabled: self.aae.enabled,
-            aae_interval: self.aae.interval,
-            aae_tick: self.aae.tick,
-            aae_max_concurrent_exchanges: self.aae.max_concurrent_exchanges,
-            aae_repair_keys_per_second: self.aae.repair_keys_per_second,
-            aae_repair_bytes_per_second: self.aae.repair_bytes_per_second,
-            aae_batch: self.aae.batch,
-            aae_latency_target: self.aae.latency_target,
-            reap_interval: self.aae.reap_interval,
+            replication: self.replication,
+            handoff: self.handoff,
+            membership: self.membership,
+            aae: self.aae,
+            limits: self.limits,
         }
     }
 
@@ -470,11 +261,13 @@ impl NodeConfig {
             }
             Some(_) => {}
         }
-        if !self.partitions.is_power_of_two() || !(8..=65536).contains(&self.partitions) {
+        if !self.partitions.is_power_of_two()
+            || !(MIN_PARTITIONS..=MAX_PARTITIONS).contains(&self.partitions)
+        {
             return Err(field_err(
                 "partitions",
                 format!(
-                    "must be a power of two in 8..=65536, got {}",
+                    "must be a power of two in {MIN_PARTITIONS}..={MAX_PARTITIONS}, got {}",
                     self.partitions
                 ),
             ));
@@ -495,21 +288,6 @@ impl NodeConfig {
                 ));
             }
         }
-        if self.limits.max_queued_requests == 0 {
-            return Err(field_err(
-                "limits.max_queued_requests",
-                "must be at least 1",
-            ));
-        }
-        if self.limits.storage_threads == 0 || self.limits.storage_threads > 256 {
-            return Err(field_err("limits.storage_threads", "must be in 1..=256"));
-        }
-        if self.aae.verify_interval.is_zero() {
-            return Err(field_err(
-                "aae.verify_interval",
-                "must be greater than zero",
-            ));
-        }
         if self.storage.block_cache_bytes < (1 << 20) {
             return Err(field_err(
                 "storage.block_cache_bytes",
@@ -524,26 +302,61 @@ impl NodeConfig {
         }
         self.engine_config()
             .validate(self.seeds.len())
-            .map_err(|e| field_err(engine_field(e.field), e.problem))?;
+            .map_err(|e| field_err(e.field, e.problem))?;
         Ok(())
     }
 }
 
-/// Where an engine setting lives in the file.
-fn engine_field(field: &str) -> String {
-    let section = match field {
-        "n" | "r" | "w" | "pr" | "pw" | "request_timeout" | "rpc_timeout"
-        | "read_repair_window" | "tombstone_grace" => "replication",
-        "gossip_interval" | "probe_interval" | "probe_timeout" => "membership",
-        "hinted_handoff" => return "handoff.enabled".into(),
-        "handoff_interval" => return "handoff.interval".into(),
-        "handoff_batch" => return "handoff.batch".into(),
-        "hint_ttl" => return "handoff.ttl".into(),
-        "max_hints_per_target" | "max_hint_bytes_per_target" => "handoff",
-        "aae_enabled" => return "aae.enabled".into(),
-        "reap_interval" => return "aae.reap_interval".into(),
-        f if f.starts_with("aae_") => return format!("aae.{}", &f[4..]),
-        _ => "limits",
-    };
-    format!("{section}.{field}")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented file spells out every engine default: parsing it gives the engine's
+    /// own defaults (but for the single-node quorums it starts with).
+    #[test]
+    fn default_config_file_matches_the_engine_defaults() {
+        let cfg: NodeConfig = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        let defaults = EngineConfig::default();
+        let expected = EngineConfig {
+            replication: ReplicationConfig {
+                n: 1,
+                r: 1,
+                w: 1,
+                ..defaults.replication
+            },
+            ..defaults
+        };
+        assert_eq!(cfg.engine_config(), expected);
+        assert_eq!(cfg.storage, StorageConfig::default());
+        assert_eq!(cfg.partitions, shoal_ring::DEFAULT_PARTITIONS);
+    }
+
+    /// A config with no engine sections gets the engine's defaults.
+    #[test]
+    fn missing_sections_take_the_engine_defaults() {
+        let text = "id = \"n1\"\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"d\"\n\
+                    [[seeds]]\nid = \"n1\"\naddr = \"127.0.0.1:7001\"\n\
+                    [tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n\
+                    [aae]\ninterval = \"10s\"\n";
+        let cfg: NodeConfig = toml::from_str(text).unwrap();
+        let mut expected = EngineConfig::default();
+        expected.aae.interval = std::time::Duration::from_secs(10);
+        assert_eq!(cfg.engine_config(), expected);
+    }
+
+    /// Engine rules are reported under the file's own names, `section.key`.
+    #[test]
+    fn engine_errors_name_the_section_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "node.pem", "node.key"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let text = DEFAULT_CONFIG_TOML.replacen("ttl = \"3h\"", "ttl = \"2days\"", 1);
+        let path = dir.path().join("node.toml");
+        NodeConfig::parse(DEFAULT_CONFIG_TOML, &path, dir.path()).expect("the default is valid");
+        match NodeConfig::parse(&text, &path, dir.path()) {
+            Err(ConfigError::Field { field, .. }) => assert_eq!(field, "handoff.ttl"),
+            other => panic!("a hint TTL past the tombstone grace period: {other:?}"),
+        }
+    }
 }

@@ -1,15 +1,18 @@
 //! The Shoal node: configuration and the tokio driver that runs the replication engine
-//! of `shoal-proto` over QUIC and RocksDB (storage ops through `shoal-executor`). The `shoal` binary
-//! (CLI) is built on this library; integration tests start nodes through it too.
+//! of `shoal-proto` over QUIC and RocksDB (storage ops through `shoal-executor`). The `shoal` binary is
+//! [`main`]; the process tests run the same function in their own binary.
+//!
+//! The modules are private; what other crates use is exported here: the CLI entry point,
+//! the configuration file's types, and [`start`] to run a node inside a process.
 #![warn(missing_docs)]
 
-pub mod cli;
-pub mod cli_aae;
-pub mod cli_client;
-pub mod config;
-pub mod dev;
-pub mod metrics;
-pub mod server;
+mod cli;
+mod config;
+mod metrics;
+mod server;
 
-pub use config::NodeConfig;
+pub use cli::main;
+pub use config::{
+    ConfigError, NodeConfig, SeedConfig, StorageConfig, TlsConfig, DEFAULT_CONFIG_TOML,
+};
 pub use server::{start, RunningNode};

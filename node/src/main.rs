@@ -1,5 +1,5 @@
 //! The `shoal` binary: see `shoal --help`.
 
 fn main() -> std::process::ExitCode {
-    shoal_node::cli::main()
+    shoal_node::main()
 }

@@ -23,7 +23,10 @@ mod time;
 pub mod wire;
 
 pub use causality::{Actor, CausalContext, Dot, VersionVector, MAX_DOT_COUNTER};
-pub use config::{ConfigError, EngineConfig, MAX_KEY_BYTES};
+pub use config::{
+    AaeConfig, ConfigError, EngineConfig, HandoffConfig, LimitsConfig, MembershipConfig,
+    ReplicationConfig, MAX_KEY_BYTES,
+};
 pub use engine::{
     AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
     AAE_SEGMENTS, AAE_SHAPE,

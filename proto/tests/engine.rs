@@ -13,8 +13,8 @@ use shoal_proto::wire::{
     Response, WriteOptions, WriteReply,
 };
 use shoal_proto::{
-    CausalContext, Command, Dot, EngineConfig, Object, RequestError, SendError, Sender,
-    SiblingValue, StorageOp, Time, MAX_KEY_BYTES,
+    CausalContext, Command, Dot, Object, RequestError, SendError, Sender, SiblingValue, StorageOp,
+    Time, MAX_KEY_BYTES,
 };
 use shoal_ring::NodeId;
 
@@ -73,7 +73,7 @@ fn a_put_at_a_primary_stores_locally_replicates_and_answers_after_w_acks() {
             context: CausalContext::new(),
             value: SiblingValue::Data(b"v1".to_vec()),
             now: c.now,
-            max_object_bytes: cfg.max_object_bytes,
+            max_object_bytes: cfg.limits.max_object_bytes,
         },
     );
 
@@ -86,12 +86,12 @@ fn a_put_at_a_primary_stores_locally_replicates_and_answers_after_w_acks() {
             send(
                 &prefs[1],
                 replicate(part, &key, &object, None),
-                cfg.rpc_timeout
+                cfg.replication.rpc_timeout
             ),
             send(
                 &prefs[2],
                 replicate(part, &key, &object, None),
-                cfg.rpc_timeout
+                cfg.replication.rpc_timeout
             ),
         ]
     );
@@ -177,7 +177,7 @@ fn a_delete_writes_a_tombstone_with_the_context() {
             context: ctx,
             value: SiblingValue::Tombstone,
             now: c.now,
-            max_object_bytes: c.cfg.max_object_bytes,
+            max_object_bytes: c.cfg.limits.max_object_bytes,
         },
     );
     let sends = c.run_storage(&a(), &cmds[0]);
@@ -213,7 +213,7 @@ fn a_replica_merges_a_replicate_and_acks() {
             partition: part,
             key: key.clone(),
             object: object.clone(),
-            max_object_bytes: c.cfg.max_object_bytes,
+            max_object_bytes: c.cfg.limits.max_object_bytes,
         },
     );
     assert_eq!(
@@ -254,7 +254,7 @@ fn the_object_limit_counts_the_stored_object_not_only_its_values() {
     // still fit.
     let mut c = five();
     let key = c.key_where(|p| p[0] == a());
-    let value = "v".repeat(c.cfg.max_value_bytes);
+    let value = "v".repeat(c.cfg.limits.max_value_bytes);
     let mut inbound = 0;
     let (len, max) = loop {
         inbound += 1;
@@ -270,7 +270,7 @@ fn the_object_limit_counts_the_stored_object_not_only_its_values() {
             break (*len, *max);
         }
     };
-    assert_eq!(max, c.cfg.max_object_bytes);
+    assert_eq!(max, c.cfg.limits.max_object_bytes);
     assert!(len > max, "{len} > {max}");
     let stored = c.stored(&a(), &key).expect("the earlier writes are stored");
     assert_eq!(
@@ -297,7 +297,7 @@ fn a_get_answers_after_r_replies_and_repairs_a_stale_replica_afterwards() {
 
     // The coordinator reads locally and asks the other primaries.
     let cmds = c.client(&a(), 1, get(&key));
-    let rpc = c.cfg.rpc_timeout;
+    let rpc = c.cfg.replication.rpc_timeout;
     let read = |to: &NodeId| {
         send(
             to,
@@ -367,7 +367,7 @@ fn a_get_merges_concurrent_siblings_and_repairs_every_replica_missing_some() {
 
     // The third primary has nothing: everyone lacks something of the merge.
     let repair = c.reply(&a(), &cmds[2], Ok(PeerResponse::Object(None)));
-    let rpc = c.cfg.rpc_timeout;
+    let rpc = c.cfg.replication.rpc_timeout;
     assert_eq!(
         without_ids(&repair),
         vec![
@@ -375,7 +375,7 @@ fn a_get_merges_concurrent_siblings_and_repairs_every_replica_missing_some() {
                 partition: part,
                 key: key.clone(),
                 object: merged.clone(),
-                max_object_bytes: c.cfg.max_object_bytes,
+                max_object_bytes: c.cfg.limits.max_object_bytes,
             }),
             send(&prefs[1], replicate(part, &key, &merged, None), rpc),
             send(&prefs[2], replicate(part, &key, &merged, None), rpc),
@@ -400,7 +400,7 @@ fn read_repair_stops_waiting_at_the_end_of_the_repair_window() {
     let answer = c.reply(&a(), &cmds[1], Ok(PeerResponse::Object(None)));
     assert_eq!(answer.len(), 1, "answered: {answer:?}");
 
-    let window_end = c.now + c.cfg.read_repair_window;
+    let window_end = c.now + c.cfg.replication.read_repair_window;
     assert_eq!(
         c.timeout(&a(), window_end - Duration::from_micros(1)),
         vec![]
@@ -411,7 +411,7 @@ fn read_repair_stops_waiting_at_the_end_of_the_repair_window() {
         vec![send(
             &prefs[1],
             replicate(part, &key, &x, None),
-            c.cfg.rpc_timeout
+            c.cfg.replication.rpc_timeout
         )]
     );
     // The silent replica's late reply changes nothing.
@@ -431,7 +431,7 @@ fn a_put_whose_replicas_never_answer_times_out_at_its_deadline() {
     let key = c.key_where(|p| p[0] == a());
     let cmds = c.client(&a(), 1, put(&key, "v", None));
     let sends = c.run_storage(&a(), &cmds[0]);
-    let deadline = c.now + c.cfg.request_timeout;
+    let deadline = c.now + c.cfg.replication.request_timeout;
 
     assert_eq!(c.timeout(&a(), deadline - Duration::from_micros(1)), vec![]);
     assert_eq!(
@@ -452,7 +452,7 @@ fn a_put_whose_replicas_never_answer_times_out_at_its_deadline() {
         vec![send(
             &fallbacks[0],
             replicate(part, &key, &object, Some(&prefs[2])),
-            c.cfg.rpc_timeout
+            c.cfg.replication.rpc_timeout
         )]
     );
     assert_eq!(c.reply(&a(), &resend[0], Ok(PeerResponse::Ack)), vec![]);
@@ -488,7 +488,7 @@ fn a_non_replica_forwards_to_the_first_primary_and_relays_its_answer() {
     let mut c = five();
     let key = c.key_where(|p| !p.contains(&a()));
     let prefs = c.prefs(&key);
-    let hop = c.cfg.request_timeout + c.cfg.rpc_timeout;
+    let hop = c.cfg.replication.request_timeout + c.cfg.replication.rpc_timeout;
     let cmds = c.client(&a(), 1, get(&key));
     assert_eq!(
         without_ids(&cmds),
@@ -509,7 +509,7 @@ fn a_forward_to_an_unreachable_primary_tries_the_next_one() {
     let mut c = five();
     let key = c.key_where(|p| !p.contains(&a()));
     let prefs = c.prefs(&key);
-    let hop = c.cfg.request_timeout + c.cfg.rpc_timeout;
+    let hop = c.cfg.replication.request_timeout + c.cfg.replication.rpc_timeout;
     let cmds = c.client(&a(), 1, put(&key, "v", None));
     let next = c.reply(&a(), &cmds[0], unreachable());
     assert_eq!(
@@ -656,7 +656,7 @@ fn keys_must_be_non_empty_and_at_most_the_limit() {
 #[test]
 fn values_larger_than_the_limit_are_refused() {
     let mut c = five();
-    let max = c.cfg.max_value_bytes;
+    let max = c.cfg.limits.max_value_bytes;
     let key = c.key_where(|p| p[0] == a());
     let value = "v".repeat(max + 1);
     assert_eq!(
@@ -734,10 +734,8 @@ fn quorums_outside_one_to_n_are_invalid_options() {
 
 #[test]
 fn requests_beyond_the_inflight_bound_are_refused_as_overloaded() {
-    let cfg = EngineConfig {
-        max_inflight_requests: 1,
-        ..quiet_config()
-    };
+    let mut cfg = quiet_config();
+    cfg.limits.max_inflight_requests = 1;
     let mut c = Cluster::new(5, 16, cfg, 7);
     let key = c.key_where(|p| p[0] == a());
     let first = c.client(&a(), 1, put(&key, "v", None));

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use shoal_proto::AaeConfig;
 use shoal_tests::sim::{
     self, replicas_of, Background, Burst, FaultMix, HandoffLimits, Liveness, Quorum, RunReport,
     ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, SimConfig,
@@ -283,9 +284,12 @@ fn anti_entropy_yields_to_foreground_load() {
             handoff: Some(HandoffLimits::ROOMY),
             background: Background {
                 hinted_handoff: false,
-                aae_repair_keys_per_second: 20,
-                aae_batch: 4,
-                aae_latency_target: Duration::from_millis(20),
+                aae: AaeConfig {
+                    repair_keys_per_second: 20,
+                    batch: 4,
+                    latency_target: Duration::from_millis(20),
+                    ..Background::fast().aae
+                },
                 ..Background::fast()
             },
             scripted_partitions: vec![ScriptedPartition {

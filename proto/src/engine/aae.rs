@@ -286,9 +286,9 @@ impl Engine {
         let now = self.now;
         // Admission control: AIMD on the foreground latency and load.
         self.aae.end_window();
-        let loaded =
-            self.inflight() as f64 >= self.cfg.max_inflight_requests as f64 * LOADED_FRACTION;
-        let slow = self.aae.fg_latency > self.cfg.aae_latency_target.as_secs_f64();
+        let loaded = self.inflight() as f64
+            >= self.cfg.limits.max_inflight_requests as f64 * LOADED_FRACTION;
+        let slow = self.aae.fg_latency > self.cfg.aae.latency_target.as_secs_f64();
         self.aae.multiplier = if slow || loaded {
             (self.aae.multiplier * MULTIPLICATIVE_DECREASE).max(MIN_MULTIPLIER)
         } else {
@@ -299,7 +299,7 @@ impl Engine {
         self.aae.bytes.refill(now, m);
         metrics::gauge!("shoal_aae_budget_ratio").set(m);
         metrics::gauge!("shoal_aae_exchanges_running").set(self.aae.running() as f64);
-        if !self.cfg.aae_enabled || !self.aae.may_start() {
+        if !self.cfg.aae.enabled || !self.aae.may_start() {
             return;
         }
         self.start_due_exchanges();
@@ -319,7 +319,7 @@ impl Engine {
             .collect();
         let total = partitions.len();
         let mut looked = 0;
-        while self.aae.running() < self.cfg.aae_max_concurrent_exchanges && looked < total {
+        while self.aae.running() < self.cfg.aae.max_concurrent_exchanges && looked < total {
             let p = partitions[self.aae.cursor % total];
             self.aae.cursor = (self.aae.cursor + 1) % total;
             looked += 1;
@@ -332,9 +332,9 @@ impl Engine {
                 }
                 let due = match self.aae.last.get(&p).and_then(|m| m.get(&peer)) {
                     None => true,
-                    Some(r) => self.now.saturating_since(r.at) >= self.cfg.aae_interval,
+                    Some(r) => self.now.saturating_since(r.at) >= self.cfg.aae.interval,
                 };
-                if due && self.aae.running() < self.cfg.aae_max_concurrent_exchanges {
+                if due && self.aae.running() < self.cfg.aae.max_concurrent_exchanges {
                     self.start_exchange(p, peer);
                 }
             }
@@ -407,19 +407,14 @@ impl Engine {
                 self.storage(op, waiter);
             }
             Side::Theirs => {
-                let timeout = self.cfg.rpc_timeout;
+                let timeout = self.cfg.replication.rpc_timeout;
                 self.send(peer, PeerRequest::Aae(request), timeout, waiter);
             }
         }
     }
 
     /// The outcome of a step asked of our own storage.
-    pub(super) fn on_aae_storage(
-        &mut self,
-        id: ExchangeId,
-        part: AaePart,
-        result: StorageResult,
-    ) {
+    pub(super) fn on_aae_storage(&mut self, id: ExchangeId, part: AaePart, result: StorageResult) {
         let answer = match result {
             Ok(reply) => {
                 AaeResponse::try_from(reply).map_err(|other| ExchangeFailure::UnexpectedAnswer {
@@ -540,7 +535,7 @@ impl Engine {
     /// Start the next repair batch if none is in flight and the budget allows; otherwise
     /// look again when it will.
     fn repair_progress(&mut self, id: ExchangeId) {
-        let batch = self.cfg.aae_batch;
+        let batch = self.cfg.aae.batch;
         let multiplier = self.aae.multiplier;
         let now = self.now;
         self.aae.keys.refill(now, multiplier);
@@ -609,7 +604,7 @@ impl Engine {
         // Results of commands still in flight for this exchange find no exchange and are
         // dropped. Start the next due exchange now rather than at the next tick, so that
         // a node catches up on all its partitions within one interval.
-        if self.cfg.aae_enabled && self.aae.may_start() {
+        if self.cfg.aae.enabled && self.aae.may_start() {
             self.start_due_exchanges();
         }
     }

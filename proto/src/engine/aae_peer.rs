@@ -92,7 +92,7 @@ impl Engine {
             AaeRequest::Push { partition, objects } => StorageOp::MergeMany {
                 partition,
                 objects,
-                max_object_bytes: self.cfg.max_object_bytes,
+                max_object_bytes: self.cfg.limits.max_object_bytes,
             },
             AaeRequest::Digests { partition, keys } => StorageOp::Digests { partition, keys },
             AaeRequest::Reap { partition, keys } => StorageOp::Reap { partition, keys },

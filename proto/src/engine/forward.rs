@@ -20,9 +20,9 @@ pub(super) struct ForwardOp {
 
 fn quorum_of(req: &ClientRequest, cfg: &crate::config::EngineConfig) -> usize {
     match req {
-        ClientRequest::Get { options, .. } => usize::from(options.r.unwrap_or(cfg.r)),
+        ClientRequest::Get { options, .. } => usize::from(options.r.unwrap_or(cfg.replication.r)),
         ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. } => {
-            usize::from(options.w.unwrap_or(cfg.w))
+            usize::from(options.w.unwrap_or(cfg.replication.w))
         }
         _ => 1,
     }
@@ -36,7 +36,7 @@ fn timeout_of(req: &ClientRequest, cfg: &crate::config::EngineConfig) -> std::ti
         }
         _ => None,
     }
-    .unwrap_or(cfg.request_timeout)
+    .unwrap_or(cfg.replication.request_timeout)
 }
 
 impl Engine {
@@ -63,7 +63,8 @@ impl Engine {
         let id = self.next_request_id();
         // The replica answers within the request's own timeout; the hop gets a margin.
         // No timer: each send has its own timeout and always reports back.
-        let deadline = self.now + timeout_of(&request, &self.cfg) + self.cfg.rpc_timeout;
+        let deadline =
+            self.now + timeout_of(&request, &self.cfg) + self.cfg.replication.rpc_timeout;
         self.forwards.insert(
             id,
             ForwardOp {

@@ -71,7 +71,7 @@ impl Engine {
                     return;
                 };
                 self.set_hint_totals(&totals);
-                let batch = self.cfg.handoff_batch;
+                let batch = self.cfg.handoff.batch;
                 for (target, t) in totals {
                     if t.count == 0
                         || !self.membership.contains(&target)
@@ -98,8 +98,8 @@ impl Engine {
                 if let Some(n) = self.handoff.active.get_mut(&target) {
                     *n += records.len();
                 }
-                let ttl = self.cfg.hint_ttl;
-                let timeout = self.cfg.rpc_timeout;
+                let ttl = self.cfg.handoff.ttl;
+                let timeout = self.cfg.replication.rpc_timeout;
                 for h in records {
                     // A hint expires by the age of its content: the newest write it holds.
                     // Nothing older than the TTL is ever delivered, and the TTL is shorter

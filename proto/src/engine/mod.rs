@@ -241,10 +241,10 @@ impl Engine {
             return Err(EngineError::Addresses(format!("{id} is not in the ring")));
         }
         let membership = Membership::new(me.clone(), ring.version(), addresses, now);
-        let replica_partitions = ring.replica_partitions(&me, usize::from(cfg.n));
+        let replica_partitions = ring.replica_partitions(&me, usize::from(cfg.replication.n));
         let (keys_rate, bytes_rate) = (
-            cfg.aae_repair_keys_per_second,
-            cfg.aae_repair_bytes_per_second,
+            cfg.aae.repair_keys_per_second,
+            cfg.aae.repair_bytes_per_second,
         );
         let mut engine = Engine {
             cfg,
@@ -268,10 +268,10 @@ impl Engine {
         };
         // Spread the periodic work over its first interval so nodes started together
         // do not act in lock-step.
-        let gossip_at = now + engine.jitter(engine.cfg.gossip_interval);
-        let probe_at = now + engine.jitter(engine.cfg.probe_interval);
-        let handoff_at = now + engine.jitter(engine.cfg.handoff_interval);
-        let aae_at = now + engine.jitter(engine.cfg.aae_tick);
+        let gossip_at = now + engine.jitter(engine.cfg.membership.gossip_interval);
+        let probe_at = now + engine.jitter(engine.cfg.membership.probe_interval);
+        let handoff_at = now + engine.jitter(engine.cfg.handoff.interval);
+        let aae_at = now + engine.jitter(engine.cfg.aae.tick);
         engine.timers.insert((aae_at, Timer::Aae));
         engine.timers.insert((gossip_at, Timer::Gossip));
         engine.timers.insert((probe_at, Timer::Probe));
@@ -465,21 +465,21 @@ impl Engine {
                 Timer::Gossip => {
                     self.gossip_round();
                     self.timers
-                        .insert((now + self.cfg.gossip_interval, Timer::Gossip));
+                        .insert((now + self.cfg.membership.gossip_interval, Timer::Gossip));
                 }
                 Timer::Probe => {
                     self.probe_round();
                     self.timers
-                        .insert((now + self.cfg.probe_interval, Timer::Probe));
+                        .insert((now + self.cfg.membership.probe_interval, Timer::Probe));
                 }
                 Timer::Handoff => {
                     self.handoff_round();
                     self.timers
-                        .insert((now + self.cfg.handoff_interval, Timer::Handoff));
+                        .insert((now + self.cfg.handoff.interval, Timer::Handoff));
                 }
                 Timer::Aae => {
                     self.aae_tick();
-                    self.timers.insert((now + self.cfg.aae_tick, Timer::Aae));
+                    self.timers.insert((now + self.cfg.aae.tick, Timer::Aae));
                 }
                 Timer::AaeResume(exchange) => self.on_aae_resume(exchange),
             }
@@ -613,23 +613,23 @@ impl Engine {
                     addr: v.addr,
                 })
                 .collect(),
-            n: self.cfg.n,
-            r: self.cfg.r,
-            w: self.cfg.w,
+            n: self.cfg.replication.n,
+            r: self.cfg.replication.r,
+            w: self.cfg.replication.w,
         }
     }
 
     /// The primaries of `partition`, in preference order.
     fn primaries(&self, partition: PartitionId) -> Vec<NodeId> {
         self.ring
-            .preference_list(partition, usize::from(self.cfg.n))
+            .preference_list(partition, usize::from(self.cfg.replication.n))
             .nodes
     }
 
     /// The fallbacks of `partition` that are up, in walk order.
     fn live_fallbacks(&self, partition: PartitionId) -> VecDeque<NodeId> {
         self.ring
-            .fallbacks(partition, usize::from(self.cfg.n))
+            .fallbacks(partition, usize::from(self.cfg.replication.n))
             .into_iter()
             .filter(|n| *n != self.me && self.membership.is_up(n))
             .collect()
@@ -662,7 +662,7 @@ impl Engine {
             self.respond_client(id, ClientResponse::Error(e));
             return;
         }
-        if self.inflight() >= self.cfg.max_inflight_requests {
+        if self.inflight() >= self.cfg.limits.max_inflight_requests {
             metrics::counter!("shoal_coordinator_requests_total", "op" => req.op_name(), "result" => "overloaded")
                 .increment(1);
             self.respond_client(id, ClientResponse::Error(RequestError::Overloaded));
@@ -725,7 +725,7 @@ impl Engine {
     }
 
     fn validate_keyed(&self, req: &ClientRequest) -> Result<(), RequestError> {
-        let n = self.cfg.n;
+        let n = self.cfg.replication.n;
         let check = |what: &str, v: Option<u8>, lo: u8, hi: u8| -> Result<(), RequestError> {
             match v {
                 Some(x) if x < lo || x > hi => Err(RequestError::InvalidOptions(format!(
@@ -760,23 +760,23 @@ impl Engine {
         match req {
             ClientRequest::Get { options, .. } => {
                 check("r", options.r, 1, n)?;
-                let r = options.r.unwrap_or(self.cfg.r);
+                let r = options.r.unwrap_or(self.cfg.replication.r);
                 check("pr", options.pr, 0, r)?;
             }
             ClientRequest::Put { options, value, .. } => {
-                if value.len() > self.cfg.max_value_bytes {
+                if value.len() > self.cfg.limits.max_value_bytes {
                     return Err(RequestError::ValueTooLarge {
                         len: value.len(),
-                        max: self.cfg.max_value_bytes,
+                        max: self.cfg.limits.max_value_bytes,
                     });
                 }
                 check("w", options.w, 1, n)?;
-                let w = options.w.unwrap_or(self.cfg.w);
+                let w = options.w.unwrap_or(self.cfg.replication.w);
                 check("pw", options.pw, 0, w)?;
             }
             ClientRequest::Delete { options, .. } => {
                 check("w", options.w, 1, n)?;
-                let w = options.w.unwrap_or(self.cfg.w);
+                let w = options.w.unwrap_or(self.cfg.replication.w);
                 check("pw", options.pw, 0, w)?;
             }
             ClientRequest::ClusterInfo | ClientRequest::Status | ClientRequest::AaeStatus => {}
@@ -800,7 +800,7 @@ impl Engine {
             return;
         }
         let to = peers[self.rng.random_range(0..peers.len())].clone();
-        let timeout = self.cfg.probe_timeout;
+        let timeout = self.cfg.membership.probe_timeout;
         self.send(to, PeerRequest::Gossip(digest), timeout, Waiter::Gossip);
     }
 
@@ -811,7 +811,7 @@ impl Engine {
             .filter(|p| !self.probing.contains(*p))
             .cloned()
             .collect();
-        let timeout = self.cfg.probe_timeout;
+        let timeout = self.cfg.membership.probe_timeout;
         for p in peers {
             self.probing.insert(p.clone());
             self.send(p, PeerRequest::Ping, timeout, Waiter::Probe);

@@ -37,9 +37,11 @@ impl Engine {
         key: Vec<u8>,
         options: ReadOptions,
     ) {
-        let r = usize::from(options.r.unwrap_or(self.cfg.r));
-        let pr = usize::from(options.pr.unwrap_or(self.cfg.pr));
-        let timeout = options.timeout.unwrap_or(self.cfg.request_timeout);
+        let r = usize::from(options.r.unwrap_or(self.cfg.replication.r));
+        let pr = usize::from(options.pr.unwrap_or(self.cfg.replication.pr));
+        let timeout = options
+            .timeout
+            .unwrap_or(self.cfg.replication.request_timeout);
         let needed = Needed {
             all: r,
             primaries: pr,
@@ -83,7 +85,7 @@ impl Engine {
     }
 
     fn send_read(&mut self, op: RequestId, partition: PartitionId, key: Vec<u8>, target: Target) {
-        let timeout = self.cfg.rpc_timeout;
+        let timeout = self.cfg.replication.rpc_timeout;
         self.send(
             target.node,
             PeerRequest::Read {
@@ -153,7 +155,7 @@ impl Engine {
     }
 
     fn read_progress(&mut self, id: RequestId) {
-        let read_repair_window = self.cfg.read_repair_window;
+        let read_repair_window = self.cfg.replication.read_repair_window;
         let Some(op) = self.reads.get_mut(&id) else {
             return;
         };
@@ -243,12 +245,12 @@ impl Engine {
                 Some(c) => *c != op.merged,
             };
             // Without hinted handoff a fallback refuses hints: repair primaries only.
-            if !stale || (hint_for.is_some() && !self.cfg.hinted_handoff) {
+            if !stale || (hint_for.is_some() && !self.cfg.handoff.enabled) {
                 continue;
             }
             metrics::counter!("shoal_read_repairs_total").increment(1);
             if node == self.me {
-                let max_object_bytes = self.cfg.max_object_bytes;
+                let max_object_bytes = self.cfg.limits.max_object_bytes;
                 self.storage(
                     StorageOp::Merge {
                         partition: op.partition,
@@ -259,7 +261,7 @@ impl Engine {
                     Waiter::Repair,
                 );
             } else {
-                let timeout = self.cfg.rpc_timeout;
+                let timeout = self.cfg.replication.rpc_timeout;
                 self.send(
                     node,
                     PeerRequest::Replicate {

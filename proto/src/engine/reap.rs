@@ -46,8 +46,8 @@ impl Engine {
         if self.aae.reap.is_some() {
             return;
         }
-        let grace = self.cfg.tombstone_grace;
-        let interval = self.cfg.reap_interval;
+        let grace = self.cfg.replication.tombstone_grace;
+        let interval = self.cfg.aae.reap_interval;
         let now = self.now;
         let total = self.replica_partitions.len();
         // Round robin from where the last scan started, so that every partition gets its
@@ -77,7 +77,7 @@ impl Engine {
                 next: None,
                 step: ReapStep::Scan,
             });
-            let batch = self.cfg.aae_batch;
+            let batch = self.cfg.aae.batch;
             self.storage(
                 StorageOp::ReapCandidates {
                     partition: p,
@@ -130,7 +130,7 @@ impl Engine {
                     self.reap_confirmed();
                     return;
                 }
-                let timeout = self.cfg.rpc_timeout;
+                let timeout = self.cfg.replication.rpc_timeout;
                 for q in peers {
                     self.send(
                         q,
@@ -237,7 +237,7 @@ impl Engine {
             },
             Waiter::Reap(ReapPart::Deleted),
         );
-        let timeout = self.cfg.rpc_timeout;
+        let timeout = self.cfg.replication.rpc_timeout;
         for q in peers {
             self.send(
                 q,

@@ -50,7 +50,7 @@ impl Engine {
                     self.respond_peer(id, PeerResponse::Error(e));
                     return;
                 }
-                let max_object_bytes = self.cfg.max_object_bytes;
+                let max_object_bytes = self.cfg.limits.max_object_bytes;
                 match hint_for {
                     None => self.storage(
                         StorageOp::Merge {
@@ -65,7 +65,7 @@ impl Engine {
                         },
                     ),
                     Some(target) => {
-                        if !self.cfg.hinted_handoff {
+                        if !self.cfg.handoff.enabled {
                             self.respond_peer(
                                 id,
                                 PeerResponse::Error(RequestError::NotAllowed(
@@ -76,8 +76,8 @@ impl Engine {
                         }
                         let now = self.now;
                         let (max_hints, max_bytes) = (
-                            self.cfg.max_hints_per_target,
-                            self.cfg.max_hint_bytes_per_target,
+                            self.cfg.handoff.max_hints_per_target,
+                            self.cfg.handoff.max_hint_bytes_per_target,
                         );
                         self.storage(
                             StorageOp::StoreHint {

@@ -58,9 +58,11 @@ impl Engine {
         options: WriteOptions,
     ) {
         let delete = matches!(value, SiblingValue::Tombstone);
-        let w = usize::from(options.w.unwrap_or(self.cfg.w));
-        let pw = usize::from(options.pw.unwrap_or(self.cfg.pw));
-        let timeout = options.timeout.unwrap_or(self.cfg.request_timeout);
+        let w = usize::from(options.w.unwrap_or(self.cfg.replication.w));
+        let pw = usize::from(options.pw.unwrap_or(self.cfg.replication.pw));
+        let timeout = options
+            .timeout
+            .unwrap_or(self.cfg.replication.request_timeout);
         let needed = Needed {
             all: w,
             primaries: pw,
@@ -68,7 +70,8 @@ impl Engine {
         // Without hinted handoff no fallback stands in for a down primary.
         let fallbacks = self
             .cfg
-            .hinted_handoff
+            .handoff
+            .enabled
             .then(|| self.live_fallbacks(partition));
         let op_name = if delete { "delete" } else { "put" };
         let Some(quorum) = self.place_quorum(inbound, op_name, &primaries, needed, fallbacks)
@@ -91,7 +94,7 @@ impl Engine {
         self.writes.insert(id, op);
         self.timers
             .insert((self.now + timeout, Timer::Deadline(id)));
-        let max_object_bytes = self.cfg.max_object_bytes;
+        let max_object_bytes = self.cfg.limits.max_object_bytes;
         let now = self.now;
         self.storage(
             StorageOp::Coordinate {
@@ -212,7 +215,7 @@ impl Engine {
         object: Object,
         target: Target,
     ) {
-        let timeout = self.cfg.rpc_timeout;
+        let timeout = self.cfg.replication.rpc_timeout;
         self.send(
             target.node,
             PeerRequest::Replicate {
@@ -304,8 +307,8 @@ impl Engine {
             for target in op.quorum.unplaced().iter().cloned() {
                 let now = self.now;
                 let (max_hints, max_bytes) = (
-                    self.cfg.max_hints_per_target,
-                    self.cfg.max_hint_bytes_per_target,
+                    self.cfg.handoff.max_hints_per_target,
+                    self.cfg.handoff.max_hint_bytes_per_target,
                 );
                 self.storage(
                     StorageOp::StoreHint {

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use shoal_proto::wire::{ClientResponse, PeerRequest, PeerResponse, Response, WriteReply};
-use shoal_proto::{
-    CausalContext, Command, Dot, EngineConfig, Object, RequestError, SendError, StorageOp,
-};
+use shoal_proto::{CausalContext, Command, Dot, Object, RequestError, SendError, StorageOp};
 
 use super::engine_harness::*;
 use super::{a, client_answer, client_error, expect_storage, five, unreachable, written};
@@ -24,7 +22,7 @@ fn a_put_with_a_primary_down_goes_to_the_first_fallback_with_a_hint() {
     let cmds = c.client(&a(), 1, put(&key, "v", None));
     let sends = c.run_storage(&a(), &cmds[0]);
     let object = c.stored(&a(), &key).unwrap();
-    let rpc = c.cfg.rpc_timeout;
+    let rpc = c.cfg.replication.rpc_timeout;
     assert_eq!(
         without_ids(&sends),
         vec![
@@ -62,7 +60,7 @@ fn a_replicate_that_fails_is_resent_to_the_first_fallback_with_a_hint() {
         vec![send(
             &fallbacks[0],
             replicate(part, &key, &object, Some(&prefs[1])),
-            c.cfg.rpc_timeout
+            c.cfg.replication.rpc_timeout
         )]
     );
     assert!(
@@ -81,10 +79,8 @@ fn a_replicate_that_fails_is_resent_to_the_first_fallback_with_a_hint() {
 }
 
 fn without_handoff() -> Cluster {
-    let cfg = EngineConfig {
-        hinted_handoff: false,
-        ..quiet_config()
-    };
+    let mut cfg = quiet_config();
+    cfg.handoff.enabled = false;
     Cluster::new(5, 16, cfg, 7)
 }
 
@@ -103,7 +99,7 @@ fn without_hinted_handoff_a_put_skips_the_down_primary() {
         vec![send(
             &prefs[2],
             replicate(part, &key, &object, None),
-            c.cfg.rpc_timeout
+            c.cfg.replication.rpc_timeout
         )]
     );
     let answer = c.reply(&a(), &sends[0], Ok(PeerResponse::Ack));
@@ -146,7 +142,7 @@ fn with_no_fallback_left_the_coordinator_keeps_the_hint_itself() {
         vec![send(
             &prefs[2],
             replicate(part, &key, &object, None),
-            c.cfg.rpc_timeout
+            c.cfg.replication.rpc_timeout
         )]
     );
     let done = c.reply(&a(), &sends[0], Ok(PeerResponse::Ack));
@@ -162,8 +158,8 @@ fn with_no_fallback_left_the_coordinator_keeps_the_hint_itself() {
                 key: key.clone(),
                 object,
                 now: c.now,
-                max_hints: c.cfg.max_hints_per_target,
-                max_bytes: c.cfg.max_hint_bytes_per_target,
+                max_hints: c.cfg.handoff.max_hints_per_target,
+                max_bytes: c.cfg.handoff.max_hint_bytes_per_target,
             }),
         ]
     );
@@ -178,7 +174,7 @@ fn a_get_with_a_primary_down_asks_a_fallback_for_its_hint() {
     let (part, prefs, fallbacks) = (c.partition(&key), c.prefs(&key), c.fallbacks(&key));
     c.tick(&a(), &[prefs[2].clone()]);
     let cmds = c.client(&a(), 1, get(&key));
-    let rpc = c.cfg.rpc_timeout;
+    let rpc = c.cfg.replication.rpc_timeout;
     assert_eq!(
         without_ids(&cmds),
         vec![
@@ -210,10 +206,8 @@ fn a_get_with_a_primary_down_asks_a_fallback_for_its_hint() {
 
 #[test]
 fn hints_older_than_the_ttl_are_dropped_instead_of_delivered() {
-    let cfg = EngineConfig {
-        hint_ttl: Duration::from_secs(1800),
-        ..quiet_config()
-    };
+    let mut cfg = quiet_config();
+    cfg.handoff.ttl = Duration::from_secs(1800);
     let mut c = Cluster::new(5, 16, cfg, 7);
     let key = c.key_where(|p| !p.contains(&a()));
     let (part, prefs) = (c.partition(&key), c.prefs(&key));
@@ -278,8 +272,8 @@ fn hints_are_handed_to_their_primary_once_it_is_back_and_then_deleted() {
             key: key.clone(),
             object: object.clone(),
             now: c.now,
-            max_hints: cfg.max_hints_per_target,
-            max_bytes: cfg.max_hint_bytes_per_target,
+            max_hints: cfg.handoff.max_hints_per_target,
+            max_bytes: cfg.handoff.max_hint_bytes_per_target,
         },
     );
     assert_eq!(
@@ -302,7 +296,7 @@ fn hints_are_handed_to_their_primary_once_it_is_back_and_then_deleted() {
         &list,
         StorageOp::ListHints {
             target: target.clone(),
-            limit: cfg.handoff_batch,
+            limit: cfg.handoff.batch,
         },
     );
     // ... delivers each as a plain replicate ...
@@ -312,7 +306,7 @@ fn hints_are_handed_to_their_primary_once_it_is_back_and_then_deleted() {
         vec![send(
             &target,
             replicate(part, &key, &object, None),
-            cfg.rpc_timeout
+            cfg.replication.rpc_timeout
         )]
     );
     // ... and deletes it once acknowledged.

@@ -15,8 +15,9 @@ use shoal_proto::wire::{
     ClientRequest, PeerRequest, PeerResponse, ReadOptions, Request, Response, WriteOptions,
 };
 use shoal_proto::{
-    Actor, CausalContext, Command, Engine, EngineConfig, InboundId, Object, RequestId, SendError,
-    Sender, StorageOp, StorageReply, Time,
+    AaeConfig, Actor, CausalContext, Command, Engine, EngineConfig, HandoffConfig, InboundId,
+    LimitsConfig, MembershipConfig, Object, ReplicationConfig, RequestId, SendError, Sender,
+    StorageOp, StorageReply, Time,
 };
 use shoal_ring::{Member, NodeId, PartitionId, Ring};
 use shoal_storage::MemStorage;
@@ -33,18 +34,33 @@ pub const N: usize = 3;
 /// Settings whose periodic work (gossip, probes, handoff) runs only hourly, so that a test
 /// sees it only when it fires those timers itself ([`Cluster::tick`]).
 pub fn quiet_config() -> EngineConfig {
+    let d = EngineConfig::default();
     EngineConfig {
-        gossip_interval: PERIOD,
-        probe_interval: PERIOD,
-        handoff_interval: PERIOD,
-        aae_enabled: false,
-        aae_tick: PERIOD,
-        // Ticks here are an hour apart: hints must outlive many of them.
-        hint_ttl: Duration::from_secs(1000 * 3600),
-        tombstone_grace: Duration::from_secs(2000 * 3600),
-        max_value_bytes: 1024,
-        max_object_bytes: 64 * 1024,
-        ..EngineConfig::default()
+        replication: ReplicationConfig {
+            tombstone_grace: Duration::from_secs(2000 * 3600),
+            ..d.replication
+        },
+        membership: MembershipConfig {
+            gossip_interval: PERIOD,
+            probe_interval: PERIOD,
+            ..d.membership
+        },
+        handoff: HandoffConfig {
+            interval: PERIOD,
+            // Ticks here are an hour apart: hints must outlive many of them.
+            ttl: Duration::from_secs(1000 * 3600),
+            ..d.handoff
+        },
+        aae: AaeConfig {
+            enabled: false,
+            tick: PERIOD,
+            ..d.aae
+        },
+        limits: LimitsConfig {
+            max_value_bytes: 1024,
+            max_object_bytes: 64 * 1024,
+            ..d.limits
+        },
     }
 }
 

@@ -2,5 +2,5 @@
 //! start real node processes with `env!("CARGO_BIN_EXE_shoal-node-under-test")`.
 
 fn main() -> std::process::ExitCode {
-    shoal_node::cli::main()
+    shoal_node::main()
 }

@@ -132,7 +132,7 @@ impl Args {
             bg.tombstone_grace = g;
         }
         if let Some(i) = self.aae_interval {
-            bg.aae_interval = i;
+            bg.aae.interval = i;
         }
         cfg.background = bg;
         if self.aae_only_liveness {

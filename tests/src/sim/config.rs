@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use shoal_proto::{EngineConfig, Time};
+use shoal_proto::{
+    AaeConfig, EngineConfig, HandoffConfig, LimitsConfig, MembershipConfig, ReplicationConfig, Time,
+};
 
 use super::scenario::{Burst, ScriptedCrash, ScriptedOp, ScriptedPartition};
 
@@ -76,25 +78,13 @@ impl HandoffLimits {
 /// reaping); [`Background::fast`] scales them to a run of seconds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Background {
-    /// Whether writes for unreachable primaries are kept as hints on fallbacks.
+    /// Whether writes for unreachable primaries are kept as hints on fallbacks
+    /// (`handoff.enabled`).
     pub hinted_handoff: bool,
-    /// Whether anti-entropy exchanges and tombstone reaping run.
-    pub aae_enabled: bool,
-    /// Each pair of replicas of a partition compares trees at least this often.
-    pub aae_interval: Duration,
-    /// How often the anti-entropy scheduler looks for due work.
-    pub aae_tick: Duration,
-    /// Most exchanges one node runs at once.
-    pub aae_max_concurrent_exchanges: usize,
-    /// Repair budget in keys per second, before admission control scales it.
-    pub aae_repair_keys_per_second: u64,
-    /// Keys or segments per anti-entropy message.
-    pub aae_batch: usize,
-    /// Background work backs off while foreground latency is above this.
-    pub aae_latency_target: Duration,
-    /// Each partition's tombstones are scanned for reaping at least this often.
-    pub reap_interval: Duration,
-    /// Tombstones are kept at least this long before they may be reaped.
+    /// Anti-entropy and reaping: the engine's `[aae]` section as is.
+    pub aae: AaeConfig,
+    /// Tombstones are kept at least this long before they may be reaped
+    /// (`replication.tombstone_grace`).
     pub tombstone_grace: Duration,
 }
 
@@ -103,16 +93,9 @@ impl Background {
     pub fn engine_defaults() -> Background {
         let d = EngineConfig::default();
         Background {
-            hinted_handoff: d.hinted_handoff,
-            aae_enabled: d.aae_enabled,
-            aae_interval: d.aae_interval,
-            aae_tick: d.aae_tick,
-            aae_max_concurrent_exchanges: d.aae_max_concurrent_exchanges,
-            aae_repair_keys_per_second: d.aae_repair_keys_per_second,
-            aae_batch: d.aae_batch,
-            aae_latency_target: d.aae_latency_target,
-            reap_interval: d.reap_interval,
-            tombstone_grace: d.tombstone_grace,
+            hinted_handoff: d.handoff.enabled,
+            aae: d.aae,
+            tombstone_grace: d.replication.tombstone_grace,
         }
     }
 
@@ -124,30 +107,35 @@ impl Background {
     /// so with 64 partitions, 3 nodes and a 100 ms tick each is scanned about every 2.2 s
     /// at the most: within the reap interval.
     pub fn fast() -> Background {
+        let d = Background::engine_defaults();
         Background {
-            aae_interval: Duration::from_secs(3),
-            aae_tick: Duration::from_millis(100),
-            reap_interval: Duration::from_secs(3),
+            aae: AaeConfig {
+                interval: Duration::from_secs(3),
+                tick: Duration::from_millis(100),
+                reap_interval: Duration::from_secs(3),
+                ..d.aae
+            },
             tombstone_grace: Duration::from_secs(6),
-            ..Background::engine_defaults()
+            ..d
         }
     }
 }
 
 impl fmt::Display for Background {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = &self.aae;
         write!(
             f,
             "handoff {}, aae {} every {:?} (tick {:?}, {} at once, {} keys/s, batch {}, latency target {:?}), reap every {:?}, grace {:?}",
             if self.hinted_handoff { "on" } else { "off" },
-            if self.aae_enabled { "on" } else { "off" },
-            self.aae_interval,
-            self.aae_tick,
-            self.aae_max_concurrent_exchanges,
-            self.aae_repair_keys_per_second,
-            self.aae_batch,
-            self.aae_latency_target,
-            self.reap_interval,
+            if a.enabled { "on" } else { "off" },
+            a.interval,
+            a.tick,
+            a.max_concurrent_exchanges,
+            a.repair_keys_per_second,
+            a.batch,
+            a.latency_target,
+            a.reap_interval,
             self.tombstone_grace
         )
     }
@@ -157,33 +145,37 @@ impl fmt::Display for Background {
 /// intervals scaled down so that a run covers many of them in a few virtual seconds, and
 /// the run's handoff limits and background work.
 pub fn engine_config(q: Quorum, handoff: HandoffLimits, bg: &Background) -> EngineConfig {
+    let d = EngineConfig::default();
     EngineConfig {
-        n: q.n,
-        r: q.r,
-        w: q.w,
-        request_timeout: Duration::from_secs(1),
-        rpc_timeout: Duration::from_millis(300),
-        read_repair_window: Duration::from_millis(50),
-        gossip_interval: Duration::from_secs(1),
-        probe_interval: Duration::from_millis(500),
-        probe_timeout: Duration::from_millis(300),
-        hinted_handoff: bg.hinted_handoff,
-        handoff_interval: Duration::from_millis(500),
-        handoff_batch: handoff.batch,
-        max_hints_per_target: handoff.max_hints,
-        hint_ttl: handoff.ttl,
-        tombstone_grace: bg.tombstone_grace,
-        max_value_bytes: 64 << 10,
-        max_object_bytes: 1 << 20,
-        aae_enabled: bg.aae_enabled,
-        aae_interval: bg.aae_interval,
-        aae_tick: bg.aae_tick,
-        aae_max_concurrent_exchanges: bg.aae_max_concurrent_exchanges,
-        aae_repair_keys_per_second: bg.aae_repair_keys_per_second,
-        aae_batch: bg.aae_batch,
-        aae_latency_target: bg.aae_latency_target,
-        reap_interval: bg.reap_interval,
-        ..EngineConfig::default()
+        replication: ReplicationConfig {
+            n: q.n,
+            r: q.r,
+            w: q.w,
+            request_timeout: Duration::from_secs(1),
+            rpc_timeout: Duration::from_millis(300),
+            read_repair_window: Duration::from_millis(50),
+            tombstone_grace: bg.tombstone_grace,
+            ..d.replication
+        },
+        membership: MembershipConfig {
+            gossip_interval: Duration::from_secs(1),
+            probe_interval: Duration::from_millis(500),
+            probe_timeout: Duration::from_millis(300),
+        },
+        handoff: HandoffConfig {
+            enabled: bg.hinted_handoff,
+            interval: Duration::from_millis(500),
+            batch: handoff.batch,
+            max_hints_per_target: handoff.max_hints,
+            ttl: handoff.ttl,
+            ..d.handoff
+        },
+        aae: bg.aae,
+        limits: LimitsConfig {
+            max_value_bytes: 64 << 10,
+            max_object_bytes: 1 << 20,
+            ..d.limits
+        },
     }
 }
 

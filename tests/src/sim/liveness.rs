@@ -46,7 +46,7 @@ impl Sim {
             self.step_until(until)?;
             if self.quiet() {
                 // Let the last read repairs and acknowledgements land.
-                let until = self.now + self.engine_cfg.request_timeout;
+                let until = self.now + self.engine_cfg.replication.request_timeout;
                 self.step_until(until)?;
                 return Ok(true);
             }
@@ -147,16 +147,16 @@ impl Sim {
             return Ok(());
         }
         let bg = self.setup.background;
-        let mut hold = bg.aae_interval * ANTI_ENTROPY_MIN_INTERVALS;
-        let reap_wait = bg.tombstone_grace + bg.reap_interval * 2;
-        let reaping = bg.aae_enabled && reap_wait <= MAX_REAP_WAIT;
+        let mut hold = bg.aae.interval * ANTI_ENTROPY_MIN_INTERVALS;
+        let reap_wait = bg.tombstone_grace + bg.aae.reap_interval * 2;
+        let reaping = bg.aae.enabled && reap_wait <= MAX_REAP_WAIT;
         if reaping {
             // Every delete happened before the liveness phase started.
             hold = hold.max(reap_wait);
         }
         let earliest = started + hold;
         let deadline =
-            earliest.max(self.now) + bg.aae_interval * ANTI_ENTROPY_CONVERGENCE_INTERVALS;
+            earliest.max(self.now) + bg.aae.interval * ANTI_ENTROPY_CONVERGENCE_INTERVALS;
         self.log.line(
             self.now,
             "sim",
@@ -253,7 +253,7 @@ impl Sim {
     /// every node up, reaping should have removed them. Each with its tombstone's age.
     fn overdue_tombstones(&self) -> Vec<(String, Duration)> {
         let bg = self.setup.background;
-        let due = bg.tombstone_grace + bg.reap_interval + bg.aae_interval * 2;
+        let due = bg.tombstone_grace + bg.aae.reap_interval + bg.aae.interval * 2;
         let mut out = Vec::new();
         for key in &self.keys {
             let partition = self.ring.partition_of(key.as_bytes());

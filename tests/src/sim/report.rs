@@ -139,12 +139,12 @@ pub fn background_flags(bg: &Background, liveness: Liveness) -> Option<String> {
             ));
             rebuilt.tombstone_grace = bg.tombstone_grace;
         }
-        if bg.aae_interval != base.aae_interval {
+        if bg.aae.interval != base.aae.interval {
             flags.push_str(&format!(
                 " --aae-interval {}",
-                bg.aae_interval.as_secs_f64()
+                bg.aae.interval.as_secs_f64()
             ));
-            rebuilt.aae_interval = bg.aae_interval;
+            rebuilt.aae.interval = bg.aae.interval;
         }
         let selects_fast = flags.contains("--aae-only-liveness")
             || flags.contains("--tombstone-grace")

@@ -20,8 +20,8 @@ use shoal_proto::wire::{
     PeerResponse, Request, Response,
 };
 use shoal_proto::{
-    Command, Engine, EngineConfig, InboundId, RequestId, SendError, Sender, StorageOp,
-    StorageReply, Time,
+    AaeConfig, Command, Engine, EngineConfig, HandoffConfig, InboundId, MembershipConfig,
+    ReplicationConfig, RequestId, SendError, Sender, StorageOp, StorageReply, Time,
 };
 use shoal_ring::{Member, NodeId, PartitionId, Ring};
 use shoal_storage::{RocksOptions, RocksStorage};
@@ -148,22 +148,35 @@ pub struct BenchNode {
 /// make an exchange wait.
 pub fn engine_config(n: u8, aae_interval: Duration) -> EngineConfig {
     let day = Duration::from_secs(24 * 3600);
+    let d = EngineConfig::default();
     EngineConfig {
-        n,
-        r: 1,
-        w: 1,
-        gossip_interval: day,
-        probe_interval: day,
-        handoff_interval: day,
-        hinted_handoff: false,
-        aae_enabled: true,
-        aae_interval,
-        aae_tick: Duration::from_secs(1),
-        aae_max_concurrent_exchanges: 1,
-        aae_repair_keys_per_second: 1_000_000_000_000,
-        aae_repair_bytes_per_second: 1_000_000_000_000_000,
-        reap_interval: 365 * day,
-        ..EngineConfig::default()
+        replication: ReplicationConfig {
+            n,
+            r: 1,
+            w: 1,
+            ..d.replication
+        },
+        membership: MembershipConfig {
+            gossip_interval: day,
+            probe_interval: day,
+            ..d.membership
+        },
+        handoff: HandoffConfig {
+            enabled: false,
+            interval: day,
+            ..d.handoff
+        },
+        aae: AaeConfig {
+            enabled: true,
+            interval: aae_interval,
+            tick: Duration::from_secs(1),
+            max_concurrent_exchanges: 1,
+            repair_keys_per_second: 1_000_000_000_000,
+            repair_bytes_per_second: 1_000_000_000_000_000,
+            reap_interval: 365 * day,
+            ..d.aae
+        },
+        limits: d.limits,
     }
 }
 
@@ -270,7 +283,7 @@ impl Cluster {
     pub fn warm_up(&mut self) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let partitions = u64::from(self.ring.partition_count());
-        let quiet_for = self.cfg.aae_tick * 3;
+        let quiet_for = self.cfg.aae.tick * 3;
         let mut last_scan = self.now;
         let mut scans = self.reap_scans;
         for _ in 0..MAX_TIMER_STEPS {
@@ -303,7 +316,7 @@ impl Cluster {
         self.storage = BTreeMap::new();
         self.codec = Duration::ZERO;
         let scans = self.reap_scans;
-        let start_at = self.now + self.cfg.aae_interval + self.cfg.aae_tick;
+        let start_at = self.now + self.cfg.aae.interval + self.cfg.aae.tick;
         let started = Instant::now();
         self.advance_to(start_at);
         self.pump()?;

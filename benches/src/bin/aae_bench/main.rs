@@ -151,7 +151,7 @@ fn main() -> anyhow::Result<()> {
         .tempdir_in(&base)
         .with_context(|| format!("make a temporary directory in {}", base.display()))?;
     let mut cluster = Cluster::open(dir.path(), REPLICAS, args.partitions)?;
-    let aae_batch = cluster.nodes[0].engine.config().aae_batch;
+    let aae_batch = cluster.nodes[0].engine.config().aae.batch;
 
     eprintln!(
         "loading {} keys x {} B into {REPLICAS} replicas under {}",

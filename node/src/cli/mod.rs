@@ -7,9 +7,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use shoal_ring::NodeId;
 
-use crate::cli_client::{self, ClientCommand};
 use crate::config::{NodeConfig, DEFAULT_CONFIG_TOML};
-use crate::dev;
+
+mod aae;
+mod client;
+mod dev;
+
+use client::ClientCommand;
 
 /// Shoal: a leaderless, replicated key-value store.
 #[derive(Debug, Parser)]
@@ -45,7 +49,7 @@ pub enum Command {
     Aae {
         /// What to show.
         #[command(subcommand)]
-        what: crate::cli_aae::AaeCommand,
+        what: aae::AaeCommand,
     },
     /// Client commands.
     #[command(flatten)]
@@ -119,7 +123,7 @@ pub fn main() -> ExitCode {
         },
         Command::Dev(args) => dev::run(args),
         Command::Aae { what } => match runtime() {
-            Ok(rt) => match rt.block_on(crate::cli_aae::run(what, cli.config)) {
+            Ok(rt) => match rt.block_on(aae::run(what, cli.config)) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -132,7 +136,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Client(cmd) => match runtime() {
-            Ok(rt) => match rt.block_on(cli_client::run(cmd, cli.config)) {
+            Ok(rt) => match rt.block_on(client::run(cmd, cli.config)) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e:#}");

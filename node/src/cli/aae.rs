@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use shoal_client::{AaeReport, Client, ClientConfig, NodeId};
 
-use crate::cli_client::resolve_config_path;
+use super::client::resolve_config_path;
 
 /// `shoal aae` subcommands.
 #[derive(Debug, clap::Subcommand)]

@@ -1,0 +1,67 @@
+//! Periodic tasks that run beside the engine until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_storage::{RocksStorage, Storage};
+use tokio::sync::watch;
+use tracing::warn;
+
+use shoal_executor::Executor;
+
+/// How often RocksDB's statistics are published as gauges.
+const STORAGE_STATS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Publish the storage engine's statistics as gauges until shutdown.
+pub(super) async fn report_storage_stats(
+    storage: Arc<RocksStorage>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(STORAGE_STATS_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let s = storage.clone();
+        let Ok(stats) = tokio::task::spawn_blocking(move || s.stats()).await else {
+            return;
+        };
+        metrics::gauge!("shoal_rocksdb_live_data_bytes").set(stats.live_data_bytes as f64);
+        metrics::gauge!("shoal_rocksdb_pending_compaction_bytes")
+            .set(stats.pending_compaction_bytes as f64);
+        metrics::gauge!("shoal_rocksdb_block_cache_usage_bytes")
+            .set(stats.block_cache_usage_bytes as f64);
+        metrics::gauge!("shoal_rocksdb_memtable_bytes").set(stats.memtable_bytes as f64);
+        metrics::gauge!("shoal_rocksdb_estimated_keys").set(stats.estimated_keys as f64);
+    }
+}
+
+/// Rebuild every Merkle tree from storage now and then, and check it against the
+/// incremental one (a mismatch is replaced, logged and counted).
+pub(super) async fn verify_trees<S: Storage>(
+    executor: Arc<Executor<S>>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    // The first tick of an interval fires at once; the trees were just built at open.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let exec = executor.clone();
+        match tokio::task::spawn_blocking(move || exec.verify_trees()).await {
+            Ok(Ok(mismatches)) => {
+                for m in mismatches {
+                    warn!(partition = %m.partition, incremental = m.incremental_root, rebuilt = m.rebuilt_root,
+                        "Merkle tree did not match storage; replaced by the rebuilt one");
+                }
+            }
+            Ok(Err(e)) => warn!("verifying Merkle trees failed: {e}"),
+            Err(_) => return,
+        }
+    }
+}

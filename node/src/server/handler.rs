@@ -1,0 +1,119 @@
+//! The QUIC request handler: decodes a request, queues it for the driver (or answers
+//! `Overloaded` when the queue is full) and waits for the engine's answer.
+
+use std::time::{Duration, Instant};
+
+use shoal_proto::wire::{
+    decode_request, encode_response, ClientRequest, ClientResponse, PeerRequest, PeerResponse,
+    Request, Response,
+};
+use shoal_proto::{ReplicationConfig, RequestError, Sender};
+use shoal_transport::{Handler, PeerRole};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use super::Inbound;
+
+/// Answers QUIC requests by queueing them for the driver.
+pub(super) struct NodeHandler {
+    input: mpsc::Sender<Inbound>,
+    default_timeout: Duration,
+    margin: Duration,
+}
+
+impl NodeHandler {
+    /// A handler queueing into `input`, waiting as long as the `replication` timeouts
+    /// allow.
+    pub(super) fn new(input: mpsc::Sender<Inbound>, replication: &ReplicationConfig) -> Self {
+        NodeHandler {
+            input,
+            default_timeout: replication.request_timeout,
+            margin: replication.rpc_timeout * 3,
+        }
+    }
+
+    /// The engine always answers; this backstop (the request's own timeout plus room for
+    /// a forward hop) only makes sure a stream can never hang.
+    fn max_wait(&self, request: &Request) -> Duration {
+        let own = match request {
+            Request::Client(ClientRequest::Get { options, .. }) => options.timeout,
+            Request::Client(
+                ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. },
+            ) => options.timeout,
+            Request::Peer(PeerRequest::Forward(ClientRequest::Get { options, .. })) => {
+                options.timeout
+            }
+            Request::Peer(PeerRequest::Forward(
+                ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. },
+            )) => options.timeout,
+            _ => None,
+        };
+        own.unwrap_or(self.default_timeout)
+            .max(self.default_timeout)
+            + self.margin
+    }
+}
+
+fn result_label(resp: &Response) -> &'static str {
+    match resp {
+        Response::Client(ClientResponse::Error(e))
+        | Response::Error(e)
+        | Response::Peer(PeerResponse::Error(e)) => e.label(),
+        _ => "ok",
+    }
+}
+
+impl Handler for NodeHandler {
+    async fn handle(&self, peer: PeerRole, request: Vec<u8>) -> Vec<u8> {
+        let start = Instant::now();
+        let request = match decode_request(&request) {
+            Ok(r) => r,
+            Err(e) => {
+                metrics::counter!("shoal_requests_total", "op" => "malformed", "result" => "invalid")
+                    .increment(1);
+                return encode_response(&Response::Error(e.into()));
+            }
+        };
+        let (op, client) = match &request {
+            Request::Client(c) => (c.op_name(), true),
+            Request::Peer(p) => (p.op_name(), false),
+        };
+        let from = match peer {
+            PeerRole::Node(id) => Sender::Node(id),
+            PeerRole::Client(name) => Sender::Client(name),
+        };
+        let max_wait = self.max_wait(&request);
+        let (tx, rx) = oneshot::channel();
+        let response = match self.input.try_send(Inbound {
+            from,
+            request,
+            reply: tx,
+        }) {
+            Err(mpsc::error::TrySendError::Full(_)) => Response::Error(RequestError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Response::Error(RequestError::ShuttingDown)
+            }
+            Ok(()) => match tokio::time::timeout(max_wait, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Response::Error(RequestError::ShuttingDown),
+                Err(_) => {
+                    warn!(op, "engine gave no answer in time");
+                    Response::Error(RequestError::Internal(format!(
+                        "no answer within {max_wait:?}"
+                    )))
+                }
+            },
+        };
+        if client {
+            let result = result_label(&response);
+            metrics::counter!("shoal_requests_total", "op" => op, "result" => result).increment(1);
+            metrics::histogram!("shoal_request_duration_seconds", "op" => op)
+                .record(start.elapsed().as_secs_f64());
+        } else {
+            metrics::counter!("shoal_peer_requests_served_total", "op" => op).increment(1);
+            metrics::histogram!("shoal_peer_request_duration_seconds", "op" => op)
+                .record(start.elapsed().as_secs_f64());
+        }
+        encode_response(&response)
+    }
+}

@@ -1,0 +1,51 @@
+//! The tokio node: a driver task owns one [`Engine`](shoal_proto::Engine), feeds it requests, transport outcomes,
+//! storage results and timeouts, and carries out the commands it emits.
+//!
+//! ```text
+//!  QUIC streams ──► NodeHandler ──(bounded queue)──► driver task ──► Engine (proto)
+//!                        ▲                              │  ▲
+//!                        └──── oneshot answer ◄─────────┤  │ completions (responses,
+//!                                                       │  │ storage results)
+//!                     peer requests (tokio tasks) ◄─────┤  │
+//!                     storage ops (worker threads) ◄────┘──┘
+//! ```
+//!
+//! Bounds: the request queue (`limits.max_queued_requests`; when full a request is
+//! answered `Overloaded` at once), the engine's in-flight limit, the transport's frame and
+//! stream limits. Completions are not bounded separately: there is exactly one per
+//! command, and commands are bounded by the admitted requests.
+//!
+//! The modules: [`startup`] opens storage, binds QUIC and spawns everything; [`driver`]
+//! is the task that owns the engine (and the storage worker threads it feeds);
+//! [`handler`] turns QUIC requests into queued [`Inbound`]s; [`background`] holds the
+//! periodic tasks beside the engine (storage statistics, Merkle tree verification).
+
+use shoal_proto::wire::{PeerResponse, Request, Response};
+use shoal_proto::{RequestId, SendError, Sender, StorageResult};
+use tokio::sync::oneshot;
+
+mod background;
+mod driver;
+mod handler;
+mod startup;
+
+pub use startup::{start, RunningNode};
+
+/// A request on its way from the [`handler`] to the [`driver`], with where its answer goes.
+struct Inbound {
+    from: Sender,
+    request: Request,
+    reply: oneshot::Sender<Response>,
+}
+
+/// The outcome of a command the driver started: a peer's answer or a storage result.
+enum Completion {
+    Response {
+        id: RequestId,
+        result: Result<PeerResponse, SendError>,
+    },
+    Storage {
+        id: RequestId,
+        result: StorageResult,
+    },
+}

@@ -1,0 +1,183 @@
+//! Node start-up and shutdown: open storage, load TLS, bind QUIC, create the engine, and
+//! spawn the driver, the storage workers and the background tasks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use shoal_proto::{Engine, RequestId, StorageOp};
+use shoal_ring::NodeId;
+use shoal_storage::{RocksOptions, RocksStorage, Storage as _};
+use shoal_transport::{Endpoint, PeerRole, TlsIdentity, TransportConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use super::background::{report_storage_stats, verify_trees};
+use super::driver::{storage_worker, Clock, Driver};
+use super::handler::NodeHandler;
+use super::{Completion, Inbound};
+use crate::config::NodeConfig;
+use shoal_executor::Executor;
+
+/// Extra frame room beyond the largest object, for the message around it.
+const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// A running node. Dropping it does not stop it: call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    id: NodeId,
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    driver: JoinHandle<()>,
+    serve: JoinHandle<()>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    endpoint: Endpoint,
+    storage: Arc<RocksStorage>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("id", &self.id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningNode {
+    /// The node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The address the node serves on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stop serving, finish the driver, flush and close storage.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        info!(node = %self.id, "shutting down");
+        let _ = self.shutdown.send(true);
+        self.endpoint.close().await;
+        self.serve.abort();
+        let _ = self.serve.await;
+        let _ = self.driver.await;
+        let workers = self.workers;
+        tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+        .await
+        .context("joining storage workers")?;
+        self.storage.close().context("closing storage")?;
+        info!(node = %self.id, "stopped");
+        Ok(())
+    }
+}
+
+/// Start a node from its config: open storage, bind QUIC, start the engine.
+pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
+    let data_dir = cfg.resolve(&cfg.data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let options = RocksOptions {
+        durability: cfg.storage.durability,
+        block_cache_bytes: cfg.storage.block_cache_bytes,
+        write_buffer_bytes: cfg.storage.write_buffer_bytes,
+        ..RocksOptions::default()
+    };
+    let storage = Arc::new(
+        RocksStorage::open(&data_dir, options)
+            .with_context(|| format!("opening storage in {}", data_dir.display()))?,
+    );
+    let executor = Arc::new(
+        Executor::open(storage.clone(), rand::random::<u64>).context("opening the executor")?,
+    );
+    info!(node = %cfg.id, actor = %executor.actor(), "storage open");
+
+    let identity = TlsIdentity::load(
+        &cfg.resolve(&cfg.tls.ca),
+        &cfg.resolve(&cfg.tls.cert),
+        &cfg.resolve(&cfg.tls.key),
+    )
+    .context("loading TLS files")?;
+    match identity.role() {
+        PeerRole::Node(id) if *id == cfg.id => {}
+        other => bail!(
+            "tls.cert is for {other:?}, but this node is {}: issue it with `shoal cert node --id {}`",
+            cfg.id,
+            cfg.id
+        ),
+    }
+    let transport = TransportConfig {
+        max_frame_bytes: cfg.limits.max_object_bytes + FRAME_OVERHEAD_BYTES,
+        ..TransportConfig::default()
+    };
+    let endpoint = Endpoint::server(cfg.listen, &identity, transport)
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let local_addr = endpoint.local_addr();
+
+    let ring = cfg.ring()?;
+    let addresses: Vec<(NodeId, SocketAddr)> =
+        cfg.seeds.iter().map(|s| (s.id.clone(), s.addr)).collect();
+    let mut clock = Clock::new();
+    let engine = Engine::new(
+        cfg.engine_config(),
+        cfg.id.clone(),
+        ring,
+        addresses.clone(),
+        rand::random(),
+        clock.now(),
+    )?;
+
+    let (input_tx, input_rx) = mpsc::channel::<Inbound>(cfg.limits.max_queued_requests);
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+    let (storage_tx, storage_rx) = crossbeam::channel::unbounded::<(RequestId, StorageOp)>();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let mut workers = Vec::new();
+    for i in 0..cfg.limits.storage_threads {
+        let rx = storage_rx.clone();
+        let done = done_tx.clone();
+        let exec = executor.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("shoal-storage-{i}"))
+            .spawn(move || storage_worker(exec, rx, done))
+            .context("spawning a storage thread")?;
+        workers.push(handle);
+    }
+
+    let driver = Driver::new(
+        engine,
+        clock,
+        endpoint.clone(),
+        addresses.into_iter().collect(),
+        storage_tx,
+        done_tx,
+    );
+    let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+    let handler = Arc::new(NodeHandler::new(input_tx, &cfg.replication));
+    let serve = endpoint.serve(handler);
+    tokio::spawn(report_storage_stats(
+        storage.clone(),
+        shutdown_tx.subscribe(),
+    ));
+    tokio::spawn(verify_trees(
+        executor.clone(),
+        cfg.aae.verify_interval,
+        shutdown_tx.subscribe(),
+    ));
+    info!(node = %cfg.id, addr = %local_addr, "serving");
+    Ok(RunningNode {
+        id: cfg.id.clone(),
+        local_addr,
+        shutdown: shutdown_tx,
+        driver,
+        serve,
+        workers,
+        endpoint,
+        storage,
+    })
+}
