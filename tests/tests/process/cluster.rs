@@ -28,17 +28,23 @@ const HINT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Deadline for the others to see a member's new state.
 const STATE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Waits (up to [`HINT_TIMEOUT`]) until `reporters` hold at least `min` hints for
-/// `target` in all, and returns how many they hold.
+/// Waits (up to [`HINT_TIMEOUT`]) until the nodes other than `victim` hold at least `min`
+/// hints for it in all, and returns how many they hold.
 async fn wait_hints_for(
-    client: &Client,
-    reporters: &[NodeId],
-    target: &NodeId,
+    cluster: &Cluster,
+    status: &Client,
+    victim: usize,
     min: u64,
     what: &str,
 ) -> u64 {
+    let target = &cluster.id(victim);
+    let reporters = &cluster.ids(
+        &(0..cluster.len())
+            .filter(|&i| i != victim)
+            .collect::<Vec<_>>(),
+    );
     wait_until(what, HINT_TIMEOUT, || async move {
-        let hints = pending_hints(client, reporters).await?;
+        let hints = pending_hints(status, reporters).await?;
         let total: u64 = hints
             .iter()
             .filter(|((_, t), _)| t == target)
@@ -103,20 +109,15 @@ async fn three_nodes_serve_through_a_killed_node_and_hand_its_writes_off_after_r
     let mut cluster = Cluster::start(3, "").await;
     let victim = 1;
     let victim_id = cluster.id(victim);
-    let live: Vec<NodeId> = (0..cluster.len())
-        .filter(|&i| i != victim)
-        .map(|i| cluster.id(i))
-        .collect();
-
     let (during, ring) = write_kill_read_write(&mut cluster, victim).await;
 
     // With three nodes and N = 3 there is no fallback: each coordinator keeps a hint for
     // the dead primary itself, one per key written while it was down.
     let status = cluster.status_client().await;
     let piled = wait_hints_for(
+        &cluster,
         &status,
-        &live,
-        &victim_id,
+        victim,
         KEYS_DURING as u64,
         "a hint per key written while the node was down",
     )
@@ -136,11 +137,6 @@ async fn five_nodes_pile_hints_on_fallbacks_for_a_killed_node_and_drain_them_aft
     let mut cluster = Cluster::start(5, "").await;
     let victim = 2;
     let victim_id = cluster.id(victim);
-    let live: Vec<NodeId> = (0..cluster.len())
-        .filter(|&i| i != victim)
-        .map(|i| cluster.id(i))
-        .collect();
-
     let (during, ring) = write_kill_read_write(&mut cluster, victim).await;
     let owned = during
         .iter()
@@ -154,9 +150,9 @@ async fn five_nodes_pile_hints_on_fallbacks_for_a_killed_node_and_drain_them_aft
     // The copies for the dead primary went to fallback nodes as hints.
     let status = cluster.status_client().await;
     let piled = wait_hints_for(
+        &cluster,
         &status,
-        &live,
-        &victim_id,
+        victim,
         1,
         "hints for the killed node on other nodes",
     )

@@ -79,6 +79,14 @@ async fn write_and_delete(client: &Client, live: &[(String, String)], dead: &[(S
     assert_reads(client, &not_found(dead), 3).await;
 }
 
+/// The keys anti-entropy repaired (`shoal_aae_keys_repaired_total`) summed over `nodes`.
+async fn keys_repaired(cluster: &Cluster, nodes: &[usize]) -> f64 {
+    cluster
+        .metric_sum(nodes, "shoal_aae_keys_repaired_total", &[])
+        .await
+        .unwrap_or_else(|e| panic!("reading shoal_aae_keys_repaired_total: {e}"))
+}
+
 /// Polls until `dead` tombstones are reaped on every one of the N replicas: every tree
 /// holds exactly `live` keys per partition (as `shoal aae status --json` shows), and the
 /// reapers counted `dead * N` keys reaped (`shoal_tombstones_reaped_total`, which the
@@ -259,10 +267,7 @@ async fn a_replica_with_a_wiped_disk_gets_every_key_back_from_anti_entropy_alone
     );
     settle_background_budget(&mut cluster, &ring, &kvs).await;
 
-    let repaired_before = cluster
-        .metric_sum(&others, "shoal_aae_keys_repaired_total", &[])
-        .await
-        .unwrap();
+    let repaired_before = keys_repaired(&cluster, &others).await;
     let started = Instant::now();
     cluster.restart(victim).await;
     let ready = started.elapsed();
@@ -283,11 +288,7 @@ async fn a_replica_with_a_wiped_disk_gets_every_key_back_from_anti_entropy_alone
     // Every key the wiped node holds again came through an exchange, counted on the node
     // that merged it (fetched) or on the one that pushed it (the restarted node's counters
     // start from zero).
-    let repaired = cluster
-        .metric_sum(&all, "shoal_aae_keys_repaired_total", &[])
-        .await
-        .unwrap()
-        - repaired_before;
+    let repaired = keys_repaired(&cluster, &all).await - repaired_before;
     assert!(
         repaired >= KEYS as f64,
         "anti-entropy repaired {repaired} keys, fewer than the {KEYS} the wiped node lost"
@@ -378,10 +379,7 @@ async fn a_replica_that_missed_writes_and_deletes_converges_within_the_exchange_
     // Tombstones stay in the trees until their grace (a day) ends.
     let per_partition = keys_per_partition(&ring, expected.iter().map(|(k, _)| k.as_str()));
 
-    let repaired_before = cluster
-        .metric_sum(&others, "shoal_aae_keys_repaired_total", &[])
-        .await
-        .unwrap();
+    let repaired_before = keys_repaired(&cluster, &others).await;
     let started = Instant::now();
     cluster.restart(victim).await;
     let ready = started.elapsed();
@@ -403,11 +401,7 @@ async fn a_replica_that_missed_writes_and_deletes_converges_within_the_exchange_
     // Anti-entropy carried every key the victim missed: the new keys (the deleted ones as
     // tombstones) and the old keys overwritten or deleted.
     let all: Vec<usize> = (0..cluster.len()).collect();
-    let repaired = cluster
-        .metric_sum(&all, "shoal_aae_keys_repaired_total", &[])
-        .await
-        .unwrap()
-        - repaired_before;
+    let repaired = keys_repaired(&cluster, &all).await - repaired_before;
     assert!(
         repaired >= (NEW + OLD) as f64,
         "anti-entropy repaired {repaired} keys, fewer than the {} {victim_id} missed",
