@@ -1,35 +1,47 @@
-//! A plain HTTP/1.0 GET over `std::net::TcpStream` and a parser of the Prometheus text
-//! exposition format, so that no HTTP client crate is needed.
+//! A plain HTTP/1.0 GET and a parser of the Prometheus text exposition format, so that
+//! no HTTP client crate is needed: the one scraper of the nodes' `/metrics` and the
+//! client of the test Prometheus's API.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 use super::catalogue::{is_metric_name, MetricKind};
-use super::HTTP_TIMEOUT;
+
+/// Timeout of one HTTP exchange (a scrape or a Prometheus API call).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest HTTP response read.
 const MAX_HTTP_RESPONSE_BYTES: u64 = 64 << 20;
 
-/// `GET path_and_query` over HTTP/1.0 (no chunked encoding, the server closes the
-/// connection); returns the status code and the body.
-pub fn http_get(addr: SocketAddr, path_and_query: &str) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(HTTP_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(HTTP_TIMEOUT)))
-        .map_err(|e| format!("setting timeouts: {e}"))?;
-    write!(
-        stream,
-        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("sending to {addr}: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .take(MAX_HTTP_RESPONSE_BYTES)
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("reading from {addr}: {e}"))?;
+/// `GET path_and_query` over HTTP/1.0 (the server closes the connection; a chunked
+/// answer is decoded), bounded by [`HTTP_TIMEOUT`]; returns the status code and the body.
+pub async fn http_get(addr: SocketAddr, path_and_query: &str) -> Result<(u16, String), String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let request = format!(
+            "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("sending to {addr}: {e}"))?;
+        let mut raw = Vec::new();
+        stream
+            .take(MAX_HTTP_RESPONSE_BYTES)
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| format!("reading from {addr}: {e}"))?;
+        Ok::<_, String>(raw)
+    };
+    let raw = tokio::time::timeout(HTTP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no answer from {addr}{path_and_query} within {HTTP_TIMEOUT:?}"))??;
     let text = String::from_utf8(raw).map_err(|e| format!("non-UTF-8 response: {e}"))?;
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -226,9 +238,36 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
 }
 
 /// Scrapes `http://addr/metrics` and parses it.
-pub fn scrape(addr: SocketAddr) -> Result<Exposition, String> {
-    match http_get(addr, "/metrics")? {
+pub async fn scrape(addr: SocketAddr) -> Result<Exposition, String> {
+    match http_get(addr, "/metrics").await? {
         (200, body) => Exposition::parse(&body),
         (status, body) => Err(format!("GET /metrics on {addr}: HTTP {status}: {body}")),
     }
+}
+
+#[test]
+fn exposition_parser_reads_types_labels_escapes_and_histograms() {
+    let text = "# HELP shoal_a_total A.\n# TYPE shoal_a_total counter\n\
+                shoal_a_total{node=\"n1\",op=\"get\"} 3\n\
+                shoal_a_total{node=\"n1\",op=\"put\"} 4\n\
+                # TYPE shoal_g gauge\nshoal_g{node=\"n1\",why=\"a \\\"quoted\\\" \\\\ value\"} -1.5\n\
+                # TYPE shoal_h_seconds histogram\n\
+                shoal_h_seconds_bucket{node=\"n1\",le=\"0.5\"} 1\n\
+                shoal_h_seconds_bucket{node=\"n1\",le=\"+Inf\"} 2\n\
+                shoal_h_seconds_sum{node=\"n1\"} 0.75\nshoal_h_seconds_count{node=\"n1\"} 2\n\
+                shoal_bare 7\n";
+    let e = Exposition::parse(text).expect("a valid exposition");
+    assert_eq!(e.sum("shoal_a_total", &[]), 7.0);
+    assert_eq!(e.sum("shoal_a_total", &[("op", "put")]), 4.0);
+    assert_eq!(e.sum("shoal_g", &[("why", "a \"quoted\" \\ value")]), -1.5);
+    assert_eq!(e.sum("shoal_bare", &[]), 7.0);
+    assert!(e.check_family("shoal_a_total", MetricKind::Counter).is_ok());
+    assert!(e
+        .check_family("shoal_h_seconds", MetricKind::Histogram)
+        .is_ok());
+    assert!(e.check_family("shoal_g", MetricKind::Counter).is_err());
+    assert!(e
+        .check_family("shoal_missing_total", MetricKind::Counter)
+        .is_err());
+    assert!(Exposition::parse("shoal_x{a=\"b\" 1\n").is_err());
 }

@@ -2,31 +2,23 @@
 //! round trips with siblings and contexts, mutual TLS roles, hostile input, size limits.
 //! After every refused or malformed request the node must keep serving.
 
-mod common;
-
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::Path;
 use std::time::Duration;
 
-use common::Cluster;
 use rand::{Rng, SeedableRng};
-use shoal_client::{
-    Client, ClientConfig, ClientError, ReadOptions, TlsFiles, WriteOptions, MAX_KEY_BYTES,
-};
+use shoal_client::{Client, ClientConfig, ClientError, ReadOptions, WriteOptions, MAX_KEY_BYTES};
 use shoal_proto::wire::{
     decode_response, encode_request, PeerRequest, Request, Response, WIRE_VERSION,
 };
 use shoal_proto::{Actor, CausalContext, Dot, Object, RequestError, SiblingValue, Time};
-use shoal_transport::{
-    certs, Endpoint, StreamErrorCode, TlsIdentity, TransportConfig, TransportError,
-};
+use shoal_transport::{Endpoint, StreamErrorCode, TlsIdentity, TransportConfig, TransportError};
+
+use crate::harness::{foreign_client_files, Cluster, RAW_REQUEST_TIMEOUT};
 
 /// Small limits, so that the oversized value and frame cases stay cheap: values up to
 /// 64 KiB, objects up to 1 MiB, hence a frame limit of 1 MiB + 64 KiB.
 const SMALL_LIMITS: &str = "[limits]\nmax_value_bytes = 65536\nmax_object_bytes = 1048576\n";
 const MAX_VALUE_BYTES: usize = 65536;
-/// Timeout of raw transport requests.
-const RAW_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn start_node() -> Cluster {
     Cluster::start(1, SMALL_LIMITS).await
@@ -45,17 +37,6 @@ async fn assert_serving(node: &mut Cluster, client: &Client, key: &str) {
         .await
         .unwrap_or_else(|e| panic!("get {key} after the bad input: {e}"));
     assert_eq!(read.values, vec![b"still here".to_vec()], "{key}");
-}
-
-/// A raw QUIC endpoint holding the dev cluster's client certificate.
-fn raw_client_endpoint(dir: &Path, config: TransportConfig) -> Endpoint {
-    let identity = TlsIdentity::load(
-        &dir.join("ca.pem"),
-        &dir.join("client").join("client.pem"),
-        &dir.join("client").join("client.key"),
-    )
-    .expect("loading the dev client identity");
-    Endpoint::client(&identity, config).expect("creating a client endpoint")
 }
 
 fn values_of(read: &shoal_client::GetResult) -> Vec<String> {
@@ -129,15 +110,8 @@ async fn sdk_round_trips_keep_siblings_until_a_write_with_context_resolves_them(
 async fn client_certificate_from_another_ca_is_refused_at_the_handshake() {
     let mut node = start_node().await;
     let other = tempfile::tempdir().unwrap();
-    certs::generate_ca(other.path()).unwrap();
-    let intruder_dir = other.path().join("intruder");
-    certs::issue_client_cert(other.path(), "intruder", &intruder_dir).unwrap();
-    let files = TlsFiles {
-        ca: other.path().join("ca.pem"),
-        cert: intruder_dir.join("client.pem"),
-        key: intruder_dir.join("client.key"),
-    };
-    let addr = node.node(0).addr;
+    let files = foreign_client_files(other.path());
+    let addr = node.nodes()[0].addr;
 
     // Through the SDK: no node accepts the handshake, so the cluster is unreachable.
     let mut config = ClientConfig::new(vec![addr], files.clone());
@@ -156,7 +130,7 @@ async fn client_certificate_from_another_ca_is_refused_at_the_handshake() {
         shoal_proto::wire::ClientRequest::ClusterInfo,
     ));
     let error = endpoint
-        .request(addr, None, payload, RAW_TIMEOUT)
+        .request(addr, None, payload, RAW_REQUEST_TIMEOUT)
         .await
         .unwrap_err();
     assert!(
@@ -176,8 +150,8 @@ async fn client_certificate_may_not_send_node_to_node_messages() {
     let mut node = start_node().await;
     let client = node.client().await;
     let ring = client.cluster_info().await.ring;
-    let addr = node.node(0).addr;
-    let endpoint = raw_client_endpoint(node.dir(), TransportConfig::default());
+    let addr = node.nodes()[0].addr;
+    let endpoint = node.raw_client(TransportConfig::default());
 
     // A forged replica write: an object holding a value nobody put through the API.
     let key = b"injected".to_vec();
@@ -212,7 +186,7 @@ async fn client_certificate_may_not_send_node_to_node_messages() {
                 addr,
                 None,
                 encode_request(&Request::Peer(message)),
-                RAW_TIMEOUT,
+                RAW_REQUEST_TIMEOUT,
             )
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -235,7 +209,7 @@ async fn client_certificate_may_not_send_node_to_node_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_datagrams_leave_the_node_serving() {
     let mut node = start_node().await;
-    let addr = node.node(0).addr;
+    let addr = node.nodes()[0].addr;
     let junk = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let mut sent = 0;
@@ -277,11 +251,11 @@ async fn garbage_datagrams_leave_the_node_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving() {
     let mut node = start_node().await;
-    let addr = node.node(0).addr;
+    let addr = node.nodes()[0].addr;
     let client = node.client().await;
 
     // Well-formed QUIC and TLS, nonsense payloads: typed errors, not a crash.
-    let endpoint = raw_client_endpoint(node.dir(), TransportConfig::default());
+    let endpoint = node.raw_client(TransportConfig::default());
     let mut garbage = WIRE_VERSION.to_be_bytes().to_vec();
     garbage.extend_from_slice(&[0xff, 0xfe, 0xfd, 0x00, 0x17, 0x42]);
     let mut truncated = encode_request(&Request::Client(shoal_proto::wire::ClientRequest::Get {
@@ -299,7 +273,7 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
         ("trailing bytes", trailing),
     ] {
         let bytes = endpoint
-            .request(addr, None, payload, RAW_TIMEOUT)
+            .request(addr, None, payload, RAW_REQUEST_TIMEOUT)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         match decode_response(&bytes).unwrap() {
@@ -310,7 +284,7 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
     let mut future_version = (WIRE_VERSION + 1).to_be_bytes().to_vec();
     future_version.extend_from_slice(&[1, 2, 3]);
     let bytes = endpoint
-        .request(addr, None, future_version, RAW_TIMEOUT)
+        .request(addr, None, future_version, RAW_REQUEST_TIMEOUT)
         .await
         .unwrap();
     assert!(
@@ -325,15 +299,12 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
 
     // A frame over the node's limit (1 MiB + 64 KiB here), from a sender whose own limit
     // lets it through: the node aborts that stream.
-    let big_sender = raw_client_endpoint(
-        node.dir(),
-        TransportConfig {
-            max_frame_bytes: 4 << 20,
-            ..TransportConfig::default()
-        },
-    );
+    let big_sender = node.raw_client(TransportConfig {
+        max_frame_bytes: 4 << 20,
+        ..TransportConfig::default()
+    });
     let error = big_sender
-        .request(addr, None, vec![0x5a; 2 << 20], RAW_TIMEOUT)
+        .request(addr, None, vec![0x5a; 2 << 20], RAW_REQUEST_TIMEOUT)
         .await
         .unwrap_err();
     assert!(
@@ -352,7 +323,7 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
             addr,
             None,
             encode_request(&Request::Client(shoal_proto::wire::ClientRequest::Status)),
-            RAW_TIMEOUT,
+            RAW_REQUEST_TIMEOUT,
         )
         .await
         .unwrap();

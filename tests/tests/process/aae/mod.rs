@@ -4,24 +4,24 @@
 //!
 //! Convergence is read the way an operator reads it: `shoal aae status --json` (the CLI
 //! binary of this package, run against the cluster's `client.toml`). The tests of this
-//! binary run one at a time (see [`SERIAL`]): each starts a cluster and writes thousands
+//! suite run one at a time (see [`SERIAL`]): each starts a cluster and writes thousands
 //! of keys, and the machine has two cores.
 
-mod aae_common;
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aae_common::{
+use shoal_client::{Client, Context, NodeId, ReadOptions};
+use shoal_ring::Ring;
+use support::{
     assert_no_hints, assert_reads, cli_aae_status, converged, counts_are, delete_all, found,
     keys_per_partition, not_found, put_new, put_with_contexts, unix_micros, unless_unavailable,
     wait_converged, IN_FLIGHT, N,
 };
-use common::{key_values, wait_until, Cluster};
-use shoal_client::{Client, Context, NodeId, ReadOptions};
-use shoal_ring::Ring;
 use tokio::time::Instant;
+
+use crate::harness::{connect, key_values, scrape, wait_until, Cluster};
 
 /// The anti-entropy interval of these tests: every pair of replicas of a partition
 /// compares trees at least this often.
@@ -46,7 +46,7 @@ const CONVERGE_MARGIN: Duration = Duration::from_secs(30);
 /// dead node costs each request that tries it this much.
 const PINNED_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The tests of this binary each run a cluster under load; one at a time keeps them
+/// The tests of this suite each run a cluster under load; one at a time keeps them
 /// within their deadlines on a two-core machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -79,6 +79,14 @@ async fn write_and_delete(client: &Client, live: &[(String, String)], dead: &[(S
     assert_reads(client, &not_found(dead), 3).await;
 }
 
+/// The keys anti-entropy repaired (`shoal_aae_keys_repaired_total`) summed over `nodes`.
+async fn keys_repaired(cluster: &Cluster, nodes: &[usize]) -> f64 {
+    cluster
+        .metric_sum(nodes, "shoal_aae_keys_repaired_total", &[])
+        .await
+        .unwrap_or_else(|e| panic!("reading shoal_aae_keys_repaired_total: {e}"))
+}
+
 /// Polls until `dead` tombstones are reaped on every one of the N replicas: every tree
 /// holds exactly `live` keys per partition (as `shoal aae status --json` shows), and the
 /// reapers counted `dead * N` keys reaped (`shoal_tombstones_reaped_total`, which the
@@ -104,7 +112,7 @@ async fn wait_reaped(
                 let doc = cli_aae_status(cluster).await?;
                 let keys = converged(&doc, partitions, ids)?;
                 let reaped = cluster
-                    .metric_total(all, "shoal_tombstones_reaped_total")
+                    .metric_sum(all, "shoal_tombstones_reaped_total", &[])
                     .await?;
                 counts_are(expected.clone())(&keys)
                     .map_err(|e| format!("{reaped} of {reaped_total} reaped; {e}"))?;
@@ -196,8 +204,8 @@ async fn settle_background_budget(cluster: &mut Cluster, ring: &Ring, kvs: &[(St
                             .await
                             .map_err(|e| format!("get {key}: {e}"))?;
                     }
-                    let page = common::scrape_metrics(cluster.node(i).metrics).await?;
-                    let ratio = common::metric_sum(&page, "shoal_aae_budget_ratio");
+                    let page = scrape(cluster.nodes()[i].metrics).await?;
+                    let ratio = page.sum("shoal_aae_budget_ratio", &[]);
                     if ratio < 0.99 {
                         low.push(format!("{id}: {ratio}"));
                     }
@@ -259,10 +267,7 @@ async fn a_replica_with_a_wiped_disk_gets_every_key_back_from_anti_entropy_alone
     );
     settle_background_budget(&mut cluster, &ring, &kvs).await;
 
-    let repaired_before = cluster
-        .metric_total(&others, "shoal_aae_keys_repaired_total")
-        .await
-        .unwrap();
+    let repaired_before = keys_repaired(&cluster, &others).await;
     let started = Instant::now();
     cluster.restart(victim).await;
     let ready = started.elapsed();
@@ -283,11 +288,7 @@ async fn a_replica_with_a_wiped_disk_gets_every_key_back_from_anti_entropy_alone
     // Every key the wiped node holds again came through an exchange, counted on the node
     // that merged it (fetched) or on the one that pushed it (the restarted node's counters
     // start from zero).
-    let repaired = cluster
-        .metric_total(&all, "shoal_aae_keys_repaired_total")
-        .await
-        .unwrap()
-        - repaired_before;
+    let repaired = keys_repaired(&cluster, &all).await - repaired_before;
     assert!(
         repaired >= KEYS as f64,
         "anti-entropy repaired {repaired} keys, fewer than the {KEYS} the wiped node lost"
@@ -378,10 +379,7 @@ async fn a_replica_that_missed_writes_and_deletes_converges_within_the_exchange_
     // Tombstones stay in the trees until their grace (a day) ends.
     let per_partition = keys_per_partition(&ring, expected.iter().map(|(k, _)| k.as_str()));
 
-    let repaired_before = cluster
-        .metric_total(&others, "shoal_aae_keys_repaired_total")
-        .await
-        .unwrap();
+    let repaired_before = keys_repaired(&cluster, &others).await;
     let started = Instant::now();
     cluster.restart(victim).await;
     let ready = started.elapsed();
@@ -403,11 +401,7 @@ async fn a_replica_that_missed_writes_and_deletes_converges_within_the_exchange_
     // Anti-entropy carried every key the victim missed: the new keys (the deleted ones as
     // tombstones) and the old keys overwritten or deleted.
     let all: Vec<usize> = (0..cluster.len()).collect();
-    let repaired = cluster
-        .metric_total(&all, "shoal_aae_keys_repaired_total")
-        .await
-        .unwrap()
-        - repaired_before;
+    let repaired = keys_repaired(&cluster, &all).await - repaired_before;
     assert!(
         repaired >= (NEW + OLD) as f64,
         "anti-entropy repaired {repaired} keys, fewer than the {} {victim_id} missed",
@@ -426,9 +420,9 @@ async fn a_replica_that_missed_writes_and_deletes_converges_within_the_exchange_
         cluster.terminate(i);
     }
     let mut config = cluster.client_config();
-    config.seeds = vec![cluster.node(victim).addr];
+    config.seeds = vec![cluster.nodes()[victim].addr];
     config.connect_timeout = PINNED_CONNECT_TIMEOUT;
-    let client = common::connect(config).await;
+    let client = connect(config).await;
     let started = Instant::now();
     assert_reads(&client, &expected, 1).await;
     client.close().await;
@@ -517,7 +511,7 @@ async fn reaped_tombstones_stay_gone_and_a_rewritten_key_has_only_its_new_value(
     ))(&keys)
     .unwrap();
     let reaped = cluster
-        .metric_total(&all, "shoal_tombstones_reaped_total")
+        .metric_sum(&all, "shoal_tombstones_reaped_total", &[])
         .await
         .unwrap();
     assert_eq!(
@@ -653,14 +647,12 @@ async fn anti_entropy_resumes_when_client_traffic_stops_after_slow_requests() {
                 // What admission control is doing, for the failure message.
                 let mut budgets = Vec::new();
                 for (i, id) in ids.iter().enumerate() {
-                    let page = common::scrape_metrics(cluster.node(i).metrics).await?;
-                    let gets =
-                        common::metric_sum(&page, "shoal_coordinator_duration_seconds_count");
-                    let seconds =
-                        common::metric_sum(&page, "shoal_coordinator_duration_seconds_sum");
+                    let page = scrape(cluster.nodes()[i].metrics).await?;
+                    let gets = page.sum("shoal_coordinator_duration_seconds_count", &[]);
+                    let seconds = page.sum("shoal_coordinator_duration_seconds_sum", &[]);
                     budgets.push(format!(
                         "{id}: budget {}, mean client request latency {:.3} s",
-                        common::metric_sum(&page, "shoal_aae_budget_ratio"),
+                        page.sum("shoal_aae_budget_ratio", &[]),
                         seconds / gets.max(1.0)
                     ));
                 }
@@ -670,17 +662,4 @@ async fn anti_entropy_resumes_when_client_traffic_stops_after_slow_requests() {
     )
     .await;
     eprintln!("equal roots after {:?}", started.elapsed());
-}
-
-/// The settings these tests pass to [`Cluster::start`] replace the keys `shoal dev init`
-/// wrote (`[aae] interval`), add missing tables, and leave array tables alone.
-#[test]
-fn merged_settings_replace_keys_add_tables_and_leave_array_tables_alone() {
-    let base = "id = \"n1\"\n\n[[seeds]]\nid = \"n1\"\n\n[replication]\nn = 3\n\n[aae]\ninterval = \"10s\"\n";
-    let extra = "id = \"n9\"\n# a comment\n[aae]\ninterval = \"2s\"\ntick = \"200ms\"\n\n[handoff]\nenabled = false\n";
-    assert_eq!(
-        common::merge_toml(base, extra),
-        "id = \"n9\"\n\n[[seeds]]\nid = \"n1\"\n\n[replication]\nn = 3\n\n[aae]\n\
-         tick = \"200ms\"\ninterval = \"2s\"\n\n[handoff]\nenabled = false\n"
-    );
 }

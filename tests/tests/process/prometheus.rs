@@ -12,20 +12,18 @@
 //!   the series they watch must exist), and a query whose metrics are all marked
 //!   *(conditional)* in `docs/METRICS.md` (fault-only) must only parse.
 
-mod obs_common;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt as _;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use obs_common::{
-    http_get, repo_root, run_fault_workload, url_encode, wait_until, workload_settings, Catalogue,
-    MetricKind, ObsCluster, START_TIMEOUT,
-};
 use serde_json::Value;
+
+use crate::harness::{
+    fault_workload, free_port_block, http_get, log_tail, repo_root, retry_on_port_conflict,
+    spawn_logged, url_encode, wait_until, Catalogue, MetricKind, POLL_INTERVAL, START_TIMEOUT,
+};
 
 /// Scrape and rule evaluation interval of the test Prometheus.
 const SCRAPE_INTERVAL: &str = "1s";
@@ -33,7 +31,8 @@ const SCRAPE_INTERVAL: &str = "1s";
 const RATE_INTERVAL: &str = "15s";
 /// How long every query may take to return data after the workload.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
-const START_ATTEMPTS: usize = 3;
+/// Lines of the Prometheus log printed when a test fails.
+const PROMETHEUS_LOG_LINES: usize = 40;
 
 fn dashboards_dir() -> PathBuf {
     repo_root().join("grafana/dashboards")
@@ -326,22 +325,16 @@ impl Prometheus {
     /// Starts Prometheus with the config `config` (YAML) on a free port and waits until
     /// it is ready.
     async fn start(config: &str) -> Prometheus {
-        let binary = require_program("prometheus");
-        for attempt in 1..=START_ATTEMPTS {
+        let binary = &require_program("prometheus");
+        retry_on_port_conflict("Prometheus", || async move {
             let dir = tempfile::Builder::new()
                 .prefix("shoal-prom-")
                 .tempdir()
                 .expect("a temporary directory");
             std::fs::write(dir.path().join("prometheus.yml"), config)
                 .expect("writing prometheus.yml");
-            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let log =
-                std::fs::File::create(dir.path().join("prometheus.log")).expect("creating the log");
-            let mut cmd = Command::new(&binary);
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port_block(1)));
+            let mut cmd = Command::new(binary);
             cmd.arg(format!(
                 "--config.file={}",
                 dir.path().join("prometheus.yml").display()
@@ -350,32 +343,16 @@ impl Prometheus {
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cloning the log handle"))
-            .stderr(log);
-            // SAFETY: prctl is async-signal-safe; Prometheus dies with the test thread.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn().expect("starting prometheus");
+            .arg(format!("--web.listen-address={addr}"));
+            let child = spawn_logged(cmd, &dir.path().join("prometheus.log"), "start");
             let mut prom = Prometheus {
                 child: Some(child),
                 dir,
                 addr,
             };
-            match prom.wait_ready().await {
-                Ok(()) => return prom,
-                Err(why) if why.contains("address already in use") && attempt < START_ATTEMPTS => {
-                    eprintln!("attempt {attempt}: Prometheus's port was taken; retrying");
-                }
-                Err(why) => panic!("Prometheus did not start: {why}"),
-            }
-        }
-        unreachable!("the last attempt returns or panics")
+            prom.wait_ready().await.map(|()| prom)
+        })
+        .await
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {
@@ -388,10 +365,10 @@ impl Prometheus {
                     self.log_tail()
                 ));
             }
-            match http_get(self.addr, "/-/ready") {
+            match http_get(self.addr, "/-/ready").await {
                 Ok((200, _)) => return Ok(()),
                 Ok(_) | Err(_) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(obs_common::POLL_INTERVAL).await;
+                    tokio::time::sleep(POLL_INTERVAL).await;
                 }
                 other => return Err(format!("not ready within {START_TIMEOUT:?}: {other:?}")),
             }
@@ -399,16 +376,16 @@ impl Prometheus {
     }
 
     fn log_tail(&self) -> String {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        log_tail(
+            &self.dir.path().join("prometheus.log"),
+            PROMETHEUS_LOG_LINES,
+        )
     }
 
     /// GETs an API path and returns its `data` (HTTP errors and `"status": "error"`
     /// answers are `Err`, with Prometheus's `errorType` and `error`).
-    fn api(&self, path_and_query: &str) -> Result<Value, String> {
-        let (status, body) = http_get(self.addr, path_and_query)?;
+    async fn api(&self, path_and_query: &str) -> Result<Value, String> {
+        let (status, body) = http_get(self.addr, path_and_query).await?;
         let v: Value = serde_json::from_str(&body)
             .map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
         if v["status"] == "success" {
@@ -423,8 +400,10 @@ impl Prometheus {
     }
 
     /// Runs an instant query; `Ok(n)` is the number of series (1 for a scalar).
-    fn query(&self, expr: &str) -> Result<usize, String> {
-        let data = self.api(&format!("/api/v1/query?query={}", url_encode(expr)))?;
+    async fn query(&self, expr: &str) -> Result<usize, String> {
+        let data = self
+            .api(&format!("/api/v1/query?query={}", url_encode(expr)))
+            .await?;
         match data["resultType"].as_str() {
             Some("vector" | "matrix") => Ok(data["result"].as_array().map_or(0, Vec::len)),
             Some("scalar" | "string") => Ok(1),
@@ -512,14 +491,14 @@ impl Check {
 }
 
 /// The rules Prometheus loaded from `grafana/alerts.yml` (all of them, checked).
-fn loaded_rules(prom: &Prometheus) -> Vec<Value> {
+async fn loaded_rules(prom: &Prometheus) -> Vec<Value> {
     let text = std::fs::read_to_string(repo_root().join("grafana/alerts.yml"))
         .expect("reading alerts.yml");
     let in_file = text
         .lines()
         .filter(|l| l.trim_start().starts_with("- alert:"))
         .count();
-    let groups = prom.api("/api/v1/rules").expect("listing rules");
+    let groups = prom.api("/api/v1/rules").await.expect("listing rules");
     let rules: Vec<Value> = groups["groups"]
         .as_array()
         .into_iter()
@@ -568,7 +547,7 @@ async fn assert_checks_pass(prom: &Prometheus, checks: &[Check]) {
     loop {
         let (mut broken, mut empty) = (Vec::new(), Vec::new());
         for c in checks {
-            match prom.query(&c.expr) {
+            match prom.query(&c.expr).await {
                 Err(e) => broken.push(format!("{}: {e}\n    {}", c.what, c.expr)),
                 Ok(0) if !c.parse_only => {
                     empty.push(format!("{}: no data\n    {}", c.what, c.expr))
@@ -595,7 +574,7 @@ async fn assert_checks_pass(prom: &Prometheus, checks: &[Check]) {
 
 /// Resolves each dashboard's `label_values(selector, label)` variable queries through
 /// Prometheus's label values API; they must give exactly `expected[label]`.
-fn assert_variables_resolve(prom: &Prometheus, expected: &BTreeMap<&str, Vec<String>>) {
+async fn assert_variables_resolve(prom: &Prometheus, expected: &BTreeMap<&str, Vec<String>>) {
     for (file, _, dashboard) in dashboards() {
         let vars = dashboard["templating"]["list"].as_array().cloned();
         for var in vars.into_iter().flatten().filter(|v| v["type"] == "query") {
@@ -613,6 +592,7 @@ fn assert_variables_resolve(prom: &Prometheus, expected: &BTreeMap<&str, Vec<Str
                     label.trim(),
                     url_encode(selector.trim())
                 ))
+                .await
                 .unwrap_or_else(|e| panic!("{file}: {q}: {e}"));
             let values: Vec<String> = values
                 .as_array()
@@ -635,7 +615,7 @@ async fn wait_rules_healthy(prom: &Prometheus) {
         "every alert rule to evaluate cleanly",
         QUERY_TIMEOUT,
         || async {
-            let groups = prom.api("/api/v1/rules")?;
+            let groups = prom.api("/api/v1/rules").await?;
             let bad: Vec<String> = groups["groups"]
                 .as_array()
                 .into_iter()
@@ -658,10 +638,11 @@ async fn wait_rules_healthy(prom: &Prometheus) {
 async fn dashboard_and_alert_queries_return_data_from_a_live_cluster() {
     require_program("prometheus");
     let catalogue = Catalogue::load();
-    let mut cluster = ObsCluster::start(&workload_settings()).await;
-    let prom = Prometheus::start(&test_config(&cluster.metrics_addrs())).await;
+    let mut cluster = fault_workload::start_cluster().await;
+    let targets: Vec<SocketAddr> = cluster.nodes().iter().map(|n| n.metrics).collect();
+    let prom = Prometheus::start(&test_config(&targets)).await;
     wait_until("Prometheus to scrape every node", START_TIMEOUT, || async {
-        let targets = prom.api("/api/v1/targets?state=active")?;
+        let targets = prom.api("/api/v1/targets?state=active").await?;
         let active = targets["activeTargets"]
             .as_array()
             .cloned()
@@ -670,21 +651,21 @@ async fn dashboard_and_alert_queries_return_data_from_a_live_cluster() {
             .iter()
             .filter(|t| t["health"] == "up" && t["labels"]["cluster"] == "test")
             .count();
-        if up == obs_common::NODES {
+        if up == fault_workload::NODES {
             Ok(())
         } else {
             Err(format!(
                 "{up} of {} targets up: {active:?}",
-                obs_common::NODES
+                fault_workload::NODES
             ))
         }
     })
     .await;
 
-    let report = run_fault_workload(&mut cluster).await;
+    let report = fault_workload::run(&mut cluster).await;
     eprintln!("workload: {report:?}");
 
-    let rules = loaded_rules(&prom);
+    let rules = loaded_rules(&prom).await;
     let checks = checks(&rules, &catalogue);
     let parse_only: Vec<&str> = checks
         .iter()
@@ -702,10 +683,10 @@ async fn dashboard_and_alert_queries_return_data_from_a_live_cluster() {
     expected.insert("cluster", vec!["test".to_owned()]);
     expected.insert(
         "node",
-        (0..obs_common::NODES)
+        (0..fault_workload::NODES)
             .map(|i| cluster.id(i).to_string())
             .collect(),
     );
-    assert_variables_resolve(&prom, &expected);
+    assert_variables_resolve(&prom, &expected).await;
     wait_rules_healthy(&prom).await;
 }

@@ -9,18 +9,26 @@ use shoal_proto::RequestError;
 use shoal_transport::{Endpoint, TlsIdentity, TransportConfig};
 use tokio::time::Instant;
 
-use super::cluster::CLIENT_REQUEST_TIMEOUT;
-use super::{ObsCluster, POLL_INTERVAL};
+use super::{
+    foreign_client_files, wait_hints_drained, wait_until, Cluster, POLL_INTERVAL,
+    RAW_REQUEST_TIMEOUT,
+};
+
+/// Nodes of the workload cluster.
+pub const NODES: usize = 3;
+/// How long a condition of the workload (a member seen down, hints drained, a repair
+/// done) may take on a loaded machine.
+const STEP_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// Partitions of the workload cluster: few, so anti-entropy's first round is short.
-pub const WORKLOAD_PARTITIONS: usize = 16;
+const WORKLOAD_PARTITIONS: usize = 16;
 /// Hints a node keeps per target in the workload cluster: small, so that some are
 /// dropped and only anti-entropy can repair those keys.
 const WORKLOAD_MAX_HINTS: usize = 10;
 /// Hint TTL of the workload cluster.
 const WORKLOAD_HINT_TTL: Duration = Duration::from_secs(5);
 
-/// Node settings of the workload cluster (section, key, TOML value).
+/// Node settings of the workload cluster, merged into each node's config.
 ///
 /// - Anti-entropy exchanges are due only once an hour, so each pair of nodes runs one
 ///   first round when the initiator (the smaller id) starts and no other: a repair the
@@ -30,33 +38,40 @@ const WORKLOAD_HINT_TTL: Duration = Duration::from_secs(5);
 /// - Tombstones are reapable after 8 s, hints expire after 5 s (shorter, as the config
 ///   requires) and are bounded to [`WORKLOAD_MAX_HINTS`] per target.
 /// - Probes and handoff run every 250 ms, so state changes and deliveries are quick.
-pub fn workload_settings() -> Vec<(&'static str, &'static str, String)> {
-    let quoted = |s: &str| format!("\"{s}\"");
-    vec![
-        ("", "partitions", WORKLOAD_PARTITIONS.to_string()),
-        ("replication", "tombstone_grace", quoted("8s")),
-        (
-            "handoff",
-            "ttl",
-            quoted(&format!("{}s", WORKLOAD_HINT_TTL.as_secs())),
-        ),
-        ("handoff", "interval", quoted("250ms")),
-        (
-            "handoff",
-            "max_hints_per_target",
-            WORKLOAD_MAX_HINTS.to_string(),
-        ),
-        ("membership", "probe_interval", quoted("250ms")),
-        ("membership", "probe_timeout", quoted("1s")),
-        ("aae", "interval", quoted("1h")),
-        ("aae", "tick", quoted("100ms")),
-        ("aae", "max_concurrent_exchanges", "8".to_owned()),
-        ("aae", "reap_interval", quoted("1s")),
-        ("aae", "latency_target", quoted("10s")),
-    ]
+fn workload_settings() -> String {
+    format!(
+        "\
+partitions = {WORKLOAD_PARTITIONS}
+
+[replication]
+tombstone_grace = \"8s\"
+
+[handoff]
+ttl = \"{hint_ttl}s\"
+interval = \"250ms\"
+max_hints_per_target = {WORKLOAD_MAX_HINTS}
+
+[membership]
+probe_interval = \"250ms\"
+probe_timeout = \"1s\"
+
+[aae]
+interval = \"1h\"
+tick = \"100ms\"
+max_concurrent_exchanges = 8
+reap_interval = \"1s\"
+latency_target = \"10s\"
+",
+        hint_ttl = WORKLOAD_HINT_TTL.as_secs()
+    )
 }
 
-/// What [`run_fault_workload`] did.
+/// Starts a cluster of [`NODES`] nodes with the workload's settings.
+pub async fn start_cluster() -> Cluster {
+    Cluster::start(NODES, &workload_settings()).await
+}
+
+/// What [`run`] did.
 #[derive(Debug, Default)]
 pub struct WorkloadReport {
     /// Acknowledged puts.
@@ -106,7 +121,7 @@ fn keys(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:03}")).collect()
 }
 
-/// Drives a cluster started with [`workload_settings`] through faults, so that its nodes
+/// Drives a cluster from [`start_cluster`] through faults, so that its nodes
 /// emit every metric of the catalogue except the fault-only ones. Each phase waits for
 /// its effect (a member seen down, hints drained, a repair counted) with a deadline.
 ///
@@ -123,17 +138,13 @@ fn keys(prefix: &str, n: usize) -> Vec<String> {
 /// 4. n1 restarts: its first anti-entropy round fetches the G keys nobody hinted and
 ///    pushes to n3 the half of E no read repaired; the tombstones of phase 1, now past
 ///    their grace period on every replica, are reaped.
-pub async fn run_fault_workload(cluster: &mut ObsCluster) -> WorkloadReport {
+pub async fn run(cluster: &mut Cluster) -> WorkloadReport {
     let mut report = WorkloadReport::default();
     let all = [N1, N2, N3];
     let p = WORKLOAD_PARTITIONS as f64;
     // Anti-entropy's first round: n1 with n2 and n3, n2 with n3, every partition.
-    cluster
-        .wait_metric(&[N1], "shoal_aae_exchanges_total", &[], 2.0 * p)
-        .await;
-    cluster
-        .wait_metric(&[N2], "shoal_aae_exchanges_total", &[], p)
-        .await;
+    wait_metric(cluster, &[N1], "shoal_aae_exchanges_total", &[], 2.0 * p).await;
+    wait_metric(cluster, &[N2], "shoal_aae_exchanges_total", &[], p).await;
 
     // Phase 1: healthy.
     let client = cluster.client().await;
@@ -164,9 +175,7 @@ pub async fn run_fault_workload(cluster: &mut ObsCluster) -> WorkloadReport {
     // Phase 2: n3 paused.
     cluster.pause(N3);
     let client = cluster.client().await;
-    cluster
-        .wait_views(&client, &[N1, N2], &[N3], MemberState::Down)
-        .await;
+    wait_views(cluster, &client, &[N1, N2], &[N3], MemberState::Down).await;
     expect_unavailable(&client, "while-n3-paused", &mut report).await;
     let expiring = keys("expiring", 6);
     for key in &expiring {
@@ -185,32 +194,33 @@ pub async fn run_fault_workload(cluster: &mut ObsCluster) -> WorkloadReport {
         put(&client, &key, None, 2, &mut report).await;
     }
     cluster.resume(N3);
-    cluster
-        .wait_views(&client, &all, &all, MemberState::Up)
-        .await;
-    cluster.wait_hints_drained(&client, &all).await;
-    cluster
-        .wait_metric(&all, "shoal_hints_total", &[("event", "expired")], 1.0)
-        .await;
+    wait_views(cluster, &client, &all, &all, MemberState::Up).await;
+    wait_hints_drained(&client, &cluster.ids(&all), STEP_TIMEOUT).await;
+    wait_metric(
+        cluster,
+        &all,
+        "shoal_hints_total",
+        &[("event", "expired")],
+        1.0,
+    )
+    .await;
     for key in &expiring[..expiring.len() / 2] {
         get(&client, key, 3, &mut report).await;
     }
-    cluster
-        .wait_metric(
-            &all,
-            "shoal_read_repairs_total",
-            &[],
-            (expiring.len() / 2) as f64,
-        )
-        .await;
+    wait_metric(
+        cluster,
+        &all,
+        "shoal_read_repairs_total",
+        &[],
+        (expiring.len() / 2) as f64,
+    )
+    .await;
     client.close().await;
 
     // Phase 3: n1 killed.
     cluster.kill(N1);
     let client = cluster.client().await;
-    cluster
-        .wait_views(&client, &[N2, N3], &[N1], MemberState::Down)
-        .await;
+    wait_views(cluster, &client, &[N2, N3], &[N1], MemberState::Down).await;
     // Again with n1 down: n1's counters start from zero when it restarts, so these keep
     // the quorum-failure series on the nodes that stay up.
     expect_unavailable(&client, "while-n1-down", &mut report).await;
@@ -219,34 +229,31 @@ pub async fn run_fault_workload(cluster: &mut ObsCluster) -> WorkloadReport {
         put(&client, key, None, 2, &mut report).await;
         get(&client, key, 2, &mut report).await;
     }
-    cluster
-        .wait_metric(&[N2, N3], "shoal_hints_total", &[("event", "dropped")], 1.0)
-        .await;
+    wait_metric(
+        cluster,
+        &[N2, N3],
+        "shoal_hints_total",
+        &[("event", "dropped")],
+        1.0,
+    )
+    .await;
     client.close().await;
 
     // Phase 4: n1 back.
     cluster.restart(N1).await;
     let client = cluster.client().await;
-    cluster
-        .wait_metric(
+    for direction in ["fetched", "pushed"] {
+        wait_metric(
+            cluster,
             &[N1],
             "shoal_aae_keys_repaired_total",
-            &[("direction", "fetched")],
+            &[("direction", direction)],
             1.0,
         )
         .await;
-    cluster
-        .wait_metric(
-            &[N1],
-            "shoal_aae_keys_repaired_total",
-            &[("direction", "pushed")],
-            1.0,
-        )
-        .await;
-    cluster
-        .wait_metric(&all, "shoal_tombstones_reaped_total", &[], 1.0)
-        .await;
-    cluster.wait_hints_drained(&client, &all).await;
+    }
+    wait_metric(cluster, &all, "shoal_tombstones_reaped_total", &[], 1.0).await;
+    wait_hints_drained(&client, &cluster.ids(&all), STEP_TIMEOUT).await;
     for key in unhinted.iter().take(5) {
         get(&client, key, 3, &mut report).await;
     }
@@ -271,25 +278,53 @@ async fn expect_unavailable(client: &Client, key: &str, report: &mut WorkloadRep
     report.unavailable += 2;
 }
 
+/// Waits until [`Cluster::metric_sum`] of `name{labels}` over `nodes` reaches `min`.
+async fn wait_metric(
+    cluster: &Cluster,
+    nodes: &[usize],
+    name: &str,
+    labels: &[(&str, &str)],
+    min: f64,
+) {
+    let what = format!("{name}{labels:?} summed over nodes {nodes:?} to reach {min}");
+    wait_until(&what, STEP_TIMEOUT, || async move {
+        let v = cluster.metric_sum(nodes, name, labels).await?;
+        if v >= min {
+            Ok(())
+        } else {
+            Err(format!("{v}"))
+        }
+    })
+    .await;
+}
+
+/// Waits until each of `reporters` sees each of `members` in `state`.
+async fn wait_views(
+    cluster: &Cluster,
+    client: &Client,
+    reporters: &[usize],
+    members: &[usize],
+    state: MemberState,
+) {
+    wait_until(
+        &format!("nodes {reporters:?} to see {members:?} {state:?}"),
+        STEP_TIMEOUT,
+        || cluster.views_agree(client, reporters, members, state),
+    )
+    .await;
+}
+
 /// Sends a node-to-node message with the dev client certificate to node `i`: the node
 /// must refuse it (`NotAllowed`).
-async fn refused_peer_message(cluster: &ObsCluster, i: usize) {
-    let dir = cluster.dir();
-    let identity = TlsIdentity::load(
-        &dir.join("ca.pem"),
-        &dir.join("client/client.pem"),
-        &dir.join("client/client.key"),
-    )
-    .expect("loading the dev client identity");
-    let endpoint =
-        Endpoint::client(&identity, TransportConfig::default()).expect("a client endpoint");
-    let node = &cluster.nodes[i];
+async fn refused_peer_message(cluster: &Cluster, i: usize) {
+    let endpoint = cluster.raw_client(TransportConfig::default());
+    let node = &cluster.nodes()[i];
     let answer = endpoint
         .request(
             node.addr,
             Some(&node.id),
             encode_request(&Request::Peer(PeerRequest::Ping)),
-            CLIENT_REQUEST_TIMEOUT,
+            RAW_REQUEST_TIMEOUT,
         )
         .await
         .expect("a node answers a client's peer message");
@@ -302,27 +337,20 @@ async fn refused_peer_message(cluster: &ObsCluster, i: usize) {
 }
 
 /// Connects to node `i` with a certificate of another CA: the handshake must fail.
-async fn foreign_ca_handshake(cluster: &ObsCluster, i: usize) {
+async fn foreign_ca_handshake(cluster: &Cluster, i: usize) {
     let foreign = tempfile::tempdir().expect("a temporary directory");
-    shoal_transport::certs::generate_ca(foreign.path()).expect("a foreign CA");
-    let client_dir = foreign.path().join("client");
-    shoal_transport::certs::issue_client_cert(foreign.path(), "intruder", &client_dir)
-        .expect("a client certificate of the foreign CA");
-    let identity = TlsIdentity::load(
-        &foreign.path().join("ca.pem"),
-        &client_dir.join("client.pem"),
-        &client_dir.join("client.key"),
-    )
-    .expect("loading the foreign identity");
+    let files = foreign_client_files(foreign.path());
+    let identity = TlsIdentity::load(&files.ca, &files.cert, &files.key)
+        .expect("loading the foreign identity");
     let endpoint =
         Endpoint::client(&identity, TransportConfig::default()).expect("a client endpoint");
-    let node = &cluster.nodes[i];
+    let node = &cluster.nodes()[i];
     let result = endpoint
         .request(
             node.addr,
             None,
             encode_request(&Request::Peer(PeerRequest::Ping)),
-            CLIENT_REQUEST_TIMEOUT,
+            RAW_REQUEST_TIMEOUT,
         )
         .await;
     endpoint.close().await;
@@ -330,7 +358,12 @@ async fn foreign_ca_handshake(cluster: &ObsCluster, i: usize) {
         result.is_err(),
         "a certificate of another CA must not get an answer"
     );
-    cluster
-        .wait_metric(&[i], "shoal_transport_handshake_failures_total", &[], 1.0)
-        .await;
+    wait_metric(
+        cluster,
+        &[i],
+        "shoal_transport_handshake_failures_total",
+        &[],
+        1.0,
+    )
+    .await;
 }

@@ -2,16 +2,15 @@
 //! with SIGSTOP while the cluster keeps serving, hinted handoff piling up and draining,
 //! and the returning node's store holding every write it missed.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
-    assert_all_readable, key_values, pending_hints, put_all, state_in, wait_hints_drained,
-    wait_until, Cluster, CLIENT_CONNECT_TIMEOUT,
-};
-use shoal_client::{MemberState, NodeId, ReadOptions, WriteOptions};
+use shoal_client::{Client, MemberState, NodeId, ReadOptions, WriteOptions};
 use tokio::time::Instant;
+
+use crate::harness::{
+    assert_all_readable, key_values, pending_hints, put_all, wait_hints_drained, wait_until,
+    Cluster, CLIENT_CONNECT_TIMEOUT,
+};
 
 /// Keys written before the fault.
 const KEYS_BEFORE: usize = 2_000;
@@ -29,18 +28,45 @@ const HINT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Deadline for the others to see a member's new state.
 const STATE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The sum of the hints `reporters` hold for `target`.
-async fn hints_for(
-    client: &shoal_client::Client,
-    reporters: &[NodeId],
-    target: &NodeId,
-) -> Result<u64, String> {
-    let hints = pending_hints(client, reporters).await?;
-    Ok(hints
-        .iter()
-        .filter(|((_, t), _)| t == target)
-        .map(|(_, count)| *count)
-        .sum())
+/// Waits (up to [`HINT_TIMEOUT`]) until the nodes other than `victim` hold at least `min`
+/// hints for it in all, and returns how many they hold.
+async fn wait_hints_for(
+    cluster: &Cluster,
+    status: &Client,
+    victim: usize,
+    min: u64,
+    what: &str,
+) -> u64 {
+    let target = &cluster.id(victim);
+    let reporters = &cluster.ids(
+        &(0..cluster.len())
+            .filter(|&i| i != victim)
+            .collect::<Vec<_>>(),
+    );
+    wait_until(what, HINT_TIMEOUT, || async move {
+        let hints = pending_hints(status, reporters).await?;
+        let total: u64 = hints
+            .iter()
+            .filter(|((_, t), _)| t == target)
+            .map(|(_, count)| *count)
+            .sum();
+        if total >= min {
+            Ok(total)
+        } else {
+            Err(format!("{total} hints for {target}"))
+        }
+    })
+    .await
+}
+
+/// Restarts node `victim` and waits (up to [`HINT_TIMEOUT`]) until no node holds a hint.
+async fn restart_until_hints_drained(cluster: &mut Cluster, victim: usize, status: Client) {
+    let all: Vec<NodeId> = (0..cluster.len()).map(|i| cluster.id(i)).collect();
+    let started = Instant::now();
+    cluster.restart(victim).await;
+    wait_hints_drained(&status, &all, HINT_TIMEOUT).await;
+    status.close().await;
+    eprintln!("restarted, hints drained in {:?}", started.elapsed());
 }
 
 /// Writes `KEYS_BEFORE` keys, SIGKILLs node `victim`, reads them all back, writes
@@ -83,38 +109,23 @@ async fn three_nodes_serve_through_a_killed_node_and_hand_its_writes_off_after_r
     let mut cluster = Cluster::start(3, "").await;
     let victim = 1;
     let victim_id = cluster.id(victim);
-    let all: Vec<NodeId> = (0..cluster.len()).map(|i| cluster.id(i)).collect();
-    let live: Vec<NodeId> = all.iter().filter(|id| **id != victim_id).cloned().collect();
-
     let (during, ring) = write_kill_read_write(&mut cluster, victim).await;
 
     // With three nodes and N = 3 there is no fallback: each coordinator keeps a hint for
     // the dead primary itself, one per key written while it was down.
     let status = cluster.status_client().await;
-    let piled = wait_until(
+    let piled = wait_hints_for(
+        &cluster,
+        &status,
+        victim,
+        KEYS_DURING as u64,
         "a hint per key written while the node was down",
-        HINT_TIMEOUT,
-        || {
-            let (status, live, victim_id) = (&status, &live, &victim_id);
-            async move {
-                let total = hints_for(status, live, victim_id).await?;
-                if total >= KEYS_DURING as u64 {
-                    Ok(total)
-                } else {
-                    Err(format!("{total} hints for {victim_id}"))
-                }
-            }
-        },
     )
     .await;
     assert!(piled >= KEYS_DURING as u64);
     eprintln!("{piled} hints for {victim_id}");
 
-    let started = Instant::now();
-    cluster.restart(victim).await;
-    wait_hints_drained(&status, &all, HINT_TIMEOUT).await;
-    status.close().await;
-    eprintln!("restarted, hints drained in {:?}", started.elapsed());
+    restart_until_hints_drained(&mut cluster, victim, status).await;
 
     cluster.terminate(victim);
     let checked = cluster.assert_node_stores(victim, &ring, N, &during);
@@ -126,9 +137,6 @@ async fn five_nodes_pile_hints_on_fallbacks_for_a_killed_node_and_drain_them_aft
     let mut cluster = Cluster::start(5, "").await;
     let victim = 2;
     let victim_id = cluster.id(victim);
-    let all: Vec<NodeId> = (0..cluster.len()).map(|i| cluster.id(i)).collect();
-    let live: Vec<NodeId> = all.iter().filter(|id| **id != victim_id).cloned().collect();
-
     let (during, ring) = write_kill_read_write(&mut cluster, victim).await;
     let owned = during
         .iter()
@@ -141,29 +149,17 @@ async fn five_nodes_pile_hints_on_fallbacks_for_a_killed_node_and_drain_them_aft
 
     // The copies for the dead primary went to fallback nodes as hints.
     let status = cluster.status_client().await;
-    let piled = wait_until(
+    let piled = wait_hints_for(
+        &cluster,
+        &status,
+        victim,
+        1,
         "hints for the killed node on other nodes",
-        HINT_TIMEOUT,
-        || {
-            let (status, live, victim_id) = (&status, &live, &victim_id);
-            async move {
-                let total = hints_for(status, live, victim_id).await?;
-                if total > 0 {
-                    Ok(total)
-                } else {
-                    Err(format!("no hints for {victim_id} yet"))
-                }
-            }
-        },
     )
     .await;
     eprintln!("{piled} hints for {victim_id} on other nodes");
 
-    let started = Instant::now();
-    cluster.restart(victim).await;
-    wait_hints_drained(&status, &all, HINT_TIMEOUT).await;
-    status.close().await;
-    eprintln!("restarted, hints drained in {:?}", started.elapsed());
+    restart_until_hints_drained(&mut cluster, victim, status).await;
 
     cluster.terminate(victim);
     let checked = cluster.assert_node_stores(victim, &ring, N, &during);
@@ -185,7 +181,8 @@ async fn a_frozen_node_is_routed_around_seen_down_then_up_and_catches_up() {
     let victim = 2;
     let victim_id = cluster.id(victim);
     let all: Vec<NodeId> = (0..cluster.len()).map(|i| cluster.id(i)).collect();
-    let live: Vec<NodeId> = all.iter().filter(|id| **id != victim_id).cloned().collect();
+    let live: Vec<usize> = (0..cluster.len()).filter(|&i| i != victim).collect();
+    let victim_only = [victim];
     let status = cluster.status_client().await;
     let ring = status.cluster_info().await.ring;
 
@@ -229,15 +226,11 @@ async fn a_frozen_node_is_routed_around_seen_down_then_up_and_catches_up() {
         );
         written.push((key, value));
         if !seen_down {
-            let mut down_everywhere = true;
-            for reporter in &live {
-                // A status that fails (a live node slow to answer) counts as "not yet".
-                down_everywhere &= match status.status(Some(reporter)).await {
-                    Ok(report) => state_in(&report, &victim_id) == Some(MemberState::Down),
-                    Err(_) => false,
-                };
-            }
-            seen_down = down_everywhere;
+            // A status that fails (a live node slow to answer) counts as "not yet".
+            seen_down = cluster
+                .views_agree(&status, &live, &victim_only, MemberState::Down)
+                .await
+                .is_ok();
         }
     }
     client.close().await;
@@ -251,22 +244,7 @@ async fn a_frozen_node_is_routed_around_seen_down_then_up_and_catches_up() {
     wait_until(
         "the others to see the resumed node up",
         STATE_TIMEOUT,
-        || {
-            let (status, live, victim_id) = (&status, &live, &victim_id);
-            async move {
-                for reporter in live {
-                    let report = status
-                        .status(Some(reporter))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let state = state_in(&report, victim_id);
-                    if state != Some(MemberState::Up) {
-                        return Err(format!("{reporter} sees {victim_id} {state:?}"));
-                    }
-                }
-                Ok(())
-            }
-        },
+        || cluster.views_agree(&status, &live, &victim_only, MemberState::Up),
     )
     .await;
     wait_hints_drained(&status, &all, HINT_TIMEOUT).await;

@@ -1,4 +1,4 @@
-//! Helpers of the anti-entropy tests (`aae.rs`): reading `shoal aae status --json` and
+//! Helpers of the anti-entropy tests: reading `shoal aae status --json` and
 //! checking convergence from it, and bounded-concurrency writes, deletes and reads that
 //! keep contexts and check what each read answers.
 
@@ -10,7 +10,9 @@ use serde::Deserialize;
 use shoal_client::{Client, ClientError, Context, NodeId, ReadOptions, WriteOptions};
 use shoal_ring::Ring;
 
-use crate::common::{pending_hints, run_bounded, wait_until, Cluster, BIN};
+use crate::harness::{
+    assert_none_failed, check_read, pending_hints, run_bounded, wait_until, Cluster,
+};
 
 /// Replicas per key (the dev cluster's N for three nodes).
 pub const N: usize = 3;
@@ -48,29 +50,17 @@ pub struct ReplicaDoc {
 
 /// Runs `shoal --config DIR/client.toml aae status --json` and parses its output.
 pub async fn cli_aae_status(cluster: &Cluster) -> Result<AaeStatusDoc, String> {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("--config")
-        .arg(cluster.dir().join("client.toml"))
-        .args(["aae", "status", "--json"])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(CLI_TIMEOUT, cmd.output())
-        .await
-        .map_err(|_| format!("`shoal aae status` took over {CLI_TIMEOUT:?}"))?
-        .map_err(|e| format!("running `shoal aae status`: {e}"))?;
-    if !out.status.success() {
+    let run = cluster
+        .cli(&["aae", "status", "--json"], None, CLI_TIMEOUT)
+        .await?;
+    if !run.status.success() {
         return Err(format!(
             "`shoal aae status` exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            run.status, run.stderr
         ));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!(
-            "parsing `shoal aae status --json` ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    serde_json::from_str(&run.stdout)
+        .map_err(|e| format!("parsing `shoal aae status --json` ({e}): {}", run.stdout))
 }
 
 /// Checks that `doc` shows every one of `partitions` partitions with exactly `nodes` as
@@ -242,12 +232,7 @@ pub async fn put_with_contexts(
         }
     })
     .await;
-    assert!(
-        errors.is_empty(),
-        "{} of {count} puts with W={w} failed; first: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
+    assert_none_failed(&errors, count, &format!("puts with W={w} failed"));
     Arc::try_unwrap(contexts).unwrap().into_inner().unwrap()
 }
 
@@ -280,12 +265,7 @@ pub async fn delete_all(client: &Client, deletes: Vec<(String, Context)>, w: u8)
         }
     })
     .await;
-    assert!(
-        errors.is_empty(),
-        "{} of {count} deletes with W={w} failed; first: {:?}",
-        errors.len(),
-        &errors[..errors.len().min(5)]
-    );
+    assert_none_failed(&errors, count, &format!("deletes with W={w} failed"));
 }
 
 /// Reads every key with quorum `r`, at most [`IN_FLIGHT`] at once, and panics unless each
@@ -299,31 +279,14 @@ pub async fn assert_reads(client: &Client, expected: &[(String, Option<String>)]
                 client.get(&key, ReadOptions::default().r(r))
             })
             .await?;
-            let ok = match &want {
-                Some(v) => read.found && read.values == vec![v.clone().into_bytes()],
-                None => !read.found && read.values.is_empty(),
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(format!(
-                    "get {key}: found={} values={:?}, expected {want:?}",
-                    read.found,
-                    read.values
-                        .iter()
-                        .map(|x| String::from_utf8_lossy(x).into_owned())
-                        .collect::<Vec<_>>()
-                ))
-            }
+            check_read(&key, &read, want.as_deref())
         }
     })
     .await;
-    assert!(
-        errors.is_empty(),
-        "{} of {} reads with R={r} answered wrong; first: {:?}",
-        errors.len(),
+    assert_none_failed(
+        &errors,
         expected.len(),
-        &errors[..errors.len().min(5)]
+        &format!("reads with R={r} answered wrong"),
     );
 }
 

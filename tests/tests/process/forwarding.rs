@@ -1,29 +1,15 @@
 //! Any node takes any request: a node that is not a replica of a key forwards it to one
 //! that is, over real QUIC between real node processes, and relays the answer.
 
-mod common;
-
-use std::path::Path;
 use std::time::Duration;
 
-use common::Cluster;
 use shoal_proto::wire::{
     decode_response, encode_request, ClientRequest, ClientResponse, ReadOptions, Request, Response,
     WriteOptions,
 };
-use shoal_transport::{Endpoint, TlsIdentity, TransportConfig};
+use shoal_transport::{Endpoint, TransportConfig};
 
-/// A raw QUIC endpoint holding the dev cluster's client certificate, to send a request to
-/// one chosen node (the SDK would route it to a replica itself).
-fn raw_client(dir: &Path) -> Endpoint {
-    let identity = TlsIdentity::load(
-        &dir.join("ca.pem"),
-        &dir.join("client").join("client.pem"),
-        &dir.join("client").join("client.key"),
-    )
-    .expect("loading the dev client identity");
-    Endpoint::client(&identity, TransportConfig::default()).expect("creating a client endpoint")
-}
+use crate::harness::Cluster;
 
 async fn ask(
     endpoint: &Endpoint,
@@ -51,7 +37,7 @@ async fn a_node_that_is_not_a_replica_forwards_and_relays_the_answer() {
     let cluster = Cluster::start(5, "").await;
     let client = cluster.client().await;
     let info = client.cluster_info().await;
-    let endpoint = raw_client(cluster.dir());
+    let endpoint = cluster.raw_client(TransportConfig::default());
     let mut forwarded = 0;
     for i in 0..20 {
         let key = format!("forward-{i}").into_bytes();

@@ -57,7 +57,7 @@ pub struct Catalogue {
 }
 
 /// The header every metric table of `docs/METRICS.md` has.
-pub const CATALOGUE_HEADER: &str = "| name | type | labels | unit | description |";
+const CATALOGUE_HEADER: &str = "| name | type | labels | unit | description |";
 
 impl Catalogue {
     /// Path of the catalogue.
@@ -158,4 +158,25 @@ pub fn is_metric_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+#[test]
+fn catalogue_parser_rejects_malformed_rows() {
+    let header = CATALOGUE_HEADER;
+    let ok = format!("## A\n\n{header}\n|---|---|---|---|---|\n| `shoal_x_total` | counter | — | things | X. |\n");
+    let parsed = Catalogue::parse(&ok).expect("a well-formed table");
+    assert_eq!(parsed.entries.len(), 1);
+    assert!(!parsed.entries[0].sdk && !parsed.entries[0].conditional);
+    for bad in [
+        ok.replace("counter", "summary"),
+        ok.replace(" | X. |", " |"),
+        ok.replace("shoal_x_total", "x-total"),
+        format!("{ok}| `shoal_x_total` | counter | — | things | Again. |\n"),
+        ok.replace("| name |", "| metric |"),
+    ] {
+        assert!(Catalogue::parse(&bad).is_err(), "accepted:\n{bad}");
+    }
+    let sdk = format!("## SDK\n\n{header}\n| `shoal_client_x_total` | counter | — | calls | *(conditional: never)* X. |\n");
+    let parsed = Catalogue::parse(&sdk).expect("an SDK table");
+    assert!(parsed.entries[0].sdk && parsed.entries[0].conditional);
 }

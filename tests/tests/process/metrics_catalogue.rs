@@ -3,18 +3,14 @@
 //! - The catalogue lists exactly the metric names the code emits (`metrics::counter!`,
 //!   `gauge!`, `histogram!` in `proto`, `node`, `storage`, `transport`; the SDK's in
 //!   `client` in its own section), each with the type of the macro that emits it.
-//! - A real 3-node cluster put through faults ([`obs_common::run_fault_workload`])
+//! - A real 3-node cluster put through faults ([`fault_workload::run`])
 //!   exports every catalogued node metric with its catalogued type, except the few
 //!   marked *(conditional)*, and nothing uncatalogued.
-
-mod obs_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use obs_common::{
-    repo_root, run_fault_workload, scrape, workload_settings, Catalogue, MetricKind, ObsCluster,
-};
+use crate::harness::{fault_workload, repo_root, scrape, Catalogue, MetricKind};
 
 /// Crates whose metrics nodes serve.
 const NODE_CRATES: &[&str] = &["proto/src", "node/src", "storage/src", "transport/src"];
@@ -250,38 +246,18 @@ fn catalogue_lists_exactly_the_metrics_the_code_emits() {
     );
 }
 
-#[test]
-fn catalogue_parser_rejects_malformed_rows() {
-    let header = obs_common::CATALOGUE_HEADER;
-    let ok = format!("## A\n\n{header}\n|---|---|---|---|---|\n| `shoal_x_total` | counter | — | things | X. |\n");
-    let parsed = Catalogue::parse(&ok).expect("a well-formed table");
-    assert_eq!(parsed.entries.len(), 1);
-    assert!(!parsed.entries[0].sdk && !parsed.entries[0].conditional);
-    for bad in [
-        ok.replace("counter", "summary"),
-        ok.replace(" | X. |", " |"),
-        ok.replace("shoal_x_total", "x-total"),
-        format!("{ok}| `shoal_x_total` | counter | — | things | Again. |\n"),
-        ok.replace("| name |", "| metric |"),
-    ] {
-        assert!(Catalogue::parse(&bad).is_err(), "accepted:\n{bad}");
-    }
-    let sdk = format!("## SDK\n\n{header}\n| `shoal_client_x_total` | counter | — | calls | *(conditional: never)* X. |\n");
-    let parsed = Catalogue::parse(&sdk).expect("an SDK table");
-    assert!(parsed.entries[0].sdk && parsed.entries[0].conditional);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_cluster_exports_every_catalogued_node_metric() {
     let catalogue = Catalogue::load();
-    let mut cluster = ObsCluster::start(&workload_settings()).await;
-    let report = run_fault_workload(&mut cluster).await;
+    let mut cluster = fault_workload::start_cluster().await;
+    let report = fault_workload::run(&mut cluster).await;
     eprintln!("workload: {report:?}");
 
     let mut scrapes = Vec::new();
-    for node in &cluster.nodes {
-        let exposition =
-            scrape(node.metrics).unwrap_or_else(|e| panic!("scraping {}: {e}", node.id));
+    for node in cluster.nodes() {
+        let exposition = scrape(node.metrics)
+            .await
+            .unwrap_or_else(|e| panic!("scraping {}: {e}", node.id));
         for s in &exposition.samples {
             assert_eq!(
                 s.labels.get("node").map(String::as_str),
@@ -318,47 +294,5 @@ async fn live_cluster_exports_every_catalogued_node_metric() {
         missing.is_empty() && uncatalogued.is_empty(),
         "after the workload, catalogued node metrics no node exports:\n  {}\nexported but not catalogued: {uncatalogued:?}",
         missing.join("\n  ")
-    );
-}
-
-#[test]
-fn exposition_parser_reads_types_labels_escapes_and_histograms() {
-    let text = "# HELP shoal_a_total A.\n# TYPE shoal_a_total counter\n\
-                shoal_a_total{node=\"n1\",op=\"get\"} 3\n\
-                shoal_a_total{node=\"n1\",op=\"put\"} 4\n\
-                # TYPE shoal_g gauge\nshoal_g{node=\"n1\",why=\"a \\\"quoted\\\" \\\\ value\"} -1.5\n\
-                # TYPE shoal_h_seconds histogram\n\
-                shoal_h_seconds_bucket{node=\"n1\",le=\"0.5\"} 1\n\
-                shoal_h_seconds_bucket{node=\"n1\",le=\"+Inf\"} 2\n\
-                shoal_h_seconds_sum{node=\"n1\"} 0.75\nshoal_h_seconds_count{node=\"n1\"} 2\n\
-                shoal_bare 7\n";
-    let e = obs_common::Exposition::parse(text).expect("a valid exposition");
-    assert_eq!(e.sum("shoal_a_total", &[]), 7.0);
-    assert_eq!(e.sum("shoal_a_total", &[("op", "put")]), 4.0);
-    assert_eq!(e.sum("shoal_g", &[("why", "a \"quoted\" \\ value")]), -1.5);
-    assert_eq!(e.sum("shoal_bare", &[]), 7.0);
-    assert!(e.check_family("shoal_a_total", MetricKind::Counter).is_ok());
-    assert!(e
-        .check_family("shoal_h_seconds", MetricKind::Histogram)
-        .is_ok());
-    assert!(e.check_family("shoal_g", MetricKind::Counter).is_err());
-    assert!(e
-        .check_family("shoal_missing_total", MetricKind::Counter)
-        .is_err());
-    assert!(obs_common::Exposition::parse("shoal_x{a=\"b\" 1\n").is_err());
-}
-
-#[test]
-fn set_toml_replaces_inserts_and_appends() {
-    let text =
-        "id = \"n1\"\npartitions = 64\n\n[[seeds]]\nid = \"n1\"\n\n[aae]\ninterval = \"10s\"\n";
-    let text = obs_common::set_toml(text, "", "partitions", "16");
-    let text = obs_common::set_toml(&text, "aae", "interval", "\"1h\"");
-    let text = obs_common::set_toml(&text, "aae", "tick", "\"100ms\"");
-    let text = obs_common::set_toml(&text, "handoff", "ttl", "\"5s\"");
-    assert_eq!(
-        text,
-        "id = \"n1\"\npartitions = 16\n\n[[seeds]]\nid = \"n1\"\n\n[aae]\ntick = \"100ms\"\n\
-         interval = \"1h\"\n\n[handoff]\nttl = \"5s\"\n"
     );
 }

@@ -1,0 +1,431 @@
+//! The real `shoal` binary: client commands against a one-node cluster (their output
+//! formats and exit codes), `shoal node`'s configuration checks, and `shoal dev`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::harness::{
+    free_port_block, log_tail, process_alive, shoal, spawn_logged, wait_exit, wait_until, Cluster,
+    Run, BIN, EXIT_TIMEOUT, LOG_TAIL_LINES, START_TIMEOUT,
+};
+
+/// Longest a CLI command may run (its own timeouts are far shorter).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The value limit the test node is configured with.
+const MAX_VALUE_BYTES: usize = 1024;
+
+/// Runs `shoal ARGS` with `stdin` (none: /dev/null); panics if it cannot run or takes
+/// over [`COMMAND_TIMEOUT`].
+async fn run_shoal(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    shoal(args, stdin, COMMAND_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `shoal --config CLIENT ARGS` against the one-node cluster `node`.
+async fn cli(node: &Cluster, args: &[&str]) -> Run {
+    cli_stdin(node, args, None).await
+}
+
+async fn cli_stdin(node: &Cluster, args: &[&str], stdin: Option<&[u8]>) -> Run {
+    node.cli(args, stdin, COMMAND_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Checks that the node still runs and serves: a put and a get of a fresh key succeed.
+async fn assert_serving(node: &mut Cluster, key: &str) {
+    assert!(node.is_running(0), "the node process exited");
+    cli(node, &["put", key, "still-serving"]).await.ok();
+    let read = cli(node, &["get", key, "--json"]).await.ok().json();
+    assert_eq!(read["values"], serde_json::json!(["still-serving"]));
+}
+
+/// The node's config with a small value limit.
+fn small_limits() -> String {
+    format!("\n[limits]\nmax_value_bytes = {MAX_VALUE_BYTES}\n")
+}
+
+fn values(run: &Run) -> Vec<String> {
+    let json = run.json();
+    let mut values: Vec<String> = json["values"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no values array: {run:#?}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    values.sort();
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_round_trip_with_json_output_siblings_and_contexts() {
+    let node = Cluster::start(1, "").await;
+
+    // put prints the new context alone on one line.
+    let put = cli(&node, &["put", "greeting", "hello"]).await.ok();
+    let put_ctx = put.stdout.trim().to_owned();
+    assert_eq!(put.stdout.lines().count(), 1, "{put:#?}");
+    assert!(!put_ctx.is_empty());
+
+    // get --json: one object with values, context and found.
+    let get = cli(&node, &["get", "greeting", "--json"]).await.ok();
+    assert_eq!(get.stdout.lines().count(), 1, "{get:#?}");
+    let json = get.json();
+    assert_eq!(json["found"], Value::Bool(true));
+    assert_eq!(json["values"], serde_json::json!(["hello"]));
+    let ctx = json["context"]
+        .as_str()
+        .expect("context is a string")
+        .to_owned();
+    assert_eq!(
+        json.as_object().unwrap().len(),
+        3,
+        "exactly values, context and found: {json}"
+    );
+
+    // The plain form: values, then the context line.
+    let plain = cli(&node, &["get", "greeting"]).await.ok();
+    assert_eq!(plain.stdout, format!("hello\ncontext: {ctx}\n"));
+
+    // A missing key: found = false, no values, exit status 0.
+    let missing = cli(&node, &["get", "nobody-wrote-this", "--json"]).await;
+    assert_eq!(missing.code(), Some(0), "{missing:#?}");
+    let json = missing.json();
+    assert_eq!(json["found"], Value::Bool(false));
+    assert_eq!(json["values"], serde_json::json!([]));
+    let missing_plain = cli(&node, &["get", "nobody-wrote-this"]).await.ok();
+    assert!(
+        missing_plain.stdout.starts_with("not found\n"),
+        "{missing_plain:#?}"
+    );
+
+    // Two puts without context: two siblings.
+    cli(&node, &["put", "pair", "left"]).await.ok();
+    cli(&node, &["put", "pair", "right"]).await.ok();
+    let both = cli(&node, &["get", "pair", "--json"]).await.ok();
+    assert_eq!(values(&both), ["left", "right"]);
+
+    // A put with the context of that get replaces both: one value.
+    let both_ctx = both.json()["context"].as_str().unwrap().to_owned();
+    cli(&node, &["put", "pair", "resolved", "--context", &both_ctx])
+        .await
+        .ok();
+    let one = cli(&node, &["get", "pair", "--json"]).await.ok();
+    assert_eq!(values(&one), ["resolved"]);
+
+    // The context a put printed works the same way.
+    cli(&node, &["put", "greeting", "hi", "--context", &put_ctx])
+        .await
+        .ok();
+    assert_eq!(
+        values(&cli(&node, &["get", "greeting", "--json"]).await.ok()),
+        ["hi"]
+    );
+
+    // delete with the context of a read: the key is gone.
+    let one_ctx = one.json()["context"].as_str().unwrap().to_owned();
+    let deleted = cli(&node, &["delete", "pair", "--context", &one_ctx])
+        .await
+        .ok();
+    assert_eq!(deleted.stdout.lines().count(), 1, "{deleted:#?}");
+    let gone = cli(&node, &["get", "pair", "--json"]).await.ok().json();
+    assert_eq!(gone["found"], Value::Bool(false));
+    assert_eq!(gone["values"], serde_json::json!([]));
+
+    // A value from stdin (`-`), bytes exactly as given, trailing newline included.
+    cli_stdin(
+        &node,
+        &["put", "from-stdin", "-"],
+        Some(b"line one\nline two\n"),
+    )
+    .await
+    .ok();
+    let read = cli(&node, &["get", "from-stdin", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(read["values"], serde_json::json!(["line one\nline two\n"]));
+
+    // Binary values: --base64 prints them faithfully, plain JSON refuses them.
+    let binary = [0u8, 159, 146, 150, 0xff, b'\n', 0xfe];
+    cli_stdin(&node, &["put", "binary", "-"], Some(&binary))
+        .await
+        .ok();
+    let b64 = cli(&node, &["get", "binary", "--base64"]).await.ok();
+    assert_eq!(
+        b64.stdout.lines().next(),
+        Some(BASE64.encode(binary).as_str())
+    );
+    let b64_json = cli(&node, &["get", "binary", "--json", "--base64"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        b64_json["values"],
+        serde_json::json!([BASE64.encode(binary)])
+    );
+    let refused = cli(&node, &["get", "binary", "--json"]).await;
+    assert_ne!(refused.code(), Some(0), "{refused:#?}");
+    assert!(refused.stderr.contains("--base64"), "{refused:#?}");
+
+    // status --json lists the one member, up, without hints.
+    let status = cli(&node, &["status", "--json"]).await.ok().json();
+    assert_eq!(status["node"], "n1");
+    assert_eq!(status["members"][0]["state"], "up");
+    assert_eq!(status["members"][0]["pending_hints"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_key_and_value_exit_one_with_the_typed_error_and_the_node_keeps_serving() {
+    let mut node = Cluster::start(1, &small_limits()).await;
+
+    let long_key = "k".repeat(4097);
+    let run = cli(&node, &["put", &long_key, "v"]).await;
+    assert_eq!(run.code(), Some(1), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("error: key is 4097 bytes, the limit is 4096"),
+        "{run:#?}"
+    );
+    let run = cli(&node, &["get", &long_key]).await;
+    assert_eq!(run.code(), Some(1), "{run:#?}");
+    assert!(run.stderr.contains("key is 4097 bytes"), "{run:#?}");
+    assert_serving(&mut node, "after-long-key").await;
+
+    let big = vec![b'x'; MAX_VALUE_BYTES + 1];
+    let run = cli_stdin(&node, &["put", "big", "-"], Some(&big)).await;
+    assert_eq!(run.code(), Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "error: value is {} bytes, the limit is {MAX_VALUE_BYTES}",
+            MAX_VALUE_BYTES + 1
+        )),
+        "{run:#?}"
+    );
+    let read = cli(&node, &["get", "big", "--json"]).await.ok().json();
+    assert_eq!(
+        read["found"],
+        Value::Bool(false),
+        "a refused value was stored"
+    );
+    // Exactly the limit is accepted.
+    let fits = vec![b'y'; MAX_VALUE_BYTES];
+    cli_stdin(&node, &["put", "big", "-"], Some(&fits))
+        .await
+        .ok();
+    assert_serving(&mut node, "after-big-value").await;
+}
+
+/// A directory holding the printed default config and dummy TLS files next to it (the
+/// config check only needs them to exist).
+async fn default_config_dir() -> (tempfile::TempDir, String) {
+    let run = run_shoal(&["node", "--print-default-config"], None)
+        .await
+        .ok();
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["ca.pem", "node.pem", "node.key"] {
+        std::fs::write(dir.path().join(file), "dummy").unwrap();
+    }
+    (dir, run.stdout)
+}
+
+/// `text` with `from` replaced by `to`; panics if `from` is not there, so that a change
+/// of the default config cannot silently turn a case into a no-op.
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "the default config has no {from:?}");
+    text.replacen(from, to, 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printed_default_config_loads_and_validates() {
+    let (dir, text) = default_config_dir().await;
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, &text).unwrap();
+    let config = shoal_node::NodeConfig::load(&path).expect("the default config loads");
+    config.validate().expect("the default config validates");
+    assert_eq!(config.id.as_str(), "n1");
+    assert_eq!(config.seeds.len(), 1);
+    assert_eq!(config.base_dir, dir.path());
+    assert_eq!(config.resolve(&config.tls.ca), dir.path().join("ca.pem"));
+    assert_eq!(
+        config.ring().expect("a ring").partition_count(),
+        config.partitions
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_config_fields_make_shoal_node_exit_two_naming_the_field() {
+    let (dir, text) = default_config_dir().await;
+    let three_seeds = edit(
+        &text,
+        "[[seeds]]\nid = \"n1\"\naddr = \"127.0.0.1:7001\"\n",
+        "[[seeds]]\nid = \"n1\"\naddr = \"127.0.0.1:7001\"\n\
+         [[seeds]]\nid = \"n2\"\naddr = \"127.0.0.1:7002\"\n\
+         [[seeds]]\nid = \"n3\"\naddr = \"127.0.0.1:7003\"\n",
+    );
+    // Sanity: with three seeds and N = 3 the quorums are fine, so only `w` is wrong below.
+    let good3 = edit(
+        &three_seeds,
+        "n = 1\nr = 1\nw = 1\n",
+        "n = 3\nr = 2\nw = 2\n",
+    );
+    std::fs::write(dir.path().join("good3.toml"), &good3).unwrap();
+    shoal_node::NodeConfig::load(&dir.path().join("good3.toml")).expect("three-node config");
+
+    let cases = [
+        (
+            "w-above-n",
+            edit(
+                &three_seeds,
+                "n = 1\nr = 1\nw = 1\n",
+                "n = 3\nr = 2\nw = 5\n",
+            ),
+            vec!["replication.w", "5"],
+        ),
+        (
+            "unknown-field",
+            edit(
+                &text,
+                "partitions = 256\n",
+                "partitions = 256\ncolour = \"red\"\n",
+            ),
+            vec!["colour"],
+        ),
+        (
+            "bad-durability",
+            edit(&text, "durability = \"buffered\"", "durability = \"fast\""),
+            vec!["durability", "fast"],
+        ),
+        (
+            "partitions-not-power-of-two",
+            edit(&text, "partitions = 256\n", "partitions = 100\n"),
+            vec!["partitions", "100"],
+        ),
+    ];
+    for (name, config, expected) in cases {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let run = run_shoal(&["node", "--config", path.to_str().unwrap()], None).await;
+        assert_eq!(run.code(), Some(2), "{name}: {run:#?}");
+        for word in expected {
+            assert!(run.stderr.contains(word), "{name}: no {word:?} in {run:#?}");
+        }
+    }
+
+    let run = run_shoal(&["node"], None).await;
+    assert_eq!(run.code(), Some(2), "{run:#?}");
+    assert!(run.stderr.contains("--config"), "{run:#?}");
+}
+
+/// `shoal dev` and the node processes it started, killed on drop if still running.
+struct DevGuard {
+    dev: Option<Child>,
+    nodes: Vec<i32>,
+    dir: PathBuf,
+}
+
+impl Drop for DevGuard {
+    fn drop(&mut self) {
+        if let Some(mut dev) = self.dev.take() {
+            let _ = dev.kill();
+            let _ = dev.wait();
+        }
+        for &pid in &self.nodes {
+            if process_alive(pid) {
+                // SAFETY: a node process `shoal dev` (our child) started for this test;
+                // checked alive just before.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "----- dev output and node log ({}) -----\n{}\n{}",
+                self.dir.display(),
+                std::fs::read_to_string(self.dir.join("dev.out")).unwrap_or_default(),
+                log_tail(&self.dir.join("cluster/n1/node.log"), LOG_TAIL_LINES)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoal_dev_runs_a_node_and_sigint_stops_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cluster");
+    let port = free_port_block(1).to_string();
+    let dev_out = root.path().join("dev.out");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "--dir", dir.to_str().unwrap(), "--nodes", "1"])
+        .args(["--base-port", &port, "--metrics-base-port", &port]);
+    let mut guard = DevGuard {
+        dev: Some(spawn_logged(cmd, &dev_out, "shoal dev")),
+        nodes: Vec::new(),
+        dir: root.path().to_path_buf(),
+    };
+
+    // `shoal dev` prints each node's pid, then serves until Ctrl-C.
+    let node_pid = wait_until("`shoal dev` to print its node's pid", START_TIMEOUT, || {
+        let out = std::fs::read_to_string(&dev_out).unwrap_or_default();
+        let pid = out
+            .lines()
+            .find(|l| l.starts_with("node n1"))
+            .and_then(|l| {
+                let mut words = l.split_whitespace();
+                words.find(|w| *w == "pid")?;
+                words.next()?.parse::<i32>().ok()
+            });
+        if let Some(status) = guard.dev.as_mut().unwrap().try_wait().unwrap() {
+            panic!("shoal dev exited with {status}: {out}");
+        }
+        std::future::ready(pid.ok_or_else(|| format!("no node pid printed: {out}")))
+    })
+    .await;
+    guard.nodes.push(node_pid);
+    assert!(process_alive(node_pid));
+
+    // The dev cluster serves: put, then get, through its client config.
+    let config = dir.join("client.toml");
+    let config = config.to_str().unwrap();
+    wait_until("the dev node to serve", START_TIMEOUT, || async {
+        let run = run_shoal(&["--config", config, "put", "dev-key", "dev-value"], None).await;
+        if run.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{run:#?}"))
+        }
+    })
+    .await;
+    let read = run_shoal(&["--config", config, "get", "dev-key", "--json"], None)
+        .await
+        .ok()
+        .json();
+    assert_eq!(read["values"], serde_json::json!(["dev-value"]));
+
+    // SIGINT (Ctrl-C) stops `shoal dev` and its node.
+    let dev_pid = i32::try_from(guard.dev.as_ref().unwrap().id()).unwrap();
+    // SAFETY: a signal to our own unreaped child.
+    assert_eq!(unsafe { libc::kill(dev_pid, libc::SIGINT) }, 0);
+    let status = wait_exit(guard.dev.as_mut().unwrap(), EXIT_TIMEOUT, "shoal dev");
+    guard.dev = None;
+    assert!(status.success(), "shoal dev exited with {status}");
+    wait_until("the node to stop with shoal dev", EXIT_TIMEOUT, || {
+        std::future::ready(if process_alive(node_pid) {
+            Err(format!(
+                "node {node_pid} still runs after shoal dev stopped"
+            ))
+        } else {
+            Ok(())
+        })
+    })
+    .await;
+    let out = std::fs::read_to_string(&dev_out).unwrap();
+    assert!(out.contains("stopped"), "{out}");
+}

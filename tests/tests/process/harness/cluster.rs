@@ -1,0 +1,518 @@
+//! A local cluster of real node processes from `shoal dev init`.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+use shoal_client::{Client, ClientConfig, MemberState, NodeId, TlsFiles};
+use shoal_executor::Executor;
+use shoal_proto::{Object, StorageOp, StorageReply};
+use shoal_ring::Ring;
+use shoal_storage::{RocksOptions, RocksStorage, Storage};
+use shoal_transport::{Endpoint, TlsIdentity, TransportConfig};
+use tokio::time::Instant;
+
+use super::metrics::scrape;
+use super::process::{free_port_block, log_tail, retry_on_port_conflict, spawn_logged, wait_exit};
+use super::toml::merge_toml;
+use super::{wait_until, BIN, EXIT_TIMEOUT, LOG_TAIL_LINES, POLL_INTERVAL, START_TIMEOUT};
+
+/// Connect timeout of the test clients: a dead or stopped node costs a request this much
+/// before the client routes around it.
+pub const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Timeout of a request sent through [`Cluster::raw_client`].
+pub const RAW_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request timeout of the status client used for polling, so that one poll of a node that
+/// stopped answering costs little of a wait's deadline.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One node process of a [`Cluster`].
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// The node's id (`n1`, `n2`, ...).
+    pub id: NodeId,
+    /// Its config file, `DIR/<id>/node.toml`.
+    pub config: PathBuf,
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+    /// The address of its Prometheus endpoint (`GET /metrics`, plain HTTP over TCP).
+    pub metrics: SocketAddr,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    fn dir(&self) -> &Path {
+        self.config.parent().unwrap_or(Path::new("."))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir().join("node.log")
+    }
+
+    fn spawn(&mut self, note: &str) {
+        assert!(self.child.is_none(), "node {} is already running", self.id);
+        let mut cmd = Command::new(BIN);
+        cmd.arg("node").arg("--config").arg(&self.config);
+        self.child = Some(spawn_logged(cmd, &self.log_path(), note));
+    }
+
+    /// Whether a process is started and not known to have exited.
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|c| i32::try_from(c.id()).ok())
+            .unwrap_or_else(|| panic!("node {} is not running", self.id));
+        // SAFETY: sending a signal to a child process this harness started and has not
+        // reaped (so the pid cannot have been reused).
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed for node {}", self.id);
+    }
+
+    /// Waits (bounded) for the process to exit and reaps it.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let what = format!("node {}", self.id);
+        let child = self
+            .child
+            .as_mut()
+            .unwrap_or_else(|| panic!("{what} is not running"));
+        let status = wait_exit(child, EXIT_TIMEOUT, &what);
+        self.child = None;
+        status
+    }
+
+    fn log_tail(&self) -> String {
+        log_tail(&self.log_path(), LOG_TAIL_LINES)
+    }
+}
+
+/// A local cluster of node processes, from `shoal dev init`.
+#[derive(Debug)]
+pub struct Cluster {
+    /// `None` only while dropping.
+    dir: Option<tempfile::TempDir>,
+    /// Node `i` is `n{i+1}`.
+    nodes: Vec<NodeProcess>,
+}
+
+impl Cluster {
+    /// Initialises and starts a cluster of `nodes` nodes (dev quorums: N=R=W=1 for one
+    /// node, N=3 R=2 W=2 from three), and waits until every node answers and sees every
+    /// member up. `extra_toml` is merged into every node's config by `merge_toml`: each
+    /// `key = value` line under a `[section]` header sets that key in that table
+    /// (replacing what `shoal dev init` wrote, e.g. `[aae] interval`), and lines before
+    /// any header set top-level keys.
+    ///
+    /// When a node cannot bind its port (taken after we found it free), the whole cluster
+    /// is started again on other ports, a bounded number of times.
+    pub async fn start(nodes: usize, extra_toml: &str) -> Cluster {
+        retry_on_port_conflict("the cluster", || async move {
+            let mut cluster = Cluster::init(nodes, extra_toml);
+            for node in &mut cluster.nodes {
+                node.spawn("start");
+            }
+            cluster.wait_ready().await.map(|()| cluster)
+        })
+        .await
+    }
+
+    fn init(nodes: usize, extra_toml: &str) -> Cluster {
+        let count = u16::try_from(nodes).expect("node count fits a port block");
+        let base = free_port_block(count);
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-it-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let out = Command::new(BIN)
+            .args(["dev", "init", "--dir"])
+            .arg(dir.path())
+            .args(["--nodes", &nodes.to_string()])
+            .args(["--base-port", &base.to_string()])
+            .args(["--metrics-base-port", &base.to_string()])
+            .output()
+            .expect("running `shoal dev init`");
+        assert!(
+            out.status.success(),
+            "`shoal dev init` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let nodes = (1..=count)
+            .map(|i| {
+                let id = NodeId::new(format!("n{i}")).expect("a valid node id");
+                let config = dir.path().join(id.as_str()).join("node.toml");
+                let text = std::fs::read_to_string(&config).expect("reading node.toml");
+                let text = merge_toml(&text, extra_toml);
+                std::fs::write(&config, &text).expect("writing node.toml");
+                // `--metrics-base-port` is the QUIC base port: node i listens for QUIC
+                // (UDP) and metrics (TCP) on the same port number.
+                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, base + i - 1));
+                for key in ["listen", "metrics_listen"] {
+                    let want = format!("{key} = \"{addr}\"");
+                    assert!(
+                        text.contains(&want),
+                        "{} lacks `{want}`:\n{text}",
+                        config.display()
+                    );
+                }
+                NodeProcess {
+                    id,
+                    config,
+                    addr,
+                    metrics: addr,
+                    child: None,
+                }
+            })
+            .collect();
+        Cluster {
+            dir: Some(dir),
+            nodes,
+        }
+    }
+
+    /// The cluster directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map_or(Path::new("."), |d| d.path())
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Every node; node `i` (0-based) is `n{i+1}`.
+    pub fn nodes(&self) -> &[NodeProcess] {
+        &self.nodes
+    }
+
+    /// Whether node `i`'s process runs (it was started and has not exited).
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.nodes[i].is_running()
+    }
+
+    /// The indices of the nodes whose process runs.
+    pub fn running(&mut self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect()
+    }
+
+    /// The id of node `i`.
+    pub fn id(&self, i: usize) -> NodeId {
+        self.nodes[i].id.clone()
+    }
+
+    /// The ids of the nodes `indices`.
+    pub fn ids(&self, indices: &[usize]) -> Vec<NodeId> {
+        indices.iter().map(|&i| self.id(i)).collect()
+    }
+
+    /// The RocksDB directory of node `i` (`data_dir = "data"` next to its config).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir().join("data")
+    }
+
+    /// The client config `shoal dev init` wrote, with a short connect timeout so that a
+    /// dead or stopped node is routed around quickly.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::load(&self.dir().join("client.toml"))
+            .expect("loading the dev cluster's client.toml");
+        config.connect_timeout = CLIENT_CONNECT_TIMEOUT;
+        config
+    }
+
+    /// A client of the cluster (connection retried until a deadline).
+    pub async fn client(&self) -> Client {
+        connect(self.client_config()).await
+    }
+
+    /// A client with a short request timeout, for polling status.
+    pub async fn status_client(&self) -> Client {
+        let mut config = self.client_config();
+        config.request_timeout = STATUS_TIMEOUT;
+        connect(config).await
+    }
+
+    /// A raw QUIC endpoint holding the dev cluster's client certificate, to send a
+    /// request to one chosen node (the SDK would route it itself) or one the SDK cannot
+    /// send.
+    pub fn raw_client(&self, config: TransportConfig) -> Endpoint {
+        let dir = self.dir();
+        let identity = TlsIdentity::load(
+            &dir.join("ca.pem"),
+            &dir.join("client").join("client.pem"),
+            &dir.join("client").join("client.key"),
+        )
+        .expect("loading the dev client identity");
+        Endpoint::client(&identity, config).expect("creating a client endpoint")
+    }
+
+    /// Sends SIGKILL to node `i` and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].signal(libc::SIGKILL);
+        let status = self.nodes[i].wait_exit();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    }
+
+    /// Sends SIGSTOP to node `i`: the process freezes with its socket open.
+    pub fn pause(&self, i: usize) {
+        self.nodes[i].signal(libc::SIGSTOP);
+    }
+
+    /// Sends SIGCONT to node `i`.
+    pub fn resume(&self, i: usize) {
+        self.nodes[i].signal(libc::SIGCONT);
+    }
+
+    /// Sends SIGTERM to node `i` and waits (bounded) for it to exit; panics unless it
+    /// exits successfully.
+    pub fn terminate(&mut self, i: usize) {
+        self.nodes[i].signal(libc::SIGTERM);
+        let status = self.nodes[i].wait_exit();
+        assert!(
+            status.success(),
+            "node {} exited with {status} after SIGTERM",
+            self.nodes[i].id
+        );
+    }
+
+    /// Starts node `i` again (after [`Cluster::kill`] or [`Cluster::terminate`]) and waits
+    /// until every running node answers and sees every running member up.
+    pub async fn restart(&mut self, i: usize) {
+        self.nodes[i].spawn("restart");
+        if let Err(why) = self.wait_ready().await {
+            panic!("node {} did not come back: {why}", self.nodes[i].id);
+        }
+    }
+
+    /// Polls until every running node answers status and reports every running member
+    /// up; fails early, with its log, when a node process exits.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut client: Option<Client> = None;
+        let mut last = String::from("no client yet");
+        loop {
+            for node in &mut self.nodes {
+                if let Some(Ok(Some(status))) = node.child.as_mut().map(Child::try_wait) {
+                    node.child = None;
+                    return Err(format!(
+                        "node {} exited with {status}; log:\n{}",
+                        node.id,
+                        node.log_tail()
+                    ));
+                }
+            }
+            if client.is_none() {
+                let mut config = self.client_config();
+                config.request_timeout = STATUS_TIMEOUT;
+                match Client::connect(config).await {
+                    Ok(c) => client = Some(c),
+                    Err(e) => last = format!("connect: {e}"),
+                }
+            }
+            if let Some(c) = &client {
+                let running = self.running();
+                match self
+                    .views_agree(c, &running, &running, MemberState::Up)
+                    .await
+                {
+                    Ok(()) => {
+                        c.close().await;
+                        return Ok(());
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            if Instant::now() >= deadline {
+                if let Some(c) = &client {
+                    c.close().await;
+                }
+                return Err(format!("not ready within {START_TIMEOUT:?}: {last}"));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Checks that each node of `reporters` answers status and sees each node of
+    /// `members` in `state`.
+    pub async fn views_agree(
+        &self,
+        client: &Client,
+        reporters: &[usize],
+        members: &[usize],
+        state: MemberState,
+    ) -> Result<(), String> {
+        for &r in reporters {
+            let reporter = &self.nodes[r].id;
+            let report = client
+                .status(Some(reporter))
+                .await
+                .map_err(|e| format!("status of {reporter}: {e}"))?;
+            for &m in members {
+                let member = &self.nodes[m].id;
+                let seen = report
+                    .members
+                    .iter()
+                    .find(|s| &s.id == member)
+                    .map(|s| s.state);
+                if seen != Some(state) {
+                    return Err(format!("{reporter} sees {member} as {seen:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sum over the nodes `indices` of the samples `name{labels}` (every sample
+    /// named `name` whose labels include each pair of `labels`), each node scraped once.
+    pub async fn metric_sum(
+        &self,
+        indices: &[usize],
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<f64, String> {
+        let mut total = 0.0;
+        for &i in indices {
+            total += scrape(self.nodes[i].metrics).await?.sum(name, labels);
+        }
+        Ok(total)
+    }
+    /// Opens the RocksDB store of node `i`, which must have exited, and reads every key of
+    /// `keys` that has the node among its `n` primaries. Returns those keys, in order,
+    /// each with the object stored for it (`None`: nothing stored).
+    ///
+    /// The store is read through the node's own [`Executor`] (a `Read` op, as a replica
+    /// answers one), so the check holds whatever key layout the executor uses under
+    /// `shoal_storage::object_key`.
+    pub fn node_objects<'k>(
+        &self,
+        i: usize,
+        ring: &Ring,
+        n: usize,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Vec<(String, Option<Object>)> {
+        let node = &self.nodes[i];
+        assert!(node.child.is_none(), "node {} must be stopped", node.id);
+        let dir = self.data_dir(i);
+        let storage = RocksStorage::open(&dir, RocksOptions::default())
+            .unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()));
+        let executor = Executor::open(storage, || {
+            panic!("the store of a node that ran already has an actor")
+        })
+        .unwrap_or_else(|e| panic!("opening the executor on {}: {e}", dir.display()));
+        let mut out = Vec::new();
+        for key in keys {
+            let list = ring.preference_list_for_key(key.as_bytes(), n);
+            if !list.contains(&node.id) {
+                continue;
+            }
+            let read = executor
+                .execute(StorageOp::Read {
+                    partition: list.partition,
+                    key: key.as_bytes().to_vec(),
+                })
+                .unwrap_or_else(|e| panic!("reading {key} from {}: {e}", node.id));
+            match read {
+                StorageReply::Object(object) => out.push((key.to_owned(), object)),
+                other => panic!("a Read of {key} answered {other:?}"),
+            }
+        }
+        executor.storage().close().expect("closing the store");
+        out
+    }
+
+    /// Opens the RocksDB store of node `i`, which must have exited, and checks that every
+    /// pair whose key has the node among its `n` primaries is stored there with exactly
+    /// its value. Returns how many pairs were checked.
+    pub fn assert_node_stores(
+        &self,
+        i: usize,
+        ring: &Ring,
+        n: usize,
+        kvs: &[(String, String)],
+    ) -> usize {
+        let expected: BTreeMap<&str, &str> =
+            kvs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let objects = self.node_objects(i, ring, n, kvs.iter().map(|(k, _)| k.as_str()));
+        let checked = objects.len();
+        let wrong: Vec<String> = objects
+            .into_iter()
+            .filter_map(|(key, object)| {
+                let values: Option<Vec<Vec<u8>>> =
+                    object.map(|o| o.values().map(<[u8]>::to_vec).collect());
+                let value = expected[key.as_str()].as_bytes().to_vec();
+                (values.as_deref() != Some(&[value][..])).then(|| format!("{key}: {values:?}"))
+            })
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{} of the {checked} keys node {} is a primary of are missing or wrong in its store; first: {:?}",
+            wrong.len(),
+            self.nodes[i].id,
+            &wrong[..wrong.len().min(5)]
+        );
+        checked
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    // SAFETY: signals to our own unreaped child; SIGCONT first so that a
+                    // stopped node also dies at once.
+                    unsafe {
+                        libc::kill(pid, libc::SIGCONT);
+                    }
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if panicking {
+                eprintln!(
+                    "----- last {LOG_TAIL_LINES} lines of {} ({}) -----\n{}",
+                    node.id,
+                    node.log_path().display(),
+                    node.log_tail()
+                );
+            }
+        }
+        if panicking {
+            // Keep the directory (configs, logs, data) for a post-mortem.
+            if let Some(dir) = self.dir.take() {
+                eprintln!("cluster directory kept: {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// Connects a client, retrying until [`START_TIMEOUT`].
+pub async fn connect(config: ClientConfig) -> Client {
+    wait_until("a client connection", START_TIMEOUT, || {
+        let config = config.clone();
+        async move { Client::connect(config).await.map_err(|e| e.to_string()) }
+    })
+    .await
+}
+
+/// Generates a CA in `dir` (not the cluster's) and a client certificate it issued, as an
+/// intruder would hold; returns their files.
+pub fn foreign_client_files(dir: &Path) -> TlsFiles {
+    shoal_transport::certs::generate_ca(dir).expect("a foreign CA");
+    let client_dir = dir.join("intruder");
+    shoal_transport::certs::issue_client_cert(dir, "intruder", &client_dir)
+        .expect("a client certificate of the foreign CA");
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: client_dir.join("client.pem"),
+        key: client_dir.join("client.key"),
+    }
+}

@@ -1,0 +1,14 @@
+//! The real-process tests: every node a real `shoal node` process (the CLI built into
+//! this package), talked to over real QUIC on loopback, through the SDK, raw requests,
+//! the CLI, its metrics endpoint and a real Prometheus. One suite per module, all on the
+//! one [`harness`].
+
+mod harness;
+
+mod aae;
+mod cli;
+mod cluster;
+mod forwarding;
+mod metrics_catalogue;
+mod prometheus;
+mod single_node;
