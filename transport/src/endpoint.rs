@@ -5,7 +5,7 @@ use std::{
     fmt,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use shoal_ring::NodeId;
 
 use crate::{
+    admission::Admission,
     cache::{Cached, ConnectionCache},
     certs::NODE_SERVER_NAME,
     config::TransportConfig,
@@ -58,6 +59,8 @@ struct Inner {
     cache: ConnectionCache,
     serving: AtomicBool,
     connection_permits: Arc<Semaphore>,
+    /// Connection and byte limits of the serving side.
+    admission: Arc<Admission>,
 }
 
 impl Drop for Inner {
@@ -163,6 +166,7 @@ impl Endpoint {
                 local_addr,
                 cache: ConnectionCache::new(config.max_cached_connections),
                 connection_permits: Arc::new(Semaphore::new(config.max_incoming_connections)),
+                admission: Arc::new(Admission::new(&config)),
                 serving: AtomicBool::new(false),
                 config,
             }),
@@ -194,6 +198,12 @@ impl Endpoint {
             max_frame_bytes: self.inner.config.max_frame_bytes,
             handshake_timeout: self.inner.config.connect_timeout,
             connection_permits: self.inner.connection_permits.clone(),
+            admission: self.inner.admission.clone(),
+            handshaking: Arc::new(AtomicUsize::new(0)),
+            retry_handshakes_above: self.inner.config.retry_handshakes_above,
+            client_idle_timeout: self.inner.config.client_idle_timeout,
+            request_read_timeout: self.inner.config.request_read_timeout,
+            response_write_timeout: self.inner.config.response_write_timeout,
         };
         // The task holds the quinn endpoint, not `Inner`, so dropping every `Endpoint`
         // handle still closes it and ends the loop.
@@ -216,7 +226,13 @@ impl Endpoint {
     ) -> Result<Vec<u8>, TransportError> {
         let start = Instant::now();
         let result = self
-            .request_inner(addr, expected, &payload, start + timeout, timeout)
+            .request_inner(
+                addr,
+                expected,
+                &payload,
+                deadline_after(start, timeout),
+                timeout,
+            )
             .await;
         metrics::request_duration(start.elapsed());
         match &result {
@@ -451,6 +467,19 @@ impl Endpoint {
         Ok(self.connection(addr, deadline).await?.connection)
     }
 
+    /// Bytes of the in-flight budget of `role` (`"client"` or `"peer"`) held now, while
+    /// serving (tests of the budget).
+    #[cfg(test)]
+    pub(crate) fn inflight_bytes_in_use(&self, role: &str) -> usize {
+        self.inner.admission.bytes_in_use(role)
+    }
+
+    /// Connections this server asked to prove their address (tests of Retry).
+    #[cfg(test)]
+    pub(crate) fn retries(&self) -> u64 {
+        self.inner.admission.retries()
+    }
+
     /// Number of failed dials to `addr` (tests of single-flight dialing).
     #[cfg(test)]
     pub(crate) fn dial_failures(&self, addr: SocketAddr) -> u64 {
@@ -536,4 +565,28 @@ fn request_connection_error(addr: SocketAddr, error: quinn::ConnectionError) -> 
         metrics::handshake_failure("tls");
     }
     mapped
+}
+
+/// `start + timeout`, saturated at a deadline far beyond any request's life instead of
+/// overflowing (`Instant + Duration` panics past the platform's range).
+fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    /// About thirty years: as far as tokio itself schedules "never".
+    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+    start.checked_add(timeout.min(FAR_FUTURE)).unwrap_or(start)
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_timeout_saturates_instead_of_panicking() {
+        let start = Instant::now();
+        let far = deadline_after(start, Duration::MAX);
+        assert!(far >= start + Duration::from_secs(86_400 * 365));
+        assert_eq!(
+            deadline_after(start, Duration::from_secs(2)),
+            start + Duration::from_secs(2)
+        );
+    }
 }
