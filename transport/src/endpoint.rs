@@ -27,8 +27,8 @@ use crate::{
     metrics::{self, OpenConnection},
     role::PeerRole,
     server::{
-        accept_loop, frame_kind, handshake_reason, is_crypto, Handler, ServeContext,
-        CLOSE_PEER_ROLE, CLOSE_PROTOCOL,
+        accept_loop, frame_kind, handshake_reason, is_crypto, Handler, ServeContext, CLOSE_IDLE,
+        CLOSE_LIMIT, CLOSE_PEER_ROLE, CLOSE_PROTOCOL,
     },
     tls,
 };
@@ -225,15 +225,17 @@ impl Endpoint {
         timeout: Duration,
     ) -> Result<Vec<u8>, TransportError> {
         let start = Instant::now();
-        let result = self
-            .request_inner(
-                addr,
-                expected,
-                &payload,
-                deadline_after(start, timeout),
-                timeout,
-            )
+        let deadline = deadline_after(start, timeout);
+        let mut result = self
+            .request_inner(addr, expected, &payload, deadline, timeout)
             .await;
+        if let Err(TransportError::IdleClosed { .. }) = result {
+            // The server closed the cached connection as idle just as we used it; no
+            // stream of ours was served, so sending once more on a new one is safe.
+            result = self
+                .request_inner(addr, expected, &payload, deadline, timeout)
+                .await;
+        }
         metrics::request_duration(start.elapsed());
         match &result {
             Ok(_) => metrics::request("out", "ok"),
@@ -523,6 +525,26 @@ fn require_runtime() -> Result<(), TransportError> {
         .map_err(|_| TransportError::NoRuntime)
 }
 
+/// The server's close codes that guarantee none of our streams was served: closed for
+/// a limit right after the handshake, or as idle with no stream open.
+fn unserved_close(close: &quinn::ApplicationClose) -> Option<u32> {
+    let code = close.error_code.into_inner();
+    [CLOSE_LIMIT, CLOSE_IDLE]
+        .into_iter()
+        .find(|&c| u64::from(c) == code)
+}
+
+fn unserved_close_error(
+    addr: SocketAddr,
+    close: &quinn::ApplicationClose,
+    reason: String,
+) -> TransportError {
+    match unserved_close(close) {
+        Some(CLOSE_IDLE) => TransportError::IdleClosed { addr },
+        _ => TransportError::Refused { addr, reason },
+    }
+}
+
 /// Maps a connection error while connecting: nothing was sent yet.
 fn connect_error(addr: SocketAddr, error: quinn::ConnectionError) -> TransportError {
     use quinn::ConnectionError as E;
@@ -531,6 +553,9 @@ fn connect_error(addr: SocketAddr, error: quinn::ConnectionError) -> TransportEr
         E::TransportError(e) if is_crypto(e.code) => TransportError::Handshake { addr, reason },
         E::ConnectionClosed(close) if is_crypto(close.error_code) => {
             TransportError::Handshake { addr, reason }
+        }
+        E::ApplicationClosed(close) if unserved_close(&close).is_some() => {
+            unserved_close_error(addr, &close, reason)
         }
         E::ApplicationClosed(close)
             if close.error_code.into_inner() == u64::from(CLOSE_PEER_ROLE) =>
@@ -552,6 +577,9 @@ fn request_connection_error(addr: SocketAddr, error: quinn::ConnectionError) -> 
         E::TransportError(e) if is_crypto(e.code) => TransportError::Handshake { addr, reason },
         E::ConnectionClosed(close) if is_crypto(close.error_code) => {
             TransportError::Handshake { addr, reason }
+        }
+        E::ApplicationClosed(close) if unserved_close(&close).is_some() => {
+            unserved_close_error(addr, &close, reason)
         }
         E::ApplicationClosed(close)
             if close.error_code.into_inner() == u64::from(CLOSE_PEER_ROLE)

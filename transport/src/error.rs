@@ -284,6 +284,23 @@ pub enum TransportError {
     /// More bytes followed the one frame a stream direction may carry.
     #[error("unexpected data after the frame")]
     TrailingData,
+    /// The server refused the connection for a limit (too many connections from this
+    /// client, address or role). The request was not served; retry later.
+    #[error("{addr} refused the connection: {reason}")]
+    Refused {
+        /// The peer address.
+        addr: SocketAddr,
+        /// The server's reason.
+        reason: String,
+    },
+    /// The server closed the connection as idle while the request was being sent; the
+    /// request was not served ([`Endpoint::request`](crate::Endpoint::request) retries
+    /// once on a new connection).
+    #[error("{addr} closed the connection as idle")]
+    IdleClosed {
+        /// The peer address.
+        addr: SocketAddr,
+    },
     /// The local endpoint is closed (or closing); no new request can start.
     #[error("endpoint is closed")]
     EndpointClosed,
@@ -305,6 +322,8 @@ impl TransportError {
                 | TransportError::Certificate(_)
                 | TransportError::TlsConfig(_)
                 | TransportError::LocalRole { .. }
+                | TransportError::Refused { .. }
+                | TransportError::IdleClosed { .. }
                 | TransportError::StreamAborted {
                     code: StreamErrorCode::Overloaded,
                     ..
@@ -342,6 +361,8 @@ impl TransportError {
             TransportError::Truncated { .. } => "truncated",
             TransportError::TrailingData => "trailing_data",
             TransportError::EndpointClosed => "endpoint_closed",
+            TransportError::Refused { .. } => "refused",
+            TransportError::IdleClosed { .. } => "idle_closed",
         }
     }
 }

@@ -208,9 +208,10 @@ async fn one_client_name_cannot_take_every_connection() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, TransportError::Closed { reason, .. } if reason.contains("too many connections")),
+        matches!(&err, TransportError::Refused { reason, .. } if reason.contains("too many connections")),
         "{err:?}"
     );
+    assert!(err.is_not_delivered());
     // Another client, and a peer, still get in.
     let good = client(&ca, "good");
     assert_eq!(
