@@ -104,6 +104,35 @@ impl ClientRequest {
             _ => None,
         }
     }
+
+    /// The timeout the request asks for, for keyed requests that set one.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self {
+            ClientRequest::Get { options, .. } => options.timeout,
+            ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. } => {
+                options.timeout
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The shortest request timeout the protocol carries: anything shorter cannot even
+/// reach a replica.
+pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(1);
+/// The longest request timeout the protocol carries (an hour). Nodes refuse timeouts
+/// beyond their own, lower, configured bound; this one keeps every deadline computed from
+/// a timeout far from overflow, and is what the SDK and CLI check before sending.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Checks a request timeout against `min..=max`, naming the bounds in the error.
+pub fn check_timeout(timeout: Duration, min: Duration, max: Duration) -> Result<(), RequestError> {
+    if timeout < min || timeout > max {
+        return Err(RequestError::InvalidOptions(format!(
+            "timeout must be in {min:?}..={max:?}, got {timeout:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// The answer to a read.
