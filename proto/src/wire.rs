@@ -543,6 +543,44 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, CodecError> {
     decode(bytes)
 }
 
+/// Who a request frame is from, as its first byte after the version says: a client
+/// request or a node-to-node one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// [`Request::Client`].
+    Client,
+    /// [`Request::Peer`].
+    Peer,
+}
+
+/// Reads which kind of request a frame body holds without decoding the body, so that a
+/// node can refuse a peer message from a client certificate before spending anything on
+/// it. The version is checked as [`decode_request`] does; the body is not.
+pub fn peek_request_kind(bytes: &[u8]) -> Result<RequestKind, CodecError> {
+    if bytes.is_empty() {
+        return Err(CodecError::Empty);
+    }
+    let (version, body) = bytes
+        .split_first_chunk::<2>()
+        .ok_or_else(|| CodecError::Malformed("frame shorter than its version".into()))?;
+    let version = u16::from_be_bytes(*version);
+    if version != WIRE_VERSION {
+        return Err(CodecError::UnsupportedVersion {
+            found: version,
+            supported: WIRE_VERSION,
+        });
+    }
+    // postcard writes an enum's variant index as a varint: 0 and 1 are single bytes.
+    match body.first() {
+        Some(0) => Ok(RequestKind::Client),
+        Some(1) => Ok(RequestKind::Peer),
+        Some(other) => Err(CodecError::Malformed(format!(
+            "unknown request kind {other}"
+        ))),
+        None => Err(CodecError::Malformed("frame has no request".into())),
+    }
+}
+
 /// Encode a response frame body.
 pub fn encode_response(resp: &Response) -> Vec<u8> {
     encode(resp)

@@ -93,21 +93,80 @@ impl Refusal {
 }
 
 /// An admitted, authenticated connection: its slot in its role's pool and, for a
-/// client, under its certificate name. Dropping it frees both.
+/// client, under its certificate name, and the byte budgets its streams draw from.
+/// Dropping it frees the slots.
 pub(crate) struct RoleAdmission {
     _slot: OwnedSemaphorePermit,
-    _name: Option<CountGuard<String>>,
+    _name: Option<NameGuard>,
+    budget: ConnectionBudget,
 }
 
-/// A byte budget shared by every stream of one role.
+impl RoleAdmission {
+    /// The budgets this connection's streams draw from.
+    pub(crate) fn budget(&self) -> &ConnectionBudget {
+        &self.budget
+    }
+}
+
+/// Client names with live connections: how many each holds, and the byte budget they
+/// share. An entry lives while its name has a connection.
+struct ClientNames {
+    max_connections: usize,
+    bytes_per_name: usize,
+    held: Mutex<HashMap<String, (usize, Arc<ByteBudget>)>>,
+}
+
+impl ClientNames {
+    fn try_take(self: &Arc<Self>, name: &str) -> Option<NameGuard> {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = held
+            .entry(name.to_owned())
+            .or_insert_with(|| (0, Arc::new(ByteBudget::new(self.bytes_per_name, None))));
+        if entry.0 >= self.max_connections {
+            return None;
+        }
+        entry.0 += 1;
+        Some(NameGuard {
+            names: self.clone(),
+            name: name.to_owned(),
+            bytes: entry.1.clone(),
+        })
+    }
+}
+
+/// One connection of a client name, given back on drop.
+struct NameGuard {
+    names: Arc<ClientNames>,
+    name: String,
+    bytes: Arc<ByteBudget>,
+}
+
+impl Drop for NameGuard {
+    fn drop(&mut self) {
+        let mut held = self
+            .names
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = held.get_mut(&self.name) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                held.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// A byte budget shared by streams: every stream of one role, or of one client name.
 pub(crate) struct ByteBudget {
     semaphore: Arc<Semaphore>,
     capacity: usize,
-    role: &'static str,
+    /// The `role` label of the gauge it exports; per-name budgets export none.
+    role: Option<&'static str>,
 }
 
 impl ByteBudget {
-    fn new(bytes: usize, role: &'static str) -> Self {
+    fn new(bytes: usize, role: Option<&'static str>) -> Self {
         ByteBudget {
             semaphore: Arc::new(Semaphore::new(bytes)),
             capacity: bytes,
@@ -142,12 +201,6 @@ impl ByteBudget {
         permit
     }
 
-    /// Bytes free now (for tests).
-    #[cfg(test)]
-    pub(crate) fn available(&self) -> usize {
-        self.semaphore.available_permits()
-    }
-
     /// Bytes held now (for tests).
     #[cfg(test)]
     pub(crate) fn in_use(&self) -> usize {
@@ -160,14 +213,59 @@ pub(crate) struct BudgetPermit {
     permit: Option<OwnedSemaphorePermit>,
     semaphore: Arc<Semaphore>,
     capacity: usize,
-    role: &'static str,
+    role: Option<&'static str>,
 }
 
 impl BudgetPermit {
     /// Sets the role's gauge to the bytes held now.
     fn export(&self) {
-        let in_use = self.capacity - self.semaphore.available_permits();
-        metrics::inflight_bytes(self.role, in_use as f64);
+        if let Some(role) = self.role {
+            let in_use = self.capacity - self.semaphore.available_permits();
+            metrics::inflight_bytes(role, in_use as f64);
+        }
+    }
+}
+
+/// The budgets one connection's streams draw from: its client name's (clients only),
+/// then its role's. A request must fit in both, so one client name can never hold more
+/// than its share of the role's budget.
+#[derive(Clone)]
+pub(crate) struct ConnectionBudget {
+    name: Option<Arc<ByteBudget>>,
+    role: Arc<ByteBudget>,
+}
+
+/// Bytes held from a [`ConnectionBudget`]; given back on drop.
+pub(crate) struct HeldBytes {
+    _name: Option<BudgetPermit>,
+    _role: BudgetPermit,
+}
+
+impl ConnectionBudget {
+    /// Takes `bytes` from both budgets at once, or `None` when they do not fit now.
+    pub(crate) fn try_take(&self, bytes: usize) -> Option<HeldBytes> {
+        let name = match &self.name {
+            Some(budget) => Some(budget.try_take(bytes)?),
+            None => None,
+        };
+        let role = self.role.try_take(bytes)?;
+        Some(HeldBytes {
+            _name: name,
+            _role: role,
+        })
+    }
+
+    /// Takes `bytes` from both budgets, waiting for room (the caller bounds the wait).
+    pub(crate) async fn take(&self, bytes: usize) -> Option<HeldBytes> {
+        let name = match &self.name {
+            Some(budget) => Some(budget.take(bytes).await?),
+            None => None,
+        };
+        let role = self.role.take(bytes).await?;
+        Some(HeldBytes {
+            _name: name,
+            _role: role,
+        })
     }
 }
 
@@ -181,11 +279,11 @@ impl Drop for BudgetPermit {
 /// Every admission limit of one server endpoint.
 pub(crate) struct Admission {
     addresses: Arc<Counts<IpAddr>>,
-    client_names: Arc<Counts<String>>,
+    client_names: Arc<ClientNames>,
     clients: Arc<Semaphore>,
     peers: Arc<Semaphore>,
-    client_bytes: ByteBudget,
-    peer_bytes: ByteBudget,
+    client_bytes: Arc<ByteBudget>,
+    peer_bytes: Arc<ByteBudget>,
     retries: AtomicU64,
 }
 
@@ -193,11 +291,21 @@ impl Admission {
     pub(crate) fn new(config: &TransportConfig) -> Self {
         Admission {
             addresses: Arc::new(Counts::new(config.max_connections_per_address)),
-            client_names: Arc::new(Counts::new(config.max_connections_per_client)),
+            client_names: Arc::new(ClientNames {
+                max_connections: config.max_connections_per_client,
+                bytes_per_name: config.max_inflight_bytes_per_client,
+                held: Mutex::new(HashMap::new()),
+            }),
             clients: Arc::new(Semaphore::new(config.max_client_connections)),
             peers: Arc::new(Semaphore::new(config.max_peer_connections)),
-            client_bytes: ByteBudget::new(config.max_client_inflight_bytes, "client"),
-            peer_bytes: ByteBudget::new(config.max_peer_inflight_bytes, "peer"),
+            client_bytes: Arc::new(ByteBudget::new(
+                config.max_client_inflight_bytes,
+                Some("client"),
+            )),
+            peer_bytes: Arc::new(ByteBudget::new(
+                config.max_peer_inflight_bytes,
+                Some("peer"),
+            )),
             retries: AtomicU64::new(0),
         }
     }
@@ -221,22 +329,31 @@ impl Admission {
                 Ok(RoleAdmission {
                     _slot: slot,
                     _name: None,
+                    budget: ConnectionBudget {
+                        name: None,
+                        role: self.peer_bytes.clone(),
+                    },
                 })
             }
             PeerRole::Client(name) => {
                 // The name first: a client at its own cap must not take a shared slot.
                 let name = self
                     .client_names
-                    .try_take(name.clone())
+                    .try_take(name)
                     .ok_or(Refusal::ClientName)?;
                 let slot = self
                     .clients
                     .clone()
                     .try_acquire_owned()
                     .map_err(|_| Refusal::Clients)?;
+                let budget = ConnectionBudget {
+                    name: Some(name.bytes.clone()),
+                    role: self.client_bytes.clone(),
+                };
                 Ok(RoleAdmission {
                     _slot: slot,
                     _name: Some(name),
+                    budget,
                 })
             }
         }
@@ -262,14 +379,6 @@ impl Admission {
             _ => self.client_bytes.in_use(),
         }
     }
-
-    /// The byte budget of a role.
-    pub(crate) fn bytes(&self, role: &PeerRole) -> &ByteBudget {
-        match role {
-            PeerRole::Node(_) => &self.peer_bytes,
-            PeerRole::Client(_) => &self.client_bytes,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -284,7 +393,8 @@ mod tests {
             max_connections_per_client: 2,
             max_connections_per_address: 2,
             max_frame_bytes: 10,
-            max_client_inflight_bytes: 10,
+            max_client_inflight_bytes: 15,
+            max_inflight_bytes_per_client: 10,
             max_peer_inflight_bytes: 10,
             ..TransportConfig::default()
         }
@@ -294,28 +404,35 @@ mod tests {
         PeerRole::Client(name.to_owned())
     }
 
+    fn peer() -> PeerRole {
+        PeerRole::Node(NodeId::new("n1").unwrap())
+    }
+
     #[test]
     fn a_client_name_is_capped_and_others_still_get_slots() {
         let admission = Admission::new(&config());
         let a1 = admission.admit_role(&client("a")).unwrap();
         let _a2 = admission.admit_role(&client("a")).unwrap();
         assert_eq!(
-            admission.admit_role(&client("a")).err(),
-            Some(Refusal::ClientName)
+            admission.admit_role(&client("a")).err().map(Refusal::label),
+            Some("client_name_limit")
         );
         let _b = admission.admit_role(&client("b")).unwrap();
         // The shared pool (3) is full now.
         assert_eq!(
-            admission.admit_role(&client("c")).err(),
-            Some(Refusal::Clients)
+            admission.admit_role(&client("c")).err().map(Refusal::label),
+            Some("client_limit")
         );
         // Peers have their own pool.
-        let peer = PeerRole::Node(NodeId::new("n1").unwrap());
-        let _p = admission.admit_role(&peer).unwrap();
-        assert_eq!(admission.admit_role(&peer).err(), Some(Refusal::Peers));
+        let _p = admission.admit_role(&peer()).unwrap();
+        assert_eq!(
+            admission.admit_role(&peer()).err().map(Refusal::label),
+            Some("peer_limit")
+        );
         drop(a1);
         let _c = admission.admit_role(&client("c")).unwrap();
-        assert!(admission.client_names.held.lock().unwrap().get("a") == Some(&1));
+        let names = admission.client_names.held.lock().unwrap();
+        assert_eq!(names.get("a").map(|e| e.0), Some(1));
     }
 
     #[test]
@@ -326,7 +443,10 @@ mod tests {
         let g1 = admission.admit_address(ip).unwrap();
         // The IPv4-mapped form is the same address.
         let _g2 = admission.admit_address(mapped).unwrap();
-        assert_eq!(admission.admit_address(ip).err(), Some(Refusal::Address));
+        assert_eq!(
+            admission.admit_address(ip).err().map(Refusal::label),
+            Some("address_limit")
+        );
         let _other = admission
             .admit_address("127.0.0.2".parse().unwrap())
             .unwrap();
@@ -335,18 +455,25 @@ mod tests {
     }
 
     #[test]
-    fn byte_budgets_refuse_what_does_not_fit_and_refill_on_drop() {
+    fn one_client_name_holds_at_most_its_share_of_the_bytes() {
         let admission = Admission::new(&config());
-        let role = client("a");
-        let first = admission.bytes(&role).try_take(7).unwrap();
-        assert!(admission.bytes(&role).try_take(4).is_none());
-        let peer = PeerRole::Node(NodeId::new("n1").unwrap());
-        // The peers' budget is separate.
-        let _p = admission.bytes(&peer).try_take(10).unwrap();
-        let _second = admission.bytes(&role).try_take(3).unwrap();
-        assert_eq!(admission.bytes(&role).available(), 0);
-        drop(first);
-        assert_eq!(admission.bytes(&role).available(), 7);
-        assert!(admission.bytes(&role).try_take(usize::MAX).is_none());
+        let a1 = admission.admit_role(&client("a")).unwrap();
+        let a2 = admission.admit_role(&client("a")).unwrap();
+        let b = admission.admit_role(&client("b")).unwrap();
+        // Name "a" shares 10 bytes across its connections.
+        let held_a = a1.budget().try_take(7).unwrap();
+        assert!(a2.budget().try_take(4).is_none());
+        let _more_a = a2.budget().try_take(3).unwrap();
+        // "b" still gets what the role's budget (15) has left: 5.
+        assert!(b.budget().try_take(6).is_none());
+        let held_b = b.budget().try_take(5).unwrap();
+        assert_eq!(admission.bytes_in_use("client"), 15);
+        // Peers' budget is separate.
+        let p = admission.admit_role(&peer()).unwrap();
+        let _held_p = p.budget().try_take(10).unwrap();
+        drop(held_a);
+        drop(held_b);
+        assert_eq!(admission.bytes_in_use("client"), 3);
+        assert!(a1.budget().try_take(usize::MAX).is_none());
     }
 }

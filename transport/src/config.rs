@@ -58,6 +58,10 @@ pub struct TransportConfig {
     /// fit is refused with [`StreamErrorCode::Overloaded`](crate::StreamErrorCode) before
     /// its body is read. At least `max_frame_bytes`.
     pub max_client_inflight_bytes: usize,
+    /// The part of `max_client_inflight_bytes` one client certificate name may hold, over
+    /// all its connections, so that one client cannot starve the others. At least
+    /// `max_frame_bytes`.
+    pub max_inflight_bytes_per_client: usize,
     /// The same budget for requests from nodes, kept apart so that clients cannot starve
     /// replication. At least `max_frame_bytes`.
     pub max_peer_inflight_bytes: usize,
@@ -90,6 +94,7 @@ impl Default for TransportConfig {
             retry_handshakes_above: 64,
             client_idle_timeout: Duration::from_secs(60),
             max_client_inflight_bytes: 256 * 1024 * 1024,
+            max_inflight_bytes_per_client: 64 * 1024 * 1024,
             max_peer_inflight_bytes: 256 * 1024 * 1024,
             request_read_timeout: Duration::from_secs(10),
             response_write_timeout: Duration::from_secs(10),
@@ -141,6 +146,10 @@ impl TransportConfig {
         }
         for (name, value) in [
             ("max_client_inflight_bytes", self.max_client_inflight_bytes),
+            (
+                "max_inflight_bytes_per_client",
+                self.max_inflight_bytes_per_client,
+            ),
             ("max_peer_inflight_bytes", self.max_peer_inflight_bytes),
         ] {
             // A frame of the largest allowed size must fit, or it could never be served.
@@ -211,6 +220,7 @@ mod tests {
         let config = TransportConfig {
             max_frame_bytes: 1024,
             max_client_inflight_bytes: 1024,
+            max_inflight_bytes_per_client: 1024,
             max_peer_inflight_bytes: 1024,
             ..TransportConfig::default()
         };

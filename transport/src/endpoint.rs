@@ -460,7 +460,7 @@ impl Endpoint {
     }
 
     /// A raw connection for tests that write malformed frames.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) async fn raw_connection(
         &self,
         addr: SocketAddr,

@@ -79,6 +79,8 @@ mod identity;
 pub mod metrics;
 mod role;
 mod server;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod tls;
 
 pub use config::{TransportConfig, DEFAULT_MAX_FRAME_BYTES};

@@ -14,7 +14,7 @@ use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tracing::{debug, warn};
 
 use crate::{
-    admission::{Admission, BudgetPermit, ByteBudget},
+    admission::{Admission, ConnectionBudget, HeldBytes},
     error::StreamErrorCode,
     frame::{write_frame, FrameDecoder, ReadFrameError, WriteFrameError, READ_CHUNK_BYTES},
     metrics::{self, OpenConnection},
@@ -183,7 +183,7 @@ async fn serve_connection<H: Handler>(
         }
     };
     drop(handshaking);
-    let _admitted = match context.admission.admit_role(&peer) {
+    let admitted = match context.admission.admit_role(&peer) {
         Ok(admitted) => admitted,
         Err(refusal) => {
             metrics::connection_refused(refusal.label());
@@ -218,7 +218,7 @@ async fn serve_connection<H: Handler>(
                         max: context.max_frame_bytes,
                         read_timeout: context.request_read_timeout,
                         write_timeout: context.response_write_timeout,
-                        admission: context.admission.clone(),
+                        budget: admitted.budget().clone(),
                     };
                     streams.spawn(serve_stream(send, recv, stream, handler.clone()));
                 }
@@ -261,7 +261,7 @@ struct StreamContext {
     max: usize,
     read_timeout: Duration,
     write_timeout: Duration,
-    admission: Arc<Admission>,
+    budget: ConnectionBudget,
 }
 
 /// Reads one request frame, calls the handler, writes one response frame. The request's
@@ -276,7 +276,7 @@ async fn serve_stream<H: Handler>(
     // Until the response is written, leaving this function (a handler panic included)
     // aborts the stream with a code instead of finishing it as if it were complete.
     let mut send = ResetOnDrop(Some(send));
-    let budget = stream.admission.bytes(&stream.peer);
+    let budget = &stream.budget;
     let read = read_request(&mut recv, stream.max, budget);
     let (request, held) = match tokio::time::timeout(stream.read_timeout, read).await {
         Ok(Ok(read)) => read,
@@ -339,8 +339,8 @@ async fn serve_stream<H: Handler>(
 async fn read_request(
     recv: &mut quinn::RecvStream,
     max: usize,
-    budget: &ByteBudget,
-) -> Result<(Vec<u8>, Option<BudgetPermit>), RequestReadError> {
+    budget: &ConnectionBudget,
+) -> Result<(Vec<u8>, Option<HeldBytes>), RequestReadError> {
     let mut decoder = FrameDecoder::new(max);
     let mut held = None;
     loop {
