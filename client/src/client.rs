@@ -19,7 +19,7 @@ use tracing::debug;
 use crate::config::ClientConfig;
 use crate::context::Context;
 use crate::error::ClientError;
-use crate::options::{ReadOptions, WriteOptions};
+use crate::options::{check_timeout, ReadOptions, WriteOptions};
 use crate::routing::{validate_key, DownList, Target, View};
 
 /// Extra time the client waits beyond a request's own timeout, so that the coordinator's
@@ -152,6 +152,7 @@ impl Client {
         let start = Instant::now();
         let result = async {
             validate_key(key)?;
+            check_timeout(opts.timeout)?;
             let request = ClientRequest::Get {
                 key: key.to_vec(),
                 options: opts.to_wire(),
@@ -187,6 +188,7 @@ impl Client {
         let start = Instant::now();
         let result = async {
             validate_key(key)?;
+            check_timeout(opts.timeout)?;
             let request = ClientRequest::Put {
                 key: key.to_vec(),
                 value: value.into(),
@@ -218,6 +220,7 @@ impl Client {
         let start = Instant::now();
         let result = async {
             validate_key(key)?;
+            check_timeout(opts.timeout)?;
             let request = ClientRequest::Delete {
                 key: key.to_vec(),
                 context: context.map(|c| c.as_causal().clone()),

@@ -2,7 +2,19 @@
 
 use std::time::Duration;
 
-use shoal_proto::wire;
+use shoal_proto::wire::{self, MAX_REQUEST_TIMEOUT, MIN_REQUEST_TIMEOUT};
+
+use crate::error::ClientError;
+
+/// Refuses a timeout outside the protocol's bounds
+/// ([`MIN_REQUEST_TIMEOUT`]..=[`MAX_REQUEST_TIMEOUT`]) before anything is sent.
+pub(crate) fn check_timeout(timeout: Option<Duration>) -> Result<(), ClientError> {
+    match timeout {
+        Some(t) => wire::check_timeout(t, MIN_REQUEST_TIMEOUT, MAX_REQUEST_TIMEOUT)
+            .map_err(ClientError::from),
+        None => Ok(()),
+    }
+}
 
 /// Options of a read. Every field left `None` takes the cluster's default.
 ///
@@ -93,6 +105,35 @@ impl WriteOptions {
             w: self.w,
             pw: self.pw,
             timeout: self.timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_outside_the_protocol_bounds_are_refused_before_sending() {
+        for bad in [
+            Duration::ZERO,
+            Duration::from_micros(999),
+            MAX_REQUEST_TIMEOUT + Duration::from_nanos(1),
+            Duration::MAX,
+        ] {
+            let err = check_timeout(Some(bad)).unwrap_err();
+            assert!(
+                matches!(&err, ClientError::InvalidOptions(m) if m.contains("timeout")),
+                "{bad:?}: {err:?}"
+            );
+        }
+        for good in [
+            None,
+            Some(MIN_REQUEST_TIMEOUT),
+            Some(Duration::from_secs(5)),
+            Some(MAX_REQUEST_TIMEOUT),
+        ] {
+            check_timeout(good).unwrap();
         }
     }
 }

@@ -95,6 +95,11 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     ("shoal_transport_bytes_total", MetricKind::Counter, "Frame bytes, length prefix included"),
     ("shoal_transport_handshake_failures_total", MetricKind::Counter, "Failed QUIC/TLS handshakes and refused peers (a certificate of another CA, a client certificate dialled as a node, too many connections)"),
     ("shoal_transport_unresponsive_connections_total", MetricKind::Counter, "Cached connections closed because the peer sent nothing during a timed-out request (killed, stopped or partitioned away); the next request dials again"),
+    ("shoal_transport_inflight_bytes", MetricKind::Gauge, "Bytes of requests and responses held in flight by role"),
+    ("shoal_transport_requests_refused_total", MetricKind::Counter, "(conditional: the in-flight byte budget spent) Requests refused before their body was read"),
+    ("shoal_transport_connections_refused_total", MetricKind::Counter, "(conditional: a connection limit reached, or an idle client) Connections refused or closed for a limit"),
+    ("shoal_transport_stream_timeouts_total", MetricKind::Counter, "(conditional: a peer too slow to send or read) Streams aborted because the peer was too slow"),
+    ("shoal_transport_retries_total", MetricKind::Counter, "(conditional: a handshake flood) Incoming connections asked to prove their address"),
     ("shoal_transport_frame_errors_total", MetricKind::Counter, "(conditional: a peer sending malformed frames) Invalid frames received, and responses over the frame limit"),
 ];
 

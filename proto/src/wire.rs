@@ -104,6 +104,35 @@ impl ClientRequest {
             _ => None,
         }
     }
+
+    /// The timeout the request asks for, for keyed requests that set one.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self {
+            ClientRequest::Get { options, .. } => options.timeout,
+            ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. } => {
+                options.timeout
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The shortest request timeout the protocol carries: anything shorter cannot even
+/// reach a replica.
+pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_millis(1);
+/// The longest request timeout the protocol carries (an hour). Nodes refuse timeouts
+/// beyond their own, lower, configured bound; this one keeps every deadline computed from
+/// a timeout far from overflow, and is what the SDK and CLI check before sending.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Checks a request timeout against `min..=max`, naming the bounds in the error.
+pub fn check_timeout(timeout: Duration, min: Duration, max: Duration) -> Result<(), RequestError> {
+    if timeout < min || timeout > max {
+        return Err(RequestError::InvalidOptions(format!(
+            "timeout must be in {min:?}..={max:?}, got {timeout:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// The answer to a read.
@@ -512,6 +541,44 @@ pub fn encode_request(req: &Request) -> Vec<u8> {
 /// Decode a request frame body; any bytes give a value or a typed error.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, CodecError> {
     decode(bytes)
+}
+
+/// Who a request frame is from, as its first byte after the version says: a client
+/// request or a node-to-node one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// [`Request::Client`].
+    Client,
+    /// [`Request::Peer`].
+    Peer,
+}
+
+/// Reads which kind of request a frame body holds without decoding the body, so that a
+/// node can refuse a peer message from a client certificate before spending anything on
+/// it. The version is checked as [`decode_request`] does; the body is not.
+pub fn peek_request_kind(bytes: &[u8]) -> Result<RequestKind, CodecError> {
+    if bytes.is_empty() {
+        return Err(CodecError::Empty);
+    }
+    let (version, body) = bytes
+        .split_first_chunk::<2>()
+        .ok_or_else(|| CodecError::Malformed("frame shorter than its version".into()))?;
+    let version = u16::from_be_bytes(*version);
+    if version != WIRE_VERSION {
+        return Err(CodecError::UnsupportedVersion {
+            found: version,
+            supported: WIRE_VERSION,
+        });
+    }
+    // postcard writes an enum's variant index as a varint: 0 and 1 are single bytes.
+    match body.first() {
+        Some(0) => Ok(RequestKind::Client),
+        Some(1) => Ok(RequestKind::Peer),
+        Some(other) => Err(CodecError::Malformed(format!(
+            "unknown request kind {other}"
+        ))),
+        None => Err(CodecError::Malformed("frame has no request".into())),
+    }
 }
 
 /// Encode a response frame body.

@@ -456,6 +456,28 @@ proptest! {
     #![proptest_config(config(256))]
 
     #[test]
+    fn the_peeked_kind_of_a_request_is_its_variant(m in request()) {
+        let kind = wire::peek_request_kind(&wire::encode_request(&m));
+        let expected = match m {
+            Request::Client(_) => wire::RequestKind::Client,
+            Request::Peer(_) => wire::RequestKind::Peer,
+        };
+        prop_assert_eq!(kind, Ok(expected));
+    }
+
+    #[test]
+    fn peeking_arbitrary_bytes_agrees_with_decoding_when_decoding_succeeds(b in bytes(64)) {
+        let peeked = wire::peek_request_kind(&b);
+        if let Ok(request) = wire::decode_request(&b) {
+            let expected = match request {
+                Request::Client(_) => wire::RequestKind::Client,
+                Request::Peer(_) => wire::RequestKind::Peer,
+            };
+            prop_assert_eq!(peeked, Ok(expected));
+        }
+    }
+
+    #[test]
     fn requests_round_trip(m in request()) {
         prop_assert_eq!(wire::decode_request(&wire::encode_request(&m)), Ok(m));
     }

@@ -7,6 +7,12 @@ use crate::error::TransportError;
 /// Default frame limit: an 8 MiB value plus 64 KiB for the key, context and envelope.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024 + 64 * 1024;
 
+/// The largest in-flight byte budget: what a tokio semaphore can count, with room.
+pub const MAX_INFLIGHT_BYTES: usize = 1 << 40;
+/// The longest server-side timeout accepted in a config (a day): larger values are
+/// certainly mistakes, and keep deadline arithmetic far from overflow.
+const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 /// Settings of an [`Endpoint`](crate::Endpoint). Every field is a bound; see
 /// [`TransportConfig::validate`] for the rules between them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +33,44 @@ pub struct TransportConfig {
     /// Outgoing connections kept in the cache (one per peer address); the least recently
     /// used is closed when a new address needs room.
     pub max_cached_connections: usize,
-    /// Incoming connections a server accepts at once; more are refused.
+    /// Incoming connections a server accepts at once (handshaking or established, both
+    /// roles); more are refused.
     pub max_incoming_connections: usize,
+    /// Established connections from clients a server keeps at once; more are closed
+    /// after the handshake. Peers have their own allowance, so clients can never lock
+    /// out a member.
+    pub max_client_connections: usize,
+    /// Established connections from nodes a server keeps at once.
+    pub max_peer_connections: usize,
+    /// Established connections one client certificate name may hold on one server.
+    pub max_connections_per_client: usize,
+    /// Incoming connections (handshaking or established) from one IP address.
+    pub max_connections_per_address: usize,
+    /// Handshakes in progress above which a new connection must first prove its address
+    /// (a QUIC Retry round trip), so that a flood of spoofed handshakes costs one packet
+    /// each instead of a TLS handshake.
+    pub retry_handshakes_above: usize,
+    /// A client connection with no request in progress for this long is closed. Peers'
+    /// connections are kept (they are cached for reuse and kept alive on purpose).
+    pub client_idle_timeout: Duration,
+    /// Bytes of client requests and responses a server holds at once (frames read or
+    /// being written), across all connections. A request whose announced length does not
+    /// fit is refused with [`StreamErrorCode::Overloaded`](crate::StreamErrorCode) before
+    /// its body is read. At least `max_frame_bytes`.
+    pub max_client_inflight_bytes: usize,
+    /// The part of `max_client_inflight_bytes` one client certificate name may hold, over
+    /// all its connections, so that one client cannot starve the others. At least
+    /// `max_frame_bytes`.
+    pub max_inflight_bytes_per_client: usize,
+    /// The same budget for requests from nodes, kept apart so that clients cannot starve
+    /// replication. At least `max_frame_bytes`.
+    pub max_peer_inflight_bytes: usize,
+    /// Longest time a request frame may take to arrive once its stream is open; a
+    /// request that stops arriving is aborted and its memory released.
+    pub request_read_timeout: Duration,
+    /// Longest time a response may take to be written (the peer must read it); a peer
+    /// that stops reading gets its stream aborted.
+    pub response_write_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -45,6 +87,17 @@ impl Default for TransportConfig {
             max_concurrent_streams: 1024,
             max_cached_connections: 1024,
             max_incoming_connections: 4096,
+            max_client_connections: 2048,
+            max_peer_connections: 512,
+            max_connections_per_client: 256,
+            max_connections_per_address: 1024,
+            retry_handshakes_above: 64,
+            client_idle_timeout: Duration::from_secs(60),
+            max_client_inflight_bytes: 256 * 1024 * 1024,
+            max_inflight_bytes_per_client: 64 * 1024 * 1024,
+            max_peer_inflight_bytes: 256 * 1024 * 1024,
+            request_read_timeout: Duration::from_secs(10),
+            response_write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -74,8 +127,49 @@ impl TransportConfig {
         if self.max_cached_connections == 0 {
             return fail("max_cached_connections must be at least 1");
         }
-        if self.max_incoming_connections == 0 {
-            return fail("max_incoming_connections must be at least 1");
+        for (name, value) in [
+            ("max_incoming_connections", self.max_incoming_connections),
+            ("max_client_connections", self.max_client_connections),
+            ("max_peer_connections", self.max_peer_connections),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client,
+            ),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address,
+            ),
+        ] {
+            if value == 0 {
+                return Err(TransportError::Config(format!("{name} must be at least 1")));
+            }
+        }
+        for (name, value) in [
+            ("max_client_inflight_bytes", self.max_client_inflight_bytes),
+            (
+                "max_inflight_bytes_per_client",
+                self.max_inflight_bytes_per_client,
+            ),
+            ("max_peer_inflight_bytes", self.max_peer_inflight_bytes),
+        ] {
+            // A frame of the largest allowed size must fit, or it could never be served.
+            if value < self.max_frame_bytes || value > MAX_INFLIGHT_BYTES {
+                return Err(TransportError::Config(format!(
+                    "{name} must be in max_frame_bytes ({})..={MAX_INFLIGHT_BYTES}",
+                    self.max_frame_bytes
+                )));
+            }
+        }
+        for (name, value) in [
+            ("client_idle_timeout", self.client_idle_timeout),
+            ("request_read_timeout", self.request_read_timeout),
+            ("response_write_timeout", self.response_write_timeout),
+        ] {
+            if value.is_zero() || value > MAX_SERVER_TIMEOUT {
+                return Err(TransportError::Config(format!(
+                    "{name} must be positive and at most {MAX_SERVER_TIMEOUT:?}"
+                )));
+            }
         }
         Ok(())
     }
@@ -114,6 +208,26 @@ mod tests {
     }
 
     #[test]
+    fn an_inflight_budget_smaller_than_one_frame_is_refused() {
+        let config = TransportConfig {
+            max_frame_bytes: 1024,
+            max_client_inflight_bytes: 1023,
+            ..TransportConfig::default()
+        };
+        assert!(
+            matches!(config.validate(), Err(TransportError::Config(m)) if m.contains("max_client_inflight_bytes"))
+        );
+        let config = TransportConfig {
+            max_frame_bytes: 1024,
+            max_client_inflight_bytes: 1024,
+            max_inflight_bytes_per_client: 1024,
+            max_peer_inflight_bytes: 1024,
+            ..TransportConfig::default()
+        };
+        config.validate().unwrap();
+    }
+
+    #[test]
     fn zero_bounds_are_refused() {
         for config in [
             TransportConfig {
@@ -130,6 +244,18 @@ mod tests {
             },
             TransportConfig {
                 connect_timeout: Duration::ZERO,
+                ..TransportConfig::default()
+            },
+            TransportConfig {
+                max_connections_per_client: 0,
+                ..TransportConfig::default()
+            },
+            TransportConfig {
+                request_read_timeout: Duration::ZERO,
+                ..TransportConfig::default()
+            },
+            TransportConfig {
+                client_idle_timeout: Duration::MAX,
                 ..TransportConfig::default()
             },
         ] {

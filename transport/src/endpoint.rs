@@ -5,7 +5,7 @@ use std::{
     fmt,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use shoal_ring::NodeId;
 
 use crate::{
+    admission::Admission,
     cache::{Cached, ConnectionCache},
     certs::NODE_SERVER_NAME,
     config::TransportConfig,
@@ -26,8 +27,8 @@ use crate::{
     metrics::{self, OpenConnection},
     role::PeerRole,
     server::{
-        accept_loop, frame_kind, handshake_reason, is_crypto, Handler, ServeContext,
-        CLOSE_PEER_ROLE, CLOSE_PROTOCOL,
+        accept_loop, frame_kind, handshake_reason, is_crypto, Handler, ServeContext, CLOSE_IDLE,
+        CLOSE_LIMIT, CLOSE_PEER_ROLE, CLOSE_PROTOCOL,
     },
     tls,
 };
@@ -58,6 +59,8 @@ struct Inner {
     cache: ConnectionCache,
     serving: AtomicBool,
     connection_permits: Arc<Semaphore>,
+    /// Connection and byte limits of the serving side.
+    admission: Arc<Admission>,
 }
 
 impl Drop for Inner {
@@ -163,6 +166,7 @@ impl Endpoint {
                 local_addr,
                 cache: ConnectionCache::new(config.max_cached_connections),
                 connection_permits: Arc::new(Semaphore::new(config.max_incoming_connections)),
+                admission: Arc::new(Admission::new(&config)),
                 serving: AtomicBool::new(false),
                 config,
             }),
@@ -194,6 +198,12 @@ impl Endpoint {
             max_frame_bytes: self.inner.config.max_frame_bytes,
             handshake_timeout: self.inner.config.connect_timeout,
             connection_permits: self.inner.connection_permits.clone(),
+            admission: self.inner.admission.clone(),
+            handshaking: Arc::new(AtomicUsize::new(0)),
+            retry_handshakes_above: self.inner.config.retry_handshakes_above,
+            client_idle_timeout: self.inner.config.client_idle_timeout,
+            request_read_timeout: self.inner.config.request_read_timeout,
+            response_write_timeout: self.inner.config.response_write_timeout,
         };
         // The task holds the quinn endpoint, not `Inner`, so dropping every `Endpoint`
         // handle still closes it and ends the loop.
@@ -215,9 +225,17 @@ impl Endpoint {
         timeout: Duration,
     ) -> Result<Vec<u8>, TransportError> {
         let start = Instant::now();
-        let result = self
-            .request_inner(addr, expected, &payload, start + timeout, timeout)
+        let deadline = deadline_after(start, timeout);
+        let mut result = self
+            .request_inner(addr, expected, &payload, deadline, timeout)
             .await;
+        if let Err(TransportError::IdleClosed { .. }) = result {
+            // The server closed the cached connection as idle just as we used it; no
+            // stream of ours was served, so sending once more on a new one is safe.
+            result = self
+                .request_inner(addr, expected, &payload, deadline, timeout)
+                .await;
+        }
         metrics::request_duration(start.elapsed());
         match &result {
             Ok(_) => metrics::request("out", "ok"),
@@ -442,13 +460,26 @@ impl Endpoint {
     }
 
     /// A raw connection for tests that write malformed frames.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) async fn raw_connection(
         &self,
         addr: SocketAddr,
     ) -> Result<quinn::Connection, TransportError> {
         let deadline = Instant::now() + self.inner.config.connect_timeout;
         Ok(self.connection(addr, deadline).await?.connection)
+    }
+
+    /// Bytes of the in-flight budget of `role` (`"client"` or `"peer"`) held now, while
+    /// serving (tests of the budget).
+    #[cfg(test)]
+    pub(crate) fn inflight_bytes_in_use(&self, role: &str) -> usize {
+        self.inner.admission.bytes_in_use(role)
+    }
+
+    /// Connections this server asked to prove their address (tests of Retry).
+    #[cfg(test)]
+    pub(crate) fn retries(&self) -> u64 {
+        self.inner.admission.retries()
     }
 
     /// Number of failed dials to `addr` (tests of single-flight dialing).
@@ -494,6 +525,26 @@ fn require_runtime() -> Result<(), TransportError> {
         .map_err(|_| TransportError::NoRuntime)
 }
 
+/// The server's close codes that guarantee none of our streams was served: closed for
+/// a limit right after the handshake, or as idle with no stream open.
+fn unserved_close(close: &quinn::ApplicationClose) -> Option<u32> {
+    let code = close.error_code.into_inner();
+    [CLOSE_LIMIT, CLOSE_IDLE]
+        .into_iter()
+        .find(|&c| u64::from(c) == code)
+}
+
+fn unserved_close_error(
+    addr: SocketAddr,
+    close: &quinn::ApplicationClose,
+    reason: String,
+) -> TransportError {
+    match unserved_close(close) {
+        Some(CLOSE_IDLE) => TransportError::IdleClosed { addr },
+        _ => TransportError::Refused { addr, reason },
+    }
+}
+
 /// Maps a connection error while connecting: nothing was sent yet.
 fn connect_error(addr: SocketAddr, error: quinn::ConnectionError) -> TransportError {
     use quinn::ConnectionError as E;
@@ -502,6 +553,9 @@ fn connect_error(addr: SocketAddr, error: quinn::ConnectionError) -> TransportEr
         E::TransportError(e) if is_crypto(e.code) => TransportError::Handshake { addr, reason },
         E::ConnectionClosed(close) if is_crypto(close.error_code) => {
             TransportError::Handshake { addr, reason }
+        }
+        E::ApplicationClosed(close) if unserved_close(&close).is_some() => {
+            unserved_close_error(addr, &close, reason)
         }
         E::ApplicationClosed(close)
             if close.error_code.into_inner() == u64::from(CLOSE_PEER_ROLE) =>
@@ -524,6 +578,9 @@ fn request_connection_error(addr: SocketAddr, error: quinn::ConnectionError) -> 
         E::ConnectionClosed(close) if is_crypto(close.error_code) => {
             TransportError::Handshake { addr, reason }
         }
+        E::ApplicationClosed(close) if unserved_close(&close).is_some() => {
+            unserved_close_error(addr, &close, reason)
+        }
         E::ApplicationClosed(close)
             if close.error_code.into_inner() == u64::from(CLOSE_PEER_ROLE)
                 || close.error_code.into_inner() == u64::from(CLOSE_PROTOCOL) =>
@@ -536,4 +593,28 @@ fn request_connection_error(addr: SocketAddr, error: quinn::ConnectionError) -> 
         metrics::handshake_failure("tls");
     }
     mapped
+}
+
+/// `start + timeout`, saturated at a deadline far beyond any request's life instead of
+/// overflowing (`Instant + Duration` panics past the platform's range).
+fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    /// About thirty years: as far as tokio itself schedules "never".
+    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+    start.checked_add(timeout.min(FAR_FUTURE)).unwrap_or(start)
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_timeout_saturates_instead_of_panicking() {
+        let start = Instant::now();
+        let far = deadline_after(start, Duration::MAX);
+        assert!(far >= start + Duration::from_secs(86_400 * 365));
+        assert_eq!(
+            deadline_after(start, Duration::from_secs(2)),
+            start + Duration::from_secs(2)
+        );
+    }
 }

@@ -99,6 +99,12 @@ pub enum StreamErrorCode {
     Cancelled,
     /// The server failed while handling the request (its handler panicked).
     Internal,
+    /// The server refused the request before reading its body: its in-flight byte budget
+    /// is spent. Nothing ran; retry later or elsewhere.
+    Overloaded,
+    /// The server gave up on a stream that was too slow: the request stopped arriving or
+    /// the response was not read in time.
+    TimedOut,
     /// A code this version does not know (from a newer peer, or quinn's implicit 0).
     Unknown(u64),
 }
@@ -112,6 +118,8 @@ impl StreamErrorCode {
             StreamErrorCode::TrailingData => 3,
             StreamErrorCode::Cancelled => 4,
             StreamErrorCode::Internal => 5,
+            StreamErrorCode::Overloaded => 6,
+            StreamErrorCode::TimedOut => 7,
             StreamErrorCode::Unknown(code) => code,
         }
     }
@@ -124,6 +132,8 @@ impl StreamErrorCode {
             3 => StreamErrorCode::TrailingData,
             4 => StreamErrorCode::Cancelled,
             5 => StreamErrorCode::Internal,
+            6 => StreamErrorCode::Overloaded,
+            7 => StreamErrorCode::TimedOut,
             other => StreamErrorCode::Unknown(other),
         }
     }
@@ -142,6 +152,10 @@ impl std::fmt::Display for StreamErrorCode {
             StreamErrorCode::TrailingData => f.write_str("trailing data after frame"),
             StreamErrorCode::Cancelled => f.write_str("cancelled"),
             StreamErrorCode::Internal => f.write_str("internal error while handling the request"),
+            StreamErrorCode::Overloaded => {
+                f.write_str("overloaded: the request was refused before it was read")
+            }
+            StreamErrorCode::TimedOut => f.write_str("the stream was too slow"),
             StreamErrorCode::Unknown(code) => write!(f, "unknown code {code}"),
         }
     }
@@ -270,6 +284,23 @@ pub enum TransportError {
     /// More bytes followed the one frame a stream direction may carry.
     #[error("unexpected data after the frame")]
     TrailingData,
+    /// The server refused the connection for a limit (too many connections from this
+    /// client, address or role). The request was not served; retry later.
+    #[error("{addr} refused the connection: {reason}")]
+    Refused {
+        /// The peer address.
+        addr: SocketAddr,
+        /// The server's reason.
+        reason: String,
+    },
+    /// The server closed the connection as idle while the request was being sent; the
+    /// request was not served ([`Endpoint::request`](crate::Endpoint::request) retries
+    /// once on a new connection).
+    #[error("{addr} closed the connection as idle")]
+    IdleClosed {
+        /// The peer address.
+        addr: SocketAddr,
+    },
     /// The local endpoint is closed (or closing); no new request can start.
     #[error("endpoint is closed")]
     EndpointClosed,
@@ -291,6 +322,23 @@ impl TransportError {
                 | TransportError::Certificate(_)
                 | TransportError::TlsConfig(_)
                 | TransportError::LocalRole { .. }
+                | TransportError::Refused { .. }
+                | TransportError::IdleClosed { .. }
+                | TransportError::StreamAborted {
+                    code: StreamErrorCode::Overloaded,
+                    ..
+                }
+        )
+    }
+
+    /// True when the peer refused the request for lack of capacity (before running it).
+    pub fn is_overloaded(&self) -> bool {
+        matches!(
+            self,
+            TransportError::StreamAborted {
+                code: StreamErrorCode::Overloaded,
+                ..
+            }
         )
     }
 
@@ -313,6 +361,8 @@ impl TransportError {
             TransportError::Truncated { .. } => "truncated",
             TransportError::TrailingData => "trailing_data",
             TransportError::EndpointClosed => "endpoint_closed",
+            TransportError::Refused { .. } => "refused",
+            TransportError::IdleClosed { .. } => "idle_closed",
         }
     }
 }

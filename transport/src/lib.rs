@@ -66,7 +66,9 @@
 //! see [`metrics`].
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
+mod admission;
 mod cache;
 pub mod certs;
 mod config;
@@ -77,11 +79,14 @@ mod identity;
 pub mod metrics;
 mod role;
 mod server;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod tls;
 
 pub use config::{TransportConfig, DEFAULT_MAX_FRAME_BYTES};
 pub use endpoint::Endpoint;
 pub use error::{CertificateError, StreamErrorCode, TransportError};
+pub use frame::FrameDecoder;
 pub use identity::TlsIdentity;
 pub use role::{PeerRole, RoleError, CLIENT_URI_PREFIX, NODE_URI_PREFIX};
 pub use server::Handler;
@@ -89,3 +94,5 @@ pub use tls::ALPN;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hostile;

@@ -21,6 +21,21 @@ pub const UNRESPONSIVE_CONNECTIONS_TOTAL: &str = "shoal_transport_unresponsive_c
 /// Frame bytes (prefix included), by `direction` (`out`: written, `in`: read).
 pub const BYTES_TOTAL: &str = "shoal_transport_bytes_total";
 
+/// Bytes of requests and responses a server holds in flight, by `role` (`client`,
+/// `peer`); bounded by the transport's `max_{client,peer}_inflight_bytes`.
+pub const INFLIGHT_BYTES: &str = "shoal_transport_inflight_bytes";
+/// Requests refused by a server before their body was read, by `reason`
+/// (`memory`: the in-flight byte budget is spent).
+pub const REQUESTS_REFUSED_TOTAL: &str = "shoal_transport_requests_refused_total";
+/// Connections a server refused or closed for a limit, by `reason` (`address_limit`,
+/// `client_limit`, `client_name_limit`, `peer_limit`, `idle`).
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "shoal_transport_connections_refused_total";
+/// Streams a server aborted because the peer was too slow, by `phase` (`read`: the
+/// request stopped arriving; `write`: the peer stopped reading the response).
+pub const STREAM_TIMEOUTS_TOTAL: &str = "shoal_transport_stream_timeouts_total";
+/// Incoming connections asked to prove their address (QUIC Retry) during a handshake flood.
+pub const RETRIES_TOTAL: &str = "shoal_transport_retries_total";
+
 /// Registers descriptions of the transport metrics with the installed recorder; call
 /// once at startup, after installing the recorder.
 pub fn describe_metrics() {
@@ -42,6 +57,27 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         UNRESPONSIVE_CONNECTIONS_TOTAL,
         "Cached connections closed because the peer sent nothing during a timed-out request"
+    );
+    metrics::describe_gauge!(
+        INFLIGHT_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of requests and responses held in flight by role"
+    );
+    metrics::describe_counter!(
+        REQUESTS_REFUSED_TOTAL,
+        "Requests refused before their body was read, by reason"
+    );
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED_TOTAL,
+        "Connections refused or closed for a limit, by reason"
+    );
+    metrics::describe_counter!(
+        STREAM_TIMEOUTS_TOTAL,
+        "Streams aborted because the peer was too slow, by phase"
+    );
+    metrics::describe_counter!(
+        RETRIES_TOTAL,
+        "Incoming connections asked to prove their address during a handshake flood"
     );
     metrics::describe_counter!(
         BYTES_TOTAL,
@@ -97,4 +133,24 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         connection_closed();
     }
+}
+
+pub(crate) fn inflight_bytes(role: &'static str, bytes: f64) {
+    metrics::gauge!(INFLIGHT_BYTES, "role" => role).set(bytes);
+}
+
+pub(crate) fn request_refused(reason: &'static str) {
+    metrics::counter!(REQUESTS_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+pub(crate) fn connection_refused(reason: &'static str) {
+    metrics::counter!(CONNECTIONS_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+pub(crate) fn stream_timeout(phase: &'static str) {
+    metrics::counter!(STREAM_TIMEOUTS_TOTAL, "phase" => phase).increment(1);
+}
+
+pub(crate) fn retry() {
+    metrics::counter!(RETRIES_TOTAL).increment(1);
 }

@@ -18,7 +18,7 @@ use crate::{
     Endpoint, Handler, PeerRole, StreamErrorCode, TlsIdentity, TransportConfig, TransportError,
 };
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Echo;
 
@@ -34,17 +34,17 @@ fn node_id(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
 }
 
-fn node_identity(ca: &CaPem, id: &str) -> TlsIdentity {
+pub(super) fn node_identity(ca: &CaPem, id: &str) -> TlsIdentity {
     let leaf = certs::issue_node_cert_pem(ca, &node_id(id)).unwrap();
     TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem).unwrap()
 }
 
-fn client_identity(ca: &CaPem, name: &str) -> TlsIdentity {
+pub(super) fn client_identity(ca: &CaPem, name: &str) -> TlsIdentity {
     let leaf = certs::issue_client_cert_pem(ca, name).unwrap();
     TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem).unwrap()
 }
 
-fn localhost() -> SocketAddr {
+pub(super) fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
@@ -73,7 +73,7 @@ async fn raw_exchange(client: &Endpoint, addr: SocketAddr, bytes: &[u8]) -> quin
     }
 }
 
-fn reset_code(error: quinn::ReadError) -> StreamErrorCode {
+pub(super) fn reset_code(error: quinn::ReadError) -> StreamErrorCode {
     match error {
         quinn::ReadError::Reset(code) => StreamErrorCode::from_code(code.into_inner()),
         other => panic!("expected a stream reset, got {other:?}"),

@@ -102,6 +102,26 @@ pub(crate) fn client_tls(identity: &TlsIdentity) -> Result<rustls::ClientConfig,
     Ok(tls)
 }
 
+/// A rustls client that trusts the cluster CA but has no certificate of its own (tests
+/// of servers refusing it).
+#[cfg(feature = "test-util")]
+pub(crate) fn client_tls_without_certificate(
+    identity: &TlsIdentity,
+) -> Result<rustls::ClientConfig, TransportError> {
+    let provider = crypto_provider();
+    let inner = WebPkiServerVerifier::builder_with_provider(roots(identity)?, provider.clone())
+        .build()
+        .map_err(tls_error)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(RoleServerVerifier { inner }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(tls)
+}
+
 /// Refuses a certificate without exactly one valid Shoal role.
 fn require_role(end_entity: &CertificateDer<'_>) -> Result<PeerRole, rustls::Error> {
     PeerRole::from_certificate(end_entity).map_err(|e| {

@@ -117,6 +117,20 @@ async fn client_role_round_trip_reaches_handler_with_client_role() {
 }
 
 #[tokio::test]
+async fn a_request_with_the_largest_timeout_is_served_not_a_panic() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let (server, addr) = serve(&ca, "n1", TransportConfig::default(), Echo);
+    let cli = client(&client_identity(&ca, "cli"), TransportConfig::default());
+    let response = cli
+        .request(addr, None, b"hi".to_vec(), Duration::MAX)
+        .await
+        .unwrap();
+    assert_eq!(response, b"client cli|hi");
+    cli.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
 async fn node_role_round_trip_reaches_handler_with_node_role() {
     let ca = certs::generate_ca_pem().unwrap();
     let (n1, addr1) = serve(&ca, "n1", TransportConfig::default(), Echo);
