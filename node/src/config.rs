@@ -10,6 +10,7 @@ use shoal_proto::{
 };
 use shoal_ring::{Member, NodeId, Ring, MAX_PARTITIONS, MIN_PARTITIONS};
 use shoal_storage::Durability;
+use shoal_transport::TransportConfig;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,9 @@ fn field_err(field: impl Into<String>, problem: impl Into<String>) -> ConfigErro
         problem: problem.into(),
     }
 }
+
+/// Extra frame room beyond the largest object, for the message around it.
+const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// One member of the cluster, as listed in every node's config.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +145,10 @@ pub struct NodeConfig {
     /// Storage.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// QUIC serving bounds: connections per role, client name and address, bytes in
+    /// flight, stream deadlines, idle clients (see [`TransportConfig`]).
+    #[serde(default)]
+    pub transport: TransportConfig,
     /// Directory the relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -184,6 +192,15 @@ impl NodeConfig {
             p.to_path_buf()
         } else {
             self.base_dir.join(p)
+        }
+    }
+
+    /// The transport settings the node serves with: the `[transport]` section, with the
+    /// frame limit derived from the object limit (an object plus its envelope).
+    pub fn transport_config(&self) -> TransportConfig {
+        TransportConfig {
+            max_frame_bytes: self.limits.max_object_bytes + FRAME_OVERHEAD_BYTES,
+            ..self.transport.clone()
         }
     }
 
@@ -288,6 +305,9 @@ impl NodeConfig {
                 ));
             }
         }
+        self.transport_config()
+            .validate()
+            .map_err(|e| field_err("transport", e.to_string()))?;
         if self.storage.block_cache_bytes < (1 << 20) {
             return Err(field_err(
                 "storage.block_cache_bytes",
@@ -328,7 +348,59 @@ mod tests {
         };
         assert_eq!(cfg.engine_config(), expected);
         assert_eq!(cfg.storage, StorageConfig::default());
+        assert_eq!(cfg.transport, TransportConfig::default());
         assert_eq!(cfg.partitions, shoal_ring::DEFAULT_PARTITIONS);
+    }
+
+    /// The `[transport]` bounds are checked with the node's own frame limit, and an
+    /// error names the section.
+    #[test]
+    fn transport_bounds_are_validated_against_the_frame_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "node.pem", "node.key"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let path = dir.path().join("node.toml");
+        // A client budget smaller than one 16 MiB object cannot serve it.
+        let text = DEFAULT_CONFIG_TOML.replacen(
+            "max_inflight_bytes_per_client = 67108864",
+            "max_inflight_bytes_per_client = 1048576",
+            1,
+        );
+        let err = NodeConfig::parse(&text, &path, dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("transport")
+                && err.to_string().contains("max_inflight_bytes_per_client"),
+            "{err}"
+        );
+        let text = DEFAULT_CONFIG_TOML.replacen(
+            "request_read_timeout = \"10s\"",
+            "request_read_timeout = \"0s\"",
+            1,
+        );
+        let err = NodeConfig::parse(&text, &path, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("request_read_timeout"), "{err}");
+        // Request timeout bounds must hold the default request timeout.
+        let text = DEFAULT_CONFIG_TOML.replacen(
+            "max_request_timeout = \"60s\"",
+            "max_request_timeout = \"2s\"",
+            1,
+        );
+        let err = NodeConfig::parse(&text, &path, dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("replication.request_timeout"),
+            "{err}"
+        );
+        let text = DEFAULT_CONFIG_TOML.replacen(
+            "max_request_timeout = \"60s\"",
+            "max_request_timeout = \"2h\"",
+            1,
+        );
+        let err = NodeConfig::parse(&text, &path, dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("limits.max_request_timeout"),
+            "{err}"
+        );
     }
 
     /// A config with no engine sections gets the engine's defaults.

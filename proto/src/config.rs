@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::wire::{MAX_REQUEST_TIMEOUT, MIN_REQUEST_TIMEOUT};
 use serde::{Deserialize, Serialize};
 
 /// The longest key, in bytes.
@@ -205,6 +206,16 @@ pub struct LimitsConfig {
     pub max_queued_requests: usize,
     /// Threads running storage operations. Read by the node, which runs them.
     pub storage_threads: usize,
+    /// Storage operations queued for those threads; an operation that finds the queue
+    /// full fails at once as a storage error. Read by the node, which owns the queue.
+    pub max_queued_storage_ops: usize,
+    /// Shortest timeout a request may ask for; shorter is refused (`InvalidOptions`).
+    #[serde(with = "humantime_serde")]
+    pub min_request_timeout: Duration,
+    /// Longest timeout a request may ask for; longer is refused (`InvalidOptions`), so
+    /// that no client can make the node hold a request (and its memory) for long.
+    #[serde(with = "humantime_serde")]
+    pub max_request_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -215,6 +226,9 @@ impl Default for LimitsConfig {
             max_inflight_requests: 10_000,
             max_queued_requests: 10_000,
             storage_threads: 4,
+            max_queued_storage_ops: 65_536,
+            min_request_timeout: Duration::from_millis(1),
+            max_request_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -254,6 +268,13 @@ impl EngineConfig {
         self.membership.validate()?;
         self.handoff.validate(&self.replication)?;
         self.limits.validate()?;
+        let timeouts = self.limits.min_request_timeout..=self.limits.max_request_timeout;
+        if !timeouts.contains(&self.replication.request_timeout) {
+            return Err(err(
+                "replication.request_timeout",
+                "must be within limits.min_request_timeout..=limits.max_request_timeout",
+            ));
+        }
         self.aae.validate()
     }
 }
@@ -355,10 +376,27 @@ impl LimitsConfig {
         if self.max_queued_requests == 0 {
             return Err(err("limits.max_queued_requests", "must be at least 1"));
         }
+        if self.max_queued_storage_ops == 0 {
+            return Err(err("limits.max_queued_storage_ops", "must be at least 1"));
+        }
         if self.storage_threads == 0 || self.storage_threads > MAX_STORAGE_THREADS {
             return Err(err(
                 "limits.storage_threads",
                 format!("must be in 1..={MAX_STORAGE_THREADS}"),
+            ));
+        }
+        if self.min_request_timeout < MIN_REQUEST_TIMEOUT {
+            return Err(err(
+                "limits.min_request_timeout",
+                format!("must be at least {MIN_REQUEST_TIMEOUT:?}"),
+            ));
+        }
+        if self.max_request_timeout > MAX_REQUEST_TIMEOUT
+            || self.max_request_timeout < self.min_request_timeout
+        {
+            return Err(err(
+                "limits.max_request_timeout",
+                format!("must be in limits.min_request_timeout..={MAX_REQUEST_TIMEOUT:?}"),
             ));
         }
         Ok(())

@@ -528,6 +528,117 @@ fn a_forward_to_an_unreachable_primary_tries_the_next_one() {
 }
 
 #[test]
+fn a_forwarded_write_whose_connection_is_lost_times_out_instead_of_going_elsewhere() {
+    let mut c = five();
+    let key = c.key_where(|p| !p.contains(&a()));
+    let cmds = c.client(&a(), 1, put(&key, "v", None));
+    // The first primary may have coordinated the write before its connection failed:
+    // sending it to the next one could apply it twice (two siblings of one put).
+    let lost = c.reply(
+        &a(),
+        &cmds[0],
+        Err(SendError::Lost("connection lost".into())),
+    );
+    assert_eq!(
+        lost,
+        vec![client_error(
+            1,
+            RequestError::Timeout { acks: 0, needed: 2 }
+        )]
+    );
+    assert_eq!(c.engine(&a()).inflight(), 0);
+}
+
+#[test]
+fn a_forward_that_never_hears_back_times_out_at_its_own_deadline() {
+    let mut c = five();
+    let key = c.key_where(|p| !p.contains(&a()));
+    let cmds = c.client(&a(), 1, get(&key));
+    assert_eq!(cmds.len(), 1);
+    let deadline = c.now + c.cfg.replication.request_timeout + c.cfg.replication.rpc_timeout;
+    assert_eq!(c.timeout(&a(), deadline - Duration::from_micros(1)), vec![]);
+    assert_eq!(
+        c.timeout(&a(), deadline),
+        vec![client_error(
+            1,
+            RequestError::Timeout { acks: 0, needed: 2 }
+        )]
+    );
+    assert_eq!(c.engine(&a()).inflight(), 0);
+    // The send's own late result changes nothing.
+    assert_eq!(c.reply(&a(), &cmds[0], Err(SendError::Timeout)), vec![]);
+}
+
+#[test]
+fn request_timeouts_outside_the_configured_bounds_are_invalid_options() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let limits = c.cfg.limits;
+    let too_long = [
+        limits.max_request_timeout + Duration::from_micros(1),
+        Duration::from_secs(u64::MAX / 2),
+        Duration::MAX,
+    ];
+    let too_short = [
+        Duration::ZERO,
+        limits.min_request_timeout - Duration::from_nanos(1),
+    ];
+    for (i, timeout) in too_long.into_iter().chain(too_short).enumerate() {
+        let get = ClientRequest::Get {
+            key: key.clone(),
+            options: ReadOptions {
+                timeout: Some(timeout),
+                ..ReadOptions::default()
+            },
+        };
+        let put = ClientRequest::Put {
+            key: key.clone(),
+            value: b"v".to_vec(),
+            context: None,
+            options: WriteOptions {
+                timeout: Some(timeout),
+                ..WriteOptions::default()
+            },
+        };
+        for (j, req) in [get, put].into_iter().enumerate() {
+            let inbound = (i * 2 + j) as u64;
+            let cmds = c.client(&a(), inbound, req);
+            assert!(
+                matches!(
+                    cmds.as_slice(),
+                    [Command::Respond {
+                        response: Response::Client(ClientResponse::Error(
+                            RequestError::InvalidOptions(m)
+                        )),
+                        ..
+                    }] if m.contains("timeout")
+                ),
+                "{timeout:?}: {cmds:?}"
+            );
+        }
+    }
+    assert_eq!(c.engine(&a()).inflight(), 0);
+    // The bounds themselves are accepted.
+    for timeout in [limits.min_request_timeout, limits.max_request_timeout] {
+        let cmds = c.client(
+            &a(),
+            100,
+            ClientRequest::Get {
+                key: key.clone(),
+                options: ReadOptions {
+                    timeout: Some(timeout),
+                    ..ReadOptions::default()
+                },
+            },
+        );
+        assert!(
+            matches!(cmds.first(), Some(Command::Storage { .. })),
+            "{cmds:?}"
+        );
+    }
+}
+
+#[test]
 fn a_forwarded_request_at_a_non_replica_is_refused_not_forwarded_again() {
     let mut c = five();
     let key = c.key_where(|p| !p.contains(&a()));
@@ -743,6 +854,52 @@ fn requests_beyond_the_inflight_bound_are_refused_as_overloaded() {
     assert_eq!(
         c.client(&a(), 2, get(&key)),
         vec![client_error(2, RequestError::Overloaded)]
+    );
+}
+
+#[test]
+fn status_requests_share_the_inflight_bound_with_data_requests() {
+    let mut cfg = quiet_config();
+    cfg.limits.max_inflight_requests = 2;
+    let mut c = Cluster::new(5, 16, cfg, 7);
+    let key = c.key_where(|p| p[0] == a());
+    let status = c.client(&a(), 1, ClientRequest::Status);
+    assert!(
+        matches!(status.as_slice(), [Command::Storage { .. }]),
+        "{status:?}"
+    );
+    let aae = c.client(&a(), 2, ClientRequest::AaeStatus);
+    assert!(
+        matches!(aae.as_slice(), [Command::Storage { .. }]),
+        "{aae:?}"
+    );
+    assert_eq!(c.engine(&a()).inflight(), 2);
+    // Both slots are held by the two status requests: data and status are refused.
+    assert_eq!(
+        c.client(&a(), 3, get(&key)),
+        vec![client_error(3, RequestError::Overloaded)]
+    );
+    assert_eq!(
+        c.client(&a(), 4, ClientRequest::Status),
+        vec![client_error(4, RequestError::Overloaded)]
+    );
+    // Answering a status frees its slot.
+    let answered = c.run_storage(&a(), &status[0]);
+    assert!(
+        matches!(
+            answered.as_slice(),
+            [Command::Respond {
+                response: Response::Client(ClientResponse::Status(_)),
+                ..
+            }]
+        ),
+        "{answered:?}"
+    );
+    assert_eq!(c.engine(&a()).inflight(), 1);
+    let next = c.client(&a(), 5, get(&key));
+    assert!(
+        matches!(next.first(), Some(Command::Storage { .. })),
+        "{next:?}"
     );
 }
 

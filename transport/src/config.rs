@@ -2,6 +2,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::TransportError;
 
 /// Default frame limit: an 8 MiB value plus 64 KiB for the key, context and envelope.
@@ -15,17 +17,25 @@ const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// Settings of an [`Endpoint`](crate::Endpoint). Every field is a bound; see
 /// [`TransportConfig::validate`] for the rules between them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It is also the node config's `[transport]` section (durations as `"5s"`, `"300ms"`);
+/// `max_frame_bytes` is not in the file: the node derives it from its object limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TransportConfig {
     /// Largest frame payload accepted or sent, in bytes (the 4-byte length prefix is not
     /// counted). Must be at least 1 and at most `u32::MAX`.
+    #[serde(skip)]
     pub max_frame_bytes: usize,
     /// A connection with no traffic for this long is closed (QUIC idle timeout).
+    #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Interval of QUIC keep-alive pings, so idle cached connections stay open while the
     /// peer lives; must be shorter than `idle_timeout`.
+    #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
     /// Longest wait for a new outgoing connection (QUIC + TLS handshake).
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Concurrent request streams a peer may open on one connection; further streams wait
     /// for flow-control credit.
@@ -52,6 +62,7 @@ pub struct TransportConfig {
     pub retry_handshakes_above: usize,
     /// A client connection with no request in progress for this long is closed. Peers'
     /// connections are kept (they are cached for reuse and kept alive on purpose).
+    #[serde(with = "humantime_serde")]
     pub client_idle_timeout: Duration,
     /// Bytes of client requests and responses a server holds at once (frames read or
     /// being written), across all connections. A request whose announced length does not
@@ -67,9 +78,11 @@ pub struct TransportConfig {
     pub max_peer_inflight_bytes: usize,
     /// Longest time a request frame may take to arrive once its stream is open; a
     /// request that stops arriving is aborted and its memory released.
+    #[serde(with = "humantime_serde")]
     pub request_read_timeout: Duration,
     /// Longest time a response may take to be written (the peer must read it); a peer
     /// that stops reading gets its stream aborted.
+    #[serde(with = "humantime_serde")]
     pub response_write_timeout: Duration,
 }
 

@@ -58,7 +58,7 @@ pub enum ClientCommand {
         #[arg(long)]
         pw: Option<u8>,
         /// How long the cluster may take before answering a timeout (e.g. `500ms`, `5s`).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_request_timeout)]
         timeout: Option<Duration>,
     },
     /// Read a key: its values and context.
@@ -78,7 +78,7 @@ pub enum ClientCommand {
         #[arg(long)]
         pr: Option<u8>,
         /// How long the cluster may take before answering a timeout (e.g. `500ms`, `5s`).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_request_timeout)]
         timeout: Option<Duration>,
     },
     /// Delete a key (writes a tombstone).
@@ -96,7 +96,7 @@ pub enum ClientCommand {
         #[arg(long)]
         pw: Option<u8>,
         /// How long the cluster may take before answering a timeout (e.g. `500ms`, `5s`).
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = parse_request_timeout)]
         timeout: Option<Duration>,
     },
     /// Members, their state, partitions owned and pending hints, as one node sees them.
@@ -122,6 +122,19 @@ fn resolve_from(flag: Option<PathBuf>, env: Option<OsString>) -> PathBuf {
 
 /// Run one client command; returns the process exit code (0 ok, 1 request failed, 2 usage/config error).
 ///
+/// Parses `--timeout` and checks it against the protocol's bounds, so that an absurd
+/// value is a usage error (exit 2) instead of a request no node would accept.
+fn parse_request_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    shoal_proto::wire::check_timeout(
+        timeout,
+        shoal_proto::wire::MIN_REQUEST_TIMEOUT,
+        shoal_proto::wire::MAX_REQUEST_TIMEOUT,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(timeout)
+}
+
 /// Usage errors (a bad context string, node id or stdin) are found before the config is
 /// read or anything is sent. The error message goes to stderr; `Err` is returned only when
 /// writing the output itself fails.
@@ -543,6 +556,32 @@ mod tests {
         Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))
             .unwrap()
             .cmd
+    }
+
+    #[test]
+    fn timeouts_outside_the_protocol_bounds_are_usage_errors() {
+        for bad in [
+            "100000000000s",
+            "18446744073709551615s",
+            "0s",
+            "999us",
+            "61m",
+        ] {
+            for cmd in ["get", "put", "delete"] {
+                let mut args = vec!["shoal", cmd, "k"];
+                if cmd == "put" {
+                    args.push("v");
+                }
+                args.extend(["--timeout", bad]);
+                let err = Cli::try_parse_from(args).unwrap_err();
+                // clap exits with 2 on a usage error.
+                assert_eq!(err.exit_code(), 2, "{cmd} --timeout {bad}");
+                assert!(err.to_string().contains("timeout"), "{err}");
+            }
+        }
+        for good in ["1ms", "5s", "1h"] {
+            assert!(Cli::try_parse_from(["shoal", "get", "k", "--timeout", good]).is_ok());
+        }
     }
 
     fn sample_context() -> Context {

@@ -160,11 +160,21 @@ impl Driver {
                     }
                 }
                 Command::Storage { id, op } => {
-                    if let Err(e) = self.storage_tx.send((id, op)) {
-                        let (id, _) = e.into_inner();
+                    // The queue is bounded and the driver never blocks on it: an op that
+                    // finds it full fails at once, like a storage error.
+                    let refused = match self.storage_tx.try_send((id, op)) {
+                        Ok(()) => None,
+                        Err(crossbeam::channel::TrySendError::Full((id, _))) => {
+                            Some((id, "storage queue full"))
+                        }
+                        Err(crossbeam::channel::TrySendError::Disconnected((id, _))) => {
+                            Some((id, "storage workers stopped"))
+                        }
+                    };
+                    if let Some((id, why)) = refused {
                         let _ = self.done_tx.send(Completion::Storage {
                             id,
-                            result: Err(StorageFailure::Engine("storage workers stopped".into())),
+                            result: Err(StorageFailure::Engine(why.into())),
                         });
                     }
                 }
@@ -196,7 +206,10 @@ impl Driver {
                                 Err(e) => Err(SendError::Invalid(e.to_string())),
                             },
                             Err(TransportError::Timeout { .. }) => Err(SendError::Timeout),
-                            Err(e) => Err(SendError::Unreachable(e.to_string())),
+                            Err(e) if e.is_not_delivered() => {
+                                Err(SendError::Unreachable(e.to_string()))
+                            }
+                            Err(e) => Err(SendError::Lost(e.to_string())),
                         };
                         let label = result.as_ref().map_or_else(SendError::label, |_| "ok");
                         metrics::counter!("shoal_peer_requests_total", "op" => op, "result" => label)

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use shoal_proto::wire::{
-    decode_request, encode_response, ClientRequest, ClientResponse, PeerRequest, PeerResponse,
-    Request, Response,
+    decode_request, encode_response, peek_request_kind, ClientResponse, PeerRequest, PeerResponse,
+    Request, RequestKind, Response, MAX_REQUEST_TIMEOUT,
 };
 use shoal_proto::{ReplicationConfig, RequestError, Sender};
 use shoal_transport::{Handler, PeerRole};
@@ -36,21 +36,15 @@ impl NodeHandler {
     /// a forward hop) only makes sure a stream can never hang.
     fn max_wait(&self, request: &Request) -> Duration {
         let own = match request {
-            Request::Client(ClientRequest::Get { options, .. }) => options.timeout,
-            Request::Client(
-                ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. },
-            ) => options.timeout,
-            Request::Peer(PeerRequest::Forward(ClientRequest::Get { options, .. })) => {
-                options.timeout
-            }
-            Request::Peer(PeerRequest::Forward(
-                ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. },
-            )) => options.timeout,
+            Request::Client(c) | Request::Peer(PeerRequest::Forward(c)) => c.timeout(),
             _ => None,
         };
+        // A timeout beyond the protocol's bound is refused by the engine; clamping here
+        // keeps this sum from overflowing before it gets there.
         own.unwrap_or(self.default_timeout)
+            .min(MAX_REQUEST_TIMEOUT)
             .max(self.default_timeout)
-            + self.margin
+            .saturating_add(self.margin)
     }
 }
 
@@ -66,6 +60,17 @@ fn result_label(resp: &Response) -> &'static str {
 impl Handler for NodeHandler {
     async fn handle(&self, peer: PeerRole, request: Vec<u8>) -> Vec<u8> {
         let start = Instant::now();
+        // A client may never send node-to-node messages: refuse one before its body is
+        // decoded, so that a client certificate buys no work on peer-sized messages.
+        if let PeerRole::Client(name) = &peer {
+            if let Ok(RequestKind::Peer) = peek_request_kind(&request) {
+                metrics::counter!("shoal_refused_requests_total", "reason" => "client_role_peer_message")
+                    .increment(1);
+                return encode_response(&Response::Error(RequestError::NotAllowed(format!(
+                    "client certificate {name:?} may not send node-to-node messages"
+                ))));
+            }
+        }
         let request = match decode_request(&request) {
             Ok(r) => r,
             Err(e) => {

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use shoal_proto::{Engine, RequestId, StorageOp};
 use shoal_ring::NodeId;
 use shoal_storage::{RocksOptions, RocksStorage, Storage as _};
-use shoal_transport::{Endpoint, PeerRole, TlsIdentity, TransportConfig};
+use shoal_transport::{Endpoint, PeerRole, TlsIdentity};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -19,9 +19,6 @@ use super::handler::NodeHandler;
 use super::{Completion, Inbound};
 use crate::config::NodeConfig;
 use shoal_executor::Executor;
-
-/// Extra frame room beyond the largest object, for the message around it.
-const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// A running node. Dropping it does not stop it: call [`RunningNode::shutdown`].
 pub struct RunningNode {
@@ -111,10 +108,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
             cfg.id
         ),
     }
-    let transport = TransportConfig {
-        max_frame_bytes: cfg.limits.max_object_bytes + FRAME_OVERHEAD_BYTES,
-        ..TransportConfig::default()
-    };
+    let transport = cfg.transport_config();
     let endpoint = Endpoint::server(cfg.listen, &identity, transport)
         .with_context(|| format!("binding {}", cfg.listen))?;
     let local_addr = endpoint.local_addr();
@@ -134,7 +128,8 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
 
     let (input_tx, input_rx) = mpsc::channel::<Inbound>(cfg.limits.max_queued_requests);
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
-    let (storage_tx, storage_rx) = crossbeam::channel::unbounded::<(RequestId, StorageOp)>();
+    let (storage_tx, storage_rx) =
+        crossbeam::channel::bounded::<(RequestId, StorageOp)>(cfg.limits.max_queued_storage_ops);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let mut workers = Vec::new();

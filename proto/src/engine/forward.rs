@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use shoal_ring::NodeId;
 
-use super::{Engine, InboundId, RequestId, SendError, Waiter};
+use super::{Engine, InboundId, RequestId, SendError, Timer, Waiter};
 use crate::error::RequestError;
 use crate::time::Time;
 use crate::wire::{ClientRequest, ClientResponse, PeerRequest, PeerResponse};
@@ -29,14 +29,7 @@ fn quorum_of(req: &ClientRequest, cfg: &crate::config::EngineConfig) -> usize {
 }
 
 fn timeout_of(req: &ClientRequest, cfg: &crate::config::EngineConfig) -> std::time::Duration {
-    match req {
-        ClientRequest::Get { options, .. } => options.timeout,
-        ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. } => {
-            options.timeout
-        }
-        _ => None,
-    }
-    .unwrap_or(cfg.replication.request_timeout)
+    req.timeout().unwrap_or(cfg.replication.request_timeout)
 }
 
 impl Engine {
@@ -62,9 +55,11 @@ impl Engine {
         }
         let id = self.next_request_id();
         // The replica answers within the request's own timeout; the hop gets a margin.
-        // No timer: each send has its own timeout and always reports back.
+        // Each send has its own timeout and reports back, and the deadline timer bounds
+        // the whole forward whatever the driver does (`Time + Duration` saturates).
         let deadline =
             self.now + timeout_of(&request, &self.cfg) + self.cfg.replication.rpc_timeout;
+        self.timers.insert((deadline, Timer::Deadline(id)));
         self.forwards.insert(
             id,
             ForwardOp {
@@ -101,17 +96,8 @@ impl Engine {
             Ok(PeerResponse::Error(e)) => self.end_forward(id, ClientResponse::Error(e)),
             // Could not reach that replica: try the next one.
             Err(SendError::Unreachable(_)) => self.forward_next(id),
-            Err(SendError::Timeout) => {
-                let needed = self
-                    .forwards
-                    .get(&id)
-                    .map(|op| quorum_of(&op.request, &self.cfg))
-                    .unwrap_or(1);
-                self.end_forward(
-                    id,
-                    ClientResponse::Error(RequestError::Timeout { acks: 0, needed }),
-                )
-            }
+            // Sent, outcome unknown: the replica may have coordinated it.
+            Err(SendError::Timeout) | Err(SendError::Lost(_)) => self.forward_deadline(id),
             Ok(other) => self.end_forward(
                 id,
                 ClientResponse::Error(RequestError::Internal(format!(
@@ -127,10 +113,24 @@ impl Engine {
         }
     }
 
+    /// The forward's deadline passed with no answer from any replica tried.
+    pub(super) fn forward_deadline(&mut self, id: RequestId) {
+        let needed = self
+            .forwards
+            .get(&id)
+            .map(|op| quorum_of(&op.request, &self.cfg))
+            .unwrap_or(1);
+        self.end_forward(
+            id,
+            ClientResponse::Error(RequestError::Timeout { acks: 0, needed }),
+        );
+    }
+
     fn end_forward(&mut self, id: RequestId, response: ClientResponse) {
         let Some(op) = self.forwards.remove(&id) else {
             return;
         };
+        self.timers.remove(&(op.deadline, Timer::Deadline(id)));
         let result = match &response {
             ClientResponse::Error(e) => e.label(),
             _ => "ok",

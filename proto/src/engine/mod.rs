@@ -76,8 +76,13 @@ pub enum Sender {
 /// Why a `Send` produced no response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SendError {
-    /// The peer could not be reached (connect, handshake, or connection lost).
+    /// The request certainly did not reach the peer's handler (no connection, TLS
+    /// refused, refused before it was read): safe to send elsewhere.
     Unreachable(String),
+    /// The request was sent but its connection or stream failed before an answer: the
+    /// peer may have acted on it. A forwarded write that ends so is not sent to another
+    /// coordinator (that could apply it twice, as two siblings).
+    Lost(String),
     /// No response within the command's timeout.
     Timeout,
     /// The peer answered something that is not a valid response.
@@ -89,6 +94,7 @@ impl SendError {
     pub fn label(&self) -> &'static str {
         match self {
             SendError::Unreachable(_) => "unreachable",
+            SendError::Lost(_) => "lost",
             SendError::Timeout => "timeout",
             SendError::Invalid(_) => "invalid",
         }
@@ -192,6 +198,9 @@ pub struct Engine {
     writes: BTreeMap<RequestId, WriteOp>,
     reads: BTreeMap<RequestId, ReadOp>,
     forwards: BTreeMap<RequestId, ForwardOp>,
+    /// `status` and `aae status` requests being answered: admitted against the same
+    /// in-flight bound as data requests, so a flood of them is refused, not queued.
+    admin: BTreeSet<InboundId>,
     timers: BTreeSet<(Time, Timer)>,
     out: VecDeque<Command>,
     probing: BTreeSet<NodeId>,
@@ -258,6 +267,7 @@ impl Engine {
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             forwards: BTreeMap::new(),
+            admin: BTreeSet::new(),
             timers: BTreeSet::new(),
             out: VecDeque::new(),
             probing: BTreeSet::new(),
@@ -308,7 +318,7 @@ impl Engine {
 
     /// Requests this node is coordinating or forwarding.
     pub fn inflight(&self) -> usize {
-        self.writes.len() + self.reads.len() + self.forwards.len()
+        self.writes.len() + self.reads.len() + self.forwards.len() + self.admin.len()
     }
 
     /// Commands not yet carried out plus operations waiting on them; zero when idle.
@@ -536,6 +546,7 @@ impl Engine {
     }
 
     fn respond_client(&mut self, id: InboundId, response: ClientResponse) {
+        self.admin.remove(&id);
         self.respond(id, Response::Client(response));
     }
 
@@ -645,10 +656,20 @@ impl Engine {
                 let info = self.cluster_info();
                 self.respond_client(id, ClientResponse::ClusterInfo(info));
             }
+            ClientRequest::Status | ClientRequest::AaeStatus
+                if self.inflight() >= self.cfg.limits.max_inflight_requests =>
+            {
+                // Counted by the node as `shoal_requests_total{op, result="overloaded"}`.
+                self.respond_client(id, ClientResponse::Error(RequestError::Overloaded));
+            }
             ClientRequest::Status => {
+                self.admin.insert(id);
                 self.storage(StorageOp::HintSummary, Waiter::Status(id));
             }
-            ClientRequest::AaeStatus => self.aae_status(id),
+            ClientRequest::AaeStatus => {
+                self.admin.insert(id);
+                self.aae_status(id);
+            }
             req @ (ClientRequest::Get { .. }
             | ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }) => self.handle_keyed(id, req, forwarded),
@@ -738,6 +759,13 @@ impl Engine {
         if key.is_empty() {
             return Err(RequestError::EmptyKey);
         }
+        if let Some(timeout) = req.timeout() {
+            crate::wire::check_timeout(
+                timeout,
+                self.cfg.limits.min_request_timeout,
+                self.cfg.limits.max_request_timeout,
+            )?;
+        }
         if key.len() > MAX_KEY_BYTES {
             return Err(RequestError::KeyTooLarge {
                 len: key.len(),
@@ -789,6 +817,8 @@ impl Engine {
             self.write_deadline(op);
         } else if self.reads.contains_key(&op) {
             self.read_deadline(op);
+        } else if self.forwards.contains_key(&op) {
+            self.forward_deadline(op);
         }
     }
 

@@ -130,7 +130,7 @@ impl Sim {
         for rpc in self.net.sent_to(i) {
             if self.rng.random_bool(0.5) {
                 let at = self.now + refusal_delay(&mut self.rng);
-                let result = Err(SendError::Unreachable("connection lost".into()));
+                let result = Err(SendError::Lost("connection lost".into()));
                 self.queue.push(at, Event::PeerResponse { rpc, result });
             }
         }

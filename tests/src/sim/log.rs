@@ -249,6 +249,7 @@ pub(crate) fn send_result(result: &Result<PeerResponse, SendError>) -> String {
         Ok(r) => peer_response(r),
         Err(SendError::Timeout) => "timeout".into(),
         Err(SendError::Unreachable(why)) => format!("unreachable: {why}"),
+        Err(SendError::Lost(why)) => format!("lost: {why}"),
         Err(SendError::Invalid(why)) => format!("invalid: {why}"),
     }
 }

@@ -45,8 +45,9 @@
 //!
 //! Every `Command::Send` gets exactly one `handle_response`: the peer's response, or
 //! `SendError::Timeout` at the send's timeout (request or response lost, slow, or cut by a
-//! partition), or `SendError::Unreachable` after a short delay when the target is down.
-//! A duplicated request is processed twice; its second response is ignored. A forwarded
+//! partition), or `SendError::Unreachable` after a short delay when the target is down,
+//! or `SendError::Lost` when the target crashes with the request in flight (it may have
+//! acted on it). A duplicated request is processed twice; its second response is ignored. A forwarded
 //! client request's answer (`Response::Client`) reaches the forwarding node as
 //! `PeerResponse::Client`, the form the engine's forwarding expects.
 
