@@ -64,6 +64,7 @@
 //! `shoal_client_request_duration_seconds{op}` is their latency. They go to whatever
 //! recorder the application installs with the `metrics` crate.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod client;
 mod config;

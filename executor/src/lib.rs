@@ -22,6 +22,7 @@
 //! one range: anti-entropy reads a differing segment without scanning its partition.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod hints;
 #[cfg(test)]

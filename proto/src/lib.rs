@@ -10,6 +10,7 @@
 //! and the engine answers with [`Command`]s for its driver to carry out — the tokio node
 //! in `shoal-node`, or the deterministic simulator in `shoal-tests`.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod causality;
 mod config;

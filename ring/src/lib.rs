@@ -68,6 +68,7 @@
 //! - **determinism**: the same inputs, in any member order, give the same ring and plan;
 //! - **encoding**: a ring survives a serde round trip, and malformed encodings are rejected.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod error;
 mod fresh;

@@ -66,6 +66,7 @@
 //! [`Storage::stats`] as gauges.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod batch;
 pub mod conformance;

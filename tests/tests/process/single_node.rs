@@ -263,7 +263,7 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
         options: Default::default(),
     }));
     truncated.truncate(truncated.len() - 1);
-    let mut trailing = encode_request(&Request::Peer(PeerRequest::Ping));
+    let mut trailing = encode_request(&Request::Client(shoal_proto::wire::ClientRequest::Status));
     trailing.push(0);
     for (name, payload) in [
         ("empty", Vec::new()),
@@ -279,6 +279,23 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
         match decode_response(&bytes).unwrap() {
             Response::Error(RequestError::Malformed(_)) => {}
             other => panic!("{name}: expected Malformed, got {other:?}"),
+        }
+    }
+    // A peer message from a client certificate is refused before its body is decoded,
+    // malformed or not.
+    let mut peer_trailing = encode_request(&Request::Peer(PeerRequest::Ping));
+    peer_trailing.push(0);
+    for payload in [
+        encode_request(&Request::Peer(PeerRequest::Ping)),
+        peer_trailing,
+    ] {
+        let bytes = endpoint
+            .request(addr, None, payload, RAW_REQUEST_TIMEOUT)
+            .await
+            .unwrap();
+        match decode_response(&bytes).unwrap() {
+            Response::Error(RequestError::NotAllowed(_)) => {}
+            other => panic!("peer message from a client: expected NotAllowed, got {other:?}"),
         }
     }
     let mut future_version = (WIRE_VERSION + 1).to_be_bytes().to_vec();
