@@ -122,7 +122,7 @@ fuzz_target!(|data: &[u8]| {
                 let size = exchange
                     .next_repair_size(REPAIR_BATCH)
                     .expect("a repair step has a batch to take");
-                assert!(size >= 1 && size <= REPAIR_BATCH);
+                assert!((1..=REPAIR_BATCH).contains(&size));
                 let repairs = exchange.take_repairs(REPAIR_BATCH);
                 assert_eq!(size, repairs.fetch.len().max(repairs.push.len()));
                 assert!(repairs.push.iter().all(|k| our_keys.contains(k.as_slice())));
