@@ -73,7 +73,7 @@ mod error;
 mod keys;
 mod locks;
 mod mem;
-mod metrics;
+pub mod metrics;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 mod storage;
