@@ -155,7 +155,8 @@ impl<S: Storage> Executor<S> {
                 }),
                 Err(_) => {
                     // Undecodable: drop it so that it cannot block delivery forever.
-                    metrics::counter!("shoal_hints_total", "event" => "corrupt").increment(1);
+                    metrics::counter!(shoal_proto::metrics::HINTS_TOTAL, "event" => "corrupt")
+                        .increment(1);
                     let key = key.to_vec();
                     self.delete_hint(target, partition, &key, None)?;
                 }

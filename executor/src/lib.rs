@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod hints;
+pub mod metrics;
 #[cfg(test)]
 mod tests;
 mod trees;
@@ -390,7 +391,7 @@ impl<S: Storage> Executor<S> {
                             }
                         }
                         Merged::TooLarge { .. } => {
-                            metrics::counter!("shoal_aae_objects_too_large_total").increment(1);
+                            ::metrics::counter!(metrics::AAE_OBJECTS_TOO_LARGE_TOTAL).increment(1);
                         }
                     }
                 }

@@ -144,7 +144,7 @@ impl<S: Storage> Executor<S> {
         if *tree == rebuilt {
             return Ok(None);
         }
-        metrics::counter!("shoal_aae_tree_mismatches_total").increment(1);
+        metrics::counter!(crate::metrics::AAE_TREE_MISMATCHES_TOTAL).increment(1);
         let mismatch = TreeMismatch {
             partition: p,
             incremental_root: tree.root(),

@@ -3,6 +3,11 @@
 use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
+use shoal_executor::metrics as executor;
+use shoal_proto::metrics as engine;
+use shoal_storage::metrics as storage;
+use shoal_transport::metrics as transport;
+
 use crate::config::NodeConfig;
 
 /// Histogram buckets for latencies, from 10 µs to 10 s.
@@ -26,6 +31,44 @@ pub const SIZE_BUCKETS_BYTES: &[f64] = &[
     67_108_864.0,
 ];
 
+// Metrics the node records itself (the engine's, the executor's, the storage engines'
+// and the transport's are named in their crates).
+
+/// Counter, by `op` (a client operation, or `malformed`) and `result`: client requests
+/// answered by this node, as the client saw them (coordinated here or forwarded).
+pub const REQUESTS_TOTAL: &str = "shoal_requests_total";
+/// Histogram, by `op`, in seconds: decoding a client request to having its answer,
+/// whatever the outcome.
+pub const REQUEST_DURATION_SECONDS: &str = "shoal_request_duration_seconds";
+/// Counter, by `op` (a node-to-node operation): requests from other nodes answered.
+pub const PEER_REQUESTS_SERVED_TOTAL: &str = "shoal_peer_requests_served_total";
+/// Histogram, by `op`, in seconds: time to answer a request from another node.
+pub const PEER_REQUEST_DURATION_SECONDS: &str = "shoal_peer_request_duration_seconds";
+/// Counter, by `op` and `result` (`ok`, `timeout`, `unreachable`, `invalid`): completed
+/// requests to other nodes.
+pub const PEER_REQUESTS_TOTAL: &str = "shoal_peer_requests_total";
+/// Gauge: requests the engine is coordinating.
+pub const DRIVER_INFLIGHT_REQUESTS: &str = "shoal_driver_inflight_requests";
+/// Gauge: engine commands waiting for a storage or network result.
+pub const DRIVER_PENDING_COMMANDS: &str = "shoal_driver_pending_commands";
+/// Gauge, by `queue` (`storage`): storage operations queued for the storage threads.
+pub const DRIVER_QUEUE_DEPTH: &str = "shoal_driver_queue_depth";
+/// Histogram, by `op` (an engine storage operation), in seconds: time to run one
+/// operation on a storage thread, queueing excluded.
+pub const EXECUTOR_OP_DURATION_SECONDS: &str = "shoal_executor_op_duration_seconds";
+/// Counter, by `op` (as [`EXECUTOR_OP_DURATION_SECONDS`]): storage operations that failed.
+pub const EXECUTOR_ERRORS_TOTAL: &str = "shoal_executor_errors_total";
+/// Gauge, in bytes: RocksDB's estimate of live data.
+pub const ROCKSDB_LIVE_DATA_BYTES: &str = "shoal_rocksdb_live_data_bytes";
+/// Gauge, in bytes: bytes compaction still has to rewrite.
+pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "shoal_rocksdb_pending_compaction_bytes";
+/// Gauge, in bytes: memory held by the block cache.
+pub const ROCKSDB_BLOCK_CACHE_USAGE_BYTES: &str = "shoal_rocksdb_block_cache_usage_bytes";
+/// Gauge, in bytes: memory held by memtables.
+pub const ROCKSDB_MEMTABLE_BYTES: &str = "shoal_rocksdb_memtable_bytes";
+/// Gauge: RocksDB's estimate of the number of keys.
+pub const ROCKSDB_ESTIMATED_KEYS: &str = "shoal_rocksdb_estimated_keys";
+
 /// The kind of a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -41,66 +84,66 @@ pub enum MetricKind {
 /// in docs/METRICS.md has the labels and details). Registered with the recorder at
 /// start so that Prometheus shows HELP and TYPE lines for each.
 pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
-    ("shoal_requests_total", MetricKind::Counter, "Client requests answered by this node, by operation and outcome, as the client saw them (coordinated here or forwarded)"),
-    ("shoal_request_duration_seconds", MetricKind::Histogram, "Time from decoding a client request to having its answer, on the node the client called, whatever the outcome"),
-    ("shoal_coordinator_requests_received_total", MetricKind::Counter, "Client requests (direct or forwarded) that reached this node's replication engine"),
-    ("shoal_coordinator_requests_total", MetricKind::Counter, "Keyed requests this node coordinated (or refused before coordinating), by outcome"),
-    ("shoal_coordinator_duration_seconds", MetricKind::Histogram, "Time from the start of a successful coordinated request to its quorum answer (R replies or W acks)"),
-    ("shoal_quorum_failures_total", MetricKind::Counter, "Coordinated requests that failed to reach their read or write quorum"),
-    ("shoal_coordinator_local_read_failures_total", MetricKind::Counter, "(conditional: a failing local disk) Coordinated reads whose own local read failed; the read goes on with the other replicas"),
-    ("shoal_read_repairs_total", MetricKind::Counter, "Replicas sent the merged object after a read because their copy was missing or behind (one per stale replica)"),
-    ("shoal_read_repair_failures_total", MetricKind::Counter, "(conditional: a replica failing right after it answered the read) Read repairs the target did not acknowledge"),
-    ("shoal_forwards_total", MetricKind::Counter, "(conditional: only where N is smaller than the cluster, so that some node is not a replica of a key) Attempts to hand a client request to a replica (one per candidate tried)"),
-    ("shoal_forwarded_requests_total", MetricKind::Counter, "(conditional: as shoal_forwards_total) Forwarded client requests, by the outcome the replica gave"),
-    ("shoal_refused_requests_total", MetricKind::Counter, "Requests refused for the sender's role or identity"),
-    ("shoal_peer_requests_sent_total", MetricKind::Counter, "Requests this node's engine issued to other nodes"),
-    ("shoal_peer_requests_total", MetricKind::Counter, "Completed requests to other nodes, by outcome (unreachable: no connection or a closed one; invalid: an undecodable answer)"),
-    ("shoal_peer_requests_served_total", MetricKind::Counter, "Requests from other nodes this node answered"),
-    ("shoal_peer_request_duration_seconds", MetricKind::Histogram, "Time to answer a request from another node (decode to answer)"),
-    ("shoal_replica_requests_total", MetricKind::Counter, "Requests from members that reached the replication engine (replica side)"),
-    ("shoal_members", MetricKind::Gauge, "Members of the cluster in each state as this node sees them (itself included, always up)"),
-    ("shoal_member_state_changes_total", MetricKind::Counter, "Times this node saw a member change state (a failed probe or send marks it down, any answer up)"),
-    ("shoal_gossip_rounds_total", MetricKind::Counter, "Gossip rounds started (one random peer per membership.gossip_interval)"),
-    ("shoal_hints_total", MetricKind::Counter, "Hint lifecycle events on this node"),
-    ("shoal_hints_pending", MetricKind::Gauge, "Hints this node holds for each target, refreshed every handoff.interval (a target that drained reports 0)"),
-    ("shoal_hints_pending_bytes", MetricKind::Gauge, "Size of the hints this node holds for each target"),
-    ("shoal_aae_exchanges_total", MetricKind::Counter, "Merkle-tree exchanges this node started and finished (it starts those with peers of a larger id)"),
-    ("shoal_aae_exchange_duration_seconds", MetricKind::Histogram, "Duration of exchanges, from start to end, whatever the result"),
-    ("shoal_aae_exchanges_running", MetricKind::Gauge, "Exchanges in progress (at most aae.max_concurrent_exchanges)"),
-    ("shoal_aae_leaves_compared_total", MetricKind::Counter, "Leaf segments whose key lists were compared (only segments whose hashes differ)"),
-    ("shoal_aae_keys_repaired_total", MetricKind::Counter, "Keys an exchange found missing or different and repaired"),
-    ("shoal_aae_bytes_total", MetricKind::Counter, "Anti-entropy payload volume"),
-    ("shoal_aae_budget_ratio", MetricKind::Gauge, "The admission-control multiplier on the repair budget: 1 when foreground latency and load are low, halved while they are high; below 0.25 no new exchange or reap starts"),
-    ("shoal_aae_tree_mismatches_total", MetricKind::Counter, "(conditional: an incremental tree that disagrees with storage, i.e"),
-    ("shoal_aae_objects_too_large_total", MetricKind::Counter, "(conditional: an object over limits.max_object_bytes after a merge) Objects an exchange could not repair because they are too large"),
-    ("shoal_tombstones_reaped_total", MetricKind::Counter, "Tombstones deleted after replication.tombstone_grace once every replica held the same one (counted on every replica that deleted)"),
-    ("shoal_driver_inflight_requests", MetricKind::Gauge, "Requests the engine is coordinating (bounded by limits.max_inflight_requests)"),
-    ("shoal_driver_pending_commands", MetricKind::Gauge, "Engine commands waiting for a storage or network result"),
-    ("shoal_driver_queue_depth", MetricKind::Gauge, "Storage operations queued for the storage threads"),
-    ("shoal_executor_op_duration_seconds", MetricKind::Histogram, "Time to run one engine storage operation (read-modify-write under the key's lock, Merkle-tree update included), queueing excluded"),
-    ("shoal_executor_errors_total", MetricKind::Counter, "(conditional: a failing disk or an unreadable record) Storage operations that failed"),
-    ("shoal_engine_storage_failures_total", MetricKind::Counter, "(conditional: a failing disk or an unreadable record) Storage results the replication engine received as failures (any waiter: coordinator, replica, handoff, anti-entropy)"),
-    ("shoal_storage_ops_total", MetricKind::Counter, "Storage engine operations by kind and space (column family); a write batch counts each of its operations"),
-    ("shoal_storage_op_duration_seconds", MetricKind::Histogram, "Latency of storage engine calls"),
-    ("shoal_storage_errors_total", MetricKind::Counter, "(conditional: a failing disk) Storage engine calls that failed"),
-    ("shoal_storage_write_batch_bytes", MetricKind::Histogram, "Size of each write batch"),
-    ("shoal_rocksdb_live_data_bytes", MetricKind::Gauge, "RocksDB's estimate of live data (rocksdb.estimate-live-data-size), refreshed every 5 s"),
-    ("shoal_rocksdb_pending_compaction_bytes", MetricKind::Gauge, "Bytes compaction still has to rewrite (rocksdb.estimate-pending-compaction-bytes); growth means compaction is falling behind"),
-    ("shoal_rocksdb_block_cache_usage_bytes", MetricKind::Gauge, "Memory held by the block cache (bounded by storage.block_cache_bytes)"),
-    ("shoal_rocksdb_memtable_bytes", MetricKind::Gauge, "Memory held by memtables (bounded by storage.write_buffer_bytes per column family)"),
-    ("shoal_rocksdb_estimated_keys", MetricKind::Gauge, "RocksDB's estimate of the number of keys (objects, hints and metadata)"),
-    ("shoal_transport_requests_total", MetricKind::Counter, "Request/response exchanges on QUIC streams, both directions"),
-    ("shoal_transport_request_duration_seconds", MetricKind::Histogram, "Duration of outgoing requests, connection setup included"),
-    ("shoal_transport_connections", MetricKind::Gauge, "Open QUIC connections, both directions"),
-    ("shoal_transport_bytes_total", MetricKind::Counter, "Frame bytes, length prefix included"),
-    ("shoal_transport_handshake_failures_total", MetricKind::Counter, "Failed QUIC/TLS handshakes and refused peers (a certificate of another CA, a client certificate dialled as a node, too many connections)"),
-    ("shoal_transport_unresponsive_connections_total", MetricKind::Counter, "Cached connections closed because the peer sent nothing during a timed-out request (killed, stopped or partitioned away); the next request dials again"),
-    ("shoal_transport_inflight_bytes", MetricKind::Gauge, "Bytes of requests and responses held in flight by role"),
-    ("shoal_transport_requests_refused_total", MetricKind::Counter, "(conditional: the in-flight byte budget spent) Requests refused before their body was read"),
-    ("shoal_transport_connections_refused_total", MetricKind::Counter, "(conditional: a connection limit reached, or an idle client) Connections refused or closed for a limit"),
-    ("shoal_transport_stream_timeouts_total", MetricKind::Counter, "(conditional: a peer too slow to send or read) Streams aborted because the peer was too slow"),
-    ("shoal_transport_retries_total", MetricKind::Counter, "(conditional: a handshake flood) Incoming connections asked to prove their address"),
-    ("shoal_transport_frame_errors_total", MetricKind::Counter, "(conditional: a peer sending malformed frames) Invalid frames received, and responses over the frame limit"),
+    (REQUESTS_TOTAL, MetricKind::Counter, "Client requests answered by this node, by operation and outcome, as the client saw them (coordinated here or forwarded)"),
+    (REQUEST_DURATION_SECONDS, MetricKind::Histogram, "Time from decoding a client request to having its answer, on the node the client called, whatever the outcome"),
+    (engine::COORDINATOR_REQUESTS_RECEIVED_TOTAL, MetricKind::Counter, "Client requests (direct or forwarded) that reached this node's replication engine"),
+    (engine::COORDINATOR_REQUESTS_TOTAL, MetricKind::Counter, "Keyed requests this node coordinated (or refused before coordinating), by outcome"),
+    (engine::COORDINATOR_DURATION_SECONDS, MetricKind::Histogram, "Time from the start of a successful coordinated request to its quorum answer (R replies or W acks)"),
+    (engine::QUORUM_FAILURES_TOTAL, MetricKind::Counter, "Coordinated requests that failed to reach their read or write quorum"),
+    (engine::COORDINATOR_LOCAL_READ_FAILURES_TOTAL, MetricKind::Counter, "(conditional: a failing local disk) Coordinated reads whose own local read failed; the read goes on with the other replicas"),
+    (engine::READ_REPAIRS_TOTAL, MetricKind::Counter, "Replicas sent the merged object after a read because their copy was missing or behind (one per stale replica)"),
+    (engine::READ_REPAIR_FAILURES_TOTAL, MetricKind::Counter, "(conditional: a replica failing right after it answered the read) Read repairs the target did not acknowledge"),
+    (engine::FORWARDS_TOTAL, MetricKind::Counter, "(conditional: only where N is smaller than the cluster, so that some node is not a replica of a key) Attempts to hand a client request to a replica (one per candidate tried)"),
+    (engine::FORWARDED_REQUESTS_TOTAL, MetricKind::Counter, "(conditional: as shoal_forwards_total) Forwarded client requests, by the outcome the replica gave"),
+    (engine::REFUSED_REQUESTS_TOTAL, MetricKind::Counter, "Requests refused for the sender's role or identity"),
+    (engine::PEER_REQUESTS_SENT_TOTAL, MetricKind::Counter, "Requests this node's engine issued to other nodes"),
+    (PEER_REQUESTS_TOTAL, MetricKind::Counter, "Completed requests to other nodes, by outcome (unreachable: no connection or a closed one; invalid: an undecodable answer)"),
+    (PEER_REQUESTS_SERVED_TOTAL, MetricKind::Counter, "Requests from other nodes this node answered"),
+    (PEER_REQUEST_DURATION_SECONDS, MetricKind::Histogram, "Time to answer a request from another node (decode to answer)"),
+    (engine::REPLICA_REQUESTS_TOTAL, MetricKind::Counter, "Requests from members that reached the replication engine (replica side)"),
+    (engine::MEMBERS, MetricKind::Gauge, "Members of the cluster in each state as this node sees them (itself included, always up)"),
+    (engine::MEMBER_STATE_CHANGES_TOTAL, MetricKind::Counter, "Times this node saw a member change state (a failed probe or send marks it down, any answer up)"),
+    (engine::GOSSIP_ROUNDS_TOTAL, MetricKind::Counter, "Gossip rounds started (one random peer per membership.gossip_interval)"),
+    (engine::HINTS_TOTAL, MetricKind::Counter, "Hint lifecycle events on this node"),
+    (engine::HINTS_PENDING, MetricKind::Gauge, "Hints this node holds for each target, refreshed every handoff.interval (a target that drained reports 0)"),
+    (engine::HINTS_PENDING_BYTES, MetricKind::Gauge, "Size of the hints this node holds for each target"),
+    (engine::AAE_EXCHANGES_TOTAL, MetricKind::Counter, "Merkle-tree exchanges this node started and finished (it starts those with peers of a larger id)"),
+    (engine::AAE_EXCHANGE_DURATION_SECONDS, MetricKind::Histogram, "Duration of exchanges, from start to end, whatever the result"),
+    (engine::AAE_EXCHANGES_RUNNING, MetricKind::Gauge, "Exchanges in progress (at most aae.max_concurrent_exchanges)"),
+    (engine::AAE_LEAVES_COMPARED_TOTAL, MetricKind::Counter, "Leaf segments whose key lists were compared (only segments whose hashes differ)"),
+    (engine::AAE_KEYS_REPAIRED_TOTAL, MetricKind::Counter, "Keys an exchange found missing or different and repaired"),
+    (engine::AAE_BYTES_TOTAL, MetricKind::Counter, "Anti-entropy payload volume"),
+    (engine::AAE_BUDGET_RATIO, MetricKind::Gauge, "The admission-control multiplier on the repair budget: 1 when foreground latency and load are low, halved while they are high; below 0.25 no new exchange or reap starts"),
+    (executor::AAE_TREE_MISMATCHES_TOTAL, MetricKind::Counter, "(conditional: an incremental tree that disagrees with storage, i.e"),
+    (executor::AAE_OBJECTS_TOO_LARGE_TOTAL, MetricKind::Counter, "(conditional: an object over limits.max_object_bytes after a merge) Objects an exchange could not repair because they are too large"),
+    (engine::TOMBSTONES_REAPED_TOTAL, MetricKind::Counter, "Tombstones deleted after replication.tombstone_grace once every replica held the same one (counted on every replica that deleted)"),
+    (DRIVER_INFLIGHT_REQUESTS, MetricKind::Gauge, "Requests the engine is coordinating (bounded by limits.max_inflight_requests)"),
+    (DRIVER_PENDING_COMMANDS, MetricKind::Gauge, "Engine commands waiting for a storage or network result"),
+    (DRIVER_QUEUE_DEPTH, MetricKind::Gauge, "Storage operations queued for the storage threads"),
+    (EXECUTOR_OP_DURATION_SECONDS, MetricKind::Histogram, "Time to run one engine storage operation (read-modify-write under the key's lock, Merkle-tree update included), queueing excluded"),
+    (EXECUTOR_ERRORS_TOTAL, MetricKind::Counter, "(conditional: a failing disk or an unreadable record) Storage operations that failed"),
+    (engine::ENGINE_STORAGE_FAILURES_TOTAL, MetricKind::Counter, "(conditional: a failing disk or an unreadable record) Storage results the replication engine received as failures (any waiter: coordinator, replica, handoff, anti-entropy)"),
+    (storage::OPS_TOTAL, MetricKind::Counter, "Storage engine operations by kind and space (column family); a write batch counts each of its operations"),
+    (storage::OP_DURATION_SECONDS, MetricKind::Histogram, "Latency of storage engine calls"),
+    (storage::ERRORS_TOTAL, MetricKind::Counter, "(conditional: a failing disk) Storage engine calls that failed"),
+    (storage::WRITE_BATCH_BYTES, MetricKind::Histogram, "Size of each write batch"),
+    (ROCKSDB_LIVE_DATA_BYTES, MetricKind::Gauge, "RocksDB's estimate of live data (rocksdb.estimate-live-data-size), refreshed every 5 s"),
+    (ROCKSDB_PENDING_COMPACTION_BYTES, MetricKind::Gauge, "Bytes compaction still has to rewrite (rocksdb.estimate-pending-compaction-bytes); growth means compaction is falling behind"),
+    (ROCKSDB_BLOCK_CACHE_USAGE_BYTES, MetricKind::Gauge, "Memory held by the block cache (bounded by storage.block_cache_bytes)"),
+    (ROCKSDB_MEMTABLE_BYTES, MetricKind::Gauge, "Memory held by memtables (bounded by storage.write_buffer_bytes per column family)"),
+    (ROCKSDB_ESTIMATED_KEYS, MetricKind::Gauge, "RocksDB's estimate of the number of keys (objects, hints and metadata)"),
+    (transport::REQUESTS_TOTAL, MetricKind::Counter, "Request/response exchanges on QUIC streams, both directions"),
+    (transport::REQUEST_DURATION_SECONDS, MetricKind::Histogram, "Duration of outgoing requests, connection setup included"),
+    (transport::CONNECTIONS, MetricKind::Gauge, "Open QUIC connections, both directions"),
+    (transport::BYTES_TOTAL, MetricKind::Counter, "Frame bytes, length prefix included"),
+    (transport::HANDSHAKE_FAILURES_TOTAL, MetricKind::Counter, "Failed QUIC/TLS handshakes and refused peers (a certificate of another CA, a client certificate dialled as a node, too many connections)"),
+    (transport::UNRESPONSIVE_CONNECTIONS_TOTAL, MetricKind::Counter, "Cached connections closed because the peer sent nothing during a timed-out request (killed, stopped or partitioned away); the next request dials again"),
+    (transport::INFLIGHT_BYTES, MetricKind::Gauge, "Bytes of requests and responses held in flight by role"),
+    (transport::REQUESTS_REFUSED_TOTAL, MetricKind::Counter, "(conditional: the in-flight byte budget spent) Requests refused before their body was read"),
+    (transport::CONNECTIONS_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a connection limit reached, or an idle client) Connections refused or closed for a limit"),
+    (transport::STREAM_TIMEOUTS_TOTAL, MetricKind::Counter, "(conditional: a peer too slow to send or read) Streams aborted because the peer was too slow"),
+    (transport::RETRIES_TOTAL, MetricKind::Counter, "(conditional: a handshake flood) Incoming connections asked to prove their address"),
+    (transport::FRAME_ERRORS_TOTAL, MetricKind::Counter, "(conditional: a peer sending malformed frames) Invalid frames received, and responses over the frame limit"),
 ];
 
 /// Register a description (HELP and TYPE) of every node metric with the installed
@@ -121,13 +164,13 @@ pub fn describe_node_metrics() {
             }
         }
     }
-    shoal_transport::metrics::describe_metrics();
-    metrics::counter!("shoal_engine_storage_failures_total").absolute(0);
-    metrics::counter!("shoal_coordinator_local_read_failures_total").absolute(0);
-    metrics::counter!("shoal_read_repair_failures_total").absolute(0);
-    metrics::counter!("shoal_aae_tree_mismatches_total").absolute(0);
-    metrics::counter!("shoal_aae_objects_too_large_total").absolute(0);
-    metrics::counter!("shoal_forwards_total").absolute(0);
+    transport::describe_metrics();
+    metrics::counter!(engine::ENGINE_STORAGE_FAILURES_TOTAL).absolute(0);
+    metrics::counter!(engine::COORDINATOR_LOCAL_READ_FAILURES_TOTAL).absolute(0);
+    metrics::counter!(engine::READ_REPAIR_FAILURES_TOTAL).absolute(0);
+    metrics::counter!(executor::AAE_TREE_MISMATCHES_TOTAL).absolute(0);
+    metrics::counter!(executor::AAE_OBJECTS_TOO_LARGE_TOTAL).absolute(0);
+    metrics::counter!(engine::FORWARDS_TOTAL).absolute(0);
 }
 
 /// Install the global recorder and its HTTP listener if `metrics_listen` is set. Must run

@@ -18,6 +18,7 @@ mod engine;
 mod error;
 mod membership;
 pub mod merkle;
+pub mod metrics;
 mod object;
 mod storage_ops;
 mod time;

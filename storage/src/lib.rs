@@ -62,8 +62,8 @@
 //!
 //! Both engines record `shoal_storage_ops_total{op,space}`,
 //! `shoal_storage_op_duration_seconds{op}`, `shoal_storage_errors_total{op}` and
-//! `shoal_storage_write_batch_bytes` through the `metrics` facade; the node exports
-//! [`Storage::stats`] as gauges.
+//! `shoal_storage_write_batch_bytes` (names in [`crate::metrics`]) through the `metrics` facade;
+//! the node exports [`Storage::stats`] as gauges.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -74,7 +74,7 @@ mod error;
 mod keys;
 mod locks;
 mod mem;
-mod metrics;
+pub mod metrics;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 mod storage;

@@ -1,20 +1,25 @@
-//! Storage metrics, recorded the same way by every engine.
-//!
-//! - `shoal_storage_ops_total{op,space}`: operations by kind (`get`, `put`, `delete`,
-//!   `scan`, `delete_partition`) and space; a batch counts each of its operations.
-//! - `shoal_storage_op_duration_seconds{op}`: latency of engine calls (`get`, `write`,
-//!   `scan`, `flush`, `delete_partition`, `close`).
-//! - `shoal_storage_errors_total{op}`: failed engine calls.
-//! - `shoal_storage_write_batch_bytes`: size of each written batch.
+//! Storage metrics, recorded the same way by every engine. docs/METRICS.md has the full
+//! catalogue.
 
 use std::time::Instant;
 
 use crate::batch::{BatchOp, Space, WriteBatch};
 use crate::error::StorageError;
 
+/// Counter, by `op` (`get`, `put`, `delete`, `scan`, `delete_partition`) and `space`:
+/// storage operations; a write batch counts each of its operations.
+pub const OPS_TOTAL: &str = "shoal_storage_ops_total";
+/// Histogram, by `op` (`get`, `write`, `scan`, `flush`, `delete_partition`, `close`), in
+/// seconds: latency of engine calls.
+pub const OP_DURATION_SECONDS: &str = "shoal_storage_op_duration_seconds";
+/// Counter, by `op` (as [`OP_DURATION_SECONDS`]): engine calls that failed.
+pub const ERRORS_TOTAL: &str = "shoal_storage_errors_total";
+/// Histogram, in bytes: size of each written batch.
+pub const WRITE_BATCH_BYTES: &str = "shoal_storage_write_batch_bytes";
+
 /// Counts one operation of kind `op` on `space`.
 pub(crate) fn count_op(op: &'static str, space: Space) {
-    metrics::counter!("shoal_storage_ops_total", "op" => op, "space" => space.name()).increment(1);
+    metrics::counter!(OPS_TOTAL, "op" => op, "space" => space.name()).increment(1);
 }
 
 /// Counts a batch's operations per kind and space (one counter update per non-empty cell,
@@ -31,15 +36,13 @@ pub(crate) fn count_batch(batch: &WriteBatch) {
     for space in Space::ALL {
         let (p, d) = (puts[space.index()], deletes[space.index()]);
         if p > 0 {
-            metrics::counter!("shoal_storage_ops_total", "op" => "put", "space" => space.name())
-                .increment(p);
+            metrics::counter!(OPS_TOTAL, "op" => "put", "space" => space.name()).increment(p);
         }
         if d > 0 {
-            metrics::counter!("shoal_storage_ops_total", "op" => "delete", "space" => space.name())
-                .increment(d);
+            metrics::counter!(OPS_TOTAL, "op" => "delete", "space" => space.name()).increment(d);
         }
     }
-    metrics::histogram!("shoal_storage_write_batch_bytes").record(batch.size_bytes() as f64);
+    metrics::histogram!(WRITE_BATCH_BYTES).record(batch.size_bytes() as f64);
 }
 
 /// Runs one engine call, recording its duration and, if it fails, an error.
@@ -49,10 +52,9 @@ pub(crate) fn timed<T>(
 ) -> Result<T, StorageError> {
     let start = Instant::now();
     let result = call();
-    metrics::histogram!("shoal_storage_op_duration_seconds", "op" => op)
-        .record(start.elapsed().as_secs_f64());
+    metrics::histogram!(OP_DURATION_SECONDS, "op" => op).record(start.elapsed().as_secs_f64());
     if let Err(error) = &result {
-        metrics::counter!("shoal_storage_errors_total", "op" => op).increment(1);
+        metrics::counter!(ERRORS_TOTAL, "op" => op).increment(1);
         tracing::debug!(op, %error, "storage operation failed");
     }
     result

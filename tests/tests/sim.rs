@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use shoal_proto::metrics::{HINTS_TOTAL, READ_REPAIRS_TOTAL};
 use shoal_tests::sim::{
     self, FaultMix, Faults, HandoffLimits, Quorum, RunReport, ScriptedPartition, SimConfig,
 };
@@ -173,8 +174,8 @@ fn a_long_partition_stores_hints_that_are_all_delivered_afterwards() {
     };
     let report = run_ok(&cfg);
     assert_eq!(report.faults.partitions, 1);
-    let stored = report.counter("shoal_hints_total{event=stored}");
-    let delivered = report.counter("shoal_hints_total{event=delivered}");
+    let stored = report.counter_with(HINTS_TOTAL, &[("event", "stored")]);
+    let delivered = report.counter_with(HINTS_TOTAL, &[("event", "delivered")]);
     assert!(
         stored > 0,
         "writes during the partition left hints\n{report}"
@@ -214,5 +215,5 @@ fn the_strongest_fault_mix_injects_every_kind_of_fault() {
         f.dropped > 0 && f.duplicated > 0 && f.slowed > 0 && f.storage_failures > 0,
         "{report}"
     );
-    assert!(report.counter("shoal_read_repairs_total") > 0, "{report}");
+    assert!(report.counter_with(READ_REPAIRS_TOTAL, &[]) > 0, "{report}");
 }

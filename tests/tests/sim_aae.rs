@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use shoal_proto::metrics::{AAE_KEYS_REPAIRED_TOTAL, HINTS_TOTAL};
 use shoal_proto::AaeConfig;
 use shoal_tests::sim::{
     self, replicas_of, Background, Burst, FaultMix, HandoffLimits, Liveness, Quorum, RunReport,
@@ -76,12 +77,12 @@ fn long_partitions_without_hints_converge_by_anti_entropy_alone() {
         let report = run_ok(&cfg);
         assert_eq!(report.faults.partitions, 2, "{report}");
         assert_eq!(
-            counter_sum(&report, "shoal_hints_total"),
+            counter_sum(&report, HINTS_TOTAL),
             0,
             "handoff is off: no hint was stored or delivered\n{report}"
         );
         assert!(
-            counter_sum(&report, "shoal_aae_keys_repaired_total") > 0,
+            counter_sum(&report, AAE_KEYS_REPAIRED_TOTAL) > 0,
             "the cut-off replicas missed writes that anti-entropy repaired\n{report}"
         );
     }
@@ -116,11 +117,11 @@ fn dropped_and_expired_hints_are_made_up_by_anti_entropy() {
         ..SimConfig::from_seed(21)
     };
     let report = run_ok(&cfg);
-    let lost = report.counter("shoal_hints_total{event=dropped}")
-        + report.counter("shoal_hints_total{event=expired}");
+    let lost = report.counter_with(HINTS_TOTAL, &[("event", "dropped")])
+        + report.counter_with(HINTS_TOTAL, &[("event", "expired")]);
     assert!(lost > 0, "some hints were dropped or expired\n{report}");
     assert!(
-        counter_sum(&report, "shoal_aae_keys_repaired_total") > 0,
+        counter_sum(&report, AAE_KEYS_REPAIRED_TOTAL) > 0,
         "anti-entropy repaired what the lost hints carried\n{report}"
     );
     assert!(
@@ -247,11 +248,11 @@ fn a_hint_older_than_the_reap_does_not_bring_the_key_back() {
         );
     }
     assert!(
-        report.counter("shoal_hints_total{event=stored}") >= 2,
+        report.counter_with(HINTS_TOTAL, &[("event", "stored")]) >= 2,
         "the put and the delete left hints for the cut-off primary\n{report}\n{hint_log}"
     );
     assert!(
-        report.counter("shoal_hints_total{event=expired}") >= 1,
+        report.counter_with(HINTS_TOTAL, &[("event", "expired")]) >= 1,
         "the stale hint was dropped when the fallback came back\n{report}\n{hint_log}"
     );
     if let Some(k0) = report.final_state.keys.get("k0") {

@@ -27,13 +27,13 @@ pub(super) async fn report_storage_stats(
         let Ok(stats) = tokio::task::spawn_blocking(move || s.stats()).await else {
             return;
         };
-        metrics::gauge!("shoal_rocksdb_live_data_bytes").set(stats.live_data_bytes as f64);
-        metrics::gauge!("shoal_rocksdb_pending_compaction_bytes")
+        metrics::gauge!(crate::metrics::ROCKSDB_LIVE_DATA_BYTES).set(stats.live_data_bytes as f64);
+        metrics::gauge!(crate::metrics::ROCKSDB_PENDING_COMPACTION_BYTES)
             .set(stats.pending_compaction_bytes as f64);
-        metrics::gauge!("shoal_rocksdb_block_cache_usage_bytes")
+        metrics::gauge!(crate::metrics::ROCKSDB_BLOCK_CACHE_USAGE_BYTES)
             .set(stats.block_cache_usage_bytes as f64);
-        metrics::gauge!("shoal_rocksdb_memtable_bytes").set(stats.memtable_bytes as f64);
-        metrics::gauge!("shoal_rocksdb_estimated_keys").set(stats.estimated_keys as f64);
+        metrics::gauge!(crate::metrics::ROCKSDB_MEMTABLE_BYTES).set(stats.memtable_bytes as f64);
+        metrics::gauge!(crate::metrics::ROCKSDB_ESTIMATED_KEYS).set(stats.estimated_keys as f64);
     }
 }
 

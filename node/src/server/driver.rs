@@ -55,10 +55,10 @@ pub(super) fn storage_worker<S: Storage>(
         let name = op.op_name();
         let start = Instant::now();
         let result = exec.execute(op);
-        metrics::histogram!("shoal_executor_op_duration_seconds", "op" => name)
+        metrics::histogram!(crate::metrics::EXECUTOR_OP_DURATION_SECONDS, "op" => name)
             .record(start.elapsed().as_secs_f64());
         if result.is_err() {
-            metrics::counter!("shoal_executor_errors_total", "op" => name).increment(1);
+            metrics::counter!(crate::metrics::EXECUTOR_ERRORS_TOTAL, "op" => name).increment(1);
         }
         if done.send(Completion::Storage { id, result }).is_err() {
             return;
@@ -126,10 +126,11 @@ impl Driver {
                 }
             }
             self.drain();
-            metrics::gauge!("shoal_driver_inflight_requests").set(self.engine.inflight() as f64);
-            metrics::gauge!("shoal_driver_pending_commands")
+            metrics::gauge!(crate::metrics::DRIVER_INFLIGHT_REQUESTS)
+                .set(self.engine.inflight() as f64);
+            metrics::gauge!(crate::metrics::DRIVER_PENDING_COMMANDS)
                 .set(self.engine.pending_commands() as f64);
-            metrics::gauge!("shoal_driver_queue_depth", "queue" => "storage")
+            metrics::gauge!(crate::metrics::DRIVER_QUEUE_DEPTH, "queue" => "storage")
                 .set(self.storage_tx.len() as f64);
         }
     }
@@ -212,7 +213,7 @@ impl Driver {
                             Err(e) => Err(SendError::Lost(e.to_string())),
                         };
                         let label = result.as_ref().map_or_else(SendError::label, |_| "ok");
-                        metrics::counter!("shoal_peer_requests_total", "op" => op, "result" => label)
+                        metrics::counter!(crate::metrics::PEER_REQUESTS_TOTAL, "op" => op, "result" => label)
                             .increment(1);
                         let _ = done.send(Completion::Response { id, result });
                     });

@@ -74,7 +74,7 @@ impl Handler for NodeHandler {
         let request = match decode_request(&request) {
             Ok(r) => r,
             Err(e) => {
-                metrics::counter!("shoal_requests_total", "op" => "malformed", "result" => "invalid")
+                metrics::counter!(crate::metrics::REQUESTS_TOTAL, "op" => "malformed", "result" => "invalid")
                     .increment(1);
                 return encode_response(&Response::Error(e.into()));
             }
@@ -111,12 +111,13 @@ impl Handler for NodeHandler {
         };
         if client {
             let result = result_label(&response);
-            metrics::counter!("shoal_requests_total", "op" => op, "result" => result).increment(1);
-            metrics::histogram!("shoal_request_duration_seconds", "op" => op)
+            metrics::counter!(crate::metrics::REQUESTS_TOTAL, "op" => op, "result" => result)
+                .increment(1);
+            metrics::histogram!(crate::metrics::REQUEST_DURATION_SECONDS, "op" => op)
                 .record(start.elapsed().as_secs_f64());
         } else {
-            metrics::counter!("shoal_peer_requests_served_total", "op" => op).increment(1);
-            metrics::histogram!("shoal_peer_request_duration_seconds", "op" => op)
+            metrics::counter!(crate::metrics::PEER_REQUESTS_SERVED_TOTAL, "op" => op).increment(1);
+            metrics::histogram!(crate::metrics::PEER_REQUEST_DURATION_SECONDS, "op" => op)
                 .record(start.elapsed().as_secs_f64());
         }
         encode_response(&response)

@@ -297,8 +297,8 @@ impl Engine {
         let m = self.aae.multiplier;
         self.aae.keys.refill(now, m);
         self.aae.bytes.refill(now, m);
-        metrics::gauge!("shoal_aae_budget_ratio").set(m);
-        metrics::gauge!("shoal_aae_exchanges_running").set(self.aae.running() as f64);
+        metrics::gauge!(crate::metrics::AAE_BUDGET_RATIO).set(m);
+        metrics::gauge!(crate::metrics::AAE_EXCHANGES_RUNNING).set(self.aae.running() as f64);
         if !self.cfg.aae.enabled || !self.aae.may_start() {
             return;
         }
@@ -471,7 +471,7 @@ impl Engine {
             }
             (AaePart::Answer(side), AaeResponse::Segments(lists)) => {
                 let answer = Answer::Segments(lists);
-                metrics::counter!("shoal_aae_bytes_total", "direction" => "digests")
+                metrics::counter!(crate::metrics::AAE_BYTES_TOTAL, "direction" => "digests")
                     .increment(answer.digest_bytes());
                 let step = ex.exchange.answer(side, answer);
                 self.exchange_step(id, step);
@@ -495,7 +495,7 @@ impl Engine {
                     Side::Ours => "sent",
                     Side::Theirs => "received",
                 };
-                metrics::counter!("shoal_aae_bytes_total", "direction" => direction)
+                metrics::counter!(crate::metrics::AAE_BYTES_TOTAL, "direction" => direction)
                     .increment(size);
                 self.ask(id, AaePart::Merged(from.other()), |partition| {
                     AaeRequest::Push {
@@ -510,7 +510,7 @@ impl Engine {
                     Side::Ours => "fetched",
                     Side::Theirs => "pushed",
                 };
-                metrics::counter!("shoal_aae_keys_repaired_total", "direction" => direction)
+                metrics::counter!(crate::metrics::AAE_KEYS_REPAIRED_TOTAL, "direction" => direction)
                     .increment(changed);
                 let step = ex.exchange.repaired();
                 self.drive_exchange(id, step);
@@ -588,10 +588,10 @@ impl Engine {
             self.timers.remove(&(at, Timer::AaeResume(id)));
         }
         let label = if outcome.is_ok() { "ok" } else { "failed" };
-        metrics::counter!("shoal_aae_exchanges_total", "result" => label).increment(1);
-        metrics::counter!("shoal_aae_leaves_compared_total")
+        metrics::counter!(crate::metrics::AAE_EXCHANGES_TOTAL, "result" => label).increment(1);
+        metrics::counter!(crate::metrics::AAE_LEAVES_COMPARED_TOTAL)
             .increment(ex.exchange.segments_compared());
-        metrics::histogram!("shoal_aae_exchange_duration_seconds")
+        metrics::histogram!(crate::metrics::AAE_EXCHANGE_DURATION_SECONDS)
             .record(self.now.saturating_since(ex.started).as_secs_f64());
         self.aae.last.entry(ex.partition).or_default().insert(
             ex.peer,

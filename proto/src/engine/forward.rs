@@ -45,7 +45,7 @@ impl Engine {
             .collect();
         if candidates.is_empty() {
             let needed = quorum_of(&request, &self.cfg);
-            metrics::counter!("shoal_coordinator_requests_total", "op" => request.op_name(), "result" => "unavailable")
+            metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => request.op_name(), "result" => "unavailable")
                 .increment(1);
             self.respond_client(
                 inbound,
@@ -84,7 +84,7 @@ impl Engine {
             );
             return;
         };
-        metrics::counter!("shoal_forwards_total").increment(1);
+        metrics::counter!(crate::metrics::FORWARDS_TOTAL).increment(1);
         let timeout = op.deadline.saturating_since(self.now);
         let request = PeerRequest::Forward(op.request.clone());
         self.send(to, request, timeout, Waiter::Forward(id));
@@ -135,7 +135,7 @@ impl Engine {
             ClientResponse::Error(e) => e.label(),
             _ => "ok",
         };
-        metrics::counter!("shoal_forwarded_requests_total", "op" => op.request.op_name(), "result" => result)
+        metrics::counter!(crate::metrics::FORWARDED_REQUESTS_TOTAL, "op" => op.request.op_name(), "result" => result)
             .increment(1);
         self.respond_client(op.inbound, response);
     }

@@ -146,14 +146,16 @@ impl Engine {
             HandoffStep::Delete(target) => {
                 if matches!(result, Ok(StorageReply::HintDeleted(true))) {
                     self.handoff.stats.delivered += 1;
-                    metrics::counter!("shoal_hints_total", "event" => "delivered").increment(1);
+                    metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "delivered")
+                        .increment(1);
                 }
                 self.handoff_done(&target);
             }
             HandoffStep::Drop(target) => {
                 if matches!(result, Ok(StorageReply::HintDeleted(true))) {
                     self.handoff.stats.expired += 1;
-                    metrics::counter!("shoal_hints_total", "event" => "expired").increment(1);
+                    metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "expired")
+                        .increment(1);
                 }
                 self.handoff_done(&target);
             }
@@ -189,7 +191,8 @@ impl Engine {
             );
         } else {
             self.handoff.stats.failed += 1;
-            metrics::counter!("shoal_hints_total", "event" => "delivery_failed").increment(1);
+            metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "delivery_failed")
+                .increment(1);
             self.handoff_done(&target);
         }
     }

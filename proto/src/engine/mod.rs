@@ -290,8 +290,9 @@ impl Engine {
         // Every member's hint gauges exist from the start (at zero until hints are stored).
         let peers: Vec<NodeId> = engine.membership.peers().cloned().collect();
         for p in peers {
-            metrics::gauge!("shoal_hints_pending", "target" => p.to_string()).set(0.0);
-            metrics::gauge!("shoal_hints_pending_bytes", "target" => p.to_string()).set(0.0);
+            metrics::gauge!(crate::metrics::HINTS_PENDING, "target" => p.to_string()).set(0.0);
+            metrics::gauge!(crate::metrics::HINTS_PENDING_BYTES, "target" => p.to_string())
+                .set(0.0);
         }
         Ok(engine)
     }
@@ -352,7 +353,7 @@ impl Engine {
         match (request, from) {
             (Request::Client(req), _) => self.handle_client(id, req, false),
             (Request::Peer(_), Sender::Client(name)) => {
-                metrics::counter!("shoal_refused_requests_total", "reason" => "client_role_peer_message")
+                metrics::counter!(crate::metrics::REFUSED_REQUESTS_TOTAL, "reason" => "client_role_peer_message")
                     .increment(1);
                 self.respond_error(
                     id,
@@ -363,7 +364,7 @@ impl Engine {
             }
             (Request::Peer(req), Sender::Node(node)) => {
                 if !self.membership.contains(&node) {
-                    metrics::counter!("shoal_refused_requests_total", "reason" => "unknown_node")
+                    metrics::counter!(crate::metrics::REFUSED_REQUESTS_TOTAL, "reason" => "unknown_node")
                         .increment(1);
                     self.respond_error(id, RequestError::UnknownNode(node.to_string()));
                     return;
@@ -401,7 +402,7 @@ impl Engine {
             Waiter::Forward(op) => self.on_forward(op, result),
             Waiter::Repair => {
                 if !matches!(result, Ok(PeerResponse::Ack)) {
-                    metrics::counter!("shoal_read_repair_failures_total").increment(1);
+                    metrics::counter!(crate::metrics::READ_REPAIR_FAILURES_TOTAL).increment(1);
                 }
             }
             Waiter::Gossip => {
@@ -430,7 +431,7 @@ impl Engine {
             return;
         };
         if result.is_err() {
-            metrics::counter!("shoal_engine_storage_failures_total").increment(1);
+            metrics::counter!(crate::metrics::ENGINE_STORAGE_FAILURES_TOTAL).increment(1);
         }
         match p.waiter {
             Waiter::WriteLocal(op) => self.on_write_local(op, result),
@@ -449,7 +450,7 @@ impl Engine {
                     Ok(StorageReply::HintStored) => "stored",
                     _ => "dropped",
                 };
-                metrics::counter!("shoal_hints_total", "event" => label).increment(1);
+                metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => label).increment(1);
             }
             Waiter::Repair => {}
             Waiter::Aae { exchange, part } => self.on_aae_storage(exchange, part, result),
@@ -519,7 +520,8 @@ impl Engine {
 
     fn send(&mut self, to: NodeId, request: PeerRequest, timeout: Duration, waiter: Waiter) {
         let id = self.next_request_id();
-        metrics::counter!("shoal_peer_requests_sent_total", "op" => request.op_name()).increment(1);
+        metrics::counter!(crate::metrics::PEER_REQUESTS_SENT_TOTAL, "op" => request.op_name())
+            .increment(1);
         self.pending.insert(
             id,
             Pending {
@@ -560,7 +562,7 @@ impl Engine {
 
     fn on_state_change(&mut self, change: Option<StateChange>) {
         if let Some(c) = change {
-            metrics::counter!("shoal_member_state_changes_total", "state" => c.state.as_str())
+            metrics::counter!(crate::metrics::MEMBER_STATE_CHANGES_TOTAL, "state" => c.state.as_str())
                 .increment(1);
             self.publish_member_gauges();
         }
@@ -568,7 +570,7 @@ impl Engine {
 
     fn publish_member_gauges(&self) {
         for state in [MemberState::Up, MemberState::Down] {
-            metrics::gauge!("shoal_members", "state" => state.as_str())
+            metrics::gauge!(crate::metrics::MEMBERS, "state" => state.as_str())
                 .set(self.membership.count(state) as f64);
         }
     }
@@ -576,11 +578,12 @@ impl Engine {
     fn set_hint_totals(&mut self, totals: &[(NodeId, HintTotals)]) {
         // Targets that drained to zero disappear from the summary: report them as zero.
         for (id, _) in std::mem::take(&mut self.hint_totals) {
-            metrics::gauge!("shoal_hints_pending", "target" => id.to_string()).set(0.0);
+            metrics::gauge!(crate::metrics::HINTS_PENDING, "target" => id.to_string()).set(0.0);
         }
         for (id, t) in totals {
-            metrics::gauge!("shoal_hints_pending", "target" => id.to_string()).set(t.count as f64);
-            metrics::gauge!("shoal_hints_pending_bytes", "target" => id.to_string())
+            metrics::gauge!(crate::metrics::HINTS_PENDING, "target" => id.to_string())
+                .set(t.count as f64);
+            metrics::gauge!(crate::metrics::HINTS_PENDING_BYTES, "target" => id.to_string())
                 .set(t.bytes as f64);
             self.hint_totals.insert(id.clone(), *t);
         }
@@ -649,7 +652,7 @@ impl Engine {
     // ---- client requests ----
 
     fn handle_client(&mut self, id: InboundId, req: ClientRequest, forwarded: bool) {
-        metrics::counter!("shoal_coordinator_requests_received_total", "op" => req.op_name())
+        metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_RECEIVED_TOTAL, "op" => req.op_name())
             .increment(1);
         match req {
             ClientRequest::ClusterInfo => {
@@ -678,13 +681,13 @@ impl Engine {
 
     fn handle_keyed(&mut self, id: InboundId, req: ClientRequest, forwarded: bool) {
         if let Err(e) = self.validate_keyed(&req) {
-            metrics::counter!("shoal_coordinator_requests_total", "op" => req.op_name(), "result" => "invalid")
+            metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "invalid")
                 .increment(1);
             self.respond_client(id, ClientResponse::Error(e));
             return;
         }
         if self.inflight() >= self.cfg.limits.max_inflight_requests {
-            metrics::counter!("shoal_coordinator_requests_total", "op" => req.op_name(), "result" => "overloaded")
+            metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "overloaded")
                 .increment(1);
             self.respond_client(id, ClientResponse::Error(RequestError::Overloaded));
             return;
@@ -824,7 +827,7 @@ impl Engine {
 
     fn gossip_round(&mut self) {
         let digest = self.membership.next_round(self.now);
-        metrics::counter!("shoal_gossip_rounds_total").increment(1);
+        metrics::counter!(crate::metrics::GOSSIP_ROUNDS_TOTAL).increment(1);
         let peers: Vec<NodeId> = self.membership.peers().cloned().collect();
         if peers.is_empty() {
             return;

@@ -106,7 +106,8 @@ impl Engine {
             Ok(StorageReply::Object(obj)) => self.read_reply(id, slot, Some(obj)),
             // The local store failed: the other replicas may still make the quorum.
             Ok(_) | Err(_) => {
-                metrics::counter!("shoal_coordinator_local_read_failures_total").increment(1);
+                metrics::counter!(crate::metrics::COORDINATOR_LOCAL_READ_FAILURES_TOTAL)
+                    .increment(1);
                 self.read_reply_failed(id, slot)
             }
         }
@@ -170,9 +171,9 @@ impl Engine {
                     };
                     let inbound = op.inbound;
                     let elapsed = self.now.saturating_since(op.started);
-                    metrics::counter!("shoal_coordinator_requests_total", "op" => "get", "result" => outcome_label(&Ok(())))
+                    metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => "get", "result" => outcome_label(&Ok(())))
                         .increment(1);
-                    metrics::histogram!("shoal_coordinator_duration_seconds", "op" => "get")
+                    metrics::histogram!(crate::metrics::COORDINATOR_DURATION_SECONDS, "op" => "get")
                         .record(elapsed.as_secs_f64());
                     self.aae.observe_foreground(elapsed);
                     self.respond_client(inbound, ClientResponse::Get(reply));
@@ -203,9 +204,9 @@ impl Engine {
         op.answered = true;
         let inbound = op.inbound;
         let label = outcome_label(&Err(err.clone()));
-        metrics::counter!("shoal_coordinator_requests_total", "op" => "get", "result" => label)
+        metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => "get", "result" => label)
             .increment(1);
-        metrics::counter!("shoal_quorum_failures_total", "op" => "get", "kind" => label)
+        metrics::counter!(crate::metrics::QUORUM_FAILURES_TOTAL, "op" => "get", "kind" => label)
             .increment(1);
         self.respond_client(inbound, ClientResponse::Error(err));
     }
@@ -248,7 +249,7 @@ impl Engine {
             if !stale || (hint_for.is_some() && !self.cfg.handoff.enabled) {
                 continue;
             }
-            metrics::counter!("shoal_read_repairs_total").increment(1);
+            metrics::counter!(crate::metrics::READ_REPAIRS_TOTAL).increment(1);
             if node == self.me {
                 let max_object_bytes = self.cfg.limits.max_object_bytes;
                 self.storage(

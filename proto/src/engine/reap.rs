@@ -144,7 +144,7 @@ impl Engine {
                 }
             }
             (ReapPart::Deleted, Ok(StorageReply::Reaped(count))) => {
-                metrics::counter!("shoal_tombstones_reaped_total").increment(count);
+                metrics::counter!(crate::metrics::TOMBSTONES_REAPED_TOTAL).increment(count);
                 self.reap_delete_done();
             }
             _ => {
@@ -199,7 +199,7 @@ impl Engine {
             }
             ReapPart::Deleted => {
                 if let Ok(PeerResponse::Aae(AaeResponse::Reaped(count))) = result {
-                    metrics::counter!("shoal_tombstones_reaped_total").increment(count);
+                    metrics::counter!(crate::metrics::TOMBSTONES_REAPED_TOTAL).increment(count);
                 }
                 self.reap_delete_done();
             }

@@ -37,7 +37,8 @@ fn unexpected_reply(kind: ReplicaKind, reply: StorageReply) -> PeerResponse {
 
 impl Engine {
     pub(super) fn handle_peer(&mut self, id: InboundId, _from: NodeId, req: PeerRequest) {
-        metrics::counter!("shoal_replica_requests_total", "op" => req.op_name()).increment(1);
+        metrics::counter!(crate::metrics::REPLICA_REQUESTS_TOTAL, "op" => req.op_name())
+            .increment(1);
         match req {
             PeerRequest::Forward(client) => self.handle_client(id, client, true),
             PeerRequest::Replicate {
@@ -183,11 +184,11 @@ impl Engine {
         let response = match (kind, result) {
             (ReplicaKind::Merge, Ok(StorageReply::Merged { .. })) => PeerResponse::Ack,
             (ReplicaKind::StoreHint, Ok(StorageReply::HintStored)) => {
-                metrics::counter!("shoal_hints_total", "event" => "stored").increment(1);
+                metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "stored").increment(1);
                 PeerResponse::Ack
             }
             (ReplicaKind::StoreHint, Ok(StorageReply::HintRejected(why))) => {
-                metrics::counter!("shoal_hints_total", "event" => "dropped").increment(1);
+                metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "dropped").increment(1);
                 let what = match why {
                     HintRejection::TooMany => "count",
                     HintRejection::TooLarge => "bytes",

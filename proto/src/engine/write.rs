@@ -126,9 +126,9 @@ impl Engine {
         }) {
             Ok(quorum) => Some(quorum),
             Err(short) => {
-                metrics::counter!("shoal_coordinator_requests_total", "op" => op_name, "result" => "unavailable")
+                metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => "unavailable")
                     .increment(1);
-                metrics::counter!("shoal_quorum_failures_total", "op" => op_name, "kind" => "unavailable")
+                metrics::counter!(crate::metrics::QUORUM_FAILURES_TOTAL, "op" => op_name, "kind" => "unavailable")
                     .increment(1);
                 self.respond_client(inbound, ClientResponse::Error(short.into()));
                 None
@@ -246,9 +246,9 @@ impl Engine {
                     let inbound = op.inbound;
                     let elapsed = self.now.saturating_since(op.started);
                     let response = op.reply.take();
-                    metrics::counter!("shoal_coordinator_requests_total", "op" => op_name, "result" => outcome_label(&Ok(())))
+                    metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => outcome_label(&Ok(())))
                         .increment(1);
-                    metrics::histogram!("shoal_coordinator_duration_seconds", "op" => op_name)
+                    metrics::histogram!(crate::metrics::COORDINATOR_DURATION_SECONDS, "op" => op_name)
                         .record(elapsed.as_secs_f64());
                     self.aae.observe_foreground(elapsed);
                     if let Some(r) = response {
@@ -278,13 +278,13 @@ impl Engine {
         let op_name = op.op_name();
         let inbound = op.inbound;
         let label = outcome_label(&Err(err.clone()));
-        metrics::counter!("shoal_coordinator_requests_total", "op" => op_name, "result" => label)
+        metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => label)
             .increment(1);
         if matches!(
             err,
             RequestError::Unavailable { .. } | RequestError::Timeout { .. }
         ) {
-            metrics::counter!("shoal_quorum_failures_total", "op" => op_name, "kind" => label)
+            metrics::counter!(crate::metrics::QUORUM_FAILURES_TOTAL, "op" => op_name, "kind" => label)
                 .increment(1);
         }
         op.reply = None;

@@ -10,15 +10,20 @@ use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 
-/// Counter names (prefixes) the report keeps.
+use shoal_proto::metrics::{
+    AAE_EXCHANGES_TOTAL, AAE_KEYS_REPAIRED_TOTAL, FORWARDS_TOTAL, HINTS_TOTAL,
+    MEMBER_STATE_CHANGES_TOTAL, READ_REPAIRS_TOTAL, TOMBSTONES_REAPED_TOTAL,
+};
+
+/// Counters the report keeps.
 const KEPT: &[&str] = &[
-    "shoal_hints_total",
-    "shoal_read_repairs",
-    "shoal_forwards_total",
-    "shoal_member_state_changes_total",
-    "shoal_aae_keys_repaired_total",
-    "shoal_aae_exchanges_total",
-    "shoal_tombstones_reaped_total",
+    HINTS_TOTAL,
+    READ_REPAIRS_TOTAL,
+    FORWARDS_TOTAL,
+    MEMBER_STATE_CHANGES_TOTAL,
+    AAE_KEYS_REPAIRED_TOTAL,
+    AAE_EXCHANGES_TOTAL,
+    TOMBSTONES_REAPED_TOTAL,
 ];
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
@@ -89,17 +94,21 @@ impl CounterReader {
     }
 }
 
-/// The name of a counter with its labels, as the report shows it.
-fn render(key: &Key) -> String {
-    let mut labels: Vec<String> = key
-        .labels()
-        .map(|l| format!("{}={}", l.key(), l.value()))
-        .collect();
+/// The key of counter `name` with `labels` in the counts, as the report shows it:
+/// `name{label=value,...}` with the labels sorted, or `name` alone.
+pub fn counter_key(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if labels.is_empty() {
-        return key.name().to_owned();
+        return name.to_owned();
     }
     labels.sort();
-    format!("{}{{{}}}", key.name(), labels.join(","))
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// The key of a recorded counter in the counts.
+fn render(key: &Key) -> String {
+    let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+    counter_key(key.name(), &labels)
 }
 
 impl Recorder for CountingRecorder {
@@ -108,7 +117,7 @@ impl Recorder for CountingRecorder {
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        if KEPT.iter().any(|p| key.name().starts_with(p)) {
+        if KEPT.contains(&key.name()) {
             Counter::from_arc(Arc::new(Cell {
                 counts: Arc::clone(&self.counts),
                 key: render(key),
@@ -135,12 +144,14 @@ mod tests {
     fn kept_counters_are_counted_with_their_labels() {
         let rec = CountingRecorder::default();
         metrics::with_local_recorder(&rec, || {
-            metrics::counter!("shoal_hints_total", "event" => "stored").increment(2);
-            metrics::counter!("shoal_hints_total", "event" => "stored").increment(1);
-            metrics::counter!("shoal_storage_ops_total").increment(5);
+            metrics::counter!(HINTS_TOTAL, "event" => "stored").increment(2);
+            metrics::counter!(HINTS_TOTAL, "event" => "stored").increment(1);
+            metrics::counter!(shoal_storage::metrics::OPS_TOTAL).increment(5);
         });
         let snap = rec.snapshot();
-        assert_eq!(snap.get("shoal_hints_total{event=stored}"), Some(&3));
+        let stored = counter_key(HINTS_TOTAL, &[("event", "stored")]);
+        assert_eq!(stored, format!("{HINTS_TOTAL}{{event=stored}}"));
+        assert_eq!(snap.get(&stored), Some(&3));
         assert_eq!(snap.len(), 1);
     }
 }

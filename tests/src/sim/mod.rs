@@ -78,6 +78,7 @@ pub use config::{
     StorageTiming, ANTI_ENTROPY_CONVERGENCE_INTERVALS, ANTI_ENTROPY_MIN_INTERVALS, CLIENT_TIMEOUT,
     EPOCH, PARTITIONS,
 };
+pub use counters::counter_key;
 pub use node::StartError;
 pub use report::{replay_command, FaultCounts, RunFailure, RunReport};
 pub use scenario::{

@@ -6,7 +6,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use shoal_proto::metrics::{
+    AAE_EXCHANGES_TOTAL, AAE_KEYS_REPAIRED_TOTAL, FORWARDS_TOTAL, HINTS_TOTAL, READ_REPAIRS_TOTAL,
+    TOMBSTONES_REAPED_TOTAL,
+};
+
 use super::config::{Background, FaultMix, Liveness, Setup, SimConfig};
+use super::counters::counter_key;
 use super::timeline::Timeline;
 use crate::checkers::{FinalState, Violation};
 use crate::history::History;
@@ -241,9 +247,15 @@ impl RunReport {
         }
     }
 
-    /// A counter of the engine, 0 if it never moved.
-    pub fn counter(&self, name: &str) -> u64 {
-        self.counters.get(name).copied().unwrap_or(0)
+    /// A counter of the engine by its key ([`counter_key`]), 0 if it never moved.
+    pub fn counter(&self, key: &str) -> u64 {
+        self.counters.get(key).copied().unwrap_or(0)
+    }
+
+    /// The counter `name` (a constant of [`shoal_proto::metrics`]) with exactly `labels`,
+    /// 0 if it never moved.
+    pub fn counter_with(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.counter(&counter_key(name, labels))
     }
 
     /// Operations of `kind` (any outcome).
@@ -274,10 +286,10 @@ impl RunReport {
             self.faults.crashes,
             self.faults.partitions,
             self.faults.dropped,
-            self.counter("shoal_hints_total{event=stored}"),
-            self.counter("shoal_aae_keys_repaired_total{direction=fetched}")
-                + self.counter("shoal_aae_keys_repaired_total{direction=pushed}"),
-            self.counter("shoal_tombstones_reaped_total"),
+            self.counter_with(HINTS_TOTAL, &[("event", "stored")]),
+            self.counter_with(AAE_KEYS_REPAIRED_TOTAL, &[("direction", "fetched")])
+                + self.counter_with(AAE_KEYS_REPAIRED_TOTAL, &[("direction", "pushed")]),
+            self.counter_with(TOMBSTONES_REAPED_TOTAL, &[]),
             if self.violations.is_empty() { "ok" } else { "FAILED" },
             self.digest
         )
@@ -328,29 +340,29 @@ impl fmt::Display for RunReport {
         writeln!(
             f,
             "hints       stored {} delivered {} dropped {} delivery failures {}",
-            self.counter("shoal_hints_total{event=stored}"),
-            self.counter("shoal_hints_total{event=delivered}"),
-            self.counter("shoal_hints_total{event=dropped}"),
-            self.counter("shoal_hints_total{event=delivery_failed}")
+            self.counter_with(HINTS_TOTAL, &[("event", "stored")]),
+            self.counter_with(HINTS_TOTAL, &[("event", "delivered")]),
+            self.counter_with(HINTS_TOTAL, &[("event", "dropped")]),
+            self.counter_with(HINTS_TOTAL, &[("event", "delivery_failed")])
         )?;
         writeln!(
             f,
             "read repair sent {} (ok {} failed {})",
-            self.counter("shoal_read_repairs_total"),
-            self.counter("shoal_read_repairs_total{result=ok}"),
-            self.counter("shoal_read_repairs_total{result=failed}")
+            self.counter_with(READ_REPAIRS_TOTAL, &[]),
+            self.counter_with(READ_REPAIRS_TOTAL, &[("result", "ok")]),
+            self.counter_with(READ_REPAIRS_TOTAL, &[("result", "failed")])
         )?;
-        writeln!(f, "forwards    {}", self.counter("shoal_forwards_total"))?;
+        writeln!(f, "forwards    {}", self.counter_with(FORWARDS_TOTAL, &[]))?;
         writeln!(
             f,
             "anti-entropy exchanges ok {} failed {}, keys repaired {} (fetched {} pushed {}), tombstones reaped {} ({} keys)",
-            self.counter("shoal_aae_exchanges_total{result=ok}"),
-            self.counter("shoal_aae_exchanges_total{result=failed}"),
-            self.counter("shoal_aae_keys_repaired_total{direction=fetched}")
-                + self.counter("shoal_aae_keys_repaired_total{direction=pushed}"),
-            self.counter("shoal_aae_keys_repaired_total{direction=fetched}"),
-            self.counter("shoal_aae_keys_repaired_total{direction=pushed}"),
-            self.counter("shoal_tombstones_reaped_total"),
+            self.counter_with(AAE_EXCHANGES_TOTAL, &[("result", "ok")]),
+            self.counter_with(AAE_EXCHANGES_TOTAL, &[("result", "failed")]),
+            self.counter_with(AAE_KEYS_REPAIRED_TOTAL, &[("direction", "fetched")])
+                + self.counter_with(AAE_KEYS_REPAIRED_TOTAL, &[("direction", "pushed")]),
+            self.counter_with(AAE_KEYS_REPAIRED_TOTAL, &[("direction", "fetched")]),
+            self.counter_with(AAE_KEYS_REPAIRED_TOTAL, &[("direction", "pushed")]),
+            self.counter_with(TOMBSTONES_REAPED_TOTAL, &[]),
             self.history.reaps.len()
         )?;
         writeln!(

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use shoal_proto::metrics::{AAE_KEYS_REPAIRED_TOTAL, TOMBSTONES_REAPED_TOTAL};
+
 use super::Sim;
 
 /// How often the timeline is sampled, in virtual time.
@@ -118,8 +120,8 @@ impl Sim {
                 .collect();
             self.timeline.samples.push(Sample {
                 at,
-                aae_keys_repaired: self.counters.sum("shoal_aae_keys_repaired_total"),
-                tombstones_reaped: self.counters.sum("shoal_tombstones_reaped_total"),
+                aae_keys_repaired: self.counters.sum(AAE_KEYS_REPAIRED_TOTAL),
+                tombstones_reaped: self.counters.sum(TOMBSTONES_REAPED_TOTAL),
                 nodes,
             });
         }

@@ -1,8 +1,9 @@
 //! `docs/METRICS.md` against the code and against live nodes.
 //!
 //! - The catalogue lists exactly the metric names the code emits (`metrics::counter!`,
-//!   `gauge!`, `histogram!` in `proto`, `node`, `storage`, `transport`; the SDK's in
-//!   `client` in its own section), each with the type of the macro that emits it.
+//!   `gauge!`, `histogram!` in `proto`, `executor`, `node`, `storage`, `transport`; the
+//!   SDK's in `client` in its own section), each with the type of the macro that emits
+//!   it, names given as constants resolved to their values.
 //! - A real 3-node cluster put through faults ([`fault_workload::run`])
 //!   exports every catalogued node metric with its catalogued type, except the few
 //!   marked *(conditional)*, and nothing uncatalogued.
@@ -13,7 +14,13 @@ use std::path::{Path, PathBuf};
 use crate::harness::{fault_workload, repo_root, scrape, Catalogue, MetricKind};
 
 /// Crates whose metrics nodes serve.
-const NODE_CRATES: &[&str] = &["proto/src", "node/src", "storage/src", "transport/src"];
+const NODE_CRATES: &[&str] = &[
+    "proto/src",
+    "executor/src",
+    "node/src",
+    "storage/src",
+    "transport/src",
+];
 /// The SDK crate.
 const SDK_CRATES: &[&str] = &["client/src"];
 
@@ -54,9 +61,27 @@ fn code_text(path: &Path) -> String {
         .join("\n")
 }
 
-/// `const NAME: &str = "value";` definitions, by name.
-fn string_constants(text: &str, consts: &mut BTreeMap<String, String>) {
-    for line in text.lines() {
+/// A `const NAME: &str = "value";` definition.
+#[derive(Debug)]
+struct StringConstant {
+    /// The crate directory of the file that defines it (`proto`, `node`, ...).
+    krate: String,
+    /// The file that defines it.
+    file: PathBuf,
+    value: String,
+}
+
+/// `const NAME: &str = "value";` definitions of `text` (the file `file` of crate
+/// `krate`), added to `consts` by name. The value may stand on the line after the `=`
+/// (as rustfmt puts a long one).
+fn string_constants(
+    krate: &str,
+    file: &Path,
+    text: &str,
+    consts: &mut BTreeMap<String, Vec<StringConstant>>,
+) {
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
         let Some(at) = line.find("const ") else {
             continue;
         };
@@ -70,10 +95,55 @@ fn string_constants(text: &str, consts: &mut BTreeMap<String, String>) {
         if ty.trim() != "&str" && ty.trim() != "&'static str" {
             continue;
         }
-        let value = value.trim().trim_end_matches(';').trim();
-        if let Some(v) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-            consts.insert(ident.trim().to_owned(), v.to_owned());
+        let mut value = value.trim();
+        if value.is_empty() {
+            value = lines.get(i + 1).map_or("", |l| l.trim());
         }
+        let value = value.trim_end_matches(';').trim();
+        if let Some(v) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            consts
+                .entry(ident.trim().to_owned())
+                .or_default()
+                .push(StringConstant {
+                    krate: krate.to_owned(),
+                    file: file.to_owned(),
+                    value: v.to_owned(),
+                });
+        }
+    }
+}
+
+/// The value of the constant `path` (`NAME`, `crate::metrics::NAME`,
+/// `shoal_proto::metrics::NAME`, an alias `engine::NAME`, ...) used in `file` of crate
+/// `krate`. Several crates define constants of the same name (`REQUESTS_TOTAL`), so a
+/// definition in the same file wins, then one in the crate the path names (`shoal_x::`:
+/// crate `x`; `crate::` or no crate: the same crate), then the only value left.
+fn resolve(
+    consts: &BTreeMap<String, Vec<StringConstant>>,
+    krate: &str,
+    file: &Path,
+    path: &str,
+) -> Option<String> {
+    let ident = path.rsplit("::").next()?;
+    let defs = consts.get(ident)?;
+    if let Some(d) = defs.iter().find(|d| d.file == file) {
+        return Some(d.value.clone());
+    }
+    let named = path
+        .split("::")
+        .next()
+        .and_then(|first| first.strip_prefix("shoal_"))
+        .unwrap_or(krate);
+    let in_crate: Vec<&StringConstant> = defs.iter().filter(|d| d.krate == named).collect();
+    let candidates = if in_crate.is_empty() {
+        defs.iter().collect()
+    } else {
+        in_crate
+    };
+    let values: BTreeSet<&str> = candidates.iter().map(|d| d.value.as_str()).collect();
+    match values.into_iter().collect::<Vec<_>>()[..] {
+        [only] => Some(only.to_owned()),
+        _ => None,
     }
 }
 
@@ -88,18 +158,20 @@ fn emissions(dirs: &[&str]) -> Vec<Emission> {
         rust_files(&root.join(d), &mut files);
     }
     files.sort();
-    let texts: Vec<(PathBuf, String)> = files.iter().map(|f| (f.clone(), code_text(f))).collect();
+    let texts: Vec<(PathBuf, String, String)> = files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&root).unwrap_or(f).display().to_string();
+            (f.clone(), rel, code_text(f))
+        })
+        .collect();
+    let krate = |rel: &str| rel.split('/').next().unwrap_or_default().to_owned();
     let mut consts = BTreeMap::new();
-    for (_, text) in &texts {
-        string_constants(text, &mut consts);
+    for (path, rel, text) in &texts {
+        string_constants(&krate(rel), path, text, &mut consts);
     }
     let mut out = Vec::new();
-    for (path, text) in &texts {
-        let rel = path
-            .strip_prefix(&root)
-            .unwrap_or(path)
-            .display()
-            .to_string();
+    for (path, rel, text) in &texts {
         for (macro_name, kind) in [
             ("counter!", MetricKind::Counter),
             ("gauge!", MetricKind::Gauge),
@@ -125,14 +197,13 @@ fn emissions(dirs: &[&str]) -> Vec<Emission> {
                 let name = if let Some(lit) = args.strip_prefix('"') {
                     lit.split('"').next().unwrap_or_default().to_owned()
                 } else {
-                    let path: String = args
+                    let constant: String = args
                         .chars()
                         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
                         .collect();
-                    let ident = path.rsplit("::").next().unwrap_or_default();
-                    consts.get(ident).cloned().unwrap_or_else(|| {
+                    resolve(&consts, &krate(rel), path, &constant).unwrap_or_else(|| {
                         panic!(
-                            "{at}: cannot resolve the metric name `{path}` of a {macro_name} call"
+                            "{at}: cannot resolve the metric name `{constant}` of a {macro_name} call"
                         )
                     })
                 };
@@ -295,4 +366,41 @@ async fn live_cluster_exports_every_catalogued_node_metric() {
         "after the workload, catalogued node metrics no node exports:\n  {}\nexported but not catalogued: {uncatalogued:?}",
         missing.join("\n  ")
     );
+}
+
+/// Constants of the same name in several crates resolve to the one the call site means.
+#[test]
+fn metric_name_constants_resolve_by_file_then_crate() {
+    let mut consts = BTreeMap::new();
+    let node = Path::new("node/src/metrics.rs");
+    let transport = Path::new("transport/src/metrics.rs");
+    string_constants(
+        "node",
+        node,
+        "pub const REQUESTS_TOTAL: &str = \"n_total\";\npub const LONG: &str =\n    \"l_total\";",
+        &mut consts,
+    );
+    string_constants(
+        "transport",
+        transport,
+        "pub const REQUESTS_TOTAL: &str = \"t_total\";",
+        &mut consts,
+    );
+    let handler = Path::new("node/src/server/handler.rs");
+    let value = |krate: &str, file: &Path, path: &str| resolve(&consts, krate, file, path);
+    assert_eq!(
+        value("node", transport, "REQUESTS_TOTAL").as_deref(),
+        Some("t_total")
+    );
+    assert_eq!(
+        value("node", handler, "crate::metrics::REQUESTS_TOTAL").as_deref(),
+        Some("n_total")
+    );
+    assert_eq!(
+        value("node", handler, "shoal_transport::metrics::REQUESTS_TOTAL").as_deref(),
+        Some("t_total")
+    );
+    assert_eq!(value("proto", handler, "REQUESTS_TOTAL"), None, "ambiguous");
+    assert_eq!(value("proto", handler, "LONG").as_deref(), Some("l_total"));
+    assert_eq!(value("node", handler, "MISSING"), None);
 }

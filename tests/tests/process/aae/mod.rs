@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shoal_client::{Client, Context, NodeId, ReadOptions};
+use shoal_proto::metrics::{
+    AAE_BUDGET_RATIO, AAE_KEYS_REPAIRED_TOTAL, COORDINATOR_DURATION_SECONDS,
+    TOMBSTONES_REAPED_TOTAL,
+};
 use shoal_ring::Ring;
 use support::{
     assert_no_hints, assert_reads, cli_aae_status, converged, counts_are, delete_all, found,
@@ -82,7 +86,7 @@ async fn write_and_delete(client: &Client, live: &[(String, String)], dead: &[(S
 /// The keys anti-entropy repaired (`shoal_aae_keys_repaired_total`) summed over `nodes`.
 async fn keys_repaired(cluster: &Cluster, nodes: &[usize]) -> f64 {
     cluster
-        .metric_sum(nodes, "shoal_aae_keys_repaired_total", &[])
+        .metric_sum(nodes, AAE_KEYS_REPAIRED_TOTAL, &[])
         .await
         .unwrap_or_else(|e| panic!("reading shoal_aae_keys_repaired_total: {e}"))
 }
@@ -112,7 +116,7 @@ async fn wait_reaped(
                 let doc = cli_aae_status(cluster).await?;
                 let keys = converged(&doc, partitions, ids)?;
                 let reaped = cluster
-                    .metric_sum(all, "shoal_tombstones_reaped_total", &[])
+                    .metric_sum(all, TOMBSTONES_REAPED_TOTAL, &[])
                     .await?;
                 counts_are(expected.clone())(&keys)
                     .map_err(|e| format!("{reaped} of {reaped_total} reaped; {e}"))?;
@@ -205,7 +209,7 @@ async fn settle_background_budget(cluster: &mut Cluster, ring: &Ring, kvs: &[(St
                             .map_err(|e| format!("get {key}: {e}"))?;
                     }
                     let page = scrape(cluster.nodes()[i].metrics).await?;
-                    let ratio = page.sum("shoal_aae_budget_ratio", &[]);
+                    let ratio = page.sum(AAE_BUDGET_RATIO, &[]);
                     if ratio < 0.99 {
                         low.push(format!("{id}: {ratio}"));
                     }
@@ -511,7 +515,7 @@ async fn reaped_tombstones_stay_gone_and_a_rewritten_key_has_only_its_new_value(
     ))(&keys)
     .unwrap();
     let reaped = cluster
-        .metric_sum(&all, "shoal_tombstones_reaped_total", &[])
+        .metric_sum(&all, TOMBSTONES_REAPED_TOTAL, &[])
         .await
         .unwrap();
     assert_eq!(
@@ -648,11 +652,11 @@ async fn anti_entropy_resumes_when_client_traffic_stops_after_slow_requests() {
                 let mut budgets = Vec::new();
                 for (i, id) in ids.iter().enumerate() {
                     let page = scrape(cluster.nodes()[i].metrics).await?;
-                    let gets = page.sum("shoal_coordinator_duration_seconds_count", &[]);
-                    let seconds = page.sum("shoal_coordinator_duration_seconds_sum", &[]);
+                    let gets = page.sum(&format!("{COORDINATOR_DURATION_SECONDS}_count"), &[]);
+                    let seconds = page.sum(&format!("{COORDINATOR_DURATION_SECONDS}_sum"), &[]);
                     budgets.push(format!(
                         "{id}: budget {}, mean client request latency {:.3} s",
-                        page.sum("shoal_aae_budget_ratio", &[]),
+                        page.sum(AAE_BUDGET_RATIO, &[]),
                         seconds / gets.max(1.0)
                     ));
                 }

@@ -4,6 +4,10 @@
 use std::time::Duration;
 
 use shoal_client::{Client, ClientError, Context, MemberState, ReadOptions, WriteOptions};
+use shoal_proto::metrics::{
+    AAE_EXCHANGES_TOTAL, AAE_KEYS_REPAIRED_TOTAL, HINTS_TOTAL, READ_REPAIRS_TOTAL,
+    TOMBSTONES_REAPED_TOTAL,
+};
 use shoal_proto::wire::{decode_response, encode_request, PeerRequest, Request, Response};
 use shoal_proto::RequestError;
 use shoal_transport::{Endpoint, TlsIdentity, TransportConfig};
@@ -143,8 +147,8 @@ pub async fn run(cluster: &mut Cluster) -> WorkloadReport {
     let all = [N1, N2, N3];
     let p = WORKLOAD_PARTITIONS as f64;
     // Anti-entropy's first round: n1 with n2 and n3, n2 with n3, every partition.
-    wait_metric(cluster, &[N1], "shoal_aae_exchanges_total", &[], 2.0 * p).await;
-    wait_metric(cluster, &[N2], "shoal_aae_exchanges_total", &[], p).await;
+    wait_metric(cluster, &[N1], AAE_EXCHANGES_TOTAL, &[], 2.0 * p).await;
+    wait_metric(cluster, &[N2], AAE_EXCHANGES_TOTAL, &[], p).await;
 
     // Phase 1: healthy.
     let client = cluster.client().await;
@@ -196,21 +200,14 @@ pub async fn run(cluster: &mut Cluster) -> WorkloadReport {
     cluster.resume(N3);
     wait_views(cluster, &client, &all, &all, MemberState::Up).await;
     wait_hints_drained(&client, &cluster.ids(&all), STEP_TIMEOUT).await;
-    wait_metric(
-        cluster,
-        &all,
-        "shoal_hints_total",
-        &[("event", "expired")],
-        1.0,
-    )
-    .await;
+    wait_metric(cluster, &all, HINTS_TOTAL, &[("event", "expired")], 1.0).await;
     for key in &expiring[..expiring.len() / 2] {
         get(&client, key, 3, &mut report).await;
     }
     wait_metric(
         cluster,
         &all,
-        "shoal_read_repairs_total",
+        READ_REPAIRS_TOTAL,
         &[],
         (expiring.len() / 2) as f64,
     )
@@ -232,7 +229,7 @@ pub async fn run(cluster: &mut Cluster) -> WorkloadReport {
     wait_metric(
         cluster,
         &[N2, N3],
-        "shoal_hints_total",
+        HINTS_TOTAL,
         &[("event", "dropped")],
         1.0,
     )
@@ -246,13 +243,13 @@ pub async fn run(cluster: &mut Cluster) -> WorkloadReport {
         wait_metric(
             cluster,
             &[N1],
-            "shoal_aae_keys_repaired_total",
+            AAE_KEYS_REPAIRED_TOTAL,
             &[("direction", direction)],
             1.0,
         )
         .await;
     }
-    wait_metric(cluster, &all, "shoal_tombstones_reaped_total", &[], 1.0).await;
+    wait_metric(cluster, &all, TOMBSTONES_REAPED_TOTAL, &[], 1.0).await;
     wait_hints_drained(&client, &cluster.ids(&all), STEP_TIMEOUT).await;
     for key in unhinted.iter().take(5) {
         get(&client, key, 3, &mut report).await;
@@ -361,7 +358,7 @@ async fn foreign_ca_handshake(cluster: &Cluster, i: usize) {
     wait_metric(
         cluster,
         &[i],
-        "shoal_transport_handshake_failures_total",
+        shoal_transport::metrics::HANDSHAKE_FAILURES_TOTAL,
         &[],
         1.0,
     )

@@ -1,0 +1,10 @@
+//! Names of the metrics the executor records itself (the hint events it records are the
+//! engine's [`shoal_proto::metrics::HINTS_TOTAL`]); the node describes them and creates
+//! them at zero. docs/METRICS.md has the full catalogue.
+
+/// Counter: incremental Merkle trees the periodic verification found to disagree with
+/// storage and replaced (a bug or corruption).
+pub const AAE_TREE_MISMATCHES_TOTAL: &str = "shoal_aae_tree_mismatches_total";
+/// Counter: objects an anti-entropy merge could not store because the merge made them
+/// larger than `limits.max_object_bytes`.
+pub const AAE_OBJECTS_TOO_LARGE_TOTAL: &str = "shoal_aae_objects_too_large_total";

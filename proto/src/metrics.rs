@@ -1,0 +1,69 @@
+//! Names of the metrics the engine records through the `metrics` facade (a no-op until
+//! the driver installs a recorder). Each name is written once, here: the engine's call
+//! sites, the node's descriptions and the simulator's counters all refer to these
+//! constants. docs/METRICS.md has the full catalogue.
+
+/// Counter, by `op` (a client operation): client requests, direct or forwarded, that
+/// reached the engine.
+pub const COORDINATOR_REQUESTS_RECEIVED_TOTAL: &str = "shoal_coordinator_requests_received_total";
+/// Counter, by `op` and `result` (`ok` or the error's label): keyed requests this node
+/// coordinated, or refused before coordinating.
+pub const COORDINATOR_REQUESTS_TOTAL: &str = "shoal_coordinator_requests_total";
+/// Histogram, by `op` (`get`, `put`, `delete`), in seconds: start of a successful
+/// coordinated request to its quorum answer.
+pub const COORDINATOR_DURATION_SECONDS: &str = "shoal_coordinator_duration_seconds";
+/// Counter, by `op` and `kind` (`unavailable`, `timeout`): coordinated requests that
+/// failed to reach their quorum.
+pub const QUORUM_FAILURES_TOTAL: &str = "shoal_quorum_failures_total";
+/// Counter: coordinated reads whose own local read failed (the read goes on with the
+/// other replicas).
+pub const COORDINATOR_LOCAL_READ_FAILURES_TOTAL: &str =
+    "shoal_coordinator_local_read_failures_total";
+/// Counter: replicas sent the merged object after a read (one per stale replica).
+pub const READ_REPAIRS_TOTAL: &str = "shoal_read_repairs_total";
+/// Counter: read repairs the target did not acknowledge.
+pub const READ_REPAIR_FAILURES_TOTAL: &str = "shoal_read_repair_failures_total";
+/// Counter: attempts to hand a client request to a replica (one per candidate tried).
+pub const FORWARDS_TOTAL: &str = "shoal_forwards_total";
+/// Counter, by `op` and `result`: forwarded client requests, by the replica's outcome.
+pub const FORWARDED_REQUESTS_TOTAL: &str = "shoal_forwarded_requests_total";
+/// Counter, by `reason` (`client_role_peer_message`, `unknown_node`): requests refused
+/// for the sender's role or identity.
+pub const REFUSED_REQUESTS_TOTAL: &str = "shoal_refused_requests_total";
+/// Counter, by `op` (a node-to-node operation): requests the engine issued to other
+/// nodes.
+pub const PEER_REQUESTS_SENT_TOTAL: &str = "shoal_peer_requests_sent_total";
+/// Counter, by `op`: requests from members that reached the engine's replica side.
+pub const REPLICA_REQUESTS_TOTAL: &str = "shoal_replica_requests_total";
+/// Gauge, by `state` (`up`, `down`): members in each state as this node sees them.
+pub const MEMBERS: &str = "shoal_members";
+/// Counter, by `state` (the new state): member state changes this node saw.
+pub const MEMBER_STATE_CHANGES_TOTAL: &str = "shoal_member_state_changes_total";
+/// Counter: gossip rounds started.
+pub const GOSSIP_ROUNDS_TOTAL: &str = "shoal_gossip_rounds_total";
+/// Counter, by `event` (`stored`, `dropped`, `delivered`, `expired`, `delivery_failed`,
+/// `corrupt`): hint lifecycle events.
+pub const HINTS_TOTAL: &str = "shoal_hints_total";
+/// Gauge, by `target` (a node id): hints held for each target.
+pub const HINTS_PENDING: &str = "shoal_hints_pending";
+/// Gauge, by `target`, in bytes: size of the hints held for each target.
+pub const HINTS_PENDING_BYTES: &str = "shoal_hints_pending_bytes";
+/// Counter, by `result` (`ok`, `failed`): Merkle-tree exchanges started and finished.
+pub const AAE_EXCHANGES_TOTAL: &str = "shoal_aae_exchanges_total";
+/// Histogram, in seconds: duration of exchanges, whatever the result.
+pub const AAE_EXCHANGE_DURATION_SECONDS: &str = "shoal_aae_exchange_duration_seconds";
+/// Gauge: exchanges in progress.
+pub const AAE_EXCHANGES_RUNNING: &str = "shoal_aae_exchanges_running";
+/// Counter: leaf segments whose key lists were compared.
+pub const AAE_LEAVES_COMPARED_TOTAL: &str = "shoal_aae_leaves_compared_total";
+/// Counter, by `direction` (`fetched`, `pushed`): keys an exchange repaired.
+pub const AAE_KEYS_REPAIRED_TOTAL: &str = "shoal_aae_keys_repaired_total";
+/// Counter, by `direction` (`sent`, `received`, `digests`), in bytes: anti-entropy
+/// payload volume.
+pub const AAE_BYTES_TOTAL: &str = "shoal_aae_bytes_total";
+/// Gauge: the admission-control multiplier on the repair budget.
+pub const AAE_BUDGET_RATIO: &str = "shoal_aae_budget_ratio";
+/// Counter: tombstones deleted once every replica held the same one.
+pub const TOMBSTONES_REAPED_TOTAL: &str = "shoal_tombstones_reaped_total";
+/// Counter: storage results the engine received as failures (any waiter).
+pub const ENGINE_STORAGE_FAILURES_TOTAL: &str = "shoal_engine_storage_failures_total";
