@@ -41,11 +41,27 @@ const MAX_GOOD_OPS: u64 = 50_000;
 const MIN_GOOD_OPS: u64 = 50;
 /// Required success rate of the well-behaved client.
 const MIN_SUCCESS_RATE: f64 = 0.99;
+/// Longest wait, after a kind, for the nodes to finish the work it left them (in-flight
+/// gauges back near zero) before the next kind starts, so that kinds are measured apart.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// In-flight bytes (client plus peer) below which a node counts as settled: the
+/// well-behaved client's own small requests.
+const SETTLED_INFLIGHT_BYTES: f64 = 1024.0 * 1024.0;
 /// Memory a node may gain during one kind beyond its in-flight budgets (client and peer:
 /// client requests cause peer traffic, so both can be full at once): QUIC connection
 /// state and buffers of thousands of connections and streams, which the byte budgets do
 /// not count, and allocator fragmentation, which keeps freed memory resident.
 const RSS_HEADROOM: u64 = 256 << 20;
+
+/// Counters of the transport whose growth during a kind (summed over the nodes) the
+/// report shows: how the nodes defended themselves, and whether node-to-node requests
+/// suffered.
+const COUNTERS: [&str; 4] = [
+    "shoal_transport_requests_refused_total",
+    "shoal_transport_connections_refused_total",
+    "shoal_transport_stream_timeouts_total",
+    "shoal_transport_unresponsive_connections_total",
+];
 
 /// A kind of abuse and what the nodes must answer to it.
 struct Case {
@@ -260,6 +276,7 @@ async fn run_case(
 ) -> Vec<String> {
     let mut failures = Vec::new();
     let stop = Arc::new(AtomicBool::new(false));
+    let counters_before = counters(cluster).await;
     let hostile = tokio::process::Command::new(HOSTILE)
         .arg("--config")
         .arg(hostile_config)
@@ -363,10 +380,14 @@ async fn run_case(
             ));
         }
     }
+    let counters_after = counters(cluster).await;
     failures.extend(still_serving(cluster, client).await);
+    if let Err(e) = settle(&cluster_targets(cluster)).await {
+        failures.push(e);
+    }
 
     eprintln!(
-        "hostile {:<17} actions={} outcomes={:?} | good: {}/{} ok ({:.2}%){} | RSS MiB baseline {:?} max {:?} | max in-flight bytes client {:?} peer {:?}{}",
+        "hostile {:<17} actions={} outcomes={:?} | good: {}/{} ok ({:.2}%){} | RSS MiB baseline {:?} max {:?} | max in-flight bytes client {:?} peer {:?} | counter growth {}{}",
         case.kind,
         summary.as_ref().map_or(0, |s| s.actions),
         summary.as_ref().map(|s| &s.outcomes),
@@ -382,6 +403,16 @@ async fn run_case(
         peaks.iter().map(|p| p.rss >> 20).collect::<Vec<_>>(),
         peaks.iter().map(|p| p.client_inflight).collect::<Vec<_>>(),
         peaks.iter().map(|p| p.peer_inflight).collect::<Vec<_>>(),
+        COUNTERS
+            .iter()
+            .zip(counters_before.iter().zip(&counters_after))
+            .map(|(name, (before, after))| format!(
+                "{}={}",
+                name.trim_start_matches("shoal_transport_"),
+                after - before
+            ))
+            .collect::<Vec<_>>()
+            .join(" "),
         if peaks.iter().any(|p| p.scrape_errors > 0) {
             " (some scrapes failed)"
         } else {
@@ -510,6 +541,45 @@ async fn good_client(client: Client, tag: String, stop: Arc<AtomicBool>) -> Good
     while workers.join_next().await.is_some() {}
     let mut g = good.lock().unwrap_or_else(|e| e.into_inner());
     std::mem::take(&mut *g)
+}
+
+/// The [`COUNTERS`], each summed over the nodes (NaN when a scrape fails).
+async fn counters(cluster: &Cluster) -> Vec<f64> {
+    let all: Vec<usize> = (0..cluster.len()).collect();
+    let mut out = Vec::new();
+    for name in COUNTERS {
+        out.push(
+            cluster
+                .metric_sum(&all, name, &[])
+                .await
+                .unwrap_or(f64::NAN),
+        );
+    }
+    out
+}
+
+/// Waits (bounded by [`SETTLE_TIMEOUT`]) until no node holds more than
+/// [`SETTLED_INFLIGHT_BYTES`] in flight; `Err` says what the nodes still held.
+async fn settle(nodes: &[(i32, std::net::SocketAddr)]) -> Result<(), String> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let mut held = Vec::new();
+        for (_, metrics) in nodes {
+            match scrape(*metrics).await {
+                Ok(e) => held.push(e.sum("shoal_transport_inflight_bytes", &[])),
+                Err(_) => held.push(f64::INFINITY),
+            }
+        }
+        if held.iter().all(|&b| b < SETTLED_INFLIGHT_BYTES) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the nodes still held {held:?} bytes in flight {SETTLE_TIMEOUT:?} after the run"
+            ));
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
 
 /// Checks that every node still runs and answers status.
