@@ -238,38 +238,50 @@ fn status_request(i: u64) -> Request {
 
 /// Sends encoded requests through the normal transport, `concurrency` at a time.
 async fn requests(run: &Arc<Run>, make: fn(u64) -> Request) -> u64 {
+    let r = run.clone();
+    flood(run, run.args.max_actions, move |i| {
+        let run = r.clone();
+        async move {
+            let payload = encode_request(&make(i));
+            match run
+                .endpoint
+                .request(run.target(i), None, payload, Duration::from_secs(5))
+                .await
+            {
+                Ok(bytes) => answer_label(&bytes),
+                Err(e) => format!("transport:{}", e.label()),
+            }
+        }
+    })
+    .await
+}
+
+/// Runs `action(0)`, `action(1)`, ... `concurrency` at a time until the end of the run
+/// or `limit` actions, tallying the label each returns; returns how many ran.
+async fn flood<F, Fut>(run: &Arc<Run>, limit: u64, action: F) -> u64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = String> + Send,
+{
+    let action = Arc::new(action);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     for _ in 0..run.args.concurrency {
-        let run = run.clone();
-        let next = next.clone();
+        let (run, next, action) = (run.clone(), next.clone(), action.clone());
         tasks.spawn(async move {
             let mut done = 0u64;
             while run.live() {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= run.args.max_actions {
+                if i >= limit {
                     break;
                 }
                 done += 1;
-                let payload = encode_request(&make(i));
-                let label = match run
-                    .endpoint
-                    .request(run.target(i), None, payload, Duration::from_secs(5))
-                    .await
-                {
-                    Ok(bytes) => answer_label(&bytes),
-                    Err(e) => format!("transport:{}", e.label()),
-                };
+                let label = action(i).await;
                 run.tally.add(label);
             }
             done
         });
     }
-    joined_sum(tasks).await
-}
-
-/// The sum of the counts the tasks of `tasks` return (a task that panicked counts 0).
-async fn joined_sum(mut tasks: JoinSet<u64>) -> u64 {
     let mut total = 0;
     while let Some(done) = tasks.join_next().await {
         total += done.unwrap_or(0);
@@ -465,80 +477,58 @@ async fn answer_read_label(
 /// the run.
 async fn many_connections(run: &Arc<Run>) -> u64 {
     let limit = (run.args.connections as u64).min(run.args.max_actions);
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = JoinSet::new();
-    for _ in 0..run.args.concurrency {
-        let run = run.clone();
-        let next = next.clone();
-        tasks.spawn(async move {
-            let mut held = Vec::new();
-            while run.live() {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= limit {
-                    break;
-                }
-                let endpoint = match Endpoint::client(&run.identity, TransportConfig::default()) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        run.tally.add(format!("local:{}", e.label()));
-                        break;
-                    }
-                };
-                let payload = encode_request(&Request::Client(ClientRequest::ClusterInfo));
-                let label = match endpoint
-                    .request(run.target(i), None, payload, Duration::from_secs(5))
-                    .await
-                {
-                    Ok(bytes) => answer_label(&bytes),
-                    Err(e) => format!("transport:{}", e.label()),
-                };
-                run.tally.add(label);
-                held.push(endpoint);
-            }
-            // Holding the connections open until the end of the run is the abuse.
-            tokio::time::sleep_until(run.deadline).await;
-            let done = held.len() as u64;
-            let mut closing = JoinSet::new();
-            for endpoint in held {
-                closing.spawn(async move { endpoint.close().await });
-            }
-            while closing.join_next().await.is_some() {}
-            done
-        });
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let (r, h) = (run.clone(), held.clone());
+    let done = flood(run, limit, move |i| {
+        let (run, held) = (r.clone(), h.clone());
+        async move {
+            let endpoint = match Endpoint::client(&run.identity, TransportConfig::default()) {
+                Ok(e) => e,
+                Err(e) => return format!("local:{}", e.label()),
+            };
+            let payload = encode_request(&Request::Client(ClientRequest::ClusterInfo));
+            let label = match endpoint
+                .request(run.target(i), None, payload, Duration::from_secs(5))
+                .await
+            {
+                Ok(bytes) => answer_label(&bytes),
+                Err(e) => format!("transport:{}", e.label()),
+            };
+            held.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(endpoint);
+            label
+        }
+    })
+    .await;
+    // Holding the connections open until the end of the run is the abuse.
+    tokio::time::sleep_until(run.deadline).await;
+    let held = std::mem::take(&mut *held.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut closing = JoinSet::new();
+    for endpoint in held {
+        closing.spawn(async move { endpoint.close().await });
     }
-    joined_sum(tasks).await
+    while closing.join_next().await.is_some() {}
+    done
 }
 
 /// Handshakes without a client certificate, `concurrency` at a time.
 async fn handshake_flood(run: &Arc<Run>) -> anyhow::Result<u64> {
     let dialer = Arc::new(CertlessDialer::new(&run.identity)?);
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = JoinSet::new();
-    for _ in 0..run.args.concurrency {
-        let run = run.clone();
-        let dialer = dialer.clone();
-        let next = next.clone();
-        tasks.spawn(async move {
-            let mut done = 0u64;
-            while run.live() {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= run.args.max_actions {
-                    break;
-                }
-                done += 1;
-                let label = match dialer
-                    .try_connect(run.target(i), Duration::from_secs(2))
-                    .await
-                {
-                    Ok(()) => "served_without_certificate".to_owned(),
-                    Err(_) => "refused".to_owned(),
-                };
-                run.tally.add(label);
+    let (r, d) = (run.clone(), dialer.clone());
+    let done = flood(run, run.args.max_actions, move |i| {
+        let (run, dialer) = (r.clone(), d.clone());
+        async move {
+            match dialer
+                .try_connect(run.target(i), Duration::from_secs(2))
+                .await
+            {
+                Ok(()) => "served_without_certificate".to_owned(),
+                Err(_) => "refused".to_owned(),
             }
-            done
-        });
-    }
-    let done = joined_sum(tasks).await;
+        }
+    })
+    .await;
     dialer.close();
     Ok(done)
 }
