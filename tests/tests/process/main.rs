@@ -9,6 +9,7 @@ mod aae;
 mod cli;
 mod cluster;
 mod forwarding;
+mod hostile;
 mod metrics_catalogue;
 mod prometheus;
 mod single_node;

@@ -48,6 +48,11 @@ impl NodeProcess {
         self.config.parent().unwrap_or(Path::new("."))
     }
 
+    /// The pid of the node's process while it runs, to sample its memory.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir().join("node.log")
     }

@@ -42,7 +42,8 @@ pub use kv::{
 };
 pub use metrics::{http_get, scrape, url_encode};
 pub use process::{
-    free_port_block, log_tail, process_alive, retry_on_port_conflict, spawn_logged, wait_exit,
+    free_port_block, log_tail, process_alive, retry_on_port_conflict, rss_bytes, spawn_logged,
+    wait_exit,
 };
 
 /// The `shoal` CLI built into this package.

@@ -78,6 +78,14 @@ struct Args {
     /// Connections the `many-connections` kind opens (each holds one socket).
     #[arg(long, default_value_t = 2_000)]
     connections: usize,
+    /// Streams held open at once per connection by `half-frames` and
+    /// `unread-responses` (a node allows 1,024 by default).
+    #[arg(long, default_value_t = 1024)]
+    streams: usize,
+    /// How long, after `duration`, streams still open wait for the node's verdict
+    /// (its read or write deadline) before they are dropped.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    grace: Duration,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -230,65 +238,140 @@ fn status_request(i: u64) -> Request {
 
 /// Sends encoded requests through the normal transport, `concurrency` at a time.
 async fn requests(run: &Arc<Run>, make: fn(u64) -> Request) -> u64 {
+    let r = run.clone();
+    flood(run, run.args.max_actions, move |i| {
+        let run = r.clone();
+        async move {
+            let payload = encode_request(&make(i));
+            match run
+                .endpoint
+                .request(run.target(i), None, payload, Duration::from_secs(5))
+                .await
+            {
+                Ok(bytes) => answer_label(&bytes),
+                Err(e) => format!("transport:{}", e.label()),
+            }
+        }
+    })
+    .await
+}
+
+/// Runs `action(0)`, `action(1)`, ... `concurrency` at a time until the end of the run
+/// or `limit` actions, tallying the label each returns; returns how many ran.
+async fn flood<F, Fut>(run: &Arc<Run>, limit: u64, action: F) -> u64
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = String> + Send,
+{
+    let action = Arc::new(action);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     for _ in 0..run.args.concurrency {
-        let run = run.clone();
-        let next = next.clone();
+        let (run, next, action) = (run.clone(), next.clone(), action.clone());
         tasks.spawn(async move {
-            loop {
+            let mut done = 0u64;
+            while run.live() {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= run.args.max_actions || !run.live() {
+                if i >= limit {
                     break;
                 }
-                let payload = encode_request(&make(i));
-                let label = match run
-                    .endpoint
-                    .request(run.target(i), None, payload, Duration::from_secs(5))
-                    .await
-                {
-                    Ok(bytes) => answer_label(&bytes),
-                    Err(e) => format!("transport:{}", e.label()),
-                };
+                done += 1;
+                let label = action(i).await;
                 run.tally.add(label);
             }
+            done
         });
     }
-    while tasks.join_next().await.is_some() {}
-    next.load(std::sync::atomic::Ordering::Relaxed)
-        .min(run.args.max_actions)
+    let mut total = 0;
+    while let Some(done) = tasks.join_next().await {
+        total += done.unwrap_or(0);
+    }
+    total
 }
 
-/// Streams that announce 1 MiB, send 100 bytes and stop, up to 1,024 open per target
-/// connection; each waits for the node to give up on it, then another takes its place.
+/// Streams that announce 1 MiB, send 100 bytes and stop, up to `--streams` open per
+/// target connection; each waits for the node to give up on it, then another takes its place.
 async fn half_frames(run: &Arc<Run>) -> anyhow::Result<u64> {
     let mut frame = (1024u32 * 1024).to_be_bytes().to_vec();
     frame.extend_from_slice(&[0x5a; 100]);
-    stream_abuse(run, 1024, move |_| frame.clone(), false).await
+    stream_abuse(
+        run,
+        run.args.streams,
+        move |_| frame.clone(),
+        Verdict::Stopped,
+    )
+    .await
 }
 
-/// Complete get requests whose responses are never read.
+/// Keys the `unread-responses` kind writes first, each with a [`BIG_VALUE_BYTES`] value,
+/// so that every unread response is large enough to fill the stream's flow-control
+/// window and leave the node holding the rest.
+const BIG_KEYS: u64 = 16;
+const BIG_VALUE_BYTES: usize = 1024 * 1024;
+
+/// A length-prefixed request frame.
+fn frame(request: &Request) -> Vec<u8> {
+    let payload = encode_request(request);
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// Complete get requests of large values whose responses are never read: up to
+/// `--streams` streams per connection held open until the end of the run (or until the node gives up
+/// on writing them).
 async fn unread_responses(run: &Arc<Run>) -> anyhow::Result<u64> {
+    for i in 0..BIG_KEYS {
+        let put = Request::Client(ClientRequest::Put {
+            key: format!("hostile-big-{i}").into_bytes(),
+            value: vec![0xa5; BIG_VALUE_BYTES],
+            context: None,
+            options: WriteOptions::default(),
+        });
+        let label = match run
+            .endpoint
+            .request(
+                run.target(i),
+                None,
+                encode_request(&put),
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(bytes) => answer_label(&bytes),
+            Err(e) => format!("transport:{}", e.label()),
+        };
+        run.tally.add(format!("setup_put:{label}"));
+    }
     let make = |i: u64| {
-        let payload = encode_request(&Request::Client(ClientRequest::Get {
-            key: format!("hostile-{}", i % 64).into_bytes(),
+        frame(&Request::Client(ClientRequest::Get {
+            key: format!("hostile-big-{}", i % BIG_KEYS).into_bytes(),
             options: ReadOptions::default(),
-        }));
-        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&payload);
-        frame
+        }))
     };
-    stream_abuse(run, 1024, make, true).await
+    stream_abuse(run, run.args.streams, make, Verdict::HoldUnread).await
+}
+
+/// How a stream of [`stream_abuse`] ends, and what its outcome label says.
+#[derive(Clone, Copy)]
+enum Verdict {
+    /// The stream is left unfinished; wait for the node to stop it (its read deadline or
+    /// an admission refusal).
+    Stopped,
+    /// The stream is finished and its response is never read: it is held until the end
+    /// of the run unless the node resets it (its write deadline).
+    HoldUnread,
+    /// The stream is finished and the node's answer read: a response, a reset or a stop.
+    Answer,
 }
 
 /// Opens up to `per_connection` streams on one raw connection per target, writes `make(i)`
-/// on each (finishing the stream when `finish`), never reads a response, and waits for
-/// each stream to end (reset or finished by the node) before reusing its slot.
+/// on each and ends it as `verdict` says, then reuses its slot.
 async fn stream_abuse(
     run: &Arc<Run>,
     per_connection: usize,
     make: impl Fn(u64) -> Vec<u8> + Send + Sync + 'static,
-    finish: bool,
+    verdict: Verdict,
 ) -> anyhow::Result<u64> {
     let make = Arc::new(make);
     let mut actions = 0u64;
@@ -318,30 +401,28 @@ async fn stream_abuse(
                 i += run.targets.len() as u64;
                 let bytes = make(i);
                 let tally = run.tally.clone();
-                let deadline = run.deadline;
+                let (deadline, grace) = (run.deadline, run.deadline + run.args.grace);
                 streams.spawn(async move {
                     let _slot = slot;
                     if send.write_all(&bytes).await.is_err() {
                         tally.add("write_refused");
                         return;
                     }
-                    if finish {
-                        let _ = send.finish();
-                    }
-                    // Never read the response: only wait (bounded) for the node to end
-                    // the stream, by the `stopped` signal on our sending side.
-                    let label = match tokio::time::timeout_at(
-                        deadline + Duration::from_secs(15),
-                        send.stopped(),
-                    )
-                    .await
-                    {
-                        Ok(Ok(Some(code))) => {
-                            format!("stopped:{}", StreamErrorCode::from_code(code.into_inner()))
+                    let label = match verdict {
+                        Verdict::Stopped => stopped_label(&mut send, grace).await,
+                        Verdict::HoldUnread => {
+                            let _ = send.finish();
+                            match tokio::time::timeout_at(deadline, recv.received_reset()).await {
+                                Ok(Ok(Some(code))) => reset_label(code),
+                                Ok(Ok(None)) => "closed".to_owned(),
+                                Ok(Err(_)) => "connection_lost".to_owned(),
+                                Err(_) => "held_unread".to_owned(),
+                            }
                         }
-                        Ok(Ok(None)) => "finished".to_owned(),
-                        Ok(Err(_)) => "connection_lost".to_owned(),
-                        Err(_) => "still_open".to_owned(),
+                        Verdict::Answer => {
+                            let _ = send.finish();
+                            answer_read_label(&mut send, &mut recv, grace).await
+                        }
                     };
                     drop(recv.stop(0u32.into()));
                     tally.add(label);
@@ -358,71 +439,98 @@ async fn stream_abuse(
     Ok(actions)
 }
 
-/// Connections under one certificate: each a new endpoint (its own socket) making one
-/// request and then held open until the end of the run.
+/// The label of the node's `stop` of our sending side, waited for until `until`.
+async fn stopped_label(send: &mut quinn::SendStream, until: Instant) -> String {
+    match tokio::time::timeout_at(until, send.stopped()).await {
+        Ok(Ok(Some(code))) => {
+            format!("stopped:{}", StreamErrorCode::from_code(code.into_inner()))
+        }
+        Ok(Ok(None)) => "finished".to_owned(),
+        Ok(Err(_)) => "connection_lost".to_owned(),
+        Err(_) => "still_open".to_owned(),
+    }
+}
+
+fn reset_label(code: quinn::VarInt) -> String {
+    format!("reset:{}", StreamErrorCode::from_code(code.into_inner()))
+}
+
+/// The node's answer to a finished request stream, read until `until`: the label of the
+/// response it sent, or of the reset or stop that ended the stream instead.
+async fn answer_read_label(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    until: Instant,
+) -> String {
+    match tokio::time::timeout_at(until, recv.read_to_end(1 << 20)).await {
+        Err(_) => "no_answer".to_owned(),
+        Ok(Ok(bytes)) if bytes.len() > 4 => answer_label(&bytes[4..]),
+        // Ended without a response: the node stopped reading our side.
+        Ok(Ok(_)) => stopped_label(send, until).await,
+        Ok(Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code)))) => reset_label(code),
+        Ok(Err(_)) => "read_failed".to_owned(),
+    }
+}
+
+/// Connections under one certificate, `concurrency` being opened at a time: each a new
+/// endpoint (its own socket) making one request and then held open until the end of
+/// the run.
 async fn many_connections(run: &Arc<Run>) -> u64 {
-    let mut held = Vec::new();
-    let mut actions = 0u64;
     let limit = (run.args.connections as u64).min(run.args.max_actions);
-    while run.live() && actions < limit {
-        let addr = run.target(actions);
-        actions += 1;
-        let endpoint = match Endpoint::client(&run.identity, TransportConfig::default()) {
-            Ok(e) => e,
-            Err(e) => {
-                run.tally.add(format!("local:{}", e.label()));
-                break;
-            }
-        };
-        let payload = encode_request(&Request::Client(ClientRequest::ClusterInfo));
-        let label = match endpoint
-            .request(addr, None, payload, Duration::from_secs(5))
-            .await
-        {
-            Ok(bytes) => answer_label(&bytes),
-            Err(e) => format!("transport:{}", e.label()),
-        };
-        run.tally.add(label);
-        held.push(endpoint);
-    }
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let (r, h) = (run.clone(), held.clone());
+    let done = flood(run, limit, move |i| {
+        let (run, held) = (r.clone(), h.clone());
+        async move {
+            let endpoint = match Endpoint::client(&run.identity, TransportConfig::default()) {
+                Ok(e) => e,
+                Err(e) => return format!("local:{}", e.label()),
+            };
+            let payload = encode_request(&Request::Client(ClientRequest::ClusterInfo));
+            let label = match endpoint
+                .request(run.target(i), None, payload, Duration::from_secs(5))
+                .await
+            {
+                Ok(bytes) => answer_label(&bytes),
+                Err(e) => format!("transport:{}", e.label()),
+            };
+            held.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(endpoint);
+            label
+        }
+    })
+    .await;
+    // Holding the connections open until the end of the run is the abuse.
     tokio::time::sleep_until(run.deadline).await;
+    let held = std::mem::take(&mut *held.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut closing = JoinSet::new();
     for endpoint in held {
-        endpoint.close().await;
+        closing.spawn(async move { endpoint.close().await });
     }
-    actions
+    while closing.join_next().await.is_some() {}
+    done
 }
 
 /// Handshakes without a client certificate, `concurrency` at a time.
 async fn handshake_flood(run: &Arc<Run>) -> anyhow::Result<u64> {
     let dialer = Arc::new(CertlessDialer::new(&run.identity)?);
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = JoinSet::new();
-    for _ in 0..run.args.concurrency {
-        let run = run.clone();
-        let dialer = dialer.clone();
-        let next = next.clone();
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= run.args.max_actions || !run.live() {
-                    break;
-                }
-                let label = match dialer
-                    .try_connect(run.target(i), Duration::from_secs(2))
-                    .await
-                {
-                    Ok(()) => "served_without_certificate".to_owned(),
-                    Err(_) => "refused".to_owned(),
-                };
-                run.tally.add(label);
+    let (r, d) = (run.clone(), dialer.clone());
+    let done = flood(run, run.args.max_actions, move |i| {
+        let (run, dialer) = (r.clone(), d.clone());
+        async move {
+            match dialer
+                .try_connect(run.target(i), Duration::from_secs(2))
+                .await
+            {
+                Ok(()) => "served_without_certificate".to_owned(),
+                Err(_) => "refused".to_owned(),
             }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
+        }
+    })
+    .await;
     dialer.close();
-    Ok(next
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .min(run.args.max_actions))
+    Ok(done)
 }
 
 /// Oversized prefixes, truncated frames, trailing bytes, and well-framed garbage.
@@ -446,5 +554,5 @@ async fn malformed_frames(run: &Arc<Run>) -> anyhow::Result<u64> {
             }
         }
     };
-    stream_abuse(run, 64, make, true).await
+    stream_abuse(run, 64, make, Verdict::Answer).await
 }
