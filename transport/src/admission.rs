@@ -183,13 +183,6 @@ impl ByteBudget {
         Some(self.held(permit))
     }
 
-    /// Takes `bytes`, waiting for others to give theirs back (the caller bounds the wait).
-    pub(crate) async fn take(&self, bytes: usize) -> Option<BudgetPermit> {
-        let n = u32::try_from(bytes).ok()?;
-        let permit = self.semaphore.clone().acquire_many_owned(n).await.ok()?;
-        Some(self.held(permit))
-    }
-
     fn held(&self, permit: OwnedSemaphorePermit) -> BudgetPermit {
         let permit = BudgetPermit {
             permit: Some(permit),
@@ -249,19 +242,6 @@ impl ConnectionBudget {
             None => None,
         };
         let role = self.role.try_take(bytes)?;
-        Some(HeldBytes {
-            _name: name,
-            _role: role,
-        })
-    }
-
-    /// Takes `bytes` from both budgets, waiting for room (the caller bounds the wait).
-    pub(crate) async fn take(&self, bytes: usize) -> Option<HeldBytes> {
-        let name = match &self.name {
-            Some(budget) => Some(budget.take(bytes).await?),
-            None => None,
-        };
-        let role = self.role.take(bytes).await?;
         Some(HeldBytes {
             _name: name,
             _role: role,

@@ -9,6 +9,9 @@ use crate::error::TransportError;
 /// Default frame limit: an 8 MiB value plus 64 KiB for the key, context and envelope.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024 + 64 * 1024;
 
+/// Bytes a connection may have received and not yet read, over all its streams.
+const RECEIVE_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+
 /// The largest in-flight byte budget: what a tokio semaphore can count, with room.
 pub const MAX_INFLIGHT_BYTES: usize = 1 << 40;
 /// The longest server-side timeout accepted in a config (a day): larger values are
@@ -197,6 +200,10 @@ impl TransportConfig {
             .keep_alive_interval(Some(self.keep_alive))
             .max_concurrent_bidi_streams(quinn::VarInt::from_u32(self.max_concurrent_streams))
             .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+            // quinn's default connection receive window is unlimited: bytes a peer sends
+            // on many streams at once would all be buffered. Bound it (streams keep their
+            // own, smaller windows; a larger frame still arrives, paced by flow control).
+            .receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW_BYTES))
             .datagram_receive_buffer_size(None);
         Ok(Arc::new(transport))
     }

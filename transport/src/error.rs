@@ -105,6 +105,10 @@ pub enum StreamErrorCode {
     /// The server gave up on a stream that was too slow: the request stopped arriving or
     /// the response was not read in time.
     TimedOut,
+    /// The server ran the request but dropped its response, for lack of room in its
+    /// in-flight byte budget: the outcome is unknown to the client (a write may have
+    /// landed).
+    ResponseDropped,
     /// A code this version does not know (from a newer peer, or quinn's implicit 0).
     Unknown(u64),
 }
@@ -120,6 +124,7 @@ impl StreamErrorCode {
             StreamErrorCode::Internal => 5,
             StreamErrorCode::Overloaded => 6,
             StreamErrorCode::TimedOut => 7,
+            StreamErrorCode::ResponseDropped => 8,
             StreamErrorCode::Unknown(code) => code,
         }
     }
@@ -134,6 +139,7 @@ impl StreamErrorCode {
             5 => StreamErrorCode::Internal,
             6 => StreamErrorCode::Overloaded,
             7 => StreamErrorCode::TimedOut,
+            8 => StreamErrorCode::ResponseDropped,
             other => StreamErrorCode::Unknown(other),
         }
     }
@@ -156,6 +162,9 @@ impl std::fmt::Display for StreamErrorCode {
                 f.write_str("overloaded: the request was refused before it was read")
             }
             StreamErrorCode::TimedOut => f.write_str("the stream was too slow"),
+            StreamErrorCode::ResponseDropped => {
+                f.write_str("the response was dropped for lack of memory; the outcome is unknown")
+            }
             StreamErrorCode::Unknown(code) => write!(f, "unknown code {code}"),
         }
     }

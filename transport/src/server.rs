@@ -310,14 +310,17 @@ async fn serve_stream<H: Handler>(
         metrics::request("in", "response_too_large");
         return;
     }
-    let write = async {
-        // Wait for room in the budget as long as the write may take: responses are
-        // already computed, so waiting (not refusing) keeps the work done.
-        let Some(_held) = budget.take(response.len()).await else {
-            return Err(WriteFrameError::Stream("budget closed".to_owned()));
-        };
-        write_frame(&mut send, &response).await
+    // The response is held until the peer has read it. When it does not fit in the
+    // budget now (a peer leaving responses unread, or far too many at once), it is
+    // dropped at once rather than held while waiting, so that memory stays bounded; the
+    // code says the request ran.
+    let Some(_held) = budget.try_take(response.len()) else {
+        metrics::request_refused("response_memory");
+        let _ = send.reset(StreamErrorCode::ResponseDropped.varint());
+        metrics::request("in", "response_dropped");
+        return;
     };
+    let write = write_frame(&mut send, &response);
     let result = match tokio::time::timeout(stream.write_timeout, write).await {
         Ok(Ok(())) => {
             metrics::bytes("out", response.len());

@@ -185,6 +185,70 @@ async fn a_response_nobody_reads_is_aborted_after_the_write_deadline() {
 }
 
 #[tokio::test]
+async fn responses_beyond_a_client_names_share_are_dropped_not_queued() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let share = BIG_RESPONSE + 1024;
+    let config = TransportConfig {
+        max_frame_bytes: share,
+        max_inflight_bytes_per_client: share,
+        response_write_timeout: Duration::from_secs(30),
+        ..TransportConfig::default()
+    };
+    let (server, addr) = serve(&ca, config).await;
+    let hostile = client(&ca, "hostile");
+    let connection = hostile.raw_connection(addr).await.unwrap();
+    let mut frame = 3u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(b"big");
+    // The first big response fills the name's share while it sits unread.
+    let (mut send, _unread) = connection.open_bi().await.unwrap();
+    send.write_all(&frame).await.unwrap();
+    send.finish().unwrap();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while server.inflight_bytes_in_use("client") < BIG_RESPONSE {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first response never took its bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The second one has no room: dropped at once, with a code that says it ran.
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&frame).await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(
+        read_until_reset(&mut recv).await,
+        StreamErrorCode::ResponseDropped
+    );
+    // Another client name still gets its answers.
+    let good = client(&ca, "good");
+    assert_eq!(
+        good.request(addr, None, b"ok".to_vec(), TIMEOUT)
+            .await
+            .unwrap(),
+        b"ok"
+    );
+    let err = hostile
+        .request(addr, None, b"big".to_vec(), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::StreamAborted {
+                code: StreamErrorCode::ResponseDropped,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Its outcome is unknown: never to be retried as if it had not been delivered.
+    assert!(!err.is_not_delivered());
+    hostile.close().await;
+    good.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
 async fn one_client_name_cannot_take_every_connection() {
     let ca = certs::generate_ca_pem().unwrap();
     let config = TransportConfig {
