@@ -64,7 +64,7 @@ impl Handler for NodeHandler {
         // decoded, so that a client certificate buys no work on peer-sized messages.
         if let PeerRole::Client(name) = &peer {
             if let Ok(RequestKind::Peer) = peek_request_kind(&request) {
-                metrics::counter!("shoal_refused_requests_total", "reason" => "client_role_peer_message")
+                metrics::counter!(shoal_proto::metrics::REFUSED_REQUESTS_TOTAL, "reason" => "client_role_peer_message")
                     .increment(1);
                 return encode_response(&Response::Error(RequestError::NotAllowed(format!(
                     "client certificate {name:?} may not send node-to-node messages"
