@@ -28,7 +28,8 @@ pub const FORWARDS_TOTAL: &str = "shoal_forwards_total";
 /// Counter, by `op` and `result`: forwarded client requests, by the replica's outcome.
 pub const FORWARDED_REQUESTS_TOTAL: &str = "shoal_forwarded_requests_total";
 /// Counter, by `reason` (`client_role_peer_message`, `unknown_node`): requests refused
-/// for the sender's role or identity.
+/// for the sender's role or identity (the node's handler also records
+/// `client_role_peer_message`, before decoding).
 pub const REFUSED_REQUESTS_TOTAL: &str = "shoal_refused_requests_total";
 /// Counter, by `op` (a node-to-node operation): requests the engine issued to other
 /// nodes.
