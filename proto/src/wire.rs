@@ -508,7 +508,8 @@ fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     out
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
+/// The message bytes of a frame body after its version, which must be ours.
+fn versioned_body(bytes: &[u8]) -> Result<&[u8], CodecError> {
     if bytes.is_empty() {
         return Err(CodecError::Empty);
     }
@@ -522,6 +523,11 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
             supported: WIRE_VERSION,
         });
     }
+    Ok(body)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
+    let body = versioned_body(bytes)?;
     let (msg, rest) =
         postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
@@ -557,19 +563,7 @@ pub enum RequestKind {
 /// node can refuse a peer message from a client certificate before spending anything on
 /// it. The version is checked as [`decode_request`] does; the body is not.
 pub fn peek_request_kind(bytes: &[u8]) -> Result<RequestKind, CodecError> {
-    if bytes.is_empty() {
-        return Err(CodecError::Empty);
-    }
-    let (version, body) = bytes
-        .split_first_chunk::<2>()
-        .ok_or_else(|| CodecError::Malformed("frame shorter than its version".into()))?;
-    let version = u16::from_be_bytes(*version);
-    if version != WIRE_VERSION {
-        return Err(CodecError::UnsupportedVersion {
-            found: version,
-            supported: WIRE_VERSION,
-        });
-    }
+    let body = versioned_body(bytes)?;
     // postcard writes an enum's variant index as a varint: 0 and 1 are single bytes.
     match body.first() {
         Some(0) => Ok(RequestKind::Client),

@@ -525,23 +525,23 @@ fn require_runtime() -> Result<(), TransportError> {
         .map_err(|_| TransportError::NoRuntime)
 }
 
-/// The server's close codes that guarantee none of our streams was served: closed for
-/// a limit right after the handshake, or as idle with no stream open.
-fn unserved_close(close: &quinn::ApplicationClose) -> Option<u32> {
-    let code = close.error_code.into_inner();
-    [CLOSE_LIMIT, CLOSE_IDLE]
-        .into_iter()
-        .find(|&c| u64::from(c) == code)
-}
-
-fn unserved_close_error(
+/// The error for a server close that guarantees none of our streams was served: closed
+/// for a limit right after the handshake, or as idle with no stream open.
+fn unserved_close(
     addr: SocketAddr,
     close: &quinn::ApplicationClose,
-    reason: String,
-) -> TransportError {
-    match unserved_close(close) {
-        Some(CLOSE_IDLE) => TransportError::IdleClosed { addr },
-        _ => TransportError::Refused { addr, reason },
+    reason: &str,
+) -> Option<TransportError> {
+    let code = close.error_code.into_inner();
+    if code == u64::from(CLOSE_IDLE) {
+        Some(TransportError::IdleClosed { addr })
+    } else if code == u64::from(CLOSE_LIMIT) {
+        Some(TransportError::Refused {
+            addr,
+            reason: reason.to_owned(),
+        })
+    } else {
+        None
     }
 }
 
@@ -549,13 +549,15 @@ fn unserved_close_error(
 fn connect_error(addr: SocketAddr, error: quinn::ConnectionError) -> TransportError {
     use quinn::ConnectionError as E;
     let reason = error.to_string();
+    if let E::ApplicationClosed(close) = &error {
+        if let Some(unserved) = unserved_close(addr, close, &reason) {
+            return unserved;
+        }
+    }
     match error {
         E::TransportError(e) if is_crypto(e.code) => TransportError::Handshake { addr, reason },
         E::ConnectionClosed(close) if is_crypto(close.error_code) => {
             TransportError::Handshake { addr, reason }
-        }
-        E::ApplicationClosed(close) if unserved_close(&close).is_some() => {
-            unserved_close_error(addr, &close, reason)
         }
         E::ApplicationClosed(close)
             if close.error_code.into_inner() == u64::from(CLOSE_PEER_ROLE) =>
@@ -573,13 +575,15 @@ fn connect_error(addr: SocketAddr, error: quinn::ConnectionError) -> TransportEr
 fn request_connection_error(addr: SocketAddr, error: quinn::ConnectionError) -> TransportError {
     use quinn::ConnectionError as E;
     let reason = error.to_string();
+    if let E::ApplicationClosed(close) = &error {
+        if let Some(unserved) = unserved_close(addr, close, &reason) {
+            return unserved;
+        }
+    }
     let mapped = match error {
         E::TransportError(e) if is_crypto(e.code) => TransportError::Handshake { addr, reason },
         E::ConnectionClosed(close) if is_crypto(close.error_code) => {
             TransportError::Handshake { addr, reason }
-        }
-        E::ApplicationClosed(close) if unserved_close(&close).is_some() => {
-            unserved_close_error(addr, &close, reason)
         }
         E::ApplicationClosed(close)
             if close.error_code.into_inner() == u64::from(CLOSE_PEER_ROLE)

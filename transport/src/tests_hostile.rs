@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use crate::{
     certs::{self, CaPem},
-    Endpoint, Handler, PeerRole, StreamErrorCode, TransportConfig, TransportError,
+    Endpoint, Handler, PeerRole, StreamErrorCode, TlsIdentity, TransportConfig, TransportError,
 };
 
 use super::tests::{client_identity, localhost, node_identity, reset_code, TIMEOUT};
@@ -34,13 +34,13 @@ async fn serve(ca: &CaPem, config: TransportConfig) -> (Endpoint, SocketAddr) {
     (server, addr)
 }
 
+/// A dialing endpoint on 127.0.0.1 with `identity` (a client's or another node's).
+fn dialer(identity: &TlsIdentity) -> Endpoint {
+    Endpoint::client_on(localhost(), identity, TransportConfig::default()).unwrap()
+}
+
 fn client(ca: &CaPem, name: &str) -> Endpoint {
-    Endpoint::client_on(
-        localhost(),
-        &client_identity(ca, name),
-        TransportConfig::default(),
-    )
-    .unwrap()
+    dialer(&client_identity(ca, name))
 }
 
 /// Opens a stream and writes `bytes` without finishing it.
@@ -284,12 +284,7 @@ async fn one_client_name_cannot_take_every_connection() {
             .unwrap(),
         b"y"
     );
-    let peer = Endpoint::client_on(
-        localhost(),
-        &node_identity(&ca, "n2"),
-        TransportConfig::default(),
-    )
-    .unwrap();
+    let peer = dialer(&node_identity(&ca, "n2"));
     assert_eq!(
         peer.request(addr, None, b"z".to_vec(), TIMEOUT)
             .await
@@ -319,12 +314,7 @@ async fn clients_cannot_take_the_peers_connection_slots() {
         .request(addr, None, b"x".to_vec(), TIMEOUT)
         .await
         .is_err());
-    let peer = Endpoint::client_on(
-        localhost(),
-        &node_identity(&ca, "n2"),
-        TransportConfig::default(),
-    )
-    .unwrap();
+    let peer = dialer(&node_identity(&ca, "n2"));
     assert_eq!(
         peer.request(addr, None, b"z".to_vec(), TIMEOUT)
             .await
@@ -407,12 +397,7 @@ async fn an_idle_client_connection_is_closed_and_a_peer_connection_is_kept() {
         b"back"
     );
     // A peer's connection outlives the client idle timeout.
-    let peer = Endpoint::client_on(
-        localhost(),
-        &node_identity(&ca, "n2"),
-        TransportConfig::default(),
-    )
-    .unwrap();
+    let peer = dialer(&node_identity(&ca, "n2"));
     let peer_connection = peer.raw_connection(addr).await.unwrap();
     let outlived = tokio::time::timeout(Duration::from_millis(900), peer_connection.closed()).await;
     assert!(outlived.is_err(), "a peer connection was closed as idle");

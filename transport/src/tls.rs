@@ -84,17 +84,28 @@ pub(crate) fn quic_client_config(
     Ok(client)
 }
 
-/// The rustls side of [`client_config`].
-pub(crate) fn client_tls(identity: &TlsIdentity) -> Result<rustls::ClientConfig, TransportError> {
+/// A rustls client builder that requires a server certificate chained to the cluster
+/// CA with a valid node role; what the client presents is for the caller to add.
+fn client_tls_builder(
+    identity: &TlsIdentity,
+) -> Result<
+    rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    TransportError,
+> {
     let provider = crypto_provider();
     let inner = WebPkiServerVerifier::builder_with_provider(roots(identity)?, provider.clone())
         .build()
         .map_err(tls_error)?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_error)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(RoleServerVerifier { inner }))
+        .with_custom_certificate_verifier(Arc::new(RoleServerVerifier { inner })))
+}
+
+/// The rustls side of [`client_config`].
+pub(crate) fn client_tls(identity: &TlsIdentity) -> Result<rustls::ClientConfig, TransportError> {
+    let mut tls = client_tls_builder(identity)?
         .with_client_auth_cert(identity.cert_chain().to_vec(), identity.key())
         .map_err(tls_error)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -108,17 +119,9 @@ pub(crate) fn client_tls(identity: &TlsIdentity) -> Result<rustls::ClientConfig,
 pub(crate) fn client_tls_without_certificate(
     identity: &TlsIdentity,
 ) -> Result<rustls::ClientConfig, TransportError> {
-    let provider = crypto_provider();
-    let inner = WebPkiServerVerifier::builder_with_provider(roots(identity)?, provider.clone())
-        .build()
-        .map_err(tls_error)?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls_error)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(RoleServerVerifier { inner }))
-        .with_no_client_auth();
+    let mut tls = client_tls_builder(identity)?.with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.enable_early_data = false;
     Ok(tls)
 }
 
