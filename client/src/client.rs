@@ -99,8 +99,12 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         config.validate()?;
         let identity = TlsIdentity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        // Frames as large as the largest object any node may store, plus its envelope:
+        // a node never sends an answer this client cannot receive (nodes refuse
+        // `limits.max_object_bytes` above `MAX_OBJECT_BYTES`).
         let transport = TransportConfig {
             connect_timeout: config.connect_timeout,
+            max_frame_bytes: shoal_proto::MAX_FRAME_BYTES,
             ..TransportConfig::default()
         };
         let endpoint = Endpoint::client(&identity, transport)?;
@@ -210,6 +214,14 @@ impl Client {
 
     /// Deletes `key`: writes a tombstone replacing the values `context` covers. Returns the
     /// new context.
+    ///
+    /// Without a context (or with an empty one) the coordinator first reads the key at the
+    /// cluster's R and PR, as Riak does, and deletes exactly the values that read found;
+    /// if it found none, nothing is written. A put concurrent with the delete is not
+    /// covered and stays, as a sibling of the tombstone. The whole call, read included,
+    /// has one timeout. If the read cannot meet its quorum the delete fails with that
+    /// error ([`ClientError::Unavailable`], or [`ClientError::Timeout`]) and nothing was
+    /// written; a `Timeout` after the read leaves the outcome unknown, as for any write.
     pub async fn delete(
         &self,
         key: impl AsRef<[u8]>,

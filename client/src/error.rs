@@ -60,12 +60,27 @@ pub enum ClientError {
     },
     /// The write would make the key's object (all its siblings together) larger than the
     /// nodes allow: read the key and write with the read's context to resolve siblings.
+    ///
+    /// A get answers it when the replicas' copies, each within the limit, merge into an
+    /// object past it (large concurrent writes coordinated by different nodes): read with
+    /// `r = 1`, which answers one replica's copy, and write with that read's context.
     #[error("the key's object would be {len} bytes with its siblings, the limit is {max}; resolve siblings by writing with a read's context")]
     ObjectTooLarge {
         /// The resulting object size.
         len: usize,
         /// The limit.
         max: usize,
+    },
+    /// The write would leave the key with more siblings than the nodes allow
+    /// (`limits.max_siblings`, 100 by default); nothing was written. Siblings pile up when
+    /// writes carry no context (or an old one): read the key and write with the read's
+    /// context, which replaces every sibling the read returned.
+    #[error("the key would have {siblings} siblings, the limit is {limit}; resolve siblings by writing with a read's context")]
+    TooManySiblings {
+        /// Siblings the key would have had.
+        siblings: usize,
+        /// The limit.
+        limit: usize,
     },
     /// A request option is out of range (for example R greater than N, or R = 0).
     #[error("invalid request options: {0}")]
@@ -134,6 +149,7 @@ impl ClientError {
             | ClientError::EmptyKey
             | ClientError::ValueTooLarge { .. }
             | ClientError::ObjectTooLarge { .. }
+            | ClientError::TooManySiblings { .. }
             | ClientError::InvalidOptions(_)
             | ClientError::InvalidContext(_)
             | ClientError::UnknownNode(_) => "invalid",
@@ -165,6 +181,9 @@ impl From<RequestError> for ClientError {
             RequestError::EmptyKey => ClientError::EmptyKey,
             RequestError::ValueTooLarge { len, max } => ClientError::ValueTooLarge { len, max },
             RequestError::ObjectTooLarge { len, max } => ClientError::ObjectTooLarge { len, max },
+            RequestError::TooManySiblings { siblings, limit } => {
+                ClientError::TooManySiblings { siblings, limit }
+            }
             RequestError::InvalidOptions(m) => ClientError::InvalidOptions(m),
             RequestError::InvalidContext(m) => ClientError::InvalidContext(m),
             RequestError::Overloaded => ClientError::Overloaded,
@@ -193,6 +212,10 @@ mod tests {
             RequestError::EmptyKey,
             RequestError::ValueTooLarge { len: 10, max: 5 },
             RequestError::ObjectTooLarge { len: 10, max: 5 },
+            RequestError::TooManySiblings {
+                siblings: 101,
+                limit: 100,
+            },
             RequestError::InvalidOptions("r must be in 1..=3, got 4".into()),
             RequestError::InvalidContext("bad".into()),
             RequestError::Overloaded,

@@ -86,6 +86,6 @@ pub use shoal_proto::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, ClusterInfo, MemberAddress, MemberState,
     MemberStatus, StatusReport,
 };
-pub use shoal_proto::{RequestError, MAX_KEY_BYTES};
+pub use shoal_proto::{RequestError, MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES};
 pub use shoal_ring::NodeId;
 pub use shoal_transport::{CertificateError, TransportError};

@@ -312,7 +312,15 @@ impl<S: Storage> Executor<S> {
                 value,
                 now,
                 max_object_bytes,
-            } => self.coordinate(partition, &key, &context, value, now, max_object_bytes),
+                max_siblings,
+            } => self.coordinate(
+                partition,
+                &key,
+                &context,
+                value,
+                now,
+                (max_object_bytes, max_siblings),
+            ),
             StorageOp::Merge {
                 partition,
                 key,
@@ -445,7 +453,7 @@ impl<S: Storage> Executor<S> {
         context: &CausalContext,
         value: SiblingValue,
         now: Time,
-        max_object_bytes: usize,
+        (max_object_bytes, max_siblings): (usize, usize),
     ) -> StorageResult {
         let _guard = self.locks.lock(partition, key);
         let old = self.get_raw(partition, key)?;
@@ -462,6 +470,14 @@ impl<S: Storage> Executor<S> {
             .max(context.max_counter(self.actor));
         let dot = self.mint(known.saturating_add(1))?;
         let reply = object.update(context, value, dot, now)?;
+        // Checked after the update: a write whose context covers siblings removes them,
+        // so a write that resolves siblings is never refused.
+        if object.siblings().len() > max_siblings {
+            return Ok(StorageReply::TooManySiblings {
+                siblings: object.siblings().len(),
+                max: max_siblings,
+            });
+        }
         let bytes = object.encode();
         if bytes.len() > max_object_bytes {
             return Ok(StorageReply::TooLarge {

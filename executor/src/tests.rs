@@ -14,6 +14,7 @@ fn put(e: &Executor<MemStorage>, key: &[u8], v: &str, ctx: CausalContext) -> Sto
         value: SiblingValue::Data(v.as_bytes().to_vec()),
         now: Time::ZERO,
         max_object_bytes: 1 << 20,
+        max_siblings: usize::MAX,
     })
     .unwrap()
 }
@@ -190,6 +191,7 @@ fn incremental_trees_match_a_rebuild_after_random_writes_deletes_and_restarts() 
                     value: SiblingValue::Tombstone,
                     now: Time::ZERO,
                     max_object_bytes: 1 << 20,
+                    max_siblings: usize::MAX,
                 })
                 .unwrap();
             }
@@ -351,6 +353,7 @@ fn reap_candidates_are_old_tombstones_only_and_the_scan_resumes() {
                 value: SiblingValue::Tombstone,
                 now: Time::from_micros(10),
                 max_object_bytes: 1 << 20,
+                max_siblings: usize::MAX,
             })
             .unwrap();
         }

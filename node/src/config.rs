@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shoal_proto::{
     AaeConfig, EngineConfig, HandoffConfig, LimitsConfig, MembershipConfig, ReplicationConfig,
+    FRAME_OVERHEAD_BYTES,
 };
 use shoal_ring::{Member, NodeId, Ring, MAX_PARTITIONS, MIN_PARTITIONS};
 use shoal_storage::Durability;
@@ -47,9 +48,6 @@ fn field_err(field: impl Into<String>, problem: impl Into<String>) -> ConfigErro
         problem: problem.into(),
     }
 }
-
-/// Extra frame room beyond the largest object, for the message around it.
-const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// One member of the cluster, as listed in every node's config.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,10 @@ pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Histogram buckets for sibling counts: around the default warning level (25) and limit
+/// (100), and beyond (replica merges are never refused for their siblings).
+pub const SIBLING_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
+
 /// Histogram buckets for sizes, from 64 B to 64 MiB.
 pub const SIZE_BUCKETS_BYTES: &[f64] = &[
     64.0,
@@ -122,6 +126,9 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (DRIVER_QUEUE_DEPTH, MetricKind::Gauge, "Storage operations queued for the storage threads"),
     (EXECUTOR_OP_DURATION_SECONDS, MetricKind::Histogram, "Time to run one engine storage operation (read-modify-write under the key's lock, Merkle-tree update included), queueing excluded"),
     (EXECUTOR_ERRORS_TOTAL, MetricKind::Counter, "(conditional: a failing disk or an unreadable record) Storage operations that failed"),
+    (engine::OBJECT_SIBLINGS, MetricKind::Histogram, "Siblings of a key's object (tombstones included) as a coordinator stored it, a replica merged it, or a get answered it"),
+    (engine::OBJECT_SIZE_BYTES, MetricKind::Histogram, "Bytes of the values of a key's object, all siblings together, as a coordinator stored it, a replica merged it, or a get answered it"),
+    (engine::SIBLING_LIMIT_TOTAL, MetricKind::Counter, "(conditional: writes without a context piling up siblings) Objects stored past limits.sibling_warn, client writes refused for limits.max_siblings, and replica merges stored past it"),
     (engine::ENGINE_STORAGE_FAILURES_TOTAL, MetricKind::Counter, "(conditional: a failing disk or an unreadable record) Storage results the replication engine received as failures (any waiter: coordinator, replica, handoff, anti-entropy)"),
     (storage::OPS_TOTAL, MetricKind::Counter, "Storage engine operations by kind and space (column family); a write batch counts each of its operations"),
     (storage::OP_DURATION_SECONDS, MetricKind::Histogram, "Latency of storage engine calls"),
@@ -157,8 +164,10 @@ pub fn describe_node_metrics() {
             MetricKind::Histogram => {
                 let unit = if name.ends_with("_seconds") {
                     metrics::Unit::Seconds
-                } else {
+                } else if name.ends_with("_bytes") {
                     metrics::Unit::Bytes
+                } else {
+                    metrics::Unit::Count
                 };
                 metrics::describe_histogram!(name, unit, help)
             }
@@ -184,6 +193,10 @@ pub fn install(cfg: &NodeConfig) -> anyhow::Result<()> {
         .add_global_label("node", cfg.id.to_string())
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)?
         .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), SIZE_BUCKETS_BYTES)?
+        .set_buckets_for_metric(
+            Matcher::Full(engine::OBJECT_SIBLINGS.into()),
+            SIBLING_BUCKETS,
+        )?
         .install()
         .with_context(|| format!("starting the metrics listener on {addr}"))?;
     describe_node_metrics();

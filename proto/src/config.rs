@@ -15,6 +15,19 @@ use serde::{Deserialize, Serialize};
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 4096;
 
+/// The largest `limits.max_object_bytes` a node may be configured with. The SDK receives
+/// frames of [`MAX_FRAME_BYTES`], so any object a node can store stays readable.
+pub const MAX_OBJECT_BYTES: usize = 16 << 20;
+
+/// Room in a frame beyond the object it carries: the key, the context, the wire envelope.
+/// A get's answer (values and context) is never larger than the encoded object it answers
+/// from, which holds the same values and clock plus dots and timestamps.
+pub const FRAME_OVERHEAD_BYTES: usize = 64 << 10;
+
+/// The frame limit that fits the largest object any node may store: what the SDK accepts,
+/// and the most a node's derived frame limit can be.
+pub const MAX_FRAME_BYTES: usize = MAX_OBJECT_BYTES + FRAME_OVERHEAD_BYTES;
+
 /// Settings of one node's replication engine: one struct per section of the config file.
 /// [`EngineConfig::validate`] checks them at start.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +229,14 @@ pub struct LimitsConfig {
     /// that no client can make the node hold a request (and its memory) for long.
     #[serde(with = "humantime_serde")]
     pub max_request_timeout: Duration,
+    /// Siblings a key's object may hold before each write that leaves more is logged and
+    /// counted (Riak's default warning level is 25).
+    pub sibling_warn: usize,
+    /// Siblings a key's object may hold after a client write: a write that would leave
+    /// more is refused at its coordinator (`TooManySiblings`) and stored nowhere. Merges
+    /// at replicas (replication, read repair, anti-entropy, handoff) are never refused for
+    /// it, since they carry writes already accepted: they are counted instead.
+    pub max_siblings: usize,
 }
 
 impl Default for LimitsConfig {
@@ -229,6 +250,8 @@ impl Default for LimitsConfig {
             max_queued_storage_ops: 65_536,
             min_request_timeout: Duration::from_millis(1),
             max_request_timeout: Duration::from_secs(60),
+            sibling_warn: 25,
+            max_siblings: 100,
         }
     }
 }
@@ -370,6 +393,23 @@ impl LimitsConfig {
                 ),
             ));
         }
+        if self.max_object_bytes > MAX_OBJECT_BYTES {
+            return Err(err(
+                "limits.max_object_bytes",
+                format!(
+                    "must be at most {MAX_OBJECT_BYTES}, so that every stored object fits in what the SDK receives"
+                ),
+            ));
+        }
+        if self.max_siblings == 0 {
+            return Err(err("limits.max_siblings", "must be at least 1"));
+        }
+        if self.sibling_warn == 0 || self.sibling_warn > self.max_siblings {
+            return Err(err(
+                "limits.sibling_warn",
+                "must be in 1..=limits.max_siblings",
+            ));
+        }
         if self.max_inflight_requests == 0 {
             return Err(err("limits.max_inflight_requests", "must be at least 1"));
         }
@@ -474,5 +514,22 @@ mod tests {
         let mut c = EngineConfig::default();
         c.aae.verify_interval = Duration::ZERO;
         assert_eq!(c.validate(3).unwrap_err().field, "aae.verify_interval");
+    }
+
+    #[test]
+    fn sibling_limits_and_the_object_limit_are_checked() {
+        let mut c = EngineConfig::default();
+        c.limits.max_object_bytes = MAX_OBJECT_BYTES + 1;
+        assert_eq!(c.validate(3).unwrap_err().field, "limits.max_object_bytes");
+        let mut c = EngineConfig::default();
+        c.limits.max_siblings = 0;
+        assert_eq!(c.validate(3).unwrap_err().field, "limits.max_siblings");
+        let mut c = EngineConfig::default();
+        c.limits.sibling_warn = c.limits.max_siblings + 1;
+        assert_eq!(c.validate(3).unwrap_err().field, "limits.sibling_warn");
+        c.limits.sibling_warn = 0;
+        assert_eq!(c.validate(3).unwrap_err().field, "limits.sibling_warn");
+        c.limits.sibling_warn = c.limits.max_siblings;
+        c.validate(3).unwrap();
     }
 }

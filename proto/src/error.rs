@@ -108,6 +108,16 @@ pub enum RequestError {
     /// An internal invariant failed; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The write would leave the key with more siblings than `limits.max_siblings`;
+    /// nothing was written. Read the key and write with the read's context, which
+    /// replaces the siblings it returned.
+    #[error("the key would have {siblings} siblings, the limit is {limit}; resolve siblings by writing with a read's context")]
+    TooManySiblings {
+        /// Siblings the key would have had.
+        siblings: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl RequestError {
@@ -123,6 +133,7 @@ impl RequestError {
             | RequestError::KeyTooLarge { .. }
             | RequestError::ValueTooLarge { .. }
             | RequestError::ObjectTooLarge { .. }
+            | RequestError::TooManySiblings { .. }
             | RequestError::InvalidOptions(_)
             | RequestError::InvalidContext(_)
             | RequestError::Malformed(_)

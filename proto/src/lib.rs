@@ -27,7 +27,7 @@ pub mod wire;
 pub use causality::{Actor, CausalContext, Dot, VersionVector, MAX_DOT_COUNTER};
 pub use config::{
     AaeConfig, ConfigError, EngineConfig, HandoffConfig, LimitsConfig, MembershipConfig,
-    ReplicationConfig, MAX_KEY_BYTES,
+    ReplicationConfig, FRAME_OVERHEAD_BYTES, MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES,
 };
 pub use engine::{
     AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,

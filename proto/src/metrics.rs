@@ -68,3 +68,14 @@ pub const AAE_BUDGET_RATIO: &str = "shoal_aae_budget_ratio";
 pub const TOMBSTONES_REAPED_TOTAL: &str = "shoal_tombstones_reaped_total";
 /// Counter: storage results the engine received as failures (any waiter).
 pub const ENGINE_STORAGE_FAILURES_TOTAL: &str = "shoal_engine_storage_failures_total";
+/// Histogram, by `op` (`write`: a coordinator's stored object, `merge`: a replica's
+/// after a replicate, `read`: the merge a get answered): siblings of a key's object,
+/// tombstones included.
+pub const OBJECT_SIBLINGS: &str = "shoal_object_siblings";
+/// Histogram, by `op` (as [`OBJECT_SIBLINGS`]), in bytes: the values of a key's object,
+/// all siblings together.
+pub const OBJECT_SIZE_BYTES: &str = "shoal_object_size_bytes";
+/// Counter, by `event` (`warned`: an object stored with more than `limits.sibling_warn`
+/// siblings; `refused`: a client write refused for `limits.max_siblings`; `over_limit`:
+/// a replica's merge stored more than `limits.max_siblings`, which merges never refuse).
+pub const SIBLING_LIMIT_TOTAL: &str = "shoal_sibling_limit_total";

@@ -284,6 +284,14 @@ impl Object {
         out
     }
 
+    /// The length of [`Object::encode`]'s output, counted without encoding (no
+    /// allocation, no copy of the values).
+    pub fn encoded_len(&self) -> usize {
+        let size = postcard::ser_flavors::Size::default();
+        postcard::serialize_with_flavor::<_, _, usize>(self, size)
+            .map_or(usize::MAX, |len| len.saturating_add(1))
+    }
+
     /// Decode bytes made by [`Object::encode`]; rejects other versions and bad bytes.
     pub fn decode(bytes: &[u8]) -> Result<Object, CodecError> {
         let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
@@ -454,6 +462,8 @@ mod tests {
         )
         .unwrap();
         let bytes = o.encode();
+        assert_eq!(o.encoded_len(), bytes.len());
+        assert_eq!(Object::new().encoded_len(), Object::new().encode().len());
         assert_eq!(Object::decode(&bytes).unwrap(), o);
         assert!(matches!(
             Object::decode(&[99, 1, 2]),

@@ -47,6 +47,9 @@ pub enum StorageOp {
         now: Time,
         /// Refuse the write if the object would grow past this.
         max_object_bytes: usize,
+        /// Refuse the write if the object would hold more siblings than this
+        /// ([`StorageReply::TooManySiblings`]).
+        max_siblings: usize,
     },
     /// Merge an object into the local copy. Replies [`StorageReply::Merged`].
     Merge {
@@ -255,6 +258,13 @@ pub enum StorageReply {
     TooLarge {
         /// Its size.
         len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The write would leave more than `max_siblings` siblings; nothing was stored.
+    TooManySiblings {
+        /// Siblings the object would have held.
+        siblings: usize,
         /// The limit.
         max: usize,
     },

@@ -4,6 +4,7 @@
 
 mod engine_handoff;
 mod engine_harness;
+mod engine_siblings;
 
 use std::time::Duration;
 
@@ -74,6 +75,7 @@ fn a_put_at_a_primary_stores_locally_replicates_and_answers_after_w_acks() {
             value: SiblingValue::Data(b"v1".to_vec()),
             now: c.now,
             max_object_bytes: cfg.limits.max_object_bytes,
+            max_siblings: cfg.limits.max_siblings,
         },
     );
 
@@ -178,6 +180,7 @@ fn a_delete_writes_a_tombstone_with_the_context() {
             value: SiblingValue::Tombstone,
             now: c.now,
             max_object_bytes: c.cfg.limits.max_object_bytes,
+            max_siblings: c.cfg.limits.max_siblings,
         },
     );
     let sends = c.run_storage(&a(), &cmds[0]);

@@ -20,16 +20,15 @@ use shoal_client::{
     Client, ClientConfig, ClientError, Context, GetResult, NodeId, ReadOptions, StatusReport,
     WriteOptions,
 };
-use shoal_transport::DEFAULT_MAX_FRAME_BYTES;
 
 /// The environment variable naming the client config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "SHOAL_CONFIG";
 /// The client config file used when neither `--config` nor [`CONFIG_ENV`] is given (what
 /// the development cluster setup writes).
 pub const DEFAULT_CONFIG_PATH: &str = "shoal-dev/client.toml";
-/// Most bytes a value read from stdin may have: one transport frame, beyond which no node
-/// could receive it anyway.
-pub const MAX_STDIN_VALUE_BYTES: usize = DEFAULT_MAX_FRAME_BYTES;
+/// Most bytes a value read from stdin may have: the largest object a node may be
+/// configured to store, beyond which no node could accept it anyway.
+pub const MAX_STDIN_VALUE_BYTES: usize = shoal_client::MAX_OBJECT_BYTES;
 
 /// Exit code of a successful command.
 const EXIT_OK: i32 = 0;
@@ -81,12 +80,14 @@ pub enum ClientCommand {
         #[arg(long, value_parser = parse_request_timeout)]
         timeout: Option<Duration>,
     },
-    /// Delete a key (writes a tombstone).
+    /// Delete a key (writes a tombstone). Without `--context`, the cluster reads the key
+    /// first (R replicas) and deletes the values that read finds; a value written
+    /// concurrently with the delete stays, as a sibling of the tombstone.
     Delete {
         /// The key (its UTF-8 bytes).
         key: String,
         /// The context of an earlier read or write of the key: the delete replaces the
-        /// values it covers.
+        /// values it covers, and nothing else.
         #[arg(long)]
         context: Option<String>,
         /// Acknowledgements to wait for (default: the cluster's W).

@@ -5,12 +5,13 @@
 use shoal_ring::{NodeId, PartitionId};
 
 use super::quorum::{Needed, Quorum, Status, Target, LOCAL};
+use super::write::ObjectShape;
 use super::{outcome_label, Engine, InboundId, RequestId, SendError, Timer, Waiter};
 use crate::error::RequestError;
 use crate::object::Object;
 use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::time::Time;
-use crate::wire::{ClientResponse, GetReply, PeerRequest, PeerResponse, ReadOptions};
+use crate::wire::{ClientResponse, GetReply, PeerRequest, PeerResponse, ReadOptions, WriteOptions};
 
 /// A read this node coordinates.
 #[derive(Debug)]
@@ -26,6 +27,24 @@ pub(super) struct ReadOp {
     quorum: Quorum<Option<Object>>,
     merged: Object,
     repair_at: Option<Time>,
+    /// `Some` for the read a delete without a context makes first: instead of answering,
+    /// it deletes what it read, with these options.
+    then_delete: Option<WriteOptions>,
+}
+
+impl ReadOp {
+    /// The `op` label of its metrics: the read step of a delete is not a client's get.
+    fn op_name(&self) -> &'static str {
+        read_op_name(self.then_delete.is_some())
+    }
+}
+
+fn read_op_name(for_delete: bool) -> &'static str {
+    if for_delete {
+        "delete_read"
+    } else {
+        "get"
+    }
 }
 
 impl Engine {
@@ -36,6 +55,37 @@ impl Engine {
         primaries: Vec<NodeId>,
         key: Vec<u8>,
         options: ReadOptions,
+    ) {
+        self.start_read_op(inbound, partition, primaries, key, options, None);
+    }
+
+    /// A delete without a context reads the key first, with the node's R and PR and the
+    /// delete's timeout; [`Engine::delete_after_read`] goes on from the read's merge. A
+    /// read that fails answers the delete with the read's error (`Unavailable`,
+    /// `Timeout`): nothing was written.
+    pub(super) fn start_delete_read(
+        &mut self,
+        inbound: InboundId,
+        partition: PartitionId,
+        primaries: Vec<NodeId>,
+        key: Vec<u8>,
+        options: WriteOptions,
+    ) {
+        let read = ReadOptions {
+            timeout: options.timeout,
+            ..ReadOptions::default()
+        };
+        self.start_read_op(inbound, partition, primaries, key, read, Some(options));
+    }
+
+    fn start_read_op(
+        &mut self,
+        inbound: InboundId,
+        partition: PartitionId,
+        primaries: Vec<NodeId>,
+        key: Vec<u8>,
+        options: ReadOptions,
+        then_delete: Option<WriteOptions>,
     ) {
         let r = usize::from(options.r.unwrap_or(self.cfg.replication.r));
         let pr = usize::from(options.pr.unwrap_or(self.cfg.replication.pr));
@@ -48,7 +98,9 @@ impl Engine {
         };
         // A fallback may hold hinted writes for the primary it stands in for.
         let fallbacks = Some(self.live_fallbacks(partition));
-        let Some(quorum) = self.place_quorum(inbound, "get", &primaries, needed, fallbacks) else {
+        let op_name = read_op_name(then_delete.is_some());
+        let Some(quorum) = self.place_quorum(inbound, op_name, &primaries, needed, fallbacks)
+        else {
             return;
         };
         let id = self.next_request_id();
@@ -66,6 +118,7 @@ impl Engine {
                 quorum,
                 merged: Object::new(),
                 repair_at: None,
+                then_delete,
             },
         );
         self.timers.insert((deadline, Timer::Deadline(id)));
@@ -157,26 +210,44 @@ impl Engine {
 
     fn read_progress(&mut self, id: RequestId) {
         let read_repair_window = self.cfg.replication.read_repair_window;
+        let max = self.cfg.limits.max_object_bytes;
         let Some(op) = self.reads.get_mut(&id) else {
             return;
         };
         if !op.answered {
             match op.quorum.status() {
+                // Each replica's copy is within the object limit, but copies that
+                // diverged (concurrent large writes at two coordinators) can merge past
+                // it, into an answer no frame carries: refuse it with a typed error.
+                // One replica's copy (`r = 1`) is always within the limit.
+                Status::Met if op.then_delete.is_none() && op.merged.encoded_len() > max => {
+                    let len = op.merged.encoded_len();
+                    self.answer_read_error(id, RequestError::ObjectTooLarge { len, max });
+                }
                 Status::Met => {
                     op.answered = true;
-                    let reply = GetReply {
-                        found: op.merged.is_found(),
-                        values: op.merged.values().map(<[u8]>::to_vec).collect(),
-                        context: op.merged.context(),
-                    };
-                    let inbound = op.inbound;
+                    let (inbound, op_name) = (op.inbound, op.op_name());
                     let elapsed = self.now.saturating_since(op.started);
-                    metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => "get", "result" => outcome_label(&Ok(())))
+                    metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => outcome_label(&Ok(())))
                         .increment(1);
-                    metrics::histogram!(crate::metrics::COORDINATOR_DURATION_SECONDS, "op" => "get")
+                    metrics::histogram!(crate::metrics::COORDINATOR_DURATION_SECONDS, "op" => op_name)
                         .record(elapsed.as_secs_f64());
                     self.aae.observe_foreground(elapsed);
-                    self.respond_client(inbound, ClientResponse::Get(reply));
+                    let key = op.key.clone();
+                    if let Some(options) = op.then_delete.clone() {
+                        let (partition, deadline) = (op.partition, op.deadline);
+                        let merged = op.merged.clone();
+                        self.delete_after_read(inbound, partition, key, &merged, options, deadline);
+                    } else {
+                        let reply = GetReply {
+                            found: op.merged.is_found(),
+                            values: op.merged.values().map(<[u8]>::to_vec).collect(),
+                            context: op.merged.context(),
+                        };
+                        let shape = ObjectShape::of(&op.merged);
+                        self.observe_object("read", Some(&key), shape);
+                        self.respond_client(inbound, ClientResponse::Get(reply));
+                    }
                 }
                 Status::Impossible(short) => self.answer_read_error(id, short.into()),
                 Status::Waiting => {}
@@ -202,12 +273,17 @@ impl Engine {
             return;
         }
         op.answered = true;
-        let inbound = op.inbound;
+        let (inbound, op_name) = (op.inbound, op.op_name());
         let label = outcome_label(&Err(err.clone()));
-        metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => "get", "result" => label)
+        metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => label)
             .increment(1);
-        metrics::counter!(crate::metrics::QUORUM_FAILURES_TOTAL, "op" => "get", "kind" => label)
-            .increment(1);
+        if matches!(
+            err,
+            RequestError::Unavailable { .. } | RequestError::Timeout { .. }
+        ) {
+            metrics::counter!(crate::metrics::QUORUM_FAILURES_TOTAL, "op" => op_name, "kind" => label)
+                .increment(1);
+        }
         self.respond_client(inbound, ClientResponse::Error(err));
     }
 

@@ -182,7 +182,12 @@ impl Engine {
         result: StorageResult,
     ) {
         let response = match (kind, result) {
-            (ReplicaKind::Merge, Ok(StorageReply::Merged { .. })) => PeerResponse::Ack,
+            (ReplicaKind::Merge, Ok(StorageReply::Merged { object, .. })) => {
+                // Accepted whatever its sibling count: it carries writes already accepted
+                // by their coordinators, and dropping any could lose one.
+                self.observe_object("merge", None, super::write::ObjectShape::of(&object));
+                PeerResponse::Ack
+            }
             (ReplicaKind::StoreHint, Ok(StorageReply::HintStored)) => {
                 metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "stored").increment(1);
                 PeerResponse::Ack

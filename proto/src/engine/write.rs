@@ -3,6 +3,7 @@
 //! acks, and keep delivering to the rest after answering.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use shoal_ring::{NodeId, PartitionId};
 
@@ -15,7 +16,28 @@ use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::time::Time;
 use crate::wire::{ClientResponse, PeerRequest, PeerResponse, WriteOptions, WriteReply};
 
+/// Bytes of a key shown in a sibling warning: enough to find the key, not a 4 KiB dump.
+const LOGGED_KEY_BYTES: usize = 64;
+
 use super::InboundId;
+
+/// What the sibling and size metrics record of an object.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ObjectShape {
+    /// Siblings, tombstones included.
+    pub(super) siblings: usize,
+    /// Bytes of the values ([`Object::data_bytes`]).
+    pub(super) bytes: usize,
+}
+
+impl ObjectShape {
+    pub(super) fn of(object: &Object) -> ObjectShape {
+        ObjectShape {
+            siblings: object.siblings().len(),
+            bytes: object.data_bytes(),
+        }
+    }
+}
 
 /// A write this node coordinates.
 #[derive(Debug)]
@@ -58,6 +80,12 @@ impl Engine {
         options: WriteOptions,
     ) {
         let delete = matches!(value, SiblingValue::Tombstone);
+        if delete && context.is_empty() {
+            // A tombstone with an empty context covers nothing: read first, and delete
+            // what the read returns (see `delete_after_read`).
+            self.start_delete_read(inbound, partition, primaries, key, options);
+            return;
+        }
         let w = usize::from(options.w.unwrap_or(self.cfg.replication.w));
         let pw = usize::from(options.pw.unwrap_or(self.cfg.replication.pw));
         let timeout = options
@@ -94,7 +122,10 @@ impl Engine {
         self.writes.insert(id, op);
         self.timers
             .insert((self.now + timeout, Timer::Deadline(id)));
-        let max_object_bytes = self.cfg.limits.max_object_bytes;
+        let (max_object_bytes, max_siblings) = (
+            self.cfg.limits.max_object_bytes,
+            self.cfg.limits.max_siblings,
+        );
         let now = self.now;
         self.storage(
             StorageOp::Coordinate {
@@ -104,6 +135,7 @@ impl Engine {
                 value,
                 now,
                 max_object_bytes,
+                max_siblings,
             },
             Waiter::WriteLocal(id),
         );
@@ -146,6 +178,13 @@ impl Engine {
                 self.fail_write(id, RequestError::ObjectTooLarge { len, max });
                 return;
             }
+            Ok(StorageReply::TooManySiblings { siblings, max }) => {
+                metrics::counter!(crate::metrics::SIBLING_LIMIT_TOTAL, "event" => "refused")
+                    .increment(1);
+                let limit = max;
+                self.fail_write(id, RequestError::TooManySiblings { siblings, limit });
+                return;
+            }
             Ok(other) => {
                 self.fail_write(
                     id,
@@ -160,6 +199,11 @@ impl Engine {
         };
         op.quorum.record(LOCAL, ());
         op.object = Some(object.clone());
+        let key = op.key.clone();
+        self.observe_object("write", Some(&key), ObjectShape::of(&object));
+        let Some(op) = self.writes.get_mut(&id) else {
+            return;
+        };
         let sends = op.quorum.remote_targets();
         let (partition, key) = (op.partition, op.key.clone());
         let reply = WriteReply { context };
@@ -341,5 +385,79 @@ impl Engine {
             // The storage reply, if it comes, finds no operation and is dropped.
             self.finish_write(id);
         }
+    }
+}
+
+impl Engine {
+    /// The second step of a delete without a context, once its read has met its quorum:
+    /// write a tombstone with the read's context, so that it replaces every sibling the
+    /// read returned (as Riak does). Writes that race the read are not in that context
+    /// and stay, as siblings of the tombstone. A read that found no value (nothing, or
+    /// only tombstones) answers at once without writing: there is nothing to delete. The
+    /// write gets what is left of the request's deadline.
+    pub(super) fn delete_after_read(
+        &mut self,
+        inbound: InboundId,
+        partition: PartitionId,
+        key: Vec<u8>,
+        read: &Object,
+        options: WriteOptions,
+        deadline: Time,
+    ) {
+        if !read.is_found() {
+            metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => "delete", "result" => outcome_label(&Ok(())))
+                .increment(1);
+            let context = read.context();
+            self.respond_client(inbound, ClientResponse::Delete(WriteReply { context }));
+            return;
+        }
+        let left = deadline
+            .saturating_since(self.now)
+            .max(Duration::from_millis(1));
+        let options = WriteOptions {
+            timeout: Some(left),
+            ..options
+        };
+        let primaries = self.primaries(partition);
+        self.start_write(
+            inbound,
+            partition,
+            primaries,
+            key,
+            SiblingValue::Tombstone,
+            read.context(),
+            options,
+        );
+    }
+
+    /// Records a key's object in the sibling and size histograms (`op`: `write` at a
+    /// coordinator, `merge` at a replica, `read` for an answer), and counts and logs a
+    /// stored object past `limits.sibling_warn` (or, merged at a replica, past
+    /// `limits.max_siblings`: merges are never refused for their siblings). A replica's
+    /// merge reply does not carry the key: its warning names none.
+    pub(super) fn observe_object(&self, op: &'static str, key: Option<&[u8]>, shape: ObjectShape) {
+        let ObjectShape { siblings, bytes } = shape;
+        metrics::histogram!(crate::metrics::OBJECT_SIBLINGS, "op" => op).record(siblings as f64);
+        metrics::histogram!(crate::metrics::OBJECT_SIZE_BYTES, "op" => op).record(bytes as f64);
+        let limits = &self.cfg.limits;
+        if op == "read" || siblings <= limits.sibling_warn {
+            return;
+        }
+        let (event, limit) = if siblings > limits.max_siblings {
+            ("over_limit", limits.max_siblings)
+        } else {
+            ("warned", limits.sibling_warn)
+        };
+        metrics::counter!(crate::metrics::SIBLING_LIMIT_TOTAL, "event" => event).increment(1);
+        let shown = key
+            .map(|k| &k[..k.len().min(LOGGED_KEY_BYTES)])
+            .unwrap_or_default();
+        tracing::warn!(
+            key = %String::from_utf8_lossy(shown),
+            siblings,
+            limit,
+            op,
+            "a key has many siblings: resolve them by writing with a read's context"
+        );
     }
 }

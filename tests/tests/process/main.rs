@@ -10,6 +10,7 @@ mod cli;
 mod cluster;
 mod forwarding;
 mod hostile;
+mod limits;
 mod metrics_catalogue;
 mod prometheus;
 mod single_node;

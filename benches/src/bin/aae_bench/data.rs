@@ -232,6 +232,7 @@ pub fn make_differences(
                     value: SiblingValue::Data(new_value),
                     now,
                     max_object_bytes: MAX_OBJECT_BYTES,
+                    max_siblings: usize::MAX,
                 })? {
                     StorageReply::Coordinated { .. } => {}
                     other => bail!("writing key {i}: unexpected reply {other:?}"),
