@@ -9,6 +9,7 @@ pub mod no_lost_writes;
 pub mod no_phantoms;
 pub mod no_resurrection;
 pub mod read_your_writes;
+pub mod refused_writes;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -381,6 +381,9 @@ pub struct SimConfig {
     pub storage_service_time: Duration,
     /// Keep the event log's lines (the digest is computed either way).
     pub keep_log: bool,
+    /// The engines' `limits.max_siblings` (and `sibling_warn`, at most it); `None`: the
+    /// default (100), which the workload never reaches.
+    pub max_siblings: Option<usize>,
 }
 
 impl SimConfig {
@@ -408,6 +411,7 @@ impl SimConfig {
             burst: None,
             storage_service_time: Duration::ZERO,
             keep_log: false,
+            max_siblings: None,
         }
     }
 

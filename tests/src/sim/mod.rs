@@ -214,7 +214,12 @@ impl Sim {
             )));
         }
         let q = setup.quorum;
-        let engine_cfg = engine_config(q, setup.handoff, &setup.background);
+        let mut engine_cfg = engine_config(q, setup.handoff, &setup.background);
+        if let Some(max) = cfg.max_siblings {
+            let limits = &mut engine_cfg.limits;
+            limits.max_siblings = max;
+            limits.sibling_warn = limits.sibling_warn.min(max);
+        }
         engine_cfg
             .validate(setup.nodes)
             .map_err(|e| SimError::Config(e.to_string()))?;
@@ -317,7 +322,13 @@ impl Sim {
             }
         }
         let state = self.final_state();
-        let found = checkers::check_final(&self.history, &state, self.ryw);
+        let mut found = checkers::check_final(&self.history, &state, self.ryw);
+        // A duplicated request can be applied by one copy and refused by the other, and
+        // its client hears one of the answers: a refusal then describes an attempt, not
+        // the request. The real transport never delivers a request twice.
+        if self.setup.faults.duplicate == 0.0 {
+            found.extend(checkers::refused_writes::check(&self.history, &state));
+        }
         self.add_violations(found);
         Ok(self.report(state, safety_duration))
     }
