@@ -138,6 +138,15 @@ async fn client_commands_round_trip_with_json_output_siblings_and_contexts() {
     assert_eq!(gone["found"], Value::Bool(false));
     assert_eq!(gone["values"], serde_json::json!([]));
 
+    // delete without a context: the node reads first and deletes every sibling it finds
+    // (a tombstone with an empty context would cover nothing and leave them).
+    cli(&node, &["put", "twins", "one"]).await.ok();
+    cli(&node, &["put", "twins", "two"]).await.ok();
+    let deleted = cli(&node, &["delete", "twins"]).await.ok();
+    assert_eq!(deleted.stdout.lines().count(), 1, "{deleted:#?}");
+    let gone = cli(&node, &["get", "twins", "--json"]).await.ok().json();
+    assert_eq!(gone["found"], Value::Bool(false), "{gone}");
+
     // A value from stdin (`-`), bytes exactly as given, trailing newline included.
     cli_stdin(
         &node,
