@@ -57,6 +57,19 @@
 //! [`ClientConfig::request_timeout`] plus the margin, when the request sets none), so the
 //! nodes' answer, which says how many replicas did reply, normally arrives first.
 //!
+//! # Deletes, siblings and sizes
+//!
+//! - A delete without a context makes its coordinator read the key first and delete
+//!   exactly the values that read found (see [`Client::delete`]).
+//! - A key holds at most the nodes' `limits.max_siblings` siblings (100 by default): a
+//!   write that would leave more is refused with [`ClientError::TooManySiblings`] and
+//!   stored nowhere. Writing with a read's context resolves siblings and is never refused.
+//! - Values are at most the nodes' `limits.max_value_bytes` ([`ClientError::ValueTooLarge`]),
+//!   a key's object with all its siblings at most `limits.max_object_bytes`
+//!   ([`ClientError::ObjectTooLarge`]). Nodes refuse an object limit above
+//!   [`MAX_OBJECT_BYTES`], and this client receives frames of [`MAX_FRAME_BYTES`]: any
+//!   object a node stores can be read.
+//!
 //! # Metrics
 //!
 //! `shoal_client_requests_total{op,result}` counts calls by operation (`get`, `put`,

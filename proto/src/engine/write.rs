@@ -16,10 +16,10 @@ use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::time::Time;
 use crate::wire::{ClientResponse, PeerRequest, PeerResponse, WriteOptions, WriteReply};
 
+use super::InboundId;
+
 /// Bytes of a key shown in a sibling warning: enough to find the key, not a 4 KiB dump.
 const LOGGED_KEY_BYTES: usize = 64;
-
-use super::InboundId;
 
 /// What the sibling and size metrics record of an object.
 #[derive(Clone, Copy, Debug)]
