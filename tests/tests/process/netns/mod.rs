@@ -1,0 +1,521 @@
+//! Real networks: each node in a network namespace of its own, on a bridge, under loss,
+//! latency with jitter (reordering), and one-way and two-way partitions, with a
+//! read-modify-write set workload running through it all (see [`net`] for how each
+//! impairment is made, [`relay`] for the latency on kernels without `sch_netem`, and
+//! [`sets`] for the workload and its check).
+//!
+//! Needs root (namespaces, veth pairs, iptables); CI runs as root. Elsewhere the test
+//! fails with a message saying so, unless `SHOAL_SKIP_ROOT_TESTS=1` is set.
+//!
+//! Phases, the workload running throughout:
+//! 1. baseline;
+//! 2. 5% loss on every datagram delivered to a node: the failure detector is watched
+//!    (members as each node reports them, and `shoal_member_state_changes_total`);
+//! 3. latency 20 ms ± 15 ms per datagram, which reorders them;
+//! 4. one-way partition of n3 (it hears, nobody hears it): both sides see the other down;
+//! 5. heal, then two-way partition of n3 for longer than the QUIC idle timeout: its
+//!    connections close;
+//! 6. heal: peers and clients reconnect within a deadline, every client writes again,
+//!    hints drain and anti-entropy makes every replica equal;
+//! 7. a read at R = N of every key: every acknowledged element present, none invented.
+
+mod net;
+mod relay;
+mod sets;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shoal_client::{Client, MemberState, NodeId, ReadOptions};
+use tokio::time::Instant;
+
+use crate::harness::{pending_hints, scrape, wait_hints_drained, wait_until, Cluster, Placement};
+use net::{Cut, DelayMechanism, Net};
+use relay::Relay;
+use sets::SetWorkload;
+
+/// Nodes (N = 3, R = W = 2, the dev cluster's quorums).
+const NODES: usize = 3;
+/// The partitioned node (n3).
+const VICTIM: usize = 2;
+/// Node n1's QUIC and metrics port (each node is alone in its namespace).
+const BASE_PORT: u16 = 7001;
+/// Client tasks of the workload, each with its own SDK client.
+const CLIENTS: usize = 4;
+/// Shared keys.
+const KEYS: usize = 3;
+/// Probability that a datagram delivered to a node is dropped in the loss phase.
+const LOSS: f64 = 0.05;
+/// Latency and jitter of the delay phase.
+const DELAY: Duration = Duration::from_millis(20);
+const JITTER: Duration = Duration::from_millis(15);
+/// Length of the baseline, delay and one-way partition phases.
+const PHASE: Duration = Duration::from_secs(8);
+/// Length of the loss phase (long enough for many probes: 500 ms apart).
+const LOSS_PHASE: Duration = Duration::from_secs(15);
+/// The nodes' QUIC idle timeout (also set in [`EXTRA_TOML`]); the two-way partition
+/// lasts longer.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after the idle timeout the partitioned node's connections must be closed
+/// (detection of the partition, keep-alive period, a loaded machine).
+const IDLE_MARGIN: Duration = Duration::from_secs(10);
+/// Length of the two-way partition.
+const TWO_WAY_PHASE: Duration = Duration::from_secs(12);
+/// How often the members each node reports are sampled under loss.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// Deadline for a partition to be noticed, and for peers and clients to reconnect after
+/// a partition heals.
+const RECONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline for hints to drain and anti-entropy to make the replicas equal.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Fast anti-entropy and an explicit QUIC idle timeout and keep-alive.
+const EXTRA_TOML: &str = "
+[aae]
+interval = \"2s\"
+[transport]
+idle_timeout = \"5s\"
+keep_alive = \"1s\"
+";
+
+/// Whether this process may make namespaces; `false` means skip (the caller returns).
+fn root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("SHOAL_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipped: the network namespace tests need root (SHOAL_SKIP_ROOT_TESTS=1)");
+        return false;
+    }
+    panic!(
+        "the network namespace tests need root (namespaces, veth pairs, iptables); \
+         run as root, or set SHOAL_SKIP_ROOT_TESTS=1 to skip them"
+    );
+}
+
+/// The seed of the relay's delays: `SHOAL_NETNS_SEED`, or one drawn and printed.
+fn seed() -> u64 {
+    std::env::var("SHOAL_NETNS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_workload_keeps_every_acknowledged_add_under_loss_delay_and_partitions() {
+    if !root_or_skip() {
+        return;
+    }
+    let net = Net::create(NODES);
+    let seed = seed();
+    let ports: Vec<u16> = (0..NODES)
+        .map(|i| BASE_PORT + u16::try_from(i).expect("few nodes"))
+        .collect();
+    let relay = Relay::start(
+        (0..NODES)
+            .map(|i| {
+                (
+                    SocketAddr::new(net.relay_ip(i), ports[i]),
+                    SocketAddr::new(net.node_ip(i), ports[i]),
+                )
+            })
+            .collect(),
+        net.bridge_ip(),
+        seed,
+    );
+    let mechanism = match net.delay_mechanism() {
+        DelayMechanism::Netem => "tc netem",
+        DelayMechanism::Relay => "the userspace relay (this kernel has no sch_netem)",
+    };
+    eprintln!(
+        "netns: namespaces {:?}; loss and partitions by iptables; latency by {mechanism}; \
+         relay seed {seed} (SHOAL_NETNS_SEED)",
+        net.namespaces()
+    );
+    let placement = Placement {
+        netns: net.namespaces().to_vec(),
+        listen: (0..NODES).map(|i| net.node_ip(i)).collect(),
+        advertise: (0..NODES).map(|i| net.relay_ip(i)).collect(),
+        base_port: Some(BASE_PORT),
+    };
+    let cluster = Cluster::start_placed(NODES, EXTRA_TOML, &placement).await;
+    let status = cluster.status_client().await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(cluster.client().await);
+    }
+    let keys: Vec<String> = (0..KEYS).map(|k| format!("set-{k}")).collect();
+    let workload = SetWorkload::start(clients, keys, "baseline");
+    let all: Vec<usize> = (0..NODES).collect();
+    let others: Vec<usize> = all.iter().copied().filter(|&i| i != VICTIM).collect();
+
+    // 1. Baseline.
+    tokio::time::sleep(PHASE).await;
+    assert_phase_progress(&workload, "baseline");
+
+    // 2. Loss: the failure detector must not flap healthy peers.
+    workload.set_phase("loss");
+    let downs_before = down_transitions(&cluster, &all).await;
+    net.set_loss(LOSS);
+    let seen = watch_members(&cluster, &status, LOSS_PHASE).await;
+    let (dropped, delivered) = net.loss_counts();
+    net.heal();
+    let downs = down_transitions(&cluster, &all).await - downs_before;
+    eprintln!(
+        "netns: under {}% loss ({dropped} of {delivered} datagrams to the nodes dropped): \
+         {} member samples, {} of them not up (longest run {:?}), {} status requests \
+         failed, {downs} down transitions",
+        LOSS * 100.0,
+        seen.samples,
+        seen.not_up,
+        seen.longest_not_up,
+        seen.status_failures
+    );
+    assert!(
+        dropped > 0,
+        "the loss rules dropped nothing of {delivered} datagrams"
+    );
+    assert_phase_progress(&workload, "loss");
+    // A healthy, reachable peer is never marked down under 5% loss.
+    assert!(
+        seen.not_up == 0 && downs == 0.0,
+        "under {}% loss the failure detector marked healthy peers down: {} of {} samples \
+         not up (longest run {:?}: {:?}), {downs} down transitions",
+        LOSS * 100.0,
+        seen.not_up,
+        seen.samples,
+        seen.longest_not_up,
+        seen.longest_pair
+    );
+    wait_all_up(&cluster, &status, &all, "after the loss phase").await;
+
+    // 3. Latency with jitter, which reorders datagrams.
+    workload.set_phase("delay");
+    let reordered_before = relay
+        .stats()
+        .reordered
+        .load(std::sync::atomic::Ordering::Relaxed);
+    net.set_netem_delay(DELAY, JITTER);
+    if net.delay_mechanism() == DelayMechanism::Relay {
+        relay.set_delay(DELAY, JITTER);
+    }
+    tokio::time::sleep(PHASE).await;
+    net.set_netem_delay(Duration::ZERO, Duration::ZERO);
+    relay.set_delay(Duration::ZERO, Duration::ZERO);
+    let reordered = relay
+        .stats()
+        .reordered
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - reordered_before;
+    eprintln!("netns: delay phase: the relay delivered {reordered} datagrams out of order");
+    if net.delay_mechanism() == DelayMechanism::Relay {
+        assert!(reordered > 0, "jitter of {JITTER:?} reordered no datagram");
+    }
+    assert_phase_progress(&workload, "delay");
+
+    // 4. One-way partition of the victim: it hears everyone, nobody hears it.
+    workload.set_phase("one-way partition");
+    net.partition(VICTIM, Cut::OneWayOut);
+    let cut_at = Instant::now();
+    wait_seen_down(&cluster, &status, &others, VICTIM).await;
+    wait_victim_sees_down(&cluster, "one-way partition").await;
+    eprintln!(
+        "netns: one-way partition of {} noticed on both sides in {:?}",
+        cluster.id(VICTIM),
+        cut_at.elapsed()
+    );
+    tokio::time::sleep(PHASE.saturating_sub(cut_at.elapsed())).await;
+    assert_phase_progress(&workload, "one-way partition");
+    net.heal();
+    let healed = Instant::now();
+    wait_all_up(&cluster, &status, &all, "after the one-way partition").await;
+    eprintln!(
+        "netns: one-way partition healed; all up in {:?}",
+        healed.elapsed()
+    );
+
+    // 5. Two-way partition, longer than the QUIC idle timeout.
+    workload.set_phase("two-way partition");
+    net.partition(VICTIM, Cut::TwoWay);
+    let cut_at = Instant::now();
+    wait_seen_down(&cluster, &status, &others, VICTIM).await;
+    wait_victim_sees_down(&cluster, "two-way partition").await;
+    let victim_metrics = cluster.nodes()[VICTIM].metrics;
+    let idle = wait_until(
+        "the partitioned node's QUIC connections to idle out",
+        IDLE_TIMEOUT + IDLE_MARGIN,
+        || async move {
+            let open = scrape(victim_metrics)
+                .await?
+                .sum(shoal_transport::metrics::CONNECTIONS, &[]);
+            if open == 0.0 {
+                Ok(cut_at.elapsed())
+            } else {
+                Err(format!("{open} connections open"))
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "netns: two-way partition: the victim's connections all closed {idle:?} after the cut"
+    );
+    tokio::time::sleep(TWO_WAY_PHASE.saturating_sub(cut_at.elapsed())).await;
+    assert_phase_progress(&workload, "two-way partition");
+    let hints = pending_hints(&status, &cluster.ids(&others))
+        .await
+        .unwrap_or_default();
+    eprintln!("netns: hints held at the end of the two-way partition: {hints:?}");
+
+    // 6. Heal: peers and clients reconnect; every client writes again.
+    workload.set_phase("healed");
+    net.heal();
+    let healed = Instant::now();
+    workload.mark();
+    wait_all_up(&cluster, &status, &all, "after the two-way partition").await;
+    let victim = cluster.id(VICTIM);
+    for (c, client) in workload.clients().iter().enumerate() {
+        let victim = &victim;
+        wait_until(
+            &format!("client {c} to reach {victim} again"),
+            RECONNECT_TIMEOUT,
+            || async move {
+                client
+                    .status(Some(victim))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await;
+    }
+    let tasks = &workload;
+    wait_until(
+        "every client task to have a write acknowledged after the heal",
+        RECONNECT_TIMEOUT,
+        || async move {
+            match tasks.tasks_without_ack() {
+                idle if idle.is_empty() => Ok(()),
+                idle => Err(format!("tasks without an ack: {idle:?}")),
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "netns: two-way partition healed; peers up and every client reconnected and writing in {:?}",
+        healed.elapsed()
+    );
+
+    // 7. Converge, then read every key at R = N.
+    let keys = workload.keys().to_vec();
+    let ledger = workload.stop().await;
+    let ids = cluster.ids(&all);
+    let stopped = Instant::now();
+    wait_hints_drained(&status, &ids, CONVERGE_TIMEOUT).await;
+    wait_replicas_equal(&status, &ids).await;
+    eprintln!(
+        "netns: hints drained and every replica equal {:?} after the workload stopped",
+        stopped.elapsed()
+    );
+    let mut finals = BTreeMap::new();
+    for key in &keys {
+        let read = status
+            .get(
+                key,
+                ReadOptions::default().r(u8::try_from(NODES).expect("few nodes")),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("the final read of {key} at R = {NODES}: {e}"));
+        finals.insert(key.clone(), sets::union(&read.values));
+    }
+    let verdict = sets::verify(&ledger, &finals);
+    for (phase, counts) in &ledger.phases {
+        eprintln!("netns: phase {phase:<18} {counts:?}");
+    }
+    eprintln!(
+        "netns: workload: {} acknowledged, {} lost, {} of unknown outcome landed, {} did not, \
+         {} invented; errors by kind {:?}; relay forwarded {} datagrams, dropped {} at its bounds",
+        verdict.acked,
+        verdict.lost.len(),
+        verdict.unknown_found,
+        verdict.unknown_missing,
+        verdict.invented.len(),
+        ledger.errors,
+        relay
+            .stats()
+            .forwarded
+            .load(std::sync::atomic::Ordering::Relaxed),
+        relay
+            .stats()
+            .overflow
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(
+        verdict.lost.is_empty(),
+        "{} of {} acknowledged elements lost; first: {:?}",
+        verdict.lost.len(),
+        verdict.acked,
+        &verdict.lost[..verdict.lost.len().min(10)]
+    );
+    assert!(
+        verdict.invented.is_empty(),
+        "{} elements found that were never written; first: {:?}",
+        verdict.invented.len(),
+        &verdict.invented[..verdict.invented.len().min(10)]
+    );
+    status.close().await;
+    drop(cluster);
+    drop(relay);
+    drop(net);
+}
+
+/// Panics unless the workload had acknowledged adds in `phase`.
+fn assert_phase_progress(workload: &SetWorkload, phase: &str) {
+    let counts = workload.phase_counts(phase);
+    assert!(
+        counts.acked > 0,
+        "no add acknowledged during phase {phase}: {counts:?}"
+    );
+}
+
+/// What [`watch_members`] saw.
+#[derive(Debug, Default)]
+struct MemberWatch {
+    /// (reporter, member) samples, a reporter's view of itself excluded.
+    samples: u64,
+    /// Samples in which the member was not up.
+    not_up: u64,
+    /// Status requests that failed (no sample).
+    status_failures: u64,
+    /// Longest run of consecutive not-up samples of one pair, and which pair.
+    longest_not_up: Duration,
+    longest_pair: Option<(NodeId, NodeId)>,
+}
+
+/// Samples, every [`SAMPLE_EVERY`] for `duration`, how every node sees every other.
+async fn watch_members(cluster: &Cluster, status: &Client, duration: Duration) -> MemberWatch {
+    let mut seen = MemberWatch::default();
+    let mut since: BTreeMap<(NodeId, NodeId), Instant> = BTreeMap::new();
+    let end = Instant::now() + duration;
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    while Instant::now() < end {
+        tick.tick().await;
+        for i in 0..cluster.len() {
+            let reporter = cluster.id(i);
+            let Ok(report) = status.status(Some(&reporter)).await else {
+                seen.status_failures += 1;
+                continue;
+            };
+            for m in report.members.iter().filter(|m| m.id != reporter) {
+                seen.samples += 1;
+                let pair = (reporter.clone(), m.id.clone());
+                if m.state == MemberState::Up {
+                    since.remove(&pair);
+                    continue;
+                }
+                seen.not_up += 1;
+                let run = since
+                    .entry(pair.clone())
+                    .or_insert_with(Instant::now)
+                    .elapsed();
+                if run >= seen.longest_not_up {
+                    seen.longest_not_up = run;
+                    seen.longest_pair = Some(pair);
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// Down transitions counted by the nodes `indices` so far.
+async fn down_transitions(cluster: &Cluster, indices: &[usize]) -> f64 {
+    let name = shoal_proto::metrics::MEMBER_STATE_CHANGES_TOTAL;
+    wait_until("the nodes' metrics", RECONNECT_TIMEOUT, || {
+        cluster.metric_sum(indices, name, &[("state", "down")])
+    })
+    .await
+}
+
+/// Waits until each of `reporters` sees each of `members` up.
+async fn wait_all_up(cluster: &Cluster, status: &Client, members: &[usize], when: &str) {
+    wait_until(
+        &format!("every node to see every member up {when}"),
+        RECONNECT_TIMEOUT,
+        || cluster.views_agree(status, members, members, MemberState::Up),
+    )
+    .await;
+}
+
+/// Waits until each of `reporters` sees `victim` down.
+async fn wait_seen_down(cluster: &Cluster, status: &Client, reporters: &[usize], victim: usize) {
+    let victims = [victim];
+    let victims = &victims;
+    wait_until(
+        &format!(
+            "{:?} to see {} down",
+            cluster.ids(reporters),
+            cluster.id(victim)
+        ),
+        RECONNECT_TIMEOUT,
+        || cluster.views_agree(status, reporters, victims, MemberState::Down),
+    )
+    .await;
+}
+
+/// Waits until the partitioned node sees every other member down (read from its
+/// metrics: its UDP is cut, its TCP metrics endpoint is not).
+async fn wait_victim_sees_down(cluster: &Cluster, phase: &str) {
+    let addr = cluster.nodes()[VICTIM].metrics;
+    let others = (NODES - 1) as f64;
+    wait_until(
+        &format!("the partitioned node to see the others down ({phase})"),
+        RECONNECT_TIMEOUT,
+        || async move {
+            let down = scrape(addr)
+                .await?
+                .sum(shoal_proto::metrics::MEMBERS, &[("state", "down")]);
+            if down == others {
+                Ok(())
+            } else {
+                Err(format!("it sees {down} members down"))
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits until every node reports the same Merkle root for every partition (hints and
+/// anti-entropy have made the replicas equal, the healed node included).
+async fn wait_replicas_equal(status: &Client, ids: &[NodeId]) {
+    wait_until(
+        "every replica of every partition to hold the same data",
+        CONVERGE_TIMEOUT,
+        || async move {
+            let mut roots: BTreeMap<u32, BTreeSet<(u64, u64)>> = BTreeMap::new();
+            for id in ids {
+                let report = status
+                    .aae_status(Some(id))
+                    .await
+                    .map_err(|e| format!("aae status of {id}: {e}"))?;
+                for p in report.partitions {
+                    roots
+                        .entry(p.partition.0)
+                        .or_default()
+                        .insert((p.root, p.keys));
+                }
+            }
+            let differing: Vec<u32> = roots
+                .iter()
+                .filter(|(_, r)| r.len() > 1)
+                .map(|(p, _)| *p)
+                .collect();
+            if differing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("partitions whose replicas differ: {differing:?}"))
+            }
+        },
+    )
+    .await;
+}
