@@ -12,7 +12,8 @@
 //! 2. 5% loss on every datagram delivered to a node: the failure detector is watched
 //!    (members as each node reports them, and `shoal_member_state_changes_total`);
 //! 3. latency 20 ms ± 15 ms per datagram, which reorders them;
-//! 4. one-way partition of n3 (it hears, nobody hears it): both sides see the other down;
+//! 4. one-way partitions of n3, first it hears and nobody hears it, then the reverse:
+//!    both sides see the other down each time, and all up after each heal;
 //! 5. heal, then two-way partition of n3 for longer than the QUIC idle timeout: its
 //!    connections close;
 //! 6. heal: peers and clients reconnect within a deadline, every client writes again,
@@ -25,6 +26,7 @@ mod sets;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use shoal_client::{Client, MemberState, NodeId, ReadOptions};
@@ -33,7 +35,7 @@ use tokio::time::Instant;
 use crate::harness::{pending_hints, scrape, wait_hints_drained, wait_until, Cluster, Placement};
 use net::{Cut, DelayMechanism, Net};
 use relay::Relay;
-use sets::SetWorkload;
+use sets::{Ledger, SetWorkload};
 
 /// Nodes (N = 3, R = W = 2, the dev cluster's quorums).
 const NODES: usize = 3;
@@ -102,271 +104,356 @@ fn seed() -> u64 {
         .unwrap_or_else(rand::random)
 }
 
+/// One cluster on a network of namespaces, with the relay in front of its nodes. Fields
+/// drop in order: the nodes are killed before the relay stops and the namespaces go.
+struct Rig {
+    cluster: Cluster,
+    /// A client with a short timeout, for status polls and the final read.
+    status: Client,
+    relay: Relay,
+    net: Net,
+    /// Every node, and every node but the victim.
+    all: Vec<usize>,
+    others: Vec<usize>,
+}
+
+impl Rig {
+    /// Makes the network, starts the relay and the cluster.
+    async fn start() -> Rig {
+        let net = Net::create(NODES);
+        let seed = seed();
+        let port = |i: usize| BASE_PORT + u16::try_from(i).expect("few nodes");
+        let relay = Relay::start(
+            (0..NODES)
+                .map(|i| {
+                    (
+                        SocketAddr::new(net.relay_ip(i), port(i)),
+                        SocketAddr::new(net.node_ip(i), port(i)),
+                    )
+                })
+                .collect(),
+            net.bridge_ip(),
+            seed,
+        );
+        let mechanism = match net.delay_mechanism() {
+            DelayMechanism::Netem => "tc netem",
+            DelayMechanism::Relay => "the userspace relay (this kernel has no sch_netem)",
+        };
+        eprintln!(
+            "netns: namespaces {:?}; loss and partitions by iptables; latency by {mechanism}; \
+             relay seed {seed} (SHOAL_NETNS_SEED)",
+            net.namespaces()
+        );
+        let placement = Placement {
+            netns: net.namespaces().to_vec(),
+            listen: (0..NODES).map(|i| net.node_ip(i)).collect(),
+            advertise: (0..NODES).map(|i| net.relay_ip(i)).collect(),
+            base_port: Some(BASE_PORT),
+        };
+        let cluster = Cluster::start_placed(NODES, EXTRA_TOML, &placement).await;
+        let status = cluster.status_client().await;
+
+        let all: Vec<usize> = (0..NODES).collect();
+        let others = all.iter().copied().filter(|&i| i != VICTIM).collect();
+        Rig {
+            cluster,
+            status,
+            relay,
+            net,
+            all,
+            others,
+        }
+    }
+
+    /// Starts the workload: [`CLIENTS`] tasks on [`KEYS`] keys, in phase `baseline`.
+    async fn start_workload(&self) -> SetWorkload {
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            clients.push(self.cluster.client().await);
+        }
+
+        let keys = (0..KEYS).map(|k| format!("set-{k}")).collect();
+        SetWorkload::start(clients, keys, "baseline")
+    }
+
+    /// 5% loss: a healthy, reachable peer is never marked down.
+    async fn loss(&self, workload: &SetWorkload) {
+        workload.set_phase("loss");
+        let downs_before = down_transitions(&self.cluster, &self.all).await;
+        self.net.set_loss(LOSS);
+        let seen = watch_members(&self.cluster, &self.status, LOSS_PHASE).await;
+        let (dropped, delivered) = self.net.loss_counts();
+        self.net.heal();
+        let downs = down_transitions(&self.cluster, &self.all).await - downs_before;
+        eprintln!(
+            "netns: under {}% loss ({dropped} of {delivered} datagrams to the nodes dropped): \
+             {} member samples, {} of them not up (longest run {:?}), {} status requests \
+             failed, {downs} down transitions",
+            LOSS * 100.0,
+            seen.samples,
+            seen.not_up,
+            seen.longest_not_up,
+            seen.status_failures
+        );
+        assert!(
+            dropped > 0,
+            "the loss rules dropped nothing of {delivered} datagrams"
+        );
+        assert_phase_progress(workload, "loss");
+        assert!(
+            seen.not_up == 0 && downs == 0.0,
+            "under {}% loss the failure detector marked healthy peers down: {} of {} samples \
+             not up (longest run {:?}: {:?}), {downs} down transitions",
+            LOSS * 100.0,
+            seen.not_up,
+            seen.samples,
+            seen.longest_not_up,
+            seen.longest_pair
+        );
+        self.wait_all_up("after the loss phase").await;
+    }
+
+    /// Latency with jitter, which reorders datagrams.
+    async fn delay(&self, workload: &SetWorkload) {
+        workload.set_phase("delay");
+        let reordered = || self.relay.stats().reordered.load(Ordering::Relaxed);
+        let before = reordered();
+        match self.net.delay_mechanism() {
+            DelayMechanism::Netem => self.net.set_netem_delay(DELAY, JITTER),
+            DelayMechanism::Relay => self.relay.set_delay(DELAY, JITTER),
+        }
+        hold(workload, "delay", Instant::now() + PHASE).await;
+        self.net.set_netem_delay(Duration::ZERO, Duration::ZERO);
+        self.relay.set_delay(Duration::ZERO, Duration::ZERO);
+        let reordered = reordered() - before;
+        eprintln!("netns: delay phase: the relay delivered {reordered} datagrams out of order");
+        if self.net.delay_mechanism() == DelayMechanism::Relay {
+            assert!(reordered > 0, "jitter of {JITTER:?} reordered no datagram");
+        }
+    }
+
+    /// One-way partition of the victim as `cut` says, then heal.
+    async fn one_way_partition(&self, workload: &SetWorkload, cut: Cut) {
+        let phase = cut.label();
+        workload.set_phase(phase);
+        self.net.partition(VICTIM, cut);
+        let cut_at = Instant::now();
+        self.wait_partition_noticed(phase).await;
+        eprintln!(
+            "netns: {phase} partition of {} noticed on both sides in {:?}",
+            self.cluster.id(VICTIM),
+            cut_at.elapsed()
+        );
+        hold(workload, phase, cut_at + PHASE).await;
+        self.net.heal();
+        let healed = Instant::now();
+        self.wait_all_up(&format!("after the {phase} partition"))
+            .await;
+        eprintln!(
+            "netns: {phase} partition healed; all up in {:?}",
+            healed.elapsed()
+        );
+    }
+
+    /// Two-way partition of the victim, longer than the QUIC idle timeout: its
+    /// connections close. Then heal: peers and clients reconnect, every client writes
+    /// again.
+    async fn two_way_partition(&self, workload: &SetWorkload) {
+        workload.set_phase("two-way partition");
+        self.net.partition(VICTIM, Cut::TwoWay);
+        let cut_at = Instant::now();
+        self.wait_partition_noticed("two-way partition").await;
+        let victim_metrics = self.cluster.nodes()[VICTIM].metrics;
+        let idle = wait_until(
+            "the partitioned node's QUIC connections to idle out",
+            IDLE_TIMEOUT + IDLE_MARGIN,
+            || async move {
+                let open = scrape(victim_metrics)
+                    .await?
+                    .sum(shoal_transport::metrics::CONNECTIONS, &[]);
+                if open == 0.0 {
+                    Ok(cut_at.elapsed())
+                } else {
+                    Err(format!("{open} connections open"))
+                }
+            },
+        )
+        .await;
+        eprintln!(
+            "netns: two-way partition: the victim's connections all closed {idle:?} after the cut"
+        );
+        hold(workload, "two-way partition", cut_at + TWO_WAY_PHASE).await;
+        let hints = pending_hints(&self.status, &self.cluster.ids(&self.others))
+            .await
+            .unwrap_or_default();
+        eprintln!("netns: hints held at the end of the two-way partition: {hints:?}");
+
+        workload.set_phase("healed");
+        self.net.heal();
+        let healed = Instant::now();
+        workload.mark();
+        self.wait_all_up("after the two-way partition").await;
+        let victim = &self.cluster.id(VICTIM);
+        for (c, client) in workload.clients().iter().enumerate() {
+            wait_until(
+                &format!("client {c} to reach {victim} again"),
+                RECONNECT_TIMEOUT,
+                || async move {
+                    client
+                        .status(Some(victim))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                },
+            )
+            .await;
+        }
+        wait_until(
+            "every client task to have a write acknowledged after the heal",
+            RECONNECT_TIMEOUT,
+            || async move {
+                match workload.tasks_without_ack() {
+                    idle if idle.is_empty() => Ok(()),
+                    idle => Err(format!("tasks without an ack: {idle:?}")),
+                }
+            },
+        )
+        .await;
+        eprintln!(
+            "netns: two-way partition healed; peers up and every client reconnected and \
+             writing in {:?}",
+            healed.elapsed()
+        );
+    }
+
+    /// Waits until hints drain and every replica is equal, reads every key at R = N and
+    /// checks the sets against the ledger: no acknowledged element lost, none invented.
+    async fn check(&self, ledger: &Ledger, keys: &[String]) {
+        let ids = self.cluster.ids(&self.all);
+        let stopped = Instant::now();
+        wait_hints_drained(&self.status, &ids, CONVERGE_TIMEOUT).await;
+        wait_replicas_equal(&self.status, &ids).await;
+        eprintln!(
+            "netns: hints drained and every replica equal {:?} after the workload stopped",
+            stopped.elapsed()
+        );
+        let r = u8::try_from(NODES).expect("few nodes");
+        let mut finals = BTreeMap::new();
+        for key in keys {
+            let read = self
+                .status
+                .get(key, ReadOptions::default().r(r))
+                .await
+                .unwrap_or_else(|e| panic!("the final read of {key} at R = {NODES}: {e}"));
+            finals.insert(key.clone(), sets::union(&read.values));
+        }
+        let verdict = sets::verify(ledger, &finals);
+        for (phase, counts) in &ledger.phases {
+            eprintln!("netns: phase {phase:<18} {counts:?}");
+        }
+        let stats = self.relay.stats();
+        eprintln!(
+            "netns: workload: {} acknowledged, {} lost, {} of unknown outcome landed, {} did \
+             not, {} invented; errors by kind {:?}; relay forwarded {} datagrams, dropped {} \
+             at its bounds",
+            verdict.acked,
+            verdict.lost.len(),
+            verdict.unknown_found,
+            verdict.unknown_missing,
+            verdict.invented.len(),
+            ledger.errors,
+            stats.forwarded.load(Ordering::Relaxed),
+            stats.overflow.load(Ordering::Relaxed),
+        );
+        assert!(
+            verdict.lost.is_empty(),
+            "{} of {} acknowledged elements lost; first: {:?}",
+            verdict.lost.len(),
+            verdict.acked,
+            &verdict.lost[..verdict.lost.len().min(10)]
+        );
+        assert!(
+            verdict.invented.is_empty(),
+            "{} elements found that were never written; first: {:?}",
+            verdict.invented.len(),
+            &verdict.invented[..verdict.invented.len().min(10)]
+        );
+    }
+
+    /// Waits until every node sees every member up.
+    async fn wait_all_up(&self, when: &str) {
+        wait_until(
+            &format!("every node to see every member up {when}"),
+            RECONNECT_TIMEOUT,
+            || {
+                self.cluster
+                    .views_agree(&self.status, &self.all, &self.all, MemberState::Up)
+            },
+        )
+        .await;
+    }
+
+    /// Waits until the others see the victim down, and the victim sees them down (read
+    /// from its metrics: its UDP is cut, its TCP metrics endpoint is not).
+    async fn wait_partition_noticed(&self, phase: &str) {
+        let victims = &[VICTIM];
+        wait_until(
+            &format!("the others to see the victim down ({phase})"),
+            RECONNECT_TIMEOUT,
+            || {
+                self.cluster
+                    .views_agree(&self.status, &self.others, victims, MemberState::Down)
+            },
+        )
+        .await;
+        let addr = self.cluster.nodes()[VICTIM].metrics;
+        let others = (NODES - 1) as f64;
+        wait_until(
+            &format!("the partitioned node to see the others down ({phase})"),
+            RECONNECT_TIMEOUT,
+            || async move {
+                let down = scrape(addr)
+                    .await?
+                    .sum(shoal_proto::metrics::MEMBERS, &[("state", "down")]);
+                if down == others {
+                    Ok(())
+                } else {
+                    Err(format!("it sees {down} members down"))
+                }
+            },
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_workload_keeps_every_acknowledged_add_under_loss_delay_and_partitions() {
     if !root_or_skip() {
         return;
     }
-    let net = Net::create(NODES);
-    let seed = seed();
-    let ports: Vec<u16> = (0..NODES)
-        .map(|i| BASE_PORT + u16::try_from(i).expect("few nodes"))
-        .collect();
-    let relay = Relay::start(
-        (0..NODES)
-            .map(|i| {
-                (
-                    SocketAddr::new(net.relay_ip(i), ports[i]),
-                    SocketAddr::new(net.node_ip(i), ports[i]),
-                )
-            })
-            .collect(),
-        net.bridge_ip(),
-        seed,
-    );
-    let mechanism = match net.delay_mechanism() {
-        DelayMechanism::Netem => "tc netem",
-        DelayMechanism::Relay => "the userspace relay (this kernel has no sch_netem)",
-    };
-    eprintln!(
-        "netns: namespaces {:?}; loss and partitions by iptables; latency by {mechanism}; \
-         relay seed {seed} (SHOAL_NETNS_SEED)",
-        net.namespaces()
-    );
-    let placement = Placement {
-        netns: net.namespaces().to_vec(),
-        listen: (0..NODES).map(|i| net.node_ip(i)).collect(),
-        advertise: (0..NODES).map(|i| net.relay_ip(i)).collect(),
-        base_port: Some(BASE_PORT),
-    };
-    let cluster = Cluster::start_placed(NODES, EXTRA_TOML, &placement).await;
-    let status = cluster.status_client().await;
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        clients.push(cluster.client().await);
-    }
-    let keys: Vec<String> = (0..KEYS).map(|k| format!("set-{k}")).collect();
-    let workload = SetWorkload::start(clients, keys, "baseline");
-    let all: Vec<usize> = (0..NODES).collect();
-    let others: Vec<usize> = all.iter().copied().filter(|&i| i != VICTIM).collect();
-
-    // 1. Baseline.
-    tokio::time::sleep(PHASE).await;
-    assert_phase_progress(&workload, "baseline");
-
-    // 2. Loss: the failure detector must not flap healthy peers.
-    workload.set_phase("loss");
-    let downs_before = down_transitions(&cluster, &all).await;
-    net.set_loss(LOSS);
-    let seen = watch_members(&cluster, &status, LOSS_PHASE).await;
-    let (dropped, delivered) = net.loss_counts();
-    net.heal();
-    let downs = down_transitions(&cluster, &all).await - downs_before;
-    eprintln!(
-        "netns: under {}% loss ({dropped} of {delivered} datagrams to the nodes dropped): \
-         {} member samples, {} of them not up (longest run {:?}), {} status requests \
-         failed, {downs} down transitions",
-        LOSS * 100.0,
-        seen.samples,
-        seen.not_up,
-        seen.longest_not_up,
-        seen.status_failures
-    );
-    assert!(
-        dropped > 0,
-        "the loss rules dropped nothing of {delivered} datagrams"
-    );
-    assert_phase_progress(&workload, "loss");
-    // A healthy, reachable peer is never marked down under 5% loss.
-    assert!(
-        seen.not_up == 0 && downs == 0.0,
-        "under {}% loss the failure detector marked healthy peers down: {} of {} samples \
-         not up (longest run {:?}: {:?}), {downs} down transitions",
-        LOSS * 100.0,
-        seen.not_up,
-        seen.samples,
-        seen.longest_not_up,
-        seen.longest_pair
-    );
-    wait_all_up(&cluster, &status, &all, "after the loss phase").await;
-
-    // 3. Latency with jitter, which reorders datagrams.
-    workload.set_phase("delay");
-    let reordered_before = relay
-        .stats()
-        .reordered
-        .load(std::sync::atomic::Ordering::Relaxed);
-    net.set_netem_delay(DELAY, JITTER);
-    if net.delay_mechanism() == DelayMechanism::Relay {
-        relay.set_delay(DELAY, JITTER);
-    }
-    tokio::time::sleep(PHASE).await;
-    net.set_netem_delay(Duration::ZERO, Duration::ZERO);
-    relay.set_delay(Duration::ZERO, Duration::ZERO);
-    let reordered = relay
-        .stats()
-        .reordered
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - reordered_before;
-    eprintln!("netns: delay phase: the relay delivered {reordered} datagrams out of order");
-    if net.delay_mechanism() == DelayMechanism::Relay {
-        assert!(reordered > 0, "jitter of {JITTER:?} reordered no datagram");
-    }
-    assert_phase_progress(&workload, "delay");
-
-    // 4. One-way partition of the victim: it hears everyone, nobody hears it.
-    workload.set_phase("one-way partition");
-    net.partition(VICTIM, Cut::OneWayOut);
-    let cut_at = Instant::now();
-    wait_seen_down(&cluster, &status, &others, VICTIM).await;
-    wait_victim_sees_down(&cluster, "one-way partition").await;
-    eprintln!(
-        "netns: one-way partition of {} noticed on both sides in {:?}",
-        cluster.id(VICTIM),
-        cut_at.elapsed()
-    );
-    tokio::time::sleep(PHASE.saturating_sub(cut_at.elapsed())).await;
-    assert_phase_progress(&workload, "one-way partition");
-    net.heal();
-    let healed = Instant::now();
-    wait_all_up(&cluster, &status, &all, "after the one-way partition").await;
-    eprintln!(
-        "netns: one-way partition healed; all up in {:?}",
-        healed.elapsed()
-    );
-
-    // 5. Two-way partition, longer than the QUIC idle timeout.
-    workload.set_phase("two-way partition");
-    net.partition(VICTIM, Cut::TwoWay);
-    let cut_at = Instant::now();
-    wait_seen_down(&cluster, &status, &others, VICTIM).await;
-    wait_victim_sees_down(&cluster, "two-way partition").await;
-    let victim_metrics = cluster.nodes()[VICTIM].metrics;
-    let idle = wait_until(
-        "the partitioned node's QUIC connections to idle out",
-        IDLE_TIMEOUT + IDLE_MARGIN,
-        || async move {
-            let open = scrape(victim_metrics)
-                .await?
-                .sum(shoal_transport::metrics::CONNECTIONS, &[]);
-            if open == 0.0 {
-                Ok(cut_at.elapsed())
-            } else {
-                Err(format!("{open} connections open"))
-            }
-        },
-    )
-    .await;
-    eprintln!(
-        "netns: two-way partition: the victim's connections all closed {idle:?} after the cut"
-    );
-    tokio::time::sleep(TWO_WAY_PHASE.saturating_sub(cut_at.elapsed())).await;
-    assert_phase_progress(&workload, "two-way partition");
-    let hints = pending_hints(&status, &cluster.ids(&others))
-        .await
-        .unwrap_or_default();
-    eprintln!("netns: hints held at the end of the two-way partition: {hints:?}");
-
-    // 6. Heal: peers and clients reconnect; every client writes again.
-    workload.set_phase("healed");
-    net.heal();
-    let healed = Instant::now();
-    workload.mark();
-    wait_all_up(&cluster, &status, &all, "after the two-way partition").await;
-    let victim = cluster.id(VICTIM);
-    for (c, client) in workload.clients().iter().enumerate() {
-        let victim = &victim;
-        wait_until(
-            &format!("client {c} to reach {victim} again"),
-            RECONNECT_TIMEOUT,
-            || async move {
-                client
-                    .status(Some(victim))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            },
-        )
-        .await;
-    }
-    let tasks = &workload;
-    wait_until(
-        "every client task to have a write acknowledged after the heal",
-        RECONNECT_TIMEOUT,
-        || async move {
-            match tasks.tasks_without_ack() {
-                idle if idle.is_empty() => Ok(()),
-                idle => Err(format!("tasks without an ack: {idle:?}")),
-            }
-        },
-    )
-    .await;
-    eprintln!(
-        "netns: two-way partition healed; peers up and every client reconnected and writing in {:?}",
-        healed.elapsed()
-    );
-
-    // 7. Converge, then read every key at R = N.
+    let began = Instant::now();
+    let rig = Rig::start().await;
+    let workload = rig.start_workload().await;
+    eprintln!("netns: cluster and clients up in {:?}", began.elapsed());
+    hold(&workload, "baseline", Instant::now() + PHASE).await;
+    rig.loss(&workload).await;
+    rig.delay(&workload).await;
+    rig.one_way_partition(&workload, Cut::OneWayOut).await;
+    rig.one_way_partition(&workload, Cut::OneWayIn).await;
+    rig.two_way_partition(&workload).await;
     let keys = workload.keys().to_vec();
     let ledger = workload.stop().await;
-    let ids = cluster.ids(&all);
-    let stopped = Instant::now();
-    wait_hints_drained(&status, &ids, CONVERGE_TIMEOUT).await;
-    wait_replicas_equal(&status, &ids).await;
-    eprintln!(
-        "netns: hints drained and every replica equal {:?} after the workload stopped",
-        stopped.elapsed()
-    );
-    let mut finals = BTreeMap::new();
-    for key in &keys {
-        let read = status
-            .get(
-                key,
-                ReadOptions::default().r(u8::try_from(NODES).expect("few nodes")),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("the final read of {key} at R = {NODES}: {e}"));
-        finals.insert(key.clone(), sets::union(&read.values));
-    }
-    let verdict = sets::verify(&ledger, &finals);
-    for (phase, counts) in &ledger.phases {
-        eprintln!("netns: phase {phase:<18} {counts:?}");
-    }
-    eprintln!(
-        "netns: workload: {} acknowledged, {} lost, {} of unknown outcome landed, {} did not, \
-         {} invented; errors by kind {:?}; relay forwarded {} datagrams, dropped {} at its bounds",
-        verdict.acked,
-        verdict.lost.len(),
-        verdict.unknown_found,
-        verdict.unknown_missing,
-        verdict.invented.len(),
-        ledger.errors,
-        relay
-            .stats()
-            .forwarded
-            .load(std::sync::atomic::Ordering::Relaxed),
-        relay
-            .stats()
-            .overflow
-            .load(std::sync::atomic::Ordering::Relaxed),
-    );
-    assert!(
-        verdict.lost.is_empty(),
-        "{} of {} acknowledged elements lost; first: {:?}",
-        verdict.lost.len(),
-        verdict.acked,
-        &verdict.lost[..verdict.lost.len().min(10)]
-    );
-    assert!(
-        verdict.invented.is_empty(),
-        "{} elements found that were never written; first: {:?}",
-        verdict.invented.len(),
-        &verdict.invented[..verdict.invented.len().min(10)]
-    );
-    status.close().await;
-    drop(cluster);
-    drop(relay);
-    drop(net);
+    rig.check(&ledger, &keys).await;
+    rig.status.close().await;
+    eprintln!("netns: done in {:?}", began.elapsed());
+}
+
+/// Keeps the network as it is until `until` while the workload runs: the length of a
+/// phase is how long the workload is exposed to its fault, not a wait for some state.
+/// Then checks that the workload made progress in `phase`.
+async fn hold(workload: &SetWorkload, phase: &str, until: Instant) {
+    tokio::time::sleep_until(until).await;
+    assert_phase_progress(workload, phase);
 }
 
 /// Panics unless the workload had acknowledged adds in `phase`.
@@ -435,54 +522,6 @@ async fn down_transitions(cluster: &Cluster, indices: &[usize]) -> f64 {
         cluster.metric_sum(indices, name, &[("state", "down")])
     })
     .await
-}
-
-/// Waits until each of `reporters` sees each of `members` up.
-async fn wait_all_up(cluster: &Cluster, status: &Client, members: &[usize], when: &str) {
-    wait_until(
-        &format!("every node to see every member up {when}"),
-        RECONNECT_TIMEOUT,
-        || cluster.views_agree(status, members, members, MemberState::Up),
-    )
-    .await;
-}
-
-/// Waits until each of `reporters` sees `victim` down.
-async fn wait_seen_down(cluster: &Cluster, status: &Client, reporters: &[usize], victim: usize) {
-    let victims = [victim];
-    let victims = &victims;
-    wait_until(
-        &format!(
-            "{:?} to see {} down",
-            cluster.ids(reporters),
-            cluster.id(victim)
-        ),
-        RECONNECT_TIMEOUT,
-        || cluster.views_agree(status, reporters, victims, MemberState::Down),
-    )
-    .await;
-}
-
-/// Waits until the partitioned node sees every other member down (read from its
-/// metrics: its UDP is cut, its TCP metrics endpoint is not).
-async fn wait_victim_sees_down(cluster: &Cluster, phase: &str) {
-    let addr = cluster.nodes()[VICTIM].metrics;
-    let others = (NODES - 1) as f64;
-    wait_until(
-        &format!("the partitioned node to see the others down ({phase})"),
-        RECONNECT_TIMEOUT,
-        || async move {
-            let down = scrape(addr)
-                .await?
-                .sum(shoal_proto::metrics::MEMBERS, &[("state", "down")]);
-            if down == others {
-                Ok(())
-            } else {
-                Err(format!("it sees {down} members down"))
-            }
-        },
-    )
-    .await;
 }
 
 /// Waits until every node reports the same Merkle root for every partition (hints and

@@ -12,7 +12,8 @@
 //! - loss: `iptables -m statistic --mode random` drops in each node's `INPUT` chain,
 //!   so each datagram delivered to a node is lost with the probability;
 //! - partitions: `iptables` drops in one node's `OUTPUT` chain (one-way: it hears
-//!   everyone, nobody hears it) or `INPUT` and `OUTPUT` (two-way);
+//!   everyone, nobody hears it), its `INPUT` chain (one-way: everyone hears it, it hears
+//!   nobody), or both (two-way);
 //! - latency, jitter and the reordering jitter causes: `tc netem` on each node's
 //!   `eth0` when the kernel has `sch_netem` (probed), otherwise the relay delays each
 //!   datagram ([`DelayMechanism`]).
@@ -43,8 +44,21 @@ pub enum DelayMechanism {
 pub enum Cut {
     /// The node receives everything, but nothing it sends arrives.
     OneWayOut,
+    /// Everything the node sends arrives, but it receives nothing.
+    OneWayIn,
     /// Nothing arrives in either direction.
     TwoWay,
+}
+
+impl Cut {
+    /// A name for output.
+    pub fn label(self) -> &'static str {
+        match self {
+            Cut::OneWayOut => "one-way (unheard)",
+            Cut::OneWayIn => "one-way (deaf)",
+            Cut::TwoWay => "two-way",
+        }
+    }
 }
 
 /// The namespaces, veth pairs and bridge of one test; removed on drop.

@@ -199,7 +199,7 @@ async fn serve(
                 continue;
             }
         };
-        send_later(&shared, flow.0, target, buf[..len].to_vec(), &flow.1);
+        send_later(&shared, flow.0, target, &buf[..len], &flow.1).await;
     }
     tasks.abort_all();
 }
@@ -222,16 +222,18 @@ async fn answer(
                 Err(_) => continue,
             },
         };
-        send_later(&shared, front.clone(), client, buf[..len].to_vec(), &order);
+        send_later(&shared, front.clone(), client, &buf[..len], &order).await;
     }
 }
 
-/// Sends `data` from `socket` to `to` after the relay's current delay; counts reordering.
-fn send_later(
+/// Sends `data` from `socket` to `to` after the relay's current delay (now, when it is
+/// zero; otherwise from a task of its own, so that later datagrams may overtake it);
+/// counts reordering.
+async fn send_later(
     shared: &Arc<Shared>,
     socket: Arc<UdpSocket>,
     to: SocketAddr,
-    data: Vec<u8>,
+    data: &[u8],
     order: &Arc<Order>,
 ) {
     let delay = shared.next_delay();
@@ -247,8 +249,9 @@ fn send_later(
         }
     };
     if delay.is_zero() {
-        // A full socket buffer drops the datagram, as a router would.
-        let _ = socket.try_send_to(&data, to);
+        // Awaited, not `try_send_to`: tokio reports a fresh socket as not writable until
+        // its reactor has polled it, which would drop the first datagrams of a flow.
+        let _ = socket.send_to(data, to).await;
         deliver();
         return;
     }
@@ -258,6 +261,7 @@ fn send_later(
         return;
     }
     let shared = shared.clone();
+    let data = data.to_vec();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         let _ = socket.send_to(&data, to).await;

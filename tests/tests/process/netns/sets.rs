@@ -304,3 +304,59 @@ pub fn verify(ledger: &Ledger, finals: &BTreeMap<String, BTreeSet<String>>) -> V
     }
     verdict
 }
+
+#[cfg(test)]
+mod verify_tests {
+    use super::*;
+
+    fn ledger(elements: &[(&str, &str, Outcome)]) -> Ledger {
+        Ledger {
+            elements: elements
+                .iter()
+                .map(|&(e, k, o)| (e.to_owned(), (k.to_owned(), o)))
+                .collect(),
+            ..Ledger::default()
+        }
+    }
+
+    fn finals(sets: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
+        sets.iter()
+            .map(|&(k, s)| (k.to_owned(), s.iter().map(|e| (*e).to_owned()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn the_check_finds_lost_and_invented_elements() {
+        let ledger = ledger(&[
+            ("c0-0", "a", Outcome::Acked),
+            ("c0-1", "a", Outcome::Acked),
+            ("c1-0", "b", Outcome::Unknown),
+            ("c1-1", "b", Outcome::NotWritten),
+            ("c1-2", "b", Outcome::Acked),
+        ]);
+        let verdict = verify(
+            &ledger,
+            &finals(&[("a", &["c0-0", "c1-2", "x"]), ("b", &["c1-0", "c1-1"])]),
+        );
+        assert_eq!(verdict.acked, 3);
+        assert_eq!(verdict.lost, ["c0-1 in a", "c1-2 in b"]);
+        assert_eq!((verdict.unknown_found, verdict.unknown_missing), (1, 0));
+        assert_eq!(
+            verdict.invented,
+            [
+                "c1-1 in b (put certainly failed)",
+                "c1-2 in a (put to b)",
+                "x in a (never put)"
+            ]
+        );
+    }
+
+    #[test]
+    fn siblings_are_united_and_a_set_round_trips() {
+        let set: BTreeSet<String> = ["c0-1", "c1-0"].map(str::to_owned).into();
+        let values = vec![encode(&set), b"c2-5".to_vec(), Vec::new()];
+        let united = union(&values);
+        assert_eq!(united.len(), 3);
+        assert!(united.contains("c2-5") && united.is_superset(&set));
+    }
+}
