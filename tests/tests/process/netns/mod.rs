@@ -32,7 +32,9 @@ use std::time::Duration;
 use shoal_client::{Client, MemberState, NodeId, ReadOptions};
 use tokio::time::Instant;
 
-use crate::harness::{pending_hints, scrape, wait_hints_drained, wait_until, Cluster, Placement};
+use crate::harness::{
+    free_port_block, pending_hints, scrape, wait_hints_drained, wait_until, Cluster, Placement,
+};
 use net::{Cut, DelayMechanism, Net};
 use relay::Relay;
 use sets::{Ledger, SetWorkload};
@@ -41,8 +43,6 @@ use sets::{Ledger, SetWorkload};
 const NODES: usize = 3;
 /// The partitioned node (n3).
 const VICTIM: usize = 2;
-/// Node n1's QUIC and metrics port (each node is alone in its namespace).
-const BASE_PORT: u16 = 7001;
 /// Client tasks of the workload, each with its own SDK client.
 const CLIENTS: usize = 4;
 /// Shared keys.
@@ -122,7 +122,10 @@ impl Rig {
     async fn start() -> Rig {
         let net = Net::create(NODES);
         let seed = seed();
-        let port = |i: usize| BASE_PORT + u16::try_from(i).expect("few nodes");
+        // The nodes are alone in their namespaces, but the relays bind their ports here,
+        // where a socket bound to the wildcard address could hold one.
+        let base_port = free_port_block(u16::try_from(NODES).expect("few nodes"));
+        let port = |i: usize| base_port + u16::try_from(i).expect("few nodes");
         let relay = Relay::start(
             (0..NODES)
                 .map(|i| {
@@ -148,7 +151,7 @@ impl Rig {
             netns: net.namespaces().to_vec(),
             listen: (0..NODES).map(|i| net.node_ip(i)).collect(),
             advertise: (0..NODES).map(|i| net.relay_ip(i)).collect(),
-            base_port: Some(BASE_PORT),
+            base_port: Some(base_port),
         };
         let cluster = Cluster::start_placed(NODES, EXTRA_TOML, &placement).await;
         let status = cluster.status_client().await;

@@ -169,7 +169,8 @@ async fn serve(
             _ = stop.changed() => break,
             got = front.recv_from(&mut buf) => match got {
                 Ok(got) => got,
-                // ICMP errors surface here on Linux; the next datagram is unaffected.
+                // Linux reports no ICMP errors on unconnected UDP sockets; any other
+                // error concerns one datagram, and the next is unaffected.
                 Err(_) => continue,
             },
         };
