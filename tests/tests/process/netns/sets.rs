@@ -26,6 +26,14 @@ const MAX_ADDS_PER_TASK: u64 = 10_000;
 /// Timeout of each read and write of the workload.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whether a put answered `Unavailable` counts as certainly not written, as the SDK
+/// documents. Today's engine also answers `Unavailable` when the quorum becomes
+/// impossible after the coordinator wrote its own copy, and that copy stays and spreads
+/// (the ignored test `a_put_answered_unavailable_wrote_nothing` shows it). Until that is
+/// fixed such puts count as of unknown outcome, and the verdict counts those that
+/// landed; set this to `true` with the fix.
+pub const UNAVAILABLE_MEANS_NOT_WRITTEN: bool = false;
+
 /// The outcome of one put, by what the SDK said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Outcome {
@@ -33,8 +41,21 @@ pub enum Outcome {
     Acked,
     /// The put may or may not have landed (timeout, transport failure, server error).
     Unknown,
-    /// The put was certainly not written (unreachable, unavailable, overloaded).
+    /// The put was certainly not written (unreachable, overloaded).
     NotWritten,
+    /// The put was answered `Unavailable`: see [`UNAVAILABLE_MEANS_NOT_WRITTEN`].
+    Unavailable,
+}
+
+impl Outcome {
+    /// Whether the put certainly wrote nothing.
+    fn not_written(self) -> bool {
+        match self {
+            Outcome::NotWritten => true,
+            Outcome::Unavailable => UNAVAILABLE_MEANS_NOT_WRITTEN,
+            Outcome::Acked | Outcome::Unknown => false,
+        }
+    }
 }
 
 /// Everything the workload did, by phase (the test names the phases).
@@ -59,6 +80,8 @@ pub struct PhaseCounts {
     pub unknown: u64,
     /// Puts certainly not written.
     pub not_written: u64,
+    /// Puts answered `Unavailable`.
+    pub unavailable: u64,
     /// Reads that failed (the add was skipped).
     pub read_failed: u64,
     /// Reads that returned siblings (concurrent adds), which the union resolved.
@@ -114,9 +137,8 @@ pub fn union(values: &[Vec<u8>]) -> BTreeSet<String> {
 
 fn classify(e: &ClientError) -> Outcome {
     match e {
-        ClientError::Unavailable { .. }
-        | ClientError::Unreachable { .. }
-        | ClientError::Overloaded => Outcome::NotWritten,
+        ClientError::Unavailable { .. } => Outcome::Unavailable,
+        ClientError::Unreachable { .. } | ClientError::Overloaded => Outcome::NotWritten,
         _ => Outcome::Unknown,
     }
 }
@@ -247,6 +269,7 @@ async fn add_loop(t: usize, client: Client, keys: Vec<String>, state: Arc<State>
             Outcome::Acked => counts.acked += 1,
             Outcome::Unknown => counts.unknown += 1,
             Outcome::NotWritten => counts.not_written += 1,
+            Outcome::Unavailable => counts.unavailable += 1,
         }
         if outcome == Outcome::Acked {
             ledger.acked_since_mark[t] = true;
@@ -265,6 +288,8 @@ pub struct Verdict {
     pub unknown_found: usize,
     /// Elements of unknown outcome not found.
     pub unknown_missing: usize,
+    /// Elements whose put was answered `Unavailable` and that were found all the same.
+    pub unavailable_found: usize,
     /// Elements found that were never put, or put with a certain failure.
     pub invented: Vec<String>,
 }
@@ -281,12 +306,13 @@ pub fn verify(ledger: &Ledger, finals: &BTreeMap<String, BTreeSet<String>>) -> V
                     verdict.lost.push(format!("{element} in {key}"));
                 }
             }
-            Outcome::Unknown if found => verdict.unknown_found += 1,
-            Outcome::Unknown => verdict.unknown_missing += 1,
-            Outcome::NotWritten if found => verdict
+            _ if found && outcome.not_written() => verdict
                 .invented
                 .push(format!("{element} in {key} (put certainly failed)")),
-            Outcome::NotWritten => {}
+            Outcome::Unavailable if found => verdict.unavailable_found += 1,
+            Outcome::Unknown if found => verdict.unknown_found += 1,
+            Outcome::Unknown => verdict.unknown_missing += 1,
+            Outcome::NotWritten | Outcome::Unavailable => {}
         }
     }
     for (key, set) in finals {
@@ -333,22 +359,29 @@ mod verify_tests {
             ("c1-0", "b", Outcome::Unknown),
             ("c1-1", "b", Outcome::NotWritten),
             ("c1-2", "b", Outcome::Acked),
+            ("c1-3", "b", Outcome::Unavailable),
         ]);
         let verdict = verify(
             &ledger,
-            &finals(&[("a", &["c0-0", "c1-2", "x"]), ("b", &["c1-0", "c1-1"])]),
+            &finals(&[
+                ("a", &["c0-0", "c1-2", "x"]),
+                ("b", &["c1-0", "c1-1", "c1-3"]),
+            ]),
         );
         assert_eq!(verdict.acked, 3);
         assert_eq!(verdict.lost, ["c0-1 in a", "c1-2 in b"]);
         assert_eq!((verdict.unknown_found, verdict.unknown_missing), (1, 0));
-        assert_eq!(
-            verdict.invented,
-            [
-                "c1-1 in b (put certainly failed)",
-                "c1-2 in a (put to b)",
-                "x in a (never put)"
-            ]
-        );
+        let mut invented = vec![
+            "c1-1 in b (put certainly failed)",
+            "c1-2 in a (put to b)",
+            "x in a (never put)",
+        ];
+        if UNAVAILABLE_MEANS_NOT_WRITTEN {
+            invented.insert(1, "c1-3 in b (put certainly failed)");
+        } else {
+            assert_eq!(verdict.unavailable_found, 1);
+        }
+        assert_eq!(verdict.invented, invented);
     }
 
     #[test]
