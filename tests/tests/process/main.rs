@@ -1,5 +1,6 @@
 //! The real-process tests: every node a real `shoal node` process (the CLI built into
-//! this package), talked to over real QUIC on loopback, through the SDK, raw requests,
+//! this package), talked to over real QUIC on loopback (or, in `netns`, across network
+//! namespaces with loss, delay and partitions), through the SDK, raw requests,
 //! the CLI, its metrics endpoint and a real Prometheus. One suite per module, all on the
 //! one [`harness`].
 
@@ -12,5 +13,6 @@ mod forwarding;
 mod hostile;
 mod limits;
 mod metrics_catalogue;
+mod netns;
 mod prometheus;
 mod single_node;

@@ -1,7 +1,7 @@
 //! A local cluster of real node processes from `shoal dev init`.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
@@ -40,6 +40,8 @@ pub struct NodeProcess {
     pub addr: SocketAddr,
     /// The address of its Prometheus endpoint (`GET /metrics`, plain HTTP over TCP).
     pub metrics: SocketAddr,
+    /// The network namespace it runs in (`ip netns exec`), `None`: this process's.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -59,7 +61,16 @@ impl NodeProcess {
 
     fn spawn(&mut self, note: &str) {
         assert!(self.child.is_none(), "node {} is already running", self.id);
-        let mut cmd = Command::new(BIN);
+        // `ip netns exec` enters the namespace and execs the node in place, so the child's
+        // pid is the node's and signals reach it.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("node").arg("--config").arg(&self.config);
         self.child = Some(spawn_logged(cmd, &self.log_path(), note));
     }
@@ -98,6 +109,24 @@ impl NodeProcess {
     }
 }
 
+/// Where the nodes of a [`Cluster`] run and how they are reached: by default every node
+/// on 127.0.0.1 of this network namespace; [`Cluster::start_placed`] puts node `i` in
+/// namespace `netns[i]`, listening on `listen[i]`, and tells its peers and clients to
+/// reach it at `advertise[i]` (the same port: a node's member address and its listen
+/// address share the port). The advertised address may be a relay in front of the node.
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    /// Namespace of each node (`ip netns exec`).
+    pub netns: Vec<String>,
+    /// The IP address each node binds (QUIC and metrics).
+    pub listen: Vec<IpAddr>,
+    /// The IP address peers and clients dial for each node.
+    pub advertise: Vec<IpAddr>,
+    /// The first node's port (node `i` uses `base_port + i`); `None`: a block free on
+    /// loopback. Nodes in namespaces of their own cannot collide on ports.
+    pub base_port: Option<u16>,
+}
+
 /// A local cluster of node processes, from `shoal dev init`.
 #[derive(Debug)]
 pub struct Cluster {
@@ -118,8 +147,14 @@ impl Cluster {
     /// When a node cannot bind its port (taken after we found it free), the whole cluster
     /// is started again on other ports, a bounded number of times.
     pub async fn start(nodes: usize, extra_toml: &str) -> Cluster {
+        Cluster::start_placed(nodes, extra_toml, &Placement::default()).await
+    }
+
+    /// [`Cluster::start`] with the nodes placed as `placement` says (an empty placement:
+    /// loopback).
+    pub async fn start_placed(nodes: usize, extra_toml: &str, placement: &Placement) -> Cluster {
         retry_on_port_conflict("the cluster", || async move {
-            let mut cluster = Cluster::init(nodes, extra_toml);
+            let mut cluster = Cluster::init(nodes, extra_toml, placement);
             for node in &mut cluster.nodes {
                 node.spawn("start");
             }
@@ -128,9 +163,11 @@ impl Cluster {
         .await
     }
 
-    fn init(nodes: usize, extra_toml: &str) -> Cluster {
+    fn init(nodes: usize, extra_toml: &str, placement: &Placement) -> Cluster {
         let count = u16::try_from(nodes).expect("node count fits a port block");
-        let base = free_port_block(count);
+        let base = placement
+            .base_port
+            .unwrap_or_else(|| free_port_block(count));
         let dir = tempfile::Builder::new()
             .prefix("shoal-it-")
             .tempdir()
@@ -154,12 +191,17 @@ impl Cluster {
                 let config = dir.path().join(id.as_str()).join("node.toml");
                 let text = std::fs::read_to_string(&config).expect("reading node.toml");
                 let text = merge_toml(&text, extra_toml);
+                let text = placement.rewrite_node(&text, usize::from(i - 1), base);
                 std::fs::write(&config, &text).expect("writing node.toml");
                 // `--metrics-base-port` is the QUIC base port: node i listens for QUIC
                 // (UDP) and metrics (TCP) on the same port number.
-                let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, base + i - 1));
+                let at = |ips: &[IpAddr]| {
+                    let ip = ips.get(usize::from(i - 1)).copied();
+                    SocketAddr::new(ip.unwrap_or(Ipv4Addr::LOCALHOST.into()), base + i - 1)
+                };
+                let (listen, addr) = (at(&placement.listen), at(&placement.advertise));
                 for key in ["listen", "metrics_listen"] {
-                    let want = format!("{key} = \"{addr}\"");
+                    let want = format!("{key} = \"{listen}\"");
                     assert!(
                         text.contains(&want),
                         "{} lacks `{want}`:\n{text}",
@@ -170,11 +212,16 @@ impl Cluster {
                     id,
                     config,
                     addr,
-                    metrics: addr,
+                    metrics: listen,
+                    netns: placement.netns.get(usize::from(i - 1)).cloned(),
                     child: None,
                 }
             })
             .collect();
+        let client_toml = dir.path().join("client.toml");
+        let text = std::fs::read_to_string(&client_toml).expect("reading client.toml");
+        let text = placement.rewrite_seeds(&text, count, base);
+        std::fs::write(&client_toml, text).expect("writing client.toml");
         Cluster {
             dir: Some(dir),
             nodes,
@@ -496,6 +543,39 @@ impl Drop for Cluster {
                 eprintln!("cluster directory kept: {}", dir.keep().display());
             }
         }
+    }
+}
+
+impl Placement {
+    /// Node `i`'s config with its own listen addresses on `listen[i]` and every member
+    /// address on `advertise` (`shoal dev init` wrote 127.0.0.1 and ports from `base`).
+    fn rewrite_node(&self, text: &str, i: usize, base: u16) -> String {
+        let Some(own) = self.listen.get(i) else {
+            return text.to_owned();
+        };
+        let mut text = text.to_owned();
+        for key in ["listen", "metrics_listen"] {
+            text = text.replace(
+                &format!("\n{key} = \"127.0.0.1:"),
+                &format!("\n{key} = \"{own}:"),
+            );
+        }
+        let count = u16::try_from(self.advertise.len()).expect("node count fits a port");
+        self.rewrite_seeds(&text, count, base)
+    }
+
+    /// `text` with each member address `127.0.0.1:<base + j>` replaced by
+    /// `advertise[j]` on the same port.
+    fn rewrite_seeds(&self, text: &str, count: u16, base: u16) -> String {
+        let mut text = text.to_owned();
+        for (j, ip) in (0..count).zip(&self.advertise) {
+            let port = base + j;
+            text = text.replace(
+                &format!("\"127.0.0.1:{port}\""),
+                &format!("\"{ip}:{port}\""),
+            );
+        }
+        text
     }
 }
 

@@ -5,6 +5,8 @@
 //!   process of the real CLI. It sends signals, restarts nodes, reads metrics and member
 //!   views, and on drop kills every process it started — printing the tail of every
 //!   node's log and keeping the directory when the test panics.
+//!   [`Placement`] puts its nodes in network namespaces of their own instead (the
+//!   `netns` suite).
 //! - [`shoal`] and [`Cluster::cli`]: one run of the CLI, bounded, with its output.
 //! - [`scrape`], [`http_get`] and [`Exposition`]: a plain HTTP/1.0 GET and a parser of
 //!   the Prometheus text format, so that no HTTP client crate is needed.
@@ -33,7 +35,7 @@ use tokio::time::Instant;
 
 pub use catalogue::{Catalogue, MetricKind};
 pub use cluster::{
-    connect, foreign_client_files, Cluster, CLIENT_CONNECT_TIMEOUT, RAW_REQUEST_TIMEOUT,
+    connect, foreign_client_files, Cluster, Placement, CLIENT_CONNECT_TIMEOUT, RAW_REQUEST_TIMEOUT,
 };
 pub use command::{shoal, Run};
 pub use kv::{
