@@ -61,7 +61,8 @@ pub enum RequestError {
     /// The context is not one this cluster produced.
     #[error("invalid context: {0}")]
     InvalidContext(String),
-    /// Too few nodes are reachable to meet the quorum; nothing was written.
+    /// Too few nodes are reachable to meet the quorum; nothing was written (a write
+    /// that lost its quorum after being stored answers [`RequestError::Incomplete`]).
     #[error("unavailable: {needed} replicas needed, {alive} reachable")]
     Unavailable {
         /// Replies needed (R, W, PR or PW).
@@ -118,6 +119,18 @@ pub enum RequestError {
         /// The limit.
         limit: usize,
     },
+    /// The write was stored on `acks` replicas (the coordinator's own copy among them),
+    /// then the quorum became impossible: too few of the other replicas could take it.
+    /// Unlike [`RequestError::Unavailable`] something *was* written, and it spreads from
+    /// those copies (read repair, anti-entropy), so the outcome is unknown, as after a
+    /// timeout: read the key, or retry with the same context.
+    #[error("incomplete: the write reached {acks} of {needed} replicas needed, then the quorum could not be met; it may still spread")]
+    Incomplete {
+        /// Replicas that stored the write.
+        acks: usize,
+        /// Replicas needed (W or PW).
+        needed: usize,
+    },
 }
 
 impl RequestError {
@@ -128,6 +141,7 @@ impl RequestError {
         match self {
             RequestError::Unavailable { .. } => "unavailable",
             RequestError::Timeout { .. } => "timeout",
+            RequestError::Incomplete { .. } => "incomplete",
             RequestError::Overloaded => "overloaded",
             RequestError::EmptyKey
             | RequestError::KeyTooLarge { .. }

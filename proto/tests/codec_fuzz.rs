@@ -155,6 +155,7 @@ fn request_error() -> impl Strategy<Value = RequestError> {
         text().prop_map(RequestError::InvalidContext),
         (n(), n()).prop_map(|(needed, alive)| RequestError::Unavailable { needed, alive }),
         (n(), n()).prop_map(|(acks, needed)| RequestError::Timeout { acks, needed }),
+        (n(), n()).prop_map(|(acks, needed)| RequestError::Incomplete { acks, needed }),
         Just(RequestError::Overloaded),
         text().prop_map(RequestError::NotAllowed),
         text().prop_map(RequestError::UnknownNode),

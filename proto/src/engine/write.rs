@@ -299,7 +299,15 @@ impl Engine {
                         self.respond_client(inbound, r);
                     }
                 }
-                Status::Impossible(short) => self.answer_write_error(id, short.into()),
+                // Past `object.is_some()` the coordinator's own copy is stored, so
+                // "unavailable" (nothing written) would be untrue: the copy spreads.
+                Status::Impossible(short) => {
+                    let err = RequestError::Incomplete {
+                        acks: op.quorum.answers(),
+                        needed: short.needed,
+                    };
+                    self.answer_write_error(id, err)
+                }
                 Status::Waiting => {}
             }
         }
@@ -326,7 +334,9 @@ impl Engine {
             .increment(1);
         if matches!(
             err,
-            RequestError::Unavailable { .. } | RequestError::Timeout { .. }
+            RequestError::Unavailable { .. }
+                | RequestError::Timeout { .. }
+                | RequestError::Incomplete { .. }
         ) {
             metrics::counter!(crate::metrics::QUORUM_FAILURES_TOTAL, "op" => op_name, "kind" => label)
                 .increment(1);

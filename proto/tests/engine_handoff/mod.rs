@@ -126,6 +126,41 @@ fn without_hinted_handoff_w3_with_a_primary_down_is_unavailable_before_writing()
     assert_eq!(c.stored(&a(), &key), None, "nothing was written");
 }
 
+/// A write whose quorum becomes impossible after the coordinator stored its own copy
+/// must not answer `Unavailable` ("nothing was written"): the copy stays and spreads, so
+/// the answer is `Incomplete` (outcome unknown), which no client retries as unwritten.
+#[test]
+fn a_quorum_lost_after_the_local_write_answers_incomplete_not_unavailable() {
+    let mut c = without_handoff();
+    let key = c.key_where(|p| p[0] == a());
+    let prefs = c.prefs(&key);
+    let cmds = c.client(&a(), 1, put_w(&key, "v", 3));
+    let sends = c.run_storage(&a(), &cmds[0]);
+    assert!(
+        c.stored(&a(), &key).is_some(),
+        "the coordinator wrote first"
+    );
+    assert_eq!(sends.len(), 2, "{sends:?}");
+    let to = |cmd: &Command| match cmd {
+        Command::Send { to, .. } => to.clone(),
+        other => panic!("not a send: {other:?}"),
+    };
+    let (ok, lost) = if to(&sends[0]) == prefs[1] {
+        (&sends[0], &sends[1])
+    } else {
+        (&sends[1], &sends[0])
+    };
+    assert_eq!(c.reply(&a(), ok, Ok(PeerResponse::Ack)), vec![]);
+    let answer = c.reply(&a(), lost, unreachable());
+    assert_eq!(
+        answer,
+        vec![client_error(
+            1,
+            RequestError::Incomplete { acks: 2, needed: 3 }
+        )]
+    );
+}
+
 #[test]
 fn with_no_fallback_left_the_coordinator_keeps_the_hint_itself() {
     let mut c = Cluster::new(3, 8, quiet_config(), 7);

@@ -20,9 +20,10 @@
 //!    hints drain and anti-entropy makes every replica equal;
 //! 7. a read at R = N of every key: every acknowledged element present, none invented.
 //!
-//! A second test, ignored until the engine is fixed, shows a defect the workload found:
-//! a put answered `Unavailable` ("nothing was written") whose value was written all the
-//! same ([`a_put_answered_unavailable_wrote_nothing`]).
+//! A second test checks a defect the workload found: a put answered `Unavailable`
+//! ("nothing was written") whose value was written all the same, because the quorum
+//! became impossible after the coordinator's own write; such a put now answers
+//! `Incomplete` ([`a_put_answered_unavailable_wrote_nothing`]).
 
 mod net;
 mod relay;
@@ -574,11 +575,8 @@ async fn wait_replicas_equal(status: &Client, ids: &[NodeId]) {
 /// Put with W = 3 right after n3 is cut off, before the coordinator notices: the
 /// coordinator writes its own copy, the other healthy replica acknowledges, the copy to
 /// n3 fails and no fallback is left, so W can no longer be met. The answer must then
-/// say that the outcome is unknown (a timeout), or the value must not be there.
+/// say that the outcome is unknown (`Incomplete`), or the value must not be there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails on today's main: a write whose quorum becomes impossible after the \
-            coordinator's local write answers Unavailable, yet the value stays and spreads \
-            (proto/src/engine/write.rs, write_progress: Status::Impossible)"]
 async fn a_put_answered_unavailable_wrote_nothing() {
     if !root_or_skip() {
         return;

@@ -27,12 +27,11 @@ const MAX_ADDS_PER_TASK: u64 = 10_000;
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether a put answered `Unavailable` counts as certainly not written, as the SDK
-/// documents. Today's engine also answers `Unavailable` when the quorum becomes
-/// impossible after the coordinator wrote its own copy, and that copy stays and spreads
-/// (the ignored test `a_put_answered_unavailable_wrote_nothing` shows it). Until that is
-/// fixed such puts count as of unknown outcome, and the verdict counts those that
-/// landed; set this to `true` with the fix.
-pub const UNAVAILABLE_MEANS_NOT_WRITTEN: bool = false;
+/// documents. It does since the engine answers `Incomplete` (outcome unknown) when the
+/// quorum becomes impossible after the coordinator wrote its own copy (the test
+/// `a_put_answered_unavailable_wrote_nothing` checks it); `false` would count such puts
+/// as of unknown outcome instead.
+pub const UNAVAILABLE_MEANS_NOT_WRITTEN: bool = true;
 
 /// The outcome of one put, by what the SDK said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
