@@ -68,3 +68,7 @@ pub const AAE_BUDGET_RATIO: &str = "shoal_aae_budget_ratio";
 pub const TOMBSTONES_REAPED_TOTAL: &str = "shoal_tombstones_reaped_total";
 /// Counter: storage results the engine received as failures (any waiter).
 pub const ENGINE_STORAGE_FAILURES_TOTAL: &str = "shoal_engine_storage_failures_total";
+/// Gauge, by `peer` (a node id): failed contacts with the peer since its last success
+/// (the failure detector marks it down at `membership.failure_threshold`, after
+/// `membership.down_after` of silence).
+pub const PEER_CONSECUTIVE_FAILURES: &str = "shoal_peer_consecutive_failures";

@@ -9,7 +9,7 @@ use super::{outcome_label, Engine, InboundId, RequestId, SendError, Timer, Waite
 use crate::error::RequestError;
 use crate::object::Object;
 use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
-use crate::time::Time;
+use crate::time::Monotonic;
 use crate::wire::{ClientResponse, GetReply, PeerRequest, PeerResponse, ReadOptions};
 
 /// A read this node coordinates.
@@ -18,14 +18,14 @@ pub(super) struct ReadOp {
     inbound: InboundId,
     partition: PartitionId,
     key: Vec<u8>,
-    started: Time,
-    deadline: Time,
+    started: Monotonic,
+    deadline: Monotonic,
     answered: bool,
     /// Who was asked; each answer keeps the replica's copy (`None`: it has none), to
     /// compare with the merge for read repair.
     quorum: Quorum<Option<Object>>,
     merged: Object,
-    repair_at: Option<Time>,
+    repair_at: Option<Monotonic>,
 }
 
 impl Engine {
@@ -52,7 +52,7 @@ impl Engine {
             return;
         };
         let id = self.next_request_id();
-        let deadline = self.now + timeout;
+        let deadline = self.mono + timeout;
         let sends = quorum.remote_targets();
         self.reads.insert(
             id,
@@ -60,7 +60,7 @@ impl Engine {
                 inbound,
                 partition,
                 key: key.clone(),
-                started: self.now,
+                started: self.mono,
                 deadline,
                 answered: false,
                 quorum,
@@ -170,7 +170,7 @@ impl Engine {
                         context: op.merged.context(),
                     };
                     let inbound = op.inbound;
-                    let elapsed = self.now.saturating_since(op.started);
+                    let elapsed = self.mono.saturating_since(op.started);
                     metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => "get", "result" => outcome_label(&Ok(())))
                         .increment(1);
                     metrics::histogram!(crate::metrics::COORDINATOR_DURATION_SECONDS, "op" => "get")
@@ -188,7 +188,7 @@ impl Engine {
         if op.quorum.pending() == 0 {
             self.finish_read(id);
         } else if op.answered && op.repair_at.is_none() {
-            let at = self.now + read_repair_window;
+            let at = self.mono + read_repair_window;
             op.repair_at = Some(at);
             self.timers.insert((at, Timer::RepairWindow(id)));
         }

@@ -12,7 +12,7 @@ use crate::causality::CausalContext;
 use crate::error::RequestError;
 use crate::object::{Object, SiblingValue};
 use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
-use crate::time::Time;
+use crate::time::Monotonic;
 use crate::wire::{ClientResponse, PeerRequest, PeerResponse, WriteOptions, WriteReply};
 
 use super::InboundId;
@@ -24,8 +24,8 @@ pub(super) struct WriteOp {
     delete: bool,
     partition: PartitionId,
     key: Vec<u8>,
-    started: Time,
-    deadline: Time,
+    started: Monotonic,
+    deadline: Monotonic,
     answered: bool,
     object: Option<Object>,
     /// The success answer, ready once the local store is done.
@@ -84,8 +84,8 @@ impl Engine {
             delete,
             partition,
             key: key.clone(),
-            started: self.now,
-            deadline: self.now + timeout,
+            started: self.mono,
+            deadline: self.mono + timeout,
             answered: false,
             object: None,
             reply: None,
@@ -93,7 +93,7 @@ impl Engine {
         };
         self.writes.insert(id, op);
         self.timers
-            .insert((self.now + timeout, Timer::Deadline(id)));
+            .insert((self.mono + timeout, Timer::Deadline(id)));
         let max_object_bytes = self.cfg.limits.max_object_bytes;
         let now = self.now;
         self.storage(
@@ -244,7 +244,7 @@ impl Engine {
                     op.answered = true;
                     let op_name = op.op_name();
                     let inbound = op.inbound;
-                    let elapsed = self.now.saturating_since(op.started);
+                    let elapsed = self.mono.saturating_since(op.started);
                     let response = op.reply.take();
                     metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => outcome_label(&Ok(())))
                         .increment(1);

@@ -1,0 +1,132 @@
+//! The failure detector in the simulator: a paused node (stopped, not crashed: SIGSTOP,
+//! a long GC pause, a hung disk) is marked down by every peer within a few seconds while
+//! the rest keep serving writes, and up again once it resumes; live nodes under load on a
+//! lossy network are never marked down.
+
+use std::time::Duration;
+
+use shoal_proto::wire::MemberState;
+use shoal_tests::sim::{
+    self, Burst, FaultMix, Faults, MemberChange, Quorum, RunReport, ScriptedPause, SimConfig, EPOCH,
+};
+
+fn run_ok(cfg: &SimConfig) -> RunReport {
+    let report = sim::run(cfg).unwrap_or_else(|e| panic!("seed {} could not run: {e}", cfg.seed));
+    if let Err(failure) = report.check() {
+        panic!("{failure}\n{report}");
+    }
+    report
+}
+
+/// Foreground load on keys of its own for the whole of `length` from `start`.
+fn load(start: Duration, length: Duration) -> Burst {
+    Burst {
+        start,
+        length,
+        clients: 8,
+        keys: 16,
+        think_max: Duration::from_millis(20),
+    }
+}
+
+fn changes_about<'a>(
+    report: &'a RunReport,
+    peer: &'a str,
+) -> impl Iterator<Item = &'a MemberChange> {
+    report.member_changes.iter().filter(move |c| c.peer == peer)
+}
+
+#[test]
+fn a_paused_node_is_marked_down_within_five_seconds_and_up_once_it_resumes() {
+    let pause_at = Duration::from_secs(2);
+    let pause = Duration::from_secs(8);
+    for seed in 0..4 {
+        let cfg = SimConfig {
+            nodes: Some(5),
+            quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
+            faults: FaultMix::None,
+            vary_quorums: false,
+            ops: 300,
+            burst: Some(load(Duration::from_millis(500), pause_at + pause)),
+            min_safety_time: pause_at + pause + Duration::from_secs(3),
+            scripted_pauses: vec![ScriptedPause {
+                node: 0,
+                at: pause_at,
+                length: pause,
+            }],
+            ..SimConfig::from_seed(seed)
+        };
+        let report = run_ok(&cfg);
+        let (start, end) = (EPOCH + pause_at, EPOCH + pause_at + pause);
+        for observer in 1..5 {
+            let observer = format!("n{observer}");
+            let seen: Vec<&MemberChange> = changes_about(&report, "n0")
+                .filter(|c| c.observer == observer)
+                .collect();
+            let down = seen
+                .iter()
+                .find(|c| c.state == MemberState::Down)
+                .unwrap_or_else(|| panic!("seed {seed}: {observer} never saw n0 down: {seen:?}"));
+            assert!(
+                down.at >= start && down.at.saturating_since(start) <= Duration::from_secs(5),
+                "seed {seed}: {observer} saw n0 down at {:?}, the pause began at {start:?}",
+                down.at
+            );
+            let up = seen.last().expect("a change was seen");
+            assert!(
+                up.state == MemberState::Up && up.at >= end,
+                "seed {seed}: {observer} sees n0 up again after it resumed: {seen:?}"
+            );
+        }
+        let others: Vec<&MemberChange> = report
+            .member_changes
+            .iter()
+            .filter(|c| c.peer != "n0" && c.observer != "n0")
+            .collect();
+        assert!(
+            others.is_empty(),
+            "seed {seed}: live nodes were marked down: {others:?}"
+        );
+        // Writes kept succeeding at W=2 while n0 was stopped (the burst's and the
+        // workload's clients send to every node, n0 included, where they time out).
+        let acked_during = report
+            .history
+            .ops
+            .iter()
+            .filter(|o| o.node != "n0" && o.invoked >= start + Duration::from_secs(5))
+            .filter(|o| o.completed.is_some_and(|c| c < end) && o.outcome.name() == "ok")
+            .filter(|o| o.kind.name() == "put")
+            .count();
+        assert!(
+            acked_during >= 5,
+            "seed {seed}: only {acked_during} puts acknowledged while n0 was paused\n{report}"
+        );
+    }
+}
+
+#[test]
+fn live_nodes_under_load_on_a_lossy_network_are_never_marked_down() {
+    for seed in 0..4 {
+        let cfg = SimConfig {
+            nodes: Some(5),
+            quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
+            faults: FaultMix::Fixed(Faults {
+                drop: 0.05,
+                ..Faults::NONE
+            }),
+            ops: 300,
+            burst: Some(load(Duration::from_millis(500), Duration::from_secs(8))),
+            min_safety_time: Duration::from_secs(10),
+            storage_service_time: Duration::from_micros(500),
+            ..SimConfig::from_seed(seed)
+        };
+        let report = run_ok(&cfg);
+        assert!(report.faults.dropped > 100, "the network lost messages");
+        assert!(
+            report.member_changes.is_empty(),
+            "seed {seed}: live nodes flapped {} times, first: {:?}",
+            report.member_changes.len(),
+            report.member_changes.iter().take(5).collect::<Vec<_>>()
+        );
+    }
+}
