@@ -136,3 +136,37 @@ fn a_peer_that_loses_one_probe_in_three_is_never_marked_down() {
     let down = probe_for(&mut c, &b, Duration::from_secs(120), |i| i % 3 != 0);
     assert_eq!(down, None, "a lossy but live peer flapped");
 }
+
+#[test]
+fn a_wall_clock_step_neither_fires_nor_stalls_a_request_deadline() {
+    use shoal_proto::wire::{ClientResponse, Response};
+    use shoal_proto::{Monotonic, Now, RequestError};
+
+    let mut c = Cluster::new(5, 16, quiet_config(), 7);
+    let key = c.key_where(|p| p[0] == a());
+    let cmds = c.client(&a(), 1, put(&key, "v", None));
+    let sends = c.run_storage(&a(), &cmds[0]);
+    assert_eq!(sends.len(), 2, "replicates in flight: {sends:?}");
+    let (wall, mono) = (c.now, Monotonic::from_duration(c.now.since_epoch()));
+    let timeout = c.cfg.replication.request_timeout;
+    let hour = Duration::from_secs(3600);
+    let node = c.node(&a());
+    // The wall clock jumps an hour ahead; monotonic time barely moves: nothing is due.
+    node.engine
+        .handle_timeout(Now::new(wall + hour, mono + Duration::from_millis(1)));
+    assert_eq!(node.drain(), vec![], "a wall-clock step fired the deadline");
+    // The wall clock steps back two hours while monotonic time passes the deadline.
+    node.engine
+        .handle_timeout(Now::new(wall - hour, mono + timeout));
+    let answered = node.drain();
+    assert!(
+        matches!(
+            answered.as_slice(),
+            [Command::Respond {
+                response: Response::Client(ClientResponse::Error(RequestError::Timeout { .. })),
+                ..
+            }]
+        ),
+        "the deadline fires on monotonic time: {answered:?}"
+    );
+}
