@@ -245,7 +245,7 @@ impl Sim {
         let Some(r) = node.running.as_mut() else {
             return;
         };
-        // `<`: a paused node handles its timer event late.
+        // `<=`, not `==`: a paused node handles its timer event late.
         if r.timer_at.is_some_and(|at| at <= now) {
             r.timer_at = None;
         }
