@@ -196,3 +196,37 @@ fn a_run_with_a_pause_is_deterministic() {
     assert_eq!(a.log, b.log);
     assert_eq!(a.member_changes, b.member_changes);
 }
+
+/// A slow node, not a dead one: stopped for 400 ms of every second for 8 s (a node
+/// thrashing in GC or on a saturated disk; longer than the simulated probe and request
+/// timeouts of 300 ms, so some contacts fail) answers late but answers, and is never
+/// marked down.
+#[test]
+fn a_slow_node_that_keeps_answering_late_is_never_marked_down() {
+    for seed in 0..2 {
+        let cfg = SimConfig {
+            nodes: Some(5),
+            quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
+            faults: FaultMix::None,
+            vary_quorums: false,
+            ops: 300,
+            burst: Some(load(Duration::from_millis(500), Duration::from_secs(9))),
+            min_safety_time: Duration::from_secs(10),
+            scripted_pauses: (0..8)
+                .map(|i| ScriptedPause {
+                    node: 0,
+                    at: Duration::from_millis(1_000 + 1_000 * i),
+                    length: Duration::from_millis(400),
+                })
+                .collect(),
+            ..SimConfig::from_seed(seed)
+        };
+        let report = run_ok(&cfg);
+        assert!(
+            report.member_changes.is_empty(),
+            "seed {seed}: a slow node flapped {} times, first: {:?}",
+            report.member_changes.len(),
+            report.member_changes.iter().take(5).collect::<Vec<_>>()
+        );
+    }
+}
