@@ -36,26 +36,42 @@ fn changes_about<'a>(
     report.member_changes.iter().filter(move |c| c.peer == peer)
 }
 
+/// Five nodes, N=3 R=2 W=2, no random faults, with foreground load for `length` from
+/// 500 ms and the safety phase lasting `safety`, and `pauses`.
+fn five_under_load(
+    seed: u64,
+    length: Duration,
+    safety: Duration,
+    pauses: Vec<ScriptedPause>,
+) -> SimConfig {
+    SimConfig {
+        nodes: Some(5),
+        quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
+        faults: FaultMix::None,
+        vary_quorums: false,
+        ops: 300,
+        burst: Some(load(Duration::from_millis(500), length)),
+        min_safety_time: safety,
+        scripted_pauses: pauses,
+        ..SimConfig::from_seed(seed)
+    }
+}
+
 #[test]
 fn a_paused_node_is_marked_down_within_five_seconds_and_up_once_it_resumes() {
     let pause_at = Duration::from_secs(2);
     let pause = Duration::from_secs(8);
     for seed in 0..4 {
-        let cfg = SimConfig {
-            nodes: Some(5),
-            quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
-            faults: FaultMix::None,
-            vary_quorums: false,
-            ops: 300,
-            burst: Some(load(Duration::from_millis(500), pause_at + pause)),
-            min_safety_time: pause_at + pause + Duration::from_secs(3),
-            scripted_pauses: vec![ScriptedPause {
+        let cfg = five_under_load(
+            seed,
+            pause_at + pause,
+            pause_at + pause + Duration::from_secs(3),
+            vec![ScriptedPause {
                 node: 0,
                 at: pause_at,
                 length: pause,
             }],
-            ..SimConfig::from_seed(seed)
-        };
+        );
         let report = run_ok(&cfg);
         let (start, end) = (EPOCH + pause_at, EPOCH + pause_at + pause);
         for observer in 1..5 {
@@ -204,23 +220,14 @@ fn a_run_with_a_pause_is_deterministic() {
 #[test]
 fn a_slow_node_that_keeps_answering_late_is_never_marked_down() {
     for seed in 0..2 {
-        let cfg = SimConfig {
-            nodes: Some(5),
-            quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
-            faults: FaultMix::None,
-            vary_quorums: false,
-            ops: 300,
-            burst: Some(load(Duration::from_millis(500), Duration::from_secs(9))),
-            min_safety_time: Duration::from_secs(10),
-            scripted_pauses: (0..8)
-                .map(|i| ScriptedPause {
-                    node: 0,
-                    at: Duration::from_millis(1_000 + 1_000 * i),
-                    length: Duration::from_millis(400),
-                })
-                .collect(),
-            ..SimConfig::from_seed(seed)
-        };
+        let slow = (0..8)
+            .map(|i| ScriptedPause {
+                node: 0,
+                at: Duration::from_millis(1_000 + 1_000 * i),
+                length: Duration::from_millis(400),
+            })
+            .collect();
+        let cfg = five_under_load(seed, Duration::from_secs(9), Duration::from_secs(10), slow);
         let report = run_ok(&cfg);
         assert!(
             report.member_changes.is_empty(),
