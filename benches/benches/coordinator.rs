@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use criterion::{criterion_group, criterion_main, Criterion};
 use shoal_proto::wire::{ClientRequest, PeerResponse, ReadOptions, Request, WriteOptions};
 use shoal_proto::{
-    Actor, CausalContext, Command, Dot, Engine, EngineConfig, InboundId, Object, Sender,
+    Actor, CausalContext, Command, Dot, Engine, EngineConfig, InboundId, Now, Object, Sender,
     SiblingValue, StorageOp, StorageReply, Time,
 };
 use shoal_ring::{Member, NodeId, Ring};
@@ -32,8 +32,15 @@ fn engine() -> (Engine, Vec<Vec<u8>>) {
         .map(|i| format!("key-{i}").into_bytes())
         .filter(|k| ring.preference_list_for_key(k, 3).nodes.contains(&me))
         .collect();
-    let engine =
-        Engine::new(EngineConfig::default(), me, ring, addrs, 1, Time::ZERO).expect("engine");
+    let engine = Engine::new(
+        EngineConfig::default(),
+        me,
+        ring,
+        addrs,
+        1,
+        Now::from_virtual(Time::ZERO),
+    )
+    .expect("engine");
     (engine, keys)
 }
 
@@ -61,7 +68,7 @@ fn bench_put(c: &mut Criterion) {
             now = now + std::time::Duration::from_micros(1);
             let key = keys[(inbound as usize) % keys.len()].clone();
             e.handle_request(
-                now,
+                Now::from_virtual(now),
                 InboundId(inbound),
                 Sender::Client("bench".into()),
                 Request::Client(ClientRequest::Put {
@@ -79,7 +86,7 @@ fn bench_put(c: &mut Criterion) {
                         id,
                         op: StorageOp::Coordinate { .. },
                     } => e.handle_storage(
-                        now,
+                        Now::from_virtual(now),
                         id,
                         Ok(StorageReply::Coordinated {
                             object: stored.clone(),
@@ -91,11 +98,11 @@ fn bench_put(c: &mut Criterion) {
                     Command::Storage { .. } => {}
                 }
                 if let Some(id) = sends.pop() {
-                    e.handle_response(now, id, Ok(PeerResponse::Ack));
+                    e.handle_response(Now::from_virtual(now), id, Ok(PeerResponse::Ack));
                 }
             }
             for id in sends {
-                e.handle_response(now, id, Ok(PeerResponse::Ack));
+                e.handle_response(Now::from_virtual(now), id, Ok(PeerResponse::Ack));
             }
             while e.poll_command().is_some() {}
             black_box(answered)
@@ -114,7 +121,7 @@ fn bench_get(c: &mut Criterion) {
             now = now + std::time::Duration::from_micros(1);
             let key = keys[(inbound as usize) % keys.len()].clone();
             e.handle_request(
-                now,
+                Now::from_virtual(now),
                 InboundId(inbound),
                 Sender::Client("bench".into()),
                 Request::Client(ClientRequest::Get {
@@ -125,12 +132,16 @@ fn bench_get(c: &mut Criterion) {
             let mut answered = false;
             while let Some(cmd) = e.poll_command() {
                 match cmd {
-                    Command::Storage { id, .. } => {
-                        e.handle_storage(now, id, Ok(StorageReply::Object(Some(stored.clone()))))
-                    }
-                    Command::Send { id, .. } => {
-                        e.handle_response(now, id, Ok(PeerResponse::Object(Some(stored.clone()))))
-                    }
+                    Command::Storage { id, .. } => e.handle_storage(
+                        Now::from_virtual(now),
+                        id,
+                        Ok(StorageReply::Object(Some(stored.clone()))),
+                    ),
+                    Command::Send { id, .. } => e.handle_response(
+                        Now::from_virtual(now),
+                        id,
+                        Ok(PeerResponse::Object(Some(stored.clone()))),
+                    ),
                     Command::Respond { .. } => answered = true,
                 }
             }

@@ -134,12 +134,23 @@ pub struct MembershipConfig {
     /// Membership gossip to one random peer, this often.
     #[serde(with = "humantime_serde")]
     pub gossip_interval: Duration,
-    /// Every peer is probed this often; a failed probe or request routes around it.
+    /// Every peer is probed this often (a new probe even while earlier ones are
+    /// unanswered, at most `probe_timeout / probe_interval + 1` in flight per peer).
     #[serde(with = "humantime_serde")]
     pub probe_interval: Duration,
-    /// A probe unanswered after this long marks the peer down.
+    /// A probe unanswered after this long counts as one failed contact.
     #[serde(with = "humantime_serde")]
     pub probe_timeout: Duration,
+    /// A peer is marked down only after this many failed contacts (probes, gossip or
+    /// requests) in a row, with no success in between. One failure never does: a single
+    /// lost packet or an overloaded moment must not route the whole node around a peer.
+    pub failure_threshold: u32,
+    /// ... and only when nothing has been heard from it for at least this long, so that
+    /// a burst of requests failing together (one overloaded instant) cannot reach the
+    /// threshold by itself. With the default probing a paused peer is marked down about
+    /// `down_after + probe_timeout` after its last answer; see `membership.rs`.
+    #[serde(with = "humantime_serde")]
+    pub down_after: Duration,
 }
 
 impl Default for MembershipConfig {
@@ -148,6 +159,8 @@ impl Default for MembershipConfig {
             gossip_interval: Duration::from_secs(1),
             probe_interval: Duration::from_millis(500),
             probe_timeout: Duration::from_secs(1),
+            failure_threshold: 3,
+            down_after: Duration::from_secs(2),
         }
     }
 }
@@ -357,7 +370,12 @@ impl MembershipConfig {
             ("membership.gossip_interval", self.gossip_interval),
             ("membership.probe_interval", self.probe_interval),
             ("membership.probe_timeout", self.probe_timeout),
-        ])
+            ("membership.down_after", self.down_after),
+        ])?;
+        if self.failure_threshold == 0 {
+            return Err(err("membership.failure_threshold", "must be at least 1"));
+        }
+        Ok(())
     }
 }
 
@@ -531,5 +549,18 @@ mod tests {
         assert_eq!(c.validate(3).unwrap_err().field, "limits.sibling_warn");
         c.limits.sibling_warn = c.limits.max_siblings;
         c.validate(3).unwrap();
+    }
+
+    #[test]
+    fn the_failure_detector_needs_a_threshold_and_a_silence() {
+        let mut c = EngineConfig::default();
+        c.membership.failure_threshold = 0;
+        assert_eq!(
+            c.validate(3).unwrap_err().field,
+            "membership.failure_threshold"
+        );
+        let mut c = EngineConfig::default();
+        c.membership.down_after = Duration::ZERO;
+        assert_eq!(c.validate(3).unwrap_err().field, "membership.down_after");
     }
 }

@@ -6,7 +6,7 @@
 //! hinted handoff, membership and failure detection.
 //!
 //! Nothing in this crate opens a socket, touches a disk, reads a clock or draws an
-//! unseeded random number. Time arrives as an argument ([`Time`]), randomness from a seed,
+//! unseeded random number. Time arrives as an argument ([`Now`]: wall-clock [`Time`] and [`Monotonic`]), randomness from a seed,
 //! and the engine answers with [`Command`]s for its driver to carry out — the tokio node
 //! in `shoal-node`, or the deterministic simulator in `shoal-tests`.
 #![warn(missing_docs)]
@@ -43,4 +43,4 @@ pub use object::{Object, Sibling, SiblingValue, UpdateError, OBJECT_FORMAT_VERSI
 pub use storage_ops::{
     HintRecord, HintRejection, HintTotals, StorageFailure, StorageOp, StorageReply, StorageResult,
 };
-pub use time::Time;
+pub use time::{Monotonic, Now, Time};

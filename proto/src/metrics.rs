@@ -79,3 +79,7 @@ pub const OBJECT_SIZE_BYTES: &str = "shoal_object_size_bytes";
 /// siblings; `refused`: a client write refused for `limits.max_siblings`; `over_limit`:
 /// a replica's merge stored more than `limits.max_siblings`, which merges never refuse).
 pub const SIBLING_LIMIT_TOTAL: &str = "shoal_sibling_limit_total";
+/// Gauge, by `peer` (a node id): failed contacts with the peer since its last success
+/// (the failure detector marks it down at `membership.failure_threshold`, after
+/// `membership.down_after` of silence).
+pub const PEER_CONSECUTIVE_FAILURES: &str = "shoal_peer_consecutive_failures";

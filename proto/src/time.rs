@@ -1,4 +1,10 @@
-//! Time as the state machines see it: a value handed in by the driver, never read here.
+//! Time as the state machines see it: values handed in by the driver, never read here.
+//!
+//! Two clocks, for two purposes. [`Time`] is wall-clock: it is stored (tombstones,
+//! hints) and compared across nodes and restarts. [`Monotonic`] only measures elapsed
+//! time within one engine's life: every timer (request deadlines, periodic work) and the
+//! failure detector's intervals use it, so that a wall-clock step (NTP, an operator)
+//! neither fires every timer at once nor stalls them until the wall clock catches up.
 
 use std::fmt;
 use std::ops::{Add, Sub};
@@ -65,6 +71,84 @@ impl Sub<Duration> for Time {
 impl fmt::Debug for Time {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{:06}s", self.0.as_secs(), self.0.subsec_micros())
+    }
+}
+
+/// A point on a monotonic clock: the time since an origin the driver chose (the node
+/// driver: when it started; the simulator: its virtual epoch).
+///
+/// Never stored or sent: it means nothing outside the engine that was handed it. It is
+/// never compared with a [`Time`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Monotonic(Duration);
+
+impl Monotonic {
+    /// The driver's origin.
+    pub const ZERO: Monotonic = Monotonic(Duration::ZERO);
+
+    /// The instant `since_origin` after the driver's origin.
+    pub const fn from_duration(since_origin: Duration) -> Monotonic {
+        Monotonic(since_origin)
+    }
+
+    /// The instant `micros` microseconds after the driver's origin.
+    pub const fn from_micros(micros: u64) -> Monotonic {
+        Monotonic(Duration::from_micros(micros))
+    }
+
+    /// The duration since the driver's origin.
+    pub const fn since_origin(self) -> Duration {
+        self.0
+    }
+
+    /// `self - earlier`, or zero if `earlier` is later.
+    pub fn saturating_since(self, earlier: Monotonic) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// For a driver with one virtual clock ([`Now::from_virtual`]): the virtual time
+    /// this instant stands for.
+    pub const fn as_virtual(self) -> Time {
+        Time::from_duration(self.0)
+    }
+}
+
+impl Add<Duration> for Monotonic {
+    type Output = Monotonic;
+    fn add(self, rhs: Duration) -> Monotonic {
+        Monotonic(self.0.saturating_add(rhs))
+    }
+}
+
+impl fmt::Debug for Monotonic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{}.{:06}s", self.0.as_secs(), self.0.subsec_micros())
+    }
+}
+
+/// The two clocks every engine input carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Wall-clock time: what is stored and compared across nodes.
+    pub wall: Time,
+    /// Monotonic time: what timers and the failure detector measure intervals with.
+    pub mono: Monotonic,
+}
+
+impl Now {
+    /// Both clocks.
+    pub const fn new(wall: Time, mono: Monotonic) -> Now {
+        Now { wall, mono }
+    }
+
+    /// One virtual clock read as both, for drivers whose clock never steps (the
+    /// simulator, tests, benchmarks): monotonic time counts from the Unix epoch, so
+    /// [`Monotonic::as_virtual`] turns a timer back into virtual time.
+    pub const fn from_virtual(t: Time) -> Now {
+        Now {
+            wall: t,
+            mono: Monotonic(t.since_epoch()),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! the exact commands the engine emits (as openraft's engine tests do), or pumps messages
 //! between several engines and checks the outcome.
 
+mod engine_failure_detection;
 mod engine_handoff;
 mod engine_harness;
 mod engine_siblings;

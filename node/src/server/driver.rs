@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_proto::wire::{decode_response, encode_request, PeerResponse, Request, Response};
 use shoal_proto::{
-    Command, Engine, InboundId, RequestId, SendError, StorageFailure, StorageOp, Time,
+    Command, Engine, InboundId, Monotonic, Now, RequestId, SendError, StorageFailure, StorageOp,
+    Time,
 };
 use shoal_ring::NodeId;
 use shoal_storage::Storage;
@@ -19,20 +20,27 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{Completion, Inbound};
 use shoal_executor::Executor;
 
-/// Wall-clock time for the engine, never going backwards.
+/// The engine's two clocks: wall-clock time (never going backwards) for what is stored,
+/// and the process's monotonic clock (counted from the clock's creation) for timers and
+/// failure detection, which a wall-clock step must neither fire early nor stall.
 #[derive(Debug)]
 pub(super) struct Clock {
     last: Time,
+    origin: Instant,
 }
 
 impl Clock {
     /// A clock that has not been read yet.
     pub(super) fn new() -> Clock {
-        Clock { last: Time::ZERO }
+        Clock {
+            last: Time::ZERO,
+            origin: Instant::now(),
+        }
     }
 
-    /// The current time, or the last time returned if the wall clock went back.
-    pub(super) fn now(&mut self) -> Time {
+    /// The current time: the wall clock (or the last wall time returned if the wall
+    /// clock went back) and the monotonic clock.
+    pub(super) fn now(&mut self) -> Now {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
@@ -40,7 +48,12 @@ impl Clock {
         if t > self.last {
             self.last = t;
         }
-        self.last
+        Now::new(self.last, self.mono())
+    }
+
+    /// The monotonic clock alone.
+    fn mono(&self) -> Monotonic {
+        Monotonic::from_duration(self.origin.elapsed())
     }
 }
 
@@ -104,6 +117,11 @@ impl Driver {
 
     /// Run until shutdown: admit queued requests, feed completions and timeouts to the
     /// engine, and carry out its commands after each.
+    ///
+    /// Every iteration handles one input and first serves the timers that are due, so
+    /// that timers (request deadlines, probes, the failure detector) keep their time even
+    /// when the queues never empty: the `select!` is biased towards completions and
+    /// requests, and its sleep branch alone would never be taken under such load.
     pub(super) async fn run(
         mut self,
         mut input: mpsc::Receiver<Inbound>,
@@ -111,8 +129,9 @@ impl Driver {
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
+            self.serve_due_timers();
             let wait = match self.engine.poll_timeout() {
-                Some(at) => at.saturating_since(self.clock.now()),
+                Some(at) => at.saturating_since(self.clock.mono()),
                 None => Duration::from_secs(3600),
             };
             tokio::select! {
@@ -120,10 +139,7 @@ impl Driver {
                 _ = shutdown.changed() => break,
                 Some(c) = done.recv() => self.complete(c),
                 Some(i) = input.recv() => self.admit(i),
-                _ = tokio::time::sleep(wait) => {
-                    let now = self.clock.now();
-                    self.engine.handle_timeout(now);
-                }
+                _ = tokio::time::sleep(wait) => self.serve_due_timers(),
             }
             self.drain();
             metrics::gauge!(crate::metrics::DRIVER_INFLIGHT_REQUESTS)
@@ -132,6 +148,15 @@ impl Driver {
                 .set(self.engine.pending_commands() as f64);
             metrics::gauge!(crate::metrics::DRIVER_QUEUE_DEPTH, "queue" => "storage")
                 .set(self.storage_tx.len() as f64);
+        }
+    }
+
+    /// Run the engine's timers that are due now, and carry out what they emit.
+    fn serve_due_timers(&mut self) {
+        let now = self.clock.now();
+        if self.engine.poll_timeout().is_some_and(|at| at <= now.mono) {
+            self.engine.handle_timeout(now);
+            self.drain();
         }
     }
 
@@ -220,5 +245,99 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use shoal_proto::wire::{ClientRequest, ClientResponse, ReadOptions};
+    use shoal_proto::{EngineConfig, RequestError, Sender};
+    use shoal_ring::{Member, Ring};
+    use shoal_transport::certs::{generate_ca_pem, issue_node_cert_pem};
+    use shoal_transport::{TlsIdentity, TransportConfig};
+
+    use super::*;
+
+    fn client(request: ClientRequest) -> (Inbound, oneshot::Receiver<Response>) {
+        let (reply, rx) = oneshot::channel();
+        let inbound = Inbound {
+            from: Sender::Client("alice".into()),
+            request: Request::Client(request),
+            reply,
+        };
+        (inbound, rx)
+    }
+
+    /// A request whose storage never completes is answered `Timeout` at its deadline
+    /// while the request queue never empties: the driver serves due timers whatever
+    /// waits in its queues.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timers_fire_while_the_request_queue_never_empties() {
+        let me = NodeId::new("a").unwrap();
+        let ca = generate_ca_pem().unwrap();
+        let leaf = issue_node_cert_pem(&ca, &me).unwrap();
+        let identity = TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem)
+            .expect("identity");
+        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let endpoint =
+            Endpoint::server(localhost, &identity, TransportConfig::default()).expect("endpoint");
+        let mut cfg = EngineConfig::default();
+        (cfg.replication.n, cfg.replication.r, cfg.replication.w) = (1, 1, 1);
+        let ring = Ring::new(8, vec![Member::new(me.clone())]).unwrap();
+        let mut clock = Clock::new();
+        let engine = Engine::new(
+            cfg,
+            me.clone(),
+            ring,
+            vec![(me.clone(), endpoint.local_addr())],
+            1,
+            clock.now(),
+        )
+        .unwrap();
+        // Storage workers that never run anything: the read waits for its deadline.
+        let (storage_tx, _storage_rx) = crossbeam::channel::bounded(64);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        // The read first, then more requests than the driver can admit before the
+        // read's deadline (the engine answers each at once).
+        const QUEUED: usize = 100_000;
+        let (input_tx, input_rx) = mpsc::channel(QUEUED + 1);
+        let (get, answer) = client(ClientRequest::Get {
+            key: b"k".to_vec(),
+            options: ReadOptions {
+                timeout: Some(Duration::from_millis(20)),
+                ..ReadOptions::default()
+            },
+        });
+        input_tx.try_send(get).unwrap();
+        for _ in 0..QUEUED {
+            let (i, _) = client(ClientRequest::ClusterInfo);
+            input_tx.try_send(i).unwrap();
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let driver = Driver::new(
+            engine,
+            clock,
+            endpoint.clone(),
+            HashMap::new(),
+            storage_tx,
+            done_tx,
+        );
+        let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+        let answered = tokio::time::timeout(Duration::from_secs(60), answer).await;
+        let still_queued = input_tx.max_capacity() - input_tx.capacity();
+        let _ = shutdown_tx.send(true);
+        let _ = driver.await;
+        endpoint.close().await;
+        match answered {
+            Ok(Ok(Response::Client(ClientResponse::Error(RequestError::Timeout { .. })))) => {}
+            Ok(other) => panic!("expected a Timeout answer, got {other:?}"),
+            Err(_) => panic!("the read's deadline did not fire within 60 s"),
+        }
+        assert!(
+            still_queued > 0,
+            "the deadline fired only once the request queue had emptied"
+        );
     }
 }

@@ -49,7 +49,7 @@ use crate::error::RequestError;
 use crate::merkle::{Answer, Exchange, ExchangeError, MerkleShape, Question, Side, Step};
 use crate::object::Object;
 use crate::storage_ops::StorageResult;
-use crate::time::Time;
+use crate::time::{Monotonic, Time};
 use crate::wire::{AaeRequest, AaeResponse, PeerRequest, PeerResponse};
 
 /// The shape of every partition's Merkle tree (its segment count is part of the on-disk
@@ -86,11 +86,11 @@ pub(super) struct ExchangeId(u64);
 struct Bucket {
     rate: f64,
     tokens: f64,
-    last: Time,
+    last: Monotonic,
 }
 
 impl Bucket {
-    fn new(rate: u64, now: Time) -> Bucket {
+    fn new(rate: u64, now: Monotonic) -> Bucket {
         Bucket {
             rate: rate as f64,
             tokens: rate as f64,
@@ -98,7 +98,7 @@ impl Bucket {
         }
     }
 
-    fn refill(&mut self, now: Time, multiplier: f64) {
+    fn refill(&mut self, now: Monotonic, multiplier: f64) {
         let dt = now.saturating_since(self.last).as_secs_f64();
         self.last = now;
         // Capacity: one second of budget at the full rate.
@@ -163,11 +163,11 @@ impl fmt::Display for ExchangeRecord {
 struct RunningExchange {
     partition: PartitionId,
     peer: NodeId,
-    started: Time,
+    started: Monotonic,
     exchange: Exchange,
     keys_repaired: u64,
     /// When a repair batch waiting for budget is looked at again.
-    resume_at: Option<Time>,
+    resume_at: Option<Monotonic>,
 }
 
 /// Which message of an exchange a command answers. Both replicas are asked the same
@@ -205,7 +205,7 @@ pub(super) struct Aae {
 }
 
 impl Aae {
-    pub(super) fn new(keys_per_second: u64, bytes_per_second: u64, now: Time) -> Aae {
+    pub(super) fn new(keys_per_second: u64, bytes_per_second: u64, now: Monotonic) -> Aae {
         Aae {
             exchanges: BTreeMap::new(),
             next_exchange: ExchangeId(1),
@@ -283,7 +283,7 @@ impl Engine {
     }
 
     pub(super) fn aae_tick(&mut self) {
-        let now = self.now;
+        let now = self.mono;
         // Admission control: AIMD on the foreground latency and load.
         self.aae.end_window();
         let loaded = self.inflight() as f64
@@ -350,7 +350,7 @@ impl Engine {
             RunningExchange {
                 partition,
                 peer,
-                started: self.now,
+                started: self.mono,
                 exchange,
                 keys_repaired: 0,
                 resume_at: None,
@@ -537,7 +537,7 @@ impl Engine {
     fn repair_progress(&mut self, id: ExchangeId) {
         let batch = self.cfg.aae.batch;
         let multiplier = self.aae.multiplier;
-        let now = self.now;
+        let now = self.mono;
         self.aae.keys.refill(now, multiplier);
         self.aae.bytes.refill(now, multiplier);
         let Some(ex) = self.aae.exchanges.get_mut(&id) else {
@@ -592,7 +592,7 @@ impl Engine {
         metrics::counter!(crate::metrics::AAE_LEAVES_COMPARED_TOTAL)
             .increment(ex.exchange.segments_compared());
         metrics::histogram!(crate::metrics::AAE_EXCHANGE_DURATION_SECONDS)
-            .record(self.now.saturating_since(ex.started).as_secs_f64());
+            .record(self.mono.saturating_since(ex.started).as_secs_f64());
         self.aae.last.entry(ex.partition).or_default().insert(
             ex.peer,
             ExchangeRecord {

@@ -6,7 +6,7 @@ use shoal_ring::NodeId;
 
 use super::{Engine, InboundId, RequestId, SendError, Timer, Waiter};
 use crate::error::RequestError;
-use crate::time::Time;
+use crate::time::Monotonic;
 use crate::wire::{ClientRequest, ClientResponse, PeerRequest, PeerResponse};
 
 /// A request handed to a replica.
@@ -15,7 +15,7 @@ pub(super) struct ForwardOp {
     inbound: InboundId,
     request: ClientRequest,
     candidates: VecDeque<NodeId>,
-    deadline: Time,
+    deadline: Monotonic,
 }
 
 fn quorum_of(req: &ClientRequest, cfg: &crate::config::EngineConfig) -> usize {
@@ -56,9 +56,9 @@ impl Engine {
         let id = self.next_request_id();
         // The replica answers within the request's own timeout; the hop gets a margin.
         // Each send has its own timeout and reports back, and the deadline timer bounds
-        // the whole forward whatever the driver does (`Time + Duration` saturates).
+        // the whole forward whatever the driver does (`Monotonic + Duration` saturates).
         let deadline =
-            self.now + timeout_of(&request, &self.cfg) + self.cfg.replication.rpc_timeout;
+            self.mono + timeout_of(&request, &self.cfg) + self.cfg.replication.rpc_timeout;
         self.timers.insert((deadline, Timer::Deadline(id)));
         self.forwards.insert(
             id,
@@ -85,7 +85,7 @@ impl Engine {
             return;
         };
         metrics::counter!(crate::metrics::FORWARDS_TOTAL).increment(1);
-        let timeout = op.deadline.saturating_since(self.now);
+        let timeout = op.deadline.saturating_since(self.mono);
         let request = PeerRequest::Forward(op.request.clone());
         self.send(to, request, timeout, Waiter::Forward(id));
     }

@@ -4,7 +4,9 @@
 //! # Driving an engine
 //!
 //! The engine does no IO and reads no clock. Its driver (the tokio node, or the
-//! simulator) feeds it inputs, each with the current time:
+//! simulator) feeds it inputs, each with the current time as a [`Now`]: wall-clock time
+//! (stored in tombstones and hints) and monotonic time (every timer and the failure
+//! detector; [`Engine::poll_timeout`] answers in it):
 //!
 //! - [`Engine::handle_request`]: a request arrived from a client or a peer;
 //! - [`Engine::handle_response`]: the outcome of a [`Command::Send`];
@@ -38,7 +40,7 @@ use crate::config::{EngineConfig, MAX_KEY_BYTES};
 use crate::error::RequestError;
 use crate::membership::{Membership, StateChange};
 use crate::storage_ops::{HintTotals, StorageFailure, StorageOp, StorageReply, StorageResult};
-use crate::time::Time;
+use crate::time::{Monotonic, Now, Time};
 use crate::wire::{
     ClientRequest, ClientResponse, ClusterInfo, MemberAddress, MemberState, MemberStatus,
     PeerRequest, PeerResponse, Request, Response, StatusReport,
@@ -193,7 +195,10 @@ pub struct Engine {
     membership: Membership,
     rng: ChaCha8Rng,
     next_id: u64,
+    /// Wall-clock time of the latest input (never goes back).
     now: Time,
+    /// Monotonic time of the latest input: timers and failure detection.
+    mono: Monotonic,
     pending: BTreeMap<RequestId, Pending>,
     writes: BTreeMap<RequestId, WriteOp>,
     reads: BTreeMap<RequestId, ReadOp>,
@@ -201,9 +206,10 @@ pub struct Engine {
     /// `status` and `aae status` requests being answered: admitted against the same
     /// in-flight bound as data requests, so a flood of them is refused, not queued.
     admin: BTreeSet<InboundId>,
-    timers: BTreeSet<(Time, Timer)>,
+    timers: BTreeSet<(Monotonic, Timer)>,
     out: VecDeque<Command>,
-    probing: BTreeSet<NodeId>,
+    /// Probes in flight per peer (bounded by `probe_timeout / probe_interval + 1`).
+    probing: BTreeMap<NodeId, u32>,
     handoff: Handoff,
     hint_totals: BTreeMap<NodeId, HintTotals>,
     aae: Aae,
@@ -234,7 +240,7 @@ impl Engine {
         ring: Ring,
         addresses: Vec<(NodeId, SocketAddr)>,
         seed: u64,
-        now: Time,
+        now: Now,
     ) -> Result<Engine, EngineError> {
         cfg.validate(ring.members().len())?;
         if ring.member(&me).is_none() {
@@ -249,7 +255,13 @@ impl Engine {
         if let Some((id, _)) = addresses.iter().find(|(id, _)| ring.member(id).is_none()) {
             return Err(EngineError::Addresses(format!("{id} is not in the ring")));
         }
-        let membership = Membership::new(me.clone(), ring.version(), addresses, now);
+        let membership = Membership::new(
+            me.clone(),
+            ring.version(),
+            addresses,
+            now.mono,
+            &cfg.membership,
+        );
         let replica_partitions = ring.replica_partitions(&me, usize::from(cfg.replication.n));
         let (keys_rate, bytes_rate) = (
             cfg.aae.repair_keys_per_second,
@@ -262,7 +274,8 @@ impl Engine {
             membership,
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_id: 1,
-            now,
+            now: now.wall,
+            mono: now.mono,
             pending: BTreeMap::new(),
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -270,18 +283,18 @@ impl Engine {
             admin: BTreeSet::new(),
             timers: BTreeSet::new(),
             out: VecDeque::new(),
-            probing: BTreeSet::new(),
+            probing: BTreeMap::new(),
             handoff: Handoff::default(),
             hint_totals: BTreeMap::new(),
-            aae: Aae::new(keys_rate, bytes_rate, now),
+            aae: Aae::new(keys_rate, bytes_rate, now.mono),
             replica_partitions,
         };
         // Spread the periodic work over its first interval so nodes started together
         // do not act in lock-step.
-        let gossip_at = now + engine.jitter(engine.cfg.membership.gossip_interval);
-        let probe_at = now + engine.jitter(engine.cfg.membership.probe_interval);
-        let handoff_at = now + engine.jitter(engine.cfg.handoff.interval);
-        let aae_at = now + engine.jitter(engine.cfg.aae.tick);
+        let gossip_at = now.mono + engine.jitter(engine.cfg.membership.gossip_interval);
+        let probe_at = now.mono + engine.jitter(engine.cfg.membership.probe_interval);
+        let handoff_at = now.mono + engine.jitter(engine.cfg.handoff.interval);
+        let aae_at = now.mono + engine.jitter(engine.cfg.aae.tick);
         engine.timers.insert((aae_at, Timer::Aae));
         engine.timers.insert((gossip_at, Timer::Gossip));
         engine.timers.insert((probe_at, Timer::Probe));
@@ -292,6 +305,8 @@ impl Engine {
         for p in peers {
             metrics::gauge!(crate::metrics::HINTS_PENDING, "target" => p.to_string()).set(0.0);
             metrics::gauge!(crate::metrics::HINTS_PENDING_BYTES, "target" => p.to_string())
+                .set(0.0);
+            metrics::gauge!(crate::metrics::PEER_CONSECUTIVE_FAILURES, "peer" => p.to_string())
                 .set(0.0);
         }
         Ok(engine)
@@ -342,13 +357,13 @@ impl Engine {
         self.out.pop_front()
     }
 
-    /// When [`Engine::handle_timeout`] should next be called.
-    pub fn poll_timeout(&self) -> Option<Time> {
+    /// When [`Engine::handle_timeout`] should next be called, in monotonic time.
+    pub fn poll_timeout(&self) -> Option<Monotonic> {
         self.timers.iter().next().map(|(t, _)| *t)
     }
 
     /// A request arrived.
-    pub fn handle_request(&mut self, now: Time, id: InboundId, from: Sender, request: Request) {
+    pub fn handle_request(&mut self, now: Now, id: InboundId, from: Sender, request: Request) {
         self.advance(now);
         match (request, from) {
             (Request::Client(req), _) => self.handle_client(id, req, false),
@@ -370,8 +385,9 @@ impl Engine {
                     return;
                 }
                 // A request from a peer is direct evidence that it is alive.
-                let change = self.membership.report_success(&node, now);
-                self.on_state_change(change);
+                let before = self.membership.failures(&node);
+                let change = self.membership.report_success(&node, self.mono);
+                self.on_contact(&node, before, change);
                 self.handle_peer(id, node, req);
             }
         }
@@ -380,7 +396,7 @@ impl Engine {
     /// The outcome of the `Send` command `id`.
     pub fn handle_response(
         &mut self,
-        now: Time,
+        now: Now,
         id: RequestId,
         result: Result<PeerResponse, SendError>,
     ) {
@@ -389,11 +405,13 @@ impl Engine {
             return;
         };
         if let Some(to) = &p.to {
+            let mono = self.mono;
+            let before = self.membership.failures(to);
             let change = match &result {
-                Ok(_) | Err(SendError::Invalid(_)) => self.membership.report_success(to, now),
-                Err(_) => self.membership.report_failure(to, now),
+                Ok(_) | Err(SendError::Invalid(_)) => self.membership.report_success(to, mono),
+                Err(_) => self.membership.report_failure(to, mono),
             };
-            self.on_state_change(change);
+            self.on_contact(to, before, change);
         }
         let to = p.to.clone();
         match p.waiter {
@@ -407,12 +425,17 @@ impl Engine {
             }
             Waiter::Gossip => {
                 if let Ok(PeerResponse::Gossip(d)) = result {
-                    self.membership.merge(&d, now);
+                    self.membership.merge(&d, self.mono);
                 }
             }
             Waiter::Probe => {
                 if let Some(to) = to {
-                    self.probing.remove(&to);
+                    if let Some(n) = self.probing.get_mut(&to) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            self.probing.remove(&to);
+                        }
+                    }
                 }
             }
             Waiter::Handoff(step) => self.on_handoff_send(step, result),
@@ -425,7 +448,7 @@ impl Engine {
     }
 
     /// The outcome of the `Storage` command `id`.
-    pub fn handle_storage(&mut self, now: Time, id: RequestId, result: StorageResult) {
+    pub fn handle_storage(&mut self, now: Now, id: RequestId, result: StorageResult) {
         self.advance(now);
         let Some(p) = self.pending.remove(&id) else {
             return;
@@ -462,9 +485,10 @@ impl Engine {
         }
     }
 
-    /// Time has passed; run every timer due at `now`.
-    pub fn handle_timeout(&mut self, now: Time) {
+    /// Time has passed; run every timer due at `now.mono`.
+    pub fn handle_timeout(&mut self, now: Now) {
         self.advance(now);
+        let now = self.mono;
         while let Some(&(at, timer)) = self.timers.iter().next() {
             if at > now {
                 break;
@@ -499,10 +523,9 @@ impl Engine {
 
     // ---- plumbing shared by the sub-modules ----
 
-    fn advance(&mut self, now: Time) {
-        if now > self.now {
-            self.now = now;
-        }
+    fn advance(&mut self, now: Now) {
+        self.now = self.now.max(now.wall);
+        self.mono = self.mono.max(now.mono);
     }
 
     fn next_request_id(&mut self) -> RequestId {
@@ -560,7 +583,14 @@ impl Engine {
         self.respond(id, Response::Error(err));
     }
 
-    fn on_state_change(&mut self, change: Option<StateChange>) {
+    /// A contact with `peer` was reported to the failure detector, which counted
+    /// `before` failures in a row until then.
+    fn on_contact(&mut self, peer: &NodeId, before: u32, change: Option<StateChange>) {
+        let failures = self.membership.failures(peer);
+        if failures != before {
+            metrics::gauge!(crate::metrics::PEER_CONSECUTIVE_FAILURES, "peer" => peer.to_string())
+                .set(f64::from(failures));
+        }
         if let Some(c) = change {
             metrics::counter!(crate::metrics::MEMBER_STATE_CHANGES_TOTAL, "state" => c.state.as_str())
                 .increment(1);
@@ -826,7 +856,7 @@ impl Engine {
     }
 
     fn gossip_round(&mut self) {
-        let digest = self.membership.next_round(self.now);
+        let digest = self.membership.next_round(self.mono);
         metrics::counter!(crate::metrics::GOSSIP_ROUNDS_TOTAL).increment(1);
         let peers: Vec<NodeId> = self.membership.peers().cloned().collect();
         if peers.is_empty() {
@@ -837,16 +867,24 @@ impl Engine {
         self.send(to, PeerRequest::Gossip(digest), timeout, Waiter::Gossip);
     }
 
+    /// Probe every peer, also those whose earlier probes are still unanswered (up to
+    /// the bound): a paused peer then fails a probe every `probe_interval` once the
+    /// first has timed out, instead of one per `probe_timeout` round trip, which keeps
+    /// its detection within a few seconds.
     fn probe_round(&mut self) {
+        let m = &self.cfg.membership;
+        let max_in_flight =
+            u32::try_from(m.probe_timeout.as_micros() / m.probe_interval.as_micros().max(1) + 1)
+                .unwrap_or(u32::MAX);
         let peers: Vec<NodeId> = self
             .membership
             .peers()
-            .filter(|p| !self.probing.contains(*p))
+            .filter(|p| self.probing.get(*p).copied().unwrap_or(0) < max_in_flight)
             .cloned()
             .collect();
-        let timeout = self.cfg.membership.probe_timeout;
+        let timeout = m.probe_timeout;
         for p in peers {
-            self.probing.insert(p.clone());
+            *self.probing.entry(p.clone()).or_insert(0) += 1;
             self.send(p, PeerRequest::Ping, timeout, Waiter::Probe);
         }
     }

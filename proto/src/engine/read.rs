@@ -10,7 +10,7 @@ use super::{outcome_label, Engine, InboundId, RequestId, SendError, Timer, Waite
 use crate::error::RequestError;
 use crate::object::Object;
 use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
-use crate::time::Time;
+use crate::time::Monotonic;
 use crate::wire::{ClientResponse, GetReply, PeerRequest, PeerResponse, ReadOptions, WriteOptions};
 
 /// A read this node coordinates.
@@ -19,14 +19,14 @@ pub(super) struct ReadOp {
     inbound: InboundId,
     partition: PartitionId,
     key: Vec<u8>,
-    started: Time,
-    deadline: Time,
+    started: Monotonic,
+    deadline: Monotonic,
     answered: bool,
     /// Who was asked; each answer keeps the replica's copy (`None`: it has none), to
     /// compare with the merge for read repair.
     quorum: Quorum<Option<Object>>,
     merged: Object,
-    repair_at: Option<Time>,
+    repair_at: Option<Monotonic>,
     /// `Some` for the read a delete without a context makes first: instead of answering,
     /// it deletes what it read, with these options.
     then_delete: Option<WriteOptions>,
@@ -104,7 +104,7 @@ impl Engine {
             return;
         };
         let id = self.next_request_id();
-        let deadline = self.now + timeout;
+        let deadline = self.mono + timeout;
         let sends = quorum.remote_targets();
         self.reads.insert(
             id,
@@ -112,7 +112,7 @@ impl Engine {
                 inbound,
                 partition,
                 key: key.clone(),
-                started: self.now,
+                started: self.mono,
                 deadline,
                 answered: false,
                 quorum,
@@ -227,7 +227,7 @@ impl Engine {
                 Status::Met => {
                     op.answered = true;
                     let (inbound, op_name) = (op.inbound, op.op_name());
-                    let elapsed = self.now.saturating_since(op.started);
+                    let elapsed = self.mono.saturating_since(op.started);
                     metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => outcome_label(&Ok(())))
                         .increment(1);
                     metrics::histogram!(crate::metrics::COORDINATOR_DURATION_SECONDS, "op" => op_name)
@@ -259,7 +259,7 @@ impl Engine {
         if op.quorum.pending() == 0 {
             self.finish_read(id);
         } else if op.answered && op.repair_at.is_none() {
-            let at = self.now + read_repair_window;
+            let at = self.mono + read_repair_window;
             op.repair_at = Some(at);
             self.timers.insert((at, Timer::RepairWindow(id)));
         }

@@ -124,7 +124,7 @@ impl Engine {
                 );
             }
             PeerRequest::Gossip(digest) => {
-                let now = self.now;
+                let now = self.mono;
                 self.membership.merge(&digest, now);
                 let mine = self.membership.digest();
                 self.respond_peer(id, PeerResponse::Gossip(mine));

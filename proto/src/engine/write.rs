@@ -13,7 +13,7 @@ use crate::causality::CausalContext;
 use crate::error::RequestError;
 use crate::object::{Object, SiblingValue};
 use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
-use crate::time::Time;
+use crate::time::Monotonic;
 use crate::wire::{ClientResponse, PeerRequest, PeerResponse, WriteOptions, WriteReply};
 
 use super::InboundId;
@@ -46,8 +46,8 @@ pub(super) struct WriteOp {
     delete: bool,
     partition: PartitionId,
     key: Vec<u8>,
-    started: Time,
-    deadline: Time,
+    started: Monotonic,
+    deadline: Monotonic,
     answered: bool,
     object: Option<Object>,
     /// The success answer, ready once the local store is done.
@@ -112,8 +112,8 @@ impl Engine {
             delete,
             partition,
             key: key.clone(),
-            started: self.now,
-            deadline: self.now + timeout,
+            started: self.mono,
+            deadline: self.mono + timeout,
             answered: false,
             object: None,
             reply: None,
@@ -121,7 +121,7 @@ impl Engine {
         };
         self.writes.insert(id, op);
         self.timers
-            .insert((self.now + timeout, Timer::Deadline(id)));
+            .insert((self.mono + timeout, Timer::Deadline(id)));
         let (max_object_bytes, max_siblings) = (
             self.cfg.limits.max_object_bytes,
             self.cfg.limits.max_siblings,
@@ -288,7 +288,7 @@ impl Engine {
                     op.answered = true;
                     let op_name = op.op_name();
                     let inbound = op.inbound;
-                    let elapsed = self.now.saturating_since(op.started);
+                    let elapsed = self.mono.saturating_since(op.started);
                     let response = op.reply.take();
                     metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => outcome_label(&Ok(())))
                         .increment(1);
@@ -412,7 +412,7 @@ impl Engine {
         key: Vec<u8>,
         read: &Object,
         options: WriteOptions,
-        deadline: Time,
+        deadline: Monotonic,
     ) {
         if !read.is_found() {
             metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => "delete", "result" => outcome_label(&Ok(())))
@@ -422,7 +422,7 @@ impl Engine {
             return;
         }
         let left = deadline
-            .saturating_since(self.now)
+            .saturating_since(self.mono)
             .max(Duration::from_millis(1));
         let options = WriteOptions {
             timeout: Some(left),

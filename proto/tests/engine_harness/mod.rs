@@ -16,8 +16,8 @@ use shoal_proto::wire::{
 };
 use shoal_proto::{
     AaeConfig, Actor, CausalContext, Command, Engine, EngineConfig, HandoffConfig, InboundId,
-    LimitsConfig, MembershipConfig, Object, ReplicationConfig, RequestId, SendError, Sender,
-    StorageOp, StorageReply, Time,
+    LimitsConfig, MembershipConfig, Monotonic, Now, Object, ReplicationConfig, RequestId,
+    SendError, Sender, StorageOp, StorageReply, Time,
 };
 use shoal_ring::{Member, NodeId, PartitionId, Ring};
 use shoal_storage::MemStorage;
@@ -43,6 +43,10 @@ pub fn quiet_config() -> EngineConfig {
         membership: MembershipConfig {
             gossip_interval: PERIOD,
             probe_interval: PERIOD,
+            // Hand-driven tests mark a peer down with one failed probe round ([`Cluster::tick`]
+            // with the peer in `down`): ticks are an hour apart, past `down_after`.
+            // `failure_detection` tests the default threshold.
+            failure_threshold: 1,
             ..d.membership
         },
         handoff: HandoffConfig {
@@ -269,7 +273,7 @@ impl Cluster {
                 ring.clone(),
                 addresses.clone(),
                 seed.wrapping_add(i as u64),
-                T0,
+                Now::from_virtual(T0),
             )
             .expect("engine");
             let executor =
@@ -372,7 +376,7 @@ impl Cluster {
         let now = self.now;
         let node = self.node(n);
         node.engine.handle_request(
-            now,
+            Now::from_virtual(now),
             InboundId(inbound),
             Sender::Client("alice".into()),
             Request::Client(req),
@@ -391,7 +395,7 @@ impl Cluster {
         let now = self.now;
         let node = self.node(n);
         node.engine
-            .handle_request(now, InboundId(inbound), from, req);
+            .handle_request(Now::from_virtual(now), InboundId(inbound), from, req);
         node.drain()
     }
 
@@ -414,7 +418,8 @@ impl Cluster {
         let now = self.now;
         let node = self.node(n);
         let reply = node.executor.execute(op.clone());
-        node.engine.handle_storage(now, *id, reply);
+        node.engine
+            .handle_storage(Now::from_virtual(now), *id, reply);
         node.drain()
     }
 
@@ -427,7 +432,8 @@ impl Cluster {
     ) -> Vec<Command> {
         let now = self.now;
         let node = self.node(n);
-        node.engine.handle_response(now, id_of(cmd), result);
+        node.engine
+            .handle_response(Now::from_virtual(now), id_of(cmd), result);
         node.drain()
     }
 
@@ -435,20 +441,21 @@ impl Cluster {
     pub fn timeout(&mut self, n: &NodeId, at: Time) -> Vec<Command> {
         self.now = at;
         let node = self.node(n);
-        node.engine.handle_timeout(at);
+        node.engine.handle_timeout(Now::from_virtual(at));
         node.drain()
     }
 
     /// Fire `n`'s next timers (its periodic work), answer its pings and gossip (nodes in
     /// `down` are unreachable, the others answer), and return its other commands.
     pub fn tick(&mut self, n: &NodeId, down: &[NodeId]) -> Vec<Command> {
-        let at = self
-            .engine(n)
-            .poll_timeout()
-            .expect("periodic timers are always armed");
+        let at = Monotonic::as_virtual(
+            self.engine(n)
+                .poll_timeout()
+                .expect("periodic timers are always armed"),
+        );
         self.now = self.now.max(at);
         let now = self.now;
-        self.node(n).engine.handle_timeout(now);
+        self.node(n).engine.handle_timeout(Now::from_virtual(now));
         let cmds = self.node(n).drain();
         let mut rest = Vec::new();
         for cmd in cmds {
@@ -486,7 +493,7 @@ impl Cluster {
         self.origins.insert((n.clone(), inbound), Origin::Client);
         let now = self.now;
         self.node(n).engine.handle_request(
-            now,
+            Now::from_virtual(now),
             inbound,
             Sender::Client("alice".into()),
             Request::Client(req),
@@ -510,7 +517,8 @@ impl Cluster {
                         let now = self.now;
                         let node = self.node(n);
                         let reply = node.executor.execute(op);
-                        node.engine.handle_storage(now, id, reply);
+                        node.engine
+                            .handle_storage(Now::from_virtual(now), id, reply);
                     }
                     Command::Send {
                         id, to, request, ..
@@ -559,6 +567,7 @@ impl Cluster {
                     .values()
                     .filter_map(|n| n.engine.poll_timeout())
                     .min()
+                    .map(Monotonic::as_virtual)
                     .expect("timers are always armed");
                 self.now = self.now.max(next);
             } else {
@@ -578,11 +587,15 @@ impl Cluster {
             let due: Vec<NodeId> = self
                 .nodes
                 .iter()
-                .filter(|(_, n)| n.engine.poll_timeout().is_some_and(|t| t <= now))
+                .filter(|(_, n)| {
+                    n.engine
+                        .poll_timeout()
+                        .is_some_and(|t| Monotonic::as_virtual(t) <= now)
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             for n in due {
-                self.node(&n).engine.handle_timeout(now);
+                self.node(&n).engine.handle_timeout(Now::from_virtual(now));
                 self.absorb(&n);
             }
         }
@@ -613,7 +626,7 @@ impl Cluster {
                     },
                 );
                 self.node(&to).engine.handle_request(
-                    now,
+                    Now::from_virtual(now),
                     inbound,
                     Sender::Node(from),
                     Request::Peer(request),
@@ -621,7 +634,9 @@ impl Cluster {
                 self.absorb(&to);
             }
             Msg::Response { to, id, result } => {
-                self.node(&to).engine.handle_response(now, id, result);
+                self.node(&to)
+                    .engine
+                    .handle_response(Now::from_virtual(now), id, result);
                 self.absorb(&to);
             }
         }

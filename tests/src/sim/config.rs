@@ -10,7 +10,7 @@ use shoal_proto::{
     AaeConfig, EngineConfig, HandoffConfig, LimitsConfig, MembershipConfig, ReplicationConfig, Time,
 };
 
-use super::scenario::{Burst, ScriptedCrash, ScriptedOp, ScriptedPartition};
+use super::scenario::{Burst, ScriptedCrash, ScriptedOp, ScriptedPartition, ScriptedPause};
 
 /// When every run starts on the virtual clock (2023-11-14, an arbitrary fixed instant).
 pub const EPOCH: Time = Time::from_micros(1_700_000_000_000_000);
@@ -161,6 +161,7 @@ pub fn engine_config(q: Quorum, handoff: HandoffLimits, bg: &Background) -> Engi
             gossip_interval: Duration::from_secs(1),
             probe_interval: Duration::from_millis(500),
             probe_timeout: Duration::from_millis(300),
+            ..d.membership
         },
         handoff: HandoffConfig {
             enabled: bg.hinted_handoff,
@@ -384,6 +385,8 @@ pub struct SimConfig {
     /// The engines' `limits.max_siblings` (and `sibling_warn`, at most it); `None`: the
     /// default (100), which the workload never reaches.
     pub max_siblings: Option<usize>,
+    /// Pauses scripted on top of the random faults.
+    pub scripted_pauses: Vec<ScriptedPause>,
 }
 
 impl SimConfig {
@@ -412,6 +415,7 @@ impl SimConfig {
             storage_service_time: Duration::ZERO,
             keep_log: false,
             max_siblings: None,
+            scripted_pauses: Vec::new(),
         }
     }
 
@@ -490,6 +494,7 @@ impl Setup {
         !self.faults.any()
             && cfg.scripted_partitions.is_empty()
             && cfg.scripted_crashes.is_empty()
+            && cfg.scripted_pauses.is_empty()
             && cfg.storage_service_time.is_zero()
             && !cfg.vary_quorums
             && self.quorum.r + self.quorum.w > self.quorum.n

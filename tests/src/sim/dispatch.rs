@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use shoal_proto::wire::{ClientRequest, PeerRequest, PeerResponse, Request, Response};
+use shoal_proto::wire::{ClientRequest, MemberState, PeerRequest, PeerResponse, Request, Response};
 use shoal_proto::{
-    Command, Dot, InboundId, Object, RequestId, SendError, Sender, StorageFailure, StorageOp,
-    StorageReply, StorageResult, Time,
+    Command, Dot, InboundId, Monotonic, Object, RequestId, SendError, Sender, StorageFailure,
+    StorageOp, StorageReply, StorageResult, Time,
 };
 use shoal_ring::{NodeId, PartitionId};
 
@@ -19,12 +19,20 @@ use super::event::{Event, StorageWork};
 use super::log;
 use super::network::{refusal_delay, storage_delay, Fate, Partition, RpcKey};
 use super::node::ReplyTo;
-use super::{Phase, Sim, SimError};
+use super::{MemberChange, Phase, Sim, SimError};
 use crate::history::{Coordination, OpId, Reaping};
 
 impl Sim {
     /// Carry out one event.
     pub(super) fn handle(&mut self, event: Event) -> Result<(), SimError> {
+        if let Some(node) = event.handler() {
+            let until = self.nodes[node].paused_until;
+            if until > self.now {
+                // A paused node handles it when it resumes (in the order it arrived).
+                self.queue.push(until, event);
+                return Ok(());
+            }
+        }
         match event {
             Event::PeerRequest {
                 rpc,
@@ -72,6 +80,12 @@ impl Sim {
                 }
             }
             Event::ScriptedOp { index } => self.scripted_op(index),
+            Event::Pause { node, length } => {
+                if self.phase == Phase::Safety && self.nodes[node].is_up() {
+                    self.nodes[node].paused_until = self.now + length;
+                    self.note(node, &format!("PAUSE for {length:?}"));
+                }
+            }
         }
         Ok(())
     }
@@ -90,7 +104,7 @@ impl Sim {
     pub(super) fn start_node(&mut self, i: usize) -> Result<(), SimError> {
         let seed: u64 = self.rng.random();
         let actor: u64 = self.rng.random();
-        let now = self.now;
+        let now = self.clocks(i);
         let node = &mut self.nodes[i];
         node.start(
             &self.engine_cfg,
@@ -205,7 +219,7 @@ impl Sim {
         let Some(r) = node.running.as_mut() else {
             return;
         };
-        let Some(t) = r.engine.poll_timeout() else {
+        let Some(t) = r.engine.poll_timeout().map(Monotonic::as_virtual) else {
             return;
         };
         if r.timer_at.is_none_or(|at| t < at) {
@@ -223,6 +237,7 @@ impl Sim {
 
     fn timer(&mut self, i: usize, incarnation: u32) {
         let now = self.now;
+        let clocks = self.clocks(i);
         let node = &mut self.nodes[i];
         if node.incarnation != incarnation {
             return;
@@ -230,11 +245,12 @@ impl Sim {
         let Some(r) = node.running.as_mut() else {
             return;
         };
-        if r.timer_at == Some(now) {
+        // `<=`, not `==`: a paused node handles its timer event late.
+        if r.timer_at.is_some_and(|at| at <= now) {
             r.timer_at = None;
         }
-        if r.engine.poll_timeout().is_some_and(|t| t <= now) {
-            r.engine.handle_timeout(now);
+        if r.engine.poll_timeout().is_some_and(|t| t <= clocks.mono) {
+            r.engine.handle_timeout(clocks);
             self.drain(i);
         } else {
             self.arm_timer(i);
@@ -276,6 +292,43 @@ impl Sim {
             }
         }
         self.arm_timer(i);
+        self.note_member_changes(i);
+    }
+
+    /// Record the changes of node `i`'s failure detector since it was last looked at.
+    fn note_member_changes(&mut self, i: usize) {
+        let Some(r) = self.nodes[i].running.as_mut() else {
+            return;
+        };
+        let membership = r.engine.membership();
+        let down: BTreeSet<NodeId> = membership
+            .iter()
+            .map(|(id, _)| id)
+            .filter(|id| !membership.is_up(id))
+            .cloned()
+            .collect();
+        if down == r.down {
+            return;
+        }
+        let changes: Vec<(NodeId, MemberState)> = down
+            .difference(&r.down)
+            .map(|id| (id.clone(), MemberState::Down))
+            .chain(
+                r.down
+                    .difference(&down)
+                    .map(|id| (id.clone(), MemberState::Up)),
+            )
+            .collect();
+        r.down = down;
+        for (peer, state) in changes {
+            self.note(i, &format!("MEMBER {peer} {}", state.as_str()));
+            self.member_changes.push(MemberChange {
+                at: self.now,
+                observer: self.name(i),
+                peer: peer.to_string(),
+                state,
+            });
+        }
     }
 
     fn send(
@@ -384,7 +437,7 @@ impl Sim {
             self.note(to, &format!("CUT in flight from {from}: {desc}"));
             return;
         }
-        let now = self.now;
+        let now = self.clocks(to);
         let sender = self.nodes[rpc.from].id.clone();
         let Some(r) = self.nodes[to].running.as_mut() else {
             return;
@@ -445,7 +498,7 @@ impl Sim {
         }
         let what = format!("outcome #{}: {}", rpc.id.0, log::send_result(&result));
         self.note(rpc.from, &what);
-        let now = self.now;
+        let now = self.clocks(rpc.from);
         if let Some(r) = self.nodes[rpc.from].running.as_mut() {
             r.engine.handle_response(now, rpc.id, result);
         }
@@ -583,7 +636,7 @@ impl Sim {
             StorageWork::Applied(result) => result,
             StorageWork::Due(op) => self.apply_storage(i, id, op),
         };
-        let now = self.now;
+        let now = self.clocks(i);
         if let Some(r) = self.nodes[i].running.as_mut() {
             r.engine.handle_storage(now, id, result);
         }
@@ -600,7 +653,7 @@ impl Sim {
                 .push(at, Event::ClientResponse { client, op, result });
             return;
         }
-        let now = self.now;
+        let now = self.clocks(i);
         let Some(r) = self.nodes[i].running.as_mut() else {
             return;
         };

@@ -71,6 +71,22 @@ pub(crate) enum Event {
     Crash { node: usize, length: Duration },
     /// Scripted client operation number `index` is due.
     ScriptedOp { index: usize },
+    /// A scripted pause: stop `node` (if up) for `length`.
+    Pause { node: usize, length: Duration },
+}
+
+impl Event {
+    /// The node that handles this event, if one does (a paused node's wait).
+    pub(crate) fn handler(&self) -> Option<usize> {
+        match self {
+            Event::PeerRequest { to, .. } => Some(*to),
+            Event::PeerResponse { rpc, .. } | Event::RpcTimeout { rpc } => Some(rpc.from),
+            Event::StorageDone { node, .. }
+            | Event::Timer { node, .. }
+            | Event::ClientRequest { node, .. } => Some(*node),
+            _ => None,
+        }
+    }
 }
 
 /// A storage operation on its way to completion.

@@ -29,7 +29,8 @@
 //!    hints) and checks every invariant over the whole history and every replica's stored
 //!    state ([`crate::checkers::check_final`]).
 //!
-//! Tests can script partitions, crashes and client operations at fixed instants
+//! Tests can script partitions, crashes, pauses (a node stopped, not crashed: every event
+//! it would handle waits until it resumes) and client operations at fixed instants
 //! ([`scenario`]), add a burst of foreground load, make storage a queue, and read the
 //! run's anti-entropy [`Timeline`].
 //!
@@ -40,6 +41,13 @@
 //! random delay, so they reorder (and, when applied at completion, so do the writes). A
 //! node that crashes loses its pending completions; what was applied stays applied, as
 //! an acknowledged RocksDB write survives a killed process.
+//!
+//! # Clocks
+//!
+//! Every engine input carries [`shoal_proto::Now`]: the virtual clock as both
+//! monotonic time (timers, failure detection) and wall-clock time ([`Sim::clocks`]).
+//! The run records every change of a node's failure-detector verdict
+//! ([`RunReport::member_changes`]).
 //!
 //! # RPCs
 //!
@@ -70,7 +78,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use shoal_proto::{EngineConfig, StorageOp, StorageReply, Time};
+use shoal_proto::{EngineConfig, Now, StorageOp, StorageReply, Time};
 use shoal_ring::{Member, NodeId, Ring, RingError};
 
 pub use config::{
@@ -80,9 +88,9 @@ pub use config::{
 };
 pub use counters::counter_key;
 pub use node::StartError;
-pub use report::{replay_command, FaultCounts, RunFailure, RunReport};
+pub use report::{replay_command, FaultCounts, MemberChange, RunFailure, RunReport};
 pub use scenario::{
-    replicas_of, Burst, ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition,
+    replicas_of, Burst, ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, ScriptedPause,
 };
 pub use timeline::{NodeSample, Sample, Timeline, SAMPLE_INTERVAL};
 
@@ -170,6 +178,7 @@ pub(crate) struct Sim {
     counters: CounterReader,
     timeline: Timeline,
     next_sample: Time,
+    member_changes: Vec<MemberChange>,
 }
 
 /// Most violations a run keeps (the first ones are the interesting ones).
@@ -206,6 +215,7 @@ impl Sim {
             .iter()
             .flat_map(|p| p.side.iter().copied())
             .chain(cfg.scripted_crashes.iter().map(|c| c.node))
+            .chain(cfg.scripted_pauses.iter().map(|p| p.node))
             .chain(cfg.scripted_ops.iter().map(|o| o.node));
         if let Some(bad) = scripted_nodes.filter(|&i| i >= setup.nodes).max() {
             return Err(SimError::Config(format!(
@@ -282,6 +292,7 @@ impl Sim {
             counters,
             timeline: Timeline::default(),
             next_sample: EPOCH,
+            member_changes: Vec::new(),
         })
     }
 
@@ -385,6 +396,15 @@ impl Sim {
                 Event::Crash {
                     node: c.node,
                     length: c.length,
+                },
+            );
+        }
+        for p in self.cfg.scripted_pauses.clone() {
+            self.queue.push(
+                EPOCH + p.at,
+                Event::Pause {
+                    node: p.node,
+                    length: p.length,
                 },
             );
         }
@@ -567,7 +587,18 @@ impl Sim {
             history: self.history,
             final_state: state,
             timeline: self.timeline,
+            member_changes: self.member_changes,
         }
+    }
+}
+
+impl Sim {
+    /// Node `node`'s clocks now: every input an engine gets carries them. Monotonic time
+    /// is the virtual clock (it drives the engines' timers and failure detectors);
+    /// wall-clock time is the virtual clock too, for now the same on every node.
+    pub(crate) fn clocks(&self, node: usize) -> Now {
+        let _ = node;
+        Now::from_virtual(self.now)
     }
 }
 

@@ -1,11 +1,11 @@
 //! One simulated node: the real [`Engine`] and the real storage [`Executor`] on a
 //! [`MemStorage`] that outlives crashes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use shoal_executor::{ExecError, Executor};
-use shoal_proto::{Engine, EngineConfig, EngineError, Time};
+use shoal_proto::{Engine, EngineConfig, EngineError, Now, Time};
 use shoal_ring::{NodeId, Ring};
 use shoal_storage::{MemStorage, Storage};
 
@@ -30,6 +30,8 @@ pub(crate) struct Running {
     pub next_inbound: u64,
     /// The earliest engine timer event scheduled, if any.
     pub timer_at: Option<Time>,
+    /// The peers its failure detector holds down, as last looked at.
+    pub down: BTreeSet<NodeId>,
 }
 
 /// A node: its data (kept across crashes) and, while it runs, its engine and executor.
@@ -43,6 +45,8 @@ pub(crate) struct SimNode {
     /// When the node's storage is free to serve its next operation (when the run makes
     /// storage a queue).
     pub disk_free_at: Time,
+    /// A paused node handles nothing before this instant (see `ScriptedPause`).
+    pub paused_until: Time,
 }
 
 /// Why a node could not start.
@@ -71,6 +75,7 @@ impl SimNode {
             running: None,
             incarnation: 0,
             disk_free_at: Time::ZERO,
+            paused_until: Time::ZERO,
         }
     }
 
@@ -83,7 +88,7 @@ impl SimNode {
         addresses: &[(NodeId, SocketAddr)],
         seed: u64,
         actor: u64,
-        now: Time,
+        now: Now,
     ) -> Result<(), StartError> {
         let executor = Executor::open(self.data.reopen(), || actor)?;
         let engine = Engine::new(
@@ -101,6 +106,7 @@ impl SimNode {
             inbound: BTreeMap::new(),
             next_inbound: 1,
             timer_at: None,
+            down: BTreeSet::new(),
         });
         Ok(())
     }
@@ -109,6 +115,7 @@ impl SimNode {
     /// storage handle is closed; the data stays for the next start.
     pub(crate) fn crash(&mut self) -> Option<Running> {
         let running = self.running.take()?;
+        self.paused_until = Time::ZERO;
         // Closing fences off the dead incarnation's handle; the data is untouched.
         let _ = running.executor.storage().close();
         Some(running)

@@ -11,6 +11,9 @@ use shoal_proto::metrics::{
     TOMBSTONES_REAPED_TOTAL,
 };
 
+use shoal_proto::wire::MemberState;
+use shoal_proto::Time;
+
 use super::config::{Background, FaultMix, Liveness, Setup, SimConfig};
 use super::counters::counter_key;
 use super::timeline::Timeline;
@@ -77,6 +80,21 @@ pub struct RunReport {
     pub final_state: FinalState,
     /// Anti-entropy counters and admission-control state, sampled over the run.
     pub timeline: Timeline,
+    /// Every change of a member's state as some node's failure detector saw it, in order.
+    pub member_changes: Vec<MemberChange>,
+}
+
+/// One node's failure detector changed its verdict on a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberChange {
+    /// When (virtual time).
+    pub at: Time,
+    /// The node whose view changed.
+    pub observer: String,
+    /// The peer it changed its mind about.
+    pub peer: String,
+    /// The new state.
+    pub state: MemberState,
 }
 
 /// A run that broke an invariant.
@@ -212,6 +230,7 @@ pub fn replay_command(cfg: &SimConfig) -> String {
     if !cfg.scripted_partitions.is_empty()
         || !cfg.scripted_crashes.is_empty()
         || !cfg.scripted_ops.is_empty()
+        || !cfg.scripted_pauses.is_empty()
     {
         inexpressible.push("scripted events");
     }

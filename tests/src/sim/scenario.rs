@@ -122,3 +122,18 @@ pub fn replicas_of(
         .collect();
     Ok((primaries, fallbacks))
 }
+
+/// A scripted pause: node `node` stops at `at` for `length`, as a process stopped with
+/// SIGSTOP (or stuck in a long GC pause or a hung disk) would: it is not crashed, its
+/// connections stay open and nothing it holds is lost, but it handles nothing — requests
+/// to it, its peers' answers, its storage completions and its timers all wait — until it
+/// resumes and handles everything that waited, late.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptedPause {
+    /// The node, by index.
+    pub node: usize,
+    /// When it stops, from the beginning of the run.
+    pub at: Duration,
+    /// How long it stays stopped.
+    pub length: Duration,
+}

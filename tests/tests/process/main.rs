@@ -9,6 +9,7 @@ mod harness;
 mod aae;
 mod cli;
 mod cluster;
+mod failure_detection;
 mod forwarding;
 mod hostile;
 mod limits;

@@ -21,7 +21,7 @@ use shoal_proto::wire::{
 };
 use shoal_proto::{
     AaeConfig, Command, Engine, EngineConfig, HandoffConfig, InboundId, MembershipConfig,
-    ReplicationConfig, RequestId, SendError, Sender, StorageOp, StorageReply, Time,
+    Monotonic, Now, ReplicationConfig, RequestId, SendError, Sender, StorageOp, StorageReply, Time,
 };
 use shoal_ring::{Member, NodeId, PartitionId, Ring};
 use shoal_storage::{RocksOptions, RocksStorage};
@@ -229,7 +229,7 @@ impl Cluster {
                 ring.clone(),
                 addresses.clone(),
                 i as u64 + 1,
-                now,
+                Now::from_virtual(now),
             )?;
             out.push(BenchNode {
                 id,
@@ -351,6 +351,7 @@ impl Cluster {
             .iter()
             .filter_map(|n| n.engine.poll_timeout())
             .min()
+            .map(Monotonic::as_virtual)
     }
 
     fn advance_to(&mut self, t: Time) {
@@ -359,8 +360,11 @@ impl Cluster {
         }
         let now = self.now;
         for n in &mut self.nodes {
-            if n.engine.poll_timeout().is_some_and(|at| at <= now) {
-                n.engine.handle_timeout(now);
+            if n.engine
+                .poll_timeout()
+                .is_some_and(|at| at.as_virtual() <= now)
+            {
+                n.engine.handle_timeout(Now::from_virtual(now));
             }
         }
     }
@@ -409,7 +413,9 @@ impl Cluster {
                 if let Ok(StorageReply::MergedMany { changed, .. }) = &result {
                     self.keys_repaired += changed;
                 }
-                self.nodes[i].engine.handle_storage(now, id, result);
+                self.nodes[i]
+                    .engine
+                    .handle_storage(Now::from_virtual(now), id, result);
             }
             Command::Send {
                 id, to, request, ..
@@ -427,7 +433,9 @@ impl Cluster {
                 self.traffic.record_request(op, bytes.len());
                 let Some(j) = self.nodes.iter().position(|n| n.id == to) else {
                     let err = SendError::Unreachable(format!("no node {to}"));
-                    self.nodes[i].engine.handle_response(now, id, Err(err));
+                    self.nodes[i]
+                        .engine
+                        .handle_response(Now::from_virtual(now), id, Err(err));
                     return Ok(());
                 };
                 let started = Instant::now();
@@ -439,7 +447,7 @@ impl Cluster {
                 target.inbound.insert(inbound, Origin { from: i, id, op });
                 let from = self.nodes[i].id.clone();
                 self.nodes[j].engine.handle_request(
-                    now,
+                    Now::from_virtual(now),
                     InboundId(inbound),
                     Sender::Node(from),
                     request,
@@ -460,9 +468,11 @@ impl Cluster {
                     Response::Error(e) => Ok(PeerResponse::Error(e)),
                     Response::Client(c) => Ok(PeerResponse::Client(c)),
                 };
-                self.nodes[origin.from]
-                    .engine
-                    .handle_response(now, origin.id, result);
+                self.nodes[origin.from].engine.handle_response(
+                    Now::from_virtual(now),
+                    origin.id,
+                    result,
+                );
             }
         }
         Ok(())
