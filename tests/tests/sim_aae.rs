@@ -135,13 +135,21 @@ fn dropped_and_expired_hints_are_made_up_by_anti_entropy() {
 /// reaped a few seconds after they are everywhere: across the seeds tombstones are
 /// reaped, and every checker — no lost write, no phantom, no resurrection (also of
 /// reads made after a reap), convergence — holds. Half the runs have handoff off and
-/// converge by anti-entropy alone.
+/// converge by anti-entropy alone; the others skew the nodes' clocks by up to 1.9 s
+/// (with the 6 s grace period, hint TTLs then sit between the skew and the margin
+/// `grace - 2 × skew`, the tightest the engine allows).
 #[test]
 fn reaping_under_faults_never_resurrects_a_deleted_value() {
     let mut reaped = 0;
     for seed in 0..40u64 {
         let aae_only = seed % 2 == 1;
+        let clock_skew = if aae_only {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(1_000 + seed.wrapping_mul(7_919) % 900)
+        };
         let cfg = SimConfig {
+            clock_skew,
             nodes: Some(3 + (seed % 3) as usize),
             ops: 200,
             delete_fraction: 0.4,
@@ -341,5 +349,103 @@ fn anti_entropy_yields_to_foreground_load() {
     assert!(
         loaded_repaired < quiet_repaired,
         "anti-entropy repaired less while the burst ran: {summary}"
+    );
+}
+
+/// An expired hint read by a stand-in, scripted: key `k0` is put while one primary `c` is
+/// cut off, so the first fallback `d` keeps a hint of the put for it. Then `d` is cut off
+/// instead, for long enough that the key is deleted (with the put's context), the
+/// tombstone reaches every primary and every primary reaps it. When `d` rejoins, `c` is
+/// cut off again, so `d` still sees `c` down and never runs a delivery round for it. A
+/// read with R = 3 at the first primary asks `d` to stand in for `c`: `d`'s hint of the
+/// put is long past its TTL and must not be answered (a stand-in answering it would bring
+/// the deleted value back through the read and its repair).
+#[test]
+fn a_stand_in_does_not_answer_a_read_with_a_hint_older_than_the_reap() {
+    let nodes = 5;
+    let q = Quorum { n: 3, r: 2, w: 2 };
+    let (primaries, fallbacks) = replicas_of(nodes, "k0", q.n).expect("ring");
+    let (a, c, d) = (primaries[0], primaries[2], fallbacks[0]);
+    let op = |at_ms: u64, action| ScriptedOp {
+        at: Duration::from_millis(at_ms),
+        node: a,
+        key: "k0".to_owned(),
+        action,
+    };
+    let rejoin = Duration::from_secs(17);
+    let cfg = SimConfig {
+        nodes: Some(nodes),
+        quorum: Some(q),
+        clients: 1,
+        ops: 0,
+        keys: 1,
+        set_keys: 0,
+        delete_fraction: 0.0,
+        faults: FaultMix::None,
+        vary_quorums: false,
+        handoff: Some(HandoffLimits::ROOMY),
+        background: Background::fast(),
+        scripted_partitions: vec![
+            ScriptedPartition {
+                side: side(&[c]),
+                one_way: false,
+                start: Duration::from_millis(300),
+                length: Duration::from_millis(700),
+            },
+            // Replaces the first: `c` rejoins, `d` is cut off.
+            ScriptedPartition {
+                side: side(&[d]),
+                one_way: false,
+                start: Duration::from_millis(1_000),
+                length: rejoin - Duration::from_millis(1_000),
+            },
+            // Replaces the second: `d` rejoins, `c` is cut off again.
+            ScriptedPartition {
+                side: side(&[c]),
+                one_way: false,
+                start: rejoin,
+                length: Duration::from_secs(4),
+            },
+        ],
+        scripted_ops: vec![
+            op(
+                500,
+                ScriptedAction::Put {
+                    with_context: false,
+                },
+            ),
+            op(1_100, ScriptedAction::Get { r: None }),
+            op(1_400, ScriptedAction::Delete { with_context: true }),
+            op(18_500, ScriptedAction::Get { r: Some(3) }),
+        ],
+        min_safety_time: rejoin + Duration::from_secs(6),
+        keep_log: true,
+        ..SimConfig::from_seed(7)
+    };
+    let report = run_ok(&cfg);
+    let reaped_before: BTreeSet<&str> = report
+        .history
+        .reaps_of("k0")
+        .filter(|r| r.at.saturating_since(sim::EPOCH) < rejoin)
+        .map(|r| r.node.as_str())
+        .collect();
+    for p in &primaries {
+        let p = format!("n{p}");
+        assert!(
+            reaped_before.contains(p.as_str()),
+            "primary {p} reaped k0 before the fallback rejoined (reaped on {reaped_before:?})\n{report}"
+        );
+    }
+    let stand_in = format!("n{d}");
+    assert!(
+        report
+            .log
+            .iter()
+            .any(|l| l.contains(&stand_in) && l.contains("read_hint")),
+        "the read asked the fallback for its hint\n{report}"
+    );
+    assert!(
+        report.counter_with(HINTS_TOTAL, &[("event", "stored")]) >= 1,
+        "the put left a hint for the cut-off primary\n{report}"
     );
 }

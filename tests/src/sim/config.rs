@@ -381,6 +381,10 @@ pub struct SimConfig {
     pub storage_service_time: Duration,
     /// Keep the event log's lines (the digest is computed either way).
     pub keep_log: bool,
+    /// Clock skew: each node's clock gets a seeded offset and drift, any two differing by
+    /// at most this much (zero: every node's clock is the virtual time). The engines are
+    /// configured with it as `replication.max_clock_skew`.
+    pub clock_skew: Duration,
 }
 
 impl SimConfig {
@@ -408,6 +412,7 @@ impl SimConfig {
             burst: None,
             storage_service_time: Duration::ZERO,
             keep_log: false,
+            clock_skew: Duration::ZERO,
         }
     }
 
@@ -440,6 +445,8 @@ pub struct Setup {
     pub background: Background,
     /// How the liveness phase brings the replicas together.
     pub liveness: Liveness,
+    /// The largest difference between two nodes' clocks.
+    pub clock_skew: Duration,
 }
 
 impl Setup {
@@ -468,6 +475,17 @@ impl Setup {
         if handoff.ttl >= cfg.background.tombstone_grace {
             handoff.ttl = cfg.background.tombstone_grace / 2;
         }
+        // ... with a margin for clock skew: skew < TTL < grace - 2 × skew.
+        let skew = cfg.clock_skew;
+        let grace = cfg.background.tombstone_grace;
+        let slack = Duration::from_millis(1);
+        let highest = grace.saturating_sub(skew * 2).saturating_sub(slack);
+        if handoff.ttl > highest {
+            handoff.ttl = highest;
+        }
+        if handoff.ttl <= skew {
+            handoff.ttl = (skew + slack).min(highest);
+        }
         Setup {
             nodes,
             quorum,
@@ -476,12 +494,13 @@ impl Setup {
             handoff,
             background: cfg.background,
             liveness: cfg.liveness,
+            clock_skew: skew,
         }
     }
 
     /// Whether read-your-writes must hold: no faults (random or scripted), no storage
     /// queueing (slow storage makes replicas miss timeouts, so writes go sloppy) and
-    /// R + W > N.
+    /// R + W > N. (Clock skew does not matter: no read or write rule uses a clock.)
     pub fn read_your_writes(&self, cfg: &SimConfig) -> bool {
         !self.faults.any()
             && cfg.scripted_partitions.is_empty()

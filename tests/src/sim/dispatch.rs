@@ -90,7 +90,7 @@ impl Sim {
     pub(super) fn start_node(&mut self, i: usize) -> Result<(), SimError> {
         let seed: u64 = self.rng.random();
         let actor: u64 = self.rng.random();
-        let now = self.now;
+        let now = self.local_now(i);
         let node = &mut self.nodes[i];
         node.start(
             &self.engine_cfg,
@@ -197,7 +197,13 @@ impl Sim {
         }
     }
 
+    /// Node `i`'s clock now: the `now` its engine is handed.
+    pub(super) fn local_now(&self, i: usize) -> Time {
+        self.clocks.local(i, self.now)
+    }
+
     /// Schedule the node's next engine timer, if it is earlier than the one scheduled.
+    /// The engine names it on its own clock; it fires when that clock reaches it.
     fn arm_timer(&mut self, i: usize) {
         let now = self.now;
         let node = &mut self.nodes[i];
@@ -208,8 +214,8 @@ impl Sim {
         let Some(t) = r.engine.poll_timeout() else {
             return;
         };
-        if r.timer_at.is_none_or(|at| t < at) {
-            let at = t.max(now);
+        let at = self.clocks.virtual_at(i, t, now);
+        if r.timer_at.is_none_or(|scheduled| at < scheduled) {
             r.timer_at = Some(at);
             self.queue.push(
                 at,
@@ -223,6 +229,7 @@ impl Sim {
 
     fn timer(&mut self, i: usize, incarnation: u32) {
         let now = self.now;
+        let local = self.local_now(i);
         let node = &mut self.nodes[i];
         if node.incarnation != incarnation {
             return;
@@ -233,8 +240,8 @@ impl Sim {
         if r.timer_at == Some(now) {
             r.timer_at = None;
         }
-        if r.engine.poll_timeout().is_some_and(|t| t <= now) {
-            r.engine.handle_timeout(now);
+        if r.engine.poll_timeout().is_some_and(|t| t <= local) {
+            r.engine.handle_timeout(local);
             self.drain(i);
         } else {
             self.arm_timer(i);
@@ -384,7 +391,7 @@ impl Sim {
             self.note(to, &format!("CUT in flight from {from}: {desc}"));
             return;
         }
-        let now = self.now;
+        let now = self.local_now(to);
         let sender = self.nodes[rpc.from].id.clone();
         let Some(r) = self.nodes[to].running.as_mut() else {
             return;
@@ -445,7 +452,7 @@ impl Sim {
         }
         let what = format!("outcome #{}: {}", rpc.id.0, log::send_result(&result));
         self.note(rpc.from, &what);
-        let now = self.now;
+        let now = self.local_now(rpc.from);
         if let Some(r) = self.nodes[rpc.from].running.as_mut() {
             r.engine.handle_response(now, rpc.id, result);
         }
@@ -583,7 +590,7 @@ impl Sim {
             StorageWork::Applied(result) => result,
             StorageWork::Due(op) => self.apply_storage(i, id, op),
         };
-        let now = self.now;
+        let now = self.local_now(i);
         if let Some(r) = self.nodes[i].running.as_mut() {
             r.engine.handle_storage(now, id, result);
         }
@@ -600,7 +607,7 @@ impl Sim {
                 .push(at, Event::ClientResponse { client, op, result });
             return;
         }
-        let now = self.now;
+        let now = self.local_now(i);
         let Some(r) = self.nodes[i].running.as_mut() else {
             return;
         };

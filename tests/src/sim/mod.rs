@@ -52,6 +52,7 @@
 //! `PeerResponse::Client`, the form the engine's forwarding expects.
 
 mod client;
+mod clock;
 mod config;
 mod counters;
 mod dispatch;
@@ -170,6 +171,8 @@ pub(crate) struct Sim {
     counters: CounterReader,
     timeline: Timeline,
     next_sample: Time,
+    /// Each node's wall clock (what its engine is handed as `now`).
+    clocks: clock::Clocks,
 }
 
 /// Most violations a run keeps (the first ones are the interesting ones).
@@ -214,7 +217,9 @@ impl Sim {
             )));
         }
         let q = setup.quorum;
-        let engine_cfg = engine_config(q, setup.handoff, &setup.background);
+        let mut engine_cfg = engine_config(q, setup.handoff, &setup.background);
+        engine_cfg.replication.max_clock_skew = setup.clock_skew;
+        let clocks = clock::Clocks::draw(cfg.seed, setup.nodes, setup.clock_skew);
         engine_cfg
             .validate(setup.nodes)
             .map_err(|e| SimError::Config(e.to_string()))?;
@@ -277,6 +282,7 @@ impl Sim {
             counters,
             timeline: Timeline::default(),
             next_sample: EPOCH,
+            clocks,
         })
     }
 
@@ -344,6 +350,17 @@ impl Sim {
             let line = format!(
                 "background: {}; liveness {:?}",
                 self.setup.background, self.setup.liveness
+            );
+            self.log.line(self.now, "sim", &line);
+        }
+        if !self.setup.clock_skew.is_zero() {
+            let offsets: Vec<String> = (0..self.nodes.len())
+                .map(|i| format!("n{i} {:+}ms", self.clocks.offset(i, self.now) / 1000))
+                .collect();
+            let line = format!(
+                "clocks: skew at most {:?}; offsets {}",
+                self.setup.clock_skew,
+                offsets.join(", ")
             );
             self.log.line(self.now, "sim", &line);
         }
