@@ -173,6 +173,54 @@ fn reaping_under_faults_never_resurrects_a_deleted_value() {
     assert!(reaped > 0, "no run reaped a tombstone");
 }
 
+/// A 5-node run with no workload and no random faults, in which the scripted client
+/// alone works on key `k0` (fast background: a 6 s grace period): the base of the
+/// scripted hint-and-reap scenarios. Returns it with `k0`'s primaries and fallbacks.
+fn k0_script() -> (SimConfig, Vec<usize>, Vec<usize>) {
+    let nodes = 5;
+    let q = Quorum { n: 3, r: 2, w: 2 };
+    let (primaries, fallbacks) = replicas_of(nodes, "k0", q.n).expect("ring");
+    let cfg = SimConfig {
+        nodes: Some(nodes),
+        quorum: Some(q),
+        clients: 1,
+        ops: 0,
+        keys: 1,
+        set_keys: 0,
+        delete_fraction: 0.0,
+        faults: FaultMix::None,
+        vary_quorums: false,
+        handoff: Some(HandoffLimits::ROOMY),
+        background: Background::fast(),
+        keep_log: true,
+        ..SimConfig::from_seed(7)
+    };
+    (cfg, primaries, fallbacks)
+}
+
+/// A scripted operation of the scripted client on `k0`, sent to `node` at `at_ms`.
+fn k0_op(node: usize, at_ms: u64, action: ScriptedAction) -> ScriptedOp {
+    ScriptedOp {
+        at: Duration::from_millis(at_ms),
+        node,
+        key: "k0".to_owned(),
+        action,
+    }
+}
+
+/// At node `a`: a blind put of `k0` at 0.5 s, a read at 1.1 s, a delete with the read's
+/// context at 1.4 s.
+fn put_read_delete(a: usize) -> Vec<ScriptedOp> {
+    let put = ScriptedAction::Put {
+        with_context: false,
+    };
+    vec![
+        k0_op(a, 500, put),
+        k0_op(a, 1_100, ScriptedAction::Get { r: None }),
+        k0_op(a, 1_400, ScriptedAction::Delete { with_context: true }),
+    ]
+}
+
 /// The hint-replay-after-reap case, scripted: key `k0` is put while one primary is cut
 /// off, so the first fallback keeps a hint of the put for it; that fallback crashes
 /// before delivering it, and the key is deleted (the tombstone's hint goes to the next
@@ -183,31 +231,11 @@ fn reaping_under_faults_never_resurrects_a_deleted_value() {
 /// no tombstone left to cover it, and anti-entropy would spread it).
 #[test]
 fn a_hint_older_than_the_reap_does_not_bring_the_key_back() {
-    let nodes = 5;
-    let q = Quorum { n: 3, r: 2, w: 2 };
-    let (primaries, fallbacks) = replicas_of(nodes, "k0", q.n).expect("ring");
+    let (base, primaries, fallbacks) = k0_script();
     let (a, c, d) = (primaries[0], primaries[2], fallbacks[0]);
-    let op = |at_ms: u64, action| ScriptedOp {
-        at: Duration::from_millis(at_ms),
-        node: a,
-        key: "k0".to_owned(),
-        action,
-    };
     let crash_at = Duration::from_millis(1_000);
     let crash_length = Duration::from_secs(16);
     let cfg = SimConfig {
-        nodes: Some(nodes),
-        quorum: Some(q),
-        // No workload: `k0` is the scripted client's alone.
-        clients: 1,
-        ops: 0,
-        keys: 1,
-        set_keys: 0,
-        delete_fraction: 0.0,
-        faults: FaultMix::None,
-        vary_quorums: false,
-        handoff: Some(HandoffLimits::ROOMY),
-        background: Background::fast(),
         scripted_partitions: vec![ScriptedPartition {
             side: side(&[c]),
             one_way: false,
@@ -219,19 +247,9 @@ fn a_hint_older_than_the_reap_does_not_bring_the_key_back() {
             at: crash_at,
             length: crash_length,
         }],
-        scripted_ops: vec![
-            op(
-                500,
-                ScriptedAction::Put {
-                    with_context: false,
-                },
-            ),
-            op(1_100, ScriptedAction::Get { r: None }),
-            op(1_400, ScriptedAction::Delete { with_context: true }),
-        ],
+        scripted_ops: put_read_delete(a),
         min_safety_time: crash_at + crash_length + Duration::from_secs(4),
-        keep_log: true,
-        ..SimConfig::from_seed(7)
+        ..base
     };
     let report = run_ok(&cfg);
     let hint_log: Vec<&str> = report
@@ -362,65 +380,34 @@ fn anti_entropy_yields_to_foreground_load() {
 /// the deleted value back through the read and its repair).
 #[test]
 fn a_stand_in_does_not_answer_a_read_with_a_hint_older_than_the_reap() {
-    let nodes = 5;
-    let q = Quorum { n: 3, r: 2, w: 2 };
-    let (primaries, fallbacks) = replicas_of(nodes, "k0", q.n).expect("ring");
+    let (base, primaries, fallbacks) = k0_script();
     let (a, c, d) = (primaries[0], primaries[2], fallbacks[0]);
-    let op = |at_ms: u64, action| ScriptedOp {
-        at: Duration::from_millis(at_ms),
-        node: a,
-        key: "k0".to_owned(),
-        action,
-    };
     let rejoin = Duration::from_secs(17);
+    let cut = |nodes: &[usize], start: Duration, length: Duration| ScriptedPartition {
+        side: side(nodes),
+        one_way: false,
+        start,
+        length,
+    };
     let cfg = SimConfig {
-        nodes: Some(nodes),
-        quorum: Some(q),
-        clients: 1,
-        ops: 0,
-        keys: 1,
-        set_keys: 0,
-        delete_fraction: 0.0,
-        faults: FaultMix::None,
-        vary_quorums: false,
-        handoff: Some(HandoffLimits::ROOMY),
-        background: Background::fast(),
         scripted_partitions: vec![
-            ScriptedPartition {
-                side: side(&[c]),
-                one_way: false,
-                start: Duration::from_millis(300),
-                length: Duration::from_millis(700),
-            },
+            cut(&[c], Duration::from_millis(300), Duration::from_millis(700)),
             // Replaces the first: `c` rejoins, `d` is cut off.
-            ScriptedPartition {
-                side: side(&[d]),
-                one_way: false,
-                start: Duration::from_millis(1_000),
-                length: rejoin - Duration::from_millis(1_000),
-            },
-            // Replaces the second: `d` rejoins, `c` is cut off again.
-            ScriptedPartition {
-                side: side(&[c]),
-                one_way: false,
-                start: rejoin,
-                length: Duration::from_secs(4),
-            },
-        ],
-        scripted_ops: vec![
-            op(
-                500,
-                ScriptedAction::Put {
-                    with_context: false,
-                },
+            cut(
+                &[d],
+                Duration::from_millis(1_000),
+                rejoin - Duration::from_millis(1_000),
             ),
-            op(1_100, ScriptedAction::Get { r: None }),
-            op(1_400, ScriptedAction::Delete { with_context: true }),
-            op(18_500, ScriptedAction::Get { r: Some(3) }),
+            // Replaces the second: `d` rejoins, `c` is cut off again.
+            cut(&[c], rejoin, Duration::from_secs(4)),
         ],
+        scripted_ops: [
+            put_read_delete(a),
+            vec![k0_op(a, 18_500, ScriptedAction::Get { r: Some(3) })],
+        ]
+        .concat(),
         min_safety_time: rejoin + Duration::from_secs(6),
-        keep_log: true,
-        ..SimConfig::from_seed(7)
+        ..base
     };
     let report = run_ok(&cfg);
     let reaped_before: BTreeSet<&str> = report

@@ -12,14 +12,14 @@
 //!   the delivered object includes what the hint holds by then;
 //! - a delivery its target answers with a refusal (e.g. an object too large for it)
 //!   counts against that hint; after [`MAX_DELIVERY_ATTEMPTS`] the hint is parked
-//!   (skipped until it expires or this node restarts; anti-entropy repairs what it
-//!   carried); sends that time out or fail count against nothing. Since the cursor moves
+//!   (skipped until it expires, is stored anew, or this node restarts; anti-entropy
+//!   repairs what it carried); sends that time out or fail count against nothing. Since the cursor moves
 //!   on after every page, no hint ever holds up the hints behind it;
 //! - when a page of deliveries all succeeded and more hints follow, the next page starts
 //!   at once instead of at the next `handoff.interval`: throughput is bounded by
 //!   `handoff.batch` in flight per target and the target's answers, not by a fixed rate.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use shoal_ring::{NodeId, PartitionId};
 
@@ -66,6 +66,8 @@ pub(super) enum HandoffStep {
         partition: PartitionId,
         key: Vec<u8>,
         object: Object,
+        /// The listed hint's digest.
+        digest: u64,
     },
     Delete(HintId),
     Drop(HintId),
@@ -91,10 +93,9 @@ pub(super) struct Handoff {
     active: BTreeMap<NodeId, Page>,
     /// Where each target's next page starts (absent: at its first hint).
     cursor: BTreeMap<NodeId, (PartitionId, Vec<u8>)>,
-    /// Refused deliveries per hint (bounded by [`MAX_TRACKED_HINTS`]).
-    refused: BTreeMap<HintId, u32>,
-    /// Hints parked after too many refused deliveries (a subset of `refused`'s keys).
-    parked: BTreeSet<HintId>,
+    /// Refused deliveries per hint, with the digest of the hint they refused (bounded by
+    /// [`MAX_TRACKED_HINTS`]): a hint stored anew for the key starts again from zero.
+    refused: BTreeMap<HintId, (u64, u32)>,
     stats: HandoffStats,
 }
 
@@ -105,7 +106,13 @@ impl Handoff {
 
     fn forget(&mut self, id: &HintId) {
         self.refused.remove(id);
-        self.parked.remove(id);
+    }
+
+    /// Whether the hint `id`, as listed with `digest`, is parked.
+    fn is_parked(&self, id: &HintId, digest: u64) -> bool {
+        self.refused
+            .get(id)
+            .is_some_and(|&(d, n)| d == digest && n >= MAX_DELIVERY_ATTEMPTS)
     }
 }
 
@@ -245,7 +252,7 @@ impl Engine {
             );
             return;
         }
-        if !deliver || self.handoff.parked.contains(&id) {
+        if !deliver || self.handoff.is_parked(&id, h.digest) {
             return;
         }
         self.count_outstanding(target);
@@ -265,6 +272,7 @@ impl Engine {
                 partition: h.partition,
                 key: h.key,
                 object: h.object,
+                digest: h.digest,
             }),
         );
     }
@@ -285,6 +293,7 @@ impl Engine {
             partition,
             key,
             object,
+            digest,
         } = step
         else {
             return;
@@ -318,20 +327,24 @@ impl Engine {
             }
         };
         if against_hint {
-            self.refused((target.clone(), partition, key));
+            self.refused((target.clone(), partition, key), digest);
         }
         self.handoff_done(&target);
     }
 
-    /// A delivery of hint `id` was refused: park it after [`MAX_DELIVERY_ATTEMPTS`].
-    fn refused(&mut self, id: HintId) {
+    /// A delivery of hint `id` (as listed with `digest`) was refused: park it after
+    /// [`MAX_DELIVERY_ATTEMPTS`] refusals of the same stored hint.
+    fn refused(&mut self, id: HintId, digest: u64) {
         let h = &mut self.handoff;
         if !h.refused.contains_key(&id) && h.refused.len() >= MAX_TRACKED_HINTS {
             return;
         }
-        let n = h.refused.entry(id.clone()).or_insert(0);
-        *n += 1;
-        if *n >= MAX_DELIVERY_ATTEMPTS && h.parked.insert(id) {
+        let entry = h.refused.entry(id).or_insert((digest, 0));
+        if entry.0 != digest {
+            *entry = (digest, 0);
+        }
+        entry.1 += 1;
+        if entry.1 == MAX_DELIVERY_ATTEMPTS {
             h.stats.parked += 1;
             metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "parked").increment(1);
         }

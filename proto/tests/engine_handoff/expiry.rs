@@ -55,6 +55,16 @@ fn store_hint(
     );
 }
 
+/// The first key not held by `a`: its first primary asks `a` to keep a hint of `value`
+/// (written now) for its second primary. Returns the key, its primaries and the object.
+fn first_hint(c: &mut Cluster, value: &str) -> (Vec<u8>, Vec<NodeId>, Object) {
+    let key = c.key_where(|p| !p.contains(&a()));
+    let prefs = c.prefs(&key);
+    let o = written_at(value, Dot::new(c.actor(&prefs[0]), 1), c.now);
+    store_hint(c, 1, &prefs[0], &prefs[1], &key, &o);
+    (key, prefs, o)
+}
+
 /// The hints `a` keeps for `target`, read straight from its store.
 fn hints_of(c: &mut Cluster, target: &NodeId) -> Vec<(PartitionId, Vec<u8>, Object)> {
     let op = StorageOp::ListHints {
@@ -92,10 +102,8 @@ fn run_storage_all(c: &mut Cluster, cmds: Vec<Command>) -> Vec<Command> {
 #[test]
 fn a_stand_in_does_not_answer_a_read_with_an_expired_hint() {
     let mut c = cluster();
-    let key = c.key_where(|p| !p.contains(&a()));
-    let (part, prefs) = (c.partition(&key), c.prefs(&key));
-    let o = written_at("v", Dot::new(c.actor(&prefs[0]), 1), c.now);
-    store_hint(&mut c, 1, &prefs[0], &prefs[1], &key, &o);
+    let (key, prefs, o) = first_hint(&mut c, "v");
+    let part = c.partition(&key);
 
     // Within the TTL the stand-in answers with the hint ...
     let read = PeerRequest::Read {
@@ -120,10 +128,7 @@ fn a_stand_in_does_not_answer_a_read_with_an_expired_hint() {
 #[test]
 fn a_new_hint_replaces_an_expired_one_instead_of_merging_into_it() {
     let mut c = cluster();
-    let key = c.key_where(|p| !p.contains(&a()));
-    let prefs = c.prefs(&key);
-    let old = written_at("old", Dot::new(c.actor(&prefs[0]), 1), c.now);
-    store_hint(&mut c, 1, &prefs[0], &prefs[1], &key, &old);
+    let (key, prefs, _) = first_hint(&mut c, "old");
     c.now = c.now + TTL;
     // A blind put of a new value, concurrent with the expired one.
     let new = written_at("new", Dot::new(c.actor(&prefs[2]), 1), c.now);
@@ -139,10 +144,7 @@ fn a_new_hint_replaces_an_expired_one_instead_of_merging_into_it() {
 #[test]
 fn a_hint_stored_after_the_listing_is_not_removed_by_it() {
     let mut c = cluster();
-    let key = c.key_where(|p| !p.contains(&a()));
-    let prefs = c.prefs(&key);
-    let old = written_at("old", Dot::new(c.actor(&prefs[0]), 1), c.now);
-    store_hint(&mut c, 1, &prefs[0], &prefs[1], &key, &old);
+    let (key, prefs, _) = first_hint(&mut c, "old");
 
     // The round after the TTL lists the expired hint ...
     c.now = c.now + TTL;
@@ -171,10 +173,7 @@ fn a_hint_stored_after_the_listing_is_not_removed_by_it() {
 #[test]
 fn hints_for_a_target_that_stays_down_expire_too() {
     let mut c = cluster();
-    let key = c.key_where(|p| !p.contains(&a()));
-    let prefs = c.prefs(&key);
-    let o = written_at("v", Dot::new(c.actor(&prefs[0]), 1), c.now);
-    store_hint(&mut c, 1, &prefs[0], &prefs[1], &key, &o);
+    let (_, prefs, _) = first_hint(&mut c, "v");
     c.now = c.now + TTL;
     let target = prefs[1].clone();
     let rest = c.tick(&a(), std::slice::from_ref(&target));
@@ -196,41 +195,19 @@ fn a_hint_its_target_keeps_refusing_does_not_block_the_ones_behind_it() {
     let mut cfg = quiet_config();
     cfg.handoff.batch = 1;
     let mut c = Cluster::new(5, 16, cfg, 7);
-    // Two keys with the same second primary, neither held by `a`.
-    let k1 = c.key_where(|p| !p.contains(&a()));
-    let target = c.prefs(&k1)[1].clone();
-    let k2 = (0..100_000)
-        .map(|i| format!("key-{i}").into_bytes())
-        .find(|k| *k != k1 && !c.prefs(k).contains(&a()) && c.prefs(k)[1] == target)
-        .expect("a second key");
-    for (i, k) in [&k1, &k2].into_iter().enumerate() {
-        let from = c.prefs(k)[0].clone();
-        let o = written_at("v", Dot::new(c.actor(&from), 1), c.now);
-        store_hint(&mut c, i as u64 + 1, &from, &target, k, &o);
-    }
-    // The first hint listed is always refused (too large for the target); the other is
+    hints_for_one_target(&mut c, 2);
+    // The first hint sent is always refused (too large for the target); the other is
     // accepted. Within a few rounds the other is delivered.
-    let mut refused: Option<Vec<u8>> = None;
+    let refused = std::cell::RefCell::new(None::<Vec<u8>>);
     for _round in 0..6 {
-        let rest = c.tick(&a(), &[]);
-        let sends = run_storage_all(&mut c, rest);
-        for s in sends {
-            let Command::Send {
-                request: PeerRequest::Replicate { key, .. },
-                ..
-            } = &s
-            else {
-                continue;
-            };
-            let bad = refused.get_or_insert_with(|| key.clone());
-            let result = if key == bad {
+        round(&mut c, |key| {
+            let mut bad = refused.borrow_mut();
+            if bad.get_or_insert_with(|| key.to_vec()) == key {
                 PeerResponse::Error(RequestError::ObjectTooLarge { len: 100, max: 10 })
             } else {
                 PeerResponse::Ack
-            };
-            let more = c.reply(&a(), &s, Ok(result));
-            run_storage_all(&mut c, more);
-        }
+            }
+        });
         if c.engine(&a()).handoff_stats().delivered == 1 {
             break;
         }
@@ -248,7 +225,8 @@ fn a_hint_its_target_keeps_refusing_does_not_block_the_ones_behind_it() {
 }
 
 /// Hints of `n` keys whose second primary is `target`, none held by `a`, stored at `a`.
-fn hints_for_one_target(c: &mut Cluster, n: usize) -> NodeId {
+/// Returns the target and the keys.
+fn hints_for_one_target(c: &mut Cluster, n: usize) -> (NodeId, Vec<Vec<u8>>) {
     let first = c.key_where(|p| !p.contains(&a()));
     let target = c.prefs(&first)[1].clone();
     let keys: Vec<Vec<u8>> = (0..100_000)
@@ -262,7 +240,7 @@ fn hints_for_one_target(c: &mut Cluster, n: usize) -> NodeId {
         let o = written_at("v", Dot::new(c.actor(&from), 1), c.now);
         store_hint(c, i as u64 + 1, &from, &target, k, &o);
     }
-    target
+    (target, keys)
 }
 
 /// One handoff round at `a`: every delivery is answered by `answer`, every storage
@@ -291,7 +269,7 @@ fn a_hint_refused_again_and_again_is_parked_and_not_sent_any_more() {
     let mut cfg = quiet_config();
     cfg.handoff.batch = 1;
     let mut c = Cluster::new(5, 16, cfg, 7);
-    hints_for_one_target(&mut c, 1);
+    let (target, keys) = hints_for_one_target(&mut c, 1);
     let refuse = |_: &[u8]| PeerResponse::Error(RequestError::ObjectTooLarge { len: 100, max: 10 });
     let mut attempts = 0;
     for _ in 0..20 {
@@ -311,7 +289,13 @@ fn a_hint_refused_again_and_again_is_parked_and_not_sent_any_more() {
             "a parked hint is not sent"
         );
     }
-    assert_eq!(c.hint_count(&a()), 1, "it stays until its TTL");
+    assert_eq!(c.hint_count(&a()), 1, "it stays until its TTL ...");
+    // ... or until a new write for the key changes it: that hint is tried again.
+    let from = c.prefs(&keys[0])[2].clone();
+    let o = written_at("newer", Dot::new(c.actor(&from), 1), c.now);
+    store_hint(&mut c, 9, &from, &target, &keys[0], &o);
+    assert_eq!(round(&mut c, |_| PeerResponse::Ack), keys);
+    assert_eq!(c.hint_count(&a()), 0);
 }
 
 #[test]

@@ -135,7 +135,7 @@ mod tests {
         let max = Duration::from_millis(800);
         for seed in 0..50 {
             let c = Clocks::draw(seed, 5, max);
-            let mut last = vec![Time::ZERO; 5];
+            let mut last = [Time::ZERO; 5];
             for step in 0..2_000u64 {
                 let at = EPOCH + Duration::from_millis(step * 37);
                 assert!(c.spread(at) <= micros(max) as u64, "seed {seed} at {step}");
