@@ -107,14 +107,18 @@ pub struct HandoffConfig {
     /// Whether writes for a down primary are kept as hints on a fallback. When off, no
     /// new hints are stored; hints already stored are still delivered.
     pub enabled: bool,
-    /// Hint delivery runs this often.
+    /// A delivery pass starts this often for each target with hints (also for targets
+    /// that are down, whose expired hints it drops).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// At most this many hints are delivered per target per `interval` (the delivery
-    /// rate limit).
+    /// Hints listed and delivered per page; one page per target is in flight at a time
+    /// (the delivery bound). A page delivered without a failure is followed at once by
+    /// the next; after a failure the target waits for the next `interval`.
     pub batch: usize,
-    /// Hints older than this are dropped instead of delivered (anti-entropy repairs what
-    /// they carried). Must be shorter than the tombstone grace period.
+    /// Hints whose newest value is older than this are expired: never read, merged into
+    /// or delivered, and dropped (anti-entropy repairs what they carried). Must exceed
+    /// `replication.max_clock_skew`, and `replication.tombstone_grace` must exceed it by
+    /// twice that skew (see [`ReplicationConfig::max_clock_skew`]).
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// At most this many hints are kept per target node.

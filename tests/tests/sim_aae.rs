@@ -436,3 +436,58 @@ fn a_stand_in_does_not_answer_a_read_with_a_hint_older_than_the_reap() {
         "the put left a hint for the cut-off primary\n{report}"
     );
 }
+
+/// The clock-skew margin matters, shown by breaking it: the hint-replay case with the
+/// engines told their clocks agree (`max_clock_skew` 0, so a hint TTL of 5.9 s under the
+/// 6 s grace period is allowed) while the fallback holding the put's hint runs 5 s
+/// behind. The tombstone is reaped on every primary by their clocks; when the fallback
+/// comes back, the put is only about 5 s old on its slow clock, so its hint is not
+/// expired and is delivered: the deleted value comes back, and the checker says so.
+/// (With the clocks' real spread configured, validation refuses this TTL: the grace
+/// period must exceed it by twice the skew.)
+#[test]
+fn clocks_further_apart_than_configured_let_a_reaped_value_come_back() {
+    let (base, primaries, fallbacks) = k0_script();
+    let (a, c, d) = (primaries[0], primaries[2], fallbacks[0]);
+    let mut offsets = vec![0; 5];
+    offsets[d] = -5_000;
+    let cfg = SimConfig {
+        handoff: Some(HandoffLimits {
+            ttl: Duration::from_millis(5_900),
+            ..HandoffLimits::ROOMY
+        }),
+        clock_offsets_ms: offsets,
+        scripted_partitions: vec![ScriptedPartition {
+            side: side(&[c]),
+            one_way: false,
+            start: Duration::from_millis(300),
+            length: Duration::from_secs(2),
+        }],
+        scripted_crashes: vec![ScriptedCrash {
+            node: d,
+            at: Duration::from_millis(1_000),
+            length: Duration::from_millis(9_500),
+        }],
+        scripted_ops: put_read_delete(a),
+        min_safety_time: Duration::from_secs(14),
+        ..base
+    };
+    let report = sim::run(&cfg).expect("the run runs");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.to_string().contains("no_resurrection")),
+        "the late hint brought k0 back\n{report}"
+    );
+    // The same run with the clocks in agreement: the hint is expired when the fallback
+    // comes back, and nothing comes back.
+    let report = run_ok(&SimConfig {
+        clock_offsets_ms: Vec::new(),
+        ..cfg
+    });
+    assert!(
+        report.counter_with(HINTS_TOTAL, &[("event", "expired")]) >= 1,
+        "the hint expired\n{report}"
+    );
+}

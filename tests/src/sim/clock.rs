@@ -7,7 +7,8 @@
 //! bound), so any two nodes' clocks differ by at most `max`, the run's maximum skew, and
 //! every clock still only moves forward. The offsets are drawn from an RNG of their own
 //! (seeded from the run's seed), so a run without skew draws exactly what it drew before
-//! clocks existed, and its event log is unchanged.
+//! clocks existed, and its event log is unchanged. A scripted run may instead fix each
+//! node's offset ([`Clocks::fixed`]), e.g. further apart than the engines are told.
 
 use std::time::Duration;
 
@@ -65,6 +66,28 @@ impl Clocks {
             })
             .collect();
         Clocks { nodes, half }
+    }
+
+    /// Clocks with these fixed offsets (ms) from virtual time and no drift; nodes past
+    /// the list have none.
+    pub(crate) fn fixed(offsets_ms: &[i64], nodes: usize) -> Clocks {
+        let nodes: Vec<NodeClock> = (0..nodes)
+            .map(|i| NodeClock {
+                offset: offsets_ms
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_mul(1_000),
+                drift_ppm: 0,
+            })
+            .collect();
+        let half = nodes.iter().map(|c| c.offset.abs()).max().unwrap_or(0);
+        Clocks { nodes, half }
+    }
+
+    /// Whether any clock differs from virtual time.
+    pub(crate) fn skewed(&self) -> bool {
+        self.half != 0
     }
 
     /// Node `i`'s offset from virtual time at virtual time `at`, in µs.

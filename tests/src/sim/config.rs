@@ -385,6 +385,11 @@ pub struct SimConfig {
     /// at most this much (zero: every node's clock is the virtual time). The engines are
     /// configured with it as `replication.max_clock_skew`.
     pub clock_skew: Duration,
+    /// Fixed clock offsets in milliseconds, node by node (nodes past the list: none), no
+    /// drift, instead of offsets drawn within `clock_skew`. The engines are still told
+    /// `clock_skew`, so a test can give them less than the offsets' spread (a cluster
+    /// whose clocks are further apart than it is configured for).
+    pub clock_offsets_ms: Vec<i64>,
 }
 
 impl SimConfig {
@@ -413,6 +418,7 @@ impl SimConfig {
             storage_service_time: Duration::ZERO,
             keep_log: false,
             clock_skew: Duration::ZERO,
+            clock_offsets_ms: Vec::new(),
         }
     }
 

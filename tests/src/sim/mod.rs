@@ -219,7 +219,11 @@ impl Sim {
         let q = setup.quorum;
         let mut engine_cfg = engine_config(q, setup.handoff, &setup.background);
         engine_cfg.replication.max_clock_skew = setup.clock_skew;
-        let clocks = clock::Clocks::draw(cfg.seed, setup.nodes, setup.clock_skew);
+        let clocks = if cfg.clock_offsets_ms.is_empty() {
+            clock::Clocks::draw(cfg.seed, setup.nodes, setup.clock_skew)
+        } else {
+            clock::Clocks::fixed(&cfg.clock_offsets_ms, setup.nodes)
+        };
         engine_cfg
             .validate(setup.nodes)
             .map_err(|e| SimError::Config(e.to_string()))?;
@@ -353,7 +357,7 @@ impl Sim {
             );
             self.log.line(self.now, "sim", &line);
         }
-        if !self.setup.clock_skew.is_zero() {
+        if self.clocks.skewed() {
             let offsets: Vec<String> = (0..self.nodes.len())
                 .map(|i| format!("n{i} {:+}ms", self.clocks.offset(i, self.now) / 1000))
                 .collect();
