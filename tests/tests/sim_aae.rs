@@ -221,6 +221,26 @@ fn put_read_delete(a: usize) -> Vec<ScriptedOp> {
     ]
 }
 
+/// `base` with primary `c` cut off from 0.3 s to 2.3 s (so that a put at 0.5 s leaves a
+/// hint for it on fallback `d`) and `d` crashed at 1 s for `away` (so that it keeps the
+/// hint undelivered while the key is deleted and, once `c` is back, reaped).
+fn hint_holder_away(base: SimConfig, c: usize, d: usize, away: Duration) -> SimConfig {
+    SimConfig {
+        scripted_partitions: vec![ScriptedPartition {
+            side: side(&[c]),
+            one_way: false,
+            start: Duration::from_millis(300),
+            length: Duration::from_secs(2),
+        }],
+        scripted_crashes: vec![ScriptedCrash {
+            node: d,
+            at: Duration::from_millis(1_000),
+            length: away,
+        }],
+        ..base
+    }
+}
+
 /// The hint-replay-after-reap case, scripted: key `k0` is put while one primary is cut
 /// off, so the first fallback keeps a hint of the put for it; that fallback crashes
 /// before delivering it, and the key is deleted (the tombstone's hint goes to the next
@@ -236,20 +256,9 @@ fn a_hint_older_than_the_reap_does_not_bring_the_key_back() {
     let crash_at = Duration::from_millis(1_000);
     let crash_length = Duration::from_secs(16);
     let cfg = SimConfig {
-        scripted_partitions: vec![ScriptedPartition {
-            side: side(&[c]),
-            one_way: false,
-            start: Duration::from_millis(300),
-            length: Duration::from_secs(2),
-        }],
-        scripted_crashes: vec![ScriptedCrash {
-            node: d,
-            at: crash_at,
-            length: crash_length,
-        }],
         scripted_ops: put_read_delete(a),
         min_safety_time: crash_at + crash_length + Duration::from_secs(4),
-        ..base
+        ..hint_holder_away(base, c, d, crash_length)
     };
     let report = run_ok(&cfg);
     let hint_log: Vec<&str> = report
@@ -457,20 +466,9 @@ fn clocks_further_apart_than_configured_let_a_reaped_value_come_back() {
             ..HandoffLimits::ROOMY
         }),
         clock_offsets_ms: offsets,
-        scripted_partitions: vec![ScriptedPartition {
-            side: side(&[c]),
-            one_way: false,
-            start: Duration::from_millis(300),
-            length: Duration::from_secs(2),
-        }],
-        scripted_crashes: vec![ScriptedCrash {
-            node: d,
-            at: Duration::from_millis(1_000),
-            length: Duration::from_millis(9_500),
-        }],
         scripted_ops: put_read_delete(a),
         min_safety_time: Duration::from_secs(14),
-        ..base
+        ..hint_holder_away(base, c, d, Duration::from_millis(9_500))
     };
     let report = sim::run(&cfg).expect("the run runs");
     assert!(
