@@ -3,6 +3,12 @@
 //!
 //! Layout in the hints space: `len(target) ‖ target ‖ be32(partition) ‖ key`, so one
 //! target's hints are one range; value `version ‖ be64(stored_at µs) ‖ object`.
+//!
+//! Every access applies the hint TTL ([`HintRecord::content_expired`], proto's one rule):
+//! an expired hint reads as none and is replaced, not merged into, by a new one; removals
+//! are conditional on what was listed or delivered, so a hint stored in between stays.
+
+use std::time::Duration;
 
 use shoal_proto::{
     HintRecord, HintRejection, Object, StorageFailure, StorageReply, StorageResult, Time,
@@ -10,7 +16,7 @@ use shoal_proto::{
 use shoal_ring::{NodeId, PartitionId};
 use shoal_storage::{Space, Storage, WriteBatch};
 
-use super::{engine_failure, Executor};
+use super::{engine_failure, raw_digest, Executor};
 
 /// Version byte of an encoded hint.
 const HINT_FORMAT_VERSION: u8 = 1;
@@ -79,6 +85,15 @@ pub(super) fn decode_hint(bytes: &[u8]) -> Result<(Time, Object), StorageFailure
     Ok((Time::from_micros(u64::from_be_bytes(*at)), object))
 }
 
+/// When a hint removal keeps the hint instead: removals are conditional on what was
+/// listed or delivered, so that a hint stored for the key in between is never removed.
+pub(super) enum Keep<'a> {
+    /// A delivered hint: kept unless the delivered object includes all it holds now.
+    UnlessIncludedIn(&'a Object),
+    /// An expired or corrupt hint: kept unless its stored bytes still have this digest.
+    UnlessDigest(u64),
+}
+
 impl<S: Storage> Executor<S> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn store_hint(
@@ -90,7 +105,11 @@ impl<S: Storage> Executor<S> {
         now: Time,
         max_hints: u64,
         max_bytes: u64,
+        ttl: Duration,
     ) -> StorageResult {
+        if HintRecord::content_expired(object, now, now, ttl) {
+            return Ok(StorageReply::HintRejected(HintRejection::Expired));
+        }
         let _guard = self.locks.lock(partition, key);
         let hk = hint_key(target, partition, key);
         let existing = self
@@ -100,6 +119,14 @@ impl<S: Storage> Executor<S> {
         let old_len = existing.as_ref().map(|b| b.len() as u64);
         let (stored_at, mut merged) = match existing {
             Some(b) => match decode_hint(&b) {
+                Ok((at, old)) if HintRecord::content_expired(&old, at, now, ttl) => {
+                    // Replaced, not merged into: merging would carry the expired values
+                    // on under the new one's age, past the point where their tombstone
+                    // may be reaped.
+                    metrics::counter!(shoal_proto::metrics::HINTS_TOTAL, "event" => "expired")
+                        .increment(1);
+                    (now, Object::new())
+                }
                 Ok(h) => h,
                 // A corrupt hint is replaced: what it held is also on other replicas.
                 Err(_) => (now, Object::new()),
@@ -134,12 +161,48 @@ impl<S: Storage> Executor<S> {
         Ok(StorageReply::HintStored)
     }
 
-    pub(super) fn list_hints(&self, target: &NodeId, limit: usize) -> StorageResult {
+    /// The hint of a key, unless it is expired at `now`.
+    pub(super) fn read_hint(
+        &self,
+        target: &NodeId,
+        partition: PartitionId,
+        key: &[u8],
+        now: Time,
+        ttl: Duration,
+    ) -> StorageResult {
+        let raw = self
+            .storage
+            .get(Space::Hints, &hint_key(target, partition, key))
+            .map_err(engine_failure)?;
+        let live = match raw {
+            Some(b) => {
+                let (at, object) = decode_hint(&b)?;
+                (!HintRecord::content_expired(&object, at, now, ttl)).then_some(object)
+            }
+            None => None,
+        };
+        Ok(StorageReply::Object(live))
+    }
+
+    pub(super) fn list_hints(
+        &self,
+        target: &NodeId,
+        limit: usize,
+        after: Option<&(PartitionId, Vec<u8>)>,
+    ) -> StorageResult {
         let prefix = hint_prefix(target);
         let end = prefix_end(&prefix);
+        let start = match after {
+            Some((p, k)) => {
+                let mut s = hint_key(target, *p, k);
+                s.push(0);
+                s
+            }
+            None => prefix,
+        };
         let rows = self
             .storage
-            .scan(Space::Hints, &prefix, end.as_deref(), limit)
+            .scan(Space::Hints, &start, end.as_deref(), limit)
             .map_err(engine_failure)?;
         let mut out = Vec::with_capacity(rows.len());
         for (k, v) in rows {
@@ -152,13 +215,15 @@ impl<S: Storage> Executor<S> {
                     key: key.to_vec(),
                     object,
                     stored_at,
+                    digest: raw_digest(&v),
                 }),
                 Err(_) => {
-                    // Undecodable: drop it so that it cannot block delivery forever.
+                    // Undecodable: drop it (if it is still these bytes) so that it cannot
+                    // block delivery forever.
                     metrics::counter!(shoal_proto::metrics::HINTS_TOTAL, "event" => "corrupt")
                         .increment(1);
                     let key = key.to_vec();
-                    self.delete_hint(target, partition, &key, None)?;
+                    self.delete_hint(target, partition, &key, Keep::UnlessDigest(raw_digest(&v)))?;
                 }
             }
         }
@@ -170,7 +235,7 @@ impl<S: Storage> Executor<S> {
         target: &NodeId,
         partition: PartitionId,
         key: &[u8],
-        delivered: Option<&Object>,
+        keep: Keep<'_>,
     ) -> StorageResult {
         let _guard = self.locks.lock(partition, key);
         let hk = hint_key(target, partition, key);
@@ -181,13 +246,16 @@ impl<S: Storage> Executor<S> {
         else {
             return Ok(StorageReply::HintDeleted(false));
         };
-        if let Some(delivered) = delivered {
-            if let Ok((_, stored)) = decode_hint(&bytes) {
-                if !delivered.includes(&stored) {
-                    // The hint grew after it was read: keep it for the next round.
-                    return Ok(StorageReply::HintDeleted(false));
-                }
-            }
+        let still_listed = match keep {
+            // The hint grew (or was replaced) after it was read: keep it for next round.
+            Keep::UnlessIncludedIn(delivered) => match decode_hint(&bytes) {
+                Ok((_, stored)) => delivered.includes(&stored),
+                Err(_) => true,
+            },
+            Keep::UnlessDigest(digest) => raw_digest(&bytes) == digest,
+        };
+        if !still_listed {
+            return Ok(StorageReply::HintDeleted(false));
         }
         let mut batch = WriteBatch::with_capacity(1);
         batch.delete(Space::Hints, hk);

@@ -294,17 +294,9 @@ impl<S: Storage> Executor<S> {
                 target,
                 partition,
                 key,
-            } => {
-                let raw = self
-                    .storage
-                    .get(Space::Hints, &hint_key(&target, partition, &key))
-                    .map_err(engine_failure)?;
-                let obj = raw
-                    .map(|b| hints::decode_hint(&b))
-                    .transpose()?
-                    .map(|(_, o)| o);
-                Ok(StorageReply::Object(obj))
-            }
+                now,
+                ttl,
+            } => self.read_hint(&target, partition, &key, now, ttl),
             StorageOp::Coordinate {
                 partition,
                 key,
@@ -341,19 +333,32 @@ impl<S: Storage> Executor<S> {
                 now,
                 max_hints,
                 max_bytes,
-            } => self.store_hint(&target, partition, &key, &object, now, max_hints, max_bytes),
-            StorageOp::ListHints { target, limit } => self.list_hints(&target, limit),
+                ttl,
+            } => self.store_hint(
+                &target, partition, &key, &object, now, max_hints, max_bytes, ttl,
+            ),
+            StorageOp::ListHints {
+                target,
+                limit,
+                after,
+            } => self.list_hints(&target, limit, after.as_ref()),
             StorageOp::DeleteHint {
                 target,
                 partition,
                 key,
                 delivered,
-            } => self.delete_hint(&target, partition, &key, Some(&delivered)),
+            } => self.delete_hint(
+                &target,
+                partition,
+                &key,
+                hints::Keep::UnlessIncludedIn(&delivered),
+            ),
             StorageOp::DropHint {
                 target,
                 partition,
                 key,
-            } => self.delete_hint(&target, partition, &key, None),
+                digest,
+            } => self.delete_hint(&target, partition, &key, hints::Keep::UnlessDigest(digest)),
             StorageOp::HintSummary => {
                 let totals = self.hints.lock().unwrap_or_else(|e| e.into_inner());
                 Ok(StorageReply::HintSummary(

@@ -1,6 +1,7 @@
 use super::*;
-use shoal_proto::HintRejection;
+use shoal_proto::{HintRecord, HintRejection};
 use shoal_storage::MemStorage;
+use std::time::Duration;
 
 fn exec(storage: &MemStorage) -> Executor<MemStorage> {
     Executor::open(storage.clone(), || 42).unwrap()
@@ -54,6 +55,7 @@ fn hints_are_bounded_per_target_and_totals_survive_reopen() {
             now: Time::ZERO,
             max_hints: 2,
             max_bytes: 1 << 20,
+            ttl: Duration::from_secs(3600),
         })
         .unwrap()
     };
@@ -76,6 +78,7 @@ fn hints_are_bounded_per_target_and_totals_survive_reopen() {
         .execute(StorageOp::ListHints {
             target: target.clone(),
             limit: 10,
+            after: None,
         })
         .unwrap()
     else {
@@ -115,6 +118,7 @@ fn a_hint_that_grew_after_delivery_is_kept() {
             now: Time::ZERO,
             max_hints: 10,
             max_bytes: 1 << 20,
+            ttl: Duration::from_secs(3600),
         })
         .unwrap();
     }
@@ -394,4 +398,122 @@ fn reap_candidates_are_old_tombstones_only_and_the_scan_resumes() {
         panic!()
     };
     assert!(keys.is_empty());
+}
+
+/// Stores `object` as the hint of `key` for target `b` at `now`, with a 100 s TTL.
+fn store_hint_at(e: &Executor<MemStorage>, key: &[u8], object: &Object, now: Time) -> StorageReply {
+    e.execute(StorageOp::StoreHint {
+        target: NodeId::new("b").unwrap(),
+        partition: PartitionId(1),
+        key: key.to_vec(),
+        object: object.clone(),
+        now,
+        max_hints: 10,
+        max_bytes: 1 << 20,
+        ttl: Duration::from_secs(100),
+    })
+    .unwrap()
+}
+
+fn list_b(
+    e: &Executor<MemStorage>,
+    limit: usize,
+    after: Option<(PartitionId, Vec<u8>)>,
+) -> Vec<HintRecord> {
+    let StorageReply::Hints(h) = e
+        .execute(StorageOp::ListHints {
+            target: NodeId::new("b").unwrap(),
+            limit,
+            after,
+        })
+        .unwrap()
+    else {
+        panic!("a listing answers hints")
+    };
+    h
+}
+
+#[test]
+fn expired_hints_read_as_none_and_expired_objects_are_not_stored_as_hints() {
+    let e = exec(&MemStorage::new());
+    let StorageReply::Coordinated { object, .. } = put(&e, b"k", "a", CausalContext::new()) else {
+        panic!()
+    };
+    // Written at time zero: 99 s later it is live, 100 s later expired.
+    assert_eq!(
+        store_hint_at(&e, b"k", &object, Time::from_micros(99_000_000)),
+        StorageReply::HintStored
+    );
+    let read = |secs: u64| {
+        e.execute(StorageOp::ReadHint {
+            target: NodeId::new("b").unwrap(),
+            partition: PartitionId(1),
+            key: b"k".to_vec(),
+            now: Time::from_micros(secs * 1_000_000),
+            ttl: Duration::from_secs(100),
+        })
+        .unwrap()
+    };
+    assert_eq!(read(99), StorageReply::Object(Some(object.clone())));
+    assert_eq!(read(100), StorageReply::Object(None));
+    assert_eq!(
+        store_hint_at(&e, b"k2", &object, Time::from_micros(100_000_000)),
+        StorageReply::HintRejected(HintRejection::Expired)
+    );
+}
+
+#[test]
+fn an_expired_hint_is_dropped_only_if_it_is_still_the_one_listed() {
+    let e = exec(&MemStorage::new());
+    let StorageReply::Coordinated { object: old, .. } = put(&e, b"k", "a", CausalContext::new())
+    else {
+        panic!()
+    };
+    store_hint_at(&e, b"k", &old, Time::ZERO);
+    let listed = list_b(&e, 10, None);
+    let listed = &listed[0];
+    // A newer write is hinted for the key after the listing (stamped later).
+    let mut new = Object::new();
+    new.update(
+        &CausalContext::new(),
+        SiblingValue::Data(b"new".to_vec()),
+        Dot::new(Actor(9), 1),
+        Time::from_micros(150_000_000),
+    )
+    .unwrap();
+    store_hint_at(&e, b"k", &new, Time::from_micros(150_000_000));
+    let drop = |digest| {
+        e.execute(StorageOp::DropHint {
+            target: NodeId::new("b").unwrap(),
+            partition: PartitionId(1),
+            key: b"k".to_vec(),
+            digest,
+        })
+        .unwrap()
+    };
+    assert_eq!(drop(listed.digest), StorageReply::HintDeleted(false));
+    let now = list_b(&e, 10, None);
+    assert_eq!(now.len(), 1);
+    assert_eq!(
+        now[0].object, new,
+        "the expired hint was replaced, not merged into"
+    );
+    assert_eq!(drop(now[0].digest), StorageReply::HintDeleted(true));
+}
+
+#[test]
+fn hint_listings_resume_after_the_cursor() {
+    let e = exec(&MemStorage::new());
+    let StorageReply::Coordinated { object, .. } = put(&e, b"k", "a", CausalContext::new()) else {
+        panic!()
+    };
+    for k in [b"h1", b"h2", b"h3"] {
+        store_hint_at(&e, k, &object, Time::ZERO);
+    }
+    let first = list_b(&e, 2, None);
+    assert_eq!(first.len(), 2);
+    let last = first.last().unwrap();
+    let rest = list_b(&e, 2, Some((last.partition, last.key.clone())));
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].key, b"h3".to_vec());
 }

@@ -429,4 +429,29 @@ mod tests {
             other => panic!("a hint TTL past the tombstone grace period: {other:?}"),
         }
     }
+
+    /// The clock-skew margin is a node setting, checked with the other engine rules.
+    #[test]
+    fn the_clock_skew_margin_is_enforced_on_the_node_config() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "node.pem", "node.key"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let path = dir.path().join("node.toml");
+        let cfg = NodeConfig::parse(DEFAULT_CONFIG_TOML, &path, dir.path()).expect("valid");
+        assert_eq!(
+            cfg.engine_config().replication.max_clock_skew,
+            std::time::Duration::from_secs(10)
+        );
+        // 3 h + 2 × 1 h is not below 4 h.
+        let text = DEFAULT_CONFIG_TOML
+            .replacen("max_clock_skew = \"10s\"", "max_clock_skew = \"1h\"", 1)
+            .replacen("tombstone_grace = \"1day\"", "tombstone_grace = \"4h\"", 1);
+        match NodeConfig::parse(&text, &path, dir.path()) {
+            Err(ConfigError::Field { field, .. }) => {
+                assert_eq!(field, "replication.tombstone_grace")
+            }
+            other => panic!("a grace period inside the skew margin: {other:?}"),
+        }
+    }
 }

@@ -73,6 +73,27 @@ pub struct ReplicationConfig {
     /// them) before they are reaped.
     #[serde(with = "humantime_serde")]
     pub tombstone_grace: Duration,
+    /// The largest difference between any two members' wall clocks that the
+    /// time-based rules must stay safe under (NTP-synchronised clocks stay well within
+    /// the 10 s default).
+    ///
+    /// Two rules compare a timestamp written by one node's clock with another node's
+    /// clock: a tombstone may be reaped once the reaper's clock is `tombstone_grace` past
+    /// the tombstone's timestamp (the coordinator's clock when it was written), and a hint
+    /// expires once its holder's clock is `handoff.ttl` past its newest value's timestamp.
+    /// A value a tombstone superseded was written before it in real time, but with clocks
+    /// up to `S` apart its timestamp can read up to `S` later than the tombstone's, and
+    /// the reaper's clock can run up to `S` ahead of the hint holder's. So when a
+    /// tombstone is reaped, a hint of a superseded value has age at least
+    /// `tombstone_grace - 2 S` on its holder's clock; validation requires
+    /// `tombstone_grace > handoff.ttl + 2 × max_clock_skew`, so that it is always expired
+    /// by then and can never be read, merged or delivered after the reap. It also requires
+    /// `handoff.ttl > max_clock_skew`, so that a hint of a write coordinated just now by
+    /// a node whose clock is behind is never expired on arrival (it would be refused,
+    /// and the write placed elsewhere or failed, instead of being kept). Anti-entropy and
+    /// read repair only copy what replicas hold and use no clock, so they add no rule.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
 }
 
 impl Default for ReplicationConfig {
@@ -87,6 +108,7 @@ impl Default for ReplicationConfig {
             rpc_timeout: Duration::from_secs(2),
             read_repair_window: Duration::from_millis(100),
             tombstone_grace: Duration::from_secs(24 * 3600),
+            max_clock_skew: Duration::from_secs(10),
         }
     }
 }
@@ -98,14 +120,18 @@ pub struct HandoffConfig {
     /// Whether writes for a down primary are kept as hints on a fallback. When off, no
     /// new hints are stored; hints already stored are still delivered.
     pub enabled: bool,
-    /// Hint delivery runs this often.
+    /// A delivery pass starts this often for each target with hints (also for targets
+    /// that are down, whose expired hints it drops).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// At most this many hints are delivered per target per `interval` (the delivery
-    /// rate limit).
+    /// Hints listed and delivered per page; one page per target is in flight at a time
+    /// (the delivery bound). A page delivered without a failure is followed at once by
+    /// the next; after a failure the target waits for the next `interval`.
     pub batch: usize,
-    /// Hints older than this are dropped instead of delivered (anti-entropy repairs what
-    /// they carried). Must be shorter than the tombstone grace period.
+    /// Hints whose newest value is older than this are expired: never read, merged into
+    /// or delivered, and dropped (anti-entropy repairs what they carried). Must exceed
+    /// `replication.max_clock_skew`, and `replication.tombstone_grace` must exceed it by
+    /// twice that skew (see [`ReplicationConfig::max_clock_skew`]).
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// At most this many hints are kept per target node.
@@ -391,6 +417,25 @@ impl HandoffConfig {
                 "must be shorter than replication.tombstone_grace, or a late hint could bring a reaped key back",
             ));
         }
+        let skew = replication.max_clock_skew;
+        if self.ttl <= skew {
+            return Err(err(
+                "handoff.ttl",
+                format!(
+                    "must be longer than replication.max_clock_skew ({skew:?}), or a hint of a fresh write from a node whose clock is behind would be expired on arrival"
+                ),
+            ));
+        }
+        let margin = self.ttl.saturating_add(skew.saturating_mul(2));
+        if replication.tombstone_grace <= margin {
+            return Err(err(
+                "replication.tombstone_grace",
+                format!(
+                    "must be longer than handoff.ttl + 2 × replication.max_clock_skew ({:?} + 2 × {skew:?} = {margin:?}), or a hint that is not yet expired on a node with a slow clock could bring back a tombstone reaped by a node with a fast one",
+                    self.ttl
+                ),
+            ));
+        }
         if self.batch == 0 {
             return Err(err("handoff.batch", "must be at least 1"));
         }
@@ -521,6 +566,35 @@ mod tests {
         let mut c = EngineConfig::default();
         c.handoff.ttl = Duration::from_secs(10);
         c.replication.tombstone_grace = Duration::from_secs(10);
+        assert_eq!(c.validate(3).unwrap_err().field, "handoff.ttl");
+    }
+
+    #[test]
+    fn tombstone_grace_must_exceed_hint_ttl_by_twice_the_clock_skew() {
+        let mut c = EngineConfig::default();
+        c.handoff.ttl = Duration::from_secs(100);
+        c.replication.max_clock_skew = Duration::from_secs(10);
+        c.replication.tombstone_grace = Duration::from_secs(120);
+        let e = c.validate(3).unwrap_err();
+        assert_eq!(e.field, "replication.tombstone_grace");
+        assert!(
+            e.to_string()
+                .contains("handoff.ttl + 2 × replication.max_clock_skew"),
+            "{e}"
+        );
+        c.replication.tombstone_grace = Duration::from_secs(121);
+        c.validate(3).unwrap();
+        // No skew allowed: the rule is the plain one.
+        c.replication.max_clock_skew = Duration::ZERO;
+        c.replication.tombstone_grace = Duration::from_secs(101);
+        c.validate(3).unwrap();
+    }
+
+    #[test]
+    fn hint_ttl_must_exceed_the_clock_skew() {
+        let mut c = EngineConfig::default();
+        c.handoff.ttl = Duration::from_secs(10);
+        c.replication.max_clock_skew = Duration::from_secs(10);
         assert_eq!(c.validate(3).unwrap_err().field, "handoff.ttl");
     }
 

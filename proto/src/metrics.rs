@@ -43,7 +43,7 @@ pub const MEMBER_STATE_CHANGES_TOTAL: &str = "shoal_member_state_changes_total";
 /// Counter: gossip rounds started.
 pub const GOSSIP_ROUNDS_TOTAL: &str = "shoal_gossip_rounds_total";
 /// Counter, by `event` (`stored`, `dropped`, `delivered`, `expired`, `delivery_failed`,
-/// `corrupt`): hint lifecycle events.
+/// `parked`, `corrupt`): hint lifecycle events.
 pub const HINTS_TOTAL: &str = "shoal_hints_total";
 /// Gauge, by `target` (a node id): hints held for each target.
 pub const HINTS_PENDING: &str = "shoal_hints_pending";

@@ -7,6 +7,8 @@
 //! ([`crate::Object::update`], [`crate::Object::merge`]), so the driver holds no
 //! replication logic of its own.
 
+use std::time::Duration;
+
 use shoal_ring::{NodeId, PartitionId};
 
 use crate::causality::CausalContext;
@@ -23,7 +25,9 @@ pub enum StorageOp {
         /// The key.
         key: Vec<u8>,
     },
-    /// Read the hint kept for `target` of a key.
+    /// Read the hint kept for `target` of a key. A hint expired at `now` (see
+    /// [`HintRecord::content_expired`]) reads as none: a stand-in must never answer a read
+    /// with what a reaped tombstone may have superseded.
     ReadHint {
         /// The primary the hint is for.
         target: NodeId,
@@ -31,6 +35,10 @@ pub enum StorageOp {
         partition: PartitionId,
         /// The key.
         key: Vec<u8>,
+        /// The reading node's time.
+        now: Time,
+        /// `handoff.ttl`.
+        ttl: Duration,
     },
     /// Coordinate a client write: mint the next dot of this node's actor, apply
     /// [`Object::update`] to the local copy, store it. Replies [`StorageReply::Coordinated`].
@@ -63,7 +71,10 @@ pub enum StorageOp {
         max_object_bytes: usize,
     },
     /// Merge an object into the hint kept for `target`, within the per-target bounds.
-    /// Replies [`StorageReply::HintStored`] or [`StorageReply::HintRejected`].
+    /// A stored hint expired at `now` is replaced, never merged into (the merge would
+    /// carry its values on past their TTL); an object that is itself expired is refused
+    /// ([`HintRejection::Expired`]). Replies [`StorageReply::HintStored`] or
+    /// [`StorageReply::HintRejected`].
     StoreHint {
         /// The primary the hint is for.
         target: NodeId,
@@ -79,13 +90,18 @@ pub enum StorageOp {
         max_hints: u64,
         /// Bound on hint bytes for this target.
         max_bytes: u64,
+        /// `handoff.ttl`.
+        ttl: Duration,
     },
-    /// Up to `limit` hints for `target`. Replies [`StorageReply::Hints`].
+    /// Up to `limit` hints for `target`, in key order after `after`. Replies
+    /// [`StorageReply::Hints`]; fewer than `limit` means the listing reached the end.
     ListHints {
         /// The primary.
         target: NodeId,
         /// Most hints to return.
         limit: usize,
+        /// Resume after this hint (partition and key) of the previous page.
+        after: Option<(PartitionId, Vec<u8>)>,
     },
     /// Delete a delivered hint, unless it changed since it was read: it is deleted only
     /// if `delivered` includes everything the stored hint holds now.
@@ -99,7 +115,9 @@ pub enum StorageOp {
         /// What was delivered.
         delivered: Object,
     },
-    /// Drop a hint regardless of content (expired). Replies [`StorageReply::HintDeleted`].
+    /// Drop an expired hint, only if it is still the one listed: its stored bytes still
+    /// have `digest` ([`HintRecord::digest`]). A hint stored for the key since the listing
+    /// stays. Replies [`StorageReply::HintDeleted`].
     DropHint {
         /// The primary.
         target: NodeId,
@@ -107,6 +125,8 @@ pub enum StorageOp {
         partition: PartitionId,
         /// The key.
         key: Vec<u8>,
+        /// The digest of the hint as listed.
+        digest: u64,
     },
     /// Count and size of hints per target. Replies [`StorageReply::HintSummary`].
     HintSummary,
@@ -215,6 +235,35 @@ pub struct HintRecord {
     pub object: Object,
     /// When the hint was first stored.
     pub stored_at: Time,
+    /// xxh3 of the stored hint's bytes: a removal names it, so that it never removes a
+    /// hint stored after the listing.
+    pub digest: u64,
+}
+
+impl HintRecord {
+    /// Whether a hint holding `object` (first stored at `stored_at`) is expired at `now`.
+    ///
+    /// A hint expires by the age of its content: its newest sibling's timestamp (the
+    /// coordinator's clock when that value was written), or `stored_at` for a hint
+    /// without siblings. Every access to a hint (read, store, list, deliver) applies this
+    /// one rule. Config validation keeps `replication.tombstone_grace` above
+    /// `handoff.ttl + 2 × replication.max_clock_skew`, so by the time any replica may reap
+    /// a tombstone, every hint holding a value it superseded is expired on every node,
+    /// whatever their clocks (see `ReplicationConfig::max_clock_skew`).
+    pub fn content_expired(object: &Object, stored_at: Time, now: Time, ttl: Duration) -> bool {
+        let newest = object
+            .siblings()
+            .iter()
+            .map(|s| s.timestamp)
+            .max()
+            .unwrap_or(stored_at);
+        now.saturating_since(newest) >= ttl
+    }
+
+    /// Whether this hint is expired at `now` ([`HintRecord::content_expired`]).
+    pub fn is_expired(&self, now: Time, ttl: Duration) -> bool {
+        HintRecord::content_expired(&self.object, self.stored_at, now, ttl)
+    }
 }
 
 /// Hints kept for one target.
@@ -233,6 +282,9 @@ pub enum HintRejection {
     TooMany,
     /// The target's hints would exceed `max_bytes`.
     TooLarge,
+    /// The object is already past the hint TTL (a late or replayed message): a hint of
+    /// it would be dropped unread, so it is not acknowledged as one.
+    Expired,
 }
 
 /// The result of a [`StorageOp`].

@@ -23,23 +23,37 @@ fn run_ok(cfg: &SimConfig) -> RunReport {
 
 /// The config of the many-seeds tests: every cluster size in turn, the rest (quorums,
 /// fault mix) drawn from the seed; smaller than the default run to keep debug builds fast.
+/// Every other seed skews the nodes' clocks (fault class "clock skew"), up to 2 s apart.
 fn many_seeds_config(seed: u64) -> SimConfig {
     SimConfig {
         nodes: Some(3 + (seed % 5) as usize),
         ops: 150,
+        clock_skew: skew_of(seed),
         ..SimConfig::from_seed(seed)
     }
 }
 
+/// The clock skew of a many-seeds run: none for even seeds, 100 ms to 2 s for odd ones.
+fn skew_of(seed: u64) -> Duration {
+    if seed % 2 == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(100 + seed.wrapping_mul(7_919) % 1_900)
+}
+
 fn run_seeds(seeds: std::ops::Range<u64>) {
-    let mut faulty = 0;
+    let (mut faulty, mut skewed) = (0, 0);
     for seed in seeds {
         let report = run_ok(&many_seeds_config(seed));
         if report.setup.faults.any() {
             faulty += 1;
         }
+        if !report.setup.clock_skew.is_zero() {
+            skewed += 1;
+        }
     }
     assert!(faulty > 0, "no seed of the range injected faults");
+    assert!(skewed > 0, "no seed of the range skewed the clocks");
 }
 
 // 400 seeds in eight tests, so that the test harness spreads them over the cores.
@@ -82,6 +96,33 @@ fn seeds_300_to_350_hold_every_invariant_under_faults() {
 #[test]
 fn seeds_350_to_400_hold_every_invariant_under_faults() {
     run_seeds(350..400);
+}
+
+#[test]
+fn skewed_clocks_hand_each_engine_its_own_time_and_runs_stay_deterministic() {
+    let cfg = SimConfig {
+        keep_log: true,
+        clock_skew: Duration::from_millis(1_500),
+        ..SimConfig::from_seed(9)
+    };
+    let a = run_ok(&cfg);
+    let b = run(&cfg);
+    assert_eq!(a.digest, b.digest, "same seed and skew, same run");
+    assert!(
+        a.log
+            .iter()
+            .any(|l| l.contains("clocks: skew at most 1.5s")),
+        "the run logs its clocks"
+    );
+    let plain = run(&SimConfig {
+        keep_log: true,
+        ..SimConfig::from_seed(9)
+    });
+    assert_ne!(a.digest, plain.digest, "skew changes what the engines do");
+    assert!(
+        !plain.log.iter().any(|l| l.contains("clocks:")),
+        "a run without skew logs what it always did"
+    );
 }
 
 #[test]

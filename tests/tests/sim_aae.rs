@@ -135,13 +135,21 @@ fn dropped_and_expired_hints_are_made_up_by_anti_entropy() {
 /// reaped a few seconds after they are everywhere: across the seeds tombstones are
 /// reaped, and every checker — no lost write, no phantom, no resurrection (also of
 /// reads made after a reap), convergence — holds. Half the runs have handoff off and
-/// converge by anti-entropy alone.
+/// converge by anti-entropy alone; the others skew the nodes' clocks by up to 1.9 s
+/// (with the 6 s grace period, hint TTLs then sit between the skew and the margin
+/// `grace - 2 × skew`, the tightest the engine allows).
 #[test]
 fn reaping_under_faults_never_resurrects_a_deleted_value() {
     let mut reaped = 0;
     for seed in 0..40u64 {
         let aae_only = seed % 2 == 1;
+        let clock_skew = if aae_only {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(1_000 + seed.wrapping_mul(7_919) % 900)
+        };
         let cfg = SimConfig {
+            clock_skew,
             nodes: Some(3 + (seed % 3) as usize),
             ops: 200,
             delete_fraction: 0.4,
@@ -165,6 +173,74 @@ fn reaping_under_faults_never_resurrects_a_deleted_value() {
     assert!(reaped > 0, "no run reaped a tombstone");
 }
 
+/// A 5-node run with no workload and no random faults, in which the scripted client
+/// alone works on key `k0` (fast background: a 6 s grace period): the base of the
+/// scripted hint-and-reap scenarios. Returns it with `k0`'s primaries and fallbacks.
+fn k0_script() -> (SimConfig, Vec<usize>, Vec<usize>) {
+    let nodes = 5;
+    let q = Quorum { n: 3, r: 2, w: 2 };
+    let (primaries, fallbacks) = replicas_of(nodes, "k0", q.n).expect("ring");
+    let cfg = SimConfig {
+        nodes: Some(nodes),
+        quorum: Some(q),
+        clients: 1,
+        ops: 0,
+        keys: 1,
+        set_keys: 0,
+        delete_fraction: 0.0,
+        faults: FaultMix::None,
+        vary_quorums: false,
+        handoff: Some(HandoffLimits::ROOMY),
+        background: Background::fast(),
+        keep_log: true,
+        ..SimConfig::from_seed(7)
+    };
+    (cfg, primaries, fallbacks)
+}
+
+/// A scripted operation of the scripted client on `k0`, sent to `node` at `at_ms`.
+fn k0_op(node: usize, at_ms: u64, action: ScriptedAction) -> ScriptedOp {
+    ScriptedOp {
+        at: Duration::from_millis(at_ms),
+        node,
+        key: "k0".to_owned(),
+        action,
+    }
+}
+
+/// At node `a`: a blind put of `k0` at 0.5 s, a read at 1.1 s, a delete with the read's
+/// context at 1.4 s.
+fn put_read_delete(a: usize) -> Vec<ScriptedOp> {
+    let put = ScriptedAction::Put {
+        with_context: false,
+    };
+    vec![
+        k0_op(a, 500, put),
+        k0_op(a, 1_100, ScriptedAction::Get { r: None }),
+        k0_op(a, 1_400, ScriptedAction::Delete { with_context: true }),
+    ]
+}
+
+/// `base` with primary `c` cut off from 0.3 s to 2.3 s (so that a put at 0.5 s leaves a
+/// hint for it on fallback `d`) and `d` crashed at 1 s for `away` (so that it keeps the
+/// hint undelivered while the key is deleted and, once `c` is back, reaped).
+fn hint_holder_away(base: SimConfig, c: usize, d: usize, away: Duration) -> SimConfig {
+    SimConfig {
+        scripted_partitions: vec![ScriptedPartition {
+            side: side(&[c]),
+            one_way: false,
+            start: Duration::from_millis(300),
+            length: Duration::from_secs(2),
+        }],
+        scripted_crashes: vec![ScriptedCrash {
+            node: d,
+            at: Duration::from_millis(1_000),
+            length: away,
+        }],
+        ..base
+    }
+}
+
 /// The hint-replay-after-reap case, scripted: key `k0` is put while one primary is cut
 /// off, so the first fallback keeps a hint of the put for it; that fallback crashes
 /// before delivering it, and the key is deleted (the tombstone's hint goes to the next
@@ -175,55 +251,14 @@ fn reaping_under_faults_never_resurrects_a_deleted_value() {
 /// no tombstone left to cover it, and anti-entropy would spread it).
 #[test]
 fn a_hint_older_than_the_reap_does_not_bring_the_key_back() {
-    let nodes = 5;
-    let q = Quorum { n: 3, r: 2, w: 2 };
-    let (primaries, fallbacks) = replicas_of(nodes, "k0", q.n).expect("ring");
+    let (base, primaries, fallbacks) = k0_script();
     let (a, c, d) = (primaries[0], primaries[2], fallbacks[0]);
-    let op = |at_ms: u64, action| ScriptedOp {
-        at: Duration::from_millis(at_ms),
-        node: a,
-        key: "k0".to_owned(),
-        action,
-    };
     let crash_at = Duration::from_millis(1_000);
     let crash_length = Duration::from_secs(16);
     let cfg = SimConfig {
-        nodes: Some(nodes),
-        quorum: Some(q),
-        // No workload: `k0` is the scripted client's alone.
-        clients: 1,
-        ops: 0,
-        keys: 1,
-        set_keys: 0,
-        delete_fraction: 0.0,
-        faults: FaultMix::None,
-        vary_quorums: false,
-        handoff: Some(HandoffLimits::ROOMY),
-        background: Background::fast(),
-        scripted_partitions: vec![ScriptedPartition {
-            side: side(&[c]),
-            one_way: false,
-            start: Duration::from_millis(300),
-            length: Duration::from_secs(2),
-        }],
-        scripted_crashes: vec![ScriptedCrash {
-            node: d,
-            at: crash_at,
-            length: crash_length,
-        }],
-        scripted_ops: vec![
-            op(
-                500,
-                ScriptedAction::Put {
-                    with_context: false,
-                },
-            ),
-            op(1_100, ScriptedAction::Get { r: None }),
-            op(1_400, ScriptedAction::Delete { with_context: true }),
-        ],
+        scripted_ops: put_read_delete(a),
         min_safety_time: crash_at + crash_length + Duration::from_secs(4),
-        keep_log: true,
-        ..SimConfig::from_seed(7)
+        ..hint_holder_away(base, c, d, crash_length)
     };
     let report = run_ok(&cfg);
     let hint_log: Vec<&str> = report
@@ -341,5 +376,116 @@ fn anti_entropy_yields_to_foreground_load() {
     assert!(
         loaded_repaired < quiet_repaired,
         "anti-entropy repaired less while the burst ran: {summary}"
+    );
+}
+
+/// An expired hint read by a stand-in, scripted: key `k0` is put while one primary `c` is
+/// cut off, so the first fallback `d` keeps a hint of the put for it. Then `d` is cut off
+/// instead, for long enough that the key is deleted (with the put's context), the
+/// tombstone reaches every primary and every primary reaps it. When `d` rejoins, `c` is
+/// cut off again, so `d` still sees `c` down and never runs a delivery round for it. A
+/// read with R = 3 at the first primary asks `d` to stand in for `c`: `d`'s hint of the
+/// put is long past its TTL and must not be answered (a stand-in answering it would bring
+/// the deleted value back through the read and its repair).
+#[test]
+fn a_stand_in_does_not_answer_a_read_with_a_hint_older_than_the_reap() {
+    let (base, primaries, fallbacks) = k0_script();
+    let (a, c, d) = (primaries[0], primaries[2], fallbacks[0]);
+    let rejoin = Duration::from_secs(17);
+    let cut = |nodes: &[usize], start: Duration, length: Duration| ScriptedPartition {
+        side: side(nodes),
+        one_way: false,
+        start,
+        length,
+    };
+    let cfg = SimConfig {
+        scripted_partitions: vec![
+            cut(&[c], Duration::from_millis(300), Duration::from_millis(700)),
+            // Replaces the first: `c` rejoins, `d` is cut off.
+            cut(
+                &[d],
+                Duration::from_millis(1_000),
+                rejoin - Duration::from_millis(1_000),
+            ),
+            // Replaces the second: `d` rejoins, `c` is cut off again.
+            cut(&[c], rejoin, Duration::from_secs(4)),
+        ],
+        scripted_ops: [
+            put_read_delete(a),
+            vec![k0_op(a, 18_500, ScriptedAction::Get { r: Some(3) })],
+        ]
+        .concat(),
+        min_safety_time: rejoin + Duration::from_secs(6),
+        ..base
+    };
+    let report = run_ok(&cfg);
+    let reaped_before: BTreeSet<&str> = report
+        .history
+        .reaps_of("k0")
+        .filter(|r| r.at.saturating_since(sim::EPOCH) < rejoin)
+        .map(|r| r.node.as_str())
+        .collect();
+    for p in &primaries {
+        let p = format!("n{p}");
+        assert!(
+            reaped_before.contains(p.as_str()),
+            "primary {p} reaped k0 before the fallback rejoined (reaped on {reaped_before:?})\n{report}"
+        );
+    }
+    let stand_in = format!("n{d}");
+    assert!(
+        report
+            .log
+            .iter()
+            .any(|l| l.contains(&stand_in) && l.contains("read_hint")),
+        "the read asked the fallback for its hint\n{report}"
+    );
+    assert!(
+        report.counter_with(HINTS_TOTAL, &[("event", "stored")]) >= 1,
+        "the put left a hint for the cut-off primary\n{report}"
+    );
+}
+
+/// The clock-skew margin matters, shown by breaking it: the hint-replay case with the
+/// engines told their clocks agree (`max_clock_skew` 0, so a hint TTL of 5.9 s under the
+/// 6 s grace period is allowed) while the fallback holding the put's hint runs 5 s
+/// behind. The tombstone is reaped on every primary by their clocks; when the fallback
+/// comes back, the put is only about 5 s old on its slow clock, so its hint is not
+/// expired and is delivered: the deleted value comes back, and the checker says so.
+/// (With the clocks' real spread configured, validation refuses this TTL: the grace
+/// period must exceed it by twice the skew.)
+#[test]
+fn clocks_further_apart_than_configured_let_a_reaped_value_come_back() {
+    let (base, primaries, fallbacks) = k0_script();
+    let (a, c, d) = (primaries[0], primaries[2], fallbacks[0]);
+    let mut offsets = vec![0; 5];
+    offsets[d] = -5_000;
+    let cfg = SimConfig {
+        handoff: Some(HandoffLimits {
+            ttl: Duration::from_millis(5_900),
+            ..HandoffLimits::ROOMY
+        }),
+        clock_offsets_ms: offsets,
+        scripted_ops: put_read_delete(a),
+        min_safety_time: Duration::from_secs(14),
+        ..hint_holder_away(base, c, d, Duration::from_millis(9_500))
+    };
+    let report = sim::run(&cfg).expect("the run runs");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.to_string().contains("no_resurrection")),
+        "the late hint brought k0 back\n{report}"
+    );
+    // The same run with the clocks in agreement: the hint is expired when the fallback
+    // comes back, and nothing comes back.
+    let report = run_ok(&SimConfig {
+        clock_offsets_ms: Vec::new(),
+        ..cfg
+    });
+    assert!(
+        report.counter_with(HINTS_TOTAL, &[("event", "expired")]) >= 1,
+        "the hint expired\n{report}"
     );
 }

@@ -75,21 +75,9 @@ impl Engine {
                             );
                             return;
                         }
-                        let now = self.now;
-                        let (max_hints, max_bytes) = (
-                            self.cfg.handoff.max_hints_per_target,
-                            self.cfg.handoff.max_hint_bytes_per_target,
-                        );
+                        let op = self.store_hint_op(target, partition, key, object);
                         self.storage(
-                            StorageOp::StoreHint {
-                                target,
-                                partition,
-                                key,
-                                object,
-                                now,
-                                max_hints,
-                                max_bytes,
-                            },
+                            op,
                             Waiter::Replica {
                                 inbound: id,
                                 kind: ReplicaKind::StoreHint,
@@ -113,6 +101,8 @@ impl Engine {
                         target,
                         partition,
                         key,
+                        now: self.now,
+                        ttl: self.cfg.handoff.ttl,
                     },
                 };
                 self.storage(
@@ -194,13 +184,16 @@ impl Engine {
             }
             (ReplicaKind::StoreHint, Ok(StorageReply::HintRejected(why))) => {
                 metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "dropped").increment(1);
-                let what = match why {
-                    HintRejection::TooMany => "count",
-                    HintRejection::TooLarge => "bytes",
+                let problem = match why {
+                    HintRejection::TooMany => {
+                        "hint store for the target is full (count bound reached)"
+                    }
+                    HintRejection::TooLarge => {
+                        "hint store for the target is full (bytes bound reached)"
+                    }
+                    HintRejection::Expired => "the object is older than the hint TTL",
                 };
-                PeerResponse::Error(RequestError::NotAllowed(format!(
-                    "hint store for the target is full ({what} bound reached)"
-                )))
+                PeerResponse::Error(RequestError::NotAllowed(problem.into()))
             }
             (ReplicaKind::Read, Ok(StorageReply::Object(obj))) => PeerResponse::Object(obj),
             (_, Ok(StorageReply::TooLarge { len, max })) => {

@@ -359,23 +359,9 @@ impl Engine {
         // acknowledged depends on anti-entropy alone.
         if let Some(object) = op.object {
             for target in op.quorum.unplaced().iter().cloned() {
-                let now = self.now;
-                let (max_hints, max_bytes) = (
-                    self.cfg.handoff.max_hints_per_target,
-                    self.cfg.handoff.max_hint_bytes_per_target,
-                );
-                self.storage(
-                    StorageOp::StoreHint {
-                        target,
-                        partition: op.partition,
-                        key: op.key.clone(),
-                        object: object.clone(),
-                        now,
-                        max_hints,
-                        max_bytes,
-                    },
-                    Waiter::LocalHint,
-                );
+                let store =
+                    self.store_hint_op(target, op.partition, op.key.clone(), object.clone());
+                self.storage(store, Waiter::LocalHint);
             }
         }
     }

@@ -11,6 +11,8 @@
 //!   `--tombstone-grace S` and `--aae-interval S` set those periods. Any of the last three
 //!   switches the engines to intervals scaled to a run of seconds (exchanges every 3 s,
 //!   reaping every second, a 6 s grace period), so that tombstones are reaped.
+//! - `--clock-skew S` gives every node its own clock (seeded offset and drift, any two at
+//!   most S seconds apart), the time its engine sees.
 
 use std::process::ExitCode;
 
@@ -106,9 +108,23 @@ struct Args {
     /// strongest mix); each seed draws which faults it injects.
     #[arg(long, default_value_t = 1.0)]
     faults: f64,
+    /// Clock skew in seconds: each node's clock gets a seeded offset and drift, any two
+    /// at most this far apart (the engines' replication.max_clock_skew; hint TTLs are cut
+    /// to fit the margin under the tombstone grace period).
+    #[arg(long, value_parser = parse_skew)]
+    clock_skew: Option<Duration>,
     /// Print the event log (with --seed).
     #[arg(long)]
     log: bool,
+}
+
+/// Parses a clock skew in seconds, 0 to 3600.
+fn parse_skew(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("{s:?}: expected seconds in [0, 3600]"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 impl Args {
@@ -150,6 +166,7 @@ impl Args {
                 intensity: self.faults.min(1.0),
             }
         };
+        cfg.clock_skew = self.clock_skew.unwrap_or_default();
         cfg.keep_log = self.log;
         cfg
     }

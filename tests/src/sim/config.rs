@@ -387,6 +387,15 @@ pub struct SimConfig {
     pub max_siblings: Option<usize>,
     /// Pauses scripted on top of the random faults.
     pub scripted_pauses: Vec<ScriptedPause>,
+    /// Clock skew: each node's clock gets a seeded offset and drift, any two differing by
+    /// at most this much (zero: every node's clock is the virtual time). The engines are
+    /// configured with it as `replication.max_clock_skew`.
+    pub clock_skew: Duration,
+    /// Fixed clock offsets in milliseconds, node by node (nodes past the list: none), no
+    /// drift, instead of offsets drawn within `clock_skew`. The engines are still told
+    /// `clock_skew`, so a test can give them less than the offsets' spread (a cluster
+    /// whose clocks are further apart than it is configured for).
+    pub clock_offsets_ms: Vec<i64>,
 }
 
 impl SimConfig {
@@ -416,6 +425,8 @@ impl SimConfig {
             keep_log: false,
             max_siblings: None,
             scripted_pauses: Vec::new(),
+            clock_skew: Duration::ZERO,
+            clock_offsets_ms: Vec::new(),
         }
     }
 
@@ -448,6 +459,8 @@ pub struct Setup {
     pub background: Background,
     /// How the liveness phase brings the replicas together.
     pub liveness: Liveness,
+    /// The largest difference between two nodes' clocks.
+    pub clock_skew: Duration,
 }
 
 impl Setup {
@@ -476,6 +489,17 @@ impl Setup {
         if handoff.ttl >= cfg.background.tombstone_grace {
             handoff.ttl = cfg.background.tombstone_grace / 2;
         }
+        // ... with a margin for clock skew: skew < TTL < grace - 2 × skew.
+        let skew = cfg.clock_skew;
+        let grace = cfg.background.tombstone_grace;
+        let slack = Duration::from_millis(1);
+        let highest = grace.saturating_sub(skew * 2).saturating_sub(slack);
+        if handoff.ttl > highest {
+            handoff.ttl = highest;
+        }
+        if handoff.ttl <= skew {
+            handoff.ttl = (skew + slack).min(highest);
+        }
         Setup {
             nodes,
             quorum,
@@ -484,12 +508,13 @@ impl Setup {
             handoff,
             background: cfg.background,
             liveness: cfg.liveness,
+            clock_skew: skew,
         }
     }
 
     /// Whether read-your-writes must hold: no faults (random or scripted), no storage
     /// queueing (slow storage makes replicas miss timeouts, so writes go sloppy) and
-    /// R + W > N.
+    /// R + W > N. (Clock skew does not matter: no read or write rule uses a clock.)
     pub fn read_your_writes(&self, cfg: &SimConfig) -> bool {
         !self.faults.any()
             && cfg.scripted_partitions.is_empty()

@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use shoal_proto::wire::{ClientRequest, MemberState, PeerRequest, PeerResponse, Request, Response};
 use shoal_proto::{
-    Command, Dot, InboundId, Monotonic, Object, RequestId, SendError, Sender, StorageFailure,
+    Command, Dot, InboundId, Monotonic, Now, Object, RequestId, SendError, Sender, StorageFailure,
     StorageOp, StorageReply, StorageResult, Time,
 };
 use shoal_ring::{NodeId, PartitionId};
@@ -104,7 +104,7 @@ impl Sim {
     pub(super) fn start_node(&mut self, i: usize) -> Result<(), SimError> {
         let seed: u64 = self.rng.random();
         let actor: u64 = self.rng.random();
-        let now = self.clocks(i);
+        let now = self.node_now(i);
         let node = &mut self.nodes[i];
         node.start(
             &self.engine_cfg,
@@ -211,7 +211,15 @@ impl Sim {
         }
     }
 
+    /// Node `i`'s clocks now: what its engine is handed. Its wall clock is skewed
+    /// ([`clock::Clocks`]); its monotonic clock is the same local reading, so that timers
+    /// the engine sets are on the node's own (drifting, never backwards) clock.
+    pub(crate) fn node_now(&self, i: usize) -> Now {
+        Now::from_virtual(self.clocks.local(i, self.now))
+    }
+
     /// Schedule the node's next engine timer, if it is earlier than the one scheduled.
+    /// The engine names it on its own clock; it fires when that clock reaches it.
     fn arm_timer(&mut self, i: usize) {
         let now = self.now;
         let node = &mut self.nodes[i];
@@ -222,8 +230,8 @@ impl Sim {
         let Some(t) = r.engine.poll_timeout().map(Monotonic::as_virtual) else {
             return;
         };
-        if r.timer_at.is_none_or(|at| t < at) {
-            let at = t.max(now);
+        let at = self.clocks.virtual_at(i, t, now);
+        if r.timer_at.is_none_or(|scheduled| at < scheduled) {
             r.timer_at = Some(at);
             self.queue.push(
                 at,
@@ -237,7 +245,7 @@ impl Sim {
 
     fn timer(&mut self, i: usize, incarnation: u32) {
         let now = self.now;
-        let clocks = self.clocks(i);
+        let clocks = self.node_now(i);
         let node = &mut self.nodes[i];
         if node.incarnation != incarnation {
             return;
@@ -437,7 +445,7 @@ impl Sim {
             self.note(to, &format!("CUT in flight from {from}: {desc}"));
             return;
         }
-        let now = self.clocks(to);
+        let now = self.node_now(to);
         let sender = self.nodes[rpc.from].id.clone();
         let Some(r) = self.nodes[to].running.as_mut() else {
             return;
@@ -498,7 +506,7 @@ impl Sim {
         }
         let what = format!("outcome #{}: {}", rpc.id.0, log::send_result(&result));
         self.note(rpc.from, &what);
-        let now = self.clocks(rpc.from);
+        let now = self.node_now(rpc.from);
         if let Some(r) = self.nodes[rpc.from].running.as_mut() {
             r.engine.handle_response(now, rpc.id, result);
         }
@@ -636,7 +644,7 @@ impl Sim {
             StorageWork::Applied(result) => result,
             StorageWork::Due(op) => self.apply_storage(i, id, op),
         };
-        let now = self.clocks(i);
+        let now = self.node_now(i);
         if let Some(r) = self.nodes[i].running.as_mut() {
             r.engine.handle_storage(now, id, result);
         }
@@ -653,7 +661,7 @@ impl Sim {
                 .push(at, Event::ClientResponse { client, op, result });
             return;
         }
-        let now = self.clocks(i);
+        let now = self.node_now(i);
         let Some(r) = self.nodes[i].running.as_mut() else {
             return;
         };

@@ -16,6 +16,9 @@ use crate::checkers::Violation;
 /// How often the anti-entropy phase looks whether it is done.
 const CONVERGENCE_CHECK: Duration = Duration::from_millis(100);
 
+/// The longest [`Sim::settle`] waits for a moment with no command outstanding.
+const MAX_SETTLE_TIME: Duration = Duration::from_secs(5);
+
 /// The longest the anti-entropy phase waits for the run's tombstones to become
 /// reapable: with the engine's default grace period (a day) it does not wait for them.
 const MAX_REAP_WAIT: Duration = Duration::from_secs(60);
@@ -48,6 +51,7 @@ impl Sim {
                 // Let the last read repairs and acknowledgements land.
                 let until = self.now + self.engine_cfg.replication.request_timeout;
                 self.step_until(until)?;
+                self.settle()?;
                 return Ok(true);
             }
             if self.now >= deadline {
@@ -69,6 +73,24 @@ impl Sim {
                         .all(|(id, _)| r.engine.membership().is_up(id))
                     && hint_count(r) == 0
             })
+    }
+
+    /// Step until no engine waits on any command (no background step, such as a reap
+    /// that has deleted a key on some replicas and not yet on others, is half done), so
+    /// that what follows sees the replicas between steps; at most [`MAX_SETTLE_TIME`].
+    fn settle(&mut self) -> Result<(), SimError> {
+        let deadline = self.now + MAX_SETTLE_TIME;
+        while self.now < deadline
+            && self.nodes.iter().any(|n| {
+                n.running
+                    .as_ref()
+                    .is_some_and(|r| r.engine.pending_commands() > 0)
+            })
+        {
+            let until = self.now + Duration::from_millis(1);
+            self.step_until(until)?;
+        }
+        Ok(())
     }
 
     pub(super) fn liveness_failure(&mut self, when: &str) {

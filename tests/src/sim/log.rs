@@ -271,6 +271,7 @@ pub(crate) fn storage_op(op: &StorageOp) -> String {
             target,
             partition,
             key,
+            ..
         } => format!("read_hint {target} p{} {}", partition.0, text(key)),
         StorageOp::Coordinate {
             partition,
@@ -302,7 +303,7 @@ pub(crate) fn storage_op(op: &StorageOp) -> String {
             text(key),
             object(o)
         ),
-        StorageOp::ListHints { target, limit } => format!("list_hints {target} limit={limit}"),
+        StorageOp::ListHints { target, limit, .. } => format!("list_hints {target} limit={limit}"),
         StorageOp::DeleteHint {
             target,
             partition,
@@ -313,6 +314,7 @@ pub(crate) fn storage_op(op: &StorageOp) -> String {
             target,
             partition,
             key,
+            ..
         } => format!("drop_hint {target} p{} {}", partition.0, text(key)),
         StorageOp::TreeNodes {
             partition, level, ..

@@ -60,6 +60,7 @@
 //! `PeerResponse::Client`, the form the engine's forwarding expects.
 
 mod client;
+mod clock;
 mod config;
 mod counters;
 mod dispatch;
@@ -78,7 +79,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use shoal_proto::{EngineConfig, Now, StorageOp, StorageReply, Time};
+use shoal_proto::{EngineConfig, StorageOp, StorageReply, Time};
 use shoal_ring::{Member, NodeId, Ring, RingError};
 
 pub use config::{
@@ -179,6 +180,8 @@ pub(crate) struct Sim {
     timeline: Timeline,
     next_sample: Time,
     member_changes: Vec<MemberChange>,
+    /// Each node's wall clock (what its engine is handed as `now`).
+    clocks: clock::Clocks,
 }
 
 /// Most violations a run keeps (the first ones are the interesting ones).
@@ -230,6 +233,12 @@ impl Sim {
             limits.max_siblings = max;
             limits.sibling_warn = limits.sibling_warn.min(max);
         }
+        engine_cfg.replication.max_clock_skew = setup.clock_skew;
+        let clocks = if cfg.clock_offsets_ms.is_empty() {
+            clock::Clocks::draw(cfg.seed, setup.nodes, setup.clock_skew)
+        } else {
+            clock::Clocks::fixed(&cfg.clock_offsets_ms, setup.nodes)
+        };
         engine_cfg
             .validate(setup.nodes)
             .map_err(|e| SimError::Config(e.to_string()))?;
@@ -293,6 +302,7 @@ impl Sim {
             timeline: Timeline::default(),
             next_sample: EPOCH,
             member_changes: Vec::new(),
+            clocks,
         })
     }
 
@@ -366,6 +376,17 @@ impl Sim {
             let line = format!(
                 "background: {}; liveness {:?}",
                 self.setup.background, self.setup.liveness
+            );
+            self.log.line(self.now, "sim", &line);
+        }
+        if self.clocks.skewed() {
+            let offsets: Vec<String> = (0..self.nodes.len())
+                .map(|i| format!("n{i} {:+}ms", self.clocks.offset(i, self.now) / 1000))
+                .collect();
+            let line = format!(
+                "clocks: skew at most {:?}; offsets {}",
+                self.setup.clock_skew,
+                offsets.join(", ")
             );
             self.log.line(self.now, "sim", &line);
         }
@@ -589,16 +610,6 @@ impl Sim {
             timeline: self.timeline,
             member_changes: self.member_changes,
         }
-    }
-}
-
-impl Sim {
-    /// Node `node`'s clocks now: every input an engine gets carries them. Monotonic time
-    /// is the virtual clock (it drives the engines' timers and failure detectors);
-    /// wall-clock time is the virtual clock too, for now the same on every node.
-    pub(crate) fn clocks(&self, node: usize) -> Now {
-        let _ = node;
-        Now::from_virtual(self.now)
     }
 }
 

@@ -218,6 +218,12 @@ pub fn replay_command(cfg: &SimConfig) -> String {
         }
         _ => inexpressible.push("fault mix"),
     }
+    if !cfg.clock_skew.is_zero() {
+        cmd.push_str(&format!(" --clock-skew {}", cfg.clock_skew.as_secs_f64()));
+    }
+    if !cfg.clock_offsets_ms.is_empty() {
+        inexpressible.push("fixed clock offsets");
+    }
     if cfg.set_keys != base.set_keys {
         inexpressible.push("set key count");
     }
