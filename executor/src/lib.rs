@@ -27,6 +27,8 @@
 mod hints;
 pub mod metrics;
 #[cfg(test)]
+mod power_cut_tests;
+#[cfg(test)]
 mod tests;
 mod trees;
 
@@ -132,6 +134,12 @@ fn decode_object(bytes: &[u8]) -> Result<Object, StorageFailure> {
         what: "object",
         detail: e.to_string(),
     })
+}
+
+/// The object of a stored hint (its value in the hints space), for tools that read a
+/// store without opening an executor on it (the simulator's power-cut scheduler).
+pub fn decode_stored_hint(raw: &[u8]) -> Result<Object, StorageFailure> {
+    hints::decode_hint(raw).map(|(_, object)| object)
 }
 
 /// The version digest of a stored object: its bytes are its canonical encoding, so this

@@ -86,7 +86,7 @@ pub use crate::batch::{
 pub use crate::error::StorageError;
 pub use crate::keys::{object_key, partition_bounds, split_object_key, PARTITION_PREFIX_BYTES};
 pub use crate::locks::{KeyLockGuard, KeyLocks, DEFAULT_LOCK_STRIPES};
-pub use crate::mem::MemStorage;
+pub use crate::mem::{MemStorage, MAX_UNSYNCED_BATCHES};
 #[cfg(feature = "rocksdb")]
 pub use crate::rocks::{Compression, RocksOptions, RocksStorage};
 pub use crate::storage::{Rows, Storage};

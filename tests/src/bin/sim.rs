@@ -11,6 +11,8 @@
 //!   `--tombstone-grace S` and `--aae-interval S` set those periods. Any of the last three
 //!   switches the engines to intervals scaled to a run of seconds (exchanges every 3 s,
 //!   reaping every second, a 6 s grace period), so that tombstones are reaped.
+//! - Power cuts (a node loses its unsynced writes): half of the seeds with faults draw
+//!   them; `--power-cuts` makes every seed with faults draw them, `--no-power-cuts` none.
 
 use std::process::ExitCode;
 
@@ -18,7 +20,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::time::Duration;
 
-use shoal_tests::sim::{self, Background, FaultMix, Liveness, Quorum, SimConfig};
+use shoal_tests::sim::{self, Background, FaultMix, Liveness, PowerCutMix, Quorum, SimConfig};
 
 /// Parses `N/R/W`.
 fn parse_quorum(s: &str) -> Result<Quorum, String> {
@@ -106,6 +108,13 @@ struct Args {
     /// strongest mix); each seed draws which faults it injects.
     #[arg(long, default_value_t = 1.0)]
     faults: f64,
+    /// Every seed with faults also cuts nodes' power (losing unsynced writes); by default
+    /// half of them do.
+    #[arg(long, conflicts_with = "no_power_cuts")]
+    power_cuts: bool,
+    /// No power cuts.
+    #[arg(long)]
+    no_power_cuts: bool,
     /// Print the event log (with --seed).
     #[arg(long)]
     log: bool,
@@ -150,6 +159,11 @@ impl Args {
                 intensity: self.faults.min(1.0),
             }
         };
+        if self.power_cuts {
+            cfg.power_cuts = PowerCutMix::FromSeed { share: 1.0 };
+        } else if self.no_power_cuts {
+            cfg.power_cuts = PowerCutMix::None;
+        }
         cfg.keep_log = self.log;
         cfg
     }

@@ -11,7 +11,7 @@ use shoal_proto::metrics::{
     TOMBSTONES_REAPED_TOTAL,
 };
 
-use super::config::{Background, FaultMix, Liveness, Setup, SimConfig};
+use super::config::{Background, FaultMix, Liveness, PowerCutMix, Setup, SimConfig};
 use super::counters::counter_key;
 use super::timeline::Timeline;
 use crate::checkers::{FinalState, Violation};
@@ -36,6 +36,12 @@ pub struct FaultCounts {
     pub refused: u64,
     /// Storage operations failed on purpose.
     pub storage_failures: u64,
+    /// Power cuts (each also counted as a crash).
+    pub power_cuts: u64,
+    /// Power cuts not made because they would have taken the last copy of a write.
+    pub power_cuts_vetoed: u64,
+    /// Unsynced storage writes the power cuts lost.
+    pub writes_lost_to_power_cuts: u64,
 }
 
 /// The result of one run.
@@ -200,6 +206,12 @@ pub fn replay_command(cfg: &SimConfig) -> String {
         }
         _ => inexpressible.push("fault mix"),
     }
+    match cfg.power_cuts {
+        PowerCutMix::FromSeed { share } if share == 0.5 => {}
+        PowerCutMix::FromSeed { share } if share == 1.0 => cmd.push_str(" --power-cuts"),
+        PowerCutMix::None => cmd.push_str(" --no-power-cuts"),
+        _ => inexpressible.push("power cuts"),
+    }
     if cfg.set_keys != base.set_keys {
         inexpressible.push("set key count");
     }
@@ -211,6 +223,7 @@ pub fn replay_command(cfg: &SimConfig) -> String {
     }
     if !cfg.scripted_partitions.is_empty()
         || !cfg.scripted_crashes.is_empty()
+        || !cfg.scripted_power_cuts.is_empty()
         || !cfg.scripted_ops.is_empty()
     {
         inexpressible.push("scripted events");
@@ -337,6 +350,16 @@ impl fmt::Display for RunReport {
             c.refused,
             c.storage_failures
         )?;
+        if self.setup.power_cuts.tracked() {
+            writeln!(
+                f,
+                "power cuts  {}: {} made, {} vetoed, {} unsynced writes lost",
+                self.setup.power_cuts,
+                c.power_cuts,
+                c.power_cuts_vetoed,
+                c.writes_lost_to_power_cuts
+            )?;
+        }
         writeln!(
             f,
             "hints       stored {} delivered {} dropped {} delivery failures {}",
