@@ -59,7 +59,6 @@ fn power_cut(e: Executor<MemStorage>, storage: &MemStorage) -> usize {
 /// acknowledged; A loses power and restarts without v1; a blind put of v2 at A reaches B.
 /// B must keep v1 as a sibling of v2.
 #[test]
-#[ignore = "fails until the power-cut fix (issue 10 item 1) lands"]
 fn a_blind_put_after_a_power_cut_does_not_cover_the_write_the_cut_lost() {
     let a_disk = MemStorage::with_sync_tracking();
     let b = open(&MemStorage::new(), 2);
@@ -79,7 +78,6 @@ fn a_blind_put_after_a_power_cut_does_not_cover_the_write_the_cut_lost() {
 /// A node stopped cleanly, restarted, and then cut off: the dot counter reservation of
 /// the last run was lost with the tail, and the next run must not mint v1's dot again.
 #[test]
-#[ignore = "fails until the power-cut fix (issue 10 item 1) lands"]
 fn a_power_cut_never_makes_a_node_mint_a_dot_it_used_before() {
     let a_disk = MemStorage::with_sync_tracking();
     let b = open(&MemStorage::new(), 2);
@@ -101,7 +99,6 @@ fn a_power_cut_never_makes_a_node_mint_a_dot_it_used_before() {
 
 /// The actor and the dot reservation reach the disk before any dot is minted with them.
 #[test]
-#[ignore = "fails until the power-cut fix (issue 10 item 1) lands"]
 fn the_actor_and_the_dot_reservation_are_synced_before_use() {
     let disk = MemStorage::with_sync_tracking();
     let a = open(&disk, 1);

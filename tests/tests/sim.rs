@@ -224,7 +224,6 @@ fn the_strongest_fault_mix_injects_every_kind_of_fault() {
 /// loses a random suffix of its unsynced writes, never a write's last copy, and no
 /// acknowledged write may be lost.
 #[test]
-#[ignore = "fails until the power-cut fix (issue 10 item 1) lands"]
 fn seeds_with_power_cuts_lose_no_acknowledged_write() {
     let (mut cuts, mut lost) = (0, 0);
     for seed in 1_000..1_040 {
@@ -243,7 +242,6 @@ fn seeds_with_power_cuts_lose_no_acknowledged_write() {
 /// off) and is acknowledged; n0 loses power and restarts without v1; a blind put of v2
 /// at n0 reaches n1. Both values must be siblings at the end.
 #[test]
-#[ignore = "fails until the power-cut fix (issue 10 item 1) lands"]
 fn a_blind_put_after_a_power_cut_keeps_the_write_the_cut_lost_on_its_coordinator() {
     let key = "k0".to_owned();
     let put = |at_ms: u64| ScriptedOp {

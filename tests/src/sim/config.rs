@@ -494,7 +494,7 @@ impl SimConfig {
             burst: None,
             storage_service_time: Duration::ZERO,
             keep_log: false,
-            power_cuts: PowerCutMix::None,
+            power_cuts: PowerCutMix::FromSeed { share: 0.5 },
             scripted_power_cuts: Vec::new(),
         }
     }

@@ -4,10 +4,12 @@
 //!
 //! The scheduler's bound: a cut never takes the last copy of a write. Before it cuts a
 //! node it looks at what the node's disk would hold afterwards and at every other node's
-//! storage (objects and hints, running or down); if some sibling (a dot) the cut would
-//! lose is held by no other node, the cut is vetoed and counted. So a write acknowledged
-//! by W replicas loses fewer than W copies to power cuts, and what the cluster does
-//! afterwards (merges, repairs, new writes) must keep it: `no_lost_writes` checks that.
+//! stored objects (running or down); if some sibling (a dot) the cut would lose is in no
+//! other node's objects, the cut is vetoed and counted. Hints are not counted as copies:
+//! they expire by design (a write whose other copy is a hint that expires before its
+//! delivery is lost to the expiry as much as to the cut). So a write acknowledged by W
+//! replicas loses fewer than W copies to power cuts, and what the cluster does afterwards
+//! (merges, repairs, new writes) must keep it: `no_lost_writes` checks that.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -53,31 +55,25 @@ impl PowerState {
     }
 }
 
-/// Every sibling's dot in `store`: its objects and its hints.
+/// Every sibling's dot in `store`'s objects.
 fn held_dots(store: &MemStorage) -> BTreeSet<Dot> {
     let mut out = BTreeSet::new();
-    for space in [Space::Objects, Space::Hints] {
-        let mut start = Vec::new();
-        loop {
-            let rows = store.scan(space, &start, None, PAGE).unwrap_or_default();
-            for (_, value) in &rows {
-                let object = match space {
-                    Space::Hints => shoal_executor::decode_stored_hint(value).ok(),
-                    _ => Object::decode(value).ok(),
-                };
-                out.extend(
-                    object
-                        .iter()
-                        .flat_map(|o| o.siblings().iter().map(|s| s.dot)),
-                );
+    let mut start = Vec::new();
+    loop {
+        let rows = store
+            .scan(Space::Objects, &start, None, PAGE)
+            .expect("a node's data handle is never closed");
+        for (_, value) in &rows {
+            if let Ok(object) = Object::decode(value) {
+                out.extend(object.siblings().iter().map(|s| s.dot));
             }
-            match rows.last() {
-                Some((key, _)) if rows.len() == PAGE => {
-                    start = key.clone();
-                    start.push(0);
-                }
-                _ => break,
+        }
+        match rows.last() {
+            Some((key, _)) if rows.len() == PAGE => {
+                start = key.clone();
+                start.push(0);
             }
+            _ => break,
         }
     }
     out
