@@ -11,5 +11,6 @@ mod cluster;
 mod forwarding;
 mod hostile;
 mod metrics_catalogue;
+mod power_cut;
 mod prometheus;
 mod single_node;
