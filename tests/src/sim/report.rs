@@ -207,8 +207,8 @@ pub fn replay_command(cfg: &SimConfig) -> String {
         _ => inexpressible.push("fault mix"),
     }
     match cfg.power_cuts {
-        PowerCutMix::FromSeed { share } if share == 0.5 => {}
-        PowerCutMix::FromSeed { share } if share == 1.0 => cmd.push_str(" --power-cuts"),
+        PowerCutMix::FromSeed { share: 0.5 } => {}
+        PowerCutMix::FromSeed { share: 1.0 } => cmd.push_str(" --power-cuts"),
         PowerCutMix::None => cmd.push_str(" --no-power-cuts"),
         _ => inexpressible.push("power cuts"),
     }
@@ -280,7 +280,8 @@ impl RunReport {
             .sum()
     }
 
-    /// One line: seed, size, ops, faults, result, digest.
+    /// One line: seed, size, ops, faults, result, digest (and power cuts, when the run
+    /// has them).
     pub fn one_line(&self) -> String {
         let ok: u64 = self
             .ops
@@ -305,7 +306,15 @@ impl RunReport {
             self.counter_with(TOMBSTONES_REAPED_TOTAL, &[]),
             if self.violations.is_empty() { "ok" } else { "FAILED" },
             self.digest
-        )
+        ) + &if self.setup.power_cuts.tracked() {
+            let c = &self.faults;
+            format!(
+                "  power cuts {} vetoed {} writes lost {}",
+                c.power_cuts, c.power_cuts_vetoed, c.writes_lost_to_power_cuts
+            )
+        } else {
+            String::new()
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use shoal_proto::wire::{
     decode_response, encode_request, ClientRequest, ClientResponse, Request, Response, WriteOptions,
 };
 
-use crate::harness::{assert_none_failed, key_values, put_all, run_bounded, Cluster};
+use crate::harness::{assert_none_failed, key_values, put_all, run_bounded, values_of, Cluster};
 
 /// Keys written: with N = 3 on three nodes, the restored node is a primary of each.
 const KEYS: usize = 200;
@@ -102,12 +102,7 @@ async fn a_node_restored_to_an_older_copy_of_its_store_drops_no_acknowledged_wri
                 .get(&key, ReadOptions::default().r(3))
                 .await
                 .map_err(|e| format!("get {key}: {e}"))?;
-            let mut values: Vec<String> = read
-                .values
-                .iter()
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .collect();
-            values.sort();
+            let values = values_of(&read);
             let mut want = vec![value, format!("{key}-second")];
             want.sort();
             if values == want {
