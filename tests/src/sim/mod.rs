@@ -41,6 +41,15 @@
 //! node that crashes loses its pending completions; what was applied stays applied, as
 //! an acknowledged RocksDB write survives a killed process.
 //!
+//! # Power cuts
+//!
+//! Half of the runs with faults drawn from the seed (all of them with
+//! [`PowerCutMix::FromSeed`] `{ share: 1.0 }`, `sim --power-cuts`) also cut nodes'
+//! power: storage writes become durable only at each node's periodic sync, and a cut
+//! loses a random suffix of the rest, never a write's last stored copy (`power.rs`).
+//! These draws come from a stream of the seed's RNG of their own, so a run without cuts
+//! draws nothing more from the main stream than it did before cuts were modelled.
+//!
 //! # RPCs
 //!
 //! Every `Command::Send` gets exactly one `handle_response`: the peer's response, or
