@@ -9,10 +9,19 @@
 //! across read, object logic (always `shoal_proto`'s) and write. The executor also owns
 //! the per-node state that lives next to the data:
 //!
-//! - the node's [`Actor`] (its incarnation id), created at random with the data directory;
+//! - the node's [`Actor`] (its incarnation id): a new random one at every open of the
+//!   data directory, synced to disk before any dot is minted with it. Under `buffered`
+//!   durability a power cut loses the end of the WAL, and with it writes this node
+//!   acknowledged (their other replicas still hold them). `Object::update` raises the
+//!   minting actor's clock entry over every counter it skipped, trusting that the local
+//!   copy holds every dot the actor minted; after such a cut that is false, and a new
+//!   write would cover (and its merges drop) the lost writes on the other replicas. An
+//!   actor that lives for one open only never outlives what its store holds. Minting a
+//!   new one only after an unclean shutdown (Riak's scheme) is not enough: a copy of a
+//!   cleanly stopped node's directory restored later looks like a clean restart;
 //! - the dot counter, a node-wide increasing sequence. Counter blocks are reserved in
-//!   metadata before use (hi-lo), so a restart never reuses a counter: at most the rest
-//!   of one block is skipped;
+//!   metadata, synced, before use (hi-lo), so a restart never reuses a counter: at most
+//!   the rest of one block is skipped;
 //! - one Merkle tree per partition ([`trees`]), updated with every object write under the
 //!   partition's tree lock, rebuilt from storage at open;
 //! - per-target hint totals ([`hints`]), rebuilt by a scan at open.
@@ -26,6 +35,8 @@
 
 mod hints;
 pub mod metrics;
+#[cfg(test)]
+mod power_cut_tests;
 #[cfg(test)]
 mod tests;
 mod trees;
@@ -70,6 +81,13 @@ pub enum ExecError {
         what: &'static str,
         /// The decoder's complaint.
         detail: String,
+    },
+    /// `new_actor` gave the actor of the previous open again: dots minted with it could
+    /// repeat or cover ones the store lost.
+    #[error("the new actor {actor:016x} is the one of the previous open")]
+    ActorReused {
+        /// The actor given.
+        actor: u64,
     },
     /// The data directory was written with another object layout.
     #[error(
@@ -141,8 +159,9 @@ pub fn raw_digest(raw: &[u8]) -> u64 {
 }
 
 impl<S: Storage> Executor<S> {
-    /// Open on `storage`: load (or create, with `new_actor()`) the actor, reserve a block
-    /// of dot counters, and rebuild the hint totals and Merkle trees from a scan.
+    /// Open on `storage`: take a new actor from `new_actor()` (a fresh random id: every
+    /// open gets its own, see the crate docs), reserve a block of dot counters, sync both
+    /// to disk, and rebuild the hint totals and Merkle trees from a scan.
     pub fn open(storage: S, new_actor: impl FnOnce() -> u64) -> Result<Executor<S>, ExecError> {
         let expected = shoal_proto::AAE_SEGMENTS;
         match storage.get_meta(META_SEGMENTS)? {
@@ -159,19 +178,20 @@ impl<S: Storage> Executor<S> {
             }
             None => storage.put_meta(META_SEGMENTS, &expected.to_be_bytes())?,
         }
-        let actor = match read_u64(&storage, META_ACTOR)? {
-            Some(a) => Actor(a),
-            None => {
-                let a = new_actor();
-                storage.put_meta(META_ACTOR, &a.to_be_bytes())?;
-                Actor(a)
-            }
-        };
+        let actor = new_actor();
+        if read_u64(&storage, META_ACTOR)? == Some(actor) {
+            return Err(ExecError::ActorReused { actor });
+        }
+        let actor = Actor(actor);
+        storage.put_meta(META_ACTOR, &actor.0.to_be_bytes())?;
         let reserved = read_u64(&storage, META_DOT_RESERVED)?.unwrap_or(0);
         // Counters up to `reserved` may have been used by an earlier run: start above.
         let next = reserved + 1;
         let reserved = reserved + DOT_BLOCK;
         storage.put_meta(META_DOT_RESERVED, &reserved.to_be_bytes())?;
+        // On disk before the first dot is minted: a power cut cannot bring back the
+        // previous actor or reservation.
+        storage.flush()?;
         let exec = Executor {
             storage,
             locks: shoal_storage::KeyLocks::default(),
@@ -227,8 +247,11 @@ impl<S: Storage> Executor<S> {
         }
         if d.next > d.reserved {
             let reserved = d.next + DOT_BLOCK;
+            // Synced (once per block) so that no power cut can hand these counters out
+            // again.
             self.storage
                 .put_meta(META_DOT_RESERVED, &reserved.to_be_bytes())
+                .and_then(|()| self.storage.flush())
                 .map_err(engine_failure)?;
             d.reserved = reserved;
         }

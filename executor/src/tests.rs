@@ -3,8 +3,11 @@ use shoal_proto::{HintRecord, HintRejection};
 use shoal_storage::MemStorage;
 use std::time::Duration;
 
+/// An executor on `storage` with an actor no open used before.
 fn exec(storage: &MemStorage) -> Executor<MemStorage> {
-    Executor::open(storage.clone(), || 42).unwrap()
+    static NEXT_ACTOR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(42);
+    let actor = NEXT_ACTOR.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Executor::open(storage.clone(), || actor).unwrap()
 }
 
 fn put(e: &Executor<MemStorage>, key: &[u8], v: &str, ctx: CausalContext) -> StorageReply {
@@ -21,21 +24,30 @@ fn put(e: &Executor<MemStorage>, key: &[u8], v: &str, ctx: CausalContext) -> Sto
 }
 
 #[test]
-fn actor_survives_reopen_and_dots_never_repeat() {
+fn every_open_takes_a_new_actor_and_dots_never_repeat() {
     let storage = MemStorage::new();
-    let e = exec(&storage);
+    let e = Executor::open(storage.clone(), || 6).unwrap();
     let StorageReply::Coordinated { object, .. } = put(&e, b"k", "a", CausalContext::new()) else {
         panic!("not coordinated")
     };
     let first = object.siblings()[0].dot;
     drop(e);
     let e = Executor::open(storage.clone(), || 7).unwrap();
-    assert_eq!(e.actor(), Actor(42));
+    assert_eq!(e.actor(), Actor(7));
     let StorageReply::Coordinated { object, .. } = put(&e, b"other", "b", CausalContext::new())
     else {
         panic!("not coordinated")
     };
     assert!(object.siblings()[0].dot.counter > first.counter);
+}
+
+#[test]
+fn reopening_with_the_previous_actor_is_refused() {
+    let storage = MemStorage::new();
+    drop(Executor::open(storage.clone(), || 9).unwrap());
+    let err = Executor::open(storage.clone(), || 9).unwrap_err();
+    assert!(matches!(err, ExecError::ActorReused { actor: 9 }), "{err}");
+    assert_eq!(Executor::open(storage, || 10).unwrap().actor(), Actor(10));
 }
 
 #[test]

@@ -55,17 +55,19 @@ impl Space {
 /// How durable a write is when the engine acknowledges it.
 ///
 /// `Buffered` is the default: the write-ahead log reaches the OS page cache before the
-/// write returns, so a killed or crashed process loses nothing, and with N replicas only a
-/// power cut of every replica at once can lose the last writes. `Sync` also fsyncs the WAL
-/// before returning, for operators who need to survive whole-cluster power loss and accept
-/// the latency.
+/// write returns, so a killed or crashed process loses nothing. A power cut (or a kernel
+/// crash) loses the end of the log not yet written out, on that node: the cluster keeps
+/// every acknowledged write as long as fewer than W of a write's replicas lose power
+/// before it reached their disks (the executor gives a restarted node a new actor, so it
+/// never covers what it lost). `Sync` also fsyncs the WAL before returning, for
+/// operators who need each node to survive power loss alone and accept the latency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// fsync the WAL before the write returns: survives power loss.
     Sync,
-    /// Write the WAL to the OS page cache before returning: survives a killed process,
-    /// not a power cut.
+    /// Write the WAL to the OS page cache before returning: survives a killed process;
+    /// a power cut loses the node's unsynced tail (kept by the other replicas).
     #[default]
     Buffered,
 }

@@ -46,9 +46,12 @@
 //!
 //! - `buffered` (the default): the WAL is written to the OS page cache before the write
 //!   returns. A killed or crashed process loses nothing (the kernel still writes the page
-//!   cache out), and since each key lives on N replicas a single machine's power loss is
-//!   repaired from the others. Only a power cut of the whole cluster at once can lose the
-//!   last writes acknowledged before it.
+//!   cache out). A power cut of a machine loses the end of its WAL that was not written
+//!   out yet; since each key lives on N replicas, the cluster keeps every acknowledged
+//!   write as long as fewer than W replicas of a write lose power before it reached
+//!   their disks (a restarted node mints under a new actor: see `shoal-executor`). A
+//!   power cut of W or more replicas at once can lose the last writes acknowledged
+//!   before it.
 //! - `sync`: the WAL is also fsynced before the write returns, which survives any power
 //!   loss at the cost of a disk flush per write. Operators who need that set `sync`.
 //!
@@ -86,7 +89,7 @@ pub use crate::batch::{
 pub use crate::error::StorageError;
 pub use crate::keys::{object_key, partition_bounds, split_object_key, PARTITION_PREFIX_BYTES};
 pub use crate::locks::{KeyLockGuard, KeyLocks, DEFAULT_LOCK_STRIPES};
-pub use crate::mem::MemStorage;
+pub use crate::mem::{MemStorage, MAX_UNSYNCED_BATCHES};
 #[cfg(feature = "rocksdb")]
 pub use crate::rocks::{Compression, RocksOptions, RocksStorage};
 pub use crate::storage::{Rows, Storage};

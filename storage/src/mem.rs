@@ -10,12 +10,82 @@ use crate::error::StorageError;
 use crate::metrics::{count_batch, count_op, timed};
 use crate::storage::{Rows, Storage};
 
+/// One sorted map per space.
+type Spaces = [BTreeMap<Vec<u8>, Vec<u8>>; 3];
+
+/// Most batches a store with sync tracking keeps unsynced: past it the store syncs by
+/// itself, as a kernel writes dirty pages out under memory pressure.
+pub const MAX_UNSYNCED_BATCHES: usize = 65_536;
+
 /// The contents of a [`MemStorage`]: one sorted map per space, plus the byte total.
 #[derive(Debug, Default)]
 struct Maps {
-    spaces: [BTreeMap<Vec<u8>, Vec<u8>>; 3],
+    spaces: Spaces,
     /// Bytes of keys and values held, kept up to date by every write.
     bytes: u64,
+    /// With sync tracking: what a power cut would leave.
+    unsynced: Option<Unsynced>,
+}
+
+/// What a store with sync tracking has on disk: the spaces as of its last sync, and the
+/// batches written since (in the page cache only), in order.
+#[derive(Debug, Default)]
+struct Unsynced {
+    durable: Spaces,
+    batches: Vec<WriteBatch>,
+}
+
+/// Applies `ops` to `spaces`, keeping `bytes` (keys and values held), if given, up to
+/// date.
+fn apply(spaces: &mut Spaces, mut bytes: Option<&mut u64>, ops: impl IntoIterator<Item = BatchOp>) {
+    for op in ops {
+        match op {
+            BatchOp::Put { space, key, value } => {
+                let key_len = key.len() as u64;
+                let added = key_len + value.len() as u64;
+                let replaced = spaces[space.index()]
+                    .insert(key, value)
+                    .map_or(0, |old| key_len + old.len() as u64);
+                if let Some(b) = bytes.as_deref_mut() {
+                    *b = *b - replaced + added;
+                }
+            }
+            BatchOp::Delete { space, key } => {
+                if let Some(old) = spaces[space.index()].remove(&key) {
+                    if let Some(b) = bytes.as_deref_mut() {
+                        *b -= (key.len() + old.len()) as u64;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of keys and values in `spaces`.
+fn bytes_of(spaces: &Spaces) -> u64 {
+    spaces
+        .iter()
+        .flat_map(|m| m.iter())
+        .map(|(k, v)| (k.len() + v.len()) as u64)
+        .sum()
+}
+
+impl Unsynced {
+    /// The durable spaces plus the first `keep` unsynced batches: the disk after a power
+    /// cut that lost the rest.
+    fn after_power_cut(&self, keep: usize) -> Spaces {
+        let mut spaces = self.durable.clone();
+        for batch in self.batches.iter().take(keep) {
+            apply(&mut spaces, None, batch.clone());
+        }
+        spaces
+    }
+
+    fn sync(&mut self) {
+        for batch in self.batches.drain(..) {
+            apply(&mut self.durable, None, batch);
+        }
+    }
 }
 
 /// An engine that keeps each space in a `BTreeMap` behind a lock.
@@ -25,6 +95,11 @@ struct Maps {
 /// [`Storage::close`] stay closed — so a simulated crash can fence off the old node's
 /// tasks and a restarted node finds every write the engine acknowledged (as RocksDB's
 /// WAL would give it after a killed process).
+///
+/// A store made with [`MemStorage::with_sync_tracking`] also models a machine that can
+/// lose power under `buffered` durability: a write is durable only once synced
+/// ([`Storage::flush`], [`MemStorage::sync`], or past [`MAX_UNSYNCED_BATCHES`]), and
+/// [`MemStorage::power_cut`] loses a suffix of the writes not synced yet.
 #[derive(Debug, Clone, Default)]
 pub struct MemStorage {
     maps: Arc<RwLock<Maps>>,
@@ -35,6 +110,75 @@ impl MemStorage {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that tracks which writes are synced, so that a test can cut its
+    /// power ([`MemStorage::power_cut`]).
+    pub fn with_sync_tracking() -> Self {
+        let store = Self::default();
+        store.write_lock().unsynced = Some(Unsynced::default());
+        store
+    }
+
+    /// Batches written since the last sync (0 without sync tracking).
+    pub fn unsynced_writes(&self) -> usize {
+        self.read().unsynced.as_ref().map_or(0, |u| u.batches.len())
+    }
+
+    /// Makes every write durable, as an fsync of the WAL does. Works on a closed handle
+    /// too: the kernel writes the page cache out after the process died.
+    pub fn sync(&self) {
+        if let Some(u) = self.write_lock().unsynced.as_mut() {
+            u.sync();
+        }
+    }
+
+    /// The process dies: this handle and its clones are closed at once, nothing is
+    /// synced (unlike [`Storage::close`]); the data stays for [`MemStorage::reopen`].
+    pub fn kill(&self) {
+        // Taking the write lock waits for in-flight writes to finish.
+        let _maps = self.write_lock();
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// A new store (with sync tracking) holding what this one's disk would after a power
+    /// cut that kept the first `keep` unsynced writes: for looking before cutting. Without
+    /// sync tracking every write is durable and it holds everything.
+    pub fn after_power_cut(&self, keep: usize) -> MemStorage {
+        let maps = self.read();
+        let spaces = match &maps.unsynced {
+            Some(u) => u.after_power_cut(keep),
+            None => maps.spaces.clone(),
+        };
+        MemStorage {
+            maps: Arc::new(RwLock::new(Maps {
+                bytes: bytes_of(&spaces),
+                unsynced: Some(Unsynced {
+                    durable: spaces.clone(),
+                    batches: Vec::new(),
+                }),
+                spaces,
+            })),
+            closed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The machine loses power: of the writes not synced, the first `keep` reached the
+    /// disk and the rest are lost. Returns how many were lost. Kill the process's handle
+    /// first ([`MemStorage::kill`]); a later [`MemStorage::reopen`] finds what is left.
+    /// Without sync tracking nothing is lost.
+    pub fn power_cut(&self, keep: usize) -> usize {
+        let mut maps = self.write_lock();
+        let Some(u) = maps.unsynced.as_mut() else {
+            return 0;
+        };
+        let lost = u.batches.len().saturating_sub(keep);
+        let spaces = u.after_power_cut(keep);
+        u.durable = spaces.clone();
+        u.batches.clear();
+        maps.bytes = bytes_of(&spaces);
+        maps.spaces = spaces;
+        lost
     }
 
     /// A new, open handle on this store's data (as if the process restarted and opened
@@ -83,21 +227,17 @@ impl Storage for MemStorage {
             let mut maps = self.write_lock();
             // Checked again under the lock: a close that raced with this write wins.
             self.check_open()?;
-            for op in batch {
-                match op {
-                    BatchOp::Put { space, key, value } => {
-                        let key_len = key.len() as u64;
-                        let added = key_len + value.len() as u64;
-                        let replaced = maps.spaces[space.index()]
-                            .insert(key, value)
-                            .map_or(0, |old| key_len + old.len() as u64);
-                        maps.bytes = maps.bytes - replaced + added;
-                    }
-                    BatchOp::Delete { space, key } => {
-                        if let Some(old) = maps.spaces[space.index()].remove(&key) {
-                            maps.bytes -= (key.len() + old.len()) as u64;
-                        }
-                    }
+            let logged = maps.unsynced.is_some().then(|| batch.clone());
+            let Maps {
+                spaces,
+                bytes,
+                unsynced,
+            } = &mut *maps;
+            apply(spaces, Some(bytes), batch);
+            if let (Some(u), Some(batch)) = (unsynced.as_mut(), logged) {
+                u.batches.push(batch);
+                if u.batches.len() >= MAX_UNSYNCED_BATCHES {
+                    u.sync();
                 }
             }
             Ok(())
@@ -137,15 +277,90 @@ impl Storage for MemStorage {
     }
 
     fn flush(&self) -> Result<(), StorageError> {
-        timed("flush", || self.check_open())
+        timed("flush", || {
+            self.check_open()?;
+            self.sync();
+            Ok(())
+        })
     }
 
     fn close(&self) -> Result<(), StorageError> {
         timed("close", || {
             // Taking the write lock waits for in-flight writes to finish.
-            let _maps = self.write_lock();
+            let mut maps = self.write_lock();
+            if !self.closed.load(Ordering::Acquire) {
+                if let Some(u) = maps.unsynced.as_mut() {
+                    u.sync();
+                }
+            }
             self.closed.store(true, Ordering::Release);
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(s: &MemStorage, key: &str) -> Option<Vec<u8>> {
+        s.get(Space::Meta, key.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_power_cut_loses_the_unsynced_suffix_and_keeps_what_was_synced() {
+        let s = MemStorage::with_sync_tracking();
+        s.put_meta("a", b"1").unwrap();
+        s.flush().unwrap();
+        s.put_meta("b", b"2").unwrap();
+        s.put_meta("a", b"3").unwrap();
+        s.delete_meta("b").unwrap();
+        assert_eq!(s.unsynced_writes(), 3);
+        // Looking does not cut.
+        let look = s.after_power_cut(1);
+        assert_eq!(value(&look, "b"), Some(b"2".to_vec()));
+        assert_eq!(value(&look, "a"), Some(b"1".to_vec()));
+        assert_eq!(value(&s, "a"), Some(b"3".to_vec()));
+        s.kill();
+        assert!(matches!(s.get_meta("a"), Err(StorageError::Closed)));
+        assert_eq!(s.power_cut(1), 2);
+        let after = s.reopen();
+        assert_eq!(value(&after, "a"), Some(b"1".to_vec()));
+        assert_eq!(value(&after, "b"), Some(b"2".to_vec()));
+        assert_eq!(after.unsynced_writes(), 0);
+        assert_eq!(after.stats().live_data_bytes, 4);
+    }
+
+    #[test]
+    fn close_syncs_and_kill_does_not() {
+        let s = MemStorage::with_sync_tracking();
+        s.put_meta("a", b"1").unwrap();
+        s.close().unwrap();
+        assert_eq!(s.power_cut(0), 0);
+        let s = s.reopen();
+        assert_eq!(value(&s, "a"), Some(b"1".to_vec()));
+        s.put_meta("b", b"2").unwrap();
+        s.kill();
+        assert_eq!(s.power_cut(0), 1);
+        assert_eq!(value(&s.reopen(), "b"), None);
+    }
+
+    #[test]
+    fn without_sync_tracking_every_write_survives_a_power_cut() {
+        let s = MemStorage::new();
+        s.put_meta("a", b"1").unwrap();
+        assert_eq!(s.unsynced_writes(), 0);
+        s.kill();
+        assert_eq!(s.power_cut(0), 0);
+        assert_eq!(value(&s.reopen(), "a"), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn unsynced_writes_are_bounded() {
+        let s = MemStorage::with_sync_tracking();
+        for i in 0..MAX_UNSYNCED_BATCHES + 10 {
+            s.put_meta("a", &(i as u64).to_be_bytes()).unwrap();
+        }
+        assert_eq!(s.unsynced_writes(), 10);
     }
 }

@@ -45,7 +45,8 @@ pub trait Storage: Send + Sync + 'static {
     fn stats(&self) -> StorageStats;
 
     /// Makes every acknowledged write durable on disk (WAL fsync, memtable flush); used on
-    /// shutdown. A no-op in memory.
+    /// shutdown, and by the executor to sync its actor and dot reservation. In memory a
+    /// no-op, except that a store with sync tracking marks every write synced.
     fn flush(&self) -> Result<(), StorageError>;
 
     /// Flushes, then releases the engine (files, locks): every later call on this handle

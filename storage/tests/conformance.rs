@@ -24,6 +24,17 @@ macro_rules! conformance_tests {
             )*
         }
 
+        /// The in-memory engine with sync tracking (the simulator's power-cut model)
+        /// behaves as an engine too.
+        mod mem_sync_tracking {
+            $(
+                #[test]
+                fn $case() {
+                    super::conformance::$case(&super::MemStorage::with_sync_tracking());
+                }
+            )*
+        }
+
         mod rocks {
             $(
                 #[test]

@@ -1,12 +1,14 @@
 //! The deterministic simulator's tests: many seeds under faults, determinism, read your
-//! writes without faults, hinted handoff across a long partition, and regressions.
+//! writes without faults, hinted handoff across a long partition, power cuts, and
+//! regressions.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use shoal_proto::metrics::{HINTS_TOTAL, READ_REPAIRS_TOTAL, SIBLING_LIMIT_TOTAL};
 use shoal_tests::sim::{
-    self, FaultMix, Faults, HandoffLimits, Quorum, RunReport, ScriptedPartition, SimConfig,
+    self, FaultMix, Faults, HandoffLimits, PowerCutMix, PowerCuts, Quorum, RunReport,
+    ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, SimConfig,
 };
 
 fn run(cfg: &SimConfig) -> RunReport {
@@ -298,4 +300,82 @@ fn a_sibling_limit_refuses_writes_under_faults_and_loses_no_acknowledged_one() {
         "seeds {SIBLING_LIMIT_SEEDS:?}: {refused} writes refused for the sibling limit, \
          {over_limit} replica merges stored past it"
     );
+}
+
+/// Power cuts on every seed of a range (the many-seeds tests draw them on half): a node
+/// loses a random suffix of its unsynced writes, never a write's last copy, and no
+/// acknowledged write may be lost.
+#[test]
+fn seeds_with_power_cuts_lose_no_acknowledged_write() {
+    let (mut cuts, mut lost) = (0, 0);
+    for seed in 1_000..1_040 {
+        let report = run_ok(&SimConfig {
+            power_cuts: PowerCutMix::FromSeed { share: 1.0 },
+            ..many_seeds_config(seed)
+        });
+        cuts += report.faults.power_cuts;
+        lost += report.faults.writes_lost_to_power_cuts;
+    }
+    assert!(cuts > 10, "only {cuts} power cuts");
+    assert!(lost > 10, "the power cuts lost only {lost} unsynced writes");
+}
+
+/// Issue 10's case (N = 3, W = 2): v1, coordinated by n0, reaches n0 and n1 (n2 is cut
+/// off) and is acknowledged; n0 loses power and restarts without v1; a blind put of v2
+/// at n0 reaches n1. Both values must be siblings at the end.
+#[test]
+fn a_blind_put_after_a_power_cut_keeps_the_write_the_cut_lost_on_its_coordinator() {
+    let key = "k0".to_owned();
+    let put = |at_ms: u64| ScriptedOp {
+        at: Duration::from_millis(at_ms),
+        node: 0,
+        key: key.clone(),
+        action: ScriptedAction::Put {
+            with_context: false,
+        },
+    };
+    let cfg = SimConfig {
+        nodes: Some(3),
+        quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
+        clients: 1,
+        ops: 0,
+        keys: 1,
+        set_keys: 0,
+        faults: FaultMix::None,
+        vary_quorums: false,
+        handoff: Some(HandoffLimits::ROOMY),
+        // No periodic sync within the run: what n0 writes after boot is lost.
+        power_cuts: PowerCutMix::Fixed(PowerCuts {
+            per_tick: 0.0,
+            sync_interval: Duration::from_secs(3600),
+        }),
+        scripted_partitions: vec![ScriptedPartition {
+            side: [2].into_iter().collect(),
+            one_way: false,
+            start: Duration::from_millis(50),
+            length: Duration::from_millis(500),
+        }],
+        scripted_power_cuts: vec![ScriptedCrash {
+            node: 0,
+            at: Duration::from_millis(300),
+            length: Duration::from_millis(200),
+        }],
+        scripted_ops: vec![put(100), put(1_000)],
+        keep_log: true,
+        ..SimConfig::from_seed(1)
+    };
+    let report = run(&cfg);
+    assert_eq!(report.faults.power_cuts, 1, "{report}");
+    assert!(report.faults.writes_lost_to_power_cuts > 0, "{report}");
+    let acked = report
+        .history
+        .ops_on(&key)
+        .filter(|o| o.is_acked_put())
+        .count();
+    assert_eq!(acked, 2, "both puts acknowledged\n{report}");
+    if let Err(failure) = report.check() {
+        panic!("{failure}\n{}", report.log.join("\n"));
+    }
+    let merged = report.final_state.keys[&key].merged();
+    assert_eq!(merged.siblings().len(), 2, "{merged:?}");
 }

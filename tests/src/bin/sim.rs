@@ -13,6 +13,8 @@
 //!   reaping every second, a 6 s grace period), so that tombstones are reaped.
 //! - `--clock-skew S` gives every node its own clock (seeded offset and drift, any two at
 //!   most S seconds apart), the time its engine sees.
+//! - Power cuts (a node loses its unsynced writes): half of the seeds with faults draw
+//!   them; `--power-cuts` makes every seed with faults draw them, `--no-power-cuts` none.
 
 use std::process::ExitCode;
 
@@ -20,7 +22,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::time::Duration;
 
-use shoal_tests::sim::{self, Background, FaultMix, Liveness, Quorum, SimConfig};
+use shoal_tests::sim::{self, Background, FaultMix, Liveness, PowerCutMix, Quorum, SimConfig};
 
 /// Parses `N/R/W`.
 fn parse_quorum(s: &str) -> Result<Quorum, String> {
@@ -113,6 +115,13 @@ struct Args {
     /// to fit the margin under the tombstone grace period).
     #[arg(long, value_parser = parse_skew)]
     clock_skew: Option<Duration>,
+    /// Every seed with faults also cuts nodes' power (losing unsynced writes); by default
+    /// half of them do.
+    #[arg(long, conflicts_with = "no_power_cuts")]
+    power_cuts: bool,
+    /// No power cuts.
+    #[arg(long)]
+    no_power_cuts: bool,
     /// Print the event log (with --seed).
     #[arg(long)]
     log: bool,
@@ -167,6 +176,11 @@ impl Args {
             }
         };
         cfg.clock_skew = self.clock_skew.unwrap_or_default();
+        if self.power_cuts {
+            cfg.power_cuts = PowerCutMix::FromSeed { share: 1.0 };
+        } else if self.no_power_cuts {
+            cfg.power_cuts = PowerCutMix::None;
+        }
         cfg.keep_log = self.log;
         cfg
     }

@@ -5,8 +5,11 @@
 //! write that a coordinator applied had a request context covering the put's dot. Every
 //! element that an acknowledged set-add put added is in the final set (the union of the
 //! elements of the key's final sibling values).
+//!
+//! No dot is minted twice: replicas keep one value per dot, so of two writes with one
+//! dot (a node that lost its dot counter in a power cut and reused it) one is lost.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_proto::{Object, SiblingValue};
 
@@ -18,7 +21,7 @@ pub const NAME: &str = "no_lost_writes";
 
 /// Check every acknowledged put of `history` against `state`.
 pub fn check(history: &History, state: &FinalState) -> Vec<Violation> {
-    let mut out = Vec::new();
+    let mut out = reused_dots(history);
     let keys: BTreeSet<&str> = history.ops.iter().map(|o| o.key.as_str()).collect();
     for key in keys {
         let merged = state.keys.get(key).map(|k| k.merged()).unwrap_or_default();
@@ -94,6 +97,33 @@ pub fn check(history: &History, state: &FinalState) -> Vec<Violation> {
     out
 }
 
+/// Every coordinated write whose dot an earlier one already had.
+fn reused_dots(history: &History) -> Vec<Violation> {
+    let mut first = BTreeMap::new();
+    let mut out = Vec::new();
+    for c in &history.coordinations {
+        if let Some(earlier) = first.insert(c.dot, c) {
+            out.push(Violation::new(
+                NAME,
+                &c.key,
+                format!(
+                    "dot {} was minted twice: by {} for {:?} on key {:?} at {:?}, and by {} \
+                     for {:?} at {:?}",
+                    ShowDot(c.dot),
+                    earlier.node,
+                    earlier.value,
+                    earlier.key,
+                    earlier.at,
+                    c.node,
+                    c.value,
+                    c.at
+                ),
+            ));
+        }
+    }
+    out
+}
+
 fn present(obj: &Object, dot: shoal_proto::Dot) -> Option<SiblingValue> {
     obj.siblings()
         .iter()
@@ -142,6 +172,29 @@ mod tests {
         let mut h = History::new();
         put(&mut h, "k", "k=w0", None, Dot::new(A, 1), 10, false);
         assert_eq!(check(&h, &state("k", vec![None, None, None])), vec![]);
+    }
+
+    #[test]
+    fn a_dot_minted_twice_is_reported() {
+        let mut h = History::new();
+        let d1 = Dot::new(A, 1);
+        put(&mut h, "k", "k=w0", None, d1, 10, true);
+        put(&mut h, "j", "j=w0", None, Dot::new(A, 2), 15, true);
+        put(&mut h, "k", "k=w1", None, d1, 20, true);
+        let s = state(
+            "k",
+            vec![Some(object(&[(Some("k=w0"), d1)], &[d1])), None, None],
+        );
+        let mut s2 = state(
+            "j",
+            vec![Some(object(
+                &[(Some("j=w0"), Dot::new(A, 2))],
+                &[Dot::new(A, 2)],
+            ))],
+        );
+        s2.keys.extend(s.keys);
+        let v = check(&h, &s2);
+        assert!(v.iter().any(|v| v.detail.contains("minted twice")), "{v:?}");
     }
 
     #[test]

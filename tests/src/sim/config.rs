@@ -312,6 +312,86 @@ pub enum FaultMix {
     Fixed(Faults),
 }
 
+/// Power cuts: a node's storage runs with `buffered` durability, so its writes reach the
+/// disk only at its next periodic sync (or when the executor syncs); a power cut loses a
+/// suffix of the writes not synced yet, as the end of a RocksDB WAL still in the page
+/// cache. A cut never takes the last copy of a write: see `power.rs`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PowerCuts {
+    /// Probability, at each fault tick, of cutting the power of one running node
+    /// (restarted after a while).
+    pub per_tick: f64,
+    /// How often each node's storage syncs: a write is durable at the first sync after
+    /// it. Each node syncs at its own phase.
+    pub sync_interval: Duration,
+}
+
+impl PowerCuts {
+    /// No power cuts: every acknowledged storage write is durable.
+    pub const NONE: PowerCuts = PowerCuts {
+        per_tick: 0.0,
+        sync_interval: Duration::ZERO,
+    };
+
+    /// Whether the run tracks which writes are synced (random or scripted cuts).
+    pub fn tracked(&self) -> bool {
+        !self.sync_interval.is_zero()
+    }
+
+    /// Drawn from the power-cut stream: in a share `share` of runs, cuts at up to
+    /// 0.2 per tick scaled by `intensity`, syncs every 0.2 to 2 s.
+    fn draw(rng: &mut ChaCha8Rng, share: f64, intensity: f64) -> PowerCuts {
+        if !rng.random_bool(share.clamp(0.0, 1.0)) {
+            return PowerCuts::NONE;
+        }
+        PowerCuts {
+            per_tick: rng.random_range(0.02..=0.2) * intensity.clamp(0.0, 1.0),
+            sync_interval: Duration::from_millis(rng.random_range(200..=2_000)),
+        }
+    }
+}
+
+impl fmt::Display for PowerCuts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.tracked() {
+            return write!(f, "none");
+        }
+        write!(
+            f,
+            "{:.3}/tick, sync every {:?}",
+            self.per_tick, self.sync_interval
+        )
+    }
+}
+
+/// Which power cuts a run injects.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PowerCutMix {
+    /// None (every storage write is durable).
+    None,
+    /// When the run's faults are [`FaultMix::FromSeed`]: in this share of the runs,
+    /// drawn from the seed (a stream of its own, so that runs without cuts are the runs
+    /// they were before power cuts were modelled). Otherwise none.
+    FromSeed {
+        /// Share of the runs with power cuts (0 to 1).
+        share: f64,
+    },
+    /// Exactly these (`per_tick` 0 with a sync interval: only scripted cuts).
+    Fixed(PowerCuts),
+}
+
+/// The streams of a run's RNG that power cuts draw from: whether and how often
+/// ([`PowerCuts`]), then which node, when it syncs and what a cut loses.
+pub(crate) const POWER_CUT_SETUP_STREAM: u64 = 0x0070_6375_7400;
+pub(crate) const POWER_CUT_STREAM: u64 = 0x0070_6375_7401;
+
+/// The RNG of a run's power cuts: seeded by the run's seed, on `stream`.
+pub(crate) fn power_cut_rng(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
 /// Quorum settings: replicas per key and default read and write quorums.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quorum {
@@ -396,6 +476,12 @@ pub struct SimConfig {
     /// `clock_skew`, so a test can give them less than the offsets' spread (a cluster
     /// whose clocks are further apart than it is configured for).
     pub clock_offsets_ms: Vec<i64>,
+    /// Power cuts of the safety phase.
+    pub power_cuts: PowerCutMix,
+    /// Power cuts scripted on top of the random ones, each losing every write its node
+    /// has not synced (they need a sync interval: a [`PowerCutMix::Fixed`] one, or one
+    /// drawn). Like random ones, a cut that would take a write's last copy is vetoed.
+    pub scripted_power_cuts: Vec<ScriptedCrash>,
 }
 
 impl SimConfig {
@@ -427,6 +513,8 @@ impl SimConfig {
             scripted_pauses: Vec::new(),
             clock_skew: Duration::ZERO,
             clock_offsets_ms: Vec::new(),
+            power_cuts: PowerCutMix::FromSeed { share: 0.5 },
+            scripted_power_cuts: Vec::new(),
         }
     }
 
@@ -461,6 +549,8 @@ pub struct Setup {
     pub liveness: Liveness,
     /// The largest difference between two nodes' clocks.
     pub clock_skew: Duration,
+    /// Power cuts of the safety phase.
+    pub power_cuts: PowerCuts,
 }
 
 impl Setup {
@@ -500,6 +590,15 @@ impl Setup {
         if handoff.ttl <= skew {
             handoff.ttl = (skew + slack).min(highest);
         }
+        let power_cuts = match (cfg.power_cuts, cfg.faults) {
+            (PowerCutMix::Fixed(p), _) => p,
+            (PowerCutMix::FromSeed { share }, FaultMix::FromSeed { intensity }) => PowerCuts::draw(
+                &mut power_cut_rng(cfg.seed, POWER_CUT_SETUP_STREAM),
+                share,
+                intensity,
+            ),
+            _ => PowerCuts::NONE,
+        };
         Setup {
             nodes,
             quorum,
@@ -509,6 +608,7 @@ impl Setup {
             background: cfg.background,
             liveness: cfg.liveness,
             clock_skew: skew,
+            power_cuts,
         }
     }
 
@@ -517,6 +617,7 @@ impl Setup {
     /// R + W > N. (Clock skew does not matter: no read or write rule uses a clock.)
     pub fn read_your_writes(&self, cfg: &SimConfig) -> bool {
         !self.faults.any()
+            && !self.power_cuts.tracked()
             && cfg.scripted_partitions.is_empty()
             && cfg.scripted_crashes.is_empty()
             && cfg.scripted_pauses.is_empty()

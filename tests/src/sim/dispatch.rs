@@ -86,6 +86,7 @@ impl Sim {
                     self.note(node, &format!("PAUSE for {length:?}"));
                 }
             }
+            Event::PowerCut { node, length } => self.power_cut(node, Some(length), Some(0)),
         }
         Ok(())
     }
@@ -99,11 +100,12 @@ impl Sim {
         self.log.line(self.now, &who, what);
     }
 
-    /// Start (or restart) node `i` on its storage: a new engine seed and, for a node that
-    /// never ran, an actor id, both from the run's RNG.
+    /// Start (or restart) node `i` on its storage: a new engine seed and a new actor id,
+    /// both from the run's RNG.
     pub(super) fn start_node(&mut self, i: usize) -> Result<(), SimError> {
         let seed: u64 = self.rng.random();
         let actor: u64 = self.rng.random();
+        self.sync_due(i);
         let now = self.node_now(i);
         let node = &mut self.nodes[i];
         node.start(
@@ -179,6 +181,7 @@ impl Sim {
             let one_way = self.rng.random_bool(0.25);
             self.start_partition(side, one_way, length);
         }
+        self.power_cut_tick();
         self.queue
             .push(self.now + super::config::FAULT_TICK, Event::FaultTick);
         Ok(())
@@ -562,6 +565,7 @@ impl Sim {
 
     /// Run a storage op through node `i`'s executor, recording coordinated writes.
     fn apply_storage(&mut self, i: usize, id: RequestId, op: StorageOp) -> StorageResult {
+        self.sync_due(i);
         let now = self.now;
         let desc = log::storage_op(&op);
         let coordinate = match &op {

@@ -56,6 +56,9 @@ pub(crate) enum Event {
     ClientWake { client: usize },
     /// The fault injector's periodic decision.
     FaultTick,
+    /// A scripted power cut of `node` that loses every unsynced write (restarted after
+    /// `length`).
+    PowerCut { node: usize, length: Duration },
     /// Cut the network: `side` cannot talk to the other nodes (or only hear them, when
     /// `one_way`) for `length`.
     Partition {

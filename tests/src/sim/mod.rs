@@ -48,6 +48,14 @@
 //! monotonic time (timers, failure detection) and wall-clock time ([`Sim::clocks`]).
 //! The run records every change of a node's failure-detector verdict
 //! ([`RunReport::member_changes`]).
+//! # Power cuts
+//!
+//! Half of the runs with faults drawn from the seed (all of them with
+//! [`PowerCutMix::FromSeed`] `{ share: 1.0 }`, `sim --power-cuts`) also cut nodes'
+//! power: storage writes become durable only at each node's periodic sync, and a cut
+//! loses a random suffix of the rest, never a write's last stored copy (`power.rs`).
+//! These draws come from a stream of the seed's RNG of their own, so a run without cuts
+//! draws nothing more from the main stream than it did before cuts were modelled.
 //!
 //! # RPCs
 //!
@@ -69,6 +77,7 @@ mod liveness;
 mod log;
 mod network;
 mod node;
+mod power;
 mod report;
 pub mod scenario;
 mod timeline;
@@ -83,9 +92,9 @@ use shoal_proto::{EngineConfig, StorageOp, StorageReply, Time};
 use shoal_ring::{Member, NodeId, Ring, RingError};
 
 pub use config::{
-    engine_config, Background, FaultMix, Faults, HandoffLimits, Liveness, Quorum, Setup, SimConfig,
-    StorageTiming, ANTI_ENTROPY_CONVERGENCE_INTERVALS, ANTI_ENTROPY_MIN_INTERVALS, CLIENT_TIMEOUT,
-    EPOCH, PARTITIONS,
+    engine_config, Background, FaultMix, Faults, HandoffLimits, Liveness, PowerCutMix, PowerCuts,
+    Quorum, Setup, SimConfig, StorageTiming, ANTI_ENTROPY_CONVERGENCE_INTERVALS,
+    ANTI_ENTROPY_MIN_INTERVALS, CLIENT_TIMEOUT, EPOCH, PARTITIONS,
 };
 pub use counters::counter_key;
 pub use node::StartError;
@@ -104,6 +113,7 @@ use event::{Event, EventQueue};
 use log::EventLog;
 use network::Network;
 use node::SimNode;
+use power::PowerState;
 
 /// Why a run could not be carried out at all (as opposed to a run that broke an
 /// invariant, which is a [`RunReport`] with violations).
@@ -182,6 +192,8 @@ pub(crate) struct Sim {
     member_changes: Vec<MemberChange>,
     /// Each node's wall clock (what its engine is handed as `now`).
     clocks: clock::Clocks,
+    /// Power cuts: their RNG stream and the nodes' sync schedules.
+    power: PowerState,
 }
 
 /// Most violations a run keeps (the first ones are the interesting ones).
@@ -219,12 +231,18 @@ impl Sim {
             .flat_map(|p| p.side.iter().copied())
             .chain(cfg.scripted_crashes.iter().map(|c| c.node))
             .chain(cfg.scripted_pauses.iter().map(|p| p.node))
+            .chain(cfg.scripted_power_cuts.iter().map(|c| c.node))
             .chain(cfg.scripted_ops.iter().map(|o| o.node));
         if let Some(bad) = scripted_nodes.filter(|&i| i >= setup.nodes).max() {
             return Err(SimError::Config(format!(
                 "a scripted event names node {bad} of a {}-node cluster",
                 setup.nodes
             )));
+        }
+        if !cfg.scripted_power_cuts.is_empty() && !setup.power_cuts.tracked() {
+            return Err(SimError::Config(
+                "scripted power cuts need a sync interval (PowerCutMix::Fixed)".into(),
+            ));
         }
         let q = setup.quorum;
         let mut engine_cfg = engine_config(q, setup.handoff, &setup.background);
@@ -271,6 +289,8 @@ impl Sim {
         }
         let burst_clients = cfg.burst.as_ref().map(|b| b.clients).unwrap_or(0);
         let ryw = setup.read_your_writes(cfg);
+        let power = PowerState::new(cfg.seed, setup.power_cuts, setup.nodes);
+        let track_syncs = setup.power_cuts.tracked();
         Ok(Sim {
             net: Network::new(setup.faults),
             cfg: cfg.clone(),
@@ -282,7 +302,10 @@ impl Sim {
             ring,
             addresses,
             index,
-            nodes: ids.into_iter().map(SimNode::new).collect(),
+            nodes: ids
+                .into_iter()
+                .map(|id| SimNode::new(id, track_syncs))
+                .collect(),
             // After the workload's clients: the liveness phase's reader, the scripted
             // client, then the burst's clients.
             clients: (0..cfg.clients + 2 + burst_clients)
@@ -303,6 +326,7 @@ impl Sim {
             next_sample: EPOCH,
             member_changes: Vec::new(),
             clocks,
+            power,
         })
     }
 
@@ -390,14 +414,23 @@ impl Sim {
             );
             self.log.line(self.now, "sim", &line);
         }
+        // Runs without power cuts log what they always did.
+        if self.setup.power_cuts.tracked() {
+            let line = format!("power cuts: {}", self.setup.power_cuts);
+            self.log.line(self.now, "sim", &line);
+        }
         for i in 0..self.nodes.len() {
             self.start_node(i)?;
         }
+        self.sync_all();
         for c in 0..self.cfg.clients {
             let at = self.now + client::think_time(&mut self.rng);
             self.queue.push(at, Event::ClientWake { client: c });
         }
-        if self.setup.faults.crash > 0.0 || self.setup.faults.partition > 0.0 {
+        if self.setup.faults.crash > 0.0
+            || self.setup.faults.partition > 0.0
+            || self.setup.power_cuts.per_tick > 0.0
+        {
             self.queue
                 .push(self.now + config::FAULT_TICK, Event::FaultTick);
         }
@@ -426,6 +459,15 @@ impl Sim {
                 Event::Pause {
                     node: p.node,
                     length: p.length,
+                },
+            );
+        }
+        for c in self.cfg.scripted_power_cuts.clone() {
+            self.queue.push(
+                EPOCH + c.at,
+                Event::PowerCut {
+                    node: c.node,
+                    length: c.length,
                 },
             );
         }

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use shoal_executor::{ExecError, Executor};
 use shoal_proto::{Engine, EngineConfig, EngineError, Now, Time};
 use shoal_ring::{NodeId, Ring};
-use shoal_storage::{MemStorage, Storage};
+use shoal_storage::MemStorage;
 
 use super::network::RpcKey;
 use crate::history::OpId;
@@ -67,11 +67,16 @@ pub(crate) fn address(i: usize) -> SocketAddr {
 }
 
 impl SimNode {
-    /// A node that has never run, with empty storage.
-    pub(crate) fn new(id: NodeId) -> SimNode {
+    /// A node that has never run, with empty storage; `track_syncs`: storage that knows
+    /// which writes are synced, for power cuts.
+    pub(crate) fn new(id: NodeId, track_syncs: bool) -> SimNode {
         SimNode {
             id,
-            data: MemStorage::new(),
+            data: if track_syncs {
+                MemStorage::with_sync_tracking()
+            } else {
+                MemStorage::new()
+            },
             running: None,
             incarnation: 0,
             disk_free_at: Time::ZERO,
@@ -79,8 +84,8 @@ impl SimNode {
         }
     }
 
-    /// Start a new incarnation on the node's data. `actor` is used only if the storage
-    /// has no actor yet (the first start); `seed` seeds the engine.
+    /// Start a new incarnation on the node's data with a new `actor` (every open of a data
+    /// directory mints one); `seed` seeds the engine.
     pub(crate) fn start(
         &mut self,
         cfg: &EngineConfig,
@@ -116,9 +121,15 @@ impl SimNode {
     pub(crate) fn crash(&mut self) -> Option<Running> {
         let running = self.running.take()?;
         self.paused_until = Time::ZERO;
-        // Closing fences off the dead incarnation's handle; the data is untouched.
-        let _ = running.executor.storage().close();
+        // Killing fences off the dead incarnation's handle; the data is untouched (and
+        // not synced: the page cache still holds the unsynced writes).
+        running.executor.storage().kill();
         Some(running)
+    }
+
+    /// The node's data, across incarnations (for syncs, power cuts and inspection).
+    pub(crate) fn disk(&self) -> &MemStorage {
+        &self.data
     }
 
     /// Whether an incarnation is running.

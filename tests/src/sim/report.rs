@@ -14,7 +14,7 @@ use shoal_proto::metrics::{
 use shoal_proto::wire::MemberState;
 use shoal_proto::Time;
 
-use super::config::{Background, FaultMix, Liveness, Setup, SimConfig};
+use super::config::{Background, FaultMix, Liveness, PowerCutMix, Setup, SimConfig};
 use super::counters::counter_key;
 use super::timeline::Timeline;
 use crate::checkers::{FinalState, Violation};
@@ -39,6 +39,12 @@ pub struct FaultCounts {
     pub refused: u64,
     /// Storage operations failed on purpose.
     pub storage_failures: u64,
+    /// Power cuts (each also counted as a crash).
+    pub power_cuts: u64,
+    /// Power cuts not made because they would have taken the last copy of a write.
+    pub power_cuts_vetoed: u64,
+    /// Unsynced storage writes the power cuts lost.
+    pub writes_lost_to_power_cuts: u64,
 }
 
 /// The result of one run.
@@ -224,6 +230,12 @@ pub fn replay_command(cfg: &SimConfig) -> String {
     if !cfg.clock_offsets_ms.is_empty() {
         inexpressible.push("fixed clock offsets");
     }
+    match cfg.power_cuts {
+        PowerCutMix::FromSeed { share: 0.5 } => {}
+        PowerCutMix::FromSeed { share: 1.0 } => cmd.push_str(" --power-cuts"),
+        PowerCutMix::None => cmd.push_str(" --no-power-cuts"),
+        _ => inexpressible.push("power cuts"),
+    }
     if cfg.set_keys != base.set_keys {
         inexpressible.push("set key count");
     }
@@ -235,6 +247,7 @@ pub fn replay_command(cfg: &SimConfig) -> String {
     }
     if !cfg.scripted_partitions.is_empty()
         || !cfg.scripted_crashes.is_empty()
+        || !cfg.scripted_power_cuts.is_empty()
         || !cfg.scripted_ops.is_empty()
         || !cfg.scripted_pauses.is_empty()
     {
@@ -292,7 +305,8 @@ impl RunReport {
             .sum()
     }
 
-    /// One line: seed, size, ops, faults, result, digest.
+    /// One line: seed, size, ops, faults, result, digest (and power cuts, when the run
+    /// has them).
     pub fn one_line(&self) -> String {
         let ok: u64 = self
             .ops
@@ -317,7 +331,15 @@ impl RunReport {
             self.counter_with(TOMBSTONES_REAPED_TOTAL, &[]),
             if self.violations.is_empty() { "ok" } else { "FAILED" },
             self.digest
-        )
+        ) + &if self.setup.power_cuts.tracked() {
+            let c = &self.faults;
+            format!(
+                "  power cuts {} vetoed {} writes lost {}",
+                c.power_cuts, c.power_cuts_vetoed, c.writes_lost_to_power_cuts
+            )
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -362,6 +384,16 @@ impl fmt::Display for RunReport {
             c.refused,
             c.storage_failures
         )?;
+        if self.setup.power_cuts.tracked() {
+            writeln!(
+                f,
+                "power cuts  {}: {} made, {} vetoed, {} unsynced writes lost",
+                self.setup.power_cuts,
+                c.power_cuts,
+                c.power_cuts_vetoed,
+                c.writes_lost_to_power_cuts
+            )?;
+        }
         writeln!(
             f,
             "hints       stored {} delivered {} dropped {} delivery failures {}",

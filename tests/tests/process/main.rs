@@ -15,5 +15,6 @@ mod hostile;
 mod limits;
 mod metrics_catalogue;
 mod netns;
+mod power_cut;
 mod prometheus;
 mod single_node;

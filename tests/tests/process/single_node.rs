@@ -13,7 +13,7 @@ use shoal_proto::wire::{
 use shoal_proto::{Actor, CausalContext, Dot, Object, RequestError, SiblingValue, Time};
 use shoal_transport::{Endpoint, StreamErrorCode, TlsIdentity, TransportConfig, TransportError};
 
-use crate::harness::{foreign_client_files, Cluster, RAW_REQUEST_TIMEOUT};
+use crate::harness::{foreign_client_files, values_of, Cluster, RAW_REQUEST_TIMEOUT};
 
 /// Small limits, so that the oversized value and frame cases stay cheap: values up to
 /// 64 KiB, objects up to 1 MiB, hence a frame limit of 1 MiB + 64 KiB.
@@ -37,16 +37,6 @@ async fn assert_serving(node: &mut Cluster, client: &Client, key: &str) {
         .await
         .unwrap_or_else(|e| panic!("get {key} after the bad input: {e}"));
     assert_eq!(read.values, vec![b"still here".to_vec()], "{key}");
-}
-
-fn values_of(read: &shoal_client::GetResult) -> Vec<String> {
-    let mut values: Vec<String> = read
-        .values
-        .iter()
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect();
-    values.sort();
-    values
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -454,10 +454,9 @@ impl Cluster {
         let dir = self.data_dir(i);
         let storage = RocksStorage::open(&dir, RocksOptions::default())
             .unwrap_or_else(|e| panic!("opening {}: {e}", dir.display()));
-        let executor = Executor::open(storage, || {
-            panic!("the store of a node that ran already has an actor")
-        })
-        .unwrap_or_else(|e| panic!("opening the executor on {}: {e}", dir.display()));
+        // Every open takes a new actor (the node's next start takes another).
+        let executor = Executor::open(storage, rand::random::<u64>)
+            .unwrap_or_else(|e| panic!("opening the executor on {}: {e}", dir.display()));
         let mut out = Vec::new();
         for key in keys {
             let list = ring.preference_list_for_key(key.as_bytes(), n);

@@ -71,6 +71,17 @@ pub fn check_read(key: &str, read: &GetResult, want: Option<&str>) -> Result<(),
     }
 }
 
+/// The values a read answered, as text, sorted (siblings come in no fixed order).
+pub fn values_of(read: &GetResult) -> Vec<String> {
+    let mut values: Vec<String> = read
+        .values
+        .iter()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    values.sort();
+    values
+}
+
 /// Panics unless `errors`, of `total` requests, is empty: "{count} of {total} {what}",
 /// with the first few errors.
 pub fn assert_none_failed(errors: &[String], total: usize, what: &str) {

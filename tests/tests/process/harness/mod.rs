@@ -40,7 +40,7 @@ pub use cluster::{
 pub use command::{shoal, Run};
 pub use kv::{
     assert_all_readable, assert_none_failed, check_read, key_values, pending_hints, put_all,
-    wait_hints_drained,
+    values_of, wait_hints_drained,
 };
 pub use metrics::{http_get, scrape, url_encode};
 pub use process::{

@@ -1,0 +1,167 @@
+//! Power cuts (issue 10, item 1): each node's storage syncs periodically, as a kernel
+//! writes a `buffered` RocksDB WAL out of its page cache, and a power cut loses a suffix
+//! of the writes not synced yet ([`MemStorage::power_cut`]).
+//!
+//! The scheduler's bound: a cut never takes the last copy of a write. Before it cuts a
+//! node it looks at what the node's disk would hold afterwards and at every other node's
+//! stored objects (running or down); if some sibling (a dot) the cut would lose is in no
+//! other node's objects, the cut is vetoed and counted. Hints are not counted as copies:
+//! they expire by design (a write whose other copy is a hint that expires before its
+//! delivery is lost to the expiry as much as to the cut). So a write acknowledged by W
+//! replicas loses fewer than W copies to power cuts, and what the cluster does afterwards
+//! (merges, repairs, new writes) must keep it: `no_lost_writes` checks that.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use shoal_proto::{Dot, Object, Time};
+use shoal_storage::{MemStorage, Space, Storage};
+
+use super::config::{power_cut_rng, PowerCuts, EPOCH, POWER_CUT_STREAM};
+use super::{Phase, Sim};
+
+/// Rows per page when a store is read for its dots.
+const PAGE: usize = 1024;
+
+/// The power-cut side of a run: its RNG stream and each node's sync schedule.
+pub(crate) struct PowerState {
+    rng: ChaCha8Rng,
+    cuts: PowerCuts,
+    /// When each node's storage syncs next.
+    next_sync: Vec<Time>,
+}
+
+impl PowerState {
+    pub(crate) fn new(seed: u64, cuts: PowerCuts, nodes: usize) -> PowerState {
+        let mut rng = power_cut_rng(seed, POWER_CUT_STREAM);
+        let interval = cuts.sync_interval.as_micros() as u64;
+        let next_sync = (0..nodes)
+            .map(|_| {
+                let phase = if interval == 0 {
+                    0
+                } else {
+                    rng.random_range(0..interval)
+                };
+                EPOCH + Duration::from_micros(phase)
+            })
+            .collect();
+        PowerState {
+            rng,
+            cuts,
+            next_sync,
+        }
+    }
+}
+
+/// Every sibling's dot in `store`'s objects.
+fn held_dots(store: &MemStorage) -> BTreeSet<Dot> {
+    let mut out = BTreeSet::new();
+    let mut start = Vec::new();
+    loop {
+        let rows = store
+            .scan(Space::Objects, &start, None, PAGE)
+            .expect("a node's data handle is never closed");
+        for (_, value) in &rows {
+            if let Ok(object) = Object::decode(value) {
+                out.extend(object.siblings().iter().map(|s| s.dot));
+            }
+        }
+        match rows.last() {
+            Some((key, _)) if rows.len() == PAGE => {
+                start = key.clone();
+                start.push(0);
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+impl Sim {
+    /// At boot, after every node started: the run begins from a cluster that has been up
+    /// a while, whose stores are on disk.
+    pub(super) fn sync_all(&mut self) {
+        for node in &self.nodes {
+            node.disk().sync();
+        }
+    }
+
+    /// Node `i`'s storage syncs if one of its sync instants has passed. Called before
+    /// every write to it and before a cut, so the writes it makes durable are exactly
+    /// those made before the instant.
+    pub(super) fn sync_due(&mut self, i: usize) {
+        let interval = self.power.cuts.sync_interval;
+        if interval.is_zero() || self.now < self.power.next_sync[i] {
+            return;
+        }
+        self.nodes[i].disk().sync();
+        let next = &mut self.power.next_sync[i];
+        let behind = self.now.saturating_since(*next).as_micros() as u64;
+        let steps = behind / interval.as_micros() as u64 + 1;
+        *next = *next + interval * u32::try_from(steps).unwrap_or(u32::MAX);
+    }
+
+    /// At a fault tick: maybe cut the power of a running node (at most two nodes down at
+    /// once, one in a 3-node cluster, as for crashes).
+    pub(super) fn power_cut_tick(&mut self) {
+        let p = self.power.cuts.per_tick;
+        if p <= 0.0 || !self.power.rng.random_bool(p) {
+            return;
+        }
+        let k = self.nodes.len();
+        let up: Vec<usize> = (0..k).filter(|&i| self.nodes[i].is_up()).collect();
+        let max_down = (k - 1).min(2);
+        if k - up.len() < max_down && !up.is_empty() {
+            let victim = up[self.power.rng.random_range(0..up.len())];
+            self.power_cut(victim, None, None);
+        }
+    }
+
+    /// Cut node `i`'s power: it crashes, and its disk keeps `keep` of its unsynced writes
+    /// (`None`: a random prefix); it restarts after `down` (`None`: a random while).
+    /// Vetoed when it would take the last copy of a sibling.
+    pub(super) fn power_cut(&mut self, i: usize, down: Option<Duration>, keep: Option<usize>) {
+        if self.phase != Phase::Safety || !self.nodes[i].is_up() {
+            return;
+        }
+        self.sync_due(i);
+        let disk = self.nodes[i].disk();
+        let unsynced = disk.unsynced_writes();
+        let keep = match keep {
+            Some(k) => k.min(unsynced),
+            None => self.power.rng.random_range(0..=unsynced),
+        };
+        let lost: BTreeSet<Dot> = held_dots(disk)
+            .difference(&held_dots(&disk.after_power_cut(keep)))
+            .copied()
+            .collect();
+        if !lost.is_empty() {
+            let elsewhere: BTreeSet<Dot> = (0..self.nodes.len())
+                .filter(|&j| j != i)
+                .flat_map(|j| held_dots(self.nodes[j].disk()))
+                .collect();
+            let last = lost.difference(&elsewhere).count();
+            if last > 0 {
+                self.faults.power_cuts_vetoed += 1;
+                self.note(
+                    i,
+                    &format!("POWER CUT vetoed: it would take the last copy of {last} dot(s)"),
+                );
+                return;
+            }
+        }
+        self.note(
+            i,
+            &format!(
+                "POWER CUT: keeps {keep} of {unsynced} unsynced writes, loses {} dot(s)",
+                lost.len()
+            ),
+        );
+        self.crash(i, down);
+        let lost_writes = self.nodes[i].disk().power_cut(keep);
+        self.faults.power_cuts += 1;
+        self.faults.writes_lost_to_power_cuts += lost_writes as u64;
+    }
+}
