@@ -365,17 +365,11 @@ impl<S: Storage> Executor<S> {
                 partition,
                 segments,
             } => self.segments(partition, &segments),
-            StorageOp::ReadMany { partition, keys } => {
-                let mut out = Vec::with_capacity(keys.len());
-                for key in keys {
-                    let obj = self
-                        .get_raw(partition, &key)?
-                        .map(|b| decode_object(&b))
-                        .transpose()?;
-                    out.push((key, obj));
-                }
-                Ok(StorageReply::Objects(out))
-            }
+            StorageOp::ReadMany {
+                partition,
+                keys,
+                max_bytes,
+            } => self.read_many(partition, keys, max_bytes),
             StorageOp::MergeMany {
                 partition,
                 objects,

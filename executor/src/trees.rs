@@ -264,6 +264,29 @@ impl<S: Storage> Executor<S> {
         Ok(StorageReply::Segments(out))
     }
 
+    /// The objects of a prefix of `keys`: reading stops before the key whose key and
+    /// stored bytes would take the total past `max_bytes` (the first key is always read),
+    /// so that an anti-entropy answer and the push made of it fit in a frame.
+    pub(super) fn read_many(
+        &self,
+        p: PartitionId,
+        keys: Vec<Vec<u8>>,
+        max_bytes: usize,
+    ) -> StorageResult {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut total = 0usize;
+        for key in keys {
+            let raw = self.get_raw(p, &key)?;
+            let size = key.len() + raw.as_ref().map_or(0, Vec::len);
+            if !out.is_empty() && total.saturating_add(size) > max_bytes {
+                break;
+            }
+            total = total.saturating_add(size);
+            out.push((key, raw.map(|b| decode_object(&b)).transpose()?));
+        }
+        Ok(StorageReply::Objects(out))
+    }
+
     /// Tombstoned keys older than `older_than`, scanning at most `scan_limit` objects.
     pub(super) fn reap_candidates(
         &self,

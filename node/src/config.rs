@@ -48,9 +48,6 @@ fn field_err(field: impl Into<String>, problem: impl Into<String>) -> ConfigErro
     }
 }
 
-/// Extra frame room beyond the largest object, for the message around it.
-const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
-
 /// One member of the cluster, as listed in every node's config.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,7 +196,7 @@ impl NodeConfig {
     /// frame limit derived from the object limit (an object plus its envelope).
     pub fn transport_config(&self) -> TransportConfig {
         TransportConfig {
-            max_frame_bytes: self.limits.max_object_bytes + FRAME_OVERHEAD_BYTES,
+            max_frame_bytes: self.limits.max_frame_bytes(),
             ..self.transport.clone()
         }
     }

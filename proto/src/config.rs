@@ -233,6 +233,17 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Frame room beyond the largest object, for the message around it (key, clock, envelope).
+pub const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
+
+impl LimitsConfig {
+    /// The largest frame a node sends or accepts: one object of `max_object_bytes` plus
+    /// its envelope. Anti-entropy sizes its batches to fit in it.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_object_bytes.saturating_add(FRAME_OVERHEAD_BYTES)
+    }
+}
+
 /// Most storage threads a node may run.
 const MAX_STORAGE_THREADS: usize = 256;
 

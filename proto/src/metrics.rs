@@ -68,3 +68,16 @@ pub const AAE_BUDGET_RATIO: &str = "shoal_aae_budget_ratio";
 pub const TOMBSTONES_REAPED_TOTAL: &str = "shoal_tombstones_reaped_total";
 /// Counter: storage results the engine received as failures (any waiter).
 pub const ENGINE_STORAGE_FAILURES_TOTAL: &str = "shoal_engine_storage_failures_total";
+/// Gauge, in seconds: how long ago the least recently successful anti-entropy exchange
+/// this node starts (over its partitions and peers) succeeded; since the engine started
+/// for a pair that never has.
+pub const AAE_LAST_EXCHANGE_AGE_SECONDS: &str = "shoal_aae_last_exchange_age_seconds";
+/// Counter, by `kind` (`exchange`, `reap`): background work started while the budget was
+/// below the start threshold, because it was overdue (the minimum rate under load).
+pub const AAE_OVERDUE_STARTS_TOTAL: &str = "shoal_aae_overdue_starts_total";
+/// Counter: anti-entropy reads cut short by the byte bound of a message (the rest of
+/// their keys go in the next batch).
+pub const AAE_BATCHES_SPLIT_TOTAL: &str = "shoal_aae_batches_split_total";
+/// Counter, by `reason` (`empty_key`, `key_too_large`, `wrong_partition`): keys in
+/// node-to-node messages refused (the message is answered with a typed error).
+pub const REPLICA_KEYS_REFUSED_TOTAL: &str = "shoal_replica_keys_refused_total";

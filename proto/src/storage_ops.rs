@@ -123,12 +123,17 @@ pub enum StorageOp {
         /// Segment indices.
         segments: Vec<u32>,
     },
-    /// Read several keys. Replies [`StorageReply::Objects`].
+    /// Read several keys. Replies [`StorageReply::Objects`] for a prefix of `keys`: the
+    /// read stops before the key whose key and stored object bytes would take the total
+    /// past `max_bytes` (the first key is always read), so that the answer, and the push
+    /// made of it, fit in a frame. The caller asks again for the rest.
     ReadMany {
         /// The partition.
         partition: PartitionId,
         /// The keys.
         keys: Vec<Vec<u8>>,
+        /// Bound on the key and object bytes of the reply.
+        max_bytes: usize,
     },
     /// Merge several objects. Replies [`StorageReply::MergedMany`].
     MergeMany {

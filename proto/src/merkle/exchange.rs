@@ -280,6 +280,22 @@ impl Exchange {
         Repairs { fetch, push }
     }
 
+    /// Put keys of the batch in flight that were not copied (a read stops at its byte
+    /// bound) back at the head of their queue, in order: `from` is the replica they were
+    /// to be read from (the peer for fetches, ours for pushes). Call it before
+    /// [`Exchange::repaired`] for that direction.
+    pub fn requeue(&mut self, from: Side, keys: Vec<Vec<u8>>) {
+        if let Phase::Repairing { fetch, push, .. } = &mut self.phase {
+            let queue = match from {
+                Side::Theirs => fetch,
+                Side::Ours => push,
+            };
+            for key in keys.into_iter().rev() {
+                queue.push_front(key);
+            }
+        }
+    }
+
     /// One direction of the repair batch in flight is over (copied, or nothing to copy):
     /// what to do next.
     pub fn repaired(&mut self) -> Step {

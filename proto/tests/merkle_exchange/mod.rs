@@ -390,6 +390,40 @@ fn repairs_go_in_batches_of_at_most_the_batch_size() {
     assert_eq!(ours.map, theirs.map);
 }
 
+/// A read stops at its byte bound (one object's worth, so that the answer and the push
+/// made of it fit in a frame): the keys it did not reach go back to the head of their
+/// queue, in order, and make up the next batch. No key is skipped.
+#[test]
+fn keys_a_read_did_not_reach_go_back_to_the_head_of_their_queue() {
+    let shape = MerkleShape::new(64, 4).unwrap();
+    let k = keys_in_segment(shape, 9, 6);
+    let ours = Replica::new(shape, k[..4].iter().map(|k| (k.clone(), 1)).collect());
+    let theirs = Replica::new(shape, k[4..].iter().map(|k| (k.clone(), 1)).collect());
+    let (mut exchange, mut step) = Exchange::start(shape);
+    while let Step::Ask(question) = step.clone() {
+        assert_eq!(
+            exchange.answer(Side::Ours, ours.answer(&question)),
+            Ok(Step::Wait)
+        );
+        step = exchange
+            .answer(Side::Theirs, theirs.answer(&question))
+            .unwrap();
+    }
+    assert_eq!(step, Step::Repair);
+    let first = exchange.take_repairs(3);
+    assert_eq!(first.fetch, k[4..].to_vec());
+    assert_eq!(first.push, k[..3].to_vec());
+    // Our read answered k0 only; the peer's read answered both.
+    exchange.requeue(Side::Ours, first.push[1..].to_vec());
+    assert_eq!(exchange.repaired(), Step::Wait);
+    assert_eq!(exchange.repaired(), Step::Repair);
+    assert_eq!(exchange.next_repair_size(3), Some(3));
+    let second = exchange.take_repairs(3);
+    assert!(second.fetch.is_empty());
+    assert_eq!(second.push, k[1..4].to_vec());
+    assert_eq!(exchange.repaired(), Step::Done);
+}
+
 // ---------------------------------------------------------------------------------------
 // Answers that change or do not fit
 

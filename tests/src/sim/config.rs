@@ -381,6 +381,36 @@ pub struct SimConfig {
     pub storage_service_time: Duration,
     /// Keep the event log's lines (the digest is computed either way).
     pub keep_log: bool,
+    /// Puts carry values of this many bytes, with the engine's own size limits (a 16 MiB
+    /// object, frames of one object plus its envelope); `None`: short values and small
+    /// limits.
+    pub large_values: Option<LargeValues>,
+}
+
+/// Value sizes of a run with large values: each put's value is padded to a size drawn
+/// from `min..=max` bytes. Keep the counts of such puts small: every byte is simulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LargeValues {
+    /// Smallest value, in bytes.
+    pub min: usize,
+    /// Largest value, in bytes (at most the engine's default `max_value_bytes`).
+    pub max: usize,
+}
+
+impl LargeValues {
+    /// The engine's limits with room for values of up to `max` bytes: the node defaults
+    /// (4 MiB values, 16 MiB objects), raised if `max` is larger.
+    pub fn limits(&self) -> LimitsConfig {
+        let d = LimitsConfig::default();
+        let max_value_bytes = d.max_value_bytes.max(self.max);
+        LimitsConfig {
+            max_value_bytes,
+            max_object_bytes: d
+                .max_object_bytes
+                .max(max_value_bytes + shoal_proto::MAX_KEY_BYTES),
+            ..d
+        }
+    }
 }
 
 impl SimConfig {
@@ -408,6 +438,7 @@ impl SimConfig {
             burst: None,
             storage_service_time: Duration::ZERO,
             keep_log: false,
+            large_values: None,
         }
     }
 

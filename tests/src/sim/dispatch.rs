@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use shoal_proto::wire::{ClientRequest, PeerRequest, PeerResponse, Request, Response};
+use shoal_proto::wire::{self, ClientRequest, PeerRequest, PeerResponse, Request, Response};
 use shoal_proto::{
     Command, Dot, InboundId, Object, RequestId, SendError, Sender, StorageFailure, StorageOp,
     StorageReply, StorageResult, Time,
@@ -303,6 +303,28 @@ impl Sim {
         self.net.rpcs.insert(rpc, Some(target));
         self.queue
             .push(self.now + timeout, Event::RpcTimeout { rpc });
+        // The transport refuses a request larger than a frame before sending it; the
+        // node's driver reports that as an outcome-unknown error.
+        let len = wire::peer_request_len(&request);
+        let max = self.engine_cfg.limits.max_frame_bytes();
+        if len > max {
+            self.faults.frames_too_large += 1;
+            self.note(
+                from,
+                &format!(
+                    "send #{} -> {to} TOO LARGE ({len} > {max} bytes): {desc}",
+                    id.0
+                ),
+            );
+            let result = Err(SendError::Lost(format!(
+                "frame of {len} bytes exceeds the limit of {max}"
+            )));
+            self.queue.push(
+                self.now + refusal_delay(&mut self.rng),
+                Event::PeerResponse { rpc, result },
+            );
+            return;
+        }
         if !self.nodes[target].is_up() {
             self.faults.refused += 1;
             self.note(
@@ -407,6 +429,25 @@ impl Sim {
 
     /// A node answered a peer's request: the answer travels back (or is lost).
     fn respond_peer(&mut self, responder: usize, rpc: RpcKey, response: Response) {
+        // The node's handler answers a typed error in place of a response larger than a
+        // frame; were one still too large, the transport would abort its stream, which
+        // the requester's driver reports as an outcome-unknown error.
+        let response = wire::fit_response(response, self.engine_cfg.limits.max_frame_bytes());
+        let len = wire::response_len(&response);
+        let max = self.engine_cfg.limits.max_frame_bytes();
+        if len > max {
+            self.faults.frames_too_large += 1;
+            self.note(
+                responder,
+                &format!("response TOO LARGE ({len} > {max} bytes)"),
+            );
+            let result = Err(SendError::Lost("stream aborted: frame too large".into()));
+            self.queue.push(
+                self.now + refusal_delay(&mut self.rng),
+                Event::PeerResponse { rpc, result },
+            );
+            return;
+        }
         let result = match response {
             Response::Peer(p) => Ok(p),
             Response::Error(e) => Ok(PeerResponse::Error(e)),

@@ -74,9 +74,9 @@ use shoal_proto::{EngineConfig, StorageOp, StorageReply, Time};
 use shoal_ring::{Member, NodeId, Ring, RingError};
 
 pub use config::{
-    engine_config, Background, FaultMix, Faults, HandoffLimits, Liveness, Quorum, Setup, SimConfig,
-    StorageTiming, ANTI_ENTROPY_CONVERGENCE_INTERVALS, ANTI_ENTROPY_MIN_INTERVALS, CLIENT_TIMEOUT,
-    EPOCH, PARTITIONS,
+    engine_config, Background, FaultMix, Faults, HandoffLimits, LargeValues, Liveness, Quorum,
+    Setup, SimConfig, StorageTiming, ANTI_ENTROPY_CONVERGENCE_INTERVALS,
+    ANTI_ENTROPY_MIN_INTERVALS, CLIENT_TIMEOUT, EPOCH, PARTITIONS,
 };
 pub use counters::counter_key;
 pub use node::StartError;
@@ -214,7 +214,10 @@ impl Sim {
             )));
         }
         let q = setup.quorum;
-        let engine_cfg = engine_config(q, setup.handoff, &setup.background);
+        let mut engine_cfg = engine_config(q, setup.handoff, &setup.background);
+        if let Some(large) = cfg.large_values {
+            engine_cfg.limits = large.limits();
+        }
         engine_cfg
             .validate(setup.nodes)
             .map_err(|e| SimError::Config(e.to_string()))?;

@@ -36,6 +36,9 @@ pub struct FaultCounts {
     pub refused: u64,
     /// Storage operations failed on purpose.
     pub storage_failures: u64,
+    /// Messages larger than the frame limit, failed as the transport fails them (a request
+    /// is refused before it is sent, a response aborts its stream).
+    pub frames_too_large: u64,
 }
 
 /// The result of one run.
@@ -327,7 +330,7 @@ impl fmt::Display for RunReport {
         let c = &self.faults;
         writeln!(
             f,
-            "faults      crashes {} restarts {} partitions {} dropped {} duplicated {} slowed {} refused {} storage failures {}",
+            "faults      crashes {} restarts {} partitions {} dropped {} duplicated {} slowed {} refused {} storage failures {} frames too large {}",
             c.crashes,
             c.restarts,
             c.partitions,
@@ -335,7 +338,8 @@ impl fmt::Display for RunReport {
             c.duplicated,
             c.slowed,
             c.refused,
-            c.storage_failures
+            c.storage_failures,
+            c.frames_too_large
         )?;
         writeln!(
             f,
