@@ -364,7 +364,8 @@ impl<S: Storage> Executor<S> {
             StorageOp::Segments {
                 partition,
                 segments,
-            } => self.segments(partition, &segments),
+                max_bytes,
+            } => self.segments(partition, &segments, max_bytes),
             StorageOp::ReadMany {
                 partition,
                 keys,

@@ -74,6 +74,13 @@ impl Engine {
             {
                 return Err(RequestError::Malformed("segment out of range".into()));
             }
+            // A reply lists a prefix of the segments in the order asked, which the byte
+            // bound cuts in scan (ascending) order.
+            AaeRequest::Segments { segments, .. } if !segments.is_sorted_by(|a, b| a < b) => {
+                return Err(RequestError::Malformed(
+                    "segments not strictly ascending".into(),
+                ));
+            }
             _ => {}
         }
         for key in request_keys(&req) {
@@ -102,6 +109,7 @@ impl Engine {
             } => StorageOp::Segments {
                 partition,
                 segments,
+                max_bytes: self.cfg.limits.max_object_bytes,
             },
             AaeRequest::Fetch { partition, keys } => StorageOp::ReadMany {
                 partition,

@@ -114,3 +114,27 @@ fn anti_entropy_messages_with_a_key_over_the_limit_or_empty_are_refused() {
         "{cmds:?}"
     );
 }
+
+#[test]
+fn a_segment_question_out_of_order_is_refused() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let part = c.partition(&key);
+    let peer = c.prefs(&key)[1].clone();
+    let ask = |segments: Vec<u32>| {
+        PeerRequest::Aae(AaeRequest::Segments {
+            partition: part,
+            segments,
+        })
+    };
+    // Replies stop at their byte bound in scan order, so questions must be ascending.
+    let cmds = c.peer(&a(), 1, &peer, ask(vec![5, 3]));
+    assert!(matches!(refused(&cmds), RequestError::Malformed(_)));
+    let cmds = c.peer(&a(), 2, &peer, ask(vec![3, 3]));
+    assert!(matches!(refused(&cmds), RequestError::Malformed(_)));
+    let cmds = c.peer(&a(), 3, &peer, ask(vec![3, 5]));
+    assert!(
+        matches!(cmds.as_slice(), [Command::Storage { .. }]),
+        "{cmds:?}"
+    );
+}

@@ -320,6 +320,7 @@ pub(crate) fn storage_op(op: &StorageOp) -> String {
         StorageOp::Segments {
             partition,
             segments,
+            ..
         } => format!("segments p{} ({})", partition.0, segments.len()),
         StorageOp::ReadMany {
             partition, keys: k, ..

@@ -50,6 +50,14 @@
 //! acted on it). A duplicated request is processed twice; its second response is ignored. A forwarded
 //! client request's answer (`Response::Client`) reaches the forwarding node as
 //! `PeerResponse::Client`, the form the engine's forwarding expects.
+//!
+//! Frames are as large as the engine's limits allow (`limits.max_frame_bytes()`), as on a
+//! node: a request over it fails as `SendError::Lost` (the transport refuses it and the
+//! driver cannot tell that from a lost stream), a response over it is replaced by the
+//! `ResponseTooLarge` error the node's handler sends instead (`wire::fit_response`).
+//! [`FaultCounts::frames_too_large`] counts the oversized ones. With
+//! [`SimConfig::large_values`] puts carry values of megabytes under the node's own
+//! limits (16 MiB objects).
 
 mod client;
 mod config;
