@@ -262,6 +262,47 @@ fn a_hint_older_than_the_reap_does_not_bring_the_key_back() {
     }
 }
 
+/// A 4-node cluster (N = 3, R = W = 2, hinted handoff off, storage a queue of 2 ms
+/// operations) whose node 0 is cut off until `heal` while the workload runs, then, for
+/// `burst` if given, 16 clients loading keys of their own; anti-entropy alone converges
+/// the replicas (`aae` settings).
+fn heal_then_burst(
+    seed: u64,
+    heal: Duration,
+    burst: Option<Duration>,
+    aae: AaeConfig,
+) -> SimConfig {
+    SimConfig {
+        clients: 4,
+        set_keys: 0,
+        delete_fraction: 0.0,
+        handoff: Some(HandoffLimits::ROOMY),
+        background: Background {
+            hinted_handoff: false,
+            aae,
+            ..Background::fast()
+        },
+        scripted_partitions: vec![ScriptedPartition {
+            side: side(&[0]),
+            one_way: false,
+            start: Duration::from_millis(200),
+            length: heal - Duration::from_millis(200),
+        }],
+        burst: burst.map(|length| Burst {
+            start: heal,
+            length,
+            clients: 16,
+            keys: 16,
+            think_max: Duration::from_millis(5),
+        }),
+        storage_service_time: Duration::from_millis(2),
+        liveness: Liveness::AntiEntropyOnly {
+            canary_reads: false,
+        },
+        ..SimConfig::no_faults(seed, 4)
+    }
+}
+
 /// Admission control: the same partition and heal, once with a burst of foreground load
 /// (on keys of its own) right after the heal and once without. Under the burst the
 /// coordinators' latency rises above the target, the repair budget is cut, and anti-entropy
@@ -272,46 +313,17 @@ fn anti_entropy_yields_to_foreground_load() {
     let heal = Duration::from_secs(6);
     let burst = Duration::from_secs(3);
     let run = |load: bool| {
+        let aae = AaeConfig {
+            repair_keys_per_second: 20,
+            batch: 4,
+            latency_target: Duration::from_millis(20),
+            ..Background::fast().aae
+        };
         let cfg = SimConfig {
-            nodes: Some(4),
-            quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
-            clients: 4,
             ops: 200,
             keys: 120,
-            set_keys: 0,
-            delete_fraction: 0.0,
-            faults: FaultMix::None,
-            vary_quorums: false,
-            handoff: Some(HandoffLimits::ROOMY),
-            background: Background {
-                hinted_handoff: false,
-                aae: AaeConfig {
-                    repair_keys_per_second: 20,
-                    batch: 4,
-                    latency_target: Duration::from_millis(20),
-                    ..Background::fast().aae
-                },
-                ..Background::fast()
-            },
-            scripted_partitions: vec![ScriptedPartition {
-                side: side(&[0]),
-                one_way: false,
-                start: Duration::from_millis(200),
-                length: heal - Duration::from_millis(200),
-            }],
-            burst: load.then_some(Burst {
-                start: heal,
-                length: burst,
-                clients: 16,
-                keys: 16,
-                think_max: Duration::from_millis(5),
-            }),
             min_safety_time: heal + burst + Duration::from_secs(2),
-            storage_service_time: Duration::from_millis(2),
-            liveness: Liveness::AntiEntropyOnly {
-                canary_reads: false,
-            },
-            ..SimConfig::from_seed(3)
+            ..heal_then_burst(3, heal, load.then_some(burst), aae)
         };
         run_ok(&cfg)
     };
@@ -383,15 +395,11 @@ fn a_partition_of_large_values_converges_by_anti_entropy() {
         })
         .collect();
     let cfg = SimConfig {
-        nodes: Some(nodes),
-        quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
         clients: 1,
         ops: 0,
         keys,
         set_keys: 0,
         delete_fraction: 0.0,
-        faults: FaultMix::None,
-        vary_quorums: false,
         handoff: Some(HandoffLimits::ROOMY),
         background: Background {
             hinted_handoff: false,
@@ -412,7 +420,7 @@ fn a_partition_of_large_values_converges_by_anti_entropy() {
             min: 3 << 20,
             max: 4 << 20,
         }),
-        ..SimConfig::from_seed(5)
+        ..SimConfig::no_faults(5, nodes)
     };
     let report = run_ok(&cfg);
     assert_eq!(
@@ -434,44 +442,15 @@ fn anti_entropy_converges_under_sustained_foreground_load() {
     let heal = Duration::from_secs(4);
     let load = Duration::from_secs(16);
     let interval = Background::fast().aae.interval;
+    let aae = AaeConfig {
+        latency_target: Duration::from_millis(10),
+        ..Background::fast().aae
+    };
     let cfg = SimConfig {
-        nodes: Some(4),
-        quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
-        clients: 4,
         ops: 120,
         keys: 60,
-        set_keys: 0,
-        delete_fraction: 0.0,
-        faults: FaultMix::None,
-        vary_quorums: false,
-        handoff: Some(HandoffLimits::ROOMY),
-        background: Background {
-            hinted_handoff: false,
-            aae: AaeConfig {
-                latency_target: Duration::from_millis(10),
-                ..Background::fast().aae
-            },
-            ..Background::fast()
-        },
-        scripted_partitions: vec![ScriptedPartition {
-            side: side(&[0]),
-            one_way: false,
-            start: Duration::from_millis(200),
-            length: heal - Duration::from_millis(200),
-        }],
-        burst: Some(Burst {
-            start: heal,
-            length: load,
-            clients: 16,
-            keys: 16,
-            think_max: Duration::from_millis(5),
-        }),
         min_safety_time: heal + load,
-        storage_service_time: Duration::from_millis(2),
-        liveness: Liveness::AntiEntropyOnly {
-            canary_reads: false,
-        },
-        ..SimConfig::from_seed(4)
+        ..heal_then_burst(4, heal, Some(load), aae)
     };
     let report = run_ok(&cfg);
     let (from, to) = (heal, heal + load);

@@ -46,8 +46,9 @@
 //! partition's replicas are compared at least every `OVERDUE_INTERVALS × aae.interval`
 //! plus one exchange, however busy the node. Repair batches are bounded in bytes as well
 //! as keys (a read stops at one object's worth, `limits.max_object_bytes`; the rest of
-//! its keys go in the next batch), so that every message fits in a frame however large
-//! the values. [`crate::metrics::AAE_LAST_EXCHANGE_AGE_SECONDS`] shows how long the
+//! its keys go in the next batch), and so are segment lists (whole segments up to the
+//! same bound; the exchange asks again for the rest), so that every message fits in a
+//! frame however large the values and however many the keys. [`crate::metrics::AAE_LAST_EXCHANGE_AGE_SECONDS`] shows how long the
 //! least recently compared pair has waited.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -290,10 +290,12 @@ fn equal_trees_take_one_question() {
     assert_eq!(compared, 0);
 }
 
-#[test]
-fn segments_go_32_per_step_each_step_repaired_before_the_next() {
-    // One changed key in each of 100 distinct segments.
-    let shape = MerkleShape::DEFAULT;
+/// Keys `0..5000`, and a copy that `change` (given the copy and a key index) altered at
+/// the first key of each of 100 distinct segments.
+fn changed_in_100_segments(
+    shape: MerkleShape,
+    mut change: impl FnMut(&mut BTreeMap<Vec<u8>, u64>, u32),
+) -> (BTreeMap<Vec<u8>, u64>, BTreeMap<Vec<u8>, u64>) {
     let base: BTreeMap<Vec<u8>, u64> = (0..5000).map(|i| (key(i), digest(i, 0))).collect();
     let mut changed = base.clone();
     let mut seen = BTreeSet::new();
@@ -302,9 +304,19 @@ fn segments_go_32_per_step_each_step_repaired_before_the_next() {
             break;
         }
         if seen.insert(shape.segment_of(&key(i))) {
-            changed.insert(key(i), digest(i, 1));
+            change(&mut changed, i);
         }
     }
+    (base, changed)
+}
+
+#[test]
+fn segments_go_32_per_step_each_step_repaired_before_the_next() {
+    // One changed key in each of 100 distinct segments.
+    let shape = MerkleShape::DEFAULT;
+    let (base, changed) = changed_in_100_segments(shape, |map, i| {
+        map.insert(key(i), digest(i, 1));
+    });
     let mut ours = Replica::new(shape, base);
     let mut theirs = Replica::new(shape, changed);
     let (events, compared) = run(&mut ours, &mut theirs, 1000, false);
@@ -439,28 +451,18 @@ fn keys_a_read_did_not_reach_go_back_to_the_head_of_their_queue() {
 #[test]
 fn segment_answers_cut_short_by_their_byte_bound_are_resumed() {
     let shape = MerkleShape::DEFAULT;
-    let base: BTreeMap<Vec<u8>, u64> = (0..5000).map(|i| (key(i), digest(i, 0))).collect();
-    let mut changed = base.clone();
-    let mut seen = BTreeSet::new();
-    for i in 0..5000 {
-        if seen.len() == 100 {
-            break;
+    // Updated on one side, new on the other, removed on the third.
+    let (base, changed) = changed_in_100_segments(shape, |map, i| match i % 3 {
+        0 => {
+            map.insert(key(i), digest(i, 1));
         }
-        if seen.insert(shape.segment_of(&key(i))) {
-            // Updated on one side, new on the other, removed on the third.
-            match i % 3 {
-                0 => {
-                    changed.insert(key(i), digest(i, 1));
-                }
-                1 => {
-                    changed.insert(key(10_000 + i), digest(i, 0));
-                }
-                _ => {
-                    changed.remove(&key(i));
-                }
-            }
+        1 => {
+            map.insert(key(10_000 + i), digest(i, 0));
         }
-    }
+        _ => {
+            map.remove(&key(i));
+        }
+    });
     for (ours_page, theirs_page) in [(3, 5), (7, 2), (1, 1)] {
         let mut ours = Replica::new(shape, base.clone());
         let mut theirs = Replica::new(shape, changed.clone());

@@ -9,8 +9,8 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use shoal_proto::wire::{self, ClientRequest, PeerRequest, PeerResponse, Request, Response};
 use shoal_proto::{
-    Command, Dot, InboundId, Object, RequestId, SendError, Sender, StorageFailure, StorageOp,
-    StorageReply, StorageResult, Time,
+    Command, Dot, InboundId, Object, RequestError, RequestId, SendError, Sender, StorageFailure,
+    StorageOp, StorageReply, StorageResult, Time,
 };
 use shoal_ring::{NodeId, PartitionId};
 
@@ -430,23 +430,12 @@ impl Sim {
     /// A node answered a peer's request: the answer travels back (or is lost).
     fn respond_peer(&mut self, responder: usize, rpc: RpcKey, response: Response) {
         // The node's handler answers a typed error in place of a response larger than a
-        // frame; were one still too large, the transport would abort its stream, which
-        // the requester's driver reports as an outcome-unknown error.
+        // frame (the transport would not send it).
         let response = wire::fit_response(response, self.engine_cfg.limits.max_frame_bytes());
-        let len = wire::response_len(&response);
-        let max = self.engine_cfg.limits.max_frame_bytes();
-        if len > max {
+        if let Response::Error(RequestError::ResponseTooLarge { len, max }) = &response {
             self.faults.frames_too_large += 1;
-            self.note(
-                responder,
-                &format!("response TOO LARGE ({len} > {max} bytes)"),
-            );
-            let result = Err(SendError::Lost("stream aborted: frame too large".into()));
-            self.queue.push(
-                self.now + refusal_delay(&mut self.rng),
-                Event::PeerResponse { rpc, result },
-            );
-            return;
+            let line = format!("response TOO LARGE ({len} > {max} bytes): sent as an error");
+            self.note(responder, &line);
         }
         let result = match response {
             Response::Peer(p) => Ok(p),

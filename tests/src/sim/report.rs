@@ -36,8 +36,9 @@ pub struct FaultCounts {
     pub refused: u64,
     /// Storage operations failed on purpose.
     pub storage_failures: u64,
-    /// Messages larger than the frame limit, failed as the transport fails them (a request
-    /// is refused before it is sent, a response aborts its stream).
+    /// Messages larger than the frame limit: a request fails as the transport fails it
+    /// (refused before it is sent), a response is replaced by the `ResponseTooLarge`
+    /// error the node's handler sends instead.
     pub frames_too_large: u64,
 }
 
