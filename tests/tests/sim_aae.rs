@@ -7,7 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shoal_proto::metrics::{AAE_KEYS_REPAIRED_TOTAL, HINTS_TOTAL};
+use shoal_proto::metrics::{
+    AAE_BATCHES_SPLIT_TOTAL, AAE_KEYS_REPAIRED_TOTAL, AAE_OVERDUE_STARTS_TOTAL, HINTS_TOTAL,
+};
 use shoal_proto::AaeConfig;
 use shoal_tests::sim::{
     self, replicas_of, Background, Burst, FaultMix, HandoffLimits, LargeValues, Liveness, Quorum,
@@ -366,7 +368,7 @@ fn partition_of(nodes: usize, key: &str) -> shoal_ring::PartitionId {
 }
 
 /// A partition full of large values: six keys of one partition get values of 3 to 4 MiB
-/// while their third replica is cut off (hinted handoff off), so that one exchange has to
+/// while one of their replicas is cut off (hinted handoff off), so that one exchange has to
 /// move about 20 MiB, more than a frame (one 16 MiB object and its envelope) holds. The
 /// exchange moves them in batches that fit, no message is ever over the frame limit, and
 /// the cut-off replica converges by anti-entropy alone.
@@ -381,56 +383,63 @@ fn a_partition_of_large_values_converges_by_anti_entropy() {
         .take(6)
         .collect();
     assert_eq!(same.len(), 6, "six keys of one partition among {keys}");
-    let cut_off = 0;
-    let scripted_ops = same
-        .iter()
-        .enumerate()
-        .map(|(i, key)| ScriptedOp {
-            at: Duration::from_millis(400 + 100 * i as u64),
-            node: 1,
-            key: key.clone(),
-            action: ScriptedAction::Put {
-                with_context: false,
+    // Each replica in turn is the one cut off: it fetches the values, or is pushed them.
+    for seed in 5..8u64 {
+        let cut_off = (seed % 3) as usize;
+        let scripted_ops = same
+            .iter()
+            .enumerate()
+            .map(|(i, key)| ScriptedOp {
+                at: Duration::from_millis(400 + 100 * i as u64),
+                node: (cut_off + 1) % nodes,
+                key: key.clone(),
+                action: ScriptedAction::Put {
+                    with_context: false,
+                },
+            })
+            .collect();
+        let cfg = SimConfig {
+            clients: 1,
+            ops: 0,
+            keys,
+            set_keys: 0,
+            delete_fraction: 0.0,
+            handoff: Some(HandoffLimits::ROOMY),
+            background: Background {
+                hinted_handoff: false,
+                ..Background::fast()
             },
-        })
-        .collect();
-    let cfg = SimConfig {
-        clients: 1,
-        ops: 0,
-        keys,
-        set_keys: 0,
-        delete_fraction: 0.0,
-        handoff: Some(HandoffLimits::ROOMY),
-        background: Background {
-            hinted_handoff: false,
-            ..Background::fast()
-        },
-        liveness: Liveness::AntiEntropyOnly {
-            canary_reads: false,
-        },
-        scripted_partitions: vec![ScriptedPartition {
-            side: side(&[cut_off]),
-            one_way: false,
-            start: Duration::from_millis(200),
-            length: Duration::from_secs(2),
-        }],
-        scripted_ops,
-        min_safety_time: Duration::from_secs(3),
-        large_values: Some(LargeValues {
-            min: 3 << 20,
-            max: 4 << 20,
-        }),
-        ..SimConfig::no_faults(5, nodes)
-    };
-    let report = run_ok(&cfg);
-    assert_eq!(
-        report.faults.frames_too_large, 0,
-        "no message exceeded the frame limit\n{report}"
-    );
-    assert!(
-        counter_sum(&report, AAE_KEYS_REPAIRED_TOTAL) >= same.len() as u64,
-        "anti-entropy copied the large values to the cut-off replica\n{report}"
-    );
+            liveness: Liveness::AntiEntropyOnly {
+                canary_reads: false,
+            },
+            scripted_partitions: vec![ScriptedPartition {
+                side: side(&[cut_off]),
+                one_way: false,
+                start: Duration::from_millis(200),
+                length: Duration::from_secs(2),
+            }],
+            scripted_ops,
+            min_safety_time: Duration::from_secs(3),
+            large_values: Some(LargeValues {
+                min: 3 << 20,
+                max: 4 << 20,
+            }),
+            ..SimConfig::no_faults(seed, nodes)
+        };
+        let report = run_ok(&cfg);
+        assert_eq!(
+            report.faults.frames_too_large, 0,
+            "no message exceeded the frame limit\n{report}"
+        );
+        assert!(
+            counter_sum(&report, AAE_KEYS_REPAIRED_TOTAL) >= same.len() as u64,
+            "anti-entropy copied the large values to the cut-off replica\n{report}"
+        );
+        assert!(
+            counter_sum(&report, AAE_BATCHES_SPLIT_TOTAL) > 0,
+            "repair reads were cut at their byte bound\n{report}"
+        );
+    }
 }
 
 /// A busy cluster: foreground load keeps every coordinator's latency above the target for
@@ -461,14 +470,20 @@ fn anti_entropy_converges_under_sustained_foreground_load() {
     let busy: BTreeSet<shoal_ring::PartitionId> =
         (0..16).map(|i| partition_of(4, &Burst::key(i))).collect();
     let agreed = report.timeline.first_agreement_between(from, to, &busy);
+    let overdue = report.counter_with(AAE_OVERDUE_STARTS_TOTAL, &[("kind", "exchange")]);
     let summary = format!(
         "least budget multiplier {least:.3}, foreground latency up to {latency:?}, \
-         replicas agreed at {agreed:?} (load from {from:?} to {to:?})"
+         replicas agreed at {agreed:?} (load from {from:?} to {to:?}), \
+         {overdue} overdue exchanges started"
     );
     println!("{summary}");
     assert!(
         latency > Duration::from_millis(10) && least < 0.25,
         "the load starved background work of its normal budget: {summary}"
+    );
+    assert!(
+        overdue > 0,
+        "exchanges started at the minimum rate: {summary}"
     );
     let bound = from + interval * 5;
     assert!(

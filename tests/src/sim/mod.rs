@@ -55,7 +55,8 @@
 //! node: a request over it fails as `SendError::Lost` (the transport refuses it and the
 //! driver cannot tell that from a lost stream), a response over it is replaced by the
 //! `ResponseTooLarge` error the node's handler sends instead (`wire::fit_response`).
-//! [`FaultCounts::frames_too_large`] counts the oversized ones. With
+//! [`FaultCounts::frames_too_large`] counts the oversized ones, and a run with any fails
+//! (the `frame_limit` violation): the engine must size every message to fit. With
 //! [`SimConfig::large_values`] puts carry values of megabytes under the node's own
 //! limits (16 MiB objects).
 
@@ -330,6 +331,16 @@ impl Sim {
         let state = self.final_state();
         let found = checkers::check_final(&self.history, &state, self.ryw);
         self.add_violations(found);
+        // A message over the frame limit is one the transport would not carry: the engine
+        // must size every message to fit (anti-entropy batches are cut by bytes).
+        if self.faults.frames_too_large > 0 {
+            let detail = format!(
+                "{} messages exceeded the frame limit of {} bytes (log lines TOO LARGE)",
+                self.faults.frames_too_large,
+                self.engine_cfg.limits.max_frame_bytes()
+            );
+            self.add_violations(vec![Violation::new("frame_limit", "*", detail)]);
+        }
         Ok(self.report(state, safety_duration))
     }
 
