@@ -400,18 +400,13 @@ impl<S: Storage> Executor<S> {
             StorageOp::Segments {
                 partition,
                 segments,
-            } => self.segments(partition, &segments),
-            StorageOp::ReadMany { partition, keys } => {
-                let mut out = Vec::with_capacity(keys.len());
-                for key in keys {
-                    let obj = self
-                        .get_raw(partition, &key)?
-                        .map(|b| decode_object(&b))
-                        .transpose()?;
-                    out.push((key, obj));
-                }
-                Ok(StorageReply::Objects(out))
-            }
+                max_bytes,
+            } => self.segments(partition, &segments, max_bytes),
+            StorageOp::ReadMany {
+                partition,
+                keys,
+                max_bytes,
+            } => self.read_many(partition, keys, max_bytes),
             StorageOp::MergeMany {
                 partition,
                 objects,

@@ -295,6 +295,7 @@ fn segments_list_exactly_the_keys_of_each_segment() {
         .execute(StorageOp::Segments {
             partition: PartitionId(1),
             segments: segments.clone(),
+            max_bytes: usize::MAX,
         })
         .unwrap()
     else {
@@ -307,6 +308,70 @@ fn segments_list_exactly_the_keys_of_each_segment() {
         want.sort();
         assert_eq!(keys, want, "segment {seg}");
     }
+}
+
+/// A segment reply stops at its byte bound after whole segments (at least one), listing a
+/// prefix of the segments asked; a read of several keys stops likewise after whole
+/// objects (at least one), listing a prefix of the keys.
+#[test]
+fn segment_lists_and_reads_stop_at_their_byte_bound() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    let mut keys = Vec::new();
+    for i in 0..500 {
+        let key = format!("k{i}").into_bytes();
+        put(&e, &key, "v", CausalContext::new());
+        keys.push(key);
+    }
+    let mut segments: Vec<u32> = keys.iter().map(|k| e.trees.segment_of(k)).collect();
+    segments.sort_unstable();
+    segments.dedup();
+    let segments: Vec<u32> = segments.into_iter().take(20).collect();
+    let list = |max_bytes| match e
+        .execute(StorageOp::Segments {
+            partition: PartitionId(1),
+            segments: segments.clone(),
+            max_bytes,
+        })
+        .unwrap()
+    {
+        StorageReply::Segments(got) => got,
+        other => panic!("not segments: {other:?}"),
+    };
+    let all = list(usize::MAX);
+    assert_eq!(all.len(), 20);
+    let size = |lists: &[(u32, shoal_proto::wire::KeyDigests)]| -> usize {
+        lists
+            .iter()
+            .flat_map(|(_, l)| l)
+            .map(|(k, _)| k.len() + shoal_proto::SEGMENT_ENTRY_OVERHEAD)
+            .sum()
+    };
+    // A bound that holds the first seven segments exactly.
+    let bound = size(&all[..7]);
+    assert_eq!(list(bound), all[..7].to_vec());
+    assert_eq!(list(bound + 1), all[..7].to_vec());
+    // Even a bound of one byte gets the first whole segment.
+    assert_eq!(list(1), all[..1].to_vec());
+
+    let read = |max_bytes| match e
+        .execute(StorageOp::ReadMany {
+            partition: PartitionId(1),
+            keys: keys[..10].to_vec(),
+            max_bytes,
+        })
+        .unwrap()
+    {
+        StorageReply::Objects(got) => got,
+        other => panic!("not objects: {other:?}"),
+    };
+    let all = read(usize::MAX);
+    assert_eq!(all.len(), 10);
+    assert!(all.iter().all(|(_, o)| o.is_some()));
+    assert_eq!(read(1).len(), 1, "the first object always");
+    let one = read(1);
+    let first_len = one[0].0.len() + one[0].1.as_ref().unwrap().encode().len();
+    assert_eq!(read(first_len * 3).len(), 3);
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use shoal_proto::{
     MerkleShape, MerkleTree, StorageFailure, StorageReply, StorageResult, Time, AAE_SEGMENTS,
+    SEGMENT_ENTRY_OVERHEAD,
 };
 use shoal_ring::PartitionId;
 use shoal_storage::{object_key, split_object_key, Space, Storage};
@@ -187,9 +188,17 @@ impl<S: Storage> Executor<S> {
         Ok(StorageReply::TreeNodes(out))
     }
 
-    /// The (key, digest) pairs of each segment. Runs of adjacent segments are read with
-    /// one range scan (segments are contiguous in the key layout).
-    pub(super) fn segments(&self, p: PartitionId, segments: &[u32]) -> StorageResult {
+    /// The (key, digest) pairs of each segment, for a prefix of `segments` (asked in
+    /// ascending order): the reply stops before the segment whose pairs would take it past
+    /// `max_bytes`, after at least one whole segment. Runs of adjacent segments are read
+    /// with one range scan (segments are contiguous in the key layout), and the scan
+    /// stops where the reply does, so memory stays within the bound too.
+    pub(super) fn segments(
+        &self,
+        p: PartitionId,
+        segments: &[u32],
+        max_bytes: usize,
+    ) -> StorageResult {
         let mut wanted: Vec<u16> = segments
             .iter()
             .map(|&seg| {
@@ -206,8 +215,11 @@ impl<S: Storage> Executor<S> {
         wanted.dedup();
         let mut found: BTreeMap<u16, Vec<(Vec<u8>, u64)>> =
             wanted.iter().map(|s| (*s, Vec::new())).collect();
+        // The reply's size so far, and the first segment it leaves out.
+        let mut total = 0usize;
+        let mut cut: Option<u16> = None;
         let mut i = 0;
-        while i < wanted.len() {
+        'runs: while i < wanted.len() {
             // The run wanted[i..j] of consecutive segments.
             let mut j = i + 1;
             while j < wanted.len() && wanted[j] == wanted[j - 1] + 1 {
@@ -238,6 +250,11 @@ impl<S: Storage> Executor<S> {
                     };
                     let seg = u16::from_be_bytes([prefix[0], prefix[1]]);
                     if let Some(list) = found.get_mut(&seg) {
+                        total += key.len() + SEGMENT_ENTRY_OVERHEAD;
+                        if total > max_bytes && Some(&seg) != wanted.first() {
+                            cut = Some(seg);
+                            break 'runs;
+                        }
                         list.push((key.to_vec(), raw_digest(value)));
                     }
                 }
@@ -253,6 +270,7 @@ impl<S: Storage> Executor<S> {
         }
         let out = segments
             .iter()
+            .take_while(|&&seg| cut.is_none_or(|c| seg < u32::from(c)))
             .map(|&seg| {
                 let list = u16::try_from(seg)
                     .ok()
@@ -262,6 +280,29 @@ impl<S: Storage> Executor<S> {
             })
             .collect();
         Ok(StorageReply::Segments(out))
+    }
+
+    /// The objects of a prefix of `keys`: reading stops before the key whose key and
+    /// stored bytes would take the total past `max_bytes` (the first key is always read),
+    /// so that an anti-entropy answer and the push made of it fit in a frame.
+    pub(super) fn read_many(
+        &self,
+        p: PartitionId,
+        keys: Vec<Vec<u8>>,
+        max_bytes: usize,
+    ) -> StorageResult {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut total = 0usize;
+        for key in keys {
+            let raw = self.get_raw(p, &key)?;
+            let size = key.len() + raw.as_ref().map_or(0, Vec::len);
+            if !out.is_empty() && total.saturating_add(size) > max_bytes {
+                break;
+            }
+            total = total.saturating_add(size);
+            out.push((key, raw.map(|b| decode_object(&b)).transpose()?));
+        }
+        Ok(StorageReply::Objects(out))
     }
 
     /// Tombstoned keys older than `older_than`, scanning at most `scan_limit` objects.

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shoal_proto::{
     AaeConfig, EngineConfig, HandoffConfig, LimitsConfig, MembershipConfig, ReplicationConfig,
-    FRAME_OVERHEAD_BYTES,
 };
 use shoal_ring::{Member, NodeId, Ring, MAX_PARTITIONS, MIN_PARTITIONS};
 use shoal_storage::Durability;
@@ -197,7 +196,7 @@ impl NodeConfig {
     /// frame limit derived from the object limit (an object plus its envelope).
     pub fn transport_config(&self) -> TransportConfig {
         TransportConfig {
-            max_frame_bytes: self.limits.max_object_bytes + FRAME_OVERHEAD_BYTES,
+            max_frame_bytes: self.limits.max_frame_bytes(),
             ..self.transport.clone()
         }
     }

@@ -295,6 +295,14 @@ impl Default for LimitsConfig {
     }
 }
 
+impl LimitsConfig {
+    /// The largest frame a node sends or accepts: one object of `max_object_bytes` plus
+    /// its envelope. Anti-entropy sizes its batches to fit in it.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_object_bytes.saturating_add(FRAME_OVERHEAD_BYTES)
+    }
+}
+
 /// Most storage threads a node may run.
 const MAX_STORAGE_THREADS: usize = 256;
 

@@ -131,6 +131,23 @@ pub enum RequestError {
         /// Replicas needed (W or PW).
         needed: usize,
     },
+    /// A node-to-node message names a partition and carries a key of another one. Keys are
+    /// stored and hashed into Merkle trees under the partition named, so such a key is
+    /// refused rather than filed in the wrong place.
+    #[error("a key in the message does not belong to partition {partition}")]
+    WrongPartition {
+        /// The partition the message names.
+        partition: u32,
+    },
+    /// The answer is larger than a frame holds, so it was not sent; the request ran. The
+    /// responder is alive: this is not a failure of the node.
+    #[error("the response is {len} bytes, more than a frame holds ({max})")]
+    ResponseTooLarge {
+        /// Encoded response length.
+        len: usize,
+        /// Frame limit.
+        max: usize,
+    },
 }
 
 impl RequestError {
@@ -151,7 +168,9 @@ impl RequestError {
             | RequestError::InvalidOptions(_)
             | RequestError::InvalidContext(_)
             | RequestError::Malformed(_)
-            | RequestError::UnsupportedVersion { .. } => "invalid",
+            | RequestError::UnsupportedVersion { .. }
+            | RequestError::WrongPartition { .. }
+            | RequestError::ResponseTooLarge { .. } => "invalid",
             RequestError::NotAllowed(_) | RequestError::UnknownNode(_) => "refused",
             RequestError::Storage(_) => "storage_error",
             RequestError::ShuttingDown => "shutting_down",

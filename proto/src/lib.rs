@@ -42,5 +42,6 @@ pub use merkle::{
 pub use object::{Object, Sibling, SiblingValue, UpdateError, OBJECT_FORMAT_VERSION};
 pub use storage_ops::{
     HintRecord, HintRejection, HintTotals, StorageFailure, StorageOp, StorageReply, StorageResult,
+    SEGMENT_ENTRY_OVERHEAD,
 };
 pub use time::{Monotonic, Now, Time};

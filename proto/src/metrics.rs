@@ -83,3 +83,16 @@ pub const SIBLING_LIMIT_TOTAL: &str = "shoal_sibling_limit_total";
 /// (the failure detector marks it down at `membership.failure_threshold`, after
 /// `membership.down_after` of silence).
 pub const PEER_CONSECUTIVE_FAILURES: &str = "shoal_peer_consecutive_failures";
+/// Gauge, in seconds: how long ago the least recently successful anti-entropy exchange
+/// this node starts (over its partitions and peers) succeeded; since the engine started
+/// for a pair that never has.
+pub const AAE_LAST_EXCHANGE_AGE_SECONDS: &str = "shoal_aae_last_exchange_age_seconds";
+/// Counter, by `kind` (`exchange`, `reap`): background work started while the budget was
+/// below the start threshold, because it was overdue (the minimum rate under load).
+pub const AAE_OVERDUE_STARTS_TOTAL: &str = "shoal_aae_overdue_starts_total";
+/// Counter: anti-entropy reads cut short by the byte bound of a message (the rest of
+/// their keys go in the next batch).
+pub const AAE_BATCHES_SPLIT_TOTAL: &str = "shoal_aae_batches_split_total";
+/// Counter, by `reason` (`empty_key`, `key_too_large`, `wrong_partition`): keys in
+/// node-to-node messages refused (the message is answered with a typed error).
+pub const REPLICA_KEYS_REFUSED_TOTAL: &str = "shoal_replica_keys_refused_total";

@@ -139,19 +139,29 @@ pub enum StorageOp {
         /// Indices within the level.
         indices: Vec<u32>,
     },
-    /// (key, digest) pairs of leaf segments. Replies [`StorageReply::Segments`].
+    /// (key, digest) pairs of leaf segments. Replies [`StorageReply::Segments`] for a
+    /// prefix of `segments` (ascending): the reply stops before the segment whose pairs
+    /// would take its key bytes (plus [`SEGMENT_ENTRY_OVERHEAD`] per pair) past
+    /// `max_bytes`, after at least one whole segment, so that it fits in a frame.
     Segments {
         /// The partition.
         partition: PartitionId,
-        /// Segment indices.
+        /// Segment indices, ascending.
         segments: Vec<u32>,
+        /// Bound on the size of the reply.
+        max_bytes: usize,
     },
-    /// Read several keys. Replies [`StorageReply::Objects`].
+    /// Read several keys. Replies [`StorageReply::Objects`] for a prefix of `keys`: the
+    /// read stops before the key whose key and stored object bytes would take the total
+    /// past `max_bytes` (the first key is always read), so that the answer, and the push
+    /// made of it, fit in a frame. The caller asks again for the rest.
     ReadMany {
         /// The partition.
         partition: PartitionId,
         /// The keys.
         keys: Vec<Vec<u8>>,
+        /// Bound on the key and object bytes of the reply.
+        max_bytes: usize,
     },
     /// Merge several objects. Replies [`StorageReply::MergedMany`].
     MergeMany {
@@ -223,6 +233,10 @@ impl StorageOp {
         }
     }
 }
+
+/// Bytes a (key, digest) pair of a segment list takes beyond its key on the wire, at
+/// most: the key's length and the digest, as varints.
+pub const SEGMENT_ENTRY_OVERHEAD: usize = 3 + 10;
 
 /// One stored hint.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -250,6 +250,10 @@ pub struct AaeExchangeStatus {
     pub result: String,
     /// Keys repaired, both directions.
     pub keys_repaired: u64,
+    /// When an exchange with this peer last succeeded (`None`: never since the node
+    /// started). Under load background work slows down, but a pair is compared at least
+    /// every few intervals; an old one here means it is not.
+    pub last_ok: Option<crate::time::Time>,
 }
 
 /// The answer to [`ClientRequest::AaeStatus`].
@@ -259,6 +263,9 @@ pub struct AaeReport {
     pub node: NodeId,
     /// The partitions it replicates, in order.
     pub partitions: Vec<AaePartitionStatus>,
+    /// The node's clock when it answered, to tell the age of each `last_ok` without
+    /// comparing clocks.
+    pub now: crate::time::Time,
 }
 
 /// What a node answers a client.
@@ -537,6 +544,44 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
         )));
     }
     Ok(msg)
+}
+
+/// The length of `msg`'s frame body (version + message) without encoding it.
+fn encoded_len<T: Serialize>(msg: &T) -> usize {
+    // Sizing plain data cannot fail.
+    2 + postcard::experimental::serialized_size(msg).unwrap_or(usize::MAX - 2)
+}
+
+/// The length [`encode_request`] would give, without encoding.
+pub fn request_len(req: &Request) -> usize {
+    encoded_len(req)
+}
+
+/// The length of the frame body of `Request::Peer(req)`, without building or encoding it.
+pub fn peer_request_len(req: &PeerRequest) -> usize {
+    // The variant index of `Request::Peer` is one byte.
+    encoded_len(req) + 1
+}
+
+/// The length [`encode_response`] would give, without encoding.
+pub fn response_len(resp: &Response) -> usize {
+    encoded_len(resp)
+}
+
+/// `resp`, or a [`RequestError::ResponseTooLarge`] in its place when its frame would be
+/// larger than `max_frame_bytes`. The transport does not send an oversized frame: the
+/// requester would see only a broken stream, which it takes for a failed peer. The typed
+/// answer says the node is alive and the request ran.
+pub fn fit_response(resp: Response, max_frame_bytes: usize) -> Response {
+    let len = response_len(&resp);
+    if len <= max_frame_bytes {
+        resp
+    } else {
+        Response::Error(RequestError::ResponseTooLarge {
+            len,
+            max: max_frame_bytes,
+        })
+    }
 }
 
 /// Encode a request frame body (version + message).

@@ -2,6 +2,7 @@
 //! the exact commands the engine emits (as openraft's engine tests do), or pumps messages
 //! between several engines and checks the outcome.
 
+mod engine_aae;
 mod engine_failure_detection;
 mod engine_handoff;
 mod engine_harness;
@@ -242,7 +243,7 @@ fn a_replicate_for_the_wrong_partition_is_refused() {
         matches!(
             cmds.as_slice(),
             [Command::Respond {
-                response: Response::Peer(PeerResponse::Error(RequestError::Malformed(_))),
+                response: Response::Peer(PeerResponse::Error(RequestError::WrongPartition { .. })),
                 ..
             }]
         ),

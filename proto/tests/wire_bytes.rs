@@ -98,3 +98,37 @@ proptest! {
         )?;
     }
 }
+
+/// Anti-entropy sizes its messages, and the simulator its frames, from lengths computed
+/// without encoding: they must be the encoded lengths. An answer over the frame limit is
+/// replaced by a typed error (the node is alive; the transport would not send it).
+#[test]
+fn frame_lengths_match_the_encoding_and_oversized_answers_become_typed_errors() {
+    use shoal_proto::wire::{
+        encode_request, encode_response, fit_response, peer_request_len, request_len, response_len,
+        AaeResponse, PeerRequest, PeerResponse, Request, Response,
+    };
+    use shoal_proto::{Object, RequestError};
+    use shoal_ring::PartitionId;
+
+    let peer = PeerRequest::Replicate {
+        partition: PartitionId(300),
+        key: vec![7; 5000],
+        object: Object::default(),
+        hint_for: None,
+    };
+    let request = Request::Peer(peer.clone());
+    assert_eq!(request_len(&request), encode_request(&request).len());
+    assert_eq!(peer_request_len(&peer), encode_request(&request).len());
+    let response = Response::Peer(PeerResponse::Aae(AaeResponse::Objects(vec![
+        (vec![1; 3000], None),
+        (vec![2; 200], Some(Object::default())),
+    ])));
+    let len = encode_response(&response).len();
+    assert_eq!(response_len(&response), len);
+    assert_eq!(fit_response(response.clone(), len), response);
+    assert_eq!(
+        fit_response(response, len - 1),
+        Response::Error(RequestError::ResponseTooLarge { len, max: len - 1 })
+    );
+}

@@ -7,11 +7,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shoal_proto::metrics::{AAE_KEYS_REPAIRED_TOTAL, HINTS_TOTAL};
+use shoal_proto::metrics::{
+    AAE_BATCHES_SPLIT_TOTAL, AAE_KEYS_REPAIRED_TOTAL, AAE_OVERDUE_STARTS_TOTAL, HINTS_TOTAL,
+};
 use shoal_proto::AaeConfig;
 use shoal_tests::sim::{
-    self, replicas_of, Background, Burst, FaultMix, HandoffLimits, Liveness, Quorum, RunReport,
-    ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, SimConfig,
+    self, replicas_of, Background, Burst, FaultMix, HandoffLimits, LargeValues, Liveness, Quorum,
+    RunReport, ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, SimConfig,
 };
 
 fn run_ok(cfg: &SimConfig) -> RunReport {
@@ -297,6 +299,47 @@ fn a_hint_older_than_the_reap_does_not_bring_the_key_back() {
     }
 }
 
+/// A 4-node cluster (N = 3, R = W = 2, hinted handoff off, storage a queue of 2 ms
+/// operations) whose node 0 is cut off until `heal` while the workload runs, then, for
+/// `burst` if given, 16 clients loading keys of their own; anti-entropy alone converges
+/// the replicas (`aae` settings).
+fn heal_then_burst(
+    seed: u64,
+    heal: Duration,
+    burst: Option<Duration>,
+    aae: AaeConfig,
+) -> SimConfig {
+    SimConfig {
+        clients: 4,
+        set_keys: 0,
+        delete_fraction: 0.0,
+        handoff: Some(HandoffLimits::ROOMY),
+        background: Background {
+            hinted_handoff: false,
+            aae,
+            ..Background::fast()
+        },
+        scripted_partitions: vec![ScriptedPartition {
+            side: side(&[0]),
+            one_way: false,
+            start: Duration::from_millis(200),
+            length: heal - Duration::from_millis(200),
+        }],
+        burst: burst.map(|length| Burst {
+            start: heal,
+            length,
+            clients: 16,
+            keys: 16,
+            think_max: Duration::from_millis(5),
+        }),
+        storage_service_time: Duration::from_millis(2),
+        liveness: Liveness::AntiEntropyOnly {
+            canary_reads: false,
+        },
+        ..SimConfig::no_faults(seed, 4)
+    }
+}
+
 /// Admission control: the same partition and heal, once with a burst of foreground load
 /// (on keys of its own) right after the heal and once without. Under the burst the
 /// coordinators' latency rises above the target, the repair budget is cut, and anti-entropy
@@ -307,46 +350,17 @@ fn anti_entropy_yields_to_foreground_load() {
     let heal = Duration::from_secs(6);
     let burst = Duration::from_secs(3);
     let run = |load: bool| {
+        let aae = AaeConfig {
+            repair_keys_per_second: 20,
+            batch: 4,
+            latency_target: Duration::from_millis(20),
+            ..Background::fast().aae
+        };
         let cfg = SimConfig {
-            nodes: Some(4),
-            quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
-            clients: 4,
             ops: 200,
             keys: 120,
-            set_keys: 0,
-            delete_fraction: 0.0,
-            faults: FaultMix::None,
-            vary_quorums: false,
-            handoff: Some(HandoffLimits::ROOMY),
-            background: Background {
-                hinted_handoff: false,
-                aae: AaeConfig {
-                    repair_keys_per_second: 20,
-                    batch: 4,
-                    latency_target: Duration::from_millis(20),
-                    ..Background::fast().aae
-                },
-                ..Background::fast()
-            },
-            scripted_partitions: vec![ScriptedPartition {
-                side: side(&[0]),
-                one_way: false,
-                start: Duration::from_millis(200),
-                length: heal - Duration::from_millis(200),
-            }],
-            burst: load.then_some(Burst {
-                start: heal,
-                length: burst,
-                clients: 16,
-                keys: 16,
-                think_max: Duration::from_millis(5),
-            }),
             min_safety_time: heal + burst + Duration::from_secs(2),
-            storage_service_time: Duration::from_millis(2),
-            liveness: Liveness::AntiEntropyOnly {
-                canary_reads: false,
-            },
-            ..SimConfig::from_seed(3)
+            ..heal_then_burst(3, heal, load.then_some(burst), aae)
         };
         run_ok(&cfg)
     };
@@ -487,5 +501,140 @@ fn clocks_further_apart_than_configured_let_a_reaped_value_come_back() {
     assert!(
         report.counter_with(HINTS_TOTAL, &[("event", "expired")]) >= 1,
         "the hint expired\n{report}"
+    );
+}
+
+/// The run's ring, as [`sim::replicas_of`] builds it: the partition of `key`.
+fn partition_of(nodes: usize, key: &str) -> shoal_ring::PartitionId {
+    let members = (0..nodes)
+        .map(|i| shoal_ring::Member::new(shoal_ring::NodeId::new(format!("n{i}")).expect("id")))
+        .collect();
+    let ring = shoal_ring::Ring::new(sim::PARTITIONS, members).expect("ring");
+    ring.partition_of(key.as_bytes())
+}
+
+/// A partition full of large values: six keys of one partition get values of 3 to 4 MiB
+/// while one of their replicas is cut off (hinted handoff off), so that one exchange has to
+/// move about 20 MiB, more than a frame (one 16 MiB object and its envelope) holds. The
+/// exchange moves them in batches that fit, no message is ever over the frame limit, and
+/// the cut-off replica converges by anti-entropy alone.
+#[test]
+fn a_partition_of_large_values_converges_by_anti_entropy() {
+    let nodes = 3;
+    let keys = 512;
+    let target = partition_of(nodes, "k0");
+    let same: Vec<String> = (0..keys)
+        .map(|i| format!("k{i}"))
+        .filter(|k| partition_of(nodes, k) == target)
+        .take(6)
+        .collect();
+    assert_eq!(same.len(), 6, "six keys of one partition among {keys}");
+    // Each replica in turn is the one cut off: it fetches the values, or is pushed them.
+    for seed in 5..8u64 {
+        let cut_off = (seed % 3) as usize;
+        let scripted_ops = same
+            .iter()
+            .enumerate()
+            .map(|(i, key)| ScriptedOp {
+                at: Duration::from_millis(400 + 100 * i as u64),
+                node: (cut_off + 1) % nodes,
+                key: key.clone(),
+                action: ScriptedAction::Put {
+                    with_context: false,
+                },
+            })
+            .collect();
+        let cfg = SimConfig {
+            clients: 1,
+            ops: 0,
+            keys,
+            set_keys: 0,
+            delete_fraction: 0.0,
+            handoff: Some(HandoffLimits::ROOMY),
+            background: Background {
+                hinted_handoff: false,
+                ..Background::fast()
+            },
+            liveness: Liveness::AntiEntropyOnly {
+                canary_reads: false,
+            },
+            scripted_partitions: vec![ScriptedPartition {
+                side: side(&[cut_off]),
+                one_way: false,
+                start: Duration::from_millis(200),
+                length: Duration::from_secs(2),
+            }],
+            scripted_ops,
+            min_safety_time: Duration::from_secs(3),
+            large_values: Some(LargeValues {
+                min: 3 << 20,
+                max: 4 << 20,
+            }),
+            ..SimConfig::no_faults(seed, nodes)
+        };
+        let report = run_ok(&cfg);
+        assert_eq!(
+            report.faults.frames_too_large, 0,
+            "no message exceeded the frame limit\n{report}"
+        );
+        assert!(
+            counter_sum(&report, AAE_KEYS_REPAIRED_TOTAL) >= same.len() as u64,
+            "anti-entropy copied the large values to the cut-off replica\n{report}"
+        );
+        assert!(
+            counter_sum(&report, AAE_BATCHES_SPLIT_TOTAL) > 0,
+            "repair reads were cut at their byte bound\n{report}"
+        );
+    }
+}
+
+/// A busy cluster: foreground load keeps every coordinator's latency above the target for
+/// far longer than the anti-entropy interval, right after a partition healed. Background
+/// work backs off but keeps a minimum rate, so the replicas still converge while the load
+/// goes on, within a bounded number of intervals.
+#[test]
+fn anti_entropy_converges_under_sustained_foreground_load() {
+    let heal = Duration::from_secs(4);
+    let load = Duration::from_secs(16);
+    let interval = Background::fast().aae.interval;
+    let aae = AaeConfig {
+        latency_target: Duration::from_millis(10),
+        ..Background::fast().aae
+    };
+    let cfg = SimConfig {
+        ops: 120,
+        keys: 60,
+        min_safety_time: heal + load,
+        ..heal_then_burst(4, heal, Some(load), aae)
+    };
+    let report = run_ok(&cfg);
+    let (from, to) = (heal, heal + load);
+    let least = report.timeline.min_budget_multiplier_between(from, to);
+    let latency = report.timeline.max_foreground_latency_between(from, to);
+    // The burst's own keys are written all along: their partitions differ now and then
+    // while writes are in flight. Every other partition must come to agree.
+    let busy: BTreeSet<shoal_ring::PartitionId> =
+        (0..16).map(|i| partition_of(4, &Burst::key(i))).collect();
+    let agreed = report.timeline.first_agreement_between(from, to, &busy);
+    let overdue = report.counter_with(AAE_OVERDUE_STARTS_TOTAL, &[("kind", "exchange")]);
+    let overdue_reaps = report.counter_with(AAE_OVERDUE_STARTS_TOTAL, &[("kind", "reap")]);
+    let summary = format!(
+        "least budget multiplier {least:.3}, foreground latency up to {latency:?}, \
+         replicas agreed at {agreed:?} (load from {from:?} to {to:?}), \
+         {overdue} overdue exchanges and {overdue_reaps} overdue reap scans started"
+    );
+    println!("{summary}");
+    assert!(
+        latency > Duration::from_millis(10) && least < 0.25,
+        "the load starved background work of its normal budget: {summary}"
+    );
+    assert!(
+        overdue > 0 && overdue_reaps > 0,
+        "exchanges and reap scans started at the minimum rate: {summary}"
+    );
+    let bound = from + interval * 5;
+    assert!(
+        agreed.is_some_and(|t| t <= bound),
+        "the replicas converged under load within {bound:?}: {summary}\n{report}"
     );
 }

@@ -34,6 +34,10 @@ pub struct ReplicaJson {
     pub last_exchange_peer: Option<String>,
     /// How it ended (`ok: N keys repaired` or `failed: ...`).
     pub last_result: Option<String>,
+    /// Seconds since the least recent of its pairs last exchanged successfully, by the
+    /// node's own clock (`None`: no successful exchange recorded). Under load this stays
+    /// within a few `aae.interval`s; see `shoal_aae_last_exchange_age_seconds`.
+    pub last_ok_age_seconds: Option<u64>,
 }
 
 /// One partition in `aae status --json`.
@@ -62,6 +66,13 @@ pub fn combine(reports: &[AaeReport], unreachable: Vec<String>) -> AaeStatusJson
     for r in reports {
         for p in &r.partitions {
             let last = p.exchanges.iter().max_by_key(|e| e.at);
+            let oldest_ok = p
+                .exchanges
+                .iter()
+                .map(|e| e.last_ok)
+                .min()
+                .flatten()
+                .map(|t| r.now.saturating_since(t).as_secs());
             by_partition
                 .entry(p.partition.0)
                 .or_default()
@@ -72,6 +83,7 @@ pub fn combine(reports: &[AaeReport], unreachable: Vec<String>) -> AaeStatusJson
                     last_exchange_unix_ms: last.map(|e| e.at.as_micros() / 1000),
                     last_exchange_peer: last.map(|e| e.peer.to_string()),
                     last_result: last.map(|e| e.result.clone()),
+                    last_ok_age_seconds: oldest_ok,
                 });
         }
     }
@@ -89,8 +101,9 @@ pub fn combine(reports: &[AaeReport], unreachable: Vec<String>) -> AaeStatusJson
 }
 
 fn table(doc: &AaeStatusJson) -> String {
-    let mut out =
-        String::from("PARTITION  EQUAL  NODE  ROOT              KEYS      LAST EXCHANGE\n");
+    let mut out = String::from(
+        "PARTITION  EQUAL  NODE  ROOT              KEYS      LAST OK  LAST EXCHANGE\n",
+    );
     for p in &doc.partitions {
         for (i, r) in p.replicas.iter().enumerate() {
             let (part, equal) = if i == 0 {
@@ -98,8 +111,11 @@ fn table(doc: &AaeStatusJson) -> String {
             } else {
                 (String::new(), "")
             };
+            let age = r
+                .last_ok_age_seconds
+                .map_or_else(|| "-".to_owned(), |s| format!("{s}s ago"));
             out.push_str(&format!(
-                "{part:<10} {equal:<6} {:<5} {} {:<9} {}\n",
+                "{part:<10} {equal:<6} {:<5} {} {:<9} {age:<8} {}\n",
                 r.node,
                 r.root,
                 r.keys,
@@ -177,9 +193,11 @@ mod tests {
                         at: Time::from_micros(5_000_000),
                         result: "ok: 0 keys repaired".into(),
                         keys_repaired: 0,
+                        last_ok: Some(Time::from_micros(4_000_000)),
                     }],
                 })
                 .collect(),
+            now: Time::from_micros(9_000_000),
         }
     }
 
@@ -200,6 +218,7 @@ mod tests {
             doc.partitions[0].replicas[1].last_exchange_unix_ms,
             Some(5000)
         );
+        assert_eq!(doc.partitions[0].replicas[1].last_ok_age_seconds, Some(5));
         let json = serde_json::to_value(&doc).unwrap();
         assert_eq!(json["partitions"][0]["partition"], 0);
         assert_eq!(json["partitions"][0]["replicas"][0]["node"], "a");

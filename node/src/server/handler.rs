@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use shoal_proto::wire::{
-    decode_request, encode_response, peek_request_kind, ClientResponse, PeerRequest, PeerResponse,
-    Request, RequestKind, Response, MAX_REQUEST_TIMEOUT,
+    decode_request, encode_response, fit_response, peek_request_kind, ClientResponse, PeerRequest,
+    PeerResponse, Request, RequestKind, Response, MAX_REQUEST_TIMEOUT,
 };
 use shoal_proto::{ReplicationConfig, RequestError, Sender};
 use shoal_transport::{Handler, PeerRole};
@@ -19,16 +19,23 @@ pub(super) struct NodeHandler {
     input: mpsc::Sender<Inbound>,
     default_timeout: Duration,
     margin: Duration,
+    /// The transport's frame limit: a larger answer is replaced by a typed error.
+    max_frame_bytes: usize,
 }
 
 impl NodeHandler {
     /// A handler queueing into `input`, waiting as long as the `replication` timeouts
-    /// allow.
-    pub(super) fn new(input: mpsc::Sender<Inbound>, replication: &ReplicationConfig) -> Self {
+    /// allow, answering within frames of `max_frame_bytes`.
+    pub(super) fn new(
+        input: mpsc::Sender<Inbound>,
+        replication: &ReplicationConfig,
+        max_frame_bytes: usize,
+    ) -> Self {
         NodeHandler {
             input,
             default_timeout: replication.request_timeout,
             margin: replication.rpc_timeout * 3,
+            max_frame_bytes,
         }
     }
 
@@ -119,6 +126,15 @@ impl Handler for NodeHandler {
             metrics::counter!(crate::metrics::PEER_REQUESTS_SERVED_TOTAL, "op" => op).increment(1);
             metrics::histogram!(crate::metrics::PEER_REQUEST_DURATION_SECONDS, "op" => op)
                 .record(start.elapsed().as_secs_f64());
+        }
+        // An answer the transport would not send goes back as a typed error, so that
+        // the requester knows this node is alive (and does not take it for down).
+        let response = fit_response(response, self.max_frame_bytes);
+        if let Response::Error(RequestError::ResponseTooLarge { len, max }) = &response {
+            warn!(
+                op,
+                len, max, "answer larger than a frame; sent a typed error instead"
+            );
         }
         encode_response(&response)
     }

@@ -153,7 +153,11 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         done_tx,
     );
     let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
-    let handler = Arc::new(NodeHandler::new(input_tx, &cfg.replication));
+    let handler = Arc::new(NodeHandler::new(
+        input_tx,
+        &cfg.replication,
+        cfg.limits.max_frame_bytes(),
+    ));
     let serve = endpoint.serve(handler);
     tokio::spawn(report_storage_stats(
         storage.clone(),

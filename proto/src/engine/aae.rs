@@ -36,7 +36,20 @@
 //! the average is above `aae_latency_target` or the node is near its in-flight bound,
 //! raised by a tenth otherwise; [`MIN_MULTIPLIER`] to 1). Repair traffic draws from key and
 //! byte token buckets refilled at the configured rates times the multiplier; below
-//! [`START_THRESHOLD`], no new exchange or reap starts.
+//! [`START_THRESHOLD`], no new exchange or reap starts unless it is overdue.
+//!
+//! # Progress
+//!
+//! Background work never stops for good. Under sustained load, an exchange whose pair last
+//! succeeded more than [`OVERDUE_INTERVALS`] intervals ago still starts, one at a time,
+//! and repairs at the floor of the budget ([`MIN_MULTIPLIER`]); likewise a reap scan. So a
+//! partition's replicas are compared at least every `OVERDUE_INTERVALS × aae.interval`
+//! plus one exchange, however busy the node. Repair batches are bounded in bytes as well
+//! as keys (a read stops at one object's worth, `limits.max_object_bytes`; the rest of
+//! its keys go in the next batch), and so are segment lists (whole segments up to the
+//! same bound; the exchange asks again for the rest), so that every message fits in a
+//! frame however large the values and however many the keys. [`crate::metrics::AAE_LAST_EXCHANGE_AGE_SECONDS`] shows how long the
+//! least recently compared pair has waited.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -49,7 +62,7 @@ use crate::error::RequestError;
 use crate::merkle::{Answer, Exchange, ExchangeError, MerkleShape, Question, Side, Step};
 use crate::object::Object;
 use crate::storage_ops::StorageResult;
-use crate::time::{Monotonic, Time};
+use crate::time::{Monotonic, Now, Time};
 use crate::wire::{AaeRequest, AaeResponse, PeerRequest, PeerResponse};
 
 /// The shape of every partition's Merkle tree (its segment count is part of the on-disk
@@ -74,6 +87,10 @@ const MULTIPLICATIVE_DECREASE: f64 = 0.5;
 const LATENCY_SMOOTHING: f64 = 0.3;
 /// A node with at least this fraction of `max_inflight_requests` in flight is loaded.
 const LOADED_FRACTION: f64 = 0.5;
+/// Past this many intervals without a successful exchange, a pair is compared even while
+/// the budget is below [`START_THRESHOLD`] (the minimum rate under load); likewise a
+/// partition's reap scan past this many reap intervals.
+pub(super) const OVERDUE_INTERVALS: u32 = 2;
 /// The longest an exchange waits for its repair budget before looking again.
 const MAX_BUDGET_WAIT: Duration = Duration::from_secs(60);
 
@@ -146,6 +163,8 @@ pub(super) struct ExchangeRecord {
     pub(super) at: Time,
     pub(super) outcome: Result<(), ExchangeFailure>,
     pub(super) keys_repaired: u64,
+    /// When an exchange of the pair last succeeded (kept across failures).
+    pub(super) last_ok: Option<Time>,
 }
 
 impl fmt::Display for ExchangeRecord {
@@ -168,6 +187,8 @@ struct RunningExchange {
     keys_repaired: u64,
     /// When a repair batch waiting for budget is looked at again.
     resume_at: Option<Monotonic>,
+    /// The keys of the read in flight from each replica (a read may answer a prefix).
+    reading: BTreeMap<Side, Vec<Vec<u8>>>,
 }
 
 /// Which message of an exchange a command answers. Both replicas are asked the same
@@ -202,16 +223,19 @@ pub(super) struct Aae {
     pub(super) reap_cursor: BTreeMap<PartitionId, Vec<u8>>,
     pub(super) reap_last: BTreeMap<PartitionId, Time>,
     cursor: usize,
+    /// When the engine started: the age of a pair that never exchanged (or a partition
+    /// never scanned for reaping) is counted from it.
+    pub(super) started: Time,
 }
 
 impl Aae {
-    pub(super) fn new(keys_per_second: u64, bytes_per_second: u64, now: Monotonic) -> Aae {
+    pub(super) fn new(keys_per_second: u64, bytes_per_second: u64, now: Now) -> Aae {
         Aae {
             exchanges: BTreeMap::new(),
             next_exchange: ExchangeId(1),
             last: BTreeMap::new(),
-            keys: Bucket::new(keys_per_second, now),
-            bytes: Bucket::new(bytes_per_second, now),
+            keys: Bucket::new(keys_per_second, now.mono),
+            bytes: Bucket::new(bytes_per_second, now.mono),
             multiplier: 1.0,
             fg_latency: 0.0,
             window_sum: 0.0,
@@ -221,6 +245,7 @@ impl Aae {
             reap_cursor: BTreeMap::new(),
             reap_last: BTreeMap::new(),
             cursor: 0,
+            started: now.wall,
         }
     }
 
@@ -255,9 +280,19 @@ impl Aae {
         self.exchanges.len()
     }
 
-    /// Whether the budget allows starting new background work.
-    fn may_start(&self) -> bool {
+    /// Whether the budget allows starting new background work (overdue work starts
+    /// anyway, one at a time).
+    pub(super) fn may_start(&self) -> bool {
         self.multiplier >= START_THRESHOLD
+    }
+
+    /// When the pair last exchanged successfully, or when the engine started.
+    fn last_ok(&self, partition: PartitionId, peer: &NodeId) -> Time {
+        self.last
+            .get(&partition)
+            .and_then(|m| m.get(peer))
+            .and_then(|r| r.last_ok)
+            .unwrap_or(self.started)
     }
 }
 
@@ -299,11 +334,43 @@ impl Engine {
         self.aae.bytes.refill(now, m);
         metrics::gauge!(crate::metrics::AAE_BUDGET_RATIO).set(m);
         metrics::gauge!(crate::metrics::AAE_EXCHANGES_RUNNING).set(self.aae.running() as f64);
-        if !self.cfg.aae.enabled || !self.aae.may_start() {
+        if !self.cfg.aae.enabled {
             return;
         }
+        metrics::gauge!(crate::metrics::AAE_LAST_EXCHANGE_AGE_SECONDS)
+            .set(self.oldest_exchange_age().as_secs_f64());
         self.start_due_exchanges();
         self.start_due_reap();
+    }
+
+    /// The pairs this node compares: for each partition it replicates, its fellow
+    /// primaries with a larger id.
+    fn exchange_pairs(&self) -> Vec<(PartitionId, NodeId)> {
+        self.replica_partitions
+            .iter()
+            .flat_map(|&p| {
+                self.primaries(p)
+                    .into_iter()
+                    .filter(|peer| *peer > self.me)
+                    .map(move |peer| (p, peer))
+            })
+            .collect()
+    }
+
+    /// How long the least recently successful pair this node compares has waited.
+    pub(super) fn oldest_exchange_age(&self) -> Duration {
+        self.exchange_pairs()
+            .iter()
+            .map(|(p, peer)| self.now.saturating_since(self.aae.last_ok(*p, peer)))
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Whether a pair has gone [`OVERDUE_INTERVALS`] intervals without a successful
+    /// exchange, so that it is compared even while the budget is low.
+    fn exchange_overdue(&self, partition: PartitionId, peer: &NodeId) -> bool {
+        self.now.saturating_since(self.aae.last_ok(partition, peer))
+            >= self.cfg.aae.interval * OVERDUE_INTERVALS
     }
 
     fn start_due_exchanges(&mut self) {
@@ -317,9 +384,16 @@ impl Engine {
             .values()
             .map(|e| (e.partition, e.peer.clone()))
             .collect();
+        // Below the start threshold only overdue pairs start, one exchange at a time.
+        let starved = !self.aae.may_start();
+        let limit = if starved {
+            1
+        } else {
+            self.cfg.aae.max_concurrent_exchanges
+        };
         let total = partitions.len();
         let mut looked = 0;
-        while self.aae.running() < self.cfg.aae.max_concurrent_exchanges && looked < total {
+        while self.aae.running() < limit && looked < total {
             let p = partitions[self.aae.cursor % total];
             self.aae.cursor = (self.aae.cursor + 1) % total;
             looked += 1;
@@ -334,7 +408,12 @@ impl Engine {
                     None => true,
                     Some(r) => self.now.saturating_since(r.at) >= self.cfg.aae.interval,
                 };
-                if due && self.aae.running() < self.cfg.aae.max_concurrent_exchanges {
+                let overdue = due && self.exchange_overdue(p, &peer);
+                if due && (!starved || overdue) && self.aae.running() < limit {
+                    if starved {
+                        metrics::counter!(crate::metrics::AAE_OVERDUE_STARTS_TOTAL, "kind" => "exchange")
+                            .increment(1);
+                    }
                     self.start_exchange(p, peer);
                 }
             }
@@ -354,6 +433,7 @@ impl Engine {
                 exchange,
                 keys_repaired: 0,
                 resume_at: None,
+                reading: BTreeMap::new(),
             },
         );
         self.drive_exchange(id, step);
@@ -477,6 +557,33 @@ impl Engine {
                 self.exchange_step(id, step);
             }
             (AaePart::Read(from), AaeResponse::Objects(objects)) => {
+                let asked = ex.reading.remove(&from).unwrap_or_default();
+                // A read answers a prefix of the keys asked (it stops at its byte bound),
+                // at least one of them; the rest go back to the queue.
+                let prefix = !objects.is_empty()
+                    && objects.len() <= asked.len()
+                    && objects.iter().zip(&asked).all(|((k, _), a)| k == a);
+                if !prefix {
+                    self.finish_exchange(
+                        id,
+                        Err(ExchangeFailure::UnexpectedAnswer {
+                            part,
+                            answer: format!(
+                                "{} objects that are not a prefix of the {} keys asked",
+                                objects.len(),
+                                asked.len()
+                            ),
+                        }),
+                    );
+                    return;
+                }
+                if objects.len() < asked.len() {
+                    let rest = asked[objects.len()..].to_vec();
+                    metrics::counter!(crate::metrics::AAE_BATCHES_SPLIT_TOTAL).increment(1);
+                    // The keys not read were charged to the budget: give them back.
+                    self.aae.keys.tokens += rest.len() as f64;
+                    ex.exchange.requeue(from, rest);
+                }
                 let present: Vec<(Vec<u8>, Object)> = objects
                     .into_iter()
                     .filter_map(|(k, o)| o.map(|o| (k, o)))
@@ -565,6 +672,9 @@ impl Engine {
         self.aae.keys.tokens -= (repairs.fetch.len() + repairs.push.len()) as f64;
         for (from, keys) in [(Side::Theirs, repairs.fetch), (Side::Ours, repairs.push)] {
             if !keys.is_empty() {
+                if let Some(ex) = self.aae.exchanges.get_mut(&id) {
+                    ex.reading.insert(from, keys.clone());
+                }
                 self.ask(id, AaePart::Read(from), |partition| AaeRequest::Fetch {
                     partition,
                     keys,
@@ -593,18 +703,29 @@ impl Engine {
             .increment(ex.exchange.segments_compared());
         metrics::histogram!(crate::metrics::AAE_EXCHANGE_DURATION_SECONDS)
             .record(self.mono.saturating_since(ex.started).as_secs_f64());
+        let last_ok = if outcome.is_ok() {
+            Some(self.now)
+        } else {
+            self.aae
+                .last
+                .get(&ex.partition)
+                .and_then(|m| m.get(&ex.peer))
+                .and_then(|r| r.last_ok)
+        };
         self.aae.last.entry(ex.partition).or_default().insert(
             ex.peer,
             ExchangeRecord {
                 at: self.now,
                 outcome,
                 keys_repaired: ex.keys_repaired,
+                last_ok,
             },
         );
         // Results of commands still in flight for this exchange find no exchange and are
         // dropped. Start the next due exchange now rather than at the next tick, so that
-        // a node catches up on all its partitions within one interval.
-        if self.cfg.aae.enabled && self.aae.may_start() {
+        // a node catches up on all its partitions within one interval (only overdue ones
+        // while the budget is low).
+        if self.cfg.aae.enabled {
             self.start_due_exchanges();
         }
     }

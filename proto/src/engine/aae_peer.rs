@@ -25,6 +25,18 @@ impl TryFrom<StorageReply> for AaeResponse {
     }
 }
 
+/// The keys an anti-entropy request names (none for tree and segment questions).
+fn request_keys(req: &AaeRequest) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+    match req {
+        AaeRequest::Nodes { .. } | AaeRequest::Segments { .. } => Box::new(std::iter::empty()),
+        AaeRequest::Fetch { keys, .. } | AaeRequest::Digests { keys, .. } => {
+            Box::new(keys.iter().map(Vec::as_slice))
+        }
+        AaeRequest::Push { objects, .. } => Box::new(objects.iter().map(|(k, _)| k.as_slice())),
+        AaeRequest::Reap { keys, .. } => Box::new(keys.iter().map(|(k, _)| k.as_slice())),
+    }
+}
+
 impl Engine {
     // ---- serving peers and status ----
 
@@ -62,7 +74,17 @@ impl Engine {
             {
                 return Err(RequestError::Malformed("segment out of range".into()));
             }
+            // A reply lists a prefix of the segments in the order asked, which the byte
+            // bound cuts in scan (ascending) order.
+            AaeRequest::Segments { segments, .. } if !segments.is_sorted_by(|a, b| a < b) => {
+                return Err(RequestError::Malformed(
+                    "segments not strictly ascending".into(),
+                ));
+            }
             _ => {}
+        }
+        for key in request_keys(&req) {
+            self.check_key(partition, key)?;
         }
         Ok(self.aae_op(req))
     }
@@ -87,8 +109,13 @@ impl Engine {
             } => StorageOp::Segments {
                 partition,
                 segments,
+                max_bytes: self.cfg.limits.max_object_bytes,
             },
-            AaeRequest::Fetch { partition, keys } => StorageOp::ReadMany { partition, keys },
+            AaeRequest::Fetch { partition, keys } => StorageOp::ReadMany {
+                partition,
+                keys,
+                max_bytes: self.cfg.limits.max_object_bytes,
+            },
             AaeRequest::Push { partition, objects } => StorageOp::MergeMany {
                 partition,
                 objects,
@@ -141,6 +168,7 @@ impl Engine {
                         at: r.at,
                         result: r.to_string(),
                         keys_repaired: r.keys_repaired,
+                        last_ok: r.last_ok,
                     })
                     .collect(),
             })
@@ -148,6 +176,7 @@ impl Engine {
         let report = AaeReport {
             node: self.me.clone(),
             partitions,
+            now: self.now,
         };
         self.respond_client(inbound, ClientResponse::AaeStatus(report));
     }

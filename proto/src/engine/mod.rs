@@ -286,7 +286,7 @@ impl Engine {
             probing: BTreeMap::new(),
             handoff: Handoff::default(),
             hint_totals: BTreeMap::new(),
-            aae: Aae::new(keys_rate, bytes_rate, now.mono),
+            aae: Aae::new(keys_rate, bytes_rate, now),
             replica_partitions,
         };
         // Spread the periodic work over its first interval so nodes started together

@@ -49,6 +49,10 @@ impl Engine {
         let grace = self.cfg.replication.tombstone_grace;
         let interval = self.cfg.aae.reap_interval;
         let now = self.now;
+        // Below the start threshold only a partition whose last full scan is overdue
+        // (never scanned: counted from the engine's start) is scanned: the minimum rate.
+        let starved = !self.aae.may_start();
+        let overdue_after = interval * super::aae::OVERDUE_INTERVALS;
         let total = self.replica_partitions.len();
         // Round robin from where the last scan started, so that every partition gets its
         // turn however many this node leads.
@@ -65,8 +69,20 @@ impl Engine {
                     .reap_last
                     .get(&p)
                     .is_none_or(|t| now.saturating_since(*t) >= interval);
-            if !due || !primaries.iter().all(|q| self.membership.is_up(q)) {
+            let overdue = now.saturating_since(
+                self.aae
+                    .reap_last
+                    .get(&p)
+                    .copied()
+                    .unwrap_or(self.aae.started),
+            ) >= overdue_after;
+            if !due || (starved && !overdue) || !primaries.iter().all(|q| self.membership.is_up(q))
+            {
                 continue;
+            }
+            if starved {
+                metrics::counter!(crate::metrics::AAE_OVERDUE_STARTS_TOTAL, "kind" => "reap")
+                    .increment(1);
             }
             self.aae.reap_next = (self.aae.reap_next + i + 1) % total;
             let after = self.aae.reap_cursor.remove(&p);

@@ -141,17 +141,7 @@ impl Engine {
         key: &[u8],
         hint_for: Option<&NodeId>,
     ) -> Result<(), RequestError> {
-        if key.is_empty() || key.len() > crate::config::MAX_KEY_BYTES {
-            return Err(RequestError::Malformed(format!(
-                "key of {} bytes in a replica request",
-                key.len()
-            )));
-        }
-        if self.ring.partition_of(key) != partition {
-            return Err(RequestError::Malformed(format!(
-                "key does not belong to partition {partition}"
-            )));
-        }
+        self.check_key(partition, key)?;
         let primaries = self.primaries(partition);
         match hint_for {
             None if !primaries.contains(&self.me) => Err(RequestError::Internal(format!(
@@ -163,6 +153,43 @@ impl Engine {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// A key a peer sent for `partition`: within the key limit and of that partition, or
+    /// a typed error (counted). Keys are filed and hashed into Merkle trees under the
+    /// partition a message names, so a key of another one would be stored where no read
+    /// finds it and make the trees of the two replicas differ for good.
+    pub(super) fn check_key(
+        &self,
+        partition: shoal_ring::PartitionId,
+        key: &[u8],
+    ) -> Result<(), RequestError> {
+        let refused = |reason: &'static str, e: RequestError| {
+            metrics::counter!(crate::metrics::REPLICA_KEYS_REFUSED_TOTAL, "reason" => reason)
+                .increment(1);
+            Err(e)
+        };
+        if key.is_empty() {
+            return refused("empty_key", RequestError::EmptyKey);
+        }
+        if key.len() > crate::config::MAX_KEY_BYTES {
+            return refused(
+                "key_too_large",
+                RequestError::KeyTooLarge {
+                    len: key.len(),
+                    max: crate::config::MAX_KEY_BYTES,
+                },
+            );
+        }
+        if self.ring.partition_of(key) != partition {
+            return refused(
+                "wrong_partition",
+                RequestError::WrongPartition {
+                    partition: partition.0,
+                },
+            );
+        }
+        Ok(())
     }
 
     pub(super) fn on_replica_storage(

@@ -4,7 +4,7 @@
 //! tests in `proto/tests/merkle_exchange/` drive it against two trees in memory.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 
 use super::MerkleShape;
@@ -61,7 +61,9 @@ pub enum Question {
 pub enum Answer {
     /// Node hashes, in the order asked.
     Nodes(Vec<u64>),
-    /// Per segment asked, its (key, digest) pairs.
+    /// Per segment asked, its (key, digest) pairs: for a prefix of the segments asked,
+    /// at least one (an answer stops at the byte bound of a message; the exchange asks
+    /// again for the rest).
     Segments(Vec<(u32, KeyDigests)>),
 }
 
@@ -94,7 +96,7 @@ pub enum ExchangeError {
     /// A list of node hashes without one hash per node asked.
     #[error("tree node counts do not match")]
     NodeCountMismatch,
-    /// A segment answer listing a segment that was not asked for.
+    /// A segment answer that is not a prefix of the segments asked (in their order).
     #[error("{0} sent segments that were not asked for")]
     UnaskedSegments(Side),
     /// A second answer from one replica to one question.
@@ -110,6 +112,10 @@ pub enum ExchangeError {
         /// What came.
         answer: &'static str,
     },
+    /// A segment answer listing none of the segments asked (an answer stops at its byte
+    /// bound, but after at least one segment, so that the exchange makes progress).
+    #[error("{0} listed none of the segments asked")]
+    NoSegments(Side),
 }
 
 /// The two answers to one question, as they come in.
@@ -280,6 +286,22 @@ impl Exchange {
         Repairs { fetch, push }
     }
 
+    /// Put keys of the batch in flight that were not copied (a read stops at its byte
+    /// bound) back at the head of their queue, in order: `from` is the replica they were
+    /// to be read from (the peer for fetches, ours for pushes). Call it before
+    /// [`Exchange::repaired`] for that direction.
+    pub fn requeue(&mut self, from: Side, keys: Vec<Vec<u8>>) {
+        if let Phase::Repairing { fetch, push, .. } = &mut self.phase {
+            let queue = match from {
+                Side::Theirs => fetch,
+                Side::Ours => push,
+            };
+            for key in keys.into_iter().rev() {
+                queue.push_front(key);
+            }
+        }
+    }
+
     /// One direction of the repair batch in flight is over (copied, or nothing to copy):
     /// what to do next.
     pub fn repaired(&mut self) -> Step {
@@ -344,16 +366,27 @@ impl Exchange {
         ours: Vec<(u32, KeyDigests)>,
         theirs: Vec<(u32, KeyDigests)>,
     ) -> Result<Step, ExchangeError> {
+        // Each answer lists a prefix of the segments asked, at least one: a replica stops
+        // at the byte bound of a message. The segments both listed are compared; the rest
+        // are asked again first.
         for (side, lists) in [(Side::Ours, &ours), (Side::Theirs, &theirs)] {
-            if lists.iter().any(|(s, _)| !asked.contains(s)) {
+            let prefix =
+                lists.len() <= asked.len() && lists.iter().zip(asked).all(|((s, _), a)| s == a);
+            if !prefix {
                 return Err(ExchangeError::UnaskedSegments(side));
             }
+            if lists.is_empty() && !asked.is_empty() {
+                return Err(ExchangeError::NoSegments(side));
+            }
         }
-        let theirs: BTreeMap<u32, KeyDigests> = theirs.into_iter().collect();
+        let listed = ours.len().min(theirs.len());
+        for &segment in asked[listed..].iter().rev() {
+            self.segments_left.push_front(segment);
+        }
+        self.segments_compared -= (asked.len() - listed) as u64;
         let mut fetch = VecDeque::new();
         let mut push = VecDeque::new();
-        for (segment, our_list) in &ours {
-            let their_list = theirs.get(segment).map_or(&[][..], Vec::as_slice);
+        for ((_, our_list), (_, their_list)) in ours.iter().zip(&theirs) {
             let diff = diff_segment(our_list, their_list);
             // Fetch in key order; push the keys held differently, then the ones they lack.
             let mut wanted: Vec<Vec<u8>> = diff

@@ -129,17 +129,29 @@ pub fn check_final(history: &History, state: &FinalState, ryw: bool) -> Vec<Viol
     out
 }
 
+/// Values longer than this are shown by their head and length.
+const MAX_SHOWN_VALUE: usize = 4096;
+
+/// A value for a message or log line: as text, or its head and length when it is long
+/// (runs with large values would otherwise print megabytes per line).
+pub fn show_value(v: &[u8]) -> String {
+    match v.get(..64) {
+        Some(head) if v.len() > MAX_SHOWN_VALUE => {
+            format!("{}...({} bytes)", String::from_utf8_lossy(head), v.len())
+        }
+        _ => String::from_utf8_lossy(v).into_owned(),
+    }
+}
+
 /// Renders the values of an object for a message: data values, `<tomb>` for tombstones.
 pub fn show_object(obj: &Object) -> String {
     let sibs: Vec<String> = obj
         .siblings()
         .iter()
         .map(|s| match &s.value {
-            shoal_proto::SiblingValue::Data(v) => format!(
-                "{}@{}",
-                String::from_utf8_lossy(v),
-                crate::history::ShowDot(s.dot)
-            ),
+            shoal_proto::SiblingValue::Data(v) => {
+                format!("{}@{}", show_value(v), crate::history::ShowDot(s.dot))
+            }
             shoal_proto::SiblingValue::Tombstone => {
                 format!("<tomb>@{}", crate::history::ShowDot(s.dot))
             }

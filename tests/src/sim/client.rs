@@ -107,7 +107,7 @@ impl Sim {
         let (kind, context, then) = if roll < 0.40 {
             (OpKind::Get { r: quorum }, None, Then::Nothing)
         } else if roll < 1.0 - self.cfg.delete_fraction {
-            let value = format!("{key}=w{}", self.history.ops.len());
+            let value = self.plain_value(&key);
             let context = if self.rng.random_bool(0.7) { own } else { None };
             (
                 OpKind::Put {
@@ -147,7 +147,7 @@ impl Sim {
         let (kind, context) = if self.rng.random_bool(0.5) {
             (OpKind::Get { r: None }, None)
         } else {
-            let value = format!("{key}=w{}", self.history.ops.len());
+            let value = self.plain_value(&key);
             let own = self.clients[c].contexts.get(&key).cloned();
             (
                 OpKind::Put {
@@ -193,7 +193,7 @@ impl Sim {
             ScriptedAction::Get { r } => (OpKind::Get { r }, None, r),
             ScriptedAction::Put { with_context } => (
                 OpKind::Put {
-                    value: format!("{}=w{}", op.key, self.history.ops.len()),
+                    value: self.plain_value(&op.key),
                     set_element: None,
                 },
                 own.filter(|_| with_context),
@@ -282,6 +282,18 @@ impl Sim {
         self.send_client_request(c, op, node, request, now);
         self.queue
             .push(now + CLIENT_TIMEOUT, Event::ClientTimeout { client: c, op });
+    }
+
+    /// The value of the next put on plain key `key`: `<key>=w<op id>`, padded with `~` to
+    /// a drawn size when the run has large values (the padding is the same for every
+    /// put, so the value still names its write).
+    fn plain_value(&mut self, key: &str) -> String {
+        let mut value = format!("{key}=w{}", self.history.ops.len());
+        if let Some(large) = self.cfg.large_values {
+            let size = self.rng.random_range(large.min..=large.max.max(large.min));
+            value.extend(std::iter::repeat_n('~', size.saturating_sub(value.len())));
+        }
+        value
     }
 
     pub(super) fn client_timeout(&mut self, c: usize, op: OpId) {

@@ -482,6 +482,36 @@ pub struct SimConfig {
     /// has not synced (they need a sync interval: a [`PowerCutMix::Fixed`] one, or one
     /// drawn). Like random ones, a cut that would take a write's last copy is vetoed.
     pub scripted_power_cuts: Vec<ScriptedCrash>,
+    /// Puts carry values of this many bytes, with the engine's own size limits (a 16 MiB
+    /// object, frames of one object plus its envelope); `None`: short values and small
+    /// limits.
+    pub large_values: Option<LargeValues>,
+}
+
+/// Value sizes of a run with large values: each put's value is padded to a size drawn
+/// from `min..=max` bytes. Keep the counts of such puts small: every byte is simulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LargeValues {
+    /// Smallest value, in bytes.
+    pub min: usize,
+    /// Largest value, in bytes (at most the engine's default `max_value_bytes`).
+    pub max: usize,
+}
+
+impl LargeValues {
+    /// The engine's limits with room for values of up to `max` bytes: the node defaults
+    /// (4 MiB values, 16 MiB objects), raised if `max` is larger.
+    pub fn limits(&self) -> LimitsConfig {
+        let d = LimitsConfig::default();
+        let max_value_bytes = d.max_value_bytes.max(self.max);
+        LimitsConfig {
+            max_value_bytes,
+            max_object_bytes: d
+                .max_object_bytes
+                .max(max_value_bytes + shoal_proto::MAX_KEY_BYTES),
+            ..d
+        }
+    }
 }
 
 impl SimConfig {
@@ -515,6 +545,7 @@ impl SimConfig {
             clock_offsets_ms: Vec::new(),
             power_cuts: PowerCutMix::FromSeed { share: 0.5 },
             scripted_power_cuts: Vec::new(),
+            large_values: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Reads the engine's own counters during a run: a [`metrics`] recorder, installed for
 //! the simulating thread only, that keeps the counters the report shows (hints stored
-//! and delivered, read repairs, forwards, anti-entropy repairs and exchanges, tombstones
-//! reaped, sibling-limit events) and ignores everything else.
+//! and delivered, read repairs, forwards, anti-entropy repairs, exchanges, split batches
+//! and overdue starts, tombstones reaped, sibling-limit events) and ignores everything else.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,8 +11,9 @@ use metrics::{
 };
 
 use shoal_proto::metrics::{
-    AAE_EXCHANGES_TOTAL, AAE_KEYS_REPAIRED_TOTAL, FORWARDS_TOTAL, HINTS_TOTAL,
-    MEMBER_STATE_CHANGES_TOTAL, READ_REPAIRS_TOTAL, SIBLING_LIMIT_TOTAL, TOMBSTONES_REAPED_TOTAL,
+    AAE_BATCHES_SPLIT_TOTAL, AAE_EXCHANGES_TOTAL, AAE_KEYS_REPAIRED_TOTAL,
+    AAE_OVERDUE_STARTS_TOTAL, FORWARDS_TOTAL, HINTS_TOTAL, MEMBER_STATE_CHANGES_TOTAL,
+    READ_REPAIRS_TOTAL, SIBLING_LIMIT_TOTAL, TOMBSTONES_REAPED_TOTAL,
 };
 
 /// Counters the report keeps.
@@ -25,6 +26,8 @@ const KEPT: &[&str] = &[
     AAE_EXCHANGES_TOTAL,
     TOMBSTONES_REAPED_TOTAL,
     SIBLING_LIMIT_TOTAL,
+    AAE_BATCHES_SPLIT_TOTAL,
+    AAE_OVERDUE_STARTS_TOTAL,
 ];
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;

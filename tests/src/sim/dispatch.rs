@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use shoal_proto::wire::{ClientRequest, MemberState, PeerRequest, PeerResponse, Request, Response};
+use shoal_proto::wire::{
+    self, ClientRequest, MemberState, PeerRequest, PeerResponse, Request, Response,
+};
 use shoal_proto::{
-    Command, Dot, InboundId, Monotonic, Now, Object, RequestId, SendError, Sender, StorageFailure,
-    StorageOp, StorageReply, StorageResult, Time,
+    Command, Dot, InboundId, Monotonic, Now, Object, RequestError, RequestId, SendError, Sender,
+    StorageFailure, StorageOp, StorageReply, StorageResult, Time,
 };
 use shoal_ring::{NodeId, PartitionId};
 
@@ -367,6 +369,28 @@ impl Sim {
         self.net.rpcs.insert(rpc, Some(target));
         self.queue
             .push(self.now + timeout, Event::RpcTimeout { rpc });
+        // The transport refuses a request larger than a frame before sending it; the
+        // node's driver reports that as an outcome-unknown error.
+        let len = wire::peer_request_len(&request);
+        let max = self.engine_cfg.limits.max_frame_bytes();
+        if len > max {
+            self.faults.frames_too_large += 1;
+            self.note(
+                from,
+                &format!(
+                    "send #{} -> {to} TOO LARGE ({len} > {max} bytes): {desc}",
+                    id.0
+                ),
+            );
+            let result = Err(SendError::Lost(format!(
+                "frame of {len} bytes exceeds the limit of {max}"
+            )));
+            self.queue.push(
+                self.now + refusal_delay(&mut self.rng),
+                Event::PeerResponse { rpc, result },
+            );
+            return;
+        }
         if !self.nodes[target].is_up() {
             self.faults.refused += 1;
             self.note(
@@ -471,6 +495,14 @@ impl Sim {
 
     /// A node answered a peer's request: the answer travels back (or is lost).
     fn respond_peer(&mut self, responder: usize, rpc: RpcKey, response: Response) {
+        // The node's handler answers a typed error in place of a response larger than a
+        // frame (the transport would not send it).
+        let response = wire::fit_response(response, self.engine_cfg.limits.max_frame_bytes());
+        if let Response::Error(RequestError::ResponseTooLarge { len, max }) = &response {
+            self.faults.frames_too_large += 1;
+            let line = format!("response TOO LARGE ({len} > {max} bytes): sent as an error");
+            self.note(responder, &line);
+        }
         let result = match response {
             Response::Peer(p) => Ok(p),
             Response::Error(e) => Ok(PeerResponse::Error(e)),

@@ -311,7 +311,7 @@ impl Sim {
 
     /// Partitions whose running primaries do not all have the same Merkle tree (root and
     /// key count), or that have a primary down.
-    fn differing_partitions(&self) -> Vec<PartitionId> {
+    pub(super) fn differing_partitions(&self) -> Vec<PartitionId> {
         let n = usize::from(self.setup.quorum.n);
         self.ring
             .partitions()

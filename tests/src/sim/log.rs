@@ -52,7 +52,7 @@ impl EventLog {
 }
 
 fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    crate::checkers::show_value(bytes)
 }
 
 /// An object as its sibling values with dots.
@@ -322,8 +322,11 @@ pub(crate) fn storage_op(op: &StorageOp) -> String {
         StorageOp::Segments {
             partition,
             segments,
+            ..
         } => format!("segments p{} ({})", partition.0, segments.len()),
-        StorageOp::ReadMany { partition, keys: k } => {
+        StorageOp::ReadMany {
+            partition, keys: k, ..
+        } => {
             format!("read_many p{} [{}]", partition.0, keys(k))
         }
         StorageOp::MergeMany {

@@ -66,6 +66,15 @@
 //! acted on it). A duplicated request is processed twice; its second response is ignored. A forwarded
 //! client request's answer (`Response::Client`) reaches the forwarding node as
 //! `PeerResponse::Client`, the form the engine's forwarding expects.
+//!
+//! Frames are as large as the engine's limits allow (`limits.max_frame_bytes()`), as on a
+//! node: a request over it fails as `SendError::Lost` (the transport refuses it and the
+//! driver cannot tell that from a lost stream), a response over it is replaced by the
+//! `ResponseTooLarge` error the node's handler sends instead (`wire::fit_response`).
+//! [`FaultCounts::frames_too_large`] counts the oversized ones, and a run with any fails
+//! (the `frame_limit` violation): the engine must size every message to fit. With
+//! [`SimConfig::large_values`] puts carry values of megabytes under the node's own
+//! limits (16 MiB objects).
 
 mod client;
 mod clock;
@@ -92,8 +101,8 @@ use shoal_proto::{EngineConfig, StorageOp, StorageReply, Time};
 use shoal_ring::{Member, NodeId, Ring, RingError};
 
 pub use config::{
-    engine_config, Background, FaultMix, Faults, HandoffLimits, Liveness, PowerCutMix, PowerCuts,
-    Quorum, Setup, SimConfig, StorageTiming, ANTI_ENTROPY_CONVERGENCE_INTERVALS,
+    engine_config, Background, FaultMix, Faults, HandoffLimits, LargeValues, Liveness, PowerCutMix,
+    PowerCuts, Quorum, Setup, SimConfig, StorageTiming, ANTI_ENTROPY_CONVERGENCE_INTERVALS,
     ANTI_ENTROPY_MIN_INTERVALS, CLIENT_TIMEOUT, EPOCH, PARTITIONS,
 };
 pub use counters::counter_key;
@@ -257,6 +266,9 @@ impl Sim {
         } else {
             clock::Clocks::fixed(&cfg.clock_offsets_ms, setup.nodes)
         };
+        if let Some(large) = cfg.large_values {
+            engine_cfg.limits = large.limits();
+        }
         engine_cfg
             .validate(setup.nodes)
             .map_err(|e| SimError::Config(e.to_string()))?;
@@ -375,6 +387,16 @@ impl Sim {
             found.extend(checkers::refused_writes::check(&self.history, &state));
         }
         self.add_violations(found);
+        // A message over the frame limit is one the transport would not carry: the engine
+        // must size every message to fit (anti-entropy batches are cut by bytes).
+        if self.faults.frames_too_large > 0 {
+            let detail = format!(
+                "{} messages exceeded the frame limit of {} bytes (log lines TOO LARGE)",
+                self.faults.frames_too_large,
+                self.engine_cfg.limits.max_frame_bytes()
+            );
+            self.add_violations(vec![Violation::new("frame_limit", "*", detail)]);
+        }
         Ok(self.report(state, safety_duration))
     }
 

@@ -45,6 +45,10 @@ pub struct FaultCounts {
     pub power_cuts_vetoed: u64,
     /// Unsynced storage writes the power cuts lost.
     pub writes_lost_to_power_cuts: u64,
+    /// Messages larger than the frame limit: a request fails as the transport fails it
+    /// (refused before it is sent), a response is replaced by the `ResponseTooLarge`
+    /// error the node's handler sends instead.
+    pub frames_too_large: u64,
 }
 
 /// The result of one run.
@@ -374,7 +378,7 @@ impl fmt::Display for RunReport {
         let c = &self.faults;
         writeln!(
             f,
-            "faults      crashes {} restarts {} partitions {} dropped {} duplicated {} slowed {} refused {} storage failures {}",
+            "faults      crashes {} restarts {} partitions {} dropped {} duplicated {} slowed {} refused {} storage failures {} frames too large {}",
             c.crashes,
             c.restarts,
             c.partitions,
@@ -382,7 +386,8 @@ impl fmt::Display for RunReport {
             c.duplicated,
             c.slowed,
             c.refused,
-            c.storage_failures
+            c.storage_failures,
+            c.frames_too_large
         )?;
         if self.setup.power_cuts.tracked() {
             writeln!(

@@ -2,7 +2,10 @@
 //! anti-entropy counters and each engine's admission-control state, so that a test can
 //! ask how fast repair went over a window and whether background work backed off.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
+
+use shoal_ring::PartitionId;
 
 use shoal_proto::metrics::{AAE_KEYS_REPAIRED_TOTAL, TOMBSTONES_REAPED_TOTAL};
 
@@ -38,6 +41,9 @@ pub struct Sample {
     pub tombstones_reaped: u64,
     /// Each node's state, by index.
     pub nodes: Vec<NodeSample>,
+    /// Partitions whose running primaries' Merkle trees differ (or that have a primary
+    /// down).
+    pub differing_partitions: Vec<PartitionId>,
 }
 
 /// The samples of a run, in time order.
@@ -74,6 +80,19 @@ impl Timeline {
             .filter(|n| n.up)
             .map(|n| n.budget_multiplier)
             .fold(1.0, f64::min)
+    }
+
+    /// The first sample in `from..=to` at which the primaries of every partition but
+    /// those in `ignore` (say, partitions that keep being written) agreed.
+    pub fn first_agreement_between(
+        &self,
+        from: Duration,
+        to: Duration,
+        ignore: &BTreeSet<PartitionId>,
+    ) -> Option<Duration> {
+        self.between(from, to)
+            .find(|s| s.differing_partitions.iter().all(|p| ignore.contains(p)))
+            .map(|s| s.at)
     }
 
     /// The highest foreground latency average of any running node over `from..=to`.
@@ -123,6 +142,7 @@ impl Sim {
                 aae_keys_repaired: self.counters.sum(AAE_KEYS_REPAIRED_TOTAL),
                 tombstones_reaped: self.counters.sum(TOMBSTONES_REAPED_TOTAL),
                 nodes,
+                differing_partitions: self.differing_partitions(),
             });
         }
     }

@@ -1,6 +1,7 @@
 //! Real node processes over real QUIC on loopback: Merkle-tree anti-entropy repairing a
-//! replica that lost its disk or missed writes and deletes while hints could not help,
-//! and tombstones reaped on every replica without the deleted values coming back.
+//! replica that lost its disk or missed writes and deletes (or a partition of values
+//! larger together than a frame) while hints could not help, and tombstones reaped on
+//! every replica without the deleted values coming back.
 //!
 //! Convergence is read the way an operator reads it: `shoal aae status --json` (the CLI
 //! binary of this package, run against the cluster's `client.toml`). The tests of this
@@ -14,8 +15,8 @@ use std::time::Duration;
 
 use shoal_client::{Client, Context, NodeId, ReadOptions};
 use shoal_proto::metrics::{
-    AAE_BUDGET_RATIO, AAE_KEYS_REPAIRED_TOTAL, COORDINATOR_DURATION_SECONDS,
-    TOMBSTONES_REAPED_TOTAL,
+    AAE_BATCHES_SPLIT_TOTAL, AAE_BUDGET_RATIO, AAE_KEYS_REPAIRED_TOTAL,
+    COORDINATOR_DURATION_SECONDS, TOMBSTONES_REAPED_TOTAL,
 };
 use shoal_ring::Ring;
 use support::{
@@ -666,4 +667,70 @@ async fn anti_entropy_resumes_when_client_traffic_stops_after_slow_requests() {
     )
     .await;
     eprintln!("equal roots after {:?}", started.elapsed());
+}
+
+/// A partition of large values: six keys of one partition get 3 MiB values while one
+/// replica is down (hinted handoff off), about 18 MiB for one exchange to move, more than
+/// a frame (one 16 MiB object and its envelope) holds. The exchanges move them in batches
+/// that fit (the split is counted), and the returning replica converges and stores every
+/// value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_of_large_values_missed_by_a_replica_converges() {
+    const VALUE_BYTES: usize = 3 << 20;
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, AAE_ONLY).await;
+    let victim = 0;
+    let all: Vec<usize> = (0..cluster.len()).collect();
+    let others: Vec<usize> = all.iter().copied().filter(|&i| i != victim).collect();
+    let client = cluster.client().await;
+    let ring = client.cluster_info().await.ring;
+    let target = ring.partition_of(b"large-0");
+    let kvs: Vec<(String, String)> = (0..)
+        .map(|i| format!("large-{i}"))
+        .filter(|k| ring.partition_of(k.as_bytes()) == target)
+        .take(6)
+        .map(|k| {
+            let value = format!("{k}=") + &"x".repeat(VALUE_BYTES);
+            (k, value)
+        })
+        .collect();
+    cluster.terminate(victim);
+    put_new(&client, &kvs, 2).await;
+    client.close().await;
+    let repaired_before = keys_repaired(&cluster, &others).await;
+
+    let started = Instant::now();
+    cluster.restart(victim).await;
+    wait_converged(
+        &cluster,
+        "anti-entropy to copy the large values to the returning replica",
+        CONVERGE_TIMEOUT,
+        ring.partition_count(),
+        counts_are(keys_per_partition(
+            &ring,
+            kvs.iter().map(|(k, _)| k.as_str()),
+        )),
+    )
+    .await;
+    eprintln!("equal roots {:?} after the restart", started.elapsed());
+    let repaired = keys_repaired(&cluster, &all).await - repaired_before;
+    assert!(
+        repaired >= kvs.len() as f64,
+        "anti-entropy repaired {repaired} keys, fewer than the {} the replica missed",
+        kvs.len()
+    );
+    let split = cluster
+        .metric_sum(&all, AAE_BATCHES_SPLIT_TOTAL, &[])
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        split > 0.0,
+        "a batch was cut at its byte bound (shoal_aae_batches_split_total = {split})"
+    );
+    cluster.terminate(victim);
+    assert_eq!(
+        cluster.assert_node_stores(victim, &ring, N, &kvs),
+        kvs.len(),
+        "the returning replica stores every large value"
+    );
 }
