@@ -108,6 +108,11 @@ pub enum RequestError {
     /// An internal invariant failed; the message says which.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The node's disk is full (or below its free-space reserve): it refused the write,
+    /// which did not land there. Reads are still served; writes are accepted again once
+    /// space is freed. Retry the write through another coordinator, or later.
+    #[error("disk full: the node refuses writes until space is freed on its data directory")]
+    DiskFull,
 }
 
 impl RequestError {
@@ -131,6 +136,7 @@ impl RequestError {
             RequestError::Storage(_) => "storage_error",
             RequestError::ShuttingDown => "shutting_down",
             RequestError::Internal(_) => "internal_error",
+            RequestError::DiskFull => "disk_full",
         }
     }
 }

@@ -41,7 +41,7 @@ use crate::storage_ops::{HintTotals, StorageFailure, StorageOp, StorageReply, St
 use crate::time::Time;
 use crate::wire::{
     ClientRequest, ClientResponse, ClusterInfo, MemberAddress, MemberState, MemberStatus,
-    PeerRequest, PeerResponse, Request, Response, StatusReport,
+    PeerRequest, PeerResponse, Request, Response, StatusReport, StorageHealth,
 };
 
 pub use aae::{AaeStats, AAE_SEGMENTS, AAE_SHAPE};
@@ -613,6 +613,8 @@ impl Engine {
             node: self.me.clone(),
             ring_version: self.ring.version(),
             members,
+            // The engine does not see the disk; the driver fills this in.
+            storage: StorageHealth::default(),
         }
     }
 
@@ -854,7 +856,10 @@ impl Engine {
 
 /// A failed storage op as the requester sees it.
 fn storage_error(e: StorageFailure) -> RequestError {
-    RequestError::Storage(e.to_string())
+    match e {
+        StorageFailure::DiskFull => RequestError::DiskFull,
+        other => RequestError::Storage(other.to_string()),
+    }
 }
 
 fn outcome_label(result: &Result<(), RequestError>) -> &'static str {

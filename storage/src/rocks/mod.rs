@@ -1,5 +1,6 @@
 //! The RocksDB engine.
 
+mod disk;
 mod open;
 mod options;
 
@@ -10,7 +11,9 @@ use std::sync::{PoisonError, RwLock};
 use crate::PartitionId;
 use rocksdb::{properties, Cache, ColumnFamily, FlushOptions, ReadOptions, WriteOptions, DB};
 
-pub use self::options::{Compression, RocksOptions};
+use self::disk::DiskGuard;
+pub use self::disk::DiskStatus;
+pub use self::options::{Compression, RocksOptions, DEFAULT_MIN_FREE_BYTES};
 use crate::batch::{
     check_key, BatchOp, Durability, Space, StorageStats, WriteBatch, MAX_KEY_BYTES,
 };
@@ -25,21 +28,34 @@ use crate::storage::{Rows, Storage};
 /// bloom filter; SSTs are LZ4-compressed below L1. Writes honour the configured
 /// [`Durability`]. [`Storage::close`] releases the database (and its directory lock)
 /// even while other threads still hold the handle.
+///
+/// A full disk refuses writes with [`StorageError::DiskFull`] and keeps reads working;
+/// the engine resumes writing by itself once space is freed (see [`RocksStorage::check_disk`]).
 pub struct RocksStorage {
-    /// `None` once closed. Operations hold the read lock while they use the database, so
-    /// `close` (write lock) waits for them.
-    db: RwLock<Option<DB>>,
+    /// Operations hold the read lock while they use the database, so `close` and a
+    /// reopen after a full disk (write lock) wait for them.
+    db: RwLock<Handle>,
     cache: Cache,
     write_options: WriteOptions,
-    durability: Durability,
+    options: RocksOptions,
     path: PathBuf,
+    disk: DiskGuard,
+}
+
+/// The database behind a [`RocksStorage`].
+enum Handle {
+    Open(DB),
+    /// Reopening after a full disk failed; the next reopen attempt may succeed.
+    Lost,
+    /// [`Storage::close`] ran.
+    Closed,
 }
 
 impl fmt::Debug for RocksStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RocksStorage")
             .field("path", &self.path)
-            .field("durability", &self.durability)
+            .field("durability", &self.options.durability)
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +87,9 @@ impl RocksStorage {
             options.column_family_options(space, &cache)
         })?;
         open::check_format(path, &db, state)?;
+        let disk = DiskGuard::new(path, options.min_free_bytes);
+        disk.refresh();
+        disk.publish();
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.durability == Durability::Sync);
         tracing::info!(
@@ -80,12 +99,83 @@ impl RocksStorage {
             "opened storage"
         );
         Ok(RocksStorage {
-            db: RwLock::new(Some(db)),
+            db: RwLock::new(Handle::Open(db)),
             cache,
             write_options,
-            durability: options.durability,
+            options,
             path: path.to_path_buf(),
+            disk,
         })
+    }
+
+    /// Reopens the existing store in place of the current handle (after RocksDB stopped
+    /// on a full disk: a fresh open replays the write-ahead log and clears the error).
+    fn reopen(&self) -> Result<(), StorageError> {
+        let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*guard, Handle::Closed) {
+            return Err(StorageError::Closed);
+        }
+        // The old handle holds the directory lock: release it first.
+        *guard = Handle::Lost;
+        let db_opts = self.options.db_options(false);
+        let families = open::check_column_families(&self.path, &db_opts)?;
+        let db = open::open_db(&self.path, &db_opts, &families, |space| {
+            self.options.column_family_options(space, &self.cache)
+        })?;
+        open::check_format(&self.path, &db, open::DirState::Existing)?;
+        *guard = Handle::Open(db);
+        tracing::info!(path = %self.path.display(), "reopened storage");
+        Ok(())
+    }
+
+    /// Checks the data directory's free space, publishes it (gauges
+    /// `shoal_storage_disk_full`, `shoal_storage_free_bytes`) and, when RocksDB stopped on
+    /// a full disk and space is back, reopens the database. The node calls this
+    /// periodically so that writes resume even when none arrive; writes also check.
+    pub fn check_disk(&self) -> DiskStatus {
+        let free = self.disk.refresh();
+        if self.disk.is_stopped() {
+            self.disk.resume_with(free, || self.reopen());
+        }
+        // Unlike a write, a check that finds too little free space refuses nothing.
+        self.disk.check_reserve(free);
+        self.disk.publish();
+        self.disk.status()
+    }
+
+    /// The disk state as last observed (by a write or [`RocksStorage::check_disk`]).
+    pub fn disk_status(&self) -> DiskStatus {
+        self.disk.status()
+    }
+
+    /// Refuses a write when the disk is full; reopens the database first when RocksDB
+    /// had stopped and space is back.
+    fn admit_write(&self) -> Result<(), StorageError> {
+        let free = self.disk.refresh();
+        if !self.disk.resume_with(free, || self.reopen()) || self.disk.check_reserve(free) {
+            return Err(self.disk.refuse());
+        }
+        Ok(())
+    }
+
+    /// Runs a write `call` on the database, refusing it on a full disk and noting when
+    /// RocksDB runs out of space during it.
+    fn with_db_write<T>(
+        &self,
+        call: impl FnOnce(&DB) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.admit_write()?;
+        let result = self.with_db(call);
+        self.note_no_space(result)
+    }
+
+    /// A `DiskFull` from RocksDB means it stopped accepting writes: so note it.
+    fn note_no_space<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(StorageError::DiskFull) = result {
+            self.disk.stop();
+            return Err(self.disk.refuse());
+        }
+        result
     }
 
     /// The data directory.
@@ -95,7 +185,7 @@ impl RocksStorage {
 
     /// The durability every write gets.
     pub fn durability(&self) -> Durability {
-        self.durability
+        self.options.durability
     }
 
     /// Runs `call` with the open database, or fails with [`StorageError::Closed`].
@@ -105,8 +195,11 @@ impl RocksStorage {
     ) -> Result<T, StorageError> {
         // The lock guards no invariant that a panic could break (just the Option).
         let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
-        let db = guard.as_ref().ok_or(StorageError::Closed)?;
-        call(db)
+        match &*guard {
+            Handle::Open(db) => call(db),
+            Handle::Lost => Err(StorageError::DiskFull),
+            Handle::Closed => Err(StorageError::Closed),
+        }
     }
 }
 
@@ -142,7 +235,7 @@ impl Storage for RocksStorage {
         count_batch(&batch);
         timed("write", || {
             batch.validate()?;
-            self.with_db(|db| {
+            self.with_db_write(|db| {
                 let mut rocks_batch = rocksdb::WriteBatch::default();
                 for op in batch {
                     match op {
@@ -221,16 +314,22 @@ impl Storage for RocksStorage {
     }
 
     fn flush(&self) -> Result<(), StorageError> {
-        timed("flush", || self.with_db(flush_db))
+        timed("flush", || self.note_no_space(self.with_db(flush_db)))
     }
 
     fn close(&self) -> Result<(), StorageError> {
         timed("close", || {
             let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
-            let Some(db) = guard.take() else {
+            let Handle::Open(db) = std::mem::replace(&mut *guard, Handle::Closed) else {
                 return Ok(());
             };
-            let flushed = flush_db(&db);
+            // A database stopped on a full disk cannot flush; its write-ahead log holds
+            // every acknowledged write, which the next open replays.
+            let flushed = if self.disk.is_stopped() {
+                Ok(())
+            } else {
+                flush_db(&db)
+            };
             drop(db);
             tracing::info!(path = %self.path.display(), "closed storage");
             flushed
@@ -245,7 +344,7 @@ impl Storage for RocksStorage {
             // The last partition has no next prefix; every stored key is at most
             // MAX_KEY_BYTES long, so a longer all-0xFF key is above all of them.
             let end = end.unwrap_or_else(|| vec![0xFF; MAX_KEY_BYTES + 1]);
-            self.with_db(|db| {
+            self.with_db_write(|db| {
                 let mut batch = rocksdb::WriteBatch::default();
                 batch.delete_range_cf(family(db, Space::Objects)?, start, end);
                 Ok(db.write_opt(batch, &self.write_options)?)
