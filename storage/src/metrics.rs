@@ -23,6 +23,9 @@ pub const DISK_FULL: &str = "shoal_storage_disk_full";
 pub const DISK_FULL_REFUSALS_TOTAL: &str = "shoal_storage_disk_full_refusals_total";
 /// Counter, by `result` (`ok`, `failed`): reopens of a database that ran out of space.
 pub const DISK_FULL_REOPENS_TOTAL: &str = "shoal_storage_disk_full_reopens_total";
+/// Counter: tries of a write that would stall, repeated while the disk is nearly full
+/// (see `RocksStorage`'s write path); each waits 10 ms.
+pub const WRITE_STALL_RETRIES_TOTAL: &str = "shoal_storage_write_stall_retries_total";
 /// Gauge, in bytes: free space of the data directory's filesystem at the last check.
 pub const FREE_BYTES: &str = "shoal_storage_free_bytes";
 

@@ -47,6 +47,8 @@ pub struct DiskStatus {
 pub(crate) struct DiskGuard {
     path: PathBuf,
     min_free_bytes: u64,
+    /// Free space above the reserve below which the disk counts as nearly full.
+    stall_margin: u64,
     /// Writes fall below the reserve.
     low: AtomicBool,
     /// RocksDB failed a write or flush with `ENOSPC` and refuses writes until reopened.
@@ -58,10 +60,11 @@ pub(crate) struct DiskGuard {
 }
 
 impl DiskGuard {
-    pub(crate) fn new(path: &Path, min_free_bytes: u64) -> DiskGuard {
+    pub(crate) fn new(path: &Path, min_free_bytes: u64, stall_margin: u64) -> DiskGuard {
         DiskGuard {
             path: path.to_path_buf(),
             min_free_bytes,
+            stall_margin,
             low: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             free_bytes: AtomicU64::new(UNKNOWN),
@@ -99,6 +102,12 @@ impl DiskGuard {
         if let Some(free) = status.free_bytes {
             metrics::gauge!(FREE_BYTES).set(free as f64);
         }
+    }
+
+    /// Whether `free` bytes make the disk nearly full: within the stall margin of the
+    /// reserve. Unknown free space is not (RocksDB's usual stalls then apply).
+    pub(crate) fn is_tight(&self, free: Option<u64>) -> bool {
+        free.is_some_and(|free| free < self.min_free_bytes.saturating_add(self.stall_margin))
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
@@ -157,7 +166,7 @@ impl DiskGuard {
     pub(crate) fn resume_with(
         &self,
         free: Option<u64>,
-        reopen: impl FnOnce() -> Result<(), StorageError>,
+        reopen: impl FnOnce() -> Result<bool, StorageError>,
     ) -> bool {
         if !self.is_stopped() {
             return true;
@@ -179,7 +188,9 @@ impl DiskGuard {
         }
         *last = Some(Instant::now());
         match reopen() {
-            Ok(()) => {
+            // Busy: not attempted; the next check tries again.
+            Ok(false) => false,
+            Ok(true) => {
                 metrics::counter!(DISK_FULL_REOPENS_TOTAL, "result" => "ok").increment(1);
                 self.resumed();
                 true

@@ -6,7 +6,8 @@ mod options;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock, TryLockError};
+use std::time::{Duration, Instant};
 
 use crate::PartitionId;
 use rocksdb::{properties, Cache, ColumnFamily, FlushOptions, ReadOptions, WriteOptions, DB};
@@ -37,6 +38,9 @@ pub struct RocksStorage {
     db: RwLock<Handle>,
     cache: Cache,
     write_options: WriteOptions,
+    /// As `write_options`, but a write that would stall fails at once: used while the
+    /// disk is nearly full, where a stall waits for a flush that cannot succeed.
+    no_stall_write_options: WriteOptions,
     options: RocksOptions,
     path: PathBuf,
     disk: DiskGuard,
@@ -87,11 +91,14 @@ impl RocksStorage {
             options.column_family_options(space, &cache)
         })?;
         open::check_format(path, &db, state)?;
-        let disk = DiskGuard::new(path, options.min_free_bytes);
+        let disk = DiskGuard::new(path, options.min_free_bytes, stall_margin(&options));
         disk.refresh();
         disk.publish();
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.durability == Durability::Sync);
+        let mut no_stall_write_options = WriteOptions::default();
+        no_stall_write_options.set_sync(options.durability == Durability::Sync);
+        no_stall_write_options.set_no_slowdown(true);
         tracing::info!(
             path = %path.display(),
             durability = options.durability.as_str(),
@@ -102,6 +109,7 @@ impl RocksStorage {
             db: RwLock::new(Handle::Open(db)),
             cache,
             write_options,
+            no_stall_write_options,
             options,
             path: path.to_path_buf(),
             disk,
@@ -110,8 +118,16 @@ impl RocksStorage {
 
     /// Reopens the existing store in place of the current handle (after RocksDB stopped
     /// on a full disk: a fresh open replays the write-ahead log and clears the error).
-    fn reopen(&self) -> Result<(), StorageError> {
-        let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
+    ///
+    /// Returns `Ok(false)`, doing nothing, while other operations use the database: a
+    /// write stuck in RocksDB must not make the reopen (and every operation queued behind
+    /// it) wait; the next attempt comes within [`disk::REOPEN_INTERVAL`].
+    fn reopen(&self) -> Result<bool, StorageError> {
+        let mut guard = match self.db.try_write() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(false),
+        };
         if matches!(*guard, Handle::Closed) {
             return Err(StorageError::Closed);
         }
@@ -125,7 +141,7 @@ impl RocksStorage {
         open::check_format(&self.path, &db, open::DirState::Existing)?;
         *guard = Handle::Open(db);
         tracing::info!(path = %self.path.display(), "reopened storage");
-        Ok(())
+        Ok(true)
     }
 
     /// Checks the data directory's free space, publishes it (gauges
@@ -150,22 +166,54 @@ impl RocksStorage {
 
     /// Refuses a write when the disk is full; reopens the database first when RocksDB
     /// had stopped and space is back.
-    fn admit_write(&self) -> Result<(), StorageError> {
+    /// Returns the write options to use: with little free space, ones that fail a write
+    /// that would stall instead of waiting.
+    fn admit_write(&self) -> Result<&WriteOptions, StorageError> {
         let free = self.disk.refresh();
         if !self.disk.resume_with(free, || self.reopen()) || self.disk.check_reserve(free) {
             return Err(self.disk.refuse());
         }
-        Ok(())
+        Ok(if self.disk.is_tight(free) {
+            &self.no_stall_write_options
+        } else {
+            &self.write_options
+        })
     }
 
     /// Runs a write `call` on the database, refusing it on a full disk and noting when
     /// RocksDB runs out of space during it.
+    ///
+    ///
+    /// With little free space a write that would stall is not left waiting inside
+    /// RocksDB: if a flush failed (a background error), RocksDB waits for space its own
+    /// recovery may never see, so the write is treated as out of space (refused, and the
+    /// database reopened once space is back); otherwise the flush is only slow, and the
+    /// write is retried every [`STALL_POLL`] for at most [`STALL_WAIT`].
     fn with_db_write<T>(
         &self,
-        call: impl FnOnce(&DB) -> Result<T, StorageError>,
+        call: impl Fn(&DB, &WriteOptions) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        self.admit_write()?;
-        let result = self.with_db(call);
+        let options = self.admit_write()?;
+        let no_stall = std::ptr::eq(options, &self.no_stall_write_options);
+        let deadline = Instant::now() + STALL_WAIT;
+        let result = loop {
+            match self.with_db(|db| call(db, options)) {
+                Err(StorageError::Rocks(message))
+                    if no_stall && message.contains("Write stall") =>
+                {
+                    let failed_flush = self
+                        .with_db(|db| Ok(db.property_int_value(properties::BACKGROUND_ERRORS)?))
+                        .map_or(true, |errors| errors.unwrap_or(0) > 0);
+                    if failed_flush || Instant::now() >= deadline {
+                        tracing::warn!(error = %message, failed_flush, "a write stalled with the disk nearly full");
+                        break Err(StorageError::DiskFull);
+                    }
+                    metrics::counter!(crate::metrics::WRITE_STALL_RETRIES_TOTAL).increment(1);
+                    std::thread::sleep(STALL_POLL);
+                }
+                other => break other,
+            }
+        };
         self.note_no_space(result)
     }
 
@@ -235,19 +283,19 @@ impl Storage for RocksStorage {
         count_batch(&batch);
         timed("write", || {
             batch.validate()?;
-            self.with_db_write(|db| {
+            self.with_db_write(|db, options| {
                 let mut rocks_batch = rocksdb::WriteBatch::default();
-                for op in batch {
+                for op in batch.ops() {
                     match op {
                         BatchOp::Put { space, key, value } => {
-                            rocks_batch.put_cf(family(db, space)?, key, value);
+                            rocks_batch.put_cf(family(db, *space)?, key, value);
                         }
                         BatchOp::Delete { space, key } => {
-                            rocks_batch.delete_cf(family(db, space)?, key);
+                            rocks_batch.delete_cf(family(db, *space)?, key);
                         }
                     }
                 }
-                Ok(db.write_opt(rocks_batch, &self.write_options)?)
+                Ok(db.write_opt(rocks_batch, options)?)
             })
         })
     }
@@ -344,11 +392,24 @@ impl Storage for RocksStorage {
             // The last partition has no next prefix; every stored key is at most
             // MAX_KEY_BYTES long, so a longer all-0xFF key is above all of them.
             let end = end.unwrap_or_else(|| vec![0xFF; MAX_KEY_BYTES + 1]);
-            self.with_db_write(|db| {
+            self.with_db_write(|db, options| {
                 let mut batch = rocksdb::WriteBatch::default();
-                batch.delete_range_cf(family(db, Space::Objects)?, start, end);
-                Ok(db.write_opt(batch, &self.write_options)?)
+                batch.delete_range_cf(family(db, Space::Objects)?, &start, &end);
+                Ok(db.write_opt(batch, options)?)
             })
         })
     }
+}
+
+/// Longest a write waits for a slow flush while the disk is nearly full.
+const STALL_WAIT: Duration = Duration::from_secs(2);
+/// Pause between two tries of a stalled write while the disk is nearly full.
+const STALL_POLL: Duration = Duration::from_millis(10);
+
+/// Free space, beyond the reserve, below which a write that would stall fails instead:
+/// room to flush every column family's memtables twice over (RocksDB keeps up to two per
+/// family before it stops writes).
+fn stall_margin(options: &RocksOptions) -> u64 {
+    let families = Space::ALL.len() as u64 + 1; // and RocksDB's `default`
+    (options.write_buffer_bytes as u64).saturating_mul(2 * families)
 }

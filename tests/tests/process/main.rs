@@ -8,6 +8,7 @@ mod harness;
 mod aae;
 mod cli;
 mod cluster;
+mod disk_full;
 mod forwarding;
 mod hostile;
 mod metrics_catalogue;
