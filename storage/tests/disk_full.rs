@@ -3,11 +3,16 @@
 //! fail with the typed [`StorageError::DiskFull`] (no RocksDB text, no path), reads keep
 //! working, and writes work again by themselves once space is freed, without reopening.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shoal_storage::{Durability, RocksOptions, RocksStorage, Space, Storage, StorageError};
+
+use self::support::tmpfs::Tmpfs;
+
+mod support {
+    pub mod tmpfs;
+}
 
 /// Size of the test filesystem.
 const TMPFS_SIZE: &str = "64m";
@@ -22,76 +27,6 @@ const RECOVERY_DEADLINE: Duration = Duration::from_secs(20);
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
 /// Free space left after the ballast is written, so that the fill is quick.
 const LEFT_FREE_BYTES: u64 = 6 << 20;
-
-/// A tmpfs mounted on a fresh temporary directory; unmounted (lazily, so that a failed
-/// test's open files do not keep it) and removed on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount() -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("shoal-diskfull-")
-            .tempdir()
-            .expect("creating the mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("running mount");
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs needs root: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Bytes available to unprivileged writers on the filesystem of `path`.
-fn available_bytes(path: &Path) -> u64 {
-    let out = Command::new("df")
-        .args(["--output=avail", "-B1"])
-        .arg(path)
-        .output()
-        .expect("running df");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .nth(1)
-        .and_then(|line| line.trim().parse().ok())
-        .unwrap_or_else(|| panic!("unexpected df output: {text}"))
-}
-
-/// Writes a file taking all but `leave` bytes of the filesystem.
-fn write_ballast(dir: &Path, leave: u64) -> PathBuf {
-    let ballast = dir.join("ballast");
-    let size = available_bytes(dir).saturating_sub(leave);
-    let chunk = vec![0xA5u8; 1 << 20];
-    let mut file = std::fs::File::create(&ballast).expect("creating the ballast");
-    let mut written = 0u64;
-    while written < size {
-        let n = chunk
-            .len()
-            .min(usize::try_from(size - written).unwrap_or(usize::MAX));
-        std::io::Write::write_all(&mut file, &chunk[..n]).expect("writing the ballast");
-        written += n as u64;
-    }
-    ballast
-}
 
 /// Small memtables (so that flushes, too, meet the full disk) and the given reserve.
 fn options(min_free_bytes: u64) -> RocksOptions {
@@ -155,11 +90,11 @@ fn wait_writable(storage: &RocksStorage, i: usize) {
 /// and stops; the engine reopens it once space is back.
 #[test]
 fn a_full_disk_refuses_writes_with_a_typed_error_keeps_reads_and_recovers_by_itself() {
-    let fs = Tmpfs::mount();
+    let fs = Tmpfs::mount(TMPFS_SIZE);
     let data = fs.path().join("data");
     let storage = RocksStorage::open(&data, options(0)).expect("opening the store");
     storage.put(Space::Meta, b"before", b"full").unwrap();
-    let ballast = write_ballast(fs.path(), LEFT_FREE_BYTES);
+    let ballast = fs.ballast(LEFT_FREE_BYTES);
 
     let (acknowledged, error) = fill(&storage);
     assert!(
@@ -201,14 +136,14 @@ fn a_full_disk_refuses_writes_with_a_typed_error_keeps_reads_and_recovers_by_its
 #[test]
 fn writes_are_refused_below_the_reserve_before_the_disk_is_full() {
     const RESERVE: u64 = 12 << 20;
-    let fs = Tmpfs::mount();
+    let fs = Tmpfs::mount(TMPFS_SIZE);
     let data = fs.path().join("data");
     let storage = RocksStorage::open(&data, options(RESERVE)).expect("opening the store");
     assert!(
         !storage.check_disk().full,
         "an empty 64 MiB filesystem is below a 12 MiB reserve"
     );
-    let ballast = write_ballast(fs.path(), RESERVE + LEFT_FREE_BYTES);
+    let ballast = fs.ballast(RESERVE + LEFT_FREE_BYTES);
 
     let (acknowledged, error) = fill(&storage);
     assert!(
@@ -216,7 +151,7 @@ fn writes_are_refused_below_the_reserve_before_the_disk_is_full() {
         "the disk was below the reserve before any value: {error}"
     );
     assert_typed_disk_full(&error, &data);
-    let free = available_bytes(fs.path());
+    let free = fs.available();
     assert!(
         free > RESERVE / 2,
         "refused only at {free} bytes free, the reserve is {RESERVE}"

@@ -4,13 +4,18 @@
 //! `status` and its metrics, and accepts writes again by itself, without a restart, once
 //! space is freed.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use shoal_client::{Client, ClientError, ReadOptions, WriteOptions};
 
 use crate::harness::{scrape, wait_until, Cluster};
+
+use self::tmpfs::Tmpfs;
+
+/// The storage tests' tmpfs guard, shared by path (the storage crate's tests are not a
+/// library this package can depend on).
+#[path = "../../../storage/tests/support/tmpfs.rs"]
+mod tmpfs;
 
 /// Size of the node's filesystem.
 const TMPFS_SIZE: &str = "64m";
@@ -26,74 +31,6 @@ const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
 const STATE_DEADLINE: Duration = Duration::from_secs(10);
 /// Longest a CLI command may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A tmpfs mounted on a fresh temporary directory, lazily unmounted on drop (after the
-/// cluster, declared later, has stopped its node).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount() -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("shoal-it-diskfull-")
-            .tempdir()
-            .expect("creating the mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("running mount");
-        assert!(
-            out.status.success(),
-            "mounting a tmpfs needs root: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Bytes available on the filesystem.
-    fn available(&self) -> u64 {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(self.path())
-            .output()
-            .expect("running df");
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .nth(1)
-            .and_then(|line| line.trim().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected df output: {text}"))
-    }
-
-    /// Writes a file taking all but `leave` bytes of the filesystem.
-    fn ballast(&self, leave: u64) -> PathBuf {
-        let path = self.path().join("ballast");
-        let size = self.available().saturating_sub(leave);
-        let file = std::fs::File::create(&path).expect("creating the ballast");
-        let mut writer = std::io::BufWriter::new(file);
-        let chunk = vec![0xA5u8; 1 << 20];
-        let mut written = 0u64;
-        while written < size {
-            let n =
-                usize::try_from(size - written).map_or(chunk.len(), |left| left.min(chunk.len()));
-            std::io::Write::write_all(&mut writer, &chunk[..n]).expect("writing the ballast");
-            written += n as u64;
-        }
-        std::io::Write::flush(&mut writer).expect("writing the ballast");
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
-    }
-}
 
 fn key(i: usize) -> String {
     format!("fill-{i:05}")
@@ -148,7 +85,7 @@ async fn wait_disk_state(node: &Cluster, client: &Client, full: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_with_disk_full_keeps_reads_and_recovers_without_restart() {
-    let fs = Tmpfs::mount();
+    let fs = Tmpfs::mount(TMPFS_SIZE);
     let data = fs.path().join("data");
     // No reserve: RocksDB itself meets ENOSPC, the hard case (the reserve is checked at
     // the storage level). Small memtables, so that flushes meet the full disk too.
