@@ -49,7 +49,8 @@ pub struct RocksStorage {
 /// The database behind a [`RocksStorage`].
 enum Handle {
     Open(DB),
-    /// Reopening after a full disk failed; the next reopen attempt may succeed.
+    /// Reopening after a full disk failed (the old handle was already released): every
+    /// operation, reads included, answers `DiskFull` until a later attempt succeeds.
     Lost,
     /// [`Storage::close`] ran.
     Closed,
@@ -165,9 +166,8 @@ impl RocksStorage {
     }
 
     /// Refuses a write when the disk is full; reopens the database first when RocksDB
-    /// had stopped and space is back.
-    /// Returns the write options to use: with little free space, ones that fail a write
-    /// that would stall instead of waiting.
+    /// had stopped and space is back. Returns the write options to use: with little free
+    /// space, ones that fail a write that would stall instead of waiting.
     fn admit_write(&self) -> Result<&WriteOptions, StorageError> {
         let free = self.disk.refresh();
         if !self.disk.resume_with(free, || self.reopen()) || self.disk.check_reserve(free) {
@@ -182,7 +182,6 @@ impl RocksStorage {
 
     /// Runs a write `call` on the database, refusing it on a full disk and noting when
     /// RocksDB runs out of space during it.
-    ///
     ///
     /// With little free space a write that would stall is not left waiting inside
     /// RocksDB: if a flush failed (a background error), RocksDB waits for space its own
@@ -241,7 +240,7 @@ impl RocksStorage {
         &self,
         call: impl FnOnce(&DB) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        // The lock guards no invariant that a panic could break (just the Option).
+        // The lock guards no invariant that a panic could break (just the handle).
         let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
         match &*guard {
             Handle::Open(db) => call(db),
