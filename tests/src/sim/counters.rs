@@ -24,6 +24,7 @@ const KEPT: &[&str] = &[
     AAE_KEYS_REPAIRED_TOTAL,
     AAE_EXCHANGES_TOTAL,
     TOMBSTONES_REAPED_TOTAL,
+    shoal_storage::metrics::DISK_FULL_REFUSALS_TOTAL,
 ];
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
