@@ -126,6 +126,11 @@ pub enum ClientError {
     /// PEM, a certificate not issued by the CA).
     #[error("TLS: {0}")]
     Tls(#[from] CertificateError),
+    /// The coordinating node's disk is full (or below its free-space reserve): it refused
+    /// the write, which did not land there. Reads are still served, and the node accepts
+    /// writes again by itself once space is freed; retry later or through another node.
+    #[error("disk full: the node refuses writes until space is freed on its data directory")]
+    DiskFull,
 }
 
 fn fmt_addrs(addrs: &[SocketAddr]) -> String {
@@ -160,6 +165,7 @@ impl ClientError {
             ClientError::Transport(_) => "transport_error",
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Config(_) | ClientError::Tls(_) => "config",
+            ClientError::DiskFull => "disk_full",
         }
     }
 
@@ -188,6 +194,7 @@ impl From<RequestError> for ClientError {
             RequestError::InvalidContext(m) => ClientError::InvalidContext(m),
             RequestError::Overloaded => ClientError::Overloaded,
             RequestError::NotAllowed(m) => ClientError::NotAllowed(m),
+            RequestError::DiskFull => ClientError::DiskFull,
             other => ClientError::Server(other),
         }
     }
@@ -220,6 +227,7 @@ mod tests {
             RequestError::InvalidContext("bad".into()),
             RequestError::Overloaded,
             RequestError::NotAllowed("client".into()),
+            RequestError::DiskFull,
         ];
         for e in cases {
             let text = e.to_string();

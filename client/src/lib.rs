@@ -97,7 +97,7 @@ pub use options::{ReadOptions, WriteOptions};
 
 pub use shoal_proto::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, ClusterInfo, MemberAddress, MemberState,
-    MemberStatus, StatusReport,
+    MemberStatus, StatusReport, StorageHealth,
 };
 pub use shoal_proto::{RequestError, MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES};
 pub use shoal_ring::NodeId;

@@ -88,6 +88,7 @@ impl FakeNode {
                             pending_hint_bytes: 0,
                         })
                         .collect(),
+                    storage: shoal_proto::wire::StorageHealth::default(),
                 })
             }
             ClientRequest::ClusterInfo => unreachable!("answered above"),

@@ -142,7 +142,10 @@ fn read_u64(storage: &impl Storage, name: &str) -> Result<Option<u64>, ExecError
 
 /// A storage engine error as the engine receives it.
 fn engine_failure(e: StorageError) -> StorageFailure {
-    StorageFailure::Engine(e.to_string())
+    match e {
+        StorageError::DiskFull => StorageFailure::DiskFull,
+        other => StorageFailure::Engine(other.to_string()),
+    }
 }
 
 fn decode_object(bytes: &[u8]) -> Result<Object, StorageFailure> {

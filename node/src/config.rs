@@ -91,6 +91,10 @@ pub struct StorageConfig {
     pub block_cache_bytes: usize,
     /// Memtable size, in bytes.
     pub write_buffer_bytes: usize,
+    /// Free space, in bytes, kept on the data directory's filesystem: below it the node
+    /// refuses writes with `DiskFull` (reads are still served) until space is freed.
+    /// 0 disables the reserve.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -99,6 +103,7 @@ impl Default for StorageConfig {
             durability: Durability::Buffered,
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 64 << 20,
+            min_free_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,
         }
     }
 }

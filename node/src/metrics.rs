@@ -139,6 +139,11 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (storage::OP_DURATION_SECONDS, MetricKind::Histogram, "Latency of storage engine calls"),
     (storage::ERRORS_TOTAL, MetricKind::Counter, "(conditional: a failing disk) Storage engine calls that failed"),
     (storage::WRITE_BATCH_BYTES, MetricKind::Histogram, "Size of each write batch"),
+    (storage::DISK_FULL, MetricKind::Gauge, "1 while the node refuses writes because its data directory's filesystem is full or below storage.min_free_bytes, else 0"),
+    (storage::DISK_FULL_REFUSALS_TOTAL, MetricKind::Counter, "Writes refused with DiskFull"),
+    (storage::DISK_FULL_REOPENS_TOTAL, MetricKind::Counter, "(conditional: RocksDB ran out of disk space) Reopens of the database once space was back, by result"),
+    (storage::WRITE_STALL_RETRIES_TOTAL, MetricKind::Counter, "(conditional: writes outpacing flushes with the disk nearly full) Tries of a stalled write repeated while the disk is nearly full, 10 ms apart, for at most 2 s"),
+    (storage::FREE_BYTES, MetricKind::Gauge, "Free space of the data directory's filesystem, checked every second"),
     (ROCKSDB_LIVE_DATA_BYTES, MetricKind::Gauge, "RocksDB's estimate of live data (rocksdb.estimate-live-data-size), refreshed every 5 s"),
     (ROCKSDB_PENDING_COMPACTION_BYTES, MetricKind::Gauge, "Bytes compaction still has to rewrite (rocksdb.estimate-pending-compaction-bytes); growth means compaction is falling behind"),
     (ROCKSDB_BLOCK_CACHE_USAGE_BYTES, MetricKind::Gauge, "Memory held by the block cache (bounded by storage.block_cache_bytes)"),
@@ -185,6 +190,7 @@ pub fn describe_node_metrics() {
     metrics::counter!(executor::AAE_TREE_MISMATCHES_TOTAL).absolute(0);
     metrics::counter!(executor::AAE_OBJECTS_TOO_LARGE_TOTAL).absolute(0);
     metrics::counter!(engine::FORWARDS_TOTAL).absolute(0);
+    metrics::counter!(storage::DISK_FULL_REFUSALS_TOTAL).absolute(0);
 }
 
 /// Install the global recorder and its HTTP listener if `metrics_listen` is set. Must run

@@ -148,6 +148,11 @@ pub enum RequestError {
         /// Frame limit.
         max: usize,
     },
+    /// The node's disk is full (or below its free-space reserve): it refused the write,
+    /// which did not land there. Reads are still served; writes are accepted again once
+    /// space is freed. Retry the write through another coordinator, or later.
+    #[error("disk full: the node refuses writes until space is freed on its data directory")]
+    DiskFull,
 }
 
 impl RequestError {
@@ -175,6 +180,7 @@ impl RequestError {
             RequestError::Storage(_) => "storage_error",
             RequestError::ShuttingDown => "shutting_down",
             RequestError::Internal(_) => "internal_error",
+            RequestError::DiskFull => "disk_full",
         }
     }
 }

@@ -408,4 +408,9 @@ pub enum StorageFailure {
         /// Which index was out of range.
         detail: String,
     },
+    /// The node's disk is full: the engine refused the write (reads still work). Kept
+    /// apart from [`StorageFailure::Engine`] so that the requester gets the typed
+    /// [`crate::RequestError::DiskFull`], without the engine's text or paths.
+    #[error("disk full")]
+    DiskFull,
 }

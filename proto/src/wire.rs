@@ -224,6 +224,19 @@ pub struct StatusReport {
     pub ring_version: u64,
     /// Every member.
     pub members: Vec<MemberStatus>,
+    /// The reporting node's own storage (filled in by its driver, which owns the disk).
+    pub storage: StorageHealth,
+}
+
+/// The reporting node's storage, in [`StatusReport`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageHealth {
+    /// The node refuses writes with [`RequestError::DiskFull`]: its data directory's
+    /// filesystem is full or below the free-space reserve. Reads are still served.
+    pub disk_full: bool,
+    /// Bytes free on the data directory's filesystem at the node's last check (`None`:
+    /// unknown, e.g. in-memory storage).
+    pub free_bytes: Option<u64>,
 }
 
 /// One partition of [`AaeReport`]: the reporting node's own replica of it.

@@ -10,7 +10,7 @@ use proptest::test_runner::FileFailurePersistence;
 use shoal_proto::wire::{
     self, ClientRequest, ClientResponse, ClusterInfo, GetReply, MemberAddress, MemberState,
     MemberStatus, PeerRequest, PeerResponse, ReadOptions, Request, Response, StatusReport,
-    WriteOptions, WriteReply, WIRE_VERSION,
+    StorageHealth, WriteOptions, WriteReply, WIRE_VERSION,
 };
 use shoal_proto::{
     Actor, CausalContext, CodecError, Dot, GossipDigest, GossipEntry, Object, RequestError,
@@ -165,6 +165,7 @@ fn request_error() -> impl Strategy<Value = RequestError> {
             .prop_map(|(found, supported)| RequestError::UnsupportedVersion { found, supported }),
         Just(RequestError::ShuttingDown),
         text().prop_map(RequestError::Internal),
+        Just(RequestError::DiskFull),
     ]
 }
 
@@ -269,13 +270,19 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
                         }
                     }),
                 0..4
-            )
+            ),
+            any::<bool>(),
+            proptest::option::of(any::<u64>()),
         )
-            .prop_map(|(node, ring_version, members)| {
+            .prop_map(|(node, ring_version, members, disk_full, free_bytes)| {
                 ClientResponse::Status(StatusReport {
                     node,
                     ring_version,
                     members,
+                    storage: StorageHealth {
+                        disk_full,
+                        free_bytes,
+                    },
                 })
             }),
         request_error().prop_map(ClientResponse::Error),

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 /// open-time variants ([`StorageError::FormatVersion`], [`StorageError::NotAStore`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// RocksDB reported an error (I/O error, corruption detected by a checksum, a full
-    /// disk, a lock held by another process, ...). The string is RocksDB's message.
+    /// RocksDB reported an error (I/O error, corruption detected by a checksum, a lock
+    /// held by another process, ...; a full disk is [`StorageError::DiskFull`]). The
+    /// string is RocksDB's message.
     #[error("rocksdb: {0}")]
     Rocks(String),
 
@@ -94,11 +95,51 @@ pub enum StorageError {
     /// The engine was closed with [`crate::Storage::close`]; no further operation runs.
     #[error("storage is closed")]
     Closed,
+
+    /// The data directory's filesystem is full, or below the configured free-space
+    /// reserve (`min_free_bytes`): the write was refused and nothing of it landed. Reads
+    /// keep working, and writes are accepted again once space is freed. The message names
+    /// no path and carries no engine text: it travels to clients as is.
+    #[error("disk full: the node's data directory has too little free space; writes are refused until space is freed")]
+    DiskFull,
 }
 
 #[cfg(feature = "rocksdb")]
 impl From<rocksdb::Error> for StorageError {
     fn from(error: rocksdb::Error) -> Self {
-        StorageError::Rocks(error.into_string())
+        let message = error.into_string();
+        if is_no_space(&message) {
+            // The caller sees the typed error; the text (with the file's path) is logged
+            // here, on the node, once per failing call.
+            tracing::warn!(error = %message, "RocksDB ran out of disk space");
+            StorageError::DiskFull
+        } else {
+            StorageError::Rocks(message)
+        }
+    }
+}
+
+/// Whether a RocksDB message reports a full filesystem: `ENOSPC` from a file write, or
+/// RocksDB's own space limit. The C API gives only the status text, so this matches on it.
+#[cfg(feature = "rocksdb")]
+fn is_no_space(message: &str) -> bool {
+    message.contains("No space left on device") || message.contains("Max allowed space was reached")
+}
+
+#[cfg(all(test, feature = "rocksdb"))]
+mod tests {
+    use super::is_no_space;
+
+    #[test]
+    fn no_space_messages_are_recognised_and_others_are_not() {
+        assert!(is_no_space(
+            "IO error: No space left on device: While appending to file: /d/000004.log: No space left on device"
+        ));
+        assert!(is_no_space("IO error: No space left on device"));
+        assert!(is_no_space("IO error: Max allowed space was reached"));
+        assert!(!is_no_space(
+            "IO error: Input/output error: While reading /d/000004.sst"
+        ));
+        assert!(!is_no_space("Corruption: block checksum mismatch"));
     }
 }

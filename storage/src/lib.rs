@@ -91,7 +91,9 @@ pub use crate::keys::{object_key, partition_bounds, split_object_key, PARTITION_
 pub use crate::locks::{KeyLockGuard, KeyLocks, DEFAULT_LOCK_STRIPES};
 pub use crate::mem::{MemStorage, MAX_UNSYNCED_BATCHES};
 #[cfg(feature = "rocksdb")]
-pub use crate::rocks::{Compression, RocksOptions, RocksStorage};
+pub use crate::rocks::{
+    Compression, DiskStatus, RocksOptions, RocksStorage, DEFAULT_MIN_FREE_BYTES,
+};
 pub use crate::storage::{Rows, Storage};
 
 /// The partition id that prefixes object keys, re-exported from `shoal-ring`.

@@ -100,10 +100,14 @@ impl Unsynced {
 /// lose power under `buffered` durability: a write is durable only once synced
 /// ([`Storage::flush`], [`MemStorage::sync`], or past [`MAX_UNSYNCED_BATCHES`]), and
 /// [`MemStorage::power_cut`] loses a suffix of the writes not synced yet.
+///
+/// [`MemStorage::set_disk_full`] injects a full disk, for the simulator's faults.
 #[derive(Debug, Clone, Default)]
 pub struct MemStorage {
     maps: Arc<RwLock<Maps>>,
     closed: Arc<AtomicBool>,
+    /// Shared by every handle on the data, like the disk under a directory.
+    disk_full: Arc<AtomicBool>,
 }
 
 impl MemStorage {
@@ -160,6 +164,7 @@ impl MemStorage {
                 spaces,
             })),
             closed: Arc::new(AtomicBool::new(false)),
+            disk_full: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -187,7 +192,20 @@ impl MemStorage {
         MemStorage {
             maps: Arc::clone(&self.maps),
             closed: Arc::new(AtomicBool::new(false)),
+            disk_full: Arc::clone(&self.disk_full),
         }
+    }
+
+    /// Models a full disk (`true`) until it is called with `false`: every write fails with
+    /// [`StorageError::DiskFull`] and lands nothing, as the RocksDB engine's do; reads are
+    /// served.
+    pub fn set_disk_full(&self, full: bool) {
+        self.disk_full.store(full, Ordering::Release);
+    }
+
+    /// Whether [`MemStorage::set_disk_full`] currently refuses writes.
+    pub fn is_disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Acquire)
     }
 
     fn check_open(&self) -> Result<(), StorageError> {
@@ -224,6 +242,10 @@ impl Storage for MemStorage {
         timed("write", || {
             self.check_open()?;
             batch.validate()?;
+            if self.is_disk_full() {
+                metrics::counter!(crate::metrics::DISK_FULL_REFUSALS_TOTAL).increment(1);
+                return Err(StorageError::DiskFull);
+            }
             let mut maps = self.write_lock();
             // Checked again under the lock: a close that raced with this write wins.
             self.check_open()?;

@@ -16,6 +16,18 @@ pub const OP_DURATION_SECONDS: &str = "shoal_storage_op_duration_seconds";
 pub const ERRORS_TOTAL: &str = "shoal_storage_errors_total";
 /// Histogram, in bytes: size of each written batch.
 pub const WRITE_BATCH_BYTES: &str = "shoal_storage_write_batch_bytes";
+/// Gauge, 0 or 1: the engine refuses writes because its disk is full (below the
+/// `min_free_bytes` reserve, or RocksDB ran out of space and is not reopened yet).
+pub const DISK_FULL: &str = "shoal_storage_disk_full";
+/// Counter: writes answered `DiskFull`.
+pub const DISK_FULL_REFUSALS_TOTAL: &str = "shoal_storage_disk_full_refusals_total";
+/// Counter, by `result` (`ok`, `failed`): reopens of a database that ran out of space.
+pub const DISK_FULL_REOPENS_TOTAL: &str = "shoal_storage_disk_full_reopens_total";
+/// Counter: tries of a write that would stall, repeated while the disk is nearly full
+/// (see `RocksStorage`'s write path); each waits 10 ms.
+pub const WRITE_STALL_RETRIES_TOTAL: &str = "shoal_storage_write_stall_retries_total";
+/// Gauge, in bytes: free space of the data directory's filesystem at the last check.
+pub const FREE_BYTES: &str = "shoal_storage_free_bytes";
 
 /// Counts one operation of kind `op` on `space`.
 pub(crate) fn count_op(op: &'static str, space: Space) {

@@ -379,3 +379,37 @@ fn a_blind_put_after_a_power_cut_keeps_the_write_the_cut_lost_on_its_coordinator
     let merged = report.final_state.keys[&key].merged();
     assert_eq!(merged.siblings().len(), 2, "{merged:?}");
 }
+
+/// Full disks (injected storage failures on data writes start a spell during which the
+/// node's storage refuses every write with `DiskFull` through the real executor and
+/// serves reads): every invariant holds, so no acknowledged write is lost.
+#[test]
+fn full_disks_refuse_writes_and_every_invariant_holds() {
+    let (mut spells, mut refusals) = (0usize, 0u64);
+    for seed in 0..20u64 {
+        let faults = Faults {
+            storage_failure: 0.02,
+            ..Faults::NONE
+        };
+        let cfg = SimConfig {
+            nodes: Some(3 + (seed % 3) as usize),
+            ops: 150,
+            faults: FaultMix::Fixed(faults),
+            keep_log: true,
+            ..SimConfig::from_seed(seed)
+        };
+        let report = run_ok(&cfg);
+        spells += report
+            .log
+            .iter()
+            .filter(|l| l.contains("disk FULL"))
+            .count();
+        refusals += report.counter_with(shoal_storage::metrics::DISK_FULL_REFUSALS_TOTAL, &[]);
+    }
+    assert!(spells > 0, "no full disk was injected in 20 seeds");
+    assert!(
+        refusals >= spells as u64,
+        "{spells} full disks refused only {refusals} writes"
+    );
+    eprintln!("20 seeds: {spells} full-disk spells, {refusals} writes refused with DiskFull");
+}

@@ -198,6 +198,10 @@ impl Failure {
                 error: ClientError::Timeout { .. } | ClientError::Transport(_),
                 write: true,
             } => Some("the write may still have landed on some replicas; read the key before writing again"),
+            Failure::Request {
+                error: ClientError::DiskFull,
+                ..
+            } => Some("reads are still served; the node accepts writes again by itself once space is freed"),
             _ => None,
         }
     }
@@ -458,6 +462,14 @@ struct StatusJson {
     node: String,
     ring_version: u64,
     members: Vec<MemberJson>,
+    storage: StorageJson,
+}
+
+/// The reporting node's own storage in `status --json`.
+#[derive(Serialize)]
+struct StorageJson {
+    disk_full: bool,
+    free_bytes: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -486,6 +498,10 @@ fn format_status_json(report: &StatusReport) -> String {
                 pending_hint_bytes: m.pending_hint_bytes,
             })
             .collect(),
+        storage: StorageJson {
+            disk_full: report.storage.disk_full,
+            free_bytes: report.storage.free_bytes,
+        },
     };
     // Plain strings and numbers always serialise.
     let mut text = serde_json::to_string(&json).unwrap_or_default();
@@ -493,7 +509,8 @@ fn format_status_json(report: &StatusReport) -> String {
     text
 }
 
-/// A table with one row per member, after a line naming the reporting node.
+/// A table with one row per member, after a line naming the reporting node and, when its
+/// disk is full, a warning line.
 fn format_status_table(report: &StatusReport) -> String {
     let header = [
         "MEMBER",
@@ -527,6 +544,16 @@ fn format_status_table(report: &StatusReport) -> String {
         "as seen by {} (ring version {})\n",
         report.node, report.ring_version
     );
+    if report.storage.disk_full {
+        let free = report
+            .storage
+            .free_bytes
+            .map_or_else(String::new, |free| format!(" ({free} bytes free)"));
+        text.push_str(&format!(
+            "DISK FULL: {} refuses writes until space is freed on its data directory{free}; reads are served\n",
+            report.node
+        ));
+    }
     let header = header.map(str::to_owned);
     for row in std::iter::once(&header).chain(&rows) {
         let line = row
@@ -545,7 +572,7 @@ fn format_status_table(report: &StatusReport) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
-    use shoal_client::{MemberState, MemberStatus};
+    use shoal_client::{MemberState, MemberStatus, StorageHealth};
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -827,6 +854,10 @@ mod tests {
                     pending_hint_bytes: 3456,
                 },
             ],
+            storage: StorageHealth {
+                disk_full: false,
+                free_bytes: Some(1 << 30),
+            },
         }
     }
 
@@ -845,9 +876,30 @@ mod tests {
                      "partitions_owned": 86, "pending_hints": 0, "pending_hint_bytes": 0},
                     {"id": "node-two", "addr": "127.0.0.1:7002", "state": "down",
                      "partitions_owned": 85, "pending_hints": 12, "pending_hint_bytes": 3456},
-                ]
+                ],
+                "storage": {"disk_full": false, "free_bytes": 1073741824},
             })
         );
+    }
+
+    #[test]
+    fn status_table_warns_when_the_reporting_node_s_disk_is_full() {
+        let mut full = report();
+        full.storage = StorageHealth {
+            disk_full: true,
+            free_bytes: Some(4096),
+        };
+        let text = format_status_table(&full);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[1].starts_with("DISK FULL: n1 refuses writes"),
+            "{text}"
+        );
+        assert!(lines[1].contains("(4096 bytes free)"), "{text}");
+        assert!(lines[2].starts_with("MEMBER"), "{text}");
+        // Without a full disk there is no such line.
+        assert!(!format_status_table(&report()).contains("DISK FULL"));
     }
 
     #[test]

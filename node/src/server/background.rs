@@ -37,6 +37,30 @@ pub(super) async fn report_storage_stats(
     }
 }
 
+/// How often the data directory's free space is checked (one `statvfs`), published, and a
+/// database stopped on a full disk reopened once space is back.
+const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Check the disk every [`DISK_CHECK_INTERVAL`] until shutdown, so that the gauges
+/// `shoal_storage_disk_full` and `shoal_storage_free_bytes` stay current and writes
+/// resume after a full disk even when no write arrives to notice.
+pub(super) async fn watch_disk(storage: Arc<RocksStorage>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(DISK_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let s = storage.clone();
+        if tokio::task::spawn_blocking(move || s.check_disk())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// Rebuild every Merkle tree from storage now and then, and check it against the
 /// incremental one (a mismatch is replaced, logged and counted).
 pub(super) async fn verify_trees<S: Storage>(

@@ -1,13 +1,16 @@
 //! The QUIC request handler: decodes a request, queues it for the driver (or answers
 //! `Overloaded` when the queue is full) and waits for the engine's answer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::wire::{
     decode_request, encode_response, fit_response, peek_request_kind, ClientResponse, PeerRequest,
-    PeerResponse, Request, RequestKind, Response, MAX_REQUEST_TIMEOUT,
+    PeerResponse, Request, RequestKind, Response, StorageHealth, MAX_REQUEST_TIMEOUT,
 };
 use shoal_proto::{ReplicationConfig, RequestError, Sender};
+use shoal_ring::NodeId;
+use shoal_storage::RocksStorage;
 use shoal_transport::{Handler, PeerRole};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
@@ -21,6 +24,9 @@ pub(super) struct NodeHandler {
     margin: Duration,
     /// The transport's frame limit: a larger answer is replaced by a typed error.
     max_frame_bytes: usize,
+    /// This node, and its storage whose disk state its own status reports carry.
+    me: NodeId,
+    storage: Arc<RocksStorage>,
 }
 
 impl NodeHandler {
@@ -30,12 +36,30 @@ impl NodeHandler {
         input: mpsc::Sender<Inbound>,
         replication: &ReplicationConfig,
         max_frame_bytes: usize,
+        me: NodeId,
+        storage: Arc<RocksStorage>,
     ) -> Self {
         NodeHandler {
             input,
             default_timeout: replication.request_timeout,
             margin: replication.rpc_timeout * 3,
             max_frame_bytes,
+            me,
+            storage,
+        }
+    }
+
+    /// The engine does not see the disk: this node's own status report gets its storage
+    /// state here (a report forwarded from another node keeps that node's).
+    fn fill_storage_health(&self, response: &mut Response) {
+        if let Response::Client(ClientResponse::Status(report)) = response {
+            if report.node == self.me {
+                let disk = self.storage.disk_status();
+                report.storage = StorageHealth {
+                    disk_full: disk.full,
+                    free_bytes: disk.free_bytes,
+                };
+            }
         }
     }
 
@@ -96,7 +120,7 @@ impl Handler for NodeHandler {
         };
         let max_wait = self.max_wait(&request);
         let (tx, rx) = oneshot::channel();
-        let response = match self.input.try_send(Inbound {
+        let mut response = match self.input.try_send(Inbound {
             from,
             request,
             reply: tx,
@@ -116,6 +140,7 @@ impl Handler for NodeHandler {
                 }
             },
         };
+        self.fill_storage_health(&mut response);
         if client {
             let result = result_label(&response);
             metrics::counter!(crate::metrics::REQUESTS_TOTAL, "op" => op, "result" => result)

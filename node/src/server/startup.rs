@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use super::background::{report_storage_stats, verify_trees};
+use super::background::{report_storage_stats, verify_trees, watch_disk};
 use super::driver::{storage_worker, Clock, Driver};
 use super::handler::NodeHandler;
 use super::{Completion, Inbound};
@@ -83,6 +83,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         durability: cfg.storage.durability,
         block_cache_bytes: cfg.storage.block_cache_bytes,
         write_buffer_bytes: cfg.storage.write_buffer_bytes,
+        min_free_bytes: cfg.storage.min_free_bytes,
         ..RocksOptions::default()
     };
     let storage = Arc::new(
@@ -157,12 +158,15 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         input_tx,
         &cfg.replication,
         cfg.limits.max_frame_bytes(),
+        cfg.id.clone(),
+        storage.clone(),
     ));
     let serve = endpoint.serve(handler);
     tokio::spawn(report_storage_stats(
         storage.clone(),
         shutdown_tx.subscribe(),
     ));
+    tokio::spawn(watch_disk(storage.clone(), shutdown_tx.subscribe()));
     tokio::spawn(verify_trees(
         executor.clone(),
         cfg.aae.verify_interval,

@@ -43,7 +43,7 @@ use crate::storage_ops::{HintTotals, StorageFailure, StorageOp, StorageReply, St
 use crate::time::{Monotonic, Now, Time};
 use crate::wire::{
     ClientRequest, ClientResponse, ClusterInfo, MemberAddress, MemberState, MemberStatus,
-    PeerRequest, PeerResponse, Request, Response, StatusReport,
+    PeerRequest, PeerResponse, Request, Response, StatusReport, StorageHealth,
 };
 
 pub use aae::{AaeStats, AAE_SEGMENTS, AAE_SHAPE};
@@ -643,6 +643,8 @@ impl Engine {
             node: self.me.clone(),
             ring_version: self.ring.version(),
             members,
+            // The engine does not see the disk; the driver fills this in.
+            storage: StorageHealth::default(),
         }
     }
 
@@ -892,7 +894,10 @@ impl Engine {
 
 /// A failed storage op as the requester sees it.
 fn storage_error(e: StorageFailure) -> RequestError {
-    RequestError::Storage(e.to_string())
+    match e {
+        StorageFailure::DiskFull => RequestError::DiskFull,
+        other => RequestError::Storage(other.to_string()),
+    }
 }
 
 fn outcome_label(result: &Result<(), RequestError>) -> &'static str {

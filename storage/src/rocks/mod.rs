@@ -1,16 +1,20 @@
 //! The RocksDB engine.
 
+mod disk;
 mod open;
 mod options;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock, TryLockError};
+use std::time::{Duration, Instant};
 
 use crate::PartitionId;
 use rocksdb::{properties, Cache, ColumnFamily, FlushOptions, ReadOptions, WriteOptions, DB};
 
-pub use self::options::{Compression, RocksOptions};
+use self::disk::DiskGuard;
+pub use self::disk::DiskStatus;
+pub use self::options::{Compression, RocksOptions, DEFAULT_MIN_FREE_BYTES};
 use crate::batch::{
     check_key, BatchOp, Durability, Space, StorageStats, WriteBatch, MAX_KEY_BYTES,
 };
@@ -25,21 +29,38 @@ use crate::storage::{Rows, Storage};
 /// bloom filter; SSTs are LZ4-compressed below L1. Writes honour the configured
 /// [`Durability`]. [`Storage::close`] releases the database (and its directory lock)
 /// even while other threads still hold the handle.
+///
+/// A full disk refuses writes with [`StorageError::DiskFull`] and keeps reads working;
+/// the engine resumes writing by itself once space is freed (see [`RocksStorage::check_disk`]).
 pub struct RocksStorage {
-    /// `None` once closed. Operations hold the read lock while they use the database, so
-    /// `close` (write lock) waits for them.
-    db: RwLock<Option<DB>>,
+    /// Operations hold the read lock while they use the database, so `close` and a
+    /// reopen after a full disk (write lock) wait for them.
+    db: RwLock<Handle>,
     cache: Cache,
     write_options: WriteOptions,
-    durability: Durability,
+    /// As `write_options`, but a write that would stall fails at once: used while the
+    /// disk is nearly full, where a stall waits for a flush that cannot succeed.
+    no_stall_write_options: WriteOptions,
+    options: RocksOptions,
     path: PathBuf,
+    disk: DiskGuard,
+}
+
+/// The database behind a [`RocksStorage`].
+enum Handle {
+    Open(DB),
+    /// Reopening after a full disk failed (the old handle was already released): every
+    /// operation, reads included, answers `DiskFull` until a later attempt succeeds.
+    Lost,
+    /// [`Storage::close`] ran.
+    Closed,
 }
 
 impl fmt::Debug for RocksStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RocksStorage")
             .field("path", &self.path)
-            .field("durability", &self.durability)
+            .field("durability", &self.options.durability)
             .finish_non_exhaustive()
     }
 }
@@ -71,8 +92,14 @@ impl RocksStorage {
             options.column_family_options(space, &cache)
         })?;
         open::check_format(path, &db, state)?;
+        let disk = DiskGuard::new(path, options.min_free_bytes, stall_margin(&options));
+        disk.refresh();
+        disk.publish();
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.durability == Durability::Sync);
+        let mut no_stall_write_options = WriteOptions::default();
+        no_stall_write_options.set_sync(options.durability == Durability::Sync);
+        no_stall_write_options.set_no_slowdown(true);
         tracing::info!(
             path = %path.display(),
             durability = options.durability.as_str(),
@@ -80,12 +107,122 @@ impl RocksStorage {
             "opened storage"
         );
         Ok(RocksStorage {
-            db: RwLock::new(Some(db)),
+            db: RwLock::new(Handle::Open(db)),
             cache,
             write_options,
-            durability: options.durability,
+            no_stall_write_options,
+            options,
             path: path.to_path_buf(),
+            disk,
         })
+    }
+
+    /// Reopens the existing store in place of the current handle (after RocksDB stopped
+    /// on a full disk: a fresh open replays the write-ahead log and clears the error).
+    ///
+    /// Returns `Ok(false)`, doing nothing, while other operations use the database: a
+    /// write stuck in RocksDB must not make the reopen (and every operation queued behind
+    /// it) wait; the next attempt comes within [`disk::REOPEN_INTERVAL`].
+    fn reopen(&self) -> Result<bool, StorageError> {
+        let mut guard = match self.db.try_write() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(false),
+        };
+        if matches!(*guard, Handle::Closed) {
+            return Err(StorageError::Closed);
+        }
+        // The old handle holds the directory lock: release it first.
+        *guard = Handle::Lost;
+        let db_opts = self.options.db_options(false);
+        let families = open::check_column_families(&self.path, &db_opts)?;
+        let db = open::open_db(&self.path, &db_opts, &families, |space| {
+            self.options.column_family_options(space, &self.cache)
+        })?;
+        open::check_format(&self.path, &db, open::DirState::Existing)?;
+        *guard = Handle::Open(db);
+        tracing::info!(path = %self.path.display(), "reopened storage");
+        Ok(true)
+    }
+
+    /// Checks the data directory's free space, publishes it (gauges
+    /// `shoal_storage_disk_full`, `shoal_storage_free_bytes`) and, when RocksDB stopped on
+    /// a full disk and space is back, reopens the database. The node calls this
+    /// periodically so that writes resume even when none arrive; writes also check.
+    pub fn check_disk(&self) -> DiskStatus {
+        let free = self.disk.refresh();
+        if self.disk.is_stopped() {
+            self.disk.resume_with(free, || self.reopen());
+        }
+        // Unlike a write, a check that finds too little free space refuses nothing.
+        self.disk.check_reserve(free);
+        self.disk.publish();
+        self.disk.status()
+    }
+
+    /// The disk state as last observed (by a write or [`RocksStorage::check_disk`]).
+    pub fn disk_status(&self) -> DiskStatus {
+        self.disk.status()
+    }
+
+    /// Refuses a write when the disk is full; reopens the database first when RocksDB
+    /// had stopped and space is back. Returns the write options to use: with little free
+    /// space, ones that fail a write that would stall instead of waiting.
+    fn admit_write(&self) -> Result<&WriteOptions, StorageError> {
+        let free = self.disk.refresh();
+        if !self.disk.resume_with(free, || self.reopen()) || self.disk.check_reserve(free) {
+            return Err(self.disk.refuse());
+        }
+        Ok(if self.disk.is_tight(free) {
+            &self.no_stall_write_options
+        } else {
+            &self.write_options
+        })
+    }
+
+    /// Runs a write `call` on the database, refusing it on a full disk and noting when
+    /// RocksDB runs out of space during it.
+    ///
+    /// With little free space a write that would stall is not left waiting inside
+    /// RocksDB: if a flush failed (a background error), RocksDB waits for space its own
+    /// recovery may never see, so the write is treated as out of space (refused, and the
+    /// database reopened once space is back); otherwise the flush is only slow, and the
+    /// write is retried every [`STALL_POLL`] for at most [`STALL_WAIT`].
+    fn with_db_write<T>(
+        &self,
+        call: impl Fn(&DB, &WriteOptions) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let options = self.admit_write()?;
+        let no_stall = std::ptr::eq(options, &self.no_stall_write_options);
+        let deadline = Instant::now() + STALL_WAIT;
+        let result = loop {
+            match self.with_db(|db| call(db, options)) {
+                Err(StorageError::Rocks(message))
+                    if no_stall && message.contains("Write stall") =>
+                {
+                    let failed_flush = self
+                        .with_db(|db| Ok(db.property_int_value(properties::BACKGROUND_ERRORS)?))
+                        .map_or(true, |errors| errors.unwrap_or(0) > 0);
+                    if failed_flush || Instant::now() >= deadline {
+                        tracing::warn!(error = %message, failed_flush, "a write stalled with the disk nearly full");
+                        break Err(StorageError::DiskFull);
+                    }
+                    metrics::counter!(crate::metrics::WRITE_STALL_RETRIES_TOTAL).increment(1);
+                    std::thread::sleep(STALL_POLL);
+                }
+                other => break other,
+            }
+        };
+        self.note_no_space(result)
+    }
+
+    /// A `DiskFull` from RocksDB means it stopped accepting writes: so note it.
+    fn note_no_space<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(StorageError::DiskFull) = result {
+            self.disk.stop();
+            return Err(self.disk.refuse());
+        }
+        result
     }
 
     /// The data directory.
@@ -95,7 +232,7 @@ impl RocksStorage {
 
     /// The durability every write gets.
     pub fn durability(&self) -> Durability {
-        self.durability
+        self.options.durability
     }
 
     /// Runs `call` with the open database, or fails with [`StorageError::Closed`].
@@ -103,10 +240,13 @@ impl RocksStorage {
         &self,
         call: impl FnOnce(&DB) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        // The lock guards no invariant that a panic could break (just the Option).
+        // The lock guards no invariant that a panic could break (just the handle).
         let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
-        let db = guard.as_ref().ok_or(StorageError::Closed)?;
-        call(db)
+        match &*guard {
+            Handle::Open(db) => call(db),
+            Handle::Lost => Err(StorageError::DiskFull),
+            Handle::Closed => Err(StorageError::Closed),
+        }
     }
 }
 
@@ -142,19 +282,19 @@ impl Storage for RocksStorage {
         count_batch(&batch);
         timed("write", || {
             batch.validate()?;
-            self.with_db(|db| {
+            self.with_db_write(|db, options| {
                 let mut rocks_batch = rocksdb::WriteBatch::default();
-                for op in batch {
+                for op in batch.ops() {
                     match op {
                         BatchOp::Put { space, key, value } => {
-                            rocks_batch.put_cf(family(db, space)?, key, value);
+                            rocks_batch.put_cf(family(db, *space)?, key, value);
                         }
                         BatchOp::Delete { space, key } => {
-                            rocks_batch.delete_cf(family(db, space)?, key);
+                            rocks_batch.delete_cf(family(db, *space)?, key);
                         }
                     }
                 }
-                Ok(db.write_opt(rocks_batch, &self.write_options)?)
+                Ok(db.write_opt(rocks_batch, options)?)
             })
         })
     }
@@ -221,16 +361,22 @@ impl Storage for RocksStorage {
     }
 
     fn flush(&self) -> Result<(), StorageError> {
-        timed("flush", || self.with_db(flush_db))
+        timed("flush", || self.note_no_space(self.with_db(flush_db)))
     }
 
     fn close(&self) -> Result<(), StorageError> {
         timed("close", || {
             let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
-            let Some(db) = guard.take() else {
+            let Handle::Open(db) = std::mem::replace(&mut *guard, Handle::Closed) else {
                 return Ok(());
             };
-            let flushed = flush_db(&db);
+            // A database stopped on a full disk cannot flush; its write-ahead log holds
+            // every acknowledged write, which the next open replays.
+            let flushed = if self.disk.is_stopped() {
+                Ok(())
+            } else {
+                flush_db(&db)
+            };
             drop(db);
             tracing::info!(path = %self.path.display(), "closed storage");
             flushed
@@ -245,11 +391,24 @@ impl Storage for RocksStorage {
             // The last partition has no next prefix; every stored key is at most
             // MAX_KEY_BYTES long, so a longer all-0xFF key is above all of them.
             let end = end.unwrap_or_else(|| vec![0xFF; MAX_KEY_BYTES + 1]);
-            self.with_db(|db| {
+            self.with_db_write(|db, options| {
                 let mut batch = rocksdb::WriteBatch::default();
-                batch.delete_range_cf(family(db, Space::Objects)?, start, end);
-                Ok(db.write_opt(batch, &self.write_options)?)
+                batch.delete_range_cf(family(db, Space::Objects)?, &start, &end);
+                Ok(db.write_opt(batch, options)?)
             })
         })
     }
+}
+
+/// Longest a write waits for a slow flush while the disk is nearly full.
+const STALL_WAIT: Duration = Duration::from_secs(2);
+/// Pause between two tries of a stalled write while the disk is nearly full.
+const STALL_POLL: Duration = Duration::from_millis(10);
+
+/// Free space, beyond the reserve, below which a write that would stall fails instead:
+/// room to flush every column family's memtables twice over (RocksDB keeps up to two per
+/// family before it stops writes).
+fn stall_margin(options: &RocksOptions) -> u64 {
+    let families = Space::ALL.len() as u64 + 1; // and RocksDB's `default`
+    (options.write_buffer_bytes as u64).saturating_mul(2 * families)
 }

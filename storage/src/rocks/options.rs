@@ -39,6 +39,11 @@ pub struct RocksOptions {
     pub max_background_jobs: u32,
     /// SST files kept open at once; bounds file descriptors. Default 1024.
     pub max_open_files: u32,
+    /// Free space the data directory's filesystem keeps: writes are refused with
+    /// [`StorageError::DiskFull`] while less is free, so that flushes and compactions
+    /// still find room and RocksDB does not run out of space half-way. 0 disables the
+    /// reserve (writes then run until the filesystem is full). Default 256 MiB.
+    pub min_free_bytes: u64,
 }
 
 impl Default for RocksOptions {
@@ -51,9 +56,13 @@ impl Default for RocksOptions {
             bloom_bits_per_key: 10.0,
             max_background_jobs: 4,
             max_open_files: 1024,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
+
+/// Default free-space reserve: room for a few memtable flushes and a compaction.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Smallest accepted memtable: RocksDB itself rejects tiny write buffers.
 const MIN_WRITE_BUFFER_BYTES: usize = 64 * 1024;

@@ -28,6 +28,7 @@ const KEPT: &[&str] = &[
     SIBLING_LIMIT_TOTAL,
     AAE_BATCHES_SPLIT_TOTAL,
     AAE_OVERDUE_STARTS_TOTAL,
+    shoal_storage::metrics::DISK_FULL_REFUSALS_TOTAL,
 ];
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;

@@ -550,10 +550,24 @@ impl Sim {
 
     /// A storage op: applied now or when it completes (per the run's
     /// [`StorageTiming`]); its completion arrives after a small random delay.
+    ///
+    /// An injected storage failure on a data write is a full disk rather than a failing
+    /// one: the node's storage refuses every write with `DiskFull` (through the real
+    /// executor) and serves reads for [`DISK_FULL_SPELL`], then frees up.
     fn run_storage(&mut self, i: usize, id: RequestId, op: StorageOp) {
         let incarnation = self.nodes[i].incarnation;
+        if self.nodes[i].free_disk_if_due(self.now) {
+            self.note(i, "disk has room again");
+        }
         let fail = self.net.faults.storage_failure;
-        let work = if fail > 0.0 && self.rng.random_bool(fail) {
+        let mut injected = fail > 0.0 && self.rng.random_bool(fail);
+        if injected && fills_disk(&op) {
+            self.faults.storage_failures += 1;
+            self.nodes[i].fill_disk(self.now + DISK_FULL_SPELL);
+            self.note(i, &format!("disk FULL (injected) for {DISK_FULL_SPELL:?}"));
+            injected = false;
+        }
+        let work = if injected {
             self.faults.storage_failures += 1;
             let what = format!(
                 "storage #{} FAILED (injected) {}",
@@ -778,4 +792,18 @@ impl Sim {
             ),
         }
     }
+}
+
+/// How long an injected full disk lasts on a node.
+const DISK_FULL_SPELL: Duration = Duration::from_secs(2);
+
+/// Whether an injected failure of `op` models a full disk: ops that write data.
+fn fills_disk(op: &StorageOp) -> bool {
+    matches!(
+        op,
+        StorageOp::Coordinate { .. }
+            | StorageOp::Merge { .. }
+            | StorageOp::StoreHint { .. }
+            | StorageOp::MergeMany { .. }
+    )
 }

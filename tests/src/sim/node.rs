@@ -47,6 +47,9 @@ pub(crate) struct SimNode {
     pub disk_free_at: Time,
     /// A paused node handles nothing before this instant (see `ScriptedPause`).
     pub paused_until: Time,
+    /// While set, the node's disk is full until then: its storage refuses writes with
+    /// `DiskFull` and serves reads (across crashes: the disk is the data's).
+    disk_full_until: Option<Time>,
 }
 
 /// Why a node could not start.
@@ -81,7 +84,24 @@ impl SimNode {
             incarnation: 0,
             disk_free_at: Time::ZERO,
             paused_until: Time::ZERO,
+            disk_full_until: None,
         }
+    }
+
+    /// Fills the node's disk until `until` (see [`MemStorage::set_disk_full`]).
+    pub(crate) fn fill_disk(&mut self, until: Time) {
+        self.disk_full_until = Some(until);
+        self.data.set_disk_full(true);
+    }
+
+    /// Frees the node's disk once its full spell is over; returns whether it did.
+    pub(crate) fn free_disk_if_due(&mut self, now: Time) -> bool {
+        if self.disk_full_until.is_some_and(|until| now >= until) {
+            self.disk_full_until = None;
+            self.data.set_disk_full(false);
+            return true;
+        }
+        false
     }
 
     /// Start a new incarnation on the node's data with a new `actor` (every open of a data
@@ -95,6 +115,10 @@ impl SimNode {
         actor: u64,
         now: Now,
     ) -> Result<(), StartError> {
+        // Opening writes the executor's metadata, which a full disk refuses: a node does
+        // not start on a full disk, so a spell ends when the node is restarted.
+        self.disk_full_until = None;
+        self.data.set_disk_full(false);
         let executor = Executor::open(self.data.reopen(), || actor)?;
         let engine = Engine::new(
             cfg.clone(),
