@@ -10,8 +10,9 @@
 //!   hint that was listed;
 //! - a live hint is delivered if its target is up, and deleted once acknowledged only if
 //!   the delivered object includes what the hint holds by then;
-//! - a delivery its target answers with a refusal (e.g. an object too large for it)
-//!   counts against that hint; after [`MAX_DELIVERY_ATTEMPTS`] the hint is parked
+//! - a delivery its target answers with a refusal of the hint itself (e.g. an object too
+//!   large for it; not a refusal for the target's own state, such as a full disk or
+//!   overload, which passes) counts against that hint; after [`MAX_DELIVERY_ATTEMPTS`] the hint is parked
 //!   (skipped until it expires, is stored anew, or this node restarts; anti-entropy
 //!   repairs what it carried); sends that time out or fail count against nothing. Since the cursor moves
 //!   on after every page, no hint ever holds up the hints behind it;
@@ -24,6 +25,7 @@ use std::collections::BTreeMap;
 use shoal_ring::{NodeId, PartitionId};
 
 use super::{Engine, SendError, Waiter};
+use crate::error::RequestError;
 use crate::object::Object;
 use crate::storage_ops::{HintRecord, StorageOp, StorageReply, StorageResult};
 use crate::time::Time;
@@ -319,8 +321,10 @@ impl Engine {
         }
         // Only an answer from the target refusing this hint counts against it: a send
         // that timed out, was lost or could not be made says something about the target
-        // or the network (a partition times out every send), not about the hint.
+        // or the network (a partition times out every send), not about the hint; so does
+        // a refusal for the target's own state (disk full, overloaded, shutting down).
         let against_hint = match &result {
+            Ok(PeerResponse::Error(e)) => refuses_the_hint(e),
             Ok(_) | Err(SendError::Invalid(_)) => true,
             Err(SendError::Timeout) | Err(SendError::Unreachable(_)) | Err(SendError::Lost(_)) => {
                 false
@@ -365,5 +369,34 @@ impl Engine {
         if next_now && self.membership.is_up(target) {
             self.list_page(target.clone());
         }
+    }
+}
+
+/// Whether a target's error answer to a delivery is about the hint itself (it would
+/// refuse the same object every time: too large, a key it may not hold, a message it
+/// cannot read) rather than about the target's state, which passes.
+fn refuses_the_hint(e: &RequestError) -> bool {
+    match e {
+        RequestError::EmptyKey
+        | RequestError::KeyTooLarge { .. }
+        | RequestError::ValueTooLarge { .. }
+        | RequestError::ObjectTooLarge { .. }
+        | RequestError::InvalidOptions(_)
+        | RequestError::InvalidContext(_)
+        | RequestError::Malformed(_)
+        | RequestError::UnsupportedVersion { .. }
+        | RequestError::WrongPartition { .. }
+        | RequestError::TooManySiblings { .. }
+        | RequestError::ResponseTooLarge { .. } => true,
+        RequestError::Unavailable { .. }
+        | RequestError::Timeout { .. }
+        | RequestError::Incomplete { .. }
+        | RequestError::Overloaded
+        | RequestError::NotAllowed(_)
+        | RequestError::UnknownNode(_)
+        | RequestError::Storage(_)
+        | RequestError::ShuttingDown
+        | RequestError::Internal(_)
+        | RequestError::DiskFull => false,
     }
 }

@@ -298,6 +298,43 @@ fn a_hint_refused_again_and_again_is_parked_and_not_sent_any_more() {
     assert_eq!(c.hint_count(&a()), 0);
 }
 
+/// A target that refuses deliveries for a reason of its own (its disk is full, it is
+/// overloaded, shutting down, its storage failed) says nothing about the hint: however
+/// often it does, the hint is not parked, and is delivered once the target takes it.
+#[test]
+fn a_target_refusing_for_its_own_reasons_never_parks_a_hint() {
+    let mut cfg = quiet_config();
+    cfg.handoff.batch = 1;
+    let mut c = Cluster::new(5, 16, cfg, 7);
+    let (_, keys) = hints_for_one_target(&mut c, 1);
+    let transient = [
+        RequestError::DiskFull,
+        RequestError::Overloaded,
+        RequestError::ShuttingDown,
+        RequestError::Storage("io error".into()),
+        RequestError::Timeout { acks: 0, needed: 1 },
+    ];
+    for err in &transient {
+        // More refusals than park a hint refused for itself (at most 5 of 20 rounds'
+        // attempts happen there: after a failure the next page waits for the interval).
+        let attempts: usize = (0..40)
+            .map(|_| round(&mut c, |_| PeerResponse::Error(err.clone())).len())
+            .sum();
+        assert!(
+            attempts > 5,
+            "only {attempts} deliveries refused with {err:?}"
+        );
+        assert_eq!(
+            c.engine(&a()).handoff_stats().parked,
+            0,
+            "parked after {attempts} deliveries refused with {err:?}"
+        );
+    }
+    assert_eq!(c.engine(&a()).handoff_stats().parked, 0, "nothing parked");
+    assert_eq!(round(&mut c, |_| PeerResponse::Ack), keys);
+    assert_eq!(c.hint_count(&a()), 0);
+}
+
 #[test]
 fn pages_delivered_without_a_failure_are_followed_at_once_by_the_next() {
     let mut cfg = quiet_config();

@@ -63,6 +63,8 @@ fn reap_settings(reap_interval: &str) -> String {
         "\
 [replication]
 tombstone_grace = \"3s\"
+# One machine's clock: the skew margin needs to be no wider than the short TTLs allow.
+max_clock_skew = \"200ms\"
 
 [handoff]
 ttl = \"2s\"

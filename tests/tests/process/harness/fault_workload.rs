@@ -49,6 +49,8 @@ partitions = {WORKLOAD_PARTITIONS}
 
 [replication]
 tombstone_grace = \"8s\"
+# One machine's clock: the skew margin needs to be no wider than the short TTLs allow.
+max_clock_skew = \"500ms\"
 
 [handoff]
 ttl = \"{hint_ttl}s\"
