@@ -20,6 +20,7 @@ use crate::config::ClientConfig;
 use crate::context::Context;
 use crate::error::ClientError;
 use crate::options::{check_timeout, ReadOptions, WriteOptions};
+use crate::retry::Jitter;
 use crate::routing::{validate_key, DownList, Target, View};
 
 /// Extra time the client waits beyond a request's own timeout, so that the coordinator's
@@ -60,6 +61,7 @@ struct Inner {
     config: ClientConfig,
     view: RwLock<Arc<View>>,
     down: DownList,
+    jitter: Jitter,
 }
 
 impl fmt::Debug for Client {
@@ -74,6 +76,7 @@ impl fmt::Debug for Client {
 }
 
 /// How a request picks its nodes.
+#[derive(Clone, Copy)]
 enum Route<'a> {
     /// The key's preference list, then every other member.
     Key(&'a [u8]),
@@ -136,12 +139,14 @@ impl Client {
             members = info.members.len(),
             "connected to the cluster"
         );
+        let jitter = Jitter::new(config.retry.jitter_seed);
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoint,
                 config,
                 view: RwLock::new(Arc::new(View::new(info))),
                 down,
+                jitter,
             }),
         })
     }
@@ -162,7 +167,7 @@ impl Client {
                 options: opts.to_wire(),
             };
             match self
-                .call(request, Route::Key(key), self.wait(opts.timeout))
+                .call_retrying(request, Route::Key(key), self.wait(opts.timeout))
                 .await?
             {
                 ClientResponse::Get(reply) => Ok(GetResult {
@@ -200,7 +205,7 @@ impl Client {
                 options: opts.to_wire(),
             };
             match self
-                .call(request, Route::Key(key), self.wait(opts.timeout))
+                .call_retrying(request, Route::Key(key), self.wait(opts.timeout))
                 .await?
             {
                 ClientResponse::Put(reply) => Ok(Context::from(reply.context)),
@@ -239,7 +244,7 @@ impl Client {
                 options: opts.to_wire(),
             };
             match self
-                .call(request, Route::Key(key), self.wait(opts.timeout))
+                .call_retrying(request, Route::Key(key), self.wait(opts.timeout))
                 .await?
             {
                 ClientResponse::Delete(reply) => Ok(Context::from(reply.context)),
@@ -361,6 +366,49 @@ impl Client {
         Ok(())
     }
 
+    /// [`call`](Client::call), tried again as the configured
+    /// [`RetryPolicy`](crate::RetryPolicy) allows, after a jittered exponential wait.
+    async fn call_retrying(
+        &self,
+        request: ClientRequest,
+        route: Route<'_>,
+        wait: Duration,
+    ) -> Result<ClientResponse, ClientError> {
+        let op = request.op_name();
+        let write = is_write(&request);
+        let payload = self.encode(request)?;
+        let policy = &self.inner.config.retry;
+        let mut attempt = 1;
+        loop {
+            match self.call_encoded(&payload, write, route, wait).await {
+                Err(e) if policy.should_retry(&e, attempt, write) => {
+                    let delay = policy.delay(attempt - 1, self.inner.jitter.next());
+                    debug!(op, error = %e, attempt, ?delay, "retrying");
+                    metrics::counter!("shoal_client_retries_total", "op" => op, "reason" => e.label())
+                        .increment(1);
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Encodes a request and refuses it if it does not fit one frame.
+    fn encode(&self, request: ClientRequest) -> Result<Vec<u8>, ClientError> {
+        let value_len = match &request {
+            ClientRequest::Put { value, .. } => Some(value.len()),
+            _ => None,
+        };
+        let payload = encode_request(&Request::Client(request));
+        check_frame(
+            payload.len(),
+            self.inner.endpoint.config().max_frame_bytes,
+            value_len,
+        )?;
+        Ok(payload)
+    }
+
     /// Sends `request` along `route` until a node answers.
     ///
     /// A node that certainly did not get the request (connection refused, handshake
@@ -374,22 +422,22 @@ impl Client {
         route: Route<'_>,
         wait: Duration,
     ) -> Result<ClientResponse, ClientError> {
+        let write = is_write(&request);
+        let payload = self.encode(request)?;
+        self.call_encoded(&payload, write, route, wait).await
+    }
+
+    /// [`call`](Client::call) with the request already encoded.
+    async fn call_encoded(
+        &self,
+        payload: &[u8],
+        write: bool,
+        route: Route<'_>,
+        wait: Duration,
+    ) -> Result<ClientResponse, ClientError> {
         // Reads change nothing, so a node that says it is shutting down (and may have
         // dropped the request) can be skipped; a write there has an unknown outcome.
-        let read_only = !matches!(
-            request,
-            ClientRequest::Put { .. } | ClientRequest::Delete { .. }
-        );
-        let value_len = match &request {
-            ClientRequest::Put { value, .. } => Some(value.len()),
-            _ => None,
-        };
-        let payload = encode_request(&Request::Client(request));
-        check_frame(
-            payload.len(),
-            self.inner.endpoint.config().max_frame_bytes,
-            value_len,
-        )?;
+        let read_only = !write;
         if let Route::Node(id) = route {
             if self.view().addr_of(id).is_none() {
                 self.refresh().await?;
@@ -422,7 +470,7 @@ impl Client {
                     break;
                 }
                 tried.push(target.addr);
-                match self.attempt(&target, &payload, wait, read_only).await? {
+                match self.attempt(&target, payload, wait, read_only).await? {
                     Attempt::Answer(ClientResponse::Error(RequestError::ShuttingDown))
                         if read_only =>
                     {
@@ -470,6 +518,15 @@ impl Client {
             Err(SendError::Protocol(m)) => Err(ClientError::Protocol(m)),
         }
     }
+}
+
+/// Whether a request changes data (and so must not be sent twice when its outcome is
+/// unknown).
+fn is_write(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::Put { .. } | ClientRequest::Delete { .. }
+    )
 }
 
 /// Why one request to one node failed.

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::retry::RetryPolicy;
+
 /// How long a call waits for its answer when neither the request nor the file says.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting to one node (QUIC + TLS handshake) may take before the client
@@ -70,6 +72,8 @@ pub struct TlsFiles {
 /// ca = "ca.pem"
 /// cert = "client/client.pem"
 /// key = "client/client.key"
+/// [retry]                     # optional, see RetryPolicy
+/// max_attempts = 3
 /// ```
 ///
 /// Relative TLS paths in a file are relative to the file's directory.
@@ -89,6 +93,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Certificate files for mutual TLS.
     pub tls: TlsFiles,
+    /// Which failed calls are tried again, and the waits in between.
+    #[serde(default)]
+    pub retry: RetryPolicy,
 }
 
 fn default_request_timeout() -> Duration {
@@ -107,6 +114,7 @@ impl ClientConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls,
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -172,6 +180,12 @@ impl ClientConfig {
                 problem: "must be positive".into(),
             });
         }
+        self.retry
+            .validate()
+            .map_err(|problem| ConfigError::Field {
+                field: "retry",
+                problem,
+            })?;
         Ok(())
     }
 }
@@ -253,6 +267,27 @@ key = "/etc/shoal/client.key"
                 field: "request_timeout",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn retry_table_is_optional_parsed_and_validated() {
+        let base = "seeds = [\"127.0.0.1:7001\"]\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let config = ClientConfig::parse(base, Path::new(".")).unwrap();
+        assert_eq!(config.retry, RetryPolicy::default());
+        let text = format!("{base}[retry]\nmax_attempts = 5\nbase = \"10ms\"\ncap = \"1s\"\nidempotent_writes = true\n");
+        let config = ClientConfig::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(
+            config.retry,
+            RetryPolicy::default()
+                .max_attempts(5)
+                .backoff(Duration::from_millis(10), Duration::from_secs(1))
+                .idempotent_writes(true)
+        );
+        let text = format!("{base}[retry]\nmax_attempts = 0\n");
+        assert!(matches!(
+            ClientConfig::parse(&text, Path::new(".")),
+            Err(ConfigError::Field { field: "retry", .. })
         ));
     }
 

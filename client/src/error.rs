@@ -163,6 +163,52 @@ impl ClientError {
         }
     }
 
+    /// Whether trying the same call again later may succeed: the cluster was busy
+    /// ([`Overloaded`](ClientError::Overloaded)), too few replicas or nodes were reachable
+    /// ([`Unavailable`](ClientError::Unavailable), [`Unreachable`](ClientError::Unreachable)),
+    /// or the answer did not come in time ([`Timeout`](ClientError::Timeout),
+    /// [`Transport`](ClientError::Transport)). Whether a *write* may be sent again also
+    /// depends on [`is_not_applied`](ClientError::is_not_applied); the
+    /// [`RetryPolicy`](crate::RetryPolicy) checks both.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Overloaded
+                | ClientError::Unavailable { .. }
+                | ClientError::Unreachable { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Transport(_)
+        )
+    }
+
+    /// Whether the failed call certainly changed nothing, so that a write can be sent
+    /// again without risk of applying it twice.
+    ///
+    /// True for [`Overloaded`](ClientError::Overloaded) (refused at admission, before
+    /// coordinating), [`Unreachable`](ClientError::Unreachable) (delivered nowhere) and
+    /// requests refused as invalid before anything was done. **False** for
+    /// [`Unavailable`](ClientError::Unavailable): a coordinator normally answers it before
+    /// writing, but also when its replicas fail after it stored the write itself (the write
+    /// then spreads from it); and for [`Timeout`](ClientError::Timeout) and
+    /// [`Transport`](ClientError::Transport), whose outcome is unknown.
+    pub fn is_not_applied(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Overloaded
+                | ClientError::Unreachable { .. }
+                | ClientError::KeyTooLarge { .. }
+                | ClientError::EmptyKey
+                | ClientError::ValueTooLarge { .. }
+                | ClientError::TooManySiblings { .. }
+                | ClientError::InvalidOptions(_)
+                | ClientError::InvalidContext(_)
+                | ClientError::NotAllowed(_)
+                | ClientError::UnknownNode(_)
+                | ClientError::Config(_)
+                | ClientError::Tls(_)
+        )
+    }
+
     /// True for errors of the client's own configuration (config file, TLS files), as
     /// opposed to a request that failed.
     pub fn is_config(&self) -> bool {

@@ -45,9 +45,17 @@
 //! had no effect there) it is marked down for two seconds and the next node is tried: the
 //! rest of the preference list, then every other member (any node forwards). When every
 //! known node fails, the client re-reads the cluster info once, from members and seeds,
-//! and tries the nodes it has not tried yet. A request whose outcome is unknown (sent,
-//! then no answer in time, or the connection lost) is never retried automatically — a
-//! write may have landed — and is returned as [`ClientError::Transport`].
+//! and tries the nodes it has not tried yet. A write whose outcome is unknown (sent,
+//! then no answer in time, or the connection lost) is never sent elsewhere — it may have
+//! landed — and is returned as [`ClientError::Transport`].
+//!
+//! Calls that fail with a transient error ([`ClientError::is_retryable`]) are tried again
+//! after an exponential, jittered wait, as [`ClientConfig::retry`] (a [`RetryPolicy`])
+//! says: reads on `Overloaded`, `Unavailable`, `Timeout` and `Unreachable`; writes only
+//! when the error says the write certainly was not applied
+//! ([`ClientError::is_not_applied`]: `Overloaded`, `Unreachable`), unless the policy is
+//! told writes are idempotent. See [`RetryPolicy`] for why `Unavailable` of a write is not
+//! "not applied".
 //!
 //! # Timeouts
 //!
@@ -74,7 +82,8 @@
 //!
 //! `shoal_client_requests_total{op,result}` counts calls by operation (`get`, `put`,
 //! `delete`, `status`, `cluster_info`) and outcome (`ok` or [`ClientError::label`]);
-//! `shoal_client_request_duration_seconds{op}` is their latency. They go to whatever
+//! `shoal_client_request_duration_seconds{op}` is their latency (retries included);
+//! `shoal_client_retries_total{op,reason}` counts the retries the [`RetryPolicy`] made. They go to whatever
 //! recorder the application installs with the `metrics` crate.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -84,6 +93,7 @@ mod config;
 mod context;
 mod error;
 mod options;
+mod retry;
 mod routing;
 
 pub use client::{Client, GetResult, MAX_ATTEMPTS_PER_CALL, RESPONSE_MARGIN};
@@ -94,6 +104,9 @@ pub use config::{
 pub use context::{Context, MAX_CONTEXT_CHARS};
 pub use error::ClientError;
 pub use options::{ReadOptions, WriteOptions};
+pub use retry::{
+    RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, MAX_RETRY_ATTEMPTS,
+};
 
 pub use shoal_proto::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, ClusterInfo, MemberAddress, MemberState,

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_client::{Client, ClientConfig, ClientError, ReadOptions, TlsFiles, WriteOptions};
+use shoal_client::{
+    Client, ClientConfig, ClientError, ReadOptions, RetryPolicy, TlsFiles, WriteOptions,
+};
 use shoal_proto::wire::{
     decode_request, encode_response, ClientRequest, ClientResponse, ClusterInfo, GetReply,
     MemberAddress, MemberState, MemberStatus, Request, Response, StatusReport, WriteReply,
@@ -34,6 +36,8 @@ enum Mode {
 struct Shared {
     info: Mutex<Option<ClusterInfo>>,
     log: Mutex<Vec<(String, &'static str)>>,
+    /// Errors the next keyed requests get, whichever node they reach, first one first.
+    fail_next: Mutex<std::collections::VecDeque<RequestError>>,
 }
 
 struct FakeNode {
@@ -55,6 +59,9 @@ impl FakeNode {
             return Some(ClientResponse::ClusterInfo(
                 self.shared.info.lock().unwrap().clone().unwrap(),
             ));
+        }
+        if let Some(e) = self.shared.fail_next.lock().unwrap().pop_front() {
+            return Some(ClientResponse::Error(e));
         }
         match mode {
             Mode::Fail(e) => return Some(ClientResponse::Error(e)),
@@ -507,4 +514,109 @@ async fn every_node_down_is_unreachable_listing_each_once() {
         other => panic!("expected Unreachable, got {other:?}"),
     }
     client.close().await;
+}
+
+/// A retry policy with millisecond waits and a fixed jitter seed.
+fn fast_retries(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy::default()
+        .max_attempts(max_attempts)
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .jitter_seed(42)
+}
+
+#[tokio::test]
+async fn overloaded_reads_and_writes_are_retried_until_they_succeed() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let mut config = cluster.config(vec![cluster.addrs[0]]);
+    config.retry = fast_retries(3);
+    let client = Client::connect(config).await.unwrap();
+    cluster.take_log();
+    for _ in 0..2 {
+        cluster
+            .shared
+            .fail_next
+            .lock()
+            .unwrap()
+            .extend([RequestError::Overloaded, RequestError::Overloaded]);
+        client
+            .put("k", "v", None, WriteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(cluster.take_log().len(), 3, "two refusals, then the write");
+    }
+    cluster.shared.fail_next.lock().unwrap().extend([
+        RequestError::Overloaded,
+        RequestError::Unavailable {
+            needed: 2,
+            alive: 1,
+        },
+    ]);
+    client.get("k", ReadOptions::default()).await.unwrap();
+    assert_eq!(cluster.take_log().len(), 3);
+    // At most max_attempts tries: the third refusal is the answer.
+    cluster
+        .shared
+        .fail_next
+        .lock()
+        .unwrap()
+        .extend(std::iter::repeat_n(RequestError::Overloaded, 5));
+    let err = client.get("k", ReadOptions::default()).await.unwrap_err();
+    assert!(matches!(err, ClientError::Overloaded), "{err:?}");
+    assert_eq!(cluster.take_log().len(), 3);
+    cluster.shared.fail_next.lock().unwrap().clear();
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn writes_with_an_unknown_outcome_are_retried_only_when_declared_idempotent() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let mut config = cluster.config(vec![cluster.addrs[0]]);
+    config.retry = fast_retries(3);
+    let client = Client::connect(config.clone()).await.unwrap();
+    cluster.take_log();
+    for unknown in [
+        RequestError::Timeout { acks: 1, needed: 2 },
+        RequestError::Unavailable {
+            needed: 2,
+            alive: 1,
+        },
+    ] {
+        cluster
+            .shared
+            .fail_next
+            .lock()
+            .unwrap()
+            .push_back(unknown.clone());
+        let err = client
+            .put("k", "v", None, WriteOptions::default())
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable() && !err.is_not_applied(), "{err:?}");
+        assert_eq!(cluster.take_log().len(), 1, "{unknown:?} was sent again");
+        // A read is retried.
+        cluster
+            .shared
+            .fail_next
+            .lock()
+            .unwrap()
+            .push_back(unknown.clone());
+        client.get("k", ReadOptions::default()).await.unwrap();
+        assert_eq!(cluster.take_log().len(), 2);
+    }
+    client.close().await;
+    config.retry = fast_retries(3).idempotent_writes(true);
+    let client = Client::connect(config).await.unwrap();
+    cluster.take_log();
+    cluster
+        .shared
+        .fail_next
+        .lock()
+        .unwrap()
+        .push_back(RequestError::Timeout { acks: 1, needed: 2 });
+    client
+        .delete("k", None, WriteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(cluster.take_log().len(), 2);
+    cluster.stop(client).await;
 }
