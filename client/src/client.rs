@@ -16,10 +16,12 @@ use shoal_transport::{Endpoint, TlsIdentity, TransportConfig, TransportError};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::config::ClientConfig;
+use crate::builder::ClientBuilder;
+use crate::config::{ClientConfig, Seed, Settings};
 use crate::context::Context;
 use crate::error::ClientError;
 use crate::options::{check_timeout, ReadOptions, WriteOptions};
+use crate::request::{Delete, Get, Put};
 use crate::retry::Jitter;
 use crate::routing::{validate_key, DownList, Target, View};
 
@@ -58,7 +60,7 @@ pub struct Client {
 
 struct Inner {
     endpoint: Endpoint,
-    config: ClientConfig,
+    settings: Settings,
     view: RwLock<Arc<View>>,
     down: DownList,
     jitter: Jitter,
@@ -68,7 +70,7 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let view = self.view();
         f.debug_struct("Client")
-            .field("seeds", &self.inner.config.seeds)
+            .field("seeds", &self.inner.settings.seeds)
             .field("ring_version", &view.info.ring.version())
             .field("members", &view.info.members.len())
             .finish()
@@ -96,33 +98,41 @@ enum Attempt {
 
 impl Client {
     /// Loads the TLS files, creates a QUIC endpoint and learns the cluster's shape from the
-    /// first seed that answers (each is tried in order).
+    /// first seed that answers (each is tried in order; host names are resolved first).
     ///
     /// Must be called inside a tokio runtime.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
-        config.validate()?;
-        let identity = TlsIdentity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        ClientBuilder::from_config(config).connect().await
+    }
+
+    /// A [`ClientBuilder`], to configure a client in code (host-name seeds, certificates
+    /// from memory).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects with checked settings and a loaded identity.
+    pub(crate) async fn connect_with(
+        settings: Settings,
+        identity: TlsIdentity,
+    ) -> Result<Client, ClientError> {
         // Frames as large as the largest object any node may store, plus its envelope:
         // a node never sends an answer this client cannot receive (nodes refuse
         // `limits.max_object_bytes` above `MAX_OBJECT_BYTES`).
         let transport = TransportConfig {
-            connect_timeout: config.connect_timeout,
+            connect_timeout: settings.connect_timeout,
             max_frame_bytes: shoal_proto::MAX_FRAME_BYTES,
             ..TransportConfig::default()
         };
         let endpoint = Endpoint::client(&identity, transport)?;
-        let seeds: Vec<Target> = config
-            .seeds
-            .iter()
-            .map(|&addr| Target { id: None, addr })
-            .collect();
-        let down = DownList::default();
         let (mut tried, mut last) = (Vec::new(), None);
+        let seeds = resolve_seeds(&settings.seeds, settings.connect_timeout, &mut last).await;
+        let down = DownList::default();
         let info = match fetch_cluster_info(
             &endpoint,
             &down,
             seeds,
-            config.request_timeout,
+            settings.request_timeout,
             &mut tried,
             &mut last,
         )
@@ -139,11 +149,11 @@ impl Client {
             members = info.members.len(),
             "connected to the cluster"
         );
-        let jitter = Jitter::new(config.retry.jitter_seed);
+        let jitter = Jitter::new(settings.retry.jitter_seed);
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoint,
-                config,
+                settings,
                 view: RwLock::new(Arc::new(View::new(info))),
                 down,
                 jitter,
@@ -151,13 +161,61 @@ impl Client {
         })
     }
 
-    /// Reads `key`: its sibling values and the context to write with next.
-    pub async fn get(
+    /// Reads `key` with the cluster's default quorum and timeout: its sibling values and
+    /// the context to write with next. [`get_with`](Client::get_with) sets options.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<GetResult, ClientError> {
+        self.get_opts(key.as_ref(), ReadOptions::default()).await
+    }
+
+    /// A read with options: `client.get_with(key).r(3).send().await`.
+    pub fn get_with(&self, key: impl AsRef<[u8]>) -> Get<'_> {
+        Get::new(self, key.as_ref().to_vec())
+    }
+
+    /// Writes `value` under `key` without a context (it becomes a sibling of whatever the
+    /// key holds) and the cluster's default quorum. Returns the write's context.
+    /// [`put_with`](Client::put_with) sets a context and options.
+    pub async fn put(
         &self,
         key: impl AsRef<[u8]>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<Context, ClientError> {
+        self.put_opts(key.as_ref(), value.into(), None, WriteOptions::default())
+            .await
+    }
+
+    /// A write with a context and options:
+    /// `client.put_with(key, value).context(&read.context).w(2).send().await`.
+    pub fn put_with(&self, key: impl AsRef<[u8]>, value: impl Into<Vec<u8>>) -> Put<'_> {
+        Put::new(self, key.as_ref().to_vec(), value.into())
+    }
+
+    /// Deletes every value of `key` the coordinator's read finds (see
+    /// [`delete_with`](Client::delete_with) for the semantics).
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<Context, ClientError> {
+        self.delete_opts(key.as_ref(), None, WriteOptions::default())
+            .await
+    }
+
+    /// A delete with a context and options:
+    /// `client.delete_with(key).context(&read.context).send().await`.
+    ///
+    /// Without a context (or with an empty one) the coordinator first reads the key at the
+    /// cluster's R and PR, as Riak does, and deletes exactly the values that read found;
+    /// if it found none, nothing is written. A put concurrent with the delete is not
+    /// covered and stays, as a sibling of the tombstone. The whole call, read included,
+    /// has one timeout. If the read cannot meet its quorum the delete fails with that
+    /// error ([`ClientError::Unavailable`], or [`ClientError::Timeout`]) and nothing was
+    /// written; a `Timeout` after the read leaves the outcome unknown, as for any write.
+    pub fn delete_with(&self, key: impl AsRef<[u8]>) -> Delete<'_> {
+        Delete::new(self, key.as_ref().to_vec())
+    }
+
+    pub(crate) async fn get_opts(
+        &self,
+        key: &[u8],
         opts: ReadOptions,
     ) -> Result<GetResult, ClientError> {
-        let key = key.as_ref();
         let start = Instant::now();
         let result = async {
             validate_key(key)?;
@@ -183,24 +241,20 @@ impl Client {
         result
     }
 
-    /// Writes `value` under `key`, replacing the values `context` covers (pass the context
-    /// of a read of the key, or of the previous write; `None` adds a sibling). Returns the
-    /// new context.
-    pub async fn put(
+    pub(crate) async fn put_opts(
         &self,
-        key: impl AsRef<[u8]>,
-        value: impl Into<Vec<u8>>,
+        key: &[u8],
+        value: Vec<u8>,
         context: Option<&Context>,
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
-        let key = key.as_ref();
         let start = Instant::now();
         let result = async {
             validate_key(key)?;
             check_timeout(opts.timeout)?;
             let request = ClientRequest::Put {
                 key: key.to_vec(),
-                value: value.into(),
+                value,
                 context: context.map(|c| c.as_causal().clone()),
                 options: opts.to_wire(),
             };
@@ -217,23 +271,12 @@ impl Client {
         result
     }
 
-    /// Deletes `key`: writes a tombstone replacing the values `context` covers. Returns the
-    /// new context.
-    ///
-    /// Without a context (or with an empty one) the coordinator first reads the key at the
-    /// cluster's R and PR, as Riak does, and deletes exactly the values that read found;
-    /// if it found none, nothing is written. A put concurrent with the delete is not
-    /// covered and stays, as a sibling of the tombstone. The whole call, read included,
-    /// has one timeout. If the read cannot meet its quorum the delete fails with that
-    /// error ([`ClientError::Unavailable`], or [`ClientError::Timeout`]) and nothing was
-    /// written; a `Timeout` after the read leaves the outcome unknown, as for any write.
-    pub async fn delete(
+    pub(crate) async fn delete_opts(
         &self,
-        key: impl AsRef<[u8]>,
+        key: &[u8],
         context: Option<&Context>,
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
-        let key = key.as_ref();
         let start = Instant::now();
         let result = async {
             validate_key(key)?;
@@ -290,7 +333,7 @@ impl Client {
             Some(id) => Route::Node(id),
             None => Route::Any,
         };
-        let wait = self.inner.config.request_timeout;
+        let wait = self.inner.settings.request_timeout;
         let result = self.call(request, route, wait).await.and_then(pick);
         record(op, start, &result);
         result
@@ -328,7 +371,7 @@ impl Client {
     /// How long to wait for a keyed request's answer.
     fn wait(&self, timeout: Option<Duration>) -> Duration {
         timeout
-            .unwrap_or(self.inner.config.request_timeout)
+            .unwrap_or(self.inner.settings.request_timeout)
             .saturating_add(RESPONSE_MARGIN)
     }
 
@@ -342,9 +385,10 @@ impl Client {
     ) -> Result<(), ClientError> {
         let current = self.view();
         let mut targets = current.any_order();
-        for &addr in &self.inner.config.seeds {
-            if !targets.iter().any(|t| t.addr == addr) {
-                targets.push(Target { id: None, addr });
+        let settings = &self.inner.settings;
+        for seed in resolve_seeds(&settings.seeds, settings.connect_timeout, last).await {
+            if !targets.iter().any(|t| t.addr == seed.addr) {
+                targets.push(seed);
             }
         }
         let skip = tried.clone();
@@ -353,7 +397,7 @@ impl Client {
             &self.inner.endpoint,
             &self.inner.down,
             targets,
-            self.inner.config.request_timeout,
+            self.inner.settings.request_timeout,
             tried,
             last,
         )
@@ -377,7 +421,7 @@ impl Client {
         let op = request.op_name();
         let write = is_write(&request);
         let payload = self.encode(request)?;
-        let policy = &self.inner.config.retry;
+        let policy = &self.inner.settings.retry;
         let mut attempt = 1;
         loop {
             match self.call_encoded(&payload, write, route, wait).await {
@@ -559,6 +603,44 @@ async fn send(
             target.addr
         ))),
     }
+}
+
+/// The seeds' addresses, in order, without duplicates: addresses as given, host names
+/// resolved (each within `timeout`; one that does not resolve is skipped and its error
+/// kept in `last`), at most [`MAX_SEEDS`](crate::MAX_SEEDS) addresses per name.
+async fn resolve_seeds(
+    seeds: &[Seed],
+    timeout: Duration,
+    last: &mut Option<String>,
+) -> Vec<Target> {
+    let mut out: Vec<Target> = Vec::new();
+    for seed in seeds {
+        let addrs: Vec<SocketAddr> = match seed {
+            Seed::Addr(addr) => vec![*addr],
+            Seed::Host { host, port } => {
+                match tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), *port)))
+                    .await
+                {
+                    Ok(Ok(addrs)) => addrs.take(crate::MAX_SEEDS).collect(),
+                    Ok(Err(e)) => {
+                        debug!(seed = %seed, error = %e, "seed does not resolve");
+                        *last = Some(format!("cannot resolve {seed}: {e}"));
+                        continue;
+                    }
+                    Err(_) => {
+                        *last = Some(format!("resolving {seed} took more than {timeout:?}"));
+                        continue;
+                    }
+                }
+            }
+        };
+        for addr in addrs {
+            if !out.iter().any(|t| t.addr == addr) {
+                out.push(Target { id: None, addr });
+            }
+        }
+    }
+    out
 }
 
 /// Asks `targets` in order for the cluster info; the first answer wins. Every address

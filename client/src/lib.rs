@@ -7,17 +7,17 @@
 //! read saw instead of adding another sibling.
 //!
 //! ```no_run
-//! use shoal_client::{Client, ClientConfig, ReadOptions, WriteOptions};
+//! use shoal_client::{Client, ClientConfig};
 //!
 //! # async fn example() -> Result<(), shoal_client::ClientError> {
 //! let config = ClientConfig::load("shoal-dev/client.toml".as_ref())?;
 //! let client = Client::connect(config).await?;
 //!
-//! // A first write, without a context.
-//! let ctx = client.put("user:42", "Ada", None, WriteOptions::default()).await?;
+//! // A first write, without a context, with the cluster's default quorum.
+//! client.put("user:42", "Ada").await?;
 //!
-//! // Read it back: the values and the context to write with next.
-//! let read = client.get("user:42", ReadOptions::default().r(2)).await?;
+//! // Read it back (here with R = 2): the values and the context to write with next.
+//! let read = client.get_with("user:42").r(2).send().await?;
 //! assert!(read.found);
 //! for value in &read.values {
 //!     println!("{}", String::from_utf8_lossy(value));
@@ -25,10 +25,13 @@
 //!
 //! // Replace what the read saw (resolving any siblings) ...
 //! let ctx = client
-//!     .put("user:42", "Ada Lovelace", Some(&read.context), WriteOptions::default().w(2))
+//!     .put_with("user:42", "Ada Lovelace")
+//!     .context(&read.context)
+//!     .w(2)
+//!     .send()
 //!     .await?;
 //! // ... and delete it with the context of that write.
-//! client.delete("user:42", Some(&ctx), WriteOptions::default()).await?;
+//! client.delete_with("user:42").context(&ctx).send().await?;
 //!
 //! // Contexts travel as strings, for example through a web form or a CLI.
 //! let text = ctx.to_string();
@@ -37,6 +40,10 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`Client::builder`] configures a client in code instead: seeds given as host names
+//! (resolved by DNS when connecting and at each refresh, so that a Kubernetes Service
+//! works) and certificates as PEM text from memory.
 //!
 //! # Routing and retries
 //!
@@ -68,7 +75,7 @@
 //! # Deletes, siblings and sizes
 //!
 //! - A delete without a context makes its coordinator read the key first and delete
-//!   exactly the values that read found (see [`Client::delete`]).
+//!   exactly the values that read found (see [`Client::delete_with`]).
 //! - A key holds at most the nodes' `limits.max_siblings` siblings (100 by default): a
 //!   write that would leave more is refused with [`ClientError::TooManySiblings`] and
 //!   stored nowhere. Writing with a read's context resolves siblings and is never refused.
@@ -88,22 +95,26 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod builder;
 mod client;
 mod config;
 mod context;
 mod error;
 mod options;
+mod request;
 mod retry;
 mod routing;
 
+pub use builder::ClientBuilder;
 pub use client::{Client, GetResult, MAX_ATTEMPTS_PER_CALL, RESPONSE_MARGIN};
 pub use config::{
-    ClientConfig, ConfigError, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+    ClientConfig, ConfigError, Seed, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
     MAX_SEEDS,
 };
 pub use context::{Context, MAX_CONTEXT_CHARS};
 pub use error::ClientError;
 pub use options::{ReadOptions, WriteOptions};
+pub use request::{Delete, Get, Put};
 pub use retry::{
     RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, MAX_RETRY_ATTEMPTS,
 };
@@ -115,3 +126,8 @@ pub use shoal_proto::wire::{
 pub use shoal_proto::{RequestError, MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES};
 pub use shoal_ring::NodeId;
 pub use shoal_transport::{CertificateError, TransportError};
+
+/// Certificate generation (a development CA, node and client certificates), with the
+/// `certs` feature.
+#[cfg(feature = "certs")]
+pub use shoal_transport::certs;

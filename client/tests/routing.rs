@@ -8,9 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_client::{
-    Client, ClientConfig, ClientError, ReadOptions, RetryPolicy, TlsFiles, WriteOptions,
-};
+use shoal_client::{Client, ClientConfig, ClientError, RetryPolicy, TlsFiles};
 use shoal_proto::wire::{
     decode_request, encode_response, ClientRequest, ClientResponse, ClusterInfo, GetReply,
     MemberAddress, MemberState, MemberStatus, Request, Response, StatusReport, WriteReply,
@@ -304,14 +302,13 @@ async fn keyed_requests_go_to_the_first_replica_of_their_key() {
     for i in 0..20 {
         let key = format!("k{i}");
         let first = ring.preference_list_for_key(key.as_bytes(), 3).nodes[0].to_string();
-        client
-            .put(&key, "v", None, WriteOptions::default())
-            .await
-            .unwrap();
-        let read = client.get(&key, ReadOptions::default()).await.unwrap();
+        client.put(&key, "v").await.unwrap();
+        let read = client.get(&key).await.unwrap();
         assert_eq!(read.values, vec![first.as_bytes().to_vec()]);
         client
-            .delete(&key, Some(&read.context), WriteOptions::default())
+            .delete_with(&key)
+            .context(&read.context)
+            .send()
             .await
             .unwrap();
         assert_eq!(
@@ -337,10 +334,7 @@ async fn unreachable_primary_is_routed_around() {
     let second = cluster.ring().preference_list_for_key(&key, 3).nodes[1].to_string();
     cluster.take_log();
     for _ in 0..2 {
-        let ctx = client
-            .put(&key, "v", None, WriteOptions::default())
-            .await
-            .unwrap();
+        let ctx = client.put(&key, "v").await.unwrap();
         assert!(!ctx.is_empty());
     }
     assert_eq!(
@@ -360,12 +354,9 @@ async fn write_with_unknown_outcome_is_not_retried() {
     *cluster.node("n1").mode.lock().unwrap() = Mode::SilentOnWrites;
     cluster.take_log();
     let err = client
-        .put(
-            &key,
-            "v",
-            None,
-            WriteOptions::default().timeout(Duration::from_millis(100)),
-        )
+        .put_with(&key, "v")
+        .timeout(Duration::from_millis(100))
+        .send()
         .await
         .unwrap_err();
     assert!(
@@ -386,7 +377,7 @@ async fn read_skips_a_node_shutting_down_but_write_reports_it() {
     let second = cluster.ring().preference_list_for_key(&key, 3).nodes[1].to_string();
     *cluster.node("n1").mode.lock().unwrap() = Mode::Fail(RequestError::ShuttingDown);
     cluster.take_log();
-    let read = client.get(&key, ReadOptions::default()).await.unwrap();
+    let read = client.get(&key).await.unwrap();
     assert_eq!(read.values, vec![second.as_bytes().to_vec()]);
     assert_eq!(
         cluster.take_log(),
@@ -402,10 +393,7 @@ async fn read_skips_a_node_shutting_down_but_write_reports_it() {
         .unwrap();
     *cluster.node("n1").mode.lock().unwrap() = Mode::Fail(RequestError::ShuttingDown);
     cluster.take_log();
-    let err = client
-        .put(&key, "v", None, WriteOptions::default())
-        .await
-        .unwrap_err();
+    let err = client.put(&key, "v").await.unwrap_err();
     assert!(
         matches!(err, ClientError::Server(RequestError::ShuttingDown)),
         "{err:?}"
@@ -424,10 +412,7 @@ async fn node_errors_come_back_typed() {
         needed: 2,
         alive: 1,
     });
-    let err = client
-        .put("k", "v", None, WriteOptions::default())
-        .await
-        .unwrap_err();
+    let err = client.put("k", "v").await.unwrap_err();
     assert!(matches!(
         err,
         ClientError::Unavailable {
@@ -441,7 +426,7 @@ async fn node_errors_come_back_typed() {
     );
     *cluster.node("n1").mode.lock().unwrap() =
         Mode::Fail(RequestError::Timeout { acks: 1, needed: 2 });
-    let err = client.get("k", ReadOptions::default()).await.unwrap_err();
+    let err = client.get("k").await.unwrap_err();
     assert!(matches!(err, ClientError::Timeout { acks: 1, needed: 2 }));
     cluster.stop(client).await;
 }
@@ -453,14 +438,9 @@ async fn bad_keys_are_refused_before_sending() {
         .await
         .unwrap();
     cluster.take_log();
+    assert!(matches!(client.get("").await, Err(ClientError::EmptyKey)));
     assert!(matches!(
-        client.get("", ReadOptions::default()).await,
-        Err(ClientError::EmptyKey)
-    ));
-    assert!(matches!(
-        client
-            .put(vec![b'k'; 4097], "v", None, WriteOptions::default())
-            .await,
+        client.put(vec![b'k'; 4097], "v").await,
         Err(ClientError::KeyTooLarge {
             len: 4097,
             max: 4096
@@ -500,10 +480,7 @@ async fn every_node_down_is_unreachable_listing_each_once() {
     for server in &cluster.servers {
         server.close().await;
     }
-    let err = client
-        .put("k", "v", None, WriteOptions::default())
-        .await
-        .unwrap_err();
+    let err = client.put("k", "v").await.unwrap_err();
     match err {
         ClientError::Unreachable { mut tried, .. } => {
             tried.sort();
@@ -538,10 +515,7 @@ async fn overloaded_reads_and_writes_are_retried_until_they_succeed() {
             .lock()
             .unwrap()
             .extend([RequestError::Overloaded, RequestError::Overloaded]);
-        client
-            .put("k", "v", None, WriteOptions::default())
-            .await
-            .unwrap();
+        client.put("k", "v").await.unwrap();
         assert_eq!(cluster.take_log().len(), 3, "two refusals, then the write");
     }
     cluster.shared.fail_next.lock().unwrap().extend([
@@ -551,7 +525,7 @@ async fn overloaded_reads_and_writes_are_retried_until_they_succeed() {
             alive: 1,
         },
     ]);
-    client.get("k", ReadOptions::default()).await.unwrap();
+    client.get("k").await.unwrap();
     assert_eq!(cluster.take_log().len(), 3);
     // At most max_attempts tries: the third refusal is the answer.
     cluster
@@ -560,7 +534,7 @@ async fn overloaded_reads_and_writes_are_retried_until_they_succeed() {
         .lock()
         .unwrap()
         .extend(std::iter::repeat_n(RequestError::Overloaded, 5));
-    let err = client.get("k", ReadOptions::default()).await.unwrap_err();
+    let err = client.get("k").await.unwrap_err();
     assert!(matches!(err, ClientError::Overloaded), "{err:?}");
     assert_eq!(cluster.take_log().len(), 3);
     cluster.shared.fail_next.lock().unwrap().clear();
@@ -587,10 +561,7 @@ async fn writes_with_an_unknown_outcome_are_retried_only_when_declared_idempoten
             .lock()
             .unwrap()
             .push_back(unknown.clone());
-        let err = client
-            .put("k", "v", None, WriteOptions::default())
-            .await
-            .unwrap_err();
+        let err = client.put("k", "v").await.unwrap_err();
         assert!(err.is_retryable() && !err.is_not_applied(), "{err:?}");
         assert_eq!(cluster.take_log().len(), 1, "{unknown:?} was sent again");
         // A read is retried.
@@ -600,7 +571,7 @@ async fn writes_with_an_unknown_outcome_are_retried_only_when_declared_idempoten
             .lock()
             .unwrap()
             .push_back(unknown.clone());
-        client.get("k", ReadOptions::default()).await.unwrap();
+        client.get("k").await.unwrap();
         assert_eq!(cluster.take_log().len(), 2);
     }
     client.close().await;
@@ -613,10 +584,62 @@ async fn writes_with_an_unknown_outcome_are_retried_only_when_declared_idempoten
         .lock()
         .unwrap()
         .push_back(RequestError::Timeout { acks: 1, needed: 2 });
-    client
-        .delete("k", None, WriteOptions::default())
-        .await
-        .unwrap();
+    client.delete("k").await.unwrap();
     assert_eq!(cluster.take_log().len(), 2);
     cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn builder_takes_host_name_seeds_and_certificates_from_memory() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let read = |p: &std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+    let client = Client::builder()
+        .seed(format!("localhost:{}", cluster.addrs[1].port()))
+        .tls_pem(
+            read(&cluster.tls.ca),
+            read(&cluster.tls.cert),
+            read(&cluster.tls.key),
+        )
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.cluster_info().await.members.len(), 3);
+    client.put("k", "v").await.unwrap();
+    assert!(client.get("k").await.unwrap().found);
+    client.close().await;
+
+    // A malformed seed, a name that does not resolve, missing certificates: typed errors.
+    let err = Client::builder()
+        .seed("no port")
+        .tls_files(&cluster.tls.ca, &cluster.tls.cert, &cluster.tls.key)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Config(shoal_client::ConfigError::Field { field: "seeds", .. })
+        ),
+        "{err:?}"
+    );
+    let err = Client::builder()
+        .seed("shoal-seed.invalid:7000")
+        .tls_files(&cluster.tls.ca, &cluster.tls.cert, &cluster.tls.key)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Unreachable { tried, last } if tried.is_empty() && last.contains("shoal-seed.invalid")),
+        "{err:?}"
+    );
+    let err = Client::builder()
+        .seed_addr(cluster.addrs[0])
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.is_config(), "{err:?}");
+    for server in &cluster.servers {
+        server.close().await;
+    }
 }

@@ -19,12 +19,12 @@ use shoal_ring::NodeId;
 use crate::{
     admission::Admission,
     cache::{Cached, ConnectionCache},
-    certs::NODE_SERVER_NAME,
     config::TransportConfig,
     error::{StreamErrorCode, TransportError},
     frame::{read_frame, write_frame, ReadFrameError, WriteFrameError},
     identity::TlsIdentity,
     metrics::{self, OpenConnection},
+    pem::NODE_SERVER_NAME,
     role::PeerRole,
     server::{
         accept_loop, frame_kind, handshake_reason, is_crypto, Handler, ServeContext, CLOSE_IDLE,
