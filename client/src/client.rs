@@ -410,6 +410,14 @@ impl Client {
         Ok(())
     }
 
+    /// The jittered wait before retry number `retry` (0 first), by the retry policy.
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
+        self.inner
+            .settings
+            .retry
+            .delay(retry, self.inner.jitter.next())
+    }
+
     /// [`call`](Client::call), tried again as the configured
     /// [`RetryPolicy`](crate::RetryPolicy) allows, after a jittered exponential wait.
     async fn call_retrying(
@@ -426,7 +434,7 @@ impl Client {
         loop {
             match self.call_encoded(&payload, write, route, wait).await {
                 Err(e) if policy.should_retry(&e, attempt, write) => {
-                    let delay = policy.delay(attempt - 1, self.inner.jitter.next());
+                    let delay = self.backoff(attempt - 1);
                     debug!(op, error = %e, attempt, ?delay, "retrying");
                     metrics::counter!("shoal_client_retries_total", "op" => op, "reason" => e.label())
                         .increment(1);

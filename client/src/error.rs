@@ -122,6 +122,18 @@ pub enum ClientError {
     /// The client configuration is missing, unreadable or invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// [`Client::update`](crate::Client::update) found a concurrent write next to its own
+    /// on each of its read-backs. Every write it made was applied (the key holds them as
+    /// siblings); calling it again resolves them.
+    #[error("update: a concurrent write raced each of {attempts} attempts")]
+    UpdateConflict {
+        /// Writes made.
+        attempts: u32,
+    },
+    /// A typed value (the `serde` feature) could not be encoded, or a stored value does
+    /// not decode as the requested type.
+    #[error("codec: {0}")]
+    Codec(String),
     /// The TLS files named in the configuration could not be loaded (missing file, bad
     /// PEM, a certificate not issued by the CA).
     #[error("TLS: {0}")]
@@ -160,6 +172,8 @@ impl ClientError {
             ClientError::Transport(_) => "transport_error",
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Config(_) | ClientError::Tls(_) => "config",
+            ClientError::UpdateConflict { .. } => "conflict",
+            ClientError::Codec(_) => "codec",
         }
     }
 

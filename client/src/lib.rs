@@ -104,6 +104,9 @@ mod options;
 mod request;
 mod retry;
 mod routing;
+#[cfg(feature = "serde")]
+mod typed;
+pub mod update;
 
 pub use builder::ClientBuilder;
 pub use client::{Client, GetResult, MAX_ATTEMPTS_PER_CALL, RESPONSE_MARGIN};
@@ -118,6 +121,9 @@ pub use request::{Delete, Get, Put};
 pub use retry::{
     RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, MAX_RETRY_ATTEMPTS,
 };
+#[cfg(feature = "serde")]
+pub use typed::TypedGet;
+pub use update::{resolve, Resolver, Update, DEFAULT_UPDATE_ATTEMPTS, MAX_UPDATE_ATTEMPTS};
 
 pub use shoal_proto::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, ClusterInfo, MemberAddress, MemberState,

@@ -13,4 +13,5 @@ mod hostile;
 mod limits;
 mod metrics_catalogue;
 mod prometheus;
+mod sdk;
 mod single_node;
