@@ -410,6 +410,20 @@ impl Client {
         Ok(())
     }
 
+    /// The address a request for `key` tries first (None for an invalid key or an empty
+    /// view), for grouping batches by coordinator.
+    pub(crate) fn first_choice(&self, key: &[u8]) -> Option<SocketAddr> {
+        if validate_key(key).is_err() {
+            return None;
+        }
+        let targets = self.view().keyed_order(key);
+        self.inner
+            .down
+            .order(targets, &[], Instant::now())
+            .first()
+            .map(|t| t.addr)
+    }
+
     /// The jittered wait before retry number `retry` (0 first), by the retry policy.
     pub(crate) fn backoff(&self, retry: u32) -> Duration {
         self.inner

@@ -95,6 +95,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod batch;
 mod builder;
 mod client;
 mod config;
@@ -108,6 +109,7 @@ mod routing;
 mod typed;
 pub mod update;
 
+pub use batch::{BATCH_PER_NODE, MAX_BATCH_KEYS};
 pub use builder::ClientBuilder;
 pub use client::{Client, GetResult, MAX_ATTEMPTS_PER_CALL, RESPONSE_MARGIN};
 pub use config::{

@@ -643,3 +643,37 @@ async fn builder_takes_host_name_seeds_and_certificates_from_memory() {
         server.close().await;
     }
 }
+
+#[tokio::test]
+async fn batches_answer_every_key_in_order_from_its_first_replica() {
+    let cluster = Cluster::start(&[true, true, true, true]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    cluster.take_log();
+    let ring = cluster.ring();
+    let keys: Vec<String> = (0..50).map(|i| format!("batch-{i}")).collect();
+    let mut bad = keys.clone();
+    bad.push(String::new());
+    let reads = client.get_many(&bad).await.unwrap();
+    assert_eq!(reads.len(), 51);
+    for (key, read) in keys.iter().zip(&reads) {
+        let first = ring.preference_list_for_key(key.as_bytes(), 3).nodes[0].to_string();
+        assert_eq!(read.as_ref().unwrap().values, [first.into_bytes()], "{key}");
+    }
+    assert!(matches!(reads[50], Err(ClientError::EmptyKey)));
+    let writes = client
+        .put_many(keys.iter().map(|k| (k.as_str(), "v")))
+        .await
+        .unwrap();
+    assert!(writes.iter().all(Result::is_ok));
+    let log = cluster.take_log();
+    assert_eq!(log.iter().filter(|(_, op)| *op == "get").count(), 50);
+    assert_eq!(log.iter().filter(|(_, op)| *op == "put").count(), 50);
+    let too_many = vec!["k"; shoal_client::MAX_BATCH_KEYS + 1];
+    assert!(matches!(
+        client.get_many(&too_many).await,
+        Err(ClientError::InvalidOptions(_))
+    ));
+    cluster.stop(client).await;
+}
