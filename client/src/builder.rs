@@ -13,7 +13,7 @@ use crate::client::Client;
 use crate::config::{ClientConfig, ConfigError, Seed, Settings, TlsFiles};
 use crate::error::ClientError;
 use crate::retry::RetryPolicy;
-use crate::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT};
+use crate::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RACE_DELAY, DEFAULT_REQUEST_TIMEOUT};
 
 /// Where the client's certificates come from.
 #[derive(Clone)]
@@ -79,6 +79,7 @@ impl Default for ClientBuilder {
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 retry: RetryPolicy::default(),
+                race_delay: DEFAULT_RACE_DELAY,
             },
             tls: Tls::Missing,
         }
@@ -150,6 +151,13 @@ impl ClientBuilder {
     /// How long connecting to one node may take before the client gives up on it.
     pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for a connection to a request's first-choice node before also
+    /// connecting to the next one.
+    pub fn race_delay(mut self, delay: Duration) -> ClientBuilder {
+        self.settings.race_delay = delay;
         self
     }
 

@@ -1,8 +1,10 @@
 //! [`Client`]: connects to a cluster, routes each request to a replica of its key, and
 //! turns answers into typed results.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use shoal_proto::wire::{
 use shoal_proto::RequestError;
 use shoal_ring::NodeId;
 use shoal_transport::{Endpoint, TlsIdentity, TransportConfig, TransportError};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -33,6 +36,9 @@ pub const RESPONSE_MARGIN: Duration = Duration::from_secs(3);
 /// Most nodes one call tries (cluster-info refresh included) before it reports
 /// [`ClientError::Unreachable`].
 pub const MAX_ATTEMPTS_PER_CALL: usize = 16;
+
+/// Most connections one request races at once (see [`ClientConfig::race_delay`]).
+pub const MAX_RACING: usize = 3;
 
 /// The answer to [`Client::get`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +70,8 @@ struct Inner {
     view: RwLock<Arc<View>>,
     down: DownList,
     jitter: Jitter,
+    /// Turns of reads, to spread them over the replicas of their keys.
+    turn: AtomicUsize,
 }
 
 impl fmt::Debug for Client {
@@ -157,6 +165,7 @@ impl Client {
                 view: RwLock::new(Arc::new(View::new(info))),
                 down,
                 jitter,
+                turn: AtomicUsize::new(0),
             }),
         })
     }
@@ -518,6 +527,12 @@ impl Client {
         loop {
             let view = self.view();
             let targets = match &route {
+                // Reads spread over the key's replicas (any primary coordinates a read);
+                // writes go to the first primary, which orders the key's writes best.
+                Route::Key(key) if read_only => {
+                    let turn = self.inner.turn.fetch_add(1, Ordering::Relaxed);
+                    view.keyed_order_from(key, turn)
+                }
                 Route::Key(key) => view.keyed_order(key),
                 Route::Any => view.any_order(),
                 Route::Node(id) => view
@@ -530,11 +545,16 @@ impl Client {
                     })
                     .unwrap_or_default(),
             };
-            let targets = self.inner.down.order(targets, &tried, Instant::now());
-            for target in targets {
-                if tried.len() >= MAX_ATTEMPTS_PER_CALL {
+            let mut queue: VecDeque<Target> = self
+                .inner
+                .down
+                .order(targets, &tried, Instant::now())
+                .into();
+            while tried.len() < MAX_ATTEMPTS_PER_CALL {
+                let Some(target) = self.race_connect(&mut queue, &mut tried, &mut last).await
+                else {
                     break;
-                }
+                };
                 tried.push(target.addr);
                 match self.attempt(&target, payload, wait, read_only).await? {
                     Attempt::Answer(ClientResponse::Error(RequestError::ShuttingDown))
@@ -558,6 +578,70 @@ impl Client {
             }
         }
         Err(unreachable(tried, last))
+    }
+
+    /// Connects to the first target of `queue` that answers, racing: it starts with the
+    /// first, and while none has connected, starts the next one every `race_delay` (at
+    /// most [`MAX_RACING`] at once). Nothing is sent: the caller sends the request once,
+    /// to the winner, whose connection is then cached. Targets whose connection failed
+    /// are marked down and added to `tried`; the ones still connecting when another won
+    /// finish in the background (bounded by `connect_timeout`) and are marked down if
+    /// they fail. `None` when every target failed.
+    async fn race_connect(
+        &self,
+        queue: &mut VecDeque<Target>,
+        tried: &mut Vec<SocketAddr>,
+        last: &mut Option<String>,
+    ) -> Option<Target> {
+        let delay = self.inner.settings.race_delay;
+        let mut racing: JoinSet<(Target, Result<(), TransportError>)> = JoinSet::new();
+        loop {
+            if racing.len() < MAX_RACING && tried.len() + racing.len() < MAX_ATTEMPTS_PER_CALL {
+                if let Some(target) = queue.pop_front() {
+                    let endpoint = self.inner.endpoint.clone();
+                    racing.spawn(async move {
+                        let result = endpoint.connect(target.addr, target.id.as_ref()).await;
+                        (target, result)
+                    });
+                }
+            }
+            let can_start_more = !queue.is_empty() && racing.len() < MAX_RACING;
+            let finished = if can_start_more {
+                tokio::select! {
+                    done = racing.join_next() => done,
+                    () = tokio::time::sleep(delay) => {
+                        metrics::counter!("shoal_client_connect_races_total").increment(1);
+                        continue;
+                    }
+                }
+            } else {
+                racing.join_next().await
+            };
+            let Ok((target, result)) = finished? else {
+                continue;
+            };
+            match result {
+                Ok(()) => {
+                    if !racing.is_empty() {
+                        let client = self.clone();
+                        tokio::spawn(async move {
+                            while let Some(done) = racing.join_next().await {
+                                if let Ok((t, Err(_))) = done {
+                                    client.inner.down.mark(t.addr, Instant::now());
+                                }
+                            }
+                        });
+                    }
+                    return Some(target);
+                }
+                Err(e) => {
+                    debug!(addr = %target.addr, error = %e, "cannot connect; trying the next");
+                    self.inner.down.mark(target.addr, Instant::now());
+                    tried.push(target.addr);
+                    *last = Some(e.to_string());
+                }
+            }
+        }
     }
 
     /// One try of one node. A read whose outcome is unknown (the node may be dead with

@@ -16,6 +16,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting to one node (QUIC + TLS handshake) may take before the client
 /// tries the next one, when the file does not say.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a request waits for a connection to its first-choice node before it also
+/// starts connecting to the next one, when the file does not say.
+pub const DEFAULT_RACE_DELAY: Duration = Duration::from_millis(50);
 /// Most seeds a configuration may list (each is tried in turn when connecting).
 pub const MAX_SEEDS: usize = 64;
 
@@ -145,6 +148,7 @@ pub struct TlsFiles {
 /// seeds = ["127.0.0.1:7001", "127.0.0.1:7002", "shoal.example.internal:7000"]
 /// request_timeout = "10s"     # optional, default 10s
 /// connect_timeout = "3s"      # optional, default 3s
+/// race_delay = "50ms"         # optional: when to also try the next node, default 50ms
 /// [tls]
 /// ca = "ca.pem"
 /// cert = "client/client.pem"
@@ -173,6 +177,16 @@ pub struct ClientConfig {
     /// Which failed calls are tried again, and the waits in between.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// How long a request waits for a connection to its first-choice node before it also
+    /// starts connecting to the next candidate (happy-eyeballs style; the request is sent
+    /// once, to whichever connects first), so that a dead node costs this, not
+    /// `connect_timeout`.
+    #[serde(with = "humantime_serde", default = "default_race_delay")]
+    pub race_delay: Duration,
+}
+
+fn default_race_delay() -> Duration {
+    DEFAULT_RACE_DELAY
 }
 
 fn default_request_timeout() -> Duration {
@@ -192,6 +206,7 @@ impl ClientConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls,
             retry: RetryPolicy::default(),
+            race_delay: DEFAULT_RACE_DELAY,
         }
     }
 
@@ -244,6 +259,7 @@ impl ClientConfig {
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             retry: self.retry.clone(),
+            race_delay: self.race_delay,
         }
     }
 }
@@ -256,6 +272,7 @@ pub(crate) struct Settings {
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
+    pub race_delay: Duration,
 }
 
 impl Settings {
@@ -282,6 +299,12 @@ impl Settings {
             return Err(ConfigError::Field {
                 field: "connect_timeout",
                 problem: "must be positive".into(),
+            });
+        }
+        if self.race_delay.is_zero() || self.race_delay > Duration::from_secs(10) {
+            return Err(ConfigError::Field {
+                field: "race_delay",
+                problem: format!("must be in 1ns..=10s, got {:?}", self.race_delay),
             });
         }
         self.retry

@@ -111,10 +111,10 @@ pub mod update;
 
 pub use batch::{BATCH_PER_NODE, MAX_BATCH_KEYS};
 pub use builder::ClientBuilder;
-pub use client::{Client, GetResult, MAX_ATTEMPTS_PER_CALL, RESPONSE_MARGIN};
+pub use client::{Client, GetResult, MAX_ATTEMPTS_PER_CALL, MAX_RACING, RESPONSE_MARGIN};
 pub use config::{
-    ClientConfig, ConfigError, Seed, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
-    MAX_SEEDS,
+    ClientConfig, ConfigError, Seed, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RACE_DELAY,
+    DEFAULT_REQUEST_TIMEOUT, MAX_SEEDS,
 };
 pub use context::{Context, MAX_CONTEXT_CHARS};
 pub use error::ClientError;

@@ -244,6 +244,20 @@ impl Endpoint {
         result
     }
 
+    /// Connects to the node at `addr` (or finds a live cached connection) without sending
+    /// anything, within the configured `connect_timeout`; the next [`request`](Endpoint::request)
+    /// to `addr` uses it. Lets a client race connections to several nodes and send its
+    /// request once, to the first that connects.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+    ) -> Result<(), TransportError> {
+        let deadline = deadline_after(Instant::now(), self.inner.config.connect_timeout);
+        let cached = self.connection(addr, deadline).await?;
+        check_expected(addr, &cached.role, expected)
+    }
+
     async fn request_inner(
         &self,
         addr: SocketAddr,

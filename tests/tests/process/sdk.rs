@@ -109,3 +109,66 @@ async fn typed_values_round_trip_and_resolve_as_their_type() {
     ));
     client.close().await;
 }
+
+/// The p99 of `samples` (the largest for fewer than 100).
+fn p99(samples: &mut [std::time::Duration]) -> std::time::Duration {
+    samples.sort();
+    let rank = (samples.len() * 99).div_ceil(100).max(1);
+    samples[rank - 1]
+}
+
+/// With one node of five killed, a fresh client (as every CLI invocation is) whose first
+/// choice for a key is the dead node must not wait its whole connect timeout (3 s by
+/// default): it races the next replica after `race_delay`, for gets and for puts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_does_not_cost_a_fresh_client_its_connect_timeout() {
+    let mut cluster = Cluster::start(5, "").await;
+    let victim = 2;
+    cluster.kill(victim);
+    let mut config = cluster.client_config();
+    config.connect_timeout = shoal_client::DEFAULT_CONNECT_TIMEOUT;
+    let dead = cluster.nodes()[victim].addr;
+    let (mut gets, mut puts, mut led_by_dead) = (Vec::new(), Vec::new(), 0);
+    for i in 0..20 {
+        let key = format!("race-{i}");
+        let client = crate::harness::connect(config.clone()).await;
+        let info = client.cluster_info().await;
+        let first = &info.ring.preference_list_for_key(key.as_bytes(), 3).nodes[0];
+        if info
+            .members
+            .iter()
+            .any(|m| &m.id == first && m.addr == dead)
+        {
+            led_by_dead += 1;
+        }
+        let start = std::time::Instant::now();
+        client
+            .put(&key, "v")
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e}"));
+        puts.push(start.elapsed());
+        client.close().await;
+        let client = crate::harness::connect(config.clone()).await;
+        let start = std::time::Instant::now();
+        client
+            .get(&key)
+            .await
+            .unwrap_or_else(|e| panic!("get {key}: {e}"));
+        gets.push(start.elapsed());
+        client.close().await;
+    }
+    assert!(
+        led_by_dead > 0,
+        "no key had the dead node first; pick others"
+    );
+    let (get_p99, put_p99) = (p99(&mut gets), p99(&mut puts));
+    eprintln!(
+        "one of 5 nodes dead, fresh client per request, {led_by_dead} of 20 keys led by it: \
+         get p99 {get_p99:?} (max {:?}), put p99 {put_p99:?} (max {:?})",
+        gets.last().unwrap(),
+        puts.last().unwrap()
+    );
+    let bound = std::time::Duration::from_secs(1);
+    assert!(get_p99 < bound, "get p99 {get_p99:?}");
+    assert!(put_p99 < bound, "put p99 {put_p99:?}");
+}
