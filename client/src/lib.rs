@@ -45,11 +45,31 @@
 //! (resolved by DNS when connecting and at each refresh, so that a Kubernetes Service
 //! works) and certificates as PEM text from memory.
 //!
+//! # Helpers
+//!
+//! - [`Client::update`]: read-modify-write that resolves siblings with a function (see
+//!   [`resolve`] for set union and last-writer-wins) and detects concurrent writes by
+//!   reading back (the [`update`] module says exactly what a success guarantees).
+//! - [`Client::get_many`] / [`Client::put_many`]: batches grouped by coordinator.
+//! - With the `serde` feature: [`Client::get_json`], [`Client::put_json`] and
+//!   [`Client::update_json`] store values as JSON.
+//! - With the `certs` feature: `shoal_client::certs` makes a development CA and
+//!   certificates (otherwise no certificate-generation code is compiled in).
+//!
+//! `client/examples/` has runnable examples: `hello`, `shopping_cart` (siblings),
+//! `typed` and `retry`; the process tests run each against a cluster.
+//!
 //! # Routing and retries
 //!
-//! A keyed request goes to the first node of the key's preference list that this client
-//! has not recently failed to reach; when a node cannot be reached (the request certainly
-//! had no effect there) it is marked down for two seconds and the next node is tried: the
+//! A write goes to the first node of its key's preference list; a read rotates over the
+//! key's N replicas, spreading the load. Connections are raced: when the first candidate
+//! has not connected within [`ClientConfig::race_delay`] (50 ms), the client also
+//! connects to the next (at most [`MAX_RACING`] at once) and sends the request once, to
+//! whichever connects first, so a dead node costs tens of milliseconds rather than the
+//! connect timeout.
+//!
+//! When a node cannot be reached (the request certainly had no effect there) it is
+//! marked down for two seconds (tried only after the others) and the next node is tried: the
 //! rest of the preference list, then every other member (any node forwards). When every
 //! known node fails, the client re-reads the cluster info once, from members and seeds,
 //! and tries the nodes it has not tried yet. A write whose outcome is unknown (sent,

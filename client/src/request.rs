@@ -9,6 +9,36 @@ use crate::context::Context;
 use crate::error::ClientError;
 use crate::options::{ReadOptions, WriteOptions};
 
+/// The option setters of a write builder (W, PW, timeout, all options), for `Put` and
+/// `Delete` alike.
+macro_rules! write_setters {
+    ($builder:ident) => {
+        /// Sets the write quorum W.
+        pub fn w(mut self, w: u8) -> $builder<'a> {
+            self.opts.w = Some(w);
+            self
+        }
+
+        /// Sets PW, the primary acknowledgements required among W.
+        pub fn pw(mut self, pw: u8) -> $builder<'a> {
+            self.opts.pw = Some(pw);
+            self
+        }
+
+        /// Sets the request timeout.
+        pub fn timeout(mut self, timeout: Duration) -> $builder<'a> {
+            self.opts.timeout = Some(timeout);
+            self
+        }
+
+        /// Replaces every option at once.
+        pub fn options(mut self, opts: WriteOptions) -> $builder<'a> {
+            self.opts = opts;
+            self
+        }
+    };
+}
+
 /// A read being set up: `client.get_with(key).r(3).send().await`.
 #[derive(Debug)]
 #[must_use = "a request does nothing until it is sent"]
@@ -87,29 +117,7 @@ impl<'a> Put<'a> {
         self
     }
 
-    /// Sets the write quorum W.
-    pub fn w(mut self, w: u8) -> Put<'a> {
-        self.opts.w = Some(w);
-        self
-    }
-
-    /// Sets PW, the primary acknowledgements required among W.
-    pub fn pw(mut self, pw: u8) -> Put<'a> {
-        self.opts.pw = Some(pw);
-        self
-    }
-
-    /// Sets the request timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Put<'a> {
-        self.opts.timeout = Some(timeout);
-        self
-    }
-
-    /// Replaces every option at once.
-    pub fn options(mut self, opts: WriteOptions) -> Put<'a> {
-        self.opts = opts;
-        self
-    }
+    write_setters!(Put);
 
     /// Sends the write; returns its context.
     pub async fn send(self) -> Result<Context, ClientError> {
@@ -146,29 +154,7 @@ impl<'a> Delete<'a> {
         self
     }
 
-    /// Sets the write quorum W.
-    pub fn w(mut self, w: u8) -> Delete<'a> {
-        self.opts.w = Some(w);
-        self
-    }
-
-    /// Sets PW, the primary acknowledgements required among W.
-    pub fn pw(mut self, pw: u8) -> Delete<'a> {
-        self.opts.pw = Some(pw);
-        self
-    }
-
-    /// Sets the request timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Delete<'a> {
-        self.opts.timeout = Some(timeout);
-        self
-    }
-
-    /// Replaces every option at once.
-    pub fn options(mut self, opts: WriteOptions) -> Delete<'a> {
-        self.opts = opts;
-        self
-    }
+    write_setters!(Delete);
 
     /// Sends the delete; returns its context.
     pub async fn send(self) -> Result<Context, ClientError> {

@@ -172,3 +172,64 @@ async fn a_dead_node_does_not_cost_a_fresh_client_its_connect_timeout() {
     assert!(get_p99 < bound, "get p99 {get_p99:?}");
     assert!(put_p99 < bound, "put p99 {put_p99:?}");
 }
+
+/// Every example in `client/examples/` builds and runs to success against a real
+/// cluster, printing what it promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sdk_example_runs_against_a_cluster() {
+    use std::time::Duration;
+    use tokio::process::Command;
+    let build = tokio::time::timeout(
+        Duration::from_secs(600),
+        Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-p",
+                "shoal-client",
+                "--features",
+                "serde",
+                "--examples",
+            ])
+            .current_dir(crate::harness::repo_root())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("building the examples took more than 10 minutes")
+    .expect("running cargo");
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    // This test binary is target/<profile>/deps/process-*; the examples are in
+    // target/<profile>/examples.
+    let exe = std::env::current_exe().unwrap();
+    let examples = exe.parent().unwrap().parent().unwrap().join("examples");
+    let cluster = Cluster::start(3, "").await;
+    let config = cluster.dir().join("client.toml");
+    for (name, expect) in [
+        ("hello", "hello = world"),
+        ("shopping_cart", "cart: apples, bread, eggs, milk"),
+        ("typed", "visits: 3"),
+        ("retry", "written"),
+    ] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            Command::new(examples.join(name))
+                .arg(&config)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("example {name} ran for more than 60 s"))
+        .unwrap_or_else(|e| panic!("running example {name}: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "example {name} failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(expect), "example {name} printed {stdout}");
+    }
+}
