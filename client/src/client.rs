@@ -68,7 +68,7 @@ struct Inner {
     endpoint: Endpoint,
     settings: Settings,
     view: RwLock<Arc<View>>,
-    down: DownList,
+    down: Arc<DownList>,
     jitter: Jitter,
     /// Turns of reads, to spread them over the replicas of their keys.
     turn: AtomicUsize,
@@ -135,10 +135,11 @@ impl Client {
         let endpoint = Endpoint::client(&identity, transport)?;
         let (mut tried, mut last) = (Vec::new(), None);
         let seeds = resolve_seeds(&settings.seeds, settings.connect_timeout, &mut last).await;
-        let down = DownList::default();
+        let down = Arc::new(DownList::default());
         let info = match fetch_cluster_info(
             &endpoint,
             &down,
+            settings.race_delay,
             seeds,
             settings.request_timeout,
             &mut tried,
@@ -405,6 +406,7 @@ impl Client {
         let info = fetch_cluster_info(
             &self.inner.endpoint,
             &self.inner.down,
+            self.inner.settings.race_delay,
             targets,
             self.inner.settings.request_timeout,
             tried,
@@ -551,7 +553,15 @@ impl Client {
                 .order(targets, &tried, Instant::now())
                 .into();
             while tried.len() < MAX_ATTEMPTS_PER_CALL {
-                let Some(target) = self.race_connect(&mut queue, &mut tried, &mut last).await
+                let Some(target) = race_connect(
+                    &self.inner.endpoint,
+                    &self.inner.down,
+                    self.inner.settings.race_delay,
+                    &mut queue,
+                    &mut tried,
+                    &mut last,
+                )
+                .await
                 else {
                     break;
                 };
@@ -578,70 +588,6 @@ impl Client {
             }
         }
         Err(unreachable(tried, last))
-    }
-
-    /// Connects to the first target of `queue` that answers, racing: it starts with the
-    /// first, and while none has connected, starts the next one every `race_delay` (at
-    /// most [`MAX_RACING`] at once). Nothing is sent: the caller sends the request once,
-    /// to the winner, whose connection is then cached. Targets whose connection failed
-    /// are marked down and added to `tried`; the ones still connecting when another won
-    /// finish in the background (bounded by `connect_timeout`) and are marked down if
-    /// they fail. `None` when every target failed.
-    async fn race_connect(
-        &self,
-        queue: &mut VecDeque<Target>,
-        tried: &mut Vec<SocketAddr>,
-        last: &mut Option<String>,
-    ) -> Option<Target> {
-        let delay = self.inner.settings.race_delay;
-        let mut racing: JoinSet<(Target, Result<(), TransportError>)> = JoinSet::new();
-        loop {
-            if racing.len() < MAX_RACING && tried.len() + racing.len() < MAX_ATTEMPTS_PER_CALL {
-                if let Some(target) = queue.pop_front() {
-                    let endpoint = self.inner.endpoint.clone();
-                    racing.spawn(async move {
-                        let result = endpoint.connect(target.addr, target.id.as_ref()).await;
-                        (target, result)
-                    });
-                }
-            }
-            let can_start_more = !queue.is_empty() && racing.len() < MAX_RACING;
-            let finished = if can_start_more {
-                tokio::select! {
-                    done = racing.join_next() => done,
-                    () = tokio::time::sleep(delay) => {
-                        metrics::counter!("shoal_client_connect_races_total").increment(1);
-                        continue;
-                    }
-                }
-            } else {
-                racing.join_next().await
-            };
-            let Ok((target, result)) = finished? else {
-                continue;
-            };
-            match result {
-                Ok(()) => {
-                    if !racing.is_empty() {
-                        let client = self.clone();
-                        tokio::spawn(async move {
-                            while let Some(done) = racing.join_next().await {
-                                if let Ok((t, Err(_))) = done {
-                                    client.inner.down.mark(t.addr, Instant::now());
-                                }
-                            }
-                        });
-                    }
-                    return Some(target);
-                }
-                Err(e) => {
-                    debug!(addr = %target.addr, error = %e, "cannot connect; trying the next");
-                    self.inner.down.mark(target.addr, Instant::now());
-                    tried.push(target.addr);
-                    *last = Some(e.to_string());
-                }
-            }
-        }
     }
 
     /// One try of one node. A read whose outcome is unknown (the node may be dead with
@@ -749,13 +695,80 @@ async fn resolve_seeds(
     out
 }
 
-/// Asks `targets` in order for the cluster info; the first answer wins. Every address
+/// Connects to the first target of `queue` that answers, racing: it starts with the
+/// first, and while none has connected, starts the next one every `race_delay` (at
+/// most [`MAX_RACING`] at once). Nothing is sent: the caller sends the request once,
+/// to the winner, whose connection is then cached. Targets whose connection failed
+/// are marked down and added to `tried`; the ones still connecting when another won
+/// finish in the background (bounded by `connect_timeout`) and are marked down if
+/// they fail. `None` when every target failed.
+async fn race_connect(
+    endpoint: &Endpoint,
+    down: &Arc<DownList>,
+    delay: Duration,
+    queue: &mut VecDeque<Target>,
+    tried: &mut Vec<SocketAddr>,
+    last: &mut Option<String>,
+) -> Option<Target> {
+    let mut racing: JoinSet<(Target, Result<(), TransportError>)> = JoinSet::new();
+    loop {
+        if racing.len() < MAX_RACING && tried.len() + racing.len() < MAX_ATTEMPTS_PER_CALL {
+            if let Some(target) = queue.pop_front() {
+                let endpoint = endpoint.clone();
+                racing.spawn(async move {
+                    let result = endpoint.connect(target.addr, target.id.as_ref()).await;
+                    (target, result)
+                });
+            }
+        }
+        let can_start_more = !queue.is_empty() && racing.len() < MAX_RACING;
+        let finished = if can_start_more {
+            tokio::select! {
+                done = racing.join_next() => done,
+                () = tokio::time::sleep(delay) => {
+                    metrics::counter!("shoal_client_connect_races_total").increment(1);
+                    continue;
+                }
+            }
+        } else {
+            racing.join_next().await
+        };
+        let Ok((target, result)) = finished? else {
+            continue;
+        };
+        match result {
+            Ok(()) => {
+                if !racing.is_empty() {
+                    let down = down.clone();
+                    tokio::spawn(async move {
+                        while let Some(done) = racing.join_next().await {
+                            if let Ok((t, Err(_))) = done {
+                                down.mark(t.addr, Instant::now());
+                            }
+                        }
+                    });
+                }
+                return Some(target);
+            }
+            Err(e) => {
+                debug!(addr = %target.addr, error = %e, "cannot connect; trying the next");
+                down.mark(target.addr, Instant::now());
+                tried.push(target.addr);
+                *last = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// Asks `targets` for the cluster info, racing their connections as requests do
+/// ([`race_connect`]); the first answer wins. Every address
 /// that fails is appended to `tried`, and each transport failure replaces `last`. With no
 /// answer, the error is the last one a node answered with, or
 /// [`ClientError::Unreachable`] when none answered at all.
 async fn fetch_cluster_info(
     endpoint: &Endpoint,
-    down: &DownList,
+    down: &Arc<DownList>,
+    race_delay: Duration,
     targets: Vec<Target>,
     wait: Duration,
     tried: &mut Vec<SocketAddr>,
@@ -763,10 +776,12 @@ async fn fetch_cluster_info(
 ) -> Result<ClusterInfo, ClientError> {
     let payload = encode_request(&Request::Client(ClientRequest::ClusterInfo));
     let mut answered: Option<ClientError> = None;
-    for target in targets {
-        if tried.len() >= MAX_ATTEMPTS_PER_CALL {
+    let mut queue: VecDeque<Target> = targets.into();
+    while tried.len() < MAX_ATTEMPTS_PER_CALL {
+        let Some(target) = race_connect(endpoint, down, race_delay, &mut queue, tried, last).await
+        else {
             break;
-        }
+        };
         tried.push(target.addr);
         match send(endpoint, &target, &payload, wait).await {
             Ok(ClientResponse::ClusterInfo(info)) => match check_info(&info) {
