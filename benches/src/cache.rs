@@ -51,9 +51,7 @@ impl ContextCache {
     pub fn observe(&self, key: u64, ctx: &Context) {
         let mut shard = self.shard(key);
         if let Some(known) = shard.get_mut(&key) {
-            let mut merged = known.as_causal().clone();
-            merged.merge(ctx.as_causal());
-            *known = Context::from(merged);
+            known.merge(ctx);
         } else if shard.len() < self.per_shard {
             shard.insert(key, ctx.clone());
         }

@@ -179,7 +179,7 @@ impl Shared {
         let value = || self.values.value(op.value_len, op.value_offset);
         match op.kind {
             OpKind::Read => {
-                let read = self.client.get(&key, cfg.read).await?;
+                let read = self.client.get_with(&key).options(cfg.read).send().await?;
                 if !read.context.is_empty() {
                     self.contexts.observe(op.key, &read.context);
                 }
@@ -189,21 +189,32 @@ impl Shared {
                 let known = self.contexts.get(op.key);
                 let ctx = self
                     .client
-                    .put(&key, value(), known.as_ref(), cfg.write)
+                    .put_with(&key, value())
+                    .context(known.as_ref())
+                    .options(cfg.write)
+                    .send()
                     .await?;
                 self.contexts.observe(op.key, &ctx);
                 Ok(None)
             }
             OpKind::Insert => {
-                let ctx = self.client.put(&key, value(), None, cfg.write).await?;
+                let ctx = self
+                    .client
+                    .put_with(&key, value())
+                    .options(cfg.write)
+                    .send()
+                    .await?;
                 self.contexts.observe(op.key, &ctx);
                 Ok(None)
             }
             OpKind::Rmw => {
-                let read = self.client.get(&key, cfg.read).await?;
+                let read = self.client.get_with(&key).options(cfg.read).send().await?;
                 let ctx = self
                     .client
-                    .put(&key, value(), Some(&read.context), cfg.write)
+                    .put_with(&key, value())
+                    .context(&read.context)
+                    .options(cfg.write)
+                    .send()
                     .await?;
                 self.contexts.observe(op.key, &ctx);
                 Ok(Some(read.found))

@@ -88,7 +88,9 @@ pub async fn load(shared: &Arc<Shared>, stop: &StopSignal) -> LoadSummary {
                 let value = shared.values.value(len, offset);
                 let result = shared
                     .client
-                    .put(shared.config.key(key), value, None, shared.config.write)
+                    .put_with(shared.config.key(key), value)
+                    .options(shared.config.write)
+                    .send()
                     .await;
                 match result {
                     Ok(ctx) => {

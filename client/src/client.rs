@@ -1,8 +1,10 @@
 //! [`Client`]: connects to a cluster, routes each request to a replica of its key, and
 //! turns answers into typed results.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -13,13 +15,17 @@ use shoal_proto::wire::{
 use shoal_proto::RequestError;
 use shoal_ring::NodeId;
 use shoal_transport::{Endpoint, TlsIdentity, TransportConfig, TransportError};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::config::ClientConfig;
+use crate::builder::ClientBuilder;
+use crate::config::{ClientConfig, Seed, Settings};
 use crate::context::Context;
 use crate::error::ClientError;
 use crate::options::{check_timeout, ReadOptions, WriteOptions};
+use crate::request::{Delete, Get, Put};
+use crate::retry::Jitter;
 use crate::routing::{validate_key, DownList, Target, View};
 
 /// Extra time the client waits beyond a request's own timeout, so that the coordinator's
@@ -30,6 +36,9 @@ pub const RESPONSE_MARGIN: Duration = Duration::from_secs(3);
 /// Most nodes one call tries (cluster-info refresh included) before it reports
 /// [`ClientError::Unreachable`].
 pub const MAX_ATTEMPTS_PER_CALL: usize = 16;
+
+/// Most connections one request races at once (see [`ClientConfig::race_delay`]).
+pub const MAX_RACING: usize = 3;
 
 /// The answer to [`Client::get`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,16 +66,19 @@ pub struct Client {
 
 struct Inner {
     endpoint: Endpoint,
-    config: ClientConfig,
+    settings: Settings,
     view: RwLock<Arc<View>>,
-    down: DownList,
+    down: Arc<DownList>,
+    jitter: Jitter,
+    /// Turns of reads, to spread them over the replicas of their keys.
+    turn: AtomicUsize,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let view = self.view();
         f.debug_struct("Client")
-            .field("seeds", &self.inner.config.seeds)
+            .field("seeds", &self.inner.settings.seeds)
             .field("ring_version", &view.info.ring.version())
             .field("members", &view.info.members.len())
             .finish()
@@ -74,6 +86,7 @@ impl fmt::Debug for Client {
 }
 
 /// How a request picks its nodes.
+#[derive(Clone, Copy)]
 enum Route<'a> {
     /// The key's preference list, then every other member.
     Key(&'a [u8]),
@@ -93,33 +106,42 @@ enum Attempt {
 
 impl Client {
     /// Loads the TLS files, creates a QUIC endpoint and learns the cluster's shape from the
-    /// first seed that answers (each is tried in order).
+    /// first seed that answers (each is tried in order; host names are resolved first).
     ///
     /// Must be called inside a tokio runtime.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
-        config.validate()?;
-        let identity = TlsIdentity::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        ClientBuilder::from_config(config).connect().await
+    }
+
+    /// A [`ClientBuilder`], to configure a client in code (host-name seeds, certificates
+    /// from memory).
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects with checked settings and a loaded identity.
+    pub(crate) async fn connect_with(
+        settings: Settings,
+        identity: TlsIdentity,
+    ) -> Result<Client, ClientError> {
         // Frames as large as the largest object any node may store, plus its envelope:
         // a node never sends an answer this client cannot receive (nodes refuse
         // `limits.max_object_bytes` above `MAX_OBJECT_BYTES`).
         let transport = TransportConfig {
-            connect_timeout: config.connect_timeout,
+            connect_timeout: settings.connect_timeout,
             max_frame_bytes: shoal_proto::MAX_FRAME_BYTES,
             ..TransportConfig::default()
         };
         let endpoint = Endpoint::client(&identity, transport)?;
-        let seeds: Vec<Target> = config
-            .seeds
-            .iter()
-            .map(|&addr| Target { id: None, addr })
-            .collect();
-        let down = DownList::default();
         let (mut tried, mut last) = (Vec::new(), None);
+        let seeds = resolve_seeds(&settings.seeds, settings.connect_timeout, &mut last).await;
+        let down = Arc::new(DownList::default());
         let info = match fetch_cluster_info(
             &endpoint,
             &down,
+            settings.race_delay,
             seeds,
-            config.request_timeout,
+            settings.request_timeout,
             &mut tried,
             &mut last,
         )
@@ -136,23 +158,74 @@ impl Client {
             members = info.members.len(),
             "connected to the cluster"
         );
+        let jitter = Jitter::new(settings.retry.jitter_seed);
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoint,
-                config,
+                settings,
                 view: RwLock::new(Arc::new(View::new(info))),
                 down,
+                jitter,
+                turn: AtomicUsize::new(0),
             }),
         })
     }
 
-    /// Reads `key`: its sibling values and the context to write with next.
-    pub async fn get(
+    /// Reads `key` with the cluster's default quorum and timeout: its sibling values and
+    /// the context to write with next. [`get_with`](Client::get_with) sets options.
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<GetResult, ClientError> {
+        self.get_opts(key.as_ref(), ReadOptions::default()).await
+    }
+
+    /// A read with options: `client.get_with(key).r(3).send().await`.
+    pub fn get_with(&self, key: impl AsRef<[u8]>) -> Get<'_> {
+        Get::new(self, key.as_ref().to_vec())
+    }
+
+    /// Writes `value` under `key` without a context (it becomes a sibling of whatever the
+    /// key holds) and the cluster's default quorum. Returns the write's context.
+    /// [`put_with`](Client::put_with) sets a context and options.
+    pub async fn put(
         &self,
         key: impl AsRef<[u8]>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<Context, ClientError> {
+        self.put_opts(key.as_ref(), value.into(), None, WriteOptions::default())
+            .await
+    }
+
+    /// A write with a context and options:
+    /// `client.put_with(key, value).context(&read.context).w(2).send().await`.
+    pub fn put_with(&self, key: impl AsRef<[u8]>, value: impl Into<Vec<u8>>) -> Put<'_> {
+        Put::new(self, key.as_ref().to_vec(), value.into())
+    }
+
+    /// Deletes every value of `key` the coordinator's read finds (see
+    /// [`delete_with`](Client::delete_with) for the semantics).
+    pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<Context, ClientError> {
+        self.delete_opts(key.as_ref(), None, WriteOptions::default())
+            .await
+    }
+
+    /// A delete with a context and options:
+    /// `client.delete_with(key).context(&read.context).send().await`.
+    ///
+    /// Without a context (or with an empty one) the coordinator first reads the key at the
+    /// cluster's R and PR, as Riak does, and deletes exactly the values that read found;
+    /// if it found none, nothing is written. A put concurrent with the delete is not
+    /// covered and stays, as a sibling of the tombstone. The whole call, read included,
+    /// has one timeout. If the read cannot meet its quorum the delete fails with that
+    /// error ([`ClientError::Unavailable`], or [`ClientError::Timeout`]) and nothing was
+    /// written; a `Timeout` after the read leaves the outcome unknown, as for any write.
+    pub fn delete_with(&self, key: impl AsRef<[u8]>) -> Delete<'_> {
+        Delete::new(self, key.as_ref().to_vec())
+    }
+
+    pub(crate) async fn get_opts(
+        &self,
+        key: &[u8],
         opts: ReadOptions,
     ) -> Result<GetResult, ClientError> {
-        let key = key.as_ref();
         let start = Instant::now();
         let result = async {
             validate_key(key)?;
@@ -162,7 +235,7 @@ impl Client {
                 options: opts.to_wire(),
             };
             match self
-                .call(request, Route::Key(key), self.wait(opts.timeout))
+                .call_retrying(request, Route::Key(key), self.wait(opts.timeout))
                 .await?
             {
                 ClientResponse::Get(reply) => Ok(GetResult {
@@ -178,29 +251,25 @@ impl Client {
         result
     }
 
-    /// Writes `value` under `key`, replacing the values `context` covers (pass the context
-    /// of a read of the key, or of the previous write; `None` adds a sibling). Returns the
-    /// new context.
-    pub async fn put(
+    pub(crate) async fn put_opts(
         &self,
-        key: impl AsRef<[u8]>,
-        value: impl Into<Vec<u8>>,
+        key: &[u8],
+        value: Vec<u8>,
         context: Option<&Context>,
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
-        let key = key.as_ref();
         let start = Instant::now();
         let result = async {
             validate_key(key)?;
             check_timeout(opts.timeout)?;
             let request = ClientRequest::Put {
                 key: key.to_vec(),
-                value: value.into(),
+                value,
                 context: context.map(|c| c.as_causal().clone()),
                 options: opts.to_wire(),
             };
             match self
-                .call(request, Route::Key(key), self.wait(opts.timeout))
+                .call_retrying(request, Route::Key(key), self.wait(opts.timeout))
                 .await?
             {
                 ClientResponse::Put(reply) => Ok(Context::from(reply.context)),
@@ -212,23 +281,12 @@ impl Client {
         result
     }
 
-    /// Deletes `key`: writes a tombstone replacing the values `context` covers. Returns the
-    /// new context.
-    ///
-    /// Without a context (or with an empty one) the coordinator first reads the key at the
-    /// cluster's R and PR, as Riak does, and deletes exactly the values that read found;
-    /// if it found none, nothing is written. A put concurrent with the delete is not
-    /// covered and stays, as a sibling of the tombstone. The whole call, read included,
-    /// has one timeout. If the read cannot meet its quorum the delete fails with that
-    /// error ([`ClientError::Unavailable`], or [`ClientError::Timeout`]) and nothing was
-    /// written; a `Timeout` after the read leaves the outcome unknown, as for any write.
-    pub async fn delete(
+    pub(crate) async fn delete_opts(
         &self,
-        key: impl AsRef<[u8]>,
+        key: &[u8],
         context: Option<&Context>,
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
-        let key = key.as_ref();
         let start = Instant::now();
         let result = async {
             validate_key(key)?;
@@ -239,7 +297,7 @@ impl Client {
                 options: opts.to_wire(),
             };
             match self
-                .call(request, Route::Key(key), self.wait(opts.timeout))
+                .call_retrying(request, Route::Key(key), self.wait(opts.timeout))
                 .await?
             {
                 ClientResponse::Delete(reply) => Ok(Context::from(reply.context)),
@@ -285,7 +343,7 @@ impl Client {
             Some(id) => Route::Node(id),
             None => Route::Any,
         };
-        let wait = self.inner.config.request_timeout;
+        let wait = self.inner.settings.request_timeout;
         let result = self.call(request, route, wait).await.and_then(pick);
         record(op, start, &result);
         result
@@ -323,7 +381,7 @@ impl Client {
     /// How long to wait for a keyed request's answer.
     fn wait(&self, timeout: Option<Duration>) -> Duration {
         timeout
-            .unwrap_or(self.inner.config.request_timeout)
+            .unwrap_or(self.inner.settings.request_timeout)
             .saturating_add(RESPONSE_MARGIN)
     }
 
@@ -337,9 +395,10 @@ impl Client {
     ) -> Result<(), ClientError> {
         let current = self.view();
         let mut targets = current.any_order();
-        for &addr in &self.inner.config.seeds {
-            if !targets.iter().any(|t| t.addr == addr) {
-                targets.push(Target { id: None, addr });
+        let settings = &self.inner.settings;
+        for seed in resolve_seeds(&settings.seeds, settings.connect_timeout, last).await {
+            if !targets.iter().any(|t| t.addr == seed.addr) {
+                targets.push(seed);
             }
         }
         let skip = tried.clone();
@@ -347,8 +406,9 @@ impl Client {
         let info = fetch_cluster_info(
             &self.inner.endpoint,
             &self.inner.down,
+            self.inner.settings.race_delay,
             targets,
-            self.inner.config.request_timeout,
+            self.inner.settings.request_timeout,
             tried,
             last,
         )
@@ -359,6 +419,71 @@ impl Client {
             *view = Arc::new(View::new(info));
         }
         Ok(())
+    }
+
+    /// The address a request for `key` tries first (None for an invalid key or an empty
+    /// view), for grouping batches by coordinator.
+    pub(crate) fn first_choice(&self, key: &[u8]) -> Option<SocketAddr> {
+        if validate_key(key).is_err() {
+            return None;
+        }
+        let targets = self.view().keyed_order(key);
+        self.inner
+            .down
+            .order(targets, &[], Instant::now())
+            .first()
+            .map(|t| t.addr)
+    }
+
+    /// The jittered wait before retry number `retry` (0 first), by the retry policy.
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
+        self.inner
+            .settings
+            .retry
+            .delay(retry, self.inner.jitter.next())
+    }
+
+    /// [`call`](Client::call), tried again as the configured
+    /// [`RetryPolicy`](crate::RetryPolicy) allows, after a jittered exponential wait.
+    async fn call_retrying(
+        &self,
+        request: ClientRequest,
+        route: Route<'_>,
+        wait: Duration,
+    ) -> Result<ClientResponse, ClientError> {
+        let op = request.op_name();
+        let write = is_write(&request);
+        let payload = self.encode(request)?;
+        let policy = &self.inner.settings.retry;
+        let mut attempt = 1;
+        loop {
+            match self.call_encoded(&payload, write, route, wait).await {
+                Err(e) if policy.should_retry(&e, attempt, write) => {
+                    let delay = self.backoff(attempt - 1);
+                    debug!(op, error = %e, attempt, ?delay, "retrying");
+                    metrics::counter!("shoal_client_retries_total", "op" => op, "reason" => e.label())
+                        .increment(1);
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Encodes a request and refuses it if it does not fit one frame.
+    fn encode(&self, request: ClientRequest) -> Result<Vec<u8>, ClientError> {
+        let value_len = match &request {
+            ClientRequest::Put { value, .. } => Some(value.len()),
+            _ => None,
+        };
+        let payload = encode_request(&Request::Client(request));
+        check_frame(
+            payload.len(),
+            self.inner.endpoint.config().max_frame_bytes,
+            value_len,
+        )?;
+        Ok(payload)
     }
 
     /// Sends `request` along `route` until a node answers.
@@ -374,22 +499,22 @@ impl Client {
         route: Route<'_>,
         wait: Duration,
     ) -> Result<ClientResponse, ClientError> {
+        let write = is_write(&request);
+        let payload = self.encode(request)?;
+        self.call_encoded(&payload, write, route, wait).await
+    }
+
+    /// [`call`](Client::call) with the request already encoded.
+    async fn call_encoded(
+        &self,
+        payload: &[u8],
+        write: bool,
+        route: Route<'_>,
+        wait: Duration,
+    ) -> Result<ClientResponse, ClientError> {
         // Reads change nothing, so a node that says it is shutting down (and may have
         // dropped the request) can be skipped; a write there has an unknown outcome.
-        let read_only = !matches!(
-            request,
-            ClientRequest::Put { .. } | ClientRequest::Delete { .. }
-        );
-        let value_len = match &request {
-            ClientRequest::Put { value, .. } => Some(value.len()),
-            _ => None,
-        };
-        let payload = encode_request(&Request::Client(request));
-        check_frame(
-            payload.len(),
-            self.inner.endpoint.config().max_frame_bytes,
-            value_len,
-        )?;
+        let read_only = !write;
         if let Route::Node(id) = route {
             if self.view().addr_of(id).is_none() {
                 self.refresh().await?;
@@ -404,6 +529,12 @@ impl Client {
         loop {
             let view = self.view();
             let targets = match &route {
+                // Reads spread over the key's replicas (any primary coordinates a read);
+                // writes go to the first primary, which orders the key's writes best.
+                Route::Key(key) if read_only => {
+                    let turn = self.inner.turn.fetch_add(1, Ordering::Relaxed);
+                    view.keyed_order_from(key, turn)
+                }
                 Route::Key(key) => view.keyed_order(key),
                 Route::Any => view.any_order(),
                 Route::Node(id) => view
@@ -416,13 +547,26 @@ impl Client {
                     })
                     .unwrap_or_default(),
             };
-            let targets = self.inner.down.order(targets, &tried, Instant::now());
-            for target in targets {
-                if tried.len() >= MAX_ATTEMPTS_PER_CALL {
+            let mut queue: VecDeque<Target> = self
+                .inner
+                .down
+                .order(targets, &tried, Instant::now())
+                .into();
+            while tried.len() < MAX_ATTEMPTS_PER_CALL {
+                let Some(target) = race_connect(
+                    &self.inner.endpoint,
+                    &self.inner.down,
+                    self.inner.settings.race_delay,
+                    &mut queue,
+                    &mut tried,
+                    &mut last,
+                )
+                .await
+                else {
                     break;
-                }
+                };
                 tried.push(target.addr);
-                match self.attempt(&target, &payload, wait, read_only).await? {
+                match self.attempt(&target, payload, wait, read_only).await? {
                     Attempt::Answer(ClientResponse::Error(RequestError::ShuttingDown))
                         if read_only =>
                     {
@@ -472,6 +616,15 @@ impl Client {
     }
 }
 
+/// Whether a request changes data (and so must not be sent twice when its outcome is
+/// unknown).
+fn is_write(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::Put { .. } | ClientRequest::Delete { .. }
+    )
+}
+
 /// Why one request to one node failed.
 enum SendError {
     Transport(TransportError),
@@ -504,13 +657,118 @@ async fn send(
     }
 }
 
-/// Asks `targets` in order for the cluster info; the first answer wins. Every address
+/// The seeds' addresses, in order, without duplicates: addresses as given, host names
+/// resolved (each within `timeout`; one that does not resolve is skipped and its error
+/// kept in `last`), at most [`MAX_SEEDS`](crate::MAX_SEEDS) addresses per name.
+async fn resolve_seeds(
+    seeds: &[Seed],
+    timeout: Duration,
+    last: &mut Option<String>,
+) -> Vec<Target> {
+    let mut out: Vec<Target> = Vec::new();
+    for seed in seeds {
+        let addrs: Vec<SocketAddr> = match seed {
+            Seed::Addr(addr) => vec![*addr],
+            Seed::Host { host, port } => {
+                match tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), *port)))
+                    .await
+                {
+                    Ok(Ok(addrs)) => addrs.take(crate::MAX_SEEDS).collect(),
+                    Ok(Err(e)) => {
+                        debug!(seed = %seed, error = %e, "seed does not resolve");
+                        *last = Some(format!("cannot resolve {seed}: {e}"));
+                        continue;
+                    }
+                    Err(_) => {
+                        *last = Some(format!("resolving {seed} took more than {timeout:?}"));
+                        continue;
+                    }
+                }
+            }
+        };
+        for addr in addrs {
+            if !out.iter().any(|t| t.addr == addr) {
+                out.push(Target { id: None, addr });
+            }
+        }
+    }
+    out
+}
+
+/// Connects to the first target of `queue` that answers, racing: it starts with the
+/// first, and while none has connected, starts the next one every `race_delay` (at
+/// most [`MAX_RACING`] at once). Nothing is sent: the caller sends the request once,
+/// to the winner, whose connection is then cached. Targets whose connection failed
+/// are marked down and added to `tried`; the ones still connecting when another won
+/// finish in the background (bounded by `connect_timeout`) and are marked down if
+/// they fail. `None` when every target failed.
+async fn race_connect(
+    endpoint: &Endpoint,
+    down: &Arc<DownList>,
+    delay: Duration,
+    queue: &mut VecDeque<Target>,
+    tried: &mut Vec<SocketAddr>,
+    last: &mut Option<String>,
+) -> Option<Target> {
+    let mut racing: JoinSet<(Target, Result<(), TransportError>)> = JoinSet::new();
+    loop {
+        if racing.len() < MAX_RACING && tried.len() + racing.len() < MAX_ATTEMPTS_PER_CALL {
+            if let Some(target) = queue.pop_front() {
+                let endpoint = endpoint.clone();
+                racing.spawn(async move {
+                    let result = endpoint.connect(target.addr, target.id.as_ref()).await;
+                    (target, result)
+                });
+            }
+        }
+        let can_start_more = !queue.is_empty() && racing.len() < MAX_RACING;
+        let finished = if can_start_more {
+            tokio::select! {
+                done = racing.join_next() => done,
+                () = tokio::time::sleep(delay) => {
+                    metrics::counter!("shoal_client_connect_races_total").increment(1);
+                    continue;
+                }
+            }
+        } else {
+            racing.join_next().await
+        };
+        let Ok((target, result)) = finished? else {
+            continue;
+        };
+        match result {
+            Ok(()) => {
+                if !racing.is_empty() {
+                    let down = down.clone();
+                    tokio::spawn(async move {
+                        while let Some(done) = racing.join_next().await {
+                            if let Ok((t, Err(_))) = done {
+                                down.mark(t.addr, Instant::now());
+                            }
+                        }
+                    });
+                }
+                return Some(target);
+            }
+            Err(e) => {
+                debug!(addr = %target.addr, error = %e, "cannot connect; trying the next");
+                down.mark(target.addr, Instant::now());
+                tried.push(target.addr);
+                *last = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// Asks `targets` for the cluster info, racing their connections as requests do
+/// ([`race_connect`]); the first answer wins. Every address
 /// that fails is appended to `tried`, and each transport failure replaces `last`. With no
 /// answer, the error is the last one a node answered with, or
 /// [`ClientError::Unreachable`] when none answered at all.
 async fn fetch_cluster_info(
     endpoint: &Endpoint,
-    down: &DownList,
+    down: &Arc<DownList>,
+    race_delay: Duration,
     targets: Vec<Target>,
     wait: Duration,
     tried: &mut Vec<SocketAddr>,
@@ -518,10 +776,12 @@ async fn fetch_cluster_info(
 ) -> Result<ClusterInfo, ClientError> {
     let payload = encode_request(&Request::Client(ClientRequest::ClusterInfo));
     let mut answered: Option<ClientError> = None;
-    for target in targets {
-        if tried.len() >= MAX_ATTEMPTS_PER_CALL {
+    let mut queue: VecDeque<Target> = targets.into();
+    while tried.len() < MAX_ATTEMPTS_PER_CALL {
+        let Some(target) = race_connect(endpoint, down, race_delay, &mut queue, tried, last).await
+        else {
             break;
-        }
+        };
         tried.push(target.addr);
         match send(endpoint, &target, &payload, wait).await {
             Ok(ClientResponse::ClusterInfo(info)) => match check_info(&info) {

@@ -1,19 +1,100 @@
 //! [`ClientConfig`]: where the cluster is and which certificate to present, from a TOML
 //! file or built in code.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::retry::RetryPolicy;
 
 /// How long a call waits for its answer when neither the request nor the file says.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting to one node (QUIC + TLS handshake) may take before the client
 /// tries the next one, when the file does not say.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a request waits for a connection to its first-choice node before it also
+/// starts connecting to the next one, when the file does not say.
+pub const DEFAULT_RACE_DELAY: Duration = Duration::from_millis(50);
 /// Most seeds a configuration may list (each is tried in turn when connecting).
 pub const MAX_SEEDS: usize = 64;
+
+/// Longest host name a seed may give (the DNS limit).
+const MAX_HOST_CHARS: usize = 253;
+
+/// A node to ask for the cluster's shape: an address, or a host name and port that the
+/// client resolves (through the system resolver, with tokio's `lookup_host`) each time
+/// it needs its seeds — when connecting and when refreshing the cluster info — so that a
+/// name whose addresses change, such as a Kubernetes headless Service naming the current
+/// pods, keeps working. Written `"10.0.0.1:7000"`, `"[::1]:7000"` or
+/// `"shoal.default.svc.cluster.local:7000"`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Seed {
+    /// An address, used as is.
+    Addr(SocketAddr),
+    /// A host name and port, resolved to every address it names.
+    Host {
+        /// The name.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl From<SocketAddr> for Seed {
+    fn from(addr: SocketAddr) -> Seed {
+        Seed::Addr(addr)
+    }
+}
+
+impl FromStr for Seed {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Seed, String> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Seed::Addr(addr));
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not host:port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{s:?}: the port {port:?} is not a number in 0..=65535"))?;
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
+        if host.is_empty() || host.len() > MAX_HOST_CHARS || !host.chars().all(valid) {
+            return Err(format!("{s:?}: {host:?} is not a host name or address"));
+        }
+        Ok(Seed::Host {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Seed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Seed::Addr(addr) => write!(f, "{addr}"),
+            Seed::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl Serialize for Seed {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Seed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Seed, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 /// Why a client configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +144,17 @@ pub struct TlsFiles {
 ///
 /// ```toml
 /// # Nodes to contact first (any member works; the client learns the ring from them).
-/// seeds = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+/// # Addresses or host names (resolved by DNS at connect and refresh).
+/// seeds = ["127.0.0.1:7001", "127.0.0.1:7002", "shoal.example.internal:7000"]
 /// request_timeout = "10s"     # optional, default 10s
 /// connect_timeout = "3s"      # optional, default 3s
+/// race_delay = "50ms"         # optional: when to also try the next node, default 50ms
 /// [tls]
 /// ca = "ca.pem"
 /// cert = "client/client.pem"
 /// key = "client/client.key"
+/// [retry]                     # optional, see RetryPolicy
+/// max_attempts = 3
 /// ```
 ///
 /// Relative TLS paths in a file are relative to the file's directory.
@@ -77,7 +162,7 @@ pub struct TlsFiles {
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// Nodes to ask for the cluster's shape, in order; any member works.
-    pub seeds: Vec<SocketAddr>,
+    pub seeds: Vec<Seed>,
     /// How long a call waits for its answer when the request sets no timeout of its own.
     /// Keep it at or above the nodes' `replication.request_timeout`, so that their
     /// `Timeout` answer (with its ack count) arrives before the client gives up.
@@ -89,6 +174,19 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Certificate files for mutual TLS.
     pub tls: TlsFiles,
+    /// Which failed calls are tried again, and the waits in between.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// How long a request waits for a connection to its first-choice node before it also
+    /// starts connecting to the next candidate (happy-eyeballs style; the request is sent
+    /// once, to whichever connects first), so that a dead node costs this, not
+    /// `connect_timeout`.
+    #[serde(with = "humantime_serde", default = "default_race_delay")]
+    pub race_delay: Duration,
+}
+
+fn default_race_delay() -> Duration {
+    DEFAULT_RACE_DELAY
 }
 
 fn default_request_timeout() -> Duration {
@@ -101,12 +199,14 @@ fn default_connect_timeout() -> Duration {
 
 impl ClientConfig {
     /// A configuration with default timeouts.
-    pub fn new(seeds: Vec<SocketAddr>, tls: TlsFiles) -> ClientConfig {
+    pub fn new(seeds: impl IntoIterator<Item = impl Into<Seed>>, tls: TlsFiles) -> ClientConfig {
         ClientConfig {
-            seeds,
+            seeds: seeds.into_iter().map(Into::into).collect(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tls,
+            retry: RetryPolicy::default(),
+            race_delay: DEFAULT_RACE_DELAY,
         }
     }
 
@@ -146,8 +246,37 @@ impl ClientConfig {
         Ok(config)
     }
 
-    /// Checks every field: at least one seed (at most [`MAX_SEEDS`]), positive timeouts.
+    /// Checks every field: at least one seed (at most [`MAX_SEEDS`]), positive timeouts,
+    /// a retry policy within its bounds.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.settings().validate()
+    }
+
+    /// Everything but the TLS files.
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            seeds: self.seeds.clone(),
+            request_timeout: self.request_timeout,
+            connect_timeout: self.connect_timeout,
+            retry: self.retry.clone(),
+            race_delay: self.race_delay,
+        }
+    }
+}
+
+/// What a client runs with, wherever it came from (a [`ClientConfig`] or a
+/// [`ClientBuilder`](crate::ClientBuilder)), TLS aside.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub seeds: Vec<Seed>,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub race_delay: Duration,
+}
+
+impl Settings {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.seeds.is_empty() {
             return Err(ConfigError::Field {
                 field: "seeds",
@@ -172,6 +301,18 @@ impl ClientConfig {
                 problem: "must be positive".into(),
             });
         }
+        if self.race_delay.is_zero() || self.race_delay > Duration::from_secs(10) {
+            return Err(ConfigError::Field {
+                field: "race_delay",
+                problem: format!("must be in 1ns..=10s, got {:?}", self.race_delay),
+            });
+        }
+        self.retry
+            .validate()
+            .map_err(|problem| ConfigError::Field {
+                field: "retry",
+                problem,
+            })?;
         Ok(())
     }
 }
@@ -197,7 +338,10 @@ key = "/etc/shoal/client.key"
         std::fs::write(&path, GOOD).unwrap();
         let config = ClientConfig::load(&path).unwrap();
         assert_eq!(config.seeds.len(), 3);
-        assert_eq!(config.seeds[1], "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(
+            config.seeds[1],
+            Seed::Addr("127.0.0.1:7002".parse().unwrap())
+        );
         assert_eq!(config.request_timeout, Duration::from_millis(2500));
         assert_eq!(config.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(config.tls.ca, dir.path().join("ca.pem"));
@@ -257,6 +401,27 @@ key = "/etc/shoal/client.key"
     }
 
     #[test]
+    fn retry_table_is_optional_parsed_and_validated() {
+        let base = "seeds = [\"127.0.0.1:7001\"]\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let config = ClientConfig::parse(base, Path::new(".")).unwrap();
+        assert_eq!(config.retry, RetryPolicy::default());
+        let text = format!("{base}[retry]\nmax_attempts = 5\nbase = \"10ms\"\ncap = \"1s\"\nidempotent_writes = true\n");
+        let config = ClientConfig::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(
+            config.retry,
+            RetryPolicy::default()
+                .max_attempts(5)
+                .backoff(Duration::from_millis(10), Duration::from_secs(1))
+                .idempotent_writes(true)
+        );
+        let text = format!("{base}[retry]\nmax_attempts = 0\n");
+        assert!(matches!(
+            ClientConfig::parse(&text, Path::new(".")),
+            Err(ConfigError::Field { field: "retry", .. })
+        ));
+    }
+
+    #[test]
     fn missing_file_is_a_read_error_naming_it() {
         let err = ClientConfig::load(Path::new("/nonexistent/shoal/client.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
@@ -265,10 +430,40 @@ key = "/etc/shoal/client.key"
 
     #[test]
     fn bad_seed_address_is_a_parse_error() {
-        let text = "seeds = [\"localhost\"]\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
-        assert!(matches!(
-            ClientConfig::parse(text, Path::new(".")),
-            Err(ConfigError::Parse { .. })
-        ));
+        for bad in [
+            "localhost",
+            "host:port",
+            "bad host:7000",
+            ":7000",
+            "h:70000",
+        ] {
+            let text =
+                format!("seeds = [\"{bad}\"]\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n");
+            assert!(
+                matches!(
+                    ClientConfig::parse(&text, Path::new(".")),
+                    Err(ConfigError::Parse { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn seeds_may_be_host_names() {
+        let text = "seeds = [\"shoal-0.shoal.default.svc.cluster.local:7000\", \"[::1]:7001\"]\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let config = ClientConfig::parse(text, Path::new(".")).unwrap();
+        assert_eq!(
+            config.seeds,
+            [
+                Seed::Host {
+                    host: "shoal-0.shoal.default.svc.cluster.local".into(),
+                    port: 7000
+                },
+                Seed::Addr("[::1]:7001".parse().unwrap()),
+            ]
+        );
+        let round: ClientConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+        assert_eq!(round, config);
     }
 }

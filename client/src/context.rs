@@ -36,6 +36,20 @@ impl Context {
         self.0.is_empty()
     }
 
+    /// Adds what `other` has seen: afterwards a write with this context replaces
+    /// everything either context covered. Use it to combine the contexts of several reads
+    /// or writes of the same key (contexts of different keys should not be mixed: a write
+    /// would claim to have seen writes of the other key, which is harmless but useless).
+    pub fn merge(&mut self, other: &Context) {
+        self.0.merge(&other.0);
+    }
+
+    /// The union of two contexts, as [`merge`](Context::merge) makes it.
+    pub fn merged(mut self, other: &Context) -> Context {
+        self.merge(other);
+        self
+    }
+
     /// The causal context inside, for code that works with `shoal-proto` types.
     pub fn as_causal(&self) -> &CausalContext {
         &self.0
@@ -157,6 +171,21 @@ mod tests {
                 other => panic!("{garbage:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn merge_is_the_union_of_what_both_saw() {
+        let mut a = CausalContext::new();
+        a.insert(Dot::new(Actor(1), 1));
+        let mut b = CausalContext::new();
+        b.insert(Dot::new(Actor(2), 3));
+        let mut ctx = Context(a);
+        ctx.merge(&Context(b.clone()));
+        assert!(ctx.as_causal().covers(Dot::new(Actor(1), 1)));
+        assert!(ctx.as_causal().covers(Dot::new(Actor(2), 3)));
+        assert!(!ctx.as_causal().covers(Dot::new(Actor(3), 1)));
+        assert_eq!(Context::empty().merged(&Context(b.clone())), Context(b));
+        assert_eq!(ctx.clone().merged(&ctx), ctx);
     }
 
     #[test]

@@ -122,6 +122,18 @@ pub enum ClientError {
     /// The client configuration is missing, unreadable or invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// [`Client::update`](crate::Client::update) found a concurrent write next to its own
+    /// on each of its read-backs. Every write it made was applied (the key holds them as
+    /// siblings); calling it again resolves them.
+    #[error("update: a concurrent write raced each of {attempts} attempts")]
+    UpdateConflict {
+        /// Writes made.
+        attempts: u32,
+    },
+    /// A typed value (the `serde` feature) could not be encoded, or a stored value does
+    /// not decode as the requested type.
+    #[error("codec: {0}")]
+    Codec(String),
     /// The TLS files named in the configuration could not be loaded (missing file, bad
     /// PEM, a certificate not issued by the CA).
     #[error("TLS: {0}")]
@@ -166,7 +178,62 @@ impl ClientError {
             ClientError::Protocol(_) => "protocol_error",
             ClientError::Config(_) | ClientError::Tls(_) => "config",
             ClientError::DiskFull => "disk_full",
+            ClientError::UpdateConflict { .. } => "conflict",
+            ClientError::Codec(_) => "codec",
         }
+    }
+
+    /// Whether trying the same call again later may succeed: the cluster was busy
+    /// ([`Overloaded`](ClientError::Overloaded)), too few replicas or nodes were reachable
+    /// ([`Unavailable`](ClientError::Unavailable), [`Unreachable`](ClientError::Unreachable)),
+    /// or the answer did not come in time ([`Timeout`](ClientError::Timeout),
+    /// [`Transport`](ClientError::Transport)). Whether a *write* may be sent again also
+    /// depends on [`is_not_applied`](ClientError::is_not_applied); the
+    /// [`RetryPolicy`](crate::RetryPolicy) checks both.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Overloaded
+                | ClientError::Unavailable { .. }
+                | ClientError::Unreachable { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Transport(_)
+                | ClientError::DiskFull
+                | ClientError::Server(RequestError::Incomplete { .. })
+        )
+    }
+
+    /// Whether the failed call certainly changed nothing, so that a write can be sent
+    /// again without risk of applying it twice.
+    ///
+    /// True for [`Overloaded`](ClientError::Overloaded) (refused at admission, before
+    /// coordinating), [`Unreachable`](ClientError::Unreachable) (delivered nowhere),
+    /// [`Unavailable`](ClientError::Unavailable) (the coordinator found too few replicas
+    /// before writing anything; a write whose replicas fail after the coordinator stored
+    /// it answers `Incomplete` instead, see below), [`DiskFull`](ClientError::DiskFull)
+    /// (the coordinator's store refused it) and requests refused as invalid before
+    /// anything was done. **False** for [`Timeout`](ClientError::Timeout),
+    /// [`Transport`](ClientError::Transport) and the server's `Incomplete` (the write
+    /// reached fewer replicas than it needed and spreads from them), whose outcome is
+    /// unknown.
+    pub fn is_not_applied(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Overloaded
+                | ClientError::Unreachable { .. }
+                | ClientError::Unavailable { .. }
+                | ClientError::DiskFull
+                | ClientError::KeyTooLarge { .. }
+                | ClientError::EmptyKey
+                | ClientError::ValueTooLarge { .. }
+                | ClientError::TooManySiblings { .. }
+                | ClientError::InvalidOptions(_)
+                | ClientError::InvalidContext(_)
+                | ClientError::NotAllowed(_)
+                | ClientError::UnknownNode(_)
+                | ClientError::Config(_)
+                | ClientError::Tls(_)
+        )
     }
 
     /// True for errors of the client's own configuration (config file, TLS files), as

@@ -7,17 +7,17 @@
 //! read saw instead of adding another sibling.
 //!
 //! ```no_run
-//! use shoal_client::{Client, ClientConfig, ReadOptions, WriteOptions};
+//! use shoal_client::{Client, ClientConfig};
 //!
 //! # async fn example() -> Result<(), shoal_client::ClientError> {
 //! let config = ClientConfig::load("shoal-dev/client.toml".as_ref())?;
 //! let client = Client::connect(config).await?;
 //!
-//! // A first write, without a context.
-//! let ctx = client.put("user:42", "Ada", None, WriteOptions::default()).await?;
+//! // A first write, without a context, with the cluster's default quorum.
+//! client.put("user:42", "Ada").await?;
 //!
-//! // Read it back: the values and the context to write with next.
-//! let read = client.get("user:42", ReadOptions::default().r(2)).await?;
+//! // Read it back (here with R = 2): the values and the context to write with next.
+//! let read = client.get_with("user:42").r(2).send().await?;
 //! assert!(read.found);
 //! for value in &read.values {
 //!     println!("{}", String::from_utf8_lossy(value));
@@ -25,10 +25,13 @@
 //!
 //! // Replace what the read saw (resolving any siblings) ...
 //! let ctx = client
-//!     .put("user:42", "Ada Lovelace", Some(&read.context), WriteOptions::default().w(2))
+//!     .put_with("user:42", "Ada Lovelace")
+//!     .context(&read.context)
+//!     .w(2)
+//!     .send()
 //!     .await?;
 //! // ... and delete it with the context of that write.
-//! client.delete("user:42", Some(&ctx), WriteOptions::default()).await?;
+//! client.delete_with("user:42").context(&ctx).send().await?;
 //!
 //! // Contexts travel as strings, for example through a web form or a CLI.
 //! let text = ctx.to_string();
@@ -38,16 +41,48 @@
 //! # }
 //! ```
 //!
+//! [`Client::builder`] configures a client in code instead: seeds given as host names
+//! (resolved by DNS when connecting and at each refresh, so that a Kubernetes Service
+//! works) and certificates as PEM text from memory.
+//!
+//! # Helpers
+//!
+//! - [`Client::update`]: read-modify-write that resolves siblings with a function (see
+//!   [`resolve`] for set union and last-writer-wins) and detects concurrent writes by
+//!   reading back (the [`update`] module says exactly what a success guarantees).
+//! - [`Client::get_many`] / [`Client::put_many`]: batches grouped by coordinator.
+//! - With the `serde` feature: [`Client::get_json`], [`Client::put_json`] and
+//!   [`Client::update_json`] store values as JSON.
+//! - With the `certs` feature: `shoal_client::certs` makes a development CA and
+//!   certificates (otherwise no certificate-generation code is compiled in).
+//!
+//! `client/examples/` has runnable examples: `hello`, `shopping_cart` (siblings),
+//! `typed` and `retry`; the process tests run each against a cluster.
+//!
 //! # Routing and retries
 //!
-//! A keyed request goes to the first node of the key's preference list that this client
-//! has not recently failed to reach; when a node cannot be reached (the request certainly
-//! had no effect there) it is marked down for two seconds and the next node is tried: the
+//! A write goes to the first node of its key's preference list; a read rotates over the
+//! key's N replicas, spreading the load. Connections are raced: when the first candidate
+//! has not connected within [`ClientConfig::race_delay`] (50 ms), the client also
+//! connects to the next (at most [`MAX_RACING`] at once) and sends the request once, to
+//! whichever connects first, so a dead node costs tens of milliseconds rather than the
+//! connect timeout.
+//!
+//! When a node cannot be reached (the request certainly had no effect there) it is
+//! marked down for two seconds (tried only after the others) and the next node is tried: the
 //! rest of the preference list, then every other member (any node forwards). When every
 //! known node fails, the client re-reads the cluster info once, from members and seeds,
-//! and tries the nodes it has not tried yet. A request whose outcome is unknown (sent,
-//! then no answer in time, or the connection lost) is never retried automatically — a
-//! write may have landed — and is returned as [`ClientError::Transport`].
+//! and tries the nodes it has not tried yet. A write whose outcome is unknown (sent,
+//! then no answer in time, or the connection lost) is never sent elsewhere — it may have
+//! landed — and is returned as [`ClientError::Transport`].
+//!
+//! Calls that fail with a transient error ([`ClientError::is_retryable`]) are tried again
+//! after an exponential, jittered wait, as [`ClientConfig::retry`] (a [`RetryPolicy`])
+//! says: reads on `Overloaded`, `Unavailable`, `Timeout` and `Unreachable`; writes only
+//! when the error says the write certainly was not applied
+//! ([`ClientError::is_not_applied`]: `Overloaded`, `Unreachable`, `Unavailable`,
+//! `DiskFull`), unless the policy is told writes are idempotent. See [`RetryPolicy`] for
+//! which answers leave a write's outcome unknown.
 //!
 //! # Timeouts
 //!
@@ -60,7 +95,7 @@
 //! # Deletes, siblings and sizes
 //!
 //! - A delete without a context makes its coordinator read the key first and delete
-//!   exactly the values that read found (see [`Client::delete`]).
+//!   exactly the values that read found (see [`Client::delete_with`]).
 //! - A key holds at most the nodes' `limits.max_siblings` siblings (100 by default): a
 //!   write that would leave more is refused with [`ClientError::TooManySiblings`] and
 //!   stored nowhere. Writing with a read's context resolves siblings and is never refused.
@@ -74,26 +109,43 @@
 //!
 //! `shoal_client_requests_total{op,result}` counts calls by operation (`get`, `put`,
 //! `delete`, `status`, `cluster_info`) and outcome (`ok` or [`ClientError::label`]);
-//! `shoal_client_request_duration_seconds{op}` is their latency. They go to whatever
+//! `shoal_client_request_duration_seconds{op}` is their latency (retries included);
+//! `shoal_client_retries_total{op,reason}` counts the retries the [`RetryPolicy`] made. They go to whatever
 //! recorder the application installs with the `metrics` crate.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod batch;
+mod builder;
 mod client;
 mod config;
 mod context;
 mod error;
 mod options;
+mod request;
+mod retry;
 mod routing;
+#[cfg(feature = "serde")]
+mod typed;
+pub mod update;
 
-pub use client::{Client, GetResult, MAX_ATTEMPTS_PER_CALL, RESPONSE_MARGIN};
+pub use batch::{BATCH_PER_NODE, MAX_BATCH_KEYS};
+pub use builder::ClientBuilder;
+pub use client::{Client, GetResult, MAX_ATTEMPTS_PER_CALL, MAX_RACING, RESPONSE_MARGIN};
 pub use config::{
-    ClientConfig, ConfigError, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
-    MAX_SEEDS,
+    ClientConfig, ConfigError, Seed, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RACE_DELAY,
+    DEFAULT_REQUEST_TIMEOUT, MAX_SEEDS,
 };
 pub use context::{Context, MAX_CONTEXT_CHARS};
 pub use error::ClientError;
 pub use options::{ReadOptions, WriteOptions};
+pub use request::{Delete, Get, Put};
+pub use retry::{
+    RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, MAX_RETRY_ATTEMPTS,
+};
+#[cfg(feature = "serde")]
+pub use typed::TypedGet;
+pub use update::{resolve, Resolver, Update, DEFAULT_UPDATE_ATTEMPTS, MAX_UPDATE_ATTEMPTS};
 
 pub use shoal_proto::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, ClusterInfo, MemberAddress, MemberState,
@@ -102,3 +154,8 @@ pub use shoal_proto::wire::{
 pub use shoal_proto::{RequestError, MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES};
 pub use shoal_ring::NodeId;
 pub use shoal_transport::{CertificateError, TransportError};
+
+/// Certificate generation (a development CA, node and client certificates), with the
+/// `certs` feature.
+#[cfg(feature = "certs")]
+pub use shoal_transport::certs;

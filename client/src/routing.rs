@@ -75,6 +75,17 @@ impl View {
         self.targets(walk)
     }
 
+    /// [`keyed_order`](View::keyed_order) with the key's preference list rotated to start
+    /// at its `turn % N`-th node: reads use it to spread over the replicas.
+    pub fn keyed_order_from(&self, key: &[u8], turn: usize) -> Vec<Target> {
+        let mut order = self.keyed_order(key);
+        let n = usize::from(self.info.n).min(order.len());
+        if n > 0 {
+            order[..n].rotate_left(turn % n);
+        }
+        order
+    }
+
     /// Every member, for requests that any node answers (status, cluster info): in the
     /// order the cluster listed them.
     pub fn any_order(&self) -> Vec<Target> {
@@ -196,6 +207,22 @@ mod tests {
             for t in &order {
                 assert_eq!(Some(t.addr), v.addr_of(t.id.as_ref().unwrap()));
             }
+        }
+    }
+
+    #[test]
+    fn reads_rotate_over_the_preference_list_only() {
+        let v = view(5, 3);
+        let order = v.keyed_order(b"k");
+        for turn in 0..7 {
+            let rotated = v.keyed_order_from(b"k", turn);
+            assert_eq!(rotated[0], order[turn % 3]);
+            let mut head: Vec<_> = rotated[..3].to_vec();
+            head.sort_by_key(|t| t.addr);
+            let mut want: Vec<_> = order[..3].to_vec();
+            want.sort_by_key(|t| t.addr);
+            assert_eq!(head, want);
+            assert_eq!(rotated[3..], order[3..]);
         }
     }
 

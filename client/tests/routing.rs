@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_client::{Client, ClientConfig, ClientError, ReadOptions, TlsFiles, WriteOptions};
+use shoal_client::{Client, ClientConfig, ClientError, RetryPolicy, TlsFiles};
 use shoal_proto::wire::{
     decode_request, encode_response, ClientRequest, ClientResponse, ClusterInfo, GetReply,
     MemberAddress, MemberState, MemberStatus, Request, Response, StatusReport, WriteReply,
@@ -34,6 +34,8 @@ enum Mode {
 struct Shared {
     info: Mutex<Option<ClusterInfo>>,
     log: Mutex<Vec<(String, &'static str)>>,
+    /// Errors the next keyed requests get, whichever node they reach, first one first.
+    fail_next: Mutex<std::collections::VecDeque<RequestError>>,
 }
 
 struct FakeNode {
@@ -55,6 +57,9 @@ impl FakeNode {
             return Some(ClientResponse::ClusterInfo(
                 self.shared.info.lock().unwrap().clone().unwrap(),
             ));
+        }
+        if let Some(e) = self.shared.fail_next.lock().unwrap().pop_front() {
+            return Some(ClientResponse::Error(e));
         }
         match mode {
             Mode::Fail(e) => return Some(ClientResponse::Error(e)),
@@ -288,7 +293,7 @@ async fn missing_tls_files_are_a_tls_error() {
 }
 
 #[tokio::test]
-async fn keyed_requests_go_to_the_first_replica_of_their_key() {
+async fn writes_go_to_the_first_replica_and_reads_spread_over_the_replicas() {
     let cluster = Cluster::start(&[true, true, true, true]).await;
     let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
         .await
@@ -297,25 +302,35 @@ async fn keyed_requests_go_to_the_first_replica_of_their_key() {
     let ring = cluster.ring();
     for i in 0..20 {
         let key = format!("k{i}");
-        let first = ring.preference_list_for_key(key.as_bytes(), 3).nodes[0].to_string();
+        let pref: Vec<String> = ring
+            .preference_list_for_key(key.as_bytes(), 3)
+            .nodes
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        client.put(&key, "v").await.unwrap();
+        // Three reads in a row: one from each replica.
+        let mut readers = Vec::new();
+        let mut context = None;
+        for _ in 0..3 {
+            let read = client.get(&key).await.unwrap();
+            readers.push(String::from_utf8(read.values[0].clone()).unwrap());
+            context = Some(read.context);
+        }
         client
-            .put(&key, "v", None, WriteOptions::default())
+            .delete_with(&key)
+            .context(context.as_ref())
+            .send()
             .await
             .unwrap();
-        let read = client.get(&key, ReadOptions::default()).await.unwrap();
-        assert_eq!(read.values, vec![first.as_bytes().to_vec()]);
-        client
-            .delete(&key, Some(&read.context), WriteOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(
-            cluster.take_log(),
-            vec![
-                (first.clone(), "put"),
-                (first.clone(), "get"),
-                (first, "delete")
-            ]
-        );
+        readers.sort();
+        let mut want = pref.clone();
+        want.sort();
+        assert_eq!(readers, want, "{key}");
+        let log = cluster.take_log();
+        assert_eq!(log[0], (pref[0].clone(), "put"));
+        assert_eq!(log[4], (pref[0].clone(), "delete"));
+        assert_eq!(log.len(), 5);
     }
     cluster.stop(client).await;
 }
@@ -331,10 +346,7 @@ async fn unreachable_primary_is_routed_around() {
     let second = cluster.ring().preference_list_for_key(&key, 3).nodes[1].to_string();
     cluster.take_log();
     for _ in 0..2 {
-        let ctx = client
-            .put(&key, "v", None, WriteOptions::default())
-            .await
-            .unwrap();
+        let ctx = client.put(&key, "v").await.unwrap();
         assert!(!ctx.is_empty());
     }
     assert_eq!(
@@ -354,12 +366,9 @@ async fn write_with_unknown_outcome_is_not_retried() {
     *cluster.node("n1").mode.lock().unwrap() = Mode::SilentOnWrites;
     cluster.take_log();
     let err = client
-        .put(
-            &key,
-            "v",
-            None,
-            WriteOptions::default().timeout(Duration::from_millis(100)),
-        )
+        .put_with(&key, "v")
+        .timeout(Duration::from_millis(100))
+        .send()
         .await
         .unwrap_err();
     assert!(
@@ -380,7 +389,7 @@ async fn read_skips_a_node_shutting_down_but_write_reports_it() {
     let second = cluster.ring().preference_list_for_key(&key, 3).nodes[1].to_string();
     *cluster.node("n1").mode.lock().unwrap() = Mode::Fail(RequestError::ShuttingDown);
     cluster.take_log();
-    let read = client.get(&key, ReadOptions::default()).await.unwrap();
+    let read = client.get(&key).await.unwrap();
     assert_eq!(read.values, vec![second.as_bytes().to_vec()]);
     assert_eq!(
         cluster.take_log(),
@@ -396,10 +405,7 @@ async fn read_skips_a_node_shutting_down_but_write_reports_it() {
         .unwrap();
     *cluster.node("n1").mode.lock().unwrap() = Mode::Fail(RequestError::ShuttingDown);
     cluster.take_log();
-    let err = client
-        .put(&key, "v", None, WriteOptions::default())
-        .await
-        .unwrap_err();
+    let err = client.put(&key, "v").await.unwrap_err();
     assert!(
         matches!(err, ClientError::Server(RequestError::ShuttingDown)),
         "{err:?}"
@@ -418,10 +424,7 @@ async fn node_errors_come_back_typed() {
         needed: 2,
         alive: 1,
     });
-    let err = client
-        .put("k", "v", None, WriteOptions::default())
-        .await
-        .unwrap_err();
+    let err = client.put("k", "v").await.unwrap_err();
     assert!(matches!(
         err,
         ClientError::Unavailable {
@@ -435,7 +438,7 @@ async fn node_errors_come_back_typed() {
     );
     *cluster.node("n1").mode.lock().unwrap() =
         Mode::Fail(RequestError::Timeout { acks: 1, needed: 2 });
-    let err = client.get("k", ReadOptions::default()).await.unwrap_err();
+    let err = client.get("k").await.unwrap_err();
     assert!(matches!(err, ClientError::Timeout { acks: 1, needed: 2 }));
     cluster.stop(client).await;
 }
@@ -447,14 +450,9 @@ async fn bad_keys_are_refused_before_sending() {
         .await
         .unwrap();
     cluster.take_log();
+    assert!(matches!(client.get("").await, Err(ClientError::EmptyKey)));
     assert!(matches!(
-        client.get("", ReadOptions::default()).await,
-        Err(ClientError::EmptyKey)
-    ));
-    assert!(matches!(
-        client
-            .put(vec![b'k'; 4097], "v", None, WriteOptions::default())
-            .await,
+        client.put(vec![b'k'; 4097], "v").await,
         Err(ClientError::KeyTooLarge {
             len: 4097,
             max: 4096
@@ -494,10 +492,7 @@ async fn every_node_down_is_unreachable_listing_each_once() {
     for server in &cluster.servers {
         server.close().await;
     }
-    let err = client
-        .put("k", "v", None, WriteOptions::default())
-        .await
-        .unwrap_err();
+    let err = client.put("k", "v").await.unwrap_err();
     match err {
         ClientError::Unreachable { mut tried, .. } => {
             tried.sort();
@@ -508,4 +503,190 @@ async fn every_node_down_is_unreachable_listing_each_once() {
         other => panic!("expected Unreachable, got {other:?}"),
     }
     client.close().await;
+}
+
+/// A retry policy with millisecond waits and a fixed jitter seed.
+fn fast_retries(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy::default()
+        .max_attempts(max_attempts)
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .jitter_seed(42)
+}
+
+#[tokio::test]
+async fn overloaded_reads_and_writes_are_retried_until_they_succeed() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let mut config = cluster.config(vec![cluster.addrs[0]]);
+    config.retry = fast_retries(3);
+    let client = Client::connect(config).await.unwrap();
+    cluster.take_log();
+    for _ in 0..2 {
+        cluster
+            .shared
+            .fail_next
+            .lock()
+            .unwrap()
+            .extend([RequestError::Overloaded, RequestError::Overloaded]);
+        client.put("k", "v").await.unwrap();
+        assert_eq!(cluster.take_log().len(), 3, "two refusals, then the write");
+    }
+    cluster.shared.fail_next.lock().unwrap().extend([
+        RequestError::Overloaded,
+        RequestError::Unavailable {
+            needed: 2,
+            alive: 1,
+        },
+    ]);
+    client.get("k").await.unwrap();
+    assert_eq!(cluster.take_log().len(), 3);
+    // At most max_attempts tries: the third refusal is the answer.
+    cluster
+        .shared
+        .fail_next
+        .lock()
+        .unwrap()
+        .extend(std::iter::repeat_n(RequestError::Overloaded, 5));
+    let err = client.get("k").await.unwrap_err();
+    assert!(matches!(err, ClientError::Overloaded), "{err:?}");
+    assert_eq!(cluster.take_log().len(), 3);
+    cluster.shared.fail_next.lock().unwrap().clear();
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn writes_with_an_unknown_outcome_are_retried_only_when_declared_idempotent() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let mut config = cluster.config(vec![cluster.addrs[0]]);
+    config.retry = fast_retries(3);
+    let client = Client::connect(config.clone()).await.unwrap();
+    cluster.take_log();
+    for unknown in [
+        RequestError::Timeout { acks: 1, needed: 2 },
+        RequestError::Unavailable {
+            needed: 2,
+            alive: 1,
+        },
+    ] {
+        cluster
+            .shared
+            .fail_next
+            .lock()
+            .unwrap()
+            .push_back(unknown.clone());
+        let err = client.put("k", "v").await.unwrap_err();
+        assert!(err.is_retryable() && !err.is_not_applied(), "{err:?}");
+        assert_eq!(cluster.take_log().len(), 1, "{unknown:?} was sent again");
+        // A read is retried.
+        cluster
+            .shared
+            .fail_next
+            .lock()
+            .unwrap()
+            .push_back(unknown.clone());
+        client.get("k").await.unwrap();
+        assert_eq!(cluster.take_log().len(), 2);
+    }
+    client.close().await;
+    config.retry = fast_retries(3).idempotent_writes(true);
+    let client = Client::connect(config).await.unwrap();
+    cluster.take_log();
+    cluster
+        .shared
+        .fail_next
+        .lock()
+        .unwrap()
+        .push_back(RequestError::Timeout { acks: 1, needed: 2 });
+    client.delete("k").await.unwrap();
+    assert_eq!(cluster.take_log().len(), 2);
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn builder_takes_host_name_seeds_and_certificates_from_memory() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let read = |p: &std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+    let client = Client::builder()
+        .seed(format!("localhost:{}", cluster.addrs[1].port()))
+        .tls_pem(
+            read(&cluster.tls.ca),
+            read(&cluster.tls.cert),
+            read(&cluster.tls.key),
+        )
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.cluster_info().await.members.len(), 3);
+    client.put("k", "v").await.unwrap();
+    assert!(client.get("k").await.unwrap().found);
+    client.close().await;
+
+    // A malformed seed, a name that does not resolve, missing certificates: typed errors.
+    let err = Client::builder()
+        .seed("no port")
+        .tls_files(&cluster.tls.ca, &cluster.tls.cert, &cluster.tls.key)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Config(shoal_client::ConfigError::Field { field: "seeds", .. })
+        ),
+        "{err:?}"
+    );
+    let err = Client::builder()
+        .seed("shoal-seed.invalid:7000")
+        .tls_files(&cluster.tls.ca, &cluster.tls.cert, &cluster.tls.key)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Unreachable { tried, last } if tried.is_empty() && last.contains("shoal-seed.invalid")),
+        "{err:?}"
+    );
+    let err = Client::builder()
+        .seed_addr(cluster.addrs[0])
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(err.is_config(), "{err:?}");
+    for server in &cluster.servers {
+        server.close().await;
+    }
+}
+
+#[tokio::test]
+async fn batches_answer_every_key_in_order_from_its_replicas() {
+    let cluster = Cluster::start(&[true, true, true, true]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    cluster.take_log();
+    let ring = cluster.ring();
+    let keys: Vec<String> = (0..50).map(|i| format!("batch-{i}")).collect();
+    let mut bad = keys.clone();
+    bad.push(String::new());
+    let reads = client.get_many(&bad).await.unwrap();
+    assert_eq!(reads.len(), 51);
+    for (key, read) in keys.iter().zip(&reads) {
+        let pref = ring.preference_list_for_key(key.as_bytes(), 3).nodes;
+        let reader = String::from_utf8(read.as_ref().unwrap().values[0].clone()).unwrap();
+        assert!(pref.iter().any(|n| n.as_str() == reader), "{key}: {reader}");
+    }
+    assert!(matches!(reads[50], Err(ClientError::EmptyKey)));
+    let writes = client
+        .put_many(keys.iter().map(|k| (k.as_str(), "v")))
+        .await
+        .unwrap();
+    assert!(writes.iter().all(Result::is_ok));
+    let log = cluster.take_log();
+    assert_eq!(log.iter().filter(|(_, op)| *op == "get").count(), 50);
+    assert_eq!(log.iter().filter(|(_, op)| *op == "put").count(), 50);
+    let too_many = vec!["k"; shoal_client::MAX_BATCH_KEYS + 1];
+    assert!(matches!(
+        client.get_many(&too_many).await,
+        Err(ClientError::InvalidOptions(_))
+    ));
+    cluster.stop(client).await;
 }

@@ -20,10 +20,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
-use rustls_pki_types::{pem::PemObject, CertificateDer};
+use rustls_pki_types::CertificateDer;
 
 use shoal_ring::NodeId;
 
+use crate::pem::{parse_certs_pem, read_text};
 use crate::{
     error::{CertificateError, TransportError},
     role::{validate_client_name, PeerRole},
@@ -41,8 +42,7 @@ pub const NODE_KEY_FILE: &str = "node.key";
 pub const CLIENT_CERT_FILE: &str = "client.pem";
 /// File name of a client private key.
 pub const CLIENT_KEY_FILE: &str = "client.key";
-/// DNS SAN of every node certificate; dialers use it as the TLS server name.
-pub const NODE_SERVER_NAME: &str = "shoal-node";
+pub use crate::pem::NODE_SERVER_NAME;
 /// Validity of a generated CA certificate (10 years).
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Validity of an issued node or client certificate (2 years).
@@ -169,43 +169,6 @@ pub fn read_ca(ca_dir: &Path) -> Result<CaPem, CertificateError> {
         cert_pem: read_text(&ca_dir.join(CA_CERT_FILE), "CA certificate")?,
         key_pem: read_text(&ca_dir.join(CA_KEY_FILE), "CA private key")?,
     })
-}
-
-/// Reads a whole text file, telling a missing file apart from other read errors.
-pub(crate) fn read_text(path: &Path, what: &'static str) -> Result<String, CertificateError> {
-    fs::read_to_string(path).map_err(|source| {
-        if source.kind() == io::ErrorKind::NotFound {
-            CertificateError::MissingFile {
-                what,
-                path: path.to_owned(),
-            }
-        } else {
-            CertificateError::Read {
-                path: path.to_owned(),
-                source,
-            }
-        }
-    })
-}
-
-/// Parses every certificate of a PEM text (and refuses text without any).
-pub(crate) fn parse_certs_pem(
-    pem: &str,
-    what: &str,
-) -> Result<Vec<CertificateDer<'static>>, CertificateError> {
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CertificateError::InvalidPem {
-            what: what.to_owned(),
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(CertificateError::Empty {
-            what: what.to_owned(),
-            item: "certificate",
-        });
-    }
-    Ok(certs)
 }
 
 /// Sets not_before (backdated for clock skew) and not_after on certificate params.

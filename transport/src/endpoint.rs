@@ -19,12 +19,12 @@ use shoal_ring::NodeId;
 use crate::{
     admission::Admission,
     cache::{Cached, ConnectionCache},
-    certs::NODE_SERVER_NAME,
     config::TransportConfig,
     error::{StreamErrorCode, TransportError},
     frame::{read_frame, write_frame, ReadFrameError, WriteFrameError},
     identity::TlsIdentity,
     metrics::{self, OpenConnection},
+    pem::NODE_SERVER_NAME,
     role::PeerRole,
     server::{
         accept_loop, frame_kind, handshake_reason, is_crypto, Handler, ServeContext, CLOSE_IDLE,
@@ -242,6 +242,20 @@ impl Endpoint {
             Err(e) => metrics::request("out", e.label()),
         }
         result
+    }
+
+    /// Connects to the node at `addr` (or finds a live cached connection) without sending
+    /// anything, within the configured `connect_timeout`; the next [`request`](Endpoint::request)
+    /// to `addr` uses it. Lets a client race connections to several nodes and send its
+    /// request once, to the first that connects.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+    ) -> Result<(), TransportError> {
+        let deadline = deadline_after(Instant::now(), self.inner.config.connect_timeout);
+        let cached = self.connection(addr, deadline).await?;
+        check_expected(addr, &cached.role, expected)
     }
 
     async fn request_inner(

@@ -81,6 +81,7 @@ pub enum CertificateError {
     #[error("the CA private key does not match the CA certificate")]
     CaKeyMismatch,
     /// rcgen failed to generate a key or sign a certificate.
+    #[cfg(feature = "certs")]
     #[error("certificate generation failed: {0}")]
     Generation(#[from] rcgen::Error),
 }

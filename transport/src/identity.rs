@@ -7,8 +7,8 @@ use rustls::{server::WebPkiClientVerifier, RootCertStore};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::{
-    certs::{parse_certs_pem, read_text},
     error::CertificateError,
+    pem::{parse_certs_pem, read_text},
     role::PeerRole,
     tls::crypto_provider,
 };
@@ -188,7 +188,7 @@ fn verify_chain(
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "certs"))]
 mod tests {
     use super::*;
     use crate::certs;

@@ -8,7 +8,7 @@
 //! certificate says who its holder is with exactly one URI subject alternative name:
 //!
 //! - `shoal://node/<node-id>`: a cluster member ([`PeerRole::Node`]); node certificates
-//!   also carry the DNS SAN `shoal-node` ([`certs::NODE_SERVER_NAME`]), the TLS server
+//!   also carry the DNS SAN `shoal-node` ([`NODE_SERVER_NAME`]), the TLS server
 //!   name every dialer uses, and are valid for server and client authentication;
 //! - `shoal://client/<name>`: an SDK or CLI user ([`PeerRole::Client`]), valid for client
 //!   authentication only. Names follow the node id rules.
@@ -70,6 +70,7 @@
 
 mod admission;
 mod cache;
+#[cfg(feature = "certs")]
 pub mod certs;
 mod config;
 mod endpoint;
@@ -77,6 +78,7 @@ mod error;
 mod frame;
 mod identity;
 pub mod metrics;
+mod pem;
 mod role;
 mod server;
 #[cfg(feature = "test-util")]
@@ -88,11 +90,12 @@ pub use endpoint::Endpoint;
 pub use error::{CertificateError, StreamErrorCode, TransportError};
 pub use frame::FrameDecoder;
 pub use identity::TlsIdentity;
+pub use pem::NODE_SERVER_NAME;
 pub use role::{PeerRole, RoleError, CLIENT_URI_PREFIX, NODE_URI_PREFIX};
 pub use server::Handler;
 pub use tls::ALPN;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "certs"))]
 mod tests;
-#[cfg(test)]
+#[cfg(all(test, feature = "certs"))]
 mod tests_hostile;

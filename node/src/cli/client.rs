@@ -375,15 +375,25 @@ async fn send(client: &Client, prepared: Prepared, out: &mut Vec<u8>) -> Result<
             context,
             opts,
         } => {
-            let ctx = client.put(key, value, context.as_ref(), opts).await?;
+            let ctx = client
+                .put_with(key, value)
+                .context(context.as_ref())
+                .options(opts)
+                .send()
+                .await?;
             format!("{ctx}\n")
         }
         Prepared::Get { key, format, opts } => {
-            let result = client.get(key, opts).await?;
+            let result = client.get_with(key).options(opts).send().await?;
             format_get(&result, format).map_err(SendFailure::Format)?
         }
         Prepared::Delete { key, context, opts } => {
-            let ctx = client.delete(key, context.as_ref(), opts).await?;
+            let ctx = client
+                .delete_with(key)
+                .context(context.as_ref())
+                .options(opts)
+                .send()
+                .await?;
             format!("{ctx}\n")
         }
         Prepared::Status { json, node } => {

@@ -148,7 +148,14 @@ async fn main() -> anyhow::Result<()> {
     let run = Arc::new(Run {
         identity,
         endpoint,
-        targets: config.seeds.clone(),
+        targets: config
+            .seeds
+            .iter()
+            .map(|seed| match seed {
+                shoal_client::Seed::Addr(addr) => Ok(*addr),
+                other => Err(anyhow::anyhow!("seed {other} is not an address")),
+            })
+            .collect::<anyhow::Result<_>>()?,
         deadline: start + args.duration,
         tally: Tally::default(),
         args,

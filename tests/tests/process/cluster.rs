@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use shoal_client::{Client, MemberState, NodeId, ReadOptions, WriteOptions};
+use shoal_client::{Client, MemberState, NodeId};
 use tokio::time::Instant;
 
 use crate::harness::{
@@ -205,16 +205,17 @@ async fn a_frozen_node_is_routed_around_seen_down_then_up_and_catches_up() {
         );
         let started = Instant::now();
         client
-            .put(
-                &key,
-                value.clone(),
-                None,
-                WriteOptions::default().w(W).timeout(REQUEST_TIMEOUT),
-            )
+            .put_with(&key, value.clone())
+            .w(W)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
             .await
             .unwrap_or_else(|e| panic!("put {key} while {victim_id} is frozen: {e}"));
         let read = client
-            .get(&key, ReadOptions::default().r(R).timeout(REQUEST_TIMEOUT))
+            .get_with(&key)
+            .r(R)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
             .await
             .unwrap_or_else(|e| panic!("get {key} while {victim_id} is frozen: {e}"));
         assert_eq!(read.values, vec![value.clone().into_bytes()], "{key}");

@@ -41,7 +41,10 @@ async fn fill(client: &Client) -> (usize, ClientError) {
     let value = vec![0x5Au8; VALUE_BYTES];
     for i in 0..MAX_FILL_PUTS {
         if let Err(error) = client
-            .put(key(i), value.clone(), None, WriteOptions::default())
+            .put_with(key(i), value.clone())
+            .context(None)
+            .options(WriteOptions::default())
+            .send()
             .await
         {
             return (i, error);
@@ -98,7 +101,10 @@ async fn a_full_disk_refuses_writes_with_disk_full_keeps_reads_and_recovers_with
     let client = node.client().await;
     let pid = node.nodes()[0].pid();
     client
-        .put("before", "the disk filled", None, WriteOptions::default())
+        .put_with("before", "the disk filled")
+        .context(None)
+        .options(WriteOptions::default())
+        .send()
         .await
         .expect("a put before the disk fills");
     let ballast = fs.ballast(LEFT_FREE_BYTES);
@@ -127,12 +133,16 @@ async fn a_full_disk_refuses_writes_with_disk_full_keeps_reads_and_recovers_with
 
     // Reads are served, the state is shown.
     let read = client
-        .get("before", ReadOptions::default())
+        .get_with("before")
+        .options(ReadOptions::default())
+        .send()
         .await
         .expect("a read on a full disk");
     assert_eq!(read.values, vec![b"the disk filled".to_vec()]);
     let read = client
-        .get(key(0), ReadOptions::default())
+        .get_with(key(0))
+        .options(ReadOptions::default())
+        .send()
         .await
         .expect("a read on a full disk");
     assert!(read.found);
@@ -164,12 +174,10 @@ async fn a_full_disk_refuses_writes_with_disk_full_keeps_reads_and_recovers_with
             let client = client.clone();
             async move {
                 client
-                    .put(
-                        format!("after-{attempt}"),
-                        "space is back",
-                        None,
-                        WriteOptions::default(),
-                    )
+                    .put_with(format!("after-{attempt}"), "space is back")
+                    .context(None)
+                    .options(WriteOptions::default())
+                    .send()
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
@@ -186,7 +194,9 @@ async fn a_full_disk_refuses_writes_with_disk_full_keeps_reads_and_recovers_with
     // Nothing acknowledged was lost.
     for i in 0..acknowledged {
         let read = client
-            .get(key(i), ReadOptions::default())
+            .get_with(key(i))
+            .options(ReadOptions::default())
+            .send()
             .await
             .expect("a read");
         assert!(read.found, "acknowledged put {i} of {acknowledged} is lost");

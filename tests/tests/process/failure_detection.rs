@@ -88,7 +88,13 @@ async fn a_stopped_node_is_reported_down_within_seconds_while_writes_go_on_and_u
             for i in 0..MAX_WRITES {
                 let opts = WriteOptions::default().w(2).timeout(REQUEST_TIMEOUT);
                 let key = format!("stopped-{i:05}");
-                match client.put(&key, format!("v{i}"), None, opts).await {
+                match client
+                    .put_with(&key, format!("v{i}"))
+                    .context(None)
+                    .options(opts)
+                    .send()
+                    .await
+                {
                     Ok(_) => acked += 1,
                     Err(e) => failed.push(format!("put {key}: {e}")),
                 }

@@ -84,7 +84,9 @@ async fn a_node_that_is_not_a_replica_forwards_and_relays_the_answer() {
     assert_eq!(forwarded, 20);
     // The SDK, routing by ring, sees the same data.
     let read = client
-        .get("forward-7", shoal_client::ReadOptions::default())
+        .get_with("forward-7")
+        .options(shoal_client::ReadOptions::default())
+        .send()
         .await
         .expect("SDK get");
     assert_eq!(read.values, vec![b"value-7".to_vec()]);

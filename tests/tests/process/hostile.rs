@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_client::{Client, ReadOptions, WriteOptions};
+use shoal_client::Client;
 use shoal_transport::TransportConfig;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -510,13 +510,13 @@ async fn good_client(client: Client, tag: String, stop: Arc<AtomicBool>) -> Good
                 let key = format!("good-{tag}-{w}-{i}");
                 let value = format!("value-{i}");
                 let put = client
-                    .put(&key, value.clone(), None, WriteOptions::default())
+                    .put(&key, value.clone())
                     .await
                     .map(|_| ())
                     .map_err(|e| format!("put {key}: {e}"));
                 let get = match &put {
                     Ok(()) => client
-                        .get(&key, ReadOptions::default())
+                        .get(&key)
                         .await
                         .map_err(|e| format!("get {key}: {e}"))
                         .and_then(|read| check_read(&key, &read, Some(&value))),

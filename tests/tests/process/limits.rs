@@ -56,12 +56,16 @@ async fn siblings_whose_sum_is_larger_than_eight_mib_stay_readable() {
     // Three concurrent 3 MiB values: a 9 MiB object, within the node's 16 MiB limit.
     for fill in [b'a', b'b', b'c'] {
         client
-            .put("big", vec![fill; 3 * MIB], None, w)
+            .put_with("big", vec![fill; 3 * MIB])
+            .options(w)
+            .send()
             .await
             .unwrap_or_else(|e| panic!("put of {}: {e}", char::from(fill)));
     }
     let read = client
-        .get("big", r)
+        .get_with("big")
+        .options(r)
+        .send()
         .await
         .unwrap_or_else(|e| panic!("the stored object is unreadable: {e}"));
     assert_eq!(read.values.len(), 3);
@@ -80,7 +84,12 @@ async fn the_largest_object_a_node_stores_is_readable_through_the_sdk() {
     let mut fill = b'a';
     let mut exact = false;
     for _ in 0..16 {
-        match client.put("full", vec![fill; size], None, w).await {
+        match client
+            .put_with("full", vec![fill; size])
+            .options(w)
+            .send()
+            .await
+        {
             Ok(_) => {
                 fill += 1;
                 if exact {
@@ -102,7 +111,9 @@ async fn the_largest_object_a_node_stores_is_readable_through_the_sdk() {
     }
     assert!(exact, "the node never refused a value for the object limit");
     let read = client
-        .get("full", r)
+        .get_with("full")
+        .options(r)
+        .send()
         .await
         .unwrap_or_else(|e| panic!("the largest stored object is unreadable: {e}"));
     let total: usize = read.values.iter().map(Vec::len).sum();

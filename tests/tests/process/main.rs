@@ -18,4 +18,5 @@ mod metrics_catalogue;
 mod netns;
 mod power_cut;
 mod prometheus;
+mod sdk;
 mod single_node;

@@ -99,7 +99,9 @@ async fn a_node_restored_to_an_older_copy_of_its_store_drops_no_acknowledged_wri
         let client = client.clone();
         async move {
             let read = client
-                .get(&key, ReadOptions::default().r(3))
+                .get_with(&key)
+                .options(ReadOptions::default().r(3))
+                .send()
                 .await
                 .map_err(|e| format!("get {key}: {e}"))?;
             let values = values_of(&read);

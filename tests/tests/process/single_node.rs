@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use shoal_client::{Client, ClientConfig, ClientError, ReadOptions, WriteOptions, MAX_KEY_BYTES};
+use shoal_client::{Client, ClientConfig, ClientError, MAX_KEY_BYTES};
 use shoal_proto::wire::{
     decode_response, encode_request, PeerRequest, Request, Response, WIRE_VERSION,
 };
@@ -29,11 +29,11 @@ async fn start_node() -> Cluster {
 async fn assert_serving(node: &mut Cluster, client: &Client, key: &str) {
     assert!(node.is_running(0), "the node process exited");
     client
-        .put(key, "still here", None, WriteOptions::default())
+        .put(key, "still here")
         .await
         .unwrap_or_else(|e| panic!("put {key} after the bad input: {e}"));
     let read = client
-        .get(key, ReadOptions::default())
+        .get(key)
         .await
         .unwrap_or_else(|e| panic!("get {key} after the bad input: {e}"));
     assert_eq!(read.values, vec![b"still here".to_vec()], "{key}");
@@ -43,49 +43,56 @@ async fn assert_serving(node: &mut Cluster, client: &Client, key: &str) {
 async fn sdk_round_trips_keep_siblings_until_a_write_with_context_resolves_them() {
     let node = start_node().await;
     let client = node.client().await;
-    let (r, w) = (ReadOptions::default(), WriteOptions::default());
 
     // A missing key: not found, no values.
-    let missing = client.get("never-written", r).await.unwrap();
+    let missing = client.get("never-written").await.unwrap();
     assert!(!missing.found);
     assert!(missing.values.is_empty());
 
     // Put, get, put with the read's context: one value, the newer one.
-    client.put("greeting", "hello", None, w).await.unwrap();
-    let read = client.get("greeting", r).await.unwrap();
+    client.put("greeting", "hello").await.unwrap();
+    let read = client.get("greeting").await.unwrap();
     assert!(read.found);
     assert_eq!(values_of(&read), ["hello"]);
     let ctx = client
-        .put("greeting", "hi", Some(&read.context), w)
+        .put_with("greeting", "hi")
+        .context(&read.context)
+        .send()
         .await
         .unwrap();
-    assert_eq!(values_of(&client.get("greeting", r).await.unwrap()), ["hi"]);
+    assert_eq!(values_of(&client.get("greeting").await.unwrap()), ["hi"]);
     // The context a put returns also replaces what it wrote.
-    client.put("greeting", "hey", Some(&ctx), w).await.unwrap();
-    assert_eq!(
-        values_of(&client.get("greeting", r).await.unwrap()),
-        ["hey"]
-    );
+    client
+        .put_with("greeting", "hey")
+        .context(&ctx)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(values_of(&client.get("greeting").await.unwrap()), ["hey"]);
 
     // Two puts without context are concurrent: both come back as siblings.
-    client.put("pair", "left", None, w).await.unwrap();
-    client.put("pair", "right", None, w).await.unwrap();
-    let siblings = client.get("pair", r).await.unwrap();
+    client.put("pair", "left").await.unwrap();
+    client.put("pair", "right").await.unwrap();
+    let siblings = client.get("pair").await.unwrap();
     assert_eq!(values_of(&siblings), ["left", "right"]);
     // A write with the read's context replaces both.
     client
-        .put("pair", "merged", Some(&siblings.context), w)
+        .put_with("pair", "merged")
+        .context(&siblings.context)
+        .send()
         .await
         .unwrap();
-    let merged = client.get("pair", r).await.unwrap();
+    let merged = client.get("pair").await.unwrap();
     assert_eq!(values_of(&merged), ["merged"]);
 
     // Delete with the context, then the key is not found.
     client
-        .delete("pair", Some(&merged.context), w)
+        .delete_with("pair")
+        .context(&merged.context)
+        .send()
         .await
         .unwrap();
-    let gone = client.get("pair", r).await.unwrap();
+    let gone = client.get("pair").await.unwrap();
     assert!(!gone.found, "{gone:?}");
     assert!(gone.values.is_empty(), "{gone:?}");
 
@@ -189,7 +196,7 @@ async fn client_certificate_may_not_send_node_to_node_messages() {
     }
 
     // The forged write was not stored, and the node keeps serving.
-    let read = client.get(&key, ReadOptions::default()).await.unwrap();
+    let read = client.get(&key).await.unwrap();
     assert!(!read.found, "a refused Replicate was stored: {read:?}");
     assert_serving(&mut node, &client, "after-peer-messages").await;
     endpoint.close().await;
@@ -352,43 +359,42 @@ async fn malformed_and_oversized_frames_are_refused_and_the_node_keeps_serving()
 async fn oversized_key_and_value_are_typed_errors_and_the_node_keeps_serving() {
     let mut node = start_node().await;
     let client = node.client().await;
-    let w = WriteOptions::default();
 
     let long_key = vec![b'k'; MAX_KEY_BYTES + 1];
-    match client.put(&long_key, "v", None, w).await {
+    match client.put(&long_key, "v").await {
         Err(ClientError::KeyTooLarge { len, max }) => {
             assert_eq!((len, max), (MAX_KEY_BYTES + 1, MAX_KEY_BYTES))
         }
         other => panic!("expected KeyTooLarge, got {other:?}"),
     }
-    match client.get(&long_key, ReadOptions::default()).await {
+    match client.get(&long_key).await {
         Err(ClientError::KeyTooLarge { .. }) => {}
         other => panic!("expected KeyTooLarge, got {other:?}"),
     }
-    match client.put("", "v", None, w).await {
+    match client.put("", "v").await {
         Err(ClientError::EmptyKey) => {}
         other => panic!("expected EmptyKey, got {other:?}"),
     }
     // The largest key is accepted.
     let max_key = vec![b'm'; MAX_KEY_BYTES];
-    client.put(&max_key, "v", None, w).await.unwrap();
+    client.put(&max_key, "v").await.unwrap();
 
     // The value limit is the node's (`limits.max_value_bytes`), checked by the node.
     let big_value = vec![0x61; MAX_VALUE_BYTES + 1];
-    match client.put("big", big_value, None, w).await {
+    match client.put("big", big_value).await {
         Err(ClientError::ValueTooLarge { len, max }) => {
             assert_eq!((len, max), (MAX_VALUE_BYTES + 1, MAX_VALUE_BYTES))
         }
         other => panic!("expected ValueTooLarge, got {other:?}"),
     }
-    let read = client.get("big", ReadOptions::default()).await.unwrap();
+    let read = client.get("big").await.unwrap();
     assert!(!read.found, "a refused value was stored");
     // Exactly the limit is accepted.
     client
-        .put("big", vec![0x62; MAX_VALUE_BYTES], None, w)
+        .put("big", vec![0x62; MAX_VALUE_BYTES])
         .await
         .unwrap();
-    let read = client.get("big", ReadOptions::default()).await.unwrap();
+    let read = client.get("big").await.unwrap();
     assert_eq!(read.values, vec![vec![0x62; MAX_VALUE_BYTES]]);
 
     assert_serving(&mut node, &client, "after-oversized").await;

@@ -13,7 +13,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use shoal_client::{Client, Context, NodeId, ReadOptions};
+use shoal_client::{Client, Context, NodeId};
 use shoal_proto::metrics::{
     AAE_BATCHES_SPLIT_TOTAL, AAE_BUDGET_RATIO, AAE_KEYS_REPAIRED_TOTAL,
     COORDINATOR_DURATION_SECONDS, TOMBSTONES_REAPED_TOTAL,
@@ -207,7 +207,9 @@ async fn settle_background_budget(cluster: &mut Cluster, ring: &Ring, kvs: &[(St
                         .take(READS);
                     for (key, _) in keys {
                         client
-                            .get(key, ReadOptions::default().r(1))
+                            .get_with(key)
+                            .r(1)
+                            .send()
                             .await
                             .map_err(|e| format!("get {key}: {e}"))?;
                     }
@@ -427,7 +429,7 @@ async fn a_replica_that_missed_writes_and_deletes_converges_within_the_exchange_
         cluster.terminate(i);
     }
     let mut config = cluster.client_config();
-    config.seeds = vec![cluster.nodes()[victim].addr];
+    config.seeds = vec![cluster.nodes()[victim].addr.into()];
     config.connect_timeout = PINNED_CONNECT_TIMEOUT;
     let client = connect(config).await;
     let started = Instant::now();
@@ -534,11 +536,10 @@ async fn reaped_tombstones_stay_gone_and_a_rewritten_key_has_only_its_new_value(
         let context = if i % 2 == 0 {
             None
         } else {
-            let read = unless_unavailable(&format!("get {key}"), || {
-                client.get(key, ReadOptions::default().r(3))
-            })
-            .await
-            .unwrap();
+            let read =
+                unless_unavailable(&format!("get {key}"), || client.get_with(key).r(3).send())
+                    .await
+                    .unwrap();
             assert!(!read.found, "{key} was reaped");
             Some(read.context)
         };

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use shoal_client::{Client, ClientError, Context, NodeId, ReadOptions, WriteOptions};
+use shoal_client::{Client, ClientError, Context, NodeId, WriteOptions};
 use shoal_ring::Ring;
 
 use crate::harness::{
@@ -224,7 +224,11 @@ pub async fn put_with_contexts(
         async move {
             let opts = WriteOptions::default().w(w);
             let ctx = unless_unavailable(&format!("put {key}"), || {
-                client.put(&key, value.clone(), context.as_ref(), opts)
+                client
+                    .put_with(&key, value.clone())
+                    .context(context.as_ref())
+                    .options(opts)
+                    .send()
             })
             .await?;
             contexts.lock().unwrap().insert(key, ctx);
@@ -258,7 +262,11 @@ pub async fn delete_all(client: &Client, deletes: Vec<(String, Context)>, w: u8)
         async move {
             let opts = WriteOptions::default().w(w);
             unless_unavailable(&format!("delete {key}"), || {
-                client.delete(&key, Some(&context), opts)
+                client
+                    .delete_with(&key)
+                    .context(&context)
+                    .options(opts)
+                    .send()
             })
             .await
             .map(|_| ())
@@ -275,10 +283,9 @@ pub async fn assert_reads(client: &Client, expected: &[(String, Option<String>)]
     let errors = run_bounded(expected.to_vec(), IN_FLIGHT, |(key, want)| {
         let client = client.clone();
         async move {
-            let read = unless_unavailable(&format!("get {key}"), || {
-                client.get(&key, ReadOptions::default().r(r))
-            })
-            .await?;
+            let read =
+                unless_unavailable(&format!("get {key}"), || client.get_with(&key).r(r).send())
+                    .await?;
             check_read(&key, &read, want.as_deref())
         }
     })

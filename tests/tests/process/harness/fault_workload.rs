@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shoal_client::{Client, ClientError, Context, MemberState, ReadOptions, WriteOptions};
+use shoal_client::{Client, ClientError, Context, MemberState};
 use shoal_proto::metrics::{
     AAE_EXCHANGES_TOTAL, AAE_KEYS_REPAIRED_TOTAL, HINTS_TOTAL, READ_REPAIRS_TOTAL,
     TOMBSTONES_REAPED_TOTAL,
@@ -102,12 +102,10 @@ async fn put(
     report: &mut WorkloadReport,
 ) -> Context {
     let ctx = client
-        .put(
-            key,
-            format!("value of {key}"),
-            ctx,
-            WriteOptions::default().w(w),
-        )
+        .put_with(key, format!("value of {key}"))
+        .context(ctx)
+        .w(w)
+        .send()
         .await
         .unwrap_or_else(|e| panic!("put {key} with W={w}: {e}"));
     report.puts += 1;
@@ -116,7 +114,9 @@ async fn put(
 
 async fn get(client: &Client, key: &str, r: u8, report: &mut WorkloadReport) -> Context {
     let got = client
-        .get(key, ReadOptions::default().r(r))
+        .get_with(key)
+        .r(r)
+        .send()
         .await
         .unwrap_or_else(|e| panic!("get {key} with R={r}: {e}"));
     report.gets += 1;
@@ -167,7 +167,10 @@ pub async fn run(cluster: &mut Cluster) -> WorkloadReport {
         put(&client, &key, None, 3, &mut report).await;
         let ctx = get(&client, &key, 3, &mut report).await;
         client
-            .delete(&key, Some(&ctx), WriteOptions::default().w(3))
+            .delete_with(&key)
+            .context(&ctx)
+            .w(3)
+            .send()
             .await
             .unwrap_or_else(|e| panic!("delete {key}: {e}"));
         report.deletes += 1;
@@ -262,14 +265,12 @@ pub async fn run(cluster: &mut Cluster) -> WorkloadReport {
 
 /// A W=3 put and an R=3 get with a node down: both must be Unavailable.
 async fn expect_unavailable(client: &Client, key: &str, report: &mut WorkloadReport) {
-    let put = client
-        .put(key, "x", None, WriteOptions::default().w(3))
-        .await;
+    let put = client.put_with(key, "x").w(3).send().await;
     assert!(
         matches!(put, Err(ClientError::Unavailable { .. })),
         "a W=3 put with a node down must be Unavailable, got {put:?}"
     );
-    let get = client.get(key, ReadOptions::default().r(3)).await;
+    let get = client.get_with(key).r(3).send().await;
     assert!(
         matches!(get, Err(ClientError::Unavailable { .. })),
         "an R=3 get with a node down must be Unavailable, got {get:?}"

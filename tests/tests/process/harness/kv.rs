@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use shoal_client::{Client, GetResult, NodeId, ReadOptions, WriteOptions};
+use shoal_client::{Client, GetResult, NodeId};
 
 use super::{run_bounded, wait_until};
 
@@ -22,7 +22,9 @@ pub async fn put_all(client: &Client, kvs: &[(String, String)], w: u8, limit: us
         let client = client.clone();
         async move {
             client
-                .put(&k, v, None, WriteOptions::default().w(w))
+                .put_with(&k, v)
+                .w(w)
+                .send()
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("put {k}: {e}"))
@@ -40,7 +42,9 @@ pub async fn assert_all_readable(client: &Client, kvs: &[(String, String)], r: u
         let client = client.clone();
         async move {
             let read = client
-                .get(&k, ReadOptions::default().r(r))
+                .get_with(&k)
+                .r(r)
+                .send()
                 .await
                 .map_err(|e| format!("get {k}: {e}"))?;
             check_read(&k, &read, Some(&v))

@@ -350,7 +350,9 @@ impl Rig {
         for key in keys {
             let read = self
                 .status
-                .get(key, ReadOptions::default().r(r))
+                .get_with(key)
+                .options(ReadOptions::default().r(r))
+                .send()
                 .await
                 .unwrap_or_else(|e| panic!("the final read of {key} at R = {NODES}: {e}"));
             finals.insert(key.clone(), sets::union(&read.values));
@@ -587,7 +589,10 @@ async fn a_put_answered_unavailable_wrote_nothing() {
     let key = "unavailable-probe";
     rig.net.partition(VICTIM, Cut::TwoWay);
     let put = client
-        .put(key, "v1", None, WriteOptions::default().w(all))
+        .put_with(key, "v1")
+        .context(None)
+        .options(WriteOptions::default().w(all))
+        .send()
         .await;
     eprintln!("netns: a put at W = {all} right after the cut answered {put:?}");
     assert!(
@@ -600,7 +605,9 @@ async fn a_put_answered_unavailable_wrote_nothing() {
     if let Err(ClientError::Unavailable { .. }) = put {
         let read = rig
             .status
-            .get(key, ReadOptions::default().r(all))
+            .get_with(key)
+            .options(ReadOptions::default().r(all))
+            .send()
             .await
             .unwrap_or_else(|e| panic!("reading {key} at R = {all}: {e}"));
         assert!(

@@ -227,7 +227,9 @@ async fn add_loop(t: usize, client: Client, keys: Vec<String>, state: Arc<State>
         pace.tick().await;
         let key = &keys[(t + usize::try_from(n).unwrap_or(0)) % keys.len()];
         let read = client
-            .get(key, ReadOptions::default().timeout(OP_TIMEOUT))
+            .get_with(key)
+            .options(ReadOptions::default().timeout(OP_TIMEOUT))
+            .send()
             .await;
         let phase = state.phase();
         let read = match read {
@@ -246,12 +248,10 @@ async fn add_loop(t: usize, client: Client, keys: Vec<String>, state: Arc<State>
         let mut set = union(&read.values);
         set.insert(element.clone());
         let put = client
-            .put(
-                key,
-                encode(&set),
-                Some(&read.context),
-                WriteOptions::default().timeout(OP_TIMEOUT),
-            )
+            .put_with(key, encode(&set))
+            .context(Some(&read.context))
+            .options(WriteOptions::default().timeout(OP_TIMEOUT))
+            .send()
             .await;
         let phase = state.phase();
         let mut ledger = state.lock();

@@ -1,0 +1,266 @@
+//! Read-modify-write: [`Client::update`] reads a key, lets a function turn its siblings
+//! into one value, writes it with the read's context, and checks by reading back that no
+//! concurrent write left a sibling next to it; [`resolve`] has ready-made functions.
+//!
+//! # How a concurrent change is detected
+//!
+//! Shoal has no compare-and-set: a write with a context always succeeds, and a write
+//! another client made concurrently (not in the context) stays next to it as a sibling.
+//! So the helper cannot prevent a concurrent change, only notice and resolve it:
+//!
+//! 1. read the key (R replies): siblings `S`, context `C`;
+//! 2. write `f(S)` with `C`: it replaces exactly `S`; the write's context is `C'`;
+//! 3. read the key again: if the answer has one value and its context includes `C'`,
+//!    the update is done (nothing was written concurrently that this read saw);
+//!    otherwise a concurrent write landed: wait a jittered backoff (the client's
+//!    [`RetryPolicy`](crate::RetryPolicy) waits, so that racing updaters spread out),
+//!    read again and start again from step 2 with that read's siblings (our value among
+//!    them), at most [`Update::attempts`] writes in all, then
+//!    [`ClientError::UpdateConflict`].
+//!
+//! A success means "at the read-back, R replicas agreed on our value (or a value that
+//! replaced it)": a write that lands later, or that no replica of the read-back had yet,
+//! can still make siblings, which the next update (or read) resolves. The function is
+//! called again on every retry, with every sibling, its own previous result included, so
+//! it must merge rather than assume it sees the original values: set union and
+//! last-writer-wins do. An update costs two reads and one write when nothing races it, and one more read and
+//! write per race.
+//!
+//! Retries of the individual requests follow the client's [`RetryPolicy`](crate::RetryPolicy);
+//! a write whose outcome is unknown ends the update with that error, like any write.
+
+use std::collections::BTreeSet;
+
+use crate::client::Client;
+use crate::context::Context;
+use crate::error::ClientError;
+use crate::options::{ReadOptions, WriteOptions};
+
+/// Default [`Update::attempts`].
+pub const DEFAULT_UPDATE_ATTEMPTS: u32 = 5;
+/// Most writes one update may make.
+pub const MAX_UPDATE_ATTEMPTS: u32 = 100;
+
+/// A function from a key's siblings to the value an update writes, which may fail
+/// (implemented by every such closure).
+pub trait Resolver: FnMut(&[Vec<u8>]) -> Result<Vec<u8>, ClientError> {}
+
+impl<F: FnMut(&[Vec<u8>]) -> Result<Vec<u8>, ClientError>> Resolver for F {}
+
+/// A read-modify-write being set up: `client.update_with(key, f).attempts(3).send().await`.
+#[must_use = "an update does nothing until it is sent"]
+pub struct Update<'a, F> {
+    client: &'a Client,
+    key: Vec<u8>,
+    resolve: F,
+    attempts: u32,
+    read: ReadOptions,
+    write: WriteOptions,
+}
+
+impl<'a, F: Resolver> Update<'a, F> {
+    pub(crate) fn new(client: &'a Client, key: Vec<u8>, resolve: F) -> Update<'a, F> {
+        Update {
+            client,
+            key,
+            resolve,
+            attempts: DEFAULT_UPDATE_ATTEMPTS,
+            read: ReadOptions::default(),
+            write: WriteOptions::default(),
+        }
+    }
+
+    /// Most writes to make before giving up with [`ClientError::UpdateConflict`]
+    /// (1..=[`MAX_UPDATE_ATTEMPTS`]).
+    pub fn attempts(mut self, attempts: u32) -> Update<'a, F> {
+        self.attempts = attempts;
+        self
+    }
+
+    /// Options of the reads (the first and the read-backs).
+    pub fn read_options(mut self, opts: ReadOptions) -> Update<'a, F> {
+        self.read = opts;
+        self
+    }
+
+    /// Options of the writes.
+    pub fn write_options(mut self, opts: WriteOptions) -> Update<'a, F> {
+        self.write = opts;
+        self
+    }
+
+    /// Runs the update; returns the context of the read-back that found the key resolved.
+    pub async fn send(mut self) -> Result<Context, ClientError> {
+        if !(1..=MAX_UPDATE_ATTEMPTS).contains(&self.attempts) {
+            return Err(ClientError::InvalidOptions(format!(
+                "update attempts must be in 1..={MAX_UPDATE_ATTEMPTS}, got {}",
+                self.attempts
+            )));
+        }
+        let client = self.client;
+        let mut read = client.get_opts(&self.key, self.read).await?;
+        for attempt in 1..=self.attempts {
+            let value = (self.resolve)(&read.values)?;
+            let written = client
+                .put_opts(&self.key, value, Some(&read.context), self.write)
+                .await?;
+            read = client.get_opts(&self.key, self.read).await?;
+            if read.values.len() == 1 && read.context.as_causal().includes(written.as_causal()) {
+                return Ok(read.context);
+            }
+            metrics::counter!("shoal_client_update_conflicts_total").increment(1);
+            if attempt == self.attempts {
+                break;
+            }
+            // Racing updaters that all resolve at once race again: back off (jittered,
+            // as the retry policy says) and read afresh.
+            let delay = client.backoff(attempt - 1);
+            tracing::debug!(
+                attempt,
+                siblings = read.values.len(),
+                ?delay,
+                "a concurrent write raced the update; resolving again"
+            );
+            tokio::time::sleep(delay).await;
+            read = client.get_opts(&self.key, self.read).await?;
+        }
+        Err(ClientError::UpdateConflict {
+            attempts: self.attempts,
+        })
+    }
+}
+
+impl Client {
+    /// Read-modify-write of `key` with the default options: `resolve` turns the key's
+    /// siblings (none when the key is not found) into the value to write; concurrent
+    /// writes are detected by reading back and resolved by calling `resolve` again (see
+    /// the [`update`](crate::update) module for exactly what a success guarantees).
+    ///
+    /// ```no_run
+    /// # async fn example(client: shoal_client::Client) -> Result<(), shoal_client::ClientError> {
+    /// // A counter kept as the largest of the siblings plus one.
+    /// client
+    ///     .update("visits", |siblings| {
+    ///         let n = siblings
+    ///             .iter()
+    ///             .filter_map(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+    ///             .max()
+    ///             .unwrap_or(0);
+    ///         (n + 1).to_string().into_bytes()
+    ///     })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn update<F>(&self, key: impl AsRef<[u8]>, resolve: F) -> Result<Context, ClientError>
+    where
+        F: FnMut(&[Vec<u8>]) -> Vec<u8>,
+    {
+        self.update_with(key, resolve).send().await
+    }
+
+    /// A read-modify-write with options (attempts, quorums).
+    pub fn update_with<F>(&self, key: impl AsRef<[u8]>, mut resolve: F) -> Update<'_, impl Resolver>
+    where
+        F: FnMut(&[Vec<u8>]) -> Vec<u8>,
+    {
+        self.try_update_with(key, move |siblings| Ok(resolve(siblings)))
+    }
+
+    /// A read-modify-write whose function may fail (for example a value that does not
+    /// decode): its error ends the update before anything more is written.
+    pub fn try_update_with<F: Resolver>(&self, key: impl AsRef<[u8]>, resolve: F) -> Update<'_, F> {
+        Update::new(self, key.as_ref().to_vec(), resolve)
+    }
+}
+
+/// Ready-made sibling resolvers, for [`Client::update`] or a read's values.
+pub mod resolve {
+    use super::BTreeSet;
+
+    /// Union of sets: each sibling decoded with `decode` (siblings that do not decode
+    /// are skipped), the union encoded with `encode`. Never loses an element any sibling
+    /// had (so removals need tombstone elements of the application's own).
+    pub fn union<T: Ord>(
+        siblings: &[Vec<u8>],
+        decode: impl Fn(&[u8]) -> Option<BTreeSet<T>>,
+        encode: impl Fn(&BTreeSet<T>) -> Vec<u8>,
+    ) -> Vec<u8> {
+        let all: BTreeSet<T> = siblings
+            .iter()
+            .filter_map(|s| decode(s))
+            .flatten()
+            .collect();
+        encode(&all)
+    }
+
+    /// Union of sets of lines (newline-separated UTF-8 or bytes), sorted: the simplest
+    /// set encoding, used by the shopping-cart example.
+    pub fn union_lines(siblings: &[Vec<u8>]) -> Vec<u8> {
+        union(
+            siblings,
+            |s| {
+                Some(
+                    s.split(|&b| b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(<[u8]>::to_vec)
+                        .collect(),
+                )
+            },
+            |set: &BTreeSet<Vec<u8>>| set.iter().cloned().collect::<Vec<_>>().join(&b'\n'),
+        )
+    }
+
+    /// Last writer wins by a timestamp each value carries: the sibling whose `timestamp`
+    /// is largest (ties and values without one: the larger bytes, so every client picks
+    /// the same). `None` only when there are no siblings. The timestamp is the
+    /// application's (for example a field of the value), so clock skew between writers
+    /// decides ties of concurrent writes; values written later are not guaranteed to win.
+    pub fn last_writer_wins<K: Ord>(
+        siblings: &[Vec<u8>],
+        timestamp: impl Fn(&[u8]) -> Option<K>,
+    ) -> Option<Vec<u8>> {
+        siblings
+            .iter()
+            .max_by(|a, b| timestamp(a).cmp(&timestamp(b)).then_with(|| a.cmp(b)))
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[test]
+    fn union_of_lines_keeps_every_element_once_in_order() {
+        let siblings = vec![b"milk\neggs".to_vec(), b"bread\nmilk".to_vec(), Vec::new()];
+        assert_eq!(
+            resolve::union_lines(&siblings),
+            b"bread\neggs\nmilk".to_vec()
+        );
+        assert_eq!(resolve::union_lines(&[]), Vec::<u8>::new());
+        // Resolving a resolved value again changes nothing.
+        let once = resolve::union_lines(&siblings);
+        assert_eq!(resolve::union_lines(&[once.clone(), once.clone()]), once);
+    }
+
+    #[test]
+    fn last_writer_wins_takes_the_largest_timestamp_and_breaks_ties_by_bytes() {
+        let ts = |v: &[u8]| {
+            std::str::from_utf8(v)
+                .ok()?
+                .split(':')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        };
+        let siblings = vec![b"10:a".to_vec(), b"30:b".to_vec(), b"20:c".to_vec()];
+        assert_eq!(
+            resolve::last_writer_wins(&siblings, ts),
+            Some(b"30:b".to_vec())
+        );
+        let tied = vec![b"5:x".to_vec(), b"5:y".to_vec(), b"junk".to_vec()];
+        assert_eq!(resolve::last_writer_wins(&tied, ts), Some(b"5:y".to_vec()));
+        assert_eq!(resolve::last_writer_wins(&[], ts), None);
+    }
+}
