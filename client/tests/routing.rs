@@ -562,10 +562,7 @@ async fn writes_with_an_unknown_outcome_are_retried_only_when_declared_idempoten
     cluster.take_log();
     for unknown in [
         RequestError::Timeout { acks: 1, needed: 2 },
-        RequestError::Unavailable {
-            needed: 2,
-            alive: 1,
-        },
+        RequestError::Incomplete { acks: 1, needed: 2 },
     ] {
         cluster
             .shared
@@ -586,6 +583,23 @@ async fn writes_with_an_unknown_outcome_are_retried_only_when_declared_idempoten
         client.get("k").await.unwrap();
         assert_eq!(cluster.take_log().len(), 2);
     }
+    // `Unavailable` of a write means too few replicas were found before anything was
+    // written (a write stored before its quorum failed answers `Incomplete`): retried.
+    cluster
+        .shared
+        .fail_next
+        .lock()
+        .unwrap()
+        .push_back(RequestError::Unavailable {
+            needed: 2,
+            alive: 1,
+        });
+    client.put("k", "v").await.unwrap();
+    assert_eq!(
+        cluster.take_log().len(),
+        2,
+        "Unavailable was not sent again"
+    );
     client.close().await;
     config.retry = fast_retries(3).idempotent_writes(true);
     let client = Client::connect(config).await.unwrap();
