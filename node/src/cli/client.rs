@@ -109,6 +109,15 @@ pub enum ClientCommand {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Where a key lives: its partition and its replicas (the preference list), from the
+    /// ring the cluster hands the client.
+    Locate {
+        /// The key (its UTF-8 bytes).
+        key: String,
+        /// Print one JSON object: `{"key", "partition", "ring_version", "n", "replicas": [{"id", "addr"}]}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the client config comes from: --config, else $SHOAL_CONFIG, else ./shoal-dev/client.toml.
@@ -239,6 +248,10 @@ enum Prepared {
         json: bool,
         node: Option<NodeId>,
     },
+    Locate {
+        key: Vec<u8>,
+        json: bool,
+    },
 }
 
 /// How `get` prints its result.
@@ -293,6 +306,15 @@ impl Prepared {
                     .map(|n| NodeId::new(n).map_err(|e| Failure::Usage(format!("--node: {e}"))))
                     .transpose()?,
             },
+            ClientCommand::Locate { key, json } => {
+                if key.is_empty() {
+                    return Err(Failure::Usage("the key is empty".into()));
+                }
+                Prepared::Locate {
+                    key: key.into_bytes(),
+                    json,
+                }
+            }
         })
     }
 
@@ -403,6 +425,11 @@ async fn send(client: &Client, prepared: Prepared, out: &mut Vec<u8>) -> Result<
             } else {
                 format_status_table(&report)
             }
+        }
+        Prepared::Locate { key, json } => {
+            // The ring as the cluster has it now, not as it was when this client connected.
+            client.refresh().await?;
+            super::locate::format_locate(&client.cluster_info().await, &key, json)
         }
     };
     out.extend_from_slice(text.as_bytes());

@@ -12,6 +12,7 @@ use crate::config::{NodeConfig, DEFAULT_CONFIG_TOML};
 mod aae;
 mod client;
 mod dev;
+mod locate;
 
 use client::ClientCommand;
 

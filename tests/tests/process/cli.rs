@@ -438,3 +438,49 @@ async fn shoal_dev_runs_a_node_and_sigint_stops_it() {
     let out = std::fs::read_to_string(&dev_out).unwrap();
     assert!(out.contains("stopped"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locate_prints_the_key_s_partition_and_preference_list_from_the_ring() {
+    let cluster = Cluster::start(3, "").await;
+    let client = cluster.client().await;
+    client.refresh().await.unwrap();
+    let info = client.cluster_info().await;
+    client.close().await;
+    assert_eq!(info.n, 3);
+
+    for key in ["alpha", "beta", "gamma", "delta"] {
+        let want = info.ring.preference_list_for_key(key.as_bytes(), 3);
+        let json = cli(&cluster, &["locate", key, "--json"]).await.ok().json();
+        assert_eq!(json["key"], key);
+        assert_eq!(json["partition"], want.partition.0, "{json}");
+        assert_eq!(json["ring_version"], info.ring.version(), "{json}");
+        let replicas = json["replicas"].as_array().unwrap();
+        assert_eq!(replicas.len(), 3, "{json}");
+        for (replica, id) in replicas.iter().zip(&want.nodes) {
+            assert_eq!(replica["id"], id.as_str(), "{json}");
+            let addr = info.members.iter().find(|m| &m.id == id).unwrap().addr;
+            assert_eq!(replica["addr"], addr.to_string(), "{json}");
+        }
+
+        let text = cli(&cluster, &["locate", key]).await.ok().stdout;
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!(
+                "partition {} (ring version {}, N=3)",
+                want.partition.0,
+                info.ring.version()
+            )
+        );
+        let ids: Vec<&str> = lines[1..]
+            .iter()
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        let want_ids: Vec<&str> = want.nodes.iter().map(|n| n.as_str()).collect();
+        assert_eq!(ids, want_ids, "{text}");
+    }
+
+    let empty = cli(&cluster, &["locate", ""]).await;
+    assert_eq!(empty.code(), Some(2), "{empty:#?}");
+    assert!(empty.stderr.contains("empty"), "{empty:#?}");
+}
