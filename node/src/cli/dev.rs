@@ -19,9 +19,10 @@ pub struct DevArgs {
     /// Directory of the dev cluster.
     #[arg(long, global = true, default_value = "./shoal-dev")]
     pub dir: PathBuf,
-    /// Number of nodes (init only).
-    #[arg(long, global = true, default_value_t = 3)]
-    pub nodes: usize,
+    /// Number of nodes (init; default 3). With an existing directory it must match the
+    /// nodes there: a cluster is not resized by `shoal dev`.
+    #[arg(long, global = true)]
+    pub nodes: Option<usize>,
     /// QUIC port of the first node; node i listens on base_port + i - 1 (init only).
     #[arg(long, global = true, default_value_t = 7001)]
     pub base_port: u16,
@@ -35,18 +36,39 @@ pub struct DevArgs {
 pub enum DevAction {
     /// Write a CA, certificates, one config per node (DIR/<id>/node.toml) and DIR/client.toml.
     Init,
-    /// Start every node of DIR as its own process; stop them all on Ctrl-C.
+    /// Start every node of DIR as its own process; stop them all on Ctrl-C (or `down`).
     Up,
+    /// Stop the `shoal dev up` of DIR (and so its nodes), wherever it runs.
+    Down,
+    /// Remove DIR (data, certificates, configs); refused while its cluster runs.
+    Clean,
 }
+
+/// The file where `shoal dev up` keeps its pid while it runs, so that `down` can stop it
+/// and `clean` can refuse to delete a running cluster.
+const PID_FILE: &str = "dev.pid";
+/// Nodes of a new dev cluster when `--nodes` is not given.
+const DEFAULT_NODES: usize = 3;
+/// Longest `shoal dev down` waits for the cluster to stop (each node gets 10 s to stop
+/// gracefully before `up` kills it).
+const DOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A command line that cannot be carried out as given (exit code 2, like the client
+/// commands' usage errors); nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
 
 /// Run `shoal dev`; returns the exit code.
 pub fn run(args: DevArgs) -> i32 {
     let result = match args.action {
         Some(DevAction::Init) => init(&args).map(|_| ()),
-        Some(DevAction::Up) => up(&args.dir),
+        Some(DevAction::Up) => check_nodes(&args).and_then(|()| up(&args.dir)),
+        Some(DevAction::Down) => down(&args.dir),
+        Some(DevAction::Clean) => clean(&args.dir),
         None => {
             if args.dir.join("client.toml").is_file() {
-                up(&args.dir)
+                check_nodes(&args).and_then(|()| up(&args.dir))
             } else {
                 init(&args).and_then(|_| up(&args.dir))
             }
@@ -56,9 +78,92 @@ pub fn run(args: DevArgs) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            1
+            if e.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            }
         }
     }
+}
+
+/// Refuses a `--nodes` that differs from the nodes an existing directory holds, instead
+/// of silently running a cluster of another size than asked for.
+fn check_nodes(args: &DevArgs) -> anyhow::Result<()> {
+    let Some(wanted) = args.nodes else {
+        return Ok(());
+    };
+    let have = node_configs(&args.dir)?.len();
+    if wanted != have {
+        return Err(UsageError(format!(
+            "{} holds a {have}-node dev cluster, not {wanted}; drop --nodes, or run \
+             `shoal dev clean --dir {}` first to start over with {wanted}",
+            args.dir.display(),
+            args.dir.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The pid of the `shoal dev up` running for `dir`, if one does: its pid file names a
+/// live process running this same binary (a stale file whose pid was reused does not count).
+fn running_up(dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(dir.join(PID_FILE)).ok()?;
+    let pid: i32 = text.trim().parse().ok()?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let me = std::env::current_exe().ok()?;
+    (exe == me).then_some(pid)
+}
+
+/// `shoal dev down`: SIGTERM to the `shoal dev up` of `dir`, then wait until it is gone.
+fn down(dir: &Path) -> anyhow::Result<()> {
+    let Some(pid) = running_up(dir) else {
+        println!("no dev cluster runs in {}", dir.display());
+        return Ok(());
+    };
+    // SAFETY: a signal to the process the pid file names, checked above to be a `shoal`.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        bail!(
+            "cannot signal shoal dev (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let deadline = Instant::now() + DOWN_TIMEOUT;
+    while running_up(dir) == Some(pid) {
+        if Instant::now() >= deadline {
+            bail!("shoal dev (pid {pid}) did not stop within {DOWN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("stopped the dev cluster in {}", dir.display());
+    Ok(())
+}
+
+/// `shoal dev clean`: removes a dev cluster directory, but only one that looks like a dev
+/// cluster (has client.toml) and whose cluster is not running.
+fn clean(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        println!("{} does not exist; nothing to clean", dir.display());
+        return Ok(());
+    }
+    if !dir.join("client.toml").is_file() {
+        return Err(UsageError(format!(
+            "{} is not a dev cluster directory (no client.toml); not removing it",
+            dir.display()
+        ))
+        .into());
+    }
+    if let Some(pid) = running_up(dir) {
+        bail!(
+            "the dev cluster in {} runs (shoal dev pid {pid}); stop it first (`shoal dev down --dir {}`)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    println!("removed {}", dir.display());
+    Ok(())
 }
 
 /// The replication settings a dev cluster of `nodes` gets.
@@ -74,7 +179,8 @@ pub fn dev_quorums(nodes: usize) -> (u8, u8, u8) {
 pub fn init(args: &DevArgs) -> anyhow::Result<Vec<NodeId>> {
     use shoal_transport::certs;
     let dir = &args.dir;
-    if args.nodes == 0 || args.nodes > 64 {
+    let nodes = args.nodes.unwrap_or(DEFAULT_NODES);
+    if nodes == 0 || nodes > 64 {
         bail!("--nodes must be in 1..=64");
     }
     if dir.join("client.toml").exists() {
@@ -86,7 +192,7 @@ pub fn init(args: &DevArgs) -> anyhow::Result<Vec<NodeId>> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     certs::generate_ca(dir)?;
-    let ids: Vec<NodeId> = (1..=args.nodes)
+    let ids: Vec<NodeId> = (1..=nodes)
         .map(|i| NodeId::new(format!("n{i}")))
         .collect::<Result<_, _>>()?;
     let port = |base: u16, i: usize| -> anyhow::Result<u16> {
@@ -99,7 +205,7 @@ pub fn init(args: &DevArgs) -> anyhow::Result<Vec<NodeId>> {
         addrs.push(addr);
         seeds.push_str(&format!("\n[[seeds]]\nid = \"{id}\"\naddr = \"{addr}\"\n"));
     }
-    let (n, r, w) = dev_quorums(args.nodes);
+    let (n, r, w) = dev_quorums(nodes);
     for (i, id) in ids.iter().enumerate() {
         let node_dir = dir.join(id.as_str());
         std::fs::create_dir_all(&node_dir)?;
@@ -128,7 +234,7 @@ pub fn init(args: &DevArgs) -> anyhow::Result<Vec<NodeId>> {
     std::fs::write(dir.join("client.toml"), client)?;
     println!(
         "initialised a {}-node dev cluster in {} (N={n} R={r} W={w})",
-        args.nodes,
+        nodes,
         dir.display()
     );
     Ok(ids)
@@ -183,8 +289,23 @@ fn spawn_node(config: &Path) -> anyhow::Result<Child> {
 /// Start every node of `dir`, print where they are, and stop them on Ctrl-C or SIGTERM.
 pub fn up(dir: &Path) -> anyhow::Result<()> {
     let configs = node_configs(dir)?;
+    if let Some(pid) = running_up(dir) {
+        bail!(
+            "the dev cluster in {} already runs (shoal dev pid {pid})",
+            dir.display()
+        );
+    }
+    let pid_file = dir.join(PID_FILE);
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid_file.display()))?;
+    let result = run_nodes(dir, &configs);
+    let _ = std::fs::remove_file(&pid_file);
+    result
+}
+
+fn run_nodes(dir: &Path, configs: &[PathBuf]) -> anyhow::Result<()> {
     let mut children = Vec::new();
-    for c in &configs {
+    for c in configs {
         let cfg = crate::config::NodeConfig::load(c)?;
         let child = spawn_node(c)?;
         println!(

@@ -365,6 +365,133 @@ impl Drop for DevGuard {
     }
 }
 
+/// Waits until the `shoal dev` of `guard` prints node n1's pid; panics if it exits first.
+async fn wait_node_pid(guard: &mut DevGuard, dev_out: &std::path::Path) -> i32 {
+    wait_until("`shoal dev` to print its node's pid", START_TIMEOUT, || {
+        let out = std::fs::read_to_string(dev_out).unwrap_or_default();
+        let pid = out
+            .lines()
+            .find(|l| l.starts_with("node n1"))
+            .and_then(|l| {
+                let mut words = l.split_whitespace();
+                words.find(|w| *w == "pid")?;
+                words.next()?.parse::<i32>().ok()
+            });
+        if let Some(status) = guard.dev.as_mut().unwrap().try_wait().unwrap() {
+            panic!("shoal dev exited with {status}: {out}");
+        }
+        std::future::ready(pid.ok_or_else(|| format!("no node pid printed: {out}")))
+    })
+    .await
+}
+
+/// `shoal dev init` of a one-node cluster in `dir` on a free port.
+async fn dev_init_one(dir: &str) {
+    let port = free_port_block(1).to_string();
+    run_shoal(
+        &[
+            "dev",
+            "init",
+            "--dir",
+            dir,
+            "--nodes",
+            "1",
+            "--base-port",
+            &port,
+            "--metrics-base-port",
+            &port,
+        ],
+        None,
+    )
+    .await
+    .ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoal_dev_refuses_nodes_that_differ_from_an_existing_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cluster");
+    let dir = dir.to_str().unwrap();
+    dev_init_one(dir).await;
+    // Before the check, `up --nodes 2` ran the 1-node cluster until killed: a short
+    // timeout turns that into a failure instead of a hang.
+    for args in [
+        vec!["dev", "up", "--dir", dir, "--nodes", "2"],
+        vec!["dev", "--dir", dir, "--nodes", "3"],
+    ] {
+        let run = shoal(&args, None, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(run.code(), Some(2), "{args:?}: {run:#?}");
+        assert!(
+            run.stderr.contains("1-node") && run.stderr.contains("shoal dev clean"),
+            "{args:?}: {run:#?}"
+        );
+    }
+    assert!(!std::path::Path::new(dir).join("dev.pid").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoal_dev_down_stops_the_cluster_and_clean_removes_it_only_when_stopped() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cluster");
+    let dir_str = dir.to_str().unwrap();
+    dev_init_one(dir_str).await;
+    let dev_out = root.path().join("dev.out");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "up", "--dir", dir_str, "--nodes", "1"]);
+    let mut guard = DevGuard {
+        dev: Some(spawn_logged(cmd, &dev_out, "shoal dev")),
+        nodes: Vec::new(),
+        dir: root.path().to_path_buf(),
+    };
+    let node_pid = wait_node_pid(&mut guard, &dev_out).await;
+    guard.nodes.push(node_pid);
+
+    // A running cluster is not removed.
+    let refused = run_shoal(&["dev", "clean", "--dir", dir_str], None).await;
+    assert_eq!(refused.code(), Some(1), "{refused:#?}");
+    assert!(refused.stderr.contains("shoal dev down"), "{refused:#?}");
+    assert!(dir.join("client.toml").is_file());
+
+    // `down` stops `shoal dev up` and with it the node.
+    let down = run_shoal(&["dev", "down", "--dir", dir_str], None)
+        .await
+        .ok();
+    assert!(down.stdout.contains("stopped"), "{down:#?}");
+    let status = wait_exit(guard.dev.as_mut().unwrap(), EXIT_TIMEOUT, "shoal dev");
+    guard.dev = None;
+    assert!(status.success(), "shoal dev exited with {status}");
+    wait_until("the node to stop with shoal dev", EXIT_TIMEOUT, || {
+        std::future::ready(if process_alive(node_pid) {
+            Err(format!("node {node_pid} still runs after shoal dev down"))
+        } else {
+            Ok(())
+        })
+    })
+    .await;
+    assert!(!dir.join("dev.pid").exists());
+    let again = run_shoal(&["dev", "down", "--dir", dir_str], None)
+        .await
+        .ok();
+    assert!(again.stdout.contains("no dev cluster runs"), "{again:#?}");
+
+    // Stopped: `clean` removes the directory.
+    let clean = run_shoal(&["dev", "clean", "--dir", dir_str], None)
+        .await
+        .ok();
+    assert!(clean.stdout.contains("removed"), "{clean:#?}");
+    assert!(!dir.exists());
+
+    // A directory that is not a dev cluster is never removed.
+    let other = root.path().join("not-a-cluster");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("precious"), "x").unwrap();
+    let refused = run_shoal(&["dev", "clean", "--dir", other.to_str().unwrap()], None).await;
+    assert_eq!(refused.code(), Some(2), "{refused:#?}");
+    assert!(other.join("precious").is_file());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shoal_dev_runs_a_node_and_sigint_stops_it() {
     let root = tempfile::tempdir().unwrap();
@@ -381,22 +508,7 @@ async fn shoal_dev_runs_a_node_and_sigint_stops_it() {
     };
 
     // `shoal dev` prints each node's pid, then serves until Ctrl-C.
-    let node_pid = wait_until("`shoal dev` to print its node's pid", START_TIMEOUT, || {
-        let out = std::fs::read_to_string(&dev_out).unwrap_or_default();
-        let pid = out
-            .lines()
-            .find(|l| l.starts_with("node n1"))
-            .and_then(|l| {
-                let mut words = l.split_whitespace();
-                words.find(|w| *w == "pid")?;
-                words.next()?.parse::<i32>().ok()
-            });
-        if let Some(status) = guard.dev.as_mut().unwrap().try_wait().unwrap() {
-            panic!("shoal dev exited with {status}: {out}");
-        }
-        std::future::ready(pid.ok_or_else(|| format!("no node pid printed: {out}")))
-    })
-    .await;
+    let node_pid = wait_node_pid(&mut guard, &dev_out).await;
     guard.nodes.push(node_pid);
     assert!(process_alive(node_pid));
 
