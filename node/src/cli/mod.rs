@@ -52,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         what: aae::AaeCommand,
     },
+    /// Print a shell completion script, e.g. `shoal completions bash > /etc/bash_completion.d/shoal`.
+    Completions {
+        /// The shell: bash, elvish, fish, powershell or zsh.
+        shell: clap_complete::Shell,
+    },
     /// Client commands.
     #[command(flatten)]
     Client(ClientCommand),
@@ -123,6 +128,11 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Dev(args) => dev::run(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
+            0
+        }
         Command::Aae { what } => match runtime() {
             Ok(rt) => match rt.block_on(aae::run(what, cli.config)) {
                 Ok(code) => code,

@@ -596,3 +596,21 @@ async fn locate_prints_the_key_s_partition_and_preference_list_from_the_ring() {
     assert_eq!(empty.code(), Some(2), "{empty:#?}");
     assert!(empty.stderr.contains("empty"), "{empty:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_print_a_bash_script_naming_the_subcommands() {
+    let run = run_shoal(&["completions", "bash"], None).await.ok();
+    assert!(run.stdout.contains("complete -F"), "{run:#?}");
+    for word in [
+        "put", "get", "delete", "status", "locate", "dev", "clean", "down", "cert", "aae",
+    ] {
+        assert!(
+            run.stdout
+                .split(|c: char| !c.is_alphanumeric())
+                .any(|w| w == word),
+            "{word} missing from the bash completions"
+        );
+    }
+    let bad = run_shoal(&["completions", "tcsh"], None).await;
+    assert_eq!(bad.code(), Some(2), "{bad:#?}");
+}
