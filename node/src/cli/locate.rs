@@ -120,14 +120,8 @@ mod tests {
 
         let text = format_locate(&info, b"k", false);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines[0],
-            format!(
-                "partition {} (ring version {}, N=3)",
-                want.partition.0,
-                info.ring.version()
-            )
-        );
+        let header = format!("partition {} (", want.partition.0);
+        assert!(lines[0].starts_with(&header), "{text}");
         assert_eq!(lines.len(), 4);
         for (line, id) in lines[1..].iter().zip(&want_ids) {
             assert!(line.starts_with(id), "{line}");

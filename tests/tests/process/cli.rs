@@ -365,6 +365,22 @@ impl Drop for DevGuard {
     }
 }
 
+impl DevGuard {
+    /// Spawns `cmd` (a `shoal dev` running a one-node cluster) with its output in
+    /// `root/dev.out`, and waits until it prints its node's pid.
+    async fn start(cmd: Command, root: &std::path::Path) -> (DevGuard, i32) {
+        let dev_out = root.join("dev.out");
+        let mut guard = DevGuard {
+            dev: Some(spawn_logged(cmd, &dev_out, "shoal dev")),
+            nodes: Vec::new(),
+            dir: root.to_path_buf(),
+        };
+        let node_pid = wait_node_pid(&mut guard, &dev_out).await;
+        guard.nodes.push(node_pid);
+        (guard, node_pid)
+    }
+}
+
 /// Waits until the `shoal dev` of `guard` prints node n1's pid; panics if it exits first.
 async fn wait_node_pid(guard: &mut DevGuard, dev_out: &std::path::Path) -> i32 {
     wait_until("`shoal dev` to print its node's pid", START_TIMEOUT, || {
@@ -437,16 +453,9 @@ async fn shoal_dev_down_stops_the_cluster_and_clean_removes_it_only_when_stopped
     let dir = root.path().join("cluster");
     let dir_str = dir.to_str().unwrap();
     dev_init_one(dir_str).await;
-    let dev_out = root.path().join("dev.out");
     let mut cmd = Command::new(BIN);
     cmd.args(["dev", "up", "--dir", dir_str, "--nodes", "1"]);
-    let mut guard = DevGuard {
-        dev: Some(spawn_logged(cmd, &dev_out, "shoal dev")),
-        nodes: Vec::new(),
-        dir: root.path().to_path_buf(),
-    };
-    let node_pid = wait_node_pid(&mut guard, &dev_out).await;
-    guard.nodes.push(node_pid);
+    let (mut guard, node_pid) = DevGuard::start(cmd, root.path()).await;
 
     // A running cluster is not removed.
     let refused = run_shoal(&["dev", "clean", "--dir", dir_str], None).await;
@@ -501,15 +510,8 @@ async fn shoal_dev_runs_a_node_and_sigint_stops_it() {
     let mut cmd = Command::new(BIN);
     cmd.args(["dev", "--dir", dir.to_str().unwrap(), "--nodes", "1"])
         .args(["--base-port", &port, "--metrics-base-port", &port]);
-    let mut guard = DevGuard {
-        dev: Some(spawn_logged(cmd, &dev_out, "shoal dev")),
-        nodes: Vec::new(),
-        dir: root.path().to_path_buf(),
-    };
-
     // `shoal dev` prints each node's pid, then serves until Ctrl-C.
-    let node_pid = wait_node_pid(&mut guard, &dev_out).await;
-    guard.nodes.push(node_pid);
+    let (mut guard, node_pid) = DevGuard::start(cmd, root.path()).await;
     assert!(process_alive(node_pid));
 
     // The dev cluster serves: put, then get, through its client config.
