@@ -13,6 +13,7 @@ mod aae;
 mod client;
 mod dev;
 mod locate;
+mod status;
 
 use client::ClientCommand;
 
