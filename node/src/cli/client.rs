@@ -1,9 +1,10 @@
-//! The client subcommands of the `shoal` binary — `put`, `get`, `delete` and `status` —
-//! built on the `shoal-client` SDK.
+//! The client subcommands of the `shoal` binary — `put`, `get`, `delete`, `status` and
+//! `locate` — built on the `shoal-client` SDK.
 //!
-//! Output is made for both people and scripts: `put` and `delete` print the new context
-//! alone on one line, `get` prints the values then a `context:` line (or one JSON object
-//! with `--json`), `status` prints a table (or JSON). Errors go to stderr as
+//! Output is made for both people and scripts, and every command takes `--json` for one
+//! JSON object: `put` and `delete` print the new context alone on one line, `get` prints
+//! the values then a `context:` line, `status` prints a table, `locate` the partition then
+//! one line per replica. Errors go to stderr as
 //! `error: <message>`; the exit code is 0 on success, 1 when the request failed and 2 for
 //! a usage or configuration problem.
 
@@ -58,6 +59,9 @@ pub enum ClientCommand {
         /// How long the cluster may take before answering a timeout (e.g. `500ms`, `5s`).
         #[arg(long, value_parser = parse_request_timeout)]
         timeout: Option<Duration>,
+        /// Print one JSON object: `{"context": "..."}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Read a key: its values and context.
     Get {
@@ -98,6 +102,9 @@ pub enum ClientCommand {
         /// How long the cluster may take before answering a timeout (e.g. `500ms`, `5s`).
         #[arg(long, value_parser = parse_request_timeout)]
         timeout: Option<Duration>,
+        /// Print one JSON object: `{"context": "..."}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Members, their state, partitions owned and pending hints, as one node sees them.
     Status {
@@ -232,6 +239,7 @@ enum Prepared {
         value: Vec<u8>,
         context: Option<Context>,
         opts: WriteOptions,
+        json: bool,
     },
     Get {
         key: Vec<u8>,
@@ -242,6 +250,7 @@ enum Prepared {
         key: Vec<u8>,
         context: Option<Context>,
         opts: WriteOptions,
+        json: bool,
     },
     Status {
         json: bool,
@@ -270,11 +279,13 @@ impl Prepared {
                 w,
                 pw,
                 timeout,
+                json,
             } => Prepared::Put {
                 key: key.into_bytes(),
                 value: read_value(value, stdin)?,
                 context: parse_context(context)?,
                 opts: WriteOptions { w, pw, timeout },
+                json,
             },
             ClientCommand::Get {
                 key,
@@ -294,10 +305,12 @@ impl Prepared {
                 w,
                 pw,
                 timeout,
+                json,
             } => Prepared::Delete {
                 key: key.into_bytes(),
                 context: parse_context(context)?,
                 opts: WriteOptions { w, pw, timeout },
+                json,
             },
             ClientCommand::Status { json, node } => Prepared::Status {
                 json,
@@ -395,6 +408,7 @@ async fn send(client: &Client, prepared: Prepared, out: &mut Vec<u8>) -> Result<
             value,
             context,
             opts,
+            json,
         } => {
             let ctx = client
                 .put_with(key, value)
@@ -402,20 +416,25 @@ async fn send(client: &Client, prepared: Prepared, out: &mut Vec<u8>) -> Result<
                 .options(opts)
                 .send()
                 .await?;
-            format!("{ctx}\n")
+            format_context(&ctx, json)
         }
         Prepared::Get { key, format, opts } => {
             let result = client.get_with(key).options(opts).send().await?;
             format_get(&result, format).map_err(SendFailure::Format)?
         }
-        Prepared::Delete { key, context, opts } => {
+        Prepared::Delete {
+            key,
+            context,
+            opts,
+            json,
+        } => {
             let ctx = client
                 .delete_with(key)
                 .context(context.as_ref())
                 .options(opts)
                 .send()
                 .await?;
-            format!("{ctx}\n")
+            format_context(&ctx, json)
         }
         Prepared::Status { json, node } => {
             let report = client.status(node.as_ref()).await?;
@@ -433,6 +452,16 @@ async fn send(client: &Client, prepared: Prepared, out: &mut Vec<u8>) -> Result<
     };
     out.extend_from_slice(text.as_bytes());
     Ok(())
+}
+
+/// What `put` and `delete` print: the new context alone on a line, or with `--json`
+/// `{"context": "..."}`.
+fn format_context(ctx: &Context, json: bool) -> String {
+    if json {
+        format!("{}\n", serde_json::json!({ "context": ctx.to_string() }))
+    } else {
+        format!("{ctx}\n")
+    }
 }
 
 /// `get`'s JSON form.
@@ -599,7 +628,9 @@ mod tests {
                 pw,
                 timeout,
                 context,
+                json,
             } => {
+                assert!(!json);
                 assert_eq!((key.as_str(), value.as_str()), ("k", "v"));
                 assert_eq!((w, pw, context), (Some(3), Some(2), None));
                 assert_eq!(timeout, Some(Duration::from_millis(1500)));
@@ -614,6 +645,14 @@ mod tests {
                 r: Some(1),
                 ..
             }
+        ));
+        assert!(matches!(
+            parse(&["delete", "k", "--json"]),
+            ClientCommand::Delete { json: true, .. }
+        ));
+        assert!(matches!(
+            parse(&["put", "k", "v", "--json"]),
+            ClientCommand::Put { json: true, .. }
         ));
         assert!(matches!(
             parse(&["status", "--node", "n2"]),

@@ -73,6 +73,25 @@ async fn client_commands_round_trip_with_json_output_siblings_and_contexts() {
     assert_eq!(put.stdout.lines().count(), 1, "{put:#?}");
     assert!(!put_ctx.is_empty());
 
+    // put and delete --json: one object holding the context alone.
+    let put = cli(&node, &["put", "json-key", "v", "--json"])
+        .await
+        .ok()
+        .json();
+    let ctx = put["context"]
+        .as_str()
+        .expect("a context string")
+        .to_owned();
+    assert_eq!(put.as_object().unwrap().len(), 1, "{put}");
+    let del = cli(&node, &["delete", "json-key", "--context", &ctx, "--json"])
+        .await
+        .ok()
+        .json();
+    assert!(del["context"].is_string(), "{del}");
+    assert_eq!(del.as_object().unwrap().len(), 1, "{del}");
+    let gone = cli(&node, &["get", "json-key", "--json"]).await.ok().json();
+    assert_eq!(gone["found"], Value::Bool(false), "{gone}");
+
     // get --json: one object with values, context and found.
     let get = cli(&node, &["get", "greeting", "--json"]).await.ok();
     assert_eq!(get.stdout.lines().count(), 1, "{get:#?}");
