@@ -36,7 +36,8 @@ pub struct DevArgs {
 pub enum DevAction {
     /// Write a CA, certificates, one config per node (DIR/<id>/node.toml) and DIR/client.toml.
     Init,
-    /// Start every node of DIR as its own process; stop them all on Ctrl-C (or `down`).
+    /// Start every node of DIR as its own process, print them once they serve; stop them
+    /// all on Ctrl-C (or `down`).
     Up,
     /// Stop the `shoal dev up` of DIR (and so its nodes), wherever it runs.
     Down,
@@ -47,6 +48,8 @@ pub enum DevAction {
 /// The file where `shoal dev up` keeps its pid while it runs, so that `down` can stop it
 /// and `clean` can refuse to delete a running cluster.
 const PID_FILE: &str = "dev.pid";
+/// Longest `shoal dev up` waits for its nodes to serve before printing them.
+const SERVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Nodes of a new dev cluster when `--nodes` is not given.
 const DEFAULT_NODES: usize = 3;
 /// Longest `shoal dev down` waits for the cluster to stop (each node gets 10 s to stop
@@ -305,10 +308,11 @@ pub fn up(dir: &Path) -> anyhow::Result<()> {
 
 fn run_nodes(dir: &Path, configs: &[PathBuf]) -> anyhow::Result<()> {
     let mut children = Vec::new();
+    let mut lines = Vec::new();
     for c in configs {
         let cfg = crate::config::NodeConfig::load(c)?;
         let child = spawn_node(c)?;
-        println!(
+        lines.push(format!(
             "node {:<4} pid {:<7} quic {:<21} metrics {:<28} log {}",
             cfg.id,
             child.id(),
@@ -320,17 +324,26 @@ fn run_nodes(dir: &Path, configs: &[PathBuf]) -> anyhow::Result<()> {
                 .unwrap_or(Path::new("."))
                 .join("node.log")
                 .display()
-        );
+        ));
         children.push((cfg.id, child));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // A printed node is one a client can use right away (scripts and tests wait for the
+    // table, then talk to the cluster).
+    if let Err(e) = rt.block_on(wait_serving(dir, &mut children)) {
+        stop_all(&mut children);
+        return Err(e);
+    }
+    for line in lines {
+        println!("{line}");
     }
     println!(
         "client config: {}\ntry: shoal --config {} put hello world\nCtrl-C stops the cluster.",
         dir.join("client.toml").display(),
         dir.join("client.toml").display()
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
@@ -356,6 +369,45 @@ fn run_nodes(dir: &Path, configs: &[PathBuf]) -> anyhow::Result<()> {
         Ok::<(), anyhow::Error>(())
     })?;
     stop_all(&mut children);
+    Ok(())
+}
+
+/// Waits until every node answers a status request through the dev client config, or
+/// fails when one exits first or [`SERVE_TIMEOUT`] passes.
+async fn wait_serving(dir: &Path, children: &mut [(NodeId, Child)]) -> anyhow::Result<()> {
+    let config = shoal_client::ClientConfig::load(&dir.join("client.toml"))?;
+    let deadline = Instant::now() + SERVE_TIMEOUT;
+    let mut pending: Vec<NodeId> = children.iter().map(|(id, _)| id.clone()).collect();
+    while !pending.is_empty() {
+        for (id, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("node {id} exited ({status}) before serving; see its node.log");
+            }
+        }
+        // A fresh client each round: one made while only some nodes ran may not know
+        // the others' addresses yet.
+        if let Ok(client) = shoal_client::Client::connect(config.clone()).await {
+            let mut still = Vec::new();
+            for id in pending {
+                if client.status(Some(&id)).await.is_err() {
+                    still.push(id);
+                }
+            }
+            pending = still;
+            client.close().await;
+        }
+        if pending.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let ids: Vec<&str> = pending.iter().map(NodeId::as_str).collect();
+            bail!(
+                "node(s) {} did not serve within {SERVE_TIMEOUT:?}; see their node.log",
+                ids.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
 

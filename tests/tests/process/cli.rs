@@ -420,9 +420,10 @@ async fn wait_node_pid(guard: &mut DevGuard, dev_out: &std::path::Path) -> i32 {
     .await
 }
 
-/// `shoal dev init` of a one-node cluster in `dir` on a free port.
-async fn dev_init_one(dir: &str) {
-    let port = free_port_block(1).to_string();
+/// `shoal dev init` of a one-node cluster in `dir` on a free port; returns the port.
+async fn dev_init_one(dir: &str) -> u16 {
+    let port = free_port_block(1);
+    let port_str = port.to_string();
     run_shoal(
         &[
             "dev",
@@ -432,14 +433,15 @@ async fn dev_init_one(dir: &str) {
             "--nodes",
             "1",
             "--base-port",
-            &port,
+            &port_str,
             "--metrics-base-port",
-            &port,
+            &port_str,
         ],
         None,
     )
     .await
     .ok();
+    port
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -532,19 +534,20 @@ async fn shoal_dev_runs_a_node_and_sigint_stops_it() {
     // `shoal dev` prints each node's pid, then serves until Ctrl-C.
     let (mut guard, node_pid) = DevGuard::start(cmd, root.path()).await;
     assert!(process_alive(node_pid));
+    // It prints a node only once it serves: by then the node has logged so.
+    let log = std::fs::read_to_string(dir.join("n1/node.log")).unwrap_or_default();
+    assert!(
+        log.contains("serving"),
+        "node printed before it served: {log}"
+    );
 
     // The dev cluster serves: put, then get, through its client config.
     let config = dir.join("client.toml");
     let config = config.to_str().unwrap();
-    wait_until("the dev node to serve", START_TIMEOUT, || async {
-        let run = run_shoal(&["--config", config, "put", "dev-key", "dev-value"], None).await;
-        if run.status.success() {
-            Ok(())
-        } else {
-            Err(format!("{run:#?}"))
-        }
-    })
-    .await;
+    // `shoal dev` prints a node only once it serves: the first put succeeds.
+    run_shoal(&["--config", config, "put", "dev-key", "dev-value"], None)
+        .await
+        .ok();
     let read = run_shoal(&["--config", config, "get", "dev-key", "--json"], None)
         .await
         .ok()
@@ -634,4 +637,22 @@ async fn completions_print_a_bash_script_naming_the_subcommands() {
     }
     let bad = run_shoal(&["completions", "tcsh"], None).await;
     assert_eq!(bad.code(), Some(2), "{bad:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoal_dev_does_not_print_a_node_that_never_serves() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cluster");
+    let dir_str = dir.to_str().unwrap();
+    let port = dev_init_one(dir_str).await;
+    // The node's QUIC port is taken: it exits at startup without ever serving.
+    let _taken = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let run = run_shoal(&["dev", "up", "--dir", dir_str], None).await;
+    assert_eq!(run.code(), Some(1), "{run:#?}");
+    assert!(run.stderr.contains("before serving"), "{run:#?}");
+    assert!(
+        !run.stdout.contains("node n1"),
+        "printed a node that never served: {run:#?}"
+    );
+    assert!(!dir.join("dev.pid").exists());
 }
