@@ -193,14 +193,14 @@ pub fn describe_node_metrics() {
     metrics::counter!(storage::DISK_FULL_REFUSALS_TOTAL).absolute(0);
 }
 
-/// Install the global recorder and its HTTP listener if `metrics_listen` is set. Must run
+/// Install the global recorder and its HTTP listener (`/metrics`, `/health`, `/ready`:
+/// [`crate::server::http`]) if `metrics_listen` is set. Must run
 /// inside a tokio runtime. Every series carries a `node` label.
 pub fn install(cfg: &NodeConfig) -> anyhow::Result<()> {
     let Some(addr) = cfg.metrics_listen else {
         return Ok(());
     };
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let recorder = PrometheusBuilder::new()
         .add_global_label("node", cfg.id.to_string())
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)?
         .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), SIZE_BUCKETS_BYTES)?
@@ -208,8 +208,10 @@ pub fn install(cfg: &NodeConfig) -> anyhow::Result<()> {
             Matcher::Full(engine::OBJECT_SIBLINGS.into()),
             SIBLING_BUCKETS,
         )?
-        .install()
-        .with_context(|| format!("starting the metrics listener on {addr}"))?;
+        .build_recorder();
+    let handle = recorder.handle();
+    crate::server::http::spawn(addr, handle)?;
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
     describe_node_metrics();
     Ok(())
 }
