@@ -73,6 +73,17 @@ pub const ROCKSDB_MEMTABLE_BYTES: &str = "shoal_rocksdb_memtable_bytes";
 /// Gauge: RocksDB's estimate of the number of keys.
 pub const ROCKSDB_ESTIMATED_KEYS: &str = "shoal_rocksdb_estimated_keys";
 
+/// Gauge, always 1, by `version` (the crate version) and `commit` (`SHOAL_COMMIT` at
+/// build time, else `unknown`): which build a node runs, for joins in queries.
+pub const BUILD_INFO: &str = "shoal_build_info";
+
+/// The commit the binary was built from: the `SHOAL_COMMIT` environment variable at
+/// build time (set by release builds), or `unknown`; builds never depend on git.
+pub const BUILD_COMMIT: &str = match option_env!("SHOAL_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
 /// The kind of a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -126,6 +137,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (executor::AAE_TREE_MISMATCHES_TOTAL, MetricKind::Counter, "(conditional: an incremental tree that disagrees with storage, i.e"),
     (executor::AAE_OBJECTS_TOO_LARGE_TOTAL, MetricKind::Counter, "(conditional: an object over limits.max_object_bytes after a merge) Objects an exchange could not repair because they are too large"),
     (engine::TOMBSTONES_REAPED_TOTAL, MetricKind::Counter, "Tombstones deleted after replication.tombstone_grace once every replica held the same one (counted on every replica that deleted)"),
+    (BUILD_INFO, MetricKind::Gauge, "Always 1, labelled with the version and commit this node was built from"),
     (DRIVER_INFLIGHT_REQUESTS, MetricKind::Gauge, "Requests the engine is coordinating (bounded by limits.max_inflight_requests)"),
     (DRIVER_PENDING_COMMANDS, MetricKind::Gauge, "Engine commands waiting for a storage or network result"),
     (DRIVER_QUEUE_DEPTH, MetricKind::Gauge, "Storage operations queued for the storage threads"),
@@ -191,6 +203,8 @@ pub fn describe_node_metrics() {
     metrics::counter!(executor::AAE_OBJECTS_TOO_LARGE_TOTAL).absolute(0);
     metrics::counter!(engine::FORWARDS_TOTAL).absolute(0);
     metrics::counter!(storage::DISK_FULL_REFUSALS_TOTAL).absolute(0);
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => BUILD_COMMIT)
+        .set(1.0);
 }
 
 /// Install the global recorder and its HTTP listener (`/metrics`, `/health`, `/ready`:

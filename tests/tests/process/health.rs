@@ -1,7 +1,8 @@
 //! The metrics listener's probes: `GET /health` answers 200 while the process is up;
 //! `GET /ready` answers 200 while the node can serve quorum requests and 503 with a
 //! plain-text reason when too few members are reachable (its peers stopped), and 200
-//! again once a quorum is back. `/metrics` is still served beside them.
+//! again once a quorum is back. `/metrics` is still served beside them, with
+//! `shoal_build_info`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,7 +33,15 @@ async fn health_and_ready_follow_the_nodes_reachable_peers() {
     })
     .await;
     expect(metrics, "/nowhere", 404).await.unwrap();
-    scrape(metrics).await.expect("/metrics beside the probes");
+    let exposition = scrape(metrics).await.expect("/metrics beside the probes");
+    assert_eq!(
+        exposition.sum(
+            "shoal_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0,
+        "shoal_build_info carries the build's version"
+    );
 
     // Both peers gone: one member of three is up, below max(R, W) = 2.
     cluster.terminate(1);
