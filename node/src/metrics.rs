@@ -84,6 +84,10 @@ pub const BUILD_COMMIT: &str = match option_env!("SHOAL_COMMIT") {
     None => "unknown",
 };
 
+/// Counter, by `reason` (`connections`, `request_too_large`, `timeout`): connections
+/// the metrics listener closed without an answer because a bound was reached.
+pub const METRICS_HTTP_REFUSED_TOTAL: &str = "shoal_metrics_http_refused_total";
+
 /// The kind of a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -138,6 +142,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (executor::AAE_OBJECTS_TOO_LARGE_TOTAL, MetricKind::Counter, "(conditional: an object over limits.max_object_bytes after a merge) Objects an exchange could not repair because they are too large"),
     (engine::TOMBSTONES_REAPED_TOTAL, MetricKind::Counter, "Tombstones deleted after replication.tombstone_grace once every replica held the same one (counted on every replica that deleted)"),
     (BUILD_INFO, MetricKind::Gauge, "Always 1, labelled with the version and commit this node was built from"),
+    (METRICS_HTTP_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a scraper or probe over a bound) Connections the metrics listener closed unanswered: too many at once, a request head too large, or too slow"),
     (DRIVER_INFLIGHT_REQUESTS, MetricKind::Gauge, "Requests the engine is coordinating (bounded by limits.max_inflight_requests)"),
     (DRIVER_PENDING_COMMANDS, MetricKind::Gauge, "Engine commands waiting for a storage or network result"),
     (DRIVER_QUEUE_DEPTH, MetricKind::Gauge, "Storage operations queued for the storage threads"),

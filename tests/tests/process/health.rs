@@ -2,10 +2,12 @@
 //! `GET /ready` answers 200 while the node can serve quorum requests and 503 with a
 //! plain-text reason when too few members are reachable (its peers stopped), and 200
 //! again once a quorum is back. `/metrics` is still served beside them, with
-//! `shoal_build_info`.
+//! `shoal_build_info`; an oversized request is closed unanswered and counted.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::harness::{http_get, scrape, wait_until, Cluster};
 
@@ -42,6 +44,22 @@ async fn health_and_ready_follow_the_nodes_reachable_peers() {
         1.0,
         "shoal_build_info carries the build's version"
     );
+
+    // A request head over the listener's 8 KiB bound: closed unanswered, and counted.
+    let mut raw = tokio::net::TcpStream::connect(metrics).await.unwrap();
+    let head = format!("GET /{} HTTP/1.0\r\n\r\n", "a".repeat(16 * 1024));
+    // The server may close before reading it all: a failed write is an answer too.
+    let _ = raw.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(STATE_TIMEOUT, raw.read_to_end(&mut answer))
+        .await
+        .expect("the listener closes an oversized request");
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    let refused = scrape(metrics).await.expect("/metrics").sum(
+        "shoal_metrics_http_refused_total",
+        &[("reason", "request_too_large")],
+    );
+    assert_eq!(refused, 1.0, "the oversized request is counted");
 
     // Both peers gone: one member of three is up, below max(R, W) = 2.
     cluster.terminate(1);
