@@ -73,6 +73,21 @@ pub const ROCKSDB_MEMTABLE_BYTES: &str = "shoal_rocksdb_memtable_bytes";
 /// Gauge: RocksDB's estimate of the number of keys.
 pub const ROCKSDB_ESTIMATED_KEYS: &str = "shoal_rocksdb_estimated_keys";
 
+/// Gauge, always 1, by `version` (the crate version) and `commit` (`SHOAL_COMMIT` at
+/// build time, else `unknown`): which build a node runs, for joins in queries.
+pub const BUILD_INFO: &str = "shoal_build_info";
+
+/// The commit the binary was built from: the `SHOAL_COMMIT` environment variable at
+/// build time (set by release builds), or `unknown`; builds never depend on git.
+pub const BUILD_COMMIT: &str = match option_env!("SHOAL_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+/// Counter, by `reason` (`connections`, `request_too_large`, `timeout`): connections
+/// the metrics listener closed without an answer because a bound was reached.
+pub const METRICS_HTTP_REFUSED_TOTAL: &str = "shoal_metrics_http_refused_total";
+
 /// The kind of a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -126,6 +141,8 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (executor::AAE_TREE_MISMATCHES_TOTAL, MetricKind::Counter, "(conditional: an incremental tree that disagrees with storage, i.e"),
     (executor::AAE_OBJECTS_TOO_LARGE_TOTAL, MetricKind::Counter, "(conditional: an object over limits.max_object_bytes after a merge) Objects an exchange could not repair because they are too large"),
     (engine::TOMBSTONES_REAPED_TOTAL, MetricKind::Counter, "Tombstones deleted after replication.tombstone_grace once every replica held the same one (counted on every replica that deleted)"),
+    (BUILD_INFO, MetricKind::Gauge, "Always 1, labelled with the version and commit this node was built from"),
+    (METRICS_HTTP_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a scraper or probe over a bound) Connections the metrics listener closed unanswered: too many at once, a request head too large, or too slow"),
     (DRIVER_INFLIGHT_REQUESTS, MetricKind::Gauge, "Requests the engine is coordinating (bounded by limits.max_inflight_requests)"),
     (DRIVER_PENDING_COMMANDS, MetricKind::Gauge, "Engine commands waiting for a storage or network result"),
     (DRIVER_QUEUE_DEPTH, MetricKind::Gauge, "Storage operations queued for the storage threads"),
@@ -191,16 +208,18 @@ pub fn describe_node_metrics() {
     metrics::counter!(executor::AAE_OBJECTS_TOO_LARGE_TOTAL).absolute(0);
     metrics::counter!(engine::FORWARDS_TOTAL).absolute(0);
     metrics::counter!(storage::DISK_FULL_REFUSALS_TOTAL).absolute(0);
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => BUILD_COMMIT)
+        .set(1.0);
 }
 
-/// Install the global recorder and its HTTP listener if `metrics_listen` is set. Must run
+/// Install the global recorder and its HTTP listener (`/metrics`, `/health`, `/ready`:
+/// [`crate::server::http`]) if `metrics_listen` is set. Must run
 /// inside a tokio runtime. Every series carries a `node` label.
 pub fn install(cfg: &NodeConfig) -> anyhow::Result<()> {
     let Some(addr) = cfg.metrics_listen else {
         return Ok(());
     };
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let recorder = PrometheusBuilder::new()
         .add_global_label("node", cfg.id.to_string())
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS_SECONDS)?
         .set_buckets_for_metric(Matcher::Suffix("_bytes".into()), SIZE_BUCKETS_BYTES)?
@@ -208,8 +227,10 @@ pub fn install(cfg: &NodeConfig) -> anyhow::Result<()> {
             Matcher::Full(engine::OBJECT_SIBLINGS.into()),
             SIBLING_BUCKETS,
         )?
-        .install()
-        .with_context(|| format!("starting the metrics listener on {addr}"))?;
+        .build_recorder();
+    let handle = recorder.handle();
+    crate::server::http::spawn(addr, handle)?;
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
     describe_node_metrics();
     Ok(())
 }

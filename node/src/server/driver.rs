@@ -148,6 +148,11 @@ impl Driver {
                 .set(self.engine.pending_commands() as f64);
             metrics::gauge!(crate::metrics::DRIVER_QUEUE_DEPTH, "queue" => "storage")
                 .set(self.storage_tx.len() as f64);
+            let members = self.engine.membership();
+            super::health::set_membership(
+                members.contains(members.me()),
+                members.count(shoal_proto::wire::MemberState::Up),
+            );
         }
     }
 

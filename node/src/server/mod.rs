@@ -18,7 +18,8 @@
 //! The modules: [`startup`] opens storage, binds QUIC and spawns everything; [`driver`]
 //! is the task that owns the engine (and the storage worker threads it feeds);
 //! [`handler`] turns QUIC requests into queued [`Inbound`]s; [`background`] holds the
-//! periodic tasks beside the engine (storage statistics, Merkle tree verification).
+//! periodic tasks beside the engine (storage statistics, Merkle tree verification);
+//! [`health`] is the serving state behind the metrics listener's `GET /ready`.
 
 use shoal_proto::wire::{PeerResponse, Request, Response};
 use shoal_proto::{RequestId, SendError, Sender, StorageResult};
@@ -27,6 +28,8 @@ use tokio::sync::oneshot;
 mod background;
 mod driver;
 mod handler;
+pub mod health;
+pub(crate) mod http;
 mod startup;
 
 pub use startup::{start, RunningNode};

@@ -55,6 +55,7 @@ impl RunningNode {
     /// Stop serving, finish the driver, flush and close storage.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         info!(node = %self.id, "shutting down");
+        super::health::set_storage_open(false);
         let _ = self.shutdown.send(true);
         self.endpoint.close().await;
         self.serve.abort();
@@ -172,6 +173,10 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         cfg.aae.verify_interval,
         shutdown_tx.subscribe(),
     ));
+    // Quorum reads and writes need max(R, W) members up, never more than there are.
+    let needed = usize::from(cfg.replication.r.max(cfg.replication.w)).min(cfg.seeds.len().max(1));
+    super::health::set_members_needed(needed);
+    super::health::set_storage_open(true);
     info!(node = %cfg.id, addr = %local_addr, "serving");
     Ok(RunningNode {
         id: cfg.id.clone(),

@@ -12,6 +12,7 @@ mod cluster;
 mod disk_full;
 mod failure_detection;
 mod forwarding;
+mod health;
 mod hostile;
 mod limits;
 mod metrics_catalogue;
