@@ -364,13 +364,12 @@ impl Rig {
         let stats = self.relay.stats();
         eprintln!(
             "netns: workload: {} acknowledged, {} lost, {} of unknown outcome landed, {} did \
-             not, {} answered Unavailable landed, {} invented; errors by kind {:?}; relay \
+             not, {} invented; errors by kind {:?}; relay \
              forwarded {} datagrams, dropped {} at its bounds",
             verdict.acked,
             verdict.lost.len(),
             verdict.unknown_found,
             verdict.unknown_missing,
-            verdict.unavailable_found,
             verdict.invented.len(),
             ledger.errors,
             stats.forwarded.load(Ordering::Relaxed),

@@ -26,13 +26,6 @@ const MAX_ADDS_PER_TASK: u64 = 10_000;
 /// Timeout of each read and write of the workload.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether a put answered `Unavailable` counts as certainly not written, as the SDK
-/// documents. It does since the engine answers `Incomplete` (outcome unknown) when the
-/// quorum becomes impossible after the coordinator wrote its own copy (the test
-/// `a_put_answered_unavailable_wrote_nothing` checks it); `false` would count such puts
-/// as of unknown outcome instead.
-pub const UNAVAILABLE_MEANS_NOT_WRITTEN: bool = true;
-
 /// The outcome of one put, by what the SDK said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Outcome {
@@ -42,7 +35,10 @@ pub enum Outcome {
     Unknown,
     /// The put was certainly not written (unreachable, overloaded).
     NotWritten,
-    /// The put was answered `Unavailable`: see [`UNAVAILABLE_MEANS_NOT_WRITTEN`].
+    /// The put was answered `Unavailable`: certainly not written, as the SDK documents
+    /// (a put stored before its quorum failed answers `Incomplete`, of unknown outcome;
+    /// `a_put_answered_unavailable_wrote_nothing` checks it). Counted apart from
+    /// [`Outcome::NotWritten`] to show how often the partitions made quorums impossible.
     Unavailable,
 }
 
@@ -50,8 +46,7 @@ impl Outcome {
     /// Whether the put certainly wrote nothing.
     fn not_written(self) -> bool {
         match self {
-            Outcome::NotWritten => true,
-            Outcome::Unavailable => UNAVAILABLE_MEANS_NOT_WRITTEN,
+            Outcome::NotWritten | Outcome::Unavailable => true,
             Outcome::Acked | Outcome::Unknown => false,
         }
     }
@@ -287,8 +282,6 @@ pub struct Verdict {
     pub unknown_found: usize,
     /// Elements of unknown outcome not found.
     pub unknown_missing: usize,
-    /// Elements whose put was answered `Unavailable` and that were found all the same.
-    pub unavailable_found: usize,
     /// Elements found that were never put, or put with a certain failure.
     pub invented: Vec<String>,
 }
@@ -308,7 +301,6 @@ pub fn verify(ledger: &Ledger, finals: &BTreeMap<String, BTreeSet<String>>) -> V
             _ if found && outcome.not_written() => verdict
                 .invented
                 .push(format!("{element} in {key} (put certainly failed)")),
-            Outcome::Unavailable if found => verdict.unavailable_found += 1,
             Outcome::Unknown if found => verdict.unknown_found += 1,
             Outcome::Unknown => verdict.unknown_missing += 1,
             Outcome::NotWritten | Outcome::Unavailable => {}
@@ -370,17 +362,15 @@ mod verify_tests {
         assert_eq!(verdict.acked, 3);
         assert_eq!(verdict.lost, ["c0-1 in a", "c1-2 in b"]);
         assert_eq!((verdict.unknown_found, verdict.unknown_missing), (1, 0));
-        let mut invented = vec![
-            "c1-1 in b (put certainly failed)",
-            "c1-2 in a (put to b)",
-            "x in a (never put)",
-        ];
-        if UNAVAILABLE_MEANS_NOT_WRITTEN {
-            invented.insert(1, "c1-3 in b (put certainly failed)");
-        } else {
-            assert_eq!(verdict.unavailable_found, 1);
-        }
-        assert_eq!(verdict.invented, invented);
+        assert_eq!(
+            verdict.invented,
+            [
+                "c1-1 in b (put certainly failed)",
+                "c1-3 in b (put certainly failed)",
+                "c1-2 in a (put to b)",
+                "x in a (never put)",
+            ]
+        );
     }
 
     #[test]
