@@ -110,6 +110,8 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (engine::COORDINATOR_DURATION_SECONDS, MetricKind::Histogram, "Time from the start of a successful coordinated request to its quorum answer (R replies or W acks)"),
     (engine::QUORUM_FAILURES_TOTAL, MetricKind::Counter, "Coordinated requests that failed to reach their read or write quorum"),
     (engine::COORDINATOR_LOCAL_READ_FAILURES_TOTAL, MetricKind::Counter, "(conditional: a failing local disk) Coordinated reads whose own local read failed; the read goes on with the other replicas"),
+    (engine::COORDINATOR_READ_INFLIGHT_BYTES, MetricKind::Gauge, "Bytes of replica copies held by the reads this node coordinates, bounded by limits.max_read_bytes_in_flight"),
+    (engine::COORDINATOR_READS_DEFERRED_TOTAL, MetricKind::Counter, "(conditional: reads past half the read budget) Coordinated reads that asked the other replicas only after their own copy showed the object's size, by outcome (sent, overloaded)"),
     (engine::READ_REPAIRS_TOTAL, MetricKind::Counter, "Replicas sent the merged object after a read because their copy was missing or behind (one per stale replica)"),
     (engine::READ_REPAIR_FAILURES_TOTAL, MetricKind::Counter, "(conditional: a replica failing right after it answered the read) Read repairs the target did not acknowledge"),
     (engine::FORWARDS_TOTAL, MetricKind::Counter, "(conditional: only where N is smaller than the cluster, so that some node is not a replica of a key) Attempts to hand a client request to a replica (one per candidate tried)"),
@@ -203,6 +205,7 @@ pub fn describe_node_metrics() {
     transport::describe_metrics();
     metrics::counter!(engine::ENGINE_STORAGE_FAILURES_TOTAL).absolute(0);
     metrics::counter!(engine::COORDINATOR_LOCAL_READ_FAILURES_TOTAL).absolute(0);
+    metrics::gauge!(engine::COORDINATOR_READ_INFLIGHT_BYTES).set(0.0);
     metrics::counter!(engine::READ_REPAIR_FAILURES_TOTAL).absolute(0);
     metrics::counter!(executor::AAE_TREE_MISMATCHES_TOTAL).absolute(0);
     metrics::counter!(executor::AAE_OBJECTS_TOO_LARGE_TOTAL).absolute(0);

@@ -276,6 +276,13 @@ pub struct LimitsConfig {
     /// at replicas (replication, read repair, anti-entropy, handoff) are never refused for
     /// it, since they carry writes already accepted: they are counted instead.
     pub max_siblings: usize,
+    /// Bytes of replica copies this node's coordinated reads may hold at once (their own
+    /// copy and the other replicas' replies, until read repair is done). Past half of it,
+    /// a read asks the other replicas only after its own copy shows the object's size,
+    /// and a read that would not fit is answered `Overloaded` before any replica is
+    /// asked, so that large reads cannot take the node's memory or its peer links while
+    /// small ones still fit. A read is always admitted when none holds anything.
+    pub max_read_bytes_in_flight: usize,
 }
 
 impl Default for LimitsConfig {
@@ -291,6 +298,7 @@ impl Default for LimitsConfig {
             max_request_timeout: Duration::from_secs(60),
             sibling_warn: 25,
             max_siblings: 100,
+            max_read_bytes_in_flight: 64 << 20,
         }
     }
 }
@@ -481,6 +489,9 @@ impl LimitsConfig {
                 "must be in 1..=limits.max_siblings",
             ));
         }
+        if self.max_read_bytes_in_flight == 0 {
+            return Err(err("limits.max_read_bytes_in_flight", "must be at least 1"));
+        }
         if self.max_inflight_requests == 0 {
             return Err(err("limits.max_inflight_requests", "must be at least 1"));
         }
@@ -631,6 +642,11 @@ mod tests {
         assert_eq!(c.validate(3).unwrap_err().field, "limits.sibling_warn");
         c.limits.sibling_warn = c.limits.max_siblings;
         c.validate(3).unwrap();
+        c.limits.max_read_bytes_in_flight = 0;
+        assert_eq!(
+            c.validate(3).unwrap_err().field,
+            "limits.max_read_bytes_in_flight"
+        );
     }
 
     #[test]

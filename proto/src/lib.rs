@@ -31,7 +31,7 @@ pub use config::{
 };
 pub use engine::{
     AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
-    AAE_SEGMENTS, AAE_SHAPE,
+    AAE_SEGMENTS, AAE_SHAPE, MAX_UNSIZED_READS,
 };
 pub use error::{CodecError, RequestError};
 pub use membership::{GossipDigest, GossipEntry, MemberView, Membership, StateChange};

@@ -19,6 +19,12 @@ pub const QUORUM_FAILURES_TOTAL: &str = "shoal_quorum_failures_total";
 /// other replicas).
 pub const COORDINATOR_LOCAL_READ_FAILURES_TOTAL: &str =
     "shoal_coordinator_local_read_failures_total";
+/// Gauge: bytes of replica copies held by the reads this node coordinates (bounded by
+/// `limits.max_read_bytes_in_flight`).
+pub const COORDINATOR_READ_INFLIGHT_BYTES: &str = "shoal_coordinator_read_inflight_bytes";
+/// Counter: coordinated reads that asked the other replicas only after their own copy
+/// showed the object's size (`outcome`: `sent`, or `overloaded` when it did not fit).
+pub const COORDINATOR_READS_DEFERRED_TOTAL: &str = "shoal_coordinator_reads_deferred_total";
 /// Counter: replicas sent the merged object after a read (one per stale replica).
 pub const READ_REPAIRS_TOTAL: &str = "shoal_read_repairs_total";
 /// Counter: read repairs the target did not acknowledge.

@@ -47,6 +47,7 @@ use crate::wire::{
 };
 
 pub use aae::{AaeStats, AAE_SEGMENTS, AAE_SHAPE};
+pub use read::MAX_UNSIZED_READS;
 pub use handoff::HandoffStats;
 
 use aae::{Aae, AaePart, ExchangeId};
@@ -202,6 +203,10 @@ pub struct Engine {
     pending: BTreeMap<RequestId, Pending>,
     writes: BTreeMap<RequestId, WriteOp>,
     reads: BTreeMap<RequestId, ReadOp>,
+    /// Bytes of replica copies the reads hold (see `read.rs`).
+    read_bytes: usize,
+    /// Reads that asked the other replicas before knowing the object's size.
+    unsized_reads: usize,
     forwards: BTreeMap<RequestId, ForwardOp>,
     /// `status` and `aae status` requests being answered: admitted against the same
     /// in-flight bound as data requests, so a flood of them is refused, not queued.
@@ -279,6 +284,8 @@ impl Engine {
             pending: BTreeMap::new(),
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
+            read_bytes: 0,
+            unsized_reads: 0,
             forwards: BTreeMap::new(),
             admin: BTreeSet::new(),
             timers: BTreeSet::new(),

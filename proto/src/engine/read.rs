@@ -1,6 +1,16 @@
 //! The read coordinator: ask every replica, answer after R replies with the merged
 //! siblings and context, then repair replicas that are missing or behind, from the
 //! replies that arrive within the read-repair window.
+//!
+//! Reads hold whole replica copies until their repair is done, and a get costs the
+//! requester a few bytes while its copies may weigh megabytes: the bytes held are
+//! counted against `limits.max_read_bytes_in_flight`. A read asks the other replicas
+//! together with its own storage read while the reads held stay under half of that
+//! budget and few reads of unknown size are out ([`MAX_UNSIZED_READS`]); otherwise it
+//! reads its own copy first and asks the others only if that copy times the replicas
+//! fits, else it answers `Overloaded` having asked nobody. So a flood of large gets is
+//! refused at its coordinator while small reads keep fitting, and the copies in flight
+//! on the peer links stay bounded.
 
 use shoal_ring::{NodeId, PartitionId};
 
@@ -30,7 +40,21 @@ pub(super) struct ReadOp {
     /// `Some` for the read a delete without a context makes first: instead of answering,
     /// it deletes what it read, with these options.
     then_delete: Option<WriteOptions>,
+    /// Bytes charged to the engine's read budget (`Engine::read_bytes`).
+    held: usize,
+    /// The size of the local copy, once read: what each other copy is expected to weigh.
+    local_len: Option<usize>,
+    /// Whether the other replicas were asked before the local copy's size was known
+    /// (counted in `Engine::unsized_reads` until it is).
+    size_unknown: bool,
+    /// The other replicas to ask once the local copy shows the read fits.
+    deferred: Vec<Target>,
 }
+
+/// Most reads that may ask the other replicas before their own copy shows how large the
+/// object is: bounds what a burst of reads arriving together can pull over the peer
+/// links to about this many times N objects.
+pub const MAX_UNSIZED_READS: usize = 16;
 
 impl ReadOp {
     /// The `op` label of its metrics: the read step of a delete is not a client's get.
@@ -106,6 +130,14 @@ impl Engine {
         let id = self.next_request_id();
         let deadline = self.mono + timeout;
         let sends = quorum.remote_targets();
+        let budget = self.cfg.limits.max_read_bytes_in_flight;
+        let ask_now = self.read_bytes < budget / 2 && self.unsized_reads < MAX_UNSIZED_READS;
+        let (sends, deferred) = if ask_now {
+            self.unsized_reads += 1;
+            (sends, Vec::new())
+        } else {
+            (Vec::new(), sends)
+        };
         self.reads.insert(
             id,
             ReadOp {
@@ -119,6 +151,10 @@ impl Engine {
                 merged: Object::new(),
                 repair_at: None,
                 then_delete,
+                held: 0,
+                local_len: None,
+                size_unknown: ask_now,
+                deferred,
             },
         );
         self.timers.insert((deadline, Timer::Deadline(id)));
@@ -155,6 +191,14 @@ impl Engine {
     }
 
     pub(super) fn on_read_local(&mut self, id: RequestId, slot: usize, result: StorageResult) {
+        let local_len = match &result {
+            Ok(StorageReply::Object(obj)) => obj.as_ref().map_or(0, Object::encoded_len),
+            // Nothing to size the others by: they are charged as they arrive.
+            _ => 0,
+        };
+        if !self.size_read(id, local_len) {
+            return;
+        }
         match result {
             Ok(StorageReply::Object(obj)) => self.read_reply(id, slot, Some(obj)),
             // The local store failed: the other replicas may still make the quorum.
@@ -164,6 +208,55 @@ impl Engine {
                 self.read_reply_failed(id, slot)
             }
         }
+    }
+
+    /// The local copy of read `id` weighs `local_len`: charges it and the copies expected
+    /// from the other replicas to the read budget, and asks the replicas that were held
+    /// back, or, when that does not fit, answers `Overloaded` and ends the read. Returns
+    /// whether the read goes on.
+    fn size_read(&mut self, id: RequestId, local_len: usize) -> bool {
+        let budget = self.cfg.limits.max_read_bytes_in_flight;
+        let in_use = self.read_bytes;
+        let Some(op) = self.reads.get_mut(&id) else {
+            return false;
+        };
+        if std::mem::take(&mut op.size_unknown) {
+            self.unsized_reads -= 1;
+        }
+        op.local_len = Some(local_len);
+        let copies = 1 + op.quorum.remote_count();
+        let charge = local_len.saturating_mul(copies);
+        let deferred = std::mem::take(&mut op.deferred);
+        if !deferred.is_empty() && in_use > 0 && in_use.saturating_add(charge) > budget {
+            metrics::counter!(crate::metrics::COORDINATOR_READS_DEFERRED_TOTAL, "outcome" => "overloaded")
+                .increment(1);
+            self.answer_read_error(id, RequestError::Overloaded);
+            self.end_read(id);
+            return false;
+        }
+        if !deferred.is_empty() {
+            metrics::counter!(crate::metrics::COORDINATOR_READS_DEFERRED_TOTAL, "outcome" => "sent")
+                .increment(1);
+        }
+        op.held = charge;
+        let (partition, key) = (op.partition, op.key.clone());
+        self.charge_read_bytes(charge, 0);
+        for target in deferred {
+            self.send_read(id, partition, key.clone(), target);
+        }
+        true
+    }
+
+    /// Adds `add` to and takes `release` from the bytes the reads hold, and exports them.
+    fn charge_read_bytes(&mut self, add: usize, release: usize) {
+        self.read_bytes = self.read_bytes.saturating_add(add).saturating_sub(release);
+        metrics::gauge!(crate::metrics::COORDINATOR_READ_INFLIGHT_BYTES)
+            .set(self.read_bytes as f64);
+    }
+
+    /// Bytes of replica copies the reads this node coordinates hold now.
+    pub fn read_bytes_in_flight(&self) -> usize {
+        self.read_bytes
     }
 
     pub(super) fn on_read_replica(
@@ -186,6 +279,16 @@ impl Engine {
             return;
         }
         let obj = obj.unwrap_or_default();
+        if slot != LOCAL {
+            // Charged as large as the local copy already; a larger one adds the rest.
+            let len = obj.as_ref().map_or(0, Object::encoded_len);
+            let extra = len.saturating_sub(op.local_len.unwrap_or(0));
+            op.held = op.held.saturating_add(extra);
+            self.charge_read_bytes(extra, 0);
+        }
+        let Some(op) = self.reads.get_mut(&id) else {
+            return;
+        };
         if let Some(o) = &obj {
             op.merged.merge(o);
         }
@@ -306,13 +409,9 @@ impl Engine {
     /// Read repair: every replica that replied with a copy that lacks something of the
     /// merged object gets the merged object. Then the operation ends.
     fn finish_read(&mut self, id: RequestId) {
-        let Some(op) = self.reads.remove(&id) else {
+        let Some(op) = self.end_read(id) else {
             return;
         };
-        self.timers.remove(&(op.deadline, Timer::Deadline(id)));
-        if let Some(at) = op.repair_at {
-            self.timers.remove(&(at, Timer::RepairWindow(id)));
-        }
         if op.merged.is_empty() {
             return;
         }
@@ -352,5 +451,19 @@ impl Engine {
                 );
             }
         }
+    }
+
+    /// Removes read `id` with its timers, and gives back what it held of the budget.
+    fn end_read(&mut self, id: RequestId) -> Option<ReadOp> {
+        let op = self.reads.remove(&id)?;
+        self.timers.remove(&(op.deadline, Timer::Deadline(id)));
+        if let Some(at) = op.repair_at {
+            self.timers.remove(&(at, Timer::RepairWindow(id)));
+        }
+        if op.size_unknown {
+            self.unsized_reads -= 1;
+        }
+        self.charge_read_bytes(0, op.held);
+        Some(op)
     }
 }
