@@ -47,8 +47,8 @@ use crate::wire::{
 };
 
 pub use aae::{AaeStats, AAE_SEGMENTS, AAE_SHAPE};
-pub use read::MAX_UNSIZED_READS;
 pub use handoff::HandoffStats;
+pub use read::MAX_UNSIZED_READS;
 
 use aae::{Aae, AaePart, ExchangeId};
 use reap::ReapPart;

@@ -2,13 +2,13 @@
 //! sender a few bytes while the replica copies it pulls in may weigh megabytes, so the
 //! bytes coordinated reads hold are bounded at the engine, by the objects' real sizes.
 
+use super::engine_harness::*;
+use super::{a, client_error};
 use shoal_proto::wire::{ClientResponse, PeerRequest, PeerResponse, Response};
 use shoal_proto::{
     CausalContext, Command, Dot, EngineConfig, Object, RequestError, SiblingValue, StorageOp,
     MAX_UNSIZED_READS,
 };
-use super::engine_harness::*;
-use super::{a, client_error};
 
 /// Bytes of the large value: three copies are more than half of [`BUDGET`], two reads'
 /// copies more than all of it.
@@ -58,7 +58,15 @@ fn sends(cmds: &[Command]) -> Vec<&Command> {
 fn storage_read(cmds: &[Command]) -> Command {
     let reads: Vec<&Command> = cmds
         .iter()
-        .filter(|c| matches!(c, Command::Storage { op: StorageOp::Read { .. }, .. }))
+        .filter(|c| {
+            matches!(
+                c,
+                Command::Storage {
+                    op: StorageOp::Read { .. },
+                    ..
+                }
+            )
+        })
         .collect();
     assert_eq!(reads.len(), 1, "one local read in {cmds:?}");
     reads[0].clone()
@@ -71,8 +79,7 @@ fn is_get_answer(cmds: &[Command], inbound: u64) -> bool {
 }
 
 #[test]
-fn past_half_the_budget_large_reads_are_refused_before_any_replica_is_asked_and_small_ones_fit()
-{
+fn past_half_the_budget_large_reads_are_refused_before_any_replica_is_asked_and_small_ones_fit() {
     let (mut c, large_key, large, small_key, small) = cluster_with_keys();
     let three_copies = 3 * large.encoded_len();
     assert!(three_copies > BUDGET / 2 && 2 * three_copies > BUDGET);
@@ -86,7 +93,10 @@ fn past_half_the_budget_large_reads_are_refused_before_any_replica_is_asked_and_
 
     // Past half the budget, the next read reads its own copy first, asking nobody...
     let second = c.client(&a(), 2, get(&large_key));
-    assert!(sends(&second).is_empty(), "asked replicas at once: {second:?}");
+    assert!(
+        sends(&second).is_empty(),
+        "asked replicas at once: {second:?}"
+    );
     // ... and its three copies do not fit: refused, nothing sent, nothing held.
     let refused = c.run_storage(&a(), &storage_read(&second));
     assert_eq!(refused, vec![client_error(2, RequestError::Overloaded)]);
@@ -135,12 +145,20 @@ fn a_reply_larger_than_the_local_copy_is_charged_its_size_until_the_read_ends() 
     c.run_storage(&a(), &storage_read(&cmds));
     let local = c.engine(&a()).read_bytes_in_flight();
     let asked: Vec<Command> = sends(&cmds).into_iter().cloned().collect();
-    c.reply(&a(), &asked[0], Ok(PeerResponse::Object(Some(large.clone()))));
+    c.reply(
+        &a(),
+        &asked[0],
+        Ok(PeerResponse::Object(Some(large.clone()))),
+    );
     assert_eq!(
         c.engine(&a()).read_bytes_in_flight(),
         local + large.encoded_len()
     );
-    c.reply(&a(), &asked[1], Ok(PeerResponse::Object(Some(large.clone()))));
+    c.reply(
+        &a(),
+        &asked[1],
+        Ok(PeerResponse::Object(Some(large.clone()))),
+    );
     // Both replied: the read ends (the local copy gets its repair) and holds nothing.
     assert_eq!(c.engine(&a()).read_bytes_in_flight(), 0);
 }
@@ -151,7 +169,11 @@ fn a_burst_of_reads_asks_replicas_before_sizing_only_up_to_the_bound() {
     let mut storage = Vec::new();
     for i in 0..MAX_UNSIZED_READS as u64 + 4 {
         let cmds = c.client(&a(), i + 1, get(&small_key));
-        let expected = if (i as usize) < MAX_UNSIZED_READS { 2 } else { 0 };
+        let expected = if (i as usize) < MAX_UNSIZED_READS {
+            2
+        } else {
+            0
+        };
         assert_eq!(sends(&cmds).len(), expected, "read {i}: {cmds:?}");
         storage.push(storage_read(&cmds));
     }
