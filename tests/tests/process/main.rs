@@ -17,6 +17,7 @@ mod hostile;
 mod limits;
 mod metrics_catalogue;
 mod netns;
+mod operating;
 mod power_cut;
 mod prometheus;
 mod sdk;
