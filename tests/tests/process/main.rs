@@ -20,5 +20,6 @@ mod netns;
 mod operating;
 mod power_cut;
 mod prometheus;
+mod runbook;
 mod sdk;
 mod single_node;
