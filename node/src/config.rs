@@ -349,6 +349,16 @@ impl NodeConfig {
 mod tests {
     use super::*;
 
+    /// A directory holding the (empty) TLS files the default config names, which
+    /// validation requires to exist.
+    fn dir_with_tls_files() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "node.pem", "node.key"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        dir
+    }
+
     /// The documented file spells out every engine default: parsing it gives the engine's
     /// own defaults (but for the single-node quorums it starts with).
     #[test]
@@ -375,10 +385,7 @@ mod tests {
     /// parse error that names the field's allowed values and the line.
     #[test]
     fn log_format_is_text_or_json() {
-        let dir = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "node.pem", "node.key"] {
-            std::fs::write(dir.path().join(f), "").unwrap();
-        }
+        let dir = dir_with_tls_files();
         let path = dir.path().join("node.toml");
         let with = |value: &str| {
             DEFAULT_CONFIG_TOML.replacen(
@@ -414,10 +421,7 @@ mod tests {
     /// error names the section.
     #[test]
     fn transport_bounds_are_validated_against_the_frame_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "node.pem", "node.key"] {
-            std::fs::write(dir.path().join(f), "").unwrap();
-        }
+        let dir = dir_with_tls_files();
         let path = dir.path().join("node.toml");
         // A client budget smaller than one 16 MiB object cannot serve it.
         let text = DEFAULT_CONFIG_TOML.replacen(
@@ -477,10 +481,7 @@ mod tests {
     /// Engine rules are reported under the file's own names, `section.key`.
     #[test]
     fn engine_errors_name_the_section_and_key() {
-        let dir = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "node.pem", "node.key"] {
-            std::fs::write(dir.path().join(f), "").unwrap();
-        }
+        let dir = dir_with_tls_files();
         let text = DEFAULT_CONFIG_TOML.replacen("ttl = \"3h\"", "ttl = \"2days\"", 1);
         let path = dir.path().join("node.toml");
         NodeConfig::parse(DEFAULT_CONFIG_TOML, &path, dir.path()).expect("the default is valid");
@@ -493,10 +494,7 @@ mod tests {
     /// The clock-skew margin is a node setting, checked with the other engine rules.
     #[test]
     fn the_clock_skew_margin_is_enforced_on_the_node_config() {
-        let dir = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "node.pem", "node.key"] {
-            std::fs::write(dir.path().join(f), "").unwrap();
-        }
+        let dir = dir_with_tls_files();
         let path = dir.path().join("node.toml");
         let cfg = NodeConfig::parse(DEFAULT_CONFIG_TOML, &path, dir.path()).expect("valid");
         assert_eq!(
