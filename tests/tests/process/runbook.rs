@@ -96,6 +96,17 @@ fn every_alert_has_a_runbook_url_to_a_section_of_the_runbook() {
             "docs/RUNBOOK.md has no `## ` section #{a}"
         );
     }
+    // No section outlives its alert (a renamed or removed alert leaves none behind).
+    let linked: BTreeSet<String> = alert_runbooks(&alerts)
+        .into_iter()
+        .filter_map(|(_, url)| Some(url?.strip_prefix(RUNBOOK_URL)?.to_owned()))
+        .chain(["certificate-expiry", "replication-lag"].map(String::from))
+        .collect();
+    let orphans: Vec<&String> = anchors.difference(&linked).collect();
+    assert!(
+        orphans.is_empty(),
+        "sections of docs/RUNBOOK.md no alert links to: {orphans:?}"
+    );
 }
 
 /// The check itself finds each kind of defect.
