@@ -108,6 +108,19 @@ impl Default for StorageConfig {
     }
 }
 
+/// How the node writes its log (to stderr).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, `timestamp`, `level`, `target`, `message` and the
+    /// event's fields at the top level, for log shippers (Loki, Elasticsearch, journald
+    /// forwarders) that would otherwise have to parse the text.
+    Json,
+}
+
 /// A node's whole configuration file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +164,9 @@ pub struct NodeConfig {
     /// flight, stream deadlines, idle clients (see [`TransportConfig`]).
     #[serde(default)]
     pub transport: TransportConfig,
+    /// Log format: `text` (default) or `json`. `SHOAL_LOG` still sets the level filter.
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// Directory the relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -333,6 +349,16 @@ impl NodeConfig {
 mod tests {
     use super::*;
 
+    /// A directory holding the (empty) TLS files the default config names, which
+    /// validation requires to exist.
+    fn dir_with_tls_files() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "node.pem", "node.key"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        dir
+    }
+
     /// The documented file spells out every engine default: parsing it gives the engine's
     /// own defaults (but for the single-node quorums it starts with).
     #[test]
@@ -352,16 +378,50 @@ mod tests {
         assert_eq!(cfg.storage, StorageConfig::default());
         assert_eq!(cfg.transport, TransportConfig::default());
         assert_eq!(cfg.partitions, shoal_ring::DEFAULT_PARTITIONS);
+        assert_eq!(cfg.log_format, LogFormat::Text);
+    }
+
+    /// `log_format` takes `text` or `json`, defaults to `text`, and any other value is a
+    /// parse error that names the field's allowed values and the line.
+    #[test]
+    fn log_format_is_text_or_json() {
+        let dir = dir_with_tls_files();
+        let path = dir.path().join("node.toml");
+        let with = |value: &str| {
+            DEFAULT_CONFIG_TOML.replacen(
+                "log_format = \"text\"",
+                &format!("log_format = {value}"),
+                1,
+            )
+        };
+        assert_ne!(
+            with("\"json\""),
+            DEFAULT_CONFIG_TOML,
+            "the default file sets log_format"
+        );
+        let cfg = NodeConfig::parse(&with("\"json\""), &path, dir.path()).unwrap();
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        let cfg = NodeConfig::parse(&with("\"text\""), &path, dir.path()).unwrap();
+        assert_eq!(cfg.log_format, LogFormat::Text);
+        let without = DEFAULT_CONFIG_TOML.replacen("log_format = \"text\"\n", "", 1);
+        let cfg = NodeConfig::parse(&without, &path, dir.path()).unwrap();
+        assert_eq!(cfg.log_format, LogFormat::Text, "absent: text");
+        for bad in ["\"JSON\"", "\"xml\"", "1"] {
+            match NodeConfig::parse(&with(bad), &path, dir.path()) {
+                Err(ConfigError::Parse { message, .. }) => assert!(
+                    message.contains("log_format") && message.contains("line"),
+                    "{bad}: {message}"
+                ),
+                other => panic!("log_format = {bad} accepted: {other:?}"),
+            }
+        }
     }
 
     /// The `[transport]` bounds are checked with the node's own frame limit, and an
     /// error names the section.
     #[test]
     fn transport_bounds_are_validated_against_the_frame_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "node.pem", "node.key"] {
-            std::fs::write(dir.path().join(f), "").unwrap();
-        }
+        let dir = dir_with_tls_files();
         let path = dir.path().join("node.toml");
         // A client budget smaller than one 16 MiB object cannot serve it.
         let text = DEFAULT_CONFIG_TOML.replacen(
@@ -421,10 +481,7 @@ mod tests {
     /// Engine rules are reported under the file's own names, `section.key`.
     #[test]
     fn engine_errors_name_the_section_and_key() {
-        let dir = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "node.pem", "node.key"] {
-            std::fs::write(dir.path().join(f), "").unwrap();
-        }
+        let dir = dir_with_tls_files();
         let text = DEFAULT_CONFIG_TOML.replacen("ttl = \"3h\"", "ttl = \"2days\"", 1);
         let path = dir.path().join("node.toml");
         NodeConfig::parse(DEFAULT_CONFIG_TOML, &path, dir.path()).expect("the default is valid");
@@ -437,10 +494,7 @@ mod tests {
     /// The clock-skew margin is a node setting, checked with the other engine rules.
     #[test]
     fn the_clock_skew_margin_is_enforced_on_the_node_config() {
-        let dir = tempfile::tempdir().unwrap();
-        for f in ["ca.pem", "node.pem", "node.key"] {
-            std::fs::write(dir.path().join(f), "").unwrap();
-        }
+        let dir = dir_with_tls_files();
         let path = dir.path().join("node.toml");
         let cfg = NodeConfig::parse(DEFAULT_CONFIG_TOML, &path, dir.path()).expect("valid");
         assert_eq!(

@@ -88,6 +88,18 @@ pub const BUILD_COMMIT: &str = match option_env!("SHOAL_COMMIT") {
 /// the metrics listener closed without an answer because a bound was reached.
 pub const METRICS_HTTP_REFUSED_TOTAL: &str = "shoal_metrics_http_refused_total";
 
+/// Gauge, in seconds: user plus system CPU time the node process has used since it
+/// started (`/proc/self/stat`). It only grows: read it with `rate()`. A gauge and not a
+/// counter because the `metrics` facade's counters are integers and CPU time has
+/// clock-tick resolution.
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "shoal_process_cpu_seconds_total";
+/// Gauge, in bytes: the node process's resident set size.
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "shoal_process_resident_memory_bytes";
+/// Gauge: file descriptors the node process holds open (sockets, RocksDB files).
+pub const PROCESS_OPEN_FDS: &str = "shoal_process_open_fds";
+/// Gauge: the node process's soft limit on open file descriptors (`RLIMIT_NOFILE`).
+pub const PROCESS_MAX_FDS: &str = "shoal_process_max_fds";
+
 /// The kind of a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -145,6 +157,10 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (engine::TOMBSTONES_REAPED_TOTAL, MetricKind::Counter, "Tombstones deleted after replication.tombstone_grace once every replica held the same one (counted on every replica that deleted)"),
     (BUILD_INFO, MetricKind::Gauge, "Always 1, labelled with the version and commit this node was built from"),
     (METRICS_HTTP_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a scraper or probe over a bound) Connections the metrics listener closed unanswered: too many at once, a request head too large, or too slow"),
+    (PROCESS_CPU_SECONDS_TOTAL, MetricKind::Gauge, "User plus system CPU time the node process has used since it started (only grows; use rate())"),
+    (PROCESS_RESIDENT_MEMORY_BYTES, MetricKind::Gauge, "Resident memory of the node process"),
+    (PROCESS_OPEN_FDS, MetricKind::Gauge, "File descriptors the node process holds open"),
+    (PROCESS_MAX_FDS, MetricKind::Gauge, "The node process's soft limit on open file descriptors (RLIMIT_NOFILE)"),
     (DRIVER_INFLIGHT_REQUESTS, MetricKind::Gauge, "Requests the engine is coordinating (bounded by limits.max_inflight_requests)"),
     (DRIVER_PENDING_COMMANDS, MetricKind::Gauge, "Engine commands waiting for a storage or network result"),
     (DRIVER_QUEUE_DEPTH, MetricKind::Gauge, "Storage operations queued for the storage threads"),

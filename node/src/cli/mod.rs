@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use shoal_ring::NodeId;
 
-use crate::config::{NodeConfig, DEFAULT_CONFIG_TOML};
+use crate::config::{LogFormat, NodeConfig, DEFAULT_CONFIG_TOML};
 
 mod aae;
 mod client;
@@ -109,7 +109,11 @@ pub fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    init_tracing();
+    // A node logs in the format its config file asks for, so it starts logging once the
+    // file is read (`run_node`); every other command logs text.
+    if !matches!(cli.command, Command::Node { .. }) {
+        init_tracing(LogFormat::Text);
+    }
     let code = match cli.command {
         Command::Node {
             print_default_config,
@@ -164,15 +168,26 @@ pub fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-fn init_tracing() {
+/// Log to stderr in `format`, at the level `SHOAL_LOG` sets (default `info`).
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        // The event's message and fields at the top level of each object (not under
+        // `fields`), so that `level` and `message` are where log shippers look.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_ansi(false)
+            .try_init(),
+    };
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -216,6 +231,7 @@ fn run_node(config: Option<&Path>) -> i32 {
             return 2;
         }
     };
+    init_tracing(cfg.log_format);
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -19,6 +19,7 @@
 //! is the task that owns the engine (and the storage worker threads it feeds);
 //! [`handler`] turns QUIC requests into queued [`Inbound`]s; [`background`] holds the
 //! periodic tasks beside the engine (storage statistics, Merkle tree verification);
+//! [`process_stats`] publishes the process's CPU, memory and descriptors;
 //! [`health`] is the serving state behind the metrics listener's `GET /ready`.
 
 use shoal_proto::wire::{PeerResponse, Request, Response};
@@ -30,6 +31,7 @@ mod driver;
 mod handler;
 pub mod health;
 pub(crate) mod http;
+mod process_stats;
 mod startup;
 
 pub use startup::{start, RunningNode};

@@ -168,6 +168,9 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         shutdown_tx.subscribe(),
     ));
     tokio::spawn(watch_disk(storage.clone(), shutdown_tx.subscribe()));
+    tokio::spawn(super::process_stats::report_process_stats(
+        shutdown_tx.subscribe(),
+    ));
     tokio::spawn(verify_trees(
         executor.clone(),
         cfg.aae.verify_interval,
