@@ -16,6 +16,7 @@ mod causality;
 mod config;
 mod engine;
 mod error;
+pub mod layout;
 mod membership;
 pub mod merkle;
 pub mod metrics;

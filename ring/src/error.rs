@@ -84,6 +84,13 @@ pub enum RingError {
     #[error("the ring version cannot be incremented past u64::MAX")]
     VersionExhausted,
 
+    /// A change names a member that is not in the ring.
+    #[error("{id} is not a member of the ring")]
+    NotAMember {
+        /// The id named.
+        id: NodeId,
+    },
+
     /// A decoded ring breaks a structural rule (wrong owner table length, owner out of range,
     /// members not sorted, a member owning nothing, version 0).
     #[error("malformed ring: {reason}")]

@@ -129,6 +129,52 @@ impl Ring {
         Ok((next, plan))
     }
 
+    /// The ring after `new` takes over exactly the partitions of `old` (a replaced
+    /// machine): version + 1, every other partition unchanged. Returns it with the moves
+    /// (all from `old` to `new`).
+    ///
+    /// # Errors
+    /// [`RingError::NotAMember`] when `old` is not a member, [`RingError::DuplicateMember`]
+    /// when `new` already is, the member checks of [`Ring::new`], and
+    /// [`RingError::VersionExhausted`].
+    pub fn replace(&self, old: &NodeId, new: Member) -> Result<(Ring, RebalancePlan), RingError> {
+        let version = self
+            .version
+            .checked_add(1)
+            .ok_or(RingError::VersionExhausted)?;
+        if !self.contains_member(old) {
+            return Err(RingError::NotAMember { id: old.clone() });
+        }
+        if self.contains_member(&new.id) {
+            return Err(RingError::DuplicateMember { id: new.id });
+        }
+        let mut members: Vec<Member> = self
+            .members
+            .iter()
+            .filter(|m| &m.id != old)
+            .cloned()
+            .collect();
+        let new_id = new.id.clone();
+        members.push(new);
+        let members = validate_members(members)?;
+        let index: BTreeMap<&NodeId, u32> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (&m.id, i as u32))
+            .collect();
+        let owners = self
+            .owners
+            .iter()
+            .map(|&o| {
+                let id = &self.members[o as usize].id;
+                index[if id == old { &new_id } else { id }]
+            })
+            .collect();
+        let next = Ring::from_parts(version, members, owners)?;
+        let plan = self.moves_to(&next);
+        Ok((next, plan))
+    }
+
     /// Builds a ring from its stored fields, checking every structural rule.
     fn from_parts(version: u64, members: Vec<Member>, owners: Vec<u32>) -> Result<Ring, RingError> {
         let malformed = |reason| RingError::MalformedRing { reason };

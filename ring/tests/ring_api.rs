@@ -522,3 +522,36 @@ fn debug_output_of_a_large_ring_is_bounded() {
     assert!(text.len() < 2_000, "{} bytes", text.len());
     assert!(text.contains("version: 1"));
 }
+
+#[test]
+fn a_replacement_takes_exactly_the_old_members_partitions() {
+    let members: Vec<Member> = ["n1", "n2", "n3", "n4"]
+        .iter()
+        .map(|n| Member::new(NodeId::new(*n).unwrap()))
+        .collect();
+    let ring = Ring::new(64, members).unwrap();
+    let (old, new) = (NodeId::new("n2").unwrap(), NodeId::new("n9").unwrap());
+    let (next, plan) = ring.replace(&old, Member::new(new.clone())).unwrap();
+    assert_eq!(next.version(), ring.version() + 1);
+    assert!(!next.contains_member(&old) && next.contains_member(&new));
+    assert_eq!(next.owned_partitions(&new), ring.owned_partitions(&old));
+    for p in ring.partitions() {
+        if ring.owner(p) != &old {
+            assert_eq!(next.owner(p), ring.owner(p), "{p:?} moved");
+        }
+    }
+    assert_eq!(plan.moved_count(), ring.owned_count(&old));
+    assert!(plan.moves.iter().all(|m| m.from == old && m.to == new));
+    // Refused: an old id that is not a member, a new id that already is, itself.
+    let stranger = NodeId::new("zz").unwrap();
+    assert!(matches!(
+        ring.replace(&stranger, Member::new(new.clone())),
+        Err(RingError::NotAMember { .. })
+    ));
+    for taken in ["n3", "n2"] {
+        assert!(matches!(
+            ring.replace(&old, Member::new(NodeId::new(taken).unwrap())),
+            Err(RingError::DuplicateMember { .. })
+        ));
+    }
+}
