@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Measures the baseline in BENCHMARKS.md: a 3-node `shoal dev` cluster (N=3, R=2, W=2),
-# 1 KiB values, 100,000 keys, YCSB workloads A and C at concurrency 1 and 64; and, in the
-# same run, the machine's raw limits (QUIC request/response loop and RocksDB with the
-# node's settings), plus a CPU profile of one node under workload A.
+# 1 KiB values, 100,000 keys, YCSB workloads A and C at concurrency 1 and 64 and a
+# write-only run at 64; and, in the same run, a reference (Redis with redis-benchmark,
+# 1 KiB SET and GET at concurrency 1 and 64; installed with apt-get where missing), the
+# machine's raw limits (QUIC request/response loop and RocksDB with the node's settings),
+# and a CPU profile of one node under workload A. `summary.md` in OUT_DIR has each
+# workload's throughput as a ratio to the reference and the CPU microseconds per
+# operation of the nodes and of the load generator (from /proc).
 #
 #   benches/baseline.sh [OUT_DIR]        (default: ./bench-results)
 #
@@ -19,6 +23,42 @@ CLUSTER="$(mktemp -d)/cluster"
 
 echo "== machine" | tee "$OUT/machine.txt"
 { date -u; nproc; free -g | head -2; uname -r; } | tee -a "$OUT/machine.txt"
+
+# CPU seconds (user + system) used so far by the processes in "$@".
+cpu_of() {
+    local total=0 pid ticks
+    for pid in "$@"; do
+        ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + ticks))
+    done
+    echo "$total $(getconf CLK_TCK)" | awk '{printf "%.3f", $1 / $2}'
+}
+
+echo "== reference: redis"
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    fi
+fi
+if command -v redis-server >/dev/null; then
+    REDIS_PORT=27399
+    redis-server --port "$REDIS_PORT" --save '' --appendonly no --daemonize no \
+        >"$OUT/redis.log" 2>&1 &
+    REDIS=$!
+    for _ in $(seq 1 50); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    for c in 1 64; do
+        redis-benchmark -p "$REDIS_PORT" -t set,get -d 1024 -c "$c" -n $((c == 1 ? 100000 : 1000000)) \
+            -r 100000 --csv -q >"$OUT/redis-c$c.csv"
+        cat "$OUT/redis-c$c.csv"
+    done
+    kill "$REDIS"
+    wait "$REDIS" 2>/dev/null || true
+else
+    echo "redis-server not available: no reference in this run" | tee "$OUT/redis-missing.txt"
+fi
 
 echo "== raw limits"
 for c in 1 64; do
@@ -43,12 +83,25 @@ done
 BENCH=("$BIN/shoal-bench" --keys 100000 --value-size 1024 --no-progress)
 # Insert the 100,000 keys once (not measured), then measure.
 "${BENCH[@]}" --workload c --load --concurrency 64 --ops 1000 --json "$OUT/load.json" >"$OUT/load.txt"
+NODES=$(pgrep -f "$CLUSTER/n[0-9]*/node.toml" | tr '\n' ' ')
+# One run: workload $1 at concurrency $2; records the nodes' and the load generator's
+# CPU seconds over the whole run (warm-up included, as are its operations).
+measure() {
+    local w=$1 c=$2 name="ycsb-$1-c$2" before self_before self_after
+    before=$(cpu_of $NODES)
+    self_before=$(times | tail -1 | awk '{print $1, $2}')
+    "${BENCH[@]}" --workload "$w" --concurrency "$c" --duration "$DURATION" --warmup 5s \
+        --json "$OUT/$name.json" | tee "$OUT/$name.txt"
+    self_after=$(times | tail -1 | awk '{print $1, $2}')
+    echo "$before $(cpu_of $NODES) $self_before $self_after" >"$OUT/$name.cpu"
+}
 for w in a c; do
     for c in 1 64; do
-        "${BENCH[@]}" --workload "$w" --concurrency "$c" --duration "$DURATION" --warmup 5s \
-            --json "$OUT/ycsb-$w-c$c.json" | tee "$OUT/ycsb-$w-c$c.txt"
+        measure "$w" "$c"
     done
 done
+measure write 64
+python3 benches/summarize.py "$OUT" | tee "$OUT/summary.md"
 
 echo "== profile (workload A, concurrency 64, node n1)"
 PID=$(pgrep -f "$CLUSTER/n1/node.toml" | head -1)
