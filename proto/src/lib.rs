@@ -20,6 +20,7 @@ mod membership;
 pub mod merkle;
 pub mod metrics;
 mod object;
+pub mod session;
 mod storage_ops;
 mod time;
 pub mod wire;
