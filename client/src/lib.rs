@@ -60,7 +60,7 @@
 //!   certificates (otherwise no certificate-generation code is compiled in).
 //!
 //! `client/examples/` has runnable examples: `hello`, `shopping_cart` (siblings),
-//! `typed` and `retry`; the process tests run each against a cluster.
+//! `typed`, `retry` and `session`; the process tests run each against a cluster.
 //!
 //! # Routing and retries
 //!

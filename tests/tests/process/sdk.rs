@@ -241,6 +241,7 @@ async fn every_sdk_example_runs_against_a_cluster() {
         ("shopping_cart", "cart: apples, bread, eggs, milk"),
         ("typed", "visits: 3"),
         ("retry", "written"),
+        ("session", "session read: Ada"),
     ] {
         let out = tokio::time::timeout(
             Duration::from_secs(60),
