@@ -77,7 +77,8 @@ impl Session {
     /// Reads `key` starting at `opts.r` (or the cluster's R): if the answer does not
     /// include what this session wrote and read of the key, reads again with one more
     /// replica at a time up to N. The first read's own error is returned as it is; a
-    /// failed or uncovering escalation ends in [`ClientError::NotCovered`].
+    /// failed or uncovering escalation ends in [`ClientError::NotCovered`]. An R outside
+    /// `1..=N` is [`ClientError::InvalidOptions`].
     pub async fn get_opts(
         &self,
         key: impl AsRef<[u8]>,
@@ -86,6 +87,12 @@ impl Session {
         let key = key.as_ref();
         let info = self.client.cluster_info().await;
         let (n, start) = (info.n, opts.r.unwrap_or(info.r));
+        if start == 0 || start > n {
+            // Refused here rather than clamped: the schedule would hide a bad R.
+            return Err(ClientError::InvalidOptions(format!(
+                "r must be in 1..={n}, got {start}"
+            )));
+        }
         let mut asked = start;
         for (step, r) in Escalation::new(start, n).enumerate() {
             asked = r;

@@ -726,12 +726,18 @@ async fn batches_answer_every_key_in_order_from_its_replicas() {
     cluster.stop(client).await;
 }
 
-#[tokio::test]
-async fn a_session_read_that_misses_its_write_asks_more_replicas() {
+/// Three live fake nodes and a client of them, for the session tests.
+async fn three_nodes() -> (Cluster, Client) {
     let cluster = Cluster::start(&[true, true, true]).await;
     let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
         .await
         .unwrap();
+    (cluster, client)
+}
+
+#[tokio::test]
+async fn a_session_read_that_misses_its_write_asks_more_replicas() {
+    let (cluster, client) = three_nodes().await;
     // Reads of fewer than 3 replicas miss every write.
     *cluster.shared.covered_from_r.lock().unwrap() = Some(3);
     let session = client.session();
@@ -751,10 +757,7 @@ async fn a_session_read_that_misses_its_write_asks_more_replicas() {
 
 #[tokio::test]
 async fn a_session_read_no_replica_count_covers_fails_not_covered() {
-    let cluster = Cluster::start(&[true, true, true]).await;
-    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
-        .await
-        .unwrap();
+    let (cluster, client) = three_nodes().await;
     *cluster.shared.covered_from_r.lock().unwrap() = Some(4);
     let session = client.session();
     session.put("k", "v").await.unwrap();
@@ -770,6 +773,15 @@ async fn a_session_read_no_replica_count_covers_fails_not_covered() {
         *cluster.shared.read_rs.lock().unwrap(),
         vec![Some(1), Some(2), Some(3)]
     );
+    // An R outside 1..=N is refused, not clamped into the schedule.
+    for r in [0, 4] {
+        assert!(matches!(
+            session
+                .get_opts("k", shoal_client::ReadOptions::default().r(r))
+                .await,
+            Err(ClientError::InvalidOptions(m)) if m.contains("1..=3")
+        ));
+    }
     // A key the session never touched is read as usual.
     assert!(!session.get("other").await.unwrap().found);
     // Forgetting the key drops the guarantee.
@@ -780,10 +792,7 @@ async fn a_session_read_no_replica_count_covers_fails_not_covered() {
 
 #[tokio::test]
 async fn a_session_never_goes_back_to_older_data_than_it_read() {
-    let cluster = Cluster::start(&[true, true, true]).await;
-    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
-        .await
-        .unwrap();
+    let (cluster, client) = three_nodes().await;
     let session = client.session();
     // R = 3 sees the value: the session remembers that read.
     *cluster.shared.covered_from_r.lock().unwrap() = Some(3);
