@@ -474,8 +474,12 @@ fn sessions_that_never_escalate_are_caught_reading_stale_data() {
         })
         .map(|r| r.seed)
         .collect();
+    eprintln!(
+        "without escalation, {} of 40 seeds had a session read stale data: {caught:?}",
+        caught.len()
+    );
     assert!(
-        caught.len() >= 3,
+        caught.len() >= 10,
         "only seeds {caught:?} of 40 showed a session reading stale data without escalation"
     );
     for report in &reports {
