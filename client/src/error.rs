@@ -143,6 +143,23 @@ pub enum ClientError {
     /// writes again by itself once space is freed; retry later or through another node.
     #[error("disk full: the node refuses writes until space is freed on its data directory")]
     DiskFull,
+    /// A [`Session`](crate::Session) read found no answer that includes what the session
+    /// wrote and read of the key, after asking up to `r` of the key's `n` replicas: the
+    /// replicas holding the session's writes were not reached (under a sloppy quorum a
+    /// write acknowledged by fallbacks is on no primary until its hints are delivered).
+    /// Nothing older was returned. Retrying later may succeed (hints are delivered,
+    /// partitions heal), so it is [retryable](ClientError::is_retryable).
+    #[error("session: no read of the key up to R = {r} of N = {n} replicas covered the session's writes and reads{}", last_error.as_ref().map(|e| format!(" (last read: {e})")).unwrap_or_default())]
+    NotCovered {
+        /// The key read.
+        key: Vec<u8>,
+        /// The largest R asked.
+        r: u8,
+        /// Replicas per key.
+        n: u8,
+        /// The error of the last read, when an escalated read failed.
+        last_error: Option<String>,
+    },
 }
 
 fn fmt_addrs(addrs: &[SocketAddr]) -> String {
@@ -180,6 +197,7 @@ impl ClientError {
             ClientError::DiskFull => "disk_full",
             ClientError::UpdateConflict { .. } => "conflict",
             ClientError::Codec(_) => "codec",
+            ClientError::NotCovered { .. } => "not_covered",
         }
     }
 
@@ -187,7 +205,8 @@ impl ClientError {
     /// ([`Overloaded`](ClientError::Overloaded)), too few replicas or nodes were reachable
     /// ([`Unavailable`](ClientError::Unavailable), [`Unreachable`](ClientError::Unreachable)),
     /// or the answer did not come in time ([`Timeout`](ClientError::Timeout),
-    /// [`Transport`](ClientError::Transport)). Whether a *write* may be sent again also
+    /// [`Transport`](ClientError::Transport)), or a session read was not covered yet
+    /// ([`NotCovered`](ClientError::NotCovered)). Whether a *write* may be sent again also
     /// depends on [`is_not_applied`](ClientError::is_not_applied); the
     /// [`RetryPolicy`](crate::RetryPolicy) checks both.
     pub fn is_retryable(&self) -> bool {
@@ -200,6 +219,7 @@ impl ClientError {
                 | ClientError::Transport(_)
                 | ClientError::DiskFull
                 | ClientError::Server(RequestError::Incomplete { .. })
+                | ClientError::NotCovered { .. }
         )
     }
 

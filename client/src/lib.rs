@@ -51,13 +51,16 @@
 //!   [`resolve`] for set union and last-writer-wins) and detects concurrent writes by
 //!   reading back (the [`update`] module says exactly what a success guarantees).
 //! - [`Client::get_many`] / [`Client::put_many`]: batches grouped by coordinator.
+//! - [`Client::session`]: a [`Session`] that reads its own writes and never reads older
+//!   data than it read before, key by key, even under sloppy quorums (asking more
+//!   replicas, up to N, or failing with [`ClientError::NotCovered`]).
 //! - With the `serde` feature: [`Client::get_json`], [`Client::put_json`] and
 //!   [`Client::update_json`] store values as JSON.
 //! - With the `certs` feature: `shoal_client::certs` makes a development CA and
 //!   certificates (otherwise no certificate-generation code is compiled in).
 //!
 //! `client/examples/` has runnable examples: `hello`, `shopping_cart` (siblings),
-//! `typed` and `retry`; the process tests run each against a cluster.
+//! `typed`, `retry` and `session`; the process tests run each against a cluster.
 //!
 //! # Routing and retries
 //!
@@ -110,7 +113,10 @@
 //! `shoal_client_requests_total{op,result}` counts calls by operation (`get`, `put`,
 //! `delete`, `status`, `cluster_info`) and outcome (`ok` or [`ClientError::label`]);
 //! `shoal_client_request_duration_seconds{op}` is their latency (retries included);
-//! `shoal_client_retries_total{op,reason}` counts the retries the [`RetryPolicy`] made. They go to whatever
+//! `shoal_client_retries_total{op,reason}` counts the retries the [`RetryPolicy`] made;
+//! `shoal_client_session_escalations_total`, `shoal_client_session_not_covered_total`
+//! and `shoal_client_session_evictions_total` count [`Session`] reads asked again of
+//! more replicas, session reads that failed `NotCovered`, and keys sessions forgot. They go to whatever
 //! recorder the application installs with the `metrics` crate.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -125,6 +131,7 @@ mod options;
 mod request;
 mod retry;
 mod routing;
+mod session;
 #[cfg(feature = "serde")]
 mod typed;
 pub mod update;
@@ -143,6 +150,7 @@ pub use request::{Delete, Get, Put};
 pub use retry::{
     RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, MAX_RETRY_ATTEMPTS,
 };
+pub use session::{Session, DEFAULT_SESSION_KEYS};
 #[cfg(feature = "serde")]
 pub use typed::TypedGet;
 pub use update::{resolve, Resolver, Update, DEFAULT_UPDATE_ATTEMPTS, MAX_UPDATE_ATTEMPTS};

@@ -36,6 +36,12 @@ struct Shared {
     log: Mutex<Vec<(String, &'static str)>>,
     /// Errors the next keyed requests get, whichever node they reach, first one first.
     fail_next: Mutex<std::collections::VecDeque<RequestError>>,
+    /// When set, a get with R below it answers "not found" with an empty context (a
+    /// replica that missed every write), and one with R at or above it a context that
+    /// covers every fake node's first dot.
+    covered_from_r: Mutex<Option<u8>>,
+    /// The R of every get received.
+    read_rs: Mutex<Vec<Option<u8>>>,
 }
 
 struct FakeNode {
@@ -68,6 +74,21 @@ impl FakeNode {
         }
         let mut context = CausalContext::new();
         context.insert(Dot::new(Actor(self.actor), 1));
+        if let ClientRequest::Get { options, .. } = &request {
+            self.shared.read_rs.lock().unwrap().push(options.r);
+            if let Some(threshold) = *self.shared.covered_from_r.lock().unwrap() {
+                let covered = options.r.is_some_and(|r| r >= threshold);
+                let mut context = CausalContext::new();
+                for actor in (1..=8).filter(|_| covered) {
+                    context.insert(Dot::new(Actor(actor), 1));
+                }
+                return Some(ClientResponse::Get(GetReply {
+                    found: covered,
+                    values: if covered { vec![b"v".to_vec()] } else { vec![] },
+                    context,
+                }));
+            }
+        }
         Some(match request {
             ClientRequest::Get { .. } => ClientResponse::Get(GetReply {
                 found: true,
@@ -701,6 +722,90 @@ async fn batches_answer_every_key_in_order_from_its_replicas() {
     assert!(matches!(
         client.get_many(&too_many).await,
         Err(ClientError::InvalidOptions(_))
+    ));
+    cluster.stop(client).await;
+}
+
+/// Three live fake nodes and a client of them, for the session tests.
+async fn three_nodes() -> (Cluster, Client) {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    (cluster, client)
+}
+
+#[tokio::test]
+async fn a_session_read_that_misses_its_write_asks_more_replicas() {
+    let (cluster, client) = three_nodes().await;
+    // Reads of fewer than 3 replicas miss every write.
+    *cluster.shared.covered_from_r.lock().unwrap() = Some(3);
+    let session = client.session();
+    session.put("k", "v").await.unwrap();
+    // A plain read at the default R = 2 is stale: it does not see the write.
+    assert!(!client.get("k").await.unwrap().found);
+    cluster.shared.read_rs.lock().unwrap().clear();
+    let read = session.get("k").await.unwrap();
+    assert!(read.found, "the session read must see its write");
+    assert_eq!(
+        *cluster.shared.read_rs.lock().unwrap(),
+        vec![Some(2), Some(3)],
+        "first the cluster's R, then one more replica"
+    );
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn a_session_read_no_replica_count_covers_fails_not_covered() {
+    let (cluster, client) = three_nodes().await;
+    *cluster.shared.covered_from_r.lock().unwrap() = Some(4);
+    let session = client.session();
+    session.put("k", "v").await.unwrap();
+    cluster.shared.read_rs.lock().unwrap().clear();
+    match session
+        .get_opts("k", shoal_client::ReadOptions::default().r(1))
+        .await
+    {
+        Err(e @ ClientError::NotCovered { r: 3, n: 3, .. }) => assert!(e.is_retryable()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        *cluster.shared.read_rs.lock().unwrap(),
+        vec![Some(1), Some(2), Some(3)]
+    );
+    // An R outside 1..=N is refused, not clamped into the schedule.
+    for r in [0, 4] {
+        assert!(matches!(
+            session
+                .get_opts("k", shoal_client::ReadOptions::default().r(r))
+                .await,
+            Err(ClientError::InvalidOptions(m)) if m.contains("1..=3")
+        ));
+    }
+    // A key the session never touched is read as usual.
+    assert!(!session.get("other").await.unwrap().found);
+    // Forgetting the key drops the guarantee.
+    session.forget("k");
+    assert!(!session.get("k").await.unwrap().found);
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn a_session_never_goes_back_to_older_data_than_it_read() {
+    let (cluster, client) = three_nodes().await;
+    let session = client.session();
+    // R = 3 sees the value: the session remembers that read.
+    *cluster.shared.covered_from_r.lock().unwrap() = Some(3);
+    let first = session
+        .get_opts("k", shoal_client::ReadOptions::default().r(3))
+        .await
+        .unwrap();
+    assert!(first.found);
+    // Now no read covers it: the session refuses the older answer.
+    *cluster.shared.covered_from_r.lock().unwrap() = Some(4);
+    assert!(matches!(
+        session.get("k").await,
+        Err(ClientError::NotCovered { .. })
     ));
     cluster.stop(client).await;
 }

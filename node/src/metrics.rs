@@ -16,6 +16,13 @@ pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Histogram buckets for hint delivery lag, from 100 ms to 1 day: hints wait for their
+/// primary to come back, which can take hours (up to `handoff.ttl`).
+pub const HINT_LAG_BUCKETS_SECONDS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0, 21600.0, 43200.0,
+    86400.0,
+];
+
 /// Histogram buckets for sibling counts: around the default warning level (25) and limit
 /// (100), and beyond (replica merges are never refused for their siblings).
 pub const SIBLING_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
@@ -141,6 +148,9 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (engine::HINTS_TOTAL, MetricKind::Counter, "Hint lifecycle events on this node"),
     (engine::HINTS_PENDING, MetricKind::Gauge, "Hints this node holds for each target, refreshed every handoff.interval (a target that drained reports 0)"),
     (engine::HINTS_PENDING_BYTES, MetricKind::Gauge, "Size of the hints this node holds for each target"),
+    (engine::REPLICATION_LAG_SECONDS, MetricKind::Histogram, "From a write's success answer to the acknowledgement of the last of its N primaries (0 when all had acknowledged by then); only writes that reached every primary"),
+    (engine::REPLICATION_LAG_UNFINISHED_TOTAL, MetricKind::Counter, "Acknowledged writes that had not reached all N primaries when their coordinator stopped delivering (a copy hinted, unplaced or refused)"),
+    (engine::HINT_DELIVERY_LAG_SECONDS, MetricKind::Histogram, "(conditional: a primary down while written to, then back) From a hint's first store to its delivery, on the hint holder's wall clock"),
     (engine::AAE_EXCHANGES_TOTAL, MetricKind::Counter, "Merkle-tree exchanges this node started and finished (it starts those with peers of a larger id)"),
     (engine::AAE_EXCHANGE_DURATION_SECONDS, MetricKind::Histogram, "Duration of exchanges, from start to end, whatever the result"),
     (engine::AAE_EXCHANGES_RUNNING, MetricKind::Gauge, "Exchanges in progress (at most aae.max_concurrent_exchanges)"),
@@ -226,6 +236,7 @@ pub fn describe_node_metrics() {
     metrics::counter!(executor::AAE_TREE_MISMATCHES_TOTAL).absolute(0);
     metrics::counter!(executor::AAE_OBJECTS_TOO_LARGE_TOTAL).absolute(0);
     metrics::counter!(engine::FORWARDS_TOTAL).absolute(0);
+    metrics::counter!(engine::REPLICATION_LAG_UNFINISHED_TOTAL).absolute(0);
     metrics::counter!(storage::DISK_FULL_REFUSALS_TOTAL).absolute(0);
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => BUILD_COMMIT)
         .set(1.0);
@@ -245,6 +256,10 @@ pub fn install(cfg: &NodeConfig) -> anyhow::Result<()> {
         .set_buckets_for_metric(
             Matcher::Full(engine::OBJECT_SIBLINGS.into()),
             SIBLING_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(engine::HINT_DELIVERY_LAG_SECONDS.into()),
+            HINT_LAG_BUCKETS_SECONDS,
         )?
         .build_recorder();
     let handle = recorder.handle();

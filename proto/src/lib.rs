@@ -22,6 +22,7 @@ pub mod merkle;
 pub mod metrics;
 mod object;
 pub mod paxos;
+pub mod session;
 mod storage_ops;
 mod time;
 pub mod wire;

@@ -102,3 +102,16 @@ pub const AAE_BATCHES_SPLIT_TOTAL: &str = "shoal_aae_batches_split_total";
 /// Counter, by `reason` (`empty_key`, `key_too_large`, `wrong_partition`): keys in
 /// node-to-node messages refused (the message is answered with a typed error).
 pub const REPLICA_KEYS_REFUSED_TOTAL: &str = "shoal_replica_keys_refused_total";
+/// Histogram, in seconds: from a write's acknowledgement to the client (W acks) to the
+/// acknowledgement of the last of its N primaries, on the coordinator's monotonic clock
+/// (0 when all N had acknowledged by then). Only writes that reached every primary.
+pub const REPLICATION_LAG_SECONDS: &str = "shoal_replication_lag_seconds";
+/// Counter: acknowledged writes that did not reach all N primaries by the time their
+/// coordinator stopped delivering (a copy went to a fallback as a hint, or could not be
+/// placed, or was refused): their lag is not in [`REPLICATION_LAG_SECONDS`]. Delivery
+/// ends when every copy was acknowledged or failed (each send bounded by
+/// `replication.rpc_timeout`, each failed copy retried on at most every fallback).
+pub const REPLICATION_LAG_UNFINISHED_TOTAL: &str = "shoal_replication_lag_unfinished_total";
+/// Histogram, in seconds: from a hint's first store to its delivery (its primary
+/// acknowledged it and the hint was deleted), on the hint holder's wall clock.
+pub const HINT_DELIVERY_LAG_SECONDS: &str = "shoal_hint_delivery_lag_seconds";

@@ -6,6 +6,7 @@ mod engine_aae;
 mod engine_failure_detection;
 mod engine_handoff;
 mod engine_harness;
+mod engine_lag;
 mod engine_read_budget;
 mod engine_siblings;
 

@@ -182,6 +182,38 @@ pub struct History {
     pub coordinations: Vec<Coordination>,
     /// Tombstones reaped, in the order they were deleted.
     pub reaps: Vec<Reaping>,
+    /// Which clients were sessions, and what each session get was to its session.
+    pub sessions: Sessions,
+}
+
+/// What a session client's get was to its session (`shoal_proto::session`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionRead {
+    /// The session answered its user with this read: the read-your-writes and
+    /// monotonic-reads checks apply to it.
+    Answered,
+    /// Its reply did not cover the session's writes and reads; the session asked more
+    /// replicas.
+    Escalated,
+    /// Neither it nor an earlier step covered them, and no step was left (or this
+    /// escalated step failed): the session read failed `NotCovered`.
+    NotCovered,
+}
+
+/// The session clients of a run and the role of each of their gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sessions {
+    /// The clients that ran as sessions.
+    pub clients: std::collections::BTreeSet<usize>,
+    /// The gets of session clients that completed with a reply, by role.
+    pub reads: std::collections::BTreeMap<OpId, SessionRead>,
+}
+
+impl Sessions {
+    /// Session reads with `role`.
+    pub fn count(&self, role: SessionRead) -> usize {
+        self.reads.values().filter(|r| **r == role).count()
+    }
 }
 
 impl History {

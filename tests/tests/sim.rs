@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use shoal_proto::metrics::{HINTS_TOTAL, READ_REPAIRS_TOTAL, SIBLING_LIMIT_TOTAL};
+use shoal_tests::history::SessionRead;
 use shoal_tests::sim::{
     self, FaultMix, Faults, HandoffLimits, PowerCutMix, PowerCuts, Quorum, RunReport,
-    ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, SimConfig,
+    ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, SessionMode, SimConfig,
 };
 
 fn run(cfg: &SimConfig) -> RunReport {
@@ -412,4 +413,82 @@ fn full_disks_refuse_writes_and_every_invariant_holds() {
         "{spells} full disks refused only {refusals} writes"
     );
     eprintln!("20 seeds: {spells} full-disk spells, {refusals} writes refused with DiskFull");
+}
+
+/// Sessions over random-fault seeds (partitions, crashes, drops, sloppy quorums with
+/// hinted handoff, clock skew on odd seeds): every read a session answered shows its
+/// own writes and nothing older than it read before (`session_guarantees`); reads that
+/// no replica count up to N covered failed `NotCovered` instead, and are counted.
+fn run_session_seeds(seeds: std::ops::Range<u64>, mode: SessionMode) -> Vec<RunReport> {
+    seeds
+        .map(|seed| {
+            run(&SimConfig {
+                sessions: mode,
+                ..many_seeds_config(seed)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn sessions_read_their_writes_and_monotonically_under_partitions() {
+    let reports = run_session_seeds(0..100, SessionMode::On);
+    let (mut answered, mut escalated, mut not_covered, mut partitioned) = (0, 0, 0, 0);
+    for report in &reports {
+        if let Err(failure) = report.check() {
+            panic!("{failure}\n{report}");
+        }
+        let s = &report.history.sessions;
+        answered += s.count(SessionRead::Answered);
+        escalated += s.count(SessionRead::Escalated);
+        not_covered += s.count(SessionRead::NotCovered);
+        partitioned += usize::from(report.faults.partitions > 0);
+    }
+    eprintln!(
+        "100 seeds ({partitioned} with partitions): session reads answered {answered}, \
+         escalated {escalated}, not covered {not_covered}"
+    );
+    assert!(partitioned > 0, "no seed partitioned the network");
+    assert!(escalated > 0, "no session read needed more replicas");
+    assert!(
+        not_covered > 0,
+        "no session read was refused: the faults were too mild"
+    );
+    assert!(
+        answered > 10 * not_covered,
+        "sessions refused too many reads"
+    );
+}
+
+#[test]
+fn sessions_that_never_escalate_are_caught_reading_stale_data() {
+    // The same seeds as above, with sessions that accept every reply: the checker must
+    // report stale reads, so that the test above shows escalation is what prevents them.
+    let reports = run_session_seeds(0..40, SessionMode::NoEscalation);
+    let caught: Vec<u64> = reports
+        .iter()
+        .filter(|r| {
+            r.violations
+                .iter()
+                .any(|v| v.checker == shoal_tests::checkers::session_guarantees::NAME)
+        })
+        .map(|r| r.seed)
+        .collect();
+    eprintln!(
+        "without escalation, {} of 40 seeds had a session read stale data: {caught:?}",
+        caught.len()
+    );
+    assert!(
+        caught.len() >= 10,
+        "only seeds {caught:?} of 40 showed a session reading stale data without escalation"
+    );
+    for report in &reports {
+        assert!(
+            report
+                .violations
+                .iter()
+                .all(|v| v.checker == shoal_tests::checkers::session_guarantees::NAME),
+            "only the session checker may fail: {report}"
+        );
+    }
 }

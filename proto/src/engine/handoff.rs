@@ -70,8 +70,11 @@ pub(super) enum HandoffStep {
         object: Object,
         /// The listed hint's digest.
         digest: u64,
+        /// When the hint was first stored.
+        stored_at: Time,
     },
-    Delete(HintId),
+    /// The delivered hint's removal; when the hint was first stored.
+    Delete(HintId, Time),
     Drop(HintId),
 }
 
@@ -215,11 +218,15 @@ impl Engine {
                 }
                 self.handoff_done(&target);
             }
-            HandoffStep::Delete(id) => {
+            HandoffStep::Delete(id, stored_at) => {
                 if matches!(result, Ok(StorageReply::HintDeleted(true))) {
                     self.handoff.stats.delivered += 1;
                     metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "delivered")
                         .increment(1);
+                    // On this node's wall clock, which also stamped `stored_at`.
+                    let lag = self.now.saturating_since(stored_at);
+                    metrics::histogram!(crate::metrics::HINT_DELIVERY_LAG_SECONDS)
+                        .record(lag.as_secs_f64());
                 }
                 self.handoff.forget(&id);
                 self.handoff_done(&id.0);
@@ -275,6 +282,7 @@ impl Engine {
                 key: h.key,
                 object: h.object,
                 digest: h.digest,
+                stored_at: h.stored_at,
             }),
         );
     }
@@ -296,6 +304,7 @@ impl Engine {
             key,
             object,
             digest,
+            stored_at,
         } = step
         else {
             return;
@@ -310,7 +319,7 @@ impl Engine {
                     key: key.clone(),
                     delivered: object,
                 },
-                Waiter::Handoff(HandoffStep::Delete((target, partition, key))),
+                Waiter::Handoff(HandoffStep::Delete((target, partition, key), stored_at)),
             );
             return;
         }

@@ -259,6 +259,11 @@ impl<R> Quorum<R> {
         self.answers
     }
 
+    /// How many primary slots (the primaries themselves, not fallbacks) answered.
+    pub(super) fn primary_answers(&self) -> usize {
+        self.primary_answers
+    }
+
     /// What the operation needs.
     pub(super) fn needed(&self) -> Needed {
         self.needed

@@ -55,6 +55,12 @@ pub(super) struct WriteOp {
     /// The copies being delivered; its unplaced primaries are hinted locally once
     /// delivery ends.
     quorum: Quorum<()>,
+    /// The key's primaries (N): the write is fully replicated once each acknowledged.
+    replicas: usize,
+    /// When the client got its success answer.
+    acked_at: Option<Monotonic>,
+    /// When a primary (the local store included) last acknowledged.
+    last_primary_ack: Monotonic,
 }
 
 impl WriteOp {
@@ -118,6 +124,9 @@ impl Engine {
             object: None,
             reply: None,
             quorum,
+            replicas: primaries.len(),
+            acked_at: None,
+            last_primary_ack: self.mono,
         };
         self.writes.insert(id, op);
         self.timers
@@ -198,6 +207,7 @@ impl Engine {
             }
         };
         op.quorum.record(LOCAL, ());
+        op.last_primary_ack = self.mono;
         op.object = Some(object.clone());
         let key = op.key.clone();
         self.observe_object("write", Some(&key), ObjectShape::of(&object));
@@ -232,7 +242,11 @@ impl Engine {
             return;
         }
         if matches!(result, Ok(PeerResponse::Ack)) {
+            let before = op.quorum.primary_answers();
             op.quorum.record(slot, ());
+            if op.quorum.primary_answers() > before {
+                op.last_primary_ack = self.mono;
+            }
         } else if matches!(
             result,
             Ok(PeerResponse::Error(RequestError::ObjectTooLarge { .. }))
@@ -286,6 +300,7 @@ impl Engine {
             match op.quorum.status() {
                 Status::Met => {
                     op.answered = true;
+                    op.acked_at = Some(self.mono);
                     let op_name = op.op_name();
                     let inbound = op.inbound;
                     let elapsed = self.mono.saturating_since(op.started);
@@ -355,6 +370,16 @@ impl Engine {
             return;
         };
         self.timers.remove(&(op.deadline, Timer::Deadline(id)));
+        // Replication lag: only for writes the client was told succeeded.
+        if let Some(acked_at) = op.acked_at {
+            if op.quorum.primary_answers() >= op.replicas {
+                let lag = op.last_primary_ack.saturating_since(acked_at);
+                metrics::histogram!(crate::metrics::REPLICATION_LAG_SECONDS)
+                    .record(lag.as_secs_f64());
+            } else {
+                metrics::counter!(crate::metrics::REPLICATION_LAG_UNFINISHED_TOTAL).increment(1);
+            }
+        }
         // Primaries that got no copy anywhere get a hint here, so that nothing
         // acknowledged depends on anti-entropy alone.
         if let Some(object) = op.object {

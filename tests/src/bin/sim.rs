@@ -15,6 +15,8 @@
 //!   most S seconds apart), the time its engine sees.
 //! - Power cuts (a node loses its unsynced writes): half of the seeds with faults draw
 //!   them; `--power-cuts` makes every seed with faults draw them, `--no-power-cuts` none.
+//! - `--sessions` runs the workload's clients as sessions (`shoal_proto::session`);
+//!   `--sessions-without-escalation` as sessions that accept every reply.
 
 use std::process::ExitCode;
 
@@ -22,7 +24,9 @@ use anyhow::Context;
 use clap::Parser;
 use std::time::Duration;
 
-use shoal_tests::sim::{self, Background, FaultMix, Liveness, PowerCutMix, Quorum, SimConfig};
+use shoal_tests::sim::{
+    self, Background, FaultMix, Liveness, PowerCutMix, Quorum, SessionMode, SimConfig,
+};
 
 /// Parses `N/R/W`.
 fn parse_quorum(s: &str) -> Result<Quorum, String> {
@@ -125,6 +129,13 @@ struct Args {
     /// Print the event log (with --seed).
     #[arg(long)]
     log: bool,
+    /// The workload's clients run as sessions (read-your-writes and monotonic reads,
+    /// checked by `session_guarantees`).
+    #[arg(long, conflicts_with = "sessions_without_escalation")]
+    sessions: bool,
+    /// Sessions that never ask more replicas (to see the checker catch stale reads).
+    #[arg(long)]
+    sessions_without_escalation: bool,
 }
 
 /// Parses a clock skew in seconds, 0 to 3600.
@@ -182,6 +193,11 @@ impl Args {
             cfg.power_cuts = PowerCutMix::None;
         }
         cfg.keep_log = self.log;
+        if self.sessions {
+            cfg.sessions = SessionMode::On;
+        } else if self.sessions_without_escalation {
+            cfg.sessions = SessionMode::NoEscalation;
+        }
         cfg
     }
 }

@@ -10,6 +10,7 @@ pub mod no_phantoms;
 pub mod no_resurrection;
 pub mod read_your_writes;
 pub mod refused_writes;
+pub mod session_guarantees;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -125,6 +126,7 @@ pub fn check_final(history: &History, state: &FinalState, ryw: bool) -> Vec<Viol
     if ryw {
         out.extend(read_your_writes::check(history));
     }
+    out.extend(session_guarantees::check(history));
     out.extend(convergence::check(state));
     out
 }

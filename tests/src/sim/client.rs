@@ -16,15 +16,16 @@ use std::time::Duration;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use shoal_proto::session::{Coverage, Escalation, SessionState};
 use shoal_proto::wire::{ClientRequest, ClientResponse, ReadOptions, Response, WriteOptions};
 use shoal_proto::CausalContext;
 
-use super::config::CLIENT_TIMEOUT;
+use super::config::{SessionMode, CLIENT_TIMEOUT};
 use super::event::Event;
 use super::scenario::ScriptedAction;
 use super::{Phase, Sim, SimError};
 use crate::checkers;
-use crate::history::{set_elements, OpId, OpKind, Outcome};
+use crate::history::{set_elements, OpId, OpKind, Outcome, SessionRead};
 
 /// What a client does once its current operation ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +43,9 @@ pub(crate) enum Then {
 pub(crate) struct InFlight {
     pub op: OpId,
     pub then: Then,
+    /// For a session client's get: the read quorums still to try after this one
+    /// (`None` until the first step completes).
+    pub escalation: Option<Escalation>,
 }
 
 /// One client's state.
@@ -51,6 +55,8 @@ pub(crate) struct Client {
     pub current: Option<InFlight>,
     /// The context of the client's last successful read or write, per key.
     pub contexts: BTreeMap<String, CausalContext>,
+    /// For a session client: what it must see, per key.
+    pub session: Option<SessionState>,
 }
 
 /// How long a client waits before its next operation.
@@ -278,7 +284,11 @@ impl Sim {
         if c < self.cfg.clients {
             self.ops_issued += 1;
         }
-        self.clients[c].current = Some(InFlight { op, then: ask.then });
+        self.clients[c].current = Some(InFlight {
+            op,
+            then: ask.then,
+            escalation: None,
+        });
         self.send_client_request(c, op, node, request, now);
         self.queue
             .push(now + CLIENT_TIMEOUT, Event::ClientTimeout { client: c, op });
@@ -337,7 +347,37 @@ impl Sim {
             return;
         };
         let key = self.history.ops[op].key.clone();
+        if self.clients[c].session.is_some() {
+            if let Some((esc, next_r)) = self.session_step(c, op, &flight, &outcome) {
+                // Not covered: ask one more replica, with the same follow-up.
+                self.history.complete(op, outcome, self.now);
+                let found = checkers::check_completed(&self.history, op, self.ryw);
+                self.add_violations(found);
+                self.issue(
+                    c,
+                    Ask {
+                        key: key.clone(),
+                        kind: OpKind::Get { r: Some(next_r) },
+                        context: None,
+                        quorum: Some(next_r),
+                        then: flight.then.clone(),
+                        node: None,
+                    },
+                );
+                if let Some(f) = self.clients[c].current.as_mut() {
+                    f.escalation = Some(esc);
+                }
+                return;
+            }
+        }
+        let session_refused = self
+            .history
+            .sessions
+            .reads
+            .get(&op)
+            .is_some_and(|r| *r != SessionRead::Answered);
         match &outcome {
+            _ if session_refused => {}
             Outcome::Read { context, .. } | Outcome::Written { context } => {
                 self.clients[c]
                     .contexts
@@ -346,6 +386,7 @@ impl Sim {
             _ => {}
         }
         let next = match (&flight.then, &outcome) {
+            _ if session_refused => None,
             (
                 Then::AddToSet { element },
                 Outcome::Read {
@@ -405,6 +446,61 @@ impl Sim {
                 let at = self.now + think_time(&mut self.rng);
                 self.queue.push(at, Event::ClientWake { client: c });
             }
+        }
+    }
+
+    /// A session client's operation `op` ended with `outcome`: record writes and
+    /// answered reads in its session state and the read's role in the history. Returns
+    /// the remaining escalation and the next R when the read must be asked again.
+    fn session_step(
+        &mut self,
+        c: usize,
+        op: OpId,
+        flight: &InFlight,
+        outcome: &Outcome,
+    ) -> Option<(Escalation, u8)> {
+        let (n, default_r) = (self.setup.quorum.n, self.setup.quorum.r);
+        let key = self.history.ops[op].key.clone();
+        let kind = self.history.ops[op].kind.clone();
+        let session = self.clients[c].session.as_mut()?;
+        match (&kind, outcome) {
+            (OpKind::Put { .. } | OpKind::Delete, Outcome::Written { context }) => {
+                session.record_write(key.as_bytes(), context);
+                None
+            }
+            (OpKind::Get { r }, Outcome::Read { context, .. }) => {
+                let mut esc = flight.escalation.unwrap_or_else(|| {
+                    // The first step (the R this get asked) is done.
+                    let mut e = Escalation::new(r.unwrap_or(default_r), n);
+                    e.next();
+                    e
+                });
+                let covered = session.check(key.as_bytes(), context) == Coverage::Covered;
+                let escalate = self.cfg.sessions == SessionMode::On;
+                let role = if covered || !escalate {
+                    session.record_read(key.as_bytes(), context);
+                    SessionRead::Answered
+                } else if let Some(next) = esc.next() {
+                    self.history
+                        .sessions
+                        .reads
+                        .insert(op, SessionRead::Escalated);
+                    return Some((esc, next));
+                } else {
+                    SessionRead::NotCovered
+                };
+                self.history.sessions.reads.insert(op, role);
+                None
+            }
+            (OpKind::Get { .. }, _) if flight.escalation.is_some() => {
+                // An escalated step failed: the session read fails.
+                self.history
+                    .sessions
+                    .reads
+                    .insert(op, SessionRead::NotCovered);
+                None
+            }
+            _ => None,
         }
     }
 

@@ -486,6 +486,23 @@ pub struct SimConfig {
     /// object, frames of one object plus its envelope); `None`: short values and small
     /// limits.
     pub large_values: Option<LargeValues>,
+    /// Whether the workload's clients run as sessions (`shoal_proto::session`).
+    pub sessions: SessionMode,
+}
+
+/// How the workload's clients use sessions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SessionMode {
+    /// Plain clients.
+    #[default]
+    Off,
+    /// Every workload client is a session: a get whose reply does not cover what the
+    /// client wrote and read of the key asks one more replica at a time up to N, then
+    /// fails `NotCovered`. The `session_guarantees` checker judges every answered read.
+    On,
+    /// Sessions that remember contexts but never escalate: they accept every reply. For
+    /// showing that the checker catches the stale reads escalation prevents.
+    NoEscalation,
 }
 
 /// Value sizes of a run with large values: each put's value is padded to a size drawn
@@ -546,6 +563,7 @@ impl SimConfig {
             power_cuts: PowerCutMix::FromSeed { share: 0.5 },
             scripted_power_cuts: Vec::new(),
             large_values: None,
+            sessions: SessionMode::Off,
         }
     }
 

@@ -97,13 +97,15 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use shoal_proto::session::SessionState;
 use shoal_proto::{EngineConfig, StorageOp, StorageReply, Time};
 use shoal_ring::{Member, NodeId, Ring, RingError};
 
 pub use config::{
     engine_config, Background, FaultMix, Faults, HandoffLimits, LargeValues, Liveness, PowerCutMix,
-    PowerCuts, Quorum, Setup, SimConfig, StorageTiming, ANTI_ENTROPY_CONVERGENCE_INTERVALS,
-    ANTI_ENTROPY_MIN_INTERVALS, CLIENT_TIMEOUT, EPOCH, PARTITIONS,
+    PowerCuts, Quorum, SessionMode, Setup, SimConfig, StorageTiming,
+    ANTI_ENTROPY_CONVERGENCE_INTERVALS, ANTI_ENTROPY_MIN_INTERVALS, CLIENT_TIMEOUT, EPOCH,
+    PARTITIONS,
 };
 pub use counters::counter_key;
 pub use node::StartError;
@@ -114,7 +116,7 @@ pub use scenario::{
 pub use timeline::{NodeSample, Sample, Timeline, SAMPLE_INTERVAL};
 
 use crate::checkers::{self, FinalState, KeyState, ReplicaCopy, TreeCopy, Violation};
-use crate::history::History;
+use crate::history::{History, Sessions};
 use client::Client;
 use config::{MAX_EVENTS, MAX_QUEUED_EVENTS, MAX_SAFETY_TIME};
 use counters::CounterReader;
@@ -321,10 +323,22 @@ impl Sim {
             // After the workload's clients: the liveness phase's reader, the scripted
             // client, then the burst's clients.
             clients: (0..cfg.clients + 2 + burst_clients)
-                .map(|_| Client::default())
+                .map(|c| Client {
+                    session: (c < cfg.clients && cfg.sessions != SessionMode::Off)
+                        .then(SessionState::default),
+                    ..Client::default()
+                })
                 .collect(),
             keys,
-            history: History::new(),
+            history: History {
+                sessions: Sessions {
+                    clients: (0..cfg.clients)
+                        .filter(|_| cfg.sessions != SessionMode::Off)
+                        .collect(),
+                    ..Sessions::default()
+                },
+                ..History::new()
+            },
             log: EventLog::new(cfg.keep_log),
             faults: FaultCounts::default(),
             phase: Phase::Safety,

@@ -14,7 +14,7 @@ use shoal_proto::metrics::{
 use shoal_proto::wire::MemberState;
 use shoal_proto::Time;
 
-use super::config::{Background, FaultMix, Liveness, PowerCutMix, Setup, SimConfig};
+use super::config::{Background, FaultMix, Liveness, PowerCutMix, SessionMode, Setup, SimConfig};
 use super::counters::counter_key;
 use super::timeline::Timeline;
 use crate::checkers::{FinalState, Violation};
@@ -240,6 +240,11 @@ pub fn replay_command(cfg: &SimConfig) -> String {
         PowerCutMix::None => cmd.push_str(" --no-power-cuts"),
         _ => inexpressible.push("power cuts"),
     }
+    match cfg.sessions {
+        SessionMode::Off => {}
+        SessionMode::On => cmd.push_str(" --sessions"),
+        SessionMode::NoEscalation => cmd.push_str(" --sessions-without-escalation"),
+    }
     if cfg.set_keys != base.set_keys {
         inexpressible.push("set key count");
     }
@@ -374,6 +379,18 @@ impl fmt::Display for RunReport {
         writeln!(f, "operations")?;
         for ((kind, outcome), n) in &self.ops {
             writeln!(f, "  {kind:<8} {outcome:<8} {n}")?;
+        }
+        let sessions = &self.history.sessions;
+        if !sessions.clients.is_empty() {
+            use crate::history::SessionRead;
+            writeln!(
+                f,
+                "sessions    {} clients: reads answered {} escalated {} not covered {}",
+                sessions.clients.len(),
+                sessions.count(SessionRead::Answered),
+                sessions.count(SessionRead::Escalated),
+                sessions.count(SessionRead::NotCovered)
+            )?;
         }
         let c = &self.faults;
         writeln!(
