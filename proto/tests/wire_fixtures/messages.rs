@@ -251,12 +251,18 @@ pub fn requests() -> Vec<(String, Request)> {
 }
 
 /// The answer to a read of [`object_with_siblings`], as a build of `version` sends it.
+/// Version 1 does not carry write times: a version-1 reply decodes with none.
 pub fn get_reply(version: u16) -> GetReply {
-    let _ = version;
+    let object = object_with_siblings();
     GetReply {
         found: true,
-        values: vec![b"red".to_vec(), b"blue".to_vec()],
-        context: object_with_siblings().context(),
+        values: object.values().map(<[u8]>::to_vec).collect(),
+        context: object.context(),
+        written_at: if version >= 2 {
+            object.value_times().collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -279,9 +285,7 @@ pub fn client_responses(version: u16) -> Vec<(&'static str, ClientResponse)> {
         ("get", ClientResponse::Get(get_reply(version))),
         (
             "put",
-            ClientResponse::Put(WriteReply {
-                context: context(),
-            }),
+            ClientResponse::Put(WriteReply { context: context() }),
         ),
         (
             "delete",
