@@ -677,6 +677,18 @@ pub fn decode_request_versioned(bytes: &[u8]) -> Result<(WireVersion, Request), 
     Ok((version, take(body)?))
 }
 
+/// The version to answer a request frame in: its own when this build speaks it. A frame
+/// of a newer version gets the refusal in [`WIRE_VERSION`], which the next release still
+/// accepts (each release accepts the previous one's); an older one, in
+/// [`MIN_WIRE_VERSION`].
+pub fn answer_version(request: &[u8]) -> WireVersion {
+    match request.first_chunk::<2>().map(|v| u16::from_be_bytes(*v)) {
+        Some(v) if v > WIRE_VERSION => WireVersion::CURRENT,
+        Some(v) => WireVersion::new(v).unwrap_or(WireVersion::OLDEST),
+        None => WireVersion::OLDEST,
+    }
+}
+
 /// Who a request frame is from, as its first byte after the version says: a client
 /// request or a node-to-node one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use shoal_proto::wire::{decode_response, encode_request, PeerResponse, Request, Response};
+use shoal_proto::wire::{
+    decode_response, encode_request_as, PeerResponse, Request, Response, WireVersion,
+};
 use shoal_proto::{
     Command, Engine, InboundId, Monotonic, Now, RequestId, SendError, StorageFailure, StorageOp,
     Time,
@@ -89,6 +91,8 @@ pub(super) struct Driver {
     addrs: HashMap<NodeId, SocketAddr>,
     storage_tx: crossbeam::channel::Sender<(RequestId, StorageOp)>,
     done_tx: mpsc::UnboundedSender<Completion>,
+    /// The version of every frame sent to peers (`[cluster] wire_version`).
+    wire_version: WireVersion,
 }
 
 impl Driver {
@@ -112,7 +116,15 @@ impl Driver {
             addrs,
             storage_tx,
             done_tx,
+            wire_version: WireVersion::CURRENT,
         }
+    }
+
+    /// Sends peers frames of `version` (pinned during a rolling upgrade) instead of the
+    /// newest this build speaks.
+    pub(super) fn with_wire_version(mut self, version: WireVersion) -> Driver {
+        self.wire_version = version;
+        self
     }
 
     /// Run until shutdown: admit queued requests, feed completions and timeouts to the
@@ -225,7 +237,7 @@ impl Driver {
                     let endpoint = self.endpoint.clone();
                     let done = self.done_tx.clone();
                     let op = request.op_name();
-                    let payload = encode_request(&Request::Peer(request));
+                    let payload = encode_request_as(&Request::Peer(request), self.wire_version);
                     tokio::spawn(async move {
                         let result = match endpoint.request(addr, Some(&to), payload, timeout).await
                         {

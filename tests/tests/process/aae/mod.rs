@@ -8,7 +8,7 @@
 //! suite run one at a time (see [`SERIAL`]): each starts a cluster and writes thousands
 //! of keys, and the machine has two cores.
 
-mod support;
+pub(crate) mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
