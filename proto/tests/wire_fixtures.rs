@@ -19,7 +19,7 @@ use shoal_proto::wire::{
     self, AaeRequest, AaeResponse, ClientRequest, ClientResponse, PeerRequest, PeerResponse,
     Request, Response, WireVersion, WIRE_VERSION,
 };
-use shoal_proto::{Object, OBJECT_FORMAT_VERSION};
+use shoal_proto::{Object, RequestError, OBJECT_FORMAT_VERSION};
 
 /// Wire versions whose fixtures are checked in.
 const FIXTURE_VERSIONS: &[u16] = &[1, 2];
@@ -201,6 +201,32 @@ fn aae_response_variant(r: &AaeResponse) -> &'static str {
     }
 }
 
+fn error_variant(e: &RequestError) -> &'static str {
+    match e {
+        RequestError::EmptyKey => "EmptyKey",
+        RequestError::KeyTooLarge { .. } => "KeyTooLarge",
+        RequestError::ValueTooLarge { .. } => "ValueTooLarge",
+        RequestError::ObjectTooLarge { .. } => "ObjectTooLarge",
+        RequestError::InvalidOptions(_) => "InvalidOptions",
+        RequestError::InvalidContext(_) => "InvalidContext",
+        RequestError::Unavailable { .. } => "Unavailable",
+        RequestError::Timeout { .. } => "Timeout",
+        RequestError::Overloaded => "Overloaded",
+        RequestError::NotAllowed(_) => "NotAllowed",
+        RequestError::UnknownNode(_) => "UnknownNode",
+        RequestError::Storage(_) => "Storage",
+        RequestError::Malformed(_) => "Malformed",
+        RequestError::UnsupportedVersion { .. } => "UnsupportedVersion",
+        RequestError::ShuttingDown => "ShuttingDown",
+        RequestError::Internal(_) => "Internal",
+        RequestError::TooManySiblings { .. } => "TooManySiblings",
+        RequestError::Incomplete { .. } => "Incomplete",
+        RequestError::WrongPartition { .. } => "WrongPartition",
+        RequestError::ResponseTooLarge { .. } => "ResponseTooLarge",
+        RequestError::DiskFull => "DiskFull",
+    }
+}
+
 fn response_variant(r: &Response) -> String {
     match r {
         Response::Client(c) => format!("Client::{}", client_response_variant(c)),
@@ -213,7 +239,7 @@ fn response_variant(r: &Response) -> String {
             PeerResponse::Aae(a) => format!("Peer::Aae::{}", aae_response_variant(a)),
             PeerResponse::Error(_) => "Peer::Error".into(),
         },
-        Response::Error(_) => "Error".into(),
+        Response::Error(e) => format!("Error::{}", error_variant(e)),
     }
 }
 
@@ -258,7 +284,27 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Peer::Aae::Digests",
     "Peer::Aae::Reaped",
     "Peer::Error",
-    "Error",
+    "Error::EmptyKey",
+    "Error::KeyTooLarge",
+    "Error::ValueTooLarge",
+    "Error::ObjectTooLarge",
+    "Error::InvalidOptions",
+    "Error::InvalidContext",
+    "Error::Unavailable",
+    "Error::Timeout",
+    "Error::Overloaded",
+    "Error::NotAllowed",
+    "Error::UnknownNode",
+    "Error::Storage",
+    "Error::Malformed",
+    "Error::UnsupportedVersion",
+    "Error::ShuttingDown",
+    "Error::Internal",
+    "Error::TooManySiblings",
+    "Error::Incomplete",
+    "Error::WrongPartition",
+    "Error::ResponseTooLarge",
+    "Error::DiskFull",
 ];
 
 #[test]
@@ -279,4 +325,31 @@ fn the_fixtures_cover_every_message_variant() {
     assert!(objects
         .iter()
         .any(|(_, o)| o.siblings().len() > 1 && o.siblings().iter().any(|s| s.is_tombstone())));
+}
+
+/// A frame of a version this build does not speak (the next one, or none) is refused with
+/// the typed error, and the refusal goes back in a version the sender can read.
+#[test]
+fn frames_of_an_unknown_version_are_refused_and_answered_in_a_version_the_sender_reads() {
+    let next = WIRE_VERSION + 1;
+    for (name, _) in messages::requests() {
+        let mut bytes = read(WIRE_VERSION, "request", &name);
+        bytes[..2].copy_from_slice(&next.to_be_bytes());
+        assert_eq!(
+            wire::decode_request(&bytes),
+            Err(shoal_proto::CodecError::UnsupportedVersion {
+                found: next,
+                supported: WIRE_VERSION
+            }),
+            "{name}"
+        );
+        // The next release reads this one's version.
+        assert_eq!(wire::answer_version(&bytes), WireVersion::CURRENT);
+    }
+    for v in FIXTURE_VERSIONS {
+        let bytes = read(*v, "request", "client_get");
+        assert_eq!(wire::answer_version(&bytes).get(), *v);
+    }
+    assert_eq!(wire::answer_version(&[0, 0, 1]), WireVersion::OLDEST);
+    assert_eq!(wire::answer_version(&[]), WireVersion::OLDEST);
 }

@@ -403,7 +403,83 @@ pub fn peer_responses(version: u16) -> Vec<(&'static str, PeerResponse)> {
     out
 }
 
-/// Every response frame, by fixture name (`client_*`, `peer_*` and `error`).
+/// Every [`RequestError`] variant, by fixture name.
+pub fn request_errors() -> Vec<(&'static str, RequestError)> {
+    vec![
+        ("empty_key", RequestError::EmptyKey),
+        (
+            "key_too_large",
+            RequestError::KeyTooLarge {
+                len: 5000,
+                max: 4096,
+            },
+        ),
+        (
+            "value_too_large",
+            RequestError::ValueTooLarge { len: 9, max: 8 },
+        ),
+        (
+            "object_too_large",
+            RequestError::ObjectTooLarge { len: 9, max: 8 },
+        ),
+        (
+            "invalid_options",
+            RequestError::InvalidOptions("r must be 1..=3".into()),
+        ),
+        (
+            "invalid_context",
+            RequestError::InvalidContext("bad".into()),
+        ),
+        (
+            "unavailable",
+            RequestError::Unavailable {
+                needed: 2,
+                alive: 1,
+            },
+        ),
+        ("timeout", RequestError::Timeout { acks: 1, needed: 2 }),
+        ("overloaded", RequestError::Overloaded),
+        ("not_allowed", RequestError::NotAllowed("client".into())),
+        ("unknown_node", RequestError::UnknownNode("n9".into())),
+        ("storage", RequestError::Storage("io".into())),
+        ("malformed", RequestError::Malformed("short".into())),
+        (
+            "unsupported_version",
+            RequestError::UnsupportedVersion {
+                found: 9,
+                supported: 1,
+            },
+        ),
+        ("shutting_down", RequestError::ShuttingDown),
+        ("internal", RequestError::Internal("bug".into())),
+        (
+            "too_many_siblings",
+            RequestError::TooManySiblings {
+                siblings: 101,
+                limit: 100,
+            },
+        ),
+        (
+            "incomplete",
+            RequestError::Incomplete { acks: 1, needed: 2 },
+        ),
+        (
+            "wrong_partition",
+            RequestError::WrongPartition { partition: 3 },
+        ),
+        (
+            "response_too_large",
+            RequestError::ResponseTooLarge {
+                len: 20_000_000,
+                max: 16_842_752,
+            },
+        ),
+        ("disk_full", RequestError::DiskFull),
+    ]
+}
+
+/// Every response frame, by fixture name (`client_*`, `peer_*`, and `error_*`: every
+/// error variant as a top-level error).
 pub fn responses(version: u16) -> Vec<(String, Response)> {
     let client = client_responses(version)
         .into_iter()
@@ -411,12 +487,8 @@ pub fn responses(version: u16) -> Vec<(String, Response)> {
     let peer = peer_responses(version)
         .into_iter()
         .map(|(n, r)| (format!("peer_{n}"), Response::Peer(r)));
-    let error = (
-        "error".to_string(),
-        Response::Error(RequestError::UnsupportedVersion {
-            found: 9,
-            supported: 1,
-        }),
-    );
-    client.chain(peer).chain(std::iter::once(error)).collect()
+    let errors = request_errors()
+        .into_iter()
+        .map(|(n, e)| (format!("error_{n}"), Response::Error(e)));
+    client.chain(peer).chain(errors).collect()
 }
