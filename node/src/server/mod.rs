@@ -30,6 +30,7 @@ mod driver;
 mod handler;
 pub mod health;
 pub(crate) mod http;
+mod peer_versions;
 mod startup;
 
 pub use startup::{start, RunningNode};
