@@ -19,7 +19,7 @@ use shoal_proto::wire::{
     self, AaeRequest, AaeResponse, ClientRequest, ClientResponse, PeerRequest, PeerResponse,
     Request, Response, WireVersion, WIRE_VERSION,
 };
-use shoal_proto::{Object, RequestError, OBJECT_FORMAT_VERSION};
+use shoal_proto::{CodecError, Object, RequestError, OBJECT_FORMAT_VERSION};
 
 /// Wire versions whose fixtures are checked in.
 const FIXTURE_VERSIONS: &[u16] = &[1, 2];
@@ -79,47 +79,44 @@ fn write_fixtures() {
     );
 }
 
-#[test]
-fn every_request_fixture_decodes_to_its_message() {
+/// Checks every fixture of `kind` of every version: it carries its version, decodes to
+/// its message, and the message encodes in that version to the same bytes (what a node
+/// pinned to, or answering in, that version sends).
+fn check_frames<T: PartialEq + std::fmt::Debug>(
+    kind: &str,
+    messages: impl Fn(u16) -> Vec<(String, T)>,
+    decode: impl Fn(&[u8]) -> Result<T, CodecError>,
+    encode: impl Fn(&T, WireVersion) -> Vec<u8>,
+) {
     for &v in FIXTURE_VERSIONS {
-        for (name, expected) in messages::requests() {
-            let bytes = read(v, "request", &name);
-            assert_eq!(bytes[..2], v.to_be_bytes(), "v{v} request {name}: version");
-            assert_eq!(
-                wire::decode_request(&bytes).as_ref(),
-                Ok(&expected),
-                "v{v} request {name}"
-            );
-            // A node pinned to (or answering in) that version sends the same bytes.
-            let version = WireVersion::new(v).expect("a version this build speaks");
-            assert_eq!(
-                wire::encode_request_as(&expected, version),
-                bytes,
-                "v{v} request {name}"
-            );
+        let version = WireVersion::new(v).expect("a version this build speaks");
+        for (name, expected) in messages(v) {
+            let bytes = read(v, kind, &name);
+            assert_eq!(bytes[..2], v.to_be_bytes(), "v{v} {kind} {name}: version");
+            assert_eq!(decode(&bytes).as_ref(), Ok(&expected), "v{v} {kind} {name}");
+            assert_eq!(encode(&expected, version), bytes, "v{v} {kind} {name}");
         }
     }
 }
 
 #[test]
+fn every_request_fixture_decodes_to_its_message() {
+    check_frames(
+        "request",
+        |_| messages::requests(),
+        wire::decode_request,
+        wire::encode_request_as,
+    );
+}
+
+#[test]
 fn every_response_fixture_decodes_to_its_message() {
-    for &v in FIXTURE_VERSIONS {
-        for (name, expected) in messages::responses(v) {
-            let bytes = read(v, "response", &name);
-            assert_eq!(bytes[..2], v.to_be_bytes(), "v{v} response {name}: version");
-            assert_eq!(
-                wire::decode_response(&bytes).as_ref(),
-                Ok(&expected),
-                "v{v} response {name}"
-            );
-            let version = WireVersion::new(v).expect("a version this build speaks");
-            assert_eq!(
-                wire::encode_response_as(&expected, version),
-                bytes,
-                "v{v} response {name}"
-            );
-        }
-    }
+    check_frames(
+        "response",
+        messages::responses,
+        wire::decode_response,
+        wire::encode_response_as,
+    );
 }
 
 #[test]
@@ -337,7 +334,7 @@ fn frames_of_an_unknown_version_are_refused_and_answered_in_a_version_the_sender
         bytes[..2].copy_from_slice(&next.to_be_bytes());
         assert_eq!(
             wire::decode_request(&bytes),
-            Err(shoal_proto::CodecError::UnsupportedVersion {
+            Err(CodecError::UnsupportedVersion {
                 found: next,
                 supported: WIRE_VERSION
             }),

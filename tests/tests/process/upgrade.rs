@@ -10,6 +10,7 @@ use shoal_proto::RequestError;
 use shoal_transport::TransportConfig;
 
 use crate::aae::support::{counts_are, found, keys_per_partition, put_new, wait_converged, N};
+use crate::aae::AAE_ONLY;
 use crate::harness::{key_values, repo_root, scrape, Cluster, RAW_REQUEST_TIMEOUT};
 
 /// Requests decoded, by `role` and wire `version` (node metric).
@@ -17,16 +18,6 @@ const WIRE_REQUESTS_TOTAL: &str = "shoal_wire_requests_total";
 /// The wire version a node sends its peers (node metric).
 const WIRE_VERSION_SENT: &str = "shoal_wire_version_sent";
 
-/// Anti-entropy every 2 s and no hinted handoff: what a returning replica gets, an
-/// exchange brought it.
-const AAE_ONLY: &str = "\
-[aae]
-interval = \"2s\"
-tick = \"200ms\"
-
-[handoff]
-enabled = false
-";
 /// How long anti-entropy may take to bring a returning replica up to date.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(120);
 
