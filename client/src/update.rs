@@ -280,6 +280,7 @@ pub mod resolve {
     /// the same). `None` only when there are no siblings. The timestamp is the
     /// application's (for example a field of the value), so clock skew between writers
     /// decides ties of concurrent writes; values written later are not guaranteed to win.
+    /// To order by the write times the cluster stores instead, see [`last_written`].
     pub fn last_writer_wins<K: Ord>(
         siblings: &[Vec<u8>],
         timestamp: impl Fn(&[u8]) -> Option<K>,
