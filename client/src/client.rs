@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use shoal_proto::wire::{
     decode_response, encode_request, AaeReport, ClientRequest, ClientResponse, ClusterInfo,
@@ -51,6 +51,53 @@ pub struct GetResult {
     /// Hand this to the next put or delete of the key to replace exactly these values
     /// (and resolve the siblings). Meaningful even when the key is not found.
     pub context: Context,
+    /// When each value was written, parallel to `values`: the wall clock of the node that
+    /// coordinated the write when it accepted it (so clock skew between nodes orders
+    /// close concurrent writes arbitrarily). Empty when the node that answered runs the
+    /// previous release (wire version 1), which does not report write times.
+    pub written_at: Vec<SystemTime>,
+}
+
+/// One sibling of a read: a value and when it was written ([`GetResult::siblings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sibling<'a> {
+    /// The value.
+    pub value: &'a [u8],
+    /// When it was written; `None` when the node that answered did not say (see
+    /// [`GetResult::written_at`]).
+    pub written_at: Option<SystemTime>,
+}
+
+impl GetResult {
+    /// The values with their write times, in the order of `values`.
+    pub fn siblings(&self) -> Vec<Sibling<'_>> {
+        self.values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Sibling {
+                value: v,
+                written_at: self.written_at.get(i).copied(),
+            })
+            .collect()
+    }
+}
+
+/// The write times of a read's answer as the SDK exposes them: none, or one per value.
+fn write_times(
+    values: &[Vec<u8>],
+    written_at: Vec<shoal_proto::Time>,
+) -> Result<Vec<SystemTime>, ClientError> {
+    if !written_at.is_empty() && written_at.len() != values.len() {
+        return Err(ClientError::Protocol(format!(
+            "a read answered {} values with {} write times",
+            values.len(),
+            written_at.len()
+        )));
+    }
+    Ok(written_at
+        .into_iter()
+        .map(|t| SystemTime::UNIX_EPOCH + t.since_epoch())
+        .collect())
 }
 
 /// A connection to a Shoal cluster.
@@ -240,6 +287,7 @@ impl Client {
             {
                 ClientResponse::Get(reply) => Ok(GetResult {
                     found: reply.found,
+                    written_at: write_times(&reply.values, reply.written_at)?,
                     values: reply.values,
                     context: Context::from(reply.context),
                 }),

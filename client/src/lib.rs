@@ -138,7 +138,7 @@ pub mod update;
 
 pub use batch::{BATCH_PER_NODE, MAX_BATCH_KEYS};
 pub use builder::ClientBuilder;
-pub use client::{Client, GetResult, MAX_ATTEMPTS_PER_CALL, MAX_RACING, RESPONSE_MARGIN};
+pub use client::{Client, GetResult, Sibling, MAX_ATTEMPTS_PER_CALL, MAX_RACING, RESPONSE_MARGIN};
 pub use config::{
     ClientConfig, ConfigError, Seed, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RACE_DELAY,
     DEFAULT_REQUEST_TIMEOUT, MAX_SEEDS,
@@ -153,7 +153,10 @@ pub use retry::{
 pub use session::{Session, DEFAULT_SESSION_KEYS};
 #[cfg(feature = "serde")]
 pub use typed::TypedGet;
-pub use update::{resolve, Resolver, Update, DEFAULT_UPDATE_ATTEMPTS, MAX_UPDATE_ATTEMPTS};
+pub use update::{
+    resolve, BySiblings, ByValues, ResolveRead, Resolver, SiblingResolver, Update,
+    DEFAULT_UPDATE_ATTEMPTS, MAX_UPDATE_ATTEMPTS,
+};
 
 pub use shoal_proto::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, ClusterInfo, MemberAddress, MemberState,

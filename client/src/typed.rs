@@ -21,6 +21,8 @@ pub struct TypedGet<T> {
     pub values: Vec<T>,
     /// The context to write with next.
     pub context: Context,
+    /// When each value was written (see [`GetResult::written_at`](crate::GetResult::written_at)).
+    pub written_at: Vec<std::time::SystemTime>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ClientError> {
@@ -48,6 +50,7 @@ impl Client {
             found: read.found,
             values,
             context: read.context,
+            written_at: read.written_at,
         })
     }
 

@@ -31,7 +31,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::client::Client;
+use crate::client::{Client, GetResult, Sibling};
 use crate::context::Context;
 use crate::error::ClientError;
 use crate::options::{ReadOptions, WriteOptions};
@@ -47,6 +47,39 @@ pub trait Resolver: FnMut(&[Vec<u8>]) -> Result<Vec<u8>, ClientError> {}
 
 impl<F: FnMut(&[Vec<u8>]) -> Result<Vec<u8>, ClientError>> Resolver for F {}
 
+/// A function from a key's siblings with their write times to the value an update
+/// writes, which may fail (implemented by every such closure); see
+/// [`Client::update_siblings_with`].
+pub trait SiblingResolver: FnMut(&[Sibling<'_>]) -> Result<Vec<u8>, ClientError> {}
+
+impl<F: FnMut(&[Sibling<'_>]) -> Result<Vec<u8>, ClientError>> SiblingResolver for F {}
+
+/// What an update calls with each read to get the value to write: a [`Resolver`] of the
+/// values ([`ByValues`]) or a [`SiblingResolver`] that also sees write times
+/// ([`BySiblings`]). Built by the `update*` methods of [`Client`].
+pub trait ResolveRead {
+    /// The value to write, given the read's answer.
+    fn resolve_read(&mut self, read: &GetResult) -> Result<Vec<u8>, ClientError>;
+}
+
+/// A [`Resolver`] in an [`Update`]: sees the sibling values.
+pub struct ByValues<F>(F);
+
+impl<F: Resolver> ResolveRead for ByValues<F> {
+    fn resolve_read(&mut self, read: &GetResult) -> Result<Vec<u8>, ClientError> {
+        (self.0)(&read.values)
+    }
+}
+
+/// A [`SiblingResolver`] in an [`Update`]: sees the siblings with their write times.
+pub struct BySiblings<F>(F);
+
+impl<F: SiblingResolver> ResolveRead for BySiblings<F> {
+    fn resolve_read(&mut self, read: &GetResult) -> Result<Vec<u8>, ClientError> {
+        (self.0)(&read.siblings())
+    }
+}
+
 /// A read-modify-write being set up: `client.update_with(key, f).attempts(3).send().await`.
 #[must_use = "an update does nothing until it is sent"]
 pub struct Update<'a, F> {
@@ -58,7 +91,7 @@ pub struct Update<'a, F> {
     write: WriteOptions,
 }
 
-impl<'a, F: Resolver> Update<'a, F> {
+impl<'a, F: ResolveRead> Update<'a, F> {
     pub(crate) fn new(client: &'a Client, key: Vec<u8>, resolve: F) -> Update<'a, F> {
         Update {
             client,
@@ -100,7 +133,7 @@ impl<'a, F: Resolver> Update<'a, F> {
         let client = self.client;
         let mut read = client.get_opts(&self.key, self.read).await?;
         for attempt in 1..=self.attempts {
-            let value = (self.resolve)(&read.values)?;
+            let value = self.resolve.resolve_read(&read)?;
             let written = client
                 .put_opts(&self.key, value, Some(&read.context), self.write)
                 .await?;
@@ -160,7 +193,11 @@ impl Client {
     }
 
     /// A read-modify-write with options (attempts, quorums).
-    pub fn update_with<F>(&self, key: impl AsRef<[u8]>, mut resolve: F) -> Update<'_, impl Resolver>
+    pub fn update_with<F>(
+        &self,
+        key: impl AsRef<[u8]>,
+        mut resolve: F,
+    ) -> Update<'_, impl ResolveRead>
     where
         F: FnMut(&[Vec<u8>]) -> Vec<u8>,
     {
@@ -169,14 +206,41 @@ impl Client {
 
     /// A read-modify-write whose function may fail (for example a value that does not
     /// decode): its error ends the update before anything more is written.
-    pub fn try_update_with<F: Resolver>(&self, key: impl AsRef<[u8]>, resolve: F) -> Update<'_, F> {
-        Update::new(self, key.as_ref().to_vec(), resolve)
+    pub fn try_update_with<F: Resolver>(
+        &self,
+        key: impl AsRef<[u8]>,
+        resolve: F,
+    ) -> Update<'_, ByValues<F>> {
+        Update::new(self, key.as_ref().to_vec(), ByValues(resolve))
+    }
+
+    /// A read-modify-write whose function sees each sibling's write time too, for
+    /// example to keep the value written last:
+    ///
+    /// ```no_run
+    /// # async fn example(client: shoal_client::Client) -> Result<(), shoal_client::ClientError> {
+    /// use shoal_client::resolve;
+    /// client
+    ///     .update_siblings_with("profile", |siblings| {
+    ///         Ok(resolve::last_written(siblings).unwrap_or_default())
+    ///     })
+    ///     .send()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn update_siblings_with<F: SiblingResolver>(
+        &self,
+        key: impl AsRef<[u8]>,
+        resolve: F,
+    ) -> Update<'_, BySiblings<F>> {
+        Update::new(self, key.as_ref().to_vec(), BySiblings(resolve))
     }
 }
 
 /// Ready-made sibling resolvers, for [`Client::update`] or a read's values.
 pub mod resolve {
-    use super::BTreeSet;
+    use super::{BTreeSet, Sibling};
 
     /// Union of sets: each sibling decoded with `decode` (siblings that do not decode
     /// are skipped), the union encoded with `encode`. Never loses an element any sibling
@@ -216,6 +280,7 @@ pub mod resolve {
     /// the same). `None` only when there are no siblings. The timestamp is the
     /// application's (for example a field of the value), so clock skew between writers
     /// decides ties of concurrent writes; values written later are not guaranteed to win.
+    /// To order by the write times the cluster stores instead, see [`last_written`].
     pub fn last_writer_wins<K: Ord>(
         siblings: &[Vec<u8>],
         timestamp: impl Fn(&[u8]) -> Option<K>,
@@ -225,11 +290,68 @@ pub mod resolve {
             .max_by(|a, b| timestamp(a).cmp(&timestamp(b)).then_with(|| a.cmp(b)))
             .cloned()
     }
+
+    /// Last writer wins by the write time the cluster stored with each sibling
+    /// ([`GetResult::written_at`](crate::GetResult::written_at)): no timestamp of the
+    /// application's needed. Ties, and siblings without a write time (an answer from a
+    /// node of the previous release), go to the larger bytes, after every timed one, so
+    /// that every client picks the same. `None` only when there are no siblings. The
+    /// times are the coordinating nodes' wall clocks: skew between nodes decides between
+    /// writes closer together than it.
+    pub fn last_written(siblings: &[Sibling<'_>]) -> Option<Vec<u8>> {
+        siblings
+            .iter()
+            .max_by(|a, b| {
+                a.written_at
+                    .cmp(&b.written_at)
+                    .then_with(|| a.value.cmp(b.value))
+            })
+            .map(|s| s.value.to_vec())
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::resolve;
+    use std::time::{Duration, SystemTime};
+
+    use super::{resolve, Sibling};
+
+    #[test]
+    fn last_written_takes_the_latest_write_time_then_the_larger_bytes() {
+        let at = |s: u64| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let sibling = |value: &'static [u8], written_at| Sibling { value, written_at };
+        let siblings = [
+            sibling(b"zzz-old", at(10)),
+            sibling(b"new", at(30)),
+            sibling(b"middle", at(20)),
+        ];
+        assert_eq!(resolve::last_written(&siblings), Some(b"new".to_vec()));
+        // The same time: the larger bytes, whatever the order.
+        let tied = [sibling(b"b", at(5)), sibling(b"a", at(5))];
+        assert_eq!(resolve::last_written(&tied), Some(b"b".to_vec()));
+        // A sibling without a time (a previous-release node's answer) loses to a timed one.
+        let unknown = [sibling(b"zzz", None), sibling(b"a", at(1))];
+        assert_eq!(resolve::last_written(&unknown), Some(b"a".to_vec()));
+        let none = [sibling(b"x", None), sibling(b"y", None)];
+        assert_eq!(resolve::last_written(&none), Some(b"y".to_vec()));
+        assert_eq!(resolve::last_written(&[]), None);
+    }
+
+    #[test]
+    fn a_read_pairs_each_value_with_its_write_time() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        let mut read = crate::GetResult {
+            found: true,
+            values: vec![b"a".to_vec(), b"b".to_vec()],
+            context: crate::Context::default(),
+            written_at: vec![t, t + Duration::from_secs(1)],
+        };
+        let siblings = read.siblings();
+        assert_eq!(siblings[1].value, b"b");
+        assert_eq!(siblings[1].written_at, Some(t + Duration::from_secs(1)));
+        read.written_at.clear();
+        assert!(read.siblings().iter().all(|s| s.written_at.is_none()));
+    }
 
     #[test]
     fn union_of_lines_keeps_every_element_once_in_order() {

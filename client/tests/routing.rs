@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use shoal_client::{Client, ClientConfig, ClientError, RetryPolicy, TlsFiles};
 use shoal_proto::wire::{
@@ -94,6 +94,7 @@ impl FakeNode {
                 found: true,
                 values: vec![self.id.as_str().as_bytes().to_vec()],
                 context,
+                written_at: vec![shoal_proto::Time::from_micros(1_700_000_000_000_000)],
             }),
             ClientRequest::Put { .. } => ClientResponse::Put(WriteReply { context }),
             ClientRequest::Delete { .. } => ClientResponse::Delete(WriteReply { context }),
@@ -336,6 +337,10 @@ async fn writes_go_to_the_first_replica_and_reads_spread_over_the_replicas() {
         for _ in 0..3 {
             let read = client.get(&key).await.unwrap();
             readers.push(String::from_utf8(read.values[0].clone()).unwrap());
+            // The node's write time comes through, as a wall-clock time, with its value.
+            let written = UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_000);
+            assert_eq!(read.written_at, vec![written]);
+            assert_eq!(read.siblings()[0].written_at, Some(written));
             context = Some(read.context);
         }
         client

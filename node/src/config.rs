@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use shoal_proto::wire::WireVersion;
 use shoal_proto::{
     AaeConfig, EngineConfig, HandoffConfig, LimitsConfig, MembershipConfig, ReplicationConfig,
 };
@@ -121,6 +122,43 @@ pub enum LogFormat {
     Json,
 }
 
+/// Cluster-wide protocol settings (`[cluster]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The wire version this node sends other nodes (it accepts every version it speaks,
+    /// and answers each request in the version it came in). During a rolling upgrade it
+    /// is pinned to the oldest version any member runs (`1`: the previous release), so
+    /// that old nodes can read what new ones send; once every member runs this build the
+    /// pin is removed, node by node. Defaults to the newest version this build speaks.
+    pub wire_version: u16,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            wire_version: shoal_proto::wire::WIRE_VERSION,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The version to send peers; checked by [`NodeConfig::validate`].
+    pub fn peer_wire_version(&self) -> Result<WireVersion, ConfigError> {
+        WireVersion::new(self.wire_version).map_err(|_| {
+            field_err(
+                "cluster.wire_version",
+                format!(
+                    "must be a version this build speaks, {}..={}, got {}",
+                    shoal_proto::wire::MIN_WIRE_VERSION,
+                    shoal_proto::wire::WIRE_VERSION,
+                    self.wire_version
+                ),
+            )
+        })
+    }
+}
+
 /// A node's whole configuration file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +205,10 @@ pub struct NodeConfig {
     /// Log format: `text` (default) or `json`. `SHOAL_LOG` still sets the level filter.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// The wire version sent to peers, pinned during rolling upgrades (see
+    /// [`ClusterConfig`]).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Directory the relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -341,6 +383,7 @@ impl NodeConfig {
         self.engine_config()
             .validate(self.seeds.len())
             .map_err(|e| field_err(e.field, e.problem))?;
+        self.cluster.peer_wire_version()?;
         Ok(())
     }
 }
@@ -379,6 +422,7 @@ mod tests {
         assert_eq!(cfg.transport, TransportConfig::default());
         assert_eq!(cfg.partitions, shoal_ring::DEFAULT_PARTITIONS);
         assert_eq!(cfg.log_format, LogFormat::Text);
+        assert_eq!(cfg.cluster, ClusterConfig::default());
     }
 
     /// `log_format` takes `text` or `json`, defaults to `text`, and any other value is a
@@ -413,6 +457,42 @@ mod tests {
                     "{bad}: {message}"
                 ),
                 other => panic!("log_format = {bad} accepted: {other:?}"),
+            }
+        }
+    }
+
+    /// The wire version sent to peers can be pinned to any version this build speaks,
+    /// and nothing else.
+    #[test]
+    fn the_peer_wire_version_is_one_this_build_speaks() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.pem", "node.pem", "node.key"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let path = dir.path().join("node.toml");
+        let cfg = NodeConfig::parse(DEFAULT_CONFIG_TOML, &path, dir.path()).unwrap();
+        assert_eq!(
+            cfg.cluster.peer_wire_version().unwrap(),
+            WireVersion::CURRENT
+        );
+        let pinned = DEFAULT_CONFIG_TOML.replacen("wire_version = 2", "wire_version = 1", 1);
+        let cfg = NodeConfig::parse(&pinned, &path, dir.path()).unwrap();
+        assert_eq!(
+            cfg.cluster.peer_wire_version().unwrap(),
+            WireVersion::OLDEST
+        );
+        for bad in ["0", "3"] {
+            let text = DEFAULT_CONFIG_TOML.replacen(
+                "wire_version = 2",
+                &format!("wire_version = {bad}"),
+                1,
+            );
+            match NodeConfig::parse(&text, &path, dir.path()) {
+                Err(ConfigError::Field { field, problem }) => {
+                    assert_eq!(field, "cluster.wire_version");
+                    assert!(problem.contains("1..=2"), "{problem}");
+                }
+                other => panic!("wire_version = {bad}: {other:?}"),
             }
         }
     }

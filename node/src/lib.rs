@@ -13,6 +13,7 @@ mod server;
 
 pub use cli::main;
 pub use config::{
-    ConfigError, LogFormat, NodeConfig, SeedConfig, StorageConfig, TlsConfig, DEFAULT_CONFIG_TOML,
+    ClusterConfig, ConfigError, LogFormat, NodeConfig, SeedConfig, StorageConfig, TlsConfig,
+    DEFAULT_CONFIG_TOML,
 };
 pub use server::{start, RunningNode};

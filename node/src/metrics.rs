@@ -91,6 +91,16 @@ pub const BUILD_COMMIT: &str = match option_env!("SHOAL_COMMIT") {
     None => "unknown",
 };
 
+/// Counter, by `role` (`client`, `peer`) and `version` (the frame's wire version): requests
+/// decoded, so that an operator sees when no member or client of the previous release
+/// is left (docs/ARCHITECTURE.md, "Rolling upgrades").
+pub const WIRE_REQUESTS_TOTAL: &str = "shoal_wire_requests_total";
+/// Gauge: the wire version this node sends other nodes (`[cluster] wire_version`).
+pub const WIRE_VERSION_SENT: &str = "shoal_wire_version_sent";
+/// Counter, by `version` (the one sent instead): peer requests refused for their wire
+/// version by a peer of an older release and sent again in the version it speaks.
+pub const WIRE_VERSION_FALLBACKS_TOTAL: &str = "shoal_wire_version_fallbacks_total";
+
 /// Counter, by `reason` (`connections`, `request_too_large`, `timeout`): connections
 /// the metrics listener closed without an answer because a bound was reached.
 pub const METRICS_HTTP_REFUSED_TOTAL: &str = "shoal_metrics_http_refused_total";
@@ -139,6 +149,9 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (engine::PEER_REQUESTS_SENT_TOTAL, MetricKind::Counter, "Requests this node's engine issued to other nodes"),
     (PEER_REQUESTS_TOTAL, MetricKind::Counter, "Completed requests to other nodes, by outcome (unreachable: no connection or a closed one; invalid: an undecodable answer)"),
     (PEER_REQUESTS_SERVED_TOTAL, MetricKind::Counter, "Requests from other nodes this node answered"),
+    (WIRE_REQUESTS_TOTAL, MetricKind::Counter, "Requests decoded, by sender role and the wire version they came in"),
+    (WIRE_VERSION_SENT, MetricKind::Gauge, "The wire version this node sends other nodes ([cluster] wire_version)"),
+    (WIRE_VERSION_FALLBACKS_TOTAL, MetricKind::Counter, "(conditional: an unpinned node next to one of the previous release) Peer requests refused for their wire version and sent again in the peer's"),
     (PEER_REQUEST_DURATION_SECONDS, MetricKind::Histogram, "Time to answer a request from another node (decode to answer)"),
     (engine::REPLICA_REQUESTS_TOTAL, MetricKind::Counter, "Requests from members that reached the replication engine (replica side)"),
     (engine::MEMBERS, MetricKind::Gauge, "Members of the cluster in each state as this node sees them (itself included, always up)"),

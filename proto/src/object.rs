@@ -128,6 +128,15 @@ impl Object {
         })
     }
 
+    /// When each data value was written (tombstones skipped), parallel to
+    /// [`Object::values`].
+    pub fn value_times(&self) -> impl Iterator<Item = Time> + '_ {
+        self.siblings
+            .iter()
+            .filter(|s| !s.is_tombstone())
+            .map(|s| s.timestamp)
+    }
+
     /// Whether a read finds the key: at least one sibling is not a tombstone.
     pub fn is_found(&self) -> bool {
         self.siblings.iter().any(|s| !s.is_tombstone())

@@ -3,6 +3,18 @@
 //! Every frame starts with a 2-byte big-endian protocol version, then a postcard body.
 //! [`decode_request`] and [`decode_response`] accept arbitrary bytes and return a typed
 //! [`CodecError`]; they never panic (a property test feeds them random bytes).
+//!
+//! # Versions
+//!
+//! A build decodes every version in [`MIN_WIRE_VERSION`]..=[`WIRE_VERSION`] and can encode
+//! each of them ([`encode_request_as`], [`encode_response_as`]); a frame of any other
+//! version is refused with [`CodecError::UnsupportedVersion`]. Messages of an older version
+//! decode through frozen copies of that version's types (module `v1`), converted to the
+//! current ones. A node answers every request in the version it came in, and sends its
+//! peers the version its configuration pins (docs/ARCHITECTURE.md, "Rolling upgrades").
+//!
+//! - Version 1: the first release.
+//! - Version 2: [`GetReply::written_at`], each value's write time.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,8 +27,55 @@ use crate::error::{CodecError, RequestError};
 use crate::membership::GossipDigest;
 use crate::object::Object;
 
-/// The protocol version this build speaks.
-pub const WIRE_VERSION: u16 = 1;
+mod v1;
+
+/// The newest protocol version this build speaks: what it sends unless pinned lower.
+pub const WIRE_VERSION: u16 = 2;
+/// The oldest protocol version this build still accepts and can speak: the previous
+/// release's, so that a cluster can be upgraded one node at a time.
+pub const MIN_WIRE_VERSION: u16 = 1;
+
+/// A protocol version this build speaks ([`MIN_WIRE_VERSION`]..=[`WIRE_VERSION`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WireVersion(u16);
+
+impl WireVersion {
+    /// [`WIRE_VERSION`].
+    pub const CURRENT: WireVersion = WireVersion(WIRE_VERSION);
+    /// [`MIN_WIRE_VERSION`].
+    pub const OLDEST: WireVersion = WireVersion(MIN_WIRE_VERSION);
+    /// The first version whose [`GetReply`] carries write times.
+    const WRITE_TIMES: WireVersion = WireVersion(2);
+
+    /// `version`, if this build speaks it.
+    pub fn new(version: u16) -> Result<WireVersion, CodecError> {
+        if (MIN_WIRE_VERSION..=WIRE_VERSION).contains(&version) {
+            Ok(WireVersion(version))
+        } else {
+            Err(CodecError::UnsupportedVersion {
+                found: version,
+                supported: WIRE_VERSION,
+            })
+        }
+    }
+
+    /// The version number, as frames carry it.
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl Default for WireVersion {
+    fn default() -> WireVersion {
+        WireVersion::CURRENT
+    }
+}
+
+impl std::fmt::Display for WireVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Per-request read options; `None` takes the cluster default.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +204,11 @@ pub struct GetReply {
     pub values: Vec<Vec<u8>>,
     /// Hand this back on the next write to replace these values.
     pub context: CausalContext,
+    /// When each value was written: the coordinator's wall clock when it accepted the
+    /// write (the sibling's stored timestamp), parallel to `values`. Empty when the
+    /// coordinator that answered speaks wire version 1, which does not carry them (added
+    /// in version 2; see [`WIRE_VERSION`]).
+    pub written_at: Vec<crate::time::Time>,
 }
 
 /// The answer to a put or delete.
@@ -521,33 +585,26 @@ mod byte_strings {
     }
 }
 
-fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    let mut out = WIRE_VERSION.to_be_bytes().to_vec();
+fn encode_as<T: Serialize>(version: WireVersion, msg: &T) -> Vec<u8> {
+    let mut out = version.get().to_be_bytes().to_vec();
     // Serialising plain data into a Vec cannot fail.
     out.extend(postcard::to_stdvec(msg).unwrap_or_default());
     out
 }
 
-/// The message bytes of a frame body after its version, which must be ours.
-fn versioned_body(bytes: &[u8]) -> Result<&[u8], CodecError> {
+/// The version of a frame body, which this build must speak, and the message bytes after it.
+fn versioned_body(bytes: &[u8]) -> Result<(WireVersion, &[u8]), CodecError> {
     if bytes.is_empty() {
         return Err(CodecError::Empty);
     }
     let (version, body) = bytes
         .split_first_chunk::<2>()
         .ok_or_else(|| CodecError::Malformed("frame shorter than its version".into()))?;
-    let version = u16::from_be_bytes(*version);
-    if version != WIRE_VERSION {
-        return Err(CodecError::UnsupportedVersion {
-            found: version,
-            supported: WIRE_VERSION,
-        });
-    }
-    Ok(body)
+    Ok((WireVersion::new(u16::from_be_bytes(*version))?, body))
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
-    let body = versioned_body(bytes)?;
+/// The one message `body` holds, with nothing after it.
+fn take<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, CodecError> {
     let (msg, rest) =
         postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
@@ -597,14 +654,39 @@ pub fn fit_response(resp: Response, max_frame_bytes: usize) -> Response {
     }
 }
 
-/// Encode a request frame body (version + message).
+/// Encode a request frame body (version + message) in [`WIRE_VERSION`].
 pub fn encode_request(req: &Request) -> Vec<u8> {
-    encode(req)
+    encode_request_as(req, WireVersion::CURRENT)
 }
 
-/// Decode a request frame body; any bytes give a value or a typed error.
+/// Encode a request frame body in `version`. Requests are the same in every version this
+/// build speaks, so only the version prefix differs.
+pub fn encode_request_as(req: &Request, version: WireVersion) -> Vec<u8> {
+    encode_as(version, req)
+}
+
+/// Decode a request frame body of any version this build speaks; any bytes give a value
+/// or a typed error.
 pub fn decode_request(bytes: &[u8]) -> Result<Request, CodecError> {
-    decode(bytes)
+    decode_request_versioned(bytes).map(|(_, req)| req)
+}
+
+/// [`decode_request`], and the version the request came in (to answer in it).
+pub fn decode_request_versioned(bytes: &[u8]) -> Result<(WireVersion, Request), CodecError> {
+    let (version, body) = versioned_body(bytes)?;
+    Ok((version, take(body)?))
+}
+
+/// The version to answer a request frame in: its own when this build speaks it. A frame
+/// of a newer version gets the refusal in [`WIRE_VERSION`], which the next release still
+/// accepts (each release accepts the previous one's); an older one, in
+/// [`MIN_WIRE_VERSION`].
+pub fn answer_version(request: &[u8]) -> WireVersion {
+    match request.first_chunk::<2>().map(|v| u16::from_be_bytes(*v)) {
+        Some(v) if v > WIRE_VERSION => WireVersion::CURRENT,
+        Some(v) => WireVersion::new(v).unwrap_or(WireVersion::OLDEST),
+        None => WireVersion::OLDEST,
+    }
 }
 
 /// Who a request frame is from, as its first byte after the version says: a client
@@ -621,7 +703,7 @@ pub enum RequestKind {
 /// node can refuse a peer message from a client certificate before spending anything on
 /// it. The version is checked as [`decode_request`] does; the body is not.
 pub fn peek_request_kind(bytes: &[u8]) -> Result<RequestKind, CodecError> {
-    let body = versioned_body(bytes)?;
+    let (_, body) = versioned_body(bytes)?;
     // postcard writes an enum's variant index as a varint: 0 and 1 are single bytes.
     match body.first() {
         Some(0) => Ok(RequestKind::Client),
@@ -633,14 +715,31 @@ pub fn peek_request_kind(bytes: &[u8]) -> Result<RequestKind, CodecError> {
     }
 }
 
-/// Encode a response frame body.
+/// Encode a response frame body in [`WIRE_VERSION`].
 pub fn encode_response(resp: &Response) -> Vec<u8> {
-    encode(resp)
+    encode_response_as(resp, WireVersion::CURRENT)
 }
 
-/// Decode a response frame body; any bytes give a value or a typed error.
+/// Encode a response frame body in `version`, dropping what that version cannot carry
+/// (version 1: the write times of a [`GetReply`]). An older version's frame is never
+/// longer than the current one's, so [`fit_response`] holds for it too.
+pub fn encode_response_as(resp: &Response, version: WireVersion) -> Vec<u8> {
+    if version < WireVersion::WRITE_TIMES {
+        encode_as(version, &v1::Response::from(resp.clone()))
+    } else {
+        encode_as(version, resp)
+    }
+}
+
+/// Decode a response frame body of any version this build speaks; any bytes give a value
+/// or a typed error. A version-1 [`GetReply`] has empty `written_at`.
 pub fn decode_response(bytes: &[u8]) -> Result<Response, CodecError> {
-    decode(bytes)
+    let (version, body) = versioned_body(bytes)?;
+    if version < WireVersion::WRITE_TIMES {
+        Ok(take::<v1::Response>(body)?.into())
+    } else {
+        take(body)
+    }
 }
 
 /// Encode a causal context for a client to keep (version byte + postcard).

@@ -10,7 +10,7 @@ use proptest::test_runner::FileFailurePersistence;
 use shoal_proto::wire::{
     self, ClientRequest, ClientResponse, ClusterInfo, GetReply, MemberAddress, MemberState,
     MemberStatus, PeerRequest, PeerResponse, ReadOptions, Request, Response, StatusReport,
-    StorageHealth, WriteOptions, WriteReply, WIRE_VERSION,
+    StorageHealth, WireVersion, WriteOptions, WriteReply, MIN_WIRE_VERSION, WIRE_VERSION,
 };
 use shoal_proto::{
     Actor, CausalContext, CodecError, Dot, GossipDigest, GossipEntry, Object, RequestError,
@@ -221,13 +221,29 @@ fn member_state() -> impl Strategy<Value = MemberState> {
 fn client_response() -> impl Strategy<Value = ClientResponse> {
     let write_reply = || context().prop_map(|context| WriteReply { context });
     prop_oneof![
-        (any::<bool>(), vec(bytes(16), 0..4), context()).prop_map(|(found, values, context)| {
-            ClientResponse::Get(GetReply {
-                found,
-                values,
-                context,
-            })
-        }),
+        (
+            any::<bool>(),
+            vec(bytes(16), 0..4),
+            context(),
+            any::<bool>(),
+            any::<u64>()
+        )
+            .prop_map(|(found, values, context, timed, micros)| {
+                // Write times parallel to the values, or none (a version-1 coordinator's).
+                let written_at = if timed {
+                    (0..values.len() as u64)
+                        .map(|i| Time::from_micros(micros.wrapping_add(i)))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                ClientResponse::Get(GetReply {
+                    found,
+                    values,
+                    context,
+                    written_at,
+                })
+            }),
         write_reply().prop_map(ClientResponse::Put),
         write_reply().prop_map(ClientResponse::Delete),
         (
@@ -407,10 +423,12 @@ proptest! {
 
     #[test]
     fn a_valid_version_followed_by_garbage_decodes_to_a_value_or_an_error(b in bytes(256)) {
-        let mut frame = WIRE_VERSION.to_be_bytes().to_vec();
-        frame.extend(&b);
-        let _ = decode_as(Format::Request, &frame);
-        let _ = decode_as(Format::Response, &frame);
+        for version in MIN_WIRE_VERSION..=WIRE_VERSION {
+            let mut frame = version.to_be_bytes().to_vec();
+            frame.extend(&b);
+            let _ = decode_as(Format::Request, &frame);
+            let _ = decode_as(Format::Response, &frame);
+        }
         let mut versioned = vec![OBJECT_FORMAT_VERSION];
         versioned.extend(&b);
         let _ = decode_as(Format::Context, &versioned);
@@ -496,6 +514,31 @@ proptest! {
     }
 
     #[test]
+    fn requests_and_responses_round_trip_in_every_version_this_build_speaks(
+        (m, r) in (request(), response()),
+    ) {
+        for v in MIN_WIRE_VERSION..=WIRE_VERSION {
+            let version = WireVersion::new(v).expect("a version this build speaks");
+            let frame = wire::encode_request_as(&m, version);
+            prop_assert_eq!(&frame[..2], &v.to_be_bytes());
+            prop_assert_eq!(wire::decode_request_versioned(&frame), Ok((version, m.clone())));
+            let frame = wire::encode_response_as(&r, version);
+            prop_assert_eq!(&frame[..2], &v.to_be_bytes());
+            prop_assert!(frame.len() <= wire::response_len(&r), "no older frame is longer");
+            // Version 1 does not carry write times: they come back empty, nothing else changes.
+            let mut expected = r.clone();
+            if v < 2 {
+                if let Response::Client(ClientResponse::Get(g))
+                | Response::Peer(PeerResponse::Client(ClientResponse::Get(g))) = &mut expected
+                {
+                    g.written_at.clear();
+                }
+            }
+            prop_assert_eq!(wire::decode_response(&frame), Ok(expected));
+        }
+    }
+
+    #[test]
     fn contexts_round_trip(c in context()) {
         prop_assert_eq!(wire::decode_context(&wire::encode_context(&c)), Ok(c));
     }
@@ -512,7 +555,9 @@ proptest! {
     #[test]
     fn frames_of_another_wire_version_are_refused(
         (m, r) in (request(), response()),
-        version in any::<u16>().prop_filter("another version", |v| *v != WIRE_VERSION),
+        version in any::<u16>().prop_filter("a version this build does not speak", |v| {
+            !(MIN_WIRE_VERSION..=WIRE_VERSION).contains(v)
+        }),
     ) {
         let expected = CodecError::UnsupportedVersion { found: version, supported: WIRE_VERSION };
         let mut frame = wire::encode_request(&m);

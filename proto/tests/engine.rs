@@ -339,6 +339,7 @@ fn a_get_answers_after_r_replies_and_repairs_a_stale_replica_afterwards() {
         found: true,
         values: vec![b"new".to_vec()],
         context: new.context(),
+        written_at: new.value_times().collect(),
     };
     assert_eq!(answer, vec![client_answer(1, ClientResponse::Get(reply))]);
 
@@ -369,6 +370,7 @@ fn a_get_merges_concurrent_siblings_and_repairs_every_replica_missing_some() {
         found: true,
         values: vec![b"x".to_vec(), b"y".to_vec()],
         context: merged.context(),
+        written_at: merged.value_times().collect(),
     };
     assert_eq!(answer, vec![client_answer(1, ClientResponse::Get(reply))]);
 
@@ -505,6 +507,7 @@ fn a_non_replica_forwards_to_the_first_primary_and_relays_its_answer() {
         found: false,
         values: vec![],
         context: CausalContext::new(),
+        written_at: vec![],
     });
     let relayed = c.reply(&a(), &cmds[0], Ok(PeerResponse::Client(reply.clone())));
     assert_eq!(relayed, vec![client_answer(1, reply)]);

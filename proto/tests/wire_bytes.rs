@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use shoal_proto::wire::{ClientRequest, GetReply, ReadOptions, WriteOptions};
-use shoal_proto::{CausalContext, SiblingValue};
+use shoal_proto::{CausalContext, SiblingValue, Time};
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 enum PlainSibling {
@@ -19,6 +19,7 @@ struct PlainGetReply {
     found: bool,
     values: Vec<Vec<u8>>,
     context: CausalContext,
+    written_at: Vec<Time>,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -66,8 +67,14 @@ proptest! {
 
     #[test]
     fn a_get_reply_encodes_as_before(values in prop::collection::vec(bytes(), 0..4), found: bool) {
-        let real = GetReply { found, values: values.clone(), context: CausalContext::default() };
-        let plain = PlainGetReply { found, values, context: CausalContext::default() };
+        let written_at = vec![Time::from_micros(7); values.len()];
+        let real = GetReply {
+            found,
+            values: values.clone(),
+            context: CausalContext::default(),
+            written_at: written_at.clone(),
+        };
+        let plain = PlainGetReply { found, values, context: CausalContext::default(), written_at };
         same_encoding(&real, &plain)?;
     }
 

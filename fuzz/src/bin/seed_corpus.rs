@@ -108,6 +108,7 @@ fn main() {
             found: true,
             values: vec![b"v1".to_vec(), b"v2".to_vec()],
             context: context.clone(),
+            written_at: vec![Time::from_micros(1), Time::from_micros(2)],
         })),
         Response::Client(ClientResponse::Put(WriteReply {
             context: context.clone(),

@@ -470,6 +470,9 @@ struct GetJson {
     values: Vec<String>,
     context: String,
     found: bool,
+    /// When each value was written (RFC 3339, UTC, microseconds), parallel to `values`;
+    /// empty when the node that answered runs the previous release.
+    written_at: Vec<String>,
 }
 
 /// Formats a read: each value on its own line then `context: <CTX>` (values as lossy
@@ -500,6 +503,11 @@ fn format_get(result: &GetResult, format: GetFormat) -> Result<String, String> {
             values,
             context,
             found: result.found,
+            written_at: result
+                .written_at
+                .iter()
+                .map(|t| humantime::format_rfc3339_micros(*t).to_string())
+                .collect(),
         };
         let mut text = serde_json::to_string(&json).map_err(|e| e.to_string())?;
         text.push('\n');
@@ -692,6 +700,7 @@ mod tests {
             found: true,
             values: vec![b"one".to_vec(), b"two\xff".to_vec()],
             context: ctx.clone(),
+            written_at: vec![],
         };
         assert_eq!(
             format_get(&result, GetFormat::default()).unwrap(),
@@ -716,6 +725,7 @@ mod tests {
             found: false,
             values: vec![],
             context: Context::empty(),
+            written_at: vec![],
         };
         assert_eq!(
             format_get(&result, GetFormat::default()).unwrap(),
@@ -743,6 +753,11 @@ mod tests {
             found: true,
             values: vec![b"caf\xc3\xa9".to_vec(), b"x".to_vec()],
             context: ctx.clone(),
+            written_at: vec![
+                std::time::SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_micros(1_764_752_400_000_001),
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_764_752_401),
+            ],
         };
         let text = format_get(
             &result,
@@ -756,7 +771,12 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"values": ["café", "x"], "context": ctx.to_string(), "found": true})
+            serde_json::json!({
+                "values": ["café", "x"],
+                "context": ctx.to_string(),
+                "found": true,
+                "written_at": ["2025-12-03T09:00:00.000001Z", "2025-12-03T09:00:01.000000Z"],
+            })
         );
         let json: serde_json::Value = serde_json::from_str(
             &format_get(
@@ -781,6 +801,7 @@ mod tests {
             found: true,
             values: vec![b"ok".to_vec(), vec![0xff, 0xfe]],
             context: Context::empty(),
+            written_at: vec![],
         };
         let err = format_get(
             &result,

@@ -7,16 +7,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use shoal_proto::wire::{decode_response, encode_request, PeerResponse, Request, Response};
+use shoal_proto::wire::{
+    decode_response, encode_request_as, PeerResponse, Request, Response, WireVersion,
+};
 use shoal_proto::{
-    Command, Engine, InboundId, Monotonic, Now, RequestId, SendError, StorageFailure, StorageOp,
-    Time,
+    Command, Engine, InboundId, Monotonic, Now, RequestError, RequestId, SendError, StorageFailure,
+    StorageOp, Time,
 };
 use shoal_ring::NodeId;
 use shoal_storage::Storage;
 use shoal_transport::{Endpoint, TransportError};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::peer_versions::PeerVersions;
 use super::{Completion, Inbound};
 use shoal_executor::Executor;
 
@@ -89,6 +92,9 @@ pub(super) struct Driver {
     addrs: HashMap<NodeId, SocketAddr>,
     storage_tx: crossbeam::channel::Sender<(RequestId, StorageOp)>,
     done_tx: mpsc::UnboundedSender<Completion>,
+    /// The version of the frames sent to each peer (`[cluster] wire_version`, or lower
+    /// for a peer of an older release).
+    peer_versions: Arc<PeerVersions>,
 }
 
 impl Driver {
@@ -112,7 +118,15 @@ impl Driver {
             addrs,
             storage_tx,
             done_tx,
+            peer_versions: Arc::new(PeerVersions::new(WireVersion::CURRENT)),
         }
+    }
+
+    /// Sends peers frames of `version` (pinned during a rolling upgrade) instead of the
+    /// newest this build speaks.
+    pub(super) fn with_wire_version(mut self, version: WireVersion) -> Driver {
+        self.peer_versions = Arc::new(PeerVersions::new(version));
+        self
     }
 
     /// Run until shutdown: admit queued requests, feed completions and timeouts to the
@@ -225,22 +239,49 @@ impl Driver {
                     let endpoint = self.endpoint.clone();
                     let done = self.done_tx.clone();
                     let op = request.op_name();
-                    let payload = encode_request(&Request::Peer(request));
+                    let versions = self.peer_versions.clone();
+                    let request = Request::Peer(request);
                     tokio::spawn(async move {
-                        let result = match endpoint.request(addr, Some(&to), payload, timeout).await
-                        {
-                            Ok(bytes) => match decode_response(&bytes) {
-                                Ok(Response::Peer(p)) => Ok(p),
-                                Ok(Response::Error(e)) => Ok(PeerResponse::Error(e)),
-                                // The answer to a forwarded client request.
-                                Ok(Response::Client(c)) => Ok(PeerResponse::Client(c)),
-                                Err(e) => Err(SendError::Invalid(e.to_string())),
-                            },
-                            Err(TransportError::Timeout { .. }) => Err(SendError::Timeout),
-                            Err(e) if e.is_not_delivered() => {
-                                Err(SendError::Unreachable(e.to_string()))
-                            }
-                            Err(e) => Err(SendError::Lost(e.to_string())),
+                        let mut version = versions.for_peer(&to);
+                        let mut payload = encode_request_as(&request, version);
+                        let result = loop {
+                            let answer = endpoint.request(addr, Some(&to), payload, timeout).await;
+                            break match answer {
+                                Ok(bytes) => match decode_response(&bytes) {
+                                    // A peer of an older release refused the version before
+                                    // running anything: send it again in the peer's. Each
+                                    // retry is in a strictly lower version, so this loops
+                                    // at most once per version this build speaks.
+                                    Ok(Response::Error(RequestError::UnsupportedVersion {
+                                        found,
+                                        supported,
+                                    })) if found == version.get() => {
+                                        match versions.refused(&to, version, supported) {
+                                            Some(lower) => {
+                                                version = lower;
+                                                payload = encode_request_as(&request, lower);
+                                                continue;
+                                            }
+                                            None => Ok(PeerResponse::Error(
+                                                RequestError::UnsupportedVersion {
+                                                    found,
+                                                    supported,
+                                                },
+                                            )),
+                                        }
+                                    }
+                                    Ok(Response::Peer(p)) => Ok(p),
+                                    Ok(Response::Error(e)) => Ok(PeerResponse::Error(e)),
+                                    // The answer to a forwarded client request.
+                                    Ok(Response::Client(c)) => Ok(PeerResponse::Client(c)),
+                                    Err(e) => Err(SendError::Invalid(e.to_string())),
+                                },
+                                Err(TransportError::Timeout { .. }) => Err(SendError::Timeout),
+                                Err(e) if e.is_not_delivered() => {
+                                    Err(SendError::Unreachable(e.to_string()))
+                                }
+                                Err(e) => Err(SendError::Lost(e.to_string())),
+                            };
                         };
                         let label = result.as_ref().map_or_else(SendError::label, |_| "ok");
                         metrics::counter!(crate::metrics::PEER_REQUESTS_TOTAL, "op" => op, "result" => label)
@@ -257,10 +298,14 @@ impl Driver {
 mod tests {
     use std::net::SocketAddr;
 
-    use shoal_proto::wire::{ClientRequest, ClientResponse, ReadOptions};
-    use shoal_proto::{EngineConfig, RequestError, Sender};
+    use shoal_proto::wire::{
+        decode_request, encode_response_as, ClientRequest, ClientResponse, GetReply, PeerRequest,
+        ReadOptions,
+    };
+    use shoal_proto::{CausalContext, EngineConfig, RequestError, Sender};
     use shoal_ring::{Member, Ring};
     use shoal_transport::certs::{generate_ca_pem, issue_node_cert_pem};
+    use shoal_transport::{Handler, PeerRole};
     use shoal_transport::{TlsIdentity, TransportConfig};
 
     use super::*;
@@ -344,5 +389,120 @@ mod tests {
             still_queued > 0,
             "the deadline fired only once the request queue had emptied"
         );
+    }
+
+    /// A node of the previous release: it speaks wire version 1 only, refusing any other
+    /// version as that release did, and answers a forwarded read with a value of its own.
+    #[derive(Default)]
+    struct PreviousRelease {
+        versions_seen: std::sync::Mutex<Vec<u16>>,
+    }
+
+    impl Handler for PreviousRelease {
+        async fn handle(&self, _peer: PeerRole, request: Vec<u8>) -> Vec<u8> {
+            let version = u16::from_be_bytes([request[0], request[1]]);
+            self.versions_seen.lock().unwrap().push(version);
+            let v1 = WireVersion::OLDEST;
+            if version != 1 {
+                let refusal = RequestError::UnsupportedVersion {
+                    found: version,
+                    supported: 1,
+                };
+                return encode_response_as(&Response::Error(refusal), v1);
+            }
+            let answer = match decode_request(&request) {
+                Ok(Request::Peer(PeerRequest::Forward(ClientRequest::Get { .. }))) => {
+                    Response::Peer(PeerResponse::Client(ClientResponse::Get(GetReply {
+                        found: true,
+                        values: vec![b"old".to_vec()],
+                        context: CausalContext::new(),
+                        written_at: Vec::new(),
+                    })))
+                }
+                Ok(Request::Peer(PeerRequest::Ping)) => Response::Peer(PeerResponse::Pong),
+                _ => Response::Error(RequestError::Overloaded),
+            };
+            encode_response_as(&answer, v1)
+        }
+    }
+
+    /// An unpinned node next to a node of the previous release: its first frame is
+    /// refused for its version, sent again in version 1 and answered; the next requests
+    /// go in version 1 at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_of_the_previous_release_is_sent_the_version_it_speaks() {
+        let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
+        let ca = generate_ca_pem().unwrap();
+        let identity = |id: &NodeId| {
+            let leaf = issue_node_cert_pem(&ca, id).unwrap();
+            TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem).unwrap()
+        };
+        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let endpoint = Endpoint::server(localhost, &identity(&a), TransportConfig::default())
+            .expect("endpoint");
+        let old = Endpoint::server(localhost, &identity(&b), TransportConfig::default())
+            .expect("endpoint");
+        let previous = Arc::new(PreviousRelease::default());
+        let serving = old.serve(previous.clone());
+        let mut cfg = EngineConfig::default();
+        (cfg.replication.n, cfg.replication.r, cfg.replication.w) = (1, 1, 1);
+        let ring = Ring::new(8, vec![Member::new(a.clone()), Member::new(b.clone())]).unwrap();
+        // A key whose only replica is the old node: the engine forwards its reads there.
+        let key = (0..1000)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| ring.preference_list_for_key(k, 1).nodes == [b.clone()])
+            .expect("a key of b");
+        let addrs = vec![
+            (a.clone(), endpoint.local_addr()),
+            (b.clone(), old.local_addr()),
+        ];
+        let mut clock = Clock::new();
+        let engine = Engine::new(cfg, a.clone(), ring, addrs.clone(), 1, clock.now()).unwrap();
+        let (storage_tx, _storage_rx) = crossbeam::channel::bounded(64);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::channel(16);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let driver = Driver::new(
+            engine,
+            clock,
+            endpoint.clone(),
+            addrs.into_iter().collect(),
+            storage_tx,
+            done_tx,
+        );
+        let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+        let count = |v: u16| {
+            let seen = previous.versions_seen.lock().unwrap();
+            seen.iter().filter(|&&s| s == v).count()
+        };
+        let mut counts = Vec::new();
+        for _ in 0..2 {
+            let (get, answer) = client(ClientRequest::Get {
+                key: key.clone(),
+                options: ReadOptions::default(),
+            });
+            input_tx.try_send(get).unwrap();
+            match tokio::time::timeout(Duration::from_secs(30), answer).await {
+                Ok(Ok(Response::Client(ClientResponse::Get(reply)))) => {
+                    assert_eq!(reply.values, vec![b"old".to_vec()]);
+                    assert!(reply.written_at.is_empty(), "version 1 has no write times");
+                }
+                other => panic!("a read through the old node answered {other:?}"),
+            }
+            counts.push((count(2), count(1)));
+        }
+        let _ = shutdown_tx.send(true);
+        let _ = driver.await;
+        serving.abort();
+        endpoint.close().await;
+        old.close().await;
+        let ((v2_first, v1_first), (v2_second, v1_second)) = (counts[0], counts[1]);
+        assert!(v2_first >= 1, "the first frame was of this build's version");
+        assert!(v1_first >= 1, "and it was sent again in version 1");
+        assert_eq!(
+            v2_second, v2_first,
+            "the next read went in version 1 at once"
+        );
+        assert!(v1_second > v1_first);
     }
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::wire::{
-    decode_request, encode_response, fit_response, peek_request_kind, ClientResponse, PeerRequest,
-    PeerResponse, Request, RequestKind, Response, StorageHealth, MAX_REQUEST_TIMEOUT,
+    answer_version, decode_request_versioned, encode_response_as, fit_response, peek_request_kind,
+    ClientResponse, PeerRequest, PeerResponse, Request, RequestKind, Response, StorageHealth,
+    MAX_REQUEST_TIMEOUT,
 };
 use shoal_proto::{ReplicationConfig, RequestError, Sender};
 use shoal_ring::NodeId;
@@ -91,29 +92,36 @@ fn result_label(resp: &Response) -> &'static str {
 impl Handler for NodeHandler {
     async fn handle(&self, peer: PeerRole, request: Vec<u8>) -> Vec<u8> {
         let start = Instant::now();
+        // Every answer goes back in the version the request came in, so that a client or
+        // node of the previous release can read it (rolling upgrades).
+        let version = answer_version(&request);
         // A client may never send node-to-node messages: refuse one before its body is
         // decoded, so that a client certificate buys no work on peer-sized messages.
         if let PeerRole::Client(name) = &peer {
             if let Ok(RequestKind::Peer) = peek_request_kind(&request) {
                 metrics::counter!(shoal_proto::metrics::REFUSED_REQUESTS_TOTAL, "reason" => "client_role_peer_message")
                     .increment(1);
-                return encode_response(&Response::Error(RequestError::NotAllowed(format!(
+                let refusal = Response::Error(RequestError::NotAllowed(format!(
                     "client certificate {name:?} may not send node-to-node messages"
-                ))));
+                )));
+                return encode_response_as(&refusal, version);
             }
         }
-        let request = match decode_request(&request) {
-            Ok(r) => r,
+        let request = match decode_request_versioned(&request) {
+            Ok((_, r)) => r,
             Err(e) => {
                 metrics::counter!(crate::metrics::REQUESTS_TOTAL, "op" => "malformed", "result" => "invalid")
                     .increment(1);
-                return encode_response(&Response::Error(e.into()));
+                return encode_response_as(&Response::Error(e.into()), version);
             }
         };
         let (op, client) = match &request {
             Request::Client(c) => (c.op_name(), true),
             Request::Peer(p) => (p.op_name(), false),
         };
+        let role = if client { "client" } else { "peer" };
+        metrics::counter!(crate::metrics::WIRE_REQUESTS_TOTAL, "role" => role, "version" => version.to_string())
+            .increment(1);
         let from = match peer {
             PeerRole::Node(id) => Sender::Node(id),
             PeerRole::Client(name) => Sender::Client(name),
@@ -161,6 +169,6 @@ impl Handler for NodeHandler {
                 len, max, "answer larger than a frame; sent a typed error instead"
             );
         }
-        encode_response(&response)
+        encode_response_as(&response, version)
     }
 }

@@ -31,6 +31,7 @@ mod driver;
 mod handler;
 pub mod health;
 pub(crate) mod http;
+mod peer_versions;
 mod process_stats;
 mod startup;
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
+use shoal_proto::wire::WireVersion;
 use shoal_proto::{Engine, RequestId, StorageOp};
 use shoal_ring::NodeId;
 use shoal_storage::{RocksOptions, RocksStorage, Storage as _};
@@ -116,6 +117,11 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     let local_addr = endpoint.local_addr();
 
     let ring = cfg.ring()?;
+    let peer_wire_version = cfg.cluster.peer_wire_version()?;
+    metrics::gauge!(crate::metrics::WIRE_VERSION_SENT).set(f64::from(peer_wire_version.get()));
+    if peer_wire_version < WireVersion::CURRENT {
+        info!(%peer_wire_version, "sending peers an older wire version ([cluster] wire_version)");
+    }
     let addresses: Vec<(NodeId, SocketAddr)> =
         cfg.seeds.iter().map(|s| (s.id.clone(), s.addr)).collect();
     let mut clock = Clock::new();
@@ -153,7 +159,8 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         addresses.into_iter().collect(),
         storage_tx,
         done_tx,
-    );
+    )
+    .with_wire_version(peer_wire_version);
     let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
     let handler = Arc::new(NodeHandler::new(
         input_tx,

@@ -346,6 +346,7 @@ impl Engine {
                             found: op.merged.is_found(),
                             values: op.merged.values().map(<[u8]>::to_vec).collect(),
                             context: op.merged.context(),
+                            written_at: op.merged.value_times().collect(),
                         };
                         let shape = ObjectShape::of(&op.merged);
                         self.observe_object("read", Some(&key), shape);

@@ -102,10 +102,15 @@ async fn client_commands_round_trip_with_json_output_siblings_and_contexts() {
         .as_str()
         .expect("context is a string")
         .to_owned();
+    // When the value was written: one RFC 3339 time per value.
+    let written_at = json["written_at"].as_array().expect("written_at is a list");
+    assert_eq!(written_at.len(), 1, "{json}");
+    let at = written_at[0].as_str().expect("a time string");
+    humantime::parse_rfc3339(at).unwrap_or_else(|e| panic!("{at}: {e}"));
     assert_eq!(
         json.as_object().unwrap().len(),
-        3,
-        "exactly values, context and found: {json}"
+        4,
+        "exactly values, context, found and written_at: {json}"
     );
 
     // The plain form: values, then the context line.

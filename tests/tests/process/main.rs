@@ -24,3 +24,4 @@ mod prometheus;
 mod runbook;
 mod sdk;
 mod single_node;
+mod upgrade;

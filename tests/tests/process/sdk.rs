@@ -51,6 +51,54 @@ async fn concurrent_updates_with_set_union_lose_no_item_and_leave_one_value() {
     client.close().await;
 }
 
+/// Each sibling of a read carries the time its write was accepted (the coordinator's wall
+/// clock, here the same host's), and `resolve::last_written` with
+/// `update_siblings_with` keeps the sibling written last, whatever the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_report_when_each_sibling_was_written_and_last_written_keeps_the_latest() {
+    use std::time::{Duration, SystemTime};
+    let cluster = Cluster::start(3, "").await;
+    let client = cluster.client().await;
+    // Blind writes make siblings; "b-later" sorts before "z-earlier" by bytes, so only
+    // the write times can pick it.
+    let mut windows = Vec::new();
+    for value in ["z-earlier", "b-later"] {
+        let before = SystemTime::now();
+        client.put("lww", value).await.unwrap();
+        windows.push((value, before, SystemTime::now()));
+    }
+    let read = client.get_with("lww").r(3).send().await.unwrap();
+    assert_eq!(read.values.len(), 2, "{:?}", read.values);
+    assert_eq!(read.written_at.len(), 2);
+    let siblings = read.siblings();
+    for (value, before, after) in &windows {
+        let s = siblings
+            .iter()
+            .find(|s| s.value == value.as_bytes())
+            .unwrap_or_else(|| panic!("{value} among {siblings:?}"));
+        let at = s.written_at.expect("a write time");
+        // Microsecond precision, and the node's clock never goes backwards.
+        let slack = Duration::from_millis(1);
+        assert!(
+            at + slack >= *before && at <= *after + slack,
+            "{value} written at {at:?}, outside its put's window {before:?}..{after:?}"
+        );
+    }
+    assert_eq!(resolve::last_written(&siblings), Some(b"b-later".to_vec()));
+    client
+        .update_siblings_with("lww", |siblings| {
+            Ok(resolve::last_written(siblings).unwrap_or_default())
+        })
+        .send()
+        .await
+        .unwrap();
+    let read = client.get_with("lww").r(3).send().await.unwrap();
+    assert_eq!(read.values, vec![b"b-later".to_vec()]);
+    // The resolved value is a new write: its time is the update's, after both puts.
+    assert!(read.written_at[0] >= windows[1].2 - Duration::from_millis(1));
+    client.close().await;
+}
+
 /// Typed values (the SDK's `serde` feature): written and read back as a type, concurrent
 /// typed writes resolved with `update_json`, and a raw value that is not JSON is a typed
 /// codec error.

@@ -8,7 +8,7 @@
 //! suite run one at a time (see [`SERIAL`]): each starts a cluster and writes thousands
 //! of keys, and the machine has two cores.
 
-mod support;
+pub(crate) mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,7 +33,7 @@ use crate::harness::{connect, key_values, scrape, wait_until, Cluster};
 const AAE_INTERVAL: Duration = Duration::from_secs(2);
 /// Anti-entropy every [`AAE_INTERVAL`], its scheduler ticking every 200 ms, and no
 /// hinted handoff: whatever a returning replica gets, anti-entropy brought it.
-const AAE_ONLY: &str = "\
+pub(crate) const AAE_ONLY: &str = "\
 [aae]
 interval = \"2s\"
 tick = \"200ms\"

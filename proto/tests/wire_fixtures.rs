@@ -1,0 +1,352 @@
+//! Checked-in encodings of every wire message variant, of stored objects and of a client
+//! context, per released wire version (`tests/fixtures/v<N>/`, hex text, one frame body
+//! or object per file). They are what a node of that release sent and stored: this build
+//! must decode every one of them to the value in `wire_fixtures/messages.rs`, and encode
+//! that value back to the same bytes when it speaks that version (rolling upgrades, see
+//! docs/ARCHITECTURE.md).
+//!
+//! The fixtures of a released version are never regenerated. Those of the version under
+//! development are written by the ignored test `write_fixtures`:
+//! `cargo test -p shoal-proto --test wire_fixtures -- --ignored write_fixtures`.
+
+#[path = "wire_fixtures/messages.rs"]
+mod messages;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use shoal_proto::wire::{
+    self, AaeRequest, AaeResponse, ClientRequest, ClientResponse, PeerRequest, PeerResponse,
+    Request, Response, WireVersion, WIRE_VERSION,
+};
+use shoal_proto::{CodecError, Object, RequestError, OBJECT_FORMAT_VERSION};
+
+/// Wire versions whose fixtures are checked in.
+const FIXTURE_VERSIONS: &[u16] = &[1, 2];
+
+fn dir(version: u16) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("v{version}"))
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Vec<u8> {
+    let text = text.trim();
+    assert!(text.len() % 2 == 0, "odd hex length");
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digits"))
+        .collect()
+}
+
+fn read(version: u16, kind: &str, name: &str) -> Vec<u8> {
+    let path = dir(version).join(kind).join(format!("{name}.hex"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("fixture {}: {e} (see this file's header)", path.display()));
+    from_hex(&text)
+}
+
+fn write(version: u16, kind: &str, name: &str, bytes: &[u8]) {
+    let dir = dir(version).join(kind);
+    std::fs::create_dir_all(&dir).expect("create the fixture directory");
+    std::fs::write(dir.join(format!("{name}.hex")), to_hex(bytes) + "\n").expect("write");
+}
+
+/// Writes the fixtures of the version this build speaks. Run by hand, once per format
+/// change, before the release; never for an already released version.
+#[test]
+#[ignore = "writes the fixtures of the version under development"]
+fn write_fixtures() {
+    let v = WIRE_VERSION;
+    for (name, req) in messages::requests() {
+        write(v, "request", &name, &wire::encode_request(&req));
+    }
+    for (name, resp) in messages::responses(v) {
+        write(v, "response", &name, &wire::encode_response(&resp));
+    }
+    for (name, object) in messages::objects() {
+        write(v, "object", name, &object.encode());
+    }
+    write(
+        v,
+        "context",
+        "context",
+        &wire::encode_context(&messages::context()),
+    );
+}
+
+/// Checks every fixture of `kind` of every version: it carries its version, decodes to
+/// its message, and the message encodes in that version to the same bytes (what a node
+/// pinned to, or answering in, that version sends).
+fn check_frames<T: PartialEq + std::fmt::Debug>(
+    kind: &str,
+    messages: impl Fn(u16) -> Vec<(String, T)>,
+    decode: impl Fn(&[u8]) -> Result<T, CodecError>,
+    encode: impl Fn(&T, WireVersion) -> Vec<u8>,
+) {
+    for &v in FIXTURE_VERSIONS {
+        let version = WireVersion::new(v).expect("a version this build speaks");
+        for (name, expected) in messages(v) {
+            let bytes = read(v, kind, &name);
+            assert_eq!(bytes[..2], v.to_be_bytes(), "v{v} {kind} {name}: version");
+            assert_eq!(decode(&bytes).as_ref(), Ok(&expected), "v{v} {kind} {name}");
+            assert_eq!(encode(&expected, version), bytes, "v{v} {kind} {name}");
+        }
+    }
+}
+
+#[test]
+fn every_request_fixture_decodes_to_its_message() {
+    check_frames(
+        "request",
+        |_| messages::requests(),
+        wire::decode_request,
+        wire::encode_request_as,
+    );
+}
+
+#[test]
+fn every_response_fixture_decodes_to_its_message() {
+    check_frames(
+        "response",
+        messages::responses,
+        wire::decode_response,
+        wire::encode_response_as,
+    );
+}
+
+#[test]
+fn stored_objects_and_contexts_of_every_release_decode() {
+    for &v in FIXTURE_VERSIONS {
+        for (name, expected) in messages::objects() {
+            let bytes = read(v, "object", name);
+            assert_eq!(bytes[0], OBJECT_FORMAT_VERSION, "v{v} object {name}");
+            assert_eq!(
+                Object::decode(&bytes).as_ref(),
+                Ok(&expected),
+                "v{v} object {name}"
+            );
+            assert_eq!(expected.encode(), bytes, "v{v} object {name}");
+        }
+        let bytes = read(v, "context", "context");
+        assert_eq!(wire::decode_context(&bytes), Ok(messages::context()));
+        assert_eq!(wire::encode_context(&messages::context()), bytes);
+    }
+}
+
+fn client_request_variant(r: &ClientRequest) -> &'static str {
+    // No wildcard: a new variant does not compile until it is named here and has a fixture.
+    match r {
+        ClientRequest::Get { .. } => "Get",
+        ClientRequest::Put { .. } => "Put",
+        ClientRequest::Delete { .. } => "Delete",
+        ClientRequest::ClusterInfo => "ClusterInfo",
+        ClientRequest::Status => "Status",
+        ClientRequest::AaeStatus => "AaeStatus",
+    }
+}
+
+fn aae_request_variant(r: &AaeRequest) -> &'static str {
+    match r {
+        AaeRequest::Nodes { .. } => "Nodes",
+        AaeRequest::Segments { .. } => "Segments",
+        AaeRequest::Fetch { .. } => "Fetch",
+        AaeRequest::Push { .. } => "Push",
+        AaeRequest::Digests { .. } => "Digests",
+        AaeRequest::Reap { .. } => "Reap",
+    }
+}
+
+fn request_variant(r: &Request) -> String {
+    match r {
+        Request::Client(c) => format!("Client::{}", client_request_variant(c)),
+        Request::Peer(p) => match p {
+            PeerRequest::Forward(_) => "Peer::Forward".into(),
+            PeerRequest::Replicate { .. } => "Peer::Replicate".into(),
+            PeerRequest::Read { .. } => "Peer::Read".into(),
+            PeerRequest::Gossip(_) => "Peer::Gossip".into(),
+            PeerRequest::Ping => "Peer::Ping".into(),
+            PeerRequest::Aae(a) => format!("Peer::Aae::{}", aae_request_variant(a)),
+        },
+    }
+}
+
+fn client_response_variant(r: &ClientResponse) -> &'static str {
+    match r {
+        ClientResponse::Get(_) => "Get",
+        ClientResponse::Put(_) => "Put",
+        ClientResponse::Delete(_) => "Delete",
+        ClientResponse::ClusterInfo(_) => "ClusterInfo",
+        ClientResponse::Status(_) => "Status",
+        ClientResponse::AaeStatus(_) => "AaeStatus",
+        ClientResponse::Error(_) => "Error",
+    }
+}
+
+fn aae_response_variant(r: &AaeResponse) -> &'static str {
+    match r {
+        AaeResponse::Nodes(_) => "Nodes",
+        AaeResponse::Segments(_) => "Segments",
+        AaeResponse::Objects(_) => "Objects",
+        AaeResponse::Pushed(_) => "Pushed",
+        AaeResponse::Digests(_) => "Digests",
+        AaeResponse::Reaped(_) => "Reaped",
+    }
+}
+
+fn error_variant(e: &RequestError) -> &'static str {
+    match e {
+        RequestError::EmptyKey => "EmptyKey",
+        RequestError::KeyTooLarge { .. } => "KeyTooLarge",
+        RequestError::ValueTooLarge { .. } => "ValueTooLarge",
+        RequestError::ObjectTooLarge { .. } => "ObjectTooLarge",
+        RequestError::InvalidOptions(_) => "InvalidOptions",
+        RequestError::InvalidContext(_) => "InvalidContext",
+        RequestError::Unavailable { .. } => "Unavailable",
+        RequestError::Timeout { .. } => "Timeout",
+        RequestError::Overloaded => "Overloaded",
+        RequestError::NotAllowed(_) => "NotAllowed",
+        RequestError::UnknownNode(_) => "UnknownNode",
+        RequestError::Storage(_) => "Storage",
+        RequestError::Malformed(_) => "Malformed",
+        RequestError::UnsupportedVersion { .. } => "UnsupportedVersion",
+        RequestError::ShuttingDown => "ShuttingDown",
+        RequestError::Internal(_) => "Internal",
+        RequestError::TooManySiblings { .. } => "TooManySiblings",
+        RequestError::Incomplete { .. } => "Incomplete",
+        RequestError::WrongPartition { .. } => "WrongPartition",
+        RequestError::ResponseTooLarge { .. } => "ResponseTooLarge",
+        RequestError::DiskFull => "DiskFull",
+    }
+}
+
+fn response_variant(r: &Response) -> String {
+    match r {
+        Response::Client(c) => format!("Client::{}", client_response_variant(c)),
+        Response::Peer(p) => match p {
+            PeerResponse::Client(c) => format!("Peer::Client::{}", client_response_variant(c)),
+            PeerResponse::Ack => "Peer::Ack".into(),
+            PeerResponse::Object(_) => "Peer::Object".into(),
+            PeerResponse::Gossip(_) => "Peer::Gossip".into(),
+            PeerResponse::Pong => "Peer::Pong".into(),
+            PeerResponse::Aae(a) => format!("Peer::Aae::{}", aae_response_variant(a)),
+            PeerResponse::Error(_) => "Peer::Error".into(),
+        },
+        Response::Error(e) => format!("Error::{}", error_variant(e)),
+    }
+}
+
+/// Every variant name, so that a fixture list that misses one fails here.
+const REQUEST_VARIANTS: &[&str] = &[
+    "Client::Get",
+    "Client::Put",
+    "Client::Delete",
+    "Client::ClusterInfo",
+    "Client::Status",
+    "Client::AaeStatus",
+    "Peer::Forward",
+    "Peer::Replicate",
+    "Peer::Read",
+    "Peer::Gossip",
+    "Peer::Ping",
+    "Peer::Aae::Nodes",
+    "Peer::Aae::Segments",
+    "Peer::Aae::Fetch",
+    "Peer::Aae::Push",
+    "Peer::Aae::Digests",
+    "Peer::Aae::Reap",
+];
+
+const RESPONSE_VARIANTS: &[&str] = &[
+    "Client::Get",
+    "Client::Put",
+    "Client::Delete",
+    "Client::ClusterInfo",
+    "Client::Status",
+    "Client::AaeStatus",
+    "Client::Error",
+    "Peer::Client::Get",
+    "Peer::Ack",
+    "Peer::Object",
+    "Peer::Gossip",
+    "Peer::Pong",
+    "Peer::Aae::Nodes",
+    "Peer::Aae::Segments",
+    "Peer::Aae::Objects",
+    "Peer::Aae::Pushed",
+    "Peer::Aae::Digests",
+    "Peer::Aae::Reaped",
+    "Peer::Error",
+    "Error::EmptyKey",
+    "Error::KeyTooLarge",
+    "Error::ValueTooLarge",
+    "Error::ObjectTooLarge",
+    "Error::InvalidOptions",
+    "Error::InvalidContext",
+    "Error::Unavailable",
+    "Error::Timeout",
+    "Error::Overloaded",
+    "Error::NotAllowed",
+    "Error::UnknownNode",
+    "Error::Storage",
+    "Error::Malformed",
+    "Error::UnsupportedVersion",
+    "Error::ShuttingDown",
+    "Error::Internal",
+    "Error::TooManySiblings",
+    "Error::Incomplete",
+    "Error::WrongPartition",
+    "Error::ResponseTooLarge",
+    "Error::DiskFull",
+];
+
+#[test]
+fn the_fixtures_cover_every_message_variant() {
+    let requests: BTreeSet<String> = messages::requests()
+        .iter()
+        .map(|(_, r)| request_variant(r))
+        .collect();
+    let expected: BTreeSet<String> = REQUEST_VARIANTS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(requests, expected);
+    let responses: BTreeSet<String> = messages::responses(WIRE_VERSION)
+        .iter()
+        .map(|(_, r)| response_variant(r))
+        .collect();
+    let expected: BTreeSet<String> = RESPONSE_VARIANTS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(responses, expected);
+    let objects = messages::objects();
+    assert!(objects
+        .iter()
+        .any(|(_, o)| o.siblings().len() > 1 && o.siblings().iter().any(|s| s.is_tombstone())));
+}
+
+/// A frame of a version this build does not speak (the next one, or none) is refused with
+/// the typed error, and the refusal goes back in a version the sender can read.
+#[test]
+fn frames_of_an_unknown_version_are_refused_and_answered_in_a_version_the_sender_reads() {
+    let next = WIRE_VERSION + 1;
+    for (name, _) in messages::requests() {
+        let mut bytes = read(WIRE_VERSION, "request", &name);
+        bytes[..2].copy_from_slice(&next.to_be_bytes());
+        assert_eq!(
+            wire::decode_request(&bytes),
+            Err(CodecError::UnsupportedVersion {
+                found: next,
+                supported: WIRE_VERSION
+            }),
+            "{name}"
+        );
+        // The next release reads this one's version.
+        assert_eq!(wire::answer_version(&bytes), WireVersion::CURRENT);
+    }
+    for v in FIXTURE_VERSIONS {
+        let bytes = read(*v, "request", "client_get");
+        assert_eq!(wire::answer_version(&bytes).get(), *v);
+    }
+    assert_eq!(wire::answer_version(&[0, 0, 1]), WireVersion::OLDEST);
+    assert_eq!(wire::answer_version(&[]), WireVersion::OLDEST);
+}
