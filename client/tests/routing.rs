@@ -86,6 +86,11 @@ impl FakeNode {
                     found: covered,
                     values: if covered { vec![b"v".to_vec()] } else { vec![] },
                     context,
+                    written_at: if covered {
+                        vec![shoal_proto::Time::from_micros(1_700_000_000_000_000)]
+                    } else {
+                        vec![]
+                    },
                 }));
             }
         }
