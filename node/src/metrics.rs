@@ -88,6 +88,14 @@ pub const BUILD_COMMIT: &str = match option_env!("SHOAL_COMMIT") {
 /// the metrics listener closed without an answer because a bound was reached.
 pub const METRICS_HTTP_REFUSED_TOTAL: &str = "shoal_metrics_http_refused_total";
 
+/// Counter, by `result` (`ok`, `error`): certificate reloads (SIGHUP). An `error` left
+/// the node on its previous certificates.
+pub const TLS_RELOADS_TOTAL: &str = "shoal_tls_reloads_total";
+/// Gauge, by `cert` (`node`, `ca`), in seconds since the Unix epoch: the notAfter of the
+/// certificates in use, set at start and at every successful reload.
+pub const TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "shoal_tls_certificate_expiry_timestamp_seconds";
+
 /// The kind of a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -143,6 +151,8 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (engine::TOMBSTONES_REAPED_TOTAL, MetricKind::Counter, "Tombstones deleted after replication.tombstone_grace once every replica held the same one (counted on every replica that deleted)"),
     (BUILD_INFO, MetricKind::Gauge, "Always 1, labelled with the version and commit this node was built from"),
     (METRICS_HTTP_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a scraper or probe over a bound) Connections the metrics listener closed unanswered: too many at once, a request head too large, or too slow"),
+    (TLS_RELOADS_TOTAL, MetricKind::Counter, "Certificate reloads on SIGHUP, by result; an error leaves the node on its previous certificates"),
+    (TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, MetricKind::Gauge, "notAfter of the node's certificate and of the cluster CA in use, in seconds since the Unix epoch"),
     (DRIVER_INFLIGHT_REQUESTS, MetricKind::Gauge, "Requests the engine is coordinating (bounded by limits.max_inflight_requests)"),
     (DRIVER_PENDING_COMMANDS, MetricKind::Gauge, "Engine commands waiting for a storage or network result"),
     (DRIVER_QUEUE_DEPTH, MetricKind::Gauge, "Storage operations queued for the storage threads"),
@@ -208,6 +218,9 @@ pub fn describe_node_metrics() {
     metrics::counter!(executor::AAE_OBJECTS_TOO_LARGE_TOTAL).absolute(0);
     metrics::counter!(engine::FORWARDS_TOTAL).absolute(0);
     metrics::counter!(storage::DISK_FULL_REFUSALS_TOTAL).absolute(0);
+    for result in ["ok", "error"] {
+        metrics::counter!(TLS_RELOADS_TOTAL, "result" => result).absolute(0);
+    }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => BUILD_COMMIT)
         .set(1.0);
 }

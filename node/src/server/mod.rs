@@ -19,7 +19,8 @@
 //! is the task that owns the engine (and the storage worker threads it feeds);
 //! [`handler`] turns QUIC requests into queued [`Inbound`]s; [`background`] holds the
 //! periodic tasks beside the engine (storage statistics, Merkle tree verification);
-//! [`health`] is the serving state behind the metrics listener's `GET /ready`.
+//! [`health`] is the serving state behind the metrics listener's `GET /ready`;
+//! [`tls_reload`] loads the TLS files at start and again on SIGHUP.
 
 use shoal_proto::wire::{PeerResponse, Request, Response};
 use shoal_proto::{RequestId, SendError, Sender, StorageResult};
@@ -31,6 +32,7 @@ mod handler;
 pub mod health;
 pub(crate) mod http;
 mod startup;
+mod tls_reload;
 
 pub use startup::{start, RunningNode};
 

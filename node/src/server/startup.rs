@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use shoal_proto::{Engine, RequestId, StorageOp};
 use shoal_ring::NodeId;
 use shoal_storage::{RocksOptions, RocksStorage, Storage as _};
-use shoal_transport::{Endpoint, PeerRole, TlsIdentity};
+use shoal_transport::Endpoint;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -16,6 +16,7 @@ use tracing::info;
 use super::background::{report_storage_stats, verify_trees, watch_disk};
 use super::driver::{storage_worker, Clock, Driver};
 use super::handler::NodeHandler;
+use super::tls_reload::{record_expiry, TlsFiles};
 use super::{Completion, Inbound};
 use crate::config::NodeConfig;
 use shoal_executor::Executor;
@@ -30,6 +31,7 @@ pub struct RunningNode {
     workers: Vec<std::thread::JoinHandle<()>>,
     endpoint: Endpoint,
     storage: Arc<RocksStorage>,
+    tls_files: TlsFiles,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -50,6 +52,13 @@ impl RunningNode {
     /// The address the node serves on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Reads the TLS files again and, if they are valid for this node, uses them for new
+    /// connections (open ones stay up); otherwise keeps the current ones. See
+    /// [`super::tls_reload`].
+    pub fn reload_tls(&self) -> anyhow::Result<()> {
+        self.tls_files.reload(&self.endpoint)
     }
 
     /// Stop serving, finish the driver, flush and close storage.
@@ -96,20 +105,9 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     );
     info!(node = %cfg.id, actor = %executor.actor(), "storage open");
 
-    let identity = TlsIdentity::load(
-        &cfg.resolve(&cfg.tls.ca),
-        &cfg.resolve(&cfg.tls.cert),
-        &cfg.resolve(&cfg.tls.key),
-    )
-    .context("loading TLS files")?;
-    match identity.role() {
-        PeerRole::Node(id) if *id == cfg.id => {}
-        other => bail!(
-            "tls.cert is for {other:?}, but this node is {}: issue it with `shoal cert node --id {}`",
-            cfg.id,
-            cfg.id
-        ),
-    }
+    let tls_files = TlsFiles::new(&cfg);
+    let identity = tls_files.load()?;
+    record_expiry(&identity);
     let transport = cfg.transport_config();
     let endpoint = Endpoint::server(cfg.listen, &identity, transport)
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -187,5 +185,6 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         workers,
         endpoint,
         storage,
+        tls_files,
     })
 }

@@ -21,3 +21,4 @@ mod power_cut;
 mod prometheus;
 mod sdk;
 mod single_node;
+mod tls_reload;

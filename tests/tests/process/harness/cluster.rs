@@ -312,6 +312,11 @@ impl Cluster {
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     }
 
+    /// Sends SIGHUP to node `i` (reload its TLS files).
+    pub fn hangup(&self, i: usize) {
+        self.nodes[i].signal(libc::SIGHUP);
+    }
+
     /// Sends SIGSTOP to node `i`: the process freezes with its socket open.
     pub fn pause(&self, i: usize) {
         self.nodes[i].signal(libc::SIGSTOP);
