@@ -96,6 +96,13 @@ pub const TLS_RELOADS_TOTAL: &str = "shoal_tls_reloads_total";
 pub const TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
     "shoal_tls_certificate_expiry_timestamp_seconds";
 
+/// Counter, by `result` (`ok`, `refused`: a bad name, an existing backup, one in
+/// progress; `failed`: the checkpoint or manifest could not be written): `shoal backup`
+/// requests served.
+pub const BACKUPS_TOTAL: &str = "shoal_backups_total";
+/// Histogram, in seconds: time to serve a backup request (checkpoint and manifest).
+pub const BACKUP_DURATION_SECONDS: &str = "shoal_backup_duration_seconds";
+
 /// The kind of a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -153,6 +160,8 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (METRICS_HTTP_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a scraper or probe over a bound) Connections the metrics listener closed unanswered: too many at once, a request head too large, or too slow"),
     (TLS_RELOADS_TOTAL, MetricKind::Counter, "Certificate reloads on SIGHUP, by result; an error leaves the node on its previous certificates"),
     (TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, MetricKind::Gauge, "notAfter of the node's certificate and of the cluster CA in use, in seconds since the Unix epoch"),
+    (BACKUPS_TOTAL, MetricKind::Counter, "Backup requests served, by result (ok, refused, failed)"),
+    (BACKUP_DURATION_SECONDS, MetricKind::Histogram, "(conditional: a backup was requested) Time to serve a backup request: checkpoint and manifest"),
     (DRIVER_INFLIGHT_REQUESTS, MetricKind::Gauge, "Requests the engine is coordinating (bounded by limits.max_inflight_requests)"),
     (DRIVER_PENDING_COMMANDS, MetricKind::Gauge, "Engine commands waiting for a storage or network result"),
     (DRIVER_QUEUE_DEPTH, MetricKind::Gauge, "Storage operations queued for the storage threads"),
@@ -220,6 +229,9 @@ pub fn describe_node_metrics() {
     metrics::counter!(storage::DISK_FULL_REFUSALS_TOTAL).absolute(0);
     for result in ["ok", "error"] {
         metrics::counter!(TLS_RELOADS_TOTAL, "result" => result).absolute(0);
+    }
+    for result in ["ok", "refused", "failed"] {
+        metrics::counter!(BACKUPS_TOTAL, "result" => result).absolute(0);
     }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => BUILD_COMMIT)
         .set(1.0);

@@ -10,6 +10,7 @@ use shoal_ring::NodeId;
 use crate::config::{NodeConfig, DEFAULT_CONFIG_TOML};
 
 mod aae;
+mod backup;
 mod client;
 mod dev;
 mod locate;
@@ -57,6 +58,36 @@ pub enum Command {
         /// What to show.
         #[command(subcommand)]
         what: aae::AaeCommand,
+    },
+    /// Ask a running node for a consistent checkpoint of its store, written under its
+    /// `storage.backup_dir` (through the client config).
+    Backup {
+        /// The node to back up.
+        #[arg(long)]
+        node: String,
+        /// The backup's name: a directory under the node's backup directory that must
+        /// not exist yet.
+        #[arg(long)]
+        out: String,
+        /// Print one JSON object: `{"path", "node", "taken_at_micros", "bytes"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fill a stopped node's data directory from a backup (refused for a backup older
+    /// than replication.tombstone_grace - 2 x max_clock_skew).
+    Restore {
+        /// The backup directory (holding manifest.json and db/).
+        #[arg(long)]
+        from: PathBuf,
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Replace a data directory that is not empty.
+        #[arg(long)]
+        force: bool,
+        /// Print one JSON object: `{"data_dir", "from", "node", "taken_at_micros"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script, e.g. `shoal completions bash > /etc/bash_completion.d/shoal`.
     Completions {
@@ -143,6 +174,28 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
             0
         }
+        Command::Backup { node, out, json } => match runtime() {
+            Ok(rt) => rt.block_on(backup::backup(cli.config, &node, &out, json)),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+        Command::Restore {
+            from,
+            data_dir,
+            force,
+            json,
+        } => match backup::restore(&from, &data_dir, force) {
+            Ok(marker) => {
+                println!("{}", backup::format_restored(&marker, &data_dir, json));
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
         Command::Aae { what } => match runtime() {
             Ok(rt) => match rt.block_on(aae::run(what, cli.config)) {
                 Ok(code) => code,

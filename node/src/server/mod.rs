@@ -27,6 +27,7 @@ use shoal_proto::{RequestId, SendError, Sender, StorageResult};
 use tokio::sync::oneshot;
 
 mod background;
+pub(crate) mod backup;
 mod driver;
 mod handler;
 pub mod health;

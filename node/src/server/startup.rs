@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use super::background::{report_storage_stats, verify_trees, watch_disk};
+use super::backup::Backups;
 use super::driver::{storage_worker, Clock, Driver};
 use super::handler::NodeHandler;
 use super::tls_reload::{record_expiry, TlsFiles};
@@ -96,6 +97,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         min_free_bytes: cfg.storage.min_free_bytes,
         ..RocksOptions::default()
     };
+    let restored = super::backup::check_restored(&data_dir, &cfg.id)?;
     let storage = Arc::new(
         RocksStorage::open(&data_dir, options)
             .with_context(|| format!("opening storage in {}", data_dir.display()))?,
@@ -104,6 +106,19 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         Executor::open(storage.clone(), rand::random::<u64>).context("opening the executor")?,
     );
     info!(node = %cfg.id, actor = %executor.actor(), "storage open");
+    if let Some(marker) = restored {
+        // The executor minted a new actor above (synced before any dot), so no dot the
+        // backup's incarnation used can be minted again.
+        info!(
+            node = %cfg.id,
+            from = %marker.from.display(),
+            taken_at_micros = marker.manifest.taken_at_micros,
+            "started from a restored backup under a new actor"
+        );
+        let marker_path = data_dir.join(super::backup::RESTORED_MARKER);
+        std::fs::remove_file(&marker_path)
+            .with_context(|| format!("removing {}", marker_path.display()))?;
+    }
 
     let tls_files = TlsFiles::new(&cfg);
     let identity = tls_files.load()?;
@@ -159,6 +174,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         cfg.limits.max_frame_bytes(),
         cfg.id.clone(),
         storage.clone(),
+        Arc::new(Backups::new(&cfg, storage.clone())),
     ));
     let serve = endpoint.serve(handler);
     tokio::spawn(report_storage_stats(

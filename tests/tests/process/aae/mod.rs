@@ -8,6 +8,7 @@
 //! suite run one at a time (see [`SERIAL`]): each starts a cluster and writes thousands
 //! of keys, and the machine has two cores.
 
+mod restore;
 mod support;
 
 use std::collections::BTreeMap;
