@@ -412,6 +412,16 @@ async fn other_alpn_protocols_are_refused() {
     server.close().await;
 }
 
+/// A client endpoint on 127.0.0.1 with a certificate `name` of `ca`.
+fn client_of(ca: &CaPem, name: &str) -> Endpoint {
+    Endpoint::client_on(
+        localhost(),
+        &client_identity(ca, name),
+        TransportConfig::default(),
+    )
+    .unwrap()
+}
+
 /// A reload (a rotation to a new CA here, so old and new certificates cannot be mixed
 /// up) applies to new connections, both accepted and dialled, and leaves open ones
 /// serving.
@@ -420,12 +430,7 @@ async fn reload_swaps_certificates_for_new_connections_and_keeps_open_ones() {
     let old_ca = certs::generate_ca_pem().unwrap();
     let new_ca = certs::generate_ca_pem().unwrap();
     let (server, addr) = start_server(&old_ca, TransportConfig::default()).await;
-    let old_client = Endpoint::client_on(
-        localhost(),
-        &client_identity(&old_ca, "old"),
-        TransportConfig::default(),
-    )
-    .unwrap();
+    let old_client = client_of(&old_ca, "old");
     old_client
         .request(addr, None, b"1".to_vec(), TIMEOUT)
         .await
@@ -446,22 +451,12 @@ async fn reload_swaps_certificates_for_new_connections_and_keeps_open_ones() {
         open.stable_id()
     );
     // A new connection under the old CA is refused; one under the new CA is served.
-    let stale = Endpoint::client_on(
-        localhost(),
-        &client_identity(&old_ca, "stale"),
-        TransportConfig::default(),
-    )
-    .unwrap();
+    let stale = client_of(&old_ca, "stale");
     assert!(stale
         .request(addr, None, b"3".to_vec(), TIMEOUT)
         .await
         .is_err());
-    let fresh = Endpoint::client_on(
-        localhost(),
-        &client_identity(&new_ca, "fresh"),
-        TransportConfig::default(),
-    )
-    .unwrap();
+    let fresh = client_of(&new_ca, "fresh");
     let response = fresh
         .request(addr, None, b"4".to_vec(), TIMEOUT)
         .await
@@ -492,12 +487,7 @@ async fn reload_with_another_identity_is_refused_and_changes_nothing() {
             Err(TransportError::IdentityChanged { .. })
         ));
     }
-    let client = Endpoint::client_on(
-        localhost(),
-        &client_identity(&ca, "c"),
-        TransportConfig::default(),
-    )
-    .unwrap();
+    let client = client_of(&ca, "c");
     let response = client
         .request(addr, Some(&node_id("n1")), b"x".to_vec(), TIMEOUT)
         .await

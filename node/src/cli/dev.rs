@@ -133,19 +133,37 @@ fn report(json: bool, text: impl FnOnce() -> String, value: impl FnOnce() -> ser
     }
 }
 
+/// Reports whether `down` or `clean` (`event`) did something to `dir`: `yes` or `no` as
+/// text, or `{"event": event, "dir": dir, field: done}`.
+fn report_done(
+    json: bool,
+    (event, field): (&str, &str),
+    dir: &Path,
+    done: bool,
+    yes: impl FnOnce() -> String,
+    no: impl FnOnce() -> String,
+) {
+    report(
+        json,
+        || if done { yes() } else { no() },
+        || {
+            let mut value = serde_json::json!({"event": event, "dir": dir});
+            value[field] = serde_json::Value::Bool(done);
+            value
+        },
+    )
+}
+
 /// `shoal dev down`: SIGTERM to the `shoal dev up` of `dir`, then wait until it is gone.
 fn down(dir: &Path, json: bool) -> anyhow::Result<()> {
     let down_report = |stopped: bool| {
-        report(
+        report_done(
             json,
-            || {
-                if stopped {
-                    format!("stopped the dev cluster in {}", dir.display())
-                } else {
-                    format!("no dev cluster runs in {}", dir.display())
-                }
-            },
-            || serde_json::json!({"event": "down", "dir": dir, "stopped": stopped}),
+            ("down", "stopped"),
+            dir,
+            stopped,
+            || format!("stopped the dev cluster in {}", dir.display()),
+            || format!("no dev cluster runs in {}", dir.display()),
         )
     };
     let Some(pid) = running_up(dir) else {
@@ -174,16 +192,13 @@ fn down(dir: &Path, json: bool) -> anyhow::Result<()> {
 /// cluster (has client.toml) and whose cluster is not running.
 fn clean(dir: &Path, json: bool) -> anyhow::Result<()> {
     let clean_report = |removed: bool| {
-        report(
+        report_done(
             json,
-            || {
-                if removed {
-                    format!("removed {}", dir.display())
-                } else {
-                    format!("{} does not exist; nothing to clean", dir.display())
-                }
-            },
-            || serde_json::json!({"event": "clean", "dir": dir, "removed": removed}),
+            ("clean", "removed"),
+            dir,
+            removed,
+            || format!("removed {}", dir.display()),
+            || format!("{} does not exist; nothing to clean", dir.display()),
         )
     };
     if !dir.exists() {

@@ -657,6 +657,14 @@ async fn shoal_dev_does_not_print_a_node_that_never_serves() {
     assert!(!dir.join("dev.pid").exists());
 }
 
+/// `shoal dev ARGS --json`, which must succeed: its one JSON line.
+async fn dev_json(args: &[&str]) -> Value {
+    let mut all = vec!["dev"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    run_shoal(&all, None).await.ok().json()
+}
+
 /// The last line of `dev.out` that is a JSON object with `"event": event`.
 fn dev_event(dev_out: &std::path::Path, event: &str) -> Option<Value> {
     std::fs::read_to_string(dev_out)
@@ -699,12 +707,8 @@ async fn shoal_dev_json_reports_every_step_as_one_json_object_per_line() {
             "client_config": dir.join("client.toml"),
         })
     );
-    let down = run_shoal(&["dev", "down", "--json", "--dir", dir_str], None)
-        .await
-        .ok()
-        .json();
     assert_eq!(
-        down,
+        dev_json(&["down", "--dir", dir_str]).await,
         serde_json::json!({"event": "down", "dir": dir, "stopped": false})
     );
 
@@ -731,12 +735,8 @@ async fn shoal_dev_json_reports_every_step_as_one_json_object_per_line() {
     guard.nodes.push(node_pid);
     assert!(process_alive(node_pid));
 
-    let down = run_shoal(&["dev", "down", "--json", "--dir", dir_str], None)
-        .await
-        .ok()
-        .json();
     assert_eq!(
-        down,
+        dev_json(&["down", "--dir", dir_str]).await,
         serde_json::json!({"event": "down", "dir": dir, "stopped": true})
     );
     let status = wait_exit(guard.dev.as_mut().unwrap(), EXIT_TIMEOUT, "shoal dev");
@@ -748,12 +748,8 @@ async fn shoal_dev_json_reports_every_step_as_one_json_object_per_line() {
     );
 
     for removed in [true, false] {
-        let clean = run_shoal(&["dev", "clean", "--json", "--dir", dir_str], None)
-            .await
-            .ok()
-            .json();
         assert_eq!(
-            clean,
+            dev_json(&["clean", "--dir", dir_str]).await,
             serde_json::json!({"event": "clean", "dir": dir, "removed": removed})
         );
     }

@@ -9,35 +9,15 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use shoal_proto::wire::{
-    decode_response, encode_request, ClientRequest, ClientResponse, ReadOptions, Request, Response,
-    WriteOptions,
-};
+use shoal_proto::wire::{ClientRequest, ClientResponse, ReadOptions, WriteOptions};
 use shoal_transport::{test_util::raw_connection, Endpoint, TransportConfig};
 
-use crate::harness::{scrape, shoal, wait_until, Cluster};
+use crate::harness::{ask, scrape, shoal, wait_until, Cluster};
 
 const EXPIRY: &str = "shoal_tls_certificate_expiry_timestamp_seconds";
 const RELOADS: &str = "shoal_tls_reloads_total";
 /// Longest wait for a reload to show in the node's metrics.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(20);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-
-async fn ask(endpoint: &Endpoint, addr: SocketAddr, req: ClientRequest) -> ClientResponse {
-    let bytes = endpoint
-        .request(
-            addr,
-            None,
-            encode_request(&Request::Client(req)),
-            REQUEST_TIMEOUT,
-        )
-        .await
-        .expect("the node answers");
-    match decode_response(&bytes).expect("a valid response") {
-        Response::Client(c) => c,
-        other => panic!("expected a client response, got {other:?}"),
-    }
-}
 
 async fn get_value(endpoint: &Endpoint, addr: SocketAddr, key: &str) -> Vec<Vec<u8>> {
     match ask(

@@ -11,24 +11,12 @@ use std::time::Duration;
 use crate::harness::{key_values, shoal, Cluster, Run};
 
 use super::support::{assert_reads, delete_all, found, not_found, put_new, N};
-use super::{wait_reaped, SERIAL};
+use super::{reap_settings_with_grace, wait_reaped, SERIAL};
 
 /// Tombstones reapable 15 s after their delete: long enough for the test to take a
 /// backup, stop the node and restore it well within the grace period, short enough to
 /// wait for a reap.
-const SETTINGS: &str = "\
-[replication]
-tombstone_grace = \"15s\"
-max_clock_skew = \"200ms\"
-
-[handoff]
-ttl = \"2s\"
-
-[aae]
-interval = \"2s\"
-tick = \"200ms\"
-reap_interval = \"10s\"
-";
+const GRACE: &str = "15s";
 /// The grace, then up to a reap interval and a scan of every partition; generous for a
 /// loaded machine.
 const REAP_TIMEOUT: Duration = Duration::from_secs(150);
@@ -81,7 +69,7 @@ async fn an_old_backup_is_refused_after_a_reap_and_a_young_one_restores_losing_n
     const LIVE: usize = 60;
     const DEAD: usize = 60;
     let _serial = SERIAL.lock().await;
-    let mut cluster = Cluster::start(3, SETTINGS).await;
+    let mut cluster = Cluster::start(3, &reap_settings_with_grace(GRACE, "10s")).await;
     let client = cluster.client().await;
     let ring = client.cluster_info().await.ring;
     let live = key_values("live", 0..LIVE);

@@ -592,6 +592,29 @@ pub async fn connect(config: ClientConfig) -> Client {
     .await
 }
 
+/// Sends one client request to the node at `addr` over `endpoint` (a
+/// [`Cluster::raw_client`]) and returns its client answer; panics on anything else.
+pub async fn ask(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    req: shoal_proto::wire::ClientRequest,
+) -> shoal_proto::wire::ClientResponse {
+    use shoal_proto::wire::{decode_response, encode_request, Request, Response};
+    let bytes = endpoint
+        .request(
+            addr,
+            None,
+            encode_request(&Request::Client(req)),
+            Duration::from_secs(15),
+        )
+        .await
+        .expect("the node answers");
+    match decode_response(&bytes).expect("a valid response") {
+        Response::Client(c) => c,
+        other => panic!("expected a client response, got {other:?}"),
+    }
+}
+
 /// Generates a CA in `dir` (not the cluster's) and a client certificate it issued, as an
 /// intruder would hold; returns their files.
 pub fn foreign_client_files(dir: &Path) -> TlsFiles {
