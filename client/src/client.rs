@@ -907,6 +907,7 @@ fn unexpected(op: &str, response: &ClientResponse) -> ClientError {
         ClientResponse::Status(_) => "status",
         ClientResponse::AaeStatus(_) => "aae_status",
         ClientResponse::Error(_) => "error",
+        ClientResponse::Backup(_) => "backup",
     };
     ClientError::Protocol(format!("expected a {op} answer, got a {kind} answer"))
 }

@@ -124,9 +124,9 @@ impl FakeNode {
                 })
             }
             ClientRequest::ClusterInfo => unreachable!("answered above"),
-            ClientRequest::AaeStatus => ClientResponse::Error(shoal_proto::RequestError::Internal(
-                "not served by this fake node".into(),
-            )),
+            ClientRequest::AaeStatus | ClientRequest::Backup { .. } => ClientResponse::Error(
+                shoal_proto::RequestError::Internal("not served by this fake node".into()),
+            ),
         })
     }
 }

@@ -96,6 +96,12 @@ pub struct StorageConfig {
     /// refuses writes with `DiskFull` (reads are still served) until space is freed.
     /// 0 disables the reserve.
     pub min_free_bytes: u64,
+    /// Where `shoal backup` writes this node's checkpoints (relative to the config
+    /// file's directory); a backup is only ever written here, under a plain name.
+    /// Default: `backups` beside the data directory. Put it on the data directory's
+    /// filesystem: checkpoints then hard-link the table files instead of copying them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl Default for StorageConfig {
@@ -105,6 +111,7 @@ impl Default for StorageConfig {
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 64 << 20,
             min_free_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,
+            backup_dir: None,
         }
     }
 }
@@ -244,6 +251,19 @@ impl NodeConfig {
         cfg.base_dir = base_dir.to_path_buf();
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The directory backups are written under: `storage.backup_dir`, or `backups`
+    /// beside the data directory.
+    pub fn backup_root(&self) -> PathBuf {
+        match &self.storage.backup_dir {
+            Some(dir) => self.resolve(dir),
+            None => {
+                let data = self.resolve(&self.data_dir);
+                data.parent()
+                    .map_or_else(|| PathBuf::from("backups"), |p| p.join("backups"))
+            }
+        }
     }
 
     /// Resolve a path from the file against its directory.

@@ -116,6 +116,20 @@ pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "shoal_process_resident_memory_b
 pub const PROCESS_OPEN_FDS: &str = "shoal_process_open_fds";
 /// Gauge: the node process's soft limit on open file descriptors (`RLIMIT_NOFILE`).
 pub const PROCESS_MAX_FDS: &str = "shoal_process_max_fds";
+/// Counter, by `result` (`ok`, `error`): certificate reloads (SIGHUP). An `error` left
+/// the node on its previous certificates.
+pub const TLS_RELOADS_TOTAL: &str = "shoal_tls_reloads_total";
+/// Gauge, by `cert` (`node`, `ca`), in seconds since the Unix epoch: the notAfter of the
+/// certificates in use, set at start and at every successful reload.
+pub const TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "shoal_tls_certificate_expiry_timestamp_seconds";
+
+/// Counter, by `result` (`ok`, `refused`: a bad name, an existing backup, one in
+/// progress; `failed`: the checkpoint or manifest could not be written): `shoal backup`
+/// requests served.
+pub const BACKUPS_TOTAL: &str = "shoal_backups_total";
+/// Histogram, in seconds: time to serve a backup request (checkpoint and manifest).
+pub const BACKUP_DURATION_SECONDS: &str = "shoal_backup_duration_seconds";
 
 /// The kind of a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,6 +198,10 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (PROCESS_RESIDENT_MEMORY_BYTES, MetricKind::Gauge, "Resident memory of the node process"),
     (PROCESS_OPEN_FDS, MetricKind::Gauge, "File descriptors the node process holds open"),
     (PROCESS_MAX_FDS, MetricKind::Gauge, "The node process's soft limit on open file descriptors (RLIMIT_NOFILE)"),
+    (TLS_RELOADS_TOTAL, MetricKind::Counter, "Certificate reloads on SIGHUP, by result; an error leaves the node on its previous certificates"),
+    (TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, MetricKind::Gauge, "notAfter of the node's certificate and of the cluster CA in use, in seconds since the Unix epoch"),
+    (BACKUPS_TOTAL, MetricKind::Counter, "Backup requests served, by result (ok, refused, failed)"),
+    (BACKUP_DURATION_SECONDS, MetricKind::Histogram, "(conditional: a backup was requested) Time to serve a backup request: checkpoint and manifest"),
     (DRIVER_INFLIGHT_REQUESTS, MetricKind::Gauge, "Requests the engine is coordinating (bounded by limits.max_inflight_requests)"),
     (DRIVER_PENDING_COMMANDS, MetricKind::Gauge, "Engine commands waiting for a storage or network result"),
     (DRIVER_QUEUE_DEPTH, MetricKind::Gauge, "Storage operations queued for the storage threads"),
@@ -251,6 +269,12 @@ pub fn describe_node_metrics() {
     metrics::counter!(engine::FORWARDS_TOTAL).absolute(0);
     metrics::counter!(engine::REPLICATION_LAG_UNFINISHED_TOTAL).absolute(0);
     metrics::counter!(storage::DISK_FULL_REFUSALS_TOTAL).absolute(0);
+    for result in ["ok", "error"] {
+        metrics::counter!(TLS_RELOADS_TOTAL, "result" => result).absolute(0);
+    }
+    for result in ["ok", "refused", "failed"] {
+        metrics::counter!(BACKUPS_TOTAL, "result" => result).absolute(0);
+    }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => BUILD_COMMIT)
         .set(1.0);
 }

@@ -153,6 +153,37 @@ pub enum RequestError {
     /// space is freed. Retry the write through another coordinator, or later.
     #[error("disk full: the node refuses writes until space is freed on its data directory")]
     DiskFull,
+    /// A `backup` request the node refused or could not complete; nothing was left
+    /// behind under the backup directory.
+    #[error("backup: {0}")]
+    Backup(BackupError),
+}
+
+/// Why a node made no backup ([`RequestError::Backup`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum BackupError {
+    /// The name is empty, absolute, or has components other than plain names (`..`):
+    /// backups are written only under the node's `storage.backup_dir`.
+    #[error("{name:?} is not a plain name under the node's backup directory {root}")]
+    OutsideRoot {
+        /// The name asked for.
+        name: String,
+        /// The node's backup directory.
+        root: String,
+    },
+    /// A backup of that name exists already; backups are never overwritten.
+    #[error("{path} already exists")]
+    Exists {
+        /// The existing path.
+        path: String,
+    },
+    /// Another backup is being written on this node (one at a time).
+    #[error("another backup is in progress on this node")]
+    InProgress,
+    /// The checkpoint or its manifest could not be written (the message says why; a
+    /// partial directory is removed).
+    #[error("failed: {0}")]
+    Failed(String),
 }
 
 impl RequestError {
@@ -181,6 +212,7 @@ impl RequestError {
             RequestError::ShuttingDown => "shutting_down",
             RequestError::Internal(_) => "internal_error",
             RequestError::DiskFull => "disk_full",
+            RequestError::Backup(_) => "backup_refused",
         }
     }
 }

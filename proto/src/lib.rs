@@ -36,7 +36,7 @@ pub use engine::{
     AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
     AAE_SEGMENTS, AAE_SHAPE, MAX_UNSIZED_READS,
 };
-pub use error::{CodecError, RequestError};
+pub use error::{BackupError, CodecError, RequestError};
 pub use membership::{GossipDigest, GossipEntry, MemberView, Membership, StateChange};
 pub use merkle::{
     diff_segment, MerkleError, MerkleShape, MerkleTree, SegmentDiff, DEFAULT_FANOUT,

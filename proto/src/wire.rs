@@ -139,6 +139,13 @@ pub enum ClientRequest {
     Status,
     /// Anti-entropy state of the partitions this node replicates.
     AaeStatus,
+    /// Write a consistent checkpoint of this node's store under its `storage.backup_dir`,
+    /// as `name` (a plain directory name that must not exist yet). Served by the node
+    /// itself (not the engine), by the node the request is sent to.
+    Backup {
+        /// The backup's directory name under the node's backup directory.
+        name: String,
+    },
 }
 
 impl ClientRequest {
@@ -151,6 +158,7 @@ impl ClientRequest {
             ClientRequest::ClusterInfo => "cluster_info",
             ClientRequest::Status => "status",
             ClientRequest::AaeStatus => "aae_status",
+            ClientRequest::Backup { .. } => "backup",
         }
     }
 
@@ -362,6 +370,21 @@ pub enum ClientResponse {
     AaeStatus(AaeReport),
     /// The request failed.
     Error(RequestError),
+    /// A backup was written.
+    Backup(BackupReply),
+}
+
+/// The answer to [`ClientRequest::Backup`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupReply {
+    /// Where the backup is, on the node's filesystem.
+    pub path: String,
+    /// The node backed up.
+    pub node: NodeId,
+    /// When the checkpoint was taken, microseconds since the Unix epoch (node clock).
+    pub taken_at_micros: u64,
+    /// Bytes of the backup's files.
+    pub bytes: u64,
 }
 
 /// Messages one node sends another.

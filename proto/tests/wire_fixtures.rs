@@ -62,7 +62,7 @@ fn write(version: u16, kind: &str, name: &str, bytes: &[u8]) {
 #[ignore = "writes the fixtures of the version under development"]
 fn write_fixtures() {
     let v = WIRE_VERSION;
-    for (name, req) in messages::requests() {
+    for (name, req) in messages::requests(v) {
         write(v, "request", &name, &wire::encode_request(&req));
     }
     for (name, resp) in messages::responses(v) {
@@ -103,7 +103,7 @@ fn check_frames<T: PartialEq + std::fmt::Debug>(
 fn every_request_fixture_decodes_to_its_message() {
     check_frames(
         "request",
-        |_| messages::requests(),
+        messages::requests,
         wire::decode_request,
         wire::encode_request_as,
     );
@@ -147,6 +147,7 @@ fn client_request_variant(r: &ClientRequest) -> &'static str {
         ClientRequest::ClusterInfo => "ClusterInfo",
         ClientRequest::Status => "Status",
         ClientRequest::AaeStatus => "AaeStatus",
+        ClientRequest::Backup { .. } => "Backup",
     }
 }
 
@@ -184,6 +185,7 @@ fn client_response_variant(r: &ClientResponse) -> &'static str {
         ClientResponse::Status(_) => "Status",
         ClientResponse::AaeStatus(_) => "AaeStatus",
         ClientResponse::Error(_) => "Error",
+        ClientResponse::Backup(_) => "Backup",
     }
 }
 
@@ -221,6 +223,7 @@ fn error_variant(e: &RequestError) -> &'static str {
         RequestError::WrongPartition { .. } => "WrongPartition",
         RequestError::ResponseTooLarge { .. } => "ResponseTooLarge",
         RequestError::DiskFull => "DiskFull",
+        RequestError::Backup(_) => "Backup",
     }
 }
 
@@ -248,6 +251,7 @@ const REQUEST_VARIANTS: &[&str] = &[
     "Client::ClusterInfo",
     "Client::Status",
     "Client::AaeStatus",
+    "Client::Backup",
     "Peer::Forward",
     "Peer::Replicate",
     "Peer::Read",
@@ -269,6 +273,7 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Client::Status",
     "Client::AaeStatus",
     "Client::Error",
+    "Client::Backup",
     "Peer::Client::Get",
     "Peer::Ack",
     "Peer::Object",
@@ -302,11 +307,12 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Error::WrongPartition",
     "Error::ResponseTooLarge",
     "Error::DiskFull",
+    "Error::Backup",
 ];
 
 #[test]
 fn the_fixtures_cover_every_message_variant() {
-    let requests: BTreeSet<String> = messages::requests()
+    let requests: BTreeSet<String> = messages::requests(WIRE_VERSION)
         .iter()
         .map(|(_, r)| request_variant(r))
         .collect();
@@ -329,7 +335,7 @@ fn the_fixtures_cover_every_message_variant() {
 #[test]
 fn frames_of_an_unknown_version_are_refused_and_answered_in_a_version_the_sender_reads() {
     let next = WIRE_VERSION + 1;
-    for (name, _) in messages::requests() {
+    for (name, _) in messages::requests(WIRE_VERSION) {
         let mut bytes = read(WIRE_VERSION, "request", &name);
         bytes[..2].copy_from_slice(&next.to_be_bytes());
         assert_eq!(

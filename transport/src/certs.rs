@@ -111,7 +111,17 @@ pub fn generate_ca_pem() -> Result<CaPem, CertificateError> {
 /// Issues a node certificate for `id` in memory (SAN `shoal://node/<id>` and DNS
 /// [`NODE_SERVER_NAME`]; server and client authentication).
 pub fn issue_node_cert_pem(ca: &CaPem, id: &NodeId) -> Result<LeafPem, CertificateError> {
-    issue_leaf(ca, &PeerRole::Node(id.clone()))
+    issue_node_cert_pem_valid_for(ca, id, LEAF_VALIDITY)
+}
+
+/// [`issue_node_cert_pem`] valid for `validity` from now instead of [`LEAF_VALIDITY`]
+/// (short-lived certificates rotated often, tests of expiry monitoring).
+pub fn issue_node_cert_pem_valid_for(
+    ca: &CaPem,
+    id: &NodeId,
+    validity: Duration,
+) -> Result<LeafPem, CertificateError> {
+    issue_leaf(ca, &PeerRole::Node(id.clone()), validity)
 }
 
 /// Issues a client certificate for `name` in memory (SAN `shoal://client/<name>`; client
@@ -122,7 +132,7 @@ pub fn issue_client_cert_pem(ca: &CaPem, name: &str) -> Result<LeafPem, Certific
         name: name.to_owned(),
         reason,
     })?;
-    issue_leaf(ca, &PeerRole::Client(name.to_owned()))
+    issue_leaf(ca, &PeerRole::Client(name.to_owned()), LEAF_VALIDITY)
 }
 
 /// Generates a cluster CA and writes `ca.pem` and `ca.key` (mode 0600) into `dir`,
@@ -136,8 +146,18 @@ pub fn generate_ca(dir: &Path) -> Result<(), TransportError> {
 /// Issues a node certificate signed by the CA in `ca_dir` and writes `node.pem` and
 /// `node.key` (mode 0600) into `out`. Existing files are never overwritten.
 pub fn issue_node_cert(ca_dir: &Path, id: &NodeId, out: &Path) -> Result<(), TransportError> {
+    issue_node_cert_valid_for(ca_dir, id, out, LEAF_VALIDITY)
+}
+
+/// [`issue_node_cert`] valid for `validity` from now instead of [`LEAF_VALIDITY`].
+pub fn issue_node_cert_valid_for(
+    ca_dir: &Path,
+    id: &NodeId,
+    out: &Path,
+    validity: Duration,
+) -> Result<(), TransportError> {
     let ca = read_ca(ca_dir)?;
-    let leaf = issue_node_cert_pem(&ca, id)?;
+    let leaf = issue_node_cert_pem_valid_for(&ca, id, validity)?;
     write_pair(
         out,
         NODE_CERT_FILE,
@@ -182,7 +202,11 @@ fn set_validity(params: &mut CertificateParams, validity: Duration) {
 }
 
 /// Signs a leaf certificate for `role` with the CA.
-fn issue_leaf(ca: &CaPem, role: &PeerRole) -> Result<LeafPem, CertificateError> {
+fn issue_leaf(
+    ca: &CaPem,
+    role: &PeerRole,
+    validity: Duration,
+) -> Result<LeafPem, CertificateError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|e| CertificateError::InvalidPem {
         what: "CA private key".to_owned(),
         reason: e.to_string(),
@@ -228,7 +252,7 @@ fn issue_leaf(ca: &CaPem, role: &PeerRole) -> Result<LeafPem, CertificateError> 
             .push(ExtendedKeyUsagePurpose::ServerAuth);
     }
     params.use_authority_key_identifier_extension = true;
-    set_validity(&mut params, LEAF_VALIDITY);
+    set_validity(&mut params, validity);
 
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;

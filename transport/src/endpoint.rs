@@ -6,7 +6,7 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
+        Arc, RwLock,
     },
     time::Duration,
 };
@@ -61,6 +61,14 @@ struct Inner {
     connection_permits: Arc<Semaphore>,
     /// Connection and byte limits of the serving side.
     admission: Arc<Admission>,
+    /// The TLS client configuration for new outgoing connections; replaced by
+    /// [`Endpoint::reload`] (open connections keep the one they were made with).
+    client_config: RwLock<quinn::ClientConfig>,
+    /// Whether this endpoint accepts connections (its server configuration is replaced
+    /// on reload too).
+    is_server: bool,
+    /// The role of the identity the endpoint was made with: a reload must keep it.
+    role: PeerRole,
 }
 
 impl Drop for Inner {
@@ -114,7 +122,13 @@ impl Endpoint {
                 context: "binding the server UDP socket",
                 source,
             })?;
-        Self::finish(endpoint, client_config, config)
+        Self::finish(
+            endpoint,
+            client_config,
+            config,
+            true,
+            identity.role().clone(),
+        )
     }
 
     /// A client-only endpoint (it serves nothing), bound to an ephemeral port on all
@@ -147,19 +161,26 @@ impl Endpoint {
             context: "binding the client UDP socket",
             source,
         })?;
-        Self::finish(endpoint, client_config, config)
+        Self::finish(
+            endpoint,
+            client_config,
+            config,
+            false,
+            identity.role().clone(),
+        )
     }
 
     fn finish(
-        mut endpoint: quinn::Endpoint,
+        endpoint: quinn::Endpoint,
         client_config: quinn::ClientConfig,
         config: TransportConfig,
+        is_server: bool,
+        role: PeerRole,
     ) -> Result<Endpoint, TransportError> {
         let local_addr = endpoint.local_addr().map_err(|source| TransportError::Io {
             context: "reading the bound address",
             source,
         })?;
-        endpoint.set_default_client_config(client_config);
         Ok(Endpoint {
             inner: Arc::new(Inner {
                 endpoint,
@@ -169,8 +190,52 @@ impl Endpoint {
                 admission: Arc::new(Admission::new(&config)),
                 serving: AtomicBool::new(false),
                 config,
+                client_config: RwLock::new(client_config),
+                is_server,
+                role,
             }),
         })
+    }
+
+    /// Replaces the endpoint's certificates (after a certificate rotation): connections
+    /// accepted and dialled from now on use `identity`; open connections are left as
+    /// they are, so no request in flight is dropped. `identity` must carry the same role
+    /// as the one the endpoint was made with ([`TransportError::IdentityChanged`]), so a
+    /// node can never start presenting another node's name. On an error nothing changes.
+    pub fn reload(&self, identity: &TlsIdentity) -> Result<(), TransportError> {
+        if identity.role() != &self.inner.role {
+            return Err(TransportError::IdentityChanged {
+                current: self.inner.role.clone(),
+                new: identity.role().clone(),
+            });
+        }
+        let config = &self.inner.config;
+        let server_config = if self.inner.is_server {
+            let mut server_config = tls::server_config(identity, config)?;
+            server_config.max_incoming(config.max_incoming_connections);
+            Some(server_config)
+        } else {
+            None
+        };
+        let client_config = tls::client_config(identity, config)?;
+        if let Some(server_config) = server_config {
+            self.inner.endpoint.set_server_config(Some(server_config));
+        }
+        *self
+            .inner
+            .client_config
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = client_config;
+        Ok(())
+    }
+
+    /// The client configuration new outgoing connections use.
+    fn client_config(&self) -> quinn::ClientConfig {
+        self.inner
+            .client_config
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The bound socket address (with the real port when bound to port 0).
@@ -386,7 +451,7 @@ impl Endpoint {
         let connecting = self
             .inner
             .endpoint
-            .connect(addr, NODE_SERVER_NAME)
+            .connect_with(self.client_config(), addr, NODE_SERVER_NAME)
             .map_err(|e| match e {
                 quinn::ConnectError::EndpointStopping => TransportError::EndpointClosed,
                 other => TransportError::Connect {

@@ -314,6 +314,15 @@ pub enum TransportError {
     /// The local endpoint is closed (or closing); no new request can start.
     #[error("endpoint is closed")]
     EndpointClosed,
+    /// [`Endpoint::reload`](crate::Endpoint::reload) was given certificates of another
+    /// role or name than the endpoint's; the old ones stay in use.
+    #[error("new certificate is for {new}, but this endpoint is {current}")]
+    IdentityChanged {
+        /// The role the endpoint was made with.
+        current: PeerRole,
+        /// The role of the new certificate.
+        new: PeerRole,
+    },
 }
 
 impl TransportError {
@@ -332,6 +341,7 @@ impl TransportError {
                 | TransportError::Certificate(_)
                 | TransportError::TlsConfig(_)
                 | TransportError::LocalRole { .. }
+                | TransportError::IdentityChanged { .. }
                 | TransportError::Refused { .. }
                 | TransportError::IdleClosed { .. }
                 | TransportError::StreamAborted {
@@ -361,6 +371,7 @@ impl TransportError {
             TransportError::Certificate(_) => "certificate",
             TransportError::TlsConfig(_) => "tls_config",
             TransportError::LocalRole { .. } => "local_role",
+            TransportError::IdentityChanged { .. } => "identity_changed",
             TransportError::Connect { .. } => "connect",
             TransportError::Handshake { .. } => "handshake",
             TransportError::PeerRole { .. } => "peer_role",

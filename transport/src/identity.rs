@@ -23,6 +23,17 @@ pub struct TlsIdentity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     role: PeerRole,
+    expiry: CertificateExpiry,
+}
+
+/// When an identity's certificates stop being valid (their notAfter), in seconds since
+/// the Unix epoch: exported by nodes so that an alert fires before a certificate expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CertificateExpiry {
+    /// notAfter of the leaf (the endpoint's own certificate).
+    pub leaf: i64,
+    /// notAfter of the cluster CA certificate.
+    pub ca: i64,
 }
 
 impl TlsIdentity {
@@ -91,11 +102,16 @@ impl TlsIdentity {
         })?;
         let role = PeerRole::from_certificate(&chain[0])?;
         verify_chain(&ca, ca_what, &chain, chain_what)?;
+        let expiry = CertificateExpiry {
+            leaf: not_after(&chain[0], chain_what)?,
+            ca: not_after(&ca, ca_what)?,
+        };
         Ok(TlsIdentity {
             ca,
             chain,
             key,
             role,
+            expiry,
         })
     }
 
@@ -107,17 +123,27 @@ impl TlsIdentity {
         let chain = parse_certs_pem(cert_chain_pem, "chain").unwrap();
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
         let role = PeerRole::from_certificate(&chain[0]).unwrap();
+        let expiry = CertificateExpiry {
+            leaf: not_after(&chain[0], "chain").unwrap(),
+            ca: not_after(&ca, "CA").unwrap(),
+        };
         TlsIdentity {
             ca,
             chain,
             key,
             role,
+            expiry,
         }
     }
 
     /// The role this identity's certificate carries.
     pub fn role(&self) -> &PeerRole {
         &self.role
+    }
+
+    /// When the leaf and the CA certificate expire.
+    pub fn expiry(&self) -> CertificateExpiry {
+        self.expiry
     }
 
     /// The cluster CA certificate (DER).
@@ -143,6 +169,7 @@ impl Clone for TlsIdentity {
             chain: self.chain.clone(),
             key: self.key.clone_key(),
             role: self.role.clone(),
+            expiry: self.expiry,
         }
     }
 }
@@ -155,6 +182,26 @@ impl fmt::Debug for TlsIdentity {
             .field("key", &"<redacted>")
             .finish()
     }
+}
+
+/// The notAfter (seconds since the Unix epoch) of the first certificate of a PEM file,
+/// for tools that report what they issued.
+pub fn certificate_file_not_after(path: &Path) -> Result<i64, CertificateError> {
+    let what = path.display().to_string();
+    let pem = read_text(path, "certificate")?;
+    let certs = parse_certs_pem(&pem, &what)?;
+    not_after(&certs[0], &what)
+}
+
+/// A certificate's notAfter, in seconds since the Unix epoch.
+fn not_after(cert: &CertificateDer<'_>, what: &str) -> Result<i64, CertificateError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| {
+        CertificateError::InvalidCertificate {
+            what: what.to_owned(),
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(parsed.validity().not_after.timestamp())
 }
 
 /// Checks that the leaf chains to the CA and is valid now, as a peer would.
@@ -201,6 +248,24 @@ mod tests {
         let id = TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem).unwrap();
         assert_eq!(id.role(), &PeerRole::Node(NodeId::new("n1").unwrap()));
         assert!(!format!("{id:?}").contains("PRIVATE"));
+        // Issued now: the leaf for LEAF_VALIDITY, the CA for CA_VALIDITY (a few seconds
+        // of slack for the time between issuing and this check).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let expiry = id.expiry();
+        let leaf = certs::LEAF_VALIDITY.as_secs() as i64;
+        let ca_validity = certs::CA_VALIDITY.as_secs() as i64;
+        assert!((expiry.leaf - (now + leaf)).abs() < 60, "{expiry:?}");
+        assert!((expiry.ca - (now + ca_validity)).abs() < 60, "{expiry:?}");
+        let month = std::time::Duration::from_secs(30 * 24 * 3600);
+        let short =
+            certs::issue_node_cert_pem_valid_for(&ca, &NodeId::new("n1").unwrap(), month).unwrap();
+        let id =
+            TlsIdentity::from_pem(&ca.cert_pem, &short.cert_chain_pem, &short.key_pem).unwrap();
+        let leaf = id.expiry().leaf;
+        assert!((leaf - (now + month.as_secs() as i64)).abs() < 60, "{leaf}");
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub use config::{TransportConfig, DEFAULT_MAX_FRAME_BYTES};
 pub use endpoint::Endpoint;
 pub use error::{CertificateError, StreamErrorCode, TransportError};
 pub use frame::FrameDecoder;
-pub use identity::TlsIdentity;
+pub use identity::{certificate_file_not_after, CertificateExpiry, TlsIdentity};
 pub use pem::NODE_SERVER_NAME;
 pub use role::{PeerRole, RoleError, CLIENT_URI_PREFIX, NODE_URI_PREFIX};
 pub use server::Handler;

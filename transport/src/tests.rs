@@ -411,3 +411,88 @@ async fn other_alpn_protocols_are_refused() {
     client.close().await;
     server.close().await;
 }
+
+/// A client endpoint on 127.0.0.1 with a certificate `name` of `ca`.
+fn client_of(ca: &CaPem, name: &str) -> Endpoint {
+    Endpoint::client_on(
+        localhost(),
+        &client_identity(ca, name),
+        TransportConfig::default(),
+    )
+    .unwrap()
+}
+
+/// A reload (a rotation to a new CA here, so old and new certificates cannot be mixed
+/// up) applies to new connections, both accepted and dialled, and leaves open ones
+/// serving.
+#[tokio::test]
+async fn reload_swaps_certificates_for_new_connections_and_keeps_open_ones() {
+    let old_ca = certs::generate_ca_pem().unwrap();
+    let new_ca = certs::generate_ca_pem().unwrap();
+    let (server, addr) = start_server(&old_ca, TransportConfig::default()).await;
+    let old_client = client_of(&old_ca, "old");
+    old_client
+        .request(addr, None, b"1".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    let open = old_client.raw_connection(addr).await.unwrap();
+
+    let new_identity = node_identity(&new_ca, "n1");
+    server.reload(&new_identity).unwrap();
+
+    // The connection made before the reload still serves requests.
+    let response = old_client
+        .request(addr, None, b"2".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(response, b"client old|2");
+    assert_eq!(
+        old_client.raw_connection(addr).await.unwrap().stable_id(),
+        open.stable_id()
+    );
+    // A new connection under the old CA is refused; one under the new CA is served.
+    let stale = client_of(&old_ca, "stale");
+    assert!(stale
+        .request(addr, None, b"3".to_vec(), TIMEOUT)
+        .await
+        .is_err());
+    let fresh = client_of(&new_ca, "fresh");
+    let response = fresh
+        .request(addr, None, b"4".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(response, b"client fresh|4");
+    // The dialling side: the old client, reloaded with a certificate of the new CA,
+    // dials new connections with it (its open one is closed to force a new dial).
+    old_client.reload(&client_identity(&new_ca, "old")).unwrap();
+    open.close(quinn::VarInt::from_u32(0), b"test");
+    let response = old_client
+        .request(addr, None, b"5".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(response, b"client old|5");
+    for endpoint in [old_client, stale, fresh, server] {
+        endpoint.close().await;
+    }
+}
+
+/// A certificate of another name or role is refused and the old one stays in use.
+#[tokio::test]
+async fn reload_with_another_identity_is_refused_and_changes_nothing() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let (server, addr) = start_server(&ca, TransportConfig::default()).await;
+    for other in [node_identity(&ca, "n2"), client_identity(&ca, "n1")] {
+        assert!(matches!(
+            server.reload(&other),
+            Err(TransportError::IdentityChanged { .. })
+        ));
+    }
+    let client = client_of(&ca, "c");
+    let response = client
+        .request(addr, Some(&node_id("n1")), b"x".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(response, b"client c|x");
+    client.close().await;
+    server.close().await;
+}

@@ -29,6 +29,10 @@ pub struct DevArgs {
     /// Metrics port of the first node (init only).
     #[arg(long, global = true, default_value_t = 9101)]
     pub metrics_base_port: u16,
+    /// Print each report as one JSON object per line (`{"event": "init" | "up" |
+    /// "stopped" | "down" | "clean", ...}`) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 /// `shoal dev` subcommands.
@@ -64,16 +68,17 @@ pub struct UsageError(String);
 
 /// Run `shoal dev`; returns the exit code.
 pub fn run(args: DevArgs) -> i32 {
+    let json = args.json;
     let result = match args.action {
         Some(DevAction::Init) => init(&args).map(|_| ()),
-        Some(DevAction::Up) => check_nodes(&args).and_then(|()| up(&args.dir)),
-        Some(DevAction::Down) => down(&args.dir),
-        Some(DevAction::Clean) => clean(&args.dir),
+        Some(DevAction::Up) => check_nodes(&args).and_then(|()| up(&args.dir, json)),
+        Some(DevAction::Down) => down(&args.dir, json),
+        Some(DevAction::Clean) => clean(&args.dir, json),
         None => {
             if args.dir.join("client.toml").is_file() {
-                check_nodes(&args).and_then(|()| up(&args.dir))
+                check_nodes(&args).and_then(|()| up(&args.dir, json))
             } else {
-                init(&args).and_then(|_| up(&args.dir))
+                init(&args).and_then(|_| up(&args.dir, json))
             }
         }
     };
@@ -119,10 +124,50 @@ fn running_up(dir: &Path) -> Option<i32> {
     (exe == me).then_some(pid)
 }
 
+/// Prints one report: `text` for people, or `json` (one line) with `--json`.
+fn report(json: bool, text: impl FnOnce() -> String, value: impl FnOnce() -> serde_json::Value) {
+    if json {
+        println!("{}", value());
+    } else {
+        println!("{}", text());
+    }
+}
+
+/// Reports whether `down` or `clean` (`event`) did something to `dir`: `yes` or `no` as
+/// text, or `{"event": event, "dir": dir, field: done}`.
+fn report_done(
+    json: bool,
+    (event, field): (&str, &str),
+    dir: &Path,
+    done: bool,
+    yes: impl FnOnce() -> String,
+    no: impl FnOnce() -> String,
+) {
+    report(
+        json,
+        || if done { yes() } else { no() },
+        || {
+            let mut value = serde_json::json!({"event": event, "dir": dir});
+            value[field] = serde_json::Value::Bool(done);
+            value
+        },
+    )
+}
+
 /// `shoal dev down`: SIGTERM to the `shoal dev up` of `dir`, then wait until it is gone.
-fn down(dir: &Path) -> anyhow::Result<()> {
+fn down(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let down_report = |stopped: bool| {
+        report_done(
+            json,
+            ("down", "stopped"),
+            dir,
+            stopped,
+            || format!("stopped the dev cluster in {}", dir.display()),
+            || format!("no dev cluster runs in {}", dir.display()),
+        )
+    };
     let Some(pid) = running_up(dir) else {
-        println!("no dev cluster runs in {}", dir.display());
+        down_report(false);
         return Ok(());
     };
     // SAFETY: a signal to the process the pid file names, checked above to be a `shoal`.
@@ -139,15 +184,25 @@ fn down(dir: &Path) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("stopped the dev cluster in {}", dir.display());
+    down_report(true);
     Ok(())
 }
 
 /// `shoal dev clean`: removes a dev cluster directory, but only one that looks like a dev
 /// cluster (has client.toml) and whose cluster is not running.
-fn clean(dir: &Path) -> anyhow::Result<()> {
+fn clean(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let clean_report = |removed: bool| {
+        report_done(
+            json,
+            ("clean", "removed"),
+            dir,
+            removed,
+            || format!("removed {}", dir.display()),
+            || format!("{} does not exist; nothing to clean", dir.display()),
+        )
+    };
     if !dir.exists() {
-        println!("{} does not exist; nothing to clean", dir.display());
+        clean_report(false);
         return Ok(());
     }
     if !dir.join("client.toml").is_file() {
@@ -165,7 +220,7 @@ fn clean(dir: &Path) -> anyhow::Result<()> {
         );
     }
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-    println!("removed {}", dir.display());
+    clean_report(true);
     Ok(())
 }
 
@@ -235,10 +290,26 @@ pub fn init(args: &DevArgs) -> anyhow::Result<Vec<NodeId>> {
         seed_list.join(", ")
     );
     std::fs::write(dir.join("client.toml"), client)?;
-    println!(
-        "initialised a {}-node dev cluster in {} (N={n} R={r} W={w})",
-        nodes,
-        dir.display()
+    report(
+        args.json,
+        || {
+            format!(
+                "initialised a {}-node dev cluster in {} (N={n} R={r} W={w})",
+                nodes,
+                dir.display()
+            )
+        },
+        || {
+            serde_json::json!({
+                "event": "init",
+                "dir": dir,
+                "nodes": ids.iter().map(NodeId::as_str).collect::<Vec<_>>(),
+                "n": n,
+                "r": r,
+                "w": w,
+                "client_config": dir.join("client.toml"),
+            })
+        },
     );
     Ok(ids)
 }
@@ -290,7 +361,7 @@ fn spawn_node(config: &Path) -> anyhow::Result<Child> {
 }
 
 /// Start every node of `dir`, print where they are, and stop them on Ctrl-C or SIGTERM.
-pub fn up(dir: &Path) -> anyhow::Result<()> {
+pub fn up(dir: &Path, json: bool) -> anyhow::Result<()> {
     let configs = node_configs(dir)?;
     if let Some(pid) = running_up(dir) {
         bail!(
@@ -301,30 +372,38 @@ pub fn up(dir: &Path) -> anyhow::Result<()> {
     let pid_file = dir.join(PID_FILE);
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_file.display()))?;
-    let result = run_nodes(dir, &configs);
+    let result = run_nodes(dir, &configs, json);
     let _ = std::fs::remove_file(&pid_file);
     result
 }
 
-fn run_nodes(dir: &Path, configs: &[PathBuf]) -> anyhow::Result<()> {
+fn run_nodes(dir: &Path, configs: &[PathBuf], json: bool) -> anyhow::Result<()> {
     let mut children = Vec::new();
     let mut lines = Vec::new();
+    let mut nodes = Vec::new();
     for c in configs {
         let cfg = crate::config::NodeConfig::load(c)?;
         let child = spawn_node(c)?;
+        let metrics = cfg
+            .metrics_listen
+            .map(|a| format!("http://{a}/metrics"))
+            .unwrap_or_else(|| "-".into());
+        let log = c.parent().unwrap_or(Path::new(".")).join("node.log");
         lines.push(format!(
             "node {:<4} pid {:<7} quic {:<21} metrics {:<28} log {}",
             cfg.id,
             child.id(),
             cfg.listen.to_string(),
-            cfg.metrics_listen
-                .map(|a| format!("http://{a}/metrics"))
-                .unwrap_or_else(|| "-".into()),
-            c.parent()
-                .unwrap_or(Path::new("."))
-                .join("node.log")
-                .display()
+            metrics,
+            log.display()
         ));
+        nodes.push(serde_json::json!({
+            "id": cfg.id.as_str(),
+            "pid": child.id(),
+            "quic": cfg.listen,
+            "metrics": cfg.metrics_listen.map(|a| format!("http://{a}/metrics")),
+            "log": log,
+        }));
         children.push((cfg.id, child));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -336,13 +415,18 @@ fn run_nodes(dir: &Path, configs: &[PathBuf]) -> anyhow::Result<()> {
         stop_all(&mut children);
         return Err(e);
     }
-    for line in lines {
-        println!("{line}");
-    }
-    println!(
-        "client config: {}\ntry: shoal --config {} put hello world\nCtrl-C stops the cluster.",
-        dir.join("client.toml").display(),
-        dir.join("client.toml").display()
+    let client_config = dir.join("client.toml");
+    report(
+        json,
+        || {
+            format!(
+                "{}\nclient config: {}\ntry: shoal --config {} put hello world\nCtrl-C stops the cluster.",
+                lines.join("\n"),
+                client_config.display(),
+                client_config.display()
+            )
+        },
+        || serde_json::json!({"event": "up", "nodes": nodes, "client_config": client_config}),
     );
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -369,6 +453,11 @@ fn run_nodes(dir: &Path, configs: &[PathBuf]) -> anyhow::Result<()> {
         Ok::<(), anyhow::Error>(())
     })?;
     stop_all(&mut children);
+    report(
+        json,
+        || "stopped".to_owned(),
+        || serde_json::json!({"event": "stopped"}),
+    );
     Ok(())
 }
 
@@ -435,5 +524,4 @@ fn stop_all(children: &mut [(NodeId, Child)]) {
             }
         }
     }
-    println!("stopped");
 }

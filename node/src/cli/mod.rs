@@ -10,6 +10,7 @@ use shoal_ring::NodeId;
 use crate::config::{LogFormat, NodeConfig, DEFAULT_CONFIG_TOML};
 
 mod aae;
+mod backup;
 mod client;
 mod dev;
 mod locate;
@@ -33,7 +34,8 @@ pub struct Cli {
 /// `shoal` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a node (`--config FILE`) until SIGINT or SIGTERM.
+    /// Run a node (`--config FILE`) until SIGINT or SIGTERM; SIGHUP reloads its TLS
+    /// certificate, key and CA files.
     Node {
         /// Print a documented default configuration and exit.
         #[arg(long)]
@@ -44,6 +46,10 @@ pub enum Command {
         /// Which certificate.
         #[command(subcommand)]
         what: CertCommand,
+        /// Print one JSON object: `{"cert": PATH, "key": PATH, "not_after": SECONDS}`
+        /// (notAfter in seconds since the Unix epoch).
+        #[arg(long, global = true)]
+        json: bool,
     },
     /// A local development cluster: `init` writes it, `up` runs it; with neither, both.
     Dev(dev::DevArgs),
@@ -52,6 +58,36 @@ pub enum Command {
         /// What to show.
         #[command(subcommand)]
         what: aae::AaeCommand,
+    },
+    /// Ask a running node for a consistent checkpoint of its store, written under its
+    /// `storage.backup_dir` (through the client config).
+    Backup {
+        /// The node to back up.
+        #[arg(long)]
+        node: String,
+        /// The backup's name: a directory under the node's backup directory that must
+        /// not exist yet.
+        #[arg(long)]
+        out: String,
+        /// Print one JSON object: `{"path", "node", "taken_at_micros", "bytes"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fill a stopped node's data directory from a backup (refused for a backup older
+    /// than replication.tombstone_grace - 2 x max_clock_skew).
+    Restore {
+        /// The backup directory (holding manifest.json and db/).
+        #[arg(long)]
+        from: PathBuf,
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Replace a data directory that is not empty.
+        #[arg(long)]
+        force: bool,
+        /// Print one JSON object: `{"data_dir", "from", "node", "taken_at_micros"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a shell completion script, e.g. `shoal completions bash > /etc/bash_completion.d/shoal`.
     Completions {
@@ -83,6 +119,10 @@ pub enum CertCommand {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Days the certificate is valid for (default: two years). Rotate it before
+        /// then: replace the files and send the node SIGHUP.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        valid_days: Option<u32>,
     },
     /// Issue a client certificate (`client.pem`, `client.key`, SAN shoal://client/NAME).
     Client {
@@ -125,7 +165,7 @@ pub fn main() -> ExitCode {
                 run_node(cli.config.as_deref())
             }
         }
-        Command::Cert { what } => match run_cert(what) {
+        Command::Cert { what, json } => match run_cert(what, json) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -138,6 +178,28 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
             0
         }
+        Command::Backup { node, out, json } => match runtime() {
+            Ok(rt) => rt.block_on(backup::backup(cli.config, &node, &out, json)),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+        Command::Restore {
+            from,
+            data_dir,
+            force,
+            json,
+        } => match backup::restore(&from, &data_dir, force) {
+            Ok(marker) => {
+                println!("{}", backup::format_restored(&marker, &data_dir, json));
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
         Command::Aae { what } => match runtime() {
             Ok(rt) => match rt.block_on(aae::run(what, cli.config)) {
                 Ok(code) => code,
@@ -196,27 +258,51 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn run_cert(what: CertCommand) -> anyhow::Result<()> {
+fn run_cert(what: CertCommand, json: bool) -> anyhow::Result<()> {
     use shoal_transport::certs;
-    match what {
+    let (cert, key) = match what {
         CertCommand::Ca { out } => {
             std::fs::create_dir_all(&out)?;
             certs::generate_ca(&out)?;
-            println!("wrote {}", out.join("ca.pem").display());
+            (out.join(certs::CA_CERT_FILE), out.join(certs::CA_KEY_FILE))
         }
-        CertCommand::Node { ca, id, out } => {
+        CertCommand::Node {
+            ca,
+            id,
+            out,
+            valid_days,
+        } => {
             let id = NodeId::new(id)?;
             std::fs::create_dir_all(&out)?;
-            certs::issue_node_cert(&ca, &id, &out)?;
-            println!("wrote {}", out.join("node.pem").display());
+            let validity = valid_days.map_or(certs::LEAF_VALIDITY, |days| {
+                std::time::Duration::from_secs(u64::from(days) * 24 * 3600)
+            });
+            certs::issue_node_cert_valid_for(&ca, &id, &out, validity)?;
+            (
+                out.join(certs::NODE_CERT_FILE),
+                out.join(certs::NODE_KEY_FILE),
+            )
         }
         CertCommand::Client { ca, name, out } => {
             std::fs::create_dir_all(&out)?;
             certs::issue_client_cert(&ca, &name, &out)?;
-            println!("wrote {}", out.join("client.pem").display());
+            (
+                out.join(certs::CLIENT_CERT_FILE),
+                out.join(certs::CLIENT_KEY_FILE),
+            )
         }
-    }
+    };
+    println!("{}", format_cert_report(&cert, &key, json)?);
     Ok(())
+}
+
+/// What `shoal cert` prints about the files it wrote.
+fn format_cert_report(cert: &Path, key: &Path, json: bool) -> anyhow::Result<String> {
+    if !json {
+        return Ok(format!("wrote {}", cert.display()));
+    }
+    let not_after = shoal_transport::certificate_file_not_after(cert)?;
+    Ok(serde_json::json!({"cert": cert, "key": key, "not_after": not_after}).to_string())
 }
 
 fn run_node(config: Option<&Path>) -> i32 {
@@ -253,10 +339,62 @@ async fn serve_until_signal(cfg: NodeConfig) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     crate::metrics::install(&cfg)?;
+    let mut hup = signal(SignalKind::hangup())?;
     let node = crate::server::start(cfg).await?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            // A refused reload is logged and counted by `reload_tls`; the node goes on
+            // with its current certificates.
+            _ = hup.recv() => {
+                let _ = node.reload_tls();
+            }
+        }
     }
     node.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_json_names_the_files_and_the_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        run_cert(
+            CertCommand::Ca {
+                out: dir.path().to_owned(),
+            },
+            true,
+        )
+        .unwrap();
+        let out = dir.path().join("n1");
+        run_cert(
+            CertCommand::Node {
+                ca: dir.path().to_owned(),
+                id: "n1".into(),
+                out: out.clone(),
+                valid_days: Some(30),
+            },
+            true,
+        )
+        .unwrap();
+        let cert = out.join("node.pem");
+        let key = out.join("node.key");
+        let text = format_cert_report(&cert, &key, true).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let not_after = json["not_after"].as_i64().unwrap();
+        assert!((not_after - (now + 30 * 24 * 3600)).abs() < 60, "{json}");
+        assert_eq!(json["cert"], serde_json::json!(cert));
+        assert_eq!(json["key"], serde_json::json!(key));
+        assert_eq!(
+            format_cert_report(&cert, &key, false).unwrap(),
+            format!("wrote {}", cert.display())
+        );
+    }
 }

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use shoal_proto::wire::{
     answer_version, decode_request_versioned, encode_response_as, fit_response, peek_request_kind,
-    ClientResponse, PeerRequest, PeerResponse, Request, RequestKind, Response, StorageHealth,
-    MAX_REQUEST_TIMEOUT,
+    ClientRequest, ClientResponse, PeerRequest, PeerResponse, Request, RequestKind, Response,
+    StorageHealth, MAX_REQUEST_TIMEOUT,
 };
 use shoal_proto::{ReplicationConfig, RequestError, Sender};
 use shoal_ring::NodeId;
@@ -16,6 +16,7 @@ use shoal_transport::{Handler, PeerRole};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use super::backup::Backups;
 use super::Inbound;
 
 /// Answers QUIC requests by queueing them for the driver.
@@ -28,6 +29,8 @@ pub(super) struct NodeHandler {
     /// This node, and its storage whose disk state its own status reports carry.
     me: NodeId,
     storage: Arc<RocksStorage>,
+    /// Serves `backup` requests (the node's own work, not the engine's).
+    backups: Arc<Backups>,
 }
 
 impl NodeHandler {
@@ -39,6 +42,7 @@ impl NodeHandler {
         max_frame_bytes: usize,
         me: NodeId,
         storage: Arc<RocksStorage>,
+        backups: Arc<Backups>,
     ) -> Self {
         NodeHandler {
             input,
@@ -47,6 +51,7 @@ impl NodeHandler {
             max_frame_bytes,
             me,
             storage,
+            backups,
         }
     }
 
@@ -77,6 +82,34 @@ impl NodeHandler {
             .min(MAX_REQUEST_TIMEOUT)
             .max(self.default_timeout)
             .saturating_add(self.margin)
+    }
+}
+
+impl NodeHandler {
+    /// Queues a request for the driver and waits (bounded) for the engine's answer.
+    async fn queue(&self, op: &'static str, from: Sender, request: Request) -> Response {
+        let max_wait = self.max_wait(&request);
+        let (tx, rx) = oneshot::channel();
+        match self.input.try_send(Inbound {
+            from,
+            request,
+            reply: tx,
+        }) {
+            Err(mpsc::error::TrySendError::Full(_)) => Response::Error(RequestError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Response::Error(RequestError::ShuttingDown)
+            }
+            Ok(()) => match tokio::time::timeout(max_wait, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Response::Error(RequestError::ShuttingDown),
+                Err(_) => {
+                    warn!(op, "engine gave no answer in time");
+                    Response::Error(RequestError::Internal(format!(
+                        "no answer within {max_wait:?}"
+                    )))
+                }
+            },
+        }
     }
 }
 
@@ -126,27 +159,11 @@ impl Handler for NodeHandler {
             PeerRole::Node(id) => Sender::Node(id),
             PeerRole::Client(name) => Sender::Client(name),
         };
-        let max_wait = self.max_wait(&request);
-        let (tx, rx) = oneshot::channel();
-        let mut response = match self.input.try_send(Inbound {
-            from,
-            request,
-            reply: tx,
-        }) {
-            Err(mpsc::error::TrySendError::Full(_)) => Response::Error(RequestError::Overloaded),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Response::Error(RequestError::ShuttingDown)
+        let mut response = match request {
+            Request::Client(ClientRequest::Backup { name }) => {
+                Response::Client(self.backups.serve(name).await)
             }
-            Ok(()) => match tokio::time::timeout(max_wait, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Response::Error(RequestError::ShuttingDown),
-                Err(_) => {
-                    warn!(op, "engine gave no answer in time");
-                    Response::Error(RequestError::Internal(format!(
-                        "no answer within {max_wait:?}"
-                    )))
-                }
-            },
+            request => self.queue(op, from, request).await,
         };
         self.fill_storage_health(&mut response);
         if client {

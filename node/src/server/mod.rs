@@ -20,13 +20,15 @@
 //! [`handler`] turns QUIC requests into queued [`Inbound`]s; [`background`] holds the
 //! periodic tasks beside the engine (storage statistics, Merkle tree verification);
 //! [`process_stats`] publishes the process's CPU, memory and descriptors;
-//! [`health`] is the serving state behind the metrics listener's `GET /ready`.
+//! [`health`] is the serving state behind the metrics listener's `GET /ready`;
+//! [`tls_reload`] loads the TLS files at start and again on SIGHUP.
 
 use shoal_proto::wire::{PeerResponse, Request, Response};
 use shoal_proto::{RequestId, SendError, Sender, StorageResult};
 use tokio::sync::oneshot;
 
 mod background;
+pub(crate) mod backup;
 mod driver;
 mod handler;
 pub mod health;
@@ -34,6 +36,7 @@ pub(crate) mod http;
 mod peer_versions;
 mod process_stats;
 mod startup;
+mod tls_reload;
 
 pub use startup::{start, RunningNode};
 

@@ -4,19 +4,21 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use shoal_proto::wire::WireVersion;
 use shoal_proto::{Engine, RequestId, StorageOp};
 use shoal_ring::NodeId;
 use shoal_storage::{RocksOptions, RocksStorage, Storage as _};
-use shoal_transport::{Endpoint, PeerRole, TlsIdentity};
+use shoal_transport::Endpoint;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
 
 use super::background::{report_storage_stats, verify_trees, watch_disk};
+use super::backup::Backups;
 use super::driver::{storage_worker, Clock, Driver};
 use super::handler::NodeHandler;
+use super::tls_reload::{record_expiry, TlsFiles};
 use super::{Completion, Inbound};
 use crate::config::NodeConfig;
 use shoal_executor::Executor;
@@ -31,6 +33,7 @@ pub struct RunningNode {
     workers: Vec<std::thread::JoinHandle<()>>,
     endpoint: Endpoint,
     storage: Arc<RocksStorage>,
+    tls_files: TlsFiles,
 }
 
 impl std::fmt::Debug for RunningNode {
@@ -51,6 +54,13 @@ impl RunningNode {
     /// The address the node serves on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Reads the TLS files again and, if they are valid for this node, uses them for new
+    /// connections (open ones stay up); otherwise keeps the current ones. See
+    /// [`super::tls_reload`].
+    pub fn reload_tls(&self) -> anyhow::Result<()> {
+        self.tls_files.reload(&self.endpoint)
     }
 
     /// Stop serving, finish the driver, flush and close storage.
@@ -88,6 +98,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         min_free_bytes: cfg.storage.min_free_bytes,
         ..RocksOptions::default()
     };
+    let restored = super::backup::check_restored(&data_dir, &cfg.id)?;
     let storage = Arc::new(
         RocksStorage::open(&data_dir, options)
             .with_context(|| format!("opening storage in {}", data_dir.display()))?,
@@ -96,21 +107,23 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         Executor::open(storage.clone(), rand::random::<u64>).context("opening the executor")?,
     );
     info!(node = %cfg.id, actor = %executor.actor(), "storage open");
-
-    let identity = TlsIdentity::load(
-        &cfg.resolve(&cfg.tls.ca),
-        &cfg.resolve(&cfg.tls.cert),
-        &cfg.resolve(&cfg.tls.key),
-    )
-    .context("loading TLS files")?;
-    match identity.role() {
-        PeerRole::Node(id) if *id == cfg.id => {}
-        other => bail!(
-            "tls.cert is for {other:?}, but this node is {}: issue it with `shoal cert node --id {}`",
-            cfg.id,
-            cfg.id
-        ),
+    if let Some(marker) = restored {
+        // The executor minted a new actor above (synced before any dot), so no dot the
+        // backup's incarnation used can be minted again.
+        info!(
+            node = %cfg.id,
+            from = %marker.from.display(),
+            taken_at_micros = marker.manifest.taken_at_micros,
+            "started from a restored backup under a new actor"
+        );
+        let marker_path = data_dir.join(super::backup::RESTORED_MARKER);
+        std::fs::remove_file(&marker_path)
+            .with_context(|| format!("removing {}", marker_path.display()))?;
     }
+
+    let tls_files = TlsFiles::new(&cfg);
+    let identity = tls_files.load()?;
+    record_expiry(&identity);
     let transport = cfg.transport_config();
     let endpoint = Endpoint::server(cfg.listen, &identity, transport)
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -168,6 +181,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         cfg.limits.max_frame_bytes(),
         cfg.id.clone(),
         storage.clone(),
+        Arc::new(Backups::new(&cfg, storage.clone())),
     ));
     let serve = endpoint.serve(handler);
     tokio::spawn(report_storage_stats(
@@ -197,5 +211,6 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         workers,
         endpoint,
         storage,
+        tls_files,
     })
 }

@@ -406,6 +406,7 @@ fn refuses_the_hint(e: &RequestError) -> bool {
         | RequestError::Storage(_)
         | RequestError::ShuttingDown
         | RequestError::Internal(_)
-        | RequestError::DiskFull => false,
+        | RequestError::DiskFull
+        | RequestError::Backup(_) => false,
     }
 }

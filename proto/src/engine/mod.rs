@@ -712,6 +712,15 @@ impl Engine {
                 self.admin.insert(id);
                 self.aae_status(id);
             }
+            // The node serves backups itself, before the engine; one that got here was
+            // forwarded or sent by a driver that does not make them.
+            ClientRequest::Backup { .. } => self.respond_client(
+                id,
+                ClientResponse::Error(RequestError::Backup(crate::error::BackupError::Failed(
+                    "this node's engine does not make backups; send it to the node's own address"
+                        .into(),
+                ))),
+            ),
             req @ (ClientRequest::Get { .. }
             | ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }) => self.handle_keyed(id, req, forwarded),
@@ -783,7 +792,10 @@ impl Engine {
                 context.unwrap_or_default(),
                 options,
             ),
-            ClientRequest::ClusterInfo | ClientRequest::Status | ClientRequest::AaeStatus => {}
+            ClientRequest::ClusterInfo
+            | ClientRequest::Status
+            | ClientRequest::AaeStatus
+            | ClientRequest::Backup { .. } => {}
         }
     }
 
@@ -849,7 +861,10 @@ impl Engine {
                 let w = options.w.unwrap_or(self.cfg.replication.w);
                 check("pw", options.pw, 0, w)?;
             }
-            ClientRequest::ClusterInfo | ClientRequest::Status | ClientRequest::AaeStatus => {}
+            ClientRequest::ClusterInfo
+            | ClientRequest::Status
+            | ClientRequest::AaeStatus
+            | ClientRequest::Backup { .. } => {}
         }
         Ok(())
     }

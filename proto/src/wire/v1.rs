@@ -91,6 +91,7 @@ fn v1_error(e: RequestError) -> RequestError {
         | E::WrongPartition { .. }
         | E::ResponseTooLarge { .. }
         | E::DiskFull) => e,
+        E::Backup(b) => E::Internal(format!("backup refused: {b}")),
     }
 }
 
@@ -142,6 +143,12 @@ impl From<super::ClientResponse> for ClientResponse {
             C::Status(s) => ClientResponse::Status(s),
             C::AaeStatus(a) => ClientResponse::AaeStatus(a),
             C::Error(e) => ClientResponse::Error(v1_error(e)),
+            // Backups came with version 2: a version-1 frame asking for one is answered
+            // with an error it can decode (the backup itself was made).
+            C::Backup(b) => ClientResponse::Error(RequestError::Internal(format!(
+                "backup made at {}; its reply needs wire version 2",
+                b.path
+            ))),
         }
     }
 }

@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shoal_proto::wire::{
-    AaeExchangeStatus, AaePartitionStatus, AaeReport, AaeRequest, AaeResponse, ClientRequest,
-    ClientResponse, ClusterInfo, GetReply, MemberAddress, MemberState, MemberStatus, PeerRequest,
-    PeerResponse, ReadOptions, Request, Response, StatusReport, StorageHealth, WriteOptions,
-    WriteReply,
+    AaeExchangeStatus, AaePartitionStatus, AaeReport, AaeRequest, AaeResponse, BackupReply,
+    ClientRequest, ClientResponse, ClusterInfo, GetReply, MemberAddress, MemberState, MemberStatus,
+    PeerRequest, PeerResponse, ReadOptions, Request, Response, StatusReport, StorageHealth,
+    WriteOptions, WriteReply,
 };
 use shoal_proto::{
-    Actor, CausalContext, Dot, GossipDigest, GossipEntry, Object, RequestError, Sibling,
-    SiblingValue, Time,
+    Actor, BackupError, CausalContext, Dot, GossipDigest, GossipEntry, Object, RequestError,
+    Sibling, SiblingValue, Time,
 };
 use shoal_ring::{Member, NodeId, PartitionId, Ring};
 
@@ -103,9 +103,9 @@ fn get_request() -> ClientRequest {
     }
 }
 
-/// Every client request variant, by fixture name.
-pub fn client_requests() -> Vec<(&'static str, ClientRequest)> {
-    vec![
+/// Every client request variant a build of `version` sends, by fixture name.
+pub fn client_requests(version: u16) -> Vec<(&'static str, ClientRequest)> {
+    let mut out = vec![
         ("get", get_request()),
         (
             "put",
@@ -127,7 +127,16 @@ pub fn client_requests() -> Vec<(&'static str, ClientRequest)> {
         ("cluster_info", ClientRequest::ClusterInfo),
         ("status", ClientRequest::Status),
         ("aae_status", ClientRequest::AaeStatus),
-    ]
+    ];
+    if version >= 2 {
+        out.push((
+            "backup",
+            ClientRequest::Backup {
+                name: "nightly-2026-12-03".into(),
+            },
+        ));
+    }
+    out
 }
 
 fn gossip() -> GossipDigest {
@@ -239,9 +248,10 @@ pub fn peer_requests() -> Vec<(&'static str, PeerRequest)> {
     out
 }
 
-/// Every request frame, by fixture name (`client_*` and `peer_*`).
-pub fn requests() -> Vec<(String, Request)> {
-    let client = client_requests()
+/// Every request frame a build of `version` sends, by fixture name (`client_*` and
+/// `peer_*`).
+pub fn requests(version: u16) -> Vec<(String, Request)> {
+    let client = client_requests(version)
         .into_iter()
         .map(|(n, r)| (format!("client_{n}"), Request::Client(r)));
     let peer = peer_requests()
@@ -281,7 +291,7 @@ fn ring() -> Ring {
 /// Every client response variant, by fixture name.
 pub fn client_responses(version: u16) -> Vec<(&'static str, ClientResponse)> {
     let at = Time::from_micros(1_700_000_100_000_000);
-    vec![
+    let mut out = vec![
         ("get", ClientResponse::Get(get_reply(version))),
         (
             "put",
@@ -357,7 +367,19 @@ pub fn client_responses(version: u16) -> Vec<(&'static str, ClientResponse)> {
                 alive: 1,
             }),
         ),
-    ]
+    ];
+    if version >= 2 {
+        out.push((
+            "backup",
+            ClientResponse::Backup(BackupReply {
+                path: "/var/lib/shoal/backups/nightly-2026-12-03".into(),
+                node: node("n1"),
+                taken_at_micros: 1_700_000_100_000_000,
+                bytes: 123_456,
+            }),
+        ));
+    }
+    out
 }
 
 /// Every anti-entropy answer, by fixture name.
@@ -403,9 +425,9 @@ pub fn peer_responses(version: u16) -> Vec<(&'static str, PeerResponse)> {
     out
 }
 
-/// Every [`RequestError`] variant, by fixture name.
-pub fn request_errors() -> Vec<(&'static str, RequestError)> {
-    vec![
+/// Every [`RequestError`] variant of `version`, by fixture name.
+pub fn request_errors(version: u16) -> Vec<(&'static str, RequestError)> {
+    let mut out = vec![
         ("empty_key", RequestError::EmptyKey),
         (
             "key_too_large",
@@ -475,7 +497,11 @@ pub fn request_errors() -> Vec<(&'static str, RequestError)> {
             },
         ),
         ("disk_full", RequestError::DiskFull),
-    ]
+    ];
+    if version >= 2 {
+        out.push(("backup", RequestError::Backup(BackupError::InProgress)));
+    }
+    out
 }
 
 /// Every response frame, by fixture name (`client_*`, `peer_*`, and `error_*`: every
@@ -487,7 +513,7 @@ pub fn responses(version: u16) -> Vec<(String, Response)> {
     let peer = peer_responses(version)
         .into_iter()
         .map(|(n, r)| (format!("peer_{n}"), Response::Peer(r)));
-    let errors = request_errors()
+    let errors = request_errors(version)
         .into_iter()
         .map(|(n, e)| (format!("error_{n}"), Response::Error(e)));
     client.chain(peer).chain(errors).collect()

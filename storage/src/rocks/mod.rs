@@ -225,6 +225,18 @@ impl RocksStorage {
         result
     }
 
+    /// Writes a consistent point-in-time copy of the store into `dir`, which must not
+    /// exist (its parent must): a RocksDB checkpoint, which flushes the memtables and
+    /// hard-links the table files when `dir` is on the same filesystem (copies them
+    /// otherwise), so it costs little space and does not stop writes. The copy opens
+    /// with [`RocksStorage::open`] like any data directory.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
+        self.with_db(|db| {
+            rocksdb::checkpoint::Checkpoint::new(db)?.create_checkpoint(dir)?;
+            Ok(())
+        })
+    }
+
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.path

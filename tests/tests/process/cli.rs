@@ -661,3 +661,101 @@ async fn shoal_dev_does_not_print_a_node_that_never_serves() {
     );
     assert!(!dir.join("dev.pid").exists());
 }
+
+/// `shoal dev ARGS --json`, which must succeed: its one JSON line.
+async fn dev_json(args: &[&str]) -> Value {
+    let mut all = vec!["dev"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    run_shoal(&all, None).await.ok().json()
+}
+
+/// The last line of `dev.out` that is a JSON object with `"event": event`.
+fn dev_event(dev_out: &std::path::Path, event: &str) -> Option<Value> {
+    std::fs::read_to_string(dev_out)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoal_dev_json_reports_every_step_as_one_json_object_per_line() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cluster");
+    let dir_str = dir.to_str().unwrap();
+    let port = free_port_block(1).to_string();
+    let init = run_shoal(
+        &[
+            "dev",
+            "init",
+            "--json",
+            "--dir",
+            dir_str,
+            "--nodes",
+            "1",
+            "--base-port",
+            &port,
+            "--metrics-base-port",
+            &port,
+        ],
+        None,
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(
+        init,
+        serde_json::json!({
+            "event": "init", "dir": dir, "nodes": ["n1"], "n": 1, "r": 1, "w": 1,
+            "client_config": dir.join("client.toml"),
+        })
+    );
+    assert_eq!(
+        dev_json(&["down", "--dir", dir_str]).await,
+        serde_json::json!({"event": "down", "dir": dir, "stopped": false})
+    );
+
+    let dev_out = root.path().join("dev.out");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["dev", "up", "--json", "--dir", dir_str]);
+    let mut guard = DevGuard {
+        dev: Some(spawn_logged(cmd, &dev_out, "shoal dev")),
+        nodes: Vec::new(),
+        dir: root.path().to_path_buf(),
+    };
+    let up = wait_until("`shoal dev up --json` to report", START_TIMEOUT, || {
+        std::future::ready(dev_event(&dev_out, "up").ok_or_else(|| "no up event yet".to_owned()))
+    })
+    .await;
+    let node = &up["nodes"][0];
+    assert_eq!(node["id"], "n1", "{up}");
+    assert_eq!(node["quic"], format!("127.0.0.1:{port}"), "{up}");
+    assert_eq!(
+        up["client_config"],
+        serde_json::json!(dir.join("client.toml"))
+    );
+    let node_pid = i32::try_from(node["pid"].as_i64().unwrap()).unwrap();
+    guard.nodes.push(node_pid);
+    assert!(process_alive(node_pid));
+
+    assert_eq!(
+        dev_json(&["down", "--dir", dir_str]).await,
+        serde_json::json!({"event": "down", "dir": dir, "stopped": true})
+    );
+    let status = wait_exit(guard.dev.as_mut().unwrap(), EXIT_TIMEOUT, "shoal dev");
+    guard.dev = None;
+    assert!(status.success(), "shoal dev exited with {status}");
+    assert_eq!(
+        dev_event(&dev_out, "stopped"),
+        Some(serde_json::json!({"event": "stopped"}))
+    );
+
+    for removed in [true, false] {
+        assert_eq!(
+            dev_json(&["clean", "--dir", dir_str]).await,
+            serde_json::json!({"event": "clean", "dir": dir, "removed": removed})
+        );
+    }
+}

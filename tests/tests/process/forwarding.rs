@@ -1,35 +1,10 @@
 //! Any node takes any request: a node that is not a replica of a key forwards it to one
 //! that is, over real QUIC between real node processes, and relays the answer.
 
-use std::time::Duration;
+use shoal_proto::wire::{ClientRequest, ClientResponse, ReadOptions, WriteOptions};
+use shoal_transport::TransportConfig;
 
-use shoal_proto::wire::{
-    decode_response, encode_request, ClientRequest, ClientResponse, ReadOptions, Request, Response,
-    WriteOptions,
-};
-use shoal_transport::{Endpoint, TransportConfig};
-
-use crate::harness::Cluster;
-
-async fn ask(
-    endpoint: &Endpoint,
-    addr: std::net::SocketAddr,
-    req: ClientRequest,
-) -> ClientResponse {
-    let bytes = endpoint
-        .request(
-            addr,
-            None,
-            encode_request(&Request::Client(req)),
-            Duration::from_secs(15),
-        )
-        .await
-        .expect("the node answers");
-    match decode_response(&bytes).expect("a valid response") {
-        Response::Client(c) => c,
-        other => panic!("expected a client response, got {other:?}"),
-    }
-}
+use crate::harness::{ask, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_is_not_a_replica_forwards_and_relays_the_answer() {

@@ -24,4 +24,5 @@ mod prometheus;
 mod runbook;
 mod sdk;
 mod single_node;
+mod tls_reload;
 mod upgrade;

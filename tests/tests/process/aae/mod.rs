@@ -8,6 +8,7 @@
 //! suite run one at a time (see [`SERIAL`]): each starts a cluster and writes thousands
 //! of keys, and the machine has two cores.
 
+mod restore;
 pub(crate) mod support;
 
 use std::collections::BTreeMap;
@@ -59,10 +60,15 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// before that, as config validation requires), each partition scanned for them every
 /// `reap_interval`, anti-entropy every [`AAE_INTERVAL`].
 fn reap_settings(reap_interval: &str) -> String {
+    reap_settings_with_grace("3s", reap_interval)
+}
+
+/// [`reap_settings`] with tombstones reapable `grace` after their delete.
+fn reap_settings_with_grace(grace: &str, reap_interval: &str) -> String {
     format!(
         "\
 [replication]
-tombstone_grace = \"3s\"
+tombstone_grace = \"{grace}\"
 # One machine's clock: the skew margin needs to be no wider than the short TTLs allow.
 max_clock_skew = \"200ms\"
 

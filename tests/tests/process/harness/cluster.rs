@@ -312,6 +312,11 @@ impl Cluster {
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
     }
 
+    /// Sends SIGHUP to node `i` (reload its TLS files).
+    pub fn hangup(&self, i: usize) {
+        self.nodes[i].signal(libc::SIGHUP);
+    }
+
     /// Sends SIGSTOP to node `i`: the process freezes with its socket open.
     pub fn pause(&self, i: usize) {
         self.nodes[i].signal(libc::SIGSTOP);
@@ -585,6 +590,29 @@ pub async fn connect(config: ClientConfig) -> Client {
         async move { Client::connect(config).await.map_err(|e| e.to_string()) }
     })
     .await
+}
+
+/// Sends one client request to the node at `addr` over `endpoint` (a
+/// [`Cluster::raw_client`]) and returns its client answer; panics on anything else.
+pub async fn ask(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    req: shoal_proto::wire::ClientRequest,
+) -> shoal_proto::wire::ClientResponse {
+    use shoal_proto::wire::{decode_response, encode_request, Request, Response};
+    let bytes = endpoint
+        .request(
+            addr,
+            None,
+            encode_request(&Request::Client(req)),
+            Duration::from_secs(15),
+        )
+        .await
+        .expect("the node answers");
+    match decode_response(&bytes).expect("a valid response") {
+        Response::Client(c) => c,
+        other => panic!("expected a client response, got {other:?}"),
+    }
 }
 
 /// Generates a CA in `dir` (not the cluster's) and a client certificate it issued, as an

@@ -35,7 +35,8 @@ use tokio::time::Instant;
 
 pub use catalogue::{Catalogue, MetricKind};
 pub use cluster::{
-    connect, foreign_client_files, Cluster, Placement, CLIENT_CONNECT_TIMEOUT, RAW_REQUEST_TIMEOUT,
+    ask, connect, foreign_client_files, Cluster, Placement, CLIENT_CONNECT_TIMEOUT,
+    RAW_REQUEST_TIMEOUT,
 };
 pub use command::{shoal, Run};
 pub use kv::{
