@@ -15,7 +15,8 @@ OUT="${1:-bench-results/hostile}"
 DURATION="${DURATION:-20s}"
 WARMUP=3s
 mkdir -p "$OUT"
-cargo build --release -q -p shoal-node -p shoal-bench -p shoal-tests --bin shoal-hostile
+cargo build --release -q -p shoal-node -p shoal-bench
+cargo build --release -q -p shoal-tests --bin shoal-hostile
 BIN="$CARGO_TARGET_DIR/release"
 CLUSTER="$(mktemp -d)/cluster"
 
