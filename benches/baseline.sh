@@ -87,13 +87,16 @@ NODES=$(pgrep -f "$CLUSTER/n[0-9]*/node.toml" | tr '\n' ' ')
 # One run: workload $1 at concurrency $2; records the nodes' and the load generator's
 # CPU seconds over the whole run (warm-up included, as are its operations).
 measure() {
-    local w=$1 c=$2 name="ycsb-$1-c$2" before self_before self_after
+    local w=$1 c=$2 name="ycsb-$1-c$2" before
     before=$(cpu_of $NODES)
-    self_before=$(times | tail -1 | awk '{print $1, $2}')
+    # `times` in this shell (not in a pipeline or $(...), whose subshells have no
+    # children): its second line is the CPU time of the finished children so far.
+    times >"$OUT/.times-before"
     "${BENCH[@]}" --workload "$w" --concurrency "$c" --duration "$DURATION" --warmup 5s \
         --json "$OUT/$name.json" | tee "$OUT/$name.txt"
-    self_after=$(times | tail -1 | awk '{print $1, $2}')
-    echo "$before $(cpu_of $NODES) $self_before $self_after" >"$OUT/$name.cpu"
+    times >"$OUT/.times-after"
+    echo "$before $(cpu_of $NODES) $(tail -1 "$OUT/.times-before") $(tail -1 "$OUT/.times-after")" \
+        >"$OUT/$name.cpu"
 }
 for w in a c; do
     for c in 1 64; do
