@@ -460,6 +460,20 @@ impl<S: Storage> Executor<S> {
                 }
                 Ok(StorageReply::Reaped(reaped))
             }
+            StorageOp::ReplaceMany { partition, objects } => {
+                let mut changed = 0;
+                for (key, object) in objects {
+                    let _guard = self.locks.lock(partition, &key);
+                    let old = self.get_raw(partition, &key)?;
+                    let new = object.map(|o| o.encode());
+                    // Stored bytes are the canonical encoding: equal bytes, equal object.
+                    if old != new {
+                        self.put_raw(partition, &key, old.as_deref(), new.as_deref())?;
+                        changed += 1;
+                    }
+                }
+                Ok(StorageReply::Replaced(changed))
+            }
             StorageOp::TreeSummaries { partitions } => Ok(StorageReply::TreeSummaries(
                 partitions
                     .into_iter()

@@ -594,3 +594,46 @@ fn hint_listings_resume_after_the_cursor() {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].key, b"h3".to_vec());
 }
+
+#[test]
+fn replace_many_stores_and_deletes_unconditionally_and_keeps_the_tree_in_step() {
+    let (ours, theirs) = (MemStorage::new(), MemStorage::new());
+    let (a, b) = (exec(&ours), exec(&theirs));
+    let object = |e: &Executor<MemStorage>, key: &[u8]| match e
+        .execute(StorageOp::Read {
+            partition: PartitionId(1),
+            key: key.to_vec(),
+        })
+        .unwrap()
+    {
+        StorageReply::Object(o) => o,
+        other => panic!("not an object: {other:?}"),
+    };
+    // Ours: a value the peer superseded concurrently (a merge would keep both), and a
+    // key the peer lacks. Theirs: another value of the first key, and a key we lack.
+    put(&a, b"k", "old", CausalContext::new());
+    put(&a, b"gone", "x", CausalContext::new());
+    put(&b, b"k", "new", CausalContext::new());
+    put(&b, b"only-theirs", "y", CausalContext::new());
+    let objects: Vec<(Vec<u8>, Option<Object>)> = [&b"k"[..], b"gone", b"only-theirs"]
+        .into_iter()
+        .map(|k| (k.to_vec(), object(&b, k)))
+        .collect();
+    let replace = StorageOp::ReplaceMany {
+        partition: PartitionId(1),
+        objects,
+    };
+    assert_eq!(
+        a.execute(replace.clone()).unwrap(),
+        StorageReply::Replaced(3)
+    );
+    for key in [&b"k"[..], b"gone", b"only-theirs"] {
+        assert_eq!(object(&a, key), object(&b, key), "{key:?}");
+    }
+    assert_eq!(
+        a.trees.summary(PartitionId(1)),
+        b.trees.summary(PartitionId(1))
+    );
+    // Idempotent: nothing left to change.
+    assert_eq!(a.execute(replace).unwrap(), StorageReply::Replaced(0));
+}

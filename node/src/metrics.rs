@@ -202,6 +202,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, MetricKind::Gauge, "notAfter of the node's certificate and of the cluster CA in use, in seconds since the Unix epoch"),
     (BACKUPS_TOTAL, MetricKind::Counter, "Backup requests served, by result (ok, refused, failed)"),
     (BACKUP_DURATION_SECONDS, MetricKind::Histogram, "(conditional: a backup was requested) Time to serve a backup request: checkpoint and manifest"),
+    (engine::RESTORE_PARTITIONS_LEFT, MetricKind::Gauge, "(conditional: a node started from a restored backup) Partitions still to bring in line with a peer (one peer-wins exchange each) before the node serves; 0 once done"),
     (DRIVER_INFLIGHT_REQUESTS, MetricKind::Gauge, "Requests the engine is coordinating (bounded by limits.max_inflight_requests)"),
     (DRIVER_PENDING_COMMANDS, MetricKind::Gauge, "Engine commands waiting for a storage or network result"),
     (DRIVER_QUEUE_DEPTH, MetricKind::Gauge, "Storage operations queued for the storage threads"),

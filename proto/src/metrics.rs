@@ -115,3 +115,7 @@ pub const REPLICATION_LAG_UNFINISHED_TOTAL: &str = "shoal_replication_lag_unfini
 /// Histogram, in seconds: from a hint's first store to its delivery (its primary
 /// acknowledged it and the hint was deleted), on the hint holder's wall clock.
 pub const HINT_DELIVERY_LAG_SECONDS: &str = "shoal_hint_delivery_lag_seconds";
+/// Gauge: partitions a node restored from a backup has still to bring in line with a
+/// peer (one peer-wins anti-entropy exchange each) before it serves; 0 once it does.
+/// Only nodes started from a restored backup export it.
+pub const RESTORE_PARTITIONS_LEFT: &str = "shoal_restore_partitions_left";

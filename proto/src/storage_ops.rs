@@ -172,6 +172,16 @@ pub enum StorageOp {
         /// Objects that would grow past this are skipped.
         max_object_bytes: usize,
     },
+    /// Replace several keys' objects unconditionally (no merge): store each object given,
+    /// delete each key given `None`. Only a node restored from a backup runs it, with its
+    /// peer's copies (see `engine/restore.rs`): merging would keep values whose
+    /// tombstones were reaped since the backup. Replies [`StorageReply::Replaced`].
+    ReplaceMany {
+        /// The partition.
+        partition: PartitionId,
+        /// Keys and the objects to store (`None`: delete the key).
+        objects: Vec<(Vec<u8>, Option<Object>)>,
+    },
     /// Digests of several keys. Replies [`StorageReply::Digests`].
     Digests {
         /// The partition.
@@ -230,6 +240,7 @@ impl StorageOp {
             StorageOp::ReapCandidates { .. } => "reap_candidates",
             StorageOp::Reap { .. } => "reap",
             StorageOp::TreeSummaries { .. } => "tree_summaries",
+            StorageOp::ReplaceMany { .. } => "replace_many",
         }
     }
 }
@@ -370,6 +381,8 @@ pub enum StorageReply {
     Reaped(u64),
     /// Per partition: root hash and key count.
     TreeSummaries(Vec<(PartitionId, u64, u64)>),
+    /// How many keys a [`StorageOp::ReplaceMany`] changed (stored or deleted).
+    Replaced(u64),
 }
 
 /// The outcome of a [`StorageOp`], as the driver hands it back to the engine.

@@ -1,7 +1,8 @@
 //! The simulator's tests of background work: anti-entropy alone converging replicas after
 //! long partitions with hinted handoff off or its hints dropped, tombstones reaped under
 //! partitions and crashes without any deleted value coming back (also when a hint older
-//! than the reap is replayed), and admission control holding repairs back while
+//! than the reap is replayed, and when a node is restored from a backup older than the
+//! reap), and admission control holding repairs back while
 //! foreground load is high.
 
 use std::collections::BTreeSet;
@@ -13,7 +14,8 @@ use shoal_proto::metrics::{
 use shoal_proto::AaeConfig;
 use shoal_tests::sim::{
     self, replicas_of, Background, Burst, FaultMix, HandoffLimits, LargeValues, Liveness, Quorum,
-    RunReport, ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, SimConfig,
+    RunReport, ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, ScriptedRestore,
+    SimConfig,
 };
 
 fn run_ok(cfg: &SimConfig) -> RunReport {
@@ -299,6 +301,67 @@ fn a_hint_older_than_the_reap_does_not_bring_the_key_back() {
     }
 }
 
+/// Every primary of `k0` reaped it before `before` (from the start of the run), when
+/// `what` happened.
+fn assert_reaped_everywhere_before(
+    report: &RunReport,
+    primaries: &[usize],
+    before: Duration,
+    what: &str,
+) {
+    let reaped_before: BTreeSet<&str> = report
+        .history
+        .reaps_of("k0")
+        .filter(|r| r.at.saturating_since(sim::EPOCH) < before)
+        .map(|r| r.node.as_str())
+        .collect();
+    for p in primaries {
+        let p = format!("n{p}");
+        assert!(
+            reaped_before.contains(p.as_str()),
+            "primary {p} reaped k0 before {what} (reaped on {reaped_before:?})\n{report}"
+        );
+    }
+}
+
+/// A restore from a backup older than the reap, scripted: key `k0` is put, primary `c`'s
+/// backup is taken, the key is deleted and its tombstone reaped on every primary, and then
+/// `c` is restored from the backup (which still holds the put). In restore mode `c` serves
+/// nothing until each of its partitions had a peer-wins exchange, which deletes its copy
+/// of `k0` (its peer holds none): reads at R = N after the restore, and the final state,
+/// find no value (merging instead would keep the put on `c` and spread it again).
+#[test]
+fn a_node_restored_from_a_backup_older_than_the_reap_does_not_bring_the_key_back() {
+    let (base, primaries, _) = k0_script();
+    let (a, c) = (primaries[0], primaries[2]);
+    let restore_at = Duration::from_secs(18);
+    let mut ops = put_read_delete(a);
+    for at_ms in [22_000, 26_000, 30_000] {
+        ops.push(k0_op(a, at_ms, ScriptedAction::Get { r: Some(3) }));
+    }
+    let cfg = SimConfig {
+        scripted_ops: ops,
+        scripted_restores: vec![ScriptedRestore {
+            node: c,
+            backup_at: Duration::from_millis(1_200),
+            restore_at,
+        }],
+        min_safety_time: Duration::from_secs(32),
+        ..base
+    };
+    let report = run_ok(&cfg);
+    assert_reaped_everywhere_before(&report, &primaries, restore_at, "the restore");
+    assert!(
+        report.log.iter().any(|l| l.contains("RESTORE from backup")),
+        "n{c} was restored\n{report}"
+    );
+    if let Some(k0) = report.final_state.keys.get("k0") {
+        for s in k0.merged().siblings() {
+            assert!(s.is_tombstone(), "k0 stays deleted\n{report}");
+        }
+    }
+}
+
 /// A 4-node cluster (N = 3, R = W = 2, hinted handoff off, storage a queue of 2 ms
 /// operations) whose node 0 is cut off until `heal` while the workload runs, then, for
 /// `burst` if given, 16 clients loading keys of their own; anti-entropy alone converges
@@ -433,19 +496,7 @@ fn a_stand_in_does_not_answer_a_read_with_a_hint_older_than_the_reap() {
         ..base
     };
     let report = run_ok(&cfg);
-    let reaped_before: BTreeSet<&str> = report
-        .history
-        .reaps_of("k0")
-        .filter(|r| r.at.saturating_since(sim::EPOCH) < rejoin)
-        .map(|r| r.node.as_str())
-        .collect();
-    for p in &primaries {
-        let p = format!("n{p}");
-        assert!(
-            reaped_before.contains(p.as_str()),
-            "primary {p} reaped k0 before the fallback rejoined (reaped on {reaped_before:?})\n{report}"
-        );
-    }
+    assert_reaped_everywhere_before(&report, &primaries, rejoin, "the fallback rejoined");
     let stand_in = format!("n{d}");
     assert!(
         report

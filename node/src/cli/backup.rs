@@ -1,14 +1,13 @@
 //! `shoal backup` (ask a running node for a checkpoint of its store) and `shoal restore`
 //! (fill a stopped node's data directory from one).
 //!
-//! Restoring is safe only from a backup younger than `replication.tombstone_grace` less
-//! twice `replication.max_clock_skew` (both as the backup's manifest recorded them):
-//! a value deleted after the backup is then still covered by a tombstone on the other
-//! replicas (none can have been reaped, see docs/ARCHITECTURE.md, *Deletes and
-//! tombstones*), so the restored node's copy is superseded when anti-entropy merges.
-//! An older backup is refused ([`RestoreError::TooOld`]): it could bring back values
-//! whose tombstones were reaped cluster-wide. The restored node starts under a new actor
-//! (every open mints one), so no dot is minted twice.
+//! A backup of any age restores: the node starts from it in restore mode (see
+//! `shoal_proto`'s `engine/restore.rs` and docs/ARCHITECTURE.md, *Deletes and
+//! tombstones*), serving nothing until, for each of its partitions, an anti-entropy
+//! exchange with another replica has replaced its copies with that replica's (the peer's
+//! copy wins every difference), so a value deleted since the backup, even one whose
+//! tombstone was reaped cluster-wide, never comes back. The restored node starts under a
+//! new actor (every open mints one), so no dot is minted twice.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,20 +45,6 @@ pub enum RestoreError {
     Format {
         /// The format found.
         found: u32,
-    },
-    /// Older than the tombstone grace period allows: values deleted since may have had
-    /// their tombstones reaped on every replica, and would come back.
-    #[error(
-        "the backup is {age:?} old; a backup restores safely only while younger than \
-         replication.tombstone_grace - 2 x max_clock_skew ({limit:?}): values deleted since \
-         may have been reaped cluster-wide and would come back. Start the node on an empty \
-         data directory instead (anti-entropy refills it from the other replicas)"
-    )]
-    TooOld {
-        /// Age of the backup now.
-        age: Duration,
-        /// The youngest age refused.
-        limit: Duration,
     },
     /// The data directory holds files and `--force` was not given.
     #[error("{0} is not empty; stop the node and pass --force to replace its contents")]
@@ -100,23 +85,6 @@ pub fn read_manifest(backup: &Path) -> Result<Manifest, RestoreError> {
     serde_json::from_value(value).map_err(|e| not_a_backup(e.to_string()))
 }
 
-/// The age at which a backup of `manifest` is no longer restored.
-pub fn age_limit(manifest: &Manifest) -> Duration {
-    let grace = Duration::from_secs_f64(manifest.tombstone_grace_seconds.max(0.0));
-    let skew = Duration::from_secs_f64(manifest.max_clock_skew_seconds.max(0.0));
-    grace.saturating_sub(skew * 2)
-}
-
-/// Refuses a backup at least [`age_limit`] old at `now_micros`.
-pub fn check_age(manifest: &Manifest, now_micros: u64) -> Result<(), RestoreError> {
-    let age = Duration::from_micros(now_micros.saturating_sub(manifest.taken_at_micros));
-    let limit = age_limit(manifest);
-    if age >= limit {
-        return Err(RestoreError::TooOld { age, limit });
-    }
-    Ok(())
-}
-
 /// `shoal restore`: checks the backup, then replaces `data_dir`'s contents with it and
 /// leaves the restore marker the node checks at start.
 pub fn restore(
@@ -125,7 +93,6 @@ pub fn restore(
     force: bool,
 ) -> Result<RestoredMarker, RestoreError> {
     let manifest = read_manifest(backup)?;
-    check_age(&manifest, unix_micros())?;
     let db = backup.join(DB_DIR);
     let files: Vec<std::fs::DirEntry> = std::fs::read_dir(&db)
         .map_err(io("reading", &db))?
@@ -170,7 +137,8 @@ pub fn format_restored(marker: &RestoredMarker, data_dir: &Path, json: bool) -> 
         .to_string()
     } else {
         format!(
-            "restored {} (node {}) into {}; start the node: it runs under a new actor",
+            "restored {} (node {}) into {}; start the node: it runs under a new actor, and \
+             serves once each of its partitions matches another replica's copy",
             marker.from.display(),
             marker.manifest.node,
             data_dir.display()
@@ -273,26 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn a_backup_restores_only_while_younger_than_the_grace_less_twice_the_skew() {
-        let hour = 3_600_000_000u64;
-        let taken = 10 * hour;
-        let limit = age_limit(&manifest(taken));
-        assert_eq!(limit, Duration::from_secs(3600 - 20));
-        assert!(check_age(&manifest(taken), taken + 1_000_000).is_ok());
-        let just_under = taken + limit.as_micros() as u64 - 1;
-        assert!(check_age(&manifest(taken), just_under).is_ok());
-        assert!(matches!(
-            check_age(&manifest(taken), taken + limit.as_micros() as u64),
-            Err(RestoreError::TooOld { .. })
-        ));
-        assert!(matches!(
-            check_age(&manifest(taken), taken + 2 * hour),
-            Err(RestoreError::TooOld { .. })
-        ));
-    }
-
-    #[test]
-    fn restore_refuses_a_non_empty_directory_unless_forced_and_an_old_backup_always() {
+    fn restore_refuses_a_non_empty_directory_unless_forced_and_takes_an_old_backup() {
         let root = tempfile::tempdir().unwrap();
         let backup = root.path().join("b");
         std::fs::create_dir_all(backup.join(DB_DIR)).unwrap();
@@ -323,12 +272,12 @@ mod tests {
             serde_json::to_string(&old).unwrap(),
         )
         .unwrap();
+        // Older than the tombstone grace period: restored too (the node restores it in
+        // restore mode, where its peers' copies win).
         let other = root.path().join("other");
-        assert!(matches!(
-            restore(&backup, &other, true),
-            Err(RestoreError::TooOld { .. })
-        ));
-        assert!(!other.exists());
+        assert_eq!(restore(&backup, &other, false).unwrap().manifest, old);
+        assert!(other.join(RESTORED_MARKER).exists());
+        let other = root.path().join("another");
         std::fs::write(backup.join(MANIFEST_FILE), "{\"format\": 9}").unwrap();
         assert!(matches!(
             restore(&backup, &other, true),

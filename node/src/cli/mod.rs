@@ -73,8 +73,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Fill a stopped node's data directory from a backup (refused for a backup older
-    /// than replication.tombstone_grace - 2 x max_clock_skew).
+    /// Fill a stopped node's data directory from a backup of any age; the node then
+    /// serves only once each of its partitions matches another replica's copy.
     Restore {
         /// The backup directory (holding manifest.json and db/).
         #[arg(long)]

@@ -3,11 +3,11 @@
 //!
 //! A backup is a directory `<backup_dir>/<name>/` holding `db/` (a RocksDB checkpoint:
 //! every write acknowledged before it, hard links to the table files on the same
-//! filesystem) and [`MANIFEST_FILE`] (which node, when, and the cluster settings that
-//! `shoal restore` checks). It is written as `.<name>.partial` and renamed into place
-//! when complete, so a backup that exists is whole. Names are single plain path
-//! components: a client can never make the node write anywhere else, and never over an
-//! existing backup. One backup at a time per node.
+//! filesystem) and [`MANIFEST_FILE`] (which node, when, and the cluster settings then;
+//! the node a backup restores into must be the one it was taken of). It is written as
+//! `.<name>.partial` and renamed into place when complete, so a backup that exists is
+//! whole. Names are single plain path components: a client can never make the node
+//! write anywhere else, and never over an existing backup. One backup at a time per node.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -225,8 +225,10 @@ mod tests {
 }
 
 /// The file `shoal restore` leaves in a data directory it filled from a backup. The node
-/// checks it at start (a backup restores only into the node it was taken of), then
-/// removes it once storage is open under a new actor.
+/// checks it at start (a backup restores only into the node it was taken of), runs in
+/// restore mode while it is there (see `shoal_proto`'s `engine/restore.rs`), and removes
+/// it once every partition matches a peer's copy: a node stopped before then restores
+/// again at its next start.
 pub const RESTORED_MARKER: &str = "SHOAL_RESTORED.json";
 
 /// What [`RESTORED_MARKER`] says.

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -95,6 +96,9 @@ pub(super) struct Driver {
     /// The version of the frames sent to each peer (`[cluster] wire_version`, or lower
     /// for a peer of an older release).
     peer_versions: Arc<PeerVersions>,
+    /// The restore marker of a node started from a backup, removed once the engine
+    /// leaves restore mode ([`Driver::with_restore`]).
+    restore_marker: Option<PathBuf>,
 }
 
 impl Driver {
@@ -119,7 +123,37 @@ impl Driver {
             storage_tx,
             done_tx,
             peer_versions: Arc::new(PeerVersions::new(WireVersion::CURRENT)),
+            restore_marker: None,
         }
+    }
+
+    /// Runs the engine in restore mode (see `shoal_proto`'s `engine/restore.rs`) and
+    /// removes `marker` once it is through: until then the node is not ready, and a node
+    /// stopped mid-restore starts the whole restore again, which is safe.
+    pub(super) fn with_restore(mut self, marker: PathBuf) -> Driver {
+        self.engine.begin_restore();
+        super::health::set_restoring(true);
+        self.restore_marker = Some(marker);
+        self
+    }
+
+    /// Once the engine has left restore mode: remove the marker, report ready.
+    fn check_restore(&mut self) {
+        if self.engine.restoring() {
+            return;
+        }
+        let Some(marker) = self.restore_marker.take() else {
+            return;
+        };
+        match std::fs::remove_file(&marker) {
+            Ok(()) => tracing::info!("restore complete: every partition matches a peer; serving"),
+            // The node serves anyway; its next start repeats the restore (safe).
+            Err(e) => tracing::warn!(
+                marker = %marker.display(),
+                "restore complete, but removing its marker failed: {e}"
+            ),
+        }
+        super::health::set_restoring(false);
     }
 
     /// Sends peers frames of `version` (pinned during a rolling upgrade) instead of the
@@ -142,6 +176,8 @@ impl Driver {
         mut done: mpsc::UnboundedReceiver<Completion>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        // Commands the engine emitted before the loop (a restore's first exchanges).
+        self.drain();
         loop {
             self.serve_due_timers();
             let wait = match self.engine.poll_timeout() {
@@ -156,6 +192,7 @@ impl Driver {
                 _ = tokio::time::sleep(wait) => self.serve_due_timers(),
             }
             self.drain();
+            self.check_restore();
             metrics::gauge!(crate::metrics::DRIVER_INFLIGHT_REQUESTS)
                 .set(self.engine.inflight() as f64);
             metrics::gauge!(crate::metrics::DRIVER_PENDING_COMMANDS)

@@ -7,7 +7,9 @@
 //! it clients when it cannot. The rule for "serving": storage is open, the node is a
 //! member of its own membership view (the ring), and at least `max(R, W)` members are up
 //! counting itself — fewer, and every quorum request it coordinates would fail as
-//! unavailable. The state is global because the metrics listener is process-wide.
+//! unavailable — and it is not restoring from a backup (it refuses requests until its
+//! partitions match its peers'). The state is global because the metrics listener is
+//! process-wide.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -15,6 +17,13 @@ static STORAGE_OPEN: AtomicBool = AtomicBool::new(false);
 static IN_MEMBERSHIP: AtomicBool = AtomicBool::new(false);
 static MEMBERS_UP: AtomicUsize = AtomicUsize::new(0);
 static MEMBERS_NEEDED: AtomicUsize = AtomicUsize::new(usize::MAX);
+static RESTORING: AtomicBool = AtomicBool::new(false);
+
+/// Record whether the node is in restore mode (started from a backup, not yet caught up
+/// with its peers): it serves nothing until it is through.
+pub(crate) fn set_restoring(restoring: bool) {
+    RESTORING.store(restoring, Ordering::Relaxed);
+}
 
 /// Record whether storage is open (set after it opens, cleared on shutdown).
 pub(crate) fn set_storage_open(open: bool) {
@@ -37,6 +46,13 @@ pub(crate) fn set_membership(member: bool, up: usize) {
 pub fn readiness() -> Result<(), String> {
     if !STORAGE_OPEN.load(Ordering::Relaxed) {
         return Err("storage is not open".into());
+    }
+    if RESTORING.load(Ordering::Relaxed) {
+        return Err(
+            "restoring from a backup: bringing each partition in line with a peer \
+             (shoal_restore_partitions_left)"
+                .into(),
+        );
     }
     if !IN_MEMBERSHIP.load(Ordering::Relaxed) {
         return Err("this node is not in its membership view".into());

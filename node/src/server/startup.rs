@@ -107,18 +107,17 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         Executor::open(storage.clone(), rand::random::<u64>).context("opening the executor")?,
     );
     info!(node = %cfg.id, actor = %executor.actor(), "storage open");
-    if let Some(marker) = restored {
+    if let Some(marker) = &restored {
         // The executor minted a new actor above (synced before any dot), so no dot the
-        // backup's incarnation used can be minted again.
+        // backup's incarnation used can be minted again. The marker stays until the
+        // restore is through (the driver removes it).
         info!(
             node = %cfg.id,
             from = %marker.from.display(),
             taken_at_micros = marker.manifest.taken_at_micros,
-            "started from a restored backup under a new actor"
+            "started from a restored backup under a new actor: restoring (not ready) until \
+             every partition matches a peer"
         );
-        let marker_path = data_dir.join(super::backup::RESTORED_MARKER);
-        std::fs::remove_file(&marker_path)
-            .with_context(|| format!("removing {}", marker_path.display()))?;
     }
 
     let tls_files = TlsFiles::new(&cfg);
@@ -174,6 +173,11 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         done_tx,
     )
     .with_wire_version(peer_wire_version);
+    let driver = if restored.is_some() {
+        driver.with_restore(data_dir.join(super::backup::RESTORED_MARKER))
+    } else {
+        driver
+    };
     let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
     let handler = Arc::new(NodeHandler::new(
         input_tx,

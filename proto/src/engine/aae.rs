@@ -61,7 +61,7 @@ use super::{Engine, SendError, Timer, Waiter};
 use crate::error::RequestError;
 use crate::merkle::{Answer, Exchange, ExchangeError, MerkleShape, Question, Side, Step};
 use crate::object::Object;
-use crate::storage_ops::StorageResult;
+use crate::storage_ops::{StorageOp, StorageResult};
 use crate::time::{Monotonic, Now, Time};
 use crate::wire::{AaeRequest, AaeResponse, PeerRequest, PeerResponse};
 
@@ -280,6 +280,15 @@ impl Aae {
         self.exchanges.len()
     }
 
+    /// The partitions of the peer-wins exchanges running now.
+    pub(super) fn peer_wins_running(&self) -> BTreeSet<PartitionId> {
+        self.exchanges
+            .values()
+            .filter(|e| e.exchange.peer_wins())
+            .map(|e| e.partition)
+            .collect()
+    }
+
     /// Whether the budget allows starting new background work (overdue work starts
     /// anyway, one at a time).
     pub(super) fn may_start(&self) -> bool {
@@ -334,6 +343,12 @@ impl Engine {
         self.aae.bytes.refill(now, m);
         metrics::gauge!(crate::metrics::AAE_BUDGET_RATIO).set(m);
         metrics::gauge!(crate::metrics::AAE_EXCHANGES_RUNNING).set(self.aae.running() as f64);
+        if self.restoring() {
+            // A restored node runs only its peer-wins exchanges, whatever `aae.enabled`
+            // says, and never reaps (see `restore.rs`).
+            self.restore_tick();
+            return;
+        }
         if !self.cfg.aae.enabled {
             return;
         }
@@ -375,7 +390,7 @@ impl Engine {
 
     fn start_due_exchanges(&mut self) {
         let partitions = self.replica_partitions.clone();
-        if partitions.is_empty() {
+        if partitions.is_empty() || self.restoring() {
             return;
         }
         let running: BTreeSet<(PartitionId, NodeId)> = self
@@ -414,16 +429,22 @@ impl Engine {
                         metrics::counter!(crate::metrics::AAE_OVERDUE_STARTS_TOTAL, "kind" => "exchange")
                             .increment(1);
                     }
-                    self.start_exchange(p, peer);
+                    self.start_exchange(p, peer, false);
                 }
             }
         }
     }
 
-    fn start_exchange(&mut self, partition: PartitionId, peer: NodeId) {
+    /// Start an exchange with `peer`; with `peer_wins`, one in which the peer's copy
+    /// replaces ours on every difference ([`Exchange::start_peer_wins`]).
+    pub(super) fn start_exchange(&mut self, partition: PartitionId, peer: NodeId, peer_wins: bool) {
         let id = self.aae.next_exchange;
         self.aae.next_exchange = ExchangeId(id.0 + 1);
-        let (exchange, step) = Exchange::start(AAE_SHAPE);
+        let (exchange, step) = if peer_wins {
+            Exchange::start_peer_wins(AAE_SHAPE)
+        } else {
+            Exchange::start(AAE_SHAPE)
+        };
         self.aae.exchanges.insert(
             id,
             RunningExchange {
@@ -584,6 +605,12 @@ impl Engine {
                     self.aae.keys.tokens += rest.len() as f64;
                     ex.exchange.requeue(from, rest);
                 }
+                if ex.exchange.peer_wins() {
+                    // The peer's answer replaces ours key by key, absent keys included
+                    // (a key the peer lacks is deleted from ours).
+                    self.replace_ours(id, objects);
+                    return;
+                }
                 let present: Vec<(Vec<u8>, Object)> = objects
                     .into_iter()
                     .filter_map(|(k, o)| o.map(|o| (k, o)))
@@ -630,6 +657,29 @@ impl Engine {
                 }),
             ),
         }
+    }
+
+    /// A peer-wins exchange: replace our copies of the keys read from the peer with its
+    /// copies (deleting those it lacks), as one local op.
+    fn replace_ours(&mut self, id: ExchangeId, objects: Vec<(Vec<u8>, Option<Object>)>) {
+        let Some(ex) = self.aae.exchanges.get(&id) else {
+            return;
+        };
+        let partition = ex.partition;
+        let size: u64 = objects
+            .iter()
+            .map(|(k, o)| (k.len() + o.as_ref().map_or(0, Object::data_bytes)) as u64)
+            .sum();
+        self.aae.bytes.tokens -= size as f64;
+        metrics::counter!(crate::metrics::AAE_BYTES_TOTAL, "direction" => "received")
+            .increment(size);
+        self.storage(
+            StorageOp::ReplaceMany { partition, objects },
+            Waiter::Aae {
+                exchange: id,
+                part: AaePart::Merged(Side::Ours),
+            },
+        );
     }
 
     fn exchange_step(&mut self, id: ExchangeId, step: Result<Step, ExchangeError>) {
@@ -697,7 +747,8 @@ impl Engine {
         if let Some(at) = ex.resume_at {
             self.timers.remove(&(at, Timer::AaeResume(id)));
         }
-        let label = if outcome.is_ok() { "ok" } else { "failed" };
+        let ok = outcome.is_ok();
+        let label = if ok { "ok" } else { "failed" };
         metrics::counter!(crate::metrics::AAE_EXCHANGES_TOTAL, "result" => label).increment(1);
         metrics::counter!(crate::metrics::AAE_LEAVES_COMPARED_TOTAL)
             .increment(ex.exchange.segments_compared());
@@ -712,6 +763,9 @@ impl Engine {
                 .and_then(|m| m.get(&ex.peer))
                 .and_then(|r| r.last_ok)
         };
+        if ex.exchange.peer_wins() {
+            self.on_restore_exchange(ex.partition, outcome.is_ok());
+        }
         self.aae.last.entry(ex.partition).or_default().insert(
             ex.peer,
             ExchangeRecord {
@@ -725,7 +779,12 @@ impl Engine {
         // dropped. Start the next due exchange now rather than at the next tick, so that
         // a node catches up on all its partitions within one interval (only overdue ones
         // while the budget is low).
-        if self.cfg.aae.enabled {
+        if self.restoring() {
+            // A failed restore exchange is tried again at the next tick, not at once.
+            if ok {
+                self.restore_tick();
+            }
+        } else if self.cfg.aae.enabled {
             self.start_due_exchanges();
         }
     }

@@ -20,6 +20,8 @@ impl TryFrom<StorageReply> for AaeResponse {
             StorageReply::MergedMany { changed, .. } => AaeResponse::Pushed(changed),
             StorageReply::Digests(d) => AaeResponse::Digests(d),
             StorageReply::Reaped(n) => AaeResponse::Reaped(n),
+            // A peer-wins exchange's local replacement counts as keys repaired.
+            StorageReply::Replaced(n) => AaeResponse::Pushed(n),
             other => return Err(other),
         })
     }

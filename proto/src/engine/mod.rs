@@ -26,6 +26,7 @@ mod quorum;
 mod read;
 mod reap;
 mod replica;
+mod restore;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -220,6 +221,8 @@ pub struct Engine {
     aae: Aae,
     /// Partitions this node is a primary of (the ring is fixed for the engine's life).
     replica_partitions: Vec<PartitionId>,
+    /// Restore mode, while a node restored from a backup catches up (`restore.rs`).
+    restore: Option<restore::Restore>,
 }
 
 /// Why an engine could not be built.
@@ -295,6 +298,7 @@ impl Engine {
             hint_totals: BTreeMap::new(),
             aae: Aae::new(keys_rate, bytes_rate, now),
             replica_partitions,
+            restore: None,
         };
         // Spread the periodic work over its first interval so nodes started together
         // do not act in lock-step.
@@ -721,6 +725,16 @@ impl Engine {
                         .into(),
                 ))),
             ),
+            ClientRequest::Get { .. }
+            | ClientRequest::Put { .. }
+            | ClientRequest::Delete { .. }
+                if self.restoring() =>
+            {
+                metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "restoring")
+                    .increment(1);
+                // The client tries another node (see `restore.rs`).
+                self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
+            }
             req @ (ClientRequest::Get { .. }
             | ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }) => self.handle_keyed(id, req, forwarded),

@@ -39,6 +39,18 @@ impl Engine {
     pub(super) fn handle_peer(&mut self, id: InboundId, _from: NodeId, req: PeerRequest) {
         metrics::counter!(crate::metrics::REPLICA_REQUESTS_TOTAL, "op" => req.op_name())
             .increment(1);
+        if self.restoring()
+            && matches!(
+                req,
+                PeerRequest::Replicate { .. } | PeerRequest::Read { .. } | PeerRequest::Aae(_)
+            )
+        {
+            // A restored node's copies must not be read, merged into, or compared until
+            // its peer-wins exchanges are through: it answers like a node going down, so
+            // coordinators use fallbacks and keep hints for it (see `restore.rs`).
+            self.respond_peer(id, PeerResponse::Error(RequestError::ShuttingDown));
+            return;
+        }
         match req {
             PeerRequest::Forward(client) => self.handle_client(id, client, true),
             PeerRequest::Replicate {

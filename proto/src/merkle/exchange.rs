@@ -84,7 +84,8 @@ pub enum Step {
 /// The keys of one repair batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Repairs {
-    /// Copy these from the peer into our replica (read theirs, merge into ours).
+    /// Copy these from the peer into our replica (read theirs, merge into ours; in a
+    /// peer-wins exchange, replace ours with theirs, or delete ours if they have none).
     pub fetch: Vec<Vec<u8>>,
     /// Copy these from our replica to the peer (read ours, merge into theirs).
     pub push: Vec<Vec<u8>>,
@@ -195,6 +196,8 @@ pub struct Exchange {
     /// Differing segments whose key lists are not yet compared.
     segments_left: VecDeque<u32>,
     segments_compared: u64,
+    /// The peer's copy wins every difference ([`Exchange::start_peer_wins`]).
+    peer_wins: bool,
 }
 
 impl Exchange {
@@ -205,9 +208,28 @@ impl Exchange {
             phase: Phase::Done,
             segments_left: VecDeque::new(),
             segments_compared: 0,
+            peer_wins: false,
         };
         let step = exchange.ask_nodes(0, vec![0]);
         (exchange, step)
+    }
+
+    /// An exchange in which the peer's copy wins every difference, for a node restored
+    /// from a backup: every key that differs (held differently, only by us, or only by
+    /// the peer) is queued to be read from the peer only ([`Repairs::fetch`]; nothing is
+    /// ever pushed), and the driver replaces our copy with what the peer answers (a key
+    /// the peer lacks is deleted from ours). Merging instead would keep our old values
+    /// next to the peer's, and bring back those whose tombstones were reaped since the
+    /// backup.
+    pub fn start_peer_wins(shape: MerkleShape) -> (Exchange, Step) {
+        let (mut exchange, step) = Exchange::start(shape);
+        exchange.peer_wins = true;
+        (exchange, step)
+    }
+
+    /// Whether the peer's copy wins every difference ([`Exchange::start_peer_wins`]).
+    pub fn peer_wins(&self) -> bool {
+        self.peer_wins
     }
 
     /// Take one replica's answer to the question out. Once both are in, compare them and
@@ -388,6 +410,18 @@ impl Exchange {
         let mut push = VecDeque::new();
         for ((_, our_list), (_, their_list)) in ours.iter().zip(&theirs) {
             let diff = diff_segment(our_list, their_list);
+            if self.peer_wins {
+                // Every differing key is read from the peer and replaces ours.
+                let mut all: Vec<Vec<u8>> = diff
+                    .different
+                    .into_iter()
+                    .chain(diff.only_theirs)
+                    .chain(diff.only_ours)
+                    .collect();
+                all.sort_unstable();
+                fetch.extend(all);
+                continue;
+            }
             // Fetch in key order; push the keys held differently, then the ones they lack.
             let mut wanted: Vec<Vec<u8>> = diff
                 .different

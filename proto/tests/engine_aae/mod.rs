@@ -138,3 +138,5 @@ fn a_segment_question_out_of_order_is_refused() {
         "{cmds:?}"
     );
 }
+
+mod restore;

@@ -10,7 +10,9 @@ use shoal_proto::{
     AaeConfig, EngineConfig, HandoffConfig, LimitsConfig, MembershipConfig, ReplicationConfig, Time,
 };
 
-use super::scenario::{Burst, ScriptedCrash, ScriptedOp, ScriptedPartition, ScriptedPause};
+use super::scenario::{
+    Burst, ScriptedCrash, ScriptedOp, ScriptedPartition, ScriptedPause, ScriptedRestore,
+};
 
 /// When every run starts on the virtual clock (2023-11-14, an arbitrary fixed instant).
 pub const EPOCH: Time = Time::from_micros(1_700_000_000_000_000);
@@ -467,6 +469,8 @@ pub struct SimConfig {
     pub max_siblings: Option<usize>,
     /// Pauses scripted on top of the random faults.
     pub scripted_pauses: Vec<ScriptedPause>,
+    /// Restores from a backup, scripted.
+    pub scripted_restores: Vec<ScriptedRestore>,
     /// Clock skew: each node's clock gets a seeded offset and drift, any two differing by
     /// at most this much (zero: every node's clock is the virtual time). The engines are
     /// configured with it as `replication.max_clock_skew`.
@@ -558,6 +562,7 @@ impl SimConfig {
             keep_log: false,
             max_siblings: None,
             scripted_pauses: Vec::new(),
+            scripted_restores: Vec::new(),
             clock_skew: Duration::ZERO,
             clock_offsets_ms: Vec::new(),
             power_cuts: PowerCutMix::FromSeed { share: 0.5 },
@@ -670,6 +675,7 @@ impl Setup {
             && cfg.scripted_partitions.is_empty()
             && cfg.scripted_crashes.is_empty()
             && cfg.scripted_pauses.is_empty()
+            && cfg.scripted_restores.is_empty()
             && cfg.storage_service_time.is_zero()
             && !cfg.vary_quorums
             && self.quorum.r + self.quorum.w > self.quorum.n

@@ -89,6 +89,11 @@ impl Sim {
                 }
             }
             Event::PowerCut { node, length } => self.power_cut(node, Some(length), Some(0)),
+            Event::Backup { node } => {
+                self.nodes[node].take_backup();
+                self.note(node, "BACKUP");
+            }
+            Event::Restore { node } => self.restore(node)?,
         }
         Ok(())
     }
@@ -131,6 +136,27 @@ impl Sim {
                 .unwrap_or_default()
         );
         self.note(i, &what);
+        self.arm_timer(i);
+        Ok(())
+    }
+
+    /// Restore node `i` from its backup: crash it (if up), put the backup's copy in place
+    /// of its data, and start it in restore mode at once.
+    fn restore(&mut self, i: usize) -> Result<(), SimError> {
+        if self.nodes[i].is_up() {
+            // Restarted here, not by the crash's own restart (which finds it up).
+            self.crash(i, Some(Duration::from_secs(3600)));
+        }
+        if !self.nodes[i].use_backup() {
+            self.note(i, "RESTORE skipped: no backup taken");
+            return Ok(());
+        }
+        self.start_node(i)?;
+        if let Some(r) = self.nodes[i].running.as_mut() {
+            r.engine.begin_restore();
+        }
+        self.note(i, "RESTORE from backup: restore mode");
+        self.drain(i);
         self.arm_timer(i);
         Ok(())
     }

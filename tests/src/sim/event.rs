@@ -76,6 +76,11 @@ pub(crate) enum Event {
     ScriptedOp { index: usize },
     /// A scripted pause: stop `node` (if up) for `length`.
     Pause { node: usize, length: Duration },
+    /// A scripted backup: copy `node`'s disk as it is now.
+    Backup { node: usize },
+    /// A scripted restore: crash `node` (if up) and start it on its backup, in restore
+    /// mode.
+    Restore { node: usize },
 }
 
 impl Event {

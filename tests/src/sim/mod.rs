@@ -111,7 +111,8 @@ pub use counters::counter_key;
 pub use node::StartError;
 pub use report::{replay_command, FaultCounts, MemberChange, RunFailure, RunReport};
 pub use scenario::{
-    replicas_of, Burst, ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, ScriptedPause,
+    replicas_of, Burst, ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition,
+    ScriptedPause, ScriptedRestore,
 };
 pub use timeline::{NodeSample, Sample, Timeline, SAMPLE_INTERVAL};
 
@@ -242,6 +243,7 @@ impl Sim {
             .flat_map(|p| p.side.iter().copied())
             .chain(cfg.scripted_crashes.iter().map(|c| c.node))
             .chain(cfg.scripted_pauses.iter().map(|p| p.node))
+            .chain(cfg.scripted_restores.iter().map(|r| r.node))
             .chain(cfg.scripted_power_cuts.iter().map(|c| c.node))
             .chain(cfg.scripted_ops.iter().map(|o| o.node));
         if let Some(bad) = scripted_nodes.filter(|&i| i >= setup.nodes).max() {
@@ -249,6 +251,15 @@ impl Sim {
                 "a scripted event names node {bad} of a {}-node cluster",
                 setup.nodes
             )));
+        }
+        if cfg
+            .scripted_restores
+            .iter()
+            .any(|r| r.restore_at <= r.backup_at)
+        {
+            return Err(SimError::Config(
+                "a scripted restore must come after its backup".into(),
+            ));
         }
         if !cfg.scripted_power_cuts.is_empty() && !setup.power_cuts.tracked() {
             return Err(SimError::Config(
@@ -488,6 +499,12 @@ impl Sim {
                     length: c.length,
                 },
             );
+        }
+        for r in self.cfg.scripted_restores.clone() {
+            self.queue
+                .push(EPOCH + r.backup_at, Event::Backup { node: r.node });
+            self.queue
+                .push(EPOCH + r.restore_at, Event::Restore { node: r.node });
         }
         for p in self.cfg.scripted_pauses.clone() {
             self.queue.push(

@@ -50,6 +50,8 @@ pub(crate) struct SimNode {
     /// While set, the node's disk is full until then: its storage refuses writes with
     /// `DiskFull` and serves reads (across crashes: the disk is the data's).
     disk_full_until: Option<Time>,
+    /// A copy of the data taken by a scripted backup, until a restore uses it.
+    backup: Option<MemStorage>,
 }
 
 /// Why a node could not start.
@@ -85,6 +87,7 @@ impl SimNode {
             disk_free_at: Time::ZERO,
             paused_until: Time::ZERO,
             disk_full_until: None,
+            backup: None,
         }
     }
 
@@ -154,6 +157,24 @@ impl SimNode {
     /// The node's data, across incarnations (for syncs, power cuts and inspection).
     pub(crate) fn disk(&self) -> &MemStorage {
         &self.data
+    }
+
+    /// Copy the node's disk as it is now (a backup's checkpoint: every write it holds,
+    /// synced or not), for [`SimNode::use_backup`].
+    pub(crate) fn take_backup(&mut self) {
+        self.backup = Some(self.data.after_power_cut(usize::MAX));
+    }
+
+    /// Replace the node's data with its backup (the node must be down); whether there
+    /// was one.
+    pub(crate) fn use_backup(&mut self) -> bool {
+        match self.backup.take() {
+            Some(backup) => {
+                self.data = backup;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether an incarnation is running.

@@ -259,6 +259,7 @@ pub fn replay_command(cfg: &SimConfig) -> String {
         || !cfg.scripted_power_cuts.is_empty()
         || !cfg.scripted_ops.is_empty()
         || !cfg.scripted_pauses.is_empty()
+        || !cfg.scripted_restores.is_empty()
     {
         inexpressible.push("scripted events");
     }

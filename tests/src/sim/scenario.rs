@@ -137,3 +137,18 @@ pub struct ScriptedPause {
     /// How long it stays stopped.
     pub length: Duration,
 }
+
+/// A scripted restore from a backup, as `shoal backup` and `shoal restore` make it: at
+/// `backup_at` node `node`'s disk is copied (a checkpoint: everything it holds then); at
+/// `restore_at` the node crashes (if up) and starts at once on that copy, under a new
+/// actor and in restore mode (`Engine::begin_restore`: it serves nothing until each of
+/// its partitions had a peer-wins exchange).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptedRestore {
+    /// The node, by index.
+    pub node: usize,
+    /// When its backup is taken, from the beginning of the run.
+    pub backup_at: Duration,
+    /// When it is restored from it (after `backup_at`).
+    pub restore_at: Duration,
+}
