@@ -174,11 +174,6 @@ impl<R> Quorum<R> {
             .collect()
     }
 
-    /// How many slots other than [`LOCAL`] were placed.
-    pub(super) fn remote_count(&self) -> usize {
-        self.slots.len().saturating_sub(LOCAL + 1)
-    }
-
     /// Whether `slot` exists and still waits for its outcome; outcomes for any other slot
     /// are ignored.
     pub(super) fn is_pending(&self, slot: usize) -> bool {

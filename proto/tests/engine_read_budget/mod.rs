@@ -220,3 +220,23 @@ fn a_held_back_read_that_times_out_asks_nobody_and_holds_nothing() {
     assert_eq!(c.run_storage(&a(), &storage_read(&second)), vec![]);
     assert_eq!(c.engine(&a()).read_bytes_in_flight(), 0);
 }
+
+#[test]
+fn replies_that_arrive_before_the_local_copy_are_given_back_when_the_read_ends() {
+    let (mut c, large_key, large, _, _) = cluster_with_keys();
+    let cmds = c.client(&a(), 1, get(&large_key));
+    let asked: Vec<Command> = sends(&cmds).into_iter().cloned().collect();
+    assert_eq!(asked.len(), 2, "{cmds:?}");
+    // Both replicas answer before the coordinator's own storage read returns.
+    let mut answered = false;
+    for send in &asked {
+        let done = c.reply(&a(), send, Ok(PeerResponse::Object(Some(large.clone()))));
+        answered |= is_get_answer(&done, 1);
+    }
+    assert!(answered, "R=2 met by the two replicas");
+    assert!(c.engine(&a()).read_bytes_in_flight() > 0);
+    c.run_storage(&a(), &storage_read(&cmds));
+    // The read is over: nothing of it may stay charged.
+    assert_eq!(c.engine(&a()).inflight(), 0);
+    assert_eq!(c.engine(&a()).read_bytes_in_flight(), 0);
+}
