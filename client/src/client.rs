@@ -906,8 +906,9 @@ fn unexpected(op: &str, response: &ClientResponse) -> ClientError {
         ClientResponse::ClusterInfo(_) => "cluster_info",
         ClientResponse::Status(_) => "status",
         ClientResponse::AaeStatus(_) => "aae_status",
-        ClientResponse::Error(_) => "error",
         ClientResponse::Backup(_) => "backup",
+        ClientResponse::Cluster(_) => "cluster",
+        ClientResponse::Error(_) => "error",
     };
     ClientError::Protocol(format!("expected a {op} answer, got a {kind} answer"))
 }

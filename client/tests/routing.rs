@@ -124,9 +124,11 @@ impl FakeNode {
                 })
             }
             ClientRequest::ClusterInfo => unreachable!("answered above"),
-            ClientRequest::AaeStatus | ClientRequest::Backup { .. } => ClientResponse::Error(
-                shoal_proto::RequestError::Internal("not served by this fake node".into()),
-            ),
+            ClientRequest::AaeStatus | ClientRequest::Backup { .. } | ClientRequest::Cluster(_) => {
+                ClientResponse::Error(shoal_proto::RequestError::Internal(
+                    "not served by this fake node".into(),
+                ))
+            }
         })
     }
 }

@@ -157,6 +157,23 @@ pub enum RequestError {
     /// behind under the backup directory.
     #[error("backup: {0}")]
     Backup(BackupError),
+    /// A cluster change (`shoal cluster join/leave/remove/replace/plan/commit`) the
+    /// cluster refused; nothing changed. The text says why (the layout's own error).
+    #[error("layout change refused: {0}")]
+    LayoutRefused(String),
+    /// The sender's layout is older than this node's: it refreshes its layout (this
+    /// node's version is `current`) and tries again. A peer refuses requests of an older
+    /// layout so that nothing coordinated under a superseded layout lands once a change
+    /// is in progress.
+    #[error("stale layout: this node is at layout version {current}")]
+    StaleLayout {
+        /// The receiver's layout version.
+        current: u64,
+    },
+    /// The sender belongs to another cluster, or to one with other settings (partition
+    /// count, N): the two refuse each other rather than silently disagree.
+    #[error("cluster settings differ: {0}")]
+    ClusterMismatch(String),
 }
 
 /// Why a node made no backup ([`RequestError::Backup`]).
@@ -213,6 +230,9 @@ impl RequestError {
             RequestError::Internal(_) => "internal_error",
             RequestError::DiskFull => "disk_full",
             RequestError::Backup(_) => "backup_refused",
+            RequestError::LayoutRefused(_) => "layout_refused",
+            RequestError::StaleLayout { .. } => "stale_layout",
+            RequestError::ClusterMismatch(_) => "refused",
         }
     }
 }

@@ -48,6 +48,23 @@ impl ClusterSettings {
     }
 }
 
+impl ClusterSettings {
+    /// The settings of a cluster created from a full member list (the `[[seeds]]` of
+    /// a config written before layouts existed): the cluster id is derived from the
+    /// sorted member ids, the partition count and N, so every founding node computes the
+    /// same one without a config change.
+    pub fn derived(partitions: u32, n: u8, members: &[NodeId]) -> ClusterSettings {
+        let mut ids: Vec<&str> = members.iter().map(NodeId::as_str).collect();
+        ids.sort_unstable();
+        let text = format!("{partitions}/{n}/{}", ids.join(","));
+        ClusterSettings {
+            cluster_id: format!("shoal-{:016x}", shoal_ring::key_hash(text.as_bytes())),
+            partitions,
+            n,
+        }
+    }
+}
+
 /// Where a member is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum MemberState {
@@ -180,6 +197,9 @@ pub enum LayoutError {
         /// The current version.
         current: u64,
     },
+    /// The layout belongs to a cluster with other settings.
+    #[error("cluster settings differ: {0}")]
+    Settings(String),
     /// A weight of 0, a zone name or a member count the ring refuses.
     #[error(transparent)]
     Ring(#[from] RingError),
@@ -438,6 +458,216 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// Version 1 of a cluster whose ring is already built (every member active, at
+    /// `addresses`): how an engine is made from a fixed member list.
+    ///
+    /// # Errors
+    /// [`LayoutError::NotAMember`] for a ring member without an address.
+    pub fn from_ring(
+        settings: ClusterSettings,
+        ring: Ring,
+        addresses: &[(NodeId, SocketAddr)],
+    ) -> Result<Layout, LayoutError> {
+        let mut members = Vec::with_capacity(ring.members().len());
+        for m in ring.members() {
+            let addr = addresses
+                .iter()
+                .find(|(id, _)| id == &m.id)
+                .map(|(_, a)| *a)
+                .ok_or_else(|| LayoutError::NotAMember { id: m.id.clone() })?;
+            members.push(LayoutMember {
+                id: m.id.clone(),
+                addr,
+                zone: m.zone.clone(),
+                weight: m.weight,
+                state: MemberState::Active,
+            });
+        }
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Layout {
+            settings,
+            version: 1,
+            members,
+            ring,
+        })
+    }
+
+    /// The members that own partitions (joining, active), in id order.
+    pub fn owners(&self) -> impl Iterator<Item = &LayoutMember> {
+        self.members.iter().filter(|m| m.state.owns_partitions())
+    }
+}
+
+/// The layout versions a cluster still uses, oldest first, and how far each node has
+/// come with them (Garage's layout history, with versions decided by [`crate::paxos`]).
+///
+/// While a change is in progress more than one version is in use: writes must reach
+/// their quorum in every version from the oldest one some node may still coordinate
+/// under (`min_ack`) to the current one; reads use the newest version whose new owners
+/// every node has finished receiving (`min_sync`); an old owner drops a partition only
+/// once every node knows that all have synced (`min_sync_ack`). The trackers only grow
+/// (a merge takes the maximum per node), so they spread by gossip without consensus.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutHistory {
+    /// Oldest first; never empty; consecutive versions.
+    versions: Vec<Layout>,
+    /// Per node: the highest version it acknowledged (it coordinates nothing under an
+    /// older one any more).
+    ack: BTreeMap<NodeId, u64>,
+    /// Per node: the highest version whose partitions it holds in full.
+    sync: BTreeMap<NodeId, u64>,
+    /// Per node: the highest version it knows every node has synced.
+    sync_ack: BTreeMap<NodeId, u64>,
+}
+
+impl LayoutHistory {
+    /// A history of one version, which every member has acknowledged and holds (a
+    /// cluster created with its members, or a node that knows nothing older).
+    pub fn new(layout: Layout) -> LayoutHistory {
+        let v = layout.version();
+        let ids: Vec<NodeId> = layout.members().iter().map(|m| m.id.clone()).collect();
+        let full = |ids: &[NodeId]| ids.iter().map(|id| (id.clone(), v)).collect();
+        LayoutHistory {
+            ack: full(&ids),
+            sync: full(&ids),
+            sync_ack: full(&ids),
+            versions: vec![layout],
+        }
+    }
+
+    /// The newest version.
+    pub fn current(&self) -> &Layout {
+        // Never empty: built with one version, versions are only pruned below the last.
+        self.versions.last().unwrap_or_else(|| unreachable!())
+    }
+
+    /// The newest version's number.
+    pub fn version(&self) -> u64 {
+        self.current().version()
+    }
+
+    /// The cluster settings (the same in every version).
+    pub fn settings(&self) -> &ClusterSettings {
+        self.current().settings()
+    }
+
+    /// The versions still in use, oldest first.
+    pub fn versions(&self) -> &[Layout] {
+        &self.versions
+    }
+
+    /// The version `v`, if still kept.
+    pub fn get(&self, v: u64) -> Option<&Layout> {
+        self.versions.iter().find(|l| l.version() == v)
+    }
+
+    /// The acknowledged version per node.
+    pub fn acks(&self) -> &BTreeMap<NodeId, u64> {
+        &self.ack
+    }
+
+    /// The synced version per node.
+    pub fn syncs(&self) -> &BTreeMap<NodeId, u64> {
+        &self.sync
+    }
+
+    /// The sync-acknowledged version per node.
+    pub fn sync_acks(&self) -> &BTreeMap<NodeId, u64> {
+        &self.sync_ack
+    }
+
+    /// Adds the next version (decided by the layout's Paxos).
+    ///
+    /// # Errors
+    /// [`LayoutError::VersionMismatch`] unless `next` is the current version + 1, and
+    /// [`LayoutError::Settings`] when its settings differ.
+    pub fn push(&mut self, next: Layout) -> Result<(), LayoutError> {
+        if next.version() != self.version() + 1 {
+            return Err(LayoutError::VersionMismatch {
+                expected: self.version() + 1,
+                current: next.version(),
+            });
+        }
+        if let Some(m) = self.settings().mismatch(next.settings()) {
+            return Err(LayoutError::Settings(m));
+        }
+        self.versions.push(next);
+        Ok(())
+    }
+
+    /// Takes what `other` knows and this history does not: its newer versions (when
+    /// they follow on from ours; a gap means `other` pruned what we lack, and we take
+    /// its versions whole) and the larger tracker values. Whether anything changed.
+    ///
+    /// # Errors
+    /// [`LayoutError::Settings`] when the two belong to different clusters; nothing
+    /// changed then.
+    pub fn merge(&mut self, other: &LayoutHistory) -> Result<bool, LayoutError> {
+        if let Some(m) = self.settings().mismatch(other.settings()) {
+            return Err(LayoutError::Settings(m));
+        }
+        let mut changed = false;
+        if other.version() > self.version() {
+            if other.versions[0].version() <= self.version() + 1 {
+                let mine = self.version();
+                self.versions.extend(
+                    other
+                        .versions
+                        .iter()
+                        .filter(|l| l.version() > mine)
+                        .cloned(),
+                );
+            } else {
+                self.versions = other.versions.clone();
+            }
+            changed = true;
+        }
+        for (mine, theirs) in [
+            (&mut self.ack, &other.ack),
+            (&mut self.sync, &other.sync),
+            (&mut self.sync_ack, &other.sync_ack),
+        ] {
+            for (id, &v) in theirs {
+                let e = mine.entry(id.clone()).or_insert(0);
+                if v > *e {
+                    *e = v;
+                    changed = true;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Raises `node`'s tracker `which` to `version` (trackers never go down). Whether it
+    /// changed.
+    pub fn advance(&mut self, which: Tracker, node: &NodeId, version: u64) -> bool {
+        let map = match which {
+            Tracker::Ack => &mut self.ack,
+            Tracker::Sync => &mut self.sync,
+            Tracker::SyncAck => &mut self.sync_ack,
+        };
+        let e = map.entry(node.clone()).or_insert(0);
+        if version > *e {
+            *e = version;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One of [`LayoutHistory`]'s per-node trackers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracker {
+    /// The node coordinates nothing under an older version.
+    Ack,
+    /// The node holds its partitions of the version in full.
+    Sync,
+    /// The node knows every node synced the version.
+    SyncAck,
+}
+
 fn set_state(members: &mut [LayoutMember], id: &NodeId, state: MemberState) {
     if let Some(m) = members.iter_mut().find(|m| &m.id == id) {
         m.state = state;
@@ -613,5 +843,55 @@ mod tests {
         let bytes = postcard::to_allocvec(&l).unwrap();
         let back: Layout = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, l);
+    }
+
+    #[test]
+    fn a_history_takes_newer_versions_and_larger_trackers_and_refuses_another_cluster() {
+        let l = layout(4);
+        let mut a = LayoutHistory::new(l.clone());
+        let staged = [Change::Leave { id: id("n1") }];
+        let v2 = l.commit(&staged, 1).unwrap();
+        let mut b = a.clone();
+        assert!(matches!(
+            b.push(l.clone()),
+            Err(LayoutError::VersionMismatch { .. })
+        ));
+        b.push(v2.clone()).unwrap();
+        assert!(b.advance(Tracker::Ack, &id("n2"), 2));
+        assert!(!b.advance(Tracker::Ack, &id("n2"), 1));
+        assert_eq!(a.merge(&b), Ok(true));
+        assert_eq!(a.version(), 2);
+        assert_eq!(a.versions().len(), 2);
+        assert_eq!(a.acks()[&id("n2")], 2);
+        // Idempotent, and an older history changes nothing.
+        assert_eq!(a.merge(&b), Ok(false));
+        assert_eq!(a.merge(&LayoutHistory::new(l.clone())), Ok(false));
+        assert_eq!(a, b);
+        let other = LayoutHistory::new(
+            Layout::initial(
+                ClusterSettings {
+                    cluster_id: "other".into(),
+                    ..settings()
+                },
+                (1..=3)
+                    .map(|i| (id(&format!("n{i}")), addr(i), None, 1))
+                    .collect(),
+            )
+            .unwrap(),
+        );
+        assert!(matches!(a.merge(&other), Err(LayoutError::Settings(_))));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn derived_settings_do_not_depend_on_the_member_order() {
+        let x = ClusterSettings::derived(256, 3, &[id("a"), id("b"), id("c")]);
+        let y = ClusterSettings::derived(256, 3, &[id("c"), id("a"), id("b")]);
+        assert_eq!(x, y);
+        assert_ne!(x, ClusterSettings::derived(256, 3, &[id("a"), id("b")]));
+        assert_ne!(
+            x,
+            ClusterSettings::derived(128, 3, &[id("a"), id("b"), id("c")])
+        );
     }
 }

@@ -15,6 +15,8 @@
 //!
 //! - Version 1: the first release.
 //! - Version 2: [`GetReply::written_at`], each value's write time.
+//! - Version 3: cluster administration ([`ClientRequest::Cluster`]) and the layout's
+//!   errors (issue 9); a version-2 peer gets those errors as `Internal` with their text.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,10 +29,16 @@ use crate::error::{CodecError, RequestError};
 use crate::membership::GossipDigest;
 use crate::object::Object;
 
+mod cluster;
 mod v1;
 
+pub use cluster::{
+    ClusterReply, ClusterRequest, ClusterStatus, MemberReport, MemberRole, PlanReport,
+    StageRequest, TransferSummary,
+};
+
 /// The newest protocol version this build speaks: what it sends unless pinned lower.
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 /// The oldest protocol version this build still accepts and can speak: the previous
 /// release's, so that a cluster can be upgraded one node at a time.
 pub const MIN_WIRE_VERSION: u16 = 1;
@@ -46,6 +54,8 @@ impl WireVersion {
     pub const OLDEST: WireVersion = WireVersion(MIN_WIRE_VERSION);
     /// The first version whose [`GetReply`] carries write times.
     const WRITE_TIMES: WireVersion = WireVersion(2);
+    /// The first version with cluster administration and the layout's errors.
+    const LAYOUTS: WireVersion = WireVersion(3);
 
     /// `version`, if this build speaks it.
     pub fn new(version: u16) -> Result<WireVersion, CodecError> {
@@ -146,6 +156,8 @@ pub enum ClientRequest {
         /// The backup's directory name under the node's backup directory.
         name: String,
     },
+    /// Cluster administration: layout status, staged changes, plan, commit.
+    Cluster(ClusterRequest),
 }
 
 impl ClientRequest {
@@ -159,6 +171,7 @@ impl ClientRequest {
             ClientRequest::Status => "status",
             ClientRequest::AaeStatus => "aae_status",
             ClientRequest::Backup { .. } => "backup",
+            ClientRequest::Cluster(_) => "cluster",
         }
     }
 
@@ -372,6 +385,8 @@ pub enum ClientResponse {
     Error(RequestError),
     /// A backup was written.
     Backup(BackupReply),
+    /// The answer to a [`ClientRequest::Cluster`].
+    Cluster(ClusterReply),
 }
 
 /// The answer to [`ClientRequest::Backup`].
@@ -749,6 +764,8 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
 pub fn encode_response_as(resp: &Response, version: WireVersion) -> Vec<u8> {
     if version < WireVersion::WRITE_TIMES {
         encode_as(version, &v1::Response::from(resp.clone()))
+    } else if version < WireVersion::LAYOUTS {
+        encode_as(version, &v1::before_layouts(resp.clone()))
     } else {
         encode_as(version, resp)
     }

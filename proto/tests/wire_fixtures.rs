@@ -22,7 +22,7 @@ use shoal_proto::wire::{
 use shoal_proto::{CodecError, Object, RequestError, OBJECT_FORMAT_VERSION};
 
 /// Wire versions whose fixtures are checked in.
-const FIXTURE_VERSIONS: &[u16] = &[1, 2];
+const FIXTURE_VERSIONS: &[u16] = &[1, 2, 3];
 
 fn dir(version: u16) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -148,6 +148,7 @@ fn client_request_variant(r: &ClientRequest) -> &'static str {
         ClientRequest::Status => "Status",
         ClientRequest::AaeStatus => "AaeStatus",
         ClientRequest::Backup { .. } => "Backup",
+        ClientRequest::Cluster(_) => "Cluster",
     }
 }
 
@@ -186,6 +187,7 @@ fn client_response_variant(r: &ClientResponse) -> &'static str {
         ClientResponse::AaeStatus(_) => "AaeStatus",
         ClientResponse::Error(_) => "Error",
         ClientResponse::Backup(_) => "Backup",
+        ClientResponse::Cluster(_) => "Cluster",
     }
 }
 
@@ -224,6 +226,9 @@ fn error_variant(e: &RequestError) -> &'static str {
         RequestError::ResponseTooLarge { .. } => "ResponseTooLarge",
         RequestError::DiskFull => "DiskFull",
         RequestError::Backup(_) => "Backup",
+        RequestError::LayoutRefused(_) => "LayoutRefused",
+        RequestError::StaleLayout { .. } => "StaleLayout",
+        RequestError::ClusterMismatch(_) => "ClusterMismatch",
     }
 }
 
@@ -252,6 +257,7 @@ const REQUEST_VARIANTS: &[&str] = &[
     "Client::Status",
     "Client::AaeStatus",
     "Client::Backup",
+    "Client::Cluster",
     "Peer::Forward",
     "Peer::Replicate",
     "Peer::Read",
@@ -274,6 +280,7 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Client::AaeStatus",
     "Client::Error",
     "Client::Backup",
+    "Client::Cluster",
     "Peer::Client::Get",
     "Peer::Ack",
     "Peer::Object",
@@ -308,6 +315,9 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Error::ResponseTooLarge",
     "Error::DiskFull",
     "Error::Backup",
+    "Error::LayoutRefused",
+    "Error::StaleLayout",
+    "Error::ClusterMismatch",
 ];
 
 #[test]

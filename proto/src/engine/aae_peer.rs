@@ -46,7 +46,7 @@ impl Engine {
     pub(super) fn aae_storage_op(&self, req: AaeRequest) -> Result<StorageOp, crate::RequestError> {
         use crate::RequestError;
         let partition = req.partition();
-        if partition.0 >= self.ring.partition_count() {
+        if partition.0 >= self.ring().partition_count() {
             return Err(RequestError::Malformed(format!("no partition {partition}")));
         }
         if !self.primaries(partition).contains(&self.me) {

@@ -407,6 +407,9 @@ fn refuses_the_hint(e: &RequestError) -> bool {
         | RequestError::ShuttingDown
         | RequestError::Internal(_)
         | RequestError::DiskFull
-        | RequestError::Backup(_) => false,
+        | RequestError::Backup(_)
+        | RequestError::LayoutRefused(_)
+        | RequestError::StaleLayout { .. }
+        | RequestError::ClusterMismatch(_) => false,
     }
 }

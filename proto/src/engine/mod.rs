@@ -20,6 +20,7 @@
 
 mod aae;
 mod aae_peer;
+mod cluster;
 mod forward;
 mod handoff;
 mod quorum;
@@ -39,6 +40,7 @@ use shoal_ring::{NodeId, PartitionId, Ring};
 
 use crate::config::{EngineConfig, MAX_KEY_BYTES};
 use crate::error::RequestError;
+use crate::layout::{ClusterSettings, Layout, LayoutHistory};
 use crate::membership::{Membership, StateChange};
 use crate::storage_ops::{HintTotals, StorageFailure, StorageOp, StorageReply, StorageResult};
 use crate::time::{Monotonic, Now, Time};
@@ -193,7 +195,9 @@ struct Pending {
 pub struct Engine {
     cfg: EngineConfig,
     me: NodeId,
-    ring: Ring,
+    /// The layout versions in use (`crate::layout::LayoutHistory`); the current
+    /// version's ring places keys.
+    layout: LayoutHistory,
     membership: Membership,
     rng: ChaCha8Rng,
     next_id: u64,
@@ -240,8 +244,10 @@ pub enum EngineError {
 }
 
 impl Engine {
-    /// An engine for node `me` of `ring`, whose members listen at `addresses`. `seed`
-    /// decides every random choice (gossip peers); `now` is the start time.
+    /// An engine for node `me` of `ring`, whose members listen at `addresses`: layout
+    /// version 1 of a cluster with these members and settings derived from them
+    /// ([`ClusterSettings::derived`]). `seed` decides every random choice (gossip
+    /// peers); `now` is the start time.
     pub fn new(
         cfg: EngineConfig,
         me: NodeId,
@@ -250,19 +256,35 @@ impl Engine {
         seed: u64,
         now: Now,
     ) -> Result<Engine, EngineError> {
+        if let Some((id, _)) = addresses.iter().find(|(id, _)| ring.member(id).is_none()) {
+            return Err(EngineError::Addresses(format!("{id} is not in the ring")));
+        }
+        let ids: Vec<NodeId> = ring.members().iter().map(|m| m.id.clone()).collect();
+        let settings = ClusterSettings::derived(ring.partition_count(), cfg.replication.n, &ids);
+        let layout = Layout::from_ring(settings, ring, &addresses)
+            .map_err(|e| EngineError::Addresses(format!("{e}: it has no address")))?;
+        Engine::with_layout(cfg, me, LayoutHistory::new(layout), seed, now)
+    }
+
+    /// An engine for node `me` serving from `layout` (as stored, or as learned from the
+    /// cluster). `seed` decides every random choice; `now` is the start time.
+    pub fn with_layout(
+        cfg: EngineConfig,
+        me: NodeId,
+        layout: LayoutHistory,
+        seed: u64,
+        now: Now,
+    ) -> Result<Engine, EngineError> {
+        let ring = layout.current().ring();
         cfg.validate(ring.members().len())?;
         if ring.member(&me).is_none() {
             return Err(EngineError::NotAMember(me));
         }
-        let addressed: BTreeSet<&NodeId> = addresses.iter().map(|(id, _)| id).collect();
-        for m in ring.members() {
-            if !addressed.contains(&m.id) {
-                return Err(EngineError::Addresses(format!("{} has no address", m.id)));
-            }
-        }
-        if let Some((id, _)) = addresses.iter().find(|(id, _)| ring.member(id).is_none()) {
-            return Err(EngineError::Addresses(format!("{id} is not in the ring")));
-        }
+        let addresses: Vec<(NodeId, SocketAddr)> = layout
+            .current()
+            .owners()
+            .map(|m| (m.id.clone(), m.addr))
+            .collect();
         let membership = Membership::new(
             me.clone(),
             ring.version(),
@@ -278,7 +300,7 @@ impl Engine {
         let mut engine = Engine {
             cfg,
             me,
-            ring,
+            layout,
             membership,
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_id: 1,
@@ -333,9 +355,14 @@ impl Engine {
         &self.cfg
     }
 
-    /// The ring in use.
+    /// The ring in use: the current layout version's.
     pub fn ring(&self) -> &Ring {
-        &self.ring
+        self.layout.current().ring()
+    }
+
+    /// The layout versions in use and the nodes' progress through them.
+    pub fn layout(&self) -> &LayoutHistory {
+        &self.layout
     }
 
     /// The membership view and failure detector.
@@ -644,7 +671,7 @@ impl Engine {
                     } else {
                         MemberState::Down
                     },
-                    partitions_owned: self.ring.owned_count(id),
+                    partitions_owned: self.ring().owned_count(id),
                     pending_hints: totals.count,
                     pending_hint_bytes: totals.bytes,
                 }
@@ -652,7 +679,7 @@ impl Engine {
             .collect();
         StatusReport {
             node: self.me.clone(),
-            ring_version: self.ring.version(),
+            ring_version: self.ring().version(),
             members,
             // The engine does not see the disk; the driver fills this in.
             storage: StorageHealth::default(),
@@ -661,7 +688,7 @@ impl Engine {
 
     fn cluster_info(&self) -> ClusterInfo {
         ClusterInfo {
-            ring: self.ring.clone(),
+            ring: self.ring().clone(),
             members: self
                 .membership
                 .iter()
@@ -678,14 +705,14 @@ impl Engine {
 
     /// The primaries of `partition`, in preference order.
     fn primaries(&self, partition: PartitionId) -> Vec<NodeId> {
-        self.ring
+        self.ring()
             .preference_list(partition, usize::from(self.cfg.replication.n))
             .nodes
     }
 
     /// The fallbacks of `partition` that are up, in walk order.
     fn live_fallbacks(&self, partition: PartitionId) -> VecDeque<NodeId> {
-        self.ring
+        self.ring()
             .fallbacks(partition, usize::from(self.cfg.replication.n))
             .into_iter()
             .filter(|n| *n != self.me && self.membership.is_up(n))
@@ -725,6 +752,7 @@ impl Engine {
                         .into(),
                 ))),
             ),
+            ClientRequest::Cluster(req) => self.handle_cluster(id, req),
             ClientRequest::Get { .. }
             | ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }
@@ -757,7 +785,7 @@ impl Engine {
         let Some(key) = req.key() else {
             return;
         };
-        let partition = self.ring.partition_of(key);
+        let partition = self.ring().partition_of(key);
         let primaries = self.primaries(partition);
         if !primaries.contains(&self.me) {
             if forwarded {
@@ -809,7 +837,8 @@ impl Engine {
             ClientRequest::ClusterInfo
             | ClientRequest::Status
             | ClientRequest::AaeStatus
-            | ClientRequest::Backup { .. } => {}
+            | ClientRequest::Backup { .. }
+            | ClientRequest::Cluster(_) => {}
         }
     }
 
@@ -878,7 +907,8 @@ impl Engine {
             ClientRequest::ClusterInfo
             | ClientRequest::Status
             | ClientRequest::AaeStatus
-            | ClientRequest::Backup { .. } => {}
+            | ClientRequest::Backup { .. }
+            | ClientRequest::Cluster(_) => {}
         }
         Ok(())
     }

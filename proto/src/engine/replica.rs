@@ -193,7 +193,7 @@ impl Engine {
                 },
             );
         }
-        if self.ring.partition_of(key) != partition {
+        if self.ring().partition_of(key) != partition {
             return refused(
                 "wrong_partition",
                 RequestError::WrongPartition {

@@ -92,6 +92,39 @@ fn v1_error(e: RequestError) -> RequestError {
         | E::ResponseTooLarge { .. }
         | E::DiskFull) => e,
         E::Backup(b) => E::Internal(format!("backup refused: {b}")),
+        e @ (E::LayoutRefused(_) | E::StaleLayout { .. } | E::ClusterMismatch(_)) => {
+            E::Internal(e.to_string())
+        }
+    }
+}
+
+/// `resp` as a version-2 peer can decode it: what version 3 added (cluster
+/// administration replies, the layout's errors) becomes `Internal` with its text.
+pub(super) fn before_layouts(resp: super::Response) -> super::Response {
+    use super::{ClientResponse as C, PeerResponse as P, Response as R};
+    fn error(e: RequestError) -> RequestError {
+        match e {
+            e @ (RequestError::LayoutRefused(_)
+            | RequestError::StaleLayout { .. }
+            | RequestError::ClusterMismatch(_)) => RequestError::Internal(e.to_string()),
+            e => e,
+        }
+    }
+    fn client(c: C) -> C {
+        match c {
+            C::Cluster(_) => C::Error(RequestError::Internal(
+                "a cluster administration reply needs wire version 3".into(),
+            )),
+            C::Error(e) => C::Error(error(e)),
+            c => c,
+        }
+    }
+    match resp {
+        R::Client(c) => R::Client(client(c)),
+        R::Peer(P::Client(c)) => R::Peer(P::Client(client(c))),
+        R::Peer(P::Error(e)) => R::Peer(P::Error(error(e))),
+        R::Error(e) => R::Error(error(e)),
+        r => r,
     }
 }
 
@@ -149,6 +182,10 @@ impl From<super::ClientResponse> for ClientResponse {
                 "backup made at {}; its reply needs wire version 2",
                 b.path
             ))),
+            // Cluster administration came with version 3 (issue 9).
+            C::Cluster(_) => ClientResponse::Error(RequestError::Internal(
+                "a cluster administration reply needs a newer wire version".into(),
+            )),
         }
     }
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use shoal_proto::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, AaeRequest, AaeResponse, BackupReply,
-    ClientRequest, ClientResponse, ClusterInfo, GetReply, MemberAddress, MemberState, MemberStatus,
-    PeerRequest, PeerResponse, ReadOptions, Request, Response, StatusReport, StorageHealth,
-    WriteOptions, WriteReply,
+    ClientRequest, ClientResponse, ClusterInfo, ClusterReply, ClusterRequest, GetReply,
+    MemberAddress, MemberState, MemberStatus, PeerRequest, PeerResponse, ReadOptions, Request,
+    Response, StatusReport, StorageHealth, WriteOptions, WriteReply,
 };
 use shoal_proto::{
     Actor, BackupError, CausalContext, Dot, GossipDigest, GossipEntry, Object, RequestError,
@@ -134,6 +134,12 @@ pub fn client_requests(version: u16) -> Vec<(&'static str, ClientRequest)> {
             ClientRequest::Backup {
                 name: "nightly-2026-12-03".into(),
             },
+        ));
+    }
+    if version >= 3 {
+        out.push((
+            "cluster",
+            ClientRequest::Cluster(ClusterRequest::Commit { version: 7 }),
         ));
     }
     out
@@ -379,6 +385,12 @@ pub fn client_responses(version: u16) -> Vec<(&'static str, ClientResponse)> {
             }),
         ));
     }
+    if version >= 3 {
+        out.push((
+            "cluster",
+            ClientResponse::Cluster(ClusterReply::Committed { version: 8 }),
+        ));
+    }
     out
 }
 
@@ -500,6 +512,17 @@ pub fn request_errors(version: u16) -> Vec<(&'static str, RequestError)> {
     ];
     if version >= 2 {
         out.push(("backup", RequestError::Backup(BackupError::InProgress)));
+    }
+    if version >= 3 {
+        out.push((
+            "layout_refused",
+            RequestError::LayoutRefused("nothing is staged".into()),
+        ));
+        out.push(("stale_layout", RequestError::StaleLayout { current: 9 }));
+        out.push((
+            "cluster_mismatch",
+            RequestError::ClusterMismatch("n 3 != 5".into()),
+        ));
     }
     out
 }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use shoal_proto::wire::{decode_response, ClientResponse, Response};
+use shoal_proto::wire::{decode_response, ClientResponse, Response, WIRE_VERSION};
 use shoal_proto::RequestError;
 use shoal_transport::TransportConfig;
 
@@ -61,7 +61,7 @@ async fn wire_requests(cluster: &Cluster, indices: &[usize], role: &str, version
 }
 
 /// The middle of a rolling upgrade: n1 sends its peers only version-1 frames (as a node
-/// of the previous release does), n2 and n3 version 2. Writes that need every replica,
+/// of the previous release does), n2 and n3 the current version. Writes that need every replica,
 /// quorum reads, and anti-entropy bringing back a replica that missed writes all work,
 /// in both directions; and a client of the previous release (its frames are the v1
 /// fixtures) gets version-1 answers from the pinned node and from a current one.
@@ -70,7 +70,8 @@ async fn a_cluster_with_a_node_on_the_previous_wire_version_serves_reads_writes_
     let mut cluster = Cluster::start(3, AAE_ONLY).await;
     let (pinned, current) = (0, [1, 2]);
     pin_to_wire_version_1(&mut cluster, pinned).await;
-    for (i, want) in [(0, 1.0), (1, 2.0), (2, 2.0)] {
+    let now = f64::from(WIRE_VERSION);
+    for (i, want) in [(0, 1.0), (1, now), (2, now)] {
         let sent = scrape(cluster.nodes()[i].metrics)
             .await
             .expect("scraping")
@@ -88,7 +89,7 @@ async fn a_cluster_with_a_node_on_the_previous_wire_version_serves_reads_writes_
     for (key, value) in &first {
         let read = client.get_with(key).r(3).send().await.expect("an R=3 read");
         assert_eq!(read.values, vec![value.as_bytes().to_vec()], "{key}");
-        // The SDK speaks version 2 to whichever node coordinates: write times come back.
+        // The SDK speaks the current version to whichever node coordinates: write times come back.
         assert_eq!(read.written_at.len(), 1, "{key}");
         assert!(
             read.written_at[0] >= before - Duration::from_secs(1),
@@ -97,14 +98,15 @@ async fn a_cluster_with_a_node_on_the_previous_wire_version_serves_reads_writes_
     }
     client.close().await;
     // The current nodes received the pinned node's version-1 frames and answered them;
-    // the pinned node received version-2 frames from the others.
+    // the pinned node received current-version frames from the others.
+    let (now, next) = (WIRE_VERSION.to_string(), (WIRE_VERSION + 1).to_string());
     assert!(wire_requests(&cluster, &current, "peer", "1").await > 0.0);
-    assert!(wire_requests(&cluster, &[pinned], "peer", "2").await > 0.0);
-    assert_eq!(wire_requests(&cluster, &current, "peer", "3").await, 0.0);
+    assert!(wire_requests(&cluster, &[pinned], "peer", &now).await > 0.0);
+    assert_eq!(wire_requests(&cluster, &current, "peer", &next).await, 0.0);
 
     // Anti-entropy across versions: a current node misses writes, and comes back to
     // trees exchanged with the pinned node (its steps in version 1) and the other
-    // current node (version 2).
+    // current node (the current version).
     let victim = 2;
     cluster.kill(victim);
     let client = cluster.client().await;
