@@ -23,6 +23,10 @@ pub const HINT_LAG_BUCKETS_SECONDS: &[f64] = &[
     86400.0,
 ];
 
+/// Buckets of [`GROUP_COMMIT_WRITES`]: writes one fsync acknowledged.
+pub const GROUP_COMMIT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+];
 /// Histogram buckets for sibling counts: around the default warning level (25) and limit
 /// (100), and beyond (replica merges are never refused for their siblings).
 pub const SIBLING_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
@@ -67,6 +71,12 @@ pub const DRIVER_QUEUE_DEPTH: &str = "shoal_driver_queue_depth";
 /// Histogram, by `op` (an engine storage operation), in seconds: time to run one
 /// operation on a storage thread, queueing excluded.
 pub const EXECUTOR_OP_DURATION_SECONDS: &str = "shoal_executor_op_duration_seconds";
+/// Histogram, in seconds: one WAL fsync of group commit (`durability = "sync"`).
+pub const GROUP_COMMIT_SYNC_SECONDS: &str = "shoal_group_commit_sync_seconds";
+/// Histogram, in writes: the writing storage ops one group-commit fsync acknowledged.
+pub const GROUP_COMMIT_WRITES: &str = "shoal_group_commit_writes";
+/// Counter: group-commit fsyncs that failed (their writes were reported failed).
+pub const GROUP_COMMIT_FAILURES_TOTAL: &str = "shoal_group_commit_failures_total";
 /// Counter, by `op` (as [`EXECUTOR_OP_DURATION_SECONDS`]): storage operations that failed.
 pub const EXECUTOR_ERRORS_TOTAL: &str = "shoal_executor_errors_total";
 /// Gauge, in bytes: RocksDB's estimate of live data.
@@ -207,6 +217,9 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (DRIVER_PENDING_COMMANDS, MetricKind::Gauge, "Engine commands waiting for a storage or network result"),
     (DRIVER_QUEUE_DEPTH, MetricKind::Gauge, "Storage operations queued for the storage threads"),
     (EXECUTOR_OP_DURATION_SECONDS, MetricKind::Histogram, "Time to run one engine storage operation (read-modify-write under the key's lock, Merkle-tree update included), queueing excluded"),
+    (GROUP_COMMIT_SYNC_SECONDS, MetricKind::Histogram, "(conditional: durability = \"sync\" with group commit) Time of one write-ahead-log fsync that acknowledges a group of writes"),
+    (GROUP_COMMIT_WRITES, MetricKind::Histogram, "(conditional: durability = \"sync\" with group commit) Writing storage operations one fsync acknowledged"),
+    (GROUP_COMMIT_FAILURES_TOTAL, MetricKind::Counter, "(conditional: durability = \"sync\" and a failing disk) Group-commit fsyncs that failed; the writes they covered were reported failed"),
     (EXECUTOR_ERRORS_TOTAL, MetricKind::Counter, "(conditional: a failing disk or an unreadable record) Storage operations that failed"),
     (engine::OBJECT_SIBLINGS, MetricKind::Histogram, "Siblings of a key's object (tombstones included) as a coordinator stored it, a replica merged it, or a get answered it"),
     (engine::OBJECT_SIZE_BYTES, MetricKind::Histogram, "Bytes of the values of a key's object, all siblings together, as a coordinator stored it, a replica merged it, or a get answered it"),
@@ -294,6 +307,10 @@ pub fn install(cfg: &NodeConfig) -> anyhow::Result<()> {
         .set_buckets_for_metric(
             Matcher::Full(engine::OBJECT_SIBLINGS.into()),
             SIBLING_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(GROUP_COMMIT_WRITES.into()),
+            GROUP_COMMIT_BUCKETS,
         )?
         .set_buckets_for_metric(
             Matcher::Full(engine::HINT_DELIVERY_LAG_SECONDS.into()),

@@ -243,6 +243,32 @@ impl StorageOp {
             StorageOp::ReplaceMany { .. } => "replace_many",
         }
     }
+
+    /// Whether the op may change what is stored: its success is acknowledged only once
+    /// durable when the node syncs before acknowledging (`durability = "sync"`, group
+    /// commit). No wildcard: a new op must say.
+    pub fn writes(&self) -> bool {
+        match self {
+            StorageOp::Coordinate { .. }
+            | StorageOp::Merge { .. }
+            | StorageOp::StoreHint { .. }
+            | StorageOp::DeleteHint { .. }
+            | StorageOp::DropHint { .. }
+            | StorageOp::MergeMany { .. }
+            | StorageOp::Reap { .. }
+            | StorageOp::ReplaceMany { .. } => true,
+            StorageOp::Read { .. }
+            | StorageOp::ReadHint { .. }
+            | StorageOp::ListHints { .. }
+            | StorageOp::HintSummary
+            | StorageOp::TreeNodes { .. }
+            | StorageOp::Segments { .. }
+            | StorageOp::ReadMany { .. }
+            | StorageOp::Digests { .. }
+            | StorageOp::ReapCandidates { .. }
+            | StorageOp::TreeSummaries { .. } => false,
+        }
+    }
 }
 
 /// Bytes a (key, digest) pair of a segment list takes beyond its key on the wire, at

@@ -604,5 +604,6 @@ pub fn operations_after_close_fail_with_closed(storage: &dyn Storage) {
     );
     closed(storage.delete_partition(PartitionId(0)), "delete_partition");
     closed(storage.flush(), "flush");
+    closed(storage.sync_wal(), "sync_wal");
     storage.close().unwrap();
 }

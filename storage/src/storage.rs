@@ -49,6 +49,14 @@ pub trait Storage: Send + Sync + 'static {
     /// no-op, except that a store with sync tracking marks every write synced.
     fn flush(&self) -> Result<(), StorageError>;
 
+    /// Makes every write that has returned so far durable, as an fsync of the write-ahead
+    /// log does, without flushing memtables: what a caller that acknowledges writes only
+    /// once durable (group commit: many writes, then one sync) calls before it answers.
+    /// The default flushes.
+    fn sync_wal(&self) -> Result<(), StorageError> {
+        self.flush()
+    }
+
     /// Flushes, then releases the engine (files, locks): every later call on this handle
     /// (and its clones) fails with [`StorageError::Closed`]. Lets a node shut down
     /// deterministically even while a background task still holds a reference. Closing
@@ -176,6 +184,9 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     fn flush(&self) -> Result<(), StorageError> {
         (**self).flush()
+    }
+    fn sync_wal(&self) -> Result<(), StorageError> {
+        (**self).sync_wal()
     }
     fn close(&self) -> Result<(), StorageError> {
         (**self).close()

@@ -62,14 +62,18 @@ impl Clock {
 }
 
 /// A storage worker thread: runs the operations the driver queues, one at a time, until
-/// the queue closes or the driver is gone.
+/// the queue closes or the driver is gone. With `commit` (group commit, see
+/// `group_commit.rs`), the completion of an op that wrote goes through the committer,
+/// which releases it once the WAL is synced.
 pub(super) fn storage_worker<S: Storage>(
     exec: Arc<Executor<S>>,
     rx: crossbeam::channel::Receiver<(RequestId, StorageOp)>,
     done: mpsc::UnboundedSender<Completion>,
+    commit: Option<crossbeam::channel::Sender<Completion>>,
 ) {
     while let Ok((id, op)) = rx.recv() {
         let name = op.op_name();
+        let writes = op.writes();
         let start = Instant::now();
         let result = exec.execute(op);
         metrics::histogram!(crate::metrics::EXECUTOR_OP_DURATION_SECONDS, "op" => name)
@@ -77,7 +81,12 @@ pub(super) fn storage_worker<S: Storage>(
         if result.is_err() {
             metrics::counter!(crate::metrics::EXECUTOR_ERRORS_TOTAL, "op" => name).increment(1);
         }
-        if done.send(Completion::Storage { id, result }).is_err() {
+        let completion = Completion::Storage { id, result };
+        let sent = match &commit {
+            Some(commit) if writes => commit.send(completion).is_ok(),
+            _ => done.send(completion).is_ok(),
+        };
+        if !sent {
             return;
         }
     }

@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 mod background;
 pub(crate) mod backup;
 mod driver;
+mod group_commit;
 mod handler;
 pub mod health;
 pub(crate) mod http;

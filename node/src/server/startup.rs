@@ -91,8 +91,16 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     let data_dir = cfg.resolve(&cfg.data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    // Group commit: the store writes without syncing, and the committer syncs the WAL
+    // before any write's completion reaches the engine (`group_commit.rs`).
+    let group_commit =
+        cfg.storage.durability == shoal_storage::Durability::Sync && cfg.storage.group_commit;
     let options = RocksOptions {
-        durability: cfg.storage.durability,
+        durability: if group_commit {
+            shoal_storage::Durability::Buffered
+        } else {
+            cfg.storage.durability
+        },
         block_cache_bytes: cfg.storage.block_cache_bytes,
         write_buffer_bytes: cfg.storage.write_buffer_bytes,
         min_free_bytes: cfg.storage.min_free_bytes,
@@ -153,16 +161,34 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let mut workers = Vec::new();
+    // Bounded by the storage ops that can be queued or running: each sends one completion.
+    let commit_tx = if group_commit {
+        let (tx, rx) = crossbeam::channel::bounded::<Completion>(
+            cfg.limits.max_queued_storage_ops + cfg.limits.storage_threads,
+        );
+        let done = done_tx.clone();
+        let store = storage.clone();
+        let handle = std::thread::Builder::new()
+            .name("shoal-commit".into())
+            .spawn(move || super::group_commit::committer(store, rx, done))
+            .context("spawning the group-commit thread")?;
+        workers.push(handle);
+        Some(tx)
+    } else {
+        None
+    };
     for i in 0..cfg.limits.storage_threads {
         let rx = storage_rx.clone();
         let done = done_tx.clone();
         let exec = executor.clone();
+        let commit = commit_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("shoal-storage-{i}"))
-            .spawn(move || storage_worker(exec, rx, done))
+            .spawn(move || storage_worker(exec, rx, done, commit))
             .context("spawning a storage thread")?;
         workers.push(handle);
     }
+    drop(commit_tx);
 
     let driver = Driver::new(
         engine,

@@ -376,6 +376,12 @@ impl Storage for RocksStorage {
         timed("flush", || self.note_no_space(self.with_db(flush_db)))
     }
 
+    fn sync_wal(&self) -> Result<(), StorageError> {
+        timed("sync_wal", || {
+            self.note_no_space(self.with_db(|db| Ok(db.flush_wal(true)?)))
+        })
+    }
+
     fn close(&self) -> Result<(), StorageError> {
         timed("close", || {
             let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);

@@ -11,6 +11,7 @@ mod cli;
 mod cluster;
 mod deploy;
 mod disk_full;
+mod durability;
 mod failure_detection;
 mod forwarding;
 mod health;

@@ -1,0 +1,144 @@
+//! Group commit for `durability = "sync"`: many writes, one fsync.
+//!
+//! With per-write syncing every write holds a storage thread through its own fsync, so at
+//! most `limits.storage_threads` writes share one (RocksDB groups the writers it finds
+//! waiting). Instead the storage threads write to the WAL without syncing and hand the
+//! completions of writing ops to the committer, which syncs the WAL once for everything
+//! that arrived since its last sync and only then releases their completions to the
+//! driver: nothing is acknowledged before it is on disk, and one fsync covers as many
+//! writes as arrived while the previous one ran.
+//!
+//! Ordering: a completion reaches the committer after its write returned (the WAL record is
+//! in the log file); the committer takes completions first and syncs after, so each sync
+//! covers every completion it releases.
+
+use std::time::Instant;
+
+use crossbeam::channel::{Receiver, RecvError};
+use shoal_proto::StorageFailure;
+use shoal_storage::Storage;
+use tokio::sync::mpsc;
+
+use super::Completion;
+
+/// The most completions one sync releases; what arrives beyond waits for the next.
+/// Bounded so that one sync's batch, and the latency of its first write, stay bounded.
+pub(super) const MAX_GROUP: usize = 4096;
+
+/// Runs until every sender of `rx` is gone or the driver is: takes the completions that
+/// are waiting (at least one, at most [`MAX_GROUP`]), syncs `storage`'s WAL, and sends
+/// them on to `done` — as failures if the sync failed, since their writes may not be
+/// durable.
+pub(super) fn committer<S: Storage>(
+    storage: S,
+    rx: Receiver<Completion>,
+    done: mpsc::UnboundedSender<Completion>,
+) {
+    let mut group = Vec::new();
+    loop {
+        match rx.recv() {
+            Ok(c) => group.push(c),
+            Err(RecvError) => return,
+        }
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(c) => group.push(c),
+                Err(_) => break,
+            }
+        }
+        let start = Instant::now();
+        let synced = storage.sync_wal();
+        metrics::histogram!(crate::metrics::GROUP_COMMIT_SYNC_SECONDS)
+            .record(start.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::GROUP_COMMIT_WRITES).record(group.len() as f64);
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, writes = group.len(), "syncing the write-ahead log failed: the writes it covered are reported failed");
+            metrics::counter!(crate::metrics::GROUP_COMMIT_FAILURES_TOTAL).increment(1);
+        }
+        for c in group.drain(..) {
+            let c = match (&synced, c) {
+                (Err(e), Completion::Storage { id, .. }) => Completion::Storage {
+                    id,
+                    result: Err(match e {
+                        shoal_storage::StorageError::DiskFull => StorageFailure::DiskFull,
+                        other => StorageFailure::Engine(format!(
+                            "the write is not durable: syncing the write-ahead log failed: {other}"
+                        )),
+                    }),
+                },
+                (_, c) => c,
+            };
+            if done.send(c).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::RequestId;
+    use shoal_proto::StorageReply;
+    use shoal_storage::MemStorage;
+
+    fn completion(id: u64) -> Completion {
+        Completion::Storage {
+            id: RequestId(id),
+            result: Ok(StorageReply::HintStored),
+        }
+    }
+
+    /// Every completion comes out after a sync that followed its write: with sync
+    /// tracking, nothing written before a completion was released is still unsynced
+    /// when the driver sees it; and writes that queued together share one sync.
+    #[test]
+    fn completions_are_released_only_after_a_sync_that_covers_their_writes() {
+        let storage = MemStorage::with_sync_tracking();
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        for i in 0..100u64 {
+            storage.put_meta(&format!("k{i}"), b"v").unwrap();
+            tx.send(completion(i)).unwrap();
+        }
+        assert_eq!(storage.unsynced_writes(), 100);
+        let s = storage.clone();
+        let worker = std::thread::spawn(move || committer(s, rx, done_tx));
+        let mut seen = Vec::new();
+        while seen.len() < 100 {
+            let Some(Completion::Storage { id, result }) = done_rx.blocking_recv() else {
+                panic!("the committer stopped early");
+            };
+            assert!(result.is_ok());
+            // Released only once synced: the 100 writes are all durable by now.
+            assert_eq!(storage.unsynced_writes(), 0, "completion {id:?}");
+            seen.push(id.0);
+        }
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    /// A failed sync fails the writes it covered: their success would claim durability.
+    #[test]
+    fn a_failed_sync_reports_the_writes_it_covered_as_failed() {
+        let storage = MemStorage::with_sync_tracking();
+        storage.put_meta("k", b"v").unwrap();
+        storage.kill();
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        tx.send(completion(7)).unwrap();
+        drop(tx);
+        committer(storage, rx, done_tx);
+        match done_rx.blocking_recv() {
+            Some(Completion::Storage { id, result }) => {
+                assert_eq!(id, RequestId(7));
+                assert!(
+                    matches!(&result, Err(StorageFailure::Engine(m)) if m.contains("not durable")),
+                    "{result:?}"
+                );
+            }
+            _ => panic!("the committer sent nothing"),
+        }
+    }
+}
