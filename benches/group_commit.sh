@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Measures write-only throughput with every write fsynced (`durability = "sync"`) on a
+# 3-node `shoal dev` cluster (N=3, W=2, 1 KiB values, 100,000 keys, concurrency 64),
+# with group commit off (one fsync per write, the previous behaviour) and on, alternating
+# RUNS times so that both see the same machine state. Prints one line per run and the
+# medians; results go to OUT_DIR.
+#
+#   benches/group_commit.sh [OUT_DIR]     (default: ./bench-results/group-commit)
+#
+# Uses release builds; expects an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shoal-target}"
+OUT="${1:-bench-results/group-commit}"
+DURATION="${DURATION:-20s}"
+RUNS="${RUNS:-3}"
+CONCURRENCY="${CONCURRENCY:-64}"
+mkdir -p "$OUT"
+cargo build --release -q -p shoal-node --bin shoal
+cargo build --release -q -p shoal-bench --bin shoal-bench
+BIN="$CARGO_TARGET_DIR/release"
+{ date -u; nproc; free -g | head -2; uname -r; git rev-parse --short HEAD; } >"$OUT/machine.txt"
+
+UP=""
+stop_cluster() {
+    if [ -n "$UP" ]; then
+        kill -INT "$UP" 2>/dev/null || true
+        wait "$UP" 2>/dev/null || true
+        UP=""
+    fi
+}
+trap stop_cluster EXIT
+
+# One run: a fresh cluster with group_commit = $1, loaded, then measured.
+run() {
+    local gc=$1 i=$2 dir name
+    dir="$(mktemp -d)/cluster"
+    name="gc-$gc-run$i"
+    "$BIN/shoal" dev init --dir "$dir" --nodes 3 --base-port 27601 --metrics-base-port 29601 >/dev/null
+    for toml in "$dir"/n*/node.toml; do
+        printf '\n[storage]\ndurability = "sync"\ngroup_commit = %s\n' "$gc" >>"$toml"
+    done
+    "$BIN/shoal" dev up --dir "$dir" >"$OUT/$name.cluster.log" 2>&1 &
+    UP=$!
+    export SHOAL_CONFIG="$dir/client.toml"
+    for _ in $(seq 1 100); do
+        "$BIN/shoal" status >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    "$BIN/shoal-bench" --keys 100000 --value-size 1024 --no-progress --workload write \
+        --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 3s \
+        --json "$OUT/$name.json" >"$OUT/$name.txt"
+    stop_cluster
+    rm -rf "$(dirname "$dir")"
+    python3 - "$OUT/$name.json" "$gc" "$i" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+u = r["ops"]["update"]
+print(f"group_commit={sys.argv[2]} run={sys.argv[3]} ops/s={r['throughput']:.0f} "
+      f"p50_us={u['p50_us']} p99_us={u['p99_us']} errors={r['errors_total']}")
+PY
+}
+
+for i in $(seq 1 "$RUNS"); do
+    run false "$i"
+    run true "$i"
+done | tee "$OUT/runs.txt"
+python3 - "$OUT/runs.txt" <<'PY' | tee "$OUT/summary.txt"
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    f = dict(kv.split("=") for kv in line.split())
+    runs.setdefault(f["group_commit"], []).append(f)
+for gc, rs in runs.items():
+    med = lambda k: statistics.median(float(r[k]) for r in rs)
+    print(f"group_commit={gc}: median of {len(rs)}: {med('ops/s'):.0f} ops/s, "
+          f"p50 {med('p50_us')/1000:.1f} ms, p99 {med('p99_us')/1000:.1f} ms")
+PY
