@@ -71,15 +71,10 @@ for t in 1 2; do
 done
 
 echo "== cluster"
-"$BIN/shoal" dev init --dir "$CLUSTER" --nodes 3 --base-port 27101 --metrics-base-port 29201 >/dev/null
-"$BIN/shoal" dev up --dir "$CLUSTER" >"$OUT/cluster.log" 2>&1 &
-UP=$!
-trap 'kill -INT $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT
-export SHOAL_CONFIG="$CLUSTER/client.toml"
-for _ in $(seq 1 50); do
-    "$BIN/shoal" status >/dev/null 2>&1 && break
-    sleep 0.2
-done
+# shellcheck source=benches/dev_cluster.sh
+. benches/dev_cluster.sh
+trap dev_cluster_down EXIT
+dev_cluster_up "$CLUSTER" 27101 29201 "$OUT/cluster.log"
 BENCH=("$BIN/shoal-bench" --keys 100000 --value-size 1024 --no-progress)
 # Insert the 100,000 keys once (not measured), then measure.
 "${BENCH[@]}" --workload c --load --concurrency 64 --ops 1000 --json "$OUT/load.json" >"$OUT/load.txt"

@@ -21,36 +21,21 @@ cargo build --release -q -p shoal-bench --bin shoal-bench
 BIN="$CARGO_TARGET_DIR/release"
 { date -u; nproc; free -g | head -2; uname -r; git rev-parse --short HEAD; } >"$OUT/machine.txt"
 
-UP=""
-stop_cluster() {
-    if [ -n "$UP" ]; then
-        kill -INT "$UP" 2>/dev/null || true
-        wait "$UP" 2>/dev/null || true
-        UP=""
-    fi
-}
-trap stop_cluster EXIT
+# shellcheck source=benches/dev_cluster.sh
+. benches/dev_cluster.sh
+trap dev_cluster_down EXIT
 
 # One run: a fresh cluster with group_commit = $1, loaded, then measured.
 run() {
     local gc=$1 i=$2 dir name
     dir="$(mktemp -d)/cluster"
     name="gc-$gc-run$i"
-    "$BIN/shoal" dev init --dir "$dir" --nodes 3 --base-port 27601 --metrics-base-port 29601 >/dev/null
-    for toml in "$dir"/n*/node.toml; do
-        printf '\n[storage]\ndurability = "sync"\ngroup_commit = %s\n' "$gc" >>"$toml"
-    done
-    "$BIN/shoal" dev up --dir "$dir" >"$OUT/$name.cluster.log" 2>&1 &
-    UP=$!
-    export SHOAL_CONFIG="$dir/client.toml"
-    for _ in $(seq 1 100); do
-        "$BIN/shoal" status >/dev/null 2>&1 && break
-        sleep 0.2
-    done
+    dev_cluster_up "$dir" 27601 29601 "$OUT/$name.cluster.log" \
+        "$(printf '[storage]\ndurability = "sync"\ngroup_commit = %s' "$gc")"
     "$BIN/shoal-bench" --keys 100000 --value-size 1024 --no-progress --workload write \
         --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 3s \
         --json "$OUT/$name.json" >"$OUT/$name.txt"
-    stop_cluster
+    dev_cluster_down
     rm -rf "$(dirname "$dir")"
     python3 - "$OUT/$name.json" "$gc" "$i" <<'PY'
 import json, sys

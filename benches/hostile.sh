@@ -22,15 +22,10 @@ CLUSTER="$(mktemp -d)/cluster"
 
 { date -u; git rev-parse --short HEAD; nproc; free -g | head -2; uname -r; } | tee "$OUT/machine.txt"
 
-"$BIN/shoal" dev init --dir "$CLUSTER" --nodes 3 --base-port 27301 --metrics-base-port 29401 >/dev/null
-"$BIN/shoal" dev up --dir "$CLUSTER" >"$OUT/cluster.log" 2>&1 &
-UP=$!
-trap 'kill -INT $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT
-export SHOAL_CONFIG="$CLUSTER/client.toml"
-for _ in $(seq 1 100); do
-    "$BIN/shoal" status >/dev/null 2>&1 && break
-    sleep 0.2
-done
+# shellcheck source=benches/dev_cluster.sh
+. benches/dev_cluster.sh
+trap dev_cluster_down EXIT
+dev_cluster_up "$CLUSTER" 27301 29401 "$OUT/cluster.log"
 
 # The hostile client's own identity and config (same seeds as the dev client).
 "$BIN/shoal" cert client --ca "$CLUSTER" --name hostile --out "$CLUSTER/hostile" >/dev/null
