@@ -35,14 +35,20 @@ run() {
     "$BIN/shoal-bench" --keys 100000 --value-size 1024 --no-progress --workload write \
         --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 3s \
         --json "$OUT/$name.json" >"$OUT/$name.txt"
+    # Writes per fsync over the run, from the nodes' group-commit histograms.
+    for port in 29601 29602 29603; do
+        curl -s "http://127.0.0.1:$port/metrics" | grep -E '^shoal_group_commit_writes_(sum|count)' || true
+    done | awk '/_sum/ {s += $NF} /_count/ {c += $NF} END {printf "%d %d\n", s, c}' >"$OUT/$name.fsyncs"
     dev_cluster_down
     rm -rf "$(dirname "$dir")"
-    python3 - "$OUT/$name.json" "$gc" "$i" <<'PY'
+    python3 - "$OUT/$name.json" "$gc" "$i" "$OUT/$name.fsyncs" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 u = r["ops"]["update"]
+writes, syncs = (int(x) for x in open(sys.argv[4]).read().split())
+per = f"{writes / syncs:.1f}" if syncs else "-"
 print(f"group_commit={sys.argv[2]} run={sys.argv[3]} ops/s={r['throughput']:.0f} "
-      f"p50_us={u['p50_us']} p99_us={u['p99_us']} errors={r['errors_total']}")
+      f"p50_us={u['p50_us']} p99_us={u['p99_us']} errors={r['errors_total']} writes_per_fsync={per}")
 PY
 }
 
