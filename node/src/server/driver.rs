@@ -346,7 +346,7 @@ mod tests {
 
     use shoal_proto::wire::{
         decode_request, encode_response_as, ClientRequest, ClientResponse, GetReply, PeerRequest,
-        ReadOptions,
+        ReadOptions, WIRE_VERSION,
     };
     use shoal_proto::{CausalContext, EngineConfig, RequestError, Sender};
     use shoal_ring::{Member, Ring};
@@ -535,18 +535,21 @@ mod tests {
                 }
                 other => panic!("a read through the old node answered {other:?}"),
             }
-            counts.push((count(2), count(1)));
+            counts.push((count(WIRE_VERSION), count(1)));
         }
         let _ = shutdown_tx.send(true);
         let _ = driver.await;
         serving.abort();
         endpoint.close().await;
         old.close().await;
-        let ((v2_first, v1_first), (v2_second, v1_second)) = (counts[0], counts[1]);
-        assert!(v2_first >= 1, "the first frame was of this build's version");
+        let ((now_first, v1_first), (now_second, v1_second)) = (counts[0], counts[1]);
+        assert!(
+            now_first >= 1,
+            "the first frame was of this build's version"
+        );
         assert!(v1_first >= 1, "and it was sent again in version 1");
         assert_eq!(
-            v2_second, v2_first,
+            now_second, now_first,
             "the next read went in version 1 at once"
         );
         assert!(v1_second > v1_first);
