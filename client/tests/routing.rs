@@ -864,6 +864,11 @@ async fn a_session_never_goes_back_to_older_data_than_it_read() {
     cluster.stop(client).await;
 }
 
+/// The next keyed request, whichever node it reaches, gets `e`.
+fn refuse_next(cluster: &Cluster, e: RequestError) {
+    cluster.shared.fail_next.lock().unwrap().push_back(e);
+}
+
 /// How many cluster-info requests the fake nodes have answered so far.
 fn cluster_info_requests(cluster: &Cluster) -> usize {
     let log = cluster.shared.log.lock().unwrap();
@@ -888,23 +893,13 @@ async fn a_stale_layout_refusal_makes_the_client_fetch_the_newer_layout_before_r
         .as_mut()
         .unwrap()
         .layout_version = 2;
-    cluster
-        .shared
-        .fail_next
-        .lock()
-        .unwrap()
-        .push_back(RequestError::StaleLayout { current: 2 });
+    refuse_next(&cluster, RequestError::StaleLayout { current: 2 });
     client.put("k", "v").await.unwrap();
     assert_eq!(client.layout_version(), 2, "learned before the retry");
     assert_eq!(cluster_info_requests(&cluster), fetched + 1, "one fetch");
 
     // A refusal naming a version the client already has fetches nothing.
-    cluster
-        .shared
-        .fail_next
-        .lock()
-        .unwrap()
-        .push_back(RequestError::StaleLayout { current: 2 });
+    refuse_next(&cluster, RequestError::StaleLayout { current: 2 });
     client.get("k").await.unwrap();
     assert_eq!(cluster_info_requests(&cluster), fetched + 1);
     cluster.stop(client).await;

@@ -16,6 +16,7 @@ use shoal_client::{
 };
 
 use super::client::{connect, finish, resolve_config_path, Failure, DEFAULT_CONFIG_PATH};
+use super::status::table;
 
 /// `shoal cluster` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -245,28 +246,6 @@ fn change_text(change: &Change) -> String {
 /// One JSON value on one line.
 fn line(value: Value) -> String {
     format!("{value}\n")
-}
-
-/// A table: columns left-aligned to their widest cell, two spaces apart.
-fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut text = String::new();
-    let header = header.map(str::to_owned);
-    for row in std::iter::once(&header).chain(rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        text.push_str(cells.join("  ").trim_end());
-        text.push('\n');
-    }
-    text
 }
 
 /// `status`: one JSON object, or a header, a member table, the transfers and the staged
