@@ -28,6 +28,10 @@ use crate::request::{Delete, Get, Put};
 use crate::retry::Jitter;
 use crate::routing::{validate_key, DownList, Target, View};
 
+mod cluster;
+
+pub use cluster::LAYOUT_REFRESH_INTERVAL;
+
 /// Extra time the client waits beyond a request's own timeout, so that the coordinator's
 /// `Timeout` answer (with its ack count) arrives before the client gives up. It covers a
 /// forwarding hop, which nodes bound by their `rpc_timeout` (2 s by default).
@@ -119,6 +123,8 @@ struct Inner {
     jitter: Jitter,
     /// Turns of reads, to spread them over the replicas of their keys.
     turn: AtomicUsize,
+    /// Bounds the refreshes started because a node showed a newer layout.
+    layout_refresh: cluster::RefreshGate,
 }
 
 impl fmt::Debug for Client {
@@ -202,6 +208,7 @@ impl Client {
         };
         debug!(
             ring_version = info.ring.version(),
+            layout_version = info.layout_version,
             members = info.members.len(),
             "connected to the cluster"
         );
@@ -214,6 +221,7 @@ impl Client {
                 down,
                 jitter,
                 turn: AtomicUsize::new(0),
+                layout_refresh: cluster::RefreshGate::default(),
             }),
         })
     }
@@ -435,7 +443,7 @@ impl Client {
 
     /// Re-reads the cluster info from the members and seeds not in `tried` (adding those
     /// it tries, and the last transport failure to `last`), and installs it unless its
-    /// ring is older than the current one.
+    /// layout (or, at the same layout version, its ring) is older than the current one.
     async fn refresh_skipping(
         &self,
         tried: &mut Vec<SocketAddr>,
@@ -462,8 +470,14 @@ impl Client {
         )
         .await?;
         let mut view = self.inner.view.write().unwrap_or_else(|e| e.into_inner());
-        if info.ring.version() >= view.info.ring.version() {
-            debug!(ring_version = info.ring.version(), "cluster info refreshed");
+        // Newer by layout version first: a node of a release without layouts reports 0.
+        let newer = |i: &ClusterInfo| (i.layout_version, i.ring.version());
+        if newer(&info) >= newer(&view.info) {
+            debug!(
+                layout_version = info.layout_version,
+                ring_version = info.ring.version(),
+                "cluster info refreshed"
+            );
             *view = Arc::new(View::new(info));
         }
         Ok(())
@@ -614,7 +628,11 @@ impl Client {
                     break;
                 };
                 tried.push(target.addr);
-                match self.attempt(&target, payload, wait, read_only).await? {
+                let attempt = self.attempt(&target, payload, wait, read_only).await?;
+                if let Attempt::Answer(response) = &attempt {
+                    self.learn_layout(response).await;
+                }
+                match attempt {
                     Attempt::Answer(ClientResponse::Error(RequestError::ShuttingDown))
                         if read_only =>
                     {
@@ -667,10 +685,13 @@ impl Client {
 /// Whether a request changes data (and so must not be sent twice when its outcome is
 /// unknown).
 fn is_write(request: &ClientRequest) -> bool {
-    matches!(
-        request,
-        ClientRequest::Put { .. } | ClientRequest::Delete { .. }
-    )
+    use shoal_proto::wire::ClusterRequest as C;
+    match request {
+        ClientRequest::Put { .. } | ClientRequest::Delete { .. } => true,
+        // Staging and committing change the cluster's layout.
+        ClientRequest::Cluster(c) => !matches!(c, C::Status | C::Plan),
+        _ => false,
+    }
 }
 
 /// Why one request to one node failed.

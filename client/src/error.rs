@@ -160,6 +160,25 @@ pub enum ClientError {
         /// The error of the last read, when an escalated read failed.
         last_error: Option<String>,
     },
+    /// The cluster refused a layout change (`stage_*`, `plan`, `commit`): the change is
+    /// not allowed (fewer than N members would remain, an id already a member, nothing
+    /// staged, a commit planned on another version...). Nothing changed. The text is the
+    /// node's; it names the current layout version when that was the reason. Trying
+    /// again unchanged fails the same way: it is not retryable.
+    #[error("layout change refused: {0}")]
+    LayoutRefused(String),
+    /// A node refused a request made under an older layout than its own (it is at
+    /// version `current`). Nothing was done there; the client fetches the newer layout
+    /// before it routes again, so the call is [retryable](ClientError::is_retryable).
+    #[error("stale layout: this node is at layout version {current}")]
+    StaleLayout {
+        /// The refusing node's layout version.
+        current: u64,
+    },
+    /// The node belongs to another cluster, or to one with other settings (cluster id,
+    /// partition count, N): check the client's seeds. Not retryable.
+    #[error("cluster settings differ: {0}")]
+    ClusterMismatch(String),
 }
 
 fn fmt_addrs(addrs: &[SocketAddr]) -> String {
@@ -198,6 +217,9 @@ impl ClientError {
             ClientError::UpdateConflict { .. } => "conflict",
             ClientError::Codec(_) => "codec",
             ClientError::NotCovered { .. } => "not_covered",
+            ClientError::LayoutRefused(_) => "layout_refused",
+            ClientError::StaleLayout { .. } => "stale_layout",
+            ClientError::ClusterMismatch(_) => "cluster_mismatch",
         }
     }
 
@@ -206,7 +228,8 @@ impl ClientError {
     /// ([`Unavailable`](ClientError::Unavailable), [`Unreachable`](ClientError::Unreachable)),
     /// or the answer did not come in time ([`Timeout`](ClientError::Timeout),
     /// [`Transport`](ClientError::Transport)), or a session read was not covered yet
-    /// ([`NotCovered`](ClientError::NotCovered)). Whether a *write* may be sent again also
+    /// ([`NotCovered`](ClientError::NotCovered)), or a node was at a newer layout
+    /// ([`StaleLayout`](ClientError::StaleLayout): the client refreshed its routing). Whether a *write* may be sent again also
     /// depends on [`is_not_applied`](ClientError::is_not_applied); the
     /// [`RetryPolicy`](crate::RetryPolicy) checks both.
     pub fn is_retryable(&self) -> bool {
@@ -220,6 +243,7 @@ impl ClientError {
                 | ClientError::DiskFull
                 | ClientError::Server(RequestError::Incomplete { .. })
                 | ClientError::NotCovered { .. }
+                | ClientError::StaleLayout { .. }
         )
     }
 
@@ -231,8 +255,10 @@ impl ClientError {
     /// [`Unavailable`](ClientError::Unavailable) (the coordinator found too few replicas
     /// before writing anything; a write whose replicas fail after the coordinator stored
     /// it answers `Incomplete` instead, see below), [`DiskFull`](ClientError::DiskFull)
-    /// (the coordinator's store refused it) and requests refused as invalid before
-    /// anything was done. **False** for [`Timeout`](ClientError::Timeout),
+    /// (the coordinator's store refused it), [`StaleLayout`](ClientError::StaleLayout)
+    /// and [`ClusterMismatch`](ClientError::ClusterMismatch) (refused before anything
+    /// was done), [`LayoutRefused`](ClientError::LayoutRefused) (nothing changed) and
+    /// requests refused as invalid before anything was done. **False** for [`Timeout`](ClientError::Timeout),
     /// [`Transport`](ClientError::Transport) and the server's `Incomplete` (the write
     /// reached fewer replicas than it needed and spreads from them), whose outcome is
     /// unknown.
@@ -253,6 +279,9 @@ impl ClientError {
                 | ClientError::UnknownNode(_)
                 | ClientError::Config(_)
                 | ClientError::Tls(_)
+                | ClientError::LayoutRefused(_)
+                | ClientError::StaleLayout { .. }
+                | ClientError::ClusterMismatch(_)
         )
     }
 
@@ -282,6 +311,9 @@ impl From<RequestError> for ClientError {
             RequestError::Overloaded => ClientError::Overloaded,
             RequestError::NotAllowed(m) => ClientError::NotAllowed(m),
             RequestError::DiskFull => ClientError::DiskFull,
+            RequestError::LayoutRefused(m) => ClientError::LayoutRefused(m),
+            RequestError::StaleLayout { current } => ClientError::StaleLayout { current },
+            RequestError::ClusterMismatch(m) => ClientError::ClusterMismatch(m),
             other => ClientError::Server(other),
         }
     }
@@ -315,6 +347,9 @@ mod tests {
             RequestError::Overloaded,
             RequestError::NotAllowed("client".into()),
             RequestError::DiskFull,
+            RequestError::LayoutRefused("nothing is staged".into()),
+            RequestError::StaleLayout { current: 7 },
+            RequestError::ClusterMismatch("n 3 != 5".into()),
         ];
         for e in cases {
             let text = e.to_string();
@@ -342,6 +377,37 @@ mod tests {
             ClientError::from(RequestError::Storage("disk".into())),
             ClientError::Server(RequestError::Storage(_))
         ));
+    }
+
+    #[test]
+    fn layout_errors_keep_the_server_text_and_only_a_stale_layout_is_retried() {
+        let refused = ClientError::from(RequestError::LayoutRefused(
+            "the layout is at version 3, not 99: plan again".into(),
+        ));
+        assert!(matches!(&refused, ClientError::LayoutRefused(m) if m.contains("version 3")));
+        assert_eq!(
+            refused.to_string(),
+            "layout change refused: the layout is at version 3, not 99: plan again"
+        );
+        assert!(!refused.is_retryable());
+        assert!(refused.is_not_applied());
+        assert_eq!(refused.label(), "layout_refused");
+
+        let stale = ClientError::from(RequestError::StaleLayout { current: 4 });
+        assert!(matches!(stale, ClientError::StaleLayout { current: 4 }));
+        assert!(stale.is_retryable());
+        assert!(stale.is_not_applied());
+        let policy = crate::RetryPolicy::default();
+        assert!(
+            policy.should_retry(&stale, 1, true),
+            "nothing was written: a write may go again"
+        );
+
+        let mismatch = ClientError::from(RequestError::ClusterMismatch("n 3 != 5".into()));
+        assert!(matches!(&mismatch, ClientError::ClusterMismatch(m) if m == "n 3 != 5"));
+        assert!(!mismatch.is_retryable());
+        assert!(!policy.should_retry(&mismatch, 1, false));
+        assert_eq!(mismatch.label(), "cluster_mismatch");
     }
 
     #[test]

@@ -116,8 +116,21 @@
 //! `shoal_client_retries_total{op,reason}` counts the retries the [`RetryPolicy`] made;
 //! `shoal_client_session_escalations_total`, `shoal_client_session_not_covered_total`
 //! and `shoal_client_session_evictions_total` count [`Session`] reads asked again of
-//! more replicas, session reads that failed `NotCovered`, and keys sessions forgot. They go to whatever
-//! recorder the application installs with the `metrics` crate.
+//! more replicas, session reads that failed `NotCovered`, and keys sessions forgot;
+//! `shoal_client_layout_refreshes_total{result}` counts the cluster-info fetches started
+//! because a node showed a newer layout (see below). They go to whatever recorder the
+//! application installs with the `metrics` crate.
+//!
+//! # A living cluster
+//!
+//! [`Client::cluster_status`], [`Client::stage_join`], [`Client::stage_leave`],
+//! [`Client::stage_remove`], [`Client::stage_replace`], [`Client::unstage`],
+//! [`Client::plan`] and [`Client::commit`] are what `shoal cluster ...` runs; a refused
+//! change is [`ClientError::LayoutRefused`] with the node's reason. The client routes by
+//! the layout version of its [`ClusterInfo`] ([`Client::layout_version`]); an answer that
+//! shows a newer one ([`ClientError::StaleLayout`], a cluster reply) makes it fetch the
+//! cluster info again, at most one fetch at a time and one per
+//! [`LAYOUT_REFRESH_INTERVAL`].
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -138,7 +151,10 @@ pub mod update;
 
 pub use batch::{BATCH_PER_NODE, MAX_BATCH_KEYS};
 pub use builder::ClientBuilder;
-pub use client::{Client, GetResult, Sibling, MAX_ATTEMPTS_PER_CALL, MAX_RACING, RESPONSE_MARGIN};
+pub use client::{
+    Client, GetResult, Sibling, LAYOUT_REFRESH_INTERVAL, MAX_ATTEMPTS_PER_CALL, MAX_RACING,
+    RESPONSE_MARGIN,
+};
 pub use config::{
     ClientConfig, ConfigError, Seed, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RACE_DELAY,
     DEFAULT_REQUEST_TIMEOUT, MAX_SEEDS,
@@ -158,9 +174,11 @@ pub use update::{
     DEFAULT_UPDATE_ATTEMPTS, MAX_UPDATE_ATTEMPTS,
 };
 
+pub use shoal_proto::layout::{Change, MemberState as LayoutMemberState};
 pub use shoal_proto::wire::{
-    AaeExchangeStatus, AaePartitionStatus, AaeReport, ClusterInfo, MemberAddress, MemberState,
-    MemberStatus, StatusReport, StorageHealth,
+    AaeExchangeStatus, AaePartitionStatus, AaeReport, ClusterInfo, ClusterStatus, MemberAddress,
+    MemberReport, MemberRole, MemberState, MemberStatus, PlanReport, StatusReport, StorageHealth,
+    TransferSummary,
 };
 pub use shoal_proto::{RequestError, MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES};
 pub use shoal_ring::NodeId;

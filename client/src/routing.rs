@@ -179,6 +179,7 @@ mod tests {
             n,
             r: 2,
             w: 2,
+            layout_version: 1,
         })
     }
 

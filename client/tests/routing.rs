@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use shoal_client::{Client, ClientConfig, ClientError, RetryPolicy, TlsFiles};
+use shoal_proto::layout::ClusterSettings;
 use shoal_proto::wire::{
-    decode_request, encode_response, ClientRequest, ClientResponse, ClusterInfo, GetReply,
-    MemberAddress, MemberState, MemberStatus, Request, Response, StatusReport, WriteReply,
+    decode_request, encode_response, ClientRequest, ClientResponse, ClusterInfo, ClusterReply,
+    ClusterRequest, ClusterStatus, GetReply, MemberAddress, MemberState, MemberStatus, Request,
+    Response, StatusReport, TransferSummary, WriteReply,
 };
 use shoal_proto::{Actor, CausalContext, Dot, RequestError};
 use shoal_ring::{Member, NodeId, Ring};
@@ -124,12 +126,51 @@ impl FakeNode {
                 })
             }
             ClientRequest::ClusterInfo => unreachable!("answered above"),
-            ClientRequest::AaeStatus | ClientRequest::Backup { .. } | ClientRequest::Cluster(_) => {
-                ClientResponse::Error(shoal_proto::RequestError::Internal(
-                    "not served by this fake node".into(),
-                ))
-            }
+            ClientRequest::Cluster(request) => self.cluster(request),
+            ClientRequest::AaeStatus | ClientRequest::Backup { .. } => ClientResponse::Error(
+                shoal_proto::RequestError::Internal("not served by this fake node".into()),
+            ),
         })
+    }
+}
+
+impl FakeNode {
+    /// Cluster administration as a node with a layout answers it: status names the
+    /// version; a commit on the current version makes the next one, on any other is
+    /// refused naming the current one.
+    fn cluster(&self, request: ClusterRequest) -> ClientResponse {
+        let mut info = self.shared.info.lock().unwrap();
+        let info = info.as_mut().unwrap();
+        let current = info.layout_version;
+        match request {
+            ClusterRequest::Status => {
+                ClientResponse::Cluster(ClusterReply::Status(ClusterStatus {
+                    node: self.id.clone(),
+                    version: current,
+                    settings: ClusterSettings {
+                        cluster_id: "fake".into(),
+                        partitions: info.ring.partition_count(),
+                        n: info.n,
+                    },
+                    versions_in_use: vec![current],
+                    members: Vec::new(),
+                    transfers: TransferSummary::default(),
+                    staged: Vec::new(),
+                }))
+            }
+            ClusterRequest::Commit { version } if version == current => {
+                info.layout_version += 1;
+                ClientResponse::Cluster(ClusterReply::Committed {
+                    version: info.layout_version,
+                })
+            }
+            ClusterRequest::Commit { version } => {
+                ClientResponse::Error(RequestError::LayoutRefused(format!(
+                    "the layout is at version {current}, not {version}: plan again"
+                )))
+            }
+            _ => ClientResponse::Error(RequestError::LayoutRefused("nothing is staged".into())),
+        }
     }
 }
 
@@ -217,6 +258,7 @@ impl Cluster {
             n: 3,
             r: 2,
             w: 2,
+            layout_version: 1,
         });
         let tls = TlsFiles {
             ca: dir.path().join(certs::CA_CERT_FILE),
@@ -819,5 +861,85 @@ async fn a_session_never_goes_back_to_older_data_than_it_read() {
         session.get("k").await,
         Err(ClientError::NotCovered { .. })
     ));
+    cluster.stop(client).await;
+}
+
+/// The next keyed request, whichever node it reaches, gets `e`.
+fn refuse_next(cluster: &Cluster, e: RequestError) {
+    cluster.shared.fail_next.lock().unwrap().push_back(e);
+}
+
+/// How many cluster-info requests the fake nodes have answered so far.
+fn cluster_info_requests(cluster: &Cluster) -> usize {
+    let log = cluster.shared.log.lock().unwrap();
+    log.iter().filter(|(_, op)| *op == "cluster_info").count()
+}
+
+#[tokio::test]
+async fn a_stale_layout_refusal_makes_the_client_fetch_the_newer_layout_before_retrying() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let mut config = cluster.config(cluster.addrs.clone());
+    config.retry = fast_retries(3);
+    let client = Client::connect(config).await.unwrap();
+    assert_eq!(client.layout_version(), 1);
+    let fetched = cluster_info_requests(&cluster);
+
+    // The cluster moved to layout 2, and a node refuses the client's request as stale.
+    cluster
+        .shared
+        .info
+        .lock()
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .layout_version = 2;
+    refuse_next(&cluster, RequestError::StaleLayout { current: 2 });
+    client.put("k", "v").await.unwrap();
+    assert_eq!(client.layout_version(), 2, "learned before the retry");
+    assert_eq!(cluster_info_requests(&cluster), fetched + 1, "one fetch");
+
+    // A refusal naming a version the client already has fetches nothing.
+    refuse_next(&cluster, RequestError::StaleLayout { current: 2 });
+    client.get("k").await.unwrap();
+    assert_eq!(cluster_info_requests(&cluster), fetched + 1);
+    cluster.stop(client).await;
+}
+
+#[tokio::test]
+async fn cluster_calls_return_typed_answers_and_a_commit_is_learned() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = Client::connect(cluster.config(cluster.addrs.clone()))
+        .await
+        .unwrap();
+    assert_eq!(client.cluster_status().await.unwrap().version, 1);
+
+    // A commit on the current version makes version 2, which the client then routes by.
+    assert_eq!(client.commit(1).await.unwrap(), 2);
+    assert_eq!(client.layout_version(), 2);
+
+    // On an old version: refused with the node's text, naming the current version; not
+    // retryable, and nothing was applied.
+    match client.commit(1).await {
+        Err(ClientError::LayoutRefused(m)) => {
+            assert_eq!(m, "the layout is at version 2, not 1: plan again");
+            let e = ClientError::LayoutRefused(m);
+            assert!(!e.is_retryable() && e.is_not_applied());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        client.plan().await,
+        Err(ClientError::LayoutRefused(m)) if m == "nothing is staged"
+    ));
+    let ops: Vec<&str> = cluster.take_log().into_iter().map(|(_, op)| op).collect();
+    assert_eq!(ops, ["cluster", "cluster", "cluster", "cluster"]);
+    // A weight of 0 is refused before anything is sent.
+    assert!(matches!(
+        client
+            .stage_join(&NodeId::new("n9").unwrap(), None, 0)
+            .await,
+        Err(ClientError::InvalidOptions(_))
+    ));
+    assert!(cluster.take_log().is_empty());
     cluster.stop(client).await;
 }

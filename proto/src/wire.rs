@@ -17,6 +17,7 @@
 //! - Version 2: [`GetReply::written_at`], each value's write time.
 //! - Version 3: cluster administration ([`ClientRequest::Cluster`]) and the layout's
 //!   errors (issue 9); a version-2 peer gets those errors as `Internal` with their text.
+//!   [`ClusterInfo::layout_version`] (module `v2` holds the version-2 `ClusterInfo`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +32,7 @@ use crate::object::Object;
 
 mod cluster;
 mod v1;
+mod v2;
 
 pub use cluster::{
     ClusterReply, ClusterRequest, ClusterStatus, MemberReport, MemberRole, PlanReport,
@@ -262,6 +264,10 @@ pub struct ClusterInfo {
     pub r: u8,
     /// Default write quorum.
     pub w: u8,
+    /// The layout version the answering node serves from (issue 9). A client keeps it
+    /// with the ring and fetches this info again when a node shows a newer version. 0
+    /// when the node speaks wire version 1 or 2, which do not carry it (unknown).
+    pub layout_version: u64,
 }
 
 /// A member's liveness as one node sees it.
@@ -765,7 +771,10 @@ pub fn encode_response_as(resp: &Response, version: WireVersion) -> Vec<u8> {
     if version < WireVersion::WRITE_TIMES {
         encode_as(version, &v1::Response::from(resp.clone()))
     } else if version < WireVersion::LAYOUTS {
-        encode_as(version, &v1::before_layouts(resp.clone()))
+        encode_as(
+            version,
+            &v2::Response::from(v1::before_layouts(resp.clone())),
+        )
     } else {
         encode_as(version, resp)
     }
@@ -777,6 +786,8 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, CodecError> {
     let (version, body) = versioned_body(bytes)?;
     if version < WireVersion::WRITE_TIMES {
         Ok(take::<v1::Response>(body)?.into())
+    } else if version < WireVersion::LAYOUTS {
+        Ok(take::<v2::Response>(body)?.into())
     } else {
         take(body)
     }

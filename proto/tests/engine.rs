@@ -925,6 +925,7 @@ fn cluster_info_and_status_describe_the_cluster() {
             assert_eq!(info.ring, c.ring);
             assert_eq!(info.members.len(), 5);
             assert_eq!((info.n, info.r, info.w), (3, 2, 2));
+            assert_eq!(info.layout_version, 1);
         }
         other => panic!("{other:?}"),
     }

@@ -162,8 +162,14 @@ pub async fn run(cmd: ClientCommand, config: Option<PathBuf>) -> anyhow::Result<
         Ok(prepared) => execute(prepared, &path, explicit, &mut output).await,
         Err(failure) => Err(failure),
     };
+    finish(&output, result)
+}
+
+/// Writes a command's output to stdout and its failure (with a note, if any) to stderr;
+/// returns the exit code.
+pub(super) fn finish(output: &[u8], result: Result<(), Failure>) -> anyhow::Result<i32> {
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&output)?;
+    stdout.write_all(output)?;
     stdout.flush()?;
     match result {
         Ok(()) => Ok(EXIT_OK),
@@ -180,7 +186,7 @@ pub async fn run(cmd: ClientCommand, config: Option<PathBuf>) -> anyhow::Result<
 
 /// Why a command failed, and so its exit code.
 #[derive(Debug)]
-enum Failure {
+pub(super) enum Failure {
     /// The command line (or stdin) is unusable; nothing was sent.
     Usage(String),
     /// The client configuration or its TLS files are unusable; nothing was sent.
@@ -191,7 +197,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn from_client(error: ClientError, write: bool) -> Failure {
+    pub(super) fn from_client(error: ClientError, write: bool) -> Failure {
         if error.is_config() {
             Failure::Config(error.to_string())
         } else {
@@ -199,7 +205,7 @@ impl Failure {
         }
     }
 
-    fn exit_code(&self) -> i32 {
+    pub(super) fn exit_code(&self) -> i32 {
         match self {
             Failure::Usage(_) | Failure::Config(_) => EXIT_USAGE,
             Failure::Request { .. } => EXIT_REQUEST_FAILED,
@@ -370,6 +376,19 @@ async fn execute(
     explicit: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), Failure> {
+    let write = prepared.is_write();
+    let client = connect(path, explicit).await?;
+    let result = send(&client, prepared, out).await.map_err(|e| match e {
+        SendFailure::Client(e) => Failure::from_client(e, write),
+        SendFailure::Format(m) => Failure::Usage(m),
+    });
+    client.close().await;
+    result
+}
+
+/// Loads the client config at `path` (`explicit`: named by --config or $SHOAL_CONFIG, so
+/// no hint is added to a load error) and connects.
+pub(super) async fn connect(path: &Path, explicit: bool) -> Result<Client, Failure> {
     let config = ClientConfig::load(path).map_err(|e| {
         let hint = if explicit {
             String::new()
@@ -378,16 +397,9 @@ async fn execute(
         };
         Failure::Config(format!("{e}{hint}"))
     })?;
-    let write = prepared.is_write();
-    let client = Client::connect(config)
+    Client::connect(config)
         .await
-        .map_err(|e| Failure::from_client(e, false))?;
-    let result = send(&client, prepared, out).await.map_err(|e| match e {
-        SendFailure::Client(e) => Failure::from_client(e, write),
-        SendFailure::Format(m) => Failure::Usage(m),
-    });
-    client.close().await;
-    result
+        .map_err(|e| Failure::from_client(e, false))
 }
 
 enum SendFailure {

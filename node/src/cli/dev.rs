@@ -47,6 +47,10 @@ pub enum DevAction {
     Down,
     /// Remove DIR (data, certificates, configs); refused while its cluster runs.
     Clean,
+    /// Write the next node of the cluster in DIR (certificate, node.toml with the next
+    /// free ports and the existing nodes as seeds) and print its id. It starts as a
+    /// candidate: run it, then `shoal cluster join ID`, `plan` and `commit`.
+    Add,
 }
 
 /// The file where `shoal dev up` keeps its pid while it runs, so that `down` can stop it
@@ -64,7 +68,7 @@ const DOWN_TIMEOUT: Duration = Duration::from_secs(15);
 /// commands' usage errors); nothing was changed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(String);
+pub struct UsageError(pub(super) String);
 
 /// Run `shoal dev`; returns the exit code.
 pub fn run(args: DevArgs) -> i32 {
@@ -74,6 +78,7 @@ pub fn run(args: DevArgs) -> i32 {
         Some(DevAction::Up) => check_nodes(&args).and_then(|()| up(&args.dir, json)),
         Some(DevAction::Down) => down(&args.dir, json),
         Some(DevAction::Clean) => clean(&args.dir, json),
+        Some(DevAction::Add) => super::dev_add::run(&args.dir, json),
         None => {
             if args.dir.join("client.toml").is_file() {
                 check_nodes(&args).and_then(|()| up(&args.dir, json))
@@ -125,7 +130,11 @@ fn running_up(dir: &Path) -> Option<i32> {
 }
 
 /// Prints one report: `text` for people, or `json` (one line) with `--json`.
-fn report(json: bool, text: impl FnOnce() -> String, value: impl FnOnce() -> serde_json::Value) {
+pub(super) fn report(
+    json: bool,
+    text: impl FnOnce() -> String,
+    value: impl FnOnce() -> serde_json::Value,
+) {
     if json {
         println!("{}", value());
     } else {
@@ -233,6 +242,36 @@ pub fn dev_quorums(nodes: usize) -> (u8, u8, u8) {
     }
 }
 
+/// Partitions of a dev cluster's ring.
+const DEV_PARTITIONS: u32 = 64;
+
+/// The node.toml of dev node `id`: listening on `listen`, metrics on 127.0.0.1:`metrics`,
+/// `seeds` as its `[[seeds]]`, the dev CA one directory up; `note` says how it starts.
+pub(super) fn node_toml(
+    id: &NodeId,
+    listen: SocketAddr,
+    metrics: u16,
+    partitions: u32,
+    seeds: &[(NodeId, SocketAddr)],
+    (n, r, w): (u8, u8, u8),
+    note: &str,
+) -> String {
+    let seeds: String = seeds
+        .iter()
+        .map(|(id, addr)| format!("\n[[seeds]]\nid = \"{id}\"\naddr = \"{addr}\"\n"))
+        .collect();
+    format!(
+        "# Node {id} of a `shoal dev` cluster. See `shoal node --print-default-config`.\n\
+         # {note}\n\
+         id = \"{id}\"\nlisten = \"{listen}\"\ndata_dir = \"data\"\n\
+         metrics_listen = \"127.0.0.1:{metrics}\"\npartitions = {partitions}\n\
+         {seeds}\n[tls]\nca = \"../ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n\n\
+         [replication]\nn = {n}\nr = {r}\nw = {w}\n\n\
+         # A dev cluster converges fast: exchanges every 10 s.\n\
+         [aae]\ninterval = \"10s\"\n"
+    )
+}
+
 /// Write a dev cluster into `args.dir`. Returns the node ids.
 pub fn init(args: &DevArgs) -> anyhow::Result<Vec<NodeId>> {
     use shoal_transport::certs;
@@ -256,12 +295,12 @@ pub fn init(args: &DevArgs) -> anyhow::Result<Vec<NodeId>> {
     let port = |base: u16, i: usize| -> anyhow::Result<u16> {
         u16::try_from(usize::from(base) + i).context("port out of range")
     };
-    let mut seeds = String::new();
+    let mut seeds = Vec::new();
     let mut addrs = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let addr: SocketAddr = format!("127.0.0.1:{}", port(args.base_port, i)?).parse()?;
         addrs.push(addr);
-        seeds.push_str(&format!("\n[[seeds]]\nid = \"{id}\"\naddr = \"{addr}\"\n"));
+        seeds.push((id.clone(), addr));
     }
     let (n, r, w) = dev_quorums(nodes);
     for (i, id) in ids.iter().enumerate() {
@@ -269,15 +308,14 @@ pub fn init(args: &DevArgs) -> anyhow::Result<Vec<NodeId>> {
         std::fs::create_dir_all(&node_dir)?;
         certs::issue_node_cert(dir, id, &node_dir)?;
         let metrics = port(args.metrics_base_port, i)?;
-        let toml = format!(
-            "# Node {id} of a `shoal dev` cluster. See `shoal node --print-default-config`.\n\
-             id = \"{id}\"\nlisten = \"{addr}\"\ndata_dir = \"data\"\n\
-             metrics_listen = \"127.0.0.1:{metrics}\"\npartitions = 64\n\
-             {seeds}\n[tls]\nca = \"../ca.pem\"\ncert = \"node.pem\"\nkey = \"node.key\"\n\n\
-             [replication]\nn = {n}\nr = {r}\nw = {w}\n\n\
-             # A dev cluster converges fast: exchanges every 10 s.\n\
-             [aae]\ninterval = \"10s\"\n",
-            addr = addrs[i],
+        let toml = node_toml(
+            id,
+            addrs[i],
+            metrics,
+            DEV_PARTITIONS,
+            &seeds,
+            (n, r, w),
+            "Every founding member is among the seeds: they make layout version 1.",
         );
         std::fs::write(node_dir.join("node.toml"), toml)?;
     }
@@ -476,6 +514,10 @@ async fn wait_serving(dir: &Path, children: &mut [(NodeId, Child)]) -> anyhow::R
         // A fresh client each round: one made while only some nodes ran may not know
         // the others' addresses yet.
         if let Ok(client) = shoal_client::Client::connect(config.clone()).await {
+            // A node `shoal dev add` wrote and no commit made a member yet is a
+            // candidate: not addressable by id through the cluster, so not waited for.
+            let info = client.cluster_info().await;
+            pending.retain(|id| info.members.iter().any(|m| &m.id == id));
             let mut still = Vec::new();
             for id in pending {
                 if client.status(Some(&id)).await.is_err() {

@@ -93,6 +93,7 @@ mod tests {
             n: 3,
             r: 2,
             w: 2,
+            layout_version: 1,
         }
     }
 

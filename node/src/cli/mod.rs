@@ -12,7 +12,9 @@ use crate::config::{LogFormat, NodeConfig, DEFAULT_CONFIG_TOML};
 mod aae;
 mod backup;
 mod client;
+mod cluster;
 mod dev;
+mod dev_add;
 mod locate;
 mod status;
 
@@ -87,6 +89,16 @@ pub enum Command {
         force: bool,
         /// Print one JSON object: `{"data_dir", "from", "node", "taken_at_micros"}`.
         #[arg(long)]
+        json: bool,
+    },
+    /// The cluster's layout: status, stage changes (join, leave, remove, replace,
+    /// unstage), plan them, commit them (through the client config).
+    Cluster {
+        /// What to do.
+        #[command(subcommand)]
+        what: cluster::ClusterCommand,
+        /// Print one JSON object.
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Print a shell completion script, e.g. `shoal completions bash > /etc/bash_completion.d/shoal`.
@@ -200,32 +212,9 @@ pub fn main() -> ExitCode {
                 1
             }
         },
-        Command::Aae { what } => match runtime() {
-            Ok(rt) => match rt.block_on(aae::run(what, cli.config)) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    1
-                }
-            },
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                1
-            }
-        },
-        Command::Client(cmd) => match runtime() {
-            Ok(rt) => match rt.block_on(client::run(cmd, cli.config)) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    1
-                }
-            },
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                1
-            }
-        },
+        Command::Aae { what } => block_on(aae::run(what, cli.config)),
+        Command::Cluster { what, json } => block_on(cluster::run(what, json, cli.config)),
+        Command::Client(cmd) => block_on(client::run(cmd, cli.config)),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
@@ -250,6 +239,18 @@ fn init_tracing(format: LogFormat) {
             .with_ansi(false)
             .try_init(),
     };
+}
+
+/// Runs a command's future to its exit code; an error it returns (or failing to start
+/// the runtime) is printed and exits 1.
+fn block_on(command: impl std::future::Future<Output = anyhow::Result<i32>>) -> i32 {
+    match runtime().and_then(|rt| rt.block_on(command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -81,12 +81,6 @@ pub(super) fn format_status_table(report: &StatusReport) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
     let mut text = format!(
         "as seen by {} (ring version {})\n",
         report.node, report.ring_version
@@ -101,8 +95,22 @@ pub(super) fn format_status_table(report: &StatusReport) -> String {
             report.node
         ));
     }
+    text.push_str(&table(header, &rows));
+    text
+}
+
+/// A table: a header line, then one line per row, columns left-aligned to their widest
+/// cell, two spaces apart, no trailing blanks.
+pub(super) fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut text = String::new();
     let header = header.map(str::to_owned);
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(&header).chain(rows) {
         let line = row
             .iter()
             .zip(widths)

@@ -700,6 +700,7 @@ impl Engine {
             n: self.cfg.replication.n,
             r: self.cfg.replication.r,
             w: self.cfg.replication.w,
+            layout_version: self.layout.version(),
         }
     }
 

@@ -21,7 +21,8 @@ use crate::error::RequestError;
 use crate::membership::GossipDigest;
 use crate::object::Object;
 
-use super::{AaeReport, AaeResponse, ClusterInfo, StatusReport, WriteReply};
+use super::v2::ClusterInfo;
+use super::{AaeReport, AaeResponse, StatusReport, WriteReply};
 
 /// Version 1 of [`super::GetReply`]: no write times.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +158,7 @@ impl From<ClientResponse> for super::ClientResponse {
             ClientResponse::Get(g) => C::Get(g.into()),
             ClientResponse::Put(w) => C::Put(w),
             ClientResponse::Delete(w) => C::Delete(w),
-            ClientResponse::ClusterInfo(i) => C::ClusterInfo(i),
+            ClientResponse::ClusterInfo(i) => C::ClusterInfo(i.into()),
             ClientResponse::Status(s) => C::Status(s),
             ClientResponse::AaeStatus(a) => C::AaeStatus(a),
             ClientResponse::Error(e) => C::Error(e),
@@ -172,7 +173,7 @@ impl From<super::ClientResponse> for ClientResponse {
             C::Get(g) => ClientResponse::Get(g.into()),
             C::Put(w) => ClientResponse::Put(w),
             C::Delete(w) => ClientResponse::Delete(w),
-            C::ClusterInfo(i) => ClientResponse::ClusterInfo(i),
+            C::ClusterInfo(i) => ClientResponse::ClusterInfo(i.into()),
             C::Status(s) => ClientResponse::Status(s),
             C::AaeStatus(a) => ClientResponse::AaeStatus(a),
             C::Error(e) => ClientResponse::Error(v1_error(e)),

@@ -326,6 +326,8 @@ pub fn client_responses(version: u16) -> Vec<(&'static str, ClientResponse)> {
                 n: 3,
                 r: 2,
                 w: 2,
+                // Carried from version 3 on; an older frame decodes with 0 (unknown).
+                layout_version: if version >= 3 { 4 } else { 0 },
             }),
         ),
         (

@@ -9,6 +9,7 @@ mod harness;
 mod aae;
 mod cli;
 mod cluster;
+mod cluster_cli;
 mod deploy;
 mod disk_full;
 mod durability;
