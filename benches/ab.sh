@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# A/B comparison of two builds of the `shoal` binary on one workload, runs alternating
+# (A, B, A, B, ...) so that both see the same machine state: each run starts a fresh
+# 3-node `shoal dev` cluster with that build, inserts the 100,000 keys (not measured),
+# measures, and records throughput, latency and the nodes' CPU microseconds per
+# operation (from /proc). Prints each run and the medians; p50 and p99 are those of the
+# slower of the workload's operation kinds.
+#
+#   benches/ab.sh A_DIR B_DIR [OUT_DIR]
+#
+# A_DIR and B_DIR each hold a `shoal` binary. Environment: WORKLOAD (a), CONCURRENCY
+# (64), RUNS (3), DURATION (20s), EXTRA_TOML (appended to every node's config).
+# shoal-bench is the release build of this checkout. Expects an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shoal-target}"
+A_DIR=$1
+B_DIR=$2
+OUT="${3:-bench-results/ab}"
+WORKLOAD="${WORKLOAD:-a}"
+CONCURRENCY="${CONCURRENCY:-64}"
+RUNS="${RUNS:-3}"
+DURATION="${DURATION:-20s}"
+mkdir -p "$OUT"
+cargo build --release -q -p shoal-bench --bin shoal-bench
+BENCH_BIN="$CARGO_TARGET_DIR/release/shoal-bench"
+{ date -u; nproc; free -g | head -2; uname -r; git rev-parse --short HEAD; echo "A=$A_DIR B=$B_DIR"; } >"$OUT/machine.txt"
+
+# shellcheck source=benches/dev_cluster.sh
+. benches/dev_cluster.sh
+trap dev_cluster_down EXIT
+
+# CPU seconds (user + system) used so far by the processes in "$@".
+cpu_of() {
+    local total=0 pid ticks
+    for pid in "$@"; do
+        ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + ticks))
+    done
+    echo "$total $(getconf CLK_TCK)" | awk '{printf "%.3f", $1 / $2}'
+}
+
+run() {
+    local label=$1 i=$2 dir name nodes before after
+    BIN=$3
+    dir="$(mktemp -d)/cluster"
+    name="$label-run$i"
+    dev_cluster_up "$dir" 27701 29701 "$OUT/$name.cluster.log" "${EXTRA_TOML:-}"
+    "$BENCH_BIN" --keys 100000 --value-size 1024 --no-progress --workload c --load \
+        --concurrency 64 --ops 1000 --json "$OUT/$name.load.json" >/dev/null
+    nodes=$(pgrep -f "$dir/n[0-9]*/node.toml" | tr '\n' ' ')
+    before=$(cpu_of $nodes)
+    "$BENCH_BIN" --keys 100000 --value-size 1024 --no-progress --workload "$WORKLOAD" \
+        --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 3s \
+        --json "$OUT/$name.json" >"$OUT/$name.txt"
+    after=$(cpu_of $nodes)
+    dev_cluster_down
+    rm -rf "$(dirname "$dir")"
+    python3 - "$OUT/$name.json" "$label" "$i" "$before" "$after" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+ops = r["ops_total"] + r["warmup_ops"]
+cpu_us = (float(sys.argv[5]) - float(sys.argv[4])) * 1e6 / max(ops, 1)
+p = lambda q: max(o[q] for o in r["ops"].values())
+print(f"build={sys.argv[2]} run={sys.argv[3]} ops/s={r['throughput']:.0f} "
+      f"p50_us={p('p50_us')} p99_us={p('p99_us')} node_cpu_us_per_op={cpu_us:.0f} "
+      f"errors={r['errors_total']}")
+PY
+}
+
+for i in $(seq 1 "$RUNS"); do
+    run A "$i" "$A_DIR"
+    run B "$i" "$B_DIR"
+done | tee "$OUT/runs.txt"
+python3 - "$OUT/runs.txt" <<'PY' | tee "$OUT/summary.txt"
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    f = dict(kv.split("=") for kv in line.split())
+    runs.setdefault(f["build"], []).append(f)
+for build, rs in runs.items():
+    med = lambda k: statistics.median(float(r[k]) for r in rs)
+    print(f"build {build}: median of {len(rs)}: {med('ops/s'):.0f} ops/s, "
+          f"p50 {med('p50_us')/1000:.2f} ms, p99 {med('p99_us')/1000:.2f} ms, "
+          f"nodes' CPU {med('node_cpu_us_per_op'):.0f} us/op")
+PY
