@@ -379,3 +379,35 @@ fn a_hello_whose_id_differs_from_the_certificate_is_refused() {
     );
     assert!(c.engine(&a).layout().version() == 1);
 }
+
+/// Saves finish out of order on the storage workers: an older state never overwrites a
+/// newer one, and what is loaded is the newest saved.
+#[test]
+fn an_older_layout_save_never_overwrites_a_newer_one() {
+    let mut c = cluster(3, 5);
+    let a = id("a");
+    let mut first = c.node(&a).engine.persisted_layout_state();
+    let mut second = c.node(&a).engine.persisted_layout_state();
+    assert!(second.seq > first.seq);
+    second.round = 7;
+    first.round = 3;
+    let exec = &c.node(&a).executor;
+    assert_eq!(
+        exec.execute(StorageOp::SaveLayout(Box::new(second.clone()))),
+        Ok(shoal_proto::StorageReply::LayoutSaved)
+    );
+    assert_eq!(
+        exec.execute(StorageOp::SaveLayout(Box::new(first))),
+        Ok(shoal_proto::StorageReply::LayoutSaved)
+    );
+    let Ok(shoal_proto::StorageReply::Layout(Some(loaded))) = exec.execute(StorageOp::LoadLayout)
+    else {
+        panic!("nothing loaded")
+    };
+    assert_eq!(*loaded, second);
+    // The encoding round-trips and refuses what it does not know.
+    let bytes = second.encode();
+    assert_eq!(shoal_proto::PersistedLayout::decode(&bytes), Ok(second));
+    assert!(shoal_proto::PersistedLayout::decode(&[9, 1, 2]).is_err());
+    assert!(shoal_proto::PersistedLayout::decode(&[]).is_err());
+}
