@@ -411,3 +411,52 @@ fn an_older_layout_save_never_overwrites_a_newer_one() {
     assert!(shoal_proto::PersistedLayout::decode(&[9, 1, 2]).is_err());
     assert!(shoal_proto::PersistedLayout::decode(&[]).is_err());
 }
+
+/// An acceptor's promise leaves only after its state is saved: the first command is the
+/// save, and the reply comes when the save completes; a repeated prepare of the same
+/// ballot, already durable, is answered at once.
+#[test]
+fn an_acceptor_answers_only_after_its_promise_is_saved() {
+    use shoal_proto::paxos::{Ballot, PaxosReply, PaxosRequest};
+    let mut c = cluster(3, 6);
+    let (a, b) = (id("a"), id("b"));
+    let prepare = PaxosRequest::Prepare {
+        slot: 2,
+        ballot: Ballot {
+            round: 1,
+            proposer: a.clone(),
+        },
+    };
+    let cmds = c.request(
+        &b,
+        1,
+        Sender::Node(a.clone()),
+        Request::Peer(PeerRequest::Paxos(Box::new(prepare.clone()))),
+    );
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert!(
+        matches!(&cmds[0], Command::Storage { op: StorageOp::SaveLayout(s), .. } if s.acceptors.contains_key(&2)),
+        "the promise is saved first: {cmds:?}"
+    );
+    let after = c.run_storage(&b, &cmds[0]);
+    assert!(
+        after.iter().any(|cmd| matches!(cmd, Command::Respond { response: Response::Peer(PeerResponse::Paxos(r)), .. } if matches!(**r, PaxosReply::Promise { .. }))),
+        "{after:?}"
+    );
+    let again = c.request(
+        &b,
+        2,
+        Sender::Node(a.clone()),
+        Request::Peer(PeerRequest::Paxos(Box::new(prepare))),
+    );
+    assert!(
+        matches!(
+            again.as_slice(),
+            [Command::Respond {
+                response: Response::Peer(PeerResponse::Paxos(_)),
+                ..
+            }]
+        ),
+        "{again:?}"
+    );
+}
