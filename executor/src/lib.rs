@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod hints;
+mod layout;
 pub mod metrics;
 #[cfg(test)]
 mod power_cut_tests;
@@ -114,6 +115,8 @@ pub struct Executor<S: Storage> {
     dots: Mutex<DotCounter>,
     hints: Mutex<BTreeMap<NodeId, HintTotals>>,
     trees: Trees,
+    /// Serialises layout saves (see `layout.rs`).
+    layout_lock: Mutex<()>,
 }
 
 impl<S: Storage> std::fmt::Debug for Executor<S> {
@@ -202,6 +205,7 @@ impl<S: Storage> Executor<S> {
             dots: Mutex::new(DotCounter { next, reserved }),
             hints: Mutex::new(BTreeMap::new()),
             trees: Trees::new(),
+            layout_lock: Mutex::new(()),
         };
         exec.rebuild_hint_totals()?;
         exec.rebuild_trees()?;
@@ -483,6 +487,8 @@ impl<S: Storage> Executor<S> {
                     })
                     .collect(),
             )),
+            StorageOp::SaveLayout(state) => self.save_layout(&state),
+            StorageOp::LoadLayout => self.load_layout(),
         }
     }
 

@@ -188,7 +188,10 @@ pub struct NodeConfig {
     /// the same on every node.
     #[serde(default = "default_partitions")]
     pub partitions: u32,
-    /// Every member of the cluster, this node included; the ring is computed from them.
+    /// The founding members of the cluster: with no stored layout, a node listed here
+    /// creates layout version 1 from them (every founding node derives the same one);
+    /// a node not listed starts as a candidate and uses them as bootstrap contacts
+    /// (addresses only). Once a layout is stored, it wins over this list.
     pub seeds: Vec<SeedConfig>,
     /// TLS files.
     pub tls: TlsConfig,
@@ -300,6 +303,15 @@ impl NodeConfig {
         }
     }
 
+    /// Whether this node starts as a candidate: its id is not among the `[[seeds]]`, so
+    /// (with no stored layout) it joins no cluster by itself. It says hello to the seeds
+    /// (its bootstrap contacts) and serves nothing until an operator joins it
+    /// (`shoal cluster join` + `commit`). A node whose id is a seed creates layout
+    /// version 1 from the seeds instead. A stored layout wins over both.
+    pub fn is_candidate(&self) -> bool {
+        !self.seeds.iter().any(|s| s.id == self.id)
+    }
+
     /// The ring computed from the members.
     pub fn ring(&self) -> Result<Ring, ConfigError> {
         let members = self
@@ -345,12 +357,8 @@ impl NodeConfig {
             }
         }
         match self.seeds.iter().find(|s| s.id == self.id) {
-            None => {
-                return Err(field_err(
-                    "seeds",
-                    format!("this node ({}) must be one of the members", self.id),
-                ))
-            }
+            // Not a seed: the node starts as a candidate (see `is_candidate`).
+            None => {}
             Some(me) if me.addr.port() != self.listen.port() => {
                 return Err(field_err(
                     "listen",
@@ -405,8 +413,15 @@ impl NodeConfig {
                 "must be at least 1 MiB",
             ));
         }
+        // A candidate's seeds are only its bootstrap contacts: its member count comes
+        // from the layout it learns.
+        let members = if self.is_candidate() {
+            self.seeds.len().max(usize::from(self.replication.n))
+        } else {
+            self.seeds.len()
+        };
         self.engine_config()
-            .validate(self.seeds.len())
+            .validate(members)
             .map_err(|e| field_err(e.field, e.problem))?;
         self.cluster.peer_wire_version()?;
         Ok(())

@@ -493,6 +493,27 @@ impl Layout {
         })
     }
 
+    /// Version 0: what a candidate serves from before it learns the cluster's layout
+    /// (it knows only the partition count and N of its config). It has no members and an
+    /// empty cluster id; its ring (of the candidate alone, as a ring needs a member)
+    /// places nothing, because a candidate serves no data. Any real version replaces it
+    /// ([`LayoutHistory::adopt`]).
+    ///
+    /// # Errors
+    /// The ring's checks of the partition count.
+    pub fn unknown(me: NodeId, partitions: u32, n: u8) -> Result<Layout, LayoutError> {
+        Ok(Layout {
+            settings: ClusterSettings {
+                cluster_id: String::new(),
+                partitions,
+                n,
+            },
+            version: 0,
+            members: Vec::new(),
+            ring: Ring::new(partitions, vec![Member::new(me)])?,
+        })
+    }
+
     /// The members that own partitions (joining, active), in id order.
     pub fn owners(&self) -> impl Iterator<Item = &LayoutMember> {
         self.members.iter().filter(|m| m.state.owns_partitions())
@@ -637,6 +658,38 @@ impl LayoutHistory {
             }
         }
         Ok(changed)
+    }
+
+    /// Replaces a candidate's version-0 placeholder ([`Layout::unknown`]) with the
+    /// cluster's history, if its partition count and N are the ones the candidate was
+    /// configured with. Whether it did.
+    ///
+    /// # Errors
+    /// [`LayoutError::Settings`] naming the setting that differs; nothing changed then.
+    pub fn adopt(&mut self, other: &LayoutHistory) -> Result<bool, LayoutError> {
+        if self.version() != 0 || other.version() == 0 {
+            return self.merge(other);
+        }
+        let (mine, theirs) = (self.settings(), other.settings());
+        if mine.partitions != theirs.partitions {
+            return Err(LayoutError::Settings(format!(
+                "partition count {} != {}",
+                mine.partitions, theirs.partitions
+            )));
+        }
+        if mine.n != theirs.n {
+            return Err(LayoutError::Settings(format!(
+                "n {} != {}",
+                mine.n, theirs.n
+            )));
+        }
+        *self = other.clone();
+        Ok(true)
+    }
+
+    /// Whether `id` is a member (in any state) of any version in use.
+    pub fn is_member(&self, id: &NodeId) -> bool {
+        self.versions.iter().any(|l| l.member(id).is_some())
     }
 
     /// Raises `node`'s tracker `which` to `version` (trackers never go down). Whether it

@@ -36,6 +36,7 @@ pub use engine::{
     AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
     AAE_SEGMENTS, AAE_SHAPE, MAX_UNSIZED_READS,
 };
+pub use engine::{PersistedLayout, MAX_CANDIDATES, MAX_COMMIT_ROUNDS, MAX_HELLO_INTERVAL};
 pub use error::{BackupError, CodecError, RequestError};
 pub use membership::{GossipDigest, GossipEntry, MemberView, Membership, StateChange};
 pub use merkle::{

@@ -119,3 +119,19 @@ pub const HINT_DELIVERY_LAG_SECONDS: &str = "shoal_hint_delivery_lag_seconds";
 /// peer (one peer-wins anti-entropy exchange each) before it serves; 0 once it does.
 /// Only nodes started from a restored backup export it.
 pub const RESTORE_PARTITIONS_LEFT: &str = "shoal_restore_partitions_left";
+/// Gauge: the current layout version this node serves from (0 for a candidate that has
+/// learned no layout yet).
+pub const LAYOUT_VERSION: &str = "shoal_layout_version";
+/// Counter, by `result` (`committed`, `lost`, `refused`, `failed`): layout commits this
+/// node ran as proposer (`lost`: a concurrent commit decided the version first).
+pub const LAYOUT_COMMITS_TOTAL: &str = "shoal_layout_commits_total";
+/// Counter, by `reason` (`cluster_mismatch`, `stale_layout`, `certificate_mismatch`,
+/// `not_a_member`): node-to-node messages this node refused because of the sender's
+/// layout stamp or identity.
+pub const PEER_REFUSED_TOTAL: &str = "shoal_peer_refused_total";
+/// Counter: layout histories this node asked a peer for (it saw a newer version, or was
+/// refused as stale, or is a candidate saying hello).
+pub const LAYOUT_FETCHES_TOTAL: &str = "shoal_layout_fetches_total";
+/// Counter, by `result` (`ok`, `failed`): layout state saves (history, Paxos acceptor
+/// state, staged changes) this node asked its storage for.
+pub const LAYOUT_SAVES_TOTAL: &str = "shoal_layout_saves_total";

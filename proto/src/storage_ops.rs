@@ -217,6 +217,14 @@ pub enum StorageOp {
         /// The partitions.
         partitions: Vec<PartitionId>,
     },
+    /// Store the node's layout state (history, Paxos acceptor state, staged changes) in
+    /// the metadata space, synced to disk before the reply: an acceptor's promise must
+    /// survive a crash. A state whose `seq` is not above the stored one's is not written
+    /// (saves may finish out of order on the worker threads). Replies
+    /// [`StorageReply::LayoutSaved`].
+    SaveLayout(Box<crate::engine::PersistedLayout>),
+    /// Read the stored layout state. Replies [`StorageReply::Layout`].
+    LoadLayout,
 }
 
 impl StorageOp {
@@ -241,6 +249,8 @@ impl StorageOp {
             StorageOp::Reap { .. } => "reap",
             StorageOp::TreeSummaries { .. } => "tree_summaries",
             StorageOp::ReplaceMany { .. } => "replace_many",
+            StorageOp::SaveLayout(_) => "save_layout",
+            StorageOp::LoadLayout => "load_layout",
         }
     }
 
@@ -256,7 +266,8 @@ impl StorageOp {
             | StorageOp::DropHint { .. }
             | StorageOp::MergeMany { .. }
             | StorageOp::Reap { .. }
-            | StorageOp::ReplaceMany { .. } => true,
+            | StorageOp::ReplaceMany { .. }
+            | StorageOp::SaveLayout(_) => true,
             StorageOp::Read { .. }
             | StorageOp::ReadHint { .. }
             | StorageOp::ListHints { .. }
@@ -266,7 +277,8 @@ impl StorageOp {
             | StorageOp::ReadMany { .. }
             | StorageOp::Digests { .. }
             | StorageOp::ReapCandidates { .. }
-            | StorageOp::TreeSummaries { .. } => false,
+            | StorageOp::TreeSummaries { .. }
+            | StorageOp::LoadLayout => false,
         }
     }
 }
@@ -409,6 +421,10 @@ pub enum StorageReply {
     TreeSummaries(Vec<(PartitionId, u64, u64)>),
     /// How many keys a [`StorageOp::ReplaceMany`] changed (stored or deleted).
     Replaced(u64),
+    /// The layout state is durable (this save, or a newer one).
+    LayoutSaved,
+    /// The stored layout state, if any.
+    Layout(Option<Box<crate::engine::PersistedLayout>>),
 }
 
 /// The outcome of a [`StorageOp`], as the driver hands it back to the engine.

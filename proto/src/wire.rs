@@ -17,7 +17,10 @@
 //! - Version 2: [`GetReply::written_at`], each value's write time.
 //! - Version 3: cluster administration ([`ClientRequest::Cluster`]) and the layout's
 //!   errors (issue 9); a version-2 peer gets those errors as `Internal` with their text.
-//!   [`ClusterInfo::layout_version`] (module `v2` holds the version-2 `ClusterInfo`).
+//!   Also [`ClusterInfo::layout_version`] (module `v2` holds the version-2 `ClusterInfo`).
+//!   Also the layout's peer messages (fetch, push, Paxos, a candidate's hello) and
+//!   [`Request::Stamped`], which a version-2 peer never sees (it is sent as the plain
+//!   [`Request::Peer`] inside).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,8 +30,10 @@ use shoal_ring::{NodeId, PartitionId, Ring};
 
 use crate::causality::CausalContext;
 use crate::error::{CodecError, RequestError};
+use crate::layout::{ClusterSettings, Layout, LayoutHistory};
 use crate::membership::GossipDigest;
 use crate::object::Object;
+use crate::paxos::{PaxosReply, PaxosRequest};
 
 mod cluster;
 mod v1;
@@ -442,6 +447,42 @@ pub enum PeerRequest {
     Ping,
     /// A step of an anti-entropy exchange or of tombstone reaping.
     Aae(AaeRequest),
+    /// Send me your layout history: answered with [`PeerResponse::Layout`].
+    LayoutFetch,
+    /// Take this layout history (merged into the receiver's; pushed after a commit).
+    /// Answered with [`PeerResponse::Layout`], the receiver's history after the merge.
+    LayoutPush(Box<LayoutHistory>),
+    /// A step of the Paxos instance that decides a layout version (slot `v` decides
+    /// version `v`). Answered with [`PeerResponse::Paxos`], or with
+    /// [`PeerResponse::Layout`] when the slot is already decided at the receiver.
+    Paxos(Box<PaxosRequest<Layout>>),
+    /// A candidate (a node in no layout) introduces itself: answered with
+    /// [`PeerResponse::Layout`].
+    Hello(Hello),
+}
+
+/// A candidate's introduction ([`PeerRequest::Hello`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The id it claims; must equal its certificate's.
+    pub id: NodeId,
+    /// Where it listens for QUIC.
+    pub addr: SocketAddr,
+    /// The settings it expects. An empty `cluster_id` means "not known yet" (a candidate
+    /// that never learned a layout knows only the partition count and N).
+    pub settings: ClusterSettings,
+}
+
+/// The sender's cluster settings and layout version, carried by every node-to-node
+/// message ([`Request::Stamped`]): a receiver of another cluster refuses it, a receiver
+/// that is behind fetches the sender's layout, one that is ahead refuses data work
+/// coordinated under an older layout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutStamp {
+    /// The sender's settings (empty `cluster_id`: a candidate that knows no layout yet).
+    pub settings: ClusterSettings,
+    /// The sender's current layout version (0: it knows none).
+    pub version: u64,
 }
 
 impl PeerRequest {
@@ -455,6 +496,10 @@ impl PeerRequest {
             PeerRequest::Gossip(_) => "gossip",
             PeerRequest::Ping => "ping",
             PeerRequest::Aae(a) => a.op_name(),
+            PeerRequest::LayoutFetch => "layout_fetch",
+            PeerRequest::LayoutPush(_) => "layout_push",
+            PeerRequest::Paxos(_) => "paxos",
+            PeerRequest::Hello(_) => "hello",
         }
     }
 }
@@ -476,6 +521,10 @@ pub enum PeerResponse {
     Aae(AaeResponse),
     /// The request failed.
     Error(RequestError),
+    /// The receiver's layout history.
+    Layout(Box<LayoutHistory>),
+    /// An acceptor's answer to [`PeerRequest::Paxos`].
+    Paxos(Box<PaxosReply<Layout>>),
 }
 
 /// The most keys, segments or objects one anti-entropy message carries.
@@ -595,6 +644,8 @@ pub enum Request {
     Client(ClientRequest),
     /// From another node.
     Peer(PeerRequest),
+    /// From another node, with its cluster settings and layout version (version 3).
+    Stamped(LayoutStamp, PeerRequest),
 }
 
 /// Everything that travels back.
@@ -704,9 +755,15 @@ pub fn encode_request(req: &Request) -> Vec<u8> {
 }
 
 /// Encode a request frame body in `version`. Requests are the same in every version this
-/// build speaks, so only the version prefix differs.
+/// build speaks, so only the version prefix differs, except [`Request::Stamped`]: a peer
+/// older than version 3 gets the plain [`Request::Peer`] inside it.
 pub fn encode_request_as(req: &Request, version: WireVersion) -> Vec<u8> {
-    encode_as(version, req)
+    match req {
+        Request::Stamped(_, peer) if version < WireVersion::LAYOUTS => {
+            encode_as(version, &Request::Peer(peer.clone()))
+        }
+        req => encode_as(version, req),
+    }
 }
 
 /// Decode a request frame body of any version this build speaks; any bytes give a value
@@ -739,7 +796,7 @@ pub fn answer_version(request: &[u8]) -> WireVersion {
 pub enum RequestKind {
     /// [`Request::Client`].
     Client,
-    /// [`Request::Peer`].
+    /// [`Request::Peer`] or [`Request::Stamped`].
     Peer,
 }
 
@@ -751,7 +808,7 @@ pub fn peek_request_kind(bytes: &[u8]) -> Result<RequestKind, CodecError> {
     // postcard writes an enum's variant index as a varint: 0 and 1 are single bytes.
     match body.first() {
         Some(0) => Ok(RequestKind::Client),
-        Some(1) => Ok(RequestKind::Peer),
+        Some(1 | 2) => Ok(RequestKind::Peer),
         Some(other) => Err(CodecError::Malformed(format!(
             "unknown request kind {other}"
         ))),

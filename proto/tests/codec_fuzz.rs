@@ -487,7 +487,7 @@ proptest! {
         let kind = wire::peek_request_kind(&wire::encode_request(&m));
         let expected = match m {
             Request::Client(_) => wire::RequestKind::Client,
-            Request::Peer(_) => wire::RequestKind::Peer,
+            Request::Peer(_) | Request::Stamped(..) => wire::RequestKind::Peer,
         };
         prop_assert_eq!(kind, Ok(expected));
     }
@@ -498,7 +498,7 @@ proptest! {
         if let Ok(request) = wire::decode_request(&b) {
             let expected = match request {
                 Request::Client(_) => wire::RequestKind::Client,
-                Request::Peer(_) => wire::RequestKind::Peer,
+                Request::Peer(_) | Request::Stamped(..) => wire::RequestKind::Peer,
             };
             prop_assert_eq!(peeked, Ok(expected));
         }

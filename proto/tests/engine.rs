@@ -7,6 +7,7 @@ mod engine_failure_detection;
 mod engine_handoff;
 mod engine_harness;
 mod engine_lag;
+mod engine_layout;
 mod engine_read_budget;
 mod engine_siblings;
 

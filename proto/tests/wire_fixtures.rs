@@ -173,7 +173,14 @@ fn request_variant(r: &Request) -> String {
             PeerRequest::Gossip(_) => "Peer::Gossip".into(),
             PeerRequest::Ping => "Peer::Ping".into(),
             PeerRequest::Aae(a) => format!("Peer::Aae::{}", aae_request_variant(a)),
+            PeerRequest::LayoutFetch => "Peer::LayoutFetch".into(),
+            PeerRequest::LayoutPush(_) => "Peer::LayoutPush".into(),
+            PeerRequest::Paxos(_) => "Peer::Paxos".into(),
+            PeerRequest::Hello(_) => "Peer::Hello".into(),
         },
+        Request::Stamped(_, p) => {
+            format!("Stamped::{}", request_variant(&Request::Peer(p.clone())))
+        }
     }
 }
 
@@ -243,6 +250,8 @@ fn response_variant(r: &Response) -> String {
             PeerResponse::Pong => "Peer::Pong".into(),
             PeerResponse::Aae(a) => format!("Peer::Aae::{}", aae_response_variant(a)),
             PeerResponse::Error(_) => "Peer::Error".into(),
+            PeerResponse::Layout(_) => "Peer::Layout".into(),
+            PeerResponse::Paxos(_) => "Peer::Paxos".into(),
         },
         Response::Error(e) => format!("Error::{}", error_variant(e)),
     }

@@ -246,6 +246,11 @@ impl Driver {
         while let Some(cmd) = self.engine.poll_command() {
             match cmd {
                 Command::Respond { id, response } => {
+                    if let Response::Peer(PeerResponse::Error(RequestError::ClusterMismatch(why))) =
+                        &response
+                    {
+                        tracing::debug!("refused a node of another cluster: {why}");
+                    }
                     if let Some(tx) = self.inbound.remove(&id.0) {
                         let _ = tx.send(response);
                     }
@@ -275,7 +280,13 @@ impl Driver {
                     request,
                     timeout,
                 } => {
-                    let Some(addr) = self.addrs.get(&to).copied() else {
+                    // The engine knows the members of every layout version in use and the
+                    // candidates that said hello; the config's seeds are the fallback.
+                    let addr = self
+                        .engine
+                        .peer_addr(&to)
+                        .or_else(|| self.addrs.get(&to).copied());
+                    let Some(addr) = addr else {
                         let _ = self.done_tx.send(Completion::Response {
                             id,
                             result: Err(SendError::Unreachable(format!("no address for {to}"))),
@@ -286,7 +297,9 @@ impl Driver {
                     let done = self.done_tx.clone();
                     let op = request.op_name();
                     let versions = self.peer_versions.clone();
-                    let request = Request::Peer(request);
+                    // Stamped with this node's settings and layout version; a peer older
+                    // than wire version 3 gets the plain request (`encode_request_as`).
+                    let request = Request::Stamped(self.engine.stamp(), request);
                     tokio::spawn(async move {
                         let mut version = versions.for_peer(&to);
                         let mut payload = encode_request_as(&request, version);

@@ -73,7 +73,9 @@ impl NodeHandler {
     /// a forward hop) only makes sure a stream can never hang.
     fn max_wait(&self, request: &Request) -> Duration {
         let own = match request {
-            Request::Client(c) | Request::Peer(PeerRequest::Forward(c)) => c.timeout(),
+            Request::Client(c)
+            | Request::Peer(PeerRequest::Forward(c))
+            | Request::Stamped(_, PeerRequest::Forward(c)) => c.timeout(),
             _ => None,
         };
         // A timeout beyond the protocol's bound is refused by the engine; clamping here
@@ -150,7 +152,7 @@ impl Handler for NodeHandler {
         };
         let (op, client) = match &request {
             Request::Client(c) => (c.op_name(), true),
-            Request::Peer(p) => (p.op_name(), false),
+            Request::Peer(p) | Request::Stamped(_, p) => (p.op_name(), false),
         };
         let role = if client { "client" } else { "peer" };
         metrics::counter!(crate::metrics::WIRE_REQUESTS_TOTAL, "role" => role, "version" => version.to_string())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use shoal_proto::wire::WireVersion;
-use shoal_proto::{Engine, RequestId, StorageOp};
+use shoal_proto::{Engine, RequestId, StorageOp, StorageReply};
 use shoal_ring::NodeId;
 use shoal_storage::{RocksOptions, RocksStorage, Storage as _};
 use shoal_transport::Endpoint;
@@ -86,6 +86,81 @@ impl RunningNode {
     }
 }
 
+/// The engine, from the layout stored in the data directory if there is one (it wins
+/// over the config); otherwise version 1 made from the `[[seeds]]` (saved before the
+/// node serves), or a candidate when this node is not a seed.
+fn make_engine(
+    cfg: &NodeConfig,
+    executor: &Executor<Arc<RocksStorage>>,
+    local_addr: SocketAddr,
+    addresses: &[(NodeId, SocketAddr)],
+    clock: &mut Clock,
+) -> anyhow::Result<Engine> {
+    let stored = match executor.execute(StorageOp::LoadLayout) {
+        Ok(StorageReply::Layout(stored)) => stored,
+        Ok(other) => anyhow::bail!("loading the layout gave {other:?}"),
+        Err(e) => return Err(anyhow::anyhow!("loading the stored layout: {e}")),
+    };
+    match stored {
+        Some(saved) if saved.history.is_member(&cfg.id) => {
+            info!(
+                node = %cfg.id,
+                version = saved.history.version(),
+                cluster = %saved.history.settings().cluster_id,
+                "layout loaded from the data directory (it wins over [[seeds]])"
+            );
+            let mut engine = Engine::with_layout(
+                cfg.engine_config(),
+                cfg.id.clone(),
+                saved.history.clone(),
+                rand::random(),
+                clock.now(),
+            )?;
+            engine.restore_agreement(&saved);
+            Ok(engine)
+        }
+        _ if cfg.is_candidate() => {
+            info!(
+                node = %cfg.id,
+                contacts = addresses.len(),
+                "not a seed and no stored layout: starting as a candidate (serving nothing \
+                 until an operator joins it)"
+            );
+            Ok(Engine::candidate(
+                cfg.engine_config(),
+                cfg.id.clone(),
+                local_addr,
+                cfg.partitions,
+                addresses.to_vec(),
+                rand::random(),
+                clock.now(),
+            )?)
+        }
+        _ => {
+            let mut engine = Engine::new(
+                cfg.engine_config(),
+                cfg.id.clone(),
+                cfg.ring()?,
+                addresses.to_vec(),
+                rand::random(),
+                clock.now(),
+            )?;
+            // Saved before serving: from now on the stored layout is the truth.
+            let state = engine.persisted_layout_state();
+            match executor.execute(StorageOp::SaveLayout(Box::new(state))) {
+                Ok(_) => {}
+                Err(e) => anyhow::bail!("saving layout version 1: {e}"),
+            }
+            info!(
+                node = %cfg.id,
+                cluster = %engine.layout().settings().cluster_id,
+                "created layout version 1 from [[seeds]]"
+            );
+            Ok(engine)
+        }
+    }
+}
+
 /// Start a node from its config: open storage, bind QUIC, start the engine.
 pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     let data_dir = cfg.resolve(&cfg.data_dir);
@@ -136,7 +211,6 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let local_addr = endpoint.local_addr();
 
-    let ring = cfg.ring()?;
     let peer_wire_version = cfg.cluster.peer_wire_version()?;
     metrics::gauge!(crate::metrics::WIRE_VERSION_SENT).set(f64::from(peer_wire_version.get()));
     if peer_wire_version < WireVersion::CURRENT {
@@ -145,14 +219,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     let addresses: Vec<(NodeId, SocketAddr)> =
         cfg.seeds.iter().map(|s| (s.id.clone(), s.addr)).collect();
     let mut clock = Clock::new();
-    let engine = Engine::new(
-        cfg.engine_config(),
-        cfg.id.clone(),
-        ring,
-        addresses.clone(),
-        rand::random(),
-        clock.now(),
-    )?;
+    let engine = make_engine(&cfg, &executor, local_addr, &addresses, &mut clock)?;
 
     let (input_tx, input_rx) = mpsc::channel::<Inbound>(cfg.limits.max_queued_requests);
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();

@@ -23,6 +23,8 @@ mod aae_peer;
 mod cluster;
 mod forward;
 mod handoff;
+mod layout_sync;
+mod placement;
 mod quorum;
 mod read;
 mod reap;
@@ -51,6 +53,7 @@ use crate::wire::{
 
 pub use aae::{AaeStats, AAE_SEGMENTS, AAE_SHAPE};
 pub use handoff::HandoffStats;
+pub use layout_sync::{PersistedLayout, MAX_CANDIDATES, MAX_COMMIT_ROUNDS, MAX_HELLO_INTERVAL};
 pub use read::MAX_UNSIZED_READS;
 
 use aae::{Aae, AaePart, ExchangeId};
@@ -146,6 +149,10 @@ enum Timer {
     Handoff,
     Aae,
     AaeResume(ExchangeId),
+    /// A candidate's next hello round.
+    Hello,
+    /// The deadline of a commit's Paxos round (the round's number).
+    CommitRetry(u32),
 }
 
 /// What a `Send` or `Storage` command is for.
@@ -181,6 +188,19 @@ enum Waiter {
     },
     Reap(ReapPart),
     AaeStatus(InboundId),
+    /// A save of the layout state (`layout_sync.rs`).
+    LayoutSave {
+        why: layout_sync::LayoutSave,
+        seq: u64,
+    },
+    /// A layout message to a peer.
+    LayoutSend(layout_sync::LayoutSend),
+    /// The tree summaries for a plan's bytes estimate.
+    Plan {
+        inbound: InboundId,
+        report: Box<crate::wire::PlanReport>,
+        copies: Vec<(PartitionId, u64)>,
+    },
 }
 
 /// A pending `Send` or `Storage` command.
@@ -227,6 +247,8 @@ pub struct Engine {
     replica_partitions: Vec<PartitionId>,
     /// Restore mode, while a node restored from a backup catches up (`restore.rs`).
     restore: Option<restore::Restore>,
+    /// Layout agreement: Paxos, staged changes, candidates (`layout_sync.rs`).
+    agree: layout_sync::Agreement,
 }
 
 /// Why an engine could not be built.
@@ -275,11 +297,18 @@ impl Engine {
         seed: u64,
         now: Now,
     ) -> Result<Engine, EngineError> {
-        let ring = layout.current().ring();
-        cfg.validate(ring.members().len())?;
-        if ring.member(&me).is_none() {
+        cfg.validate(layout.current().ring().members().len())?;
+        if !layout.is_member(&me) {
             return Err(EngineError::NotAMember(me));
         }
+        let engine = Engine::build(cfg, me, layout, seed, now);
+        engine.publish_layout_gauge();
+        Ok(engine)
+    }
+
+    /// The engine, unchecked (see [`Engine::with_layout`] and [`Engine::candidate`]).
+    fn build(cfg: EngineConfig, me: NodeId, layout: LayoutHistory, seed: u64, now: Now) -> Engine {
+        let ring = layout.current().ring();
         let addresses: Vec<(NodeId, SocketAddr)> = layout
             .current()
             .owners()
@@ -321,6 +350,7 @@ impl Engine {
             aae: Aae::new(keys_rate, bytes_rate, now),
             replica_partitions,
             restore: None,
+            agree: layout_sync::Agreement::default(),
         };
         // Spread the periodic work over its first interval so nodes started together
         // do not act in lock-step.
@@ -342,7 +372,7 @@ impl Engine {
             metrics::gauge!(crate::metrics::PEER_CONSECUTIVE_FAILURES, "peer" => p.to_string())
                 .set(0.0);
         }
-        Ok(engine)
+        engine
     }
 
     /// This node.
@@ -405,7 +435,7 @@ impl Engine {
         self.advance(now);
         match (request, from) {
             (Request::Client(req), _) => self.handle_client(id, req, false),
-            (Request::Peer(_), Sender::Client(name)) => {
+            (Request::Peer(_) | Request::Stamped(..), Sender::Client(name)) => {
                 metrics::counter!(crate::metrics::REFUSED_REQUESTS_TOTAL, "reason" => "client_role_peer_message")
                     .increment(1);
                 self.respond_error(
@@ -415,20 +445,45 @@ impl Engine {
                     )),
                 )
             }
-            (Request::Peer(req), Sender::Node(node)) => {
-                if !self.membership.contains(&node) {
-                    metrics::counter!(crate::metrics::REFUSED_REQUESTS_TOTAL, "reason" => "unknown_node")
-                        .increment(1);
-                    self.respond_error(id, RequestError::UnknownNode(node.to_string()));
-                    return;
-                }
-                // A request from a peer is direct evidence that it is alive.
-                let before = self.membership.failures(&node);
-                let change = self.membership.report_success(&node, self.mono);
-                self.on_contact(&node, before, change);
-                self.handle_peer(id, node, req);
+            (Request::Peer(req), Sender::Node(node)) => self.handle_node(id, node, None, req),
+            (Request::Stamped(stamp, req), Sender::Node(node)) => {
+                self.handle_node(id, node, Some(stamp), req)
             }
         }
+    }
+
+    /// A request from node `node`, with its layout stamp when it sent one (a node of a
+    /// release before layouts does not).
+    fn handle_node(
+        &mut self,
+        id: InboundId,
+        node: NodeId,
+        stamp: Option<crate::wire::LayoutStamp>,
+        req: PeerRequest,
+    ) {
+        if let Some(stamp) = &stamp {
+            if let Err(e) = self.check_stamp(&node, stamp, &req) {
+                self.respond_peer(id, PeerResponse::Error(e));
+                return;
+            }
+        }
+        if !self.membership.contains(&node) {
+            // A candidate, or a member this node's layout does not have yet, may still
+            // learn and exchange the layout.
+            if layout_sync::open_to_non_members(&req) {
+                self.handle_layout_peer(id, node, req);
+                return;
+            }
+            metrics::counter!(crate::metrics::REFUSED_REQUESTS_TOTAL, "reason" => "unknown_node")
+                .increment(1);
+            self.respond_error(id, RequestError::UnknownNode(node.to_string()));
+            return;
+        }
+        // A request from a peer is direct evidence that it is alive.
+        let before = self.membership.failures(&node);
+        let change = self.membership.report_success(&node, self.mono);
+        self.on_contact(&node, before, change);
+        self.handle_peer(id, node, req);
     }
 
     /// The outcome of the `Send` command `id`.
@@ -452,6 +507,9 @@ impl Engine {
             self.on_contact(to, before, change);
         }
         let to = p.to.clone();
+        if let Some(to) = &to {
+            self.check_answer(to, &result);
+        }
         match p.waiter {
             Waiter::WriteReplica { op, slot } => self.on_write_replica(op, slot, result),
             Waiter::ReadReplica { op, slot } => self.on_read_replica(op, slot, result),
@@ -479,6 +537,7 @@ impl Engine {
             Waiter::Handoff(step) => self.on_handoff_send(step, result),
             Waiter::Aae { exchange, part } => self.on_aae_send(exchange, part, result),
             Waiter::Reap(part) => self.on_reap_send(part, result),
+            Waiter::LayoutSend(what) => self.on_layout_send(what, to, result),
             other => {
                 debug_assert!(false, "send result for a storage waiter {other:?}");
             }
@@ -517,6 +576,12 @@ impl Engine {
             Waiter::Aae { exchange, part } => self.on_aae_storage(exchange, part, result),
             Waiter::Reap(part) => self.on_reap_storage(part, result),
             Waiter::AaeStatus(inbound) => self.on_aae_status(inbound, result),
+            Waiter::LayoutSave { why, seq } => self.on_layout_saved(why, seq, result),
+            Waiter::Plan {
+                inbound,
+                report,
+                copies,
+            } => self.answer_plan(inbound, *report, &copies, result),
             other => {
                 debug_assert!(false, "storage result for a send waiter {other:?}");
             }
@@ -555,6 +620,8 @@ impl Engine {
                     self.timers.insert((now + self.cfg.aae.tick, Timer::Aae));
                 }
                 Timer::AaeResume(exchange) => self.on_aae_resume(exchange),
+                Timer::Hello => self.hello_round(),
+                Timer::CommitRetry(round) => self.on_commit_timer(round),
             }
         }
     }
@@ -754,6 +821,16 @@ impl Engine {
                 ))),
             ),
             ClientRequest::Cluster(req) => self.handle_cluster(id, req),
+            ClientRequest::Get { .. }
+            | ClientRequest::Put { .. }
+            | ClientRequest::Delete { .. }
+                if self.is_candidate() =>
+            {
+                metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "candidate")
+                    .increment(1);
+                // A candidate holds no partitions: the client tries another node.
+                self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
+            }
             ClientRequest::Get { .. }
             | ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }

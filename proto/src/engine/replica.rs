@@ -36,7 +36,7 @@ fn unexpected_reply(kind: ReplicaKind, reply: StorageReply) -> PeerResponse {
 }
 
 impl Engine {
-    pub(super) fn handle_peer(&mut self, id: InboundId, _from: NodeId, req: PeerRequest) {
+    pub(super) fn handle_peer(&mut self, id: InboundId, from: NodeId, req: PeerRequest) {
         metrics::counter!(crate::metrics::REPLICA_REQUESTS_TOTAL, "op" => req.op_name())
             .increment(1);
         if self.restoring()
@@ -142,6 +142,10 @@ impl Engine {
                 ),
                 Err(e) => self.respond_peer(id, PeerResponse::Error(e)),
             },
+            req @ (PeerRequest::LayoutFetch
+            | PeerRequest::LayoutPush(_)
+            | PeerRequest::Paxos(_)
+            | PeerRequest::Hello(_)) => self.handle_layout_peer(id, from, req),
         }
     }
 

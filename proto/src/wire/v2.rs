@@ -150,6 +150,10 @@ impl From<super::PeerResponse> for PeerResponse {
             P::Pong => PeerResponse::Pong,
             P::Aae(a) => PeerResponse::Aae(a),
             P::Error(e) => PeerResponse::Error(e),
+            // Layout messages came with version 3; a version-2 peer never asks for them.
+            P::Layout(_) | P::Paxos(_) => PeerResponse::Error(RequestError::Internal(
+                "a layout reply needs wire version 3".into(),
+            )),
         }
     }
 }

@@ -1,0 +1,462 @@
+//! Layout agreement in the engine (issue 9): staging refusals, a join committed through
+//! Paxos and pushed to every member and the candidate, and two proposers committing the
+//! same version at once (exactly one layout per version; the loser is told the new
+//! version), also with messages lost and reordered.
+
+use std::net::SocketAddr;
+
+use shoal_executor::Executor;
+use shoal_proto::layout::Layout;
+use shoal_proto::wire::{
+    ClientRequest, ClientResponse, ClusterReply, ClusterRequest, LayoutStamp, PeerRequest,
+    PeerResponse, Request, Response, StageRequest,
+};
+use shoal_proto::{Command, Engine, InboundId, Now, RequestError, Sender, StorageOp};
+use shoal_ring::NodeId;
+use shoal_storage::MemStorage;
+
+use super::engine_harness::*;
+
+fn addr_of(i: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000 + i))
+}
+
+fn cluster(nodes: usize, seed: u64) -> Cluster {
+    Cluster::new(nodes, 64, quiet_config(), seed)
+}
+
+/// Adds candidate `name` (bootstrap contact `a`) to the cluster.
+fn add_candidate(c: &mut Cluster, name: &str, port: u16) -> NodeId {
+    let me = id(name);
+    let engine = Engine::candidate(
+        quiet_config(),
+        me.clone(),
+        addr_of(port),
+        64,
+        vec![(id("a"), addr_of(0))],
+        99,
+        Now::from_virtual(c.now),
+    )
+    .expect("a candidate engine");
+    let executor = Executor::open(MemStorage::new(), || 1000 + u64::from(port)).expect("executor");
+    c.nodes.insert(me.clone(), TestNode { engine, executor });
+    me
+}
+
+fn cluster_req(c: &mut Cluster, n: &NodeId, req: ClusterRequest) -> (NodeId, InboundId) {
+    c.submit(n, ClientRequest::Cluster(req))
+}
+
+/// The answer to `key`, once pumped.
+fn answer(c: &Cluster, key: &(NodeId, InboundId)) -> Option<Result<ClusterReply, RequestError>> {
+    match c.answers.get(key)? {
+        Response::Client(ClientResponse::Cluster(r)) => Some(Ok(r.clone())),
+        Response::Client(ClientResponse::Error(e)) => Some(Err(e.clone())),
+        other => panic!("not a cluster answer: {other:?}"),
+    }
+}
+
+/// Submits `req` at `n`, pumps in order until answered.
+fn ask(c: &mut Cluster, n: &NodeId, req: ClusterRequest) -> Result<ClusterReply, RequestError> {
+    let key = cluster_req(c, n, req);
+    c.pump(None, 0.0, |c| c.answers.contains_key(&key));
+    answer(c, &key).expect("answered")
+}
+
+fn refused(r: Result<ClusterReply, RequestError>) -> String {
+    match r {
+        Err(RequestError::LayoutRefused(why)) => why,
+        other => panic!("expected a LayoutRefused, got {other:?}"),
+    }
+}
+
+#[test]
+fn staging_refuses_what_the_issue_lists() {
+    let mut c = cluster(3, 1);
+    let a = id("a");
+    // Leaving or removing below N members.
+    let why = refused(ask(
+        &mut c,
+        &a,
+        ClusterRequest::Stage(StageRequest::Leave { id: id("b") }),
+    ));
+    assert!(why.contains("fewer than n = 3"), "{why}");
+    let why = refused(ask(
+        &mut c,
+        &a,
+        ClusterRequest::Stage(StageRequest::Remove { id: id("c") }),
+    ));
+    assert!(why.contains("fewer than n = 3"), "{why}");
+    // Joining an existing member.
+    let why = refused(ask(
+        &mut c,
+        &a,
+        ClusterRequest::Stage(StageRequest::Join {
+            id: id("b"),
+            zone: None,
+            weight: 1,
+        }),
+    ));
+    assert!(why.contains("already a member"), "{why}");
+    // Joining a node that never said hello: its address is unknown.
+    let why = refused(ask(
+        &mut c,
+        &a,
+        ClusterRequest::Stage(StageRequest::Join {
+            id: id("z"),
+            zone: None,
+            weight: 1,
+        }),
+    ));
+    assert!(why.contains("has not contacted the cluster"), "{why}");
+    // Committing with nothing staged, and planning nothing.
+    let why = refused(ask(&mut c, &a, ClusterRequest::Commit { version: 1 }));
+    assert!(why.contains("nothing is staged"), "{why}");
+    let why = refused(ask(&mut c, &a, ClusterRequest::Plan));
+    assert!(why.contains("nothing is staged"), "{why}");
+    // Replacing a live node.
+    let d = add_candidate(&mut c, "d", 3);
+    c.pump(None, 0.0, |c| c.engine(&d).layout().version() == 1);
+    let why = refused(ask(
+        &mut c,
+        &a,
+        ClusterRequest::Stage(StageRequest::Replace {
+            old: id("b"),
+            new: d.clone(),
+        }),
+    ));
+    assert!(why.contains("is up"), "{why}");
+    // A commit naming another version than the current one names the current one.
+    let staged = ask(
+        &mut c,
+        &a,
+        ClusterRequest::Stage(StageRequest::Join {
+            id: d.clone(),
+            zone: None,
+            weight: 1,
+        }),
+    );
+    assert!(
+        matches!(staged, Ok(ClusterReply::Staged(ref s)) if s.len() == 1),
+        "{staged:?}"
+    );
+    let why = refused(ask(&mut c, &a, ClusterRequest::Commit { version: 7 }));
+    assert!(why.contains("at version 1, not 7"), "{why}");
+    // Staged changes stay on the node that took them.
+    assert_eq!(c.engine(&a).layout().version(), 1);
+    let Ok(ClusterReply::Status(s)) = ask(&mut c, &id("b"), ClusterRequest::Status) else {
+        panic!("status")
+    };
+    assert!(s.staged.is_empty());
+    let Ok(ClusterReply::Staged(_)) = ask(&mut c, &a, ClusterRequest::Unstage) else {
+        panic!("unstage")
+    };
+    let why = refused(ask(&mut c, &a, ClusterRequest::Commit { version: 1 }));
+    assert!(why.contains("nothing is staged"), "{why}");
+}
+
+#[test]
+fn a_committed_join_reaches_every_member_and_the_candidate() {
+    let mut c = cluster(3, 2);
+    let a = id("a");
+    let d = add_candidate(&mut c, "d", 3);
+    assert!(c.engine(&d).is_candidate());
+    c.pump(None, 0.0, |c| c.engine(&d).layout().version() == 1);
+    // The member that heard the hello lists the candidate.
+    let Ok(ClusterReply::Status(s)) = ask(&mut c, &a, ClusterRequest::Status) else {
+        panic!("status")
+    };
+    assert!(
+        s.members
+            .iter()
+            .any(|m| m.id == d && m.role == shoal_proto::wire::MemberRole::Candidate),
+        "{s:?}"
+    );
+    ask(
+        &mut c,
+        &a,
+        ClusterRequest::Stage(StageRequest::Join {
+            id: d.clone(),
+            zone: None,
+            weight: 1,
+        }),
+    )
+    .expect("staged");
+    let Ok(ClusterReply::Plan(plan)) = ask(&mut c, &a, ClusterRequest::Plan) else {
+        panic!("plan")
+    };
+    assert_eq!((plan.version, plan.next_version), (1, 2));
+    assert!(plan.moves > 0);
+    let committed = ask(&mut c, &a, ClusterRequest::Commit { version: 1 });
+    assert_eq!(committed, Ok(ClusterReply::Committed { version: 2 }));
+    c.pump(None, 0.0, |c| {
+        c.nodes.values().all(|n| n.engine.layout().version() == 2)
+    });
+    let v2 = c.engine(&a).layout().get(2).cloned().expect("version 2");
+    for (n, node) in &c.nodes {
+        assert_eq!(node.engine.layout().get(2), Some(&v2), "{n}");
+    }
+    assert!(!c.engine(&d).is_candidate(), "the joined node is a member");
+    assert!(v2.member(&d).is_some());
+    // The history was saved on every node (the executor holds it).
+    for (n, node) in &c.nodes {
+        let Ok(shoal_proto::StorageReply::Layout(Some(saved))) =
+            node.executor.execute(StorageOp::LoadLayout)
+        else {
+            panic!("{n} saved no layout")
+        };
+        assert_eq!(saved.history.version(), 2, "{n}");
+    }
+}
+
+/// Two operators commit different changes for version 2 on different nodes at once;
+/// messages are delivered in a random order and some are lost. Exactly one layout is
+/// decided for version 2 (every node that has one has the same), at most one commit
+/// succeeds, and a loser is told the version the cluster is at now.
+#[test]
+fn two_proposers_of_one_version_decide_one_layout() {
+    let mut outcomes = (0, 0, 0);
+    for seed in 0..40u64 {
+        let mut c = cluster(5, seed);
+        let (a, b) = (id("a"), id("b"));
+        ask(
+            &mut c,
+            &a,
+            ClusterRequest::Stage(StageRequest::Leave { id: id("e") }),
+        )
+        .expect("staged");
+        ask(
+            &mut c,
+            &b,
+            ClusterRequest::Stage(StageRequest::Leave { id: id("d") }),
+        )
+        .expect("staged");
+        let ka = cluster_req(&mut c, &a, ClusterRequest::Commit { version: 1 });
+        let kb = cluster_req(&mut c, &b, ClusterRequest::Commit { version: 1 });
+        let loss = if seed % 2 == 0 { 0.0 } else { 0.2 };
+        let mut r = rng(seed);
+        c.pump(Some(&mut r), loss, |c| {
+            c.answers.contains_key(&ka) && c.answers.contains_key(&kb)
+        });
+        let answers = [
+            answer(&c, &ka).expect("a answered"),
+            answer(&c, &kb).expect("b answered"),
+        ];
+        let won = answers
+            .iter()
+            .filter(|x| matches!(x, Ok(ClusterReply::Committed { version: 2 })))
+            .count();
+        assert!(
+            won <= 1,
+            "seed {seed}: two commits of version 2 won: {answers:?}"
+        );
+        for x in &answers {
+            match x {
+                Ok(ClusterReply::Committed { version: 2 }) => outcomes.0 += 1,
+                Err(RequestError::LayoutRefused(why)) if why.contains("now at version 2") => {
+                    outcomes.1 += 1
+                }
+                Err(RequestError::LayoutRefused(why)) if why.contains("no majority") => {
+                    outcomes.2 += 1
+                }
+                other => panic!("seed {seed}: unexpected answer {other:?}"),
+            }
+        }
+        let decided: Vec<&Layout> = c
+            .nodes
+            .values()
+            .filter_map(|n| n.engine.layout().get(2))
+            .collect();
+        assert!(
+            decided.windows(2).all(|w| w[0] == w[1]),
+            "seed {seed}: nodes hold different layouts for version 2"
+        );
+        if won == 1 {
+            assert!(
+                !decided.is_empty(),
+                "seed {seed}: a commit won but no node has it"
+            );
+        }
+    }
+    // Without loss every run decides; the loser learns the winner's version.
+    assert!(outcomes.0 >= 20, "{outcomes:?}");
+    assert!(outcomes.1 >= 20, "{outcomes:?}");
+}
+
+#[test]
+fn stamps_refuse_another_cluster_and_stale_data_work() {
+    let mut c = cluster(3, 3);
+    let (a, b) = (id("a"), id("b"));
+    let mine = c.engine(&a).stamp();
+    // Another cluster (settings differ): refused, whatever the request.
+    let mut other = mine.clone();
+    other.settings.cluster_id = "shoal-elsewhere".into();
+    let cmds = c.request(
+        &a,
+        1,
+        Sender::Node(b.clone()),
+        Request::Stamped(other, PeerRequest::Ping),
+    );
+    assert!(
+        cmds.iter().any(|cmd| matches!(cmd, Command::Respond { response: Response::Peer(PeerResponse::Error(RequestError::ClusterMismatch(why))), .. } if why.contains("cluster id"))),
+        "{cmds:?}"
+    );
+    // An older layout version doing data work: refused as stale, naming ours.
+    let stale = LayoutStamp {
+        settings: mine.settings.clone(),
+        version: 0,
+    };
+    let cmds = c.request(
+        &a,
+        2,
+        Sender::Node(b.clone()),
+        Request::Stamped(stale.clone(), PeerRequest::Forward(get(b"k"))),
+    );
+    assert!(
+        cmds.iter().any(|cmd| matches!(
+            cmd,
+            Command::Respond {
+                response: Response::Peer(PeerResponse::Error(RequestError::StaleLayout {
+                    current: 1
+                })),
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    // ... but gossip and pings are answered.
+    let cmds = c.request(
+        &a,
+        3,
+        Sender::Node(b.clone()),
+        Request::Stamped(stale, PeerRequest::Ping),
+    );
+    assert!(
+        cmds.iter().any(|cmd| matches!(
+            cmd,
+            Command::Respond {
+                response: Response::Peer(PeerResponse::Pong),
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    // A newer sender: the receiver fetches its history.
+    let newer = LayoutStamp {
+        settings: mine.settings.clone(),
+        version: 5,
+    };
+    let cmds = c.request(
+        &a,
+        4,
+        Sender::Node(b.clone()),
+        Request::Stamped(newer, PeerRequest::Ping),
+    );
+    assert!(
+        cmds.iter().any(|cmd| matches!(cmd, Command::Send { to, request: PeerRequest::LayoutFetch, .. } if *to == b)),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn a_hello_whose_id_differs_from_the_certificate_is_refused() {
+    let mut c = cluster(3, 4);
+    let a = id("a");
+    let settings = c.engine(&a).stamp().settings;
+    let cmds = c.request(
+        &a,
+        1,
+        Sender::Node(id("mallory")),
+        Request::Peer(PeerRequest::Hello(shoal_proto::wire::Hello {
+            id: id("d"),
+            addr: addr_of(9),
+            settings,
+        })),
+    );
+    assert!(
+        cmds.iter().any(|cmd| matches!(cmd, Command::Respond { response: Response::Peer(PeerResponse::Error(RequestError::NotAllowed(why))), .. } if why.contains("certificate is for mallory"))),
+        "{cmds:?}"
+    );
+    assert!(c.engine(&a).layout().version() == 1);
+}
+
+/// Saves finish out of order on the storage workers: an older state never overwrites a
+/// newer one, and what is loaded is the newest saved.
+#[test]
+fn an_older_layout_save_never_overwrites_a_newer_one() {
+    let mut c = cluster(3, 5);
+    let a = id("a");
+    let mut first = c.node(&a).engine.persisted_layout_state();
+    let mut second = c.node(&a).engine.persisted_layout_state();
+    assert!(second.seq > first.seq);
+    second.round = 7;
+    first.round = 3;
+    let exec = &c.node(&a).executor;
+    assert_eq!(
+        exec.execute(StorageOp::SaveLayout(Box::new(second.clone()))),
+        Ok(shoal_proto::StorageReply::LayoutSaved)
+    );
+    assert_eq!(
+        exec.execute(StorageOp::SaveLayout(Box::new(first))),
+        Ok(shoal_proto::StorageReply::LayoutSaved)
+    );
+    let Ok(shoal_proto::StorageReply::Layout(Some(loaded))) = exec.execute(StorageOp::LoadLayout)
+    else {
+        panic!("nothing loaded")
+    };
+    assert_eq!(*loaded, second);
+    // The encoding round-trips and refuses what it does not know.
+    let bytes = second.encode();
+    assert_eq!(shoal_proto::PersistedLayout::decode(&bytes), Ok(second));
+    assert!(shoal_proto::PersistedLayout::decode(&[9, 1, 2]).is_err());
+    assert!(shoal_proto::PersistedLayout::decode(&[]).is_err());
+}
+
+/// An acceptor's promise leaves only after its state is saved: the first command is the
+/// save, and the reply comes when the save completes; a repeated prepare of the same
+/// ballot, already durable, is answered at once.
+#[test]
+fn an_acceptor_answers_only_after_its_promise_is_saved() {
+    use shoal_proto::paxos::{Ballot, PaxosReply, PaxosRequest};
+    let mut c = cluster(3, 6);
+    let (a, b) = (id("a"), id("b"));
+    let prepare = PaxosRequest::Prepare {
+        slot: 2,
+        ballot: Ballot {
+            round: 1,
+            proposer: a.clone(),
+        },
+    };
+    let cmds = c.request(
+        &b,
+        1,
+        Sender::Node(a.clone()),
+        Request::Peer(PeerRequest::Paxos(Box::new(prepare.clone()))),
+    );
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert!(
+        matches!(&cmds[0], Command::Storage { op: StorageOp::SaveLayout(s), .. } if s.acceptors.contains_key(&2)),
+        "the promise is saved first: {cmds:?}"
+    );
+    let after = c.run_storage(&b, &cmds[0]);
+    assert!(
+        after.iter().any(|cmd| matches!(cmd, Command::Respond { response: Response::Peer(PeerResponse::Paxos(r)), .. } if matches!(**r, PaxosReply::Promise { .. }))),
+        "{after:?}"
+    );
+    let again = c.request(
+        &b,
+        2,
+        Sender::Node(a.clone()),
+        Request::Peer(PeerRequest::Paxos(Box::new(prepare))),
+    );
+    assert!(
+        matches!(
+            again.as_slice(),
+            [Command::Respond {
+                response: Response::Peer(PeerResponse::Paxos(_)),
+                ..
+            }]
+        ),
+        "{again:?}"
+    );
+}
