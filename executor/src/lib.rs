@@ -483,6 +483,10 @@ impl<S: Storage> Executor<S> {
                     })
                     .collect(),
             )),
+            StorageOp::DropPartition { partition } => {
+                self.drop_partition(partition)?;
+                Ok(StorageReply::Dropped)
+            }
         }
     }
 

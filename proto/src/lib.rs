@@ -34,7 +34,7 @@ pub use config::{
 };
 pub use engine::{
     AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
-    AAE_SEGMENTS, AAE_SHAPE, MAX_UNSIZED_READS,
+    TransferStats, AAE_SEGMENTS, AAE_SHAPE, MAX_UNSIZED_READS,
 };
 pub use error::{BackupError, CodecError, RequestError};
 pub use membership::{GossipDigest, GossipEntry, MemberView, Membership, StateChange};

@@ -245,6 +245,39 @@ impl Membership {
         })
     }
 
+    /// Follows a new layout version: `members` (the local node included when it is a
+    /// member) become the view. Members already known keep their state and failure
+    /// count (only their address is updated); new ones start `Up` at `now`; those no
+    /// longer listed are dropped.
+    pub fn set_members(
+        &mut self,
+        ring_version: u64,
+        members: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        now: Monotonic,
+    ) {
+        let mut next = BTreeMap::new();
+        for (id, addr) in members {
+            let view = match self.members.remove(&id) {
+                Some(mut v) => {
+                    v.addr = addr;
+                    v
+                }
+                None => MemberView {
+                    addr,
+                    heartbeat: 0,
+                    heartbeat_seen: now,
+                    state: MemberState::Up,
+                    since: now,
+                    failures: 0,
+                    last_heard: now,
+                },
+            };
+            next.insert(id, view);
+        }
+        self.members = next;
+        self.ring_version = ring_version;
+    }
+
     /// Start a gossip round: advance the local heartbeat and return the digest to send.
     pub fn next_round(&mut self, now: Monotonic) -> GossipDigest {
         self.heartbeat += 1;

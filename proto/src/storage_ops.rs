@@ -217,6 +217,13 @@ pub enum StorageOp {
         /// The partitions.
         partitions: Vec<PartitionId>,
     },
+    /// Delete every object of a partition and its Merkle tree: the node holds it in no
+    /// layout version in use any more (after the barrier, see `engine/placement.rs`).
+    /// Replies [`StorageReply::Dropped`].
+    DropPartition {
+        /// The partition.
+        partition: PartitionId,
+    },
 }
 
 impl StorageOp {
@@ -241,6 +248,7 @@ impl StorageOp {
             StorageOp::Reap { .. } => "reap",
             StorageOp::TreeSummaries { .. } => "tree_summaries",
             StorageOp::ReplaceMany { .. } => "replace_many",
+            StorageOp::DropPartition { .. } => "drop_partition",
         }
     }
 }
@@ -383,6 +391,8 @@ pub enum StorageReply {
     TreeSummaries(Vec<(PartitionId, u64, u64)>),
     /// How many keys a [`StorageOp::ReplaceMany`] changed (stored or deleted).
     Replaced(u64),
+    /// The partition was deleted ([`StorageOp::DropPartition`]).
+    Dropped,
 }
 
 /// The outcome of a [`StorageOp`], as the driver hands it back to the engine.

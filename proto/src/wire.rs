@@ -26,6 +26,7 @@ use shoal_ring::{NodeId, PartitionId, Ring};
 
 use crate::causality::CausalContext;
 use crate::error::{CodecError, RequestError};
+use crate::layout::LayoutHistory;
 use crate::membership::GossipDigest;
 use crate::object::Object;
 
@@ -436,6 +437,10 @@ pub enum PeerRequest {
     Ping,
     /// A step of an anti-entropy exchange or of tombstone reaping.
     Aae(AaeRequest),
+    /// Take this layout history (merged into the receiver's). Answered with
+    /// [`PeerResponse::Layout`], the receiver's history after the merge. Sent on gossip
+    /// rounds while a layout change is in progress, so that trackers spread.
+    LayoutPush(Box<LayoutHistory>),
 }
 
 impl PeerRequest {
@@ -449,6 +454,7 @@ impl PeerRequest {
             PeerRequest::Gossip(_) => "gossip",
             PeerRequest::Ping => "ping",
             PeerRequest::Aae(a) => a.op_name(),
+            PeerRequest::LayoutPush(_) => "layout_push",
         }
     }
 }
@@ -470,6 +476,8 @@ pub enum PeerResponse {
     Aae(AaeResponse),
     /// The request failed.
     Error(RequestError),
+    /// The receiver's layout history.
+    Layout(Box<LayoutHistory>),
 }
 
 /// The most keys, segments or objects one anti-entropy message carries.

@@ -173,6 +173,7 @@ fn request_variant(r: &Request) -> String {
             PeerRequest::Gossip(_) => "Peer::Gossip".into(),
             PeerRequest::Ping => "Peer::Ping".into(),
             PeerRequest::Aae(a) => format!("Peer::Aae::{}", aae_request_variant(a)),
+            PeerRequest::LayoutPush(_) => "Peer::LayoutPush".into(),
         },
     }
 }
@@ -243,6 +244,7 @@ fn response_variant(r: &Response) -> String {
             PeerResponse::Pong => "Peer::Pong".into(),
             PeerResponse::Aae(a) => format!("Peer::Aae::{}", aae_response_variant(a)),
             PeerResponse::Error(_) => "Peer::Error".into(),
+            PeerResponse::Layout(_) => "Peer::Layout".into(),
         },
         Response::Error(e) => format!("Error::{}", error_variant(e)),
     }
@@ -269,6 +271,7 @@ const REQUEST_VARIANTS: &[&str] = &[
     "Peer::Aae::Push",
     "Peer::Aae::Digests",
     "Peer::Aae::Reap",
+    "Peer::LayoutPush",
 ];
 
 const RESPONSE_VARIANTS: &[&str] = &[
@@ -293,6 +296,7 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Peer::Aae::Digests",
     "Peer::Aae::Reaped",
     "Peer::Error",
+    "Peer::Layout",
     "Error::EmptyKey",
     "Error::KeyTooLarge",
     "Error::ValueTooLarge",

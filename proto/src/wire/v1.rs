@@ -123,6 +123,9 @@ pub(super) fn before_layouts(resp: super::Response) -> super::Response {
         R::Client(c) => R::Client(client(c)),
         R::Peer(P::Client(c)) => R::Peer(P::Client(client(c))),
         R::Peer(P::Error(e)) => R::Peer(P::Error(error(e))),
+        R::Peer(P::Layout(_)) => R::Peer(P::Error(RequestError::Internal(
+            "a layout reply needs wire version 3".into(),
+        ))),
         R::Error(e) => R::Error(error(e)),
         r => r,
     }
@@ -216,6 +219,10 @@ impl From<super::PeerResponse> for PeerResponse {
             P::Pong => PeerResponse::Pong,
             P::Aae(a) => PeerResponse::Aae(a),
             P::Error(e) => PeerResponse::Error(v1_error(e)),
+            // Layout messages came with version 3; a version-1 peer never asks for them.
+            P::Layout(_) => PeerResponse::Error(RequestError::Internal(
+                "a layout reply needs wire version 3".into(),
+            )),
         }
     }
 }

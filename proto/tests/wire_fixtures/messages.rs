@@ -260,7 +260,11 @@ pub fn requests(version: u16) -> Vec<(String, Request)> {
     let client = client_requests(version)
         .into_iter()
         .map(|(n, r)| (format!("client_{n}"), Request::Client(r)));
-    let peer = peer_requests()
+    let mut peer = peer_requests();
+    if version >= 3 {
+        peer.push(("layout_push", PeerRequest::LayoutPush(Box::new(history()))));
+    }
+    let peer = peer
         .into_iter()
         .map(|(n, r)| (format!("peer_{n}"), Request::Peer(r)));
     client.chain(peer).collect()
@@ -280,6 +284,31 @@ pub fn get_reply(version: u16) -> GetReply {
             Vec::new()
         },
     }
+}
+
+/// A layout history of two versions (a join in progress) with trackers.
+fn history() -> shoal_proto::layout::LayoutHistory {
+    use shoal_proto::layout::{Change, ClusterSettings, Layout, LayoutHistory, Tracker};
+    let settings = ClusterSettings {
+        cluster_id: "shoal-fixture".into(),
+        partitions: 8,
+        n: 3,
+    };
+    let members = (1..=3)
+        .map(|i| (node(&format!("n{i}")), addr(7000 + i), None, 1))
+        .collect();
+    let v1 = Layout::initial(settings, members).expect("a valid layout");
+    let join = Change::Join {
+        id: node("n4"),
+        addr: addr(7004),
+        zone: Some("b".into()),
+        weight: 2,
+    };
+    let mut h = LayoutHistory::new(v1.clone());
+    h.push(v1.commit(&[join], 1).expect("a valid change"))
+        .expect("the next version");
+    h.advance(Tracker::Ack, &node("n4"), 2);
+    h
 }
 
 fn ring() -> Ring {
@@ -429,6 +458,9 @@ pub fn peer_responses(version: u16) -> Vec<(&'static str, PeerResponse)> {
         ("pong", PeerResponse::Pong),
         ("error", PeerResponse::Error(RequestError::Overloaded)),
     ];
+    if version >= 3 {
+        out.push(("layout", PeerResponse::Layout(Box::new(history()))));
+    }
     out.extend(
         aae_responses()
             .into_iter()
