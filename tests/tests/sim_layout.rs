@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use shoal_proto::metrics::TRANSFERS_DONE_TOTAL;
+use shoal_proto::AaeConfig;
 use shoal_tests::sim::layout::{LayoutStep, ScriptedLayoutChange};
-use shoal_tests::sim::{self, FaultMix, RunReport, SimConfig};
+use shoal_tests::sim::{self, Background, FaultMix, RunReport, SimConfig};
 
 fn run_ok(cfg: &SimConfig) -> RunReport {
     let report = sim::run(cfg).unwrap_or_else(|e| panic!("seed {} could not run: {e}", cfg.seed));
@@ -70,6 +71,40 @@ fn a_join_moves_partitions_to_the_new_node_under_load() {
             vec![at(1_000, LayoutStep::Join { node: 3 })],
             false,
         );
+        let report = run_ok(&cfg);
+        assert!(report.setup.read_your_writes(&cfg), "R + W > N is checked");
+        assert!(
+            transfers_done(&report) > 0,
+            "seed {seed}: nothing transferred"
+        );
+    }
+}
+
+/// The Riak bug: reads sent to a new owner before it has the data. The transfer is slowed
+/// to a couple of keys a second (the anti-entropy repair budget it shares), so that
+/// clients keep writing and reading for seconds while both replica sets are in use;
+/// read-your-writes (R + W > N) is checked on every read throughout.
+#[test]
+fn a_slowed_join_keeps_reads_seeing_acknowledged_writes() {
+    for seed in 0..4 {
+        let mut cfg = config(
+            seed,
+            3,
+            1,
+            vec![at(500, LayoutStep::Join { node: 3 })],
+            false,
+        );
+        cfg.ops = 300;
+        cfg.min_safety_time = Duration::from_secs(10);
+        cfg.background = Background {
+            aae: AaeConfig {
+                repair_keys_per_second: 2,
+                batch: 1,
+                max_concurrent_exchanges: 1,
+                ..AaeConfig::default()
+            },
+            ..Background::engine_defaults()
+        };
         let report = run_ok(&cfg);
         assert!(report.setup.read_your_writes(&cfg), "R + W > N is checked");
         assert!(
