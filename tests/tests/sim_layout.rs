@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use shoal_proto::metrics::TRANSFERS_DONE_TOTAL;
+use shoal_proto::metrics::{TOMBSTONES_REAPED_TOTAL, TRANSFERS_DONE_TOTAL};
 use shoal_proto::AaeConfig;
 use shoal_tests::sim::layout::{LayoutStep, ScriptedLayoutChange};
-use shoal_tests::sim::{self, Background, FaultMix, RunReport, SimConfig};
+use shoal_tests::sim::{self, Background, FaultMix, RunReport, ScriptedPartition, SimConfig};
 
 fn run_ok(cfg: &SimConfig) -> RunReport {
     let report = sim::run(cfg).unwrap_or_else(|e| panic!("seed {} could not run: {e}", cfg.seed));
@@ -201,4 +201,66 @@ fn changes_hold_every_invariant_under_faults() {
         runs += 1;
     }
     assert_eq!(runs, 24);
+}
+
+/// The Cassandra bug: a joiner that copies a range from one replica that missed writes.
+/// Node 2 is cut off (and its hints disabled) while clients write with W = 2, so only
+/// nodes 0 and 1 hold those writes; right after the partition heals node 3 joins, with a
+/// slow transfer, and node 2 is among its sources. The joiner pulls from every old
+/// replica, so it ends with every acknowledged key (`check_final` on the new owners).
+#[test]
+fn a_joiner_with_a_stale_source_still_gets_every_acknowledged_write() {
+    for seed in 0..4 {
+        let mut cfg = config(
+            seed,
+            3,
+            1,
+            vec![at(3_000, LayoutStep::Join { node: 3 })],
+            false,
+        );
+        cfg.scripted_partitions = vec![ScriptedPartition {
+            side: [2].into_iter().collect(),
+            one_way: false,
+            start: Duration::from_millis(100),
+            length: Duration::from_millis(2_800),
+        }];
+        cfg.background = Background {
+            hinted_handoff: false,
+            aae: AaeConfig {
+                repair_keys_per_second: 5,
+                batch: 1,
+                ..AaeConfig::default()
+            },
+            ..Background::engine_defaults()
+        };
+        let report = run_ok(&cfg);
+        assert!(
+            transfers_done(&report) > 0,
+            "seed {seed}: nothing transferred"
+        );
+    }
+}
+
+/// Deletes and tombstone reaping while partitions move: reaping pauses for a partition
+/// while it has two replica sets, and nothing deleted comes back (`no_resurrection`).
+#[test]
+fn deletes_and_reaping_during_a_transfer_resurrect_nothing() {
+    let mut reaped = 0;
+    for seed in 0..4 {
+        let mut cfg = config(
+            seed,
+            3,
+            1,
+            vec![at(2_000, LayoutStep::Join { node: 3 })],
+            false,
+        );
+        cfg.delete_fraction = 0.4;
+        cfg.background = Background::fast();
+        cfg.min_safety_time = Duration::from_secs(10);
+        let report = run_ok(&cfg);
+        assert!(
+            transfers_done(&report) > 0,
+            "seed {seed}: nothing transferred"
+        );
+    }
 }
