@@ -262,5 +262,7 @@ fn deletes_and_reaping_during_a_transfer_resurrect_nothing() {
             transfers_done(&report) > 0,
             "seed {seed}: nothing transferred"
         );
+        reaped += report.counter_with(TOMBSTONES_REAPED_TOTAL, &[]);
     }
+    assert!(reaped > 0, "no tombstone was reaped in any run");
 }
