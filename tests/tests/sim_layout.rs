@@ -61,23 +61,30 @@ fn transfers_done(report: &RunReport) -> u64 {
     report.counter_with(TRANSFERS_DONE_TOTAL, &[])
 }
 
+/// Runs `changes` on `nodes` members and `spares` spare nodes without faults for four
+/// seeds, `tweak` adjusting each config; every run must hold every invariant (with
+/// read-your-writes checked) and transfer something. Returns the reports.
+fn run_without_faults(
+    nodes: usize,
+    spares: usize,
+    changes: Vec<ScriptedLayoutChange>,
+    tweak: impl Fn(&mut SimConfig),
+) -> Vec<RunReport> {
+    (0..4)
+        .map(|seed| {
+            let mut cfg = config(seed, nodes, spares, changes.clone(), false);
+            tweak(&mut cfg);
+            let report = run_ok(&cfg);
+            assert!(report.setup.read_your_writes(&cfg), "R + W > N is checked");
+            assert!(transfers_done(&report) > 0, "seed {seed}: nothing moved");
+            report
+        })
+        .collect()
+}
+
 #[test]
 fn a_join_moves_partitions_to_the_new_node_under_load() {
-    for seed in 0..4 {
-        let cfg = config(
-            seed,
-            3,
-            1,
-            vec![at(1_000, LayoutStep::Join { node: 3 })],
-            false,
-        );
-        let report = run_ok(&cfg);
-        assert!(report.setup.read_your_writes(&cfg), "R + W > N is checked");
-        assert!(
-            transfers_done(&report) > 0,
-            "seed {seed}: nothing transferred"
-        );
-    }
+    run_without_faults(3, 1, vec![at(1_000, LayoutStep::Join { node: 3 })], |_| {});
 }
 
 /// The Riak bug: reads sent to a new owner before it has the data. The transfer is slowed
@@ -86,14 +93,7 @@ fn a_join_moves_partitions_to_the_new_node_under_load() {
 /// read-your-writes (R + W > N) is checked on every read throughout.
 #[test]
 fn a_slowed_join_keeps_reads_seeing_acknowledged_writes() {
-    for seed in 0..4 {
-        let mut cfg = config(
-            seed,
-            3,
-            1,
-            vec![at(500, LayoutStep::Join { node: 3 })],
-            false,
-        );
+    run_without_faults(3, 1, vec![at(500, LayoutStep::Join { node: 3 })], |cfg| {
         cfg.ops = 300;
         cfg.min_safety_time = Duration::from_secs(10);
         cfg.background = Background {
@@ -105,102 +105,39 @@ fn a_slowed_join_keeps_reads_seeing_acknowledged_writes() {
             },
             ..Background::engine_defaults()
         };
-        let report = run_ok(&cfg);
-        assert!(report.setup.read_your_writes(&cfg), "R + W > N is checked");
-        assert!(
-            transfers_done(&report) > 0,
-            "seed {seed}: nothing transferred"
-        );
-    }
+    });
 }
 
 #[test]
 fn a_leave_hands_every_partition_over() {
-    for seed in 0..4 {
-        let cfg = config(
-            seed,
-            4,
-            0,
-            vec![at(1_000, LayoutStep::Leave { node: 1 })],
-            false,
-        );
-        let report = run_ok(&cfg);
-        assert!(
-            transfers_done(&report) > 0,
-            "seed {seed}: nothing transferred"
-        );
-    }
+    run_without_faults(4, 0, vec![at(1_000, LayoutStep::Leave { node: 1 })], |_| {});
 }
 
 #[test]
 fn a_dead_node_is_removed_and_its_partitions_rebuilt_from_the_survivors() {
-    for seed in 0..4 {
-        let cfg = config(
-            seed,
-            4,
-            0,
-            vec![at(1_500, LayoutStep::Remove { node: 2 })],
-            false,
-        );
-        let report = run_ok(&cfg);
-        assert!(transfers_done(&report) > 0, "seed {seed}: nothing rebuilt");
-    }
+    run_without_faults(
+        4,
+        0,
+        vec![at(1_500, LayoutStep::Remove { node: 2 })],
+        |_| {},
+    );
 }
 
 #[test]
 fn a_replacement_takes_the_dead_nodes_partitions() {
-    for seed in 0..4 {
-        let cfg = config(
-            seed,
-            3,
-            1,
-            vec![at(1_500, LayoutStep::Replace { old: 0, new: 3 })],
-            false,
-        );
-        let report = run_ok(&cfg);
-        assert!(transfers_done(&report) > 0, "seed {seed}: nothing rebuilt");
-    }
+    let replace = LayoutStep::Replace { old: 0, new: 3 };
+    run_without_faults(3, 1, vec![at(1_500, replace)], |_| {});
 }
 
 /// A → B → A: node 3 joins, then leaves again while the cluster may still be moving
 /// partitions to it; the old owners get them back (and must not drop them meanwhile).
 #[test]
 fn a_partition_moved_away_and_back_loses_nothing() {
-    for seed in 0..4 {
-        let cfg = config(
-            seed,
-            3,
-            1,
-            vec![
-                at(1_000, LayoutStep::Join { node: 3 }),
-                at(2_500, LayoutStep::Leave { node: 3 }),
-            ],
-            false,
-        );
-        run_ok(&cfg);
-    }
-}
-
-/// Every change kind under the seed's faults (crashes, partitions, drops, delays).
-#[test]
-fn changes_hold_every_invariant_under_faults() {
-    let mut runs = 0;
-    for seed in 0..24 {
-        let changes = match seed % 4 {
-            0 => (3, 1, vec![at(1_000, LayoutStep::Join { node: 3 })]),
-            1 => (4, 0, vec![at(1_000, LayoutStep::Leave { node: 0 })]),
-            2 => (4, 0, vec![at(1_000, LayoutStep::Remove { node: 3 })]),
-            _ => (
-                3,
-                1,
-                vec![at(1_000, LayoutStep::Replace { old: 1, new: 3 })],
-            ),
-        };
-        let (nodes, spares, changes) = changes;
-        run_ok(&config(seed, nodes, spares, changes, true));
-        runs += 1;
-    }
-    assert_eq!(runs, 24);
+    let changes = vec![
+        at(1_000, LayoutStep::Join { node: 3 }),
+        at(2_500, LayoutStep::Leave { node: 3 }),
+    ];
+    run_without_faults(3, 1, changes, |_| {});
 }
 
 /// The Cassandra bug: a joiner that copies a range from one replica that missed writes.
@@ -210,14 +147,9 @@ fn changes_hold_every_invariant_under_faults() {
 /// replica, so it ends with every acknowledged key (`check_final` on the new owners).
 #[test]
 fn a_joiner_with_a_stale_source_still_gets_every_acknowledged_write() {
+    let join = vec![at(3_000, LayoutStep::Join { node: 3 })];
     for seed in 0..4 {
-        let mut cfg = config(
-            seed,
-            3,
-            1,
-            vec![at(3_000, LayoutStep::Join { node: 3 })],
-            false,
-        );
+        let mut cfg = config(seed, 3, 1, join.clone(), false);
         cfg.scripted_partitions = vec![ScriptedPartition {
             side: [2].into_iter().collect(),
             one_way: false,
@@ -234,10 +166,7 @@ fn a_joiner_with_a_stale_source_still_gets_every_acknowledged_write() {
             ..Background::engine_defaults()
         };
         let report = run_ok(&cfg);
-        assert!(
-            transfers_done(&report) > 0,
-            "seed {seed}: nothing transferred"
-        );
+        assert!(transfers_done(&report) > 0, "seed {seed}: nothing moved");
     }
 }
 
@@ -245,24 +174,34 @@ fn a_joiner_with_a_stale_source_still_gets_every_acknowledged_write() {
 /// while it has two replica sets, and nothing deleted comes back (`no_resurrection`).
 #[test]
 fn deletes_and_reaping_during_a_transfer_resurrect_nothing() {
-    let mut reaped = 0;
-    for seed in 0..4 {
-        let mut cfg = config(
-            seed,
-            3,
-            1,
-            vec![at(2_000, LayoutStep::Join { node: 3 })],
-            false,
-        );
+    let join = vec![at(2_000, LayoutStep::Join { node: 3 })];
+    let reports = run_without_faults(3, 1, join, |cfg| {
         cfg.delete_fraction = 0.4;
         cfg.background = Background::fast();
         cfg.min_safety_time = Duration::from_secs(10);
-        let report = run_ok(&cfg);
-        assert!(
-            transfers_done(&report) > 0,
-            "seed {seed}: nothing transferred"
-        );
-        reaped += report.counter_with(TOMBSTONES_REAPED_TOTAL, &[]);
-    }
+    });
+    let reaped: u64 = reports
+        .iter()
+        .map(|r| r.counter_with(TOMBSTONES_REAPED_TOTAL, &[]))
+        .sum();
     assert!(reaped > 0, "no tombstone was reaped in any run");
+}
+
+/// Every change kind under the seed's faults (crashes, partitions, drops, delays).
+#[test]
+fn changes_hold_every_invariant_under_faults() {
+    let mut faulty = 0;
+    for seed in 0..24 {
+        let (nodes, spares, step) = match seed % 4 {
+            0 => (3, 1, LayoutStep::Join { node: 3 }),
+            1 => (4, 0, LayoutStep::Leave { node: 0 }),
+            2 => (4, 0, LayoutStep::Remove { node: 3 }),
+            _ => (3, 1, LayoutStep::Replace { old: 1, new: 3 }),
+        };
+        let report = run_ok(&config(seed, nodes, spares, vec![at(1_000, step)], true));
+        if report.setup.faults.any() {
+            faulty += 1;
+        }
+    }
+    assert!(faulty >= 12, "only {faulty} of 24 runs injected faults");
 }
