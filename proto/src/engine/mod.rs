@@ -349,7 +349,8 @@ impl Engine {
         engine.timers.insert((handoff_at, Timer::Handoff));
         engine.publish_member_gauges();
         // A history with more than one version (a node restarted mid-change) resumes
-        // its transfers and barriers.
+        // its transfers and barriers. The transfer counters exist from the start.
+        placement::register_metrics();
         engine.on_layout_changed();
         // Every member's hint gauges exist from the start (at zero until hints are stored).
         let peers: Vec<NodeId> = engine.membership.peers().cloned().collect();

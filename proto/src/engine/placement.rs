@@ -55,6 +55,15 @@ pub(super) struct Placement {
     done: u64,
 }
 
+/// Creates the transfer counters at zero, so that they are exported (and a rate can be
+/// taken) before the first layout change.
+pub(super) fn register_metrics() {
+    metrics::counter!(crate::metrics::TRANSFERS_DONE_TOTAL).increment(0);
+    metrics::counter!(crate::metrics::TRANSFER_KEYS_TOTAL).increment(0);
+    metrics::counter!(crate::metrics::TRANSFER_BYTES_TOTAL).increment(0);
+    metrics::counter!(crate::metrics::TRANSFER_ERRORS_TOTAL).increment(0);
+}
+
 /// Transfer counters of an engine (for status, tests and the simulator).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransferStats {
