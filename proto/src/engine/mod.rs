@@ -187,6 +187,8 @@ enum Waiter {
     DropPartition(PartitionId),
     /// This node's layout history pushed to a peer (`placement.rs`).
     LayoutPush,
+    /// At start: which partitions it does not hold still have keys (`placement.rs`).
+    LeftoverScan,
 }
 
 /// A pending `Send` or `Storage` command.
@@ -352,6 +354,7 @@ impl Engine {
         // its transfers and barriers. The transfer counters exist from the start.
         placement::register_metrics();
         engine.on_layout_changed();
+        engine.scan_leftovers();
         // Every member's hint gauges exist from the start (at zero until hints are stored).
         let peers: Vec<NodeId> = engine.membership.peers().cloned().collect();
         for p in peers {
@@ -538,6 +541,7 @@ impl Engine {
             Waiter::Reap(part) => self.on_reap_storage(part, result),
             Waiter::AaeStatus(inbound) => self.on_aae_status(inbound, result),
             Waiter::DropPartition(p) => self.on_partition_dropped(p, result),
+            Waiter::LeftoverScan => self.on_leftover_scan(result),
             other => {
                 debug_assert!(false, "storage result for a send waiter {other:?}");
             }

@@ -324,6 +324,39 @@ impl Engine {
         }
     }
 
+    /// At start, asks storage which partitions this node does not hold still have keys:
+    /// a node that stopped before a drop it had issued was carried out (or while it was
+    /// down the cluster finished moving partitions away from it) would otherwise keep
+    /// their data for good, since drops are issued when a partition stops being held.
+    pub(super) fn scan_leftovers(&mut self) {
+        let held: BTreeSet<PartitionId> = self.replica_partitions.iter().copied().collect();
+        let partitions: Vec<PartitionId> = self
+            .ring()
+            .partitions()
+            .filter(|p| !held.contains(p))
+            .collect();
+        if !partitions.is_empty() {
+            self.storage(
+                StorageOp::TreeSummaries { partitions },
+                Waiter::LeftoverScan,
+            );
+        }
+    }
+
+    pub(super) fn on_leftover_scan(&mut self, result: StorageResult) {
+        let Ok(crate::storage_ops::StorageReply::TreeSummaries(summaries)) = result else {
+            return;
+        };
+        let held: BTreeSet<PartitionId> = self.replica_partitions.iter().copied().collect();
+        self.placement.to_drop.extend(
+            summaries
+                .into_iter()
+                .filter(|(p, _, keys)| *keys > 0 && !held.contains(p))
+                .map(|(p, _, _)| p),
+        );
+        self.refresh_held();
+    }
+
     pub(super) fn on_partition_dropped(&mut self, partition: PartitionId, result: StorageResult) {
         self.placement.dropping.remove(&partition);
         if let Err(e) = result {
