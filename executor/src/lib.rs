@@ -489,6 +489,10 @@ impl<S: Storage> Executor<S> {
             )),
             StorageOp::SaveLayout(state) => self.save_layout(&state),
             StorageOp::LoadLayout => self.load_layout(),
+            StorageOp::DropPartition { partition } => {
+                self.drop_partition(partition)?;
+                Ok(StorageReply::Dropped)
+            }
         }
     }
 

@@ -637,3 +637,55 @@ fn replace_many_stores_and_deletes_unconditionally_and_keeps_the_tree_in_step() 
     // Idempotent: nothing left to change.
     assert_eq!(a.execute(replace).unwrap(), StorageReply::Replaced(0));
 }
+
+/// A partition a node no longer holds is deleted with its tree: the other partitions and
+/// their trees stay, the tree matches storage afterwards, and new writes to it start
+/// from an empty tree.
+#[test]
+fn drop_partition_deletes_its_objects_and_empties_its_tree() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+    for k in &keys {
+        put(&e, k.as_bytes(), "v", CausalContext::new());
+    }
+    // `put` writes partition 1; partition 0 gets keys of its own.
+    for k in keys.iter().take(50) {
+        e.execute(StorageOp::Coordinate {
+            partition: PartitionId(0),
+            key: k.as_bytes().to_vec(),
+            context: CausalContext::new(),
+            value: SiblingValue::Data(b"w".to_vec()),
+            now: Time::ZERO,
+            max_object_bytes: 1 << 20,
+            max_siblings: usize::MAX,
+        })
+        .unwrap();
+    }
+    let before_other = e.trees.summary(PartitionId(0));
+    assert!(e.trees.summary(PartitionId(1)).1 > 0);
+    assert_eq!(
+        e.execute(StorageOp::DropPartition {
+            partition: PartitionId(1)
+        })
+        .unwrap(),
+        StorageReply::Dropped
+    );
+    let empty = shoal_proto::MerkleTree::with_shape(shoal_proto::MerkleShape::DEFAULT).root();
+    assert_eq!(e.trees.summary(PartitionId(1)), (empty, 0));
+    for k in &keys {
+        let read = e
+            .execute(StorageOp::Read {
+                partition: PartitionId(1),
+                key: k.as_bytes().to_vec(),
+            })
+            .unwrap();
+        assert_eq!(read, StorageReply::Object(None), "{k}");
+    }
+    assert_eq!(e.trees.summary(PartitionId(0)), before_other);
+    assert_eq!(e.verify_trees().unwrap(), Vec::new());
+    // Writes after the drop start from an empty tree that matches storage.
+    put(&e, b"after", "v", CausalContext::new());
+    assert_eq!(e.trees.summary(PartitionId(1)).1, 1);
+    assert_eq!(e.verify_trees().unwrap(), Vec::new());
+}

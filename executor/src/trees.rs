@@ -119,6 +119,17 @@ impl<S: Storage> Executor<S> {
         Ok(())
     }
 
+    /// Deletes every object of `p` and empties its tree, holding the partition's tree
+    /// lock so that no write to `p` lands between the two (a partition this node holds
+    /// in no layout version in use any more).
+    pub(super) fn drop_partition(&self, p: PartitionId) -> Result<(), StorageFailure> {
+        let tree = self.trees.get(p);
+        let mut tree = tree.lock().unwrap_or_else(|e| e.into_inner());
+        self.storage.delete_partition(p).map_err(engine_failure)?;
+        *tree = new_tree();
+        Ok(())
+    }
+
     /// Rebuild `p`'s tree from storage and compare it with the incremental one. Holds the
     /// partition's tree lock for the scan, so writes to `p` wait (they are consistent with
     /// one or the other, never half).

@@ -5,11 +5,14 @@
 //! against the version they were planned on ([`Layout::commit`]); each new version is then
 //! agreed on by [`crate::paxos`], one instance per version.
 //!
-//! Pure functions only: which changes are allowed and what they move. Not built yet: the
-//! node storing and serving the layout, the transfers and the barriers.
+//! Pure functions only: which changes are allowed and what they move, and (in
+//! `placement`) where reads and writes go while more than one version is in use.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+
+mod placement;
+pub use placement::SyncNeed;
 
 use serde::{Deserialize, Serialize};
 use shoal_ring::{Member, NodeId, RebalancePlan, Ring, RingError};

@@ -34,7 +34,7 @@ pub use config::{
 };
 pub use engine::{
     AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
-    AAE_SEGMENTS, AAE_SHAPE, MAX_UNSIZED_READS,
+    TransferStats, AAE_SEGMENTS, AAE_SHAPE, MAX_UNSIZED_READS,
 };
 pub use engine::{PersistedLayout, MAX_CANDIDATES, MAX_COMMIT_ROUNDS, MAX_HELLO_INTERVAL};
 pub use error::{BackupError, CodecError, RequestError};

@@ -49,7 +49,7 @@ pub const MEMBER_STATE_CHANGES_TOTAL: &str = "shoal_member_state_changes_total";
 /// Counter: gossip rounds started.
 pub const GOSSIP_ROUNDS_TOTAL: &str = "shoal_gossip_rounds_total";
 /// Counter, by `event` (`stored`, `dropped`, `delivered`, `expired`, `delivery_failed`,
-/// `parked`, `corrupt`): hint lifecycle events.
+/// `parked`, `corrupt`, `redirected`): hint lifecycle events.
 pub const HINTS_TOTAL: &str = "shoal_hints_total";
 /// Gauge, by `target` (a node id): hints held for each target.
 pub const HINTS_PENDING: &str = "shoal_hints_pending";
@@ -135,3 +135,17 @@ pub const LAYOUT_FETCHES_TOTAL: &str = "shoal_layout_fetches_total";
 /// Counter, by `result` (`ok`, `failed`): layout state saves (history, Paxos acceptor
 /// state, staged changes) this node asked its storage for.
 pub const LAYOUT_SAVES_TOTAL: &str = "shoal_layout_saves_total";
+/// Gauge: partitions this node must still pull for the layout version it is syncing
+/// (not started or waiting for a source; running ones are in [`TRANSFERS_RUNNING`]).
+pub const TRANSFERS_PENDING: &str = "shoal_transfers_pending";
+/// Gauge: partition transfers (one anti-entropy exchange with one old replica each)
+/// running now.
+pub const TRANSFERS_RUNNING: &str = "shoal_transfers_running";
+/// Counter: partitions this node finished pulling from every old replica.
+pub const TRANSFERS_DONE_TOTAL: &str = "shoal_transfers_done_total";
+/// Counter: keys a transfer exchange copied into this node.
+pub const TRANSFER_KEYS_TOTAL: &str = "shoal_transfer_keys_total";
+/// Counter, in bytes: key and value bytes a transfer exchange read from old replicas.
+pub const TRANSFER_BYTES_TOTAL: &str = "shoal_transfer_bytes_total";
+/// Counter: transfer exchanges that failed (tried again at the next anti-entropy tick).
+pub const TRANSFER_ERRORS_TOTAL: &str = "shoal_transfer_errors_total";

@@ -225,6 +225,13 @@ pub enum StorageOp {
     SaveLayout(Box<crate::engine::PersistedLayout>),
     /// Read the stored layout state. Replies [`StorageReply::Layout`].
     LoadLayout,
+    /// Delete every object of a partition and its Merkle tree: the node holds it in no
+    /// layout version in use any more (after the barrier, see `engine/placement.rs`).
+    /// Replies [`StorageReply::Dropped`].
+    DropPartition {
+        /// The partition.
+        partition: PartitionId,
+    },
 }
 
 impl StorageOp {
@@ -251,6 +258,7 @@ impl StorageOp {
             StorageOp::ReplaceMany { .. } => "replace_many",
             StorageOp::SaveLayout(_) => "save_layout",
             StorageOp::LoadLayout => "load_layout",
+            StorageOp::DropPartition { .. } => "drop_partition",
         }
     }
 
@@ -267,7 +275,8 @@ impl StorageOp {
             | StorageOp::MergeMany { .. }
             | StorageOp::Reap { .. }
             | StorageOp::ReplaceMany { .. }
-            | StorageOp::SaveLayout(_) => true,
+            | StorageOp::SaveLayout(_)
+            | StorageOp::DropPartition { .. } => true,
             StorageOp::Read { .. }
             | StorageOp::ReadHint { .. }
             | StorageOp::ListHints { .. }
@@ -425,6 +434,8 @@ pub enum StorageReply {
     LayoutSaved,
     /// The stored layout state, if any.
     Layout(Option<Box<crate::engine::PersistedLayout>>),
+    /// The partition was deleted ([`StorageOp::DropPartition`]).
+    Dropped,
 }
 
 /// The outcome of a [`StorageOp`], as the driver hands it back to the engine.

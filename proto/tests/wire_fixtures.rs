@@ -278,6 +278,11 @@ const REQUEST_VARIANTS: &[&str] = &[
     "Peer::Aae::Push",
     "Peer::Aae::Digests",
     "Peer::Aae::Reap",
+    "Peer::LayoutPush",
+    "Peer::LayoutFetch",
+    "Peer::Paxos",
+    "Peer::Hello",
+    "Stamped::Peer::Ping",
 ];
 
 const RESPONSE_VARIANTS: &[&str] = &[
@@ -302,6 +307,8 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Peer::Aae::Digests",
     "Peer::Aae::Reaped",
     "Peer::Error",
+    "Peer::Layout",
+    "Peer::Paxos",
     "Error::EmptyKey",
     "Error::KeyTooLarge",
     "Error::ValueTooLarge",

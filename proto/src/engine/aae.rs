@@ -189,6 +189,9 @@ struct RunningExchange {
     resume_at: Option<Monotonic>,
     /// The keys of the read in flight from each replica (a read may answer a prefix).
     reading: BTreeMap<Side, Vec<Vec<u8>>>,
+    /// A partition transfer: this node pulls the partition from an old replica (see
+    /// `placement.rs`); counted as such and reported to the sync when it ends.
+    transfer: bool,
 }
 
 /// Which message of an exchange a command answers. Both replicas are asked the same
@@ -280,6 +283,27 @@ impl Aae {
         self.exchanges.len()
     }
 
+    /// Transfer exchanges running now.
+    pub(super) fn transfers_running(&self) -> usize {
+        self.exchanges.values().filter(|e| e.transfer).count()
+    }
+
+    /// The (partition, peer) pairs of the exchanges running now.
+    pub(super) fn pairs_running(&self) -> BTreeSet<(PartitionId, NodeId)> {
+        self.exchanges
+            .values()
+            .map(|e| (e.partition, e.peer.clone()))
+            .collect()
+    }
+
+    /// Forgets what it recorded of a partition this node no longer holds (its running
+    /// exchanges end when their answers come back and find the partition gone).
+    pub(super) fn forget_partition(&mut self, p: PartitionId) {
+        self.last.remove(&p);
+        self.reap_cursor.remove(&p);
+        self.reap_last.remove(&p);
+    }
+
     /// The partitions of the peer-wins exchanges running now.
     pub(super) fn peer_wins_running(&self) -> BTreeSet<PartitionId> {
         self.exchanges
@@ -358,13 +382,13 @@ impl Engine {
         self.start_due_reap();
     }
 
-    /// The pairs this node compares: for each partition it replicates, its fellow
-    /// primaries with a larger id.
+    /// The pairs this node compares: for each partition it holds, its fellow replicas
+    /// (in every layout version in use) with a larger id.
     fn exchange_pairs(&self) -> Vec<(PartitionId, NodeId)> {
         self.replica_partitions
             .iter()
             .flat_map(|&p| {
-                self.primaries(p)
+                self.write_union(p)
                     .into_iter()
                     .filter(|peer| *peer > self.me)
                     .map(move |peer| (p, peer))
@@ -412,7 +436,10 @@ impl Engine {
             let p = partitions[self.aae.cursor % total];
             self.aae.cursor = (self.aae.cursor + 1) % total;
             looked += 1;
-            for peer in self.primaries(p) {
+            if self.placement.dropping.contains(&p) {
+                continue;
+            }
+            for peer in self.write_union(p) {
                 if peer <= self.me
                     || !self.membership.is_up(&peer)
                     || running.contains(&(p, peer.clone()))
@@ -438,6 +465,24 @@ impl Engine {
     /// Start an exchange with `peer`; with `peer_wins`, one in which the peer's copy
     /// replaces ours on every difference ([`Exchange::start_peer_wins`]).
     pub(super) fn start_exchange(&mut self, partition: PartitionId, peer: NodeId, peer_wins: bool) {
+        self.start_exchange_as(partition, peer, peer_wins, false);
+    }
+
+    /// Start a transfer: an exchange of `partition` with its old replica `source`, which
+    /// copies into this node what the source has (and, as any exchange, pushes what the
+    /// source lacks: a merge, harmless). Through the same admission control and repair
+    /// budget as anti-entropy.
+    pub(super) fn start_transfer_exchange(&mut self, partition: PartitionId, source: NodeId) {
+        self.start_exchange_as(partition, source, false, true);
+    }
+
+    fn start_exchange_as(
+        &mut self,
+        partition: PartitionId,
+        peer: NodeId,
+        peer_wins: bool,
+        transfer: bool,
+    ) {
         let id = self.aae.next_exchange;
         self.aae.next_exchange = ExchangeId(id.0 + 1);
         let (exchange, step) = if peer_wins {
@@ -455,6 +500,7 @@ impl Engine {
                 keys_repaired: 0,
                 resume_at: None,
                 reading: BTreeMap::new(),
+                transfer,
             },
         );
         self.drive_exchange(id, step);
@@ -629,6 +675,9 @@ impl Engine {
                     Side::Ours => "sent",
                     Side::Theirs => "received",
                 };
+                if ex.transfer && from == Side::Theirs {
+                    metrics::counter!(crate::metrics::TRANSFER_BYTES_TOTAL).increment(size);
+                }
                 metrics::counter!(crate::metrics::AAE_BYTES_TOTAL, "direction" => direction)
                     .increment(size);
                 self.ask(id, AaePart::Merged(from.other()), |partition| {
@@ -640,6 +689,9 @@ impl Engine {
             }
             (AaePart::Merged(into), AaeResponse::Pushed(changed)) => {
                 ex.keys_repaired += changed;
+                if ex.transfer && into == Side::Ours {
+                    metrics::counter!(crate::metrics::TRANSFER_KEYS_TOTAL).increment(changed);
+                }
                 let direction = match into {
                     Side::Ours => "fetched",
                     Side::Theirs => "pushed",
@@ -765,6 +817,9 @@ impl Engine {
         };
         if ex.exchange.peer_wins() {
             self.on_restore_exchange(ex.partition, outcome.is_ok());
+        }
+        if ex.transfer {
+            self.on_transfer_exchange(ex.partition, &ex.peer, ok);
         }
         self.aae.last.entry(ex.partition).or_default().insert(
             ex.peer,

@@ -49,7 +49,7 @@ impl Engine {
         if partition.0 >= self.ring().partition_count() {
             return Err(RequestError::Malformed(format!("no partition {partition}")));
         }
-        if !self.primaries(partition).contains(&self.me) {
+        if !self.holds(&self.me, partition) || self.placement.dropping.contains(&partition) {
             return Err(RequestError::Internal(format!(
                 "node {} is not a replica of partition {partition}",
                 self.me

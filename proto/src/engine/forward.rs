@@ -16,6 +16,9 @@ pub(super) struct ForwardOp {
     request: ClientRequest,
     candidates: VecDeque<NodeId>,
     deadline: Monotonic,
+    /// The layout version current when it started (see `placement.rs`: this node's
+    /// `ack` waits for the ops of older versions).
+    pub(super) started_under: u64,
 }
 
 fn quorum_of(req: &ClientRequest, cfg: &crate::config::EngineConfig) -> usize {
@@ -67,6 +70,7 @@ impl Engine {
                 request,
                 candidates,
                 deadline,
+                started_under: self.layout.version(),
             },
         );
         self.forward_next(id);
@@ -131,6 +135,7 @@ impl Engine {
             return;
         };
         self.timers.remove(&(op.deadline, Timer::Deadline(id)));
+        self.after_op_ended(op.started_under);
         let result = match &response {
             ClientResponse::Error(e) => e.label(),
             _ => "ok",

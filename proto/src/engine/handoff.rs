@@ -156,7 +156,9 @@ impl Engine {
 
     /// List `target`'s next page of hints.
     fn list_page(&mut self, target: NodeId) {
-        let deliver = self.membership.is_up(&target);
+        // A member that holds no partition any more (it left, or was removed) gets its
+        // hints delivered to the partitions' current owners instead, up or not.
+        let deliver = self.membership.is_up(&target) || self.holds_nothing(&target);
         self.handoff.active.insert(
             target.clone(),
             Page {
@@ -184,10 +186,9 @@ impl Engine {
                 self.set_hint_totals(&totals);
                 for (target, t) in totals {
                     // Down targets are walked too: their expired hints are dropped.
-                    if t.count == 0
-                        || !self.membership.contains(&target)
-                        || self.handoff.active.contains_key(&target)
-                    {
+                    let known = self.membership.contains(&target)
+                        || self.layout.current().member(&target).is_some();
+                    if t.count == 0 || !known || self.handoff.active.contains_key(&target) {
                         continue;
                     }
                     self.list_page(target);
@@ -264,6 +265,29 @@ impl Engine {
         if !deliver || self.handoff.is_parked(&id, h.digest) {
             return;
         }
+        // Never replay a hint to a node for a partition it no longer holds (its data was
+        // handed off; a late tombstone or value there would be read by nobody, or worse,
+        // come back if it holds the partition again): the partition's current owners
+        // get it instead, the first that is up (anti-entropy spreads it to the others).
+        let to = if self.holds(target, h.partition) {
+            target.clone()
+        } else {
+            let owners = self
+                .ring()
+                .preference_list(h.partition, usize::from(self.cfg.replication.n))
+                .nodes;
+            match owners
+                .into_iter()
+                .find(|o| *o != self.me && self.membership.is_up(o))
+            {
+                Some(o) => {
+                    metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "redirected")
+                        .increment(1);
+                    o
+                }
+                None => return,
+            }
+        };
         self.count_outstanding(target);
         let request = PeerRequest::Replicate {
             partition: h.partition,
@@ -273,7 +297,7 @@ impl Engine {
         };
         let timeout = self.cfg.replication.rpc_timeout;
         self.send(
-            target.clone(),
+            to,
             request,
             timeout,
             Waiter::Handoff(HandoffStep::Deliver {
@@ -285,6 +309,13 @@ impl Engine {
                 stored_at: h.stored_at,
             }),
         );
+    }
+
+    /// Whether `node` holds no partition in any kept layout version.
+    fn holds_nothing(&self, node: &NodeId) -> bool {
+        self.layout
+            .held_partitions(node, usize::from(self.cfg.replication.n))
+            .is_empty()
     }
 
     fn count_outstanding(&mut self, target: &NodeId) {

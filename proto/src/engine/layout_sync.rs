@@ -405,7 +405,7 @@ impl Engine {
     }
 
     /// The history changed (new versions or trackers): follow it everywhere.
-    fn layout_installed(&mut self, before: u64) {
+    pub(super) fn layout_installed(&mut self, before: u64) {
         let version = self.layout.version();
         if version > before {
             self.agree.acceptors.retain(|slot, _| *slot > version);

@@ -54,6 +54,7 @@ use crate::wire::{
 pub use aae::{AaeStats, AAE_SEGMENTS, AAE_SHAPE};
 pub use handoff::HandoffStats;
 pub use layout_sync::{PersistedLayout, MAX_CANDIDATES, MAX_COMMIT_ROUNDS, MAX_HELLO_INTERVAL};
+pub use placement::TransferStats;
 pub use read::MAX_UNSIZED_READS;
 
 use aae::{Aae, AaePart, ExchangeId};
@@ -201,6 +202,12 @@ enum Waiter {
         report: Box<crate::wire::PlanReport>,
         copies: Vec<(PartitionId, u64)>,
     },
+    /// A partition this node no longer holds in any kept layout version is deleted.
+    DropPartition(PartitionId),
+    /// This node's layout history pushed to a peer (`placement.rs`).
+    LayoutPush,
+    /// At start: which partitions it does not hold still have keys (`placement.rs`).
+    LeftoverScan,
 }
 
 /// A pending `Send` or `Storage` command.
@@ -243,8 +250,11 @@ pub struct Engine {
     handoff: Handoff,
     hint_totals: BTreeMap<NodeId, HintTotals>,
     aae: Aae,
-    /// Partitions this node is a primary of (the ring is fixed for the engine's life).
+    /// Partitions this node holds: a replica of in some kept layout version (see
+    /// `placement.rs`; recomputed on every layout change).
     replica_partitions: Vec<PartitionId>,
+    /// Partition transfers (syncs) of this node and partitions being dropped.
+    placement: placement::Placement,
     /// Restore mode, while a node restored from a backup catches up (`restore.rs`).
     restore: Option<restore::Restore>,
     /// Layout agreement: Paxos, staged changes, candidates (`layout_sync.rs`).
@@ -297,8 +307,11 @@ impl Engine {
         seed: u64,
         now: Now,
     ) -> Result<Engine, EngineError> {
-        cfg.validate(layout.current().ring().members().len())?;
-        if !layout.is_member(&me) {
+        let ring = layout.current().ring();
+        cfg.validate(ring.members().len())?;
+        // A member in any state of a kept version (a leaving node restarted mid-change
+        // still hands its partitions over).
+        if !layout.versions().iter().any(|l| l.member(&me).is_some()) {
             return Err(EngineError::NotAMember(me));
         }
         let engine = Engine::build(cfg, me, layout, seed, now);
@@ -321,7 +334,10 @@ impl Engine {
             now.mono,
             &cfg.membership,
         );
-        let replica_partitions = ring.replica_partitions(&me, usize::from(cfg.replication.n));
+        let replica_partitions: Vec<PartitionId> = layout
+            .held_partitions(&me, usize::from(cfg.replication.n))
+            .into_iter()
+            .collect();
         let (keys_rate, bytes_rate) = (
             cfg.aae.repair_keys_per_second,
             cfg.aae.repair_bytes_per_second,
@@ -349,6 +365,7 @@ impl Engine {
             hint_totals: BTreeMap::new(),
             aae: Aae::new(keys_rate, bytes_rate, now),
             replica_partitions,
+            placement: placement::Placement::default(),
             restore: None,
             agree: layout_sync::Agreement::default(),
         };
@@ -363,6 +380,11 @@ impl Engine {
         engine.timers.insert((probe_at, Timer::Probe));
         engine.timers.insert((handoff_at, Timer::Handoff));
         engine.publish_member_gauges();
+        // A history with more than one version (a node restarted mid-change) resumes
+        // its transfers and barriers. The transfer counters exist from the start.
+        placement::register_metrics();
+        engine.on_layout_changed();
+        engine.scan_leftovers();
         // Every member's hint gauges exist from the start (at zero until hints are stored).
         let peers: Vec<NodeId> = engine.membership.peers().cloned().collect();
         for p in peers {
@@ -538,6 +560,7 @@ impl Engine {
             Waiter::Aae { exchange, part } => self.on_aae_send(exchange, part, result),
             Waiter::Reap(part) => self.on_reap_send(part, result),
             Waiter::LayoutSend(what) => self.on_layout_send(what, to, result),
+            Waiter::LayoutPush => self.on_layout_push_reply(result),
             other => {
                 debug_assert!(false, "send result for a storage waiter {other:?}");
             }
@@ -582,6 +605,8 @@ impl Engine {
                 report,
                 copies,
             } => self.answer_plan(inbound, *report, &copies, result),
+            Waiter::DropPartition(p) => self.on_partition_dropped(p, result),
+            Waiter::LeftoverScan => self.on_leftover_scan(result),
             other => {
                 debug_assert!(false, "storage result for a send waiter {other:?}");
             }
@@ -617,6 +642,7 @@ impl Engine {
                 }
                 Timer::Aae => {
                     self.aae_tick();
+                    self.placement_tick();
                     self.timers.insert((now + self.cfg.aae.tick, Timer::Aae));
                 }
                 Timer::AaeResume(exchange) => self.on_aae_resume(exchange),
@@ -771,19 +797,41 @@ impl Engine {
         }
     }
 
-    /// The primaries of `partition`, in preference order.
+    /// The primaries of `partition` that reads use, in preference order: its replica
+    /// set in the layout version reads use ([`LayoutHistory::read_set`]; the one
+    /// version's outside a layout change).
     fn primaries(&self, partition: PartitionId) -> Vec<NodeId> {
-        self.ring()
-            .preference_list(partition, usize::from(self.cfg.replication.n))
-            .nodes
+        self.layout
+            .read_set(partition, usize::from(self.cfg.replication.n))
     }
 
-    /// The fallbacks of `partition` that are up, in walk order.
+    /// The replica sets a write of `partition` must meet W in, each
+    /// ([`LayoutHistory::write_sets`]).
+    fn write_sets(&self, partition: PartitionId) -> Vec<Vec<NodeId>> {
+        self.layout
+            .write_sets(partition, usize::from(self.cfg.replication.n))
+    }
+
+    /// Every node of [`Engine::write_sets`], each once.
+    fn write_union(&self, partition: PartitionId) -> Vec<NodeId> {
+        self.layout
+            .write_union(partition, usize::from(self.cfg.replication.n))
+    }
+
+    /// Whether `node` holds `partition` in some kept layout version.
+    fn holds(&self, node: &NodeId, partition: PartitionId) -> bool {
+        self.layout
+            .holds(node, partition, usize::from(self.cfg.replication.n))
+    }
+
+    /// The fallbacks of `partition` that are up, in the current ring's walk order, less
+    /// the replicas of every version in use (they get the write as primaries).
     fn live_fallbacks(&self, partition: PartitionId) -> VecDeque<NodeId> {
+        let replicas = self.write_union(partition);
         self.ring()
             .fallbacks(partition, usize::from(self.cfg.replication.n))
             .into_iter()
-            .filter(|n| *n != self.me && self.membership.is_up(n))
+            .filter(|n| *n != self.me && !replicas.contains(n) && self.membership.is_up(n))
             .collect()
     }
 
@@ -864,6 +912,12 @@ impl Engine {
             return;
         };
         let partition = self.ring().partition_of(key);
+        if self.placement.dropping.contains(&partition) {
+            // Moved away and back while its old data is being deleted: a write taken
+            // now could be deleted with it. The client tries another node.
+            self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
+            return;
+        }
         let primaries = self.primaries(partition);
         if !primaries.contains(&self.me) {
             if forwarded {
@@ -1010,7 +1064,13 @@ impl Engine {
         }
         let to = peers[self.rng.random_range(0..peers.len())].clone();
         let timeout = self.cfg.membership.probe_timeout;
-        self.send(to, PeerRequest::Gossip(digest), timeout, Waiter::Gossip);
+        self.send(
+            to.clone(),
+            PeerRequest::Gossip(digest),
+            timeout,
+            Waiter::Gossip,
+        );
+        self.push_trackers(to);
     }
 
     /// Probe every peer, also those whose earlier probes are still unanswered (up to

@@ -1,19 +1,468 @@
-//! Placement under the layout history (issue 9). Branch i9-data owns this file; this
-//! minimal version (branch i9-agree) only recomputes the partitions this node
-//! replicates in the current version, which is all a single-version history needs. The
-//! lead replaces it with i9-data's at merge (write/read sets over versions, syncs,
-//! pruning, dropping).
+//! The engine under a layout history with more than one version in use: what this node
+//! holds, its own trackers (the barriers), partition transfers, pruning and dropping.
+//!
+//! Placement itself is [`LayoutHistory`]'s (see `crate::layout::placement`): writes
+//! meet W in every kept version's replica set, reads use the newest version whose
+//! owners all synced, a node holds a partition it replicates in any kept version.
+//!
+//! This node moves its own trackers forward, and only on facts it knows:
+//!
+//! - `ack[me] = v` once it has installed `v` and no operation it coordinates (write,
+//!   read, forward) started under an older version is still in flight: from then on it
+//!   coordinates only with `v`'s replica sets among its write sets.
+//! - `sync[me] = v` once it holds in full every partition it replicates in `v` and did
+//!   not in `v - 1`: it syncs versions in order, starting `v` only once every tracked
+//!   member acknowledged `v` (`min_ack >= v`), so that every write from then on reaches
+//!   it directly. A partition is pulled from EVERY old replica (removed members excepted)
+//!   with an anti-entropy exchange ([`Engine::start_transfer_exchange`]): a stale source
+//!   cannot hide a write that W of the old replicas acknowledged. The exchanges go
+//!   through the anti-entropy admission control and repair rate, and are resumable after
+//!   a crash of either side, since each starts again from the Merkle trees.
+//! - `sync_ack[me]` = the version its reads use, once no read of an older version is in
+//!   flight.
+//!
+//! Then it prunes the versions older than `min_sync_ack` and drops (deletes the key range
+//! and tree of) every partition it holds in no kept version: the barrier. No step waits
+//! on a timer. The trackers spread by [`PeerRequest::LayoutPush`] to a random peer on
+//! each gossip round while more than one version is in use.
 
-use super::Engine;
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_ring::{NodeId, PartitionId};
+
+use super::{Engine, Waiter};
+use crate::layout::{Layout, LayoutError, LayoutHistory, MemberState, Tracker};
+use crate::storage_ops::{StorageOp, StorageResult};
+use crate::wire::{PeerRequest, PeerResponse};
+
+/// The sync of one layout version: the partitions left, each with the old replicas not
+/// yet pulled from.
+#[derive(Debug)]
+struct SyncJob {
+    version: u64,
+    left: BTreeMap<PartitionId, BTreeSet<NodeId>>,
+}
+
+/// Transfer and drop state of an engine.
+#[derive(Debug, Default)]
+pub(super) struct Placement {
+    sync: Option<SyncJob>,
+    /// Partitions whose [`StorageOp::DropPartition`] is in flight: refused for replica
+    /// work until it is done, so that a write taken meanwhile is not deleted with them.
+    pub(super) dropping: BTreeSet<PartitionId>,
+    /// Partitions no longer held whose drop failed: tried again at the next tick.
+    to_drop: BTreeSet<PartitionId>,
+    done: u64,
+}
+
+/// Creates the transfer counters at zero, so that they are exported (and a rate can be
+/// taken) before the first layout change.
+pub(super) fn register_metrics() {
+    metrics::counter!(crate::metrics::TRANSFERS_DONE_TOTAL).increment(0);
+    metrics::counter!(crate::metrics::TRANSFER_KEYS_TOTAL).increment(0);
+    metrics::counter!(crate::metrics::TRANSFER_BYTES_TOTAL).increment(0);
+    metrics::counter!(crate::metrics::TRANSFER_ERRORS_TOTAL).increment(0);
+}
+
+/// Transfer counters of an engine (for status, tests and the simulator).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferStats {
+    /// The layout version being synced (0: none).
+    pub version: u64,
+    /// Partitions left to pull for it.
+    pub pending: usize,
+    /// Transfer exchanges running now.
+    pub running: usize,
+    /// Partitions pulled in full since the engine started.
+    pub done: u64,
+    /// Partitions being dropped.
+    pub dropping: usize,
+}
 
 impl Engine {
-    /// Called by whoever changed `self.layout` (a new version, a merge from a peer).
+    /// Installs the next layout version `next` and acts on it: the entry point of a
+    /// decided layout (the layout agreement calls it once a version is decided; the
+    /// simulator calls it directly on every node).
+    ///
+    /// # Errors
+    /// [`LayoutError::VersionMismatch`] unless `next` follows the current version, and
+    /// [`LayoutError::Settings`] for another cluster's layout; nothing changed then.
+    pub fn install_layout_version(&mut self, next: Layout) -> Result<(), LayoutError> {
+        let before = self.layout.version();
+        self.layout.push(next)?;
+        self.layout_installed(before);
+        Ok(())
+    }
+
+    /// Merges a peer's layout history (newer versions, larger trackers) and acts on it.
+    /// Whether anything changed.
+    ///
+    /// # Errors
+    /// [`LayoutError::Settings`] for another cluster's history; nothing changed then.
+    pub fn merge_layout(&mut self, other: &LayoutHistory) -> Result<bool, LayoutError> {
+        let before = self.layout.version();
+        let changed = self.layout.merge(other)?;
+        if changed {
+            self.layout_installed(before);
+        }
+        Ok(changed)
+    }
+
+    /// Transfer counters.
+    pub fn transfer_stats(&self) -> TransferStats {
+        let (version, pending) = self
+            .placement
+            .sync
+            .as_ref()
+            .map_or((0, 0), |j| (j.version, j.left.len()));
+        TransferStats {
+            version,
+            pending,
+            running: self.aae.transfers_running(),
+            done: self.placement.done,
+            dropping: self.placement.dropping.len(),
+        }
+    }
+
+    /// The partitions this node holds (replicates in some kept version).
+    pub fn held_partitions(&self) -> &[PartitionId] {
+        &self.replica_partitions
+    }
+
+    /// Called by whoever changed `self.layout` (a new version, a merge from a peer):
+    /// follows the members, moves this node's trackers, starts transfers, prunes, and
+    /// drops what it no longer holds.
     pub(super) fn on_layout_changed(&mut self) {
-        self.replica_partitions = if self.is_candidate() {
-            Vec::new()
-        } else {
-            self.ring()
-                .replica_partitions(&self.me, usize::from(self.cfg.replication.n))
+        self.follow_members();
+        // Each round can only raise trackers or prune; a few rounds reach the fixpoint.
+        for _ in 0..8 {
+            if !self.placement_round() {
+                break;
+            }
+        }
+        self.refresh_held();
+        self.drive_transfers();
+        metrics::gauge!(crate::metrics::LAYOUT_VERSION).set(self.layout.version() as f64);
+    }
+
+    /// On every anti-entropy tick: what an op ending or a transfer finishing could not
+    /// do at once (a layout of one version with every tracker at it has nothing to do).
+    pub(super) fn placement_tick(&mut self) {
+        let v = self.layout.version();
+        let settled = self.layout.versions().len() == 1
+            && self.placement.sync.is_none()
+            && self.placement.to_drop.is_empty()
+            && [Tracker::Ack, Tracker::Sync, Tracker::SyncAck]
+                .iter()
+                .all(|t| self.own(*t) >= v);
+        if !settled {
+            self.on_layout_changed();
+        }
+    }
+
+    /// An operation started under layout version `started_under` ended: this node's
+    /// `ack` may move on.
+    pub(super) fn after_op_ended(&mut self, started_under: u64) {
+        let moving = started_under < self.layout.version() || self.layout.versions().len() > 1;
+        if moving && self.placement_round() {
+            self.refresh_held();
+        }
+    }
+
+    fn own(&self, which: Tracker) -> u64 {
+        let map = match which {
+            Tracker::Ack => self.layout.acks(),
+            Tracker::Sync => self.layout.syncs(),
+            Tracker::SyncAck => self.layout.sync_acks(),
         };
+        map.get(&self.me).copied().unwrap_or(0)
+    }
+
+    /// The members of the kept versions that are not removed: who this node talks to.
+    fn follow_members(&mut self) {
+        let current = self.layout.current();
+        let mut members: BTreeMap<NodeId, std::net::SocketAddr> = BTreeMap::new();
+        for l in self.layout.versions() {
+            for m in l.members() {
+                let removed = current
+                    .member(&m.id)
+                    .is_some_and(|c| c.state == MemberState::Removed);
+                if !removed {
+                    members.insert(m.id.clone(), m.addr);
+                }
+            }
+        }
+        let new: Vec<NodeId> = members
+            .keys()
+            .filter(|id| !self.membership.contains(id))
+            .cloned()
+            .collect();
+        let unchanged = new.is_empty() && self.membership.iter().count() == members.len();
+        if unchanged {
+            return;
+        }
+        let version = self.layout.version();
+        self.membership.set_members(version, members, self.mono);
+        for p in new {
+            metrics::gauge!(crate::metrics::HINTS_PENDING, "target" => p.to_string()).set(0.0);
+            metrics::gauge!(crate::metrics::PEER_CONSECUTIVE_FAILURES, "peer" => p.to_string())
+                .set(0.0);
+        }
+        self.publish_member_gauges();
+    }
+
+    /// One round of tracker moves and pruning; whether anything changed.
+    fn placement_round(&mut self) -> bool {
+        let me = self.me.clone();
+        let v = self.layout.version();
+        let mut changed = false;
+        if self.own(Tracker::Ack) < v && !self.coordinating_older_than(v) {
+            changed |= self.layout.advance(Tracker::Ack, &me, v);
+        }
+        changed |= self.sync_progress();
+        let read = self
+            .layout
+            .read_version()
+            .version()
+            .min(self.oldest_read_in_flight());
+        if read > self.own(Tracker::SyncAck) {
+            changed |= self.layout.advance(Tracker::SyncAck, &me, read);
+        }
+        changed |= self.layout.prune();
+        if changed {
+            self.persist_layout();
+        }
+        changed
+    }
+
+    /// Whether an operation this node coordinates started under a version before `v`.
+    fn coordinating_older_than(&self, v: u64) -> bool {
+        self.writes.values().any(|o| o.started_under < v)
+            || self.reads.values().any(|o| o.started_under < v)
+            || self.forwards.values().any(|o| o.started_under < v)
+    }
+
+    /// The oldest layout version a read in flight reads from (`u64::MAX`: none).
+    fn oldest_read_in_flight(&self) -> u64 {
+        self.reads
+            .values()
+            .map(|o| o.read_version)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Moves `sync[me]` through the versions whose transfers are done (or need none),
+    /// and starts the sync of the next one once every tracked member acknowledged it.
+    fn sync_progress(&mut self) -> bool {
+        let me = self.me.clone();
+        let n = usize::from(self.cfg.replication.n);
+        let mut changed = false;
+        loop {
+            let oldest = self.layout.versions()[0].version();
+            let next = (self.own(Tracker::Sync) + 1).max(oldest);
+            if next > self.layout.version() {
+                self.placement.sync = None;
+                break;
+            }
+            match &self.placement.sync {
+                Some(job) if job.version == next && job.left.is_empty() => {
+                    self.placement.sync = None;
+                    changed |= self.layout.advance(Tracker::Sync, &me, next);
+                    continue;
+                }
+                Some(job) if job.version == next => break,
+                _ => self.placement.sync = None,
+            }
+            if self.layout.min_ack() < next {
+                break;
+            }
+            let left: BTreeMap<PartitionId, BTreeSet<NodeId>> = self
+                .layout
+                .sync_needs(&me, next, n)
+                .into_iter()
+                .filter(|need| !need.sources.is_empty())
+                .map(|need| (need.partition, need.sources.into_iter().collect()))
+                .collect();
+            if left.is_empty() {
+                changed |= self.layout.advance(Tracker::Sync, &me, next);
+                continue;
+            }
+            self.placement.sync = Some(SyncJob {
+                version: next,
+                left,
+            });
+            break;
+        }
+        changed
+    }
+
+    /// Recomputes the partitions this node holds and drops those it no longer does.
+    fn refresh_held(&mut self) {
+        let n = usize::from(self.cfg.replication.n);
+        let held = self.layout.held_partitions(&self.me, n);
+        let before =
+            std::mem::replace(&mut self.replica_partitions, held.iter().copied().collect());
+        let mut drop: BTreeSet<PartitionId> = std::mem::take(&mut self.placement.to_drop);
+        drop.extend(before.into_iter().filter(|p| !held.contains(p)));
+        for p in drop {
+            if held.contains(&p) || self.placement.dropping.contains(&p) {
+                continue;
+            }
+            self.aae.forget_partition(p);
+            self.placement.dropping.insert(p);
+            self.storage(
+                StorageOp::DropPartition { partition: p },
+                Waiter::DropPartition(p),
+            );
+        }
+        if self.aae.reap_next >= self.replica_partitions.len() {
+            self.aae.reap_next = 0;
+        }
+    }
+
+    /// At start, asks storage which partitions this node does not hold still have keys:
+    /// a node that stopped before a drop it had issued was carried out (or while it was
+    /// down the cluster finished moving partitions away from it) would otherwise keep
+    /// their data for good, since drops are issued when a partition stops being held.
+    pub(super) fn scan_leftovers(&mut self) {
+        let held: BTreeSet<PartitionId> = self.replica_partitions.iter().copied().collect();
+        let partitions: Vec<PartitionId> = self
+            .ring()
+            .partitions()
+            .filter(|p| !held.contains(p))
+            .collect();
+        if !partitions.is_empty() {
+            self.storage(
+                StorageOp::TreeSummaries { partitions },
+                Waiter::LeftoverScan,
+            );
+        }
+    }
+
+    pub(super) fn on_leftover_scan(&mut self, result: StorageResult) {
+        let Ok(crate::storage_ops::StorageReply::TreeSummaries(summaries)) = result else {
+            return;
+        };
+        let held: BTreeSet<PartitionId> = self.replica_partitions.iter().copied().collect();
+        self.placement.to_drop.extend(
+            summaries
+                .into_iter()
+                .filter(|(p, _, keys)| *keys > 0 && !held.contains(p))
+                .map(|(p, _, _)| p),
+        );
+        self.refresh_held();
+    }
+
+    pub(super) fn on_partition_dropped(&mut self, partition: PartitionId, result: StorageResult) {
+        self.placement.dropping.remove(&partition);
+        if let Err(e) = result {
+            tracing::warn!(%partition, error = %e, "dropping a partition no longer held failed; trying again");
+            self.placement.to_drop.insert(partition);
+        }
+        // Held again meanwhile (moved away and back): its transfer may start now.
+        self.drive_transfers();
+    }
+
+    /// Starts the transfer exchanges the sync job still needs, within the anti-entropy
+    /// concurrency bound (at least one, even while the budget is low: a transfer is
+    /// never starved for good).
+    fn drive_transfers(&mut self) {
+        let Some(job) = &self.placement.sync else {
+            metrics::gauge!(crate::metrics::TRANSFERS_PENDING).set(0.0);
+            metrics::gauge!(crate::metrics::TRANSFERS_RUNNING)
+                .set(self.aae.transfers_running() as f64);
+            return;
+        };
+        let pending = job.left.len();
+        let running = self.aae.pairs_running();
+        let wanted: Vec<(PartitionId, NodeId)> = job
+            .left
+            .iter()
+            .filter(|(p, _)| !self.placement.dropping.contains(p))
+            .flat_map(|(p, sources)| sources.iter().map(move |s| (*p, s.clone())))
+            .filter(|pair| !running.contains(pair))
+            .collect();
+        let limit = if self.aae.may_start() {
+            self.cfg.aae.max_concurrent_exchanges
+        } else {
+            1
+        };
+        if !self.restoring() {
+            for (p, source) in wanted {
+                if self.aae.running() >= limit && self.aae.transfers_running() > 0 {
+                    break;
+                }
+                if self.membership.is_up(&source) {
+                    self.start_transfer_exchange(p, source);
+                }
+            }
+        }
+        metrics::gauge!(crate::metrics::TRANSFERS_PENDING).set(pending as f64);
+        metrics::gauge!(crate::metrics::TRANSFERS_RUNNING).set(self.aae.transfers_running() as f64);
+    }
+
+    /// A transfer exchange of `partition` with `source` ended.
+    pub(super) fn on_transfer_exchange(
+        &mut self,
+        partition: PartitionId,
+        source: &NodeId,
+        ok: bool,
+    ) {
+        if !ok {
+            metrics::counter!(crate::metrics::TRANSFER_ERRORS_TOTAL).increment(1);
+            return;
+        }
+        let Some(job) = self.placement.sync.as_mut() else {
+            return;
+        };
+        let Some(sources) = job.left.get_mut(&partition) else {
+            return;
+        };
+        sources.remove(source);
+        if sources.is_empty() {
+            job.left.remove(&partition);
+            self.placement.done += 1;
+            metrics::counter!(crate::metrics::TRANSFERS_DONE_TOTAL).increment(1);
+        }
+        if job.left.is_empty() {
+            self.on_layout_changed();
+        } else {
+            self.drive_transfers();
+        }
+    }
+
+    /// Pushes this node's layout history to `to` (a gossip round's peer) while a change
+    /// is in progress, so that trackers spread without waiting for a new version.
+    pub(super) fn push_trackers(&mut self, to: NodeId) {
+        let settled = self.layout.versions().len() == 1
+            && self.layout.tracked().iter().all(|m| {
+                [
+                    self.layout.acks(),
+                    self.layout.syncs(),
+                    self.layout.sync_acks(),
+                ]
+                .iter()
+                .all(|t| t.get(m).copied().unwrap_or(0) >= self.layout.version())
+            });
+        if settled {
+            return;
+        }
+        let timeout = self.cfg.membership.probe_timeout;
+        let history = Box::new(self.layout.clone());
+        self.send(
+            to,
+            PeerRequest::LayoutPush(history),
+            timeout,
+            Waiter::LayoutPush,
+        );
+    }
+
+    /// The answer to our push: the peer's history after its merge.
+    pub(super) fn on_layout_push_reply(&mut self, result: Result<PeerResponse, super::SendError>) {
+        if let Ok(PeerResponse::Layout(history)) = result {
+            if let Err(e) = self.merge_layout(&history) {
+                tracing::warn!(error = %e, "a peer answered a layout push with another cluster's layout");
+            }
+        }
     }
 }

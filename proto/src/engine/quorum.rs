@@ -9,6 +9,13 @@
 //! the next healthy fallback, hinted for the same primary, so that a sloppy quorum can
 //! still be reached. The type is pure bookkeeping: the engine sends the requests and
 //! feeds the outcomes back.
+//!
+//! While a layout change is in progress a write has several replica sets (one per layout
+//! version in use, see `crate::layout::LayoutHistory::write_sets`) and must meet W (and
+//! PW) in EACH of them ([`Quorum::place_in_sets`]): a slot counts for a set when the
+//! primary it answers for (itself, or the one it stands in for) is in the set. So a write
+//! acknowledged during a move is on W of the old replicas and on W of the new ones, and
+//! neither finishing nor aborting the move can lose it.
 
 use std::collections::VecDeque;
 
@@ -100,6 +107,16 @@ impl<R> Slot<R> {
     fn is_primary(&self) -> bool {
         self.hint_for.is_none()
     }
+
+    /// The primary this slot answers for: its node, or the one it stands in for.
+    fn answers_for(&self) -> &NodeId {
+        self.hint_for.as_ref().unwrap_or(&self.node)
+    }
+
+    /// Whether the slot counts towards the quorum of replica set `set`.
+    fn answers_in(&self, set: &[NodeId]) -> bool {
+        set.contains(self.answers_for())
+    }
 }
 
 /// One read's or write's slots and counts; `R` is what an answer carries (a read keeps
@@ -115,6 +132,8 @@ pub(super) struct Quorum<R> {
     unplaced: Vec<NodeId>,
     answers: usize,
     primary_answers: usize,
+    /// The replica sets W (PW) must be met in, each; empty: one set, every slot counts.
+    sets: Vec<Vec<NodeId>>,
 }
 
 impl<R> Quorum<R> {
@@ -157,7 +176,45 @@ impl<R> Quorum<R> {
             unplaced,
             answers: 0,
             primary_answers: 0,
+            sets: Vec::new(),
         })
+    }
+
+    /// Places the slots for a write that must meet `needed` in each of `sets` (the
+    /// replica sets of the layout versions in use): [`Quorum::place`] over the nodes of
+    /// all sets, each once (the first set's order first).
+    ///
+    /// # Errors
+    /// A [`Shortfall`] when some set could not be met by the placed slots alone.
+    pub(super) fn place_in_sets(
+        me: &NodeId,
+        sets: &[Vec<NodeId>],
+        needed: Needed,
+        fallbacks: Option<VecDeque<NodeId>>,
+        is_up: impl Fn(&NodeId) -> bool,
+    ) -> Result<Self, Shortfall> {
+        let mut union: Vec<NodeId> = Vec::new();
+        for n in sets.iter().flatten() {
+            if !union.contains(n) {
+                union.push(n.clone());
+            }
+        }
+        let mut q = Quorum::place(me, &union, needed, fallbacks, is_up)?;
+        if sets.len() > 1 {
+            q.sets = sets.to_vec();
+            for set in sets {
+                let reachable = q.slots.iter().filter(|s| s.answers_in(set)).count();
+                let primaries = q
+                    .slots
+                    .iter()
+                    .filter(|s| s.is_primary() && set.contains(&s.node))
+                    .count();
+                if let Some(short) = shortfall(needed, reachable, primaries) {
+                    return Err(short);
+                }
+            }
+        }
+        Ok(q)
     }
 
     /// The slots other than [`LOCAL`], in slot order: the requests to send at the start.
@@ -227,15 +284,41 @@ impl<R> Quorum<R> {
     /// pending slots and the unused fallbacks (each could replace a failed slot); from
     /// primaries, only the answers and the pending primary slots.
     pub(super) fn status(&self) -> Status {
-        if self.answers >= self.needed.all && self.primary_answers >= self.needed.primaries {
+        if self.sets.is_empty() {
+            return self.status_of(|_| true);
+        }
+        let mut waiting = false;
+        for set in &self.sets {
+            match self.status_of(|s| s.answers_in(set)) {
+                Status::Met => {}
+                Status::Waiting => waiting = true,
+                impossible @ Status::Impossible(_) => return impossible,
+            }
+        }
+        if waiting {
+            Status::Waiting
+        } else {
+            Status::Met
+        }
+    }
+
+    /// [`Quorum::status`] counting only the slots `counts` takes.
+    fn status_of(&self, counts: impl Fn(&Slot<R>) -> bool) -> Status {
+        let counted = || self.slots.iter().filter(|s| counts(s));
+        let answers = counted()
+            .filter(|s| matches!(s.state, SlotState::Answered(_)))
+            .count();
+        let primary_answers = counted()
+            .filter(|s| s.is_primary() && matches!(s.state, SlotState::Answered(_)))
+            .count();
+        if answers >= self.needed.all && primary_answers >= self.needed.primaries {
             return Status::Met;
         }
         let spare = self.spare.as_ref().map_or(0, VecDeque::len);
-        let possible = self.answers + self.pending() + spare;
-        let possible_primaries = self.primary_answers
-            + self
-                .slots
-                .iter()
+        let pending = counted().filter(|s| s.is_pending()).count();
+        let possible = answers + pending + spare;
+        let possible_primaries = primary_answers
+            + counted()
                 .filter(|s| s.is_pending() && s.is_primary())
                 .count();
         match shortfall(self.needed, possible, possible_primaries) {

@@ -49,6 +49,10 @@ pub(super) struct ReadOp {
     size_unknown: bool,
     /// The other replicas to ask once the local copy shows the read fits.
     deferred: Vec<Target>,
+    /// The layout version current when it started, and the version whose replicas it
+    /// reads (see `placement.rs`: this node's `ack` and `sync_ack` wait for them).
+    pub(super) started_under: u64,
+    pub(super) read_version: u64,
 }
 
 /// Most reads that may ask the other replicas before their own copy shows how large the
@@ -155,6 +159,8 @@ impl Engine {
                 local_len: None,
                 size_unknown: ask_now,
                 deferred,
+                started_under: self.layout.version(),
+                read_version: self.layout.read_version().version(),
             },
         );
         self.timers.insert((deadline, Timer::Deadline(id)));
@@ -460,6 +466,7 @@ impl Engine {
     fn end_read(&mut self, id: RequestId) -> Option<ReadOp> {
         let op = self.reads.remove(&id)?;
         self.timers.remove(&(op.deadline, Timer::Deadline(id)));
+        self.after_op_ended(op.started_under);
         if let Some(at) = op.repair_at {
             self.timers.remove(&(at, Timer::RepairWindow(id)));
         }

@@ -58,6 +58,13 @@ impl Engine {
         // turn however many this node leads.
         for i in 0..total {
             let p = self.replica_partitions[(self.aae.reap_next + i) % total];
+            // While more than one layout version is in use for the partition, a replica
+            // being filled could still be missing the value a tombstone supersedes: no
+            // reaping until one version is left. Then only that version's replicas count
+            // (a removed member no longer blocks it).
+            if self.write_sets(p).len() > 1 || self.placement.dropping.contains(&p) {
+                continue;
+            }
             let primaries = self.primaries(p);
             if primaries.first() != Some(&self.me) {
                 continue;

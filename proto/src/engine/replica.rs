@@ -149,8 +149,10 @@ impl Engine {
         }
     }
 
-    /// A replica request must name the key's own partition, and this node must be a
-    /// primary of it (or, for a hint, the target must be).
+    /// A replica request must name the key's own partition, and this node must hold it
+    /// in some kept layout version (or, for a hint, the target must): a node that no
+    /// longer holds a partition refuses, rather than answering "not found" from data it
+    /// dropped or taking a copy nobody reads.
     fn check_replica_request(
         &self,
         partition: shoal_ring::PartitionId,
@@ -158,13 +160,15 @@ impl Engine {
         hint_for: Option<&NodeId>,
     ) -> Result<(), RequestError> {
         self.check_key(partition, key)?;
-        let primaries = self.primaries(partition);
+        if self.placement.dropping.contains(&partition) {
+            return Err(RequestError::ShuttingDown);
+        }
         match hint_for {
-            None if !primaries.contains(&self.me) => Err(RequestError::Internal(format!(
+            None if !self.holds(&self.me, partition) => Err(RequestError::Internal(format!(
                 "node {} is not a replica of partition {partition}",
                 self.me
             ))),
-            Some(t) if !primaries.contains(t) => Err(RequestError::Internal(format!(
+            Some(t) if !self.holds(t, partition) => Err(RequestError::Internal(format!(
                 "hint target {t} is not a replica of partition {partition}"
             ))),
             _ => Ok(()),

@@ -61,6 +61,9 @@ pub(super) struct WriteOp {
     acked_at: Option<Monotonic>,
     /// When a primary (the local store included) last acknowledged.
     last_primary_ack: Monotonic,
+    /// The layout version current when it started (see `placement.rs`: this node's
+    /// `ack` waits for the ops of older versions).
+    pub(super) started_under: u64,
 }
 
 impl WriteOp {
@@ -108,10 +111,19 @@ impl Engine {
             .enabled
             .then(|| self.live_fallbacks(partition));
         let op_name = if delete { "delete" } else { "put" };
-        let Some(quorum) = self.place_quorum(inbound, op_name, &primaries, needed, fallbacks)
-        else {
-            return;
+        // W in each replica set of the layout versions in use (one set outside a move).
+        let sets = self.write_sets(partition);
+        let membership = &self.membership;
+        let quorum = match Quorum::place_in_sets(&self.me, &sets, needed, fallbacks, |n| {
+            membership.is_up(n)
+        }) {
+            Ok(quorum) => quorum,
+            Err(short) => {
+                self.refuse_unavailable(inbound, op_name, short);
+                return;
+            }
         };
+        let replicas: usize = self.write_union(partition).len();
         let id = self.next_request_id();
         let op = WriteOp {
             inbound,
@@ -124,9 +136,10 @@ impl Engine {
             object: None,
             reply: None,
             quorum,
-            replicas: primaries.len(),
+            replicas,
             acked_at: None,
             last_primary_ack: self.mono,
+            started_under: self.layout.version(),
         };
         self.writes.insert(id, op);
         self.timers
@@ -167,14 +180,24 @@ impl Engine {
         }) {
             Ok(quorum) => Some(quorum),
             Err(short) => {
-                metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => "unavailable")
-                    .increment(1);
-                metrics::counter!(crate::metrics::QUORUM_FAILURES_TOTAL, "op" => op_name, "kind" => "unavailable")
-                    .increment(1);
-                self.respond_client(inbound, ClientResponse::Error(short.into()));
+                self.refuse_unavailable(inbound, op_name, short);
                 None
             }
         }
+    }
+
+    /// Answers `Unavailable`: the placed targets cannot meet the quorum.
+    fn refuse_unavailable(
+        &mut self,
+        inbound: InboundId,
+        op_name: &'static str,
+        short: super::quorum::Shortfall,
+    ) {
+        metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => "unavailable")
+            .increment(1);
+        metrics::counter!(crate::metrics::QUORUM_FAILURES_TOTAL, "op" => op_name, "kind" => "unavailable")
+            .increment(1);
+        self.respond_client(inbound, ClientResponse::Error(short.into()));
     }
 
     pub(super) fn on_write_local(&mut self, id: RequestId, result: StorageResult) {
@@ -370,6 +393,7 @@ impl Engine {
             return;
         };
         self.timers.remove(&(op.deadline, Timer::Deadline(id)));
+        self.after_op_ended(op.started_under);
         // Replication lag: only for writes the client was told succeeded.
         if let Some(acked_at) = op.acked_at {
             if op.quorum.primary_answers() >= op.replicas {

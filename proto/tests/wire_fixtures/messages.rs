@@ -4,12 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shoal_proto::paxos::{Accepted, Ballot, PaxosReply, PaxosRequest};
 use shoal_proto::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, AaeRequest, AaeResponse, BackupReply,
     ClientRequest, ClientResponse, ClusterInfo, ClusterReply, ClusterRequest, GetReply,
     MemberAddress, MemberState, MemberStatus, PeerRequest, PeerResponse, ReadOptions, Request,
     Response, StatusReport, StorageHealth, WriteOptions, WriteReply,
 };
+use shoal_proto::wire::{Hello, LayoutStamp};
 use shoal_proto::{
     Actor, BackupError, CausalContext, Dot, GossipDigest, GossipEntry, Object, RequestError,
     Sibling, SiblingValue, Time,
@@ -260,10 +262,49 @@ pub fn requests(version: u16) -> Vec<(String, Request)> {
     let client = client_requests(version)
         .into_iter()
         .map(|(n, r)| (format!("client_{n}"), Request::Client(r)));
-    let peer = peer_requests()
+    let mut peer = peer_requests();
+    let mut stamped = Vec::new();
+    if version >= 3 {
+        peer.push(("layout_push", PeerRequest::LayoutPush(Box::new(history()))));
+        peer.push(("layout_fetch", PeerRequest::LayoutFetch));
+        peer.push((
+            "paxos_prepare",
+            PeerRequest::Paxos(Box::new(PaxosRequest::Prepare {
+                slot: 3,
+                ballot: ballot(),
+            })),
+        ));
+        peer.push((
+            "paxos_accept",
+            PeerRequest::Paxos(Box::new(PaxosRequest::Accept {
+                slot: 2,
+                ballot: ballot(),
+                value: history().current().clone(),
+            })),
+        ));
+        peer.push((
+            "hello",
+            PeerRequest::Hello(Hello {
+                id: node("n4"),
+                addr: addr(7004),
+                settings: history().settings().clone(),
+            }),
+        ));
+        stamped.push((
+            "stamped_ping".to_string(),
+            Request::Stamped(
+                LayoutStamp {
+                    settings: history().settings().clone(),
+                    version: 2,
+                },
+                PeerRequest::Ping,
+            ),
+        ));
+    }
+    let peer = peer
         .into_iter()
         .map(|(n, r)| (format!("peer_{n}"), Request::Peer(r)));
-    client.chain(peer).collect()
+    client.chain(peer).chain(stamped).collect()
 }
 
 /// The answer to a read of [`object_with_siblings`], as a build of `version` sends it.
@@ -280,6 +321,39 @@ pub fn get_reply(version: u16) -> GetReply {
             Vec::new()
         },
     }
+}
+
+/// A Paxos ballot.
+fn ballot() -> Ballot {
+    Ballot {
+        round: 5,
+        proposer: node("n2"),
+    }
+}
+
+/// A layout history of two versions (a join in progress) with trackers.
+fn history() -> shoal_proto::layout::LayoutHistory {
+    use shoal_proto::layout::{Change, ClusterSettings, Layout, LayoutHistory, Tracker};
+    let settings = ClusterSettings {
+        cluster_id: "shoal-fixture".into(),
+        partitions: 8,
+        n: 3,
+    };
+    let members = (1..=3)
+        .map(|i| (node(&format!("n{i}")), addr(7000 + i), None, 1))
+        .collect();
+    let v1 = Layout::initial(settings, members).expect("a valid layout");
+    let join = Change::Join {
+        id: node("n4"),
+        addr: addr(7004),
+        zone: Some("b".into()),
+        weight: 2,
+    };
+    let mut h = LayoutHistory::new(v1.clone());
+    h.push(v1.commit(&[join], 1).expect("a valid change"))
+        .expect("the next version");
+    h.advance(Tracker::Ack, &node("n4"), 2);
+    h
 }
 
 fn ring() -> Ring {
@@ -431,6 +505,19 @@ pub fn peer_responses(version: u16) -> Vec<(&'static str, PeerResponse)> {
         ("pong", PeerResponse::Pong),
         ("error", PeerResponse::Error(RequestError::Overloaded)),
     ];
+    if version >= 3 {
+        out.push(("layout", PeerResponse::Layout(Box::new(history()))));
+        out.push((
+            "paxos_promise",
+            PeerResponse::Paxos(Box::new(PaxosReply::Promise {
+                ballot: ballot(),
+                accepted: Some(Accepted {
+                    ballot: ballot(),
+                    value: history().current().clone(),
+                }),
+            })),
+        ));
+    }
     out.extend(
         aae_responses()
             .into_iter()

@@ -492,6 +492,12 @@ pub struct SimConfig {
     pub large_values: Option<LargeValues>,
     /// Whether the workload's clients run as sessions (`shoal_proto::session`).
     pub sessions: SessionMode,
+    /// Nodes hosted by the simulator but in no layout at the start (indices after the
+    /// cluster's): they start when a scripted join or replacement names them.
+    pub spare_nodes: usize,
+    /// Layout changes (joins, leaves, removals, replacements), each installed on every
+    /// running node at its instant (see `sim/layout.rs`).
+    pub layout_changes: Vec<super::layout::ScriptedLayoutChange>,
 }
 
 /// How the workload's clients use sessions.
@@ -569,6 +575,8 @@ impl SimConfig {
             scripted_power_cuts: Vec::new(),
             large_values: None,
             sessions: SessionMode::Off,
+            spare_nodes: 0,
+            layout_changes: Vec::new(),
         }
     }
 

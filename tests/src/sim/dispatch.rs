@@ -71,7 +71,7 @@ impl Sim {
             } => self.start_partition(side, one_way, length),
             Event::Heal { id } => self.heal(id),
             Event::Restart { node } => {
-                if !self.nodes[node].is_up() {
+                if !self.nodes[node].is_up() && !self.nodes[node].dormant {
                     self.start_node(node)?;
                     self.faults.restarts += 1;
                 }
@@ -94,6 +94,7 @@ impl Sim {
                 self.note(node, "BACKUP");
             }
             Event::Restore { node } => self.restore(node)?,
+            Event::LayoutChange { index } => self.layout_change(index)?,
         }
         Ok(())
     }
@@ -115,18 +116,11 @@ impl Sim {
         self.sync_due(i);
         let now = self.node_now(i);
         let node = &mut self.nodes[i];
-        node.start(
-            &self.engine_cfg,
-            &self.ring,
-            &self.addresses,
-            seed,
-            actor,
-            now,
-        )
-        .map_err(|source| SimError::Start {
-            node: node.id.to_string(),
-            source,
-        })?;
+        node.start(&self.engine_cfg, &self.decided, seed, actor, now)
+            .map_err(|source| SimError::Start {
+                node: node.id.to_string(),
+                source,
+            })?;
         let what = format!(
             "START incarnation {} actor {}",
             node.incarnation,
@@ -251,7 +245,7 @@ impl Sim {
 
     /// Schedule the node's next engine timer, if it is earlier than the one scheduled.
     /// The engine names it on its own clock; it fires when that clock reaches it.
-    fn arm_timer(&mut self, i: usize) {
+    pub(super) fn arm_timer(&mut self, i: usize) {
         let now = self.now;
         let node = &mut self.nodes[i];
         let incarnation = node.incarnation;

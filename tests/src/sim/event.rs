@@ -78,6 +78,8 @@ pub(crate) enum Event {
     Pause { node: usize, length: Duration },
     /// A scripted backup: copy `node`'s disk as it is now.
     Backup { node: usize },
+    /// Scripted layout change number `index` is due.
+    LayoutChange { index: usize },
     /// A scripted restore: crash `node` (if up) and start it on its backup, in restore
     /// mode.
     Restore { node: usize },

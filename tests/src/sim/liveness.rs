@@ -32,7 +32,7 @@ impl Sim {
         self.log
             .line(self.now, "sim", "liveness: faults off, partitions healed");
         for i in 0..self.nodes.len() {
-            if !self.nodes[i].is_up() {
+            if !self.nodes[i].is_up() && !self.nodes[i].dormant {
                 self.start_node(i)?;
                 self.faults.restarts += 1;
             }
@@ -64,9 +64,10 @@ impl Sim {
     /// operation pending, and no hints stored anywhere.
     pub(super) fn quiet(&self) -> bool {
         self.clients.iter().all(|c| c.current.is_none())
-            && self.nodes.iter().all(|n| {
+            && self.nodes.iter().filter(|n| !n.dormant).all(|n| {
                 let Some(r) = &n.running else { return false };
                 r.engine.inflight() == 0
+                    && super::layout::settled(&r.engine)
                     && r.engine
                         .membership()
                         .iter()
@@ -95,11 +96,24 @@ impl Sim {
 
     pub(super) fn liveness_failure(&mut self, when: &str) {
         let mut why = Vec::new();
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| !n.dormant) {
             let Some(r) = &n.running else {
                 why.push(format!("{} is down", n.id));
                 continue;
             };
+            if !super::layout::settled(&r.engine) {
+                why.push(format!(
+                    "{} has layout versions {:?} in use, transfers {:?}",
+                    n.id,
+                    r.engine
+                        .layout()
+                        .versions()
+                        .iter()
+                        .map(|l| l.version())
+                        .collect::<Vec<_>>(),
+                    r.engine.transfer_stats()
+                ));
+            }
             let down: Vec<String> = r
                 .engine
                 .membership()

@@ -82,6 +82,7 @@ mod config;
 mod counters;
 mod dispatch;
 mod event;
+pub mod layout;
 mod liveness;
 mod log;
 mod network;
@@ -180,8 +181,11 @@ pub(crate) struct Sim {
     rng: ChaCha8Rng,
     now: Time,
     queue: EventQueue,
+    /// The current layout version's ring (updated by scripted layout changes).
     ring: Ring,
-    addresses: Vec<(NodeId, SocketAddr)>,
+    /// Every layout version decided so far (never pruned; trackers untouched): what a
+    /// node starting or restarting learns.
+    decided: shoal_proto::layout::LayoutHistory,
     index: BTreeMap<NodeId, usize>,
     nodes: Vec<SimNode>,
     net: Network,
@@ -274,10 +278,13 @@ impl Sim {
             limits.sibling_warn = limits.sibling_warn.min(max);
         }
         engine_cfg.replication.max_clock_skew = setup.clock_skew;
+        // Spare nodes (joiners) get clocks and power schedules like members.
+        let hosted = setup.nodes + cfg.spare_nodes;
+        layout::validate(cfg, setup.nodes)?;
         let clocks = if cfg.clock_offsets_ms.is_empty() {
-            clock::Clocks::draw(cfg.seed, setup.nodes, setup.clock_skew)
+            clock::Clocks::draw(cfg.seed, hosted, setup.clock_skew)
         } else {
-            clock::Clocks::fixed(&cfg.clock_offsets_ms, setup.nodes)
+            clock::Clocks::fixed(&cfg.clock_offsets_ms, hosted)
         };
         if let Some(large) = cfg.large_values {
             engine_cfg.limits = large.limits();
@@ -285,15 +292,29 @@ impl Sim {
         engine_cfg
             .validate(setup.nodes)
             .map_err(|e| SimError::Config(e.to_string()))?;
-        let ids: Vec<NodeId> = (0..setup.nodes)
+        let ids: Vec<NodeId> = (0..hosted)
             .map(|i| NodeId::new(format!("n{i}")))
             .collect::<Result<_, _>>()?;
-        let ring = Ring::new(PARTITIONS, ids.iter().cloned().map(Member::new).collect())?;
-        let addresses: Vec<(NodeId, SocketAddr)> = ids
+        let members_count = setup.nodes;
+        let members = &ids[..members_count];
+        let ring = Ring::new(
+            PARTITIONS,
+            members.iter().cloned().map(Member::new).collect(),
+        )?;
+        let addresses: Vec<(NodeId, SocketAddr)> = members
             .iter()
             .enumerate()
             .map(|(i, id)| (id.clone(), node::address(i)))
             .collect();
+        // Version 1 as `Engine::new` builds it from the member list.
+        let decided = shoal_proto::layout::LayoutHistory::new(
+            shoal_proto::layout::Layout::from_ring(
+                shoal_proto::layout::ClusterSettings::derived(PARTITIONS, q.n, members),
+                ring.clone(),
+                &addresses,
+            )
+            .map_err(|e| SimError::Config(e.to_string()))?,
+        );
         let index = ids
             .iter()
             .cloned()
@@ -314,7 +335,7 @@ impl Sim {
         }
         let burst_clients = cfg.burst.as_ref().map(|b| b.clients).unwrap_or(0);
         let ryw = setup.read_your_writes(cfg);
-        let power = PowerState::new(cfg.seed, setup.power_cuts, setup.nodes);
+        let power = PowerState::new(cfg.seed, setup.power_cuts, hosted);
         let track_syncs = setup.power_cuts.tracked();
         Ok(Sim {
             net: Network::new(setup.faults),
@@ -325,11 +346,16 @@ impl Sim {
             now: EPOCH,
             queue: EventQueue::default(),
             ring,
-            addresses,
+            decided,
             index,
             nodes: ids
                 .into_iter()
-                .map(|id| SimNode::new(id, track_syncs))
+                .enumerate()
+                .map(|(i, id)| {
+                    let mut node = SimNode::new(id, track_syncs);
+                    node.dormant = i >= members_count;
+                    node
+                })
                 .collect(),
             // After the workload's clients: the liveness phase's reader, the scripted
             // client, then the burst's clients.
@@ -405,6 +431,9 @@ impl Sim {
         }
         let state = self.final_state();
         let mut found = checkers::check_final(&self.history, &state, self.ryw);
+        if !self.cfg.layout_changes.is_empty() {
+            found.extend(self.check_dropped());
+        }
         // A duplicated request can be applied by one copy and refused by the other, and
         // its client hears one of the answers: a refusal then describes an attempt, not
         // the request. The real transport never delivers a request twice.
@@ -467,7 +496,9 @@ impl Sim {
             self.log.line(self.now, "sim", &line);
         }
         for i in 0..self.nodes.len() {
-            self.start_node(i)?;
+            if !self.nodes[i].dormant {
+                self.start_node(i)?;
+            }
         }
         self.sync_all();
         for c in 0..self.cfg.clients {
@@ -523,6 +554,9 @@ impl Sim {
                     length: c.length,
                 },
             );
+        }
+        for (index, c) in self.cfg.layout_changes.iter().enumerate() {
+            self.queue.push(EPOCH + c.at, Event::LayoutChange { index });
         }
         for (index, op) in self.cfg.scripted_ops.iter().enumerate() {
             self.queue.push(EPOCH + op.at, Event::ScriptedOp { index });

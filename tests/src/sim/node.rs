@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use shoal_executor::{ExecError, Executor};
+use shoal_proto::layout::LayoutHistory;
 use shoal_proto::{Engine, EngineConfig, EngineError, Now, Time};
-use shoal_ring::{NodeId, Ring};
+use shoal_ring::NodeId;
 use shoal_storage::MemStorage;
 
 use super::network::RpcKey;
@@ -52,6 +53,12 @@ pub(crate) struct SimNode {
     disk_full_until: Option<Time>,
     /// A copy of the data taken by a scripted backup, until a restore uses it.
     backup: Option<MemStorage>,
+    /// Not in the cluster: a spare not joined yet, or a member removed or replaced (dead
+    /// for good). Never started or restarted.
+    pub dormant: bool,
+    /// The layout history the node had when it last stopped: what it would have
+    /// persisted (the layout agreement stores it; here the simulator keeps it).
+    pub stored_layout: Option<LayoutHistory>,
 }
 
 /// Why a node could not start.
@@ -88,6 +95,8 @@ impl SimNode {
             paused_until: Time::ZERO,
             disk_full_until: None,
             backup: None,
+            dormant: false,
+            stored_layout: None,
         }
     }
 
@@ -112,8 +121,7 @@ impl SimNode {
     pub(crate) fn start(
         &mut self,
         cfg: &EngineConfig,
-        ring: &Ring,
-        addresses: &[(NodeId, SocketAddr)],
+        decided: &LayoutHistory,
         seed: u64,
         actor: u64,
         now: Now,
@@ -123,14 +131,13 @@ impl SimNode {
         self.disk_full_until = None;
         self.data.set_disk_full(false);
         let executor = Executor::open(self.data.reopen(), || actor)?;
-        let engine = Engine::new(
-            cfg.clone(),
-            self.id.clone(),
-            ring.clone(),
-            addresses.to_vec(),
-            seed,
-            now,
-        )?;
+        // Its stored history, plus the versions decided while it was down (a node
+        // learns them from its peers).
+        let mut layout = self.stored_layout.take().unwrap_or_else(|| decided.clone());
+        layout
+            .merge(decided)
+            .map_err(|e| StartError::Engine(EngineError::Addresses(e.to_string())))?;
+        let engine = Engine::with_layout(cfg.clone(), self.id.clone(), layout, seed, now)?;
         self.incarnation += 1;
         self.running = Some(Running {
             engine,
@@ -147,6 +154,7 @@ impl SimNode {
     /// storage handle is closed; the data stays for the next start.
     pub(crate) fn crash(&mut self) -> Option<Running> {
         let running = self.running.take()?;
+        self.stored_layout = Some(running.engine.layout().clone());
         self.paused_until = Time::ZERO;
         // Killing fences off the dead incarnation's handle; the data is untouched (and
         // not synced: the page cache still holds the unsynced writes).

@@ -260,6 +260,7 @@ pub fn replay_command(cfg: &SimConfig) -> String {
         || !cfg.scripted_ops.is_empty()
         || !cfg.scripted_pauses.is_empty()
         || !cfg.scripted_restores.is_empty()
+        || !cfg.layout_changes.is_empty()
     {
         inexpressible.push("scripted events");
     }

@@ -605,3 +605,60 @@ fn status_matches_the_model_for_every_small_configuration_and_outcome_sequence()
         }
     }
 }
+
+/// During a move a write needs W in the old set AND in the new one: two answers from
+/// the old set alone (the coordinator's own copy and "c") are not enough when the new
+/// set ("a", "b", "d") has only one of them.
+#[test]
+fn a_write_during_a_move_needs_its_quorum_in_each_set() {
+    let sets = vec![ids(&["a", "b", "c"]), ids(&["a", "b", "d"])];
+    let mut q: Quorum<()> =
+        Quorum::place_in_sets(&id("a"), &sets, needed(2, 0), spare(&["e"]), all_up).unwrap();
+    let targets = q.remote_targets();
+    let nodes: Vec<&str> = targets.iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(nodes, ["b", "c", "d"]);
+    q.record(LOCAL, ());
+    let slot = |q: &Quorum<()>, n: &str| {
+        q.remote_targets()
+            .iter()
+            .find(|t| t.node.as_str() == n)
+            .map(|t| t.slot)
+            .unwrap()
+    };
+    let c = slot(&q, "c");
+    q.record(c, ());
+    assert_eq!(q.status(), Status::Waiting, "the new set has one copy only");
+    // "d" fails: the fallback "e" stands in for it, hinted, and counts for the new set.
+    let d = slot(&q, "d");
+    let f = q.fail(d, all_up).unwrap();
+    assert_eq!(f.hint_for, Some(id("d")));
+    assert_eq!(q.status(), Status::Waiting);
+    q.record(f.slot, ());
+    assert_eq!(q.status(), Status::Met);
+}
+
+#[test]
+fn a_set_that_cannot_be_met_refuses_the_write_up_front_or_later() {
+    let sets = vec![ids(&["a", "b", "c"]), ids(&["d", "e", "f"])];
+    // Without fallbacks, the new set with two of three down cannot get W = 2.
+    let short =
+        Quorum::<()>::place_in_sets(&id("a"), &sets, needed(2, 0), None, up_except(&["d", "e"]))
+            .unwrap_err();
+    assert_eq!(
+        short,
+        Shortfall {
+            needed: 2,
+            alive: 1
+        }
+    );
+    let mut q: Quorum<()> =
+        Quorum::place_in_sets(&id("a"), &sets, needed(2, 0), None, all_up).unwrap();
+    q.record(LOCAL, ());
+    let slots: Vec<Target> = q.remote_targets();
+    for t in &slots {
+        if t.node.as_str() != "b" && t.node.as_str() != "c" {
+            q.fail(t.slot, all_up);
+        }
+    }
+    assert_eq!(q.status(), impossible(2, 0));
+}
