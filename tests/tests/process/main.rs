@@ -18,6 +18,7 @@ mod forwarding;
 mod health;
 mod hostile;
 mod limits;
+mod membership;
 mod metrics_catalogue;
 mod netns;
 mod operating;

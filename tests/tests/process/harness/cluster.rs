@@ -228,6 +228,54 @@ impl Cluster {
         }
     }
 
+    /// Writes the next node with `shoal dev add` (its own id not among its seeds, so it
+    /// starts as a candidate), moves it to a free port (QUIC and metrics on one number,
+    /// as the other nodes), starts it, and returns its index. Does not wait: a
+    /// candidate is not a member, so [`Cluster::restart`]'s readiness does not apply.
+    pub fn add_candidate(&mut self) -> usize {
+        let out = Command::new(BIN)
+            .args(["dev", "add", "--dir"])
+            .arg(self.dir())
+            .output()
+            .expect("running `shoal dev add`");
+        assert!(
+            out.status.success(),
+            "`shoal dev add` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = NodeId::new(String::from_utf8_lossy(&out.stdout).trim())
+            .expect("dev add prints a node id");
+        let config = self.dir().join(id.as_str()).join("node.toml");
+        let port = free_port_block(1);
+        let listen = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+        let text = std::fs::read_to_string(&config).expect("reading node.toml");
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("listen = ") {
+                    format!("listen = \"{listen}\"")
+                } else if l.starts_with("metrics_listen = ") {
+                    format!("metrics_listen = \"{listen}\"")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&config, text + "\n").expect("writing node.toml");
+        let mut node = NodeProcess {
+            id,
+            config,
+            addr: listen,
+            metrics: listen,
+            netns: None,
+            child: None,
+        };
+        node.spawn("start as a candidate");
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
     /// The cluster directory.
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().map_or(Path::new("."), |d| d.path())
@@ -337,6 +385,12 @@ impl Cluster {
             "node {} exited with {status} after SIGTERM",
             self.nodes[i].id
         );
+    }
+
+    /// Starts node `i` again without waiting for it (a candidate, or a node whose
+    /// readiness the test checks its own way).
+    pub fn start_again(&mut self, i: usize) {
+        self.nodes[i].spawn("restart");
     }
 
     /// Starts node `i` again (after [`Cluster::kill`] or [`Cluster::terminate`]) and waits

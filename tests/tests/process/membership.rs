@@ -1,0 +1,127 @@
+//! A living membership on real processes (issue 9): a fourth node written by
+//! `shoal dev add` starts as a candidate, the operator stages its join, plans and
+//! commits; every node moves to layout version 2, the newcomer pulls its partitions, and
+//! reads with R = N then find every key written before the join. Restarted nodes come
+//! back at version 2 from their own disk.
+
+use std::time::Duration;
+
+use shoal_proto::wire::MemberRole;
+
+use crate::harness::{wait_until, Cluster};
+
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn layout_version(cluster: &Cluster, i: usize) -> f64 {
+    cluster
+        .metric_sum(&[i], "shoal_layout_version", &[])
+        .await
+        .unwrap_or(-1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_joins_receives_its_partitions_and_every_node_keeps_version_2() {
+    let mut cluster = Cluster::start(3, "").await;
+    let client = cluster.client().await;
+    let keys: Vec<String> = (0..200).map(|i| format!("before-join/{i}")).collect();
+    for k in &keys {
+        client.put(k, k.as_bytes().to_vec()).await.expect("put");
+    }
+
+    let n4 = cluster.add_candidate();
+    let id = cluster.id(n4);
+    wait_until("the candidate to say hello", CHANGE_TIMEOUT, || {
+        let client = client.clone();
+        let id = id.clone();
+        async move {
+            let status = client.cluster_status().await.map_err(|e| e.to_string())?;
+            let role = status.members.iter().find(|m| m.id == id).map(|m| m.role);
+            if role == Some(MemberRole::Candidate) {
+                Ok(())
+            } else {
+                Err(format!("{id} is {role:?}"))
+            }
+        }
+    })
+    .await;
+
+    client
+        .stage_join(&id, None, 1)
+        .await
+        .expect("staging the join");
+    let plan = client.plan().await.expect("a plan");
+    assert_eq!((plan.version, plan.next_version), (1, 2), "{plan:?}");
+    assert!(plan.moves > 0, "{plan:?}");
+    assert_eq!(client.commit(1).await.expect("the commit"), 2);
+
+    let c = &cluster;
+    for i in 0..4 {
+        wait_until(
+            &format!("node {i} at layout version 2"),
+            CHANGE_TIMEOUT,
+            || async move {
+                match layout_version(c, i).await {
+                    v if v == 2.0 => Ok(()),
+                    v => Err(format!("at {v}")),
+                }
+            },
+        )
+        .await;
+    }
+    let status = client.cluster_status().await.expect("status");
+    let joined = status
+        .members
+        .iter()
+        .find(|m| m.id == id)
+        .expect("n4 listed");
+    assert!(joined.partitions > 0, "{status:?}");
+    wait_until(
+        "the newcomer to pull its partitions",
+        CHANGE_TIMEOUT,
+        || async {
+            let done = cluster
+                .metric_sum(&[n4], "shoal_transfers_done_total", &[])
+                .await?;
+            let pending = cluster
+                .metric_sum(&[n4], "shoal_transfers_pending", &[])
+                .await?;
+            let running = cluster
+                .metric_sum(&[n4], "shoal_transfers_running", &[])
+                .await?;
+            if done > 0.0 && pending == 0.0 && running == 0.0 {
+                Ok(())
+            } else {
+                Err(format!("done {done}, pending {pending}, running {running}"))
+            }
+        },
+    )
+    .await;
+    for k in &keys {
+        let read = client
+            .get_with(k)
+            .r(3)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("get {k}: {e}"));
+        assert_eq!(read.values, vec![k.as_bytes().to_vec()], "{k}");
+    }
+    client.close().await;
+
+    // Each node reloads version 2 from its own store.
+    for i in [n4, 0] {
+        cluster.kill(i);
+        cluster.start_again(i);
+        let c = &cluster;
+        wait_until(
+            &format!("node {i} back at layout version 2"),
+            CHANGE_TIMEOUT,
+            || async move {
+                match layout_version(c, i).await {
+                    v if v == 2.0 => Ok(()),
+                    v => Err(format!("at {v}")),
+                }
+            },
+        )
+        .await;
+    }
+}
