@@ -60,9 +60,11 @@ async fn a_candidate_joins_receives_its_partitions_and_every_node_keeps_version_
             &format!("node {i} at layout version 2"),
             CHANGE_TIMEOUT,
             || async move {
-                match layout_version(c, i).await {
-                    v if v == 2.0 => Ok(()),
-                    v => Err(format!("at {v}")),
+                let v = layout_version(c, i).await;
+                if v == 2.0 {
+                    Ok(())
+                } else {
+                    Err(format!("at {v}"))
                 }
             },
         )
@@ -116,9 +118,11 @@ async fn a_candidate_joins_receives_its_partitions_and_every_node_keeps_version_
             &format!("node {i} back at layout version 2"),
             CHANGE_TIMEOUT,
             || async move {
-                match layout_version(c, i).await {
-                    v if v == 2.0 => Ok(()),
-                    v => Err(format!("at {v}")),
+                let v = layout_version(c, i).await;
+                if v == 2.0 {
+                    Ok(())
+                } else {
+                    Err(format!("at {v}"))
                 }
             },
         )
