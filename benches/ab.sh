@@ -30,16 +30,6 @@ BENCH_BIN="$CARGO_TARGET_DIR/release/shoal-bench"
 . benches/dev_cluster.sh
 trap dev_cluster_down EXIT
 
-# CPU seconds (user + system) used so far by the processes in "$@".
-cpu_of() {
-    local total=0 pid ticks
-    for pid in "$@"; do
-        ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-        total=$((total + ticks))
-    done
-    echo "$total $(getconf CLK_TCK)" | awk '{printf "%.3f", $1 / $2}'
-}
-
 run() {
     local label=$1 i=$2 dir name nodes before after
     BIN=$3
@@ -72,15 +62,4 @@ for i in $(seq 1 "$RUNS"); do
     run A "$i" "$A_DIR"
     run B "$i" "$B_DIR"
 done | tee "$OUT/runs.txt"
-python3 - "$OUT/runs.txt" <<'PY' | tee "$OUT/summary.txt"
-import statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    f = dict(kv.split("=") for kv in line.split())
-    runs.setdefault(f["build"], []).append(f)
-for build, rs in runs.items():
-    med = lambda k: statistics.median(float(r[k]) for r in rs)
-    print(f"build {build}: median of {len(rs)}: {med('ops/s'):.0f} ops/s, "
-          f"p50 {med('p50_us')/1000:.2f} ms, p99 {med('p99_us')/1000:.2f} ms, "
-          f"nodes' CPU {med('node_cpu_us_per_op'):.0f} us/op")
-PY
+python3 benches/medians.py "$OUT/runs.txt" build | tee "$OUT/summary.txt"

@@ -21,18 +21,11 @@ cargo build --release -q -p shoal-node -p shoal-bench
 BIN="$CARGO_TARGET_DIR/release"
 CLUSTER="$(mktemp -d)/cluster"
 
+# shellcheck source=benches/dev_cluster.sh
+. benches/dev_cluster.sh
+
 echo "== machine" | tee "$OUT/machine.txt"
 { date -u; nproc; free -g | head -2; uname -r; } | tee -a "$OUT/machine.txt"
-
-# CPU seconds (user + system) used so far by the processes in "$@".
-cpu_of() {
-    local total=0 pid ticks
-    for pid in "$@"; do
-        ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-        total=$((total + ticks))
-    done
-    echo "$total $(getconf CLK_TCK)" | awk '{printf "%.3f", $1 / $2}'
-}
 
 echo "== reference: redis"
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
@@ -71,8 +64,6 @@ for t in 1 2; do
 done
 
 echo "== cluster"
-# shellcheck source=benches/dev_cluster.sh
-. benches/dev_cluster.sh
 trap dev_cluster_down EXIT
 dev_cluster_up "$CLUSTER" 27101 29201 "$OUT/cluster.log"
 BENCH=("$BIN/shoal-bench" --keys 100000 --value-size 1024 --no-progress)

@@ -7,6 +7,8 @@
 #   dev_cluster_down
 #       stops the nodes started by dev_cluster_up (safe to call twice; scripts call it
 #       from their EXIT trap).
+#   cpu_of PID...
+#       the CPU seconds (user + system) the processes have used so far.
 #
 # Needs BIN (the directory of the release `shoal` binary).
 
@@ -38,4 +40,14 @@ dev_cluster_down() {
         wait "$DEV_CLUSTER_PID" 2>/dev/null || true
         DEV_CLUSTER_PID=""
     fi
+}
+
+# CPU seconds (user + system) used so far by the processes in "$@".
+cpu_of() {
+    local total=0 pid ticks
+    for pid in "$@"; do
+        ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + ticks))
+    done
+    echo "$total $(getconf CLK_TCK)" | awk '{printf "%.3f", $1 / $2}'
 }

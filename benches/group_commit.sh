@@ -56,14 +56,4 @@ for i in $(seq 1 "$RUNS"); do
     run false "$i"
     run true "$i"
 done | tee "$OUT/runs.txt"
-python3 - "$OUT/runs.txt" <<'PY' | tee "$OUT/summary.txt"
-import re, statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    f = dict(kv.split("=") for kv in line.split())
-    runs.setdefault(f["group_commit"], []).append(f)
-for gc, rs in runs.items():
-    med = lambda k: statistics.median(float(r[k]) for r in rs)
-    print(f"group_commit={gc}: median of {len(rs)}: {med('ops/s'):.0f} ops/s, "
-          f"p50 {med('p50_us')/1000:.1f} ms, p99 {med('p99_us')/1000:.1f} ms")
-PY
+python3 benches/medians.py "$OUT/runs.txt" group_commit | tee "$OUT/summary.txt"

@@ -416,35 +416,13 @@ impl Engine {
             self.agree
                 .candidates
                 .retain(|id, _| self.layout.current().member(id).is_none());
-            self.refresh_membership();
+            // Before the decided layout is pushed: its new members need addresses.
+            self.follow_members();
             self.finish_proposal_if_decided();
         }
         self.on_layout_changed();
         self.persist_layout();
         self.publish_layout_gauge();
-    }
-
-    /// The membership view follows the members owning partitions in any version in use.
-    fn refresh_membership(&mut self) {
-        if self.agree.candidate.is_some() {
-            return;
-        }
-        let mut members: BTreeMap<NodeId, SocketAddr> = BTreeMap::new();
-        for l in self.layout.versions() {
-            for m in l.owners() {
-                members.insert(m.id.clone(), m.addr);
-            }
-        }
-        // A member that is leaving still answers until its partitions are handed over.
-        for m in self.layout.current().members() {
-            if m.state == crate::layout::MemberState::Leaving {
-                members.insert(m.id.clone(), m.addr);
-            }
-        }
-        let ring_version = self.ring().version();
-        self.membership
-            .set_members(ring_version, members, self.mono);
-        self.publish_member_gauges();
     }
 
     // ---- peer requests ----

@@ -179,7 +179,7 @@ impl Engine {
     }
 
     /// The members of the kept versions that are not removed: who this node talks to.
-    fn follow_members(&mut self) {
+    pub(super) fn follow_members(&mut self) {
         let current = self.layout.current();
         let mut members: BTreeMap<NodeId, std::net::SocketAddr> = BTreeMap::new();
         for l in self.layout.versions() {

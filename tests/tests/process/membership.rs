@@ -12,11 +12,23 @@ use crate::harness::{wait_until, Cluster};
 
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn layout_version(cluster: &Cluster, i: usize) -> f64 {
-    cluster
-        .metric_sum(&[i], "shoal_layout_version", &[])
-        .await
-        .unwrap_or(-1.0)
+/// Waits until node `i` reports layout version `want` (`shoal_layout_version`).
+async fn wait_for_version(cluster: &Cluster, i: usize, want: u64) {
+    wait_until(
+        &format!("node {i} at layout version {want}"),
+        CHANGE_TIMEOUT,
+        || async move {
+            let v = cluster
+                .metric_sum(&[i], "shoal_layout_version", &[])
+                .await?;
+            if v == want as f64 {
+                Ok(())
+            } else {
+                Err(format!("at {v}"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,21 +66,8 @@ async fn a_candidate_joins_receives_its_partitions_and_every_node_keeps_version_
     assert!(plan.moves > 0, "{plan:?}");
     assert_eq!(client.commit(1).await.expect("the commit"), 2);
 
-    let c = &cluster;
     for i in 0..4 {
-        wait_until(
-            &format!("node {i} at layout version 2"),
-            CHANGE_TIMEOUT,
-            || async move {
-                let v = layout_version(c, i).await;
-                if v == 2.0 {
-                    Ok(())
-                } else {
-                    Err(format!("at {v}"))
-                }
-            },
-        )
-        .await;
+        wait_for_version(&cluster, i, 2).await;
     }
     let status = client.cluster_status().await.expect("status");
     let joined = status
@@ -113,19 +112,6 @@ async fn a_candidate_joins_receives_its_partitions_and_every_node_keeps_version_
     for i in [n4, 0] {
         cluster.kill(i);
         cluster.start_again(i);
-        let c = &cluster;
-        wait_until(
-            &format!("node {i} back at layout version 2"),
-            CHANGE_TIMEOUT,
-            || async move {
-                let v = layout_version(c, i).await;
-                if v == 2.0 {
-                    Ok(())
-                } else {
-                    Err(format!("at {v}"))
-                }
-            },
-        )
-        .await;
+        wait_for_version(&cluster, i, 2).await;
     }
 }
