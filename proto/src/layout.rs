@@ -527,10 +527,10 @@ impl Layout {
 /// come with them (Garage's layout history, with versions decided by [`crate::paxos`]).
 ///
 /// While a change is in progress more than one version is in use: writes must reach
-/// their quorum in every version from the oldest one some node may still coordinate
-/// under (`min_ack`) to the current one; reads use the newest version whose new owners
-/// every node has finished receiving (`min_sync`); an old owner drops a partition only
-/// once every node knows that all have synced (`min_sync_ack`). The trackers only grow
+/// their quorum in every kept version (`write_sets`); reads use the newest kept version
+/// whose tracked owners have all synced it (`read_set`); versions older than
+/// `min_sync_ack` are pruned, and a node drops a partition once it holds it in no kept
+/// version (docs/ARCHITECTURE.md, "Layout changes"). The trackers only grow
 /// (a merge takes the maximum per node), so they spread by gossip without consensus.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayoutHistory {
