@@ -8,7 +8,7 @@ use crate::layout::{Change, LayoutPlan};
 use crate::storage_ops::StorageOp;
 use crate::wire::{
     ClientResponse, ClusterReply, ClusterRequest, ClusterStatus, MemberReport, MemberRole,
-    PlanReport, StageRequest, TransferSummary,
+    PlanReport, StageRequest,
 };
 use crate::RequestError;
 
@@ -32,8 +32,17 @@ impl Engine {
         }
         match req {
             ClusterRequest::Status => {
-                let status = self.cluster_status();
-                self.respond_client(id, ClientResponse::Cluster(ClusterReply::Status(status)));
+                if self.syncing() {
+                    // Its bytes-left estimate needs the key counts of the partitions
+                    // this node holds.
+                    let partitions = self.replica_partitions.clone();
+                    self.storage(
+                        StorageOp::TreeSummaries { partitions },
+                        Waiter::ClusterStatus(id),
+                    );
+                } else {
+                    self.answer_status(id, &[]);
+                }
             }
             ClusterRequest::Stage(s) => match self.stage(s) {
                 Ok(()) => {
@@ -159,9 +168,23 @@ impl Engine {
         (report, copies)
     }
 
-    /// The layout, its members and candidates, and the transfers, as this node knows
-    /// them.
-    pub(super) fn cluster_status(&self) -> ClusterStatus {
+    /// Answers a status request; `summaries` are the tree summaries of the partitions
+    /// this node holds (empty when it syncs nothing), or a failed read of them.
+    pub(super) fn answer_status(
+        &mut self,
+        inbound: InboundId,
+        summaries: &[(PartitionId, u64, u64)],
+    ) {
+        let status = self.cluster_status(summaries);
+        self.respond_client(
+            inbound,
+            ClientResponse::Cluster(ClusterReply::Status(status)),
+        );
+    }
+
+    /// The layout, its members and candidates, and this node's transfers (the bytes
+    /// left estimated from `summaries`), as this node knows them.
+    fn cluster_status(&self, summaries: &[(PartitionId, u64, u64)]) -> ClusterStatus {
         let current = self.layout.current();
         let mut members: Vec<MemberReport> = current
             .members()
@@ -196,7 +219,7 @@ impl Engine {
             settings: current.settings().clone(),
             versions_in_use: self.layout.versions().iter().map(|l| l.version()).collect(),
             members,
-            transfers: TransferSummary::default(),
+            transfers: self.transfer_summary(summaries),
             staged: self.agree.staged.clone(),
         }
     }

@@ -202,6 +202,8 @@ enum Waiter {
         report: Box<crate::wire::PlanReport>,
         copies: Vec<(PartitionId, u64)>,
     },
+    /// The tree summaries for a status answer's bytes-left estimate.
+    ClusterStatus(InboundId),
     /// A partition this node no longer holds in any kept layout version is deleted.
     DropPartition(PartitionId),
     /// This node's layout history pushed to a peer (`placement.rs`).
@@ -605,6 +607,14 @@ impl Engine {
                 report,
                 copies,
             } => self.answer_plan(inbound, *report, &copies, result),
+            Waiter::ClusterStatus(inbound) => {
+                let summaries = match result {
+                    Ok(crate::storage_ops::StorageReply::TreeSummaries(s)) => s,
+                    // Without key counts the estimate uses the bytes pulled so far only.
+                    _ => Vec::new(),
+                };
+                self.answer_status(inbound, &summaries);
+            }
             Waiter::DropPartition(p) => self.on_partition_dropped(p, result),
             Waiter::LeftoverScan => self.on_leftover_scan(result),
             other => {

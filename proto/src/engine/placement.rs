@@ -41,6 +41,10 @@ use crate::wire::{PeerRequest, PeerResponse};
 struct SyncJob {
     version: u64,
     left: BTreeMap<PartitionId, BTreeSet<NodeId>>,
+    /// Partitions to pull when the job started (done = total - left).
+    total: usize,
+    /// Bytes received by this job's transfer exchanges so far.
+    bytes_done: u64,
 }
 
 /// Transfer and drop state of an engine.
@@ -77,6 +81,15 @@ pub struct TransferStats {
     pub done: u64,
     /// Partitions being dropped.
     pub dropping: usize,
+}
+
+impl Placement {
+    /// A transfer exchange received `bytes` for the sync job in progress.
+    pub(super) fn note_transfer_bytes(&mut self, bytes: u64) {
+        if let Some(job) = self.sync.as_mut() {
+            job.bytes_done += bytes;
+        }
+    }
 }
 
 impl Engine {
@@ -121,6 +134,52 @@ impl Engine {
             running: self.aae.transfers_running(),
             done: self.placement.done,
             dropping: self.placement.dropping.len(),
+        }
+    }
+
+    /// Whether this node is pulling partitions for a layout version.
+    pub(super) fn syncing(&self) -> bool {
+        self.placement.sync.is_some()
+    }
+
+    /// This node's transfers as `shoal cluster status` reports them: the partitions of
+    /// the version it syncs not started, running and done, the bytes received, and the
+    /// bytes left, estimated from the bytes per partition pulled so far, or before the
+    /// first one is done from the key counts of the partitions it already holds in
+    /// full (`summaries`, its tree summaries) × [`super::cluster::ESTIMATED_BYTES_PER_KEY`].
+    pub(super) fn transfer_summary(
+        &self,
+        summaries: &[(PartitionId, u64, u64)],
+    ) -> crate::wire::TransferSummary {
+        let Some(job) = &self.placement.sync else {
+            return crate::wire::TransferSummary::default();
+        };
+        let running: BTreeSet<PartitionId> = self
+            .aae
+            .pairs_running()
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| job.left.contains_key(p))
+            .collect();
+        let left = job.left.len() as u64;
+        let done = job.total.saturating_sub(job.left.len()) as u64;
+        let bytes_left = if done > 0 {
+            job.bytes_done / done * left
+        } else {
+            let full: Vec<(PartitionId, u64, u64)> = summaries
+                .iter()
+                .filter(|(p, _, _)| !job.left.contains_key(p))
+                .copied()
+                .collect();
+            let copies: Vec<(PartitionId, u64)> = job.left.keys().map(|p| (*p, 1)).collect();
+            super::cluster::bytes_estimate(&copies, &full)
+        };
+        crate::wire::TransferSummary {
+            pending: left - running.len() as u64,
+            running: running.len() as u64,
+            done,
+            bytes_done: job.bytes_done,
+            bytes_left,
         }
     }
 
@@ -289,7 +348,9 @@ impl Engine {
             }
             self.placement.sync = Some(SyncJob {
                 version: next,
+                total: left.len(),
                 left,
+                bytes_done: 0,
             });
             break;
         }

@@ -558,48 +558,62 @@ impl Cluster {
         done: impl Fn(&Cluster) -> bool,
     ) {
         for _ in 0..1_000_000 {
-            if self.queue.is_empty() {
-                if done(self) {
-                    return;
-                }
-                let next = self
-                    .nodes
-                    .values()
-                    .filter_map(|n| n.engine.poll_timeout())
-                    .min()
-                    .map(Monotonic::as_virtual)
-                    .expect("timers are always armed");
-                self.now = self.now.max(next);
-            } else {
-                let i = match rng.as_deref_mut() {
-                    Some(r) => r.random_range(0..self.queue.len()),
-                    None => 0,
-                };
-                let msg = self.queue.remove(i).expect("index in range");
-                let lost = match rng.as_deref_mut() {
-                    Some(r) => r.random_bool(loss),
-                    None => false,
-                };
-                self.now = self.now + Duration::from_micros(100);
-                self.deliver(msg, lost);
+            if self.queue.is_empty() && done(self) {
+                return;
             }
-            let now = self.now;
-            let due: Vec<NodeId> = self
-                .nodes
-                .iter()
-                .filter(|(_, n)| {
-                    n.engine
-                        .poll_timeout()
-                        .is_some_and(|t| Monotonic::as_virtual(t) <= now)
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            for n in due {
-                self.node(&n).engine.handle_timeout(Now::from_virtual(now));
-                self.absorb(&n);
-            }
+            self.step(rng.as_deref_mut(), loss);
         }
         panic!("the cluster did not settle");
+    }
+
+    /// Delivers messages in order until `done` holds, checked after every step (not only
+    /// when the network is empty): to observe a state half way through.
+    pub fn pump_until(&mut self, done: impl Fn(&Cluster) -> bool) {
+        for _ in 0..1_000_000 {
+            if done(self) {
+                return;
+            }
+            self.step(None, 0.0);
+        }
+        panic!("the condition never held");
+    }
+
+    /// One step: delivers the next message (see [`Cluster::pump`]), or with none in
+    /// flight jumps to the next timer; then fires the timers due.
+    fn step(&mut self, rng: Option<&mut ChaCha8Rng>, loss: f64) {
+        if self.queue.is_empty() {
+            let next = self
+                .nodes
+                .values()
+                .filter_map(|n| n.engine.poll_timeout())
+                .min()
+                .map(Monotonic::as_virtual)
+                .expect("timers are always armed");
+            self.now = self.now.max(next);
+        } else {
+            let (i, lost) = match rng {
+                Some(r) => (r.random_range(0..self.queue.len()), r.random_bool(loss)),
+                None => (0, false),
+            };
+            let msg = self.queue.remove(i).expect("index in range");
+            self.now = self.now + Duration::from_micros(100);
+            self.deliver(msg, lost);
+        }
+        let now = self.now;
+        let due: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.engine
+                    .poll_timeout()
+                    .is_some_and(|t| Monotonic::as_virtual(t) <= now)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for n in due {
+            self.node(&n).engine.handle_timeout(Now::from_virtual(now));
+            self.absorb(&n);
+        }
     }
 
     fn deliver(&mut self, msg: Msg, lost: bool) {

@@ -460,3 +460,52 @@ fn an_acceptor_answers_only_after_its_promise_is_saved() {
         "{again:?}"
     );
 }
+
+/// `shoal cluster status` at a joining node reports its transfers while they run: the
+/// partitions not started, running and done add up to what it pulls, the bytes received
+/// grow, the bytes left are estimated; once the join is synced it reports none.
+#[test]
+fn status_reports_the_transfers_of_a_join_while_they_run() {
+    let mut cfg = quiet_config();
+    // One exchange at a time, so that the join is observed half done.
+    cfg.aae.max_concurrent_exchanges = 1;
+    let mut c = Cluster::new(3, 64, cfg, 5);
+    let a = id("a");
+    for i in 0..200u32 {
+        let key = format!("key-{i}");
+        let (n, inbound) = c.submit(&a, put(key.as_bytes(), "a value of some bytes", None));
+        c.pump(None, 0.0, |c| c.answers.contains_key(&(n.clone(), inbound)));
+    }
+    let d = add_candidate(&mut c, "d", 3);
+    c.pump(None, 0.0, |c| c.engine(&d).layout().version() == 1);
+    let join = StageRequest::Join {
+        id: d.clone(),
+        zone: None,
+        weight: 1,
+    };
+    ask(&mut c, &a, ClusterRequest::Stage(join)).expect("staged");
+    // Not `ask`: it pumps until the network is quiet, when the join is long done.
+    cluster_req(&mut c, &a, ClusterRequest::Commit { version: 1 });
+    c.pump_until(|c| {
+        let t = c.engine(&d).transfer_stats();
+        t.version == 2 && t.done >= 1
+    });
+    let key = cluster_req(&mut c, &d, ClusterRequest::Status);
+    c.pump_until(|c| c.answers.contains_key(&key));
+    let Some(Ok(ClusterReply::Status(s))) = answer(&c, &key) else {
+        panic!("status")
+    };
+    // Every partition d replicates in version 2 is new to it (it held none in version 1).
+    let pulled = c.engine(&d).held_partitions().len() as u64;
+    let t = s.transfers;
+    assert!(t.done >= 1, "{t:?}");
+    assert!(t.pending + t.running > 0, "the join is half done: {t:?}");
+    assert_eq!(t.pending + t.running + t.done, pulled, "{t:?}");
+    assert!(t.bytes_done > 0, "{t:?}");
+    assert!(t.bytes_left > 0, "{t:?}");
+    c.pump(None, 0.0, |c| c.engine(&d).transfer_stats().version == 0);
+    let Ok(ClusterReply::Status(s)) = ask(&mut c, &d, ClusterRequest::Status) else {
+        panic!("status")
+    };
+    assert_eq!(s.transfers, shoal_proto::wire::TransferSummary::default());
+}
