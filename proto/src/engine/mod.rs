@@ -929,7 +929,12 @@ impl Engine {
             return;
         }
         let primaries = self.primaries(partition);
-        if !primaries.contains(&self.me) {
+        // A forward from a coordinator that reads from a newer layout version than this
+        // node does yet (this node gains the partition in it): this node holds the
+        // partition in a kept version, so it coordinates, with its own read set (safe:
+        // that set drops the partition only after this node's reads moved on).
+        let gaining = forwarded && self.holds(&self.me, partition);
+        if !primaries.contains(&self.me) && !gaining {
             if forwarded {
                 // The sender's ring says we are a replica and ours disagrees: refuse
                 // rather than forward again (no forwarding loops).

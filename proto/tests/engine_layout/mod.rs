@@ -509,3 +509,53 @@ fn status_reports_the_transfers_of_a_join_while_they_run() {
     };
     assert_eq!(s.transfers, shoal_proto::wire::TransferSummary::default());
 }
+
+/// A node that gains a partition in a new layout version still reads it from the old
+/// replica set until every new owner synced; a coordinator that already reads from the
+/// new set forwards a request to it. It coordinates that request (it holds the partition
+/// in a kept version) instead of refusing it as "not a replica" (a real-process join
+/// failed R = 3 reads this way).
+#[test]
+fn a_forwarded_request_at_a_node_gaining_the_partition_is_coordinated() {
+    let mut c = cluster(4, 9);
+    let (a, b, d) = (id("a"), id("b"), id("d"));
+    let v2 = c
+        .engine(&a)
+        .layout()
+        .current()
+        .plan(&[shoal_proto::layout::Change::Leave { id: d.clone() }])
+        .expect("a plan")
+        .next;
+    let n = 3;
+    let key = (0..10_000u32)
+        .map(|i| format!("k{i}").into_bytes())
+        .find(|k| {
+            let p = c.partition(k);
+            let old = c.engine(&a).layout().current().ring().preference_list(p, n);
+            let new = v2.ring().preference_list(p, n);
+            !old.nodes.contains(&b) && new.nodes.contains(&b)
+        })
+        .expect("a partition b gains when d leaves");
+    c.node(&b)
+        .engine
+        .install_layout_version(v2)
+        .expect("version 2 installed");
+    // b reads from version 1 still (d, the leaver, has not... nobody synced version 2).
+    assert_eq!(c.engine(&b).layout().read_version().version(), 1);
+    let cmds = c.peer(&b, 7, &a, PeerRequest::Forward(get(&key)));
+    assert!(
+        !cmds.iter().any(|cmd| matches!(
+            cmd,
+            Command::Respond {
+                response: Response::Client(ClientResponse::Error(_)),
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.iter()
+            .any(|cmd| matches!(cmd, Command::Storage { .. } | Command::Send { .. })),
+        "b coordinates the read: {cmds:?}"
+    );
+}
