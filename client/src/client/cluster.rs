@@ -93,10 +93,31 @@ impl Client {
     /// Cluster calls go to the first reachable member in the cluster's order, so that
     /// consecutive calls (stage, plan, commit) reach the same node while it is up.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
-        self.cluster_call("cluster_status", ClusterRequest::Status, |r| match r {
-            ClusterReply::Status(s) => Some(s),
-            _ => None,
-        })
+        self.cluster_call_to(
+            "cluster_status",
+            ClusterRequest::Status,
+            Route::Any,
+            |r| match r {
+                ClusterReply::Status(s) => Some(s),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// The layout as member (or candidate) `node` sees it, with its own transfers: each
+    /// node reports the partitions it pulls, so a cluster-wide view asks every member
+    /// (what `shoal cluster status` does).
+    pub async fn cluster_status_of(&self, node: &NodeId) -> Result<ClusterStatus, ClientError> {
+        self.cluster_call_to(
+            "cluster_status",
+            ClusterRequest::Status,
+            Route::Node(node),
+            |r| match r {
+                ClusterReply::Status(s) => Some(s),
+                _ => None,
+            },
+        )
         .await
     }
 
@@ -195,10 +216,21 @@ impl Client {
         request: ClusterRequest,
         pick: impl FnOnce(ClusterReply) -> Option<T>,
     ) -> Result<T, ClientError> {
+        self.cluster_call_to(op, request, Route::Any, pick).await
+    }
+
+    /// [`Client::cluster_call`] to `route`.
+    async fn cluster_call_to<T>(
+        &self,
+        op: &'static str,
+        request: ClusterRequest,
+        route: Route<'_>,
+        pick: impl FnOnce(ClusterReply) -> Option<T>,
+    ) -> Result<T, ClientError> {
         let start = Instant::now();
         let wait = self.inner.settings.request_timeout;
         let result = match self
-            .call(ClientRequest::Cluster(request), Route::Any, wait)
+            .call(ClientRequest::Cluster(request), route, wait)
             .await
         {
             Ok(ClientResponse::Cluster(reply)) => pick(reply).ok_or_else(|| {

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use shoal_client::{
     Change, Client, ClientError, ClusterStatus, LayoutMemberState, MemberRole, NodeId, PlanReport,
+    TransferSummary,
 };
 
 use super::client::{connect, finish, resolve_config_path, Failure, DEFAULT_CONFIG_PATH};
@@ -172,7 +173,8 @@ async fn send(
     let staged = match action {
         Action::Status => {
             let status = client.cluster_status().await?;
-            out.push_str(&format_status(&status, json));
+            let transfers = member_transfers(client, &status).await;
+            out.push_str(&format_status(&status, &transfers, json));
             return Ok(());
         }
         Action::Plan => {
@@ -248,9 +250,56 @@ fn line(value: Value) -> String {
     format!("{value}\n")
 }
 
-/// `status`: one JSON object, or a header, a member table, the transfers and the staged
-/// changes.
-fn format_status(s: &ClusterStatus, json: bool) -> String {
+/// Each member's own transfers (a node reports the partitions it pulls): the answering
+/// node's from `status`, the others asked one by one; removed members are not asked,
+/// and a member that does not answer is listed with its error.
+async fn member_transfers(
+    client: &Client,
+    status: &ClusterStatus,
+) -> Vec<(NodeId, Result<TransferSummary, String>)> {
+    let mut out = Vec::new();
+    for m in &status.members {
+        if m.role == MemberRole::Member(LayoutMemberState::Removed)
+            || m.role == MemberRole::Candidate
+        {
+            continue;
+        }
+        let transfers = if m.id == status.node {
+            Ok(status.transfers)
+        } else {
+            client
+                .cluster_status_of(&m.id)
+                .await
+                .map(|s| s.transfers)
+                .map_err(|e| e.to_string())
+        };
+        out.push((m.id.clone(), transfers));
+    }
+    out
+}
+
+/// The sum of the members' transfers that answered.
+fn total_transfers(by_node: &[(NodeId, Result<TransferSummary, String>)]) -> TransferSummary {
+    by_node
+        .iter()
+        .filter_map(|(_, t)| t.as_ref().ok())
+        .fold(TransferSummary::default(), |a, t| TransferSummary {
+            pending: a.pending + t.pending,
+            running: a.running + t.running,
+            done: a.done + t.done,
+            bytes_done: a.bytes_done + t.bytes_done,
+            bytes_left: a.bytes_left + t.bytes_left,
+        })
+}
+
+/// `status`: one JSON object, or a header, a member table, the transfers (summed over
+/// the members, then per member where any) and the staged changes.
+fn format_status(
+    s: &ClusterStatus,
+    by_node: &[(NodeId, Result<TransferSummary, String>)],
+    json: bool,
+) -> String {
+    let t = &total_transfers(by_node);
     if json {
         let members: Vec<Value> = s
             .members
@@ -260,7 +309,14 @@ fn format_status(s: &ClusterStatus, json: bool) -> String {
                        "zone": m.zone, "weight": m.weight, "partitions": m.partitions, "up": m.up})
             })
             .collect();
-        let t = &s.transfers;
+        let nodes: Vec<Value> = by_node
+            .iter()
+            .map(|(id, t)| match t {
+                Ok(t) => json!({"node": id.as_str(), "pending": t.pending, "running": t.running,
+                                "done": t.done, "bytes_done": t.bytes_done, "bytes_left": t.bytes_left}),
+                Err(e) => json!({"node": id.as_str(), "error": e}),
+            })
+            .collect();
         return line(json!({
             "node": s.node.as_str(),
             "version": s.version,
@@ -270,7 +326,8 @@ fn format_status(s: &ClusterStatus, json: bool) -> String {
             "n": s.settings.n,
             "members": members,
             "transfers": {"pending": t.pending, "running": t.running, "done": t.done,
-                          "bytes_done": t.bytes_done, "bytes_left": t.bytes_left},
+                          "bytes_done": t.bytes_done, "bytes_left": t.bytes_left,
+                          "by_node": nodes},
             "staged": s.staged.iter().map(change_json).collect::<Vec<_>>(),
         }));
     }
@@ -313,12 +370,26 @@ fn format_status(s: &ClusterStatus, json: bool) -> String {
         ],
         &rows,
     ));
-    let t = &s.transfers;
     let _ = writeln!(
         text,
-        "transfers: {} pending, {} running, {} done; {} bytes moved, {} left",
+        "transfers: {} pending, {} running, {} done; {} bytes moved, {} left (estimated)",
         t.pending, t.running, t.done, t.bytes_done, t.bytes_left
     );
+    for (id, t) in by_node {
+        match t {
+            Ok(t) if *t == TransferSummary::default() => {}
+            Ok(t) => {
+                let _ = writeln!(
+                    text,
+                    "  {id}: {} pending, {} running, {} done; {} bytes moved, {} left",
+                    t.pending, t.running, t.done, t.bytes_done, t.bytes_left
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(text, "  {id}: no answer ({e}); not counted");
+            }
+        }
+    }
     if s.staged.is_empty() {
         text.push_str("staged: nothing\n");
     } else {

@@ -151,9 +151,28 @@ fn status() -> ClusterStatus {
     }
 }
 
+/// The members' own transfers as `shoal cluster status` collects them: the answering
+/// node's, another member's, and one that did not answer.
+fn by_node() -> Vec<(NodeId, Result<TransferSummary, String>)> {
+    vec![
+        (id("n1"), Ok(status().transfers)),
+        (id("n2"), Err("timed out".into())),
+        (
+            id("n3"),
+            Ok(TransferSummary {
+                pending: 10,
+                running: 2,
+                done: 0,
+                bytes_done: 0,
+                bytes_left: 4096,
+            }),
+        ),
+    ]
+}
+
 #[test]
 fn status_json_has_the_documented_fields() {
-    let text = format_status(&status(), true);
+    let text = format_status(&status(), &by_node(), true);
     assert_eq!(text.lines().count(), 1);
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["version"], 2);
@@ -175,14 +194,19 @@ fn status_json_has_the_documented_fields() {
     );
     assert_eq!(
         v["transfers"],
-        json!({"pending": 3, "running": 1, "done": 4, "bytes_done": 100, "bytes_left": 2048})
+        json!({"pending": 13, "running": 3, "done": 4, "bytes_done": 100, "bytes_left": 6144,
+        "by_node": [
+            {"node": "n1", "pending": 3, "running": 1, "done": 4, "bytes_done": 100, "bytes_left": 2048},
+            {"node": "n2", "error": "timed out"},
+            {"node": "n3", "pending": 10, "running": 2, "done": 0, "bytes_done": 0, "bytes_left": 4096},
+        ]})
     );
     assert_eq!(v["staged"], json!([{"kind": "leave", "id": "n1"}]));
 }
 
 #[test]
 fn status_table_shows_version_members_transfers_and_staged_changes() {
-    let text = format_status(&status(), false);
+    let text = format_status(&status(), &by_node(), false);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
@@ -198,7 +222,12 @@ fn status_table_shows_version_members_transfers_and_staged_changes() {
     let state = lines[2].find("STATE").unwrap();
     assert_eq!(&lines[6][state..state + 9], "candidate");
     assert!(
-        text.contains("transfers: 3 pending, 1 running, 4 done; 100 bytes moved, 2048 left"),
+        text.contains(
+            "transfers: 13 pending, 3 running, 4 done; 100 bytes moved, 6144 left (estimated)\n  \
+             n1: 3 pending, 1 running, 4 done; 100 bytes moved, 2048 left\n  \
+             n2: no answer (timed out); not counted\n  \
+             n3: 10 pending, 2 running, 0 done; 0 bytes moved, 4096 left\n"
+        ),
         "{text}"
     );
     assert!(

@@ -52,6 +52,11 @@ async fn cluster_commands_exit_zero_one_or_two_and_status_has_the_documented_jso
         assert!(json["transfers"][field].is_u64(), "{field}: {json}");
     }
     assert_eq!(json["transfers"]["pending"], 0, "nothing moves: {json}");
+    // Summed over the members, each listed with its own.
+    let by_node = json["transfers"]["by_node"].as_array().expect("by_node");
+    assert_eq!(by_node.len(), 1, "{json}");
+    assert_eq!(by_node[0]["node"], "n1", "{json}");
+    assert_eq!(by_node[0]["done"], 0, "{json}");
 
     // The human form: the version line, then the member table.
     let table = cli(&node, &["cluster", "status"]).await.ok();
