@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use shoal_executor::Executor;
-use shoal_proto::wire::{PeerRequest, PeerResponse, Request, Response};
+use shoal_proto::wire::{PeerRequest, PeerResponse, Request};
 use shoal_proto::{
     CausalContext, Command, Dot, Engine, EngineConfig, InboundId, Monotonic, Now, Object,
     RequestId, SendError, Sender, SiblingValue, Time,
@@ -211,11 +211,7 @@ impl Cluster {
                     let Some((to, rid)) = self.nodes[i].inbound.remove(&id.0) else {
                         continue;
                     };
-                    let result = match response {
-                        Response::Peer(p) => Ok(p),
-                        Response::Error(e) => Ok(PeerResponse::Error(e)),
-                        Response::Client(c) => Ok(PeerResponse::Client(c)),
-                    };
+                    let result = Ok(response.into_peer());
                     self.push(Msg::Response {
                         to,
                         id: rid,

@@ -151,8 +151,9 @@ enum Route<'a> {
 
 /// What [`Client::attempt`] made of one try.
 enum Attempt {
-    /// A node answered (possibly with an error).
-    Answer(ClientResponse),
+    /// A node answered (possibly with an error), with the layout version it served the
+    /// request under when it said (wire version 4).
+    Answer(ClientResponse, Option<u64>),
     /// The request certainly had no effect there; try another node.
     NotDelivered(String),
 }
@@ -629,18 +630,19 @@ impl Client {
                 };
                 tried.push(target.addr);
                 let attempt = self.attempt(&target, payload, wait, read_only).await?;
-                if let Attempt::Answer(response) = &attempt {
-                    self.learn_layout(response).await;
+                if let Attempt::Answer(response, stamp) = &attempt {
+                    self.learn_layout(cluster::layout_version_in(response).max(*stamp))
+                        .await;
                 }
                 match attempt {
-                    Attempt::Answer(ClientResponse::Error(RequestError::ShuttingDown))
+                    Attempt::Answer(ClientResponse::Error(RequestError::ShuttingDown), _)
                         if read_only =>
                     {
                         self.inner.down.mark(target.addr, Instant::now());
                         last = Some(format!("{} is shutting down", target.addr));
                     }
-                    Attempt::Answer(ClientResponse::Error(e)) => return Err(e.into()),
-                    Attempt::Answer(response) => return Ok(response),
+                    Attempt::Answer(ClientResponse::Error(e), _) => return Err(e.into()),
+                    Attempt::Answer(response, _) => return Ok(response),
                     Attempt::NotDelivered(reason) => last = Some(reason),
                 }
             }
@@ -667,9 +669,9 @@ impl Client {
         read_only: bool,
     ) -> Result<Attempt, ClientError> {
         match send(&self.inner.endpoint, target, payload, wait).await {
-            Ok(response) => {
+            Ok((response, stamp)) => {
                 self.inner.down.clear(target.addr);
-                Ok(Attempt::Answer(response))
+                Ok(Attempt::Answer(response, stamp))
             }
             Err(SendError::Transport(e)) if e.is_not_delivered() || read_only => {
                 debug!(addr = %target.addr, error = %e, "node unreachable; trying the next");
@@ -700,21 +702,26 @@ enum SendError {
     Protocol(String),
 }
 
-/// Sends one encoded request to `target` and decodes its answer. Node-level errors
-/// ([`Response::Error`]) come back as [`ClientResponse::Error`].
+/// Sends one encoded request to `target` and decodes its answer, with the layout version
+/// the node served it under when it said. Node-level errors ([`Response::Error`]) come
+/// back as [`ClientResponse::Error`].
 async fn send(
     endpoint: &Endpoint,
     target: &Target,
     payload: &[u8],
     wait: Duration,
-) -> Result<ClientResponse, SendError> {
+) -> Result<(ClientResponse, Option<u64>), SendError> {
     let bytes = endpoint
         .request(target.addr, target.id.as_ref(), payload.to_vec(), wait)
         .await
         .map_err(SendError::Transport)?;
     match decode_response(&bytes) {
-        Ok(Response::Client(response)) => Ok(response),
-        Ok(Response::Error(e)) => Ok(ClientResponse::Error(e)),
+        Ok(Response::Client(response)) => Ok((response, None)),
+        Ok(Response::Stamped {
+            layout_version,
+            response,
+        }) => Ok((response, Some(layout_version))),
+        Ok(Response::Error(e)) => Ok((ClientResponse::Error(e), None)),
         Ok(Response::Peer(p)) => Err(SendError::Protocol(format!(
             "{} answered with a node-to-node message: {p:?}",
             target.addr
@@ -852,7 +859,10 @@ async fn fetch_cluster_info(
             break;
         };
         tried.push(target.addr);
-        match send(endpoint, &target, &payload, wait).await {
+        match send(endpoint, &target, &payload, wait)
+            .await
+            .map(|(r, _)| r)
+        {
             Ok(ClientResponse::ClusterInfo(info)) => match check_info(&info) {
                 Ok(()) => {
                     // It answered: it is not a failed address, and may serve the retry.

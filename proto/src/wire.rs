@@ -21,6 +21,9 @@
 //!   Also the layout's peer messages (fetch, push, Paxos, a candidate's hello) and
 //!   [`Request::Stamped`], which a version-2 peer never sees (it is sent as the plain
 //!   [`Request::Peer`] inside).
+//! - Version 4: [`Response::Stamped`], a client answer with the layout version the node
+//!   served it under, so that a client learns a newer layout from any answer; a client
+//!   of version 3 or older gets the plain [`Response::Client`] inside.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -45,7 +48,7 @@ pub use cluster::{
 };
 
 /// The newest protocol version this build speaks: what it sends unless pinned lower.
-pub const WIRE_VERSION: u16 = 3;
+pub const WIRE_VERSION: u16 = 4;
 /// The oldest protocol version this build still accepts and can speak: the previous
 /// release's, so that a cluster can be upgraded one node at a time.
 pub const MIN_WIRE_VERSION: u16 = 1;
@@ -63,6 +66,8 @@ impl WireVersion {
     const WRITE_TIMES: WireVersion = WireVersion(2);
     /// The first version with cluster administration and the layout's errors.
     const LAYOUTS: WireVersion = WireVersion(3);
+    /// The first version whose client answers may carry a layout version.
+    const CLIENT_STAMPS: WireVersion = WireVersion(4);
 
     /// `version`, if this build speaks it.
     pub fn new(version: u16) -> Result<WireVersion, CodecError> {
@@ -657,6 +662,34 @@ pub enum Response {
     Peer(PeerResponse),
     /// The request could not even be decoded or dispatched.
     Error(RequestError),
+    /// To a client, with the layout version the answering node served it under (version
+    /// 4): a client routing by an older layout refreshes it.
+    Stamped {
+        /// The answering node's layout version.
+        layout_version: u64,
+        /// The answer.
+        response: ClientResponse,
+    },
+}
+
+impl Response {
+    /// The plain [`Response::Client`] of a [`Response::Stamped`]; any other as it is.
+    pub fn unstamped(self) -> Response {
+        match self {
+            Response::Stamped { response, .. } => Response::Client(response),
+            other => other,
+        }
+    }
+
+    /// The answer as it goes back to a node that sent the request: a client answer is
+    /// the answer to a forwarded client request.
+    pub fn into_peer(self) -> PeerResponse {
+        match self {
+            Response::Peer(p) => p,
+            Response::Client(c) | Response::Stamped { response: c, .. } => PeerResponse::Client(c),
+            Response::Error(e) => PeerResponse::Error(e),
+        }
+    }
 }
 
 /// `Vec<Vec<u8>>` as a sequence of byte strings: the same postcard bytes as nested
@@ -825,6 +858,11 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
 /// (version 1: the write times of a [`GetReply`]). An older version's frame is never
 /// longer than the current one's, so [`fit_response`] holds for it too.
 pub fn encode_response_as(resp: &Response, version: WireVersion) -> Vec<u8> {
+    if version < WireVersion::CLIENT_STAMPS {
+        if let Response::Stamped { response, .. } = resp {
+            return encode_response_as(&Response::Client(response.clone()), version);
+        }
+    }
     if version < WireVersion::WRITE_TIMES {
         encode_as(version, &v1::Response::from(resp.clone()))
     } else if version < WireVersion::LAYOUTS {

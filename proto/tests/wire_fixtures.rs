@@ -22,7 +22,7 @@ use shoal_proto::wire::{
 use shoal_proto::{CodecError, Object, RequestError, OBJECT_FORMAT_VERSION};
 
 /// Wire versions whose fixtures are checked in.
-const FIXTURE_VERSIONS: &[u16] = &[1, 2, 3];
+const FIXTURE_VERSIONS: &[u16] = &[1, 2, 3, 4];
 
 fn dir(version: u16) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -254,6 +254,9 @@ fn response_variant(r: &Response) -> String {
             PeerResponse::Paxos(_) => "Peer::Paxos".into(),
         },
         Response::Error(e) => format!("Error::{}", error_variant(e)),
+        Response::Stamped { response, .. } => {
+            format!("Stamped::{}", client_response_variant(response))
+        }
     }
 }
 
@@ -286,6 +289,7 @@ const REQUEST_VARIANTS: &[&str] = &[
 ];
 
 const RESPONSE_VARIANTS: &[&str] = &[
+    "Stamped::Get",
     "Client::Get",
     "Client::Put",
     "Client::Delete",
@@ -381,4 +385,27 @@ fn frames_of_an_unknown_version_are_refused_and_answered_in_a_version_the_sender
     }
     assert_eq!(wire::answer_version(&[0, 0, 1]), WireVersion::OLDEST);
     assert_eq!(wire::answer_version(&[]), WireVersion::OLDEST);
+}
+
+/// A client of version 3 or older gets a stamped answer as the plain client answer inside
+/// (it cannot decode the stamp).
+#[test]
+fn a_stamped_answer_goes_to_an_older_client_plain() {
+    let stamped = Response::Stamped {
+        layout_version: 7,
+        response: ClientResponse::Put(wire::WriteReply {
+            context: messages::context(),
+        }),
+    };
+    for v in 1..4 {
+        let version = WireVersion::new(v).expect("a version this build speaks");
+        let bytes = wire::encode_response_as(&stamped, version);
+        assert_eq!(
+            wire::decode_response(&bytes),
+            Ok(stamped.clone().unstamped()),
+            "v{v}"
+        );
+    }
+    let bytes = wire::encode_response_as(&stamped, WireVersion::CURRENT);
+    assert_eq!(wire::decode_response(&bytes), Ok(stamped));
 }

@@ -290,11 +290,7 @@ impl Sim {
                 }
                 Command::Respond { id, response } => match self.nodes[i].inbound.remove(&id.0) {
                     Some(Origin::Peer { from, from_inc, id }) => {
-                        let result = match response {
-                            Response::Peer(p) => Ok(p),
-                            Response::Error(e) => Ok(PeerResponse::Error(e)),
-                            Response::Client(c) => Ok(PeerResponse::Client(c)),
-                        };
+                        let result = Ok(response.into_peer());
                         self.queue.push(Msg::Response {
                             to: from,
                             to_inc: from_inc,

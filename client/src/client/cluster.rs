@@ -245,11 +245,12 @@ impl Client {
         result
     }
 
-    /// Refreshes the cluster info when `response` shows a layout newer than the one this
-    /// client routes by, within the bounds of [`RefreshGate`]. A failed refresh is
-    /// counted and logged, not returned: the call it came with has its answer.
-    pub(super) async fn learn_layout(&self, response: &ClientResponse) {
-        let Some(seen) = layout_version_in(response) else {
+    /// Refreshes the cluster info when an answer showed a layout version (`seen`: its
+    /// stamp, or one it names, see [`layout_version_in`]) newer than the one this client
+    /// routes by, within the bounds of [`RefreshGate`]. A failed refresh is counted and
+    /// logged, not returned: the call it came with has its answer.
+    pub(super) async fn learn_layout(&self, seen: Option<u64>) {
+        let Some(seen) = seen else {
             return;
         };
         let known = self.layout_version();

@@ -96,7 +96,9 @@ pub(super) fn storage_worker<S: Storage>(
 pub(super) struct Driver {
     engine: Engine,
     clock: Clock,
-    inbound: HashMap<u64, oneshot::Sender<Response>>,
+    /// Who waits for each request's answer, and whether it is a client's keyed request
+    /// (its answer carries the layout version, so that the client learns a newer one).
+    inbound: HashMap<u64, (oneshot::Sender<Response>, bool)>,
     next_inbound: u64,
     endpoint: Endpoint,
     addrs: HashMap<NodeId, SocketAddr>,
@@ -228,7 +230,8 @@ impl Driver {
     fn admit(&mut self, i: Inbound) {
         let id = self.next_inbound;
         self.next_inbound += 1;
-        self.inbound.insert(id, i.reply);
+        let keyed = matches!(&i.request, Request::Client(c) if c.key().is_some());
+        self.inbound.insert(id, (i.reply, keyed));
         let now = self.clock.now();
         self.engine
             .handle_request(now, InboundId(id), i.from, i.request);
@@ -251,7 +254,14 @@ impl Driver {
                     {
                         tracing::debug!("refused a node of another cluster: {why}");
                     }
-                    if let Some(tx) = self.inbound.remove(&id.0) {
+                    if let Some((tx, keyed)) = self.inbound.remove(&id.0) {
+                        let response = match response {
+                            Response::Client(response) if keyed => Response::Stamped {
+                                layout_version: self.engine.layout().version(),
+                                response,
+                            },
+                            other => other,
+                        };
                         let _ = tx.send(response);
                     }
                 }
@@ -332,7 +342,9 @@ impl Driver {
                                     Ok(Response::Peer(p)) => Ok(p),
                                     Ok(Response::Error(e)) => Ok(PeerResponse::Error(e)),
                                     // The answer to a forwarded client request.
-                                    Ok(Response::Client(c)) => Ok(PeerResponse::Client(c)),
+                                    Ok(
+                                        Response::Client(c) | Response::Stamped { response: c, .. },
+                                    ) => Ok(PeerResponse::Client(c)),
                                     Err(e) => Err(SendError::Invalid(e.to_string())),
                                 },
                                 Err(TransportError::Timeout { .. }) => Err(SendError::Timeout),
@@ -439,7 +451,7 @@ mod tests {
         let _ = shutdown_tx.send(true);
         let _ = driver.await;
         endpoint.close().await;
-        match answered {
+        match answered.map(|a| a.map(Response::unstamped)) {
             Ok(Ok(Response::Client(ClientResponse::Error(RequestError::Timeout { .. })))) => {}
             Ok(other) => panic!("expected a Timeout answer, got {other:?}"),
             Err(_) => panic!("the read's deadline did not fire within 60 s"),
@@ -542,7 +554,10 @@ mod tests {
             });
             input_tx.try_send(get).unwrap();
             match tokio::time::timeout(Duration::from_secs(30), answer).await {
-                Ok(Ok(Response::Client(ClientResponse::Get(reply)))) => {
+                Ok(Ok(Response::Stamped {
+                    response: ClientResponse::Get(reply),
+                    ..
+                })) => {
                     assert_eq!(reply.values, vec![b"old".to_vec()]);
                     assert!(reply.written_at.is_empty(), "version 1 has no write times");
                 }

@@ -118,6 +118,10 @@ impl NodeHandler {
 fn result_label(resp: &Response) -> &'static str {
     match resp {
         Response::Client(ClientResponse::Error(e))
+        | Response::Stamped {
+            response: ClientResponse::Error(e),
+            ..
+        }
         | Response::Error(e)
         | Response::Peer(PeerResponse::Error(e)) => e.label(),
         _ => "ok",

@@ -163,16 +163,18 @@ impl Engine {
             .collect();
         let left = job.left.len() as u64;
         let done = job.total.saturating_sub(job.left.len()) as u64;
-        let bytes_left = if done > 0 {
-            job.bytes_done / done * left
-        } else {
-            let full: Vec<(PartitionId, u64, u64)> = summaries
-                .iter()
-                .filter(|(p, _, _)| !job.left.contains_key(p))
-                .copied()
-                .collect();
-            let copies: Vec<(PartitionId, u64)> = job.left.keys().map(|p| (*p, 1)).collect();
-            super::cluster::bytes_estimate(&copies, &full)
+        let per_partition = job.bytes_done.checked_div(done);
+        let bytes_left = match per_partition {
+            Some(bytes) => bytes * left,
+            None => {
+                let full: Vec<(PartitionId, u64, u64)> = summaries
+                    .iter()
+                    .filter(|(p, _, _)| !job.left.contains_key(p))
+                    .copied()
+                    .collect();
+                let copies: Vec<(PartitionId, u64)> = job.left.keys().map(|p| (*p, 1)).collect();
+                super::cluster::bytes_estimate(&copies, &full)
+            }
         };
         crate::wire::TransferSummary {
             pending: left - running.len() as u64,

@@ -128,6 +128,7 @@ pub(super) fn before_layouts(resp: super::Response) -> super::Response {
             "a layout reply needs wire version 3".into(),
         ))),
         R::Error(e) => R::Error(error(e)),
+        R::Stamped { response, .. } => R::Client(client(response)),
         r => r,
     }
 }
@@ -244,6 +245,7 @@ impl From<super::Response> for Response {
             super::Response::Client(c) => Response::Client(c.into()),
             super::Response::Peer(p) => Response::Peer(p.into()),
             super::Response::Error(e) => Response::Error(v1_error(e)),
+            super::Response::Stamped { response, .. } => Response::Client(response.into()),
         }
     }
 }

@@ -174,6 +174,7 @@ impl From<super::Response> for Response {
             super::Response::Client(c) => Response::Client(c.into()),
             super::Response::Peer(p) => Response::Peer(p.into()),
             super::Response::Error(e) => Response::Error(e),
+            super::Response::Stamped { response, .. } => Response::Client(response.into()),
         }
     }
 }

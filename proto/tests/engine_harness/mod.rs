@@ -170,11 +170,7 @@ pub fn id_of(cmd: &Command) -> RequestId {
 
 /// How the driver hands a node's answer back to the node that sent the request.
 pub fn as_peer_response(response: Response) -> PeerResponse {
-    match response {
-        Response::Peer(p) => p,
-        Response::Client(c) => PeerResponse::Client(c),
-        Response::Error(e) => PeerResponse::Error(e),
-    }
+    response.into_peer()
 }
 
 // ---------------------------------------------------------------------------------------

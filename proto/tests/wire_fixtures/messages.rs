@@ -628,5 +628,15 @@ pub fn responses(version: u16) -> Vec<(String, Response)> {
     let errors = request_errors(version)
         .into_iter()
         .map(|(n, e)| (format!("error_{n}"), Response::Error(e)));
-    client.chain(peer).chain(errors).collect()
+    let mut out: Vec<(String, Response)> = client.chain(peer).chain(errors).collect();
+    if version >= 4 {
+        out.push((
+            "stamped_get".into(),
+            Response::Stamped {
+                layout_version: 7,
+                response: ClientResponse::Get(get_reply(version)),
+            },
+        ));
+    }
+    out
 }

@@ -193,14 +193,14 @@ async fn main() -> anyhow::Result<()> {
 
 /// The label of a node's answer.
 fn answer_label(bytes: &[u8]) -> String {
-    match decode_response(bytes) {
+    match decode_response(bytes).map(Response::unstamped) {
         Ok(Response::Error(e)) | Ok(Response::Client(ClientResponse::Error(e))) => {
             // The variant's name, e.g. `error:InvalidOptions`.
             let debug = format!("{e:?}");
             let variant = debug.split(['(', ' ', '{']).next().unwrap_or("unknown");
             format!("error:{variant}")
         }
-        Ok(Response::Client(_)) => "answered".to_owned(),
+        Ok(Response::Client(_) | Response::Stamped { .. }) => "answered".to_owned(),
         Ok(Response::Peer(_)) => "peer_answer".to_owned(),
         Err(_) => "undecodable".to_owned(),
     }

@@ -523,12 +523,7 @@ impl Sim {
             let line = format!("response TOO LARGE ({len} > {max} bytes): sent as an error");
             self.note(responder, &line);
         }
-        let result = match response {
-            Response::Peer(p) => Ok(p),
-            Response::Error(e) => Ok(PeerResponse::Error(e)),
-            // The answer to a forwarded client request.
-            Response::Client(c) => Ok(PeerResponse::Client(c)),
-        };
+        let result = Ok(response.into_peer());
         if !self.net.connected(responder, rpc.from) {
             self.faults.dropped += 1;
             self.note(responder, "response CUT (partition)");

@@ -258,6 +258,10 @@ pub(crate) fn send_result(result: &Result<PeerResponse, SendError>) -> String {
 pub(crate) fn response(resp: &Response) -> String {
     match resp {
         Response::Client(c) => client_response(c),
+        Response::Stamped {
+            layout_version,
+            response,
+        } => format!("{} (layout {layout_version})", client_response(response)),
         Response::Peer(p) => peer_response(p),
         Response::Error(e) => format!("error: {e}"),
     }

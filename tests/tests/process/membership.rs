@@ -1,8 +1,9 @@
 //! A living membership on real processes (issue 9): a fourth node written by
 //! `shoal dev add` starts as a candidate, the operator stages its join, plans and
 //! commits; every node moves to layout version 2, the newcomer pulls its partitions, and
-//! reads with R = N then find every key written before the join. Restarted nodes come
-//! back at version 2 from their own disk.
+//! reads with R = N then find every key written before the join; a client that only
+//! reads learns version 2 from its answers. Restarted nodes come back at version 2 from
+//! their own disk.
 
 use std::time::Duration;
 
@@ -35,6 +36,9 @@ async fn wait_for_version(cluster: &Cluster, i: usize, want: u64) {
 async fn a_candidate_joins_receives_its_partitions_and_every_node_keeps_version_2() {
     let mut cluster = Cluster::start(3, "").await;
     let client = cluster.client().await;
+    // A second application that only reads and writes: it learns the new layout from
+    // the layout version its answers carry.
+    let app = cluster.client().await;
     let keys: Vec<String> = (0..200).map(|i| format!("before-join/{i}")).collect();
     for k in &keys {
         client.put(k, k.as_bytes().to_vec()).await.expect("put");
@@ -69,6 +73,14 @@ async fn a_candidate_joins_receives_its_partitions_and_every_node_keeps_version_
     for i in 0..4 {
         wait_for_version(&cluster, i, 2).await;
     }
+    assert_eq!(app.layout_version(), 1);
+    app.get(&keys[0]).await.expect("a get");
+    assert_eq!(
+        app.layout_version(),
+        2,
+        "a get's answer carries the node's layout version; the client refreshes"
+    );
+    app.close().await;
     let status = client.cluster_status().await.expect("status");
     let joined = status
         .members

@@ -85,7 +85,7 @@ async fn a_node_restored_to_an_older_copy_of_its_store_drops_no_acknowledged_wri
                 )
                 .await
                 .map_err(|e| format!("put {key}: {e}"))?;
-            match decode_response(&bytes) {
+            match decode_response(&bytes).map(Response::unstamped) {
                 Ok(Response::Client(ClientResponse::Put(_))) => Ok(()),
                 other => Err(format!("put {key}: {other:?}")),
             }

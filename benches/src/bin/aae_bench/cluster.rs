@@ -17,7 +17,7 @@ use serde::Serialize;
 use shoal_executor::Executor;
 use shoal_proto::wire::{
     decode_request, decode_response, encode_request, encode_response, AaeRequest, PeerRequest,
-    PeerResponse, Request, Response,
+    Request,
 };
 use shoal_proto::{
     AaeConfig, Command, Engine, EngineConfig, HandoffConfig, InboundId, MembershipConfig,
@@ -463,11 +463,7 @@ impl Cluster {
                 let decoded = decode_response(&bytes).context("decode a response")?;
                 self.codec += started.elapsed();
                 self.traffic.record_response(origin.op, bytes.len());
-                let result = match decoded {
-                    Response::Peer(p) => Ok(p),
-                    Response::Error(e) => Ok(PeerResponse::Error(e)),
-                    Response::Client(c) => Ok(PeerResponse::Client(c)),
-                };
+                let result = Ok(decoded.into_peer());
                 self.nodes[origin.from].engine.handle_response(
                     Now::from_virtual(now),
                     origin.id,

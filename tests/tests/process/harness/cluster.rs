@@ -663,7 +663,10 @@ pub async fn ask(
         )
         .await
         .expect("the node answers");
-    match decode_response(&bytes).expect("a valid response") {
+    match decode_response(&bytes)
+        .expect("a valid response")
+        .unstamped()
+    {
         Response::Client(c) => c,
         other => panic!("expected a client response, got {other:?}"),
     }
