@@ -85,6 +85,22 @@ pub struct MemberView {
     pub last_heard: Monotonic,
 }
 
+impl MemberView {
+    /// A member listening at `addr` that nothing is known of yet: presumed `Up` and
+    /// heard from at `now`.
+    fn fresh(addr: SocketAddr, now: Monotonic) -> MemberView {
+        MemberView {
+            addr,
+            heartbeat: 0,
+            heartbeat_seen: now,
+            state: MemberState::Up,
+            since: now,
+            failures: 0,
+            last_heard: now,
+        }
+    }
+}
+
 /// The member table and failure detector of one node.
 #[derive(Clone, Debug)]
 pub struct Membership {
@@ -118,20 +134,7 @@ impl Membership {
     ) -> Membership {
         let members = members
             .into_iter()
-            .map(|(id, addr)| {
-                (
-                    id,
-                    MemberView {
-                        addr,
-                        heartbeat: 0,
-                        heartbeat_seen: now,
-                        state: MemberState::Up,
-                        since: now,
-                        failures: 0,
-                        last_heard: now,
-                    },
-                )
-            })
+            .map(|(id, addr)| (id, MemberView::fresh(addr, now)))
             .collect();
         Membership {
             me,
@@ -262,15 +265,7 @@ impl Membership {
                     v.addr = addr;
                     v
                 }
-                None => MemberView {
-                    addr,
-                    heartbeat: 0,
-                    heartbeat_seen: now,
-                    state: MemberState::Up,
-                    since: now,
-                    failures: 0,
-                    last_heard: now,
-                },
+                None => MemberView::fresh(addr, now),
             };
             next.insert(id, view);
         }

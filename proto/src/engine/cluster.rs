@@ -21,13 +21,11 @@ pub const ESTIMATED_BYTES_PER_KEY: u64 = 1024;
 impl Engine {
     pub(super) fn handle_cluster(&mut self, id: InboundId, req: ClusterRequest) {
         if self.is_candidate() && !matches!(req, ClusterRequest::Status) {
-            self.respond_client(
-                id,
-                ClientResponse::Error(RequestError::LayoutRefused(format!(
-                    "node {} is a candidate (in no layout yet); send layout changes to a member",
-                    self.me
-                ))),
+            let why = format!(
+                "node {} is a candidate (in no layout yet); send layout changes to a member",
+                self.me
             );
+            self.refuse_layout(id, why);
             return;
         }
         match req {
@@ -106,10 +104,7 @@ impl Engine {
         let plan = match self.layout.current().plan(&self.agree.staged) {
             Ok(p) => p,
             Err(e) => {
-                self.respond_client(
-                    id,
-                    ClientResponse::Error(RequestError::LayoutRefused(e.to_string())),
-                );
+                self.refuse_layout(id, e.to_string());
                 return;
             }
         };
@@ -166,6 +161,14 @@ impl Engine {
             zones_after: plan.zones_after,
         };
         (report, copies)
+    }
+
+    /// Answers a cluster request with a refusal: nothing was changed.
+    pub(super) fn refuse_layout(&mut self, inbound: InboundId, why: String) {
+        self.respond_client(
+            inbound,
+            ClientResponse::Error(RequestError::LayoutRefused(why)),
+        );
     }
 
     /// Answers a status request; `summaries` are the tree summaries of the partitions

@@ -694,7 +694,7 @@ impl Engine {
             Err(why) => {
                 metrics::counter!(crate::metrics::LAYOUT_COMMITS_TOTAL, "result" => "refused")
                     .increment(1);
-                self.respond_client(id, ClientResponse::Error(RequestError::LayoutRefused(why)));
+                self.refuse_layout(id, why);
                 return;
             }
         };
@@ -716,10 +716,7 @@ impl Engine {
         let (proposer, sends) = match started {
             Ok(p) => p,
             Err(e) => {
-                self.respond_client(
-                    id,
-                    ClientResponse::Error(RequestError::LayoutRefused(e.to_string())),
-                );
+                self.refuse_layout(id, e.to_string());
                 return;
             }
         };
