@@ -22,6 +22,7 @@ mod cluster;
 mod command;
 pub mod fault_workload;
 mod kv;
+mod layout;
 mod metrics;
 mod process;
 mod toml;
@@ -42,6 +43,9 @@ pub use command::{shoal, Run};
 pub use kv::{
     assert_all_readable, assert_none_failed, check_read, key_values, pending_hints, put_all,
     values_of, wait_hints_drained,
+};
+pub use layout::{
+    assert_owners_store, stored_layout, transfer_progress, LayoutProbe, Load, CHANGE_TIMEOUT,
 };
 pub use metrics::{http_get, scrape, url_encode};
 pub use process::{
