@@ -11,6 +11,9 @@
 //! - [`scrape`], [`http_get`] and [`Exposition`]: a plain HTTP/1.0 GET and a parser of
 //!   the Prometheus text format, so that no HTTP client crate is needed.
 //! - [`Catalogue`]: the metric tables of `docs/METRICS.md`.
+//! - [`LayoutProbe`], [`Load`], [`assert_owners_store`]: layout changes (issue 9): one
+//!   node's own view of the layout, a W = 2 load recording what was acknowledged, and the
+//!   check that every owner of a stopped cluster's final layout stores every such key.
 //! - [`fault_workload`]: a scripted workload with a paused and a killed node that makes
 //!   the nodes emit every metric except the fault-only ones.
 //!

@@ -6,6 +6,7 @@
 //! stopped nodes' stores, that each owner of the final layout holds every acknowledged
 //! write (a read at R = N could be answered by two copies and read-repair the third).
 
+mod churn;
 mod commits;
 mod fence;
 mod kill;
