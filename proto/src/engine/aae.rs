@@ -677,6 +677,7 @@ impl Engine {
                 };
                 if ex.transfer && from == Side::Theirs {
                     metrics::counter!(crate::metrics::TRANSFER_BYTES_TOTAL).increment(size);
+                    self.placement.bytes_done += size;
                 }
                 metrics::counter!(crate::metrics::AAE_BYTES_TOTAL, "direction" => direction)
                     .increment(size);

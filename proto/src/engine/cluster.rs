@@ -159,6 +159,22 @@ impl Engine {
         (report, copies)
     }
 
+    /// This node's own transfers, as its `shoal_transfers_*` metrics count them: the
+    /// partitions it must still pull for the version it syncs (`pending`, those with an
+    /// exchange running among them), the exchanges running, the partitions pulled and
+    /// the bytes read since it started. What is left in bytes is not known before the
+    /// exchanges compare trees: 0.
+    fn transfer_summary(&self) -> TransferSummary {
+        let t = self.transfer_stats();
+        TransferSummary {
+            pending: t.pending as u64,
+            running: t.running as u64,
+            done: t.done,
+            bytes_done: self.placement.bytes_done,
+            bytes_left: 0,
+        }
+    }
+
     /// The layout, its members and candidates, and the transfers, as this node knows
     /// them.
     pub(super) fn cluster_status(&self) -> ClusterStatus {
@@ -196,7 +212,7 @@ impl Engine {
             settings: current.settings().clone(),
             versions_in_use: self.layout.versions().iter().map(|l| l.version()).collect(),
             members,
-            transfers: TransferSummary::default(),
+            transfers: self.transfer_summary(),
             staged: self.agree.staged.clone(),
         }
     }

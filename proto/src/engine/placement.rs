@@ -53,6 +53,8 @@ pub(super) struct Placement {
     /// Partitions no longer held whose drop failed: tried again at the next tick.
     to_drop: BTreeSet<PartitionId>,
     done: u64,
+    /// Key and value bytes transfer exchanges read from old replicas (for status).
+    pub(super) bytes_done: u64,
 }
 
 /// Creates the transfer counters at zero, so that they are exported (and a rate can be

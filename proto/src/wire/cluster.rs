@@ -107,15 +107,17 @@ pub struct MemberReport {
 /// them (pending: not started; running; done).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferSummary {
-    /// Transfers not started.
+    /// Partitions the answering node must still pull (those with an exchange running
+    /// among them), as `shoal_transfers_pending`.
     pub pending: u64,
-    /// Transfers running.
+    /// Transfer exchanges running, as `shoal_transfers_running`.
     pub running: u64,
-    /// Transfers finished.
+    /// Partitions pulled in full since the node started.
     pub done: u64,
-    /// Bytes moved so far.
+    /// Bytes read from old replicas so far, since the node started.
     pub bytes_done: u64,
-    /// Bytes still to move (an estimate).
+    /// Bytes still to move (an estimate; 0 while unknown: it shows only once the
+    /// exchanges compare trees).
     pub bytes_left: u64,
 }
 

@@ -66,13 +66,16 @@ async fn kill_at_each_phase(victim: Victim) {
         CHANGE_TIMEOUT,
         || async {
             let [keys, pending, running, done] = transfer_progress(&cluster, joiner).await?;
-            if (keys > 0.0 || done > 0.0) && pending + running > 0.0 {
+            // `shoal cluster status` at the joiner shows the transfer in progress too.
+            let t = probe.status(&cluster, joiner).await?.transfers;
+            if (keys > 0.0 || done > 0.0) && pending + running > 0.0 && t.pending + t.running > 0 {
                 Ok(format!(
                     "{keys} keys in, {pending} pending, {running} running, {done} done"
                 ))
             } else {
                 Err(format!(
-                    "{keys} keys in, {pending} pending, {running} running, {done} done"
+                    "{keys} keys in, {pending} pending, {running} running, {done} done; \
+                     status: {t:?}"
                 ))
             }
         },
