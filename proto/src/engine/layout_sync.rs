@@ -246,6 +246,17 @@ impl Engine {
         self.agree.candidate.is_some()
     }
 
+    /// Whether this node's current layout says it was removed, replaced or left: it is
+    /// fenced. Its peers no longer count it as a member, and it coordinates no client
+    /// data request either, so that a client still talking to it gets a clear refusal
+    /// instead of the peers' "unknown node" relayed as a failed quorum.
+    pub fn is_fenced(&self) -> bool {
+        self.layout
+            .current()
+            .member(&self.me)
+            .is_some_and(|m| m.state == crate::layout::MemberState::Removed)
+    }
+
     /// The stamp this node's messages carry.
     pub fn stamp(&self) -> LayoutStamp {
         LayoutStamp {

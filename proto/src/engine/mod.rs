@@ -892,6 +892,21 @@ impl Engine {
             ClientRequest::Get { .. }
             | ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }
+                if self.is_fenced() =>
+            {
+                metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "fenced")
+                    .increment(1);
+                let why = format!(
+                    "node {} was removed from the cluster (layout version {}) and is fenced; \
+                     send requests to a member",
+                    self.me,
+                    self.layout.version()
+                );
+                self.respond_client(id, ClientResponse::Error(RequestError::NotAllowed(why)));
+            }
+            ClientRequest::Get { .. }
+            | ClientRequest::Put { .. }
+            | ClientRequest::Delete { .. }
                 if self.restoring() =>
             {
                 metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "restoring")

@@ -107,15 +107,16 @@ pub struct MemberReport {
 /// them (pending: not started; running; done).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferSummary {
-    /// Transfers not started.
+    /// Partitions of the version it syncs it has not started pulling.
     pub pending: u64,
-    /// Transfers running.
+    /// Partitions it is pulling now (an exchange running).
     pub running: u64,
-    /// Transfers finished.
+    /// Partitions of that version pulled in full.
     pub done: u64,
-    /// Bytes moved so far.
+    /// Bytes its transfer exchanges received for that version.
     pub bytes_done: u64,
-    /// Bytes still to move (an estimate).
+    /// Bytes still to move, estimated from the bytes per partition pulled so far, or
+    /// before the first from its tree key counts.
     pub bytes_left: u64,
 }
 

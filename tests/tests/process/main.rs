@@ -17,6 +17,7 @@ mod failure_detection;
 mod forwarding;
 mod health;
 mod hostile;
+mod layout_faults;
 mod limits;
 mod membership;
 mod metrics_catalogue;

@@ -653,23 +653,9 @@ pub async fn ask(
     addr: SocketAddr,
     req: shoal_proto::wire::ClientRequest,
 ) -> shoal_proto::wire::ClientResponse {
-    use shoal_proto::wire::{decode_response, encode_request, Request, Response};
-    let bytes = endpoint
-        .request(
-            addr,
-            None,
-            encode_request(&Request::Client(req)),
-            Duration::from_secs(15),
-        )
+    super::layout::try_ask(endpoint, addr, req, Duration::from_secs(15))
         .await
-        .expect("the node answers");
-    match decode_response(&bytes)
-        .expect("a valid response")
-        .unstamped()
-    {
-        Response::Client(c) => c,
-        other => panic!("expected a client response, got {other:?}"),
-    }
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Generates a CA in `dir` (not the cluster's) and a client certificate it issued, as an

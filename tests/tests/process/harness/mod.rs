@@ -11,6 +11,9 @@
 //! - [`scrape`], [`http_get`] and [`Exposition`]: a plain HTTP/1.0 GET and a parser of
 //!   the Prometheus text format, so that no HTTP client crate is needed.
 //! - [`Catalogue`]: the metric tables of `docs/METRICS.md`.
+//! - [`LayoutProbe`], [`Load`], [`assert_owners_store`]: layout changes (issue 9): one
+//!   node's own view of the layout, a W = 2 load recording what was acknowledged, and the
+//!   check that every owner of a stopped cluster's final layout stores every such key.
 //! - [`fault_workload`]: a scripted workload with a paused and a killed node that makes
 //!   the nodes emit every metric except the fault-only ones.
 //!
@@ -22,6 +25,7 @@ mod cluster;
 mod command;
 pub mod fault_workload;
 mod kv;
+mod layout;
 mod metrics;
 mod process;
 mod toml;
@@ -42,6 +46,9 @@ pub use command::{shoal, Run};
 pub use kv::{
     assert_all_readable, assert_none_failed, check_read, key_values, pending_hints, put_all,
     values_of, wait_hints_drained,
+};
+pub use layout::{
+    assert_owners_store, stored_layout, transfer_progress, LayoutProbe, Load, CHANGE_TIMEOUT,
 };
 pub use metrics::{http_get, scrape, url_encode};
 pub use process::{
