@@ -235,7 +235,8 @@ impl<R> Quorum<R> {
         Ok(q)
     }
 
-    /// The slots other than [`LOCAL`], in slot order: the requests to send at the start.
+    /// The slots other than [`LOCAL`], in slot order: the requests a write sends at the
+    /// start (a read asks fewer, see [`Quorum::ask_next`]).
     pub(super) fn remote_targets(&self) -> Vec<Target> {
         self.slots
             .iter()

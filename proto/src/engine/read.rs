@@ -22,6 +22,7 @@
 //! refused at its coordinator while small reads keep fitting, and the copies in flight
 //! on the peer links stay bounded.
 
+use rand::Rng;
 use shoal_ring::{NodeId, PartitionId};
 
 use super::quorum::{Needed, Quorum, Status, Target, LOCAL};
@@ -31,8 +32,6 @@ use crate::error::RequestError;
 use crate::object::Object;
 use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::time::Monotonic;
-use rand::Rng;
-
 use crate::wire::{ClientResponse, GetReply, PeerRequest, PeerResponse, ReadOptions, WriteOptions};
 
 /// A read this node coordinates.
