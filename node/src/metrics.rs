@@ -262,6 +262,8 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (transport::STREAM_TIMEOUTS_TOTAL, MetricKind::Counter, "(conditional: a peer too slow to send or read) Streams aborted because the peer was too slow"),
     (transport::RETRIES_TOTAL, MetricKind::Counter, "(conditional: a handshake flood) Incoming connections asked to prove their address"),
     (transport::FRAME_ERRORS_TOTAL, MetricKind::Counter, "(conditional: a peer sending malformed frames) Invalid frames received, and responses over the frame limit"),
+    (engine::READ_SPECULATIVE_REQUESTS_TOTAL, MetricKind::Counter, "(conditional: a replica slower than replication.read_speculative_after) Read requests sent to one more replica because the R asked had not all answered in time"),
+    (engine::READS_ALL_REPLICAS_TOTAL, MetricKind::Counter, "Coordinated reads that asked every replica they placed instead of R, by reason (quorum, sampled, divergent, slow)"),
 ];
 
 /// Register a description (HELP and TYPE) of every node metric with the installed

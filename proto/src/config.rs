@@ -94,6 +94,16 @@ pub struct ReplicationConfig {
     /// read repair only copy what replicas hold and use no clock, so they add no rule.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// A read asks R replicas (its own store and R - 1 others); when they have not all
+    /// answered this long after it started, it asks one more (a speculative request),
+    /// and again each time this long passes while replicas are left to ask.
+    #[serde(with = "humantime_serde")]
+    pub read_speculative_after: Duration,
+    /// The percentage of reads (0 to 100, chosen with the engine's seeded random source)
+    /// that ask every replica instead of R, so that read repair also reaches a replica
+    /// behind replicas that agree (see `engine/read.rs`). Reads whose replies disagree
+    /// ask every replica anyway.
+    pub read_repair_chance_percent: u8,
 }
 
 impl Default for ReplicationConfig {
@@ -109,6 +119,8 @@ impl Default for ReplicationConfig {
             read_repair_window: Duration::from_millis(100),
             tombstone_grace: Duration::from_secs(24 * 3600),
             max_clock_skew: Duration::from_secs(10),
+            read_speculative_after: Duration::from_millis(20),
+            read_repair_chance_percent: 10,
         }
     }
 }
@@ -395,7 +407,20 @@ impl ReplicationConfig {
         positive(&[
             ("replication.request_timeout", self.request_timeout),
             ("replication.rpc_timeout", self.rpc_timeout),
+            (
+                "replication.read_speculative_after",
+                self.read_speculative_after,
+            ),
         ])?;
+        if self.read_repair_chance_percent > 100 {
+            return Err(err(
+                "replication.read_repair_chance_percent",
+                format!(
+                    "must be in 0..=100, got {}",
+                    self.read_repair_chance_percent
+                ),
+            ));
+        }
         if self.rpc_timeout > self.request_timeout {
             return Err(err(
                 "replication.rpc_timeout",

@@ -149,3 +149,9 @@ pub const TRANSFER_KEYS_TOTAL: &str = "shoal_transfer_keys_total";
 pub const TRANSFER_BYTES_TOTAL: &str = "shoal_transfer_bytes_total";
 /// Counter: transfer exchanges that failed (tried again at the next anti-entropy tick).
 pub const TRANSFER_ERRORS_TOTAL: &str = "shoal_transfer_errors_total";
+/// Counter: read requests a coordinator sent to one more replica because the replicas it
+/// had asked did not all answer within `replication.read_speculative_after`.
+pub const READ_SPECULATIVE_REQUESTS_TOTAL: &str = "shoal_read_speculative_requests_total";
+/// Counter: coordinated reads that asked every replica they placed, by `reason`
+/// (`quorum`, `sampled`, `divergent`, `slow`).
+pub const READS_ALL_REPLICAS_TOTAL: &str = "shoal_reads_all_replicas_total";

@@ -9,6 +9,7 @@ mod engine_harness;
 mod engine_lag;
 mod engine_layout;
 mod engine_read_budget;
+mod engine_reads;
 mod engine_siblings;
 
 use std::time::Duration;
@@ -32,6 +33,11 @@ fn five() -> Cluster {
     Cluster::new(5, 16, quiet_config(), 7)
 }
 
+/// [`five`] whose reads ask every replica at once.
+fn five_reading_all() -> Cluster {
+    Cluster::new(5, 16, read_all_config(), 7)
+}
+
 fn unreachable() -> Result<PeerResponse, SendError> {
     Err(SendError::Unreachable("connection refused".into()))
 }
@@ -50,6 +56,19 @@ fn written(base: &Object, ctx: &CausalContext, value: &str, dot: Dot) -> Object 
     o.update(ctx, SiblingValue::Data(value.as_bytes().to_vec()), dot, T0)
         .expect("fresh dot");
     o
+}
+
+/// A key first-owned by `a`, and the object `x` (one write by `a`) preloaded on `a`.
+fn key_on_a(c: &mut Cluster) -> (Vec<u8>, Object) {
+    let key = c.key_where(|p| p[0] == a());
+    let x = written(
+        &Object::new(),
+        &CausalContext::new(),
+        "x",
+        Dot::new(c.actor(&a()), 1),
+    );
+    c.preload(&a(), &key, &x);
+    (key, x)
 }
 
 /// The single `Storage` command of `cmds`, checked to run `expected`.
@@ -295,7 +314,7 @@ fn the_object_limit_counts_the_stored_object_not_only_its_values() {
 
 #[test]
 fn a_get_answers_after_r_replies_and_repairs_a_stale_replica_afterwards() {
-    let mut c = five();
+    let mut c = five_reading_all();
     let key = c.key_where(|p| p[0] == a());
     let (part, prefs) = (c.partition(&key), c.prefs(&key));
     let dot = |n: u64| Dot::new(c.actor(&a()), n);
@@ -355,7 +374,7 @@ fn a_get_answers_after_r_replies_and_repairs_a_stale_replica_afterwards() {
 
 #[test]
 fn a_get_merges_concurrent_siblings_and_repairs_every_replica_missing_some() {
-    let mut c = five();
+    let mut c = five_reading_all();
     let key = c.key_where(|p| p[0] == a());
     let (part, prefs) = (c.partition(&key), c.prefs(&key));
     let none = CausalContext::new();
@@ -395,16 +414,9 @@ fn a_get_merges_concurrent_siblings_and_repairs_every_replica_missing_some() {
 
 #[test]
 fn read_repair_stops_waiting_at_the_end_of_the_repair_window() {
-    let mut c = five();
-    let key = c.key_where(|p| p[0] == a());
+    let mut c = five_reading_all();
+    let (key, x) = key_on_a(&mut c);
     let (part, prefs) = (c.partition(&key), c.prefs(&key));
-    let x = written(
-        &Object::new(),
-        &CausalContext::new(),
-        "x",
-        Dot::new(c.actor(&a()), 1),
-    );
-    c.preload(&a(), &key, &x);
     let cmds = c.client(&a(), 1, get(&key));
     c.run_storage(&a(), &cmds[0]);
     let answer = c.reply(&a(), &cmds[1], Ok(PeerResponse::Object(None)));
@@ -471,7 +483,7 @@ fn a_put_whose_replicas_never_answer_times_out_at_its_deadline() {
 
 #[test]
 fn a_get_whose_replicas_never_answer_times_out_at_its_deadline() {
-    let mut c = five();
+    let mut c = five_reading_all();
     let key = c.key_where(|p| p[0] == a());
     let options = ReadOptions {
         timeout: Some(Duration::from_millis(300)),

@@ -154,6 +154,8 @@ enum Timer {
     Hello,
     /// The deadline of a commit's Paxos round (the round's number).
     CommitRetry(u32),
+    /// A read's speculative delay: ask one more replica if it is still waiting.
+    Speculate(RequestId),
 }
 
 /// What a `Send` or `Storage` command is for.
@@ -658,6 +660,7 @@ impl Engine {
                 Timer::AaeResume(exchange) => self.on_aae_resume(exchange),
                 Timer::Hello => self.hello_round(),
                 Timer::CommitRetry(round) => self.on_commit_timer(round),
+                Timer::Speculate(op) => self.on_speculate(op),
             }
         }
     }

@@ -10,6 +10,11 @@
 //! still be reached. The type is pure bookkeeping: the engine sends the requests and
 //! feeds the outcomes back.
 //!
+//! A read does not ask every slot at once: its slots start idle (placed, not asked;
+//! [`Quorum::idle_remote`]) and it asks them as it needs them ([`Quorum::ask_next`],
+//! primaries first). An idle slot counts as possible, like a pending one, so asking
+//! fewer never makes a quorum look out of reach.
+//!
 //! While a layout change is in progress a write has several replica sets (one per layout
 //! version in use, see `crate::layout::LayoutHistory::write_sets`) and must meet W (and
 //! PW) in EACH of them ([`Quorum::place_in_sets`]): a slot counts for a set when the
@@ -79,6 +84,9 @@ pub(super) struct Target {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum SlotState<R> {
+    /// Placed but not asked yet (a read asks R replicas first, see `read.rs`): it counts
+    /// as possible, and [`Quorum::ask_next`] asks it.
+    Idle,
     Pending,
     Answered(R),
     Failed,
@@ -102,6 +110,16 @@ impl<R> Slot<R> {
 
     fn is_pending(&self) -> bool {
         matches!(self.state, SlotState::Pending)
+    }
+
+    fn is_idle(&self) -> bool {
+        matches!(self.state, SlotState::Idle)
+    }
+
+    /// Answered, or asked and still waiting: what counts towards the quorum without
+    /// asking anyone more.
+    fn is_asked_and_live(&self) -> bool {
+        matches!(self.state, SlotState::Pending | SlotState::Answered(_))
     }
 
     fn is_primary(&self) -> bool {
@@ -217,7 +235,8 @@ impl<R> Quorum<R> {
         Ok(q)
     }
 
-    /// The slots other than [`LOCAL`], in slot order: the requests to send at the start.
+    /// The slots other than [`LOCAL`], in slot order: the requests a write sends at the
+    /// start (a read asks fewer, see [`Quorum::ask_next`]).
     pub(super) fn remote_targets(&self) -> Vec<Target> {
         self.slots
             .iter()
@@ -253,6 +272,21 @@ impl<R> Quorum<R> {
     /// dropped on the way), returned as the request to send. `None` when no fallback is
     /// left (the primary is then recorded as unplaced) or fallbacks may not stand in.
     pub(super) fn fail(&mut self, slot: usize, is_up: impl Fn(&NodeId) -> bool) -> Option<Target> {
+        self.fail_into(slot, is_up, SlotState::Pending)
+    }
+
+    /// [`Quorum::fail`], the replacement fallback (if any) placed [idle](Quorum::ask_next)
+    /// instead of asked: a read asks the replicas it has not asked yet before fallbacks.
+    pub(super) fn fail_idle(&mut self, slot: usize, is_up: impl Fn(&NodeId) -> bool) {
+        self.fail_into(slot, is_up, SlotState::Idle);
+    }
+
+    fn fail_into(
+        &mut self,
+        slot: usize,
+        is_up: impl Fn(&NodeId) -> bool,
+        replacement: SlotState<R>,
+    ) -> Option<Target> {
         let s = self.slots.get_mut(slot).filter(|s| s.is_pending())?;
         s.state = SlotState::Failed;
         let primary = s.hint_for.clone().unwrap_or_else(|| s.node.clone());
@@ -263,8 +297,9 @@ impl<R> Quorum<R> {
             }
             return None;
         };
-        self.slots
-            .push(Slot::new(node.clone(), Some(primary.clone())));
+        let mut placed = Slot::new(node.clone(), Some(primary.clone()));
+        placed.state = replacement;
+        self.slots.push(placed);
         Some(Target {
             slot: self.slots.len() - 1,
             node,
@@ -315,11 +350,11 @@ impl<R> Quorum<R> {
             return Status::Met;
         }
         let spare = self.spare.as_ref().map_or(0, VecDeque::len);
-        let pending = counted().filter(|s| s.is_pending()).count();
+        let pending = counted().filter(|s| s.is_pending() || s.is_idle()).count();
         let possible = answers + pending + spare;
         let possible_primaries = primary_answers
             + counted()
-                .filter(|s| s.is_pending() && s.is_primary())
+                .filter(|s| (s.is_pending() || s.is_idle()) && s.is_primary())
                 .count();
         match shortfall(self.needed, possible, possible_primaries) {
             Some(short) => Status::Impossible(short),
@@ -327,9 +362,54 @@ impl<R> Quorum<R> {
         }
     }
 
-    /// How many slots still wait for their outcome.
+    /// How many slots still wait for their outcome (asked, not answered nor failed).
     pub(super) fn pending(&self) -> usize {
         self.slots.iter().filter(|s| s.is_pending()).count()
+    }
+
+    /// Makes every slot but [`LOCAL`] idle: placed, not asked. A read then asks them with
+    /// [`Quorum::ask_next`] as it needs them.
+    pub(super) fn idle_remote(&mut self) {
+        for s in self.slots.iter_mut().skip(LOCAL + 1) {
+            if s.is_pending() {
+                s.state = SlotState::Idle;
+            }
+        }
+    }
+
+    /// How many placed slots were not asked yet.
+    pub(super) fn idle(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_idle()).count()
+    }
+
+    /// Asks the idle slot a read prefers next, returned as the request to send: a primary
+    /// before a fallback standing in for one (a primary holds the key's writes; a
+    /// fallback only the hints it kept), each kind in slot order (the primaries' order in
+    /// the replica set). `None` when no slot is idle.
+    pub(super) fn ask_next(&mut self) -> Option<Target> {
+        let slot = (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_idle())
+            .min_by_key(|&i| (!self.slots[i].is_primary(), i))?;
+        let s = &mut self.slots[slot];
+        s.state = SlotState::Pending;
+        Some(Target {
+            slot,
+            node: s.node.clone(),
+            hint_for: s.hint_for.clone(),
+        })
+    }
+
+    /// How many more slots must be asked so that the answers and the slots waiting could
+    /// meet what is needed (R, and PR from primaries), without counting on anyone idle.
+    /// Asking that many with [`Quorum::ask_next`] takes primaries first, so the primary
+    /// count is met first when it can be.
+    pub(super) fn asks_short(&self) -> usize {
+        let live = self.slots.iter().filter(|s| s.is_asked_and_live());
+        let all = live.clone().count();
+        let primaries = live.filter(|s| s.is_primary()).count();
+        let short_all = self.needed.all.saturating_sub(all);
+        let short_primaries = self.needed.primaries.saturating_sub(primaries);
+        short_all.max(short_primaries)
     }
 
     /// How many slots answered.
@@ -353,12 +433,20 @@ impl<R> Quorum<R> {
         &self.unplaced
     }
 
+    /// The answers so far, in slot order.
+    pub(super) fn answered(&self) -> impl Iterator<Item = &R> {
+        self.slots.iter().filter_map(|s| match &s.state {
+            SlotState::Answered(answer) => Some(answer),
+            _ => None,
+        })
+    }
+
     /// The answered slots in slot order: the node, the primary it stands in for, and its
     /// answer.
     pub(super) fn into_answers(self) -> impl Iterator<Item = (NodeId, Option<NodeId>, R)> {
         self.slots.into_iter().filter_map(|s| match s.state {
             SlotState::Answered(answer) => Some((s.node, s.hint_for, answer)),
-            SlotState::Pending | SlotState::Failed => None,
+            SlotState::Idle | SlotState::Pending | SlotState::Failed => None,
         })
     }
 }

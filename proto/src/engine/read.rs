@@ -1,6 +1,16 @@
-//! The read coordinator: ask every replica, answer after R replies with the merged
-//! siblings and context, then repair replicas that are missing or behind, from the
-//! replies that arrive within the read-repair window.
+//! The read coordinator: ask R replicas (its own store and the next R - 1 of the placed
+//! slots, primaries first), answer after R replies with the merged siblings and context,
+//! then repair replicas that are missing or behind, from the replies that arrive within
+//! the read-repair window.
+//!
+//! Asking R instead of all N halves a read's messages at N = 3, R = 2. What all N gave
+//! for free is kept by asking more when it matters: a read still waiting
+//! `read_speculative_after` after its start asks one more slot (a slow replica no longer
+//! sets the latency), a failed slot is replaced by one not asked yet (every read that met
+//! R with all N asked still meets it: unasked slots count as possible), and read repair
+//! reaches the others when the replies disagree (the rest are asked) or for the
+//! `read_repair_chance_percent` of reads that ask all N from the start. A replica behind
+//! replicas that agree, which no read asks, is anti-entropy's to repair.
 //!
 //! Reads hold whole replica copies until their repair is done, and a get costs the
 //! requester a few bytes while its copies may weigh megabytes: the bytes held are
@@ -12,6 +22,7 @@
 //! refused at its coordinator while small reads keep fitting, and the copies in flight
 //! on the peer links stay bounded.
 
+use rand::Rng;
 use shoal_ring::{NodeId, PartitionId};
 
 use super::quorum::{Needed, Quorum, Status, Target, LOCAL};
@@ -53,12 +64,42 @@ pub(super) struct ReadOp {
     /// reads (see `placement.rs`: this node's `ack` and `sync_ack` wait for them).
     pub(super) started_under: u64,
     pub(super) read_version: u64,
+    /// When the next speculative request is due, while replicas are left to ask.
+    speculate_at: Option<Monotonic>,
+    /// Whether every placed replica has been asked (counted once, by reason).
+    asked_all: bool,
 }
 
 /// Most reads that may ask the other replicas before their own copy shows how large the
 /// object is: bounds what a burst of reads arriving together can pull over the peer
 /// links to about this many times N objects.
 pub const MAX_UNSIZED_READS: usize = 16;
+
+/// Why a read asked every replica it placed: the `reason` label of
+/// `shoal_reads_all_replicas_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AllReason {
+    /// R (or PR) needed every placed replica (R = N, or replicas down).
+    Quorum,
+    /// Sampled for read repair (`replication.read_repair_chance_percent`).
+    Sampled,
+    /// The replies disagreed: the rest were asked so that read repair reaches them.
+    Divergent,
+    /// Speculative requests to slow replicas, or replacements for failed ones, used up
+    /// the rest.
+    Slow,
+}
+
+impl AllReason {
+    fn label(self) -> &'static str {
+        match self {
+            AllReason::Quorum => "quorum",
+            AllReason::Sampled => "sampled",
+            AllReason::Divergent => "divergent",
+            AllReason::Slow => "slow",
+        }
+    }
+}
 
 impl ReadOp {
     /// The `op` label of its metrics: the read step of a delete is not a client's get.
@@ -127,13 +168,28 @@ impl Engine {
         // A fallback may hold hinted writes for the primary it stands in for.
         let fallbacks = Some(self.live_fallbacks(partition));
         let op_name = read_op_name(then_delete.is_some());
-        let Some(quorum) = self.place_quorum(inbound, op_name, &primaries, needed, fallbacks)
+        let Some(mut quorum) = self.place_quorum(inbound, op_name, &primaries, needed, fallbacks)
         else {
             return;
         };
         let id = self.next_request_id();
         let deadline = self.mono + timeout;
-        let sends = quorum.remote_targets();
+        // R replicas (the local store counts as asked already), or, for a sampled share
+        // of reads, every one of them.
+        quorum.idle_remote();
+        let short = quorum.asks_short();
+        let sampled = quorum.idle() > short && self.read_repair_sampled();
+        let count = if sampled { quorum.idle() } else { short };
+        let sends: Vec<Target> = std::iter::from_fn(|| quorum.ask_next())
+            .take(count)
+            .collect();
+        let all_reason = match (quorum.idle(), sampled) {
+            (0, true) => Some(AllReason::Sampled),
+            (0, false) => Some(AllReason::Quorum),
+            _ => None,
+        };
+        let speculate_at =
+            (quorum.idle() > 0).then(|| self.mono + self.cfg.replication.read_speculative_after);
         let budget = self.cfg.limits.max_read_bytes_in_flight;
         let ask_now = self.read_bytes < budget / 2 && self.unsized_reads < MAX_UNSIZED_READS;
         let (sends, deferred) = if ask_now {
@@ -161,9 +217,17 @@ impl Engine {
                 deferred,
                 started_under: self.layout.version(),
                 read_version: self.layout.read_version().version(),
+                speculate_at,
+                asked_all: false,
             },
         );
         self.timers.insert((deadline, Timer::Deadline(id)));
+        if let Some(at) = speculate_at {
+            self.timers.insert((at, Timer::Speculate(id)));
+        }
+        if let Some(reason) = all_reason {
+            self.note_asked_all(id, reason);
+        }
         self.storage(
             StorageOp::Read {
                 partition,
@@ -194,6 +258,74 @@ impl Engine {
                 slot: target.slot,
             },
         );
+    }
+
+    /// Whether this read is one of the `read_repair_chance_percent` that ask every
+    /// replica (the engine's seeded random source decides).
+    fn read_repair_sampled(&mut self) -> bool {
+        let percent = self.cfg.replication.read_repair_chance_percent;
+        percent > 0 && self.rng.random_range(0..100u8) < percent
+    }
+
+    /// Counts read `id` in `shoal_reads_all_replicas_total` once every replica it placed
+    /// has been asked (the first reason that got it there).
+    fn note_asked_all(&mut self, id: RequestId, reason: AllReason) {
+        let Some(op) = self.reads.get_mut(&id) else {
+            return;
+        };
+        if op.asked_all || op.quorum.idle() > 0 {
+            return;
+        }
+        op.asked_all = true;
+        metrics::counter!(crate::metrics::READS_ALL_REPLICAS_TOTAL, "reason" => reason.label())
+            .increment(1);
+    }
+
+    /// Asks up to `count` more replicas of read `id`, in the order the quorum prefers,
+    /// unless its first requests still wait for the local copy's size (`deferred`).
+    /// Each is charged as large as the local copy when that is known (before, the
+    /// sizing charges every slot waiting). Returns how many were asked.
+    fn ask_more(&mut self, id: RequestId, count: usize, reason: AllReason) -> usize {
+        let Some(op) = self.reads.get_mut(&id) else {
+            return 0;
+        };
+        if !op.deferred.is_empty() {
+            return 0;
+        }
+        let targets: Vec<Target> = std::iter::from_fn(|| op.quorum.ask_next())
+            .take(count)
+            .collect();
+        let charge = op.local_len.unwrap_or(0).saturating_mul(targets.len());
+        op.held = op.held.saturating_add(charge);
+        let (partition, key) = (op.partition, op.key.clone());
+        self.charge_read_bytes(charge, 0);
+        let asked = targets.len();
+        for target in targets {
+            self.send_read(id, partition, key.clone(), target);
+        }
+        self.note_asked_all(id, reason);
+        asked
+    }
+
+    /// The speculative delay of read `id` passed: if it is still not answered, ask one
+    /// more replica, and wait again while any is left.
+    pub(super) fn on_speculate(&mut self, id: RequestId) {
+        let after = self.cfg.replication.read_speculative_after;
+        let Some(op) = self.reads.get_mut(&id) else {
+            return;
+        };
+        op.speculate_at = None;
+        if op.answered || op.quorum.idle() == 0 {
+            return;
+        }
+        if self.ask_more(id, 1, AllReason::Slow) > 0 {
+            metrics::counter!(crate::metrics::READ_SPECULATIVE_REQUESTS_TOTAL).increment(1);
+        }
+        let at = self.mono + after;
+        if let Some(op) = self.reads.get_mut(&id).filter(|op| op.quorum.idle() > 0) {
+            op.speculate_at = Some(at);
+            self.timers.insert((at, Timer::Speculate(id)));
+        }
     }
 
     pub(super) fn on_read_local(&mut self, id: RequestId, slot: usize, result: StorageResult) {
@@ -311,10 +443,13 @@ impl Engine {
         if !op.quorum.is_pending(slot) {
             return;
         }
+        // The replicas not asked yet come first, then the next fallback standing in
+        // for the one that failed (placed idle by `fail_idle`), as many as R needs.
         let membership = &self.membership;
-        if let Some(target) = op.quorum.fail(slot, |n| membership.is_up(n)) {
-            let (partition, key) = (op.partition, op.key.clone());
-            self.send_read(id, partition, key, target);
+        op.quorum.fail_idle(slot, |n| membership.is_up(n));
+        let short = op.quorum.asks_short();
+        if short > 0 {
+            self.ask_more(id, short, AllReason::Slow);
         }
         self.read_progress(id);
     }
@@ -360,6 +495,7 @@ impl Engine {
                         self.observe_object("read", Some(&key), shape);
                         self.respond_client(inbound, ClientResponse::Get(reply));
                     }
+                    self.ask_rest_if_divergent(id);
                 }
                 Status::Impossible(short) => self.answer_read_error(id, short.into()),
                 Status::Waiting => {}
@@ -374,6 +510,27 @@ impl Engine {
             let at = self.mono + read_repair_window;
             op.repair_at = Some(at);
             self.timers.insert((at, Timer::RepairWindow(id)));
+        }
+    }
+
+    /// Read `id` was answered from replies that disagree (some copy lacks something of
+    /// the merge): ask the replicas it has not asked, so that read repair reaches every
+    /// replica that answers within the window, not only the R that were asked.
+    fn ask_rest_if_divergent(&mut self, id: RequestId) {
+        let Some(op) = self.reads.get(&id) else {
+            return;
+        };
+        let rest = op.quorum.idle();
+        if rest == 0 || op.merged.is_empty() {
+            return;
+        }
+        let merged = &op.merged;
+        let divergent = op
+            .quorum
+            .answered()
+            .any(|copy| copy.as_ref() != Some(merged));
+        if divergent {
+            self.ask_more(id, rest, AllReason::Divergent);
         }
     }
 
@@ -469,6 +626,9 @@ impl Engine {
         self.after_op_ended(op.started_under);
         if let Some(at) = op.repair_at {
             self.timers.remove(&(at, Timer::RepairWindow(id)));
+        }
+        if let Some(at) = op.speculate_at {
+            self.timers.remove(&(at, Timer::Speculate(id)));
         }
         if op.size_unknown {
             self.unsized_reads -= 1;

@@ -31,6 +31,14 @@ pub const PERIOD: Duration = Duration::from_secs(3600);
 /// Replicas per key in the tests.
 pub const N: usize = 3;
 
+/// [`quiet_config`] whose reads ask every replica at once (a read repair chance of 100%),
+/// for tests of what a read does with N replies.
+pub fn read_all_config() -> EngineConfig {
+    let mut cfg = quiet_config();
+    cfg.replication.read_repair_chance_percent = 100;
+    cfg
+}
+
 /// Settings whose periodic work (gossip, probes, handoff) runs only hourly, so that a test
 /// sees it only when it fires those timers itself ([`Cluster::tick`]).
 pub fn quiet_config() -> EngineConfig {
@@ -38,6 +46,9 @@ pub fn quiet_config() -> EngineConfig {
     EngineConfig {
         replication: ReplicationConfig {
             tombstone_grace: Duration::from_secs(2000 * 3600),
+            // Reads ask R replicas, never a sampled all N: tests that need every replica
+            // asked say so (`read_repair_chance_percent: 100`).
+            read_repair_chance_percent: 0,
             ..d.replication
         },
         membership: MembershipConfig {

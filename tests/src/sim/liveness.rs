@@ -32,6 +32,11 @@ impl Sim {
         self.log
             .line(self.now, "sim", "liveness: faults off, partitions healed");
         for i in 0..self.nodes.len() {
+            // A full disk is a fault too: its spell ends with the others, or the repairs
+            // of the final reads (R = N) would be refused by a disk still full.
+            if self.nodes[i].free_disk() {
+                self.note(i, "disk has room again (faults off)");
+            }
             if !self.nodes[i].is_up() && !self.nodes[i].dormant {
                 self.start_node(i)?;
                 self.faults.restarts += 1;

@@ -109,7 +109,14 @@ impl SimNode {
     /// Frees the node's disk once its full spell is over; returns whether it did.
     pub(crate) fn free_disk_if_due(&mut self, now: Time) -> bool {
         if self.disk_full_until.is_some_and(|until| now >= until) {
-            self.disk_full_until = None;
+            return self.free_disk();
+        }
+        false
+    }
+
+    /// Ends the node's full spell now, if it is in one; returns whether it was.
+    pub(crate) fn free_disk(&mut self) -> bool {
+        if self.disk_full_until.take().is_some() {
             self.data.set_disk_full(false);
             return true;
         }

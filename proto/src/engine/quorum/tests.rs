@@ -662,3 +662,67 @@ fn a_set_that_cannot_be_met_refuses_the_write_up_front_or_later() {
     }
     assert_eq!(q.status(), impossible(2, 0));
 }
+
+#[test]
+fn idle_slots_are_asked_primaries_first_and_as_many_as_the_quorum_needs() {
+    // b is down: f1 stands in for it at slot 1, c is slot 2.
+    let mut q = place3(needed(2, 0), spare(&["f1", "f2"]), &["b"]).expect("placed");
+    q.idle_remote();
+    assert_eq!(
+        (q.idle(), q.pending()),
+        (2, 1),
+        "only the local store asked"
+    );
+    assert_eq!(q.asks_short(), 1);
+    // The primary c before the fallback in the earlier slot.
+    assert_eq!(q.ask_next(), Some(target(2, "c", None)));
+    assert_eq!(q.asks_short(), 0);
+    assert_eq!(q.ask_next(), Some(target(1, "f1", Some("b"))));
+    assert_eq!(q.ask_next(), None);
+}
+
+#[test]
+fn idle_slots_count_as_possible_so_asking_fewer_never_makes_a_quorum_impossible() {
+    let mut q = place3(needed(3, 0), None, &[]).expect("placed");
+    q.idle_remote();
+    assert!(
+        !q.is_pending(1) && !q.is_pending(2),
+        "idle slots take no outcome"
+    );
+    q.record(LOCAL, ());
+    assert_eq!(q.status(), Status::Waiting);
+    assert_eq!(q.asks_short(), 2);
+    let asked: Vec<Target> = std::iter::from_fn(|| q.ask_next()).collect();
+    assert_eq!(asked, vec![target(1, "b", None), target(2, "c", None)]);
+    q.record(1, ());
+    q.fail(2, all_up);
+    assert_eq!(q.status(), impossible(3, 2));
+}
+
+#[test]
+fn a_failed_slot_of_a_read_places_its_fallback_idle_and_behind_the_primaries() {
+    let mut q = place3(needed(2, 0), spare(&["f1"]), &[]).expect("placed");
+    q.idle_remote();
+    assert_eq!(q.ask_next(), Some(target(1, "b", None)));
+    q.fail_idle(1, all_up);
+    assert_eq!(q.pending(), 1, "the replacement is not asked by failing");
+    assert_eq!(q.asks_short(), 1);
+    assert_eq!(q.ask_next(), Some(target(2, "c", None)));
+    q.fail_idle(2, all_up);
+    // c's replacement finds no fallback left: c is unplaced, f1 (for b) is next.
+    assert_eq!(q.unplaced(), ids(&["c"]).as_slice());
+    assert_eq!(q.status(), Status::Waiting);
+    assert_eq!(q.ask_next(), Some(target(3, "f1", Some("b"))));
+}
+
+#[test]
+fn pr_asks_primaries_and_counts_what_asked_fallbacks_cannot_give() {
+    let mut q = place3(needed(2, 2), spare(&["f1"]), &["b"]).expect("placed");
+    q.idle_remote();
+    assert_eq!(q.ask_next(), Some(target(2, "c", None)));
+    assert_eq!(q.asks_short(), 0);
+    q.fail_idle(2, all_up);
+    // R could still come from f1, PR no longer can.
+    assert_eq!(q.asks_short(), 1);
+    assert_eq!(q.status(), impossible(2, 1));
+}
