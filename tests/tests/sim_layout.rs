@@ -260,6 +260,18 @@ fn agreement_seeds_that_found_drop_bugs_hold_every_invariant() {
     }
 }
 
+/// Runs `cfg`, whose one layout change goes through the agreement: every invariant
+/// holds and the change is decided (version 2).
+fn run_one_agreed_change(cfg: &SimConfig) -> RunReport {
+    let report = run_ok(cfg);
+    assert_eq!(
+        report.layout.versions, 2,
+        "seed {}: {:?}",
+        cfg.seed, report.layout
+    );
+    report
+}
+
 /// The ScyllaDB bug: a coordinator paused with writes in flight while its partitions
 /// move. Node 0 is paused for 2 s right after a scripted put reached it (its replica
 /// requests out, the answers waiting); meanwhile an operator commits node 1's leave
@@ -288,12 +300,7 @@ fn a_coordinator_paused_with_writes_in_flight_while_its_partitions_move_loses_no
             at: Duration::from_millis(1_000),
             length: Duration::from_secs(2),
         }];
-        let report = run_ok(&cfg);
-        assert_eq!(
-            report.layout.versions, 2,
-            "seed {seed}: {:?}",
-            report.layout
-        );
+        let report = run_one_agreed_change(&cfg);
         assert!(transfers_done(&report) > 0, "seed {seed}: nothing moved");
         let resumed = sim::EPOCH + Duration::from_secs(3);
         // The scripted client's put (the client after the workload's and the reader).
@@ -336,12 +343,7 @@ fn hints_for_a_node_that_leaves_go_to_the_new_owners() {
             start: Duration::from_millis(200),
             length: Duration::from_millis(2_800),
         }];
-        let report = run_ok(&cfg);
-        assert_eq!(
-            report.layout.versions, 2,
-            "seed {seed}: {:?}",
-            report.layout
-        );
+        let report = run_one_agreed_change(&cfg);
         redirected += report.counter_with(HINTS_TOTAL, &[("event", "redirected")]);
     }
     assert!(redirected > 0, "no hint was redirected to a new owner");
