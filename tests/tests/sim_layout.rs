@@ -254,10 +254,12 @@ fn changes_through_the_agreement_hold_every_invariant_under_faults() {
 /// pruned (seed 101: the cluster never settled), and an anti-entropy exchange that
 /// outlived its partition's drop and merged fetched keys into it (seed 183); and one
 /// that found a checker's mistake: two operators fell back to one member and one commit
-/// carried both changes, which `layout_version` took for a wrong layout (seed 413).
+/// carried both changes, which `layout_version` took for a wrong layout (seed 413), or
+/// one operator's restage replaced the other's change before it committed (seed 573:
+/// operators now start over when the plan shows other changes than theirs).
 #[test]
 fn agreement_seeds_that_found_bugs_hold_every_invariant() {
-    for seed in [64, 101, 183, 413] {
+    for seed in [64, 101, 183, 413, 573] {
         run_ok(&agreed_config(seed));
     }
 }

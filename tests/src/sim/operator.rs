@@ -1,8 +1,9 @@
 //! Simulated operators: a layout change through the agreement, as `shoal cluster` makes
 //! it. An operator sends `ClientRequest::Cluster` requests to one live member (its
 //! preferred node while that is up): `status` (done if the layout already shows the
-//! change), `unstage`, `stage`, `plan`, then `commit --version V` with the version the
-//! plan was made on. The node proposes the next layout through its Paxos; the decided
+//! change), `unstage`, `stage`, `plan` (it starts over when the plan shows other
+//! changes than its own: another operator restaged on the same member), then `commit
+//! --version V` with the version the plan was made on. The node proposes the next layout through its Paxos; the decided
 //! version reaches the other nodes through the engines' own messages (pushes, fetches on
 //! a newer stamp) over the simulated network. A refusal, a lost commit, a lost message or
 //! a timeout makes the operator start over after a pause, a bounded number of times.
@@ -264,6 +265,12 @@ impl Sim {
             }
             (Step::Stage, Ok(ClusterReply::Staged(_))) => {
                 self.operator_send(k, Step::Plan, ClusterRequest::Plan);
+            }
+            (Step::Plan, Ok(ClusterReply::Plan(plan))) if plan.changes != [change.clone()] => {
+                // Another operator restaged on the same member meanwhile: as a person
+                // reading the plan would, start over rather than commit its change.
+                self.layout_stats.refused += 1;
+                self.operator_retry(k);
             }
             (Step::Plan, Ok(ClusterReply::Plan(plan))) => {
                 let commit = ClusterRequest::Commit {
