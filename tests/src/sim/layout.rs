@@ -96,8 +96,9 @@ pub const CHANGE_KINDS: [&str; 4] = ["join", "leave", "remove", "replace"];
 /// [`CHANGE_KINDS`]), at an instant in the first 2.5 s, committed through a member the
 /// change is not about; on odd `seed / 4` a second operator commits the join of
 /// another spare through another member at the same moment (two concurrent commits of
-/// one version). A run that kills a member for good uses W = 2 and no power cuts: a
-/// write acknowledged by the removed node alone is legitimately lost with its disk.
+/// one version). A run that kills a member for good uses W = 2, no power cuts and hints
+/// that do not expire within the run: a write acknowledged by the removed node and
+/// otherwise held only by a hint is lost with its disk when the hint expires.
 pub fn with_seeded_changes(cfg: SimConfig) -> SimConfig {
     use rand::{Rng, SeedableRng};
     let seed = cfg.seed;
@@ -163,6 +164,10 @@ pub fn with_seeded_changes(cfg: SimConfig) -> SimConfig {
         cfg.quorum = Some(super::Quorum { n: 3, r: 2, w: 2 });
         cfg.vary_quorums = false;
         cfg.power_cuts = super::PowerCutMix::None;
+        // A write acknowledged by the killed node and a hint for a replica whose disk
+        // was full has its hint as the only other copy: a hint that expires before it
+        // lands loses the write with the node (the long run's seed 882).
+        cfg.handoff = Some(super::HandoffLimits::ROOMY);
     }
     cfg
 }

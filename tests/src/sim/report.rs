@@ -264,7 +264,8 @@ pub fn replay_command(cfg: &SimConfig) -> String {
     if cfg.storage_timing.is_some() {
         inexpressible.push("storage timing");
     }
-    if cfg.handoff.is_some() {
+    // `--layout-changes` sets the handoff limits of the runs that kill a member itself.
+    if cfg.handoff.is_some() && !seeded_layout {
         inexpressible.push("handoff limits");
     }
     if !cfg.scripted_partitions.is_empty()
