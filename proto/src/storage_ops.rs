@@ -262,6 +262,19 @@ impl StorageOp {
         }
     }
 
+    /// The partition whose objects (and Merkle tree) the op changes, if it changes any:
+    /// the engine drops a partition only once no such op on it is in flight.
+    pub fn data_partition(&self) -> Option<PartitionId> {
+        match self {
+            StorageOp::Coordinate { partition, .. }
+            | StorageOp::Merge { partition, .. }
+            | StorageOp::MergeMany { partition, .. }
+            | StorageOp::ReplaceMany { partition, .. }
+            | StorageOp::Reap { partition, .. } => Some(*partition),
+            _ => None,
+        }
+    }
+
     /// Whether the op may change what is stored: its success is acknowledged only once
     /// durable when the node syncs before acknowledging (`durability = "sync"`, group
     /// commit). No wildcard: a new op must say.

@@ -551,6 +551,16 @@ impl Engine {
         match side {
             Side::Ours => {
                 let op = self.aae_op(request);
+                // An exchange that outlived its partition here (dropped or being
+                // dropped: the node holds it no more) must not write into it again.
+                if op.data_partition().is_some()
+                    && (!self.holds(&self.me, partition)
+                        || self.placement.dropping.contains(&partition))
+                {
+                    let why = format!("partition {partition} is no longer held here");
+                    self.finish_exchange(id, Err(ExchangeFailure::LocalStorage(why)));
+                    return;
+                }
                 self.storage(op, waiter);
             }
             Side::Theirs => {

@@ -219,6 +219,8 @@ enum Waiter {
 struct Pending {
     to: Option<NodeId>,
     waiter: Waiter,
+    /// For a storage op that changes a partition's data: the partition.
+    writes: Option<PartitionId>,
 }
 
 /// One node's replication state machine. See the module documentation.
@@ -577,6 +579,9 @@ impl Engine {
         let Some(p) = self.pending.remove(&id) else {
             return;
         };
+        if let Some(partition) = p.writes {
+            self.write_landed(partition);
+        }
         if result.is_err() {
             metrics::counter!(crate::metrics::ENGINE_STORAGE_FAILURES_TOTAL).increment(1);
         }
@@ -694,6 +699,7 @@ impl Engine {
             Pending {
                 to: Some(to.clone()),
                 waiter,
+                writes: None,
             },
         );
         self.out.push_back(Command::Send {
@@ -706,7 +712,18 @@ impl Engine {
 
     fn storage(&mut self, op: StorageOp, waiter: Waiter) {
         let id = self.next_request_id();
-        self.pending.insert(id, Pending { to: None, waiter });
+        let writes = op.data_partition();
+        if let Some(p) = writes {
+            self.placement.write_issued(p);
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                to: None,
+                waiter,
+                writes,
+            },
+        );
         self.out.push_back(Command::Storage { id, op });
     }
 

@@ -57,6 +57,18 @@ pub(super) struct Placement {
     /// Partitions no longer held whose drop failed: tried again at the next tick.
     to_drop: BTreeSet<PartitionId>,
     done: u64,
+    /// Storage ops in flight that change each partition's data: storage may carry out
+    /// ops in another order than issued, so a drop issued before such an op landed
+    /// could leave its data behind.
+    writes_in_flight: BTreeMap<PartitionId, usize>,
+    /// Partitions in `dropping` whose drop waits for their writes in flight to land.
+    drop_deferred: BTreeSet<PartitionId>,
+}
+
+impl Placement {
+    pub(super) fn write_issued(&mut self, p: PartitionId) {
+        *self.writes_in_flight.entry(p).or_default() += 1;
+    }
 }
 
 /// Creates the transfer counters at zero, so that they are exported (and a rate can be
@@ -331,7 +343,12 @@ impl Engine {
                     changed |= self.layout.advance(Tracker::Sync, &me, next);
                     continue;
                 }
-                Some(job) if job.version == next => break,
+                Some(job) if job.version == next => {
+                    if self.forget_stale_sources(next) {
+                        continue;
+                    }
+                    break;
+                }
                 _ => self.placement.sync = None,
             }
             if self.layout.min_ack() < next {
@@ -373,10 +390,12 @@ impl Engine {
             }
             self.aae.forget_partition(p);
             self.placement.dropping.insert(p);
-            self.storage(
-                StorageOp::DropPartition { partition: p },
-                Waiter::DropPartition(p),
-            );
+            if self.placement.writes_in_flight.contains_key(&p) {
+                // Refused for new work from now on; dropped once the writes landed.
+                self.placement.drop_deferred.insert(p);
+                continue;
+            }
+            self.issue_drop(p);
         }
         if self.aae.reap_next >= self.replica_partitions.len() {
             self.aae.reap_next = 0;
@@ -414,6 +433,29 @@ impl Engine {
                 .map(|(p, _, _)| p),
         );
         self.refresh_held();
+    }
+
+    fn issue_drop(&mut self, p: PartitionId) {
+        self.storage(
+            StorageOp::DropPartition { partition: p },
+            Waiter::DropPartition(p),
+        );
+    }
+
+    /// A storage op that changed partition `p`'s data finished: the last one lets a
+    /// deferred drop of `p` go.
+    pub(super) fn write_landed(&mut self, p: PartitionId) {
+        let placement = &mut self.placement;
+        let Some(n) = placement.writes_in_flight.get_mut(&p) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            placement.writes_in_flight.remove(&p);
+            if placement.drop_deferred.remove(&p) {
+                self.issue_drop(p);
+            }
+        }
     }
 
     pub(super) fn on_partition_dropped(&mut self, partition: PartitionId, result: StorageResult) {
@@ -462,6 +504,38 @@ impl Engine {
         }
         metrics::gauge!(crate::metrics::TRANSFERS_PENDING).set(pending as f64);
         metrics::gauge!(crate::metrics::TRANSFERS_RUNNING).set(self.aae.transfers_running() as f64);
+    }
+
+    /// Drops from the sync job of version `v` the sources that are no longer old
+    /// replicas of their partition in a kept version: a version pruned while the job
+    /// ran (every node synced a newer one, whose replicas hold what it held) lets its
+    /// replicas drop the partition, and they refuse the exchange for good. A partition
+    /// left without a source needs none. Whether the job is now empty.
+    fn forget_stale_sources(&mut self, v: u64) -> bool {
+        let n = usize::from(self.cfg.replication.n);
+        let valid: BTreeMap<PartitionId, BTreeSet<NodeId>> = self
+            .layout
+            .sync_needs(&self.me, v, n)
+            .into_iter()
+            .map(|need| (need.partition, need.sources.into_iter().collect()))
+            .collect();
+        let Some(job) = self.placement.sync.as_mut() else {
+            return false;
+        };
+        let before = job.left.len();
+        job.left.retain(|p, sources| {
+            sources.retain(|s| valid.get(p).is_some_and(|ok| ok.contains(s)));
+            !sources.is_empty()
+        });
+        let finished = (before - job.left.len()) as u64;
+        if finished > 0 {
+            self.placement.done += finished;
+            metrics::counter!(crate::metrics::TRANSFERS_DONE_TOTAL).increment(finished);
+        }
+        self.placement
+            .sync
+            .as_ref()
+            .is_some_and(|j| j.left.is_empty())
     }
 
     /// A transfer exchange of `partition` with `source` ended.

@@ -559,3 +559,67 @@ fn a_forwarded_request_at_a_node_gaining_the_partition_is_coordinated() {
         "b coordinates the read: {cmds:?}"
     );
 }
+
+/// A partition is dropped only after every write to it already handed to storage has
+/// landed: storage may carry out operations in another order than issued (the node's
+/// worker threads, the simulator's completion timing), so a merge issued before the
+/// drop and carried out after it would leave data of a partition the node no longer
+/// holds (found by the simulator's `not_dropped` check, through the agreement).
+#[test]
+fn a_partition_is_dropped_only_after_the_writes_in_flight_to_it_landed() {
+    use shoal_proto::layout::{Change, Tracker};
+    use shoal_proto::{Object, SiblingValue, Time};
+    let mut c = cluster(4, 7);
+    let (a, b) = (id("a"), id("b"));
+    let key = c.key_where(|p| p.contains(&a));
+    let p = c.partition(&key);
+    let mut object = Object::new();
+    object
+        .update(
+            &shoal_proto::CausalContext::default(),
+            SiblingValue::Data(b"v".to_vec()),
+            shoal_proto::Dot::new(shoal_proto::Actor(9), 1),
+            Time::from_micros(1),
+        )
+        .expect("a first value");
+    let cmds = c.peer(&a, 1, &b, replicate(p, &key, &object, None));
+    let merge = cmds
+        .iter()
+        .find(|cmd| {
+            matches!(
+                cmd,
+                Command::Storage {
+                    op: StorageOp::Merge { .. },
+                    ..
+                }
+            )
+        })
+        .cloned()
+        .expect("the replica write goes to storage");
+    // Node a leaves, and every member already reads from version 2: a holds nothing.
+    let mut history = c.engine(&a).layout().clone();
+    let v2 = history
+        .current()
+        .commit(&[Change::Leave { id: a.clone() }], 1)
+        .expect("a may leave");
+    history.push(v2).expect("version 2");
+    for m in history.tracked() {
+        for t in [Tracker::Ack, Tracker::Sync, Tracker::SyncAck] {
+            history.advance(t, &m, 2);
+        }
+    }
+    history.prune();
+    let node = c.node(&a);
+    node.engine.merge_layout(&history).expect("merged");
+    let is_drop = |cmd: &Command| matches!(cmd, Command::Storage { op: StorageOp::DropPartition { partition }, .. } if *partition == p);
+    let before = node.drain();
+    assert!(
+        !before.iter().any(is_drop),
+        "dropped while a write to the partition is in flight: {before:?}"
+    );
+    let after = c.run_storage(&a, &merge);
+    assert!(
+        after.iter().any(is_drop),
+        "the drop follows the write: {after:?}"
+    );
+}

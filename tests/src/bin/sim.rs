@@ -17,6 +17,8 @@
 //!   them; `--power-cuts` makes every seed with faults draw them, `--no-power-cuts` none.
 //! - `--sessions` runs the workload's clients as sessions (`shoal_proto::session`);
 //!   `--sessions-without-escalation` as sessions that accept every reply.
+//! - `--layout-changes` adds a layout change through the agreement to every seed (join,
+//!   leave, remove or replace by seed % 4; two concurrent operators on odd seed / 4).
 
 use std::process::ExitCode;
 
@@ -136,6 +138,12 @@ struct Args {
     /// Sessions that never ask more replicas (to see the checker catch stale reads).
     #[arg(long)]
     sessions_without_escalation: bool,
+    /// Each seed also changes the layout through the agreement: a join, a leave, a
+    /// removal or a replacement by seed % 4, with a second operator committing a join
+    /// at the same moment on odd seed / 4 (`sim::layout::with_seeded_changes`; it sets
+    /// the cluster size, and W = 2 without power cuts for removals and replacements).
+    #[arg(long)]
+    layout_changes: bool,
 }
 
 /// Parses a clock skew in seconds, 0 to 3600.
@@ -197,6 +205,9 @@ impl Args {
             cfg.sessions = SessionMode::On;
         } else if self.sessions_without_escalation {
             cfg.sessions = SessionMode::NoEscalation;
+        }
+        if self.layout_changes {
+            cfg = sim::layout::with_seeded_changes(cfg);
         }
         cfg
     }

@@ -498,6 +498,11 @@ pub struct SimConfig {
     /// Layout changes (joins, leaves, removals, replacements), each installed on every
     /// running node at its instant (see `sim/layout.rs`).
     pub layout_changes: Vec<super::layout::ScriptedLayoutChange>,
+    /// Whether the layout changes go through the agreement: an operator stages and
+    /// commits each at a live member, whose Paxos decides it, and the engines spread it
+    /// (`sim/operator.rs`); spares start as candidates. Otherwise each is installed on
+    /// every running node at its instant (exact timing, no agreement).
+    pub layout_agreement: bool,
 }
 
 /// How the workload's clients use sessions.
@@ -577,6 +582,7 @@ impl SimConfig {
             sessions: SessionMode::Off,
             spare_nodes: 0,
             layout_changes: Vec::new(),
+            layout_agreement: false,
         }
     }
 

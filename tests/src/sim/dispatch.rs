@@ -8,7 +8,7 @@ use std::time::Duration;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use shoal_proto::wire::{
-    self, ClientRequest, MemberState, PeerRequest, PeerResponse, Request, Response,
+    self, ClientRequest, LayoutStamp, MemberState, PeerRequest, PeerResponse, Request, Response,
 };
 use shoal_proto::{
     Command, Dot, InboundId, Monotonic, Now, Object, RequestError, RequestId, SendError, Sender,
@@ -20,7 +20,7 @@ use super::config::StorageTiming;
 use super::event::{Event, StorageWork};
 use super::log;
 use super::network::{refusal_delay, storage_delay, Fate, Partition, RpcKey};
-use super::node::ReplyTo;
+use super::node::{ReplyTo, StartAs};
 use super::{MemberChange, Phase, Sim, SimError};
 use crate::history::{Coordination, OpId, Reaping};
 
@@ -40,9 +40,10 @@ impl Sim {
                 rpc,
                 to,
                 to_incarnation,
+                stamp,
                 request,
                 copy,
-            } => self.deliver_peer_request(rpc, to, to_incarnation, request, copy),
+            } => self.deliver_peer_request(rpc, to, to_incarnation, stamp, request, copy),
             Event::PeerResponse { rpc, result } => self.finish_rpc(rpc, result),
             Event::RpcTimeout { rpc } => self.finish_rpc(rpc, Err(SendError::Timeout)),
             Event::StorageDone {
@@ -58,10 +59,14 @@ impl Sim {
                 node,
                 request,
             } => self.deliver_client_request(client, op, node, request),
-            Event::ClientResponse { client, op, result } => {
-                self.client_response(client, op, result)
-            }
-            Event::ClientTimeout { client, op } => self.client_timeout(client, op),
+            Event::ClientResponse { client, op, result } => match self.operator_of(client) {
+                Some(k) => self.operator_response(k, op, result),
+                None => self.client_response(client, op, result),
+            },
+            Event::ClientTimeout { client, op } => match self.operator_of(client) {
+                Some(k) => self.operator_timeout(k, op),
+                None => self.client_timeout(client, op),
+            },
             Event::ClientWake { client } => self.client_wake(client),
             Event::FaultTick => self.fault_tick()?,
             Event::Partition {
@@ -95,6 +100,7 @@ impl Sim {
             }
             Event::Restore { node } => self.restore(node)?,
             Event::LayoutChange { index } => self.layout_change(index)?,
+            Event::OperatorWake { operator } => self.operator_wake(operator),
         }
         Ok(())
     }
@@ -115,8 +121,26 @@ impl Sim {
         let actor: u64 = self.rng.random();
         self.sync_due(i);
         let now = self.node_now(i);
+        let members = self.setup.nodes;
+        let how = if !self.cfg.layout_agreement {
+            StartAs::Member {
+                decided: &self.decided,
+            }
+        } else if i < members {
+            StartAs::Seed {
+                decided: &self.decided,
+            }
+        } else {
+            StartAs::Candidate {
+                addr: super::node::address(i),
+                partitions: super::PARTITIONS,
+                bootstrap: (0..members)
+                    .map(|j| (self.nodes[j].id.clone(), super::node::address(j)))
+                    .collect(),
+            }
+        };
         let node = &mut self.nodes[i];
-        node.start(&self.engine_cfg, &self.decided, seed, actor, now)
+        node.start(&self.engine_cfg, &how, seed, actor, now)
             .map_err(|source| SimError::Start {
                 node: node.id.to_string(),
                 source,
@@ -130,6 +154,7 @@ impl Sim {
                 .unwrap_or_default()
         );
         self.note(i, &what);
+        self.check_versions(i, true);
         self.arm_timer(i);
         Ok(())
     }
@@ -326,6 +351,7 @@ impl Sim {
         }
         self.arm_timer(i);
         self.note_member_changes(i);
+        self.check_versions(i, false);
     }
 
     /// Record the changes of node `i`'s failure detector since it was last looked at.
@@ -433,6 +459,9 @@ impl Sim {
             return;
         }
         let to_incarnation = self.nodes[target].incarnation;
+        let Some(stamp) = self.nodes[from].running.as_ref().map(|r| r.engine.stamp()) else {
+            return;
+        };
         let copies = if self.net.duplicates(&mut self.rng) {
             self.faults.duplicated += 1;
             2
@@ -460,6 +489,7 @@ impl Sim {
                             rpc,
                             to: target,
                             to_incarnation,
+                            stamp: stamp.clone(),
                             request: request.clone(),
                             copy,
                         },
@@ -474,6 +504,7 @@ impl Sim {
         rpc: RpcKey,
         to: usize,
         to_incarnation: u32,
+        stamp: LayoutStamp,
         request: PeerRequest,
         copy: u8,
     ) {
@@ -507,7 +538,7 @@ impl Sim {
                 now,
                 InboundId(inbound),
                 Sender::Node(sender),
-                Request::Peer(request),
+                Request::Stamped(stamp, request),
             );
         }
         self.drain(to);
@@ -659,7 +690,38 @@ impl Sim {
             _ => Vec::new(),
         };
         let actor = r.executor.actor();
+        let dropping = match &op {
+            StorageOp::DropPartition { partition } => Some(*partition),
+            _ => None,
+        };
+        let written = op.data_partition();
+        let n = usize::from(self.setup.quorum.n);
+        let holds = |p| r.engine.layout().holds(&self.nodes[i].id, p, n);
+        // A write landing on a partition this node dropped and does not hold again:
+        // data (a replayed hint, a late replica write) nobody reads, left for good.
+        let after_drop = written.filter(|&p| {
+            !holds(p)
+                && self
+                    .drops
+                    .iter()
+                    .any(|(node, d, _)| *d == p && *node == self.nodes[i].id.to_string())
+        });
         let result = r.executor.execute(op);
+        if let (Some(p), Ok(_)) = (dropping, &result) {
+            self.drops.push((self.name(i), p, now));
+        }
+        let late_write = match (after_drop, &result) {
+            (Some(p), Ok(_)) => vec![crate::checkers::Violation::new(
+                "write_after_drop",
+                "*",
+                format!(
+                    "{} stored a write of partition {p} ({desc}) after dropping it, not \
+                     holding it again",
+                    self.name(i)
+                ),
+            )],
+            _ => Vec::new(),
+        };
         for (partition, key, object) in reaping {
             let read = StorageOp::Read {
                 partition,
@@ -698,6 +760,7 @@ impl Sim {
             log::storage_reply(&result)
         );
         self.note(i, &what);
+        self.add_violations(late_write);
         result
     }
 

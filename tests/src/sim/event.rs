@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use shoal_proto::wire::{ClientRequest, PeerRequest, PeerResponse, Response};
+use shoal_proto::wire::{ClientRequest, LayoutStamp, PeerRequest, PeerResponse, Response};
 use shoal_proto::{RequestId, SendError, StorageOp, StorageResult, Time};
 
 use super::network::RpcKey;
@@ -13,11 +13,13 @@ use crate::history::OpId;
 /// Something that happens at an instant of virtual time.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// A node-to-node request reaches its target (`copy` > 0: a duplicate).
+    /// A node-to-node request reaches its target (`copy` > 0: a duplicate), stamped
+    /// with the sender's layout as it was when sent (as the node's driver stamps it).
     PeerRequest {
         rpc: RpcKey,
         to: usize,
         to_incarnation: u32,
+        stamp: LayoutStamp,
         request: PeerRequest,
         copy: u8,
     },
@@ -83,6 +85,9 @@ pub(crate) enum Event {
     /// A scripted restore: crash `node` (if up) and start it on its backup, in restore
     /// mode.
     Restore { node: usize },
+    /// Operator `operator` (of a layout change through the agreement) takes its next
+    /// step.
+    OperatorWake { operator: usize },
 }
 
 impl Event {

@@ -87,10 +87,12 @@ mod liveness;
 mod log;
 mod network;
 mod node;
+pub mod operator;
 mod power;
 mod report;
 pub mod scenario;
 mod timeline;
+mod versions;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -210,6 +212,14 @@ pub(crate) struct Sim {
     clocks: clock::Clocks,
     /// Power cuts: their RNG stream and the nodes' sync schedules.
     power: PowerState,
+    /// The operators of layout changes through the agreement.
+    operators: Vec<operator::Operator>,
+    /// Every layout version any node held (the "one layout per version" checker).
+    versions: versions::Versions,
+    /// The operators' counts.
+    layout_stats: operator::LayoutStats,
+    /// Every partition drop a node carried out: the node, the partition, when.
+    drops: Vec<(String, shoal_ring::PartitionId, Time)>,
 }
 
 /// Most violations a run keeps (the first ones are the interesting ones).
@@ -390,6 +400,10 @@ impl Sim {
             member_changes: Vec::new(),
             clocks,
             power,
+            operators: Vec::new(),
+            versions: versions::Versions::default(),
+            layout_stats: operator::LayoutStats::default(),
+            drops: Vec::new(),
         })
     }
 
@@ -430,9 +444,13 @@ impl Sim {
             }
         }
         let state = self.final_state();
+        if !self.cfg.layout_changes.is_empty() {
+            self.layout_stats.stranded = self.forget_stranded_writes(&state) as u64;
+        }
         let mut found = checkers::check_final(&self.history, &state, self.ryw);
         if !self.cfg.layout_changes.is_empty() {
             found.extend(self.check_dropped());
+            found.extend(self.check_commits());
         }
         // A duplicated request can be applied by one copy and refused by the other, and
         // its client hears one of the answers: a refusal then describes an attempt, not
@@ -604,6 +622,7 @@ impl Sim {
             && self.clients.iter().all(|c| c.current.is_none())
             && self.now >= EPOCH + self.cfg.min_safety_time
             && self.burst_end().is_none_or(|end| self.now >= end)
+            && self.layout_changes_done()
     }
 
     fn add_violations(&mut self, found: Vec<Violation>) {
@@ -738,6 +757,10 @@ impl Sim {
             final_state: state,
             timeline: self.timeline,
             member_changes: self.member_changes,
+            layout: operator::LayoutStats {
+                versions: self.versions.seen.keys().next_back().copied().unwrap_or(0),
+                ..self.layout_stats
+            },
         }
     }
 }

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use shoal_executor::{ExecError, Executor};
 use shoal_proto::layout::LayoutHistory;
-use shoal_proto::{Engine, EngineConfig, EngineError, Now, Time};
+use shoal_proto::{Engine, EngineConfig, EngineError, Now, StorageOp, StorageReply, Time};
 use shoal_ring::NodeId;
 use shoal_storage::MemStorage;
 
@@ -56,9 +56,25 @@ pub(crate) struct SimNode {
     /// Not in the cluster: a spare not joined yet, or a member removed or replaced (dead
     /// for good). Never started or restarted.
     pub dormant: bool,
-    /// The layout history the node had when it last stopped: what it would have
-    /// persisted (the layout agreement stores it; here the simulator keeps it).
-    pub stored_layout: Option<LayoutHistory>,
+    /// The newest layout version the checker of "one layout per version" has looked at on
+    /// this node (see `versions.rs`).
+    pub versions_checked: u64,
+}
+
+/// What a node with no stored layout starts as.
+pub(crate) enum StartAs<'a> {
+    /// A member of the scripted layouts: the history decided so far (also merged into a
+    /// stored one, as scripted installs bypass the agreement).
+    Member { decided: &'a LayoutHistory },
+    /// A seed of the cluster: the first layout, made from the seeds (a stored history
+    /// wins and is not merged with anything).
+    Seed { decided: &'a LayoutHistory },
+    /// A node in no layout: a candidate that says hello to `bootstrap`.
+    Candidate {
+        addr: SocketAddr,
+        partitions: u32,
+        bootstrap: Vec<(NodeId, SocketAddr)>,
+    },
 }
 
 /// Why a node could not start.
@@ -70,6 +86,9 @@ pub enum StartError {
     /// The executor could not open the storage.
     #[error("executor: {0}")]
     Executor(#[from] ExecError),
+    /// Its first layout could not be saved.
+    #[error("saving the layout: {0}")]
+    Storage(String),
 }
 
 /// The nominal address of node `i` (never dialled: the simulator routes by id).
@@ -96,7 +115,7 @@ impl SimNode {
             disk_full_until: None,
             backup: None,
             dormant: false,
-            stored_layout: None,
+            versions_checked: 0,
         }
     }
 
@@ -124,11 +143,13 @@ impl SimNode {
     }
 
     /// Start a new incarnation on the node's data with a new `actor` (every open of a data
-    /// directory mints one); `seed` seeds the engine.
+    /// directory mints one); `seed` seeds the engine. As a node starts: the layout state
+    /// stored in its data (history, Paxos acceptor state, staged changes) wins; with
+    /// none, `how` says what it starts as.
     pub(crate) fn start(
         &mut self,
         cfg: &EngineConfig,
-        decided: &LayoutHistory,
+        how: &StartAs,
         seed: u64,
         actor: u64,
         now: Now,
@@ -138,13 +159,65 @@ impl SimNode {
         self.disk_full_until = None;
         self.data.set_disk_full(false);
         let executor = Executor::open(self.data.reopen(), || actor)?;
-        // Its stored history, plus the versions decided while it was down (a node
-        // learns them from its peers).
-        let mut layout = self.stored_layout.take().unwrap_or_else(|| decided.clone());
-        layout
-            .merge(decided)
-            .map_err(|e| StartError::Engine(EngineError::Addresses(e.to_string())))?;
-        let engine = Engine::with_layout(cfg.clone(), self.id.clone(), layout, seed, now)?;
+        let stored = match executor.execute(StorageOp::LoadLayout) {
+            Ok(StorageReply::Layout(stored)) => stored.filter(|s| s.history.is_member(&self.id)),
+            _ => None,
+        };
+        let bad = |e: String| StartError::Engine(EngineError::Addresses(e));
+        let engine = match (stored, how) {
+            (Some(saved), StartAs::Member { decided }) => {
+                let mut history = saved.history.clone();
+                // Scripted installs: the versions decided while it was down (a node
+                // learns them from its peers).
+                history.merge(decided).map_err(|e| bad(e.to_string()))?;
+                let mut engine =
+                    Engine::with_layout(cfg.clone(), self.id.clone(), history, seed, now)?;
+                engine.restore_agreement(&saved);
+                engine
+            }
+            (Some(saved), _) => {
+                let mut engine = Engine::with_layout(
+                    cfg.clone(),
+                    self.id.clone(),
+                    saved.history.clone(),
+                    seed,
+                    now,
+                )?;
+                engine.restore_agreement(&saved);
+                engine
+            }
+            (None, StartAs::Member { decided } | StartAs::Seed { decided }) => {
+                let mut engine = Engine::with_layout(
+                    cfg.clone(),
+                    self.id.clone(),
+                    (*decided).clone(),
+                    seed,
+                    now,
+                )?;
+                // Saved before it serves, as a node saves its first layout.
+                let state = engine.persisted_layout_state();
+                executor
+                    .execute(StorageOp::SaveLayout(Box::new(state)))
+                    .map_err(|e| StartError::Storage(e.to_string()))?;
+                engine
+            }
+            (
+                None,
+                StartAs::Candidate {
+                    addr,
+                    partitions,
+                    bootstrap,
+                },
+            ) => Engine::candidate(
+                cfg.clone(),
+                self.id.clone(),
+                *addr,
+                *partitions,
+                bootstrap.clone(),
+                seed,
+                now,
+            )?,
+        };
         self.incarnation += 1;
         self.running = Some(Running {
             engine,
@@ -161,7 +234,6 @@ impl SimNode {
     /// storage handle is closed; the data stays for the next start.
     pub(crate) fn crash(&mut self) -> Option<Running> {
         let running = self.running.take()?;
-        self.stored_layout = Some(running.engine.layout().clone());
         self.paused_until = Time::ZERO;
         // Killing fences off the dead incarnation's handle; the data is untouched (and
         // not synced: the page cache still holds the unsynced writes).

@@ -92,6 +92,9 @@ pub struct RunReport {
     pub timeline: Timeline,
     /// Every change of a member's state as some node's failure detector saw it, in order.
     pub member_changes: Vec<MemberChange>,
+    /// Layout changes through the agreement: the operators' counts and the newest
+    /// version decided.
+    pub layout: super::operator::LayoutStats,
 }
 
 /// One node's failure detector changed its verdict on a peer.
@@ -219,8 +222,18 @@ pub fn replay_command(cfg: &SimConfig) -> String {
         Some(flags) => cmd.push_str(&flags),
         None => inexpressible.push("background settings"),
     }
+    // A run with the seed's own layout changes (`--layout-changes`), which fix the
+    // cluster size and, for removals and replacements, the quorums and power cuts.
+    let seeded_layout = cfg.layout_agreement
+        && !cfg.layout_changes.is_empty()
+        && super::layout::with_seeded_changes(cfg.clone()).layout_changes == cfg.layout_changes;
     match (cfg.faults, cfg.vary_quorums) {
         (FaultMix::None, false) => cmd.push_str(" --faults 0"),
+        (FaultMix::FromSeed { intensity }, false) if seeded_layout => {
+            if intensity != 1.0 {
+                cmd.push_str(&format!(" --faults {intensity}"));
+            }
+        }
         (FaultMix::FromSeed { intensity }, true) => {
             if intensity != 1.0 {
                 cmd.push_str(&format!(" --faults {intensity}"));
@@ -251,7 +264,8 @@ pub fn replay_command(cfg: &SimConfig) -> String {
     if cfg.storage_timing.is_some() {
         inexpressible.push("storage timing");
     }
-    if cfg.handoff.is_some() {
+    // `--layout-changes` sets the handoff limits of the runs that kill a member itself.
+    if cfg.handoff.is_some() && !seeded_layout {
         inexpressible.push("handoff limits");
     }
     if !cfg.scripted_partitions.is_empty()
@@ -260,9 +274,12 @@ pub fn replay_command(cfg: &SimConfig) -> String {
         || !cfg.scripted_ops.is_empty()
         || !cfg.scripted_pauses.is_empty()
         || !cfg.scripted_restores.is_empty()
-        || !cfg.layout_changes.is_empty()
+        || (!cfg.layout_changes.is_empty() && !seeded_layout)
     {
         inexpressible.push("scripted events");
+    }
+    if seeded_layout {
+        cmd.push_str(" --layout-changes");
     }
     if cfg.burst.is_some() {
         inexpressible.push("load burst");
@@ -347,6 +364,14 @@ impl RunReport {
             format!(
                 "  power cuts {} vetoed {} writes lost {}",
                 c.power_cuts, c.power_cuts_vetoed, c.writes_lost_to_power_cuts
+            )
+        } else {
+            String::new()
+        } + &if self.layout.versions > 1 || self.layout.committed > 0 {
+            let l = &self.layout;
+            format!(
+                "  layout v{} committed {} lost {} refused {} unanswered {} gave up {}",
+                l.versions, l.committed, l.lost, l.refused, l.unanswered, l.gave_up
             )
         } else {
             String::new()
