@@ -93,32 +93,14 @@ impl Client {
     /// Cluster calls go to the first reachable member in the cluster's order, so that
     /// consecutive calls (stage, plan, commit) reach the same node while it is up.
     pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
-        self.cluster_call_to(
-            "cluster_status",
-            ClusterRequest::Status,
-            Route::Any,
-            |r| match r {
-                ClusterReply::Status(s) => Some(s),
-                _ => None,
-            },
-        )
-        .await
+        self.cluster_status_at(Route::Any).await
     }
 
     /// The layout as member (or candidate) `node` sees it, with its own transfers: each
     /// node reports the partitions it pulls, so a cluster-wide view asks every member
     /// (what `shoal cluster status` does).
     pub async fn cluster_status_of(&self, node: &NodeId) -> Result<ClusterStatus, ClientError> {
-        self.cluster_call_to(
-            "cluster_status",
-            ClusterRequest::Status,
-            Route::Node(node),
-            |r| match r {
-                ClusterReply::Status(s) => Some(s),
-                _ => None,
-            },
-        )
-        .await
+        self.cluster_status_at(Route::Node(node)).await
     }
 
     /// Stages the join of `id`, a node that started and contacted the cluster (a
@@ -217,6 +199,20 @@ impl Client {
         pick: impl FnOnce(ClusterReply) -> Option<T>,
     ) -> Result<T, ClientError> {
         self.cluster_call_to(op, request, Route::Any, pick).await
+    }
+
+    /// A status answer from `route`.
+    async fn cluster_status_at(&self, route: Route<'_>) -> Result<ClusterStatus, ClientError> {
+        self.cluster_call_to(
+            "cluster_status",
+            ClusterRequest::Status,
+            route,
+            |r| match r {
+                ClusterReply::Status(s) => Some(s),
+                _ => None,
+            },
+        )
+        .await
     }
 
     /// [`Client::cluster_call`] to `route`.
