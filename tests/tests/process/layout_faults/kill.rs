@@ -7,7 +7,7 @@
 
 use shoal_proto::wire::ClusterRequest;
 
-use super::{more_acked, stage_candidate_join, stop_all, SLOW_TRANSFERS};
+use super::{more_acked, stage_candidate_join, stop_all, wait_repaired, SLOW_TRANSFERS};
 use crate::harness::{
     assert_owners_store, key_values, put_all, stored_layout, transfer_progress, wait_until,
     Cluster, LayoutProbe, Load, CHANGE_TIMEOUT,
@@ -31,14 +31,11 @@ async fn joiner_killed_at_each_transfer_phase_loses_no_acknowledged_write() {
     kill_at_each_phase(Victim::Joiner).await;
 }
 
-/// Ignored in CI until its end check waits for repair: in the CI run of 2026-12-03 17:18
-/// the restarted sender (n2) lacked 2 of the 1,419 keys it owns ("during-5-00149", written
-/// while it was down and acknowledged by the other two owners) when the nodes were
-/// stopped: the test stops them as soon as the layout settled, before hinted handoff or
-/// anti-entropy gave the restarted node the writes it missed. The check needs a bounded
-/// wait for hints drained and trees equal first. Run it with `--run-ignored`.
+/// The end check waits for hinted handoff and anti-entropy first: the restarted sender
+/// (n2) gets the writes acknowledged by the other two owners while it was down only
+/// through them (in the CI run of 2026-12-03 17:18, when the check ran as soon as the
+/// layout settled, n2 lacked 2 of its 1,419 keys).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "stops the nodes before the restarted sender got the writes it missed (2 of 1,419 once)"]
 async fn sender_killed_at_each_transfer_phase_loses_no_acknowledged_write() {
     kill_at_each_phase(Victim::Sender).await;
 }
@@ -144,6 +141,7 @@ async fn kill_at_each_phase(victim: Victim) {
         .await
         .expect("status");
     eprintln!("final status: {status:?}");
+    wait_repaired(&mut cluster, &client, 3).await;
     stop_all(&mut cluster);
     let all: Vec<(String, String)> = before.into_iter().chain(during).collect();
     let copies = assert_owners_store(&cluster, 3, &all);

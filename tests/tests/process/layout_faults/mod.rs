@@ -11,9 +11,12 @@ mod commits;
 mod fence;
 mod kill;
 
-use shoal_client::Client;
+use std::collections::BTreeSet;
 
-use crate::harness::{Cluster, LayoutProbe, CHANGE_TIMEOUT};
+use shoal_client::{Client, NodeId};
+
+use crate::aae::support::cli_aae_status;
+use crate::harness::{wait_hints_drained, wait_until, Cluster, LayoutProbe, CHANGE_TIMEOUT};
 
 /// Transfers slowed to about 100 keys a second (small batches, one exchange at a time), so
 /// that a transfer of a few hundred keys lasts seconds and its middle can be observed
@@ -52,4 +55,58 @@ fn stop_all(cluster: &mut Cluster) {
 /// the current count.
 async fn more_acked(load: &crate::harness::Load, more: usize) {
     load.wait_acked(load.acked(), more, CHANGE_TIMEOUT).await;
+}
+
+/// Waits (bounded by [`CHANGE_TIMEOUT`] each) until the running nodes hold no hint and
+/// `shoal aae status` shows every partition with `n` replicas of equal root and key
+/// count: the repair of writes a restarted node missed while it was down is done.
+/// Hinted handoff and anti-entropy are asynchronous by design: a write acknowledged by
+/// two owners while the third was down reaches the third only through them, so a check
+/// of every owner's store must come after them, not as soon as the layout settled.
+async fn wait_repaired(cluster: &mut Cluster, client: &Client, n: usize) {
+    let running: Vec<NodeId> = cluster
+        .running()
+        .into_iter()
+        .map(|i| cluster.id(i))
+        .collect();
+    let cluster = &*cluster;
+    wait_hints_drained(client, &running, CHANGE_TIMEOUT).await;
+    wait_until(
+        "every partition's replicas to have equal trees",
+        CHANGE_TIMEOUT,
+        || async {
+            let doc = cli_aae_status(cluster).await?;
+            if !doc.unreachable.is_empty() {
+                return Err(format!("unreachable: {:?}", doc.unreachable));
+            }
+            let differing: Vec<String> = doc
+                .partitions
+                .iter()
+                .filter(|p| {
+                    let roots: BTreeSet<&str> =
+                        p.replicas.iter().map(|r| r.root.as_str()).collect();
+                    let keys: BTreeSet<u64> = p.replicas.iter().map(|r| r.keys).collect();
+                    !p.equal || p.replicas.len() != n || roots.len() != 1 || keys.len() != 1
+                })
+                .map(|p| {
+                    let replicas: Vec<String> = p
+                        .replicas
+                        .iter()
+                        .map(|r| format!("{}={}/{}", r.node, r.keys, r.root))
+                        .collect();
+                    format!("{}: {}", p.partition, replicas.join(" "))
+                })
+                .collect();
+            if differing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} partitions differ (node=keys/root), first: {:?}",
+                    differing.len(),
+                    &differing[..differing.len().min(3)]
+                ))
+            }
+        },
+    )
+    .await;
 }
