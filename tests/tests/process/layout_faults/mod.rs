@@ -1,7 +1,8 @@
 //! Layout changes under faults on real processes (issue 9), the scenarios the simulator
 //! cannot reach: kill -9 of the joiner or of a sender at each transfer phase
 //! ([`kill`]), a replaced node coming back with its old data and layout ([`fence`]), two
-//! operators committing at once ([`commits`]), and a new layout every few seconds while
+//! operators committing at once ([`commits`]), also across a partition
+//! ([`partitioned`]), and a new layout every few seconds while
 //! a node is paused under client load ([`churn`]). Every scenario ends by checking, on the
 //! stopped nodes' stores, that each owner of the final layout holds every acknowledged
 //! write (a read at R = N could be answered by two copies and read-repair the third).
@@ -10,6 +11,7 @@ mod churn;
 mod commits;
 mod fence;
 mod kill;
+mod partitioned;
 
 use std::collections::BTreeSet;
 

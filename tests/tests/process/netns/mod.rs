@@ -86,7 +86,7 @@ keep_alive = \"1s\"
 ";
 
 /// Whether this process may make namespaces; `false` means skip (the caller returns).
-fn root_or_skip() -> bool {
+pub(crate) fn root_or_skip() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
