@@ -48,7 +48,8 @@ pub use kv::{
     values_of, wait_hints_drained,
 };
 pub use layout::{
-    assert_owners_store, stored_layout, transfer_progress, LayoutProbe, Load, CHANGE_TIMEOUT,
+    assert_owners_store, stored_layout, transfer_progress, try_ask, LayoutProbe, Load,
+    CHANGE_TIMEOUT,
 };
 pub use metrics::{http_get, scrape, url_encode};
 pub use process::{

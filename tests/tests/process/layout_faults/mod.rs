@@ -2,7 +2,8 @@
 //! cannot reach: kill -9 of the joiner or of a sender at each transfer phase
 //! ([`kill`]), a replaced node coming back with its old data and layout ([`fence`]), two
 //! operators committing at once ([`commits`]), also across a partition
-//! ([`partitioned`]), and a new layout every few seconds while
+//! ([`partitioned`]), a coordinator paused with writes in flight while its
+//! partitions move ([`paused`]), and a new layout every few seconds while
 //! a node is paused under client load ([`churn`]). Every scenario ends by checking, on the
 //! stopped nodes' stores, that each owner of the final layout holds every acknowledged
 //! write (a read at R = N could be answered by two copies and read-repair the third).
@@ -12,6 +13,7 @@ mod commits;
 mod fence;
 mod kill;
 mod partitioned;
+mod paused;
 
 use std::collections::BTreeSet;
 
