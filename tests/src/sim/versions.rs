@@ -106,8 +106,12 @@ impl Sim {
             };
             // An operator commits naming the plan it reviewed, which held its change
             // alone: a commit carrying anything else is refused (`PlanChanged`).
-            let matches =
-                before.layout.commit(&[change.clone()], v - 1).ok().as_ref() == Some(&after.layout);
+            let matches = before
+                .layout
+                .commit(std::slice::from_ref(change), v - 1)
+                .ok()
+                .as_ref()
+                == Some(&after.layout);
             if !matches {
                 found.push(Violation::new(
                     "layout_version",
