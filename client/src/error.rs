@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use shoal_proto::wire::PlanId;
 use shoal_proto::RequestError;
 use shoal_ring::NodeId;
 use shoal_transport::{CertificateError, TransportError};
@@ -179,6 +180,18 @@ pub enum ClientError {
     /// partition count, N): check the client's seeds. Not retryable.
     #[error("cluster settings differ: {0}")]
     ClusterMismatch(String),
+    /// A commit naming its plan ([`Client::commit_plan`](crate::Client::commit_plan))
+    /// found other changes staged on the node: another operator unstaged or restaged
+    /// there since the plan was made. Nothing changed; [`plan`](crate::Client::plan)
+    /// again, review the changes staged now (plan `staged`) and commit that plan. Not
+    /// retryable.
+    #[error("the changes staged now are plan {staged}, not plan {planned}: they changed since that plan (another operator unstaged or restaged on this node); nothing was committed, run `shoal cluster plan` again")]
+    PlanChanged {
+        /// The plan the commit named.
+        planned: PlanId,
+        /// The plan of the changes staged now.
+        staged: PlanId,
+    },
 }
 
 fn fmt_addrs(addrs: &[SocketAddr]) -> String {
@@ -220,6 +233,7 @@ impl ClientError {
             ClientError::LayoutRefused(_) => "layout_refused",
             ClientError::StaleLayout { .. } => "stale_layout",
             ClientError::ClusterMismatch(_) => "cluster_mismatch",
+            ClientError::PlanChanged { .. } => "plan_changed",
         }
     }
 
@@ -257,7 +271,8 @@ impl ClientError {
     /// it answers `Incomplete` instead, see below), [`DiskFull`](ClientError::DiskFull)
     /// (the coordinator's store refused it), [`StaleLayout`](ClientError::StaleLayout)
     /// and [`ClusterMismatch`](ClientError::ClusterMismatch) (refused before anything
-    /// was done), [`LayoutRefused`](ClientError::LayoutRefused) (nothing changed) and
+    /// was done), [`LayoutRefused`](ClientError::LayoutRefused) and
+    /// [`PlanChanged`](ClientError::PlanChanged) (nothing changed) and
     /// requests refused as invalid before anything was done. **False** for [`Timeout`](ClientError::Timeout),
     /// [`Transport`](ClientError::Transport) and the server's `Incomplete` (the write
     /// reached fewer replicas than it needed and spreads from them), whose outcome is
@@ -282,6 +297,7 @@ impl ClientError {
                 | ClientError::LayoutRefused(_)
                 | ClientError::StaleLayout { .. }
                 | ClientError::ClusterMismatch(_)
+                | ClientError::PlanChanged { .. }
         )
     }
 
@@ -314,6 +330,9 @@ impl From<RequestError> for ClientError {
             RequestError::LayoutRefused(m) => ClientError::LayoutRefused(m),
             RequestError::StaleLayout { current } => ClientError::StaleLayout { current },
             RequestError::ClusterMismatch(m) => ClientError::ClusterMismatch(m),
+            RequestError::PlanChanged { planned, staged } => {
+                ClientError::PlanChanged { planned, staged }
+            }
             other => ClientError::Server(other),
         }
     }
@@ -350,6 +369,10 @@ mod tests {
             RequestError::LayoutRefused("nothing is staged".into()),
             RequestError::StaleLayout { current: 7 },
             RequestError::ClusterMismatch("n 3 != 5".into()),
+            RequestError::PlanChanged {
+                planned: PlanId(1),
+                staged: PlanId(2),
+            },
         ];
         for e in cases {
             let text = e.to_string();
@@ -408,6 +431,26 @@ mod tests {
         assert!(!mismatch.is_retryable());
         assert!(!policy.should_retry(&mismatch, 1, false));
         assert_eq!(mismatch.label(), "cluster_mismatch");
+
+        let changed = ClientError::from(RequestError::PlanChanged {
+            planned: PlanId(0xab),
+            staged: PlanId(0xcd),
+        });
+        assert!(matches!(
+            changed,
+            ClientError::PlanChanged {
+                planned: PlanId(0xab),
+                staged: PlanId(0xcd)
+            }
+        ));
+        assert!(
+            changed.to_string().contains("plan 00000000000000cd"),
+            "{changed}"
+        );
+        assert!(!changed.is_retryable());
+        assert!(changed.is_not_applied());
+        assert!(!policy.should_retry(&changed, 1, true));
+        assert_eq!(changed.label(), "plan_changed");
     }
 
     #[test]

@@ -125,8 +125,10 @@
 //!
 //! [`Client::cluster_status`], [`Client::stage_join`], [`Client::stage_leave`],
 //! [`Client::stage_remove`], [`Client::stage_replace`], [`Client::unstage`],
-//! [`Client::plan`] and [`Client::commit`] are what `shoal cluster ...` runs; a refused
-//! change is [`ClientError::LayoutRefused`] with the node's reason. The client routes by
+//! [`Client::plan`], [`Client::commit_plan`] and [`Client::commit`] are what `shoal
+//! cluster ...` runs; a refused change is [`ClientError::LayoutRefused`] with the node's
+//! reason, and a commit naming a plan ([`PlanReport::id`]) that is no longer what is
+//! staged is [`ClientError::PlanChanged`]. The client routes by
 //! the layout version of its [`ClusterInfo`] ([`Client::layout_version`]); an answer that
 //! shows a newer one ([`ClientError::StaleLayout`], a cluster reply) makes it fetch the
 //! cluster info again, at most one fetch at a time and one per
@@ -177,8 +179,8 @@ pub use update::{
 pub use shoal_proto::layout::{Change, MemberState as LayoutMemberState};
 pub use shoal_proto::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, ClusterInfo, ClusterStatus, MemberAddress,
-    MemberReport, MemberRole, MemberState, MemberStatus, PlanReport, StatusReport, StorageHealth,
-    TransferSummary,
+    MemberReport, MemberRole, MemberState, MemberStatus, PlanId, PlanIdError, PlanReport,
+    StatusReport, StorageHealth, TransferSummary,
 };
 pub use shoal_proto::{RequestError, MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES};
 pub use shoal_ring::NodeId;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use shoal_client::{Client, ClientConfig, ClientError, RetryPolicy, TlsFiles};
+use shoal_client::{Client, ClientConfig, ClientError, PlanId, RetryPolicy, TlsFiles};
 use shoal_proto::layout::ClusterSettings;
 use shoal_proto::wire::{
     decode_request, encode_response, ClientRequest, ClientResponse, ClusterInfo, ClusterReply,
@@ -137,7 +137,9 @@ impl FakeNode {
 impl FakeNode {
     /// Cluster administration as a node with a layout answers it: status names the
     /// version; a commit on the current version makes the next one, on any other is
-    /// refused naming the current one.
+    /// refused naming the current one. Nothing is ever staged: a commit naming a plan
+    /// commits only the plan of no changes on the current version, and refuses any other
+    /// as changed.
     fn cluster(&self, request: ClusterRequest) -> ClientResponse {
         let mut info = self.shared.info.lock().unwrap();
         let info = info.as_mut().unwrap();
@@ -168,6 +170,20 @@ impl FakeNode {
                 ClientResponse::Error(RequestError::LayoutRefused(format!(
                     "the layout is at version {current}, not {version}: plan again"
                 )))
+            }
+            ClusterRequest::CommitPlan { version, plan } if version == current => {
+                let staged = PlanId::of(current, &[]);
+                if plan == staged {
+                    info.layout_version += 1;
+                    ClientResponse::Cluster(ClusterReply::Committed {
+                        version: info.layout_version,
+                    })
+                } else {
+                    ClientResponse::Error(RequestError::PlanChanged {
+                        planned: plan,
+                        staged,
+                    })
+                }
             }
             _ => ClientResponse::Error(RequestError::LayoutRefused("nothing is staged".into())),
         }
@@ -902,6 +918,30 @@ async fn a_stale_layout_refusal_makes_the_client_fetch_the_newer_layout_before_r
     refuse_next(&cluster, RequestError::StaleLayout { current: 2 });
     client.get("k").await.unwrap();
     assert_eq!(cluster_info_requests(&cluster), fetched + 1);
+    cluster.stop(client).await;
+}
+
+/// `commit_plan` sends the plan it names: the node's refusal of a changed plan is the
+/// typed `PlanChanged` naming the plan staged now; the plan staged now commits.
+#[tokio::test]
+async fn a_commit_naming_a_changed_plan_is_refused_with_the_plan_staged_now() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = Client::connect(cluster.config(cluster.addrs.clone()))
+        .await
+        .unwrap();
+    let staged = PlanId::of(1, &[]);
+    match client.commit_plan(1, PlanId(7)).await {
+        Err(e @ ClientError::PlanChanged { .. }) => {
+            assert!(
+                matches!(e, ClientError::PlanChanged { planned, staged: s } if planned == PlanId(7) && s == staged)
+            );
+            assert!(!e.is_retryable() && e.is_not_applied());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(client.layout_version(), 1);
+    assert_eq!(client.commit_plan(1, staged).await.unwrap(), 2);
+    assert_eq!(client.layout_version(), 2);
     cluster.stop(client).await;
 }
 

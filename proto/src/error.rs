@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::wire::PlanId;
+
 /// Why bytes could not be decoded. Decoders return this for any input; they never panic.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -174,6 +176,17 @@ pub enum RequestError {
     /// count, N): the two refuse each other rather than silently disagree.
     #[error("cluster settings differ: {0}")]
     ClusterMismatch(String),
+    /// A commit naming a plan ([`ClusterRequest::CommitPlan`](crate::wire::ClusterRequest::CommitPlan))
+    /// found other changes staged on the node: another operator unstaged or restaged
+    /// there since that plan was made. Nothing changed; plan again and review what is
+    /// staged now (`staged`) before committing it.
+    #[error("the changes staged now are plan {staged}, not plan {planned}: they changed since that plan (another operator unstaged or restaged on this node); nothing was committed, run `shoal cluster plan` again")]
+    PlanChanged {
+        /// The plan the commit named.
+        planned: PlanId,
+        /// The plan of the changes staged now (on the version the commit named).
+        staged: PlanId,
+    },
 }
 
 /// Why a node made no backup ([`RequestError::Backup`]).
@@ -233,6 +246,7 @@ impl RequestError {
             RequestError::LayoutRefused(_) => "layout_refused",
             RequestError::StaleLayout { .. } => "stale_layout",
             RequestError::ClusterMismatch(_) => "refused",
+            RequestError::PlanChanged { .. } => "layout_refused",
         }
     }
 }

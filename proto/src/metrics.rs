@@ -122,8 +122,10 @@ pub const RESTORE_PARTITIONS_LEFT: &str = "shoal_restore_partitions_left";
 /// Gauge: the current layout version this node serves from (0 for a candidate that has
 /// learned no layout yet).
 pub const LAYOUT_VERSION: &str = "shoal_layout_version";
-/// Counter, by `result` (`committed`, `lost`, `refused`, `failed`): layout commits this
-/// node ran as proposer (`lost`: a concurrent commit decided the version first).
+/// Counter, by `result` (`committed`, `lost`, `refused`, `plan_changed`, `failed`):
+/// layout commits this node ran as proposer (`lost`: a concurrent commit decided the
+/// version first; `plan_changed`: a commit naming a plan found other changes staged,
+/// refused).
 pub const LAYOUT_COMMITS_TOTAL: &str = "shoal_layout_commits_total";
 /// Counter, by `reason` (`cluster_mismatch`, `stale_layout`, `certificate_mismatch`,
 /// `not_a_member`): node-to-node messages this node refused because of the sender's

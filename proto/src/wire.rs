@@ -23,7 +23,9 @@
 //!   [`Request::Peer`] inside).
 //! - Version 4: [`Response::Stamped`], a client answer with the layout version the node
 //!   served it under, so that a client learns a newer layout from any answer; a client
-//!   of version 3 or older gets the plain [`Response::Client`] inside.
+//!   of version 3 or older gets the plain [`Response::Client`] inside. Also
+//!   [`ClusterRequest::CommitPlan`] and its refusal [`RequestError::PlanChanged`], which
+//!   a requester of version 3 gets as [`RequestError::LayoutRefused`] with its text.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -43,8 +45,8 @@ mod v1;
 mod v2;
 
 pub use cluster::{
-    ClusterReply, ClusterRequest, ClusterStatus, MemberReport, MemberRole, PlanReport,
-    StageRequest, TransferSummary,
+    ClusterReply, ClusterRequest, ClusterStatus, MemberReport, MemberRole, PlanId, PlanIdError,
+    PlanReport, StageRequest, TransferSummary,
 };
 
 /// The newest protocol version this build speaks: what it sends unless pinned lower.
@@ -68,6 +70,8 @@ impl WireVersion {
     const LAYOUTS: WireVersion = WireVersion(3);
     /// The first version whose client answers may carry a layout version.
     const CLIENT_STAMPS: WireVersion = WireVersion(4);
+    /// The first version with commits naming their plan ([`PlanId`]).
+    const PLAN_IDS: WireVersion = WireVersion(4);
 
     /// `version`, if this build speaks it.
     pub fn new(version: u16) -> Result<WireVersion, CodecError> {
@@ -855,12 +859,18 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
 }
 
 /// Encode a response frame body in `version`, dropping what that version cannot carry
-/// (version 1: the write times of a [`GetReply`]). An older version's frame is never
+/// (version 1: the write times of a [`GetReply`]; before version 4: a
+/// [`RequestError::PlanChanged`], sent as `LayoutRefused` with its text). An older version's frame is never
 /// longer than the current one's, so [`fit_response`] holds for it too.
 pub fn encode_response_as(resp: &Response, version: WireVersion) -> Vec<u8> {
     if version < WireVersion::CLIENT_STAMPS {
         if let Response::Stamped { response, .. } = resp {
             return encode_response_as(&Response::Client(response.clone()), version);
+        }
+    }
+    if version < WireVersion::PLAN_IDS {
+        if let Some(older) = cluster::before_plan_ids(resp) {
+            return encode_response_as(&older, version);
         }
     }
     if version < WireVersion::WRITE_TIMES {

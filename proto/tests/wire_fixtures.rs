@@ -236,6 +236,7 @@ fn error_variant(e: &RequestError) -> &'static str {
         RequestError::LayoutRefused(_) => "LayoutRefused",
         RequestError::StaleLayout { .. } => "StaleLayout",
         RequestError::ClusterMismatch(_) => "ClusterMismatch",
+        RequestError::PlanChanged { .. } => "PlanChanged",
     }
 }
 
@@ -338,6 +339,7 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Error::LayoutRefused",
     "Error::StaleLayout",
     "Error::ClusterMismatch",
+    "Error::PlanChanged",
 ];
 
 #[test]
@@ -408,4 +410,47 @@ fn a_stamped_answer_goes_to_an_older_client_plain() {
     }
     let bytes = wire::encode_response_as(&stamped, WireVersion::CURRENT);
     assert_eq!(wire::decode_response(&bytes), Ok(stamped));
+}
+
+/// A requester of version 3 cannot decode a `PlanChanged` refusal (version 4): it gets
+/// `LayoutRefused` with the refusal's text, wherever the error sits; version 2 and 1 get
+/// `Internal`, as for every layout error.
+#[test]
+fn a_plan_changed_refusal_goes_to_an_older_requester_as_its_text() {
+    let changed = RequestError::PlanChanged {
+        planned: wire::PlanId(1),
+        staged: wire::PlanId(2),
+    };
+    let text = changed.to_string();
+    assert!(text.contains("0000000000000002"), "{text}");
+    let as_v3 = RequestError::LayoutRefused(text.clone());
+    let shapes: [fn(RequestError) -> Response; 4] = [
+        |e| Response::Client(ClientResponse::Error(e)),
+        |e| Response::Peer(PeerResponse::Client(ClientResponse::Error(e))),
+        |e| Response::Peer(PeerResponse::Error(e)),
+        Response::Error,
+    ];
+    for shape in shapes {
+        let v3 = WireVersion::new(3).expect("spoken");
+        let bytes = wire::encode_response_as(&shape(changed.clone()), v3);
+        assert_eq!(wire::decode_response(&bytes), Ok(shape(as_v3.clone())));
+        for v in 1..3 {
+            let version = WireVersion::new(v).expect("spoken");
+            let bytes = wire::encode_response_as(&shape(changed.clone()), version);
+            let internal = RequestError::Internal(as_v3.to_string());
+            assert_eq!(wire::decode_response(&bytes), Ok(shape(internal)), "v{v}");
+        }
+        let bytes = wire::encode_response_as(&shape(changed.clone()), WireVersion::CURRENT);
+        assert_eq!(wire::decode_response(&bytes), Ok(shape(changed.clone())));
+    }
+    let stamped = Response::Stamped {
+        layout_version: 7,
+        response: ClientResponse::Error(changed.clone()),
+    };
+    let v3 = WireVersion::new(3).expect("spoken");
+    let bytes = wire::encode_response_as(&stamped, v3);
+    assert_eq!(
+        wire::decode_response(&bytes),
+        Ok(Response::Client(ClientResponse::Error(as_v3)))
+    );
 }

@@ -264,6 +264,30 @@ fn agreement_seeds_that_found_bugs_hold_every_invariant() {
     }
 }
 
+/// The long run's seed 5181 (`sim --layout-changes --seed 5181`, whose config this is):
+/// operator 1 planned its change on a member, then operator 0 unstaged and restaged its
+/// own there before operator 1's commit arrived, which committed operator 0's change
+/// and answered operator 1 `Committed`. Operators now commit naming the plan they
+/// reviewed: that commit is refused (`PlanChanged`), operator 1 starts over, and
+/// `layout_version` (which now takes a commit for exactly its operator's change) holds.
+#[test]
+fn a_restage_after_another_operators_plan_is_refused_at_its_commit() {
+    let cfg = layout::with_seeded_changes(SimConfig::from_seed(5181));
+    let report = run_ok(&cfg);
+    assert!(
+        report.layout.plan_changed > 0,
+        "the race did not happen: {:?}",
+        report.layout
+    );
+    assert_eq!(report.layout.gave_up, 0, "{:?}", report.layout);
+    assert_eq!(
+        report.layout.versions,
+        1 + cfg.layout_changes.len() as u64,
+        "every change decided once: {:?}",
+        report.layout
+    );
+}
+
 /// Runs `cfg`, whose one layout change goes through the agreement: every invariant
 /// holds and the change is decided (version 2).
 fn run_one_agreed_change(cfg: &SimConfig) -> RunReport {

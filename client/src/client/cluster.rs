@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use shoal_proto::layout::Change;
 use shoal_proto::wire::{
-    ClientRequest, ClientResponse, ClusterReply, ClusterRequest, ClusterStatus, PlanReport,
+    ClientRequest, ClientResponse, ClusterReply, ClusterRequest, ClusterStatus, PlanId, PlanReport,
     StageRequest,
 };
 use shoal_proto::RequestError;
@@ -159,7 +159,8 @@ impl Client {
 
     /// What committing the staged changes would do: partitions per node before and after,
     /// moves, an estimate of the bytes moved, balance and zones after, the version it was
-    /// made on (to pass to [`commit`](Client::commit)) and the version a commit makes.
+    /// made on and the version a commit makes. Its [`id`](PlanReport::id) and version are
+    /// what [`commit_plan`](Client::commit_plan) names.
     pub async fn plan(&self) -> Result<PlanReport, ClientError> {
         self.cluster_call("cluster_plan", ClusterRequest::Plan, |r| match r {
             ClusterReply::Plan(p) => Some(p),
@@ -168,19 +169,33 @@ impl Client {
         .await
     }
 
-    /// Applies the staged changes if the layout is still at `version` (the plan's);
-    /// returns the new version. Otherwise [`ClientError::LayoutRefused`] naming the
-    /// current version, and nothing changed. A commit whose answer is lost
+    /// Applies the staged changes, whatever they are now, if the layout is still at
+    /// `version` (the plan's); returns the new version. Otherwise
+    /// [`ClientError::LayoutRefused`] naming the current version, and nothing changed.
+    /// Prefer [`commit_plan`](Client::commit_plan): this commits changes another operator
+    /// restaged on the node since the plan. A commit whose answer is lost
     /// ([`ClientError::Transport`]) may have been applied: look at
     /// [`cluster_status`](Client::cluster_status) before committing again.
     pub async fn commit(&self, version: u64) -> Result<u64, ClientError> {
         self.cluster_call(
             "cluster_commit",
             ClusterRequest::Commit { version },
-            |r| match r {
-                ClusterReply::Committed { version } => Some(version),
-                _ => None,
-            },
+            committed,
+        )
+        .await
+    }
+
+    /// Applies the plan `plan` (a [`PlanReport::id`]) made on layout `version`: as
+    /// [`commit`](Client::commit), and only if the changes staged now are that plan;
+    /// otherwise [`ClientError::PlanChanged`] naming the plan staged now (another operator
+    /// unstaged or restaged on the node), and nothing changed. A node of an older build,
+    /// which cannot check a plan, refuses the request as one it cannot read
+    /// ([`ClientError::Server`]); nothing changed there either.
+    pub async fn commit_plan(&self, version: u64, plan: PlanId) -> Result<u64, ClientError> {
+        self.cluster_call(
+            "cluster_commit_plan",
+            ClusterRequest::CommitPlan { version, plan },
+            committed,
         )
         .await
     }
@@ -272,6 +287,14 @@ impl Client {
 }
 
 /// The staged changes of a stage or unstage answer.
+/// A commit's answer: the new version.
+fn committed(reply: ClusterReply) -> Option<u64> {
+    match reply {
+        ClusterReply::Committed { version } => Some(version),
+        _ => None,
+    }
+}
+
 fn staged(reply: ClusterReply) -> Option<Vec<Change>> {
     match reply {
         ClusterReply::Staged(changes) => Some(changes),

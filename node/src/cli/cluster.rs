@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{json, Value};
 use shoal_client::{
-    Change, Client, ClientError, ClusterStatus, LayoutMemberState, MemberRole, NodeId, PlanReport,
-    TransferSummary,
+    Change, Client, ClientError, ClusterStatus, LayoutMemberState, MemberRole, NodeId, PlanId,
+    PlanReport, TransferSummary,
 };
 
 use super::client::{connect, finish, resolve_config_path, Failure, DEFAULT_CONFIG_PATH};
@@ -58,13 +58,21 @@ pub enum ClusterCommand {
     },
     /// Drop every staged change.
     Unstage,
-    /// What the staged changes would move, and the command that commits them.
+    /// What the staged changes would move, the plan's id, and the command that commits
+    /// exactly that plan.
     Plan,
-    /// Apply the staged changes if the layout is still at version V (the plan's).
+    /// Apply the staged changes if the layout is still at version V (the plan's) and,
+    /// with --plan, only if they are still plan ID.
     Commit {
         /// The layout version the plan was made on.
         #[arg(long, value_name = "V")]
         version: u64,
+        /// The plan's id, as `shoal cluster plan` printed it (16 hex digits). The commit
+        /// is refused, and nothing changes, if the changes staged now are another plan
+        /// (another operator unstaged or restaged on that node since). Without it,
+        /// whatever is staged when the commit arrives is committed.
+        #[arg(long, value_name = "ID")]
+        plan: Option<PlanId>,
     },
 }
 
@@ -85,7 +93,10 @@ enum Action {
     },
     Unstage,
     Plan,
-    Commit(u64),
+    Commit {
+        version: u64,
+        plan: Option<PlanId>,
+    },
 }
 
 fn node_id(what: &str, id: String) -> Result<NodeId, Failure> {
@@ -119,7 +130,7 @@ impl Action {
             }
             ClusterCommand::Unstage => Action::Unstage,
             ClusterCommand::Plan => Action::Plan,
-            ClusterCommand::Commit { version } => Action::Commit(version),
+            ClusterCommand::Commit { version, plan } => Action::Commit { version, plan },
         })
     }
 }
@@ -135,10 +146,10 @@ pub async fn run(cmd: ClusterCommand, json: bool, config: Option<PathBuf>) -> an
     let result = match Action::from_command(cmd) {
         Ok(action) => match connect(&path, explicit).await {
             Ok(client) => {
-                let commit = matches!(action, Action::Commit(_));
+                let commit = matches!(action, Action::Commit { .. });
                 let result = send(&client, action, json, flag.as_deref(), &mut output).await;
-                if commit && matches!(result, Err(ClientError::LayoutRefused(_))) {
-                    note = current_version_note(&client).await;
+                if let (true, Err(error)) = (commit, &result) {
+                    note = commit_refusal_note(&client, error).await;
                 }
                 client.close().await;
                 result.map_err(|e| Failure::from_client(e, false))
@@ -154,13 +165,38 @@ pub async fn run(cmd: ClusterCommand, json: bool, config: Option<PathBuf>) -> an
     Ok(code)
 }
 
-/// After a refused commit: the version to plan on, from the cluster (best effort).
-async fn current_version_note(client: &Client) -> Option<String> {
+/// After a commit the cluster refused: what to do next, from the cluster's status (best
+/// effort; none for other failures).
+async fn commit_refusal_note(client: &Client, error: &ClientError) -> Option<String> {
+    if !matches!(
+        error,
+        ClientError::LayoutRefused(_) | ClientError::PlanChanged { .. }
+    ) {
+        return None;
+    }
     let status = client.cluster_status().await.ok()?;
-    Some(format!(
+    Some(refusal_note(error, &status))
+}
+
+/// The note after a refused commit: the changes staged now when the plan changed, else
+/// the version to plan on.
+fn refusal_note(error: &ClientError, status: &ClusterStatus) -> String {
+    if let ClientError::PlanChanged { .. } = error {
+        let staged: Vec<String> = status.staged.iter().map(change_text).collect();
+        let staged = if staged.is_empty() {
+            "nothing".to_owned()
+        } else {
+            staged.join("; ")
+        };
+        return format!(
+            "staged now on {}: {staged}; run `shoal cluster plan` to review them and commit the plan it prints",
+            status.node
+        );
+    }
+    format!(
         "the cluster's layout is at version {}; run `shoal cluster plan` and commit with the version it prints",
         status.version
-    ))
+    )
 }
 
 async fn send(
@@ -182,9 +218,12 @@ async fn send(
             out.push_str(&format_plan(&plan, json, config));
             return Ok(());
         }
-        Action::Commit(version) => {
-            let new = client.commit(version).await?;
-            out.push_str(&format_committed(version, new, json));
+        Action::Commit { version, plan } => {
+            let new = match plan {
+                Some(plan) => client.commit_plan(version, plan).await?,
+                None => client.commit(version).await?,
+            };
+            out.push_str(&format_committed(version, plan, new, json));
             return Ok(());
         }
         Action::Join { id, zone, weight } => {
@@ -417,14 +456,15 @@ fn format_staged(staged: &[Change], json: bool) -> String {
     text
 }
 
-/// The command that commits a plan made on `version`, with the --config it was made with.
-fn commit_command(version: u64, config: Option<&Path>) -> String {
+/// The command that commits plan `plan` made on `version`, with the --config it was made
+/// with.
+fn commit_command(version: u64, plan: PlanId, config: Option<&Path>) -> String {
     match config {
         Some(path) => format!(
-            "shoal --config {} cluster commit --version {version}",
+            "shoal --config {} cluster commit --version {version} --plan {plan}",
             path.display()
         ),
-        None => format!("shoal cluster commit --version {version}"),
+        None => format!("shoal cluster commit --version {version} --plan {plan}"),
     }
 }
 
@@ -436,10 +476,11 @@ struct PlanNodeJson<'a> {
     after: usize,
 }
 
-/// `plan`: the changes, partitions per node before and after, moves, bytes, balance and
-/// zones after, the resulting version and the exact commit command.
+/// `plan`: the plan's id, the changes, partitions per node before and after, moves,
+/// bytes, balance and zones after, the resulting version and the exact commit command
+/// (naming the plan).
 fn format_plan(p: &PlanReport, json: bool, config: Option<&Path>) -> String {
-    let command = commit_command(p.version, config);
+    let command = commit_command(p.version, p.id(), config);
     if json {
         let nodes: Vec<PlanNodeJson<'_>> = p
             .partitions
@@ -451,6 +492,7 @@ fn format_plan(p: &PlanReport, json: bool, config: Option<&Path>) -> String {
             })
             .collect();
         return line(json!({
+            "plan_id": p.id().to_string(),
             "version": p.version,
             "next_version": p.next_version,
             "changes": p.changes.iter().map(change_json).collect::<Vec<_>>(),
@@ -463,8 +505,10 @@ fn format_plan(p: &PlanReport, json: bool, config: Option<&Path>) -> String {
         }));
     }
     let mut text = format!(
-        "plan on layout version {} -> version {}\nchanges:\n",
-        p.version, p.next_version
+        "plan {} on layout version {} -> version {}\nchanges:\n",
+        p.id(),
+        p.version,
+        p.next_version
     );
     for c in &p.changes {
         let _ = writeln!(text, "  {}", change_text(c));
@@ -500,13 +544,18 @@ fn format_plan(p: &PlanReport, json: bool, config: Option<&Path>) -> String {
     text
 }
 
-/// What a commit prints.
-fn format_committed(planned_on: u64, version: u64, json: bool) -> String {
+/// What a commit prints (naming the plan when the commit named one).
+fn format_committed(planned_on: u64, plan: Option<PlanId>, version: u64, json: bool) -> String {
     if json {
-        return line(json!({"version": version, "previous_version": planned_on}));
+        let mut v = json!({"version": version, "previous_version": planned_on});
+        if let Some(plan) = plan {
+            v["plan_id"] = json!(plan.to_string());
+        }
+        return line(v);
     }
+    let plan = plan.map(|p| format!(" plan {p}")).unwrap_or_default();
     format!(
-        "committed: layout version {version} (was {planned_on}); follow the transfers with `shoal cluster status`\n"
+        "committed{plan}: layout version {version} (was {planned_on}); follow the transfers with `shoal cluster status`\n"
     )
 }
 

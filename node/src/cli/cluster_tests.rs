@@ -53,7 +53,20 @@ fn every_subcommand_parses_with_json() {
         ),
         (&["unstage"], Action::Unstage),
         (&["plan"], Action::Plan),
-        (&["commit", "--version", "7"], Action::Commit(7)),
+        (
+            &["commit", "--version", "7"],
+            Action::Commit {
+                version: 7,
+                plan: None,
+            },
+        ),
+        (
+            &["commit", "--version", "7", "--plan", "00abcdef01234567"],
+            Action::Commit {
+                version: 7,
+                plan: Some(PlanId(0x00ab_cdef_0123_4567)),
+            },
+        ),
     ];
     for (args, want) in cases {
         let (cmd, json) = parse(args).unwrap();
@@ -75,6 +88,10 @@ fn malformed_command_lines_are_usage_errors_exiting_two() {
         &["commit"],
         &["commit", "--version", "-1"],
         &["commit", "--version", "v3"],
+        &["commit", "--plan", "00abcdef01234567"],
+        &["commit", "--version", "3", "--plan"],
+        &["commit", "--version", "3", "--plan", "xyz"],
+        &["commit", "--version", "3", "--plan", "00abcdef012345678"],
         &["frobnicate"],
     ] {
         let err = parse(args).unwrap_err();
@@ -256,21 +273,41 @@ fn plan() -> PlanReport {
 
 #[test]
 fn plan_names_before_after_moves_balance_and_the_exact_commit_command() {
+    let id = plan().id();
     let text = format_plan(&plan(), false, None);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "plan on layout version 3 -> version 4");
+    assert_eq!(
+        lines[0],
+        format!("plan {id} on layout version 3 -> version 4")
+    );
     assert_eq!(lines[2], "  join n4 at 127.0.0.1:7004 (zone c, weight 2)");
     let n4: Vec<&str> = lines[5].split_whitespace().collect();
     assert_eq!(n4, ["n4", "0", "32", "+32"]);
     assert!(text.contains("moves: 32 partitions, about 123456 bytes to stream"));
     assert!(text.contains("after: 16 to 32 partitions per owner, 2 zones"));
     assert!(
-        text.ends_with("to apply: shoal cluster commit --version 3\n"),
+        text.ends_with(&format!(
+            "to apply: shoal cluster commit --version 3 --plan {id}\n"
+        )),
         "{text}"
     );
     let with_config = format_plan(&plan(), false, Some(Path::new("/etc/shoal/client.toml")));
-    assert!(with_config
-        .ends_with("to apply: shoal --config /etc/shoal/client.toml cluster commit --version 3\n"));
+    assert!(with_config.ends_with(&format!(
+        "to apply: shoal --config /etc/shoal/client.toml cluster commit --version 3 --plan {id}\n"
+    )));
+    // The printed command parses back to a commit of that plan.
+    let command = lines
+        .last()
+        .unwrap()
+        .trim_start_matches("to apply: shoal cluster ");
+    let (cmd, _) = parse(&command.split(' ').collect::<Vec<_>>()).unwrap();
+    assert_eq!(
+        Action::from_command(cmd).unwrap(),
+        Action::Commit {
+            version: 3,
+            plan: Some(id)
+        }
+    );
 
     let v: Value = serde_json::from_str(&format_plan(&plan(), true, None)).unwrap();
     assert_eq!(v["version"], 3);
@@ -280,7 +317,12 @@ fn plan_names_before_after_moves_balance_and_the_exact_commit_command() {
         json!([{"id": "n1", "before": 22, "after": 16}, {"id": "n4", "before": 0, "after": 32}])
     );
     assert_eq!(v["balance"], json!({"max": 32, "min": 16}));
-    assert_eq!(v["commit_command"], "shoal cluster commit --version 3");
+    assert_eq!(v["plan_id"], id.to_string());
+    assert_eq!(v["plan_id"].as_str().unwrap().len(), 16);
+    assert_eq!(
+        v["commit_command"],
+        format!("shoal cluster commit --version 3 --plan {id}")
+    );
     assert_eq!(
         v["changes"],
         json!([{"kind": "join", "id": "n4", "addr": "127.0.0.1:7004", "zone": "c", "weight": 2}])
@@ -302,7 +344,36 @@ fn staged_and_committed_outputs() {
     );
     let v: Value = serde_json::from_str(&format_staged(&[replace], true)).unwrap();
     assert_eq!(v["staged"][0]["kind"], "replace");
-    let v: Value = serde_json::from_str(&format_committed(3, 4, true)).unwrap();
+    let v: Value = serde_json::from_str(&format_committed(3, None, 4, true)).unwrap();
     assert_eq!(v, json!({"version": 4, "previous_version": 3}));
-    assert!(format_committed(3, 4, false).starts_with("committed: layout version 4 (was 3)"));
+    assert!(format_committed(3, None, 4, false).starts_with("committed: layout version 4 (was 3)"));
+    let plan = Some(PlanId(0xab));
+    let v: Value = serde_json::from_str(&format_committed(3, plan, 4, true)).unwrap();
+    assert_eq!(
+        v,
+        json!({"version": 4, "previous_version": 3, "plan_id": "00000000000000ab"})
+    );
+    assert!(format_committed(3, plan, 4, false)
+        .starts_with("committed plan 00000000000000ab: layout version 4 (was 3)"));
+}
+
+#[test]
+fn a_refused_commit_notes_the_changes_staged_now_or_the_version_to_plan_on() {
+    let changed = ClientError::PlanChanged {
+        planned: PlanId(1),
+        staged: PlanId(2),
+    };
+    assert_eq!(
+        refusal_note(&changed, &status()),
+        "staged now on n1: leave n1; run `shoal cluster plan` to review them and commit the plan it prints"
+    );
+    let unstaged = ClusterStatus {
+        staged: Vec::new(),
+        ..status()
+    };
+    assert!(refusal_note(&changed, &unstaged).starts_with("staged now on n1: nothing;"));
+    let refused = ClientError::LayoutRefused("the layout is at version 2, not 1".into());
+    assert!(refusal_note(&refused, &status()).starts_with("the cluster's layout is at version 2;"));
+    // Refused by the cluster: exit code 1, as every refusal.
+    assert_eq!(Failure::from_client(changed, false).exit_code(), 1);
 }

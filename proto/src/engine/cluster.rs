@@ -54,7 +54,10 @@ impl Engine {
                 self.save_staged(id, ClusterReply::Staged(Vec::new()));
             }
             ClusterRequest::Plan => self.plan(id),
-            ClusterRequest::Commit { version } => self.start_commit(id, version),
+            ClusterRequest::Commit { version } => self.start_commit(id, version, None),
+            ClusterRequest::CommitPlan { version, plan } => {
+                self.start_commit(id, version, Some(plan))
+            }
         }
     }
 

@@ -441,6 +441,7 @@ fn refuses_the_hint(e: &RequestError) -> bool {
         | RequestError::Backup(_)
         | RequestError::LayoutRefused(_)
         | RequestError::StaleLayout { .. }
-        | RequestError::ClusterMismatch(_) => false,
+        | RequestError::ClusterMismatch(_)
+        | RequestError::PlanChanged { .. } => false,
     }
 }

@@ -35,7 +35,7 @@ use crate::paxos::{Acceptor, PaxosReply, PaxosRequest, Proposer, ProposerStep, S
 use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::time::Monotonic;
 use crate::wire::{
-    ClientResponse, ClusterReply, Hello, LayoutStamp, PeerRequest, PeerResponse, PlanReport,
+    ClientResponse, ClusterReply, Hello, LayoutStamp, PeerRequest, PeerResponse, PlanId, PlanReport,
 };
 
 use super::{Engine, InboundId, SendError, Timer, Waiter};
@@ -685,27 +685,43 @@ impl Engine {
     // ---- Paxos: proposer ----
 
     /// Runs `commit --version version` of the staged changes: refused unless the layout
-    /// is at `version` and something is staged; otherwise proposes the next layout.
-    pub(super) fn start_commit(&mut self, id: InboundId, version: u64) {
-        let refusal = if self.agree.proposal.is_some() {
-            Some("a commit is already running on this node; wait for its answer".to_string())
+    /// is at `version` and something is staged, and, when the commit names the plan it
+    /// applies (`plan`), unless the changes staged now are that plan (another operator
+    /// may have unstaged and restaged on this node since); otherwise proposes the next
+    /// layout.
+    pub(super) fn start_commit(&mut self, id: InboundId, version: u64, plan: Option<PlanId>) {
+        let next = if self.agree.proposal.is_some() {
+            Err(RequestError::LayoutRefused(
+                "a commit is already running on this node; wait for its answer".to_string(),
+            ))
         } else {
-            None
-        };
-        let next = match refusal {
-            Some(r) => Err(r),
-            None => self
-                .layout
-                .current()
-                .commit(&self.agree.staged, version)
-                .map_err(|e| e.to_string()),
+            let current = self.layout.current();
+            let staged = PlanId::of(version, &self.agree.staged);
+            match plan {
+                // A version mismatch or nothing staged is refused as for a plain commit
+                // (below): that names the version to plan on, or that nothing is staged.
+                Some(planned)
+                    if planned != staged
+                        && version == current.version()
+                        && !self.agree.staged.is_empty() =>
+                {
+                    Err(RequestError::PlanChanged { planned, staged })
+                }
+                _ => current
+                    .commit(&self.agree.staged, version)
+                    .map_err(|e| RequestError::LayoutRefused(e.to_string())),
+            }
         };
         let next = match next {
             Ok(n) => n,
             Err(why) => {
-                metrics::counter!(crate::metrics::LAYOUT_COMMITS_TOTAL, "result" => "refused")
+                let result = match why {
+                    RequestError::PlanChanged { .. } => "plan_changed",
+                    _ => "refused",
+                };
+                metrics::counter!(crate::metrics::LAYOUT_COMMITS_TOTAL, "result" => result)
                     .increment(1);
-                self.refuse_layout(id, why);
+                self.respond_client(id, ClientResponse::Error(why));
                 return;
             }
         };

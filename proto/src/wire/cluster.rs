@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use shoal_ring::NodeId;
 
+use super::{ClientResponse, PeerResponse, Response};
 use crate::layout::{Change, ClusterSettings, MemberState};
+use crate::RequestError;
 
 /// An administrative request about the cluster's layout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +27,64 @@ pub enum ClusterRequest {
         /// The version the operator planned on.
         version: u64,
     },
+    /// [`ClusterRequest::Commit`], only if the changes staged now are the plan `plan`
+    /// (its [`PlanId`], as [`ClusterRequest::Plan`] reported it): a change unstaged or
+    /// restaged since, by another operator on the same node, is refused
+    /// ([`RequestError::PlanChanged`](crate::RequestError::PlanChanged)) rather than
+    /// committed in the planner's name.
+    CommitPlan {
+        /// The version the operator planned on.
+        version: u64,
+        /// The plan the operator reviewed.
+        plan: PlanId,
+    },
+}
+
+/// A plan's identity: a 64-bit FNV-1a hash of the layout version it was made on and the
+/// staged changes (their postcard encoding, as the wire carries them), shown as 16 hex
+/// digits. Computed alike by a node and by a client from a [`PlanReport`]; no seed, no
+/// process-local hashing, so it is stable across nodes, builds and restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PlanId(pub u64);
+
+impl PlanId {
+    /// The id of the plan of `changes` on layout version `version`.
+    pub fn of(version: u64, changes: &[Change]) -> PlanId {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        // Serialising plain data into a Vec cannot fail.
+        let bytes = postcard::to_stdvec(&(version, changes)).unwrap_or_default();
+        PlanId(
+            bytes
+                .iter()
+                .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME)),
+        )
+    }
+}
+
+impl std::fmt::Display for PlanId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Why text is not a [`PlanId`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a plan id (1 to 16 hex digits, as `shoal cluster plan` prints it)")]
+pub struct PlanIdError(String);
+
+impl std::str::FromStr for PlanId {
+    type Err = PlanIdError;
+
+    /// 1 to 16 hex digits, either case (what [`Display`](std::fmt::Display) prints).
+    fn from_str(s: &str) -> Result<PlanId, PlanIdError> {
+        if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(PlanIdError(s.to_owned()));
+        }
+        u64::from_str_radix(s, 16)
+            .map(PlanId)
+            .map_err(|_| PlanIdError(s.to_owned()))
+    }
 }
 
 /// A change as an operator names it: the node resolves addresses (a joining node must
@@ -158,4 +218,114 @@ pub struct PlanReport {
     pub balance: (usize, usize),
     /// Distinct zones among the owners after.
     pub zones_after: usize,
+}
+
+impl PlanReport {
+    /// The plan's id (of its version and changes): what
+    /// [`ClusterRequest::CommitPlan`] names.
+    pub fn id(&self) -> PlanId {
+        PlanId::of(self.version, &self.changes)
+    }
+}
+
+/// `resp` as a requester older than wire version 4 can decode it, when it holds a
+/// [`RequestError::PlanChanged`] (added in version 4): that refusal as
+/// [`RequestError::LayoutRefused`] with its text. `None` when nothing needs replacing.
+pub(super) fn before_plan_ids(resp: &Response) -> Option<Response> {
+    fn refusal(e: &RequestError) -> Option<RequestError> {
+        matches!(e, RequestError::PlanChanged { .. })
+            .then(|| RequestError::LayoutRefused(e.to_string()))
+    }
+    fn client(c: &ClientResponse) -> Option<ClientResponse> {
+        match c {
+            ClientResponse::Error(e) => refusal(e).map(ClientResponse::Error),
+            _ => None,
+        }
+    }
+    match resp {
+        Response::Client(c) => client(c).map(Response::Client),
+        Response::Peer(PeerResponse::Client(c)) => {
+            client(c).map(|c| Response::Peer(PeerResponse::Client(c)))
+        }
+        Response::Peer(PeerResponse::Error(e)) => {
+            refusal(e).map(|e| Response::Peer(PeerResponse::Error(e)))
+        }
+        Response::Error(e) => refusal(e).map(Response::Error),
+        Response::Stamped {
+            layout_version,
+            response,
+        } => client(response).map(|response| Response::Stamped {
+            layout_version: *layout_version,
+            response,
+        }),
+        Response::Peer(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> NodeId {
+        NodeId::new(name).expect("a valid node id")
+    }
+
+    fn join(name: &str, port: u16) -> Change {
+        Change::Join {
+            id: node(name),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            zone: Some("z1".into()),
+            weight: 2,
+        }
+    }
+
+    /// The id is a pure function of the version and the changes, pinned here: a client
+    /// and a node of another build must compute the same one (a change of encoding or
+    /// hash shows up as a changed value).
+    #[test]
+    fn a_plan_id_is_stable_and_depends_on_the_version_and_every_change() {
+        let changes = vec![join("d", 7003), Change::Leave { id: node("b") }];
+        let id = PlanId::of(1, &changes);
+        const PINNED: u64 = 0x2e0e_d579_a9dc_66d0;
+        assert_eq!(id, PlanId(PINNED));
+        assert_eq!(id, PlanId::of(1, &changes.clone()));
+        assert_ne!(id, PlanId::of(2, &changes), "another version");
+        let swapped = vec![changes[1].clone(), changes[0].clone()];
+        assert_ne!(id, PlanId::of(1, &swapped), "another order");
+        assert_ne!(id, PlanId::of(1, &changes[..1]), "one change fewer");
+        assert_ne!(
+            id,
+            PlanId::of(1, &[join("d", 7004), changes[1].clone()]),
+            "another address"
+        );
+        assert_ne!(PlanId::of(1, &[]), PlanId::of(2, &[]));
+    }
+
+    #[test]
+    fn a_plan_id_prints_as_16_hex_digits_and_parses_back() {
+        let id = PlanId(0x00ab_cdef_0123_4567);
+        assert_eq!(id.to_string(), "00abcdef01234567");
+        assert_eq!("00abcdef01234567".parse(), Ok(id));
+        assert_eq!("ABCDEF01234567".parse(), Ok(id));
+        assert_eq!("0".parse(), Ok(PlanId(0)));
+        for bad in ["", "xyz", "12345678901234567", "-1", "+1", "0x12", " 12"] {
+            let err = bad.parse::<PlanId>().expect_err(bad);
+            assert!(err.to_string().contains("not a plan id"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_plan_report_names_the_id_of_its_version_and_changes() {
+        let report = PlanReport {
+            version: 4,
+            next_version: 5,
+            changes: vec![Change::Remove { id: node("c") }],
+            partitions: Vec::new(),
+            moves: 0,
+            bytes_estimate: 0,
+            balance: (0, 0),
+            zones_after: 1,
+        };
+        assert_eq!(report.id(), PlanId::of(4, &report.changes));
+    }
 }

@@ -93,9 +93,10 @@ fn v1_error(e: RequestError) -> RequestError {
         | E::ResponseTooLarge { .. }
         | E::DiskFull) => e,
         E::Backup(b) => E::Internal(format!("backup refused: {b}")),
-        e @ (E::LayoutRefused(_) | E::StaleLayout { .. } | E::ClusterMismatch(_)) => {
-            E::Internal(e.to_string())
-        }
+        e @ (E::LayoutRefused(_)
+        | E::StaleLayout { .. }
+        | E::ClusterMismatch(_)
+        | E::PlanChanged { .. }) => E::Internal(e.to_string()),
     }
 }
 
@@ -107,7 +108,8 @@ pub(super) fn before_layouts(resp: super::Response) -> super::Response {
         match e {
             e @ (RequestError::LayoutRefused(_)
             | RequestError::StaleLayout { .. }
-            | RequestError::ClusterMismatch(_)) => RequestError::Internal(e.to_string()),
+            | RequestError::ClusterMismatch(_)
+            | RequestError::PlanChanged { .. }) => RequestError::Internal(e.to_string()),
             e => e,
         }
     }

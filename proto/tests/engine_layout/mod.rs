@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use shoal_executor::Executor;
-use shoal_proto::layout::Layout;
+use shoal_proto::layout::{Change, Layout, MemberState};
 use shoal_proto::wire::{
     ClientRequest, ClientResponse, ClusterReply, ClusterRequest, LayoutStamp, PeerRequest,
     PeerResponse, Request, Response, StageRequest,
@@ -207,6 +207,97 @@ fn a_committed_join_reaches_every_member_and_the_candidate() {
         };
         assert_eq!(saved.history.version(), 2, "{n}");
     }
+}
+
+/// The race the simulator's seed 5181 found: operator 1 plans its leave on `a`, then
+/// operator 0 unstages and restages its own change there before operator 1's commit
+/// arrives. The commit naming operator 1's plan is refused, naming the plan staged now,
+/// and nothing is committed; a commit naming the plan staged now goes through.
+#[test]
+fn a_commit_naming_its_plan_refuses_changes_restaged_since() {
+    let mut c = cluster(5, 3);
+    let a = id("a");
+    let stage_leave = |n: &str| ClusterRequest::Stage(StageRequest::Leave { id: id(n) });
+    ask(&mut c, &a, stage_leave("e")).expect("staged");
+    let Ok(ClusterReply::Plan(first)) = ask(&mut c, &a, ClusterRequest::Plan) else {
+        panic!("plan")
+    };
+    assert_eq!(first.changes, [Change::Leave { id: id("e") }]);
+    // The other operator, on the same member.
+    ask(&mut c, &a, ClusterRequest::Unstage).expect("unstaged");
+    ask(&mut c, &a, stage_leave("d")).expect("staged");
+    let commit_first = ClusterRequest::CommitPlan {
+        version: first.version,
+        plan: first.id(),
+    };
+    let outcome = ask(&mut c, &a, commit_first);
+    assert!(
+        matches!(outcome, Err(RequestError::PlanChanged { planned, .. }) if planned == first.id()),
+        "{outcome:?}"
+    );
+    let Ok(ClusterReply::Plan(second)) = ask(&mut c, &a, ClusterRequest::Plan) else {
+        panic!("plan")
+    };
+    assert_eq!(
+        outcome,
+        Err(RequestError::PlanChanged {
+            planned: first.id(),
+            staged: second.id(),
+        })
+    );
+    assert_ne!(first.id(), second.id());
+    let why = outcome.expect_err("refused").to_string();
+    assert!(why.contains(&second.id().to_string()), "{why}");
+    // Nothing was committed; the other operator's change is still staged.
+    assert!(c.nodes.values().all(|n| n.engine.layout().version() == 1));
+    let Ok(ClusterReply::Status(s)) = ask(&mut c, &a, ClusterRequest::Status) else {
+        panic!("status")
+    };
+    assert_eq!(s.staged, [Change::Leave { id: id("d") }]);
+    // A commit naming a plan on another version is refused as a plain commit is.
+    let why = refused(ask(
+        &mut c,
+        &a,
+        ClusterRequest::CommitPlan {
+            version: 7,
+            plan: second.id(),
+        },
+    ));
+    assert!(why.contains("at version 1, not 7"), "{why}");
+    // With nothing staged, a commit naming a plan is refused as a plain commit is.
+    ask(&mut c, &id("b"), stage_leave("e")).expect("staged on b");
+    let Ok(ClusterReply::Plan(on_b)) = ask(&mut c, &id("b"), ClusterRequest::Plan) else {
+        panic!("plan")
+    };
+    ask(&mut c, &id("b"), ClusterRequest::Unstage).expect("unstaged");
+    let why = refused(ask(
+        &mut c,
+        &id("b"),
+        ClusterRequest::CommitPlan {
+            version: 1,
+            plan: on_b.id(),
+        },
+    ));
+    assert!(why.contains("nothing is staged"), "{why}");
+    // The plan staged now commits.
+    let committed = ask(
+        &mut c,
+        &a,
+        ClusterRequest::CommitPlan {
+            version: second.version,
+            plan: second.id(),
+        },
+    );
+    assert_eq!(committed, Ok(ClusterReply::Committed { version: 2 }));
+    let v2 = c.engine(&a).layout().get(2).cloned().expect("version 2");
+    assert_eq!(
+        v2.member(&id("d")).map(|m| m.state),
+        Some(MemberState::Leaving)
+    );
+    assert_eq!(
+        v2.member(&id("e")).map(|m| m.state),
+        Some(MemberState::Active)
+    );
 }
 
 /// Two operators commit different changes for version 2 on different nodes at once;

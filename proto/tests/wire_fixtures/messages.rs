@@ -8,8 +8,8 @@ use shoal_proto::paxos::{Accepted, Ballot, PaxosReply, PaxosRequest};
 use shoal_proto::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, AaeRequest, AaeResponse, BackupReply,
     ClientRequest, ClientResponse, ClusterInfo, ClusterReply, ClusterRequest, GetReply,
-    MemberAddress, MemberState, MemberStatus, PeerRequest, PeerResponse, ReadOptions, Request,
-    Response, StatusReport, StorageHealth, WriteOptions, WriteReply,
+    MemberAddress, MemberState, MemberStatus, PeerRequest, PeerResponse, PlanId, ReadOptions,
+    Request, Response, StatusReport, StorageHealth, WriteOptions, WriteReply,
 };
 use shoal_proto::wire::{Hello, LayoutStamp};
 use shoal_proto::{
@@ -142,6 +142,15 @@ pub fn client_requests(version: u16) -> Vec<(&'static str, ClientRequest)> {
         out.push((
             "cluster",
             ClientRequest::Cluster(ClusterRequest::Commit { version: 7 }),
+        ));
+    }
+    if version >= 4 {
+        out.push((
+            "cluster_commit_plan",
+            ClientRequest::Cluster(ClusterRequest::CommitPlan {
+                version: 7,
+                plan: PlanId(0x0123_4567_89ab_cdef),
+            }),
         ));
     }
     out
@@ -611,6 +620,15 @@ pub fn request_errors(version: u16) -> Vec<(&'static str, RequestError)> {
         out.push((
             "cluster_mismatch",
             RequestError::ClusterMismatch("n 3 != 5".into()),
+        ));
+    }
+    if version >= 4 {
+        out.push((
+            "plan_changed",
+            RequestError::PlanChanged {
+                planned: PlanId(0x0123_4567_89ab_cdef),
+                staged: PlanId(u64::MAX),
+            },
         ));
     }
     out

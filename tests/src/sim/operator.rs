@@ -3,7 +3,10 @@
 //! preferred node while that is up): `status` (done if the layout already shows the
 //! change), `unstage`, `stage`, `plan` (it starts over when the plan shows other
 //! changes than its own: another operator restaged on the same member), then `commit
-//! --version V` with the version the plan was made on. The node proposes the next layout through its Paxos; the decided
+//! --version V --plan ID` with the version the plan was made on and the plan's id, so
+//! that a restage by another operator between the plan and the commit's arrival is
+//! refused (`PlanChanged`) rather than committed in this operator's name (the long run's
+//! seed 5181). The node proposes the next layout through its Paxos; the decided
 //! version reaches the other nodes through the engines' own messages (pushes, fetches on
 //! a newer stamp) over the simulated network. A refusal, a lost commit, a lost message or
 //! a timeout makes the operator start over after a pause, a bounded number of times.
@@ -16,6 +19,7 @@ use shoal_proto::wire::{
     ClientRequest, ClientResponse, ClusterReply, ClusterRequest, ClusterStatus, MemberRole,
     Response, StageRequest,
 };
+use shoal_proto::RequestError;
 
 use super::config::CLIENT_TIMEOUT;
 use super::event::Event;
@@ -89,6 +93,9 @@ pub struct LayoutStats {
     pub lost: u64,
     /// Other refusals (stage refused, a commit that reached no majority, ...).
     pub refused: u64,
+    /// Commits refused because the changes staged on the member were no longer the plan
+    /// they named (`PlanChanged`: another operator restaged there after the plan).
+    pub plan_changed: u64,
     /// Requests with no answer (lost, timed out, node down).
     pub unanswered: u64,
     /// Changes found applied by a status after an unanswered commit.
@@ -243,10 +250,10 @@ impl Sim {
         self.log.line(self.now, "op", &line);
         let reply = match result {
             Ok(Response::Client(ClientResponse::Cluster(reply))) => Ok(reply),
-            Ok(Response::Client(ClientResponse::Error(e)) | Response::Error(e)) => {
-                Err(Some(e.to_string()))
-            }
-            Ok(_) => Err(Some("unexpected answer".to_string())),
+            Ok(Response::Client(ClientResponse::Error(e)) | Response::Error(e)) => Err(Some(e)),
+            Ok(_) => Err(Some(RequestError::Internal(
+                "unexpected answer".to_string(),
+            ))),
             Err(_) => Err(None),
         };
         let change = self.operators[k].change.clone();
@@ -273,8 +280,9 @@ impl Sim {
                 self.operator_retry(k);
             }
             (Step::Plan, Ok(ClusterReply::Plan(plan))) => {
-                let commit = ClusterRequest::Commit {
+                let commit = ClusterRequest::CommitPlan {
                     version: plan.version,
+                    plan: plan.id(),
                 };
                 self.operator_send(k, Step::Commit, commit);
             }
@@ -283,8 +291,12 @@ impl Sim {
                 self.versions.committed.push((version, change));
                 self.operator_done(k, OperatorOutcome::Committed(version));
             }
+            (_, Err(Some(RequestError::PlanChanged { .. }))) => {
+                self.layout_stats.plan_changed += 1;
+                self.operator_retry(k);
+            }
             (_, Err(Some(why))) => {
-                if why.contains("concurrent commit") {
+                if why.to_string().contains("concurrent commit") {
                     self.layout_stats.lost += 1;
                 } else {
                     self.layout_stats.refused += 1;

@@ -370,8 +370,8 @@ impl RunReport {
         } + &if self.layout.versions > 1 || self.layout.committed > 0 {
             let l = &self.layout;
             format!(
-                "  layout v{} committed {} lost {} refused {} unanswered {} gave up {}",
-                l.versions, l.committed, l.lost, l.refused, l.unanswered, l.gave_up
+                "  layout v{} committed {} lost {} refused {} plan changed {} unanswered {} gave up {}",
+                l.versions, l.committed, l.lost, l.refused, l.plan_changed, l.unanswered, l.gave_up
             )
         } else {
             String::new()

@@ -104,21 +104,14 @@ impl Sim {
                 ));
                 continue;
             };
-            // Two operators that fell back to the same member stage on one list: a
-            // commit may carry the other's change too, staged before or after.
-            let mut candidates = vec![vec![change.clone()]];
-            for o in self
-                .operators
-                .iter()
-                .map(|o| &o.change)
-                .filter(|o| *o != change)
-            {
-                candidates.push(vec![change.clone(), o.clone()]);
-                candidates.push(vec![o.clone(), change.clone()]);
-            }
-            let matches = candidates.iter().any(|staged| {
-                before.layout.commit(staged, v - 1).ok().as_ref() == Some(&after.layout)
-            });
+            // An operator commits naming the plan it reviewed, which held its change
+            // alone: a commit carrying anything else is refused (`PlanChanged`).
+            let matches = before
+                .layout
+                .commit(std::slice::from_ref(change), v - 1)
+                .ok()
+                .as_ref()
+                == Some(&after.layout);
             if !matches {
                 found.push(Violation::new(
                     "layout_version",

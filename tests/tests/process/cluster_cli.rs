@@ -124,6 +124,8 @@ async fn cluster_commands_exit_zero_one_or_two_and_status_has_the_documented_jso
         &["cluster", "replace", "n1", "n1"],
         &["cluster", "commit"],
         &["cluster", "commit", "--version", "latest"],
+        &["cluster", "commit", "--version", "1", "--plan", "not-hex"],
+        &["cluster", "commit", "--version", "1", "--plan"],
     ] {
         let run = cli(&node, args).await;
         assert_eq!(run.code(), Some(2), "{args:?}: {run:#?}");

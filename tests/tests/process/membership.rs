@@ -1,12 +1,14 @@
 //! A living membership on real processes (issue 9): a fourth node written by
 //! `shoal dev add` starts as a candidate, the operator stages its join, plans and
-//! commits; every node moves to layout version 2, the newcomer pulls its partitions, and
+//! commits naming the plan (a commit of a plan restaged since is refused first); every
+//! node moves to layout version 2, the newcomer pulls its partitions, and
 //! reads with R = N then find every key written before the join; a client that only
 //! reads learns version 2 from its answers. Restarted nodes come back at version 2 from
 //! their own disk.
 
 use std::time::Duration;
 
+use shoal_client::ClientError;
 use shoal_proto::wire::MemberRole;
 
 use crate::harness::{wait_until, Cluster};
@@ -68,7 +70,31 @@ async fn a_candidate_joins_receives_its_partitions_and_every_node_keeps_version_
     let plan = client.plan().await.expect("a plan");
     assert_eq!((plan.version, plan.next_version), (1, 2), "{plan:?}");
     assert!(plan.moves > 0, "{plan:?}");
-    assert_eq!(client.commit(1).await.expect("the commit"), 2);
+    // Another operator restages the join (another weight) on the same node before this
+    // plan's commit: the commit naming the plan is refused, naming the plan staged now,
+    // and nothing changes; the plan staged now commits.
+    client.unstage().await.expect("unstaging");
+    client
+        .stage_join(&id, None, 2)
+        .await
+        .expect("restaging the join");
+    match client.commit_plan(1, plan.id()).await {
+        Err(ClientError::PlanChanged { planned, staged }) => {
+            assert_eq!(planned, plan.id());
+            assert_ne!(staged, plan.id());
+        }
+        other => panic!("a commit of a changed plan: {other:?}"),
+    }
+    assert_eq!(
+        client.cluster_status().await.expect("status").version,
+        1,
+        "nothing was committed"
+    );
+    let plan = client.plan().await.expect("the plan staged now");
+    assert_eq!(
+        client.commit_plan(1, plan.id()).await.expect("the commit"),
+        2
+    );
 
     for i in 0..4 {
         wait_for_version(&cluster, i, 2).await;
