@@ -11,7 +11,9 @@
 //! `alive: 0`, which clients retry; it asks every peer for its layout at once and again
 //! every `membership.probe_interval`. Confirming needs nothing of the peer but an answer,
 //! so a whole cluster restarted together confirms as soon as any two nodes talk. A node
-//! whose layout has no other member (a single-node cluster) has nothing to confirm.
+//! whose layout has no other member (a single-node cluster) has nothing to confirm. A
+//! node that sends its peers a wire version before layouts skips it
+//! ([`Engine::skip_layout_confirmation`]).
 //!
 //! One peer at the same version is enough: two nodes removed together and restarted
 //! together on their old layout would confirm each other (their peers refuse both as
@@ -29,6 +31,22 @@ impl Engine {
     /// (see the module doc): until then it coordinates no client data request.
     pub fn confirming_layout(&self) -> bool {
         self.agree.confirming.is_some()
+    }
+
+    /// Serves at once from the stored layout, without confirming it: for a node whose
+    /// peers cannot confirm it, one that sends them a wire version before layouts (pinned
+    /// during a rolling upgrade: its requests carry no stamp and its peers' layout answers
+    /// cannot be carried back to it, so it would wait for good). The W = 1 gap of the fence
+    /// is open for it then, as before layouts.
+    pub fn skip_layout_confirmation(&mut self) {
+        if self.agree.confirming.take().is_some() {
+            metrics::gauge!(crate::metrics::LAYOUT_CONFIRMING).set(0.0);
+            tracing::warn!(
+                node = %self.me,
+                version = self.layout.version(),
+                "serving from the stored layout without confirming it with a peer"
+            );
+        }
     }
 
     /// The members this node asks to confirm its layout: every member of its current

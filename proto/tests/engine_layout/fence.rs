@@ -170,3 +170,22 @@ fn a_single_node_cluster_restarted_serves_at_once() {
         "{answer:?}"
     );
 }
+
+#[test]
+fn a_node_told_to_skip_the_confirmation_serves_at_once() {
+    let mut c = cluster(3, 36);
+    let b = id("b");
+    let key = c.key_where(|prefs| prefs[0] == b);
+    c.stop(&b);
+    c.restart(&b, 82);
+    assert!(c.engine(&b).confirming_layout());
+    // A node pinned to a wire version before layouts (its driver says so).
+    c.node(&b).engine.skip_layout_confirmation();
+    assert!(!c.engine(&b).confirming_layout());
+    let put = c.submit(&b, put_w(&key, "pinned", 1));
+    assert!(
+        matches!(c.answers[&put], Response::Client(ClientResponse::Put(_))),
+        "{:?}",
+        c.answers[&put]
+    );
+}
