@@ -216,6 +216,8 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (engine::LAYOUT_COMMITS_TOTAL, MetricKind::Counter, "(conditional: a commit was requested) Layout commits this node ran as proposer"),
     (engine::PEER_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a peer was refused) Node-to-node messages refused because of the sender's layout stamp (another cluster; data work under an older layout) or a hello whose id differs from its node certificate"),
     (engine::LAYOUT_FETCHES_TOTAL, MetricKind::Counter, "(conditional: a newer layout was seen) Layout histories this node asked a peer for (a newer stamp, a stale-layout refusal, a Paxos slot not open here yet)"),
+    (engine::LAYOUT_CONFIRMING, MetricKind::Gauge, "1 while the node, started on its stored layout, waits for a peer to confirm it (it refuses client data requests as unavailable meanwhile); 0 otherwise"),
+    (engine::LAYOUT_CONFIRM_SECONDS, MetricKind::Histogram, "(conditional: a start on a stored layout with peers) Time from the start to a peer's confirming the stored layout (a peer at the same version, or its newer history taken)"),
     (engine::LAYOUT_SAVES_TOTAL, MetricKind::Counter, "(conditional: the layout state changed) Saves of the layout state (history, Paxos acceptor state, staged changes), each synced"),
     (engine::TRANSFERS_PENDING, MetricKind::Gauge, "Partitions this node must still pull from old replicas for the layout version it is syncing, not counting those running. A transfer that makes no progress shows as this staying above 0 while shoal_transfers_done_total stays flat"),
     (engine::TRANSFERS_RUNNING, MetricKind::Gauge, "Transfer exchanges (one partition from one old replica, through anti-entropy admission control) running now"),

@@ -122,6 +122,11 @@ pub const RESTORE_PARTITIONS_LEFT: &str = "shoal_restore_partitions_left";
 /// Gauge: the current layout version this node serves from (0 for a candidate that has
 /// learned no layout yet).
 pub const LAYOUT_VERSION: &str = "shoal_layout_version";
+/// Gauge: 1 while this node, started on its stored layout, waits for a peer to confirm
+/// it and refuses client data requests meanwhile; 0 otherwise.
+pub const LAYOUT_CONFIRMING: &str = "shoal_layout_confirming";
+/// Histogram, in seconds: from a start on a stored layout to a peer's confirming it.
+pub const LAYOUT_CONFIRM_SECONDS: &str = "shoal_layout_confirm_seconds";
 /// Counter, by `result` (`committed`, `lost`, `refused`, `plan_changed`, `failed`):
 /// layout commits this node ran as proposer (`lost`: a concurrent commit decided the
 /// version first; `plan_changed`: a commit naming a plan found other changes staged,

@@ -66,8 +66,10 @@ impl WireVersion {
     pub const OLDEST: WireVersion = WireVersion(MIN_WIRE_VERSION);
     /// The first version whose [`GetReply`] carries write times.
     const WRITE_TIMES: WireVersion = WireVersion(2);
-    /// The first version with cluster administration and the layout's errors.
-    const LAYOUTS: WireVersion = WireVersion(3);
+    /// The first version with cluster administration, the layout's errors and messages
+    /// and stamps: a node that sends its peers an older one cannot learn or confirm a
+    /// layout from them.
+    pub const LAYOUTS: WireVersion = WireVersion(3);
     /// The first version whose client answers may carry a layout version.
     const CLIENT_STAMPS: WireVersion = WireVersion(4);
     /// The first version with commits naming their plan ([`PlanId`]).

@@ -210,6 +210,7 @@ impl Driver {
                 .set(self.engine.pending_commands() as f64);
             metrics::gauge!(crate::metrics::DRIVER_QUEUE_DEPTH, "queue" => "storage")
                 .set(self.storage_tx.len() as f64);
+            super::health::set_confirming_layout(self.engine.confirming_layout());
             let members = self.engine.membership();
             super::health::set_membership(
                 members.contains(members.me()),

@@ -8,8 +8,9 @@
 //! member of its own membership view (the ring), and at least `max(R, W)` members are up
 //! counting itself — fewer, and every quorum request it coordinates would fail as
 //! unavailable — and it is not restoring from a backup (it refuses requests until its
-//! partitions match its peers'). The state is global because the metrics listener is
-//! process-wide.
+//! partitions match its peers') nor confirming the layout it started on with a peer (it
+//! refuses client data requests until one did). The state is global because the metrics
+//! listener is process-wide.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -18,6 +19,13 @@ static IN_MEMBERSHIP: AtomicBool = AtomicBool::new(false);
 static MEMBERS_UP: AtomicUsize = AtomicUsize::new(0);
 static MEMBERS_NEEDED: AtomicUsize = AtomicUsize::new(usize::MAX);
 static RESTORING: AtomicBool = AtomicBool::new(false);
+static CONFIRMING_LAYOUT: AtomicBool = AtomicBool::new(false);
+
+/// Record whether the engine waits for a peer to confirm the layout it started on (it
+/// refuses client data requests until then).
+pub(crate) fn set_confirming_layout(confirming: bool) {
+    CONFIRMING_LAYOUT.store(confirming, Ordering::Relaxed);
+}
 
 /// Record whether the node is in restore mode (started from a backup, not yet caught up
 /// with its peers): it serves nothing until it is through.
@@ -53,6 +61,9 @@ pub fn readiness() -> Result<(), String> {
              (shoal_restore_partitions_left)"
                 .into(),
         );
+    }
+    if CONFIRMING_LAYOUT.load(Ordering::Relaxed) {
+        return Err("confirming the stored layout with a peer (shoal_layout_confirming)".into());
     }
     if !IN_MEMBERSHIP.load(Ordering::Relaxed) {
         return Err("this node is not in its membership view".into());

@@ -219,7 +219,12 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     let addresses: Vec<(NodeId, SocketAddr)> =
         cfg.seeds.iter().map(|s| (s.id.clone(), s.addr)).collect();
     let mut clock = Clock::new();
-    let engine = make_engine(&cfg, &executor, local_addr, &addresses, &mut clock)?;
+    let mut engine = make_engine(&cfg, &executor, local_addr, &addresses, &mut clock)?;
+    if peer_wire_version < WireVersion::LAYOUTS {
+        // Its peers cannot confirm its stored layout in that version (no stamps, no
+        // layout answers): it would refuse client data for good.
+        engine.skip_layout_confirmation();
+    }
 
     let (input_tx, input_rx) = mpsc::channel::<Inbound>(cfg.limits.max_queued_requests);
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();

@@ -21,7 +21,7 @@ pub(super) struct ForwardOp {
     pub(super) started_under: u64,
 }
 
-fn quorum_of(req: &ClientRequest, cfg: &crate::config::EngineConfig) -> usize {
+pub(super) fn quorum_of(req: &ClientRequest, cfg: &crate::config::EngineConfig) -> usize {
     match req {
         ClientRequest::Get { options, .. } => usize::from(options.r.unwrap_or(cfg.replication.r)),
         ClientRequest::Put { options, .. } | ClientRequest::Delete { options, .. } => {

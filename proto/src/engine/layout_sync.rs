@@ -134,6 +134,9 @@ pub(super) struct Agreement {
     pub(super) candidates: BTreeMap<NodeId, (SocketAddr, Monotonic)>,
     candidate: Option<CandidateMode>,
     fetching: BTreeSet<NodeId>,
+    /// Since when this node, started on its stored layout, waits for a peer to confirm
+    /// it (`confirm.rs`); `None` once confirmed, or with nothing to confirm.
+    pub(super) confirming: Option<Monotonic>,
     /// Peers of another cluster already logged (bounded by [`MAX_CANDIDATES`]).
     mismatched: BTreeSet<NodeId>,
 }
@@ -231,7 +234,9 @@ impl Engine {
 
     /// Restores what [`Engine::persisted_layout`] saved besides the history (pass the
     /// history itself to the constructor): the acceptor state, the staged changes, the
-    /// proposer's round and the save sequence.
+    /// proposer's round and the save sequence. A node restarted so serves from a stored
+    /// layout, which may be stale: it confirms it with a peer before it coordinates
+    /// client data requests ([`Engine::confirming_layout`]).
     pub fn restore_agreement(&mut self, saved: &PersistedLayout) {
         self.agree.acceptors = saved.acceptors.clone();
         self.agree.staged = saved.staged.clone();
@@ -239,6 +244,7 @@ impl Engine {
         self.agree.seq = saved.seq;
         self.agree.durable = saved.seq;
         self.agree.acceptor_seq = saved.seq;
+        self.start_confirming();
     }
 
     /// Whether this node is a candidate (in no layout yet: it serves nothing).
@@ -360,6 +366,8 @@ impl Engine {
         }
         if stamp.version > mine {
             self.fetch_layout(from.clone());
+        } else if stamp.version == mine {
+            self.heard_stamp(from, mine);
         } else if stamp.version < mine && is_data_work(req) {
             metrics::counter!(crate::metrics::PEER_REFUSED_TOTAL, "reason" => "stale_layout")
                 .increment(1);
@@ -447,6 +455,7 @@ impl Engine {
             }
             PeerRequest::LayoutPush(h) => {
                 self.learn_layout(&h);
+                self.heard_history(&from, &h);
                 let mine = Box::new(self.layout.clone());
                 self.respond_peer(id, PeerResponse::Layout(mine));
             }
@@ -569,6 +578,7 @@ impl Engine {
         match (what, result) {
             (_, Ok(PeerResponse::Layout(h))) => {
                 self.learn_layout(&h);
+                self.heard_history(&to, &h);
             }
             (LayoutSend::Paxos, Ok(PeerResponse::Paxos(reply))) => self.on_paxos_reply(&to, *reply),
             (LayoutSend::Paxos, _) => self.on_paxos_failed(&to),

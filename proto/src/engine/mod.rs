@@ -21,6 +21,7 @@
 mod aae;
 mod aae_peer;
 mod cluster;
+mod confirm;
 mod forward;
 mod handoff;
 mod layout_sync;
@@ -156,6 +157,8 @@ enum Timer {
     CommitRetry(u32),
     /// A read's speculative delay: ask one more replica if it is still waiting.
     Speculate(RequestId),
+    /// Ask the peers again for their layout while it is not confirmed (`confirm.rs`).
+    ConfirmLayout,
 }
 
 /// What a `Send` or `Storage` command is for.
@@ -386,6 +389,7 @@ impl Engine {
         engine.timers.insert((probe_at, Timer::Probe));
         engine.timers.insert((handoff_at, Timer::Handoff));
         engine.publish_member_gauges();
+        metrics::gauge!(crate::metrics::LAYOUT_CONFIRMING).set(0.0);
         // A history with more than one version (a node restarted mid-change) resumes
         // its transfers and barriers. The transfer counters exist from the start.
         placement::register_metrics();
@@ -666,6 +670,7 @@ impl Engine {
                 Timer::Hello => self.hello_round(),
                 Timer::CommitRetry(round) => self.on_commit_timer(round),
                 Timer::Speculate(op) => self.on_speculate(op),
+                Timer::ConfirmLayout => self.confirm_round(),
             }
         }
     }
@@ -933,6 +938,13 @@ impl Engine {
                     .increment(1);
                 // The client tries another node (see `restore.rs`).
                 self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
+            }
+            ClientRequest::Get { .. }
+            | ClientRequest::Put { .. }
+            | ClientRequest::Delete { .. }
+                if self.confirming_layout() =>
+            {
+                self.refuse_unconfirmed(id, &req);
             }
             req @ (ClientRequest::Get { .. }
             | ClientRequest::Put { .. }

@@ -16,8 +16,8 @@ use shoal_proto::wire::{
 };
 use shoal_proto::{
     AaeConfig, Actor, CausalContext, Command, Engine, EngineConfig, HandoffConfig, InboundId,
-    LimitsConfig, MembershipConfig, Monotonic, Now, Object, ReplicationConfig, RequestId,
-    SendError, Sender, StorageOp, StorageReply, Time,
+    LimitsConfig, MembershipConfig, Monotonic, Now, Object, PersistedLayout, ReplicationConfig,
+    RequestId, SendError, Sender, StorageOp, StorageReply, Time,
 };
 use shoal_ring::{Member, NodeId, PartitionId, Ring};
 use shoal_storage::MemStorage;
@@ -242,6 +242,8 @@ pub struct Cluster {
     pub answers: BTreeMap<(NodeId, InboundId), Response>,
     /// Every command every engine emitted in pump mode, in order.
     pub log: Vec<(Time, NodeId, Command)>,
+    /// Nodes stopped with [`Cluster::stop`], with the layout state they had then.
+    stopped: BTreeMap<NodeId, PersistedLayout>,
 }
 
 impl Cluster {
@@ -297,6 +299,7 @@ impl Cluster {
             next_inbound: 1,
             answers: BTreeMap::new(),
             log: Vec::new(),
+            stopped: BTreeMap::new(),
         };
         // The first periodic timers are jittered within their first interval: fire them
         // all at once, so that the next ones are a whole interval away.
@@ -309,6 +312,43 @@ impl Cluster {
             }
         }
         c
+    }
+
+    /// `n` crashes, its store kept: requests to it fail as unreachable, answers to it are
+    /// lost, and its timers do not fire until [`Cluster::restart`]. Only with nothing in
+    /// flight (a request it took would never be answered).
+    pub fn stop(&mut self, n: &NodeId) {
+        assert!(
+            self.queue.is_empty(),
+            "stop a node only with the network idle"
+        );
+        let state = self.node(n).engine.persisted_layout_state();
+        self.stopped.insert(n.clone(), state);
+    }
+
+    /// `n` starts again on its store, as a node does: a new engine (seed `seed`) on the
+    /// layout state stored in it (or, if the engine never saved one, the state it had when
+    /// it stopped), [`Engine::with_layout`] then [`Engine::restore_agreement`].
+    pub fn restart(&mut self, n: &NodeId, seed: u64) {
+        let at_stop = self.stopped.remove(n).expect("a stopped node");
+        let saved = match self.nodes[n].execute(StorageOp::LoadLayout) {
+            StorageReply::Layout(Some(saved)) if saved.seq >= at_stop.seq => *saved,
+            _ => at_stop,
+        };
+        let mut engine = Engine::with_layout(
+            self.cfg.clone(),
+            n.clone(),
+            saved.history.clone(),
+            seed,
+            Now::from_virtual(self.now),
+        )
+        .expect("the restarted engine");
+        engine.restore_agreement(&saved);
+        // Answers addressed to its previous incarnation would match the new one's ids.
+        self.queue
+            .retain(|m| !matches!(m, Msg::Response { to, .. } if to == n));
+        self.node(n).engine = engine;
+        self.absorb(n);
     }
 
     pub fn node(&mut self, n: &NodeId) -> &mut TestNode {
@@ -591,8 +631,9 @@ impl Cluster {
         if self.queue.is_empty() {
             let next = self
                 .nodes
-                .values()
-                .filter_map(|n| n.engine.poll_timeout())
+                .iter()
+                .filter(|(id, _)| !self.stopped.contains_key(*id))
+                .filter_map(|(_, n)| n.engine.poll_timeout())
                 .min()
                 .map(Monotonic::as_virtual)
                 .expect("timers are always armed");
@@ -610,10 +651,11 @@ impl Cluster {
         let due: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| {
-                n.engine
-                    .poll_timeout()
-                    .is_some_and(|t| Monotonic::as_virtual(t) <= now)
+            .filter(|(id, n)| {
+                !self.stopped.contains_key(*id)
+                    && n.engine
+                        .poll_timeout()
+                        .is_some_and(|t| Monotonic::as_virtual(t) <= now)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -631,6 +673,14 @@ impl Cluster {
                 id,
                 result: Err(SendError::Unreachable(format!("{to} lost the message"))),
             }),
+            Msg::Request { to, from, id, .. } if self.stopped.contains_key(&to) => {
+                self.queue.push_back(Msg::Response {
+                    to: from,
+                    id,
+                    result: Err(SendError::Unreachable(format!("{to} is stopped"))),
+                })
+            }
+            Msg::Response { to, .. } if self.stopped.contains_key(&to) => {}
             Msg::Request {
                 to,
                 from,

@@ -17,6 +17,8 @@ use shoal_storage::MemStorage;
 
 use super::engine_harness::*;
 
+mod fence;
+
 fn addr_of(i: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7000 + i))
 }

@@ -706,9 +706,45 @@ impl Sim {
                     .iter()
                     .any(|(node, d, _)| *d == p && *node == self.nodes[i].id.to_string())
         });
+        // The keys whose objects this op may store, to record the dots they hold after.
+        let touched: Vec<(PartitionId, Vec<u8>)> = match &op {
+            StorageOp::Coordinate { partition, key, .. }
+            | StorageOp::Merge { partition, key, .. } => vec![(*partition, key.clone())],
+            StorageOp::MergeMany {
+                partition, objects, ..
+            } => objects
+                .iter()
+                .map(|(k, _)| (*partition, k.clone()))
+                .collect(),
+            StorageOp::ReplaceMany { partition, objects } => objects
+                .iter()
+                .map(|(k, _)| (*partition, k.clone()))
+                .collect(),
+            _ => Vec::new(),
+        };
         let result = r.executor.execute(op);
+        let stored: Vec<(PartitionId, Vec<Dot>)> = if result.is_ok() {
+            touched
+                .into_iter()
+                .filter_map(|(partition, key)| {
+                    match r.executor.execute(StorageOp::Read { partition, key }) {
+                        Ok(StorageReply::Object(Some(o))) => {
+                            Some((partition, o.siblings().iter().map(|s| s.dot).collect()))
+                        }
+                        _ => None,
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let name = self.name(i);
+        for (partition, dots) in stored {
+            self.copies.stored(&name, partition, dots, now);
+        }
         if let (Some(p), Ok(_)) = (dropping, &result) {
             self.drops.push((self.name(i), p, now));
+            self.copies.dropped(&name, p, now);
         }
         let late_write = match (after_drop, &result) {
             (Some(p), Ok(_)) => vec![crate::checkers::Violation::new(

@@ -313,13 +313,16 @@ impl Sim {
         Ok(())
     }
 
-    /// Before the final checks: forgets the writes that were never acknowledged and were
-    /// lost with their coordinator's copy — coordinated on a node that then died for
-    /// good or dropped the key's partition (an old owner whose copy no transfer took, as
-    /// the new owners had synced before it), their dot in no replica's clock at the end,
-    /// on a key never reaped. A failed write may be lost; without this the
-    /// `no_resurrection` checker would take the lost write as having replaced the
-    /// values its context covered. Returns how many it forgot.
+    /// Before the final checks: forgets the writes that were never acknowledged and whose
+    /// every copy was lost for a recorded cause (`copies.rs`): each node that stored the
+    /// dot in its objects (the coordinator first) died for good, dropped the key's
+    /// partition (an old owner whose copy no transfer took, as the new owners had synced
+    /// before it), or lost the dot to a power cut (which a cut may take while another
+    /// copy exists) — since it last stored it; their dot in no replica's clock at the
+    /// end, on a key never reaped. A failed write may be lost; without this the
+    /// `no_resurrection` checker would take the lost write as having replaced the values
+    /// its context covered. A copy that vanished for no recorded cause keeps the write
+    /// (and the checker on it). Returns how many it forgot.
     pub(super) fn forget_stranded_writes(&mut self, state: &crate::checkers::FinalState) -> usize {
         let dead: BTreeSet<String> = self
             .nodes
@@ -333,12 +336,11 @@ impl Sim {
             .iter()
             .enumerate()
             .filter(|(_, c)| {
-                let partition = self.ring.partition_of(c.key.as_bytes());
-                let lost_copy = dead.contains(&c.node)
-                    || self
-                        .drops
+                let holders = self.copies.holders(c.dot);
+                let every_copy_lost = holders.iter().any(|(node, _)| *node == c.node)
+                    && holders
                         .iter()
-                        .any(|(node, p, at)| *node == c.node && *p == partition && *at >= c.at);
+                        .all(|(node, loss)| dead.contains(node) || loss.is_some());
                 let seen = state.keys.get(&c.key).is_some_and(|k| {
                     k.replicas
                         .iter()
@@ -350,17 +352,30 @@ impl Sim {
                         .puts_of(&c.key, &v)
                         .any(|op| matches!(op.outcome, crate::history::Outcome::Written { .. }))
                 });
-                lost_copy && !seen && !acknowledged && history.reaps_of(&c.key).next().is_none()
+                every_copy_lost
+                    && !seen
+                    && !acknowledged
+                    && history.reaps_of(&c.key).next().is_none()
             })
             .map(|(i, _)| i)
             .collect();
         for &i in stranded.iter().rev() {
             let c = self.history.coordinations.remove(i);
+            let how: Vec<String> = self
+                .copies
+                .holders(c.dot)
+                .into_iter()
+                .map(|(node, loss)| match loss {
+                    Some(l) => format!("{node}: {l:?}"),
+                    None => format!("{node}: dead"),
+                })
+                .collect();
             let line = format!(
-                "STRANDED write {} dot {} on {}: not acknowledged, lost with its coordinator's copy",
+                "STRANDED write {} dot {} on {}: not acknowledged, every copy lost ({})",
                 c.key,
                 crate::history::ShowDot(c.dot),
-                c.node
+                c.node,
+                how.join(", ")
             );
             self.log.line(self.now, "chk", &line);
         }

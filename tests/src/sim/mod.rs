@@ -79,6 +79,7 @@
 mod client;
 mod clock;
 mod config;
+mod copies;
 mod counters;
 mod dispatch;
 mod event;
@@ -220,6 +221,8 @@ pub(crate) struct Sim {
     layout_stats: operator::LayoutStats,
     /// Every partition drop a node carried out: the node, the partition, when.
     drops: Vec<(String, shoal_ring::PartitionId, Time)>,
+    /// Which nodes stored each dot, and which lost it to a power cut or a drop.
+    copies: copies::Copies,
 }
 
 /// Most violations a run keeps (the first ones are the interesting ones).
@@ -404,6 +407,7 @@ impl Sim {
             versions: versions::Versions::default(),
             layout_stats: operator::LayoutStats::default(),
             drops: Vec::new(),
+            copies: copies::Copies::default(),
         })
     }
 

@@ -159,6 +159,8 @@ impl Sim {
                 lost.len()
             ),
         );
+        let name = self.nodes[i].id.to_string();
+        self.copies.power_cut(&name, lost.iter().copied(), self.now);
         self.crash(i, down);
         let lost_writes = self.nodes[i].disk().power_cut(keep);
         self.faults.power_cuts += 1;

@@ -1,6 +1,7 @@
 //! A replaced node comes back with its old data and its old layout (its data directory
 //! kept, started again after `replace OLD NEW` was committed): it is fenced. It never gets
-//! a write acknowledged — a client sending it one gets a clear error naming the fence —,
+//! a write acknowledged, not even at W = 1 — a client sending it one gets `Unavailable`
+//! until a peer confirmed its layout, then a clear error naming the fence —,
 //! its peers refuse its node-to-node messages, and the new owners' data stays as the
 //! cluster wrote it after the replacement (overwrites and deletes are not undone).
 
@@ -81,10 +82,12 @@ async fn a_replaced_node_back_with_its_old_data_is_fenced_and_changes_nothing() 
 
     // n3 comes back from its own disk, still at version 1 and holding every old value.
     cluster.start_again(OLD);
-    // Writes sent to it directly are never acknowledged; once it has heard of version 2
-    // (its peers refuse it as stale and it fetches the layout) it says it is fenced.
+    // Writes sent to it directly are never acknowledged, at W = 1 too (its own copy would
+    // meet W for version 1): until a peer confirmed its layout it refuses them as
+    // unavailable, and once it has fetched version 2 it says it is fenced.
     let attempts = AtomicU32::new(0);
-    let (p, c, a) = (&probe, &cluster, &attempts);
+    let confirming = AtomicU32::new(0);
+    let (p, c, a, confirming) = (&probe, &cluster, &attempts, &confirming);
     let fenced = wait_until("n3 to refuse writes as fenced", CHANGE_TIMEOUT, move || {
         let n = a.fetch_add(1, Ordering::Relaxed) + 1;
         let key = format!("fence-{:05}", n % 150);
@@ -93,14 +96,21 @@ async fn a_replaced_node_back_with_its_old_data_is_fenced_and_changes_nothing() 
                 key: key.clone().into_bytes(),
                 value: b"from-the-fenced-node".to_vec(),
                 context: None,
-                // The cluster's W = 2: the node's own copy is not enough.
-                options: WriteOptions::default(),
+                // W = 1: the node's own copy would be enough under version 1.
+                options: WriteOptions {
+                    w: Some(1),
+                    ..WriteOptions::default()
+                },
             };
             match p.client(c, OLD, req, Duration::from_secs(5)).await {
                 Ok(ClientResponse::Error(RequestError::NotAllowed(why)))
                     if why.contains("fenced") =>
                 {
                     Ok(why)
+                }
+                Ok(ClientResponse::Error(e @ RequestError::Unavailable { alive: 0, .. })) => {
+                    confirming.fetch_add(1, Ordering::Relaxed);
+                    Err(format!("put {key} refused while confirming: {e}"))
                 }
                 Ok(ClientResponse::Error(e)) => Err(format!("put {key} refused: {e}")),
                 Ok(other) => panic!("the replaced node acknowledged a write of {key}: {other:?}"),
@@ -110,8 +120,10 @@ async fn a_replaced_node_back_with_its_old_data_is_fenced_and_changes_nothing() 
     })
     .await;
     eprintln!(
-        "after {} attempts the replaced node answers: {fenced}",
-        attempts.load(Ordering::Relaxed)
+        "after {} attempts ({} refused while it confirmed its layout) the replaced node \
+         answers: {fenced}",
+        attempts.load(Ordering::Relaxed),
+        confirming.load(Ordering::Relaxed)
     );
     let refused = cluster
         .metric_sum(&[0, 1, new], "shoal_peer_refused_total", &[])
