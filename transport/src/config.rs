@@ -87,6 +87,17 @@ pub struct TransportConfig {
     /// that stops reading gets its stream aborted.
     #[serde(with = "humantime_serde")]
     pub response_write_timeout: Duration,
+    /// Ack-eliciting packets a peer may receive before it must send an acknowledgement
+    /// (asked of the peer through the QUIC ACK frequency extension); 0 keeps QUIC's
+    /// default, an acknowledgement for every other packet. Each acknowledgement that
+    /// cannot ride on a response is a datagram of its own: a system call and a packet's
+    /// crypto on both sides.
+    pub ack_eliciting_threshold: u32,
+    /// How long a peer asked to acknowledge less often may hold an acknowledgement back
+    /// (QUIC clamps it to at least the peer's minimum and at most the larger of the path
+    /// RTT and 25 ms). Only used with a positive `ack_eliciting_threshold`.
+    #[serde(with = "humantime_serde")]
+    pub max_ack_delay: Duration,
 }
 
 impl Default for TransportConfig {
@@ -114,6 +125,8 @@ impl Default for TransportConfig {
             max_peer_inflight_bytes: 256 * 1024 * 1024,
             request_read_timeout: Duration::from_secs(10),
             response_write_timeout: Duration::from_secs(10),
+            ack_eliciting_threshold: 0,
+            max_ack_delay: Duration::from_millis(25),
         }
     }
 }
@@ -136,6 +149,9 @@ impl TransportConfig {
         }
         if self.connect_timeout.is_zero() {
             return fail("connect_timeout must be positive");
+        }
+        if self.max_ack_delay.is_zero() || self.max_ack_delay > Duration::from_secs(1) {
+            return fail("max_ack_delay must be positive and at most 1s");
         }
         if self.max_concurrent_streams == 0 {
             return fail("max_concurrent_streams must be at least 1");
@@ -205,6 +221,12 @@ impl TransportConfig {
             // own, smaller windows; a larger frame still arrives, paced by flow control).
             .receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW_BYTES))
             .datagram_receive_buffer_size(None);
+        if self.ack_eliciting_threshold > 0 {
+            let mut ack = quinn::AckFrequencyConfig::default();
+            ack.ack_eliciting_threshold(quinn::VarInt::from_u32(self.ack_eliciting_threshold))
+                .max_ack_delay(Some(self.max_ack_delay));
+            transport.ack_frequency_config(Some(ack));
+        }
         Ok(Arc::new(transport))
     }
 }
@@ -216,6 +238,23 @@ mod tests {
     #[test]
     fn default_config_is_valid() {
         TransportConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn max_ack_delay_out_of_range_is_refused_and_a_threshold_builds() {
+        for delay in [Duration::ZERO, Duration::from_secs(2)] {
+            let config = TransportConfig {
+                max_ack_delay: delay,
+                ..TransportConfig::default()
+            };
+            assert!(config.validate().is_err(), "{delay:?} accepted");
+        }
+        let config = TransportConfig {
+            ack_eliciting_threshold: 8,
+            ..TransportConfig::default()
+        };
+        config.validate().unwrap();
+        config.quinn_transport().unwrap();
     }
 
     #[test]
