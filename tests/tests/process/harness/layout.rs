@@ -257,6 +257,11 @@ impl Load {
         }
     }
 
+    /// How many puts failed so far (every kind).
+    pub fn failed(&self) -> u64 {
+        self.failed.lock().expect("failed").values().sum()
+    }
+
     /// How many puts were acknowledged so far.
     pub fn acked(&self) -> usize {
         self.acked.lock().expect("acked").len()

@@ -3,7 +3,8 @@
 //! ([`kill`]), a replaced node coming back with its old data and layout ([`fence`]), two
 //! operators committing at once ([`commits`]), also across a partition
 //! ([`partitioned`]), a coordinator paused with writes in flight while its
-//! partitions move ([`paused`]), and a new layout every few seconds while
+//! partitions move ([`paused`]), a cluster grown 3 → 5, shrunk by a decommission and
+//! by the removal of a dead node ([`lifecycle`]), and a new layout every few seconds while
 //! a node is paused under client load ([`churn`]). Every scenario ends by checking, on the
 //! stopped nodes' stores, that each owner of the final layout holds every acknowledged
 //! write (a read at R = N could be answered by two copies and read-repair the third).
@@ -12,6 +13,7 @@ mod churn;
 mod commits;
 mod fence;
 mod kill;
+mod lifecycle;
 mod partitioned;
 mod paused;
 
