@@ -91,24 +91,35 @@ pub fn converged(
                 p.partition
             ));
         }
-        let counts: BTreeSet<u64> = p.replicas.iter().map(|r| r.keys).collect();
-        let roots: BTreeSet<&str> = p.replicas.iter().map(|r| r.root.as_str()).collect();
-        if !p.equal || roots.len() != 1 || counts.len() != 1 {
-            differing.push(format!(
-                "{}: {}",
-                p.partition,
-                p.replicas
-                    .iter()
-                    .map(|r| format!("{}={}/{}", r.node, r.keys, r.root))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ));
+        if let Some(differs) = unequal(p) {
+            differing.push(differs);
             continue;
         }
         keys.insert(p.partition, p.replicas[0].keys);
     }
+    differing_error(&differing).map(|()| keys)
+}
+
+/// `None` when partition `p`'s replicas report equal trees, one root and one key count;
+/// otherwise each replica as `node=keys/root`.
+pub fn unequal(p: &PartitionDoc) -> Option<String> {
+    let counts: BTreeSet<u64> = p.replicas.iter().map(|r| r.keys).collect();
+    let roots: BTreeSet<&str> = p.replicas.iter().map(|r| r.root.as_str()).collect();
+    if p.equal && roots.len() == 1 && counts.len() == 1 {
+        return None;
+    }
+    let replicas: Vec<String> = p
+        .replicas
+        .iter()
+        .map(|r| format!("{}={}/{}", r.node, r.keys, r.root))
+        .collect();
+    Some(format!("{}: {}", p.partition, replicas.join(" ")))
+}
+
+/// `Ok` when no partition differs, or an error counting them and showing the first few.
+pub fn differing_error(differing: &[String]) -> Result<(), String> {
     if differing.is_empty() {
-        Ok(keys)
+        Ok(())
     } else {
         Err(format!(
             "{} partitions differ (node=keys/root), first: {:?}",

@@ -2,10 +2,10 @@
 //! same version: exactly one commit succeeds, the other is refused naming the version the
 //! cluster is at now, and every node ends on the one layout that won.
 
-use shoal_proto::wire::{ClientResponse, ClusterReply, ClusterRequest, MemberRole, StageRequest};
+use shoal_proto::wire::{ClientResponse, ClusterReply, ClusterRequest, MemberRole};
 use shoal_proto::RequestError;
 
-use super::stop_all;
+use super::{stage_join_at, stop_all};
 use crate::harness::{wait_until, Cluster, LayoutProbe, CHANGE_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,19 +17,7 @@ async fn two_operators_commit_the_same_version_at_two_nodes_and_exactly_one_wins
     // Operator A at n1 joins the candidate with weight 1, operator B at n2 with weight 2:
     // two different layouts for version 2.
     for (node, weight) in [(0, 1), (1, 2)] {
-        probe.wait_candidate(&cluster, node, &id).await;
-        let stage = StageRequest::Join {
-            id: id.clone(),
-            zone: None,
-            weight,
-        };
-        match probe
-            .cluster(&cluster, node, ClusterRequest::Stage(stage))
-            .await
-        {
-            Ok(ClientResponse::Cluster(ClusterReply::Staged(s))) if s.len() == 1 => {}
-            other => panic!("staging at node {node}: {other:?}"),
-        }
+        stage_join_at(&probe, &cluster, node, &id, weight).await;
     }
     let (p, c) = (&probe, &cluster);
     let commit = move |node| p.cluster(c, node, ClusterRequest::Commit { version: 1 });

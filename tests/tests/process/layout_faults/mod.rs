@@ -17,11 +17,10 @@ mod lifecycle;
 mod partitioned;
 mod paused;
 
-use std::collections::BTreeSet;
-
 use shoal_client::{Client, NodeId};
+use shoal_proto::wire::{ClientResponse, ClusterReply, ClusterRequest, StageRequest};
 
-use crate::aae::support::cli_aae_status;
+use crate::aae::support::{cli_aae_status, differing_error, unequal};
 use crate::harness::{wait_hints_drained, wait_until, Cluster, LayoutProbe, CHANGE_TIMEOUT};
 
 /// Transfers slowed to about 100 keys a second (small batches, one exchange at a time), so
@@ -48,6 +47,31 @@ async fn stage_candidate_join(
         .await
         .unwrap_or_else(|e| panic!("staging the join of {id}: {e}"));
     i
+}
+
+/// Stages at node `node` the join of candidate `id` with `weight` (once `node` lists it),
+/// through `probe` so that the stage reaches the node named: two operators staging
+/// different weights at two nodes make two different layouts for one version.
+async fn stage_join_at(
+    probe: &LayoutProbe,
+    cluster: &Cluster,
+    node: usize,
+    id: &NodeId,
+    weight: u32,
+) {
+    probe.wait_candidate(cluster, node, id).await;
+    let stage = StageRequest::Join {
+        id: id.clone(),
+        zone: None,
+        weight,
+    };
+    match probe
+        .cluster(cluster, node, ClusterRequest::Stage(stage))
+        .await
+    {
+        Ok(ClientResponse::Cluster(ClusterReply::Staged(s))) if s.len() == 1 => {}
+        other => panic!("staging at node {node}: {other:?}"),
+    }
 }
 
 /// Stops every running node with SIGTERM (so that everything acknowledged is on disk).
@@ -88,30 +112,15 @@ async fn wait_repaired(cluster: &mut Cluster, client: &Client, n: usize) {
             let differing: Vec<String> = doc
                 .partitions
                 .iter()
-                .filter(|p| {
-                    let roots: BTreeSet<&str> =
-                        p.replicas.iter().map(|r| r.root.as_str()).collect();
-                    let keys: BTreeSet<u64> = p.replicas.iter().map(|r| r.keys).collect();
-                    !p.equal || p.replicas.len() != n || roots.len() != 1 || keys.len() != 1
-                })
-                .map(|p| {
-                    let replicas: Vec<String> = p
-                        .replicas
-                        .iter()
-                        .map(|r| format!("{}={}/{}", r.node, r.keys, r.root))
-                        .collect();
-                    format!("{}: {}", p.partition, replicas.join(" "))
+                .filter_map(|p| {
+                    if p.replicas.len() == n {
+                        unequal(p)
+                    } else {
+                        Some(format!("{}: {} replicas", p.partition, p.replicas.len()))
+                    }
                 })
                 .collect();
-            if differing.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} partitions differ (node=keys/root), first: {:?}",
-                    differing.len(),
-                    &differing[..differing.len().min(3)]
-                ))
-            }
+            differing_error(&differing)
         },
     )
     .await;

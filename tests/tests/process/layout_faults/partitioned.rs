@@ -11,12 +11,10 @@
 
 use std::time::Duration;
 
-use shoal_proto::wire::{
-    ClientRequest, ClientResponse, ClusterReply, ClusterRequest, StageRequest,
-};
+use shoal_proto::wire::{ClientRequest, ClientResponse, ClusterReply, ClusterRequest};
 use shoal_proto::RequestError;
 
-use super::stop_all;
+use super::{stage_join_at, stop_all};
 use crate::harness::{wait_until, Cluster, LayoutProbe, CHANGE_TIMEOUT};
 use crate::netns::root_or_skip;
 
@@ -102,19 +100,7 @@ async fn two_operators_commit_across_a_partition_and_only_the_majority_side_deci
     // A stages the join with weight 1 at n1, B with weight 2 at n3: two different layouts
     // for version 2. Both nodes know the candidate before the partition.
     for (node, weight) in [(MAJORITY_OPERATOR, 1), (ISOLATED, 2)] {
-        probe.wait_candidate(&cluster, node, &id).await;
-        let stage = StageRequest::Join {
-            id: id.clone(),
-            zone: None,
-            weight,
-        };
-        match probe
-            .cluster(&cluster, node, ClusterRequest::Stage(stage))
-            .await
-        {
-            Ok(ClientResponse::Cluster(ClusterReply::Staged(s))) if s.len() == 1 => {}
-            other => panic!("staging at node {node}: {other:?}"),
-        }
+        stage_join_at(&probe, &cluster, node, &id, weight).await;
     }
 
     let port = |i: usize| cluster.nodes()[i].addr.port();
