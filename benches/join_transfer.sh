@@ -76,6 +76,20 @@ while [ ! -f "$OUT/settled" ]; do
     [ "$i" -lt 60 ] || { echo "the join did not settle"; exit 1; }
 done
 end=$(cat "$OUT/settled")
+# Where the data is once settled: each node's keys and the partitions whose replicas'
+# roots differ (writes of the running slice can be in flight between replicas).
+"$BIN/shoal" aae status --json >"$OUT/aae-settled.json"
+python3 - "$OUT/aae-settled.json" "$id" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+keys, unequal = {}, 0
+for p in s["partitions"]:
+    unequal += not p["equal"]
+    for r in p["replicas"]:
+        keys[r["node"]] = keys.get(r["node"], 0) + r["keys"]
+print(f"settled: keys per node {dict(sorted(keys.items()))}, the joiner {sys.argv[2]}; "
+      f"{unequal} of {len(s['partitions'])} partitions with unequal roots at that moment")
+PY
 scrape=$(curl -s "http://$metrics/metrics" 2>/dev/null || python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://$metrics/metrics').read().decode())")
 keys=$(echo "$scrape" | awk '/^shoal_transfer_keys_total/ {s += $2} END {print s + 0}')
 bytes=$(echo "$scrape" | awk '/^shoal_transfer_bytes_total/ {s += $2} END {print s + 0}')

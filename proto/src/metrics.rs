@@ -150,9 +150,11 @@ pub const TRANSFERS_PENDING: &str = "shoal_transfers_pending";
 pub const TRANSFERS_RUNNING: &str = "shoal_transfers_running";
 /// Counter: partitions this node finished pulling from every old replica.
 pub const TRANSFERS_DONE_TOTAL: &str = "shoal_transfers_done_total";
-/// Counter: keys a transfer exchange copied into this node.
+/// Counter: keys copied into a partition this node pulls, by its own transfer exchanges
+/// or by an old owner's anti-entropy pushing into it.
 pub const TRANSFER_KEYS_TOTAL: &str = "shoal_transfer_keys_total";
-/// Counter, in bytes: key and value bytes a transfer exchange read from old replicas.
+/// Counter, in bytes: key and value bytes received for partitions this node pulls (read
+/// by its transfer exchanges from old replicas, or pushed by their anti-entropy).
 pub const TRANSFER_BYTES_TOTAL: &str = "shoal_transfer_bytes_total";
 /// Counter: transfer exchanges that failed (tried again at the next anti-entropy tick).
 pub const TRANSFER_ERRORS_TOTAL: &str = "shoal_transfer_errors_total";

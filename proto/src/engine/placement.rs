@@ -149,6 +149,15 @@ impl Engine {
         }
     }
 
+    /// Whether this node still pulls `partition` for the layout version it syncs (its
+    /// transfer of it has not completed).
+    pub fn pulling(&self, partition: PartitionId) -> bool {
+        self.placement
+            .sync
+            .as_ref()
+            .is_some_and(|j| j.left.contains_key(&partition))
+    }
+
     /// Whether this node is pulling partitions for a layout version.
     pub(super) fn syncing(&self) -> bool {
         self.placement.sync.is_some()

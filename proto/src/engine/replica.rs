@@ -14,6 +14,9 @@ pub(super) enum ReplicaKind {
     StoreHint,
     Read,
     Aae,
+    /// A peer's anti-entropy push into a partition this node still pulls: its keys count
+    /// as transfer (a join's data arrives through the old owners' exchanges too).
+    AaeTransfer,
 }
 
 impl ReplicaKind {
@@ -22,7 +25,7 @@ impl ReplicaKind {
             ReplicaKind::Merge => "replicate",
             ReplicaKind::StoreHint => "replicate_hint",
             ReplicaKind::Read => "read",
-            ReplicaKind::Aae => "aae",
+            ReplicaKind::Aae | ReplicaKind::AaeTransfer => "aae",
         }
     }
 }
@@ -132,16 +135,37 @@ impl Engine {
                 self.respond_peer(id, PeerResponse::Gossip(mine));
             }
             PeerRequest::Ping => self.respond_peer(id, PeerResponse::Pong),
-            PeerRequest::Aae(req) => match self.aae_storage_op(req) {
-                Ok(op) => self.storage(
-                    op,
-                    Waiter::Replica {
-                        inbound: id,
-                        kind: ReplicaKind::Aae,
-                    },
-                ),
-                Err(e) => self.respond_peer(id, PeerResponse::Error(e)),
-            },
+            PeerRequest::Aae(req) => {
+                // Bytes pushed into a partition this node still pulls are moved data.
+                let transfer = match &req {
+                    crate::wire::AaeRequest::Push { partition, objects }
+                        if self.pulling(*partition) =>
+                    {
+                        Some(
+                            objects
+                                .iter()
+                                .map(|(k, o)| (k.len() + o.data_bytes()) as u64)
+                                .sum::<u64>(),
+                        )
+                    }
+                    _ => None,
+                };
+                match self.aae_storage_op(req) {
+                    Ok(op) => {
+                        let kind = match transfer {
+                            Some(size) => {
+                                metrics::counter!(crate::metrics::TRANSFER_BYTES_TOTAL)
+                                    .increment(size);
+                                self.placement.note_transfer_bytes(size);
+                                ReplicaKind::AaeTransfer
+                            }
+                            None => ReplicaKind::Aae,
+                        };
+                        self.storage(op, Waiter::Replica { inbound: id, kind });
+                    }
+                    Err(e) => self.respond_peer(id, PeerResponse::Error(e)),
+                }
+            }
             req @ (PeerRequest::LayoutFetch
             | PeerRequest::LayoutPush(_)
             | PeerRequest::Paxos(_)
@@ -246,10 +270,20 @@ impl Engine {
             (_, Ok(StorageReply::TooLarge { len, max })) => {
                 PeerResponse::Error(RequestError::ObjectTooLarge { len, max })
             }
-            (ReplicaKind::Aae, Ok(reply)) => match AaeResponse::try_from(reply) {
-                Ok(answer) => PeerResponse::Aae(answer),
-                Err(other) => unexpected_reply(ReplicaKind::Aae, other),
-            },
+            (k @ (ReplicaKind::Aae | ReplicaKind::AaeTransfer), Ok(reply)) => {
+                match AaeResponse::try_from(reply) {
+                    Ok(answer) => {
+                        if let (ReplicaKind::AaeTransfer, AaeResponse::Pushed(changed)) =
+                            (k, &answer)
+                        {
+                            metrics::counter!(crate::metrics::TRANSFER_KEYS_TOTAL)
+                                .increment(*changed);
+                        }
+                        PeerResponse::Aae(answer)
+                    }
+                    Err(other) => unexpected_reply(k, other),
+                }
+            }
             (k, Ok(other)) => unexpected_reply(k, other),
             (_, Err(e)) => PeerResponse::Error(storage_error(e)),
         };

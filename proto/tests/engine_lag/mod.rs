@@ -22,7 +22,7 @@ use super::{a, five, unreachable, written};
 /// Keeps every counter total and every histogram sample, by metric name (labels
 /// ignored), for the thread it is installed on.
 #[derive(Default)]
-struct Recorded {
+pub(super) struct Recorded {
     counters: Arc<Mutex<BTreeMap<String, u64>>>,
     samples: Arc<Mutex<BTreeMap<String, Vec<f64>>>>,
 }
@@ -71,7 +71,7 @@ impl Recorded {
         })
     }
 
-    fn counter(&self, name: &str) -> u64 {
+    pub(super) fn counter(&self, name: &str) -> u64 {
         self.counters
             .lock()
             .unwrap()

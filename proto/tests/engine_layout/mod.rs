@@ -603,6 +603,108 @@ fn status_reports_the_transfers_of_a_join_while_they_run() {
     assert_eq!(s.transfers, shoal_proto::wire::TransferSummary::default());
 }
 
+/// An old owner's anti-entropy that pushes keys into a partition the joiner still pulls
+/// counts as transfer at the joiner, like its own transfer exchanges: the keys and bytes
+/// a join moved are the joiner's, whoever started the exchange. (A 1M-key join counted
+/// 129,145 of the joiner's 750,000 keys: the old owners' exchanges had pushed the rest.)
+#[test]
+fn a_push_into_a_partition_being_pulled_counts_as_transfer() {
+    use shoal_proto::metrics::{TRANSFER_BYTES_TOTAL, TRANSFER_KEYS_TOTAL};
+    use shoal_proto::wire::{AaeRequest, AaeResponse};
+    let rec = super::engine_lag::Recorded::default();
+    metrics::with_local_recorder(&rec, || {
+        let mut cfg = quiet_config();
+        // One exchange at a time, so that the join is observed half done.
+        cfg.aae.max_concurrent_exchanges = 1;
+        let mut c = Cluster::new(3, 64, cfg, 5);
+        let a = id("a");
+        let keys: Vec<Vec<u8>> = (0..200u32)
+            .map(|i| format!("key-{i}").into_bytes())
+            .collect();
+        for key in &keys {
+            let (n, inbound) = c.submit(&a, put(key, "a value of some bytes", None));
+            c.pump(None, 0.0, |c| c.answers.contains_key(&(n.clone(), inbound)));
+        }
+        let d = add_candidate(&mut c, "d", 3);
+        c.pump(None, 0.0, |c| c.engine(&d).layout().version() == 1);
+        let join = StageRequest::Join {
+            id: d.clone(),
+            zone: None,
+            weight: 1,
+        };
+        ask(&mut c, &a, ClusterRequest::Stage(join)).expect("staged");
+        cluster_req(&mut c, &a, ClusterRequest::Commit { version: 1 });
+        c.pump_until(|c| {
+            let t = c.engine(&d).transfer_stats();
+            t.version == 2 && t.done >= 1
+        });
+        // A key that a holds, in a partition d still pulls and does not hold yet.
+        let key = keys
+            .iter()
+            .find(|k| {
+                c.engine(&d).pulling(c.partition(k))
+                    && c.stored(&a, k).is_some()
+                    && c.stored(&d, k).is_none()
+            })
+            .expect("a key of a partition not pulled yet")
+            .clone();
+        let object = c.stored(&a, &key).expect("stored at a");
+        let size = (key.len() + object.data_bytes()) as u64;
+        let (keys_before, bytes_before) = (
+            rec.counter(TRANSFER_KEYS_TOTAL),
+            rec.counter(TRANSFER_BYTES_TOTAL),
+        );
+        let push = AaeRequest::Push {
+            partition: c.partition(&key),
+            objects: vec![(key.clone(), object)],
+        };
+        let cmds = c.peer(&d, 900_001, &a, PeerRequest::Aae(push));
+        assert_eq!(cmds.len(), 1, "{cmds:?}");
+        let answer = c.run_storage(&d, &cmds[0]);
+        assert!(
+            matches!(
+                answer.as_slice(),
+                [Command::Respond {
+                    response: Response::Peer(PeerResponse::Aae(AaeResponse::Pushed(1))),
+                    ..
+                }]
+            ),
+            "{answer:?}"
+        );
+        assert_eq!(rec.counter(TRANSFER_KEYS_TOTAL) - keys_before, 1);
+        assert_eq!(rec.counter(TRANSFER_BYTES_TOTAL) - bytes_before, size);
+        // A push into a partition d does not pull (it holds it in full) is anti-entropy,
+        // not transfer.
+        let held = keys
+            .iter()
+            .find(|k| {
+                let p = c.partition(k);
+                c.engine(&d).held_partitions().contains(&p) && !c.engine(&d).pulling(p)
+            })
+            .map(|k| c.partition(k))
+            .expect("a partition d pulled in full");
+        let (keys_before, bytes_before) = (
+            rec.counter(TRANSFER_KEYS_TOTAL),
+            rec.counter(TRANSFER_BYTES_TOTAL),
+        );
+        let key = keys
+            .iter()
+            .find(|k| c.partition(k) == held)
+            .expect("a key of it")
+            .clone();
+        let object = c.stored(&a, &key).expect("stored at a");
+        let push = AaeRequest::Push {
+            partition: held,
+            objects: vec![(key, object)],
+        };
+        let cmds = c.peer(&d, 900_002, &a, PeerRequest::Aae(push));
+        assert_eq!(cmds.len(), 1, "{cmds:?}");
+        let _ = c.run_storage(&d, &cmds[0]);
+        assert_eq!(rec.counter(TRANSFER_KEYS_TOTAL), keys_before);
+        assert_eq!(rec.counter(TRANSFER_BYTES_TOTAL), bytes_before);
+    });
+}
+
 /// A node that gains a partition in a new layout version still reads it from the old
 /// replica set until every new owner synced; a coordinator that already reads from the
 /// new set forwards a request to it. It coordinates that request (it holds the partition
