@@ -20,9 +20,17 @@ use shoal_storage::Storage;
 use shoal_transport::{Endpoint, TransportError};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::handles::Handles;
 use super::peer_versions::PeerVersions;
 use super::{Completion, Inbound};
 use shoal_executor::Executor;
+
+static STORAGE_OP_DURATION: Handles<metrics::Histogram, 1> =
+    Handles::histogram(crate::metrics::EXECUTOR_OP_DURATION_SECONDS, ["op"]);
+static STORAGE_OP_ERRORS: Handles<metrics::Counter, 1> =
+    Handles::counter(crate::metrics::EXECUTOR_ERRORS_TOTAL, ["op"]);
+static PEER_REQUESTS: Handles<metrics::Counter, 2> =
+    Handles::counter(crate::metrics::PEER_REQUESTS_TOTAL, ["op", "result"]);
 
 /// The engine's two clocks: wall-clock time (never going backwards) for what is stored,
 /// and the process's monotonic clock (counted from the clock's creation) for timers and
@@ -76,10 +84,11 @@ pub(super) fn storage_worker<S: Storage>(
         let writes = op.writes();
         let start = Instant::now();
         let result = exec.execute(op);
-        metrics::histogram!(crate::metrics::EXECUTOR_OP_DURATION_SECONDS, "op" => name)
+        STORAGE_OP_DURATION
+            .get([name])
             .record(start.elapsed().as_secs_f64());
         if result.is_err() {
-            metrics::counter!(crate::metrics::EXECUTOR_ERRORS_TOTAL, "op" => name).increment(1);
+            STORAGE_OP_ERRORS.get([name]).increment(1);
         }
         let completion = Completion::Storage { id, result };
         let sent = match &commit {
@@ -91,6 +100,10 @@ pub(super) fn storage_worker<S: Storage>(
         }
     }
 }
+
+/// At most this many inputs (completions and requests) are handled per wake-up of the
+/// driver before their commands are carried out.
+const MAX_INPUTS_PER_WAKE: usize = 32;
 
 /// The engine and what it needs to carry out its commands.
 pub(super) struct Driver {
@@ -110,6 +123,10 @@ pub(super) struct Driver {
     /// The restore marker of a node started from a backup, removed once the engine
     /// leaves restore mode ([`Driver::with_restore`]).
     restore_marker: Option<PathBuf>,
+    /// The driver's gauges, set after every wake-up.
+    inflight_gauge: metrics::Gauge,
+    pending_gauge: metrics::Gauge,
+    storage_queue_gauge: metrics::Gauge,
 }
 
 impl Driver {
@@ -135,6 +152,9 @@ impl Driver {
             done_tx,
             peer_versions: Arc::new(PeerVersions::new(WireVersion::CURRENT)),
             restore_marker: None,
+            inflight_gauge: metrics::gauge!(crate::metrics::DRIVER_INFLIGHT_REQUESTS),
+            pending_gauge: metrics::gauge!(crate::metrics::DRIVER_PENDING_COMMANDS),
+            storage_queue_gauge: metrics::gauge!(crate::metrics::DRIVER_QUEUE_DEPTH, "queue" => "storage"),
         }
     }
 
@@ -202,14 +222,24 @@ impl Driver {
                 Some(i) = input.recv() => self.admit(i),
                 _ = tokio::time::sleep(wait) => self.serve_due_timers(),
             }
+            // Whatever else is already queued is handled before the commands are carried
+            // out (bounded, so that timers and the gauges below keep their time): one
+            // wake-up of this task serves many inputs under load.
+            for _ in 1..MAX_INPUTS_PER_WAKE {
+                if let Ok(c) = done.try_recv() {
+                    self.complete(c);
+                } else if let Ok(i) = input.try_recv() {
+                    self.admit(i);
+                } else {
+                    break;
+                }
+            }
             self.drain();
             self.check_restore();
-            metrics::gauge!(crate::metrics::DRIVER_INFLIGHT_REQUESTS)
-                .set(self.engine.inflight() as f64);
-            metrics::gauge!(crate::metrics::DRIVER_PENDING_COMMANDS)
+            self.inflight_gauge.set(self.engine.inflight() as f64);
+            self.pending_gauge
                 .set(self.engine.pending_commands() as f64);
-            metrics::gauge!(crate::metrics::DRIVER_QUEUE_DEPTH, "queue" => "storage")
-                .set(self.storage_tx.len() as f64);
+            self.storage_queue_gauge.set(self.storage_tx.len() as f64);
             super::health::set_confirming_layout(self.engine.confirming_layout());
             let members = self.engine.membership();
             super::health::set_membership(
@@ -356,8 +386,7 @@ impl Driver {
                             };
                         };
                         let label = result.as_ref().map_or_else(SendError::label, |_| "ok");
-                        metrics::counter!(crate::metrics::PEER_REQUESTS_TOTAL, "op" => op, "result" => label)
-                            .increment(1);
+                        PEER_REQUESTS.get([op, label]).increment(1);
                         let _ = done.send(Completion::Response { id, result });
                     });
                 }

@@ -17,7 +17,25 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::backup::Backups;
+use super::handles::Handles;
 use super::Inbound;
+
+static WIRE_REQUESTS: Handles<metrics::Counter, 2> =
+    Handles::counter(crate::metrics::WIRE_REQUESTS_TOTAL, ["role", "version"]);
+static CLIENT_REQUESTS: Handles<metrics::Counter, 2> =
+    Handles::counter(crate::metrics::REQUESTS_TOTAL, ["op", "result"]);
+static CLIENT_DURATION: Handles<metrics::Histogram, 1> =
+    Handles::histogram(crate::metrics::REQUEST_DURATION_SECONDS, ["op"]);
+static PEER_SERVED: Handles<metrics::Counter, 1> =
+    Handles::counter(crate::metrics::PEER_REQUESTS_SERVED_TOTAL, ["op"]);
+static PEER_DURATION: Handles<metrics::Histogram, 1> =
+    Handles::histogram(crate::metrics::PEER_REQUEST_DURATION_SECONDS, ["op"]);
+
+/// The `version` label of a wire version, without formatting it per request.
+fn version_label(version: shoal_proto::wire::WireVersion) -> Option<&'static str> {
+    const LABELS: [&str; 9] = ["0", "1", "2", "3", "4", "5", "6", "7", "8"];
+    LABELS.get(usize::from(version.get())).copied()
+}
 
 /// Answers QUIC requests by queueing them for the driver.
 pub(super) struct NodeHandler {
@@ -159,8 +177,11 @@ impl Handler for NodeHandler {
             Request::Peer(p) | Request::Stamped(_, p) => (p.op_name(), false),
         };
         let role = if client { "client" } else { "peer" };
-        metrics::counter!(crate::metrics::WIRE_REQUESTS_TOTAL, "role" => role, "version" => version.to_string())
-            .increment(1);
+        match version_label(version) {
+            Some(label) => WIRE_REQUESTS.get([role, label]).increment(1),
+            None => metrics::counter!(crate::metrics::WIRE_REQUESTS_TOTAL, "role" => role, "version" => version.to_string())
+                .increment(1),
+        }
         let from = match peer {
             PeerRole::Node(id) => Sender::Node(id),
             PeerRole::Client(name) => Sender::Client(name),
@@ -174,13 +195,14 @@ impl Handler for NodeHandler {
         self.fill_storage_health(&mut response);
         if client {
             let result = result_label(&response);
-            metrics::counter!(crate::metrics::REQUESTS_TOTAL, "op" => op, "result" => result)
-                .increment(1);
-            metrics::histogram!(crate::metrics::REQUEST_DURATION_SECONDS, "op" => op)
+            CLIENT_REQUESTS.get([op, result]).increment(1);
+            CLIENT_DURATION
+                .get([op])
                 .record(start.elapsed().as_secs_f64());
         } else {
-            metrics::counter!(crate::metrics::PEER_REQUESTS_SERVED_TOTAL, "op" => op).increment(1);
-            metrics::histogram!(crate::metrics::PEER_REQUEST_DURATION_SECONDS, "op" => op)
+            PEER_SERVED.get([op]).increment(1);
+            PEER_DURATION
+                .get([op])
                 .record(start.elapsed().as_secs_f64());
         }
         // An answer the transport would not send goes back as a typed error, so that
