@@ -27,6 +27,8 @@ pub const HINT_LAG_BUCKETS_SECONDS: &[f64] = &[
 pub const GROUP_COMMIT_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
 ];
+/// Buckets of [`PEER_BATCH_REQUESTS`]: requests per batch, up to its limit (64).
+pub const PEER_BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0, 64.0];
 /// Histogram buckets for sibling counts: around the default warning level (25) and limit
 /// (100), and beyond (replica merges are never refused for their siblings).
 pub const SIBLING_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
@@ -59,6 +61,9 @@ pub const REQUEST_DURATION_SECONDS: &str = "shoal_request_duration_seconds";
 pub const PEER_REQUESTS_SERVED_TOTAL: &str = "shoal_peer_requests_served_total";
 /// Histogram, by `op`, in seconds: time to answer a request from another node.
 pub const PEER_REQUEST_DURATION_SECONDS: &str = "shoal_peer_request_duration_seconds";
+/// Histogram, by `direction` (`sent`, `received`), in requests: the node-to-node
+/// requests one batch carried (several requests due to the same peer in one frame).
+pub const PEER_BATCH_REQUESTS: &str = "shoal_peer_batch_requests";
 /// Counter, by `op` and `result` (`ok`, `timeout`, `unreachable`, `invalid`): completed
 /// requests to other nodes.
 pub const PEER_REQUESTS_TOTAL: &str = "shoal_peer_requests_total";
@@ -176,6 +181,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (WIRE_REQUESTS_TOTAL, MetricKind::Counter, "Requests decoded, by sender role and the wire version they came in"),
     (WIRE_VERSION_SENT, MetricKind::Gauge, "The wire version this node sends other nodes ([cluster] wire_version)"),
     (WIRE_VERSION_FALLBACKS_TOTAL, MetricKind::Counter, "(conditional: an unpinned node next to one of the previous release) Peer requests refused for their wire version and sent again in the peer's"),
+    (PEER_BATCH_REQUESTS, MetricKind::Histogram, "Node-to-node requests per batch (several requests due to one peer sent in one frame), by direction"),
     (PEER_REQUEST_DURATION_SECONDS, MetricKind::Histogram, "Time to answer a request from another node (decode to answer)"),
     (engine::REPLICA_REQUESTS_TOTAL, MetricKind::Counter, "Requests from members that reached the replication engine (replica side)"),
     (engine::MEMBERS, MetricKind::Gauge, "Members of the cluster in each state as this node sees them (itself included, always up)"),
@@ -326,6 +332,10 @@ pub fn install(cfg: &NodeConfig) -> anyhow::Result<()> {
         .set_buckets_for_metric(
             Matcher::Full(GROUP_COMMIT_WRITES.into()),
             GROUP_COMMIT_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(PEER_BATCH_REQUESTS.into()),
+            PEER_BATCH_BUCKETS,
         )?
         .set_buckets_for_metric(
             Matcher::Full(engine::HINT_DELIVERY_LAG_SECONDS.into()),

@@ -26,6 +26,10 @@
 //!   of version 3 or older gets the plain [`Response::Client`] inside. Also
 //!   [`ClusterRequest::CommitPlan`] and its refusal [`RequestError::PlanChanged`], which
 //!   a requester of version 3 gets as [`RequestError::LayoutRefused`] with its text.
+//! - Version 5: [`PeerRequest::Batch`] and [`PeerResponse::Batch`], several node-to-node
+//!   requests due to one peer in one frame and their answers in one (issue 12). Sent only
+//!   to a peer that speaks version 5; a frame of an older version that holds one is
+//!   refused as malformed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -50,7 +54,7 @@ pub use cluster::{
 };
 
 /// The newest protocol version this build speaks: what it sends unless pinned lower.
-pub const WIRE_VERSION: u16 = 4;
+pub const WIRE_VERSION: u16 = 5;
 /// The oldest protocol version this build still accepts and can speak: the previous
 /// release's, so that a cluster can be upgraded one node at a time.
 pub const MIN_WIRE_VERSION: u16 = 1;
@@ -74,6 +78,8 @@ impl WireVersion {
     const CLIENT_STAMPS: WireVersion = WireVersion(4);
     /// The first version with commits naming their plan ([`PlanId`]).
     const PLAN_IDS: WireVersion = WireVersion(4);
+    /// The first version with batches of node-to-node requests ([`PeerRequest::Batch`]).
+    pub const BATCHES: WireVersion = WireVersion(5);
 
     /// `version`, if this build speaks it.
     pub fn new(version: u16) -> Result<WireVersion, CodecError> {
@@ -470,7 +476,15 @@ pub enum PeerRequest {
     /// A candidate (a node in no layout) introduces itself: answered with
     /// [`PeerResponse::Layout`].
     Hello(Hello),
+    /// Several requests to the same peer in one frame (version 5), answered with
+    /// [`PeerResponse::Batch`], one answer per request in their order. At most
+    /// [`MAX_PEER_BATCH`] requests, none of them a batch. The receiving node runs each
+    /// as if it had come alone; the engine never sees a batch.
+    Batch(Vec<PeerRequest>),
 }
+
+/// The most requests one [`PeerRequest::Batch`] carries.
+pub const MAX_PEER_BATCH: usize = 64;
 
 /// A candidate's introduction ([`PeerRequest::Hello`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -511,6 +525,7 @@ impl PeerRequest {
             PeerRequest::LayoutPush(_) => "layout_push",
             PeerRequest::Paxos(_) => "paxos",
             PeerRequest::Hello(_) => "hello",
+            PeerRequest::Batch(_) => "batch",
         }
     }
 }
@@ -536,6 +551,8 @@ pub enum PeerResponse {
     Layout(Box<LayoutHistory>),
     /// An acceptor's answer to [`PeerRequest::Paxos`].
     Paxos(Box<PaxosReply<Layout>>),
+    /// The answers to a [`PeerRequest::Batch`], in the order of its requests (version 5).
+    Batch(Vec<PeerResponse>),
 }
 
 /// The most keys, segments or objects one anti-entropy message carries.
@@ -720,6 +737,17 @@ mod byte_strings {
 }
 
 fn encode_as<T: Serialize>(version: WireVersion, msg: &T) -> Vec<u8> {
+    // Sized first, so that the message is written once into a buffer of its size rather
+    // than into a growing vector that is then copied behind the version.
+    if let Ok(len) = postcard::experimental::serialized_size(msg) {
+        let mut out = vec![0; 2 + len];
+        out[..2].copy_from_slice(&version.get().to_be_bytes());
+        if let Ok(used) = postcard::to_slice(msg, &mut out[2..]) {
+            let used = used.len();
+            out.truncate(2 + used);
+            return out;
+        }
+    }
     let mut out = version.get().to_be_bytes().to_vec();
     // Serialising plain data into a Vec cannot fail.
     out.extend(postcard::to_stdvec(msg).unwrap_or_default());
@@ -765,6 +793,13 @@ pub fn request_len(req: &Request) -> usize {
 pub fn peer_request_len(req: &PeerRequest) -> usize {
     // The variant index of `Request::Peer` is one byte.
     encoded_len(req) + 1
+}
+
+/// The length of the frame body of `Response::Peer(resp)`, without building or encoding
+/// it (an upper bound of its length inside a [`PeerResponse::Batch`]).
+pub fn peer_response_len(resp: &PeerResponse) -> usize {
+    // The variant index of `Response::Peer` is one byte.
+    encoded_len(resp) + 1
 }
 
 /// The length [`encode_response`] would give, without encoding.
@@ -814,7 +849,18 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, CodecError> {
 /// [`decode_request`], and the version the request came in (to answer in it).
 pub fn decode_request_versioned(bytes: &[u8]) -> Result<(WireVersion, Request), CodecError> {
     let (version, body) = versioned_body(bytes)?;
-    Ok((version, take(body)?))
+    let request: Request = take(body)?;
+    if version < WireVersion::BATCHES
+        && matches!(
+            &request,
+            Request::Peer(PeerRequest::Batch(_)) | Request::Stamped(_, PeerRequest::Batch(_))
+        )
+    {
+        return Err(CodecError::Malformed(format!(
+            "a batch in a version {version} frame (batches came in version 5)"
+        )));
+    }
+    Ok((version, request))
 }
 
 /// The version to answer a request frame in: its own when this build speaks it. A frame
@@ -865,6 +911,13 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
 /// [`RequestError::PlanChanged`], sent as `LayoutRefused` with its text). An older version's frame is never
 /// longer than the current one's, so [`fit_response`] holds for it too.
 pub fn encode_response_as(resp: &Response, version: WireVersion) -> Vec<u8> {
+    if version < WireVersion::BATCHES {
+        if let Response::Peer(PeerResponse::Batch(_)) = resp {
+            // Never asked for: a batch comes only in a version-5 frame.
+            let refusal = RequestError::Internal("a batch answer needs wire version 5".into());
+            return encode_response_as(&Response::Peer(PeerResponse::Error(refusal)), version);
+        }
+    }
     if version < WireVersion::CLIENT_STAMPS {
         if let Response::Stamped { response, .. } = resp {
             return encode_response_as(&Response::Client(response.clone()), version);
@@ -896,7 +949,15 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, CodecError> {
     } else if version < WireVersion::LAYOUTS {
         Ok(take::<v2::Response>(body)?.into())
     } else {
-        take(body)
+        let response: Response = take(body)?;
+        if version < WireVersion::BATCHES {
+            if let Response::Peer(PeerResponse::Batch(_)) = response {
+                return Err(CodecError::Malformed(format!(
+                    "a batch answer in a version {version} frame (batches came in version 5)"
+                )));
+            }
+        }
+        Ok(response)
     }
 }
 

@@ -22,7 +22,7 @@ use shoal_proto::wire::{
 use shoal_proto::{CodecError, Object, RequestError, OBJECT_FORMAT_VERSION};
 
 /// Wire versions whose fixtures are checked in.
-const FIXTURE_VERSIONS: &[u16] = &[1, 2, 3, 4];
+const FIXTURE_VERSIONS: &[u16] = &[1, 2, 3, 4, 5];
 
 fn dir(version: u16) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -177,6 +177,7 @@ fn request_variant(r: &Request) -> String {
             PeerRequest::LayoutPush(_) => "Peer::LayoutPush".into(),
             PeerRequest::Paxos(_) => "Peer::Paxos".into(),
             PeerRequest::Hello(_) => "Peer::Hello".into(),
+            PeerRequest::Batch(_) => "Peer::Batch".into(),
         },
         Request::Stamped(_, p) => {
             format!("Stamped::{}", request_variant(&Request::Peer(p.clone())))
@@ -253,6 +254,7 @@ fn response_variant(r: &Response) -> String {
             PeerResponse::Error(_) => "Peer::Error".into(),
             PeerResponse::Layout(_) => "Peer::Layout".into(),
             PeerResponse::Paxos(_) => "Peer::Paxos".into(),
+            PeerResponse::Batch(_) => "Peer::Batch".into(),
         },
         Response::Error(e) => format!("Error::{}", error_variant(e)),
         Response::Stamped { response, .. } => {
@@ -287,6 +289,7 @@ const REQUEST_VARIANTS: &[&str] = &[
     "Peer::Paxos",
     "Peer::Hello",
     "Stamped::Peer::Ping",
+    "Stamped::Peer::Batch",
 ];
 
 const RESPONSE_VARIANTS: &[&str] = &[
@@ -314,6 +317,7 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Peer::Error",
     "Peer::Layout",
     "Peer::Paxos",
+    "Peer::Batch",
     "Error::EmptyKey",
     "Error::KeyTooLarge",
     "Error::ValueTooLarge",
@@ -453,4 +457,37 @@ fn a_plan_changed_refusal_goes_to_an_older_requester_as_its_text() {
         wire::decode_response(&bytes),
         Ok(Response::Client(ClientResponse::Error(as_v3)))
     );
+}
+
+/// A batch (version 5) inside a frame of an older version is refused as malformed, both
+/// ways: no node of an older release sends one, so such a frame is forged or corrupt.
+#[test]
+fn a_batch_in_an_older_frame_is_refused() {
+    let batch = messages::requests(5)
+        .into_iter()
+        .find(|(name, _)| name == "stamped_batch")
+        .map(|(_, r)| r)
+        .expect("the batch fixture");
+    let mut bytes = wire::encode_request(&batch);
+    bytes[..2].copy_from_slice(&4u16.to_be_bytes());
+    assert!(
+        matches!(wire::decode_request(&bytes), Err(CodecError::Malformed(_))),
+        "{:?}",
+        wire::decode_request(&bytes)
+    );
+    let answers = Response::Peer(PeerResponse::Batch(vec![PeerResponse::Ack]));
+    let mut bytes = wire::encode_response(&answers);
+    bytes[..2].copy_from_slice(&4u16.to_be_bytes());
+    assert!(matches!(
+        wire::decode_response(&bytes),
+        Err(CodecError::Malformed(_))
+    ));
+    // Encoding one for an older peer gives an error in its place, never a batch.
+    let older = wire::encode_response_as(&answers, WireVersion::new(4).unwrap());
+    assert!(matches!(
+        wire::decode_response(&older),
+        Ok(Response::Peer(PeerResponse::Error(RequestError::Internal(
+            _
+        ))))
+    ));
 }

@@ -2,14 +2,15 @@
 //! timeouts, and carries out the commands it emits — peer requests as tokio tasks,
 //! storage operations on the worker threads.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_proto::wire::{
-    decode_response, encode_request_as, PeerResponse, Request, Response, WireVersion,
+    decode_response, encode_request_as, peer_request_len, PeerRequest, PeerResponse, Request,
+    Response, WireVersion, MAX_PEER_BATCH,
 };
 use shoal_proto::{
     Command, Engine, InboundId, Monotonic, Now, RequestError, RequestId, SendError, StorageFailure,
@@ -20,6 +21,7 @@ use shoal_storage::Storage;
 use shoal_transport::{Endpoint, TransportError};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::handler;
 use super::handles::Handles;
 use super::peer_versions::PeerVersions;
 use super::{Completion, Inbound};
@@ -277,6 +279,8 @@ impl Driver {
     }
 
     fn drain(&mut self) {
+        // Requests to peers, collected per peer and sent at the end (`flush`).
+        let mut outbox: BTreeMap<NodeId, Vec<Outgoing>> = BTreeMap::new();
         while let Some(cmd) = self.engine.poll_command() {
             match cmd {
                 Command::Respond { id, response } => {
@@ -334,64 +338,263 @@ impl Driver {
                         });
                         continue;
                     };
-                    let endpoint = self.endpoint.clone();
-                    let done = self.done_tx.clone();
-                    let op = request.op_name();
-                    let versions = self.peer_versions.clone();
-                    // Stamped with this node's settings and layout version; a peer older
-                    // than wire version 3 gets the plain request (`encode_request_as`).
-                    let request = Request::Stamped(self.engine.stamp(), request);
-                    tokio::spawn(async move {
-                        let mut version = versions.for_peer(&to);
-                        let mut payload = encode_request_as(&request, version);
-                        let result = loop {
-                            let answer = endpoint.request(addr, Some(&to), payload, timeout).await;
-                            break match answer {
-                                Ok(bytes) => match decode_response(&bytes) {
-                                    // A peer of an older release refused the version before
-                                    // running anything: send it again in the peer's. Each
-                                    // retry is in a strictly lower version, so this loops
-                                    // at most once per version this build speaks.
-                                    Ok(Response::Error(RequestError::UnsupportedVersion {
-                                        found,
-                                        supported,
-                                    })) if found == version.get() => {
-                                        match versions.refused(&to, version, supported) {
-                                            Some(lower) => {
-                                                version = lower;
-                                                payload = encode_request_as(&request, lower);
-                                                continue;
-                                            }
-                                            None => Ok(PeerResponse::Error(
-                                                RequestError::UnsupportedVersion {
-                                                    found,
-                                                    supported,
-                                                },
-                                            )),
-                                        }
-                                    }
-                                    Ok(Response::Peer(p)) => Ok(p),
-                                    Ok(Response::Error(e)) => Ok(PeerResponse::Error(e)),
-                                    // The answer to a forwarded client request.
-                                    Ok(
-                                        Response::Client(c) | Response::Stamped { response: c, .. },
-                                    ) => Ok(PeerResponse::Client(c)),
-                                    Err(e) => Err(SendError::Invalid(e.to_string())),
-                                },
-                                Err(TransportError::Timeout { .. }) => Err(SendError::Timeout),
-                                Err(e) if e.is_not_delivered() => {
-                                    Err(SendError::Unreachable(e.to_string()))
-                                }
-                                Err(e) => Err(SendError::Lost(e.to_string())),
-                            };
-                        };
-                        let label = result.as_ref().map_or_else(SendError::label, |_| "ok");
-                        PEER_REQUESTS.get([op, label]).increment(1);
-                        let _ = done.send(Completion::Response { id, result });
+                    outbox.entry(to).or_default().push(Outgoing {
+                        id,
+                        addr,
+                        request,
+                        timeout,
                     });
                 }
             }
         }
+        self.flush(outbox);
+    }
+
+    /// Sends what `drain` collected, per peer: data-path requests (replica writes and
+    /// reads) due to the same peer go in batches of up to [`MAX_PEER_BATCH`] requests
+    /// and [`MAX_BATCH_BYTES`] when it speaks wire version 5 (one stream instead of one
+    /// each), everything else on a stream of its own. Each request is stamped with this
+    /// node's settings and layout version; a peer older than wire version 3 gets the
+    /// plain request (`encode_request_as`).
+    fn flush(&mut self, outbox: BTreeMap<NodeId, Vec<Outgoing>>) {
+        for (to, items) in outbox {
+            let stamp = self.engine.stamp();
+            let sender = PeerSender {
+                endpoint: self.endpoint.clone(),
+                done: self.done_tx.clone(),
+                versions: self.peer_versions.clone(),
+                to,
+                stamp,
+            };
+            let batches = sender.versions.for_peer(&sender.to) >= WireVersion::BATCHES;
+            let (batchable, alone): (Vec<Outgoing>, Vec<Outgoing>) = if batches {
+                items.into_iter().partition(|o| {
+                    matches!(
+                        o.request,
+                        PeerRequest::Replicate { .. } | PeerRequest::Read { .. }
+                    )
+                })
+            } else {
+                (Vec::new(), items)
+            };
+            for o in alone {
+                tokio::spawn(sender.clone().send_one(o));
+            }
+            let mut batch: Vec<Outgoing> = Vec::new();
+            let mut bytes = 0;
+            for o in batchable {
+                let len = peer_request_len(&o.request);
+                if !batch.is_empty()
+                    && (batch.len() == MAX_PEER_BATCH || bytes + len > MAX_BATCH_BYTES)
+                {
+                    sender.clone().spawn_batch(std::mem::take(&mut batch));
+                    bytes = 0;
+                }
+                bytes += len;
+                batch.push(o);
+            }
+            sender.spawn_batch(batch);
+        }
+    }
+}
+
+/// The most bytes of requests one batch carries (a request larger than this goes alone).
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// A request the engine asked to send, waiting for the end of `drain`.
+struct Outgoing {
+    id: RequestId,
+    addr: SocketAddr,
+    request: PeerRequest,
+    timeout: Duration,
+}
+
+/// What a task sending to one peer needs.
+#[derive(Clone)]
+struct PeerSender {
+    endpoint: Endpoint,
+    done: mpsc::UnboundedSender<Completion>,
+    versions: Arc<PeerVersions>,
+    to: NodeId,
+    stamp: shoal_proto::wire::LayoutStamp,
+}
+
+impl PeerSender {
+    /// Reports the outcome of request `id` (`op`) to the driver.
+    fn complete(&self, id: RequestId, op: &'static str, result: Result<PeerResponse, SendError>) {
+        let label = result.as_ref().map_or_else(SendError::label, |_| "ok");
+        PEER_REQUESTS.get([op, label]).increment(1);
+        let _ = self.done.send(Completion::Response { id, result });
+    }
+
+    /// Sends `batch` as one frame (a single request alone), on a task of its own.
+    fn spawn_batch(self, mut batch: Vec<Outgoing>) {
+        match batch.len() {
+            0 => {}
+            1 => {
+                if let Some(o) = batch.pop() {
+                    tokio::spawn(self.send_one(o));
+                }
+            }
+            _ => {
+                tokio::spawn(self.send_batch(batch));
+            }
+        }
+    }
+
+    /// One request on a stream of its own. A peer of an older release that refuses the
+    /// frame's version gets it again in the version it speaks.
+    async fn send_one(self, o: Outgoing) {
+        let op = o.request.op_name();
+        let request = Request::Stamped(self.stamp.clone(), o.request);
+        let mut version = self.versions.for_peer(&self.to);
+        let mut payload = encode_request_as(&request, version);
+        let result = loop {
+            let answer = self
+                .endpoint
+                .request(o.addr, Some(&self.to), payload, o.timeout)
+                .await;
+            break match answer {
+                Ok(bytes) => match decode_response(&bytes) {
+                    // A peer of an older release refused the version before running
+                    // anything: send it again in the peer's. Each retry is in a strictly
+                    // lower version, so this loops at most once per version this build
+                    // speaks.
+                    Ok(Response::Error(RequestError::UnsupportedVersion { found, supported }))
+                        if found == version.get() =>
+                    {
+                        match self.versions.refused(&self.to, version, supported) {
+                            Some(lower) => {
+                                version = lower;
+                                payload = encode_request_as(&request, lower);
+                                continue;
+                            }
+                            None => Ok(PeerResponse::Error(RequestError::UnsupportedVersion {
+                                found,
+                                supported,
+                            })),
+                        }
+                    }
+                    // The answer to a forwarded client request is a client answer.
+                    Ok(response) => Ok(response.into_peer()),
+                    Err(e) => Err(SendError::Invalid(e.to_string())),
+                },
+                Err(e) => Err(send_error(e)),
+            };
+        };
+        self.complete(o.id, op, result);
+    }
+
+    /// Several requests in one [`PeerRequest::Batch`] frame; each outcome reported on its
+    /// own. A peer that refuses version 5 gets each request alone in the version it
+    /// speaks; a read whose answer did not fit in the batch's frame is asked again alone.
+    async fn send_batch(self, batch: Vec<Outgoing>) {
+        handler::PEER_BATCH_REQUESTS
+            .get(["sent"])
+            .record(batch.len() as f64);
+        let addr = batch[0].addr;
+        let timeout = batch.iter().map(|o| o.timeout).max().unwrap_or_default();
+        let mut meta = Vec::with_capacity(batch.len());
+        let mut requests = Vec::with_capacity(batch.len());
+        for o in batch {
+            meta.push((o.id, o.addr, o.timeout));
+            requests.push(o.request);
+        }
+        let version = self.versions.for_peer(&self.to);
+        let request = Request::Stamped(self.stamp.clone(), PeerRequest::Batch(requests));
+        let payload = encode_request_as(&request, version);
+        let answer = self
+            .endpoint
+            .request(addr, Some(&self.to), payload, timeout)
+            .await;
+        let Request::Stamped(_, PeerRequest::Batch(requests)) = request else {
+            return;
+        };
+        let items = meta
+            .into_iter()
+            .zip(requests)
+            .map(|((id, addr, timeout), request)| Outgoing {
+                id,
+                addr,
+                request,
+                timeout,
+            });
+        let answers = match answer {
+            Err(e) => Err(send_error(e)),
+            Ok(bytes) => match decode_response(&bytes) {
+                Ok(Response::Peer(PeerResponse::Batch(answers)))
+                    if answers.len() == items.len() =>
+                {
+                    Ok(answers)
+                }
+                Ok(Response::Error(RequestError::UnsupportedVersion { found, supported }))
+                    if found == version.get() =>
+                {
+                    // An older release: it ran none of them.
+                    let _ = self.versions.refused(&self.to, version, supported);
+                    for o in items {
+                        tokio::spawn(self.clone().send_one(o));
+                    }
+                    return;
+                }
+                Ok(Response::Peer(PeerResponse::Batch(answers))) => Err(SendError::Invalid(
+                    format!("{} answers to a batch of {}", answers.len(), items.len()),
+                )),
+                Ok(Response::Peer(PeerResponse::Error(e)) | Response::Error(e)) => {
+                    for o in items {
+                        let op = o.request.op_name();
+                        self.complete(o.id, op, Ok(PeerResponse::Error(e.clone())));
+                    }
+                    return;
+                }
+                Ok(other) => Err(SendError::Invalid(format!(
+                    "a batch answered with {}",
+                    response_kind(&other)
+                ))),
+                Err(e) => Err(SendError::Invalid(e.to_string())),
+            },
+        };
+        match answers {
+            Ok(answers) => {
+                for (o, answer) in items.zip(answers) {
+                    let retry_alone = matches!(o.request, PeerRequest::Read { .. })
+                        && matches!(
+                            answer,
+                            PeerResponse::Error(RequestError::ResponseTooLarge { .. })
+                        );
+                    if retry_alone {
+                        tokio::spawn(self.clone().send_one(o));
+                    } else {
+                        let op = o.request.op_name();
+                        self.complete(o.id, op, Ok(answer));
+                    }
+                }
+            }
+            Err(e) => {
+                for o in items {
+                    let op = o.request.op_name();
+                    self.complete(o.id, op, Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The engine's view of a transport failure.
+fn send_error(e: TransportError) -> SendError {
+    match e {
+        TransportError::Timeout { .. } => SendError::Timeout,
+        e if e.is_not_delivered() => SendError::Unreachable(e.to_string()),
+        e => SendError::Lost(e.to_string()),
+    }
+}
+
+/// What kind of answer a response is, for an error message.
+fn response_kind(r: &Response) -> &'static str {
+    match r {
+        Response::Client(_) | Response::Stamped { .. } => "a client answer",
+        Response::Peer(_) => "another peer answer",
+        Response::Error(_) => "an error",
     }
 }
 
@@ -611,5 +814,227 @@ mod tests {
             "the next read went in version 1 at once"
         );
         assert!(v1_second > v1_first);
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+
+    use shoal_proto::wire::{
+        decode_request_versioned, encode_response_as, ClientRequest, ClientResponse, PeerRequest,
+        ReadOptions,
+    };
+    use shoal_proto::{EngineConfig, RequestError, Sender};
+    use shoal_ring::{Member, Ring};
+    use shoal_storage::MemStorage;
+    use shoal_transport::certs::{generate_ca_pem, issue_node_cert_pem};
+    use shoal_transport::{Handler, PeerRole, TlsIdentity, TransportConfig};
+
+    use super::*;
+
+    /// One frame a [`Peer`] received: its version, its requests (a batch's one by one),
+    /// and whether the peer refused it for its version.
+    #[derive(Clone, Debug)]
+    struct Frame {
+        version: u16,
+        ops: Vec<&'static str>,
+        refused: bool,
+    }
+
+    /// A peer that records every frame and answers replica reads with "nothing here".
+    /// With `speaks` below 5 it refuses newer frames, as a node of an older release does.
+    struct Peer {
+        speaks: u16,
+        frames: Mutex<Vec<Frame>>,
+    }
+
+    impl Peer {
+        fn answer(request: &PeerRequest) -> PeerResponse {
+            match request {
+                PeerRequest::Read { .. } => PeerResponse::Object(None),
+                PeerRequest::Ping => PeerResponse::Pong,
+                _ => PeerResponse::Error(RequestError::Overloaded),
+            }
+        }
+    }
+
+    impl Handler for Peer {
+        async fn handle(&self, _peer: PeerRole, request: Vec<u8>) -> Vec<u8> {
+            let version = u16::from_be_bytes([request[0], request[1]]);
+            let answer_in = WireVersion::new(version.min(self.speaks)).unwrap();
+            let refused = version > self.speaks;
+            let (ops, response) = match decode_request_versioned(&request) {
+                Ok((_, Request::Stamped(_, PeerRequest::Batch(items)))) => (
+                    items.iter().map(PeerRequest::op_name).collect(),
+                    Response::Peer(PeerResponse::Batch(
+                        items.iter().map(Peer::answer).collect(),
+                    )),
+                ),
+                Ok((_, Request::Stamped(_, item) | Request::Peer(item))) => {
+                    (vec![item.op_name()], Response::Peer(Peer::answer(&item)))
+                }
+                other => panic!("unexpected request {other:?}"),
+            };
+            self.frames.lock().unwrap().push(Frame {
+                version,
+                ops,
+                refused,
+            });
+            let response = if refused {
+                Response::Error(RequestError::UnsupportedVersion {
+                    found: version,
+                    supported: self.speaks,
+                })
+            } else {
+                response
+            };
+            encode_response_as(&response, answer_in)
+        }
+    }
+
+    /// Node a (a driver with in-memory storage) and the fake peer b, N = R = 2: every
+    /// read at a reads its own copy and asks b. `reads` gets are queued before the driver
+    /// starts, so that it takes them in one wake-up. Returns what b saw and each answer.
+    async fn reads_through(speaks: u16, reads: usize) -> (Vec<Frame>, Vec<Response>) {
+        let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
+        let ca = generate_ca_pem().unwrap();
+        let identity = |id: &NodeId| {
+            let leaf = issue_node_cert_pem(&ca, id).unwrap();
+            TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem).unwrap()
+        };
+        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let endpoint = Endpoint::server(localhost, &identity(&a), TransportConfig::default())
+            .expect("endpoint");
+        let other = Endpoint::server(localhost, &identity(&b), TransportConfig::default())
+            .expect("endpoint");
+        let peer = Arc::new(Peer {
+            speaks,
+            frames: Mutex::new(Vec::new()),
+        });
+        let serving = other.serve(peer.clone());
+        let mut cfg = EngineConfig::default();
+        (cfg.replication.n, cfg.replication.r, cfg.replication.w) = (2, 2, 1);
+        let ring = Ring::new(8, vec![Member::new(a.clone()), Member::new(b.clone())]).unwrap();
+        let addrs = vec![
+            (a.clone(), endpoint.local_addr()),
+            (b.clone(), other.local_addr()),
+        ];
+        let mut clock = Clock::new();
+        let engine = Engine::new(cfg, a.clone(), ring, addrs.clone(), 1, clock.now()).unwrap();
+        let exec = Arc::new(Executor::open(MemStorage::new(), || 1).expect("executor"));
+        let (storage_tx, storage_rx) = crossbeam::channel::bounded(1024);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let worker = {
+            let done = done_tx.clone();
+            std::thread::spawn(move || storage_worker(exec, storage_rx, done, None))
+        };
+        let (input_tx, input_rx) = mpsc::channel(reads + 1);
+        let mut answers = Vec::new();
+        for i in 0..reads {
+            let (reply, rx) = oneshot::channel();
+            let request = Request::Client(ClientRequest::Get {
+                key: format!("key-{i}").into_bytes(),
+                options: ReadOptions::default(),
+            });
+            input_tx
+                .try_send(Inbound {
+                    from: Sender::Client("alice".into()),
+                    request,
+                    reply,
+                })
+                .unwrap();
+            answers.push(rx);
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let driver = Driver::new(
+            engine,
+            clock,
+            endpoint.clone(),
+            addrs.into_iter().collect(),
+            storage_tx,
+            done_tx,
+        );
+        let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+        let mut got = Vec::new();
+        for rx in answers {
+            match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                Ok(Ok(answer)) => got.push(answer.unstamped()),
+                other => panic!("no answer to a read: {other:?}"),
+            }
+        }
+        let _ = shutdown_tx.send(true);
+        let _ = driver.await;
+        let _ = worker.join();
+        serving.abort();
+        endpoint.close().await;
+        other.close().await;
+        let frames = peer.frames.lock().unwrap().clone();
+        (frames, got)
+    }
+
+    /// Replica reads in the frames the peer answered.
+    fn reads_answered(frames: &[Frame]) -> usize {
+        frames
+            .iter()
+            .filter(|f| !f.refused)
+            .flat_map(|f| &f.ops)
+            .filter(|op| **op == "read")
+            .count()
+    }
+
+    /// Ten reads taken in one wake-up send their ten replica reads to b in one batch
+    /// frame, and each read gets its own answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replica_requests_due_to_one_peer_go_in_one_batch() {
+        let (frames, answers) = reads_through(WireVersion::CURRENT.get(), 10).await;
+        for answer in &answers {
+            assert!(
+                matches!(answer, Response::Client(ClientResponse::Get(r)) if !r.found),
+                "{answer:?}"
+            );
+        }
+        let batches: Vec<_> = frames.iter().filter(|f| f.ops.len() > 1).collect();
+        assert_eq!(batches.len(), 1, "one batch: {frames:?}");
+        assert_eq!(batches[0].ops, vec!["read"; 10], "{frames:?}");
+        assert!(frames.iter().all(|f| !f.refused), "{frames:?}");
+        assert_eq!(
+            reads_answered(&frames),
+            10,
+            "each read asked once: {frames:?}"
+        );
+    }
+
+    /// A peer of the previous release (wire version 4) refuses the batch's version; each
+    /// of its reads is sent again alone in version 4 and answered, and the next sends go
+    /// alone at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_without_batches_gets_each_request_alone() {
+        let (frames, answers) = reads_through(4, 10).await;
+        for answer in &answers {
+            assert!(
+                matches!(answer, Response::Client(ClientResponse::Get(r)) if !r.found),
+                "{answer:?}"
+            );
+        }
+        let refused_batches: Vec<_> = frames
+            .iter()
+            .filter(|f| f.refused && f.ops.len() > 1)
+            .collect();
+        assert_eq!(refused_batches.len(), 1, "one batch refused: {frames:?}");
+        assert_eq!(refused_batches[0].ops, vec!["read"; 10], "{frames:?}");
+        assert!(
+            frames
+                .iter()
+                .filter(|f| !f.refused)
+                .all(|f| f.version == 4 && f.ops.len() == 1),
+            "answered frames are version 4, one request each: {frames:?}"
+        );
+        assert_eq!(
+            reads_answered(&frames),
+            10,
+            "each read asked once: {frames:?}"
+        );
     }
 }

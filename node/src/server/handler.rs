@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use shoal_proto::wire::{
     answer_version, decode_request_versioned, encode_response_as, fit_response, peek_request_kind,
-    ClientRequest, ClientResponse, PeerRequest, PeerResponse, Request, RequestKind, Response,
-    StorageHealth, MAX_REQUEST_TIMEOUT,
+    peer_response_len, ClientRequest, ClientResponse, LayoutStamp, PeerRequest, PeerResponse,
+    Request, RequestKind, Response, StorageHealth, MAX_PEER_BATCH, MAX_REQUEST_TIMEOUT,
 };
 use shoal_proto::{ReplicationConfig, RequestError, Sender};
 use shoal_ring::NodeId;
@@ -30,6 +30,8 @@ static PEER_SERVED: Handles<metrics::Counter, 1> =
     Handles::counter(crate::metrics::PEER_REQUESTS_SERVED_TOTAL, ["op"]);
 static PEER_DURATION: Handles<metrics::Histogram, 1> =
     Handles::histogram(crate::metrics::PEER_REQUEST_DURATION_SECONDS, ["op"]);
+pub(super) static PEER_BATCH_REQUESTS: Handles<metrics::Histogram, 1> =
+    Handles::histogram(crate::metrics::PEER_BATCH_REQUESTS, ["direction"]);
 
 /// The `version` label of a wire version, without formatting it per request.
 fn version_label(version: shoal_proto::wire::WireVersion) -> Option<&'static str> {
@@ -105,9 +107,25 @@ impl NodeHandler {
     }
 }
 
+/// A request queued for the driver: where its answer comes, and until when to wait.
+struct Queued {
+    answer: oneshot::Receiver<Response>,
+    max_wait: Duration,
+    deadline: tokio::time::Instant,
+}
+
 impl NodeHandler {
     /// Queues a request for the driver and waits (bounded) for the engine's answer.
     async fn queue(&self, op: &'static str, from: Sender, request: Request) -> Response {
+        match self.submit(from, request) {
+            Ok(queued) => Self::answer(op, queued).await,
+            Err(refused) => Response::Error(refused),
+        }
+    }
+
+    /// Queues a request for the driver, or answers at once when the queue is full or
+    /// closed.
+    fn submit(&self, from: Sender, request: Request) -> Result<Queued, RequestError> {
         let max_wait = self.max_wait(&request);
         let (tx, rx) = oneshot::channel();
         match self.input.try_send(Inbound {
@@ -115,21 +133,92 @@ impl NodeHandler {
             request,
             reply: tx,
         }) {
-            Err(mpsc::error::TrySendError::Full(_)) => Response::Error(RequestError::Overloaded),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Response::Error(RequestError::ShuttingDown)
-            }
-            Ok(()) => match tokio::time::timeout(max_wait, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Response::Error(RequestError::ShuttingDown),
-                Err(_) => {
-                    warn!(op, "engine gave no answer in time");
-                    Response::Error(RequestError::Internal(format!(
-                        "no answer within {max_wait:?}"
-                    )))
-                }
-            },
+            Err(mpsc::error::TrySendError::Full(_)) => Err(RequestError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(RequestError::ShuttingDown),
+            Ok(()) => Ok(Queued {
+                answer: rx,
+                max_wait,
+                deadline: tokio::time::Instant::now() + max_wait,
+            }),
         }
+    }
+
+    /// The engine's answer to a queued request, waited for until its deadline.
+    async fn answer(op: &'static str, queued: Queued) -> Response {
+        match tokio::time::timeout_at(queued.deadline, queued.answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Response::Error(RequestError::ShuttingDown),
+            Err(_) => {
+                warn!(op, "engine gave no answer in time");
+                Response::Error(RequestError::Internal(format!(
+                    "no answer within {:?}",
+                    queued.max_wait
+                )))
+            }
+        }
+    }
+
+    /// Runs the requests of a [`PeerRequest::Batch`] as if each had come alone, all
+    /// queued at once (the driver takes them in one wake-up), and answers them in order.
+    /// Answers that would make the batch's frame too large are replaced by
+    /// `ResponseTooLarge` (the sender asks those again alone).
+    async fn batch(
+        &self,
+        from: Sender,
+        stamp: Option<LayoutStamp>,
+        items: Vec<PeerRequest>,
+    ) -> Response {
+        if items.is_empty() || items.len() > MAX_PEER_BATCH {
+            return Response::Error(RequestError::Malformed(format!(
+                "a batch of {} requests (1..={MAX_PEER_BATCH})",
+                items.len()
+            )));
+        }
+        PEER_BATCH_REQUESTS
+            .get(["received"])
+            .record(items.len() as f64);
+        let start = Instant::now();
+        let queued: Vec<(&'static str, Result<Queued, RequestError>)> = items
+            .into_iter()
+            .map(|item| {
+                let op = item.op_name();
+                if let PeerRequest::Batch(_) = item {
+                    let nested = RequestError::Malformed("a batch inside a batch".into());
+                    return (op, Err(nested));
+                }
+                let request = match &stamp {
+                    Some(stamp) => Request::Stamped(stamp.clone(), item),
+                    None => Request::Peer(item),
+                };
+                (op, self.submit(from.clone(), request))
+            })
+            .collect();
+        // The frame's room for answers: its limit less the batch's own envelope.
+        let mut room = self.max_frame_bytes.saturating_sub(64);
+        let mut answers = Vec::with_capacity(queued.len());
+        for (op, queued) in queued {
+            let answer = match queued {
+                Ok(queued) => Self::answer(op, queued).await,
+                Err(refused) => Response::Error(refused),
+            };
+            PEER_SERVED.get([op]).increment(1);
+            PEER_DURATION
+                .get([op])
+                .record(start.elapsed().as_secs_f64());
+            let answer = answer.into_peer();
+            let len = peer_response_len(&answer);
+            let answer = if len <= room {
+                room -= len;
+                answer
+            } else {
+                PeerResponse::Error(RequestError::ResponseTooLarge {
+                    len,
+                    max: self.max_frame_bytes,
+                })
+            };
+            answers.push(answer);
+        }
+        Response::Peer(PeerResponse::Batch(answers))
     }
 }
 
@@ -190,6 +279,10 @@ impl Handler for NodeHandler {
             Request::Client(ClientRequest::Backup { name }) => {
                 Response::Client(self.backups.serve(name).await)
             }
+            Request::Peer(PeerRequest::Batch(items)) => self.batch(from, None, items).await,
+            Request::Stamped(stamp, PeerRequest::Batch(items)) => {
+                self.batch(from, Some(stamp), items).await
+            }
             request => self.queue(op, from, request).await,
         };
         self.fill_storage_health(&mut response);
@@ -199,7 +292,8 @@ impl Handler for NodeHandler {
             CLIENT_DURATION
                 .get([op])
                 .record(start.elapsed().as_secs_f64());
-        } else {
+        } else if op != "batch" {
+            // A batch's requests are counted one by one (`batch`).
             PEER_SERVED.get([op]).increment(1);
             PEER_DURATION
                 .get([op])

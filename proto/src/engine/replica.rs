@@ -170,6 +170,13 @@ impl Engine {
             | PeerRequest::LayoutPush(_)
             | PeerRequest::Paxos(_)
             | PeerRequest::Hello(_)) => self.handle_layout_peer(id, from, req),
+            // The node splits a batch into its requests before they reach the engine.
+            PeerRequest::Batch(_) => self.respond_peer(
+                id,
+                PeerResponse::Error(RequestError::Malformed(
+                    "a batch reached the engine unsplit".into(),
+                )),
+            ),
         }
     }
 

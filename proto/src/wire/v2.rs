@@ -154,6 +154,10 @@ impl From<super::PeerResponse> for PeerResponse {
             P::Layout(_) | P::Paxos(_) => PeerResponse::Error(RequestError::Internal(
                 "a layout reply needs wire version 3".into(),
             )),
+            // Batches came with version 5 and are sent only to peers that speak it.
+            P::Batch(_) => PeerResponse::Error(RequestError::Internal(
+                "a batch answer needs wire version 5".into(),
+            )),
         }
     }
 }

@@ -310,6 +310,26 @@ pub fn requests(version: u16) -> Vec<(String, Request)> {
             ),
         ));
     }
+    if version >= 5 {
+        let replicate = peer_requests()
+            .into_iter()
+            .find(|(n, _)| *n == "replicate")
+            .map(|(_, r)| r);
+        let read = peer_requests()
+            .into_iter()
+            .find(|(n, _)| *n == "read")
+            .map(|(_, r)| r);
+        stamped.push((
+            "stamped_batch".to_string(),
+            Request::Stamped(
+                LayoutStamp {
+                    settings: history().settings().clone(),
+                    version: 2,
+                },
+                PeerRequest::Batch(replicate.into_iter().chain(read).collect()),
+            ),
+        ));
+    }
     let peer = peer
         .into_iter()
         .map(|(n, r)| (format!("peer_{n}"), Request::Peer(r)));
@@ -525,6 +545,16 @@ pub fn peer_responses(version: u16) -> Vec<(&'static str, PeerResponse)> {
                     value: history().current().clone(),
                 }),
             })),
+        ));
+    }
+    if version >= 5 {
+        out.push((
+            "batch",
+            PeerResponse::Batch(vec![
+                PeerResponse::Ack,
+                PeerResponse::Object(Some(object_with_siblings())),
+                PeerResponse::Error(RequestError::Overloaded),
+            ]),
         ));
     }
     out.extend(
