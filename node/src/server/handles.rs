@@ -10,7 +10,11 @@
 
 use std::sync::RwLock;
 
-use metrics::{Counter, Histogram, Label};
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata};
+
+/// The metadata of every handle resolved here.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 /// More label combinations than this are not cached (looked up each time, as the
 /// macros do), so that a label with unexpected values cannot grow the list unbounded.
@@ -64,14 +68,20 @@ impl<H: Clone, const L: usize> Handles<H, L> {
 impl<const L: usize> Handles<Counter, L> {
     /// A cache of counter handles of metric `name` labelled by `keys`.
     pub(crate) const fn counter(name: &'static str, keys: [&'static str; L]) -> Self {
-        Handles::with(name, keys, |name, labels| metrics::counter!(name, labels))
+        Handles::with(name, keys, |name, labels| {
+            let key = Key::from_parts(name, labels);
+            metrics::with_recorder(|r| r.register_counter(&key, &METADATA))
+        })
     }
 }
 
 impl<const L: usize> Handles<Histogram, L> {
     /// A cache of histogram handles of metric `name` labelled by `keys`.
     pub(crate) const fn histogram(name: &'static str, keys: [&'static str; L]) -> Self {
-        Handles::with(name, keys, |name, labels| metrics::histogram!(name, labels))
+        Handles::with(name, keys, |name, labels| {
+            let key = Key::from_parts(name, labels);
+            metrics::with_recorder(|r| r.register_histogram(&key, &METADATA))
+        })
     }
 }
 
@@ -114,7 +124,8 @@ mod tests {
         }
     }
 
-    static OPS: Handles<Counter, 2> = Handles::counter("shoal_test_ops_total", ["op", "result"]);
+    static OPS: Handles<Counter, 2> =
+        Handles::counter(crate::metrics::PEER_REQUESTS_TOTAL, ["op", "result"]);
 
     /// Each combination of values counts under its own labels, and looking one up again
     /// reuses its handle instead of registering it again.
@@ -136,8 +147,11 @@ mod tests {
         assert_eq!(
             counts,
             BTreeMap::from([
-                ("shoal_test_ops_total{op=get,result=ok}".to_string(), 3),
-                ("shoal_test_ops_total{op=put,result=timeout}".to_string(), 5),
+                ("shoal_peer_requests_total{op=get,result=ok}".to_string(), 3),
+                (
+                    "shoal_peer_requests_total{op=put,result=timeout}".to_string(),
+                    5
+                ),
             ])
         );
         assert_eq!(recorder.registrations.load(Ordering::Relaxed), 2);

@@ -147,7 +147,7 @@ fn resolve(
     }
 }
 
-/// Every `counter!`/`gauge!`/`histogram!` call of the `.rs` files under `dirs` (relative
+/// Every `counter!`/`gauge!`/`histogram!` call (and `Handles::counter`/`histogram`) of the `.rs` files under `dirs` (relative
 /// to the repository root), with its name resolved through string constants of the same
 /// files. Panics on a call whose name it cannot resolve, so that a new way of naming a
 /// metric is not silently missed.
@@ -176,6 +176,9 @@ fn emissions(dirs: &[&str]) -> Vec<Emission> {
             ("counter!", MetricKind::Counter),
             ("gauge!", MetricKind::Gauge),
             ("histogram!", MetricKind::Histogram),
+            // The node's cached handles (`node/src/server/handles.rs`).
+            ("Handles::counter", MetricKind::Counter),
+            ("Handles::histogram", MetricKind::Histogram),
         ] {
             let mut from = 0;
             while let Some(pos) = text[from..].find(macro_name) {
@@ -255,7 +258,8 @@ fn compare(catalogue: &Catalogue, found: &[Emission], sdk: bool) -> Vec<String> 
             && !(e.name.ends_with("_seconds")
                 || e.name.ends_with("_bytes")
                 || e.name == shoal_proto::metrics::OBJECT_SIBLINGS
-                || e.name == "shoal_group_commit_writes")
+                || e.name == "shoal_group_commit_writes"
+                || e.name == "shoal_peer_batch_requests")
         {
             problems.push(format!(
                 "histogram `{}` ({}) ends in neither _seconds nor _bytes",
