@@ -614,7 +614,8 @@ mod tests {
 
     use super::*;
 
-    fn client(request: ClientRequest) -> (Inbound, oneshot::Receiver<Response>) {
+    /// A client request from `alice`, and where its answer arrives.
+    pub(super) fn client(request: ClientRequest) -> (Inbound, oneshot::Receiver<Response>) {
         let (reply, rx) = oneshot::channel();
         let inbound = Inbound {
             from: Sender::Client("alice".into()),
@@ -622,6 +623,22 @@ mod tests {
             reply,
         };
         (inbound, rx)
+    }
+
+    /// Endpoints of nodes `a` and `b` on localhost, with certificates of one CA.
+    pub(super) fn two_endpoints() -> ((NodeId, Endpoint), (NodeId, Endpoint)) {
+        let ca = generate_ca_pem().unwrap();
+        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let node = |name: &str| {
+            let id = NodeId::new(name).unwrap();
+            let leaf = issue_node_cert_pem(&ca, &id).unwrap();
+            let identity =
+                TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem).unwrap();
+            let endpoint = Endpoint::server(localhost, &identity, TransportConfig::default())
+                .expect("endpoint");
+            (id, endpoint)
+        };
+        (node("a"), node("b"))
     }
 
     /// A request whose storage never completes is answered `Timeout` at its deadline
@@ -735,17 +752,7 @@ mod tests {
     /// go in version 1 at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_of_the_previous_release_is_sent_the_version_it_speaks() {
-        let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
-        let ca = generate_ca_pem().unwrap();
-        let identity = |id: &NodeId| {
-            let leaf = issue_node_cert_pem(&ca, id).unwrap();
-            TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem).unwrap()
-        };
-        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let endpoint = Endpoint::server(localhost, &identity(&a), TransportConfig::default())
-            .expect("endpoint");
-        let old = Endpoint::server(localhost, &identity(&b), TransportConfig::default())
-            .expect("endpoint");
+        let ((a, endpoint), (b, old)) = two_endpoints();
         let previous = Arc::new(PreviousRelease::default());
         let serving = old.serve(previous.clone());
         let mut cfg = EngineConfig::default();
@@ -819,18 +826,16 @@ mod tests {
 
 #[cfg(test)]
 mod batch_tests {
-    use std::net::SocketAddr;
     use std::sync::Mutex;
 
     use shoal_proto::wire::{
         decode_request_versioned, encode_response_as, ClientRequest, ClientResponse, PeerRequest,
         ReadOptions,
     };
-    use shoal_proto::{EngineConfig, RequestError, Sender};
+    use shoal_proto::{EngineConfig, RequestError};
     use shoal_ring::{Member, Ring};
     use shoal_storage::MemStorage;
-    use shoal_transport::certs::{generate_ca_pem, issue_node_cert_pem};
-    use shoal_transport::{Handler, PeerRole, TlsIdentity, TransportConfig};
+    use shoal_transport::{Handler, PeerRole};
 
     use super::*;
 
@@ -898,17 +903,7 @@ mod batch_tests {
     /// read at a reads its own copy and asks b. `reads` gets are queued before the driver
     /// starts, so that it takes them in one wake-up. Returns what b saw and each answer.
     async fn reads_through(speaks: u16, reads: usize) -> (Vec<Frame>, Vec<Response>) {
-        let (a, b) = (NodeId::new("a").unwrap(), NodeId::new("b").unwrap());
-        let ca = generate_ca_pem().unwrap();
-        let identity = |id: &NodeId| {
-            let leaf = issue_node_cert_pem(&ca, id).unwrap();
-            TlsIdentity::from_pem(&ca.cert_pem, &leaf.cert_chain_pem, &leaf.key_pem).unwrap()
-        };
-        let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let endpoint = Endpoint::server(localhost, &identity(&a), TransportConfig::default())
-            .expect("endpoint");
-        let other = Endpoint::server(localhost, &identity(&b), TransportConfig::default())
-            .expect("endpoint");
+        let ((a, endpoint), (b, other)) = super::tests::two_endpoints();
         let peer = Arc::new(Peer {
             speaks,
             frames: Mutex::new(Vec::new()),
@@ -933,18 +928,11 @@ mod batch_tests {
         let (input_tx, input_rx) = mpsc::channel(reads + 1);
         let mut answers = Vec::new();
         for i in 0..reads {
-            let (reply, rx) = oneshot::channel();
-            let request = Request::Client(ClientRequest::Get {
+            let (get, rx) = super::tests::client(ClientRequest::Get {
                 key: format!("key-{i}").into_bytes(),
                 options: ReadOptions::default(),
             });
-            input_tx
-                .try_send(Inbound {
-                    from: Sender::Client("alice".into()),
-                    request,
-                    reply,
-                })
-                .unwrap();
+            input_tx.try_send(get).unwrap();
             answers.push(rx);
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -554,19 +554,24 @@ fn an_acceptor_answers_only_after_its_promise_is_saved() {
     );
 }
 
-/// `shoal cluster status` at a joining node reports its transfers while they run: the
-/// partitions not started, running and done add up to what it pulls, the bytes received
-/// grow, the bytes left are estimated; once the join is synced it reports none.
-#[test]
-fn status_reports_the_transfers_of_a_join_while_they_run() {
+/// The keys [`join_half_done`] writes.
+fn join_keys() -> Vec<Vec<u8>> {
+    (0..200u32)
+        .map(|i| format!("key-{i}").into_bytes())
+        .collect()
+}
+
+/// A 3-node cluster holding [`join_keys`], written at `a`, that node `d` joins: returned
+/// once `d` has pulled at least one partition of version 2 and not all (one exchange
+/// runs at a time). Also `a` and `d`.
+fn join_half_done() -> (Cluster, NodeId, NodeId) {
     let mut cfg = quiet_config();
     // One exchange at a time, so that the join is observed half done.
     cfg.aae.max_concurrent_exchanges = 1;
     let mut c = Cluster::new(3, 64, cfg, 5);
     let a = id("a");
-    for i in 0..200u32 {
-        let key = format!("key-{i}");
-        let (n, inbound) = c.submit(&a, put(key.as_bytes(), "a value of some bytes", None));
+    for key in join_keys() {
+        let (n, inbound) = c.submit(&a, put(&key, "a value of some bytes", None));
         c.pump(None, 0.0, |c| c.answers.contains_key(&(n.clone(), inbound)));
     }
     let d = add_candidate(&mut c, "d", 3);
@@ -583,6 +588,15 @@ fn status_reports_the_transfers_of_a_join_while_they_run() {
         let t = c.engine(&d).transfer_stats();
         t.version == 2 && t.done >= 1
     });
+    (c, a, d)
+}
+
+/// `shoal cluster status` at a joining node reports its transfers while they run: the
+/// partitions not started, running and done add up to what it pulls, the bytes received
+/// grow, the bytes left are estimated; once the join is synced it reports none.
+#[test]
+fn status_reports_the_transfers_of_a_join_while_they_run() {
+    let (mut c, _, d) = join_half_done();
     let key = cluster_req(&mut c, &d, ClusterRequest::Status);
     c.pump_until(|c| c.answers.contains_key(&key));
     let Some(Ok(ClusterReply::Status(s))) = answer(&c, &key) else {
@@ -613,31 +627,8 @@ fn a_push_into_a_partition_being_pulled_counts_as_transfer() {
     use shoal_proto::wire::{AaeRequest, AaeResponse};
     let rec = super::engine_lag::Recorded::default();
     metrics::with_local_recorder(&rec, || {
-        let mut cfg = quiet_config();
-        // One exchange at a time, so that the join is observed half done.
-        cfg.aae.max_concurrent_exchanges = 1;
-        let mut c = Cluster::new(3, 64, cfg, 5);
-        let a = id("a");
-        let keys: Vec<Vec<u8>> = (0..200u32)
-            .map(|i| format!("key-{i}").into_bytes())
-            .collect();
-        for key in &keys {
-            let (n, inbound) = c.submit(&a, put(key, "a value of some bytes", None));
-            c.pump(None, 0.0, |c| c.answers.contains_key(&(n.clone(), inbound)));
-        }
-        let d = add_candidate(&mut c, "d", 3);
-        c.pump(None, 0.0, |c| c.engine(&d).layout().version() == 1);
-        let join = StageRequest::Join {
-            id: d.clone(),
-            zone: None,
-            weight: 1,
-        };
-        ask(&mut c, &a, ClusterRequest::Stage(join)).expect("staged");
-        cluster_req(&mut c, &a, ClusterRequest::Commit { version: 1 });
-        c.pump_until(|c| {
-            let t = c.engine(&d).transfer_stats();
-            t.version == 2 && t.done >= 1
-        });
+        let (mut c, a, d) = join_half_done();
+        let keys = join_keys();
         // A key that a holds, in a partition d still pulls and does not hold yet.
         let key = keys
             .iter()
