@@ -10,7 +10,9 @@
 #
 # A_DIR and B_DIR each hold a `shoal` binary. Environment: WORKLOAD (a), CONCURRENCY
 # (64), RUNS (3), DURATION (20s), EXTRA_TOML (appended to every node's config).
-# shoal-bench is the release build of this checkout. Expects an otherwise idle machine.
+# shoal-bench is the release build of this checkout, or BENCH_BIN (for example an older
+# build, whose wire version both builds under test accept). Expects an otherwise idle
+# machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shoal-target}"
@@ -22,8 +24,10 @@ CONCURRENCY="${CONCURRENCY:-64}"
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-20s}"
 mkdir -p "$OUT"
-cargo build --release -q -p shoal-bench --bin shoal-bench
-BENCH_BIN="$CARGO_TARGET_DIR/release/shoal-bench"
+if [ -z "${BENCH_BIN:-}" ]; then
+    cargo build --release -q -p shoal-bench --bin shoal-bench
+    BENCH_BIN="$CARGO_TARGET_DIR/release/shoal-bench"
+fi
 { date -u; nproc; free -g | head -2; uname -r; git rev-parse --short HEAD; echo "A=$A_DIR B=$B_DIR"; } >"$OUT/machine.txt"
 
 # shellcheck source=benches/dev_cluster.sh
@@ -58,8 +62,14 @@ print(f"build={sys.argv[2]} run={sys.argv[3]} ops/s={r['throughput']:.0f} "
 PY
 }
 
+# Not `done | tee`: the loop would run in a subshell, whose cluster the EXIT trap
+# (in this shell) could not see to stop after a failure.
+: >"$OUT/runs.txt"
 for i in $(seq 1 "$RUNS"); do
-    run A "$i" "$A_DIR"
-    run B "$i" "$B_DIR"
-done | tee "$OUT/runs.txt"
+    for build in A B; do
+        if [ "$build" = A ]; then dir=$A_DIR; else dir=$B_DIR; fi
+        run "$build" "$i" "$dir" >>"$OUT/runs.txt"
+        tail -n 1 "$OUT/runs.txt"
+    done
+done
 python3 benches/medians.py "$OUT/runs.txt" build | tee "$OUT/summary.txt"

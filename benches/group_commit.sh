@@ -52,8 +52,13 @@ print(f"group_commit={sys.argv[2]} run={sys.argv[3]} ops/s={r['throughput']:.0f}
 PY
 }
 
+# Not `done | tee`: the loop would run in a subshell, whose cluster the EXIT trap
+# (in this shell) could not see to stop after a failure.
+: >"$OUT/runs.txt"
 for i in $(seq 1 "$RUNS"); do
-    run false "$i"
-    run true "$i"
-done | tee "$OUT/runs.txt"
+    for gc in false true; do
+        run "$gc" "$i" >>"$OUT/runs.txt"
+        tail -n 1 "$OUT/runs.txt"
+    done
+done
 python3 benches/medians.py "$OUT/runs.txt" group_commit | tee "$OUT/summary.txt"

@@ -329,6 +329,16 @@ impl Aae {
     }
 }
 
+/// Whether `a` or `b` still pulls `partition` (see [`Engine::pulls_in_progress`]).
+fn pair_pulling(
+    pulling: &BTreeSet<(PartitionId, NodeId)>,
+    partition: PartitionId,
+    a: &NodeId,
+    b: &NodeId,
+) -> bool {
+    pulling.contains(&(partition, a.clone())) || pulling.contains(&(partition, b.clone()))
+}
+
 /// Anti-entropy counters an engine exposes (for tests and the simulator).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct AaeStats {
@@ -383,8 +393,10 @@ impl Engine {
     }
 
     /// The pairs this node compares: for each partition it holds, its fellow replicas
-    /// (in every layout version in use) with a larger id.
+    /// (in every layout version in use) with a larger id, except where either side
+    /// still pulls the partition ([`Engine::pulls_in_progress`]).
     fn exchange_pairs(&self) -> Vec<(PartitionId, NodeId)> {
+        let pulling = self.pulls_in_progress();
         self.replica_partitions
             .iter()
             .flat_map(|&p| {
@@ -393,6 +405,7 @@ impl Engine {
                     .filter(|peer| *peer > self.me)
                     .map(move |peer| (p, peer))
             })
+            .filter(|(p, peer)| !pair_pulling(&pulling, *p, &self.me, peer))
             .collect()
     }
 
@@ -430,6 +443,7 @@ impl Engine {
         } else {
             self.cfg.aae.max_concurrent_exchanges
         };
+        let pulling = self.pulls_in_progress();
         let total = partitions.len();
         let mut looked = 0;
         while self.aae.running() < limit && looked < total {
@@ -443,6 +457,7 @@ impl Engine {
                 if peer <= self.me
                     || !self.membership.is_up(&peer)
                     || running.contains(&(p, peer.clone()))
+                    || pair_pulling(&pulling, p, &self.me, &peer)
                 {
                     continue;
                 }

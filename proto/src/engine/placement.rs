@@ -158,6 +158,45 @@ impl Engine {
             .is_some_and(|j| j.left.contains_key(&partition))
     }
 
+    /// The (partition, member) pairs where the member still pulls the partition: it
+    /// replicates it in a layout version in use newer than its `sync` tracker and did
+    /// not in the version before (this node's own completed partitions excepted). A peer's
+    /// tracker as seen here may lag behind the peer, never run ahead of it, so a pair
+    /// is never missing from this set while its member still pulls.
+    ///
+    /// Regular anti-entropy leaves these pairs alone: the transfer fills the partition
+    /// (and compares it with every source at the end), so an exchange of it would only
+    /// push the same keys a second time, and new writes reach the member anyway (they
+    /// go to the replicas of every version in use).
+    pub(super) fn pulls_in_progress(&self) -> BTreeSet<(PartitionId, NodeId)> {
+        let mut pairs = BTreeSet::new();
+        if self.layout.versions().len() < 2 {
+            return pairs;
+        }
+        let n = usize::from(self.cfg.replication.n);
+        let syncs = self.layout.syncs();
+        for member in self.layout.tracked() {
+            let synced = syncs.get(&member).copied().unwrap_or(0);
+            for layout in self.layout.versions() {
+                let v = layout.version();
+                if v <= synced {
+                    continue;
+                }
+                let own_job = (member == self.me)
+                    .then_some(self.placement.sync.as_ref())
+                    .flatten()
+                    .filter(|job| job.version == v);
+                for need in self.layout.sync_needs(&member, v, n) {
+                    let done = own_job.is_some_and(|job| !job.left.contains_key(&need.partition));
+                    if !need.sources.is_empty() && !done {
+                        pairs.insert((need.partition, member.clone()));
+                    }
+                }
+            }
+        }
+        pairs
+    }
+
     /// Whether this node is pulling partitions for a layout version.
     pub(super) fn syncing(&self) -> bool {
         self.placement.sync.is_some()
@@ -488,13 +527,20 @@ impl Engine {
             return;
         };
         let pending = job.left.len();
-        let running = self.aae.pairs_running();
-        let wanted: Vec<(PartitionId, NodeId)> = job
+        // One exchange per partition at a time: the first source sends the whole
+        // partition, the next ones only what differs from it by then. Sources exchanged
+        // at once would each send all of it.
+        let mut busy: BTreeSet<PartitionId> = self
+            .aae
+            .pairs_running()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        let wanted: Vec<(PartitionId, Vec<NodeId>)> = job
             .left
             .iter()
-            .filter(|(p, _)| !self.placement.dropping.contains(p))
-            .flat_map(|(p, sources)| sources.iter().map(move |s| (*p, s.clone())))
-            .filter(|pair| !running.contains(pair))
+            .filter(|(p, _)| !self.placement.dropping.contains(p) && !busy.contains(p))
+            .map(|(p, sources)| (*p, sources.iter().cloned().collect()))
             .collect();
         let limit = if self.aae.may_start() {
             self.cfg.aae.max_concurrent_exchanges
@@ -502,12 +548,15 @@ impl Engine {
             1
         };
         if !self.restoring() {
-            for (p, source) in wanted {
+            for (p, sources) in wanted {
                 if self.aae.running() >= limit && self.aae.transfers_running() > 0 {
                     break;
                 }
-                if self.membership.is_up(&source) {
-                    self.start_transfer_exchange(p, source);
+                let up = sources.into_iter().find(|s| self.membership.is_up(s));
+                if let Some(source) = up {
+                    if busy.insert(p) {
+                        self.start_transfer_exchange(p, source);
+                    }
                 }
             }
         }

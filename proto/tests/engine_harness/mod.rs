@@ -307,6 +307,20 @@ impl Cluster {
         for n in ids {
             let rest = c.tick(&n, &[]);
             for cmd in rest {
+                if let Command::Send {
+                    id, to, request, ..
+                } = cmd
+                {
+                    // Anti-entropy's first exchanges, where it is enabled: into the
+                    // network, delivered by the first pump.
+                    c.queue.push_back(Msg::Request {
+                        to,
+                        from: n.clone(),
+                        id,
+                        request,
+                    });
+                    continue;
+                }
                 let more = c.run_storage(&n, &cmd);
                 assert!(more.is_empty(), "nothing to hand off at start: {more:?}");
             }
