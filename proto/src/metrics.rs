@@ -133,8 +133,9 @@ pub const LAYOUT_CONFIRM_SECONDS: &str = "shoal_layout_confirm_seconds";
 /// refused).
 pub const LAYOUT_COMMITS_TOTAL: &str = "shoal_layout_commits_total";
 /// Counter, by `reason` (`cluster_mismatch`, `stale_layout`, `certificate_mismatch`,
-/// `not_a_member`): node-to-node messages this node refused because of the sender's
-/// layout stamp or identity.
+/// `not_a_member`, `not_held`): node-to-node messages this node refused because of the
+/// sender's layout stamp or identity, or (`not_held`) replica data for a partition it
+/// holds in no layout version it keeps (the sender keeps a version this node pruned).
 pub const PEER_REFUSED_TOTAL: &str = "shoal_peer_refused_total";
 /// Counter: layout histories this node asked a peer for (it saw a newer version, or was
 /// refused as stale, or is a candidate saying hello).

@@ -107,6 +107,7 @@ fn dropped_and_expired_hints_are_made_up_by_anti_entropy() {
             batch: 1,
             max_hints: 2,
             ttl: Duration::from_secs(1),
+            ..HandoffLimits::ROOMY
         }),
         background: Background::fast(),
         liveness: Liveness::AntiEntropyOnly {

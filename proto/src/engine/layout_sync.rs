@@ -141,6 +141,13 @@ pub(super) struct Agreement {
     mismatched: BTreeSet<NodeId>,
 }
 
+impl Agreement {
+    /// Whether a layout fetch from `peer` is running.
+    pub(super) fn is_fetching(&self, peer: &NodeId) -> bool {
+        self.fetching.contains(peer)
+    }
+}
+
 /// What a layout `Send` was for.
 #[derive(Clone, Debug)]
 pub(super) enum LayoutSend {
@@ -380,7 +387,10 @@ impl Engine {
     /// layout, which this node fetches from it.
     pub(super) fn check_answer(&mut self, to: &NodeId, result: &Result<PeerResponse, SendError>) {
         if let Ok(PeerResponse::Error(RequestError::StaleLayout { current })) = result {
-            if *current > self.layout.version() {
+            // At our version too while we keep older ones: the peer's trackers may have
+            // let it prune one (it refused data of a partition it held only there).
+            let mine = self.layout.version();
+            if *current > mine || (*current == mine && self.layout.versions().len() > 1) {
                 self.fetch_layout(to.clone());
             }
         }
@@ -572,7 +582,9 @@ impl Engine {
         let Some(to) = to else {
             return;
         };
-        if matches!(what, LayoutSend::Fetch) {
+        let fetch = matches!(what, LayoutSend::Fetch);
+        let recheck = fetch || matches!(what, LayoutSend::Push);
+        if fetch {
             self.agree.fetching.remove(&to);
         }
         match (what, result) {
@@ -583,6 +595,10 @@ impl Engine {
             (LayoutSend::Paxos, Ok(PeerResponse::Paxos(reply))) => self.on_paxos_reply(&to, *reply),
             (LayoutSend::Paxos, _) => self.on_paxos_failed(&to),
             _ => {}
+        }
+        if recheck {
+            // Answered or not: writes waiting on its refusal are settled now.
+            self.recheck_parked_writes(&to);
         }
     }
 

@@ -307,6 +307,46 @@ impl<R> Quorum<R> {
         })
     }
 
+    /// The primary `slot` stands for: its node, or the node a fallback holds a hint for.
+    pub(super) fn primary_of(&self, slot: usize) -> Option<&NodeId> {
+        self.slots
+            .get(slot)
+            .map(|s| s.hint_for.as_ref().unwrap_or(&s.node))
+    }
+
+    /// The request of a pending `slot`, to send again.
+    pub(super) fn target_of(&self, slot: usize) -> Option<Target> {
+        self.slots
+            .get(slot)
+            .filter(|s| s.is_pending())
+            .map(|s| Target {
+                slot,
+                node: s.node.clone(),
+                hint_for: s.hint_for.clone(),
+            })
+    }
+
+    /// Keeps only the replica sets that are among `current` (the sets of the layout
+    /// versions still in use): a version pruned since the write started needs no
+    /// quorum any more. Nothing changes when no set would be left (a newer version came
+    /// instead: the write keeps what it started with). Whether a set was dropped.
+    pub(super) fn narrow_sets(&mut self, current: &[Vec<NodeId>]) -> bool {
+        if self.sets.len() < 2 {
+            return false;
+        }
+        let kept: Vec<Vec<NodeId>> = self
+            .sets
+            .iter()
+            .filter(|s| current.contains(s))
+            .cloned()
+            .collect();
+        if kept.is_empty() || kept.len() == self.sets.len() {
+            return false;
+        }
+        self.sets = kept;
+        true
+    }
+
     /// `slot` failed for a reason any other node would share too (the object is too
     /// large): no fallback is tried and nothing is recorded as unplaced.
     pub(super) fn refuse(&mut self, slot: usize) {

@@ -194,15 +194,21 @@ impl Engine {
         if self.placement.dropping.contains(&partition) {
             return Err(RequestError::ShuttingDown);
         }
-        match hint_for {
-            None if !self.holds(&self.me, partition) => Err(RequestError::Internal(format!(
-                "node {} is not a replica of partition {partition}",
-                self.me
-            ))),
-            Some(t) if !self.holds(t, partition) => Err(RequestError::Internal(format!(
-                "hint target {t} is not a replica of partition {partition}"
-            ))),
-            _ => Ok(()),
+        // Not held in any version this node keeps: the sender keeps an older version
+        // (this node pruned it, having seen every member move on) or knows an older
+        // layout; either way it should fetch ours, which the refusal tells it.
+        let held = match hint_for {
+            None => self.holds(&self.me, partition),
+            Some(t) => self.holds(t, partition),
+        };
+        if held {
+            Ok(())
+        } else {
+            metrics::counter!(crate::metrics::PEER_REFUSED_TOTAL, "reason" => "not_held")
+                .increment(1);
+            Err(RequestError::StaleLayout {
+                current: self.layout.version(),
+            })
         }
     }
 

@@ -39,6 +39,10 @@ impl ObjectShape {
     }
 }
 
+/// Most times one write sends a refused replica request again after learning the
+/// refuser's layout ([`Engine::recheck_parked_writes`]).
+const MAX_RESENDS: u8 = 2;
+
 /// A write this node coordinates.
 #[derive(Debug)]
 pub(super) struct WriteOp {
@@ -64,6 +68,12 @@ pub(super) struct WriteOp {
     /// The layout version current when it started (see `placement.rs`: this node's
     /// `ack` waits for the ops of older versions).
     pub(super) started_under: u64,
+    /// Slots whose replica refused because it no longer holds the partition while this
+    /// node still keeps a layout version where it does: parked (still pending) until
+    /// this node's layout is fetched from a peer again ([`Engine::recheck_parked_writes`]).
+    parked: Vec<(usize, NodeId)>,
+    /// Parked slots sent again so far (at most [`MAX_RESENDS`] per write).
+    resent: u8,
 }
 
 impl WriteOp {
@@ -140,6 +150,8 @@ impl Engine {
             acked_at: None,
             last_primary_ack: self.mono,
             started_under: self.layout.version(),
+            parked: Vec::new(),
+            resent: 0,
         };
         self.writes.insert(id, op);
         self.timers
@@ -258,12 +270,24 @@ impl Engine {
         slot: usize,
         result: Result<PeerResponse, SendError>,
     ) {
+        if !self
+            .writes
+            .get(&id)
+            .is_some_and(|op| op.quorum.is_pending(slot))
+        {
+            return;
+        }
+        if let Some(peer) = self.refused_for_layout(id, slot, &result) {
+            // Parked: settled when `peer`'s layout and ours have met
+            // ([`Engine::recheck_parked_writes`]).
+            if let Some(op) = self.writes.get_mut(&id) {
+                op.parked.push((slot, peer));
+            }
+            return;
+        }
         let Some(op) = self.writes.get_mut(&id) else {
             return;
         };
-        if !op.quorum.is_pending(slot) {
-            return;
-        }
         if matches!(result, Ok(PeerResponse::Ack)) {
             let before = op.quorum.primary_answers();
             op.quorum.record(slot, ());
@@ -286,6 +310,92 @@ impl Engine {
             }
         }
         self.write_progress(id);
+    }
+
+    /// Whether a replica's refusal of a write's `slot` is one of layout (a
+    /// [`RequestError::StaleLayout`]) that the write waits out, and which peer it waits
+    /// for. The replica either knows a newer layout, or pruned a version this node
+    /// still keeps (it holds the partition in no version it keeps): `check_answer`
+    /// fetched its history. Or it is behind this node's layout (a joiner that has not
+    /// installed the version making it a replica): this node pushes its history to it.
+    /// Either way, once the two met, the write knows whether it still needs that
+    /// replica, and the replica whether it takes the write. At most [`MAX_RESENDS`] per
+    /// write; otherwise the refusal is a failure as any other.
+    fn refused_for_layout(
+        &mut self,
+        id: RequestId,
+        slot: usize,
+        result: &Result<PeerResponse, SendError>,
+    ) -> Option<NodeId> {
+        let Ok(PeerResponse::Error(RequestError::StaleLayout { current })) = result else {
+            return None;
+        };
+        let op = self.writes.get(&id)?;
+        if op.resent >= MAX_RESENDS {
+            return None;
+        }
+        let peer = op.quorum.target_of(slot)?.node;
+        let mine = self.layout.version();
+        if *current < mine {
+            let timeout = self.cfg.membership.probe_timeout;
+            let history = Box::new(self.layout.clone());
+            self.send(
+                peer.clone(),
+                PeerRequest::LayoutPush(history),
+                timeout,
+                Waiter::LayoutSend(super::layout_sync::LayoutSend::Push),
+            );
+            return Some(peer);
+        }
+        // `check_answer` started the fetch, unless one is running or too many are.
+        self.agree.is_fetching(&peer).then_some(peer)
+    }
+
+    /// A layout fetch from `peer` or push to it ended (answered or not): the writes
+    /// with slots parked on it drop the replica sets of the versions pruned meanwhile,
+    /// and each such slot is settled: given up without a fallback when its replica is
+    /// in no set left, asked again when it still is (a second refusal counts again, up
+    /// to [`MAX_RESENDS`] per write).
+    pub(super) fn recheck_parked_writes(&mut self, peer: &NodeId) {
+        let ids: Vec<RequestId> = self
+            .writes
+            .iter()
+            .filter(|(_, op)| op.parked.iter().any(|(_, p)| p == peer))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(partition) = self.writes.get(&id).map(|op| op.partition) else {
+                continue;
+            };
+            let sets = self.write_sets(partition);
+            let Some(op) = self.writes.get_mut(&id) else {
+                continue;
+            };
+            op.quorum.narrow_sets(&sets);
+            let mut resend = Vec::new();
+            let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut op.parked)
+                .into_iter()
+                .partition(|(_, p)| p == peer);
+            op.parked = others;
+            for (slot, _) in mine {
+                let needed = op
+                    .quorum
+                    .primary_of(slot)
+                    .is_some_and(|p| sets.iter().flatten().any(|n| n == p));
+                if !needed {
+                    op.quorum.refuse(slot);
+                } else if let Some(target) = op.quorum.target_of(slot) {
+                    // Still a replica: ask it again, now stamped with what we learned.
+                    op.resent += 1;
+                    resend.push(target);
+                }
+            }
+            let (key, object) = (op.key.clone(), op.object.clone().unwrap_or_default());
+            for target in resend {
+                self.send_replicate(id, partition, key.clone(), object.clone(), target);
+            }
+            self.write_progress(id);
+        }
     }
 
     fn send_replicate(

@@ -50,6 +50,8 @@ pub struct HandoffLimits {
     pub max_hints: u64,
     /// Age after which a hint is dropped instead of delivered.
     pub ttl: Duration,
+    /// Time between delivery rounds (`handoff.interval`).
+    pub interval: Duration,
 }
 
 impl HandoffLimits {
@@ -58,6 +60,7 @@ impl HandoffLimits {
         batch: 64,
         max_hints: 1_000_000,
         ttl: Duration::from_secs(3600),
+        interval: Duration::from_millis(500),
     };
 
     /// Roomy limits half the time, otherwise tight ones (small batches, a few hints per
@@ -70,6 +73,7 @@ impl HandoffLimits {
             batch: rng.random_range(1..=4),
             max_hints: rng.random_range(2..=8),
             ttl: Duration::from_millis(rng.random_range(1_000..=6_000)),
+            interval: HandoffLimits::ROOMY.interval,
         }
     }
 }
@@ -167,7 +171,7 @@ pub fn engine_config(q: Quorum, handoff: HandoffLimits, bg: &Background) -> Engi
         },
         handoff: HandoffConfig {
             enabled: bg.hinted_handoff,
-            interval: Duration::from_millis(500),
+            interval: handoff.interval,
             batch: handoff.batch,
             max_hints_per_target: handoff.max_hints,
             ttl: handoff.ttl,

@@ -1,7 +1,8 @@
 //! Reads the engine's own counters during a run: a [`metrics`] recorder, installed for
 //! the simulating thread only, that keeps the counters the report shows (hints stored
 //! and delivered, read repairs, forwards, anti-entropy repairs, exchanges, split batches
-//! and overdue starts, tombstones reaped, sibling-limit events) and ignores everything else.
+//! and overdue starts, tombstones reaped, sibling-limit events, coordinated requests by
+//! result) and ignores everything else.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,9 +13,9 @@ use metrics::{
 
 use shoal_proto::metrics::{
     AAE_BATCHES_SPLIT_TOTAL, AAE_EXCHANGES_TOTAL, AAE_KEYS_REPAIRED_TOTAL,
-    AAE_OVERDUE_STARTS_TOTAL, FORWARDS_TOTAL, HINTS_TOTAL, MEMBER_STATE_CHANGES_TOTAL,
-    READ_REPAIRS_TOTAL, SIBLING_LIMIT_TOTAL, TOMBSTONES_REAPED_TOTAL, TRANSFERS_DONE_TOTAL,
-    TRANSFER_ERRORS_TOTAL, TRANSFER_KEYS_TOTAL,
+    AAE_OVERDUE_STARTS_TOTAL, COORDINATOR_REQUESTS_TOTAL, FORWARDS_TOTAL, HINTS_TOTAL,
+    MEMBER_STATE_CHANGES_TOTAL, READ_REPAIRS_TOTAL, SIBLING_LIMIT_TOTAL, TOMBSTONES_REAPED_TOTAL,
+    TRANSFERS_DONE_TOTAL, TRANSFER_ERRORS_TOTAL, TRANSFER_KEYS_TOTAL,
 };
 
 /// Counters the report keeps.
@@ -33,6 +34,7 @@ const KEPT: &[&str] = &[
     TRANSFERS_DONE_TOTAL,
     TRANSFER_KEYS_TOTAL,
     TRANSFER_ERRORS_TOTAL,
+    COORDINATOR_REQUESTS_TOTAL,
 ];
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;
