@@ -5,7 +5,11 @@
 //! The scheduler's bound: a cut never takes the last copy of a write. Before it cuts a
 //! node it looks at what the node's disk would hold afterwards and at every other node's
 //! stored objects (running or down); if some sibling (a dot) the cut would lose is in no
-//! other node's objects, the cut is vetoed and counted. Hints are not counted as copies:
+//! other node's objects, the cut is vetoed and counted. Only copies on replicas of their
+//! partition in the newest layout version any node knows count: an old owner drops a
+//! partition once a change is done, so its copy does not keep a write (a W = 1 write
+//! whose other copy was on the leaver was lost with it, seed 6481 of the layout-change
+//! runs). Hints are not counted as copies:
 //! they expire by design (a write whose other copy is a hint that expires before its
 //! delivery is lost to the expiry as much as to the cut). So a write acknowledged by W
 //! replicas loses fewer than W copies to power cuts, and what the cluster does afterwards
@@ -17,7 +21,8 @@ use std::time::Duration;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use shoal_proto::{Dot, Object, Time};
-use shoal_storage::{MemStorage, Space, Storage};
+use shoal_ring::PartitionId;
+use shoal_storage::{split_object_key, MemStorage, Space, Storage};
 
 use super::config::{power_cut_rng, PowerCuts, EPOCH, POWER_CUT_STREAM};
 use super::{Phase, Sim};
@@ -57,13 +62,22 @@ impl PowerState {
 
 /// Every sibling's dot in `store`'s objects.
 fn held_dots(store: &MemStorage) -> BTreeSet<Dot> {
+    held_dots_where(store, |_| true)
+}
+
+/// The dots of `store`'s objects in the partitions `counts` takes.
+fn held_dots_where(store: &MemStorage, counts: impl Fn(PartitionId) -> bool) -> BTreeSet<Dot> {
     let mut out = BTreeSet::new();
     let mut start = Vec::new();
     loop {
         let rows = store
             .scan(Space::Objects, &start, None, PAGE)
             .expect("a node's data handle is never closed");
-        for (_, value) in &rows {
+        for (raw, value) in &rows {
+            let counted = split_object_key(raw).is_none_or(|(p, _)| counts(p));
+            if !counted {
+                continue;
+            }
             if let Ok(object) = Object::decode(value) {
                 out.extend(object.siblings().iter().map(|s| s.dot));
             }
@@ -80,6 +94,17 @@ fn held_dots(store: &MemStorage) -> BTreeSet<Dot> {
 }
 
 impl Sim {
+    /// The ring of the newest layout version any running node knows (`None` when none
+    /// runs).
+    fn newest_layout_ring(&self) -> Option<shoal_ring::Ring> {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.running.as_ref())
+            .map(|r| r.engine.layout().current())
+            .max_by_key(|l| l.version())
+            .map(|l| l.ring().clone())
+    }
+
     /// At boot, after every node started: the run begins from a cluster that has been up
     /// a while, whose stores are on disk.
     pub(super) fn sync_all(&mut self) {
@@ -138,9 +163,21 @@ impl Sim {
             .copied()
             .collect();
         if !lost.is_empty() {
+            // A copy counts only on a replica of its partition in the newest layout any
+            // node knows: an old owner (a leaver, a replaced node) drops the partition
+            // once the change is done, and W counts in the new replica set too.
+            let newest = self.newest_layout_ring();
+            let n = usize::from(self.setup.quorum.n);
             let elsewhere: BTreeSet<Dot> = (0..self.nodes.len())
                 .filter(|&j| j != i)
-                .flat_map(|j| held_dots(self.nodes[j].disk()))
+                .flat_map(|j| {
+                    let id = &self.nodes[j].id;
+                    held_dots_where(self.nodes[j].disk(), |p| {
+                        newest
+                            .as_ref()
+                            .is_none_or(|ring| ring.preference_list(p, n).contains(id))
+                    })
+                })
                 .collect();
             let last = lost.difference(&elsewhere).count();
             if last > 0 {
