@@ -386,17 +386,21 @@ impl Engine {
         if !self.cfg.aae.enabled {
             return;
         }
+        // Computed once per tick: both the age and the starts skip these pairs.
+        let pulling = self.pulls_in_progress();
         metrics::gauge!(crate::metrics::AAE_LAST_EXCHANGE_AGE_SECONDS)
-            .set(self.oldest_exchange_age().as_secs_f64());
-        self.start_due_exchanges();
+            .set(self.oldest_exchange_age(&pulling).as_secs_f64());
+        self.start_due_exchanges(&pulling);
         self.start_due_reap();
     }
 
     /// The pairs this node compares: for each partition it holds, its fellow replicas
     /// (in every layout version in use) with a larger id, except where either side
     /// still pulls the partition ([`Engine::pulls_in_progress`]).
-    fn exchange_pairs(&self) -> Vec<(PartitionId, NodeId)> {
-        let pulling = self.pulls_in_progress();
+    fn exchange_pairs(
+        &self,
+        pulling: &BTreeSet<(PartitionId, NodeId)>,
+    ) -> Vec<(PartitionId, NodeId)> {
         self.replica_partitions
             .iter()
             .flat_map(|&p| {
@@ -405,13 +409,16 @@ impl Engine {
                     .filter(|peer| *peer > self.me)
                     .map(move |peer| (p, peer))
             })
-            .filter(|(p, peer)| !pair_pulling(&pulling, *p, &self.me, peer))
+            .filter(|(p, peer)| !pair_pulling(pulling, *p, &self.me, peer))
             .collect()
     }
 
     /// How long the least recently successful pair this node compares has waited.
-    pub(super) fn oldest_exchange_age(&self) -> Duration {
-        self.exchange_pairs()
+    pub(super) fn oldest_exchange_age(
+        &self,
+        pulling: &BTreeSet<(PartitionId, NodeId)>,
+    ) -> Duration {
+        self.exchange_pairs(pulling)
             .iter()
             .map(|(p, peer)| self.now.saturating_since(self.aae.last_ok(*p, peer)))
             .max()
@@ -425,7 +432,7 @@ impl Engine {
             >= self.cfg.aae.interval * OVERDUE_INTERVALS
     }
 
-    fn start_due_exchanges(&mut self) {
+    fn start_due_exchanges(&mut self, pulling: &BTreeSet<(PartitionId, NodeId)>) {
         let partitions = self.replica_partitions.clone();
         if partitions.is_empty() || self.restoring() {
             return;
@@ -443,7 +450,6 @@ impl Engine {
         } else {
             self.cfg.aae.max_concurrent_exchanges
         };
-        let pulling = self.pulls_in_progress();
         let total = partitions.len();
         let mut looked = 0;
         while self.aae.running() < limit && looked < total {
@@ -457,7 +463,7 @@ impl Engine {
                 if peer <= self.me
                     || !self.membership.is_up(&peer)
                     || running.contains(&(p, peer.clone()))
-                    || pair_pulling(&pulling, p, &self.me, &peer)
+                    || pair_pulling(pulling, p, &self.me, &peer)
                 {
                     continue;
                 }
@@ -866,7 +872,8 @@ impl Engine {
                 self.restore_tick();
             }
         } else if self.cfg.aae.enabled {
-            self.start_due_exchanges();
+            let pulling = self.pulls_in_progress();
+            self.start_due_exchanges(&pulling);
         }
     }
 }

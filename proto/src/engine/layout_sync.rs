@@ -134,6 +134,8 @@ pub(super) struct Agreement {
     pub(super) candidates: BTreeMap<NodeId, (SocketAddr, Monotonic)>,
     candidate: Option<CandidateMode>,
     fetching: BTreeSet<NodeId>,
+    /// Peers a write's refusal made this node push its history to, while the push runs.
+    pushing: BTreeSet<NodeId>,
     /// Since when this node, started on its stored layout, waits for a peer to confirm
     /// it (`confirm.rs`); `None` once confirmed, or with nothing to confirm.
     pub(super) confirming: Option<Monotonic>,
@@ -415,6 +417,23 @@ impl Engine {
         );
     }
 
+    /// Pushes this node's history to `peer`, a replica behind it that refused a write
+    /// (at most one such push per peer at a time: the writes parked on it are rechecked
+    /// when it ends).
+    pub(super) fn push_layout_to(&mut self, peer: NodeId) {
+        if peer == self.me || !self.agree.pushing.insert(peer.clone()) {
+            return;
+        }
+        let timeout = self.cfg.membership.probe_timeout;
+        let history = Box::new(self.layout.clone());
+        self.send(
+            peer,
+            PeerRequest::LayoutPush(history),
+            timeout,
+            Waiter::LayoutSend(LayoutSend::Push),
+        );
+    }
+
     /// Takes what `other` knows that this node does not. Whether anything changed.
     pub(super) fn learn_layout(&mut self, other: &LayoutHistory) -> bool {
         let before = self.layout.version();
@@ -586,6 +605,8 @@ impl Engine {
         let recheck = fetch || matches!(what, LayoutSend::Push);
         if fetch {
             self.agree.fetching.remove(&to);
+        } else if recheck {
+            self.agree.pushing.remove(&to);
         }
         match (what, result) {
             (_, Ok(PeerResponse::Layout(h))) => {

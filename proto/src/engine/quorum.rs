@@ -329,10 +329,10 @@ impl<R> Quorum<R> {
     /// Keeps only the replica sets that are among `current` (the sets of the layout
     /// versions still in use): a version pruned since the write started needs no
     /// quorum any more. Nothing changes when no set would be left (a newer version came
-    /// instead: the write keeps what it started with). Whether a set was dropped.
-    pub(super) fn narrow_sets(&mut self, current: &[Vec<NodeId>]) -> bool {
+    /// instead: the write keeps what it started with).
+    pub(super) fn narrow_sets(&mut self, current: &[Vec<NodeId>]) {
         if self.sets.len() < 2 {
-            return false;
+            return;
         }
         let kept: Vec<Vec<NodeId>> = self
             .sets
@@ -340,11 +340,9 @@ impl<R> Quorum<R> {
             .filter(|s| current.contains(s))
             .cloned()
             .collect();
-        if kept.is_empty() || kept.len() == self.sets.len() {
-            return false;
+        if !kept.is_empty() {
+            self.sets = kept;
         }
-        self.sets = kept;
-        true
     }
 
     /// `slot` failed for a reason any other node would share too (the object is too

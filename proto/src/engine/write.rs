@@ -337,14 +337,7 @@ impl Engine {
         let peer = op.quorum.target_of(slot)?.node;
         let mine = self.layout.version();
         if *current < mine {
-            let timeout = self.cfg.membership.probe_timeout;
-            let history = Box::new(self.layout.clone());
-            self.send(
-                peer.clone(),
-                PeerRequest::LayoutPush(history),
-                timeout,
-                Waiter::LayoutSend(super::layout_sync::LayoutSend::Push),
-            );
+            self.push_layout_to(peer.clone());
             return Some(peer);
         }
         // `check_answer` started the fetch, unless one is running or too many are.
