@@ -270,6 +270,12 @@ pub struct LimitsConfig {
     pub max_queued_requests: usize,
     /// Threads running storage operations. Read by the node, which runs them.
     pub storage_threads: usize,
+    /// Worker threads of the node's async runtime, which runs QUIC, the request
+    /// handlers and the replication driver; 0 means one per CPU core. One (the
+    /// default) keeps a request's hops between those tasks on one thread: on a 2-core
+    /// machine it gave 13% more throughput and 12% less CPU per operation than one per
+    /// core (BENCHMARKS.md). Read by the node, which builds the runtime.
+    pub worker_threads: usize,
     /// Storage operations queued for those threads; an operation that finds the queue
     /// full fails at once as a storage error. Read by the node, which owns the queue.
     pub max_queued_storage_ops: usize,
@@ -305,6 +311,7 @@ impl Default for LimitsConfig {
             max_inflight_requests: 10_000,
             max_queued_requests: 10_000,
             storage_threads: 4,
+            worker_threads: 1,
             max_queued_storage_ops: 65_536,
             min_request_timeout: Duration::from_millis(1),
             max_request_timeout: Duration::from_secs(60),
@@ -325,6 +332,8 @@ impl LimitsConfig {
 
 /// Most storage threads a node may run.
 const MAX_STORAGE_THREADS: usize = 256;
+/// Most runtime worker threads a node may run.
+const MAX_WORKER_THREADS: usize = 256;
 
 /// A setting that is out of range or inconsistent with another.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -532,6 +541,12 @@ impl LimitsConfig {
                 format!("must be in 1..={MAX_STORAGE_THREADS}"),
             ));
         }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(err(
+                "limits.worker_threads",
+                format!("must be in 0..={MAX_WORKER_THREADS} (0: one per CPU core)"),
+            ));
+        }
         if self.min_request_timeout < MIN_REQUEST_TIMEOUT {
             return Err(err(
                 "limits.min_request_timeout",
@@ -647,6 +662,11 @@ mod tests {
         let mut c = EngineConfig::default();
         c.limits.storage_threads = MAX_STORAGE_THREADS + 1;
         assert_eq!(c.validate(3).unwrap_err().field, "limits.storage_threads");
+        let mut c = EngineConfig::default();
+        c.limits.worker_threads = MAX_WORKER_THREADS + 1;
+        assert_eq!(c.validate(3).unwrap_err().field, "limits.worker_threads");
+        c.limits.worker_threads = 0;
+        assert!(c.validate(3).is_ok(), "0 means one per core");
         let mut c = EngineConfig::default();
         c.aae.verify_interval = Duration::ZERO;
         assert_eq!(c.validate(3).unwrap_err().field, "aae.verify_interval");

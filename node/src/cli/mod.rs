@@ -259,6 +259,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The node's runtime: `worker_threads` workers (`limits.worker_threads`; 0: tokio's
+/// default, one per core, or `TOKIO_WORKER_THREADS`). Multi-threaded even with one
+/// worker, so that `spawn_blocking` work (stats, backups, tree checks) runs beside it.
+fn node_runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("shoal-rt");
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    Ok(builder.build()?)
+}
+
 fn run_cert(what: CertCommand, json: bool) -> anyhow::Result<()> {
     use shoal_transport::certs;
     let (cert, key) = match what {
@@ -319,7 +331,7 @@ fn run_node(config: Option<&Path>) -> i32 {
         }
     };
     init_tracing(cfg.log_format);
-    let rt = match runtime() {
+    let rt = match node_runtime(cfg.limits.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -359,6 +371,18 @@ async fn serve_until_signal(cfg: NodeConfig) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_runtime_has_the_configured_workers() {
+        let rt = node_runtime(1).unwrap();
+        assert_eq!(rt.metrics().num_workers(), 1);
+        let rt = node_runtime(3).unwrap();
+        assert_eq!(rt.metrics().num_workers(), 3);
+        if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+            let cores = std::thread::available_parallelism().unwrap().get();
+            assert_eq!(node_runtime(0).unwrap().metrics().num_workers(), cores);
+        }
+    }
 
     #[test]
     fn cert_json_names_the_files_and_the_expiry() {
