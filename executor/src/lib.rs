@@ -309,6 +309,26 @@ impl<S: Storage> Executor<S> {
         Ok(())
     }
 
+    /// What [`Executor::execute`] answers to `StorageOp::Read { partition, key }`, if the
+    /// storage engine can give it from memory (memtables, block cache); `None` when it
+    /// would have to read the disk, so the caller runs the op on a storage thread. For a
+    /// caller that must not block, such as the node's driver.
+    pub fn read_cached(&self, partition: PartitionId, key: &[u8]) -> Option<StorageResult> {
+        match self
+            .storage
+            .get_object_cached(partition, &self.stored_key(key))
+        {
+            Ok(None) => None,
+            Ok(Some(bytes)) => Some(
+                bytes
+                    .map(|b| decode_object(&b))
+                    .transpose()
+                    .map(StorageReply::Object),
+            ),
+            Err(e) => Some(Err(engine_failure(e))),
+        }
+    }
+
     /// Run one op. A failure goes back to the engine as it is, which fails the request
     /// that waited for it with a `Storage` error.
     pub fn execute(&self, op: StorageOp) -> StorageResult {

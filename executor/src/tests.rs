@@ -689,3 +689,25 @@ fn drop_partition_deletes_its_objects_and_empties_its_tree() {
     assert_eq!(e.trees.summary(PartitionId(1)).1, 1);
     assert_eq!(e.verify_trees().unwrap(), Vec::new());
 }
+
+/// A read answered from memory is the read a storage thread would answer, for a present
+/// key, an absent one and one of another partition.
+#[test]
+fn a_cached_read_answers_as_the_read_op() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    put(&e, b"k", "a", CausalContext::new());
+    for (partition, key) in [(1, &b"k"[..]), (1, b"absent"), (2, b"k")] {
+        let partition = PartitionId(partition);
+        let cached = e.read_cached(partition, key).expect("memory answers");
+        let plain = e.execute(StorageOp::Read {
+            partition,
+            key: key.to_vec(),
+        });
+        assert_eq!(format!("{cached:?}"), format!("{plain:?}"), "{key:?}");
+    }
+    let Some(Ok(StorageReply::Object(Some(object)))) = e.read_cached(PartitionId(1), b"k") else {
+        panic!("the written key is not read back")
+    };
+    assert_eq!(object.siblings().len(), 1);
+}

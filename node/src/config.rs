@@ -92,6 +92,11 @@ pub struct StorageConfig {
     /// write that arrived while the previous fsync ran (default), instead of one fsync
     /// per write. Equally durable; `false` only to compare.
     pub group_commit: bool,
+    /// Replica reads that the memtables and the block cache can answer run at once on
+    /// the replication driver's thread (default), saving two thread switches each;
+    /// reads that need the disk, and all writes, go to the storage threads either way.
+    /// `false` sends every read to a storage thread.
+    pub inline_reads: bool,
     /// Shared block cache, in bytes.
     pub block_cache_bytes: usize,
     /// Memtable size, in bytes.
@@ -113,6 +118,7 @@ impl Default for StorageConfig {
         StorageConfig {
             durability: Durability::Buffered,
             group_commit: true,
+            inline_reads: true,
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 64 << 20,
             min_free_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,

@@ -18,6 +18,10 @@ pub type Case = fn(&dyn Storage);
 /// Every case, with its name.
 pub const CASES: &[(&str, Case)] = &[
     ("get_put_delete_in_each_space", get_put_delete_in_each_space),
+    (
+        "a_cached_get_agrees_with_get_when_it_answers",
+        a_cached_get_agrees_with_get_when_it_answers,
+    ),
     ("spaces_are_independent", spaces_are_independent),
     (
         "batch_applies_in_order_and_last_op_wins",
@@ -109,6 +113,33 @@ pub fn get_put_delete_in_each_space(storage: &dyn Storage) {
             "{space:?}: delete not visible"
         );
         storage.delete(space, b"never-written").unwrap();
+    }
+}
+
+/// `get_cached` either cannot tell (`None`) or gives exactly what `get` gives, for
+/// present, overwritten, deleted and never-written keys, and for objects.
+pub fn a_cached_get_agrees_with_get_when_it_answers(storage: &dyn Storage) {
+    let agree = |space: Space, key: &[u8], what: &str| {
+        let plain = storage.get(space, key).unwrap();
+        if let Some(cached) = storage.get_cached(space, key).unwrap() {
+            assert_eq!(cached, plain, "{space:?} {what}");
+        }
+    };
+    for space in Space::ALL {
+        agree(space, b"key1", "never written");
+        storage.put(space, b"key1", b"v1").unwrap();
+        agree(space, b"key1", "written");
+        storage.put(space, b"key1", b"v2").unwrap();
+        agree(space, b"key1", "overwritten");
+        storage.delete(space, b"key1").unwrap();
+        agree(space, b"key1", "deleted");
+    }
+    let p = PartitionId(3);
+    storage.put_object(p, b"object", b"o1").unwrap();
+    let plain = storage.get_object(p, b"object").unwrap();
+    assert_eq!(plain.as_deref(), Some(&b"o1"[..]));
+    if let Some(cached) = storage.get_object_cached(p, b"object").unwrap() {
+        assert_eq!(cached, plain, "object");
     }
 }
 
@@ -592,6 +623,12 @@ pub fn operations_after_close_fail_with_closed(storage: &dyn Storage) {
         );
     };
     closed(storage.get(Space::Objects, b"key1").map(drop), "get");
+    // An engine that cannot answer from memory says so; one that can must say Closed.
+    let cached = storage.get_cached(Space::Objects, b"key1");
+    assert!(
+        matches!(cached, Ok(None) | Err(StorageError::Closed)),
+        "get_cached after close: {cached:?}"
+    );
     closed(storage.put(Space::Objects, b"key1", b"w"), "put");
     closed(storage.write(WriteBatch::new()), "empty write");
     closed(

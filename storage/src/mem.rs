@@ -237,6 +237,15 @@ impl Storage for MemStorage {
         })
     }
 
+    /// Everything is in memory: always answers.
+    fn get_cached(
+        &self,
+        space: Space,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, StorageError> {
+        self.get(space, key).map(Some)
+    }
+
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
         count_batch(&batch);
         timed("write", || {

@@ -24,6 +24,20 @@ pub trait Storage: Send + Sync + 'static {
     /// The value of `key` in `space`, if any.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
+    /// The value of `key` in `space` if the engine can give it without reading the disk
+    /// (RocksDB: from its memtables and block cache): `Ok(Some(v))`, where `v` is what
+    /// [`Storage::get`] returns, or `Ok(None)` when only a disk read could tell. Lets a
+    /// caller on a thread that must not block answer such reads at once and send only
+    /// the others to a storage thread. The default can never tell.
+    fn get_cached(
+        &self,
+        space: Space,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, StorageError> {
+        let _ = (space, key);
+        Ok(None)
+    }
+
     /// Applies `batch` atomically (all operations land or none) and in order (the last
     /// operation on a key wins), with the engine's [`crate::Durability`].
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError>;
@@ -80,6 +94,16 @@ pub trait Storage: Send + Sync + 'static {
     /// The stored (encoded) object `key` of partition `p`, if any.
     fn get_object(&self, p: PartitionId, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.get(Space::Objects, &object_key(p, key))
+    }
+
+    /// [`Storage::get_object`] if the engine can answer from memory (see
+    /// [`Storage::get_cached`]).
+    fn get_object_cached(
+        &self,
+        p: PartitionId,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, StorageError> {
+        self.get_cached(Space::Objects, &object_key(p, key))
     }
 
     /// Stores the encoded object `key` of partition `p`.
@@ -167,6 +191,13 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         (**self).get(space, key)
     }
+    fn get_cached(
+        &self,
+        space: Space,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, StorageError> {
+        (**self).get_cached(space, key)
+    }
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
         (**self).write(batch)
     }
@@ -199,6 +230,13 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     fn get_object(&self, p: PartitionId, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         (**self).get_object(p, key)
+    }
+    fn get_object_cached(
+        &self,
+        p: PartitionId,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, StorageError> {
+        (**self).get_object_cached(p, key)
     }
     fn put_object(&self, p: PartitionId, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         (**self).put_object(p, key, value)

@@ -93,6 +93,40 @@ fn reopen_keeps_data(durability: Durability) {
     assert_sample(&storage);
 }
 
+/// `get_cached` answers from the memtable and the block cache, and says it cannot tell
+/// for a key whose block only a table file on disk holds; once a plain `get` has read
+/// that block into the cache, it answers again.
+#[test]
+fn a_cached_get_answers_from_memory_and_declines_what_only_the_disk_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = PartitionId(1);
+    {
+        let storage = open(dir.path()).unwrap();
+        storage.put_object(p, b"key", b"value").unwrap();
+        assert_eq!(
+            storage.get_object_cached(p, b"key").unwrap(),
+            Some(Some(b"value".to_vec())),
+            "in the memtable"
+        );
+        storage.flush().unwrap();
+    }
+    let storage = open(dir.path()).unwrap();
+    assert_eq!(
+        storage.get_object_cached(p, b"key").unwrap(),
+        None,
+        "only the table file holds it after a reopen"
+    );
+    assert_eq!(
+        storage.get_object(p, b"key").unwrap().as_deref(),
+        Some(&b"value"[..])
+    );
+    assert_eq!(
+        storage.get_object_cached(p, b"key").unwrap(),
+        Some(Some(b"value".to_vec())),
+        "in the block cache after a read"
+    );
+}
+
 #[test]
 fn reopen_keeps_data_with_buffered_durability() {
     reopen_keeps_data(Durability::Buffered);

@@ -14,9 +14,9 @@ use shoal_proto::wire::{
 };
 use shoal_proto::{
     Command, Engine, InboundId, Monotonic, Now, RequestError, RequestId, SendError, StorageFailure,
-    StorageOp, Time,
+    StorageOp, StorageResult, Time,
 };
-use shoal_ring::NodeId;
+use shoal_ring::{NodeId, PartitionId};
 use shoal_storage::Storage;
 use shoal_transport::{Endpoint, TransportError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -71,6 +71,14 @@ impl Clock {
     }
 }
 
+/// Answers a replica read (`StorageOp::Read`) from memory when the store can, without
+/// blocking (`Executor::read_cached`); `None` when it would need the disk.
+pub(super) type MemoryReads =
+    Arc<dyn Fn(PartitionId, &[u8]) -> Option<StorageResult> + Send + Sync>;
+
+/// What `shoal_executor_op_duration_seconds` calls a read answered on the driver's thread.
+const READ_IN_MEMORY: &str = "read_in_memory";
+
 /// A storage worker thread: runs the operations the driver queues, one at a time, until
 /// the queue closes or the driver is gone. With `commit` (group commit, see
 /// `group_commit.rs`), the completion of an op that wrote goes through the committer,
@@ -119,6 +127,9 @@ pub(super) struct Driver {
     addrs: HashMap<NodeId, SocketAddr>,
     storage_tx: crossbeam::channel::Sender<(RequestId, StorageOp)>,
     done_tx: mpsc::UnboundedSender<Completion>,
+    /// Reads answered on this thread when the store has them in memory
+    /// ([`Driver::with_memory_reads`]); without it every op goes to a storage thread.
+    memory_reads: Option<MemoryReads>,
     /// The version of the frames sent to each peer (`[cluster] wire_version`, or lower
     /// for a peer of an older release).
     peer_versions: Arc<PeerVersions>,
@@ -152,6 +163,7 @@ impl Driver {
             addrs,
             storage_tx,
             done_tx,
+            memory_reads: None,
             peer_versions: Arc::new(PeerVersions::new(WireVersion::CURRENT)),
             restore_marker: None,
             inflight_gauge: metrics::gauge!(crate::metrics::DRIVER_INFLIGHT_REQUESTS),
@@ -187,6 +199,16 @@ impl Driver {
             ),
         }
         super::health::set_restoring(false);
+    }
+
+    /// Answers each replica read the store can give from memory (memtables, block
+    /// cache) on the driver's own thread, at once, instead of handing it to a storage
+    /// thread and waiting for its completion: two thread switches fewer per read. Reads
+    /// that would touch the disk, and every other op, still go to the storage threads.
+    /// Storage threads already run ops in any order, so the engine sees nothing new.
+    pub(super) fn with_memory_reads(mut self, reads: MemoryReads) -> Driver {
+        self.memory_reads = Some(reads);
+        self
     }
 
     /// Sends peers frames of `version` (pinned during a rolling upgrade) instead of the
@@ -278,6 +300,28 @@ impl Driver {
         }
     }
 
+    /// Runs `op` here if it is a read the store can answer from memory, and hands its
+    /// result to the engine at once (the commands that follow from it are drained in the
+    /// same round); gives back every other op, and a read that needs the disk.
+    fn read_in_memory(&mut self, id: RequestId, op: StorageOp) -> Option<StorageOp> {
+        let (Some(reads), StorageOp::Read { partition, key }) = (&self.memory_reads, &op) else {
+            return Some(op);
+        };
+        let start = Instant::now();
+        let Some(result) = reads(*partition, key) else {
+            return Some(op);
+        };
+        STORAGE_OP_DURATION
+            .get([READ_IN_MEMORY])
+            .record(start.elapsed().as_secs_f64());
+        if result.is_err() {
+            STORAGE_OP_ERRORS.get([READ_IN_MEMORY]).increment(1);
+        }
+        let now = self.clock.now();
+        self.engine.handle_storage(now, id, result);
+        None
+    }
+
     fn drain(&mut self) {
         // Requests to peers, collected per peer and sent at the end (`flush`).
         let mut outbox: BTreeMap<NodeId, Vec<Outgoing>> = BTreeMap::new();
@@ -301,6 +345,9 @@ impl Driver {
                     }
                 }
                 Command::Storage { id, op } => {
+                    let Some(op) = self.read_in_memory(id, op) else {
+                        continue;
+                    };
                     // The queue is bounded and the driver never blocks on it: an op that
                     // finds it full fails at once, like a storage error.
                     let refused = match self.storage_tx.try_send((id, op)) {
@@ -641,11 +688,8 @@ mod tests {
         (node("a"), node("b"))
     }
 
-    /// A request whose storage never completes is answered `Timeout` at its deadline
-    /// while the request queue never empties: the driver serves due timers whatever
-    /// waits in its queues.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn timers_fire_while_the_request_queue_never_empties() {
+    /// The engine of a one-node cluster (N = R = W = 1), its clock and its endpoint.
+    fn single_node() -> (Engine, Clock, Endpoint) {
         let me = NodeId::new("a").unwrap();
         let ca = generate_ca_pem().unwrap();
         let leaf = issue_node_cert_pem(&ca, &me).unwrap();
@@ -662,11 +706,84 @@ mod tests {
             cfg,
             me.clone(),
             ring,
-            vec![(me.clone(), endpoint.local_addr())],
+            vec![(me, endpoint.local_addr())],
             1,
             clock.now(),
         )
         .unwrap();
+        (engine, clock, endpoint)
+    }
+
+    /// A read the store can answer from memory is answered on the driver's thread and
+    /// no op reaches the storage threads; a read it cannot answer so goes to them (here
+    /// they never run it, so the read times out).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_from_memory_skip_the_storage_threads_and_the_others_do_not() {
+        for in_memory in [true, false] {
+            let (engine, clock, endpoint) = single_node();
+            let (storage_tx, storage_rx) = crossbeam::channel::bounded(64);
+            let (done_tx, done_rx) = mpsc::unbounded_channel();
+            let (input_tx, input_rx) = mpsc::channel(4);
+            let (get, answer) = client(ClientRequest::Get {
+                key: b"k".to_vec(),
+                options: ReadOptions {
+                    timeout: Some(Duration::from_millis(200)),
+                    ..ReadOptions::default()
+                },
+            });
+            input_tx.try_send(get).unwrap();
+            let reads: MemoryReads = Arc::new(move |_, _| {
+                in_memory.then_some(Ok(shoal_proto::StorageReply::Object(None)))
+            });
+            let (shutdown_tx, shutdown_rx) = watch::channel(false);
+            let driver = Driver::new(
+                engine,
+                clock,
+                endpoint.clone(),
+                HashMap::new(),
+                storage_tx,
+                done_tx,
+            )
+            .with_memory_reads(reads);
+            let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+            let answered = tokio::time::timeout(Duration::from_secs(60), answer)
+                .await
+                .expect("no answer within 60 s")
+                .map(Response::unstamped);
+            let _ = shutdown_tx.send(true);
+            let _ = driver.await;
+            endpoint.close().await;
+            let queued: Vec<_> = storage_rx.try_iter().map(|(_, op)| op).collect();
+            if in_memory {
+                match answered {
+                    Ok(Response::Client(ClientResponse::Get(reply))) => assert!(!reply.found),
+                    other => panic!("expected a not-found answer, got {other:?}"),
+                }
+                assert!(
+                    queued.is_empty(),
+                    "ops went to the storage threads: {queued:?}"
+                );
+            } else {
+                match answered {
+                    Ok(Response::Client(ClientResponse::Error(RequestError::Timeout {
+                        ..
+                    }))) => {}
+                    other => panic!("expected a Timeout answer, got {other:?}"),
+                }
+                assert!(
+                    matches!(queued.as_slice(), [StorageOp::Read { .. }]),
+                    "the read did not go to the storage threads: {queued:?}"
+                );
+            }
+        }
+    }
+
+    /// A request whose storage never completes is answered `Timeout` at its deadline
+    /// while the request queue never empties: the driver serves due timers whatever
+    /// waits in its queues.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timers_fire_while_the_request_queue_never_empties() {
+        let (engine, clock, endpoint) = single_node();
         // Storage workers that never run anything: the read waits for its deadline.
         let (storage_tx, _storage_rx) = crossbeam::channel::bounded(64);
         let (done_tx, done_rx) = mpsc::unbounded_channel();

@@ -271,6 +271,14 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         done_tx,
     )
     .with_wire_version(peer_wire_version);
+    let driver = if cfg.storage.inline_reads {
+        let exec = executor.clone();
+        driver.with_memory_reads(Arc::new(move |partition, key: &[u8]| {
+            exec.read_cached(partition, key)
+        }))
+    } else {
+        driver
+    };
     let driver = if restored.is_some() {
         driver.with_restore(data_dir.join(super::backup::RESTORED_MARKER))
     } else {

@@ -38,6 +38,9 @@ pub struct RocksStorage {
     db: RwLock<Handle>,
     cache: Cache,
     write_options: WriteOptions,
+    /// Reads that may use only the memtables and the block cache (`get_cached`): one
+    /// that would need a table file fails `Incomplete` instead of reading it.
+    memory_reads: ReadOptions,
     /// As `write_options`, but a write that would stall fails at once: used while the
     /// disk is nearly full, where a stall waits for a flush that cannot succeed.
     no_stall_write_options: WriteOptions,
@@ -100,6 +103,8 @@ impl RocksStorage {
         let mut no_stall_write_options = WriteOptions::default();
         no_stall_write_options.set_sync(options.durability == Durability::Sync);
         no_stall_write_options.set_no_slowdown(true);
+        let mut memory_reads = ReadOptions::default();
+        memory_reads.set_read_tier(rocksdb::ReadTier::BlockCache);
         tracing::info!(
             path = %path.display(),
             durability = options.durability.as_str(),
@@ -110,6 +115,7 @@ impl RocksStorage {
             db: RwLock::new(Handle::Open(db)),
             cache,
             write_options,
+            memory_reads,
             no_stall_write_options,
             options,
             path: path.to_path_buf(),
@@ -287,6 +293,24 @@ impl Storage for RocksStorage {
         timed("get", || {
             check_key(key)?;
             self.with_db(|db| Ok(db.get_cf(family(db, space)?, key)?))
+        })
+    }
+
+    fn get_cached(
+        &self,
+        space: Space,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>, StorageError> {
+        count_op("get_cached", space);
+        timed("get_cached", || {
+            check_key(key)?;
+            self.with_db(
+                |db| match db.get_cf_opt(family(db, space)?, key, &self.memory_reads) {
+                    Ok(value) => Ok(Some(value)),
+                    Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
+                    Err(e) => Err(e.into()),
+                },
+            )
         })
     }
 
