@@ -151,9 +151,21 @@ impl RocksOptions {
             table.set_whole_key_filtering(true);
         }
         opts.set_block_based_table_factory(&table);
+        if space == Some(Space::Objects) && self.bloom_bits_per_key > 0.0 {
+            // A bloom filter over the memtables' keys: a get of a key that is only in the
+            // table files skips the memtables' skip-list searches (under a read workload
+            // those were about 9% of a node's CPU), for MEMTABLE_BLOOM_RATIO of the
+            // write buffer in memory and a hash per insert.
+            opts.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+            opts.set_memtable_whole_key_filtering(true);
+        }
         opts
     }
 }
+
+/// The memtable bloom filter's size as a fraction of the write buffer (RocksDB's
+/// `memtable_prefix_bloom_size_ratio`; its documentation suggests 0.02 to 0.1).
+const MEMTABLE_BLOOM_RATIO: f64 = 0.02;
 
 fn clamp_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
