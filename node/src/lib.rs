@@ -8,6 +8,7 @@
 
 mod cli;
 mod config;
+mod idle_poll;
 mod metrics;
 mod server;
 

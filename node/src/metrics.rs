@@ -125,6 +125,13 @@ pub const METRICS_HTTP_REFUSED_TOTAL: &str = "shoal_metrics_http_refused_total";
 /// counter because the `metrics` facade's counters are integers and CPU time has
 /// clock-tick resolution.
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "shoal_process_cpu_seconds_total";
+/// Counter: windows in which the node's runtime polled its sockets after waking instead
+/// of sleeping at once (`limits.idle_poll`; see `idle_poll.rs`).
+pub const IDLE_POLL_WINDOWS_TOTAL: &str = "shoal_idle_poll_windows_total";
+/// Gauge, in seconds: time the idle poller spent in turns that found nothing to do. It
+/// only grows: read it with `rate()` (a gauge because the facade's counters are
+/// integers).
+pub const IDLE_POLL_SECONDS_TOTAL: &str = "shoal_idle_poll_seconds_total";
 /// Gauge, in bytes: the node process's resident set size.
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "shoal_process_resident_memory_bytes";
 /// Gauge: file descriptors the node process holds open (sockets, RocksDB files).
@@ -210,6 +217,8 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (engine::TOMBSTONES_REAPED_TOTAL, MetricKind::Counter, "Tombstones deleted after replication.tombstone_grace once every replica held the same one (counted on every replica that deleted)"),
     (BUILD_INFO, MetricKind::Gauge, "Always 1, labelled with the version and commit this node was built from"),
     (METRICS_HTTP_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a scraper or probe over a bound) Connections the metrics listener closed unanswered: too many at once, a request head too large, or too slow"),
+    (IDLE_POLL_WINDOWS_TOTAL, MetricKind::Counter, "Windows in which the runtime kept polling its sockets after a wake-up instead of sleeping (limits.idle_poll)"),
+    (IDLE_POLL_SECONDS_TOTAL, MetricKind::Gauge, "Time the idle poller spent polling with nothing to do (only grows; use rate())"),
     (PROCESS_CPU_SECONDS_TOTAL, MetricKind::Gauge, "User plus system CPU time the node process has used since it started (only grows; use rate())"),
     (PROCESS_RESIDENT_MEMORY_BYTES, MetricKind::Gauge, "Resident memory of the node process"),
     (PROCESS_OPEN_FDS, MetricKind::Gauge, "File descriptors the node process holds open"),

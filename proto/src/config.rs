@@ -276,6 +276,13 @@ pub struct LimitsConfig {
     /// machine it gave 13% more throughput and 12% less CPU per operation than one per
     /// core (BENCHMARKS.md). Read by the node, which builds the runtime.
     pub worker_threads: usize,
+    /// How long the runtime keeps polling its sockets after it woke and did some work,
+    /// before it sleeps again (0 turns it off). On a virtual machine an idle CPU takes
+    /// tens of microseconds to wake, more than a replica read takes: under light load
+    /// every hop between nodes paid it. The poller yields the CPU to other processes
+    /// on each turn. Read by the node, which builds the runtime; at most 10 ms.
+    #[serde(with = "humantime_serde")]
+    pub idle_poll: Duration,
     /// Storage operations queued for those threads; an operation that finds the queue
     /// full fails at once as a storage error. Read by the node, which owns the queue.
     pub max_queued_storage_ops: usize,
@@ -312,6 +319,7 @@ impl Default for LimitsConfig {
             max_queued_requests: 10_000,
             storage_threads: 4,
             worker_threads: 1,
+            idle_poll: Duration::from_micros(200),
             max_queued_storage_ops: 65_536,
             min_request_timeout: Duration::from_millis(1),
             max_request_timeout: Duration::from_secs(60),
@@ -334,6 +342,8 @@ impl LimitsConfig {
 const MAX_STORAGE_THREADS: usize = 256;
 /// Most runtime worker threads a node may run.
 const MAX_WORKER_THREADS: usize = 256;
+/// Longest the node's runtime may poll after work before it sleeps.
+const MAX_IDLE_POLL: Duration = Duration::from_millis(10);
 
 /// A setting that is out of range or inconsistent with another.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -547,6 +557,12 @@ impl LimitsConfig {
                 format!("must be in 0..={MAX_WORKER_THREADS} (0: one per CPU core)"),
             ));
         }
+        if self.idle_poll > MAX_IDLE_POLL {
+            return Err(err(
+                "limits.idle_poll",
+                format!("must be at most {MAX_IDLE_POLL:?} (0 turns it off)"),
+            ));
+        }
         if self.min_request_timeout < MIN_REQUEST_TIMEOUT {
             return Err(err(
                 "limits.min_request_timeout",
@@ -667,6 +683,11 @@ mod tests {
         assert_eq!(c.validate(3).unwrap_err().field, "limits.worker_threads");
         c.limits.worker_threads = 0;
         assert!(c.validate(3).is_ok(), "0 means one per core");
+        let mut c = EngineConfig::default();
+        c.limits.idle_poll = MAX_IDLE_POLL + Duration::from_micros(1);
+        assert_eq!(c.validate(3).unwrap_err().field, "limits.idle_poll");
+        c.limits.idle_poll = Duration::ZERO;
+        assert!(c.validate(3).is_ok(), "0 turns the poller off");
         let mut c = EngineConfig::default();
         c.aae.verify_interval = Duration::ZERO;
         assert_eq!(c.validate(3).unwrap_err().field, "aae.verify_interval");

@@ -262,13 +262,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The node's runtime: `worker_threads` workers (`limits.worker_threads`; 0: tokio's
 /// default, one per core, or `TOKIO_WORKER_THREADS`). Multi-threaded even with one
 /// worker, so that `spawn_blocking` work (stats, backups, tree checks) runs beside it.
-fn node_runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+/// With a non-zero `idle_poll` (`limits.idle_poll`), a poller task keeps the runtime
+/// awake for that long after each wake-up (see [`crate::idle_poll`]).
+fn node_runtime(
+    worker_threads: usize,
+    idle_poll: std::time::Duration,
+) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("shoal-rt");
     if worker_threads > 0 {
         builder.worker_threads(worker_threads);
     }
-    Ok(builder.build()?)
+    let poller = (!idle_poll.is_zero()).then(|| crate::idle_poll::IdlePoll::new(idle_poll));
+    if let Some(poller) = poller.clone() {
+        builder.on_thread_unpark(move || poller.unparked());
+    }
+    let rt = builder.build()?;
+    if let Some(poller) = poller {
+        rt.spawn(poller.run());
+    }
+    Ok(rt)
 }
 
 fn run_cert(what: CertCommand, json: bool) -> anyhow::Result<()> {
@@ -331,7 +344,7 @@ fn run_node(config: Option<&Path>) -> i32 {
         }
     };
     init_tracing(cfg.log_format);
-    let rt = match node_runtime(cfg.limits.worker_threads) {
+    let rt = match node_runtime(cfg.limits.worker_threads, cfg.limits.idle_poll) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -374,14 +387,25 @@ mod tests {
 
     #[test]
     fn the_node_runtime_has_the_configured_workers() {
-        let rt = node_runtime(1).unwrap();
+        let off = std::time::Duration::ZERO;
+        let rt = node_runtime(1, off).unwrap();
         assert_eq!(rt.metrics().num_workers(), 1);
-        let rt = node_runtime(3).unwrap();
+        let rt = node_runtime(3, off).unwrap();
         assert_eq!(rt.metrics().num_workers(), 3);
         if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
             let cores = std::thread::available_parallelism().unwrap().get();
-            assert_eq!(node_runtime(0).unwrap().metrics().num_workers(), cores);
+            assert_eq!(node_runtime(0, off).unwrap().metrics().num_workers(), cores);
         }
+        assert_eq!(node_runtime(1, off).unwrap().metrics().num_alive_tasks(), 0);
+        let polling = node_runtime(1, std::time::Duration::from_micros(200)).unwrap();
+        assert_eq!(
+            polling.metrics().num_alive_tasks(),
+            1,
+            "the idle poller runs"
+        );
+        // It wakes with the runtime's thread and goes back to waiting.
+        polling.block_on(async { tokio::task::yield_now().await });
+        assert_eq!(polling.metrics().num_alive_tasks(), 1);
     }
 
     #[test]
