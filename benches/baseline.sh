@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measures the baseline in BENCHMARKS.md: a 3-node `shoal dev` cluster (N=3, R=2, W=2),
-# 1 KiB values, 100,000 keys, YCSB workloads A and C at concurrency 1 and 64 and a
+# 1 KiB values, 100,000 keys, YCSB workloads A and C at concurrency 1, 32 and 64 and a
 # write-only run at 64; and, in the same run, a reference (Redis with redis-benchmark,
 # 1 KiB SET and GET at concurrency 1 and 64; installed with apt-get where missing), the
 # machine's raw limits (QUIC request/response loop and RocksDB with the node's settings),
@@ -85,7 +85,7 @@ measure() {
         >"$OUT/$name.cpu"
 }
 for w in a c; do
-    for c in 1 64; do
+    for c in 1 32 64; do
         measure "$w" "$c"
     done
 done

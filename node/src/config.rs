@@ -120,7 +120,7 @@ impl Default for StorageConfig {
             group_commit: true,
             inline_reads: true,
             block_cache_bytes: 256 << 20,
-            write_buffer_bytes: 64 << 20,
+            write_buffer_bytes: 128 << 20,
             min_free_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,
             backup_dir: None,
         }

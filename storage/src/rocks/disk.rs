@@ -3,7 +3,7 @@
 //!
 //! RocksDB stops accepting writes after a write or a flush fails with `ENOSPC` and, in
 //! the version this crate links, resumes by itself only once the filesystem has as much
-//! free space as all its memtables together (with 64 MiB memtables that can be more than
+//! free space as all its memtables together (with 128 MiB memtables that can be more than
 //! the whole disk), and its C API exposes no `Resume`. So the engine recovers itself:
 //! while RocksDB is stopped, writes are refused at once with [`StorageError::DiskFull`],
 //! and once the free space would hold the write-ahead log's replay plus the reserve the
