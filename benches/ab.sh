@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A/B comparison of two builds of the `shoal` binary on one workload, runs alternating
-# (A, B, A, B, ...) so that both see the same machine state: each run starts a fresh
+# (A, B, B, A, A, B, ...) so that both see the same machine state: each run starts a fresh
 # 3-node `shoal dev` cluster with that build, inserts the 100,000 keys (not measured),
 # measures, and records throughput, latency and the nodes' CPU microseconds per
 # operation (from /proc). Prints each run and the medians; p50 and p99 are those of the
@@ -65,8 +65,13 @@ PY
 # Not `done | tee`: the loop would run in a subshell, whose cluster the EXIT trap
 # (in this shell) could not see to stop after a failure.
 : >"$OUT/runs.txt"
+# Pairs alternate their order (A B, B A, A B, ...), so that neither build always runs
+# first: in the four workload-A A/Bs of 2026-12-04 the first run (then always A) was
+# A's slowest.
 for i in $(seq 1 "$RUNS"); do
-    for build in A B; do
+    order="A B"
+    if [ $((i % 2)) -eq 0 ]; then order="B A"; fi
+    for build in $order; do
         if [ "$build" = A ]; then dir=$A_DIR; else dir=$B_DIR; fi
         run "$build" "$i" "$dir" >>"$OUT/runs.txt"
         tail -n 1 "$OUT/runs.txt"

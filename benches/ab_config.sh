@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B comparison of two node configs with one build of `shoal`, runs alternating (A, B,
+# A/B comparison of two node configs with one build of `shoal`, runs alternating (A, B, B, A,
 # A, B, ...) as in benches/ab.sh: each run starts a fresh 3-node `shoal dev` cluster
 # with TOML_A or TOML_B appended to every node's config, loads 100,000 keys of 1 KiB
 # (not measured), measures, and prints throughput, p50/p99 of the slower operation kind
@@ -38,4 +38,8 @@ p = lambda q: max(o[q] for o in r["ops"].values())
 print(f"cfg={sys.argv[2]} run={sys.argv[3]} ops/s={r['throughput']:.0f} p50_us={p('p50_us')} p99_us={p('p99_us')} node_cpu_us_per_op={cpu_us:.0f} errors={r['errors_total']}", flush=True)
 PY
 }
-for i in $(seq 1 $RUNS); do run A $i "$TA"; run B $i "$TB"; done
+# Pairs alternate their order (A B, B A, ...), so that neither side always runs first
+# (see benches/ab.sh).
+for i in $(seq 1 $RUNS); do
+  if [ $((i % 2)) -eq 1 ]; then run A $i "$TA"; run B $i "$TB"; else run B $i "$TB"; run A $i "$TA"; fi
+done
