@@ -119,8 +119,8 @@ impl Default for StorageConfig {
             durability: Durability::Buffered,
             group_commit: true,
             inline_reads: true,
-            block_cache_bytes: 256 << 20,
-            write_buffer_bytes: 128 << 20,
+            block_cache_bytes: shoal_storage::DEFAULT_BLOCK_CACHE_BYTES,
+            write_buffer_bytes: shoal_storage::DEFAULT_WRITE_BUFFER_BYTES,
             min_free_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,
             backup_dir: None,
         }

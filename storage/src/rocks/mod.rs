@@ -14,7 +14,10 @@ use rocksdb::{properties, Cache, ColumnFamily, FlushOptions, ReadOptions, WriteO
 
 use self::disk::DiskGuard;
 pub use self::disk::DiskStatus;
-pub use self::options::{Compression, RocksOptions, DEFAULT_MIN_FREE_BYTES};
+pub use self::options::{
+    Compression, RocksOptions, DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES,
+    DEFAULT_WRITE_BUFFER_BYTES,
+};
 use crate::batch::{
     check_key, BatchOp, Durability, Space, StorageStats, WriteBatch, MAX_KEY_BYTES,
 };

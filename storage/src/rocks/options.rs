@@ -52,8 +52,8 @@ impl Default for RocksOptions {
     fn default() -> Self {
         Self {
             durability: Durability::Buffered,
-            block_cache_bytes: 256 * 1024 * 1024,
-            write_buffer_bytes: 128 * 1024 * 1024,
+            block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
+            write_buffer_bytes: DEFAULT_WRITE_BUFFER_BYTES,
             compression: Compression::Lz4,
             bloom_bits_per_key: 10.0,
             max_background_jobs: 4,
@@ -62,6 +62,11 @@ impl Default for RocksOptions {
         }
     }
 }
+
+/// Default block cache: 256 MiB.
+pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 256 * 1024 * 1024;
+/// Default memtable size: 128 MiB (see [`RocksOptions::write_buffer_bytes`]).
+pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 128 * 1024 * 1024;
 
 /// Default free-space reserve: room for a few memtable flushes and a compaction.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
