@@ -65,12 +65,13 @@ impl IdlePoll {
     async fn poll_window(&self) -> Duration {
         let mut idle = Duration::ZERO;
         let mut last_work = Instant::now();
+        // The end of one turn's CPU reading is the start of the next one's.
+        let mut cpu = thread_cpu_time();
         loop {
             let turn = Instant::now();
             if turn.duration_since(last_work) >= self.window {
                 return idle;
             }
-            let cpu = thread_cpu_time();
             // Back of the runtime's queue: it polls its sockets and timers without
             // blocking and runs whatever became ready before this task again.
             tokio::task::yield_now().await;
@@ -78,11 +79,13 @@ impl IdlePoll {
             std::thread::yield_now();
             // The thread's own CPU time tells work done on it from time spent waiting
             // for a CPU that another process had.
-            if thread_cpu_time().saturating_sub(cpu) > WORK_SEEN {
+            let after = thread_cpu_time();
+            if after.saturating_sub(cpu) > WORK_SEEN {
                 last_work = Instant::now();
             } else {
                 idle += turn.elapsed();
             }
+            cpu = after;
         }
     }
 }
