@@ -203,6 +203,20 @@ impl Object {
         // the coordinator, and the coordinator's object will carry that to every replica.
         reply.forget_cloud_below(dot.actor, dot.counter);
         reply.insert(dot);
+        // The coordinator knows every dot it minted for this key (see the raise above):
+        // one that is not a live sibling here is superseded, so the reply may cover it
+        // without replacing anything the client has not seen. Raising the reply's entry
+        // up to just below the oldest of this actor's siblings the client has not seen
+        // (concurrent writes coordinated here) turns the new dot and the gaps other keys
+        // left in the node-wide counter into one vector entry, so that a client keeping
+        // the union of its contexts keeps a bounded one.
+        let unseen = self
+            .siblings
+            .iter()
+            .filter(|s| s.dot.actor == dot.actor && s.dot != dot)
+            .map(|s| s.dot.counter)
+            .min();
+        reply.raise(dot.actor, unseen.map_or(dot.counter, |c| c - 1));
         Ok(reply)
     }
 
