@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use shoal_client::Context;
+use shoal_proto::CausalContext;
 
 /// Most keys whose context is kept (about a few hundred bytes each); keys beyond it are
 /// updated without a context until a read of theirs finds room.
@@ -57,6 +58,30 @@ impl ContextCache {
         }
     }
 
+    /// Takes in what a write of `key` with context `sent` returned. The write superseded
+    /// every value `sent` covered, so those dots are dropped from the key's context
+    /// (the write's own reply keeps what the coordinator still needs); dots that other
+    /// writes returned meanwhile stay. Without this, a key whose siblings nothing covers
+    /// would collect one dot per write in its context, forever.
+    pub fn observe_write(&self, key: u64, sent: Option<&Context>, reply: &Context) {
+        let mut shard = self.shard(key);
+        if let Some(known) = shard.get_mut(&key) {
+            let mut next = reply.clone();
+            let known_causal = known.as_causal();
+            // The vector part is bounded by the number of actors: keep it whole.
+            let mut rest = CausalContext::from_vv(known_causal.vv().clone());
+            for &dot in known_causal.cloud() {
+                if !sent.is_some_and(|s| s.as_causal().covers(dot)) {
+                    rest.insert(dot);
+                }
+            }
+            next.merge(&Context::from(rest));
+            *known = next;
+        } else if shard.len() < self.per_shard {
+            shard.insert(key, reply.clone());
+        }
+    }
+
     /// Keys currently cached.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -89,6 +114,42 @@ mod tests {
         assert!(known.as_causal().covers(Dot::new(Actor(1), 1)));
         assert!(known.as_causal().covers(Dot::new(Actor(2), 1)));
         assert_eq!(cache.get(8), None);
+    }
+
+    #[test]
+    fn a_write_drops_the_dots_its_context_covered_and_keeps_concurrent_ones() {
+        let cache = ContextCache::new(100);
+        cache.observe(7, &ctx(&[(1, 5)]));
+        let sent = cache.get(7).unwrap();
+        // Another worker's write of the key returned meanwhile.
+        cache.observe(7, &ctx(&[(2, 9)]));
+        // This write superseded (1, 5): its reply names its own dot only.
+        cache.observe_write(7, Some(&sent), &ctx(&[(1, 8)]));
+        let known = cache.get(7).unwrap();
+        let known = known.as_causal();
+        assert!(!known.covers(Dot::new(Actor(1), 5)), "{known:?}");
+        assert!(known.covers(Dot::new(Actor(1), 8)), "{known:?}");
+        assert!(known.covers(Dot::new(Actor(2), 9)), "{known:?}");
+    }
+
+    #[test]
+    fn writes_whose_replies_never_compact_keep_the_context_bounded() {
+        // Each reply carries one dot of a node-wide counter (never contiguous for one
+        // key), as when a sibling nothing covers stops the coordinator from raising its
+        // entry: the plain union would grow by one dot per write.
+        let cache = ContextCache::new(100);
+        for i in 0..1_000u64 {
+            let sent = cache.get(7);
+            // The coordinator's reply: the sent context without its own older dots, plus
+            // the new dot.
+            let dot = Dot::new(Actor(1 + i % 3), 10 + 7 * i);
+            let mut reply = sent.clone().map(Context::into_causal).unwrap_or_default();
+            reply.forget_cloud_below(dot.actor, dot.counter);
+            reply.insert(dot);
+            cache.observe_write(7, sent.as_ref(), &Context::from(reply));
+            let known = cache.get(7).unwrap();
+            assert!(known.as_causal().cloud().len() <= 3, "{known:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod workload;
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -171,7 +172,8 @@ async fn bench(cfg: BenchConfig) -> anyhow::Result<()> {
         None
     };
     let output = run::measure(&shared, &stop).await;
-    let summary = Summary::new(&shared.config, output.results, load);
+    let mut summary = Summary::new(&shared.config, output.results, load);
+    summary.context_reads = shared.context_reads.load(Ordering::Relaxed);
 
     print!("{}", summary.render_table(&heading));
     if let Some(path) = &shared.config.json {

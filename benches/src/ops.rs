@@ -1,6 +1,7 @@
 //! Planning operations (kind, key, value) from a seeded RNG, and carrying them out through
 //! the SDK.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -111,6 +112,9 @@ pub struct Shared {
     pub inserts: InsertSequence,
     /// The latest context seen per key.
     pub contexts: ContextCache,
+    /// Updates that read their key first, as this run had no context for it (warm-up
+    /// included).
+    pub context_reads: AtomicU64,
     /// Bytes values are cut from.
     pub values: ValuePool,
 }
@@ -123,6 +127,7 @@ impl Shared {
             client,
             inserts: InsertSequence::new(config.keys),
             contexts: ContextCache::new(MAX_CACHED_CONTEXTS),
+            context_reads: AtomicU64::new(0),
             values: ValuePool::new(config.value_size.max(), config.seed),
             recorder: Mutex::new(Recorder::new(origin)),
             config,
@@ -186,7 +191,19 @@ impl Shared {
                 Ok(Some(read.found))
             }
             OpKind::Update => {
-                let known = self.contexts.get(op.key);
+                let known = match self.contexts.get(op.key) {
+                    Some(known) => Some(known),
+                    None => {
+                        // The first update of a key in this run: read its context first,
+                        // as an application that keeps contexts does, so that the update
+                        // replaces the value instead of adding a sibling that no later
+                        // write would know of (a workload without reads never replaces
+                        // it). Timed as part of the update.
+                        self.context_reads.fetch_add(1, Ordering::Relaxed);
+                        let read = self.client.get_with(&key).options(cfg.read).send().await?;
+                        (!read.context.is_empty()).then_some(read.context)
+                    }
+                };
                 let ctx = self
                     .client
                     .put_with(&key, value())
@@ -194,7 +211,7 @@ impl Shared {
                     .options(cfg.write)
                     .send()
                     .await?;
-                self.contexts.observe(op.key, &ctx);
+                self.contexts.observe_write(op.key, known.as_ref(), &ctx);
                 Ok(None)
             }
             OpKind::Insert => {
@@ -216,7 +233,8 @@ impl Shared {
                     .options(cfg.write)
                     .send()
                     .await?;
-                self.contexts.observe(op.key, &ctx);
+                self.contexts
+                    .observe_write(op.key, Some(&read.context), &ctx);
                 Ok(Some(read.found))
             }
         }

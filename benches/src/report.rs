@@ -104,6 +104,9 @@ pub struct Summary {
     pub not_found: u64,
     /// Operations run during the warm-up, not recorded.
     pub warmup_ops: u64,
+    /// Updates that first read their key, as the run had no context for it yet (warm-up
+    /// included); their time counts in the update's latency.
+    pub context_reads: u64,
     /// The load phase, if any.
     pub load: Option<LoadSummary>,
     /// Fault events (kill, restart), in seconds from the start of the measurement.
@@ -144,6 +147,7 @@ impl Summary {
             errors: results.errors,
             not_found: results.not_found,
             warmup_ops: results.warmup_ops,
+            context_reads: 0,
             load,
             events: results.events,
             timeline: results.timeline,
@@ -165,6 +169,13 @@ impl Summary {
                 load.duration_s,
                 errors,
                 fmt_labels(&load.errors)
+            );
+        }
+        if self.context_reads > 0 {
+            let _ = writeln!(
+                out,
+                "updates that first read their key's context (warm-up included): {}",
+                self.context_reads
             );
         }
         let _ = writeln!(
