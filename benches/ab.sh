@@ -11,8 +11,9 @@
 # A_DIR and B_DIR each hold a `shoal` binary. Environment: WORKLOAD (a), CONCURRENCY
 # (64), RUNS (3), DURATION (20s), EXTRA_TOML (appended to every node's config).
 # shoal-bench is the release build of this checkout, or BENCH_BIN (for example an older
-# build, whose wire version both builds under test accept). Expects an otherwise idle
-# machine.
+# build, whose wire version both builds under test accept); with BENCH_FROM_BUILD=1 each
+# side runs the shoal-bench in its own directory (to compare load generator changes too).
+# Expects an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shoal-target}"
@@ -35,16 +36,20 @@ fi
 trap dev_cluster_down EXIT
 
 run() {
-    local label=$1 i=$2 dir name nodes before after
+    local label=$1 i=$2 dir name nodes before after bench
     BIN=$3
+    bench="$BENCH_BIN"
+    if [ -n "${BENCH_FROM_BUILD:-}" ]; then
+        bench="$BIN/shoal-bench"
+    fi
     dir="$(mktemp -d)/cluster"
     name="$label-run$i"
     dev_cluster_up "$dir" 27701 29701 "$OUT/$name.cluster.log" "${EXTRA_TOML:-}"
-    "$BENCH_BIN" --keys 100000 --value-size 1024 --no-progress --workload c --load \
+    "$bench" --keys 100000 --value-size 1024 --no-progress --workload c --load \
         --concurrency 64 --ops 1000 --json "$OUT/$name.load.json" >/dev/null
     nodes=$(pgrep -f "$dir/n[0-9]*/node.toml" | tr '\n' ' ')
     before=$(cpu_of $nodes)
-    "$BENCH_BIN" --keys 100000 --value-size 1024 --no-progress --workload "$WORKLOAD" \
+    "$bench" --keys 100000 --value-size 1024 --no-progress --workload "$WORKLOAD" \
         --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 3s \
         --json "$OUT/$name.json" >"$OUT/$name.txt"
     after=$(cpu_of $nodes)
