@@ -164,6 +164,37 @@ pub fn raw_digest(raw: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(raw)
 }
 
+/// Whether an op may wait: for a lock, a disk read, a synced dot reservation, a write
+/// stall. A storage thread may; a caller that must not block ([`Executor::try_execute`],
+/// the node's driver) gives up instead, before anything was written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    May,
+    Never,
+}
+
+/// How a read-modify-write ended short of its reply.
+enum Stop {
+    /// It failed; the engine gets the failure.
+    Failed(StorageFailure),
+    /// With [`Wait::Never`]: it would have had to wait, and changed nothing.
+    WouldWait,
+}
+
+impl From<StorageFailure> for Stop {
+    fn from(f: StorageFailure) -> Stop {
+        Stop::Failed(f)
+    }
+}
+
+/// The result of an op run with [`Wait::May`], which never gives up.
+fn waited<T>(r: Result<T, Stop>) -> Result<T, StorageFailure> {
+    r.map_err(|stop| match stop {
+        Stop::Failed(f) => f,
+        Stop::WouldWait => StorageFailure::Engine("an op that may wait gave up".into()),
+    })
+}
+
 impl<S: Storage> Executor<S> {
     /// Open on `storage`: take a new actor from `new_actor()` (a fresh random id: every
     /// open gets its own, see the crate docs), reserve a block of dot counters, sync both
@@ -247,12 +278,23 @@ impl<S: Storage> Executor<S> {
         Ok(())
     }
 
-    fn mint(&self, at_least: u64) -> Result<Dot, StorageFailure> {
-        let mut d = self.dots.lock().unwrap_or_else(|e| e.into_inner());
+    fn mint(&self, at_least: u64, wait: Wait) -> Result<Dot, Stop> {
+        let mut d = match (wait, self.dots.try_lock()) {
+            (_, Ok(d)) => d,
+            (_, Err(std::sync::TryLockError::Poisoned(e))) => e.into_inner(),
+            (Wait::May, Err(std::sync::TryLockError::WouldBlock)) => {
+                self.dots.lock().unwrap_or_else(|e| e.into_inner())
+            }
+            (Wait::Never, Err(std::sync::TryLockError::WouldBlock)) => return Err(Stop::WouldWait),
+        };
         if d.next < at_least {
             d.next = at_least;
         }
         if d.next > d.reserved {
+            if wait == Wait::Never {
+                // The reservation is synced to disk: a storage thread's job.
+                return Err(Stop::WouldWait);
+            }
             let reserved = d.next + DOT_BLOCK;
             // Synced (once per block) so that no power cut can hand these counters out
             // again.
@@ -297,16 +339,124 @@ impl<S: Storage> Executor<S> {
         old: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<(), StorageFailure> {
+        waited(self.put_raw_with(partition, key, old, new, Wait::May))
+    }
+
+    /// [`Executor::put_raw`]; with [`Wait::Never`] a write (not a delete) that would wait
+    /// for the tree lock or a write stall gives up and writes nothing.
+    fn put_raw_with(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+        wait: Wait,
+    ) -> Result<(), Stop> {
         let stored = self.stored_key(key);
         let tree = self.trees.get(partition);
-        let mut tree = tree.lock().unwrap_or_else(|e| e.into_inner());
-        match new {
-            Some(bytes) => self.storage.put_object(partition, &stored, bytes),
-            None => self.storage.delete_object(partition, &stored),
+        let mut tree = match (wait, tree.try_lock()) {
+            (_, Ok(t)) => t,
+            (_, Err(std::sync::TryLockError::Poisoned(e))) => e.into_inner(),
+            (Wait::May, Err(std::sync::TryLockError::WouldBlock)) => {
+                tree.lock().unwrap_or_else(|e| e.into_inner())
+            }
+            (Wait::Never, Err(std::sync::TryLockError::WouldBlock)) => return Err(Stop::WouldWait),
+        };
+        match (new, wait) {
+            (Some(bytes), Wait::Never) => {
+                if !self
+                    .storage
+                    .try_put_object(partition, &stored, bytes)
+                    .map_err(engine_failure)?
+                {
+                    return Err(Stop::WouldWait);
+                }
+            }
+            (Some(bytes), Wait::May) => self
+                .storage
+                .put_object(partition, &stored, bytes)
+                .map_err(engine_failure)?,
+            (None, _) => self
+                .storage
+                .delete_object(partition, &stored)
+                .map_err(engine_failure)?,
         }
-        .map_err(engine_failure)?;
         tree.update(key, old.map(raw_digest), new.map(raw_digest));
         Ok(())
+    }
+
+    /// The raw stored bytes of a key's object; with [`Wait::Never`], only if the store
+    /// has them (or knows they are absent) in memory.
+    fn get_raw_with(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        wait: Wait,
+    ) -> Result<Option<Vec<u8>>, Stop> {
+        match wait {
+            Wait::May => Ok(self.get_raw(partition, key)?),
+            Wait::Never => self
+                .storage
+                .get_object_cached(partition, &self.stored_key(key))
+                .map_err(engine_failure)?
+                .ok_or(Stop::WouldWait),
+        }
+    }
+
+    /// The key's stripe lock; with [`Wait::Never`], only if it is free.
+    fn lock_key(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        wait: Wait,
+    ) -> Result<shoal_storage::KeyLockGuard<'_>, Stop> {
+        match wait {
+            Wait::May => Ok(self.locks.lock(partition, key)),
+            Wait::Never => self.locks.try_lock(partition, key).ok_or(Stop::WouldWait),
+        }
+    }
+
+    /// Runs `op` on the calling thread if it can without waiting (for a lock, a disk
+    /// read, a synced dot reservation or a write stall): a replica read, a client write
+    /// at its coordinator, a replica's merge. `None` for every other op and for one that
+    /// would have waited, which changed nothing: the caller hands it to a storage
+    /// thread. For a caller that must not block, such as the node's driver; only with a
+    /// store whose writes do not sync (an fsync is a wait).
+    pub fn try_execute(&self, op: &StorageOp) -> Option<StorageResult> {
+        let result = match op {
+            StorageOp::Read { partition, key } => return self.read_cached(*partition, key),
+            StorageOp::Coordinate {
+                partition,
+                key,
+                context,
+                value,
+                now,
+                max_object_bytes,
+                max_siblings,
+            } => self.coordinate_with(
+                *partition,
+                key,
+                context,
+                value.clone(),
+                *now,
+                (*max_object_bytes, *max_siblings),
+                Wait::Never,
+            ),
+            StorageOp::Merge {
+                partition,
+                key,
+                object,
+                max_object_bytes,
+            } => self
+                .merge_with(*partition, key, object, *max_object_bytes, Wait::Never)
+                .map(|merged| merged.into_reply(*max_object_bytes)),
+            _ => return None,
+        };
+        match result {
+            Ok(reply) => Some(Ok(reply)),
+            Err(Stop::Failed(f)) => Some(Err(f)),
+            Err(Stop::WouldWait) => None,
+        }
     }
 
     /// What [`Executor::execute`] answers to `StorageOp::Read { partition, key }`, if the
@@ -355,26 +505,23 @@ impl<S: Storage> Executor<S> {
                 now,
                 max_object_bytes,
                 max_siblings,
-            } => self.coordinate(
+            } => waited(self.coordinate_with(
                 partition,
                 &key,
                 &context,
                 value,
                 now,
                 (max_object_bytes, max_siblings),
-            ),
+                Wait::May,
+            )),
             StorageOp::Merge {
                 partition,
                 key,
                 object,
                 max_object_bytes,
-            } => match self.merge(partition, &key, &object, max_object_bytes)? {
-                Merged::Stored { object, changed } => Ok(StorageReply::Merged { object, changed }),
-                Merged::TooLarge { len } => Ok(StorageReply::TooLarge {
-                    len,
-                    max: max_object_bytes,
-                }),
-            },
+            } => Ok(self
+                .merge(partition, &key, &object, max_object_bytes)?
+                .into_reply(max_object_bytes)),
             StorageOp::StoreHint {
                 target,
                 partition,
@@ -516,7 +663,8 @@ impl<S: Storage> Executor<S> {
         }
     }
 
-    fn coordinate(
+    #[allow(clippy::too_many_arguments)]
+    fn coordinate_with(
         &self,
         partition: PartitionId,
         key: &[u8],
@@ -524,9 +672,10 @@ impl<S: Storage> Executor<S> {
         value: SiblingValue,
         now: Time,
         (max_object_bytes, max_siblings): (usize, usize),
-    ) -> StorageResult {
-        let _guard = self.locks.lock(partition, key);
-        let old = self.get_raw(partition, key)?;
+        wait: Wait,
+    ) -> Result<StorageReply, Stop> {
+        let _guard = self.lock_key(partition, key, wait)?;
+        let old = self.get_raw_with(partition, key, wait)?;
         let mut object = match &old {
             Some(b) => decode_object(b)?,
             None => Object::new(),
@@ -538,8 +687,10 @@ impl<S: Storage> Executor<S> {
             .clock()
             .max_counter(self.actor)
             .max(context.max_counter(self.actor));
-        let dot = self.mint(known.saturating_add(1))?;
-        let reply = object.update(context, value, dot, now)?;
+        let dot = self.mint(known.saturating_add(1), wait)?;
+        let reply = object
+            .update(context, value, dot, now)
+            .map_err(StorageFailure::from)?;
         // Checked after the update: a write whose context covers siblings removes them,
         // so a write that resolves siblings is never refused.
         if object.siblings().len() > max_siblings {
@@ -555,7 +706,7 @@ impl<S: Storage> Executor<S> {
                 max: max_object_bytes,
             });
         }
-        self.put_raw(partition, key, old.as_deref(), Some(&bytes))?;
+        self.put_raw_with(partition, key, old.as_deref(), Some(&bytes), wait)?;
         Ok(StorageReply::Coordinated {
             object,
             context: reply,
@@ -569,8 +720,19 @@ impl<S: Storage> Executor<S> {
         incoming: &Object,
         max_object_bytes: usize,
     ) -> Result<Merged, StorageFailure> {
-        let _guard = self.locks.lock(partition, key);
-        let old = self.get_raw(partition, key)?;
+        waited(self.merge_with(partition, key, incoming, max_object_bytes, Wait::May))
+    }
+
+    fn merge_with(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        incoming: &Object,
+        max_object_bytes: usize,
+        wait: Wait,
+    ) -> Result<Merged, Stop> {
+        let _guard = self.lock_key(partition, key, wait)?;
+        let old = self.get_raw_with(partition, key, wait)?;
         let mut current = match &old {
             Some(b) => decode_object(b)?,
             None => Object::new(),
@@ -581,7 +743,7 @@ impl<S: Storage> Executor<S> {
             if bytes.len() > max_object_bytes {
                 return Ok(Merged::TooLarge { len: bytes.len() });
             }
-            self.put_raw(partition, key, old.as_deref(), Some(&bytes))?;
+            self.put_raw_with(partition, key, old.as_deref(), Some(&bytes), wait)?;
         }
         Ok(Merged::Stored {
             object: current,
@@ -593,4 +755,17 @@ impl<S: Storage> Executor<S> {
 enum Merged {
     Stored { object: Object, changed: bool },
     TooLarge { len: usize },
+}
+
+impl Merged {
+    /// What a single `StorageOp::Merge` answers.
+    fn into_reply(self, max_object_bytes: usize) -> StorageReply {
+        match self {
+            Merged::Stored { object, changed } => StorageReply::Merged { object, changed },
+            Merged::TooLarge { len } => StorageReply::TooLarge {
+                len,
+                max: max_object_bytes,
+            },
+        }
+    }
 }

@@ -711,3 +711,100 @@ fn a_cached_read_answers_as_the_read_op() {
     };
     assert_eq!(object.siblings().len(), 1);
 }
+
+fn coordinate_op(key: &[u8], v: &str, ctx: CausalContext) -> StorageOp {
+    StorageOp::Coordinate {
+        partition: PartitionId(1),
+        key: key.to_vec(),
+        context: ctx,
+        value: SiblingValue::Data(v.as_bytes().to_vec()),
+        now: Time::ZERO,
+        max_object_bytes: 1 << 20,
+        max_siblings: usize::MAX,
+    }
+}
+
+#[test]
+fn writes_that_need_no_wait_run_on_the_callers_thread_as_they_would_on_a_storage_thread() {
+    let (inline, queued) = (MemStorage::new(), MemStorage::new());
+    let (a, b) = (exec(&inline), exec(&queued));
+    let empty = tree_nodes(&a, PartitionId(1));
+    let op = coordinate_op(b"k", "v1", CausalContext::new());
+    let Some(Ok(StorageReply::Coordinated { object: ran, .. })) = a.try_execute(&op) else {
+        panic!("an uncontended write with its object in memory runs inline")
+    };
+    let Ok(StorageReply::Coordinated {
+        object: ran_queued, ..
+    }) = b.execute(op)
+    else {
+        panic!("not coordinated")
+    };
+    assert_eq!(
+        ran.values().collect::<Vec<_>>(),
+        ran_queued.values().collect::<Vec<_>>()
+    );
+    // Stored, and the partition's tree follows, as after `execute`.
+    let stored = a.get_raw(PartitionId(1), b"k").unwrap().unwrap();
+    assert_eq!(decode_object(&stored).unwrap(), ran);
+    assert_ne!(tree_nodes(&a, PartitionId(1)), empty);
+    assert!(
+        a.verify_tree(PartitionId(1)).unwrap().is_none(),
+        "the tree matches the data"
+    );
+    // A replica's merge of that object runs inline too and stores it.
+    let merged = a.try_execute(&StorageOp::Merge {
+        partition: PartitionId(1),
+        key: b"k".to_vec(),
+        object: ran_queued.clone(),
+        max_object_bytes: 1 << 20,
+    });
+    assert!(
+        matches!(merged, Some(Ok(StorageReply::Merged { changed: true, .. }))),
+        "{merged:?}"
+    );
+    let stored = decode_object(&a.get_raw(PartitionId(1), b"k").unwrap().unwrap()).unwrap();
+    assert_eq!(stored.siblings().len(), 2, "both writes kept: {stored:?}");
+    assert!(
+        a.verify_tree(PartitionId(1)).unwrap().is_none(),
+        "the tree matches the data"
+    );
+    // Every other op is left to the storage threads.
+    assert!(a.try_execute(&StorageOp::HintSummary).is_none());
+}
+
+#[test]
+fn a_write_that_would_wait_gives_up_and_changes_nothing() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    let p = PartitionId(1);
+    let empty = tree_nodes(&e, p);
+    let op = coordinate_op(b"k", "v1", CausalContext::new());
+    // The key is held (another thread's read-modify-write).
+    let held = e.locks.lock(p, b"k");
+    assert!(e.try_execute(&op).is_none());
+    assert!(e.try_execute(&merge_op(b"k", Object::new())).is_none());
+    drop(held);
+    // The partition's tree is held (another key of the partition being written).
+    let tree = e.trees.get(p);
+    let held = tree.lock().unwrap();
+    assert!(e.try_execute(&op).is_none());
+    drop(held);
+    // A new block of dots must be reserved (a synced metadata write).
+    {
+        let mut dots = e.dots.lock().unwrap();
+        dots.next = dots.reserved + 1;
+    }
+    assert!(e.try_execute(&op).is_none());
+    assert_eq!(e.get_raw(p, b"k").unwrap(), None, "nothing was written");
+    assert_eq!(tree_nodes(&e, p), empty);
+    // A storage thread, which may wait, runs it.
+    assert!(matches!(
+        e.execute(op.clone()),
+        Ok(StorageReply::Coordinated { .. })
+    ));
+    // And with the new block reserved, the next write runs inline again.
+    assert!(matches!(
+        e.try_execute(&op),
+        Some(Ok(StorageReply::Coordinated { .. }))
+    ));
+}

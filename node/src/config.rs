@@ -97,6 +97,12 @@ pub struct StorageConfig {
     /// reads that need the disk, and all writes, go to the storage threads either way.
     /// `false` sends every read to a storage thread.
     pub inline_reads: bool,
+    /// With `durability = "buffered"`: a coordinator's write or a replica's merge runs at
+    /// once on the replication driver's thread (default) when the storage queue is empty
+    /// and it needs no wait (its key free, its object in memory, no write stall); the
+    /// others go to the storage threads. `false` sends every write to a storage thread.
+    /// Ignored with `sync` (an fsync is a wait).
+    pub inline_writes: bool,
     /// Shared block cache, in bytes.
     pub block_cache_bytes: usize,
     /// Memtable size, in bytes.
@@ -119,6 +125,7 @@ impl Default for StorageConfig {
             durability: Durability::Buffered,
             group_commit: true,
             inline_reads: true,
+            inline_writes: true,
             block_cache_bytes: shoal_storage::DEFAULT_BLOCK_CACHE_BYTES,
             write_buffer_bytes: shoal_storage::DEFAULT_WRITE_BUFFER_BYTES,
             min_free_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,

@@ -82,6 +82,10 @@ pub const GROUP_COMMIT_SYNC_SECONDS: &str = "shoal_group_commit_sync_seconds";
 pub const GROUP_COMMIT_WRITES: &str = "shoal_group_commit_writes";
 /// Counter: group-commit fsyncs that failed (their writes were reported failed).
 pub const GROUP_COMMIT_FAILURES_TOTAL: &str = "shoal_group_commit_failures_total";
+/// Counter, by `op` (`coordinate_inline`, `merge_inline`): writes tried on the driver's
+/// thread (`storage.inline_writes`) that would have had to wait, handed to a storage
+/// thread instead.
+pub const STORAGE_INLINE_DECLINED_TOTAL: &str = "shoal_storage_inline_declined_total";
 /// Counter, by `op` (as [`EXECUTOR_OP_DURATION_SECONDS`]): storage operations that failed.
 pub const EXECUTOR_ERRORS_TOTAL: &str = "shoal_executor_errors_total";
 /// Gauge, in bytes: RocksDB's estimate of live data.
@@ -248,6 +252,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (GROUP_COMMIT_SYNC_SECONDS, MetricKind::Histogram, "(conditional: durability = \"sync\" with group commit) Time of one write-ahead-log fsync that acknowledges a group of writes"),
     (GROUP_COMMIT_WRITES, MetricKind::Histogram, "(conditional: durability = \"sync\" with group commit) Writing storage operations one fsync acknowledged"),
     (GROUP_COMMIT_FAILURES_TOTAL, MetricKind::Counter, "(conditional: durability = \"sync\" and a failing disk) Group-commit fsyncs that failed; the writes they covered were reported failed"),
+    (STORAGE_INLINE_DECLINED_TOTAL, MetricKind::Counter, "(conditional: storage.inline_writes and a write that would wait) Writes tried on the replication driver's thread that would have waited (a held key, an object not in memory, a dot reservation, a write stall) and went to a storage thread"),
     (EXECUTOR_ERRORS_TOTAL, MetricKind::Counter, "(conditional: a failing disk or an unreadable record) Storage operations that failed"),
     (engine::OBJECT_SIBLINGS, MetricKind::Histogram, "Siblings of a key's object (tombstones included) as a coordinator stored it, a replica merged it, or a get answered it"),
     (engine::OBJECT_SIZE_BYTES, MetricKind::Histogram, "Bytes of the values of a key's object, all siblings together, as a coordinator stored it, a replica merged it, or a get answered it"),

@@ -22,6 +22,10 @@ pub const CASES: &[(&str, Case)] = &[
         "a_cached_get_agrees_with_get_when_it_answers",
         a_cached_get_agrees_with_get_when_it_answers,
     ),
+    (
+        "a_write_that_need_not_wait_lands_like_write",
+        a_write_that_need_not_wait_lands_like_write,
+    ),
     ("spaces_are_independent", spaces_are_independent),
     (
         "batch_applies_in_order_and_last_op_wins",
@@ -141,6 +145,45 @@ pub fn a_cached_get_agrees_with_get_when_it_answers(storage: &dyn Storage) {
     if let Some(cached) = storage.get_object_cached(p, b"object").unwrap() {
         assert_eq!(cached, plain, "object");
     }
+}
+
+/// `try_write` and `try_put_object` either write nothing (`false`) or land exactly as
+/// `write` and `put_object` do; an idle engine with room writes at once; a rejected batch
+/// is an error, as with `write`.
+pub fn a_write_that_need_not_wait_lands_like_write(storage: &dyn Storage) {
+    let mut batch = WriteBatch::new();
+    batch.put(Space::Meta, b"key1".to_vec(), b"v1".to_vec());
+    batch.put(Space::Hints, b"key2".to_vec(), b"v2".to_vec());
+    assert!(
+        storage.try_write(batch).unwrap(),
+        "an idle engine must not refuse"
+    );
+    assert_eq!(
+        storage.get(Space::Meta, b"key1").unwrap().as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert_eq!(
+        storage.get(Space::Hints, b"key2").unwrap().as_deref(),
+        Some(&b"v2"[..])
+    );
+    let p = PartitionId(5);
+    assert!(storage.try_put_object(p, b"object", b"o1").unwrap());
+    assert_eq!(
+        storage.get_object(p, b"object").unwrap().as_deref(),
+        Some(&b"o1"[..])
+    );
+    let mut bad = WriteBatch::new();
+    bad.put(Space::Meta, b"key3".to_vec(), b"v3".to_vec());
+    bad.put(Space::Meta, vec![0u8; MAX_KEY_BYTES + 1], b"v".to_vec());
+    assert!(matches!(
+        storage.try_write(bad),
+        Err(StorageError::KeyTooLarge { .. })
+    ));
+    assert_eq!(
+        storage.get(Space::Meta, b"key3").unwrap(),
+        None,
+        "nothing of a rejected batch"
+    );
 }
 
 /// The same key in different spaces holds different values, and a delete or scan in one

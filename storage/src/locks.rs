@@ -52,6 +52,18 @@ impl KeyLocks {
         KeyLockGuard { _guard: guard }
     }
 
+    /// The guard of `(p, key)`'s stripe if it is free now; `None` when another holds it.
+    pub fn try_lock(&self, p: PartitionId, key: &[u8]) -> Option<KeyLockGuard<'_>> {
+        match self.stripes[self.stripe_of(p, key)].try_lock() {
+            Ok(guard) => Some(KeyLockGuard { _guard: guard }),
+            // The mutex guards no data, so a panic while it was held left nothing broken.
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(KeyLockGuard {
+                _guard: e.into_inner(),
+            }),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// The stripe index of `(p, key)`: stable for the life of the process.
     fn stripe_of(&self, p: PartitionId, key: &[u8]) -> usize {
         // DefaultHasher::new() uses fixed keys: the same key always maps to one stripe.
@@ -75,6 +87,16 @@ mod tests {
     use std::thread;
 
     use super::*;
+
+    #[test]
+    fn try_lock_fails_while_the_key_is_held_and_succeeds_after() {
+        let locks = KeyLocks::new(8);
+        let p = PartitionId(3);
+        let held = locks.lock(p, b"k");
+        assert!(locks.try_lock(p, b"k").is_none());
+        drop(held);
+        assert!(locks.try_lock(p, b"k").is_some());
+    }
 
     #[test]
     fn read_modify_write_under_the_lock_loses_no_increment() {

@@ -42,6 +42,15 @@ pub trait Storage: Send + Sync + 'static {
     /// operation on a key wins), with the engine's [`crate::Durability`].
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError>;
 
+    /// Applies `batch` as [`Storage::write`] does if the engine can without waiting
+    /// (RocksDB: no write stall or slowdown, and the disk not nearly full): `Ok(true)`.
+    /// `Ok(false)` when it would have to wait; then nothing was written. Lets a caller on
+    /// a thread that must not block write at once and hand only the others to a storage
+    /// thread. The default writes.
+    fn try_write(&self, batch: WriteBatch) -> Result<bool, StorageError> {
+        self.write(batch).map(|()| true)
+    }
+
     /// At most `limit` entries of `space` with keys in `[start, end)` (`end` `None`: to
     /// the end of the space), ascending. An empty or inverted range gives no rows.
     ///
@@ -114,6 +123,19 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes the object `key` of partition `p`.
     fn delete_object(&self, p: PartitionId, key: &[u8]) -> Result<(), StorageError> {
         self.delete(Space::Objects, &object_key(p, key))
+    }
+
+    /// [`Storage::put_object`] if the engine can without waiting (see
+    /// [`Storage::try_write`]): `Ok(false)`, and nothing written, otherwise.
+    fn try_put_object(
+        &self,
+        p: PartitionId,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StorageError> {
+        let mut batch = WriteBatch::with_capacity(1);
+        batch.put(Space::Objects, object_key(p, key), value);
+        self.try_write(batch)
     }
 
     /// A page of partition `p`'s objects in key order, starting strictly after `after`
@@ -201,6 +223,9 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
         (**self).write(batch)
     }
+    fn try_write(&self, batch: WriteBatch) -> Result<bool, StorageError> {
+        (**self).try_write(batch)
+    }
     fn scan(
         &self,
         space: Space,
@@ -240,6 +265,14 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     fn put_object(&self, p: PartitionId, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         (**self).put_object(p, key, value)
+    }
+    fn try_put_object(
+        &self,
+        p: PartitionId,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StorageError> {
+        (**self).try_put_object(p, key, value)
     }
     fn delete_object(&self, p: PartitionId, key: &[u8]) -> Result<(), StorageError> {
         (**self).delete_object(p, key)

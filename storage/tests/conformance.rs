@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
 conformance_tests!(
     get_put_delete_in_each_space,
     a_cached_get_agrees_with_get_when_it_answers,
+    a_write_that_need_not_wait_lands_like_write,
     spaces_are_independent,
     batch_applies_in_order_and_last_op_wins,
     rejected_batch_applies_nothing,

@@ -16,7 +16,7 @@ use shoal_proto::{
     Command, Engine, InboundId, Monotonic, Now, RequestError, RequestId, SendError, StorageFailure,
     StorageOp, StorageResult, Time,
 };
-use shoal_ring::{NodeId, PartitionId};
+use shoal_ring::NodeId;
 use shoal_storage::Storage;
 use shoal_transport::{Endpoint, TransportError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -71,13 +71,24 @@ impl Clock {
     }
 }
 
-/// Answers a replica read (`StorageOp::Read`) from memory when the store can, without
-/// blocking (`Executor::read_cached`); `None` when it would need the disk.
-pub(super) type MemoryReads =
-    Arc<dyn Fn(PartitionId, &[u8]) -> Option<StorageResult> + Send + Sync>;
+/// Runs a storage op on the driver's thread when it can without blocking
+/// (`Executor::try_execute`: a replica read from memory; with `storage.inline_writes`, a
+/// coordinator's write or a replica's merge whose key, object and write need no wait);
+/// `None` when it would block, and for every other op.
+pub(super) type InlineOps = Arc<dyn Fn(&StorageOp) -> Option<StorageResult> + Send + Sync>;
 
-/// What `shoal_executor_op_duration_seconds` calls a read answered on the driver's thread.
-const READ_IN_MEMORY: &str = "read_in_memory";
+/// What `shoal_executor_op_duration_seconds` calls an op run on the driver's thread.
+fn inline_label(op: &StorageOp) -> &'static str {
+    match op {
+        StorageOp::Read { .. } => "read_in_memory",
+        StorageOp::Coordinate { .. } => "coordinate_inline",
+        StorageOp::Merge { .. } => "merge_inline",
+        _ => "other_inline",
+    }
+}
+
+static INLINE_DECLINED: Handles<metrics::Counter, 1> =
+    Handles::counter(crate::metrics::STORAGE_INLINE_DECLINED_TOTAL, ["op"]);
 
 /// A storage worker thread: runs the operations the driver queues, one at a time, until
 /// the queue closes or the driver is gone. With `commit` (group commit, see
@@ -127,9 +138,9 @@ pub(super) struct Driver {
     addrs: HashMap<NodeId, SocketAddr>,
     storage_tx: crossbeam::channel::Sender<(RequestId, StorageOp)>,
     done_tx: mpsc::UnboundedSender<Completion>,
-    /// Reads answered on this thread when the store has them in memory
-    /// ([`Driver::with_memory_reads`]); without it every op goes to a storage thread.
-    memory_reads: Option<MemoryReads>,
+    /// Ops run on this thread when they need no wait ([`Driver::with_inline_ops`]);
+    /// without it every op goes to a storage thread.
+    inline_ops: Option<InlineOps>,
     /// The version of the frames sent to each peer (`[cluster] wire_version`, or lower
     /// for a peer of an older release).
     peer_versions: Arc<PeerVersions>,
@@ -163,7 +174,7 @@ impl Driver {
             addrs,
             storage_tx,
             done_tx,
-            memory_reads: None,
+            inline_ops: None,
             peer_versions: Arc::new(PeerVersions::new(WireVersion::CURRENT)),
             restore_marker: None,
             inflight_gauge: metrics::gauge!(crate::metrics::DRIVER_INFLIGHT_REQUESTS),
@@ -201,13 +212,16 @@ impl Driver {
         super::health::set_restoring(false);
     }
 
-    /// Answers each replica read the store can give from memory (memtables, block
-    /// cache) on the driver's own thread, at once, instead of handing it to a storage
-    /// thread and waiting for its completion: two thread switches fewer per read. Reads
-    /// that would touch the disk, and every other op, still go to the storage threads.
-    /// Storage threads already run ops in any order, so the engine sees nothing new.
-    pub(super) fn with_memory_reads(mut self, reads: MemoryReads) -> Driver {
-        self.memory_reads = Some(reads);
+    /// Runs each op `ops` can run without blocking on the driver's own thread, at once,
+    /// instead of handing it to a storage thread and waiting for its completion: two
+    /// thread switches (and a sleeping thread's wake-up) fewer per op. Replica reads are
+    /// tried always; writes only while the storage queue is empty, so that the driver
+    /// takes no write the storage threads would run as soon. Ops that would wait (a disk
+    /// read, a held key, a write stall), and every other op, still go to the storage
+    /// threads. Storage threads already run ops in any order, so the engine sees nothing
+    /// new.
+    pub(super) fn with_inline_ops(mut self, ops: InlineOps) -> Driver {
+        self.inline_ops = Some(ops);
         self
     }
 
@@ -300,22 +314,29 @@ impl Driver {
         }
     }
 
-    /// Runs `op` here if it is a read the store can answer from memory, and hands its
-    /// result to the engine at once (the commands that follow from it are drained in the
-    /// same round); gives back every other op, and a read that needs the disk.
-    fn read_in_memory(&mut self, id: RequestId, op: StorageOp) -> Option<StorageOp> {
-        let (Some(reads), StorageOp::Read { partition, key }) = (&self.memory_reads, &op) else {
+    /// Runs `op` here if it can without blocking (see [`Driver::with_inline_ops`]), and
+    /// hands its result to the engine at once (the commands that follow from it are
+    /// drained in the same round); gives back every other op.
+    fn run_inline(&mut self, id: RequestId, op: StorageOp) -> Option<StorageOp> {
+        let Some(ops) = &self.inline_ops else {
             return Some(op);
         };
+        if !matches!(op, StorageOp::Read { .. }) && !self.storage_tx.is_empty() {
+            return Some(op);
+        }
+        let label = inline_label(&op);
         let start = Instant::now();
-        let Some(result) = reads(*partition, key) else {
+        let Some(result) = ops(&op) else {
+            if !matches!(op, StorageOp::Read { .. }) {
+                INLINE_DECLINED.get([label]).increment(1);
+            }
             return Some(op);
         };
         STORAGE_OP_DURATION
-            .get([READ_IN_MEMORY])
+            .get([label])
             .record(start.elapsed().as_secs_f64());
         if result.is_err() {
-            STORAGE_OP_ERRORS.get([READ_IN_MEMORY]).increment(1);
+            STORAGE_OP_ERRORS.get([label]).increment(1);
         }
         let now = self.clock.now();
         self.engine.handle_storage(now, id, result);
@@ -345,7 +366,7 @@ impl Driver {
                     }
                 }
                 Command::Storage { id, op } => {
-                    let Some(op) = self.read_in_memory(id, op) else {
+                    let Some(op) = self.run_inline(id, op) else {
                         continue;
                     };
                     // The queue is bounded and the driver never blocks on it: an op that
@@ -732,8 +753,9 @@ mod tests {
                 },
             });
             input_tx.try_send(get).unwrap();
-            let reads: MemoryReads = Arc::new(move |_, _| {
-                in_memory.then_some(Ok(shoal_proto::StorageReply::Object(None)))
+            let reads: InlineOps = Arc::new(move |op| {
+                (in_memory && matches!(op, StorageOp::Read { .. }))
+                    .then_some(Ok(shoal_proto::StorageReply::Object(None)))
             });
             let (shutdown_tx, shutdown_rx) = watch::channel(false);
             let driver = Driver::new(
@@ -744,7 +766,7 @@ mod tests {
                 storage_tx,
                 done_tx,
             )
-            .with_memory_reads(reads);
+            .with_inline_ops(reads);
             let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
             let answered = tokio::time::timeout(Duration::from_secs(60), answer)
                 .await

@@ -271,10 +271,22 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         done_tx,
     )
     .with_wire_version(peer_wire_version);
-    let driver = if cfg.storage.inline_reads {
-        let exec = executor.clone();
-        driver.with_memory_reads(Arc::new(move |partition, key: &[u8]| {
-            exec.read_cached(partition, key)
+    // Writes run inline only when they do not sync: an fsync is a wait, and group commit
+    // hands write completions to its committer.
+    let inline_writes =
+        cfg.storage.inline_writes && cfg.storage.durability == shoal_storage::Durability::Buffered;
+    let driver = if cfg.storage.inline_reads || inline_writes {
+        let (exec, reads) = (executor.clone(), cfg.storage.inline_reads);
+        driver.with_inline_ops(Arc::new(move |op: &StorageOp| {
+            let allowed = match op {
+                StorageOp::Read { .. } => reads,
+                _ => inline_writes,
+            };
+            if allowed {
+                exec.try_execute(op)
+            } else {
+                None
+            }
         }))
     } else {
         driver

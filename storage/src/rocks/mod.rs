@@ -321,20 +321,31 @@ impl Storage for RocksStorage {
         count_batch(&batch);
         timed("write", || {
             batch.validate()?;
-            self.with_db_write(|db, options| {
-                let mut rocks_batch = rocksdb::WriteBatch::default();
-                for op in batch.ops() {
-                    match op {
-                        BatchOp::Put { space, key, value } => {
-                            rocks_batch.put_cf(family(db, *space)?, key, value);
-                        }
-                        BatchOp::Delete { space, key } => {
-                            rocks_batch.delete_cf(family(db, *space)?, key);
-                        }
-                    }
+            self.with_db_write(|db, options| Ok(db.write_opt(rocks_batch(db, &batch)?, options)?))
+        })
+    }
+
+    fn try_write(&self, batch: WriteBatch) -> Result<bool, StorageError> {
+        timed("try_write", || {
+            batch.validate()?;
+            // A nearly full disk needs the stall handling of `with_db_write`: leave the
+            // write to a storage thread.
+            let options = self.admit_write()?;
+            if std::ptr::eq(options, &self.no_stall_write_options) {
+                return Ok(false);
+            }
+            let result = self.with_db(|db| {
+                Ok(db.write_opt(rocks_batch(db, &batch)?, &self.no_stall_write_options)?)
+            });
+            match self.note_no_space(result) {
+                Ok(()) => {
+                    count_batch(&batch);
+                    Ok(true)
                 }
-                Ok(db.write_opt(rocks_batch, options)?)
-            })
+                // `no_slowdown`: RocksDB gives up instead of stalling or slowing down.
+                Err(StorageError::Rocks(message)) if message.contains("Write stall") => Ok(false),
+                Err(e) => Err(e),
+            }
         })
     }
 
@@ -456,4 +467,20 @@ const STALL_POLL: Duration = Duration::from_millis(10);
 fn stall_margin(options: &RocksOptions) -> u64 {
     let families = Space::ALL.len() as u64 + 1; // and RocksDB's `default`
     (options.write_buffer_bytes as u64).saturating_mul(2 * families)
+}
+
+/// The RocksDB batch holding `batch`'s operations.
+fn rocks_batch(db: &DB, batch: &WriteBatch) -> Result<rocksdb::WriteBatch, StorageError> {
+    let mut rocks_batch = rocksdb::WriteBatch::default();
+    for op in batch.ops() {
+        match op {
+            BatchOp::Put { space, key, value } => {
+                rocks_batch.put_cf(family(db, *space)?, key, value);
+            }
+            BatchOp::Delete { space, key } => {
+                rocks_batch.delete_cf(family(db, *space)?, key);
+            }
+        }
+    }
+    Ok(rocks_batch)
 }
