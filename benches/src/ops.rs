@@ -166,6 +166,31 @@ impl Shared {
         }
     }
 
+    /// Before an update of a key this run has no context for (its first in this run):
+    /// reads the key's context, as an application that keeps contexts does, so that the
+    /// update replaces the value instead of adding a sibling no later write would know
+    /// of (a workload without reads would never replace it). Not part of the update: in
+    /// closed loop its time is not in the update's latency; the load it adds is, and
+    /// the summary counts these reads. A failed read leaves the update without context.
+    pub async fn prepare(&self, op: &PlannedOp) {
+        if op.kind != OpKind::Update || self.contexts.get(op.key).is_some() {
+            return;
+        }
+        self.context_reads.fetch_add(1, Ordering::Relaxed);
+        let key = self.config.key(op.key);
+        if let Ok(read) = self
+            .client
+            .get_with(&key)
+            .options(self.config.read)
+            .send()
+            .await
+        {
+            if !read.context.is_empty() {
+                self.contexts.observe(op.key, &read.context);
+            }
+        }
+    }
+
     /// Carries out `op` and says how it ended.
     pub async fn execute(&self, op: &PlannedOp) -> Outcome {
         let result = self.try_execute(op).await;
@@ -191,19 +216,7 @@ impl Shared {
                 Ok(Some(read.found))
             }
             OpKind::Update => {
-                let known = match self.contexts.get(op.key) {
-                    Some(known) => Some(known),
-                    None => {
-                        // The first update of a key in this run: read its context first,
-                        // as an application that keeps contexts does, so that the update
-                        // replaces the value instead of adding a sibling that no later
-                        // write would know of (a workload without reads never replaces
-                        // it). Timed as part of the update.
-                        self.context_reads.fetch_add(1, Ordering::Relaxed);
-                        let read = self.client.get_with(&key).options(cfg.read).send().await?;
-                        (!read.context.is_empty()).then_some(read.context)
-                    }
-                };
+                let known = self.contexts.get(op.key);
                 let ctx = self
                     .client
                     .put_with(&key, value())

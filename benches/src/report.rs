@@ -105,7 +105,7 @@ pub struct Summary {
     /// Operations run during the warm-up, not recorded.
     pub warmup_ops: u64,
     /// Updates that first read their key, as the run had no context for it yet (warm-up
-    /// included); their time counts in the update's latency.
+    /// included); in closed loop that read is not in the update's latency.
     pub context_reads: u64,
     /// The load phase, if any.
     pub load: Option<LoadSummary>,
@@ -174,7 +174,7 @@ impl Summary {
         if self.context_reads > 0 {
             let _ = writeln!(
                 out,
-                "updates that first read their key's context (warm-up included): {}",
+                "context reads before an update of a key this run had not seen (warm-up included; not timed in closed loop): {}",
                 self.context_reads
             );
         }
