@@ -30,6 +30,12 @@ pub(crate) const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 const REOPEN_HEADROOM_BYTES: u64 = 4 << 20;
 /// Sentinel of [`DiskGuard::free_bytes`] while the free space is unknown.
 const UNKNOWN: u64 = u64::MAX;
+/// A write reuses the free space seen at most this long ago instead of asking the
+/// filesystem again (a `statvfs` per write was 2% of a node's CPU under write load)...
+const WRITE_REFRESH_INTERVAL: Duration = Duration::from_millis(10);
+/// ...while that free space was at least this far above the stall margin: near the
+/// reserve every write looks again.
+const WRITE_REFRESH_SLACK_BYTES: u64 = 1 << 30;
 
 /// The disk state a node reports (`shoal status`, metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +63,10 @@ pub(crate) struct DiskGuard {
     free_bytes: AtomicU64,
     /// When a reopen was last attempted; locked while one runs.
     last_reopen: Mutex<Option<Instant>>,
+    /// What [`DiskGuard::refresh_for_write`] measures time from.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` of the last `statvfs` a write made.
+    write_refreshed_at: AtomicU64,
 }
 
 impl DiskGuard {
@@ -69,7 +79,31 @@ impl DiskGuard {
             stopped: AtomicBool::new(false),
             free_bytes: AtomicU64::new(UNKNOWN),
             last_reopen: Mutex::new(None),
+            epoch: Instant::now(),
+            write_refreshed_at: AtomicU64::new(0),
         }
+    }
+
+    /// The free space a write is admitted against: [`DiskGuard::refresh`], or, within
+    /// [`WRITE_REFRESH_INTERVAL`] of the last write's `statvfs` and while the free space
+    /// then was more than [`WRITE_REFRESH_SLACK_BYTES`] above the stall margin, that
+    /// value again. Another process could fill the disk within the interval; then
+    /// RocksDB's own `ENOSPC` stops the engine, as it would between two checks anyway.
+    pub(crate) fn refresh_for_write(&self) -> Option<u64> {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let last = self.write_refreshed_at.load(Ordering::Relaxed);
+        let free = self.free_bytes.load(Ordering::Relaxed);
+        let roomy = self
+            .min_free_bytes
+            .saturating_add(self.stall_margin)
+            .saturating_add(WRITE_REFRESH_SLACK_BYTES);
+        let recent =
+            last != 0 && now.saturating_sub(last) < WRITE_REFRESH_INTERVAL.as_nanos() as u64;
+        if recent && free != UNKNOWN && free >= roomy && !self.is_stopped() {
+            return Some(free);
+        }
+        self.write_refreshed_at.store(now.max(1), Ordering::Relaxed);
+        self.refresh()
     }
 
     /// Reads the filesystem's free space (one `statvfs`) and records it.
@@ -215,4 +249,31 @@ fn wal_bytes(path: &Path) -> u64 {
         .filter_map(|entry| entry.metadata().ok())
         .map(|metadata| metadata.len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_reuse_a_recent_roomy_free_space_and_look_again_near_the_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = DiskGuard::new(dir.path(), 0, 0);
+        let real = guard
+            .refresh_for_write()
+            .expect("statvfs of a temporary directory");
+        // Pretend the last look saw plenty: a write within the interval reuses it.
+        let plenty = real.max(WRITE_REFRESH_SLACK_BYTES) + 12_345;
+        guard.free_bytes.store(plenty, Ordering::Relaxed);
+        assert_eq!(guard.refresh_for_write(), Some(plenty));
+        // Once the interval is over (here: never looked), the write looks again.
+        guard.write_refreshed_at.store(0, Ordering::Relaxed);
+        assert_ne!(guard.refresh_for_write(), Some(plenty));
+
+        // Near the reserve every write looks, however recent the last look.
+        let near = DiskGuard::new(dir.path(), u64::MAX / 4, 0);
+        near.refresh_for_write();
+        near.free_bytes.store(12_345, Ordering::Relaxed);
+        assert_ne!(near.refresh_for_write(), Some(12_345));
+    }
 }

@@ -178,7 +178,7 @@ impl RocksStorage {
     /// had stopped and space is back. Returns the write options to use: with little free
     /// space, ones that fail a write that would stall instead of waiting.
     fn admit_write(&self) -> Result<&WriteOptions, StorageError> {
-        let free = self.disk.refresh();
+        let free = self.disk.refresh_for_write();
         if !self.disk.resume_with(free, || self.reopen()) || self.disk.check_reserve(free) {
             return Err(self.disk.refuse());
         }
