@@ -77,13 +77,14 @@ impl Clock {
 /// `None` when it would block, and for every other op.
 pub(super) type InlineOps = Arc<dyn Fn(&StorageOp) -> Option<StorageResult> + Send + Sync>;
 
-/// What `shoal_executor_op_duration_seconds` calls an op run on the driver's thread.
-fn inline_label(op: &StorageOp) -> &'static str {
+/// What `shoal_executor_op_duration_seconds` calls an op run on the driver's thread;
+/// `None` for the ops that always go to a storage thread.
+fn inline_label(op: &StorageOp) -> Option<&'static str> {
     match op {
-        StorageOp::Read { .. } => "read_in_memory",
-        StorageOp::Coordinate { .. } => "coordinate_inline",
-        StorageOp::Merge { .. } => "merge_inline",
-        _ => "other_inline",
+        StorageOp::Read { .. } => Some("read_in_memory"),
+        StorageOp::Coordinate { .. } => Some("coordinate_inline"),
+        StorageOp::Merge { .. } => Some("merge_inline"),
+        _ => None,
     }
 }
 
@@ -141,6 +142,10 @@ pub(super) struct Driver {
     /// Ops run on this thread when they need no wait ([`Driver::with_inline_ops`]);
     /// without it every op goes to a storage thread.
     inline_ops: Option<InlineOps>,
+    /// With group commit: where a write run on this thread sends its completion, to be
+    /// released once the WAL is synced, and how many storage threads also send there
+    /// ([`Driver::with_group_commit`]).
+    commit: Option<(crossbeam::channel::Sender<Completion>, usize)>,
     /// The version of the frames sent to each peer (`[cluster] wire_version`, or lower
     /// for a peer of an older release).
     peer_versions: Arc<PeerVersions>,
@@ -175,6 +180,7 @@ impl Driver {
             storage_tx,
             done_tx,
             inline_ops: None,
+            commit: None,
             peer_versions: Arc::new(PeerVersions::new(WireVersion::CURRENT)),
             restore_marker: None,
             inflight_gauge: metrics::gauge!(crate::metrics::DRIVER_INFLIGHT_REQUESTS),
@@ -222,6 +228,19 @@ impl Driver {
     /// new.
     pub(super) fn with_inline_ops(mut self, ops: InlineOps) -> Driver {
         self.inline_ops = Some(ops);
+        self
+    }
+
+    /// With group commit (`durability = "sync"`): a write run on this thread (see
+    /// [`Driver::with_inline_ops`]; the store then writes without syncing) hands its
+    /// completion to the committer on `commit`, as the storage threads do, so that it is
+    /// acknowledged only once the WAL is synced. `storage_threads` also send there.
+    pub(super) fn with_group_commit(
+        mut self,
+        commit: crossbeam::channel::Sender<Completion>,
+        storage_threads: usize,
+    ) -> Driver {
+        self.commit = Some((commit, storage_threads));
         self
     }
 
@@ -318,13 +337,23 @@ impl Driver {
     /// hands its result to the engine at once (the commands that follow from it are
     /// drained in the same round); gives back every other op.
     fn run_inline(&mut self, id: RequestId, op: StorageOp) -> Option<StorageOp> {
-        let Some(ops) = &self.inline_ops else {
+        let (Some(ops), Some(label)) = (&self.inline_ops, inline_label(&op)) else {
             return Some(op);
         };
-        if !matches!(op, StorageOp::Read { .. }) && !self.storage_tx.is_empty() {
+        let write = !matches!(op, StorageOp::Read { .. });
+        if write && !self.storage_tx.is_empty() {
             return Some(op);
         }
-        let label = inline_label(&op);
+        // With group commit the completion must fit the committer's queue without
+        // waiting: only the storage threads send there too, each at most the one op it
+        // runs (the storage queue is empty), so this room is still there at the send.
+        if let (true, Some((commit, threads))) = (write, &self.commit) {
+            let room = commit.capacity().unwrap_or(usize::MAX);
+            if commit.len() + threads >= room {
+                INLINE_DECLINED.get([label]).increment(1);
+                return Some(op);
+            }
+        }
         let start = Instant::now();
         let Some(result) = ops(&op) else {
             if !matches!(op, StorageOp::Read { .. }) {
@@ -337,6 +366,17 @@ impl Driver {
             .record(start.elapsed().as_secs_f64());
         if result.is_err() {
             STORAGE_OP_ERRORS.get([label]).increment(1);
+        }
+        if let (true, Some((commit, _))) = (write, &self.commit) {
+            let completion = Completion::Storage { id, result };
+            if let Err(crossbeam::channel::TrySendError::Full(completion)) =
+                commit.try_send(completion)
+            {
+                // Not expected (the room was checked above); waiting for the committer's
+                // next sync is still correct.
+                let _ = commit.send(completion);
+            }
+            return None;
         }
         let now = self.clock.now();
         self.engine.handle_storage(now, id, result);
@@ -733,6 +773,73 @@ mod tests {
         )
         .unwrap();
         (engine, clock, endpoint)
+    }
+
+    /// With group commit, a write run on the driver's thread answers its client only once
+    /// the committer has released its completion (after syncing the WAL): the driver
+    /// hands the completion to the committer's queue instead of to the engine.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inline_write_under_group_commit_waits_for_the_committer() {
+        let (engine, clock, endpoint) = single_node();
+        let (storage_tx, storage_rx) = crossbeam::channel::bounded(64);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::channel(4);
+        let (commit_tx, commit_rx) = crossbeam::channel::bounded(8);
+        let exec =
+            Arc::new(Executor::open(shoal_storage::MemStorage::new(), || 7).expect("executor"));
+        let ops: InlineOps = Arc::new(move |op| exec.try_execute(op));
+        let (put, mut answer) = client(ClientRequest::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            context: None,
+            options: shoal_proto::wire::WriteOptions::default(),
+        });
+        input_tx.try_send(put).unwrap();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let driver = Driver::new(
+            engine,
+            clock,
+            endpoint.clone(),
+            HashMap::new(),
+            storage_tx,
+            done_tx.clone(),
+        )
+        .with_inline_ops(ops)
+        .with_group_commit(commit_tx, 1);
+        let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+        let completion =
+            tokio::task::spawn_blocking(move || commit_rx.recv_timeout(Duration::from_secs(60)))
+                .await
+                .unwrap()
+                .expect("no completion reached the committer within 60 s");
+        match &completion {
+            Completion::Storage { result, .. } => assert!(
+                matches!(result, Ok(shoal_proto::StorageReply::Coordinated { .. })),
+                "{result:?}"
+            ),
+            Completion::Response { .. } => panic!("a peer response reached the committer"),
+        }
+        assert!(
+            storage_rx.is_empty(),
+            "the write went to the storage threads"
+        );
+        assert!(
+            answer.try_recv().is_err(),
+            "answered before the committer released it"
+        );
+        // The committer releases it (after its sync): now the client has its answer.
+        done_tx.send(completion).unwrap();
+        let answered = tokio::time::timeout(Duration::from_secs(60), answer)
+            .await
+            .expect("no answer within 60 s")
+            .map(Response::unstamped);
+        let _ = shutdown_tx.send(true);
+        let _ = driver.await;
+        endpoint.close().await;
+        assert!(
+            matches!(answered, Ok(Response::Client(ClientResponse::Put(_)))),
+            "{answered:?}"
+        );
     }
 
     /// A read the store can answer from memory is answered on the driver's thread and

@@ -260,7 +260,6 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
             .context("spawning a storage thread")?;
         workers.push(handle);
     }
-    drop(commit_tx);
 
     let driver = Driver::new(
         engine,
@@ -271,10 +270,17 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         done_tx,
     )
     .with_wire_version(peer_wire_version);
-    // Writes run inline only when they do not sync: an fsync is a wait, and group commit
-    // hands write completions to its committer.
-    let inline_writes =
-        cfg.storage.inline_writes && cfg.storage.durability == shoal_storage::Durability::Buffered;
+    // Writes run inline only when the store does not sync them (an fsync is a wait):
+    // with `buffered`, or with group commit, whose store writes unsynced and whose
+    // committer releases the inline writes' completions too.
+    let inline_writes = cfg.storage.inline_writes
+        && (cfg.storage.durability == shoal_storage::Durability::Buffered || group_commit);
+    let driver = match (&commit_tx, inline_writes) {
+        (Some(commit), true) => {
+            driver.with_group_commit(commit.clone(), cfg.limits.storage_threads)
+        }
+        _ => driver,
+    };
     let driver = if cfg.storage.inline_reads || inline_writes {
         let (exec, reads) = (executor.clone(), cfg.storage.inline_reads);
         driver.with_inline_ops(Arc::new(move |op: &StorageOp| {
@@ -291,6 +297,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     } else {
         driver
     };
+    drop(commit_tx);
     let driver = if restored.is_some() {
         driver.with_restore(data_dir.join(super::backup::RESTORED_MARKER))
     } else {
