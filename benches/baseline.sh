@@ -64,7 +64,7 @@ for t in 1 2; do
 done
 
 echo "== cluster"
-trap dev_cluster_down EXIT
+trap 'dev_cluster_down; rm -rf "$(dirname "$CLUSTER")"' EXIT
 dev_cluster_up "$CLUSTER" 27101 29201 "$OUT/cluster.log"
 BENCH=("$BIN/shoal-bench" --keys 100000 --value-size 1024 --no-progress)
 # Insert the 100,000 keys once (not measured), then measure.

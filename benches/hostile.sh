@@ -24,7 +24,7 @@ CLUSTER="$(mktemp -d)/cluster"
 
 # shellcheck source=benches/dev_cluster.sh
 . benches/dev_cluster.sh
-trap dev_cluster_down EXIT
+trap 'dev_cluster_down; rm -rf "$(dirname "$CLUSTER")"' EXIT
 dev_cluster_up "$CLUSTER" 27301 29401 "$OUT/cluster.log"
 
 # The hostile client's own identity and config (same seeds as the dev client).

@@ -26,6 +26,7 @@ JOINER_PID=""
 cleanup() {
     [ -n "$JOINER_PID" ] && kill "$JOINER_PID" 2>/dev/null || true
     dev_cluster_down
+    if [ -n "${dir:-}" ]; then rm -rf "$(dirname "$dir")"; fi
 }
 trap cleanup EXIT
 dir="$(mktemp -d)/cluster"
