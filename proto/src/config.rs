@@ -319,7 +319,7 @@ impl Default for LimitsConfig {
             max_queued_requests: 10_000,
             storage_threads: 4,
             worker_threads: 1,
-            idle_poll: Duration::from_micros(200),
+            idle_poll: Duration::from_micros(500),
             max_queued_storage_ops: 65_536,
             min_request_timeout: Duration::from_millis(1),
             max_request_timeout: Duration::from_secs(60),
