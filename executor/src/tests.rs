@@ -11,16 +11,7 @@ fn exec(storage: &MemStorage) -> Executor<MemStorage> {
 }
 
 fn put(e: &Executor<MemStorage>, key: &[u8], v: &str, ctx: CausalContext) -> StorageReply {
-    e.execute(StorageOp::Coordinate {
-        partition: PartitionId(1),
-        key: key.to_vec(),
-        context: ctx,
-        value: SiblingValue::Data(v.as_bytes().to_vec()),
-        now: Time::ZERO,
-        max_object_bytes: 1 << 20,
-        max_siblings: usize::MAX,
-    })
-    .unwrap()
+    e.execute(coordinate_op(key, v, ctx)).unwrap()
 }
 
 #[test]
