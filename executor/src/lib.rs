@@ -43,7 +43,7 @@ mod tests;
 mod trees;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use shoal_proto::{
     Actor, CausalContext, Dot, HintTotals, Object, SiblingValue, StorageFailure, StorageOp,
@@ -187,6 +187,28 @@ impl From<StorageFailure> for Stop {
     }
 }
 
+/// `mutex`'s guard; with [`Wait::Never`], only if it is free now. A poisoned mutex is
+/// taken as it is, as everywhere in the executor.
+fn lock_with<T>(mutex: &Mutex<T>, wait: Wait) -> Result<MutexGuard<'_, T>, Stop> {
+    match (wait, mutex.try_lock()) {
+        (_, Ok(guard)) => Ok(guard),
+        (_, Err(TryLockError::Poisoned(e))) => Ok(e.into_inner()),
+        (Wait::May, Err(TryLockError::WouldBlock)) => {
+            Ok(mutex.lock().unwrap_or_else(|e| e.into_inner()))
+        }
+        (Wait::Never, Err(TryLockError::WouldBlock)) => Err(Stop::WouldWait),
+    }
+}
+
+/// The result of an op run with [`Wait::Never`]: `None` if it would have waited.
+fn unless_waiting<T>(r: Result<T, Stop>) -> Option<Result<T, StorageFailure>> {
+    match r {
+        Ok(t) => Some(Ok(t)),
+        Err(Stop::Failed(f)) => Some(Err(f)),
+        Err(Stop::WouldWait) => None,
+    }
+}
+
 /// The result of an op run with [`Wait::May`], which never gives up.
 fn waited<T>(r: Result<T, Stop>) -> Result<T, StorageFailure> {
     r.map_err(|stop| match stop {
@@ -279,14 +301,7 @@ impl<S: Storage> Executor<S> {
     }
 
     fn mint(&self, at_least: u64, wait: Wait) -> Result<Dot, Stop> {
-        let mut d = match (wait, self.dots.try_lock()) {
-            (_, Ok(d)) => d,
-            (_, Err(std::sync::TryLockError::Poisoned(e))) => e.into_inner(),
-            (Wait::May, Err(std::sync::TryLockError::WouldBlock)) => {
-                self.dots.lock().unwrap_or_else(|e| e.into_inner())
-            }
-            (Wait::Never, Err(std::sync::TryLockError::WouldBlock)) => return Err(Stop::WouldWait),
-        };
+        let mut d = lock_with(&self.dots, wait)?;
         if d.next < at_least {
             d.next = at_least;
         }
@@ -354,14 +369,7 @@ impl<S: Storage> Executor<S> {
     ) -> Result<(), Stop> {
         let stored = self.stored_key(key);
         let tree = self.trees.get(partition);
-        let mut tree = match (wait, tree.try_lock()) {
-            (_, Ok(t)) => t,
-            (_, Err(std::sync::TryLockError::Poisoned(e))) => e.into_inner(),
-            (Wait::May, Err(std::sync::TryLockError::WouldBlock)) => {
-                tree.lock().unwrap_or_else(|e| e.into_inner())
-            }
-            (Wait::Never, Err(std::sync::TryLockError::WouldBlock)) => return Err(Stop::WouldWait),
-        };
+        let mut tree = lock_with(&tree, wait)?;
         match (new, wait) {
             (Some(bytes), Wait::Never) => {
                 if !self
@@ -452,11 +460,7 @@ impl<S: Storage> Executor<S> {
                 .map(|merged| merged.into_reply(*max_object_bytes)),
             _ => return None,
         };
-        match result {
-            Ok(reply) => Some(Ok(reply)),
-            Err(Stop::Failed(f)) => Some(Err(f)),
-            Err(Stop::WouldWait) => None,
-        }
+        unless_waiting(result)
     }
 
     /// What [`Executor::execute`] answers to `StorageOp::Read { partition, key }`, if the
@@ -464,19 +468,11 @@ impl<S: Storage> Executor<S> {
     /// would have to read the disk, so the caller runs the op on a storage thread. For a
     /// caller that must not block, such as the node's driver.
     pub fn read_cached(&self, partition: PartitionId, key: &[u8]) -> Option<StorageResult> {
-        match self
-            .storage
-            .get_object_cached(partition, &self.stored_key(key))
-        {
-            Ok(None) => None,
-            Ok(Some(bytes)) => Some(
-                bytes
-                    .map(|b| decode_object(&b))
-                    .transpose()
-                    .map(StorageReply::Object),
-            ),
-            Err(e) => Some(Err(engine_failure(e))),
-        }
+        unless_waiting(self.get_raw_with(partition, key, Wait::Never)).map(|raw| {
+            raw?.map(|b| decode_object(&b))
+                .transpose()
+                .map(StorageReply::Object)
+        })
     }
 
     /// Run one op. A failure goes back to the engine as it is, which fails the request

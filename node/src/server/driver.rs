@@ -356,7 +356,7 @@ impl Driver {
         }
         let start = Instant::now();
         let Some(result) = ops(&op) else {
-            if !matches!(op, StorageOp::Read { .. }) {
+            if write {
                 INLINE_DECLINED.get([label]).increment(1);
             }
             return Some(op);
