@@ -98,11 +98,12 @@ pub struct StorageConfig {
     /// `false` sends every read to a storage thread.
     pub inline_reads: bool,
     /// A coordinator's write or a replica's merge runs at once on the replication
-    /// driver's thread (default) when the storage queue is empty and it needs no wait
-    /// (its key free, its object in memory, no write stall); the others go to the storage
-    /// threads. With `sync` and group commit its completion waits for the committer's
-    /// WAL sync like any other write's; with `sync` and no group commit it does not apply
-    /// (an fsync is a wait). `false` sends every write to a storage thread.
+    /// driver's thread (default) when it needs no wait (its key free, its object in
+    /// memory, no write stall); the others go to the storage threads. With `sync` and
+    /// group commit it runs there only while the storage queue is empty, and its
+    /// completion waits for the committer's WAL sync like any other write's; with `sync`
+    /// and no group commit it does not apply (an fsync is a wait). `false` sends every
+    /// write to a storage thread.
     pub inline_writes: bool,
     /// Shared block cache, in bytes.
     pub block_cache_bytes: usize,
