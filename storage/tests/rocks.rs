@@ -127,6 +127,30 @@ fn a_cached_get_answers_from_memory_and_declines_what_only_the_disk_holds() {
     );
 }
 
+/// A flush puts the blocks it writes into the block cache: a key read right after its
+/// memtable was flushed is still answered from memory, so the node need not hand the
+/// read to a storage thread (RocksDB's `prepopulate_block_cache = kFlushOnly`). The
+/// cache is the store's own, of the configured size (its usage counts the block).
+#[test]
+fn a_key_just_flushed_is_still_answered_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = PartitionId(1);
+    let storage = open(dir.path()).unwrap();
+    let value = vec![7u8; 64 << 10];
+    storage.put_object(p, b"key", &value).unwrap();
+    storage.flush().unwrap();
+    assert!(
+        storage.stats().block_cache_usage_bytes >= value.len() as u64,
+        "the store's block cache holds {} bytes after the flush",
+        storage.stats().block_cache_usage_bytes
+    );
+    assert_eq!(
+        storage.get_object_cached(p, b"key").unwrap(),
+        Some(Some(value)),
+        "the flushed block is not in the block cache"
+    );
+}
+
 #[test]
 fn reopen_keeps_data_with_buffered_durability() {
     reopen_keeps_data(Durability::Buffered);
