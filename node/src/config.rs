@@ -109,6 +109,9 @@ pub struct StorageConfig {
     pub block_cache_bytes: usize,
     /// Memtable size, in bytes.
     pub write_buffer_bytes: usize,
+    /// Cache of the objects this node wrote last, in bytes: reads of them skip RocksDB's
+    /// memtable search. 0 disables it.
+    pub object_cache_bytes: usize,
     /// Free space, in bytes, kept on the data directory's filesystem: below it the node
     /// refuses writes with `DiskFull` (reads are still served) until space is freed.
     /// 0 disables the reserve.
@@ -130,6 +133,7 @@ impl Default for StorageConfig {
             inline_writes: true,
             block_cache_bytes: shoal_storage::DEFAULT_BLOCK_CACHE_BYTES,
             write_buffer_bytes: shoal_storage::DEFAULT_WRITE_BUFFER_BYTES,
+            object_cache_bytes: shoal_storage::DEFAULT_OBJECT_CACHE_BYTES,
             min_free_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,
             backup_dir: None,
         }

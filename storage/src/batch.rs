@@ -295,6 +295,13 @@ pub struct StorageStats {
     pub memtable_bytes: u64,
     /// Estimated number of keys over all spaces (`estimate-num-keys`; exact in memory).
     pub estimated_keys: u64,
+    /// Bytes held by the RocksDB engine's cache of recently written objects; 0 in memory.
+    pub object_cache_bytes: u64,
+    /// Object reads that cache answered, since the store opened.
+    pub object_cache_hits: u64,
+    /// Object reads that cache could not answer (read from RocksDB), since the store
+    /// opened.
+    pub object_cache_misses: u64,
 }
 
 #[cfg(test)]

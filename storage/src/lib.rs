@@ -93,7 +93,7 @@ pub use crate::mem::{MemStorage, MAX_UNSYNCED_BATCHES};
 #[cfg(feature = "rocksdb")]
 pub use crate::rocks::{
     Compression, DiskStatus, RocksOptions, RocksStorage, DEFAULT_BLOCK_CACHE_BYTES,
-    DEFAULT_MIN_FREE_BYTES, DEFAULT_WRITE_BUFFER_BYTES,
+    DEFAULT_MIN_FREE_BYTES, DEFAULT_OBJECT_CACHE_BYTES, DEFAULT_WRITE_BUFFER_BYTES,
 };
 pub use crate::storage::{Rows, Storage};
 

@@ -135,7 +135,12 @@ fn a_cached_get_answers_from_memory_and_declines_what_only_the_disk_holds() {
 fn a_key_just_flushed_is_still_answered_from_memory() {
     let dir = tempfile::tempdir().unwrap();
     let p = PartitionId(1);
-    let storage = open(dir.path()).unwrap();
+    // Without the object cache, which would answer first.
+    let options = RocksOptions {
+        object_cache_bytes: 0,
+        ..options(Durability::Buffered)
+    };
+    let storage = RocksStorage::open(dir.path(), options).unwrap();
     let value = vec![7u8; 64 << 10];
     storage.put_object(p, b"key", &value).unwrap();
     storage.flush().unwrap();
@@ -149,6 +154,105 @@ fn a_key_just_flushed_is_still_answered_from_memory() {
         Some(Some(value)),
         "the flushed block is not in the block cache"
     );
+}
+
+/// The objects the store wrote last are answered from its object cache (counted as
+/// hits), including after their memtable was flushed; a deleted object, a deleted
+/// partition and a failed write leave nothing behind in it, and other spaces never
+/// enter it.
+#[test]
+fn the_object_cache_answers_what_was_written_and_forgets_what_was_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q) = (PartitionId(1), PartitionId(2));
+    let storage = open(dir.path()).unwrap();
+    storage.put_object(p, b"a", b"1").unwrap();
+    storage.put_object(q, b"b", b"2").unwrap();
+    storage.flush().unwrap();
+    let before = storage.stats();
+    assert_eq!(
+        storage.get_object(p, b"a").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        storage.get_object_cached(q, b"b").unwrap(),
+        Some(Some(b"2".to_vec()))
+    );
+    let after = storage.stats();
+    assert_eq!(after.object_cache_hits, before.object_cache_hits + 2);
+    assert!(after.object_cache_bytes > 0);
+    // A new value replaces the cached one.
+    storage.put_object(p, b"a", b"3").unwrap();
+    assert_eq!(
+        storage.get_object(p, b"a").unwrap().as_deref(),
+        Some(&b"3"[..])
+    );
+    // A delete in a batch.
+    let mut batch = WriteBatch::new();
+    batch.delete(Space::Objects, object_key(p, b"a"));
+    storage.write(batch).unwrap();
+    assert_eq!(storage.get_object(p, b"a").unwrap(), None);
+    // A partition's range delete.
+    storage.delete_partition(q).unwrap();
+    assert_eq!(storage.get_object(q, b"b").unwrap(), None);
+    assert_eq!(storage.get_object_cached(q, b"b").unwrap(), Some(None));
+    assert_eq!(storage.stats().object_cache_bytes, 0);
+    // A refused write leaves the old value, in the store and in the cache.
+    storage.put_object(p, b"c", b"4").unwrap();
+    let mut bad = WriteBatch::new();
+    bad.put(Space::Objects, object_key(p, b"c"), b"5".to_vec());
+    bad.put(Space::Objects, vec![0; 1 << 20], b"too long a key".to_vec());
+    assert!(storage.write(bad).is_err());
+    assert_eq!(
+        storage.get_object(p, b"c").unwrap().as_deref(),
+        Some(&b"4"[..])
+    );
+    // Other spaces are not cached.
+    let mut meta = WriteBatch::new();
+    meta.put(Space::Meta, b"m".to_vec(), b"v".to_vec());
+    storage.write(meta).unwrap();
+    let misses = storage.stats().object_cache_misses;
+    assert_eq!(
+        storage.get(Space::Meta, b"m").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(storage.stats().object_cache_misses, misses);
+}
+
+/// Writers racing on a few keys from several threads: afterwards every key reads the
+/// same through the cache as from a fresh open of the store (RocksDB alone).
+#[test]
+fn racing_writers_leave_the_cache_agreeing_with_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = PartitionId(3);
+    let storage = Arc::new(open(dir.path()).unwrap());
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let storage = Arc::clone(&storage);
+            std::thread::spawn(move || {
+                for i in 0..2_000u32 {
+                    let key = [b'k', (i % 8) as u8];
+                    storage.put_object(p, &key, &[t, (i % 251) as u8]).unwrap();
+                    let _ = storage.get_object(p, &key).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let cached: Vec<_> = (0..8u8)
+        .map(|k| storage.get_object(p, &[b'k', k]).unwrap())
+        .collect();
+    storage.close().unwrap();
+    drop(storage);
+    let fresh = open(dir.path()).unwrap();
+    for (k, cached) in cached.into_iter().enumerate() {
+        assert_eq!(
+            cached,
+            fresh.get_object(p, &[b'k', k as u8]).unwrap(),
+            "key {k}"
+        );
+    }
 }
 
 #[test]

@@ -34,6 +34,12 @@ pub(super) async fn report_storage_stats(
             .set(stats.block_cache_usage_bytes as f64);
         metrics::gauge!(crate::metrics::ROCKSDB_MEMTABLE_BYTES).set(stats.memtable_bytes as f64);
         metrics::gauge!(crate::metrics::ROCKSDB_ESTIMATED_KEYS).set(stats.estimated_keys as f64);
+        metrics::gauge!(crate::metrics::STORAGE_OBJECT_CACHE_BYTES)
+            .set(stats.object_cache_bytes as f64);
+        metrics::counter!(crate::metrics::STORAGE_OBJECT_CACHE_LOOKUPS_TOTAL, "result" => "hit")
+            .absolute(stats.object_cache_hits);
+        metrics::counter!(crate::metrics::STORAGE_OBJECT_CACHE_LOOKUPS_TOTAL, "result" => "miss")
+            .absolute(stats.object_cache_misses);
     }
 }
 

@@ -178,6 +178,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         },
         block_cache_bytes: cfg.storage.block_cache_bytes,
         write_buffer_bytes: cfg.storage.write_buffer_bytes,
+        object_cache_bytes: cfg.storage.object_cache_bytes,
         min_free_bytes: cfg.storage.min_free_bytes,
         ..RocksOptions::default()
     };

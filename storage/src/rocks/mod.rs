@@ -1,6 +1,7 @@
 //! The RocksDB engine.
 
 mod disk;
+mod object_cache;
 mod open;
 mod options;
 
@@ -14,9 +15,10 @@ use rocksdb::{properties, Cache, ColumnFamily, FlushOptions, ReadOptions, WriteO
 
 use self::disk::DiskGuard;
 pub use self::disk::DiskStatus;
+use self::object_cache::ObjectCache;
 pub use self::options::{
     Compression, RocksOptions, DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES,
-    DEFAULT_WRITE_BUFFER_BYTES,
+    DEFAULT_OBJECT_CACHE_BYTES, DEFAULT_WRITE_BUFFER_BYTES,
 };
 use crate::batch::{
     check_key, BatchOp, Durability, Space, StorageStats, WriteBatch, MAX_KEY_BYTES,
@@ -50,6 +52,8 @@ pub struct RocksStorage {
     options: RocksOptions,
     path: PathBuf,
     disk: DiskGuard,
+    /// The objects this store wrote last (`object_cache.rs`).
+    objects: ObjectCache,
 }
 
 /// The database behind a [`RocksStorage`].
@@ -120,6 +124,7 @@ impl RocksStorage {
             write_options,
             memory_reads,
             no_stall_write_options,
+            objects: ObjectCache::new(options.object_cache_bytes),
             options,
             path: path.to_path_buf(),
             disk,
@@ -141,7 +146,10 @@ impl RocksStorage {
         if matches!(*guard, Handle::Closed) {
             return Err(StorageError::Closed);
         }
-        // The old handle holds the directory lock: release it first.
+        // The old handle holds the directory lock: release it first. The object cache
+        // stays: the new handle replays the log of every write that succeeded, and a
+        // failed write's objects were taken out of the cache. (Taking the cache's locks
+        // here could deadlock: a write holds them while it waits for this lock.)
         *guard = Handle::Lost;
         let db_opts = self.options.db_options(false);
         let families = open::check_column_families(&self.path, &db_opts)?;
@@ -295,7 +303,14 @@ impl Storage for RocksStorage {
         count_op("get", space);
         timed("get", || {
             check_key(key)?;
-            self.with_db(|db| Ok(db.get_cf(family(db, space)?, key)?))
+            self.with_db(|db| {
+                if space == Space::Objects {
+                    if let Some(value) = self.objects.get(key) {
+                        return Ok(Some(value));
+                    }
+                }
+                Ok(db.get_cf(family(db, space)?, key)?)
+            })
         })
     }
 
@@ -307,13 +322,18 @@ impl Storage for RocksStorage {
         count_op("get_cached", space);
         timed("get_cached", || {
             check_key(key)?;
-            self.with_db(
-                |db| match db.get_cf_opt(family(db, space)?, key, &self.memory_reads) {
+            self.with_db(|db| {
+                if space == Space::Objects {
+                    if let Some(value) = self.objects.get(key) {
+                        return Ok(Some(Some(value)));
+                    }
+                }
+                match db.get_cf_opt(family(db, space)?, key, &self.memory_reads) {
                     Ok(value) => Ok(Some(value)),
                     Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
                     Err(e) => Err(e.into()),
-                },
-            )
+                }
+            })
         })
     }
 
@@ -321,7 +341,15 @@ impl Storage for RocksStorage {
         count_batch(&batch);
         timed("write", || {
             batch.validate()?;
-            self.with_db_write(|db, options| Ok(db.write_opt(rocks_batch(db, &batch)?, options)?))
+            let cached = self.objects.lock_for(batch.ops());
+            let result = self
+                .with_db_write(|db, options| Ok(db.write_opt(rocks_batch(db, &batch)?, options)?));
+            match (cached, &result) {
+                (Some(cached), Ok(())) => cached.applied(batch.into_ops()),
+                (Some(cached), Err(_)) => cached.forget(batch.ops()),
+                (None, _) => {}
+            }
+            result
         })
     }
 
@@ -334,10 +362,25 @@ impl Storage for RocksStorage {
             if std::ptr::eq(options, &self.no_stall_write_options) {
                 return Ok(false);
             }
+            // A write elsewhere holds one of its objects' cache shards: leave this one
+            // to a thread that may wait.
+            let Ok(cached) = self.objects.try_lock_for(batch.ops()) else {
+                return Ok(false);
+            };
             let result = self.with_db(|db| {
                 Ok(db.write_opt(rocks_batch(db, &batch)?, &self.no_stall_write_options)?)
             });
-            match self.note_no_space(result) {
+            let result = self.note_no_space(result);
+            match (cached, &result) {
+                (Some(cached), Ok(())) => {
+                    count_batch(&batch);
+                    cached.applied(batch.into_ops());
+                    return Ok(true);
+                }
+                (Some(cached), Err(_)) => cached.forget(batch.ops()),
+                (None, _) => {}
+            }
+            match result {
                 Ok(()) => {
                     count_batch(&batch);
                     Ok(true)
@@ -386,9 +429,14 @@ impl Storage for RocksStorage {
     }
 
     fn stats(&self) -> StorageStats {
+        // Outside the database lock: writes take the cache's locks before it.
+        let (hits, misses, bytes) = self.objects.stats();
         let result = self.with_db(|db| {
             let mut stats = StorageStats {
                 block_cache_usage_bytes: self.cache.get_usage() as u64,
+                object_cache_bytes: bytes,
+                object_cache_hits: hits,
+                object_cache_misses: misses,
                 ..StorageStats::default()
             };
             for space in Space::ALL {
@@ -447,10 +495,14 @@ impl Storage for RocksStorage {
             // The last partition has no next prefix; every stored key is at most
             // MAX_KEY_BYTES long, so a longer all-0xFF key is above all of them.
             let end = end.unwrap_or_else(|| vec![0xFF; MAX_KEY_BYTES + 1]);
-            self.with_db_write(|db, options| {
-                let mut batch = rocksdb::WriteBatch::default();
-                batch.delete_range_cf(family(db, Space::Objects)?, &start, &end);
-                Ok(db.write_opt(batch, options)?)
+            // Every shard stays locked until the range is gone and the cache empty, so
+            // that no read finds a deleted object in it.
+            self.objects.clear_around(|| {
+                self.with_db_write(|db, options| {
+                    let mut batch = rocksdb::WriteBatch::default();
+                    batch.delete_range_cf(family(db, Space::Objects)?, &start, &end);
+                    Ok(db.write_opt(batch, options)?)
+                })
             })
         })
     }

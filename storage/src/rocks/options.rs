@@ -46,6 +46,10 @@ pub struct RocksOptions {
     /// still find room and RocksDB does not run out of space half-way. 0 disables the
     /// reserve (writes then run until the filesystem is full). Default 256 MiB.
     pub min_free_bytes: u64,
+    /// Capacity of the cache of the objects the store wrote last, which answers their
+    /// reads without RocksDB's memtable search (see `object_cache.rs`); 0 disables it.
+    /// Default 64 MiB.
+    pub object_cache_bytes: usize,
 }
 
 impl Default for RocksOptions {
@@ -59,6 +63,7 @@ impl Default for RocksOptions {
             max_background_jobs: 4,
             max_open_files: 1024,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            object_cache_bytes: DEFAULT_OBJECT_CACHE_BYTES,
         }
     }
 }
@@ -67,6 +72,9 @@ impl Default for RocksOptions {
 pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 256 * 1024 * 1024;
 /// Default memtable size: 128 MiB (see [`RocksOptions::write_buffer_bytes`]).
 pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 128 * 1024 * 1024;
+
+/// Default object cache: 64 MiB.
+pub const DEFAULT_OBJECT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Default free-space reserve: room for a few memtable flushes and a compaction.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
