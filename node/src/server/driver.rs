@@ -844,6 +844,28 @@ mod tests {
         );
     }
 
+    /// Runs `driver` until the client's `answer` comes (at most 60 s), stops it and the
+    /// endpoint, and gives the answer with the ops left in the storage queue.
+    async fn answer_and_queue(
+        driver: Driver,
+        input_rx: mpsc::Receiver<Inbound>,
+        done_rx: mpsc::UnboundedReceiver<Completion>,
+        answer: oneshot::Receiver<Response>,
+        endpoint: &Endpoint,
+        storage_rx: &crossbeam::channel::Receiver<(RequestId, StorageOp)>,
+    ) -> (Result<Response, oneshot::error::RecvError>, Vec<StorageOp>) {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+        let answered = tokio::time::timeout(Duration::from_secs(60), answer)
+            .await
+            .expect("no answer within 60 s")
+            .map(Response::unstamped);
+        let _ = shutdown_tx.send(true);
+        let _ = driver.await;
+        endpoint.close().await;
+        (answered, storage_rx.try_iter().map(|(_, op)| op).collect())
+    }
+
     /// A write that needs no wait runs on the driver's thread even while the storage
     /// queue holds other ops (the key's lock, not the queue, orders ops on one key);
     /// under group commit it joins the queue then, as the committer's room is counted
@@ -879,7 +901,6 @@ mod tests {
                 },
             });
             input_tx.try_send(put).unwrap();
-            let (shutdown_tx, shutdown_rx) = watch::channel(false);
             let mut driver = Driver::new(
                 engine,
                 clock,
@@ -892,15 +913,8 @@ mod tests {
             if group_commit {
                 driver = driver.with_group_commit(commit_tx, 1);
             }
-            let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
-            let answered = tokio::time::timeout(Duration::from_secs(60), answer)
-                .await
-                .expect("no answer within 60 s")
-                .map(Response::unstamped);
-            let _ = shutdown_tx.send(true);
-            let _ = driver.await;
-            endpoint.close().await;
-            let queued: Vec<_> = storage_rx.try_iter().map(|(_, op)| op).collect();
+            let (answered, queued) =
+                answer_and_queue(driver, input_rx, done_rx, answer, &endpoint, &storage_rx).await;
             if group_commit {
                 // Nobody runs the queue here: the write waits there until its deadline.
                 assert!(
@@ -954,7 +968,6 @@ mod tests {
                 (in_memory && matches!(op, StorageOp::Read { .. }))
                     .then_some(Ok(shoal_proto::StorageReply::Object(None)))
             });
-            let (shutdown_tx, shutdown_rx) = watch::channel(false);
             let driver = Driver::new(
                 engine,
                 clock,
@@ -964,15 +977,8 @@ mod tests {
                 done_tx,
             )
             .with_inline_ops(reads);
-            let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
-            let answered = tokio::time::timeout(Duration::from_secs(60), answer)
-                .await
-                .expect("no answer within 60 s")
-                .map(Response::unstamped);
-            let _ = shutdown_tx.send(true);
-            let _ = driver.await;
-            endpoint.close().await;
-            let queued: Vec<_> = storage_rx.try_iter().map(|(_, op)| op).collect();
+            let (answered, queued) =
+                answer_and_queue(driver, input_rx, done_rx, answer, &endpoint, &storage_rx).await;
             if in_memory {
                 match answered {
                     Ok(Response::Client(ClientResponse::Get(reply))) => assert!(!reply.found),
