@@ -15,7 +15,7 @@ use rocksdb::{properties, Cache, ColumnFamily, FlushOptions, ReadOptions, WriteO
 
 use self::disk::DiskGuard;
 pub use self::disk::DiskStatus;
-use self::object_cache::ObjectCache;
+use self::object_cache::{ObjectCache, WriteGuard};
 pub use self::options::{
     Compression, RocksOptions, DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES,
     DEFAULT_OBJECT_CACHE_BYTES, DEFAULT_WRITE_BUFFER_BYTES,
@@ -254,6 +254,13 @@ impl RocksStorage {
         })
     }
 
+    /// An object read answered by the object cache (`None` for other spaces and misses).
+    fn cached_object(&self, space: Space, key: &[u8]) -> Option<Vec<u8>> {
+        (space == Space::Objects)
+            .then(|| self.objects.get(key))
+            .flatten()
+    }
+
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.path
@@ -276,6 +283,16 @@ impl RocksStorage {
             Handle::Lost => Err(StorageError::DiskFull),
             Handle::Closed => Err(StorageError::Closed),
         }
+    }
+}
+
+/// Brings the object cache up to date once a write of `batch` ended (`written`: it
+/// succeeded), releasing the shards `cached` holds.
+fn settle(cached: Option<WriteGuard<'_>>, written: bool, batch: WriteBatch) {
+    match cached {
+        Some(cached) if written => cached.applied(batch.into_ops()),
+        Some(cached) => cached.forget(batch.ops()),
+        None => {}
     }
 }
 
@@ -303,13 +320,9 @@ impl Storage for RocksStorage {
         count_op("get", space);
         timed("get", || {
             check_key(key)?;
-            self.with_db(|db| {
-                if space == Space::Objects {
-                    if let Some(value) = self.objects.get(key) {
-                        return Ok(Some(value));
-                    }
-                }
-                Ok(db.get_cf(family(db, space)?, key)?)
+            self.with_db(|db| match self.cached_object(space, key) {
+                Some(value) => Ok(Some(value)),
+                None => Ok(db.get_cf(family(db, space)?, key)?),
             })
         })
     }
@@ -323,10 +336,8 @@ impl Storage for RocksStorage {
         timed("get_cached", || {
             check_key(key)?;
             self.with_db(|db| {
-                if space == Space::Objects {
-                    if let Some(value) = self.objects.get(key) {
-                        return Ok(Some(Some(value)));
-                    }
+                if let Some(value) = self.cached_object(space, key) {
+                    return Ok(Some(Some(value)));
                 }
                 match db.get_cf_opt(family(db, space)?, key, &self.memory_reads) {
                     Ok(value) => Ok(Some(value)),
@@ -344,11 +355,7 @@ impl Storage for RocksStorage {
             let cached = self.objects.lock_for(batch.ops());
             let result = self
                 .with_db_write(|db, options| Ok(db.write_opt(rocks_batch(db, &batch)?, options)?));
-            match (cached, &result) {
-                (Some(cached), Ok(())) => cached.applied(batch.into_ops()),
-                (Some(cached), Err(_)) => cached.forget(batch.ops()),
-                (None, _) => {}
-            }
+            settle(cached, result.is_ok(), batch);
             result
         })
     }
@@ -371,20 +378,12 @@ impl Storage for RocksStorage {
                 Ok(db.write_opt(rocks_batch(db, &batch)?, &self.no_stall_write_options)?)
             });
             let result = self.note_no_space(result);
-            match (cached, &result) {
-                (Some(cached), Ok(())) => {
-                    count_batch(&batch);
-                    cached.applied(batch.into_ops());
-                    return Ok(true);
-                }
-                (Some(cached), Err(_)) => cached.forget(batch.ops()),
-                (None, _) => {}
+            if result.is_ok() {
+                count_batch(&batch);
             }
+            settle(cached, result.is_ok(), batch);
             match result {
-                Ok(()) => {
-                    count_batch(&batch);
-                    Ok(true)
-                }
+                Ok(()) => Ok(true),
                 // `no_slowdown`: RocksDB gives up instead of stalling or slowing down.
                 Err(StorageError::Rocks(message)) if message.contains("Write stall") => Ok(false),
                 Err(e) => Err(e),
