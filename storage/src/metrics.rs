@@ -3,6 +3,9 @@
 
 use std::time::Instant;
 
+use metrics::{Counter, Histogram};
+use shoal_metric_handles::Handles;
+
 use crate::batch::{BatchOp, Space, WriteBatch};
 use crate::error::StorageError;
 
@@ -29,9 +32,15 @@ pub const WRITE_STALL_RETRIES_TOTAL: &str = "shoal_storage_write_stall_retries_t
 /// Gauge, in bytes: free space of the data directory's filesystem at the last check.
 pub const FREE_BYTES: &str = "shoal_storage_free_bytes";
 
+// The per-operation metrics' handles, resolved once per label set (the node installs its
+// recorder before it opens its store; see `shoal_metric_handles`).
+static OPS: Handles<Counter, 2> = Handles::counter(OPS_TOTAL, ["op", "space"]);
+static BATCH_BYTES: Handles<Histogram, 0> = Handles::histogram(WRITE_BATCH_BYTES, []);
+static DURATION: Handles<Histogram, 1> = Handles::histogram(OP_DURATION_SECONDS, ["op"]);
+
 /// Counts one operation of kind `op` on `space`.
 pub(crate) fn count_op(op: &'static str, space: Space) {
-    metrics::counter!(OPS_TOTAL, "op" => op, "space" => space.name()).increment(1);
+    OPS.get([op, space.name()]).increment(1);
 }
 
 /// Counts a batch's operations per kind and space (one counter update per non-empty cell,
@@ -48,13 +57,13 @@ pub(crate) fn count_batch(batch: &WriteBatch) {
     for space in Space::ALL {
         let (p, d) = (puts[space.index()], deletes[space.index()]);
         if p > 0 {
-            metrics::counter!(OPS_TOTAL, "op" => "put", "space" => space.name()).increment(p);
+            OPS.get(["put", space.name()]).increment(p);
         }
         if d > 0 {
-            metrics::counter!(OPS_TOTAL, "op" => "delete", "space" => space.name()).increment(d);
+            OPS.get(["delete", space.name()]).increment(d);
         }
     }
-    metrics::histogram!(WRITE_BATCH_BYTES).record(batch.size_bytes() as f64);
+    BATCH_BYTES.one().record(batch.size_bytes() as f64);
 }
 
 /// Runs one engine call, recording its duration and, if it fails, an error.
@@ -64,7 +73,7 @@ pub(crate) fn timed<T>(
 ) -> Result<T, StorageError> {
     let start = Instant::now();
     let result = call();
-    metrics::histogram!(OP_DURATION_SECONDS, "op" => op).record(start.elapsed().as_secs_f64());
+    DURATION.get([op]).record(start.elapsed().as_secs_f64());
     if let Err(error) = &result {
         metrics::counter!(ERRORS_TOTAL, "op" => op).increment(1);
         tracing::debug!(op, %error, "storage operation failed");

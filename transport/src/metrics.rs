@@ -3,6 +3,16 @@
 
 use std::time::Duration;
 
+use metrics::{Counter, Gauge, Histogram};
+use shoal_metric_handles::Handles;
+
+// The per-request metrics' handles, resolved once per label set (the node installs its
+// recorder before it serves; see `shoal_metric_handles`).
+static REQUESTS: Handles<Counter, 2> = Handles::counter(REQUESTS_TOTAL, ["direction", "result"]);
+static DURATION: Handles<Histogram, 0> = Handles::histogram(REQUEST_DURATION_SECONDS, []);
+static BYTES: Handles<Counter, 1> = Handles::counter(BYTES_TOTAL, ["direction"]);
+static INFLIGHT: Handles<Gauge, 1> = Handles::gauge(INFLIGHT_BYTES, ["role"]);
+
 /// Requests, by `direction` (`out`: sent by us, `in`: served) and `result` (`ok` or an
 /// error label).
 pub const REQUESTS_TOTAL: &str = "shoal_transport_requests_total";
@@ -87,11 +97,11 @@ pub fn describe_metrics() {
 }
 
 pub(crate) fn request(direction: &'static str, result: &'static str) {
-    metrics::counter!(REQUESTS_TOTAL, "direction" => direction, "result" => result).increment(1);
+    REQUESTS.get([direction, result]).increment(1);
 }
 
 pub(crate) fn request_duration(elapsed: Duration) {
-    metrics::histogram!(REQUEST_DURATION_SECONDS).record(elapsed.as_secs_f64());
+    DURATION.one().record(elapsed.as_secs_f64());
 }
 
 pub(crate) fn connection_opened() {
@@ -116,7 +126,7 @@ pub(crate) fn frame_error(kind: &'static str) {
 
 pub(crate) fn bytes(direction: &'static str, frame_payload_len: usize) {
     let total = (frame_payload_len + crate::frame::PREFIX_BYTES) as u64;
-    metrics::counter!(BYTES_TOTAL, "direction" => direction).increment(total);
+    BYTES.get([direction]).increment(total);
 }
 
 /// Guard that keeps a connection counted in [`CONNECTIONS`] until dropped.
@@ -136,7 +146,7 @@ impl Drop for OpenConnection {
 }
 
 pub(crate) fn inflight_bytes(role: &'static str, bytes: f64) {
-    metrics::gauge!(INFLIGHT_BYTES, "role" => role).set(bytes);
+    INFLIGHT.get([role]).set(bytes);
 }
 
 pub(crate) fn request_refused(reason: &'static str) {

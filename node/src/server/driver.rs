@@ -22,10 +22,10 @@ use shoal_transport::{Endpoint, TransportError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::handler;
-use super::handles::Handles;
 use super::peer_versions::PeerVersions;
 use super::{Completion, Inbound};
 use shoal_executor::Executor;
+use shoal_metric_handles::Handles;
 
 static STORAGE_OP_DURATION: Handles<metrics::Histogram, 1> =
     Handles::histogram(crate::metrics::EXECUTOR_OP_DURATION_SECONDS, ["op"]);

@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::backup::Backups;
-use super::handles::Handles;
 use super::Inbound;
+use shoal_metric_handles::Handles;
 
 static WIRE_REQUESTS: Handles<metrics::Counter, 2> =
     Handles::counter(crate::metrics::WIRE_REQUESTS_TOTAL, ["role", "version"]);

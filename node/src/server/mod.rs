@@ -32,7 +32,6 @@ pub(crate) mod backup;
 mod driver;
 mod group_commit;
 mod handler;
-mod handles;
 pub mod health;
 pub(crate) mod http;
 mod peer_versions;

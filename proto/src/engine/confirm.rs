@@ -139,7 +139,9 @@ impl Engine {
 
     /// A client data request while confirming: refused, retryable, nothing done.
     pub(super) fn refuse_unconfirmed(&mut self, id: InboundId, req: &ClientRequest) {
-        metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "confirming_layout")
+        self.meters
+            .requests
+            .get([req.op_name(), "confirming_layout"])
             .increment(1);
         let needed = super::forward::quorum_of(req, &self.cfg);
         self.respond_client(

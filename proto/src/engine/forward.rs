@@ -48,7 +48,9 @@ impl Engine {
             .collect();
         if candidates.is_empty() {
             let needed = quorum_of(&request, &self.cfg);
-            metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => request.op_name(), "result" => "unavailable")
+            self.meters
+                .requests
+                .get([request.op_name(), "unavailable"])
                 .increment(1);
             self.respond_client(
                 inbound,

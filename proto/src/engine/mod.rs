@@ -25,6 +25,7 @@ mod confirm;
 mod forward;
 mod handoff;
 mod layout_sync;
+mod meters;
 mod placement;
 mod quorum;
 mod read;
@@ -268,6 +269,8 @@ pub struct Engine {
     restore: Option<restore::Restore>,
     /// Layout agreement: Paxos, staged changes, candidates (`layout_sync.rs`).
     agree: layout_sync::Agreement,
+    /// The per-request metrics' handles, resolved under the recorder the engine runs in.
+    meters: meters::Meters,
 }
 
 /// Why an engine could not be built.
@@ -377,6 +380,7 @@ impl Engine {
             placement: placement::Placement::default(),
             restore: None,
             agree: layout_sync::Agreement::default(),
+            meters: meters::Meters::new(),
         };
         // Spread the periodic work over its first interval so nodes started together
         // do not act in lock-step.
@@ -697,8 +701,7 @@ impl Engine {
 
     fn send(&mut self, to: NodeId, request: PeerRequest, timeout: Duration, waiter: Waiter) {
         let id = self.next_request_id();
-        metrics::counter!(crate::metrics::PEER_REQUESTS_SENT_TOTAL, "op" => request.op_name())
-            .increment(1);
+        self.meters.peer_sent.get([request.op_name()]).increment(1);
         self.pending.insert(
             id,
             Pending {
@@ -873,8 +876,7 @@ impl Engine {
     // ---- client requests ----
 
     fn handle_client(&mut self, id: InboundId, req: ClientRequest, forwarded: bool) {
-        metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_RECEIVED_TOTAL, "op" => req.op_name())
-            .increment(1);
+        self.meters.received.get([req.op_name()]).increment(1);
         match req {
             ClientRequest::ClusterInfo => {
                 let info = self.cluster_info();
@@ -909,7 +911,9 @@ impl Engine {
             | ClientRequest::Delete { .. }
                 if self.is_candidate() =>
             {
-                metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "candidate")
+                self.meters
+                    .requests
+                    .get([req.op_name(), "candidate"])
                     .increment(1);
                 // A candidate holds no partitions: the client tries another node.
                 self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
@@ -919,7 +923,9 @@ impl Engine {
             | ClientRequest::Delete { .. }
                 if self.is_fenced() =>
             {
-                metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "fenced")
+                self.meters
+                    .requests
+                    .get([req.op_name(), "fenced"])
                     .increment(1);
                 let why = format!(
                     "node {} was removed from the cluster (layout version {}) and is fenced; \
@@ -934,7 +940,9 @@ impl Engine {
             | ClientRequest::Delete { .. }
                 if self.restoring() =>
             {
-                metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "restoring")
+                self.meters
+                    .requests
+                    .get([req.op_name(), "restoring"])
                     .increment(1);
                 // The client tries another node (see `restore.rs`).
                 self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
@@ -954,13 +962,17 @@ impl Engine {
 
     fn handle_keyed(&mut self, id: InboundId, req: ClientRequest, forwarded: bool) {
         if let Err(e) = self.validate_keyed(&req) {
-            metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "invalid")
+            self.meters
+                .requests
+                .get([req.op_name(), "invalid"])
                 .increment(1);
             self.respond_client(id, ClientResponse::Error(e));
             return;
         }
         if self.inflight() >= self.cfg.limits.max_inflight_requests {
-            metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => req.op_name(), "result" => "overloaded")
+            self.meters
+                .requests
+                .get([req.op_name(), "overloaded"])
                 .increment(1);
             self.respond_client(id, ClientResponse::Error(RequestError::Overloaded));
             return;

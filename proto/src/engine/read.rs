@@ -277,8 +277,7 @@ impl Engine {
             return;
         }
         op.asked_all = true;
-        metrics::counter!(crate::metrics::READS_ALL_REPLICAS_TOTAL, "reason" => reason.label())
-            .increment(1);
+        self.meters.all_replicas.get([reason.label()]).increment(1);
     }
 
     /// Asks up to `count` more replicas of read `id`, in the order the quorum prefers,
@@ -368,15 +367,13 @@ impl Engine {
         let charge = local_len.saturating_mul(copies);
         let deferred = std::mem::take(&mut op.deferred);
         if !deferred.is_empty() && in_use > 0 && in_use.saturating_add(charge) > budget {
-            metrics::counter!(crate::metrics::COORDINATOR_READS_DEFERRED_TOTAL, "outcome" => "overloaded")
-                .increment(1);
+            self.meters.reads_deferred.get(["overloaded"]).increment(1);
             self.answer_read_error(id, RequestError::Overloaded);
             self.end_read(id);
             return false;
         }
         if !deferred.is_empty() {
-            metrics::counter!(crate::metrics::COORDINATOR_READS_DEFERRED_TOTAL, "outcome" => "sent")
-                .increment(1);
+            self.meters.reads_deferred.get(["sent"]).increment(1);
         }
         op.held = op.held.saturating_add(charge);
         let (partition, key) = (op.partition, op.key.clone());
@@ -390,8 +387,7 @@ impl Engine {
     /// Adds `add` to and takes `release` from the bytes the reads hold, and exports them.
     fn charge_read_bytes(&mut self, add: usize, release: usize) {
         self.read_bytes = self.read_bytes.saturating_add(add).saturating_sub(release);
-        metrics::gauge!(crate::metrics::COORDINATOR_READ_INFLIGHT_BYTES)
-            .set(self.read_bytes as f64);
+        self.meters.read_inflight.one().set(self.read_bytes as f64);
     }
 
     /// Bytes of replica copies the reads this node coordinates hold now.
@@ -474,9 +470,13 @@ impl Engine {
                     op.answered = true;
                     let (inbound, op_name) = (op.inbound, op.op_name());
                     let elapsed = self.mono.saturating_since(op.started);
-                    metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => outcome_label(&Ok(())))
+                    self.meters
+                        .requests
+                        .get([op_name, outcome_label(&Ok(()))])
                         .increment(1);
-                    metrics::histogram!(crate::metrics::COORDINATOR_DURATION_SECONDS, "op" => op_name)
+                    self.meters
+                        .duration
+                        .get([op_name])
                         .record(elapsed.as_secs_f64());
                     self.aae.observe_foreground(elapsed);
                     let key = op.key.clone();
@@ -544,13 +544,14 @@ impl Engine {
         op.answered = true;
         let (inbound, op_name) = (op.inbound, op.op_name());
         let label = outcome_label(&Err(err.clone()));
-        metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => label)
-            .increment(1);
+        self.meters.requests.get([op_name, label]).increment(1);
         if matches!(
             err,
             RequestError::Unavailable { .. } | RequestError::Timeout { .. }
         ) {
-            metrics::counter!(crate::metrics::QUORUM_FAILURES_TOTAL, "op" => op_name, "kind" => label)
+            self.meters
+                .quorum_failures
+                .get([op_name, label])
                 .increment(1);
         }
         self.respond_client(inbound, ClientResponse::Error(err));

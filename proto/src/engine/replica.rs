@@ -40,7 +40,9 @@ fn unexpected_reply(kind: ReplicaKind, reply: StorageReply) -> PeerResponse {
 
 impl Engine {
     pub(super) fn handle_peer(&mut self, id: InboundId, from: NodeId, req: PeerRequest) {
-        metrics::counter!(crate::metrics::REPLICA_REQUESTS_TOTAL, "op" => req.op_name())
+        self.meters
+            .replica_requests
+            .get([req.op_name()])
             .increment(1);
         if self.restoring()
             && matches!(

@@ -205,9 +205,13 @@ impl Engine {
         op_name: &'static str,
         short: super::quorum::Shortfall,
     ) {
-        metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => "unavailable")
+        self.meters
+            .requests
+            .get([op_name, "unavailable"])
             .increment(1);
-        metrics::counter!(crate::metrics::QUORUM_FAILURES_TOTAL, "op" => op_name, "kind" => "unavailable")
+        self.meters
+            .quorum_failures
+            .get([op_name, "unavailable"])
             .increment(1);
         self.respond_client(inbound, ClientResponse::Error(short.into()));
     }
@@ -223,8 +227,7 @@ impl Engine {
                 return;
             }
             Ok(StorageReply::TooManySiblings { siblings, max }) => {
-                metrics::counter!(crate::metrics::SIBLING_LIMIT_TOTAL, "event" => "refused")
-                    .increment(1);
+                self.meters.sibling_limit.get(["refused"]).increment(1);
                 let limit = max;
                 self.fail_write(id, RequestError::TooManySiblings { siblings, limit });
                 return;
@@ -431,9 +434,13 @@ impl Engine {
                     let inbound = op.inbound;
                     let elapsed = self.mono.saturating_since(op.started);
                     let response = op.reply.take();
-                    metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => outcome_label(&Ok(())))
+                    self.meters
+                        .requests
+                        .get([op_name, outcome_label(&Ok(()))])
                         .increment(1);
-                    metrics::histogram!(crate::metrics::COORDINATOR_DURATION_SECONDS, "op" => op_name)
+                    self.meters
+                        .duration
+                        .get([op_name])
                         .record(elapsed.as_secs_f64());
                     self.aae.observe_foreground(elapsed);
                     if let Some(r) = response {
@@ -471,15 +478,16 @@ impl Engine {
         let op_name = op.op_name();
         let inbound = op.inbound;
         let label = outcome_label(&Err(err.clone()));
-        metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => op_name, "result" => label)
-            .increment(1);
+        self.meters.requests.get([op_name, label]).increment(1);
         if matches!(
             err,
             RequestError::Unavailable { .. }
                 | RequestError::Timeout { .. }
                 | RequestError::Incomplete { .. }
         ) {
-            metrics::counter!(crate::metrics::QUORUM_FAILURES_TOTAL, "op" => op_name, "kind" => label)
+            self.meters
+                .quorum_failures
+                .get([op_name, label])
                 .increment(1);
         }
         op.reply = None;
@@ -501,8 +509,7 @@ impl Engine {
         if let Some(acked_at) = op.acked_at {
             if op.quorum.primary_answers() >= op.replicas {
                 let lag = op.last_primary_ack.saturating_since(acked_at);
-                metrics::histogram!(crate::metrics::REPLICATION_LAG_SECONDS)
-                    .record(lag.as_secs_f64());
+                self.meters.replication_lag.one().record(lag.as_secs_f64());
             } else {
                 metrics::counter!(crate::metrics::REPLICATION_LAG_UNFINISHED_TOTAL).increment(1);
             }
@@ -553,7 +560,9 @@ impl Engine {
         deadline: Monotonic,
     ) {
         if !read.is_found() {
-            metrics::counter!(crate::metrics::COORDINATOR_REQUESTS_TOTAL, "op" => "delete", "result" => outcome_label(&Ok(())))
+            self.meters
+                .requests
+                .get(["delete", outcome_label(&Ok(()))])
                 .increment(1);
             let context = read.context();
             self.respond_client(inbound, ClientResponse::Delete(WriteReply { context }));
@@ -585,8 +594,8 @@ impl Engine {
     /// merge reply does not carry the key: its warning names none.
     pub(super) fn observe_object(&self, op: &'static str, key: Option<&[u8]>, shape: ObjectShape) {
         let ObjectShape { siblings, bytes } = shape;
-        metrics::histogram!(crate::metrics::OBJECT_SIBLINGS, "op" => op).record(siblings as f64);
-        metrics::histogram!(crate::metrics::OBJECT_SIZE_BYTES, "op" => op).record(bytes as f64);
+        self.meters.siblings.get([op]).record(siblings as f64);
+        self.meters.sizes.get([op]).record(bytes as f64);
         let limits = &self.cfg.limits;
         if op == "read" || siblings <= limits.sibling_warn {
             return;
@@ -596,7 +605,7 @@ impl Engine {
         } else {
             ("warned", limits.sibling_warn)
         };
-        metrics::counter!(crate::metrics::SIBLING_LIMIT_TOTAL, "event" => event).increment(1);
+        self.meters.sibling_limit.get([event]).increment(1);
         let shown = key
             .map(|k| &k[..k.len().min(LOGGED_KEY_BYTES)])
             .unwrap_or_default();
