@@ -147,7 +147,7 @@ fn resolve(
     }
 }
 
-/// Every `counter!`/`gauge!`/`histogram!` call (and `Handles::counter`/`histogram`) of the `.rs` files under `dirs` (relative
+/// Every `counter!`/`gauge!`/`histogram!` call (and `Handles::counter`/`gauge`/`histogram`) of the `.rs` files under `dirs` (relative
 /// to the repository root), with its name resolved through string constants of the same
 /// files. Panics on a call whose name it cannot resolve, so that a new way of naming a
 /// metric is not silently missed.
@@ -176,8 +176,9 @@ fn emissions(dirs: &[&str]) -> Vec<Emission> {
             ("counter!", MetricKind::Counter),
             ("gauge!", MetricKind::Gauge),
             ("histogram!", MetricKind::Histogram),
-            // The node's cached handles (`node/src/server/handles.rs`).
+            // Cached handles (`shoal-metric-handles`).
             ("Handles::counter", MetricKind::Counter),
+            ("Handles::gauge", MetricKind::Gauge),
             ("Handles::histogram", MetricKind::Histogram),
         ] {
             let mut from = 0;
