@@ -109,8 +109,8 @@ pub struct StorageConfig {
     pub block_cache_bytes: usize,
     /// Memtable size, in bytes.
     pub write_buffer_bytes: usize,
-    /// Cache of the objects this node wrote last, in bytes: reads of them skip RocksDB's
-    /// memtable search. 0 disables it.
+    /// Cache of the objects this node wrote or read last, in bytes: reads of them skip
+    /// RocksDB's memtable search. 0 disables it.
     pub object_cache_bytes: usize,
     /// Free space, in bytes, kept on the data directory's filesystem: below it the node
     /// refuses writes with `DiskFull` (reads are still served) until space is freed.

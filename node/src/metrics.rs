@@ -98,7 +98,7 @@ pub const ROCKSDB_BLOCK_CACHE_USAGE_BYTES: &str = "shoal_rocksdb_block_cache_usa
 pub const ROCKSDB_MEMTABLE_BYTES: &str = "shoal_rocksdb_memtable_bytes";
 /// Gauge: RocksDB's estimate of the number of keys.
 pub const ROCKSDB_ESTIMATED_KEYS: &str = "shoal_rocksdb_estimated_keys";
-/// Gauge, in bytes: memory held by the cache of recently written objects
+/// Gauge, in bytes: memory held by the cache of recently written and read objects
 /// (`storage.object_cache_bytes`).
 pub const STORAGE_OBJECT_CACHE_BYTES: &str = "shoal_storage_object_cache_bytes";
 /// Counter, by `result` (`hit`, `miss`): object reads looked up in that cache.
@@ -277,8 +277,8 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (ROCKSDB_BLOCK_CACHE_USAGE_BYTES, MetricKind::Gauge, "Memory held by the block cache (bounded by storage.block_cache_bytes)"),
     (ROCKSDB_MEMTABLE_BYTES, MetricKind::Gauge, "Memory held by memtables (bounded by storage.write_buffer_bytes per column family)"),
     (ROCKSDB_ESTIMATED_KEYS, MetricKind::Gauge, "RocksDB's estimate of the number of keys (objects, hints and metadata)"),
-    (STORAGE_OBJECT_CACHE_BYTES, MetricKind::Gauge, "Memory held by the cache of recently written objects (bounded by storage.object_cache_bytes), refreshed every 5 s"),
-    (STORAGE_OBJECT_CACHE_LOOKUPS_TOTAL, MetricKind::Counter, "Object reads looked up in the cache of recently written objects, by result (hit, miss), refreshed every 5 s"),
+    (STORAGE_OBJECT_CACHE_BYTES, MetricKind::Gauge, "Memory held by the cache of recently written and read objects (bounded by storage.object_cache_bytes), refreshed every 5 s"),
+    (STORAGE_OBJECT_CACHE_LOOKUPS_TOTAL, MetricKind::Counter, "Object reads looked up in the cache of recently written and read objects, by result (hit, miss), refreshed every 5 s"),
     (transport::REQUESTS_TOTAL, MetricKind::Counter, "Request/response exchanges on QUIC streams, both directions"),
     (transport::REQUEST_DURATION_SECONDS, MetricKind::Histogram, "Duration of outgoing requests, connection setup included"),
     (transport::CONNECTIONS, MetricKind::Gauge, "Open QUIC connections, both directions"),

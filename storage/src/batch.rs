@@ -295,7 +295,7 @@ pub struct StorageStats {
     pub memtable_bytes: u64,
     /// Estimated number of keys over all spaces (`estimate-num-keys`; exact in memory).
     pub estimated_keys: u64,
-    /// Bytes held by the RocksDB engine's cache of recently written objects; 0 in memory.
+    /// Bytes held by the RocksDB engine's cache of recently written and read objects; 0 in memory.
     pub object_cache_bytes: u64,
     /// Object reads that cache answered, since the store opened.
     pub object_cache_hits: u64,

@@ -218,14 +218,15 @@ fn the_object_cache_answers_what_was_written_and_forgets_what_was_deleted() {
     assert_eq!(storage.stats().object_cache_misses, misses);
 }
 
-/// Writers racing on a few keys from several threads: afterwards every key reads the
-/// same through the cache as from a fresh open of the store (RocksDB alone).
+/// Writers racing on a few keys from several threads, beside readers whose misses fill
+/// the cache: afterwards every key reads the same through the cache as from a fresh
+/// open of the store (RocksDB alone).
 #[test]
-fn racing_writers_leave_the_cache_agreeing_with_the_store() {
+fn racing_writers_and_readers_leave_the_cache_agreeing_with_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let p = PartitionId(3);
     let storage = Arc::new(open(dir.path()).unwrap());
-    let threads: Vec<_> = (0..4u8)
+    let mut threads: Vec<_> = (0..4u8)
         .map(|t| {
             let storage = Arc::clone(&storage);
             std::thread::spawn(move || {
@@ -237,6 +238,19 @@ fn racing_writers_leave_the_cache_agreeing_with_the_store() {
             })
         })
         .collect();
+    threads.extend((0..2u8).map(|r| {
+        let storage = Arc::clone(&storage);
+        std::thread::spawn(move || {
+            for i in 0..4_000u32 {
+                let key = [b'k', ((i + u32::from(r)) % 8) as u8];
+                if r == 0 {
+                    let _ = storage.get_object(p, &key).unwrap();
+                } else {
+                    let _ = storage.get_object_cached(p, &key).unwrap();
+                }
+            }
+        })
+    }));
     for t in threads {
         t.join().unwrap();
     }
@@ -253,6 +267,46 @@ fn racing_writers_leave_the_cache_agreeing_with_the_store() {
             "key {k}"
         );
     }
+}
+
+/// Objects no write of this run touched (the cache starts empty at open) are cached
+/// once read, from disk or from memory: the next read of each is a hit.
+#[test]
+fn objects_read_once_are_answered_from_the_cache_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = PartitionId(4);
+    {
+        let storage = open(dir.path()).unwrap();
+        storage.put_object(p, b"disk", b"1").unwrap();
+        storage.put_object(p, b"memory", b"2").unwrap();
+        storage.close().unwrap();
+    }
+    let storage = open(dir.path()).unwrap();
+    assert_eq!(storage.stats().object_cache_bytes, 0);
+    assert_eq!(
+        storage.get_object(p, b"disk").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        storage.get_object_cached(p, b"memory").unwrap(),
+        Some(Some(b"2".to_vec()))
+    );
+    // A key that is not there is not cached (nothing to hold).
+    assert_eq!(storage.get_object(p, b"absent").unwrap(), None);
+    let before = storage.stats();
+    assert!(before.object_cache_bytes > 0);
+    assert_eq!(
+        storage.get_object_cached(p, b"disk").unwrap(),
+        Some(Some(b"1".to_vec()))
+    );
+    assert_eq!(
+        storage.get_object(p, b"memory").unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert_eq!(storage.get_object(p, b"absent").unwrap(), None);
+    let after = storage.stats();
+    assert_eq!(after.object_cache_hits, before.object_cache_hits + 2);
+    assert_eq!(after.object_cache_misses, before.object_cache_misses + 1);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use rocksdb::{properties, Cache, ColumnFamily, FlushOptions, ReadOptions, WriteO
 
 use self::disk::DiskGuard;
 pub use self::disk::DiskStatus;
-use self::object_cache::{ObjectCache, WriteGuard};
+use self::object_cache::{Lookup, ObjectCache, WriteGuard};
 pub use self::options::{
     Compression, RocksOptions, DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES,
     DEFAULT_OBJECT_CACHE_BYTES, DEFAULT_WRITE_BUFFER_BYTES,
@@ -52,7 +52,7 @@ pub struct RocksStorage {
     options: RocksOptions,
     path: PathBuf,
     disk: DiskGuard,
-    /// The objects this store wrote last (`object_cache.rs`).
+    /// The objects this store wrote or read last (`object_cache.rs`).
     objects: ObjectCache,
 }
 
@@ -254,11 +254,27 @@ impl RocksStorage {
         })
     }
 
-    /// An object read answered by the object cache (`None` for other spaces and misses).
-    fn cached_object(&self, space: Space, key: &[u8]) -> Option<Vec<u8>> {
-        (space == Space::Objects)
-            .then(|| self.objects.get(key))
-            .flatten()
+    /// Reads `key` in `space` from the object cache, or else with `read` (RocksDB), and
+    /// caches an object `read` found (see `object_cache.rs`). `read` gives `None` when
+    /// it could not tell (a read from memory only).
+    fn read_through(
+        &self,
+        space: Space,
+        key: &[u8],
+        read: impl FnOnce() -> Result<Option<Option<Vec<u8>>>, StorageError>,
+    ) -> Result<Option<Option<Vec<u8>>>, StorageError> {
+        if space != Space::Objects {
+            return read();
+        }
+        let ticket = match self.objects.lookup(key) {
+            Lookup::Hit(value) => return Ok(Some(Some(value))),
+            Lookup::Miss(ticket) => ticket,
+        };
+        let found = read()?;
+        if let (Some(ticket), Some(Some(value))) = (ticket, &found) {
+            self.objects.fill(key, ticket, value);
+        }
+        Ok(found)
     }
 
     /// The data directory.
@@ -320,9 +336,10 @@ impl Storage for RocksStorage {
         count_op("get", space);
         timed("get", || {
             check_key(key)?;
-            self.with_db(|db| match self.cached_object(space, key) {
-                Some(value) => Ok(Some(value)),
-                None => Ok(db.get_cf(family(db, space)?, key)?),
+            self.with_db(|db| {
+                let found = self
+                    .read_through(space, key, || Ok(Some(db.get_cf(family(db, space)?, key)?)))?;
+                Ok(found.flatten())
             })
         })
     }
@@ -336,14 +353,13 @@ impl Storage for RocksStorage {
         timed("get_cached", || {
             check_key(key)?;
             self.with_db(|db| {
-                if let Some(value) = self.cached_object(space, key) {
-                    return Ok(Some(Some(value)));
-                }
-                match db.get_cf_opt(family(db, space)?, key, &self.memory_reads) {
-                    Ok(value) => Ok(Some(value)),
-                    Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
-                    Err(e) => Err(e.into()),
-                }
+                self.read_through(space, key, || {
+                    match db.get_cf_opt(family(db, space)?, key, &self.memory_reads) {
+                        Ok(value) => Ok(Some(value)),
+                        Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => Ok(None),
+                        Err(e) => Err(e.into()),
+                    }
+                })
             })
         })
     }

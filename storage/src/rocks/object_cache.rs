@@ -1,17 +1,25 @@
-//! A write-through cache of recently written objects in front of RocksDB.
+//! A cache of the objects written and read last, in front of RocksDB.
 //!
 //! Under load a node's top symbol was RocksDB's memtable skip-list search: every write
 //! reads its object first (to merge into it) and the keys written recently, the hot ones,
 //! live in memtables of ~100,000 entries, each search a chain of cache misses. This cache
-//! holds the values the store itself wrote last, keyed by their stored key, so a read of
+//! holds the values the store wrote or read last, keyed by their stored key, so a read of
 //! such a key is one hash lookup.
 //!
-//! Only writes fill it: a read that misses goes to RocksDB and leaves the cache alone, as a
-//! value read there may already be older than one a concurrent write is about to cache.
-//! A write holds the locks of its keys' shards across its RocksDB write and the cache
-//! update, so two writes of one key update the cache in the order RocksDB applied them,
-//! and a cached value is always the one RocksDB holds. A read tries its shard's lock and,
-//! when a write holds it, reads RocksDB instead (never waiting for a write).
+//! Writes fill it, and so do reads that miss: under a read-heavy load the hot keys are
+//! ones no write touched since the node started. A write holds the locks of its keys'
+//! shards across its RocksDB write and the cache update, so two writes of one key update
+//! the cache in the order RocksDB applied them, and a cached value is always the one
+//! RocksDB holds. A read tries its shard's lock and, when a write holds it, reads RocksDB
+//! instead (never waiting for a write).
+//!
+//! A read that misses must not cache what it then reads from RocksDB if a write of the
+//! shard came in between: that value may be older than the one the write just cached.
+//! So every write that locks a shard advances the shard's generation; the miss hands the
+//! reader a [`FillTicket`] with the generation it saw, and [`ObjectCache::fill`] caches
+//! the value only if the generation is unchanged (no write entered the shard since the
+//! lookup, so the value read after it is the one RocksDB holds) and the key is not
+//! cached meanwhile.
 //!
 //! Bounds: `capacity` bytes (keys, values and a fixed overhead per entry), split evenly
 //! over the shards; each evicts by second chance (an entry read since it was last
@@ -29,6 +37,31 @@ const SHARDS: usize = 64;
 /// Bytes counted per entry besides its key and value (map slot, queue slot, allocations).
 const ENTRY_OVERHEAD: usize = 96;
 
+/// What a read that missed needs to cache the value it then reads from RocksDB
+/// ([`ObjectCache::fill`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FillTicket {
+    shard: usize,
+    generation: u64,
+}
+
+/// What [`ObjectCache::lookup`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// The value the store holds for the key.
+    Hit(Vec<u8>),
+    /// Not cached; with a ticket to cache what RocksDB holds, unless a write held the
+    /// shard (or the cache is off).
+    Miss(Option<FillTicket>),
+}
+
+/// Locks `shard` for a write, advancing its generation.
+fn lock_for_write(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    let mut guard = lock(shard);
+    guard.generation += 1;
+    guard
+}
+
 /// The cache; a capacity of 0 disables it (every lookup misses, writes store nothing).
 pub(crate) struct ObjectCache {
     shards: Box<[Mutex<Shard>]>,
@@ -40,6 +73,8 @@ pub(crate) struct ObjectCache {
 #[derive(Default)]
 struct Shard {
     map: HashMap<Vec<u8>, Slot>,
+    /// Advanced by every write that locks the shard (see the module doc).
+    generation: u64,
     /// Keys in insertion order, for eviction; may hold keys no longer in `map`.
     order: VecDeque<Vec<u8>>,
     bytes: usize,
@@ -207,26 +242,58 @@ impl ObjectCache {
         self.shard_capacity > 0
     }
 
-    /// The value the store last wrote for objects key `key`, if cached; `None` also when
-    /// a write holds its shard.
+    /// The value the store holds for objects key `key`, if cached; `None` also when a
+    /// write holds its shard.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        if !self.enabled() {
-            return None;
+        match self.lookup(key) {
+            Lookup::Hit(value) => Some(value),
+            Lookup::Miss(_) => None,
         }
-        let found = match self.shards[shard_of(key)].try_lock() {
-            Ok(mut shard) => shard.map.get_mut(key).map(|slot| {
-                slot.referenced = true;
-                slot.value.clone()
-            }),
-            Err(TryLockError::Poisoned(_)) | Err(TryLockError::WouldBlock) => None,
+    }
+
+    /// The value the store holds for objects key `key`, or a miss (also when a write
+    /// holds its shard), with a ticket to [`ObjectCache::fill`] the cache with what
+    /// RocksDB holds.
+    pub(crate) fn lookup(&self, key: &[u8]) -> Lookup {
+        if !self.enabled() {
+            return Lookup::Miss(None);
+        }
+        let i = shard_of(key);
+        let found = match self.shards[i].try_lock() {
+            Ok(mut shard) => match shard.map.get_mut(key) {
+                Some(slot) => {
+                    slot.referenced = true;
+                    Lookup::Hit(slot.value.clone())
+                }
+                None => Lookup::Miss(Some(FillTicket {
+                    shard: i,
+                    generation: shard.generation,
+                })),
+            },
+            Err(TryLockError::Poisoned(_)) | Err(TryLockError::WouldBlock) => Lookup::Miss(None),
         };
-        let counter = if found.is_some() {
+        let counter = if matches!(found, Lookup::Hit(_)) {
             &self.hits
         } else {
             &self.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
+    }
+
+    /// Caches `value`, read from RocksDB after the lookup of `key` that gave `ticket`,
+    /// unless a write entered the key's shard since (the value may be stale), the key
+    /// was cached meanwhile, or a write holds the shard now. Never waits.
+    pub(crate) fn fill(&self, key: &[u8], ticket: FillTicket, value: &[u8]) {
+        debug_assert_eq!(ticket.shard, shard_of(key));
+        let Ok(mut shard) = self.shards[ticket.shard].try_lock() else {
+            return;
+        };
+        if shard.generation != ticket.generation || shard.map.contains_key(key) {
+            return;
+        }
+        shard.insert(key.to_vec(), value.to_vec(), self.shard_capacity);
     }
 
     /// Locks the shards of the objects `ops` write, for the duration of their write;
@@ -237,7 +304,7 @@ impl ObjectCache {
             cache: self,
             shards: indices
                 .into_iter()
-                .map(|i| (i, lock(&self.shards[i])))
+                .map(|i| (i, lock_for_write(&self.shards[i])))
                 .collect(),
         })
     }
@@ -250,11 +317,13 @@ impl ObjectCache {
         };
         let mut shards = Vec::with_capacity(indices.len());
         for i in indices {
-            match self.shards[i].try_lock() {
-                Ok(guard) => shards.push((i, guard)),
-                Err(TryLockError::Poisoned(poisoned)) => shards.push((i, poisoned.into_inner())),
+            let mut guard = match self.shards[i].try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
                 Err(TryLockError::WouldBlock) => return Err(()),
-            }
+            };
+            guard.generation += 1;
+            shards.push((i, guard));
         }
         Ok(Some(WriteGuard {
             cache: self,
@@ -294,7 +363,7 @@ impl ObjectCache {
     /// Runs `call` (which changes objects other than by a batch: a range delete, a
     /// reopen) with every shard locked, then empties the cache.
     pub(crate) fn clear_around<T>(&self, call: impl FnOnce() -> T) -> T {
-        let mut guards: Vec<_> = self.shards.iter().map(lock).collect();
+        let mut guards: Vec<_> = self.shards.iter().map(lock_for_write).collect();
         let result = call();
         for shard in &mut guards {
             shard.clear();
@@ -381,6 +450,61 @@ mod tests {
             let shard = lock(shard);
             assert!(shard.order.len() <= 2 * shard.map.len() + 64 + 1);
         }
+    }
+
+    fn ticket(cache: &ObjectCache, key: &[u8]) -> FillTicket {
+        match cache.lookup(key) {
+            Lookup::Miss(Some(ticket)) => ticket,
+            other => panic!("expected a miss with a ticket, got {other:?}"),
+        }
+    }
+
+    /// A read's miss fills the cache with what it read, unless a write of the shard came
+    /// between the lookup and the fill: then the value read may be older than the one the
+    /// write cached, and the fill leaves the cache alone.
+    #[test]
+    fn a_read_fills_a_miss_unless_a_write_of_its_shard_came_in_between() {
+        let cache = ObjectCache::new(1 << 20);
+        let t = ticket(&cache, b"pppka");
+        cache.fill(b"pppka", t, b"read");
+        assert_eq!(cache.get(b"pppka").as_deref(), Some(&b"read"[..]));
+
+        // A write of the key between lookup and fill: the write's value stays.
+        let t = ticket(&cache, b"pppkb");
+        let ops = vec![put(b"pppkb", b"new")];
+        cache.lock_for(&ops).unwrap().applied(ops);
+        cache.fill(b"pppkb", t, b"old");
+        assert_eq!(cache.get(b"pppkb").as_deref(), Some(&b"new"[..]));
+
+        // A write of another key of the same shard, even one that failed: no fill.
+        let key = b"pppkc";
+        let other = (0u32..)
+            .map(|i| format!("other{i}").into_bytes())
+            .find(|k| shard_of(k) == shard_of(key))
+            .unwrap();
+        let t = ticket(&cache, key);
+        let ops = vec![put(&other, b"x")];
+        cache.try_lock_for(&ops).unwrap().unwrap().forget(&ops);
+        cache.fill(key, t, b"maybe-stale");
+        assert_eq!(cache.get(key), None);
+
+        // A write holding the shard at the lookup: no ticket; at the fill: no fill.
+        let t = ticket(&cache, key);
+        let ops = vec![put(&other, b"y")];
+        let guard = cache.lock_for(&ops).unwrap();
+        assert_eq!(cache.lookup(key), Lookup::Miss(None));
+        cache.fill(key, t, b"v");
+        guard.applied(ops);
+        assert_eq!(cache.get(key), None);
+
+        // A range delete (or reopen) empties the cache and voids the tickets out.
+        let t = ticket(&cache, key);
+        cache.clear_around(|| ());
+        cache.fill(key, t, b"deleted");
+        assert_eq!(cache.get(key), None);
+
+        // A disabled cache hands out no tickets.
+        assert_eq!(ObjectCache::new(0).lookup(key), Lookup::Miss(None));
     }
 
     #[test]

@@ -46,8 +46,8 @@ pub struct RocksOptions {
     /// still find room and RocksDB does not run out of space half-way. 0 disables the
     /// reserve (writes then run until the filesystem is full). Default 256 MiB.
     pub min_free_bytes: u64,
-    /// Capacity of the cache of the objects the store wrote last, which answers their
-    /// reads without RocksDB's memtable search (see `object_cache.rs`); 0 disables it.
+    /// Capacity of the cache of the objects the store wrote or read last, which answers
+    /// their reads without RocksDB's memtable search (see `object_cache.rs`); 0 disables it.
     /// Default 64 MiB.
     pub object_cache_bytes: usize,
 }
