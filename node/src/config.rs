@@ -105,6 +105,11 @@ pub struct StorageConfig {
     /// and no group commit it does not apply (an fsync is a wait). `false` sends every
     /// write to a storage thread.
     pub inline_writes: bool,
+    /// With `buffered` and `inline_writes`: the WAL records of the writes the driver runs
+    /// in one round go to the OS in one system call, before any of them is acknowledged
+    /// (default); `false` writes each out before its write returns. As durable either
+    /// way: nothing is answered before its record is in the OS.
+    pub group_wal_writes: bool,
     /// Shared block cache, in bytes.
     pub block_cache_bytes: usize,
     /// Memtable size, in bytes.
@@ -131,6 +136,7 @@ impl Default for StorageConfig {
             group_commit: true,
             inline_reads: true,
             inline_writes: true,
+            group_wal_writes: true,
             block_cache_bytes: shoal_storage::DEFAULT_BLOCK_CACHE_BYTES,
             write_buffer_bytes: shoal_storage::DEFAULT_WRITE_BUFFER_BYTES,
             object_cache_bytes: shoal_storage::DEFAULT_OBJECT_CACHE_BYTES,

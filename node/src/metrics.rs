@@ -23,7 +23,8 @@ pub const HINT_LAG_BUCKETS_SECONDS: &[f64] = &[
     86400.0,
 ];
 
-/// Buckets of [`GROUP_COMMIT_WRITES`]: writes one fsync acknowledged.
+/// Buckets of [`GROUP_COMMIT_WRITES`] (writes one fsync acknowledged) and of
+/// [`WAL_WRITE_OUT_WRITES`].
 pub const GROUP_COMMIT_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
 ];
@@ -82,6 +83,13 @@ pub const GROUP_COMMIT_SYNC_SECONDS: &str = "shoal_group_commit_sync_seconds";
 pub const GROUP_COMMIT_WRITES: &str = "shoal_group_commit_writes";
 /// Counter: group-commit fsyncs that failed (their writes were reported failed).
 pub const GROUP_COMMIT_FAILURES_TOTAL: &str = "shoal_group_commit_failures_total";
+/// Histogram, in seconds: one write-out of the WAL records of the writes the driver ran
+/// in a round (`storage.group_wal_writes`).
+pub const WAL_WRITE_OUT_SECONDS: &str = "shoal_wal_write_out_seconds";
+/// Histogram, in writes: the writes one WAL write-out covered.
+pub const WAL_WRITE_OUT_WRITES: &str = "shoal_wal_write_out_writes";
+/// Counter: WAL write-outs that failed (their writes were reported failed).
+pub const WAL_WRITE_OUT_FAILURES_TOTAL: &str = "shoal_wal_write_out_failures_total";
 /// Counter, by `op` (`coordinate_inline`, `merge_inline`): writes tried on the driver's
 /// thread (`storage.inline_writes`) that would have had to wait, handed to a storage
 /// thread instead.
@@ -256,6 +264,9 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (EXECUTOR_OP_DURATION_SECONDS, MetricKind::Histogram, "Time to run one engine storage operation (read-modify-write under the key's lock, Merkle-tree update included), queueing excluded"),
     (GROUP_COMMIT_SYNC_SECONDS, MetricKind::Histogram, "(conditional: durability = \"sync\" with group commit) Time of one write-ahead-log fsync that acknowledges a group of writes"),
     (GROUP_COMMIT_WRITES, MetricKind::Histogram, "(conditional: durability = \"sync\" with group commit) Writing storage operations one fsync acknowledged"),
+    (WAL_WRITE_OUT_SECONDS, MetricKind::Histogram, "(conditional: durability = \"buffered\" with storage.group_wal_writes, under writes) Time of one write-out of the WAL records of the writes the driver ran in a round"),
+    (WAL_WRITE_OUT_WRITES, MetricKind::Histogram, "(conditional: durability = \"buffered\" with storage.group_wal_writes, under writes) Writes whose WAL records one write-out handed to the OS"),
+    (WAL_WRITE_OUT_FAILURES_TOTAL, MetricKind::Counter, "(conditional: storage.group_wal_writes and a failing disk) WAL write-outs that failed; the writes they covered were reported failed"),
     (GROUP_COMMIT_FAILURES_TOTAL, MetricKind::Counter, "(conditional: durability = \"sync\" and a failing disk) Group-commit fsyncs that failed; the writes they covered were reported failed"),
     (STORAGE_INLINE_DECLINED_TOTAL, MetricKind::Counter, "(conditional: storage.inline_writes and a write that would wait) Writes tried on the replication driver's thread that would have waited (a held key, an object not in memory, a dot reservation, a write stall) and went to a storage thread"),
     (EXECUTOR_ERRORS_TOTAL, MetricKind::Counter, "(conditional: a failing disk or an unreadable record) Storage operations that failed"),
@@ -352,6 +363,10 @@ pub fn install(cfg: &NodeConfig) -> anyhow::Result<()> {
         )?
         .set_buckets_for_metric(
             Matcher::Full(GROUP_COMMIT_WRITES.into()),
+            GROUP_COMMIT_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(WAL_WRITE_OUT_WRITES.into()),
             GROUP_COMMIT_BUCKETS,
         )?
         .set_buckets_for_metric(

@@ -47,8 +47,21 @@ pub trait Storage: Send + Sync + 'static {
     /// `Ok(false)` when it would have to wait; then nothing was written. Lets a caller on
     /// a thread that must not block write at once and hand only the others to a storage
     /// thread. The default writes.
+    ///
+    /// An engine that buffers its WAL in the process (RocksDB with
+    /// `RocksOptions::buffer_try_writes`) may leave the write's WAL record there: it is as
+    /// durable as [`Storage::write`] makes a write (for `buffered`, in the OS, surviving a
+    /// killed process) only once [`Storage::write_out_wal`] returned. A caller writes it
+    /// out before it acknowledges the write or lets anything it read leave the process.
     fn try_write(&self, batch: WriteBatch) -> Result<bool, StorageError> {
         self.write(batch).map(|()| true)
+    }
+
+    /// Hands the WAL records that [`Storage::try_write`] left in the process to the OS,
+    /// all in one system call: many writes, one `write`. Does not sync (see
+    /// [`Storage::sync_wal`]). The default has nothing to write out.
+    fn write_out_wal(&self) -> Result<(), StorageError> {
+        Ok(())
     }
 
     /// At most `limit` entries of `space` with keys in `[start, end)` (`end` `None`: to
@@ -225,6 +238,9 @@ impl<S: Storage + ?Sized> Storage for Arc<S> {
     }
     fn try_write(&self, batch: WriteBatch) -> Result<bool, StorageError> {
         (**self).try_write(batch)
+    }
+    fn write_out_wal(&self) -> Result<(), StorageError> {
+        (**self).write_out_wal()
     }
     fn scan(
         &self,

@@ -309,6 +309,68 @@ fn objects_read_once_are_answered_from_the_cache_after() {
     assert_eq!(after.object_cache_misses, before.object_cache_misses + 1);
 }
 
+/// Bytes in the store's write-ahead log files (what the OS holds of them).
+fn wal_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// With `buffer_try_writes` (and `buffered` durability), a `try_write`'s WAL record stays
+/// in the process until `write_out_wal` hands it to the OS, while a `write`'s reaches the
+/// WAL file before the write returns; without it, or with `sync`, every write's does.
+/// Whatever was written out survives a reopen.
+#[test]
+fn try_writes_reach_the_wal_file_when_written_out_if_the_store_buffers_them() {
+    let p = PartitionId(5);
+    let value = [9u8; 4096];
+    for (durability, buffer) in [
+        (Durability::Buffered, true),
+        (Durability::Buffered, false),
+        (Durability::Sync, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = RocksOptions {
+            buffer_try_writes: buffer,
+            ..options(durability)
+        };
+        let storage = RocksStorage::open(dir.path(), opts.clone()).unwrap();
+        let buffers = buffer && durability == Durability::Buffered;
+        let start = wal_bytes(dir.path());
+        assert!(storage.try_put_object(p, b"a", &value).unwrap());
+        let after_try = wal_bytes(dir.path());
+        if buffers {
+            assert_eq!(after_try, start, "a buffered try_write reached the file");
+        } else {
+            assert!(
+                after_try >= start + 4096,
+                "{durability:?} {buffer}: {after_try}"
+            );
+        }
+        assert!(storage.try_put_object(p, b"b", &value).unwrap());
+        storage.write_out_wal().unwrap();
+        let written_out = wal_bytes(dir.path());
+        assert!(written_out >= start + 2 * 4096, "{durability:?} {buffer}");
+        storage.put_object(p, b"c", &value).unwrap();
+        assert!(
+            wal_bytes(dir.path()) >= written_out + 4096,
+            "{durability:?} {buffer}: a write returned before its record was written out"
+        );
+        storage.close().unwrap();
+        drop(storage);
+        let reopened = RocksStorage::open(dir.path(), opts).unwrap();
+        for key in [&b"a"[..], b"b", b"c"] {
+            assert_eq!(
+                reopened.get_object(p, key).unwrap().as_deref(),
+                Some(&value[..])
+            );
+        }
+    }
+}
+
 #[test]
 fn reopen_keeps_data_with_buffered_durability() {
     reopen_keeps_data(Durability::Buffered);

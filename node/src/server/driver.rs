@@ -88,6 +88,17 @@ fn inline_label(op: &StorageOp) -> Option<&'static str> {
     }
 }
 
+/// Hands the WAL records of the writes run on the driver's thread to the OS
+/// (`Storage::write_out_wal`); see [`Driver::with_wal_write_out`].
+pub(super) type WalWriteOut = Arc<dyn Fn() -> Result<(), StorageFailure> + Send + Sync>;
+
+static WAL_WRITE_OUT_SECONDS: Handles<metrics::Histogram, 0> =
+    Handles::histogram(crate::metrics::WAL_WRITE_OUT_SECONDS, []);
+static WAL_WRITE_OUT_WRITES: Handles<metrics::Histogram, 0> =
+    Handles::histogram(crate::metrics::WAL_WRITE_OUT_WRITES, []);
+static WAL_WRITE_OUT_FAILURES: Handles<metrics::Counter, 0> =
+    Handles::counter(crate::metrics::WAL_WRITE_OUT_FAILURES_TOTAL, []);
+
 static INLINE_DECLINED: Handles<metrics::Counter, 1> =
     Handles::counter(crate::metrics::STORAGE_INLINE_DECLINED_TOTAL, ["op"]);
 
@@ -146,6 +157,11 @@ pub(super) struct Driver {
     /// released once the WAL is synced, and how many storage threads also send there
     /// ([`Driver::with_group_commit`]).
     commit: Option<(crossbeam::channel::Sender<Completion>, usize)>,
+    /// With a store that buffers the WAL records of the writes run here: how to hand them
+    /// to the OS ([`Driver::with_wal_write_out`]), and the results of the writes not yet
+    /// handed, which reach the engine only once they are.
+    wal_write_out: Option<WalWriteOut>,
+    unwritten: Vec<(RequestId, StorageResult)>,
     /// The version of the frames sent to each peer (`[cluster] wire_version`, or lower
     /// for a peer of an older release).
     peer_versions: Arc<PeerVersions>,
@@ -181,6 +197,8 @@ impl Driver {
             done_tx,
             inline_ops: None,
             commit: None,
+            wal_write_out: None,
+            unwritten: Vec::new(),
             peer_versions: Arc::new(PeerVersions::new(WireVersion::CURRENT)),
             restore_marker: None,
             inflight_gauge: metrics::gauge!(crate::metrics::DRIVER_INFLIGHT_REQUESTS),
@@ -243,6 +261,20 @@ impl Driver {
         storage_threads: usize,
     ) -> Driver {
         self.commit = Some((commit, storage_threads));
+        self
+    }
+
+    /// With a store whose writes on this thread leave their WAL records in the process
+    /// (`RocksOptions::buffer_try_writes`): the result of a write run here reaches the
+    /// engine only after `write_out` handed its record to the OS, once for all the writes
+    /// of a round (one system call instead of one per write), and every answer of the
+    /// round goes out after that, so that nothing a write wrote, or a read read of it,
+    /// leaves the node before it is as durable as `buffered` promises. Ops of the storage
+    /// threads write their records out themselves (`Storage::write`), and their
+    /// completions reach the engine in a later round. A failed write-out fails the writes
+    /// it covered. Not with group commit, whose committer syncs instead.
+    pub(super) fn with_wal_write_out(mut self, write_out: WalWriteOut) -> Driver {
+        self.wal_write_out = Some(write_out);
         self
     }
 
@@ -380,33 +412,90 @@ impl Driver {
             }
             return None;
         }
+        if write && self.wal_write_out.is_some() {
+            self.unwritten.push((id, result));
+            return None;
+        }
         let now = self.clock.now();
         self.engine.handle_storage(now, id, result);
         None
     }
 
+    /// Hands the WAL records of the writes run on this thread to the OS, then their
+    /// results to the engine (as failures if that failed: they may not survive the
+    /// process). See [`Driver::with_wal_write_out`].
+    fn write_out_wal(&mut self) {
+        let Some(write_out) = &self.wal_write_out else {
+            return;
+        };
+        let start = Instant::now();
+        let written = write_out();
+        WAL_WRITE_OUT_SECONDS
+            .one()
+            .record(start.elapsed().as_secs_f64());
+        WAL_WRITE_OUT_WRITES
+            .one()
+            .record(self.unwritten.len() as f64);
+        if let Err(e) = &written {
+            tracing::error!(error = %e, writes = self.unwritten.len(), "writing out the write-ahead log failed: the writes it covered are reported failed");
+            WAL_WRITE_OUT_FAILURES.one().increment(1);
+        }
+        let now = self.clock.now();
+        for (id, result) in std::mem::take(&mut self.unwritten) {
+            let result = match (&written, result) {
+                (Err(e), Ok(_)) => Err(e.clone()),
+                (_, result) => result,
+            };
+            self.engine.handle_storage(now, id, result);
+        }
+    }
+
+    /// Sends `response` to whoever waits for request `id`.
+    fn answer(&mut self, id: InboundId, response: Response) {
+        if let Response::Peer(PeerResponse::Error(RequestError::ClusterMismatch(why))) = &response {
+            tracing::debug!("refused a node of another cluster: {why}");
+        }
+        if let Some((tx, keyed)) = self.inbound.remove(&id.0) {
+            let response = match response {
+                Response::Client(response) if keyed => Response::Stamped {
+                    layout_version: self.engine.layout().version(),
+                    response,
+                },
+                other => other,
+            };
+            let _ = tx.send(response);
+        }
+    }
+
     fn drain(&mut self) {
-        // Requests to peers, collected per peer and sent at the end (`flush`).
+        // Requests to peers, collected per peer and sent at the end (`flush`), and the
+        // answers, sent before them: both only once the writes run on this thread are
+        // written out (`write_out_wal`), whose results may bring more commands.
         let mut outbox: BTreeMap<NodeId, Vec<Outgoing>> = BTreeMap::new();
+        let mut answers = Vec::new();
+        loop {
+            self.poll_commands(&mut outbox, &mut answers);
+            if self.unwritten.is_empty() {
+                break;
+            }
+            self.write_out_wal();
+        }
+        for (id, response) in answers {
+            self.answer(id, response);
+        }
+        self.flush(outbox);
+    }
+
+    /// Carries out the engine's commands until it has none: runs or queues storage ops,
+    /// and collects answers and requests to peers.
+    fn poll_commands(
+        &mut self,
+        outbox: &mut BTreeMap<NodeId, Vec<Outgoing>>,
+        answers: &mut Vec<(InboundId, Response)>,
+    ) {
         while let Some(cmd) = self.engine.poll_command() {
             match cmd {
-                Command::Respond { id, response } => {
-                    if let Response::Peer(PeerResponse::Error(RequestError::ClusterMismatch(why))) =
-                        &response
-                    {
-                        tracing::debug!("refused a node of another cluster: {why}");
-                    }
-                    if let Some((tx, keyed)) = self.inbound.remove(&id.0) {
-                        let response = match response {
-                            Response::Client(response) if keyed => Response::Stamped {
-                                layout_version: self.engine.layout().version(),
-                                response,
-                            },
-                            other => other,
-                        };
-                        let _ = tx.send(response);
-                    }
-                }
+                Command::Respond { id, response } => answers.push((id, response)),
                 Command::Storage { id, op } => {
                     let Some(op) = self.run_inline(id, op) else {
                         continue;
@@ -457,7 +546,6 @@ impl Driver {
                 }
             }
         }
-        self.flush(outbox);
     }
 
     /// Sends what `drain` collected, per peer: data-path requests (replica writes and
@@ -842,6 +930,92 @@ mod tests {
             matches!(answered, Ok(Response::Client(ClientResponse::Put(_)))),
             "{answered:?}"
         );
+    }
+
+    /// With a store that buffers the WAL records of inline writes, a write run on the
+    /// driver's thread is answered only after the driver wrote the records out, and a
+    /// failed write-out fails the write: the answer claims what `buffered` promises.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_inline_write_is_answered_only_after_its_wal_record_is_written_out() {
+        for fails in [false, true] {
+            let (engine, clock, endpoint) = single_node();
+            let (storage_tx, storage_rx) = crossbeam::channel::bounded(64);
+            let (done_tx, done_rx) = mpsc::unbounded_channel();
+            let (input_tx, input_rx) = mpsc::channel(4);
+            let exec =
+                Arc::new(Executor::open(shoal_storage::MemStorage::new(), || 7).expect("executor"));
+            let ops: InlineOps = Arc::new(move |op| exec.try_execute(op));
+            // The write-out says when it starts and waits for the test's word.
+            let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+            let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+            let release_rx = std::sync::Mutex::new(release_rx);
+            let write_out: WalWriteOut = Arc::new(move || {
+                let _ = entered_tx.send(());
+                let _ = release_rx
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(60));
+                if fails {
+                    Err(StorageFailure::Engine("the disk said no".into()))
+                } else {
+                    Ok(())
+                }
+            });
+            let (put, mut answer) = client(ClientRequest::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                context: None,
+                options: shoal_proto::wire::WriteOptions::default(),
+            });
+            input_tx.try_send(put).unwrap();
+            let driver = Driver::new(
+                engine,
+                clock,
+                endpoint.clone(),
+                HashMap::new(),
+                storage_tx,
+                done_tx,
+            )
+            .with_inline_ops(ops)
+            .with_wal_write_out(write_out);
+            let (shutdown_tx, shutdown_rx) = watch::channel(false);
+            let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+            tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(60)))
+                .await
+                .unwrap()
+                .expect("the driver never wrote the WAL out");
+            assert!(
+                answer.try_recv().is_err(),
+                "answered before the write-out returned"
+            );
+            release_tx.send(()).unwrap();
+            let answered = tokio::time::timeout(Duration::from_secs(60), answer)
+                .await
+                .expect("no answer within 60 s")
+                .map(Response::unstamped);
+            let _ = shutdown_tx.send(true);
+            let _ = driver.await;
+            endpoint.close().await;
+            assert!(
+                storage_rx.is_empty(),
+                "the write went to the storage threads"
+            );
+            if fails {
+                assert!(
+                    matches!(
+                        &answered,
+                        Ok(Response::Client(ClientResponse::Error(RequestError::Storage(m))))
+                            if m.contains("the disk said no")
+                    ),
+                    "{answered:?}"
+                );
+            } else {
+                assert!(
+                    matches!(answered, Ok(Response::Client(ClientResponse::Put(_)))),
+                    "{answered:?}"
+                );
+            }
+        }
     }
 
     /// Runs `driver` until the client's `answer` comes (at most 60 s), stops it and the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use shoal_proto::wire::WireVersion;
-use shoal_proto::{Engine, RequestId, StorageOp, StorageReply};
+use shoal_proto::{Engine, RequestId, StorageFailure, StorageOp, StorageReply};
 use shoal_ring::NodeId;
 use shoal_storage::{RocksOptions, RocksStorage, Storage as _};
 use shoal_transport::Endpoint;
@@ -170,7 +170,13 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     // before any write's completion reaches the engine (`group_commit.rs`).
     let group_commit =
         cfg.storage.durability == shoal_storage::Durability::Sync && cfg.storage.group_commit;
+    // With `buffered` and inline writes, the driver writes the WAL records of a round's
+    // inline writes out at once (`Driver::with_wal_write_out`).
+    let group_wal_writes = cfg.storage.durability == shoal_storage::Durability::Buffered
+        && cfg.storage.inline_writes
+        && cfg.storage.group_wal_writes;
     let options = RocksOptions {
+        buffer_try_writes: group_wal_writes,
         durability: if group_commit {
             shoal_storage::Durability::Buffered
         } else {
@@ -299,6 +305,19 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         driver
     };
     drop(commit_tx);
+    let driver = if group_wal_writes {
+        let store = storage.clone();
+        driver.with_wal_write_out(Arc::new(move || {
+            store.write_out_wal().map_err(|e| match e {
+                shoal_storage::StorageError::DiskFull => StorageFailure::DiskFull,
+                other => StorageFailure::Engine(format!(
+                    "the write may not survive the process: writing out the write-ahead log failed: {other}"
+                )),
+            })
+        }))
+    } else {
+        driver
+    };
     let driver = if restored.is_some() {
         driver.with_restore(data_dir.join(super::backup::RESTORED_MARKER))
     } else {

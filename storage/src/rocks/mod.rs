@@ -369,8 +369,16 @@ impl Storage for RocksStorage {
         timed("write", || {
             batch.validate()?;
             let cached = self.objects.lock_for(batch.ops());
-            let result = self
-                .with_db_write(|db, options| Ok(db.write_opt(rocks_batch(db, &batch)?, options)?));
+            let buffers_wal = self.options.buffers_wal();
+            let result = self.with_db_write(|db, options| {
+                db.write_opt(rocks_batch(db, &batch)?, options)?;
+                // With `buffer_try_writes` the record is still in the process: a write
+                // returns as durable as without.
+                if buffers_wal {
+                    db.flush_wal(false)?;
+                }
+                Ok(())
+            });
             settle(cached, result.is_ok(), batch);
             result
         })
@@ -475,6 +483,15 @@ impl Storage for RocksStorage {
 
     fn flush(&self) -> Result<(), StorageError> {
         timed("flush", || self.note_no_space(self.with_db(flush_db)))
+    }
+
+    fn write_out_wal(&self) -> Result<(), StorageError> {
+        if !self.options.buffers_wal() {
+            return Ok(());
+        }
+        timed("write_out_wal", || {
+            self.note_no_space(self.with_db(|db| Ok(db.flush_wal(false)?)))
+        })
     }
 
     fn sync_wal(&self) -> Result<(), StorageError> {

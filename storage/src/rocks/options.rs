@@ -50,6 +50,13 @@ pub struct RocksOptions {
     /// their reads without RocksDB's memtable search (see `object_cache.rs`); 0 disables it.
     /// Default 64 MiB.
     pub object_cache_bytes: usize,
+    /// `try_write` leaves its WAL record in RocksDB's buffer in the process (RocksDB's
+    /// `manual_wal_flush`) until `write_out_wal`, so that a caller making many such
+    /// writes hands them to the OS with one system call; `write` still writes its record
+    /// out before it returns. Only with `buffered` durability (ignored with `sync`).
+    /// For a caller that calls `write_out_wal` before it acknowledges a `try_write`
+    /// (the node's driver). Default off.
+    pub buffer_try_writes: bool,
 }
 
 impl Default for RocksOptions {
@@ -64,6 +71,7 @@ impl Default for RocksOptions {
             max_open_files: 1024,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             object_cache_bytes: DEFAULT_OBJECT_CACHE_BYTES,
+            buffer_try_writes: false,
         }
     }
 }
@@ -139,7 +147,14 @@ impl RocksOptions {
         opts.set_max_log_file_size(MAX_LOG_FILE_BYTES);
         // Smooth writeback instead of large bursts of dirty pages.
         opts.set_bytes_per_sync(1024 * 1024);
+        opts.set_manual_wal_flush(self.buffers_wal());
         opts
+    }
+
+    /// Whether RocksDB keeps WAL records in the process until they are written out
+    /// ([`RocksOptions::buffer_try_writes`]).
+    pub(crate) fn buffers_wal(&self) -> bool {
+        self.buffer_try_writes && self.durability == Durability::Buffered
     }
 
     /// Options of one space's column family, sharing `cache`.

@@ -260,6 +260,7 @@ fn compare(catalogue: &Catalogue, found: &[Emission], sdk: bool) -> Vec<String> 
                 || e.name.ends_with("_bytes")
                 || e.name == shoal_proto::metrics::OBJECT_SIBLINGS
                 || e.name == "shoal_group_commit_writes"
+                || e.name == "shoal_wal_write_out_writes"
                 || e.name == "shoal_peer_batch_requests")
         {
             problems.push(format!(
