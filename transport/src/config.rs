@@ -12,6 +12,12 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 * 1024 * 1024 + 64 * 1024;
 /// Bytes a connection may have received and not yet read, over all its streams.
 const RECEIVE_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 
+/// The largest UDP payload QUIC allows (IPv6's; an IPv4 path carries at most 65507,
+/// which MTU discovery finds).
+pub const MAX_UDP_PAYLOAD_BYTES: u16 = 65527;
+/// The smallest: QUIC's minimum.
+const MIN_UDP_PAYLOAD_BYTES: u16 = 1200;
+
 /// The largest in-flight byte budget: what a tokio semaphore can count, with room.
 pub const MAX_INFLIGHT_BYTES: usize = 1 << 40;
 /// The longest server-side timeout accepted in a config (a day): larger values are
@@ -98,6 +104,13 @@ pub struct TransportConfig {
     /// RTT and 25 ms). Only used with a positive `ack_eliciting_threshold`.
     #[serde(with = "humantime_serde")]
     pub max_ack_delay: Duration,
+    /// Largest UDP payload, in bytes, this endpoint accepts and searches for with QUIC's
+    /// path MTU discovery (both ends' limits apply; every connection starts at 1200
+    /// bytes and grows to what the path carries, so a high bound is safe on any
+    /// network). On loopback and jumbo-frame networks larger datagrams carry several
+    /// requests or responses each: fewer system calls and packets per operation.
+    /// 1200..=65527; default 65527.
+    pub max_udp_payload_bytes: u16,
 }
 
 impl Default for TransportConfig {
@@ -130,6 +143,7 @@ impl Default for TransportConfig {
             // do better.
             ack_eliciting_threshold: 8,
             max_ack_delay: Duration::from_millis(10),
+            max_udp_payload_bytes: MAX_UDP_PAYLOAD_BYTES,
         }
     }
 }
@@ -155,6 +169,9 @@ impl TransportConfig {
         }
         if self.max_ack_delay.is_zero() || self.max_ack_delay > Duration::from_secs(1) {
             return fail("max_ack_delay must be positive and at most 1s");
+        }
+        if !(MIN_UDP_PAYLOAD_BYTES..=MAX_UDP_PAYLOAD_BYTES).contains(&self.max_udp_payload_bytes) {
+            return fail("max_udp_payload_bytes must be in 1200..=65527");
         }
         if self.max_concurrent_streams == 0 {
             return fail("max_concurrent_streams must be at least 1");
@@ -209,6 +226,16 @@ impl TransportConfig {
         Ok(())
     }
 
+    /// The quinn endpoint settings derived from this config (call after `validate`): the
+    /// largest datagram accepted from peers.
+    pub(crate) fn quinn_endpoint(&self) -> Result<quinn::EndpointConfig, TransportError> {
+        let mut endpoint = quinn::EndpointConfig::default();
+        endpoint
+            .max_udp_payload_size(self.max_udp_payload_bytes)
+            .map_err(|e| TransportError::Config(format!("max_udp_payload_bytes: {e}")))?;
+        Ok(endpoint)
+    }
+
     /// The quinn transport settings derived from this config (call after `validate`).
     pub(crate) fn quinn_transport(&self) -> Result<Arc<quinn::TransportConfig>, TransportError> {
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
@@ -224,6 +251,9 @@ impl TransportConfig {
             // own, smaller windows; a larger frame still arrives, paced by flow control).
             .receive_window(quinn::VarInt::from_u32(RECEIVE_WINDOW_BYTES))
             .datagram_receive_buffer_size(None);
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.max_udp_payload_bytes);
+        transport.mtu_discovery_config(Some(mtu));
         if self.ack_eliciting_threshold > 0 {
             let mut ack = quinn::AckFrequencyConfig::default();
             ack.ack_eliciting_threshold(quinn::VarInt::from_u32(self.ack_eliciting_threshold))

@@ -87,6 +87,34 @@ impl fmt::Debug for Endpoint {
     }
 }
 
+/// A quinn endpoint on a UDP socket bound to `addr`, with `config`'s endpoint settings,
+/// serving with `server` if given.
+fn bind_quinn(
+    addr: SocketAddr,
+    config: &TransportConfig,
+    server: Option<quinn::ServerConfig>,
+    context: &'static str,
+) -> Result<quinn::Endpoint, TransportError> {
+    let io = |source| TransportError::Io { context, source };
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(io)?;
+    // As quinn's own constructors do: a wildcard IPv6 client socket also reaches IPv4.
+    if addr.is_ipv6() && server.is_none() {
+        if let Err(e) = socket.set_only_v6(false) {
+            debug!(%e, "unable to make the socket dual-stack");
+        }
+    }
+    socket.bind(&addr.into()).map_err(io)?;
+    quinn::Endpoint::new(
+        config.quinn_endpoint()?,
+        server,
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(io)
+}
+
 impl Endpoint {
     /// A server-and-client endpoint for a node, bound to `addr` (use port 0 for any).
     /// Call [`Endpoint::serve`] to start answering requests. The identity must be a node
@@ -117,11 +145,12 @@ impl Endpoint {
         server_config.max_incoming(config.max_incoming_connections);
         let client_config = tls::client_config(identity, &config)?;
         require_runtime()?;
-        let endpoint =
-            quinn::Endpoint::server(server_config, addr).map_err(|source| TransportError::Io {
-                context: "binding the server UDP socket",
-                source,
-            })?;
+        let endpoint = bind_quinn(
+            addr,
+            &config,
+            Some(server_config),
+            "binding the server UDP socket",
+        )?;
         Self::finish(
             endpoint,
             client_config,
@@ -157,10 +186,7 @@ impl Endpoint {
         config.validate()?;
         let client_config = tls::client_config(identity, &config)?;
         require_runtime()?;
-        let endpoint = quinn::Endpoint::client(bind).map_err(|source| TransportError::Io {
-            context: "binding the client UDP socket",
-            source,
-        })?;
+        let endpoint = bind_quinn(bind, &config, None, "binding the client UDP socket")?;
         Self::finish(
             endpoint,
             client_config,

@@ -496,3 +496,58 @@ async fn reload_with_another_identity_is_refused_and_changes_nothing() {
     client.close().await;
     server.close().await;
 }
+
+/// Path MTU discovery on loopback: with the default bound a connection's datagrams grow
+/// well past Ethernet's 1,500 bytes (several responses then share one); with a bound of
+/// 1,452 they never exceed it, and a bound outside QUIC's range is refused.
+#[tokio::test]
+async fn datagrams_grow_to_what_the_path_carries_up_to_the_configured_bound() {
+    let ca = certs::generate_ca_pem().unwrap();
+    for bound in [None, Some(1452u16)] {
+        let config = TransportConfig {
+            max_udp_payload_bytes: bound
+                .unwrap_or(TransportConfig::default().max_udp_payload_bytes),
+            ..TransportConfig::default()
+        };
+        let (server, addr) = start_server(&ca, config.clone()).await;
+        let client = Endpoint::client_on(localhost(), &client_identity(&ca, "c"), config).unwrap();
+        let payload = vec![7u8; 16 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut mtu = 0;
+        for _ in 0..2_000 {
+            client
+                .request(addr, None, payload.clone(), TIMEOUT)
+                .await
+                .unwrap();
+            mtu = client
+                .raw_connection(addr)
+                .await
+                .unwrap()
+                .stats()
+                .path
+                .current_mtu;
+            if mtu > 1500 || (bound.is_some() && mtu >= 1452) || Instant::now() > deadline {
+                break;
+            }
+        }
+        match bound {
+            None => assert!(mtu > 1500, "the datagrams stayed at {mtu} bytes"),
+            Some(bound) => assert!(
+                (1200..=bound).contains(&mtu),
+                "the datagrams grew to {mtu} bytes past the bound {bound}"
+            ),
+        }
+        client.close().await;
+        server.close().await;
+    }
+    for bad in [1199u16, 65528] {
+        let config = TransportConfig {
+            max_udp_payload_bytes: bad,
+            ..TransportConfig::default()
+        };
+        assert!(
+            matches!(config.validate(), Err(TransportError::Config(m)) if m.contains("max_udp_payload_bytes")),
+            "{bad} accepted"
+        );
+    }
+}
