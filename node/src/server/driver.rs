@@ -919,13 +919,7 @@ mod tests {
         );
         // The committer releases it (after its sync): now the client has its answer.
         done_tx.send(completion).unwrap();
-        let answered = tokio::time::timeout(Duration::from_secs(60), answer)
-            .await
-            .expect("no answer within 60 s")
-            .map(Response::unstamped);
-        let _ = shutdown_tx.send(true);
-        let _ = driver.await;
-        endpoint.close().await;
+        let answered = stop_after_answer(answer, shutdown_tx, driver, &endpoint).await;
         assert!(
             matches!(answered, Ok(Response::Client(ClientResponse::Put(_)))),
             "{answered:?}"
@@ -989,13 +983,7 @@ mod tests {
                 "answered before the write-out returned"
             );
             release_tx.send(()).unwrap();
-            let answered = tokio::time::timeout(Duration::from_secs(60), answer)
-                .await
-                .expect("no answer within 60 s")
-                .map(Response::unstamped);
-            let _ = shutdown_tx.send(true);
-            let _ = driver.await;
-            endpoint.close().await;
+            let answered = stop_after_answer(answer, shutdown_tx, driver, &endpoint).await;
             assert!(
                 storage_rx.is_empty(),
                 "the write went to the storage threads"
@@ -1018,6 +1006,24 @@ mod tests {
         }
     }
 
+    /// Waits for the client's `answer` (at most 60 s), then stops the driver task and
+    /// the endpoint; gives the answer without its layout stamp.
+    async fn stop_after_answer(
+        answer: oneshot::Receiver<Response>,
+        shutdown_tx: watch::Sender<bool>,
+        driver: tokio::task::JoinHandle<()>,
+        endpoint: &Endpoint,
+    ) -> Result<Response, oneshot::error::RecvError> {
+        let answered = tokio::time::timeout(Duration::from_secs(60), answer)
+            .await
+            .expect("no answer within 60 s")
+            .map(Response::unstamped);
+        let _ = shutdown_tx.send(true);
+        let _ = driver.await;
+        endpoint.close().await;
+        answered
+    }
+
     /// Runs `driver` until the client's `answer` comes (at most 60 s), stops it and the
     /// endpoint, and gives the answer with the ops left in the storage queue.
     async fn answer_and_queue(
@@ -1030,13 +1036,7 @@ mod tests {
     ) -> (Result<Response, oneshot::error::RecvError>, Vec<StorageOp>) {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
-        let answered = tokio::time::timeout(Duration::from_secs(60), answer)
-            .await
-            .expect("no answer within 60 s")
-            .map(Response::unstamped);
-        let _ = shutdown_tx.send(true);
-        let _ = driver.await;
-        endpoint.close().await;
+        let answered = stop_after_answer(answer, shutdown_tx, driver, &endpoint).await;
         (answered, storage_rx.try_iter().map(|(_, op)| op).collect())
     }
 
