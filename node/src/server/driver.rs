@@ -1036,7 +1036,7 @@ mod tests {
     ) -> (Result<Response, oneshot::error::RecvError>, Vec<StorageOp>) {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
-        let answered = stop_after_answer(answer, shutdown_tx, driver, &endpoint).await;
+        let answered = stop_after_answer(answer, shutdown_tx, driver, endpoint).await;
         (answered, storage_rx.try_iter().map(|(_, op)| op).collect())
     }
 
