@@ -786,6 +786,13 @@ async fn race_connect(
     tried: &mut Vec<SocketAddr>,
     last: &mut Option<String>,
 ) -> Option<Target> {
+    // The usual case: the first target is connected already; no race to run.
+    if queue
+        .front()
+        .is_some_and(|t| endpoint.is_connected(t.addr, t.id.as_ref()))
+    {
+        return queue.pop_front();
+    }
     let mut racing: JoinSet<(Target, Result<(), TransportError>)> = JoinSet::new();
     loop {
         if racing.len() < MAX_RACING && tried.len() + racing.len() < MAX_ATTEMPTS_PER_CALL {

@@ -189,6 +189,11 @@ impl ConnectionCache {
     }
 
     /// Number of cached connections that are still open.
+    /// The live connection to `addr`, if one is cached; adds and evicts nothing.
+    pub(crate) fn live_to(&self, addr: SocketAddr) -> Option<Cached> {
+        lock(&self.slots).get(&addr).and_then(|slot| slot.live())
+    }
+
     pub(crate) fn live_connections(&self) -> usize {
         lock(&self.slots)
             .values()

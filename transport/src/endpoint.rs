@@ -335,6 +335,20 @@ impl Endpoint {
         result
     }
 
+    /// Whether a live connection to the node at `addr` (to node `expected`, if given) is
+    /// cached: then [`connect`](Endpoint::connect) would succeed at once. Lets a caller
+    /// skip racing connections when the first node it would try is connected already.
+    pub fn is_connected(&self, addr: SocketAddr, expected: Option<&NodeId>) -> bool {
+        self.inner
+            .cache
+            .live_to(addr)
+            .is_some_and(|cached| match (&cached.role, expected) {
+                (PeerRole::Node(id), Some(want)) => id == want,
+                (PeerRole::Node(_), None) => true,
+                (PeerRole::Client(_), _) => false,
+            })
+    }
+
     /// Connects to the node at `addr` (or finds a live cached connection) without sending
     /// anything, within the configured `connect_timeout`; the next [`request`](Endpoint::request)
     /// to `addr` uses it. Lets a client race connections to several nodes and send its

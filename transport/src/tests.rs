@@ -551,3 +551,37 @@ async fn datagrams_grow_to_what_the_path_carries_up_to_the_configured_bound() {
         );
     }
 }
+
+/// `is_connected` tells a live cached connection to the expected node apart from none,
+/// another node's, and a closed one, without dialing.
+#[tokio::test]
+async fn is_connected_reports_only_a_live_connection_to_the_expected_node() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let (server, addr) = start_server(&ca, TransportConfig::default()).await;
+    let client = Endpoint::client_on(
+        localhost(),
+        &client_identity(&ca, "c"),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    assert!(!client.is_connected(addr, None), "connected before dialing");
+    assert_eq!(client.cached_connections(), 0, "the check dialed");
+    client
+        .request(addr, Some(&node_id("n1")), b"1".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    assert!(client.is_connected(addr, None));
+    assert!(client.is_connected(addr, Some(&node_id("n1"))));
+    assert!(!client.is_connected(addr, Some(&node_id("n2"))));
+    client
+        .raw_connection(addr)
+        .await
+        .unwrap()
+        .close(quinn::VarInt::from_u32(0), b"test");
+    assert!(
+        !client.is_connected(addr, None),
+        "a closed connection counts"
+    );
+    client.close().await;
+    server.close().await;
+}
