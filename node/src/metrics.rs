@@ -155,6 +155,12 @@ pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "shoal_process_resident_memory_b
 pub const PROCESS_OPEN_FDS: &str = "shoal_process_open_fds";
 /// Gauge: the node process's soft limit on open file descriptors (`RLIMIT_NOFILE`).
 pub const PROCESS_MAX_FDS: &str = "shoal_process_max_fds";
+/// Gauge, in bytes: the receive buffer of the node's UDP socket as the kernel reports it
+/// (Linux: twice the data it holds), set at start.
+pub const UDP_RECEIVE_BUFFER_BYTES: &str = "shoal_udp_receive_buffer_bytes";
+/// Counter: datagrams the kernel dropped on the node's UDP socket because its receive
+/// buffer was full (from `/proc/net/udp`, read every few seconds).
+pub const UDP_RECEIVE_DROPS_TOTAL: &str = "shoal_udp_receive_drops_total";
 /// Counter, by `result` (`ok`, `error`): certificate reloads (SIGHUP). An `error` left
 /// the node on its previous certificates.
 pub const TLS_RELOADS_TOTAL: &str = "shoal_tls_reloads_total";
@@ -240,6 +246,8 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (PROCESS_RESIDENT_MEMORY_BYTES, MetricKind::Gauge, "Resident memory of the node process"),
     (PROCESS_OPEN_FDS, MetricKind::Gauge, "File descriptors the node process holds open"),
     (PROCESS_MAX_FDS, MetricKind::Gauge, "The node process's soft limit on open file descriptors (RLIMIT_NOFILE)"),
+    (UDP_RECEIVE_BUFFER_BYTES, MetricKind::Gauge, "Receive buffer of the node's UDP socket as the kernel reports it (twice the data it holds, on Linux)"),
+    (UDP_RECEIVE_DROPS_TOTAL, MetricKind::Counter, "Datagrams the kernel dropped on the node's UDP socket because its receive buffer was full; raise transport.udp_receive_buffer_bytes and net.core.rmem_max"),
     (TLS_RELOADS_TOTAL, MetricKind::Counter, "Certificate reloads on SIGHUP, by result; an error leaves the node on its previous certificates"),
     (TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS, MetricKind::Gauge, "notAfter of the node's certificate and of the cluster CA in use, in seconds since the Unix epoch"),
     (BACKUPS_TOTAL, MetricKind::Counter, "Backup requests served, by result (ok, refused, failed)"),

@@ -20,6 +20,13 @@ pub const DEFAULT_UDP_PAYLOAD_BYTES: u16 = 1452;
 /// The smallest: QUIC's minimum.
 const MIN_UDP_PAYLOAD_BYTES: u16 = 1200;
 
+/// Default socket receive buffer asked of the kernel (see
+/// [`TransportConfig::udp_receive_buffer_bytes`]).
+pub const DEFAULT_UDP_RECEIVE_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// The largest receive buffer accepted in a config: the kernel takes an `int` and
+/// doubles it.
+const MAX_UDP_RECEIVE_BUFFER_BYTES: usize = 1 << 30;
+
 /// The largest in-flight byte budget: what a tokio semaphore can count, with room.
 pub const MAX_INFLIGHT_BYTES: usize = 1 << 40;
 /// The longest server-side timeout accepted in a config (a day): larger values are
@@ -112,11 +119,20 @@ pub struct TransportConfig {
     /// network). On loopback and jumbo-frame networks larger datagrams carry several
     /// requests or responses each: fewer system calls and packets per operation.
     /// 1200..=65527; default 1452 (Ethernet, quinn's own bound). 9000 measured 4-7%
-    /// more throughput on loopback (BENCHMARKS.md), but larger datagrams overflow the
-    /// default socket receive buffer sooner, and a CI run with 9000 failed an
-    /// anti-entropy test of large values (not diagnosed); until that is understood,
-    /// raise it only where measured.
+    /// more throughput of small requests on loopback (BENCHMARKS.md), but moved
+    /// multi-megabyte values more slowly on a loaded two-core machine (a 3 MiB replica
+    /// write missed its 2 s deadline in 2 of 10 runs under CPU contention, none with
+    /// 1452; no socket drops were counted in either): raise it only where measured.
     pub max_udp_payload_bytes: u16,
+    /// Receive buffer asked of the kernel for the endpoint's UDP socket, in bytes (0: the
+    /// system's default, `net.core.rmem_default`, 208 KiB on most Linux systems). A
+    /// datagram that arrives while the buffer is full is dropped, and QUIC resends it
+    /// after a loss timeout and with a smaller congestion window: bursts of replica
+    /// messages and multi-megabyte values need more than the default. Above
+    /// `net.core.rmem_max` only a process with `CAP_NET_ADMIN` gets what it asks; others
+    /// are given `rmem_max`, with a warning at start. Default 4 MiB; at most 1 GiB.
+    /// The kernel's count of dropped datagrams is `shoal_udp_receive_drops_total`.
+    pub udp_receive_buffer_bytes: usize,
 }
 
 impl Default for TransportConfig {
@@ -150,6 +166,7 @@ impl Default for TransportConfig {
             ack_eliciting_threshold: 8,
             max_ack_delay: Duration::from_millis(10),
             max_udp_payload_bytes: DEFAULT_UDP_PAYLOAD_BYTES,
+            udp_receive_buffer_bytes: DEFAULT_UDP_RECEIVE_BUFFER_BYTES,
         }
     }
 }
@@ -178,6 +195,9 @@ impl TransportConfig {
         }
         if !(MIN_UDP_PAYLOAD_BYTES..=MAX_UDP_PAYLOAD_BYTES).contains(&self.max_udp_payload_bytes) {
             return fail("max_udp_payload_bytes must be in 1200..=65527");
+        }
+        if self.udp_receive_buffer_bytes > MAX_UDP_RECEIVE_BUFFER_BYTES {
+            return fail("udp_receive_buffer_bytes must be at most 1 GiB (1073741824)");
         }
         if self.max_concurrent_streams == 0 {
             return fail("max_concurrent_streams must be at least 1");

@@ -30,7 +30,7 @@ use crate::{
         accept_loop, frame_kind, handshake_reason, is_crypto, Handler, ServeContext, CLOSE_IDLE,
         CLOSE_LIMIT, CLOSE_PEER_ROLE, CLOSE_PROTOCOL,
     },
-    tls,
+    socket, tls,
 };
 
 /// Application close code of an endpoint shutting down.
@@ -69,6 +69,8 @@ struct Inner {
     is_server: bool,
     /// The role of the identity the endpoint was made with: a reload must keep it.
     role: PeerRole,
+    /// The UDP socket's receive buffer and inode.
+    socket: SocketInfo,
 }
 
 impl Drop for Inner {
@@ -87,6 +89,16 @@ impl fmt::Debug for Endpoint {
     }
 }
 
+/// What the endpoint knows of its UDP socket once quinn owns it.
+#[derive(Clone, Copy, Debug)]
+struct SocketInfo {
+    /// The receive buffer the kernel reports (Linux reports twice what it allocates
+    /// for data; 0 where it could not be read).
+    receive_buffer_bytes: usize,
+    /// The socket's inode, which names it in `/proc/net/udp` (Linux).
+    inode: Option<u64>,
+}
+
 /// A quinn endpoint on a UDP socket bound to `addr`, with `config`'s endpoint settings,
 /// serving with `server` if given.
 fn bind_quinn(
@@ -94,7 +106,7 @@ fn bind_quinn(
     config: &TransportConfig,
     server: Option<quinn::ServerConfig>,
     context: &'static str,
-) -> Result<quinn::Endpoint, TransportError> {
+) -> Result<(quinn::Endpoint, SocketInfo), TransportError> {
     let io = |source| TransportError::Io { context, source };
     use socket2::{Domain, Protocol, Socket, Type};
     let socket =
@@ -105,14 +117,43 @@ fn bind_quinn(
             debug!(%e, "unable to make the socket dual-stack");
         }
     }
+    let wanted = config.udp_receive_buffer_bytes;
+    let receive_buffer_bytes = if wanted > 0 {
+        match socket::size_receive_buffer(&socket, wanted) {
+            Ok(got) => {
+                if got < wanted {
+                    warn!(
+                        wanted,
+                        got,
+                        "the UDP socket's receive buffer is smaller than \
+                         transport.udp_receive_buffer_bytes asks (capped by the \
+                         net.core.rmem_max sysctl): raise net.core.rmem_max, or datagrams \
+                         arriving in bursts may be dropped"
+                    );
+                }
+                got
+            }
+            Err(e) => {
+                warn!(%e, wanted, "unable to size the UDP socket's receive buffer");
+                socket.recv_buffer_size().unwrap_or(0)
+            }
+        }
+    } else {
+        socket.recv_buffer_size().unwrap_or(0)
+    };
+    let info = SocketInfo {
+        receive_buffer_bytes,
+        inode: socket::socket_inode(&socket),
+    };
     socket.bind(&addr.into()).map_err(io)?;
-    quinn::Endpoint::new(
+    let endpoint = quinn::Endpoint::new(
         config.quinn_endpoint()?,
         server,
         socket.into(),
         Arc::new(quinn::TokioRuntime),
     )
-    .map_err(io)
+    .map_err(io)?;
+    Ok((endpoint, info))
 }
 
 impl Endpoint {
@@ -197,7 +238,7 @@ impl Endpoint {
     }
 
     fn finish(
-        endpoint: quinn::Endpoint,
+        (endpoint, socket): (quinn::Endpoint, SocketInfo),
         client_config: quinn::ClientConfig,
         config: TransportConfig,
         is_server: bool,
@@ -219,8 +260,22 @@ impl Endpoint {
                 client_config: RwLock::new(client_config),
                 is_server,
                 role,
+                socket,
             }),
         })
+    }
+
+    /// The receive buffer of the endpoint's UDP socket as the kernel reports it (on
+    /// Linux twice the data it holds), in bytes; 0 where it could not be read.
+    pub fn udp_receive_buffer_bytes(&self) -> usize {
+        self.inner.socket.receive_buffer_bytes
+    }
+
+    /// Datagrams the kernel dropped for the endpoint's UDP socket because its receive
+    /// buffer was full, since the socket was opened (Linux's `/proc/net/udp`; `None`
+    /// elsewhere). Reads a `/proc` file: call it from a blocking context, once a scrape.
+    pub fn udp_receive_drops(&self) -> Option<u64> {
+        socket::receive_drops(self.inner.socket.inode?)
     }
 
     /// Replaces the endpoint's certificates (after a certificate rotation): connections

@@ -81,6 +81,7 @@ pub mod metrics;
 mod pem;
 mod role;
 mod server;
+mod socket;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 mod tls;

@@ -552,6 +552,74 @@ async fn datagrams_grow_to_what_the_path_carries_up_to_the_configured_bound() {
     }
 }
 
+/// The endpoint's socket gets the receive buffer the config asks for (where
+/// `net.core.rmem_max` or `CAP_NET_ADMIN` allows it), 0 leaves the system's default, and
+/// the kernel's count of datagrams dropped on a full buffer is read back: a flood of
+/// 60 KiB datagrams at an endpoint with the smallest buffer overflows it.
+#[tokio::test]
+async fn the_socket_receive_buffer_is_sized_and_its_drops_are_counted() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let wanted = 3 * 1024 * 1024 + 4096;
+    let config = TransportConfig {
+        udp_receive_buffer_bytes: wanted,
+        ..TransportConfig::default()
+    };
+    let (server, _) = start_server(&ca, config).await;
+    let got = server.udp_receive_buffer_bytes();
+    assert!(
+        got >= wanted.min(rmem_max),
+        "asked {wanted} bytes (rmem_max {rmem_max}), the socket has {got}"
+    );
+    assert_eq!(server.udp_receive_drops(), Some(0), "nothing dropped yet");
+    server.close().await;
+
+    let default = Endpoint::client_on(
+        localhost(),
+        &client_identity(&ca, "c"),
+        TransportConfig {
+            udp_receive_buffer_bytes: 0,
+            ..TransportConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(default.udp_receive_buffer_bytes() > 0);
+    default.close().await;
+
+    // The kernel rounds a tiny request up to its minimum (a few KiB): one large datagram
+    // fills it.
+    let config = TransportConfig {
+        udp_receive_buffer_bytes: 1,
+        ..TransportConfig::default()
+    };
+    let (small, addr) = start_server(&ca, config).await;
+    let flood = std::net::UdpSocket::bind(localhost()).unwrap();
+    let datagram = vec![0u8; 60 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut drops = 0;
+    while drops == 0 && Instant::now() < deadline {
+        for _ in 0..64 {
+            // A send may fail while the receiver's buffer is full; drops are what counts.
+            let _ = flood.send_to(&datagram, addr);
+        }
+        drops = small.udp_receive_drops().unwrap();
+    }
+    assert!(drops > 0, "no drop counted after flooding a full buffer");
+    small.close().await;
+
+    let too_large = TransportConfig {
+        udp_receive_buffer_bytes: (1 << 30) + 1,
+        ..TransportConfig::default()
+    };
+    assert!(
+        matches!(too_large.validate(), Err(TransportError::Config(m)) if m.contains("udp_receive_buffer_bytes")),
+        "a receive buffer past 1 GiB accepted"
+    );
+}
+
 /// `is_connected` tells a live cached connection to the expected node apart from none,
 /// another node's, and a closed one, without dialing.
 #[tokio::test]

@@ -6,6 +6,10 @@
 //! engine's `shoal_storage_free_bytes` (checked every second with the disk), not repeated
 //! here.
 //!
+//! The same task publishes what the node's UDP socket reports: its receive buffer and the
+//! datagrams the kernel dropped on it (`shoal_udp_receive_*`), the first thing to look
+//! at when requests between nodes stall on a loaded machine.
+//!
 //! Read directly rather than through a crate: four numbers from two files and one
 //! directory listing, with no dependency to keep up to date.
 
@@ -14,8 +18,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::debug;
 
+use shoal_transport::Endpoint;
+
 use crate::metrics::{
     PROCESS_CPU_SECONDS_TOTAL, PROCESS_MAX_FDS, PROCESS_OPEN_FDS, PROCESS_RESIDENT_MEMORY_BYTES,
+    UDP_RECEIVE_BUFFER_BYTES, UDP_RECEIVE_DROPS_TOTAL,
 };
 
 /// How often the process statistics are read and published: about what a scrape
@@ -121,19 +128,28 @@ fn publish(stats: &ProcessStats) {
     metrics::gauge!(PROCESS_MAX_FDS).set(stats.max_fds as f64);
 }
 
-/// Read and publish the process statistics every [`PROCESS_STATS_INTERVAL`] until
-/// shutdown. Where `/proc` cannot be read (not Linux) the task says so once and ends:
-/// the gauges are then absent, which the dashboards show as no data.
-pub(super) async fn report_process_stats(mut shutdown: watch::Receiver<bool>) {
+/// Read and publish the process statistics and the endpoint's socket figures every
+/// [`PROCESS_STATS_INTERVAL`] until shutdown. Where `/proc` cannot be read (not Linux)
+/// the task says so once and ends: the gauges are then absent, which the dashboards show
+/// as no data.
+pub(super) async fn report_process_stats(mut shutdown: watch::Receiver<bool>, endpoint: Endpoint) {
+    metrics::gauge!(UDP_RECEIVE_BUFFER_BYTES).set(endpoint.udp_receive_buffer_bytes() as f64);
     let mut tick = tokio::time::interval(PROCESS_STATS_INTERVAL);
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tick.tick() => {}
         }
+        let socket = endpoint.clone();
+        let read = move || (read(), socket.udp_receive_drops());
         match tokio::task::spawn_blocking(read).await {
-            Ok(Ok(stats)) => publish(&stats),
-            Ok(Err(e)) => {
+            Ok((Ok(stats), drops)) => {
+                publish(&stats);
+                if let Some(drops) = drops {
+                    metrics::counter!(UDP_RECEIVE_DROPS_TOTAL).absolute(drops);
+                }
+            }
+            Ok((Err(e), _)) => {
                 debug!("process statistics unavailable, not exported: {e}");
                 return;
             }

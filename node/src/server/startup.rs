@@ -340,6 +340,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     tokio::spawn(watch_disk(storage.clone(), shutdown_tx.subscribe()));
     tokio::spawn(super::process_stats::report_process_stats(
         shutdown_tx.subscribe(),
+        endpoint.clone(),
     ));
     tokio::spawn(verify_trees(
         executor.clone(),

@@ -1,0 +1,92 @@
+//! The endpoint's UDP socket: its receive buffer, and the datagrams the kernel dropped
+//! because that buffer was full.
+//!
+//! Every QUIC datagram a node receives waits in its socket's receive buffer until the
+//! endpoint reads it. Linux's default buffer (`net.core.rmem_default`, 208 KiB) holds a
+//! few hundred small datagrams, or a couple of dozen large ones: a burst of replica
+//! messages, or a multi-megabyte value arriving while the node is busy, overflows it, and
+//! every datagram dropped there is a loss QUIC must detect and resend, shrinking its
+//! congestion window. So the endpoint asks for a larger buffer
+//! ([`TransportConfig::udp_receive_buffer_bytes`](crate::TransportConfig)), and the drops
+//! the kernel counted for the socket are readable
+//! ([`Endpoint::udp_receive_drops`](crate::Endpoint::udp_receive_drops)) so that an
+//! operator sees when the buffer is still too small.
+
+use std::io;
+
+use socket2::Socket;
+
+/// Asks the kernel for a receive buffer of `bytes` on `socket` and returns the size it
+/// reports. Where the process may (Linux, `CAP_NET_ADMIN`), `SO_RCVBUFFORCE` is used,
+/// which is not capped by `net.core.rmem_max`; else `SO_RCVBUF`, which is. Linux reports
+/// twice what it was asked for (the other half is its bookkeeping).
+pub(crate) fn size_receive_buffer(socket: &Socket, bytes: usize) -> io::Result<usize> {
+    if !force_receive_buffer(socket, bytes) {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    socket.recv_buffer_size()
+}
+
+#[cfg(target_os = "linux")]
+fn force_receive_buffer(socket: &Socket, bytes: usize) -> bool {
+    rustix::net::sockopt::set_socket_recv_buffer_size_force(socket, bytes).is_ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn force_receive_buffer(_: &Socket, _: usize) -> bool {
+    false
+}
+
+/// The inode number of `socket`, which names it in `/proc/net/udp` (Linux).
+pub(crate) fn socket_inode(socket: &Socket) -> Option<u64> {
+    rustix::fs::fstat(socket)
+        .ok()
+        .map(|stat| stat.st_ino as u64)
+}
+
+/// The datagrams the kernel dropped for the UDP socket with `inode` (its receive buffer
+/// was full), read from `/proc/self/net/udp` and `udp6`; `None` where those files cannot
+/// be read or do not list the socket.
+pub(crate) fn receive_drops(inode: u64) -> Option<u64> {
+    ["/proc/self/net/udp", "/proc/self/net/udp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .find_map(|table| parse_drops(&table, inode))
+}
+
+/// The `drops` column of the row of `table` (the text of `/proc/net/udp` or `udp6`) whose
+/// `inode` column is `inode`. Columns, split on whitespace (proc(5), `udp4_format_sock`):
+/// `sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops`.
+pub(crate) fn parse_drops(table: &str, inode: u64) -> Option<u64> {
+    const INODE: usize = 9;
+    const DROPS: usize = 12;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(INODE)?.parse::<u64>().ok()? != inode {
+            return None;
+        }
+        fields.get(DROPS)?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows as Linux 6.x prints them: the drops column of the row whose inode matches.
+    #[test]
+    fn drops_are_read_from_the_row_of_the_socket_inode() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+  1234: 0100007F:6B25 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 48151 2 0000000000000000 0\n\
+  1235: 0100007F:6B26 00000000:0000 07 00000000:00034000 00:00000000 00000000     0        0 48152 2 0000000000000000 917\n";
+        assert_eq!(parse_drops(table, 48151), Some(0));
+        assert_eq!(parse_drops(table, 48152), Some(917));
+        assert_eq!(parse_drops(table, 1), None, "no row for another inode");
+        assert_eq!(parse_drops("header only\n", 48151), None);
+        assert_eq!(
+            parse_drops("h\n 1: a b c d e f g h 48151 2 p not-a-number\n", 48151),
+            None,
+            "a malformed drops column is not a number"
+        );
+    }
+}
