@@ -39,9 +39,7 @@ fn force_receive_buffer(_: &Socket, _: usize) -> bool {
 
 /// The inode number of `socket`, which names it in `/proc/net/udp` (Linux).
 pub(crate) fn socket_inode(socket: &Socket) -> Option<u64> {
-    rustix::fs::fstat(socket)
-        .ok()
-        .map(|stat| stat.st_ino as u64)
+    rustix::fs::fstat(socket).ok().map(|stat| stat.st_ino)
 }
 
 /// The datagrams the kernel dropped for the UDP socket with `inode` (its receive buffer

@@ -306,7 +306,7 @@ async fn cache_evicts_the_least_recently_used_connection_when_full() {
         max_cached_connections: 1,
         ..TransportConfig::default()
     };
-    let client = Endpoint::client_on(localhost(), &client_identity(&ca, "c"), config).unwrap();
+    let client = client_with(&ca, "c", config);
     client
         .request(addr_a, None, b"a".to_vec(), TIMEOUT)
         .await
@@ -338,7 +338,7 @@ async fn concurrent_requests_to_an_unreachable_peer_share_one_dial() {
         connect_timeout: Duration::from_millis(300),
         ..TransportConfig::default()
     };
-    let client = Endpoint::client_on(localhost(), &client_identity(&ca, "c"), config).unwrap();
+    let client = client_with(&ca, "c", config);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let client = client.clone();
@@ -414,12 +414,12 @@ async fn other_alpn_protocols_are_refused() {
 
 /// A client endpoint on 127.0.0.1 with a certificate `name` of `ca`.
 fn client_of(ca: &CaPem, name: &str) -> Endpoint {
-    Endpoint::client_on(
-        localhost(),
-        &client_identity(ca, name),
-        TransportConfig::default(),
-    )
-    .unwrap()
+    client_with(ca, name, TransportConfig::default())
+}
+
+/// A client endpoint on localhost named `name`, with `config`.
+fn client_with(ca: &CaPem, name: &str, config: TransportConfig) -> Endpoint {
+    Endpoint::client_on(localhost(), &client_identity(ca, name), config).unwrap()
 }
 
 /// A reload (a rotation to a new CA here, so old and new certificates cannot be mixed
@@ -510,7 +510,7 @@ async fn datagrams_grow_to_what_the_path_carries_up_to_the_configured_bound() {
             ..TransportConfig::default()
         };
         let (server, addr) = start_server(&ca, config.clone()).await;
-        let client = Endpoint::client_on(localhost(), &client_identity(&ca, "c"), config).unwrap();
+        let client = client_with(&ca, "c", config);
         let payload = vec![7u8; 16 * 1024];
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut mtu = 0;
@@ -577,15 +577,14 @@ async fn the_socket_receive_buffer_is_sized_and_its_drops_are_counted() {
     assert_eq!(server.udp_receive_drops(), Some(0), "nothing dropped yet");
     server.close().await;
 
-    let default = Endpoint::client_on(
-        localhost(),
-        &client_identity(&ca, "c"),
+    let default = client_with(
+        &ca,
+        "c",
         TransportConfig {
             udp_receive_buffer_bytes: 0,
             ..TransportConfig::default()
         },
-    )
-    .unwrap();
+    );
     assert!(default.udp_receive_buffer_bytes() > 0);
     default.close().await;
 

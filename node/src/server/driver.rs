@@ -839,8 +839,21 @@ mod tests {
         (node("a"), node("b"))
     }
 
-    /// The engine of a one-node cluster (N = R = W = 1), its clock and its endpoint.
-    fn single_node() -> (Engine, Clock, Endpoint) {
+    /// A one-node cluster's driver (N = R = W = 1) and what surrounds it: its endpoint,
+    /// the storage queue (no thread takes from it unless a test does), the completion
+    /// channel and the request queue (room for `inputs`).
+    struct Harness {
+        driver: Driver,
+        endpoint: Endpoint,
+        storage_tx: crossbeam::channel::Sender<(RequestId, StorageOp)>,
+        storage_rx: crossbeam::channel::Receiver<(RequestId, StorageOp)>,
+        done_tx: mpsc::UnboundedSender<Completion>,
+        done_rx: mpsc::UnboundedReceiver<Completion>,
+        input_tx: mpsc::Sender<Inbound>,
+        input_rx: mpsc::Receiver<Inbound>,
+    }
+
+    fn single_node(inputs: usize) -> Harness {
         let me = NodeId::new("a").unwrap();
         let ca = generate_ca_pem().unwrap();
         let leaf = issue_node_cert_pem(&ca, &me).unwrap();
@@ -862,7 +875,44 @@ mod tests {
             clock.now(),
         )
         .unwrap();
-        (engine, clock, endpoint)
+        let (storage_tx, storage_rx) = crossbeam::channel::bounded(64);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::channel(inputs);
+        let driver = Driver::new(
+            engine,
+            clock,
+            endpoint.clone(),
+            HashMap::new(),
+            storage_tx.clone(),
+            done_tx.clone(),
+        );
+        Harness {
+            driver,
+            endpoint,
+            storage_tx,
+            storage_rx,
+            done_tx,
+            done_rx,
+            input_tx,
+            input_rx,
+        }
+    }
+
+    /// Inline ops that run on an in-memory store.
+    fn in_memory_ops() -> InlineOps {
+        let exec =
+            Arc::new(Executor::open(shoal_storage::MemStorage::new(), || 7).expect("executor"));
+        Arc::new(move |op| exec.try_execute(op))
+    }
+
+    /// A client put of `k` with `options`, and the receiver of its answer.
+    fn put_k(options: shoal_proto::wire::WriteOptions) -> (Inbound, oneshot::Receiver<Response>) {
+        client(ClientRequest::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            context: None,
+            options,
+        })
     }
 
     /// With group commit, a write run on the driver's thread answers its client only once
@@ -870,33 +920,16 @@ mod tests {
     /// hands the completion to the committer's queue instead of to the engine.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_inline_write_under_group_commit_waits_for_the_committer() {
-        let (engine, clock, endpoint) = single_node();
-        let (storage_tx, storage_rx) = crossbeam::channel::bounded(64);
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let (input_tx, input_rx) = mpsc::channel(4);
+        let h = single_node(4);
         let (commit_tx, commit_rx) = crossbeam::channel::bounded(8);
-        let exec =
-            Arc::new(Executor::open(shoal_storage::MemStorage::new(), || 7).expect("executor"));
-        let ops: InlineOps = Arc::new(move |op| exec.try_execute(op));
-        let (put, mut answer) = client(ClientRequest::Put {
-            key: b"k".to_vec(),
-            value: b"v".to_vec(),
-            context: None,
-            options: shoal_proto::wire::WriteOptions::default(),
-        });
-        input_tx.try_send(put).unwrap();
+        let (put, mut answer) = put_k(Default::default());
+        h.input_tx.try_send(put).unwrap();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let driver = Driver::new(
-            engine,
-            clock,
-            endpoint.clone(),
-            HashMap::new(),
-            storage_tx,
-            done_tx.clone(),
-        )
-        .with_inline_ops(ops)
-        .with_group_commit(commit_tx, 1);
-        let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+        let driver = h
+            .driver
+            .with_inline_ops(in_memory_ops())
+            .with_group_commit(commit_tx, 1);
+        let driver = tokio::spawn(driver.run(h.input_rx, h.done_rx, shutdown_rx));
         let completion =
             tokio::task::spawn_blocking(move || commit_rx.recv_timeout(Duration::from_secs(60)))
                 .await
@@ -910,7 +943,7 @@ mod tests {
             Completion::Response { .. } => panic!("a peer response reached the committer"),
         }
         assert!(
-            storage_rx.is_empty(),
+            h.storage_rx.is_empty(),
             "the write went to the storage threads"
         );
         assert!(
@@ -918,8 +951,8 @@ mod tests {
             "answered before the committer released it"
         );
         // The committer releases it (after its sync): now the client has its answer.
-        done_tx.send(completion).unwrap();
-        let answered = stop_after_answer(answer, shutdown_tx, driver, &endpoint).await;
+        h.done_tx.send(completion).unwrap();
+        let answered = stop_after_answer(answer, shutdown_tx, driver, &h.endpoint).await;
         assert!(
             matches!(answered, Ok(Response::Client(ClientResponse::Put(_)))),
             "{answered:?}"
@@ -932,13 +965,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_inline_write_is_answered_only_after_its_wal_record_is_written_out() {
         for fails in [false, true] {
-            let (engine, clock, endpoint) = single_node();
-            let (storage_tx, storage_rx) = crossbeam::channel::bounded(64);
-            let (done_tx, done_rx) = mpsc::unbounded_channel();
-            let (input_tx, input_rx) = mpsc::channel(4);
-            let exec =
-                Arc::new(Executor::open(shoal_storage::MemStorage::new(), || 7).expect("executor"));
-            let ops: InlineOps = Arc::new(move |op| exec.try_execute(op));
+            let h = single_node(4);
             // The write-out says when it starts and waits for the test's word.
             let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
             let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
@@ -955,25 +982,14 @@ mod tests {
                     Ok(())
                 }
             });
-            let (put, mut answer) = client(ClientRequest::Put {
-                key: b"k".to_vec(),
-                value: b"v".to_vec(),
-                context: None,
-                options: shoal_proto::wire::WriteOptions::default(),
-            });
-            input_tx.try_send(put).unwrap();
-            let driver = Driver::new(
-                engine,
-                clock,
-                endpoint.clone(),
-                HashMap::new(),
-                storage_tx,
-                done_tx,
-            )
-            .with_inline_ops(ops)
-            .with_wal_write_out(write_out);
+            let (put, mut answer) = put_k(Default::default());
+            h.input_tx.try_send(put).unwrap();
+            let driver = h
+                .driver
+                .with_inline_ops(in_memory_ops())
+                .with_wal_write_out(write_out);
             let (shutdown_tx, shutdown_rx) = watch::channel(false);
-            let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+            let driver = tokio::spawn(driver.run(h.input_rx, h.done_rx, shutdown_rx));
             tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(60)))
                 .await
                 .unwrap()
@@ -983,9 +999,9 @@ mod tests {
                 "answered before the write-out returned"
             );
             release_tx.send(()).unwrap();
-            let answered = stop_after_answer(answer, shutdown_tx, driver, &endpoint).await;
+            let answered = stop_after_answer(answer, shutdown_tx, driver, &h.endpoint).await;
             assert!(
-                storage_rx.is_empty(),
+                h.storage_rx.is_empty(),
                 "the write went to the storage threads"
             );
             if fails {
@@ -1047,10 +1063,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_runs_inline_beside_a_busy_storage_queue_unless_under_group_commit() {
         for group_commit in [false, true] {
-            let (engine, clock, endpoint) = single_node();
-            let (storage_tx, storage_rx) = crossbeam::channel::bounded(64);
+            let h = single_node(4);
             // An op no storage thread ever takes: the queue is not empty.
-            storage_tx
+            h.storage_tx
                 .try_send((
                     RequestId(u64::MAX),
                     StorageOp::Read {
@@ -1059,36 +1074,25 @@ mod tests {
                     },
                 ))
                 .unwrap();
-            let (done_tx, done_rx) = mpsc::unbounded_channel();
-            let (input_tx, input_rx) = mpsc::channel(4);
             let (commit_tx, _commit_rx) = crossbeam::channel::bounded(8);
-            let exec =
-                Arc::new(Executor::open(shoal_storage::MemStorage::new(), || 7).expect("executor"));
-            let ops: InlineOps = Arc::new(move |op| exec.try_execute(op));
-            let (put, answer) = client(ClientRequest::Put {
-                key: b"k".to_vec(),
-                value: b"v".to_vec(),
-                context: None,
-                options: shoal_proto::wire::WriteOptions {
-                    timeout: Some(Duration::from_millis(200)),
-                    ..shoal_proto::wire::WriteOptions::default()
-                },
+            let (put, answer) = put_k(shoal_proto::wire::WriteOptions {
+                timeout: Some(Duration::from_millis(200)),
+                ..Default::default()
             });
-            input_tx.try_send(put).unwrap();
-            let mut driver = Driver::new(
-                engine,
-                clock,
-                endpoint.clone(),
-                HashMap::new(),
-                storage_tx,
-                done_tx,
-            )
-            .with_inline_ops(ops);
+            h.input_tx.try_send(put).unwrap();
+            let mut driver = h.driver.with_inline_ops(in_memory_ops());
             if group_commit {
                 driver = driver.with_group_commit(commit_tx, 1);
             }
-            let (answered, queued) =
-                answer_and_queue(driver, input_rx, done_rx, answer, &endpoint, &storage_rx).await;
+            let (answered, queued) = answer_and_queue(
+                driver,
+                h.input_rx,
+                h.done_rx,
+                answer,
+                &h.endpoint,
+                &h.storage_rx,
+            )
+            .await;
             if group_commit {
                 // Nobody runs the queue here: the write waits there until its deadline.
                 assert!(
@@ -1126,10 +1130,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_from_memory_skip_the_storage_threads_and_the_others_do_not() {
         for in_memory in [true, false] {
-            let (engine, clock, endpoint) = single_node();
-            let (storage_tx, storage_rx) = crossbeam::channel::bounded(64);
-            let (done_tx, done_rx) = mpsc::unbounded_channel();
-            let (input_tx, input_rx) = mpsc::channel(4);
+            let h = single_node(4);
             let (get, answer) = client(ClientRequest::Get {
                 key: b"k".to_vec(),
                 options: ReadOptions {
@@ -1137,22 +1138,21 @@ mod tests {
                     ..ReadOptions::default()
                 },
             });
-            input_tx.try_send(get).unwrap();
+            h.input_tx.try_send(get).unwrap();
             let reads: InlineOps = Arc::new(move |op| {
                 (in_memory && matches!(op, StorageOp::Read { .. }))
                     .then_some(Ok(shoal_proto::StorageReply::Object(None)))
             });
-            let driver = Driver::new(
-                engine,
-                clock,
-                endpoint.clone(),
-                HashMap::new(),
-                storage_tx,
-                done_tx,
+            let driver = h.driver.with_inline_ops(reads);
+            let (answered, queued) = answer_and_queue(
+                driver,
+                h.input_rx,
+                h.done_rx,
+                answer,
+                &h.endpoint,
+                &h.storage_rx,
             )
-            .with_inline_ops(reads);
-            let (answered, queued) =
-                answer_and_queue(driver, input_rx, done_rx, answer, &endpoint, &storage_rx).await;
+            .await;
             if in_memory {
                 match answered {
                     Ok(Response::Client(ClientResponse::Get(reply))) => assert!(!reply.found),
@@ -1182,14 +1182,11 @@ mod tests {
     /// waits in its queues.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn timers_fire_while_the_request_queue_never_empties() {
-        let (engine, clock, endpoint) = single_node();
         // Storage workers that never run anything: the read waits for its deadline.
-        let (storage_tx, _storage_rx) = crossbeam::channel::bounded(64);
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         // The read first, then more requests than the driver can admit before the
         // read's deadline (the engine answers each at once).
         const QUEUED: usize = 100_000;
-        let (input_tx, input_rx) = mpsc::channel(QUEUED + 1);
+        let h = single_node(QUEUED + 1);
         let (get, answer) = client(ClientRequest::Get {
             key: b"k".to_vec(),
             options: ReadOptions {
@@ -1197,26 +1194,18 @@ mod tests {
                 ..ReadOptions::default()
             },
         });
-        input_tx.try_send(get).unwrap();
+        h.input_tx.try_send(get).unwrap();
         for _ in 0..QUEUED {
             let (i, _) = client(ClientRequest::ClusterInfo);
-            input_tx.try_send(i).unwrap();
+            h.input_tx.try_send(i).unwrap();
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let driver = Driver::new(
-            engine,
-            clock,
-            endpoint.clone(),
-            HashMap::new(),
-            storage_tx,
-            done_tx,
-        );
-        let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+        let driver = tokio::spawn(h.driver.run(h.input_rx, h.done_rx, shutdown_rx));
         let answered = tokio::time::timeout(Duration::from_secs(60), answer).await;
-        let still_queued = input_tx.max_capacity() - input_tx.capacity();
+        let still_queued = h.input_tx.max_capacity() - h.input_tx.capacity();
         let _ = shutdown_tx.send(true);
         let _ = driver.await;
-        endpoint.close().await;
+        h.endpoint.close().await;
         match answered.map(|a| a.map(Response::unstamped)) {
             Ok(Ok(Response::Client(ClientResponse::Error(RequestError::Timeout { .. })))) => {}
             Ok(other) => panic!("expected a Timeout answer, got {other:?}"),
