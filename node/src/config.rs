@@ -79,6 +79,13 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// This node's private key (PEM).
     pub key: PathBuf,
+    /// Client certificate names (`shoal://client/<name>`) allowed to change the cluster
+    /// (stage, unstage and commit layout changes) and to take backups; every other
+    /// client is refused those with `not allowed`, and can still read and write data and
+    /// read the cluster's state and plans. Empty (the default): every client certificate
+    /// of the cluster CA may, as in earlier releases.
+    #[serde(default)]
+    pub admin_clients: Vec<String>,
 }
 
 /// RocksDB settings.
@@ -423,6 +430,14 @@ impl NodeConfig {
                 ));
             }
         }
+        for name in &self.tls.admin_clients {
+            if let Err(e) = NodeId::new(name) {
+                return Err(field_err(
+                    "tls.admin_clients",
+                    format!("{name:?} is not a client name: {e}"),
+                ));
+            }
+        }
         self.transport_config()
             .validate()
             .map_err(|e| field_err("transport", e.to_string()))?;
@@ -621,6 +636,28 @@ mod tests {
         let mut expected = EngineConfig::default();
         expected.aae.interval = std::time::Duration::from_secs(10);
         assert_eq!(cfg.engine_config(), expected);
+    }
+
+    /// `tls.admin_clients` takes client names, and a name a certificate could not carry
+    /// is refused under its field.
+    #[test]
+    fn admin_clients_must_be_client_names() {
+        let dir = dir_with_tls_files();
+        let path = dir.path().join("node.toml");
+        let with = |names: &str| {
+            DEFAULT_CONFIG_TOML.replacen(
+                "admin_clients = []",
+                &format!("admin_clients = {names}"),
+                1,
+            )
+        };
+        let cfg = NodeConfig::parse(&with("[\"ops\", \"backup-robot\"]"), &path, dir.path())
+            .expect("client names are accepted");
+        assert_eq!(cfg.tls.admin_clients, ["ops", "backup-robot"]);
+        match NodeConfig::parse(&with("[\"ops\", \"not a name/\"]"), &path, dir.path()) {
+            Err(ConfigError::Field { field, .. }) => assert_eq!(field, "tls.admin_clients"),
+            other => panic!("an invalid client name was accepted: {other:?}"),
+        }
     }
 
     /// Engine rules are reported under the file's own names, `section.key`.

@@ -33,9 +33,11 @@ pub const READ_REPAIR_FAILURES_TOTAL: &str = "shoal_read_repair_failures_total";
 pub const FORWARDS_TOTAL: &str = "shoal_forwards_total";
 /// Counter, by `op` and `result`: forwarded client requests, by the replica's outcome.
 pub const FORWARDED_REQUESTS_TOTAL: &str = "shoal_forwarded_requests_total";
-/// Counter, by `reason` (`client_role_peer_message`, `unknown_node`): requests refused
-/// for the sender's role or identity (the node's handler also records
-/// `client_role_peer_message`, before decoding).
+/// Counter, by `reason` (`client_role_peer_message`, `unknown_node`,
+/// `client_not_admin`): requests refused for the sender's role or identity (the node's
+/// handler also records `client_role_peer_message`, before decoding, and
+/// `client_not_admin`, a client not in `tls.admin_clients` asking for a layout change or
+/// a backup).
 pub const REFUSED_REQUESTS_TOTAL: &str = "shoal_refused_requests_total";
 /// Counter, by `op` (a node-to-node operation): requests the engine issued to other
 /// nodes.

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use shoal_proto::wire::{
     answer_version, decode_request_versioned, encode_response_as, fit_response, peek_request_kind,
-    peer_response_len, ClientRequest, ClientResponse, LayoutStamp, PeerRequest, PeerResponse,
-    Request, RequestKind, Response, StorageHealth, MAX_PEER_BATCH, MAX_REQUEST_TIMEOUT,
+    peer_response_len, ClientRequest, ClientResponse, ClusterRequest, LayoutStamp, PeerRequest,
+    PeerResponse, Request, RequestKind, Response, StorageHealth, MAX_PEER_BATCH,
+    MAX_REQUEST_TIMEOUT,
 };
 use shoal_proto::{ReplicationConfig, RequestError, Sender};
 use shoal_ring::NodeId;
@@ -51,6 +52,9 @@ pub(super) struct NodeHandler {
     storage: Arc<RocksStorage>,
     /// Serves `backup` requests (the node's own work, not the engine's).
     backups: Arc<Backups>,
+    /// `tls.admin_clients`: the client names allowed to change the cluster and take
+    /// backups (empty: every client).
+    admin_clients: Vec<String>,
 }
 
 impl NodeHandler {
@@ -72,7 +76,27 @@ impl NodeHandler {
             me,
             storage,
             backups,
+            admin_clients: Vec::new(),
         }
+    }
+
+    /// Only these client names may change the cluster and take backups (`tls.admin_clients`;
+    /// empty: every client).
+    pub(super) fn with_admin_clients(mut self, names: Vec<String>) -> Self {
+        self.admin_clients = names;
+        self
+    }
+
+    /// The refusal of an administrative request from a client not listed in
+    /// `tls.admin_clients`, or `None` if `client` may send `request`.
+    fn refuse_admin(&self, client: &str, request: &Request) -> Option<RequestError> {
+        if self.admin_clients.is_empty() || self.admin_clients.iter().any(|n| n == client) {
+            return None;
+        }
+        let what = admin_request(request)?;
+        Some(RequestError::NotAllowed(format!(
+            "client certificate {client:?} may not {what}: it is not in this node's tls.admin_clients"
+        )))
     }
 
     /// The engine does not see the disk: this node's own status report gets its storage
@@ -222,6 +246,21 @@ impl NodeHandler {
     }
 }
 
+/// What an administrative client request does (for its refusal), or `None` for a request
+/// every client may send: data, and reading the cluster's state and plans.
+fn admin_request(request: &Request) -> Option<&'static str> {
+    match request {
+        Request::Client(ClientRequest::Backup { .. }) => Some("take backups"),
+        Request::Client(ClientRequest::Cluster(
+            ClusterRequest::Stage(_)
+            | ClusterRequest::Unstage
+            | ClusterRequest::Commit { .. }
+            | ClusterRequest::CommitPlan { .. },
+        )) => Some("change the cluster's layout"),
+        _ => None,
+    }
+}
+
 fn result_label(resp: &Response) -> &'static str {
     match resp {
         Response::Client(ClientResponse::Error(e))
@@ -270,6 +309,17 @@ impl Handler for NodeHandler {
             Some(label) => WIRE_REQUESTS.get([role, label]).increment(1),
             None => metrics::counter!(crate::metrics::WIRE_REQUESTS_TOTAL, "role" => role, "version" => version.to_string())
                 .increment(1),
+        }
+        if let PeerRole::Client(name) = &peer {
+            if let Some(refusal) = self.refuse_admin(name, &request) {
+                metrics::counter!(shoal_proto::metrics::REFUSED_REQUESTS_TOTAL, "reason" => "client_not_admin")
+                    .increment(1);
+                CLIENT_REQUESTS.get([op, refusal.label()]).increment(1);
+                return encode_response_as(
+                    &Response::Client(ClientResponse::Error(refusal)),
+                    version,
+                );
+            }
         }
         let from = match peer {
             PeerRole::Node(id) => Sender::Node(id),

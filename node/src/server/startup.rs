@@ -324,14 +324,17 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         driver
     };
     let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
-    let handler = Arc::new(NodeHandler::new(
-        input_tx,
-        &cfg.replication,
-        cfg.limits.max_frame_bytes(),
-        cfg.id.clone(),
-        storage.clone(),
-        Arc::new(Backups::new(&cfg, storage.clone())),
-    ));
+    let handler = Arc::new(
+        NodeHandler::new(
+            input_tx,
+            &cfg.replication,
+            cfg.limits.max_frame_bytes(),
+            cfg.id.clone(),
+            storage.clone(),
+            Arc::new(Backups::new(&cfg, storage.clone())),
+        )
+        .with_admin_clients(cfg.tls.admin_clients.clone()),
+    );
     let serve = endpoint.serve(handler);
     tokio::spawn(report_storage_stats(
         storage.clone(),

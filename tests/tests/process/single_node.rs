@@ -400,3 +400,65 @@ async fn oversized_key_and_value_are_typed_errors_and_the_node_keeps_serving() {
     assert_serving(&mut node, &client, "after-oversized").await;
     client.close().await;
 }
+
+/// With `tls.admin_clients` set, a client certificate not on the list is refused layout
+/// changes and backups with a typed `NotAllowed` (and counted), while it still reads,
+/// writes and views the cluster; a listed client's layout change is carried out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admin_clients_may_change_the_cluster_or_take_backups() {
+    use shoal_proto::wire::{ClientRequest, ClientResponse, ClusterRequest};
+    let mut node = Cluster::start(1, "[tls]\nadmin_clients = [\"ops\"]\n").await;
+    let addr = node.nodes()[0].addr;
+    // The dev cluster's own client certificate is named "dev": not an admin here.
+    let dev = node.raw_client(TransportConfig::default());
+    let refused = [
+        ClientRequest::Cluster(ClusterRequest::Unstage),
+        ClientRequest::Cluster(ClusterRequest::Commit { version: 1 }),
+        ClientRequest::Backup {
+            name: "nightly".into(),
+        },
+    ];
+    for request in refused {
+        match crate::harness::ask(&dev, addr, request.clone()).await {
+            ClientResponse::Error(RequestError::NotAllowed(why)) => {
+                assert!(why.contains("admin_clients"), "{request:?}: {why}")
+            }
+            other => panic!("{request:?} from a non-admin client: {other:?}"),
+        }
+    }
+    let refusals = node
+        .metric_sum(
+            &[0],
+            "shoal_refused_requests_total",
+            &[("reason", "client_not_admin")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refusals, 3.0, "each refusal is counted");
+    // Reading the cluster's state stays open to every client, and so do data requests.
+    match crate::harness::ask(&dev, addr, ClientRequest::Cluster(ClusterRequest::Status)).await {
+        ClientResponse::Cluster(_) => {}
+        other => panic!("a status read was refused: {other:?}"),
+    }
+    let client = node.client().await;
+    assert_serving(&mut node, &client, "after-refusals").await;
+    client.close().await;
+
+    // A client certificate named "ops", from the cluster's CA, may.
+    let ops_dir = node.dir().join("ops");
+    shoal_transport::certs::issue_client_cert(node.dir(), "ops", &ops_dir)
+        .expect("an ops client certificate");
+    let identity = TlsIdentity::load(
+        &node.dir().join("ca.pem"),
+        &ops_dir.join("client.pem"),
+        &ops_dir.join("client.key"),
+    )
+    .expect("the ops identity");
+    let ops = Endpoint::client(&identity, TransportConfig::default()).unwrap();
+    match crate::harness::ask(&ops, addr, ClientRequest::Cluster(ClusterRequest::Unstage)).await {
+        ClientResponse::Cluster(_) => {}
+        other => panic!("an admin's unstage was refused: {other:?}"),
+    }
+    ops.close().await;
+    dev.close().await;
+}
