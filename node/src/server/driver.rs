@@ -1040,20 +1040,22 @@ mod tests {
         answered
     }
 
-    /// Runs `driver` until the client's `answer` comes (at most 60 s), stops it and the
-    /// endpoint, and gives the answer with the ops left in the storage queue.
-    async fn answer_and_queue(
-        driver: Driver,
-        input_rx: mpsc::Receiver<Inbound>,
-        done_rx: mpsc::UnboundedReceiver<Completion>,
-        answer: oneshot::Receiver<Response>,
-        endpoint: &Endpoint,
-        storage_rx: &crossbeam::channel::Receiver<(RequestId, StorageOp)>,
-    ) -> (Result<Response, oneshot::error::RecvError>, Vec<StorageOp>) {
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
-        let answered = stop_after_answer(answer, shutdown_tx, driver, endpoint).await;
-        (answered, storage_rx.try_iter().map(|(_, op)| op).collect())
+    impl Harness {
+        /// Runs the driver, set up by `configure`, until the client's `answer` comes (at
+        /// most 60 s), stops it and the endpoint, and gives the answer with the ops left
+        /// in the storage queue.
+        async fn answer_and_queue(
+            self,
+            configure: impl FnOnce(Driver) -> Driver,
+            answer: oneshot::Receiver<Response>,
+        ) -> (Result<Response, oneshot::error::RecvError>, Vec<StorageOp>) {
+            let (shutdown_tx, shutdown_rx) = watch::channel(false);
+            let driver = configure(self.driver);
+            let driver = tokio::spawn(driver.run(self.input_rx, self.done_rx, shutdown_rx));
+            let answered = stop_after_answer(answer, shutdown_tx, driver, &self.endpoint).await;
+            let queued = self.storage_rx.try_iter().map(|(_, op)| op).collect();
+            (answered, queued)
+        }
     }
 
     /// A write that needs no wait runs on the driver's thread even while the storage
@@ -1080,19 +1082,15 @@ mod tests {
                 ..Default::default()
             });
             h.input_tx.try_send(put).unwrap();
-            let mut driver = h.driver.with_inline_ops(in_memory_ops());
-            if group_commit {
-                driver = driver.with_group_commit(commit_tx, 1);
-            }
-            let (answered, queued) = answer_and_queue(
-                driver,
-                h.input_rx,
-                h.done_rx,
-                answer,
-                &h.endpoint,
-                &h.storage_rx,
-            )
-            .await;
+            let configure = |driver: Driver| {
+                let driver = driver.with_inline_ops(in_memory_ops());
+                if group_commit {
+                    driver.with_group_commit(commit_tx, 1)
+                } else {
+                    driver
+                }
+            };
+            let (answered, queued) = h.answer_and_queue(configure, answer).await;
             if group_commit {
                 // Nobody runs the queue here: the write waits there until its deadline.
                 assert!(
@@ -1143,16 +1141,9 @@ mod tests {
                 (in_memory && matches!(op, StorageOp::Read { .. }))
                     .then_some(Ok(shoal_proto::StorageReply::Object(None)))
             });
-            let driver = h.driver.with_inline_ops(reads);
-            let (answered, queued) = answer_and_queue(
-                driver,
-                h.input_rx,
-                h.done_rx,
-                answer,
-                &h.endpoint,
-                &h.storage_rx,
-            )
-            .await;
+            let (answered, queued) = h
+                .answer_and_queue(|driver| driver.with_inline_ops(reads), answer)
+                .await;
             if in_memory {
                 match answered {
                     Ok(Response::Client(ClientResponse::Get(reply))) => assert!(!reply.found),
