@@ -98,6 +98,12 @@ impl Engine {
 
     pub(super) fn on_forward(&mut self, id: RequestId, result: Result<PeerResponse, SendError>) {
         match result {
+            // A replica's engine answers a client request `ShuttingDown` only when it
+            // refused it before running anything (restoring, a candidate, its copy of the
+            // partition being dropped): another replica may take it, a write included.
+            Ok(PeerResponse::Client(ClientResponse::Error(RequestError::ShuttingDown))) => {
+                self.forward_next(id)
+            }
             Ok(PeerResponse::Client(resp)) => self.end_forward(id, resp),
             Ok(PeerResponse::Error(e)) => self.end_forward(id, ClientResponse::Error(e)),
             // Could not reach that replica: try the next one.

@@ -944,8 +944,7 @@ impl Engine {
                     .requests
                     .get([req.op_name(), "restoring"])
                     .increment(1);
-                // The client tries another node (see `restore.rs`).
-                self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
+                self.forward_while_restoring(id, req, forwarded);
             }
             ClientRequest::Get { .. }
             | ClientRequest::Put { .. }
@@ -958,6 +957,31 @@ impl Engine {
             | ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }) => self.handle_keyed(id, req, forwarded),
         }
+    }
+
+    /// A keyed client request reaching a node in restore mode: it coordinates nothing
+    /// (see `restore.rs`), so it hands the request to another primary of the key, as a
+    /// node that is not a replica does; the client's write then succeeds with this node
+    /// counted down (a hint for it). A request forwarded to it is refused
+    /// ([`RequestError::ShuttingDown`], before anything ran): no forwarding loops, and the
+    /// forwarder tries its next replica.
+    fn forward_while_restoring(&mut self, id: InboundId, req: ClientRequest, forwarded: bool) {
+        let partition = match req.key() {
+            Some(key) if !forwarded && self.validate_keyed(&req).is_ok() => {
+                self.ring().partition_of(key)
+            }
+            _ => {
+                self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
+                return;
+            }
+        };
+        let me = self.me.clone();
+        let others: Vec<NodeId> = self
+            .primaries(partition)
+            .into_iter()
+            .filter(|p| *p != me)
+            .collect();
+        self.start_forward(id, req, others);
     }
 
     fn handle_keyed(&mut self, id: InboundId, req: ClientRequest, forwarded: bool) {

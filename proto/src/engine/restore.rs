@@ -15,11 +15,13 @@
 //! covers a backup taken while its node lagged behind a delete (its copy loses to the
 //! peer's tombstone, or to the peer's lack of the key once the tombstone was reaped).
 //!
-//! Meanwhile the node refuses to coordinate data requests and refuses replica reads,
-//! writes, hints and anti-entropy messages from peers with
-//! [`RequestError::ShuttingDown`]: coordinators treat it like a down replica (sloppy
-//! quorum, hints kept for later), and no peer's exchange merges our old copies into its
-//! own. It neither starts normal exchanges nor reaps. Writes the cluster acknowledges
+//! Meanwhile the node coordinates no data request: a client's read, write or delete sent
+//! to it is forwarded to another primary of the key (as a node that is not a replica
+//! does), and one forwarded to it is refused with [`RequestError::ShuttingDown`], on
+//! which the forwarder tries its next replica. It refuses replica reads, writes, hints and
+//! anti-entropy messages from peers with [`RequestError::ShuttingDown`] too:
+//! coordinators treat it like a down replica (sloppy quorum, hints kept for later), and
+//! no peer's exchange merges our old copies into its own. It neither starts normal exchanges nor reaps. Writes the cluster acknowledges
 //! meanwhile reach the node later through hints and anti-entropy.
 //!
 //! Progress is kept in memory only: a node that stops mid-restore starts the whole

@@ -93,16 +93,48 @@ fn a_restored_node_ends_with_exactly_its_peers_copies_and_serves_nothing_meanwhi
     assert!(c.engine(&a).restoring());
     assert_eq!(c.engine(&a).restore_partitions_left(), 16);
 
-    // Meanwhile it coordinates nothing, and refuses to be a replica of a write.
-    let refused_get = c.submit(&a, get(&stale));
+    // Meanwhile it coordinates nothing: a client's read and write sent to it are handed
+    // to another replica (a forward) and succeed there; and it refuses to be a replica
+    // of a write.
+    let forwarded_get = c.submit(&a, get(&stale));
+    let routed = b"routed".to_vec();
+    let forwarded_put = c.submit(&a, put(&routed, "through a", None));
+    c.pump(None, 0.0, |c| {
+        c.answers.contains_key(&forwarded_get) && c.answers.contains_key(&forwarded_put)
+    });
+    match &c.answers[&forwarded_get] {
+        Response::Client(ClientResponse::Get(reply)) => {
+            assert_eq!(reply.values, vec![b"new".to_vec()], "{reply:?}")
+        }
+        other => panic!("a read sent to the restoring node failed: {other:?}"),
+    }
+    assert!(
+        matches!(
+            c.answers[&forwarded_put],
+            Response::Client(ClientResponse::Put(_))
+        ),
+        "a write sent to the restoring node failed: {:?}",
+        c.answers[&forwarded_put]
+    );
+    let forwards = c
+        .log
+        .iter()
+        .filter(|(_, n, cmd)| {
+            *n == a
+                && matches!(
+                    cmd,
+                    Command::Send {
+                        request: shoal_proto::wire::PeerRequest::Forward(_),
+                        ..
+                    }
+                )
+        })
+        .count();
+    assert_eq!(forwards, 2, "the restoring node forwarded both requests");
     let during_put = c.submit(&b, put(&during, "meanwhile", None));
     c.pump(None, 0.0, |c| {
         !c.engine(&a).restoring() && c.answers.contains_key(&during_put)
     });
-    assert_eq!(
-        c.answers[&refused_get],
-        Response::Client(ClientResponse::Error(RequestError::ShuttingDown))
-    );
     assert!(
         matches!(
             c.answers[&during_put],
