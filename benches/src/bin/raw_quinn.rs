@@ -26,6 +26,11 @@ struct Args {
     /// Requests in flight.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// Requests carried per frame (a batch: one stream carries `batch` requests and their
+    /// responses, as `PeerRequest::Batch` does between nodes); throughput counts requests,
+    /// latency is the frame's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    batch: u32,
     /// How long to measure (after a 1 s warm-up).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     duration: Duration,
@@ -67,8 +72,9 @@ async fn main() -> anyhow::Result<()> {
         TransportConfig::default(),
     )
     .context("binding the server")?;
+    let batch = args.batch as usize;
     let _serving = server.serve(Arc::new(Echo {
-        response: vec![7u8; args.response_bytes],
+        response: vec![7u8; args.response_bytes * batch],
     }));
     let client = Endpoint::client_on(
         "127.0.0.1:0".parse()?,
@@ -82,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let client = client.clone();
-        let payload = vec![1u8; args.request_bytes];
+        let payload = vec![1u8; args.request_bytes * batch];
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -120,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     client.close().await;
     server.close().await;
     let secs = args.duration.as_secs_f64();
-    let ops = total.len() as f64 / secs;
+    let ops = (total.len() * batch as u64) as f64 / secs;
     if args.json {
         println!(
             "{}",
@@ -128,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
                 "request_bytes": args.request_bytes,
                 "response_bytes": args.response_bytes,
                 "concurrency": args.concurrency,
+                "batch": args.batch,
                 "throughput": ops,
                 "p50_us": total.value_at_quantile(0.5),
                 "p99_us": total.value_at_quantile(0.99),
@@ -137,10 +144,11 @@ async fn main() -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "quinn loopback, {} B requests, {} B responses, concurrency {}: {:.0} req/s, p50 {} µs, p99 {} µs, p999 {} µs, errors {}",
+            "quinn loopback, {} B requests, {} B responses, concurrency {}, {} per frame: {:.0} req/s, p50 {} µs, p99 {} µs, p999 {} µs, errors {}",
             args.request_bytes,
             args.response_bytes,
             args.concurrency,
+            args.batch,
             ops,
             total.value_at_quantile(0.5),
             total.value_at_quantile(0.99),
