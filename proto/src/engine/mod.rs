@@ -940,11 +940,8 @@ impl Engine {
             | ClientRequest::Delete { .. }
                 if self.restoring() =>
             {
-                self.meters
-                    .requests
-                    .get([req.op_name(), "restoring"])
-                    .increment(1);
-                self.forward_while_restoring(id, req, forwarded);
+                // Forwarded to another primary in `handle_keyed` (see `restore.rs`).
+                self.handle_keyed(id, req, forwarded);
             }
             ClientRequest::Get { .. }
             | ClientRequest::Put { .. }
@@ -957,31 +954,6 @@ impl Engine {
             | ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }) => self.handle_keyed(id, req, forwarded),
         }
-    }
-
-    /// A keyed client request reaching a node in restore mode: it coordinates nothing
-    /// (see `restore.rs`), so it hands the request to another primary of the key, as a
-    /// node that is not a replica does; the client's write then succeeds with this node
-    /// counted down (a hint for it). A request forwarded to it is refused
-    /// ([`RequestError::ShuttingDown`], before anything ran): no forwarding loops, and the
-    /// forwarder tries its next replica.
-    fn forward_while_restoring(&mut self, id: InboundId, req: ClientRequest, forwarded: bool) {
-        let partition = match req.key() {
-            Some(key) if !forwarded && self.validate_keyed(&req).is_ok() => {
-                self.ring().partition_of(key)
-            }
-            _ => {
-                self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
-                return;
-            }
-        };
-        let me = self.me.clone();
-        let others: Vec<NodeId> = self
-            .primaries(partition)
-            .into_iter()
-            .filter(|p| *p != me)
-            .collect();
-        self.start_forward(id, req, others);
     }
 
     fn handle_keyed(&mut self, id: InboundId, req: ClientRequest, forwarded: bool) {
@@ -1012,6 +984,24 @@ impl Engine {
             return;
         }
         let primaries = self.primaries(partition);
+        if self.restoring() {
+            // It coordinates nothing (see `restore.rs`): another primary of the key takes
+            // the request, as for a node that is not a replica, and the client's write
+            // succeeds with this node counted down (a hint for it). One forwarded here is
+            // refused before anything ran: no forwarding loops, and the forwarder tries
+            // its next replica.
+            self.meters
+                .requests
+                .get([req.op_name(), "restoring"])
+                .increment(1);
+            if forwarded {
+                self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
+            } else {
+                let others = primaries.into_iter().filter(|p| *p != self.me).collect();
+                self.start_forward(id, req, others);
+            }
+            return;
+        }
         // A forward from a coordinator that reads from a newer layout version than this
         // node does yet (this node gains the partition in it): this node holds the
         // partition in a kept version, so it coordinates, with its own read set (safe:

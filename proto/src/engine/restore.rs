@@ -21,8 +21,9 @@
 //! which the forwarder tries its next replica. It refuses replica reads, writes, hints and
 //! anti-entropy messages from peers with [`RequestError::ShuttingDown`] too:
 //! coordinators treat it like a down replica (sloppy quorum, hints kept for later), and
-//! no peer's exchange merges our old copies into its own. It neither starts normal exchanges nor reaps. Writes the cluster acknowledges
-//! meanwhile reach the node later through hints and anti-entropy.
+//! no peer's exchange merges our old copies into its own. It neither starts normal
+//! exchanges nor reaps. Writes the cluster acknowledges meanwhile reach the node later
+//! through hints and anti-entropy.
 //!
 //! Progress is kept in memory only: a node that stops mid-restore starts the whole
 //! restore again (the driver keeps the restore marker until [`Engine::restoring`] turns
