@@ -325,6 +325,34 @@ mod tests {
         assert!(matches!(config.validate(), Err(TransportError::Config(_))));
     }
 
+    /// `config` fails validation with a message naming `field`.
+    fn assert_refused(config: &TransportConfig, field: &str, what: &str) {
+        assert!(
+            matches!(config.validate(), Err(TransportError::Config(m)) if m.contains(field)),
+            "{what} accepted"
+        );
+    }
+
+    #[test]
+    fn udp_bounds_outside_their_ranges_are_refused() {
+        for bad in [1199u16, 65528] {
+            let config = TransportConfig {
+                max_udp_payload_bytes: bad,
+                ..TransportConfig::default()
+            };
+            assert_refused(&config, "max_udp_payload_bytes", &bad.to_string());
+        }
+        let too_large = TransportConfig {
+            udp_receive_buffer_bytes: (1 << 30) + 1,
+            ..TransportConfig::default()
+        };
+        assert_refused(
+            &too_large,
+            "udp_receive_buffer_bytes",
+            "a receive buffer past 1 GiB",
+        );
+    }
+
     #[test]
     fn an_inflight_budget_smaller_than_one_frame_is_refused() {
         let config = TransportConfig {
@@ -332,8 +360,10 @@ mod tests {
             max_client_inflight_bytes: 1023,
             ..TransportConfig::default()
         };
-        assert!(
-            matches!(config.validate(), Err(TransportError::Config(m)) if m.contains("max_client_inflight_bytes"))
+        assert_refused(
+            &config,
+            "max_client_inflight_bytes",
+            "a budget under one frame",
         );
         let config = TransportConfig {
             max_frame_bytes: 1024,

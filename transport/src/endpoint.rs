@@ -118,29 +118,20 @@ fn bind_quinn(
         }
     }
     let wanted = config.udp_receive_buffer_bytes;
-    let receive_buffer_bytes = if wanted > 0 {
-        match socket::size_receive_buffer(&socket, wanted) {
-            Ok(got) => {
-                if got < wanted {
-                    warn!(
-                        wanted,
-                        got,
-                        "the UDP socket's receive buffer is smaller than \
-                         transport.udp_receive_buffer_bytes asks (capped by the \
-                         net.core.rmem_max sysctl): raise net.core.rmem_max, or datagrams \
-                         arriving in bursts may be dropped"
-                    );
-                }
-                got
-            }
-            Err(e) => {
-                warn!(%e, wanted, "unable to size the UDP socket's receive buffer");
-                socket.recv_buffer_size().unwrap_or(0)
-            }
-        }
-    } else {
-        socket.recv_buffer_size().unwrap_or(0)
-    };
+    let sized = (wanted > 0).then(|| socket::size_receive_buffer(&socket, wanted));
+    let receive_buffer_bytes = socket.recv_buffer_size().unwrap_or(0);
+    match sized {
+        Some(Err(e)) => warn!(%e, wanted, "unable to size the UDP socket's receive buffer"),
+        Some(Ok(())) if receive_buffer_bytes < wanted => warn!(
+            wanted,
+            got = receive_buffer_bytes,
+            "the UDP socket's receive buffer is smaller than \
+             transport.udp_receive_buffer_bytes asks (capped by the net.core.rmem_max \
+             sysctl): raise net.core.rmem_max, or datagrams arriving in bursts may be \
+             dropped"
+        ),
+        _ => {}
+    }
     let info = SocketInfo {
         receive_buffer_bytes,
         inode: socket::socket_inode(&socket),

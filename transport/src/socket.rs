@@ -16,15 +16,16 @@ use std::io;
 
 use socket2::Socket;
 
-/// Asks the kernel for a receive buffer of `bytes` on `socket` and returns the size it
-/// reports. Where the process may (Linux, `CAP_NET_ADMIN`), `SO_RCVBUFFORCE` is used,
-/// which is not capped by `net.core.rmem_max`; else `SO_RCVBUF`, which is. Linux reports
-/// twice what it was asked for (the other half is its bookkeeping).
-pub(crate) fn size_receive_buffer(socket: &Socket, bytes: usize) -> io::Result<usize> {
-    if !force_receive_buffer(socket, bytes) {
-        socket.set_recv_buffer_size(bytes)?;
+/// Asks the kernel for a receive buffer of `bytes` on `socket`. Where the process may
+/// (Linux, `CAP_NET_ADMIN`), `SO_RCVBUFFORCE` is used, which is not capped by
+/// `net.core.rmem_max`; else `SO_RCVBUF`, which is. Linux then reports
+/// (`Socket::recv_buffer_size`) twice what it was asked for (the other half is its
+/// bookkeeping).
+pub(crate) fn size_receive_buffer(socket: &Socket, bytes: usize) -> io::Result<()> {
+    if force_receive_buffer(socket, bytes) {
+        return Ok(());
     }
-    socket.recv_buffer_size()
+    socket.set_recv_buffer_size(bytes)
 }
 
 #[cfg(target_os = "linux")]
