@@ -205,6 +205,10 @@ pub struct Cli {
     /// Per-request timeout the cluster applies (default: the cluster's), e.g. `1s`.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
+    /// The client's frames in flight per node before its requests go in batch frames
+    /// (default: the client config's `frames_per_node`; 0 sends every request alone).
+    #[arg(long, value_name = "FRAMES")]
+    pub frames_per_node: Option<usize>,
 
     /// Closed loop: workers each sending the next operation when the last finished. Also the
     /// parallelism of `--load`.
@@ -348,6 +352,8 @@ pub struct BenchConfig {
     pub load: bool,
     /// The RNG seed.
     pub seed: u64,
+    /// Overrides the client config's `frames_per_node`.
+    pub frames_per_node: Option<usize>,
     /// Where to write JSON results.
     pub json: Option<PathBuf>,
     /// Where to write the SVG plot.
@@ -417,6 +423,7 @@ impl Cli {
             write,
             mode,
             load_concurrency: self.concurrency,
+            frames_per_node: self.frames_per_node,
             stop,
             warmup: self.warmup,
             load: self.load,
@@ -509,6 +516,7 @@ impl BenchConfig {
             "warmup_s": secs(self.warmup),
             "load": self.load,
             "seed": self.seed,
+            "frames_per_node": self.frames_per_node,
             "fault": self.fault.as_ref().map(|f| json!({
                 "node": f.node,
                 "pid": f.pid,

@@ -13,7 +13,9 @@ use crate::client::Client;
 use crate::config::{ClientConfig, ConfigError, Seed, Settings, TlsFiles};
 use crate::error::ClientError;
 use crate::retry::RetryPolicy;
-use crate::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RACE_DELAY, DEFAULT_REQUEST_TIMEOUT};
+use crate::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_FRAMES_PER_NODE, DEFAULT_RACE_DELAY, DEFAULT_REQUEST_TIMEOUT,
+};
 
 /// Where the client's certificates come from.
 #[derive(Clone)]
@@ -80,6 +82,7 @@ impl Default for ClientBuilder {
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 retry: RetryPolicy::default(),
                 race_delay: DEFAULT_RACE_DELAY,
+                frames_per_node: DEFAULT_FRAMES_PER_NODE,
             },
             tls: Tls::Missing,
         }
@@ -158,6 +161,13 @@ impl ClientBuilder {
     /// connecting to the next one.
     pub fn race_delay(mut self, delay: Duration) -> ClientBuilder {
         self.settings.race_delay = delay;
+        self
+    }
+
+    /// Frames to keep in flight to one node before reads and writes to it wait and go
+    /// together in one batch frame ([`ClientConfig::frames_per_node`]; 0: never batch).
+    pub fn frames_per_node(mut self, frames: usize) -> ClientBuilder {
+        self.settings.frames_per_node = frames;
         self
     }
 

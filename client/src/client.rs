@@ -9,8 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use shoal_proto::wire::{
-    decode_response, encode_request, AaeReport, ClientRequest, ClientResponse, ClusterInfo,
-    Request, Response, StatusReport,
+    encode_request, AaeReport, ClientRequest, ClientResponse, ClusterInfo, Request, StatusReport,
 };
 use shoal_proto::RequestError;
 use shoal_ring::NodeId;
@@ -29,8 +28,11 @@ use crate::retry::Jitter;
 use crate::routing::{validate_key, DownList, Target, View};
 
 mod cluster;
+mod wire;
 
 pub use cluster::LAYOUT_REFRESH_INTERVAL;
+pub use wire::MAX_BATCH_BYTES;
+use wire::{SendError, Wire};
 
 /// Extra time the client waits beyond a request's own timeout, so that the coordinator's
 /// `Timeout` answer (with its ack count) arrives before the client gives up. It covers a
@@ -117,6 +119,8 @@ pub struct Client {
 
 struct Inner {
     endpoint: Endpoint,
+    /// Sends the frames: each node's wire version, batches.
+    wire: Arc<Wire>,
     settings: Settings,
     view: RwLock<Arc<View>>,
     down: Arc<DownList>,
@@ -187,11 +191,12 @@ impl Client {
             ..TransportConfig::default()
         };
         let endpoint = Endpoint::client(&identity, transport)?;
+        let wire = Wire::new(endpoint.clone(), settings.frames_per_node);
         let (mut tried, mut last) = (Vec::new(), None);
         let seeds = resolve_seeds(&settings.seeds, settings.connect_timeout, &mut last).await;
         let down = Arc::new(DownList::default());
         let info = match fetch_cluster_info(
-            &endpoint,
+            &wire,
             &down,
             settings.race_delay,
             seeds,
@@ -217,6 +222,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoint,
+                wire,
                 settings,
                 view: RwLock::new(Arc::new(View::new(info))),
                 down,
@@ -461,7 +467,7 @@ impl Client {
         let skip = tried.clone();
         let targets = self.inner.down.order(targets, &skip, Instant::now());
         let info = fetch_cluster_info(
-            &self.inner.endpoint,
+            &self.inner.wire,
             &self.inner.down,
             self.inner.settings.race_delay,
             targets,
@@ -496,6 +502,13 @@ impl Client {
             .order(targets, &[], Instant::now())
             .first()
             .map(|t| t.addr)
+    }
+
+    /// Reads, writes and deletes waiting for a frame to their node (requests beyond
+    /// [`ClientConfig::frames_per_node`] frames in flight to it, which go together in
+    /// the next batch frame); also exported as the gauge `shoal_client_waiting_requests`.
+    pub fn waiting_requests(&self) -> usize {
+        self.inner.wire.waiting()
     }
 
     /// The jittered wait before retry number `retry` (0 first), by the retry policy.
@@ -629,7 +642,11 @@ impl Client {
                     break;
                 };
                 tried.push(target.addr);
-                let attempt = self.attempt(&target, payload, wait, read_only).await?;
+                // Reads, writes and deletes may share a frame with others to their node.
+                let batchable = matches!(route, Route::Key(_));
+                let attempt = self
+                    .attempt(&target, payload, wait, read_only, batchable)
+                    .await?;
                 if let Attempt::Answer(response, stamp) = &attempt {
                     self.learn_layout(cluster::layout_version_in(response).max(*stamp))
                         .await;
@@ -667,8 +684,9 @@ impl Client {
         payload: &[u8],
         wait: Duration,
         read_only: bool,
+        batchable: bool,
     ) -> Result<Attempt, ClientError> {
-        match send(&self.inner.endpoint, target, payload, wait).await {
+        match self.inner.wire.send(target, payload, wait, batchable).await {
             Ok((response, stamp)) => {
                 self.inner.down.clear(target.addr);
                 Ok(Attempt::Answer(response, stamp))
@@ -693,43 +711,6 @@ fn is_write(request: &ClientRequest) -> bool {
         // Staging and committing change the cluster's layout.
         ClientRequest::Cluster(c) => !matches!(c, C::Status | C::Plan),
         _ => false,
-    }
-}
-
-/// Why one request to one node failed.
-enum SendError {
-    Transport(TransportError),
-    Protocol(String),
-}
-
-/// Sends one encoded request to `target` and decodes its answer, with the layout version
-/// the node served it under when it said. Node-level errors ([`Response::Error`]) come
-/// back as [`ClientResponse::Error`].
-async fn send(
-    endpoint: &Endpoint,
-    target: &Target,
-    payload: &[u8],
-    wait: Duration,
-) -> Result<(ClientResponse, Option<u64>), SendError> {
-    let bytes = endpoint
-        .request(target.addr, target.id.as_ref(), payload.to_vec(), wait)
-        .await
-        .map_err(SendError::Transport)?;
-    match decode_response(&bytes) {
-        Ok(Response::Client(response)) => Ok((response, None)),
-        Ok(Response::Stamped {
-            layout_version,
-            response,
-        }) => Ok((response, Some(layout_version))),
-        Ok(Response::Error(e)) => Ok((ClientResponse::Error(e), None)),
-        Ok(Response::Peer(p)) => Err(SendError::Protocol(format!(
-            "{} answered with a node-to-node message: {p:?}",
-            target.addr
-        ))),
-        Err(e) => Err(SendError::Protocol(format!(
-            "undecodable answer from {}: {e}",
-            target.addr
-        ))),
     }
 }
 
@@ -849,7 +830,7 @@ async fn race_connect(
 /// answer, the error is the last one a node answered with, or
 /// [`ClientError::Unreachable`] when none answered at all.
 async fn fetch_cluster_info(
-    endpoint: &Endpoint,
+    wire: &Arc<Wire>,
     down: &Arc<DownList>,
     race_delay: Duration,
     targets: Vec<Target>,
@@ -861,12 +842,14 @@ async fn fetch_cluster_info(
     let mut answered: Option<ClientError> = None;
     let mut queue: VecDeque<Target> = targets.into();
     while tried.len() < MAX_ATTEMPTS_PER_CALL {
-        let Some(target) = race_connect(endpoint, down, race_delay, &mut queue, tried, last).await
+        let Some(target) =
+            race_connect(wire.endpoint(), down, race_delay, &mut queue, tried, last).await
         else {
             break;
         };
         tried.push(target.addr);
-        match send(endpoint, &target, &payload, wait)
+        match wire
+            .send(&target, &payload, wait, false)
             .await
             .map(|(r, _)| r)
         {
@@ -947,6 +930,7 @@ fn unexpected(op: &str, response: &ClientResponse) -> ClientError {
         ClientResponse::Backup(_) => "backup",
         ClientResponse::Cluster(_) => "cluster",
         ClientResponse::Error(_) => "error",
+        ClientResponse::Batch(_) => "batch",
     };
     ClientError::Protocol(format!("expected a {op} answer, got a {kind} answer"))
 }

@@ -19,6 +19,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a request waits for a connection to its first-choice node before it also
 /// starts connecting to the next one, when the file does not say.
 pub const DEFAULT_RACE_DELAY: Duration = Duration::from_millis(50);
+/// The default of [`ClientConfig::frames_per_node`].
+pub const DEFAULT_FRAMES_PER_NODE: usize = 4;
+/// The largest [`ClientConfig::frames_per_node`].
+pub const MAX_FRAMES_PER_NODE: usize = 1024;
 /// Most seeds a configuration may list (each is tried in turn when connecting).
 pub const MAX_SEEDS: usize = 64;
 
@@ -149,6 +153,8 @@ pub struct TlsFiles {
 /// request_timeout = "10s"     # optional, default 10s
 /// connect_timeout = "3s"      # optional, default 3s
 /// race_delay = "50ms"         # optional: when to also try the next node, default 50ms
+/// frames_per_node = 4         # optional: requests beyond this many frames in flight to
+///                             # one node go together in one batch frame; 0: never batch
 /// [tls]
 /// ca = "ca.pem"
 /// cert = "client/client.pem"
@@ -183,6 +189,19 @@ pub struct ClientConfig {
     /// `connect_timeout`.
     #[serde(with = "humantime_serde", default = "default_race_delay")]
     pub race_delay: Duration,
+    /// Frames a client keeps in flight to one node before it batches: a read, write or
+    /// delete sent while this many frames to its node are unanswered waits, and the
+    /// requests that waited go together in one batch frame (wire version 6, at most 64
+    /// requests and 256 KiB) as soon as one frame returns. Nothing waits to fill a batch,
+    /// so a client with fewer requests in flight sends each alone, as before. 0 sends
+    /// every request alone. A frame costs the client and the node a QUIC stream each; a
+    /// batch shares one among its requests.
+    #[serde(default = "default_frames_per_node")]
+    pub frames_per_node: usize,
+}
+
+fn default_frames_per_node() -> usize {
+    DEFAULT_FRAMES_PER_NODE
 }
 
 fn default_race_delay() -> Duration {
@@ -207,6 +226,7 @@ impl ClientConfig {
             tls,
             retry: RetryPolicy::default(),
             race_delay: DEFAULT_RACE_DELAY,
+            frames_per_node: DEFAULT_FRAMES_PER_NODE,
         }
     }
 
@@ -260,6 +280,7 @@ impl ClientConfig {
             connect_timeout: self.connect_timeout,
             retry: self.retry.clone(),
             race_delay: self.race_delay,
+            frames_per_node: self.frames_per_node,
         }
     }
 }
@@ -273,6 +294,7 @@ pub(crate) struct Settings {
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
     pub race_delay: Duration,
+    pub frames_per_node: usize,
 }
 
 impl Settings {
@@ -299,6 +321,15 @@ impl Settings {
             return Err(ConfigError::Field {
                 field: "connect_timeout",
                 problem: "must be positive".into(),
+            });
+        }
+        if self.frames_per_node > MAX_FRAMES_PER_NODE {
+            return Err(ConfigError::Field {
+                field: "frames_per_node",
+                problem: format!(
+                    "must be in 0..={MAX_FRAMES_PER_NODE}, got {}",
+                    self.frames_per_node
+                ),
             });
         }
         if self.race_delay.is_zero() || self.race_delay > Duration::from_secs(10) {

@@ -154,12 +154,12 @@ pub mod update;
 pub use batch::{BATCH_PER_NODE, MAX_BATCH_KEYS};
 pub use builder::ClientBuilder;
 pub use client::{
-    Client, GetResult, Sibling, LAYOUT_REFRESH_INTERVAL, MAX_ATTEMPTS_PER_CALL, MAX_RACING,
-    RESPONSE_MARGIN,
+    Client, GetResult, Sibling, LAYOUT_REFRESH_INTERVAL, MAX_ATTEMPTS_PER_CALL, MAX_BATCH_BYTES,
+    MAX_RACING, RESPONSE_MARGIN,
 };
 pub use config::{
-    ClientConfig, ConfigError, Seed, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RACE_DELAY,
-    DEFAULT_REQUEST_TIMEOUT, MAX_SEEDS,
+    ClientConfig, ConfigError, Seed, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FRAMES_PER_NODE,
+    DEFAULT_RACE_DELAY, DEFAULT_REQUEST_TIMEOUT, MAX_FRAMES_PER_NODE, MAX_SEEDS,
 };
 pub use context::{Context, MAX_CONTEXT_CHARS};
 pub use error::ClientError;

@@ -11,9 +11,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use shoal_client::{Client, ClientConfig, ClientError, PlanId, RetryPolicy, TlsFiles};
 use shoal_proto::layout::ClusterSettings;
 use shoal_proto::wire::{
-    decode_request, encode_response, ClientRequest, ClientResponse, ClusterInfo, ClusterReply,
-    ClusterRequest, ClusterStatus, GetReply, MemberAddress, MemberState, MemberStatus, Request,
-    Response, StatusReport, TransferSummary, WriteReply,
+    answer_version, decode_request, encode_response_as, ClientRequest, ClientResponse, ClusterInfo,
+    ClusterReply, ClusterRequest, ClusterStatus, GetReply, MemberAddress, MemberState,
+    MemberStatus, Request, Response, StatusReport, TransferSummary, WireVersion, WriteReply,
+    WIRE_VERSION,
 };
 use shoal_proto::{Actor, CausalContext, Dot, RequestError};
 use shoal_ring::{Member, NodeId, Ring};
@@ -44,11 +45,20 @@ struct Shared {
     covered_from_r: Mutex<Option<u8>>,
     /// The R of every get received.
     read_rs: Mutex<Vec<Option<u8>>>,
+    /// Every frame received: its wire version and the client requests it carried (0: it
+    /// was refused for its version).
+    frames: Mutex<Vec<(u16, usize)>>,
+    /// When set, a frame is answered only with a permit from it (taken after the frame
+    /// is logged): a test holds answers back by giving none.
+    gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 struct FakeNode {
     id: NodeId,
     actor: u64,
+    /// The newest wire version it speaks, as a node of that release: a frame of a newer
+    /// one is refused `UnsupportedVersion`.
+    speaks: Mutex<u16>,
     mode: Mutex<Mode>,
     shared: Arc<Shared>,
 }
@@ -130,6 +140,7 @@ impl FakeNode {
             ClientRequest::AaeStatus | ClientRequest::Backup { .. } => ClientResponse::Error(
                 shoal_proto::RequestError::Internal("not served by this fake node".into()),
             ),
+            ClientRequest::Batch(_) => unreachable!("unpacked by the handler"),
         })
     }
 }
@@ -194,14 +205,48 @@ struct NodeHandler(Arc<FakeNode>);
 
 impl Handler for NodeHandler {
     async fn handle(&self, _peer: PeerRole, request: Vec<u8>) -> Vec<u8> {
+        let node = &self.0;
+        let version = answer_version(&request);
+        let found = u16::from_be_bytes([request[0], request[1]]);
+        let speaks = *node.speaks.lock().unwrap();
+        if found > speaks {
+            node.shared.frames.lock().unwrap().push((found, 0));
+            let refusal = Response::Error(RequestError::UnsupportedVersion {
+                found,
+                supported: speaks,
+            });
+            return encode_response_as(&refusal, WireVersion::new(speaks).unwrap());
+        }
         let request = match decode_request(&request) {
             Ok(Request::Client(c)) => c,
             other => panic!("fake node got {other:?}"),
         };
-        match self.0.answer(request) {
-            Some(response) => encode_response(&Response::Client(response)),
-            None => std::future::pending().await,
+        let items = match &request {
+            ClientRequest::Batch(items) => items.len(),
+            _ => 1,
+        };
+        node.shared.frames.lock().unwrap().push((found, items));
+        let gate = node.shared.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            let _permit = gate.acquire().await;
         }
+        let response = match request {
+            ClientRequest::Batch(items) => {
+                let mut answers = Vec::new();
+                for item in items {
+                    match node.answer(item) {
+                        Some(answer) => answers.push(answer),
+                        None => std::future::pending().await,
+                    }
+                }
+                ClientResponse::Batch(answers)
+            }
+            request => match node.answer(request) {
+                Some(answer) => answer,
+                None => std::future::pending().await,
+            },
+        };
+        encode_response_as(&Response::Client(response), version)
     }
 }
 
@@ -251,6 +296,7 @@ impl Cluster {
             let node = Arc::new(FakeNode {
                 id,
                 actor: i as u64 + 1,
+                speaks: Mutex::new(WIRE_VERSION),
                 mode: Mutex::new(Mode::Normal),
                 shared: shared.clone(),
             });
@@ -982,4 +1028,101 @@ async fn cluster_calls_return_typed_answers_and_a_commit_is_learned() {
     ));
     assert!(cluster.take_log().is_empty());
     cluster.stop(client).await;
+}
+
+/// Waits (bounded) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// With `frames_per_node` frames unanswered, further requests to that node wait in the
+/// client and go together in one batch frame when a frame returns; each gets its own
+/// answer.
+#[tokio::test]
+async fn requests_beyond_the_frames_in_flight_share_one_batch_frame() {
+    let cluster = Cluster::start(&[true]).await;
+    let mut config = cluster.config(vec![cluster.addrs[0]]);
+    config.frames_per_node = 1;
+    let client = Client::connect(config).await.unwrap();
+    cluster.shared.frames.lock().unwrap().clear();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *cluster.shared.gate.lock().unwrap() = Some(gate.clone());
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let client = client.clone();
+        puts.spawn(async move { client.put(format!("k{i}"), "v").await });
+    }
+    // One frame is at the node, held; the other 19 wait in the client for it.
+    until("19 requests waiting behind one frame", || {
+        client.waiting_requests() == 19 && cluster.shared.frames.lock().unwrap().len() == 1
+    })
+    .await;
+    gate.add_permits(1000);
+    while let Some(put) = puts.join_next().await {
+        put.unwrap().expect("every batched put is answered");
+    }
+    assert_eq!(client.waiting_requests(), 0);
+    let frames = cluster.shared.frames.lock().unwrap().clone();
+    assert_eq!(frames, vec![(WIRE_VERSION, 1), (WIRE_VERSION, 19)]);
+    // Cluster administration and status never wait for a batch.
+    assert!(client.status(None).await.is_ok());
+    // Reads are batched too, and get their own answers.
+    cluster.shared.frames.lock().unwrap().clear();
+    let mut gets = tokio::task::JoinSet::new();
+    for i in 0..5 {
+        let client = client.clone();
+        gets.spawn(async move { client.get(format!("k{i}")).await });
+    }
+    while let Some(get) = gets.join_next().await {
+        assert_eq!(get.unwrap().unwrap().values, vec![b"n1".to_vec()]);
+    }
+    let requests: usize = cluster
+        .shared
+        .frames
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|f| f.1)
+        .sum();
+    assert_eq!(requests, 5);
+    client.close().await;
+    for server in &cluster.servers {
+        server.close().await;
+    }
+}
+
+/// A node of the previous release (wire version 5) refuses the first frame of version 6;
+/// the client sends it again in version 5, and from then on sends that node every request
+/// alone in version 5, never a batch.
+#[tokio::test]
+async fn a_node_of_the_previous_release_gets_every_request_alone_in_its_version() {
+    let cluster = Cluster::start(&[true]).await;
+    *cluster.nodes[0].speaks.lock().unwrap() = WIRE_VERSION - 1;
+    let mut config = cluster.config(vec![cluster.addrs[0]]);
+    config.frames_per_node = 1;
+    let client = Client::connect(config).await.unwrap();
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let client = client.clone();
+        puts.spawn(async move { client.put(format!("k{i}"), "v").await });
+    }
+    while let Some(put) = puts.join_next().await {
+        put.unwrap().expect("every put is answered");
+    }
+    let frames = cluster.shared.frames.lock().unwrap().clone();
+    // The cluster info asked at connect: refused in 6, answered in 5; then 20 puts in 5.
+    assert_eq!(frames[0], (WIRE_VERSION, 0));
+    assert_eq!(frames.len(), 22, "{frames:?}");
+    assert!(
+        frames[1..].iter().all(|f| *f == (WIRE_VERSION - 1, 1)),
+        "{frames:?}"
+    );
+    client.close().await;
+    for server in &cluster.servers {
+        server.close().await;
+    }
 }

@@ -555,22 +555,22 @@ mod tests {
             cfg.cluster.peer_wire_version().unwrap(),
             WireVersion::CURRENT
         );
-        let pinned = DEFAULT_CONFIG_TOML.replacen("wire_version = 5", "wire_version = 1", 1);
+        let pinned = DEFAULT_CONFIG_TOML.replacen("wire_version = 6", "wire_version = 1", 1);
         let cfg = NodeConfig::parse(&pinned, &path, dir.path()).unwrap();
         assert_eq!(
             cfg.cluster.peer_wire_version().unwrap(),
             WireVersion::OLDEST
         );
-        for bad in ["0", "6"] {
+        for bad in ["0", "7"] {
             let text = DEFAULT_CONFIG_TOML.replacen(
-                "wire_version = 5",
+                "wire_version = 6",
                 &format!("wire_version = {bad}"),
                 1,
             );
             match NodeConfig::parse(&text, &path, dir.path()) {
                 Err(ConfigError::Field { field, problem }) => {
                     assert_eq!(field, "cluster.wire_version");
-                    assert!(problem.contains("1..=5"), "{problem}");
+                    assert!(problem.contains("1..=6"), "{problem}");
                 }
                 other => panic!("wire_version = {bad}: {other:?}"),
             }

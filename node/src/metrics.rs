@@ -65,6 +65,9 @@ pub const PEER_REQUEST_DURATION_SECONDS: &str = "shoal_peer_request_duration_sec
 /// Histogram, by `direction` (`sent`, `received`), in requests: the node-to-node
 /// requests one batch carried (several requests due to the same peer in one frame).
 pub const PEER_BATCH_REQUESTS: &str = "shoal_peer_batch_requests";
+/// Histogram, in requests: the client requests one batch frame carried
+/// (`ClientRequest::Batch`, wire version 6).
+pub const CLIENT_BATCH_REQUESTS: &str = "shoal_batched_client_requests";
 /// Counter, by `op` and `result` (`ok`, `timeout`, `unreachable`, `invalid`): completed
 /// requests to other nodes.
 pub const PEER_REQUESTS_TOTAL: &str = "shoal_peer_requests_total";
@@ -212,6 +215,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (WIRE_VERSION_SENT, MetricKind::Gauge, "The wire version this node sends other nodes ([cluster] wire_version)"),
     (WIRE_VERSION_FALLBACKS_TOTAL, MetricKind::Counter, "(conditional: an unpinned node next to one of the previous release) Peer requests refused for their wire version and sent again in the peer's"),
     (PEER_BATCH_REQUESTS, MetricKind::Histogram, "Node-to-node requests per batch (several requests due to one peer sent in one frame), by direction"),
+    (CLIENT_BATCH_REQUESTS, MetricKind::Histogram, "(conditional: a client that batches) Client requests per batch frame received (the SDK's requests queued behind its frames in flight to this node)"),
     (PEER_REQUEST_DURATION_SECONDS, MetricKind::Histogram, "Time to answer a request from another node (decode to answer)"),
     (engine::REPLICA_REQUESTS_TOTAL, MetricKind::Counter, "Requests from members that reached the replication engine (replica side)"),
     (engine::MEMBERS, MetricKind::Gauge, "Members of the cluster in each state as this node sees them (itself included, always up)"),
@@ -379,6 +383,10 @@ pub fn install(cfg: &NodeConfig) -> anyhow::Result<()> {
         )?
         .set_buckets_for_metric(
             Matcher::Full(PEER_BATCH_REQUESTS.into()),
+            PEER_BATCH_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(CLIENT_BATCH_REQUESTS.into()),
             PEER_BATCH_BUCKETS,
         )?
         .set_buckets_for_metric(

@@ -30,6 +30,10 @@
 //!   requests due to one peer in one frame and their answers in one (issue 12). Sent only
 //!   to a peer that speaks version 5; a frame of an older version that holds one is
 //!   refused as malformed.
+//! - Version 6: [`ClientRequest::Batch`] and [`ClientResponse::Batch`], several reads and
+//!   writes from one client to one node in one frame and their answers in one (issue 12).
+//!   The SDK sends one only to a node that did not refuse version 6; a frame of an older
+//!   version that holds one is refused as malformed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,14 +51,16 @@ use crate::paxos::{PaxosReply, PaxosRequest};
 mod cluster;
 mod v1;
 mod v2;
+mod versions;
 
 pub use cluster::{
     ClusterReply, ClusterRequest, ClusterStatus, MemberReport, MemberRole, PlanId, PlanIdError,
     PlanReport, StageRequest, TransferSummary,
 };
+pub use versions::VersionMemory;
 
 /// The newest protocol version this build speaks: what it sends unless pinned lower.
-pub const WIRE_VERSION: u16 = 5;
+pub const WIRE_VERSION: u16 = 6;
 /// The oldest protocol version this build still accepts and can speak: the previous
 /// release's, so that a cluster can be upgraded one node at a time.
 pub const MIN_WIRE_VERSION: u16 = 1;
@@ -80,6 +86,8 @@ impl WireVersion {
     const PLAN_IDS: WireVersion = WireVersion(4);
     /// The first version with batches of node-to-node requests ([`PeerRequest::Batch`]).
     pub const BATCHES: WireVersion = WireVersion(5);
+    /// The first version with batches of client requests ([`ClientRequest::Batch`]).
+    pub const CLIENT_BATCHES: WireVersion = WireVersion(6);
 
     /// `version`, if this build speaks it.
     pub fn new(version: u16) -> Result<WireVersion, CodecError> {
@@ -182,7 +190,17 @@ pub enum ClientRequest {
     },
     /// Cluster administration: layout status, staged changes, plan, commit.
     Cluster(ClusterRequest),
+    /// Several reads, writes and deletes in one frame (version 6), answered with
+    /// [`ClientResponse::Batch`], one answer per request in their order. At most
+    /// [`MAX_CLIENT_BATCH`] requests, each a [`Get`](ClientRequest::Get),
+    /// [`Put`](ClientRequest::Put) or [`Delete`](ClientRequest::Delete) (anything else
+    /// is answered `Malformed` in its place). The node runs each as if it had come alone
+    /// (its own admission, quorum, timeout and metrics); the engine never sees a batch.
+    Batch(Vec<ClientRequest>),
 }
+
+/// The most requests one [`ClientRequest::Batch`] carries.
+pub const MAX_CLIENT_BATCH: usize = 64;
 
 impl ClientRequest {
     /// A short name for metrics and logs.
@@ -196,6 +214,7 @@ impl ClientRequest {
             ClientRequest::AaeStatus => "aae_status",
             ClientRequest::Backup { .. } => "backup",
             ClientRequest::Cluster(_) => "cluster",
+            ClientRequest::Batch(_) => "batch",
         }
     }
 
@@ -415,6 +434,8 @@ pub enum ClientResponse {
     Backup(BackupReply),
     /// The answer to a [`ClientRequest::Cluster`].
     Cluster(ClusterReply),
+    /// The answers to a [`ClientRequest::Batch`], in the order of its requests (version 6).
+    Batch(Vec<ClientResponse>),
 }
 
 /// The answer to [`ClientRequest::Backup`].
@@ -802,6 +823,13 @@ pub fn peer_response_len(resp: &PeerResponse) -> usize {
     encoded_len(resp) + 1
 }
 
+/// The length of the frame body of `Response::Client(resp)`, without building or encoding
+/// it (an upper bound of its length inside a [`ClientResponse::Batch`]).
+pub fn client_response_len(resp: &ClientResponse) -> usize {
+    // The variant index of `Response::Client` is one byte.
+    encoded_len(resp) + 1
+}
+
 /// The length [`encode_response`] would give, without encoding.
 pub fn response_len(resp: &Response) -> usize {
     encoded_len(resp)
@@ -860,6 +888,13 @@ pub fn decode_request_versioned(bytes: &[u8]) -> Result<(WireVersion, Request), 
             "a batch in a version {version} frame (batches came in version 5)"
         )));
     }
+    if version < WireVersion::CLIENT_BATCHES
+        && matches!(&request, Request::Client(ClientRequest::Batch(_)))
+    {
+        return Err(CodecError::Malformed(format!(
+            "a client batch in a version {version} frame (client batches came in version 6)"
+        )));
+    }
     Ok((version, request))
 }
 
@@ -911,6 +946,11 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
 /// [`RequestError::PlanChanged`], sent as `LayoutRefused` with its text). An older version's frame is never
 /// longer than the current one's, so [`fit_response`] holds for it too.
 pub fn encode_response_as(resp: &Response, version: WireVersion) -> Vec<u8> {
+    if version < WireVersion::CLIENT_BATCHES && is_client_batch(resp) {
+        // Never asked for: a client batch comes only in a version-6 frame.
+        let refusal = RequestError::Internal("a batch answer needs wire version 6".into());
+        return encode_response_as(&Response::Client(ClientResponse::Error(refusal)), version);
+    }
     if version < WireVersion::BATCHES {
         if let Response::Peer(PeerResponse::Batch(_)) = resp {
             // Never asked for: a batch comes only in a version-5 frame.
@@ -950,6 +990,11 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, CodecError> {
         Ok(take::<v2::Response>(body)?.into())
     } else {
         let response: Response = take(body)?;
+        if version < WireVersion::CLIENT_BATCHES && is_client_batch(&response) {
+            return Err(CodecError::Malformed(format!(
+                "a client batch answer in a version {version} frame (client batches came in version 6)"
+            )));
+        }
         if version < WireVersion::BATCHES {
             if let Response::Peer(PeerResponse::Batch(_)) = response {
                 return Err(CodecError::Malformed(format!(
@@ -959,6 +1004,45 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, CodecError> {
         }
         Ok(response)
     }
+}
+
+/// Whether `resp` is the answer to a [`ClientRequest::Batch`] (version 6).
+fn is_client_batch(resp: &Response) -> bool {
+    matches!(
+        resp,
+        Response::Client(ClientResponse::Batch(_))
+            | Response::Stamped {
+                response: ClientResponse::Batch(_),
+                ..
+            }
+            | Response::Peer(PeerResponse::Client(ClientResponse::Batch(_)))
+    )
+}
+
+/// The frame of a [`ClientRequest::Batch`] of `items`, each the frame of one
+/// `Request::Client` (as [`encode_request`] makes it), in `version`: the items' encoded
+/// bytes are copied behind the batch's envelope, not decoded and encoded again. `None`
+/// when an item is not a client request's frame, or the version has no client batches.
+pub fn encode_client_batch(items: &[&[u8]], version: WireVersion) -> Option<Vec<u8>> {
+    if version < WireVersion::CLIENT_BATCHES || items.is_empty() {
+        return None;
+    }
+    // `Request::Client(ClientRequest::Batch(vec![]))`: version, two variant indices and
+    // the length 0; the length is replaced by the items' count.
+    let mut out = encode_as(version, &Request::Client(ClientRequest::Batch(Vec::new())));
+    out.pop();
+    // A sequence's length is a varint usize in postcard, as a plain usize is.
+    out.extend(postcard::to_stdvec(&items.len()).ok()?);
+    let body: usize = items.iter().map(|i| i.len().saturating_sub(3)).sum();
+    out.reserve(body);
+    for item in items {
+        // An item's frame: 2 version bytes, the `Request::Client` index 0, the request.
+        match item.get(2) {
+            Some(0) if item.len() > 3 => out.extend_from_slice(&item[3..]),
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// Encode a causal context for a client to keep (version byte + postcard).

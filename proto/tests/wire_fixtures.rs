@@ -22,7 +22,7 @@ use shoal_proto::wire::{
 use shoal_proto::{CodecError, Object, RequestError, OBJECT_FORMAT_VERSION};
 
 /// Wire versions whose fixtures are checked in.
-const FIXTURE_VERSIONS: &[u16] = &[1, 2, 3, 4, 5];
+const FIXTURE_VERSIONS: &[u16] = &[1, 2, 3, 4, 5, 6];
 
 fn dir(version: u16) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -149,6 +149,7 @@ fn client_request_variant(r: &ClientRequest) -> &'static str {
         ClientRequest::AaeStatus => "AaeStatus",
         ClientRequest::Backup { .. } => "Backup",
         ClientRequest::Cluster(_) => "Cluster",
+        ClientRequest::Batch(_) => "Batch",
     }
 }
 
@@ -196,6 +197,7 @@ fn client_response_variant(r: &ClientResponse) -> &'static str {
         ClientResponse::Error(_) => "Error",
         ClientResponse::Backup(_) => "Backup",
         ClientResponse::Cluster(_) => "Cluster",
+        ClientResponse::Batch(_) => "Batch",
     }
 }
 
@@ -273,6 +275,7 @@ const REQUEST_VARIANTS: &[&str] = &[
     "Client::AaeStatus",
     "Client::Backup",
     "Client::Cluster",
+    "Client::Batch",
     "Peer::Forward",
     "Peer::Replicate",
     "Peer::Read",
@@ -303,6 +306,7 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Client::Error",
     "Client::Backup",
     "Client::Cluster",
+    "Client::Batch",
     "Peer::Client::Get",
     "Peer::Ack",
     "Peer::Object",
@@ -490,4 +494,81 @@ fn a_batch_in_an_older_frame_is_refused() {
             _
         ))))
     ));
+}
+
+/// A client batch (version 6) inside a frame of an older version is refused as malformed,
+/// both ways; an answer to one encoded for an older client is an error, never a batch.
+#[test]
+fn a_client_batch_in_an_older_frame_is_refused() {
+    let batch = Request::Client(ClientRequest::Batch(vec![ClientRequest::ClusterInfo]));
+    let mut bytes = wire::encode_request(&batch);
+    bytes[..2].copy_from_slice(&5u16.to_be_bytes());
+    assert!(
+        matches!(wire::decode_request(&bytes), Err(CodecError::Malformed(_))),
+        "{:?}",
+        wire::decode_request(&bytes)
+    );
+    for answers in [
+        Response::Client(ClientResponse::Batch(vec![])),
+        Response::Stamped {
+            layout_version: 3,
+            response: ClientResponse::Batch(vec![]),
+        },
+    ] {
+        let mut bytes = wire::encode_response(&answers);
+        bytes[..2].copy_from_slice(&5u16.to_be_bytes());
+        assert!(matches!(
+            wire::decode_response(&bytes),
+            Err(CodecError::Malformed(_))
+        ));
+        for v in 1..6 {
+            let older = wire::encode_response_as(&answers, WireVersion::new(v).unwrap());
+            assert!(
+                matches!(
+                    wire::decode_response(&older),
+                    Ok(Response::Client(ClientResponse::Error(
+                        RequestError::Internal(_)
+                    )))
+                ),
+                "v{v}: {:?}",
+                wire::decode_response(&older)
+            );
+        }
+    }
+}
+
+/// [`wire::encode_client_batch`] copies the items' encoded bytes behind the envelope: the
+/// same bytes as encoding the batch message, for one item and for more than a varint
+/// byte's worth of them.
+#[test]
+fn a_client_batch_of_encoded_requests_is_the_encoded_batch() {
+    let items: Vec<ClientRequest> = messages::client_requests(WIRE_VERSION)
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| !matches!(r, ClientRequest::Batch(_)))
+        .collect();
+    for count in [1, 2, 130] {
+        let chosen: Vec<ClientRequest> = items.iter().cycle().take(count).cloned().collect();
+        let frames: Vec<Vec<u8>> = chosen
+            .iter()
+            .map(|r| wire::encode_request(&Request::Client(r.clone())))
+            .collect();
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let batch = wire::encode_client_batch(&refs, WireVersion::CURRENT).expect("a batch");
+        let expected = wire::encode_request(&Request::Client(ClientRequest::Batch(chosen)));
+        assert_eq!(batch, expected, "{count} items");
+        assert!(wire::decode_request(&batch).is_ok());
+    }
+    // Not a client request's frame, no items, or a version without client batches.
+    let peer = wire::encode_request(&Request::Peer(PeerRequest::Ping));
+    assert_eq!(
+        wire::encode_client_batch(&[&peer], WireVersion::CURRENT),
+        None
+    );
+    assert_eq!(wire::encode_client_batch(&[], WireVersion::CURRENT), None);
+    let get = wire::encode_request(&Request::Client(items[0].clone()));
+    assert_eq!(
+        wire::encode_client_batch(&[&get], WireVersion::new(5).unwrap()),
+        None
+    );
 }

@@ -351,6 +351,77 @@ impl TransportError {
         )
     }
 
+    /// The same error again, for each request one failed frame carried (a client
+    /// batch): the same variant and details, so that each request's caller reads the
+    /// same [`is_not_delivered`](Self::is_not_delivered) and [`label`](Self::label).
+    /// Errors of local set-up that hold a non-cloneable source keep its text (a
+    /// certificate error becomes [`TlsConfig`](Self::TlsConfig), also not delivered).
+    pub fn duplicate(&self) -> TransportError {
+        use TransportError as E;
+        match self {
+            E::Config(m) => E::Config(m.clone()),
+            E::NoRuntime => E::NoRuntime,
+            E::Io { context, source } => E::Io {
+                context,
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            E::Certificate(e) => E::TlsConfig(e.to_string()),
+            E::TlsConfig(m) => E::TlsConfig(m.clone()),
+            E::LocalRole { needed, found } => E::LocalRole {
+                needed,
+                found: found.clone(),
+            },
+            E::Connect { addr, reason } => E::Connect {
+                addr: *addr,
+                reason: reason.clone(),
+            },
+            E::Handshake { addr, reason } => E::Handshake {
+                addr: *addr,
+                reason: reason.clone(),
+            },
+            E::PeerRole {
+                addr,
+                expected,
+                found,
+            } => E::PeerRole {
+                addr: *addr,
+                expected: expected.clone(),
+                found: found.clone(),
+            },
+            E::Timeout { addr, after } => E::Timeout {
+                addr: *addr,
+                after: *after,
+            },
+            E::Closed { addr, reason } => E::Closed {
+                addr: *addr,
+                reason: reason.clone(),
+            },
+            E::StreamAborted { addr, code } => E::StreamAborted {
+                addr: *addr,
+                code: *code,
+            },
+            E::FrameTooLarge { len, max } => E::FrameTooLarge {
+                len: *len,
+                max: *max,
+            },
+            E::Truncated { expected, received } => E::Truncated {
+                expected: *expected,
+                received: *received,
+            },
+            E::TrailingData => E::TrailingData,
+            E::Refused { addr, reason } => E::Refused {
+                addr: *addr,
+                reason: reason.clone(),
+            },
+            E::IdleClosed { addr } => E::IdleClosed { addr: *addr },
+            E::EndpointClosed => E::EndpointClosed,
+            E::IdentityChanged { current, new } => E::IdentityChanged {
+                current: current.clone(),
+                new: new.clone(),
+            },
+        }
+    }
+
     /// True when the peer refused the request for lack of capacity (before running it).
     pub fn is_overloaded(&self) -> bool {
         matches!(
@@ -384,6 +455,47 @@ impl TransportError {
             TransportError::EndpointClosed => "endpoint_closed",
             TransportError::Refused { .. } => "refused",
             TransportError::IdleClosed { .. } => "idle_closed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duplicate_reads_as_the_original() {
+        let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let errors = [
+            TransportError::Connect {
+                addr,
+                reason: "refused".into(),
+            },
+            TransportError::Timeout {
+                addr,
+                after: Duration::from_secs(2),
+            },
+            TransportError::Closed {
+                addr,
+                reason: "reset".into(),
+            },
+            TransportError::StreamAborted {
+                addr,
+                code: StreamErrorCode::Overloaded,
+            },
+            TransportError::Io {
+                context: "binding",
+                source: io::Error::new(io::ErrorKind::AddrInUse, "in use"),
+            },
+            TransportError::IdleClosed { addr },
+            TransportError::EndpointClosed,
+        ];
+        for e in &errors {
+            let copy = e.duplicate();
+            assert_eq!(copy.to_string(), e.to_string());
+            assert_eq!(copy.label(), e.label());
+            assert_eq!(copy.is_not_delivered(), e.is_not_delivered());
+            assert_eq!(copy.is_overloaded(), e.is_overloaded());
         }
     }
 }

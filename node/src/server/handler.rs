@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_proto::wire::{
-    answer_version, decode_request_versioned, encode_response_as, fit_response, peek_request_kind,
-    peer_response_len, ClientRequest, ClientResponse, ClusterRequest, LayoutStamp, PeerRequest,
-    PeerResponse, Request, RequestKind, Response, StorageHealth, MAX_PEER_BATCH,
-    MAX_REQUEST_TIMEOUT,
+    answer_version, client_response_len, decode_request_versioned, encode_response_as,
+    fit_response, peek_request_kind, peer_response_len, ClientRequest, ClientResponse,
+    ClusterRequest, LayoutStamp, PeerRequest, PeerResponse, Request, RequestKind, Response,
+    StorageHealth, MAX_CLIENT_BATCH, MAX_PEER_BATCH, MAX_REQUEST_TIMEOUT,
 };
 use shoal_proto::{ReplicationConfig, RequestError, Sender};
 use shoal_ring::NodeId;
@@ -33,6 +33,8 @@ static PEER_DURATION: Handles<metrics::Histogram, 1> =
     Handles::histogram(crate::metrics::PEER_REQUEST_DURATION_SECONDS, ["op"]);
 pub(super) static PEER_BATCH_REQUESTS: Handles<metrics::Histogram, 1> =
     Handles::histogram(crate::metrics::PEER_BATCH_REQUESTS, ["direction"]);
+static CLIENT_BATCH_REQUESTS: Handles<metrics::Histogram, 0> =
+    Handles::histogram(crate::metrics::CLIENT_BATCH_REQUESTS, []);
 
 /// The `version` label of a wire version, without formatting it per request.
 fn version_label(version: shoal_proto::wire::WireVersion) -> Option<&'static str> {
@@ -246,6 +248,88 @@ impl NodeHandler {
     }
 }
 
+impl NodeHandler {
+    /// Runs the requests of a [`ClientRequest::Batch`] as if each had come alone (each
+    /// admitted, timed and counted under its own `op`), all queued at once, and answers
+    /// them in order, stamped with the newest layout version any answer carried. Only
+    /// reads, writes and deletes go in a batch; anything else is answered `Malformed` in
+    /// its place. Answers that would make the frame too large are replaced by
+    /// `ResponseTooLarge` (the SDK asks those again alone).
+    async fn client_batch(&self, from: Sender, items: Vec<ClientRequest>) -> Response {
+        if items.is_empty() || items.len() > MAX_CLIENT_BATCH {
+            return Response::Error(RequestError::Malformed(format!(
+                "a batch of {} requests (1..={MAX_CLIENT_BATCH})",
+                items.len()
+            )));
+        }
+        CLIENT_BATCH_REQUESTS.get([]).record(items.len() as f64);
+        let start = Instant::now();
+        let queued: Vec<(&'static str, Result<Queued, RequestError>)> = items
+            .into_iter()
+            .map(|item| {
+                let op = item.op_name();
+                if item.key().is_none() {
+                    let refused = RequestError::Malformed(format!(
+                        "a batch carries only gets, puts and deletes, not {op}"
+                    ));
+                    return (op, Err(refused));
+                }
+                (op, self.submit(from.clone(), Request::Client(item)))
+            })
+            .collect();
+        let mut room = self.max_frame_bytes.saturating_sub(64);
+        let mut layout_version = None;
+        let mut answers = Vec::with_capacity(queued.len());
+        for (op, queued) in queued {
+            let answer = match queued {
+                Ok(queued) => Self::answer(op, queued).await,
+                Err(refused) => Response::Error(refused),
+            };
+            let answer = match answer {
+                Response::Client(c) => c,
+                Response::Stamped {
+                    layout_version: v,
+                    response,
+                } => {
+                    layout_version = layout_version.max(Some(v));
+                    response
+                }
+                Response::Error(e) => ClientResponse::Error(e),
+                Response::Peer(_) => ClientResponse::Error(RequestError::Internal(
+                    "the engine answered a client request with a node-to-node message".into(),
+                )),
+            };
+            let result = match &answer {
+                ClientResponse::Error(e) => e.label(),
+                _ => "ok",
+            };
+            CLIENT_REQUESTS.get([op, result]).increment(1);
+            CLIENT_DURATION
+                .get([op])
+                .record(start.elapsed().as_secs_f64());
+            let len = client_response_len(&answer);
+            let answer = if len <= room {
+                room -= len;
+                answer
+            } else {
+                ClientResponse::Error(RequestError::ResponseTooLarge {
+                    len,
+                    max: self.max_frame_bytes,
+                })
+            };
+            answers.push(answer);
+        }
+        let response = ClientResponse::Batch(answers);
+        match layout_version {
+            Some(layout_version) => Response::Stamped {
+                layout_version,
+                response,
+            },
+            None => Response::Client(response),
+        }
+    }
+}
+
 /// What an administrative client request does (for its refusal), or `None` for a request
 /// every client may send: data, and reading the cluster's state and plans.
 fn admin_request(request: &Request) -> Option<&'static str> {
@@ -329,6 +413,7 @@ impl Handler for NodeHandler {
             Request::Client(ClientRequest::Backup { name }) => {
                 Response::Client(self.backups.serve(name).await)
             }
+            Request::Client(ClientRequest::Batch(items)) => self.client_batch(from, items).await,
             Request::Peer(PeerRequest::Batch(items)) => self.batch(from, None, items).await,
             Request::Stamped(stamp, PeerRequest::Batch(items)) => {
                 self.batch(from, Some(stamp), items).await
@@ -336,7 +421,8 @@ impl Handler for NodeHandler {
             request => self.queue(op, from, request).await,
         };
         self.fill_storage_health(&mut response);
-        if client {
+        if client && op != "batch" {
+            // A batch's requests are counted one by one (`client_batch`).
             let result = result_label(&response);
             CLIENT_REQUESTS.get([op, result]).increment(1);
             CLIENT_DURATION

@@ -906,6 +906,15 @@ impl Engine {
                 ))),
             ),
             ClientRequest::Cluster(req) => self.handle_cluster(id, req),
+            // The node unpacks a batch and hands the engine each request alone; one that
+            // got here was forwarded or sent by a driver that does not unpack them.
+            ClientRequest::Batch(_) => self.respond_client(
+                id,
+                ClientResponse::Error(RequestError::Malformed(
+                    "a batch is unpacked by the node that receives it; it cannot be forwarded"
+                        .into(),
+                )),
+            ),
             ClientRequest::Get { .. }
             | ClientRequest::Put { .. }
             | ClientRequest::Delete { .. }
@@ -1058,7 +1067,8 @@ impl Engine {
             | ClientRequest::Status
             | ClientRequest::AaeStatus
             | ClientRequest::Backup { .. }
-            | ClientRequest::Cluster(_) => {}
+            | ClientRequest::Cluster(_)
+            | ClientRequest::Batch(_) => {}
         }
     }
 
@@ -1128,7 +1138,8 @@ impl Engine {
             | ClientRequest::Status
             | ClientRequest::AaeStatus
             | ClientRequest::Backup { .. }
-            | ClientRequest::Cluster(_) => {}
+            | ClientRequest::Cluster(_)
+            | ClientRequest::Batch(_) => {}
         }
         Ok(())
     }

@@ -120,6 +120,10 @@ impl From<super::ClientResponse> for ClientResponse {
             C::Cluster(_) => ClientResponse::Error(RequestError::Internal(
                 "a cluster administration reply needs wire version 3".into(),
             )),
+            // Replaced before encoding (`encode_response_as`); never asked for.
+            C::Batch(_) => ClientResponse::Error(RequestError::Internal(
+                "a batch answer needs wire version 6".into(),
+            )),
         }
     }
 }

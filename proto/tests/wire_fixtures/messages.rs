@@ -153,6 +153,19 @@ pub fn client_requests(version: u16) -> Vec<(&'static str, ClientRequest)> {
             }),
         ));
     }
+    if version >= 6 {
+        out.push((
+            "batch",
+            ClientRequest::Batch(vec![
+                get_request(),
+                ClientRequest::Delete {
+                    key: b"cart/bob".to_vec(),
+                    context: Some(context()),
+                    options: write_options(),
+                },
+            ]),
+        ));
+    }
     out
 }
 
@@ -494,6 +507,15 @@ pub fn client_responses(version: u16) -> Vec<(&'static str, ClientResponse)> {
         out.push((
             "cluster",
             ClientResponse::Cluster(ClusterReply::Committed { version: 8 }),
+        ));
+    }
+    if version >= 6 {
+        out.push((
+            "batch",
+            ClientResponse::Batch(vec![
+                ClientResponse::Get(get_reply(version)),
+                ClientResponse::Error(RequestError::Overloaded),
+            ]),
         ));
     }
     out

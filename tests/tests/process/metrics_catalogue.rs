@@ -261,7 +261,9 @@ fn compare(catalogue: &Catalogue, found: &[Emission], sdk: bool) -> Vec<String> 
                 || e.name == shoal_proto::metrics::OBJECT_SIBLINGS
                 || e.name == "shoal_group_commit_writes"
                 || e.name == "shoal_wal_write_out_writes"
-                || e.name == "shoal_peer_batch_requests")
+                || e.name == "shoal_peer_batch_requests"
+                || e.name == "shoal_batched_client_requests"
+                || e.name == "shoal_client_batched_requests")
         {
             problems.push(format!(
                 "histogram `{}` ({}) ends in neither _seconds nor _bytes",

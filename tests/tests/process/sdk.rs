@@ -410,3 +410,54 @@ async fn a_session_reads_its_writes_through_a_replica_that_missed_them() {
     assert_eq!(session.evicted(), 0);
     client.close().await;
 }
+
+/// A client that keeps one frame in flight per node sends the rest of 200 concurrent
+/// writes, and then reads, in batch frames: every write lands and every read sees its
+/// value, and the nodes count the batches they served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_reads_and_writes_each_get_their_own_answer() {
+    let cluster = Cluster::start(3, "").await;
+    let mut config = cluster.client_config();
+    config.frames_per_node = 1;
+    let client = crate::harness::connect(config).await;
+    const KEYS: usize = 200;
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 0..KEYS {
+        let client = client.clone();
+        puts.spawn(async move {
+            let key = format!("batched-{i}");
+            client.put(&key, format!("value-{i}")).await.map(|_| key)
+        });
+    }
+    while let Some(put) = puts.join_next().await {
+        put.expect("a put task").expect("a batched put");
+    }
+    let mut gets = tokio::task::JoinSet::new();
+    for i in 0..KEYS {
+        let client = client.clone();
+        gets.spawn(async move { (i, client.get(format!("batched-{i}")).await) });
+    }
+    while let Some(get) = gets.join_next().await {
+        let (i, read) = get.expect("a get task");
+        let read = read.expect("a batched get");
+        assert_eq!(
+            read.values,
+            vec![format!("value-{i}").into_bytes()],
+            "key {i}"
+        );
+    }
+    assert_eq!(client.waiting_requests(), 0);
+    let batches = cluster
+        .metric_sum(&[0, 1, 2], "shoal_batched_client_requests_count", &[])
+        .await
+        .expect("scraping the nodes");
+    let batched = cluster
+        .metric_sum(&[0, 1, 2], "shoal_batched_client_requests_sum", &[])
+        .await
+        .expect("scraping the nodes");
+    assert!(
+        batches >= 1.0 && batched > batches,
+        "{batches} batch frames carrying {batched} requests"
+    );
+    client.close().await;
+}
