@@ -20,7 +20,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// starts connecting to the next one, when the file does not say.
 pub const DEFAULT_RACE_DELAY: Duration = Duration::from_millis(50);
 /// The default of [`ClientConfig::frames_per_node`].
-pub const DEFAULT_FRAMES_PER_NODE: usize = 4;
+pub const DEFAULT_FRAMES_PER_NODE: usize = 2;
 /// The largest [`ClientConfig::frames_per_node`].
 pub const MAX_FRAMES_PER_NODE: usize = 1024;
 /// Most seeds a configuration may list (each is tried in turn when connecting).
@@ -153,7 +153,7 @@ pub struct TlsFiles {
 /// request_timeout = "10s"     # optional, default 10s
 /// connect_timeout = "3s"      # optional, default 3s
 /// race_delay = "50ms"         # optional: when to also try the next node, default 50ms
-/// frames_per_node = 4         # optional: requests beyond this many frames in flight to
+/// frames_per_node = 2         # optional: requests beyond this many frames in flight to
 ///                             # one node go together in one batch frame; 0: never batch
 /// [tls]
 /// ca = "ca.pem"

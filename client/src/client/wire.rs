@@ -217,15 +217,8 @@ impl Wire {
     fn next_batch(&self, addr: SocketAddr) -> Option<Batch> {
         let mut nodes = self.nodes();
         let node = nodes.get_mut(&addr)?;
-        if node.waiting.is_empty() {
-            node.in_flight = node.in_flight.saturating_sub(1);
-            if node.in_flight == 0 {
-                nodes.remove(&addr);
-            }
-            return None;
-        }
         let mut items = Vec::new();
-        let mut bytes = 0;
+        let (mut bytes, mut taken) = (0, 0);
         while let Some(next) = node.waiting.front() {
             let len = next.payload.len();
             if !items.is_empty()
@@ -233,10 +226,29 @@ impl Wire {
             {
                 break;
             }
+            let Some(next) = node.waiting.pop_front() else {
+                break;
+            };
+            taken += 1;
+            // A caller that stopped waiting (its future dropped, e.g. by a timeout of its
+            // own) has its request dropped unsent, as if it had never been made.
+            if next.reply.is_closed() {
+                continue;
+            }
             bytes += len;
-            items.extend(node.waiting.pop_front());
+            items.push(next);
         }
-        metrics::gauge!(WAITING_GAUGE).decrement(items.len() as f64);
+        if taken > 0 {
+            metrics::gauge!(WAITING_GAUGE).decrement(taken as f64);
+        }
+        if items.is_empty() {
+            // Nothing (left) to send: the slot is given back.
+            node.in_flight = node.in_flight.saturating_sub(1);
+            if node.in_flight == 0 {
+                nodes.remove(&addr);
+            }
+            return None;
+        }
         Some(Batch {
             expected: node.expected.clone(),
             items,
