@@ -8,7 +8,8 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use shoal_client::{Client, ClientConfig, ClientError, MAX_KEY_BYTES};
 use shoal_proto::wire::{
-    decode_response, encode_request, PeerRequest, Request, Response, WIRE_VERSION,
+    decode_response, encode_request, ClientRequest, ClientResponse, PeerRequest, ReadOptions,
+    Request, Response, WriteOptions, MAX_CLIENT_BATCH, WIRE_VERSION,
 };
 use shoal_proto::{Actor, CausalContext, Dot, Object, RequestError, SiblingValue, Time};
 use shoal_transport::{Endpoint, StreamErrorCode, TlsIdentity, TransportConfig, TransportError};
@@ -461,4 +462,93 @@ async fn only_admin_clients_may_change_the_cluster_or_take_backups() {
     }
     ops.close().await;
     dev.close().await;
+}
+
+/// Client batch frames with bad contents: an empty batch and one over the limit are
+/// refused whole; administration, status and a nested batch inside a batch are refused
+/// in their place while the reads and writes beside them are served; the node keeps
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_client_batches_get_typed_refusals_and_the_good_requests_beside_them_are_served() {
+    let mut node = start_node().await;
+    let client = node.client().await;
+    let addr = node.nodes()[0].addr;
+    let endpoint = node.raw_client(TransportConfig::default());
+    let send = |batch: Vec<ClientRequest>| {
+        let endpoint = endpoint.clone();
+        async move {
+            let frame = encode_request(&Request::Client(ClientRequest::Batch(batch)));
+            let bytes = endpoint
+                .request(addr, None, frame, RAW_REQUEST_TIMEOUT)
+                .await
+                .expect("an answer to the batch frame");
+            match decode_response(&bytes).expect("a decodable answer") {
+                Response::Stamped { response, .. } | Response::Client(response) => response,
+                Response::Error(e) => ClientResponse::Error(e),
+                other => panic!("a node-to-node answer: {other:?}"),
+            }
+        }
+    };
+    let put = |key: &str| ClientRequest::Put {
+        key: key.as_bytes().to_vec(),
+        value: b"batched".to_vec(),
+        context: None,
+        options: WriteOptions::default(),
+    };
+    let get = |key: &str| ClientRequest::Get {
+        key: key.as_bytes().to_vec(),
+        options: ReadOptions::default(),
+    };
+    for (what, batch) in [
+        ("empty", Vec::new()),
+        ("too long", vec![get("k"); MAX_CLIENT_BATCH + 1]),
+    ] {
+        match send(batch).await {
+            ClientResponse::Error(RequestError::Malformed(why)) => {
+                assert!(why.contains("batch"), "{what}: {why}")
+            }
+            other => panic!("{what}: expected Malformed, got {other:?}"),
+        }
+    }
+    let answers = match send(vec![
+        put("batch-a"),
+        ClientRequest::Status,
+        ClientRequest::Batch(vec![get("batch-a")]),
+        ClientRequest::Backup {
+            name: "sneaky".into(),
+        },
+        put("batch-b"),
+    ])
+    .await
+    {
+        ClientResponse::Batch(answers) => answers,
+        other => panic!("expected a batch answer, got {other:?}"),
+    };
+    assert_eq!(answers.len(), 5, "{answers:?}");
+    assert!(matches!(answers[0], ClientResponse::Put(_)), "{answers:?}");
+    for refused in &answers[1..4] {
+        assert!(
+            matches!(refused, ClientResponse::Error(RequestError::Malformed(_))),
+            "{answers:?}"
+        );
+    }
+    assert!(matches!(answers[4], ClientResponse::Put(_)), "{answers:?}");
+    let read = send(vec![get("batch-a"), get("batch-b"), get("batch-none")]).await;
+    let ClientResponse::Batch(reads) = read else {
+        panic!("expected a batch answer, got {read:?}");
+    };
+    let values: Vec<Vec<Vec<u8>>> = reads
+        .into_iter()
+        .map(|r| match r {
+            ClientResponse::Get(reply) => reply.values,
+            other => panic!("expected a read, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        values,
+        vec![vec![b"batched".to_vec()], vec![b"batched".to_vec()], vec![]]
+    );
+    assert_serving(&mut node, &client, "after-bad-batches").await;
+    endpoint.close().await;
+    client.close().await;
 }
