@@ -133,6 +133,32 @@ impl NodeHandler {
     }
 }
 
+/// The room left for answers in a batch's answer frame.
+struct FrameRoom {
+    left: usize,
+    max: usize,
+}
+
+impl FrameRoom {
+    /// A frame of `max` bytes, less the batch's own envelope.
+    fn new(max: usize) -> FrameRoom {
+        FrameRoom {
+            left: max.saturating_sub(64),
+            max,
+        }
+    }
+
+    /// Takes room for an answer of `len` bytes, or says why it does not fit (the sender
+    /// asks that request again alone).
+    fn take(&mut self, len: usize) -> Result<(), RequestError> {
+        if len > self.left {
+            return Err(RequestError::ResponseTooLarge { len, max: self.max });
+        }
+        self.left -= len;
+        Ok(())
+    }
+}
+
 /// A request queued for the driver: where its answer comes, and until when to wait.
 struct Queued {
     answer: oneshot::Receiver<Response>,
@@ -219,8 +245,7 @@ impl NodeHandler {
                 (op, self.submit(from.clone(), request))
             })
             .collect();
-        // The frame's room for answers: its limit less the batch's own envelope.
-        let mut room = self.max_frame_bytes.saturating_sub(64);
+        let mut room = FrameRoom::new(self.max_frame_bytes);
         let mut answers = Vec::with_capacity(queued.len());
         for (op, queued) in queued {
             let answer = match queued {
@@ -232,17 +257,10 @@ impl NodeHandler {
                 .get([op])
                 .record(start.elapsed().as_secs_f64());
             let answer = answer.into_peer();
-            let len = peer_response_len(&answer);
-            let answer = if len <= room {
-                room -= len;
-                answer
-            } else {
-                PeerResponse::Error(RequestError::ResponseTooLarge {
-                    len,
-                    max: self.max_frame_bytes,
-                })
-            };
-            answers.push(answer);
+            match room.take(peer_response_len(&answer)) {
+                Ok(()) => answers.push(answer),
+                Err(too_large) => answers.push(PeerResponse::Error(too_large)),
+            }
         }
         Response::Peer(PeerResponse::Batch(answers))
     }
@@ -277,7 +295,7 @@ impl NodeHandler {
                 (op, self.submit(from.clone(), Request::Client(item)))
             })
             .collect();
-        let mut room = self.max_frame_bytes.saturating_sub(64);
+        let mut room = FrameRoom::new(self.max_frame_bytes);
         let mut layout_version = None;
         let mut answers = Vec::with_capacity(queued.len());
         for (op, queued) in queued {
@@ -307,17 +325,10 @@ impl NodeHandler {
             CLIENT_DURATION
                 .get([op])
                 .record(start.elapsed().as_secs_f64());
-            let len = client_response_len(&answer);
-            let answer = if len <= room {
-                room -= len;
-                answer
-            } else {
-                ClientResponse::Error(RequestError::ResponseTooLarge {
-                    len,
-                    max: self.max_frame_bytes,
-                })
-            };
-            answers.push(answer);
+            match room.take(client_response_len(&answer)) {
+                Ok(()) => answers.push(answer),
+                Err(too_large) => answers.push(ClientResponse::Error(too_large)),
+            }
         }
         let response = ClientResponse::Batch(answers);
         match layout_version {
