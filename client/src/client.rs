@@ -658,6 +658,12 @@ impl Client {
                         self.inner.down.mark(target.addr, Instant::now());
                         last = Some(format!("{} is shutting down", target.addr));
                     }
+                    // The node ran nothing and another replica may take it (a candidate,
+                    // its copy of the partition being dropped): the next node, a write
+                    // too. The node is not down, so it is not marked.
+                    Attempt::Answer(ClientResponse::Error(e @ RequestError::Declined(_)), _) => {
+                        last = Some(format!("{}: {e}", target.addr));
+                    }
                     Attempt::Answer(ClientResponse::Error(e), _) => return Err(e.into()),
                     Attempt::Answer(response, _) => return Ok(response),
                     Attempt::NotDelivered(reason) => last = Some(reason),

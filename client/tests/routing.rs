@@ -1191,3 +1191,42 @@ async fn a_batched_answer_too_large_is_asked_again_alone_and_abandoned_requests_
         server.close().await;
     }
 }
+
+/// A node that declines a request (it ran nothing: a candidate, its copy of the key's
+/// partition being dropped) sends the client on to the next node, a write too; the node
+/// is not marked down, so the next request to it goes there first again. When every node
+/// declines, the call fails `Unreachable`, which a write may retry.
+#[tokio::test]
+async fn a_declined_write_goes_to_the_next_replica() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
+        .await
+        .unwrap();
+    let key = cluster.key_led_by("n1");
+    let second = cluster.ring().preference_list_for_key(&key, 3).nodes[1].to_string();
+    let declined = RequestError::Declined("its copy of partition 1 is being dropped".into());
+    *cluster.node("n1").mode.lock().unwrap() = Mode::Fail(declined.clone());
+    cluster.take_log();
+    client
+        .put(&key, "v")
+        .await
+        .expect("the second replica takes the write");
+    assert_eq!(
+        cluster.take_log(),
+        vec![("n1".to_owned(), "put"), (second, "put")]
+    );
+    *cluster.node("n1").mode.lock().unwrap() = Mode::Normal;
+    client.put(&key, "v").await.unwrap();
+    assert_eq!(cluster.take_log(), vec![("n1".to_owned(), "put")]);
+
+    for node in ["n1", "n2", "n3"] {
+        *cluster.node(node).mode.lock().unwrap() = Mode::Fail(declined.clone());
+    }
+    let err = client.put(&key, "v").await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Unreachable { last, .. } if last.contains("being dropped")),
+        "{err:?}"
+    );
+    assert!(err.is_not_applied());
+    cluster.stop(client).await;
+}

@@ -187,6 +187,13 @@ pub enum RequestError {
         /// The plan of the changes staged now (on the version the commit named).
         staged: PlanId,
     },
+    /// The node did not run the request and another replica of the key may (wire version
+    /// 6): it is a candidate holding no partition, a restoring node a request was
+    /// forwarded to, or its copy of the key's partition is being dropped. Nothing was
+    /// applied, so a write too can be sent to another node. A requester of version 5 or
+    /// older gets [`ShuttingDown`](RequestError::ShuttingDown) in its place.
+    #[error("this node did not run the request ({0}); another replica may")]
+    Declined(String),
 }
 
 /// Why a node made no backup ([`RequestError::Backup`]).
@@ -247,6 +254,7 @@ impl RequestError {
             RequestError::StaleLayout { .. } => "stale_layout",
             RequestError::ClusterMismatch(_) => "refused",
             RequestError::PlanChanged { .. } => "layout_refused",
+            RequestError::Declined(_) => "declined",
         }
     }
 }

@@ -33,7 +33,9 @@
 //! - Version 6: [`ClientRequest::Batch`] and [`ClientResponse::Batch`], several reads and
 //!   writes from one client to one node in one frame and their answers in one (issue 12).
 //!   The SDK sends one only to a node that did not refuse version 6; a frame of an older
-//!   version that holds one is refused as malformed.
+//!   version that holds one is refused as malformed. Also [`RequestError::Declined`]
+//!   (a node did not run a request another replica may take), which a requester of an
+//!   older version gets as `ShuttingDown`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -88,6 +90,8 @@ impl WireVersion {
     pub const BATCHES: WireVersion = WireVersion(5);
     /// The first version with batches of client requests ([`ClientRequest::Batch`]).
     pub const CLIENT_BATCHES: WireVersion = WireVersion(6);
+    /// The first version with [`RequestError::Declined`] (older: `ShuttingDown`).
+    const DECLINED: WireVersion = WireVersion(6);
 
     /// `version`, if this build speaks it.
     pub fn new(version: u16) -> Result<WireVersion, CodecError> {
@@ -951,6 +955,14 @@ pub fn encode_response_as(resp: &Response, version: WireVersion) -> Vec<u8> {
         let refusal = RequestError::Internal("a batch answer needs wire version 6".into());
         return encode_response_as(&Response::Client(ClientResponse::Error(refusal)), version);
     }
+    if version < WireVersion::DECLINED {
+        let declined = |e: &RequestError| {
+            matches!(e, RequestError::Declined(_)).then_some(RequestError::ShuttingDown)
+        };
+        if let Some(older) = replace_error(resp, declined) {
+            return encode_response_as(&older, version);
+        }
+    }
     if version < WireVersion::BATCHES {
         if let Response::Peer(PeerResponse::Batch(_)) = resp {
             // Never asked for: a batch comes only in a version-5 frame.
@@ -1003,6 +1015,37 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, CodecError> {
             }
         }
         Ok(response)
+    }
+}
+
+/// `resp` with its error replaced by `older(error)`, when it is an error (of a client
+/// answer, stamped or not, of a peer answer, or of the node) that `older` replaces; else
+/// `None`. For a requester of an older version that does not know the error.
+fn replace_error(
+    resp: &Response,
+    older: impl Fn(&RequestError) -> Option<RequestError>,
+) -> Option<Response> {
+    let client = |c: &ClientResponse| match c {
+        ClientResponse::Error(e) => older(e).map(ClientResponse::Error),
+        _ => None,
+    };
+    match resp {
+        Response::Client(c) => client(c).map(Response::Client),
+        Response::Peer(PeerResponse::Client(c)) => {
+            client(c).map(|c| Response::Peer(PeerResponse::Client(c)))
+        }
+        Response::Peer(PeerResponse::Error(e)) => {
+            older(e).map(|e| Response::Peer(PeerResponse::Error(e)))
+        }
+        Response::Error(e) => older(e).map(Response::Error),
+        Response::Stamped {
+            layout_version,
+            response,
+        } => client(response).map(|response| Response::Stamped {
+            layout_version: *layout_version,
+            response,
+        }),
+        Response::Peer(_) => None,
     }
 }
 

@@ -240,6 +240,7 @@ fn error_variant(e: &RequestError) -> &'static str {
         RequestError::StaleLayout { .. } => "StaleLayout",
         RequestError::ClusterMismatch(_) => "ClusterMismatch",
         RequestError::PlanChanged { .. } => "PlanChanged",
+        RequestError::Declined(_) => "Declined",
     }
 }
 
@@ -348,6 +349,7 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Error::StaleLayout",
     "Error::ClusterMismatch",
     "Error::PlanChanged",
+    "Error::Declined",
 ];
 
 #[test]
@@ -570,5 +572,44 @@ fn a_client_batch_of_encoded_requests_is_the_encoded_batch() {
     assert_eq!(
         wire::encode_client_batch(&[&get], WireVersion::new(5).unwrap()),
         None
+    );
+}
+
+/// A requester of version 5 or older cannot decode `Declined` (version 6): it gets
+/// `ShuttingDown`, which an engine of its release answered for the same cases, in every
+/// shape an error travels in.
+#[test]
+fn a_declined_request_goes_to_an_older_requester_as_shutting_down() {
+    let declined = RequestError::Declined("a candidate holding no partition".into());
+    let shapes = |e: RequestError| {
+        vec![
+            Response::Client(ClientResponse::Error(e.clone())),
+            Response::Peer(PeerResponse::Client(ClientResponse::Error(e.clone()))),
+            Response::Peer(PeerResponse::Error(e.clone())),
+            Response::Error(e),
+        ]
+    };
+    for (new, old) in shapes(declined.clone())
+        .into_iter()
+        .zip(shapes(RequestError::ShuttingDown))
+    {
+        for v in 1..6 {
+            let bytes = wire::encode_response_as(&new, WireVersion::new(v).unwrap());
+            assert_eq!(wire::decode_response(&bytes), Ok(old.clone()), "v{v}");
+        }
+        let bytes = wire::encode_response_as(&new, WireVersion::CURRENT);
+        assert_eq!(wire::decode_response(&bytes), Ok(new.clone()));
+    }
+    let stamped = Response::Stamped {
+        layout_version: 7,
+        response: ClientResponse::Error(declined),
+    };
+    let v5 = WireVersion::new(5).unwrap();
+    assert_eq!(
+        wire::decode_response(&wire::encode_response_as(&stamped, v5)),
+        Ok(Response::Stamped {
+            layout_version: 7,
+            response: ClientResponse::Error(RequestError::ShuttingDown),
+        })
     );
 }

@@ -98,12 +98,14 @@ impl Engine {
 
     pub(super) fn on_forward(&mut self, id: RequestId, result: Result<PeerResponse, SendError>) {
         match result {
-            // A replica's engine answers a client request `ShuttingDown` only when it
-            // refused it before running anything (restoring, a candidate, its copy of the
-            // partition being dropped): another replica may take it, a write included.
-            Ok(PeerResponse::Client(ClientResponse::Error(RequestError::ShuttingDown))) => {
-                self.forward_next(id)
-            }
+            // The replica's engine did not run it (restoring, a candidate, its copy of the
+            // partition being dropped): another replica may take it, a write included. An
+            // engine of version 5 or older says so with a client `ShuttingDown`, which it
+            // answers a client request only then (a node shutting down answers
+            // `PeerResponse::Error`).
+            Ok(PeerResponse::Client(ClientResponse::Error(
+                RequestError::Declined(_) | RequestError::ShuttingDown,
+            ))) => self.forward_next(id),
             Ok(PeerResponse::Client(resp)) => self.end_forward(id, resp),
             Ok(PeerResponse::Error(e)) => self.end_forward(id, ClientResponse::Error(e)),
             // Could not reach that replica: try the next one.

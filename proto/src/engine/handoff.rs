@@ -442,6 +442,7 @@ fn refuses_the_hint(e: &RequestError) -> bool {
         | RequestError::LayoutRefused(_)
         | RequestError::StaleLayout { .. }
         | RequestError::ClusterMismatch(_)
-        | RequestError::PlanChanged { .. } => false,
+        | RequestError::PlanChanged { .. }
+        | RequestError::Declined(_) => false,
     }
 }

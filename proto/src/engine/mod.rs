@@ -925,7 +925,8 @@ impl Engine {
                     .get([req.op_name(), "candidate"])
                     .increment(1);
                 // A candidate holds no partitions: the client tries another node.
-                self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
+                let why = "a candidate holding no partition".to_string();
+                self.respond_client(id, ClientResponse::Error(RequestError::Declined(why)));
             }
             ClientRequest::Get { .. }
             | ClientRequest::Put { .. }
@@ -988,8 +989,9 @@ impl Engine {
         let partition = self.ring().partition_of(key);
         if self.placement.dropping.contains(&partition) {
             // Moved away and back while its old data is being deleted: a write taken
-            // now could be deleted with it. The client tries another node.
-            self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
+            // now could be deleted with it. The client tries another node, a write too.
+            let why = format!("its copy of partition {partition} is being dropped");
+            self.respond_client(id, ClientResponse::Error(RequestError::Declined(why)));
             return;
         }
         let primaries = self.primaries(partition);
@@ -1004,7 +1006,8 @@ impl Engine {
                 .get([req.op_name(), "restoring"])
                 .increment(1);
             if forwarded {
-                self.respond_client(id, ClientResponse::Error(RequestError::ShuttingDown));
+                let why = "a restoring node coordinates nothing".to_string();
+                self.respond_client(id, ClientResponse::Error(RequestError::Declined(why)));
             } else {
                 let others = primaries.into_iter().filter(|p| *p != self.me).collect();
                 self.start_forward(id, req, others);

@@ -17,7 +17,7 @@
 //!
 //! Meanwhile the node coordinates no data request: a client's read, write or delete sent
 //! to it is forwarded to another primary of the key (as a node that is not a replica
-//! does), and one forwarded to it is refused with [`RequestError::ShuttingDown`], on
+//! does), and one forwarded to it is refused with [`RequestError::Declined`], on
 //! which the forwarder tries its next replica. It refuses replica reads, writes, hints and
 //! anti-entropy messages from peers with [`RequestError::ShuttingDown`] too:
 //! coordinators treat it like a down replica (sloppy quorum, hints kept for later), and

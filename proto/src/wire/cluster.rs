@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use shoal_ring::NodeId;
 
-use super::{ClientResponse, PeerResponse, Response};
+use super::Response;
 use crate::layout::{Change, ClusterSettings, MemberState};
 use crate::RequestError;
 
@@ -232,34 +232,10 @@ impl PlanReport {
 /// [`RequestError::PlanChanged`] (added in version 4): that refusal as
 /// [`RequestError::LayoutRefused`] with its text. `None` when nothing needs replacing.
 pub(super) fn before_plan_ids(resp: &Response) -> Option<Response> {
-    fn refusal(e: &RequestError) -> Option<RequestError> {
+    super::replace_error(resp, |e| {
         matches!(e, RequestError::PlanChanged { .. })
             .then(|| RequestError::LayoutRefused(e.to_string()))
-    }
-    fn client(c: &ClientResponse) -> Option<ClientResponse> {
-        match c {
-            ClientResponse::Error(e) => refusal(e).map(ClientResponse::Error),
-            _ => None,
-        }
-    }
-    match resp {
-        Response::Client(c) => client(c).map(Response::Client),
-        Response::Peer(PeerResponse::Client(c)) => {
-            client(c).map(|c| Response::Peer(PeerResponse::Client(c)))
-        }
-        Response::Peer(PeerResponse::Error(e)) => {
-            refusal(e).map(|e| Response::Peer(PeerResponse::Error(e)))
-        }
-        Response::Error(e) => refusal(e).map(Response::Error),
-        Response::Stamped {
-            layout_version,
-            response,
-        } => client(response).map(|response| Response::Stamped {
-            layout_version: *layout_version,
-            response,
-        }),
-        Response::Peer(_) => None,
-    }
+    })
 }
 
 #[cfg(test)]

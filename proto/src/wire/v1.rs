@@ -97,6 +97,8 @@ fn v1_error(e: RequestError) -> RequestError {
         | E::StaleLayout { .. }
         | E::ClusterMismatch(_)
         | E::PlanChanged { .. }) => E::Internal(e.to_string()),
+        // Replaced before encoding (`encode_response_as`).
+        E::Declined(_) => E::ShuttingDown,
     }
 }
 

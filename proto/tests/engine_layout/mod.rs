@@ -865,3 +865,23 @@ fn a_partition_is_dropped_only_after_the_writes_in_flight_to_it_landed() {
         "the drop follows the write: {after:?}"
     );
 }
+
+/// A candidate holds no partition: it declines a client's write and read (nothing ran,
+/// so the client sends either to another node), rather than answering `ShuttingDown`,
+/// whose outcome a client cannot tell for a write.
+#[test]
+fn a_candidate_declines_client_reads_and_writes() {
+    let mut c = cluster(3, 4);
+    let d = add_candidate(&mut c, "d", 3);
+    c.pump(None, 0.0, |c| c.engine(&d).layout().version() == 1);
+    for req in [put(b"k", "v", None), get(b"k")] {
+        let key = c.submit(&d, req);
+        c.pump(None, 0.0, |c| c.answers.contains_key(&key));
+        match c.answers.get(&key) {
+            Some(Response::Client(ClientResponse::Error(RequestError::Declined(why)))) => {
+                assert!(why.contains("candidate"), "{why}")
+            }
+            other => panic!("expected Declined, got {other:?}"),
+        }
+    }
+}

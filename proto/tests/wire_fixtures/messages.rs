@@ -683,6 +683,12 @@ pub fn request_errors(version: u16) -> Vec<(&'static str, RequestError)> {
             },
         ));
     }
+    if version >= 6 {
+        out.push((
+            "declined",
+            RequestError::Declined("its copy of partition 3 is being dropped".into()),
+        ));
+    }
     out
 }
 
