@@ -49,7 +49,7 @@ struct Shared {
     /// was refused for its version).
     frames: Mutex<Vec<(u16, usize)>>,
     /// When set, a frame is answered only with a permit from it (taken after the frame
-    /// is logged): a test holds answers back by giving none.
+    /// is logged, one per frame): a test holds answers back by giving none.
     gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
@@ -228,7 +228,10 @@ impl Handler for NodeHandler {
         node.shared.frames.lock().unwrap().push((found, items));
         let gate = node.shared.gate.lock().unwrap().clone();
         if let Some(gate) = gate {
-            let _permit = gate.acquire().await;
+            // Each permit lets one frame through.
+            if let Ok(permit) = gate.acquire().await {
+                permit.forget();
+            }
         }
         let response = match request {
             ClientRequest::Batch(items) => {
@@ -1229,4 +1232,44 @@ async fn a_declined_write_goes_to_the_next_replica() {
     );
     assert!(err.is_not_applied());
     cluster.stop(client).await;
+}
+
+/// A lone request that waited goes in a frame of its own on the slot of the frame that
+/// returned, so the frames in flight to a node stay within `frames_per_node`: a request
+/// sent while it is out waits.
+#[tokio::test]
+async fn a_lone_waiting_request_keeps_the_frame_slot_it_is_sent_on() {
+    let cluster = Cluster::start(&[true]).await;
+    let mut config = cluster.config(vec![cluster.addrs[0]]);
+    config.frames_per_node = 1;
+    let client = Client::connect(config).await.unwrap();
+    cluster.shared.frames.lock().unwrap().clear();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *cluster.shared.gate.lock().unwrap() = Some(gate.clone());
+    let put = |key: &'static str| {
+        let client = client.clone();
+        tokio::spawn(async move { client.put(key, "v").await })
+    };
+    let frames = || cluster.shared.frames.lock().unwrap().len();
+    let a = put("a");
+    until("a's frame at the node", || frames() == 1).await;
+    let b = put("b");
+    until("b waiting", || client.waiting_requests() == 1).await;
+    // a is answered; b goes alone, on a's slot, and is held at the node.
+    gate.add_permits(1);
+    a.await.unwrap().unwrap();
+    until("b's frame at the node", || frames() == 2).await;
+    let c = put("c");
+    until("c waiting behind b's frame", || {
+        client.waiting_requests() == 1
+    })
+    .await;
+    assert_eq!(frames(), 2, "c was sent while b's frame was out");
+    gate.add_permits(1000);
+    b.await.unwrap().unwrap();
+    c.await.unwrap().unwrap();
+    client.close().await;
+    for server in &cluster.servers {
+        server.close().await;
+    }
 }

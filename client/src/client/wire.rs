@@ -286,14 +286,20 @@ impl Wire {
             Some(deadline) => deadline - now,
             None => return,
         };
+        if let [alone] = items.as_slice() {
+            // One request goes in a frame of its own, on this batch's slot.
+            let answer = self
+                .send_alone(addr, expected.as_ref(), &alone.payload, wait)
+                .await;
+            if let Some(w) = items.into_iter().next() {
+                let _ = w.reply.send(answer);
+            }
+            return;
+        }
         let version = self.versions.for_peer(&addr, std::time::Instant::now());
         let frames: Vec<&[u8]> = items.iter().map(|w| w.payload.as_slice()).collect();
-        let payload = match frames.len() {
-            1 => None,
-            _ => encode_client_batch(&frames, version),
-        };
-        let Some(payload) = payload else {
-            // One request, or a node that no longer speaks batches: each goes alone.
+        let Some(payload) = encode_client_batch(&frames, version) else {
+            // A node that no longer speaks batches: each goes alone.
             self.each_alone(addr, expected, items);
             return;
         };
