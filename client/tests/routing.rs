@@ -1043,6 +1043,21 @@ async fn cluster_calls_return_typed_answers_and_a_commit_is_learned() {
     cluster.stop(client).await;
 }
 
+/// A one-node fake cluster speaking `version`, and a client that keeps one frame in
+/// flight to it (so that the requests beyond it wait and batch).
+async fn one_node_one_frame_speaking(version: u16) -> (Cluster, Client) {
+    let cluster = Cluster::start(&[true]).await;
+    *cluster.nodes[0].speaks.lock().unwrap() = version;
+    let mut config = cluster.config(vec![cluster.addrs[0]]);
+    config.frames_per_node = 1;
+    let client = Client::connect(config).await.unwrap();
+    (cluster, client)
+}
+
+async fn one_node_one_frame() -> (Cluster, Client) {
+    one_node_one_frame_speaking(WIRE_VERSION).await
+}
+
 /// Waits (bounded) until `done` holds.
 async fn until(what: &str, done: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -1057,10 +1072,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 /// answer.
 #[tokio::test]
 async fn requests_beyond_the_frames_in_flight_share_one_batch_frame() {
-    let cluster = Cluster::start(&[true]).await;
-    let mut config = cluster.config(vec![cluster.addrs[0]]);
-    config.frames_per_node = 1;
-    let client = Client::connect(config).await.unwrap();
+    let (cluster, client) = one_node_one_frame().await;
     cluster.shared.frames.lock().unwrap().clear();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     *cluster.shared.gate.lock().unwrap() = Some(gate.clone());
@@ -1102,10 +1114,7 @@ async fn requests_beyond_the_frames_in_flight_share_one_batch_frame() {
         .map(|f| f.1)
         .sum();
     assert_eq!(requests, 5);
-    client.close().await;
-    for server in &cluster.servers {
-        server.close().await;
-    }
+    cluster.stop(client).await;
 }
 
 /// A node of the previous release (wire version 5) refuses the first frame of version 6;
@@ -1113,11 +1122,7 @@ async fn requests_beyond_the_frames_in_flight_share_one_batch_frame() {
 /// alone in version 5, never a batch.
 #[tokio::test]
 async fn a_node_of_the_previous_release_gets_every_request_alone_in_its_version() {
-    let cluster = Cluster::start(&[true]).await;
-    *cluster.nodes[0].speaks.lock().unwrap() = WIRE_VERSION - 1;
-    let mut config = cluster.config(vec![cluster.addrs[0]]);
-    config.frames_per_node = 1;
-    let client = Client::connect(config).await.unwrap();
+    let (cluster, client) = one_node_one_frame_speaking(WIRE_VERSION - 1).await;
     let mut puts = tokio::task::JoinSet::new();
     for i in 0..20 {
         let client = client.clone();
@@ -1134,20 +1139,14 @@ async fn a_node_of_the_previous_release_gets_every_request_alone_in_its_version(
         frames[1..].iter().all(|f| *f == (WIRE_VERSION - 1, 1)),
         "{frames:?}"
     );
-    client.close().await;
-    for server in &cluster.servers {
-        server.close().await;
-    }
+    cluster.stop(client).await;
 }
 
 /// An answer too large for the batch's frame is asked again alone; a request whose caller
 /// stopped waiting before its batch left is never sent.
 #[tokio::test]
 async fn a_batched_answer_too_large_is_asked_again_alone_and_abandoned_requests_are_not_sent() {
-    let cluster = Cluster::start(&[true]).await;
-    let mut config = cluster.config(vec![cluster.addrs[0]]);
-    config.frames_per_node = 1;
-    let client = Client::connect(config).await.unwrap();
+    let (cluster, client) = one_node_one_frame().await;
     cluster.shared.frames.lock().unwrap().clear();
     cluster.take_log();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -1189,10 +1188,7 @@ async fn a_batched_answer_too_large_is_asked_again_alone_and_abandoned_requests_
         .count();
     assert_eq!(puts, 1, "the abandoned put was sent");
     assert_eq!(client.waiting_requests(), 0);
-    client.close().await;
-    for server in &cluster.servers {
-        server.close().await;
-    }
+    cluster.stop(client).await;
 }
 
 /// A node that declines a request (it ran nothing: a candidate, its copy of the key's
@@ -1201,10 +1197,7 @@ async fn a_batched_answer_too_large_is_asked_again_alone_and_abandoned_requests_
 /// declines, the call fails `Unreachable`, which a write may retry.
 #[tokio::test]
 async fn a_declined_write_goes_to_the_next_replica() {
-    let cluster = Cluster::start(&[true, true, true]).await;
-    let client = Client::connect(cluster.config(vec![cluster.addrs[0]]))
-        .await
-        .unwrap();
+    let (cluster, client) = three_nodes().await;
     let key = cluster.key_led_by("n1");
     let second = cluster.ring().preference_list_for_key(&key, 3).nodes[1].to_string();
     let declined = RequestError::Declined("its copy of partition 1 is being dropped".into());
@@ -1239,10 +1232,7 @@ async fn a_declined_write_goes_to_the_next_replica() {
 /// sent while it is out waits.
 #[tokio::test]
 async fn a_lone_waiting_request_keeps_the_frame_slot_it_is_sent_on() {
-    let cluster = Cluster::start(&[true]).await;
-    let mut config = cluster.config(vec![cluster.addrs[0]]);
-    config.frames_per_node = 1;
-    let client = Client::connect(config).await.unwrap();
+    let (cluster, client) = one_node_one_frame().await;
     cluster.shared.frames.lock().unwrap().clear();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     *cluster.shared.gate.lock().unwrap() = Some(gate.clone());
@@ -1268,8 +1258,5 @@ async fn a_lone_waiting_request_keeps_the_frame_slot_it_is_sent_on() {
     gate.add_permits(1000);
     b.await.unwrap().unwrap();
     c.await.unwrap().unwrap();
-    client.close().await;
-    for server in &cluster.servers {
-        server.close().await;
-    }
+    cluster.stop(client).await;
 }
