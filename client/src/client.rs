@@ -31,7 +31,8 @@ mod cluster;
 mod wire;
 
 pub use cluster::LAYOUT_REFRESH_INTERVAL;
-pub use wire::MAX_BATCH_BYTES;
+/// Most bytes of requests one batch frame carries (as node-to-node batches).
+pub use shoal_proto::wire::MAX_BATCH_BYTES;
 use wire::{SendError, Wire};
 
 /// Extra time the client waits beyond a request's own timeout, so that the coordinator's

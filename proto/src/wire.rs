@@ -206,6 +206,11 @@ pub enum ClientRequest {
 /// The most requests one [`ClientRequest::Batch`] carries.
 pub const MAX_CLIENT_BATCH: usize = 64;
 
+/// The most bytes of requests one batch ([`PeerRequest::Batch`] or
+/// [`ClientRequest::Batch`]) carries, as senders fill them; a request larger than this
+/// goes alone.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
 impl ClientRequest {
     /// A short name for metrics and logs.
     pub fn op_name(&self) -> &'static str {

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use shoal_proto::wire::{
     decode_response, encode_client_batch, ClientResponse, Response, VersionMemory, WireVersion,
-    MAX_CLIENT_BATCH,
+    MAX_BATCH_BYTES, MAX_CLIENT_BATCH,
 };
 use shoal_proto::RequestError;
 use shoal_ring::NodeId;
@@ -38,8 +38,6 @@ use tokio::time::Instant;
 
 use crate::routing::Target;
 
-/// Most bytes of requests one batch frame carries (as node-to-node batches).
-pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// A request larger than this always goes alone: it would fill a batch by itself.
 const MAX_BATCHED_REQUEST_BYTES: usize = 64 * 1024;
 /// Most requests waiting for a frame to one node; beyond, a request goes alone at once.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_proto::wire::{
     decode_response, encode_request_as, peer_request_len, PeerRequest, PeerResponse, Request,
-    Response, WireVersion, MAX_PEER_BATCH,
+    Response, WireVersion, MAX_BATCH_BYTES, MAX_PEER_BATCH,
 };
 use shoal_proto::{
     Command, Engine, InboundId, Monotonic, Now, RequestError, RequestId, SendError, StorageFailure,
@@ -595,9 +595,6 @@ impl Driver {
         }
     }
 }
-
-/// The most bytes of requests one batch carries (a request larger than this goes alone).
-const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// A request the engine asked to send, waiting for the end of `drain`.
 struct Outgoing {
