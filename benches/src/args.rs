@@ -209,6 +209,10 @@ pub struct Cli {
     /// (default: the client config's `frames_per_node`; 0 sends every request alone).
     #[arg(long, value_name = "FRAMES")]
     pub frames_per_node: Option<usize>,
+    /// Whether reads ask R primaries for their copies at once before reading through a
+    /// coordinator (default: the client config's `direct_reads`, on).
+    #[arg(long, value_name = "BOOL")]
+    pub direct_reads: Option<bool>,
 
     /// Closed loop: workers each sending the next operation when the last finished. Also the
     /// parallelism of `--load`.
@@ -354,6 +358,8 @@ pub struct BenchConfig {
     pub seed: u64,
     /// Overrides the client config's `frames_per_node`.
     pub frames_per_node: Option<usize>,
+    /// Overrides the client config's `direct_reads`.
+    pub direct_reads: Option<bool>,
     /// Where to write JSON results.
     pub json: Option<PathBuf>,
     /// Where to write the SVG plot.
@@ -424,6 +430,7 @@ impl Cli {
             mode,
             load_concurrency: self.concurrency,
             frames_per_node: self.frames_per_node,
+            direct_reads: self.direct_reads,
             stop,
             warmup: self.warmup,
             load: self.load,
@@ -517,6 +524,7 @@ impl BenchConfig {
             "load": self.load,
             "seed": self.seed,
             "frames_per_node": self.frames_per_node,
+            "direct_reads": self.direct_reads,
             "fault": self.fault.as_ref().map(|f| json!({
                 "node": f.node,
                 "pid": f.pid,

@@ -98,7 +98,11 @@ fn heading(cfg: &BenchConfig) -> String {
 }
 
 /// Loads the client config and connects, with a hint when the default cluster is missing.
-async fn connect(path: &Path, frames_per_node: Option<usize>) -> anyhow::Result<Client> {
+async fn connect(
+    path: &Path,
+    frames_per_node: Option<usize>,
+    direct_reads: Option<bool>,
+) -> anyhow::Result<Client> {
     let hint = || {
         format!(
             "client config {} (set --config or $SHOAL_CONFIG; `shoal dev` starts a local cluster)",
@@ -108,6 +112,9 @@ async fn connect(path: &Path, frames_per_node: Option<usize>) -> anyhow::Result<
     let mut config = ClientConfig::load(path).with_context(hint)?;
     if let Some(frames) = frames_per_node {
         config.frames_per_node = frames;
+    }
+    if let Some(direct) = direct_reads {
+        config.direct_reads = direct;
     }
     Client::connect(config)
         .await
@@ -148,7 +155,7 @@ fn preflight_fault(cfg: &BenchConfig) -> anyhow::Result<()> {
 
 async fn bench(cfg: BenchConfig) -> anyhow::Result<()> {
     preflight_fault(&cfg)?;
-    let client = connect(&cfg.client_config, cfg.frames_per_node).await?;
+    let client = connect(&cfg.client_config, cfg.frames_per_node, cfg.direct_reads).await?;
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -83,6 +83,7 @@ impl Default for ClientBuilder {
                 retry: RetryPolicy::default(),
                 race_delay: DEFAULT_RACE_DELAY,
                 frames_per_node: DEFAULT_FRAMES_PER_NODE,
+                direct_reads: true,
             },
             tls: Tls::Missing,
         }
@@ -168,6 +169,13 @@ impl ClientBuilder {
     /// together in one batch frame ([`ClientConfig::frames_per_node`]; 0: never batch).
     pub fn frames_per_node(mut self, frames: usize) -> ClientBuilder {
         self.settings.frames_per_node = frames;
+        self
+    }
+
+    /// Whether reads at R of 2 or more ask R primaries at once and compare their copies
+    /// before reading through a coordinator ([`ClientConfig::direct_reads`]; default on).
+    pub fn direct_reads(mut self, on: bool) -> ClientBuilder {
+        self.settings.direct_reads = on;
         self
     }
 

@@ -28,9 +28,11 @@ use crate::retry::Jitter;
 use crate::routing::{validate_key, DownList, Target, View};
 
 mod cluster;
+mod direct;
 mod wire;
 
 pub use cluster::LAYOUT_REFRESH_INTERVAL;
+pub use direct::DIRECT_READ_WAIT;
 /// Most bytes of requests one batch frame carries (as node-to-node batches).
 pub use shoal_proto::wire::MAX_BATCH_BYTES;
 use wire::{SendError, Wire};
@@ -293,14 +295,18 @@ impl Client {
         let result = async {
             validate_key(key)?;
             check_timeout(opts.timeout)?;
-            let request = ClientRequest::Get {
-                key: key.to_vec(),
-                options: opts.to_wire(),
+            let response = match self.direct_read(key, &opts).await {
+                Some(reply) => ClientResponse::Get(reply),
+                None => {
+                    let request = ClientRequest::Get {
+                        key: key.to_vec(),
+                        options: opts.to_wire(),
+                    };
+                    self.call_retrying(request, Route::Key(key), self.wait(opts.timeout))
+                        .await?
+                }
             };
-            match self
-                .call_retrying(request, Route::Key(key), self.wait(opts.timeout))
-                .await?
-            {
+            match response {
                 ClientResponse::Get(reply) => Ok(GetResult {
                     found: reply.found,
                     written_at: write_times(&reply.values, reply.written_at)?,
@@ -938,6 +944,7 @@ fn unexpected(op: &str, response: &ClientResponse) -> ClientError {
         ClientResponse::Cluster(_) => "cluster",
         ClientResponse::Error(_) => "error",
         ClientResponse::Batch(_) => "batch",
+        ClientResponse::Replica(_) => "replica",
     };
     ClientError::Protocol(format!("expected a {op} answer, got a {kind} answer"))
 }

@@ -155,6 +155,7 @@ pub struct TlsFiles {
 /// race_delay = "50ms"         # optional: when to also try the next node, default 50ms
 /// frames_per_node = 2         # optional: requests beyond this many frames in flight to
 ///                             # one node go together in one batch frame; 0: never batch
+/// direct_reads = true         # optional: reads ask R primaries at once and compare
 /// [tls]
 /// ca = "ca.pem"
 /// cert = "client/client.pem"
@@ -198,6 +199,18 @@ pub struct ClientConfig {
     /// batch shares one among its requests.
     #[serde(default = "default_frames_per_node")]
     pub frames_per_node: usize,
+    /// Whether reads at R of 2 or more first ask R primaries of the key for their own
+    /// copies at once (wire version 6), and answer when every copy is the same: one hop
+    /// to the replicas instead of two through a coordinator. Copies that differ, a
+    /// primary that declines (a layout change, a restore) or does not answer quickly,
+    /// and nodes of an older release send the read through a coordinator as without it,
+    /// which repairs divergent replicas. Default on.
+    #[serde(default = "default_direct_reads")]
+    pub direct_reads: bool,
+}
+
+fn default_direct_reads() -> bool {
+    true
 }
 
 fn default_frames_per_node() -> usize {
@@ -227,6 +240,7 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             race_delay: DEFAULT_RACE_DELAY,
             frames_per_node: DEFAULT_FRAMES_PER_NODE,
+            direct_reads: true,
         }
     }
 
@@ -281,6 +295,7 @@ impl ClientConfig {
             retry: self.retry.clone(),
             race_delay: self.race_delay,
             frames_per_node: self.frames_per_node,
+            direct_reads: self.direct_reads,
         }
     }
 }
@@ -295,6 +310,7 @@ pub(crate) struct Settings {
     pub retry: RetryPolicy,
     pub race_delay: Duration,
     pub frames_per_node: usize,
+    pub direct_reads: bool,
 }
 
 impl Settings {

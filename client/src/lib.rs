@@ -154,8 +154,8 @@ pub mod update;
 pub use batch::{BATCH_PER_NODE, MAX_BATCH_KEYS};
 pub use builder::ClientBuilder;
 pub use client::{
-    Client, GetResult, Sibling, LAYOUT_REFRESH_INTERVAL, MAX_ATTEMPTS_PER_CALL, MAX_BATCH_BYTES,
-    MAX_RACING, RESPONSE_MARGIN,
+    Client, GetResult, Sibling, DIRECT_READ_WAIT, LAYOUT_REFRESH_INTERVAL, MAX_ATTEMPTS_PER_CALL,
+    MAX_BATCH_BYTES, MAX_RACING, RESPONSE_MARGIN,
 };
 pub use config::{
     ClientConfig, ConfigError, Seed, TlsFiles, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FRAMES_PER_NODE,

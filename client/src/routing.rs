@@ -75,6 +75,17 @@ impl View {
         self.targets(walk)
     }
 
+    /// The key's primaries (its preference list of N nodes in this view's ring), in
+    /// preference order, those with a known address.
+    pub fn primaries(&self, key: &[u8]) -> Vec<Target> {
+        let ring = &self.info.ring;
+        let list = ring.preference_list(ring.partition_of(key), usize::from(self.info.n));
+        list.nodes
+            .into_iter()
+            .filter_map(|id| self.addr_of(&id).map(|addr| Target { id: Some(id), addr }))
+            .collect()
+    }
+
     /// [`keyed_order`](View::keyed_order) with the key's preference list rotated to start
     /// at its `turn % N`-th node: reads use it to spread over the replicas.
     pub fn keyed_order_from(&self, key: &[u8], turn: usize) -> Vec<Target> {

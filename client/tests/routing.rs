@@ -13,8 +13,8 @@ use shoal_proto::layout::ClusterSettings;
 use shoal_proto::wire::{
     answer_version, decode_request, encode_response_as, ClientRequest, ClientResponse, ClusterInfo,
     ClusterReply, ClusterRequest, ClusterStatus, GetReply, MemberAddress, MemberState,
-    MemberStatus, Request, Response, StatusReport, TransferSummary, WireVersion, WriteReply,
-    WIRE_VERSION,
+    MemberStatus, ReplicaReply, Request, Response, StatusReport, TransferSummary, WireVersion,
+    WriteReply, WIRE_VERSION,
 };
 use shoal_proto::{Actor, CausalContext, Dot, RequestError};
 use shoal_ring::{Member, NodeId, Ring};
@@ -51,6 +51,9 @@ struct Shared {
     /// When set, a frame is answered only with a permit from it (taken after the frame
     /// is logged, one per frame): a test holds answers back by giving none.
     gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// The node whose copy differs from the others' in answers to replica reads (all
+    /// equal when unset).
+    differing_copy: Mutex<Option<String>>,
 }
 
 struct FakeNode {
@@ -141,6 +144,30 @@ impl FakeNode {
                 shoal_proto::RequestError::Internal("not served by this fake node".into()),
             ),
             ClientRequest::Batch(_) => unreachable!("unpacked by the handler"),
+            ClientRequest::GetReplica { .. } => {
+                let differs =
+                    self.shared.differing_copy.lock().unwrap().as_deref() == Some(self.id.as_str());
+                let mut context = CausalContext::new();
+                context.insert(Dot::new(Actor(1), if differs { 2 } else { 1 }));
+                let value: &[u8] = if differs { b"newer copy" } else { b"copy" };
+                let layout_version = self
+                    .shared
+                    .info
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .unwrap()
+                    .layout_version;
+                ClientResponse::Replica(ReplicaReply {
+                    layout_version,
+                    get: GetReply {
+                        found: true,
+                        values: vec![value.to_vec()],
+                        context,
+                        written_at: vec![shoal_proto::Time::from_micros(1_700_000_000_000_000)],
+                    },
+                })
+            }
         })
     }
 }
@@ -219,6 +246,12 @@ impl Handler for NodeHandler {
         }
         let request = match decode_request(&request) {
             Ok(Request::Client(c)) => c,
+            // As a node answers a frame it cannot decode.
+            Err(e) => {
+                node.shared.frames.lock().unwrap().push((found, 0));
+                let refusal = Response::Error(RequestError::Malformed(e.to_string()));
+                return encode_response_as(&refusal, version);
+            }
             other => panic!("fake node got {other:?}"),
         };
         let items = match &request {
@@ -350,10 +383,20 @@ impl Cluster {
         }
     }
 
+    /// A client config without direct reads: the tests of routing see each read go to
+    /// one coordinator (the direct-read tests turn them on).
     fn config(&self, seeds: Vec<SocketAddr>) -> ClientConfig {
         let mut config = ClientConfig::new(seeds, self.tls.clone());
         config.connect_timeout = Duration::from_millis(500);
+        config.direct_reads = false;
         config
+    }
+
+    /// A client with direct reads (the default) seeded with every member.
+    async fn direct_client(&self) -> Client {
+        let mut config = self.config(self.addrs.clone());
+        config.direct_reads = true;
+        Client::connect(config).await.unwrap()
     }
 
     fn node(&self, id: &str) -> &Arc<FakeNode> {
@@ -1258,5 +1301,117 @@ async fn a_lone_waiting_request_keeps_the_frame_slot_it_is_sent_on() {
     gate.add_permits(1000);
     b.await.unwrap().unwrap();
     c.await.unwrap().unwrap();
+    cluster.stop(client).await;
+}
+
+/// The ops each node received, without cluster-info requests, then cleared.
+fn ops_by_node(cluster: &Cluster) -> Vec<(String, &'static str)> {
+    let mut log = cluster.take_log();
+    log.sort();
+    log
+}
+
+/// A read at R = 2 asks the key's first two primaries for their copies at once and,
+/// both equal, answers with them: no coordinator is asked.
+#[tokio::test]
+async fn a_read_whose_two_copies_agree_is_answered_by_the_primaries_alone() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = cluster.direct_client().await;
+    let key = cluster.key_led_by("n2");
+    let primaries = cluster.ring().preference_list_for_key(&key, 3).nodes;
+    cluster.take_log();
+    let read = client.get(&key).await.unwrap();
+    assert_eq!(read.values, vec![b"copy".to_vec()]);
+    assert!(read.found);
+    let mut expected: Vec<(String, &str)> = primaries[..2]
+        .iter()
+        .map(|p| (p.to_string(), "get_replica"))
+        .collect();
+    expected.sort();
+    assert_eq!(ops_by_node(&cluster), expected);
+    cluster.stop(client).await;
+}
+
+/// Copies that differ, or a primary that declines, send the read through a coordinator
+/// (whose read repairs); so does R = 1, which a coordinator reads in one hop anyway.
+#[tokio::test]
+async fn a_read_whose_copies_differ_or_are_declined_goes_through_a_coordinator() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = cluster.direct_client().await;
+    let key = cluster.key_led_by("n1");
+    let second = cluster.ring().preference_list_for_key(&key, 3).nodes[1].to_string();
+    let coordinated = |log: &[(String, &str)]| log.iter().filter(|(_, op)| *op == "get").count();
+    cluster.take_log();
+
+    *cluster.shared.differing_copy.lock().unwrap() = Some(second);
+    let read = client.get(&key).await.unwrap();
+    assert_ne!(
+        read.values,
+        vec![b"copy".to_vec()],
+        "answered by a coordinator"
+    );
+    let log = ops_by_node(&cluster);
+    assert_eq!(coordinated(&log), 1, "{log:?}");
+    assert_eq!(
+        log.len(),
+        3,
+        "two copies asked, then one coordinator: {log:?}"
+    );
+    *cluster.shared.differing_copy.lock().unwrap() = None;
+
+    let why = "a layout change is in progress".to_string();
+    cluster
+        .shared
+        .fail_next
+        .lock()
+        .unwrap()
+        .push_back(RequestError::Declined(why));
+    let read = client.get(&key).await.unwrap();
+    assert_ne!(
+        read.values,
+        vec![b"copy".to_vec()],
+        "answered by a coordinator"
+    );
+    let log = ops_by_node(&cluster);
+    assert_eq!(coordinated(&log), 1, "{log:?}");
+
+    let read = client.get_with(&key).r(1).send().await.unwrap();
+    assert!(read.found);
+    let log = ops_by_node(&cluster);
+    assert_eq!(log.len(), 1, "R = 1: one coordinator only: {log:?}");
+    assert_eq!(log[0].1, "get");
+
+    // Copies that agree again: answered directly again.
+    client.get(&key).await.unwrap();
+    let log = ops_by_node(&cluster);
+    assert!(log.iter().all(|(_, op)| *op == "get_replica"), "{log:?}");
+    cluster.stop(client).await;
+}
+
+/// A node of the previous release cannot read a replica read: the first read goes
+/// through a coordinator after its refusal, and later reads skip the direct attempt.
+#[tokio::test]
+async fn reads_from_nodes_of_the_previous_release_go_through_a_coordinator() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    for node in &cluster.nodes {
+        *node.speaks.lock().unwrap() = WIRE_VERSION - 1;
+    }
+    let client = cluster.direct_client().await;
+    let key = cluster.key_led_by("n3");
+    cluster.take_log();
+    let read = client.get(&key).await.unwrap();
+    assert!(read.found);
+    let log = ops_by_node(&cluster);
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].1, "get");
+    cluster.shared.frames.lock().unwrap().clear();
+    let read = client.get(&key).await.unwrap();
+    assert!(read.found);
+    let frames = cluster.shared.frames.lock().unwrap().clone();
+    assert_eq!(
+        frames,
+        vec![(WIRE_VERSION - 1, 1)],
+        "the second read sends one frame, the coordinated get, in the node's version"
+    );
     cluster.stop(client).await;
 }

@@ -201,6 +201,18 @@ pub enum ClientRequest {
     /// is answered `Malformed` in its place). The node runs each as if it had come alone
     /// (its own admission, quorum, timeout and metrics); the engine never sees a batch.
     Batch(Vec<ClientRequest>),
+    /// This node's own copy of a key, without a quorum (version 6), answered with
+    /// [`ClientResponse::Replica`]: for a client that asks R primaries of the key at once
+    /// and merges their answers itself (one hop instead of two; see the SDK's direct
+    /// reads). Only a primary of the key's partition in a settled layout (one version
+    /// kept) that is serving answers it; any other node answers
+    /// [`RequestError::Declined`] and the client reads through a coordinator. The node
+    /// neither forwards it nor repairs anything.
+    GetReplica {
+        /// The key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
 }
 
 /// The most requests one [`ClientRequest::Batch`] carries.
@@ -224,6 +236,7 @@ impl ClientRequest {
             ClientRequest::Backup { .. } => "backup",
             ClientRequest::Cluster(_) => "cluster",
             ClientRequest::Batch(_) => "batch",
+            ClientRequest::GetReplica { .. } => "get_replica",
         }
     }
 
@@ -231,6 +244,7 @@ impl ClientRequest {
     pub fn key(&self) -> Option<&[u8]> {
         match self {
             ClientRequest::Get { key, .. }
+            | ClientRequest::GetReplica { key }
             | ClientRequest::Put { key, .. }
             | ClientRequest::Delete { key, .. } => Some(key),
             _ => None,
@@ -445,6 +459,20 @@ pub enum ClientResponse {
     Cluster(ClusterReply),
     /// The answers to a [`ClientRequest::Batch`], in the order of its requests (version 6).
     Batch(Vec<ClientResponse>),
+    /// A replica's own copy of a key, the answer to [`ClientRequest::GetReplica`]
+    /// (version 6).
+    Replica(ReplicaReply),
+}
+
+/// The answer to [`ClientRequest::GetReplica`]: one primary's copy, as a coordinator
+/// would answer a read that found only it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaReply {
+    /// The settled layout version in which the answering node is a primary of the key
+    /// (the copies of two primaries are compared only under the same version).
+    pub layout_version: u64,
+    /// The copy: its values, context and write times.
+    pub get: GetReply,
 }
 
 /// The answer to [`ClientRequest::Backup`].
@@ -898,10 +926,13 @@ pub fn decode_request_versioned(bytes: &[u8]) -> Result<(WireVersion, Request), 
         )));
     }
     if version < WireVersion::CLIENT_BATCHES
-        && matches!(&request, Request::Client(ClientRequest::Batch(_)))
+        && matches!(
+            &request,
+            Request::Client(ClientRequest::Batch(_) | ClientRequest::GetReplica { .. })
+        )
     {
         return Err(CodecError::Malformed(format!(
-            "a client batch in a version {version} frame (client batches came in version 6)"
+            "a client batch or replica read in a version {version} frame (both came in version 6)"
         )));
     }
     Ok((version, request))
@@ -955,9 +986,9 @@ pub fn encode_response(resp: &Response) -> Vec<u8> {
 /// [`RequestError::PlanChanged`], sent as `LayoutRefused` with its text). An older version's frame is never
 /// longer than the current one's, so [`fit_response`] holds for it too.
 pub fn encode_response_as(resp: &Response, version: WireVersion) -> Vec<u8> {
-    if version < WireVersion::CLIENT_BATCHES && is_client_batch(resp) {
-        // Never asked for: a client batch comes only in a version-6 frame.
-        let refusal = RequestError::Internal("a batch answer needs wire version 6".into());
+    if version < WireVersion::CLIENT_BATCHES && is_v6_client_answer(resp) {
+        // Never asked for: client batches and replica reads come only in version-6 frames.
+        let refusal = RequestError::Internal("this answer needs wire version 6".into());
         return encode_response_as(&Response::Client(ClientResponse::Error(refusal)), version);
     }
     if version < WireVersion::DECLINED {
@@ -1007,9 +1038,9 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, CodecError> {
         Ok(take::<v2::Response>(body)?.into())
     } else {
         let response: Response = take(body)?;
-        if version < WireVersion::CLIENT_BATCHES && is_client_batch(&response) {
+        if version < WireVersion::CLIENT_BATCHES && is_v6_client_answer(&response) {
             return Err(CodecError::Malformed(format!(
-                "a client batch answer in a version {version} frame (client batches came in version 6)"
+                "a client batch or replica answer in a version {version} frame (both came in version 6)"
             )));
         }
         if version < WireVersion::BATCHES {
@@ -1054,16 +1085,19 @@ fn replace_error(
     }
 }
 
-/// Whether `resp` is the answer to a [`ClientRequest::Batch`] (version 6).
-fn is_client_batch(resp: &Response) -> bool {
+/// Whether `resp` is the answer to a [`ClientRequest::Batch`] or a
+/// [`ClientRequest::GetReplica`] (version 6).
+fn is_v6_client_answer(resp: &Response) -> bool {
     matches!(
         resp,
-        Response::Client(ClientResponse::Batch(_))
+        Response::Client(ClientResponse::Batch(_) | ClientResponse::Replica(_))
             | Response::Stamped {
-                response: ClientResponse::Batch(_),
+                response: ClientResponse::Batch(_) | ClientResponse::Replica(_),
                 ..
             }
-            | Response::Peer(PeerResponse::Client(ClientResponse::Batch(_)))
+            | Response::Peer(PeerResponse::Client(
+                ClientResponse::Batch(_) | ClientResponse::Replica(_)
+            ))
     )
 }
 

@@ -150,6 +150,7 @@ fn client_request_variant(r: &ClientRequest) -> &'static str {
         ClientRequest::Backup { .. } => "Backup",
         ClientRequest::Cluster(_) => "Cluster",
         ClientRequest::Batch(_) => "Batch",
+        ClientRequest::GetReplica { .. } => "GetReplica",
     }
 }
 
@@ -198,6 +199,7 @@ fn client_response_variant(r: &ClientResponse) -> &'static str {
         ClientResponse::Backup(_) => "Backup",
         ClientResponse::Cluster(_) => "Cluster",
         ClientResponse::Batch(_) => "Batch",
+        ClientResponse::Replica(_) => "Replica",
     }
 }
 
@@ -277,6 +279,7 @@ const REQUEST_VARIANTS: &[&str] = &[
     "Client::Backup",
     "Client::Cluster",
     "Client::Batch",
+    "Client::GetReplica",
     "Peer::Forward",
     "Peer::Replicate",
     "Peer::Read",
@@ -308,6 +311,7 @@ const RESPONSE_VARIANTS: &[&str] = &[
     "Client::Backup",
     "Client::Cluster",
     "Client::Batch",
+    "Client::Replica",
     "Peer::Client::Get",
     "Peer::Ack",
     "Peer::Object",
@@ -501,20 +505,38 @@ fn a_batch_in_an_older_frame_is_refused() {
 /// A client batch (version 6) inside a frame of an older version is refused as malformed,
 /// both ways; an answer to one encoded for an older client is an error, never a batch.
 #[test]
-fn a_client_batch_in_an_older_frame_is_refused() {
-    let batch = Request::Client(ClientRequest::Batch(vec![ClientRequest::ClusterInfo]));
-    let mut bytes = wire::encode_request(&batch);
-    bytes[..2].copy_from_slice(&5u16.to_be_bytes());
-    assert!(
-        matches!(wire::decode_request(&bytes), Err(CodecError::Malformed(_))),
-        "{:?}",
-        wire::decode_request(&bytes)
-    );
+fn a_client_batch_or_replica_read_in_an_older_frame_is_refused() {
+    let replica = wire::ReplicaReply {
+        layout_version: 3,
+        get: wire::GetReply {
+            found: false,
+            values: vec![],
+            context: Default::default(),
+            written_at: vec![],
+        },
+    };
+    for request in [
+        ClientRequest::Batch(vec![ClientRequest::ClusterInfo]),
+        ClientRequest::GetReplica { key: b"k".to_vec() },
+    ] {
+        let mut bytes = wire::encode_request(&Request::Client(request));
+        bytes[..2].copy_from_slice(&5u16.to_be_bytes());
+        assert!(
+            matches!(wire::decode_request(&bytes), Err(CodecError::Malformed(_))),
+            "{:?}",
+            wire::decode_request(&bytes)
+        );
+    }
     for answers in [
         Response::Client(ClientResponse::Batch(vec![])),
         Response::Stamped {
             layout_version: 3,
             response: ClientResponse::Batch(vec![]),
+        },
+        Response::Client(ClientResponse::Replica(replica.clone())),
+        Response::Stamped {
+            layout_version: 3,
+            response: ClientResponse::Replica(replica),
         },
     ] {
         let mut bytes = wire::encode_response(&answers);

@@ -120,6 +120,12 @@ impl Wire {
         &self.endpoint
     }
 
+    /// Whether `addr` is taken to speak the newest wire version (it did not refuse it
+    /// within the last [`RECHECK_AFTER`]).
+    pub(crate) fn speaks_current(&self, addr: SocketAddr) -> bool {
+        self.versions.for_peer(&addr, std::time::Instant::now()) >= WireVersion::CURRENT
+    }
+
     /// Requests waiting for a frame, over all nodes.
     pub(crate) fn waiting(&self) -> usize {
         self.nodes().values().map(|n| n.waiting.len()).sum()

@@ -22,6 +22,7 @@ mod aae;
 mod aae_peer;
 mod cluster;
 mod confirm;
+mod direct;
 mod forward;
 mod handoff;
 mod layout_sync;
@@ -179,6 +180,8 @@ enum Waiter {
         slot: usize,
     },
     Forward(RequestId),
+    /// A client's replica read (`direct.rs`).
+    GetReplica(direct::ReplicaRead),
     Replica {
         inbound: InboundId,
         kind: replica::ReplicaKind,
@@ -250,8 +253,9 @@ pub struct Engine {
     /// Reads that asked the other replicas before knowing the object's size.
     unsized_reads: usize,
     forwards: BTreeMap<RequestId, ForwardOp>,
-    /// `status` and `aae status` requests being answered: admitted against the same
-    /// in-flight bound as data requests, so a flood of them is refused, not queued.
+    /// `status` and `aae status` requests and clients' replica reads being answered:
+    /// admitted against the same in-flight bound as data requests, so a flood of them is
+    /// refused, not queued.
     admin: BTreeSet<InboundId>,
     timers: BTreeSet<(Monotonic, Timer)>,
     out: VecDeque<Command>,
@@ -597,6 +601,7 @@ impl Engine {
             Waiter::WriteLocal(op) => self.on_write_local(op, result),
             Waiter::ReadLocal { op, slot } => self.on_read_local(op, slot, result),
             Waiter::Replica { inbound, kind } => self.on_replica_storage(inbound, kind, result),
+            Waiter::GetReplica(read) => self.on_get_replica_read(read, result),
             Waiter::Status(inbound) => {
                 if let Ok(StorageReply::HintSummary(totals)) = &result {
                     self.set_hint_totals(totals);
@@ -906,6 +911,7 @@ impl Engine {
                 ))),
             ),
             ClientRequest::Cluster(req) => self.handle_cluster(id, req),
+            ClientRequest::GetReplica { key } => self.handle_get_replica(id, key),
             // The node unpacks a batch and hands the engine each request alone; one that
             // got here was forwarded or sent by a driver that does not unpack them.
             ClientRequest::Batch(_) => self.respond_client(
@@ -1071,7 +1077,8 @@ impl Engine {
             | ClientRequest::AaeStatus
             | ClientRequest::Backup { .. }
             | ClientRequest::Cluster(_)
-            | ClientRequest::Batch(_) => {}
+            | ClientRequest::Batch(_)
+            | ClientRequest::GetReplica { .. } => {}
         }
     }
 
@@ -1142,7 +1149,8 @@ impl Engine {
             | ClientRequest::AaeStatus
             | ClientRequest::Backup { .. }
             | ClientRequest::Cluster(_)
-            | ClientRequest::Batch(_) => {}
+            | ClientRequest::Batch(_)
+            | ClientRequest::GetReplica { .. } => {}
         }
         Ok(())
     }

@@ -32,7 +32,7 @@ use crate::error::RequestError;
 use crate::object::Object;
 use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::time::Monotonic;
-use crate::wire::{ClientResponse, GetReply, PeerRequest, PeerResponse, ReadOptions, WriteOptions};
+use crate::wire::{ClientResponse, PeerRequest, PeerResponse, ReadOptions, WriteOptions};
 
 /// A read this node coordinates.
 #[derive(Debug)]
@@ -485,12 +485,7 @@ impl Engine {
                         let merged = op.merged.clone();
                         self.delete_after_read(inbound, partition, key, &merged, options, deadline);
                     } else {
-                        let reply = GetReply {
-                            found: op.merged.is_found(),
-                            values: op.merged.values().map(<[u8]>::to_vec).collect(),
-                            context: op.merged.context(),
-                            written_at: op.merged.value_times().collect(),
-                        };
+                        let reply = super::direct::get_reply(&op.merged);
                         let shape = ObjectShape::of(&op.merged);
                         self.observe_object("read", Some(&key), shape);
                         self.respond_client(inbound, ClientResponse::Get(reply));

@@ -121,8 +121,8 @@ impl From<super::ClientResponse> for ClientResponse {
                 "a cluster administration reply needs wire version 3".into(),
             )),
             // Replaced before encoding (`encode_response_as`); never asked for.
-            C::Batch(_) => ClientResponse::Error(RequestError::Internal(
-                "a batch answer needs wire version 6".into(),
+            C::Batch(_) | C::Replica(_) => ClientResponse::Error(RequestError::Internal(
+                "this answer needs wire version 6".into(),
             )),
         }
     }

@@ -9,7 +9,7 @@ use shoal_executor::Executor;
 use shoal_proto::layout::{Change, Layout, MemberState};
 use shoal_proto::wire::{
     ClientRequest, ClientResponse, ClusterReply, ClusterRequest, LayoutStamp, PeerRequest,
-    PeerResponse, Request, Response, StageRequest,
+    PeerResponse, ReplicaReply, Request, Response, StageRequest,
 };
 use shoal_proto::{Command, Engine, InboundId, Now, RequestError, Sender, StorageOp};
 use shoal_ring::NodeId;
@@ -884,4 +884,78 @@ fn a_candidate_declines_client_reads_and_writes() {
             other => panic!("expected Declined, got {other:?}"),
         }
     }
+}
+
+/// The answer to a client's replica read of `key` at `n`, once pumped in order.
+fn replica_read(c: &mut Cluster, n: &NodeId, key: &[u8]) -> Result<ReplicaReply, RequestError> {
+    let req = ClientRequest::GetReplica { key: key.to_vec() };
+    let asked = c.submit(n, req);
+    c.pump_until(|c| c.answers.contains_key(&asked));
+    match c.answers.get(&asked) {
+        Some(Response::Client(ClientResponse::Replica(reply))) => Ok(reply.clone()),
+        Some(Response::Client(ClientResponse::Error(e))) => Err(e.clone()),
+        other => panic!("not an answer to a replica read: {other:?}"),
+    }
+}
+
+fn declined(answer: Result<ReplicaReply, RequestError>) -> String {
+    match answer {
+        Err(RequestError::Declined(why)) => why,
+        other => panic!("expected Declined, got {other:?}"),
+    }
+}
+
+/// A client's replica read is answered, with the node's own copy and its layout
+/// version, only by a primary of the key in a settled layout: a node that is not a
+/// primary, a candidate, and a primary while a join is in progress decline it (the
+/// client then reads through a coordinator); after the join, primaries answer again
+/// under the new version.
+#[test]
+fn replica_reads_are_answered_only_by_primaries_of_a_settled_layout() {
+    let (mut c, a, d) = start_join(quiet_config());
+    let key = join_keys().remove(7);
+    let primaries = |c: &Cluster, v: usize| {
+        let layout = &c.engine(&a).layout().versions()[v];
+        layout.ring().preference_list_for_key(&key, 3).nodes
+    };
+    // The candidate (not yet told of the commit) holds nothing.
+    let why = declined(replica_read(&mut c, &d, &key));
+    assert!(why.contains("candidate"), "{why}");
+    // Half way through the join every node keeps two versions: none answers alone.
+    c.pump_until(|c| {
+        let t = c.engine(&d).transfer_stats();
+        t.version == 2 && t.done >= 1
+    });
+    let first = primaries(&c, 0)[0].clone();
+    let why = declined(replica_read(&mut c, &first, &key));
+    assert!(why.contains("layout change is in progress"), "{why}");
+    // The join done and the old version pruned everywhere.
+    c.pump(None, 0.0, |c| {
+        c.nodes
+            .values()
+            .all(|n| n.engine.layout().versions().len() == 1)
+    });
+    let now = primaries(&c, 0);
+    for node in &now {
+        let copy = replica_read(&mut c, node, &key).expect("a primary's copy");
+        assert_eq!(copy.layout_version, 2);
+        assert_eq!(copy.get.values, vec![b"a value of some bytes".to_vec()]);
+        assert!(copy.get.found);
+    }
+    let other = ["a", "b", "c", "d"]
+        .map(id)
+        .into_iter()
+        .find(|n| !now.contains(n))
+        .expect("four members, three primaries");
+    let why = declined(replica_read(&mut c, &other, &key));
+    assert!(why.contains("not a primary"), "{why}");
+    // A key nobody wrote, at one of its primaries: a copy that is not found.
+    let ring = c.engine(&a).layout().current().ring().clone();
+    let unwritten = (0..1000)
+        .map(|i| format!("unwritten-{i}").into_bytes())
+        .find(|k| ring.preference_list_for_key(k, 3).nodes.contains(&now[0]))
+        .expect("a key of that node");
+    let copy = replica_read(&mut c, &now[0], &unwritten).expect("a copy");
+    assert!(!copy.get.found);
+    assert!(copy.get.values.is_empty());
 }

@@ -9,7 +9,7 @@ use shoal_proto::wire::{
     AaeExchangeStatus, AaePartitionStatus, AaeReport, AaeRequest, AaeResponse, BackupReply,
     ClientRequest, ClientResponse, ClusterInfo, ClusterReply, ClusterRequest, GetReply,
     MemberAddress, MemberState, MemberStatus, PeerRequest, PeerResponse, PlanId, ReadOptions,
-    Request, Response, StatusReport, StorageHealth, WriteOptions, WriteReply,
+    ReplicaReply, Request, Response, StatusReport, StorageHealth, WriteOptions, WriteReply,
 };
 use shoal_proto::wire::{Hello, LayoutStamp};
 use shoal_proto::{
@@ -164,6 +164,12 @@ pub fn client_requests(version: u16) -> Vec<(&'static str, ClientRequest)> {
                     options: write_options(),
                 },
             ]),
+        ));
+        out.push((
+            "get_replica",
+            ClientRequest::GetReplica {
+                key: b"cart/alice".to_vec(),
+            },
         ));
     }
     out
@@ -516,6 +522,13 @@ pub fn client_responses(version: u16) -> Vec<(&'static str, ClientResponse)> {
                 ClientResponse::Get(get_reply(version)),
                 ClientResponse::Error(RequestError::Overloaded),
             ]),
+        ));
+        out.push((
+            "replica",
+            ClientResponse::Replica(ReplicaReply {
+                layout_version: 9,
+                get: get_reply(version),
+            }),
         ));
     }
     out

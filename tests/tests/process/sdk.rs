@@ -461,3 +461,92 @@ async fn batched_reads_and_writes_each_get_their_own_answer() {
     );
     client.close().await;
 }
+
+/// Reads at R = 2 ask two primaries for their own copies at once. Copies that agree
+/// answer without a coordinator; when one primary missed a write (it was down, with
+/// anti-entropy off and hint delivery far off), every read still returns the write: the
+/// copies differ, so the read goes through a coordinator, whose read repair brings the
+/// copy back, after which reads are direct again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_reads_never_answer_a_copy_that_missed_a_write() {
+    // Nothing but read repair brings n3's copy back: no anti-entropy, and the first
+    // hint delivery round at a random time within 10,000 hours.
+    let quiet = "[aae]\nenabled = false\n[handoff]\ninterval = \"10000h\"";
+    let mut cluster = Cluster::start(3, quiet).await;
+    let client = cluster.client().await;
+    let ring = client.cluster_info().await.ring;
+    let (n1, n3) = (cluster.id(0), cluster.id(2));
+    let key = (0..10_000)
+        .map(|i| format!("direct-{i}"))
+        .find(|k| {
+            ring.preference_list_for_key(k.as_bytes(), 3).nodes[..2] == [n1.clone(), n3.clone()]
+        })
+        .expect("a key whose first primaries are n1 and n3");
+    let first = client
+        .put_with(&key, "v1")
+        .w(3)
+        .send()
+        .await
+        .expect("v1 on every replica");
+
+    let (gets, copies) = (
+        served(&cluster, "get").await,
+        served(&cluster, "get_replica").await,
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            client.get(&key).await.expect("a read").values,
+            vec![b"v1".to_vec()]
+        );
+    }
+    assert_eq!(
+        served(&cluster, "get").await,
+        gets,
+        "agreeing copies need no coordinator"
+    );
+    assert!(served(&cluster, "get_replica").await >= copies + 10.0);
+
+    // n3 misses v2: it is down while n1 coordinates the write with n2.
+    cluster.kill(2);
+    client
+        .put_with(&key, "v2")
+        .context(&first)
+        .send()
+        .await
+        .expect("v2 on n1 and n2");
+    cluster.restart(2).await;
+    // A new client: the old one's connection to n3 died with it (a read over it would
+    // fail and go through a coordinator for that reason alone).
+    client.close().await;
+    let client = cluster.client().await;
+
+    let gets = served(&cluster, "get").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut coordinated = 0;
+    loop {
+        let before = served(&cluster, "get").await;
+        let read = client.get(&key).await.expect("a read");
+        assert_eq!(read.values, vec![b"v2".to_vec()], "never n3's stale copy");
+        if served(&cluster, "get").await == before {
+            break; // answered by agreeing copies: n3 was repaired
+        }
+        coordinated += 1;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "n3's copy was never repaired"
+        );
+    }
+    assert!(
+        coordinated >= 1 && served(&cluster, "get").await > gets,
+        "the first read after the restart went through a coordinator"
+    );
+    client.close().await;
+}
+
+/// Client requests `op` the nodes of `cluster` served, over all of them.
+async fn served(cluster: &Cluster, op: &str) -> f64 {
+    cluster
+        .metric_sum(&[0, 1, 2], "shoal_requests_total", &[("op", op)])
+        .await
+        .expect("scraping the nodes")
+}
