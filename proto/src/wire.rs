@@ -35,7 +35,9 @@
 //!   The SDK sends one only to a node that did not refuse version 6; a frame of an older
 //!   version that holds one is refused as malformed. Also [`RequestError::Declined`]
 //!   (a node did not run a request another replica may take), which a requester of an
-//!   older version gets as `ShuttingDown`.
+//!   older version gets as `ShuttingDown`, and [`ClientRequest::GetReplica`] with its
+//!   answer [`ClientResponse::Replica`] (a primary's own copy, for the SDK's direct
+//!   reads), refused as malformed in an older frame.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -52,6 +52,9 @@ fn config(
         ops: 150,
         spare_nodes: spares,
         layout_changes: changes,
+        // Half the eligible gets ask R primaries for their copies: during a change
+        // the primaries decline, and the gets go through a coordinator.
+        direct_reads: 0.5,
         min_safety_time: Duration::from_secs(6),
         // Crashes that take two of four nodes down with N = 3 are fine; more is not
         // what these runs are about.
@@ -220,7 +223,10 @@ fn changes_through_the_agreement_hold_every_invariant_under_faults() {
     let (mut faulty, mut lost, mut versions) = (0, 0, 0);
     let mut kinds = [0u32; 4];
     for seed in 0..seeds {
-        let cfg = agreed_config(seed);
+        let cfg = SimConfig {
+            direct_reads: 0.5,
+            ..agreed_config(seed)
+        };
         let report = run_ok(&cfg);
         let expected = 1 + cfg.layout_changes.len() as u64;
         assert_eq!(

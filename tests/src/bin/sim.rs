@@ -62,6 +62,15 @@ fn parse_deletes(s: &str) -> Result<f64, String> {
     Ok(x)
 }
 
+/// Parses a fraction in 0..=1.
+fn parse_share(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(0.0..=1.0).contains(&x) {
+        return Err(format!("{s:?}: expected a fraction in 0..=1"));
+    }
+    Ok(x)
+}
+
 /// Run Shoal's deterministic simulator.
 #[derive(Debug, Parser)]
 #[command(name = "sim", version, about)]
@@ -95,6 +104,10 @@ struct Args {
     /// Share of the operations on plain keys that are deletes (0 to 0.6).
     #[arg(long, default_value_t = 0.15, value_parser = parse_deletes)]
     deletes: f64,
+    /// Share of the gets at R >= 2 that first ask R primaries for their own copies, as
+    /// the SDK's direct reads do (0 to 1).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_share)]
+    direct_reads: f64,
     /// Turn hinted handoff off: writes for unreachable primaries keep no hints.
     #[arg(long)]
     no_handoff: bool,
@@ -195,6 +208,7 @@ impl Args {
             }
         };
         cfg.clock_skew = self.clock_skew.unwrap_or_default();
+        cfg.direct_reads = self.direct_reads;
         if self.power_cuts {
             cfg.power_cuts = PowerCutMix::FromSeed { share: 1.0 };
         } else if self.no_power_cuts {

@@ -17,7 +17,9 @@ use std::time::Duration;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use shoal_proto::session::{Coverage, Escalation, SessionState};
-use shoal_proto::wire::{ClientRequest, ClientResponse, ReadOptions, Response, WriteOptions};
+use shoal_proto::wire::{
+    ClientRequest, ClientResponse, ReadOptions, ReplicaReply, Response, WriteOptions,
+};
 use shoal_proto::CausalContext;
 
 use super::config::{SessionMode, CLIENT_TIMEOUT};
@@ -46,6 +48,23 @@ pub(crate) struct InFlight {
     /// For a session client's get: the read quorums still to try after this one
     /// (`None` until the first step completes).
     pub escalation: Option<Escalation>,
+    /// For a get asking R primaries for their copies: the answers so far.
+    pub direct: Option<Direct>,
+}
+
+/// A get that asked R primaries for their own copies at once, as the SDK's direct reads
+/// do: equal copies answer it; anything else sends it to a coordinator as a plain get,
+/// once every copy's answer is in (so that no late one is taken for the get's).
+#[derive(Clone, Debug)]
+pub(crate) struct Direct {
+    /// Answers still to come.
+    left: usize,
+    /// Each answer's copy; `None` for one that was not a copy (declined, refused).
+    copies: Vec<Option<ReplicaReply>>,
+    /// The get's R, for the coordinated read it may become.
+    r: Option<u8>,
+    /// Where that read goes.
+    fallback: usize,
 }
 
 /// One client's state.
@@ -245,8 +264,13 @@ impl Sim {
                 self.index.get(pick).copied().unwrap_or(0)
             }
         };
+        let direct_to = match &ask.kind {
+            OpKind::Get { r } if ask.node.is_none() => self.direct_targets(&ask.key, *r),
+            _ => None,
+        };
         let key = ask.key.as_bytes().to_vec();
         let request = match &ask.kind {
+            OpKind::Get { .. } if direct_to.is_some() => ClientRequest::GetReplica { key },
             OpKind::Get { r } => ClientRequest::Get {
                 key,
                 options: ReadOptions {
@@ -272,10 +296,20 @@ impl Sim {
                 },
             },
         };
+        let direct = match (&ask.kind, &direct_to) {
+            (OpKind::Get { r }, Some(targets)) => Some(Direct {
+                left: targets.len(),
+                copies: Vec::new(),
+                r: *r,
+                fallback: node,
+            }),
+            _ => None,
+        };
+        let targets = direct_to.unwrap_or_else(|| vec![node]);
         let now = self.now;
         let op = self.history.invoke(
             c,
-            self.nodes[node].id.to_string(),
+            self.nodes[targets[0]].id.to_string(),
             ask.key,
             ask.kind,
             ask.context,
@@ -288,10 +322,81 @@ impl Sim {
             op,
             then: ask.then,
             escalation: None,
+            direct,
         });
-        self.send_client_request(c, op, node, request, now);
+        for target in targets {
+            self.send_client_request(c, op, target, request.clone(), now);
+        }
         self.queue
             .push(now + CLIENT_TIMEOUT, Event::ClientTimeout { client: c, op });
+    }
+
+    /// The primaries (by index) a get of `key` at `r` asks for their copies, for the
+    /// run's share of direct reads: the first R of the key's preference list, when R
+    /// is 2 or more (and at most N).
+    fn direct_targets(&mut self, key: &str, r: Option<u8>) -> Option<Vec<usize>> {
+        let n = self.setup.quorum.n;
+        let r = r.unwrap_or(self.setup.quorum.r);
+        // No draw when direct reads are off: a seed's schedule stays what it was.
+        let share = self.cfg.direct_reads;
+        if r < 2 || r > n || share <= 0.0 || !self.rng.random_bool(share.min(1.0)) {
+            return None;
+        }
+        let prefs = self
+            .ring
+            .preference_list_for_key(key.as_bytes(), usize::from(n))
+            .nodes;
+        let targets: Vec<usize> = prefs
+            .iter()
+            .take(usize::from(r))
+            .filter_map(|id| self.index.get(id).copied())
+            .collect();
+        (targets.len() == usize::from(r)).then_some(targets)
+    }
+
+    /// One answer to a direct read's copies: once all are in, equal copies answer the
+    /// get, anything else sends it to a coordinator.
+    fn direct_answer(&mut self, c: usize, op: OpId, result: Result<Response, String>) {
+        let Some(flight) = self.clients[c].current.as_mut() else {
+            return;
+        };
+        let Some(direct) = flight.direct.as_mut() else {
+            return;
+        };
+        direct.copies.push(match result {
+            Ok(Response::Client(ClientResponse::Replica(copy))) => Some(copy),
+            _ => None,
+        });
+        direct.left -= 1;
+        if direct.left > 0 {
+            return;
+        }
+        let Some(direct) = flight.direct.take() else {
+            return;
+        };
+        let first = direct.copies.first().cloned().flatten();
+        let agreed = first.filter(|f| direct.copies.iter().all(|c| c.as_ref() == Some(f)));
+        match agreed {
+            Some(copy) => {
+                let line = format!("client {c} op {op}: {} copies agree", direct.copies.len());
+                self.log.line(self.now, "cli", &line);
+                self.client_response(c, op, Ok(Response::Client(ClientResponse::Get(copy.get))));
+            }
+            None => {
+                let line = format!("client {c} op {op}: copies differ or declined: coordinated");
+                self.log.line(self.now, "cli", &line);
+                let key = self.history.ops[op].key.as_bytes().to_vec();
+                let request = ClientRequest::Get {
+                    key,
+                    options: ReadOptions {
+                        r: direct.r,
+                        ..ReadOptions::default()
+                    },
+                };
+                let now = self.now;
+                self.send_client_request(c, op, direct.fallback, request, now);
+            }
+        }
     }
 
     /// The value of the next put on plain key `key`: `<key>=w<op id>`, padded with `~` to
@@ -316,6 +421,14 @@ impl Sim {
 
     pub(super) fn client_response(&mut self, c: usize, op: OpId, result: Result<Response, String>) {
         if self.clients[c].current.as_ref().is_none_or(|f| f.op != op) {
+            return;
+        }
+        if self.clients[c]
+            .current
+            .as_ref()
+            .is_some_and(|f| f.direct.is_some())
+        {
+            self.direct_answer(c, op, result);
             return;
         }
         let outcome = match result {

@@ -446,6 +446,11 @@ pub struct SimConfig {
     pub handoff: Option<HandoffLimits>,
     /// Whether clients vary R and W per request (off keeps the defaults everywhere).
     pub vary_quorums: bool,
+    /// Of the gets at R of 2 or more that pick their node, the share that first ask R
+    /// primaries for their own copies at once, as the SDK's direct reads do
+    /// (`ClientRequest::GetReplica`), and answer with equal copies; otherwise the get goes
+    /// to a coordinator as a plain one.
+    pub direct_reads: f64,
     /// Of the workload's operations on plain keys, the share that are deletes (the rest
     /// splits into 40% gets and puts).
     pub delete_fraction: f64,
@@ -565,6 +570,9 @@ impl SimConfig {
             storage_timing: None,
             handoff: None,
             vary_quorums: true,
+            // Off by default, so that a seed pinned before direct reads existed draws
+            // the same schedule; the sweeps turn them on.
+            direct_reads: 0.0,
             delete_fraction: 0.15,
             background: Background::engine_defaults(),
             liveness: Liveness::ReadRepair,

@@ -78,6 +78,7 @@ pub(crate) fn client_request(req: &ClientRequest) -> String {
         ClientRequest::Get { key, options } => {
             format!("get {} r={:?}", text(key), options.r)
         }
+        ClientRequest::GetReplica { key } => format!("get_replica {}", text(key)),
         ClientRequest::Put {
             key,
             value,
@@ -115,6 +116,13 @@ pub(crate) fn client_response(resp: &ClientResponse) -> String {
         ),
         ClientResponse::Put(r) => format!("put ok ctx={}", show_context(&r.context)),
         ClientResponse::Delete(r) => format!("delete ok ctx={}", show_context(&r.context)),
+        ClientResponse::Replica(r) => format!(
+            "copy (layout {}) found={} values={:?} ctx={}",
+            r.layout_version,
+            r.get.found,
+            r.get.values.iter().map(|v| text(v)).collect::<Vec<_>>(),
+            show_context(&r.get.context)
+        ),
         ClientResponse::Error(e) => format!("error: {e}"),
         // Cluster info, status and whatever the protocol adds: the simulated clients
         // never ask for them.
