@@ -54,6 +54,8 @@ struct Shared {
     /// The node whose copy differs from the others' in answers to replica reads (all
     /// equal when unset).
     differing_copy: Mutex<Option<String>>,
+    /// The node that never answers replica reads (hung for them).
+    silent_copy: Mutex<Option<String>>,
 }
 
 struct FakeNode {
@@ -144,6 +146,11 @@ impl FakeNode {
                 shoal_proto::RequestError::Internal("not served by this fake node".into()),
             ),
             ClientRequest::Batch(_) => unreachable!("unpacked by the handler"),
+            ClientRequest::GetReplica { .. }
+                if self.shared.silent_copy.lock().unwrap().as_deref() == Some(self.id.as_str()) =>
+            {
+                return None;
+            }
             ClientRequest::GetReplica { .. } => {
                 let differs =
                     self.shared.differing_copy.lock().unwrap().as_deref() == Some(self.id.as_str());
@@ -1413,5 +1420,43 @@ async fn reads_from_nodes_of_the_previous_release_go_through_a_coordinator() {
         vec![(WIRE_VERSION - 1, 1)],
         "the second read sends one frame, the coordinated get, in the node's version"
     );
+    cluster.stop(client).await;
+}
+
+/// A primary that does not answer its copy within `DIRECT_READ_WAIT` sends the read
+/// through a coordinator, and is routed around for a moment: the next read asks the
+/// key's other primaries instead of waiting for it again.
+#[tokio::test]
+async fn a_primary_that_does_not_answer_its_copy_is_routed_around() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = cluster.direct_client().await;
+    let key = cluster.key_led_by("n2");
+    let primaries = cluster.ring().preference_list_for_key(&key, 3).nodes;
+    *cluster.shared.silent_copy.lock().unwrap() = Some(primaries[1].to_string());
+    cluster.take_log();
+    let start = tokio::time::Instant::now();
+    let read = client.get(&key).await.unwrap();
+    assert!(start.elapsed() >= shoal_client::DIRECT_READ_WAIT);
+    assert_ne!(
+        read.values,
+        vec![b"copy".to_vec()],
+        "answered by a coordinator"
+    );
+    let log = ops_by_node(&cluster);
+    assert_eq!(
+        log.iter().filter(|(_, op)| *op == "get").count(),
+        1,
+        "{log:?}"
+    );
+    // The silent primary is marked down: the next read asks the other two primaries
+    // for their copies, and they answer it.
+    let read = client.get(&key).await.unwrap();
+    assert_eq!(read.values, vec![b"copy".to_vec()]);
+    let mut expected: Vec<(String, &str)> = [&primaries[0], &primaries[2]]
+        .iter()
+        .map(|p| (p.to_string(), "get_replica"))
+        .collect();
+    expected.sort();
+    assert_eq!(ops_by_node(&cluster), expected);
     cluster.stop(client).await;
 }

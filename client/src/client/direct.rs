@@ -9,8 +9,9 @@
 //! through a coordinator as before, with its quorum, speculation, fallbacks and read
 //! repair: copies that differ (the coordinator's read repairs them), a primary that
 //! declines (a layout change in progress, a restoring or fenced node, a dropping
-//! partition) or fails, an answer slower than [`DIRECT_READ_WAIT`], fewer than R
-//! primaries not marked down, and nodes that do not speak version 6. A direct read does
+//! partition) or fails, an answer slower than [`DIRECT_READ_WAIT`] (that node is then
+//! marked down for a moment, as a coordinated read marks a node that fails it), fewer
+//! than R primaries not marked down, and nodes that do not speak version 6. A direct read does
 //! not take part in the nodes' sampled read repair (`read_repair_chance_percent`);
 //! anti-entropy reaches the replicas no read asks.
 //!
@@ -111,7 +112,10 @@ impl Client {
         let payload = encode_request(&Request::Client(ClientRequest::GetReplica {
             key: key.to_vec(),
         }));
-        let wait = self.wait(opts.timeout).min(DIRECT_READ_WAIT);
+        // At most the read's own timeout: the coordinated read that may follow has all
+        // of it again.
+        let timeout = opts.timeout.unwrap_or(self.inner.settings.request_timeout);
+        let wait = timeout.min(DIRECT_READ_WAIT);
         let (wire, payload) = (&self.inner.wire, &payload);
         let mut copies: FuturesUnordered<_> = targets
             .iter()
@@ -130,9 +134,10 @@ impl Client {
                     return (Outcome::Failed, None);
                 }
                 Err(SendError::Transport(e)) => {
-                    if e.is_not_delivered() {
-                        self.inner.down.mark(target.addr, Instant::now());
-                    }
+                    // Unreachable, or no answer in time (hung or far behind): routed
+                    // around for a moment, as a coordinated read does with a node that
+                    // fails it, so that the next reads do not wait for it again.
+                    self.inner.down.mark(target.addr, Instant::now());
                     debug!(addr = %target.addr, error = %e, "replica read failed");
                     return (Outcome::Failed, None);
                 }
