@@ -32,6 +32,7 @@ pub use config::{
     AaeConfig, ConfigError, EngineConfig, HandoffConfig, LimitsConfig, MembershipConfig,
     ReplicationConfig, FRAME_OVERHEAD_BYTES, MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES,
 };
+pub use engine::{get_reply, ReplicaReadGate, ReplicaReadGateKey};
 pub use engine::{
     AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
     TransferStats, AAE_SEGMENTS, AAE_SHAPE, MAX_UNSIZED_READS,

@@ -13,8 +13,8 @@ use shoal_proto::wire::{
     Response, WireVersion, MAX_BATCH_BYTES, MAX_PEER_BATCH,
 };
 use shoal_proto::{
-    Command, Engine, InboundId, Monotonic, Now, RequestError, RequestId, SendError, StorageFailure,
-    StorageOp, StorageResult, Time,
+    Command, Engine, InboundId, Monotonic, Now, ReplicaReadGateKey, RequestError, RequestId,
+    SendError, StorageFailure, StorageOp, StorageResult, Time,
 };
 use shoal_ring::NodeId;
 use shoal_storage::Storage;
@@ -27,7 +27,7 @@ use super::{Completion, Inbound};
 use shoal_executor::Executor;
 use shoal_metric_handles::Handles;
 
-static STORAGE_OP_DURATION: Handles<metrics::Histogram, 1> =
+pub(super) static STORAGE_OP_DURATION: Handles<metrics::Histogram, 1> =
     Handles::histogram(crate::metrics::EXECUTOR_OP_DURATION_SECONDS, ["op"]);
 static STORAGE_OP_ERRORS: Handles<metrics::Counter, 1> =
     Handles::counter(crate::metrics::EXECUTOR_ERRORS_TOTAL, ["op"]);
@@ -150,6 +150,13 @@ pub(super) struct Driver {
     addrs: HashMap<NodeId, SocketAddr>,
     storage_tx: crossbeam::channel::Sender<(RequestId, StorageOp)>,
     done_tx: mpsc::UnboundedSender<Completion>,
+    /// Where the engine's replica-read rules are published for the request handler
+    /// ([`Driver::with_replica_reads`]), and what the last published gate was built
+    /// from.
+    replica_reads: Option<(
+        Arc<super::replica_reads::ReplicaReads>,
+        Option<ReplicaReadGateKey>,
+    )>,
     /// Ops run on this thread when they need no wait ([`Driver::with_inline_ops`]);
     /// without it every op goes to a storage thread.
     inline_ops: Option<InlineOps>,
@@ -196,6 +203,7 @@ impl Driver {
             storage_tx,
             done_tx,
             inline_ops: None,
+            replica_reads: None,
             commit: None,
             wal_write_out: None,
             unwritten: Vec::new(),
@@ -246,6 +254,30 @@ impl Driver {
     /// key's lock orders two ops on one key, not the queue), so the engine sees nothing
     /// new. Writes once waited for an empty queue too; taking them here whenever they
     /// need no wait measured 4% more throughput at concurrency 64 (BENCHMARKS.md).
+    /// Publishes the engine's replica-read rules ([`shoal_proto::ReplicaReadGate`]) for the request
+    /// handler after every round in which what they depend on changed, so that it
+    /// serves clients' replica reads from memory itself (`replica_reads.rs`).
+    pub(super) fn with_replica_reads(
+        mut self,
+        reads: Arc<super::replica_reads::ReplicaReads>,
+    ) -> Driver {
+        self.replica_reads = Some((reads, None));
+        self.publish_replica_read_gate();
+        self
+    }
+
+    /// Publishes a new replica-read gate if the engine's rules changed since the last.
+    fn publish_replica_read_gate(&mut self) {
+        let Some((reads, built_from)) = &mut self.replica_reads else {
+            return;
+        };
+        let key = self.engine.replica_read_gate_key();
+        if built_from.as_ref() != Some(&key) {
+            reads.publish(self.engine.replica_read_gate());
+            *built_from = Some(key);
+        }
+    }
+
     pub(super) fn with_inline_ops(mut self, ops: InlineOps) -> Driver {
         self.inline_ops = Some(ops);
         self
@@ -327,6 +359,7 @@ impl Driver {
             }
             self.drain();
             self.check_restore();
+            self.publish_replica_read_gate();
             self.inflight_gauge.set(self.engine.inflight() as f64);
             self.pending_gauge
                 .set(self.engine.pending_commands() as f64);

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::backup::Backups;
+use super::replica_reads::ReplicaReads;
 use super::Inbound;
 use shoal_metric_handles::Handles;
 
@@ -57,6 +58,9 @@ pub(super) struct NodeHandler {
     /// `tls.admin_clients`: the client names allowed to change the cluster and take
     /// backups (empty: every client).
     admin_clients: Vec<String>,
+    /// Serves clients' replica reads from memory without the driver, when set
+    /// (`replica_reads.rs`).
+    replica_reads: Option<Arc<ReplicaReads>>,
 }
 
 impl NodeHandler {
@@ -79,7 +83,20 @@ impl NodeHandler {
             storage,
             backups,
             admin_clients: Vec::new(),
+            replica_reads: None,
         }
+    }
+
+    /// Serves clients' replica reads with `reads` where it can (`replica_reads.rs`).
+    pub(super) fn with_replica_reads(mut self, reads: Arc<ReplicaReads>) -> Self {
+        self.replica_reads = Some(reads);
+        self
+    }
+
+    /// The answer to a client's replica read of `key` served here, or `None` to queue
+    /// it for the engine.
+    fn serve_replica_read(&self, key: &[u8]) -> Option<Response> {
+        self.replica_reads.as_ref()?.serve(key)
     }
 
     /// Only these client names may change the cluster and take backups (`tls.admin_clients`;
@@ -282,7 +299,9 @@ impl NodeHandler {
         }
         CLIENT_BATCH_REQUESTS.get([]).record(items.len() as f64);
         let start = Instant::now();
-        let queued: Vec<(&'static str, Result<Queued, RequestError>)> = items
+        // Each item queued for the engine, or answered already (`Err`): refused, or a
+        // replica read served here.
+        let queued: Vec<(&'static str, Result<Queued, Response>)> = items
             .into_iter()
             .map(|item| {
                 let op = item.op_name();
@@ -290,9 +309,15 @@ impl NodeHandler {
                     let refused = RequestError::Malformed(format!(
                         "a batch carries only gets, puts and deletes, not {op}"
                     ));
-                    return (op, Err(refused));
+                    return (op, Err(Response::Error(refused)));
                 }
-                (op, self.submit(from.clone(), Request::Client(item)))
+                if let ClientRequest::GetReplica { key } = &item {
+                    if let Some(answer) = self.serve_replica_read(key) {
+                        return (op, Err(answer));
+                    }
+                }
+                let queued = self.submit(from.clone(), Request::Client(item));
+                (op, queued.map_err(Response::Error))
             })
             .collect();
         let mut room = FrameRoom::new(self.max_frame_bytes);
@@ -301,7 +326,7 @@ impl NodeHandler {
         for (op, queued) in queued {
             let answer = match queued {
                 Ok(queued) => Self::answer(op, queued).await,
-                Err(refused) => Response::Error(refused),
+                Err(ready) => ready,
             };
             let answer = match answer {
                 Response::Client(c) => c,
@@ -425,6 +450,15 @@ impl Handler for NodeHandler {
                 Response::Client(self.backups.serve(name).await)
             }
             Request::Client(ClientRequest::Batch(items)) => self.client_batch(from, items).await,
+            Request::Client(ClientRequest::GetReplica { key }) => {
+                match self.serve_replica_read(&key) {
+                    Some(answer) => answer,
+                    None => {
+                        let request = Request::Client(ClientRequest::GetReplica { key });
+                        self.queue(op, from, request).await
+                    }
+                }
+            }
             Request::Peer(PeerRequest::Batch(items)) => self.batch(from, None, items).await,
             Request::Stamped(stamp, PeerRequest::Batch(items)) => {
                 self.batch(from, Some(stamp), items).await

@@ -21,6 +21,7 @@
 //! periodic tasks beside the engine (storage statistics, Merkle tree verification);
 //! [`process_stats`] publishes the process's CPU, memory and descriptors;
 //! [`health`] is the serving state behind the metrics listener's `GET /ready`;
+//! [`replica_reads`] serves clients' replica reads in the handler, from memory;
 //! [`tls_reload`] loads the TLS files at start and again on SIGHUP.
 
 use shoal_proto::wire::{PeerResponse, Request, Response};
@@ -36,6 +37,7 @@ pub mod health;
 pub(crate) mod http;
 mod peer_versions;
 mod process_stats;
+mod replica_reads;
 mod startup;
 mod tls_reload;
 

@@ -18,6 +18,7 @@ use super::background::{report_storage_stats, verify_trees, watch_disk};
 use super::backup::Backups;
 use super::driver::{storage_worker, Clock, Driver};
 use super::handler::NodeHandler;
+use super::replica_reads::ReplicaReads;
 use super::tls_reload::{record_expiry, TlsFiles};
 use super::{Completion, Inbound};
 use crate::config::NodeConfig;
@@ -288,6 +289,19 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         }
         _ => driver,
     };
+    // Clients' replica reads served by the request handler from memory, with the
+    // engine's rules the driver publishes (`replica_reads.rs`).
+    let replica_reads = cfg.storage.inline_reads.then(|| {
+        let exec = executor.clone();
+        ReplicaReads::new(Arc::new(move |op: &StorageOp| match op {
+            StorageOp::Read { .. } => exec.try_execute(op),
+            _ => None,
+        }))
+    });
+    let driver = match &replica_reads {
+        Some(reads) => driver.with_replica_reads(reads.clone()),
+        None => driver,
+    };
     let driver = if cfg.storage.inline_reads || inline_writes {
         let (exec, reads) = (executor.clone(), cfg.storage.inline_reads);
         driver.with_inline_ops(Arc::new(move |op: &StorageOp| {
@@ -324,17 +338,20 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         driver
     };
     let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
-    let handler = Arc::new(
-        NodeHandler::new(
-            input_tx,
-            &cfg.replication,
-            cfg.limits.max_frame_bytes(),
-            cfg.id.clone(),
-            storage.clone(),
-            Arc::new(Backups::new(&cfg, storage.clone())),
-        )
-        .with_admin_clients(cfg.tls.admin_clients.clone()),
-    );
+    let handler = NodeHandler::new(
+        input_tx,
+        &cfg.replication,
+        cfg.limits.max_frame_bytes(),
+        cfg.id.clone(),
+        storage.clone(),
+        Arc::new(Backups::new(&cfg, storage.clone())),
+    )
+    .with_admin_clients(cfg.tls.admin_clients.clone());
+    let handler = match replica_reads {
+        Some(reads) => handler.with_replica_reads(reads),
+        None => handler,
+    };
+    let handler = Arc::new(handler);
     let serve = endpoint.serve(handler);
     tokio::spawn(report_storage_stats(
         storage.clone(),

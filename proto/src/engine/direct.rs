@@ -33,9 +33,82 @@ pub(super) struct ReplicaRead {
     started: Monotonic,
 }
 
+/// Why a primary-or-not, dropping-or-not partition declines replica reads, if it does.
+fn partition_refusal(
+    partition: PartitionId,
+    dropping: bool,
+    primary: bool,
+    version: u64,
+) -> Option<String> {
+    if dropping {
+        return Some(format!(
+            "its copy of partition {partition} is being dropped"
+        ));
+    }
+    if !primary {
+        return Some(format!(
+            "not a primary of partition {partition} in layout version {version}"
+        ));
+    }
+    None
+}
+
+/// What a [`ReplicaReadGate`] is built from; equal keys, equal gates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaReadGateKey {
+    version: u64,
+    refused: Option<String>,
+    dropping: Vec<PartitionId>,
+}
+
+/// A snapshot of which replica reads a node answers, and under which layout version:
+/// built by the engine ([`Engine::replica_read_gate`]) whenever its key changes, and
+/// read by the node's request handler, which answers a client's `GetReplica` from
+/// memory without queueing it for the engine when the gate lets it (one wake-up of the
+/// engine's task less per read). The handler checks the gate again after its storage
+/// read: a gate replaced meanwhile sends the read to the engine.
+#[derive(Clone, Debug)]
+pub struct ReplicaReadGate {
+    key: ReplicaReadGateKey,
+    ring: shoal_ring::Ring,
+    /// Per partition: this node is one of its primaries and answers replica reads.
+    primary: Vec<bool>,
+}
+
+impl ReplicaReadGate {
+    /// Whether the gate was built from `key`.
+    pub fn built_from(&self, key: &ReplicaReadGateKey) -> bool {
+        self.key == *key
+    }
+
+    /// The layout version the gate was built under.
+    pub fn layout_version(&self) -> u64 {
+        self.key.version
+    }
+
+    /// The partition of `key` and the layout version a copy of it is answered under,
+    /// or why this node declines it (the engine's reason, word for word).
+    pub fn check(&self, key: &[u8]) -> Result<(PartitionId, u64), String> {
+        if let Some(why) = &self.key.refused {
+            return Err(why.clone());
+        }
+        let partition = self.ring.partition_of(key);
+        let primary = self
+            .primary
+            .get(partition.index())
+            .copied()
+            .unwrap_or(false);
+        let dropping = self.key.dropping.contains(&partition);
+        match partition_refusal(partition, dropping, primary, self.key.version) {
+            Some(why) => Err(why),
+            None => Ok((partition, self.key.version)),
+        }
+    }
+}
+
 /// A read's answer made from one merged object (the coordinator's merge or one
 /// replica's copy).
-pub(super) fn get_reply(object: &Object) -> GetReply {
+pub fn get_reply(object: &Object) -> GetReply {
     GetReply {
         found: object.is_found(),
         values: object.values().map(<[u8]>::to_vec).collect(),
@@ -76,6 +149,19 @@ impl Engine {
 
     /// Why this node's copy of `partition` must not answer a client alone now, if so.
     fn replica_read_refusal(&self, partition: PartitionId) -> Option<String> {
+        if let Some(why) = self.replica_reads_refused() {
+            return Some(why);
+        }
+        partition_refusal(
+            partition,
+            self.placement.dropping.contains(&partition),
+            self.primaries(partition).contains(&self.me),
+            self.layout.version(),
+        )
+    }
+
+    /// Why this node answers no replica read now (whatever the partition), if so.
+    fn replica_reads_refused(&self) -> Option<String> {
         let version = self.layout.version();
         if self.is_candidate() {
             return Some("a candidate holding no partition".into());
@@ -98,17 +184,31 @@ impl Engine {
                 kept[0].version()
             ));
         }
-        if self.placement.dropping.contains(&partition) {
-            return Some(format!(
-                "its copy of partition {partition} is being dropped"
-            ));
-        }
-        if !self.primaries(partition).contains(&self.me) {
-            return Some(format!(
-                "not a primary of partition {partition} in layout version {version}"
-            ));
-        }
         None
+    }
+
+    /// What [`ReplicaReadGate`] depends on: a gate is built again when this changes.
+    pub fn replica_read_gate_key(&self) -> ReplicaReadGateKey {
+        ReplicaReadGateKey {
+            version: self.layout.version(),
+            refused: self.replica_reads_refused(),
+            dropping: self.placement.dropping.iter().copied().collect(),
+        }
+    }
+
+    /// This node's replica-read rules now, for its request handler to answer
+    /// [`ClientRequest::GetReplica`](crate::wire::ClientRequest::GetReplica) without
+    /// the engine (the same answers the engine gives; see [`ReplicaReadGate`]).
+    pub fn replica_read_gate(&self) -> ReplicaReadGate {
+        let key = self.replica_read_gate_key();
+        let ring = self.ring().clone();
+        let primary = (0..ring.partition_count())
+            .map(|p| {
+                let p = PartitionId(p);
+                key.refused.is_none() && self.primaries(p).contains(&self.me)
+            })
+            .collect();
+        ReplicaReadGate { key, ring, primary }
     }
 
     /// The storage read of a replica read is done.

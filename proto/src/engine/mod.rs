@@ -55,6 +55,7 @@ use crate::wire::{
 };
 
 pub use aae::{AaeStats, AAE_SEGMENTS, AAE_SHAPE};
+pub use direct::{get_reply, ReplicaReadGate, ReplicaReadGateKey};
 pub use handoff::HandoffStats;
 pub use layout_sync::{PersistedLayout, MAX_CANDIDATES, MAX_COMMIT_ROUNDS, MAX_HELLO_INTERVAL};
 pub use placement::TransferStats;

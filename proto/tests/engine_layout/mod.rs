@@ -887,15 +887,24 @@ fn a_candidate_declines_client_reads_and_writes() {
 }
 
 /// The answer to a client's replica read of `key` at `n`, once pumped in order.
+/// The node's replica-read gate (what its request handler answers from) is checked to
+/// say the same, before the read.
 fn replica_read(c: &mut Cluster, n: &NodeId, key: &[u8]) -> Result<ReplicaReply, RequestError> {
+    let gate = c.engine(n).replica_read_gate().check(key);
     let req = ClientRequest::GetReplica { key: key.to_vec() };
     let asked = c.submit(n, req);
     c.pump_until(|c| c.answers.contains_key(&asked));
-    match c.answers.get(&asked) {
+    let answer = match c.answers.get(&asked) {
         Some(Response::Client(ClientResponse::Replica(reply))) => Ok(reply.clone()),
         Some(Response::Client(ClientResponse::Error(e))) => Err(e.clone()),
         other => panic!("not an answer to a replica read: {other:?}"),
+    };
+    match (&gate, &answer) {
+        (Ok((_, v)), Ok(reply)) => assert_eq!(*v, reply.layout_version, "gate and engine"),
+        (Err(gate), Err(RequestError::Declined(why))) => assert_eq!(gate, why, "gate and engine"),
+        (gate, answer) => panic!("the gate says {gate:?}, the engine {answer:?}"),
     }
+    answer
 }
 
 fn declined(answer: Result<ReplicaReply, RequestError>) -> String {

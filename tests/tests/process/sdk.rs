@@ -505,6 +505,19 @@ async fn direct_reads_never_answer_a_copy_that_missed_a_write() {
         "agreeing copies need no coordinator"
     );
     assert!(served(&cluster, "get_replica").await >= copies + 10.0);
+    // Answered by the nodes' request handlers from memory, not queued for the engine.
+    let from_memory = cluster
+        .metric_sum(
+            &[0, 1, 2],
+            "shoal_handler_replica_reads_total",
+            &[("outcome", "served")],
+        )
+        .await
+        .expect("scraping the nodes");
+    assert!(
+        from_memory >= 10.0,
+        "the handlers served the copies: {from_memory}"
+    );
 
     // n3 misses v2: it is down while n1 coordinates the write with n2.
     cluster.kill(2);
