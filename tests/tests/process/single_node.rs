@@ -548,6 +548,25 @@ async fn bad_client_batches_get_typed_refusals_and_the_good_requests_beside_them
         values,
         vec![vec![b"batched".to_vec()], vec![b"batched".to_vec()], vec![]]
     );
+    // Replica reads (the SDK's direct reads): a copy for a good key, typed refusals for
+    // an empty and an oversized one, beside it in one batch.
+    let replica = |key: Vec<u8>| ClientRequest::GetReplica { key };
+    let copies = send(vec![
+        replica(b"batch-a".to_vec()),
+        replica(Vec::new()),
+        replica(vec![b'k'; shoal_proto::MAX_KEY_BYTES + 1]),
+    ])
+    .await;
+    let ClientResponse::Batch(copies) = copies else {
+        panic!("expected a batch answer, got {copies:?}");
+    };
+    match &copies[..] {
+        [ClientResponse::Replica(copy), ClientResponse::Error(RequestError::EmptyKey), ClientResponse::Error(RequestError::KeyTooLarge { .. })] =>
+        {
+            assert_eq!(copy.get.values, vec![b"batched".to_vec()]);
+        }
+        other => panic!("expected a copy, EmptyKey and KeyTooLarge, got {other:?}"),
+    }
     assert_serving(&mut node, &client, "after-bad-batches").await;
     endpoint.close().await;
     client.close().await;
