@@ -408,6 +408,18 @@ key = "/etc/shoal/client.key"
     }
 
     #[test]
+    fn direct_reads_are_on_unless_the_file_turns_them_off() {
+        let tls = "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let seeds = "seeds = [\"127.0.0.1:7001\"]\n";
+        let on = ClientConfig::parse(&format!("{seeds}{tls}"), Path::new("/")).unwrap();
+        assert!(on.direct_reads);
+        let text = format!("{seeds}direct_reads = false\n{tls}");
+        let off = ClientConfig::parse(&text, Path::new("/")).unwrap();
+        assert!(!off.direct_reads);
+        assert!(!off.settings().direct_reads);
+    }
+
+    #[test]
     fn unknown_field_is_refused_with_its_name() {
         for (text, name) in [
             (GOOD.replace("[tls]", "colour = \"red\"\n[tls]"), "colour"),
