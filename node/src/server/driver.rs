@@ -254,6 +254,11 @@ impl Driver {
     /// key's lock orders two ops on one key, not the queue), so the engine sees nothing
     /// new. Writes once waited for an empty queue too; taking them here whenever they
     /// need no wait measured 4% more throughput at concurrency 64 (BENCHMARKS.md).
+    pub(super) fn with_inline_ops(mut self, ops: InlineOps) -> Driver {
+        self.inline_ops = Some(ops);
+        self
+    }
+
     /// Publishes the engine's replica-read rules ([`shoal_proto::ReplicaReadGate`]) for the request
     /// handler after every round in which what they depend on changed, so that it
     /// serves clients' replica reads from memory itself (`replica_reads.rs`).
@@ -271,16 +276,13 @@ impl Driver {
         let Some((reads, built_from)) = &mut self.replica_reads else {
             return;
         };
-        let key = self.engine.replica_read_gate_key();
-        if built_from.as_ref() != Some(&key) {
-            reads.publish(self.engine.replica_read_gate());
-            *built_from = Some(key);
+        if let Some(gate) = self
+            .engine
+            .replica_read_gate_if_changed(built_from.as_ref())
+        {
+            *built_from = Some(gate.key().clone());
+            reads.publish(gate);
         }
-    }
-
-    pub(super) fn with_inline_ops(mut self, ops: InlineOps) -> Driver {
-        self.inline_ops = Some(ops);
-        self
     }
 
     /// With group commit (`durability = "sync"`): a write run on this thread (see

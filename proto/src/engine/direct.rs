@@ -76,9 +76,9 @@ pub struct ReplicaReadGate {
 }
 
 impl ReplicaReadGate {
-    /// Whether the gate was built from `key`.
-    pub fn built_from(&self, key: &ReplicaReadGateKey) -> bool {
-        self.key == *key
+    /// What the gate was built from.
+    pub fn key(&self) -> &ReplicaReadGateKey {
+        &self.key
     }
 
     /// The layout version the gate was built under.
@@ -200,7 +200,20 @@ impl Engine {
     /// [`ClientRequest::GetReplica`](crate::wire::ClientRequest::GetReplica) without
     /// the engine (the same answers the engine gives; see [`ReplicaReadGate`]).
     pub fn replica_read_gate(&self) -> ReplicaReadGate {
+        self.replica_read_gate_of(self.replica_read_gate_key())
+    }
+
+    /// [`Engine::replica_read_gate`], unless it would be built from `last` (the key of
+    /// the gate published last): the key is computed once, the gate only when it changed.
+    pub fn replica_read_gate_if_changed(
+        &self,
+        last: Option<&ReplicaReadGateKey>,
+    ) -> Option<ReplicaReadGate> {
         let key = self.replica_read_gate_key();
+        (last != Some(&key)).then(|| self.replica_read_gate_of(key))
+    }
+
+    fn replica_read_gate_of(&self, key: ReplicaReadGateKey) -> ReplicaReadGate {
         let ring = self.ring().clone();
         let primary = (0..ring.partition_count())
             .map(|p| {
