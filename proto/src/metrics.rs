@@ -74,6 +74,10 @@ pub const AAE_BYTES_TOTAL: &str = "shoal_aae_bytes_total";
 pub const AAE_BUDGET_RATIO: &str = "shoal_aae_budget_ratio";
 /// Counter: tombstones deleted once every replica held the same one.
 pub const TOMBSTONES_REAPED_TOTAL: &str = "shoal_tombstones_reaped_total";
+/// Counter, by `result` (`synced`, `failed`): coordinators' local writes whose copies
+/// went to the replicas before their local sync (group commit), by how that sync ended.
+/// A failed one's local copy does not count towards W.
+pub const WRITES_REPLICATED_BEFORE_SYNC_TOTAL: &str = "shoal_writes_replicated_before_sync_total";
 /// Counter: storage results the engine received as failures (any waiter).
 pub const ENGINE_STORAGE_FAILURES_TOTAL: &str = "shoal_engine_storage_failures_total";
 /// Histogram, by `op` (`write`: a coordinator's stored object, `merge`: a replica's

@@ -449,6 +449,20 @@ pub enum StorageReply {
     Layout(Option<Box<crate::engine::PersistedLayout>>),
     /// The partition was deleted ([`StorageOp::DropPartition`]).
     Dropped,
+    /// The write whose result [`crate::Engine::handle_storage_applied`] handed over
+    /// earlier is now durable: the group commit's sync covered it.
+    Synced,
+}
+
+impl StorageReply {
+    /// Whether this is a coordinator's local write, which a driver with group commit
+    /// hands to the engine as soon as it is applied
+    /// ([`crate::Engine::handle_storage_applied`]), before the sync that makes it durable
+    /// (answered later with [`StorageReply::Synced`] or a failure): the engine sends the
+    /// copies to the replicas while the local sync runs.
+    pub fn replicates_before_durable(&self) -> bool {
+        matches!(self, StorageReply::Coordinated { .. })
+    }
 }
 
 /// The outcome of a [`StorageOp`], as the driver hands it back to the engine.

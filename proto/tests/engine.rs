@@ -20,8 +20,8 @@ use shoal_proto::wire::{
     Response, WriteOptions, WriteReply,
 };
 use shoal_proto::{
-    CausalContext, Command, Dot, Object, RequestError, SendError, Sender, SiblingValue, StorageOp,
-    Time, MAX_KEY_BYTES,
+    CausalContext, Command, Dot, Object, RequestError, SendError, Sender, SiblingValue,
+    StorageFailure, StorageOp, StorageReply, Time, MAX_KEY_BYTES,
 };
 use shoal_ring::NodeId;
 
@@ -181,6 +181,131 @@ fn a_put_with_w1_answers_as_soon_as_it_is_stored_locally() {
         ),
         "{after_local:?}"
     );
+}
+
+/// Whether `cmds` are exactly two replicate sends (and nothing else: no answer).
+fn only_two_replicates(cmds: &[Command]) -> bool {
+    matches!(
+        cmds,
+        [
+            Command::Send {
+                request: PeerRequest::Replicate { .. },
+                ..
+            },
+            Command::Send {
+                request: PeerRequest::Replicate { .. },
+                ..
+            },
+        ]
+    )
+}
+
+/// Whether `cmds` are exactly a put's success answer.
+fn put_answered(cmds: &[Command]) -> bool {
+    matches!(
+        cmds,
+        [Command::Respond {
+            response: Response::Client(ClientResponse::Put(_)),
+            ..
+        }]
+    )
+}
+
+/// Group commit: the coordinator sends its copies to the replicas as soon as its local
+/// write is applied, while the sync runs, but counts its own copy towards W only once the
+/// sync covered it; at W = 1 the put is not answered before that (nor before a replica's
+/// ack, which is durable).
+#[test]
+fn under_group_commit_a_put_replicates_before_its_local_sync_and_counts_it_only_once_synced() {
+    for w in [1, 2] {
+        let mut c = five();
+        let key = c.key_where(|p| p[0] == a());
+        let cmds = c.client(&a(), 1, put_w(&key, "v", w));
+        let sends = c.run_storage_applied(&a(), &cmds[0]);
+        assert!(only_two_replicates(&sends), "W = {w}: {sends:?}");
+        if w == 2 {
+            // One replica's ack and the unsynced local copy are not two durable copies.
+            assert_eq!(c.reply(&a(), &sends[0], Ok(PeerResponse::Ack)), vec![]);
+        }
+        let answer = c.synced(&a(), &cmds[0], Ok(StorageReply::Synced));
+        assert!(put_answered(&answer), "W = {w}: {answer:?}");
+        let last = if w == 2 { &sends[1..] } else { &sends[..] };
+        for send in last {
+            assert_eq!(c.reply(&a(), send, Ok(PeerResponse::Ack)), vec![]);
+        }
+        assert_eq!(c.engine(&a()).inflight(), 0, "W = {w}");
+    }
+}
+
+/// Group commit: two replicas' acks are W = 2 durable copies, so the put is answered
+/// while the coordinator's own sync still runs; that sync then ends the write.
+#[test]
+fn under_group_commit_two_replica_acks_answer_before_the_local_sync() {
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let cmds = c.client(&a(), 1, put_w(&key, "v", 2));
+    let sends = c.run_storage_applied(&a(), &cmds[0]);
+    assert!(only_two_replicates(&sends), "{sends:?}");
+    assert_eq!(c.reply(&a(), &sends[0], Ok(PeerResponse::Ack)), vec![]);
+    let answer = c.reply(&a(), &sends[1], Ok(PeerResponse::Ack));
+    assert!(put_answered(&answer), "{answer:?}");
+    assert_eq!(
+        c.engine(&a()).inflight(),
+        1,
+        "the local sync is still pending"
+    );
+    assert_eq!(c.synced(&a(), &cmds[0], Ok(StorageReply::Synced)), vec![]);
+    assert_eq!(c.engine(&a()).inflight(), 0);
+}
+
+/// Group commit: a local sync that fails after the copies went out leaves the write's
+/// fate to its other copies. The failed local copy is handled as a failed replica's
+/// (sloppy quorum: the next fallback gets a copy with a hint for the coordinator); with W
+/// acks the write succeeds, durable on them. Short of W the answer is `Incomplete` (the
+/// copies sent may well survive), not the disk's error, which would claim that nothing
+/// was written.
+#[test]
+fn under_group_commit_a_failed_local_sync_leaves_the_answer_to_the_other_copies() {
+    // Five nodes, W = 3: a fallback stands in for the local copy.
+    let mut c = five();
+    let key = c.key_where(|p| p[0] == a());
+    let (part, fallback) = (c.partition(&key), c.fallbacks(&key)[0].clone());
+    let cmds = c.client(&a(), 1, put_w(&key, "v", 3));
+    let sends = c.run_storage_applied(&a(), &cmds[0]);
+    assert!(only_two_replicates(&sends), "{sends:?}");
+    let object = c.stored(&a(), &key).expect("applied locally");
+    let stand_in = c.synced(&a(), &cmds[0], Err(StorageFailure::DiskFull));
+    assert_eq!(
+        without_ids(&stand_in),
+        vec![send(
+            &fallback,
+            replicate(part, &key, &object, Some(&a())),
+            c.cfg.replication.rpc_timeout
+        )]
+    );
+    assert_eq!(c.reply(&a(), &sends[0], Ok(PeerResponse::Ack)), vec![]);
+    assert_eq!(c.reply(&a(), &sends[1], Ok(PeerResponse::Ack)), vec![]);
+    let answer = c.reply(&a(), &stand_in[0], Ok(PeerResponse::Ack));
+    assert!(put_answered(&answer), "{answer:?}");
+    assert_eq!(c.engine(&a()).inflight(), 0);
+
+    // Three nodes (no fallback), W = 3: one replica acked, the local copy cannot count.
+    let mut c = Cluster::new(3, 16, quiet_config(), 7);
+    let key = c.key_where(|p| p[0] == a());
+    let cmds = c.client(&a(), 2, put_w(&key, "v", 3));
+    let sends = c.run_storage_applied(&a(), &cmds[0]);
+    assert!(only_two_replicates(&sends), "{sends:?}");
+    assert_eq!(c.reply(&a(), &sends[0], Ok(PeerResponse::Ack)), vec![]);
+    let answer = c.synced(&a(), &cmds[0], Err(StorageFailure::DiskFull));
+    assert_eq!(
+        answer,
+        vec![client_error(
+            2,
+            RequestError::Incomplete { acks: 1, needed: 3 }
+        )]
+    );
+    assert_eq!(c.reply(&a(), &sends[1], Ok(PeerResponse::Ack)), vec![]);
+    assert_eq!(c.engine(&a()).inflight(), 0);
 }
 
 #[test]

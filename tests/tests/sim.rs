@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shoal_proto::metrics::{HINTS_TOTAL, READ_REPAIRS_TOTAL, SIBLING_LIMIT_TOTAL};
+use shoal_proto::metrics::{
+    HINTS_TOTAL, READ_REPAIRS_TOTAL, SIBLING_LIMIT_TOTAL, WRITES_REPLICATED_BEFORE_SYNC_TOTAL,
+};
 use shoal_tests::history::SessionRead;
 use shoal_tests::sim::{
     self, FaultMix, Faults, HandoffLimits, PowerCutMix, PowerCuts, Quorum, RunReport,
@@ -326,6 +328,59 @@ fn seeds_with_power_cuts_lose_no_acknowledged_write() {
     }
     assert!(cuts > 10, "only {cuts} power cuts");
     assert!(lost > 10, "the power cuts lost only {lost} unsynced writes");
+}
+
+/// Storage as `durability = "sync"` with group commit on every seed of a range, half of
+/// them with power cuts: each coordinator replicates its write while its own sync runs
+/// and counts its copy only once synced; syncs fail with the run's storage-failure
+/// probability (the write's other copies then decide it). No acknowledged write may be
+/// lost and every other invariant holds.
+#[test]
+fn seeds_with_group_commit_hold_every_invariant_and_lose_no_acknowledged_write() {
+    let (mut early, mut failed_syncs, mut cuts) = (0, 0, 0);
+    for seed in 2_000..2_040 {
+        let report = run_ok(&SimConfig {
+            group_commit: true,
+            power_cuts: PowerCutMix::FromSeed { share: 0.5 },
+            ..many_seeds_config(seed)
+        });
+        assert!(report.setup.group_commit && report.setup.power_cuts.tracked());
+        let of = |result| {
+            report.counter_with(WRITES_REPLICATED_BEFORE_SYNC_TOTAL, &[("result", result)])
+        };
+        early += of("synced") + of("failed");
+        failed_syncs += of("failed");
+        cuts += report.faults.power_cuts;
+    }
+    assert!(
+        early > 1_000,
+        "only {early} writes replicated before their sync"
+    );
+    assert!(failed_syncs > 0, "no local sync failed after replicating");
+    assert!(cuts > 5, "only {cuts} power cuts");
+}
+
+/// Group commit without faults: reads see the writes acknowledged before them, and no
+/// operation fails.
+#[test]
+fn group_commit_without_faults_keeps_read_your_writes() {
+    for seed in 0..8 {
+        let cfg = SimConfig {
+            direct_reads: DIRECT_READS,
+            group_commit: true,
+            ..SimConfig::no_faults(seed, 3 + (seed % 5) as usize)
+        };
+        let report = run_ok(&cfg);
+        assert!(report.setup.read_your_writes(&cfg), "seed {seed}");
+        let synced =
+            report.counter_with(WRITES_REPLICATED_BEFORE_SYNC_TOTAL, &[("result", "synced")]);
+        assert!(synced > 50, "seed {seed}: {synced} writes replicated early");
+        let failed: u64 = (report.ops.iter())
+            .filter(|((_, o), _)| o != "ok")
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(failed, 0, "seed {seed}\n{report}");
+    }
 }
 
 /// Issue 10's case (N = 3, W = 2): v1, coordinated by n0, reaches n0 and n1 (n2 is cut

@@ -14,7 +14,7 @@ use shoal_proto::wire::{
 };
 use shoal_proto::{
     Command, Engine, InboundId, Monotonic, Now, ReplicaReadGateKey, RequestError, RequestId,
-    SendError, StorageFailure, StorageOp, StorageResult, Time,
+    SendError, StorageFailure, StorageOp, StorageReply, StorageResult, Time,
 };
 use shoal_ring::NodeId;
 use shoal_storage::Storage;
@@ -123,14 +123,36 @@ pub(super) fn storage_worker<S: Storage>(
         if result.is_err() {
             STORAGE_OP_ERRORS.get([name]).increment(1);
         }
-        let completion = Completion::Storage { id, result };
         let sent = match &commit {
-            Some(commit) if writes => commit.send(completion).is_ok(),
-            _ => done.send(completion).is_ok(),
+            Some(commit) if writes => {
+                let (applied, synced) = split_for_commit(id, result);
+                applied.is_none_or(|a| done.send(a).is_ok()) && commit.send(synced).is_ok()
+            }
+            _ => done.send(Completion::Storage { id, result }).is_ok(),
         };
         if !sent {
             return;
         }
+    }
+}
+
+/// With group commit, what the driver gets of a write's result at once, and what the
+/// committer releases after its sync: a coordinator's local write is handed over applied
+/// (it replicates while the sync runs) and its completion is then just
+/// [`StorageReply::Synced`]; any other write's whole result waits for the sync.
+fn split_for_commit(id: RequestId, result: StorageResult) -> (Option<Completion>, Completion) {
+    match result {
+        Ok(reply) if reply.replicates_before_durable() => (
+            Some(Completion::Applied {
+                id,
+                result: Ok(reply),
+            }),
+            Completion::Storage {
+                id,
+                result: Ok(StorageReply::Synced),
+            },
+        ),
+        result => (None, Completion::Storage { id, result }),
     }
 }
 
@@ -399,6 +421,9 @@ impl Driver {
         match c {
             Completion::Response { id, result } => self.engine.handle_response(now, id, result),
             Completion::Storage { id, result } => self.engine.handle_storage(now, id, result),
+            Completion::Applied { id, result } => {
+                self.engine.handle_storage_applied(now, id, result)
+            }
         }
     }
 
@@ -436,8 +461,13 @@ impl Driver {
         if result.is_err() {
             STORAGE_OP_ERRORS.get([label]).increment(1);
         }
-        if let (true, Some((commit, _))) = (write, &self.commit) {
-            let completion = Completion::Storage { id, result };
+        if let (true, Some((commit, _))) = (write, self.commit.clone()) {
+            let (applied, completion) = split_for_commit(id, result);
+            if let Some(Completion::Applied { id, result }) = applied {
+                // Its replica requests go out in this round, while the committer syncs.
+                let now = self.clock.now();
+                self.engine.handle_storage_applied(now, id, result);
+            }
             if let Err(crossbeam::channel::TrySendError::Full(completion)) =
                 commit.try_send(completion)
             {
@@ -949,7 +979,8 @@ mod tests {
 
     /// With group commit, a write run on the driver's thread answers its client only once
     /// the committer has released its completion (after syncing the WAL): the driver
-    /// hands the completion to the committer's queue instead of to the engine.
+    /// hands the applied write to the engine (which replicates it) and its completion to
+    /// the committer's queue.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_inline_write_under_group_commit_waits_for_the_committer() {
         let h = single_node(4);
@@ -967,12 +998,16 @@ mod tests {
                 .await
                 .unwrap()
                 .expect("no completion reached the committer within 60 s");
+        // The engine had the applied write at once (to replicate it, had there been
+        // replicas); what waits for the sync is only its durability.
         match &completion {
             Completion::Storage { result, .. } => assert!(
-                matches!(result, Ok(shoal_proto::StorageReply::Coordinated { .. })),
+                matches!(result, Ok(shoal_proto::StorageReply::Synced)),
                 "{result:?}"
             ),
-            Completion::Response { .. } => panic!("a peer response reached the committer"),
+            Completion::Response { .. } | Completion::Applied { .. } => {
+                panic!("not a storage completion reached the committer")
+            }
         }
         assert!(
             h.storage_rx.is_empty(),

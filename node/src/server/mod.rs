@@ -60,4 +60,11 @@ enum Completion {
         id: RequestId,
         result: StorageResult,
     },
+    /// With group commit: a coordinator's local write, applied but not synced yet
+    /// ([`shoal_proto::Engine::handle_storage_applied`]); its `Storage` completion
+    /// ([`shoal_proto::StorageReply::Synced`] or the failure) follows from the committer.
+    Applied {
+        id: RequestId,
+        result: StorageResult,
+    },
 }

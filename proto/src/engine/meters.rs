@@ -24,6 +24,7 @@ pub(super) struct Meters {
     pub(super) all_replicas: Handles<Counter, 1>,
     pub(super) read_inflight: Handles<Gauge, 0>,
     pub(super) reads_deferred: Handles<Counter, 1>,
+    pub(super) replicated_before_sync: Handles<Counter, 1>,
 }
 
 impl Meters {
@@ -42,6 +43,10 @@ impl Meters {
             all_replicas: Handles::counter(m::READS_ALL_REPLICAS_TOTAL, ["reason"]),
             read_inflight: Handles::gauge(m::COORDINATOR_READ_INFLIGHT_BYTES, []),
             reads_deferred: Handles::counter(m::COORDINATOR_READS_DEFERRED_TOTAL, ["outcome"]),
+            replicated_before_sync: Handles::counter(
+                m::WRITES_REPLICATED_BEFORE_SYNC_TOTAL,
+                ["result"],
+            ),
         }
     }
 }

@@ -586,6 +586,23 @@ impl Engine {
         }
     }
 
+    /// The result of the `Storage` command `id`, a coordinator's local write, applied
+    /// (readable) but not durable yet: the driver syncs the write-ahead log for many
+    /// writes at once (`durability = "sync"` with group commit) and hands a result for
+    /// which [`StorageReply::replicates_before_durable`] holds over before that sync,
+    /// then the sync's outcome through [`Engine::handle_storage`]
+    /// ([`StorageReply::Synced`] or the failure). The write's copies go to the replicas
+    /// now, while the local sync runs; the local copy counts towards W only once synced.
+    /// A result the engine does not expect here is kept for `handle_storage`.
+    pub fn handle_storage_applied(&mut self, now: Now, id: RequestId, result: StorageResult) {
+        self.advance(now);
+        let Some(Waiter::WriteLocal(op)) = self.pending.get(&id).map(|p| &p.waiter) else {
+            return;
+        };
+        let op = *op;
+        self.on_write_applied(op, result);
+    }
+
     /// The outcome of the `Storage` command `id`.
     pub fn handle_storage(&mut self, now: Now, id: RequestId, result: StorageResult) {
         self.advance(now);

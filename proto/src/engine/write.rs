@@ -216,7 +216,65 @@ impl Engine {
         self.respond_client(inbound, ClientResponse::Error(short.into()));
     }
 
+    /// The local write's final result: durable (or failed).
     pub(super) fn on_write_local(&mut self, id: RequestId, result: StorageResult) {
+        if self.writes.get(&id).is_some_and(|op| op.object.is_some()) {
+            // Applied earlier ([`Engine::handle_storage_applied`]): this is its sync.
+            self.on_write_synced(id, result);
+        } else {
+            self.on_write_stored(id, result, true);
+        }
+    }
+
+    /// The local write is applied but not durable yet (group commit): replicate now.
+    pub(super) fn on_write_applied(&mut self, id: RequestId, result: StorageResult) {
+        let applied = matches!(&result, Ok(reply) if reply.replicates_before_durable());
+        if applied && self.writes.get(&id).is_some_and(|op| op.object.is_none()) {
+            self.on_write_stored(id, result, false);
+        }
+    }
+
+    /// The sync of a local write applied earlier ended: the local copy counts now, or,
+    /// if the sync failed, never. A failed local copy is then treated as a replica's
+    /// (sloppy quorum): the next healthy fallback gets a copy with a hint for this node.
+    /// The other copies' acknowledgements decide the answer; short of W, the answer is
+    /// `Incomplete`, since the copies sent may survive (not the disk's error, which would
+    /// claim that nothing was written).
+    fn on_write_synced(&mut self, id: RequestId, result: StorageResult) {
+        let Some(op) = self.writes.get_mut(&id) else {
+            return;
+        };
+        if !op.quorum.is_pending(LOCAL) {
+            return;
+        }
+        match result {
+            Ok(_) => {
+                op.quorum.record(LOCAL, ());
+                op.last_primary_ack = self.mono;
+                self.meters
+                    .replicated_before_sync
+                    .get(["synced"])
+                    .increment(1);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a write's local copy was not synced: its other copies decide it");
+                self.meters
+                    .replicated_before_sync
+                    .get(["failed"])
+                    .increment(1);
+                let membership = &self.membership;
+                if let Some(target) = op.quorum.fail(LOCAL, |n| membership.is_up(n)) {
+                    let (partition, key) = (op.partition, op.key.clone());
+                    let object = op.object.clone().unwrap_or_default();
+                    self.send_replicate(id, partition, key, object, target);
+                }
+            }
+        }
+        self.write_progress(id);
+    }
+
+    /// The local write's result (`durable`: synced as the store's durability promises).
+    fn on_write_stored(&mut self, id: RequestId, result: StorageResult, durable: bool) {
         let Some(op) = self.writes.get_mut(&id) else {
             return;
         };
@@ -244,8 +302,10 @@ impl Engine {
                 return;
             }
         };
-        op.quorum.record(LOCAL, ());
-        op.last_primary_ack = self.mono;
+        if durable {
+            op.quorum.record(LOCAL, ());
+            op.last_primary_ack = self.mono;
+        }
         op.object = Some(object.clone());
         let key = op.key.clone();
         self.observe_object("write", Some(&key), ObjectShape::of(&object));
@@ -515,9 +575,15 @@ impl Engine {
             }
         }
         // Primaries that got no copy anywhere get a hint here, so that nothing
-        // acknowledged depends on anti-entropy alone.
+        // acknowledged depends on anti-entropy alone. Not this node, whose own copy
+        // failed to sync (group commit): a hint on the disk that just failed would be
+        // for itself; anti-entropy brings its copy back from the others.
         if let Some(object) = op.object {
-            for target in op.quorum.unplaced().iter().cloned() {
+            let targets: Vec<NodeId> = (op.quorum.unplaced().iter())
+                .filter(|n| **n != self.me)
+                .cloned()
+                .collect();
+            for target in targets {
                 let store =
                     self.store_hint_op(target, op.partition, op.key.clone(), object.clone());
                 self.storage(store, Waiter::LocalHint);

@@ -484,6 +484,36 @@ impl Cluster {
         node.drain()
     }
 
+    /// Group commit: run the `Storage` command `cmd` of `n` (a coordinator's local write)
+    /// on its store and hand the engine the result as applied, not yet synced
+    /// ([`shoal_proto::Engine::handle_storage_applied`]); [`Cluster::synced`] ends it.
+    pub fn run_storage_applied(&mut self, n: &NodeId, cmd: &Command) -> Vec<Command> {
+        let Command::Storage { id, op } = cmd else {
+            panic!("not a storage command: {cmd:?}");
+        };
+        let now = self.now;
+        let node = self.node(n);
+        let reply = node.executor.execute(op.clone());
+        node.engine
+            .handle_storage_applied(Now::from_virtual(now), *id, reply);
+        node.drain()
+    }
+
+    /// Group commit: the sync covering `n`'s write `cmd` (applied earlier) ended with
+    /// `result` ([`shoal_proto::StorageReply::Synced`] or a failure).
+    pub fn synced(
+        &mut self,
+        n: &NodeId,
+        cmd: &Command,
+        result: shoal_proto::StorageResult,
+    ) -> Vec<Command> {
+        let now = self.now;
+        let node = self.node(n);
+        node.engine
+            .handle_storage(Now::from_virtual(now), id_of(cmd), result);
+        node.drain()
+    }
+
     /// The outcome of `n`'s `Send` command `cmd` arrives.
     pub fn reply(
         &mut self,

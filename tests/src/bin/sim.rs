@@ -108,6 +108,10 @@ struct Args {
     /// the SDK's direct reads do (0 to 1).
     #[arg(long, default_value_t = 0.5, value_parser = parse_share)]
     direct_reads: f64,
+    /// Storage as `durability = "sync"` with group commit: completions of writes wait
+    /// for a sync, and coordinators replicate while theirs runs.
+    #[arg(long)]
+    group_commit: bool,
     /// Turn hinted handoff off: writes for unreachable primaries keep no hints.
     #[arg(long)]
     no_handoff: bool,
@@ -209,6 +213,7 @@ impl Args {
         };
         cfg.clock_skew = self.clock_skew.unwrap_or_default();
         cfg.direct_reads = self.direct_reads;
+        cfg.group_commit = self.group_commit;
         if self.power_cuts {
             cfg.power_cuts = PowerCutMix::FromSeed { share: 1.0 };
         } else if self.no_power_cuts {

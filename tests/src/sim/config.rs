@@ -390,6 +390,8 @@ pub enum PowerCutMix {
 /// ([`PowerCuts`]), then which node, when it syncs and what a cut loses.
 pub(crate) const POWER_CUT_SETUP_STREAM: u64 = 0x0070_6375_7400;
 pub(crate) const POWER_CUT_STREAM: u64 = 0x0070_6375_7401;
+/// The stream a group-commit run draws its sync interval from.
+pub(crate) const GROUP_COMMIT_STREAM: u64 = 0x0070_6375_7402;
 
 /// The RNG of a run's power cuts: seeded by the run's seed, on `stream`.
 pub(crate) fn power_cut_rng(seed: u64, stream: u64) -> ChaCha8Rng {
@@ -491,6 +493,13 @@ pub struct SimConfig {
     pub clock_offsets_ms: Vec<i64>,
     /// Power cuts of the safety phase.
     pub power_cuts: PowerCutMix,
+    /// Storage as `durability = "sync"` with group commit: a write's completion reaches
+    /// the engine only after a sync that covers it (each node syncs what waits every 1 to
+    /// 10 ms, drawn), and a coordinator's own write is handed over applied first, so that
+    /// it replicates while the sync runs (`Engine::handle_storage_applied`). A sync fails
+    /// with the run's storage-failure probability: the writes it covered are then
+    /// reported failed (though on the disk, they are not known durable).
+    pub group_commit: bool,
     /// Power cuts scripted on top of the random ones, each losing every write its node
     /// has not synced (they need a sync interval: a [`PowerCutMix::Fixed`] one, or one
     /// drawn). Like random ones, a cut that would take a write's last copy is vetoed.
@@ -589,6 +598,7 @@ impl SimConfig {
             clock_skew: Duration::ZERO,
             clock_offsets_ms: Vec::new(),
             power_cuts: PowerCutMix::FromSeed { share: 0.5 },
+            group_commit: false,
             scripted_power_cuts: Vec::new(),
             large_values: None,
             sessions: SessionMode::Off,
@@ -629,8 +639,11 @@ pub struct Setup {
     pub liveness: Liveness,
     /// The largest difference between two nodes' clocks.
     pub clock_skew: Duration,
-    /// Power cuts of the safety phase.
+    /// Power cuts of the safety phase. With group commit its sync interval is the
+    /// time a sync takes (every node syncs whenever writes wait for one).
     pub power_cuts: PowerCuts,
+    /// Storage as `durability = "sync"` with group commit ([`SimConfig::group_commit`]).
+    pub group_commit: bool,
 }
 
 impl Setup {
@@ -679,6 +692,11 @@ impl Setup {
             ),
             _ => PowerCuts::NONE,
         };
+        let mut power_cuts = power_cuts;
+        if cfg.group_commit {
+            let mut rng = power_cut_rng(cfg.seed, GROUP_COMMIT_STREAM);
+            power_cuts.sync_interval = Duration::from_millis(rng.random_range(1..=10));
+        }
         Setup {
             nodes,
             quorum,
@@ -689,6 +707,7 @@ impl Setup {
             liveness: cfg.liveness,
             clock_skew: skew,
             power_cuts,
+            group_commit: cfg.group_commit,
         }
     }
 
@@ -696,8 +715,12 @@ impl Setup {
     /// queueing (slow storage makes replicas miss timeouts, so writes go sloppy) and
     /// R + W > N. (Clock skew does not matter: no read or write rule uses a clock.)
     pub fn read_your_writes(&self, cfg: &SimConfig) -> bool {
+        // Group commit tracks syncs without cutting power unless told to.
+        let cuts = self.power_cuts.tracked() && !self.group_commit
+            || self.power_cuts.per_tick > 0.0
+            || !cfg.scripted_power_cuts.is_empty();
         !self.faults.any()
-            && !self.power_cuts.tracked()
+            && !cuts
             && cfg.scripted_partitions.is_empty()
             && cfg.scripted_crashes.is_empty()
             && cfg.scripted_pauses.is_empty()

@@ -2,7 +2,7 @@
 //! the simulating thread only, that keeps the counters the report shows (hints stored
 //! and delivered, read repairs, forwards, anti-entropy repairs, exchanges, split batches
 //! and overdue starts, tombstones reaped, sibling-limit events, coordinated requests by
-//! result) and ignores everything else.
+//! result, writes replicated before their local sync) and ignores everything else.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,6 +16,7 @@ use shoal_proto::metrics::{
     AAE_OVERDUE_STARTS_TOTAL, COORDINATOR_REQUESTS_TOTAL, FORWARDS_TOTAL, HINTS_TOTAL,
     MEMBER_STATE_CHANGES_TOTAL, READ_REPAIRS_TOTAL, SIBLING_LIMIT_TOTAL, TOMBSTONES_REAPED_TOTAL,
     TRANSFERS_DONE_TOTAL, TRANSFER_ERRORS_TOTAL, TRANSFER_KEYS_TOTAL,
+    WRITES_REPLICATED_BEFORE_SYNC_TOTAL,
 };
 
 /// Counters the report keeps.
@@ -35,6 +36,7 @@ const KEPT: &[&str] = &[
     TRANSFER_KEYS_TOTAL,
     TRANSFER_ERRORS_TOTAL,
     COORDINATOR_REQUESTS_TOTAL,
+    WRITES_REPLICATED_BEFORE_SYNC_TOTAL,
 ];
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;

@@ -51,7 +51,9 @@ impl Sim {
                 incarnation,
                 id,
                 work,
-            } => self.storage_done(node, incarnation, id, work),
+                writes,
+            } => self.storage_done(node, incarnation, id, work, writes),
+            Event::GroupSync { node, incarnation } => self.group_sync(node, incarnation),
             Event::Timer { node, incarnation } => self.timer(node, incarnation),
             Event::ClientRequest {
                 client,
@@ -602,6 +604,7 @@ impl Sim {
     /// executor) and serves reads for [`DISK_FULL_SPELL`], then frees up.
     fn run_storage(&mut self, i: usize, id: RequestId, op: StorageOp) {
         let incarnation = self.nodes[i].incarnation;
+        let writes = op.writes();
         if self.nodes[i].free_disk_if_due(self.now) {
             self.note(i, "disk has room again");
         }
@@ -651,6 +654,7 @@ impl Sim {
                 incarnation,
                 id,
                 work,
+                writes,
             },
         );
     }
@@ -800,7 +804,14 @@ impl Sim {
         result
     }
 
-    fn storage_done(&mut self, i: usize, incarnation: u32, id: RequestId, work: StorageWork) {
+    fn storage_done(
+        &mut self,
+        i: usize,
+        incarnation: u32,
+        id: RequestId,
+        work: StorageWork,
+        writes: bool,
+    ) {
         if self.nodes[i].incarnation != incarnation || !self.nodes[i].is_up() {
             return;
         }
@@ -808,9 +819,83 @@ impl Sim {
             StorageWork::Applied(result) => result,
             StorageWork::Due(op) => self.apply_storage(i, id, op),
         };
+        if writes && self.setup.group_commit {
+            self.await_sync(i, id, result);
+        } else {
+            let now = self.node_now(i);
+            if let Some(r) = self.nodes[i].running.as_mut() {
+                r.engine.handle_storage(now, id, result);
+            }
+        }
+        self.drain(i);
+    }
+
+    /// Group commit, as the node's driver and committer do it: the write's completion
+    /// waits for the next sync (started now if none is under way); a coordinator's own
+    /// write reaches the engine applied at once, and only its durability waits.
+    fn await_sync(&mut self, i: usize, id: RequestId, result: StorageResult) {
         let now = self.node_now(i);
-        if let Some(r) = self.nodes[i].running.as_mut() {
+        let incarnation = self.nodes[i].incarnation;
+        let Some(r) = self.nodes[i].running.as_mut() else {
+            return;
+        };
+        let later = match result {
+            Ok(reply) if reply.replicates_before_durable() => {
+                r.engine.handle_storage_applied(now, id, Ok(reply));
+                Ok(StorageReply::Synced)
+            }
+            other => other,
+        };
+        r.awaiting_sync.push((id, later));
+        if !r.syncing {
+            r.syncing = true;
+            let at = self.now + self.setup.power_cuts.sync_interval;
+            self.queue.push(
+                at,
+                Event::GroupSync {
+                    node: i,
+                    incarnation,
+                },
+            );
+        }
+    }
+
+    /// Group commit: node `i`'s sync ends. Every write that waited for it was applied
+    /// before now, so syncing the disk now covers them all; they reach the engine, as
+    /// failures if the sync failed (injected with the storage-failure probability: the
+    /// writes stay on the disk unsynced, not known durable).
+    fn group_sync(&mut self, i: usize, incarnation: u32) {
+        if self.nodes[i].incarnation != incarnation || !self.nodes[i].is_up() {
+            return;
+        }
+        let fail = self.net.faults.storage_failure;
+        let failed = fail > 0.0 && self.rng.random_bool(fail);
+        if !failed {
+            self.nodes[i].disk().sync();
+        }
+        let now = self.node_now(i);
+        let Some(r) = self.nodes[i].running.as_mut() else {
+            return;
+        };
+        r.syncing = false;
+        let done = std::mem::take(&mut r.awaiting_sync);
+        let count = done.len();
+        for (id, result) in done {
+            let result = if failed {
+                Err(StorageFailure::Engine(
+                    "injected: syncing the write-ahead log failed".into(),
+                ))
+            } else {
+                result
+            };
             r.engine.handle_storage(now, id, result);
+        }
+        if failed {
+            self.faults.storage_failures += 1;
+            self.note(
+                i,
+                &format!("group sync FAILED (injected) for {count} write(s)"),
+            );
         }
         self.drain(i);
     }

@@ -31,12 +31,16 @@ pub(crate) enum Event {
     /// A `Send`'s timeout expires.
     RpcTimeout { rpc: RpcKey },
     /// A storage operation completes: applied when issued (`Applied`) or now (`Due`).
+    /// `writes`: the op writes (with group commit its completion then waits for a sync).
     StorageDone {
         node: usize,
         incarnation: u32,
         id: RequestId,
         work: StorageWork,
+        writes: bool,
     },
+    /// Group commit: `node`'s sync of the writes whose completions wait for it ends.
+    GroupSync { node: usize, incarnation: u32 },
     /// A node's engine timer is due.
     Timer { node: usize, incarnation: u32 },
     /// A client request reaches a node.
@@ -97,6 +101,7 @@ impl Event {
             Event::PeerRequest { to, .. } => Some(*to),
             Event::PeerResponse { rpc, .. } | Event::RpcTimeout { rpc } => Some(rpc.from),
             Event::StorageDone { node, .. }
+            | Event::GroupSync { node, .. }
             | Event::Timer { node, .. }
             | Event::ClientRequest { node, .. } => Some(*node),
             _ => None,

@@ -6,7 +6,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use shoal_executor::{ExecError, Executor};
 use shoal_proto::layout::LayoutHistory;
-use shoal_proto::{Engine, EngineConfig, EngineError, Now, StorageOp, StorageReply, Time};
+use shoal_proto::{
+    Engine, EngineConfig, EngineError, Now, RequestId, StorageOp, StorageReply, StorageResult, Time,
+};
 use shoal_ring::NodeId;
 use shoal_storage::MemStorage;
 
@@ -33,6 +35,10 @@ pub(crate) struct Running {
     pub timer_at: Option<Time>,
     /// The peers its failure detector holds down, as last looked at.
     pub down: BTreeSet<NodeId>,
+    /// Group commit: completions of writes waiting for the next sync, in order.
+    pub awaiting_sync: Vec<(RequestId, StorageResult)>,
+    /// Group commit: a sync is under way ([`super::event::Event::GroupSync`]).
+    pub syncing: bool,
 }
 
 /// A node: its data (kept across crashes) and, while it runs, its engine and executor.
@@ -226,6 +232,8 @@ impl SimNode {
             next_inbound: 1,
             timer_at: None,
             down: BTreeSet::new(),
+            awaiting_sync: Vec::new(),
+            syncing: false,
         });
         Ok(())
     }
