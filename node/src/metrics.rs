@@ -283,6 +283,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (WAL_WRITE_OUT_SECONDS, MetricKind::Histogram, "(conditional: durability = \"buffered\" with storage.group_wal_writes, under writes) Time of one write-out of the WAL records of the writes the driver ran in a round"),
     (WAL_WRITE_OUT_WRITES, MetricKind::Histogram, "(conditional: durability = \"buffered\" with storage.group_wal_writes, under writes) Writes whose WAL records one write-out handed to the OS"),
     (WAL_WRITE_OUT_FAILURES_TOTAL, MetricKind::Counter, "(conditional: storage.group_wal_writes and a failing disk) WAL write-outs that failed; the writes they covered were reported failed"),
+    (engine::WRITES_REPLICATED_BEFORE_SYNC_TOTAL, MetricKind::Counter, "(conditional: durability = \"sync\" with group commit) Coordinators' local writes whose copies went to the replicas before their local sync, by how that sync ended (synced, failed)"),
     (GROUP_COMMIT_FAILURES_TOTAL, MetricKind::Counter, "(conditional: durability = \"sync\" and a failing disk) Group-commit fsyncs that failed; the writes they covered were reported failed"),
     (STORAGE_INLINE_DECLINED_TOTAL, MetricKind::Counter, "(conditional: storage.inline_writes and a write that would wait) Writes tried on the replication driver's thread that would have waited (a held key, an object not in memory, a dot reservation, a write stall) and went to a storage thread"),
     (EXECUTOR_ERRORS_TOTAL, MetricKind::Counter, "(conditional: a failing disk or an unreadable record) Storage operations that failed"),
