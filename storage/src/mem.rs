@@ -168,6 +168,29 @@ impl MemStorage {
         }
     }
 
+    /// Every row of `space` that is on the disk for good: what a power cut that kept no
+    /// unsynced write would leave of it. Without sync tracking, every row.
+    pub fn durable_rows(&self, space: Space) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let maps = self.read();
+        let spaces = match &maps.unsynced {
+            Some(u) => &u.durable,
+            None => &maps.spaces,
+        };
+        let rows = &spaces[space.index()];
+        rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// `key`'s value in `space` as the disk holds it for good (see
+    /// [`MemStorage::durable_rows`]).
+    pub fn durable_get(&self, space: Space, key: &[u8]) -> Option<Vec<u8>> {
+        let maps = self.read();
+        let spaces = match &maps.unsynced {
+            Some(u) => &u.durable,
+            None => &maps.spaces,
+        };
+        spaces[space.index()].get(key).cloned()
+    }
+
     /// The machine loses power: of the writes not synced, the first `keep` reached the
     /// disk and the rest are lost. Returns how many were lost. Kill the process's handle
     /// first ([`MemStorage::kill`]); a later [`MemStorage::reopen`] finds what is left.

@@ -337,6 +337,7 @@ impl Sim {
                     match reply_to {
                         Some(ReplyTo::Peer(rpc)) => self.respond_peer(i, rpc, response),
                         Some(ReplyTo::Client { client, op }) => {
+                            self.check_durable_at_ack(i, op, &response);
                             self.respond_client(client, op, response)
                         }
                         None => self.note(i, &format!("respond to unknown request #{}", id.0)),

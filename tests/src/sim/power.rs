@@ -204,3 +204,70 @@ impl Sim {
         self.faults.writes_lost_to_power_cuts += lost_writes as u64;
     }
 }
+
+impl Sim {
+    /// Group commit (`durability = "sync"`): when node `i` answers a put with success,
+    /// the write must already be on the disks of at least W nodes for good (synced: in
+    /// their objects, or as a hint for a primary that was down), since that is what the
+    /// answer promises; a write acknowledged while a copy it counted was still unsynced
+    /// is a violation. Checked with the run's W on every put (runs that vary quorums per
+    /// request are not checked).
+    pub(super) fn check_durable_at_ack(
+        &mut self,
+        i: usize,
+        op: crate::history::OpId,
+        response: &shoal_proto::wire::Response,
+    ) {
+        use shoal_proto::wire::{ClientResponse, Response};
+        if !self.setup.group_commit || self.cfg.vary_quorums {
+            return;
+        }
+        let Response::Client(ClientResponse::Put(reply)) = response else {
+            return;
+        };
+        let Some(entry) = self.history.ops.get(op) else {
+            return;
+        };
+        if !matches!(entry.kind, crate::history::OpKind::Put { .. }) {
+            return;
+        }
+        let Some(dot) = crate::history::write_dot(entry.context.as_ref(), &reply.context) else {
+            return;
+        };
+        let key = entry.key.clone();
+        let holds = |bytes: &[u8]| Object::decode(bytes).is_ok_and(|o| o.context().covers(dot));
+        // A stored object's key is the partition, the key's segment (two bytes), the key.
+        let is_key = |raw: &[u8]| {
+            split_object_key(raw)
+                .is_some_and(|(_, rest)| rest.get(2..).is_some_and(|k| k == key.as_bytes()))
+        };
+        let durable = (0..self.nodes.len())
+            .filter(|&j| {
+                let disk = self.nodes[j].disk();
+                let stored = disk.durable_rows(Space::Objects);
+                let hints = disk.durable_rows(Space::Hints);
+                stored.iter().any(|(k, v)| is_key(k) && holds(v))
+                    || hints.iter().any(|(_, v)| {
+                        v.get(HINT_HEADER_BYTES..)
+                            .is_some_and(|object| holds(object))
+                    })
+            })
+            .count();
+        let w = usize::from(self.setup.quorum.w);
+        if durable < w {
+            let detail = format!(
+                "{} acknowledged put #{op} (dot {dot:?}) with the write durable on {durable} node(s), W = {w}",
+                self.nodes[i].id
+            );
+            self.add_violations(vec![crate::checkers::Violation::new(
+                "durable_at_ack",
+                &key,
+                detail,
+            )]);
+        }
+    }
+}
+
+/// Bytes before the object in a stored hint: its format version and its store time
+/// (`executor/src/hints.rs`).
+const HINT_HEADER_BYTES: usize = 1 + 8;
