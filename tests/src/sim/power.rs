@@ -247,10 +247,9 @@ impl Sim {
                 let stored = disk.durable_rows(Space::Objects);
                 let hints = disk.durable_rows(Space::Hints);
                 stored.iter().any(|(k, v)| is_key(k) && holds(v))
-                    || hints.iter().any(|(_, v)| {
-                        v.get(HINT_HEADER_BYTES..)
-                            .is_some_and(|object| holds(object))
-                    })
+                    || hints
+                        .iter()
+                        .any(|(_, v)| v.get(HINT_HEADER_BYTES..).is_some_and(&holds))
             })
             .count();
         let w = usize::from(self.setup.quorum.w);
