@@ -262,12 +262,7 @@ impl Engine {
                     .replicated_before_sync
                     .get(["failed"])
                     .increment(1);
-                let membership = &self.membership;
-                if let Some(target) = op.quorum.fail(LOCAL, |n| membership.is_up(n)) {
-                    let (partition, key) = (op.partition, op.key.clone());
-                    let object = op.object.clone().unwrap_or_default();
-                    self.send_replicate(id, partition, key, object, target);
-                }
+                self.copy_to_fallback(id, LOCAL);
             }
         }
         self.write_progress(id);
@@ -364,15 +359,23 @@ impl Engine {
             // Another node would refuse it for the same reason: no fallback, no hint.
             op.quorum.refuse(slot);
         } else {
-            // Sloppy quorum: the copy goes to the next healthy fallback instead.
-            let membership = &self.membership;
-            if let Some(target) = op.quorum.fail(slot, |n| membership.is_up(n)) {
-                let (partition, key) = (op.partition, op.key.clone());
-                let object = op.object.clone().unwrap_or_default();
-                self.send_replicate(id, partition, key, object, target);
-            }
+            self.copy_to_fallback(id, slot);
         }
         self.write_progress(id);
+    }
+
+    /// `slot`'s copy failed: sloppy quorum, the copy goes to the next healthy fallback
+    /// instead (with a hint for the slot's primary), if one is left.
+    fn copy_to_fallback(&mut self, id: RequestId, slot: usize) {
+        let Some(op) = self.writes.get_mut(&id) else {
+            return;
+        };
+        let membership = &self.membership;
+        if let Some(target) = op.quorum.fail(slot, |n| membership.is_up(n)) {
+            let (partition, key) = (op.partition, op.key.clone());
+            let object = op.object.clone().unwrap_or_default();
+            self.send_replicate(id, partition, key, object, target);
+        }
     }
 
     /// Whether a replica's refusal of a write's `slot` is one of layout (a

@@ -473,29 +473,31 @@ impl Cluster {
 
     /// Run the `Storage` command `cmd` of `n` on its store and feed the reply back.
     pub fn run_storage(&mut self, n: &NodeId, cmd: &Command) -> Vec<Command> {
-        let Command::Storage { id, op } = cmd else {
-            panic!("not a storage command: {cmd:?}");
-        };
-        let now = self.now;
-        let node = self.node(n);
-        let reply = node.executor.execute(op.clone());
-        node.engine
-            .handle_storage(Now::from_virtual(now), *id, reply);
-        node.drain()
+        self.run_storage_then(n, cmd, Engine::handle_storage)
     }
 
     /// Group commit: run the `Storage` command `cmd` of `n` (a coordinator's local write)
     /// on its store and hand the engine the result as applied, not yet synced
     /// ([`shoal_proto::Engine::handle_storage_applied`]); [`Cluster::synced`] ends it.
     pub fn run_storage_applied(&mut self, n: &NodeId, cmd: &Command) -> Vec<Command> {
+        self.run_storage_then(n, cmd, Engine::handle_storage_applied)
+    }
+
+    /// Run the `Storage` command `cmd` of `n` on its store, hand the reply to `n`'s
+    /// engine with `deliver`, and return the commands that follow.
+    fn run_storage_then(
+        &mut self,
+        n: &NodeId,
+        cmd: &Command,
+        deliver: fn(&mut Engine, Now, RequestId, shoal_proto::StorageResult),
+    ) -> Vec<Command> {
         let Command::Storage { id, op } = cmd else {
             panic!("not a storage command: {cmd:?}");
         };
         let now = self.now;
         let node = self.node(n);
         let reply = node.executor.execute(op.clone());
-        node.engine
-            .handle_storage_applied(Now::from_virtual(now), *id, reply);
+        deliver(&mut node.engine, Now::from_virtual(now), *id, reply);
         node.drain()
     }
 
