@@ -593,7 +593,7 @@ impl Engine {
     /// then the sync's outcome through [`Engine::handle_storage`]
     /// ([`StorageReply::Synced`] or the failure). The write's copies go to the replicas
     /// now, while the local sync runs; the local copy counts towards W only once synced.
-    /// A result the engine does not expect here is kept for `handle_storage`.
+    /// Any other result is ignored here: a driver hands only such writes over applied.
     pub fn handle_storage_applied(&mut self, now: Now, id: RequestId, result: StorageResult) {
         self.advance(now);
         let Some(Waiter::WriteLocal(op)) = self.pending.get(&id).map(|p| &p.waiter) else {
