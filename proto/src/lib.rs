@@ -46,7 +46,7 @@ pub use merkle::{
 };
 pub use object::{Object, Sibling, SiblingValue, UpdateError, OBJECT_FORMAT_VERSION};
 pub use storage_ops::{
-    HintRecord, HintRejection, HintTotals, StorageFailure, StorageOp, StorageReply, StorageResult,
-    SEGMENT_ENTRY_OVERHEAD,
+    split_at_sync, HintRecord, HintRejection, HintTotals, StorageFailure, StorageOp, StorageReply,
+    StorageResult, SEGMENT_ENTRY_OVERHEAD,
 };
 pub use time::{Monotonic, Now, Time};

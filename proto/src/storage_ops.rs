@@ -468,6 +468,20 @@ impl StorageReply {
 /// The outcome of a [`StorageOp`], as the driver hands it back to the engine.
 pub type StorageResult = Result<StorageReply, StorageFailure>;
 
+/// With group commit, a writing op's `result` in two parts: what the engine gets at once
+/// ([`crate::Engine::handle_storage_applied`]: a coordinator's local write, applied) and
+/// what it gets through [`crate::Engine::handle_storage`] once the sync covering the
+/// write ended ([`StorageReply::Synced`] for that write, any other write's whole result;
+/// a failed sync replaces it with the failure).
+pub fn split_at_sync(result: StorageResult) -> (Option<StorageResult>, StorageResult) {
+    match result {
+        Ok(reply) if reply.replicates_before_durable() => {
+            (Some(Ok(reply)), Ok(StorageReply::Synced))
+        }
+        other => (None, other),
+    }
+}
+
 /// Why a [`StorageOp`] could not run. Refusals that are part of an op's answer (an object
 /// or hint over its bound) are [`StorageReply`]s, not failures.
 ///

@@ -13,8 +13,8 @@ use shoal_proto::wire::{
     Response, WireVersion, MAX_BATCH_BYTES, MAX_PEER_BATCH,
 };
 use shoal_proto::{
-    Command, Engine, InboundId, Monotonic, Now, ReplicaReadGateKey, RequestError, RequestId,
-    SendError, StorageFailure, StorageOp, StorageReply, StorageResult, Time,
+    split_at_sync, Command, Engine, InboundId, Monotonic, Now, ReplicaReadGateKey, RequestError,
+    RequestId, SendError, StorageFailure, StorageOp, StorageResult, Time,
 };
 use shoal_ring::NodeId;
 use shoal_storage::Storage;
@@ -125,34 +125,17 @@ pub(super) fn storage_worker<S: Storage>(
         }
         let sent = match &commit {
             Some(commit) if writes => {
-                let (applied, synced) = split_for_commit(id, result);
-                applied.is_none_or(|a| done.send(a).is_ok()) && commit.send(synced).is_ok()
+                let (applied, synced) = split_at_sync(result);
+                applied.is_none_or(|result| done.send(Completion::Applied { id, result }).is_ok())
+                    && commit
+                        .send(Completion::Storage { id, result: synced })
+                        .is_ok()
             }
             _ => done.send(Completion::Storage { id, result }).is_ok(),
         };
         if !sent {
             return;
         }
-    }
-}
-
-/// With group commit, what the driver gets of a write's result at once, and what the
-/// committer releases after its sync: a coordinator's local write is handed over applied
-/// (it replicates while the sync runs) and its completion is then just
-/// [`StorageReply::Synced`]; any other write's whole result waits for the sync.
-fn split_for_commit(id: RequestId, result: StorageResult) -> (Option<Completion>, Completion) {
-    match result {
-        Ok(reply) if reply.replicates_before_durable() => (
-            Some(Completion::Applied {
-                id,
-                result: Ok(reply),
-            }),
-            Completion::Storage {
-                id,
-                result: Ok(StorageReply::Synced),
-            },
-        ),
-        result => (None, Completion::Storage { id, result }),
     }
 }
 
@@ -461,19 +444,21 @@ impl Driver {
         if result.is_err() {
             STORAGE_OP_ERRORS.get([label]).increment(1);
         }
-        if let (true, Some((commit, _))) = (write, self.commit.clone()) {
-            let (applied, completion) = split_for_commit(id, result);
-            if let Some(Completion::Applied { id, result }) = applied {
-                // Its replica requests go out in this round, while the committer syncs.
-                let now = self.clock.now();
-                self.engine.handle_storage_applied(now, id, result);
-            }
+        if let (true, Some((commit, _))) = (write, &self.commit) {
+            let (applied, synced) = split_at_sync(result);
+            let completion = Completion::Storage { id, result: synced };
             if let Err(crossbeam::channel::TrySendError::Full(completion)) =
                 commit.try_send(completion)
             {
                 // Not expected (the room was checked above); waiting for the committer's
                 // next sync is still correct.
                 let _ = commit.send(completion);
+            }
+            if let Some(result) = applied {
+                // Its replica requests go out in this round, while the committer syncs;
+                // the sync's completion reaches the engine through `done`, after this.
+                let now = self.clock.now();
+                self.engine.handle_storage_applied(now, id, result);
             }
             return None;
         }

@@ -11,8 +11,8 @@ use shoal_proto::wire::{
     self, ClientRequest, LayoutStamp, MemberState, PeerRequest, PeerResponse, Request, Response,
 };
 use shoal_proto::{
-    Command, Dot, InboundId, Monotonic, Now, Object, RequestError, RequestId, SendError, Sender,
-    StorageFailure, StorageOp, StorageReply, StorageResult, Time,
+    split_at_sync, Command, Dot, InboundId, Monotonic, Now, Object, RequestError, RequestId,
+    SendError, Sender, StorageFailure, StorageOp, StorageReply, StorageResult, Time,
 };
 use shoal_ring::{NodeId, PartitionId};
 
@@ -840,13 +840,10 @@ impl Sim {
         let Some(r) = self.nodes[i].running.as_mut() else {
             return;
         };
-        let later = match result {
-            Ok(reply) if reply.replicates_before_durable() => {
-                r.engine.handle_storage_applied(now, id, Ok(reply));
-                Ok(StorageReply::Synced)
-            }
-            other => other,
-        };
+        let (applied, later) = split_at_sync(result);
+        if let Some(result) = applied {
+            r.engine.handle_storage_applied(now, id, result);
+        }
         r.awaiting_sync.push((id, later));
         if !r.syncing {
             r.syncing = true;
