@@ -69,7 +69,8 @@ fn encode_hint(stored_at: Time, object: &Object) -> Vec<u8> {
     out
 }
 
-pub(super) fn decode_hint(bytes: &[u8]) -> Result<(Time, Object), StorageFailure> {
+/// A stored hint's value: when it was stored, and its object.
+pub fn decode_hint(bytes: &[u8]) -> Result<(Time, Object), StorageFailure> {
     let corrupt = |detail: String| StorageFailure::Corrupt {
         what: "hint",
         detail,

@@ -52,8 +52,19 @@ use shoal_proto::{
 use shoal_ring::{NodeId, PartitionId};
 use shoal_storage::{Space, Storage, StorageError};
 
-pub use hints::hint_key;
+pub use hints::{decode_hint, hint_key};
 pub use trees::TreeMismatch;
+
+/// Bytes of the segment prefix that starts every key the executor stores in an object
+/// partition (a big-endian `u16`, see `Executor::stored_key`).
+const SEGMENT_PREFIX_BYTES: usize = 2;
+
+/// The client's key in a stored object key whose partition prefix is already removed
+/// (`shoal_storage::split_object_key`): what follows the segment prefix. `None` for a key
+/// too short to have one.
+pub fn key_of_stored(stored: &[u8]) -> Option<&[u8]> {
+    stored.get(SEGMENT_PREFIX_BYTES..)
+}
 
 use trees::Trees;
 
@@ -328,7 +339,7 @@ impl<S: Storage> Executor<S> {
     fn stored_key(&self, key: &[u8]) -> Vec<u8> {
         let seg = self.trees.segment_of(key);
         // Segments are < 2^16 (1,024 by default), so two bytes hold them.
-        let mut out = Vec::with_capacity(2 + key.len());
+        let mut out = Vec::with_capacity(SEGMENT_PREFIX_BYTES + key.len());
         out.extend_from_slice(&u16::try_from(seg).unwrap_or(u16::MAX).to_be_bytes());
         out.extend_from_slice(key);
         out

@@ -17,7 +17,10 @@ use shoal_proto::{
 use shoal_ring::PartitionId;
 use shoal_storage::{object_key, split_object_key, Space, Storage};
 
-use super::{decode_object, engine_failure, raw_digest, ExecError, Executor, SCAN_PAGE};
+use super::{
+    decode_object, engine_failure, key_of_stored, raw_digest, ExecError, Executor, SCAN_PAGE,
+    SEGMENT_PREFIX_BYTES,
+};
 
 /// The trees of one executor.
 pub(super) struct Trees {
@@ -95,7 +98,7 @@ impl<S: Storage> Executor<S> {
                 let Some((p, stored)) = split_object_key(raw_key) else {
                     continue;
                 };
-                let Some(key) = stored.get(2..) else {
+                let Some(key) = key_of_stored(stored) else {
                     continue;
                 };
                 built
@@ -144,7 +147,7 @@ impl<S: Storage> Executor<S> {
                 .scan_partition(p, after.as_deref(), SCAN_PAGE)?;
             let full = rows.len() == SCAN_PAGE;
             for (stored, value) in &rows {
-                if let Some(key) = stored.get(2..) {
+                if let Some(key) = key_of_stored(stored) {
                     rebuilt.insert(key, raw_digest(value));
                 }
             }
@@ -256,10 +259,11 @@ impl<S: Storage> Executor<S> {
                     let Some((_, stored)) = split_object_key(raw_key) else {
                         continue;
                     };
-                    let (Some(prefix), Some(key)) = (stored.get(..2), stored.get(2..)) else {
+                    let Some((prefix, key)) = stored.split_first_chunk::<SEGMENT_PREFIX_BYTES>()
+                    else {
                         continue;
                     };
-                    let seg = u16::from_be_bytes([prefix[0], prefix[1]]);
+                    let seg = u16::from_be_bytes(*prefix);
                     if let Some(list) = found.get_mut(&seg) {
                         total += key.len() + SEGMENT_ENTRY_OVERHEAD;
                         if total > max_bytes && Some(&seg) != wanted.first() {
@@ -333,7 +337,7 @@ impl<S: Storage> Executor<S> {
         let mut keys = Vec::new();
         let mut next = None;
         for (stored, value) in rows {
-            let Some(key) = stored.get(2..) else {
+            let Some(key) = key_of_stored(&stored) else {
                 continue;
             };
             // Corrupt objects are left to the read path to report, never reaped.

@@ -168,27 +168,20 @@ impl MemStorage {
         }
     }
 
-    /// Every row of `space` that is on the disk for good: what a power cut that kept no
-    /// unsynced write would leave of it. Without sync tracking, every row.
-    pub fn durable_rows(&self, space: Space) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// The rows of `space` whose keys start with `prefix` that are on the disk for good:
+    /// what a power cut that kept no unsynced write would leave of them. Without sync
+    /// tracking, every such row.
+    pub fn durable_rows(&self, space: Space, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         let maps = self.read();
         let spaces = match &maps.unsynced {
             Some(u) => &u.durable,
             None => &maps.spaces,
         };
-        let rows = &spaces[space.index()];
-        rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
-
-    /// `key`'s value in `space` as the disk holds it for good (see
-    /// [`MemStorage::durable_rows`]).
-    pub fn durable_get(&self, space: Space, key: &[u8]) -> Option<Vec<u8>> {
-        let maps = self.read();
-        let spaces = match &maps.unsynced {
-            Some(u) => &u.durable,
-            None => &maps.spaces,
-        };
-        spaces[space.index()].get(key).cloned()
+        spaces[space.index()]
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// The machine loses power: of the writes not synced, the first `keep` reached the

@@ -22,7 +22,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use shoal_proto::{Dot, Object, Time};
 use shoal_ring::PartitionId;
-use shoal_storage::{split_object_key, MemStorage, Space, Storage};
+use shoal_storage::{partition_bounds, split_object_key, MemStorage, Space, Storage};
 
 use super::config::{power_cut_rng, PowerCuts, EPOCH, POWER_CUT_STREAM};
 use super::{Phase, Sim};
@@ -235,21 +235,25 @@ impl Sim {
             return;
         };
         let key = entry.key.clone();
-        let holds = |bytes: &[u8]| Object::decode(bytes).is_ok_and(|o| o.context().covers(dot));
-        // A stored object's key is the partition, the key's segment (two bytes), the key.
+        let covers = |o: &Object| o.context().covers(dot);
         let is_key = |raw: &[u8]| {
             split_object_key(raw)
-                .is_some_and(|(_, rest)| rest.get(2..).is_some_and(|k| k == key.as_bytes()))
+                .and_then(|(_, stored)| shoal_executor::key_of_stored(stored))
+                .is_some_and(|k| k == key.as_bytes())
         };
+        // The key's partition in the store (its segment is the executor's to compute).
+        let (partition, _) = partition_bounds(self.ring.partition_of(key.as_bytes()));
         let durable = (0..self.nodes.len())
             .filter(|&j| {
                 let disk = self.nodes[j].disk();
-                let stored = disk.durable_rows(Space::Objects);
-                let hints = disk.durable_rows(Space::Hints);
-                stored.iter().any(|(k, v)| is_key(k) && holds(v))
+                let stored = disk.durable_rows(Space::Objects, &partition);
+                let hints = disk.durable_rows(Space::Hints, &[]);
+                stored
+                    .iter()
+                    .any(|(k, v)| is_key(k) && Object::decode(v).is_ok_and(|o| covers(&o)))
                     || hints
                         .iter()
-                        .any(|(_, v)| v.get(HINT_HEADER_BYTES..).is_some_and(&holds))
+                        .any(|(_, v)| shoal_executor::decode_hint(v).is_ok_and(|(_, o)| covers(&o)))
             })
             .count();
         let w = usize::from(self.setup.quorum.w);
@@ -266,7 +270,3 @@ impl Sim {
         }
     }
 }
-
-/// Bytes before the object in a stored hint: its format version and its store time
-/// (`executor/src/hints.rs`).
-const HINT_HEADER_BYTES: usize = 1 + 8;
