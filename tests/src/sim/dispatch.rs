@@ -844,9 +844,10 @@ impl Sim {
         if let Some(result) = applied {
             r.engine.handle_storage_applied(now, id, result);
         }
+        // A sync is under way exactly while completions wait for it.
+        let idle = r.awaiting_sync.is_empty();
         r.awaiting_sync.push((id, later));
-        if !r.syncing {
-            r.syncing = true;
+        if idle {
             let at = self.now + self.setup.power_cuts.sync_interval;
             self.queue.push(
                 at,
@@ -875,7 +876,6 @@ impl Sim {
         let Some(r) = self.nodes[i].running.as_mut() else {
             return;
         };
-        r.syncing = false;
         let done = std::mem::take(&mut r.awaiting_sync);
         let count = done.len();
         for (id, result) in done {

@@ -35,10 +35,10 @@ pub(crate) struct Running {
     pub timer_at: Option<Time>,
     /// The peers its failure detector holds down, as last looked at.
     pub down: BTreeSet<NodeId>,
-    /// Group commit: completions of writes waiting for the next sync, in order.
+    /// Group commit: completions of writes waiting for the sync under way (a
+    /// [`super::event::Event::GroupSync`] is due exactly while this is not empty), in
+    /// order.
     pub awaiting_sync: Vec<(RequestId, StorageResult)>,
-    /// Group commit: a sync is under way ([`super::event::Event::GroupSync`]).
-    pub syncing: bool,
 }
 
 /// A node: its data (kept across crashes) and, while it runs, its engine and executor.
@@ -233,7 +233,6 @@ impl SimNode {
             timer_at: None,
             down: BTreeSet::new(),
             awaiting_sync: Vec::new(),
-            syncing: false,
         });
         Ok(())
     }
