@@ -17,7 +17,7 @@ use std::time::Duration;
 use shoal_client::{Client, Context, NodeId};
 use shoal_proto::metrics::{
     AAE_BATCHES_SPLIT_TOTAL, AAE_BUDGET_RATIO, AAE_KEYS_REPAIRED_TOTAL,
-    COORDINATOR_DURATION_SECONDS, TOMBSTONES_REAPED_TOTAL,
+    COORDINATOR_DURATION_SECONDS, REPLICATION_LAG_UNFINISHED_TOTAL, TOMBSTONES_REAPED_TOTAL,
 };
 use shoal_ring::Ring;
 use support::{
@@ -98,6 +98,30 @@ async fn keys_repaired(cluster: &Cluster, nodes: &[usize]) -> f64 {
         .metric_sum(nodes, AAE_KEYS_REPAIRED_TOTAL, &[])
         .await
         .unwrap_or_else(|e| panic!("reading shoal_aae_keys_repaired_total: {e}"))
+}
+
+/// Waits until the coordinators among `nodes` stopped delivering `writes` acknowledged
+/// writes short of one of their primaries (`shoal_replication_lag_unfinished_total`):
+/// every copy for a stopped node failed, and none is still on its way.
+async fn wait_copies_ended_unfinished(cluster: &Cluster, nodes: &[usize], writes: usize) {
+    let writes = writes as f64;
+    wait_until(
+        "the copies for the stopped replica to fail",
+        Duration::from_secs(60),
+        || async move {
+            let unfinished = cluster
+                .metric_sum(nodes, REPLICATION_LAG_UNFINISHED_TOTAL, &[])
+                .await?;
+            if unfinished >= writes {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{unfinished} of {writes} writes ended their delivery short of a primary"
+                ))
+            }
+        },
+    )
+    .await
 }
 
 /// Polls until `dead` tombstones are reaped on every one of the N replicas: every tree
@@ -706,6 +730,10 @@ async fn a_partition_of_large_values_missed_by_a_replica_converges() {
     cluster.terminate(victim);
     put_new(&client, &kvs, 2).await;
     client.close().await;
+    // A copy for the victim is sent until `rpc_timeout` ends, and a handshake still
+    // pending when the victim is back on its port completes: restarted at once, it could
+    // get the writes from their coordinators and leave anti-entropy nothing to repair.
+    wait_copies_ended_unfinished(&cluster, &others, kvs.len()).await;
     let repaired_before = keys_repaired(&cluster, &others).await;
 
     let started = Instant::now();
