@@ -25,7 +25,12 @@ use shoal_proto::{CodecError, Object, RequestError, OBJECT_FORMAT_VERSION};
 const FIXTURE_VERSIONS: &[u16] = &[1, 2, 3, 4, 5, 6];
 
 fn dir(version: u16) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // The test runner's (cargo's, nextest's) value first: the compiled-in one names the
+    // checkout the binary was built in, which a shared target directory may have reused
+    // for another checkout at another path.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .join("tests/fixtures")
         .join(format!("v{version}"))
 }

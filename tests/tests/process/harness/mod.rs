@@ -31,7 +31,7 @@ mod process;
 mod toml;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -68,9 +68,13 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of a log printed when a test fails.
 pub const LOG_TAIL_LINES: usize = 60;
 
-/// The repository root (the workspace directory).
+/// The repository root (the workspace directory). The test runner's (cargo's, nextest's)
+/// `CARGO_MANIFEST_DIR` first: the compiled-in one names the checkout the binary was
+/// built in, which a shared target directory may have reused for another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("tests/ has a parent directory")
         .to_path_buf()
