@@ -87,6 +87,9 @@ pub const EXECUTOR_OP_DURATION_SECONDS: &str = "shoal_executor_op_duration_secon
 pub const GROUP_COMMIT_SYNC_SECONDS: &str = "shoal_group_commit_sync_seconds";
 /// Histogram, in writes: the writing storage ops one group-commit fsync acknowledged.
 pub const GROUP_COMMIT_WRITES: &str = "shoal_group_commit_writes";
+/// Histogram, in seconds: how long a group commit gathered writes after the first one
+/// arrived, in groups that used `storage.group_commit_window` (enough writes waiting).
+pub const GROUP_COMMIT_WINDOW_SECONDS: &str = "shoal_group_commit_window_seconds";
 /// Counter: group-commit fsyncs that failed (their writes were reported failed).
 pub const GROUP_COMMIT_FAILURES_TOTAL: &str = "shoal_group_commit_failures_total";
 /// Histogram, in seconds: one write-out of the WAL records of the writes the driver ran
@@ -280,6 +283,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (EXECUTOR_OP_DURATION_SECONDS, MetricKind::Histogram, "Time to run one engine storage operation (read-modify-write under the key's lock, Merkle-tree update included), queueing excluded"),
     (GROUP_COMMIT_SYNC_SECONDS, MetricKind::Histogram, "(conditional: durability = \"sync\" with group commit) Time of one write-ahead-log fsync that acknowledges a group of writes"),
     (GROUP_COMMIT_WRITES, MetricKind::Histogram, "(conditional: durability = \"sync\" with group commit) Writing storage operations one fsync acknowledged"),
+    (GROUP_COMMIT_WINDOW_SECONDS, MetricKind::Histogram, "(conditional: durability = \"sync\" with group commit, under concurrent writes) Time a group commit gathered writes after the first arrived before it synced (storage.group_commit_window)"),
     (WAL_WRITE_OUT_SECONDS, MetricKind::Histogram, "(conditional: durability = \"buffered\" with storage.group_wal_writes, under writes) Time of one write-out of the WAL records of the writes the driver ran in a round"),
     (WAL_WRITE_OUT_WRITES, MetricKind::Histogram, "(conditional: durability = \"buffered\" with storage.group_wal_writes, under writes) Writes whose WAL records one write-out handed to the OS"),
     (WAL_WRITE_OUT_FAILURES_TOTAL, MetricKind::Counter, "(conditional: storage.group_wal_writes and a failing disk) WAL write-outs that failed; the writes they covered were reported failed"),

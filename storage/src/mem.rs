@@ -33,6 +33,8 @@ struct Maps {
 struct Unsynced {
     durable: Spaces,
     batches: Vec<WriteBatch>,
+    /// Syncs asked for ([`MemStorage::sync`], through the `Storage` methods that sync).
+    syncs: u64,
 }
 
 /// Applies `ops` to `spaces`, keeping `bytes` (keys and values held), if given, up to
@@ -134,7 +136,14 @@ impl MemStorage {
     pub fn sync(&self) {
         if let Some(u) = self.write_lock().unsynced.as_mut() {
             u.sync();
+            u.syncs += 1;
         }
+    }
+
+    /// Syncs asked of a store with sync tracking so far (0 without it): how many fsyncs
+    /// a disk would have seen.
+    pub fn syncs(&self) -> u64 {
+        self.read().unsynced.as_ref().map_or(0, |u| u.syncs)
     }
 
     /// The process dies: this handle and its clones are closed at once, nothing is
@@ -159,7 +168,7 @@ impl MemStorage {
                 bytes: bytes_of(&spaces),
                 unsynced: Some(Unsynced {
                     durable: spaces.clone(),
-                    batches: Vec::new(),
+                    ..Unsynced::default()
                 }),
                 spaces,
             })),

@@ -248,9 +248,10 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         );
         let done = done_tx.clone();
         let store = storage.clone();
+        let window = cfg.storage.group_commit_window;
         let handle = std::thread::Builder::new()
             .name("shoal-commit".into())
-            .spawn(move || super::group_commit::committer(store, rx, done))
+            .spawn(move || super::group_commit::committer(store, rx, done, window))
             .context("spawning the group-commit thread")?;
         workers.push(handle);
         Some(tx)
