@@ -695,6 +695,33 @@ mod tests {
         }
     }
 
+    /// The group-commit window parses as a duration and is bounded: a longer one would
+    /// hold every write under load that long.
+    #[test]
+    fn the_group_commit_window_parses_and_is_bounded() {
+        let dir = dir_with_tls_files();
+        let path = dir.path().join("node.toml");
+        let with = |window: &str| {
+            DEFAULT_CONFIG_TOML.replacen(
+                "group_commit_window = \"400us\"",
+                &format!("group_commit_window = \"{window}\""),
+                1,
+            )
+        };
+        let cfg = NodeConfig::parse(DEFAULT_CONFIG_TOML, &path, dir.path()).unwrap();
+        assert_eq!(cfg.storage.group_commit_window, DEFAULT_GROUP_COMMIT_WINDOW);
+        let cfg = NodeConfig::parse(&with("0s"), &path, dir.path()).unwrap();
+        assert_eq!(cfg.storage.group_commit_window, Duration::ZERO);
+        let cfg = NodeConfig::parse(&with("2ms"), &path, dir.path()).unwrap();
+        assert_eq!(cfg.storage.group_commit_window, Duration::from_millis(2));
+        match NodeConfig::parse(&with("1s"), &path, dir.path()) {
+            Err(ConfigError::Field { field, .. }) => {
+                assert_eq!(field, "storage.group_commit_window")
+            }
+            other => panic!("a one-second group-commit window was accepted: {other:?}"),
+        }
+    }
+
     /// The clock-skew margin is a node setting, checked with the other engine rules.
     #[test]
     fn the_clock_skew_margin_is_enforced_on_the_node_config() {
