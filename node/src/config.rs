@@ -90,8 +90,9 @@ pub struct TlsConfig {
 }
 
 /// Default of [`StorageConfig::group_commit_window`]: under write-only load at
-/// concurrency 64, 11-13 writes per fsync instead of 6-7 and 7-12% more writes
-/// (BENCHMARKS.md); about what one WAL fsync takes on the machines measured.
+/// concurrency 64, 11-13 writes per fsync instead of 6-7 and 17% more writes at the
+/// median of three A/B pairs (BENCHMARKS.md); about what one WAL fsync takes on the
+/// machines measured.
 pub const DEFAULT_GROUP_COMMIT_WINDOW: Duration = Duration::from_micros(400);
 /// Largest accepted [`StorageConfig::group_commit_window`]: a write under load may wait
 /// this long before its sync starts.
