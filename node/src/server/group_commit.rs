@@ -131,16 +131,8 @@ mod tests {
         assert_eq!(storage.unsynced_writes(), 100);
         let s = storage.clone();
         let worker = std::thread::spawn(move || committer(s, rx, done_tx, Duration::ZERO));
-        let mut seen = Vec::new();
-        while seen.len() < 100 {
-            let Some(Completion::Storage { id, result }) = done_rx.blocking_recv() else {
-                panic!("the committer stopped early");
-            };
-            assert!(result.is_ok());
-            // Released only once synced: the 100 writes are all durable by now.
-            assert_eq!(storage.unsynced_writes(), 0, "completion {id:?}");
-            seen.push(id.0);
-        }
+        // Released only once synced: the 100 writes are all durable by then.
+        let seen = released(&mut done_rx, &storage, 100);
         assert_eq!(seen, (0..100).collect::<Vec<_>>());
         drop(tx);
         worker.join().unwrap();
@@ -149,16 +141,23 @@ mod tests {
     /// How long a test waits for the committer (never reached when it works).
     const DEADLINE: Duration = Duration::from_secs(20);
 
-    /// Receives `n` completions (panicking after [`DEADLINE`]), checking that every
-    /// write made so far was synced when each came out.
-    fn released(done_rx: &mut mpsc::UnboundedReceiver<Completion>, storage: &MemStorage, n: usize) {
+    /// Receives `n` completions (panicking after [`DEADLINE`]), checking that each is a
+    /// success and that every write made so far was synced when it came out; returns
+    /// their ids in the order released.
+    fn released(
+        done_rx: &mut mpsc::UnboundedReceiver<Completion>,
+        storage: &MemStorage,
+        n: usize,
+    ) -> Vec<u64> {
         let deadline = Instant::now() + DEADLINE;
+        let mut ids = Vec::with_capacity(n);
         for i in 0..n {
             loop {
                 match done_rx.try_recv() {
-                    Ok(Completion::Storage { result, .. }) => {
+                    Ok(Completion::Storage { id, result }) => {
                         assert!(result.is_ok(), "{result:?}");
-                        assert_eq!(storage.unsynced_writes(), 0, "completion {i}");
+                        assert_eq!(storage.unsynced_writes(), 0, "completion {id:?}");
+                        ids.push(id.0);
                         break;
                     }
                     Ok(_) => panic!("not a storage completion"),
@@ -172,6 +171,7 @@ mod tests {
                 }
             }
         }
+        ids
     }
 
     /// With enough writes waiting, the ones arriving during the window share their sync:
