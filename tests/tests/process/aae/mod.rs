@@ -100,30 +100,6 @@ async fn keys_repaired(cluster: &Cluster, nodes: &[usize]) -> f64 {
         .unwrap_or_else(|e| panic!("reading shoal_aae_keys_repaired_total: {e}"))
 }
 
-/// Waits until the coordinators among `nodes` stopped delivering `writes` acknowledged
-/// writes short of one of their primaries (`shoal_replication_lag_unfinished_total`):
-/// every copy for a stopped node failed, and none is still on its way.
-async fn wait_copies_ended_unfinished(cluster: &Cluster, nodes: &[usize], writes: usize) {
-    let writes = writes as f64;
-    wait_until(
-        "the copies for the stopped replica to fail",
-        Duration::from_secs(60),
-        || async move {
-            let unfinished = cluster
-                .metric_sum(nodes, REPLICATION_LAG_UNFINISHED_TOTAL, &[])
-                .await?;
-            if unfinished >= writes {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{unfinished} of {writes} writes ended their delivery short of a primary"
-                ))
-            }
-        },
-    )
-    .await
-}
-
 /// Polls until `dead` tombstones are reaped on every one of the N replicas: every tree
 /// holds exactly `live` keys per partition (as `shoal aae status --json` shows), and the
 /// reapers counted `dead * N` keys reaped (`shoal_tombstones_reaped_total`, which the
@@ -733,7 +709,17 @@ async fn a_partition_of_large_values_missed_by_a_replica_converges() {
     // A copy for the victim is sent until `rpc_timeout` ends, and a handshake still
     // pending when the victim is back on its port completes: restarted at once, it could
     // get the writes from their coordinators and leave anti-entropy nothing to repair.
-    wait_copies_ended_unfinished(&cluster, &others, kvs.len()).await;
+    // Every copy for the stopped replica failed once its coordinator stopped delivering
+    // each write short of a primary.
+    cluster
+        .wait_metric_sum(
+            &others,
+            REPLICATION_LAG_UNFINISHED_TOTAL,
+            &[],
+            kvs.len() as f64,
+            Duration::from_secs(60),
+        )
+        .await;
     let repaired_before = keys_repaired(&cluster, &others).await;
 
     let started = Instant::now();

@@ -494,6 +494,29 @@ impl Cluster {
         }
         Ok(total)
     }
+
+    /// Waits (at most `timeout`) until [`Cluster::metric_sum`] of `name{labels}` over the
+    /// nodes `indices` reaches `min`.
+    pub async fn wait_metric_sum(
+        &self,
+        indices: &[usize],
+        name: &str,
+        labels: &[(&str, &str)],
+        min: f64,
+        timeout: Duration,
+    ) {
+        let what = format!("{name}{labels:?} summed over nodes {indices:?} to reach {min}");
+        wait_until(&what, timeout, || async move {
+            let v = self.metric_sum(indices, name, labels).await?;
+            if v >= min {
+                Ok(())
+            } else {
+                Err(format!("{v}"))
+            }
+        })
+        .await;
+    }
+
     /// Opens the RocksDB store of node `i`, which must have exited, and reads every key of
     /// `keys` that has the node among its `n` primaries. Returns those keys, in order,
     /// each with the object stored for it (`None`: nothing stored).

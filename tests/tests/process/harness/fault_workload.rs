@@ -149,8 +149,12 @@ pub async fn run(cluster: &mut Cluster) -> WorkloadReport {
     let all = [N1, N2, N3];
     let p = WORKLOAD_PARTITIONS as f64;
     // Anti-entropy's first round: n1 with n2 and n3, n2 with n3, every partition.
-    wait_metric(cluster, &[N1], AAE_EXCHANGES_TOTAL, &[], 2.0 * p).await;
-    wait_metric(cluster, &[N2], AAE_EXCHANGES_TOTAL, &[], p).await;
+    cluster
+        .wait_metric_sum(&[N1], AAE_EXCHANGES_TOTAL, &[], 2.0 * p, STEP_TIMEOUT)
+        .await;
+    cluster
+        .wait_metric_sum(&[N2], AAE_EXCHANGES_TOTAL, &[], p, STEP_TIMEOUT)
+        .await;
 
     // Phase 1: healthy.
     let client = cluster.client().await;
@@ -205,18 +209,27 @@ pub async fn run(cluster: &mut Cluster) -> WorkloadReport {
     cluster.resume(N3);
     wait_views(cluster, &client, &all, &all, MemberState::Up).await;
     wait_hints_drained(&client, &cluster.ids(&all), STEP_TIMEOUT).await;
-    wait_metric(cluster, &all, HINTS_TOTAL, &[("event", "expired")], 1.0).await;
+    cluster
+        .wait_metric_sum(
+            &all,
+            HINTS_TOTAL,
+            &[("event", "expired")],
+            1.0,
+            STEP_TIMEOUT,
+        )
+        .await;
     for key in &expiring[..expiring.len() / 2] {
         get(&client, key, 3, &mut report).await;
     }
-    wait_metric(
-        cluster,
-        &all,
-        READ_REPAIRS_TOTAL,
-        &[],
-        (expiring.len() / 2) as f64,
-    )
-    .await;
+    cluster
+        .wait_metric_sum(
+            &all,
+            READ_REPAIRS_TOTAL,
+            &[],
+            (expiring.len() / 2) as f64,
+            STEP_TIMEOUT,
+        )
+        .await;
     client.close().await;
 
     // Phase 3: n1 killed.
@@ -231,30 +244,34 @@ pub async fn run(cluster: &mut Cluster) -> WorkloadReport {
         put(&client, key, None, 2, &mut report).await;
         get(&client, key, 2, &mut report).await;
     }
-    wait_metric(
-        cluster,
-        &[N2, N3],
-        HINTS_TOTAL,
-        &[("event", "dropped")],
-        1.0,
-    )
-    .await;
+    cluster
+        .wait_metric_sum(
+            &[N2, N3],
+            HINTS_TOTAL,
+            &[("event", "dropped")],
+            1.0,
+            STEP_TIMEOUT,
+        )
+        .await;
     client.close().await;
 
     // Phase 4: n1 back.
     cluster.restart(N1).await;
     let client = cluster.client().await;
     for direction in ["fetched", "pushed"] {
-        wait_metric(
-            cluster,
-            &[N1],
-            AAE_KEYS_REPAIRED_TOTAL,
-            &[("direction", direction)],
-            1.0,
-        )
-        .await;
+        cluster
+            .wait_metric_sum(
+                &[N1],
+                AAE_KEYS_REPAIRED_TOTAL,
+                &[("direction", direction)],
+                1.0,
+                STEP_TIMEOUT,
+            )
+            .await;
     }
-    wait_metric(cluster, &all, TOMBSTONES_REAPED_TOTAL, &[], 1.0).await;
+    cluster
+        .wait_metric_sum(&all, TOMBSTONES_REAPED_TOTAL, &[], 1.0, STEP_TIMEOUT)
+        .await;
     wait_hints_drained(&client, &cluster.ids(&all), STEP_TIMEOUT).await;
     for key in unhinted.iter().take(5) {
         get(&client, key, 3, &mut report).await;
@@ -276,26 +293,6 @@ async fn expect_unavailable(client: &Client, key: &str, report: &mut WorkloadRep
         "an R=3 get with a node down must be Unavailable, got {get:?}"
     );
     report.unavailable += 2;
-}
-
-/// Waits until [`Cluster::metric_sum`] of `name{labels}` over `nodes` reaches `min`.
-async fn wait_metric(
-    cluster: &Cluster,
-    nodes: &[usize],
-    name: &str,
-    labels: &[(&str, &str)],
-    min: f64,
-) {
-    let what = format!("{name}{labels:?} summed over nodes {nodes:?} to reach {min}");
-    wait_until(&what, STEP_TIMEOUT, || async move {
-        let v = cluster.metric_sum(nodes, name, labels).await?;
-        if v >= min {
-            Ok(())
-        } else {
-            Err(format!("{v}"))
-        }
-    })
-    .await;
 }
 
 /// Waits until each of `reporters` sees each of `members` in `state`.
@@ -358,12 +355,13 @@ async fn foreign_ca_handshake(cluster: &Cluster, i: usize) {
         result.is_err(),
         "a certificate of another CA must not get an answer"
     );
-    wait_metric(
-        cluster,
-        &[i],
-        shoal_transport::metrics::HANDSHAKE_FAILURES_TOTAL,
-        &[],
-        1.0,
-    )
-    .await;
+    cluster
+        .wait_metric_sum(
+            &[i],
+            shoal_transport::metrics::HANDSHAKE_FAILURES_TOTAL,
+            &[],
+            1.0,
+            STEP_TIMEOUT,
+        )
+        .await;
 }
