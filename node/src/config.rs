@@ -128,10 +128,13 @@ pub struct StorageConfig {
     /// and no group commit it does not apply (an fsync is a wait). `false` sends every
     /// write to a storage thread.
     pub inline_writes: bool,
-    /// With `buffered` and `inline_writes`: the WAL records of the writes the driver runs
-    /// in one round go to the OS in one system call, before any of them is acknowledged
-    /// (default); `false` writes each out before its write returns. As durable either
-    /// way: nothing is answered before its record is in the OS.
+    /// With `inline_writes`, and `buffered` or group commit: the WAL records of the
+    /// writes the driver runs stay in the process until they go to the OS together
+    /// (default): with `buffered` a round's in one system call before any of them is
+    /// acknowledged, with group commit everything since the last sync in the committer's
+    /// next sync (which writes out, then syncs). `false` writes each out before its write
+    /// returns. As durable either way: nothing is acknowledged before its record is as
+    /// durable as `durability` promises.
     pub group_wal_writes: bool,
     /// Shared block cache, in bytes.
     pub block_cache_bytes: usize,
@@ -150,6 +153,33 @@ pub struct StorageConfig {
     /// filesystem: checkpoints then hard-link the table files instead of copying them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_dir: Option<PathBuf>,
+}
+
+impl StorageConfig {
+    /// Whether the node group-commits: `sync` with `group_commit`. The store then writes
+    /// without syncing, and the committer syncs the WAL before any write's completion
+    /// reaches the engine.
+    pub fn group_commits(&self) -> bool {
+        self.durability == Durability::Sync && self.group_commit
+    }
+
+    /// Whether writes run on the driver's thread: only when the store does not sync them
+    /// (an fsync is a wait), with `buffered` or with group commit.
+    pub fn runs_inline_writes(&self) -> bool {
+        self.inline_writes && (self.durability == Durability::Buffered || self.group_commits())
+    }
+
+    /// Whether the inline writes' WAL records stay in the process until written out
+    /// together (`RocksOptions::buffer_try_writes`; see [`StorageConfig::group_wal_writes`]).
+    pub fn buffers_wal_records(&self) -> bool {
+        self.runs_inline_writes() && self.group_wal_writes
+    }
+
+    /// Whether the driver writes a round's buffered WAL records out itself (`buffered`;
+    /// under group commit the committer's sync does).
+    pub fn writes_out_wal_per_round(&self) -> bool {
+        self.buffers_wal_records() && self.durability == Durability::Buffered
+    }
 }
 
 impl Default for StorageConfig {
@@ -721,6 +751,56 @@ mod tests {
             }
             other => panic!("a one-second group-commit window was accepted: {other:?}"),
         }
+    }
+
+    /// Which write paths each durability setting turns on: inline writes need a store
+    /// that does not sync them; their WAL records stay in the process with `buffered`
+    /// (the driver writes a round's out) and with group commit (the committer's sync
+    /// writes them out), never with per-write fsyncs.
+    #[test]
+    fn write_paths_follow_durability_and_group_commit() {
+        let storage = |durability, group_commit, inline_writes, group_wal_writes| StorageConfig {
+            durability,
+            group_commit,
+            inline_writes,
+            group_wal_writes,
+            ..StorageConfig::default()
+        };
+        let paths = |s: &StorageConfig| {
+            (
+                s.group_commits(),
+                s.runs_inline_writes(),
+                s.buffers_wal_records(),
+                s.writes_out_wal_per_round(),
+            )
+        };
+        let (buffered, sync) = (Durability::Buffered, Durability::Sync);
+        // (group commit, inline writes, records buffered, driver writes them out)
+        assert_eq!(paths(&StorageConfig::default()), (false, true, true, true));
+        assert_eq!(
+            paths(&storage(sync, true, true, true)),
+            (true, true, true, false)
+        );
+        assert_eq!(
+            paths(&storage(sync, false, true, true)),
+            (false, false, false, false)
+        );
+        assert_eq!(
+            paths(&storage(sync, true, true, false)),
+            (true, true, false, false)
+        );
+        assert_eq!(
+            paths(&storage(sync, true, false, true)),
+            (true, false, false, false)
+        );
+        assert_eq!(
+            paths(&storage(buffered, true, true, false)),
+            (false, true, false, false)
+        );
+        assert_eq!(
+            paths(&storage(buffered, false, false, true)),
+            (false, false, false, false)
+        );
     }
 
     /// The clock-skew margin is a node setting, checked with the other engine rules.

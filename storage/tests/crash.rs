@@ -3,7 +3,9 @@
 //! The test re-executes its own binary as a child (selected by the test's own name and an
 //! environment variable). The child opens a store and writes keys 0, 1, 2, ... printing
 //! `acked N` after each write returns; the parent waits for enough acks, SIGKILLs the child
-//! mid-stream, reopens the store and checks every acknowledged key.
+//! mid-stream, reopens the store and checks every acknowledged key. In the group-commit
+//! mode the child acknowledges its writes in groups, each after the `sync_wal` that covers
+//! it, as the node's committer does.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -26,9 +28,29 @@ const PARENT_DEADLINE: Duration = Duration::from_secs(45);
 /// Lines in flight between the reader thread and the test.
 const ACK_CHANNEL_BOUND: usize = 4096;
 
-fn options(durability: Durability) -> RocksOptions {
+/// Writes the group-commit child makes between two syncs.
+const GROUP: u64 = 7;
+
+/// How the child writes and when it acknowledges.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Each `Storage::write` with this durability acknowledges its write.
+    Write(Durability),
+    /// Group commit as a node with `durability = "sync"` runs it: the store writes
+    /// without syncing and leaves `try_write`'s WAL records in the process
+    /// (`buffer_try_writes`); a `sync_wal` (which writes them out, then syncs) acknowledges
+    /// every write since the last one.
+    GroupCommit,
+}
+
+fn options(mode: Mode) -> RocksOptions {
+    let (durability, buffer_try_writes) = match mode {
+        Mode::Write(durability) => (durability, false),
+        Mode::GroupCommit => (Durability::Buffered, true),
+    };
     RocksOptions {
         durability,
+        buffer_try_writes,
         block_cache_bytes: 8 << 20,
         write_buffer_bytes: 4 << 20,
         ..RocksOptions::default()
@@ -43,18 +65,38 @@ fn value_of(i: u64) -> Vec<u8> {
     format!("value-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes()
 }
 
-/// The child: write until killed (or the bounds run out), acking each write on stdout.
-fn run_child(dir: &Path, durability: Durability) -> ! {
-    let storage = RocksStorage::open(dir, options(durability)).expect("child opens the store");
+/// The child: write until killed (or the bounds run out), acking each write on stdout
+/// once it is as durable as `mode` makes it.
+fn run_child(dir: &Path, mode: Mode) -> ! {
+    let storage = RocksStorage::open(dir, options(mode)).expect("child opens the store");
     let started = Instant::now();
     let mut out = std::io::stdout().lock();
     // Start on a fresh line: the test harness may have printed a partial one.
     writeln!(out).expect("stdout");
+    let mut unacked = Vec::new();
     for i in 0..CHILD_MAX_WRITES {
-        storage
-            .put_object(partition_of(i), &i.to_be_bytes(), &value_of(i))
-            .expect("child write");
-        writeln!(out, "acked {i}").expect("stdout");
+        let (p, key, value) = (partition_of(i), i.to_be_bytes(), value_of(i));
+        match mode {
+            Mode::Write(_) => storage.put_object(p, &key, &value).expect("child write"),
+            Mode::GroupCommit => {
+                if !storage
+                    .try_put_object(p, &key, &value)
+                    .expect("child try_write")
+                {
+                    storage.put_object(p, &key, &value).expect("child write");
+                }
+            }
+        }
+        unacked.push(i);
+        if matches!(mode, Mode::GroupCommit) && (i + 1) % GROUP != 0 {
+            continue;
+        }
+        if matches!(mode, Mode::GroupCommit) {
+            storage.sync_wal().expect("child sync");
+        }
+        for acked in unacked.drain(..) {
+            writeln!(out, "acked {acked}").expect("stdout");
+        }
         out.flush().expect("stdout");
         if started.elapsed() > CHILD_MAX_RUNTIME {
             break;
@@ -84,9 +126,9 @@ fn parse_ack(line: &str) -> Option<u64> {
     number.trim().parse().ok()
 }
 
-fn crash_test(test_name: &str, durability: Durability) {
+fn crash_test(test_name: &str, mode: Mode) {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {
-        run_child(Path::new(&dir), durability);
+        run_child(Path::new(&dir), mode);
     }
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -144,14 +186,14 @@ fn crash_test(test_name: &str, durability: Durability) {
     let acked = next;
     assert!(acked >= ACKS_BEFORE_KILL);
 
-    let storage = RocksStorage::open(dir.path(), options(durability)).unwrap();
+    let storage = RocksStorage::open(dir.path(), options(mode)).unwrap();
     for i in 0..acked {
         let found = storage
             .get_object(partition_of(i), &i.to_be_bytes())
             .unwrap();
         assert!(
             found.as_deref() == Some(value_of(i).as_slice()),
-            "acknowledged write {i} of {acked} lost after SIGKILL ({durability:?})"
+            "acknowledged write {i} of {acked} lost after SIGKILL ({mode:?})"
         );
     }
     // Writes in flight at the kill may or may not have landed, but never half-written.
@@ -169,11 +211,22 @@ fn crash_test(test_name: &str, durability: Durability) {
 fn acknowledged_buffered_writes_survive_sigkill() {
     crash_test(
         "acknowledged_buffered_writes_survive_sigkill",
-        Durability::Buffered,
+        Mode::Write(Durability::Buffered),
     );
 }
 
 #[test]
 fn acknowledged_sync_writes_survive_sigkill() {
-    crash_test("acknowledged_sync_writes_survive_sigkill", Durability::Sync);
+    crash_test(
+        "acknowledged_sync_writes_survive_sigkill",
+        Mode::Write(Durability::Sync),
+    );
+}
+
+#[test]
+fn group_committed_writes_left_in_the_process_survive_sigkill() {
+    crash_test(
+        "group_committed_writes_left_in_the_process_survive_sigkill",
+        Mode::GroupCommit,
+    );
 }

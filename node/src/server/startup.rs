@@ -169,15 +169,14 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     // Group commit: the store writes without syncing, and the committer syncs the WAL
     // before any write's completion reaches the engine (`group_commit.rs`).
-    let group_commit =
-        cfg.storage.durability == shoal_storage::Durability::Sync && cfg.storage.group_commit;
-    // With `buffered` and inline writes, the driver writes the WAL records of a round's
-    // inline writes out at once (`Driver::with_wal_write_out`).
-    let group_wal_writes = cfg.storage.durability == shoal_storage::Durability::Buffered
-        && cfg.storage.inline_writes
-        && cfg.storage.group_wal_writes;
+    let group_commit = cfg.storage.group_commits();
+    // Inline writes may leave their WAL records in the process (`buffer_try_writes`)
+    // until they go to the OS together: with `buffered` the driver writes a round's out
+    // at once (`Driver::with_wal_write_out`); with group commit the committer's sync
+    // writes out everything since the last one, then syncs.
+    let group_wal_writes = cfg.storage.writes_out_wal_per_round();
     let options = RocksOptions {
-        buffer_try_writes: group_wal_writes,
+        buffer_try_writes: cfg.storage.buffers_wal_records(),
         durability: if group_commit {
             shoal_storage::Durability::Buffered
         } else {
@@ -282,8 +281,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     // Writes run inline only when the store does not sync them (an fsync is a wait):
     // with `buffered`, or with group commit, whose store writes unsynced and whose
     // committer releases the inline writes' completions too.
-    let inline_writes = cfg.storage.inline_writes
-        && (cfg.storage.durability == shoal_storage::Durability::Buffered || group_commit);
+    let inline_writes = cfg.storage.runs_inline_writes();
     let driver = match (&commit_tx, inline_writes) {
         (Some(commit), true) => {
             driver.with_group_commit(commit.clone(), cfg.limits.storage_threads)
