@@ -21,6 +21,8 @@ pub const MAX_VALUE_SIZE: usize = 64 << 20;
 pub const MAX_OUTSTANDING_LIMIT: usize = 1_000_000;
 /// Most closed-loop workers.
 pub const MAX_CONCURRENCY: usize = 100_000;
+/// Most `--threads`: more only contend for the cores.
+pub const MAX_THREADS: usize = 256;
 /// The environment variable naming the client config when `--config` is not given (the
 /// same as the `shoal` CLI's).
 pub const CONFIG_ENV: &str = "SHOAL_CONFIG";
@@ -214,6 +216,13 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL")]
     pub direct_reads: Option<bool>,
 
+    /// Threads of the load generator's async runtime. Default 1, as redis-benchmark:
+    /// one thread drives 40,000+ requests/s, and beside the nodes on a small machine a
+    /// second one costs more in cross-thread wake-ups than it adds (BENCHMARKS.md, *One
+    /// runtime thread in the load generator*). Raise it when one thread is saturated.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threads: usize,
+
     /// Closed loop: workers each sending the next operation when the last finished. Also the
     /// parallelism of `--load`.
     #[arg(short = 'c', long, default_value_t = 16, value_name = "N")]
@@ -360,6 +369,8 @@ pub struct BenchConfig {
     pub frames_per_node: Option<usize>,
     /// Overrides the client config's `direct_reads`.
     pub direct_reads: Option<bool>,
+    /// Worker threads of the async runtime.
+    pub threads: usize,
     /// Where to write JSON results.
     pub json: Option<PathBuf>,
     /// Where to write the SVG plot.
@@ -380,6 +391,9 @@ impl Cli {
         }
         if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
             return invalid(format!("--concurrency must be in 1..={MAX_CONCURRENCY}"));
+        }
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            return invalid(format!("--threads must be in 1..={MAX_THREADS}"));
         }
         let mode = match self.rate {
             None => Mode::Closed {
@@ -431,6 +445,7 @@ impl Cli {
             load_concurrency: self.concurrency,
             frames_per_node: self.frames_per_node,
             direct_reads: self.direct_reads,
+            threads: self.threads,
             stop,
             warmup: self.warmup,
             load: self.load,
@@ -652,6 +667,8 @@ mod tests {
         assert_eq!(cfg.json, Some(PathBuf::from("out.json")));
         assert_eq!(cfg.distribution, Distribution::Zipfian);
         assert!(cfg.fault.is_none());
+        assert_eq!(cfg.threads, 1);
+        assert_eq!(parse(&["--threads", "4"]).unwrap().threads, 4);
     }
 
     #[test]
@@ -699,6 +716,8 @@ mod tests {
             &["--rate", "NaN"],
             &["--keys", "0"],
             &["--concurrency", "0"],
+            &["--threads", "0"],
+            &["--threads", "257"],
             &["--ops", "0"],
             &["--duration", "0s"],
             &["--duration", "10s", "--ops", "5"],
