@@ -90,10 +90,10 @@ pub struct TlsConfig {
 }
 
 /// Default of [`StorageConfig::group_commit_window`]: under write-only load at
-/// concurrency 64, 11-13 writes per fsync instead of 6-7 and 17% more writes at the
-/// median of three A/B pairs (BENCHMARKS.md); about what one WAL fsync takes on the
-/// machines measured.
-pub const DEFAULT_GROUP_COMMIT_WINDOW: Duration = Duration::from_micros(400);
+/// concurrency 64, 400 µs took the writes per fsync from 6-7 to 11-13 and the writes
+/// per second up 17%, and 1 ms added another 6-8% (won 5 of 6 A/B pairs) while 2 ms
+/// was no better (BENCHMARKS.md); at concurrency 8 it costs a little latency.
+pub const DEFAULT_GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(1);
 /// Largest accepted [`StorageConfig::group_commit_window`]: a write under load may wait
 /// this long before its sync starts.
 pub const MAX_GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(20);
@@ -112,7 +112,7 @@ pub struct StorageConfig {
     /// With group commit: when several writes are already waiting for a sync, the
     /// committer gathers more for up to this long after the first arrived, so that one
     /// fsync covers more writes (fewer fsyncs, less CPU per write under load). A lone
-    /// write, or a few, sync at once. Default 400µs; "0s" syncs at once always.
+    /// write, or a few, sync at once. Default 1ms; "0s" syncs at once always.
     #[serde(with = "humantime_serde")]
     pub group_commit_window: Duration,
     /// Replica reads that the memtables and the block cache can answer run at once on
@@ -734,7 +734,7 @@ mod tests {
         let path = dir.path().join("node.toml");
         let with = |window: &str| {
             DEFAULT_CONFIG_TOML.replacen(
-                "group_commit_window = \"400us\"",
+                "group_commit_window = \"1ms\"",
                 &format!("group_commit_window = \"{window}\""),
                 1,
             )
