@@ -51,8 +51,11 @@ pub trait Storage: Send + Sync + 'static {
     /// An engine that buffers its WAL in the process (RocksDB with
     /// `RocksOptions::buffer_try_writes`) may leave the write's WAL record there: it is as
     /// durable as [`Storage::write`] makes a write (for `buffered`, in the OS, surviving a
-    /// killed process) only once [`Storage::write_out_wal`] returned. A caller writes it
-    /// out before it acknowledges the write or lets anything it read leave the process.
+    /// killed process) only once [`Storage::write_out_wal`] returned, and on disk once a
+    /// [`Storage::sync_wal`] (which writes it out first) returned. A caller writes it out
+    /// before it acknowledges the write or lets anything it read leave the process (the
+    /// node's driver with `buffered`), or syncs it before it acknowledges the write (the
+    /// node's group-commit committer).
     fn try_write(&self, batch: WriteBatch) -> Result<bool, StorageError> {
         self.write(batch).map(|()| true)
     }

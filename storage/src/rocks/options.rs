@@ -54,8 +54,9 @@ pub struct RocksOptions {
     /// `manual_wal_flush`) until `write_out_wal`, so that a caller making many such
     /// writes hands them to the OS with one system call; `write` still writes its record
     /// out before it returns. Only with `buffered` durability (ignored with `sync`).
-    /// For a caller that calls `write_out_wal` before it acknowledges a `try_write`
-    /// (the node's driver). Default off.
+    /// For a caller that calls `write_out_wal` (the node's driver with `buffered`) or
+    /// `sync_wal` (its group-commit committer) before it acknowledges a `try_write`.
+    /// Default off.
     pub buffer_try_writes: bool,
 }
 
