@@ -88,10 +88,10 @@ fn run_child(dir: &Path, mode: Mode) -> ! {
             }
         }
         unacked.push(i);
-        if matches!(mode, Mode::GroupCommit) && (i + 1) % GROUP != 0 {
-            continue;
-        }
         if matches!(mode, Mode::GroupCommit) {
+            if (i + 1) % GROUP != 0 {
+                continue;
+            }
             storage.sync_wal().expect("child sync");
         }
         for acked in unacked.drain(..) {
