@@ -22,6 +22,7 @@ use shoal_transport::{Endpoint, TransportError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::handler;
+use super::peer_failures::PeerFailures;
 use super::peer_versions::PeerVersions;
 use super::{Completion, Inbound};
 use shoal_executor::Executor;
@@ -177,6 +178,8 @@ pub(super) struct Driver {
     /// The version of the frames sent to each peer (`[cluster] wire_version`, or lower
     /// for a peer of an older release).
     peer_versions: Arc<PeerVersions>,
+    /// Warnings for failed peer requests, rate-limited per peer.
+    peer_failures: Arc<PeerFailures>,
     /// The restore marker of a node started from a backup, removed once the engine
     /// leaves restore mode ([`Driver::with_restore`]).
     restore_marker: Option<PathBuf>,
@@ -213,6 +216,7 @@ impl Driver {
             wal_write_out: None,
             unwritten: Vec::new(),
             peer_versions: Arc::new(PeerVersions::new(WireVersion::CURRENT)),
+            peer_failures: Arc::new(PeerFailures::default()),
             restore_marker: None,
             inflight_gauge: metrics::gauge!(crate::metrics::DRIVER_INFLIGHT_REQUESTS),
             pending_gauge: metrics::gauge!(crate::metrics::DRIVER_PENDING_COMMANDS),
@@ -611,6 +615,7 @@ impl Driver {
                 endpoint: self.endpoint.clone(),
                 done: self.done_tx.clone(),
                 versions: self.peer_versions.clone(),
+                failures: self.peer_failures.clone(),
                 to,
                 stamp,
             };
@@ -660,6 +665,7 @@ struct PeerSender {
     endpoint: Endpoint,
     done: mpsc::UnboundedSender<Completion>,
     versions: Arc<PeerVersions>,
+    failures: Arc<PeerFailures>,
     to: NodeId,
     stamp: shoal_proto::wire::LayoutStamp,
 }
@@ -669,6 +675,9 @@ impl PeerSender {
     fn complete(&self, id: RequestId, op: &'static str, result: Result<PeerResponse, SendError>) {
         let label = result.as_ref().map_or_else(SendError::label, |_| "ok");
         PEER_REQUESTS.get([op, label]).increment(1);
+        if let Err(e) = &result {
+            self.failures.warn(&self.to, op, &FailedSend(e));
+        }
         let _ = self.done.send(Completion::Response { id, result });
     }
 
@@ -719,6 +728,13 @@ impl PeerSender {
                                 supported,
                             })),
                         }
+                    }
+                    // Refused by the peer's server before its engine saw it
+                    // (overloaded, shutting down, the stamp refused).
+                    Ok(Response::Error(e)) => {
+                        self.failures
+                            .warn(&self.to, op, &format_args!("refused: {e}"));
+                        Ok(PeerResponse::Error(e))
                     }
                     // The answer to a forwarded client request is a client answer.
                     Ok(response) => Ok(response.into_peer()),
@@ -786,6 +802,8 @@ impl PeerSender {
                     format!("{} answers to a batch of {}", answers.len(), items.len()),
                 )),
                 Ok(Response::Peer(PeerResponse::Error(e)) | Response::Error(e)) => {
+                    self.failures
+                        .warn(&self.to, "batch", &format_args!("refused: {e}"));
                     for o in items {
                         let op = o.request.op_name();
                         self.complete(o.id, op, Ok(PeerResponse::Error(e.clone())));
@@ -821,6 +839,20 @@ impl PeerSender {
                     self.complete(o.id, op, Err(e.clone()));
                 }
             }
+        }
+    }
+}
+
+/// A [`SendError`] for a log line.
+struct FailedSend<'a>(&'a SendError);
+
+impl std::fmt::Display for FailedSend<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            SendError::Unreachable(why) => write!(f, "unreachable: {why}"),
+            SendError::Lost(why) => write!(f, "lost: {why}"),
+            SendError::Timeout => f.write_str("no answer within the request's timeout"),
+            SendError::Invalid(why) => write!(f, "an invalid answer: {why}"),
         }
     }
 }

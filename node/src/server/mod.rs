@@ -35,6 +35,7 @@ mod group_commit;
 mod handler;
 pub mod health;
 pub(crate) mod http;
+mod peer_failures;
 mod peer_versions;
 mod process_stats;
 mod replica_reads;

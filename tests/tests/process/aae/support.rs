@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use shoal_client::{Client, ClientError, Context, NodeId, WriteOptions};
+use shoal_client::{Client, ClientError, Context, NodeId, ReadOptions, RequestError, WriteOptions};
 use shoal_ring::Ring;
 
 use crate::harness::{
@@ -201,8 +201,21 @@ pub const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(200);
 /// quorums of all N replicas (W=3, R=3) cannot route around that.
 pub async fn unless_unavailable<T, Fut>(
     what: &str,
-    mut request: impl FnMut() -> Fut,
+    request: impl FnMut() -> Fut,
 ) -> Result<T, String>
+where
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    retry_unavailable(what, request)
+        .await
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// [`unless_unavailable`] keeping the error's type.
+async fn retry_unavailable<T, Fut>(
+    what: &str,
+    mut request: impl FnMut() -> Fut,
+) -> Result<T, ClientError>
 where
     Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
@@ -215,6 +228,54 @@ where
                 );
                 tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
             }
+            other => return other,
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Attempts of a put that its coordinator answers `Incomplete`.
+pub const INCOMPLETE_ATTEMPTS: usize = 3;
+
+/// Puts `value` at `key` (over `context`) with quorum `w`; returns the new context. A
+/// put answered `Incomplete` (stored by its coordinator, then a replica's copy failed:
+/// with handoff off and W = N, one failed message does it) is settled as the error
+/// advises: the key is read with R=2 (which meets a replica holding what landed) and
+/// written again over that read's context, so what landed is replaced instead of staying
+/// as a sibling; at most [`INCOMPLETE_ATTEMPTS`] times.
+async fn put_settled(
+    client: &Client,
+    key: &str,
+    value: &str,
+    mut context: Option<Context>,
+    w: u8,
+) -> Result<Context, String> {
+    let what = format!("put {key}");
+    let opts = WriteOptions::default().w(w);
+    for attempt in 1..=INCOMPLETE_ATTEMPTS {
+        let put = retry_unavailable(&what, || {
+            client
+                .put_with(key, value)
+                .context(context.as_ref())
+                .options(opts)
+                .send()
+        })
+        .await;
+        match put {
+            Err(e @ ClientError::Server(RequestError::Incomplete { .. }))
+                if attempt < INCOMPLETE_ATTEMPTS =>
+            {
+                eprintln!("{what}: {e}; reading it to write it again over what landed");
+                let read = retry_unavailable(&format!("get {key}"), || {
+                    client
+                        .get_with(key)
+                        .options(ReadOptions::default().r(2))
+                        .send()
+                })
+                .await
+                .map_err(|e| format!("get {key} after an incomplete put: {e}"))?;
+                context = Some(read.context);
+            }
             other => return other.map_err(|e| format!("{what}: {e}")),
         }
     }
@@ -222,7 +283,8 @@ where
 }
 
 /// Puts every pair (with `context` when one is given) with quorum `w`, at most
-/// [`IN_FLIGHT`] at once; panics listing the failures. Returns each key's new context.
+/// [`IN_FLIGHT`] at once (a put answered `Incomplete` is settled by [`put_settled`]);
+/// panics listing the failures. Returns each key's new context.
 pub async fn put_with_contexts(
     client: &Client,
     writes: Vec<(String, String, Option<Context>)>,
@@ -233,15 +295,7 @@ pub async fn put_with_contexts(
     let errors = run_bounded(writes, IN_FLIGHT, |(key, value, context)| {
         let (client, contexts) = (client.clone(), contexts.clone());
         async move {
-            let opts = WriteOptions::default().w(w);
-            let ctx = unless_unavailable(&format!("put {key}"), || {
-                client
-                    .put_with(&key, value.clone())
-                    .context(context.as_ref())
-                    .options(opts)
-                    .send()
-            })
-            .await?;
+            let ctx = put_settled(&client, &key, &value, context, w).await?;
             contexts.lock().unwrap().insert(key, ctx);
             Ok(())
         }
