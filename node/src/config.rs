@@ -94,6 +94,11 @@ pub struct TlsConfig {
 /// per second up 17%, and 1 ms added another 6-8% (won 5 of 6 A/B pairs) while 2 ms
 /// was no better (BENCHMARKS.md); at concurrency 8 it costs a little latency.
 pub const DEFAULT_GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(1);
+/// Default of [`StorageConfig::group_commit_window_min_waiting`].
+pub const DEFAULT_GROUP_COMMIT_WINDOW_MIN_WAITING: usize = 4;
+/// Largest accepted [`StorageConfig::group_commit_window_min_waiting`]: the most writes
+/// one sync releases.
+pub const MAX_GROUP_COMMIT_WINDOW_MIN_WAITING: usize = 4096;
 /// Largest accepted [`StorageConfig::group_commit_window`]: a write under load may wait
 /// this long before its sync starts.
 pub const MAX_GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(20);
@@ -115,6 +120,11 @@ pub struct StorageConfig {
     /// write, or a few, sync at once. Default 1ms; "0s" syncs at once always.
     #[serde(with = "humantime_serde")]
     pub group_commit_window: Duration,
+    /// The window opens only when at least this many writes are already waiting as a
+    /// sync falls due (default 4): fewer mean few concurrent writers, for whom the
+    /// window would add latency and gather little. Lower gathers more under load (fewer
+    /// fsyncs per write) at some latency for a few concurrent writers.
+    pub group_commit_window_min_waiting: usize,
     /// Replica reads that the memtables and the block cache can answer run at once on
     /// the replication driver's thread (default), saving two thread switches each;
     /// reads that need the disk, and all writes, go to the storage threads either way.
@@ -188,6 +198,7 @@ impl Default for StorageConfig {
             durability: Durability::Buffered,
             group_commit: true,
             group_commit_window: DEFAULT_GROUP_COMMIT_WINDOW,
+            group_commit_window_min_waiting: DEFAULT_GROUP_COMMIT_WINDOW_MIN_WAITING,
             inline_reads: true,
             inline_writes: true,
             group_wal_writes: true,
@@ -500,6 +511,14 @@ impl NodeConfig {
                 format!("must be at most {MAX_GROUP_COMMIT_WINDOW:?}: every write under load waits for it"),
             ));
         }
+        if !(1..=MAX_GROUP_COMMIT_WINDOW_MIN_WAITING)
+            .contains(&self.storage.group_commit_window_min_waiting)
+        {
+            return Err(field_err(
+                "storage.group_commit_window_min_waiting",
+                format!("must be between 1 and {MAX_GROUP_COMMIT_WINDOW_MIN_WAITING} (the most writes one sync releases)"),
+            ));
+        }
         if self.storage.write_buffer_bytes < (1 << 20) {
             return Err(field_err(
                 "storage.write_buffer_bytes",
@@ -750,6 +769,43 @@ mod tests {
                 assert_eq!(field, "storage.group_commit_window")
             }
             other => panic!("a one-second group-commit window was accepted: {other:?}"),
+        }
+    }
+
+    /// The waiting writes that open the group-commit window: 4 by default, at least 1,
+    /// at most the most writes one sync releases.
+    #[test]
+    fn the_group_commit_window_opens_from_a_bounded_number_of_waiting_writes() {
+        let dir = dir_with_tls_files();
+        let path = dir.path().join("node.toml");
+        let with = |n: usize| {
+            DEFAULT_CONFIG_TOML.replacen(
+                "group_commit_window_min_waiting = 4",
+                &format!("group_commit_window_min_waiting = {n}"),
+                1,
+            )
+        };
+        let cfg = NodeConfig::parse(DEFAULT_CONFIG_TOML, &path, dir.path()).unwrap();
+        assert_eq!(
+            cfg.storage.group_commit_window_min_waiting,
+            DEFAULT_GROUP_COMMIT_WINDOW_MIN_WAITING
+        );
+        assert_eq!(
+            cfg.storage,
+            StorageConfig::default(),
+            "the file states the defaults"
+        );
+        for n in [1, 2, MAX_GROUP_COMMIT_WINDOW_MIN_WAITING] {
+            let cfg = NodeConfig::parse(&with(n), &path, dir.path()).unwrap();
+            assert_eq!(cfg.storage.group_commit_window_min_waiting, n);
+        }
+        for n in [0, MAX_GROUP_COMMIT_WINDOW_MIN_WAITING + 1] {
+            match NodeConfig::parse(&with(n), &path, dir.path()) {
+                Err(ConfigError::Field { field, .. }) => {
+                    assert_eq!(field, "storage.group_commit_window_min_waiting")
+                }
+                other => panic!("min_waiting {n} was accepted: {other:?}"),
+            }
         }
     }
 

@@ -34,20 +34,41 @@ use super::Completion;
 pub(super) const MAX_GROUP: usize = 4096;
 
 /// Completions that must already be waiting when a sync is due for the committer to
-/// gather more during its window: fewer means little concurrency, and waiting would only
-/// add latency.
-pub(super) const WINDOW_MIN_WAITING: usize = 4;
+/// gather more during its window, by default (`storage.group_commit_window_min_waiting`):
+/// fewer means little concurrency, and waiting would only add latency.
+pub(super) const WINDOW_MIN_WAITING: usize = crate::config::DEFAULT_GROUP_COMMIT_WINDOW_MIN_WAITING;
+
+/// When the committer gathers more completions before it syncs.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Window {
+    /// How long after the first completion (`storage.group_commit_window`; zero: never).
+    pub(super) length: Duration,
+    /// Only when at least this many were already waiting as the sync fell due
+    /// (`storage.group_commit_window_min_waiting`).
+    pub(super) min_waiting: usize,
+}
+
+impl Window {
+    /// A window of `length` opened by [`WINDOW_MIN_WAITING`] completions.
+    #[cfg(test)]
+    fn of(length: Duration) -> Window {
+        Window {
+            length,
+            min_waiting: WINDOW_MIN_WAITING,
+        }
+    }
+}
 
 /// Runs until every sender of `rx` is gone or the driver is: takes the completions that
-/// are waiting (at least one, at most [`MAX_GROUP`]), and when [`WINDOW_MIN_WAITING`] or
-/// more were, those arriving within `window` of the first too; syncs `storage`'s WAL, and
-/// sends them on to `done` — as failures if the sync failed, since their writes may not be
-/// durable.
+/// are waiting (at least one, at most [`MAX_GROUP`]), and when `window.min_waiting` or
+/// more were, those arriving within `window.length` of the first too; syncs `storage`'s
+/// WAL, and sends them on to `done` — as failures if the sync failed, since their writes
+/// may not be durable.
 pub(super) fn committer<S: Storage>(
     storage: S,
     rx: Receiver<Completion>,
     done: mpsc::UnboundedSender<Completion>,
-    window: Duration,
+    window: Window,
 ) {
     let mut group = Vec::new();
     loop {
@@ -62,8 +83,8 @@ pub(super) fn committer<S: Storage>(
                 Err(_) => break,
             }
         }
-        if group.len() >= WINDOW_MIN_WAITING && !window.is_zero() {
-            let until = first + window;
+        if group.len() >= window.min_waiting && !window.length.is_zero() {
+            let until = first + window.length;
             while group.len() < MAX_GROUP {
                 match rx.recv_deadline(until) {
                     Ok(c) => group.push(c),
@@ -131,7 +152,8 @@ mod tests {
         }
         assert_eq!(storage.unsynced_writes(), 100);
         let s = storage.clone();
-        let worker = std::thread::spawn(move || committer(s, rx, done_tx, Duration::ZERO));
+        let worker =
+            std::thread::spawn(move || committer(s, rx, done_tx, Window::of(Duration::ZERO)));
         // Released only once synced: the 100 writes are all durable by then.
         let seen = released(&mut done_rx, &storage, 100);
         assert_eq!(seen, (0..100).collect::<Vec<_>>());
@@ -181,18 +203,35 @@ mod tests {
     /// need a second fsync).
     #[test]
     fn writes_arriving_within_the_window_share_the_sync_of_those_waiting() {
+        share_one_sync(Window::of(WINDOW_FOREVER));
+    }
+
+    /// `storage.group_commit_window_min_waiting` sets how many waiting writes open the
+    /// window: two, when it is 2.
+    #[test]
+    fn two_waiting_writes_open_the_window_when_configured_so() {
+        share_one_sync(Window {
+            length: WINDOW_FOREVER,
+            min_waiting: 2,
+        });
+    }
+
+    /// A window far longer than a test: only the senders' end closes it.
+    const WINDOW_FOREVER: Duration = Duration::from_secs(3600);
+
+    /// `window.min_waiting` writes wait, the committer takes them, five more arrive: all
+    /// are released after one fsync.
+    fn share_one_sync(window: Window) {
         let storage = MemStorage::with_sync_tracking();
         let (tx, rx) = crossbeam::channel::unbounded();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        let waiting = WINDOW_MIN_WAITING as u64;
+        let waiting = window.min_waiting as u64;
         for i in 0..waiting {
             storage.put_meta(&format!("k{i}"), b"v").unwrap();
             tx.send(completion(i)).unwrap();
         }
         let s = storage.clone();
-        // A window far longer than the test: only the senders' end closes it.
-        let worker =
-            std::thread::spawn(move || committer(s, rx, done_tx, Duration::from_secs(3600)));
+        let worker = std::thread::spawn(move || committer(s, rx, done_tx, window));
         // The committer took the waiting ones; now more arrive.
         let deadline = Instant::now() + DEADLINE;
         while !tx.is_empty() {
@@ -204,7 +243,7 @@ mod tests {
             tx.send(completion(i)).unwrap();
         }
         drop(tx);
-        released(&mut done_rx, &storage, WINDOW_MIN_WAITING + 5);
+        released(&mut done_rx, &storage, window.min_waiting + 5);
         worker.join().unwrap();
         assert_eq!(
             storage.syncs(),
@@ -224,7 +263,7 @@ mod tests {
         tx.send(completion(1)).unwrap();
         let s = storage.clone();
         let worker =
-            std::thread::spawn(move || committer(s, rx, done_tx, Duration::from_secs(3600)));
+            std::thread::spawn(move || committer(s, rx, done_tx, Window::of(WINDOW_FOREVER)));
         released(&mut done_rx, &storage, 1);
         assert_eq!(storage.syncs(), 1);
         drop(tx);
@@ -241,7 +280,7 @@ mod tests {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         tx.send(completion(7)).unwrap();
         drop(tx);
-        committer(storage, rx, done_tx, Duration::ZERO);
+        committer(storage, rx, done_tx, Window::of(Duration::ZERO));
         match done_rx.blocking_recv() {
             Some(Completion::Storage { id, result }) => {
                 assert_eq!(id, RequestId(7));

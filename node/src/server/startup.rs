@@ -247,7 +247,10 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         );
         let done = done_tx.clone();
         let store = storage.clone();
-        let window = cfg.storage.group_commit_window;
+        let window = super::group_commit::Window {
+            length: cfg.storage.group_commit_window,
+            min_waiting: cfg.storage.group_commit_window_min_waiting,
+        };
         let handle = std::thread::Builder::new()
             .name("shoal-commit".into())
             .spawn(move || super::group_commit::committer(store, rx, done, window))
