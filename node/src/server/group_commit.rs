@@ -12,9 +12,9 @@
 //! in the log file); the committer takes completions first and syncs after, so each sync
 //! covers every completion it releases.
 //!
-//! The window: when at least [`WINDOW_MIN_WAITING`] completions are already waiting (the
-//! node has concurrent writers), the committer gathers for up to `window` after the first
-//! of them arrived before it syncs, so that one fsync covers more writes. Under load that
+//! The window: when at least `storage.group_commit_window_min_waiting` (4 by default)
+//! completions are already waiting (the node has concurrent writers), the committer
+//! gathers for up to `window` after the first of them arrived before it syncs, so that one fsync covers more writes. Under load that
 //! halves the fsyncs per write and with them the CPU they cost (write-only at concurrency
 //! 64: 6-7 writes per fsync without the window, 11-13 with 400 µs, and 6-8% more writes
 //! with 1 ms, the default; BENCHMARKS.md). A lone write, or a few, sync at once: no
@@ -28,15 +28,12 @@ use shoal_storage::Storage;
 use tokio::sync::mpsc;
 
 use super::Completion;
+#[cfg(test)]
+use crate::config::DEFAULT_GROUP_COMMIT_WINDOW_MIN_WAITING;
 
 /// The most completions one sync releases; what arrives beyond waits for the next.
 /// Bounded so that one sync's batch, and the latency of its first write, stay bounded.
 pub(super) const MAX_GROUP: usize = 4096;
-
-/// Completions that must already be waiting when a sync is due for the committer to
-/// gather more during its window, by default (`storage.group_commit_window_min_waiting`):
-/// fewer means little concurrency, and waiting would only add latency.
-pub(super) const WINDOW_MIN_WAITING: usize = crate::config::DEFAULT_GROUP_COMMIT_WINDOW_MIN_WAITING;
 
 /// When the committer gathers more completions before it syncs.
 #[derive(Clone, Copy, Debug)]
@@ -49,12 +46,13 @@ pub(super) struct Window {
 }
 
 impl Window {
-    /// A window of `length` opened by [`WINDOW_MIN_WAITING`] completions.
+    /// A window of `length` opened by the default number of waiting completions
+    /// ([`DEFAULT_GROUP_COMMIT_WINDOW_MIN_WAITING`]).
     #[cfg(test)]
     fn of(length: Duration) -> Window {
         Window {
             length,
-            min_waiting: WINDOW_MIN_WAITING,
+            min_waiting: DEFAULT_GROUP_COMMIT_WINDOW_MIN_WAITING,
         }
     }
 }
@@ -252,7 +250,7 @@ mod tests {
         );
     }
 
-    /// Fewer writes waiting than [`WINDOW_MIN_WAITING`]: they are synced and released at
+    /// Fewer writes waiting than open the window: they are synced and released at
     /// once, whatever the window (here far longer than the test may take).
     #[test]
     fn a_lone_write_is_synced_at_once_whatever_the_window() {
