@@ -14,10 +14,11 @@
 //!
 //! The window: when at least `storage.group_commit_window_min_waiting` (4 by default)
 //! completions are already waiting (the node has concurrent writers), the committer
-//! gathers for up to `window` after the first of them arrived before it syncs, so that one fsync covers more writes. Under load that
-//! halves the fsyncs per write and with them the CPU they cost (write-only at concurrency
-//! 64: 6-7 writes per fsync without the window, 11-13 with 400 µs, and 6-8% more writes
-//! with 1 ms, the default; BENCHMARKS.md). A lone write, or a few, sync at once: no
+//! gathers for up to `window` after the first of them arrived before it syncs, so that
+//! one fsync covers more writes. Under load that halves the fsyncs per write and with
+//! them the CPU they cost (write-only at concurrency 64: 6-7 writes per fsync without the
+//! window, 11-13 with 400 µs, and 6-8% more writes with 1 ms, the default;
+//! BENCHMARKS.md). A lone write, or a few, sync at once: no
 //! added latency at low concurrency.
 
 use std::time::{Duration, Instant};
