@@ -44,6 +44,9 @@ pub(super) struct Window {
     /// Only when at least this many were already waiting as the sync fell due
     /// (`storage.group_commit_window_min_waiting`).
     pub(super) min_waiting: usize,
+    /// The window also ends once no completion arrived for this long
+    /// (`storage.group_commit_window_quiet`; zero: it runs its full length).
+    pub(super) quiet: Duration,
 }
 
 impl Window {
@@ -54,6 +57,7 @@ impl Window {
         Window {
             length,
             min_waiting: DEFAULT_GROUP_COMMIT_WINDOW_MIN_WAITING,
+            quiet: Duration::ZERO,
         }
     }
 }
@@ -84,10 +88,20 @@ pub(super) fn committer<S: Storage>(
         }
         if group.len() >= window.min_waiting && !window.length.is_zero() {
             let until = first + window.length;
+            let mut last = Instant::now();
             while group.len() < MAX_GROUP {
-                match rx.recv_deadline(until) {
-                    Ok(c) => group.push(c),
-                    // The window ended, or every sender is gone: sync what there is.
+                let deadline = if window.quiet.is_zero() {
+                    until
+                } else {
+                    until.min(last + window.quiet)
+                };
+                match rx.recv_deadline(deadline) {
+                    Ok(c) => {
+                        group.push(c);
+                        last = Instant::now();
+                    }
+                    // The window ended (or fell quiet), or every sender is gone: sync
+                    // what there is.
                     Err(_) => break,
                 }
             }
@@ -212,7 +226,34 @@ mod tests {
         share_one_sync(Window {
             length: WINDOW_FOREVER,
             min_waiting: 2,
+            quiet: Duration::ZERO,
         });
+    }
+
+    /// A window that falls quiet ends then, long before its length: the waiting writes
+    /// are released although the window (far longer than the test) and its senders
+    /// remain.
+    #[test]
+    fn a_window_ends_once_no_write_arrived_for_its_quiet_time() {
+        let storage = MemStorage::with_sync_tracking();
+        let (tx, rx) = crossbeam::channel::unbounded();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let window = Window {
+            length: WINDOW_FOREVER,
+            min_waiting: 2,
+            quiet: Duration::from_millis(1),
+        };
+        for i in 0..3 {
+            storage.put_meta(&format!("k{i}"), b"v").unwrap();
+            tx.send(completion(i)).unwrap();
+        }
+        let s = storage.clone();
+        let worker = std::thread::spawn(move || committer(s, rx, done_tx, window));
+        // `tx` stays open: only the quiet time can end the window.
+        released(&mut done_rx, &storage, 3);
+        assert_eq!(storage.syncs(), 1);
+        drop(tx);
+        worker.join().unwrap();
     }
 
     /// A window far longer than a test: only the senders' end closes it.

@@ -250,6 +250,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         let window = super::group_commit::Window {
             length: cfg.storage.group_commit_window,
             min_waiting: cfg.storage.group_commit_window_min_waiting,
+            quiet: cfg.storage.group_commit_window_quiet,
         };
         let handle = std::thread::Builder::new()
             .name("shoal-commit".into())
