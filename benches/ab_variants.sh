@@ -10,13 +10,14 @@
 # A VARIANT is `label|ENV=VALUE ...|toml`: the environment the nodes start with (may be
 # empty) and TOML appended to every node's config (`\n` for a new line), e.g.
 # 'sync||[storage]\ndurability = "sync"'. BIN_DIR holds the release `shoal` and
-# `shoal-bench`. Environment: WORKLOAD (write), CONCURRENCY (64), RUNS (3), DURATION (15s).
+# `shoal-bench` (BENCH: another shoal-bench). Environment: WORKLOAD (write), CONCURRENCY
+# (64), RUNS (3), DURATION (15s).
 # Expects an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$1; OUT=$2; shift 2; mkdir -p $OUT
 RUNS=${RUNS:-3}; DURATION=${DURATION:-15s}; WORKLOAD=${WORKLOAD:-write}; CONC=${CONCURRENCY:-64}
-BENCH=$BIN/shoal-bench
+BENCH=${BENCH:-$BIN/shoal-bench}
 # shellcheck source=benches/dev_cluster.sh
 . benches/dev_cluster.sh
 trap dev_cluster_down EXIT
@@ -47,7 +48,7 @@ for i in $(seq 1 $RUNS); do
   for k in $(seq 0 $((n-1))); do
     idx=$(( (k + i - 1) % n ))
     v=${@:$((idx+1)):1}
-    IFS='|' read -r label envs toml <<< "$v"
-    run "$label" "$i" "$envs" "$(printf "$toml")"
+    label=${v%%|*}; rest=${v#*|}; envs=${rest%%|*}; toml=${rest#*|}
+    run "$label" "$i" "$envs" "$(printf '%b' "$toml")"
   done
 done
