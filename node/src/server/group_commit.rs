@@ -88,17 +88,16 @@ pub(super) fn committer<S: Storage>(
         }
         if group.len() >= window.min_waiting && !window.length.is_zero() {
             let until = first + window.length;
-            let mut last = Instant::now();
+            // The clock is read per arrival only when a quiet time can end the window.
+            let quiet = (!window.quiet.is_zero()).then_some(window.quiet);
+            let mut deadline = quiet.map_or(until, |q| until.min(Instant::now() + q));
             while group.len() < MAX_GROUP {
-                let deadline = if window.quiet.is_zero() {
-                    until
-                } else {
-                    until.min(last + window.quiet)
-                };
                 match rx.recv_deadline(deadline) {
                     Ok(c) => {
                         group.push(c);
-                        last = Instant::now();
+                        if let Some(q) = quiet {
+                            deadline = until.min(Instant::now() + q);
+                        }
                     }
                     // The window ended (or fell quiet), or every sender is gone: sync
                     // what there is.
