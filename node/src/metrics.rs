@@ -145,6 +145,10 @@ pub const WIRE_VERSION_FALLBACKS_TOTAL: &str = "shoal_wire_version_fallbacks_tot
 /// Counter, by `reason` (`connections`, `request_too_large`, `timeout`): connections
 /// the metrics listener closed without an answer because a bound was reached.
 pub const METRICS_HTTP_REFUSED_TOTAL: &str = "shoal_metrics_http_refused_total";
+/// Histogram, in seconds: how long one upkeep of the metrics recorder took (folding the
+/// histogram values recorded since the last one into their buckets), every second on a
+/// blocking thread.
+pub const METRICS_UPKEEP_DURATION_SECONDS: &str = "shoal_metrics_upkeep_duration_seconds";
 
 /// Gauge, in seconds: user plus system CPU time the node process has used since it
 /// started (`/proc/self/stat`). It only grows: read it with `rate()`. A gauge and not a
@@ -250,6 +254,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (executor::AAE_OBJECTS_TOO_LARGE_TOTAL, MetricKind::Counter, "(conditional: an object over limits.max_object_bytes after a merge) Objects an exchange could not repair because they are too large"),
     (engine::TOMBSTONES_REAPED_TOTAL, MetricKind::Counter, "Tombstones deleted after replication.tombstone_grace once every replica held the same one (counted on every replica that deleted)"),
     (BUILD_INFO, MetricKind::Gauge, "Always 1, labelled with the version and commit this node was built from"),
+    (METRICS_UPKEEP_DURATION_SECONDS, MetricKind::Histogram, "How long one upkeep of the metrics recorder took: folding the histogram values recorded since the last one into their buckets (every second, on a blocking thread)"),
     (METRICS_HTTP_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a scraper or probe over a bound) Connections the metrics listener closed unanswered: too many at once, a request head too large, or too slow"),
     (IDLE_POLL_WINDOWS_TOTAL, MetricKind::Counter, "Windows in which the runtime kept polling its sockets after a wake-up instead of sleeping (limits.idle_poll)"),
     (IDLE_POLL_SECONDS_TOTAL, MetricKind::Gauge, "Time the idle poller spent polling with nothing to do (only grows; use rate())"),
