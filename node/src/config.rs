@@ -163,6 +163,10 @@ pub struct StorageConfig {
     /// Cache of the objects this node wrote or read last, in bytes: reads of them skip
     /// RocksDB's memtable search. 0 disables it.
     pub object_cache_bytes: usize,
+    /// CPU priority of RocksDB's flush and compaction threads: `low` (default, nice 19)
+    /// runs them on the CPU the node's requests leave, so that a memtable flush does not
+    /// delay the requests in flight; `normal` runs them beside the requests.
+    pub background_priority: shoal_storage::BackgroundPriority,
     /// Free space, in bytes, kept on the data directory's filesystem: below it the node
     /// refuses writes with `DiskFull` (reads are still served) until space is freed.
     /// 0 disables the reserve.
@@ -217,6 +221,7 @@ impl Default for StorageConfig {
             write_buffer_bytes: shoal_storage::DEFAULT_WRITE_BUFFER_BYTES,
             object_cache_bytes: shoal_storage::DEFAULT_OBJECT_CACHE_BYTES,
             min_free_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,
+            background_priority: shoal_storage::BackgroundPriority::Low,
             backup_dir: None,
         }
     }
@@ -824,6 +829,36 @@ mod tests {
             }
             other => panic!("a one-second quiet time was accepted: {other:?}"),
         }
+    }
+
+    /// The flush and compaction threads' priority: `low` by default, `normal` on
+    /// request, anything else refused.
+    #[test]
+    fn the_background_priority_is_low_or_normal() {
+        let dir = dir_with_tls_files();
+        let path = dir.path().join("node.toml");
+        let with = |priority: &str| {
+            DEFAULT_CONFIG_TOML.replacen(
+                "background_priority = \"low\"",
+                &format!("background_priority = \"{priority}\""),
+                1,
+            )
+        };
+        let cfg = NodeConfig::parse(DEFAULT_CONFIG_TOML, &path, dir.path()).unwrap();
+        assert_eq!(
+            cfg.storage.background_priority,
+            shoal_storage::BackgroundPriority::Low
+        );
+        let cfg = NodeConfig::parse(&with("normal"), &path, dir.path()).unwrap();
+        assert_eq!(
+            cfg.storage.background_priority,
+            shoal_storage::BackgroundPriority::Normal
+        );
+        let err = NodeConfig::parse(&with("idle"), &path, dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("background_priority"),
+            "the error names the setting: {err}"
+        );
     }
 
     /// The waiting writes that open the group-commit window: 4 by default, at least 1,

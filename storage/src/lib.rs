@@ -92,8 +92,9 @@ pub use crate::locks::{KeyLockGuard, KeyLocks, DEFAULT_LOCK_STRIPES};
 pub use crate::mem::{MemStorage, MAX_UNSYNCED_BATCHES};
 #[cfg(feature = "rocksdb")]
 pub use crate::rocks::{
-    Compression, DiskStatus, RocksOptions, RocksStorage, DEFAULT_BLOCK_CACHE_BYTES,
-    DEFAULT_MIN_FREE_BYTES, DEFAULT_OBJECT_CACHE_BYTES, DEFAULT_WRITE_BUFFER_BYTES,
+    BackgroundPriority, Compression, DiskStatus, RocksOptions, RocksStorage,
+    DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES, DEFAULT_OBJECT_CACHE_BYTES,
+    DEFAULT_WRITE_BUFFER_BYTES,
 };
 pub use crate::storage::{Rows, Storage};
 

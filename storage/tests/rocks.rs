@@ -156,6 +156,66 @@ fn a_key_just_flushed_is_still_answered_from_memory() {
     );
 }
 
+/// The nice value of each of this process's threads named `name`.
+fn nice_of_threads(name: &str) -> Vec<i64> {
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let task = task.expect("a task entry").path();
+        let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if comm.trim() != name {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
+            continue;
+        };
+        // After the parenthesised name: state is field 3, nice field 19 of proc(5).
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
+            .split(' ')
+            .collect();
+        nices.push(fields[16].parse().expect("a nice value"));
+    }
+    nices
+}
+
+/// By default flushes and compactions run at the lowest CPU priority (nice 19), so that
+/// on a busy machine a memtable flush takes only the CPU requests leave: a flushing
+/// thread (RocksDB's HIGH pool) and a compacting one (its LOW pool) both show it once
+/// they ran a job. (Linux's `/proc`; each thread lowers itself before its next job.)
+#[cfg(target_os = "linux")]
+#[test]
+fn flushes_and_compactions_run_at_the_lowest_cpu_priority_by_default() {
+    assert_eq!(
+        RocksOptions::default().background_priority,
+        shoal_storage::BackgroundPriority::Low
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path()).unwrap();
+    // Level-0 files past the compaction trigger (4): a compaction follows the flushes.
+    for i in 0..6u32 {
+        storage
+            .put_object(PartitionId(1), &i.to_be_bytes(), b"value")
+            .unwrap();
+        storage.flush().unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (high, low) = (
+            nice_of_threads("rocksdb:high"),
+            nice_of_threads("rocksdb:low"),
+        );
+        if high.contains(&19) && low.contains(&19) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after 30 s the flush threads have nice {high:?}, the compaction threads {low:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The objects the store wrote last are answered from its object cache (counted as
 /// hits), including after their memtable was flushed; a deleted object, a deleted
 /// partition and a failed write leave nothing behind in it, and other spaces never

@@ -17,8 +17,8 @@ use self::disk::DiskGuard;
 pub use self::disk::DiskStatus;
 use self::object_cache::{Lookup, ObjectCache, WriteGuard};
 pub use self::options::{
-    Compression, RocksOptions, DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES,
-    DEFAULT_OBJECT_CACHE_BYTES, DEFAULT_WRITE_BUFFER_BYTES,
+    BackgroundPriority, Compression, RocksOptions, DEFAULT_BLOCK_CACHE_BYTES,
+    DEFAULT_MIN_FREE_BYTES, DEFAULT_OBJECT_CACHE_BYTES, DEFAULT_WRITE_BUFFER_BYTES,
 };
 use crate::batch::{
     check_key, BatchOp, Durability, Space, StorageStats, WriteBatch, MAX_KEY_BYTES,

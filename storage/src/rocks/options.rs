@@ -1,6 +1,6 @@
 //! Tuning of the RocksDB engine.
 
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options};
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Env, Options};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Durability, Space};
@@ -16,6 +16,20 @@ pub enum Compression {
     /// rewritten soon and small, so compressing them costs CPU for little space.
     #[default]
     Lz4,
+}
+
+/// The CPU priority of RocksDB's background threads (flushes and compactions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackgroundPriority {
+    /// Lowest (nice 19, RocksDB's `CpuPriority::kLow`): flushes and compactions run on
+    /// the CPU the node's requests leave, so that a flush does not delay the requests
+    /// in flight. Under sustained saturation they slow down; RocksDB's own write
+    /// slowdown (too many level-0 files) then holds writes back until they catch up.
+    #[default]
+    Low,
+    /// The same as the node's request threads.
+    Normal,
 }
 
 /// Settings of [`crate::RocksStorage`]. `Default` suits a node with a few GiB of RAM.
@@ -58,6 +72,13 @@ pub struct RocksOptions {
     /// `sync_wal` (its group-commit committer) before it acknowledges a `try_write`.
     /// Default off.
     pub buffer_try_writes: bool,
+    /// CPU priority of the flush and compaction threads. Default `low`: on a busy
+    /// machine a memtable flush (about 50 ms of CPU per 128 MiB memtable, on every
+    /// replica at about the same time) otherwise takes the CPU from requests in flight,
+    /// which showed as a p99 spike at each flush (BENCHMARKS.md). RocksDB's thread pools
+    /// are shared by every database of the process, and a priority once lowered stays
+    /// lowered for the life of the process.
+    pub background_priority: BackgroundPriority,
 }
 
 impl Default for RocksOptions {
@@ -73,6 +94,7 @@ impl Default for RocksOptions {
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             object_cache_bytes: DEFAULT_OBJECT_CACHE_BYTES,
             buffer_try_writes: false,
+            background_priority: BackgroundPriority::Low,
         }
     }
 }
@@ -149,6 +171,16 @@ impl RocksOptions {
         // Smooth writeback instead of large bursts of dirty pages.
         opts.set_bytes_per_sync(1024 * 1024);
         opts.set_manual_wal_flush(self.buffers_wal());
+        if self.background_priority == BackgroundPriority::Low {
+            // The process's default environment (the one RocksDB uses anyway): its LOW
+            // pool runs compactions, its HIGH pool flushes. Each thread lowers its own
+            // priority before its next job.
+            if let Ok(mut env) = Env::new() {
+                env.lower_thread_pool_cpu_priority();
+                env.lower_high_priority_thread_pool_cpu_priority();
+                opts.set_env(&env);
+            }
+        }
         opts
     }
 
