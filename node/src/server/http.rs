@@ -60,6 +60,8 @@ async fn upkeep(handle: PrometheusHandle) {
         match ran {
             Ok(took) => metrics::histogram!(crate::metrics::METRICS_UPKEEP_DURATION_SECONDS)
                 .record(took.as_secs_f64()),
+            // Without upkeep the recorded values would pile up until the next scrape.
+            Err(e) if e.is_panic() => tracing::warn!("the metrics upkeep panicked: {e}"),
             // The runtime is shutting down.
             Err(_) => return,
         }
