@@ -156,6 +156,40 @@ fn a_key_just_flushed_is_still_answered_from_memory() {
     );
 }
 
+/// The objects' memtable inserts start from the last insert into the same partition:
+/// RocksDB's options file records the insert-hint prefix (the 4-byte partition prefix)
+/// for the objects column family, and no hint for the others.
+#[test]
+fn object_inserts_are_hinted_by_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path()).unwrap();
+    storage
+        .put_object(PartitionId(1), b"key", b"value")
+        .unwrap();
+    let options_file = file_names(dir.path())
+        .into_iter()
+        .filter(|name| name.starts_with("OPTIONS-"))
+        .max()
+        .expect("RocksDB writes an OPTIONS file");
+    let text = std::fs::read_to_string(dir.path().join(options_file)).unwrap();
+    // Each column family's section runs from its header to the next one.
+    let section = |family: &str| -> String {
+        let header = format!("[CFOptions \"{family}\"]");
+        let start = text.find(&header).unwrap_or_else(|| panic!("no {header}"));
+        let rest = &text[start + header.len()..];
+        rest[..rest.find("[CFOptions").unwrap_or(rest.len())].to_string()
+    };
+    let hint = |family: &str| -> Option<String> {
+        section(family)
+            .lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix("memtable_insert_with_hint_prefix_extractor="))
+            .map(str::to_string)
+    };
+    assert_eq!(hint("objects").as_deref(), Some("rocksdb.FixedPrefix.4"));
+    assert_eq!(hint("hints").as_deref(), Some("nullptr"));
+}
+
 /// The nice value of each of this process's threads named `name`.
 fn nice_of_threads(name: &str) -> Vec<i64> {
     let mut nices = Vec::new();
