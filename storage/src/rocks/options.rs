@@ -243,14 +243,8 @@ const PREPOPULATE_ON_FLUSH: &str = "block_based_table_factory={prepopulate_block
 /// workload A at concurrency 64, 14% of reads and 10% of writes had gone to the storage
 /// threads for blocks flushed during the run; BENCHMARKS.md). Falls back to `opts` as
 /// they are, with a warning, should the parser refuse the option.
-fn with_flushes_in_block_cache(mut opts: Options) -> Options {
-    match opts.get_options_from_string(PREPOPULATE_ON_FLUSH) {
-        Ok(prepopulated) => prepopulated,
-        Err(e) => {
-            tracing::warn!("RocksDB refused {PREPOPULATE_ON_FLUSH:?}: {e}");
-            opts
-        }
-    }
+fn with_flushes_in_block_cache(opts: Options) -> Options {
+    with_parsed_option(opts, PREPOPULATE_ON_FLUSH)
 }
 
 /// RocksDB's `memtable_insert_with_hint_prefix_extractor` on the partition prefix of the
@@ -267,11 +261,17 @@ const _: () = assert!(crate::keys::PARTITION_PREFIX_BYTES == 4);
 /// inserts by one writer at a time, as the node's are (RocksDB's concurrent memtable
 /// writes skip it). Falls back to `opts` as they are, with a warning, should the parser
 /// refuse the option.
-fn with_insert_hints_per_partition(mut opts: Options) -> Options {
-    match opts.get_options_from_string(INSERT_HINTS_PER_PARTITION) {
-        Ok(hinted) => hinted,
+fn with_insert_hints_per_partition(opts: Options) -> Options {
+    with_parsed_option(opts, INSERT_HINTS_PER_PARTITION)
+}
+
+/// `opts` with `option` (in the form RocksDB's options parser takes) applied on top, or
+/// as they are, with a warning, should the parser refuse it.
+fn with_parsed_option(mut opts: Options, option: &str) -> Options {
+    match opts.get_options_from_string(option) {
+        Ok(parsed) => parsed,
         Err(e) => {
-            tracing::warn!("RocksDB refused {INSERT_HINTS_PER_PARTITION:?}: {e}");
+            tracing::warn!("RocksDB refused {option:?}: {e}");
             opts
         }
     }
