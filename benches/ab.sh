@@ -24,6 +24,7 @@ WORKLOAD="${WORKLOAD:-a}"
 CONCURRENCY="${CONCURRENCY:-64}"
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-20s}"
+export WORKLOAD CONCURRENCY DURATION
 mkdir -p "$OUT"
 if [ -z "${BENCH_BIN:-}" ]; then
     cargo build --release -q -p shoal-bench --bin shoal-bench
@@ -36,35 +37,12 @@ fi
 trap dev_cluster_down EXIT
 
 run() {
-    local label=$1 i=$2 dir name nodes before after bench
+    local label=$1 i=$2 bench="$BENCH_BIN"
     BIN=$3
-    bench="$BENCH_BIN"
     if [ -n "${BENCH_FROM_BUILD:-}" ]; then
         bench="$BIN/shoal-bench"
     fi
-    dir="$(mktemp -d)/cluster"
-    name="$label-run$i"
-    dev_cluster_up "$dir" 27701 29701 "$OUT/$name.cluster.log" "${EXTRA_TOML:-}"
-    "$bench" --keys 100000 --value-size 1024 --no-progress --workload c --load \
-        --concurrency 64 --ops 1000 --json "$OUT/$name.load.json" >/dev/null
-    nodes=$(pgrep -f "$dir/n[0-9]*/node.toml" | tr '\n' ' ')
-    before=$(cpu_of $nodes)
-    "$bench" --keys 100000 --value-size 1024 --no-progress --workload "$WORKLOAD" \
-        --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 3s \
-        --json "$OUT/$name.json" >"$OUT/$name.txt"
-    after=$(cpu_of $nodes)
-    dev_cluster_down
-    rm -rf "$(dirname "$dir")"
-    python3 - "$OUT/$name.json" "$label" "$i" "$before" "$after" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-ops = r["ops_total"] + r["warmup_ops"]
-cpu_us = (float(sys.argv[5]) - float(sys.argv[4])) * 1e6 / max(ops, 1)
-p = lambda q: max(o[q] for o in r["ops"].values())
-print(f"build={sys.argv[2]} run={sys.argv[3]} ops/s={r['throughput']:.0f} "
-      f"p50_us={p('p50_us')} p99_us={p('p99_us')} node_cpu_us_per_op={cpu_us:.0f} "
-      f"errors={r['errors_total']}")
-PY
+    measure_run build "$label" "$i" "$bench" 27701 29701 "$OUT/$label-run$i" "${EXTRA_TOML:-}"
 }
 
 # Not `done | tee`: the loop would run in a subshell, whose cluster the EXIT trap

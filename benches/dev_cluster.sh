@@ -2,13 +2,16 @@
 #
 #   dev_cluster_up DIR BASE_PORT METRICS_BASE_PORT LOG [EXTRA_TOML]
 #       initialises DIR, appends EXTRA_TOML to every node's node.toml, starts the nodes
-#       (pid in DEV_CLUSTER_PID), exports SHOAL_CONFIG, and waits until `shoal status`
+#       (pid in DEV_CLUSTER_PID) with the NAME=VALUE words of NODE_ENV (if set) in
+#       their environment, exports SHOAL_CONFIG, and waits until `shoal status`
 #       answers (at most 20 s).
 #   dev_cluster_down
 #       stops the nodes started by dev_cluster_up (safe to call twice; scripts call it
 #       from their EXIT trap).
 #   cpu_of PID...
 #       the CPU seconds (user + system) the processes have used so far.
+#   measure_run KEY LABEL RUN BENCH PORT METRICS_PORT PREFIX [EXTRA_TOML]
+#       one measured run on a fresh cluster (see the function).
 #
 # Needs BIN (the directory of the release `shoal` binary).
 
@@ -23,7 +26,8 @@ dev_cluster_up() {
             printf '\n%s\n' "$extra" >>"$toml"
         done
     fi
-    "$BIN/shoal" dev up --dir "$dir" >"$log" 2>&1 &
+    # shellcheck disable=SC2086 # NODE_ENV is a list of NAME=VALUE words
+    env ${NODE_ENV:-} "$BIN/shoal" dev up --dir "$dir" >"$log" 2>&1 &
     DEV_CLUSTER_PID=$!
     export SHOAL_CONFIG="$dir/client.toml"
     for _ in $(seq 1 100); do
@@ -50,4 +54,39 @@ cpu_of() {
         total=$((total + ticks))
     done
     echo "$total $(getconf CLK_TCK)" | awk '{printf "%.3f", $1 / $2}'
+}
+
+# measure_run KEY LABEL RUN BENCH PORT METRICS_PORT PREFIX [EXTRA_TOML]
+#   One measured run on a fresh cluster: starts a 3-node cluster in a new temporary
+#   directory (ports from PORT and METRICS_PORT, EXTRA_TOML appended to every node's
+#   config), inserts 100,000 keys of 1 KiB with the shoal-bench BENCH (not measured),
+#   runs WORKLOAD (default a) at CONCURRENCY (64) for DURATION (20s) after 3 s of
+#   warm-up, stops the cluster and prints one line: KEY=LABEL run=RUN ops/s, p50/p99 of
+#   the slower operation kind, the nodes' CPU microseconds per operation (from /proc)
+#   and errors. Files: PREFIX.cluster.log, PREFIX.load.json, PREFIX.json, PREFIX.txt.
+measure_run() {
+    local key=$1 label=$2 i=$3 bench=$4 port=$5 metrics=$6 prefix=$7 extra=${8:-}
+    local dir nodes before after
+    dir="$(mktemp -d)/cluster"
+    dev_cluster_up "$dir" "$port" "$metrics" "$prefix.cluster.log" "$extra"
+    "$bench" --keys 100000 --value-size 1024 --no-progress --workload c --load \
+        --concurrency 64 --ops 1000 --json "$prefix.load.json" >/dev/null
+    nodes=$(pgrep -f "$dir/n[0-9]*/node.toml" | tr '\n' ' ')
+    before=$(cpu_of $nodes)
+    "$bench" --keys 100000 --value-size 1024 --no-progress --workload "${WORKLOAD:-a}" \
+        --concurrency "${CONCURRENCY:-64}" --duration "${DURATION:-20s}" --warmup 3s \
+        --json "$prefix.json" >"$prefix.txt"
+    after=$(cpu_of $nodes)
+    dev_cluster_down
+    rm -rf "$(dirname "$dir")"
+    python3 - "$prefix.json" "$key" "$label" "$i" "$before" "$after" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+ops = r["ops_total"] + r["warmup_ops"]
+cpu_us = (float(sys.argv[6]) - float(sys.argv[5])) * 1e6 / max(ops, 1)
+p = lambda q: max(o[q] for o in r["ops"].values())
+print(f"{sys.argv[2]}={sys.argv[3]} run={sys.argv[4]} ops/s={r['throughput']:.0f} "
+      f"p50_us={p('p50_us')} p99_us={p('p99_us')} node_cpu_us_per_op={cpu_us:.0f} "
+      f"errors={r['errors_total']}", flush=True)
+PY
 }
