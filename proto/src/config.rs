@@ -274,7 +274,8 @@ pub struct LimitsConfig {
     /// handlers and the replication driver; 0 means one per CPU core. One (the
     /// default) keeps a request's hops between those tasks on one thread: on a 2-core
     /// machine it gave 13% more throughput and 12% less CPU per operation than one per
-    /// core (BENCHMARKS.md). Read by the node, which builds the runtime.
+    /// core (BENCHMARKS.md). One is tokio's current-thread runtime. Read by the node,
+    /// which builds the runtime.
     pub worker_threads: usize,
     /// How long the runtime keeps polling its sockets after it woke and did some work,
     /// before it sleeps again (0 turns it off). On a virtual machine an idle CPU takes

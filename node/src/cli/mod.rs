@@ -260,17 +260,25 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// The node's runtime: `worker_threads` workers (`limits.worker_threads`; 0: tokio's
-/// default, one per core, or `TOKIO_WORKER_THREADS`). Multi-threaded even with one
-/// worker, so that `spawn_blocking` work (stats, backups, tree checks) runs beside it.
+/// default, one per core, or `TOKIO_WORKER_THREADS`). With one worker (the default) it
+/// is tokio's current-thread runtime, run by the thread that calls `block_on`: the
+/// multi-thread scheduler's bookkeeping for a single worker (its clock reads each turn,
+/// the hand-off between the `block_on` thread and the worker) measured slower
+/// (BENCHMARKS.md, *A current-thread runtime*). `spawn_blocking` work (stats, backups,
+/// tree checks) runs on the blocking pool beside it either way.
 /// With a non-zero `idle_poll` (`limits.idle_poll`), a poller task keeps the runtime
 /// awake for that long after each wake-up (see [`crate::idle_poll`]).
 fn node_runtime(
     worker_threads: usize,
     idle_poll: std::time::Duration,
 ) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let mut builder = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     builder.enable_all().thread_name("shoal-rt");
-    if worker_threads > 0 {
+    if worker_threads > 1 {
         builder.worker_threads(worker_threads);
     }
     let poller = (!idle_poll.is_zero()).then(|| crate::idle_poll::IdlePoll::new(idle_poll));
@@ -388,10 +396,13 @@ mod tests {
     #[test]
     fn the_node_runtime_has_the_configured_workers() {
         let off = std::time::Duration::ZERO;
+        use tokio::runtime::RuntimeFlavor;
         let rt = node_runtime(1, off).unwrap();
         assert_eq!(rt.metrics().num_workers(), 1);
+        assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
         let rt = node_runtime(3, off).unwrap();
         assert_eq!(rt.metrics().num_workers(), 3);
+        assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
         if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
             let cores = std::thread::available_parallelism().unwrap().get();
             assert_eq!(node_runtime(0, off).unwrap().metrics().num_workers(), cores);
