@@ -265,19 +265,25 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// multi-thread scheduler's bookkeeping for a single worker (its clock reads each turn,
 /// the hand-off between the `block_on` thread and the worker) measured slower
 /// (BENCHMARKS.md, *A current-thread runtime*). `spawn_blocking` work (stats, backups,
-/// tree checks) runs on the blocking pool beside it either way.
+/// tree checks) runs on the blocking pool beside it either way. Thread names: the
+/// current-thread runtime runs on the node's main thread (`shoal`), and its blocking pool's
+/// threads are `shoal-blocking`; the multi-thread runtime's workers and blocking threads
+/// are all `shoal-rt` (tokio names both alike).
 /// With a non-zero `idle_poll` (`limits.idle_poll`), a poller task keeps the runtime
 /// awake for that long after each wake-up (see [`crate::idle_poll`]).
 fn node_runtime(
     worker_threads: usize,
     idle_poll: std::time::Duration,
 ) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = if worker_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
+    let (mut builder, thread_name) = if worker_threads == 1 {
+        (
+            tokio::runtime::Builder::new_current_thread(),
+            "shoal-blocking",
+        )
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        (tokio::runtime::Builder::new_multi_thread(), "shoal-rt")
     };
-    builder.enable_all().thread_name("shoal-rt");
+    builder.enable_all().thread_name(thread_name);
     if worker_threads > 1 {
         builder.worker_threads(worker_threads);
     }
@@ -400,6 +406,9 @@ mod tests {
         let rt = node_runtime(1, off).unwrap();
         assert_eq!(rt.metrics().num_workers(), 1);
         assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let blocking =
+            rt.block_on(rt.spawn_blocking(|| std::thread::current().name().map(str::to_owned)));
+        assert_eq!(blocking.unwrap().as_deref(), Some("shoal-blocking"));
         let rt = node_runtime(3, off).unwrap();
         assert_eq!(rt.metrics().num_workers(), 3);
         assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
