@@ -169,8 +169,15 @@ pub struct StorageConfig {
     pub background_priority: shoal_storage::BackgroundPriority,
     /// Free space, in bytes, kept on the data directory's filesystem: below it the node
     /// refuses writes with `DiskFull` (reads are still served) until space is freed.
-    /// 0 disables the reserve.
+    /// 0 disables the reserve. Writes of the node's own bookkeeping are not refused by
+    /// it: the reserve is kept for them.
     pub min_free_bytes: u64,
+    /// Size, in bytes, of the spare file (`SPARE_SPACE`) the node keeps in its data
+    /// directory: started on a filesystem too full to open its store (something else
+    /// filled it while the node was down), the node deletes the file to make room,
+    /// serves reads, and refuses writes until free space holds the reserve and the file
+    /// again, which it then makes again. 0: none.
+    pub spare_space_bytes: u64,
     /// Where `shoal backup` writes this node's checkpoints (relative to the config
     /// file's directory); a backup is only ever written here, under a plain name.
     /// Default: `backups` beside the data directory. Put it on the data directory's
@@ -221,6 +228,7 @@ impl Default for StorageConfig {
             write_buffer_bytes: shoal_storage::DEFAULT_WRITE_BUFFER_BYTES,
             object_cache_bytes: shoal_storage::DEFAULT_OBJECT_CACHE_BYTES,
             min_free_bytes: shoal_storage::DEFAULT_MIN_FREE_BYTES,
+            spare_space_bytes: shoal_storage::DEFAULT_SPARE_SPACE_BYTES,
             background_priority: shoal_storage::BackgroundPriority::Low,
             backup_dir: None,
         }

@@ -309,6 +309,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (storage::DISK_FULL_REOPENS_TOTAL, MetricKind::Counter, "(conditional: RocksDB ran out of disk space) Reopens of the database once space was back, by result"),
     (storage::WRITE_STALL_RETRIES_TOTAL, MetricKind::Counter, "(conditional: writes outpacing flushes with the disk nearly full) Tries of a stalled write repeated while the disk is nearly full, 10 ms apart, for at most 2 s"),
     (storage::FREE_BYTES, MetricKind::Gauge, "Free space of the data directory's filesystem, checked every second"),
+    (storage::SPARE_SPACE_BYTES, MetricKind::Gauge, "Bytes of the spare file (storage.spare_space_bytes) the node keeps to start on a full disk; 0 while it is given back to make room, or off"),
     (ROCKSDB_LIVE_DATA_BYTES, MetricKind::Gauge, "RocksDB's estimate of live data (rocksdb.estimate-live-data-size), refreshed every 5 s"),
     (ROCKSDB_PENDING_COMPACTION_BYTES, MetricKind::Gauge, "Bytes compaction still has to rewrite (rocksdb.estimate-pending-compaction-bytes); growth means compaction is falling behind"),
     (ROCKSDB_BLOCK_CACHE_USAGE_BYTES, MetricKind::Gauge, "Memory held by the block cache (bounded by storage.block_cache_bytes)"),

@@ -142,6 +142,13 @@ impl WriteBatch {
         }
     }
 
+    /// Whether every operation is in [`Space::Meta`] (the node's own bookkeeping, which
+    /// the free-space reserve does not refuse; see `RocksOptions::min_free_bytes`). An
+    /// empty batch is not.
+    pub fn only_meta(&self) -> bool {
+        !self.ops.is_empty() && self.ops.iter().all(|op| op.space() == Space::Meta)
+    }
+
     /// Adds a put of `key` = `value` in `space`.
     pub fn put(
         &mut self,

@@ -94,7 +94,7 @@ pub use crate::mem::{MemStorage, MAX_UNSYNCED_BATCHES};
 pub use crate::rocks::{
     BackgroundPriority, Compression, DiskStatus, RocksOptions, RocksStorage,
     DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES, DEFAULT_OBJECT_CACHE_BYTES,
-    DEFAULT_WRITE_BUFFER_BYTES,
+    DEFAULT_SPARE_SPACE_BYTES, DEFAULT_WRITE_BUFFER_BYTES, SPARE_SPACE_FILE,
 };
 pub use crate::storage::{Rows, Storage};
 

@@ -222,8 +222,10 @@ impl MemStorage {
     }
 
     /// Models a full disk (`true`) until it is called with `false`: every write fails with
-    /// [`StorageError::DiskFull`] and lands nothing, as the RocksDB engine's do; reads are
-    /// served.
+    /// [`StorageError::DiskFull`] and lands nothing, as the RocksDB engine's do below its
+    /// free-space reserve, except a write of meta keys only (the node's own bookkeeping,
+    /// which the reserve and the spare file keep room for; see
+    /// `RocksOptions::spare_space_bytes`); reads are served.
     pub fn set_disk_full(&self, full: bool) {
         self.disk_full.store(full, Ordering::Release);
     }
@@ -276,7 +278,7 @@ impl Storage for MemStorage {
         timed("write", || {
             self.check_open()?;
             batch.validate()?;
-            if self.is_disk_full() {
+            if self.is_disk_full() && !batch.only_meta() {
                 metrics::counter!(crate::metrics::DISK_FULL_REFUSALS_TOTAL).increment(1);
                 return Err(StorageError::DiskFull);
             }

@@ -31,6 +31,9 @@ pub const DISK_FULL_REOPENS_TOTAL: &str = "shoal_storage_disk_full_reopens_total
 pub const WRITE_STALL_RETRIES_TOTAL: &str = "shoal_storage_write_stall_retries_total";
 /// Gauge, in bytes: free space of the data directory's filesystem at the last check.
 pub const FREE_BYTES: &str = "shoal_storage_free_bytes";
+/// Gauge, in bytes: the spare file the store keeps so that it can open on a full disk
+/// (`spare_space_bytes`; 0 while it is given back, or off).
+pub const SPARE_SPACE_BYTES: &str = "shoal_storage_spare_space_bytes";
 
 // The per-operation metrics' handles, resolved once per label set (the node installs its
 // recorder before it opens its store; see `shoal_metric_handles`).

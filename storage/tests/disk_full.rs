@@ -172,3 +172,122 @@ fn writes_are_refused_below_the_reserve_before_the_disk_is_full() {
         .expect("a write once space is back above the reserve");
     storage.close().unwrap();
 }
+
+/// Writes that touch only the meta space (the node's own bookkeeping: its actor, dot
+/// reservations, layout) are not refused by the reserve: the reserve is kept for them,
+/// so a node that stopped at its reserve can still open and start again.
+#[test]
+fn meta_writes_are_not_refused_by_the_reserve() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = RocksStorage::open(&dir.path().join("data"), options(u64::MAX / 4))
+        .expect("opening the store");
+    let error = storage
+        .put(Space::Objects, &object_key_of(0), b"v")
+        .unwrap_err();
+    assert_typed_disk_full(&error, dir.path());
+    storage
+        .put(Space::Meta, b"bookkeeping", b"kept")
+        .expect("a meta write below the reserve");
+    let mut mixed = shoal_storage::WriteBatch::new();
+    mixed.put(Space::Meta, b"bookkeeping".to_vec(), b"again".to_vec());
+    mixed.put(Space::Objects, object_key_of(1), b"v".to_vec());
+    let error = storage.write(mixed).unwrap_err();
+    assert_typed_disk_full(&error, dir.path());
+    assert_eq!(
+        storage.get(Space::Meta, b"bookkeeping").unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
+    storage.close().unwrap();
+}
+
+/// The store keeps a spare file of `spare_space_bytes` beside its data. Opened on a
+/// filesystem something else filled to the last byte, it deletes that file to make room
+/// for the open, serves reads and its own bookkeeping, refuses object writes until free
+/// space holds the reserve and the spare file again, then makes the file again.
+#[test]
+fn a_store_opens_on_a_full_disk_by_giving_back_its_spare_space() {
+    const SPARE: u64 = 8 << 20;
+    const RESERVE: u64 = 4 << 20;
+    let fs = Tmpfs::mount(TMPFS_SIZE);
+    let data = fs.path().join("data");
+    let spare_file = data.join(shoal_storage::SPARE_SPACE_FILE);
+    let opts = RocksOptions {
+        spare_space_bytes: SPARE,
+        ..options(RESERVE)
+    };
+    let storage = RocksStorage::open(&data, opts.clone()).expect("opening the store");
+    assert_eq!(
+        std::fs::metadata(&spare_file).map(|m| m.len()).ok(),
+        Some(SPARE)
+    );
+    assert_eq!(storage.check_disk().spare_space_bytes, SPARE);
+    for i in 0..10 {
+        storage
+            .put(Space::Objects, &object_key_of(i), b"kept")
+            .unwrap();
+    }
+    storage.close().unwrap();
+    drop(storage);
+
+    // Something else takes every byte left.
+    let filler = fs.fill_up("filler");
+    assert!(fs.available() < 1 << 20, "{} bytes left", fs.available());
+    let storage = RocksStorage::open(&data, opts).expect("opening on a full disk");
+    assert!(!spare_file.exists(), "the spare file was not given back");
+    for i in 0..10 {
+        assert_eq!(
+            storage
+                .get(Space::Objects, &object_key_of(i))
+                .unwrap()
+                .as_deref(),
+            Some(&b"kept"[..]),
+            "value {i}"
+        );
+    }
+    storage
+        .put(Space::Meta, b"actor", b"new")
+        .expect("bookkeeping on a full disk");
+    let error = storage
+        .put(Space::Objects, &object_key_of(10), b"v")
+        .unwrap_err();
+    assert_typed_disk_full(&error, &data);
+    let status = storage.check_disk();
+    assert!(status.full, "{status:?}");
+    assert_eq!(status.spare_space_bytes, 0);
+
+    // Space comes back: the spare file is made again, then writes are accepted.
+    std::fs::remove_file(&filler).expect("deleting the filler");
+    let status = storage.check_disk();
+    assert!(!status.full, "{status:?}");
+    assert_eq!(status.spare_space_bytes, SPARE);
+    assert_eq!(
+        std::fs::metadata(&spare_file).map(|m| m.len()).ok(),
+        Some(SPARE)
+    );
+    storage
+        .put(Space::Objects, &object_key_of(10), b"after")
+        .expect("a write once space is back");
+    storage.close().unwrap();
+}
+
+/// Without a spare file, a filesystem filled to the last byte refuses the open with the
+/// typed `DiskFull` (no RocksDB text), not a panic or an untyped error.
+#[test]
+fn without_spare_space_a_full_disk_refuses_the_open_with_a_typed_error() {
+    let fs = Tmpfs::mount(TMPFS_SIZE);
+    let data = fs.path().join("data");
+    let opts = RocksOptions {
+        spare_space_bytes: 0,
+        ..options(0)
+    };
+    let storage = RocksStorage::open(&data, opts.clone()).expect("opening the store");
+    storage
+        .put(Space::Objects, &object_key_of(0), &[7u8; VALUE_BYTES])
+        .unwrap();
+    storage.close().unwrap();
+    drop(storage);
+    assert!(!data.join(shoal_storage::SPARE_SPACE_FILE).exists());
+    let _filler = fs.fill_up("filler");
+    let error = RocksStorage::open(&data, opts).expect_err("an open on a full disk");
+    assert_typed_disk_full(&error, &data);
+}

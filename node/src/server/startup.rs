@@ -186,6 +186,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         write_buffer_bytes: cfg.storage.write_buffer_bytes,
         object_cache_bytes: cfg.storage.object_cache_bytes,
         min_free_bytes: cfg.storage.min_free_bytes,
+        spare_space_bytes: cfg.storage.spare_space_bytes,
         background_priority: cfg.storage.background_priority,
         ..RocksOptions::default()
     };

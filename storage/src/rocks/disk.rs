@@ -12,7 +12,18 @@
 //!
 //! The reserve (`min_free_bytes`) makes the common case gentler: writes are refused while
 //! the filesystem has less free space than that, so RocksDB rarely meets `ENOSPC` in the
-//! middle of a flush or compaction at all.
+//! middle of a flush or compaction at all. Writes of meta keys only (the node's own
+//! bookkeeping: its actor, dot reservations, layout) are not refused by the reserve: it is
+//! kept for them, so a node stopped at its reserve can start again.
+//!
+//! The spare file ([`SPARE_SPACE_FILE`], `spare_space_bytes`) guards the case the reserve
+//! cannot: something else filled the filesystem to the last byte while the node was down,
+//! and opening the database (a new manifest and log, the log's replay) finds no room.
+//! The store keeps a file of that size beside its data and, at an open that would not fit
+//! the log's replay, deletes it first. Until the file can be made again, its size counts
+//! in the reserve, so the node's writes do not take the room back; the store makes it
+//! again (at an open, or at the node's periodic disk check) once free space holds the
+//! reserve and the file.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,7 +31,16 @@ use std::sync::{Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use crate::error::StorageError;
-use crate::metrics::{DISK_FULL, DISK_FULL_REFUSALS_TOTAL, DISK_FULL_REOPENS_TOTAL, FREE_BYTES};
+use crate::metrics::{
+    DISK_FULL, DISK_FULL_REFUSALS_TOTAL, DISK_FULL_REOPENS_TOTAL, FREE_BYTES, SPARE_SPACE_BYTES,
+};
+
+/// Name of the spare file in the data directory (see the module docs). RocksDB ignores
+/// files it did not name; checkpoints and backups do not copy it.
+pub const SPARE_SPACE_FILE: &str = "SPARE_SPACE";
+/// Name the spare file is made under, then renamed from: a crash half-way leaves this
+/// name, which the next open deletes.
+pub(crate) const SPARE_SPACE_TEMP_FILE: &str = "SPARE_SPACE.tmp";
 
 /// Least time between two attempts to reopen a database that ran out of space; bounds the
 /// work a stream of refused writes (or the node's periodic check) can cause.
@@ -46,6 +66,9 @@ pub struct DiskStatus {
     /// Bytes available on the data directory's filesystem at the last check (`None`: the
     /// filesystem does not say).
     pub free_bytes: Option<u64>,
+    /// Bytes the spare file holds now: `spare_space_bytes`, or 0 while it is given back
+    /// (or could not be made yet, or is off).
+    pub spare_space_bytes: u64,
 }
 
 /// Free-space bookkeeping of one [`crate::RocksStorage`].
@@ -67,11 +90,41 @@ pub(crate) struct DiskGuard {
     epoch: Instant,
     /// Nanoseconds after `epoch` of the last `statvfs` a write made.
     write_refreshed_at: AtomicU64,
+    spare: Spare,
+}
+
+/// The spare file (see the module docs).
+#[derive(Debug)]
+struct Spare {
+    file: PathBuf,
+    temp: PathBuf,
+    /// Its size; 0: none is kept.
+    bytes: u64,
+    /// The file exists at its size.
+    held: AtomicBool,
+    /// It was deleted to make room for an open and is not made again yet: its size counts
+    /// in the reserve meanwhile.
+    given_back: AtomicBool,
+    /// Held while the file is made, so that two checks do not both make it.
+    making: Mutex<()>,
 }
 
 impl DiskGuard {
-    pub(crate) fn new(path: &Path, min_free_bytes: u64, stall_margin: u64) -> DiskGuard {
+    pub(crate) fn new(
+        path: &Path,
+        min_free_bytes: u64,
+        stall_margin: u64,
+        spare_space_bytes: u64,
+    ) -> DiskGuard {
         DiskGuard {
+            spare: Spare {
+                file: path.join(SPARE_SPACE_FILE),
+                temp: path.join(SPARE_SPACE_TEMP_FILE),
+                bytes: spare_space_bytes,
+                held: AtomicBool::new(false),
+                given_back: AtomicBool::new(false),
+                making: Mutex::new(()),
+            },
             path: path.to_path_buf(),
             min_free_bytes,
             stall_margin,
@@ -94,7 +147,7 @@ impl DiskGuard {
         let last = self.write_refreshed_at.load(Ordering::Relaxed);
         let free = self.free_bytes.load(Ordering::Relaxed);
         let roomy = self
-            .min_free_bytes
+            .reserve()
             .saturating_add(self.stall_margin)
             .saturating_add(WRITE_REFRESH_SLACK_BYTES);
         let recent =
@@ -126,6 +179,11 @@ impl DiskGuard {
         DiskStatus {
             full: self.is_stopped() || self.low.load(Ordering::Relaxed),
             free_bytes: (free != UNKNOWN).then_some(free),
+            spare_space_bytes: if self.spare.held.load(Ordering::Relaxed) {
+                self.spare.bytes
+            } else {
+                0
+            },
         }
     }
 
@@ -136,12 +194,101 @@ impl DiskGuard {
         if let Some(free) = status.free_bytes {
             metrics::gauge!(FREE_BYTES).set(free as f64);
         }
+        metrics::gauge!(SPARE_SPACE_BYTES).set(status.spare_space_bytes as f64);
+    }
+
+    /// Free space below which writes are refused: `min_free_bytes`, plus the spare file's
+    /// size while it is given back.
+    fn reserve(&self) -> u64 {
+        if self.spare.given_back.load(Ordering::Relaxed) {
+            self.min_free_bytes.saturating_add(self.spare.bytes)
+        } else {
+            self.min_free_bytes
+        }
     }
 
     /// Whether `free` bytes make the disk nearly full: within the stall margin of the
     /// reserve. Unknown free space is not (RocksDB's usual stalls then apply).
     pub(crate) fn is_tight(&self, free: Option<u64>) -> bool {
-        free.is_some_and(|free| free < self.min_free_bytes.saturating_add(self.stall_margin))
+        free.is_some_and(|free| free < self.reserve().saturating_add(self.stall_margin))
+    }
+
+    /// Before an existing database is opened: takes stock of the spare file (a half-made
+    /// one is deleted; one of another size, or any with the spare off, too) and deletes
+    /// it when the free space would not hold the write-ahead log's replay, so that the
+    /// open finds room.
+    pub(crate) fn spare_before_open(&self) {
+        let spare = &self.spare;
+        remove_if_present(&spare.temp);
+        let size = std::fs::metadata(&spare.file).ok().map(|m| m.len());
+        let held = spare.bytes > 0 && size == Some(spare.bytes);
+        if size.is_some() && !held {
+            remove_if_present(&spare.file);
+        }
+        spare.held.store(held, Ordering::Relaxed);
+        if !held {
+            return;
+        }
+        let needed = wal_bytes(&self.path) + REOPEN_HEADROOM_BYTES;
+        let Some(free) = self.refresh().filter(|&free| free < needed) else {
+            return;
+        };
+        match std::fs::remove_file(&spare.file) {
+            Ok(()) => {
+                spare.held.store(false, Ordering::Relaxed);
+                spare.given_back.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    free_bytes = free,
+                    needed_bytes = needed,
+                    spare_space_bytes = spare.bytes,
+                    "the disk is full: deleted the spare file to make room for opening the \
+                     store; writes are refused until free space holds the reserve and the \
+                     spare file again"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, "deleting the spare file to open on a full disk failed")
+            }
+        }
+    }
+
+    /// Makes the spare file when it is missing and `free` bytes hold it beside the
+    /// reserve; returns the free space after (`free` when nothing was made).
+    pub(crate) fn make_spare(&self, free: Option<u64>) -> Option<u64> {
+        let spare = &self.spare;
+        if spare.bytes == 0 || spare.held.load(Ordering::Relaxed) {
+            return free;
+        }
+        let room = self.min_free_bytes.saturating_add(spare.bytes);
+        if free.is_none_or(|free| free < room) {
+            return free;
+        }
+        let Ok(_making) = spare.making.try_lock() else {
+            return free;
+        };
+        if spare.held.load(Ordering::Relaxed) {
+            return free;
+        }
+        match allocate(&spare.temp, spare.bytes)
+            .and_then(|()| std::fs::rename(&spare.temp, &spare.file))
+        {
+            Ok(()) => {
+                spare.held.store(true, Ordering::Relaxed);
+                if spare.given_back.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        spare_space_bytes = spare.bytes,
+                        "free space is back: made the spare file again"
+                    );
+                }
+                self.publish();
+                self.refresh()
+            }
+            Err(error) => {
+                remove_if_present(&spare.temp);
+                tracing::warn!(%error, spare_space_bytes = spare.bytes, "making the spare file failed");
+                free
+            }
+        }
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
@@ -151,12 +298,13 @@ impl DiskGuard {
     /// Whether `free` bytes are below the reserve; records the transition either way.
     /// Unknown free space never refuses.
     pub(crate) fn check_reserve(&self, free: Option<u64>) -> bool {
-        let low = free.is_some_and(|free| free < self.min_free_bytes);
+        let reserve = self.reserve();
+        let low = free.is_some_and(|free| free < reserve);
         if self.low.swap(low, Ordering::Relaxed) != low {
             if low {
                 tracing::warn!(
                     free_bytes = free,
-                    min_free_bytes = self.min_free_bytes,
+                    min_free_bytes = reserve,
                     "data directory below its free-space reserve: refusing writes"
                 );
             } else {
@@ -238,6 +386,36 @@ impl DiskGuard {
     }
 }
 
+/// Deletes `path` unless it is already gone; a failure is logged (the caller goes on).
+fn remove_if_present(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(%error, path = %path.display(), "deleting a file failed"),
+    }
+}
+
+/// Creates `path` with `bytes` of allocated space (`fallocate`, or written zeros where the
+/// filesystem does not allocate) and syncs it.
+fn allocate(path: &Path, bytes: u64) -> std::io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::OPNOTSUPP) => {
+            let chunk = vec![0u8; 1 << 20];
+            let mut left = bytes;
+            let mut writer = &file;
+            while left > 0 {
+                let n = usize::try_from(left).map_or(chunk.len(), |l| l.min(chunk.len()));
+                std::io::Write::write_all(&mut writer, &chunk[..n])?;
+                left -= n as u64;
+            }
+        }
+        Err(errno) => return Err(errno.into()),
+    }
+    file.sync_all()
+}
+
 /// Bytes of the write-ahead log files (`*.log`) in `path`: what a reopen replays.
 fn wal_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
@@ -258,7 +436,7 @@ mod tests {
     #[test]
     fn writes_reuse_a_recent_roomy_free_space_and_look_again_near_the_reserve() {
         let dir = tempfile::tempdir().unwrap();
-        let guard = DiskGuard::new(dir.path(), 0, 0);
+        let guard = DiskGuard::new(dir.path(), 0, 0, 0);
         let real = guard
             .refresh_for_write()
             .expect("statvfs of a temporary directory");
@@ -271,7 +449,7 @@ mod tests {
         assert_ne!(guard.refresh_for_write(), Some(plenty));
 
         // Near the reserve every write looks, however recent the last look.
-        let near = DiskGuard::new(dir.path(), u64::MAX / 4, 0);
+        let near = DiskGuard::new(dir.path(), u64::MAX / 4, 0, 0);
         near.refresh_for_write();
         near.free_bytes.store(12_345, Ordering::Relaxed);
         assert_ne!(near.refresh_for_write(), Some(12_345));

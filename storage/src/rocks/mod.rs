@@ -14,11 +14,12 @@ use crate::PartitionId;
 use rocksdb::{properties, Cache, ColumnFamily, FlushOptions, ReadOptions, WriteOptions, DB};
 
 use self::disk::DiskGuard;
-pub use self::disk::DiskStatus;
+pub use self::disk::{DiskStatus, SPARE_SPACE_FILE};
 use self::object_cache::{Lookup, ObjectCache, WriteGuard};
 pub use self::options::{
     BackgroundPriority, Compression, RocksOptions, DEFAULT_BLOCK_CACHE_BYTES,
-    DEFAULT_MIN_FREE_BYTES, DEFAULT_OBJECT_CACHE_BYTES, DEFAULT_WRITE_BUFFER_BYTES,
+    DEFAULT_MIN_FREE_BYTES, DEFAULT_OBJECT_CACHE_BYTES, DEFAULT_SPARE_SPACE_BYTES,
+    DEFAULT_WRITE_BUFFER_BYTES,
 };
 use crate::batch::{
     check_key, BatchOp, Durability, Space, StorageStats, WriteBatch, MAX_KEY_BYTES,
@@ -97,13 +98,22 @@ impl RocksStorage {
             }
             open::DirState::Existing => open::check_column_families(path, &db_opts)?,
         };
+        let disk = DiskGuard::new(
+            path,
+            options.min_free_bytes,
+            stall_margin(&options),
+            options.spare_space_bytes,
+        );
+        if state == open::DirState::Existing {
+            // On a full disk, make room for the open (see `disk.rs`).
+            disk.spare_before_open();
+        }
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let db = open::open_db(path, &db_opts, &families, |space| {
             options.column_family_options(space, &cache)
         })?;
         open::check_format(path, &db, state)?;
-        let disk = DiskGuard::new(path, options.min_free_bytes, stall_margin(&options));
-        disk.refresh();
+        disk.make_spare(disk.refresh());
         disk.publish();
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.durability == Durability::Sync);
@@ -171,6 +181,7 @@ impl RocksStorage {
         if self.disk.is_stopped() {
             self.disk.resume_with(free, || self.reopen());
         }
+        let free = self.disk.make_spare(free);
         // Unlike a write, a check that finds too little free space refuses nothing.
         self.disk.check_reserve(free);
         self.disk.publish();
@@ -182,12 +193,15 @@ impl RocksStorage {
         self.disk.status()
     }
 
-    /// Refuses a write when the disk is full; reopens the database first when RocksDB
-    /// had stopped and space is back. Returns the write options to use: with little free
-    /// space, ones that fail a write that would stall instead of waiting.
-    fn admit_write(&self) -> Result<&WriteOptions, StorageError> {
+    /// Refuses a write when the disk is full (below the reserve, unless the write is of
+    /// meta keys only: `only_meta`); reopens the database first when RocksDB had stopped
+    /// and space is back. Returns the write options to use: with little free space, ones
+    /// that fail a write that would stall instead of waiting.
+    fn admit_write(&self, only_meta: bool) -> Result<&WriteOptions, StorageError> {
         let free = self.disk.refresh_for_write();
-        if !self.disk.resume_with(free, || self.reopen()) || self.disk.check_reserve(free) {
+        let writable = self.disk.resume_with(free, || self.reopen());
+        let low = self.disk.check_reserve(free);
+        if !writable || (low && !only_meta) {
             return Err(self.disk.refuse());
         }
         Ok(if self.disk.is_tight(free) {
@@ -204,12 +218,14 @@ impl RocksStorage {
     /// RocksDB: if a flush failed (a background error), RocksDB waits for space its own
     /// recovery may never see, so the write is treated as out of space (refused, and the
     /// database reopened once space is back); otherwise the flush is only slow, and the
-    /// write is retried every [`STALL_POLL`] for at most [`STALL_WAIT`].
+    /// write is retried every [`STALL_POLL`] for at most [`STALL_WAIT`]. `only_meta`: the
+    /// write is of meta keys only (see [`RocksStorage::admit_write`]).
     fn with_db_write<T>(
         &self,
+        only_meta: bool,
         call: impl Fn(&DB, &WriteOptions) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let options = self.admit_write()?;
+        let options = self.admit_write(only_meta)?;
         let no_stall = std::ptr::eq(options, &self.no_stall_write_options);
         let deadline = Instant::now() + STALL_WAIT;
         let result = loop {
@@ -370,7 +386,7 @@ impl Storage for RocksStorage {
             batch.validate()?;
             let cached = self.objects.lock_for(batch.ops());
             let buffers_wal = self.options.buffers_wal();
-            let result = self.with_db_write(|db, options| {
+            let result = self.with_db_write(batch.only_meta(), |db, options| {
                 db.write_opt(rocks_batch(db, &batch)?, options)?;
                 // With `buffer_try_writes` the record is still in the process: a write
                 // returns as durable as without.
@@ -389,7 +405,7 @@ impl Storage for RocksStorage {
             batch.validate()?;
             // A nearly full disk needs the stall handling of `with_db_write`: leave the
             // write to a storage thread.
-            let options = self.admit_write()?;
+            let options = self.admit_write(batch.only_meta())?;
             if std::ptr::eq(options, &self.no_stall_write_options) {
                 return Ok(false);
             }
@@ -530,7 +546,7 @@ impl Storage for RocksStorage {
             // Every shard stays locked until the range is gone and the cache empty, so
             // that no read finds a deleted object in it.
             self.objects.clear_around(|| {
-                self.with_db_write(|db, options| {
+                self.with_db_write(false, |db, options| {
                     let mut batch = rocksdb::WriteBatch::default();
                     batch.delete_range_cf(family(db, Space::Objects)?, &start, &end);
                     Ok(db.write_opt(batch, options)?)

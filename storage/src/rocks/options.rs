@@ -60,6 +60,14 @@ pub struct RocksOptions {
     /// still find room and RocksDB does not run out of space half-way. 0 disables the
     /// reserve (writes then run until the filesystem is full). Default 256 MiB.
     pub min_free_bytes: u64,
+    /// Size of the spare file the store keeps in its directory (`SPARE_SPACE`), deleted
+    /// to make room when the store is opened on a filesystem with too little free space
+    /// for the open (filled by something else while the node was down), and made again
+    /// once free space holds it beside the reserve; while it is given back its size
+    /// counts in the reserve (see `disk.rs`). An operator may delete it by hand for room
+    /// at once. 0: none. Default 128 MiB (a write-ahead log's replay at the open writes
+    /// up to a memtable's worth).
+    pub spare_space_bytes: u64,
     /// Capacity of the cache of the objects the store wrote or read last, which answers
     /// their reads without RocksDB's memtable search (see `object_cache.rs`); 0 disables it.
     /// Default 64 MiB.
@@ -92,6 +100,7 @@ impl Default for RocksOptions {
             max_background_jobs: 4,
             max_open_files: 1024,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            spare_space_bytes: DEFAULT_SPARE_SPACE_BYTES,
             object_cache_bytes: DEFAULT_OBJECT_CACHE_BYTES,
             buffer_try_writes: false,
             background_priority: BackgroundPriority::Low,
@@ -109,6 +118,9 @@ pub const DEFAULT_OBJECT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Default free-space reserve: room for a few memtable flushes and a compaction.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Default spare file: 128 MiB (see [`RocksOptions::spare_space_bytes`]).
+pub const DEFAULT_SPARE_SPACE_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Smallest accepted memtable: RocksDB itself rejects tiny write buffers.
 const MIN_WRITE_BUFFER_BYTES: usize = 64 * 1024;

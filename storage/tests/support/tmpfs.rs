@@ -71,6 +71,27 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// Writes a file `name` until the filesystem has no byte left (as another program
+    /// filling the disk would); returns its path.
+    pub fn fill_up(&self, name: &str) -> PathBuf {
+        let path = self.path().join(name);
+        let mut file = std::fs::File::create(&path).expect("creating the filler");
+        let chunk = vec![0xA5u8; 64 * 1024];
+        loop {
+            match std::io::Write::write(&mut file, &chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(error) => panic!("writing the filler: {error}"),
+            }
+        }
+        // The last partial pages too.
+        while let Ok(1) = std::io::Write::write(&mut file, &[0u8]) {}
+        path
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(self.path()).status();

@@ -148,12 +148,17 @@ impl Sim {
                 source,
             })?;
         let what = format!(
-            "START incarnation {} actor {}",
+            "START incarnation {} actor {}{}",
             node.incarnation,
             node.running
                 .as_ref()
                 .map(|r| crate::history::short_actor(r.executor.actor()))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if node.disk_is_full() {
+                " on a FULL disk"
+            } else {
+                ""
+            }
         );
         self.note(i, &what);
         self.check_versions(i, true);

@@ -131,6 +131,11 @@ impl SimNode {
         self.data.set_disk_full(true);
     }
 
+    /// Whether the node's disk is in a full spell.
+    pub(crate) fn disk_is_full(&self) -> bool {
+        self.disk_full_until.is_some()
+    }
+
     /// Frees the node's disk once its full spell is over; returns whether it did.
     pub(crate) fn free_disk_if_due(&mut self, now: Time) -> bool {
         if self.disk_full_until.is_some_and(|until| now >= until) {
@@ -160,10 +165,11 @@ impl SimNode {
         actor: u64,
         now: Now,
     ) -> Result<(), StartError> {
-        // Opening writes the executor's metadata, which a full disk refuses: a node does
-        // not start on a full disk, so a spell ends when the node is restarted.
-        self.disk_full_until = None;
-        self.data.set_disk_full(false);
+        // A full-disk spell goes on across a restart, as on a real node, which opens on a
+        // full disk by giving back its spare file (`RocksOptions::spare_space_bytes`):
+        // opening writes only the executor's metadata, which a full disk's reserve lets
+        // through (`MemStorage::set_disk_full`), and object and hint writes stay refused
+        // until the spell ends.
         let executor = Executor::open(self.data.reopen(), || actor)?;
         let stored = match executor.execute(StorageOp::LoadLayout) {
             Ok(StorageReply::Layout(stored)) => stored.filter(|s| s.history.is_member(&self.id)),

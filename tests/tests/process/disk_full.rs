@@ -202,3 +202,108 @@ async fn a_full_disk_refuses_writes_with_disk_full_keeps_reads_and_recovers_with
         assert!(read.found, "acknowledged put {i} of {acknowledged} is lost");
     }
 }
+
+/// A node whose filesystem something else filled to the last byte while it was down:
+/// it starts (deleting its spare file to make room for opening its store), serves
+/// reads, refuses writes with `DiskFull` and shows it, and once space is freed makes its
+/// spare file again and takes writes, without another restart. Without the spare file
+/// it could not open its store and exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_on_a_full_disk_starts_serves_reads_and_takes_writes_once_space_is_back() {
+    const SPARE: u64 = 8 << 20;
+    let fs = Tmpfs::mount(TMPFS_SIZE);
+    let data = fs.path().join("data");
+    let config = format!(
+        "data_dir = \"{}\"\n[storage]\nblock_cache_bytes = 1048576\nwrite_buffer_bytes = 1048576\n\
+         min_free_bytes = 4194304\nspare_space_bytes = {SPARE}\n",
+        data.display()
+    );
+    let mut node = Cluster::start(1, &config).await;
+    let client = node.client().await;
+    client
+        .put_with("before", "the restart")
+        .context(None)
+        .options(WriteOptions::default())
+        .send()
+        .await
+        .expect("a put before the disk fills");
+    let spare = metric(&node, "shoal_storage_spare_space_bytes")
+        .await
+        .unwrap();
+    assert_eq!(spare, SPARE as f64, "the spare file gauge");
+    assert!(data.join(shoal_storage::SPARE_SPACE_FILE).exists());
+    drop(client);
+
+    node.terminate(0);
+    let filler = fs.fill_up("filler");
+    node.restart(0).await;
+    assert!(
+        !data.join(shoal_storage::SPARE_SPACE_FILE).exists(),
+        "the spare file was not given back"
+    );
+    let client = node.client().await;
+    let read = client
+        .get_with("before")
+        .options(ReadOptions::default())
+        .send()
+        .await
+        .expect("a read after starting on a full disk");
+    assert_eq!(read.values, vec![b"the restart".to_vec()]);
+    let error = client
+        .put_with("during", "full")
+        .context(None)
+        .options(WriteOptions::default())
+        .send()
+        .await
+        .expect_err("a put on a full disk");
+    assert!(
+        matches!(error, ClientError::DiskFull),
+        "expected DiskFull, got {error:?}"
+    );
+    wait_disk_state(&node, &client, true).await;
+    assert_eq!(
+        metric(&node, "shoal_storage_spare_space_bytes")
+            .await
+            .unwrap(),
+        0.0
+    );
+
+    // Space returns: the spare file is made again and writes are accepted.
+    let pid = node.nodes()[0].pid();
+    std::fs::remove_file(&filler).expect("deleting the filler");
+    let mut attempt = 0usize;
+    wait_until(
+        "a put to succeed after space was freed",
+        RECOVERY_DEADLINE,
+        || {
+            attempt += 1;
+            let client = client.clone();
+            async move {
+                client
+                    .put_with(format!("after-{attempt}"), "space is back")
+                    .context(None)
+                    .options(WriteOptions::default())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await;
+    wait_disk_state(&node, &client, false).await;
+    // The node's once-a-second disk check makes the file again.
+    wait_until(
+        "the spare file to be made again",
+        STATE_DEADLINE,
+        || async {
+            match metric(&node, "shoal_storage_spare_space_bytes").await? {
+                bytes if bytes == SPARE as f64 => Ok(()),
+                bytes => Err(format!("spare file gauge {bytes}")),
+            }
+        },
+    )
+    .await;
+    assert!(data.join(shoal_storage::SPARE_SPACE_FILE).exists());
+    assert_eq!(node.nodes()[0].pid(), pid, "the node was restarted");
+}
