@@ -446,6 +446,17 @@ fn a_blind_put_after_a_power_cut_keeps_the_write_the_cut_lost_on_its_coordinator
     assert_eq!(merged.siblings().len(), 2, "{merged:?}");
 }
 
+/// A full-disk seed: 3 to 5 nodes, 150 ops, `faults` throughout, the log kept.
+fn full_disk_seed(seed: u64, faults: Faults) -> SimConfig {
+    SimConfig {
+        nodes: Some(3 + (seed % 3) as usize),
+        ops: 150,
+        faults: FaultMix::Fixed(faults),
+        keep_log: true,
+        ..SimConfig::from_seed(seed)
+    }
+}
+
 /// Full disks (injected storage failures on data writes start a spell during which the
 /// node's storage refuses every write with `DiskFull` through the real executor and
 /// serves reads): every invariant holds, so no acknowledged write is lost.
@@ -457,14 +468,7 @@ fn full_disks_refuse_writes_and_every_invariant_holds() {
             storage_failure: 0.02,
             ..Faults::NONE
         };
-        let cfg = SimConfig {
-            nodes: Some(3 + (seed % 3) as usize),
-            ops: 150,
-            faults: FaultMix::Fixed(faults),
-            keep_log: true,
-            ..SimConfig::from_seed(seed)
-        };
-        let report = run_ok(&cfg);
+        let report = run_ok(&full_disk_seed(seed, faults));
         spells += report
             .log
             .iter()
@@ -493,14 +497,7 @@ fn nodes_restarted_on_a_full_disk_start_and_every_invariant_holds() {
             crash: 0.05,
             ..Faults::NONE
         };
-        let cfg = SimConfig {
-            nodes: Some(3 + (seed % 3) as usize),
-            ops: 150,
-            faults: FaultMix::Fixed(faults),
-            keep_log: true,
-            ..SimConfig::from_seed(seed)
-        };
-        let report = run_ok(&cfg);
+        let report = run_ok(&full_disk_seed(seed, faults));
         full_starts += report
             .log
             .iter()

@@ -53,6 +53,30 @@ async fn fill(client: &Client) -> (usize, ClientError) {
     panic!("{MAX_FILL_PUTS} values of {VALUE_BYTES} bytes fit on a {TMPFS_SIZE} filesystem");
 }
 
+/// Waits (at most [`RECOVERY_DEADLINE`]) until a put succeeds, each try a new key.
+async fn wait_for_a_put(client: &Client) {
+    let mut attempt = 0usize;
+    wait_until(
+        "a put to succeed after space was freed",
+        RECOVERY_DEADLINE,
+        || {
+            attempt += 1;
+            let client = client.clone();
+            async move {
+                client
+                    .put_with(format!("after-{attempt}"), "space is back")
+                    .context(None)
+                    .options(WriteOptions::default())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await;
+}
+
 /// The value of the unlabelled gauge or counter `name` on the node.
 async fn metric(node: &Cluster, name: &str) -> Result<f64, String> {
     let exposition = scrape(node.nodes()[0].metrics).await?;
@@ -165,26 +189,7 @@ async fn a_full_disk_refuses_writes_with_disk_full_keeps_reads_and_recovers_with
 
     // Space returns: writes are accepted again, by the same process.
     std::fs::remove_file(&ballast).expect("deleting the ballast");
-    let mut attempt = 0usize;
-    wait_until(
-        "a put to succeed after space was freed",
-        RECOVERY_DEADLINE,
-        || {
-            attempt += 1;
-            let client = client.clone();
-            async move {
-                client
-                    .put_with(format!("after-{attempt}"), "space is back")
-                    .context(None)
-                    .options(WriteOptions::default())
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        },
-    )
-    .await;
+    wait_for_a_put(&client).await;
     assert!(node.is_running(0), "the node exited");
     assert_eq!(node.nodes()[0].pid(), pid, "the node was restarted");
     wait_disk_state(&node, &client, false).await;
@@ -271,26 +276,7 @@ async fn a_node_restarted_on_a_full_disk_starts_serves_reads_and_takes_writes_on
     // Space returns: the spare file is made again and writes are accepted.
     let pid = node.nodes()[0].pid();
     std::fs::remove_file(&filler).expect("deleting the filler");
-    let mut attempt = 0usize;
-    wait_until(
-        "a put to succeed after space was freed",
-        RECOVERY_DEADLINE,
-        || {
-            attempt += 1;
-            let client = client.clone();
-            async move {
-                client
-                    .put_with(format!("after-{attempt}"), "space is back")
-                    .context(None)
-                    .options(WriteOptions::default())
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        },
-    )
-    .await;
+    wait_for_a_put(&client).await;
     wait_disk_state(&node, &client, false).await;
     // The node's once-a-second disk check makes the file again.
     wait_until(
