@@ -635,3 +635,111 @@ async fn is_connected_reports_only_a_live_connection_to_the_expected_node() {
     client.close().await;
     server.close().await;
 }
+
+/// A node endpoint serving [`Echo`] on a runtime of its own thread: it keeps answering
+/// while a test stalls its own runtime, and it can be killed as a crashed process dies
+/// (its runtime dropped with every task: nothing more is sent, not even a close).
+struct ServerThread {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    fn start(ca: &CaPem, bind: SocketAddr) -> ServerThread {
+        let identity = node_identity(ca, "n1");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<bool>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let server = Endpoint::server(bind, &identity, TransportConfig::default()).unwrap();
+                server.serve(Arc::new(Echo));
+                addr_tx.send(server.local_addr()).unwrap();
+                // `true`: close as a node shutting down; `false` (or the test gone): die.
+                if stopped.await.unwrap_or(false) {
+                    server.close().await;
+                }
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(TIMEOUT)
+            .expect("the server thread's address");
+        ServerThread {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the server (`graceful`: closing its connections; otherwise killed) and waits
+    /// for its thread.
+    fn stop(mut self, graceful: bool) {
+        self.end(graceful);
+    }
+
+    fn end(&mut self, graceful: bool) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(graceful);
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the server thread");
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        self.end(true);
+    }
+}
+
+/// What closing silent connections is for: a peer killed and restarted on the same
+/// address never answers on the old connection (the new process's stateless resets
+/// use another key), so the connection is closed once a request timed out and nothing
+/// arrived during the grace after it either, and the next request dials the new process.
+#[tokio::test]
+async fn a_connection_to_a_killed_peer_is_closed_and_its_restart_is_dialed() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let server = ServerThread::start(&ca, localhost());
+    let addr = server.addr;
+    let client = Endpoint::client_on(
+        localhost(),
+        &client_identity(&ca, "c"),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    client
+        .request(addr, None, b"warm".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    let first = client.raw_connection(addr).await.unwrap();
+    server.stop(false);
+    let restarted = ServerThread::start(&ca, addr);
+    let deadline = Instant::now() + 2 * TIMEOUT;
+    let mut errors = Vec::new();
+    let response = loop {
+        match client
+            .request(addr, None, b"again".to_vec(), Duration::from_millis(200))
+            .await
+        {
+            Ok(response) => break response,
+            Err(e) => {
+                errors.push(e.to_string());
+                assert!(
+                    Instant::now() < deadline,
+                    "the restarted peer was never reached: {errors:?}"
+                );
+            }
+        }
+    };
+    assert_eq!(response, b"client c|again");
+    assert!(first.close_reason().is_some(), "the old connection is open");
+    let second = client.raw_connection(addr).await.unwrap();
+    assert_ne!(first.stable_id(), second.stable_id());
+    client.close().await;
+    restarted.stop(true);
+}
