@@ -8,32 +8,53 @@
 //! With light load every hop pays it (BENCHMARKS.md: at concurrency 1 a peer request
 //! took 142 µs at the coordinator for 31 µs of work at the peer). So after the runtime
 //! thread wakes, a poller task keeps it awake for at most `idle_poll`: it yields to the
-//! runtime in a loop, which then polls its sockets without blocking, and yields the CPU
-//! to the other processes on each turn, so that a busy machine loses little to it. Each
-//! turn that finds the runtime did other work in between starts the window again; a
-//! window with nothing to do ends and the thread sleeps until the next wake-up.
-//! ScyllaDB's Seastar does the same (`--idle-poll-time-us`, 200 µs by default).
+//! runtime in a loop, which then polls its sockets without blocking. Each turn that finds
+//! the runtime did other work in between starts the window again; a window with nothing
+//! to do ends and the thread sleeps until the next wake-up. ScyllaDB's Seastar does the
+//! same (`--idle-poll-time-us`, 200 µs by default).
+//!
+//! The poller must not keep the CPU from other processes, nor lose it to them: a turn
+//! that took longer than the CPU time its thread used waited for a CPU another thread
+//! had, and ends the window at once; wake-ups then start no window for
+//! [`CONTENDED_REST`], and the runtime sleeps between events as without the poller (a
+//! thread woken from sleep is scheduled promptly). The poller once gave the CPU away with
+//! `sched_yield` on each turn instead: the kernel's scheduler (EEVDF) pushes a yielding
+//! thread's deadline back and a runnable thread gets no wake-up preemption when its
+//! packets arrive, so beside CPU-bound processes the node's runtime went unscheduled for
+//! 50-140 ms at a time (`perf sched timehist`) and its peers' pings timed out.
 //!
 //! Bounds: a window lasts `idle_poll` after the last work, and the poller is one task.
-//! Metrics: `shoal_idle_poll_windows_total` (windows started) and
-//! `shoal_idle_poll_seconds_total` (time spent polling with nothing to do).
+//! Metrics: `shoal_idle_poll_windows_total` (windows started),
+//! `shoal_idle_poll_seconds_total` (time spent polling with nothing to do) and
+//! `shoal_idle_poll_contended_total` (windows ended because another thread wanted the CPU).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::metrics::{IDLE_POLL_SECONDS_TOTAL, IDLE_POLL_WINDOWS_TOTAL};
+use crate::metrics::{IDLE_POLL_CONTENDED_TOTAL, IDLE_POLL_SECONDS_TOTAL, IDLE_POLL_WINDOWS_TOTAL};
 
 /// A turn of the poller whose thread used more CPU than this ran other work in between
-/// (a turn with nothing to do is three syscalls), so the window starts again.
+/// (a turn with nothing to do is two clock reads and a poll of the sockets), so the
+/// window starts again.
 const WORK_SEEN: Duration = Duration::from_micros(15);
+
+/// A turn that took this much longer than the CPU time its thread used waited for a CPU
+/// another thread had (an uncontended turn waits for nothing): the window ends.
+const CONTENDED_WAIT: Duration = Duration::from_micros(100);
+
+/// After a window that ended for contention, wake-ups start no window for this long: the
+/// runtime sleeps in `epoll_wait` between events, as without the poller.
+const CONTENDED_REST: Duration = Duration::from_millis(100);
 
 /// The poller's wake-up signal, shared between the runtime's unpark hook and the task.
 #[derive(Clone, Debug)]
 pub struct IdlePoll {
     woken: Arc<Notify>,
     window: Duration,
+    /// [`CONTENDED_WAIT`] (tests of the window's other ends turn it off).
+    contended_wait: Duration,
 }
 
 impl IdlePoll {
@@ -42,6 +63,7 @@ impl IdlePoll {
         Self {
             woken: Arc::new(Notify::new()),
             window,
+            contended_wait: CONTENDED_WAIT,
         }
     }
 
@@ -52,17 +74,25 @@ impl IdlePoll {
 
     /// The poller task; runs until the runtime shuts down.
     pub async fn run(self) {
+        let mut rest_until: Option<Instant> = None;
         loop {
             self.woken.notified().await;
+            if rest_until.is_some_and(|until| Instant::now() < until) {
+                continue;
+            }
             metrics::counter!(IDLE_POLL_WINDOWS_TOTAL).increment(1);
-            let idle = self.poll_window().await;
-            metrics::gauge!(IDLE_POLL_SECONDS_TOTAL).increment(idle.as_secs_f64());
+            let window = self.poll_window().await;
+            metrics::gauge!(IDLE_POLL_SECONDS_TOTAL).increment(window.idle.as_secs_f64());
+            rest_until = window.contended.then(|| {
+                metrics::counter!(IDLE_POLL_CONTENDED_TOTAL).increment(1);
+                Instant::now() + CONTENDED_REST
+            });
         }
     }
 
     /// Polls until `window` has passed without other work; returns the time spent
     /// polling in turns that found nothing to do.
-    async fn poll_window(&self) -> Duration {
+    async fn poll_window(&self) -> Window {
         let mut idle = Duration::ZERO;
         let mut last_work = Instant::now();
         // The end of one turn's CPU reading is the start of the next one's.
@@ -70,17 +100,27 @@ impl IdlePoll {
         loop {
             let turn = Instant::now();
             if turn.duration_since(last_work) >= self.window {
-                return idle;
+                return Window {
+                    idle,
+                    contended: false,
+                };
             }
             // Back of the runtime's queue: it polls its sockets and timers without
             // blocking and runs whatever became ready before this task again.
             tokio::task::yield_now().await;
-            // Let another process have the CPU if one is waiting for it.
-            std::thread::yield_now();
             // The thread's own CPU time tells work done on it from time spent waiting
             // for a CPU that another process had.
             let after = thread_cpu_time();
-            if after.saturating_sub(cpu) > WORK_SEEN {
+            let used = after.saturating_sub(cpu);
+            if turn.elapsed().saturating_sub(used) > self.contended_wait {
+                // Another thread had the CPU: leave it to them and sleep until the next
+                // wake-up.
+                return Window {
+                    idle,
+                    contended: true,
+                };
+            }
+            if used > WORK_SEEN {
                 last_work = Instant::now();
             } else {
                 idle += turn.elapsed();
@@ -88,6 +128,14 @@ impl IdlePoll {
             cpu = after;
         }
     }
+}
+
+/// How a polling window went.
+struct Window {
+    /// Time spent polling in turns that found nothing to do.
+    idle: Duration,
+    /// Whether it ended because another thread was waiting for the CPU.
+    contended: bool,
 }
 
 /// CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`); zero where it cannot be
@@ -112,12 +160,21 @@ fn thread_cpu_time() -> Duration {
 mod tests {
     use super::*;
 
+    /// A poller that never ends a window for contention: other tests on the machine's
+    /// CPUs must not cut short the windows these tests time.
+    fn uncontended(window: Duration) -> IdlePoll {
+        IdlePoll {
+            contended_wait: Duration::MAX,
+            ..IdlePoll::new(window)
+        }
+    }
+
     #[tokio::test]
     async fn a_window_ends_after_the_window_without_work() {
         let window = Duration::from_millis(5);
-        let poll = IdlePoll::new(window);
+        let poll = uncontended(window);
         let started = Instant::now();
-        let idle = poll.poll_window().await;
+        let idle = poll.poll_window().await.idle;
         let took = started.elapsed();
         assert!(took >= window, "the window ended after {took:?}");
         assert!(
@@ -129,7 +186,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn work_during_a_window_starts_it_again() {
         let window = Duration::from_millis(5);
-        let poll = IdlePoll::new(window);
+        let poll = uncontended(window);
         // Work that runs on the same thread during the window: three turns of 2 ms
         // each, every one longer than WORK_SEEN, so the window lasts past their end.
         let worker = tokio::spawn(async {
@@ -151,6 +208,62 @@ mod tests {
             ended.duration_since(work_done) >= window - WORK_SEEN,
             "the window ended {:?} after the last work",
             ended.duration_since(work_done)
+        );
+    }
+
+    /// Pins the calling thread to `cpu`.
+    fn pin_to(cpu: usize) {
+        // SAFETY: `set` is a zeroed, valid cpu_set_t for the duration of the calls.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            assert_eq!(
+                rc,
+                0,
+                "sched_setaffinity: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// A poller whose CPU another thread wants stops polling at once. Before, it yielded
+    /// the CPU on each turn and went on: beside a busy thread its windows never ended
+    /// (this test's 2-s window lasted 310 s), and the kernel (EEVDF) left the yielding
+    /// runtime unscheduled for 50-140 ms at a time, its packets unread (the hostile test
+    /// beside two busy loops: the nodes' pings to each other timed out).
+    #[test]
+    fn a_window_ends_at_once_when_another_thread_waits_for_the_cpu() {
+        // SAFETY: no arguments; returns the CPU this thread runs on.
+        let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).expect("sched_getcpu");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hog = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                pin_to(cpu);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        pin_to(cpu);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let window = Duration::from_secs(2);
+        let started = Instant::now();
+        let outcome = runtime.block_on(IdlePoll::new(window).poll_window());
+        let took = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        hog.join().unwrap();
+        assert!(
+            took < window / 2,
+            "the poller kept polling for {took:?} beside a busy thread on its CPU"
+        );
+        assert!(
+            outcome.contended,
+            "the window's end was not put down to contention"
         );
     }
 

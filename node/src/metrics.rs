@@ -162,6 +162,9 @@ pub const IDLE_POLL_WINDOWS_TOTAL: &str = "shoal_idle_poll_windows_total";
 /// only grows: read it with `rate()` (a gauge because the facade's counters are
 /// integers).
 pub const IDLE_POLL_SECONDS_TOTAL: &str = "shoal_idle_poll_seconds_total";
+/// Counter: idle-poll windows ended early because another thread was waiting for the
+/// CPU (the poller then rests for 100 ms).
+pub const IDLE_POLL_CONTENDED_TOTAL: &str = "shoal_idle_poll_contended_total";
 /// Gauge, in bytes: the node process's resident set size.
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "shoal_process_resident_memory_bytes";
 /// Gauge: file descriptors the node process holds open (sockets, RocksDB files).
@@ -258,6 +261,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (METRICS_HTTP_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a scraper or probe over a bound) Connections the metrics listener closed unanswered: too many at once, a request head too large, or too slow"),
     (IDLE_POLL_WINDOWS_TOTAL, MetricKind::Counter, "Windows in which the runtime kept polling its sockets after a wake-up instead of sleeping (limits.idle_poll)"),
     (IDLE_POLL_SECONDS_TOTAL, MetricKind::Gauge, "Time the idle poller spent polling with nothing to do (only grows; use rate())"),
+    (IDLE_POLL_CONTENDED_TOTAL, MetricKind::Counter, "Idle-poll windows ended early because another thread was waiting for the CPU; the poller then rests for 100 ms (the runtime sleeps between events)"),
     (PROCESS_CPU_SECONDS_TOTAL, MetricKind::Gauge, "User plus system CPU time the node process has used since it started (only grows; use rate())"),
     (PROCESS_RESIDENT_MEMORY_BYTES, MetricKind::Gauge, "Resident memory of the node process"),
     (PROCESS_OPEN_FDS, MetricKind::Gauge, "File descriptors the node process holds open"),
@@ -363,6 +367,7 @@ pub fn describe_node_metrics() {
     metrics::counter!(engine::FORWARDS_TOTAL).absolute(0);
     metrics::counter!(engine::REPLICATION_LAG_UNFINISHED_TOTAL).absolute(0);
     metrics::counter!(storage::DISK_FULL_REFUSALS_TOTAL).absolute(0);
+    metrics::counter!(IDLE_POLL_CONTENDED_TOTAL).absolute(0);
     for result in ["ok", "error"] {
         metrics::counter!(TLS_RELOADS_TOTAL, "result" => result).absolute(0);
     }

@@ -280,8 +280,9 @@ pub struct LimitsConfig {
     /// How long the runtime keeps polling its sockets after it woke and did some work,
     /// before it sleeps again (0 turns it off). On a virtual machine an idle CPU takes
     /// tens of microseconds to wake, more than a replica read takes: under light load
-    /// every hop between nodes paid it. The poller yields the CPU to other processes
-    /// on each turn. Read by the node, which builds the runtime; at most 10 ms.
+    /// every hop between nodes paid it. The poller stops, for 100 ms, as soon as another
+    /// thread waits for the CPU. Read by the node, which builds the runtime; at most
+    /// 10 ms.
     #[serde(with = "humantime_serde")]
     pub idle_poll: Duration,
     /// Storage operations queued for those threads; an operation that finds the queue

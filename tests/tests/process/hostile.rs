@@ -53,14 +53,29 @@ const SETTLED_INFLIGHT_BYTES: f64 = 1024.0 * 1024.0;
 /// not count, and allocator fragmentation, which keeps freed memory resident.
 const RSS_HEADROOM: u64 = 256 << 20;
 
-/// Counters of the transport whose growth during a kind (summed over the nodes) the
-/// report shows: how the nodes defended themselves, and whether node-to-node requests
-/// suffered.
-const COUNTERS: [&str; 4] = [
-    "shoal_transport_requests_refused_total",
-    "shoal_transport_connections_refused_total",
-    "shoal_transport_stream_timeouts_total",
-    "shoal_transport_unresponsive_connections_total",
+/// Counters whose growth during a kind (summed over the nodes) the report shows: how
+/// the nodes defended themselves, whether node-to-node requests suffered (timeouts,
+/// datagrams dropped, idle polling cut short by a busy CPU), and how many requests were
+/// answered `Overloaded`, and of those how many by the coordinators' read budget.
+const COUNTERS: [(&str, &[(&str, &str)]); 9] = [
+    ("shoal_transport_requests_refused_total", &[]),
+    ("shoal_transport_connections_refused_total", &[]),
+    ("shoal_transport_stream_timeouts_total", &[]),
+    ("shoal_transport_unresponsive_connections_total", &[]),
+    (
+        "shoal_coordinator_reads_deferred_total",
+        &[("outcome", "overloaded")],
+    ),
+    (
+        "shoal_coordinator_requests_total",
+        &[("result", "overloaded")],
+    ),
+    ("shoal_udp_receive_drops_total", &[]),
+    ("shoal_idle_poll_contended_total", &[]),
+    (
+        "shoal_transport_requests_total",
+        &[("direction", "out"), ("result", "timeout")],
+    ),
 ];
 
 /// A kind of abuse and what the nodes must answer to it.
@@ -407,9 +422,16 @@ async fn run_case(
         COUNTERS
             .iter()
             .zip(counters_before.iter().zip(&counters_after))
-            .map(|(name, (before, after))| format!(
-                "{}={}",
+            .map(|((name, labels), (before, after))| format!(
+                "{}{}={}",
                 name.trim_start_matches("shoal_transport_"),
+                if labels.is_empty() {
+                    String::new()
+                } else {
+                    let labels: Vec<String> =
+                        labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{{{}}}", labels.join(","))
+                },
                 after - before
             ))
             .collect::<Vec<_>>()
@@ -548,10 +570,10 @@ async fn good_client(client: Client, tag: String, stop: Arc<AtomicBool>) -> Good
 async fn counters(cluster: &Cluster) -> Vec<f64> {
     let all: Vec<usize> = (0..cluster.len()).collect();
     let mut out = Vec::new();
-    for name in COUNTERS {
+    for (name, labels) in COUNTERS {
         out.push(
             cluster
-                .metric_sum(&all, name, &[])
+                .metric_sum(&all, name, labels)
                 .await
                 .unwrap_or(f64::NAN),
         );
