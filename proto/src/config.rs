@@ -280,9 +280,9 @@ pub struct LimitsConfig {
     /// How long the runtime keeps polling its sockets after it woke and did some work,
     /// before it sleeps again (0 turns it off). On a virtual machine an idle CPU takes
     /// tens of microseconds to wake, more than a replica read takes: under light load
-    /// every hop between nodes paid it. The poller stops, for 100 ms, as soon as another
-    /// thread waits for the CPU. Read by the node, which builds the runtime; at most
-    /// 10 ms.
+    /// every hop between nodes paid it. The poller yields the CPU to other processes on
+    /// each turn, and rests while CPU-bound threads keep the CPU. Read by the node, which
+    /// builds the runtime; at most 10 ms.
     #[serde(with = "humantime_serde")]
     pub idle_poll: Duration,
     /// Storage operations queued for those threads; an operation that finds the queue
@@ -308,7 +308,9 @@ pub struct LimitsConfig {
     /// a read asks the other replicas only after its own copy shows the object's size,
     /// and a read that would not fit is answered `Overloaded` before any replica is
     /// asked, so that large reads cannot take the node's memory or its peer links while
-    /// small ones still fit. A read is always admitted when none holds anything.
+    /// small ones still fit: a read whose copies weigh at most 1/64 of it may also draw on
+    /// a reserve of 1/8 of it beyond what large reads hold. A read is always admitted
+    /// when none holds anything.
     pub max_read_bytes_in_flight: usize,
 }
 

@@ -59,7 +59,7 @@ pub use direct::{get_reply, ReplicaReadGate, ReplicaReadGateKey};
 pub use handoff::HandoffStats;
 pub use layout_sync::{PersistedLayout, MAX_CANDIDATES, MAX_COMMIT_ROUNDS, MAX_HELLO_INTERVAL};
 pub use placement::TransferStats;
-pub use read::MAX_UNSIZED_READS;
+pub use read::{MAX_UNSIZED_READS, RESERVE_SHARE, SMALL_READ_SHARE};
 
 use aae::{Aae, AaePart, ExchangeId};
 use reap::ReapPart;
@@ -251,6 +251,8 @@ pub struct Engine {
     reads: BTreeMap<RequestId, ReadOp>,
     /// Bytes of replica copies the reads hold (see `read.rs`).
     read_bytes: usize,
+    /// Bytes the small reads were charged when sized: the reserve's use (see `read.rs`).
+    small_read_bytes: usize,
     /// Reads that asked the other replicas before knowing the object's size.
     unsized_reads: usize,
     forwards: BTreeMap<RequestId, ForwardOp>,
@@ -372,6 +374,7 @@ impl Engine {
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
             read_bytes: 0,
+            small_read_bytes: 0,
             unsized_reads: 0,
             forwards: BTreeMap::new(),
             admin: BTreeSet::new(),

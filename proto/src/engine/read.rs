@@ -20,7 +20,11 @@
 //! reads its own copy first and asks the others only if that copy times the replicas
 //! fits, else it answers `Overloaded` having asked nobody. So a flood of large gets is
 //! refused at its coordinator while small reads keep fitting, and the copies in flight
-//! on the peer links stay bounded.
+//! on the peer links stay bounded. Reads asked before they were sized can take the
+//! budget past its end; a small read (copies of at most 1/64 of the budget) may then
+//! still draw on a reserve of 1/8 of it that only small reads use, so that large reads
+//! cannot refuse small ones (the hostile suite's unread-responses kind saw the
+//! well-behaved client's gets refused before it).
 
 use rand::Rng;
 use shoal_ring::{NodeId, PartitionId};
@@ -53,6 +57,9 @@ pub(super) struct ReadOp {
     then_delete: Option<WriteOptions>,
     /// Bytes charged to the engine's read budget (`Engine::read_bytes`).
     held: usize,
+    /// For a small read (see [`SMALL_READ_SHARE`]), the part of `held` also counted in
+    /// `Engine::small_read_bytes`, the reserve's use.
+    small_charge: usize,
     /// The size of the local copy, once read: what each other copy is expected to weigh.
     local_len: Option<usize>,
     /// Whether the other replicas were asked before the local copy's size was known
@@ -74,6 +81,15 @@ pub(super) struct ReadOp {
 /// object is: bounds what a burst of reads arriving together can pull over the peer
 /// links to about this many times N objects.
 pub const MAX_UNSIZED_READS: usize = 16;
+
+/// A read whose copies weigh at most this share of the read budget (1 MiB of the default
+/// 64 MiB) is small: it may also draw on the reserve.
+pub const SMALL_READ_SHARE: usize = 64;
+
+/// Share of the read budget kept for small reads beyond what the others hold (8 MiB of
+/// the default 64 MiB, a few thousand reads of kilobyte values): large reads, which may
+/// fill the budget and, asked before they are sized, pass it, cannot refuse small ones.
+pub const RESERVE_SHARE: usize = 8;
 
 /// Why a read asked every replica it placed: the `reason` label of
 /// `shoal_reads_all_replicas_total`.
@@ -212,6 +228,7 @@ impl Engine {
                 repair_at: None,
                 then_delete,
                 held: 0,
+                small_charge: 0,
                 local_len: None,
                 size_unknown: ask_now,
                 deferred,
@@ -365,8 +382,15 @@ impl Engine {
         // full as they arrived.
         let copies = op.quorum.pending();
         let charge = local_len.saturating_mul(copies);
+        let small = charge <= budget / SMALL_READ_SHARE;
+        let in_reserve =
+            small && self.small_read_bytes.saturating_add(charge) <= budget / RESERVE_SHARE;
         let deferred = std::mem::take(&mut op.deferred);
-        if !deferred.is_empty() && in_use > 0 && in_use.saturating_add(charge) > budget {
+        if !deferred.is_empty()
+            && in_use > 0
+            && in_use.saturating_add(charge) > budget
+            && !in_reserve
+        {
             self.meters.reads_deferred.get(["overloaded"]).increment(1);
             self.answer_read_error(id, RequestError::Overloaded);
             self.end_read(id);
@@ -376,6 +400,10 @@ impl Engine {
             self.meters.reads_deferred.get(["sent"]).increment(1);
         }
         op.held = op.held.saturating_add(charge);
+        if small {
+            op.small_charge = op.small_charge.saturating_add(charge);
+            self.small_read_bytes = self.small_read_bytes.saturating_add(charge);
+        }
         let (partition, key) = (op.partition, op.key.clone());
         self.charge_read_bytes(charge, 0);
         for target in deferred {
@@ -630,6 +658,14 @@ impl Engine {
             self.unsized_reads -= 1;
         }
         self.charge_read_bytes(0, op.held);
+        self.small_read_bytes = self.small_read_bytes.saturating_sub(op.small_charge);
+        if self.reads.is_empty() && self.small_read_bytes != 0 {
+            debug_assert_eq!(
+                self.small_read_bytes, 0,
+                "bytes charged to small reads none of which is left"
+            );
+            self.small_read_bytes = 0;
+        }
         if self.reads.is_empty() && self.read_bytes != 0 {
             // Every charge is given back with its read: a remainder is an accounting bug.
             // Tests and the simulator stop on it; a node starts the budget over.

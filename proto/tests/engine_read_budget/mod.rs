@@ -7,7 +7,7 @@ use super::{a, client_error};
 use shoal_proto::wire::{ClientResponse, PeerRequest, PeerResponse, Response};
 use shoal_proto::{
     CausalContext, Command, Dot, EngineConfig, Object, RequestError, SiblingValue, StorageOp,
-    MAX_UNSIZED_READS,
+    MAX_UNSIZED_READS, RESERVE_SHARE,
 };
 
 /// Bytes of the large value: three copies are more than half of [`BUDGET`], two reads'
@@ -240,4 +240,81 @@ fn replies_that_arrive_before_the_local_copy_are_given_back_when_the_read_ends()
     // The read is over: nothing of it may stay charged.
     assert_eq!(c.engine(&a()).inflight(), 0);
     assert_eq!(c.engine(&a()).read_bytes_in_flight(), 0);
+}
+
+#[test]
+fn large_reads_that_overshoot_the_budget_leave_small_reads_their_reserve() {
+    let (mut c, large_key, large, small_key, small) = cluster_with_keys();
+    // Two large reads arriving together both ask every replica before either is sized
+    // (nothing is held yet): once sized, their copies hold more than the whole budget.
+    let first = c.client(&a(), 1, get(&large_key));
+    let second = c.client(&a(), 2, get(&large_key));
+    assert_eq!(sends(&first).len(), 2, "{first:?}");
+    assert_eq!(sends(&second).len(), 2, "{second:?}");
+    c.run_storage(&a(), &storage_read(&first));
+    c.run_storage(&a(), &storage_read(&second));
+    assert!(c.engine(&a()).read_bytes_in_flight() > BUDGET);
+
+    // A small read is not refused for what the large ones hold: it draws on the
+    // reserve, asks the replicas once sized and is answered.
+    let third = c.client(&a(), 3, get(&small_key));
+    assert!(sends(&third).is_empty(), "{third:?}");
+    let asked = c.run_storage(&a(), &storage_read(&third));
+    assert_eq!(sends(&asked).len(), 2, "refused or asked nobody: {asked:?}");
+    let mut answered = false;
+    for send in sends(&asked) {
+        let done = c.reply(&a(), send, Ok(PeerResponse::Object(Some(small.clone()))));
+        answered |= is_get_answer(&done, 3);
+    }
+    assert!(answered, "the small read was answered");
+
+    // A large read may not draw on the reserve.
+    let fourth = c.client(&a(), 4, get(&large_key));
+    assert!(sends(&fourth).is_empty(), "{fourth:?}");
+    let refused = c.run_storage(&a(), &storage_read(&fourth));
+    assert_eq!(refused, vec![client_error(4, RequestError::Overloaded)]);
+
+    // The large reads end: the budget and the reserve are whole again.
+    for (cmds, id) in [(&first, 1), (&second, 2)] {
+        let mut answered = false;
+        for send in sends(cmds) {
+            let done = c.reply(&a(), send, Ok(PeerResponse::Object(Some(large.clone()))));
+            answered |= is_get_answer(&done, id);
+        }
+        assert!(answered, "read {id} was answered");
+    }
+    assert_eq!(c.engine(&a()).read_bytes_in_flight(), 0);
+    assert_eq!(c.engine(&a()).inflight(), 0);
+}
+
+#[test]
+fn the_reserve_for_small_reads_is_bounded_too() {
+    let (mut c, large_key, _, small_key, small) = cluster_with_keys();
+    let first = c.client(&a(), 1, get(&large_key));
+    let second = c.client(&a(), 2, get(&large_key));
+    c.run_storage(&a(), &storage_read(&first));
+    c.run_storage(&a(), &storage_read(&second));
+    let held = c.engine(&a()).read_bytes_in_flight();
+    assert!(held > BUDGET);
+    // Small reads whose replicas do not answer yet: each holds its three copies' worth
+    // of the reserve until the reserve is spent, then one is refused.
+    let charge = 3 * small.encoded_len();
+    let fit = BUDGET / RESERVE_SHARE / charge;
+    let mut admitted = 0;
+    for id in 10..10 + fit as u64 + 1 {
+        let cmds = c.client(&a(), id, get(&small_key));
+        let sized = c.run_storage(&a(), &storage_read(&cmds));
+        if sends(&sized).len() == 2 {
+            admitted += 1;
+        } else {
+            assert_eq!(sized, vec![client_error(id, RequestError::Overloaded)]);
+            break;
+        }
+    }
+    assert_eq!(admitted, fit, "small reads admitted beside a full budget");
+    assert_eq!(
+        c.engine(&a()).read_bytes_in_flight(),
+        held + fit * charge,
+        "the reserve's reads are charged to the budget's gauge too"
+    );
 }
