@@ -8,20 +8,25 @@
 //! With light load every hop pays it (BENCHMARKS.md: at concurrency 1 a peer request
 //! took 142 µs at the coordinator for 31 µs of work at the peer). So after the runtime
 //! thread wakes, a poller task keeps it awake for at most `idle_poll`: it yields to the
-//! runtime in a loop, which then polls its sockets without blocking. Each turn that finds
-//! the runtime did other work in between starts the window again; a window with nothing
-//! to do ends and the thread sleeps until the next wake-up. ScyllaDB's Seastar does the
-//! same (`--idle-poll-time-us`, 200 µs by default).
+//! runtime in a loop, which then polls its sockets without blocking, and yields the CPU
+//! to the other processes on each turn, so that a busy machine loses little to it. Each
+//! turn that finds the runtime did other work in between starts the window again; a
+//! window with nothing to do ends and the thread sleeps until the next wake-up.
+//! ScyllaDB's Seastar does the same (`--idle-poll-time-us`, 200 µs by default).
 //!
-//! The poller must not keep the CPU from other processes, nor lose it to them: a turn
-//! that took longer than the CPU time its thread used waited for a CPU another thread
-//! had, and ends the window at once; wake-ups then start no window for
-//! [`CONTENDED_REST`], and the runtime sleeps between events as without the poller (a
-//! thread woken from sleep is scheduled promptly). The poller once gave the CPU away with
-//! `sched_yield` on each turn instead: the kernel's scheduler (EEVDF) pushes a yielding
-//! thread's deadline back and a runnable thread gets no wake-up preemption when its
-//! packets arrive, so beside CPU-bound processes the node's runtime went unscheduled for
-//! 50-140 ms at a time (`perf sched timehist`) and its peers' pings timed out.
+//! Yielding suits processes that take the CPU for a packet and sleep again, not
+//! CPU-bound ones (compactions, other programs): the kernel's scheduler (EEVDF) pushes a
+//! yielding thread's deadline back, and a runnable thread gets no wake-up preemption
+//! when its packets arrive, so beside busy loops the runtime went unscheduled for
+//! 50-140 ms at a time (`perf sched timehist`), its windows never ended (the thread's
+//! CPU time grew in every turn), and its peers' pings timed out. So a window lasts at
+//! most [`MAX_WINDOW_FACTOR`] times `idle_poll`, and a turn that waited more than
+//! [`CONTENDED_WAIT`] beyond the CPU time it used ends the window at once; wake-ups then
+//! start no window for [`CONTENDED_REST`], doubling while windows keep ending so: the
+//! runtime sleeps between events, and a woken thread is scheduled promptly. (Variants
+//! that ended windows after waits of 100 or 500 µs halved throughput at concurrency 1 on
+//! two cores, where three nodes' pollers and the load generator share the CPUs: nearly
+//! every window ended so and the poller rested.)
 //!
 //! Bounds: a window lasts `idle_poll` after the last work, and the poller is one task.
 //! Metrics: `shoal_idle_poll_windows_total` (windows started),
@@ -36,17 +41,30 @@ use tokio::sync::Notify;
 use crate::metrics::{IDLE_POLL_CONTENDED_TOTAL, IDLE_POLL_SECONDS_TOTAL, IDLE_POLL_WINDOWS_TOTAL};
 
 /// A turn of the poller whose thread used more CPU than this ran other work in between
-/// (a turn with nothing to do is two clock reads and a poll of the sockets), so the
-/// window starts again.
+/// (a turn with nothing to do is three syscalls), so the window starts again.
 const WORK_SEEN: Duration = Duration::from_micros(15);
 
-/// A turn that took this much longer than the CPU time its thread used waited for a CPU
-/// another thread had (an uncontended turn waits for nothing): the window ends.
-const CONTENDED_WAIT: Duration = Duration::from_micros(100);
+/// A turn that waited this much longer than the CPU time its thread used gave the CPU
+/// to a thread that kept it for several scheduler slices (a CPU-bound one), not to one
+/// that handled a packet and slept again (tens of microseconds): the window ends.
+const CONTENDED_WAIT: Duration = Duration::from_millis(2);
 
-/// After a window that ended for contention, wake-ups start no window for this long: the
-/// runtime sleeps in `epoll_wait` between events, as without the poller.
-const CONTENDED_REST: Duration = Duration::from_millis(100);
+/// After a window that ended for contention, wake-ups start no window for this long,
+/// doubled after each further contended window up to [`MAX_CONTENDED_REST`] and reset
+/// by one that ends without: the runtime sleeps in `epoll_wait` between events, as
+/// without the poller. A rare long wait costs little polling; a thread that stays
+/// CPU-bound soon leaves the poller resting most of the time.
+const CONTENDED_REST: Duration = Duration::from_millis(10);
+
+/// The longest rest: beside a thread that stays CPU-bound, at most one window in this
+/// long pays a yield's wait.
+const MAX_CONTENDED_REST: Duration = Duration::from_millis(5120);
+
+/// A window ends after this many times `idle_poll` whatever it sees: its turns can count
+/// a busy neighbour's time as work done (as they did beside a busy loop, keeping one
+/// window open for minutes). A runtime with more work does not sleep anyway, and the
+/// next wake-up starts a new window.
+const MAX_WINDOW_FACTOR: u32 = 20;
 
 /// The poller's wake-up signal, shared between the runtime's unpark hook and the task.
 #[derive(Clone, Debug)]
@@ -75,6 +93,7 @@ impl IdlePoll {
     /// The poller task; runs until the runtime shuts down.
     pub async fn run(self) {
         let mut rest_until: Option<Instant> = None;
+        let mut rest = CONTENDED_REST;
         loop {
             self.woken.notified().await;
             if rest_until.is_some_and(|until| Instant::now() < until) {
@@ -83,10 +102,14 @@ impl IdlePoll {
             metrics::counter!(IDLE_POLL_WINDOWS_TOTAL).increment(1);
             let window = self.poll_window().await;
             metrics::gauge!(IDLE_POLL_SECONDS_TOTAL).increment(window.idle.as_secs_f64());
-            rest_until = window.contended.then(|| {
+            if window.contended {
                 metrics::counter!(IDLE_POLL_CONTENDED_TOTAL).increment(1);
-                Instant::now() + CONTENDED_REST
-            });
+                rest_until = Some(Instant::now() + rest);
+                rest = (rest * 2).min(MAX_CONTENDED_REST);
+            } else {
+                rest_until = None;
+                rest = CONTENDED_REST;
+            }
         }
     }
 
@@ -94,12 +117,15 @@ impl IdlePoll {
     /// polling in turns that found nothing to do.
     async fn poll_window(&self) -> Window {
         let mut idle = Duration::ZERO;
-        let mut last_work = Instant::now();
+        let started = Instant::now();
+        let mut last_work = started;
         // The end of one turn's CPU reading is the start of the next one's.
         let mut cpu = thread_cpu_time();
         loop {
             let turn = Instant::now();
-            if turn.duration_since(last_work) >= self.window {
+            if turn.duration_since(last_work) >= self.window
+                || turn.duration_since(started) >= self.window * MAX_WINDOW_FACTOR
+            {
                 return Window {
                     idle,
                     contended: false,
@@ -108,13 +134,15 @@ impl IdlePoll {
             // Back of the runtime's queue: it polls its sockets and timers without
             // blocking and runs whatever became ready before this task again.
             tokio::task::yield_now().await;
+            // Let another process have the CPU if one is waiting for it.
+            std::thread::yield_now();
             // The thread's own CPU time tells work done on it from time spent waiting
             // for a CPU that another process had.
             let after = thread_cpu_time();
             let used = after.saturating_sub(cpu);
             if turn.elapsed().saturating_sub(used) > self.contended_wait {
-                // Another thread had the CPU: leave it to them and sleep until the next
-                // wake-up.
+                // The CPU went to a thread that kept it, not to one that answered a
+                // packet and slept again: sleep until the next wake-up instead.
                 return Window {
                     idle,
                     contended: true,
@@ -227,13 +255,12 @@ mod tests {
         }
     }
 
-    /// A poller whose CPU another thread wants stops polling at once. Before, it yielded
-    /// the CPU on each turn and went on: beside a busy thread its windows never ended
-    /// (this test's 2-s window lasted 310 s), and the kernel (EEVDF) left the yielding
-    /// runtime unscheduled for 50-140 ms at a time, its packets unread (the hostile test
-    /// beside two busy loops: the nodes' pings to each other timed out).
+    /// A poller whose CPU a CPU-bound thread wants stops polling. Before, beside such a
+    /// thread its windows never ended (a 2-s window lasted 310 s), and the kernel (EEVDF)
+    /// left the yielding runtime unscheduled for 50-140 ms at a time, its packets unread
+    /// (the hostile test beside two busy loops: the nodes' pings to each other timed out).
     #[test]
-    fn a_window_ends_at_once_when_another_thread_waits_for_the_cpu() {
+    fn a_window_ends_beside_a_cpu_bound_thread_on_its_cpu() {
         // SAFETY: no arguments; returns the CPU this thread runs on.
         let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).expect("sched_getcpu");
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -162,8 +162,8 @@ pub const IDLE_POLL_WINDOWS_TOTAL: &str = "shoal_idle_poll_windows_total";
 /// only grows: read it with `rate()` (a gauge because the facade's counters are
 /// integers).
 pub const IDLE_POLL_SECONDS_TOTAL: &str = "shoal_idle_poll_seconds_total";
-/// Counter: idle-poll windows ended early because another thread was waiting for the
-/// CPU (the poller then rests for 100 ms).
+/// Counter: idle-poll windows ended early because a turn's yield gave the CPU to a
+/// CPU-bound thread (the poller then rests 10 ms to 5.12 s).
 pub const IDLE_POLL_CONTENDED_TOTAL: &str = "shoal_idle_poll_contended_total";
 /// Gauge, in bytes: the node process's resident set size.
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "shoal_process_resident_memory_bytes";
@@ -261,7 +261,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (METRICS_HTTP_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a scraper or probe over a bound) Connections the metrics listener closed unanswered: too many at once, a request head too large, or too slow"),
     (IDLE_POLL_WINDOWS_TOTAL, MetricKind::Counter, "Windows in which the runtime kept polling its sockets after a wake-up instead of sleeping (limits.idle_poll)"),
     (IDLE_POLL_SECONDS_TOTAL, MetricKind::Gauge, "Time the idle poller spent polling with nothing to do (only grows; use rate())"),
-    (IDLE_POLL_CONTENDED_TOTAL, MetricKind::Counter, "Idle-poll windows ended early because another thread was waiting for the CPU; the poller then rests for 100 ms (the runtime sleeps between events)"),
+    (IDLE_POLL_CONTENDED_TOTAL, MetricKind::Counter, "Idle-poll windows ended early because a turn's yield gave the CPU to a CPU-bound thread; the poller then rests 10 ms to 5.12 s (the runtime sleeps between events)"),
     (PROCESS_CPU_SECONDS_TOTAL, MetricKind::Gauge, "User plus system CPU time the node process has used since it started (only grows; use rate())"),
     (PROCESS_RESIDENT_MEMORY_BYTES, MetricKind::Gauge, "Resident memory of the node process"),
     (PROCESS_OPEN_FDS, MetricKind::Gauge, "File descriptors the node process holds open"),
