@@ -229,7 +229,7 @@ impl DiskGuard {
         if !held {
             return;
         }
-        let needed = wal_bytes(&self.path) + REOPEN_HEADROOM_BYTES;
+        let needed = self.replay_room();
         let Some(free) = self.refresh().filter(|&free| free < needed) else {
             return;
         };
@@ -342,6 +342,12 @@ impl DiskGuard {
         StorageError::DiskFull
     }
 
+    /// Free space an open of the database needs: the write-ahead log's replay into a
+    /// table file, plus a new manifest and log.
+    fn replay_room(&self) -> u64 {
+        wal_bytes(&self.path) + REOPEN_HEADROOM_BYTES
+    }
+
     /// Runs `reopen` if RocksDB is stopped, a reopen is due and `free` bytes would hold
     /// it; returns whether the database is (now) writable. Concurrent callers do not wait
     /// for a reopen in progress: they are refused.
@@ -353,9 +359,7 @@ impl DiskGuard {
         if !self.is_stopped() {
             return true;
         }
-        let needed = self
-            .min_free_bytes
-            .max(wal_bytes(&self.path) + REOPEN_HEADROOM_BYTES);
+        let needed = self.min_free_bytes.max(self.replay_room());
         if free.is_some_and(|free| free < needed) {
             return false;
         }
