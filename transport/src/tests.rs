@@ -743,3 +743,110 @@ async fn a_connection_to_a_killed_peer_is_closed_and_its_restart_is_dialed() {
     client.close().await;
     restarted.stop(true);
 }
+
+/// A UDP relay between one client and a server that a test can cut (every datagram
+/// either way is dropped) and heal: a short network partition, or a stalled peer, on
+/// loopback.
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(server: SocketAddr) -> Relay {
+        let socket = tokio::net::UdpSocket::bind(localhost()).await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let cut = cut.clone();
+            async move {
+                // The client is whoever sends that is not the server.
+                let mut client: Option<SocketAddr> = None;
+                let mut buf = vec![0u8; 65_536];
+                while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+                    if cut.load(std::sync::atomic::Ordering::Relaxed) {
+                        continue;
+                    }
+                    let to = if from == server {
+                        match client {
+                            Some(client) => client,
+                            None => continue,
+                        }
+                    } else {
+                        client = Some(from);
+                        server
+                    };
+                    let _ = socket.send_to(&buf[..len], to).await;
+                }
+            }
+        });
+        Relay { addr, cut, task }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A peer silent for longer than one request's timeout but heard from again within the
+/// grace (a stall, a short partition) keeps its connection, and the requests in flight
+/// on it go on. Before, the first request that timed out with nothing received closed
+/// the connection at once, failing every other request on it (under CPU starvation a
+/// coordinator's replica writes then came back `Incomplete`).
+#[tokio::test]
+async fn a_peer_silent_past_a_timeout_but_back_within_the_grace_keeps_its_connection() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let (server, server_addr) = start_server(&ca, TransportConfig::default()).await;
+    let relay = Relay::start(server_addr).await;
+    let addr = relay.addr;
+    let client = Endpoint::client_on(
+        localhost(),
+        &client_identity(&ca, "c"),
+        TransportConfig::default(),
+    )
+    .unwrap();
+    client
+        .request(addr, None, b"warm".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    let first = client.raw_connection(addr).await.unwrap();
+
+    relay.set_cut(true);
+    let result = client
+        .request(addr, None, b"lost".to_vec(), Duration::from_millis(100))
+        .await;
+    assert!(
+        matches!(result, Err(TransportError::Timeout { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        first.close_reason(),
+        None,
+        "closed at the first silent timeout"
+    );
+    assert!(client.silence_suspected(addr));
+
+    relay.set_cut(false);
+    let deadline = Instant::now() + TIMEOUT;
+    while client.silence_suspected(addr) {
+        assert!(Instant::now() < deadline, "the suspicion was never settled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(first.close_reason(), None, "closed although heard from");
+    let response = client
+        .request(addr, None, b"after".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(response, b"client c|after");
+    let second = client.raw_connection(addr).await.unwrap();
+    assert_eq!(first.stable_id(), second.stable_id(), "dialed again");
+    client.close().await;
+    server.close().await;
+}
