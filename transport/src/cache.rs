@@ -20,53 +20,6 @@ pub(crate) const CLOSE_EVICTED: u32 = 3;
 pub(crate) struct Cached {
     pub(crate) connection: quinn::Connection,
     pub(crate) role: PeerRole,
-    /// Whether the connection is suspected of being dead, for its watcher.
-    pub(crate) silence: Arc<Silence>,
-}
-
-/// The suspicion a request raises when it timed out on a connection that received no
-/// datagram while it waited. The connection's watcher (`Endpoint::dial`) closes it only
-/// if nothing arrives during a grace after that either, so that a peer (or this node)
-/// stalled for longer than one request's timeout does not lose every request in flight
-/// on the connection.
-pub(crate) struct Silence {
-    /// The connection's received-datagram count when the first suspicious request
-    /// started; [`Silence::NONE`] while not suspected.
-    since: AtomicU64,
-    pub(crate) wake: tokio::sync::Notify,
-}
-
-impl Silence {
-    const NONE: u64 = u64::MAX;
-
-    pub(crate) fn new() -> Silence {
-        Silence {
-            since: AtomicU64::new(Silence::NONE),
-            wake: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// A request that started when the connection had received `since` datagrams timed
-    /// out with none received since: wakes the watcher, unless already suspected.
-    pub(crate) fn suspect(&self, since: u64) {
-        if self
-            .since
-            .compare_exchange(Silence::NONE, since, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.wake.notify_one();
-        }
-    }
-
-    /// The count the suspicion started from, if suspected.
-    pub(crate) fn since(&self) -> Option<u64> {
-        Some(self.since.load(Ordering::Acquire)).filter(|&n| n != Silence::NONE)
-    }
-
-    /// Lifts the suspicion: the connection was heard from.
-    pub(crate) fn clear(&self) {
-        self.since.store(Silence::NONE, Ordering::Release);
-    }
 }
 
 impl Cached {

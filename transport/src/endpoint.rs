@@ -18,7 +18,7 @@ use shoal_ring::NodeId;
 
 use crate::{
     admission::Admission,
-    cache::{Cached, ConnectionCache, Silence},
+    cache::{Cached, ConnectionCache},
     config::TransportConfig,
     error::{StreamErrorCode, TransportError},
     frame::{read_frame, write_frame, ReadFrameError, WriteFrameError},
@@ -429,12 +429,8 @@ impl Endpoint {
 
         // A peer that was killed and restarted on the same address never answers on the
         // old connection (its stateless resets use another key), so a connection that
-        // received nothing at all during a timed-out request is suspected dead, and closed
-        // if nothing arrives during the grace after it either (`Endpoint::dial`'s
-        // watcher): the next request dials again. A slow but live peer still ACKs our
-        // packets; one stalled past a request's timeout (or this node, too busy to read
-        // its socket) is heard from again within the grace, and the requests in flight
-        // on the connection go on.
+        // received nothing at all during a timed-out request is presumed dead and closed:
+        // the next request dials again. A slow but live peer still ACKs our packets.
         let received_before = cached.connection.stats().udp_rx.datagrams;
         let mut streams: Option<(quinn::SendStream, quinn::RecvStream)> = None;
         let exchange = async {
@@ -487,7 +483,8 @@ impl Endpoint {
                     let _ = recv.stop(StreamErrorCode::Cancelled.varint());
                 }
                 if cached.connection.stats().udp_rx.datagrams == received_before {
-                    cached.silence.suspect(received_before);
+                    metrics::unresponsive_connection();
+                    cached.connection.close(0u32.into(), b"peer unresponsive");
                 }
                 Err(TransportError::Timeout {
                     addr,
@@ -592,21 +589,13 @@ impl Endpoint {
         }
         debug!(%addr, %role, "connected");
         // Count the connection as open until it closes (the cache closes it explicitly
-        // when evicting it, and the endpoint closes all on shutdown), and close it when a
-        // suspicion of silence (see `request_inner`) holds for the grace.
+        // when evicting it, and the endpoint closes all on shutdown).
         let watched = connection.clone();
-        let silence = Arc::new(Silence::new());
-        let suspected = silence.clone();
-        let grace = self.inner.config.keep_alive * SILENCE_GRACE_KEEP_ALIVES;
         tokio::spawn(async move {
             let _open = OpenConnection::new();
-            watch_silence(&watched, &suspected, grace).await;
+            watched.closed().await;
         });
-        Ok(Cached {
-            connection,
-            role,
-            silence,
-        })
+        Ok(Cached { connection, role })
     }
 
     /// Outgoing connections in the cache that are still open.
@@ -664,51 +653,10 @@ impl Endpoint {
         self.inner.cache.slot(addr).failures()
     }
 
-    /// Whether the cached connection to `addr` is suspected of silence (tests of the
-    /// unresponsive-connection check).
-    #[cfg(test)]
-    pub(crate) fn silence_suspected(&self, addr: SocketAddr) -> bool {
-        self.inner
-            .cache
-            .slot(addr)
-            .live()
-            .is_some_and(|cached| cached.silence.since().is_some())
-    }
-
     /// Number of peer addresses in the cache (tests of eviction).
     #[cfg(test)]
     pub(crate) fn cache_len(&self) -> usize {
         self.inner.cache.len()
-    }
-}
-
-/// The grace, in keep-alive intervals, a connection suspected of silence has to be heard
-/// from: within one interval this side sends an ACK-eliciting packet (a keep-alive or a
-/// retransmission), which a live peer acknowledges at once.
-const SILENCE_GRACE_KEEP_ALIVES: u32 = 2;
-
-/// Until `connection` closes: after each suspicion of silence, waits `grace` and closes
-/// the connection if it received nothing since the suspicious request started, else
-/// lifts the suspicion.
-async fn watch_silence(connection: &quinn::Connection, silence: &Silence, grace: Duration) {
-    loop {
-        tokio::select! {
-            _ = connection.closed() => return,
-            () = silence.wake.notified() => {}
-        }
-        let Some(since) = silence.since() else {
-            continue;
-        };
-        tokio::select! {
-            _ = connection.closed() => return,
-            () = tokio::time::sleep(grace) => {}
-        }
-        if connection.stats().udp_rx.datagrams == since {
-            metrics::unresponsive_connection();
-            connection.close(0u32.into(), b"peer unresponsive");
-            return;
-        }
-        silence.clear();
     }
 }
 

@@ -26,8 +26,7 @@ pub const HANDSHAKE_FAILURES_TOTAL: &str = "shoal_transport_handshake_failures_t
 /// Invalid frames, by `kind` (`too_large`, `truncated`, `trailing_data`).
 pub const FRAME_ERRORS_TOTAL: &str = "shoal_transport_frame_errors_total";
 /// Cached connections closed because the peer sent nothing during a timed-out request
-/// nor during the grace after it (two keep-alive intervals): killed, stopped or
-/// partitioned away; the next request dials again.
+/// (killed, stopped or partitioned away); the next request dials again.
 pub const UNRESPONSIVE_CONNECTIONS_TOTAL: &str = "shoal_transport_unresponsive_connections_total";
 /// Frame bytes (prefix included), by `direction` (`out`: written, `in`: read).
 pub const BYTES_TOTAL: &str = "shoal_transport_bytes_total";
@@ -67,7 +66,7 @@ pub fn describe_metrics() {
     metrics::describe_counter!(FRAME_ERRORS_TOTAL, "Invalid frames received by kind");
     metrics::describe_counter!(
         UNRESPONSIVE_CONNECTIONS_TOTAL,
-        "Cached connections closed because the peer sent nothing during a timed-out request nor the grace after it"
+        "Cached connections closed because the peer sent nothing during a timed-out request"
     );
     metrics::describe_gauge!(
         INFLIGHT_BYTES,
