@@ -42,6 +42,9 @@ pub const SPARE_SPACE_FILE: &str = "SPARE_SPACE";
 /// name, which the next open deletes.
 pub(crate) const SPARE_SPACE_TEMP_FILE: &str = "SPARE_SPACE.tmp";
 
+/// Least time between two attempts to make the spare file after one failed: the
+/// once-a-second disk check would otherwise try (and log a warning) every second.
+pub(crate) const SPARE_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// Least time between two attempts to reopen a database that ran out of space; bounds the
 /// work a stream of refused writes (or the node's periodic check) can cause.
 pub(crate) const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
@@ -107,6 +110,9 @@ struct Spare {
     given_back: AtomicBool,
     /// Held while the file is made, so that two checks do not both make it.
     making: Mutex<()>,
+    /// When making it last failed: it is not tried again (nor the failure logged) until
+    /// [`SPARE_RETRY_INTERVAL`] has passed.
+    failed_at: Mutex<Option<Instant>>,
 }
 
 impl DiskGuard {
@@ -124,6 +130,7 @@ impl DiskGuard {
                 held: AtomicBool::new(false),
                 given_back: AtomicBool::new(false),
                 making: Mutex::new(()),
+                failed_at: Mutex::new(None),
             },
             path: path.to_path_buf(),
             min_free_bytes,
@@ -269,10 +276,14 @@ impl DiskGuard {
         if spare.held.load(Ordering::Relaxed) {
             return free;
         }
+        if lock(&spare.failed_at).is_some_and(|at| at.elapsed() < SPARE_RETRY_INTERVAL) {
+            return free;
+        }
         match allocate(&spare.temp, spare.bytes)
             .and_then(|()| std::fs::rename(&spare.temp, &spare.file))
         {
             Ok(()) => {
+                *lock(&spare.failed_at) = None;
                 spare.held.store(true, Ordering::Relaxed);
                 if spare.given_back.swap(false, Ordering::Relaxed) {
                     tracing::info!(
@@ -285,7 +296,13 @@ impl DiskGuard {
             }
             Err(error) => {
                 remove_if_present(&spare.temp);
-                tracing::warn!(%error, spare_space_bytes = spare.bytes, "making the spare file failed");
+                *lock(&spare.failed_at) = Some(Instant::now());
+                tracing::warn!(
+                    %error,
+                    spare_space_bytes = spare.bytes,
+                    retry_in_seconds = SPARE_RETRY_INTERVAL.as_secs(),
+                    "making the spare file failed"
+                );
                 free
             }
         }
@@ -420,6 +437,14 @@ fn allocate(path: &Path, bytes: u64) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Locks a std mutex, recovering from poisoning (each guards a timestamp or nothing,
+/// which a panic cannot leave half-written).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Bytes of the write-ahead log files (`*.log`) in `path`: what a reopen replays.
 fn wal_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
@@ -457,5 +482,37 @@ mod tests {
         near.refresh_for_write();
         near.free_bytes.store(12_345, Ordering::Relaxed);
         assert_ne!(near.refresh_for_write(), Some(12_345));
+    }
+
+    /// A spare file that cannot be made (here: a directory in the way of its temporary
+    /// name) is tried again, and its failure logged, once per retry interval, not at
+    /// every one-second disk check.
+    #[test]
+    fn a_spare_file_that_cannot_be_made_is_tried_again_only_after_the_retry_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let obstacle = dir.path().join(SPARE_SPACE_TEMP_FILE);
+        std::fs::create_dir(&obstacle).unwrap();
+        let guard = DiskGuard::new(dir.path(), 0, 0, 4096);
+        let free = guard.refresh();
+        assert!(free.is_some(), "statvfs of a temporary directory");
+        guard.make_spare(free);
+        let failed = *lock(&guard.spare.failed_at);
+        assert!(failed.is_some(), "the failure was not recorded");
+        assert!(!guard.spare.held.load(Ordering::Relaxed));
+        guard.make_spare(free);
+        assert_eq!(
+            *lock(&guard.spare.failed_at),
+            failed,
+            "tried again within the retry interval"
+        );
+
+        // The interval over and the obstacle gone, the next check makes the file.
+        std::fs::remove_dir(&obstacle).unwrap();
+        *lock(&guard.spare.failed_at) = Instant::now().checked_sub(SPARE_RETRY_INTERVAL);
+        guard.make_spare(free);
+        assert!(guard.spare.held.load(Ordering::Relaxed));
+        assert_eq!(*lock(&guard.spare.failed_at), None);
+        let made = std::fs::metadata(dir.path().join(SPARE_SPACE_FILE)).unwrap();
+        assert_eq!(made.len(), 4096);
     }
 }
