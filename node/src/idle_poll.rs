@@ -104,12 +104,10 @@ impl IdlePoll {
             metrics::gauge!(IDLE_POLL_SECONDS_TOTAL).increment(window.idle.as_secs_f64());
             if window.contended {
                 metrics::counter!(IDLE_POLL_CONTENDED_TOTAL).increment(1);
-                rest_until = Some(Instant::now() + rest);
-                rest = (rest * 2).min(MAX_CONTENDED_REST);
-            } else {
-                rest_until = None;
-                rest = CONTENDED_REST;
             }
+            let (this_rest, next) = rests(window.contended, rest);
+            rest_until = this_rest.map(|rest| Instant::now() + rest);
+            rest = next;
         }
     }
 
@@ -155,6 +153,17 @@ impl IdlePoll {
             }
             cpu = after;
         }
+    }
+}
+
+/// After a window that ended `contended` (or not), with `rest` the rest a contended
+/// window would take now: the rest to take (none after an uncontended window) and the
+/// rest the next contended window would take.
+fn rests(contended: bool, rest: Duration) -> (Option<Duration>, Duration) {
+    if contended {
+        (Some(rest), (rest * 2).min(MAX_CONTENDED_REST))
+    } else {
+        (None, CONTENDED_REST)
     }
 }
 
@@ -292,6 +301,22 @@ mod tests {
             outcome.contended,
             "the window's end was not put down to contention"
         );
+    }
+
+    #[test]
+    fn rests_double_while_windows_keep_ending_for_contention_and_reset_after_one_that_does_not() {
+        let mut rest = CONTENDED_REST;
+        let mut taken = Vec::new();
+        for _ in 0..12 {
+            let (this, next) = rests(true, rest);
+            taken.push(this.expect("a contended window rests"));
+            rest = next;
+        }
+        assert_eq!(taken[0], CONTENDED_REST);
+        assert_eq!(taken[1], CONTENDED_REST * 2);
+        assert_eq!(taken[9], MAX_CONTENDED_REST);
+        assert_eq!(taken[11], MAX_CONTENDED_REST, "capped");
+        assert_eq!(rests(false, rest), (None, CONTENDED_REST));
     }
 
     #[tokio::test]

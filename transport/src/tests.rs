@@ -699,8 +699,8 @@ impl Drop for ServerThread {
 
 /// What closing silent connections is for: a peer killed and restarted on the same
 /// address never answers on the old connection (the new process's stateless resets
-/// use another key), so the connection is closed once a request timed out and nothing
-/// arrived during the grace after it either, and the next request dials the new process.
+/// use another key), so the connection is closed once a request timed out with nothing
+/// received while it waited, and the next request dials the new process.
 #[tokio::test]
 async fn a_connection_to_a_killed_peer_is_closed_and_its_restart_is_dialed() {
     let ca = certs::generate_ca_pem().unwrap();
