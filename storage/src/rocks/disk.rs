@@ -108,11 +108,10 @@ struct Spare {
     /// It was deleted to make room for an open and is not made again yet: its size counts
     /// in the reserve meanwhile.
     given_back: AtomicBool,
-    /// Held while the file is made, so that two checks do not both make it.
-    making: Mutex<()>,
-    /// When making it last failed: it is not tried again (nor the failure logged) until
+    /// Held while the file is made, so that two checks do not both make it; holds when
+    /// making it last failed: it is not tried again (nor the failure logged) until
     /// [`SPARE_RETRY_INTERVAL`] has passed.
-    failed_at: Mutex<Option<Instant>>,
+    making: Mutex<Option<Instant>>,
 }
 
 impl DiskGuard {
@@ -129,8 +128,7 @@ impl DiskGuard {
                 bytes: spare_space_bytes,
                 held: AtomicBool::new(false),
                 given_back: AtomicBool::new(false),
-                making: Mutex::new(()),
-                failed_at: Mutex::new(None),
+                making: Mutex::new(None),
             },
             path: path.to_path_buf(),
             min_free_bytes,
@@ -270,20 +268,20 @@ impl DiskGuard {
         if free.is_none_or(|free| free < room) {
             return free;
         }
-        let Ok(_making) = spare.making.try_lock() else {
+        let Ok(mut failed_at) = spare.making.try_lock() else {
             return free;
         };
         if spare.held.load(Ordering::Relaxed) {
             return free;
         }
-        if lock(&spare.failed_at).is_some_and(|at| at.elapsed() < SPARE_RETRY_INTERVAL) {
+        if failed_at.is_some_and(|at| at.elapsed() < SPARE_RETRY_INTERVAL) {
             return free;
         }
         match allocate(&spare.temp, spare.bytes)
             .and_then(|()| std::fs::rename(&spare.temp, &spare.file))
         {
             Ok(()) => {
-                *lock(&spare.failed_at) = None;
+                *failed_at = None;
                 spare.held.store(true, Ordering::Relaxed);
                 if spare.given_back.swap(false, Ordering::Relaxed) {
                     tracing::info!(
@@ -296,7 +294,7 @@ impl DiskGuard {
             }
             Err(error) => {
                 remove_if_present(&spare.temp);
-                *lock(&spare.failed_at) = Some(Instant::now());
+                *failed_at = Some(Instant::now());
                 tracing::warn!(
                     %error,
                     spare_space_bytes = spare.bytes,
@@ -437,14 +435,6 @@ fn allocate(path: &Path, bytes: u64) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Locks a std mutex, recovering from poisoning (each guards a timestamp or nothing,
-/// which a panic cannot leave half-written).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Bytes of the write-ahead log files (`*.log`) in `path`: what a reopen replays.
 fn wal_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
@@ -496,22 +486,22 @@ mod tests {
         let free = guard.refresh();
         assert!(free.is_some(), "statvfs of a temporary directory");
         guard.make_spare(free);
-        let failed = *lock(&guard.spare.failed_at);
+        let failed = *guard.spare.making.lock().unwrap();
         assert!(failed.is_some(), "the failure was not recorded");
         assert!(!guard.spare.held.load(Ordering::Relaxed));
         guard.make_spare(free);
         assert_eq!(
-            *lock(&guard.spare.failed_at),
+            *guard.spare.making.lock().unwrap(),
             failed,
             "tried again within the retry interval"
         );
 
         // The interval over and the obstacle gone, the next check makes the file.
         std::fs::remove_dir(&obstacle).unwrap();
-        *lock(&guard.spare.failed_at) = Instant::now().checked_sub(SPARE_RETRY_INTERVAL);
+        *guard.spare.making.lock().unwrap() = Instant::now().checked_sub(SPARE_RETRY_INTERVAL);
         guard.make_spare(free);
         assert!(guard.spare.held.load(Ordering::Relaxed));
-        assert_eq!(*lock(&guard.spare.failed_at), None);
+        assert_eq!(*guard.spare.making.lock().unwrap(), None);
         let made = std::fs::metadata(dir.path().join(SPARE_SPACE_FILE)).unwrap();
         assert_eq!(made.len(), 4096);
     }
