@@ -659,22 +659,17 @@ impl Engine {
         }
         self.charge_read_bytes(0, op.held);
         self.small_read_bytes = self.small_read_bytes.saturating_sub(op.small_charge);
-        if self.reads.is_empty() && self.small_read_bytes != 0 {
-            debug_assert_eq!(
-                self.small_read_bytes, 0,
-                "bytes charged to small reads none of which is left"
-            );
-            self.small_read_bytes = 0;
-        }
-        if self.reads.is_empty() && self.read_bytes != 0 {
+        if self.reads.is_empty() && (self.read_bytes, self.small_read_bytes) != (0, 0) {
             // Every charge is given back with its read: a remainder is an accounting bug.
             // Tests and the simulator stop on it; a node starts the budget over.
             debug_assert_eq!(
-                self.read_bytes, 0,
-                "bytes charged to reads none of which is left"
+                (self.read_bytes, self.small_read_bytes),
+                (0, 0),
+                "bytes charged to reads (all, small) none of which is left"
             );
             let stray = self.read_bytes;
             self.charge_read_bytes(0, stray);
+            self.small_read_bytes = 0;
         }
         Some(op)
     }
