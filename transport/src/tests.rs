@@ -636,9 +636,9 @@ async fn is_connected_reports_only_a_live_connection_to_the_expected_node() {
     server.close().await;
 }
 
-/// A node endpoint serving [`Echo`] on a runtime of its own thread: it keeps answering
-/// while a test stalls its own runtime, and it can be killed as a crashed process dies
-/// (its runtime dropped with every task: nothing more is sent, not even a close).
+/// A node endpoint serving [`Echo`] on a runtime of its own thread, so that it can be
+/// killed as a crashed process dies (its runtime dropped with every task: nothing more
+/// is sent, not even a close).
 struct ServerThread {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<bool>>,
@@ -706,12 +706,7 @@ async fn a_connection_to_a_killed_peer_is_closed_and_its_restart_is_dialed() {
     let ca = certs::generate_ca_pem().unwrap();
     let server = ServerThread::start(&ca, localhost());
     let addr = server.addr;
-    let client = Endpoint::client_on(
-        localhost(),
-        &client_identity(&ca, "c"),
-        TransportConfig::default(),
-    )
-    .unwrap();
+    let client = client_of(&ca, "c");
     client
         .request(addr, None, b"warm".to_vec(), TIMEOUT)
         .await
