@@ -11,13 +11,17 @@
 #   benches/baseline.sh [OUT_DIR]        (default: ./bench-results)
 #
 # Uses release builds; expects an otherwise idle machine.
+# SKIP_BUILD=1 runs the release binaries already in $CARGO_TARGET_DIR (for example from
+# `cargo build --release --workspace --bins`) instead of building them here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shoal-target}"
 OUT="${1:-bench-results}"
 DURATION="${DURATION:-30s}"
 mkdir -p "$OUT"
-cargo build --release -q -p shoal-node -p shoal-bench
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release -q -p shoal-node -p shoal-bench
+fi
 BIN="$CARGO_TARGET_DIR/release"
 CLUSTER="$(mktemp -d)/cluster"
 

@@ -8,6 +8,8 @@
 #   benches/group_commit.sh [OUT_DIR]     (default: ./bench-results/group-commit)
 #
 # Uses release builds; expects an otherwise idle machine.
+# SKIP_BUILD=1 runs the release binaries already in $CARGO_TARGET_DIR (for example from
+# `cargo build --release --workspace --bins`) instead of building them here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shoal-target}"
@@ -16,8 +18,10 @@ DURATION="${DURATION:-20s}"
 RUNS="${RUNS:-3}"
 CONCURRENCY="${CONCURRENCY:-64}"
 mkdir -p "$OUT"
-cargo build --release -q -p shoal-node --bin shoal
-cargo build --release -q -p shoal-bench --bin shoal-bench
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release -q -p shoal-node --bin shoal
+    cargo build --release -q -p shoal-bench --bin shoal-bench
+fi
 BIN="$CARGO_TARGET_DIR/release"
 { date -u; nproc; free -g | head -2; uname -r; git rev-parse --short HEAD; } >"$OUT/machine.txt"
 

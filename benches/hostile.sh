@@ -8,6 +8,8 @@
 #
 # Release builds; expects an otherwise idle machine. DURATION (default 20s) is the
 # measured window of each run, after a 3 s warm-up.
+# SKIP_BUILD=1 runs the release binaries already in $CARGO_TARGET_DIR (for example from
+# `cargo build --release --workspace --bins`) instead of building them here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shoal-target}"
@@ -15,8 +17,10 @@ OUT="${1:-bench-results/hostile}"
 DURATION="${DURATION:-20s}"
 WARMUP=3s
 mkdir -p "$OUT"
-cargo build --release -q -p shoal-node -p shoal-bench
-cargo build --release -q -p shoal-tests --bin shoal-hostile
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release -q -p shoal-node -p shoal-bench
+    cargo build --release -q -p shoal-tests --bin shoal-hostile
+fi
 BIN="$CARGO_TARGET_DIR/release"
 CLUSTER="$(mktemp -d)/cluster"
 

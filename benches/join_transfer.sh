@@ -9,6 +9,8 @@
 #   benches/join_transfer.sh [OUT_DIR]
 #
 # Environment: KEYS (1000000), SLICE (10s). Expects an otherwise idle machine.
+# SKIP_BUILD=1 runs the release binaries already in $CARGO_TARGET_DIR (for example from
+# `cargo build --release --workspace --bins`) instead of building them here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shoal-target}"
@@ -16,7 +18,9 @@ OUT="${1:-bench-results/join}"
 KEYS="${KEYS:-1000000}"
 SLICE="${SLICE:-10s}"
 mkdir -p "$OUT"
-cargo build --release -q -p shoal-node -p shoal-bench --bin shoal --bin shoal-bench
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release -q -p shoal-node -p shoal-bench --bin shoal --bin shoal-bench
+fi
 BIN="$CARGO_TARGET_DIR/release"
 BENCH="$BIN/shoal-bench"
 { date -u; nproc; free -g | head -2; git rev-parse --short HEAD; echo "KEYS=$KEYS"; } >"$OUT/machine.txt"
