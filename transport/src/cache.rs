@@ -15,16 +15,44 @@ use crate::{error::TransportError, role::PeerRole};
 /// Application close code for a connection evicted from the cache.
 pub(crate) const CLOSE_EVICTED: u32 = 3;
 
+/// Application close code for a connection set aside as unresponsive, closed when the
+/// last request in flight on it ended.
+pub(crate) const CLOSE_UNRESPONSIVE: u32 = 0;
+
 /// A live outgoing connection and the authenticated role of the server behind it.
 #[derive(Clone)]
 pub(crate) struct Cached {
     pub(crate) connection: quinn::Connection,
     pub(crate) role: PeerRole,
+    /// Shared by the cache's copy and every request using the connection: the last copy
+    /// dropped closes the connection, so one set aside (no longer cached) closes when the
+    /// requests in flight on it end.
+    _lease: Arc<Lease>,
 }
 
 impl Cached {
+    pub(crate) fn new(connection: quinn::Connection, role: PeerRole) -> Cached {
+        Cached {
+            _lease: Arc::new(Lease(connection.clone())),
+            connection,
+            role,
+        }
+    }
+
     fn is_live(&self) -> bool {
         self.connection.close_reason().is_none()
+    }
+}
+
+/// Closes its connection when dropped (a no-op for one closed already).
+struct Lease(quinn::Connection);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.close(
+            quinn::VarInt::from_u32(CLOSE_UNRESPONSIVE),
+            b"peer unresponsive",
+        );
     }
 }
 
@@ -82,6 +110,20 @@ impl Slot {
     /// The last dial failure, if shareable.
     pub(crate) fn last_failure(&self) -> Option<TransportError> {
         lock(&self.last_failure).as_ref().and_then(shareable)
+    }
+
+    /// Forgets the cached connection if it is `cached`, without closing it: later
+    /// requests dial again, and the requests in flight on it keep waiting for their
+    /// answers (it closes when the last of them ends). Whether it was still cached.
+    fn set_aside(&self, cached: &Cached) -> bool {
+        let mut slot = lock(&self.connection);
+        let same = slot
+            .as_ref()
+            .is_some_and(|c| c.connection.stable_id() == cached.connection.stable_id());
+        if same {
+            *slot = None;
+        }
+        same
     }
 
     /// Closes and forgets the cached connection.
@@ -188,12 +230,19 @@ impl ConnectionCache {
         }
     }
 
-    /// Number of cached connections that are still open.
     /// The live connection to `addr`, if one is cached; adds and evicts nothing.
     pub(crate) fn live_to(&self, addr: SocketAddr) -> Option<Cached> {
         lock(&self.slots).get(&addr).and_then(|slot| slot.live())
     }
 
+    /// Sets `cached`, a connection to `addr`, aside (see [`Slot::set_aside`]); whether it
+    /// was still cached.
+    pub(crate) fn set_aside(&self, addr: SocketAddr, cached: &Cached) -> bool {
+        let slot = lock(&self.slots).get(&addr).cloned();
+        slot.is_some_and(|slot| slot.set_aside(cached))
+    }
+
+    /// Number of cached connections that are still open.
     pub(crate) fn live_connections(&self) -> usize {
         lock(&self.slots)
             .values()

@@ -429,8 +429,11 @@ impl Endpoint {
 
         // A peer that was killed and restarted on the same address never answers on the
         // old connection (its stateless resets use another key), so a connection that
-        // received nothing at all during a timed-out request is presumed dead and closed:
-        // the next request dials again. A slow but live peer still ACKs our packets.
+        // received nothing at all during a timed-out request is presumed dead and set
+        // aside: the next request dials again. A slow but live peer still ACKs our
+        // packets; one whose runtime stalled does not, but answers the requests in flight
+        // once it runs again, so they keep waiting (until their own deadlines) and the
+        // connection closes when the last of them ends.
         let received_before = cached.connection.stats().udp_rx.datagrams;
         let mut streams: Option<(quinn::SendStream, quinn::RecvStream)> = None;
         let exchange = async {
@@ -482,9 +485,10 @@ impl Endpoint {
                     let _ = send.reset(StreamErrorCode::Cancelled.varint());
                     let _ = recv.stop(StreamErrorCode::Cancelled.varint());
                 }
-                if cached.connection.stats().udp_rx.datagrams == received_before {
+                if cached.connection.stats().udp_rx.datagrams == received_before
+                    && self.inner.cache.set_aside(addr, &cached)
+                {
                     metrics::unresponsive_connection();
-                    cached.connection.close(0u32.into(), b"peer unresponsive");
                 }
                 Err(TransportError::Timeout {
                     addr,
@@ -595,7 +599,7 @@ impl Endpoint {
             let _open = OpenConnection::new();
             watched.closed().await;
         });
-        Ok(Cached { connection, role })
+        Ok(Cached::new(connection, role))
     }
 
     /// Outgoing connections in the cache that are still open.

@@ -647,6 +647,11 @@ struct ServerThread {
 
 impl ServerThread {
     fn start(ca: &CaPem, bind: SocketAddr) -> ServerThread {
+        ServerThread::start_with(ca, bind, Echo)
+    }
+
+    /// A server thread answering with `handler`.
+    fn start_with(ca: &CaPem, bind: SocketAddr, handler: impl Handler) -> ServerThread {
         let identity = node_identity(ca, "n1");
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<bool>();
@@ -657,7 +662,7 @@ impl ServerThread {
                 .unwrap();
             runtime.block_on(async {
                 let server = Endpoint::server(bind, &identity, TransportConfig::default()).unwrap();
-                server.serve(Arc::new(Echo));
+                server.serve(Arc::new(handler));
                 addr_tx.send(server.local_addr()).unwrap();
                 // `true`: close as a node shutting down; `false` (or the test gone): die.
                 if stopped.await.unwrap_or(false) {
@@ -737,4 +742,88 @@ async fn a_connection_to_a_killed_peer_is_closed_and_its_restart_is_dialed() {
     assert_ne!(first.stable_id(), second.stable_id());
     client.close().await;
     restarted.stop(true);
+}
+
+/// Echoes, except that a `stall` request blocks the server's whole runtime (its QUIC
+/// driver included: nothing is sent, not even an ACK) until the test releases it, as a
+/// node starved of CPU for a while.
+struct Stall {
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Handler for Stall {
+    async fn handle(&self, peer: PeerRole, request: Vec<u8>) -> Vec<u8> {
+        if request == b"stall" {
+            self.entered.lock().unwrap().send(()).unwrap();
+            let released = self.release.lock().unwrap().recv_timeout(2 * TIMEOUT);
+            assert!(released.is_ok(), "the test never released the stall");
+        }
+        Echo.handle(peer, request).await
+    }
+}
+
+/// A peer that stalls (its runtime starved, nothing sent) long enough for one request to
+/// time out is set aside for new requests, but the requests already in flight on its
+/// connection keep waiting for their answers: closing the connection at once failed
+/// them all, although the peer answered them once it ran again.
+#[tokio::test]
+async fn a_stalled_peer_answers_the_requests_in_flight_when_one_times_out() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let stall = Stall {
+        entered: std::sync::Mutex::new(entered_tx),
+        release: std::sync::Mutex::new(release_rx),
+    };
+    let server = ServerThread::start_with(&ca, localhost(), stall);
+    let addr = server.addr;
+    let client = client_of(&ca, "c");
+    client
+        .request(addr, None, b"warm".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    let first = client.raw_connection(addr).await.unwrap();
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .request(addr, None, b"stall".to_vec(), 2 * TIMEOUT)
+                .await
+        }
+    });
+    tokio::task::spawn_blocking(move || entered.recv_timeout(TIMEOUT))
+        .await
+        .unwrap()
+        .expect("the stall request reached the server");
+    // The server's runtime is blocked: this request gets no answer and no ACK.
+    let silent = client
+        .request(addr, None, b"quick".to_vec(), Duration::from_millis(300))
+        .await;
+    assert!(
+        matches!(silent, Err(TransportError::Timeout { .. })),
+        "a request to the stalled peer: {silent:?}"
+    );
+    release.send(()).unwrap();
+    let answered = in_flight.await.unwrap();
+    assert_eq!(
+        answered.as_deref().map_err(|e| e.to_string()),
+        Ok(&b"client c|stall"[..]),
+        "the request in flight when the other timed out"
+    );
+    // The silent connection was set aside: the next request dials a new one, and the old
+    // one closed once its last request ended.
+    let next = client
+        .request(addr, None, b"next".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(next, b"client c|next");
+    let second = client.raw_connection(addr).await.unwrap();
+    assert_ne!(first.stable_id(), second.stable_id(), "no new connection");
+    assert!(
+        first.close_reason().is_some(),
+        "the set-aside connection is open"
+    );
+    client.close().await;
+    server.stop(true);
 }
