@@ -95,7 +95,7 @@ impl ContextCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoal_proto::{Actor, CausalContext, Dot};
+    use shoal_proto::{Actor, CausalContext, Dot, REPLACED_DOTS_KEPT};
 
     fn ctx(dots: &[(u64, u64)]) -> Context {
         let mut c = CausalContext::new();
@@ -144,11 +144,12 @@ mod tests {
             // the new dot.
             let dot = Dot::new(Actor(1 + i % 3), 10 + 7 * i);
             let mut reply = sent.clone().map(Context::into_causal).unwrap_or_default();
-            reply.forget_cloud_below(dot.actor, dot.counter);
+            reply.forget_cloud_below(dot.actor, dot.counter, REPLACED_DOTS_KEPT);
             reply.insert(dot);
             cache.observe_write(7, sent.as_ref(), &Context::from(reply));
             let known = cache.get(7).unwrap();
-            assert!(known.as_causal().cloud().len() <= 3, "{known:?}");
+            let bound = 3 * (1 + REPLACED_DOTS_KEPT);
+            assert!(known.as_causal().cloud().len() <= bound, "{known:?}");
         }
     }
 

@@ -268,11 +268,20 @@ impl CausalContext {
         self.compact_actor(actor);
     }
 
-    /// Drop cloud dots of `actor` strictly below `counter`. Used for the context returned
-    /// after a write coordinated by `actor`: those dots are dead (superseded there).
-    pub fn forget_cloud_below(&mut self, actor: Actor, counter: u64) {
-        self.cloud
-            .retain(|d| !(d.actor == actor && d.counter < counter));
+    /// Drop cloud dots of `actor` strictly below `counter`, but for the `keep` highest of
+    /// them. Used for the context returned after a write coordinated by `actor`: those
+    /// dots are superseded there, and the coordinator's copy carries that to every
+    /// replica; until a replica has it, the most recent ones still let the client's next
+    /// write replace their values there (see [`Object::update`](crate::Object::update)).
+    pub fn forget_cloud_below(&mut self, actor: Actor, counter: u64, keep: usize) {
+        let below: Vec<Dot> = self
+            .cloud
+            .range(Dot::new(actor, 0)..Dot::new(actor, counter))
+            .copied()
+            .collect();
+        for dot in &below[..below.len().saturating_sub(keep)] {
+            self.cloud.remove(dot);
+        }
     }
 
     /// The highest counter of any actor (for sanity checks against [`MAX_DOT_COUNTER`]).

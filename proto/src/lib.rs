@@ -44,7 +44,9 @@ pub use merkle::{
     diff_segment, MerkleError, MerkleShape, MerkleTree, SegmentDiff, DEFAULT_FANOUT,
     DEFAULT_SEGMENTS, MAX_SEGMENTS, PAIR_HASH_SEED, SEGMENT_HASH_SEED,
 };
-pub use object::{Object, Sibling, SiblingValue, UpdateError, OBJECT_FORMAT_VERSION};
+pub use object::{
+    Object, Sibling, SiblingValue, UpdateError, OBJECT_FORMAT_VERSION, REPLACED_DOTS_KEPT,
+};
 pub use storage_ops::{
     split_at_sync, HintRecord, HintRejection, HintTotals, StorageFailure, StorageOp, StorageReply,
     StorageResult, SEGMENT_ENTRY_OVERHEAD,

@@ -87,6 +87,11 @@ pub struct Object {
 /// Version byte at the front of every encoded object.
 pub const OBJECT_FORMAT_VERSION: u8 = 1;
 
+/// Dots of the coordinator's own actor below the new one that a write's reply keeps from
+/// the request's context ([`Object::update`]): a replica as many writes behind the
+/// coordinator still has the values they name replaced by the client's next write.
+pub const REPLACED_DOTS_KEPT: usize = 4;
+
 impl Object {
     /// An object that has seen nothing.
     pub fn new() -> Object {
@@ -201,7 +206,12 @@ impl Object {
         let mut reply = ctx.clone();
         // Earlier cloud dots of this actor in the client's context are now superseded at
         // the coordinator, and the coordinator's object will carry that to every replica.
-        reply.forget_cloud_below(dot.actor, dot.counter);
+        // A replica that has not received it yet may still hold their values, and the
+        // client's next write, if that replica coordinates it, must replace them there
+        // too: the most recent [`REPLACED_DOTS_KEPT`] stay in the reply (they are the
+        // client's last writes through this coordinator, or what they replaced). Older
+        // ones go, so that a client keeping its write contexts keeps a bounded one.
+        reply.forget_cloud_below(dot.actor, dot.counter, REPLACED_DOTS_KEPT);
         reply.insert(dot);
         // The coordinator knows every dot it minted for this key (see the raise above):
         // one that is not a live sibling here is superseded, so the reply may cover it
@@ -384,6 +394,53 @@ mod tests {
 
     fn data(s: &str) -> SiblingValue {
         SiblingValue::Data(s.as_bytes().to_vec())
+    }
+
+    /// Simulator seed 2001199 with sessions: a put coordinated by X replaced a sibling of
+    /// X's (its context covered that dot) while a sibling of X the client had not seen
+    /// stopped the reply's entry from being raised. The reply dropped the replaced dot, so
+    /// the client's next write, coordinated by a replica that had not received X's copy
+    /// yet, did not replace that value there: a value the client had replaced came back
+    /// (for a while) and a session read returned it.
+    #[test]
+    fn a_writes_reply_still_covers_the_siblings_its_context_replaced() {
+        let (x, y) = (Actor(1), Actor(2));
+        let unseen = Dot::new(x, 4);
+        let replaced = Dot::new(x, 5);
+        // X coordinated two concurrent writes of the key (dots 4 and 5); a replica got
+        // that copy of X's and nothing later.
+        let mut at_x = Object::new();
+        at_x.update(&CausalContext::new(), data("unseen"), unseen, Time::ZERO)
+            .unwrap();
+        let mut write_ctx = CausalContext::new();
+        write_ctx.insert(Dot::new(x, 3));
+        at_x.update(&write_ctx, data("replaced"), replaced, Time::ZERO)
+            .unwrap();
+        let mut lagging = at_x.clone();
+        assert_eq!(lagging.values().count(), 2);
+        // The client read "replaced" (its context covers dot 5, not the unseen dot 4) and
+        // overwrites it through X, with dot 9.
+        let mut ctx = CausalContext::new();
+        ctx.insert(Dot::new(x, 3));
+        ctx.insert(replaced);
+        let reply = at_x
+            .update(&ctx, data("new"), Dot::new(x, 9), Time::ZERO)
+            .unwrap();
+        assert!(
+            reply.covers(replaced),
+            "the reply forgot the replaced dot: {reply:?}"
+        );
+        assert!(
+            !reply.covers(unseen),
+            "the reply covers an unseen sibling: {reply:?}"
+        );
+        // Its next write (a delete) through the lagging replica, which has not received
+        // X's copy, replaces the value it had replaced there too.
+        lagging
+            .update(&reply, SiblingValue::Tombstone, Dot::new(y, 1), Time::ZERO)
+            .unwrap();
+        let values: Vec<&[u8]> = lagging.values().collect();
+        assert_eq!(values, vec![b"unseen".as_slice()]);
     }
 
     #[test]

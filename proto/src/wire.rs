@@ -303,8 +303,10 @@ pub struct GetReply {
 /// The answer to a put or delete.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteReply {
-    /// The context of this write: the request's context plus the new write. A next write
-    /// with it replaces this write and what the request's context covered, nothing else.
+    /// The context of this write: the request's context plus the new write (of the
+    /// coordinator's own earlier dots, the [`REPLACED_DOTS_KEPT`](crate::REPLACED_DOTS_KEPT)
+    /// most recent; see [`Object::update`](crate::Object::update)). A next write with it
+    /// replaces this write and what the request's context covered, nothing else.
     pub context: CausalContext,
 }
 

@@ -556,6 +556,22 @@ fn sessions_read_their_writes_and_monotonically_under_partitions() {
     );
 }
 
+/// Seed 2001199 of `sim --seeds 3000 --first 2000000 --sessions`: a put's reply dropped
+/// the dot of the sibling it replaced (its coordinator had a sibling the client had not
+/// seen, so the reply's entry was not raised), the client's delete through a replica that
+/// had missed the put did not replace that value there, and a session read at R = 1
+/// returned it (`session_guarantees`: "returned ... which its own put had replaced").
+#[test]
+fn a_session_never_reads_a_value_its_own_put_replaced_through_a_lagging_replica() {
+    let report = run_ok(&SimConfig {
+        sessions: SessionMode::On,
+        direct_reads: DIRECT_READS,
+        ..SimConfig::from_seed(2_001_199)
+    });
+    let s = &report.history.sessions;
+    assert!(s.count(SessionRead::Answered) > 50, "{report}");
+}
+
 #[test]
 fn sessions_that_never_escalate_are_caught_reading_stale_data() {
     // The same seeds as above, with sessions that accept every reply: the checker must
