@@ -180,6 +180,12 @@ pub struct History {
     pub ops: Vec<Operation>,
     /// Writes applied by coordinators, in the order they were applied.
     pub coordinations: Vec<Coordination>,
+    /// Coordinated writes taken out of `coordinations` before the final checks because
+    /// they were never acknowledged and every copy was lost for a recorded cause
+    /// (`sim::layout`, `forget_stranded_writes`). Until lost they could be read: a read
+    /// that returned one saw what its context covered replaced
+    /// ([`History::replaced_by_shown_stranded`]).
+    pub stranded: Vec<Coordination>,
     /// Tombstones reaped, in the order they were deleted.
     pub reaps: Vec<Reaping>,
     /// Which clients were sessions, and what each session get was to its session.
@@ -276,6 +282,24 @@ impl History {
         self.coordinations
             .iter()
             .find(|c| c.key == key && c.context.covers(dot) && by.is_none_or(|t| c.at <= t))
+    }
+
+    /// Whether a stranded write on `key` (see [`History::stranded`]) applied no later
+    /// than `by` had a context covering `dot` and wrote one of `values` (what a read
+    /// returned): that read saw the write, so `dot`'s value was replaced in its view.
+    pub fn replaced_by_shown_stranded(
+        &self,
+        key: &str,
+        dot: Dot,
+        by: Time,
+        values: &[String],
+    ) -> bool {
+        self.stranded.iter().any(|c| {
+            c.key == key
+                && c.context.covers(dot)
+                && c.at <= by
+                && c.value_text().is_some_and(|v| values.contains(&v))
+        })
     }
 
     /// The dots of every coordinated write of `value` (a data value) to `key`: usually

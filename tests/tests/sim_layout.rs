@@ -294,6 +294,27 @@ fn a_restage_after_another_operators_plan_is_refused_at_its_commit() {
     );
 }
 
+/// Seed 2500335 of `sim --seeds 1000 --first 2500000 --layout-changes --sessions
+/// --group-commit`: a session read returned another client's put that had replaced the
+/// session's own value; that put was never acknowledged and its only copies went with a
+/// node removed for good, so the final checks forget it (stranded), and the session
+/// checker then judged the read as missing the session's value with nothing replacing
+/// it. The checker now counts a stranded write the read returned as a replacement.
+#[test]
+fn a_session_read_of_a_write_lost_later_with_its_removed_node_is_judged_as_made() {
+    let cfg = layout::with_seeded_changes(SimConfig {
+        sessions: sim::SessionMode::On,
+        group_commit: true,
+        direct_reads: 0.5,
+        ..SimConfig::from_seed(2_500_335)
+    });
+    let report = run_ok(&cfg);
+    assert!(
+        report.layout.stranded > 0,
+        "no write was stranded: the case did not happen"
+    );
+}
+
 /// Runs `cfg`, whose one layout change goes through the agreement: every invariant
 /// holds and the change is decided (version 2).
 fn run_one_agreed_change(cfg: &SimConfig) -> RunReport {

@@ -11,6 +11,10 @@
 //! - **monotonic reads**: each value an earlier answered read of the key returned is
 //!   returned again, or was replaced (as above) by the time this read ended.
 //!
+//! A write that was never acknowledged and whose every copy was lost later (stranded:
+//! `History::stranded`) still replaced what its context covered for a read that returned
+//! its value while it existed.
+//!
 //! Reads the session refused (`NotCovered`) are allowed under any fault and only counted.
 
 use super::Violation;
@@ -48,18 +52,21 @@ fn check_pair(history: &History, before: &Operation, read: &Operation) -> Vec<Vi
     if before.completed.is_none_or(|t| t > read.invoked) {
         return out;
     }
+    // Replaced by a write applied by the time the read ended, or by a write the read
+    // returned that was lost afterwards (stranded: never acknowledged, every copy lost).
+    let superseded = |d| {
+        history.superseded(&read.key, d, Some(ended)).is_some()
+            || history.replaced_by_shown_stranded(&read.key, d, ended, values)
+    };
     let replaced = |value: &str| {
         history
             .dots_of_value(&read.key, value)
             .into_iter()
-            .any(|d| history.superseded(&read.key, d, Some(ended)).is_some())
+            .any(superseded)
     };
     match (&before.kind, &before.outcome) {
         (OpKind::Put { value, .. }, Outcome::Written { .. }) if !values.contains(value) => {
-            let superseded = before
-                .acked_dot()
-                .is_none_or(|d| history.superseded(&read.key, d, Some(ended)).is_some());
-            if !superseded {
+            if !before.acked_dot().is_none_or(superseded) {
                 out.push(Violation::new(
                     NAME,
                     &read.key,
@@ -121,7 +128,7 @@ fn check_pair(history: &History, before: &Operation, read: &Operation) -> Vec<Vi
 
 #[cfg(test)]
 mod tests {
-    use shoal_proto::Dot;
+    use shoal_proto::{CausalContext, Dot};
 
     use super::*;
     use crate::checkers::fixtures::{ctx, delete, get, put, A, B};
@@ -161,6 +168,42 @@ mod tests {
         let v = check(&h);
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].detail.contains("had replaced"), "{v:?}");
+    }
+
+    /// Simulator seed 2500335 (`--sessions --layout-changes --group-commit`): another
+    /// client's put replaced the session's value but was never acknowledged, the session
+    /// read it, and then its only copy was lost with a removed node (stranded, taken out
+    /// of the coordinations before the checks). The read was right when it was made.
+    #[test]
+    fn a_read_of_a_write_lost_later_saw_what_that_write_replaced() {
+        let mut h = History::new();
+        let d1 = Dot::new(A, 3);
+        put(&mut h, "k", "k=w0", None, d1, 10, true);
+        put(
+            &mut h,
+            "k",
+            "k=w1",
+            Some(ctx(&[d1])),
+            Dot::new(A, 7),
+            20,
+            false,
+        );
+        h.ops.last_mut().unwrap().client = 1;
+        let g = get(&mut h, "k", &["k=w1"], 30);
+        session(&mut h, &[g]);
+        assert_eq!(check(&h), vec![]);
+        let lost = h.coordinations.pop().unwrap();
+        h.stranded.push(lost);
+        assert_eq!(check(&h), vec![], "the read returned the stranded write");
+        // A read that did not return the stranded write is judged without it.
+        h.ops[g].outcome = Outcome::Read {
+            found: false,
+            values: Vec::new(),
+            context: CausalContext::new(),
+        };
+        let v = check(&h);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].detail.contains("read your writes"), "{v:?}");
     }
 
     #[test]

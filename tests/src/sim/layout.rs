@@ -378,6 +378,7 @@ impl Sim {
                 how.join(", ")
             );
             self.log.line(self.now, "chk", &line);
+            self.history.stranded.push(c);
         }
         stranded.len()
     }

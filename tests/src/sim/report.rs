@@ -253,6 +253,13 @@ pub fn replay_command(cfg: &SimConfig) -> String {
         PowerCutMix::None => cmd.push_str(" --no-power-cuts"),
         _ => inexpressible.push("power cuts"),
     }
+    // The `sim` binary's default share of direct reads.
+    if cfg.direct_reads != 0.5 {
+        cmd.push_str(&format!(" --direct-reads {}", cfg.direct_reads));
+    }
+    if cfg.group_commit {
+        cmd.push_str(" --group-commit");
+    }
     match cfg.sessions {
         SessionMode::Off => {}
         SessionMode::On => cmd.push_str(" --sessions"),
@@ -486,5 +493,27 @@ impl fmt::Display for RunReport {
             writeln!(f, "replay      {}", self.replay)?;
         }
         write!(f, "digest      {:016x}", self.digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seed 2500335's replay line left out `--group-commit`, without which the seed
+    /// passed.
+    #[test]
+    fn the_replay_command_names_group_commit_and_a_non_default_share_of_direct_reads() {
+        let cfg = SimConfig {
+            group_commit: true,
+            direct_reads: 0.5,
+            ..SimConfig::from_seed(7)
+        };
+        let cmd = replay_command(&cfg);
+        assert!(cmd.contains(" --group-commit"), "{cmd}");
+        assert!(!cmd.contains("--direct-reads"), "{cmd}");
+        let cmd = replay_command(&SimConfig::from_seed(7));
+        assert!(!cmd.contains("--group-commit"), "{cmd}");
+        assert!(cmd.contains(" --direct-reads 0"), "{cmd}");
     }
 }
