@@ -65,24 +65,24 @@ fn check_pair(history: &History, before: &Operation, read: &Operation) -> Vec<Vi
             .any(superseded)
     };
     match (&before.kind, &before.outcome) {
-        (OpKind::Put { value, .. }, Outcome::Written { .. }) if !values.contains(value) => {
-            if !before.acked_dot().is_none_or(superseded) {
-                out.push(Violation::new(
-                    NAME,
-                    &read.key,
-                    format!(
-                        "read your writes: session {} get #{} returned {values:?}, missing \
-                         {value:?} of its own put #{} (dot {}), which nothing had replaced",
-                        read.client,
-                        read.id,
-                        before.id,
-                        before
-                            .acked_dot()
-                            .map(|d| ShowDot(d).to_string())
-                            .unwrap_or_default(),
-                    ),
-                ));
-            }
+        (OpKind::Put { value, .. }, Outcome::Written { .. })
+            if !values.contains(value) && !before.acked_dot().is_none_or(superseded) =>
+        {
+            out.push(Violation::new(
+                NAME,
+                &read.key,
+                format!(
+                    "read your writes: session {} get #{} returned {values:?}, missing \
+                     {value:?} of its own put #{} (dot {}), which nothing had replaced",
+                    read.client,
+                    read.id,
+                    before.id,
+                    before
+                        .acked_dot()
+                        .map(|d| ShowDot(d).to_string())
+                        .unwrap_or_default(),
+                ),
+            ));
         }
         (OpKind::Get { .. }, Outcome::Read { values: seen, .. })
             if history.sessions.reads.get(&before.id) == Some(&SessionRead::Answered) =>
