@@ -702,21 +702,28 @@ impl Drop for ServerThread {
     }
 }
 
-/// What closing silent connections is for: a peer killed and restarted on the same
-/// address never answers on the old connection (the new process's stateless resets
-/// use another key), so the connection is closed once a request timed out with nothing
-/// received while it waited, and the next request dials the new process.
+/// A client named `c` that has made one request to `addr`, and its connection there.
+async fn warm_client_of(ca: &CaPem, addr: SocketAddr) -> (Endpoint, quinn::Connection) {
+    let client = client_of(ca, "c");
+    client
+        .request(addr, None, b"warm".to_vec(), TIMEOUT)
+        .await
+        .unwrap();
+    let connection = client.raw_connection(addr).await.unwrap();
+    (client, connection)
+}
+
+/// What setting silent connections aside is for: a peer killed and restarted on the
+/// same address never answers on the old connection (the new process's stateless
+/// resets use another key), so the connection is set aside once a request timed out
+/// with nothing received while it waited (and closed, that request being its last),
+/// and the next request dials the new process.
 #[tokio::test]
 async fn a_connection_to_a_killed_peer_is_closed_and_its_restart_is_dialed() {
     let ca = certs::generate_ca_pem().unwrap();
     let server = ServerThread::start(&ca, localhost());
     let addr = server.addr;
-    let client = client_of(&ca, "c");
-    client
-        .request(addr, None, b"warm".to_vec(), TIMEOUT)
-        .await
-        .unwrap();
-    let first = client.raw_connection(addr).await.unwrap();
+    let (client, first) = warm_client_of(&ca, addr).await;
     server.stop(false);
     let restarted = ServerThread::start(&ca, addr);
     let deadline = Instant::now() + 2 * TIMEOUT;
@@ -778,12 +785,7 @@ async fn a_stalled_peer_answers_the_requests_in_flight_when_one_times_out() {
     };
     let server = ServerThread::start_with(&ca, localhost(), stall);
     let addr = server.addr;
-    let client = client_of(&ca, "c");
-    client
-        .request(addr, None, b"warm".to_vec(), TIMEOUT)
-        .await
-        .unwrap();
-    let first = client.raw_connection(addr).await.unwrap();
+    let (client, first) = warm_client_of(&ca, addr).await;
     let in_flight = tokio::spawn({
         let client = client.clone();
         async move {
