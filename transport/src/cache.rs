@@ -19,24 +19,22 @@ pub(crate) const CLOSE_EVICTED: u32 = 3;
 /// last request in flight on it ended.
 pub(crate) const CLOSE_UNRESPONSIVE: u32 = 0;
 
-/// A live outgoing connection and the authenticated role of the server behind it.
+/// A live outgoing connection and the authenticated role of the server behind it,
+/// shared by the cache and every request using the connection: when the last copy is
+/// dropped the connection closes, so one set aside (no longer cached) closes when the
+/// requests in flight on it end.
 #[derive(Clone)]
-pub(crate) struct Cached {
+pub(crate) struct Cached(Arc<Connected>);
+
+/// What [`Cached`] shares.
+pub(crate) struct Connected {
     pub(crate) connection: quinn::Connection,
     pub(crate) role: PeerRole,
-    /// Shared by the cache's copy and every request using the connection: the last copy
-    /// dropped closes the connection, so one set aside (no longer cached) closes when the
-    /// requests in flight on it end.
-    _lease: Arc<Lease>,
 }
 
 impl Cached {
     pub(crate) fn new(connection: quinn::Connection, role: PeerRole) -> Cached {
-        Cached {
-            _lease: Arc::new(Lease(connection.clone())),
-            connection,
-            role,
-        }
+        Cached(Arc::new(Connected { connection, role }))
     }
 
     fn is_live(&self) -> bool {
@@ -44,12 +42,18 @@ impl Cached {
     }
 }
 
-/// Closes its connection when dropped (a no-op for one closed already).
-struct Lease(quinn::Connection);
+impl std::ops::Deref for Cached {
+    type Target = Connected;
 
-impl Drop for Lease {
+    fn deref(&self) -> &Connected {
+        &self.0
+    }
+}
+
+impl Drop for Connected {
+    /// Closes the connection (a no-op for one closed already).
     fn drop(&mut self) {
-        self.0.close(
+        self.connection.close(
             quinn::VarInt::from_u32(CLOSE_UNRESPONSIVE),
             b"peer unresponsive",
         );
@@ -117,9 +121,7 @@ impl Slot {
     /// answers (it closes when the last of them ends). Whether it was still cached.
     fn set_aside(&self, cached: &Cached) -> bool {
         let mut slot = lock(&self.connection);
-        let same = slot
-            .as_ref()
-            .is_some_and(|c| c.connection.stable_id() == cached.connection.stable_id());
+        let same = slot.as_ref().is_some_and(|c| Arc::ptr_eq(&c.0, &cached.0));
         if same {
             *slot = None;
         }

@@ -635,7 +635,7 @@ impl Endpoint {
         addr: SocketAddr,
     ) -> Result<quinn::Connection, TransportError> {
         let deadline = Instant::now() + self.inner.config.connect_timeout;
-        Ok(self.connection(addr, deadline).await?.connection)
+        Ok(self.connection(addr, deadline).await?.connection.clone())
     }
 
     /// Bytes of the in-flight budget of `role` (`"client"` or `"peer"`) held now, while
