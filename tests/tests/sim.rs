@@ -40,7 +40,7 @@ fn many_seeds_config(seed: u64) -> SimConfig {
 }
 
 /// The share of eligible gets the sweeps send as direct reads (R primaries' copies).
-const DIRECT_READS: f64 = 0.5;
+const DIRECT_READS: f64 = shoal_tests::sim::SIM_DIRECT_READS;
 
 /// The clock skew of a many-seeds run: none for even seeds, 100 ms to 2 s for odd ones.
 fn skew_of(seed: u64) -> Duration {

@@ -305,7 +305,7 @@ fn a_session_read_of_a_write_lost_later_with_its_removed_node_is_judged_as_made(
     let cfg = layout::with_seeded_changes(SimConfig {
         sessions: sim::SessionMode::On,
         group_commit: true,
-        direct_reads: 0.5,
+        direct_reads: sim::SIM_DIRECT_READS,
         ..SimConfig::from_seed(2_500_335)
     });
     let report = run_ok(&cfg);

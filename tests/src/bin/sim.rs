@@ -106,7 +106,7 @@ struct Args {
     deletes: f64,
     /// Share of the gets at R >= 2 that first ask R primaries for their own copies, as
     /// the SDK's direct reads do (0 to 1).
-    #[arg(long, default_value_t = 0.5, value_parser = parse_share)]
+    #[arg(long, default_value_t = sim::SIM_DIRECT_READS, value_parser = parse_share)]
     direct_reads: f64,
     /// Storage as `durability = "sync"` with group commit: completions of writes wait
     /// for a sync, and coordinators replicate while theirs runs.

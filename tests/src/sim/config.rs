@@ -523,6 +523,10 @@ pub struct SimConfig {
     pub layout_agreement: bool,
 }
 
+/// The `sim` binary's default share of direct reads ([`SimConfig::direct_reads`]), which
+/// its replay lines leave out; [`SimConfig::from_seed`] has none.
+pub const SIM_DIRECT_READS: f64 = 0.5;
+
 /// How the workload's clients use sessions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SessionMode {

@@ -109,7 +109,7 @@ pub use config::{
     engine_config, Background, FaultMix, Faults, HandoffLimits, LargeValues, Liveness, PowerCutMix,
     PowerCuts, Quorum, SessionMode, Setup, SimConfig, StorageTiming,
     ANTI_ENTROPY_CONVERGENCE_INTERVALS, ANTI_ENTROPY_MIN_INTERVALS, CLIENT_TIMEOUT, EPOCH,
-    PARTITIONS,
+    PARTITIONS, SIM_DIRECT_READS,
 };
 pub use counters::counter_key;
 pub use node::StartError;

@@ -14,7 +14,9 @@ use shoal_proto::metrics::{
 use shoal_proto::wire::MemberState;
 use shoal_proto::Time;
 
-use super::config::{Background, FaultMix, Liveness, PowerCutMix, SessionMode, Setup, SimConfig};
+use super::config::{
+    Background, FaultMix, Liveness, PowerCutMix, SessionMode, Setup, SimConfig, SIM_DIRECT_READS,
+};
 use super::counters::counter_key;
 use super::timeline::Timeline;
 use crate::checkers::{FinalState, Violation};
@@ -253,8 +255,7 @@ pub fn replay_command(cfg: &SimConfig) -> String {
         PowerCutMix::None => cmd.push_str(" --no-power-cuts"),
         _ => inexpressible.push("power cuts"),
     }
-    // The `sim` binary's default share of direct reads.
-    if cfg.direct_reads != 0.5 {
+    if cfg.direct_reads != SIM_DIRECT_READS {
         cmd.push_str(&format!(" --direct-reads {}", cfg.direct_reads));
     }
     if cfg.group_commit {
@@ -506,7 +507,7 @@ mod tests {
     fn the_replay_command_names_group_commit_and_a_non_default_share_of_direct_reads() {
         let cfg = SimConfig {
             group_commit: true,
-            direct_reads: 0.5,
+            direct_reads: SIM_DIRECT_READS,
             ..SimConfig::from_seed(7)
         };
         let cmd = replay_command(&cfg);
