@@ -334,6 +334,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (transport::RETRIES_TOTAL, MetricKind::Counter, "(conditional: a handshake flood) Incoming connections asked to prove their address"),
     (transport::FRAME_ERRORS_TOTAL, MetricKind::Counter, "(conditional: a peer sending malformed frames) Invalid frames received, and responses over the frame limit"),
     (engine::READ_SPECULATIVE_REQUESTS_TOTAL, MetricKind::Counter, "(conditional: a replica slower than replication.read_speculative_after) Read requests sent to one more replica because the R asked had not all answered in time"),
+    (engine::REPLICA_WRITES_RESENT_TOTAL, MetricKind::Counter, "(conditional: stalled or restarting replicas, layout changes) Replica writes sent again to the same replica, by reason: timeout or lost (no fallback left, once per copy), stale_layout (after the layouts met)"),
     (engine::READS_ALL_REPLICAS_TOTAL, MetricKind::Counter, "Coordinated reads that asked every replica they placed instead of R, by reason (quorum, sampled, divergent, slow)"),
 ];
 

@@ -168,6 +168,12 @@ pub const TRANSFER_ERRORS_TOTAL: &str = "shoal_transfer_errors_total";
 /// Counter: read requests a coordinator sent to one more replica because the replicas it
 /// had asked did not all answer within `replication.read_speculative_after`.
 pub const READ_SPECULATIVE_REQUESTS_TOTAL: &str = "shoal_read_speculative_requests_total";
+/// Counter: replica writes (replicates of a coordinated put or delete) sent again to
+/// the same replica, by `reason`: `timeout` or `lost` (the copy timed out or its
+/// connection failed, no fallback was left, and the deadline had room for another
+/// `rpc_timeout`; once per copy), `stale_layout` (the replica refused for layout and the
+/// two nodes' layouts have met since; at most twice per write).
+pub const REPLICA_WRITES_RESENT_TOTAL: &str = "shoal_replica_writes_resent_total";
 /// Counter: coordinated reads that asked every replica they placed, by `reason`
 /// (`quorum`, `sampled`, `divergent`, `slow`).
 pub const READS_ALL_REPLICAS_TOTAL: &str = "shoal_reads_all_replicas_total";

@@ -606,6 +606,80 @@ fn a_put_whose_replicas_never_answer_times_out_at_its_deadline() {
     assert_eq!(c.engine(&a()).inflight(), 0);
 }
 
+/// Three nodes, each key's three primaries: no fallback stands in for a replica. A
+/// replica write that timed out (or whose connection was lost) is sent once more to the
+/// same replica while the deadline leaves room for a whole `rpc_timeout`, so that a replica
+/// that only stalled (a starved runtime) still makes W; each copy is sent again at most
+/// once, and the resends are counted.
+#[test]
+fn a_replica_write_that_timed_out_with_no_fallback_left_is_sent_once_more() {
+    use shoal_proto::metrics::REPLICA_WRITES_RESENT_TOTAL;
+    let rec = engine_lag::Recorded::default();
+    metrics::with_local_recorder(&rec, || {
+        let mut c = Cluster::new(3, 16, quiet_config(), 7);
+        let key = c.key_where(|p| p[0] == a());
+        let (part, prefs) = (c.partition(&key), c.prefs(&key));
+        let rpc = c.cfg.replication.rpc_timeout;
+        let cmds = c.client(&a(), 1, put(&key, "v", None));
+        let sends = c.run_storage(&a(), &cmds[0]);
+        let object = c.stored(&a(), &key).unwrap();
+        assert_eq!(sends.len(), 2);
+        let started = c.now;
+
+        // Both copies time out at rpc_timeout (of the 5 s deadline): each is sent again.
+        assert_eq!(c.timeout(&a(), started + rpc), vec![]);
+        let again1 = c.reply(&a(), &sends[0], Err(SendError::Timeout));
+        assert_eq!(
+            without_ids(&again1),
+            vec![send(&prefs[1], replicate(part, &key, &object, None), rpc)]
+        );
+        let again2 = c.reply(&a(), &sends[1], Err(SendError::Lost("reset".into())));
+        assert_eq!(
+            without_ids(&again2),
+            vec![send(&prefs[2], replicate(part, &key, &object, None), rpc)]
+        );
+        assert_eq!(rec.counter(REPLICA_WRITES_RESENT_TOTAL), 2);
+
+        // The second copy to the first replica times out too: not sent a third time.
+        assert_eq!(c.timeout(&a(), started + rpc * 2), vec![]);
+        assert_eq!(c.reply(&a(), &again1[0], Err(SendError::Timeout)), vec![]);
+        // The other replica answers its second copy: W = 2 is met, and the copy that
+        // failed twice is hinted locally for its replica.
+        let answer = c.reply(&a(), &again2[0], Ok(PeerResponse::Ack));
+        assert!(put_answered(&answer[..1]), "{answer:?}");
+        assert!(hinted_for(&answer[1..], &prefs[1]), "{answer:?}");
+        assert_eq!(rec.counter(REPLICA_WRITES_RESENT_TOTAL), 2);
+    });
+}
+
+/// Whether `cmds` are exactly one local hint for `target`.
+fn hinted_for(cmds: &[Command], target: &NodeId) -> bool {
+    matches!(cmds, [Command::Storage { op: StorageOp::StoreHint { target: t, .. }, .. }] if t == target)
+}
+
+/// A copy that fails too late for another `rpc_timeout` before the deadline is not sent
+/// again: the write fails as before, and its unplaced replica gets a local hint.
+#[test]
+fn a_replica_write_that_times_out_too_close_to_the_deadline_is_not_sent_again() {
+    let mut c = Cluster::new(3, 16, quiet_config(), 7);
+    let key = c.key_where(|p| p[0] == a());
+    let cmds = c.client(&a(), 1, put_w(&key, "v", 3));
+    let sends = c.run_storage(&a(), &cmds[0]);
+    assert_eq!(c.reply(&a(), &sends[0], Ok(PeerResponse::Ack)), vec![]);
+    let deadline = c.now + c.cfg.replication.request_timeout;
+    let late = deadline - c.cfg.replication.rpc_timeout + Duration::from_millis(1);
+    assert_eq!(c.timeout(&a(), late), vec![]);
+    let answer = c.reply(&a(), &sends[1], Err(SendError::Timeout));
+    assert_eq!(
+        answer[..1],
+        [client_error(
+            1,
+            RequestError::Incomplete { acks: 2, needed: 3 }
+        )]
+    );
+    assert!(hinted_for(&answer[1..], &c.prefs(&key)[2]), "{answer:?}");
+}
+
 #[test]
 fn a_get_whose_replicas_never_answer_times_out_at_its_deadline() {
     let mut c = five_reading_all();

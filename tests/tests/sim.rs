@@ -156,7 +156,6 @@ fn same_seed_gives_identical_event_log_and_different_seeds_differ() {
 #[test]
 fn the_digest_does_not_depend_on_keeping_the_log() {
     let kept = run(&SimConfig {
-        keep_log: true,
         ..SimConfig::from_seed(3)
     });
     let not_kept = run(&SimConfig::from_seed(3));
@@ -444,6 +443,51 @@ fn a_blind_put_after_a_power_cut_keeps_the_write_the_cut_lost_on_its_coordinator
     }
     let merged = report.final_state.keys[&key].merged();
     assert_eq!(merged.siblings().len(), 2, "{merged:?}");
+}
+
+/// A stalled replica (its runtime paused, as on a starved machine) still makes W: three
+/// nodes, so no fallback can stand in; n1 and n2 pause together for 500 ms while n0
+/// coordinates a put, whose two copies time out at `rpc_timeout` (300 ms in the
+/// simulator) and are sent once more, which the replicas answer when they resume, within
+/// the put's deadline (1 s). The put is acknowledged, both resends are counted, and every
+/// invariant holds.
+#[test]
+fn a_put_whose_replicas_stall_past_the_rpc_timeout_is_acknowledged_through_a_resend() {
+    use shoal_proto::metrics::REPLICA_WRITES_RESENT_TOTAL;
+    use shoal_tests::sim::ScriptedPause;
+    let key = "k0".to_owned();
+    let pause = |node| ScriptedPause {
+        node,
+        at: Duration::from_millis(900),
+        length: Duration::from_millis(500),
+    };
+    let cfg = SimConfig {
+        nodes: Some(3),
+        quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
+        clients: 1,
+        ops: 0,
+        keys: 1,
+        set_keys: 0,
+        faults: FaultMix::None,
+        vary_quorums: false,
+        scripted_pauses: vec![pause(1), pause(2)],
+        scripted_ops: vec![ScriptedOp {
+            at: Duration::from_millis(1_000),
+            node: 0,
+            key: key.clone(),
+            action: ScriptedAction::Put {
+                with_context: false,
+            },
+        }],
+        ..SimConfig::from_seed(3)
+    };
+    let report = run_ok(&cfg);
+    let acked = (report.history.ops_on(&key))
+        .filter(|o| o.is_acked_put())
+        .count();
+    assert_eq!(acked, 1, "the put acknowledged\n{report}");
+    let resent = report.counter_with(REPLICA_WRITES_RESENT_TOTAL, &[("reason", "timeout")]);
+    assert_eq!(resent, 2, "{report}");
 }
 
 /// A full-disk seed: 3 to 5 nodes, 150 ops, `faults` throughout, the log kept.

@@ -25,6 +25,7 @@ pub(super) struct Meters {
     pub(super) read_inflight: Handles<Gauge, 0>,
     pub(super) reads_deferred: Handles<Counter, 1>,
     pub(super) replicated_before_sync: Handles<Counter, 1>,
+    pub(super) replica_writes_resent: Handles<Counter, 1>,
 }
 
 impl Meters {
@@ -47,6 +48,7 @@ impl Meters {
                 m::WRITES_REPLICATED_BEFORE_SYNC_TOTAL,
                 ["result"],
             ),
+            replica_writes_resent: Handles::counter(m::REPLICA_WRITES_RESENT_TOTAL, ["reason"]),
         }
     }
 }

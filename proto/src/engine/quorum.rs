@@ -307,6 +307,11 @@ impl<R> Quorum<R> {
         })
     }
 
+    /// Whether a fallback that is up is left to stand in for a failed slot.
+    pub(super) fn has_fallback(&self, is_up: impl Fn(&NodeId) -> bool) -> bool {
+        self.spare.as_ref().is_some_and(|s| s.iter().any(is_up))
+    }
+
     /// The primary `slot` stands for: its node, or the node a fallback holds a hint for.
     pub(super) fn primary_of(&self, slot: usize) -> Option<&NodeId> {
         self.slots

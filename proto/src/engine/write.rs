@@ -74,6 +74,9 @@ pub(super) struct WriteOp {
     parked: Vec<(usize, NodeId)>,
     /// Parked slots sent again so far (at most [`MAX_RESENDS`] per write).
     resent: u8,
+    /// Slots sent again after a timeout or a lost connection
+    /// ([`Engine::resend_failed_copy`]; each at most once).
+    resent_after_failure: Vec<usize>,
 }
 
 impl WriteOp {
@@ -152,6 +155,7 @@ impl Engine {
             started_under: self.layout.version(),
             parked: Vec::new(),
             resent: 0,
+            resent_after_failure: Vec::new(),
         };
         self.writes.insert(id, op);
         self.timers
@@ -358,10 +362,50 @@ impl Engine {
         ) {
             // Another node would refuse it for the same reason: no fallback, no hint.
             op.quorum.refuse(slot);
-        } else {
+        } else if !self.resend_failed_copy(id, slot, &result) {
             self.copy_to_fallback(id, slot);
         }
         self.write_progress(id);
+    }
+
+    /// A copy (`slot`) that timed out or whose connection failed is sent once more to
+    /// the same replica when no fallback is left to take it, the client still waits and
+    /// the deadline has room for another `rpc_timeout`: a replica whose runtime only
+    /// stalled, or that restarted under the connection, still makes the quorum. Merging
+    /// the same object twice changes nothing, so a first copy that did arrive is
+    /// harmless. At most once per copy. Whether it was sent.
+    fn resend_failed_copy(
+        &mut self,
+        id: RequestId,
+        slot: usize,
+        result: &Result<PeerResponse, SendError>,
+    ) -> bool {
+        let reason = match result {
+            Err(SendError::Timeout) => "timeout",
+            Err(SendError::Lost(_)) => "lost",
+            _ => return false,
+        };
+        let room = self.mono + self.cfg.replication.rpc_timeout;
+        let membership = &self.membership;
+        let Some(op) = self.writes.get_mut(&id) else {
+            return false;
+        };
+        if op.answered
+            || room > op.deadline
+            || op.resent_after_failure.contains(&slot)
+            || op.quorum.has_fallback(|n| membership.is_up(n))
+        {
+            return false;
+        }
+        let Some(target) = op.quorum.target_of(slot) else {
+            return false;
+        };
+        op.resent_after_failure.push(slot);
+        let (partition, key) = (op.partition, op.key.clone());
+        let object = op.object.clone().unwrap_or_default();
+        self.meters.replica_writes_resent.get([reason]).increment(1);
+        self.send_replicate(id, partition, key, object, target);
+        true
     }
 
     /// `slot`'s copy failed: sloppy quorum, the copy goes to the next healthy fallback
@@ -446,6 +490,10 @@ impl Engine {
                 } else if let Some(target) = op.quorum.target_of(slot) {
                     // Still a replica: ask it again, now stamped with what we learned.
                     op.resent += 1;
+                    self.meters
+                        .replica_writes_resent
+                        .get(["stale_layout"])
+                        .increment(1);
                     resend.push(target);
                 }
             }

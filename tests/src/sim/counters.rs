@@ -2,7 +2,8 @@
 //! the simulating thread only, that keeps the counters the report shows (hints stored
 //! and delivered, read repairs, forwards, anti-entropy repairs, exchanges, split batches
 //! and overdue starts, tombstones reaped, sibling-limit events, coordinated requests by
-//! result, writes replicated before their local sync) and ignores everything else.
+//! result, writes replicated before their local sync, replica writes sent again) and
+//! ignores everything else.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,9 +15,9 @@ use metrics::{
 use shoal_proto::metrics::{
     AAE_BATCHES_SPLIT_TOTAL, AAE_EXCHANGES_TOTAL, AAE_KEYS_REPAIRED_TOTAL,
     AAE_OVERDUE_STARTS_TOTAL, COORDINATOR_REQUESTS_TOTAL, FORWARDS_TOTAL, HINTS_TOTAL,
-    MEMBER_STATE_CHANGES_TOTAL, READ_REPAIRS_TOTAL, SIBLING_LIMIT_TOTAL, TOMBSTONES_REAPED_TOTAL,
-    TRANSFERS_DONE_TOTAL, TRANSFER_ERRORS_TOTAL, TRANSFER_KEYS_TOTAL,
-    WRITES_REPLICATED_BEFORE_SYNC_TOTAL,
+    MEMBER_STATE_CHANGES_TOTAL, READ_REPAIRS_TOTAL, REPLICA_WRITES_RESENT_TOTAL,
+    SIBLING_LIMIT_TOTAL, TOMBSTONES_REAPED_TOTAL, TRANSFERS_DONE_TOTAL, TRANSFER_ERRORS_TOTAL,
+    TRANSFER_KEYS_TOTAL, WRITES_REPLICATED_BEFORE_SYNC_TOTAL,
 };
 
 /// Counters the report keeps.
@@ -37,6 +38,7 @@ const KEPT: &[&str] = &[
     TRANSFER_ERRORS_TOTAL,
     COORDINATOR_REQUESTS_TOTAL,
     WRITES_REPLICATED_BEFORE_SYNC_TOTAL,
+    REPLICA_WRITES_RESENT_TOTAL,
 ];
 
 type Counts = Arc<Mutex<BTreeMap<String, u64>>>;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shoal_proto::metrics::{
     AAE_EXCHANGES_TOTAL, AAE_KEYS_REPAIRED_TOTAL, FORWARDS_TOTAL, HINTS_TOTAL, READ_REPAIRS_TOTAL,
-    TOMBSTONES_REAPED_TOTAL,
+    REPLICA_WRITES_RESENT_TOTAL, TOMBSTONES_REAPED_TOTAL,
 };
 
 use shoal_proto::wire::MemberState;
@@ -467,6 +467,14 @@ impl fmt::Display for RunReport {
             self.counter_with(READ_REPAIRS_TOTAL, &[("result", "failed")])
         )?;
         writeln!(f, "forwards    {}", self.counter_with(FORWARDS_TOTAL, &[]))?;
+        let resent = |reason| self.counter_with(REPLICA_WRITES_RESENT_TOTAL, &[("reason", reason)]);
+        writeln!(
+            f,
+            "resent      replica writes after a timeout {} a lost connection {} a layout refusal {}",
+            resent("timeout"),
+            resent("lost"),
+            resent("stale_layout")
+        )?;
         writeln!(
             f,
             "anti-entropy exchanges ok {} failed {}, keys repaired {} (fetched {} pushed {}), tombstones reaped {} ({} keys)",
