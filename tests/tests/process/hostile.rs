@@ -55,9 +55,10 @@ const RSS_HEADROOM: u64 = 256 << 20;
 
 /// Counters whose growth during a kind (summed over the nodes) the report shows: how
 /// the nodes defended themselves, whether node-to-node requests suffered (timeouts,
-/// datagrams dropped, idle polling cut short by a busy CPU), and how many requests were
-/// answered `Overloaded`, and of those how many by the coordinators' read budget.
-const COUNTERS: [(&str, &[(&str, &str)]); 9] = [
+/// copies of writes sent again, datagrams dropped, idle polling cut short by a busy
+/// CPU), and how many requests were answered `Overloaded`, and of those how many by the
+/// coordinators' read budget.
+const COUNTERS: [(&str, &[(&str, &str)]); 10] = [
     ("shoal_transport_requests_refused_total", &[]),
     ("shoal_transport_connections_refused_total", &[]),
     ("shoal_transport_stream_timeouts_total", &[]),
@@ -76,6 +77,7 @@ const COUNTERS: [(&str, &[(&str, &str)]); 9] = [
         "shoal_transport_requests_total",
         &[("direction", "out"), ("result", "timeout")],
     ),
+    ("shoal_replica_writes_resent_total", &[]),
 ];
 
 /// A kind of abuse and what the nodes must answer to it.
