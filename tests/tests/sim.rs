@@ -385,21 +385,10 @@ fn group_commit_without_faults_keeps_read_your_writes() {
     }
 }
 
-/// Issue 10's case (N = 3, W = 2): v1, coordinated by n0, reaches n0 and n1 (n2 is cut
-/// off) and is acknowledged; n0 loses power and restarts without v1; a blind put of v2
-/// at n0 reaches n1. Both values must be siblings at the end.
-#[test]
-fn a_blind_put_after_a_power_cut_keeps_the_write_the_cut_lost_on_its_coordinator() {
-    let key = "k0".to_owned();
-    let put = |at_ms: u64| ScriptedOp {
-        at: Duration::from_millis(at_ms),
-        node: 0,
-        key: key.clone(),
-        action: ScriptedAction::Put {
-            with_context: false,
-        },
-    };
-    let cfg = SimConfig {
+/// A run of scripted operations only (none drawn) on one key: three nodes, N = 3, R = W
+/// = 2 on every request, one client, no random faults.
+fn scripted_on_three_nodes(seed: u64) -> SimConfig {
+    SimConfig {
         nodes: Some(3),
         quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
         clients: 1,
@@ -408,6 +397,30 @@ fn a_blind_put_after_a_power_cut_keeps_the_write_the_cut_lost_on_its_coordinator
         set_keys: 0,
         faults: FaultMix::None,
         vary_quorums: false,
+        ..SimConfig::from_seed(seed)
+    }
+}
+
+/// A put of `key` without a context, sent to n0 `at_ms` into the run.
+fn blind_put_at_n0(key: &str, at_ms: u64) -> ScriptedOp {
+    ScriptedOp {
+        at: Duration::from_millis(at_ms),
+        node: 0,
+        key: key.to_owned(),
+        action: ScriptedAction::Put {
+            with_context: false,
+        },
+    }
+}
+
+/// Issue 10's case (N = 3, W = 2): v1, coordinated by n0, reaches n0 and n1 (n2 is cut
+/// off) and is acknowledged; n0 loses power and restarts without v1; a blind put of v2
+/// at n0 reaches n1. Both values must be siblings at the end.
+#[test]
+fn a_blind_put_after_a_power_cut_keeps_the_write_the_cut_lost_on_its_coordinator() {
+    let key = "k0".to_owned();
+    let put = |at_ms: u64| blind_put_at_n0(&key, at_ms);
+    let cfg = SimConfig {
         handoff: Some(HandoffLimits::ROOMY),
         // No periodic sync within the run: what n0 writes after boot is lost.
         power_cuts: PowerCutMix::Fixed(PowerCuts {
@@ -427,7 +440,7 @@ fn a_blind_put_after_a_power_cut_keeps_the_write_the_cut_lost_on_its_coordinator
         }],
         scripted_ops: vec![put(100), put(1_000)],
         keep_log: true,
-        ..SimConfig::from_seed(1)
+        ..scripted_on_three_nodes(1)
     };
     let report = run(&cfg);
     assert_eq!(report.faults.power_cuts, 1, "{report}");
@@ -462,24 +475,9 @@ fn a_put_whose_replicas_stall_past_the_rpc_timeout_is_acknowledged_through_a_res
         length: Duration::from_millis(500),
     };
     let cfg = SimConfig {
-        nodes: Some(3),
-        quorum: Some(Quorum { n: 3, r: 2, w: 2 }),
-        clients: 1,
-        ops: 0,
-        keys: 1,
-        set_keys: 0,
-        faults: FaultMix::None,
-        vary_quorums: false,
         scripted_pauses: vec![pause(1), pause(2)],
-        scripted_ops: vec![ScriptedOp {
-            at: Duration::from_millis(1_000),
-            node: 0,
-            key: key.clone(),
-            action: ScriptedAction::Put {
-                with_context: false,
-            },
-        }],
-        ..SimConfig::from_seed(3)
+        scripted_ops: vec![blind_put_at_n0(&key, 1_000)],
+        ..scripted_on_three_nodes(3)
     };
     let report = run_ok(&cfg);
     let acked = (report.history.ops_on(&key))
