@@ -401,10 +401,8 @@ impl Engine {
             return false;
         };
         op.resent_after_failure.push(slot);
-        let (partition, key) = (op.partition, op.key.clone());
-        let object = op.object.clone().unwrap_or_default();
         self.meters.replica_writes_resent.get([reason]).increment(1);
-        self.send_replicate(id, partition, key, object, target);
+        self.send_copy(id, target);
         true
     }
 
@@ -416,10 +414,18 @@ impl Engine {
         };
         let membership = &self.membership;
         if let Some(target) = op.quorum.fail(slot, |n| membership.is_up(n)) {
-            let (partition, key) = (op.partition, op.key.clone());
-            let object = op.object.clone().unwrap_or_default();
-            self.send_replicate(id, partition, key, object, target);
+            self.send_copy(id, target);
         }
+    }
+
+    /// Sends write `id`'s stored object to `target` (a copy sent again, or to a fallback).
+    fn send_copy(&mut self, id: RequestId, target: Target) {
+        let Some(op) = self.writes.get(&id) else {
+            return;
+        };
+        let (partition, key) = (op.partition, op.key.clone());
+        let object = op.object.clone().unwrap_or_default();
+        self.send_replicate(id, partition, key, object, target);
     }
 
     /// Whether a replica's refusal of a write's `slot` is one of layout (a
