@@ -932,6 +932,17 @@ mod tests {
         input_rx: mpsc::Receiver<Inbound>,
     }
 
+    /// An engine config with the given `(n, r, w)` and no anti-entropy or reaping: their
+    /// scans and exchanges would join the storage queue and the peer frames these tests
+    /// inspect (a reap is due at the first tick, one second after the start, which a slow
+    /// machine reaches within a test).
+    pub(super) fn quiet_config((n, r, w): (u8, u8, u8)) -> EngineConfig {
+        let mut cfg = EngineConfig::default();
+        (cfg.replication.n, cfg.replication.r, cfg.replication.w) = (n, r, w);
+        cfg.aae.enabled = false;
+        cfg
+    }
+
     fn single_node(inputs: usize) -> Harness {
         let me = NodeId::new("a").unwrap();
         let ca = generate_ca_pem().unwrap();
@@ -941,8 +952,7 @@ mod tests {
         let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let endpoint =
             Endpoint::server(localhost, &identity, TransportConfig::default()).expect("endpoint");
-        let mut cfg = EngineConfig::default();
-        (cfg.replication.n, cfg.replication.r, cfg.replication.w) = (1, 1, 1);
+        let cfg = quiet_config((1, 1, 1));
         let ring = Ring::new(8, vec![Member::new(me.clone())]).unwrap();
         let mut clock = Clock::new();
         let engine = Engine::new(
@@ -1335,8 +1345,7 @@ mod tests {
         let ((a, endpoint), (b, old)) = two_endpoints();
         let previous = Arc::new(PreviousRelease::default());
         let serving = old.serve(previous.clone());
-        let mut cfg = EngineConfig::default();
-        (cfg.replication.n, cfg.replication.r, cfg.replication.w) = (1, 1, 1);
+        let cfg = quiet_config((1, 1, 1));
         let ring = Ring::new(8, vec![Member::new(a.clone()), Member::new(b.clone())]).unwrap();
         // A key whose only replica is the old node: the engine forwards its reads there.
         let key = (0..1000)
@@ -1412,7 +1421,7 @@ mod batch_tests {
         decode_request_versioned, encode_response_as, ClientRequest, ClientResponse, PeerRequest,
         ReadOptions,
     };
-    use shoal_proto::{EngineConfig, RequestError};
+    use shoal_proto::RequestError;
     use shoal_ring::{Member, Ring};
     use shoal_storage::MemStorage;
     use shoal_transport::{Handler, PeerRole};
@@ -1489,8 +1498,7 @@ mod batch_tests {
             frames: Mutex::new(Vec::new()),
         });
         let serving = other.serve(peer.clone());
-        let mut cfg = EngineConfig::default();
-        (cfg.replication.n, cfg.replication.r, cfg.replication.w) = (2, 2, 1);
+        let cfg = super::tests::quiet_config((2, 2, 1));
         let ring = Ring::new(8, vec![Member::new(a.clone()), Member::new(b.clone())]).unwrap();
         let addrs = vec![
             (a.clone(), endpoint.local_addr()),
