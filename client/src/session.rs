@@ -105,8 +105,9 @@ impl Session {
                 Err(e) => return Err(self.not_covered(key, r, n, Some(e))),
             };
             let mut state = self.state();
-            if state.check(key, read.context.as_causal()) == Coverage::Covered {
-                let evicted = state.record_read(key, read.context.as_causal());
+            let context = read.context.as_causal();
+            if state.check(key, context, read.found) == Coverage::Covered {
+                let evicted = state.record_read(key, context, read.found);
                 count_evictions(evicted);
                 return Ok(read);
             }
@@ -138,6 +139,11 @@ impl Session {
     /// Writes `value` under `key` with a context and options (see [`Client::put_with`]);
     /// the session remembers the write once it is acknowledged. A write that fails
     /// (even one whose outcome is unknown) is not remembered: its dot is unknown.
+    ///
+    /// A write of a key the session deleted (or read as deleted) also carries what the
+    /// session remembers of it, all of it deleted: it replaces nothing a write with the
+    /// tombstone's context would not, and later reads can include it again even after
+    /// the tombstone was reaped.
     pub async fn put_opts(
         &self,
         key: impl AsRef<[u8]>,
@@ -146,11 +152,14 @@ impl Session {
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
         let key = key.as_ref();
+        let merged = self.write_context(key, context);
+        let context = merged.as_ref().or(context);
         let ctx = self
             .client
             .put_opts(key, value.into(), context, opts)
             .await?;
-        self.remember_write(key, &ctx);
+        let evicted = self.state().record_write(key, ctx.as_causal());
+        count_evictions(evicted);
         Ok(ctx)
     }
 
@@ -162,9 +171,11 @@ impl Session {
 
     /// Deletes `key` with a context and options (see [`Client::delete_with`]).
     ///
-    /// Once the delete's tombstone is reaped (after the nodes' tombstone grace period)
-    /// no replica holds its dot any more, and reads of the key fail `NotCovered`:
-    /// [`forget`](Session::forget) the key, or write it again, before then.
+    /// A delete that replaces all the session wrote and read of the key (its context
+    /// covers them) leaves the key absent for the session: a later read that finds
+    /// nothing is answered, also once the tombstone is reaped (after the nodes'
+    /// tombstone grace period) and no replica holds the delete's dot any more. A delete
+    /// that leaves values the session knew (a blind one) does not.
     pub async fn delete_opts(
         &self,
         key: impl AsRef<[u8]>,
@@ -172,14 +183,20 @@ impl Session {
         opts: WriteOptions,
     ) -> Result<Context, ClientError> {
         let key = key.as_ref();
+        let merged = self.write_context(key, context);
+        let context = merged.as_ref().or(context);
         let ctx = self.client.delete_opts(key, context, opts).await?;
-        self.remember_write(key, &ctx);
+        let evicted = self.state().record_delete(key, ctx.as_causal());
+        count_evictions(evicted);
         Ok(ctx)
     }
 
-    fn remember_write(&self, key: &[u8], ctx: &Context) {
-        let evicted = self.state().record_write(key, ctx.as_causal());
-        count_evictions(evicted);
+    /// The context a write of `key` carries instead of the caller's, if any (see
+    /// [`SessionState::write_context`]).
+    fn write_context(&self, key: &[u8], given: Option<&Context>) -> Option<Context> {
+        self.state()
+            .write_context(key, given.map(Context::as_causal))
+            .map(Context::from)
     }
 
     /// Forgets what the session wrote and read of `key`: its next read is answered

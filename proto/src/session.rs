@@ -16,6 +16,16 @@
 //! healthy fallback stands in, which need not be the fallback holding the hint). The
 //! session then fails with a typed error instead of returning older data.
 //!
+//! A key the session knows to hold no value (its own delete replaced everything it had
+//! written and read of the key, or its last answered read found nothing) is *absent*: a
+//! read that finds nothing is then answered whatever its context, as it shows what the
+//! session knows (once the delete's tombstone is reaped no replica holds its dot, and
+//! no read could include the context again), while a read that returns values must
+//! still include the context (a lagging replica may hold a value the delete replaced).
+//! The session's next write of an absent key carries the context along
+//! ([`SessionState::write_context`]): it replaces only what the session deleted or saw
+//! deleted, and the new value's clock then includes the context again.
+//!
 //! Memory is bounded: at most `max_keys` keys are remembered; the least recently used one
 //! is forgotten to make room ([`SessionState::evicted`] counts them). A forgotten key
 //! loses the guarantee (its next read is accepted whatever it returns, and is then
@@ -55,6 +65,19 @@ pub struct SessionState {
 struct Entry {
     context: CausalContext,
     used: u64,
+    /// The session knows the key holds no value (see the module's text).
+    absent: bool,
+}
+
+/// What the session learnt of a key, for [`SessionState::record`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Learnt {
+    /// A put was acknowledged, or a read returned values.
+    Value,
+    /// A delete was acknowledged.
+    Delete,
+    /// A read found nothing.
+    Nothing,
 }
 
 impl Default for SessionState {
@@ -80,25 +103,59 @@ impl SessionState {
         self.keys.get(key).map(|e| &e.context)
     }
 
-    /// Whether a read of `key` that returned `reply` (its context) may be answered.
-    pub fn check(&self, key: &[u8], reply: &CausalContext) -> Coverage {
-        match self.required(key) {
-            Some(need) if !reply.includes(need) => Coverage::NeedMore,
+    /// Whether a read of `key` that returned `reply` (its context), `found` or not, may
+    /// be answered: its context includes what the session remembers of the key, or the
+    /// key is absent for the session and the read found nothing.
+    pub fn check(&self, key: &[u8], reply: &CausalContext, found: bool) -> Coverage {
+        match self.keys.get(key) {
+            Some(e) if !(reply.includes(&e.context) || e.absent && !found) => Coverage::NeedMore,
             _ => Coverage::Covered,
         }
     }
 
-    /// An acknowledged write of `key` returned `context`: later reads must include it.
+    /// An acknowledged put of `key` returned `context`: later reads must include it.
     /// Returns how many keys were forgotten to make room (0 or 1).
     pub fn record_write(&mut self, key: &[u8], context: &CausalContext) -> usize {
-        self.record(key, context)
+        self.record(key, context, Learnt::Value)
     }
 
-    /// A read of `key` was answered with `context` (after [`check`](Self::check) said
-    /// [`Coverage::Covered`]): later reads must not go back before it. Returns how many
-    /// keys were forgotten to make room (0 or 1).
-    pub fn record_read(&mut self, key: &[u8], context: &CausalContext) -> usize {
-        self.record(key, context)
+    /// An acknowledged delete of `key` returned `context`: later reads must include it,
+    /// and the key is absent for the session if the delete replaced all the session
+    /// remembered of it (its context includes that). Returns how many keys were
+    /// forgotten to make room (0 or 1).
+    pub fn record_delete(&mut self, key: &[u8], context: &CausalContext) -> usize {
+        self.record(key, context, Learnt::Delete)
+    }
+
+    /// A read of `key` was answered with `context`, `found` or not (after
+    /// [`check`](Self::check) said [`Coverage::Covered`]): later reads must not go back
+    /// before it. Returns how many keys were forgotten to make room (0 or 1).
+    pub fn record_read(&mut self, key: &[u8], context: &CausalContext, found: bool) -> usize {
+        let learnt = if found {
+            Learnt::Value
+        } else {
+            Learnt::Nothing
+        };
+        self.record(key, context, learnt)
+    }
+
+    /// The context a write of `key` should carry, given the one the caller chose: for a
+    /// key absent for the session, merged with what the session remembers (all of it
+    /// deleted, so the write replaces nothing more than a write after reading the
+    /// tombstone would, and its value's clock includes what later reads must include,
+    /// even once the tombstone was reaped). `None` when the caller's stands as it is.
+    pub fn write_context(
+        &self,
+        key: &[u8],
+        given: Option<&CausalContext>,
+    ) -> Option<CausalContext> {
+        let e = self.keys.get(key).filter(|e| e.absent)?;
+        if given.is_some_and(|g| g.includes(&e.context)) {
+            return None;
+        }
+        let mut merged = given.cloned().unwrap_or_default();
+        merged.merge(&e.context);
+        Some(merged)
     }
 
     /// Forgets `key` (for example after its tombstone was reaped: the cluster no longer
@@ -124,10 +181,15 @@ impl SessionState {
         self.evicted
     }
 
-    fn record(&mut self, key: &[u8], context: &CausalContext) -> usize {
+    fn record(&mut self, key: &[u8], context: &CausalContext, learnt: Learnt) -> usize {
         self.uses += 1;
         let used = self.uses;
         if let Some(e) = self.keys.get_mut(key) {
+            e.absent = match learnt {
+                Learnt::Value => false,
+                Learnt::Delete => context.includes(&e.context),
+                Learnt::Nothing => true,
+            };
             e.context.merge(context);
             self.by_use.remove(&e.used);
             e.used = used;
@@ -148,6 +210,7 @@ impl SessionState {
             Entry {
                 context: context.clone(),
                 used,
+                absent: learnt != Learnt::Value,
             },
         );
         self.by_use.insert(used, key.to_vec());
@@ -202,27 +265,120 @@ mod tests {
     #[test]
     fn a_reply_must_include_every_write_and_read_the_session_recorded() {
         let mut s = SessionState::default();
-        assert_eq!(s.check(b"k", &CausalContext::new()), Coverage::Covered);
+        assert_eq!(
+            s.check(b"k", &CausalContext::new(), true),
+            Coverage::Covered
+        );
         s.record_write(b"k", &ctx(&[(1, 1)]));
-        assert_eq!(s.check(b"k", &CausalContext::new()), Coverage::NeedMore);
-        assert_eq!(s.check(b"k", &ctx(&[(1, 1)])), Coverage::Covered);
+        assert_eq!(
+            s.check(b"k", &CausalContext::new(), true),
+            Coverage::NeedMore
+        );
+        assert_eq!(s.check(b"k", &ctx(&[(1, 1)]), true), Coverage::Covered);
         // A newer write by someone else also covers it.
-        assert_eq!(s.check(b"k", &ctx(&[(1, 1), (1, 2)])), Coverage::Covered);
+        assert_eq!(
+            s.check(b"k", &ctx(&[(1, 1), (1, 2)]), true),
+            Coverage::Covered
+        );
         // Monotonic reads: a read that saw actor 2's write raises the bar.
-        s.record_read(b"k", &ctx(&[(1, 1), (2, 1)]));
-        assert_eq!(s.check(b"k", &ctx(&[(1, 1)])), Coverage::NeedMore);
-        assert_eq!(s.check(b"k", &ctx(&[(1, 1), (2, 1)])), Coverage::Covered);
+        s.record_read(b"k", &ctx(&[(1, 1), (2, 1)]), true);
+        assert_eq!(s.check(b"k", &ctx(&[(1, 1)]), true), Coverage::NeedMore);
+        assert_eq!(
+            s.check(b"k", &ctx(&[(1, 1), (2, 1)]), true),
+            Coverage::Covered
+        );
         // A hole in the cloud is not covered.
         s.record_write(b"k", &ctx(&[(3, 5)]));
         assert_eq!(
-            s.check(b"k", &ctx(&[(1, 1), (2, 1), (3, 4)])),
+            s.check(b"k", &ctx(&[(1, 1), (2, 1), (3, 4)]), true),
             Coverage::NeedMore
         );
         // Other keys are unaffected.
-        assert_eq!(s.check(b"other", &CausalContext::new()), Coverage::Covered);
+        assert_eq!(
+            s.check(b"other", &CausalContext::new(), true),
+            Coverage::Covered
+        );
         s.forget(b"k");
-        assert_eq!(s.check(b"k", &CausalContext::new()), Coverage::Covered);
+        assert_eq!(
+            s.check(b"k", &CausalContext::new(), true),
+            Coverage::Covered
+        );
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_read_that_finds_nothing_is_answered_once_the_session_deleted_what_it_knew() {
+        let mut s = SessionState::default();
+        s.record_write(b"k", &ctx(&[(1, 1)]));
+        assert_eq!(s.write_context(b"k", None), None, "a value is there");
+        // The delete replaced the value (its context includes the put's).
+        s.record_delete(b"k", &ctx(&[(1, 1), (1, 2)]));
+        // A read that finds nothing agrees with the delete whatever its context: the
+        // tombstone may have been reaped, or this replica never had the key.
+        assert_eq!(
+            s.check(b"k", &CausalContext::new(), false),
+            Coverage::Covered
+        );
+        // A lagging replica still holding the deleted value is not answered.
+        assert_eq!(s.check(b"k", &ctx(&[(1, 1)]), true), Coverage::NeedMore);
+        assert_eq!(
+            s.check(b"k", &ctx(&[(1, 1), (1, 2), (2, 1)]), true),
+            Coverage::Covered
+        );
+        // The next write carries what the session deleted, so that its value's clock
+        // includes it again; a caller's context that already does stands.
+        let deleted = ctx(&[(1, 1), (1, 2)]);
+        assert_eq!(s.write_context(b"k", None), Some(deleted.clone()));
+        let mut given = ctx(&[(2, 1)]);
+        let merged = s.write_context(b"k", Some(&given)).unwrap();
+        assert!(merged.includes(&deleted) && merged.includes(&given));
+        given.merge(&deleted);
+        assert_eq!(s.write_context(b"k", Some(&given)), None);
+        // Once a put is acknowledged the key holds a value again.
+        s.record_write(b"k", &ctx(&[(1, 1), (1, 2), (1, 3)]));
+        assert_eq!(
+            s.check(b"k", &CausalContext::new(), false),
+            Coverage::NeedMore
+        );
+        assert_eq!(s.write_context(b"k", None), None);
+    }
+
+    #[test]
+    fn a_delete_that_left_a_value_the_session_knew_keeps_the_key_present() {
+        let mut s = SessionState::default();
+        s.record_write(b"k", &ctx(&[(1, 1)]));
+        // A blind delete: the put's value stays beside its tombstone.
+        s.record_delete(b"k", &ctx(&[(2, 1)]));
+        assert_eq!(
+            s.check(b"k", &CausalContext::new(), false),
+            Coverage::NeedMore
+        );
+        assert_eq!(s.write_context(b"k", None), None);
+        // A delete of a key the session never saw: nothing it knew survives.
+        s.record_delete(b"fresh", &ctx(&[(2, 2)]));
+        assert_eq!(
+            s.check(b"fresh", &CausalContext::new(), false),
+            Coverage::Covered
+        );
+    }
+
+    #[test]
+    fn a_read_that_found_nothing_makes_the_key_absent_and_one_with_values_present() {
+        let mut s = SessionState::default();
+        s.record_write(b"k", &ctx(&[(1, 1)]));
+        // Someone else deleted it; the session read the tombstone.
+        s.record_read(b"k", &ctx(&[(1, 1), (2, 1)]), false);
+        assert_eq!(
+            s.check(b"k", &CausalContext::new(), false),
+            Coverage::Covered
+        );
+        assert_eq!(s.check(b"k", &ctx(&[(1, 1)]), true), Coverage::NeedMore);
+        // Someone wrote it again and the session read that: present again.
+        s.record_read(b"k", &ctx(&[(1, 1), (2, 1), (2, 2)]), true);
+        assert_eq!(
+            s.check(b"k", &CausalContext::new(), false),
+            Coverage::NeedMore
+        );
     }
 
     #[test]
@@ -231,14 +387,17 @@ mod tests {
         assert_eq!(s.record_write(b"a", &ctx(&[(1, 1)])), 0);
         assert_eq!(s.record_write(b"b", &ctx(&[(1, 2)])), 0);
         // Touch a, so b is the oldest.
-        assert_eq!(s.record_read(b"a", &ctx(&[(1, 1)])), 0);
+        assert_eq!(s.record_read(b"a", &ctx(&[(1, 1)]), true), 0);
         assert_eq!(s.record_write(b"c", &ctx(&[(1, 3)])), 1);
         assert_eq!(s.len(), 2);
         assert_eq!(s.evicted(), 1);
         assert!(s.required(b"b").is_none(), "b was the least recently used");
         assert!(s.required(b"a").is_some() && s.required(b"c").is_some());
         // An evicted key has lost its guarantee: any reply is accepted.
-        assert_eq!(s.check(b"b", &CausalContext::new()), Coverage::Covered);
+        assert_eq!(
+            s.check(b"b", &CausalContext::new(), true),
+            Coverage::Covered
+        );
     }
 
     #[test]

@@ -250,8 +250,17 @@ impl Sim {
         }
     }
 
-    fn issue(&mut self, c: usize, ask: Ask) {
+    fn issue(&mut self, c: usize, mut ask: Ask) {
         let n = usize::from(self.setup.quorum.n);
+        // A session's write of a key it knows deleted carries what it remembers of the
+        // key, as the SDK's `Session` does.
+        if let (OpKind::Put { .. } | OpKind::Delete, Some(session)) =
+            (&ask.kind, &self.clients[c].session)
+        {
+            if let Some(merged) = session.write_context(ask.key.as_bytes(), ask.context.as_ref()) {
+                ask.context = Some(merged);
+            }
+        }
         let node = match ask.node {
             Some(i) => i,
             None if self.rng.random_bool(0.5) => self.rng.random_range(0..self.nodes.len()),
@@ -577,21 +586,25 @@ impl Sim {
         let kind = self.history.ops[op].kind.clone();
         let session = self.clients[c].session.as_mut()?;
         match (&kind, outcome) {
-            (OpKind::Put { .. } | OpKind::Delete, Outcome::Written { context }) => {
+            (OpKind::Put { .. }, Outcome::Written { context }) => {
                 session.record_write(key.as_bytes(), context);
                 None
             }
-            (OpKind::Get { r }, Outcome::Read { context, .. }) => {
+            (OpKind::Delete, Outcome::Written { context }) => {
+                session.record_delete(key.as_bytes(), context);
+                None
+            }
+            (OpKind::Get { r }, Outcome::Read { context, found, .. }) => {
                 let mut esc = flight.escalation.unwrap_or_else(|| {
                     // The first step (the R this get asked) is done.
                     let mut e = Escalation::new(r.unwrap_or(default_r), n);
                     e.next();
                     e
                 });
-                let covered = session.check(key.as_bytes(), context) == Coverage::Covered;
+                let covered = session.check(key.as_bytes(), context, *found) == Coverage::Covered;
                 let escalate = self.cfg.sessions == SessionMode::On;
                 let role = if covered || !escalate {
-                    session.record_read(key.as_bytes(), context);
+                    session.record_read(key.as_bytes(), context, *found);
                     SessionRead::Answered
                 } else if let Some(next) = esc.next() {
                     self.history

@@ -576,6 +576,72 @@ async fn reaped_tombstones_stay_gone_and_a_rewritten_key_has_only_its_new_value(
     .await;
 }
 
+/// A session that deleted keys reads them as not found once their tombstones are reaped
+/// on every replica, and reads back what it writes to them afterwards through another
+/// coordinator. Before, no reply could include the deletes' contexts once their dots
+/// were gone: every such read failed `NotCovered` until the session forgot the key. The
+/// new values' reads failed too when another node coordinated them (the first one's
+/// clock entry covers its own earlier dots, another's does not): the session's write
+/// carries what it deleted now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_reads_its_deleted_keys_as_gone_after_the_reap_and_its_later_writes() {
+    use shoal_client::WriteOptions;
+    const DEAD: usize = 24;
+    const REAP_TIMEOUT: Duration = Duration::from_secs(120);
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &reap_settings("10s")).await;
+    let client = cluster.client().await;
+    let ring = client.cluster_info().await.ring;
+    let session = client.session();
+    // Keys n0 coordinates (their first primary), so that n0 minted every dot of the put
+    // and the delete, and the next writes, with n0 down, are another node's.
+    let first = cluster.id(0);
+    let dead: Vec<_> = key_values("gone", 0..20 * DEAD)
+        .into_iter()
+        .filter(|(k, _)| ring.preference_list_for_key(k.as_bytes(), N).nodes[0] == first)
+        .take(DEAD)
+        .collect();
+    assert_eq!(dead.len(), DEAD);
+    for (key, value) in &dead {
+        let all = WriteOptions::default().w(3);
+        let put = session
+            .put_opts(key, value.clone(), None, all)
+            .await
+            .unwrap_or_else(|e| panic!("session put {key}: {e}"));
+        session
+            .delete_opts(key, Some(&put), all)
+            .await
+            .unwrap_or_else(|e| panic!("session delete {key}: {e}"));
+    }
+    settle_background_budget(&mut cluster, &ring, &[]).await;
+    wait_reaped(&cluster, &ring, &[], DEAD, REAP_TIMEOUT).await;
+    for (key, _) in &dead {
+        let read = session
+            .get(key)
+            .await
+            .unwrap_or_else(|e| panic!("session read of {key} after its reap: {e}"));
+        assert!(!read.found, "{key} came back: {:?}", read.values);
+    }
+    cluster.terminate(0);
+    for (key, value) in &dead {
+        session
+            .put(key, format!("{value}-again"))
+            .await
+            .unwrap_or_else(|e| panic!("session put of {key} after its reap: {e}"));
+    }
+    for (key, value) in &dead {
+        let read = session
+            .get(key)
+            .await
+            .unwrap_or_else(|e| panic!("session read of {key} written again: {e}"));
+        assert_eq!(
+            read.values,
+            vec![format!("{value}-again").into_bytes()],
+            "{key}"
+        );
+    }
+}
+
 /// With `reap_interval = 1s` and the scheduler ticking every 200 ms, every partition is
 /// still scanned (at a lower rate than asked, at worst): the tombstones of every
 /// partition are reaped.
