@@ -15,6 +15,11 @@
 //! [retryable](ClientError::is_retryable)) succeeds once the hint is delivered or the
 //! partition heals.
 //!
+//! A key the session deleted (every value it knew replaced by its delete) or read as
+//! deleted is absent for it: a read that finds nothing is answered, also once the
+//! tombstone is reaped and no replica holds the delete's dot any more, and the
+//! session's next write of the key carries the deleted context along.
+//!
 //! Bounds: a session remembers at most `max_keys` keys ([`DEFAULT_SESSION_KEYS`] by
 //! default); the least recently used key is forgotten to make room, counted in
 //! `shoal_client_session_evictions_total` and [`Session::evicted`]. A forgotten key

@@ -158,8 +158,7 @@ impl SessionState {
         Some(merged)
     }
 
-    /// Forgets `key` (for example after its tombstone was reaped: the cluster no longer
-    /// holds the delete's dot, so no read could cover it again).
+    /// Forgets `key`: its next read is answered whatever it returns.
     pub fn forget(&mut self, key: &[u8]) {
         if let Some(e) = self.keys.remove(key) {
             self.by_use.remove(&e.used);
