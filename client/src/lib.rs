@@ -114,9 +114,11 @@
 //! `delete`, `status`, `cluster_info`) and outcome (`ok` or [`ClientError::label`]);
 //! `shoal_client_request_duration_seconds{op}` is their latency (retries included);
 //! `shoal_client_retries_total{op,reason}` counts the retries the [`RetryPolicy`] made;
-//! `shoal_client_session_escalations_total`, `shoal_client_session_not_covered_total`
-//! and `shoal_client_session_evictions_total` count [`Session`] reads asked again of
-//! more replicas, session reads that failed `NotCovered`, and keys sessions forgot;
+//! `shoal_client_session_escalations_total`, `shoal_client_session_not_covered_total`,
+//! `shoal_client_session_absent_answers_total` and `shoal_client_session_evictions_total`
+//! count [`Session`] reads asked again of more replicas, session reads that failed
+//! `NotCovered`, reads that found nothing answered for a key the session knows deleted
+//! although their context did not include the session's, and keys sessions forgot;
 //! `shoal_client_layout_refreshes_total{result}` counts the cluster-info fetches started
 //! because a node showed a newer layout (see below). They go to whatever recorder the
 //! application installs with the `metrics` crate.

@@ -112,6 +112,13 @@ impl Session {
             let mut state = self.state();
             let context = read.context.as_causal();
             if state.check(key, context, read.found) == Coverage::Covered {
+                if state
+                    .required(key)
+                    .is_some_and(|need| !context.includes(need))
+                {
+                    // Answered only as the key is absent for the session.
+                    metrics::counter!("shoal_client_session_absent_answers_total").increment(1);
+                }
                 let evicted = state.record_read(key, context, read.found);
                 count_evictions(evicted);
                 return Ok(read);
