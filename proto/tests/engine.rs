@@ -537,6 +537,62 @@ fn a_get_merges_concurrent_siblings_and_repairs_every_replica_missing_some() {
     );
 }
 
+/// A read whose merge is a tombstone old enough to be reaped does not copy it to a
+/// replica that answered with no copy: that replica may have reaped it while the read
+/// ran (a reap needs the same tombstone on every primary, and deletes it on each), and
+/// writing it back left the replicas differing, the tombstone unreapable, until an
+/// exchange copied it everywhere again (the simulator's convergence checker, seed 7350
+/// of `sessions_read_reaped_keys_as_gone_and_keep_their_guarantees`' configuration). A
+/// replica holding an older value still gets it, and a younger tombstone is copied as
+/// before.
+#[test]
+fn read_repair_does_not_write_back_a_reapable_tombstone_to_a_replica_without_the_key() {
+    let grace = five_reading_all().cfg.replication.tombstone_grace;
+    let skew = five_reading_all().cfg.replication.max_clock_skew;
+    // (age of the tombstone, the third primary's copy is the older value, repaired)
+    let cases = [
+        (Duration::from_secs(1), false, true),
+        (grace - skew - Duration::from_secs(1), false, true),
+        (grace - skew, false, false),
+        (grace + Duration::from_secs(60), false, false),
+        (grace + Duration::from_secs(60), true, true),
+    ];
+    for (age, holds_value, repaired) in cases {
+        let mut c = five_reading_all();
+        let key = c.key_where(|p| p[0] == a());
+        let (part, prefs) = (c.partition(&key), c.prefs(&key));
+        let dot = |n: u64| Dot::new(c.actor(&a()), n);
+        let value = written(&Object::new(), &CausalContext::new(), "v", dot(1));
+        let mut tomb = value.clone();
+        tomb.update(&value.context(), SiblingValue::Tombstone, dot(2), T0)
+            .expect("fresh dot");
+        c.preload(&a(), &key, &tomb);
+        c.now = T0 + age;
+
+        let cmds = c.client(&a(), 1, get(&key));
+        assert_eq!(c.run_storage(&a(), &cmds[0]), vec![]);
+        let answer = c.reply(&a(), &cmds[1], Ok(PeerResponse::Object(Some(tomb.clone()))));
+        assert!(
+            matches!(&answer[..], [Command::Respond { .. }]),
+            "answered: {answer:?}"
+        );
+        let third = holds_value.then(|| value.clone());
+        let repair = c.reply(&a(), &cmds[2], Ok(PeerResponse::Object(third)));
+        let rpc = c.cfg.replication.rpc_timeout;
+        let expected = if repaired {
+            vec![send(&prefs[2], replicate(part, &key, &tomb, None), rpc)]
+        } else {
+            vec![]
+        };
+        assert_eq!(
+            without_ids(&repair),
+            expected,
+            "tombstone {age:?} old, the third primary holding the value: {holds_value}"
+        );
+        assert_eq!(c.engine(&a()).inflight(), 0);
+    }
+}
+
 #[test]
 fn read_repair_stops_waiting_at_the_end_of_the_repair_window() {
     let mut c = five_reading_all();

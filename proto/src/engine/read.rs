@@ -605,9 +605,18 @@ impl Engine {
         if op.merged.is_empty() {
             return;
         }
+        // A tombstone old enough to be reaped (on the clock of any node, up to
+        // `max_clock_skew` ahead) may have been reaped by a replica that answered with no
+        // copy while this read ran: writing it back would leave the replicas differing
+        // and the tombstone unreapable until an exchange copies it everywhere again. A
+        // replica holding an older value still gets it.
+        let reapable = op.merged.tombstone_time().is_some_and(|t| {
+            let r = &self.cfg.replication;
+            self.now.saturating_since(t) + r.max_clock_skew >= r.tombstone_grace
+        });
         for (node, hint_for, copy) in op.quorum.into_answers() {
             let stale = match &copy {
-                None => true,
+                None => !reapable,
                 Some(c) => *c != op.merged,
             };
             // Without hinted handoff a fallback refuses hints: repair primaries only.
