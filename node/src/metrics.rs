@@ -256,6 +256,8 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (executor::AAE_TREE_MISMATCHES_TOTAL, MetricKind::Counter, "(conditional: an incremental tree that disagrees with storage, i.e"),
     (executor::AAE_OBJECTS_TOO_LARGE_TOTAL, MetricKind::Counter, "(conditional: an object over limits.max_object_bytes after a merge) Objects an exchange could not repair because they are too large"),
     (engine::TOMBSTONES_REAPED_TOTAL, MetricKind::Counter, "Tombstones deleted after replication.tombstone_grace once every replica held the same one (counted on every replica that deleted)"),
+    (engine::REAP_RESENDS_TOTAL, MetricKind::Counter, "(conditional: a reap's delete lost, refused or timed out) A reaper's deletes sent again, on a later tick, to a replica that did not confirm the last one (lost, refused, timed out)"),
+    (engine::REAPS_INCOMPLETE_TOTAL, MetricKind::Counter, "(conditional: a replica unreachable through every send) Reaped pages a replica never confirmed deleting; it may keep tombstones the others deleted until anti-entropy copies them back and a later reap"),
     (BUILD_INFO, MetricKind::Gauge, "Always 1, labelled with the version and commit this node was built from"),
     (METRICS_UPKEEP_DURATION_SECONDS, MetricKind::Histogram, "How long one upkeep of the metrics recorder took: folding the histogram values recorded since the last one into their buckets (every second, on a blocking thread)"),
     (METRICS_HTTP_REFUSED_TOTAL, MetricKind::Counter, "(conditional: a scraper or probe over a bound) Connections the metrics listener closed unanswered: too many at once, a request head too large, or too slow"),

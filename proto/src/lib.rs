@@ -35,7 +35,8 @@ pub use config::{
 pub use engine::{get_reply, ReplicaReadGate, ReplicaReadGateKey};
 pub use engine::{
     AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
-    TransferStats, AAE_SEGMENTS, AAE_SHAPE, MAX_UNSIZED_READS, RESERVE_SHARE, SMALL_READ_SHARE,
+    TransferStats, AAE_SEGMENTS, AAE_SHAPE, MAX_UNSIZED_READS, REAP_SENDS, RESERVE_SHARE,
+    SMALL_READ_SHARE,
 };
 pub use engine::{PersistedLayout, MAX_CANDIDATES, MAX_COMMIT_ROUNDS, MAX_HELLO_INTERVAL};
 pub use error::{BackupError, CodecError, RequestError};

@@ -74,6 +74,13 @@ pub const AAE_BYTES_TOTAL: &str = "shoal_aae_bytes_total";
 pub const AAE_BUDGET_RATIO: &str = "shoal_aae_budget_ratio";
 /// Counter: tombstones deleted once every replica held the same one.
 pub const TOMBSTONES_REAPED_TOTAL: &str = "shoal_tombstones_reaped_total";
+/// Counter: a reaper's deletes sent again to a replica that did not confirm the first
+/// (lost, refused, timed out), on a later tick.
+pub const REAP_RESENDS_TOTAL: &str = "shoal_reap_resends_total";
+/// Counter: reaped pages a replica never confirmed deleting after every send
+/// (`REAP_SENDS`): it may keep tombstones the other replicas deleted, until
+/// anti-entropy copies them back and a later reap removes them.
+pub const REAPS_INCOMPLETE_TOTAL: &str = "shoal_reaps_incomplete_total";
 /// Counter, by `result` (`synced`, `failed`): coordinators' local writes whose copies
 /// went to the replicas before their local sync (group commit), by how that sync ended.
 /// A failed one's local copy does not count towards W.

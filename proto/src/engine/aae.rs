@@ -391,6 +391,7 @@ impl Engine {
         metrics::gauge!(crate::metrics::AAE_LAST_EXCHANGE_AGE_SECONDS)
             .set(self.oldest_exchange_age(&pulling).as_secs_f64());
         self.start_due_exchanges(&pulling);
+        self.send_reap_deletes();
         self.start_due_reap();
     }
 

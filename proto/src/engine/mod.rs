@@ -60,6 +60,7 @@ pub use handoff::HandoffStats;
 pub use layout_sync::{PersistedLayout, MAX_CANDIDATES, MAX_COMMIT_ROUNDS, MAX_HELLO_INTERVAL};
 pub use placement::TransferStats;
 pub use read::{MAX_UNSIZED_READS, RESERVE_SHARE, SMALL_READ_SHARE};
+pub use reap::REAP_SENDS;
 
 use aae::{Aae, AaePart, ExchangeId};
 use reap::ReapPart;

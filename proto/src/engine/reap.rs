@@ -2,12 +2,19 @@
 //! replica holds identically and that are older than the grace period (see the
 //! invariant in docs/ARCHITECTURE.md).
 
+use std::collections::BTreeMap;
+
 use shoal_ring::{NodeId, PartitionId};
 
 use super::aae::REAP_SCAN_LIMIT;
 use super::{Engine, SendError, Waiter};
 use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::wire::{AaeRequest, AaeResponse, KeyDigests, PeerRequest, PeerResponse};
+
+/// How many times a reaper sends its delete of a page of keys to a replica that does
+/// not confirm it (lost, refused, timed out), a tick apart, before it leaves the page
+/// applied on some replicas only (see docs/ARCHITECTURE.md, *Deletes and tombstones*).
+pub const REAP_SENDS: u32 = 3;
 
 #[derive(Debug)]
 pub(super) enum ReapStep {
@@ -19,7 +26,14 @@ pub(super) enum ReapStep {
         failed: bool,
     },
     Delete {
+        /// Deletes not yet confirmed (the local one and one per replica) or given up.
         waiting: usize,
+        /// The keys and digests deleted.
+        keys: KeyDigests,
+        /// Per replica, how many times the delete was sent to it.
+        sends: BTreeMap<NodeId, u32>,
+        /// Replicas whose delete failed, to be sent again on the next tick.
+        resend: Vec<NodeId>,
     },
 }
 
@@ -36,7 +50,10 @@ pub(super) struct Reap {
 pub(super) enum ReapPart {
     Scan,
     Digests,
+    /// The local delete.
     Deleted,
+    /// The delete sent to this replica.
+    PeerDeleted(NodeId),
 }
 
 impl Engine {
@@ -220,13 +237,31 @@ impl Engine {
                     }
                 }
             }
-            ReapPart::Deleted => {
+            ReapPart::PeerDeleted(peer) => {
                 if let Ok(PeerResponse::Aae(AaeResponse::Reaped(count))) = result {
                     metrics::counter!(crate::metrics::TOMBSTONES_REAPED_TOTAL).increment(count);
+                    self.reap_delete_done();
+                    return;
                 }
-                self.reap_delete_done();
+                // Lost, refused or timed out: the replica may still hold the tombstones
+                // the others deleted. Sent again on the next tick, a bounded number of
+                // times (the delete only removes the confirmed tombstone, so a repeat is
+                // harmless).
+                let Some(Reap {
+                    step: ReapStep::Delete { sends, resend, .. },
+                    ..
+                }) = self.aae.reap.as_mut()
+                else {
+                    return;
+                };
+                if sends.get(&peer).copied().unwrap_or(0) < REAP_SENDS {
+                    resend.push(peer);
+                } else {
+                    metrics::counter!(crate::metrics::REAPS_INCOMPLETE_TOTAL).increment(1);
+                    self.reap_delete_done();
+                }
             }
-            ReapPart::Scan => {}
+            ReapPart::Deleted | ReapPart::Scan => {}
         }
     }
 
@@ -252,31 +287,64 @@ impl Engine {
         let peers = reap.peers.clone();
         reap.step = ReapStep::Delete {
             waiting: peers.len() + 1,
+            keys: confirmed.clone(),
+            sends: BTreeMap::new(),
+            resend: peers,
         };
         self.storage(
             StorageOp::Reap {
                 partition,
-                keys: confirmed.clone(),
+                keys: confirmed,
             },
             Waiter::Reap(ReapPart::Deleted),
         );
+        self.send_reap_deletes();
+    }
+
+    /// Send the running reap's delete to every replica due one: all of them once the
+    /// page is confirmed, and on each tick those whose last send failed.
+    pub(super) fn send_reap_deletes(&mut self) {
+        let Some(Reap {
+            partition,
+            step:
+                ReapStep::Delete {
+                    keys,
+                    sends,
+                    resend,
+                    ..
+                },
+            ..
+        }) = self.aae.reap.as_mut()
+        else {
+            return;
+        };
+        if resend.is_empty() {
+            return;
+        }
+        let partition = *partition;
+        let mut out = Vec::new();
+        for q in resend.drain(..) {
+            let sent = sends.entry(q.clone()).or_insert(0);
+            if *sent > 0 {
+                metrics::counter!(crate::metrics::REAP_RESENDS_TOTAL).increment(1);
+            }
+            *sent += 1;
+            out.push((q, keys.clone()));
+        }
         let timeout = self.cfg.replication.rpc_timeout;
-        for q in peers {
+        for (q, keys) in out {
             self.send(
-                q,
-                PeerRequest::Aae(AaeRequest::Reap {
-                    partition,
-                    keys: confirmed.clone(),
-                }),
+                q.clone(),
+                PeerRequest::Aae(AaeRequest::Reap { partition, keys }),
                 timeout,
-                Waiter::Reap(ReapPart::Deleted),
+                Waiter::Reap(ReapPart::PeerDeleted(q)),
             );
         }
     }
 
     fn reap_delete_done(&mut self) {
         let Some(Reap {
-            step: ReapStep::Delete { waiting },
+            step: ReapStep::Delete { waiting, .. },
             ..
         }) = self.aae.reap.as_mut()
         else {

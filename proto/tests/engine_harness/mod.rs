@@ -244,7 +244,13 @@ pub struct Cluster {
     pub log: Vec<(Time, NodeId, Command)>,
     /// Nodes stopped with [`Cluster::stop`], with the layout state they had then.
     stopped: BTreeMap<NodeId, PersistedLayout>,
+    /// In pump mode, requests this rule returns `true` for (given the receiver) are
+    /// lost, as [`Cluster::pump`]'s random losses are: the sender sees `Unreachable`.
+    pub lose: Option<LossRule>,
 }
+
+/// See [`Cluster::lose`].
+pub type LossRule = Box<dyn FnMut(&NodeId, &PeerRequest) -> bool>;
 
 impl Cluster {
     /// `nodes` engines on a ring of `q` partitions, all with `cfg` and engine seed `seed`,
@@ -300,6 +306,7 @@ impl Cluster {
             answers: BTreeMap::new(),
             log: Vec::new(),
             stopped: BTreeMap::new(),
+            lose: None,
         };
         // The first periodic timers are jittered within their first interval: fire them
         // all at once, so that the next ones are a whole interval away.
@@ -690,8 +697,12 @@ impl Cluster {
                 None => (0, false),
             };
             let msg = self.queue.remove(i).expect("index in range");
+            let ruled = match (&msg, self.lose.as_mut()) {
+                (Msg::Request { to, request, .. }, Some(rule)) => rule(to, request),
+                _ => false,
+            };
             self.now = self.now + Duration::from_micros(100);
-            self.deliver(msg, lost);
+            self.deliver(msg, lost || ruled);
         }
         let now = self.now;
         let due: Vec<NodeId> = self

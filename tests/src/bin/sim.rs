@@ -129,6 +129,10 @@ struct Args {
     /// Anti-entropy interval in seconds.
     #[arg(long, value_parser = parse_seconds)]
     aae_interval: Option<Duration>,
+    /// The least virtual time the safety phase lasts, in seconds (its operations are
+    /// spread over it; long enough lets tombstones become reapable during it).
+    #[arg(long, value_parser = parse_seconds)]
+    min_safety_time: Option<Duration>,
     /// Fault intensity from 0 (no faults, default quorums on every request) to 1 (the
     /// strongest mix); each seed draws which faults it injects.
     #[arg(long, default_value_t = 1.0)]
@@ -196,6 +200,9 @@ impl Args {
             bg.aae.interval = i;
         }
         cfg.background = bg;
+        if let Some(t) = self.min_safety_time {
+            cfg.min_safety_time = t;
+        }
         if self.aae_only_liveness {
             cfg.liveness = Liveness::AntiEntropyOnly {
                 canary_reads: self.canary_reads,
