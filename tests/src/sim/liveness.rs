@@ -155,17 +155,109 @@ impl Sim {
         )]);
     }
 
-    /// [`Liveness::ReadRepair`](super::Liveness::ReadRepair): quiet, read every key with R = N, quiet again.
+    /// [`Liveness::ReadRepair`](super::Liveness::ReadRepair): quiet, read every key with
+    /// R = N, quiet again; then, where tombstones are reaped within the run, let reaping
+    /// and anti-entropy finish the partly reaped ones (see [`Sim::finish_partly_reaped`]).
     pub(super) fn read_repair_liveness(&mut self) -> Result<(), SimError> {
         if self.quiesce()? {
             self.final_reads()?;
             if !self.quiesce()? {
                 self.liveness_failure("after the final reads");
+            } else if self.reaps_within_run() {
+                self.finish_partly_reaped()?;
             }
         } else {
             self.liveness_failure("after the faults stopped");
         }
         Ok(())
+    }
+
+    /// Anti-entropy is on and tombstones become reapable within [`MAX_REAP_WAIT`].
+    fn reaps_within_run(&self) -> bool {
+        let bg = self.setup.background;
+        bg.aae.enabled && bg.tombstone_grace + bg.aae.reap_interval * 2 <= MAX_REAP_WAIT
+    }
+
+    /// A tombstone old enough to be reaped that some primaries hold and others do not is
+    /// a state only reaping and anti-entropy end, whatever the final reads did: a reap
+    /// that did not reach every replica, or a copy read before a reap and written after
+    /// it (by an exchange, or by a read's repair), and read repair rightly does not copy
+    /// such a tombstone to a replica without the key (it may just have reaped it). So
+    /// time passes, with no client request, until no key is left in that state (the
+    /// tombstone copied everywhere and reaped, or reaped where it was), at most a reap
+    /// interval and [`ANTI_ENTROPY_CONVERGENCE_INTERVALS`] anti-entropy intervals; the
+    /// convergence checker then judges the replicas as it finds them.
+    fn finish_partly_reaped(&mut self) -> Result<(), SimError> {
+        let keys = self.partly_reaped_keys();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.log.line(
+            self.now,
+            "sim",
+            &format!(
+                "liveness: {} tombstones reapable on some primaries and absent on others: {keys:?}",
+                keys.len()
+            ),
+        );
+        self.partly_reaped += keys.len();
+        let bg = self.setup.background;
+        let deadline =
+            self.now + bg.aae.reap_interval + bg.aae.interval * ANTI_ENTROPY_CONVERGENCE_INTERVALS;
+        while self.now < deadline {
+            let until = self.now + CONVERGENCE_CHECK;
+            self.step_until(until)?;
+            if self.quiet() && self.partly_reaped_keys().is_empty() {
+                break;
+            }
+        }
+        self.settle()
+    }
+
+    /// Workload keys whose primaries differ only in holding or not a tombstone-only
+    /// object old enough to be reaped (`tombstone_grace - max_clock_skew`, as read
+    /// repair judges it), all holders the same object.
+    fn partly_reaped_keys(&self) -> Vec<String> {
+        let n = usize::from(self.setup.quorum.n);
+        let reapable_age = self
+            .engine_cfg
+            .replication
+            .tombstone_grace
+            .saturating_sub(self.engine_cfg.replication.max_clock_skew);
+        let mut out = Vec::new();
+        for key in &self.keys {
+            let partition = self.ring.partition_of(key.as_bytes());
+            let mut copies = Vec::new();
+            for id in self.ring.preference_list(partition, n).nodes {
+                let Some(r) = self
+                    .index
+                    .get(&id)
+                    .and_then(|&i| self.nodes[i].running.as_ref())
+                else {
+                    continue;
+                };
+                let read = StorageOp::Read {
+                    partition,
+                    key: key.as_bytes().to_vec(),
+                };
+                copies.push(match r.executor.execute(read) {
+                    Ok(StorageReply::Object(o)) => o,
+                    _ => None,
+                });
+            }
+            let held: Vec<&Object> = copies.iter().flatten().collect();
+            let partly = !held.is_empty()
+                && held.len() < copies.len()
+                && held.iter().all(|o| {
+                    **o == *held[0]
+                        && o.tombstone_time()
+                            .is_some_and(|t| self.now.saturating_since(t) >= reapable_age)
+                });
+            if partly {
+                out.push(key.clone());
+            }
+        }
+        out
     }
 
     /// [`Liveness::AntiEntropyOnly`](super::Liveness::AntiEntropyOnly): quiet, then no

@@ -18,7 +18,10 @@
 //!    clean network); the run waits until every node sees every peer up, nothing is in
 //!    flight and every hint is delivered or expired. Then, per [`Liveness`]:
 //!    - [`Liveness::ReadRepair`]: it reads every key with R = N (which repairs the
-//!      replicas) and waits again;
+//!      replicas) and waits again; where tombstones are reaped within the run, a key
+//!      whose reapable tombstone some primaries hold and others do not (a reap that
+//!      missed a replica, or a copy read before a reap and written after it) is left
+//!      to reaping and anti-entropy to finish, within bounded virtual time;
 //!    - [`Liveness::AntiEntropyOnly`]: no client touches the workload's keys (at most a
 //!      canary reads keys nothing writes); virtual time passes (a few anti-entropy
 //!      intervals, and long enough for the run's tombstones to be reaped) until
@@ -197,6 +200,9 @@ pub(crate) struct Sim {
     history: History,
     log: EventLog,
     faults: FaultCounts,
+    /// Keys the liveness phase found partly reaped after the final reads (see
+    /// `Sim::finish_partly_reaped`).
+    partly_reaped: usize,
     phase: Phase,
     ops_issued: usize,
     ryw: bool,
@@ -391,6 +397,7 @@ impl Sim {
             },
             log: EventLog::new(cfg.keep_log),
             faults: FaultCounts::default(),
+            partly_reaped: 0,
             phase: Phase::Safety,
             ops_issued: 0,
             ryw,
@@ -751,6 +758,7 @@ impl Sim {
                 .values()
                 .filter(|k| k.merged().is_tombstoned())
                 .count(),
+            partly_reaped: self.partly_reaped,
             events: self.events,
             duration: self.now.saturating_since(EPOCH),
             safety_duration,

@@ -75,6 +75,9 @@ pub struct RunReport {
     pub keys_found: usize,
     /// Keys whose tombstone is still stored at the end (not reaped).
     pub keys_tombstoned: usize,
+    /// Keys found after the final reads with a reapable tombstone on some primaries and
+    /// nothing on the others, left to reaping and anti-entropy to finish.
+    pub partly_reaped: usize,
     /// Events processed.
     pub events: u64,
     /// Virtual time the run took.
@@ -495,8 +498,8 @@ impl fmt::Display for RunReport {
         )?;
         writeln!(
             f,
-            "final keys  {} of {} found, {} tombstoned",
-            self.keys_found, self.keys, self.keys_tombstoned
+            "final keys  {} of {} found, {} tombstoned ({} partly reaped after the final reads)",
+            self.keys_found, self.keys, self.keys_tombstoned, self.partly_reaped
         )?;
         if self.violations.is_empty() {
             writeln!(f, "result      ok")?;
