@@ -111,12 +111,9 @@ impl Session {
             };
             let mut state = self.state();
             let context = read.context.as_causal();
-            if state.check(key, context, read.found) == Coverage::Covered {
-                if state
-                    .required(key)
-                    .is_some_and(|need| !context.includes(need))
-                {
-                    // Answered only as the key is absent for the session.
+            let coverage = state.check(key, context, read.found);
+            if coverage != Coverage::NeedMore {
+                if coverage == Coverage::Absent {
                     metrics::counter!("shoal_client_session_absent_answers_total").increment(1);
                 }
                 let evicted = state.record_read(key, context, read.found);
@@ -170,8 +167,7 @@ impl Session {
             .client
             .put_opts(key, value.into(), context, opts)
             .await?;
-        let evicted = self.state().record_write(key, ctx.as_causal());
-        count_evictions(evicted);
+        self.remember_write(key, &ctx, false);
         Ok(ctx)
     }
 
@@ -198,9 +194,19 @@ impl Session {
         let merged = self.write_context(key, context);
         let context = merged.as_ref().or(context);
         let ctx = self.client.delete_opts(key, context, opts).await?;
-        let evicted = self.state().record_delete(key, ctx.as_causal());
-        count_evictions(evicted);
+        self.remember_write(key, &ctx, true);
         Ok(ctx)
+    }
+
+    /// An acknowledged put (or, with `delete`, delete) of `key` returned `ctx`.
+    fn remember_write(&self, key: &[u8], ctx: &Context, delete: bool) {
+        let mut state = self.state();
+        let evicted = if delete {
+            state.record_delete(key, ctx.as_causal())
+        } else {
+            state.record_write(key, ctx.as_causal())
+        };
+        count_evictions(evicted);
     }
 
     /// The context a write of `key` carries instead of the caller's, if any (see

@@ -46,6 +46,9 @@ pub const DEFAULT_SESSION_KEYS: usize = 10_000;
 pub enum Coverage {
     /// It does (or the session remembers nothing of the key): the read may be answered.
     Covered,
+    /// It does not, but the key is absent for the session and the read found nothing:
+    /// the read may be answered (see the module's text).
+    Absent,
     /// It misses some write the session made or saw: ask more replicas, or fail.
     NeedMore,
 }
@@ -104,11 +107,18 @@ impl SessionState {
     }
 
     /// Whether a read of `key` that returned `reply` (its context), `found` or not, may
-    /// be answered: its context includes what the session remembers of the key, or the
-    /// key is absent for the session and the read found nothing.
+    /// be answered: its context includes what the session remembers of the key
+    /// ([`Coverage::Covered`]), or the key is absent for the session and the read found
+    /// nothing ([`Coverage::Absent`]).
     pub fn check(&self, key: &[u8], reply: &CausalContext, found: bool) -> Coverage {
         match self.keys.get(key) {
-            Some(e) if !(reply.includes(&e.context) || e.absent && !found) => Coverage::NeedMore,
+            Some(e) if !reply.includes(&e.context) => {
+                if e.absent && !found {
+                    Coverage::Absent
+                } else {
+                    Coverage::NeedMore
+                }
+            }
             _ => Coverage::Covered,
         }
     }
@@ -128,7 +138,7 @@ impl SessionState {
     }
 
     /// A read of `key` was answered with `context`, `found` or not (after
-    /// [`check`](Self::check) said [`Coverage::Covered`]): later reads must not go back
+    /// [`check`](Self::check) said it may be): later reads must not go back
     /// before it. Returns how many keys were forgotten to make room (0 or 1).
     pub fn record_read(&mut self, key: &[u8], context: &CausalContext, found: bool) -> usize {
         let learnt = if found {
@@ -316,7 +326,7 @@ mod tests {
         // tombstone may have been reaped, or this replica never had the key.
         assert_eq!(
             s.check(b"k", &CausalContext::new(), false),
-            Coverage::Covered
+            Coverage::Absent
         );
         // A lagging replica still holding the deleted value is not answered.
         assert_eq!(s.check(b"k", &ctx(&[(1, 1)]), true), Coverage::NeedMore);
@@ -357,7 +367,7 @@ mod tests {
         s.record_delete(b"fresh", &ctx(&[(2, 2)]));
         assert_eq!(
             s.check(b"fresh", &CausalContext::new(), false),
-            Coverage::Covered
+            Coverage::Absent
         );
     }
 
@@ -369,7 +379,7 @@ mod tests {
         s.record_read(b"k", &ctx(&[(1, 1), (2, 1)]), false);
         assert_eq!(
             s.check(b"k", &CausalContext::new(), false),
-            Coverage::Covered
+            Coverage::Absent
         );
         assert_eq!(s.check(b"k", &ctx(&[(1, 1)]), true), Coverage::NeedMore);
         // Someone wrote it again and the session read that: present again.

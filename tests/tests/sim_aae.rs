@@ -178,28 +178,26 @@ fn sessions_read_reaped_keys_as_gone_and_keep_their_guarantees() {
         let report = run_ok(&sessions_reaping(7_000 + seed, 3 + (seed % 2) as usize));
         let h = &report.history;
         reaped += h.reaps.len();
-        not_covered_after_reap += h
-            .sessions
-            .reads
-            .iter()
-            .filter(|(op, role)| {
-                let op = &h.ops[**op];
-                **role == shoal_tests::history::SessionRead::NotCovered
-                    && h.reaps.iter().any(|r| r.key == op.key && r.at < op.invoked)
+        // Session reads of a key invoked after a reap of it, with their role.
+        let after_reap = || {
+            h.sessions.reads.iter().filter_map(|(op, role)| {
+                let op = &h.ops[*op];
+                h.reaps
+                    .iter()
+                    .any(|r| r.key == op.key && r.at < op.invoked)
+                    .then_some((op, *role))
             })
+        };
+        not_covered_after_reap += after_reap()
+            .filter(|(_, role)| *role == shoal_tests::history::SessionRead::NotCovered)
             .count();
-        gone_after_reap += h
-            .sessions
-            .reads
-            .iter()
+        gone_after_reap += after_reap()
             .filter(|(op, role)| {
-                let op = &h.ops[**op];
-                **role == shoal_tests::history::SessionRead::Answered
+                *role == shoal_tests::history::SessionRead::Answered
                     && matches!(
                         op.outcome,
                         shoal_tests::history::Outcome::Read { found: false, .. }
                     )
-                    && h.reaps.iter().any(|r| r.key == op.key && r.at < op.invoked)
             })
             .count();
     }

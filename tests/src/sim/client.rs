@@ -601,7 +601,7 @@ impl Sim {
                     e.next();
                     e
                 });
-                let covered = session.check(key.as_bytes(), context, *found) == Coverage::Covered;
+                let covered = session.check(key.as_bytes(), context, *found) != Coverage::NeedMore;
                 let escalate = self.cfg.sessions == SessionMode::On;
                 let role = if covered || !escalate {
                     session.record_read(key.as_bytes(), context, *found);
