@@ -337,6 +337,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (transport::FRAME_ERRORS_TOTAL, MetricKind::Counter, "(conditional: a peer sending malformed frames) Invalid frames received, and responses over the frame limit"),
     (engine::READ_SPECULATIVE_REQUESTS_TOTAL, MetricKind::Counter, "(conditional: a replica slower than replication.read_speculative_after) Read requests sent to one more replica because the R asked had not all answered in time"),
     (engine::REPLICA_WRITES_RESENT_TOTAL, MetricKind::Counter, "(conditional: stalled or restarting replicas, layout changes) Replica writes sent again to the same replica, by reason: timeout or lost (no fallback left, once per copy), stale_layout (after the layouts met)"),
+    (engine::REPLICA_READS_RESENT_TOTAL, MetricKind::Counter, "(conditional: stalled or restarting replicas, lost messages) Replica reads sent again to the same replica after a timeout or a lost connection, no replica or fallback left to ask (once per replica and read), by reason"),
     (engine::READS_ALL_REPLICAS_TOTAL, MetricKind::Counter, "Coordinated reads that asked every replica they placed instead of R, by reason (quorum, sampled, divergent, slow)"),
 ];
 

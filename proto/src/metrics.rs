@@ -181,6 +181,11 @@ pub const READ_SPECULATIVE_REQUESTS_TOTAL: &str = "shoal_read_speculative_reques
 /// `rpc_timeout`; once per copy), `stale_layout` (the replica refused for layout and the
 /// two nodes' layouts have met since; at most twice per write).
 pub const REPLICA_WRITES_RESENT_TOTAL: &str = "shoal_replica_writes_resent_total";
+/// Counter: replica reads a coordinator sent again to the same replica, by `reason`
+/// (`timeout`, `lost`): the first timed out or its connection failed, no replica was
+/// left to ask instead, and the deadline had room for another `rpc_timeout`; once per
+/// replica and read.
+pub const REPLICA_READS_RESENT_TOTAL: &str = "shoal_replica_reads_resent_total";
 /// Counter: coordinated reads that asked every replica they placed, by `reason`
 /// (`quorum`, `sampled`, `divergent`, `slow`).
 pub const READS_ALL_REPLICAS_TOTAL: &str = "shoal_reads_all_replicas_total";

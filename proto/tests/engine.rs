@@ -708,6 +708,119 @@ fn a_replica_write_that_timed_out_with_no_fallback_left_is_sent_once_more() {
     });
 }
 
+/// Three nodes, a read at R = 3: no replica is left to ask and no fallback stands in.
+/// A replica read that timed out (or whose connection was lost) is sent once more to the
+/// same replica while the deadline leaves room for a whole `rpc_timeout`, as a replica
+/// write is, so that one lost message or a replica that only stalled does not fail the
+/// read; each replica is asked again at most once, and the resends are counted.
+#[test]
+fn a_replica_read_that_timed_out_with_no_replica_left_is_sent_once_more() {
+    use shoal_proto::metrics::REPLICA_READS_RESENT_TOTAL;
+    let rec = engine_lag::Recorded::default();
+    metrics::with_local_recorder(&rec, || {
+        let mut c = Cluster::new(3, 16, quiet_config(), 7);
+        let key = c.key_where(|p| p[0] == a());
+        let (part, prefs) = (c.partition(&key), c.prefs(&key));
+        let value = written(
+            &Object::new(),
+            &CausalContext::new(),
+            "v",
+            Dot::new(c.actor(&a()), 1),
+        );
+        for n in &prefs {
+            c.preload(n, &key, &value);
+        }
+        let rpc = c.cfg.replication.rpc_timeout;
+        let read = |to: &NodeId| {
+            send(
+                to,
+                PeerRequest::Read {
+                    partition: part,
+                    key: key.clone(),
+                    hint_for: None,
+                },
+                rpc,
+            )
+        };
+        let all = ClientRequest::Get {
+            key: key.clone(),
+            options: ReadOptions {
+                r: Some(3),
+                ..ReadOptions::default()
+            },
+        };
+        let cmds = c.client(&a(), 1, all);
+        assert_eq!(
+            without_ids(&cmds[1..]),
+            vec![read(&prefs[1]), read(&prefs[2])]
+        );
+        assert_eq!(c.run_storage(&a(), &cmds[0]), vec![]);
+        let started = c.now;
+
+        // Both time out at rpc_timeout (of the 5 s deadline): each is asked again.
+        assert_eq!(c.timeout(&a(), started + rpc), vec![]);
+        let again1 = c.reply(&a(), &cmds[1], Err(SendError::Timeout));
+        assert_eq!(without_ids(&again1), vec![read(&prefs[1])]);
+        let again2 = c.reply(&a(), &cmds[2], Err(SendError::Lost("reset".into())));
+        assert_eq!(without_ids(&again2), vec![read(&prefs[2])]);
+        assert_eq!(rec.counter(REPLICA_READS_RESENT_TOTAL), 2);
+
+        // The second ask of the first replica is answered: one left.
+        let ok = Ok(PeerResponse::Object(Some(value.clone())));
+        assert_eq!(c.reply(&a(), &again1[0], ok.clone()), vec![]);
+        // The second ask of the other times out too: not sent a third time, and R = 3
+        // cannot be met.
+        assert_eq!(c.timeout(&a(), started + rpc * 2), vec![]);
+        let failed = c.reply(&a(), &again2[0], Err(SendError::Timeout));
+        assert!(
+            matches!(
+                &failed[..],
+                [Command::Respond {
+                    response: Response::Client(ClientResponse::Error(_)),
+                    ..
+                }]
+            ),
+            "{failed:?}"
+        );
+        assert_eq!(rec.counter(REPLICA_READS_RESENT_TOTAL), 2);
+    });
+}
+
+/// A replica read that fails too late for another `rpc_timeout` before the deadline is
+/// not sent again: the read fails as before.
+#[test]
+fn a_replica_read_that_times_out_too_close_to_the_deadline_is_not_sent_again() {
+    let mut c = Cluster::new(3, 16, quiet_config(), 7);
+    let key = c.key_where(|p| p[0] == a());
+    let all = ClientRequest::Get {
+        key: key.clone(),
+        options: ReadOptions {
+            r: Some(3),
+            ..ReadOptions::default()
+        },
+    };
+    let cmds = c.client(&a(), 1, all);
+    assert_eq!(c.run_storage(&a(), &cmds[0]), vec![]);
+    assert_eq!(
+        c.reply(&a(), &cmds[1], Ok(PeerResponse::Object(None))),
+        vec![]
+    );
+    let deadline = c.now + c.cfg.replication.request_timeout;
+    let late = deadline - c.cfg.replication.rpc_timeout + Duration::from_millis(1);
+    assert_eq!(c.timeout(&a(), late), vec![]);
+    let answer = c.reply(&a(), &cmds[2], Err(SendError::Timeout));
+    assert!(
+        matches!(
+            &answer[..],
+            [Command::Respond {
+                response: Response::Client(ClientResponse::Error(_)),
+                ..
+            }]
+        ),
+        "{answer:?}"
+    );
+}
+
 /// Whether `cmds` are exactly one local hint for `target`.
 fn hinted_for(cmds: &[Command], target: &NodeId) -> bool {
     matches!(cmds, [Command::Storage { op: StorageOp::StoreHint { target: t, .. }, .. }] if t == target)

@@ -488,6 +488,42 @@ fn a_put_whose_replicas_stall_past_the_rpc_timeout_is_acknowledged_through_a_res
     assert_eq!(resent, 2, "{report}");
 }
 
+/// A stalled replica still answers a read that needs it: three nodes, a put first, then
+/// n1 and n2 pause together for 500 ms while n0 coordinates a get at R = 3, whose two
+/// replica reads time out at `rpc_timeout` (300 ms) with no replica left to ask; each is
+/// sent once more, the replicas answer when they resume, within the get's deadline (1 s),
+/// and the get returns the value. Both resends are counted; every invariant holds.
+#[test]
+fn a_get_whose_replicas_stall_past_the_rpc_timeout_is_answered_through_a_resend() {
+    use shoal_proto::metrics::REPLICA_READS_RESENT_TOTAL;
+    use shoal_tests::history::Outcome;
+    use shoal_tests::sim::ScriptedPause;
+    let key = "k0".to_owned();
+    let pause = |node| ScriptedPause {
+        node,
+        at: Duration::from_millis(900),
+        length: Duration::from_millis(500),
+    };
+    let get = ScriptedOp {
+        at: Duration::from_millis(1_000),
+        node: 0,
+        key: key.clone(),
+        action: ScriptedAction::Get { r: Some(3) },
+    };
+    let cfg = SimConfig {
+        scripted_pauses: vec![pause(1), pause(2)],
+        scripted_ops: vec![blind_put_at_n0(&key, 300), get],
+        ..scripted_on_three_nodes(3)
+    };
+    let report = run_ok(&cfg);
+    let found = (report.history.ops_on(&key))
+        .filter(|o| matches!(o.outcome, Outcome::Read { found: true, .. }))
+        .count();
+    assert!(found >= 1, "the get at R = 3 returned the value\n{report}");
+    let resent = report.counter_with(REPLICA_READS_RESENT_TOTAL, &[("reason", "timeout")]);
+    assert_eq!(resent, 2, "{report}");
+}
+
 /// A full-disk seed: 3 to 5 nodes, 150 ops, `faults` throughout, the log kept.
 fn full_disk_seed(seed: u64, faults: Faults) -> SimConfig {
     SimConfig {

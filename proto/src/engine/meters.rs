@@ -26,6 +26,7 @@ pub(super) struct Meters {
     pub(super) reads_deferred: Handles<Counter, 1>,
     pub(super) replicated_before_sync: Handles<Counter, 1>,
     pub(super) replica_writes_resent: Handles<Counter, 1>,
+    pub(super) replica_reads_resent: Handles<Counter, 1>,
 }
 
 impl Meters {
@@ -49,6 +50,7 @@ impl Meters {
                 ["result"],
             ),
             replica_writes_resent: Handles::counter(m::REPLICA_WRITES_RESENT_TOTAL, ["reason"]),
+            replica_reads_resent: Handles::counter(m::REPLICA_READS_RESENT_TOTAL, ["reason"]),
         }
     }
 }

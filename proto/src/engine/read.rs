@@ -75,6 +75,8 @@ pub(super) struct ReadOp {
     speculate_at: Option<Monotonic>,
     /// Whether every placed replica has been asked (counted once, by reason).
     asked_all: bool,
+    /// Slots asked again after a timeout or a lost connection (each at most once).
+    resent_after_failure: Vec<usize>,
 }
 
 /// Most reads that may ask the other replicas before their own copy shows how large the
@@ -236,6 +238,7 @@ impl Engine {
                 read_version: self.layout.read_version().version(),
                 speculate_at,
                 asked_all: false,
+                resent_after_failure: Vec::new(),
             },
         );
         self.timers.insert((deadline, Timer::Deadline(id)));
@@ -431,8 +434,53 @@ impl Engine {
     ) {
         match result {
             Ok(PeerResponse::Object(obj)) => self.read_reply(id, slot, Some(obj)),
-            _ => self.read_reply_failed(id, slot),
+            failed => {
+                if !self.resend_failed_read(id, slot, &failed) {
+                    self.read_reply_failed(id, slot);
+                }
+            }
         }
+    }
+
+    /// A replica read (`slot`) that timed out or whose connection failed is sent once
+    /// more to the same replica when no replica is left to ask instead (none idle, no
+    /// fallback up), the client still waits and the deadline has room for another
+    /// `rpc_timeout`: one lost message, or a replica whose runtime only stalled, does not
+    /// fail a read that needs every replica it can ask (as
+    /// `Engine::resend_failed_copy` does for writes). At most once per slot. Whether it
+    /// was sent.
+    fn resend_failed_read(
+        &mut self,
+        id: RequestId,
+        slot: usize,
+        result: &Result<PeerResponse, SendError>,
+    ) -> bool {
+        let reason = match result {
+            Err(SendError::Timeout) => "timeout",
+            Err(SendError::Lost(_)) => "lost",
+            _ => return false,
+        };
+        let room = self.mono + self.cfg.replication.rpc_timeout;
+        let membership = &self.membership;
+        let Some(op) = self.reads.get_mut(&id) else {
+            return false;
+        };
+        if op.answered
+            || room > op.deadline
+            || op.resent_after_failure.contains(&slot)
+            || op.quorum.idle() > 0
+            || op.quorum.has_fallback(|n| membership.is_up(n))
+        {
+            return false;
+        }
+        let Some(target) = op.quorum.target_of(slot) else {
+            return false;
+        };
+        op.resent_after_failure.push(slot);
+        let (partition, key) = (op.partition, op.key.clone());
+        self.meters.replica_reads_resent.get([reason]).increment(1);
+        self.send_read(id, partition, key, target);
+        true
     }
 
     fn read_reply(&mut self, id: RequestId, slot: usize, obj: Option<Option<Object>>) {

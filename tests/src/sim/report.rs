@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use shoal_proto::metrics::{
     AAE_EXCHANGES_TOTAL, AAE_KEYS_REPAIRED_TOTAL, FORWARDS_TOTAL, HINTS_TOTAL, READ_REPAIRS_TOTAL,
-    REAPS_INCOMPLETE_TOTAL, REAP_RESENDS_TOTAL, REPLICA_WRITES_RESENT_TOTAL,
-    TOMBSTONES_REAPED_TOTAL,
+    REAPS_INCOMPLETE_TOTAL, REAP_RESENDS_TOTAL, REPLICA_READS_RESENT_TOTAL,
+    REPLICA_WRITES_RESENT_TOTAL, TOMBSTONES_REAPED_TOTAL,
 };
 
 use shoal_proto::wire::MemberState;
@@ -477,10 +477,12 @@ impl fmt::Display for RunReport {
         let resent = |reason| self.counter_with(REPLICA_WRITES_RESENT_TOTAL, &[("reason", reason)]);
         writeln!(
             f,
-            "resent      replica writes after a timeout {} a lost connection {} a layout refusal {}",
+            "resent      replica writes after a timeout {} a lost connection {} a layout refusal {}; replica reads after a timeout {} a lost connection {}",
             resent("timeout"),
             resent("lost"),
-            resent("stale_layout")
+            resent("stale_layout"),
+            self.counter_with(REPLICA_READS_RESENT_TOTAL, &[("reason", "timeout")]),
+            self.counter_with(REPLICA_READS_RESENT_TOTAL, &[("reason", "lost")])
         )?;
         writeln!(
             f,
