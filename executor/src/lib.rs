@@ -38,6 +38,7 @@ mod layout;
 pub mod metrics;
 #[cfg(test)]
 mod power_cut_tests;
+mod reaped;
 #[cfg(test)]
 mod tests;
 mod trees;
@@ -53,6 +54,7 @@ use shoal_ring::{NodeId, PartitionId};
 use shoal_storage::{Space, Storage, StorageError};
 
 pub use hints::{decode_hint, hint_key};
+pub use reaped::REAPED_KEYS_KEPT;
 pub use trees::TreeMismatch;
 
 /// Bytes of the segment prefix that starts every key the executor stores in an object
@@ -128,6 +130,8 @@ pub struct Executor<S: Storage> {
     trees: Trees,
     /// Serialises layout saves (see `layout.rs`).
     layout_lock: Mutex<()>,
+    /// The clocks of the tombstones reaped most recently (see `reaped.rs`).
+    reaped: Mutex<reaped::ReapedKeys>,
 }
 
 impl<S: Storage> std::fmt::Debug for Executor<S> {
@@ -270,6 +274,7 @@ impl<S: Storage> Executor<S> {
             hints: Mutex::new(BTreeMap::new()),
             trees: Trees::new(),
             layout_lock: Mutex::new(()),
+            reaped: Mutex::new(reaped::ReapedKeys::default()),
         };
         exec.rebuild_hint_totals()?;
         exec.rebuild_trees()?;
@@ -632,7 +637,12 @@ impl<S: Storage> Executor<S> {
                     };
                     // Only the tombstone every replica confirmed: a write since then wins.
                     if raw_digest(&raw) == digest {
+                        let clock = decode_object(&raw)?.clock().clone();
                         self.put_raw(partition, &key, Some(&raw), None)?;
+                        self.reaped
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(partition, &key, clock);
                         reaped += 1;
                     }
                 }
@@ -685,7 +695,9 @@ impl<S: Storage> Executor<S> {
         let old = self.get_raw_with(partition, key, wait)?;
         let mut object = match &old {
             Some(b) => decode_object(b)?,
-            None => Object::new(),
+            // A key reaped lately: the new value's clock carries the tombstone's, so that
+            // a late copy of a value it replaced is not kept beside the new one.
+            None => self.reaped_base(partition, key, wait)?.unwrap_or_default(),
         };
         // The counter is node-wide and only grows, so it is above anything this actor
         // minted; a context claiming more (only possible from a forged or foreign
@@ -742,7 +754,33 @@ impl<S: Storage> Executor<S> {
         let old = self.get_raw_with(partition, key, wait)?;
         let mut current = match &old {
             Some(b) => decode_object(b)?,
-            None => Object::new(),
+            None => match self.reaped_base(partition, key, wait)? {
+                // A key reaped lately: what its tombstone replaced adds nothing.
+                Some(base) if !incoming.is_tombstoned() => {
+                    let mut merged = base;
+                    merged.merge(incoming);
+                    if merged.siblings().is_empty() {
+                        ::metrics::counter!(metrics::REAPED_COPIES_DROPPED_TOTAL).increment(1);
+                        return Ok(Merged::Stored {
+                            object: merged,
+                            changed: false,
+                        });
+                    }
+                    // Something the tombstone did not replace: stored, with its clock.
+                    let bytes = merged.encode();
+                    if bytes.len() > max_object_bytes {
+                        return Ok(Merged::TooLarge { len: bytes.len() });
+                    }
+                    self.put_raw_with(partition, key, None, Some(&bytes), wait)?;
+                    return Ok(Merged::Stored {
+                        object: merged,
+                        changed: true,
+                    });
+                }
+                // A copy of a tombstone (the reaped one, or one it covers) is stored as
+                // before: anti-entropy copies it on and the next reap removes it.
+                _ => Object::new(),
+            },
         };
         let changed = current.merge(incoming);
         if changed {
@@ -756,6 +794,20 @@ impl<S: Storage> Executor<S> {
             object: current,
             changed,
         })
+    }
+}
+
+impl<S: Storage> Executor<S> {
+    /// For a key not stored, an object holding only the clock of its tombstone if this
+    /// node reaped it lately (see `reaped.rs`).
+    fn reaped_base(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        wait: Wait,
+    ) -> Result<Option<Object>, Stop> {
+        let clock = lock_with(&self.reaped, wait)?.clock(partition, key);
+        Ok(clock.map(|c| Object::from_parts(c, Vec::new())))
     }
 }
 

@@ -593,13 +593,17 @@ fn a_stand_in_does_not_answer_a_read_with_a_hint_older_than_the_reap() {
 /// The clock-skew margin matters, shown by breaking it: the hint-replay case with the
 /// engines told their clocks agree (`max_clock_skew` 0, so a hint TTL of 5.9 s under the
 /// 6 s grace period is allowed) while the fallback holding the put's hint runs 5 s
-/// behind. The tombstone is reaped on every primary by their clocks; when the fallback
-/// comes back, the put is only about 5 s old on its slow clock, so its hint is not
-/// expired and is delivered: the deleted value comes back, and the checker says so.
-/// (With the clocks' real spread configured, validation refuses this TTL: the grace
-/// period must exceed it by twice the skew.)
+/// behind. The tombstone is reaped on every primary by their clocks (at 10.23 s); when
+/// the fallback comes back (10.5 s), the put is only about 5 s old on its slow clock, so
+/// its hint is not expired and is delivered. The primary it is for remembers the reaped
+/// tombstone's clock and drops it (`shoal_reaped_copies_dropped_total`): every checker
+/// holds. With that primary restarted between its reap and the delivery (the memory is
+/// in memory only), the deleted value comes back, and the checker says so. (With the
+/// clocks' real spread configured, validation refuses this TTL: the grace period must
+/// exceed it by twice the skew.)
 #[test]
 fn clocks_further_apart_than_configured_let_a_reaped_value_come_back() {
+    use shoal_executor::metrics::REAPED_COPIES_DROPPED_TOTAL;
     let (base, primaries, fallbacks) = k0_script();
     let (a, c, d) = (primaries[0], primaries[2], fallbacks[0]);
     let mut offsets = vec![0; 5];
@@ -614,7 +618,25 @@ fn clocks_further_apart_than_configured_let_a_reaped_value_come_back() {
         min_safety_time: Duration::from_secs(14),
         ..hint_holder_away(base, c, d, Duration::from_millis(9_500))
     };
-    let report = sim::run(&cfg).expect("the run runs");
+    let report = run_ok(&cfg);
+    assert_reaped_everywhere_before(
+        &report,
+        &primaries,
+        Duration::from_millis(10_300),
+        "c's restart",
+    );
+    assert!(
+        report.counter_with(REAPED_COPIES_DROPPED_TOTAL, &[]) >= 1,
+        "the primary dropped the late hint of the reaped put\n{report}"
+    );
+    // The hint's primary restarts after the reap and before the delivery.
+    let mut restarted = cfg.clone();
+    restarted.scripted_crashes.push(ScriptedCrash {
+        node: c,
+        at: Duration::from_millis(10_300),
+        length: Duration::from_millis(100),
+    });
+    let report = sim::run(&restarted).expect("the run runs");
     assert!(
         report
             .violations
@@ -626,7 +648,7 @@ fn clocks_further_apart_than_configured_let_a_reaped_value_come_back() {
     // comes back, and nothing comes back.
     let report = run_ok(&SimConfig {
         clock_offsets_ms: Vec::new(),
-        ..cfg
+        ..restarted
     });
     assert!(
         report.counter_with(HINTS_TOTAL, &[("event", "expired")]) >= 1,

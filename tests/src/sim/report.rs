@@ -382,6 +382,9 @@ impl RunReport {
             )
         } else {
             String::new()
+        } + &match self.counter_with(shoal_executor::metrics::REAPED_COPIES_DROPPED_TOTAL, &[]) {
+            0 => String::new(),
+            n => format!("  late copies of deleted values dropped {n}"),
         } + &if self.layout.versions > 1 || self.layout.committed > 0 {
             let l = &self.layout;
             format!(
@@ -486,7 +489,7 @@ impl fmt::Display for RunReport {
         )?;
         writeln!(
             f,
-            "anti-entropy exchanges ok {} failed {}, keys repaired {} (fetched {} pushed {}), tombstones reaped {} ({} keys; deletes sent again {}, pages left incomplete {})",
+            "anti-entropy exchanges ok {} failed {}, keys repaired {} (fetched {} pushed {}), tombstones reaped {} ({} keys; deletes sent again {}, pages left incomplete {}; late copies of deleted values dropped {})",
             self.counter_with(AAE_EXCHANGES_TOTAL, &[("result", "ok")]),
             self.counter_with(AAE_EXCHANGES_TOTAL, &[("result", "failed")]),
             self.counter_with(AAE_KEYS_REPAIRED_TOTAL, &[("direction", "fetched")])
@@ -496,7 +499,8 @@ impl fmt::Display for RunReport {
             self.counter_with(TOMBSTONES_REAPED_TOTAL, &[]),
             self.history.reaps.len(),
             self.counter_with(REAP_RESENDS_TOTAL, &[]),
-            self.counter_with(REAPS_INCOMPLETE_TOTAL, &[])
+            self.counter_with(REAPS_INCOMPLETE_TOTAL, &[]),
+            self.counter_with(shoal_executor::metrics::REAPED_COPIES_DROPPED_TOTAL, &[])
         )?;
         writeln!(
             f,
