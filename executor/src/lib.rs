@@ -44,6 +44,7 @@ mod tests;
 mod trees;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use shoal_proto::{
@@ -132,6 +133,9 @@ pub struct Executor<S: Storage> {
     layout_lock: Mutex<()>,
     /// The clocks of the tombstones reaped most recently (see `reaped.rs`).
     reaped: Mutex<reaped::ReapedKeys>,
+    /// Whether anything was ever reaped since the open: until then a merge into an
+    /// absent key takes no lock for `reaped`.
+    any_reaped: AtomicBool,
 }
 
 impl<S: Storage> std::fmt::Debug for Executor<S> {
@@ -275,6 +279,7 @@ impl<S: Storage> Executor<S> {
             trees: Trees::new(),
             layout_lock: Mutex::new(()),
             reaped: Mutex::new(reaped::ReapedKeys::default()),
+            any_reaped: AtomicBool::new(false),
         };
         exec.rebuild_hint_totals()?;
         exec.rebuild_trees()?;
@@ -643,6 +648,7 @@ impl<S: Storage> Executor<S> {
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .insert(partition, &key, clock);
+                        self.any_reaped.store(true, Ordering::Release);
                         reaped += 1;
                     }
                 }
@@ -806,6 +812,9 @@ impl<S: Storage> Executor<S> {
         key: &[u8],
         wait: Wait,
     ) -> Result<Option<Object>, Stop> {
+        if !self.any_reaped.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let clock = lock_with(&self.reaped, wait)?.clock(partition, key);
         Ok(clock.map(|c| Object::from_parts(c, Vec::new())))
     }

@@ -28,48 +28,55 @@ pub const REAPED_KEYS_KEPT: usize = 65_536;
 /// See the module's text.
 #[derive(Debug, Default)]
 pub(crate) struct ReapedKeys {
-    /// Per key, the reaped tombstone's clock and the entry's generation.
-    clocks: HashMap<(PartitionId, Vec<u8>), (CausalContext, u64)>,
+    /// Per partition and key, the reaped tombstone's clock and the entry's generation.
+    clocks: HashMap<PartitionId, HashMap<Vec<u8>, (CausalContext, u64)>>,
+    /// Entries in `clocks`.
+    len: usize,
     /// Keys by age of their entry, with the generation they were added under (a key
     /// reaped again gets a newer one; its older place in the queue no longer counts).
-    order: VecDeque<((PartitionId, Vec<u8>), u64)>,
+    order: VecDeque<(PartitionId, Vec<u8>, u64)>,
     next: u64,
 }
 
 impl ReapedKeys {
     /// `key`'s tombstone with `clock` was reaped.
     pub(crate) fn insert(&mut self, partition: PartitionId, key: &[u8], clock: CausalContext) {
-        let id = (partition, key.to_vec());
         let generation = self.next;
         self.next += 1;
-        self.clocks.insert(id.clone(), (clock, generation));
-        self.order.push_back((id, generation));
-        while self.clocks.len() > REAPED_KEYS_KEPT || self.order.len() > 2 * REAPED_KEYS_KEPT {
-            let Some((old, g)) = self.order.pop_front() else {
+        let keys = self.clocks.entry(partition).or_default();
+        if keys.insert(key.to_vec(), (clock, generation)).is_none() {
+            self.len += 1;
+        }
+        self.order.push_back((partition, key.to_vec(), generation));
+        while self.len > REAPED_KEYS_KEPT || self.order.len() > 2 * REAPED_KEYS_KEPT {
+            let Some((p, old, g)) = self.order.pop_front() else {
                 break;
             };
-            if self
-                .clocks
-                .get(&old)
-                .is_some_and(|(_, current)| *current == g)
-            {
-                self.clocks.remove(&old);
+            let Some(keys) = self.clocks.get_mut(&p) else {
+                continue;
+            };
+            if keys.get(&old).is_some_and(|(_, current)| *current == g) {
+                keys.remove(&old);
+                self.len -= 1;
+                if keys.is_empty() {
+                    self.clocks.remove(&p);
+                }
             }
         }
     }
 
     /// The clock of `key`'s reaped tombstone, if remembered.
     pub(crate) fn clock(&self, partition: PartitionId, key: &[u8]) -> Option<CausalContext> {
-        // The map is keyed by owned keys; one allocation per merge into an absent key.
         self.clocks
-            .get(&(partition, key.to_vec()))
+            .get(&partition)?
+            .get(key)
             .map(|(clock, _)| clock.clone())
     }
 
     /// Keys remembered.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.clocks.len()
+        self.len
     }
 }
 
