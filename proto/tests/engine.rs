@@ -450,17 +450,7 @@ fn a_get_answers_after_r_replies_and_repairs_a_stale_replica_afterwards() {
     // The coordinator reads locally and asks the other primaries.
     let cmds = c.client(&a(), 1, get(&key));
     let rpc = c.cfg.replication.rpc_timeout;
-    let read = |to: &NodeId| {
-        send(
-            to,
-            PeerRequest::Read {
-                partition: part,
-                key: key.clone(),
-                hint_for: None,
-            },
-            rpc,
-        )
-    };
+    let read = |to: &NodeId| replica_read(to, part, &key, rpc);
     assert_eq!(
         without_ids(&cmds),
         vec![
@@ -708,6 +698,35 @@ fn a_replica_write_that_timed_out_with_no_fallback_left_is_sent_once_more() {
     });
 }
 
+/// The request a coordinator sends `to` a primary for its copy of `key`.
+fn replica_read(
+    to: &NodeId,
+    partition: shoal_ring::PartitionId,
+    key: &[u8],
+    rpc: Duration,
+) -> Command {
+    send(
+        to,
+        PeerRequest::Read {
+            partition,
+            key: key.to_vec(),
+            hint_for: None,
+        },
+        rpc,
+    )
+}
+
+/// A get of `key` at R = `r`.
+fn get_r(key: &[u8], r: u8) -> ClientRequest {
+    ClientRequest::Get {
+        key: key.to_vec(),
+        options: ReadOptions {
+            r: Some(r),
+            ..ReadOptions::default()
+        },
+    }
+}
+
 /// Three nodes, a read at R = 3: no replica is left to ask and no fallback stands in.
 /// A replica read that timed out (or whose connection was lost) is sent once more to the
 /// same replica while the deadline leaves room for a whole `rpc_timeout`, as a replica
@@ -731,25 +750,8 @@ fn a_replica_read_that_timed_out_with_no_replica_left_is_sent_once_more() {
             c.preload(n, &key, &value);
         }
         let rpc = c.cfg.replication.rpc_timeout;
-        let read = |to: &NodeId| {
-            send(
-                to,
-                PeerRequest::Read {
-                    partition: part,
-                    key: key.clone(),
-                    hint_for: None,
-                },
-                rpc,
-            )
-        };
-        let all = ClientRequest::Get {
-            key: key.clone(),
-            options: ReadOptions {
-                r: Some(3),
-                ..ReadOptions::default()
-            },
-        };
-        let cmds = c.client(&a(), 1, all);
+        let read = |to: &NodeId| replica_read(to, part, &key, rpc);
+        let cmds = c.client(&a(), 1, get_r(&key, 3));
         assert_eq!(
             without_ids(&cmds[1..]),
             vec![read(&prefs[1]), read(&prefs[2])]
@@ -792,14 +794,7 @@ fn a_replica_read_that_timed_out_with_no_replica_left_is_sent_once_more() {
 fn a_replica_read_that_times_out_too_close_to_the_deadline_is_not_sent_again() {
     let mut c = Cluster::new(3, 16, quiet_config(), 7);
     let key = c.key_where(|p| p[0] == a());
-    let all = ClientRequest::Get {
-        key: key.clone(),
-        options: ReadOptions {
-            r: Some(3),
-            ..ReadOptions::default()
-        },
-    };
-    let cmds = c.client(&a(), 1, all);
+    let cmds = c.client(&a(), 1, get_r(&key, 3));
     assert_eq!(c.run_storage(&a(), &cmds[0]), vec![]);
     assert_eq!(
         c.reply(&a(), &cmds[1], Ok(PeerResponse::Object(None))),

@@ -15,7 +15,7 @@ use shoal_proto::AaeConfig;
 use shoal_tests::sim::{
     self, replicas_of, Background, Burst, FaultMix, HandoffLimits, LargeValues, Liveness, Quorum,
     RunReport, ScriptedAction, ScriptedCrash, ScriptedOp, ScriptedPartition, ScriptedRestore,
-    SessionMode, SimConfig,
+    SimConfig,
 };
 
 fn run_ok(cfg: &SimConfig) -> RunReport {
@@ -136,29 +136,14 @@ fn dropped_and_expired_hints_are_made_up_by_anti_entropy() {
     );
 }
 
-/// Sessions under deletes and faults on 40 keys, with tombstones reapable a few seconds
-/// after they are everywhere, during a safety phase of at least 15 s.
-fn sessions_reaping(seed: u64, nodes: usize) -> SimConfig {
-    SimConfig {
-        nodes: Some(nodes),
-        ops: 300,
-        keys: 40,
-        delete_fraction: 0.5,
-        sessions: SessionMode::On,
-        background: Background::fast(),
-        min_safety_time: Duration::from_secs(15),
-        ..SimConfig::from_seed(seed)
-    }
-}
-
 /// A reap undone on one replica by an exchange that read the tombstone before the reap
-/// and pushed it after (seed 40504 of [`sessions_reaping`], found by a sweep: `k21`'s
+/// and pushed it after (seed 40504 of [`SimConfig::sessions_reaping`], found by a sweep: `k21`'s
 /// tombstone reaped on all three, then pushed back to n1, whose final read's repair
 /// rightly did not spread it): the liveness phase lets reaping and anti-entropy finish
 /// such tombstones before convergence is required, and every checker holds.
 #[test]
 fn a_tombstone_an_exchange_brought_back_after_its_reap_is_reaped_again() {
-    let report = run_ok(&sessions_reaping(40_504, 3));
+    let report = run_ok(&SimConfig::sessions_reaping(40_504, 3));
     assert!(
         report.partly_reaped > 0,
         "no key was left partly reaped\n{report}"
@@ -175,7 +160,10 @@ fn a_tombstone_an_exchange_brought_back_after_its_reap_is_reaped_again() {
 fn sessions_read_reaped_keys_as_gone_and_keep_their_guarantees() {
     let (mut reaped, mut gone_after_reap, mut not_covered_after_reap) = (0, 0, 0);
     for seed in 0..24u64 {
-        let report = run_ok(&sessions_reaping(7_000 + seed, 3 + (seed % 2) as usize));
+        let report = run_ok(&SimConfig::sessions_reaping(
+            7_000 + seed,
+            3 + (seed % 2) as usize,
+        ));
         let h = &report.history;
         reaped += h.reaps.len();
         // Session reads of a key invoked after a reap of it, with their role.

@@ -455,20 +455,21 @@ impl Engine {
         slot: usize,
         result: &Result<PeerResponse, SendError>,
     ) -> bool {
-        let reason = match result {
-            Err(SendError::Timeout) => "timeout",
-            Err(SendError::Lost(_)) => "lost",
-            _ => return false,
+        let Some(reason) = super::write::resend_reason(result) else {
+            return false;
         };
         let room = self.mono + self.cfg.replication.rpc_timeout;
         let membership = &self.membership;
         let Some(op) = self.reads.get_mut(&id) else {
             return false;
         };
-        if op.answered
-            || room > op.deadline
-            || op.resent_after_failure.contains(&slot)
-            || op.quorum.idle() > 0
+        if !super::write::may_send_again(
+            op.answered,
+            op.deadline,
+            room,
+            &op.resent_after_failure,
+            slot,
+        ) || op.quorum.idle() > 0
             || op.quorum.has_fallback(|n| membership.is_up(n))
         {
             return false;

@@ -380,20 +380,21 @@ impl Engine {
         slot: usize,
         result: &Result<PeerResponse, SendError>,
     ) -> bool {
-        let reason = match result {
-            Err(SendError::Timeout) => "timeout",
-            Err(SendError::Lost(_)) => "lost",
-            _ => return false,
+        let Some(reason) = resend_reason(result) else {
+            return false;
         };
         let room = self.mono + self.cfg.replication.rpc_timeout;
         let membership = &self.membership;
         let Some(op) = self.writes.get_mut(&id) else {
             return false;
         };
-        if op.answered
-            || room > op.deadline
-            || op.resent_after_failure.contains(&slot)
-            || op.quorum.has_fallback(|n| membership.is_up(n))
+        if !may_send_again(
+            op.answered,
+            op.deadline,
+            room,
+            &op.resent_after_failure,
+            slot,
+        ) || op.quorum.has_fallback(|n| membership.is_up(n))
         {
             return false;
         }
@@ -740,4 +741,27 @@ impl Engine {
             "a key has many siblings: resolve them by writing with a read's context"
         );
     }
+}
+
+/// Why a replica request that failed with `result` may be sent once more to the same
+/// replica (the metric's `reason`): it timed out, or its connection was lost. `None` for
+/// an answer or any other failure.
+pub(super) fn resend_reason(result: &Result<PeerResponse, SendError>) -> Option<&'static str> {
+    match result {
+        Err(SendError::Timeout) => Some("timeout"),
+        Err(SendError::Lost(_)) => Some("lost"),
+        _ => None,
+    }
+}
+
+/// Whether a request may send `slot` once more: not answered yet, its `deadline` at or
+/// after `room` (now plus a whole `rpc_timeout`), and that slot not sent again before.
+pub(super) fn may_send_again(
+    answered: bool,
+    deadline: Monotonic,
+    room: Monotonic,
+    resent: &[usize],
+    slot: usize,
+) -> bool {
+    !answered && room <= deadline && !resent.contains(&slot)
 }

@@ -612,6 +612,23 @@ impl SimConfig {
         }
     }
 
+    /// Sessions under deletes and faults on 40 keys, with tombstones reapable a few
+    /// seconds after they are everywhere, during a safety phase of at least 15 s: the
+    /// configuration of `sessions_read_reaped_keys_as_gone_and_keep_their_guarantees`
+    /// (`tests/tests/sim_aae.rs`), whose long sweeps found the partly reaped tombstones.
+    pub fn sessions_reaping(seed: u64, nodes: usize) -> SimConfig {
+        SimConfig {
+            nodes: Some(nodes),
+            ops: 300,
+            keys: 40,
+            delete_fraction: 0.5,
+            sessions: SessionMode::On,
+            background: Background::fast(),
+            min_safety_time: Duration::from_secs(15),
+            ..SimConfig::from_seed(seed)
+        }
+    }
+
     /// A run without faults, default quorums (N = 3, R = W = 2) on `nodes` nodes.
     pub fn no_faults(seed: u64, nodes: usize) -> SimConfig {
         SimConfig {

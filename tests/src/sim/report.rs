@@ -545,17 +545,7 @@ mod tests {
     /// replayable exactly: its minimum safety time has a flag.
     #[test]
     fn the_replay_command_names_the_minimum_safety_time() {
-        let cfg = SimConfig {
-            nodes: Some(3),
-            ops: 300,
-            keys: 40,
-            delete_fraction: 0.5,
-            sessions: SessionMode::On,
-            background: Background::fast(),
-            min_safety_time: Duration::from_secs(15),
-            ..SimConfig::from_seed(7464)
-        };
-        let cmd = replay_command(&cfg);
+        let cmd = replay_command(&SimConfig::sessions_reaping(7464, 3));
         assert!(cmd.contains(" --min-safety-time 15"), "{cmd}");
         assert!(!cmd.contains("approximately"), "{cmd}");
     }
