@@ -163,6 +163,9 @@ struct Args {
     /// removal or a replacement by seed % 4, with a second operator committing a join
     /// at the same moment on odd seed / 4 (`sim::layout::with_seeded_changes`; it sets
     /// the cluster size, and W = 2 without power cuts for removals and replacements).
+    /// Not with a short --tombstone-grace: a removal or replacement may then lose a write
+    /// whose only other copy was a hint, as hint TTLs are cut below the grace period
+    /// (seed 100362 with --tombstone-grace 6: a 3 s TTL, the hint's target away longer).
     #[arg(long)]
     layout_changes: bool,
 }
