@@ -758,37 +758,24 @@ impl<S: Storage> Executor<S> {
     ) -> Result<Merged, Stop> {
         let _guard = self.lock_key(partition, key, wait)?;
         let old = self.get_raw_with(partition, key, wait)?;
-        let mut current = match &old {
-            Some(b) => decode_object(b)?,
+        let (mut current, after_reap) = match &old {
+            Some(b) => (decode_object(b)?, false),
             None => match self.reaped_base(partition, key, wait)? {
                 // A key reaped lately: what its tombstone replaced adds nothing.
-                Some(base) if !incoming.is_tombstoned() => {
-                    let mut merged = base;
-                    merged.merge(incoming);
-                    if merged.siblings().is_empty() {
-                        ::metrics::counter!(metrics::REAPED_COPIES_DROPPED_TOTAL).increment(1);
-                        return Ok(Merged::Stored {
-                            object: merged,
-                            changed: false,
-                        });
-                    }
-                    // Something the tombstone did not replace: stored, with its clock.
-                    let bytes = merged.encode();
-                    if bytes.len() > max_object_bytes {
-                        return Ok(Merged::TooLarge { len: bytes.len() });
-                    }
-                    self.put_raw_with(partition, key, None, Some(&bytes), wait)?;
-                    return Ok(Merged::Stored {
-                        object: merged,
-                        changed: true,
-                    });
-                }
+                Some(base) if !incoming.is_tombstoned() => (base, true),
                 // A copy of a tombstone (the reaped one, or one it covers) is stored as
                 // before: anti-entropy copies it on and the next reap removes it.
-                _ => Object::new(),
+                _ => (Object::new(), false),
             },
         };
         let changed = current.merge(incoming);
+        if after_reap && current.siblings().is_empty() {
+            ::metrics::counter!(metrics::REAPED_COPIES_DROPPED_TOTAL).increment(1);
+            return Ok(Merged::Stored {
+                object: current,
+                changed: false,
+            });
+        }
         if changed {
             let bytes = current.encode();
             if bytes.len() > max_object_bytes {
@@ -801,9 +788,7 @@ impl<S: Storage> Executor<S> {
             changed,
         })
     }
-}
 
-impl<S: Storage> Executor<S> {
     /// For a key not stored, an object holding only the clock of its tombstone if this
     /// node reaped it lately (see `reaped.rs`).
     fn reaped_base(
