@@ -282,7 +282,7 @@ impl Sim {
         let bg = self.setup.background;
         let mut hold = bg.aae.interval * ANTI_ENTROPY_MIN_INTERVALS;
         let reap_wait = bg.tombstone_grace + bg.aae.reap_interval * 2;
-        let reaping = bg.aae.enabled && reap_wait <= MAX_REAP_WAIT;
+        let reaping = self.reaps_within_run();
         if reaping {
             // Every delete happened before the liveness phase started.
             hold = hold.max(reap_wait);
