@@ -642,13 +642,17 @@ impl<S: Storage> Executor<S> {
                     };
                     // Only the tombstone every replica confirmed: a write since then wins.
                     if raw_digest(&raw) == digest {
-                        let clock = decode_object(&raw)?.clock().clone();
+                        let object = decode_object(&raw)?;
                         self.put_raw(partition, &key, Some(&raw), None)?;
-                        self.reaped
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(partition, &key, clock);
-                        self.any_reaped.store(true, Ordering::Release);
+                        // Only a tombstone's clock says what was deleted: a value's covers
+                        // the value itself, whose copies must still be taken.
+                        if object.is_tombstoned() {
+                            self.reaped
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(partition, &key, object.clock().clone());
+                            self.any_reaped.store(true, Ordering::Release);
+                        }
                         reaped += 1;
                     }
                 }
