@@ -150,6 +150,20 @@ fn a_tombstone_an_exchange_brought_back_after_its_reap_is_reaped_again() {
     );
 }
 
+/// A copy of a deleted value that reaches a replica after the tombstone's reap there is
+/// dropped (seed 200040 of [`SimConfig::sessions_reaping`], found by a sweep: without the
+/// reaped tombstones' clocks the copy was stored and `no_resurrection` failed), and every
+/// checker holds.
+#[test]
+fn a_copy_of_a_deleted_value_arriving_after_its_reap_is_dropped() {
+    use shoal_executor::metrics::REAPED_COPIES_DROPPED_TOTAL;
+    let report = run_ok(&SimConfig::sessions_reaping(200_040, 3));
+    assert!(
+        report.counter_with(REAPED_COPIES_DROPPED_TOTAL, &[]) >= 1,
+        "no late copy was dropped\n{report}"
+    );
+}
+
 /// Sessions under deletes, reaping and faults: a session answers a read that finds
 /// nothing for a key it deleted (or read as deleted) whatever the read's context, and its
 /// next write of the key carries what it deleted. Across the seeds tombstones are reaped,
