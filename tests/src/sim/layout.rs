@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use shoal_proto::layout::Change;
-use shoal_proto::{Engine, StorageOp, StorageReply};
+use shoal_proto::Engine;
 
 use super::{node, Sim, SimConfig, SimError};
 use crate::checkers::Violation;
@@ -401,11 +401,7 @@ impl Sim {
                 if held.contains(&p) {
                     continue;
                 }
-                let read = r.executor.execute(StorageOp::Read {
-                    partition: p,
-                    key: key.as_bytes().to_vec(),
-                });
-                if matches!(read, Ok(StorageReply::Object(Some(_)))) {
+                if r.stored(p, key.as_bytes()).is_some() {
                     found.push(Violation::new(
                         "not_dropped",
                         key,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use shoal_proto::{Object, StorageOp, StorageReply};
+use shoal_proto::Object;
 use shoal_ring::PartitionId;
 
 use super::config::{
@@ -236,14 +236,7 @@ impl Sim {
                 else {
                     continue;
                 };
-                let read = StorageOp::Read {
-                    partition,
-                    key: key.as_bytes().to_vec(),
-                };
-                copies.push(match r.executor.execute(read) {
-                    Ok(StorageReply::Object(o)) => o,
-                    _ => None,
-                });
+                copies.push(r.stored(partition, key.as_bytes()));
             }
             let held: Vec<&Object> = copies.iter().flatten().collect();
             let partly = !held.is_empty()
@@ -392,11 +385,7 @@ impl Sim {
             let partition = self.ring.partition_of(key.as_bytes());
             let mut merged = Object::new();
             for r in self.nodes.iter().filter_map(|n| n.running.as_ref()) {
-                let read = StorageOp::Read {
-                    partition,
-                    key: key.as_bytes().to_vec(),
-                };
-                if let Ok(StorageReply::Object(Some(o))) = r.executor.execute(read) {
+                if let Some(o) = r.stored(partition, key.as_bytes()) {
                     merged.merge(&o);
                 }
             }

@@ -7,9 +7,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use shoal_executor::{ExecError, Executor};
 use shoal_proto::layout::LayoutHistory;
 use shoal_proto::{
-    Engine, EngineConfig, EngineError, Now, RequestId, StorageOp, StorageReply, StorageResult, Time,
+    Engine, EngineConfig, EngineError, Now, Object, RequestId, StorageOp, StorageReply,
+    StorageResult, Time,
 };
-use shoal_ring::NodeId;
+use shoal_ring::{NodeId, PartitionId};
 use shoal_storage::MemStorage;
 
 use super::network::RpcKey;
@@ -39,6 +40,21 @@ pub(crate) struct Running {
     /// [`super::event::Event::GroupSync`] is due exactly while this is not empty), in
     /// order.
     pub awaiting_sync: Vec<(RequestId, StorageResult)>,
+}
+
+impl Running {
+    /// The object this node stores for `key` of `partition`, if any (a storage failure
+    /// reads as none).
+    pub(crate) fn stored(&self, partition: PartitionId, key: &[u8]) -> Option<Object> {
+        let read = StorageOp::Read {
+            partition,
+            key: key.to_vec(),
+        };
+        match self.executor.execute(read) {
+            Ok(StorageReply::Object(o)) => o,
+            _ => None,
+        }
+    }
 }
 
 /// A node: its data (kept across crashes) and, while it runs, its engine and executor.
