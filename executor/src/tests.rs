@@ -810,6 +810,17 @@ fn written_elsewhere(key: &[u8], v: &str, ctx: CausalContext) -> Object {
     object
 }
 
+/// Merges `object` under `key`, then reaps it with the stored copy's digest.
+fn store_and_reap(e: &Executor<MemStorage>, key: &[u8], object: &Object) -> StorageReply {
+    e.execute(merge_op(key, object.clone())).unwrap();
+    let digest = raw_digest(&e.get_raw(PartitionId(1), key).unwrap().unwrap());
+    e.execute(StorageOp::Reap {
+        partition: PartitionId(1),
+        keys: vec![(key.to_vec(), digest)],
+    })
+    .unwrap()
+}
+
 /// A copy of a value that a reaped tombstone replaced, arriving after the reap (a merge
 /// queued before the reap and run after it, or a message sent before it and delivered
 /// after), is dropped, not stored as the key's value: before, it brought the deleted
@@ -831,15 +842,7 @@ fn a_late_copy_of_a_value_a_reaped_tombstone_replaced_is_dropped() {
         Time::ZERO,
     )
     .unwrap();
-    e.execute(merge_op(b"k", tomb.clone())).unwrap();
-    let digest = raw_digest(&e.get_raw(PartitionId(1), b"k").unwrap().unwrap());
-    let reaped = e
-        .execute(StorageOp::Reap {
-            partition: PartitionId(1),
-            keys: vec![(b"k".to_vec(), digest)],
-        })
-        .unwrap();
-    assert_eq!(reaped, StorageReply::Reaped(1));
+    assert_eq!(store_and_reap(&e, b"k", &tomb), StorageReply::Reaped(1));
 
     // The late copy of the replaced value: dropped.
     let late = e.execute(merge_op(b"k", value.clone())).unwrap();
@@ -862,27 +865,16 @@ fn a_late_copy_of_a_value_a_reaped_tombstone_replaced_is_dropped() {
 
     // A copy of the tombstone itself after a reap is stored as before.
     let other = exec(&MemStorage::new());
-    other.execute(merge_op(b"t", tomb.clone())).unwrap();
-    let digest = raw_digest(&other.get_raw(PartitionId(1), b"t").unwrap().unwrap());
-    other
-        .execute(StorageOp::Reap {
-            partition: PartitionId(1),
-            keys: vec![(b"t".to_vec(), digest)],
-        })
-        .unwrap();
+    assert_eq!(store_and_reap(&other, b"t", &tomb), StorageReply::Reaped(1));
     other.execute(merge_op(b"t", tomb.clone())).unwrap();
     assert!(other.get_raw(PartitionId(1), b"t").unwrap().is_some());
 
     // A value deleted by `Reap` (the anti-entropy benchmark's lost key; the engine only
     // reaps tombstones) is not remembered: its copy is taken again.
-    other.execute(merge_op(b"v", value.clone())).unwrap();
-    let digest = raw_digest(&other.get_raw(PartitionId(1), b"v").unwrap().unwrap());
-    other
-        .execute(StorageOp::Reap {
-            partition: PartitionId(1),
-            keys: vec![(b"v".to_vec(), digest)],
-        })
-        .unwrap();
+    assert_eq!(
+        store_and_reap(&other, b"v", &value),
+        StorageReply::Reaped(1)
+    );
     other.execute(merge_op(b"v", value.clone())).unwrap();
     assert!(other.get_raw(PartitionId(1), b"v").unwrap().is_some());
 }
