@@ -458,6 +458,17 @@ fn a_blind_put_after_a_power_cut_keeps_the_write_the_cut_lost_on_its_coordinator
     assert_eq!(merged.siblings().len(), 2, "{merged:?}");
 }
 
+/// n1 and n2 paused together from 0.9 s for 500 ms, longer than the simulator's
+/// `rpc_timeout` (300 ms).
+fn n1_and_n2_paused_from_900_ms() -> Vec<shoal_tests::sim::ScriptedPause> {
+    let pause = |node| shoal_tests::sim::ScriptedPause {
+        node,
+        at: Duration::from_millis(900),
+        length: Duration::from_millis(500),
+    };
+    vec![pause(1), pause(2)]
+}
+
 /// A stalled replica (its runtime paused, as on a starved machine) still makes W: three
 /// nodes, so no fallback can stand in; n1 and n2 pause together for 500 ms while n0
 /// coordinates a put, whose two copies time out at `rpc_timeout` (300 ms in the
@@ -467,15 +478,9 @@ fn a_blind_put_after_a_power_cut_keeps_the_write_the_cut_lost_on_its_coordinator
 #[test]
 fn a_put_whose_replicas_stall_past_the_rpc_timeout_is_acknowledged_through_a_resend() {
     use shoal_proto::metrics::REPLICA_WRITES_RESENT_TOTAL;
-    use shoal_tests::sim::ScriptedPause;
     let key = "k0".to_owned();
-    let pause = |node| ScriptedPause {
-        node,
-        at: Duration::from_millis(900),
-        length: Duration::from_millis(500),
-    };
     let cfg = SimConfig {
-        scripted_pauses: vec![pause(1), pause(2)],
+        scripted_pauses: n1_and_n2_paused_from_900_ms(),
         scripted_ops: vec![blind_put_at_n0(&key, 1_000)],
         ..scripted_on_three_nodes(3)
     };
@@ -497,13 +502,7 @@ fn a_put_whose_replicas_stall_past_the_rpc_timeout_is_acknowledged_through_a_res
 fn a_get_whose_replicas_stall_past_the_rpc_timeout_is_answered_through_a_resend() {
     use shoal_proto::metrics::REPLICA_READS_RESENT_TOTAL;
     use shoal_tests::history::Outcome;
-    use shoal_tests::sim::ScriptedPause;
     let key = "k0".to_owned();
-    let pause = |node| ScriptedPause {
-        node,
-        at: Duration::from_millis(900),
-        length: Duration::from_millis(500),
-    };
     let get = ScriptedOp {
         at: Duration::from_millis(1_000),
         node: 0,
@@ -511,7 +510,7 @@ fn a_get_whose_replicas_stall_past_the_rpc_timeout_is_answered_through_a_resend(
         action: ScriptedAction::Get { r: Some(3) },
     };
     let cfg = SimConfig {
-        scripted_pauses: vec![pause(1), pause(2)],
+        scripted_pauses: n1_and_n2_paused_from_900_ms(),
         scripted_ops: vec![blind_put_at_n0(&key, 300), get],
         ..scripted_on_three_nodes(3)
     };
