@@ -14,6 +14,7 @@
 
 mod causality;
 mod config;
+mod copies;
 mod engine;
 mod error;
 pub mod layout;
@@ -32,6 +33,7 @@ pub use config::{
     AaeConfig, ConfigError, EngineConfig, HandoffConfig, LimitsConfig, MembershipConfig,
     ReplicationConfig, FRAME_OVERHEAD_BYTES, MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES,
 };
+pub use copies::{judge_copies, CopiesVerdict};
 pub use engine::{get_reply, ReplicaReadGate, ReplicaReadGateKey};
 pub use engine::{
     AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
