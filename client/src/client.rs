@@ -132,6 +132,8 @@ struct Inner {
     turn: AtomicUsize,
     /// Bounds the refreshes started because a node showed a newer layout.
     layout_refresh: cluster::RefreshGate,
+    /// Background repairs of superseding direct reads running now (`direct.rs`).
+    background_repairs: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for Client {
@@ -232,6 +234,7 @@ impl Client {
                 jitter,
                 turn: AtomicUsize::new(0),
                 layout_refresh: cluster::RefreshGate::default(),
+                background_repairs: Arc::default(),
             }),
         })
     }

@@ -51,9 +51,12 @@ struct Shared {
     /// When set, a frame is answered only with a permit from it (taken after the frame
     /// is logged, one per frame): a test holds answers back by giving none.
     gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
-    /// The node whose copy differs from the others' in answers to replica reads (all
-    /// equal when unset).
+    /// The node whose copy is newer than the others' in answers to replica reads (its
+    /// context includes theirs; all equal when unset).
     differing_copy: Mutex<Option<String>>,
+    /// The node whose copy is concurrent with the others' in answers to replica reads (a
+    /// write of another actor, neither context including the other).
+    concurrent_copy: Mutex<Option<String>>,
     /// The node that never answers replica reads (hung for them).
     silent_copy: Mutex<Option<String>>,
 }
@@ -152,11 +155,26 @@ impl FakeNode {
                 return None;
             }
             ClientRequest::GetReplica { .. } => {
-                let differs =
-                    self.shared.differing_copy.lock().unwrap().as_deref() == Some(self.id.as_str());
+                let is = |which: &Mutex<Option<String>>| {
+                    which.lock().unwrap().as_deref() == Some(self.id.as_str())
+                };
+                let (differs, concurrent) = (
+                    is(&self.shared.differing_copy),
+                    is(&self.shared.concurrent_copy),
+                );
+                // The newer copy saw the others' write and one after it.
+                let dots = match (differs, concurrent) {
+                    (_, true) => vec![Dot::new(Actor(2), 1)],
+                    (true, false) => vec![Dot::new(Actor(1), 1), Dot::new(Actor(1), 2)],
+                    (false, false) => vec![Dot::new(Actor(1), 1)],
+                };
                 let mut context = CausalContext::new();
-                context.insert(Dot::new(Actor(1), if differs { 2 } else { 1 }));
-                let value: &[u8] = if differs { b"newer copy" } else { b"copy" };
+                dots.into_iter().for_each(|d| context.insert(d));
+                let value: &[u8] = match (differs, concurrent) {
+                    (_, true) => b"concurrent copy",
+                    (true, false) => b"newer copy",
+                    (false, false) => b"copy",
+                };
                 let layout_version = self
                     .shared
                     .info
@@ -1345,7 +1363,40 @@ async fn a_read_whose_two_copies_agree_is_answered_by_the_primaries_alone() {
     cluster.stop(client).await;
 }
 
-/// Copies that differ, or a primary that declines, send the read through a coordinator
+/// Copies one of which includes the other answer at once with that copy (what a
+/// coordinator's merge of the two would answer), and the client then reads the key
+/// through a coordinator in the background, whose read repair brings the older copy up
+/// to date.
+#[tokio::test]
+async fn a_read_whose_copy_includes_the_other_is_answered_at_once_and_the_other_repaired() {
+    let cluster = Cluster::start(&[true, true, true]).await;
+    let client = cluster.direct_client().await;
+    let key = cluster.key_led_by("n1");
+    let second = cluster.ring().preference_list_for_key(&key, 3).nodes[1].to_string();
+    cluster.take_log();
+
+    *cluster.shared.differing_copy.lock().unwrap() = Some(second);
+    let read = client.get(&key).await.unwrap();
+    assert_eq!(read.values, vec![b"newer copy".to_vec()]);
+    // The background repair: one coordinated get after the two copies.
+    let log = || cluster.shared.log.lock().unwrap().clone();
+    until("the repairing read reached a coordinator", || {
+        log().iter().any(|(_, op)| *op == "get")
+    })
+    .await;
+    let log = ops_by_node(&cluster);
+    let ops: Vec<&str> = log.iter().map(|(_, op)| *op).collect();
+    assert_eq!(
+        ops.iter().filter(|op| **op == "get_replica").count(),
+        2,
+        "{log:?}"
+    );
+    assert_eq!(ops.iter().filter(|op| **op == "get").count(), 1, "{log:?}");
+    assert_eq!(log.len(), 3, "{log:?}");
+    cluster.stop(client).await;
+}
+
+/// Concurrent copies, or a primary that declines, send the read through a coordinator
 /// (whose read repairs); so does R = 1, which a coordinator reads in one hop anyway.
 #[tokio::test]
 async fn a_read_whose_copies_differ_or_are_declined_goes_through_a_coordinator() {
@@ -1356,7 +1407,7 @@ async fn a_read_whose_copies_differ_or_are_declined_goes_through_a_coordinator()
     let coordinated = |log: &[(String, &str)]| log.iter().filter(|(_, op)| *op == "get").count();
     cluster.take_log();
 
-    *cluster.shared.differing_copy.lock().unwrap() = Some(second);
+    *cluster.shared.concurrent_copy.lock().unwrap() = Some(second);
     let read = client.get(&key).await.unwrap();
     assert_ne!(
         read.values,
@@ -1370,7 +1421,7 @@ async fn a_read_whose_copies_differ_or_are_declined_goes_through_a_coordinator()
         3,
         "two copies asked, then one coordinator: {log:?}"
     );
-    *cluster.shared.differing_copy.lock().unwrap() = None;
+    *cluster.shared.concurrent_copy.lock().unwrap() = None;
 
     let why = "a layout change is in progress".to_string();
     cluster

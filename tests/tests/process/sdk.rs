@@ -1,10 +1,15 @@
 //! The SDK's helpers against a real cluster: read-modify-write under concurrent updaters.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use shoal_client::resolve;
+use shoal_proto::wire::{
+    decode_response, encode_request, ClientRequest, ClientResponse, Request, Response,
+};
+use shoal_transport::TransportConfig;
 
-use crate::harness::Cluster;
+use crate::harness::{wait_until, Cluster, RAW_REQUEST_TIMEOUT};
 
 /// Updaters racing on one key, each adding its own items with `Client::update` and the
 /// set-union resolver, lose nothing: the final read has one value with every item.
@@ -465,8 +470,8 @@ async fn batched_reads_and_writes_each_get_their_own_answer() {
 /// Reads at R = 2 ask two primaries for their own copies at once. Copies that agree
 /// answer without a coordinator; when one primary missed a write (it was down, with
 /// anti-entropy off and hint delivery far off), every read still returns the write: the
-/// copies differ, so the read goes through a coordinator, whose read repair brings the
-/// copy back, after which reads are direct again.
+/// other copy includes the stale one, so it answers, and the client's background read
+/// through a coordinator repairs the stale copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_reads_never_answer_a_copy_that_missed_a_write() {
     // Nothing but read repair brings n3's copy back: no anti-entropy, and the first
@@ -533,27 +538,57 @@ async fn direct_reads_never_answer_a_copy_that_missed_a_write() {
     client.close().await;
     let client = cluster.client().await;
 
+    assert_eq!(
+        copy_on(&cluster, 2, &key).await,
+        vec![b"v1".to_vec()],
+        "n3 restarted with the copy it had"
+    );
+
+    // n3's copy is behind n1's, whose context includes it: the read is answered with
+    // n1's copy at once (what a coordinator's merge of the two is), and the client's
+    // background read through a coordinator repairs n3.
     let gets = served(&cluster, "get").await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut coordinated = 0;
-    loop {
-        let before = served(&cluster, "get").await;
-        let read = client.get(&key).await.expect("a read");
-        assert_eq!(read.values, vec![b"v2".to_vec()], "never n3's stale copy");
-        if served(&cluster, "get").await == before {
-            break; // answered by agreeing copies: n3 was repaired
+    let read = client.get(&key).await.expect("a read");
+    assert_eq!(read.values, vec![b"v2".to_vec()], "never n3's stale copy");
+    wait_until("n3's copy repaired", Duration::from_secs(30), || async {
+        match copy_on(&cluster, 2, &key).await {
+            copy if copy == vec![b"v2".to_vec()] => Ok(()),
+            copy => Err(format!("n3 holds {copy:?}")),
         }
-        coordinated += 1;
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "n3's copy was never repaired"
+    })
+    .await;
+    assert!(
+        served(&cluster, "get").await > gets,
+        "the repair went through a coordinator"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            client.get(&key).await.expect("a read").values,
+            vec![b"v2".to_vec()]
         );
     }
-    assert!(
-        coordinated >= 1 && served(&cluster, "get").await > gets,
-        "the first read after the restart went through a coordinator"
-    );
     client.close().await;
+}
+
+/// The values of node `i`'s own copy of `key` (a replica read, as the SDK's direct reads
+/// send it).
+async fn copy_on(cluster: &Cluster, i: usize, key: &str) -> Vec<Vec<u8>> {
+    let endpoint = cluster.raw_client(TransportConfig::default());
+    let frame = encode_request(&Request::Client(ClientRequest::GetReplica {
+        key: key.as_bytes().to_vec(),
+    }));
+    let bytes = endpoint
+        .request(cluster.nodes()[i].addr, None, frame, RAW_REQUEST_TIMEOUT)
+        .await
+        .expect("an answer to the replica read");
+    endpoint.close().await;
+    match decode_response(&bytes).expect("a decodable answer") {
+        Response::Stamped { response, .. } | Response::Client(response) => match response {
+            ClientResponse::Replica(copy) => copy.get.values,
+            other => panic!("expected a copy, got {other:?}"),
+        },
+        other => panic!("expected a client answer, got {other:?}"),
+    }
 }
 
 /// Client requests `op` the nodes of `cluster` served, over all of them.
