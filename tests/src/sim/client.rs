@@ -20,7 +20,7 @@ use shoal_proto::session::{Coverage, Escalation, SessionState};
 use shoal_proto::wire::{
     ClientRequest, ClientResponse, ReadOptions, ReplicaReply, Response, WriteOptions,
 };
-use shoal_proto::CausalContext;
+use shoal_proto::{judge_copies, CausalContext, CopiesVerdict};
 
 use super::config::{SessionMode, CLIENT_TIMEOUT};
 use super::event::Event;
@@ -53,8 +53,9 @@ pub(crate) struct InFlight {
 }
 
 /// A get that asked R primaries for their own copies at once, as the SDK's direct reads
-/// do: equal copies answer it; anything else sends it to a coordinator as a plain get,
-/// once every copy's answer is in (so that no late one is taken for the get's).
+/// do: equal copies, or one including the others, answer it (`judge_copies`); anything
+/// else sends it to a coordinator as a plain get, once every copy's answer is in (so
+/// that no late one is taken for the get's).
 #[derive(Clone, Debug)]
 pub(crate) struct Direct {
     /// Answers still to come.
@@ -363,8 +364,9 @@ impl Sim {
         (targets.len() == usize::from(r)).then_some(targets)
     }
 
-    /// One answer to a direct read's copies: once all are in, equal copies answer the
-    /// get, anything else sends it to a coordinator.
+    /// One answer to a direct read's copies: once all are in, the SDK's rule answers
+    /// the get (equal copies, or one including the others, whose repair then goes to a
+    /// coordinator as the SDK's background read), or sends it to a coordinator.
     fn direct_answer(&mut self, c: usize, op: OpId, result: Result<Response, String>) {
         let Some(flight) = self.clients[c].current.as_mut() else {
             return;
@@ -383,27 +385,40 @@ impl Sim {
         let Some(direct) = flight.direct.take() else {
             return;
         };
-        let first = direct.copies.first().cloned().flatten();
-        let agreed = first.filter(|f| direct.copies.iter().all(|c| c.as_ref() == Some(f)));
-        match agreed {
-            Some(copy) => {
+        // The SDK's rule (`judge_copies`) on the copies, once every one came back.
+        let copies: Option<Vec<ReplicaReply>> = direct.copies.iter().cloned().collect();
+        let verdict = copies.map_or(CopiesVerdict::Differ, |c| judge_copies(&c));
+        let key = self.history.ops[op].key.as_bytes().to_vec();
+        let coordinated = ClientRequest::Get {
+            key,
+            options: ReadOptions {
+                r: direct.r,
+                ..ReadOptions::default()
+            },
+        };
+        let now = self.now;
+        match verdict {
+            CopiesVerdict::Agreed(get) => {
                 let line = format!("client {c} op {op}: {} copies agree", direct.copies.len());
                 self.log.line(self.now, "cli", &line);
-                self.client_response(c, op, Ok(Response::Client(ClientResponse::Get(copy.get))));
+                self.client_response(c, op, Ok(Response::Client(ClientResponse::Get(get))));
             }
-            None => {
+            CopiesVerdict::Superseding { reply, behind } => {
+                let line = format!(
+                    "client {c} op {op}: a copy includes the others ({} behind): answered, \
+                     repaired through a coordinator",
+                    behind.len()
+                );
+                self.log.line(self.now, "cli", &line);
+                self.superseding_reads += 1;
+                self.client_response(c, op, Ok(Response::Client(ClientResponse::Get(reply))));
+                // The SDK's background read: the op has ended, so its answer is dropped.
+                self.send_client_request(c, op, direct.fallback, coordinated, now);
+            }
+            CopiesVerdict::Differ => {
                 let line = format!("client {c} op {op}: copies differ or declined: coordinated");
                 self.log.line(self.now, "cli", &line);
-                let key = self.history.ops[op].key.as_bytes().to_vec();
-                let request = ClientRequest::Get {
-                    key,
-                    options: ReadOptions {
-                        r: direct.r,
-                        ..ReadOptions::default()
-                    },
-                };
-                let now = self.now;
-                self.send_client_request(c, op, direct.fallback, request, now);
+                self.send_client_request(c, op, direct.fallback, coordinated, now);
             }
         }
     }

@@ -203,6 +203,8 @@ pub(crate) struct Sim {
     /// Keys the liveness phase found partly reaped after the final reads (see
     /// `Sim::finish_partly_reaped`).
     partly_reaped: usize,
+    /// Direct reads answered by the copy that included the others (`judge_copies`).
+    superseding_reads: u64,
     phase: Phase,
     ops_issued: usize,
     ryw: bool,
@@ -398,6 +400,7 @@ impl Sim {
             log: EventLog::new(cfg.keep_log),
             faults: FaultCounts::default(),
             partly_reaped: 0,
+            superseding_reads: 0,
             phase: Phase::Safety,
             ops_issued: 0,
             ryw,
@@ -759,6 +762,7 @@ impl Sim {
                 .filter(|k| k.merged().is_tombstoned())
                 .count(),
             partly_reaped: self.partly_reaped,
+            superseding_reads: self.superseding_reads,
             events: self.events,
             duration: self.now.saturating_since(EPOCH),
             safety_duration,

@@ -78,6 +78,9 @@ pub struct RunReport {
     /// Keys found after the final reads with a reapable tombstone on some primaries and
     /// nothing on the others, left to reaping and anti-entropy to finish.
     pub partly_reaped: usize,
+    /// Direct reads answered by the copy whose context included the others'
+    /// (`judge_copies`), each followed by the client's repairing read.
+    pub superseding_reads: u64,
     /// Events processed.
     pub events: u64,
     /// Virtual time the run took.
@@ -388,8 +391,8 @@ impl RunReport {
         } + &if self.layout.versions > 1 || self.layout.committed > 0 {
             let l = &self.layout;
             format!(
-                "  layout v{} committed {} lost {} refused {} plan changed {} unanswered {} gave up {}",
-                l.versions, l.committed, l.lost, l.refused, l.plan_changed, l.unanswered, l.gave_up
+                "  layout v{} committed {} lost {} refused {} plan changed {} unanswered {} gave up {} stranded {}",
+                l.versions, l.committed, l.lost, l.refused, l.plan_changed, l.unanswered, l.gave_up, l.stranded
             )
         } else {
             String::new()
@@ -506,6 +509,11 @@ impl fmt::Display for RunReport {
             f,
             "final keys  {} of {} found, {} tombstoned ({} partly reaped after the final reads)",
             self.keys_found, self.keys, self.keys_tombstoned, self.partly_reaped
+        )?;
+        writeln!(
+            f,
+            "direct reads answered by a superseding copy {}",
+            self.superseding_reads
         )?;
         if self.violations.is_empty() {
             writeln!(f, "result      ok")?;
