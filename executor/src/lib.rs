@@ -624,6 +624,13 @@ impl<S: Storage> Executor<S> {
                 for key in keys {
                     out.push(self.get_raw(partition, &key)?.map(|b| raw_digest(&b)));
                 }
+                // A reaper's every-replica check counts these: what they confirm must be
+                // on disk, or a power cut takes a tombstone the other replicas then reap
+                // and the value it deleted comes back (docs/ARCHITECTURE.md, reaping
+                // rule 1). What was read was written before this sync.
+                if out.iter().any(Option::is_some) {
+                    self.storage.sync_wal().map_err(engine_failure)?;
+                }
                 Ok(StorageReply::Digests(out))
             }
             StorageOp::ReapCandidates {
@@ -634,6 +641,12 @@ impl<S: Storage> Executor<S> {
                 scan_limit,
             } => self.reap_candidates(partition, older_than, after, limit, scan_limit),
             StorageOp::Reap { partition, keys } => {
+                // The tombstones to delete reach the disk first: a power cut after the
+                // reap then loses at most the delete (the tombstone is back, to be
+                // reaped again), never the tombstone with it (the deleted value back).
+                if !keys.is_empty() {
+                    self.storage.sync_wal().map_err(engine_failure)?;
+                }
                 let mut reaped = 0;
                 for (key, digest) in keys {
                     let _guard = self.locks.lock(partition, &key);

@@ -164,6 +164,27 @@ fn a_copy_of_a_deleted_value_arriving_after_its_reap_is_dropped() {
     );
 }
 
+/// A reap counts only tombstones on disk (seed 342500 of [`SimConfig::sessions_reaping`]
+/// on 4 nodes with every get direct and power cuts in every faulty seed, found by a
+/// sweep): a replica confirmed a tombstone that was still in its unsynced tail, the
+/// three replicas reaped it, and a power cut 0.16 s later took that replica back to the
+/// value the tombstone had deleted, which a read then returned (`no_resurrection`).
+/// Replicas now sync the digests they confirm, and every replica syncs before it
+/// deletes; every checker holds and the run reaps and cuts power.
+#[test]
+fn a_tombstone_confirmed_for_a_reap_survives_a_power_cut_after_it() {
+    let report = run_ok(&SimConfig {
+        direct_reads: 1.0,
+        power_cuts: sim::PowerCutMix::FromSeed { share: 1.0 },
+        ..SimConfig::sessions_reaping(342_500, 4)
+    });
+    assert!(
+        !report.history.reaps.is_empty(),
+        "nothing was reaped\n{report}"
+    );
+    assert!(report.faults.power_cuts > 0, "no power was cut\n{report}");
+}
+
 /// Sessions under deletes, reaping and faults: a session answers a read that finds
 /// nothing for a key it deleted (or read as deleted) whatever the read's context, and its
 /// next write of the key carries what it deleted. Across the seeds tombstones are reaped,
