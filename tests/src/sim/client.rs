@@ -388,9 +388,9 @@ impl Sim {
         // The SDK's rule (`judge_copies`) on the copies, once every one came back.
         let copies: Option<Vec<ReplicaReply>> = direct.copies.iter().cloned().collect();
         let verdict = copies.map_or(CopiesVerdict::Differ, |c| judge_copies(&c));
-        let key = self.history.ops[op].key.as_bytes().to_vec();
-        let coordinated = ClientRequest::Get {
-            key,
+        // The coordinated read, built only when the copies do not answer alone.
+        let coordinated = |key: &str| ClientRequest::Get {
+            key: key.as_bytes().to_vec(),
             options: ReadOptions {
                 r: direct.r,
                 ..ReadOptions::default()
@@ -413,12 +413,14 @@ impl Sim {
                 self.superseding_reads += 1;
                 self.client_response(c, op, Ok(Response::Client(ClientResponse::Get(reply))));
                 // The SDK's background read: the op has ended, so its answer is dropped.
-                self.send_client_request(c, op, direct.fallback, coordinated, now);
+                let request = coordinated(&self.history.ops[op].key);
+                self.send_client_request(c, op, direct.fallback, request, now);
             }
             CopiesVerdict::Differ => {
                 let line = format!("client {c} op {op}: copies differ or declined: coordinated");
                 self.log.line(self.now, "cli", &line);
-                self.send_client_request(c, op, direct.fallback, coordinated, now);
+                let request = coordinated(&self.history.ops[op].key);
+                self.send_client_request(c, op, direct.fallback, request, now);
             }
         }
     }
