@@ -489,11 +489,44 @@ impl<S: Storage> Executor<S> {
     /// would have to read the disk, so the caller runs the op on a storage thread. For a
     /// caller that must not block, such as the node's driver.
     pub fn read_cached(&self, partition: PartitionId, key: &[u8]) -> Option<StorageResult> {
-        unless_waiting(self.get_raw_with(partition, key, Wait::Never)).map(|raw| {
-            raw?.map(|b| decode_object(&b))
-                .transpose()
-                .map(StorageReply::Object)
-        })
+        unless_waiting(self.read_with(partition, key, Wait::Never))
+            .map(|r| r.map(StorageReply::Object))
+    }
+
+    /// `key`'s copy for a read: the stored object, or for a key whose tombstone this
+    /// node reaped lately an object holding only the tombstone's clock (no value, the
+    /// context a read of the tombstone gave), so that a reply still includes what the
+    /// delete replaced: a session that saw a value the delete replaced is answered,
+    /// instead of failing `NotCovered` on every read of the key (see `reaped.rs`).
+    fn read_with(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        wait: Wait,
+    ) -> Result<Option<Object>, Stop> {
+        match self.get_raw_with(partition, key, wait)? {
+            Some(raw) => Ok(Some(decode_object(&raw)?)),
+            None => {
+                let reaped = self.reaped_base(partition, key, wait)?;
+                if reaped.is_some() {
+                    ::metrics::counter!(metrics::REAPED_READS_TOTAL).increment(1);
+                }
+                Ok(reaped)
+            }
+        }
+    }
+
+    /// The object this node stores for `key`, if any. Unlike `StorageOp::Read`, a key
+    /// whose tombstone this node reaped reads as none: what is on disk, for inspection
+    /// (tests and the simulator's checkers).
+    pub fn stored_object(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+    ) -> Result<Option<Object>, StorageFailure> {
+        self.get_raw(partition, key)?
+            .map(|raw| decode_object(&raw))
+            .transpose()
     }
 
     /// Run one op. A failure goes back to the engine as it is, which fails the request
@@ -501,11 +534,7 @@ impl<S: Storage> Executor<S> {
     pub fn execute(&self, op: StorageOp) -> StorageResult {
         match op {
             StorageOp::Read { partition, key } => {
-                let obj = self
-                    .get_raw(partition, &key)?
-                    .map(|b| decode_object(&b))
-                    .transpose()?;
-                Ok(StorageReply::Object(obj))
+                waited(self.read_with(partition, &key, Wait::May)).map(StorageReply::Object)
             }
             StorageOp::ReadHint {
                 target,
@@ -786,8 +815,13 @@ impl<S: Storage> Executor<S> {
             },
         };
         let changed = current.merge(incoming);
-        if after_reap && current.siblings().is_empty() {
-            ::metrics::counter!(metrics::REAPED_COPIES_DROPPED_TOTAL).increment(1);
+        if current.siblings().is_empty() {
+            // Nothing to store: every value the incoming clock covers was deleted, and
+            // an object holding no value and no tombstone (a reaped key's clock as a
+            // replica reads it) would never be reaped.
+            if after_reap {
+                ::metrics::counter!(metrics::REAPED_COPIES_DROPPED_TOTAL).increment(1);
+            }
             return Ok(Merged::Stored {
                 object: current,
                 changed: false,

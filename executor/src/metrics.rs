@@ -11,3 +11,6 @@ pub const AAE_OBJECTS_TOO_LARGE_TOTAL: &str = "shoal_aae_objects_too_large_total
 /// Counter: copies of values a reaped tombstone had replaced that arrived after the reap
 /// (a merge queued before it, a message sent before it) and were dropped, not stored.
 pub const REAPED_COPIES_DROPPED_TOTAL: &str = "shoal_reaped_copies_dropped_total";
+/// Counter: reads of a key whose tombstone this node reaped lately, answered with the
+/// tombstone's clock (no value) instead of nothing.
+pub const REAPED_READS_TOTAL: &str = "shoal_reaped_reads_total";

@@ -159,13 +159,7 @@ fn digest_of(e: &Executor<MemStorage>, key: &[u8]) -> Option<u64> {
 }
 
 fn stored(e: &Executor<MemStorage>, key: &[u8]) -> Option<Object> {
-    match e.execute(StorageOp::Read {
-        partition: P,
-        key: key.to_vec(),
-    }) {
-        Ok(StorageReply::Object(o)) => o,
-        other => panic!("not read: {other:?}"),
-    }
+    e.stored_object(P, key).expect("read")
 }
 
 /// A replica's digests answer a reaper's every-replica check: what they confirm must

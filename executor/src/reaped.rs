@@ -11,7 +11,9 @@
 //! The executor remembers each reaped tombstone's clock; a merge into the absent key
 //! starts from an object holding only that clock, which covers every value the
 //! tombstone replaced, so such a copy adds nothing. A new write of the key starts from it
-//! too, and its object carries the clock onwards.
+//! too, and its object carries the clock onwards. A read of the key answers that clock
+//! with no value, as a read of the tombstone did, so that a reply still includes what the
+//! delete replaced (a session that saw such a value is answered, not refused).
 //!
 //! Bounded: the [`REAPED_KEYS_KEPT`] most recent reaps, in memory (a restart forgets
 //! them, and queued merges and connections die with it).

@@ -878,3 +878,70 @@ fn a_late_copy_of_a_value_a_reaped_tombstone_replaced_is_dropped() {
     other.execute(merge_op(b"v", value.clone())).unwrap();
     assert!(other.get_raw(PartitionId(1), b"v").unwrap().is_some());
 }
+
+/// A read of a key whose tombstone this node reaped lately answers an object holding only
+/// the tombstone's clock: no value, and the context the tombstone's read would have
+/// given. Before, it answered nothing, so a session that had seen a value the delete
+/// replaced found no reply including it once the tombstone was reaped, and failed
+/// `NotCovered` on every read of the key. Both read paths (the driver's in-memory one and
+/// a storage thread's) answer the same; a key never reaped still reads as absent.
+#[test]
+fn a_reaped_key_reads_as_its_tombstones_clock() {
+    let e = exec(&MemStorage::new());
+    let value = written_elsewhere(b"k", "old", CausalContext::new());
+    let mut tomb = value.clone();
+    tomb.update(
+        &value.context(),
+        SiblingValue::Tombstone,
+        Dot::new(Actor(7_000), 1),
+        Time::ZERO,
+    )
+    .unwrap();
+    assert_eq!(store_and_reap(&e, b"k", &tomb), StorageReply::Reaped(1));
+    let read = StorageOp::Read {
+        partition: PartitionId(1),
+        key: b"k".to_vec(),
+    };
+    let expected = Object::from_parts(tomb.clock().clone(), Vec::new());
+    for (path, reply) in [
+        ("storage thread", e.execute(read.clone()).unwrap()),
+        (
+            "in memory",
+            e.try_execute(&read).expect("answered from memory").unwrap(),
+        ),
+    ] {
+        let StorageReply::Object(Some(object)) = reply else {
+            panic!("{path}: the reaped key read as {reply:?}")
+        };
+        assert_eq!(object, expected, "{path}");
+        assert!(!object.is_found(), "{path}");
+        assert!(object.context().includes(&value.context()), "{path}");
+    }
+    assert_eq!(
+        e.get_raw(PartitionId(1), b"k").unwrap(),
+        None,
+        "nothing stored"
+    );
+    let never = StorageOp::Read {
+        partition: PartitionId(1),
+        key: b"never".to_vec(),
+    };
+    assert_eq!(e.execute(never).unwrap(), StorageReply::Object(None));
+}
+
+/// An object without siblings (a reaped key's clock, as a replica reads it) merged into
+/// a key this node does not hold is not stored: it holds no value and no tombstone, so
+/// nothing would ever reap it, and anti-entropy would copy it on as if it were data.
+#[test]
+fn a_copy_without_siblings_is_not_stored() {
+    let e = exec(&MemStorage::new());
+    let value = written_elsewhere(b"k", "old", CausalContext::new());
+    let clock_only = Object::from_parts(value.clock().clone(), Vec::new());
+    let merged = e.execute(merge_op(b"k", clock_only)).unwrap();
+    assert!(
+        matches!(merged, StorageReply::Merged { changed: false, .. }),
+        "{merged:?}"
+    );
+    assert_eq!(e.get_raw(PartitionId(1), b"k").unwrap(), None);
+    assert_eq!(e.trees.summary(PartitionId(1)).1, 0, "nothing in the tree");
+}

@@ -256,6 +256,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (executor::AAE_TREE_MISMATCHES_TOTAL, MetricKind::Counter, "(conditional: an incremental tree that disagrees with storage, i.e"),
     (executor::AAE_OBJECTS_TOO_LARGE_TOTAL, MetricKind::Counter, "(conditional: an object over limits.max_object_bytes after a merge) Objects an exchange could not repair because they are too large"),
     (executor::REAPED_COPIES_DROPPED_TOTAL, MetricKind::Counter, "(conditional: a copy of a deleted value arriving after its tombstone's reap) Copies of values a reaped tombstone had replaced that arrived after the reap (a merge queued before it, a message sent before it) and were dropped, not stored"),
+    (executor::REAPED_READS_TOTAL, MetricKind::Counter, "(conditional: a read of a key whose tombstone this node reaped lately) Reads of a key whose tombstone this node reaped lately, answered with the tombstone's clock (no value) instead of nothing, so that the reply still includes what the delete replaced"),
     (engine::TOMBSTONES_REAPED_TOTAL, MetricKind::Counter, "Tombstones deleted after replication.tombstone_grace once every replica held the same one (counted on every replica that deleted)"),
     (engine::REAP_RESENDS_TOTAL, MetricKind::Counter, "(conditional: a reap's delete lost, refused or timed out) A reaper's deletes sent again, on a later tick, to a replica that did not confirm the last one (lost, refused, timed out)"),
     (engine::REAPS_INCOMPLETE_TOTAL, MetricKind::Counter, "(conditional: a replica unreachable through every send) Reaped pages a replica never confirmed deleting; it may keep tombstones the others deleted until anti-entropy copies them back and a later reap"),
@@ -370,6 +371,7 @@ pub fn describe_node_metrics() {
     metrics::counter!(executor::AAE_TREE_MISMATCHES_TOTAL).absolute(0);
     metrics::counter!(executor::AAE_OBJECTS_TOO_LARGE_TOTAL).absolute(0);
     metrics::counter!(executor::REAPED_COPIES_DROPPED_TOTAL).absolute(0);
+    metrics::counter!(executor::REAPED_READS_TOTAL).absolute(0);
     metrics::counter!(engine::REAP_RESENDS_TOTAL).absolute(0);
     metrics::counter!(engine::REAPS_INCOMPLETE_TOTAL).absolute(0);
     metrics::counter!(engine::FORWARDS_TOTAL).absolute(0);

@@ -583,6 +583,42 @@ fn read_repair_does_not_write_back_a_reapable_tombstone_to_a_replica_without_the
     }
 }
 
+/// A replica that reaped a key's tombstone lately reads it as the tombstone's clock
+/// alone (no value). The get answers not found with that clock as its context (what a
+/// read of the tombstone answered: a session that saw a value the delete replaced is
+/// answered), and repairs no replica: a copy without siblings holds nothing to store,
+/// and the replicas that answered nothing may have reaped the key too.
+#[test]
+fn a_get_of_a_reaped_key_answers_its_tombstones_clock_and_repairs_nothing() {
+    let mut c = five_reading_all();
+    let key = c.key_where(|p| p[0] == a());
+    let dot = |n: u64| Dot::new(c.actor(&a()), n);
+    let value = written(&Object::new(), &CausalContext::new(), "v", dot(1));
+    let mut tomb = value.clone();
+    tomb.update(&value.context(), SiblingValue::Tombstone, dot(2), T0)
+        .expect("fresh dot");
+    let reaped = Object::from_parts(tomb.clock().clone(), Vec::new());
+
+    let cmds = c.client(&a(), 1, get(&key));
+    assert_eq!(c.run_storage(&a(), &cmds[0]), vec![]);
+    let answer = c.reply(
+        &a(),
+        &cmds[1],
+        Ok(PeerResponse::Object(Some(reaped.clone()))),
+    );
+    let reply = GetReply {
+        found: false,
+        values: vec![],
+        context: tomb.context(),
+        written_at: vec![],
+    };
+    assert_eq!(answer, vec![client_answer(1, ClientResponse::Get(reply))]);
+    assert!(tomb.context().includes(&value.context()));
+    let repair = c.reply(&a(), &cmds[2], Ok(PeerResponse::Object(None)));
+    assert_eq!(without_ids(&repair), vec![], "nothing to repair");
+    assert_eq!(c.engine(&a()).inflight(), 0);
+}
+
 #[test]
 fn read_repair_stops_waiting_at_the_end_of_the_repair_window() {
     let mut c = five_reading_all();

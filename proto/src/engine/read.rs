@@ -651,7 +651,10 @@ impl Engine {
         let Some(op) = self.end_read(id) else {
             return;
         };
-        if op.merged.is_empty() {
+        // Nothing to repair without a sibling: a copy holding only a clock is how a
+        // replica that reaped the key's tombstone lately reads it, and the replicas that
+        // answered nothing may have reaped it too (a receiver would not store it).
+        if op.merged.siblings().is_empty() {
             return;
         }
         // A tombstone old enough to be reaped (on the clock of any node, up to

@@ -409,11 +409,10 @@ impl Cluster {
     /// The object `n` stores for `key`.
     pub fn stored(&self, n: &NodeId, key: &[u8]) -> Option<Object> {
         let partition = self.partition(key);
-        let key = key.to_vec();
-        match self.nodes[n].execute(StorageOp::Read { partition, key }) {
-            StorageReply::Object(object) => object,
-            other => panic!("a read answers an object: {other:?}"),
-        }
+        self.nodes[n]
+            .executor
+            .stored_object(partition, key)
+            .expect("the in-memory store does not fail")
     }
 
     /// Store `object` for `key` on `n` directly, bypassing its engine (a replica's state

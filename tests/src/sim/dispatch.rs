@@ -687,14 +687,8 @@ impl Sim {
             StorageOp::Reap { partition, keys } => keys
                 .iter()
                 .filter_map(|(key, _)| {
-                    let read = StorageOp::Read {
-                        partition: *partition,
-                        key: key.clone(),
-                    };
-                    match r.executor.execute(read) {
-                        Ok(StorageReply::Object(Some(o))) => Some((*partition, key.clone(), o)),
-                        _ => None,
-                    }
+                    let o = r.executor.stored_object(*partition, key).ok()??;
+                    Some((*partition, key.clone(), o))
                 })
                 .collect(),
             _ => Vec::new(),
@@ -737,12 +731,8 @@ impl Sim {
             touched
                 .into_iter()
                 .filter_map(|(partition, key)| {
-                    match r.executor.execute(StorageOp::Read { partition, key }) {
-                        Ok(StorageReply::Object(Some(o))) => {
-                            Some((partition, o.siblings().iter().map(|s| s.dot).collect()))
-                        }
-                        _ => None,
-                    }
+                    let o = r.executor.stored_object(partition, &key).ok()??;
+                    Some((partition, o.siblings().iter().map(|s| s.dot).collect()))
                 })
                 .collect()
         } else {
@@ -769,11 +759,7 @@ impl Sim {
             _ => Vec::new(),
         };
         for (partition, key, object) in reaping {
-            let read = StorageOp::Read {
-                partition,
-                key: key.clone(),
-            };
-            if matches!(r.executor.execute(read), Ok(StorageReply::Object(None))) {
+            if matches!(r.executor.stored_object(partition, &key), Ok(None)) {
                 let key = String::from_utf8_lossy(&key).into_owned();
                 self.log.line(
                     now,

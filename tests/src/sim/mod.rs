@@ -669,13 +669,10 @@ impl Sim {
                 .map(|i| {
                     let node = &self.nodes[i];
                     let object = node.running.as_ref().and_then(|r| {
-                        match r.executor.execute(StorageOp::Read {
-                            partition,
-                            key: key.as_bytes().to_vec(),
-                        }) {
-                            Ok(StorageReply::Object(o)) => o,
-                            _ => None,
-                        }
+                        r.executor
+                            .stored_object(partition, key.as_bytes())
+                            .ok()
+                            .flatten()
                     });
                     ReplicaCopy {
                         node: node.id.to_string(),

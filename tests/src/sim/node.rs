@@ -46,14 +46,7 @@ impl Running {
     /// The object this node stores for `key` of `partition`, if any (a storage failure
     /// reads as none).
     pub(crate) fn stored(&self, partition: PartitionId, key: &[u8]) -> Option<Object> {
-        let read = StorageOp::Read {
-            partition,
-            key: key.to_vec(),
-        };
-        match self.executor.execute(read) {
-            Ok(StorageReply::Object(o)) => o,
-            _ => None,
-        }
+        self.executor.stored_object(partition, key).ok().flatten()
     }
 }
 

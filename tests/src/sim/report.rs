@@ -388,6 +388,9 @@ impl RunReport {
         } + &match self.counter_with(shoal_executor::metrics::REAPED_COPIES_DROPPED_TOTAL, &[]) {
             0 => String::new(),
             n => format!("  late copies of deleted values dropped {n}"),
+        } + &match self.counter_with(shoal_executor::metrics::REAPED_READS_TOTAL, &[]) {
+            0 => String::new(),
+            n => format!("  reaped keys read as their clock {n}"),
         } + &if self.layout.versions > 1 || self.layout.committed > 0 {
             let l = &self.layout;
             format!(

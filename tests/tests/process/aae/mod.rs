@@ -582,7 +582,9 @@ async fn reaped_tombstones_stay_gone_and_a_rewritten_key_has_only_its_new_value(
 /// were gone: every such read failed `NotCovered` until the session forgot the key. The
 /// new values' reads failed too when another node coordinated them (the first one's
 /// clock entry covers its own earlier dots, another's does not): the session's write
-/// carries what it deleted now.
+/// carries what it deleted now. Keys the session only read, deleted by another client,
+/// read as not found after their reap too: the replicas that reaped them answer their
+/// tombstones' clocks (before, those reads failed `NotCovered`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_reads_its_deleted_keys_as_gone_after_the_reap_and_its_later_writes() {
     use shoal_client::WriteOptions;
@@ -602,6 +604,32 @@ async fn a_session_reads_its_deleted_keys_as_gone_after_the_reap_and_its_later_w
         .take(DEAD)
         .collect();
     assert_eq!(dead.len(), DEAD);
+    // Keys another client writes and, after the session read them, deletes.
+    let theirs = key_values("theirs", 0..DEAD);
+    let mut their_puts = Vec::with_capacity(DEAD);
+    for (key, value) in &theirs {
+        let put = client
+            .put_with(key, value.clone())
+            .w(3)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e}"));
+        their_puts.push(put);
+        let read = session
+            .get(key)
+            .await
+            .unwrap_or_else(|e| panic!("session read of {key}: {e}"));
+        assert!(read.found, "{key} not found");
+    }
+    for ((key, _), put) in theirs.iter().zip(&their_puts) {
+        client
+            .delete_with(key)
+            .context(put)
+            .w(3)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("delete {key}: {e}"));
+    }
     for (key, value) in &dead {
         let all = WriteOptions::default().w(3);
         let put = session
@@ -614,8 +642,8 @@ async fn a_session_reads_its_deleted_keys_as_gone_after_the_reap_and_its_later_w
             .unwrap_or_else(|e| panic!("session delete {key}: {e}"));
     }
     settle_background_budget(&mut cluster, &ring, &[]).await;
-    wait_reaped(&cluster, &ring, &[], DEAD, REAP_TIMEOUT).await;
-    for (key, _) in &dead {
+    wait_reaped(&cluster, &ring, &[], 2 * DEAD, REAP_TIMEOUT).await;
+    for (key, _) in dead.iter().chain(&theirs) {
         let read = session
             .get(key)
             .await
