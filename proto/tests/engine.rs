@@ -583,29 +583,29 @@ fn read_repair_does_not_write_back_a_reapable_tombstone_to_a_replica_without_the
     }
 }
 
-/// A replica that reaped a key's tombstone lately reads it as the tombstone's clock
-/// alone (no value). The get answers not found with that clock as its context (what a
-/// read of the tombstone answered: a session that saw a value the delete replaced is
-/// answered), and repairs no replica: a copy without siblings holds nothing to store,
-/// and the replicas that answered nothing may have reaped the key too.
+/// A node that reaped a key's tombstone lately reads its own copy as the tombstone's
+/// clock alone (no value). A get it coordinates answers not found with that clock as
+/// its context (what a read of the tombstone answered: a session that saw a value the
+/// delete replaced is answered), and repairs no replica: a copy without siblings holds
+/// nothing to store, and the replicas that answered nothing may have reaped the key too.
+/// Its answer to a peer's read is no copy: a coordinator of an older build would repair
+/// with the clock, and its replicas would store an object nothing ever reaps.
 #[test]
 fn a_get_of_a_reaped_key_answers_its_tombstones_clock_and_repairs_nothing() {
     let mut c = five_reading_all();
     let key = c.key_where(|p| p[0] == a());
+    let (part, prefs) = (c.partition(&key), c.prefs(&key));
     let dot = |n: u64| Dot::new(c.actor(&a()), n);
     let value = written(&Object::new(), &CausalContext::new(), "v", dot(1));
     let mut tomb = value.clone();
     tomb.update(&value.context(), SiblingValue::Tombstone, dot(2), T0)
         .expect("fresh dot");
-    let reaped = Object::from_parts(tomb.clock().clone(), Vec::new());
+    c.preload(&a(), &key, &tomb);
+    c.reap_stored(&a(), &key);
 
     let cmds = c.client(&a(), 1, get(&key));
     assert_eq!(c.run_storage(&a(), &cmds[0]), vec![]);
-    let answer = c.reply(
-        &a(),
-        &cmds[1],
-        Ok(PeerResponse::Object(Some(reaped.clone()))),
-    );
+    let answer = c.reply(&a(), &cmds[1], Ok(PeerResponse::Object(None)));
     let reply = GetReply {
         found: false,
         values: vec![],
@@ -617,6 +617,19 @@ fn a_get_of_a_reaped_key_answers_its_tombstones_clock_and_repairs_nothing() {
     let repair = c.reply(&a(), &cmds[2], Ok(PeerResponse::Object(None)));
     assert_eq!(without_ids(&repair), vec![], "nothing to repair");
     assert_eq!(c.engine(&a()).inflight(), 0);
+
+    let from = prefs[1].clone();
+    let read = PeerRequest::Read {
+        partition: part,
+        key: key.clone(),
+        hint_for: None,
+    };
+    let cmds = c.peer(&a(), 7, &from, read);
+    let answer = c.run_storage(&a(), &cmds[0]);
+    assert_eq!(
+        answer,
+        vec![respond(7, Response::Peer(PeerResponse::Object(None)))]
+    );
 }
 
 #[test]

@@ -281,7 +281,13 @@ impl Engine {
                 };
                 PeerResponse::Error(RequestError::NotAllowed(problem.into()))
             }
-            (ReplicaKind::Read, Ok(StorageReply::Object(obj))) => PeerResponse::Object(obj),
+            // A key this node reaped lately reads as its tombstone's clock alone; a peer
+            // gets no copy instead. A coordinator of an older build would repair with
+            // the clock, and its replicas would store an object nothing ever reaps.
+            // Clients' direct reads and this node's own reads carry the clock.
+            (ReplicaKind::Read, Ok(StorageReply::Object(obj))) => {
+                PeerResponse::Object(obj.filter(|o| !o.siblings().is_empty()))
+            }
             (_, Ok(StorageReply::TooLarge { len, max })) => {
                 PeerResponse::Error(RequestError::ObjectTooLarge { len, max })
             }

@@ -428,6 +428,19 @@ impl Cluster {
         assert!(matches!(reply, StorageReply::Merged { .. }), "{reply:?}");
     }
 
+    /// Reap `n`'s copy of `key` directly, bypassing its engine, as a reap of it ends on
+    /// `n` (only if the copy is still the one read here).
+    pub fn reap_stored(&mut self, n: &NodeId, key: &[u8]) {
+        let partition = self.partition(key);
+        let object = self.stored(n, key).expect("a stored copy to reap");
+        let op = StorageOp::Reap {
+            partition,
+            keys: vec![(key.to_vec(), object.digest())],
+        };
+        let reply = self.nodes[n].execute(op);
+        assert_eq!(reply, StorageReply::Reaped(1));
+    }
+
     /// How many hints `n` keeps, for every target.
     pub fn hint_count(&self, n: &NodeId) -> u64 {
         match self.nodes[n].execute(StorageOp::HintSummary) {
