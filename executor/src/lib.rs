@@ -270,6 +270,8 @@ impl<S: Storage> Executor<S> {
         // On disk before the first dot is minted: a power cut cannot bring back the
         // previous actor or reservation.
         storage.flush()?;
+        let reaped = reaped::ReapedKeys::load(&storage)?;
+        let any_reaped = !reaped.is_empty();
         let exec = Executor {
             storage,
             locks: shoal_storage::KeyLocks::default(),
@@ -278,8 +280,8 @@ impl<S: Storage> Executor<S> {
             hints: Mutex::new(BTreeMap::new()),
             trees: Trees::new(),
             layout_lock: Mutex::new(()),
-            reaped: Mutex::new(reaped::ReapedKeys::default()),
-            any_reaped: AtomicBool::new(false),
+            reaped: Mutex::new(reaped),
+            any_reaped: AtomicBool::new(any_reaped),
         };
         exec.rebuild_hint_totals()?;
         exec.rebuild_trees()?;
@@ -685,16 +687,12 @@ impl<S: Storage> Executor<S> {
                     // Only the tombstone every replica confirmed: a write since then wins.
                     if raw_digest(&raw) == digest {
                         let object = decode_object(&raw)?;
-                        self.put_raw(partition, &key, Some(&raw), None)?;
                         // Only a tombstone's clock says what was deleted: a value's covers
                         // the value itself, whose copies must still be taken.
                         if object.is_tombstoned() {
-                            self.reaped
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(partition, &key, object.clock().clone());
-                            self.any_reaped.store(true, Ordering::Release);
+                            self.remember_reaped(partition, &key, object.clock())?;
                         }
+                        self.put_raw(partition, &key, Some(&raw), None)?;
                         reaped += 1;
                     }
                 }
@@ -838,6 +836,37 @@ impl<S: Storage> Executor<S> {
             object: current,
             changed,
         })
+    }
+
+    /// Remembers that `key`'s tombstone with `clock` is being reaped, in memory and in
+    /// its record on disk; called before the delete, whose WAL record then follows the
+    /// record's, so that no restart or power cut keeps the delete and loses the clock.
+    fn remember_reaped(
+        &self,
+        partition: PartitionId,
+        key: &[u8],
+        clock: &CausalContext,
+    ) -> Result<(), StorageFailure> {
+        let remembered = self
+            .reaped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(partition, key, clock.clone());
+        self.any_reaped.store(true, Ordering::Release);
+        let record = reaped::encode_record(partition, key, clock);
+        self.storage
+            .put(
+                Space::Meta,
+                &reaped::record_key(remembered.generation),
+                &record,
+            )
+            .map_err(engine_failure)?;
+        for old in remembered.forgotten {
+            self.storage
+                .delete(Space::Meta, &reaped::record_key(old))
+                .map_err(engine_failure)?;
+        }
+        Ok(())
     }
 
     /// For a key not stored, an object holding only the clock of its tombstone if this

@@ -15,13 +15,18 @@
 //! with no value, as a read of the tombstone did, so that a reply still includes what the
 //! delete replaced (a session that saw such a value is answered, not refused).
 //!
-//! Bounded: the [`REAPED_KEYS_KEPT`] most recent reaps, in memory (a restart forgets
-//! them, and queued merges and connections die with it).
+//! Bounded: the [`REAPED_KEYS_KEPT`] most recent reaps. Kept on disk too, one record per
+//! reap in the store's meta space (`reaped/` and the entry's generation), written before
+//! the reap's delete and read back at the open, so that a restart or a power cut does
+//! not forget them: a copy sent before the restart by another node (a read's repair, an
+//! exchange's push computed earlier) is still recognised, and a session's read of the
+//! key is still answered. A record is deleted when its entry is forgotten.
 
 use std::collections::{HashMap, VecDeque};
 
 use shoal_proto::CausalContext;
 use shoal_ring::PartitionId;
+use shoal_storage::{Space, Storage, StorageError};
 
 /// How many reaped keys' tombstone clocks an executor remembers (the oldest is forgotten
 /// first): at a few hundred bytes each, some tens of MiB at most.
@@ -40,20 +45,120 @@ pub(crate) struct ReapedKeys {
     next: u64,
 }
 
+/// Prefix of the records of reaped clocks in the meta space; the entry's generation
+/// follows, big-endian, so that a scan reads them oldest first.
+const RECORD_PREFIX: &[u8] = b"reaped/";
+
+/// Records read per page at the open.
+const LOAD_PAGE: usize = 4096;
+
+/// What [`ReapedKeys::insert`] did: the new entry's generation, whose record the caller
+/// writes, and the generations of the entries it forgot, whose records it deletes.
+pub(crate) struct Remembered {
+    pub generation: u64,
+    pub forgotten: Vec<u64>,
+}
+
+/// The meta-space key of the record of the entry of `generation`.
+pub(crate) fn record_key(generation: u64) -> Vec<u8> {
+    let mut key = RECORD_PREFIX.to_vec();
+    key.extend_from_slice(&generation.to_be_bytes());
+    key
+}
+
+/// A record's value: the partition, the key's length and the key, then the clock.
+pub(crate) fn encode_record(partition: PartitionId, key: &[u8], clock: &CausalContext) -> Vec<u8> {
+    let context = shoal_proto::wire::encode_context(clock);
+    let mut out = Vec::with_capacity(8 + key.len() + context.len());
+    out.extend_from_slice(&partition.0.to_be_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&context);
+    out
+}
+
+fn decode_record(bytes: &[u8]) -> Option<(PartitionId, Vec<u8>, CausalContext)> {
+    let partition = PartitionId(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?));
+    let len = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
+    let key = bytes.get(8..8usize.checked_add(len)?)?.to_vec();
+    let clock = shoal_proto::wire::decode_context(&bytes[8 + len..]).ok()?;
+    Some((partition, key, clock))
+}
+
 impl ReapedKeys {
+    /// The entries whose records `storage` holds, oldest first, bounded as always. A
+    /// record that does not decode (written by a later build, or damaged) is deleted and
+    /// skipped: forgetting a reap only gives up the protection it adds.
+    pub(crate) fn load<S: Storage>(storage: &S) -> Result<ReapedKeys, StorageError> {
+        let mut reaped = ReapedKeys::default();
+        let mut start = RECORD_PREFIX.to_vec();
+        let mut end = RECORD_PREFIX.to_vec();
+        end.push(0xff);
+        loop {
+            let rows = storage.scan(Space::Meta, &start, Some(&end), LOAD_PAGE)?;
+            let full = rows.len() == LOAD_PAGE;
+            for (record, value) in &rows {
+                let generation = record
+                    .get(RECORD_PREFIX.len()..)
+                    .and_then(|g| <[u8; 8]>::try_from(g).ok())
+                    .map(u64::from_be_bytes);
+                let entry = generation.zip(decode_record(value));
+                let Some((generation, (partition, key, clock))) = entry else {
+                    tracing::warn!(record = ?record, "a reaped clock's record did not decode: deleted");
+                    storage.delete(Space::Meta, record)?;
+                    continue;
+                };
+                for old in reaped.insert_as(generation, partition, &key, clock) {
+                    storage.delete(Space::Meta, &record_key(old))?;
+                }
+                reaped.next = reaped.next.max(generation.saturating_add(1));
+            }
+            match rows.last() {
+                Some((last, _)) if full => {
+                    start = last.clone();
+                    start.push(0);
+                }
+                _ => return Ok(reaped),
+            }
+        }
+    }
+
     /// `key`'s tombstone with `clock` was reaped.
-    pub(crate) fn insert(&mut self, partition: PartitionId, key: &[u8], clock: CausalContext) {
+    pub(crate) fn insert(
+        &mut self,
+        partition: PartitionId,
+        key: &[u8],
+        clock: CausalContext,
+    ) -> Remembered {
         let generation = self.next;
         self.next += 1;
+        let forgotten = self.insert_as(generation, partition, key, clock);
+        Remembered {
+            generation,
+            forgotten,
+        }
+    }
+
+    /// Adds the entry of `generation` (newer than every entry held); returns the
+    /// generations of the entries forgotten to stay within the bound.
+    fn insert_as(
+        &mut self,
+        generation: u64,
+        partition: PartitionId,
+        key: &[u8],
+        clock: CausalContext,
+    ) -> Vec<u64> {
         let keys = self.clocks.entry(partition).or_default();
         if keys.insert(key.to_vec(), (clock, generation)).is_none() {
             self.len += 1;
         }
         self.order.push_back((partition, key.to_vec(), generation));
+        let mut forgotten = Vec::new();
         while self.len > REAPED_KEYS_KEPT || self.order.len() > 2 * REAPED_KEYS_KEPT {
             let Some((p, old, g)) = self.order.pop_front() else {
                 break;
             };
+            forgotten.push(g);
             let Some(keys) = self.clocks.get_mut(&p) else {
                 continue;
             };
@@ -65,6 +170,12 @@ impl ReapedKeys {
                 }
             }
         }
+        forgotten
+    }
+
+    /// Whether nothing is remembered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// The clock of `key`'s reaped tombstone, if remembered.
@@ -86,6 +197,7 @@ impl ReapedKeys {
 mod tests {
     use super::*;
     use shoal_proto::{Actor, Dot};
+    use shoal_storage::MemStorage;
 
     fn clock(n: u64) -> CausalContext {
         let mut c = CausalContext::new();
@@ -111,5 +223,71 @@ mod tests {
         assert_eq!(r.clock(p, b"first"), None, "the oldest forgotten");
         assert_eq!(r.clock(p, b"again"), Some(clock(4)));
         assert_eq!(r.clock(PartitionId(4), b"again"), None);
+    }
+
+    /// Records as the executor writes them: the entry's, then the deletes of the ones
+    /// it forgot.
+    fn remember(
+        r: &mut ReapedKeys,
+        storage: &MemStorage,
+        p: PartitionId,
+        key: &[u8],
+        c: CausalContext,
+    ) {
+        let done = r.insert(p, key, c.clone());
+        storage
+            .put(
+                Space::Meta,
+                &record_key(done.generation),
+                &encode_record(p, key, &c),
+            )
+            .unwrap();
+        for old in done.forgotten {
+            storage.delete(Space::Meta, &record_key(old)).unwrap();
+        }
+    }
+
+    fn records(storage: &MemStorage) -> usize {
+        let mut end = RECORD_PREFIX.to_vec();
+        end.push(0xff);
+        storage
+            .scan(Space::Meta, RECORD_PREFIX, Some(&end), usize::MAX)
+            .unwrap()
+            .len()
+    }
+
+    /// The records on disk hold what the memory holds, within the same bound: a load
+    /// gives back the newest entries (a key reaped again with its newest clock), and a
+    /// record that does not decode is deleted and skipped.
+    #[test]
+    fn a_load_gives_back_the_newest_entries_within_the_bound() {
+        let storage = MemStorage::new();
+        let mut r = ReapedKeys::default();
+        let p = PartitionId(3);
+        remember(&mut r, &storage, p, b"first", clock(1));
+        remember(&mut r, &storage, p, b"again", clock(2));
+        for i in 0..REAPED_KEYS_KEPT as u64 {
+            remember(&mut r, &storage, p, &i.to_be_bytes(), clock(3));
+        }
+        remember(&mut r, &storage, p, b"again", clock(4));
+        assert_eq!(records(&storage), REAPED_KEYS_KEPT);
+        storage
+            .put(Space::Meta, &record_key(u64::MAX), b"not a record")
+            .unwrap();
+
+        let loaded = ReapedKeys::load(&storage).unwrap();
+        assert_eq!(loaded.len(), REAPED_KEYS_KEPT);
+        assert_eq!(loaded.clock(p, b"first"), None, "forgotten");
+        assert_eq!(loaded.clock(p, b"again"), Some(clock(4)));
+        assert_eq!(loaded.clock(p, &0u64.to_be_bytes()), None, "forgotten");
+        assert_eq!(loaded.clock(p, &1u64.to_be_bytes()), Some(clock(3)));
+        assert_eq!(
+            records(&storage),
+            REAPED_KEYS_KEPT,
+            "the bad record deleted"
+        );
+        // New entries continue after the newest loaded one.
+        let mut loaded = loaded;
+        assert_eq!(loaded.insert(p, b"next", clock(5)).generation, r.next);
     }
 }

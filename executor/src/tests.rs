@@ -929,6 +929,45 @@ fn a_reaped_key_reads_as_its_tombstones_clock() {
     assert_eq!(e.execute(never).unwrap(), StorageReply::Object(None));
 }
 
+/// The clocks of reaped tombstones outlive a restart (their records are on disk): after
+/// a reopen the key still reads as its tombstone's clock, and a late copy of the value
+/// the tombstone replaced is still dropped. Before, the memory was in memory only, and a
+/// copy another node sent before the restart came back as the key's value.
+#[test]
+fn the_clocks_of_reaped_tombstones_survive_a_restart() {
+    let storage = MemStorage::new();
+    let e = exec(&storage);
+    let value = written_elsewhere(b"k", "old", CausalContext::new());
+    let mut tomb = value.clone();
+    tomb.update(
+        &value.context(),
+        SiblingValue::Tombstone,
+        Dot::new(Actor(7_000), 1),
+        Time::ZERO,
+    )
+    .unwrap();
+    assert_eq!(store_and_reap(&e, b"k", &tomb), StorageReply::Reaped(1));
+    drop(e);
+
+    let e = exec(&storage);
+    let read = e
+        .execute(StorageOp::Read {
+            partition: PartitionId(1),
+            key: b"k".to_vec(),
+        })
+        .unwrap();
+    assert_eq!(
+        read,
+        StorageReply::Object(Some(Object::from_parts(tomb.clock().clone(), Vec::new())))
+    );
+    let late = e.execute(merge_op(b"k", value)).unwrap();
+    assert!(
+        matches!(late, StorageReply::Merged { changed: false, .. }),
+        "{late:?}"
+    );
+    assert_eq!(e.stored_object(PartitionId(1), b"k").unwrap(), None);
+}
+
 /// An object without siblings (a reaped key's clock, as a replica reads it) merged into
 /// a key this node does not hold is not stored: it holds no value and no tombstone, so
 /// nothing would ever reap it, and anti-entropy would copy it on as if it were data.
