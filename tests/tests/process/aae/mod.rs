@@ -583,8 +583,9 @@ async fn reaped_tombstones_stay_gone_and_a_rewritten_key_has_only_its_new_value(
 /// new values' reads failed too when another node coordinated them (the first one's
 /// clock entry covers its own earlier dots, another's does not): the session's write
 /// carries what it deleted now. Keys the session only read, deleted by another client,
-/// read as not found after their reap too: the replicas that reaped them answer their
-/// tombstones' clocks (before, those reads failed `NotCovered`).
+/// read as not found after their reap too, also after every node restarted: the
+/// replicas that reaped them answer their tombstones' clocks, which they keep on disk
+/// (before, those reads failed `NotCovered`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_reads_its_deleted_keys_as_gone_after_the_reap_and_its_later_writes() {
     use shoal_client::WriteOptions;
@@ -595,6 +596,9 @@ async fn a_session_reads_its_deleted_keys_as_gone_after_the_reap_and_its_later_w
     let client = cluster.client().await;
     let ring = client.cluster_info().await.ring;
     let session = client.session();
+    // A second session that reads the keys another client deletes before the delete,
+    // and again only after every node restarted.
+    let later = client.session();
     // Keys n0 coordinates (their first primary), so that n0 minted every dot of the put
     // and the delete, and the next writes, with n0 down, are another node's.
     let first = cluster.id(0);
@@ -615,11 +619,13 @@ async fn a_session_reads_its_deleted_keys_as_gone_after_the_reap_and_its_later_w
             .await
             .unwrap_or_else(|e| panic!("put {key}: {e}"));
         their_puts.push(put);
-        let read = session
-            .get(key)
-            .await
-            .unwrap_or_else(|e| panic!("session read of {key}: {e}"));
-        assert!(read.found, "{key} not found");
+        for s in [&session, &later] {
+            let read = s
+                .get(key)
+                .await
+                .unwrap_or_else(|e| panic!("session read of {key}: {e}"));
+            assert!(read.found, "{key} not found");
+        }
     }
     for ((key, _), put) in theirs.iter().zip(&their_puts) {
         client
@@ -648,6 +654,22 @@ async fn a_session_reads_its_deleted_keys_as_gone_after_the_reap_and_its_later_w
             .get(key)
             .await
             .unwrap_or_else(|e| panic!("session read of {key} after its reap: {e}"));
+        assert!(!read.found, "{key} came back: {:?}", read.values);
+    }
+    // Every node restarted: the reaped clocks are read back from disk, and the keys
+    // another client deleted read as not found (not `NotCovered`) to the session that
+    // last read them before the delete.
+    for i in 0..cluster.len() {
+        cluster.terminate(i);
+    }
+    for i in 0..cluster.len() {
+        cluster.restart(i).await;
+    }
+    for (key, _) in &theirs {
+        let read = later
+            .get(key)
+            .await
+            .unwrap_or_else(|e| panic!("session read of {key} after the restarts: {e}"));
         assert!(!read.found, "{key} came back: {:?}", read.values);
     }
     cluster.terminate(0);
