@@ -45,7 +45,7 @@ mod trees;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, MutexGuard, RwLock, TryLockError};
 
 use shoal_proto::{
     Actor, CausalContext, Dot, HintTotals, Object, SiblingValue, StorageFailure, StorageOp,
@@ -131,10 +131,11 @@ pub struct Executor<S: Storage> {
     trees: Trees,
     /// Serialises layout saves (see `layout.rs`).
     layout_lock: Mutex<()>,
-    /// The clocks of the tombstones reaped most recently (see `reaped.rs`).
-    reaped: Mutex<reaped::ReapedKeys>,
-    /// Whether anything was ever reaped since the open: until then a merge into an
-    /// absent key takes no lock for `reaped`.
+    /// The clocks of the tombstones reaped most recently (see `reaped.rs`), looked up
+    /// by every read or merge of an absent key once anything is remembered.
+    reaped: RwLock<reaped::ReapedKeys>,
+    /// Whether anything is remembered in `reaped` (loaded at the open, or reaped
+    /// since): until then a read or merge of an absent key takes no lock for it.
     any_reaped: AtomicBool,
 }
 
@@ -280,7 +281,7 @@ impl<S: Storage> Executor<S> {
             hints: Mutex::new(BTreeMap::new()),
             trees: Trees::new(),
             layout_lock: Mutex::new(()),
-            reaped: Mutex::new(reaped),
+            reaped: RwLock::new(reaped),
             any_reaped: AtomicBool::new(any_reaped),
         };
         exec.rebuild_hint_totals()?;
@@ -849,7 +850,7 @@ impl<S: Storage> Executor<S> {
     ) -> Result<(), StorageFailure> {
         let remembered = self
             .reaped
-            .lock()
+            .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(partition, key, clock.clone());
         self.any_reaped.store(true, Ordering::Release);
@@ -880,7 +881,16 @@ impl<S: Storage> Executor<S> {
         if !self.any_reaped.load(Ordering::Acquire) {
             return Ok(None);
         }
-        let clock = lock_with(&self.reaped, wait)?.clock(partition, key);
+        let clock = match (wait, self.reaped.try_read()) {
+            (_, Ok(reaped)) => reaped.clock(partition, key),
+            (_, Err(TryLockError::Poisoned(e))) => e.into_inner().clock(partition, key),
+            (Wait::May, Err(TryLockError::WouldBlock)) => self
+                .reaped
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clock(partition, key),
+            (Wait::Never, Err(TryLockError::WouldBlock)) => return Err(Stop::WouldWait),
+        };
         Ok(clock.map(|c| Object::from_parts(c, Vec::new())))
     }
 }
