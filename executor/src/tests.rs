@@ -810,6 +810,20 @@ fn written_elsewhere(key: &[u8], v: &str, ctx: CausalContext) -> Object {
     object
 }
 
+/// A value written by another node, and the tombstone of a delete that replaced it.
+fn value_and_its_tombstone(key: &[u8]) -> (Object, Object) {
+    let value = written_elsewhere(key, "old", CausalContext::new());
+    let mut tomb = value.clone();
+    tomb.update(
+        &value.context(),
+        SiblingValue::Tombstone,
+        Dot::new(Actor(7_000), 1),
+        Time::ZERO,
+    )
+    .unwrap();
+    (value, tomb)
+}
+
 /// Merges `object` under `key`, then reaps it with the stored copy's digest.
 fn store_and_reap(e: &Executor<MemStorage>, key: &[u8], object: &Object) -> StorageReply {
     e.execute(merge_op(key, object.clone())).unwrap();
@@ -833,15 +847,7 @@ fn store_and_reap(e: &Executor<MemStorage>, key: &[u8], object: &Object) -> Stor
 #[test]
 fn a_late_copy_of_a_value_a_reaped_tombstone_replaced_is_dropped() {
     let e = exec(&MemStorage::new());
-    let value = written_elsewhere(b"k", "old", CausalContext::new());
-    let mut tomb = value.clone();
-    tomb.update(
-        &value.context(),
-        SiblingValue::Tombstone,
-        Dot::new(Actor(7_000), 1),
-        Time::ZERO,
-    )
-    .unwrap();
+    let (value, tomb) = value_and_its_tombstone(b"k");
     assert_eq!(store_and_reap(&e, b"k", &tomb), StorageReply::Reaped(1));
 
     // The late copy of the replaced value: dropped.
@@ -888,15 +894,7 @@ fn a_late_copy_of_a_value_a_reaped_tombstone_replaced_is_dropped() {
 #[test]
 fn a_reaped_key_reads_as_its_tombstones_clock() {
     let e = exec(&MemStorage::new());
-    let value = written_elsewhere(b"k", "old", CausalContext::new());
-    let mut tomb = value.clone();
-    tomb.update(
-        &value.context(),
-        SiblingValue::Tombstone,
-        Dot::new(Actor(7_000), 1),
-        Time::ZERO,
-    )
-    .unwrap();
+    let (value, tomb) = value_and_its_tombstone(b"k");
     assert_eq!(store_and_reap(&e, b"k", &tomb), StorageReply::Reaped(1));
     let read = StorageOp::Read {
         partition: PartitionId(1),
@@ -937,15 +935,7 @@ fn a_reaped_key_reads_as_its_tombstones_clock() {
 fn the_clocks_of_reaped_tombstones_survive_a_restart() {
     let storage = MemStorage::new();
     let e = exec(&storage);
-    let value = written_elsewhere(b"k", "old", CausalContext::new());
-    let mut tomb = value.clone();
-    tomb.update(
-        &value.context(),
-        SiblingValue::Tombstone,
-        Dot::new(Actor(7_000), 1),
-        Time::ZERO,
-    )
-    .unwrap();
+    let (value, tomb) = value_and_its_tombstone(b"k");
     assert_eq!(store_and_reap(&e, b"k", &tomb), StorageReply::Reaped(1));
     drop(e);
 

@@ -527,6 +527,16 @@ fn a_get_merges_concurrent_siblings_and_repairs_every_replica_missing_some() {
     );
 }
 
+/// A value `a` coordinated, and the tombstone of a delete `a` coordinated after it.
+fn value_and_its_tombstone(c: &Cluster) -> (Object, Object) {
+    let dot = |n: u64| Dot::new(c.actor(&a()), n);
+    let value = written(&Object::new(), &CausalContext::new(), "v", dot(1));
+    let mut tomb = value.clone();
+    tomb.update(&value.context(), SiblingValue::Tombstone, dot(2), T0)
+        .expect("fresh dot");
+    (value, tomb)
+}
+
 /// A read whose merge is a tombstone old enough to be reaped does not copy it to a
 /// replica that answered with no copy: that replica may have reaped it while the read
 /// ran (a reap needs the same tombstone on every primary, and deletes it on each), and
@@ -551,11 +561,7 @@ fn read_repair_does_not_write_back_a_reapable_tombstone_to_a_replica_without_the
         let mut c = five_reading_all();
         let key = c.key_where(|p| p[0] == a());
         let (part, prefs) = (c.partition(&key), c.prefs(&key));
-        let dot = |n: u64| Dot::new(c.actor(&a()), n);
-        let value = written(&Object::new(), &CausalContext::new(), "v", dot(1));
-        let mut tomb = value.clone();
-        tomb.update(&value.context(), SiblingValue::Tombstone, dot(2), T0)
-            .expect("fresh dot");
+        let (value, tomb) = value_and_its_tombstone(&c);
         c.preload(&a(), &key, &tomb);
         c.now = T0 + age;
 
@@ -595,11 +601,7 @@ fn a_get_of_a_reaped_key_answers_its_tombstones_clock_and_repairs_nothing() {
     let mut c = five_reading_all();
     let key = c.key_where(|p| p[0] == a());
     let (part, prefs) = (c.partition(&key), c.prefs(&key));
-    let dot = |n: u64| Dot::new(c.actor(&a()), n);
-    let value = written(&Object::new(), &CausalContext::new(), "v", dot(1));
-    let mut tomb = value.clone();
-    tomb.update(&value.context(), SiblingValue::Tombstone, dot(2), T0)
-        .expect("fresh dot");
+    let (value, tomb) = value_and_its_tombstone(&c);
     c.preload(&a(), &key, &tomb);
     c.reap_stored(&a(), &key);
 
