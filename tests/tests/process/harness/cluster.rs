@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shoal_client::{Client, ClientConfig, MemberState, NodeId, TlsFiles};
 use shoal_executor::Executor;
-use shoal_proto::{Object, StorageOp, StorageReply};
+use shoal_proto::Object;
 use shoal_ring::Ring;
 use shoal_storage::{RocksOptions, RocksStorage, Storage};
 use shoal_transport::{Endpoint, TlsIdentity, TransportConfig};
@@ -521,9 +521,9 @@ impl Cluster {
     /// `keys` that has the node among its `n` primaries. Returns those keys, in order,
     /// each with the object stored for it (`None`: nothing stored).
     ///
-    /// The store is read through the node's own [`Executor`] (a `Read` op, as a replica
-    /// answers one), so the check holds whatever key layout the executor uses under
-    /// `shoal_storage::object_key`.
+    /// The store is read through the node's own [`Executor`] (`Executor::stored_object`:
+    /// what is on disk, a key whose tombstone was reaped reading as none), so the check
+    /// holds whatever key layout the executor uses under `shoal_storage::object_key`.
     pub fn node_objects<'k>(
         &self,
         i: usize,
@@ -545,16 +545,10 @@ impl Cluster {
             if !list.contains(&node.id) {
                 continue;
             }
-            let read = executor
-                .execute(StorageOp::Read {
-                    partition: list.partition,
-                    key: key.as_bytes().to_vec(),
-                })
+            let object = executor
+                .stored_object(list.partition, key.as_bytes())
                 .unwrap_or_else(|e| panic!("reading {key} from {}: {e}", node.id));
-            match read {
-                StorageReply::Object(object) => out.push((key.to_owned(), object)),
-                other => panic!("a Read of {key} answered {other:?}"),
-            }
+            out.push((key.to_owned(), object));
         }
         executor.storage().close().expect("closing the store");
         out
