@@ -188,9 +188,11 @@ fn a_tombstone_confirmed_for_a_reap_survives_a_power_cut_after_it() {
 /// Sessions under deletes, reaping and faults: a session answers a read that finds
 /// nothing for a key it deleted (or read as deleted) whatever the read's context, and its
 /// next write of the key carries what it deleted. Across the seeds tombstones are reaped,
-/// more session reads of reaped keys are answered not found than fail `NotCovered` (11
-/// and 3 here; 7 and 7 before sessions knew deleted keys as absent), and the session
-/// checker (read your writes, monotonic reads, by values) holds with every other checker.
+/// more session reads of reaped keys are answered not found than fail `NotCovered` (15
+/// and 0 now that replicas read a key they reaped as its tombstone's clock and keep
+/// those clocks across restarts; 17 and 2 just before; 7 and 7 before sessions knew
+/// deleted keys as absent), and the session checker (read your writes, monotonic reads,
+/// by values) holds with every other checker.
 #[test]
 fn sessions_read_reaped_keys_as_gone_and_keep_their_guarantees() {
     let (mut reaped, mut gone_after_reap, mut not_covered_after_reap) = (0, 0, 0);
