@@ -45,7 +45,7 @@ mod trees;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, TryLockError};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, TryLockError};
 
 use shoal_proto::{
     Actor, CausalContext, Dot, HintTotals, Object, SiblingValue, StorageFailure, StorageOp,
@@ -215,6 +215,18 @@ fn lock_with<T>(mutex: &Mutex<T>, wait: Wait) -> Result<MutexGuard<'_, T>, Stop>
         (_, Err(TryLockError::Poisoned(e))) => Ok(e.into_inner()),
         (Wait::May, Err(TryLockError::WouldBlock)) => {
             Ok(mutex.lock().unwrap_or_else(|e| e.into_inner()))
+        }
+        (Wait::Never, Err(TryLockError::WouldBlock)) => Err(Stop::WouldWait),
+    }
+}
+
+/// [`lock_with`] for a read-write lock's shared side.
+fn read_lock_with<T>(lock: &RwLock<T>, wait: Wait) -> Result<RwLockReadGuard<'_, T>, Stop> {
+    match (wait, lock.try_read()) {
+        (_, Ok(guard)) => Ok(guard),
+        (_, Err(TryLockError::Poisoned(e))) => Ok(e.into_inner()),
+        (Wait::May, Err(TryLockError::WouldBlock)) => {
+            Ok(lock.read().unwrap_or_else(|e| e.into_inner()))
         }
         (Wait::Never, Err(TryLockError::WouldBlock)) => Err(Stop::WouldWait),
     }
@@ -854,20 +866,8 @@ impl<S: Storage> Executor<S> {
             .unwrap_or_else(|e| e.into_inner())
             .insert(partition, key, clock.clone());
         self.any_reaped.store(true, Ordering::Release);
-        let record = reaped::encode_record(partition, key, clock);
-        self.storage
-            .put(
-                Space::Meta,
-                &reaped::record_key(remembered.generation),
-                &record,
-            )
-            .map_err(engine_failure)?;
-        for old in remembered.forgotten {
-            self.storage
-                .delete(Space::Meta, &reaped::record_key(old))
-                .map_err(engine_failure)?;
-        }
-        Ok(())
+        reaped::write_records(&self.storage, remembered, partition, key, clock)
+            .map_err(engine_failure)
     }
 
     /// For a key not stored, an object holding only the clock of its tombstone if this
@@ -881,16 +881,7 @@ impl<S: Storage> Executor<S> {
         if !self.any_reaped.load(Ordering::Acquire) {
             return Ok(None);
         }
-        let clock = match (wait, self.reaped.try_read()) {
-            (_, Ok(reaped)) => reaped.clock(partition, key),
-            (_, Err(TryLockError::Poisoned(e))) => e.into_inner().clock(partition, key),
-            (Wait::May, Err(TryLockError::WouldBlock)) => self
-                .reaped
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clock(partition, key),
-            (Wait::Never, Err(TryLockError::WouldBlock)) => return Err(Stop::WouldWait),
-        };
+        let clock = read_lock_with(&self.reaped, wait)?.clock(partition, key);
         Ok(clock.map(|c| Object::from_parts(c, Vec::new())))
     }
 }

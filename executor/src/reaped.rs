@@ -66,8 +66,29 @@ pub(crate) fn record_key(generation: u64) -> Vec<u8> {
     key
 }
 
+/// Writes the record of the entry `remembered` added for `key` and deletes the records
+/// of the entries it forgot.
+pub(crate) fn write_records<S: Storage>(
+    storage: &S,
+    remembered: Remembered,
+    partition: PartitionId,
+    key: &[u8],
+    clock: &CausalContext,
+) -> Result<(), StorageError> {
+    let record = encode_record(partition, key, clock);
+    storage.put(Space::Meta, &record_key(remembered.generation), &record)?;
+    delete_records(storage, remembered.forgotten)
+}
+
+fn delete_records<S: Storage>(storage: &S, generations: Vec<u64>) -> Result<(), StorageError> {
+    for generation in generations {
+        storage.delete(Space::Meta, &record_key(generation))?;
+    }
+    Ok(())
+}
+
 /// A record's value: the partition, the key's length and the key, then the clock.
-pub(crate) fn encode_record(partition: PartitionId, key: &[u8], clock: &CausalContext) -> Vec<u8> {
+fn encode_record(partition: PartitionId, key: &[u8], clock: &CausalContext) -> Vec<u8> {
     let context = shoal_proto::wire::encode_context(clock);
     let mut out = Vec::with_capacity(8 + key.len() + context.len());
     out.extend_from_slice(&partition.0.to_be_bytes());
@@ -108,9 +129,10 @@ impl ReapedKeys {
                     storage.delete(Space::Meta, record)?;
                     continue;
                 };
-                for old in reaped.insert_as(generation, partition, &key, clock) {
-                    storage.delete(Space::Meta, &record_key(old))?;
-                }
+                delete_records(
+                    storage,
+                    reaped.insert_as(generation, partition, &key, clock),
+                )?;
                 reaped.next = reaped.next.max(generation.saturating_add(1));
             }
             match rows.last() {
@@ -225,8 +247,7 @@ mod tests {
         assert_eq!(r.clock(PartitionId(4), b"again"), None);
     }
 
-    /// Records as the executor writes them: the entry's, then the deletes of the ones
-    /// it forgot.
+    /// An entry added and its records written, as the executor does.
     fn remember(
         r: &mut ReapedKeys,
         storage: &MemStorage,
@@ -235,16 +256,7 @@ mod tests {
         c: CausalContext,
     ) {
         let done = r.insert(p, key, c.clone());
-        storage
-            .put(
-                Space::Meta,
-                &record_key(done.generation),
-                &encode_record(p, key, &c),
-            )
-            .unwrap();
-        for old in done.forgotten {
-            storage.delete(Space::Meta, &record_key(old)).unwrap();
-        }
+        write_records(storage, done, p, key, &c).unwrap();
     }
 
     fn records(storage: &MemStorage) -> usize {
