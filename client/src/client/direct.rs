@@ -9,8 +9,9 @@
 //! the merge of equal copies is that copy, and so is the merge of copies one of which
 //! includes the others (a replica that has not yet applied a write in flight, or that
 //! missed one). In that second case the copies behind are repaired as a coordinator's
-//! read would repair them: the client reads the key through a coordinator in the
-//! background (at most [`MAX_BACKGROUND_REPAIRS`] at once), after answering. Whenever
+//! read would repair them: the client reads the key in the background through a node
+//! whose copy is behind (its own copy differs from the others it reads, so its repair
+//! reaches every copy behind), at most [`MAX_BACKGROUND_REPAIRS`] at once. Whenever
 //! the answer is not certain, the read goes through a coordinator as before, with its
 //! quorum, speculation, fallbacks and read repair: concurrent copies, a primary that
 //! declines (a layout change in progress, a restoring or fenced node, a dropping
@@ -40,6 +41,7 @@ use super::wire::SendError;
 use super::{Client, Route};
 use crate::options::ReadOptions;
 use crate::routing::Target;
+use crate::NodeId;
 
 /// How long a direct read waits for its copies before it reads through a coordinator
 /// instead (the request's own timeout when that is shorter).
@@ -140,6 +142,8 @@ impl Client {
             .map(|t| async move { (t, wire.send(t, payload, wait, true).await) })
             .collect();
         let mut copies = Vec::with_capacity(targets.len());
+        // Who answered each copy, in the same order.
+        let mut answered: Vec<&Target> = Vec::with_capacity(targets.len());
         while let Some((target, answer)) = asked.next().await {
             let copy = match answer {
                 Ok((ClientResponse::Replica(copy), _)) => copy,
@@ -166,12 +170,16 @@ impl Client {
             };
             self.inner.down.clear(target.addr);
             copies.push(copy);
+            answered.push(target);
         }
         let version = copies.first().map(|c| c.layout_version);
         let (outcome, reply) = match judge_copies(&copies) {
             CopiesVerdict::Agreed(reply) => (Outcome::Agreed, reply),
-            CopiesVerdict::Superseding { reply, .. } => {
-                self.repair_copies_behind(key, opts);
+            CopiesVerdict::Superseding { reply, behind } => {
+                let behind = behind
+                    .iter()
+                    .find_map(|&i| answered.get(i).and_then(|t| t.id.clone()));
+                self.repair_copies_behind(key, opts, behind);
                 (Outcome::Superseding, reply)
             }
             CopiesVerdict::Differ if copies.is_empty() => return (Outcome::Failed, None),
@@ -183,9 +191,14 @@ impl Client {
 
     /// Reads `key` through a coordinator in the background, so that its read repair
     /// brings the copies a superseding direct read found behind up to date (the read
-    /// itself was answered). At most [`MAX_BACKGROUND_REPAIRS`] run at once; beyond, the
-    /// copies are left to the replica writes in flight, hinted handoff and anti-entropy.
-    fn repair_copies_behind(&self, key: &[u8], opts: &ReadOptions) {
+    /// itself was answered). The coordinator is a node whose copy is behind (`behind`)
+    /// when known: a coordinator reads its own copy and R - 1 others, so its replies
+    /// differ and its repair reaches every copy behind; another coordinator whose R
+    /// copies agree would repair nothing. Should that node not serve the read, any
+    /// replica coordinates it. At most [`MAX_BACKGROUND_REPAIRS`] run at once; beyond,
+    /// the copies are left to the replica writes in flight, hinted handoff and
+    /// anti-entropy.
+    fn repair_copies_behind(&self, key: &[u8], opts: &ReadOptions, behind: Option<NodeId>) {
         let Some(turn) = RepairTurn::take(&self.inner.background_repairs) else {
             metrics::counter!(DIRECT_READ_REPAIRS_TOTAL, "result" => "skipped").increment(1);
             return;
@@ -202,7 +215,18 @@ impl Client {
                 options: opts.to_wire(),
             };
             let wait = client.wait(opts.timeout);
-            let result = match client.call_retrying(request, Route::Key(&key), wait).await {
+            let through_behind = match &behind {
+                Some(node) => client
+                    .call_retrying(request.clone(), Route::Node(node), wait)
+                    .await
+                    .ok(),
+                None => None,
+            };
+            let answer = match through_behind {
+                Some(read @ ClientResponse::Get(_)) => Ok(read),
+                _ => client.call_retrying(request, Route::Key(&key), wait).await,
+            };
+            let result = match answer {
                 Ok(ClientResponse::Get(_)) => "ok",
                 Ok(other) => {
                     debug!(?other, "a repairing read was refused");

@@ -62,6 +62,8 @@ pub(crate) struct Direct {
     left: usize,
     /// Each answer's copy; `None` for one that was not a copy (declined, refused).
     copies: Vec<Option<ReplicaReply>>,
+    /// The node each answer came from, in the same order.
+    answered: Vec<usize>,
     /// The get's R, for the coordinated read it may become.
     r: Option<u8>,
     /// Where that read goes.
@@ -310,6 +312,7 @@ impl Sim {
             (OpKind::Get { r }, Some(targets)) => Some(Direct {
                 left: targets.len(),
                 copies: Vec::new(),
+                answered: Vec::new(),
                 r: *r,
                 fallback: node,
             }),
@@ -364,10 +367,10 @@ impl Sim {
         (targets.len() == usize::from(r)).then_some(targets)
     }
 
-    /// One answer to a direct read's copies: once all are in, the SDK's rule answers
-    /// the get (equal copies, or one including the others, whose repair then goes to a
-    /// coordinator as the SDK's background read), or sends it to a coordinator.
-    fn direct_answer(&mut self, c: usize, op: OpId, result: Result<Response, String>) {
+    /// Node `node`'s answer to a direct read's copies: once all are in, the SDK's rule
+    /// answers the get (equal copies, or one including the others, whose repair then
+    /// goes to a node behind as the SDK's background read), or sends it to a coordinator.
+    fn direct_answer(&mut self, c: usize, op: OpId, node: usize, result: Result<Response, String>) {
         let Some(flight) = self.clients[c].current.as_mut() else {
             return;
         };
@@ -378,6 +381,7 @@ impl Sim {
             Ok(Response::Client(ClientResponse::Replica(copy))) => Some(copy),
             _ => None,
         });
+        direct.answered.push(node);
         direct.left -= 1;
         if direct.left > 0 {
             return;
@@ -404,17 +408,24 @@ impl Sim {
                 self.client_response(c, op, Ok(Response::Client(ClientResponse::Get(get))));
             }
             CopiesVerdict::Superseding { reply, behind } => {
+                // The SDK's background read, through a node behind (its own copy differs
+                // from the others it reads, so its repair reaches every copy behind): the
+                // op has ended, so its answer is dropped.
+                let through = behind
+                    .first()
+                    .and_then(|&k| direct.answered.get(k).copied())
+                    .unwrap_or(direct.fallback);
                 let line = format!(
                     "client {c} op {op}: a copy includes the others ({} behind): answered, \
-                     repaired through a coordinator",
-                    behind.len()
+                     repaired through {}",
+                    behind.len(),
+                    self.name(through)
                 );
                 self.log.line(self.now, "cli", &line);
                 self.superseding_reads += 1;
                 self.client_response(c, op, Ok(Response::Client(ClientResponse::Get(reply))));
-                // The SDK's background read: the op has ended, so its answer is dropped.
                 let request = coordinated(&self.history.ops[op].key);
-                self.send_client_request(c, op, direct.fallback, request, now);
+                self.send_client_request(c, op, through, request, now);
             }
             CopiesVerdict::Differ => {
                 let line = format!("client {c} op {op}: copies differ or declined: coordinated");
@@ -445,16 +456,28 @@ impl Sim {
         }
     }
 
-    pub(super) fn client_response(&mut self, c: usize, op: OpId, result: Result<Response, String>) {
-        if self.clients[c].current.as_ref().is_none_or(|f| f.op != op) {
-            return;
-        }
+    /// Node `node`'s answer to client `c`'s request for op `op`: one of a direct read's
+    /// copies, or the op's answer.
+    pub(super) fn client_answer(
+        &mut self,
+        c: usize,
+        op: OpId,
+        node: usize,
+        result: Result<Response, String>,
+    ) {
         if self.clients[c]
             .current
             .as_ref()
-            .is_some_and(|f| f.direct.is_some())
+            .is_some_and(|f| f.op == op && f.direct.is_some())
         {
-            self.direct_answer(c, op, result);
+            self.direct_answer(c, op, node, result);
+        } else {
+            self.client_response(c, op, result);
+        }
+    }
+
+    pub(super) fn client_response(&mut self, c: usize, op: OpId, result: Result<Response, String>) {
+        if self.clients[c].current.as_ref().is_none_or(|f| f.op != op) {
             return;
         }
         let outcome = match result {

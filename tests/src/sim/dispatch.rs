@@ -61,9 +61,14 @@ impl Sim {
                 node,
                 request,
             } => self.deliver_client_request(client, op, node, request),
-            Event::ClientResponse { client, op, result } => match self.operator_of(client) {
+            Event::ClientResponse {
+                client,
+                op,
+                node,
+                result,
+            } => match self.operator_of(client) {
                 Some(k) => self.operator_response(k, op, result),
-                None => self.client_response(client, op, result),
+                None => self.client_answer(client, op, node, result),
             },
             Event::ClientTimeout { client, op } => match self.operator_of(client) {
                 Some(k) => self.operator_timeout(k, op),
@@ -107,7 +112,7 @@ impl Sim {
         Ok(())
     }
 
-    fn name(&self, node: usize) -> String {
+    pub(super) fn name(&self, node: usize) -> String {
         self.nodes[node].id.to_string()
     }
 
@@ -343,7 +348,7 @@ impl Sim {
                         Some(ReplyTo::Peer(rpc)) => self.respond_peer(i, rpc, response),
                         Some(ReplyTo::Client { client, op }) => {
                             self.check_durable_at_ack(i, op, &response);
-                            self.respond_client(client, op, response)
+                            self.respond_client(i, client, op, response)
                         }
                         None => self.note(i, &format!("respond to unknown request #{}", id.0)),
                     }
@@ -895,8 +900,15 @@ impl Sim {
             self.note(i, &format!("client {client} REFUSED (down): {desc}"));
             let at = self.now + refusal_delay(&mut self.rng);
             let result = Err(format!("{} refused the connection", self.name(i)));
-            self.queue
-                .push(at, Event::ClientResponse { client, op, result });
+            self.queue.push(
+                at,
+                Event::ClientResponse {
+                    client,
+                    op,
+                    node: i,
+                    result,
+                },
+            );
             return;
         }
         let now = self.node_now(i);
@@ -922,7 +934,7 @@ impl Sim {
     }
 
     /// A node answered a client: the answer travels back (or is lost).
-    fn respond_client(&mut self, client: usize, op: OpId, response: Response) {
+    fn respond_client(&mut self, i: usize, client: usize, op: OpId, response: Response) {
         let (fate, slow) = self.net.fate(&mut self.rng);
         if slow {
             self.faults.slowed += 1;
@@ -941,6 +953,7 @@ impl Sim {
                 Event::ClientResponse {
                     client,
                     op,
+                    node: i,
                     result: Ok(response),
                 },
             ),

@@ -54,6 +54,8 @@ pub(crate) enum Event {
     ClientResponse {
         client: usize,
         op: OpId,
+        /// The node the request went to.
+        node: usize,
         result: Result<Response, String>,
     },
     /// A client gives up on an operation.

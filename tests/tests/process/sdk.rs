@@ -9,7 +9,7 @@ use shoal_proto::wire::{
 };
 use shoal_transport::TransportConfig;
 
-use crate::harness::{wait_until, Cluster, RAW_REQUEST_TIMEOUT};
+use crate::harness::{pending_hints, wait_until, Cluster, RAW_REQUEST_TIMEOUT};
 
 /// Updaters racing on one key, each adding its own items with `Client::update` and the
 /// set-union resolver, lose nothing: the final read has one value with every item.
@@ -524,7 +524,10 @@ async fn direct_reads_never_answer_a_copy_that_missed_a_write() {
         "the handlers served the copies: {from_memory}"
     );
 
-    // n3 misses v2: it is down while n1 coordinates the write with n2.
+    // n3 misses v2: it is down while n1 coordinates the write with n2, and stays down
+    // until the copy sent to it has failed and become a hint (kept, never delivered).
+    // Restarted earlier, it would get the copy: a request in flight to its previous
+    // process is reset by the new one and a replica write is sent again.
     cluster.kill(2);
     client
         .put_with(&key, "v2")
@@ -532,6 +535,15 @@ async fn direct_reads_never_answer_a_copy_that_missed_a_write() {
         .send()
         .await
         .expect("v2 on n1 and n2");
+    let reporters = cluster.ids(&[0, 1]);
+    wait_until("a hint for n3", Duration::from_secs(30), || async {
+        let hints = pending_hints(&client, &reporters).await?;
+        match hints.keys().any(|(_, target)| *target == n3) {
+            true => Ok(()),
+            false => Err(format!("pending hints: {hints:?}")),
+        }
+    })
+    .await;
     cluster.restart(2).await;
     // A new client: the old one's connection to n3 died with it (a read over it would
     // fail and go through a coordinator for that reason alone).
@@ -544,9 +556,21 @@ async fn direct_reads_never_answer_a_copy_that_missed_a_write() {
         "n3 restarted with the copy it had"
     );
 
+    // The client spreads its reads through coordinators over the key's primaries in
+    // turn: two reads of another key make its next one start at the third, n2, whose
+    // R = 2 copies (its own and n1's) agree, so that a repairing read through it would
+    // leave n3 behind.
+    for _ in 0..2 {
+        client
+            .get_with("another key")
+            .r(1)
+            .send()
+            .await
+            .expect("a read through a coordinator");
+    }
     // n3's copy is behind n1's, whose context includes it: the read is answered with
     // n1's copy at once (what a coordinator's merge of the two is), and the client's
-    // background read through a coordinator repairs n3.
+    // background read through n3, the node behind, repairs it.
     let gets = served(&cluster, "get").await;
     let read = client.get(&key).await.expect("a read");
     assert_eq!(read.values, vec![b"v2".to_vec()], "never n3's stale copy");
