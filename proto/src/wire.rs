@@ -242,6 +242,22 @@ impl ClientRequest {
         }
     }
 
+    /// Whether the request only reads (it changes nothing, so it may run twice).
+    pub fn is_read(&self) -> bool {
+        match self {
+            ClientRequest::Get { .. }
+            | ClientRequest::GetReplica { .. }
+            | ClientRequest::ClusterInfo
+            | ClientRequest::Status
+            | ClientRequest::AaeStatus => true,
+            ClientRequest::Put { .. }
+            | ClientRequest::Delete { .. }
+            | ClientRequest::Backup { .. }
+            | ClientRequest::Cluster(_)
+            | ClientRequest::Batch(_) => false,
+        }
+    }
+
     /// The key, for keyed requests.
     pub fn key(&self) -> Option<&[u8]> {
         match self {
@@ -573,6 +589,28 @@ pub struct LayoutStamp {
 }
 
 impl PeerRequest {
+    /// Whether running the request twice does what running it once does: reads,
+    /// merges (replica copies, hints, anti-entropy pushes, layout histories), deletes
+    /// conditional on a digest, Paxos steps (an acceptor answers a repeated step as it
+    /// did the first), probes. A forwarded write is not: a second coordination makes a
+    /// second version. The transport sends an idempotent request again when its
+    /// connection turns out to belong to the peer's previous process.
+    pub fn is_idempotent(&self) -> bool {
+        match self {
+            PeerRequest::Forward(request) => request.is_read(),
+            PeerRequest::Batch(requests) => requests.iter().all(PeerRequest::is_idempotent),
+            PeerRequest::Replicate { .. }
+            | PeerRequest::Read { .. }
+            | PeerRequest::Gossip(_)
+            | PeerRequest::Ping
+            | PeerRequest::Aae(_)
+            | PeerRequest::LayoutFetch
+            | PeerRequest::LayoutPush(_)
+            | PeerRequest::Paxos(_)
+            | PeerRequest::Hello(_) => true,
+        }
+    }
+
     /// A short name for metrics and logs.
     pub fn op_name(&self) -> &'static str {
         match self {

@@ -253,9 +253,23 @@ impl TransportConfig {
     }
 
     /// The quinn endpoint settings derived from this config (call after `validate`): the
-    /// largest datagram accepted from peers.
-    pub(crate) fn quinn_endpoint(&self) -> Result<quinn::EndpointConfig, TransportError> {
-        let mut endpoint = quinn::EndpointConfig::default();
+    /// largest datagram accepted from peers, and the stateless reset and connection id
+    /// keys made from `secret` (see `TlsIdentity::endpoint_secret`; quinn's defaults are
+    /// random per process, so a restarted node neither recognised the connection ids of
+    /// its previous process nor could reset their connections).
+    pub(crate) fn quinn_endpoint(
+        &self,
+        secret: &[u8; 32],
+    ) -> Result<quinn::EndpointConfig, TransportError> {
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        let tag = ring::hmac::sign(&reset_key, b"connection id key");
+        let mut cid_key = [0; 8];
+        cid_key.copy_from_slice(&tag.as_ref()[..8]);
+        let cid_key = u64::from_le_bytes(cid_key);
+        let mut endpoint = quinn::EndpointConfig::new(Arc::new(reset_key));
+        endpoint.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
         endpoint
             .max_udp_payload_size(self.max_udp_payload_bytes)
             .map_err(|e| TransportError::Config(format!("max_udp_payload_bytes: {e}")))?;

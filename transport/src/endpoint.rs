@@ -104,6 +104,7 @@ struct SocketInfo {
 fn bind_quinn(
     addr: SocketAddr,
     config: &TransportConfig,
+    identity: &TlsIdentity,
     server: Option<quinn::ServerConfig>,
     context: &'static str,
 ) -> Result<(quinn::Endpoint, SocketInfo), TransportError> {
@@ -138,7 +139,7 @@ fn bind_quinn(
     };
     socket.bind(&addr.into()).map_err(io)?;
     let endpoint = quinn::Endpoint::new(
-        config.quinn_endpoint()?,
+        config.quinn_endpoint(&identity.endpoint_secret())?,
         server,
         socket.into(),
         Arc::new(quinn::TokioRuntime),
@@ -180,6 +181,7 @@ impl Endpoint {
         let endpoint = bind_quinn(
             addr,
             &config,
+            identity,
             Some(server_config),
             "binding the server UDP socket",
         )?;
@@ -218,7 +220,13 @@ impl Endpoint {
         config.validate()?;
         let client_config = tls::client_config(identity, &config)?;
         require_runtime()?;
-        let endpoint = bind_quinn(bind, &config, None, "binding the client UDP socket")?;
+        let endpoint = bind_quinn(
+            bind,
+            &config,
+            identity,
+            None,
+            "binding the client UDP socket",
+        )?;
         Self::finish(
             endpoint,
             client_config,
@@ -361,14 +369,49 @@ impl Endpoint {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, TransportError> {
+        self.request_resending(addr, expected, payload, timeout, false)
+            .await
+    }
+
+    /// [`request`](Endpoint::request) for a request that may run twice without harm (a
+    /// read, or a write that merges): one whose connection turns out to belong to a
+    /// previous process of the peer ([`TransportError::PeerRestarted`]) is sent again,
+    /// once, to the new process on a new connection, within the same timeout.
+    pub async fn request_idempotent(
+        &self,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        self.request_resending(addr, expected, payload, timeout, true)
+            .await
+    }
+
+    async fn request_resending(
+        &self,
+        addr: SocketAddr,
+        expected: Option<&NodeId>,
+        payload: Vec<u8>,
+        timeout: Duration,
+        idempotent: bool,
+    ) -> Result<Vec<u8>, TransportError> {
         let start = Instant::now();
         let deadline = deadline_after(start, timeout);
         let mut result = self
             .request_inner(addr, expected, &payload, deadline, timeout)
             .await;
-        if let Err(TransportError::IdleClosed { .. }) = result {
+        let again = match &result {
             // The server closed the cached connection as idle just as we used it; no
             // stream of ours was served, so sending once more on a new one is safe.
+            Err(TransportError::IdleClosed { .. }) => true,
+            Err(TransportError::PeerRestarted { .. }) => {
+                metrics::peer_restarted(if idempotent { "resent" } else { "failed" });
+                idempotent
+            }
+            _ => false,
+        };
+        if again {
             result = self
                 .request_inner(addr, expected, &payload, deadline, timeout)
                 .await;
@@ -760,6 +803,7 @@ fn request_connection_error(addr: SocketAddr, error: quinn::ConnectionError) -> 
         {
             TransportError::Handshake { addr, reason }
         }
+        E::Reset => TransportError::PeerRestarted { addr },
         _ => TransportError::Closed { addr, reason },
     };
     if let TransportError::Handshake { .. } = mapped {

@@ -264,6 +264,15 @@ pub enum TransportError {
         /// Why the connection ended.
         reason: String,
     },
+    /// The peer has no state for the connection any more: it answered with a stateless
+    /// reset made with its key, as a node restarted with its key does for connections
+    /// to its previous process. The request never reached the new process; the
+    /// previous one may have run it before it stopped.
+    #[error("{addr} no longer knows the connection (a stateless reset: the node restarted)")]
+    PeerRestarted {
+        /// The peer address.
+        addr: SocketAddr,
+    },
     /// The peer aborted the request's stream with a Shoal error code, for example
     /// because our request frame exceeded its frame limit.
     #[error("peer {addr} aborted the stream: {code}")]
@@ -396,6 +405,7 @@ impl TransportError {
                 addr: *addr,
                 reason: reason.clone(),
             },
+            E::PeerRestarted { addr } => E::PeerRestarted { addr: *addr },
             E::StreamAborted { addr, code } => E::StreamAborted {
                 addr: *addr,
                 code: *code,
@@ -448,6 +458,7 @@ impl TransportError {
             TransportError::PeerRole { .. } => "peer_role",
             TransportError::Timeout { .. } => "timeout",
             TransportError::Closed { .. } => "closed",
+            TransportError::PeerRestarted { .. } => "peer_restarted",
             TransportError::StreamAborted { .. } => "stream_aborted",
             TransportError::FrameTooLarge { .. } => "frame_too_large",
             TransportError::Truncated { .. } => "truncated",
@@ -488,6 +499,7 @@ mod tests {
                 source: io::Error::new(io::ErrorKind::AddrInUse, "in use"),
             },
             TransportError::IdleClosed { addr },
+            TransportError::PeerRestarted { addr },
             TransportError::EndpointClosed,
         ];
         for e in &errors {

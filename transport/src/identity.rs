@@ -156,6 +156,22 @@ impl TlsIdentity {
         &self.chain
     }
 
+    /// The secret the endpoint's QUIC stateless resets (RFC 9000 §10.3) and connection
+    /// ids are made with, derived from the private key: an endpoint restarted with its
+    /// key (a node's restart) recognises the connection ids of its previous process and
+    /// answers their packets with resets those connections accept, so that its peers
+    /// drop them at their next packet instead of sending into them until a timeout.
+    /// Knowing the secret forges those resets; the private key impersonates the
+    /// endpoint anyway.
+    pub(crate) fn endpoint_secret(&self) -> [u8; 32] {
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(b"shoal quic endpoint secret v1\0");
+        digest.update(self.key.secret_der());
+        let mut secret = [0; 32];
+        secret.copy_from_slice(digest.finish().as_ref());
+        secret
+    }
+
     /// A copy of the private key, for building TLS configurations.
     pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
         self.key.clone_key()

@@ -53,6 +53,8 @@
 //! [`Handshake`](TransportError::Handshake): TLS refused; [`PeerRole`](TransportError::PeerRole))
 //! from those whose outcome is unknown ([`Timeout`](TransportError::Timeout): sent, no
 //! answer in time; [`Closed`](TransportError::Closed);
+//! [`PeerRestarted`](TransportError::PeerRestarted): the connection belonged to a
+//! previous process of the peer, which may have run the request;
 //! [`StreamAborted`](TransportError::StreamAborted)); see
 //! [`TransportError::is_not_delivered`]. Certificate problems are [`CertificateError`]s.
 //! Malformed input from a peer is logged at debug level and counted, never a panic.

@@ -28,6 +28,10 @@ pub const FRAME_ERRORS_TOTAL: &str = "shoal_transport_frame_errors_total";
 /// Cached connections closed because the peer sent nothing during a timed-out request
 /// (killed, stopped or partitioned away); the next request dials again.
 pub const UNRESPONSIVE_CONNECTIONS_TOTAL: &str = "shoal_transport_unresponsive_connections_total";
+/// Requests whose connection the peer reset as unknown (a node restarted with its key),
+/// by `outcome` (`resent`: sent again to the new process, the request being idempotent;
+/// `failed`: answered `peer_restarted`).
+pub const PEER_RESTARTS_TOTAL: &str = "shoal_transport_peer_restarts_total";
 /// Frame bytes (prefix included), by `direction` (`out`: written, `in`: read).
 pub const BYTES_TOTAL: &str = "shoal_transport_bytes_total";
 
@@ -67,6 +71,10 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         UNRESPONSIVE_CONNECTIONS_TOTAL,
         "Cached connections closed because the peer sent nothing during a timed-out request"
+    );
+    metrics::describe_counter!(
+        PEER_RESTARTS_TOTAL,
+        "Requests whose connection a restarted peer reset, by outcome (resent or failed)"
     );
     metrics::describe_gauge!(
         INFLIGHT_BYTES,
@@ -118,6 +126,10 @@ pub(crate) fn handshake_failure(reason: &'static str) {
 
 pub(crate) fn unresponsive_connection() {
     metrics::counter!(UNRESPONSIVE_CONNECTIONS_TOTAL).increment(1);
+}
+
+pub(crate) fn peer_restarted(outcome: &'static str) {
+    metrics::counter!(PEER_RESTARTS_TOTAL, "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn frame_error(kind: &'static str) {

@@ -652,7 +652,11 @@ impl ServerThread {
 
     /// A server thread answering with `handler`.
     fn start_with(ca: &CaPem, bind: SocketAddr, handler: impl Handler) -> ServerThread {
-        let identity = node_identity(ca, "n1");
+        ServerThread::start_as(node_identity(ca, "n1"), bind, handler)
+    }
+
+    /// A server thread with `identity` (a restart keeps its node's key).
+    fn start_as(identity: TlsIdentity, bind: SocketAddr, handler: impl Handler) -> ServerThread {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<bool>();
         let thread = std::thread::spawn(move || {
@@ -714,8 +718,9 @@ async fn warm_client_of(ca: &CaPem, addr: SocketAddr) -> (Endpoint, quinn::Conne
 }
 
 /// What setting silent connections aside is for: a peer killed and restarted on the
-/// same address never answers on the old connection (the new process's stateless
-/// resets use another key), so the connection is set aside once a request timed out
+/// same address with another key never answers on the old connection (its stateless
+/// resets use another key; see the next test for a restart with the same key), so the
+/// connection is set aside once a request timed out
 /// with nothing received while it waited (and closed, that request being its last),
 /// and the next request dials the new process.
 #[tokio::test]
@@ -749,6 +754,64 @@ async fn a_connection_to_a_killed_peer_is_closed_and_its_restart_is_dialed() {
     assert_ne!(first.stable_id(), second.stable_id());
     client.close().await;
     restarted.stop(true);
+}
+
+/// A node killed and started again with its key (a restart) answers the first packet of
+/// a connection to its previous process with a stateless reset the connection accepts:
+/// a request on it fails at once as `PeerRestarted` (the previous process may have run
+/// it), instead of waiting out its timeout on a connection nothing answers any more,
+/// and a request that may run twice is sent again to the new process.
+#[tokio::test]
+async fn a_peer_restarted_with_its_key_resets_the_old_connection_at_its_first_packet() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let n1 = node_identity(&ca, "n1");
+    let server = ServerThread::start_as(n1.clone(), localhost(), Echo);
+    let addr = server.addr;
+    // Keep-alives far apart: the first packet after a restart is the request's.
+    let config = TransportConfig {
+        keep_alive: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(30),
+        ..TransportConfig::default()
+    };
+    let client = client_with(&ca, "c", config);
+    let warm = |client: Endpoint| async move {
+        client
+            .request(addr, None, b"warm".to_vec(), TIMEOUT)
+            .await
+            .unwrap();
+        client.raw_connection(addr).await.unwrap()
+    };
+    let first = warm(client.clone()).await;
+    server.stop(false);
+    let restarted = ServerThread::start_as(n1.clone(), addr, Echo);
+    let once = client.request(addr, None, b"once".to_vec(), TIMEOUT).await;
+    assert!(
+        matches!(once, Err(TransportError::PeerRestarted { .. })),
+        "a request on the old connection: {once:?}"
+    );
+    assert!(
+        matches!(first.close_reason(), Some(quinn::ConnectionError::Reset)),
+        "the old connection: {:?}",
+        first.close_reason()
+    );
+
+    let second = warm(client.clone()).await;
+    assert_ne!(first.stable_id(), second.stable_id());
+    restarted.stop(false);
+    let again = ServerThread::start_as(n1, addr, Echo);
+    let answer = client
+        .request_idempotent(addr, None, b"twice".to_vec(), TIMEOUT)
+        .await
+        .map_err(|e| e.to_string());
+    assert_eq!(answer.as_deref(), Ok(&b"client c|twice"[..]));
+    assert!(
+        second.close_reason().is_some(),
+        "the second process's connection"
+    );
+    let third = client.raw_connection(addr).await.unwrap();
+    assert_ne!(second.stable_id(), third.stable_id());
+    client.close().await;
+    again.stop(true);
 }
 
 /// Echoes, except that a `stall` request blocks the server's whole runtime (its QUIC

@@ -696,18 +696,36 @@ impl PeerSender {
         }
     }
 
+    /// Sends one frame to the peer; an idempotent one is sent again, once, when its
+    /// connection belonged to the peer's previous process (it restarted).
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        payload: Vec<u8>,
+        timeout: Duration,
+        idempotent: bool,
+    ) -> Result<Vec<u8>, TransportError> {
+        if idempotent {
+            self.endpoint
+                .request_idempotent(addr, Some(&self.to), payload, timeout)
+                .await
+        } else {
+            self.endpoint
+                .request(addr, Some(&self.to), payload, timeout)
+                .await
+        }
+    }
+
     /// One request on a stream of its own. A peer of an older release that refuses the
     /// frame's version gets it again in the version it speaks.
     async fn send_one(self, o: Outgoing) {
         let op = o.request.op_name();
+        let idempotent = o.request.is_idempotent();
         let request = Request::Stamped(self.stamp.clone(), o.request);
         let mut version = self.versions.for_peer(&self.to);
         let mut payload = encode_request_as(&request, version);
         let result = loop {
-            let answer = self
-                .endpoint
-                .request(o.addr, Some(&self.to), payload, o.timeout)
-                .await;
+            let answer = self.send(o.addr, payload, o.timeout, idempotent).await;
             break match answer {
                 Ok(bytes) => match decode_response(&bytes) {
                     // A peer of an older release refused the version before running
@@ -763,11 +781,9 @@ impl PeerSender {
         }
         let version = self.versions.for_peer(&self.to);
         let request = Request::Stamped(self.stamp.clone(), PeerRequest::Batch(requests));
+        let idempotent = matches!(&request, Request::Stamped(_, batch) if batch.is_idempotent());
         let payload = encode_request_as(&request, version);
-        let answer = self
-            .endpoint
-            .request(addr, Some(&self.to), payload, timeout)
-            .await;
+        let answer = self.send(addr, payload, timeout, idempotent).await;
         let Request::Stamped(_, PeerRequest::Batch(requests)) = request else {
             return;
         };

@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use shoal_client::{Client, MemberState, NodeId};
+use shoal_proto::wire::{ClientRequest, ClientResponse, ReadOptions};
+use shoal_transport::TransportConfig;
 use tokio::time::Instant;
 
 use crate::harness::{
-    assert_all_readable, key_values, pending_hints, put_all, wait_hints_drained, wait_until,
-    Cluster, CLIENT_CONNECT_TIMEOUT,
+    assert_all_readable, key_values, pending_hints, put_all, try_ask, wait_hints_drained,
+    wait_until, Cluster, CLIENT_CONNECT_TIMEOUT, RAW_REQUEST_TIMEOUT,
 };
 
 /// Keys written before the fault.
@@ -272,4 +274,54 @@ async fn a_client_connected_before_a_kill_reads_from_the_live_replicas() {
     cluster.kill(1);
     assert_all_readable(&client, &kvs, R, IN_FLIGHT).await;
     client.close().await;
+}
+
+/// A node killed and started again at once is read at R = 3 through each of the others
+/// straight away: their connections to its previous process get a stateless reset at
+/// their first packet (a node's reset key comes from its private key), and their replica
+/// reads go again on new connections. Before, each of them waited out the old connection
+/// (nothing answered on it) and the reads, whose timeout is shorter than that wait, failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_at_once_answers_the_replica_reads_of_the_others() {
+    let mut cluster = Cluster::start(3, "").await;
+    let client = cluster.client().await;
+    client
+        .put_with("restarted", "v")
+        .w(3)
+        .send()
+        .await
+        .expect("the write on every replica");
+    client.close().await;
+    cluster.kill(2);
+    cluster.restart(2).await;
+    let endpoint = cluster.raw_client(TransportConfig::default());
+    for i in [0, 1] {
+        let read = ClientRequest::Get {
+            key: b"restarted".to_vec(),
+            options: ReadOptions {
+                r: Some(3),
+                pr: None,
+                timeout: Some(Duration::from_millis(1500)),
+            },
+        };
+        match try_ask(
+            &endpoint,
+            cluster.nodes()[i].addr,
+            read,
+            RAW_REQUEST_TIMEOUT,
+        )
+        .await
+        {
+            Ok(ClientResponse::Get(reply)) => {
+                assert_eq!(
+                    reply.values,
+                    vec![b"v".to_vec()],
+                    "through {}",
+                    cluster.id(i)
+                );
+            }
+            other => panic!("a read at R = 3 through {}: {other:?}", cluster.id(i)),
+        }
+    }
+    endpoint.close().await;
 }
