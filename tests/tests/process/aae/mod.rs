@@ -102,15 +102,19 @@ async fn keys_repaired(cluster: &Cluster, nodes: &[usize]) -> f64 {
 
 /// Polls until `dead` tombstones are reaped on every one of the N replicas: every tree
 /// holds exactly `live` keys per partition (as `shoal aae status --json` shows), and the
-/// reapers counted `dead * N` keys reaped (`shoal_tombstones_reaped_total`, which the
-/// partition's reaper counts for itself and each peer that confirms its deletion).
+/// reapers counted at least `dead * N` keys reaped (`shoal_tombstones_reaped_total`,
+/// which the partition's reaper counts for itself and each peer that confirms its
+/// deletion). More is normal: an exchange between a replica that reaped a tombstone and
+/// one that had not yet copies the tombstone back (a copy of a tombstone is stored, see
+/// `Executor::merge_with`), and the next reap removes and counts it again (CI saw 183 of
+/// 180 with every tree converged). Returns the count seen then.
 async fn wait_reaped(
     cluster: &Cluster,
     ring: &Ring,
     live: &[(String, String)],
     dead: usize,
     timeout: Duration,
-) {
+) -> f64 {
     let all: Vec<usize> = (0..cluster.len()).collect();
     let ids: Vec<NodeId> = all.iter().map(|&i| cluster.id(i)).collect();
     let expected = keys_per_partition(ring, live.iter().map(|(k, _)| k.as_str()));
@@ -129,15 +133,15 @@ async fn wait_reaped(
                     .await?;
                 counts_are(expected.clone())(&keys)
                     .map_err(|e| format!("{reaped} of {reaped_total} reaped; {e}"))?;
-                if reaped == reaped_total {
-                    Ok(())
+                if reaped >= reaped_total {
+                    Ok(reaped)
                 } else {
-                    Err(format!("{reaped} reaped, expected {reaped_total}"))
+                    Err(format!("{reaped} reaped, expected at least {reaped_total}"))
                 }
             }
         },
     )
-    .await;
+    .await
 }
 
 /// Polls until every pair of replicas of every partition has finished an exchange (as
@@ -505,9 +509,9 @@ async fn reaped_tombstones_stay_gone_and_a_rewritten_key_has_only_its_new_value(
     write_and_delete(&client, &live, &dead).await;
     let deleted_at = Instant::now();
     settle_background_budget(&mut cluster, &ring, &live).await;
-    wait_reaped(&cluster, &ring, &live, DEAD, REAP_TIMEOUT).await;
+    let reaped_then = wait_reaped(&cluster, &ring, &live, DEAD, REAP_TIMEOUT).await;
     eprintln!(
-        "{DEAD} tombstones reaped on {N} replicas {:?} after the deletes",
+        "{DEAD} tombstones reaped on {N} replicas {:?} after the deletes ({reaped_then} reaps)",
         deleted_at.elapsed()
     );
     let reaped_at_micros = unix_micros();
@@ -529,11 +533,7 @@ async fn reaped_tombstones_stay_gone_and_a_rewritten_key_has_only_its_new_value(
         .metric_sum(&all, TOMBSTONES_REAPED_TOTAL, &[])
         .await
         .unwrap();
-    assert_eq!(
-        reaped,
-        (DEAD * N) as f64,
-        "nothing came back to be reaped again"
-    );
+    assert_eq!(reaped, reaped_then, "nothing came back to be reaped again");
     assert_reads(&client, &gone, 3).await;
 
     // Written again: half as new keys, half with the context of a read after the reap.
