@@ -450,3 +450,29 @@ fn writes_do_not_fail_when_a_replica_pruned_the_old_version_first() {
         assert!(failed.is_empty(), "seed {seed}: {failed:?}\n{report}");
     }
 }
+
+/// Seed 978583 of `sim --layout-changes --sessions --direct-reads 1 --deletes 0.3
+/// --clock-skew 1.5` (found it): a replacement of a node killed for good was staged
+/// beside another operator's join, which committed first; the four members then needed
+/// three of them for every commit, and under the seed's crashes the replacement's
+/// operator gave up after all its attempts. The dead node stayed a member, so the
+/// cluster could never become quiet (a liveness failure of the simulation, not of the
+/// engines). An operator who cannot replace a dead machine brings it back: the
+/// liveness phase restarts it with the other crashed nodes, and the run holds every
+/// invariant.
+#[test]
+fn a_replacement_given_up_under_faults_brings_the_old_node_back() {
+    let cfg = layout::with_seeded_changes(SimConfig {
+        delete_fraction: 0.3,
+        clock_skew: Duration::from_millis(1500),
+        direct_reads: 1.0,
+        sessions: sim::SessionMode::On,
+        ..SimConfig::from_seed(978_583)
+    });
+    let report = run_ok(&cfg);
+    assert_eq!(
+        report.layout.gave_up, 1,
+        "the operator did not give up: the case did not happen: {:?}",
+        report.layout
+    );
+}

@@ -31,6 +31,7 @@ impl Sim {
         self.net.partition = None;
         self.log
             .line(self.now, "sim", "liveness: faults off, partitions healed");
+        self.revive_nodes_of_abandoned_changes();
         for i in 0..self.nodes.len() {
             // A full disk is a fault too: its spell ends with the others, or the repairs
             // of the final reads (R = N) would be refused by a disk still full.
@@ -43,6 +44,37 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// A removal or replacement kills its old node for good; when its operator gave up
+    /// (the faults kept every commit from a majority for all its attempts), that node is
+    /// still a member, and a cluster with a member down forever never becomes quiet. An
+    /// operator who cannot replace a dead machine brings it back: it restarts with its
+    /// data here, with the other crashed nodes (seed 978583 of `--layout-changes
+    /// --sessions --direct-reads 1 --deletes 0.3 --clock-skew 1.5`: a replacement staged
+    /// beside a concurrent join, whose four members needed three of them for every commit
+    /// under crash faults).
+    fn revive_nodes_of_abandoned_changes(&mut self) {
+        let abandoned: Vec<shoal_ring::NodeId> = self
+            .operators
+            .iter()
+            .filter(|o| o.outcome == Some(super::operator::OperatorOutcome::GaveUp))
+            .filter_map(|o| match &o.change {
+                shoal_proto::layout::Change::Remove { id } => Some(id.clone()),
+                shoal_proto::layout::Change::Replace { old, .. } => Some(old.clone()),
+                _ => None,
+            })
+            .collect();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].dormant && abandoned.contains(&self.nodes[i].id) {
+                self.nodes[i].dormant = false;
+                let line = format!(
+                    "{}: its removal or replacement was given up; the operator brings it back",
+                    self.nodes[i].id
+                );
+                self.log.line(self.now, "sim", &line);
+            }
+        }
     }
 
     /// Let time pass until the cluster is quiet (see [`Sim::quiet`]); `false` if it is
