@@ -138,11 +138,16 @@ fn bind_quinn(
         inode: socket::socket_inode(&socket),
     };
     socket.bind(&addr.into()).map_err(io)?;
-    let endpoint = quinn::Endpoint::new(
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let udp = quinn::Runtime::wrap_udp_socket(&*runtime, socket.into()).map_err(io)?;
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
         config.quinn_endpoint(&identity.endpoint_secret())?,
         server,
-        socket.into(),
-        Arc::new(quinn::TokioRuntime),
+        Arc::new(socket::BoundedBatches::new(
+            udp,
+            config.max_udp_payload_bytes,
+        )),
+        runtime,
     )
     .map_err(io)?;
     Ok((endpoint, info))

@@ -11,10 +11,99 @@
 //! the kernel counted for the socket are readable
 //! ([`Endpoint::udp_receive_drops`](crate::Endpoint::udp_receive_drops)) so that an
 //! operator sees when the buffer is still too small.
+//!
+//! It also bounds quinn's segmentation-offload batches ([`BoundedBatches`]): one send
+//! of a batch carries at most a UDP datagram's 64 KiB.
 
-use std::io;
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
 use socket2::Socket;
+
+/// The most bytes one `sendmsg` of a segmentation-offload batch may carry: the UDP
+/// length field's 65,535 less the UDP and IPv4 headers (Linux refuses more with
+/// `EMSGSIZE`).
+const MAX_BATCH_BYTES: usize = 65_535 - 8 - 20;
+
+/// How many datagrams of at most `max_datagram_bytes` one offloaded send may carry.
+pub(crate) fn batch_segments(max_datagram_bytes: u16) -> usize {
+    (MAX_BATCH_BYTES / usize::from(max_datagram_bytes).max(1)).max(1)
+}
+
+/// The runtime's UDP socket with quinn's segmentation-offload batches bounded to what one
+/// send carries.
+///
+/// quinn builds batches of up to 10 datagrams of the path's MTU. With datagrams larger
+/// than 6,550 bytes (`transport.max_udp_payload_bytes` raised for loopback or jumbo
+/// frames) a full batch is over 64 KiB, the kernel refuses it with `EMSGSIZE`, and
+/// quinn's socket layer counts that as sent (it expects the error only from MTU probes):
+/// the batch's datagrams are lost, resent after a loss timeout with a smaller congestion
+/// window, and the losses of large datagrams make path MTU discovery fall back to 1,200
+/// bytes. Bounding the batch (7 datagrams of 9,000 bytes) keeps every send whole.
+pub(crate) struct BoundedBatches {
+    inner: Arc<dyn AsyncUdpSocket>,
+    max_segments: usize,
+}
+
+impl BoundedBatches {
+    /// Wraps `inner`, whose datagrams are at most `max_datagram_bytes` long.
+    pub(crate) fn new(inner: Arc<dyn AsyncUdpSocket>, max_datagram_bytes: u16) -> BoundedBatches {
+        BoundedBatches {
+            inner,
+            max_segments: batch_segments(max_datagram_bytes),
+        }
+    }
+}
+
+impl fmt::Debug for BoundedBatches {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundedBatches")
+            .field("inner", &self.inner)
+            .field("max_segments", &self.max_segments)
+            .finish()
+    }
+}
+
+impl AsyncUdpSocket for BoundedBatches {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments().min(self.max_segments)
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
 
 /// Asks the kernel for a receive buffer of `bytes` on `socket`. Where the process may
 /// (Linux, `CAP_NET_ADMIN`), `SO_RCVBUFFORCE` is used, which is not capped by
@@ -70,6 +159,17 @@ pub(crate) fn parse_drops(table: &str, inode: u64) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    /// A batch of the bound's datagrams fits one send: 45 of Ethernet's 1,452 bytes
+    /// (quinn asks for at most 10), 7 of 9,000, and 1 of the largest (sent alone).
+    #[test]
+    fn a_batch_of_the_bounds_datagrams_fits_one_send() {
+        for (bound, segments) in [(1200, 54), (1452, 45), (6550, 10), (9000, 7), (65507, 1)] {
+            assert_eq!(super::batch_segments(bound), segments, "bound {bound}");
+            assert!(segments * usize::from(bound) <= 65_507, "bound {bound}");
+        }
+        assert_eq!(super::batch_segments(65527), 1);
+    }
+
     use super::*;
 
     /// Rows as Linux 6.x prints them: the drops column of the row whose inode matches.

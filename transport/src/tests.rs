@@ -497,6 +497,55 @@ async fn reload_with_another_identity_is_refused_and_changes_nothing() {
     server.close().await;
 }
 
+/// Large datagrams and segmentation offload: a batch of datagrams handed to the kernel
+/// in one send may carry at most 64 KiB, and quinn asks for up to 10 per send, so with a
+/// 9,000-byte bound a batch of 90,000 bytes was refused (`EMSGSIZE`), which quinn's
+/// socket layer takes as sent: ten datagrams lost at once, resent after a loss timeout
+/// with a halved congestion window (multi-megabyte values moved more slowly than with
+/// 1,452-byte datagrams). On an in-order, lossless loopback nothing may be lost.
+#[tokio::test]
+async fn large_datagrams_move_megabytes_without_losing_a_batch() {
+    let ca = certs::generate_ca_pem().unwrap();
+    let config = TransportConfig {
+        max_udp_payload_bytes: 9000,
+        ..TransportConfig::default()
+    };
+    let (server, addr) = start_server(&ca, config.clone()).await;
+    let client = client_with(&ca, "c", config);
+    // Wait (bounded) for path MTU discovery to grow the datagrams past 1,500 bytes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut mtu = 0;
+    while mtu <= 1500 && Instant::now() < deadline {
+        client
+            .request(addr, None, vec![7u8; 16 * 1024], TIMEOUT)
+            .await
+            .unwrap();
+        mtu = client
+            .raw_connection(addr)
+            .await
+            .unwrap()
+            .stats()
+            .path
+            .current_mtu;
+    }
+    assert!(mtu > 1500, "the datagrams stayed at {mtu} bytes");
+    let value = vec![9u8; 3 << 20];
+    for _ in 0..8 {
+        client
+            .request(addr, None, value.clone(), TIMEOUT)
+            .await
+            .unwrap();
+    }
+    let path = client.raw_connection(addr).await.unwrap().stats().path;
+    assert_eq!(
+        path.lost_packets, 0,
+        "{} datagrams ({} bytes) lost moving 24 MiB over loopback in datagrams of {} bytes",
+        path.lost_packets, path.lost_bytes, path.current_mtu
+    );
+    client.close().await;
+    server.close().await;
+}
+
 /// Path MTU discovery on loopback: with a bound of 9,000 a connection's datagrams grow
 /// well past Ethernet's 1,500 bytes (several responses then share one); with the
 /// default, 1,452, they never exceed it (a bound outside QUIC's range is refused:

@@ -34,6 +34,10 @@ struct Args {
     /// How long to measure (after a 1 s warm-up).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     duration: Duration,
+    /// Both endpoints' `transport.max_udp_payload_bytes` (the largest datagram path MTU
+    /// discovery searches for).
+    #[arg(long, default_value_t = TransportConfig::default().max_udp_payload_bytes)]
+    max_udp_payload: u16,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -66,21 +70,22 @@ fn identity(ca: &certs::CaPem, node: bool) -> anyhow::Result<TlsIdentity> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let ca = certs::generate_ca_pem()?;
+    let config = TransportConfig {
+        max_udp_payload_bytes: args.max_udp_payload,
+        ..TransportConfig::default()
+    };
+    config.validate()?;
     let server = Endpoint::server(
         "127.0.0.1:0".parse()?,
         &identity(&ca, true)?,
-        TransportConfig::default(),
+        config.clone(),
     )
     .context("binding the server")?;
     let batch = args.batch as usize;
     let _serving = server.serve(Arc::new(Echo {
         response: vec![7u8; args.response_bytes * batch],
     }));
-    let client = Endpoint::client_on(
-        "127.0.0.1:0".parse()?,
-        &identity(&ca, false)?,
-        TransportConfig::default(),
-    )?;
+    let client = Endpoint::client_on("127.0.0.1:0".parse()?, &identity(&ca, false)?, config)?;
     let addr = server.local_addr();
     let warmup_end = Instant::now() + Duration::from_secs(1);
     let end = warmup_end + args.duration;
@@ -135,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
                 "response_bytes": args.response_bytes,
                 "concurrency": args.concurrency,
                 "batch": args.batch,
+                "max_udp_payload": args.max_udp_payload,
                 "throughput": ops,
                 "p50_us": total.value_at_quantile(0.5),
                 "p99_us": total.value_at_quantile(0.99),
