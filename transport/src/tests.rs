@@ -546,17 +546,19 @@ async fn large_datagrams_move_megabytes_without_losing_a_batch() {
     server.close().await;
 }
 
-/// Path MTU discovery on loopback: with a bound of 9,000 a connection's datagrams grow
-/// well past Ethernet's 1,500 bytes (several responses then share one); with the
-/// default, 1,452, they never exceed it (a bound outside QUIC's range is refused:
+/// Path MTU discovery on loopback: with the default bound (9,000) a connection's
+/// datagrams grow well past Ethernet's 1,500 bytes (several responses then share one);
+/// with Ethernet's 1,452 they never exceed it (a bound outside QUIC's range is refused:
 /// `config::tests::udp_bounds_outside_their_ranges_are_refused`).
 #[tokio::test]
 async fn datagrams_grow_to_what_the_path_carries_up_to_the_configured_bound() {
     let ca = certs::generate_ca_pem().unwrap();
-    // `None`: a bound of 9,000; `Some`: the default, which is Ethernet's.
-    for bound in [None, Some(TransportConfig::default().max_udp_payload_bytes)] {
+    // `None`: the default bound; `Some`: Ethernet's.
+    for bound in [None, Some(1452)] {
+        assert_eq!(TransportConfig::default().max_udp_payload_bytes, 9000);
         let config = TransportConfig {
-            max_udp_payload_bytes: bound.unwrap_or(9000),
+            max_udp_payload_bytes: bound
+                .unwrap_or(TransportConfig::default().max_udp_payload_bytes),
             ..TransportConfig::default()
         };
         let (server, addr) = start_server(&ca, config.clone()).await;

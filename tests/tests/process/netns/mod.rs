@@ -621,3 +621,39 @@ async fn a_put_answered_unavailable_wrote_nothing() {
     client.close().await;
     rig.status.close().await;
 }
+
+/// The default datagram bound (9,000 bytes) on an Ethernet-sized network: every link here
+/// carries 1,500 bytes, so path MTU discovery's larger probes are refused at the sender
+/// and the datagrams stay at about 1,450 bytes. A multi-megabyte value written to every
+/// replica and read back from every one crosses intact, within the client's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_value_crosses_an_ethernet_sized_network_with_the_default_datagram_bound() {
+    if !root_or_skip() {
+        return;
+    }
+    let rig = Rig::start().await;
+    for i in rig.all.clone() {
+        let mtu = rig.net.exec(i, "cat", &["/sys/class/net/eth0/mtu"]);
+        assert_eq!(mtu.trim(), "1500", "{}'s link", rig.cluster.id(i));
+    }
+    let client = rig.cluster.client().await;
+    let all = u8::try_from(NODES).expect("few nodes");
+    let value: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    client
+        .put_with("large-over-ethernet", value.clone())
+        .context(None)
+        .options(WriteOptions::default().w(all))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("a 3 MiB put at W = {all}: {e}"));
+    let read = client
+        .get_with("large-over-ethernet")
+        .options(ReadOptions::default().r(all))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("reading the 3 MiB value at R = {all}: {e}"));
+    assert_eq!(read.values.len(), 1, "one version");
+    assert!(read.values[0] == value, "the value read back differs");
+    client.close().await;
+    rig.status.close().await;
+}

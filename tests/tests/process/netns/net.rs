@@ -205,7 +205,7 @@ impl Net {
         run("ip", &full)
     }
 
-    fn exec(&self, i: usize, program: &str, args: &[&str]) -> String {
+    pub fn exec(&self, i: usize, program: &str, args: &[&str]) -> String {
         self.try_exec(i, program, args)
             .unwrap_or_else(|e| panic!("{e}"))
     }
