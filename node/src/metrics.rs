@@ -331,6 +331,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (transport::BYTES_TOTAL, MetricKind::Counter, "Frame bytes, length prefix included"),
     (transport::HANDSHAKE_FAILURES_TOTAL, MetricKind::Counter, "Failed QUIC/TLS handshakes and refused peers (a certificate of another CA, a client certificate dialled as a node, too many connections)"),
     (transport::UNRESPONSIVE_CONNECTIONS_TOTAL, MetricKind::Counter, "Cached connections closed because the peer sent nothing during a timed-out request (killed, stopped or partitioned away); the next request dials again"),
+    (transport::LOST_DATAGRAMS_TOTAL, MetricKind::Counter, "(conditional: a datagram lost) Datagrams QUIC declared lost on the node's connections (their contents resent), by the peer's kind"),
     (transport::PEER_RESTARTS_TOTAL, MetricKind::Counter, "(conditional: a peer restarted) Requests whose connection a restarted peer reset, by outcome (resent or failed)"),
     (transport::INFLIGHT_BYTES, MetricKind::Gauge, "Bytes of requests and responses held in flight by role"),
     (transport::REQUESTS_REFUSED_TOTAL, MetricKind::Counter, "(conditional: the in-flight byte budget spent) Requests refused before their body was read"),

@@ -642,10 +642,12 @@ impl Endpoint {
         debug!(%addr, %role, "connected");
         // Count the connection as open until it closes (the cache closes it explicitly
         // when evicting it, and the endpoint closes all on shutdown).
+        // Its losses are counted until then too.
         let watched = connection.clone();
+        let kind = role.kind();
         tokio::spawn(async move {
             let _open = OpenConnection::new();
-            watched.closed().await;
+            metrics::count_losses(watched, kind).await;
         });
         Ok(Cached::new(connection, role))
     }

@@ -49,6 +49,13 @@ pub const CONNECTIONS_REFUSED_TOTAL: &str = "shoal_transport_connections_refused
 pub const STREAM_TIMEOUTS_TOTAL: &str = "shoal_transport_stream_timeouts_total";
 /// Incoming connections asked to prove their address (QUIC Retry) during a handshake flood.
 pub const RETRIES_TOTAL: &str = "shoal_transport_retries_total";
+/// Datagrams QUIC declared lost on this endpoint's connections (what they carried is
+/// sent again), by the peer's kind.
+pub const LOST_DATAGRAMS_TOTAL: &str = "shoal_transport_lost_datagrams_total";
+
+/// How often an open connection's losses are read into [`LOST_DATAGRAMS_TOTAL`] (and once
+/// more when it closes).
+const LOSS_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Registers descriptions of the transport metrics with the installed recorder; call
 /// once at startup, after installing the recorder.
@@ -68,6 +75,11 @@ pub fn describe_metrics() {
         "Failed QUIC/TLS handshakes and refused peers by reason"
     );
     metrics::describe_counter!(FRAME_ERRORS_TOTAL, "Invalid frames received by kind");
+    metrics::describe_counter!(
+        LOST_DATAGRAMS_TOTAL,
+        "Datagrams QUIC declared lost on this endpoint's connections (their contents \
+         resent), by the peer's kind"
+    );
     metrics::describe_counter!(
         UNRESPONSIVE_CONNECTIONS_TOTAL,
         "Cached connections closed because the peer sent nothing during a timed-out request"
@@ -139,6 +151,28 @@ pub(crate) fn frame_error(kind: &'static str) {
 pub(crate) fn bytes(direction: &'static str, frame_payload_len: usize) {
     let total = (frame_payload_len + crate::frame::PREFIX_BYTES) as u64;
     BYTES.get([direction]).increment(total);
+}
+
+/// Counts the datagrams QUIC declares lost on `connection` into [`LOST_DATAGRAMS_TOTAL`]
+/// (read every [`LOSS_SAMPLE_INTERVAL`] and when the connection closes), until it closes.
+/// `peer` is the peer's kind ([`crate::PeerRole::kind`]).
+pub(crate) async fn count_losses(connection: quinn::Connection, peer: &'static str) {
+    let lost = metrics::counter!(LOST_DATAGRAMS_TOTAL, "peer" => peer);
+    let mut counted = 0;
+    let mut sample = tokio::time::interval(LOSS_SAMPLE_INTERVAL);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let closed = tokio::select! {
+            _ = connection.closed() => true,
+            _ = sample.tick() => false,
+        };
+        let now = connection.stats().path.lost_packets;
+        lost.increment(now.saturating_sub(counted));
+        counted = counted.max(now);
+        if closed {
+            return;
+        }
+    }
 }
 
 /// Guard that keeps a connection counted in [`CONNECTIONS`] until dropped.

@@ -196,6 +196,8 @@ async fn serve_connection<H: Handler>(
         }
     };
     let _open = OpenConnection::new();
+    // Ends when the connection closes (every way out of the loop below closes it).
+    tokio::spawn(metrics::count_losses(connection.clone(), peer.kind()));
     debug!(%remote, %peer, "connection accepted");
     // Clients' connections close when idle; peers' are cached by the dialer on purpose.
     let idle_timeout = match peer {

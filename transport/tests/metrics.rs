@@ -220,6 +220,37 @@ async fn requests_bytes_connections_and_failures_are_counted() {
         ) >= 1.0
     );
 
+    // Datagrams lost on the way are counted: a server whose socket holds only a few
+    // kilobytes drops most of a 3 MiB request's datagrams.
+    let cramped = TransportConfig {
+        udp_receive_buffer_bytes: 1,
+        ..TransportConfig::default()
+    };
+    let cramped = Endpoint::server(localhost(), &node, cramped).unwrap();
+    cramped.serve(Arc::new(Echo));
+    let flooding = Endpoint::client_on(localhost(), &cli, TransportConfig::default()).unwrap();
+    // It may complete or time out; the losses on the way are what is checked.
+    let _ = flooding
+        .request(
+            cramped.local_addr(),
+            None,
+            vec![5u8; 3 << 20],
+            Duration::from_secs(2),
+        )
+        .await;
+    flooding.close().await;
+    let lost = "shoal_transport_lost_datagrams_total{peer=node}";
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while value(&values, lost) < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no lost datagram counted; all: {:?}",
+            values.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cramped.close().await;
+
     stranger.close().await;
     client.close().await;
     server.close().await;
