@@ -497,6 +497,36 @@ async fn reload_with_another_identity_is_refused_and_changes_nothing() {
     server.close().await;
 }
 
+/// Sends 16 KiB requests to `addr` until the size of the connection's datagrams satisfies
+/// `enough`, or 2,000 requests or 20 s have passed (path MTU discovery grows them);
+/// returns the last size seen.
+async fn mtu_after_requests(
+    client: &Endpoint,
+    addr: SocketAddr,
+    enough: impl Fn(u16) -> bool,
+) -> u16 {
+    let payload = vec![7u8; 16 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut mtu = 0;
+    for _ in 0..2_000 {
+        client
+            .request(addr, None, payload.clone(), TIMEOUT)
+            .await
+            .unwrap();
+        mtu = client
+            .raw_connection(addr)
+            .await
+            .unwrap()
+            .stats()
+            .path
+            .current_mtu;
+        if enough(mtu) || Instant::now() > deadline {
+            break;
+        }
+    }
+    mtu
+}
+
 /// Large datagrams and segmentation offload: a batch of datagrams handed to the kernel
 /// in one send may carry at most 64 KiB, and quinn asks for up to 10 per send, so with a
 /// 9,000-byte bound a batch of 90,000 bytes was refused (`EMSGSIZE`), which quinn's
@@ -512,22 +542,7 @@ async fn large_datagrams_move_megabytes_without_losing_a_batch() {
     };
     let (server, addr) = start_server(&ca, config.clone()).await;
     let client = client_with(&ca, "c", config);
-    // Wait (bounded) for path MTU discovery to grow the datagrams past 1,500 bytes.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut mtu = 0;
-    while mtu <= 1500 && Instant::now() < deadline {
-        client
-            .request(addr, None, vec![7u8; 16 * 1024], TIMEOUT)
-            .await
-            .unwrap();
-        mtu = client
-            .raw_connection(addr)
-            .await
-            .unwrap()
-            .stats()
-            .path
-            .current_mtu;
-    }
+    let mtu = mtu_after_requests(&client, addr, |mtu| mtu > 1500).await;
     assert!(mtu > 1500, "the datagrams stayed at {mtu} bytes");
     let value = vec![9u8; 3 << 20];
     for _ in 0..8 {
@@ -563,25 +578,10 @@ async fn datagrams_grow_to_what_the_path_carries_up_to_the_configured_bound() {
         };
         let (server, addr) = start_server(&ca, config.clone()).await;
         let client = client_with(&ca, "c", config);
-        let payload = vec![7u8; 16 * 1024];
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut mtu = 0;
-        for _ in 0..2_000 {
-            client
-                .request(addr, None, payload.clone(), TIMEOUT)
-                .await
-                .unwrap();
-            mtu = client
-                .raw_connection(addr)
-                .await
-                .unwrap()
-                .stats()
-                .path
-                .current_mtu;
-            if mtu > 1500 || (bound.is_some() && mtu >= 1452) || Instant::now() > deadline {
-                break;
-            }
-        }
+        let mtu = mtu_after_requests(&client, addr, |mtu| {
+            mtu > 1500 || (bound.is_some() && mtu >= 1452)
+        })
+        .await;
         match bound {
             None => assert!(mtu > 1500, "the datagrams stayed at {mtu} bytes"),
             Some(bound) => assert!(
