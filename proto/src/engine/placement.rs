@@ -63,6 +63,9 @@ pub(super) struct Placement {
     writes_in_flight: BTreeMap<PartitionId, usize>,
     /// Partitions in `dropping` whose drop waits for their writes in flight to land.
     drop_deferred: BTreeSet<PartitionId>,
+    /// The scan for leftover partitions ([`Engine::scan_leftovers`]) failed: it runs
+    /// again at the next tick.
+    rescan_leftovers: bool,
 }
 
 impl Placement {
@@ -270,6 +273,9 @@ impl Engine {
     /// do at once (a layout of one version with every tracker at it has nothing to do).
     pub(super) fn placement_tick(&mut self) {
         let v = self.layout.version();
+        if std::mem::take(&mut self.placement.rescan_leftovers) {
+            self.scan_leftovers();
+        }
         let settled = self.layout.versions().len() == 1
             && self.placement.sync.is_none()
             && self.placement.to_drop.is_empty()
@@ -470,8 +476,22 @@ impl Engine {
     }
 
     pub(super) fn on_leftover_scan(&mut self, result: StorageResult) {
-        let Ok(crate::storage_ops::StorageReply::TreeSummaries(summaries)) = result else {
-            return;
+        let summaries = match result {
+            Ok(crate::storage_ops::StorageReply::TreeSummaries(summaries)) => summaries,
+            Err(e) => {
+                // The partitions left behind are known only from this scan (a drop that
+                // failed before the restart was remembered in memory only).
+                tracing::warn!(error = %e, "scanning for partitions no longer held failed; trying again at the next tick");
+                self.placement.rescan_leftovers = true;
+                return;
+            }
+            Ok(other) => {
+                tracing::error!(
+                    ?other,
+                    "the scan for partitions no longer held got another reply"
+                );
+                return;
+            }
         };
         let held: BTreeSet<PartitionId> = self.replica_partitions.iter().copied().collect();
         self.placement.to_drop.extend(
@@ -629,6 +649,9 @@ impl Engine {
     /// Pushes this node's layout history to `to` (a gossip round's peer) while a change
     /// is in progress, so that trackers spread without waiting for a new version.
     pub(super) fn push_trackers(&mut self, to: NodeId) {
+        if std::mem::take(&mut self.placement.rescan_leftovers) {
+            self.scan_leftovers();
+        }
         let settled = self.layout.versions().len() == 1
             && self.layout.tracked().iter().all(|m| {
                 [
