@@ -495,3 +495,21 @@ fn a_failed_scan_for_leftover_partitions_at_start_is_tried_again() {
     });
     run_ok(&cfg);
 }
+
+/// Seed 1013116 of `sim --nodes 3 --layout-changes --sessions --direct-reads 1 --deletes
+/// 0.3 --clock-skew 1.5` (found it): the end of a read n2 coordinated let its layout
+/// move on and drop the key's partition (`after_op_ended`), and the read's repair then
+/// merged the merged object into n2's own copy: a write after the drop, left there for
+/// good. A coordinator repairs its own copy only while it still holds the partition.
+#[test]
+fn a_read_ended_by_a_drop_does_not_repair_the_coordinators_dropped_copy() {
+    let cfg = layout::with_seeded_changes(SimConfig {
+        nodes: Some(3),
+        delete_fraction: 0.3,
+        clock_skew: Duration::from_millis(1500),
+        direct_reads: 1.0,
+        sessions: sim::SessionMode::On,
+        ..SimConfig::from_seed(1_013_116)
+    });
+    run_ok(&cfg);
+}

@@ -675,6 +675,15 @@ impl Engine {
             if !stale || (hint_for.is_some() && !self.cfg.handoff.enabled) {
                 continue;
             }
+            // The read's end may have let this node's layout move on and drop the
+            // partition (`end_read` -> `after_op_ended`): its own copy is then not
+            // repaired, as a replica request for it would be refused.
+            if node == self.me
+                && (self.placement.dropping.contains(&op.partition)
+                    || !self.holds(&self.me, op.partition))
+            {
+                continue;
+            }
             metrics::counter!(crate::metrics::READ_REPAIRS_TOTAL).increment(1);
             if node == self.me {
                 let max_object_bytes = self.cfg.limits.max_object_bytes;
