@@ -649,9 +649,6 @@ impl Engine {
     /// Pushes this node's layout history to `to` (a gossip round's peer) while a change
     /// is in progress, so that trackers spread without waiting for a new version.
     pub(super) fn push_trackers(&mut self, to: NodeId) {
-        if std::mem::take(&mut self.placement.rescan_leftovers) {
-            self.scan_leftovers();
-        }
         let settled = self.layout.versions().len() == 1
             && self.layout.tracked().iter().all(|m| {
                 [
