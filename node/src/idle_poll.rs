@@ -12,6 +12,11 @@
 //! to the other processes on each turn, so that a busy machine loses little to it. Each
 //! turn that finds the runtime did other work in between starts the window again; a
 //! window with nothing to do ends and the thread sleeps until the next wake-up.
+//! A turn after one that ran a backlog on the thread (more than [`BACKLOG_SEEN`] of
+//! CPU) does not yield the CPU: the runtime is saturated and has more to do, and each
+//! yield there only handed the CPU to another busy process early, a context switch per
+//! turn that the kernel's time slices make unnecessary (BENCHMARKS.md: 5-6% of a
+//! node's CPU under workload A at 64 went to `sched_yield`).
 //! ScyllaDB's Seastar does the same (`--idle-poll-time-us`, 200 µs by default).
 //!
 //! Yielding suits processes that take the CPU for a packet and sleep again, not
@@ -30,7 +35,8 @@
 //!
 //! Bounds: a window lasts `idle_poll` after the last work, and the poller is one task.
 //! Metrics: `shoal_idle_poll_windows_total` (windows started),
-//! `shoal_idle_poll_seconds_total` (time spent polling with nothing to do) and
+//! `shoal_idle_poll_seconds_total` (time spent polling with nothing to do),
+//! `shoal_idle_poll_cpu_yields_total` (turns that yielded the CPU) and
 //! `shoal_idle_poll_contended_total` (windows ended because another thread wanted the CPU).
 
 use std::sync::Arc;
@@ -38,11 +44,25 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::metrics::{IDLE_POLL_CONTENDED_TOTAL, IDLE_POLL_SECONDS_TOTAL, IDLE_POLL_WINDOWS_TOTAL};
+use crate::metrics::{
+    IDLE_POLL_CONTENDED_TOTAL, IDLE_POLL_CPU_YIELDS_TOTAL, IDLE_POLL_SECONDS_TOTAL,
+    IDLE_POLL_WINDOWS_TOTAL,
+};
 
 /// A turn of the poller whose thread used more CPU than this ran other work in between
 /// (a turn with nothing to do is three syscalls), so the window starts again.
 const WORK_SEEN: Duration = Duration::from_micros(15);
+
+/// A turn whose thread used more CPU than this ran a backlog of work: the runtime is
+/// saturated, and the next turn does not yield the CPU to other processes (they get it
+/// at the end of the thread's time slice instead of after every turn). Workload A at
+/// concurrency 64 ran faster in 5 of 5 pairs (by 0.2-8%, with 2-8% less of the nodes'
+/// CPU per operation), write-only at 64 in 3 of 3 (by 2-12%), and
+/// workloads at concurrency 1, whose turns each serve one request (tens of
+/// microseconds), were unchanged (BENCHMARKS.md). A threshold of [`WORK_SEEN`] (no
+/// yield after any work) cost a fifth of the throughput at concurrency 1 on two cores:
+/// there the next process in a request's chain waits for the CPU this thread holds.
+const BACKLOG_SEEN: Duration = Duration::from_micros(100);
 
 /// A turn that waited this much longer than the CPU time its thread used gave the CPU
 /// to a thread that kept it for several scheduler slices (a CPU-bound one), not to one
@@ -102,6 +122,7 @@ impl IdlePoll {
             metrics::counter!(IDLE_POLL_WINDOWS_TOTAL).increment(1);
             let window = self.poll_window().await;
             metrics::gauge!(IDLE_POLL_SECONDS_TOTAL).increment(window.idle.as_secs_f64());
+            metrics::counter!(IDLE_POLL_CPU_YIELDS_TOTAL).increment(window.cpu_yields);
             if window.contended {
                 metrics::counter!(IDLE_POLL_CONTENDED_TOTAL).increment(1);
             }
@@ -111,10 +132,14 @@ impl IdlePoll {
         }
     }
 
-    /// Polls until `window` has passed without other work; returns the time spent
-    /// polling in turns that found nothing to do.
+    /// Polls until `window` has passed without other work; returns how the window went.
     async fn poll_window(&self) -> Window {
         let mut idle = Duration::ZERO;
+        let mut turns = 0;
+        let mut cpu_yields = 0;
+        // The CPU the thread used in the previous turn: the runtime's work since the
+        // poller's previous turn. The window starts after a wake-up, not a backlog.
+        let mut last_used = Duration::ZERO;
         let started = Instant::now();
         let mut last_work = started;
         // The end of one turn's CPU reading is the start of the next one's.
@@ -127,13 +152,20 @@ impl IdlePoll {
                 return Window {
                     idle,
                     contended: false,
+                    turns,
+                    cpu_yields,
                 };
             }
+            turns += 1;
             // Back of the runtime's queue: it polls its sockets and timers without
             // blocking and runs whatever became ready before this task again.
             tokio::task::yield_now().await;
-            // Let another process have the CPU if one is waiting for it.
-            std::thread::yield_now();
+            // Let another process have the CPU if one is waiting for it, unless the
+            // runtime is working off a backlog.
+            if last_used <= BACKLOG_SEEN {
+                std::thread::yield_now();
+                cpu_yields += 1;
+            }
             // The thread's own CPU time tells work done on it from time spent waiting
             // for a CPU that another process had.
             let after = thread_cpu_time();
@@ -144,6 +176,8 @@ impl IdlePoll {
                 return Window {
                     idle,
                     contended: true,
+                    turns,
+                    cpu_yields,
                 };
             }
             if used > WORK_SEEN {
@@ -152,6 +186,7 @@ impl IdlePoll {
                 idle += turn.elapsed();
             }
             cpu = after;
+            last_used = used;
         }
     }
 }
@@ -173,6 +208,11 @@ struct Window {
     idle: Duration,
     /// Whether it ended because another thread was waiting for the CPU.
     contended: bool,
+    /// The poller's turns (read by the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    turns: u64,
+    /// Turns that yielded the CPU to other processes (all but those after a backlog).
+    cpu_yields: u64,
 }
 
 /// CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`); zero where it cannot be
@@ -245,6 +285,43 @@ mod tests {
             ended.duration_since(work_done) >= window - WORK_SEEN,
             "the window ended {:?} after the last work",
             ended.duration_since(work_done)
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn turns_after_a_backlog_do_not_yield_the_cpu_and_idle_turns_do() {
+        let window = Duration::from_millis(5);
+        let poll = uncontended(window);
+        // A backlog on the poller's thread: three turns of 2 ms of CPU time each (by the
+        // thread's CPU clock, so that other processes taking the CPU cannot shorten
+        // them below BACKLOG_SEEN), each run between two turns of the poller.
+        const BACKLOG_TURNS: u64 = 3;
+        let worker = tokio::spawn(async {
+            for _ in 0..BACKLOG_TURNS {
+                let start = thread_cpu_time();
+                while thread_cpu_time().saturating_sub(start) < Duration::from_millis(2) {
+                    std::hint::spin_loop();
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let outcome = poll.poll_window().await;
+        worker.await.unwrap();
+        // The turn after each backlog turn kept the CPU; every other turn (the first,
+        // and the idle ones until the window ended) yielded it. An idle turn uses a few
+        // microseconds, so at most one more (one that some interrupt made long) may
+        // have skipped its yield.
+        let kept = outcome.turns - outcome.cpu_yields;
+        assert!(
+            (BACKLOG_TURNS..=BACKLOG_TURNS + 1).contains(&kept),
+            "{kept} of {} turns kept the CPU after {BACKLOG_TURNS} backlog turns",
+            outcome.turns
+        );
+        assert!(
+            outcome.cpu_yields > 1,
+            "idle turns yielded the CPU {} times in {} turns",
+            outcome.cpu_yields,
+            outcome.turns
         );
     }
 

@@ -165,6 +165,9 @@ pub const IDLE_POLL_SECONDS_TOTAL: &str = "shoal_idle_poll_seconds_total";
 /// Counter: idle-poll windows ended early because a turn's yield gave the CPU to a
 /// CPU-bound thread (the poller then rests 10 ms to 5.12 s).
 pub const IDLE_POLL_CONTENDED_TOTAL: &str = "shoal_idle_poll_contended_total";
+/// Counter: idle-poller turns that yielded the CPU to other processes (every turn but
+/// those after a turn in which the runtime ran a backlog of work).
+pub const IDLE_POLL_CPU_YIELDS_TOTAL: &str = "shoal_idle_poll_cpu_yields_total";
 /// Gauge, in bytes: the node process's resident set size.
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "shoal_process_resident_memory_bytes";
 /// Gauge: file descriptors the node process holds open (sockets, RocksDB files).
@@ -266,6 +269,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (IDLE_POLL_WINDOWS_TOTAL, MetricKind::Counter, "Windows in which the runtime kept polling its sockets after a wake-up instead of sleeping (limits.idle_poll)"),
     (IDLE_POLL_SECONDS_TOTAL, MetricKind::Gauge, "Time the idle poller spent polling with nothing to do (only grows; use rate())"),
     (IDLE_POLL_CONTENDED_TOTAL, MetricKind::Counter, "Idle-poll windows ended early because a turn's yield gave the CPU to a CPU-bound thread; the poller then rests 10 ms to 5.12 s (the runtime sleeps between events)"),
+    (IDLE_POLL_CPU_YIELDS_TOTAL, MetricKind::Counter, "Idle-poller turns that yielded the CPU to other processes (a turn after one in which the runtime ran over 100 µs of work does not)"),
     (PROCESS_CPU_SECONDS_TOTAL, MetricKind::Gauge, "User plus system CPU time the node process has used since it started (only grows; use rate())"),
     (PROCESS_RESIDENT_MEMORY_BYTES, MetricKind::Gauge, "Resident memory of the node process"),
     (PROCESS_OPEN_FDS, MetricKind::Gauge, "File descriptors the node process holds open"),
@@ -380,6 +384,7 @@ pub fn describe_node_metrics() {
     metrics::counter!(engine::REPLICATION_LAG_UNFINISHED_TOTAL).absolute(0);
     metrics::counter!(storage::DISK_FULL_REFUSALS_TOTAL).absolute(0);
     metrics::counter!(IDLE_POLL_CONTENDED_TOTAL).absolute(0);
+    metrics::counter!(IDLE_POLL_CPU_YIELDS_TOTAL).absolute(0);
     for result in ["ok", "error"] {
         metrics::counter!(TLS_RELOADS_TOTAL, "result" => result).absolute(0);
     }
