@@ -15,7 +15,6 @@
 //! It also bounds quinn's segmentation-offload batches ([`BoundedBatches`]): one send
 //! of a batch carries at most a UDP datagram's 64 KiB.
 
-use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -46,6 +45,7 @@ pub(crate) fn batch_segments(max_datagram_bytes: u16) -> usize {
 /// the batch's datagrams are lost, resent after a loss timeout with a smaller congestion
 /// window, and the losses of large datagrams make path MTU discovery fall back to 1,200
 /// bytes. Bounding the batch (7 datagrams of 9,000 bytes) keeps every send whole.
+#[derive(Debug)]
 pub(crate) struct BoundedBatches {
     inner: Arc<dyn AsyncUdpSocket>,
     max_segments: usize,
@@ -58,15 +58,6 @@ impl BoundedBatches {
             inner,
             max_segments: batch_segments(max_datagram_bytes),
         }
-    }
-}
-
-impl fmt::Debug for BoundedBatches {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoundedBatches")
-            .field("inner", &self.inner)
-            .field("max_segments", &self.max_segments)
-            .finish()
     }
 }
 
