@@ -11,10 +11,11 @@
 //! - `covers(d)` after `merge(a, b)` equals `a.covers(d) || b.covers(d)`.
 //! - `compact` never changes the set of covered dots.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The identity that mints dots: one node *incarnation*.
 ///
@@ -65,12 +66,54 @@ impl fmt::Debug for Dot {
 
 /// A version vector: for each actor, the highest counter such that every dot of that
 /// actor up to it is known. Missing actors mean 0.
-#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct VersionVector(BTreeMap<Actor, u64>);
+///
+/// The entries are a vector sorted by actor, each actor once: a vector holds one entry
+/// per node that coordinated writes of its key (a handful), where a sorted vector is one
+/// allocation to decode, clone and search, against a B-tree node's larger one. Encoded as
+/// a map (what the `BTreeMap` it replaced encoded; the same bytes).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct VersionVector(Vec<(Actor, u64)>);
+
+impl Serialize for VersionVector {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(a, c)| (a, c)))
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionVector {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = VersionVector;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of actors to counters")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<VersionVector, M::Error> {
+                // The length comes from the input: trust it only as far as a small
+                // allocation goes.
+                let mut entries: Vec<(Actor, u64)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(0).min(16));
+                while let Some(entry) = map.next_entry::<Actor, u64>()? {
+                    entries.push(entry);
+                }
+                // What this process encodes is sorted, each actor once; anything else is
+                // put in order, an actor given twice keeping its higher counter.
+                if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
+                    entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                    entries.dedup_by_key(|e| e.0);
+                }
+                Ok(VersionVector(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
 
 impl fmt::Debug for VersionVector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.0.iter()).finish()
+        f.debug_map()
+            .entries(self.0.iter().map(|(a, c)| (a, c)))
+            .finish()
     }
 }
 
@@ -82,7 +125,10 @@ impl VersionVector {
 
     /// The counter for `actor` (0 when absent).
     pub fn get(&self, actor: Actor) -> u64 {
-        self.0.get(&actor).copied().unwrap_or(0)
+        match self.0.binary_search_by_key(&actor, |e| e.0) {
+            Ok(at) => self.0[at].1,
+            Err(_) => 0,
+        }
     }
 
     /// Whether `dot` is at or below this vector's entry for its actor.
@@ -95,22 +141,69 @@ impl VersionVector {
         if counter == 0 {
             return;
         }
-        let e = self.0.entry(actor).or_insert(0);
-        if *e < counter {
-            *e = counter;
+        match self.0.binary_search_by_key(&actor, |e| e.0) {
+            Ok(at) => {
+                let e = &mut self.0[at].1;
+                *e = (*e).max(counter);
+            }
+            Err(at) => self.0.insert(at, (actor, counter)),
         }
     }
 
-    /// Pointwise maximum.
+    /// Pointwise maximum, linear in the two lengths (both are sorted): raised in place
+    /// when every actor of `other` is already here, else merged into a new vector.
     pub fn merge(&mut self, other: &VersionVector) {
-        for (&a, &c) in &other.0 {
-            self.raise(a, c);
+        let mut at = 0;
+        let in_place = other.0.iter().all(|&(a, _)| {
+            while at < self.0.len() && self.0[at].0 < a {
+                at += 1;
+            }
+            at < self.0.len() && self.0[at].0 == a
+        });
+        if in_place {
+            let mut at = 0;
+            for &(a, c) in &other.0 {
+                while self.0[at].0 < a {
+                    at += 1;
+                }
+                self.0[at].1 = self.0[at].1.max(c);
+            }
+            return;
         }
+        let mut merged = Vec::with_capacity(self.0.len() + other.0.len());
+        let (mut mine, mut theirs) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            let next = match (mine.peek(), theirs.peek()) {
+                (Some(&&(a, c)), Some(&&(b, d))) if a == b => {
+                    mine.next();
+                    theirs.next();
+                    (a, c.max(d))
+                }
+                (Some(&&(a, c)), Some(&&(b, _))) if a < b => {
+                    mine.next();
+                    (a, c)
+                }
+                (_, Some(&&(b, d))) => {
+                    theirs.next();
+                    (b, d)
+                }
+                (Some(&&e), None) => {
+                    mine.next();
+                    e
+                }
+                (None, None) => break,
+            };
+            // Raising by 0 adds no entry (as `raise`).
+            if next.1 > 0 {
+                merged.push(next);
+            }
+        }
+        self.0 = merged;
     }
 
     /// Whether every entry of `other` is at or below this vector's.
     pub fn dominates(&self, other: &VersionVector) -> bool {
-        other.0.iter().all(|(&a, &c)| self.get(a) >= c)
+        other.0.iter().all(|&(a, c)| self.get(a) >= c)
     }
 
     /// Number of actors with a non-zero entry.
@@ -125,7 +218,7 @@ impl VersionVector {
 
     /// The entries, in actor order.
     pub fn iter(&self) -> impl Iterator<Item = (Actor, u64)> + '_ {
-        self.0.iter().map(|(&a, &c)| (a, c))
+        self.0.iter().copied()
     }
 }
 
@@ -310,7 +403,7 @@ impl From<RawContext> for CausalContext {
             vv: raw.vv,
             cloud: raw.cloud,
         };
-        ctx.vv.0.retain(|_, c| *c > 0);
+        ctx.vv.0.retain(|&(_, c)| c > 0);
         ctx.compact();
         ctx
     }
@@ -322,6 +415,88 @@ mod tests {
 
     fn d(a: u64, c: u64) -> Dot {
         Dot::new(Actor(a), c)
+    }
+
+    /// A version vector encodes as the `BTreeMap` it was before (stored objects and
+    /// peers of the previous release read it), and decodes from one.
+    #[test]
+    fn version_vectors_encode_as_the_map_they_replaced() {
+        let mut vv = VersionVector::new();
+        for (a, c) in [(300, 7), (5, 1), (u64::MAX, 2), (70_000, 1 << 40)] {
+            vv.raise(Actor(a), c);
+        }
+        let map: std::collections::BTreeMap<Actor, u64> = vv.iter().collect();
+        let bytes = postcard::to_stdvec(&vv).unwrap();
+        assert_eq!(bytes, postcard::to_stdvec(&map).unwrap());
+        let back: VersionVector = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, vv);
+        assert_eq!(
+            vv.iter().map(|(a, _)| a.0).collect::<Vec<_>>(),
+            [5, 300, 70_000, u64::MAX]
+        );
+    }
+
+    /// Merging is the pointwise maximum whether or not the actors overlap, and adds no
+    /// entry for a zero counter.
+    #[test]
+    fn version_vector_merge_is_the_pointwise_maximum() {
+        let vv = |pairs: &[(u64, u64)]| {
+            let mut v = VersionVector::new();
+            for &(a, c) in pairs {
+                v.raise(Actor(a), c);
+            }
+            v
+        };
+        // Every actor of the other present: raised in place.
+        let mut a = vv(&[(1, 3), (4, 1), (9, 2)]);
+        a.merge(&vv(&[(4, 6), (9, 1)]));
+        assert_eq!(a, vv(&[(1, 3), (4, 6), (9, 2)]));
+        // Disjoint and interleaved actors.
+        let mut b = vv(&[(2, 1), (7, 5)]);
+        b.merge(&vv(&[(1, 4), (7, 2), (8, 1)]));
+        assert_eq!(
+            b.iter().collect::<Vec<_>>(),
+            [(Actor(1), 4), (Actor(2), 1), (Actor(7), 5), (Actor(8), 1)]
+        );
+        // A decoded zero counter is not copied in; merging into empty copies the rest.
+        let zero: VersionVector = postcard::from_bytes(
+            &postcard::to_stdvec(&std::collections::BTreeMap::from([
+                (Actor(3), 0u64),
+                (Actor(5), 2),
+            ]))
+            .unwrap(),
+        )
+        .unwrap();
+        let mut c = VersionVector::new();
+        c.merge(&zero);
+        assert_eq!(c.iter().collect::<Vec<_>>(), [(Actor(5), 2)]);
+        // A large merge stays linear: 100k actors each side, disjoint.
+        let mut big = VersionVector(((0..100_000).map(|i| (Actor(2 * i), 1))).collect());
+        big.merge(&VersionVector(
+            (0..100_000).map(|i| (Actor(2 * i + 1), 1)).collect(),
+        ));
+        assert_eq!(big.len(), 200_000);
+        assert!(big.0.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    /// Entries out of order, or an actor given twice, decode to the sorted vector, the
+    /// actor with its higher counter.
+    #[test]
+    fn version_vectors_decode_unsorted_and_repeated_actors_into_order() {
+        let pairs: Vec<(Actor, u64)> =
+            vec![(Actor(9), 1), (Actor(2), 5), (Actor(9), 4), (Actor(2), 3)];
+        // A map's encoding: the count, then each key and value.
+        let mut bytes = postcard::to_stdvec(&(pairs.len() as u32)).unwrap();
+        for p in &pairs {
+            bytes.extend(postcard::to_stdvec(p).unwrap());
+        }
+        let vv: VersionVector = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            vv.iter().collect::<Vec<_>>(),
+            [(Actor(2), 5), (Actor(9), 4)]
+        );
+        assert_eq!(vv.get(Actor(9)), 4);
+        assert_eq!(vv.get(Actor(3)), 0);
     }
 
     #[test]
