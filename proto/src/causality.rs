@@ -150,55 +150,26 @@ impl VersionVector {
         }
     }
 
-    /// Pointwise maximum, linear in the two lengths (both are sorted): raised in place
-    /// when every actor of `other` is already here, else merged into a new vector.
+    /// Pointwise maximum. One pass over both (they are sorted): actors of `other` found
+    /// here are raised in place, the others appended; if any were, the two sorted runs
+    /// are merged by the stable sort, which finds and merges runs in linear time.
     pub fn merge(&mut self, other: &VersionVector) {
+        let known = self.0.len();
         let mut at = 0;
-        let in_place = other.0.iter().all(|&(a, _)| {
-            while at < self.0.len() && self.0[at].0 < a {
+        for &(a, c) in &other.0 {
+            while at < known && self.0[at].0 < a {
                 at += 1;
             }
-            at < self.0.len() && self.0[at].0 == a
-        });
-        if in_place {
-            let mut at = 0;
-            for &(a, c) in &other.0 {
-                while self.0[at].0 < a {
-                    at += 1;
-                }
+            if at < known && self.0[at].0 == a {
                 self.0[at].1 = self.0[at].1.max(c);
-            }
-            return;
-        }
-        let mut merged = Vec::with_capacity(self.0.len() + other.0.len());
-        let (mut mine, mut theirs) = (self.0.iter().peekable(), other.0.iter().peekable());
-        loop {
-            let next = match (mine.peek(), theirs.peek()) {
-                (Some(&&(a, c)), Some(&&(b, d))) if a == b => {
-                    mine.next();
-                    theirs.next();
-                    (a, c.max(d))
-                }
-                (Some(&&(a, c)), Some(&&(b, _))) if a < b => {
-                    mine.next();
-                    (a, c)
-                }
-                (_, Some(&&(b, d))) => {
-                    theirs.next();
-                    (b, d)
-                }
-                (Some(&&e), None) => {
-                    mine.next();
-                    e
-                }
-                (None, None) => break,
-            };
-            // Raising by 0 adds no entry (as `raise`).
-            if next.1 > 0 {
-                merged.push(next);
+            } else if c > 0 {
+                // Raising by 0 adds no entry (as `raise`).
+                self.0.push((a, c));
             }
         }
-        self.0 = merged;
+        if self.0.len() > known {
+            self.0.sort_by_key(|e| e.0);
+        }
     }
 
     /// Whether every entry of `other` is at or below this vector's.
