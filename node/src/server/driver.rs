@@ -93,11 +93,11 @@ fn inline_label(op: &StorageOp) -> Option<&'static str> {
 /// (`Storage::write_out_wal`); see [`Driver::with_wal_write_out`].
 pub(super) type WalWriteOut = Arc<dyn Fn() -> Result<(), StorageFailure> + Send + Sync>;
 
-static WAL_WRITE_OUT_SECONDS: Handles<metrics::Histogram, 0> =
+pub(super) static WAL_WRITE_OUT_SECONDS: Handles<metrics::Histogram, 0> =
     Handles::histogram(crate::metrics::WAL_WRITE_OUT_SECONDS, []);
 static WAL_WRITE_OUT_WRITES: Handles<metrics::Histogram, 0> =
     Handles::histogram(crate::metrics::WAL_WRITE_OUT_WRITES, []);
-static WAL_WRITE_OUT_FAILURES: Handles<metrics::Counter, 0> =
+pub(super) static WAL_WRITE_OUT_FAILURES: Handles<metrics::Counter, 0> =
     Handles::counter(crate::metrics::WAL_WRITE_OUT_FAILURES_TOTAL, []);
 
 static INLINE_DECLINED: Handles<metrics::Counter, 1> =
@@ -344,6 +344,7 @@ impl Driver {
         // Commands the engine emitted before the loop (a restore's first exchanges).
         self.drain();
         loop {
+            self.note_heard();
             self.serve_due_timers();
             let wait = match self.engine.poll_timeout() {
                 Some(at) => at.saturating_since(self.clock.mono()),
@@ -381,6 +382,23 @@ impl Driver {
                 members.contains(members.me()),
                 members.count(shoal_proto::wire::MemberState::Up),
             );
+        }
+    }
+
+    /// Reports to the engine the peers whose replica writes the request handler merged
+    /// since the last round (`replica_reads.rs`): the evidence that they are alive that
+    /// the engine takes from every request it serves.
+    fn note_heard(&mut self) {
+        let Some((reads, _)) = &self.replica_reads else {
+            return;
+        };
+        let heard = reads.take_heard();
+        if heard.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        for peer in &heard {
+            self.engine.heard_from(now, peer);
         }
     }
 
@@ -551,6 +569,13 @@ impl Driver {
             match cmd {
                 Command::Respond { id, response } => answers.push((id, response)),
                 Command::Storage { id, op } => {
+                    if let StorageOp::DropPartition { .. } = op {
+                        // The gate without the partition, published before its drop runs:
+                        // publishing waits for the merges the request handler runs under
+                        // the gate it replaces (`replica_reads.rs`), and none starts in
+                        // the partition after it.
+                        self.publish_replica_read_gate();
+                    }
                     let Some(op) = self.run_inline(id, op) else {
                         continue;
                     };

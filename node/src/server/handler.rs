@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::backup::Backups;
-use super::replica_reads::ReplicaReads;
+use super::replica_reads::{Merge, ReplicaReads};
 use super::Inbound;
 use shoal_metric_handles::Handles;
 
@@ -99,6 +99,26 @@ impl NodeHandler {
         self.replica_reads.as_ref()?.serve(key)
     }
 
+    /// A peer's replica write merged here (`replica_reads.rs`), or the request given
+    /// back for the engine.
+    fn merge_here(&self, from: &Sender, stamp: &LayoutStamp, request: PeerRequest) -> Merge {
+        match (&self.replica_reads, from) {
+            (Some(reads), Sender::Node(node)) => reads.merge(node, stamp, request),
+            _ => Merge::ToEngine(request),
+        }
+    }
+
+    /// Hands the WAL records of the merges run here to the OS before their answers go
+    /// out (`ReplicaReads::write_out`); the answer that replaces theirs if that failed.
+    fn write_out_merges(&self) -> Option<PeerResponse> {
+        let reads = self.replica_reads.as_ref()?;
+        let failed = reads.write_out().err()?;
+        Some(PeerResponse::Error(match failed {
+            shoal_proto::StorageFailure::DiskFull => RequestError::DiskFull,
+            other => RequestError::Storage(other.to_string()),
+        }))
+    }
+
     /// Only these client names may change the cluster and take backups (`tls.admin_clients`;
     /// empty: every client).
     pub(super) fn with_admin_clients(mut self, names: Vec<String>) -> Self {
@@ -176,6 +196,14 @@ impl FrameRoom {
     }
 }
 
+/// A request of a peer's batch: queued for the driver, refused, or a replica write
+/// merged by the handler (its answer sent once the WAL is written out).
+enum BatchItem {
+    Queued(Queued),
+    Refused(RequestError),
+    Merged(PeerResponse),
+}
+
 /// A request queued for the driver: where its answer comes, and until when to wait.
 struct Queued {
     answer: oneshot::Receiver<Response>,
@@ -247,27 +275,46 @@ impl NodeHandler {
             .get(["received"])
             .record(items.len() as f64);
         let start = Instant::now();
-        let queued: Vec<(&'static str, Result<Queued, RequestError>)> = items
+        let mut wrote = false;
+        let queued: Vec<(&'static str, BatchItem)> = items
             .into_iter()
             .map(|item| {
                 let op = item.op_name();
                 if let PeerRequest::Batch(_) = item {
                     let nested = RequestError::Malformed("a batch inside a batch".into());
-                    return (op, Err(nested));
+                    return (op, BatchItem::Refused(nested));
                 }
+                let item = match (&stamp, item) {
+                    (Some(stamp), item @ PeerRequest::Replicate { .. }) => {
+                        match self.merge_here(&from, stamp, item) {
+                            Merge::Done(merged) => {
+                                wrote |= merged.wrote;
+                                return (op, BatchItem::Merged(merged.answer));
+                            }
+                            Merge::ToEngine(item) => item,
+                        }
+                    }
+                    (_, item) => item,
+                };
                 let request = match &stamp {
                     Some(stamp) => Request::Stamped(stamp.clone(), item),
                     None => Request::Peer(item),
                 };
-                (op, self.submit(from.clone(), request))
+                match self.submit(from.clone(), request) {
+                    Ok(queued) => (op, BatchItem::Queued(queued)),
+                    Err(refused) => (op, BatchItem::Refused(refused)),
+                }
             })
             .collect();
+        // The merges' records go to the OS before any of their answers do.
+        let failed = if wrote { self.write_out_merges() } else { None };
         let mut room = FrameRoom::new(self.max_frame_bytes);
         let mut answers = Vec::with_capacity(queued.len());
         for (op, queued) in queued {
             let answer = match queued {
-                Ok(queued) => Self::answer(op, queued).await,
-                Err(refused) => Response::Error(refused),
+                BatchItem::Queued(queued) => Self::answer(op, queued).await,
+                BatchItem::Refused(refused) => Response::Error(refused),
+                BatchItem::Merged(answer) => Response::Peer(failed.clone().unwrap_or(answer)),
             };
             PEER_SERVED.get([op]).increment(1);
             PEER_DURATION
@@ -462,6 +509,17 @@ impl Handler for NodeHandler {
             Request::Peer(PeerRequest::Batch(items)) => self.batch(from, None, items).await,
             Request::Stamped(stamp, PeerRequest::Batch(items)) => {
                 self.batch(from, Some(stamp), items).await
+            }
+            Request::Stamped(stamp, item @ PeerRequest::Replicate { .. }) => {
+                match self.merge_here(&from, &stamp, item) {
+                    Merge::Done(merged) => {
+                        let failed = merged.wrote.then(|| self.write_out_merges()).flatten();
+                        Response::Peer(failed.unwrap_or(merged.answer))
+                    }
+                    Merge::ToEngine(item) => {
+                        self.queue(op, from, Request::Stamped(stamp, item)).await
+                    }
+                }
             }
             request => self.queue(op, from, request).await,
         };

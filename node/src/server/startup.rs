@@ -16,9 +16,9 @@ use tracing::info;
 
 use super::background::{report_storage_stats, verify_trees, watch_disk};
 use super::backup::Backups;
-use super::driver::{storage_worker, Clock, Driver};
+use super::driver::{storage_worker, Clock, Driver, WalWriteOut};
 use super::handler::NodeHandler;
-use super::replica_reads::ReplicaReads;
+use super::replica_reads::{Merges, ReplicaReads};
 use super::tls_reload::{record_expiry, TlsFiles};
 use super::{Completion, Inbound};
 use crate::config::NodeConfig;
@@ -162,6 +162,20 @@ fn make_engine(
     }
 }
 
+/// Hands the WAL records that writes run without waiting left in the process to the OS
+/// (`RocksOptions::buffer_try_writes`).
+fn wal_write_out(storage: &Arc<RocksStorage>) -> WalWriteOut {
+    let store = storage.clone();
+    Arc::new(move || {
+        store.write_out_wal().map_err(|e| match e {
+            shoal_storage::StorageError::DiskFull => StorageFailure::DiskFull,
+            other => StorageFailure::Engine(format!(
+                "the write may not survive the process: writing out the write-ahead log failed: {other}"
+            )),
+        })
+    })
+}
+
 /// Start a node from its config: open storage, bind QUIC, start the engine.
 pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     let data_dir = cfg.resolve(&cfg.data_dir);
@@ -294,14 +308,33 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         }
         _ => driver,
     };
-    // Clients' replica reads served by the request handler from memory, with the
-    // engine's rules the driver publishes (`replica_reads.rs`).
+    // Clients' replica reads, and peers' replica writes, served by the request handler
+    // from memory, with the engine's rules the driver publishes (`replica_reads.rs`).
+    // Writes only where the driver runs them inline too and nothing waits for a sync
+    // (`buffered`): under group commit a write is acknowledged by the committer.
+    let write_out = wal_write_out(&storage);
     let replica_reads = cfg.storage.inline_reads.then(|| {
         let exec = executor.clone();
-        ReplicaReads::new(Arc::new(move |op: &StorageOp| match op {
-            StorageOp::Read { .. } => exec.try_execute(op),
-            _ => None,
-        }))
+        let merges = (inline_writes && !group_commit).then(|| {
+            let exec = executor.clone();
+            Merges {
+                run: Arc::new(move |op: &StorageOp| match op {
+                    StorageOp::Merge { .. } => exec.try_execute(op),
+                    _ => None,
+                }),
+                write_out: group_wal_writes.then(|| write_out.clone()),
+                max_object_bytes: cfg.limits.max_object_bytes,
+                sibling_warn: cfg.limits.sibling_warn,
+                max_siblings: cfg.limits.max_siblings,
+            }
+        });
+        ReplicaReads::new(
+            Arc::new(move |op: &StorageOp| match op {
+                StorageOp::Read { .. } => exec.try_execute(op),
+                _ => None,
+            }),
+            merges,
+        )
     });
     let driver = match &replica_reads {
         Some(reads) => driver.with_replica_reads(reads.clone()),
@@ -325,15 +358,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     };
     drop(commit_tx);
     let driver = if group_wal_writes {
-        let store = storage.clone();
-        driver.with_wal_write_out(Arc::new(move || {
-            store.write_out_wal().map_err(|e| match e {
-                shoal_storage::StorageError::DiskFull => StorageFailure::DiskFull,
-                other => StorageFailure::Engine(format!(
-                    "the write may not survive the process: writing out the write-ahead log failed: {other}"
-                )),
-            })
-        }))
+        driver.with_wal_write_out(write_out)
     } else {
         driver
     };

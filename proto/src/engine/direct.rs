@@ -11,14 +11,14 @@
 //! that happens while the storage read runs. Nothing is forwarded or repaired here: a
 //! client whose copies differ asks a coordinator, whose read repairs them.
 
-use shoal_ring::PartitionId;
+use shoal_ring::{NodeId, PartitionId};
 
 use super::{outcome_label, storage_error, Engine, InboundId, Waiter};
 use crate::error::RequestError;
 use crate::object::Object;
 use crate::storage_ops::{StorageOp, StorageReply, StorageResult};
 use crate::time::Monotonic;
-use crate::wire::{ClientResponse, GetReply, ReplicaReply};
+use crate::wire::{ClientResponse, GetReply, LayoutStamp, ReplicaReply};
 
 /// The `op` label of a replica read's metrics.
 const OP: &str = "get_replica";
@@ -54,11 +54,15 @@ fn partition_refusal(
 }
 
 /// What a [`ReplicaReadGate`] is built from; equal keys, equal gates.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaReadGateKey {
     version: u64,
     refused: Option<String>,
     dropping: Vec<PartitionId>,
+    /// The stamp a peer in this layout version puts on its requests (this node's own).
+    stamp: LayoutStamp,
+    /// The members the engine takes requests from, in id order.
+    members: Vec<NodeId>,
 }
 
 /// A snapshot of which replica reads a node answers, and under which layout version:
@@ -84,6 +88,31 @@ impl ReplicaReadGate {
     /// The layout version the gate was built under.
     pub fn layout_version(&self) -> u64 {
         self.key.version
+    }
+
+    /// Whether the request handler may merge a peer's replica write (a
+    /// `PeerRequest::Replicate` for `partition`, not a hint, stamped `stamp`) into this
+    /// node's copy itself: only where the engine would do nothing but that merge and
+    /// its acknowledgement. The engine also takes the request as evidence that `from`
+    /// is alive (the handler reports it, [`Engine::heard_from`]); every other case
+    /// goes to the engine: an invalid key or one of another partition (its typed
+    /// refusals), a stamp of another layout version or cluster (it fetches the newer
+    /// layout or refuses the older), a sender not a member, a partition this node does
+    /// not hold as a primary in a settled layout or is dropping, a node not serving
+    /// (restoring, confirming its layout, fenced, a candidate).
+    pub fn admits_merge(
+        &self,
+        from: &NodeId,
+        stamp: &LayoutStamp,
+        partition: PartitionId,
+        key: &[u8],
+    ) -> bool {
+        !key.is_empty()
+            && key.len() <= crate::config::MAX_KEY_BYTES
+            && stamp.version > 0
+            && *stamp == self.key.stamp
+            && self.key.members.binary_search(from).is_ok()
+            && self.check(key).is_ok_and(|(p, _)| p == partition)
     }
 
     /// The partition of `key` and the layout version a copy of it is answered under,
@@ -193,7 +222,22 @@ impl Engine {
             version: self.layout.version(),
             refused: self.replica_reads_refused(),
             dropping: self.placement.dropping.iter().copied().collect(),
+            stamp: self.stamp(),
+            members: self.membership.peers().cloned().collect(),
         }
+    }
+
+    /// A peer's request was served without the engine (a replica write merged by the
+    /// node's request handler, [`ReplicaReadGate::admits_merge`]): the evidence that
+    /// `from` is alive the engine takes from every request of a peer.
+    pub fn heard_from(&mut self, now: crate::time::Now, from: &NodeId) {
+        self.advance(now);
+        if !self.membership.contains(from) {
+            return;
+        }
+        let before = self.membership.failures(from);
+        let change = self.membership.report_success(from, self.mono);
+        self.on_contact(from, before, change);
     }
 
     /// This node's replica-read rules now, for its request handler to answer

@@ -61,6 +61,7 @@ pub use layout_sync::{PersistedLayout, MAX_CANDIDATES, MAX_COMMIT_ROUNDS, MAX_HE
 pub use placement::TransferStats;
 pub use read::{MAX_UNSIZED_READS, RESERVE_SHARE, SMALL_READ_SHARE};
 pub use reap::REAP_SENDS;
+pub use replica::replica_merge_answer;
 
 use aae::{Aae, AaePart, ExchangeId};
 use reap::ReapPart;

@@ -30,6 +30,23 @@ impl ReplicaKind {
     }
 }
 
+/// A replica's answer to a peer's write (`PeerRequest::Replicate`, not a hint) from
+/// the result of its `StorageOp::Merge`, and the merged object when it acknowledges
+/// it. A merge is accepted whatever its sibling count: it carries writes already
+/// accepted by their coordinators, and dropping any could lose one. The engine and the
+/// node's request handler (which merges some itself) answer with this.
+pub fn replica_merge_answer(result: StorageResult) -> (PeerResponse, Option<crate::Object>) {
+    match result {
+        Ok(StorageReply::Merged { object, .. }) => (PeerResponse::Ack, Some(object)),
+        Ok(StorageReply::TooLarge { len, max }) => (
+            PeerResponse::Error(RequestError::ObjectTooLarge { len, max }),
+            None,
+        ),
+        Ok(other) => (unexpected_reply(ReplicaKind::Merge, other), None),
+        Err(e) => (PeerResponse::Error(storage_error(e)), None),
+    }
+}
+
 /// The answer to a peer whose request got a storage reply of the wrong kind.
 fn unexpected_reply(kind: ReplicaKind, reply: StorageReply) -> PeerResponse {
     PeerResponse::Error(RequestError::Internal(format!(
@@ -258,11 +275,12 @@ impl Engine {
         result: StorageResult,
     ) {
         let response = match (kind, result) {
-            (ReplicaKind::Merge, Ok(StorageReply::Merged { object, .. })) => {
-                // Accepted whatever its sibling count: it carries writes already accepted
-                // by their coordinators, and dropping any could lose one.
-                self.observe_object("merge", None, super::write::ObjectShape::of(&object));
-                PeerResponse::Ack
+            (ReplicaKind::Merge, result) => {
+                let (answer, merged) = replica_merge_answer(result);
+                if let Some(object) = merged {
+                    self.observe_object("merge", None, super::write::ObjectShape::of(&object));
+                }
+                answer
             }
             (ReplicaKind::StoreHint, Ok(StorageReply::HintStored)) => {
                 metrics::counter!(crate::metrics::HINTS_TOTAL, "event" => "stored").increment(1);

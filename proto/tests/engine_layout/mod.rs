@@ -968,3 +968,128 @@ fn replica_reads_are_answered_only_by_primaries_of_a_settled_layout() {
     assert!(!copy.get.found);
     assert!(copy.get.values.is_empty());
 }
+
+/// Whether `n`'s engine merges a peer's replica write into its copy with nothing else
+/// done first: its one command is a `Merge` of that key.
+fn engine_merges(
+    c: &mut Cluster,
+    n: &NodeId,
+    inbound: u64,
+    from: &NodeId,
+    stamp: LayoutStamp,
+    req: PeerRequest,
+) -> bool {
+    let PeerRequest::Replicate { key, .. } = &req else {
+        panic!("not a replica write: {req:?}");
+    };
+    let key = key.clone();
+    let cmds = c.request(
+        n,
+        inbound,
+        Sender::Node(from.clone()),
+        Request::Stamped(stamp, req),
+    );
+    matches!(&cmds[..], [Command::Storage { op: StorageOp::Merge { key: k, .. }, .. }] if *k == key)
+}
+
+/// The check a node's request handler merges peers' replica writes by
+/// (`ReplicaReadGate::admits_merge`) admits one only where the engine would merge it
+/// (its only command that merge): a primary of the key in a settled layout, the
+/// sender a member stamping this node's own layout version and settings, the key of
+/// the partition named, not a hint. Everything else goes to the engine: a node that is
+/// not a primary, another stamp (older, newer, another cluster), a wrong partition, a
+/// stranger, and every node while a join is in progress.
+#[test]
+fn the_gate_admits_a_replica_write_only_where_the_engine_merges_it() {
+    let (mut c, a, d) = start_join(quiet_config());
+    let key = join_keys().remove(3);
+    let object = shoal_proto::Object::new();
+    // Half way through the join: no node merges outside the engine.
+    c.pump_until(|c| {
+        let t = c.engine(&d).transfer_stats();
+        t.version == 2 && t.done >= 1
+    });
+    for n in ["a", "b", "c", "d"].map(id) {
+        let stamp = c.engine(&n).stamp();
+        let partition = c.engine(&n).ring().partition_of(&key);
+        let from = if n == a { id("b") } else { a.clone() };
+        assert!(
+            !c.engine(&n)
+                .replica_read_gate()
+                .admits_merge(&from, &stamp, partition, &key),
+            "{n} merges in its handler during a join"
+        );
+    }
+    c.pump(None, 0.0, |c| {
+        c.nodes
+            .values()
+            .all(|n| n.engine.layout().versions().len() == 1)
+    });
+    let primaries = c.engine(&a).layout().versions()[0]
+        .ring()
+        .preference_list_for_key(&key, 3)
+        .nodes;
+    let other = ["a", "b", "c", "d"]
+        .map(id)
+        .into_iter()
+        .find(|n| !primaries.contains(n))
+        .expect("four members, three primaries");
+    let partition = c.engine(&a).ring().partition_of(&key);
+    let stamp = c.engine(&a).stamp();
+    let (p, q) = (primaries[0].clone(), primaries[1].clone());
+    let mut inbound = 100;
+    let mut check =
+        |c: &mut Cluster, n: &NodeId, from: &NodeId, stamp: LayoutStamp, req: PeerRequest| {
+            inbound += 1;
+            let PeerRequest::Replicate {
+                partition,
+                key,
+                hint_for,
+                ..
+            } = &req
+            else {
+                unreachable!()
+            };
+            let admitted = hint_for.is_none()
+                && c.engine(n)
+                    .replica_read_gate()
+                    .admits_merge(from, &stamp, *partition, key);
+            let merged = engine_merges(c, n, inbound, from, stamp, req);
+            assert!(
+                !admitted || merged,
+                "the gate admits what the engine does not merge"
+            );
+            admitted
+        };
+    // A primary, a member's stamp of this version: admitted, and the engine merges it.
+    let ok = replicate(partition, &key, &object, None);
+    assert!(check(&mut c, &p, &q, stamp.clone(), ok.clone()));
+    // Not a primary: the engine (which refuses it as stale).
+    assert!(!check(&mut c, &other, &q, stamp.clone(), ok.clone()));
+    // Another layout version, older or newer, or another cluster's settings.
+    for version in [stamp.version - 1, stamp.version + 1] {
+        let s = LayoutStamp {
+            version,
+            ..stamp.clone()
+        };
+        assert!(!check(&mut c, &p, &q, s, ok.clone()));
+    }
+    let mut elsewhere = stamp.clone();
+    elsewhere.settings.cluster_id = "shoal-elsewhere".into();
+    assert!(!check(&mut c, &p, &q, elsewhere, ok.clone()));
+    // A stranger, a hint, a key of another partition, an empty key.
+    assert!(!check(
+        &mut c,
+        &p,
+        &id("mallory"),
+        stamp.clone(),
+        ok.clone()
+    ));
+    let hint = replicate(partition, &key, &object, Some(&other));
+    assert!(!check(&mut c, &p, &q, stamp.clone(), hint));
+    let wrong = shoal_ring::PartitionId((partition.0 + 1) % 64);
+    let misfiled = replicate(wrong, &key, &object, None);
+    assert!(!check(&mut c, &p, &q, stamp.clone(), misfiled));
+    let empty = replicate(partition, b"", &object, None);
+    assert!(!check(&mut c, &p, &q, stamp, empty));
+}

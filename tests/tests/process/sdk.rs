@@ -464,6 +464,20 @@ async fn batched_reads_and_writes_each_get_their_own_answer() {
         batches >= 1.0 && batched > batches,
         "{batches} batch frames carrying {batched} requests"
     );
+    // The replicas merged most of the 400 copies in their request handlers, without
+    // queueing them for their engines (each put waited for at least one such merge).
+    let merged_in_handlers = cluster
+        .metric_sum(
+            &[0, 1, 2],
+            "shoal_handler_replica_merges_total",
+            &[("outcome", "served")],
+        )
+        .await
+        .expect("scraping the nodes");
+    assert!(
+        merged_in_handlers >= KEYS as f64,
+        "replica writes merged by the handlers: {merged_in_handlers}"
+    );
     client.close().await;
 }
 
