@@ -312,7 +312,10 @@ impl Driver {
     /// engine only after `write_out` handed its record to the OS, once for all the writes
     /// of a round (one system call instead of one per write), and every answer of the
     /// round goes out after that, so that nothing a write wrote, or a read read of it,
-    /// leaves the node before it is as durable as `buffered` promises. Ops of the storage
+    /// is answered before it is as durable as `buffered` promises. A coordinator's write
+    /// reaches the engine applied at once ([`Engine::handle_storage_applied`], as under
+    /// group commit), so that its copies go to the replicas while the record is written
+    /// out; its own copy counts towards W only after. Ops of the storage
     /// threads write their records out themselves (`Storage::write`), and their
     /// completions reach the engine in a later round. A failed write-out fails the writes
     /// it covered. Not with group commit, whose committer syncs instead.
@@ -485,7 +488,15 @@ impl Driver {
             return None;
         }
         if write && self.wal_write_out.is_some() {
-            self.unwritten.push((id, result));
+            // A coordinator's write goes to the engine applied at once, as under group
+            // commit: its copies go to the replicas while its record is written out
+            // (`drain`), and its own copy counts towards W only once written out.
+            let (applied, written) = split_at_sync(result);
+            if let Some(applied) = applied {
+                let now = self.clock.now();
+                self.engine.handle_storage_applied(now, id, applied);
+            }
+            self.unwritten.push((id, written));
             return None;
         }
         let now = self.clock.now();
@@ -540,9 +551,15 @@ impl Driver {
     }
 
     fn drain(&mut self) {
-        // Requests to peers, collected per peer and sent at the end (`flush`), and the
-        // answers, sent before them: both only once the writes run on this thread are
-        // written out (`write_out_wal`), whose results may bring more commands.
+        // Requests to peers, collected per peer and sent in batches (`flush`), and the
+        // answers, sent only once the writes run on this thread are written out
+        // (`write_out_wal`), whose results may bring more commands. The requests
+        // collected before a write-out go out before it: the copies of the round's
+        // coordinated writes travel while their records are written out. A copy may
+        // leave the node before its coordinator's record is in the OS, as under group
+        // commit before the sync: the write is not acknowledged until it is, and a
+        // restart mints a new actor, so a copy that outlives its coordinator's record
+        // is a write in flight whose outcome the client did not learn, nothing more.
         let mut outbox: BTreeMap<NodeId, Vec<Outgoing>> = BTreeMap::new();
         let mut answers = Vec::new();
         loop {
@@ -550,6 +567,7 @@ impl Driver {
             if self.unwritten.is_empty() {
                 break;
             }
+            self.flush(std::mem::take(&mut outbox));
             self.write_out_wal();
         }
         for (id, response) in answers {
@@ -1096,7 +1114,10 @@ mod tests {
 
     /// With a store that buffers the WAL records of inline writes, a write run on the
     /// driver's thread is answered only after the driver wrote the records out, and a
-    /// failed write-out fails the write: the answer claims what `buffered` promises.
+    /// failed write-out fails the write: the answer claims what `buffered` promises. The
+    /// write was applied (and its copies, had there been replicas, sent) before the
+    /// write-out, so a failed one is answered `Incomplete` (its outcome unknown), not
+    /// as if nothing had been written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_inline_write_is_answered_only_after_its_wal_record_is_written_out() {
         for fails in [false, true] {
@@ -1143,8 +1164,9 @@ mod tests {
                 assert!(
                     matches!(
                         &answered,
-                        Ok(Response::Client(ClientResponse::Error(RequestError::Storage(m))))
-                            if m.contains("the disk said no")
+                        Ok(Response::Client(ClientResponse::Error(
+                            RequestError::Incomplete { acks: 0, needed: 1 }
+                        )))
                     ),
                     "{answered:?}"
                 );
@@ -1489,6 +1511,7 @@ mod batch_tests {
         fn answer(request: &PeerRequest) -> PeerResponse {
             match request {
                 PeerRequest::Read { .. } => PeerResponse::Object(None),
+                PeerRequest::Replicate { .. } => PeerResponse::Ack,
                 PeerRequest::Ping => PeerResponse::Pong,
                 _ => PeerResponse::Error(RequestError::Overloaded),
             }
@@ -1653,5 +1676,90 @@ mod batch_tests {
             10,
             "each read asked once: {frames:?}"
         );
+    }
+
+    /// With a store that buffers the WAL records of inline writes, a coordinator's write
+    /// goes to its replica on its applied result, while its record is written out: the
+    /// copy reaches the peer even when that write-out fails, and the client is told the
+    /// write failed (the coordinator's own copy never counted towards W = 2).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_coordinated_writes_copy_goes_out_while_its_record_is_written_out() {
+        let ((a, endpoint), (b, other)) = super::tests::two_endpoints();
+        let peer = Arc::new(Peer {
+            speaks: WireVersion::CURRENT.get(),
+            frames: Mutex::new(Vec::new()),
+        });
+        let serving = other.serve(peer.clone());
+        let cfg = super::tests::quiet_config((2, 1, 2));
+        let ring = Ring::new(8, vec![Member::new(a.clone()), Member::new(b.clone())]).unwrap();
+        let addrs = vec![
+            (a.clone(), endpoint.local_addr()),
+            (b.clone(), other.local_addr()),
+        ];
+        let mut clock = Clock::new();
+        let engine = Engine::new(cfg, a.clone(), ring, addrs.clone(), 1, clock.now()).unwrap();
+        let exec = Arc::new(Executor::open(MemStorage::new(), || 1).expect("executor"));
+        let (storage_tx, _storage_rx) = crossbeam::channel::bounded(64);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::channel(4);
+        let (put, answer) = super::tests::client(ClientRequest::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            context: None,
+            options: Default::default(),
+        });
+        input_tx.try_send(put).unwrap();
+        let write_outs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = write_outs.clone();
+        let write_out: WalWriteOut = Arc::new(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(StorageFailure::Engine("the disk said no".into()))
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let driver = Driver::new(
+            engine,
+            clock,
+            endpoint.clone(),
+            addrs.into_iter().collect(),
+            storage_tx,
+            done_tx,
+        )
+        .with_inline_ops(Arc::new(move |op: &StorageOp| exec.try_execute(op)))
+        .with_wal_write_out(write_out);
+        let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
+        let answered = tokio::time::timeout(Duration::from_secs(30), answer)
+            .await
+            .expect("no answer within 30 s")
+            .expect("an answer");
+        // The answer does not wait for the copy's: wait (bounded) for the peer to have it.
+        let replicated = || {
+            let frames = peer.frames.lock().unwrap();
+            frames
+                .iter()
+                .flat_map(|f| &f.ops)
+                .any(|op| *op == "replicate")
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !replicated() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = shutdown_tx.send(true);
+        let _ = driver.await;
+        serving.abort();
+        endpoint.close().await;
+        other.close().await;
+        let answered = answered.unstamped();
+        assert!(
+            matches!(
+                &answered,
+                Response::Client(ClientResponse::Error(RequestError::Incomplete {
+                    needed: 2,
+                    ..
+                }))
+            ),
+            "the write is reported incomplete (its copy may spread), not unwritten: {answered:?}"
+        );
+        assert!(write_outs.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        assert!(replicated(), "the copy went to the replica");
     }
 }
