@@ -1,5 +1,7 @@
 //! The QUIC request handler: decodes a request, queues it for the driver (or answers
-//! `Overloaded` when the queue is full) and waits for the engine's answer.
+//! `Overloaded` when the queue is full) and waits for the engine's answer. Clients'
+//! replica reads and peers' replica writes the engine's published gate admits it serves
+//! itself, from memory (`replica_reads.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

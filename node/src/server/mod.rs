@@ -21,7 +21,8 @@
 //! periodic tasks beside the engine (storage statistics, Merkle tree verification);
 //! [`process_stats`] publishes the process's CPU, memory and descriptors;
 //! [`health`] is the serving state behind the metrics listener's `GET /ready`;
-//! [`replica_reads`] serves clients' replica reads in the handler, from memory;
+//! [`replica_reads`] serves clients' replica reads and merges peers' replica writes in
+//! the handler, from memory;
 //! [`tls_reload`] loads the TLS files at start and again on SIGHUP.
 
 use shoal_proto::wire::{PeerResponse, Request, Response};
