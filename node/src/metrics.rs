@@ -235,7 +235,7 @@ pub const NODE_METRICS: &[(&str, MetricKind, &str)] = &[
     (WIRE_VERSION_FALLBACKS_TOTAL, MetricKind::Counter, "(conditional: an unpinned node next to one of the previous release) Peer requests refused for their wire version and sent again in the peer's"),
     (PEER_BATCH_REQUESTS, MetricKind::Histogram, "Node-to-node requests per batch (several requests due to one peer sent in one frame), by direction"),
     (HANDLER_REPLICA_READS_TOTAL, MetricKind::Counter, "(conditional: clients with direct reads) Clients' replica reads (GetReplica) the request handler answered from memory (served), declined by the engine's rules (declined), or handed to the engine (engine: not in memory, or the rules changed during the read)"),
-    (HANDLER_REPLICA_MERGES_TOTAL, MetricKind::Counter, "Peers' replica writes the request handler merged into this node's copy itself (served: admitted by the engine's rules the driver publishes, merged without waiting), or handed to the engine (engine)"),
+    (HANDLER_REPLICA_MERGES_TOTAL, MetricKind::Counter, "Peers' replica writes the request handler merged into this node's copy itself (served: admitted by the engine's rules the driver publishes, merged without waiting), or handed to the engine (engine: not admitted, or the merge would have waited or failed)"),
     (CLIENT_BATCH_REQUESTS, MetricKind::Histogram, "(conditional: a client that batches) Client requests per batch frame received (the SDK's requests queued behind its frames in flight to this node)"),
     (PEER_REQUEST_DURATION_SECONDS, MetricKind::Histogram, "Time to answer a request from another node (decode to answer)"),
     (engine::REPLICA_REQUESTS_TOTAL, MetricKind::Counter, "Requests from members that reached the replication engine (replica side)"),

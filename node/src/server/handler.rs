@@ -277,7 +277,7 @@ impl NodeHandler {
             .get(["received"])
             .record(items.len() as f64);
         let start = Instant::now();
-        let mut wrote = false;
+        let mut merged_here = false;
         let queued: Vec<(&'static str, BatchItem)> = items
             .into_iter()
             .map(|item| {
@@ -289,9 +289,9 @@ impl NodeHandler {
                 let item = match (&stamp, item) {
                     (Some(stamp), item @ PeerRequest::Replicate { .. }) => {
                         match self.merge_here(&from, stamp, item) {
-                            Merge::Done(merged) => {
-                                wrote |= merged.wrote;
-                                return (op, BatchItem::Merged(merged.answer));
+                            Merge::Done(answer) => {
+                                merged_here = true;
+                                return (op, BatchItem::Merged(answer));
                             }
                             Merge::ToEngine(item) => item,
                         }
@@ -309,7 +309,11 @@ impl NodeHandler {
             })
             .collect();
         // The merges' records go to the OS before any of their answers do.
-        let failed = if wrote { self.write_out_merges() } else { None };
+        let failed = if merged_here {
+            self.write_out_merges()
+        } else {
+            None
+        };
         let mut room = FrameRoom::new(self.max_frame_bytes);
         let mut answers = Vec::with_capacity(queued.len());
         for (op, queued) in queued {
@@ -514,9 +518,8 @@ impl Handler for NodeHandler {
             }
             Request::Stamped(stamp, item @ PeerRequest::Replicate { .. }) => {
                 match self.merge_here(&from, &stamp, item) {
-                    Merge::Done(merged) => {
-                        let failed = merged.wrote.then(|| self.write_out_merges()).flatten();
-                        Response::Peer(failed.unwrap_or(merged.answer))
+                    Merge::Done(answer) => {
+                        Response::Peer(self.write_out_merges().unwrap_or(answer))
                     }
                     Merge::ToEngine(item) => {
                         self.queue(op, from, Request::Stamped(stamp, item)).await

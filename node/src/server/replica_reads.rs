@@ -90,18 +90,12 @@ pub(super) struct Merges {
 
 /// What became of a peer's replica write offered to the handler.
 pub(super) enum Merge {
-    /// Merged here.
-    Done(Merged),
+    /// Merged here: the engine's answer, to be sent once the WAL is written out
+    /// ([`ReplicaReads::write_out`]; also for a merge that changed nothing, whose copy
+    /// may be another write's whose record is not written out yet).
+    Done(PeerResponse),
     /// Given back, unchanged, for the engine.
     ToEngine(PeerRequest),
-}
-
-/// A peer's replica write merged by the handler.
-pub(super) struct Merged {
-    /// The engine's answer to it.
-    pub(super) answer: PeerResponse,
-    /// Whether it wrote (its WAL record may have to be written out before the answer).
-    pub(super) wrote: bool,
 }
 
 impl ReplicaReads {
@@ -132,8 +126,10 @@ impl ReplicaReads {
 
     /// Merges a peer's replica write into this node's copy, if the gate admits it and
     /// the store can without waiting; otherwise gives the request back, unchanged, for
-    /// the engine ([`Merge::ToEngine`]). The caller writes the WAL out ([`ReplicaReads::write_out`]) before
-    /// sending an answer of a merge that wrote.
+    /// the engine ([`Merge::ToEngine`]): also one whose merge failed (it wrote nothing;
+    /// the engine runs it again on a storage thread and counts and answers its
+    /// failure). The caller writes the WAL out ([`ReplicaReads::write_out`]) before
+    /// sending the answer of a merge run here.
     pub(super) fn merge(&self, from: &NodeId, stamp: &LayoutStamp, request: PeerRequest) -> Merge {
         let Some(merges) = &self.merges else {
             return Merge::ToEngine(request);
@@ -161,7 +157,7 @@ impl ReplicaReads {
         let start = Instant::now();
         let result = if admitted { (merges.run)(&op) } else { None };
         drop(gate);
-        let Some(result) = result else {
+        let Some(Ok(reply)) = result else {
             MERGES.get(["engine"]).increment(1);
             let StorageOp::Merge {
                 partition,
@@ -185,12 +181,11 @@ impl ReplicaReads {
         MERGES.get(["served"]).increment(1);
         REPLICA_REQUESTS.get(["replicate"]).increment(1);
         self.note_heard(from);
-        let wrote = matches!(result, Ok(StorageReply::Merged { changed: true, .. }));
-        let (answer, merged) = replica_merge_answer(result);
+        let (answer, merged) = replica_merge_answer(Ok(reply));
         if let Some(object) = merged {
             merges.observe(&object);
         }
-        Merge::Done(Merged { answer, wrote })
+        Merge::Done(answer)
     }
 
     /// Hands the WAL records of the merges run here to the OS (with a store that
@@ -355,9 +350,9 @@ mod tests {
         })
     }
 
-    fn done(merge: Merge) -> Merged {
+    fn done(merge: Merge) -> PeerResponse {
         match merge {
-            Merge::Done(merged) => merged,
+            Merge::Done(answer) => answer,
             Merge::ToEngine(request) => panic!("not merged here: {request:?}"),
         }
     }
@@ -365,7 +360,7 @@ mod tests {
     fn to_engine(merge: Merge) -> PeerRequest {
         match merge {
             Merge::ToEngine(request) => request,
-            Merge::Done(merged) => panic!("merged here: {:?}", merged.answer),
+            Merge::Done(answer) => panic!("merged here: {answer:?}"),
         }
     }
 
@@ -413,11 +408,14 @@ mod tests {
         };
 
         let merged = done(reads.merge(&b, &stamp, replicate(&engine, b"k1")));
-        assert_eq!(merged.answer, PeerResponse::Ack);
-        assert!(merged.wrote);
+        assert_eq!(merged, PeerResponse::Ack);
         assert!(stored(b"k1").is_some_and(|o| o.values().count() == 1));
         let again = done(reads.merge(&b, &stamp, replicate(&engine, b"k1")));
-        assert!(!again.wrote, "the same copy again changes nothing");
+        assert_eq!(
+            again,
+            PeerResponse::Ack,
+            "the same copy again is acknowledged"
+        );
         assert_eq!(reads.take_heard(), vec![b.clone()]);
         assert!(reads.take_heard().is_empty());
 
@@ -447,6 +445,25 @@ mod tests {
             misfiled
         );
         assert!(stored(b"k2").is_none() && stored(b"k3").is_none());
+        assert!(reads.take_heard().is_empty());
+    }
+
+    /// A merge that fails (a storage error) is given back for the engine, which runs it
+    /// again on a storage thread and counts and answers the failure; the sender is not
+    /// reported heard for it here (the engine does that).
+    #[test]
+    fn a_failed_merge_goes_to_the_engine() {
+        let engine = engine();
+        let reads = ReplicaReads::new(
+            no_reads(),
+            merges(Arc::new(|_: &StorageOp| {
+                Some(Err(StorageFailure::Engine("the disk said no".into())))
+            })),
+        );
+        reads.publish(engine.replica_read_gate());
+        let request = replicate(&engine, b"k");
+        let back = to_engine(reads.merge(&id("b"), &engine.stamp(), request.clone()));
+        assert_eq!(back, request);
         assert!(reads.take_heard().is_empty());
     }
 
