@@ -1552,24 +1552,69 @@ mod batch_tests {
         }
     }
 
-    /// Node a (a driver with in-memory storage) and the fake peer b, N = R = 2: every
-    /// read at a reads its own copy and asks b. `reads` gets are queued before the driver
-    /// starts, so that it takes them in one wake-up. Returns what b saw and each answer.
-    async fn reads_through(speaks: u16, reads: usize) -> (Vec<Frame>, Vec<Response>) {
+    /// Node a's endpoint beside the fake peer b, which serves.
+    struct BesidePeer {
+        endpoint: Endpoint,
+        other: Endpoint,
+        peer: Arc<Peer>,
+        serving: tokio::task::JoinHandle<()>,
+    }
+
+    /// The fake peer b (speaking `speaks`) serving, and node a's driver of a two-node
+    /// cluster with `(n, r, w)`, sending storage ops to `storage_tx` and completions to
+    /// `done_tx`.
+    fn beside_peer(
+        speaks: u16,
+        nrw: (u8, u8, u8),
+        storage_tx: crossbeam::channel::Sender<(RequestId, StorageOp)>,
+        done_tx: mpsc::UnboundedSender<Completion>,
+    ) -> (BesidePeer, Driver) {
         let ((a, endpoint), (b, other)) = super::tests::two_endpoints();
         let peer = Arc::new(Peer {
             speaks,
             frames: Mutex::new(Vec::new()),
         });
         let serving = other.serve(peer.clone());
-        let cfg = super::tests::quiet_config((2, 2, 1));
+        let cfg = super::tests::quiet_config(nrw);
         let ring = Ring::new(8, vec![Member::new(a.clone()), Member::new(b.clone())]).unwrap();
         let addrs = vec![
             (a.clone(), endpoint.local_addr()),
             (b.clone(), other.local_addr()),
         ];
         let mut clock = Clock::new();
-        let engine = Engine::new(cfg, a.clone(), ring, addrs.clone(), 1, clock.now()).unwrap();
+        let engine = Engine::new(cfg, a, ring, addrs.clone(), 1, clock.now()).unwrap();
+        let driver = Driver::new(
+            engine,
+            clock,
+            endpoint.clone(),
+            addrs.into_iter().collect(),
+            storage_tx,
+            done_tx,
+        );
+        let pair = BesidePeer {
+            endpoint,
+            other,
+            peer,
+            serving,
+        };
+        (pair, driver)
+    }
+
+    impl BesidePeer {
+        /// Stops the peer and both endpoints; returns the frames the peer saw.
+        async fn stop(self) -> Vec<Frame> {
+            self.serving.abort();
+            self.endpoint.close().await;
+            self.other.close().await;
+            let frames = self.peer.frames.lock().unwrap().clone();
+            frames
+        }
+    }
+
+    /// Node a (a driver with in-memory storage) and the fake peer b, N = R = 2: every
+    /// read at a reads its own copy and asks b. `reads` gets are queued before the driver
+    /// starts, so that it takes them in one wake-up. Returns what b saw and each answer.
+    async fn reads_through(speaks: u16, reads: usize) -> (Vec<Frame>, Vec<Response>) {
         let exec = Arc::new(Executor::open(MemStorage::new(), || 1).expect("executor"));
         let (storage_tx, storage_rx) = crossbeam::channel::bounded(1024);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -1577,6 +1622,7 @@ mod batch_tests {
             let done = done_tx.clone();
             std::thread::spawn(move || storage_worker(exec, storage_rx, done, None))
         };
+        let (pair, driver) = beside_peer(speaks, (2, 2, 1), storage_tx, done_tx);
         let (input_tx, input_rx) = mpsc::channel(reads + 1);
         let mut answers = Vec::new();
         for i in 0..reads {
@@ -1588,14 +1634,6 @@ mod batch_tests {
             answers.push(rx);
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let driver = Driver::new(
-            engine,
-            clock,
-            endpoint.clone(),
-            addrs.into_iter().collect(),
-            storage_tx,
-            done_tx,
-        );
         let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
         let mut got = Vec::new();
         for rx in answers {
@@ -1607,11 +1645,7 @@ mod batch_tests {
         let _ = shutdown_tx.send(true);
         let _ = driver.await;
         let _ = worker.join();
-        serving.abort();
-        endpoint.close().await;
-        other.close().await;
-        let frames = peer.frames.lock().unwrap().clone();
-        (frames, got)
+        (pair.stop().await, got)
     }
 
     /// Replica reads in the frames the peer answered.
@@ -1684,23 +1718,11 @@ mod batch_tests {
     /// write failed (the coordinator's own copy never counted towards W = 2).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_coordinated_writes_copy_goes_out_while_its_record_is_written_out() {
-        let ((a, endpoint), (b, other)) = super::tests::two_endpoints();
-        let peer = Arc::new(Peer {
-            speaks: WireVersion::CURRENT.get(),
-            frames: Mutex::new(Vec::new()),
-        });
-        let serving = other.serve(peer.clone());
-        let cfg = super::tests::quiet_config((2, 1, 2));
-        let ring = Ring::new(8, vec![Member::new(a.clone()), Member::new(b.clone())]).unwrap();
-        let addrs = vec![
-            (a.clone(), endpoint.local_addr()),
-            (b.clone(), other.local_addr()),
-        ];
-        let mut clock = Clock::new();
-        let engine = Engine::new(cfg, a.clone(), ring, addrs.clone(), 1, clock.now()).unwrap();
         let exec = Arc::new(Executor::open(MemStorage::new(), || 1).expect("executor"));
         let (storage_tx, _storage_rx) = crossbeam::channel::bounded(64);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (pair, driver) =
+            beside_peer(WireVersion::CURRENT.get(), (2, 1, 2), storage_tx, done_tx);
         let (input_tx, input_rx) = mpsc::channel(4);
         let (put, answer) = super::tests::client(ClientRequest::Put {
             key: b"k".to_vec(),
@@ -1716,38 +1738,30 @@ mod batch_tests {
             Err(StorageFailure::Engine("the disk said no".into()))
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let driver = Driver::new(
-            engine,
-            clock,
-            endpoint.clone(),
-            addrs.into_iter().collect(),
-            storage_tx,
-            done_tx,
-        )
-        .with_inline_ops(Arc::new(move |op: &StorageOp| exec.try_execute(op)))
-        .with_wal_write_out(write_out);
+        let driver = driver
+            .with_inline_ops(Arc::new(move |op: &StorageOp| exec.try_execute(op)))
+            .with_wal_write_out(write_out);
         let driver = tokio::spawn(driver.run(input_rx, done_rx, shutdown_rx));
         let answered = tokio::time::timeout(Duration::from_secs(30), answer)
             .await
             .expect("no answer within 30 s")
             .expect("an answer");
         // The answer does not wait for the copy's: wait (bounded) for the peer to have it.
-        let replicated = || {
-            let frames = peer.frames.lock().unwrap();
+        let replicated = |frames: &[Frame]| {
             frames
                 .iter()
                 .flat_map(|f| &f.ops)
                 .any(|op| *op == "replicate")
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !replicated() && tokio::time::Instant::now() < deadline {
+        while !replicated(&pair.peer.frames.lock().unwrap())
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let _ = shutdown_tx.send(true);
         let _ = driver.await;
-        serving.abort();
-        endpoint.close().await;
-        other.close().await;
+        let frames = pair.stop().await;
         let answered = answered.unstamped();
         assert!(
             matches!(
@@ -1760,6 +1774,9 @@ mod batch_tests {
             "the write is reported incomplete (its copy may spread), not unwritten: {answered:?}"
         );
         assert!(write_outs.load(std::sync::atomic::Ordering::SeqCst) >= 1);
-        assert!(replicated(), "the copy went to the replica");
+        assert!(
+            replicated(&frames),
+            "the copy went to the replica: {frames:?}"
+        );
     }
 }
