@@ -34,7 +34,10 @@ pub use config::{
     ReplicationConfig, FRAME_OVERHEAD_BYTES, MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES,
 };
 pub use copies::{judge_copies, CopiesVerdict};
-pub use engine::{get_reply, replica_merge_answer, ReplicaReadGate, ReplicaReadGateKey};
+pub use engine::{
+    get_reply, many_siblings, replica_merge_answer, storage_error, ReplicaReadGate,
+    ReplicaReadGateKey,
+};
 pub use engine::{
     AaeStats, Command, Engine, EngineError, HandoffStats, InboundId, RequestId, SendError, Sender,
     TransferStats, AAE_SEGMENTS, AAE_SHAPE, MAX_UNSIZED_READS, REAP_SENDS, RESERVE_SHARE,

@@ -93,12 +93,28 @@ fn inline_label(op: &StorageOp) -> Option<&'static str> {
 /// (`Storage::write_out_wal`); see [`Driver::with_wal_write_out`].
 pub(super) type WalWriteOut = Arc<dyn Fn() -> Result<(), StorageFailure> + Send + Sync>;
 
-pub(super) static WAL_WRITE_OUT_SECONDS: Handles<metrics::Histogram, 0> =
+static WAL_WRITE_OUT_SECONDS: Handles<metrics::Histogram, 0> =
     Handles::histogram(crate::metrics::WAL_WRITE_OUT_SECONDS, []);
 static WAL_WRITE_OUT_WRITES: Handles<metrics::Histogram, 0> =
     Handles::histogram(crate::metrics::WAL_WRITE_OUT_WRITES, []);
-pub(super) static WAL_WRITE_OUT_FAILURES: Handles<metrics::Counter, 0> =
+static WAL_WRITE_OUT_FAILURES: Handles<metrics::Counter, 0> =
     Handles::counter(crate::metrics::WAL_WRITE_OUT_FAILURES_TOTAL, []);
+
+/// Runs `write_out`, timed (`shoal_wal_write_out_seconds`), a failure counted
+/// (`shoal_wal_write_out_failures_total`) and logged with `what` it covered: the driver's
+/// write-out of a round and the request handler's of the replica writes it merged.
+pub(super) fn write_out_timed(write_out: &WalWriteOut, what: &str) -> Result<(), StorageFailure> {
+    let start = Instant::now();
+    let written = write_out();
+    WAL_WRITE_OUT_SECONDS
+        .one()
+        .record(start.elapsed().as_secs_f64());
+    if let Err(e) = &written {
+        tracing::error!(error = %e, "writing out the write-ahead log failed: {what} it covered are reported failed");
+        WAL_WRITE_OUT_FAILURES.one().increment(1);
+    }
+    written
+}
 
 static INLINE_DECLINED: Handles<metrics::Counter, 1> =
     Handles::counter(crate::metrics::STORAGE_INLINE_DECLINED_TOTAL, ["op"]);
@@ -511,18 +527,9 @@ impl Driver {
         let Some(write_out) = &self.wal_write_out else {
             return;
         };
-        let start = Instant::now();
-        let written = write_out();
-        WAL_WRITE_OUT_SECONDS
-            .one()
-            .record(start.elapsed().as_secs_f64());
-        WAL_WRITE_OUT_WRITES
-            .one()
-            .record(self.unwritten.len() as f64);
-        if let Err(e) = &written {
-            tracing::error!(error = %e, writes = self.unwritten.len(), "writing out the write-ahead log failed: the writes it covered are reported failed");
-            WAL_WRITE_OUT_FAILURES.one().increment(1);
-        }
+        let writes = self.unwritten.len();
+        WAL_WRITE_OUT_WRITES.one().record(writes as f64);
+        let written = write_out_timed(write_out, &format!("the {writes} writes"));
         let now = self.clock.now();
         for (id, result) in std::mem::take(&mut self.unwritten) {
             let result = match (&written, result) {

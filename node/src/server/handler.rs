@@ -115,10 +115,7 @@ impl NodeHandler {
     fn write_out_merges(&self) -> Option<PeerResponse> {
         let reads = self.replica_reads.as_ref()?;
         let failed = reads.write_out().err()?;
-        Some(PeerResponse::Error(match failed {
-            shoal_proto::StorageFailure::DiskFull => RequestError::DiskFull,
-            other => RequestError::Storage(other.to_string()),
-        }))
+        Some(PeerResponse::Error(shoal_proto::storage_error(failed)))
     }
 
     /// Only these client names may change the cluster and take backups (`tls.admin_clients`;

@@ -43,14 +43,12 @@ use shoal_proto::wire::{
     ClientResponse, LayoutStamp, PeerRequest, PeerResponse, ReplicaReply, Response,
 };
 use shoal_proto::{
-    get_reply, replica_merge_answer, ReplicaReadGate, RequestError, StorageFailure, StorageOp,
-    StorageReply,
+    get_reply, many_siblings, replica_merge_answer, LimitsConfig, ReplicaReadGate, RequestError,
+    StorageFailure, StorageOp, StorageReply,
 };
 use shoal_ring::NodeId;
 
-use super::driver::{
-    InlineOps, WalWriteOut, STORAGE_OP_DURATION, WAL_WRITE_OUT_FAILURES, WAL_WRITE_OUT_SECONDS,
-};
+use super::driver::{write_out_timed, InlineOps, WalWriteOut, STORAGE_OP_DURATION};
 
 static SERVED: Handles<metrics::Counter, 1> =
     Handles::counter(crate::metrics::HANDLER_REPLICA_READS_TOTAL, ["outcome"]);
@@ -82,10 +80,8 @@ pub(super) struct Merges {
     /// With a store that buffers the WAL records of the writes run so: how to hand them
     /// to the OS before acknowledging (`Storage::write_out_wal`).
     pub(super) write_out: Option<WalWriteOut>,
-    /// `limits.max_object_bytes`, `limits.sibling_warn`, `limits.max_siblings`.
-    pub(super) max_object_bytes: usize,
-    pub(super) sibling_warn: usize,
-    pub(super) max_siblings: usize,
+    /// The node's limits (`max_object_bytes`, the sibling bounds the engine warns at).
+    pub(super) limits: LimitsConfig,
 }
 
 /// What became of a peer's replica write offered to the handler.
@@ -137,25 +133,39 @@ impl ReplicaReads {
         let PeerRequest::Replicate {
             partition,
             key,
-            object,
             hint_for: None,
-        } = request
+            ..
+        } = &request
         else {
+            // A hint, or not a replica write: the engine's alone.
             return Merge::ToEngine(request);
         };
         // Held across the merge: a new gate (before a partition's drop) waits for it.
         let gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
-        let admitted = gate
+        if !gate
             .as_ref()
-            .is_some_and(|g| g.admits_merge(from, stamp, partition, &key));
+            .is_some_and(|g| g.admits_merge(from, stamp, *partition, key))
+        {
+            MERGES.get(["engine"]).increment(1);
+            return Merge::ToEngine(request);
+        }
+        let PeerRequest::Replicate {
+            partition,
+            key,
+            object,
+            hint_for,
+        } = request
+        else {
+            unreachable!("admitted above");
+        };
         let op = StorageOp::Merge {
             partition,
             key,
             object,
-            max_object_bytes: merges.max_object_bytes,
+            max_object_bytes: merges.limits.max_object_bytes,
         };
         let start = Instant::now();
-        let result = if admitted { (merges.run)(&op) } else { None };
+        let result = (merges.run)(&op);
         drop(gate);
         let Some(Ok(reply)) = result else {
             MERGES.get(["engine"]).increment(1);
@@ -172,7 +182,7 @@ impl ReplicaReads {
                 partition,
                 key,
                 object,
-                hint_for: None,
+                hint_for,
             });
         };
         STORAGE_OP_DURATION
@@ -195,16 +205,7 @@ impl ReplicaReads {
         let Some(write_out) = self.merges.as_ref().and_then(|m| m.write_out.as_ref()) else {
             return Ok(());
         };
-        let start = Instant::now();
-        let written = write_out();
-        WAL_WRITE_OUT_SECONDS
-            .one()
-            .record(start.elapsed().as_secs_f64());
-        if let Err(e) = &written {
-            tracing::error!(error = %e, "writing out the write-ahead log of merged replica writes failed: they are reported failed");
-            WAL_WRITE_OUT_FAILURES.one().increment(1);
-        }
-        written
+        write_out_timed(write_out, "the merged replica writes")
     }
 
     fn note_heard(&self, from: &NodeId) {
@@ -282,22 +283,10 @@ impl Merges {
         let siblings = object.siblings().len();
         SIBLINGS.get(["merge"]).record(siblings as f64);
         SIZES.get(["merge"]).record(object.data_bytes() as f64);
-        if siblings <= self.sibling_warn {
-            return;
+        if let Some(event) = many_siblings("merge", None, siblings, &self.limits) {
+            metrics::counter!(shoal_proto::metrics::SIBLING_LIMIT_TOTAL, "event" => event)
+                .increment(1);
         }
-        let (event, limit) = if siblings > self.max_siblings {
-            ("over_limit", self.max_siblings)
-        } else {
-            ("warned", self.sibling_warn)
-        };
-        metrics::counter!(shoal_proto::metrics::SIBLING_LIMIT_TOTAL, "event" => event).increment(1);
-        tracing::warn!(
-            key = "",
-            siblings,
-            limit,
-            op = "merge",
-            "a key has many siblings: resolve them by writing with a read's context"
-        );
     }
 }
 
@@ -344,9 +333,7 @@ mod tests {
         Some(Merges {
             run,
             write_out: None,
-            max_object_bytes: 1 << 20,
-            sibling_warn: 25,
-            max_siblings: 100,
+            limits: LimitsConfig::default(),
         })
     }
 

@@ -323,9 +323,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
                     _ => None,
                 }),
                 write_out: group_wal_writes.then(|| write_out.clone()),
-                max_object_bytes: cfg.limits.max_object_bytes,
-                sibling_warn: cfg.limits.sibling_warn,
-                max_siblings: cfg.limits.max_siblings,
+                limits: cfg.limits,
             }
         });
         ReplicaReads::new(

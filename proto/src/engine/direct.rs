@@ -232,12 +232,9 @@ impl Engine {
     /// `from` is alive the engine takes from every request of a peer.
     pub fn heard_from(&mut self, now: crate::time::Now, from: &NodeId) {
         self.advance(now);
-        if !self.membership.contains(from) {
-            return;
+        if self.membership.contains(from) {
+            self.heard_member(from);
         }
-        let before = self.membership.failures(from);
-        let change = self.membership.report_success(from, self.mono);
-        self.on_contact(from, before, change);
     }
 
     /// This node's replica-read rules now, for its request handler to answer

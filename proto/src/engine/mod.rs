@@ -62,6 +62,7 @@ pub use placement::TransferStats;
 pub use read::{MAX_UNSIZED_READS, RESERVE_SHARE, SMALL_READ_SHARE};
 pub use reap::REAP_SENDS;
 pub use replica::replica_merge_answer;
+pub use write::many_siblings;
 
 use aae::{Aae, AaePart, ExchangeId};
 use reap::ReapPart;
@@ -526,9 +527,7 @@ impl Engine {
             return;
         }
         // A request from a peer is direct evidence that it is alive.
-        let before = self.membership.failures(&node);
-        let change = self.membership.report_success(&node, self.mono);
-        self.on_contact(&node, before, change);
+        self.heard_member(&node);
         self.handle_peer(id, node, req);
     }
 
@@ -782,6 +781,13 @@ impl Engine {
 
     /// A contact with `peer` was reported to the failure detector, which counted
     /// `before` failures in a row until then.
+    /// A request from member `node` arrived: evidence that it is alive.
+    fn heard_member(&mut self, node: &NodeId) {
+        let before = self.membership.failures(node);
+        let change = self.membership.report_success(node, self.mono);
+        self.on_contact(node, before, change);
+    }
+
     fn on_contact(&mut self, peer: &NodeId, before: u32, change: Option<StateChange>) {
         let failures = self.membership.failures(peer);
         if failures != before {
@@ -1229,8 +1235,9 @@ impl Engine {
     }
 }
 
-/// A failed storage op as the requester sees it.
-fn storage_error(e: StorageFailure) -> RequestError {
+/// A failed storage op as the requester sees it (the engine's answers, and the node's
+/// request handler's for what it serves itself).
+pub fn storage_error(e: StorageFailure) -> RequestError {
     match e {
         StorageFailure::DiskFull => RequestError::DiskFull,
         other => RequestError::Storage(other.to_string()),

@@ -720,27 +720,45 @@ impl Engine {
         let ObjectShape { siblings, bytes } = shape;
         self.meters.siblings.get([op]).record(siblings as f64);
         self.meters.sizes.get([op]).record(bytes as f64);
-        let limits = &self.cfg.limits;
-        if op == "read" || siblings <= limits.sibling_warn {
+        if op == "read" {
             return;
         }
-        let (event, limit) = if siblings > limits.max_siblings {
-            ("over_limit", limits.max_siblings)
-        } else {
-            ("warned", limits.sibling_warn)
-        };
-        self.meters.sibling_limit.get([event]).increment(1);
-        let shown = key
-            .map(|k| &k[..k.len().min(LOGGED_KEY_BYTES)])
-            .unwrap_or_default();
-        tracing::warn!(
-            key = %String::from_utf8_lossy(shown),
-            siblings,
-            limit,
-            op,
-            "a key has many siblings: resolve them by writing with a read's context"
-        );
+        if let Some(event) = many_siblings(op, key, siblings, &self.cfg.limits) {
+            self.meters.sibling_limit.get([event]).increment(1);
+        }
     }
+}
+
+/// A stored object of `siblings` siblings (`op`: `write` at a coordinator, `merge` at a
+/// replica) past `limits.sibling_warn`: logged (naming `key` if known), and the `event`
+/// of `shoal_sibling_limit_total` to count it under (`warned`, or `over_limit` past
+/// `limits.max_siblings`); `None` within the bound. The engine's, and the node's
+/// request handler's for the replica writes it merges itself.
+pub fn many_siblings(
+    op: &'static str,
+    key: Option<&[u8]>,
+    siblings: usize,
+    limits: &crate::config::LimitsConfig,
+) -> Option<&'static str> {
+    if siblings <= limits.sibling_warn {
+        return None;
+    }
+    let (event, limit) = if siblings > limits.max_siblings {
+        ("over_limit", limits.max_siblings)
+    } else {
+        ("warned", limits.sibling_warn)
+    };
+    let shown = key
+        .map(|k| &k[..k.len().min(LOGGED_KEY_BYTES)])
+        .unwrap_or_default();
+    tracing::warn!(
+        key = %String::from_utf8_lossy(shown),
+        siblings,
+        limit,
+        op,
+        "a key has many siblings: resolve them by writing with a read's context"
+    );
+    Some(event)
 }
 
 /// Why a replica request that failed with `result` may be sent once more to the same
