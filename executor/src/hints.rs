@@ -65,7 +65,7 @@ pub(super) fn split_hint_key(raw: &[u8]) -> Option<(NodeId, PartitionId, &[u8])>
 fn encode_hint(stored_at: Time, object: &Object) -> Vec<u8> {
     let mut out = vec![HINT_FORMAT_VERSION];
     out.extend_from_slice(&stored_at.as_micros().to_be_bytes());
-    out.extend(object.encode());
+    object.encode_into(&mut out);
     out
 }
 

@@ -311,10 +311,31 @@ impl Object {
 
     /// Encode with a leading format version byte.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![OBJECT_FORMAT_VERSION];
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends [`Object::encode`]'s bytes to `out`. The object is sized first
+    /// ([`Object::encoded_len`], which copies nothing) and then written once into room
+    /// of that size, instead of into a vector that grows by doubling (a reallocation
+    /// and copy of the values at each step) and is then copied behind the version.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        let len = self.encoded_len();
+        if len != usize::MAX {
+            out.resize(start + len, 0);
+            out[start] = OBJECT_FORMAT_VERSION;
+            if let Ok(used) = postcard::to_slice(self, &mut out[start + 1..]) {
+                let used = used.len();
+                out.truncate(start + 1 + used);
+                return;
+            }
+            out.truncate(start);
+        }
+        out.push(OBJECT_FORMAT_VERSION);
         // Serialising plain data into a Vec cannot fail.
         out.extend(postcard::to_stdvec(self).unwrap_or_default());
-        out
     }
 
     /// The length of [`Object::encode`]'s output, counted without encoding (no
@@ -550,5 +571,25 @@ mod tests {
             Err(CodecError::UnsupportedVersion { found: 99, .. })
         ));
         assert!(matches!(Object::decode(&[]), Err(CodecError::Empty)));
+    }
+
+    #[test]
+    fn encoding_into_sized_room_writes_the_same_bytes_after_what_was_there() {
+        let mut o = Object::new();
+        for (i, len) in [0usize, 1, 127, 128, 1024, 70_000].into_iter().enumerate() {
+            let dot = Dot::new(Actor(i as u64 + 1), 1);
+            let value = SiblingValue::Data(vec![i as u8; len]);
+            o.update(&CausalContext::new(), value, dot, Time::from_micros(7))
+                .unwrap();
+            // The bytes of the growing-vector encoding this replaced.
+            let mut before = vec![OBJECT_FORMAT_VERSION];
+            before.extend(postcard::to_stdvec(&o).unwrap());
+            assert_eq!(o.encode(), before, "{} siblings", i + 1);
+            let mut out = b"prefix".to_vec();
+            o.encode_into(&mut out);
+            assert_eq!(&out[..6], b"prefix");
+            assert_eq!(&out[6..], &before[..]);
+            assert_eq!(Object::decode(&out[6..]).unwrap(), o);
+        }
     }
 }
