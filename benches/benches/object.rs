@@ -10,7 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use shoal_proto::{Actor, CausalContext, Dot, Object, SiblingValue, Time};
+use shoal_proto::{Actor, Dot, Object, SiblingValue, Time};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
